@@ -1,0 +1,129 @@
+"""The bridge's exception tree.
+
+Retry semantics travel with the exception type (as in the Singer SDK and
+python-telegram-bot); adapters raise, and only the job layer decides whether
+to retry, park or skip::
+
+    BridgeError
+    ├── RetryableError(retry_after=None)   transient: 5xx, 429, timeouts, connection resets
+    │   └── AmbiguousError                 the far side may have committed (read timeout
+    │                                      after the request was sent): look up before retrying
+    ├── PermanentError                     a 4xx that will fail the same way again
+    │   └── NotFoundError                  the referenced remote object does not exist
+    ├── AuthError                          credentials rejected/expired beyond refresh:
+    │                                      the tenant needs re-authorisation
+    ├── SkippableError                     this item can be dropped (e.g. an update kind
+    │                                      the bridge does not handle)
+    └── WebhookError(status, code)         inbound request rejected; the view answers
+        ├── SignatureError                 403: forged/missing/expired signature or secret
+        └── PayloadError                   400/413/415: malformed body
+
+``ConfigError`` (a bad mapping file or environment) sits outside the tree:
+it is raised at start-up, never inside a job.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AmbiguousError",
+    "AuthError",
+    "BridgeError",
+    "ConfigError",
+    "NotFoundError",
+    "PayloadError",
+    "PermanentError",
+    "RetryableError",
+    "SignatureError",
+    "SkippableError",
+    "WebhookError",
+]
+
+
+class BridgeError(Exception):
+    """Root of every error an adapter or the pipeline raises on purpose."""
+
+    def __init__(self, message: str = "", *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        #: HTTP status of the far side's answer, when there was one.
+        self.status = status
+
+
+class RetryableError(BridgeError):
+    """A transient failure: try the same call again later.
+
+    ``retry_after`` (seconds) is the far side's own hint (``Retry-After``,
+    Telegram's ``parameters.retry_after``); ``None`` means "use backoff".
+    """
+
+    def __init__(
+        self, message: str = "", *, retry_after: float | None = None, status: int | None = None
+    ) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
+class AmbiguousError(RetryableError):
+    """The request may have been committed by the far side (read timeout,
+    connection reset after sending). Before repeating a write, look the
+    entry up by the bridge's message id."""
+
+
+class PermanentError(BridgeError):
+    """The call will fail the same way every time (validation error, 4xx)."""
+
+
+class NotFoundError(PermanentError):
+    """The remote object referenced by the call does not exist (404)."""
+
+
+class AuthError(BridgeError):
+    """Credentials were rejected and cannot be refreshed: re-authorise."""
+
+
+class SkippableError(BridgeError):
+    """This item can be acknowledged and dropped without loss."""
+
+
+class WebhookError(BridgeError):
+    """An inbound webhook request is rejected with a 4xx and a JSON error."""
+
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None, status_code: int | None = None):
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        if status_code is not None:
+            self.status_code = status_code
+
+    def to_json(self) -> dict[str, str]:
+        return {"error": self.code, "message": self.message}
+
+
+class SignatureError(WebhookError):
+    """Missing, forged or expired signature / secret token."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+class PayloadError(WebhookError):
+    """The body cannot be parsed (bad JSON, unknown shape, too large)."""
+
+    status_code = 400
+    code = "invalid_payload"
+
+
+class ConfigError(Exception):
+    """A configuration problem found at start-up (mapping file, environment).
+
+    ``str()`` names the file, the key and the fix.
+    """
+
+    def __init__(self, message: str, *, file: str | None = None, key: str | None = None):
+        self.file = file
+        self.key = key
+        where = ": ".join(p for p in (file, key) if p)
+        super().__init__(f"{where}: {message}" if where else message)

@@ -1,0 +1,189 @@
+"""The one HTTP seam every adapter talks through.
+
+``HttpClient`` owns the ``requests`` session, timeouts, the User-Agent, the
+shared rate limiter and the mapping from transport failures and status codes
+to the exception tree (``bridge.errors``). Adapters subclass nothing here:
+they call ``client.request(...)`` and, where the vendor has its own error
+envelope, pass an ``error_mapper`` that refines the default mapping.
+
+Unit tests mock this seam with ``responses``; integration tests point
+``base_url`` at the sandbox.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from bridge.errors import (
+    AmbiguousError,
+    AuthError,
+    BridgeError,
+    NotFoundError,
+    PermanentError,
+    RetryableError,
+)
+from bridge.model import Rate, RateLimiter
+
+__all__ = ["HttpClient", "Limit", "parse_retry_after"]
+
+USER_AGENT = "crm-bridge/0.1 (+https://github.com/crm-bridge)"
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+ErrorMapper = Callable[[requests.Response], BridgeError | None]
+
+
+@dataclass(frozen=True)
+class Limit:
+    """Which shared bucket a call draws from."""
+
+    key: str
+    rate: Rate
+    cost: float = 1.0
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class HttpClient:
+    """A thin ``requests`` wrapper with one status -> exception mapping."""
+
+    def __init__(
+        self,
+        base_url: str = "",
+        *,
+        timeout: tuple[float, float] = (5.0, 15.0),
+        limiter: RateLimiter | None = None,
+        session: requests.Session | None = None,
+        user_agent: str = USER_AGENT,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.limiter = limiter
+        self.session = session or requests.Session()
+        self.session.headers["User-Agent"] = user_agent
+        #: how many HTTP requests went out (benchmarks count CRM calls with it)
+        self.calls = 0
+
+    def url(self, path: str) -> str:
+        if path.startswith(("http://", "https://")):
+            return path
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        limit: Limit | None = None,
+        error_mapper: ErrorMapper | None = None,
+        ok: tuple[int, ...] = (),
+        **kwargs: Any,
+    ) -> requests.Response:
+        """Send one request; return the response or raise from the tree.
+
+        ``ok`` lists extra statuses to return instead of raising (e.g. 404 for
+        a lookup). Redirects are never followed.
+        """
+        method = method.upper()
+        if limit is not None and self.limiter is not None:
+            self.limiter.acquire(limit.key, limit.rate, limit.cost)
+        kwargs.setdefault("timeout", self.timeout)
+        kwargs.setdefault("allow_redirects", False)
+        self.calls += 1
+        try:
+            response = self.session.request(method, self.url(path), **kwargs)
+        except requests.ConnectTimeout as exc:
+            raise RetryableError("connect timeout") from exc
+        except requests.ConnectionError as exc:
+            # A reset may come after the far side read the whole request.
+            if method in IDEMPOTENT_METHODS:
+                raise RetryableError("connection error") from exc
+            raise AmbiguousError("connection error after send") from exc
+        except requests.Timeout as exc:
+            if method in IDEMPOTENT_METHODS:
+                raise RetryableError("read timeout") from exc
+            raise AmbiguousError("read timeout after send") from exc
+        except requests.RequestException as exc:
+            raise AmbiguousError(f"transport error: {type(exc).__name__}") from exc
+        if response.status_code < 300 or response.status_code in ok:
+            return response
+        error = error_mapper(response) if error_mapper else None
+        if error is None:
+            error = self.default_error(method, response)
+        if (
+            isinstance(error, RetryableError)
+            and response.status_code == 429
+            and limit is not None
+            and self.limiter is not None
+        ):
+            self.limiter.penalise(limit.key, error.retry_after or 1.0)
+        raise error
+
+    @staticmethod
+    def default_error(method: str, response: requests.Response) -> BridgeError:
+        """Map a non-2xx answer to the exception tree."""
+        status = response.status_code
+        # No URL in the message: some vendors put the token in the path
+        # (Telegram's /bot<token>/...), and this text lands in logs and the DB.
+        detail = f"HTTP {status} on {method}"
+        if status == 429:
+            return RetryableError(
+                detail,
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                status=status,
+            )
+        if status >= 500:
+            # A 5xx on a write may come after the commit (proxy timeout):
+            # treat it as ambiguous so the retry looks the entry up first.
+            cls = RetryableError if method in IDEMPOTENT_METHODS else AmbiguousError
+            return cls(
+                detail,
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                status=status,
+            )
+        if status == 401:
+            return AuthError(detail, status=status)
+        if status == 404:
+            return NotFoundError(detail, status=status)
+        if 300 <= status < 400:
+            return PermanentError(f"{detail}: unexpected redirect", status=status)
+        return PermanentError(detail, status=status)
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """``request`` and decode a JSON body (``None`` for an empty body)."""
+        response = self.request(method, path, **kwargs)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise AmbiguousError(
+                f"HTTP {response.status_code}: body is not JSON", status=response.status_code
+            ) from exc
+
+
+def merge_headers(*parts: Mapping[str, str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in parts:
+        if part:
+            out.update(part)
+    return out

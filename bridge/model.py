@@ -1,0 +1,448 @@
+"""The normalised model: the only types that cross the adapter boundary.
+
+Plain frozen dataclasses, no framework types. Channel adapters turn provider
+payloads into :class:`InboundMessage` / :class:`ThreadMigrated` and send
+:class:`OutboundMessage`; CRM adapters take drafts (:class:`ContactDraft`,
+:class:`EntityDraft`, :class:`TimelineEntry`, :class:`TaskDraft`) and turn
+CRM webhooks into :class:`CrmEvent`. Every event keeps the provider's raw
+payload (``raw``) for debugging and replay; it is excluded from ``repr`` so a
+stray log line cannot leak personal data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+__all__ = [
+    "Attachment",
+    "ChannelAccountInfo",
+    "ContactDraft",
+    "ContactLookup",
+    "CredentialProvider",
+    "CrmAccountInfo",
+    "CrmContact",
+    "CrmEvent",
+    "CrmEventKind",
+    "CrmRef",
+    "DeliveryReport",
+    "DeliveryStatus",
+    "EntityDraft",
+    "IgnoredEvent",
+    "InboundEvent",
+    "InboundMessage",
+    "MessageKind",
+    "OutboundMessage",
+    "Owner",
+    "Rate",
+    "RateLimiter",
+    "SendResult",
+    "SenderProfile",
+    "TaskDraft",
+    "ThreadMigrated",
+    "TimelineEntry",
+    "WebhookRequest",
+    "utcnow",
+]
+
+
+def utcnow() -> dt.datetime:
+    """Timezone-aware now in UTC (the only clock the model uses)."""
+    return dt.datetime.now(dt.UTC)
+
+
+# --------------------------------------------------------------------------
+# HTTP requests handed to adapters (no Flask types cross the boundary)
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """An inbound HTTP request, as the adapter needs it to verify and parse.
+
+    ``body`` is the raw bytes exactly as received: signatures are computed
+    over them (never over re-serialised JSON). ``headers`` keys are
+    lower-cased. ``url`` is the full URL the sender called (scheme, host,
+    path and query), as HubSpot's v3 signature needs it.
+    """
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+    query: Mapping[str, str] = field(default_factory=dict)
+    form: Mapping[str, str] = field(default_factory=dict)
+    received_at: dt.datetime = field(default_factory=utcnow)
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name.lower(), default)
+
+
+# --------------------------------------------------------------------------
+# Channel side
+# --------------------------------------------------------------------------
+
+
+class MessageKind(StrEnum):
+    TEXT = "text"
+    PHOTO = "photo"
+    DOCUMENT = "document"
+    VOICE = "voice"
+    AUDIO = "audio"
+    VIDEO = "video"
+    VIDEO_NOTE = "video_note"
+    ANIMATION = "animation"
+    STICKER = "sticker"
+    CONTACT = "contact"
+    LOCATION = "location"
+    VENUE = "venue"
+    POLL = "poll"
+    CALLBACK = "callback"  # a button press (Telegram callback_query)
+    SYSTEM = "system"  # member joined/left, title changed, ...
+    UNKNOWN = "unknown"  # stored and acknowledged, shown in the CRM as unsupported
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file the customer sent or the rep attached.
+
+    ``file_ref`` is the provider's own handle (Telegram ``file_id``); ``url``
+    is set only for files reachable over HTTP (outbound attachments, or once
+    resolved through the provider's allow-listed file host).
+    """
+
+    kind: MessageKind
+    file_ref: str | None = None
+    url: str | None = None
+    mime_type: str | None = None
+    file_name: str | None = None
+    size: int | None = None
+    width: int | None = None
+    height: int | None = None
+    duration: int | None = None
+
+
+@dataclass(frozen=True)
+class SenderProfile:
+    """What the channel tells us about the person (all optional)."""
+
+    display_name: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    username: str | None = None
+    phone: str | None = None
+    email: str | None = None
+    language: str | None = None
+    utm: Mapping[str, str] = field(default_factory=dict)
+    page_url: str | None = None
+
+    def name(self) -> str | None:
+        if self.display_name:
+            return self.display_name
+        parts = [p for p in (self.first_name, self.last_name) if p]
+        return " ".join(parts) or self.username
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """One customer message (or unsupported update) from a channel.
+
+    ``external_id`` is the channel's delivery id, unique per channel account
+    (Telegram ``update_id``): the ingest dedupe key. ``provider_message_id``
+    is the message's own id in its thread (Telegram ``message_id``), used to
+    refer to it (edits, replies). ``sequence`` is the provider's ordering
+    within the thread when it has one; ``sent_at`` is the provider's time.
+    """
+
+    channel_kind: str
+    external_id: str
+    external_user_id: str
+    external_thread_id: str
+    kind: MessageKind
+    sent_at: dt.datetime
+    text: str = ""
+    attachments: tuple[Attachment, ...] = ()
+    profile: SenderProfile = field(default_factory=SenderProfile)
+    provider_message_id: str | None = None
+    sequence: int | None = None
+    is_edit: bool = False
+    reply_to: str | None = None
+    callback_id: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class ThreadMigrated:
+    """The channel moved a thread to a new id (Telegram group -> supergroup)."""
+
+    channel_kind: str
+    external_id: str
+    old_thread_id: str
+    new_thread_id: str
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class IgnoredEvent:
+    """An update that belongs to no customer thread (inline query, poll
+    results, shipping query, ...): recorded for dedupe and audit, then
+    acknowledged."""
+
+    channel_kind: str
+    external_id: str
+    event_type: str
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+InboundEvent = InboundMessage | ThreadMigrated | IgnoredEvent
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """A reply to send to the customer through their channel."""
+
+    bridge_id: str  # our message uuid
+    external_thread_id: str
+    text: str = ""
+    attachments: tuple[Attachment, ...] = ()
+    reply_to: str | None = None
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What the channel returned for a sent message (one id per part when
+    the text had to be split)."""
+
+    external_ids: tuple[str, ...]
+    sent_at: dt.datetime = field(default_factory=utcnow)
+    #: set when the channel told us the thread moved (Telegram ChatMigrated)
+    new_thread_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ChannelAccountInfo:
+    """A channel account (one Telegram bot, one WhatsApp number...) as the
+    adapter sees it: decrypted credentials and its public webhook key."""
+
+    id: int
+    kind: str
+    key: str
+    credentials: Mapping[str, str]
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    api_base: str | None = None
+
+
+# --------------------------------------------------------------------------
+# CRM side
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CrmRef:
+    """A CRM object: ``kind`` is the CRM's own object type (``contact``,
+    ``deal``, ``ticket``, ``note``, ``message``...)."""
+
+    kind: str
+    id: str
+
+
+@dataclass(frozen=True)
+class CrmContact:
+    ref: CrmRef
+    owner_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Owner:
+    id: str
+    email: str | None = None
+    name: str | None = None
+    active: bool = True
+
+
+@dataclass(frozen=True)
+class ContactLookup:
+    """How to find a person in the CRM: channel identities first, then
+    normalised phone (E.164) and e-mail."""
+
+    identities: Mapping[str, str]  # channel kind -> external user id
+    phones: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ContactDraft:
+    lookup: ContactLookup
+    profile: SenderProfile
+    properties: Mapping[str, str] = field(default_factory=dict)  # from the mapping templates
+    owner_id: str | None = None
+
+
+@dataclass(frozen=True)
+class EntityDraft:
+    """A deal / lead / ticket to open for a conversation.
+
+    ``object_type`` is the mapping's choice (``deal``, ``ticket``, ``lead``).
+    ``conversation_uid`` travels with the entity so it can be found again
+    after an ambiguous create.
+    """
+
+    object_type: str
+    conversation_uid: str
+    contact: CrmRef
+    name: str
+    pipeline: str | None = None
+    stage: str | None = None
+    owner_id: str | None = None
+    properties: Mapping[str, str] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """One message as it lands on the CRM's timeline / inbox.
+
+    ``bridge_id`` (our message uuid) travels with the entry so it can be
+    found again. ``maybe_written`` is True when an earlier attempt may have
+    committed: the adapter must look the entry up before writing it again.
+    ``occurred_at`` and ``sequence`` are the message's own time and provider
+    sequence, so the CRM shows the customer's order whatever the arrival order.
+    """
+
+    bridge_id: str
+    conversation_uid: str
+    channel_kind: str
+    direction: str  # "in" (customer) or "out" (rep, echoed from another tool)
+    kind: MessageKind
+    text: str
+    occurred_at: dt.datetime
+    contact: CrmRef
+    entity: CrmRef | None = None
+    sequence: int | None = None
+    sender_name: str | None = None
+    sender_identifier: str | None = None  # the customer's id on the channel (delivery id)
+    attachments: tuple[Attachment, ...] = ()
+    is_edit: bool = False
+    owner_id: str | None = None
+    maybe_written: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskDraft:
+    bridge_id: str
+    subject: str
+    body: str
+    due_at: dt.datetime
+    contact: CrmRef
+    entity: CrmRef | None = None
+    owner_id: str | None = None
+    maybe_written: bool = False
+
+
+class CrmEventKind(StrEnum):
+    REPLY = "reply"  # a rep wrote to the customer
+    DELIVERY = "delivery"  # a delivery/read mark
+    OWNER_CHANGED = "owner_changed"
+    ENTITY_CLOSED = "entity_closed"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class CrmEvent:
+    """Something the CRM told us through its webhook.
+
+    ``external_id`` is the CRM's id for the event or message (the outbound
+    dedupe key). ``thread_key`` is how the CRM names the conversation: our
+    own conversation uid when the CRM echoes it back, else ``crm_thread_id``.
+    ``recipient`` is the channel delivery identifier the CRM addressed.
+    """
+
+    kind: CrmEventKind
+    external_id: str
+    occurred_at: dt.datetime
+    thread_key: str | None = None
+    crm_thread_id: str | None = None
+    recipient: str | None = None
+    text: str = ""
+    attachments: tuple[Attachment, ...] = ()
+    author_id: str | None = None
+    author_name: str | None = None
+    entity: CrmRef | None = None
+    owner_id: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+class DeliveryStatus(StrEnum):
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """Tell the CRM what happened to a rep's reply."""
+
+    crm_message_id: str
+    status: DeliveryStatus
+    error: str | None = None
+    crm_thread_id: str | None = None
+
+
+@dataclass(frozen=True)
+class CrmAccountInfo:
+    """A tenant's CRM connection as the adapter sees it.
+
+    ``settings`` holds what ``setup()`` created (channel ids, inbox ids,
+    custom property names); ``app`` holds the deployment-wide app settings
+    (OAuth client id/secret, developer key) from the environment.
+    """
+
+    tenant_id: int
+    kind: str
+    account_id: str | None
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    app: Mapping[str, str] = field(default_factory=dict)
+    api_base: str | None = None
+    webhook_url: str | None = None  # where this tenant's CRM webhooks must go
+
+
+class CredentialProvider(Protocol):
+    """The core's handle on a tenant's stored credentials.
+
+    ``get()`` returns the current decrypted credentials. ``refresh(stale)``
+    is single-flight across every process: it locks the tenant's row,
+    re-reads it, and only if the stored credentials are still ``stale``
+    calls the adapter's refresher, commits the new pair, and returns it.
+    """
+
+    def get(self) -> Mapping[str, Any]: ...
+
+    def refresh(self, stale: Mapping[str, Any]) -> Mapping[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A token bucket: ``capacity`` tokens, refilled at ``per_second``."""
+
+    capacity: float
+    per_second: float
+
+
+class RateLimiter(Protocol):
+    """Shared across processes (Redis). ``acquire`` blocks until a token for
+    ``key`` is available; ``penalise`` empties the bucket for ``seconds``
+    (after a 429 with ``Retry-After``)."""
+
+    def acquire(self, key: str, rate: Rate, cost: float = 1.0) -> None: ...
+
+    def penalise(self, key: str, seconds: float) -> None: ...
+
+
+#: (entries) -> results; used in type hints of batch hooks
+BatchResult = Mapping[str, Sequence[CrmRef]]
+Refresher = Callable[[Mapping[str, Any]], Mapping[str, Any]]

@@ -1,0 +1,10 @@
+"""Channel adapters, one module per channel, named by slug.
+
+The registry is explicit (no folder scanning): ``kind -> "module:Class"``.
+An adapter whose optional library is missing is disabled with one log line
+by ``bridge.registry``, the rest keep working.
+"""
+
+REGISTRY: dict[str, str] = {
+    "telegram": "channel_adapters.telegram:TelegramAdapter",
+}

@@ -1,0 +1,92 @@
+"""The channel adapter contract.
+
+A channel adapter turns one provider's webhook requests into the normalised
+model and sends replies back. It never touches the database or the queue:
+the webhook view calls ``verify`` then ``parse``, the ingest pipeline stores
+what ``parse`` returned, and the delivery job calls ``send``.
+
+Adding a channel = one module here that subclasses :class:`ChannelAdapter`,
+registered in ``channel_adapters.REGISTRY``, plus its sandbox and tests
+(the shared ``ChannelAdapterContract`` suite in ``tests/contracts``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from bridge.http import HttpClient
+from bridge.model import (
+    ChannelAccountInfo,
+    InboundEvent,
+    InboundMessage,
+    OutboundMessage,
+    Rate,
+    SendResult,
+    WebhookRequest,
+)
+
+__all__ = ["ChannelAdapter"]
+
+
+class ChannelAdapter(ABC):
+    """Verify, parse and send for one channel kind."""
+
+    #: registry slug, also the URL segment in ``/webhooks/<kind>/<key>``
+    kind: ClassVar[str]
+    #: human name for the UI and the CRM ("Telegram")
+    title: ClassVar[str]
+    #: the provider's documented send limit per account (shared bucket)
+    send_rate: ClassVar[Rate | None] = None
+    #: largest webhook body accepted (bytes)
+    max_body: ClassVar[int] = 1_000_000
+
+    def __init__(self, account: ChannelAccountInfo, http: HttpClient | None = None) -> None:
+        self.account = account
+        self.http = http or HttpClient(account.api_base or self.default_api_base())
+
+    @classmethod
+    def default_api_base(cls) -> str:
+        """The provider's production API host."""
+        return ""
+
+    @abstractmethod
+    def verify(self, request: WebhookRequest) -> None:
+        """Check the request really comes from the provider for this account.
+
+        Raise :class:`bridge.errors.SignatureError` (403) on a missing or
+        wrong secret/signature. Compare secrets in constant time. Must not
+        raise anything else, whatever the input.
+        """
+
+    @abstractmethod
+    def parse(self, request: WebhookRequest) -> list[InboundEvent]:
+        """Turn a verified request into normalised events.
+
+        Raise :class:`bridge.errors.PayloadError` (400) for a body that is
+        not the provider's shape (bad JSON, missing ids). Update kinds the
+        bridge does not handle become ``MessageKind.UNKNOWN`` messages (when
+        they belong to a thread) or :class:`~bridge.model.IgnoredEvent`,
+        never an exception.
+        """
+
+    @abstractmethod
+    def send(self, message: OutboundMessage) -> SendResult:
+        """Send a reply to the customer.
+
+        Raise ``RetryableError(retry_after=...)`` on flood control,
+        ``AmbiguousError`` when the provider may have delivered it,
+        ``PermanentError`` when it never will (bot blocked, chat gone).
+        """
+
+    def acknowledge(self, message: InboundMessage) -> None:  # noqa: B027 (optional hook)
+        """Optional: tell the provider an inbound event was handled (Telegram
+        ``answerCallbackQuery``). Called by the sync job after the CRM write."""
+
+    def setup_webhook(self, url: str) -> None:  # noqa: B027 (optional hook)
+        """Optional: register ``url`` as the provider's webhook for this account."""
+        raise NotImplementedError(f"{self.kind} has no webhook registration")
+
+    def webhook_ack(self) -> tuple[dict, int]:
+        """The body and status the provider expects for an accepted webhook."""
+        return {"ok": True}, 200

@@ -1,0 +1,169 @@
+"""The CRM adapter contract.
+
+A CRM adapter knows one CRM's API: contacts, the entity a conversation opens
+(deal / lead / ticket), timeline entries, tasks, owners, the CRM's webhooks
+and its OAuth. It never touches the database or the queue; the sync and
+delivery jobs call these hooks in order and record every id they return.
+
+Duties every adapter keeps (the shared ``CrmAdapterContract`` suite checks
+them):
+
+* ``find_contact`` matches by the channel identity property first, then by
+  normalised phone, then e-mail; ``None`` when nobody matches.
+* ``find_entity`` finds the entity a previous, possibly ambiguous,
+  ``create_entity`` made for the same ``conversation_uid``.
+* ``append_entries`` writes each entry at most once: an entry with
+  ``maybe_written=True`` is looked up by its ``bridge_id`` before it is
+  written again. It batches where the CRM allows, and returns the refs of
+  every entry it wrote or found; an entry missing from the result was not
+  written (the job will try it again).
+* Every HTTP call goes through ``self.http`` with ``self.limit(...)`` so all
+  workers of an account share one rate-limit bucket.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from bridge.http import HttpClient, Limit
+from bridge.model import (
+    ContactDraft,
+    ContactLookup,
+    CredentialProvider,
+    CrmAccountInfo,
+    CrmContact,
+    CrmEvent,
+    CrmRef,
+    DeliveryReport,
+    EntityDraft,
+    Owner,
+    Rate,
+    TaskDraft,
+    TimelineEntry,
+    WebhookRequest,
+)
+
+__all__ = ["CrmAdapter"]
+
+
+class CrmAdapter(ABC):
+    """Contacts, entities, timeline, tasks, owners, webhooks for one CRM."""
+
+    #: registry slug, also the URL segment in ``/webhooks/crm/<kind>/<key>``
+    kind: ClassVar[str]
+    title: ClassVar[str]
+    #: the CRM's documented request budget per account
+    rate: ClassVar[Rate]
+    #: entity object types the mapping may ask for ("deal", "ticket", ...)
+    entity_types: ClassVar[tuple[str, ...]]
+
+    def __init__(
+        self,
+        account: CrmAccountInfo,
+        credentials: CredentialProvider,
+        http: HttpClient | None = None,
+    ) -> None:
+        self.account = account
+        self.credentials = credentials
+        self.http = http or HttpClient(account.api_base or self.default_api_base())
+
+    @classmethod
+    def default_api_base(cls) -> str:
+        return ""
+
+    def limit(self, bucket: str = "api", rate: Rate | None = None) -> Limit:
+        """The shared bucket for this account (``bucket`` names a separate
+        budget, e.g. HubSpot's per-second search limit)."""
+        return Limit(
+            key=f"{self.kind}:{self.account.account_id or self.account.tenant_id}:{bucket}",
+            rate=rate or self.rate,
+        )
+
+    # -- install / setup --------------------------------------------------
+
+    @classmethod
+    def install_url(cls, app: Mapping[str, str], *, redirect_uri: str, state: str) -> str:
+        """The OAuth authorize URL a CRM admin opens to install the bridge."""
+        raise NotImplementedError(f"{cls.kind} has no OAuth install")
+
+    @classmethod
+    def exchange_code(
+        cls, app: Mapping[str, str], *, code: str, redirect_uri: str, http: HttpClient
+    ) -> dict[str, Any]:
+        """Exchange an authorization code for credentials (including the
+        account id under ``account_id`` and ``expires_at`` as epoch seconds)."""
+        raise NotImplementedError(f"{cls.kind} has no OAuth install")
+
+    def refresh_credentials(self, stale: Mapping[str, Any]) -> dict[str, Any]:
+        """Called by the core inside its single-flight lock: trade the stale
+        credentials for fresh ones. Raise ``AuthError`` on ``invalid_grant``."""
+        raise NotImplementedError(f"{self.kind} credentials cannot be refreshed")
+
+    def setup(self) -> dict[str, Any]:
+        """Create what the bridge needs in the account (custom properties,
+        channel registration); idempotent. Returns settings to persist."""
+        return {}
+
+    # -- contacts ---------------------------------------------------------
+
+    @abstractmethod
+    def find_contact(self, lookup: ContactLookup) -> CrmContact | None:
+        """Identity property first, then phone, then e-mail."""
+
+    @abstractmethod
+    def create_contact(self, draft: ContactDraft) -> CrmContact:
+        """Create the person; on a uniqueness conflict return the existing one."""
+
+    def update_contact(self, contact: CrmRef, draft: ContactDraft) -> None:  # noqa: B027
+        """Add what the channel learnt later (a shared phone number)."""
+
+    # -- entities ---------------------------------------------------------
+
+    @abstractmethod
+    def find_entity(self, draft: EntityDraft) -> CrmRef | None:
+        """The entity already opened for ``draft.conversation_uid``, if any."""
+
+    @abstractmethod
+    def create_entity(self, draft: EntityDraft) -> CrmRef:
+        """Open a deal / lead / ticket associated with the contact."""
+
+    def entity_is_open(self, entity: CrmRef) -> bool:
+        """False once the entity reached a closed (won/lost) stage."""
+        return True
+
+    # -- timeline and tasks -----------------------------------------------
+
+    @abstractmethod
+    def append_entries(self, entries: Sequence[TimelineEntry]) -> dict[str, tuple[CrmRef, ...]]:
+        """Write messages to the timeline (see the module docstring)."""
+
+    @abstractmethod
+    def create_task(self, draft: TaskDraft) -> CrmRef:
+        """A follow-up task for the owner (looked up first if maybe_written)."""
+
+    # -- owners -----------------------------------------------------------
+
+    @abstractmethod
+    def list_owners(self) -> list[Owner]:
+        """The users a conversation can be assigned to."""
+
+    # -- CRM -> bridge ------------------------------------------------------
+
+    @abstractmethod
+    def verify_webhook(self, request: WebhookRequest) -> None:
+        """Raise ``SignatureError`` unless the request is signed by the CRM
+        for this tenant (constant-time compare, timestamp window)."""
+
+    @abstractmethod
+    def parse_webhook(self, request: WebhookRequest) -> list[CrmEvent]:
+        """Normalise the CRM's webhook into events; unknown kinds become
+        ``CrmEventKind.UNKNOWN``. Raise ``PayloadError`` for a bad body."""
+
+    @abstractmethod
+    def report_delivery(self, report: DeliveryReport) -> None:
+        """Show the delivery status of a rep's reply in the CRM."""
+
+    def webhook_ack(self) -> tuple[dict, int]:
+        return {"ok": True}, 200

@@ -1,0 +1,166 @@
+"""Fault switches shared by every sandbox (the in-process toxiproxy).
+
+A :class:`FaultPlan` decides, per API request, whether to answer normally or
+to misbehave the ways real vendors do (RELIABILITY.md 3.2):
+
+* ``error_rate``       answer 5xx before doing anything (nothing committed)
+* ``rate_429``         answer the vendor's 429 with ``Retry-After``
+* ``timeout_rate``     hang past the client's timeout, then 504, nothing committed
+* ``commit_then_timeout_rate``  do the work and commit, then hang past the
+  client's timeout before answering: the duplicate-maker that only
+  lookup-before-recreate survives
+* ``latency_ms``       extra latency on every request
+* ``storm_until``/``storm_kind``  every request fails (429 or 5xx) until then
+
+Each sandbox wires it with :meth:`FaultPlan.install` and supplies its own
+error bodies, so a fault looks exactly like the vendor's. The control
+endpoint ``POST <prefix>/_faults`` (JSON with the fields above) switches it
+at run time; ``GET`` shows the plan and its counters.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request
+
+__all__ = ["FaultPlan"]
+
+ErrorBody = Callable[[int, float | None], Response]
+
+
+@dataclass
+class FaultPlan:
+    error_rate: float = 0.0
+    rate_429: float = 0.0
+    retry_after: float = 1.0
+    timeout_rate: float = 0.0
+    commit_then_timeout_rate: float = 0.0
+    timeout_seconds: float = 3.0
+    latency_ms: float = 0.0
+    storm_until: float = 0.0
+    storm_kind: str = "429"  # "429" or "5xx"
+    seed: int | None = None
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rng = random.Random(self.seed)
+
+    # -- configuration ----------------------------------------------------
+
+    FIELDS = (
+        "error_rate",
+        "rate_429",
+        "retry_after",
+        "timeout_rate",
+        "commit_then_timeout_rate",
+        "timeout_seconds",
+        "latency_ms",
+        "storm_until",
+        "storm_kind",
+        "seed",
+    )
+
+    def update(self, values: dict[str, Any]) -> None:
+        """Apply a control-API update; unknown keys raise ``ValueError``."""
+        unknown = set(values) - set(self.FIELDS) - {"storm_seconds", "reset"}
+        if unknown:
+            raise ValueError(f"unknown fault fields: {sorted(unknown)}")
+        with self._lock:
+            if values.get("reset"):
+                for name in self.FIELDS:
+                    setattr(self, name, getattr(FaultPlan, name))
+                self.counters.clear()
+            for name in self.FIELDS:
+                if name in values:
+                    setattr(self, name, values[name])
+            if "storm_seconds" in values:
+                self.storm_until = time.time() + float(values["storm_seconds"])
+            if "seed" in values:
+                self._rng = random.Random(self.seed)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            data = {k: v for k, v in asdict(self).items() if k != "counters"}
+            data["counters"] = dict(self.counters)
+            return data
+
+    # -- decisions --------------------------------------------------------
+
+    def draw(self) -> str | None:
+        """Pick this request's fault (or None) under the plan's odds."""
+        with self._lock:
+            if self.storm_until and time.time() < self.storm_until:
+                fault = "429" if self.storm_kind == "429" else "5xx"
+            else:
+                roll = self._rng.random()
+                fault = None
+                for name, p in (
+                    ("5xx", self.error_rate),
+                    ("429", self.rate_429),
+                    ("timeout", self.timeout_rate),
+                    ("commit_then_timeout", self.commit_then_timeout_rate),
+                ):
+                    if roll < p:
+                        fault = name
+                        break
+                    roll -= p
+            if fault:
+                self.counters[fault] = self.counters.get(fault, 0) + 1
+            return fault
+
+    # -- Flask wiring -----------------------------------------------------
+
+    def install(
+        self,
+        app: Flask,
+        *,
+        error_body: ErrorBody,
+        applies: Callable[[], bool],
+        control_rule: str = "/_faults",
+    ) -> None:
+        """Hook the plan into ``app``.
+
+        ``error_body(status, retry_after)`` builds the vendor's error response;
+        ``applies()`` says whether the current request is an API call (control
+        endpoints and pages are never faulted).
+        """
+        plan = self
+
+        @app.before_request
+        def _inject_fault() -> Response | None:
+            if not applies():
+                return None
+            if plan.latency_ms:
+                time.sleep(plan.latency_ms / 1000.0)
+            fault = plan.draw()
+            g.sandbox_fault = fault
+            if fault == "5xx":
+                return error_body(503, None)
+            if fault == "429":
+                return error_body(429, plan.retry_after)
+            if fault == "timeout":
+                time.sleep(plan.timeout_seconds)
+                return error_body(504, None)
+            return None
+
+        @app.after_request
+        def _hang_after_commit(response: Response) -> Response:
+            if getattr(g, "sandbox_fault", None) == "commit_then_timeout":
+                time.sleep(plan.timeout_seconds)
+            return response
+
+        @app.route(control_rule, methods=["GET", "POST"], endpoint="sandbox_faults")
+        def _faults() -> tuple[Response, int] | Response:
+            if request.method == "POST":
+                try:
+                    plan.update(request.get_json(force=True) or {})
+                except (ValueError, TypeError) as exc:
+                    return jsonify({"error": "invalid_faults", "message": str(exc)}), 400
+            return jsonify(plan.snapshot())
