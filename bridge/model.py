@@ -20,6 +20,7 @@ from typing import Any, Protocol
 __all__ = [
     "Attachment",
     "ChannelAccountInfo",
+    "ChannelLink",
     "ContactDraft",
     "ContactLookup",
     "CredentialProvider",
@@ -315,6 +316,7 @@ class TimelineEntry:
     bridge_id: str
     conversation_uid: str
     channel_kind: str
+    channel_account: str  # the bridge's channel account id (see ChannelLink.id)
     direction: str  # "in" (customer) or "out" (rep, echoed from another tool)
     kind: MessageKind
     text: str
@@ -391,6 +393,17 @@ class DeliveryReport:
     status: DeliveryStatus
     error: str | None = None
     crm_thread_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ChannelLink:
+    """A channel account as the CRM setup needs to know it (to register an
+    inbox channel account per bot / number)."""
+
+    id: str  # the bridge's channel account id
+    kind: str
+    name: str  # bot name / number shown to reps
+    identifier: str  # the account's own id on the channel (bot id, phone number id)
 
 
 @dataclass(frozen=True)

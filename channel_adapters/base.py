@@ -40,6 +40,8 @@ class ChannelAdapter(ABC):
     send_rate: ClassVar[Rate | None] = None
     #: largest webhook body accepted (bytes)
     max_body: ClassVar[int] = 1_000_000
+    #: media types the provider posts its webhooks as (anything else: 415)
+    content_types: ClassVar[tuple[str, ...]] = ("application/json",)
 
     def __init__(self, account: ChannelAccountInfo, http: HttpClient | None = None) -> None:
         self.account = account

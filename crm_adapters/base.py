@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 from bridge.http import HttpClient, Limit
 from bridge.model import (
+    ChannelLink,
     ContactDraft,
     ContactLookup,
     CredentialProvider,
@@ -58,6 +59,8 @@ class CrmAdapter(ABC):
     rate: ClassVar[Rate]
     #: entity object types the mapping may ask for ("deal", "ticket", ...)
     entity_types: ClassVar[tuple[str, ...]]
+    #: media types the CRM posts its webhooks as (anything else: 415)
+    content_types: ClassVar[tuple[str, ...]] = ("application/json",)
 
     def __init__(
         self,
@@ -101,9 +104,18 @@ class CrmAdapter(ABC):
         credentials for fresh ones. Raise ``AuthError`` on ``invalid_grant``."""
         raise NotImplementedError(f"{self.kind} credentials cannot be refreshed")
 
-    def setup(self) -> dict[str, Any]:
-        """Create what the bridge needs in the account (custom properties,
-        channel registration); idempotent. Returns settings to persist."""
+    def setup(
+        self,
+        channels: Sequence[ChannelLink] = (),
+        properties: Mapping[str, Sequence[str]] | None = None,
+    ) -> dict[str, Any]:
+        """Create what the bridge needs in the account; idempotent.
+
+        ``channels``: the tenant's channel accounts (to register inbox/chat
+        channel accounts for them). ``properties``: object type -> custom
+        property names the mapping writes (created when missing). Returns
+        settings to persist on the tenant (merged into ``account.settings``).
+        """
         return {}
 
     # -- contacts ---------------------------------------------------------

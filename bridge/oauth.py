@@ -1,0 +1,93 @@
+"""CRM installs through OAuth (the marketplace path).
+
+``GET /oauth/<crm>/install[?mapping=<file>]`` redirects the CRM admin to
+the CRM's consent page with a signed, expiring ``state`` (CSRF binding,
+ASVS 10.2.1); ``GET /oauth/<crm>/callback`` checks the state, exchanges the
+code, and creates the tenant — or, for an account already known, stores the
+new tokens and resumes whatever waited for re-authorisation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from flask import Blueprint, current_app, jsonify, redirect, request
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+from bridge import admin
+from bridge.errors import BridgeError
+from bridge.registry import UnknownAdapter, crm_class
+
+__all__ = ["bp", "install_url"]
+
+log = logging.getLogger(__name__)
+bp = Blueprint("oauth", __name__)
+
+STATE_MAX_AGE = 600
+
+
+def _serializer(rt) -> URLSafeTimedSerializer:  # type: ignore[no-untyped-def]
+    key = hashlib.sha256(b"bridge-oauth-state|" + rt.secrets_key_material()).hexdigest()
+    return URLSafeTimedSerializer(key, salt="oauth-state")
+
+
+def _redirect_uri(rt, crm: str) -> str:  # type: ignore[no-untyped-def]
+    return f"{rt.settings.public_url}/oauth/{crm}/callback"
+
+
+def install_url(rt, crm: str, mapping: str | None = None) -> str:  # type: ignore[no-untyped-def]
+    cls = crm_class(crm)
+    state = _serializer(rt).dumps({"crm": crm, "mapping": mapping or f"{crm}.yaml"})
+    return cls.install_url(
+        rt.settings.crm_apps.get(crm, {}), redirect_uri=_redirect_uri(rt, crm), state=state
+    )
+
+
+@bp.get("/oauth/<crm>/install")
+def install(crm: str):  # type: ignore[no-untyped-def]
+    rt = current_app.extensions["bridge"]
+    try:
+        return redirect(install_url(rt, crm, request.args.get("mapping")))
+    except (UnknownAdapter, NotImplementedError):
+        return jsonify({"error": "not_found", "message": f"{crm} has no OAuth install"}), 404
+
+
+@bp.get("/oauth/<crm>/callback")
+def callback(crm: str):  # type: ignore[no-untyped-def]
+    rt = current_app.extensions["bridge"]
+    if "error" in request.args:
+        return jsonify({"error": "access_denied", "message": "the CRM admin refused the install"}), 400
+    code, raw_state = request.args.get("code"), request.args.get("state")
+    if not code or not raw_state:
+        return jsonify({"error": "invalid_request", "message": "code and state are required"}), 400
+    try:
+        state = _serializer(rt).loads(raw_state, max_age=STATE_MAX_AGE)
+    except SignatureExpired:
+        return jsonify({"error": "invalid_state", "message": "the install link expired: start again"}), 400
+    except BadSignature:
+        return jsonify({"error": "invalid_state", "message": "state does not match: start again"}), 400
+    if state.get("crm") != crm:
+        return jsonify({"error": "invalid_state", "message": "state is for another CRM"}), 400
+    try:
+        cls = crm_class(crm)
+        credentials = cls.exchange_code(
+            rt.settings.crm_apps.get(crm, {}),
+            code=code,
+            redirect_uri=_redirect_uri(rt, crm),
+            http=rt.http(rt.settings.api_bases.get(crm) or cls.default_api_base()),
+        )
+        tenant_id, created = admin.upsert_oauth_tenant(
+            rt, crm_kind=crm, credentials=credentials, mapping=state.get("mapping") or f"{crm}.yaml"
+        )
+    except BridgeError as exc:
+        log.warning("OAuth install for %s failed: %s", crm, type(exc).__name__)
+        return jsonify({"error": "install_failed", "message": exc.message}), 502
+    return jsonify(
+        {
+            "ok": True,
+            "tenant": tenant_id,
+            "created": created,
+            "message": "Connected. / Подключено.",
+        }
+    )

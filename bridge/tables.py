@@ -1,0 +1,277 @@
+"""The bridge's tables (SQLAlchemy 2 declarative).
+
+Every row carries ``tenant_id``; every query goes through a tenant-scoped
+lookup. The ``outbox`` is the record of pending work (one row per
+conversation and direction); an RQ job is only a hint that can be lost and
+recreated from it (DESIGN.md "Guarantees").
+
+Message statuses::
+
+    pending ──claim──> in_flight ──CRM/channel ok──> synced | sent
+       ^                  │  (retry of an in_flight message looks the entry
+       │                  │   up on the far side before writing again)
+       └──── replay ──── failed   (permanent error; the conversation's later
+                                   messages wait behind it)
+    skipped: stored and acknowledged, never sent anywhere (e.g. duplicates of
+             a migration notice)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from bridge.model import utcnow
+
+__all__ = [
+    "Base",
+    "ChannelAccount",
+    "Contact",
+    "ContactIdentity",
+    "ContactMerge",
+    "Conversation",
+    "IgnoredEventRow",
+    "Message",
+    "Outbox",
+    "Tenant",
+]
+
+# BIGINT on PostgreSQL, INTEGER (rowid alias) on SQLite.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+Json = JSON()
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def _now() -> dt.datetime:
+    return utcnow()
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+    __table_args__ = (UniqueConstraint("crm_kind", "crm_account_id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    crm_kind: Mapped[str] = mapped_column(String(32))
+    #: the CRM's account id (HubSpot portal id); unique per CRM
+    crm_account_id: Mapped[str | None] = mapped_column(String(64))
+    #: random path secret for this tenant's CRM webhooks (>= 128 bits)
+    webhook_key: Mapped[str] = mapped_column(String(64), unique=True)
+    #: encrypted JSON (Fernet) — tokens never stored in clear
+    credentials: Mapped[str | None] = mapped_column(Text)
+    settings: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    #: mapping file name under the mappings directory
+    mapping: Mapped[str] = mapped_column(String(200))
+    #: active | needs_reauth | disabled
+    status: Mapped[str] = mapped_column(String(32), default="active")
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=_now, onupdate=_now
+    )
+
+
+class ChannelAccount(Base):
+    __tablename__ = "channel_accounts"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    #: random path secret in /webhooks/<kind>/<key>
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    #: the account's own id on the channel (bot id)
+    external_id: Mapped[str | None] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    credentials: Mapped[str | None] = mapped_column(Text)
+    settings: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class Contact(Base):
+    """One person, whatever the channel (identities hang off it)."""
+
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    phone: Mapped[str | None] = mapped_column(String(32))
+    email: Mapped[str | None] = mapped_column(String(320))
+    crm_contact_id: Mapped[str | None] = mapped_column(String(64))
+    crm_owner_id: Mapped[str | None] = mapped_column(String(64))
+    #: None | creating (a create call may have committed) | synced
+    crm_state: Mapped[str | None] = mapped_column(String(16))
+    #: the CRM knows less than we do (a phone learnt later): update it
+    crm_dirty: Mapped[bool] = mapped_column(Boolean, default=False)
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=_now, onupdate=_now
+    )
+
+
+class ContactIdentity(Base):
+    """A handle that names a person: (telegram, 12345), (phone, +7...), (email, ...)."""
+
+    __tablename__ = "contact_identities"
+    __table_args__ = (UniqueConstraint("tenant_id", "kind", "value"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    value: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class ContactMerge(Base):
+    """Why two contacts became one (explainable, reversible merges)."""
+
+    __tablename__ = "contact_merges"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    from_contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"))
+    into_contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"))
+    reason: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class Conversation(Base):
+    """A thread on one channel account (a Telegram chat) with one contact."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (UniqueConstraint("channel_account_id", "external_thread_id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    #: public id; travels to the CRM (integrationThreadId, entity marker)
+    uid: Mapped[str] = mapped_column(String(36), unique=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    channel_account_id: Mapped[int] = mapped_column(ForeignKey("channel_accounts.id"))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), index=True)
+    external_thread_id: Mapped[str] = mapped_column(String(64))
+    #: open | closed
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    crm_entity_type: Mapped[str | None] = mapped_column(String(32))
+    crm_entity_id: Mapped[str | None] = mapped_column(String(64))
+    #: None | creating | synced
+    crm_entity_state: Mapped[str | None] = mapped_column(String(16))
+    crm_thread_id: Mapped[str | None] = mapped_column(String(64))
+    owner_id: Mapped[str | None] = mapped_column(String(64))
+    #: None | creating | <task id>
+    task_state: Mapped[str | None] = mapped_column(String(64))
+    next_seq: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=_now, onupdate=_now
+    )
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        # durable dedupe: a redelivery (same update id / same CRM message id)
+        # can never create a second row (ASVS 15.4.2: the insert is the check)
+        UniqueConstraint("channel_account_id", "direction", "dedupe_key"),
+        UniqueConstraint("conversation_id", "seq"),
+        Index("ix_messages_work", "conversation_id", "direction", "status", "seq"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    #: the bridge message id: travels with every CRM entry so it can be found again
+    uid: Mapped[str] = mapped_column(String(36), unique=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"))
+    channel_account_id: Mapped[int] = mapped_column(ForeignKey("channel_accounts.id"))
+    #: in (customer -> CRM) | out (CRM -> customer)
+    direction: Mapped[str] = mapped_column(String(3))
+    seq: Mapped[int] = mapped_column(Integer)
+    dedupe_key: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text, default="")
+    #: attachments, sender profile, flags (edit, reply_to, callback id), raw payload
+    payload: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    #: the provider's own time for the message
+    sent_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    #: provider ordering within the thread (Telegram message_id)
+    provider_seq: Mapped[int | None] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: when a job last claimed it (in_flight); a claim younger than the lock
+    #: lease means another job may still be working on it
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    #: [[kind, id], ...] of what the CRM created for it
+    crm_refs: Mapped[list[Any] | None] = mapped_column(Json)
+    #: the CRM's id for an outbound message (its reply id)
+    crm_message_id: Mapped[str | None] = mapped_column(String(128))
+    #: ids the channel gave the sent message (parts)
+    channel_message_ids: Mapped[list[Any] | None] = mapped_column(Json)
+    #: outbound only: delivery status reported back to the CRM
+    delivery_reported: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=_now, onupdate=_now
+    )
+
+
+class Outbox(Base):
+    """Pending work per conversation and direction: the record the sweeper
+    reads. ``version`` is bumped by every new message, so a job that drained
+    the conversation only marks it idle if nothing arrived meanwhile."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        UniqueConstraint("conversation_id", "direction"),
+        Index("ix_outbox_sweep", "state", "enqueued_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"))
+    direction: Mapped[str] = mapped_column(String(3))
+    #: idle | pending | parked
+    state: Mapped[str] = mapped_column(String(16), default="idle")
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    #: why it is parked (failed message / auth) or backing off
+    reason: Mapped[str | None] = mapped_column(Text)
+    #: do not run before (backoff after a long outage)
+    not_before: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    enqueued_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_job_id: Mapped[str | None] = mapped_column(String(128))
+    sweeps: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=_now, onupdate=_now
+    )
+
+
+class IgnoredEventRow(Base):
+    """Updates that belong to no customer thread, kept for dedupe and audit."""
+
+    __tablename__ = "ignored_events"
+    __table_args__ = (UniqueConstraint("channel_account_id", "dedupe_key"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    channel_account_id: Mapped[int] = mapped_column(ForeignKey("channel_accounts.id"))
+    dedupe_key: Mapped[str] = mapped_column(String(255))
+    event_type: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)

@@ -1,0 +1,159 @@
+"""Webhook endpoints: verify -> parse -> store (one transaction) -> 2xx.
+
+The views hold no business logic. A 2xx means "durably accepted": the rows
+are committed before the answer. Bad input gets a 4xx with a JSON error that
+names the problem (403 for a wrong secret or signature), never a 500; a
+redelivery gets 2xx and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from flask import Blueprint, Request, current_app, jsonify, request
+from sqlalchemy import select
+
+from bridge.delivery import accept_crm_events
+from bridge.errors import SignatureError, WebhookError
+from bridge.ingest import accept
+from bridge.model import WebhookRequest
+from bridge.registry import UnknownAdapter
+from bridge.tables import ChannelAccount, Tenant
+
+__all__ = ["bp", "reset_cache", "to_webhook_request"]
+
+log = logging.getLogger(__name__)
+bp = Blueprint("webhooks", __name__)
+
+NOT_FOUND = {"error": "not_found", "message": "no such webhook"}
+
+
+def runtime():  # type: ignore[no-untyped-def]
+    return current_app.extensions["bridge"]
+
+
+@dataclass
+class _Cached:
+    account_id: int
+    kind: str
+    adapter: object
+    expires: float
+
+
+class _AdapterCache:
+    """Channel adapters by webhook key, for a short while: the hot path
+    should not decrypt credentials on every update."""
+
+    TTL = 30.0
+
+    def __init__(self) -> None:
+        self._items: dict[str, _Cached] = {}
+        self._lock = threading.Lock()
+
+    def get(self, rt, key: str) -> _Cached | None:  # type: ignore[no-untyped-def]
+        now = time.monotonic()
+        with self._lock:
+            item = self._items.get(key)
+            if item and item.expires > now:
+                return item
+        with rt.transaction() as session:
+            account = session.scalars(select(ChannelAccount).where(ChannelAccount.key == key)).first()
+            if account is None:
+                return None
+            item = _Cached(account.id, account.kind, rt.channel_adapter(account), now + self.TTL)
+        with self._lock:
+            self._items[key] = item
+        return item
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+_channels = _AdapterCache()
+
+
+def to_webhook_request(req: Request, public_url: str) -> WebhookRequest:
+    """The provider's request as adapters see it. ``url`` is rebuilt from the
+    public URL (what the sender signed), not from proxy-rewritten headers."""
+    query = req.query_string.decode("latin-1")
+    url = f"{public_url}{req.path}" + (f"?{query}" if query else "")
+    form = req.form.to_dict() if req.mimetype == "application/x-www-form-urlencoded" else {}
+    return WebhookRequest(
+        method=req.method,
+        url=url,
+        headers={k.lower(): v for k, v in req.headers.items()},
+        body=req.get_data(cache=True),
+        query=req.args.to_dict(),
+        form=form,
+    )
+
+
+def _check_body(max_body: int, content_types: tuple[str, ...]) -> None:
+    length = request.content_length
+    if length is not None and length > max_body:
+        raise WebhookError(f"body larger than {max_body} bytes", code="too_large", status_code=413)
+    if request.mimetype not in content_types:
+        raise WebhookError(
+            f"content type must be {' or '.join(content_types)}",
+            code="unsupported_media_type",
+            status_code=415,
+        )
+
+
+def _error(exc: WebhookError):  # type: ignore[no-untyped-def]
+    if isinstance(exc, SignatureError):
+        log.warning("webhook rejected: %s (%s)", exc.code, request.path.rsplit("/", 1)[0])
+    return jsonify(exc.to_json()), exc.status_code
+
+
+@bp.post("/webhooks/<kind>/<key>")
+def channel_webhook(kind: str, key: str):  # type: ignore[no-untyped-def]
+    rt = runtime()
+    cached = _channels.get(rt, key)
+    if cached is None or cached.kind != kind:
+        return jsonify(NOT_FOUND), 404
+    adapter = cached.adapter
+    try:
+        _check_body(min(adapter.max_body, rt.settings.max_body), adapter.content_types)
+        webhook = to_webhook_request(request, rt.settings.public_url)
+        adapter.verify(webhook)
+        events = adapter.parse(webhook)
+    except WebhookError as exc:
+        return _error(exc)
+    accept(rt, cached.account_id, events)
+    body, status = adapter.webhook_ack()
+    return jsonify(body), status
+
+
+@bp.post("/webhooks/crm/<crm>/<key>")
+def crm_webhook(crm: str, key: str):  # type: ignore[no-untyped-def]
+    rt = runtime()
+    with rt.transaction() as session:
+        tenant = session.scalars(select(Tenant).where(Tenant.webhook_key == key)).first()
+        if tenant is None or tenant.crm_kind != crm:
+            return jsonify(NOT_FOUND), 404
+        tenant_id = tenant.id
+        try:
+            adapter = rt.crm_adapter(tenant)
+        except UnknownAdapter:
+            return jsonify(NOT_FOUND), 404
+    try:
+        _check_body(rt.settings.max_body, adapter.content_types)
+        webhook = to_webhook_request(request, rt.settings.public_url)
+        adapter.verify_webhook(webhook)
+        events = adapter.parse_webhook(webhook)
+    except WebhookError as exc:
+        return _error(exc)
+    accept_crm_events(rt, tenant_id, events)
+    body, status = adapter.webhook_ack()
+    return jsonify(body), status
+
+
+def reset_cache() -> None:
+    """Forget cached channel adapters (after credentials change)."""
+    _channels.clear()
+

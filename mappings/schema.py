@@ -1,0 +1,294 @@
+"""The admin's mapping file: which CRM object each channel opens, with which
+pipeline, stage, owner strategy, fields, tasks — validated by marshmallow.
+
+Errors name the file, the key and the fix::
+
+    mappings/acme.yaml: channels.telegram.owner.strategy: must be one of
+    fixed, round_robin, sticky (got 'random')
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    validate,
+    validates_schema,
+)
+
+__all__ = [
+    "ChannelRule",
+    "FieldTemplates",
+    "MappingConfig",
+    "MappingSchema",
+    "OwnerRule",
+    "TaskRule",
+    "PLACEHOLDER_RE",
+    "KNOWN_PLACEHOLDERS",
+]
+
+PLACEHOLDER_RE = re.compile(r"\{([a-z_]+(?:\.[a-z0-9_]+)?)\}")
+#: what templates may refer to; ``utm.<anything>`` is free-form
+KNOWN_PLACEHOLDERS = frozenset(
+    {
+        "contact.name",
+        "contact.phone",
+        "contact.email",
+        "profile.first_name",
+        "profile.last_name",
+        "profile.username",
+        "profile.language",
+        "channel.kind",
+        "channel.title",
+        "channel.account",
+        "conversation.uid",
+        "message.text",
+    }
+)
+OWNER_STRATEGIES = ("fixed", "round_robin", "sticky")
+
+
+@dataclass(frozen=True)
+class OwnerRule:
+    strategy: str = "fixed"
+    owner_id: str | None = None
+    pool: tuple[str, ...] = ()
+    fallback: str = "round_robin"
+
+
+@dataclass(frozen=True)
+class TaskRule:
+    when: str = "never"  # never | new_entity
+    subject: str = "Reply to {contact.name}"
+    due_in_minutes: int = 60
+
+
+@dataclass(frozen=True)
+class FieldTemplates:
+    entity: dict[str, str] = field(default_factory=dict)
+    contact: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChannelRule:
+    """What to do in the CRM for messages from one channel kind."""
+
+    object: str = "deal"  # deal | ticket | lead | none
+    pipeline: str | None = None
+    stage: str | None = None
+    reuse: str = "open"  # open | conversation
+    owner: OwnerRule = field(default_factory=OwnerRule)
+    timeline: str = "note"
+    inbox: bool = False
+    task: TaskRule = field(default_factory=TaskRule)
+    fields: FieldTemplates = field(default_factory=FieldTemplates)
+    name: str = "{channel.title}: {contact.name}"
+
+    def options(self) -> dict[str, Any]:
+        """The adapter-facing options (``TimelineEntry.options``)."""
+        return {"timeline": self.timeline, "inbox": self.inbox}
+
+
+@dataclass(frozen=True)
+class MappingConfig:
+    crm: str
+    channels: dict[str, ChannelRule]
+    language: str = "en"
+    name: str | None = None
+    source: str = ""
+
+    def rule(self, channel_kind: str) -> ChannelRule | None:
+        return self.channels.get(channel_kind)
+
+    def custom_properties(self) -> dict[str, list[str]]:
+        """object type -> property names the templates write."""
+        out: dict[str, set[str]] = {}
+        for rule in self.channels.values():
+            if rule.object != "none":
+                out.setdefault(rule.object, set()).update(rule.fields.entity)
+            out.setdefault("contact", set()).update(rule.fields.contact)
+        return {k: sorted(v) for k, v in out.items() if v}
+
+
+def _check_template(value: str) -> None:
+    for name in PLACEHOLDER_RE.findall(value):
+        if name not in KNOWN_PLACEHOLDERS and not name.startswith("utm."):
+            known = ", ".join(sorted(KNOWN_PLACEHOLDERS))
+            raise ValidationError(
+                f"unknown placeholder {{{name}}}; use one of {known} or {{utm.<key>}}"
+            )
+    stray = PLACEHOLDER_RE.sub("", value)
+    if "{" in stray or "}" in stray:
+        raise ValidationError("unbalanced or malformed {placeholder}")
+
+
+class Template(fields.String):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        _check_template(text)
+        return text
+
+
+PROPERTY_NAME = validate.Regexp(
+    r"^[a-z][a-z0-9_]{0,99}$",
+    error="property names are lower-case letters, digits and _ (got {input!r})",
+)
+
+
+class OwnerSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    strategy = fields.String(
+        required=True,
+        validate=validate.OneOf(OWNER_STRATEGIES, error="must be one of {choices} (got {input!r})"),
+    )
+    owner_id = fields.String()
+    pool = fields.List(fields.String(), load_default=list)
+    fallback = fields.String(
+        load_default="round_robin",
+        validate=validate.OneOf(("fixed", "round_robin"), error="must be fixed or round_robin"),
+    )
+
+    @validates_schema
+    def _strategy_needs(self, data: dict[str, Any], **_: Any) -> None:
+        strategy = data.get("strategy")
+        if strategy == "fixed" and not data.get("owner_id"):
+            raise ValidationError("fixed needs owner_id: the CRM owner id", "owner_id")
+        if strategy == "round_robin" and not data.get("pool"):
+            raise ValidationError("round_robin needs pool: a list of CRM owner ids", "pool")
+        if strategy == "sticky":
+            if data.get("fallback") == "fixed" and not data.get("owner_id"):
+                raise ValidationError("sticky with fallback fixed needs owner_id", "owner_id")
+            if data.get("fallback", "round_robin") == "round_robin" and not data.get("pool"):
+                raise ValidationError(
+                    "sticky falls back to round_robin: add pool (owner ids) or fallback: fixed",
+                    "pool",
+                )
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> OwnerRule:
+        return OwnerRule(
+            strategy=data["strategy"],
+            owner_id=data.get("owner_id"),
+            pool=tuple(data.get("pool") or ()),
+            fallback=data.get("fallback", "round_robin"),
+        )
+
+
+class TaskSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    when = fields.String(
+        load_default="never",
+        validate=validate.OneOf(("never", "new_entity"), error="must be never or new_entity"),
+    )
+    subject = Template(load_default="Reply to {contact.name}")
+    due_in_minutes = fields.Integer(
+        load_default=60, validate=validate.Range(min=0, max=60 * 24 * 30)
+    )
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> TaskRule:
+        return TaskRule(**data)
+
+
+class FieldsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    entity = fields.Dict(keys=fields.String(validate=PROPERTY_NAME), values=Template(), load_default=dict)
+    contact = fields.Dict(keys=fields.String(validate=PROPERTY_NAME), values=Template(), load_default=dict)
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> FieldTemplates:
+        return FieldTemplates(entity=dict(data["entity"]), contact=dict(data["contact"]))
+
+
+class ChannelRuleSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    object = fields.String(
+        load_default="deal",
+        validate=validate.OneOf(
+            ("deal", "ticket", "lead", "none"), error="must be one of {choices} (got {input!r})"
+        ),
+    )
+    pipeline = fields.String()
+    stage = fields.String()
+    reuse = fields.String(
+        load_default="open",
+        validate=validate.OneOf(("open", "conversation"), error="must be open or conversation"),
+    )
+    owner = fields.Nested(OwnerSchema, load_default=None)
+    timeline = fields.String(
+        load_default="note",
+        validate=validate.OneOf(
+            ("note", "communication", "none"), error="must be note, communication or none"
+        ),
+    )
+    inbox = fields.Boolean(load_default=False)
+    task = fields.Nested(TaskSchema, load_default=None)
+    fields_ = fields.Nested(FieldsSchema, data_key="fields", load_default=None)
+    name = Template(load_default="{channel.title}: {contact.name}")
+
+    @validates_schema
+    def _something_lands(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("timeline") == "none" and not data.get("inbox"):
+            raise ValidationError(
+                "messages would land nowhere: set timeline to note/communication or inbox: true",
+                "timeline",
+            )
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> ChannelRule:
+        return ChannelRule(
+            object=data["object"],
+            pipeline=data.get("pipeline"),
+            stage=data.get("stage"),
+            reuse=data["reuse"],
+            owner=data.get("owner") or OwnerRule(),
+            timeline=data["timeline"],
+            inbox=data["inbox"],
+            task=data.get("task") or TaskRule(),
+            fields=data.get("fields_") or FieldTemplates(),
+            name=data["name"],
+        )
+
+
+class MappingSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    crm = fields.String(
+        required=True,
+        validate=validate.Regexp(r"^[a-z0-9_]+$", error="must be a CRM slug such as hubspot"),
+    )
+    name = fields.String()
+    language = fields.String(
+        load_default="en", validate=validate.OneOf(("en", "ru"), error="must be en or ru")
+    )
+    channels = fields.Dict(
+        keys=fields.String(validate=validate.Regexp(r"^[a-z0-9_]+$")),
+        values=fields.Nested(ChannelRuleSchema),
+        required=True,
+        validate=validate.Length(min=1, error="map at least one channel (e.g. telegram)"),
+    )
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> MappingConfig:
+        return MappingConfig(
+            crm=data["crm"],
+            channels=dict(data["channels"]),
+            language=data["language"],
+            name=data.get("name"),
+        )

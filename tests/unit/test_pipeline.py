@@ -1,0 +1,230 @@
+"""The core pipeline (ingest -> outbox -> sync job) on real SQLite/PostgreSQL
+and a real Redis, with an in-memory CRM adapter whose failures the tests
+script (integration tests use the real adapters against the sandbox)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from rq import Queue
+from sqlalchemy import func, select
+
+import crm_adapters
+from bridge import admin, outbox
+from bridge.errors import AmbiguousError, AuthError, PermanentError, RetryableError
+from bridge.ingest import accept
+from bridge.jobs import SYNC_QUEUE
+from bridge.model import InboundMessage, MessageKind, SenderProfile
+from bridge.sweeper import sweep_once
+from bridge.sync import run_inbound
+from bridge.tables import Contact, ContactMerge, Conversation, Message, Outbox, Tenant
+from tests.support import fakes
+
+MAPPING = """
+crm: fake
+channels:
+  telegram:
+    object: deal
+    pipeline: p1
+    stage: s1
+    owner: {strategy: round_robin, pool: ["101", "102"]}
+    task: {when: new_entity, subject: "Call {contact.name}"}
+    fields:
+      entity: {source_field: "{utm.utm_source}"}
+"""
+
+T0 = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def fake_crm(monkeypatch: pytest.MonkeyPatch) -> fakes.FakeCrmState:
+    monkeypatch.setitem(crm_adapters.REGISTRY, "fake", "tests.support.fakes:FakeCrm")
+    fakes.STATE = fakes.FakeCrmState()
+    return fakes.STATE
+
+
+@pytest.fixture
+def tenant(runtime, fake_crm):  # type: ignore[no-untyped-def]
+    (runtime.settings.mappings_dir / "fake.yaml").write_text(MAPPING)
+    tenant_id = admin.create_tenant(runtime, slug="acme", crm_kind="fake", mapping="fake.yaml")
+    account_id = admin.add_channel_account(
+        runtime, tenant_id, kind="telegram", credentials={"bot_token": "1:x", "secret_token": "s"},
+        external_id="1",
+    )
+    return tenant_id, account_id
+
+
+def msg(update_id: int, user: int = 7, text: str | None = None, **kw) -> InboundMessage:  # type: ignore[no-untyped-def]
+    return InboundMessage(
+        channel_kind="telegram",
+        external_id=str(update_id),
+        external_user_id=str(user),
+        external_thread_id=str(user),
+        kind=kw.pop("kind", MessageKind.TEXT),
+        sent_at=T0 + dt.timedelta(seconds=update_id),
+        text=text if text is not None else f"message {update_id}",
+        sequence=update_id,
+        provider_message_id=str(update_id),
+        profile=kw.pop("profile", SenderProfile(first_name="Ivan", utm={"utm_source": "ads"})),
+        **kw,
+    )
+
+
+def conversation_id(runtime, account_id: int, thread: str = "7") -> int:  # type: ignore[no-untyped-def]
+    with runtime.transaction() as s:
+        return s.scalar(
+            select(Conversation.id).where(
+                Conversation.channel_account_id == account_id, Conversation.external_thread_id == thread
+            )
+        )
+
+
+def statuses(runtime) -> list[str]:  # type: ignore[no-untyped-def]
+    with runtime.transaction() as s:
+        return list(s.scalars(select(Message.status).order_by(Message.seq)))
+
+
+def test_accept_stores_once_and_enqueues_one_job_per_burst(runtime, tenant, redis_conn):  # type: ignore[no-untyped-def]
+    _, account = tenant
+    first = accept(runtime, account, [msg(1), msg(2)])
+    again = accept(runtime, account, [msg(2), msg(3)])
+    assert (first.stored, first.duplicates, len(first.jobs)) == (2, 0, 1)
+    assert (again.stored, again.duplicates, len(again.jobs)) == (1, 1, 0)  # job already responsible
+    with runtime.transaction() as s:
+        seqs = list(s.scalars(select(Message.seq).order_by(Message.seq)))
+        row = s.scalars(select(Outbox)).one()
+    assert seqs == [1, 2, 3]
+    assert (row.state, row.version) == ("pending", 3)
+    queued = Queue(SYNC_QUEUE, connection=redis_conn).job_ids
+    assert queued == [outbox.job_id("in", row.conversation_id, 1)]
+
+
+def test_sync_creates_contact_deal_task_and_entries_in_order(runtime, tenant, fake_crm):  # type: ignore[no-untyped-def]
+    _, account = tenant
+    accept(runtime, account, [msg(i) for i in (3, 1, 2)])  # arrival order != customer order
+    conv = conversation_id(runtime, account)
+    assert run_inbound(runtime, conv) == "idle"
+    assert len(fake_crm.contacts) == 1 and len(fake_crm.entities) == 1 and len(fake_crm.tasks) == 1
+    entity = next(iter(fake_crm.entities.values()))
+    assert (entity["pipeline"], entity["stage"], entity["owner"]) == ("p1", "s1", "101")
+    assert entity["properties"] == {"source_field": "ads"}
+    assert fake_crm.tasks[0]["subject"] == "Call Ivan"
+    # entries carry the provider's own time and sequence: the CRM sorts by them
+    ordered = sorted(fake_crm.entries, key=lambda e: (e["occurred_at"], e["sequence"]))
+    assert [e["text"] for e in ordered] == ["message 1", "message 2", "message 3"]
+    assert statuses(runtime) == ["synced"] * 3
+    with runtime.transaction() as s:
+        assert s.scalars(select(Outbox)).one().state == "idle"
+
+
+def test_second_conversation_reuses_contact_and_round_robin_moves_on(runtime, tenant, fake_crm):  # type: ignore[no-untyped-def]
+    _, account = tenant
+    accept(runtime, account, [msg(1, user=7), msg(2, user=8, profile=SenderProfile(first_name="Olga"))])
+    run_inbound(runtime, conversation_id(runtime, account, "7"))
+    run_inbound(runtime, conversation_id(runtime, account, "8"))
+    owners = sorted(e["owner"] for e in fake_crm.entities.values())
+    assert owners == ["101", "102"]
+
+
+def test_commit_then_timeout_is_looked_up_not_duplicated(runtime, tenant, fake_crm):  # type: ignore[no-untyped-def]
+    _, account = tenant
+    accept(runtime, account, [msg(1), msg(2)])
+    fake_crm.fail_next("append_entries", AmbiguousError("read timeout"), after_commit=True)
+    fake_crm.fail_next("create_entity", AmbiguousError("read timeout"), after_commit=True)
+    assert run_inbound(runtime, conversation_id(runtime, account)) == "idle"
+    assert len(fake_crm.entities) == 1
+    assert sorted(len(fake_crm.entries_for(uid)) for uid in _uids(runtime)) == [1, 1]
+    assert "find_entity" in fake_crm.calls
+
+
+def test_permanent_error_parks_then_replay_resumes_in_order(runtime, tenant, fake_crm):  # type: ignore[no-untyped-def]
+    _, account = tenant
+    accept(runtime, account, [msg(1)])
+    conv = conversation_id(runtime, account)
+    run_inbound(runtime, conv)
+    fake_crm.fail_next("append_entries", PermanentError("bad property"), times=2)
+    accept(runtime, account, [msg(2), msg(3)])
+    assert run_inbound(runtime, conv) == "parked"
+    assert statuses(runtime) == ["synced", "failed", "pending"]
+    report = admin.status(runtime)
+    assert report["failed"][0]["error"] == "bad property" and report["parked"]
+    accept(runtime, account, [msg(4)])  # arrives while parked: waits behind the failure
+    assert statuses(runtime)[-1] == "pending"
+    assert admin.replay(runtime, conversation_id=conv) == 1
+    assert run_inbound(runtime, conv) == "idle"
+    assert statuses(runtime) == ["synced"] * 4
+    assert [e["text"] for e in fake_crm.entries] == [f"message {i}" for i in (1, 2, 3, 4)]
+
+
+def test_transient_errors_retry_inside_the_job(runtime, tenant, fake_crm):  # type: ignore[no-untyped-def]
+    _, account = tenant
+    accept(runtime, account, [msg(1)])
+    fake_crm.fail_next("find_contact", RetryableError("429", retry_after=0.01), times=2)
+    assert run_inbound(runtime, conversation_id(runtime, account)) == "idle"
+    assert fake_crm.calls.count("find_contact") == 3
+
+
+def test_transient_outage_backs_off_and_sweeper_resumes(runtime, tenant, fake_crm, redis_conn):  # type: ignore[no-untyped-def]
+    _, account = tenant
+    accept(runtime, account, [msg(1)])
+    conv = conversation_id(runtime, account)
+    fake_crm.fail_next("find_contact", RetryableError("503"), times=10)
+    assert run_inbound(runtime, conv) == "backoff"
+    with runtime.transaction() as s:
+        row = s.scalars(select(Outbox)).one()
+        row.not_before = row.enqueued_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+    redis_conn.flushdb()
+    assert sweep_once(runtime) == 1
+    fake_crm.faults.clear()
+    assert run_inbound(runtime, conv) == "idle"
+    assert statuses(runtime) == ["synced"]
+
+
+def test_auth_error_parks_until_reauthorised(runtime, tenant, fake_crm):  # type: ignore[no-untyped-def]
+    tenant_id, account = tenant
+    accept(runtime, account, [msg(1)])
+    conv = conversation_id(runtime, account)
+    fake_crm.fail_next("find_contact", AuthError("token revoked"))
+    assert run_inbound(runtime, conv) == "parked"
+    with runtime.transaction() as s:
+        assert s.get(Tenant, tenant_id).status == "needs_reauth"
+    assert statuses(runtime) == ["pending"]  # nothing lost while it waits
+    assert admin.reauthorize(runtime, tenant_id, {"access_token": "new"}) == 1
+    assert run_inbound(runtime, conv) == "idle"
+    assert statuses(runtime) == ["synced"]
+
+
+def test_sweeper_recreates_jobs_lost_with_redis(runtime, tenant, redis_conn):  # type: ignore[no-untyped-def]
+    _, account = tenant
+    accept(runtime, account, [msg(1)])
+    redis_conn.flushdb()  # the queued job is gone
+    assert sweep_once(runtime) == 0  # not yet: within the grace period
+    with runtime.transaction() as s:
+        s.scalars(select(Outbox)).one().enqueued_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+    assert sweep_once(runtime) == 1
+    assert len(Queue(SYNC_QUEUE, connection=redis_conn).job_ids) == 1
+    assert sweep_once(runtime) == 0  # its job is queued now
+
+
+def test_shared_phone_merges_contacts_and_updates_crm(runtime, tenant, fake_crm):  # type: ignore[no-untyped-def]
+    _, account = tenant
+    accept(runtime, account, [msg(1, user=7, profile=SenderProfile(first_name="A", phone="+79991234567"))])
+    run_inbound(runtime, conversation_id(runtime, account, "7"))
+    accept(runtime, account, [msg(2, user=8, profile=SenderProfile(first_name="B"))])
+    run_inbound(runtime, conversation_id(runtime, account, "8"))
+    assert len(fake_crm.contacts) == 2
+    # user 8 shares a phone (another format) that user 7 wrote from: one person
+    accept(runtime, account, [msg(3, user=8, kind=MessageKind.CONTACT,
+                                  profile=SenderProfile(first_name="B", phone="7 (999) 123-45-67"))])
+    with runtime.transaction() as s:
+        merges = list(s.scalars(select(ContactMerge)))
+        live = s.scalar(select(func.count()).select_from(Contact).where(Contact.merged_into_id.is_(None)))
+    assert len(merges) == 1 and merges[0].reason == "same phone" and live == 1
+    run_inbound(runtime, conversation_id(runtime, account, "8"))
+    assert fake_crm.entries[-1]["contact"] == fake_crm.entries[0]["contact"]
+
+
+def _uids(runtime) -> list[str]:  # type: ignore[no-untyped-def]
+    with runtime.transaction() as s:
+        return list(s.scalars(select(Message.uid)))

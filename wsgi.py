@@ -1,0 +1,16 @@
+"""WSGI entry point: ``gunicorn wsgi:app``.
+
+With ``BRIDGE_MOUNT_SANDBOX=1`` (the demo, ``bridge run``) the sandbox
+vendors are served under ``/sandbox`` by the same server.
+"""
+
+import os
+
+from bridge import create_app
+
+app = create_app()
+
+if os.environ.get("BRIDGE_MOUNT_SANDBOX") == "1":
+    from sandbox.server import mount
+
+    app = mount(app)  # type: ignore[assignment]
