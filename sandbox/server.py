@@ -1,0 +1,49 @@
+"""Serve the sandbox vendors together, under ``/sandbox``.
+
+* ``mount(bridge_app)``: the demo (``bridge run``) — the sandbox shares the
+  bridge's server: ``/sandbox/hubspot/...`` (HubSpot's own paths after the
+  prefix), ``/sandbox/telegram/bot<token>/<method>``, and the try-it page at
+  ``/sandbox/``.
+* ``python -m sandbox --port 8001``: standalone, for tests, benchmarks and
+  your own experiments (same paths).
+
+The sandboxes keep state in process memory: serve them from one process
+(threads are fine).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, jsonify
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+__all__ = ["build", "mount"]
+
+
+def _apps(config: dict[str, Any] | None) -> dict[str, Any]:
+    from sandbox import hubspot, telegram, web
+
+    config = config or {}
+    return {
+        "/sandbox/hubspot": hubspot.create_app(config.get("hubspot")),
+        "/sandbox/telegram": telegram.create_app(config.get("telegram")),
+        "/sandbox": web.create_app(config.get("web")),
+    }
+
+
+def mount(app: Any, config: dict[str, Any] | None = None) -> DispatcherMiddleware:
+    """The bridge app with the sandboxes mounted under ``/sandbox``."""
+    return DispatcherMiddleware(app, _apps(config))
+
+
+def build(config: dict[str, Any] | None = None) -> DispatcherMiddleware:
+    """The sandboxes alone (anything outside ``/sandbox`` is a JSON 404)."""
+    root = Flask("sandbox-root")
+
+    @root.route("/", defaults={"path": ""})
+    @root.route("/<path:path>")
+    def _nothing(path: str):  # type: ignore[no-untyped-def]
+        return jsonify({"error": "not_found", "message": "the sandboxes live under /sandbox/"}), 404
+
+    return DispatcherMiddleware(root, _apps(config))
