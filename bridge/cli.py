@@ -77,11 +77,12 @@ def worker(burst: bool, sweeper: bool) -> None:
 
 
 @main.command()
-def sweeper() -> None:
+@click.option("--parent", type=int, default=None, help="exit when this process is gone")
+def sweeper(parent: int | None) -> None:
     """Run only the outbox sweeper (re-enqueues work whose job vanished)."""
     from bridge.worker import run_sweeper
 
-    run_sweeper(Settings.from_env())
+    run_sweeper(Settings.from_env(), parent=parent)
 
 
 # -- database and configuration ------------------------------------------------

@@ -22,19 +22,22 @@ class Seeded:
     portal_id: str
 
 
-def seed(runtime, base: str) -> Seeded:  # type: ignore[no-untyped-def]
+def seed(runtime, base: str, *, sandbox: str | None = None, mapping: str = DEMO_MAPPING) -> Seeded:  # type: ignore[no-untyped-def]
+    """Install the demo tenant (bridge at ``base``, sandbox at ``sandbox``,
+    default ``<base>/sandbox``) and connect the sandbox's demo bot."""
     from sandbox.telegram import DEMO_BOT_TOKEN
 
+    sandbox = sandbox or f"{base}/sandbox"
     # 1. The HubSpot admin opens the install link ...
     start = requests.get(
-        f"{base}/oauth/hubspot/install", params={"mapping": DEMO_MAPPING}, allow_redirects=False, timeout=10
+        f"{base}/oauth/hubspot/install", params={"mapping": mapping}, allow_redirects=False, timeout=10
     )
     start.raise_for_status()
     authorize = urlparse(start.headers["Location"])
     query = {k: v[0] for k, v in parse_qs(authorize.query).items()}
     # 2. ... and grants access (the sandbox's scripted consent) ...
     grant = requests.post(
-        f"{base}/sandbox/hubspot/_install",
+        f"{sandbox}/hubspot/_install",
         json={"client_id": query["client_id"], "redirect_uri": query["redirect_uri"]},
         timeout=10,
     )

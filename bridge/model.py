@@ -231,7 +231,7 @@ class ChannelAccountInfo:
     id: int
     kind: str
     key: str
-    credentials: Mapping[str, str]
+    credentials: Mapping[str, str] = field(repr=False)
     settings: Mapping[str, Any] = field(default_factory=dict)
     api_base: str | None = None
 

@@ -75,14 +75,19 @@ def bump(session: Session, tenant_id: int, conversation_id: int, direction: str)
 
 
 def mark_idle(session: Session, conversation_id: int, direction: str, version: int) -> bool:
-    """pending -> idle, only if nothing arrived since ``version`` was read."""
+    """pending -> idle, only if nothing arrived since ``version`` was read.
+
+    True also when it is idle already (a second job for the same work found
+    nothing to do); False when new work arrived or it was parked meanwhile —
+    the caller looks again.
+    """
     result = session.execute(
         update(Outbox)
         .where(
             Outbox.conversation_id == conversation_id,
             Outbox.direction == direction,
             Outbox.version == version,
-            Outbox.state == "pending",
+            Outbox.state.in_(("pending", "idle")),
         )
         .values(state="idle", reason=None, not_before=None)
     )

@@ -1,10 +1,20 @@
-"""Worker processes: an RQ worker (delivery queue first, then sync) with the
-outbox sweeper in a background thread, or the sweeper alone."""
+"""Worker processes: an RQ worker (delivery queue first, then sync) plus the
+outbox sweeper, or the sweeper alone.
+
+The sweeper runs as its own small process, never as a thread of the RQ
+worker: RQ forks a work-horse per job, and a fork copies any lock another
+thread holds at that instant (database pool, Redis pool) into the horse,
+where nobody will ever release it. A sweeper started by ``bridge worker``
+exits when its worker dies.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import subprocess
+import sys
 import threading
 
 from rq import Worker
@@ -22,12 +32,11 @@ log = logging.getLogger(__name__)
 def run_worker(settings: Settings, *, burst: bool = False, with_sweeper: bool = True) -> None:
     runtime = Runtime(settings)
     set_runtime(runtime)
-    # RQ forks a work-horse per job. The sweeper thread gets a runtime of its
-    # own (engine, Redis pool), so a fork can never copy a lock it holds
-    # into the horse.
-    sweeper = Sweeper(Runtime(settings, redis_connection=runtime.redis)) if with_sweeper else None
-    if sweeper:
-        sweeper.start()
+    sweeper = None
+    if with_sweeper and not burst:
+        sweeper = subprocess.Popen(  # noqa: S603 — our own interpreter and module
+            [sys.executable, "-m", "bridge.cli", "sweeper", "--parent", str(os.getpid())]
+        )
     worker = Worker(
         [runtime.queues[DELIVER_QUEUE], runtime.queues[SYNC_QUEUE]],
         connection=runtime.redis,
@@ -36,11 +45,15 @@ def run_worker(settings: Settings, *, burst: bool = False, with_sweeper: bool = 
     try:
         worker.work(burst=burst, logging_level="INFO", with_scheduler=False)
     finally:
-        if sweeper:
-            sweeper.stop()
+        if sweeper is not None and sweeper.poll() is None:
+            sweeper.terminate()
+            try:
+                sweeper.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                sweeper.kill()
 
 
-def run_sweeper(settings: Settings) -> None:
+def run_sweeper(settings: Settings, *, parent: int | None = None) -> None:
     runtime = Runtime(settings)
     set_runtime(runtime)
     sweeper = Sweeper(runtime)
@@ -49,5 +62,8 @@ def run_sweeper(settings: Settings) -> None:
         signal.signal(sig, lambda *_: stop.set())
     sweeper.start()
     log.info("sweeper running every %.1fs", settings.sweep_interval)
-    stop.wait()
+    while not stop.wait(1.0):
+        if parent is not None and os.getppid() != parent:
+            log.info("worker %s is gone: sweeper exits", parent)
+            break
     sweeper.stop()

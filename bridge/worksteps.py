@@ -97,6 +97,7 @@ def run_drain(
     if not lock.acquire():
         # Someone is draining it; they will see our version bump.
         return "busy"
+    last_drained: int | None = None
     try:
         with lock.keepalive():
             while True:
@@ -112,5 +113,11 @@ def run_drain(
                     with runtime.transaction() as session:
                         if outbox.mark_idle(session, conversation_id, direction, result.version):
                             return "idle"
+                    if result.version == last_drained:
+                        # Nothing to do and nothing changed: never spin.
+                        log.warning("conversation %s: outbox not idle-able; leaving it to the sweeper",
+                                    conversation_id)
+                        return "stale"
+                    last_drained = result.version
     finally:
         lock.release()

@@ -228,3 +228,13 @@ def test_shared_phone_merges_contacts_and_updates_crm(runtime, tenant, fake_crm)
 def _uids(runtime) -> list[str]:  # type: ignore[no-untyped-def]
     with runtime.transaction() as s:
         return list(s.scalars(select(Message.uid)))
+
+
+def test_a_second_job_for_finished_work_ends_at_once(runtime, tenant, redis_conn):  # type: ignore[no-untyped-def]
+    """The sweeper may start a job for work another job just finished: it
+    must find nothing to do and end (not spin)."""
+    _, account = tenant
+    accept(runtime, account, [msg(1)])
+    conv = conversation_id(runtime, account)
+    assert run_inbound(runtime, conv) == "idle"
+    assert run_inbound(runtime, conv) == "idle"

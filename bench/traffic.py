@@ -1,0 +1,223 @@
+"""Customer traffic and the checker that reads the CRM back.
+
+``telegram_traffic`` builds realistic Telegram updates for U users × M
+messages (one per second of the customer's own clock), shuffles each user's
+burst, and redelivers a share of them, as Telegram does after a timeout.
+``check_hubspot`` reads the sandbox HubSpot and reports, Jepsen-style
+(RELIABILITY.md 3.1): lost (accepted but not in the CRM), duplicated (more
+than one entry per message), unexpected (entries nobody sent) and
+out-of-order conversations.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+__all__ = ["Delivery", "Report", "check_hubspot", "send_all", "telegram_traffic", "wait_until"]
+
+BASE_DATE = 1_790_000_000
+WORDS = ["price", "delivery", "order", "size", "colour", "return", "тариф", "доставка", "заказ", "🙂"]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    user: int
+    index: int  # the customer's own order within the user's burst
+    update: dict[str, Any]
+    duplicate: bool = False
+
+
+def message_text(user: int, index: int) -> str:
+    return f"u{user} m{index:03d} {WORDS[(user + index) % len(WORDS)]}"
+
+
+def telegram_update(user: int, index: int, *, update_id: int, first_name: str | None = None) -> dict[str, Any]:
+    chat = {"id": user, "first_name": first_name or f"User{user}", "type": "private"}
+    return {
+        "update_id": update_id,
+        "message": {
+            "message_id": index + 1,
+            "from": {"id": user, "is_bot": False, "first_name": chat["first_name"], "language_code": "en"},
+            "chat": chat,
+            "date": BASE_DATE + user % 1000 * 100 + index,
+            "text": message_text(user, index),
+        },
+    }
+
+
+def telegram_traffic(
+    users: int,
+    per_user: int,
+    *,
+    duplicate_rate: float = 0.1,
+    reorder: str = "shuffle",
+    seed: int = 7,
+    first_user: int = 5_000_001,
+) -> list[Delivery]:
+    """Arrival order: every user's burst shuffled (``reorder="shuffle"``)
+    and redelivered in part; the bursts interleaved."""
+    rng = random.Random(seed)
+    bursts = []
+    update_id = 900_000_000
+    for u in range(users):
+        user = first_user + u
+        items = []
+        for i in range(per_user):
+            update_id += 1
+            items.append(Delivery(user, i, telegram_update(user, i, update_id=update_id)))
+        if reorder == "shuffle":
+            rng.shuffle(items)
+        dups = [Delivery(d.user, d.index, d.update, True) for d in items if rng.random() < duplicate_rate]
+        for dup in dups:
+            items.insert(rng.randrange(len(items) + 1), dup)
+        bursts.append(items)
+    out = []
+    while any(bursts):
+        for burst in bursts:
+            if burst:
+                out.append(burst.pop(0))
+    return out
+
+
+def send_all(
+    url: str, deliveries: Iterable[Delivery], *, threads: int = 8, retries: int = 5
+) -> Counter[int]:
+    """POST each update to the sandbox's ``_deliver`` (which posts it to the
+    bridge's webhook like Telegram); retry a non-2xx like Telegram does.
+    Returns a Counter of final bridge status codes."""
+    codes: Counter[int] = Counter()
+    local = threading_local()
+
+    def one(delivery: Delivery) -> int:
+        session = local.session()
+        status = 0
+        for attempt in range(retries):
+            r = session.post(f"{url}/telegram/_deliver", json={"update": delivery.update}, timeout=60)
+            status = r.json().get("status", r.status_code) if r.ok else r.status_code
+            if 200 <= status < 300:
+                return status
+            time.sleep(0.2 * (attempt + 1))
+        return status
+
+    with ThreadPoolExecutor(threads) as pool:
+        for status in pool.map(one, deliveries):
+            codes[status] += 1
+    return codes
+
+
+class threading_local:  # noqa: N801 — tiny helper: one requests.Session per thread
+    def __init__(self) -> None:
+        import threading
+
+        self._local = threading.local()
+
+    def session(self) -> requests.Session:
+        s = getattr(self._local, "s", None)
+        if s is None:
+            s = self._local.s = requests.Session()
+        return s
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+@dataclass
+class Report:
+    contacts: int = 0
+    deals: int = 0
+    entries: int = 0
+    lost: list[str] = field(default_factory=list)
+    duplicated: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    out_of_order: list[int] = field(default_factory=list)
+    inbox_messages: int = 0
+    inbox_duplicated: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.lost or self.duplicated or self.unexpected or self.out_of_order or self.inbox_duplicated)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "contacts": self.contacts,
+            "deals": self.deals,
+            "entries": self.entries,
+            "lost": len(self.lost),
+            "duplicated": len(self.duplicated),
+            "unexpected": len(self.unexpected),
+            "out_of_order": len(self.out_of_order),
+            "inbox_messages": self.inbox_messages,
+            "inbox_duplicated": len(self.inbox_duplicated),
+        }
+
+
+def _note_text(body: str) -> str:
+    """The customer's words inside the bridge's note body (the last <p>)."""
+    import html
+    import re
+
+    paragraphs = re.findall(r"<p>(.*?)</p>", body, flags=re.S)
+    return html.unescape(paragraphs[-1] if paragraphs else body)
+
+
+def check_hubspot(state: dict[str, Any], expected: dict[int, list[str]], *, inbox: bool = True) -> Report:
+    """Compare the sandbox HubSpot with what the customers sent.
+
+    ``expected``: Telegram user id -> texts in the customer's order.
+    """
+    report = Report()
+    contacts = {c["id"]: c for c in state.get("contacts", [])}
+    report.contacts = len(contacts)
+    report.deals = len(state.get("deals", []))
+    user_of_contact = {
+        cid: int(c["properties"].get("bridge_telegram_id") or 0) for cid, c in contacts.items()
+    }
+    notes = {n["id"]: n for n in state.get("notes", [])}
+    report.entries = len(notes)
+    note_contact: dict[str, str] = {}
+    for assoc in state.get("associations", []):
+        if assoc.get("fromObjectType") == "notes" and assoc.get("toObjectType") == "contacts":
+            note_contact[assoc["fromId"]] = assoc["toId"]
+    by_user: dict[int, list[tuple[str, int, str]]] = defaultdict(list)
+    per_bridge_id: Counter[str] = Counter()
+    for nid, note in notes.items():
+        props = note["properties"]
+        per_bridge_id[props.get("bridge_message_id", "")] += 1
+        user = user_of_contact.get(note_contact.get(nid, ""), 0)
+        by_user[user].append(
+            (props.get("hs_timestamp", ""), int(props.get("bridge_sequence") or 0), _note_text(props.get("hs_note_body", "")))
+        )
+    report.duplicated = [b for b, n in per_bridge_id.items() if n > 1]
+    for user, texts in expected.items():
+        got = [t for _, _, t in sorted(by_user.get(user, []))]
+        seen = Counter(got)
+        report.lost += [f"{user}:{t}" for t in texts if seen[t] == 0]
+        report.unexpected += [f"{user}:{t}" for t in seen if t not in set(texts)]
+        if [t for t in got if t in set(texts)] != [t for t in texts if seen[t]] or any(
+            n > 1 for n in seen.values()
+        ):
+            report.out_of_order.append(user)
+    report.unexpected += [f"?:{t}" for u, items in by_user.items() if u not in expected for *_, t in items]
+    if inbox:
+        ids: Counter[str] = Counter()
+        for thread in state.get("threads", []):
+            for m in thread.get("messages", []):
+                if m.get("direction") == "INCOMING":
+                    report.inbox_messages += 1
+                    ids[m.get("integrationIdempotencyId") or m["id"]] += 1
+        report.inbox_duplicated = [k for k, n in ids.items() if n > 1]
+    return report

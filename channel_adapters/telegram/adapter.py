@@ -1,0 +1,234 @@
+"""``TelegramAdapter``: the channel contract for one Telegram bot."""
+
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+from bridge.errors import (
+    AmbiguousError,
+    BridgeError,
+    ConfigError,
+    PermanentError,
+    RetryableError,
+    SignatureError,
+)
+from bridge.http import HttpClient
+from bridge.model import (
+    ChannelAccountInfo,
+    InboundEvent,
+    InboundMessage,
+    MessageKind,
+    OutboundMessage,
+    Rate,
+    SendResult,
+    WebhookRequest,
+)
+from channel_adapters.base import ChannelAdapter
+from channel_adapters.telegram.client import BotApi, ChatMigratedError
+from channel_adapters.telegram.inbound import HANDLED_UPDATES, KIND, parse_update
+from channel_adapters.telegram.outbound import PartialSendError, plan
+
+__all__ = ["SECRET_HEADER", "TelegramAdapter"]
+
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
+#: setWebhook.secret_token: "1-256 characters. Only A-Z, a-z, 0-9, _ and -" (api.json)
+SECRET_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,256}")
+#: answerCallbackQuery 400s that only mean "too late"
+STALE_CALLBACK_MARKERS = ("query is too old", "query id is invalid")
+
+
+class TelegramAdapter(ChannelAdapter):
+    """One Telegram bot. ``account.credentials = {"bot_token", "secret_token"}``;
+    ``account.api_base`` overrides ``https://api.telegram.org`` (the sandbox)."""
+
+    kind: ClassVar[str] = KIND
+    title: ClassVar[str] = "Telegram"
+    #: "~30 messages per second" in bulk: Telegram's guidance, not a
+    #: guarantee (FACTS §1); ``retry_after`` is always obeyed on top.
+    send_rate: ClassVar[Rate | None] = Rate(capacity=30, per_second=30)
+    #: setWebhook.allowed_updates: exactly the kinds parse() turns into messages
+    allowed_updates: ClassVar[tuple[str, ...]] = HANDLED_UPDATES
+    max_connections: ClassVar[int] = 40
+    #: seconds of flood-control waits one reply may spend between its parts
+    max_part_wait: ClassVar[float] = 15.0
+
+    def __init__(self, account: ChannelAccountInfo, http: HttpClient | None = None) -> None:
+        super().__init__(account, http)
+        self.api = BotApi(self.http, account.credentials, self.send_rate)
+        self.sleep: Callable[[float], None] = time.sleep
+
+    def __repr__(self) -> str:
+        return f"<TelegramAdapter account={self.account.key!r} bot_id={self.api.bot_id}>"
+
+    @classmethod
+    def default_api_base(cls) -> str:
+        return "https://api.telegram.org"
+
+    @classmethod
+    def generate_secret_token(cls) -> str:
+        """A fresh webhook secret from the CSPRNG (ASVS 11.5.1: not a uuid4):
+        256 bits as 43 characters of urlsafe base64, which is exactly
+        setWebhook's alphabet; the filter only guards that claim."""
+        token = secrets.token_urlsafe(32)
+        return "".join(ch for ch in token if SECRET_TOKEN_RE.fullmatch(ch))[:256]
+
+    # -- inbound ------------------------------------------------------------
+
+    def verify(self, request: WebhookRequest) -> None:
+        """Compare ``X-Telegram-Bot-Api-Secret-Token`` with the account's
+        secret in constant time. Only ever raises :class:`SignatureError`."""
+        expected = self.account.credentials.get("secret_token")
+        if not isinstance(expected, str) or not expected:
+            raise SignatureError("no secret_token configured for this Telegram account")
+        given = _header(request, SECRET_HEADER)
+        if given is None:
+            raise SignatureError(f"missing {SECRET_HEADER} header")
+        if isinstance(given, str):
+            given = given.encode("utf-8", "surrogatepass")
+        if not isinstance(given, bytes) or not hmac.compare_digest(
+            given, expected.encode("utf-8", "surrogatepass")
+        ):
+            raise SignatureError(f"wrong {SECRET_HEADER} header")
+
+    def parse(self, request: WebhookRequest) -> list[InboundEvent]:
+        """One ``Update`` -> one event (the table in the package docstring)."""
+        return parse_update(request.body, received_at=request.received_at, max_body=self.max_body)
+
+    # -- outbound -----------------------------------------------------------
+
+    def send(self, message: OutboundMessage) -> SendResult:
+        """Send the text (split at 4096 UTF-16 units) and attachments in order.
+
+        ``migrate_to_chat_id`` is followed once (``SendResult.new_thread_id``).
+        Once a part is out, a flood-control refusal of a later part is waited
+        out (up to ``max_part_wait`` seconds per reply: the job cannot resume
+        mid-reply); any other failure after a part went out raises
+        :class:`PartialSendError` (an ``AmbiguousError``) with ``sent_ids``.
+        """
+        steps = plan(message)
+        chat_id = message.external_thread_id
+        new_thread: str | None = None
+        sent: list[str] = []
+        budget = self.max_part_wait
+
+        def send_part(method: str, params: dict[str, Any]) -> Any:
+            nonlocal budget, chat_id, new_thread
+            while True:
+                try:
+                    result, moved = self._call_in_chat(method, params, chat_id, new_thread is None)
+                except RetryableError as exc:
+                    pause = _flood_wait(exc)
+                    if not sent or pause is None or pause > budget:
+                        raise  # before the first part: the job retries the reply
+                    budget -= pause
+                    self.sleep(pause)
+                    continue
+                if moved is not None:
+                    new_thread = chat_id = moved
+                return result
+
+        for index, (method, params) in enumerate(steps):
+            try:
+                result = send_part(method, params)
+            except BridgeError as exc:
+                if not sent:
+                    raise
+                raise PartialSendError(
+                    f"part {index + 1}/{len(steps)} failed after {len(sent)} sent: {exc.message}",
+                    sent_ids=tuple(sent),
+                    new_thread_id=new_thread,
+                    retry_after=getattr(exc, "retry_after", None),
+                    status=exc.status,
+                ) from None
+            message_id = result.get("message_id") if isinstance(result, dict) else None
+            if not isinstance(message_id, int) or isinstance(message_id, bool):
+                # it went out (ok: true) but we cannot tell which message it is
+                raise PartialSendError(
+                    f"{method}: answer has no message_id",
+                    sent_ids=tuple(sent),
+                    new_thread_id=new_thread,
+                )
+            sent.append(str(message_id))
+        return SendResult(external_ids=tuple(sent), new_thread_id=new_thread)
+
+    def _call_in_chat(
+        self, method: str, params: dict[str, Any], chat_id: str, may_migrate: bool
+    ) -> tuple[Any, str | None]:
+        """(result, the new chat id when Telegram said the group migrated)."""
+        try:
+            return self.api.call(method, {"chat_id": _chat(chat_id), **params}), None
+        except ChatMigratedError as exc:
+            if not may_migrate:
+                raise PermanentError("chat migrated twice during one send") from None
+            moved = exc.new_chat_id
+        try:
+            return self.api.call(method, {"chat_id": _chat(moved), **params}), moved
+        except ChatMigratedError:
+            raise PermanentError("chat migrated twice during one send") from None
+
+    def acknowledge(self, message: InboundMessage) -> None:
+        """``answerCallbackQuery`` for a button press (stops the client's spinner)."""
+        if message.kind is not MessageKind.CALLBACK or not message.callback_id:
+            return
+        try:
+            self.api.call("answerCallbackQuery", {"callback_query_id": message.callback_id})
+        except PermanentError as exc:
+            # A query must be answered within seconds; a late answer is a 400
+            # "query is too old", harmless: the press is already in the CRM.
+            stale = any(m in exc.message.lower() for m in STALE_CALLBACK_MARKERS)
+            if exc.status != 400 or not stale:
+                raise
+
+    def setup_webhook(self, url: str) -> None:
+        """``setWebhook`` with the account's secret and the kinds we handle."""
+        secret = self.account.credentials.get("secret_token")
+        if not isinstance(secret, str) or not SECRET_TOKEN_RE.fullmatch(secret):
+            raise ConfigError(
+                "must be 1-256 characters of A-Z a-z 0-9 _ - "
+                "(TelegramAdapter.generate_secret_token() makes one)",
+                key="credentials.secret_token",
+            )
+        self.api.call(
+            "setWebhook",
+            {
+                "url": url,
+                "secret_token": secret,
+                "allowed_updates": list(self.allowed_updates),
+                "max_connections": self.max_connections,
+            },
+        )
+
+    def webhook_ack(self) -> tuple[dict, int]:
+        """Any 2xx will do. The body must never carry a ``method`` key:
+        Telegram would run it as a "webhook reply" whose result we never see."""
+        return {"ok": True}, 200
+
+
+def _flood_wait(exc: RetryableError) -> float | None:
+    """``retry_after`` of a flood-control refusal (certainly not sent), else None."""
+    if isinstance(exc, AmbiguousError) or exc.status != 429:
+        return None
+    return exc.retry_after
+
+
+def _header(request: Any, name: str) -> Any:
+    headers = getattr(request, "headers", None)
+    if not isinstance(headers, Mapping):
+        return None
+    wanted = name.lower()
+    if wanted in headers:
+        return headers[wanted]
+    for key, value in headers.items():  # tolerate a caller that kept the case
+        if isinstance(key, str) and key.lower() == wanted:
+            return value
+    return None
+
+
+def _chat(chat_id: str) -> int | str:
+    """Numeric ids go as JSON integers (exact: ids fit in 52 bits)."""
+    return int(chat_id) if chat_id.lstrip("-").isdigit() else chat_id

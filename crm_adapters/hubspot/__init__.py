@@ -1,0 +1,11 @@
+"""HubSpot CRM adapter (registry slug ``hubspot``).
+
+Modules: ``adapter`` (the contract hooks), ``client`` (auth header, token
+refresh, error mapping), ``oauth``, ``webhooks`` (v3 signature, reply
+webhook), ``setup`` (custom properties, custom channel), ``timeline``
+(request bodies for notes, communications and inbox messages).
+"""
+
+from .adapter import HubSpotAdapter
+
+__all__ = ["HubSpotAdapter"]

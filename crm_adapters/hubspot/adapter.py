@@ -1,0 +1,319 @@
+"""The HubSpot CRM adapter: the contract hooks.
+
+HubSpot specifics live beside this module: ``client`` (auth, refresh, error
+mapping), ``oauth``, ``webhooks`` (v3 signature, reply webhook), ``setup``
+(properties, custom channel), ``timeline`` (request bodies), ``search``,
+``contacts`` and ``entities`` (the contact and deal/ticket hooks, as mixins). Facts are
+cited by section of ``../shared/contracts/FACTS.md``.
+
+Calls per message are a measured figure: once a conversation's contact and
+deal/ticket are known, a batch of N messages costs ``ceil(N/100)`` calls for
+the timeline (plus one per message when the tenant also publishes to the
+inbox), and one search first when an earlier attempt may have written them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from bridge.errors import PermanentError
+from bridge.http import HttpClient
+from bridge.model import (
+    ChannelLink,
+    CredentialProvider,
+    CrmAccountInfo,
+    CrmEvent,
+    CrmRef,
+    DeliveryReport,
+    DeliveryStatus,
+    Owner,
+    Rate,
+    TaskDraft,
+    TimelineEntry,
+    WebhookRequest,
+)
+from crm_adapters.base import CrmAdapter
+
+from . import oauth
+from .client import DEFAULT_API_BASE, HubSpotApi, scrub
+from .contacts import ContactsMixin
+from .entities import EntitiesMixin
+from .search import BATCH_SIZE, SEARCH_RATE, chunks
+from .setup import run_setup
+from .timeline import (
+    association,
+    hubspot_time,
+    inbox_message,
+    timeline_input,
+    timeline_kind,
+    wants_inbox,
+)
+from .webhooks import parse_events, verify_v3
+
+__all__ = ["HubSpotAdapter", "api_rate"]
+
+#: the token bucket's burst (see :func:`api_rate`)
+BURST = 5
+
+DELIVERY_STATUS = {
+    DeliveryStatus.SENT: "SENT",
+    DeliveryStatus.DELIVERED: "SENT",  # HubSpot has no "delivered" (FACTS 3.7)
+    DeliveryStatus.READ: "READ",
+    DeliveryStatus.FAILED: "FAILED",
+}
+
+
+def api_rate(settings: Mapping[str, Any]) -> Rate:
+    """A bucket that never exceeds ``rate_per_10s`` requests in any 10 s.
+
+    ``capacity + 10 * per_second`` is the most a token bucket lets through
+    in 10 s, so 5 + 10 * 9.5 = 100: HubSpot's documented budget for private
+    apps on Free/Starter (FACTS 3.2). ``rate_per_10s`` overrides it (110 for
+    OAuth apps, 190 on Professional/Enterprise).
+    """
+    per_10s = float(settings.get("rate_per_10s") or 100)
+    if per_10s <= BURST:
+        return Rate(capacity=1, per_second=max(per_10s - 1, 0.1) / 10)
+    return Rate(capacity=BURST, per_second=(per_10s - BURST) / 10)
+
+
+class HubSpotAdapter(ContactsMixin, EntitiesMixin, CrmAdapter):
+    """HubSpot CRM v3: contacts, deals/tickets, notes/communications, tasks,
+    owners, the Conversations custom channel and v3-signed webhooks."""
+
+    kind: ClassVar[str] = "hubspot"
+    title: ClassVar[str] = "HubSpot"
+    rate: ClassVar[Rate] = Rate(capacity=BURST, per_second=9.5)
+    entity_types: ClassVar[tuple[str, ...]] = ("deal", "ticket")
+
+    def __init__(
+        self,
+        account: CrmAccountInfo,
+        credentials: CredentialProvider,
+        http: HttpClient | None = None,
+    ) -> None:
+        super().__init__(account, credentials, http)
+        self.api = HubSpotApi(self.http, credentials)
+        self.api_limit = self.limit("api", api_rate(account.settings))
+        self.search_limit = self.limit("search", SEARCH_RATE)
+        self._pipelines: dict[str, list[Mapping[str, Any]]] = {}
+
+    @classmethod
+    def default_api_base(cls) -> str:
+        return DEFAULT_API_BASE
+
+    # -- install / setup ------------------------------------------------
+
+    @classmethod
+    def install_url(cls, app: Mapping[str, str], *, redirect_uri: str, state: str) -> str:
+        """HubSpot's authorize URL (FACTS 3.1): ``app`` needs ``client_id``;
+        ``auth_base`` and ``scopes`` (space- or comma-separated) are optional."""
+        return oauth.build_install_url(app, redirect_uri=redirect_uri, state=state)
+
+    @classmethod
+    def exchange_code(
+        cls, app: Mapping[str, str], *, code: str, redirect_uri: str, http: HttpClient
+    ) -> dict[str, Any]:
+        """``POST /oauth/v1/token`` (form-encoded); the result carries
+        ``type``, ``access_token``, ``refresh_token``, ``expires_at`` and
+        ``account_id`` (the hub id)."""
+        return oauth.exchange_code(app, code=code, redirect_uri=redirect_uri, http=http)
+
+    def refresh_credentials(self, stale: Mapping[str, Any]) -> dict[str, Any]:
+        """Trade the refresh token for a new access token (called inside the
+        core's single-flight lock). ``BAD_REFRESH_TOKEN`` / ``invalid_grant``
+        raise ``AuthError``; the refresh token returned is always kept."""
+        return oauth.refresh(
+            self.account.app,
+            stale,
+            http=self.http,
+            api_base=self.http.base_url or DEFAULT_API_BASE,
+            limit=self.api_limit,
+        )
+
+    def setup(
+        self,
+        channels: Sequence[ChannelLink] = (),
+        properties: Mapping[str, Sequence[str]] | None = None,
+    ) -> dict[str, Any]:
+        """Create the ``crm_bridge`` property group and properties, and, when
+        ``settings["inbox"]`` is on, the custom channel, inbox and channel
+        accounts. Idempotent. Returns ``{"properties_ready": True}`` plus
+        ``channel_id``, ``inbox_id``, ``channel_accounts`` (link id -> HubSpot
+        channel account id) and ``channel_identifiers`` for the inbox."""
+        return run_setup(self, channels, properties)
+
+    # -- search ---------------------------------------------------------
+
+    # -- timeline and tasks ---------------------------------------------
+
+    def append_entries(self, entries: Sequence[TimelineEntry]) -> dict[str, tuple[CrmRef, ...]]:
+        """Notes / communications in one ``batch/create`` per 100 (inline
+        associations to contact and deal/ticket, FACTS 3.4), then, where
+        ``options["inbox"]``, one custom-channel message each (idempotent
+        by ``integrationIdempotencyId``, FACTS 3.7). ``maybe_written``
+        entries are first looked up by ``bridge_message_id`` (one search per
+        object type). A failed call raises: nothing is reported for it."""
+        unique = list({e.bridge_id: e for e in entries}.values())
+        groups: dict[str, list[TimelineEntry]] = {}
+        for entry in unique:
+            kind = timeline_kind(entry)
+            if kind is not None:
+                groups.setdefault(kind, []).append(entry)
+        timeline: dict[str, CrmRef] = {}
+        for kind, group in groups.items():
+            timeline.update(self._write_timeline(kind, group))
+        out: dict[str, tuple[CrmRef, ...]] = {}
+        for entry in unique:
+            refs: list[CrmRef] = []
+            if timeline_kind(entry) is not None:
+                if entry.bridge_id not in timeline:
+                    continue  # not written: the job tries it again
+                refs.append(timeline[entry.bridge_id])
+            if wants_inbox(entry, self.account.settings):
+                refs.append(self._publish(entry))
+            out[entry.bridge_id] = tuple(refs)
+        return out
+
+    def _write_timeline(self, kind: str, entries: Sequence[TimelineEntry]) -> dict[str, CrmRef]:
+        object_type = f"{kind}s"
+        maybe = [e.bridge_id for e in entries if e.maybe_written]
+        found = self._find_by_bridge_ids(object_type, maybe) if maybe else {}
+        refs = {bridge_id: CrmRef(kind, record) for bridge_id, record in found.items()}
+        todo = [e for e in entries if e.bridge_id not in found]
+        for chunk in chunks(todo, BATCH_SIZE):
+            body = self.api.json(
+                "POST",
+                f"/crm/v3/objects/{object_type}/batch/create",
+                json={"inputs": [timeline_input(e, kind) for e in chunk]},
+                limit=self.api_limit,
+            )
+            written = _batch_results(body, [e.bridge_id for e in chunk])
+            if not written and body.get("errors"):
+                # 207 with nothing written: report HubSpot's reason, not silence
+                first = body["errors"][0] if isinstance(body["errors"][0], Mapping) else {}
+                raise PermanentError(
+                    f"HubSpot rejected the {object_type}: {scrub(first.get('message'))}"
+                )
+            refs.update({bridge_id: CrmRef(kind, record) for bridge_id, record in written.items()})
+        return refs
+
+    def _publish(self, entry: TimelineEntry) -> CrmRef:
+        settings = self.account.settings
+        channel_id = settings.get("channel_id")
+        account_id = (settings.get("channel_accounts") or {}).get(entry.channel_account)
+        if not channel_id or not account_id:
+            raise PermanentError(
+                f"channel account {entry.channel_account} has no HubSpot channel account: "
+                "run the HubSpot setup with inbox enabled"
+            )
+        identifier = (settings.get("channel_identifiers") or {}).get(entry.channel_account)
+        body = self.api.json(
+            "POST",
+            f"/conversations/v3/custom-channels/{channel_id}/messages",
+            json=inbox_message(
+                entry,
+                channel_account_id=str(account_id),
+                account_identifier=str(identifier or entry.channel_account),
+            ),
+            limit=self.api_limit,
+        )
+        return CrmRef("message", str(body["id"]))
+
+    def create_task(self, draft: TaskDraft) -> CrmRef:
+        """``POST /crm/v3/objects/tasks`` for the owner, associated with the
+        contact (204) and deal/ticket (216/230); looked up by
+        ``bridge_message_id`` first when ``maybe_written``."""
+        if draft.maybe_written:
+            found = self._find_by_bridge_ids("tasks", [draft.bridge_id])
+            if draft.bridge_id in found:
+                return CrmRef("task", found[draft.bridge_id])
+        props = {
+            "hs_task_subject": draft.subject,
+            "hs_task_body": draft.body,
+            "hs_timestamp": hubspot_time(draft.due_at),
+            "hs_task_status": "NOT_STARTED",
+            "hs_task_priority": "MEDIUM",
+            "hs_task_type": "TODO",
+            "bridge_message_id": draft.bridge_id,
+        }
+        if draft.owner_id:
+            props["hubspot_owner_id"] = str(draft.owner_id)
+        associations = [association("task", draft.contact)]
+        if draft.entity is not None:
+            associations.append(association("task", draft.entity))
+        body = self.api.json(
+            "POST",
+            "/crm/v3/objects/tasks",
+            json={"properties": props, "associations": associations},
+            limit=self.api_limit,
+        )
+        return CrmRef("task", str(body["id"]))
+
+    # -- owners ---------------------------------------------------------
+
+    def list_owners(self) -> list[Owner]:
+        """Every active owner (``GET /crm/v3/owners/``, paged by ``after``)."""
+        owners: list[Owner] = []
+        after: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": 100}
+            if after:
+                params["after"] = after
+            body = self.api.json("GET", "/crm/v3/owners/", params=params, limit=self.api_limit)
+            for item in body.get("results", []):
+                name = " ".join(p for p in (item.get("firstName"), item.get("lastName")) if p)
+                owners.append(
+                    Owner(
+                        id=str(item["id"]),
+                        email=item.get("email") or None,
+                        name=name or None,
+                        active=not item.get("archived", False),
+                    )
+                )
+            after = ((body.get("paging") or {}).get("next") or {}).get("after")
+            if not after:
+                return owners
+
+    # -- CRM -> bridge --------------------------------------------------
+
+    def verify_webhook(self, request: WebhookRequest) -> None:
+        """HubSpot's v3 signature with the app's client secret, timestamp
+        within ±300 s (FACTS 3.6); anything malformed is ``SignatureError``."""
+        verify_v3(request, self.account.app.get("client_secret"))
+
+    def parse_webhook(self, request: WebhookRequest) -> list[CrmEvent]:
+        """``OUTGOING_CHANNEL_MESSAGE_CREATED`` -> REPLY; other types and
+        non-outgoing messages -> UNKNOWN. A payload for another portal is a
+        ``SignatureError``; a bad body is a ``PayloadError``."""
+        return parse_events(request, self.account.account_id)
+
+    def report_delivery(self, report: DeliveryReport) -> None:
+        """``PATCH .../custom-channels/{channelId}/messages/{id}`` with
+        ``statusType`` SENT / READ / FAILED (DELIVERED shows as SENT)."""
+        channel_id = self.account.settings.get("channel_id")
+        if not channel_id:
+            raise PermanentError("no HubSpot custom channel: run the HubSpot setup with inbox")
+        body: dict[str, Any] = {"statusType": DELIVERY_STATUS[report.status]}
+        if report.status is DeliveryStatus.FAILED and report.error:
+            body["errorMessage"] = report.error[:500]
+        self.api.request(
+            "PATCH",
+            f"/conversations/v3/custom-channels/{channel_id}/messages/{report.crm_message_id}",
+            json=body,
+            limit=self.api_limit,
+        )
+
+
+def _batch_results(body: Mapping[str, Any], bridge_ids: Sequence[str]) -> dict[str, str]:
+    """bridge id -> new record id. HubSpot does not promise result order, so
+    match by the ``bridge_message_id`` each record carries."""
+    results = [r for r in body.get("results", []) if isinstance(r, Mapping)]
+    wanted = set(bridge_ids)
+    out: dict[str, str] = {}
+    for record in results:
+        bridge_id = (record.get("properties") or {}).get("bridge_message_id")
+        if bridge_id in wanted:
+            out.setdefault(bridge_id, str(record["id"]))
+    return out

@@ -1,0 +1,153 @@
+"""Deals and tickets: find by conversation uid, create with the contact
+association inline, tell whether one is still open (pipelines cached)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from bridge.errors import PermanentError
+from bridge.model import CrmRef, EntityDraft
+
+from .client import decode
+from .search import SearchMixin, in_or_eq, oldest
+from .timeline import association
+
+__all__ = ["ENTITY_OBJECTS", "EntitiesMixin"]
+
+#: EntityDraft.object_type -> CRM object path
+ENTITY_OBJECTS: dict[str, str] = {"deal": "deals", "ticket": "tickets"}
+#: HubSpot's default pipeline ids (guides; UNCONFIRMED in the specs, FACTS 3.5)
+DEFAULT_PIPELINE = {"deal": "default", "ticket": "0"}
+CLOSED_DEAL_STAGES = frozenset({"closedwon", "closedlost"})
+
+
+class EntitiesMixin(SearchMixin):
+    """The deal/ticket hooks of :class:`~crm_adapters.hubspot.HubSpotAdapter`."""
+
+    _pipelines: dict[str, list[Mapping[str, Any]]]
+
+    @staticmethod
+    def _entity_path(object_type: str) -> str:
+        try:
+            return ENTITY_OBJECTS[object_type]
+        except KeyError:
+            raise PermanentError(
+                f"HubSpot entity type {object_type!r} is not supported (deal, ticket)"
+            ) from None
+
+    def find_entity(self, draft: EntityDraft) -> CrmRef | None:
+        """The deal/ticket whose ``bridge_conversation_id`` is the draft's
+        conversation uid (the oldest if an ambiguous retry made two)."""
+        hits = self._search(
+            self._entity_path(draft.object_type),
+            [{"filters": [in_or_eq("bridge_conversation_id", [draft.conversation_uid])]}],
+            ["bridge_conversation_id"],
+        )
+        first = oldest(hits)
+        return CrmRef(draft.object_type, str(first["id"])) if first else None
+
+    def create_entity(self, draft: EntityDraft) -> CrmRef:
+        """Open a deal (``dealname``, ``pipeline``, ``dealstage``) or ticket
+        (``subject``, ``hs_pipeline``, ``hs_pipeline_stage``, ``content``)
+        with the contact association inline (deal->contact 3, ticket->contact
+        16, FACTS 3.4). A missing stage is the pipeline's first open stage."""
+        path = self._entity_path(draft.object_type)
+        pipeline = draft.pipeline or DEFAULT_PIPELINE[draft.object_type]
+        stage = draft.stage or self._first_open_stage(draft.object_type, pipeline)
+        if draft.object_type == "deal":
+            props = {"dealname": draft.name, "pipeline": pipeline, "dealstage": stage}
+        else:
+            props = {
+                "subject": draft.name,
+                "hs_pipeline": pipeline,
+                "hs_pipeline_stage": stage,
+                "content": draft.name,
+            }
+        if draft.owner_id:
+            props["hubspot_owner_id"] = str(draft.owner_id)
+        props.update({k: str(v) for k, v in draft.properties.items() if v not in (None, "")})
+        props["bridge_conversation_id"] = draft.conversation_uid
+        body = self.api.json(
+            "POST",
+            f"/crm/v3/objects/{path}",
+            json={
+                "properties": props,
+                "associations": [association(draft.object_type, draft.contact)],
+            },
+            limit=self.api_limit,
+        )
+        return CrmRef(draft.object_type, str(body["id"]))
+
+    def entity_is_open(self, entity: CrmRef) -> bool:
+        """False once the deal/ticket is closed (``hs_is_closed``, a closed
+        deal stage, or a ticket stage whose ``ticketState`` is CLOSED); a
+        deleted one is not open either."""
+        path = self._entity_path(entity.kind)
+        stage_prop, pipeline_prop = (
+            ("dealstage", "pipeline")
+            if entity.kind == "deal"
+            else ("hs_pipeline_stage", "hs_pipeline")
+        )
+        response = self.api.request(
+            "GET",
+            f"/crm/v3/objects/{path}/{entity.id}",
+            params={"properties": f"hs_is_closed,{stage_prop},{pipeline_prop}"},
+            limit=self.api_limit,
+            ok=(404,),
+        )
+        if response.status_code == 404:
+            return False
+        props = decode(response).get("properties") or {}
+        closed = str(props.get("hs_is_closed") or "").lower()
+        if closed in ("true", "false"):
+            return closed == "false"
+        stage = props.get(stage_prop)
+        if entity.kind == "deal" and stage in CLOSED_DEAL_STAGES:
+            return False
+        meta = self._stage(entity.kind, props.get(pipeline_prop), stage)
+        if meta is None:
+            return True
+        return not _stage_closed(meta)
+
+    def _pipelines_for(self, object_type: str) -> list[Mapping[str, Any]]:
+        # cached per adapter instance: pipelines change rarely
+        if object_type not in self._pipelines:
+            body = self.api.json(
+                "GET", f"/crm/v3/pipelines/{self._entity_path(object_type)}", limit=self.api_limit
+            )
+            self._pipelines[object_type] = [
+                p for p in body.get("results", []) if isinstance(p, Mapping)
+            ]
+        return self._pipelines[object_type]
+
+    def _stage(
+        self, object_type: str, pipeline_id: str | None, stage_id: str | None
+    ) -> Mapping[str, Any] | None:
+        for pipeline in self._pipelines_for(object_type):
+            if pipeline_id and str(pipeline.get("id")) != str(pipeline_id):
+                continue
+            for stage in pipeline.get("stages") or []:
+                if str(stage.get("id")) == str(stage_id):
+                    return stage
+        return None
+
+    def _first_open_stage(self, object_type: str, pipeline_id: str) -> str:
+        for pipeline in self._pipelines_for(object_type):
+            if str(pipeline.get("id")) != str(pipeline_id):
+                continue
+            stages = sorted(pipeline.get("stages") or [], key=lambda s: s.get("displayOrder", 0))
+            for stage in stages:
+                if not _stage_closed(stage) and not stage.get("archived"):
+                    return str(stage["id"])
+        raise PermanentError(
+            f"HubSpot {object_type} pipeline {pipeline_id!r} has no open stage: "
+            "set `pipeline` and `stage` in the mapping"
+        )
+
+
+def _stage_closed(stage: Mapping[str, Any]) -> bool:
+    meta = stage.get("metadata") or {}
+    if str(meta.get("ticketState") or "").upper() == "CLOSED":
+        return True
+    return str(meta.get("isClosed") or "").lower() == "true"

@@ -1,0 +1,216 @@
+"""What a message looks like on HubSpot's timeline and in its inbox.
+
+Pure functions: :class:`~bridge.model.TimelineEntry` -> HubSpot request
+bodies. No I/O here, so the shapes are easy to test and to correct.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from collections.abc import Mapping
+from typing import Any
+
+from bridge.model import Attachment, CrmRef, TimelineEntry
+
+__all__ = [
+    "ASSOCIATION_TYPES",
+    "COMMUNICATION_CHANNEL_TYPES",
+    "DELIVERY_ID_TYPE",
+    "association",
+    "hubspot_time",
+    "inbox_message",
+    "render_body",
+    "timeline_input",
+]
+
+#: HUBSPOT_DEFINED association type ids, (from, to) -> id (FACTS 3.4).
+ASSOCIATION_TYPES: dict[tuple[str, str], int] = {
+    ("deal", "contact"): 3,
+    ("ticket", "contact"): 16,
+    ("note", "contact"): 202,
+    ("note", "deal"): 214,
+    ("note", "ticket"): 228,
+    ("task", "contact"): 204,
+    ("task", "deal"): 216,
+    ("task", "ticket"): 230,
+    ("communication", "contact"): 81,
+    ("communication", "deal"): 85,
+    ("communication", "ticket"): 83,
+}
+
+#: ``hs_communication_channel_type`` values HubSpot has (FACTS 3.3); any
+#: other channel is logged as a note.
+COMMUNICATION_CHANNEL_TYPES: dict[str, str] = {
+    "whatsapp": "WHATS_APP",
+    "sms": "SMS",
+    "linkedin": "LINKEDIN_MESSAGE",
+}
+
+CHANNEL_LABELS: dict[str, str] = {
+    "telegram": "Telegram",
+    "whatsapp": "WhatsApp",
+    "vk": "VK",
+    "email": "E-mail",
+    "webchat": "Website chat",
+    "sms": "SMS",
+    "instagram": "Instagram",
+    "viber": "Viber",
+}
+
+#: our delivery ids are the channel's own user / bot ids (FACTS 3.7)
+DELIVERY_ID_TYPE = "CHANNEL_SPECIFIC_OPAQUE_ID"
+
+_BODY_PROPERTY = {"note": "hs_note_body", "communication": "hs_communication_body"}
+
+
+def hubspot_time(value: dt.datetime) -> str:
+    """ISO-8601 in UTC with millisecond precision (``hs_timestamp``)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    value = value.astimezone(dt.UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def association(from_kind: str, to: CrmRef) -> dict[str, Any]:
+    """One inline association of a create body."""
+    type_id = ASSOCIATION_TYPES.get((from_kind, to.kind))
+    if type_id is None:
+        raise ValueError(f"no HubSpot association from {from_kind} to {to.kind}")
+    return {
+        "to": {"id": str(to.id)},
+        "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id}],
+    }
+
+
+def channel_label(kind: str) -> str:
+    return CHANNEL_LABELS.get(kind, kind.replace("_", " ").title())
+
+
+def attachment_label(attachment: Attachment) -> str:
+    """``[photo: name.jpg]``; never a URL (it may carry a channel token)."""
+    kind = attachment.kind.value.replace("_", " ")
+    return f"[{kind}: {attachment.file_name}]" if attachment.file_name else f"[{kind}]"
+
+
+#: the few words the bridge writes itself, per mapping ``language``
+WORDS: dict[str, dict[str, str]] = {
+    "en": {"customer": "Customer", "agent": "Agent", "via": "via", "edited": "edited"},
+    "ru": {"customer": "Клиент", "agent": "Менеджер", "via": "через", "edited": "изменено"},
+}
+
+
+def _words(entry: TimelineEntry) -> dict[str, str]:
+    return WORDS.get(str(entry.options.get("language") or "en"), WORDS["en"])
+
+
+def render_body(entry: TimelineEntry) -> str:
+    """The HTML body of a note / communication for one message: sender,
+    channel, an "edited" mark, the escaped text, attachment labels."""
+    words = _words(entry)
+    who = entry.sender_name or words["customer" if entry.direction == "in" else "agent"]
+    channel = str(entry.options.get("channel_title") or channel_label(entry.channel_kind))
+    head = f"<strong>{html.escape(who)}</strong> {words['via']} {html.escape(channel)}"
+    if entry.is_edit:
+        head += f" <em>({words['edited']})</em>"
+    parts = [f"<p>{head}</p>"]
+    if entry.text:
+        text = html.escape(entry.text).replace("\n", "<br>")
+        parts.append(f"<p>{text}</p>")
+    labels = [attachment_label(a) for a in entry.attachments]
+    if not labels and not entry.text:
+        labels = [f"[{entry.kind.value.replace('_', ' ')}]"]
+    if labels:
+        parts.append(f"<p>{html.escape(' '.join(labels))}</p>")
+    return "".join(parts)
+
+
+def plain_text(entry: TimelineEntry) -> str:
+    """The message as inbox text (attachment labels appended, no URLs)."""
+    labels = " ".join(attachment_label(a) for a in entry.attachments)
+    text = entry.text or ""
+    if entry.is_edit:
+        edited = f"({_words(entry)['edited']})"
+        text = f"{text} {edited}" if text else edited
+    if labels:
+        text = f"{text}\n{labels}" if text else labels
+    return text or f"[{entry.kind.value.replace('_', ' ')}]"
+
+
+def timeline_kind(entry: TimelineEntry) -> str | None:
+    """``note``, ``communication`` or ``None`` (``timeline: none``)."""
+    wanted = str(entry.options.get("timeline") or "note").lower()
+    if wanted == "none":
+        return None
+    if wanted == "communication" and entry.channel_kind in COMMUNICATION_CHANNEL_TYPES:
+        return "communication"
+    return "note"  # HubSpot has no communication type for this channel
+
+
+def timeline_input(entry: TimelineEntry, kind: str) -> dict[str, Any]:
+    """One ``inputs[]`` item of ``/crm/v3/objects/{notes|communications}/batch/create``."""
+    properties: dict[str, str] = {
+        "hs_timestamp": hubspot_time(entry.occurred_at),
+        _BODY_PROPERTY[kind]: render_body(entry),
+        "bridge_message_id": entry.bridge_id,
+    }
+    if entry.sequence is not None:
+        properties["bridge_sequence"] = str(entry.sequence)
+    if entry.owner_id:
+        properties["hubspot_owner_id"] = str(entry.owner_id)
+    if kind == "communication":
+        properties["hs_communication_channel_type"] = COMMUNICATION_CHANNEL_TYPES[
+            entry.channel_kind
+        ]
+        # required by HubSpot's communications guide (FACTS 3.3)
+        properties["hs_communication_logged_from"] = "CRM"
+    associations = [association(kind, entry.contact)]
+    if entry.entity is not None:
+        associations.append(association(kind, entry.entity))
+    return {
+        "properties": properties,
+        "associations": associations,
+        # echoed in batch errors: tells which input failed (RELIABILITY 1.2)
+        "objectWriteTraceId": entry.bridge_id,
+    }
+
+
+def inbox_message(
+    entry: TimelineEntry, *, channel_account_id: str, account_identifier: str
+) -> dict[str, Any]:
+    """``ChannelIntegrationMessageEgg`` for the custom-channel inbox (FACTS 3.7)."""
+    customer: dict[str, Any] = {
+        "deliveryIdentifier": {
+            "type": DELIVERY_ID_TYPE,
+            "value": str(entry.sender_identifier or entry.contact.id),
+        }
+    }
+    if entry.sender_name and entry.direction == "in":
+        customer["name"] = entry.sender_name
+    bridge_side = {"deliveryIdentifier": {"type": DELIVERY_ID_TYPE, "value": account_identifier}}
+    incoming = entry.direction == "in"
+    body: dict[str, Any] = {
+        "messageDirection": "INCOMING" if incoming else "OUTGOING",
+        "channelAccountId": str(channel_account_id),
+        "senders": [customer if incoming else bridge_side],
+        "recipients": [bridge_side if incoming else customer],
+        "text": plain_text(entry),
+        "attachments": [],
+        "timestamp": hubspot_time(entry.occurred_at),
+        "integrationThreadId": entry.conversation_uid,
+        # HubSpot dedupes on it: publishing twice is safe (FACTS 3.7)
+        "integrationIdempotencyId": entry.bridge_id,
+    }
+    # int64 in HubSpot's newer SDKs (Go/Java: int64); not in the v3 spec
+    # snapshot, named in HubSpot's guide (FACTS 3.7).
+    if str(entry.contact.id).isdigit():
+        body["associateWithContactId"] = int(entry.contact.id)
+    return body
+
+
+def wants_inbox(entry: TimelineEntry, settings: Mapping[str, Any]) -> bool:
+    """``entry.options["inbox"]``, defaulting to the tenant's ``inbox`` setting."""
+    value = entry.options.get("inbox")
+    if value is None:
+        value = settings.get("inbox", False)
+    return bool(value)

@@ -1,0 +1,130 @@
+"""Configuration of the sandbox HubSpot: defaults, overrides, run-time updates.
+
+``create_app(config)`` deep-merges ``config`` over :data:`DEFAULTS`;
+``POST /_config`` updates the same keys at run time (except ``portals``,
+which only ``create_app`` sets). Switches for UNCONFIRMED vendor behaviour are
+named in FACTS.md terms and documented next to each default.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+__all__ = ["DEFAULTS", "build_config", "update_config", "RUNTIME_KEYS"]
+
+DEFAULTS: dict[str, Any] = {
+    # Portals (HubSpot accounts). Each has an id, a private-app token
+    # ("pat-na1-..."; FACTS 3.1), a time zone and optional seeded owners.
+    "portals": [
+        {"id": 62515, "name": "Demo Company", "private_app_token":
+         "pat-na1-11111111-1111-4111-8111-111111111111", "time_zone": "Europe/Berlin",
+         "currency": "EUR"},
+        {"id": 62516, "name": "Second Tenant", "private_app_token":
+         "pat-na1-22222222-2222-4222-8222-222222222222", "time_zone": "America/New_York",
+         "currency": "USD"},
+    ],
+    # The developer app that the bridge is (public OAuth app; FACTS 3.1/3.7).
+    "app": {
+        "app_id": 424242,
+        "client_id": "0c3a8f2e-5b1d-4c8e-9a7f-2d6e4b1a9c30",
+        "client_secret": "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy",
+        "developer_api_key": "eu1-d3v0-k3y0-4a1b-9c2d-5e6f7a8b9c0d",
+        "redirect_uris": [],  # empty: any redirect_uri is accepted
+        "scopes": [
+            "crm.objects.contacts.read", "crm.objects.contacts.write",
+            "crm.objects.deals.read", "crm.objects.deals.write",
+            "tickets", "crm.objects.owners.read", "crm.schemas.contacts.write",
+            "conversations.read", "conversations.custom_channels.read",
+            "conversations.custom_channels.write", "oauth",
+        ],
+    },
+    # FACTS 3.2: 100 / 10 s for Free/Starter private apps (190 Pro/Enterprise),
+    # 110 for public OAuth apps (UNCONFIRMED; older docs say 100).
+    "per_10s": 100,
+    "per_10s_oauth": None,  # None: same as per_10s
+    "rate_interval_ms": 10000,  # the rolling window (tests shorten it)
+    "per_day": 250000,  # private apps only (no daily limit on OAuth calls)
+    # FACTS 3.2: search has its own limit, 4/s (changelog) or 5/s (current docs).
+    "search_per_s": 5,
+    # UNCONFIRMED (FACTS 3.2): whether API 429s carry Retry-After.
+    "retry_after_header": False,
+    # FACTS 3.1: access tokens typically live 1800 s.
+    "access_token_ttl": 1800,
+    "code_ttl": 600,  # authorization codes: single-use, short-lived
+    # UNCONFIRMED (FACTS 3.1): whether a refresh returns a new refresh token
+    # (and invalidates the old one).
+    "rotate_refresh_tokens": False,
+    # UNCONFIRMED (FACTS 3.3): the deals/tickets/notes/tasks required-property
+    # lists come from HubSpot guides, not stored sources. True enforces them.
+    "enforce_unconfirmed_required": True,
+    # UNCONFIRMED (FACTS 3.7): integrationIdempotencyId dedupe on publish.
+    "idempotency_dedupe": True,
+    # FACTS 3.3: search is eventually consistent. Records younger than this are
+    # invisible to /search (0 = immediately visible).
+    "search_index_lag_s": 0.0,
+    # Outgoing webhook delivery (FACTS 3.6: answer within 5 s).
+    "webhook_timeout_s": 5.0,
+    # RNG seed for the fault plan (None: random).
+    "seed": None,
+}
+
+# Keys POST /_config may change at run time.
+RUNTIME_KEYS = frozenset(DEFAULTS) - {"portals"}
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _check(cfg: dict[str, Any]) -> None:
+    unknown = set(cfg) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown config keys: {sorted(unknown)}")
+    for key in ("per_10s", "per_day", "search_per_s", "rate_interval_ms"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ValueError(f"{key} must be a positive integer")
+    if cfg["per_10s_oauth"] is not None and (
+            not isinstance(cfg["per_10s_oauth"], int) or cfg["per_10s_oauth"] < 1):
+        raise ValueError("per_10s_oauth must be a positive integer or null")
+    for key in ("access_token_ttl", "code_ttl", "search_index_lag_s", "webhook_timeout_s"):
+        if not isinstance(cfg[key], (int, float)) or cfg[key] < 0:
+            raise ValueError(f"{key} must be a number >= 0")
+    for key in ("retry_after_header", "rotate_refresh_tokens",
+                "enforce_unconfirmed_required", "idempotency_dedupe"):
+        if not isinstance(cfg[key], bool):
+            raise ValueError(f"{key} must be a boolean")
+    ids = set()
+    for portal in cfg["portals"]:
+        if not isinstance(portal, dict) or not isinstance(portal.get("id"), int):
+            raise ValueError("each portal needs an integer 'id'")
+        if portal["id"] in ids:
+            raise ValueError(f"duplicate portal id {portal['id']}")
+        ids.add(portal["id"])
+    app = cfg["app"]
+    for key in ("app_id", "client_id", "client_secret", "developer_api_key"):
+        if key not in app:
+            raise ValueError(f"app.{key} is required")
+
+
+def build_config(overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Defaults deep-merged with ``overrides`` (``portals`` is replaced whole)."""
+    cfg = _merge(DEFAULTS, overrides or {})
+    _check(cfg)
+    return cfg
+
+
+def update_config(cfg: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A new config with run-time ``values`` applied; raises ``ValueError``."""
+    bad = set(values) - RUNTIME_KEYS
+    if bad:
+        raise ValueError(f"not changeable at run time (or unknown): {sorted(bad)}")
+    new = _merge(cfg, values)
+    _check(new)
+    return new

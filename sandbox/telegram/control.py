@@ -1,0 +1,266 @@
+"""Control API of the Telegram sandbox (never faulted, never part of the Bot API).
+
+Routes are relative to the mount point (``/sandbox/telegram`` in the demo):
+
+``POST /_deliver``
+    Deliver an Update to a bot's webhook. Either the raw form
+    ``{"update": {...}}`` (sent unchanged; ``update_id`` filled in when absent,
+    sequential per bot), or the convenience form for humans and curl::
+
+        {"from": {"id": 1001, "first_name": "Anna", "last_name": "K", "username": "anna"},
+         "text": "Hello"}
+        {"chat_id": 1001, "text": "Hello again"}          # a user the bot already knows
+        {"from": {...}, "photo": {"content_base64": "..."}, "caption": "look"}
+        {"from": {...}, "document": {"file_name": "a.pdf", "mime_type": "application/pdf",
+                                     "content_base64": "..."}}
+        {"from": {...}, "callback_data": "yes", "message_id": 7}   # press an inline button
+
+    Both take ``"token"`` (default: the demo bot), ``"redeliver_on_failure": true``
+    (retry a non-2XY answer like Telegram) and ``"files": {"<file_id>": "<base64>"}``
+    (bytes for files in the update). Answer: ``{"status", "body", "delivered",
+    "update_id", "attempts", "warnings", ...}``; 409 if the bot has no webhook.
+``GET /_sent[?chat_id=&token=]``        ``{"sent": [...]}`` what bots sent, in order
+``GET /_deliveries[?chat_id=&token=]``  ``{"deliveries": [...]}`` every delivery attempt
+``POST /_reset`` ``{"keep_webhooks": false}``   forget all state (and reset faults)
+``GET|POST /_config``                    flood limits, bots, chats, timeouts
+``GET|POST /_bots``                      list / register ``{"token", "username", "first_name"}``
+``POST /_chats`` ``{"chat": {...}, "token"?}``  make a chat known (as if configured)
+``POST /_block`` ``{"chat_id", "token"?, "blocked": true}``  the user blocks the bot
+``POST /_migrate`` ``{"chat_id", "new_chat_id"?, "token"?}``  group -> supergroup
+``GET /_state``                          bots, webhooks, chats, answered callback queries
+``GET|POST /_faults``                    the shared fault switches (``sandbox.faults``)
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from .state import DEMO_BOT_TOKEN, TOKEN_RE, BotState, SandboxConfig, Store
+from .updates import ControlError, build_update
+from .webhook import deliver
+
+__all__ = ["control"]
+
+control = Blueprint("telegram_control", __name__)
+
+
+def _context() -> Any:
+    return current_app.extensions["telegram_sandbox"]
+
+
+@control.errorhandler(ControlError)
+def _control_error(error: ControlError) -> tuple[Response, int]:
+    return jsonify({"error": "bad_control_request", "message": str(error)}), error.status
+
+
+def _body() -> dict[str, Any]:
+    body = request.get_json(force=True, silent=True)
+    if body is None and not request.get_data():
+        return {}
+    if not isinstance(body, dict):
+        raise ControlError("the body must be a JSON object")
+    return body
+
+
+def _bots_for(store: Store, token: str | None) -> list[BotState]:
+    if token is None:
+        return list(store.bots.values())
+    bot = store.bot(token)
+    if bot is None:
+        raise ControlError(f"unknown bot token {token!r}", 404)
+    return [bot]
+
+
+def _default_token(store: Store) -> str:
+    if DEMO_BOT_TOKEN in store.bots:
+        return DEMO_BOT_TOKEN
+    if not store.bots:
+        raise ControlError("no bot is registered", 404)
+    return next(iter(store.bots))
+
+
+def _int_arg(name: str) -> int | None:
+    value = request.args.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ControlError(f"{name} must be an integer") from None
+
+
+def _filtered(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    chat_id = _int_arg("chat_id")
+    token = request.args.get("token")
+    bot_id = int(token.split(":", 1)[0]) if token and ":" in token else None
+    return [e for e in entries
+            if (chat_id is None or e.get("chat_id") == chat_id)
+            and (bot_id is None or e.get("bot_id") == bot_id)]
+
+
+@control.post("/_deliver")
+def deliver_update() -> tuple[Response, int]:
+    ctx = _context()
+    body = _body()
+    token = body.get("token") or _default_token(ctx.store)
+    bot = ctx.store.bot(token)
+    if bot is None:
+        raise ControlError(f"unknown bot token {token!r}; register it with POST /_bots", 404)
+    files = _decode_files(body.get("files"))
+    if "update" in body:
+        update = body["update"]
+        if not isinstance(update, dict):
+            raise ControlError('"update" must be a JSON object (an Update)')
+    else:
+        if bot.webhook is None:
+            raise ControlError("the bot has no webhook: call setWebhook first", 409)
+        update = build_update(ctx.store, bot, body)
+    result = deliver(ctx.store, ctx.spec, token, update,
+                     redeliver=bool(body.get("redeliver_on_failure")), files=files)
+    return jsonify(result), 200
+
+
+def _decode_files(value: Any) -> dict[str, bytes]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ControlError('"files" must map file_id to base64 content')
+    try:
+        return {str(k): base64.b64decode(v, validate=True) for k, v in value.items()}
+    except (binascii.Error, ValueError, TypeError):
+        raise ControlError('"files" values must be base64') from None
+
+
+@control.get("/_sent")
+def sent() -> Response:
+    store = _context().store
+    with store.lock:
+        entries = list(store.sent)
+    return jsonify({"sent": _filtered(entries)})
+
+
+@control.get("/_deliveries")
+def deliveries() -> Response:
+    store = _context().store
+    with store.lock:
+        entries = list(store.deliveries)
+    return jsonify({"deliveries": _filtered(entries)})
+
+
+@control.post("/_reset")
+def reset() -> Response:
+    ctx = _context()
+    ctx.store.reset(keep_webhooks=bool(_body().get("keep_webhooks")))
+    ctx.plan.update({"reset": True, **ctx.store.config.faults})
+    return jsonify({"ok": True})
+
+
+@control.route("/_config", methods=["GET", "POST"])
+def config() -> Response:
+    ctx = _context()
+    if request.method == "POST":
+        values = _body()
+        try:
+            new = SandboxConfig.from_dict(values, base=ctx.store.config)
+        except (TypeError, ValueError) as exc:
+            raise ControlError(str(exc)) from None
+        ctx.store.apply_config(new)
+        if "faults" in values:
+            ctx.plan.update(new.faults)
+    return jsonify(ctx.store.config.to_dict())
+
+
+def _bot_view(bot: BotState) -> dict[str, Any]:
+    account = bot.account
+    return {"id": account.id, "token": account.token, "username": account.username,
+            "first_name": account.first_name}
+
+
+@control.route("/_bots", methods=["GET", "POST"])
+def bots() -> tuple[Response, int]:
+    store = _context().store
+    if request.method == "GET":
+        with store.lock:
+            return jsonify({"bots": [_bot_view(b) for b in store.bots.values()]}), 200
+    body = _body()
+    token = str(body.get("token", ""))
+    if not TOKEN_RE.match(token):
+        raise ControlError(f"token must look like Telegram's: {TOKEN_RE.pattern}")
+    bot = store.register_bot(token, body.get("username"), body.get("first_name"))
+    return jsonify({"bot": _bot_view(bot)}), 201
+
+
+@control.post("/_chats")
+def chats() -> tuple[Response, int]:
+    store = _context().store
+    body = _body()
+    chat = body.get("chat")
+    if not isinstance(chat, dict) or not isinstance(chat.get("id"), int):
+        raise ControlError('"chat" must be a Chat object with an integer "id"')
+    with store.lock:
+        for bot in _bots_for(store, body.get("token")):
+            bot.remember_chat(chat)
+    return jsonify({"chat": chat}), 201
+
+
+def _chat_id(body: dict[str, Any], name: str = "chat_id") -> int:
+    value = body.get(name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ControlError(f'"{name}" must be an integer')
+    return value
+
+
+@control.post("/_block")
+def block() -> Response:
+    store = _context().store
+    body = _body()
+    chat_id = _chat_id(body)
+    blocked = bool(body.get("blocked", True))
+    with store.lock:
+        for bot in _bots_for(store, body.get("token")):
+            state = bot.chats.get(chat_id) or bot.remember_chat({"id": chat_id})
+            state.blocked = blocked
+    return jsonify({"chat_id": chat_id, "blocked": blocked})
+
+
+@control.post("/_migrate")
+def migrate() -> Response:
+    store = _context().store
+    body = _body()
+    old = _chat_id(body)
+    if old >= 0:
+        raise ControlError("only group chats (negative ids) can be upgraded to supergroups")
+    new = _chat_id(body, "new_chat_id") if "new_chat_id" in body else int(f"-100{abs(old)}")
+    with store.lock:
+        for bot in _bots_for(store, body.get("token")):
+            state = bot.chats.get(old) or bot.remember_chat(
+                {"id": old, "type": "group", "title": f"Group {old}"})
+            state.migrated_to = new
+            bot.remember_chat({"id": new, "type": "supergroup",
+                               "title": state.chat.get("title", f"Group {old}")})
+    return jsonify({"chat_id": old, "new_chat_id": new})
+
+
+@control.get("/_state")
+def state() -> Response:
+    store = _context().store
+    with store.lock:
+        view = []
+        for bot in store.bots.values():
+            webhook = bot.webhook
+            view.append({
+                **_bot_view(bot),
+                "webhook": None if webhook is None else {
+                    "url": webhook.url, "has_secret_token": bool(webhook.secret_token),
+                    "max_connections": webhook.max_connections,
+                    "allowed_updates": webhook.allowed_updates,
+                    "last_error_message": webhook.last_error_message},
+                "chats": [{**c.chat, "blocked": c.blocked, "migrated_to": c.migrated_to,
+                           "next_message_id": c.next_message_id} for c in bot.chats.values()],
+                "callback_answers": list(bot.callback_answers),
+            })
+    return jsonify({"bots": view})

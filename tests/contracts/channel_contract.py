@@ -1,0 +1,238 @@
+"""``ChannelAdapterContract``: the duties every channel adapter's tests check.
+
+Subclass it in ``tests/contracts/test_<channel>_contract.py`` (the class name
+must start with ``Test``) and provide:
+
+``adapter``             fixture: the adapter under test, wired to the vendor
+                        (a sandbox over real HTTP, or a mock)
+``vendor``              fixture: a :class:`Vendor` to read what the vendor received
+``signed_request``      fixture: ``payload -> WebhookRequest`` exactly as the
+                        vendor would deliver it (right secret / signature)
+``forged_request``      fixture: ``payload -> WebhookRequest`` with a wrong one
+``unsigned_request``    fixture (optional): ``payload -> WebhookRequest`` with no
+                        secret / signature; the default drops every header, so
+                        channels that sign inside the body (VK) override it
+``sample_payloads()``   classmethod: ``[Sample(label, payload), ...]``, real
+                        payloads labelled with their source
+``junk_bodies``         class attribute (optional): bodies that are not the
+                        vendor's shape; a generic JSON-ish list by default
+
+The duties, from ``channel_adapters.base``: ``verify`` rejects forged and
+missing secrets and raises nothing but ``SignatureError``; ``parse`` of every
+sample is deterministic and every message names its id, thread, user and
+time; ``parse`` of junk raises ``PayloadError`` and nothing else; ``send``
+returns one id per message the vendor received, in order, and flood control
+surfaces as ``RetryableError`` with ``retry_after``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import pytest
+
+from bridge.errors import AmbiguousError, PayloadError, RetryableError, SignatureError
+from bridge.model import (
+    IgnoredEvent,
+    InboundMessage,
+    OutboundMessage,
+    ThreadMigrated,
+    WebhookRequest,
+)
+
+__all__ = ["ChannelAdapterContract", "Sample", "SentPart", "Vendor"]
+
+RequestFactory = Callable[[Any], WebhookRequest]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A webhook payload and where it came from (a corpus file, a sandbox)."""
+
+    label: str
+    payload: Any  # JSON-serialisable object, or the raw body bytes
+
+
+@dataclass(frozen=True)
+class SentPart:
+    """One message the vendor received from the adapter."""
+
+    external_id: str
+    text: str | None
+
+
+class Vendor(Protocol):
+    """The test's window on the far side."""
+
+    def thread(self) -> str:
+        """A thread the vendor accepts sends to (a customer who wrote first)."""
+
+    def sent(self, thread: str) -> list[SentPart]:
+        """What the vendor received for ``thread``, in order."""
+
+    def rate_limit(self, thread: str) -> None:
+        """Make the vendor's flood control refuse the next send to ``thread``."""
+
+
+#: Header values no client should choke on.
+JUNK_HEADER_VALUES: tuple[Any, ...] = (
+    "",
+    "x" * 10_000,
+    "sécret ключ 🔑",
+    "\ud800",
+    "\x00\r\n",
+    b"\xff\xfe",
+    None,
+)
+
+#: Generic "not the vendor's shape" bodies for JSON webhooks.
+JSON_JUNK: tuple[bytes, ...] = (
+    b"",
+    b"not json",
+    b"\xff\xfe\x00\x00",
+    b"[]",
+    b"null",
+    b"42",
+    b'"a string"',
+    b"{}",
+    b'{"unexpected": true}',
+    b"[" * 50_000 + b"]" * 50_000,
+    b"\x00" * 64,
+)
+
+
+class ChannelAdapterContract:
+    """Shared tests; see the module docstring for what a subclass provides."""
+
+    junk_bodies: ClassVar[Sequence[bytes]] = JSON_JUNK
+    #: a text longer than one message can carry (the contract checks the split)
+    long_text_units: ClassVar[int] = 10_000
+
+    @classmethod
+    def sample_payloads(cls) -> list[Sample]:
+        raise NotImplementedError
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        if "sample" in metafunc.fixturenames:
+            samples = self.sample_payloads()
+            assert samples, "a contract needs at least one sample payload"
+            metafunc.parametrize("sample", samples, ids=[s.label for s in samples])
+        if "junk" in metafunc.fixturenames:
+            metafunc.parametrize(
+                "junk", self.junk_bodies, ids=[repr(j[:16]) for j in self.junk_bodies]
+            )
+
+    @pytest.fixture
+    def unsigned_request(self, signed_request: RequestFactory) -> RequestFactory:
+        def make(payload: Any) -> WebhookRequest:
+            return dataclasses.replace(signed_request(payload), headers={})
+
+        return make
+
+    # -- verify -------------------------------------------------------------
+
+    def test_verify_accepts_the_vendors_request(self, adapter, signed_request, sample):
+        adapter.verify(signed_request(sample.payload))
+
+    def test_verify_rejects_a_forged_request(self, adapter, forged_request, sample):
+        with pytest.raises(SignatureError):
+            adapter.verify(forged_request(sample.payload))
+
+    def test_verify_rejects_a_request_without_secret(self, adapter, unsigned_request, sample):
+        with pytest.raises(SignatureError):
+            adapter.verify(unsigned_request(sample.payload))
+
+    def test_verify_raises_nothing_but_signature_errors(self, adapter, signed_request):
+        good = signed_request(self.sample_payloads()[0].payload)
+        variants = [dataclasses.replace(good, body=junk) for junk in self.junk_bodies]
+        for value in JUNK_HEADER_VALUES:
+            variants.append(
+                dataclasses.replace(good, headers={k: value for k in good.headers} or {"x": value})
+            )
+        for variant in variants:
+            try:
+                adapter.verify(variant)
+            except SignatureError:
+                pass
+
+    # -- parse --------------------------------------------------------------
+
+    def test_parse_is_deterministic_and_complete(self, adapter, signed_request, sample):
+        request = signed_request(sample.payload)
+        adapter.verify(request)
+        events = adapter.parse(request)
+        assert events, "parse must return at least one event (or raise PayloadError)"
+        assert adapter.parse(request) == events
+        for event in events:
+            assert isinstance(event, InboundMessage | ThreadMigrated | IgnoredEvent)
+            assert event.channel_kind == adapter.kind
+            assert isinstance(event.external_id, str) and event.external_id
+            assert event.raw, "events keep the raw payload"
+            if isinstance(event, InboundMessage):
+                assert isinstance(event.external_thread_id, str) and event.external_thread_id
+                assert isinstance(event.external_user_id, str) and event.external_user_id
+                assert isinstance(event.sent_at, dt.datetime)
+                assert event.sent_at.utcoffset() is not None, "sent_at must be tz-aware"
+
+    def test_parse_of_junk_raises_payload_error_only(self, adapter, signed_request, junk):
+        good = signed_request(self.sample_payloads()[0].payload)
+        with pytest.raises(PayloadError):
+            adapter.parse(dataclasses.replace(good, body=junk))
+
+    def test_parse_of_an_oversized_body_raises_payload_error(self, adapter, signed_request):
+        good = signed_request(self.sample_payloads()[0].payload)
+        with pytest.raises(PayloadError):
+            adapter.parse(dataclasses.replace(good, body=b" " * (adapter.max_body + 1)))
+
+    # -- send ---------------------------------------------------------------
+
+    def test_send_returns_the_id_the_vendor_saw(self, adapter, vendor):
+        thread = vendor.thread()
+        before = vendor.sent(thread)
+        result = adapter.send(_outbound(thread, "Hello from the contract ✓"))
+        new = vendor.sent(thread)[len(before) :]
+        assert [p.text for p in new] == ["Hello from the contract ✓"]
+        assert result.external_ids == tuple(p.external_id for p in new)
+
+    def test_long_text_goes_out_as_ordered_parts(self, adapter, vendor):
+        thread = vendor.thread()
+        before = vendor.sent(thread)
+        text = _long_text(self.long_text_units)
+        result = adapter.send(_outbound(thread, text))
+        new = vendor.sent(thread)[len(before) :]
+        assert len(new) >= 2, "the text should not fit one message"
+        assert result.external_ids == tuple(p.external_id for p in new)
+        assert len(set(result.external_ids)) == len(new)
+        assert _squash("".join(p.text or "" for p in new)) == _squash(text)
+
+    def test_flood_control_is_retryable_with_retry_after(self, adapter, vendor):
+        thread = vendor.thread()
+        vendor.rate_limit(thread)
+        before = vendor.sent(thread)
+        with pytest.raises(RetryableError) as info:
+            adapter.send(_outbound(thread, "refused by flood control"))
+        assert not isinstance(info.value, AmbiguousError), "a refused send is not ambiguous"
+        assert info.value.retry_after is not None and info.value.retry_after > 0
+        assert vendor.sent(thread) == before
+
+
+def _outbound(thread: str, text: str) -> OutboundMessage:
+    return OutboundMessage(bridge_id="contract-1", external_thread_id=thread, text=text)
+
+
+def _long_text(units: int) -> str:
+    """Paragraphs of words with Cyrillic and emoji (surrogate pairs in UTF-16)."""
+    words = ["Привет", "world", "😀", "🇷🇺", "naïve", "日本語", "ok"]
+    out, i = [], 0
+    while sum(len(w) + 1 for w in out) < units:
+        out.append(words[i % len(words)] + ("\n\n" if i % 97 == 96 else ""))
+        i += 1
+    return " ".join(out)
+
+
+def _squash(text: str) -> str:
+    return "".join(text.split())

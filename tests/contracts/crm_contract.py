@@ -1,0 +1,484 @@
+"""The shared contract suite every CRM adapter runs against its sandbox.
+
+Subclass :class:`CrmAdapterContract` (as ``Test<Crm>Contract``) and provide
+these fixtures; everything CRM-specific stays in the subclass:
+
+``make_adapter(settings: Mapping) -> CrmAdapter``
+    An adapter talking to the vendor stand-in over real HTTP, with
+    ``settings`` merged over the tenant's base settings. Its
+    ``account.webhook_url`` must be ``receiver.url`` (the base class's
+    ``receiver`` fixture) so the vendor's webhooks reach the test.
+``vendor`` (:class:`VendorHandle`)
+    Reads the vendor's state and drives it the way a rep would.
+``channel_links`` (``Sequence[ChannelLink]``)
+    The tenant's channel accounts, passed to ``setup()``.
+``make_entry(bridge_id, *, contact, entity, sequence, occurred_at, text, maybe_written)``
+    A :class:`TimelineEntry` as the sync job would build it for this CRM
+    (channel kind, channel account, sender identifier, ``options``).
+
+Optional overrides: ``mapping_properties`` (the mapping's custom properties
+for ``setup()``), ``entity_defaults`` (pipeline / stage for ``EntityDraft``)
+and the class attribute ``email_is_unique`` (True when the CRM refuses two
+contacts with one e-mail, so ``create_contact`` must return the existing one).
+
+The suite checks the duties in ``crm_adapters/base.py``: setup is
+idempotent, contacts are found by identity > phone > e-mail, an entity is
+found again by its conversation uid, entries are written exactly once and
+keep their time and sequence, a rep's reply comes back signed and parses to
+one REPLY, forged requests are refused, and delivery reports show up.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+import uuid
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, Protocol
+
+import pytest
+from werkzeug.wrappers import Request, Response
+
+from bridge.errors import SignatureError
+from bridge.model import (
+    ChannelLink,
+    ContactDraft,
+    ContactLookup,
+    CrmEventKind,
+    CrmRef,
+    DeliveryReport,
+    DeliveryStatus,
+    EntityDraft,
+    SenderProfile,
+    TimelineEntry,
+    WebhookRequest,
+)
+from crm_adapters.base import CrmAdapter
+from tests.support.servers import serve_wsgi
+
+__all__ = ["CrmAdapterContract", "Receiver", "VendorEntry", "VendorHandle"]
+
+T0 = dt.datetime(2025, 3, 1, 9, 15, 30, 250000, tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class VendorEntry:
+    """A timeline record as the vendor stores it, normalised by the handle."""
+
+    bridge_id: str
+    occurred_at: dt.datetime
+    sequence: int | None
+    text: str
+
+
+class VendorHandle(Protocol):
+    """What the suite needs from a vendor stand-in (implemented per CRM)."""
+
+    def seed_contact(self, *, name: str, phone: str | None = None, email: str | None = None) -> str:
+        """Create a contact the way a rep would (free-form phone); its id."""
+
+    def timeline(self, bridge_ids: Iterable[str]) -> list[VendorEntry]:
+        """Every timeline record carrying one of ``bridge_ids`` (duplicates
+        included: the suite counts them)."""
+
+    def setup_fingerprint(self) -> Hashable:
+        """A summary of what ``setup()`` created (properties, channels,
+        channel accounts...), equal before and after a second setup."""
+
+    def fire_reply(self, contact: CrmRef, text: str) -> None:
+        """A rep replies to ``contact`` in the CRM: the vendor sends its
+        (signed) webhook to the channel's webhook URL."""
+
+    def delivery_status(self, crm_message_id: str) -> str | None:
+        """The status the CRM shows for a reply: ``sent``, ``read``,
+        ``failed`` (lower-case), or ``None``."""
+
+
+class Receiver:
+    """A tiny HTTP endpoint that records every request as the bridge's
+    webhook view would hand it to an adapter."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.requests: list[WebhookRequest] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        request = Request(environ)
+        captured = WebhookRequest(
+            method=request.method,
+            url=request.url,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=request.get_data(),
+            query=dict(request.args),
+        )
+        with self._cond:
+            self.requests.append(captured)
+            self._cond.notify_all()
+        return Response('{"ok": true}', status=200, mimetype="application/json")(
+            environ, start_response
+        )
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[WebhookRequest]:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.requests) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"expected {count} webhook request(s), got {len(self.requests)}"
+                    )
+                self._cond.wait(left)
+            return list(self.requests)
+
+
+def _ms(value: dt.datetime) -> dt.datetime:
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+class CrmAdapterContract:
+    """Duties every CRM adapter keeps (see ``crm_adapters/base.py``)."""
+
+    #: the CRM refuses a second contact with the same e-mail
+    email_is_unique: ClassVar[bool] = False
+
+    # -- fixtures the base provides ------------------------------------
+
+    @pytest.fixture
+    def receiver(self) -> Iterator[Receiver]:
+        receiver = Receiver()
+        with serve_wsgi(receiver) as server:
+            receiver.url = f"{server.url}/webhooks/crm/contract"
+            yield receiver
+
+    @pytest.fixture
+    def mapping_properties(self) -> Mapping[str, Sequence[str]]:
+        return {}
+
+    @pytest.fixture
+    def entity_defaults(self) -> Mapping[str, Any]:
+        return {}
+
+    @pytest.fixture
+    def settings(
+        self,
+        make_adapter: Callable[[Mapping[str, Any]], CrmAdapter],
+        channel_links: Sequence[ChannelLink],
+        mapping_properties: Mapping[str, Sequence[str]],
+    ) -> dict[str, Any]:
+        """What ``setup()`` returned: the core persists it on the tenant."""
+        return make_adapter({}).setup(channel_links, mapping_properties)
+
+    @pytest.fixture
+    def adapter(
+        self, make_adapter: Callable[[Mapping[str, Any]], CrmAdapter], settings: dict[str, Any]
+    ) -> CrmAdapter:
+        return make_adapter(settings)
+
+    @pytest.fixture
+    def channel_kind(self, channel_links: Sequence[ChannelLink]) -> str:
+        return channel_links[0].kind
+
+    # -- helpers --------------------------------------------------------
+
+    @staticmethod
+    def uid(prefix: str) -> str:
+        return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+    @staticmethod
+    def phone() -> tuple[str, str]:
+        """A London number from Ofcom's drama range, as a rep would type it
+        and in E.164 (the bridge normalises before it looks up)."""
+        tail = f"{uuid.uuid4().int % 1000:03d}"
+        return f"+44 (20) 7946-0{tail}", f"+442079460{tail}"
+
+    def contact_draft(
+        self,
+        channel_kind: str,
+        *,
+        identity: str,
+        phone: str | None = None,
+        email: str | None = None,
+    ) -> ContactDraft:
+        return ContactDraft(
+            lookup=ContactLookup(
+                identities={channel_kind: identity},
+                phones=(phone,) if phone else (),
+                emails=(email,) if email else (),
+            ),
+            profile=SenderProfile(first_name="Ann", last_name="Contract", phone=phone, email=email),
+        )
+
+    def open_conversation(
+        self, adapter: CrmAdapter, channel_kind: str, entity_defaults: Mapping[str, Any]
+    ) -> tuple[CrmRef, CrmRef, str]:
+        """A contact and an entity for a fresh conversation uid."""
+        contact = adapter.create_contact(
+            self.contact_draft(channel_kind, identity=self.uid("user"))
+        ).ref
+        conversation = self.uid("conv")
+        entity = adapter.create_entity(
+            EntityDraft(
+                object_type=adapter.entity_types[0],
+                conversation_uid=conversation,
+                contact=contact,
+                name="Contract conversation",
+                **dict(entity_defaults),
+            )
+        )
+        return contact, entity, conversation
+
+    # -- setup ----------------------------------------------------------
+
+    def test_setup_is_idempotent(
+        self,
+        make_adapter: Callable[[Mapping[str, Any]], CrmAdapter],
+        vendor: VendorHandle,
+        channel_links: Sequence[ChannelLink],
+        mapping_properties: Mapping[str, Sequence[str]],
+        settings: dict[str, Any],
+    ) -> None:
+        before = vendor.setup_fingerprint()
+        again = make_adapter(settings).setup(channel_links, mapping_properties)
+        assert again == settings
+        assert vendor.setup_fingerprint() == before
+
+    # -- contacts -------------------------------------------------------
+
+    def test_contact_found_by_identity(self, adapter: CrmAdapter, channel_kind: str) -> None:
+        identity = self.uid("user")
+        created = adapter.create_contact(self.contact_draft(channel_kind, identity=identity))
+        found = adapter.find_contact(ContactLookup(identities={channel_kind: identity}))
+        assert found is not None and found.ref == created.ref
+        assert adapter.find_contact(ContactLookup(identities={channel_kind: self.uid("x")})) is None
+
+    def test_contact_found_by_phone_whatever_its_formatting(
+        self, adapter: CrmAdapter, vendor: VendorHandle, channel_kind: str
+    ) -> None:
+        formatted, e164 = self.phone()
+        seeded = vendor.seed_contact(name="Rep Entered", phone=formatted)
+        found = adapter.find_contact(
+            ContactLookup(identities={channel_kind: self.uid("user")}, phones=(e164,))
+        )
+        assert found is not None and found.ref.id == seeded
+
+    def test_contact_found_by_email(
+        self, adapter: CrmAdapter, vendor: VendorHandle, channel_kind: str
+    ) -> None:
+        email = f"{self.uid('ann')}@example.com"
+        seeded = vendor.seed_contact(name="Rep Entered", email=email)
+        found = adapter.find_contact(ContactLookup(identities={}, emails=(email,)))
+        assert found is not None and found.ref.id == seeded
+
+    def test_identity_beats_phone_beats_email(
+        self, adapter: CrmAdapter, vendor: VendorHandle, channel_kind: str
+    ) -> None:
+        formatted, phone = self.phone()
+        email = f"{self.uid('ann')}@example.com"
+        by_email = vendor.seed_contact(name="By Email", email=email)
+        by_phone = vendor.seed_contact(name="By Phone", phone=formatted)
+        identity = self.uid("user")
+        by_identity = adapter.create_contact(self.contact_draft(channel_kind, identity=identity))
+        everything = ContactLookup(
+            identities={channel_kind: identity}, phones=(phone,), emails=(email,)
+        )
+        found = adapter.find_contact(everything)
+        assert found is not None and found.ref == by_identity.ref
+        found = adapter.find_contact(replace(everything, identities={channel_kind: "nobody"}))
+        assert found is not None and found.ref.id == by_phone
+        found = adapter.find_contact(ContactLookup(identities={}, emails=(email,)))
+        assert found is not None and found.ref.id == by_email
+
+    def test_create_contact_twice_with_one_email(
+        self, adapter: CrmAdapter, channel_kind: str
+    ) -> None:
+        if not self.email_is_unique:
+            pytest.skip("this CRM allows two contacts with one e-mail")
+        email = f"{self.uid('ann')}@example.com"
+        first = adapter.create_contact(
+            self.contact_draft(channel_kind, identity=self.uid("user"), email=email)
+        )
+        identity = self.uid("user")
+        second = adapter.create_contact(
+            self.contact_draft(channel_kind, identity=identity, email=email)
+        )
+        assert second.ref == first.ref
+        found = adapter.find_contact(ContactLookup(identities={channel_kind: identity}))
+        assert found is not None and found.ref == first.ref
+
+    # -- entities -------------------------------------------------------
+
+    def test_entity_found_by_conversation_uid(
+        self, adapter: CrmAdapter, channel_kind: str, entity_defaults: Mapping[str, Any]
+    ) -> None:
+        contact, entity, conversation = self.open_conversation(
+            adapter, channel_kind, entity_defaults
+        )
+        draft = EntityDraft(
+            object_type=entity.kind,
+            conversation_uid=conversation,
+            contact=contact,
+            name="again",
+            **dict(entity_defaults),
+        )
+        assert adapter.find_entity(draft) == entity
+        assert adapter.find_entity(replace(draft, conversation_uid=self.uid("conv"))) is None
+        assert adapter.entity_is_open(entity) is True
+
+    # -- timeline -------------------------------------------------------
+
+    def test_entries_are_written_exactly_once(
+        self,
+        adapter: CrmAdapter,
+        vendor: VendorHandle,
+        make_entry: Callable[..., TimelineEntry],
+        channel_kind: str,
+        entity_defaults: Mapping[str, Any],
+    ) -> None:
+        contact, entity, _ = self.open_conversation(adapter, channel_kind, entity_defaults)
+        entries = [
+            make_entry(
+                self.uid("msg"),
+                contact=contact,
+                entity=entity,
+                sequence=i,
+                occurred_at=T0 + dt.timedelta(seconds=i),
+                text=f"message {i}",
+            )
+            for i in range(1, 4)
+        ]
+        first = adapter.append_entries(entries)
+        assert set(first) == {e.bridge_id for e in entries}
+        retried = [replace(e, maybe_written=True) for e in entries]
+        second = adapter.append_entries(retried)
+        assert second == first
+        records = vendor.timeline(e.bridge_id for e in entries)
+        assert sorted(r.bridge_id for r in records) == sorted(e.bridge_id for e in entries)
+
+    def test_entries_keep_their_time_and_sequence(
+        self,
+        adapter: CrmAdapter,
+        vendor: VendorHandle,
+        make_entry: Callable[..., TimelineEntry],
+        channel_kind: str,
+        entity_defaults: Mapping[str, Any],
+    ) -> None:
+        contact, entity, _ = self.open_conversation(adapter, channel_kind, entity_defaults)
+        # written out of order: the CRM must still show the customer's order
+        entries = [
+            make_entry(
+                self.uid("msg"),
+                contact=contact,
+                entity=entity,
+                sequence=seq,
+                occurred_at=T0 + dt.timedelta(minutes=seq),
+                text=f"sequence {seq}",
+            )
+            for seq in (12, 10, 11)
+        ]
+        adapter.append_entries(entries)
+        records = {r.bridge_id: r for r in vendor.timeline(e.bridge_id for e in entries)}
+        for entry in entries:
+            record = records[entry.bridge_id]
+            assert record.sequence == entry.sequence
+            assert record.occurred_at == _ms(entry.occurred_at)
+            assert entry.text in record.text
+
+    # -- CRM -> bridge ----------------------------------------------------
+
+    def _reply(
+        self,
+        adapter: CrmAdapter,
+        vendor: VendorHandle,
+        receiver: Receiver,
+        make_entry: Callable[..., TimelineEntry],
+        channel_kind: str,
+        entity_defaults: Mapping[str, Any],
+    ) -> tuple[TimelineEntry, WebhookRequest]:
+        contact, entity, _ = self.open_conversation(adapter, channel_kind, entity_defaults)
+        entry = make_entry(
+            self.uid("msg"),
+            contact=contact,
+            entity=entity,
+            sequence=1,
+            occurred_at=T0,
+            text="Is the blue one in stock?",
+        )
+        adapter.append_entries([entry])
+        vendor.fire_reply(contact, "Yes, it ships tomorrow.")
+        (request,) = receiver.wait_for(1)
+        return entry, request
+
+    def test_rep_reply_comes_back_signed_and_parsed(
+        self,
+        adapter: CrmAdapter,
+        vendor: VendorHandle,
+        receiver: Receiver,
+        make_entry: Callable[..., TimelineEntry],
+        channel_kind: str,
+        entity_defaults: Mapping[str, Any],
+    ) -> None:
+        entry, request = self._reply(
+            adapter, vendor, receiver, make_entry, channel_kind, entity_defaults
+        )
+        adapter.verify_webhook(request)
+        events = adapter.parse_webhook(request)
+        replies = [e for e in events if e.kind is CrmEventKind.REPLY]
+        assert len(replies) == 1
+        reply = replies[0]
+        assert reply.recipient == entry.sender_identifier
+        assert reply.thread_key == entry.conversation_uid
+        assert reply.text == "Yes, it ships tomorrow."
+        assert reply.external_id
+
+    def test_forged_webhooks_are_refused(
+        self,
+        adapter: CrmAdapter,
+        vendor: VendorHandle,
+        receiver: Receiver,
+        make_entry: Callable[..., TimelineEntry],
+        channel_kind: str,
+        entity_defaults: Mapping[str, Any],
+    ) -> None:
+        _, request = self._reply(
+            adapter, vendor, receiver, make_entry, channel_kind, entity_defaults
+        )
+        tampered_body = replace(request, body=request.body.replace(b"tomorrow", b"never!!!"))
+        forged_headers = replace(
+            request,
+            headers={
+                k: ("A" * len(v) if "signature" in k else v) for k, v in request.headers.items()
+            },
+        )
+        unsigned = replace(
+            request, headers={k: v for k, v in request.headers.items() if "signature" not in k}
+        )
+        for forged in (tampered_body, forged_headers, unsigned):
+            with pytest.raises(SignatureError):
+                adapter.verify_webhook(forged)
+
+    def test_delivery_report_shows_in_the_crm(
+        self,
+        adapter: CrmAdapter,
+        vendor: VendorHandle,
+        receiver: Receiver,
+        make_entry: Callable[..., TimelineEntry],
+        channel_kind: str,
+        entity_defaults: Mapping[str, Any],
+    ) -> None:
+        _, request = self._reply(
+            adapter, vendor, receiver, make_entry, channel_kind, entity_defaults
+        )
+        (reply,) = [e for e in adapter.parse_webhook(request) if e.kind is CrmEventKind.REPLY]
+        adapter.report_delivery(
+            DeliveryReport(
+                reply.external_id, DeliveryStatus.SENT, crm_thread_id=reply.crm_thread_id
+            )
+        )
+        assert vendor.delivery_status(reply.external_id) == "sent"
+        adapter.report_delivery(
+            DeliveryReport(reply.external_id, DeliveryStatus.FAILED, error="blocked by the user")
+        )
+        assert vendor.delivery_status(reply.external_id) == "failed"

@@ -1,0 +1,320 @@
+"""The CRM adapter contract, run against the HubSpot sandbox over real HTTP.
+
+The tenant installs the bridge's OAuth app the way an admin would (the
+adapter's authorize URL -> the sandbox's consent form -> ``exchange_code``),
+then ``setup()`` registers the custom channel whose webhook URL is the
+suite's receiver, so a rep's reply fired through ``POST /_reply`` arrives
+signed, exactly as HubSpot would send it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from dataclasses import replace
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+
+from bridge.http import HttpClient
+from bridge.model import (
+    ChannelLink,
+    CrmAccountInfo,
+    CrmRef,
+    MessageKind,
+    TimelineEntry,
+)
+from crm_adapters.hubspot import HubSpotAdapter
+from sandbox.hubspot import create_app
+from tests.contracts.crm_contract import CrmAdapterContract, Receiver, VendorEntry
+from tests.support.servers import RunningServer, serve_wsgi
+
+PORTAL_ID = 62515
+REDIRECT_URI = "https://bridge.example/oauth/hubspot/callback"
+LINK = ChannelLink(id="7", kind="telegram", name="@acme_support_bot", identifier="bot-4242")
+
+
+class Credentials:
+    """The core's credential store, in memory (single process)."""
+
+    def __init__(self, creds: Mapping[str, Any]) -> None:
+        self.creds = dict(creds)
+        self.refresher: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+
+    def get(self) -> Mapping[str, Any]:
+        return dict(self.creds)
+
+    def refresh(self, stale: Mapping[str, Any]) -> Mapping[str, Any]:
+        if self.creds == dict(stale):
+            assert self.refresher is not None
+            self.creds = dict(self.refresher(stale))
+        return dict(self.creds)
+
+
+class HubSpotVendor:
+    """Reads the sandbox's ``GET /_state`` and drives ``POST /_reply``."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self.base_url = base_url
+        self.token = token
+
+    def state(self) -> dict[str, Any]:
+        response = requests.get(
+            f"{self.base_url}/_state", params={"portal_id": PORTAL_ID}, timeout=10
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def portal(self) -> dict[str, Any]:
+        (portal,) = self.state()["portals"]
+        return portal
+
+    def seed_contact(self, *, name: str, phone: str | None = None, email: str | None = None) -> str:
+        # a rep creating the contact in HubSpot's UI: HubSpot's own API
+        first, _, last = name.partition(" ")
+        props = {"firstname": first, "lastname": last}
+        if phone:
+            props["phone"] = phone
+        if email:
+            props["email"] = email
+        response = requests.post(
+            f"{self.base_url}/crm/v3/objects/contacts",
+            json={"properties": props},
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=10,
+        )
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    def timeline(self, bridge_ids: Iterable[str]) -> list[VendorEntry]:
+        wanted = set(bridge_ids)
+        portal = self.portal()
+        out = []
+        for object_type, body in (
+            ("notes", "hs_note_body"),
+            ("communications", "hs_communication_body"),
+        ):
+            for record in portal.get(object_type, []):
+                props = record["properties"]
+                if record["archived"] or props.get("bridge_message_id") not in wanted:
+                    continue
+                sequence = props.get("bridge_sequence")
+                out.append(
+                    VendorEntry(
+                        bridge_id=props["bridge_message_id"],
+                        occurred_at=parse_time(props["hs_timestamp"]),
+                        sequence=int(float(sequence)) if sequence not in (None, "") else None,
+                        text=props.get(body) or "",
+                    )
+                )
+        return out
+
+    def inbox_messages(self, bridge_ids: Iterable[str]) -> list[dict[str, Any]]:
+        wanted = set(bridge_ids)
+        return [
+            message
+            for thread in self.portal()["threads"]
+            for message in thread["messages"]
+            if message["integrationIdempotencyId"] in wanted
+        ]
+
+    def setup_fingerprint(self) -> Hashable:
+        state = self.state()
+        portal = state["portals"][0]
+        properties = tuple(
+            sorted(
+                (object_type, prop["name"])
+                for object_type, props in portal["custom_properties"].items()
+                for prop in props
+            )
+        )
+        groups = tuple(
+            sorted(
+                (object_type, group["name"])
+                for object_type, items in portal["property_groups"].items()
+                for group in items
+            )
+        )
+        channels = tuple(sorted(str(c["id"]) for c in state["custom_channels"]))
+        accounts = tuple(
+            sorted(
+                (str(a["id"]), str(a["inboxId"]), a["deliveryIdentifier"]["value"])
+                for a in portal["channel_accounts"]
+            )
+        )
+        return properties, groups, channels, accounts
+
+    def fire_reply(self, contact: CrmRef, text: str) -> None:
+        response = requests.post(
+            f"{self.base_url}/_reply", json={"contact_id": contact.id, "text": text}, timeout=15
+        )
+        assert response.status_code == 200, response.text
+
+    def delivery_status(self, crm_message_id: str) -> str | None:
+        for thread in self.portal()["threads"]:
+            for message in thread["messages"]:
+                if message["id"] == crm_message_id:
+                    status = message.get("status")
+                    return status.lower() if status else None
+        return None
+
+
+def parse_time(value: str) -> dt.datetime:
+    if value.isdigit():
+        return dt.datetime.fromtimestamp(int(value) / 1000, dt.UTC)
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+class TestHubSpotContract(CrmAdapterContract):
+    email_is_unique = True  # FACTS 3.3: a duplicate e-mail answers 409 "Existing ID"
+
+    @pytest.fixture
+    def hubspot(self) -> Iterator[RunningServer]:
+        app = create_app({"portals": [{"id": PORTAL_ID, "name": "Contract Co"}]})
+        with serve_wsgi(app) as server:
+            yield server
+
+    @pytest.fixture
+    def app_settings(self, hubspot: RunningServer) -> dict[str, str]:
+        config = requests.get(f"{hubspot.url}/_config", timeout=10).json()["app"]
+        return {
+            "client_id": config["client_id"],
+            "client_secret": config["client_secret"],
+            "app_id": str(config["app_id"]),
+            "developer_api_key": config["developer_api_key"],
+            "auth_base": hubspot.url,
+            "api_base": hubspot.url,
+        }
+
+    @pytest.fixture
+    def installed(self, hubspot: RunningServer, app_settings: dict[str, str]) -> dict[str, Any]:
+        """An admin installs the app: authorize URL -> consent -> code -> tokens."""
+        url = HubSpotAdapter.install_url(app_settings, redirect_uri=REDIRECT_URI, state="s-1")
+        query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+        consent = requests.post(
+            f"{hubspot.url}/oauth/authorize",
+            data={**query, "portal_id": str(PORTAL_ID), "decision": "grant"},
+            allow_redirects=False,
+            timeout=10,
+        )
+        assert consent.status_code == 302, consent.text
+        redirect = parse_qs(urlsplit(consent.headers["Location"]).query)
+        assert redirect["state"] == ["s-1"]
+        creds = HubSpotAdapter.exchange_code(
+            app_settings,
+            code=redirect["code"][0],
+            redirect_uri=REDIRECT_URI,
+            http=HttpClient(hubspot.url),
+        )
+        assert creds["account_id"] == str(PORTAL_ID)
+        return creds
+
+    @pytest.fixture
+    def make_adapter(
+        self,
+        hubspot: RunningServer,
+        app_settings: dict[str, str],
+        installed: dict[str, Any],
+        receiver: Receiver,
+    ) -> Callable[[Mapping[str, Any]], HubSpotAdapter]:
+        store = Credentials(installed)
+
+        def make(settings: Mapping[str, Any]) -> HubSpotAdapter:
+            account = CrmAccountInfo(
+                tenant_id=1,
+                kind="hubspot",
+                account_id=installed["account_id"],
+                settings={"inbox": True, **settings},
+                app=app_settings,
+                api_base=hubspot.url,
+                webhook_url=receiver.url,
+            )
+            adapter = HubSpotAdapter(account, store, HttpClient(hubspot.url))
+            store.refresher = adapter.refresh_credentials
+            return adapter
+
+        return make
+
+    @pytest.fixture
+    def vendor(self, hubspot: RunningServer, installed: dict[str, Any]) -> HubSpotVendor:
+        return HubSpotVendor(hubspot.url, installed["access_token"])
+
+    @pytest.fixture
+    def channel_links(self) -> list[ChannelLink]:
+        return [LINK]
+
+    @pytest.fixture
+    def mapping_properties(self) -> Mapping[str, list[str]]:
+        return {"deal": ["bridge_utm_source"]}
+
+    @pytest.fixture
+    def make_entry(self) -> Callable[..., TimelineEntry]:
+        def make(
+            bridge_id: str,
+            *,
+            contact: CrmRef,
+            entity: CrmRef | None,
+            sequence: int | None,
+            occurred_at: dt.datetime,
+            text: str,
+            maybe_written: bool = False,
+        ) -> TimelineEntry:
+            return TimelineEntry(
+                bridge_id=bridge_id,
+                conversation_uid=f"conv-of-{contact.id}",
+                channel_kind=LINK.kind,
+                channel_account=LINK.id,
+                direction="in",
+                kind=MessageKind.TEXT,
+                text=text,
+                occurred_at=occurred_at,
+                contact=contact,
+                entity=entity,
+                sequence=sequence,
+                sender_name="Ann Contract",
+                sender_identifier=f"tg-{contact.id}",
+                maybe_written=maybe_written,
+                options={"timeline": "note", "inbox": True, "channel_title": "Telegram"},
+            )
+
+        return make
+
+    # -- HubSpot specifics beyond the shared suite --------------------------
+
+    def test_inbox_messages_are_published_once(
+        self,
+        adapter: HubSpotAdapter,
+        vendor: HubSpotVendor,
+        make_entry: Callable[..., TimelineEntry],
+        entity_defaults: Mapping[str, Any],
+    ) -> None:
+        contact, entity, _ = self.open_conversation(adapter, LINK.kind, entity_defaults)
+        entry = make_entry(
+            self.uid("msg"),
+            contact=contact,
+            entity=entity,
+            sequence=1,
+            occurred_at=dt.datetime(2025, 3, 1, tzinfo=dt.UTC),
+            text="hello inbox",
+        )
+        first = adapter.append_entries([entry])
+        again = adapter.append_entries([replace(entry, maybe_written=True)])
+        assert again == first
+        (message,) = vendor.inbox_messages([entry.bridge_id])
+        assert message["text"] == "hello inbox"
+        assert message["integrationThreadId"] == entry.conversation_uid
+
+    def test_a_closed_deal_is_not_open(
+        self, adapter: HubSpotAdapter, hubspot: RunningServer, vendor: HubSpotVendor
+    ) -> None:
+        _, entity, _ = self.open_conversation(adapter, LINK.kind, {})
+        response = requests.patch(
+            f"{hubspot.url}/crm/v3/objects/deals/{entity.id}",
+            json={"properties": {"dealstage": "closedlost"}},
+            headers={"Authorization": f"Bearer {vendor.token}"},
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        assert adapter.entity_is_open(entity) is False
