@@ -229,14 +229,15 @@ class Stack:
             runtime.close()
         return self.seeded
 
-    def kill_worker(self, index: int | None = None) -> list[int]:
-        """SIGKILL a live worker and its work-horse(s); start a replacement.
-        Returns the pids killed."""
+    def kill_worker(self, proc: subprocess.Popen | None = None) -> list[int]:
+        """SIGKILL a live worker and its work-horse; start a replacement.
+        Returns the pids killed (its sweeper process exits on its own)."""
         live = [p for p in self.worker_procs if p.poll() is None]
-        if not live:
+        if proc is None:
+            proc = live[0] if live else None
+        if proc is None or proc.poll() is not None:
             return []
-        proc = live[index or 0]
-        pids = [proc.pid, *_children(proc.pid)]
+        pids = [proc.pid, *_horses(proc.pid)]
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -249,7 +250,7 @@ class Stack:
     def busy_worker(self) -> subprocess.Popen | None:
         """A worker whose horse is running a job right now (or None)."""
         for proc in self.worker_procs:
-            if proc.poll() is None and _children(proc.pid):
+            if proc.poll() is None and _horses(proc.pid):
                 return proc
         return None
 
@@ -336,6 +337,20 @@ class Stack:
             cwd=ROOT, env=self.env(), check=True, capture_output=True, text=True,
         )
         return json.loads(out.stdout)
+
+
+def _horses(pid: int) -> list[int]:
+    """A worker's work-horse(s): forked children running the same command
+    (not its sweeper process)."""
+    out = []
+    for child in _children(pid):
+        try:
+            cmdline = (Path("/proc") / str(child) / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"sweeper" not in cmdline:
+            out.append(child)
+    return out
 
 
 def _children(pid: int) -> list[int]:

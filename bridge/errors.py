@@ -47,6 +47,9 @@ class BridgeError(Exception):
         self.message = message
         #: HTTP status of the far side's answer, when there was one.
         self.status = status
+        #: what a batch hook completed before it failed (``bridge_id`` ->
+        #: refs): the job records it and retries only the rest
+        self.partial: dict = {}
 
 
 class RetryableError(BridgeError):

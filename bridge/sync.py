@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -56,7 +57,15 @@ from bridge.tables import (
     Tenant,
 )
 from bridge.templates import render, render_all
-from bridge.worksteps import Drained, LeaseLost, Parked, backoff_until, call_with_retries, run_drain
+from bridge.worksteps import (
+    Drained,
+    LeaseLost,
+    Parked,
+    backoff_until,
+    call_with_retries,
+    retry_delay,
+    run_drain,
+)
 from mappings import ChannelRule, MappingError
 
 __all__ = ["run_inbound"]
@@ -426,21 +435,24 @@ class InboundSync:
         if lock.lost.is_set():
             raise LeaseLost
         try:
-            results = self._call(_retry_marks_written(adapter.append_entries), entries)
+            results = self._append_with_retries(adapter, entries, batch, snap, lock)
         except PermanentError as exc:
-            # The CRM refused the batch (nothing written): find the culprit by
-            # writing one by one; the ones before it land, the ones after it
-            # go back to waiting.
-            results = {}
-            culprit, reason = batch[0], exc.message or "CRM rejected the entry"
-            if len(entries) > 1:
-                for message, entry in zip(batch, entries, strict=True):
-                    try:
-                        results.update(self._call(_retry_marks_written(adapter.append_entries), [entry]))
-                    except PermanentError as one:
-                        culprit, reason = message, one.message or "CRM rejected the entry"
-                        break
+            # The CRM refused something (nothing of it written): find the
+            # culprit by writing one by one; the ones before it land, the
+            # ones after it go back to waiting.
+            results = dict(exc.partial)
+            reason = exc.message or "CRM rejected the entry"
+            pending = [(m, e) for m, e in zip(batch, entries, strict=True) if m.uid not in results]
+            culprit = pending[0][0] if len(pending) == 1 else None
+            for message, entry in pending if culprit is None else ():
+                try:
+                    results.update(self._call(_retry_marks_written(adapter.append_entries), [entry]))
+                except PermanentError as one:
+                    culprit, reason = message, one.message or "CRM rejected the entry"
+                    break
             self._record(batch, results, snap)
+            if culprit is None:
+                return  # the batch went through one by one after all
             untouched = [
                 m.id for m in batch
                 if m.uid not in results and m.id != culprit.id and m.id not in maybe_written
@@ -452,6 +464,53 @@ class InboundSync:
                     )
             raise _FailMessage(culprit.id, reason) from None
         self._record(batch, results, snap)
+
+    def _append_with_retries(
+        self,
+        adapter,  # type: ignore[no-untyped-def]
+        entries: list[TimelineEntry],
+        batch: list[Message],
+        snap: _Snapshot,
+        lock: ConversationLock,
+    ) -> dict[str, Any]:
+        """``append_entries`` with in-job retries that keep progress: what a
+        failed attempt completed (``error.partial``) is recorded at once and
+        only the rest is retried, with ``maybe_written`` (the failed call may
+        have committed). The retry budget counts attempts without progress."""
+        results: dict[str, Any] = {}
+        remaining = list(entries)
+        retry = False
+        stalled = 0
+        while remaining:
+            attempt = [replace(e, maybe_written=True) for e in remaining] if retry else remaining
+            try:
+                got = adapter.append_entries(attempt)
+            except RetryableError as exc:
+                got = dict(exc.partial)
+                if got:
+                    self._record(batch, got, snap)
+                results.update(got)
+                remaining = [e for e in remaining if e.bridge_id not in got]
+                stalled = 0 if got else stalled + 1
+                if stalled >= self.settings.retry_attempts:
+                    raise
+                time.sleep(retry_delay(self.settings, max(stalled, 1), exc))
+                retry = True
+                if lock.lost.is_set():
+                    raise LeaseLost from None
+                continue
+            except PermanentError as exc:
+                exc.partial = {**results, **exc.partial}
+                raise
+            results.update(got)
+            left = [e for e in remaining if e.bridge_id not in got]
+            if left and not got:
+                # answered without writing anything: don't spin on it
+                stalled += 1
+                if stalled >= self.settings.retry_attempts:
+                    raise RetryableError("the CRM accepted the call but wrote none of the entries")
+            remaining, retry = left, True
+        return results
 
     def _record(self, batch: list[Message], results: dict[str, Any], snap: _Snapshot) -> None:
         done = [m for m in batch if m.uid in results]

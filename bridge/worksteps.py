@@ -49,15 +49,21 @@ class LeaseLost(Exception):
     """Another job owns the conversation now: stop before the next write."""
 
 
+def retry_delay(settings: Settings, attempt: int, error: BaseException | None) -> float:
+    """Seconds before retry number ``attempt`` (1-based): the far side's
+    ``retry_after`` when it gave one, else exponential backoff with jitter,
+    capped by ``retry_max_wait``."""
+    hint = getattr(error, "retry_after", None)
+    if hint is not None:
+        return min(settings.retry_max_wait, max(float(hint), 0.05))
+    backoff = min(settings.retry_max_wait, 0.5 * 2 ** (attempt - 1))
+    return backoff * (0.5 + random.random() / 2)  # noqa: S311 (jitter, not crypto)
+
+
 def _wait(settings: Settings) -> Callable[[RetryCallState], float]:
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        hint = getattr(exc, "retry_after", None)
-        backoff = min(settings.retry_max_wait, 0.5 * 2 ** (state.attempt_number - 1))
-        jittered = backoff * (0.5 + random.random() / 2)  # noqa: S311 (jitter, not crypto)
-        if hint is not None:
-            return min(settings.retry_max_wait, max(float(hint), 0.05))
-        return jittered
+        return retry_delay(settings, state.attempt_number, exc)
 
     return wait
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from bridge.errors import PermanentError
+from bridge.errors import BridgeError, PermanentError
 from bridge.http import HttpClient
 from bridge.model import (
     ChannelLink,
@@ -154,7 +154,8 @@ class HubSpotAdapter(ContactsMixin, EntitiesMixin, CrmAdapter):
         ``options["inbox"]``, one custom-channel message each (idempotent
         by ``integrationIdempotencyId``, FACTS 3.7). ``maybe_written``
         entries are first looked up by ``bridge_message_id`` (one search per
-        object type). A failed call raises: nothing is reported for it."""
+        object type). A failed call raises with ``partial`` set to the
+        entries completed before it (the job retries only the rest)."""
         unique = list({e.bridge_id: e for e in entries}.values())
         groups: dict[str, list[TimelineEntry]] = {}
         for entry in unique:
@@ -172,7 +173,11 @@ class HubSpotAdapter(ContactsMixin, EntitiesMixin, CrmAdapter):
                     continue  # not written: the job tries it again
                 refs.append(timeline[entry.bridge_id])
             if wants_inbox(entry, self.account.settings):
-                refs.append(self._publish(entry))
+                try:
+                    refs.append(self._publish(entry))
+                except BridgeError as exc:
+                    exc.partial = dict(out)
+                    raise
             out[entry.bridge_id] = tuple(refs)
         return out
 
