@@ -25,13 +25,16 @@ def create_app(test_config: dict[str, Any] | None = None, *, runtime: Runtime | 
     ``runtime`` (tests, ``bridge run``) or ``test_config["settings"]`` (a
     :class:`Settings`) override the environment.
     """
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)
     app.config.from_prefixed_env("BRIDGE_FLASK")
     if test_config:
         app.config.update(test_config)
     if runtime is None:
         settings = app.config.get("settings") or Settings.from_env()
         runtime = Runtime(settings)
+    from bridge.checks import validate_mappings_dir
+
+    validate_mappings_dir(runtime.settings.mappings_dir)
     set_runtime(runtime)
     app.extensions["bridge"] = runtime
     app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_body

@@ -8,7 +8,7 @@ from pathlib import Path
 from bridge.registry import UnknownAdapter, channel_kinds, crm_class
 from mappings import MappingError, load_mapping
 
-__all__ = ["check_mapping_files"]
+__all__ = ["check_mapping_files", "validate_mappings_dir"]
 
 
 def check_mapping_files(paths: Iterable[Path]) -> list[str]:
@@ -36,3 +36,12 @@ def check_mapping_files(paths: Iterable[Path]) -> list[str]:
                     f"use one of {', '.join(cls.entity_types)} or none"
                 )
     return problems
+
+
+def validate_mappings_dir(directory: Path) -> None:
+    """Start-up check: every mapping file must be valid, or nothing starts."""
+    from bridge.errors import ConfigError
+
+    problems = check_mapping_files(sorted(directory.glob("*.yaml")))
+    if problems:
+        raise ConfigError("invalid mapping files:\n" + "\n".join(problems))

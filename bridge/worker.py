@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 
 def run_worker(settings: Settings, *, burst: bool = False, with_sweeper: bool = True) -> None:
+    from bridge.checks import validate_mappings_dir
+
+    validate_mappings_dir(settings.mappings_dir)
     runtime = Runtime(settings)
     set_runtime(runtime)
     sweeper = None
