@@ -19,7 +19,9 @@ from bridge.runtime import Runtime, set_runtime
 __all__ = ["create_app"]
 
 
-def create_app(test_config: dict[str, Any] | None = None, *, runtime: Runtime | None = None) -> Flask:
+def create_app(
+    test_config: dict[str, Any] | None = None, *, runtime: Runtime | None = None
+) -> Flask:
     """The bridge's web app.
 
     ``runtime`` (tests, ``bridge run``) or ``test_config["settings"]`` (a

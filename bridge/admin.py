@@ -67,7 +67,12 @@ def create_tenant(
 
 
 def upsert_oauth_tenant(
-    rt, *, crm_kind: str, credentials: Mapping[str, Any], mapping: str, slug: str | None = None  # type: ignore[no-untyped-def]
+    rt,
+    *,
+    crm_kind: str,
+    credentials: Mapping[str, Any],
+    mapping: str,
+    slug: str | None = None,  # type: ignore[no-untyped-def]
 ) -> tuple[int, bool]:
     """Install or re-install through OAuth: the CRM account id decides
     whether this is a new tenant. Returns (tenant id, created)."""
@@ -127,7 +132,9 @@ def setup_crm(rt, tenant_id: int) -> dict[str, Any]:  # type: ignore[no-untyped-
         tenant = session.get(Tenant, tenant_id)
         assert tenant is not None
         mapping = rt.mapping_for(tenant)
-        accounts = list(session.scalars(select(ChannelAccount).where(ChannelAccount.tenant_id == tenant_id)))
+        accounts = list(
+            session.scalars(select(ChannelAccount).where(ChannelAccount.tenant_id == tenant_id))
+        )
         links = [
             ChannelLink(
                 id=str(a.id),
@@ -217,9 +224,9 @@ def status(rt, tenant_id: int | None = None) -> dict[str, Any]:  # type: ignore[
         scope = [Message.tenant_id == tenant_id] if tenant_id else []
         counts: dict[str, dict[str, int]] = {"in": {}, "out": {}}
         for direction, state, n in session.execute(
-            select(Message.direction, Message.status, func.count()).where(*scope).group_by(
-                Message.direction, Message.status
-            )
+            select(Message.direction, Message.status, func.count())
+            .where(*scope)
+            .group_by(Message.direction, Message.status)
         ):
             counts[direction][state] = n
         outbox_scope = [Outbox.tenant_id == tenant_id] if tenant_id else []
@@ -234,9 +241,9 @@ def status(rt, tenant_id: int | None = None) -> dict[str, Any]:  # type: ignore[
             )
         ]
         backing_off = session.scalar(
-            select(func.count()).select_from(Outbox).where(
-                Outbox.state == "pending", Outbox.not_before.is_not(None), *outbox_scope
-            )
+            select(func.count())
+            .select_from(Outbox)
+            .where(Outbox.state == "pending", Outbox.not_before.is_not(None), *outbox_scope)
         )
         failed = [
             {
@@ -248,19 +255,30 @@ def status(rt, tenant_id: int | None = None) -> dict[str, Any]:  # type: ignore[
                 "error": m.last_error,
             }
             for m in session.scalars(
-                select(Message).where(Message.status == "failed", *scope).order_by(Message.id).limit(100)
+                select(Message)
+                .where(Message.status == "failed", *scope)
+                .order_by(Message.id)
+                .limit(100)
             )
         ]
         tenants = [
-            {"id": t.id, "slug": t.slug, "crm": t.crm_kind, "status": t.status, "reason": t.status_reason}
+            {
+                "id": t.id,
+                "slug": t.slug,
+                "crm": t.crm_kind,
+                "status": t.status,
+                "reason": t.status_reason,
+            }
             for t in session.scalars(
-                select(Tenant).where(*([Tenant.id == tenant_id] if tenant_id else [])).order_by(Tenant.id)
+                select(Tenant)
+                .where(*([Tenant.id == tenant_id] if tenant_id else []))
+                .order_by(Tenant.id)
             )
         ]
         conversations = session.scalar(
-            select(func.count()).select_from(Conversation).where(
-                *([Conversation.tenant_id == tenant_id] if tenant_id else [])
-            )
+            select(func.count())
+            .select_from(Conversation)
+            .where(*([Conversation.tenant_id == tenant_id] if tenant_id else []))
         )
     return {
         "tenants": tenants,
@@ -282,4 +300,3 @@ def set_channel_settings(rt, account_id: int, **values: Any) -> None:  # type: i
 def tenant_by_slug(rt, slug: str) -> int | None:  # type: ignore[no-untyped-def]
     with rt.transaction() as session:
         return session.scalar(select(Tenant.id).where(Tenant.slug == slug))
-

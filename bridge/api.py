@@ -32,6 +32,8 @@ def _authorised() -> bool:
 @bp.get("/api/status")
 def api_status():  # type: ignore[no-untyped-def]
     if not _authorised():
-        return jsonify({"error": "unauthorized", "message": "send Authorization: Bearer <BRIDGE_ADMIN_TOKEN>"}), 401
+        return jsonify(
+            {"error": "unauthorized", "message": "send Authorization: Bearer <BRIDGE_ADMIN_TOKEN>"}
+        ), 401
     rt = current_app.extensions["bridge"]
     return jsonify(admin.status(rt))

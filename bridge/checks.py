@@ -27,9 +27,8 @@ def check_mapping_files(paths: Iterable[Path]) -> list[str]:
             continue
         for kind, rule in mapping.channels.items():
             if kind not in channel_kinds():
-                problems.append(
-                    f"{path}: channels.{kind}: unknown channel; use one of {', '.join(channel_kinds())}"
-                )
+                known = ", ".join(channel_kinds())
+                problems.append(f"{path}: channels.{kind}: unknown channel; use one of {known}")
             if rule.object != "none" and rule.object not in cls.entity_types:
                 problems.append(
                     f"{path}: channels.{kind}.object: {cls.title} has no {rule.object!r}; "

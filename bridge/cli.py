@@ -43,8 +43,12 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@click.option("--demo", type=click.Choice(["hubspot", "auto", "off"]), default="auto",
-              help="wire a demo tenant to the sandbox (auto: when no CRM credentials are set)")
+@click.option(
+    "--demo",
+    type=click.Choice(["hubspot", "auto", "off"]),
+    default="auto",
+    help="wire a demo tenant to the sandbox (auto: when no CRM credentials are set)",
+)
 @click.option("--port", type=int, default=lambda: int(os.environ.get("PORT", "8000")))
 def run(demo: str, port: int) -> None:
     """Run web + worker (+ embedded Redis, SQLite, sandbox) until Ctrl-C."""
@@ -59,11 +63,22 @@ def run(demo: str, port: int) -> None:
 @click.option("--workers", type=int, default=2)
 def web(port: int, host: str, workers: int) -> None:
     """Serve the webhooks with gunicorn."""
-    os.execvp(
+    # our interpreter's gunicorn, replacing this process (no shell)
+    argv = [
+        sys.executable,
+        "-m",
         "gunicorn",
-        ["gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers), "--threads", "4",
-         "--worker-class", "gthread", "wsgi:app"],
-    )
+        "--bind",
+        f"{host}:{port}",
+        "--workers",
+        str(workers),
+        "--threads",
+        "4",
+        "--worker-class",
+        "gthread",
+        "wsgi:app",
+    ]
+    os.execv(sys.executable, argv)  # noqa: S606
 
 
 @main.command()
@@ -138,8 +153,13 @@ def status(slug: str | None, as_json: bool) -> None:
         extra = f" ({t['reason']})" if t["reason"] else ""
         click.echo(f"tenant {t['slug']} [{t['crm']}]: {t['status']}{extra}")
     click.echo(f"conversations: {data['conversations']}")
-    for direction, label in (("in", "inbound (customer -> CRM)"), ("out", "outbound (CRM -> customer)")):
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(data["messages"][direction].items())) or "none"
+    for direction, label in (
+        ("in", "inbound (customer -> CRM)"),
+        ("out", "outbound (CRM -> customer)"),
+    ):
+        counts = (
+            ", ".join(f"{k} {v}" for k, v in sorted(data["messages"][direction].items())) or "none"
+        )
         click.echo(f"{label}: {counts}")
     if data["backing_off"]:
         click.echo(f"backing off after transient errors: {data['backing_off']} conversation(s)")
@@ -151,15 +171,21 @@ def status(slug: str | None, as_json: bool) -> None:
             f"seq {f['seq']}, {f['attempts']} attempts): {f['error']}"
         )
     if data["failed"] or data["parked"]:
-        click.echo("fix the cause, then: bridge replay --message <id> | --conversation <id> | --all")
+        click.echo(
+            "fix the cause, then: bridge replay --message <id> | --conversation <id> | --all"
+        )
 
 
 @main.command()
 @click.option("--message", "message_uid", help="one failed message (its id from bridge status)")
-@click.option("--conversation", "conversation_id", type=int, help="a conversation's failed messages")
+@click.option(
+    "--conversation", "conversation_id", type=int, help="a conversation's failed messages"
+)
 @click.option("--tenant", "slug", help="restrict --all to one tenant")
 @click.option("--all", "everything", is_flag=True, help="every failed message")
-def replay(message_uid: str | None, conversation_id: int | None, slug: str | None, everything: bool) -> None:
+def replay(
+    message_uid: str | None, conversation_id: int | None, slug: str | None, everything: bool
+) -> None:
     """Re-run failed messages and resume their conversations."""
     from bridge.admin import replay as do_replay
 
@@ -189,15 +215,20 @@ def tenant() -> None:
 @click.option("--mapping", required=True, help="mapping file name under the mappings directory")
 @click.option("--token", envvar="BRIDGE_CRM_TOKEN", help="a private-app / long-lived token")
 @click.option("--account-id", help="the CRM account id (HubSpot portal id)")
-def tenant_create(slug: str, crm_kind: str, mapping: str, token: str | None, account_id: str | None) -> None:
+def tenant_create(
+    slug: str, crm_kind: str, mapping: str, token: str | None, account_id: str | None
+) -> None:
     """Create a tenant with a private-app token (OAuth installs create theirs)."""
     from bridge.admin import create_tenant
 
     rt = _runtime()
     creds = {"type": "private_app", "access_token": token} if token else None
-    tenant_id = create_tenant(rt, slug=slug, crm_kind=crm_kind, mapping=mapping,
-                              credentials=creds, account_id=account_id)
-    click.echo(f"tenant {slug} created (id {tenant_id}); next: bridge telegram connect --tenant {slug}")
+    tenant_id = create_tenant(
+        rt, slug=slug, crm_kind=crm_kind, mapping=mapping, credentials=creds, account_id=account_id
+    )
+    click.echo(
+        f"tenant {slug} created (id {tenant_id}); next: bridge telegram connect --tenant {slug}"
+    )
 
 
 @main.group()
@@ -223,7 +254,9 @@ def telegram() -> None:
 
 @telegram.command("connect")
 @click.option("--tenant", "slug", required=True)
-@click.option("--token", envvar="TELEGRAM_BOT_TOKEN", required=True, help="the bot token from @BotFather")
+@click.option(
+    "--token", envvar="TELEGRAM_BOT_TOKEN", required=True, help="the bot token from @BotFather"
+)
 @click.option("--name", default="", help="shown to reps")
 def telegram_connect(slug: str, token: str, name: str) -> None:
     """Store a bot (token encrypted), register its webhook, set up the CRM side."""

@@ -38,8 +38,17 @@ from bridge.model import (
     OutboundMessage,
     utcnow,
 )
+from bridge.rows import attachment_from_dict, aware
 from bridge.tables import ChannelAccount, Conversation, Message, Outbox, Tenant
-from bridge.worksteps import Drained, LeaseLost, Parked, _wait, backoff_until, call_with_retries, run_drain
+from bridge.worksteps import (
+    Drained,
+    LeaseLost,
+    Parked,
+    _wait,
+    backoff_until,
+    call_with_retries,
+    run_drain,
+)
 
 __all__ = ["CrmAcceptResult", "accept_crm_events", "run_outbound"]
 
@@ -70,7 +79,9 @@ def _route(session: Session, tenant_id: int, event: CrmEvent) -> Conversation | 
         if found:
             return found
     if event.crm_thread_id:
-        found = session.scalars(base.where(Conversation.crm_thread_id == event.crm_thread_id)).first()
+        found = session.scalars(
+            base.where(Conversation.crm_thread_id == event.crm_thread_id)
+        ).first()
         if found:
             return found
     if event.recipient:
@@ -82,11 +93,15 @@ def _route(session: Session, tenant_id: int, event: CrmEvent) -> Conversation | 
     return None
 
 
-def _store_reply(session: Session, tenant_id: int, event: CrmEvent, result: CrmAcceptResult) -> None:
+def _store_reply(
+    session: Session, tenant_id: int, event: CrmEvent, result: CrmAcceptResult
+) -> None:
     conversation = _route(session, tenant_id, event)
     if conversation is None:
         result.unroutable += 1
-        log.warning("tenant %s: CRM reply %s names no known conversation", tenant_id, event.external_id)
+        log.warning(
+            "tenant %s: CRM reply %s names no known conversation", tenant_id, event.external_id
+        )
         return
     exists = session.scalar(
         select(Message.id).where(
@@ -115,7 +130,9 @@ def _store_reply(session: Session, tenant_id: int, event: CrmEvent, result: CrmA
             direction=outbox.OUT,
             seq=int(seq) - 1,
             dedupe_key=event.external_id,
-            kind=MessageKind.TEXT.value if not event.attachments else event.attachments[0].kind.value,
+            kind=MessageKind.TEXT.value
+            if not event.attachments
+            else event.attachments[0].kind.value,
             text=event.text,
             payload={
                 "attachments": [_attachment_dict(a) for a in event.attachments],
@@ -167,7 +184,13 @@ def accept_crm_events(runtime, tenant_id: int, events: Iterable[CrmEvent]) -> Cr
         from bridge.jobs import enqueue
 
         for direction, conversation_id, job in result.jobs:
-            enqueue(runtime.queues, direction, conversation_id, job, timeout=runtime.settings.job_timeout)
+            enqueue(
+                runtime.queues,
+                direction,
+                conversation_id,
+                job,
+                timeout=runtime.settings.job_timeout,
+            )
     return result
 
 
@@ -228,10 +251,15 @@ class OutboundDelivery:
             return self._park(f"reply {message.uid} failed: {message.last_error}")
         if message.status == "in_flight":
             fresh = utcnow() - dt.timedelta(seconds=self.settings.lock_ttl / 2)
-            if message.claimed_at and _aware(message.claimed_at) > fresh:
+            if message.claimed_at and aware(message.claimed_at) > fresh:
                 raise LeaseLost
-            self._finish(message, tenant, "failed", error="delivery outcome unknown: the send "
-                         "was interrupted; check the chat, then `bridge replay` to send again")
+            self._finish(
+                message,
+                tenant,
+                "failed",
+                error="delivery outcome unknown: the send "
+                "was interrupted; check the chat, then `bridge replay` to send again",
+            )
             return self._park(f"reply {message.uid}: outcome unknown")
         if lock.lost.is_set():
             raise LeaseLost
@@ -246,7 +274,9 @@ class OutboundDelivery:
             bridge_id=message.uid,
             external_thread_id=conversation.external_thread_id,
             text=message.text,
-            attachments=tuple(_attachment(a) for a in (message.payload or {}).get("attachments", [])),
+            attachments=tuple(
+                attachment_from_dict(a) for a in (message.payload or {}).get("attachments", [])
+            ),
         )
         try:
             result = Retrying(
@@ -256,24 +286,35 @@ class OutboundDelivery:
                 reraise=True,
             )(channel.send, outbound)
         except AmbiguousError as exc:
-            self._finish(message, tenant, "failed", error=f"delivery outcome unknown: {exc.message}")
+            self._finish(
+                message, tenant, "failed", error=f"delivery outcome unknown: {exc.message}"
+            )
             return self._park(f"reply {message.uid}: outcome unknown")
         except RetryableError as exc:
             with self.rt.transaction() as session:
-                session.execute(update(Message).where(Message.id == message.id).values(status="pending"))
+                session.execute(
+                    update(Message).where(Message.id == message.id).values(status="pending")
+                )
                 outbox.backoff(
-                    session, self.conversation_id, outbox.OUT, backoff_until(self.settings, exc),
+                    session,
+                    self.conversation_id,
+                    outbox.OUT,
+                    backoff_until(self.settings, exc),
                     f"retrying: {exc.message}",
                 )
             return Parked("backoff")
         except (PermanentError, AuthError) as exc:
-            self._finish(message, tenant, "failed", error=exc.message or type(exc).__name__, report=True)
+            self._finish(
+                message, tenant, "failed", error=exc.message or type(exc).__name__, report=True
+            )
             return self._park(f"reply {message.uid} failed: {exc.message}")
         with self.rt.transaction() as session:
             session.execute(
                 update(Message)
                 .where(Message.id == message.id)
-                .values(status="sent", last_error=None, channel_message_ids=list(result.external_ids))
+                .values(
+                    status="sent", last_error=None, channel_message_ids=list(result.external_ids)
+                )
             )
             if result.new_thread_id:
                 session.execute(
@@ -285,15 +326,21 @@ class OutboundDelivery:
         self._report(message, tenant, DeliveryStatus.SENT, None)
         return None
 
-    def _finish(self, message: Message, tenant: Tenant, status: str, *, error: str, report: bool = False) -> None:
+    def _finish(
+        self, message: Message, tenant: Tenant, status: str, *, error: str, report: bool = False
+    ) -> None:
         with self.rt.transaction() as session:
             session.execute(
-                update(Message).where(Message.id == message.id).values(status=status, last_error=error[:2000])
+                update(Message)
+                .where(Message.id == message.id)
+                .values(status=status, last_error=error[:2000])
             )
         if report:
             self._report(message, tenant, DeliveryStatus.FAILED, error)
 
-    def _report(self, message: Message, tenant: Tenant, status: DeliveryStatus, error: str | None) -> None:
+    def _report(
+        self, message: Message, tenant: Tenant, status: DeliveryStatus, error: str | None
+    ) -> None:
         """Tell the CRM (best effort: the customer already has the message)."""
         if not message.crm_message_id:
             return
@@ -310,19 +357,11 @@ class OutboundDelivery:
             log.warning("delivery status for %s not reported: %s", message.uid, type(exc).__name__)
             return
         with self.rt.transaction() as session:
-            session.execute(update(Message).where(Message.id == message.id).values(delivery_reported=True))
+            session.execute(
+                update(Message).where(Message.id == message.id).values(delivery_reported=True)
+            )
 
     def _park(self, reason: str) -> Parked:
         with self.rt.transaction() as session:
             outbox.park(session, self.conversation_id, outbox.OUT, reason[:2000])
         return Parked("parked")
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
-def _attachment(data: dict) -> Attachment:
-    fields = {k: v for k, v in data.items() if k in Attachment.__dataclass_fields__}
-    fields["kind"] = MessageKind(fields.get("kind", "document"))
-    return Attachment(**fields)

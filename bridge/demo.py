@@ -30,7 +30,10 @@ def seed(runtime, base: str, *, sandbox: str | None = None, mapping: str = DEMO_
     sandbox = sandbox or f"{base}/sandbox"
     # 1. The HubSpot admin opens the install link ...
     start = requests.get(
-        f"{base}/oauth/hubspot/install", params={"mapping": mapping}, allow_redirects=False, timeout=10
+        f"{base}/oauth/hubspot/install",
+        params={"mapping": mapping},
+        allow_redirects=False,
+        timeout=10,
     )
     start.raise_for_status()
     authorize = urlparse(start.headers["Location"])
@@ -44,7 +47,9 @@ def seed(runtime, base: str, *, sandbox: str | None = None, mapping: str = DEMO_
     grant.raise_for_status()
     # 3. ... HubSpot redirects back to the bridge with a code.
     done = requests.get(
-        query["redirect_uri"], params={"code": grant.json()["code"], "state": query["state"]}, timeout=30
+        query["redirect_uri"],
+        params={"code": grant.json()["code"], "state": query["state"]},
+        timeout=30,
     )
     done.raise_for_status()
     tenant_id = int(done.json()["tenant"])

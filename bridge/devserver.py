@@ -122,13 +122,20 @@ def run_all(*, demo: str = "auto", port: int = 8000) -> int:
     try:
         web = subprocess.Popen(  # noqa: S603 — our own interpreter and modules
             [
-                sys.executable, "-m", "gunicorn",
-                "--bind", f"127.0.0.1:{port}",
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--bind",
+                f"127.0.0.1:{port}",
                 # the sandbox keeps its state in memory: one process, many threads
-                "--workers", "1" if demo_on else "2",
-                "--threads", "16",
-                "--worker-class", "gthread",
-                "--graceful-timeout", "5",
+                "--workers",
+                "1" if demo_on else "2",
+                "--threads",
+                "16",
+                "--worker-class",
+                "gthread",
+                "--graceful-timeout",
+                "5",
                 "wsgi:app",
             ],
             cwd=ROOT,

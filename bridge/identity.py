@@ -82,7 +82,9 @@ def _merge(session: Session, keep: Contact, gone: Contact, reason: str) -> Conta
         keep, gone = gone, keep
     session.flush()  # bulk updates below must see identities added in this unit of work
     session.execute(
-        update(ContactIdentity).where(ContactIdentity.contact_id == gone.id).values(contact_id=keep.id)
+        update(ContactIdentity)
+        .where(ContactIdentity.contact_id == gone.id)
+        .values(contact_id=keep.id)
     )
     session.execute(
         update(Conversation).where(Conversation.contact_id == gone.id).values(contact_id=keep.id)
@@ -97,7 +99,10 @@ def _merge(session: Session, keep: Contact, gone: Contact, reason: str) -> Conta
     keep.crm_dirty = True
     session.add(
         ContactMerge(
-            tenant_id=keep.tenant_id, from_contact_id=gone.id, into_contact_id=keep.id, reason=reason
+            tenant_id=keep.tenant_id,
+            from_contact_id=gone.id,
+            into_contact_id=keep.id,
+            reason=reason,
         )
     )
     return keep
@@ -110,7 +115,11 @@ def attach_identity(session: Session, contact: Contact, kind: str, value: str) -
     """
     existing = _find(session, contact.tenant_id, kind, value)
     if existing is None:
-        session.add(ContactIdentity(tenant_id=contact.tenant_id, contact_id=contact.id, kind=kind, value=value))
+        session.add(
+            ContactIdentity(
+                tenant_id=contact.tenant_id, contact_id=contact.id, kind=kind, value=value
+            )
+        )
         if kind == "phone" and not contact.phone:
             contact.phone = value
         elif kind == "email" and not contact.email:
@@ -142,7 +151,10 @@ def resolve_contact(
         session.flush()
         session.add(
             ContactIdentity(
-                tenant_id=tenant_id, contact_id=contact.id, kind=channel_kind, value=external_user_id
+                tenant_id=tenant_id,
+                contact_id=contact.id,
+                kind=channel_kind,
+                value=external_user_id,
             )
         )
     if not contact.display_name and profile.name():

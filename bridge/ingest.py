@@ -103,7 +103,10 @@ def conversation_for(
         )
         session.add(conversation)
         session.flush()
-    elif conversation.contact_id != contact.id and message.external_thread_id == message.external_user_id:
+    elif (
+        conversation.contact_id != contact.id
+        and message.external_thread_id == message.external_user_id
+    ):
         # A private chat's contact was merged into another person.
         conversation.contact_id = contact.id
     return conversation
@@ -140,7 +143,10 @@ def _store_message(
 
 
 def _store_ignored(
-    session: Session, account: ChannelAccount, event: IgnoredEvent | ThreadMigrated, result: AcceptResult
+    session: Session,
+    account: ChannelAccount,
+    event: IgnoredEvent | ThreadMigrated,
+    result: AcceptResult,
 ) -> None:
     exists = session.scalar(
         select(IgnoredEventRow.id).where(
@@ -186,7 +192,9 @@ def _migrate_thread(session: Session, account: ChannelAccount, event: ThreadMigr
     )
 
 
-def _accept_once(session: Session, account: ChannelAccount, events: Sequence[InboundEvent]) -> AcceptResult:
+def _accept_once(
+    session: Session, account: ChannelAccount, events: Sequence[InboundEvent]
+) -> AcceptResult:
     result = AcceptResult()
     for event in events:
         if isinstance(event, InboundMessage):
@@ -223,5 +231,11 @@ def accept(runtime, account_id: int, events: Iterable[InboundEvent]) -> AcceptRe
         from bridge.jobs import enqueue
 
         for direction, conversation_id, job in result.jobs:
-            enqueue(runtime.queues, direction, conversation_id, job, timeout=runtime.settings.job_timeout)
+            enqueue(
+                runtime.queues,
+                direction,
+                conversation_id,
+                job,
+                timeout=runtime.settings.job_timeout,
+            )
     return result

@@ -40,7 +40,12 @@ def deliver_conversation(conversation_id: int) -> str:
 
 
 def enqueue(
-    queues: dict[str, Queue], direction: str, conversation_id: int, job_id: str, *, timeout: int = 600
+    queues: dict[str, Queue],
+    direction: str,
+    conversation_id: int,
+    job_id: str,
+    *,
+    timeout: int = 600,
 ) -> bool:
     """Enqueue a unit of work; False (and a log line) if Redis is away —
     the outbox row stays pending and the sweeper will enqueue it later."""

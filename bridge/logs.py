@@ -17,7 +17,7 @@ class _JobIdFilter(logging.Filter):
             job = get_current_job()
             if job is not None:
                 job_id = job.id
-        except Exception:  # noqa: BLE001 — never let logging break the caller
+        except Exception:  # noqa: BLE001, S110 — never let logging break the caller
             pass
         record.job_id = job_id
         return True

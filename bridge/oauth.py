@@ -57,16 +57,22 @@ def install(crm: str):  # type: ignore[no-untyped-def]
 def callback(crm: str):  # type: ignore[no-untyped-def]
     rt = current_app.extensions["bridge"]
     if "error" in request.args:
-        return jsonify({"error": "access_denied", "message": "the CRM admin refused the install"}), 400
+        return jsonify(
+            {"error": "access_denied", "message": "the CRM admin refused the install"}
+        ), 400
     code, raw_state = request.args.get("code"), request.args.get("state")
     if not code or not raw_state:
         return jsonify({"error": "invalid_request", "message": "code and state are required"}), 400
     try:
         state = _serializer(rt).loads(raw_state, max_age=STATE_MAX_AGE)
     except SignatureExpired:
-        return jsonify({"error": "invalid_state", "message": "the install link expired: start again"}), 400
+        return jsonify(
+            {"error": "invalid_state", "message": "the install link expired: start again"}
+        ), 400
     except BadSignature:
-        return jsonify({"error": "invalid_state", "message": "state does not match: start again"}), 400
+        return jsonify(
+            {"error": "invalid_state", "message": "state does not match: start again"}
+        ), 400
     if state.get("crm") != crm:
         return jsonify({"error": "invalid_state", "message": "state is for another CRM"}), 400
     try:

@@ -85,7 +85,9 @@ class RedisTokenBucket:
         A refused attempt takes nothing, so waiting callers don't starve
         each other.
         """
-        wait = float(self._take(keys=[self.prefix + key], args=[rate.capacity, rate.per_second, cost]))
+        wait = float(
+            self._take(keys=[self.prefix + key], args=[rate.capacity, rate.per_second, cost])
+        )
         return wait
 
     def acquire(self, key: str, rate: Rate, cost: float = 1.0) -> None:

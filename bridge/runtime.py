@@ -139,7 +139,9 @@ class Runtime:
     def encrypt_channel_credentials(
         self, tenant_id: int, account_id: int, creds: Mapping[str, str]
     ) -> str:
-        return self.secrets.encrypt(dict(creds), binding=binding(tenant_id, f"channel:{account_id}"))
+        return self.secrets.encrypt(
+            dict(creds), binding=binding(tenant_id, f"channel:{account_id}")
+        )
 
     # -- adapters ---------------------------------------------------------
 

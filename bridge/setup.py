@@ -49,7 +49,9 @@ def rotate_secrets(rt) -> int:  # type: ignore[no-untyped-def]
         for tenant in session.scalars(select(Tenant).where(Tenant.credentials.is_not(None))):
             tenant.credentials = rt.secrets.rotate(tenant.credentials)
             n += 1
-        for account in session.scalars(select(ChannelAccount).where(ChannelAccount.credentials.is_not(None))):
+        for account in session.scalars(
+            select(ChannelAccount).where(ChannelAccount.credentials.is_not(None))
+        ):
             account.credentials = rt.secrets.rotate(account.credentials)
             n += 1
     reset_cache()

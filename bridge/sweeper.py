@@ -81,7 +81,9 @@ def sweep_once(runtime, *, limit: int = 500) -> int:  # type: ignore[no-untyped-
                 row.sweeps += 1
                 row.enqueued_at = now
                 row.not_before = None
-                row.last_job_id = outbox.job_id(r.direction, r.conversation_id, row.version, row.sweeps)
+                row.last_job_id = outbox.job_id(
+                    r.direction, r.conversation_id, row.version, row.sweeps
+                )
                 jobs.append((r.direction, r.conversation_id, row.last_job_id))
     for direction, conversation_id, job_id in jobs:
         enqueue(runtime.queues, direction, conversation_id, job_id, timeout=settings.job_timeout)

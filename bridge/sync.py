@@ -34,7 +34,6 @@ from bridge import outbox
 from bridge.errors import AuthError, PermanentError, RetryableError, SkippableError
 from bridge.locks import ConversationLock
 from bridge.model import (
-    Attachment,
     ContactDraft,
     ContactLookup,
     CrmRef,
@@ -47,6 +46,7 @@ from bridge.model import (
     utcnow,
 )
 from bridge.registry import channel_class
+from bridge.rows import attachment_from_dict, aware, profile_from_payload
 from bridge.tables import (
     ChannelAccount,
     Contact,
@@ -124,7 +124,9 @@ class InboundSync:
             adapter = self._crm(snap.tenant)
             contact_ref = self._ensure_contact(snap, adapter, rule)
             entity_ref, new_entity = self._ensure_entity(snap, adapter, rule, contact_ref)
-            if rule.task.when == "new_entity" and (new_entity or snap.conversation.task_state == "creating"):
+            if rule.task.when == "new_entity" and (
+                new_entity or snap.conversation.task_state == "creating"
+            ):
                 self._ensure_task(snap, adapter, rule, contact_ref, entity_ref)
             if lock.lost.is_set():
                 raise LeaseLost
@@ -192,7 +194,11 @@ class InboundSync:
         is still running (its lease was lost with a wiped Redis): stop."""
         fresh = utcnow() - dt.timedelta(seconds=self.settings.lock_ttl)
         for message in messages:
-            if message.status == "in_flight" and message.claimed_at and _aware(message.claimed_at) > fresh:
+            if (
+                message.status == "in_flight"
+                and message.claimed_at
+                and aware(message.claimed_at) > fresh
+            ):
                 if getattr(self, "_claimed", None) and message.id in self._claimed:
                     continue
                 raise LeaseLost
@@ -230,6 +236,7 @@ class InboundSync:
                 self._call(adapter.update_contact, ref, draft)
                 self._update(Contact, contact.id, crm_dirty=False)
             return ref
+
         def find_or_create():  # type: ignore[no-untyped-def]
             # One retry unit: a retry after an ambiguous create searches first.
             found = adapter.find_contact(draft.lookup)
@@ -262,7 +269,7 @@ class InboundSync:
         channel_ids = {i.kind: i.value for i in identities if i.kind not in ("phone", "email")}
         phones = tuple(i.value for i in identities if i.kind == "phone")
         emails = tuple(i.value for i in identities if i.kind == "email")
-        profile = _profile(snap.messages[0])
+        profile = profile_from_payload(snap.messages[0].payload)
         profile = SenderProfile(
             display_name=snap.contact.display_name or profile.name(),
             first_name=profile.first_name,
@@ -284,7 +291,11 @@ class InboundSync:
     # -- entity, owner, task ----------------------------------------------
 
     def _ensure_entity(
-        self, snap: _Snapshot, adapter, rule: ChannelRule, contact_ref: CrmRef  # type: ignore[no-untyped-def]
+        self,
+        snap: _Snapshot,
+        adapter,
+        rule: ChannelRule,
+        contact_ref: CrmRef,  # type: ignore[no-untyped-def]
     ) -> tuple[CrmRef | None, bool]:
         conv = snap.conversation
         if rule.object == "none":
@@ -296,12 +307,16 @@ class InboundSync:
             if shared is not None:
                 entity_id, owner = shared
                 self._update(
-                    Conversation, conv.id, crm_entity_type=rule.object, crm_entity_id=entity_id,
-                    crm_entity_state="synced", owner_id=owner,
+                    Conversation,
+                    conv.id,
+                    crm_entity_type=rule.object,
+                    crm_entity_id=entity_id,
+                    crm_entity_state="synced",
+                    owner_id=owner,
                 )
                 conv.crm_entity_id, conv.owner_id = entity_id, owner
                 return CrmRef(rule.object, entity_id), False
-        profile = _profile(snap.messages[0])
+        profile = profile_from_payload(snap.messages[0].payload)
         context = self._context(snap, profile)
         owner = self._owner(snap, rule, snap.contact.crm_owner_id)
         draft = EntityDraft(
@@ -330,14 +345,20 @@ class InboundSync:
 
         ref, new = self._call(find_or_create)
         self._update(
-            Conversation, conv.id, crm_entity_type=ref.kind, crm_entity_id=ref.id,
-            crm_entity_state="synced", owner_id=owner,
+            Conversation,
+            conv.id,
+            crm_entity_type=ref.kind,
+            crm_entity_id=ref.id,
+            crm_entity_state="synced",
+            owner_id=owner,
         )
         conv.crm_entity_type, conv.crm_entity_id, conv.owner_id = ref.kind, ref.id, owner
         conv.crm_entity_state = "synced"
         return ref, new
 
-    def _open_entity_of_contact(self, snap: _Snapshot, object_type: str) -> tuple[str, str | None] | None:
+    def _open_entity_of_contact(
+        self, snap: _Snapshot, object_type: str
+    ) -> tuple[str, str | None] | None:
         """The same person's open deal/ticket from another conversation (web
         chat, then Telegram: the customer never repeats the story)."""
         with self.rt.transaction() as session:
@@ -366,7 +387,9 @@ class InboundSync:
             conv.owner_id = owner
         return owner
 
-    def _choose_owner(self, snap: _Snapshot, rule: ChannelRule, contact_owner: str | None) -> str | None:
+    def _choose_owner(
+        self, snap: _Snapshot, rule: ChannelRule, contact_owner: str | None
+    ) -> str | None:
         strategy = rule.owner.strategy
         if strategy == "sticky":
             if contact_owner:
@@ -380,12 +403,17 @@ class InboundSync:
         return None
 
     def _ensure_task(
-        self, snap: _Snapshot, adapter, rule: ChannelRule, contact_ref: CrmRef, entity_ref: CrmRef | None  # type: ignore[no-untyped-def]
+        self,
+        snap: _Snapshot,
+        adapter,
+        rule: ChannelRule,
+        contact_ref: CrmRef,
+        entity_ref: CrmRef | None,  # type: ignore[no-untyped-def]
     ) -> None:
         conv = snap.conversation
         maybe = [conv.task_state == "creating"]
         self._update(Conversation, conv.id, task_state="creating")
-        context = self._context(snap, _profile(snap.messages[0]))
+        context = self._context(snap, profile_from_payload(snap.messages[0].payload))
         first = snap.messages[0]
         draft = TaskDraft(
             bridge_id=f"{conv.uid}:task",
@@ -430,7 +458,8 @@ class InboundSync:
             )
         self._claimed = {m.id for m in batch}
         entries = [
-            self._entry(snap, rule, m, contact_ref, entity_ref, m.id in maybe_written) for m in batch
+            self._entry(snap, rule, m, contact_ref, entity_ref, m.id in maybe_written)
+            for m in batch
         ]
         if lock.lost.is_set():
             raise LeaseLost
@@ -446,7 +475,9 @@ class InboundSync:
             culprit = pending[0][0] if len(pending) == 1 else None
             for message, entry in pending if culprit is None else ():
                 try:
-                    results.update(self._call(_retry_marks_written(adapter.append_entries), [entry]))
+                    results.update(
+                        self._call(_retry_marks_written(adapter.append_entries), [entry])
+                    )
                 except PermanentError as one:
                     culprit, reason = message, one.message or "CRM rejected the entry"
                     break
@@ -454,7 +485,8 @@ class InboundSync:
             if culprit is None:
                 return  # the batch went through one by one after all
             untouched = [
-                m.id for m in batch
+                m.id
+                for m in batch
                 if m.uid not in results and m.id != culprit.id and m.id not in maybe_written
             ]
             if untouched:
@@ -550,7 +582,7 @@ class InboundSync:
         maybe_written: bool,
     ) -> TimelineEntry:
         payload = message.payload or {}
-        profile = _profile(message)
+        profile = profile_from_payload(message.payload)
         options = dict(rule.options())
         options["language"] = getattr(self, "_language", "en")
         options["channel_title"] = channel_class(snap.account.kind).title
@@ -562,13 +594,13 @@ class InboundSync:
             direction="in",
             kind=MessageKind(message.kind),
             text=message.text,
-            occurred_at=_aware(message.sent_at),
+            occurred_at=aware(message.sent_at),
             contact=contact_ref,
             entity=entity_ref,
             sequence=message.provider_seq if message.provider_seq is not None else message.seq,
             sender_name=profile.name() or snap.contact.display_name,
             sender_identifier=snap.conversation.external_thread_id,
-            attachments=tuple(_attachment(a) for a in payload.get("attachments", [])),
+            attachments=tuple(attachment_from_dict(a) for a in payload.get("attachments", [])),
             is_edit=bool(payload.get("is_edit")),
             owner_id=snap.conversation.owner_id,
             maybe_written=maybe_written,
@@ -656,23 +688,6 @@ def _survivor(session: Session, contact_id: int) -> Contact:
     return contact
 
 
-def _aware(value: dt.datetime) -> dt.datetime:
-    """SQLite hands back naive datetimes: they were stored as UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
-def _profile(message: Message) -> SenderProfile:
-    data = dict((message.payload or {}).get("profile") or {})
-    data["utm"] = dict(data.get("utm") or {})
-    return SenderProfile(**{k: v for k, v in data.items() if k in SenderProfile.__dataclass_fields__})
-
-
-def _attachment(data: dict) -> Attachment:
-    fields = {k: v for k, v in data.items() if k in Attachment.__dataclass_fields__}
-    fields["kind"] = MessageKind(fields.get("kind", "document"))
-    return Attachment(**fields)
-
-
 def _inbound(snap: _Snapshot, message: Message) -> InboundMessage:
     payload = message.payload or {}
     return InboundMessage(
@@ -681,7 +696,7 @@ def _inbound(snap: _Snapshot, message: Message) -> InboundMessage:
         external_user_id="",
         external_thread_id=snap.conversation.external_thread_id,
         kind=MessageKind(message.kind),
-        sent_at=_aware(message.sent_at),
+        sent_at=aware(message.sent_at),
         text=message.text,
         provider_message_id=payload.get("provider_message_id"),
         callback_id=payload.get("callback_id"),

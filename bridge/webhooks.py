@@ -60,7 +60,9 @@ class _AdapterCache:
             if item and item.expires > now:
                 return item
         with rt.transaction() as session:
-            account = session.scalars(select(ChannelAccount).where(ChannelAccount.key == key)).first()
+            account = session.scalars(
+                select(ChannelAccount).where(ChannelAccount.key == key)
+            ).first()
             if account is None:
                 return None
             item = _Cached(account.id, account.kind, rt.channel_adapter(account), now + self.TTL)
@@ -156,4 +158,3 @@ def crm_webhook(crm: str, key: str):  # type: ignore[no-untyped-def]
 def reset_cache() -> None:
     """Forget cached channel adapters (after credentials change)."""
     _channels.clear()
-

@@ -121,8 +121,10 @@ def run_drain(
                             return "idle"
                     if result.version == last_drained:
                         # Nothing to do and nothing changed: never spin.
-                        log.warning("conversation %s: outbox not idle-able; leaving it to the sweeper",
-                                    conversation_id)
+                        log.warning(
+                            "conversation %s: outbox not idle-able; leaving it to the sweeper",
+                            conversation_id,
+                        )
                         return "stale"
                     last_drained = result.version
     finally:

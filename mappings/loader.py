@@ -68,7 +68,9 @@ def parse_mapping(text: str, *, file: str = "<mapping>") -> MappingConfig:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise MappingError(file, [(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from exc
+        raise MappingError(
+            file, [(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]
+        ) from exc
     if not isinstance(data, dict):
         raise MappingError(file, [("", "the file must be a YAML mapping with crm: and channels:")])
     try:

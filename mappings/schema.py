@@ -205,8 +205,12 @@ class FieldsSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    entity = fields.Dict(keys=fields.String(validate=PROPERTY_NAME), values=Template(), load_default=dict)
-    contact = fields.Dict(keys=fields.String(validate=PROPERTY_NAME), values=Template(), load_default=dict)
+    entity = fields.Dict(
+        keys=fields.String(validate=PROPERTY_NAME), values=Template(), load_default=dict
+    )
+    contact = fields.Dict(
+        keys=fields.String(validate=PROPERTY_NAME), values=Template(), load_default=dict
+    )
 
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> FieldTemplates:

@@ -89,6 +89,11 @@ def test_sigkilled_workers_and_a_wiped_redis_are_recovered_by_the_sweeper(make_s
     stack.hubspot_faults(reset=True)
     report = check_hubspot(stack.hubspot_state(), _expected(traffic))
     assert report.ok, report.summary()
-    assert (report.contacts, report.deals, report.entries, report.inbox_messages) == (20, 20, 300, 300)
+    assert (report.contacts, report.deals, report.entries, report.inbox_messages) == (
+        20,
+        20,
+        300,
+        300,
+    )
     status = stack.bridge_status()
     assert status["failed"] == [] and status["parked"] == []

@@ -58,21 +58,31 @@ def _alive(pid: int) -> bool:
 def test_bridge_run_serves_the_demo_loop_and_stops_everything(tmp_path: Path) -> None:
     port = free_port()
     var_dir = tmp_path / "var"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "HUBSPOT_", "TELEGRAM_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("BRIDGE_", "HUBSPOT_", "TELEGRAM_"))
+    }
     env.pop("DATABASE_URL", None)
     env.pop("REDIS_URL", None)
     env.update({"BRIDGE_VAR_DIR": str(var_dir), "PYTHONUNBUFFERED": "1"})
     proc = subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", "bridge.cli", "run", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     output: list[str] = []
-    reader = threading.Thread(target=lambda: output.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader = threading.Thread(
+        target=lambda: output.extend(iter(proc.stdout.readline, "")), daemon=True
+    )
     reader.start()
     base = f"http://127.0.0.1:{port}"
     try:
-        assert wait_until(lambda: any("demo is running" in line for line in output), timeout=120), "".join(
-            output[-40:]
+        assert wait_until(lambda: any("demo is running" in line for line in output), timeout=120), (
+            "".join(output[-40:])
         )
         banner = "".join(output)
         assert f"{base}/sandbox/" in banner and "_deliver" in banner and "_reply" in banner
@@ -102,9 +112,9 @@ def test_bridge_run_serves_the_demo_loop_and_stops_everything(tmp_path: Path) ->
         assert reply["webhook"]["status"] == 200
 
         def sent() -> list:
-            return requests.get(f"{base}/sandbox/telegram/_sent", params={"chat_id": 1001}, timeout=10).json()[
-                "sent"
-            ]
+            return requests.get(
+                f"{base}/sandbox/telegram/_sent", params={"chat_id": 1001}, timeout=10
+            ).json()["sent"]
 
         assert wait_until(lambda: len(sent()) == 1, timeout=60)
         assert sent()[0]["text"] == "Hi Anna, yes we do!"
@@ -117,7 +127,9 @@ def test_bridge_run_serves_the_demo_loop_and_stops_everything(tmp_path: Path) ->
             proc.kill()
             raise
     assert proc.returncode == 0, "".join(output[-30:])
-    assert wait_until(lambda: not any(_alive(p) for p in redis_pids), timeout=10), "redis-server left running"
+    assert wait_until(lambda: not any(_alive(p) for p in redis_pids), timeout=10), (
+        "redis-server left running"
+    )
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{base}/healthz", timeout=2)
     assert "stopped." in "".join(output)

@@ -37,6 +37,7 @@ def _drained(stack, total: int):  # type: ignore[no-untyped-def]
     def check() -> bool:
         counts = stack.bridge_status()["messages"]["in"]
         return counts.get("synced", 0) == total
+
     return check
 
 
@@ -70,7 +71,9 @@ def test_50_users_20_messages_duplicates_shuffled_then_a_reply(make_stack):  # t
     # A rep replies in HubSpot's inbox -> exactly one Telegram message, to the right chat.
     state = stack.hubspot_state()
     user = traffic[0].user
-    contact = next(c for c in state["contacts"] if c["properties"].get("bridge_telegram_id") == str(user))
+    contact = next(
+        c for c in state["contacts"] if c["properties"].get("bridge_telegram_id") == str(user)
+    )
     answer = stack.reply(contact["id"], "Thanks for writing! / Спасибо, что написали!")
     assert answer["webhook"]["status"] == 200
     assert wait_until(lambda: len(stack.telegram_sent()) >= 1, timeout=30)
@@ -81,9 +84,11 @@ def test_50_users_20_messages_duplicates_shuffled_then_a_reply(make_stack):  # t
     assert [(s["chat_id"], s["text"]) for s in sent] == [
         (user, "Thanks for writing! / Спасибо, что написали!")
     ]
+
     # ... and HubSpot shows it as sent.
     def reported() -> bool:
         threads = stack.hubspot_state()["threads"]
         out = [m for t in threads for m in t["messages"] if m["direction"] == "OUTGOING"]
         return [m["status"] for m in out] == ["SENT"]
+
     assert wait_until(reported, timeout=30)
