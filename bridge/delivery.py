@@ -121,6 +121,7 @@ def _store_reply(
         .values(next_seq=Conversation.next_seq + 1)
         .returning(Conversation.next_seq)
     )
+    assert seq is not None
     session.add(
         Message(
             uid=str(uuid.uuid4()),

@@ -77,6 +77,7 @@ def _next_seq(session: Session, conversation: Conversation) -> int:
         .values(next_seq=Conversation.next_seq + 1)
         .returning(Conversation.next_seq)
     )
+    assert seq is not None
     return int(seq) - 1
 
 

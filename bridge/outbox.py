@@ -91,7 +91,7 @@ def mark_idle(session: Session, conversation_id: int, direction: str, version: i
         )
         .values(state="idle", reason=None, not_before=None)
     )
-    return result.rowcount == 1
+    return result.rowcount == 1  # type: ignore[attr-defined]  # CursorResult
 
 
 def park(session: Session, conversation_id: int, direction: str, reason: str) -> None:

@@ -629,7 +629,9 @@ class InboundSync:
             context[f"utm.{key}"] = value
         return context
 
-    def _update(self, table: type, row_id: int, **values: Any) -> None:
+    def _update(
+        self, table: type[Contact] | type[Conversation], row_id: int, **values: Any
+    ) -> None:
         with self.rt.transaction() as session:
             session.execute(update(table).where(table.id == row_id).values(**values))
 

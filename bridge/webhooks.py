@@ -22,6 +22,7 @@ from bridge.ingest import accept
 from bridge.model import WebhookRequest
 from bridge.registry import UnknownAdapter
 from bridge.tables import ChannelAccount, Tenant
+from channel_adapters.base import ChannelAdapter
 
 __all__ = ["bp", "reset_cache", "to_webhook_request"]
 
@@ -39,7 +40,7 @@ def runtime():  # type: ignore[no-untyped-def]
 class _Cached:
     account_id: int
     kind: str
-    adapter: object
+    adapter: ChannelAdapter
     expires: float
 
 
