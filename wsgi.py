@@ -7,7 +7,9 @@ vendors are served under ``/sandbox`` by the same server.
 import os
 
 from bridge import create_app
+from bridge.logs import configure_logging
 
+configure_logging()  # ids only; urllib3 kept at WARNING (its DEBUG lines carry bot tokens)
 app = create_app()
 
 if os.environ.get("BRIDGE_MOUNT_SANDBOX") == "1":

@@ -219,13 +219,25 @@ def tenant_create(
     slug: str, crm_kind: str, mapping: str, token: str | None, account_id: str | None
 ) -> None:
     """Create a tenant with a private-app token (OAuth installs create theirs)."""
-    from bridge.admin import create_tenant
+    from bridge.admin import create_tenant, tenant_by_slug
+    from bridge.registry import UnknownAdapter
+    from mappings import MappingError
 
     rt = _runtime()
+    if tenant_by_slug(rt, slug) is not None:
+        raise click.ClickException(f"tenant {slug!r} exists already (bridge status lists them)")
     creds = {"type": "private_app", "access_token": token} if token else None
-    tenant_id = create_tenant(
-        rt, slug=slug, crm_kind=crm_kind, mapping=mapping, credentials=creds, account_id=account_id
-    )
+    try:
+        tenant_id = create_tenant(
+            rt,
+            slug=slug,
+            crm_kind=crm_kind,
+            mapping=mapping,
+            credentials=creds,
+            account_id=account_id,
+        )
+    except (UnknownAdapter, MappingError) as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(
         f"tenant {slug} created (id {tenant_id}); next: bridge telegram connect --tenant {slug}"
     )

@@ -16,7 +16,7 @@ from flask import Blueprint, current_app, jsonify, redirect, request
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from bridge import admin
-from bridge.errors import BridgeError
+from bridge.errors import AuthError, BridgeError
 from bridge.registry import UnknownAdapter, crm_class
 
 __all__ = ["bp", "install_url"]
@@ -86,6 +86,11 @@ def callback(crm: str):  # type: ignore[no-untyped-def]
         tenant_id, created = admin.upsert_oauth_tenant(
             rt, crm_kind=crm, credentials=credentials, mapping=state.get("mapping") or f"{crm}.yaml"
         )
+    except AuthError as exc:
+        # The CRM refused the grant itself (a reused, expired or unknown
+        # code): the request is what is wrong, not the CRM. Start again.
+        log.warning("OAuth install for %s refused: %s", crm, type(exc).__name__)
+        return jsonify({"error": "invalid_grant", "message": f"{exc.message}: start again"}), 400
     except BridgeError as exc:
         log.warning("OAuth install for %s failed: %s", crm, type(exc).__name__)
         return jsonify({"error": "install_failed", "message": exc.message}), 502

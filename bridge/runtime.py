@@ -219,6 +219,12 @@ class TenantCredentials:
             if tenant is None:
                 raise AuthError("tenant vanished")
             stored = rt.decrypt_tenant_credentials(tenant)
+            if tenant.status == "needs_reauth" and stored.get("access_token") == stale.get(
+                "access_token"
+            ):
+                # Another job was refused already: don't spend the dead
+                # refresh token again (ASVS 10.4.5 family revocation).
+                raise AuthError(tenant.status_reason or "tenant needs re-authorisation")
             if stored.get("access_token") != stale.get("access_token"):
                 # Another worker refreshed while we waited for the lock.
                 self._current = stored

@@ -282,7 +282,12 @@ class MappingSchema(Schema):
         load_default="en", validate=validate.OneOf(("en", "ru"), error="must be en or ru")
     )
     channels = fields.Dict(
-        keys=fields.String(validate=validate.Regexp(r"^[a-z0-9_]+$")),
+        keys=fields.String(
+            validate=validate.Regexp(
+                r"^[a-z0-9_]+$",
+                error="channel names are lower-case slugs such as telegram (got {input!r})",
+            )
+        ),
         values=fields.Nested(ChannelRuleSchema),
         required=True,
         validate=validate.Length(min=1, error="map at least one channel (e.g. telegram)"),

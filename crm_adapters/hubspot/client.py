@@ -60,6 +60,9 @@ _MAX_MESSAGE = 300
 # Bearer tokens (private-app ``pat-na1-...``, OAuth access tokens, UUID
 # refresh tokens) and any other long opaque run: never echo them.
 _TOKENISH = re.compile(r"pat-[a-z0-9]+-[0-9a-f-]+|[A-Za-z0-9_\-]{32,}", re.IGNORECASE)
+# Personal data HubSpot quotes back in validation errors ("Email address
+# <value> is invalid"): e-mail addresses and international phone numbers.
+_PERSONAL = re.compile(r"[^\s\"'<>@,;:\[\]]+@[^\s\"'<>@,;:\[\]]+|\+[0-9][0-9 ().-]{5,}[0-9]")
 _EXISTING_ID = re.compile(r"Existing ID:\s*(\d+)", re.IGNORECASE)
 
 
@@ -67,6 +70,7 @@ def scrub(message: object) -> str:
     """HubSpot's ``message``, safe for logs and the database."""
     text = message if isinstance(message, str) else ""
     text = _TOKENISH.sub("[redacted]", text)
+    text = _PERSONAL.sub("[redacted]", text)
     return text[:_MAX_MESSAGE]
 
 

@@ -47,7 +47,9 @@ class FakeCrmState:
         #: hook name -> callables run after the effect (commit-then-fail)
         self.after: dict[str, list[Callable[[Any], None]]] = defaultdict(list)
 
-    def fail_next(self, hook: str, error: BridgeError, *, after_commit: bool = False, times: int = 1) -> None:
+    def fail_next(
+        self, hook: str, error: BridgeError, *, after_commit: bool = False, times: int = 1
+    ) -> None:
         remaining = [times]
 
         def fault(_arg: Any) -> None:
@@ -83,9 +85,11 @@ class FakeCrm(CrmAdapter):
     def find_contact(self, lookup: ContactLookup) -> CrmContact | None:
         def effect() -> CrmContact | None:
             for cid, c in STATE.contacts.items():
-                if any(c["identities"].get(k) == v for k, v in lookup.identities.items()) or (
-                    set(lookup.phones) & set(c["phones"])
-                ) or (set(lookup.emails) & set(c["emails"])):
+                if (
+                    any(c["identities"].get(k) == v for k, v in lookup.identities.items())
+                    or (set(lookup.phones) & set(c["phones"]))
+                    or (set(lookup.emails) & set(c["emails"]))
+                ):
                     return CrmContact(CrmRef("contact", cid), c.get("owner"))
             return None
 
@@ -178,8 +182,14 @@ class FakeCrm(CrmAdapter):
                     if t["bridge_id"] == draft.bridge_id:
                         return CrmRef("task", t["id"])
             tid = str(next(STATE.ids))
-            STATE.tasks.append({"id": tid, "bridge_id": draft.bridge_id, "subject": draft.subject,
-                                "owner": draft.owner_id})
+            STATE.tasks.append(
+                {
+                    "id": tid,
+                    "bridge_id": draft.bridge_id,
+                    "subject": draft.subject,
+                    "owner": draft.owner_id,
+                }
+            )
             return CrmRef("task", tid)
 
         return self._hook("create_task", draft, effect)

@@ -49,7 +49,10 @@ def tenant(runtime, fake_crm):  # type: ignore[no-untyped-def]
     (runtime.settings.mappings_dir / "fake.yaml").write_text(MAPPING)
     tenant_id = admin.create_tenant(runtime, slug="acme", crm_kind="fake", mapping="fake.yaml")
     account_id = admin.add_channel_account(
-        runtime, tenant_id, kind="telegram", credentials={"bot_token": "1:x", "secret_token": "s"},
+        runtime,
+        tenant_id,
+        kind="telegram",
+        credentials={"bot_token": "1:x", "secret_token": "s"},
         external_id="1",
     )
     return tenant_id, account_id
@@ -75,7 +78,8 @@ def conversation_id(runtime, account_id: int, thread: str = "7") -> int:  # type
     with runtime.transaction() as s:
         return s.scalar(
             select(Conversation.id).where(
-                Conversation.channel_account_id == account_id, Conversation.external_thread_id == thread
+                Conversation.channel_account_id == account_id,
+                Conversation.external_thread_id == thread,
             )
         )
 
@@ -120,7 +124,9 @@ def test_sync_creates_contact_deal_task_and_entries_in_order(runtime, tenant, fa
 
 def test_second_conversation_reuses_contact_and_round_robin_moves_on(runtime, tenant, fake_crm):  # type: ignore[no-untyped-def]
     _, account = tenant
-    accept(runtime, account, [msg(1, user=7), msg(2, user=8, profile=SenderProfile(first_name="Olga"))])
+    accept(
+        runtime, account, [msg(1, user=7), msg(2, user=8, profile=SenderProfile(first_name="Olga"))]
+    )
     run_inbound(runtime, conversation_id(runtime, account, "7"))
     run_inbound(runtime, conversation_id(runtime, account, "8"))
     owners = sorted(e["owner"] for e in fake_crm.entities.values())
@@ -201,7 +207,9 @@ def test_sweeper_recreates_jobs_lost_with_redis(runtime, tenant, redis_conn):  #
     redis_conn.flushdb()  # the queued job is gone
     assert sweep_once(runtime) == 0  # not yet: within the grace period
     with runtime.transaction() as s:
-        s.scalars(select(Outbox)).one().enqueued_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+        s.scalars(select(Outbox)).one().enqueued_at = dt.datetime.now(dt.UTC) - dt.timedelta(
+            seconds=5
+        )
     assert sweep_once(runtime) == 1
     assert len(Queue(SYNC_QUEUE, connection=redis_conn).job_ids) == 1
     assert sweep_once(runtime) == 0  # its job is queued now
@@ -209,17 +217,33 @@ def test_sweeper_recreates_jobs_lost_with_redis(runtime, tenant, redis_conn):  #
 
 def test_shared_phone_merges_contacts_and_updates_crm(runtime, tenant, fake_crm):  # type: ignore[no-untyped-def]
     _, account = tenant
-    accept(runtime, account, [msg(1, user=7, profile=SenderProfile(first_name="A", phone="+79991234567"))])
+    accept(
+        runtime,
+        account,
+        [msg(1, user=7, profile=SenderProfile(first_name="A", phone="+79991234567"))],
+    )
     run_inbound(runtime, conversation_id(runtime, account, "7"))
     accept(runtime, account, [msg(2, user=8, profile=SenderProfile(first_name="B"))])
     run_inbound(runtime, conversation_id(runtime, account, "8"))
     assert len(fake_crm.contacts) == 2
     # user 8 shares a phone (another format) that user 7 wrote from: one person
-    accept(runtime, account, [msg(3, user=8, kind=MessageKind.CONTACT,
-                                  profile=SenderProfile(first_name="B", phone="7 (999) 123-45-67"))])
+    accept(
+        runtime,
+        account,
+        [
+            msg(
+                3,
+                user=8,
+                kind=MessageKind.CONTACT,
+                profile=SenderProfile(first_name="B", phone="7 (999) 123-45-67"),
+            )
+        ],
+    )
     with runtime.transaction() as s:
         merges = list(s.scalars(select(ContactMerge)))
-        live = s.scalar(select(func.count()).select_from(Contact).where(Contact.merged_into_id.is_(None)))
+        live = s.scalar(
+            select(func.count()).select_from(Contact).where(Contact.merged_into_id.is_(None))
+        )
     assert len(merges) == 1 and merges[0].reason == "same phone" and live == 1
     run_inbound(runtime, conversation_id(runtime, account, "8"))
     assert fake_crm.entries[-1]["contact"] == fake_crm.entries[0]["contact"]
