@@ -73,9 +73,23 @@ class RedisServer:
             raise RuntimeError("redis-server not found (make apt-deps installs it)")
         self.proc = subprocess.Popen(  # noqa: S603
             [
-                binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-                "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-                "--maxmemory-policy", "noeviction", "--logfile", str(self.directory / "redis.log"),
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+                "--maxmemory-policy",
+                "noeviction",
+                "--logfile",
+                str(self.directory / "redis.log"),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -179,18 +193,43 @@ class Stack:
         config_file = self.workdir / "sandbox.json"
         config_file.write_text(json.dumps(self.sandbox_config))
         sandbox = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "sandbox", "--port", str(self.sandbox_port), "--config", str(config_file)],
-            cwd=ROOT, env=self.env(), stdout=self._log("sandbox"), stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "sandbox",
+                "--port",
+                str(self.sandbox_port),
+                "--config",
+                str(config_file),
+            ],
+            cwd=ROOT,
+            env=self.env(),
+            stdout=self._log("sandbox"),
+            stderr=subprocess.STDOUT,
         )
         self.procs["sandbox"] = sandbox
         self._migrate()
         web = subprocess.Popen(  # noqa: S603
             [
-                sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.web_port}",
-                "--workers", str(self.web_workers), "--threads", "8", "--worker-class", "gthread",
-                "--graceful-timeout", "3", "wsgi:app",
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--bind",
+                f"127.0.0.1:{self.web_port}",
+                "--workers",
+                str(self.web_workers),
+                "--threads",
+                "8",
+                "--worker-class",
+                "gthread",
+                "--graceful-timeout",
+                "3",
+                "wsgi:app",
             ],
-            cwd=ROOT, env=self.env(), stdout=self._log("web"), stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=self.env(),
+            stdout=self._log("web"),
+            stderr=subprocess.STDOUT,
         )
         self.procs["web"] = web
         _wait_http(f"{self.sandbox_url}/telegram/_sent", proc=sandbox)
@@ -204,14 +243,21 @@ class Stack:
     def _migrate(self) -> None:
         subprocess.run(  # noqa: S603
             [sys.executable, "-m", "bridge.cli", "db", "upgrade"],
-            cwd=ROOT, env=self.env(), check=True, stdout=self._log("migrate"), stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=self.env(),
+            check=True,
+            stdout=self._log("migrate"),
+            stderr=subprocess.STDOUT,
         )
 
     def start_worker(self) -> subprocess.Popen:
         proc = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "bridge.cli", "worker"],
-            cwd=ROOT, env=self.env(), stdout=self._log(f"worker{len(self.worker_procs)}"),
-            stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=ROOT,
+            env=self.env(),
+            stdout=self._log(f"worker{len(self.worker_procs)}"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.worker_procs.append(proc)
         return proc
@@ -224,7 +270,9 @@ class Stack:
 
         runtime = Runtime(Settings.from_env(self.env()))
         try:
-            self.seeded = seed(runtime, self.bridge_url, sandbox=self.sandbox_url, mapping=self.mapping)
+            self.seeded = seed(
+                runtime, self.bridge_url, sandbox=self.sandbox_url, mapping=self.mapping
+            )
         finally:
             runtime.close()
         return self.seeded
@@ -246,6 +294,45 @@ class Stack:
         proc.wait()
         self.start_worker()
         return pids
+
+    def stop_workers(self, timeout: float = 30.0) -> None:
+        """Stop every live worker gracefully (SIGTERM: RQ's warm shutdown
+        finishes the job in hand; the worker stops its sweeper). A worker
+        still alive after ``timeout`` is killed with its children. No
+        replacement is started (``start_worker`` does that)."""
+        live = [p for p in self.worker_procs if p.poll() is None]
+        for proc in live:
+            proc.terminate()
+        deadline = time.monotonic() + timeout
+        for proc in live:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                for pid in [*_children(proc.pid), proc.pid]:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                proc.wait()
+
+    def telegram_webhook(self) -> tuple[str, str]:
+        """The seeded bot's webhook URL on the bridge and its secret token
+        (what Telegram sends in ``X-Telegram-Bot-Api-Secret-Token``)."""
+        from bridge.config import Settings
+        from bridge.runtime import Runtime
+        from bridge.tables import ChannelAccount
+
+        assert self.seeded is not None, "seed() first"
+        runtime = Runtime(Settings.from_env(self.env()))
+        try:
+            with runtime.transaction() as session:
+                account = session.get(ChannelAccount, self.seeded.channel_account_id)
+                assert account is not None
+                url = runtime.channel_webhook_url(account)
+                secret = runtime.decrypt_channel_credentials(account)["secret_token"]
+        finally:
+            runtime.close()
+        return url, secret
 
     def busy_worker(self) -> subprocess.Popen | None:
         """A worker whose horse is running a job right now (or None)."""
@@ -300,7 +387,9 @@ class Stack:
 
     # -- vendor handles -------------------------------------------------------
 
-    def deliver(self, update: dict[str, Any], session: requests.Session | None = None) -> dict[str, Any]:
+    def deliver(
+        self, update: dict[str, Any], session: requests.Session | None = None
+    ) -> dict[str, Any]:
         http = session or requests
         r = http.post(f"{self.sandbox_url}/telegram/_deliver", json={"update": update}, timeout=30)
         r.raise_for_status()
@@ -308,7 +397,9 @@ class Stack:
 
     def hubspot_state(self) -> dict[str, Any]:
         portal = self.seeded.portal_id if self.seeded else None
-        r = requests.get(f"{self.sandbox_url}/hubspot/_state", params={"portal_id": portal}, timeout=30)
+        r = requests.get(
+            f"{self.sandbox_url}/hubspot/_state", params={"portal_id": portal}, timeout=30
+        )
         r.raise_for_status()
         data = r.json()
         return data["portals"][0] if "portals" in data else data
@@ -326,7 +417,9 @@ class Stack:
 
     def reply(self, contact_id: str, text: str) -> dict[str, Any]:
         r = requests.post(
-            f"{self.sandbox_url}/hubspot/_reply", json={"contact_id": contact_id, "text": text}, timeout=30
+            f"{self.sandbox_url}/hubspot/_reply",
+            json={"contact_id": contact_id, "text": text},
+            timeout=30,
         )
         r.raise_for_status()
         return r.json()
@@ -334,7 +427,11 @@ class Stack:
     def bridge_status(self) -> dict[str, Any]:
         out = subprocess.run(  # noqa: S603
             [sys.executable, "-m", "bridge.cli", "status", "--json"],
-            cwd=ROOT, env=self.env(), check=True, capture_output=True, text=True,
+            cwd=ROOT,
+            env=self.env(),
+            check=True,
+            capture_output=True,
+            text=True,
         )
         return json.loads(out.stdout)
 

@@ -24,7 +24,18 @@ import requests
 __all__ = ["Delivery", "Report", "check_hubspot", "send_all", "telegram_traffic", "wait_until"]
 
 BASE_DATE = 1_790_000_000
-WORDS = ["price", "delivery", "order", "size", "colour", "return", "тариф", "доставка", "заказ", "🙂"]
+WORDS = [
+    "price",
+    "delivery",
+    "order",
+    "size",
+    "colour",
+    "return",
+    "тариф",
+    "доставка",
+    "заказ",
+    "🙂",
+]
 
 
 @dataclass(frozen=True)
@@ -39,13 +50,20 @@ def message_text(user: int, index: int) -> str:
     return f"u{user} m{index:03d} {WORDS[(user + index) % len(WORDS)]}"
 
 
-def telegram_update(user: int, index: int, *, update_id: int, first_name: str | None = None) -> dict[str, Any]:
+def telegram_update(
+    user: int, index: int, *, update_id: int, first_name: str | None = None
+) -> dict[str, Any]:
     chat = {"id": user, "first_name": first_name or f"User{user}", "type": "private"}
     return {
         "update_id": update_id,
         "message": {
             "message_id": index + 1,
-            "from": {"id": user, "is_bot": False, "first_name": chat["first_name"], "language_code": "en"},
+            "from": {
+                "id": user,
+                "is_bot": False,
+                "first_name": chat["first_name"],
+                "language_code": "en",
+            },
             "chat": chat,
             "date": BASE_DATE + user % 1000 * 100 + index,
             "text": message_text(user, index),
@@ -75,7 +93,11 @@ def telegram_traffic(
             items.append(Delivery(user, i, telegram_update(user, i, update_id=update_id)))
         if reorder == "shuffle":
             rng.shuffle(items)
-        dups = [Delivery(d.user, d.index, d.update, True) for d in items if rng.random() < duplicate_rate]
+        dups = [
+            Delivery(d.user, d.index, d.update, True)
+            for d in items
+            if rng.random() < duplicate_rate
+        ]
         for dup in dups:
             items.insert(rng.randrange(len(items) + 1), dup)
         bursts.append(items)
@@ -100,7 +122,9 @@ def send_all(
         session = local.session()
         status = 0
         for attempt in range(retries):
-            r = session.post(f"{url}/telegram/_deliver", json={"update": delivery.update}, timeout=60)
+            r = session.post(
+                f"{url}/telegram/_deliver", json={"update": delivery.update}, timeout=60
+            )
             status = r.json().get("status", r.status_code) if r.ok else r.status_code
             if 200 <= status < 300:
                 return status
@@ -149,7 +173,13 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.duplicated or self.unexpected or self.out_of_order or self.inbox_duplicated)
+        return not (
+            self.lost
+            or self.duplicated
+            or self.unexpected
+            or self.out_of_order
+            or self.inbox_duplicated
+        )
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -174,7 +204,9 @@ def _note_text(body: str) -> str:
     return html.unescape(paragraphs[-1] if paragraphs else body)
 
 
-def check_hubspot(state: dict[str, Any], expected: dict[int, list[str]], *, inbox: bool = True) -> Report:
+def check_hubspot(
+    state: dict[str, Any], expected: dict[int, list[str]], *, inbox: bool = True
+) -> Report:
     """Compare the sandbox HubSpot with what the customers sent.
 
     ``expected``: Telegram user id -> texts in the customer's order.
@@ -199,7 +231,11 @@ def check_hubspot(state: dict[str, Any], expected: dict[int, list[str]], *, inbo
         per_bridge_id[props.get("bridge_message_id", "")] += 1
         user = user_of_contact.get(note_contact.get(nid, ""), 0)
         by_user[user].append(
-            (props.get("hs_timestamp", ""), int(props.get("bridge_sequence") or 0), _note_text(props.get("hs_note_body", "")))
+            (
+                props.get("hs_timestamp", ""),
+                int(props.get("bridge_sequence") or 0),
+                _note_text(props.get("hs_note_body", "")),
+            )
         )
     report.duplicated = [b for b, n in per_bridge_id.items() if n > 1]
     for user, texts in expected.items():
@@ -211,7 +247,9 @@ def check_hubspot(state: dict[str, Any], expected: dict[int, list[str]], *, inbo
             n > 1 for n in seen.values()
         ):
             report.out_of_order.append(user)
-    report.unexpected += [f"?:{t}" for u, items in by_user.items() if u not in expected for *_, t in items]
+    report.unexpected += [
+        f"?:{t}" for u, items in by_user.items() if u not in expected for *_, t in items
+    ]
     if inbox:
         ids: Counter[str] = Counter()
         for thread in state.get("threads", []):

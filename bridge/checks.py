@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from bridge.registry import UnknownAdapter, channel_kinds, crm_class
+from bridge.registry import UnknownAdapter, channel_kinds, crm_class, crm_kinds
 from mappings import MappingError, load_mapping
 
 __all__ = ["check_mapping_files", "validate_mappings_dir"]
@@ -23,7 +23,8 @@ def check_mapping_files(paths: Iterable[Path]) -> list[str]:
         try:
             cls = crm_class(mapping.crm)
         except UnknownAdapter:
-            problems.append(f"{path}: crm: unknown CRM {mapping.crm!r}; use one of hubspot")
+            known = ", ".join(crm_kinds())
+            problems.append(f"{path}: crm: unknown CRM {mapping.crm!r}; use one of {known}")
             continue
         for kind, rule in mapping.channels.items():
             if kind not in channel_kinds():

@@ -45,7 +45,7 @@ def main(verbose: bool) -> None:
 @main.command()
 @click.option(
     "--demo",
-    type=click.Choice(["hubspot", "auto", "off"]),
+    type=click.Choice(["hubspot", "auto", "off"]),  # the demo wires the sandbox HubSpot
     default="auto",
     help="wire a demo tenant to the sandbox (auto: when no CRM credentials are set)",
 )
@@ -214,7 +214,7 @@ def tenant() -> None:
 @click.option("--crm", "crm_kind", required=True)
 @click.option("--mapping", required=True, help="mapping file name under the mappings directory")
 @click.option("--token", envvar="BRIDGE_CRM_TOKEN", help="a private-app / long-lived token")
-@click.option("--account-id", help="the CRM account id (HubSpot portal id)")
+@click.option("--account-id", help="the CRM account id (a HubSpot portal id, ...)")
 def tenant_create(
     slug: str, crm_kind: str, mapping: str, token: str | None, account_id: str | None
 ) -> None:
@@ -239,7 +239,7 @@ def tenant_create(
     except (UnknownAdapter, MappingError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(
-        f"tenant {slug} created (id {tenant_id}); next: bridge telegram connect --tenant {slug}"
+        f"tenant {slug} created (id {tenant_id}); next: bridge <channel> connect --tenant {slug}"
     )
 
 
@@ -259,63 +259,94 @@ def crm_setup(slug: str) -> None:
     click.echo(json.dumps(settings, indent=2))
 
 
-@main.group()
-def telegram() -> None:
-    """Telegram bots."""
+def _channel_group(kind: str) -> click.Group:
+    """``bridge <channel> connect | set-webhook`` for one registered channel."""
+    from bridge.registry import channel_class
+
+    title = channel_class(kind).title
+
+    @click.group(name=kind, help=f"{title} accounts.")
+    def group() -> None:
+        pass
+
+    @group.command("connect")
+    @click.option("--tenant", "slug", required=True)
+    @click.option(
+        "--token",
+        envvar=f"{kind.upper()}_BOT_TOKEN",
+        required=True,
+        help=f"the {title} token (bot token from @BotFather for Telegram)",
+    )
+    @click.option("--name", default="", help="shown to reps")
+    def connect(slug: str, token: str, name: str) -> None:
+        """Store the account (token encrypted), register its webhook, set up the CRM side."""
+        from bridge.setup import connect_channel
+
+        rt = _runtime()
+        account_id = connect_channel(rt, _tenant_id(rt, slug), kind=kind, token=token, name=name)
+        click.echo(f"{title} connected as channel account {account_id}; webhook registered")
+
+    @group.command("set-webhook")
+    @click.option("--account", "account_id", type=int, required=True, help="channel account id")
+    def set_webhook(account_id: int) -> None:
+        """(Re-)register the account's webhook (after BRIDGE_PUBLIC_URL changed)."""
+        from bridge.setup import set_channel_webhook
+
+        rt = _runtime()
+        url = set_channel_webhook(rt, account_id)
+        click.echo(f"webhook set to {url.rsplit('/', 1)[0]}/<key>")
+
+    return group
 
 
-@telegram.command("connect")
-@click.option("--tenant", "slug", required=True)
-@click.option(
-    "--token", envvar="TELEGRAM_BOT_TOKEN", required=True, help="the bot token from @BotFather"
-)
-@click.option("--name", default="", help="shown to reps")
-def telegram_connect(slug: str, token: str, name: str) -> None:
-    """Store a bot (token encrypted), register its webhook, set up the CRM side."""
-    from bridge.setup import connect_telegram
+def _crm_group(kind: str) -> click.Group:
+    """``bridge <crm> install-url | owners`` for one registered CRM."""
+    from bridge.registry import crm_class
 
-    rt = _runtime()
-    account_id = connect_telegram(rt, _tenant_id(rt, slug), token=token, name=name)
-    click.echo(f"bot connected as channel account {account_id}; webhook registered")
+    title = crm_class(kind).title
 
+    @click.group(name=kind, help=f"{title} installs.")
+    def group() -> None:
+        pass
 
-@telegram.command("set-webhook")
-@click.option("--account", "account_id", type=int, required=True, help="channel account id")
-def telegram_set_webhook(account_id: int) -> None:
-    """(Re-)register a bot's webhook with Telegram (after BRIDGE_PUBLIC_URL changed)."""
-    from bridge.setup import set_channel_webhook
+    @group.command("install-url")
+    @click.option("--mapping", default=None, help="mapping file the new tenant uses")
+    def install(mapping: str | None) -> None:
+        """Print the OAuth install link a CRM admin opens."""
+        from bridge.oauth import install_url
 
-    rt = _runtime()
-    url = set_channel_webhook(rt, account_id)
-    click.echo(f"webhook set to {url.rsplit('/', 1)[0]}/<key>")
+        rt = _runtime()
+        click.echo(install_url(rt, kind, mapping))
 
+    @group.command("owners")
+    @click.option("--tenant", "slug", required=True)
+    def owners(slug: str) -> None:
+        """List the account's users (owner ids for the mapping's pool)."""
+        from bridge.tables import Tenant
 
-@main.group()
-def hubspot() -> None:
-    """HubSpot app install."""
+        rt = _runtime()
+        with rt.transaction() as session:
+            adapter = rt.crm_adapter(session.get(Tenant, _tenant_id(rt, slug)))
+        for owner in adapter.list_owners():
+            click.echo(f"{owner.id}\t{owner.name or ''}\t{owner.email or ''}")
 
-
-@hubspot.command("install-url")
-@click.option("--mapping", default=None, help="mapping file the new tenant uses")
-def hubspot_install_url(mapping: str | None) -> None:
-    """Print the OAuth install link a HubSpot admin opens."""
-    from bridge.oauth import install_url
-
-    rt = _runtime()
-    click.echo(install_url(rt, "hubspot", mapping))
+    return group
 
 
-@hubspot.command("owners")
-@click.option("--tenant", "slug", required=True)
-def hubspot_owners(slug: str) -> None:
-    """List the portal's owners (ids for the mapping's owner pool)."""
-    from bridge.tables import Tenant
+def _register_vendor_groups() -> None:
+    from bridge.registry import UnknownAdapter, channel_kinds, crm_kinds
 
-    rt = _runtime()
-    with rt.transaction() as session:
-        adapter = rt.crm_adapter(session.get(Tenant, _tenant_id(rt, slug)))
-    for owner in adapter.list_owners():
-        click.echo(f"{owner.id}\t{owner.name or ''}\t{owner.email or ''}")
+    for kind, factory in [
+        *((k, _channel_group) for k in channel_kinds()),
+        *((k, _crm_group) for k in crm_kinds()),
+    ]:
+        try:
+            main.add_command(factory(kind))
+        except UnknownAdapter:
+            continue  # disabled (missing library): logged by the registry
+
+
+_register_vendor_groups()
 
 
 @main.group()

@@ -29,6 +29,30 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
 
 
+#: per-CRM app settings read from ``<KIND>_<KEY>`` (``HUBSPOT_CLIENT_ID``...)
+APP_KEYS = ("client_id", "client_secret", "app_id", "developer_api_key", "auth_base", "scopes")
+
+
+def _vendor_settings(
+    env: Mapping[str, str],
+) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    """Deployment-wide app settings per CRM and API base overrides per vendor
+    (``<KIND>_API_BASE``), for every registered adapter kind."""
+    from bridge.registry import channel_kinds, crm_kinds
+
+    apps: dict[str, dict[str, str]] = {}
+    for kind in crm_kinds():
+        values = {key: env.get(f"{kind.upper()}_{key.upper()}", "") for key in APP_KEYS}
+        if any(values.values()):
+            apps[kind] = {k: v for k, v in values.items() if v}
+    bases = {
+        kind: env[f"{kind.upper()}_API_BASE"]
+        for kind in (*channel_kinds(), *crm_kinds())
+        if env.get(f"{kind.upper()}_API_BASE")
+    }
+    return apps, bases
+
+
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in env.get(name, "").split(",") if p.strip())
 
@@ -45,9 +69,9 @@ class Settings:
     public_url: str = "http://127.0.0.1:8000"
     var_dir: Path = ROOT / "var"
     mappings_dir: Path = ROOT / "mappings"
-    #: per-CRM deployment-wide app settings ({"hubspot": {"client_id": ...}})
+    #: per-CRM deployment-wide app settings ({kind: {"client_id": ...}})
     crm_apps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    #: API base overrides per vendor ({"hubspot": "http://.../sandbox/hubspot"})
+    #: API base overrides per vendor ({kind: "http://127.0.0.1:8000/sandbox/<kind>"})
     api_bases: Mapping[str, str] = field(default_factory=dict)
     # --- pipeline tuning -------------------------------------------------
     #: a conversation lock's lease; renewed while the job runs
@@ -76,26 +100,7 @@ class Settings:
         elif database_url.startswith("postgresql://"):
             database_url = "postgresql+psycopg://" + database_url[len("postgresql://") :]
         port = env.get("PORT", "8000")
-        hubspot_app = {
-            k: v
-            for k, v in {
-                "client_id": env.get("HUBSPOT_CLIENT_ID", ""),
-                "client_secret": env.get("HUBSPOT_CLIENT_SECRET", ""),
-                "app_id": env.get("HUBSPOT_APP_ID", ""),
-                "developer_api_key": env.get("HUBSPOT_DEVELOPER_API_KEY", ""),
-                "auth_base": env.get("HUBSPOT_AUTH_BASE", ""),
-                "scopes": env.get("HUBSPOT_SCOPES", ""),
-            }.items()
-            if v
-        }
-        api_bases = {
-            k: v
-            for k, v in {
-                "hubspot": env.get("HUBSPOT_API_BASE", ""),
-                "telegram": env.get("TELEGRAM_API_BASE", ""),
-            }.items()
-            if v
-        }
+        crm_apps, api_bases = _vendor_settings(env)
         timeout = (
             _float(env, "BRIDGE_HTTP_CONNECT_TIMEOUT", 5.0),
             _float(env, "BRIDGE_HTTP_READ_TIMEOUT", 15.0),
@@ -107,7 +112,7 @@ class Settings:
             public_url=(env.get("BRIDGE_PUBLIC_URL") or f"http://127.0.0.1:{port}").rstrip("/"),
             var_dir=var_dir,
             mappings_dir=Path(env.get("BRIDGE_MAPPINGS_DIR") or ROOT / "mappings"),
-            crm_apps={"hubspot": hubspot_app} if hubspot_app else {},
+            crm_apps=crm_apps,
             api_bases=api_bases,
             lock_ttl=_float(env, "BRIDGE_LOCK_TTL", 30.0),
             sweep_interval=_float(env, "BRIDGE_SWEEP_INTERVAL", 5.0),

@@ -10,7 +10,9 @@ a busy timeout. PostgreSQL is the production database; row locks there use
 
 from __future__ import annotations
 
+import fcntl
 import os
+import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,8 +24,13 @@ from sqlalchemy.orm import Session, sessionmaker
 __all__ = ["make_engine", "make_sessionmaker", "transaction"]
 
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
-    """Create the engine with the pragmas/settings the pipeline relies on."""
+def make_engine(url: str, *, echo: bool = False, reader: bool = False) -> Engine:
+    """Create the engine with the pragmas/settings the pipeline relies on.
+
+    ``reader=True`` (SQLite only): connections that run in autocommit and
+    never take the write lock — WAL readers see the last commit and block
+    nobody. Use it for reads on hot paths, outside write transactions.
+    """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -33,7 +40,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             echo=echo,
             connect_args={"timeout": 30, "check_same_thread": False},
         )
-        _sqlite_pragmas(engine)
+        _sqlite_pragmas(engine, writer=not reader)
     else:
         engine = create_engine(
             url,
@@ -46,7 +53,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     return engine
 
 
-def _sqlite_pragmas(engine: Engine) -> None:
+def _sqlite_pragmas(engine: Engine, *, writer: bool) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
         # Let SQLAlchemy emit BEGIN itself (see _on_begin), per the SQLAlchemy
@@ -59,6 +66,9 @@ def _sqlite_pragmas(engine: Engine) -> None:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
+    if not writer:
+        return
+
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # type: ignore[no-untyped-def]
         conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -70,6 +80,9 @@ _ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
 def _after_fork_in_child() -> None:
     for engine in list(_ENGINES):
         engine.dispose(close=False)
+    # a lock held by another thread at fork time stays held, and an inherited
+    # flock is shared with the parent: start with fresh ones
+    _WRITE_LOCKS.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -86,12 +99,64 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
+class _SqliteWriteLock:
+    """SQLite has one writer at a time. Writers of this database queue here —
+    threads on a mutex, processes on ``flock`` of a lock file next to it —
+    instead of sleeping in SQLite's busy handler, whose growing sleeps turned
+    a 2 ms wait into a 0.6-1.5 s p99 under 16 concurrent webhooks
+    (bench.ingest). The kernel wakes the next waiter the moment the lock is
+    released."""
+
+    def __init__(self, database: str | None) -> None:
+        self._thread = threading.Lock()
+        self._path = f"{database}.writelock" if database and database != ":memory:" else None
+        self._fd: int | None = None
+
+    def __enter__(self) -> None:
+        self._thread.acquire()
+        try:
+            if self._path is not None:
+                if self._fd is None:
+                    self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread.release()
+
+
+_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, _SqliteWriteLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _sqlite_write_lock(engine: Engine) -> _SqliteWriteLock | None:
+    if engine.dialect.name != "sqlite":
+        return None
+    with _LOCKS_GUARD:
+        lock = _WRITE_LOCKS.get(engine)
+        if lock is None:
+            lock = _WRITE_LOCKS[engine] = _SqliteWriteLock(engine.url.database)
+        return lock
+
+
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any error."""
+    bind = factory.kw.get("bind")
+    lock = _sqlite_write_lock(bind) if isinstance(bind, Engine) else None
     session = factory()
     try:
-        with session.begin():
-            yield session
+        if lock is None:
+            with session.begin():
+                yield session
+        else:
+            with lock, session.begin():
+                yield session
     finally:
         session.close()

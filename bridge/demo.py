@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlparse
 
 import requests
 
-from bridge.setup import connect_telegram
+from bridge.setup import connect_channel
 
 __all__ = ["Seeded", "banner", "seed"]
 
@@ -53,7 +53,9 @@ def seed(runtime, base: str, *, sandbox: str | None = None, mapping: str = DEMO_
     )
     done.raise_for_status()
     tenant_id = int(done.json()["tenant"])
-    account_id = connect_telegram(runtime, tenant_id, token=DEMO_BOT_TOKEN, name="Demo bot")
+    account_id = connect_channel(
+        runtime, tenant_id, kind="telegram", token=DEMO_BOT_TOKEN, name="Demo bot"
+    )
     with runtime.transaction() as session:
         from bridge.tables import Tenant
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import select, update
+from sqlalchemy import String, bindparam, case, cast, insert, select, update
 from sqlalchemy.orm import Session
 
 from bridge.model import utcnow
@@ -34,8 +34,7 @@ OUT = "out"
 
 def job_id(direction: str, conversation_id: int, version: int, sweep: int = 0) -> str:
     """Deterministic RQ job id for a unit of work (visible in every log line)."""
-    kind = "sync" if direction == IN else "deliver"
-    base = f"{kind}-{conversation_id}-{version}"
+    base = f"{_KIND[direction]}-{conversation_id}-{version}"
     return f"{base}-s{sweep}" if sweep else base
 
 
@@ -59,19 +58,72 @@ def get_or_create(session: Session, tenant_id: int, conversation_id: int, direct
     return row
 
 
+_KIND = {IN: "sync", OUT: "deliver"}
+_WAS_IDLE = Outbox.state == "idle"
+#: built once (see bump): SET expressions read the row's old values
+_BUMP = (
+    update(Outbox)
+    .where(
+        Outbox.conversation_id == bindparam("b_conversation"),
+        Outbox.direction == bindparam("b_direction"),
+    )
+    .values(
+        version=Outbox.version + 1,
+        state=case((_WAS_IDLE, "pending"), else_=Outbox.state),
+        reason=case((_WAS_IDLE, None), else_=Outbox.reason),
+        not_before=case((_WAS_IDLE, None), else_=Outbox.not_before),
+        enqueued_at=case((_WAS_IDLE, bindparam("b_now")), else_=Outbox.enqueued_at),
+        last_job_id=case(
+            (_WAS_IDLE, bindparam("b_job_prefix", type_=String) + cast(Outbox.version + 1, String)),
+            else_=Outbox.last_job_id,
+        ),
+        updated_at=bindparam("b_now"),
+    )
+    .returning(Outbox.version, Outbox.last_job_id)
+)
+
+
 def bump(session: Session, tenant_id: int, conversation_id: int, direction: str) -> str | None:
     """Record new work; return the job id to enqueue after commit, or None
-    when a job is already responsible (pending) or the conversation is parked."""
-    row = get_or_create(session, tenant_id, conversation_id, direction)
-    row.version += 1
-    if row.state != "idle":
-        return None
-    row.state = "pending"
-    row.reason = None
-    row.not_before = None
-    row.enqueued_at = utcnow()
-    row.last_job_id = job_id(direction, conversation_id, row.version)
-    return row.last_job_id
+    when a job is already responsible (pending) or the conversation is parked.
+
+    One UPDATE on the hot path: the SET expressions see the row's old state,
+    so only an idle row becomes pending and gets a new job id — which is how
+    we know, from RETURNING, that this call made the transition.
+    """
+    now = utcnow()
+    row = (
+        session.connection()
+        .execute(
+            _BUMP,
+            {
+                "b_conversation": conversation_id,
+                "b_direction": direction,
+                "b_now": now,
+                "b_job_prefix": f"{_KIND[direction]}-{conversation_id}-",
+            },
+        )
+        .first()
+    )
+    if row is not None:
+        fresh = job_id(direction, conversation_id, int(row[0]))
+        return fresh if row[1] == fresh else None
+    job = job_id(direction, conversation_id, 1)
+    session.connection().execute(
+        insert(Outbox),
+        {
+            "tenant_id": tenant_id,
+            "conversation_id": conversation_id,
+            "direction": direction,
+            "state": "pending",
+            "version": 1,
+            "sweeps": 0,
+            "enqueued_at": now,
+            "last_job_id": job,
+            "updated_at": now,
+        },
+    )
+    return job
 
 
 def mark_idle(session: Session, conversation_id: int, direction: str, version: int) -> bool:

@@ -71,6 +71,13 @@ class Runtime:
     def sessions(self) -> sessionmaker[Session]:
         return make_sessionmaker(self.engine)
 
+    @cached_property
+    def read_engine(self) -> Engine:
+        """Reads that need no write lock (SQLite: autocommit, WAL snapshot)."""
+        if self.settings.is_sqlite:
+            return make_engine(self.settings.database_url, reader=True)
+        return self.engine
+
     def transaction(self):  # type: ignore[no-untyped-def]
         return transaction(self.sessions)
 
@@ -107,6 +114,8 @@ class Runtime:
         return MappingStore(self.settings.mappings_dir)
 
     def close(self) -> None:
+        if "read_engine" in self.__dict__ and self.read_engine is not self.engine:
+            self.read_engine.dispose()
         if "engine" in self.__dict__:
             self.engine.dispose()
         if self._embedded is not None:

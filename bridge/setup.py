@@ -2,29 +2,29 @@
 
 from __future__ import annotations
 
-import secrets
-
 from sqlalchemy import select
 
 from bridge import admin
+from bridge.registry import channel_class
 from bridge.tables import ChannelAccount, Tenant
 from bridge.webhooks import reset_cache
 
-__all__ = ["connect_telegram", "rotate_secrets", "set_channel_webhook"]
+__all__ = ["connect_channel", "rotate_secrets", "set_channel_webhook"]
 
 
-def connect_telegram(rt, tenant_id: int, *, token: str, name: str = "") -> int:  # type: ignore[no-untyped-def]
-    """Store the bot (token encrypted, a fresh webhook secret), register its
-    webhook with Telegram, then run the CRM setup for the new channel."""
-    bot_id = token.split(":", 1)[0]
+def connect_channel(rt, tenant_id: int, *, kind: str, token: str, name: str = "") -> int:  # type: ignore[no-untyped-def]
+    """Store a channel account from its token (encrypted, with a fresh
+    webhook secret), register its webhook with the channel, then run the CRM
+    setup for the new channel."""
+    cls = channel_class(kind)
+    external_id, credentials = cls.account_from_token(token)
     account_id = admin.add_channel_account(
         rt,
         tenant_id,
-        kind="telegram",
-        # secret_token: 1-256 chars of A-Za-z0-9_- (setWebhook); 256 bits from the CSPRNG
-        credentials={"bot_token": token, "secret_token": secrets.token_urlsafe(32)},
-        name=name or f"Telegram bot {bot_id}",
-        external_id=bot_id,
+        kind=kind,
+        credentials=credentials,
+        name=name or f"{cls.title} {external_id}",
+        external_id=external_id,
     )
     set_channel_webhook(rt, account_id)
     admin.setup_crm(rt, tenant_id)

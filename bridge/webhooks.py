@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from bridge.delivery import accept_crm_events
 from bridge.errors import SignatureError, WebhookError
-from bridge.ingest import accept
+from bridge.ingest import AccountRef, accept
 from bridge.model import WebhookRequest
 from bridge.registry import UnknownAdapter
 from bridge.tables import ChannelAccount, Tenant
@@ -38,8 +38,7 @@ def runtime():  # type: ignore[no-untyped-def]
 
 @dataclass
 class _Cached:
-    account_id: int
-    kind: str
+    account: AccountRef
     adapter: ChannelAdapter
     expires: float
 
@@ -66,7 +65,8 @@ class _AdapterCache:
             ).first()
             if account is None:
                 return None
-            item = _Cached(account.id, account.kind, rt.channel_adapter(account), now + self.TTL)
+            ref = AccountRef(account.id, account.tenant_id, account.kind)
+            item = _Cached(ref, rt.channel_adapter(account), now + self.TTL)
         with self._lock:
             self._items[key] = item
         return item
@@ -117,7 +117,7 @@ def _error(exc: WebhookError):  # type: ignore[no-untyped-def]
 def channel_webhook(kind: str, key: str):  # type: ignore[no-untyped-def]
     rt = runtime()
     cached = _channels.get(rt, key)
-    if cached is None or cached.kind != kind:
+    if cached is None or cached.account.kind != kind:
         return jsonify(NOT_FOUND), 404
     adapter = cached.adapter
     try:
@@ -127,7 +127,7 @@ def channel_webhook(kind: str, key: str):  # type: ignore[no-untyped-def]
         events = adapter.parse(webhook)
     except WebhookError as exc:
         return _error(exc)
-    accept(rt, cached.account_id, events)
+    accept(rt, cached.account, events)
     body, status = adapter.webhook_ack()
     return jsonify(body), status
 

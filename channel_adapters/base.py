@@ -85,6 +85,13 @@ class ChannelAdapter(ABC):
         """Optional: tell the provider an inbound event was handled (Telegram
         ``answerCallbackQuery``). Called by the sync job after the CRM write."""
 
+    @classmethod
+    def account_from_token(cls, token: str) -> tuple[str, dict[str, str]]:
+        """Optional: from the token an admin pastes (``bridge <kind> connect``)
+        to the account's own id on the channel and the credentials to store
+        (including any webhook secret generated for it)."""
+        raise NotImplementedError(f"{cls.kind} accounts are not connected by token")
+
     def setup_webhook(self, url: str) -> None:  # noqa: B027 (optional hook)
         """Optional: register ``url`` as the provider's webhook for this account."""
         raise NotImplementedError(f"{self.kind} has no webhook registration")

@@ -14,7 +14,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Sandbox HubSpot + Telegram Bot API")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
-    parser.add_argument("--config", help="JSON file: {\"hubspot\": {...}, \"telegram\": {...}}")
+    parser.add_argument("--config", help='JSON file: {"hubspot": {...}, "telegram": {...}}')
     args = parser.parse_args()
     config = None
     if args.config:

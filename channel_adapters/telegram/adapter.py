@@ -63,7 +63,7 @@ class TelegramAdapter(ChannelAdapter):
         self.sleep: Callable[[float], None] = time.sleep
 
     def __repr__(self) -> str:
-        return f"<TelegramAdapter account={self.account.key!r} bot_id={self.api.bot_id}>"
+        return f"<TelegramAdapter account={self.account.id} bot_id={self.api.bot_id}>"
 
     @classmethod
     def default_api_base(cls) -> str:
@@ -76,6 +76,15 @@ class TelegramAdapter(ChannelAdapter):
         setWebhook's alphabet; the filter only guards that claim."""
         token = secrets.token_urlsafe(32)
         return "".join(ch for ch in token if SECRET_TOKEN_RE.fullmatch(ch))[:256]
+
+    @classmethod
+    def account_from_token(cls, token: str) -> tuple[str, dict[str, str]]:
+        """A @BotFather token is ``<bot id>:<secret>``; the webhook secret is
+        generated here, once, and stored with it."""
+        bot_id, sep, rest = token.partition(":")
+        if not (sep and bot_id.isdigit() and rest):
+            raise ConfigError("a Telegram bot token looks like 123456789:AAE... (from @BotFather)")
+        return bot_id, {"bot_token": token, "secret_token": cls.generate_secret_token()}
 
     # -- inbound ------------------------------------------------------------
 

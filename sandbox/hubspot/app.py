@@ -23,7 +23,7 @@ from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from ..faults import FaultPlan
-from . import associations, channels, control, crm, oauth, properties
+from . import associations, channels, control, crm, oauth, properties, stats
 from .config import build_config
 from .context import AUTH_ATTR, EXTENSION, AuthContext, Sandbox, sandbox
 from .errors import (
@@ -58,6 +58,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.register_blueprint(module.bp)
     app.register_error_handler(HubSpotError, _render_hubspot_error)
     app.register_error_handler(HTTPException, _render_http_error)
+    stats.install(app)  # GET /_stats: request counts for benchmarks (read-only)
     return app
 
 

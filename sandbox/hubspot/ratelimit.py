@@ -90,13 +90,19 @@ class RateLimiter:
                         max(search_limit - len(swin), 0))
                 return Decision(policy, headers)
 
+            # HubSpot's specs mark the search operations
+            # "x-hubspot-rate-limit-exemptions": ["ten-secondly"]
+            # (crm-objects-*.v3.json, POST /search): searches count only
+            # against their own per-second limit.
+            ten_secondly = swin is None
             if daily_limit is not None and used_day >= daily_limit:
                 return fill("DAILY")
-            if len(win) >= limit:
+            if ten_secondly and len(win) >= limit:
                 return fill("TEN_SECONDLY_ROLLING")
             if swin is not None and len(swin) >= search_limit:
                 return fill("SECONDLY")
-            win.append(now)
+            if ten_secondly:
+                win.append(now)
             if swin is not None:
                 swin.append(now)
             if daily_limit is not None:

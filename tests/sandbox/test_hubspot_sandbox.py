@@ -999,6 +999,19 @@ def test_search_has_its_own_secondly_limit() -> None:
     assert _search(client, "contacts", {}).status_code == 200
 
 
+def test_searches_are_exempt_from_the_ten_secondly_window() -> None:
+    """The specs mark POST .../search "x-hubspot-rate-limit-exemptions":
+    ["ten-secondly"]: a full 10 s window does not stop a search, and searches
+    do not fill it."""
+    client = make(per_10s=2, search_per_s=50)
+    for _ in range(3):
+        assert _search(client, "contacts", {}).status_code == 200
+    for _ in range(2):
+        assert call(client, "GET", "/crm/v3/objects/contacts").status_code == 200
+    assert call(client, "GET", "/crm/v3/objects/contacts").status_code == 429
+    assert _search(client, "contacts", {}).status_code == 200
+
+
 def test_oauth_calls_use_their_own_limit() -> None:
     client = make(per_10s=50, per_10s_oauth=1)
     token = oauth_token(client)["access_token"]
