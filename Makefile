@@ -34,7 +34,11 @@ run: install
 test: install-test apt-deps
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-bench: install
+# Benchmarks (not part of the tests): redis-server, and wrk as the load
+# generator (bench.ingest falls back to a multi-process Python client).
+bench: install apt-deps
+	@command -v wrk >/dev/null 2>&1 || { echo "installing wrk (apt)"; \
+	  (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null 2>&1 || true; }
 	$(PY) -m bench.ingest
 	$(PY) -m bench.sync
 

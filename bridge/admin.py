@@ -15,7 +15,7 @@ from bridge import outbox
 from bridge.jobs import enqueue
 from bridge.model import ChannelLink
 from bridge.registry import channel_class, crm_class
-from bridge.tables import ChannelAccount, Conversation, Message, Outbox, Tenant
+from bridge.tables import ChannelAccount, Conversation, CrmRoute, Message, Outbox, Tenant
 
 __all__ = [
     "add_channel_account",
@@ -76,6 +76,8 @@ def upsert_oauth_tenant(
 ) -> tuple[int, bool]:
     """Install or re-install through OAuth: the CRM account id decides
     whether this is a new tenant. Returns (tenant id, created)."""
+    credentials = dict(credentials)
+    extra = dict(credentials.pop("settings", None) or {})
     account_id = str(credentials.get("account_id") or "")
     if not account_id:
         raise ValueError("the CRM did not say which account was connected")
@@ -93,9 +95,10 @@ def upsert_oauth_tenant(
             mapping=mapping,
             credentials=credentials,
             account_id=account_id,
+            settings=extra,
         )
         return tenant_id, True
-    reauthorize(rt, tenant_id, credentials)
+    reauthorize(rt, tenant_id, credentials, settings=extra)
     return tenant_id, False
 
 
@@ -149,15 +152,32 @@ def setup_crm(rt, tenant_id: int) -> dict[str, Any]:  # type: ignore[no-untyped-
             "inbox": any(rule.inbox for rule in mapping.channels.values()),
         }
         adapter = rt.crm_adapter(tenant)
-    created = adapter.setup(links, mapping.custom_properties())
+    created = dict(adapter.setup(links, mapping.custom_properties()))
+    routes = [str(r) for r in created.pop("routes", [])]
     with rt.transaction() as session:
         tenant = session.get(Tenant, tenant_id)
         assert tenant is not None
         tenant.settings = {**(tenant.settings or {}), **created}
+        for key in routes:
+            owner = session.scalar(
+                select(CrmRoute.tenant_id).where(
+                    CrmRoute.crm_kind == tenant.crm_kind, CrmRoute.route_key == key
+                )
+            )
+            if owner is None:
+                session.add(CrmRoute(crm_kind=tenant.crm_kind, route_key=key, tenant_id=tenant_id))
+            elif owner != tenant_id:
+                raise ValueError(f"{tenant.crm_kind} route {key!r} belongs to another tenant")
         return dict(tenant.settings)
 
 
-def reauthorize(rt, tenant_id: int, credentials: Mapping[str, Any]) -> int:  # type: ignore[no-untyped-def]
+def reauthorize(
+    rt,  # type: ignore[no-untyped-def]
+    tenant_id: int,
+    credentials: Mapping[str, Any],
+    *,
+    settings: Mapping[str, Any] | None = None,
+) -> int:
     """Store fresh credentials, reactivate the tenant and resume every
     conversation that was parked waiting for them. Returns how many resumed."""
     jobs = []
@@ -166,6 +186,8 @@ def reauthorize(rt, tenant_id: int, credentials: Mapping[str, Any]) -> int:  # t
         assert tenant is not None
         tenant.credentials = rt.encrypt_tenant_credentials(tenant.id, credentials)
         tenant.status, tenant.status_reason = "active", None
+        if settings:
+            tenant.settings = {**(tenant.settings or {}), **settings}
         parked = list(
             session.scalars(
                 select(Outbox).where(Outbox.tenant_id == tenant_id, Outbox.state == "parked")

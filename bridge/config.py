@@ -30,7 +30,20 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
 
 
 #: per-CRM app settings read from ``<KIND>_<KEY>`` (``HUBSPOT_CLIENT_ID``...)
-APP_KEYS = ("client_id", "client_secret", "app_id", "developer_api_key", "auth_base", "scopes")
+APP_KEYS = (
+    "client_id",
+    "client_secret",
+    "app_id",
+    "developer_api_key",
+    "auth_base",
+    "scopes",
+    "redirect_uri",
+    # chat-channel registrations issued by the CRM (amoCRM Chats API)
+    "channel_id",
+    "channel_secret",
+    "bot_id",
+    "amojo_base",
+)
 
 
 def _vendor_settings(

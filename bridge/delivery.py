@@ -39,7 +39,7 @@ from bridge.model import (
     utcnow,
 )
 from bridge.rows import attachment_from_dict, aware
-from bridge.tables import ChannelAccount, Conversation, Message, Outbox, Tenant
+from bridge.tables import ChannelAccount, Contact, Conversation, Message, Outbox, Tenant
 from bridge.worksteps import (
     Drained,
     LeaseLost,
@@ -157,6 +157,16 @@ def _attachment_dict(a: Attachment) -> dict:
 
 
 def _apply_state_event(session: Session, tenant_id: int, event: CrmEvent) -> None:
+    """Keep our view of the CRM in step (the tenant's rows only)."""
+    if event.kind is CrmEventKind.CONTACT_REMOVED and event.contact is not None:
+        # Deleted or merged away in the CRM: the next message finds the
+        # person again (identity, phone, e-mail) instead of writing to a ghost.
+        session.execute(
+            update(Contact)
+            .where(Contact.tenant_id == tenant_id, Contact.crm_contact_id == event.contact.id)
+            .values(crm_contact_id=None, crm_state=None, crm_owner_id=None)
+        )
+        return
     if event.entity is None:
         return
     match = (
@@ -164,6 +174,7 @@ def _apply_state_event(session: Session, tenant_id: int, event: CrmEvent) -> Non
         Conversation.crm_entity_id == event.entity.id,
     )
     if event.kind is CrmEventKind.ENTITY_CLOSED:
+        # won / lost / deleted: the next message opens a new one
         session.execute(update(Conversation).where(*match).values(status="closed"))
     elif event.kind is CrmEventKind.OWNER_CHANGED and event.owner_id:
         session.execute(update(Conversation).where(*match).values(owner_id=event.owner_id))
@@ -176,7 +187,11 @@ def accept_crm_events(runtime, tenant_id: int, events: Iterable[CrmEvent]) -> Cr
         for event in events:
             if event.kind is CrmEventKind.REPLY:
                 _store_reply(session, tenant_id, event, result)
-            elif event.kind in (CrmEventKind.ENTITY_CLOSED, CrmEventKind.OWNER_CHANGED):
+            elif event.kind in (
+                CrmEventKind.ENTITY_CLOSED,
+                CrmEventKind.OWNER_CHANGED,
+                CrmEventKind.CONTACT_REMOVED,
+            ):
                 _apply_state_event(session, tenant_id, event)
                 result.ignored += 1
             else:

@@ -321,7 +321,8 @@ class TimelineEntry:
     kind: MessageKind
     text: str
     occurred_at: dt.datetime
-    contact: CrmRef
+    #: None when the CRM's own inbox creates the person (amoCRM "unsorted")
+    contact: CrmRef | None
     entity: CrmRef | None = None
     sequence: int | None = None
     sender_name: str | None = None
@@ -349,7 +350,8 @@ class CrmEventKind(StrEnum):
     REPLY = "reply"  # a rep wrote to the customer
     DELIVERY = "delivery"  # a delivery/read mark
     OWNER_CHANGED = "owner_changed"
-    ENTITY_CLOSED = "entity_closed"
+    ENTITY_CLOSED = "entity_closed"  # won/lost/deleted: the next message opens a new one
+    CONTACT_REMOVED = "contact_removed"  # deleted or merged away: find the person again
     UNKNOWN = "unknown"
 
 
@@ -375,6 +377,8 @@ class CrmEvent:
     author_name: str | None = None
     entity: CrmRef | None = None
     owner_id: str | None = None
+    #: CONTACT_REMOVED: the CRM contact that is gone
+    contact: CrmRef | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 

@@ -61,6 +61,14 @@ def callback(crm: str):  # type: ignore[no-untyped-def]
             {"error": "access_denied", "message": "the CRM admin refused the install"}
         ), 400
     code, raw_state = request.args.get("code"), request.args.get("state")
+    params = request.args.to_dict()
+    try:
+        cls = crm_class(crm)
+    except UnknownAdapter:
+        return jsonify({"error": "not_found", "message": f"{crm} has no OAuth install"}), 404
+    if code and not raw_state and cls.vendor_initiated_install(params):
+        # The CRM itself announced the install (no state of ours to check).
+        return _install(rt, cls, crm, code, params, f"{crm}.yaml")
     if not code or not raw_state:
         return jsonify({"error": "invalid_request", "message": "code and state are required"}), 400
     try:
@@ -75,16 +83,20 @@ def callback(crm: str):  # type: ignore[no-untyped-def]
         ), 400
     if state.get("crm") != crm:
         return jsonify({"error": "invalid_state", "message": "state is for another CRM"}), 400
+    return _install(rt, cls, crm, code, params, state.get("mapping") or f"{crm}.yaml")
+
+
+def _install(rt, cls, crm: str, code: str, params: dict[str, str], mapping: str):  # type: ignore[no-untyped-def]
     try:
-        cls = crm_class(crm)
         credentials = cls.exchange_code(
             rt.settings.crm_apps.get(crm, {}),
             code=code,
             redirect_uri=_redirect_uri(rt, crm),
             http=rt.http(rt.settings.api_bases.get(crm) or cls.default_api_base()),
+            params=params,
         )
         tenant_id, created = admin.upsert_oauth_tenant(
-            rt, crm_kind=crm, credentials=credentials, mapping=state.get("mapping") or f"{crm}.yaml"
+            rt, crm_kind=crm, credentials=credentials, mapping=mapping
         )
     except AuthError as exc:
         # The CRM refused the grant itself (a reused, expired or unknown

@@ -122,12 +122,18 @@ class InboundSync:
         try:
             rule = self._rule(snap)
             adapter = self._crm(snap.tenant)
-            contact_ref = self._ensure_contact(snap, adapter, rule)
-            entity_ref, new_entity = self._ensure_entity(snap, adapter, rule, contact_ref)
-            if rule.task.when == "new_entity" and (
-                new_entity or snap.conversation.task_state == "creating"
-            ):
-                self._ensure_task(snap, adapter, rule, contact_ref, entity_ref)
+            if snap.conversation.status == "closed":
+                self._reopen(snap)
+            contact_ref: CrmRef | None = None
+            entity_ref: CrmRef | None = None
+            if rule.object != "unsorted":
+                # ("unsorted": the CRM's own inbox creates the person and lead)
+                contact_ref = self._ensure_contact(snap, adapter, rule)
+                entity_ref, new_entity = self._ensure_entity(snap, adapter, rule, contact_ref)
+                if rule.task.when == "new_entity" and (
+                    new_entity or snap.conversation.task_state == "creating"
+                ):
+                    self._ensure_task(snap, adapter, rule, contact_ref, entity_ref)
             if lock.lost.is_set():
                 raise LeaseLost
             self._append(snap, adapter, rule, batch, contact_ref, entity_ref, lock)
@@ -290,6 +296,26 @@ class InboundSync:
 
     # -- entity, owner, task ----------------------------------------------
 
+    def _reopen(self, snap: _Snapshot) -> None:
+        """The conversation's deal/lead was closed (won, lost, deleted) since
+        the last message: this message opens a new one (and a new task);
+        the owner stays with the person unless the mapping chooses anew."""
+        conv = snap.conversation
+        self._update(
+            Conversation,
+            conv.id,
+            status="open",
+            crm_entity_id=None,
+            crm_entity_state=None,
+            task_state=None,
+        )
+        conv.status, conv.crm_entity_id, conv.crm_entity_state, conv.task_state = (
+            "open",
+            None,
+            None,
+            None,
+        )
+
     def _ensure_entity(
         self,
         snap: _Snapshot,
@@ -441,7 +467,7 @@ class InboundSync:
         adapter,  # type: ignore[no-untyped-def]
         rule: ChannelRule,
         batch: list[Message],
-        contact_ref: CrmRef,
+        contact_ref: CrmRef | None,
         entity_ref: CrmRef | None,
         lock: ConversationLock,
     ) -> None:
@@ -577,7 +603,7 @@ class InboundSync:
         snap: _Snapshot,
         rule: ChannelRule,
         message: Message,
-        contact_ref: CrmRef,
+        contact_ref: CrmRef | None,
         entity_ref: CrmRef | None,
         maybe_written: bool,
     ) -> TimelineEntry:

@@ -44,6 +44,7 @@ __all__ = [
     "ContactIdentity",
     "ContactMerge",
     "Conversation",
+    "CrmRoute",
     "IgnoredEventRow",
     "Message",
     "Outbox",
@@ -87,6 +88,20 @@ class Tenant(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), default=_now, onupdate=_now
     )
+
+
+class CrmRoute(Base):
+    """App-level webhook keys (one URL for every tenant, the key in it names
+    the tenant: amoCRM's chat channel hook carries the account's scope id)."""
+
+    __tablename__ = "crm_routes"
+    __table_args__ = (UniqueConstraint("crm_kind", "route_key"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    crm_kind: Mapped[str] = mapped_column(String(32))
+    route_key: Mapped[str] = mapped_column(String(200))
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
 class ChannelAccount(Base):

@@ -21,7 +21,7 @@ from bridge.errors import SignatureError, WebhookError
 from bridge.ingest import AccountRef, accept
 from bridge.model import WebhookRequest
 from bridge.registry import UnknownAdapter
-from bridge.tables import ChannelAccount, Tenant
+from bridge.tables import ChannelAccount, CrmRoute, Tenant
 from channel_adapters.base import ChannelAdapter
 
 __all__ = ["bp", "reset_cache", "to_webhook_request"]
@@ -134,12 +134,35 @@ def channel_webhook(kind: str, key: str):  # type: ignore[no-untyped-def]
 
 @bp.post("/webhooks/crm/<crm>/<key>")
 def crm_webhook(crm: str, key: str):  # type: ignore[no-untyped-def]
+    """A tenant's own webhook URL (its random key in the path)."""
     rt = runtime()
+    with rt.read_engine.connect() as conn:
+        tenant_id = conn.scalar(
+            select(Tenant.id).where(Tenant.webhook_key == key, Tenant.crm_kind == crm)
+        )
+    return _crm_webhook(rt, tenant_id)
+
+
+@bp.post("/webhooks/crm/<crm>/route/<route_key>")
+def crm_routed_webhook(crm: str, route_key: str):  # type: ignore[no-untyped-def]
+    """An app-level webhook (one URL for all tenants, e.g. amoCRM's chat
+    channel ``.../route/:scope_id``): the key names the tenant; the adapter's
+    signature check decides whether the request is genuine."""
+    rt = runtime()
+    with rt.read_engine.connect() as conn:
+        tenant_id = conn.scalar(
+            select(CrmRoute.tenant_id).where(
+                CrmRoute.crm_kind == crm, CrmRoute.route_key == route_key
+            )
+        )
+    return _crm_webhook(rt, tenant_id)
+
+
+def _crm_webhook(rt, tenant_id: int | None):  # type: ignore[no-untyped-def]
+    if tenant_id is None:
+        return jsonify(NOT_FOUND), 404
     with rt.transaction() as session:
-        tenant = session.scalars(select(Tenant).where(Tenant.webhook_key == key)).first()
-        if tenant is None or tenant.crm_kind != crm:
-            return jsonify(NOT_FOUND), 404
-        tenant_id = tenant.id
+        tenant = session.get(Tenant, tenant_id)
         try:
             adapter = rt.crm_adapter(tenant)
         except UnknownAdapter:

@@ -93,11 +93,36 @@ class CrmAdapter(ABC):
 
     @classmethod
     def exchange_code(
-        cls, app: Mapping[str, str], *, code: str, redirect_uri: str, http: HttpClient
+        cls,
+        app: Mapping[str, str],
+        *,
+        code: str,
+        redirect_uri: str,
+        http: HttpClient,
+        params: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Exchange an authorization code for credentials (including the
-        account id under ``account_id`` and ``expires_at`` as epoch seconds)."""
+        account id under ``account_id`` and ``expires_at`` as epoch seconds).
+
+        ``params`` is the whole callback query (amoCRM's ``referer`` names
+        the account's host). The result may carry ``settings`` (a dict) to
+        store on the tenant (e.g. the account's subdomain)."""
         raise NotImplementedError(f"{cls.kind} has no OAuth install")
+
+    @classmethod
+    def vendor_initiated_install(cls, params: Mapping[str, str]) -> bool:
+        """True when the CRM itself calls the OAuth callback without our
+        ``state`` (amoCRM's one-shot "integration enabled" GET): the code is
+        exchanged without a state check, since only the CRM can mint it for
+        this app."""
+        return False
+
+    @classmethod
+    def route_key(cls, request: WebhookRequest, key: str) -> str:
+        """For app-level webhooks (one URL for every tenant, e.g. amoCRM's
+        chat channel hook ``.../route/:scope_id``): the tenant lookup key in
+        the URL. Tenants register theirs through ``setup()``'s ``routes``."""
+        return key
 
     def refresh_credentials(self, stale: Mapping[str, Any]) -> dict[str, Any]:
         """Called by the core inside its single-flight lock: trade the stale
@@ -114,7 +139,9 @@ class CrmAdapter(ABC):
         ``channels``: the tenant's channel accounts (to register inbox/chat
         channel accounts for them). ``properties``: object type -> custom
         property names the mapping writes (created when missing). Returns
-        settings to persist on the tenant (merged into ``account.settings``).
+        settings to persist on the tenant (merged into ``account.settings``);
+        a ``routes`` list there registers app-level webhook keys for this
+        tenant (see ``route_key``).
         """
         return {}
 

@@ -80,7 +80,9 @@ class FieldTemplates:
 class ChannelRule:
     """What to do in the CRM for messages from one channel kind."""
 
-    object: str = "deal"  # deal | ticket | lead | none
+    #: deal | ticket (HubSpot), lead (amoCRM, Bitrix24), unsorted (the CRM's
+    #: own inbox creates person and lead: amoCRM chats), none
+    object: str = "deal"
     pipeline: str | None = None
     stage: str | None = None
     reuse: str = "open"  # open | conversation
@@ -111,7 +113,7 @@ class MappingConfig:
         """object type -> property names the templates write."""
         out: dict[str, set[str]] = {}
         for rule in self.channels.values():
-            if rule.object != "none":
+            if rule.object not in ("none", "unsorted"):
                 out.setdefault(rule.object, set()).update(rule.fields.entity)
             out.setdefault("contact", set()).update(rule.fields.contact)
         return {k: sorted(v) for k, v in out.items() if v}
@@ -224,7 +226,8 @@ class ChannelRuleSchema(Schema):
     object = fields.String(
         load_default="deal",
         validate=validate.OneOf(
-            ("deal", "ticket", "lead", "none"), error="must be one of {choices} (got {input!r})"
+            ("deal", "ticket", "lead", "unsorted", "none"),
+            error="must be one of {choices} (got {input!r})",
         ),
     )
     pipeline = fields.String()

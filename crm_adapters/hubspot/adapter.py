@@ -113,7 +113,13 @@ class HubSpotAdapter(ContactsMixin, EntitiesMixin, CrmAdapter):
 
     @classmethod
     def exchange_code(
-        cls, app: Mapping[str, str], *, code: str, redirect_uri: str, http: HttpClient
+        cls,
+        app: Mapping[str, str],
+        *,
+        code: str,
+        redirect_uri: str,
+        http: HttpClient,
+        params: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """``POST /oauth/v1/token`` (form-encoded); the result carries
         ``type``, ``access_token``, ``refresh_token``, ``expires_at`` and

@@ -122,7 +122,7 @@ RULES = [
     (
         channel("{object: company}"),
         "channels.telegram.object",
-        "must be one of deal, ticket, lead, none (got 'company')",
+        "must be one of deal, ticket, lead, unsorted, none (got 'company')",
     ),
     (channel("{reuse: always}"), "channels.telegram.reuse", "must be open or conversation"),
     (

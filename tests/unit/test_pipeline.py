@@ -262,3 +262,38 @@ def test_a_second_job_for_finished_work_ends_at_once(runtime, tenant, redis_conn
     conv = conversation_id(runtime, account)
     assert run_inbound(runtime, conv) == "idle"
     assert run_inbound(runtime, conv) == "idle"
+
+
+def test_closed_entity_then_next_message_opens_a_new_one(runtime, tenant, fake_crm):  # type: ignore[no-untyped-def]
+    from bridge.delivery import accept_crm_events
+    from bridge.model import CrmEvent, CrmEventKind, CrmRef
+
+    tenant_id, account = tenant
+    accept(runtime, account, [msg(1)])
+    conv = conversation_id(runtime, account)
+    run_inbound(runtime, conv)
+    (first,) = fake_crm.entities
+    won = CrmEvent(CrmEventKind.ENTITY_CLOSED, "ev1", T0, entity=CrmRef("deal", first))
+    accept_crm_events(runtime, tenant_id, [won])
+    accept(runtime, account, [msg(2)])
+    run_inbound(runtime, conv)
+    assert len(fake_crm.entities) == 2 and len(fake_crm.tasks) == 2
+    second = next(e for e in fake_crm.entities if e != first)
+    assert [e["entity"] for e in fake_crm.entries] == [first, second]
+
+
+def test_contact_removed_in_the_crm_is_found_again(runtime, tenant, fake_crm):  # type: ignore[no-untyped-def]
+    from bridge.delivery import accept_crm_events
+    from bridge.model import CrmEvent, CrmEventKind, CrmRef
+
+    tenant_id, account = tenant
+    accept(runtime, account, [msg(1)])
+    conv = conversation_id(runtime, account)
+    run_inbound(runtime, conv)
+    (old,) = fake_crm.contacts
+    del fake_crm.contacts[old]  # merged away in the CRM
+    gone = CrmEvent(CrmEventKind.CONTACT_REMOVED, "ev2", T0, contact=CrmRef("contact", old))
+    accept_crm_events(runtime, tenant_id, [gone])
+    accept(runtime, account, [msg(2)])
+    run_inbound(runtime, conv)
+    assert len(fake_crm.contacts) == 1 and fake_crm.entries[-1]["contact"] != old
