@@ -125,7 +125,9 @@ class Stack:
     workers: int = 2
     web_workers: int = 2
     sandbox_config: dict[str, Any] = field(default_factory=dict)
-    mapping: str = "demo-hubspot.yaml"
+    crm: str = "hubspot"
+    #: default: the demo mapping of ``crm``
+    mapping: str | None = None
     mappings_dir: Path = ROOT / "mappings"
     env_overrides: dict[str, str] = field(default_factory=dict)
 
@@ -145,9 +147,8 @@ class Stack:
     # -- environment --------------------------------------------------------
 
     def env(self) -> dict[str, str]:
-        from sandbox.hubspot.config import DEFAULTS
+        from bridge.demo import demo_env
 
-        app = DEFAULTS["app"]
         env = dict(os.environ)
         env.update(
             {
@@ -156,14 +157,7 @@ class Stack:
                 "BRIDGE_SECRET_KEYS": self.key,
                 "BRIDGE_VAR_DIR": str(self.workdir / "var"),
                 "BRIDGE_MAPPINGS_DIR": str(self.mappings_dir),
-                "BRIDGE_PUBLIC_URL": self.bridge_url,
-                "HUBSPOT_API_BASE": f"{self.sandbox_url}/hubspot",
-                "HUBSPOT_AUTH_BASE": f"{self.sandbox_url}/hubspot",
-                "HUBSPOT_CLIENT_ID": app["client_id"],
-                "HUBSPOT_CLIENT_SECRET": app["client_secret"],
-                "HUBSPOT_APP_ID": str(app["app_id"]),
-                "HUBSPOT_DEVELOPER_API_KEY": app["developer_api_key"],
-                "TELEGRAM_API_BASE": f"{self.sandbox_url}/telegram",
+                **demo_env(self.crm, self.bridge_url, self.sandbox_url),
                 "BRIDGE_LOCK_TTL": "6",
                 "BRIDGE_SWEEP_INTERVAL": "1",
                 "BRIDGE_SWEEP_GRACE": "4",
@@ -271,7 +265,11 @@ class Stack:
         runtime = Runtime(Settings.from_env(self.env()))
         try:
             self.seeded = seed(
-                runtime, self.bridge_url, sandbox=self.sandbox_url, mapping=self.mapping
+                runtime,
+                self.bridge_url,
+                crm=self.crm,
+                sandbox=self.sandbox_url,
+                mapping=self.mapping,
             )
         finally:
             runtime.close()
@@ -395,8 +393,16 @@ class Stack:
         r.raise_for_status()
         return r.json()
 
+    def amocrm_state(self) -> dict[str, Any]:
+        subdomain = self.seeded.account if self.seeded else None
+        r = requests.get(
+            f"{self.sandbox_url}/amocrm/_state", params={"subdomain": subdomain}, timeout=30
+        )
+        r.raise_for_status()
+        return r.json()
+
     def hubspot_state(self) -> dict[str, Any]:
-        portal = self.seeded.portal_id if self.seeded else None
+        portal = self.seeded.account if self.seeded else None
         r = requests.get(
             f"{self.sandbox_url}/hubspot/_state", params={"portal_id": portal}, timeout=30
         )

@@ -45,7 +45,7 @@ def main(verbose: bool) -> None:
 @main.command()
 @click.option(
     "--demo",
-    type=click.Choice(["hubspot", "auto", "off"]),  # the demo wires the sandbox HubSpot
+    type=click.Choice(["hubspot", "amocrm", "auto", "off"]),  # the CRM the demo wires
     default="auto",
     help="wire a demo tenant to the sandbox (auto: when no CRM credentials are set)",
 )

@@ -1,8 +1,13 @@
-"""The demo tenant: installed into the sandbox HubSpot through the real
-OAuth flow, with the sandbox Telegram's demo bot connected to it."""
+"""The demo tenant: installed into a sandbox CRM through the real OAuth flow,
+with the sandbox Telegram's demo bot connected to it.
+
+This is the one place in ``bridge/`` that names vendors: the demo wires the
+sandboxes (``sandbox/``) that stand in for them.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlparse
 
@@ -10,82 +15,181 @@ import requests
 
 from bridge.setup import connect_channel
 
-__all__ = ["Seeded", "banner", "seed"]
+__all__ = ["DEMO_CRMS", "Seeded", "banner", "demo_env", "seed"]
 
-DEMO_MAPPING = "demo-hubspot.yaml"
+#: CRM -> the demo's mapping file
+DEMO_CRMS = {"hubspot": "demo-hubspot.yaml", "amocrm": "demo-amocrm.yaml"}
 
 
 @dataclass
 class Seeded:
+    crm: str
     tenant_id: int
     channel_account_id: int
-    portal_id: str
+    account: str  # the CRM account (HubSpot portal id, amoCRM subdomain)
 
 
-def seed(runtime, base: str, *, sandbox: str | None = None, mapping: str = DEMO_MAPPING) -> Seeded:  # type: ignore[no-untyped-def]
-    """Install the demo tenant (bridge at ``base``, sandbox at ``sandbox``,
-    default ``<base>/sandbox``) and connect the sandbox's demo bot."""
-    from sandbox.telegram import DEMO_BOT_TOKEN
+def demo_env(crm: str, base: str, sandbox: str | None = None) -> dict[str, str]:
+    """Environment that points the bridge (at ``base``) at the sandbox
+    vendors (at ``sandbox``, default ``<base>/sandbox``); the deployment-wide
+    app credentials are the sandbox's demo app."""
+    sb = sandbox or f"{base}/sandbox"
+    env = {"BRIDGE_PUBLIC_URL": base, "TELEGRAM_API_BASE": f"{sb}/telegram"}
+    if crm == "hubspot":
+        from sandbox.hubspot.config import DEFAULTS
 
-    sandbox = sandbox or f"{base}/sandbox"
-    # 1. The HubSpot admin opens the install link ...
-    start = requests.get(
-        f"{base}/oauth/hubspot/install",
-        params={"mapping": mapping},
-        allow_redirects=False,
-        timeout=10,
-    )
-    start.raise_for_status()
-    authorize = urlparse(start.headers["Location"])
-    query = {k: v[0] for k, v in parse_qs(authorize.query).items()}
-    # 2. ... and grants access (the sandbox's scripted consent) ...
+        app = DEFAULTS["app"]
+        env.update(
+            {
+                "HUBSPOT_API_BASE": f"{sb}/hubspot",
+                "HUBSPOT_AUTH_BASE": f"{sb}/hubspot",
+                "HUBSPOT_CLIENT_ID": app["client_id"],
+                "HUBSPOT_CLIENT_SECRET": app["client_secret"],
+                "HUBSPOT_APP_ID": str(app["app_id"]),
+                "HUBSPOT_DEVELOPER_API_KEY": app["developer_api_key"],
+            }
+        )
+    elif crm == "amocrm":
+        from sandbox.amocrm import config as amo
+
+        env.update(
+            {
+                # amoCRM's hosts, as paths of the sandbox: the account host is
+                # per subdomain (a template), OAuth on www, chats on amojo
+                "AMOCRM_API_BASE": f"{sb}/amocrm/{{subdomain}}",
+                "AMOCRM_AUTH_BASE": f"{sb}/amocrm/www",
+                "AMOCRM_AMOJO_BASE": f"{sb}/amocrm/amojo",
+                "AMOCRM_CLIENT_ID": amo.DEMO_CLIENT_ID,
+                "AMOCRM_CLIENT_SECRET": amo.DEMO_CLIENT_SECRET,
+                "AMOCRM_CHANNEL_ID": amo.DEMO_CHANNEL_ID,
+                "AMOCRM_CHANNEL_SECRET": amo.DEMO_CHANNEL_SECRET,
+                "AMOCRM_BOT_ID": amo.DEMO_BOT_ID,
+            }
+        )
+    else:
+        raise ValueError(f"no demo for {crm!r}; choose one of {', '.join(DEMO_CRMS)}")
+    return env
+
+
+def _consent_hubspot(sandbox: str, query: dict[str, str]) -> dict[str, str]:
     grant = requests.post(
         f"{sandbox}/hubspot/_install",
         json={"client_id": query["client_id"], "redirect_uri": query["redirect_uri"]},
         timeout=10,
     )
     grant.raise_for_status()
-    # 3. ... HubSpot redirects back to the bridge with a code.
-    done = requests.get(
-        query["redirect_uri"],
-        params={"code": grant.json()["code"], "state": query["state"]},
-        timeout=30,
+    return {"code": grant.json()["code"]}
+
+
+def _consent_amocrm(sandbox: str, query: dict[str, str]) -> dict[str, str]:
+    grant = requests.post(
+        f"{sandbox}/amocrm/_install",
+        json={"client_id": query["client_id"], "redirect_uri": query.get("redirect_uri", "")},
+        timeout=10,
     )
+    grant.raise_for_status()
+    data = grant.json()
+    return {"code": data["code"], "referer": data["referer"], "platform": "1"}
+
+
+_CONSENT: dict[str, Callable[[str, dict[str, str]], dict[str, str]]] = {
+    "hubspot": _consent_hubspot,
+    "amocrm": _consent_amocrm,
+}
+
+
+def _register_chat_channel(crm: str, base: str, sandbox: str) -> None:
+    """amoCRM support registers a chat channel's hook URL out of band; the
+    sandbox's control endpoint plays support."""
+    if crm == "amocrm":
+        requests.post(
+            f"{sandbox}/amocrm/_channel",
+            json={"hook_url": f"{base}/webhooks/crm/amocrm/route/:scope_id"},
+            timeout=10,
+        ).raise_for_status()
+
+
+def seed(
+    runtime,  # type: ignore[no-untyped-def]
+    base: str,
+    *,
+    crm: str = "hubspot",
+    sandbox: str | None = None,
+    mapping: str | None = None,
+) -> Seeded:
+    """Install the demo tenant (bridge at ``base``, sandbox at ``sandbox``,
+    default ``<base>/sandbox``) and connect the sandbox's demo bot."""
+    from sandbox.telegram import DEMO_BOT_TOKEN
+
+    sandbox = sandbox or f"{base}/sandbox"
+    mapping = mapping or DEMO_CRMS[crm]
+    # 1. The CRM admin opens the install link ...
+    start = requests.get(
+        f"{base}/oauth/{crm}/install",
+        params={"mapping": mapping},
+        allow_redirects=False,
+        timeout=10,
+    )
+    start.raise_for_status()
+    query = {k: v[0] for k, v in parse_qs(urlparse(start.headers["Location"]).query).items()}
+    redirect_uri = query.get("redirect_uri") or f"{base}/oauth/{crm}/callback"
+    query["redirect_uri"] = redirect_uri
+    # 2. ... and grants access (the sandbox's scripted consent) ...
+    params = _CONSENT[crm](sandbox, query)
+    # 3. ... the CRM redirects back to the bridge with a code.
+    done = requests.get(redirect_uri, params={**params, "state": query["state"]}, timeout=30)
     done.raise_for_status()
     tenant_id = int(done.json()["tenant"])
+    _register_chat_channel(crm, base, sandbox)
     account_id = connect_channel(
         runtime, tenant_id, kind="telegram", token=DEMO_BOT_TOKEN, name="Demo bot"
     )
     with runtime.transaction() as session:
         from bridge.tables import Tenant
 
-        portal = session.get(Tenant, tenant_id).crm_account_id
-    return Seeded(tenant_id, account_id, str(portal))
+        tenant = session.get(Tenant, tenant_id)
+        account = str(tenant.settings.get("subdomain") or tenant.crm_account_id)
+    return Seeded(crm, tenant_id, account_id, account)
 
 
 def banner(base: str, seeded: Seeded) -> str:
+    rep = {
+        "hubspot": (
+            f"a rep in (sandbox) HubSpot portal {seeded.account}",
+            f"""   curl -s {base}/sandbox/hubspot/_state | python3 -m json.tool
+
+ ... reply as a rep (contact id from _state):
+   curl -s -X POST {base}/sandbox/hubspot/_reply -H 'Content-Type: application/json' \\
+        -d '{{"contact_id": "<contact id>", "text": "Hi Anna, yes we do!"}}'""",
+        ),
+        "amocrm": (
+            f"a manager in (sandbox) amoCRM account '{seeded.account}'",
+            f"""   curl -s '{base}/sandbox/amocrm/_state?subdomain={seeded.account}' \\
+        | python3 -m json.tool
+
+ ... reply as a manager in amoCRM's chat (contact id from _state):
+   curl -s -X POST {base}/sandbox/amocrm/_chat_reply -H 'Content-Type: application/json' \\
+        -d '{{"contact_id": <contact id>, "text": "Hi Anna, yes we do!"}}'""",
+        ),
+    }[seeded.crm]
     return f"""
 ================================================================================
  CRM bridge demo is running (Ctrl-C stops everything)
 
  Try the whole loop in a browser:   {base}/sandbox/
    left:  you are a Telegram customer writing to the demo bot
-   right: you are a rep in (sandbox) HubSpot portal {seeded.portal_id}
+   right: you are {rep[0]}
 
  Or with curl — a customer writes:
    curl -s -X POST {base}/sandbox/telegram/_deliver -H 'Content-Type: application/json' \\
         -d '{{"from": {{"id": 1001, "first_name": "Anna"}}, "text": "Hello! Do you deliver?"}}'
 
- ... see the contact, deal and timeline the bridge wrote into HubSpot:
-   curl -s {base}/sandbox/hubspot/_state | python3 -m json.tool
-
- ... reply as a rep (contact id from _state):
-   curl -s -X POST {base}/sandbox/hubspot/_reply -H 'Content-Type: application/json' \\
-        -d '{{"contact_id": "<contact id>", "text": "Hi Anna, yes we do!"}}'
+ ... see the contact, deal/lead and timeline the bridge wrote into the CRM:
+{rep[1]}
 
  ... and see what the bot sent back to the customer:
    curl -s '{base}/sandbox/telegram/_sent?chat_id=1001'
 
- Bridge status:   .venv/bin/bridge status     (DATABASE_URL=sqlite:///var/demo.db)
+ Bridge status:   DATABASE_URL=sqlite:///var/demo.db .venv/bin/bridge status
 ================================================================================
 """

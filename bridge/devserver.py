@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import requests
 
@@ -31,34 +30,14 @@ __all__ = ["run_all"]
 log = logging.getLogger("bridge.run")
 
 
-def _demo_wanted(demo: str, env: dict[str, str]) -> bool:
-    if demo == "hubspot":
-        return True
+def _demo_crm(demo: str, env: dict[str, str]) -> str | None:
+    """Which CRM the demo wires to the sandbox (None: no demo)."""
     if demo == "off":
-        return False
-    real = ("HUBSPOT_CLIENT_ID", "TELEGRAM_BOT_TOKEN", "HUBSPOT_API_BASE")
-    return not any(env.get(k) for k in real)
-
-
-def _demo_env(env: dict[str, str], port: int, var_dir: Path) -> None:
-    from sandbox.hubspot.config import DEFAULTS
-
-    base = f"http://127.0.0.1:{port}"
-    app = DEFAULTS["app"]
-    env.setdefault("DATABASE_URL", f"sqlite:///{var_dir / 'demo.db'}")
-    env.update(
-        {
-            "BRIDGE_MOUNT_SANDBOX": "1",
-            "BRIDGE_PUBLIC_URL": base,
-            "HUBSPOT_API_BASE": f"{base}/sandbox/hubspot",
-            "HUBSPOT_AUTH_BASE": f"{base}/sandbox/hubspot",
-            "HUBSPOT_CLIENT_ID": app["client_id"],
-            "HUBSPOT_CLIENT_SECRET": app["client_secret"],
-            "HUBSPOT_APP_ID": str(app["app_id"]),
-            "HUBSPOT_DEVELOPER_API_KEY": app["developer_api_key"],
-            "TELEGRAM_API_BASE": f"{base}/sandbox/telegram",
-        }
-    )
+        return None
+    if demo != "auto":
+        return demo
+    real = ("HUBSPOT_CLIENT_ID", "AMOCRM_CLIENT_ID", "TELEGRAM_BOT_TOKEN", "HUBSPOT_API_BASE")
+    return None if any(env.get(k) for k in real) else "hubspot"
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
@@ -94,12 +73,17 @@ def run_all(*, demo: str = "auto", port: int = 8000) -> int:
     settings = Settings.from_env(env)
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     load_keys(settings.secret_keys, settings.var_dir)  # one dev key for every process
-    demo_on = _demo_wanted(demo, env)
-    if demo_on:
+    demo_crm = _demo_crm(demo, env)
+    demo_on = demo_crm is not None
+    if demo_crm is not None:
+        from bridge.demo import demo_env
+
         if not env.get("DATABASE_URL"):
             # the sandbox starts empty every run, so the demo database does too
             (settings.var_dir / "demo.db").unlink(missing_ok=True)
-        _demo_env(env, port, settings.var_dir)
+            env["DATABASE_URL"] = f"sqlite:///{settings.var_dir / 'demo.db'}"
+        env["BRIDGE_MOUNT_SANDBOX"] = "1"
+        env.update(demo_env(demo_crm, f"http://127.0.0.1:{port}"))
     embedded = None
     if not env.get("REDIS_URL"):
         embedded = EmbeddedRedis(settings.var_dir)
@@ -151,7 +135,8 @@ def run_all(*, demo: str = "auto", port: int = 8000) -> int:
         if demo_on:
             from bridge.demo import banner, seed
 
-            seeded = seed(runtime, base)
+            assert demo_crm is not None
+            seeded = seed(runtime, base, crm=demo_crm)
             print(banner(base, seeded), flush=True)
         else:
             print(f"\nbridge running on {base} (Ctrl-C stops it)\n", flush=True)
