@@ -15,4 +15,6 @@ app = create_app()
 if os.environ.get("BRIDGE_MOUNT_SANDBOX") == "1":
     from sandbox.server import mount
 
-    app = mount(app)  # type: ignore[assignment]
+    # the try-it page shows the CRM the demo wired (bridge run --demo <crm>)
+    crm = os.environ.get("BRIDGE_DEMO_CRM", "hubspot")
+    app = mount(app, {"web": {"crm": crm}})  # type: ignore[assignment]

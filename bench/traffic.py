@@ -12,6 +12,7 @@ out-of-order conversations.
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -21,7 +22,15 @@ from typing import Any
 
 import requests
 
-__all__ = ["Delivery", "Report", "check_hubspot", "send_all", "telegram_traffic", "wait_until"]
+__all__ = [
+    "Delivery",
+    "Report",
+    "check_amocrm",
+    "check_hubspot",
+    "send_all",
+    "telegram_traffic",
+    "wait_until",
+]
 
 BASE_DATE = 1_790_000_000
 WORDS = [
@@ -82,7 +91,7 @@ def telegram_traffic(
 ) -> list[Delivery]:
     """Arrival order: every user's burst shuffled (``reorder="shuffle"``)
     and redelivered in part; the bursts interleaved."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 (test traffic, not crypto)
     bursts = []
     update_id = 900_000_000
     for u in range(users):
@@ -259,3 +268,90 @@ def check_hubspot(
                     ids[m.get("integrationIdempotencyId") or m["id"]] += 1
         report.inbox_duplicated = [k for k, n in ids.items() if n > 1]
     return report
+
+
+_MARKER = re.compile(r"\[bridge:([0-9a-f]+):(\d+):(\d+)\]")
+
+
+def _amocrm_account(state: dict[str, Any]) -> dict[str, Any]:
+    return state["accounts"][0] if "accounts" in state else state
+
+
+def check_amocrm(
+    state: dict[str, Any], expected: dict[int, list[str]], *, notes: bool = True, chat: bool = True
+) -> Report:
+    """Compare the sandbox amoCRM with what the customers sent.
+
+    Notes carry the message's own time and sequence in the bridge's marker
+    (``[bridge:<id>:<seq>:<ms>]``, the only place a note can keep them);
+    chat messages carry the message's timestamp. Both are read in that order.
+    """
+    account = _amocrm_account(state)
+    report = Report()
+    contacts = {c["id"]: c for c in account.get("contacts", []) if not c.get("is_deleted")}
+    report.contacts = len(contacts)
+    report.deals = len([lead for lead in account.get("leads", []) if not lead.get("is_deleted")])
+
+    def telegram_id(contact: dict[str, Any]) -> int:
+        for value in contact.get("custom_fields_values") or []:
+            if value.get("field_name") == "Telegram ID":
+                return int(value["values"][0]["value"])
+        return 0
+
+    user_of_lead: dict[int, int] = {}
+    for lead in account.get("leads", []):
+        for link in lead.get("contacts") or []:
+            cid = link["id"] if isinstance(link, dict) else link
+            if cid in contacts:
+                user_of_lead[lead["id"]] = telegram_id(contacts[cid])
+    got: dict[int, list[tuple[int, int, str]]] = defaultdict(list)
+    markers: Counter[str] = Counter()
+    if notes:
+        for note in account.get("notes", []):
+            text = (note.get("params") or {}).get("text") or ""
+            found = _MARKER.search(text)
+            if note.get("note_type") != "common" or not found:
+                continue
+            report.entries += 1
+            markers[found.group(1)] += 1
+            body = text.split("\n")[1] if text.count("\n") >= 2 else text
+            user = user_of_lead.get(note.get("entity_id"), 0)
+            got[user].append((int(found.group(3)), int(found.group(2)), body))
+        report.duplicated = [m for m, n in markers.items() if n > 1]
+        _compare(report, expected, got)
+    if chat:
+        ids: Counter[str] = Counter()
+        for chat_row in account.get("chats", []):
+            for message in chat_row.get("messages", []):
+                if message.get("direction") == "in":
+                    report.inbox_messages += 1
+                    ids[message.get("ref_id") or message["id"]] += 1
+        report.inbox_duplicated = [k for k, n in ids.items() if n > 1]
+        if not notes:
+            chat_got: dict[int, list[tuple[int, int, str]]] = defaultdict(list)
+            for chat_row in account.get("chats", []):
+                user = int((chat_row.get("client") or {}).get("client_id") or 0)
+                for message in chat_row.get("messages", []):
+                    if message.get("direction") == "in":
+                        chat_got[user].append(
+                            (int(message.get("timestamp") or 0), 0, message["text"])
+                        )
+            _compare(report, expected, chat_got)
+    return report
+
+
+def _compare(
+    report: Report, expected: dict[int, list[str]], got: dict[int, list[tuple[int, int, str]]]
+) -> None:
+    for user, texts in expected.items():
+        seen_texts = [t for *_, t in sorted(got.get(user, []))]
+        seen = Counter(seen_texts)
+        report.lost += [f"{user}:{t}" for t in texts if seen[t] == 0]
+        report.unexpected += [f"{user}:{t}" for t in seen if t not in set(texts)]
+        if [t for t in seen_texts if t in set(texts)] != [t for t in texts if seen[t]] or any(
+            n > 1 for n in seen.values()
+        ):
+            report.out_of_order.append(user)
+    report.unexpected += [
+        f"?:{t}" for u, items in got.items() if u not in expected for *_, t in items
+    ]

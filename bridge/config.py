@@ -43,6 +43,7 @@ APP_KEYS = (
     "channel_secret",
     "bot_id",
     "amojo_base",
+    "channel_title",
 )
 
 

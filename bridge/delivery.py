@@ -84,6 +84,15 @@ def _route(session: Session, tenant_id: int, event: CrmEvent) -> Conversation | 
         ).first()
         if found:
             return found
+    if event.entity is not None:
+        # notes-mode replies name the deal/lead, not the chat
+        found = session.scalars(
+            base.where(Conversation.crm_entity_id == event.entity.id).order_by(
+                Conversation.updated_at.desc()
+            )
+        ).first()
+        if found:
+            return found
     if event.recipient:
         return session.scalars(
             base.where(Conversation.external_thread_id == event.recipient).order_by(

@@ -83,6 +83,7 @@ def run_all(*, demo: str = "auto", port: int = 8000) -> int:
             (settings.var_dir / "demo.db").unlink(missing_ok=True)
             env["DATABASE_URL"] = f"sqlite:///{settings.var_dir / 'demo.db'}"
         env["BRIDGE_MOUNT_SANDBOX"] = "1"
+        env["BRIDGE_DEMO_CRM"] = demo_crm
         env.update(demo_env(demo_crm, f"http://127.0.0.1:{port}"))
     embedded = None
     if not env.get("REDIS_URL"):

@@ -92,6 +92,8 @@ class _Snapshot:
     contact: Contact
     messages: list[Message]
     version: int
+    #: some message of this conversation is in the CRM already
+    has_synced: bool = False
 
 
 class InboundSync:
@@ -193,7 +195,19 @@ class InboundSync:
             if account.tenant_id != tenant.id or contact.tenant_id != tenant.id:
                 # A job must never act for one tenant with another's data.
                 raise PermanentError("tenant mismatch between conversation and its rows")
-            return _Snapshot(conversation, tenant, account, contact, messages, version)
+            has_synced = (
+                session.scalar(
+                    select(Message.id)
+                    .where(
+                        Message.conversation_id == self.conversation_id,
+                        Message.direction == outbox.IN,
+                        Message.status == "synced",
+                    )
+                    .limit(1)
+                )
+                is not None
+            )
+            return _Snapshot(conversation, tenant, account, contact, messages, version, has_synced)
 
     def _check_foreign_claims(self, messages: list[Message]) -> None:
         """An in_flight claim younger than the lease may belong to a job that
@@ -354,7 +368,7 @@ class InboundSync:
             stage=rule.stage,
             owner_id=owner,
             properties=render_all(rule.fields.entity, context),
-            options=rule.options(),
+            options={**rule.options(), "channel_title": channel_class(snap.account.kind).title},
         )
         maybe_created = [conv.crm_entity_state == "creating"]
 
@@ -483,6 +497,10 @@ class InboundSync:
                 .values(status="in_flight", claimed_at=now, attempts=Message.attempts + 1)
             )
         self._claimed = {m.id for m in batch}
+        # Within a batch, write in the customer's own order (their clock, then
+        # the channel's sequence): a redelivery that arrived late lands where
+        # the customer put it, also in CRMs whose timeline sorts by creation.
+        batch.sort(key=lambda m: (aware(m.sent_at), m.provider_seq or 0, m.seq))
         entries = [
             self._entry(snap, rule, m, contact_ref, entity_ref, m.id in maybe_written)
             for m in batch
@@ -612,6 +630,12 @@ class InboundSync:
         options = dict(rule.options())
         options["language"] = getattr(self, "_language", "en")
         options["channel_title"] = channel_class(snap.account.kind).title
+        # lets a CRM skip per-conversation setup (amoCRM: create + link the chat)
+        options["first_in_conversation"] = not snap.has_synced
+        if payload.get("is_edit"):
+            original = self._original_of(snap, payload.get("provider_message_id"))
+            if original:
+                options["edit_of"] = original
         return TimelineEntry(
             bridge_id=message.uid,
             conversation_uid=snap.conversation.uid,
@@ -634,6 +658,26 @@ class InboundSync:
         )
 
     # -- helpers ----------------------------------------------------------
+
+    def _original_of(self, snap: _Snapshot, provider_message_id: str | None) -> str | None:
+        """The bridge id of the message an edit changes (same provider id)."""
+        if not provider_message_id:
+            return None
+        with self.rt.transaction() as session:
+            for uid, payload in session.execute(
+                select(Message.uid, Message.payload)
+                .where(
+                    Message.conversation_id == snap.conversation.id,
+                    Message.direction == outbox.IN,
+                )
+                .order_by(Message.seq)
+            ):
+                data = payload or {}
+                if data.get("provider_message_id") == provider_message_id and not data.get(
+                    "is_edit"
+                ):
+                    return str(uid)
+        return None
 
     def _context(self, snap: _Snapshot, profile: SenderProfile) -> dict[str, str | None]:
         cls = channel_class(snap.account.kind)

@@ -84,12 +84,15 @@ def to_webhook_request(req: Request, public_url: str) -> WebhookRequest:
     public URL (what the sender signed), not from proxy-rewritten headers."""
     query = req.query_string.decode("latin-1")
     url = f"{public_url}{req.path}" + (f"?{query}" if query else "")
+    # The raw bytes first (signatures are over them); the form is then parsed
+    # from the cached copy. The other order leaves the body empty.
+    body = req.get_data(cache=True)
     form = req.form.to_dict() if req.mimetype == "application/x-www-form-urlencoded" else {}
     return WebhookRequest(
         method=req.method,
         url=url,
         headers={k.lower(): v for k, v in req.headers.items()},
-        body=req.get_data(cache=True),
+        body=body,
         query=req.args.to_dict(),
         form=form,
     )

@@ -5,4 +5,5 @@ The registry is explicit (no folder scanning): ``kind -> "module:Class"``.
 
 REGISTRY: dict[str, str] = {
     "hubspot": "crm_adapters.hubspot:HubSpotAdapter",
+    "amocrm": "crm_adapters.amocrm:AmoCrmAdapter",
 }

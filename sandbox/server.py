@@ -22,11 +22,12 @@ __all__ = ["build", "mount"]
 
 
 def _apps(config: dict[str, Any] | None) -> dict[str, Any]:
-    from sandbox import hubspot, telegram, web
+    from sandbox import amocrm, hubspot, telegram, web
 
     config = config or {}
     return {
         "/sandbox/hubspot": hubspot.create_app(config.get("hubspot")),
+        "/sandbox/amocrm": amocrm.create_app(config.get("amocrm")),
         "/sandbox/telegram": telegram.create_app(config.get("telegram")),
         "/sandbox": web.create_app(config.get("web")),
     }

@@ -1,16 +1,31 @@
-"""The demo page: try the whole loop (customer in Telegram <-> rep in HubSpot) in a browser.
+"""The demo page: try the whole loop (customer in Telegram <-> a rep in the CRM) in a browser.
 
 ``GET /`` serves one plain page (HTML + vanilla JS + CSS from ``static/``, no
 build step). Left panel: the customer writes through the Telegram sandbox's
 ``POST /_deliver`` (convenience form) and sees the transcript from
-``/_deliveries`` and ``/_sent``. Right panel: the rep sees contacts, deals,
-tickets and the selected contact's timeline from the HubSpot sandbox's
-``GET /_state`` and answers with ``POST /_reply``.
+``/_deliveries`` and ``/_sent``. Right panel: the CRM chosen by ``crm``:
+
+* ``"hubspot"`` (default): the rep sees contacts, deals, tickets and the
+  selected contact's timeline from the HubSpot sandbox's ``GET /_state`` and
+  answers with ``POST /_reply``.
+* ``"amocrm"``: the manager sees contacts, leads (stage, responsible user) and
+  the selected contact's timeline (notes + chat messages) from the amoCRM
+  sandbox's ``GET /_state?subdomain=``; answers in amoCRM's chat
+  (``POST /_chat_reply``) or as an ``@client`` note on the contact's open lead
+  (``POST /_note``); closes a lead as won / lost (``POST /_lead_status``).
+
+Config keys (lower case; upper-case keys go to ``app.config``):
+
+``crm``               ``"hubspot"`` | ``"amocrm"`` (default ``"hubspot"``)
+``telegram_base``     Telegram sandbox URL (default ``<script_root>/telegram``)
+``hubspot_base``      HubSpot sandbox URL (default ``<script_root>/hubspot``)
+``amocrm_base``       amoCRM sandbox URL (default ``<script_root>/amocrm``)
+``amocrm_subdomain``  the amoCRM account shown (default ``"demo"``)
+``poll_ms``           refresh interval of both panels (default 1500)
 
 The sibling sandboxes are found relative to this app's mount point
-(``<script_root>/telegram``, ``<script_root>/hubspot``: ``/sandbox/telegram``
-and ``/sandbox/hubspot`` in the demo server) unless ``telegram_base`` /
-``hubspot_base`` are configured.
+(``/sandbox/telegram``, ``/sandbox/hubspot``, ``/sandbox/amocrm`` in the demo
+server) unless their base is configured.
 """
 
 from __future__ import annotations
@@ -19,19 +34,42 @@ from typing import Any
 
 from flask import Flask, render_template, request
 
-__all__ = ["create_app", "DEFAULTS"]
+__all__ = ["create_app", "DEFAULTS", "CRMS"]
 
-DEFAULTS: dict[str, Any] = {"telegram_base": None, "hubspot_base": None, "poll_ms": 1500}
+#: the CRMs the right panel can show: crm -> its label on the page
+CRMS: dict[str, str] = {"hubspot": "HubSpot", "amocrm": "amoCRM"}
+
+DEFAULTS: dict[str, Any] = {
+    "crm": "hubspot",
+    "telegram_base": None,
+    "hubspot_base": None,
+    "amocrm_base": None,
+    "amocrm_subdomain": "demo",
+    "poll_ms": 1500,
+}
 
 
-def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """Build the demo-page app. Upper-case keys go to ``app.config``."""
-    values = dict(config or {})
-    settings = dict(DEFAULTS)
+def _settings(values: dict[str, Any]) -> dict[str, Any]:
     unknown = {k for k in values if not k.isupper()} - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown demo page config keys: {sorted(unknown)}")
+    settings = dict(DEFAULTS)
     settings.update({k: v for k, v in values.items() if not k.isupper()})
+    if settings["crm"] not in CRMS:
+        raise ValueError(f"unknown crm {settings['crm']!r}; choose one of {', '.join(CRMS)}")
+    subdomain = settings["amocrm_subdomain"]
+    if not isinstance(subdomain, str) or not subdomain:
+        raise ValueError("amocrm_subdomain must be a non-empty string")
+    settings["poll_ms"] = int(settings["poll_ms"])
+    return settings
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the demo-page app. Upper-case keys go to ``app.config``.
+
+    Raises ValueError for an unknown key or an unknown ``crm``."""
+    values = dict(config or {})
+    settings = _settings(values)
 
     app = Flask(__name__, static_folder="static", template_folder="templates")
     app.config.update({k: v for k, v in values.items() if k.isupper()})
@@ -39,11 +77,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     @app.get("/")
     def index() -> str:
         root = request.script_root
+        crm = settings["crm"]
         return render_template(
             "index.html",
+            crm=crm,
+            crm_label=CRMS[crm],
             telegram_base=settings["telegram_base"] or f"{root}/telegram",
-            hubspot_base=settings["hubspot_base"] or f"{root}/hubspot",
-            poll_ms=int(settings["poll_ms"]),
+            crm_base=settings[f"{crm}_base"] or f"{root}/{crm}",
+            amocrm_subdomain=settings["amocrm_subdomain"],
+            poll_ms=settings["poll_ms"],
         )
 
     return app

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
+from bridge import model
 from bridge.http import HttpClient
 from bridge.model import (
     ChannelLink,
@@ -168,8 +169,6 @@ def parse_time(value: str) -> dt.datetime:
 
 
 class TestHubSpotContract(CrmAdapterContract):
-    email_is_unique = True  # FACTS 3.3: a duplicate e-mail answers 409 "Existing ID"
-
     @pytest.fixture
     def hubspot(self) -> Iterator[RunningServer]:
         app = create_app({"portals": [{"id": PORTAL_ID, "name": "Contract Co"}]})
@@ -318,3 +317,20 @@ class TestHubSpotContract(CrmAdapterContract):
         )
         assert response.status_code == 200, response.text
         assert adapter.entity_is_open(entity) is False
+
+    def test_create_contact_twice_with_one_email(
+        self, adapter: HubSpotAdapter, channel_kind: str
+    ) -> None:
+        """FACTS 3.3: e-mail is unique; a duplicate answers 409 "Existing ID"
+        and create_contact returns the existing contact."""
+        email = f"{self.uid('ann')}@example.com"
+        first = adapter.create_contact(
+            self.contact_draft(channel_kind, identity=self.uid("user"), email=email)
+        )
+        identity = self.uid("user")
+        second = adapter.create_contact(
+            self.contact_draft(channel_kind, identity=identity, email=email)
+        )
+        assert second.ref == first.ref
+        found = adapter.find_contact(model.ContactLookup(identities={channel_kind: identity}))
+        assert found is not None and found.ref == first.ref

@@ -1,8 +1,12 @@
-"""The demo page renders, and its JavaScript calls only endpoints that exist."""
+"""The demo page renders for either CRM, and its JavaScript calls only endpoints that exist."""
 
 from __future__ import annotations
 
+import email.utils
+import json
 import re
+import time
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -12,27 +16,76 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.test import Client
 
+from sandbox.amocrm import DEMO_AMOJO_ID, DEMO_CHANNEL_ID, DEMO_CHANNEL_SECRET, sign_request
+from sandbox.amocrm import create_app as create_amocrm_app
+from sandbox.hubspot import create_app as create_hubspot_app
 from sandbox.telegram import create_app as create_telegram_app
-from sandbox.web import create_app
+from sandbox.web import CRMS, create_app
 
 STATIC = Path(__file__).resolve().parents[2] / "sandbox" / "web" / "static"
-ENDPOINT_RE = re.compile(r'(\w+):\s*\["(telegram|hubspot)",\s*"(/[^"]*)",\s*"(GET|POST)"\]')
-# The HubSpot sandbox's control endpoints the page relies on (its brief), used only
-# when that sandbox cannot be imported.
-HUBSPOT_CONTRACT = {("/_state", "GET"), ("/_reply", "POST")}
+ENDPOINT_RE = re.compile(
+    r'(\w+):\s*\["(telegram|hubspot|amocrm)",\s*"(/[^"]*)",\s*"(GET|POST)"\]')
+SANDBOX_APPS = {"telegram": create_telegram_app, "hubspot": create_hubspot_app,
+                "amocrm": create_amocrm_app}
+# What the page calls on each CRM's sandbox (the briefs of the two panels).
+CRM_ENDPOINTS = {
+    "hubspot": {("/_state", "GET"), ("/_reply", "POST")},
+    "amocrm": {("/_state", "GET"), ("/_chat_reply", "POST"), ("/_note", "POST"),
+               ("/_lead_status", "POST")},
+}
+# Element ids the JavaScript looks up, per page: both panels share the customer side
+# and the contact/timeline/reply ids; each CRM has its own record lists.
+SHARED_IDS = {"customer-name", "customer-id", "customer-new", "transcript", "customer-form",
+              "customer-text", "customer-status", "contacts", "timeline", "timeline-contact",
+              "reply-form", "reply-text", "reply-status", "crm-status"}
+PANEL_IDS = {"hubspot": {"deals", "tickets"}, "amocrm": {"leads", "lead-status"}}
 
 
-def _demo_server() -> Client:
+def _demo_server(web: dict[str, Any] | None = None) -> Client:
     """The apps mounted the way the demo server mounts them."""
     root = Flask("root")
     return Client(DispatcherMiddleware(root, {
-        "/sandbox": create_app(),
+        "/sandbox": create_app(web),
         "/sandbox/telegram": create_telegram_app(),
+        "/sandbox/hubspot": create_hubspot_app(),
+        "/sandbox/amocrm": create_amocrm_app(),
     }))
+
+
+def _page(web: dict[str, Any] | None = None) -> str:
+    response = _demo_server(web).get("/sandbox/")
+    assert response.status_code == 200
+    return str(response.get_data(as_text=True))
+
+
+class _Body(HTMLParser):
+    """The <body> data attributes and every element id of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data: dict[str, str] = {}
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {k: v or "" for k, v in attrs}
+        if tag == "body":
+            self.data = {k[5:]: v for k, v in values.items() if k.startswith("data-")}
+        if "id" in values:
+            self.ids.add(values["id"])
+
+
+def _parse(html: str) -> _Body:
+    parsed = _Body()
+    parsed.feed(html)
+    return parsed
 
 
 def _js() -> str:
     return (STATIC / "demo.js").read_text("utf-8")
+
+
+def _declared() -> list[tuple[str, str, str, str]]:
+    return ENDPOINT_RE.findall(_js())
 
 
 def _exists(app: Flask, path: str, method: str) -> bool:
@@ -44,17 +97,46 @@ def _exists(app: Flask, path: str, method: str) -> bool:
     return True
 
 
+# -- rendering --------------------------------------------------------------------------
+
+
 def test_page_renders_both_panels() -> None:
-    response = _demo_server().get("/sandbox/")
-    assert response.status_code == 200
-    html = response.get_data(as_text=True)
+    html = _page()
     for label in ("Customer in Telegram", "Клиент в Telegram",
-                  "Rep in HubSpot", "Менеджер в HubSpot"):
+                  "Rep in HubSpot", "Менеджер в HubSpot", "Deals", "Tickets"):
         assert label in html
+    assert "amoCRM" not in html
     # Asset and sibling URLs follow the mount point, not a hard-coded prefix.
     assert 'src="/sandbox/static/demo.js"' in html
-    assert 'data-telegram-base="/sandbox/telegram"' in html
-    assert 'data-hubspot-base="/sandbox/hubspot"' in html
+    body = _parse(html)
+    assert body.data == {"crm": "hubspot", "telegram-base": "/sandbox/telegram",
+                         "hubspot-base": "/sandbox/hubspot", "poll-ms": "1500"}
+    assert SHARED_IDS | PANEL_IDS["hubspot"] <= body.ids
+    assert not PANEL_IDS["amocrm"] & body.ids
+
+
+def test_amocrm_page_renders_the_manager_panel() -> None:
+    html = _page({"crm": "amocrm"})
+    for label in ("Customer in Telegram", "Клиент в Telegram",
+                  "Manager in amoCRM", "Менеджер в amoCRM", "Leads", "Сделки",
+                  "in amoCRM chat", "в чате amoCRM", "as a note @client", "заметкой @client",
+                  "files it in amoCRM", "в amoCRM справа"):
+        assert label in html
+    assert "HubSpot" not in html and "Tickets" not in html
+    body = _parse(html)
+    assert body.data == {"crm": "amocrm", "telegram-base": "/sandbox/telegram",
+                         "amocrm-base": "/sandbox/amocrm", "amocrm-subdomain": "demo",
+                         "poll-ms": "1500"}
+    assert SHARED_IDS | PANEL_IDS["amocrm"] <= body.ids
+    assert not PANEL_IDS["hubspot"] & body.ids
+    # the reply box offers the chat (default) and the @client note
+    assert re.search(r'name="reply-mode" value="chat" checked', html)
+    assert 'name="reply-mode" value="note"' in html
+    # the lead buttons and the note marker are the JavaScript's (rendered per lead)
+    js = _js()
+    for needle in ('"Won", "Успешно"', '"Lost", "Не реализовано"', "WON = 142", "LOST = 143",
+                   'REPLY_MARKER = "@client"'):
+        assert needle in js
 
 
 def test_assets_are_served() -> None:
@@ -65,38 +147,83 @@ def test_assets_are_served() -> None:
 
 def test_bases_can_be_configured() -> None:
     app = create_app({"telegram_base": "http://tg.local", "hubspot_base": "/hs", "poll_ms": 500})
+    body = _parse(app.test_client().get("/").get_data(as_text=True)).data
+    assert body["telegram-base"] == "http://tg.local" and body["hubspot-base"] == "/hs"
+    assert body["poll-ms"] == "500"
+    app = create_app({"crm": "amocrm", "amocrm_base": "http://amo.local/x",
+                      "amocrm_subdomain": 'acme"<b>'})
     html = app.test_client().get("/").get_data(as_text=True)
-    assert 'data-telegram-base="http://tg.local"' in html and 'data-poll-ms="500"' in html
+    assert '<b>' not in html  # attribute values are escaped
+    body = _parse(html).data
+    assert body["amocrm-base"] == "http://amo.local/x"
+    assert body["amocrm-subdomain"] == 'acme"<b>'
+    assert body["telegram-base"] == "/telegram"  # no mount point: the app's root
+
+
+@pytest.mark.parametrize("config", [
+    {"crm": "salesforce"}, {"crm": "HubSpot"}, {"crm": None}, {"crm": ""},
+])
+def test_unknown_crm_is_refused_at_create_app(config: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="crm"):
+        create_app(config)
+
+
+def test_unknown_keys_and_bad_subdomain_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown demo page config keys"):
+        create_app({"amo_base": "/x"})
+    with pytest.raises(ValueError, match="amocrm_subdomain"):
+        create_app({"crm": "amocrm", "amocrm_subdomain": ""})
+    # upper-case keys are Flask config, not page settings
+    assert create_app({"TESTING": True}).config["TESTING"] is True
+
+
+# -- the JavaScript's endpoints -----------------------------------------------------------
 
 
 def test_js_calls_only_declared_endpoints() -> None:
     js = _js()
-    declared = ENDPOINT_RE.findall(js)
-    assert {name for name, *_ in declared} == {"deliver", "sent", "deliveries", "crmState",
-                                               "crmReply"}
+    declared = _declared()
+    names = {name for name, *_ in declared}
+    assert names == {"deliver", "sent", "deliveries", "crmState", "crmReply",
+                     "amoState", "amoChatReply", "amoNote", "amoLeadStatus"}
     # One fetch() in the whole file, inside call(), which only takes ENDPOINTS names.
     assert js.count("fetch(") == 1
+    assert set(re.findall(r'\bcall\("(\w+)"', js)) == names
+    # every call(...) names its endpoint literally (a bare "call()" is prose in a comment)
+    assert not re.search(r'\bcall\((?![")])', js.replace("async function call(", ""))
     literals = set(re.findall(r'"(/_[a-z_]+)"', js))
     assert literals == {path for _, _, path, _ in declared}
+    # Each CRM panel calls exactly its sandbox's endpoints.
+    for crm, wanted in CRM_ENDPOINTS.items():
+        assert {(path, method) for _, sandbox, path, method in declared
+                if sandbox == crm} == wanted
 
 
-@pytest.mark.parametrize(("name", "sandbox", "path", "method"), ENDPOINT_RE.findall(_js()))
-def test_js_endpoints_exist(name: str, sandbox: str, path: str, method: str) -> None:
-    if sandbox == "telegram":
-        assert _exists(create_telegram_app(), path, method), name
-        return
-    try:
-        from sandbox.hubspot import create_app as create_hubspot_app
-    except ImportError:
-        assert (path, method) in HUBSPOT_CONTRACT, name
-        return
-    assert _exists(create_hubspot_app(), path, method), name
+def test_js_uses_only_ids_the_pages_have() -> None:
+    used = set(re.findall(r'getElementById\("([\w-]+)"\)', _js()))
+    assert used == SHARED_IDS | PANEL_IDS["hubspot"] | PANEL_IDS["amocrm"]
+
+
+@pytest.mark.parametrize(
+    ("crm", "name", "sandbox", "path", "method"),
+    [(crm, *endpoint) for crm in CRMS for endpoint in _declared()
+     if endpoint[1] in ("telegram", crm)])
+def test_js_endpoints_exist_for_the_chosen_crm(crm: str, name: str, sandbox: str, path: str,
+                                               method: str) -> None:
+    # The page of this CRM points the endpoint's sandbox at its mount point...
+    body = _parse(_page({"crm": crm})).data
+    assert body[f"{sandbox}-base"] == f"/sandbox/{sandbox}", name
+    # ...and the real sandbox app mounted there has the route.
+    assert _exists(SANDBOX_APPS[sandbox](), path, method), name
 
 
 def test_page_escapes_user_data() -> None:
     js = _js()
-    assert "innerHTML" not in js and "insertAdjacentHTML" not in js
-    assert "document.write" not in js and "eval(" not in js
+    assert "innerHTML" not in js and "outerHTML" not in js and "insertAdjacentHTML" not in js
+    assert "document.write" not in js and "eval(" not in js and "new Function" not in js
+
+
+# -- what the panels do, against the real sandboxes ---------------------------------------
 
 
 def test_page_flow_against_the_telegram_sandbox() -> None:
@@ -111,3 +238,89 @@ def test_page_flow_against_the_telegram_sandbox() -> None:
     deliveries: Any = client.get(f"{base}/_deliveries",
                                  query_string={"chat_id": "5"}).get_json()
     assert sent == {"sent": []} and deliveries == {"deliveries": []}
+
+
+def _amojo(client: Client, path: str, payload: dict[str, Any]) -> Any:
+    """A signed Chats API call, as the bridge makes it."""
+    raw = json.dumps(payload).encode()
+    date = email.utils.formatdate(usegmt=True)
+    headers = sign_request(DEMO_CHANNEL_SECRET, "POST", path, raw, date)
+    return client.post("/sandbox/amocrm/amojo" + path, data=raw, headers=headers)
+
+
+def _customer_writes(client: Client, msgid: str, text: str) -> None:
+    scope = f"{DEMO_CHANNEL_ID}_{DEMO_AMOJO_ID}"
+    resp = _amojo(client, f"/v2/origin/custom/{scope}", {
+        "event_type": "new_message", "payload": {
+            "timestamp": int(time.time()), "msec_timestamp": int(time.time() * 1000),
+            "msgid": msgid, "conversation_id": "tg-5", "silent": False,
+            "sender": {"id": "tg-5", "name": "Anna Customer"},
+            "message": {"type": "text", "text": text}}})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+
+
+def test_page_flow_against_the_amocrm_sandbox() -> None:
+    """What the amoCRM panel does, in order, with the shapes its JavaScript reads."""
+    client = _demo_server({"crm": "amocrm"})
+    body = _parse(client.get("/sandbox/").get_data(as_text=True)).data
+    base, sub = body["amocrm-base"], body["amocrm-subdomain"]
+
+    def state() -> dict[str, Any]:
+        resp = client.get(f"{base}/_state", query_string={"subdomain": sub})
+        assert resp.status_code == 200
+        [account] = resp.get_json()["accounts"]
+        return dict(account)
+
+    assert state()["contacts"] == [] and state()["leads"] == []
+    # the bridge connects its channel and files the customer's first message
+    connect = _amojo(client, f"/v2/origin/custom/{DEMO_CHANNEL_ID}/connect", {
+        "account_id": DEMO_AMOJO_ID, "title": "Bridge", "hook_api_version": "v2"})
+    assert connect.status_code == 200, connect.get_data(as_text=True)
+    _customer_writes(client, "m-1", "Hello")
+    account = state()
+    [contact] = account["contacts"]
+    [lead] = account["leads"]
+    assert contact["name"] == "Anna Customer" and contact["leads"] == [lead["id"]]
+    assert {"id": contact["id"], "is_main": True} in lead["contacts"]
+    stages = {s["id"]: s["name"] for p in account["pipelines"] for s in p["statuses"]
+              if p["id"] == lead["pipeline_id"]}
+    assert lead["status_id"] in stages and 142 in stages and 143 in stages
+    assert lead["responsible_user_id"] in {u["id"] for u in account["users"]}
+    [chat] = account["chats"]
+    assert chat["contact_id"] == contact["id"] and chat["client"]["name"] == "Anna Customer"
+    assert [(m["direction"], m["text"]) for m in chat["messages"]] == [("in", "Hello")]
+    assert isinstance(chat["messages"][0]["timestamp"], int)
+
+    # reply in amoCRM's chat, by contact id (no hook URL here: reported, not failed)
+    reply = client.post(f"{base}/_chat_reply", json={"contact_id": contact["id"],
+                                                     "text": "Hi!", "subdomain": sub})
+    assert reply.status_code == 200
+    assert reply.get_json()["webhook"]["status"] is None
+    assert reply.get_json()["webhook"]["error"]
+    missing = client.post(f"{base}/_chat_reply", json={"contact_id": 1, "text": "x",
+                                                       "subdomain": sub})
+    assert missing.status_code == 404 and missing.get_json()["error"] == "chat_not_found"
+
+    # reply as a note on the contact's open lead
+    note = client.post(f"{base}/_note", json={"lead_id": lead["id"],
+                                              "text": "@client It ships today"})
+    assert note.status_code == 200 and note.get_json()["webhooks"] == []
+    account = state()
+    [n] = [n for n in account["notes"] if n["entity_type"] == "leads"]
+    assert n["entity_id"] == lead["id"] and n["params"]["text"] == "@client It ships today"
+    assert isinstance(n["created_at"], int) and n["created_by"] in {u["id"] for u in
+                                                                    account["users"]}
+    [chat] = account["chats"]
+    assert [m["direction"] for m in chat["messages"]] == ["in", "out"]
+    assert chat["messages"][1]["sender"]["name"]
+
+    # Won: the lead closes; the customer's next message opens a new lead
+    won = client.post(f"{base}/_lead_status", json={"lead_id": lead["id"], "status_id": 142})
+    assert won.status_code == 200 and won.get_json()["lead"]["status_id"] == 142
+    _customer_writes(client, "m-2", "One more question")
+    account = state()
+    assert [x["status_id"] == 142 for x in account["leads"]] == [True, False]
+    assert [c["id"] for c in account["contacts"]] == [contact["id"]]
+    lost = client.post(f"{base}/_lead_status", json={"lead_id": account["leads"][1]["id"],
+                                                     "status_id": 143})
+    assert lost.status_code == 200 and lost.get_json()["lead"]["status_id"] == 143

@@ -292,7 +292,7 @@ def test_crm_checks_name_file_key_and_fix(tmp_path: Path) -> None:
     good = _write(tmp_path, "d.yaml", MINIMAL)
     found = check_mapping_files([unknown_crm, lead, fax, good])
     assert found == [
-        f"{unknown_crm}: crm: unknown CRM 'salesforce'; use one of hubspot",
+        f"{unknown_crm}: crm: unknown CRM 'salesforce'; use one of hubspot, amocrm",
         f"{lead}: channels.telegram.object: HubSpot has no 'lead'; use one of deal, ticket or none",
         f"{fax}: channels.fax: unknown channel; use one of telegram",
     ]

@@ -587,3 +587,25 @@ def test_secret_is_never_echoed(bridge: Bridge) -> None:
     assert SECRET not in response.get_data(as_text=True)
     assert CLIENT_SECRET not in bridge.post_crm({"portalId": 1}, headers={}).get_data(as_text=True)
     assert json.loads(response.data)["error"] == "forbidden"
+
+
+def test_form_encoded_webhooks_keep_their_raw_body_and_form() -> None:
+    """amoCRM posts form-encoded hooks: the adapter needs the exact bytes and
+    the decoded form (reading the form first used to leave the body empty)."""
+    from flask import Flask, request
+
+    from bridge.webhooks import to_webhook_request
+
+    app = Flask("t")
+    seen = {}
+
+    @app.post("/hook")
+    def hook():  # type: ignore[no-untyped-def]
+        webhook = to_webhook_request(request, "https://bridge.example")
+        seen["body"], seen["form"] = webhook.body, dict(webhook.form)
+        return "ok"
+
+    raw = b"leads%5Bstatus%5D%5B0%5D%5Bid%5D=7&account%5Bsubdomain%5D=demo"
+    app.test_client().post("/hook", data=raw, content_type="application/x-www-form-urlencoded")
+    assert seen["body"] == raw
+    assert seen["form"] == {"leads[status][0][id]": "7", "account[subdomain]": "demo"}

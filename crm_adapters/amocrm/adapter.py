@@ -1,0 +1,360 @@
+"""The amoCRM adapter: the contract hooks (see the package docstring for
+every setting it reads; facts are cited by section of
+``../shared/contracts/FACTS.md``).
+
+Calls per message, measured by the unit and contract tests once a
+conversation's contact and lead are known: notes mode writes a batch of N
+messages in ``ceil(N/50)`` calls (one for a live message); chat mode sends
+one ``new_message`` per message, plus one chat create and one contact link
+the first time a process sees a conversation with a contact (skipped when
+the core passes ``options["first_in_conversation"] = False``). A retry
+(``maybe_written``) first lists the lead's notes / the chat's history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from bridge.errors import (
+    AuthError,
+    BridgeError,
+    PermanentError,
+    RetryableError,
+    SignatureError,
+    WebhookError,
+)
+from bridge.http import HttpClient
+from bridge.model import (
+    ChannelLink,
+    CredentialProvider,
+    CrmAccountInfo,
+    CrmEvent,
+    CrmEventKind,
+    CrmRef,
+    DeliveryReport,
+    DeliveryStatus,
+    Owner,
+    Rate,
+    TimelineEntry,
+    WebhookRequest,
+)
+from crm_adapters.base import CrmAdapter
+
+from . import oauth
+from .chats import DEFAULT_AMOJO_BASE, AmojoClient, verify_body_signature
+from .client import DEFAULT_API_BASE, AmoApi, api_rate, base_for
+from .contacts import ContactsMixin
+from .fields import as_map, field_values, to_int
+from .inbox import InboxMixin, wants_inbox
+from .leads import LeadsMixin
+from .setup import run_setup
+from .timeline import NotesMixin, wants_note
+from .webhooks import (
+    DEFAULT_REPLY_MARKERS,
+    account_events,
+    chat_events,
+    check_account,
+    decode_brackets,
+    is_form,
+    load_json,
+)
+
+__all__ = ["AmoCrmAdapter"]
+
+#: amojo delivery statuses (FACTS 1.13): 1 delivered, 2 read, -1 error
+DELIVERY_CODES = {
+    DeliveryStatus.SENT: 1,
+    DeliveryStatus.DELIVERED: 1,
+    DeliveryStatus.READ: 2,
+    DeliveryStatus.FAILED: -1,
+}
+#: "other" error; its text is required (FACTS 1.13)
+DELIVERY_ERROR_OTHER = 905
+
+
+class AmoCrmAdapter(ContactsMixin, LeadsMixin, NotesMixin, InboxMixin, CrmAdapter):
+    """amoCRM API v4: contacts, leads, notes, tasks, users, account webhooks,
+    and the Chats API channel (amoCRM's own chat window)."""
+
+    kind: ClassVar[str] = "amocrm"
+    title: ClassVar[str] = "amoCRM"
+    #: never more than 7 requests in any second (FACTS 1.4): 1 + 6/s
+    rate: ClassVar[Rate] = Rate(capacity=1, per_second=6)
+    entity_types: ClassVar[tuple[str, ...]] = ("lead", "unsorted")
+    content_types: ClassVar[tuple[str, ...]] = (
+        "application/x-www-form-urlencoded",
+        "application/json",
+    )
+
+    def __init__(
+        self,
+        account: CrmAccountInfo,
+        credentials: CredentialProvider,
+        http: HttpClient | None = None,
+    ) -> None:
+        super().__init__(account, credentials, http)
+        rate = api_rate(account.settings)
+        self.api = AmoApi(
+            self.http, credentials, lambda: base_for(self.account), self.limit("api", rate)
+        )
+        self.amojo = AmojoClient(
+            self.http,
+            base_url=account.app.get("amojo_base") or DEFAULT_AMOJO_BASE,
+            channel_secret=account.app.get("channel_secret") or "",
+            # amojo is another host: its own budget
+            limit=self.limit("amojo", rate),
+        )
+
+    @classmethod
+    def default_api_base(cls) -> str:
+        return DEFAULT_API_BASE
+
+    # -- install / setup ------------------------------------------------
+
+    @classmethod
+    def install_url(cls, app: Mapping[str, str], *, redirect_uri: str, state: str) -> str:
+        """``{auth_base}/oauth?client_id&state&mode=post_message`` (FACTS 1.2)."""
+        return oauth.build_install_url(app, redirect_uri=redirect_uri, state=state)
+
+    @classmethod
+    def exchange_code(
+        cls,
+        app: Mapping[str, str],
+        *,
+        code: str,
+        redirect_uri: str,
+        http: HttpClient,
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Token exchange at the account named by ``params["referer"]``, then
+        ``GET /api/v4/account``. ``account_id`` is amoCRM's numeric account
+        id; ``settings`` carries ``subdomain`` (and ``domain``,
+        ``amo_account_id``, ``amojo_id``, ``redirect_uri``)."""
+        return oauth.exchange_code(
+            app, code=code, redirect_uri=redirect_uri, http=http, params=params
+        )
+
+    @classmethod
+    def vendor_initiated_install(cls, params: Mapping[str, str]) -> bool:
+        """amoCRM's one-shot "integration enabled" GET carries ``from_widget``
+        (and ``code``, ``referer``) but none of our state (FACTS 1.2)."""
+        return "from_widget" in params
+
+    @classmethod
+    def route_key(cls, request: WebhookRequest, key: str) -> str:
+        """The chat channel hook's URL ends in the scope id (FACTS 1.13)."""
+        return key
+
+    def refresh_credentials(self, stale: Mapping[str, Any]) -> dict[str, Any]:
+        """Single-use refresh (FACTS 1.2): returns the **new pair**, which the
+        core commits before use. A refused refresh is ``AuthError``; the
+        same refresh token is never retried here."""
+        return oauth.refresh(
+            self.account.app,
+            stale,
+            http=self.http,
+            base_url=base_for(self.account),
+            redirect_uri=self.account.settings.get("redirect_uri"),
+            limit=self.api.limit,
+        )
+
+    def setup(
+        self,
+        channels: Sequence[ChannelLink] = (),
+        properties: Mapping[str, Sequence[str]] | None = None,
+    ) -> dict[str, Any]:
+        """Fields, account webhooks and (with ``inbox``) the chat channel.
+        Idempotent. Returns ``amo_account_id``, ``amojo_id``,
+        ``identity_fields``, ``conversation_field``, ``custom_fields`` and,
+        with inbox, ``scope_id`` and ``routes: [scope_id]``."""
+        return run_setup(self, channels, properties)
+
+    # -- timeline -------------------------------------------------------
+
+    def append_entries(self, entries: Sequence[TimelineEntry]) -> dict[str, tuple[CrmRef, ...]]:
+        """Per ``entry.options``: ``timeline: note`` -> notes on the lead (or
+        the contact), one POST for the batch; ``inbox: true`` -> one chat
+        message each. ``maybe_written`` entries are looked up first (note
+        marker / chat history). On a failure part-way the error's
+        ``partial`` holds the entries completed before it."""
+        unique = list({e.bridge_id: e for e in entries}.values())
+        settings = self.account.settings
+        plan = {
+            e.bridge_id: (
+                wants_note(e) and (e.entity is not None or e.contact is not None),
+                wants_inbox(e, settings),
+            )
+            for e in unique
+        }
+        for entry in unique:
+            if not any(plan[entry.bridge_id]):
+                raise PermanentError(
+                    "amoCRM: this message has nowhere to go: an `unsorted` mapping needs "
+                    "`inbox: true` (amoCRM's chat creates the lead)"
+                )
+        notes: dict[str, CrmRef] = {}
+        chats: dict[str, CrmRef] = {}
+
+        def completed() -> dict[str, tuple[CrmRef, ...]]:
+            out: dict[str, tuple[CrmRef, ...]] = {}
+            for entry in unique:
+                note, chat = plan[entry.bridge_id]
+                if (note and entry.bridge_id not in notes) or (
+                    chat and entry.bridge_id not in chats
+                ):
+                    continue
+                refs = []
+                if note:
+                    refs.append(notes[entry.bridge_id])
+                if chat:
+                    refs.append(chats[entry.bridge_id])
+                out[entry.bridge_id] = tuple(refs)
+            return out
+
+        try:
+            self._write_notes([e for e in unique if plan[e.bridge_id][0]], notes)
+            self._publish([e for e in unique if plan[e.bridge_id][1]], chats)
+        except BridgeError as exc:
+            exc.partial = completed()
+            raise
+        return completed()
+
+    # -- owners ---------------------------------------------------------
+
+    def list_owners(self) -> list[Owner]:
+        """Every user (``GET /api/v4/users``, paged; admin only, FACTS 1.11)."""
+        owners = []
+        for user in self.api.pages("/api/v4/users", "users"):
+            rights = as_map(user.get("rights"))
+            owners.append(
+                Owner(
+                    id=str(user["id"]),
+                    email=user.get("email") or None,
+                    name=user.get("name") or None,
+                    active=bool(rights.get("is_active", True)),
+                )
+            )
+        return owners
+
+    # -- CRM -> bridge --------------------------------------------------
+
+    def _reply_markers(self) -> tuple[str, ...]:
+        own = str(self.account.settings.get("reply_marker") or "").strip()
+        return tuple(dict.fromkeys(m for m in (own, *DEFAULT_REPLY_MARKERS) if m))
+
+    def verify_webhook(self, request: WebhookRequest) -> None:
+        """Account webhooks (form-encoded, unsigned, FACTS 1.12): the body
+        must name this tenant's account; the URL's key is the secret. Chat
+        hooks (JSON, FACTS 1.13): ``X-Signature`` = HMAC-SHA1(channel_secret,
+        body), constant-time, and the body's account must be this tenant's
+        amojo account."""
+        settings = self.account.settings
+        routed = _routed(request.url)
+        if is_form(request):
+            if routed:
+                # The route key (the scope id, "<channel id>_<amojo id>") is no
+                # secret: an unsigned body there would let anyone speak for
+                # the tenant. Unsigned hooks only count at the tenant's own URL.
+                raise SignatureError(
+                    "unsigned amoCRM webhooks are accepted only at the tenant's own URL"
+                )
+            try:
+                form = decode_brackets(request.body)
+            except BridgeError:
+                raise SignatureError("amoCRM webhook body names no account") from None
+            check_account(
+                form,
+                str(settings.get("amo_account_id") or self.account.account_id or "") or None,
+                settings.get("subdomain"),
+            )
+            return
+        secret = self.account.app.get("channel_secret") or ""
+        if not secret:
+            raise SignatureError("amoCRM chat channel secret is not configured")
+        if not verify_body_signature(secret, request.body, request.header("x-signature")):
+            raise SignatureError("amoCRM chat webhook signature does not match")
+        try:
+            payload = load_json(request.body)
+        except BridgeError:
+            raise SignatureError("amoCRM chat webhook names no account") from None
+        amojo_id = settings.get("amojo_id")
+        if not amojo_id or str(payload.get("account_id") or "") != str(amojo_id):
+            raise SignatureError("amoCRM chat webhook is for another account")
+        scope_id = settings.get("scope_id")
+        if scope_id and routed is not None and routed != str(scope_id):
+            raise SignatureError("amoCRM chat webhook is for another channel connection")
+
+    def parse_webhook(self, request: WebhookRequest) -> list[CrmEvent]:
+        """Account webhooks: lead won/lost or deleted -> ENTITY_CLOSED, owner
+        change -> OWNER_CHANGED, contact deleted -> CONTACT_REMOVED, a note
+        starting with the reply marker -> REPLY (``external_id``
+        ``note:<lead>:<note>``, ``crm_thread_id`` ``lead:<lead>``); the
+        rest -> UNKNOWN. Chat hooks: a manager's message -> REPLY. Junk is a
+        ``PayloadError``."""
+        if is_form(request):
+            payload = decode_brackets(request.body)
+            events = account_events(payload, request.received_at, self._reply_markers())
+            return [self._with_thread(e) for e in events]
+        return chat_events(load_json(request.body), request.received_at)
+
+    def _with_thread(self, event: CrmEvent) -> CrmEvent:
+        """A notes-mode reply names a lead, not a conversation: read the
+        lead's conversation field so the core can route it (one GET per rep
+        reply, outside the shared bucket: amoCRM waits only 2 s for the
+        answer, FACTS 1.12). If amoCRM cannot answer now, the webhook is
+        refused with a 503 so that amoCRM delivers it again later (after 5
+        and 15 minutes) instead of the reply being dropped as unroutable."""
+        if event.kind is not CrmEventKind.REPLY or event.entity is None or event.thread_key:
+            return event
+        field_id = self.account.settings.get("conversation_field")
+        if field_id in (None, ""):
+            return event
+        try:
+            lead = self.api.json(
+                "GET", f"/api/v4/leads/{to_int(event.entity.id, 'lead id')}", budget=False
+            )
+        except (RetryableError, AuthError) as exc:
+            raise WebhookError(
+                f"amoCRM is not answering ({type(exc).__name__}): deliver this reply again",
+                code="crm_unavailable",
+                status_code=503,
+            ) from None
+        except BridgeError:
+            return event  # the lead is gone or unreadable: nothing to route by
+        if not isinstance(lead, Mapping):
+            return event
+        values = field_values(lead, field_id=field_id)
+        uid = str(values[0].get("value") or "").strip() if values else ""
+        return replace(event, thread_key=uid) if uid else event
+
+    def report_delivery(self, report: DeliveryReport) -> None:
+        """Chat replies: ``POST {amojo}/…/{scope}/{msgid}/delivery_status``
+        (1 delivered, 2 read, -1 error with code 905 and the reason). Note
+        replies (``note:<lead>:<note>``): a service-message note on the lead,
+        in ``settings["language"]`` (en/ru)."""
+        message_id = str(report.crm_message_id)
+        if message_id.startswith("note:"):
+            _, lead_id, note_id = (message_id.split(":", 2) + ["", ""])[:3]
+            self._delivery_note(
+                to_int(lead_id, "lead id"), note_id, report.status.value, report.error
+            )
+            return
+        body: dict[str, Any] = {
+            "msgid": message_id,
+            "delivery_status": DELIVERY_CODES[report.status],
+        }
+        if report.status is DeliveryStatus.FAILED:
+            body["error_code"] = DELIVERY_ERROR_OTHER
+            body["error"] = (report.error or "not delivered")[:500]
+        self.amojo.delivery_status(self._scope_id(), message_id, body)
+
+
+def _routed(url: str) -> str | None:
+    """The route key when ``url`` is an app-level ``…/route/<key>`` URL."""
+    parts = [p for p in urlsplit(url).path.split("/") if p]
+    if len(parts) >= 2 and parts[-2] == "route":
+        return parts[-1]
+    return None

@@ -1,0 +1,227 @@
+"""Contacts: find by identity / phone / e-mail, create, add what is new
+(FACTS 1.5, 1.6).
+
+amoCRM has one search, ``GET /api/v4/contacts?query=``, full text over
+every filled field; 204 means nobody. A hit is only a candidate: we keep the
+contacts whose identity field, PHONE or EMAIL value really equals ours (a
+Telegram id can also be a substring of a phone number).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from bridge.errors import PermanentError
+from bridge.model import ContactDraft, ContactLookup, CrmAccountInfo, CrmContact, CrmRef
+
+from .client import AmoApi, embedded
+from .fields import (
+    channel_label,
+    custom_values,
+    digits,
+    field_values,
+    has_value,
+    merge_fields,
+    oldest,
+    phones_match,
+    text_value,
+    to_int,
+)
+
+__all__ = ["ContactsMixin"]
+
+#: candidates per search: a person rarely has more namesakes than this
+SEARCH_LIMIT = 50
+#: enum codes for values the bridge adds (FACTS 1.6)
+PHONE_ENUM = "MOB"
+EMAIL_ENUM = "WORK"
+
+
+class ContactsMixin:
+    """The contact hooks of :class:`~crm_adapters.amocrm.AmoCrmAdapter`."""
+
+    account: CrmAccountInfo
+    api: AmoApi
+
+    def _identity_fields(self) -> dict[str, Any]:
+        return dict(self.account.settings.get("identity_fields") or {})
+
+    def _search_contacts(self, query: str) -> list[Mapping[str, Any]]:
+        body = self.api.json(
+            "GET", "/api/v4/contacts", params={"query": query, "limit": SEARCH_LIMIT}
+        )
+        return embedded(body, "contacts")
+
+    def find_contact(self, lookup: ContactLookup) -> CrmContact | None:
+        """Identity field first, then each phone (searched by its digits,
+        compared normalised), then e-mail; the oldest on ties. One search
+        per key until one matches."""
+        fields = self._identity_fields()
+        for kind, value in lookup.identities.items():
+            field_id = fields.get(kind)
+            value = str(value or "").strip()
+            if field_id is None or not value:
+                continue
+            hits = [c for c in self._search_contacts(value) if has_value(c, field_id, value)]
+            if hits:
+                return _contact(oldest(hits))
+        for phone in dict.fromkeys(p for p in lookup.phones if p):
+            hits = [
+                c
+                for c in self._search_contacts(digits(phone))
+                if any(phones_match(v.get("value"), phone) for v in field_values(c, code="PHONE"))
+            ]
+            if hits:
+                return _contact(oldest(hits))
+        for email in dict.fromkeys(e.strip().lower() for e in lookup.emails if e):
+            hits = [
+                c
+                for c in self._search_contacts(email)
+                if any(
+                    str(v.get("value") or "").strip().lower() == email
+                    for v in field_values(c, code="EMAIL")
+                )
+            ]
+            if hits:
+                return _contact(oldest(hits))
+        return None
+
+    def _identity_values(self, lookup: ContactLookup) -> list[dict[str, Any]]:
+        fields = self._identity_fields()
+        out = []
+        for kind, value in lookup.identities.items():
+            if not value:
+                continue
+            if kind not in fields:
+                raise PermanentError(
+                    f"amoCRM has no {channel_label(kind)} ID field for this tenant: "
+                    "run `bridge setup` (it creates one per channel)"
+                )
+            out.append(text_value(fields[kind], str(value)))
+        return out
+
+    def create_contact(self, draft: ContactDraft) -> CrmContact:
+        """``POST /api/v4/contacts`` (a JSON array): name, PHONE (MOB) and
+        EMAIL (WORK) values, the identity field, the owner and the mapping's
+        contact fields. amoCRM allows duplicates, so nothing to recover."""
+        profile = draft.profile
+        item: dict[str, Any] = {}
+        name = profile.name()
+        if not name:
+            kind, value = next(iter(draft.lookup.identities.items()), ("", ""))
+            name = f"{channel_label(kind)} {value}".strip() if kind else "Customer"
+        item["name"] = name
+        if profile.first_name:
+            item["first_name"] = profile.first_name
+        if profile.last_name:
+            item["last_name"] = profile.last_name
+        if draft.owner_id:
+            item["responsible_user_id"] = to_int(draft.owner_id, "owner id")
+        values: list[dict[str, Any]] = []
+        phones = list(
+            dict.fromkeys(draft.lookup.phones or ([profile.phone] if profile.phone else []))
+        )
+        if phones:
+            values.append(
+                {
+                    "field_code": "PHONE",
+                    "values": [{"value": p, "enum_code": PHONE_ENUM} for p in phones],
+                }
+            )
+        emails = list(
+            dict.fromkeys(
+                e.strip().lower()
+                for e in (draft.lookup.emails or ([profile.email] if profile.email else []))
+                if e
+            )
+        )
+        if emails:
+            values.append(
+                {
+                    "field_code": "EMAIL",
+                    "values": [{"value": e, "enum_code": EMAIL_ENUM} for e in emails],
+                }
+            )
+        values.extend(self._identity_values(draft.lookup))
+        ids = (self.account.settings.get("custom_fields") or {}).get("contacts") or {}
+        values.extend(custom_values(draft.properties, ids, "contact"))
+        if values:
+            item["custom_fields_values"] = merge_fields(values)
+        item["request_id"] = "contact"
+        body = self.api.json("POST", "/api/v4/contacts", json=[item])
+        created = embedded(body, "contacts")
+        if not created or created[0].get("id") is None:
+            raise PermanentError("amoCRM did not return the new contact's id")
+        return CrmContact(CrmRef("contact", str(created[0]["id"])), owner_id=draft.owner_id)
+
+    def update_contact(self, contact: CrmRef, draft: ContactDraft) -> None:
+        """Add what the contact lacks: the identity value, a new phone, a
+        new e-mail. Multitext PATCH probably replaces the field's values
+        (UNCONFIRMED, FACTS 1.6), so the old values are sent with the new."""
+        current = self.api.json("GET", f"/api/v4/contacts/{to_int(contact.id, 'contact id')}")
+        if not isinstance(current, Mapping):
+            return  # 204: the contact is gone; the next lookup finds the person again
+        patch: list[dict[str, Any]] = []
+        for field in self._identity_values(draft.lookup):
+            if not field_values(current, field_id=field["field_id"]):
+                patch.append(field)
+        profile = draft.profile
+        phones = [p for p in draft.lookup.phones or ([profile.phone] if profile.phone else []) if p]
+        old_phones = field_values(current, code="PHONE")
+        new_phones = [
+            p
+            for p in dict.fromkeys(phones)
+            if not any(phones_match(v.get("value"), p) for v in old_phones)
+        ]
+        if new_phones:
+            patch.append(
+                {
+                    "field_code": "PHONE",
+                    "values": [_keep(v) for v in old_phones]
+                    + [{"value": p, "enum_code": PHONE_ENUM} for p in new_phones],
+                }
+            )
+        emails = [
+            e.strip().lower()
+            for e in draft.lookup.emails or ([profile.email] if profile.email else [])
+            if e
+        ]
+        old_emails = field_values(current, code="EMAIL")
+        known = {str(v.get("value") or "").strip().lower() for v in old_emails}
+        new_emails = [e for e in dict.fromkeys(emails) if e not in known]
+        if new_emails:
+            patch.append(
+                {
+                    "field_code": "EMAIL",
+                    "values": [_keep(v) for v in old_emails]
+                    + [{"value": e, "enum_code": EMAIL_ENUM} for e in new_emails],
+                }
+            )
+        if not patch:
+            return
+        self.api.json(
+            "PATCH",
+            f"/api/v4/contacts/{to_int(contact.id, 'contact id')}",
+            json={"custom_fields_values": patch},
+        )
+
+
+def _keep(value: Mapping[str, Any]) -> dict[str, Any]:
+    """A read-back multitext value, as a write keeps it."""
+    out: dict[str, Any] = {"value": value.get("value")}
+    if value.get("enum_code"):
+        out["enum_code"] = value["enum_code"]
+    elif value.get("enum_id") is not None:
+        out["enum_id"] = value["enum_id"]
+    return out
+
+
+def _contact(item: Mapping[str, Any] | None) -> CrmContact | None:
+    if item is None:
+        return None
+    owner = item.get("responsible_user_id")
+    return CrmContact(
+        CrmRef("contact", str(item["id"])),
+        owner_id=str(owner) if owner not in (None, "", 0) else None,
+    )

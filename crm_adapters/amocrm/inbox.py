@@ -1,0 +1,186 @@
+"""Messages into amoCRM's own chat window through the Chats API (FACTS 1.13).
+
+Per conversation (``conversation_id`` = the bridge's conversation uid):
+
+1. when the bridge knows the contact, make sure the chat exists
+   (``POST {scope}/chats``, idempotent per ``conversation_id``) and link it to
+   the contact (``POST /api/v4/contacts/chats``, FACTS 1.5) *before* the first
+   message, so amoCRM files the messages on that contact and its lead
+   instead of opening an Unsorted lead with a second contact. Without a
+   contact (mapping ``object: unsorted``) this step is skipped: the first
+   message creates the chat, and amoCRM its Unsorted lead, as wanted.
+   The step is remembered per process (an LRU of ready chats); a process that
+   has not seen the conversation yet repeats it (both calls are idempotent).
+   When the core says the conversation already has entries in the CRM
+   (``options["first_in_conversation"] is False``), the step is skipped
+   unless the batch is a retry: then a live conversation costs one call per
+   message even when every job runs in a fresh process (RQ's work-horses).
+2. one ``new_message`` per entry: ``msgid`` = the bridge's message id,
+   ``sender`` = the customer's channel id. A retry (``maybe_written``) first
+   reads the conversation's history for those msgids: whether amojo
+   deduplicates by msgid is UNCONFIRMED.
+
+Media are sent as text with labels (``[photo: a.jpg]``): amojo fetches media
+by URL, and a channel's file URL can carry its bot token.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bridge.errors import PermanentError
+from bridge.model import CrmAccountInfo, CrmRef, TimelineEntry
+
+from .chats import AmojoClient
+from .client import AmoApi
+from .fields import to_int
+from .timeline import message_text, words
+
+__all__ = ["InboxMixin", "forget_chats", "message_payload", "wants_inbox"]
+
+_READY_MAX = 10_000
+_ready: OrderedDict[tuple[str, str, str], str] = OrderedDict()
+_ready_lock = threading.Lock()
+
+
+def _remember(key: tuple[str, str, str], chat_id: str) -> None:
+    with _ready_lock:
+        _ready[key] = chat_id
+        _ready.move_to_end(key)
+        while len(_ready) > _READY_MAX:
+            _ready.popitem(last=False)
+
+
+def _recall(key: tuple[str, str, str]) -> str | None:
+    with _ready_lock:
+        chat_id = _ready.get(key)
+        if chat_id is not None:
+            _ready.move_to_end(key)
+        return chat_id
+
+
+def forget_chats() -> None:
+    """Forget every ready chat (tests; a process restart does the same)."""
+    with _ready_lock:
+        _ready.clear()
+
+
+def wants_inbox(entry: TimelineEntry, settings: Mapping[str, Any]) -> bool:
+    value = entry.options.get("inbox")
+    if value is None:
+        value = settings.get("inbox", False)
+    return bool(value)
+
+
+def _customer(entry: TimelineEntry) -> dict[str, Any]:
+    ident = entry.sender_identifier or (
+        f"contact-{entry.contact.id}" if entry.contact is not None else entry.conversation_uid
+    )
+    name = entry.sender_name or words(entry.options.get("language"))["customer"]
+    return {"id": str(ident), "name": name}
+
+
+def message_payload(entry: TimelineEntry, *, bot_id: str | None = None) -> dict[str, Any]:
+    """The ``payload`` of a ``new_message`` / ``edit_message`` event."""
+    occurred = entry.occurred_at
+    ms = int(occurred.timestamp() * 1000)
+    payload: dict[str, Any] = {
+        "timestamp": ms // 1000,
+        "msec_timestamp": ms,
+        "msgid": entry.bridge_id,
+        "conversation_id": entry.conversation_uid,
+        "message": {"type": "text", "text": message_text(entry)},
+        "silent": False,
+    }
+    customer = _customer(entry)
+    if entry.direction == "in":
+        payload["sender"] = customer
+    else:
+        # a rep's message sent from another tool, echoed for the record:
+        # from the channel's bot to the customer, without notifying anyone
+        name = entry.sender_name or words(entry.options.get("language"))["agent"]
+        sender: dict[str, Any] = {"id": f"bridge-bot-{bot_id or 'bot'}", "name": name}
+        if bot_id:
+            sender["ref_id"] = bot_id
+        payload["sender"] = sender
+        payload["receiver"] = customer
+        payload["silent"] = True
+    return payload
+
+
+class InboxMixin:
+    """The Chats API part of ``append_entries`` (and delivery statuses)."""
+
+    account: CrmAccountInfo
+    api: AmoApi
+    amojo: AmojoClient
+
+    def _scope_id(self) -> str:
+        scope_id = self.account.settings.get("scope_id")
+        if not scope_id:
+            raise PermanentError(
+                "amoCRM chat channel is not connected for this tenant: run `bridge setup` "
+                "with `inbox: true` in the mapping"
+            )
+        return str(scope_id)
+
+    def _ensure_chat(self, scope_id: str, entry: TimelineEntry) -> None:
+        """Create the chat and link it to the contact (once per process)."""
+        if entry.contact is None:
+            return
+        key = (scope_id, entry.conversation_uid, str(entry.contact.id))
+        if _recall(key) is not None:
+            return
+        customer = _customer(entry)
+        chat_id = self.amojo.create_chat(
+            scope_id,
+            {"conversation_id": entry.conversation_uid, "user": customer},
+        )
+        self.api.json(
+            "POST",
+            "/api/v4/contacts/chats",
+            json=[{"contact_id": to_int(entry.contact.id, "contact id"), "chat_id": chat_id}],
+        )
+        _remember(key, chat_id)
+
+    def _publish(self, entries: Sequence[TimelineEntry], done: dict[str, CrmRef]) -> None:
+        """Chat messages for ``entries`` into ``done`` (bridge id -> message
+        ref), conversation by conversation, in the given order."""
+        if not entries:
+            return
+        scope_id = self._scope_id()
+        bot_id = self.account.app.get("bot_id") or None
+        conversations: dict[str, list[TimelineEntry]] = {}
+        for entry in entries:
+            conversations.setdefault(entry.conversation_uid, []).append(entry)
+        for conversation, group in conversations.items():
+            maybe = {e.bridge_id for e in group if e.maybe_written and not _edit_of(e)}
+            found = self.amojo.find_in_history(scope_id, conversation, maybe) if maybe else {}
+            if group[0].options.get("first_in_conversation") is not False or maybe:
+                self._ensure_chat(scope_id, group[0])
+            for entry in group:
+                if entry.bridge_id in found:
+                    done[entry.bridge_id] = CrmRef("message", found[entry.bridge_id])
+                    continue
+                payload = message_payload(entry, bot_id=bot_id)
+                event = "new_message"
+                original = _edit_of(entry)
+                if original:
+                    event, payload["msgid"] = "edit_message", original
+                answer = self.amojo.send(scope_id, event, payload)
+                done[entry.bridge_id] = CrmRef(
+                    "message", str(answer.get("msgid") or entry.bridge_id)
+                )
+
+
+def _edit_of(entry: TimelineEntry) -> str | None:
+    """The msgid an edit replaces, when the core names it
+    (``options["edit_of"]``: the bridge id of the edited message); without
+    it an edit is sent as a new message marked "(edited)"."""
+    if not entry.is_edit:
+        return None
+    value = entry.options.get("edit_of")
+    return str(value) if value else None

@@ -1,0 +1,113 @@
+"""Leads: open one through ``/api/v4/leads/complex`` with the contact
+embedded, find it again by the bridge's conversation uid, tell whether it is
+still open (FACTS 1.7, 1.8)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from bridge.errors import PermanentError
+from bridge.model import CrmAccountInfo, CrmRef, EntityDraft
+
+from .client import AmoApi, embedded
+from .fields import custom_values, has_value, merge_fields, oldest, text_value, to_int
+
+__all__ = ["CLOSED_STATUSES", "LeadsMixin"]
+
+#: "won" and "lost" in every pipeline (FACTS 1.8)
+WON, LOST = 142, 143
+CLOSED_STATUSES = frozenset({WON, LOST})
+#: every lead the bridge opens carries this tag (reps can filter on it)
+BRIDGE_TAG = "CRM bridge"
+
+
+class LeadsMixin:
+    """The lead hooks of :class:`~crm_adapters.amocrm.AmoCrmAdapter`."""
+
+    account: CrmAccountInfo
+    api: AmoApi
+
+    def _conversation_field(self) -> int:
+        field_id = self.account.settings.get("conversation_field")
+        if field_id in (None, ""):
+            raise PermanentError(
+                "amoCRM has no 'Bridge conversation' lead field for this tenant: run `bridge setup`"
+            )
+        return int(field_id)
+
+    @staticmethod
+    def _check_type(object_type: str) -> None:
+        if object_type != "lead":
+            raise PermanentError(
+                f"amoCRM entity type {object_type!r}: the bridge opens leads ('lead'); "
+                "'unsorted' is created by amoCRM's own chat, not by the bridge"
+            )
+
+    def find_entity(self, draft: EntityDraft) -> CrmRef | None:
+        """The lead whose conversation field is ``draft.conversation_uid``
+        (``GET /api/v4/leads?query=`` then an exact match; the oldest if an
+        ambiguous retry made two)."""
+        self._check_type(draft.object_type)
+        field_id = self._conversation_field()
+        body = self.api.json(
+            "GET", "/api/v4/leads", params={"query": draft.conversation_uid, "limit": 50}
+        )
+        hits = [
+            lead
+            for lead in embedded(body, "leads")
+            if has_value(lead, field_id, draft.conversation_uid) and not lead.get("is_deleted")
+        ]
+        first = oldest(hits)
+        return CrmRef("lead", str(first["id"])) if first else None
+
+    def create_entity(self, draft: EntityDraft) -> CrmRef:
+        """``POST /api/v4/leads/complex`` (a bare-array answer): name,
+        pipeline and stage from the mapping (numeric ids), owner, the
+        conversation field, the mapping's lead fields (UTM...), tags, and
+        the contact embedded as ``{id}``."""
+        self._check_type(draft.object_type)
+        lead: dict[str, Any] = {"name": draft.name[:255] or draft.conversation_uid}
+        if draft.pipeline:
+            lead["pipeline_id"] = to_int(draft.pipeline, "pipeline (mapping `pipeline`)")
+        if draft.stage:
+            lead["status_id"] = to_int(draft.stage, "stage (mapping `stage`)")
+        if draft.owner_id:
+            lead["responsible_user_id"] = to_int(draft.owner_id, "owner id")
+        ids = (self.account.settings.get("custom_fields") or {}).get("leads") or {}
+        values = custom_values(draft.properties, ids, "lead")
+        values.append(text_value(self._conversation_field(), draft.conversation_uid))
+        lead["custom_fields_values"] = merge_fields(values)
+        tags = [BRIDGE_TAG]
+        title = draft.options.get("channel_title")
+        if title:
+            tags.append(str(title))
+        lead["_embedded"] = {
+            "contacts": [{"id": to_int(draft.contact.id, "contact id")}],
+            "tags": [{"name": t} for t in tags],
+        }
+        lead["request_id"] = draft.conversation_uid
+        body = self.api.json("POST", "/api/v4/leads/complex", json=[lead])
+        if not isinstance(body, list) or not body or not isinstance(body[0], Mapping):
+            raise PermanentError("amoCRM /leads/complex did not return the new lead")
+        if body[0].get("id") is None:
+            raise PermanentError("amoCRM /leads/complex did not return the new lead's id")
+        return CrmRef("lead", str(body[0]["id"]))
+
+    def entity_is_open(self, entity: CrmRef) -> bool:
+        """False once the lead is won (142), lost (143) or deleted."""
+        response = self.api.request(
+            "GET", f"/api/v4/leads/{to_int(entity.id, 'lead id')}", ok=(404,)
+        )
+        if response.status_code in (204, 404) or not response.content:
+            return False
+        try:
+            lead = response.json()
+        except ValueError:
+            return True  # unreadable: do not open a second lead on a guess
+        if not isinstance(lead, Mapping) or lead.get("is_deleted"):
+            return False
+        try:
+            return int(str(lead.get("status_id"))) not in CLOSED_STATUSES
+        except (TypeError, ValueError):
+            return True

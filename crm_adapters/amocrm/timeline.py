@@ -1,0 +1,308 @@
+"""Notes and tasks: what a message looks like on a lead's timeline, and how
+it is found again (FACTS 1.9, 1.10).
+
+**The bridge marker.** amoCRM notes and tasks have no custom fields, so the
+only way to find an entry again after an ambiguous write (a timeout after
+amoCRM committed) is a marker in its text: ``[bridge:<12 hex>:<sequence>:<ms>]``
+on the last line, where ``<12 hex>`` is the start of sha-256 of the
+bridge's message id (48 bits: unique within any lead), ``<sequence>`` the
+message's provider sequence and ``<ms>`` its own time in epoch milliseconds
+(amoCRM notes take no creation time, FACTS 1.9, so the message's time is
+also shown in the header line). A retry lists the lead's notes and skips
+every entry whose marker is already there. The same marker tells the webhook
+parser that a note is the bridge's own (never a rep's reply).
+
+Notes are plain text. Attachments appear as labels (``[photo: a.jpg]``),
+never as URLs: a channel's file URL can carry its bot token.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from bridge.errors import PermanentError
+from bridge.model import Attachment, CrmAccountInfo, CrmRef, MessageKind, TaskDraft, TimelineEntry
+
+from .client import AmoApi, embedded
+from .fields import as_map, channel_label, to_int
+
+__all__ = [
+    "MARKER_RE",
+    "NotesMixin",
+    "marker",
+    "marker_hash",
+    "note_item",
+    "parse_marker",
+    "render_note",
+]
+
+MARKER_RE = re.compile(r"\[bridge:([0-9a-f]{12})(?::(-?\d*):(\d*))?\]")
+#: items per notes POST (no documented maximum; 50 is the folklore, FACTS 1.4)
+NOTES_CHUNK = 50
+#: a retry looks through at most this many pages of a lead's notes
+NOTES_LOOKUP_PAGES = 20
+SERVICE = "CRM bridge"
+
+#: the few words the bridge writes itself, per mapping ``language``
+WORDS: dict[str, dict[str, str]] = {
+    "en": {
+        "customer": "Customer",
+        "agent": "Agent",
+        "via": "via",
+        "edited": "edited",
+        "sent": "Reply sent to the customer",
+        "delivered": "Reply delivered to the customer",
+        "read": "Reply read by the customer",
+        "failed": "Reply NOT delivered to the customer",
+        "note": "note",
+    },
+    "ru": {
+        "customer": "Клиент",
+        "agent": "Менеджер",
+        "via": "через",
+        "edited": "изменено",
+        "sent": "Ответ отправлен клиенту",
+        "delivered": "Ответ доставлен клиенту",
+        "read": "Ответ прочитан клиентом",
+        "failed": "Ответ НЕ доставлен клиенту",
+        "note": "примечание",
+    },
+}
+
+#: message kinds shown as a service message rather than a plain note
+SERVICE_KINDS = frozenset(MessageKind) - {MessageKind.TEXT}
+
+
+def words(language: object) -> dict[str, str]:
+    return WORDS.get(str(language or "en"), WORDS["en"])
+
+
+def marker_hash(bridge_id: str) -> str:
+    return hashlib.sha256(bridge_id.encode()).hexdigest()[:12]
+
+
+def marker(bridge_id: str, sequence: int | None = None, at: dt.datetime | None = None) -> str:
+    if sequence is None and at is None:
+        return f"[bridge:{marker_hash(bridge_id)}]"
+    seq = "" if sequence is None else str(sequence)
+    ms = "" if at is None else str(int(_utc(at).timestamp() * 1000))
+    return f"[bridge:{marker_hash(bridge_id)}:{seq}:{ms}]"
+
+
+def parse_marker(text: object) -> tuple[str, int | None, dt.datetime | None] | None:
+    """(hash, sequence, time) of the bridge marker in ``text``, if any."""
+    match = MARKER_RE.search(text if isinstance(text, str) else "")
+    if not match:
+        return None
+    seq = int(match.group(2)) if match.group(2) not in (None, "") else None
+    ms = match.group(3)
+    at = dt.datetime.fromtimestamp(int(ms) / 1000, dt.UTC) if ms else None
+    return match.group(1), seq, at
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def attachment_label(attachment: Attachment) -> str:
+    kind = attachment.kind.value.replace("_", " ")
+    return f"[{kind}: {attachment.file_name}]" if attachment.file_name else f"[{kind}]"
+
+
+def message_text(entry: TimelineEntry) -> str:
+    """The message itself: text, "edited" mark, attachment labels."""
+    labels = " ".join(attachment_label(a) for a in entry.attachments)
+    text = entry.text or ""
+    if entry.is_edit:
+        edited = f"({words(entry.options.get('language'))['edited']})"
+        text = f"{text} {edited}" if text else edited
+    if labels:
+        text = f"{text}\n{labels}" if text else labels
+    return text or f"[{entry.kind.value.replace('_', ' ')}]"
+
+
+def render_note(entry: TimelineEntry) -> str:
+    """``Ann via Telegram · 2025-03-01 09:15:30 UTC`` / message / marker."""
+    w = words(entry.options.get("language"))
+    who = entry.sender_name or w["customer" if entry.direction == "in" else "agent"]
+    channel = str(entry.options.get("channel_title") or channel_label(entry.channel_kind))
+    when = _utc(entry.occurred_at).strftime("%Y-%m-%d %H:%M:%S UTC")
+    head = f"{who} {w['via']} {channel} · {when}"
+    return "\n".join(
+        [head, message_text(entry), marker(entry.bridge_id, entry.sequence, entry.occurred_at)]
+    )
+
+
+def note_item(entry: TimelineEntry, entity_id: int) -> dict[str, Any]:
+    """One item of ``POST /api/v4/{leads|contacts}/notes``."""
+    text = render_note(entry)
+    item: dict[str, Any] = {"entity_id": entity_id, "request_id": entry.bridge_id}
+    if entry.kind in SERVICE_KINDS:
+        service = str(entry.options.get("channel_title") or channel_label(entry.channel_kind))
+        item["note_type"] = "service_message"
+        item["params"] = {"service": f"{SERVICE} · {service}", "text": text}
+    else:
+        item["note_type"] = "common"
+        item["params"] = {"text": text}
+    if entry.owner_id and str(entry.owner_id).isdigit():
+        item["responsible_user_id"] = int(entry.owner_id)
+    return item
+
+
+def note_target(entry: TimelineEntry) -> tuple[str, int] | None:
+    """(``leads`` | ``contacts``, id) the entry's note goes on, or None."""
+    if entry.entity is not None and entry.entity.kind == "lead":
+        return "leads", to_int(entry.entity.id, "lead id")
+    if entry.contact is not None:
+        return "contacts", to_int(entry.contact.id, "contact id")
+    return None
+
+
+def wants_note(entry: TimelineEntry) -> bool:
+    return str(entry.options.get("timeline") or "note").lower() == "note"
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class NotesMixin:
+    """Notes and tasks for :class:`~crm_adapters.amocrm.AmoCrmAdapter`."""
+
+    account: CrmAccountInfo
+    api: AmoApi
+
+    def _find_notes(self, path: str, entity_id: int, hashes: set[str]) -> dict[str, str]:
+        """marker hash -> note id, for the ``hashes`` found on the entity
+        (newest first, stopping once all are found)."""
+        found: dict[str, str] = {}
+        for page in range(1, NOTES_LOOKUP_PAGES + 1):
+            body = self.api.json(
+                "GET",
+                f"/api/v4/{path}/{entity_id}/notes",
+                params={"limit": 250, "page": page, "order[updated_at]": "desc"},
+            )
+            notes = embedded(body, "notes")
+            for note in notes:
+                params = as_map(note.get("params"))
+                parsed = parse_marker(params.get("text") or note.get("text"))
+                if parsed and parsed[0] in hashes:
+                    found.setdefault(parsed[0], str(note["id"]))
+            if len(found) == len(hashes) or len(notes) < 250:
+                break
+        return found
+
+    def _write_notes(self, entries: Sequence[TimelineEntry], done: dict[str, CrmRef]) -> None:
+        """Notes for ``entries`` into ``done`` (bridge id -> note ref): looked
+        up first where ``maybe_written``, then one POST per target type per
+        ``NOTES_CHUNK``. ``done`` holds what was completed if this raises."""
+        groups: dict[str, list[tuple[TimelineEntry, int]]] = {}
+        for entry in entries:
+            target = note_target(entry)
+            if target is not None:
+                groups.setdefault(target[0], []).append((entry, target[1]))
+        for path, items in groups.items():
+            lookups: dict[int, set[str]] = {}
+            for entry, entity_id in items:
+                if entry.maybe_written:
+                    lookups.setdefault(entity_id, set()).add(marker_hash(entry.bridge_id))
+            found: dict[str, str] = {}
+            for entity_id, hashes in lookups.items():
+                found.update(self._find_notes(path, entity_id, hashes))
+            todo = []
+            for entry, entity_id in items:
+                note_id = found.get(marker_hash(entry.bridge_id))
+                if note_id is not None and entry.maybe_written:
+                    done[entry.bridge_id] = CrmRef("note", note_id)
+                else:
+                    todo.append((entry, entity_id))
+            for chunk in chunks(todo, NOTES_CHUNK):
+                body = self.api.json(
+                    "POST", f"/api/v4/{path}/notes", json=[note_item(e, i) for e, i in chunk]
+                )
+                done.update(_written(embedded(body, "notes"), [e.bridge_id for e, _ in chunk]))
+
+    # -- tasks ------------------------------------------------------------
+
+    def create_task(self, draft: TaskDraft) -> CrmRef:
+        """``POST /api/v4/tasks``: text (subject, body, marker), due time,
+        owner, the lead (or the contact), type 1 ("call", FACTS 1.10). When
+        ``maybe_written``, the entity's tasks are searched for the marker
+        first."""
+        entity = draft.entity if draft.entity is not None else draft.contact
+        entity_type = "leads" if entity.kind == "lead" else "contacts"
+        entity_id = to_int(entity.id, f"{entity.kind} id")
+        tag = marker(draft.bridge_id)
+        if draft.maybe_written:
+            body = self.api.json(
+                "GET",
+                "/api/v4/tasks",
+                params={
+                    "filter[entity_id]": entity_id,
+                    "filter[entity_type]": entity_type,
+                    "limit": 250,
+                },
+            )
+            for task in embedded(body, "tasks"):
+                parsed = parse_marker(task.get("text"))
+                if parsed and parsed[0] == marker_hash(draft.bridge_id):
+                    return CrmRef("task", str(task["id"]))
+        text = "\n".join(p for p in (draft.subject, draft.body, tag) if p)
+        item: dict[str, Any] = {
+            "text": text,
+            "complete_till": int(_utc(draft.due_at).timestamp()),
+            "entity_id": entity_id,
+            "entity_type": entity_type,
+            "task_type_id": 1,
+            "request_id": draft.bridge_id,
+        }
+        if draft.owner_id:
+            item["responsible_user_id"] = to_int(draft.owner_id, "owner id")
+        body = self.api.json("POST", "/api/v4/tasks", json=[item])
+        tasks = embedded(body, "tasks")
+        if not tasks or tasks[0].get("id") is None:
+            raise PermanentError("amoCRM did not return the new task's id")
+        return CrmRef("task", str(tasks[0]["id"]))
+
+    # -- delivery status as a note ----------------------------------------
+
+    def _delivery_note(self, lead_id: int, note_id: str, status: str, error: str | None) -> None:
+        w = words(self.account.settings.get("language", "en"))
+        text = f"{w[status]} ({w['note']} {note_id})"
+        if status == "failed" and error:
+            text += f": {error[:300]}"
+        text += "\n" + marker(f"delivery:{note_id}:{status}")
+        self.api.json(
+            "POST",
+            "/api/v4/leads/notes",
+            json=[
+                {
+                    "entity_id": lead_id,
+                    "note_type": "service_message",
+                    "params": {"service": SERVICE, "text": text},
+                }
+            ],
+        )
+
+
+def _written(notes: Sequence[Mapping[str, Any]], bridge_ids: Sequence[str]) -> dict[str, CrmRef]:
+    """bridge id -> note, by the echoed ``request_id`` (FACTS 1.3), falling
+    back to position when amoCRM echoed the index instead."""
+    out: dict[str, CrmRef] = {}
+    wanted = set(bridge_ids)
+    for index, note in enumerate(notes):
+        if note.get("id") is None:
+            continue
+        request_id = str(note.get("request_id") or "")
+        if request_id in wanted:
+            out[request_id] = CrmRef("note", str(note["id"]))
+        elif request_id.isdigit() and int(request_id) < len(bridge_ids):
+            out.setdefault(bridge_ids[int(request_id)], CrmRef("note", str(note["id"])))
+        elif index < len(bridge_ids):
+            out.setdefault(bridge_ids[index], CrmRef("note", str(note["id"])))
+    return out

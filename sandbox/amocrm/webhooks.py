@@ -1,0 +1,322 @@
+"""Account webhooks: payloads, delivery, retries (FACTS.md 1.12).
+
+Delivery exactly as FACTS 1.12 describes it: ``POST``,
+``application/x-www-form-urlencoded`` in PHP bracket notation
+(``leads[status][0][id]=…&account[subdomain]=…``), every value a string,
+legacy field names (``date_create``, ``last_modified``, ``created_user_id``,
+``modified_user_id``, ``old_status_id``, ``custom_fields``), contacts and
+companies both under ``contacts[…]`` with ``type``, ``User-Agent:
+amoCRM-WebHook-client/1.0`` (community captures), **no signature**.
+
+An answer within ``webhook_timeout_s`` (2 s) with a code 100-299 counts. Else
+the attempt is retried per ``webhook_retry_schedule`` (the docs' table: attempt
+2 after 5 min and 3 after 15 min when the previous code was 0-99 or >= 300;
+attempt 4 after 15 min and 5 after 1 h when it was 499 or 5xx). A hook with
+more than ``webhook_disable_after`` (100) invalid answers within
+``webhook_disable_window_s`` (2 h), the latest one included, is disabled.
+
+All payload shapes are built in :func:`section`; ours, written from FACTS 1.12
+(there are no redistributable amoCRM captures).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote_plus
+
+import requests
+
+from .store import Account, Store, now_s
+
+__all__ = ["Job", "Dispatcher", "jobs_for", "encode_form", "EVENTS", "section"]
+
+USER_AGENT = "amoCRM-WebHook-client/1.0"  # FACTS 1.12 (community captures, 2016)
+_LOG = 2000  # delivery attempts kept in /_state
+
+_ACTIONS = ("add", "update", "delete", "restore", "responsible", "status", "note")
+_KINDS = ("lead", "contact", "company", "customer", "task")
+#: FACTS 1.12 event names accepted by POST /api/v4/webhooks
+EVENTS = frozenset([f"{a}_{k}" for a in _ACTIONS for k in _KINDS]
+                   + ["add_talk", "update_talk", "add_chat_template_review"])
+_SECTION = {"lead": "leads", "contact": "contacts", "company": "contacts", "task": "task",
+            "customer": "customers"}
+#: legacy numeric note types (v2-era ids); UNCONFIRMED for webhooks, FACTS 1.12
+#: does not show a note payload. Unknown types pass their v4 name.
+_LEGACY_NOTE_TYPES = {"common": 4, "call_in": 10, "call_out": 11, "service_message": 25,
+                      "sms_in": 102, "sms_out": 103}
+#: legacy element types: 1 contact, 2 lead, 3 company, 12 customer
+_ELEMENT_TYPES = {"contacts": 1, "leads": 2, "companies": 3, "customers": 12}
+
+
+# -- encoding (PHP http_build_query) ----------------------------------------------------------
+
+
+def _flatten(prefix: str, value: Any) -> Iterator[tuple[str, str]]:
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            yield from _flatten(f"{prefix}[{key}]" if prefix else str(key), sub)
+    elif isinstance(value, (list, tuple)):
+        for index, sub in enumerate(value):
+            yield from _flatten(f"{prefix}[{index}]", sub)
+    elif value is None:
+        return  # PHP's http_build_query drops nulls
+    elif isinstance(value, bool):
+        yield prefix, "1" if value else "0"
+    else:
+        yield prefix, str(value)
+
+
+def encode_form(data: dict[str, Any]) -> str:
+    """``{"leads": {"status": [{"id": 1}]}}`` -> ``leads%5Bstatus%5D%5B0%5D%5Bid%5D=1``
+    (brackets percent-encoded and spaces as ``+``, as PHP's http_build_query does)."""
+    return "&".join(f"{quote_plus(k)}={quote_plus(v)}" for k, v in _flatten("", data))
+
+
+# -- payload builders (the one place for the legacy shapes) ----------------------------------
+
+
+def _custom_fields(account: Account, entity: str, obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """Legacy ``custom_fields[{id,name,values,code}]``: plain values as strings,
+    multitext/select values as ``{value, enum}`` (FACTS 1.12, the docs' examples)."""
+    out = []
+    for item in obj.get("custom_fields_values") or []:
+        fdef = account.fields[entity].get(item["field_id"])
+        if fdef is None:
+            continue
+        if fdef["type"] in {"multitext", "select", "multiselect", "radiobutton"}:
+            values: list[Any] = [{"value": v["value"], "enum": v.get("enum_id")}
+                                 for v in item["values"]]
+        else:
+            values = [v["value"] for v in item["values"]]
+        entry: dict[str, Any] = {"id": fdef["id"], "name": fdef["name"], "values": values}
+        if fdef.get("code"):
+            entry["code"] = fdef["code"]
+        out.append(entry)
+    return out
+
+
+def _lead(store: Store, account: Account, lead: dict[str, Any]) -> dict[str, Any]:
+    tags = [{"id": t["id"], "name": t["name"]} for t in
+            (store.tag_by_id(account, "leads", tid) for tid in lead.get("tags", [])) if t]
+    return {"id": lead["id"], "name": lead["name"], "status_id": lead["status_id"],
+            "price": lead["price"], "responsible_user_id": lead["responsible_user_id"],
+            "last_modified": lead["updated_at"], "modified_user_id": lead["updated_by"],
+            "created_user_id": lead["created_by"], "date_create": lead["created_at"],
+            "pipeline_id": lead["pipeline_id"], "tags": tags or None,
+            "account_id": account.id,
+            "custom_fields": _custom_fields(account, "leads", lead) or None,
+            "created_at": lead["created_at"], "updated_at": lead["updated_at"]}
+
+
+def _contact(account: Account, contact: dict[str, Any], kind: str) -> dict[str, Any]:
+    entity = "contacts" if kind == "contact" else "companies"
+    linked = {str(lid): {"ID": str(lid)} for lid in sorted(
+        lid for lid, lead in account.leads.items()
+        if any(c["id"] == contact["id"] for c in lead.get(entity, [])))}
+    out = {"id": contact["id"], "name": contact["name"],
+           "responsible_user_id": contact["responsible_user_id"],
+           "date_create": contact["created_at"], "last_modified": contact["updated_at"],
+           "created_user_id": contact["created_by"], "modified_user_id": contact["updated_by"],
+           "account_id": account.id,
+           "custom_fields": _custom_fields(account, entity, contact) or None,
+           "linked_leads_id": linked or None,
+           "created_at": contact["created_at"], "updated_at": contact["updated_at"],
+           "type": kind}
+    if kind == "contact" and contact.get("companies"):
+        company = account.companies.get(contact["companies"][0])
+        if company:
+            out["linked_company_id"] = company["id"]
+            out["company_name"] = company["name"]
+    return out
+
+
+def _note(account: Account, note: dict[str, Any]) -> dict[str, Any]:
+    """``leads[note][0][note][…]``: the exact layout is UNCONFIRMED (FACTS 1.12
+    shows no note payload); this is the legacy (v2-era) shape, kept here only."""
+    params = note.get("params") or {}
+    return {"note": {"id": note["id"],
+                     "note_type": _LEGACY_NOTE_TYPES.get(note["note_type"], note["note_type"]),
+                     "text": params.get("text", ""), "params": params or None,
+                     "element_id": note["entity_id"],
+                     "element_type": _ELEMENT_TYPES.get(note["entity_type"], 0),
+                     "created_by": note["created_by"], "created_user_id": note["created_by"],
+                     "responsible_user_id": note["responsible_user_id"],
+                     "date_create": note["created_at"], "last_modified": note["updated_at"],
+                     "created_at": note["created_at"], "updated_at": note["updated_at"],
+                     "account_id": account.id}}
+
+
+def section(store: Store, account: Account, event: str, obj: dict[str, Any],
+            extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The decoded payload ``{entity: {action: [fields]}, account: {…}}`` of one event."""
+    action, kind = event.split("_", 1)
+    if action == "delete":
+        fields: dict[str, Any] = {"id": obj["id"]}
+        if kind == "lead":
+            fields.update(status_id=obj["status_id"], pipeline_id=obj["pipeline_id"])
+        else:
+            fields["type"] = kind
+    elif action == "note":
+        fields = _note(account, obj)
+    elif kind == "lead":
+        fields = _lead(store, account, obj)
+    else:
+        fields = _contact(account, obj, kind)
+    fields.update(extra or {})
+    return {_SECTION[kind]: {action: [fields]},
+            "account": {"subdomain": account.subdomain, "id": account.id,
+                        "_links": {"self": f"https://{store.referer(account)}"}}}
+
+
+@dataclass(order=True)
+class Job:
+    due: float
+    seq: int
+    account_id: int = field(compare=False)
+    webhook_id: int = field(compare=False)
+    url: str = field(compare=False)
+    event: str = field(compare=False)
+    body: str = field(compare=False)
+    attempt: int = field(compare=False, default=1)
+
+
+_seq = itertools.count(1)
+
+
+def jobs_for(store: Store, account: Account, event: str, obj: dict[str, Any],
+             extra: dict[str, Any] | None = None) -> list[Job]:
+    """One job per enabled subscription of ``account`` listening to ``event``.
+    Caller holds the store lock."""
+    subs = [w for w in account.webhooks.values() if event in w["settings"] and not w["disabled"]]
+    if not subs:
+        return []
+    body = encode_form(section(store, account, event, obj, extra))
+    return [Job(now_s(), next(_seq), account.id, w["id"], w["destination"], event, body)
+            for w in sorted(subs, key=lambda w: (w["sort"], w["id"]))]
+
+
+def _matches(on: str, code: int) -> bool:
+    if on == "5xx":
+        return code == 499 or 500 <= code <= 599
+    return code < 100 or code >= 300
+
+
+class Dispatcher:
+    """Sends jobs, records every attempt in ``store.deliveries``, retries later."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._cond = threading.Condition()
+        self._heap: list[Job] = []
+        self._thread: threading.Thread | None = None
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="amocrm-webhook")
+
+    # -- public ---------------------------------------------------------------------
+
+    def submit(self, jobs: list[Job]) -> None:
+        """Send in the background (first attempts of API-caused events)."""
+        for job in jobs:
+            self._pool.submit(self.attempt, job)
+
+    def deliver_now(self, jobs: list[Job]) -> list[dict[str, Any]]:
+        """First attempts, synchronously (control endpoints); retries are scheduled."""
+        return [self.attempt(job) for job in jobs]
+
+    def flush(self) -> list[dict[str, Any]]:
+        """Run every pending retry now, whatever its due time (for tests/demo)."""
+        with self._cond:
+            jobs = sorted(self._heap)
+            self._heap.clear()
+        return [self.attempt(job) for job in jobs]
+
+    def pending(self) -> list[dict[str, Any]]:
+        with self._cond:
+            return [{"due_at": j.due, "url": j.url, "event": j.event, "attempt": j.attempt,
+                     "account_id": j.account_id, "webhook_id": j.webhook_id}
+                    for j in sorted(self._heap)]
+
+    def reset(self) -> None:
+        with self._cond:
+            self._heap.clear()
+
+    # -- one attempt ----------------------------------------------------------------------
+
+    def attempt(self, job: Job) -> dict[str, Any]:
+        cfg = self.store.cfg
+        error = None
+        answer = ""
+        try:
+            resp = requests.post(job.url, data=job.body.encode("ascii"), timeout=float(
+                cfg["webhook_timeout_s"]), allow_redirects=False, headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "User-Agent": USER_AGENT})
+            code = resp.status_code
+            answer = resp.text[:2000]
+        except requests.RequestException as exc:
+            code = 0  # no answer within the limit counts as code 0 (FACTS 1.12 table)
+            error = f"{type(exc).__name__}: {exc}"
+        ok = 100 <= code <= 299
+        record: dict[str, Any] = {
+            "at": now_s(), "account_id": job.account_id, "webhook_id": job.webhook_id,
+            "url": job.url, "event": job.event, "attempt": job.attempt, "status": code,
+            "ok": ok, "body": job.body, "response": answer}
+        if error:
+            record["error"] = error
+        with self.store.lock:
+            sub = self._subscription(job)
+            if not ok and sub is not None:
+                self._count_invalid(sub, record["at"])
+            schedule = cfg["webhook_retry_schedule"]
+            index = job.attempt - 1
+            if (not ok and sub is not None and not sub["disabled"] and index < len(schedule)
+                    and _matches(schedule[index]["on"], code)):
+                retry = Job(record["at"] + float(schedule[index]["after_s"]), next(_seq),
+                            job.account_id, job.webhook_id, job.url, job.event, job.body,
+                            job.attempt + 1)
+                record["next_attempt_at"] = retry.due
+                self._schedule(retry)
+            self.store.deliveries.append(record)
+            del self.store.deliveries[:-_LOG]
+        return record
+
+    def _subscription(self, job: Job) -> dict[str, Any] | None:
+        account = self.store.accounts.get(job.account_id)
+        sub = account.webhooks.get(job.webhook_id) if account else None
+        return sub if sub is not None and sub["destination"] == job.url else None
+
+    def _count_invalid(self, sub: dict[str, Any], at: float) -> None:
+        """FACTS 1.12: disabled after > N invalid answers in the window, the
+        latest included (this one is invalid)."""
+        cfg = self.store.cfg
+        times: list[float] = sub.setdefault("_invalid", [])
+        times.append(at)
+        horizon = at - float(cfg["webhook_disable_window_s"])
+        sub["_invalid"] = times = [t for t in times if t > horizon]
+        if len(times) > int(cfg["webhook_disable_after"]):
+            sub["disabled"] = True
+
+    # -- the retry scheduler ----------------------------------------------------------------
+
+    def _schedule(self, job: Job) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, job)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="amocrm-webhook-retries")
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap or self._heap[0].due > now_s():
+                    timeout = (self._heap[0].due - now_s()) if self._heap else None
+                    self._cond.wait(timeout)
+                job = heapq.heappop(self._heap)
+            self._pool.submit(self.attempt, job)
