@@ -15,7 +15,7 @@ import requests
 
 from bridge.setup import connect_channel
 
-__all__ = ["DEMO_CRMS", "Seeded", "banner", "demo_env", "seed"]
+__all__ = ["DEMO_CRMS", "Seeded", "banner", "demo_env", "oauth_install", "seed"]
 
 #: CRM -> the demo's mapping file
 DEMO_CRMS = {"hubspot": "demo-hubspot.yaml", "amocrm": "demo-amocrm.yaml"}
@@ -109,6 +109,24 @@ def _register_chat_channel(crm: str, base: str, sandbox: str) -> None:
         ).raise_for_status()
 
 
+def oauth_install(base: str, *, crm: str, sandbox: str, mapping: str) -> int:
+    """An admin installs the app into the sandbox CRM through the bridge's
+    real OAuth flow; returns the tenant id (a re-install re-authorises it)."""
+    # 1. The CRM admin opens the install link ...
+    install = f"{base}/oauth/{crm}/install"
+    start = requests.get(install, params={"mapping": mapping}, allow_redirects=False, timeout=10)
+    start.raise_for_status()
+    query = {k: v[0] for k, v in parse_qs(urlparse(start.headers["Location"]).query).items()}
+    redirect_uri = query.get("redirect_uri") or f"{base}/oauth/{crm}/callback"
+    query["redirect_uri"] = redirect_uri
+    # 2. ... and grants access (the sandbox's scripted consent) ...
+    params = _CONSENT[crm](sandbox, query)
+    # 3. ... the CRM redirects back to the bridge with a code.
+    done = requests.get(redirect_uri, params={**params, "state": query["state"]}, timeout=30)
+    done.raise_for_status()
+    return int(done.json()["tenant"])
+
+
 def seed(
     runtime,  # type: ignore[no-untyped-def]
     base: str,
@@ -122,24 +140,7 @@ def seed(
     from sandbox.telegram import DEMO_BOT_TOKEN
 
     sandbox = sandbox or f"{base}/sandbox"
-    mapping = mapping or DEMO_CRMS[crm]
-    # 1. The CRM admin opens the install link ...
-    start = requests.get(
-        f"{base}/oauth/{crm}/install",
-        params={"mapping": mapping},
-        allow_redirects=False,
-        timeout=10,
-    )
-    start.raise_for_status()
-    query = {k: v[0] for k, v in parse_qs(urlparse(start.headers["Location"]).query).items()}
-    redirect_uri = query.get("redirect_uri") or f"{base}/oauth/{crm}/callback"
-    query["redirect_uri"] = redirect_uri
-    # 2. ... and grants access (the sandbox's scripted consent) ...
-    params = _CONSENT[crm](sandbox, query)
-    # 3. ... the CRM redirects back to the bridge with a code.
-    done = requests.get(redirect_uri, params={**params, "state": query["state"]}, timeout=30)
-    done.raise_for_status()
-    tenant_id = int(done.json()["tenant"])
+    tenant_id = oauth_install(base, crm=crm, sandbox=sandbox, mapping=mapping or DEMO_CRMS[crm])
     _register_chat_channel(crm, base, sandbox)
     account_id = connect_channel(
         runtime, tenant_id, kind="telegram", token=DEMO_BOT_TOKEN, name="Demo bot"

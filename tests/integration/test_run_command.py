@@ -55,7 +55,8 @@ def _alive(pid: int) -> bool:
     return stat.exists() and ") Z " not in stat.read_text()
 
 
-def test_bridge_run_serves_the_demo_loop_and_stops_everything(tmp_path: Path) -> None:
+@pytest.mark.parametrize("crm", ["hubspot", "amocrm"])
+def test_bridge_run_serves_the_demo_loop_and_stops_everything(tmp_path: Path, crm: str) -> None:
     port = free_port()
     var_dir = tmp_path / "var"
     env = {
@@ -67,7 +68,8 @@ def test_bridge_run_serves_the_demo_loop_and_stops_everything(tmp_path: Path) ->
     env.pop("REDIS_URL", None)
     env.update({"BRIDGE_VAR_DIR": str(var_dir), "PYTHONUNBUFFERED": "1"})
     proc = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "bridge.cli", "run", "--port", str(port)],
+        [sys.executable, "-m", "bridge.cli", "run", "--port", str(port)]
+        + ([] if crm == "hubspot" else ["--demo", crm]),
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -97,18 +99,34 @@ def test_bridge_run_serves_the_demo_loop_and_stops_everything(tmp_path: Path) ->
         )
         assert r.json()["status"] == 200
 
-        def state() -> dict:
-            data = requests.get(f"{base}/sandbox/hubspot/_state", timeout=10).json()
-            return data["portals"][0]
+        if crm == "hubspot":
 
-        assert wait_until(lambda: len(state()["notes"]) == 1, timeout=60)
-        contact = state()["contacts"][0]
-        assert contact["properties"]["firstname"] == "Anna"
-        reply = requests.post(
-            f"{base}/sandbox/hubspot/_reply",
-            json={"contact_id": contact["id"], "text": "Hi Anna, yes we do!"},
-            timeout=30,
-        ).json()
+            def state() -> dict:
+                data = requests.get(f"{base}/sandbox/hubspot/_state", timeout=10).json()
+                return data["portals"][0]
+
+            assert wait_until(lambda: len(state()["notes"]) == 1, timeout=60)
+            contact = state()["contacts"][0]
+            assert contact["properties"]["firstname"] == "Anna"
+            reply = requests.post(
+                f"{base}/sandbox/hubspot/_reply",
+                json={"contact_id": contact["id"], "text": "Hi Anna, yes we do!"},
+                timeout=30,
+            ).json()
+        else:
+
+            def state() -> dict:
+                data = requests.get(f"{base}/sandbox/amocrm/_state", timeout=10).json()
+                return data["accounts"][0]
+
+            assert wait_until(lambda: len(state()["chats"]) == 1, timeout=60)
+            contact = state()["contacts"][0]
+            assert contact["name"] == "Anna"
+            reply = requests.post(
+                f"{base}/sandbox/amocrm/_chat_reply",
+                json={"contact_id": contact["id"], "text": "Hi Anna, yes we do!"},
+                timeout=30,
+            ).json()
         assert reply["webhook"]["status"] == 200
 
         def sent() -> list:

@@ -79,7 +79,8 @@ def test_50_users_20_messages_in_notes_and_chat_then_replies_both_ways(make_stac
     # amoCRM gets the delivery status back.
     user = traffic[0].user
     contact = next(
-        c for c in account["contacts"]
+        c
+        for c in account["contacts"]
         if any(v["values"][0]["value"] == str(user) for v in c.get("custom_fields_values") or [])
     )
     answer = _post(stack, "_chat_reply", contact_id=contact["id"], text="Здравствуйте! / Hello!")
@@ -103,9 +104,7 @@ def test_50_users_20_messages_in_notes_and_chat_then_replies_both_ways(make_stac
     _post(stack, "_note", lead_id=lead_id, text="@client Ждём вас завтра")
     assert wait_until(lambda: len(stack.telegram_sent()) == 2, timeout=30)
     assert stack.telegram_sent()[-1]["text"] == "Ждём вас завтра"
-    assert wait_until(
-        lambda: stack.bridge_status()["messages"]["out"].get("sent") == 2, timeout=30
-    )
+    assert wait_until(lambda: stack.bridge_status()["messages"]["out"].get("sent") == 2, timeout=30)
     # the same note webhook again (amoCRM retries on a slow answer): nothing new is sent
     _post(stack, "_webhooks", flush=True)
     assert len(stack.telegram_sent()) == 2
@@ -124,6 +123,7 @@ def test_lead_lifecycle_and_account_webhooks(make_stack):  # type: ignore[no-unt
     _post(stack, "_responsible", lead_id=lead["id"], responsible_user_id=6001003)
     runtime = Runtime(Settings.from_env(stack.env()))
     try:
+
         def owner() -> str | None:
             with runtime.transaction() as session:
                 return session.query(Conversation).one().owner_id
