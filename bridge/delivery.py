@@ -167,6 +167,15 @@ def _attachment_dict(a: Attachment) -> dict:
 
 def _apply_state_event(session: Session, tenant_id: int, event: CrmEvent) -> None:
     """Keep our view of the CRM in step (the tenant's rows only)."""
+    if event.kind is CrmEventKind.APP_REMOVED:
+        # Uninstalled: stop calling the CRM; messages wait (parked) until a
+        # re-install re-authorises the tenant.
+        session.execute(
+            update(Tenant)
+            .where(Tenant.id == tenant_id)
+            .values(status="needs_reauth", status_reason="the app was uninstalled in the CRM")
+        )
+        return
     if event.kind is CrmEventKind.CONTACT_REMOVED and event.contact is not None:
         # Deleted or merged away in the CRM: the next message finds the
         # person again (identity, phone, e-mail) instead of writing to a ghost.
@@ -200,6 +209,7 @@ def accept_crm_events(runtime, tenant_id: int, events: Iterable[CrmEvent]) -> Cr
                 CrmEventKind.ENTITY_CLOSED,
                 CrmEventKind.OWNER_CHANGED,
                 CrmEventKind.CONTACT_REMOVED,
+                CrmEventKind.APP_REMOVED,
             ):
                 _apply_state_event(session, tenant_id, event)
                 result.ignored += 1

@@ -352,6 +352,7 @@ class CrmEventKind(StrEnum):
     OWNER_CHANGED = "owner_changed"
     ENTITY_CLOSED = "entity_closed"  # won/lost/deleted: the next message opens a new one
     CONTACT_REMOVED = "contact_removed"  # deleted or merged away: find the person again
+    APP_REMOVED = "app_removed"  # the CRM uninstalled the bridge: stop calling it
     UNKNOWN = "unknown"
 
 

@@ -146,6 +146,42 @@ def crm_webhook(crm: str, key: str):  # type: ignore[no-untyped-def]
     return _crm_webhook(rt, tenant_id)
 
 
+@bp.post("/webhooks/crm/<crm>/install")
+def crm_install_event(crm: str):  # type: ignore[no-untyped-def]
+    """An app install the CRM announces by POSTing to the app's install
+    handler (Bitrix24's ONAPPINSTALL, tokens in the body): one URL for every
+    portal; the adapter verifies it, the tenant is created or re-authorised."""
+    from bridge import admin
+    from bridge.errors import BridgeError
+    from bridge.registry import crm_class
+
+    rt = runtime()
+    try:
+        cls = crm_class(crm)
+    except UnknownAdapter:
+        return jsonify(NOT_FOUND), 404
+    try:
+        _check_body(rt.settings.max_body, cls.content_types)
+        webhook = to_webhook_request(request, rt.settings.public_url)
+        credentials = cls.install_event(
+            rt.settings.crm_apps.get(crm, {}),
+            webhook,
+            http=rt.http(rt.settings.api_bases.get(crm) or cls.default_api_base()),
+        )
+    except WebhookError as exc:
+        return _error(exc)
+    except BridgeError as exc:
+        log.warning("install event for %s failed: %s", crm, type(exc).__name__)
+        return jsonify({"error": "install_failed", "message": exc.message}), 502
+    if credentials is None:
+        return jsonify(NOT_FOUND), 404
+    mapping = request.args.get("mapping") or f"{crm}.yaml"
+    tenant_id, created = admin.upsert_oauth_tenant(
+        rt, crm_kind=crm, credentials=credentials, mapping=mapping
+    )
+    return jsonify({"ok": True, "tenant": tenant_id, "created": created})
+
+
 @bp.post("/webhooks/crm/<crm>/route/<route_key>")
 def crm_routed_webhook(crm: str, route_key: str):  # type: ignore[no-untyped-def]
     """An app-level webhook (one URL for all tenants, e.g. amoCRM's chat

@@ -110,6 +110,18 @@ class CrmAdapter(ABC):
         raise NotImplementedError(f"{cls.kind} has no OAuth install")
 
     @classmethod
+    def install_event(
+        cls, app: Mapping[str, str], request: WebhookRequest, *, http: HttpClient
+    ) -> dict[str, Any] | None:
+        """For CRMs that install an app by POSTing an event to the app's
+        install handler (Bitrix24's ONAPPINSTALL, form-encoded, tokens
+        included) at ``POST /webhooks/crm/<kind>/install``: verify it and
+        return credentials like ``exchange_code`` does (``account_id``,
+        optional ``settings``), or None when it is not an install event.
+        Raise ``SignatureError``/``PayloadError`` for a forged or bad one."""
+        return None
+
+    @classmethod
     def vendor_initiated_install(cls, params: Mapping[str, str]) -> bool:
         """True when the CRM itself calls the OAuth callback without our
         ``state`` (amoCRM's one-shot "integration enabled" GET): the code is
