@@ -99,14 +99,19 @@ def postgres_schema(url: str | None, prefix: str = "bench") -> Iterator[str | No
 
 
 def sandbox_stats(
-    sandbox_url: str, since: float | None = None, *, with_requests: bool = True
+    sandbox_url: str,
+    since: float | None = None,
+    *,
+    with_requests: bool = True,
+    crm: str = "hubspot",
 ) -> dict[str, Any]:
-    """The sandbox HubSpot's ``GET /_stats`` (API requests it received)."""
+    """A sandbox CRM's ``GET /_stats`` (API requests it received); ``crm``:
+    ``hubspot`` (the default) or ``amocrm``."""
     params: dict[str, Any] = {}
     if since is not None:
         params["since"] = repr(since)
     if not with_requests:
         params["requests"] = "0"
-    r = requests.get(f"{sandbox_url}/hubspot/_stats", params=params, timeout=30)
+    r = requests.get(f"{sandbox_url}/{crm}/_stats", params=params, timeout=30)
     r.raise_for_status()
     return r.json()
