@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: run test install install-test bench lint clean apt-deps
+.PHONY: run test install install-test bench lint security sbom fuzz clean apt-deps
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,27 @@ apt-deps:
 run: install
 	$(VENV)/bin/bridge run
 
-test: install-test apt-deps
+test: install-test apt-deps security
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# Static security gate: bandit must report no high-severity finding and ruff's
+# security rules (flake8-bandit) none at all in the product code.
+SRC := bridge channel_adapters crm_adapters mappings sandbox
+security: install-test
+	$(VENV)/bin/bandit -q -r $(SRC) -lll
+	$(VENV)/bin/ruff check --select S --ignore S101,S311 $(SRC)
+
+# A CycloneDX SBOM of the pinned environment (constraints.txt is the lock).
+sbom: install
+	$(PIP) install -c constraints.txt -e '.[sbom]'
+	$(VENV)/bin/cyclonedx-py environment $(PY) --of JSON -o sbom.cdx.json
+	@echo "wrote sbom.cdx.json"
+
+# Coverage-guided fuzzing of the parsers (atheris), FUZZ_SECONDS each.
+FUZZ_SECONDS ?= 60
+fuzz: install-test
+	$(PIP) install -c constraints.txt -e '.[fuzz]'
+	$(PY) -m tests.fuzz --seconds $(FUZZ_SECONDS)
 
 # Benchmarks (not part of the tests): redis-server, and wrk as the load
 # generator (bench.ingest falls back to a multi-process Python client).

@@ -37,3 +37,10 @@ def api_status():  # type: ignore[no-untyped-def]
         ), 401
     rt = current_app.extensions["bridge"]
     return jsonify(admin.status(rt))
+
+
+@bp.get("/openapi.json")
+def openapi_document():  # type: ignore[no-untyped-def]
+    from bridge.openapi import document
+
+    return jsonify(document())

@@ -47,10 +47,20 @@ def install_url(rt, crm: str, mapping: str | None = None) -> str:  # type: ignor
 @bp.get("/oauth/<crm>/install")
 def install(crm: str):  # type: ignore[no-untyped-def]
     rt = current_app.extensions["bridge"]
+    if not rt.settings.crm_apps.get(crm, {}).get("client_id"):
+        return jsonify(
+            {
+                "error": "not_configured",
+                "message": f"the {crm} app is not configured here (set {crm.upper()}_CLIENT_ID "
+                f"and {crm.upper()}_CLIENT_SECRET)",
+            }
+        ), 404
     try:
         return redirect(install_url(rt, crm, request.args.get("mapping")))
     except (UnknownAdapter, NotImplementedError):
         return jsonify({"error": "not_found", "message": f"{crm} has no OAuth install"}), 404
+    except BridgeError as exc:
+        return jsonify({"error": "not_configured", "message": exc.message}), 404
 
 
 @bp.get("/oauth/<crm>/callback")
@@ -71,18 +81,20 @@ def callback(crm: str):  # type: ignore[no-untyped-def]
         return _install(rt, cls, crm, code, params, f"{crm}.yaml")
     if not code or not raw_state:
         return jsonify({"error": "invalid_request", "message": "code and state are required"}), 400
+    # A state we did not sign (or no longer accept) is a forged or replayed
+    # callback (CSRF, ASVS 10.2.1): 403, like a bad webhook signature.
     try:
         state = _serializer(rt).loads(raw_state, max_age=STATE_MAX_AGE)
     except SignatureExpired:
         return jsonify(
             {"error": "invalid_state", "message": "the install link expired: start again"}
-        ), 400
+        ), 403
     except BadSignature:
         return jsonify(
             {"error": "invalid_state", "message": "state does not match: start again"}
-        ), 400
+        ), 403
     if state.get("crm") != crm:
-        return jsonify({"error": "invalid_state", "message": "state is for another CRM"}), 400
+        return jsonify({"error": "invalid_state", "message": "state is for another CRM"}), 403
     return _install(rt, cls, crm, code, params, state.get("mapping") or f"{crm}.yaml")
 
 

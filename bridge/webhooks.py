@@ -23,6 +23,7 @@ from bridge.model import WebhookRequest
 from bridge.registry import UnknownAdapter
 from bridge.tables import ChannelAccount, CrmRoute, Tenant
 from channel_adapters.base import ChannelAdapter
+from crm_adapters.base import CrmAdapter
 
 __all__ = ["bp", "reset_cache", "to_webhook_request"]
 
@@ -160,6 +161,8 @@ def crm_install_event(crm: str):  # type: ignore[no-untyped-def]
         cls = crm_class(crm)
     except UnknownAdapter:
         return jsonify(NOT_FOUND), 404
+    if cls.install_event.__func__ is CrmAdapter.install_event.__func__:  # type: ignore[attr-defined]
+        return jsonify(NOT_FOUND), 404  # this CRM installs through OAuth only
     try:
         _check_body(rt.settings.max_body, cls.content_types)
         webhook = to_webhook_request(request, rt.settings.public_url)

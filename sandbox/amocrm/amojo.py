@@ -46,18 +46,25 @@ bp = Blueprint("amojo", __name__, url_prefix="/amojo")
 _PREFIX = "/amojo"
 
 
-def sign_request(secret: str, method: str, path: str, body: bytes, date: str,
-                 content_type: str = "application/json") -> dict[str, str]:
+def sign_request(
+    secret: str,
+    method: str,
+    path: str,
+    body: bytes,
+    date: str,
+    content_type: str = "application/json",
+) -> dict[str, str]:
     """Headers of a signed amojo request (the scheme the sandbox checks)."""
-    md5 = hashlib.md5(body).hexdigest()  # noqa: S324 - the vendor's scheme
+    md5 = hashlib.md5(body, usedforsecurity=False).hexdigest()  # the vendor's Content-MD5
     msg = "\n".join([method.upper(), md5, content_type, date, path])
     sig = hmac.new(secret.encode(), msg.encode(), hashlib.sha1).hexdigest()
     return {"Date": date, "Content-Type": content_type, "Content-MD5": md5, "X-Signature": sig}
 
 
 def _error(status: int, kind: str, detail: str) -> AmoError:
-    return AmoError(plain_json({"error_code": status, "error_type": kind,
-                                "error_description": detail}, status))
+    return AmoError(
+        plain_json({"error_code": status, "error_type": kind, "error_description": detail}, status)
+    )
 
 
 @bp.before_request
@@ -71,7 +78,7 @@ def _verify_signature() -> None:
     signature = request.headers.get("X-Signature", "").strip().lower()
     if not signature:
         raise _error(403, "INVALID_SIGNATURE", "X-Signature header is required")
-    if given_md5.lower() != hashlib.md5(raw).hexdigest():  # noqa: S324
+    if given_md5.lower() != hashlib.md5(raw, usedforsecurity=False).hexdigest():
         raise _error(403, "INVALID_SIGNATURE", "Content-MD5 does not match the body")
     try:
         sent = email.utils.parsedate_to_datetime(date).timestamp()
@@ -79,10 +86,18 @@ def _verify_signature() -> None:
         raise _error(403, "INVALID_SIGNATURE", "Date header missing or not RFC 2822") from None
     if abs(now_s() - sent) > float(store.cfg["amojo_date_window_s"]):
         raise _error(403, "INVALID_SIGNATURE", "Date header is outside the 15 minute window")
-    paths = {request.path[len(_PREFIX):], request.script_root + request.path}
-    ok = any(hmac.compare_digest(hmac.new(secret.encode(), "\n".join(
-        [request.method.upper(), given_md5, ctype, date, p]).encode(), hashlib.sha1
-    ).hexdigest(), signature) for p in paths)
+    paths = {request.path[len(_PREFIX) :], request.script_root + request.path}
+    ok = any(
+        hmac.compare_digest(
+            hmac.new(
+                secret.encode(),
+                "\n".join([request.method.upper(), given_md5, ctype, date, p]).encode(),
+                hashlib.sha1,
+            ).hexdigest(),
+            signature,
+        )
+        for p in paths
+    )
     if not ok:
         raise _error(403, "INVALID_SIGNATURE", "Signature is invalid")
     if raw and ctype.split(";")[0].strip().lower() != "application/json":
@@ -124,22 +139,40 @@ def connect(channel_id: str) -> Response:
     version = body.get("hook_api_version", "v1")  # docs: default v1
     title = body.get("title", channel["title"])
     window = body.get("is_time_window_disabled", False)
-    if not isinstance(body.get("account_id"), str) or version not in ("v1", "v2") or \
-            not isinstance(title, str) or not isinstance(window, bool):
-        raise _error(400, "INVALID_REQUEST", "account_id (string) and hook_api_version "
-                     "(v1|v2) are required")
+    if (
+        not isinstance(body.get("account_id"), str)
+        or version not in ("v1", "v2")
+        or not isinstance(title, str)
+        or not isinstance(window, bool)
+    ):
+        raise _error(
+            400, "INVALID_REQUEST", "account_id (string) and hook_api_version (v1|v2) are required"
+        )
     with store.lock:
         account = store.account_by_amojo(body["account_id"])
         if account is None:
             raise _error(400, "ACCOUNT_NOT_FOUND", "unknown account_id")
         scope_id = f"{channel_id}_{account.amojo_id}"  # FACTS 1.13
         store.connections[scope_id] = {
-            "scope_id": scope_id, "channel_id": channel_id, "account": account.id,
-            "amojo_id": account.amojo_id, "title": title, "hook_api_version": version,
-            "is_time_window_disabled": window, "connected": True,
-            "connected_at": int(now_s())}
-    return plain_json({"account_id": account.amojo_id, "scope_id": scope_id, "title": title,
-                       "hook_api_version": version, "is_time_window_disabled": window})
+            "scope_id": scope_id,
+            "channel_id": channel_id,
+            "account": account.id,
+            "amojo_id": account.amojo_id,
+            "title": title,
+            "hook_api_version": version,
+            "is_time_window_disabled": window,
+            "connected": True,
+            "connected_at": int(now_s()),
+        }
+    return plain_json(
+        {
+            "account_id": account.amojo_id,
+            "scope_id": scope_id,
+            "title": title,
+            "hook_api_version": version,
+            "is_time_window_disabled": window,
+        }
+    )
 
 
 @bp.route("/v2/origin/custom/<channel_id>/disconnect", methods=["DELETE"])
@@ -161,8 +194,12 @@ def disconnect(channel_id: str) -> Response:
 
 
 def _user_payload(raw: Any, what: str) -> dict[str, Any]:
-    if not isinstance(raw, dict) or not isinstance(raw.get("id"), str) or not raw["id"] \
-            or not isinstance(raw.get("name", ""), str):
+    if (
+        not isinstance(raw, dict)
+        or not isinstance(raw.get("id"), str)
+        or not raw["id"]
+        or not isinstance(raw.get("name", ""), str)
+    ):
         raise _error(400, "INVALID_REQUEST", f"{what}.id (string) is required")
     return raw
 
@@ -180,8 +217,11 @@ def create_chat(scope_id: str) -> Response:
         existing = store.chat_index.get((scope_id, conversation_id))
         if existing is not None:
             chat = store.chats[existing]
-            client = next(u for (s, _), u in store.amojo_users.items()
-                          if s == scope_id and u["id"] == chat["client_user_id"])
+            client = next(
+                u
+                for (s, _), u in store.amojo_users.items()
+                if s == scope_id and u["id"] == chat["client_user_id"]
+            )
         else:
             client = chats.client_user(store, scope_id, user)
             chat, _ = chats.get_chat(store, conn, conversation_id, client, body.get("source"))
@@ -192,20 +232,27 @@ def _check_message(message: Any) -> dict[str, Any]:
     """FACTS 1.13 / chat-api-reference: type, text for text, media+file_name+
     file_size for file/video/picture, location{lon,lat}, contact{name,phone}."""
     if not isinstance(message, dict) or message.get("type") not in chats.MESSAGE_TYPES:
-        raise _error(400, "INVALID_REQUEST", "message.type is required and must be one of "
-                     + ", ".join(chats.MESSAGE_TYPES))
+        raise _error(
+            400,
+            "INVALID_REQUEST",
+            "message.type is required and must be one of " + ", ".join(chats.MESSAGE_TYPES),
+        )
     kind = message["type"]
     if kind == "text" and (not isinstance(message.get("text"), str) or not message["text"]):
         raise _error(400, "INVALID_REQUEST", "message.text is required for text messages")
     if kind in {"file", "video", "picture"} and not (
-            message.get("media") and message.get("file_name")
-            and isinstance(message.get("file_size"), int)):
+        message.get("media")
+        and message.get("file_name")
+        and isinstance(message.get("file_size"), int)
+    ):
         raise _error(400, "INVALID_REQUEST", "media, file_name and file_size are required")
-    if kind == "location" and not (isinstance(message.get("location"), dict)
-                                   and {"lon", "lat"} <= set(message["location"])):
+    if kind == "location" and not (
+        isinstance(message.get("location"), dict) and {"lon", "lat"} <= set(message["location"])
+    ):
         raise _error(400, "INVALID_REQUEST", "message.location{lon,lat} is required")
-    if kind == "contact" and not (isinstance(message.get("contact"), dict)
-                                  and {"name", "phone"} <= set(message["contact"])):
+    if kind == "contact" and not (
+        isinstance(message.get("contact"), dict) and {"name", "phone"} <= set(message["contact"])
+    ):
         raise _error(400, "INVALID_REQUEST", "message.contact{name,phone} is required")
     return message
 
@@ -216,17 +263,23 @@ def send_message(scope_id: str) -> Response:
     event = body.get("event_type")
     payload = body.get("payload")
     if event not in ("new_message", "edit_message") or not isinstance(payload, dict):
-        raise _error(400, "INVALID_REQUEST", "event_type new_message|edit_message and a "
-                     "payload are required")
+        raise _error(
+            400, "INVALID_REQUEST", "event_type new_message|edit_message and a payload are required"
+        )
     if event == "edit_message":
         return _edit(scope_id, payload)
     sb = sandbox()
     store = sb.store
     msgid, conversation_id = payload.get("msgid"), payload.get("conversation_id")
-    if not isinstance(msgid, str) or not msgid or not isinstance(conversation_id, str) \
-            or not conversation_id:
-        raise _error(400, "INVALID_REQUEST", "payload.msgid and payload.conversation_id "
-                     "are required")
+    if (
+        not isinstance(msgid, str)
+        or not msgid
+        or not isinstance(conversation_id, str)
+        or not conversation_id
+    ):
+        raise _error(
+            400, "INVALID_REQUEST", "payload.msgid and payload.conversation_id are required"
+        )
     sender = _user_payload(payload.get("sender"), "sender")
     outgoing = payload.get("receiver") is not None
     receiver = _user_payload(payload["receiver"], "receiver") if outgoing else sender
@@ -234,8 +287,12 @@ def send_message(scope_id: str) -> Response:
     now = now_s()
     timestamp = payload.get("timestamp", int(now))
     msec = payload.get("msec_timestamp", int(timestamp) * 1000)
-    if isinstance(timestamp, bool) or not isinstance(timestamp, int) or \
-            isinstance(msec, bool) or not isinstance(msec, int):
+    if (
+        isinstance(timestamp, bool)
+        or not isinstance(timestamp, int)
+        or isinstance(msec, bool)
+        or not isinstance(msec, int)
+    ):
         raise _error(400, "INVALID_REQUEST", "timestamp/msec_timestamp must be integers")
     silent = bool(payload.get("silent", False))
     jobs = []
@@ -246,23 +303,48 @@ def send_message(scope_id: str) -> Response:
             return plain_json(store.messages[store.msg_index[key]]["response"])
         account = store.accounts[conn["account"]]
         client = chats.client_user(store, scope_id, receiver)
-        chat, _ = chats.get_chat(store, conn, conversation_id, client, payload.get("source"),
-                                 payload.get("conversation_ref_id"))
+        chat, _ = chats.get_chat(
+            store,
+            conn,
+            conversation_id,
+            client,
+            payload.get("source"),
+            payload.get("conversation_ref_id"),
+        )
         if outgoing:  # from a manager (sender.ref_id = amojo user id) or the bot
-            from_ = {"id": sender.get("ref_id") or sb.cfg["channel"]["bot_id"],
-                     "client_id": sender["id"], "name": sender.get("name", "")}
+            from_ = {
+                "id": sender.get("ref_id") or sb.cfg["channel"]["bot_id"],
+                "client_id": sender["id"],
+                "name": sender.get("name", ""),
+            }
             to = {"id": client["id"]}
         else:
             from_, to = {"id": client["id"]}, None
-        msg = chats.record_message(store, chat, "out" if outgoing else "in", from_, to,
-                                   message, msgid, timestamp, msec, silent, "api")
+        msg = chats.record_message(
+            store,
+            chat,
+            "out" if outgoing else "in",
+            from_,
+            to,
+            message,
+            msgid,
+            timestamp,
+            msec,
+            silent,
+            "api",
+        )
         if not outgoing and not silent:  # FACTS 1.13: unsorted unless silent
             jobs = chats.route_incoming(store, account, chat, client, msg, conn["title"])
         # receiver_id: null for incoming messages (UNCONFIRMED; the docs' type is string|null)
-        msg["response"] = {"new_message": {"conversation_id": conversation_id,
-                                           "sender_id": from_["id"],
-                                           "receiver_id": to["id"] if to else None,
-                                           "msgid": msg["id"], "ref_id": msgid}}
+        msg["response"] = {
+            "new_message": {
+                "conversation_id": conversation_id,
+                "sender_id": from_["id"],
+                "receiver_id": to["id"] if to else None,
+                "msgid": msg["id"],
+                "ref_id": msgid,
+            }
+        }
         store.msg_index[key] = msg["id"]
         answer = msg["response"]
     sb.dispatcher.submit(jobs)  # add_contact / add_lead of a new Unsorted lead
@@ -278,9 +360,16 @@ def _edit(scope_id: str, payload: dict[str, Any]) -> Response:
         _connection(store, scope_id)
         msg = store.messages.get(str(payload.get("id") or ""))
         if msg is None:
-            msg = next((m for m in store.messages.values() if m["scope_id"] == scope_id
-                        and m["ref_id"] == payload.get("msgid")
-                        and m["conversation_id"] == payload.get("conversation_id")), None)
+            msg = next(
+                (
+                    m
+                    for m in store.messages.values()
+                    if m["scope_id"] == scope_id
+                    and m["ref_id"] == payload.get("msgid")
+                    and m["conversation_id"] == payload.get("conversation_id")
+                ),
+                None,
+            )
         if msg is None or msg["scope_id"] != scope_id:
             raise _error(404, "MESSAGE_NOT_FOUND", "message does not exist")
         msg["edits"].append({"at": now_s(), "text": msg["text"], "type": msg["type"]})
@@ -289,8 +378,15 @@ def _edit(scope_id: str, payload: dict[str, Any]) -> Response:
                 msg[key] = message[key]
         if payload.get("id") and isinstance(payload.get("msgid"), str):
             msg["ref_id"] = payload["msgid"]
-        return plain_json({"edit_message": {"conversation_id": msg["conversation_id"],
-                                            "msgid": msg["id"], "ref_id": msg["ref_id"]}})
+        return plain_json(
+            {
+                "edit_message": {
+                    "conversation_id": msg["conversation_id"],
+                    "msgid": msg["id"],
+                    "ref_id": msg["ref_id"],
+                }
+            }
+        )
 
 
 @bp.route("/v2/origin/custom/<scope_id>/<msgid>/delivery_status", methods=["POST"])
@@ -315,13 +411,19 @@ def delivery_status(scope_id: str, msgid: str) -> Response:
         msg = store.messages.get(msgid)
         if msg is None or msg["scope_id"] != scope_id:
             raise _error(404, "MESSAGE_NOT_FOUND", "message does not exist")
-        msg["delivery_statuses"].append({"status": status, "error_code": error_code,
-                                         "error": error, "field": field, "at": now_s()})
+        msg["delivery_statuses"].append(
+            {
+                "status": status,
+                "error_code": error_code,
+                "error": error,
+                "field": field,
+                "at": now_s(),
+            }
+        )
     return Response(b"", status=200)
 
 
-def _history_user(store: Store, scope_id: str, ref: dict[str, Any] | None
-                  ) -> dict[str, Any] | None:
+def _history_user(store: Store, scope_id: str, ref: dict[str, Any] | None) -> dict[str, Any] | None:
     if not ref:
         return None
     for (scope, _), user in store.amojo_users.items():
@@ -347,18 +449,26 @@ def history(scope_id: str, conversation_id: str) -> Response:
         chat_id = store.chat_index.get((scope_id, conversation_id))
         ids = list(reversed(store.chats[chat_id]["messages"])) if chat_id else []
         out = []
-        for mid in ids[offset:offset + limit]:
+        for mid in ids[offset : offset + limit]:
             msg = store.messages[mid]
-            item: dict[str, Any] = {"timestamp": msg["timestamp"],
-                                    "msec_timestamp": msg["msec_timestamp"],
-                                    "sender": _history_user(store, scope_id, msg["sender"])}
+            item: dict[str, Any] = {
+                "timestamp": msg["timestamp"],
+                "msec_timestamp": msg["msec_timestamp"],
+                "sender": _history_user(store, scope_id, msg["sender"]),
+            }
             receiver = _history_user(store, scope_id, msg["receiver"])
             if receiver:
                 item["receiver"] = receiver
-            item["message"] = {"id": msg["id"], "client_id": msg["ref_id"] or "",
-                               "type": msg["type"], "text": msg["text"], "media": msg["media"],
-                               "thumbnail": msg["thumbnail"], "file_name": msg["file_name"],
-                               "file_size": msg["file_size"]}
+            item["message"] = {
+                "id": msg["id"],
+                "client_id": msg["ref_id"] or "",
+                "type": msg["type"],
+                "text": msg["text"],
+                "media": msg["media"],
+                "thumbnail": msg["thumbnail"],
+                "file_name": msg["file_name"],
+                "file_size": msg["file_size"],
+            }
             for key in ("location", "contact"):
                 if msg[key]:
                     item["message"][key] = msg[key]

@@ -40,8 +40,16 @@ TOKEN_RE = re.compile(r"^[1-9]\d{0,19}:[A-Za-z0-9_-]{35}$")
 DEMO_BOT_TOKEN = "7000000001:AAE_demo-bot-token-for-the-sandbox0"  # noqa: S105 - not a secret
 DEMO_BOT = {"token": DEMO_BOT_TOKEN, "username": "demo_bridge_bot", "first_name": "Demo Bridge Bot"}
 # api.json types.Chat fields, in the order the Bot API server writes them.
-CHAT_FIELDS = ("id", "title", "first_name", "last_name", "username", "type", "is_forum",
-               "is_direct_messages")
+CHAT_FIELDS = (
+    "id",
+    "title",
+    "first_name",
+    "last_name",
+    "username",
+    "type",
+    "is_forum",
+    "is_direct_messages",
+)
 UPDATE_ID_START = 500_000_001
 
 
@@ -72,8 +80,9 @@ class SandboxConfig:
     faults: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any] | None, base: SandboxConfig | None = None
-                  ) -> SandboxConfig:
+    def from_dict(
+        cls, values: dict[str, Any] | None, base: SandboxConfig | None = None
+    ) -> SandboxConfig:
         """Merge ``values`` over ``base`` (or the defaults); unknown keys raise ``ValueError``."""
         current = asdict(base) if base else asdict(cls())
         names = {f.name for f in fields(cls)}
@@ -93,9 +102,15 @@ class SandboxConfig:
         for name in ("per_chat_burst", "per_bot_burst", "redeliver_attempts", "log_limit"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be a non-negative integer")
-        for name in ("webhook_timeout_s", "redeliver_delay_s", "redeliver_max_delay_s",
-                     "set_webhook_min_interval_s", "max_upload_bytes", "max_photo_bytes",
-                     "max_download_bytes"):
+        for name in (
+            "webhook_timeout_s",
+            "redeliver_delay_s",
+            "redeliver_max_delay_s",
+            "set_webhook_min_interval_s",
+            "max_upload_bytes",
+            "max_photo_bytes",
+            "max_download_bytes",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{name} must be a non-negative number")
@@ -109,8 +124,13 @@ class SandboxConfig:
                 raise ValueError(f"bad chat entry (needs an integer id): {chat!r}")
 
     def flood_limits(self) -> FloodLimits:
-        return FloodLimits(self.per_chat_per_s, self.per_chat_burst, self.per_bot_per_s,
-                           self.per_bot_burst, self.per_group_per_min)
+        return FloodLimits(
+            self.per_chat_per_s,
+            self.per_chat_burst,
+            self.per_bot_per_s,
+            self.per_bot_burst,
+            self.per_group_per_min,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,8 +150,12 @@ class BotAccount:
 
     def user(self) -> dict[str, Any]:
         """The ``User`` that appears as ``from`` of the bot's messages."""
-        return {"id": self.id, "is_bot": True, "first_name": self.first_name,
-                "username": self.username}
+        return {
+            "id": self.id,
+            "is_bot": True,
+            "first_name": self.first_name,
+            "username": self.username,
+        }
 
 
 @dataclass
@@ -232,8 +256,10 @@ class BotState:
         if chat_id.startswith("@"):
             wanted = chat_id[1:].lower()
             for state in self.chats.values():
-                if state.chat.get("type") != "private" and \
-                        str(state.chat.get("username", "")).lower() == wanted:
+                if (
+                    state.chat.get("type") != "private"
+                    and str(state.chat.get("username", "")).lower() == wanted
+                ):
                     return state
         return None
 
@@ -296,12 +322,14 @@ class Store:
 
     # -- bots ----------------------------------------------------------------
 
-    def register_bot(self, token: str, username: str | None = None,
-                     first_name: str | None = None) -> BotState:
+    def register_bot(
+        self, token: str, username: str | None = None, first_name: str | None = None
+    ) -> BotState:
         with self.lock:
             bot_id = token.split(":", 1)[0]
-            account = BotAccount(token, username or f"sandbox_{bot_id}_bot",
-                                 first_name or f"Sandbox Bot {bot_id}")
+            account = BotAccount(
+                token, username or f"sandbox_{bot_id}_bot", first_name or f"Sandbox Bot {bot_id}"
+            )
             state = self.bots.get(token)
             if state is None:
                 state = self.bots[token] = BotState(account)
@@ -320,9 +348,15 @@ class Store:
             self._file_counter += 1
             seed = f"{bot.account.id}:{kind}:{self._file_counter}:{time.time_ns()}".encode()
             digest = base64.urlsafe_b64encode(hashlib.sha256(seed).digest()).decode().rstrip("=")
-            unique = base64.urlsafe_b64encode(hashlib.md5(seed).digest()[:9]).decode()  # noqa: S324
-            stored = StoredFile(file_id=f"AgAC{kind[:2].upper()}gIAAxkBAAI{digest}",
-                                file_unique_id=f"AQAD{unique}", kind=kind, **details)
+            unique = base64.urlsafe_b64encode(
+                hashlib.md5(seed, usedforsecurity=False).digest()[:9]
+            ).decode()
+            stored = StoredFile(
+                file_id=f"AgAC{kind[:2].upper()}gIAAxkBAAI{digest}",
+                file_unique_id=f"AQAD{unique}",
+                kind=kind,
+                **details,
+            )
             bot.files[stored.file_id] = stored
             return stored
 
@@ -331,10 +365,16 @@ class Store:
         with self.lock:
             if stored.file_path is None:
                 self._file_counter += 1
-                folder = {"photo": "photos", "document": "documents", "voice": "voice",
-                          "audio": "music", "video": "videos", "video_note": "video_notes",
-                          "sticker": "stickers", "animation": "animations"}.get(stored.kind,
-                                                                                 "documents")
+                folder = {
+                    "photo": "photos",
+                    "document": "documents",
+                    "voice": "voice",
+                    "audio": "music",
+                    "video": "videos",
+                    "video_note": "video_notes",
+                    "sticker": "stickers",
+                    "animation": "animations",
+                }.get(stored.kind, "documents")
                 stored.file_path = f"{folder}/file_{self._file_counter}{_extension(stored)}"
             bot.files_by_path[stored.file_path] = stored
             return stored.file_path
@@ -353,10 +393,25 @@ class Store:
 def _extension(stored: StoredFile) -> str:
     if stored.file_name and "." in stored.file_name:
         return "." + stored.file_name.rsplit(".", 1)[1].lower()
-    by_mime = {"image/jpeg": ".jpg", "image/png": ".png", "image/gif": ".gif",
-               "image/webp": ".webp", "application/pdf": ".pdf", "audio/ogg": ".oga",
-               "audio/mpeg": ".mp3", "video/mp4": ".mp4", "text/plain": ".txt"}
+    by_mime = {
+        "image/jpeg": ".jpg",
+        "image/png": ".png",
+        "image/gif": ".gif",
+        "image/webp": ".webp",
+        "application/pdf": ".pdf",
+        "audio/ogg": ".oga",
+        "audio/mpeg": ".mp3",
+        "video/mp4": ".mp4",
+        "text/plain": ".txt",
+    }
     if stored.mime_type in by_mime:
         return by_mime[stored.mime_type]
-    return {"photo": ".jpg", "voice": ".oga", "video": ".mp4", "video_note": ".mp4",
-            "sticker": ".webp", "animation": ".mp4", "audio": ".mp3"}.get(stored.kind, "")
+    return {
+        "photo": ".jpg",
+        "voice": ".oga",
+        "video": ".mp4",
+        "video_note": ".mp4",
+        "sticker": ".webp",
+        "animation": ".mp4",
+        "audio": ".mp3",
+    }.get(stored.kind, "")

@@ -83,7 +83,8 @@ def _raw_credentials(rt) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 def _bad(response, error: str) -> str:  # type: ignore[no-untyped-def]
-    assert response.status_code == 400, response.data
+    # a state we did not sign is a forgery (403); other bad requests are 400
+    assert response.status_code == (403 if error == "invalid_state" else 400), response.data
     data = response.get_json()
     assert data["error"] == error and data["message"], data
     return data["message"]

@@ -1,0 +1,232 @@
+"""The bridge's own HTTP API as an OpenAPI 3.0 document (``GET /openapi.json``).
+
+It describes what the bridge answers — the webhook endpoints every channel
+and CRM posts to, the OAuth install endpoints, and the operator API — so
+clients and the suite's schemathesis run can hold it to its word: a 4xx with a
+JSON error for bad input, never a 500.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bridge.registry import channel_kinds, crm_kinds
+
+__all__ = ["document"]
+
+KEY = {"type": "string", "pattern": "^[A-Za-z0-9_-]{16,64}$"}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    texts = {
+        400: "Malformed request: the JSON error names what is wrong",
+        401: "Missing or wrong operator token",
+        403: "Wrong secret or signature, or another account's payload",
+        404: "No such webhook, CRM or channel",
+        405: "Method not allowed",
+        413: "Body too large",
+        415: "Wrong content type",
+        502: "The CRM refused or failed the install",
+        503: "Storage unavailable: retry later (Retry-After)",
+    }
+    return {str(c): _error(texts[c]) for c in codes}
+
+
+def _ack() -> dict[str, Any]:
+    return {
+        "description": "Durably accepted (committed before this answer); redeliveries too",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+
+
+def _path_param(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def document() -> dict[str, Any]:
+    channels = {"type": "string", "enum": list(channel_kinds())}
+    crms = {"type": "string", "enum": list(crm_kinds())}
+    any_body = {
+        "application/json": {"schema": {}},
+        "application/x-www-form-urlencoded": {"schema": {"type": "object"}},
+    }
+    webhook_errors = _errors(400, 403, 404, 413, 415, 503)
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "CRM bridge",
+            "version": "0.1.0",
+            "description": (
+                "Webhooks from channels and CRMs, OAuth installs, and the operator API. "
+                "Every error is JSON: {error, message}."
+            ),
+        },
+        "paths": {
+            "/webhooks/{kind}/{key}": {
+                "post": {
+                    "summary": "A channel's webhook (Telegram posts its updates here)",
+                    "operationId": "channelWebhook",
+                    "parameters": [
+                        _path_param("kind", channels, "channel slug"),
+                        _path_param("key", KEY, "the channel account's random path secret"),
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {}}},
+                    },
+                    "responses": {"200": _ack(), **webhook_errors},
+                }
+            },
+            "/webhooks/crm/{crm}/{key}": {
+                "post": {
+                    "summary": "A CRM's webhook for one tenant (its random key in the path)",
+                    "operationId": "crmWebhook",
+                    "parameters": [
+                        _path_param("crm", crms, "CRM slug"),
+                        _path_param("key", KEY, "the tenant's random path secret"),
+                    ],
+                    "requestBody": {"required": True, "content": any_body},
+                    "responses": {"200": _ack(), **webhook_errors},
+                }
+            },
+            "/webhooks/crm/{crm}/route/{route_key}": {
+                "post": {
+                    "summary": "App-level CRM webhook: one URL for all tenants, the key names one",
+                    "operationId": "crmRoutedWebhook",
+                    "parameters": [
+                        _path_param("crm", crms, "CRM slug"),
+                        _path_param(
+                            "route_key",
+                            {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,200}$"},
+                            "e.g. amoCRM's chat scope id",
+                        ),
+                    ],
+                    "requestBody": {"required": True, "content": any_body},
+                    "responses": {"200": _ack(), **webhook_errors},
+                }
+            },
+            "/webhooks/crm/{crm}/install": {
+                "post": {
+                    "summary": "A CRM announcing an app install (Bitrix24's ONAPPINSTALL)",
+                    "operationId": "crmInstallEvent",
+                    "parameters": [_path_param("crm", crms, "CRM slug")],
+                    "requestBody": {"required": True, "content": any_body},
+                    "responses": {
+                        "200": _ack(),
+                        **_errors(400, 403, 404, 413, 415, 502, 503),
+                    },
+                }
+            },
+            "/oauth/{crm}/install": {
+                "get": {
+                    "summary": "Start an OAuth install: redirects to the CRM's consent page",
+                    "operationId": "oauthInstall",
+                    "parameters": [
+                        _path_param("crm", crms, "CRM slug"),
+                        {
+                            "name": "mapping",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "responses": {
+                        "302": {"description": "to the CRM's consent page"},
+                        **_errors(400, 404),
+                    },
+                }
+            },
+            "/oauth/{crm}/callback": {
+                # (amoCRM's own "integration enabled" call comes without our
+                # state, with from_widget: the one variant not described here)
+                "get": {
+                    "summary": "The CRM's OAuth redirect: exchanges the code, creates the tenant",
+                    "operationId": "oauthCallback",
+                    "parameters": [
+                        _path_param("crm", crms, "CRM slug"),
+                        {
+                            "name": "code",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string", "minLength": 1},
+                        },
+                        {
+                            "name": "state",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string", "minLength": 1},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "Connected",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        **_errors(400, 403, 404, 502, 503),
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness: the database answers",
+                    "operationId": "health",
+                    "responses": {
+                        "200": {
+                            "description": "OK",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        **_errors(503),
+                    },
+                }
+            },
+            "/api/status": {
+                "get": {
+                    "summary": "Counts, parked conversations and failed messages (no message text)",
+                    "operationId": "status",
+                    "security": [{"operator": []}],
+                    "responses": {
+                        "200": {
+                            "description": "Status",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        **_errors(401, 503),
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "operationId": "openapi",
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI 3.0",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error", "message"],
+                    "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+                }
+            },
+            "securitySchemes": {"operator": {"type": "http", "scheme": "bearer"}},
+        },
+    }
