@@ -47,6 +47,10 @@ def install_url(rt, crm: str, mapping: str | None = None) -> str:  # type: ignor
 @bp.get("/oauth/<crm>/install")
 def install(crm: str):  # type: ignore[no-untyped-def]
     rt = current_app.extensions["bridge"]
+    try:
+        crm_class(crm)
+    except UnknownAdapter:
+        return jsonify({"error": "not_found", "message": f"{crm} has no OAuth install"}), 404
     if not rt.settings.crm_apps.get(crm, {}).get("client_id"):
         return jsonify(
             {

@@ -12,6 +12,7 @@ import pytest
 
 from bridge.checks import check_mapping_files, validate_mappings_dir
 from bridge.errors import ConfigError
+from bridge.registry import crm_kinds
 from bridge.templates import render, render_all
 from mappings import MappingError, MappingStore, load_mapping, parse_mapping
 from mappings.schema import KNOWN_PLACEHOLDERS, ChannelRule, OwnerRule, TaskRule
@@ -292,7 +293,7 @@ def test_crm_checks_name_file_key_and_fix(tmp_path: Path) -> None:
     good = _write(tmp_path, "d.yaml", MINIMAL)
     found = check_mapping_files([unknown_crm, lead, fax, good])
     assert found == [
-        f"{unknown_crm}: crm: unknown CRM 'salesforce'; use one of hubspot, amocrm",
+        f"{unknown_crm}: crm: unknown CRM 'salesforce'; use one of {', '.join(crm_kinds())}",
         f"{lead}: channels.telegram.object: HubSpot has no 'lead'; use one of deal, ticket or none",
         f"{fax}: channels.fax: unknown channel; use one of telegram",
     ]

@@ -187,6 +187,7 @@ def test_tampered_state_is_refused_before_the_code_is_spent(
 
 def test_state_minted_for_another_crm_is_refused(client, rt, sandbox, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setitem(crm_adapters.REGISTRY, "othercrm", f"{__name__}:OtherCrm")
+    monkeypatch.setitem(rt.settings.crm_apps, "othercrm", {"client_id": "other-app"})
     url, spy = sandbox
     other = client.get("/oauth/othercrm/install")
     assert other.status_code == 302
