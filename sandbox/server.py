@@ -22,12 +22,13 @@ __all__ = ["build", "mount"]
 
 
 def _apps(config: dict[str, Any] | None) -> dict[str, Any]:
-    from sandbox import amocrm, hubspot, telegram, web
+    from sandbox import amocrm, bitrix24, hubspot, telegram, web
 
     config = config or {}
     return {
         "/sandbox/hubspot": hubspot.create_app(config.get("hubspot")),
         "/sandbox/amocrm": amocrm.create_app(config.get("amocrm")),
+        "/sandbox/bitrix24": bitrix24.create_app(config.get("bitrix24")),
         "/sandbox/telegram": telegram.create_app(config.get("telegram")),
         "/sandbox": web.create_app(config.get("web")),
     }

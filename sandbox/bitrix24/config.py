@@ -1,0 +1,279 @@
+"""Configuration of the sandbox Bitrix24: defaults, overrides, run-time updates.
+
+``create_app(config)`` deep-merges ``config`` over :data:`DEFAULTS`
+(``portals`` is replaced whole, each portal's missing keys are filled from
+:data:`PORTAL_DEFAULTS`); ``POST /_config`` changes the same keys at run time
+except ``portals``. Every switch for behaviour the vendor docs do not state is
+marked **UNCONFIRMED** next to its default (FACTS.md section 2 is the source of
+what *is* confirmed).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+__all__ = [
+    "DEFAULTS",
+    "PORTAL_DEFAULTS",
+    "RUNTIME_KEYS",
+    "build_config",
+    "update_config",
+    "DEMO_DOMAIN",
+    "DEMO_MEMBER_ID",
+    "DEMO_CLIENT_ID",
+    "DEMO_CLIENT_SECRET",
+    "DEMO_WEBHOOK_USER",
+    "DEMO_WEBHOOK_CODE",
+    "DEMO_LINE_ID",
+]
+
+DEMO_DOMAIN = "demo.bitrix24.ru"
+DEMO_MEMBER_ID = "a223c6b3710f85df22e9377d6c4f7553"
+# Local apps get ids of the form "local.<hex>.<digits>" (settings/oauth/index.md
+# shows "app.573ad8a0346747.09223434" for a market app).
+DEMO_CLIENT_ID = "local.6650f1c2a4b3d7.81234567"
+DEMO_CLIENT_SECRET = "LJSl0lNB76B5YY6u0YVQ3AW0DrVADcRTwVr4y99PXU1BWQybWK"  # noqa: S105
+DEMO_WEBHOOK_USER = 1
+DEMO_WEBHOOK_CODE = "8g9l071eismy9q2l"  # the shape of authorization.md's example code
+DEMO_LINE_ID = 1
+
+#: keys a portal entry may carry, with their defaults
+PORTAL_DEFAULTS: dict[str, Any] = {
+    "domain": None,  # required, host-like ("demo.bitrix24.ru")
+    "member_id": None,  # required, 32 hex characters
+    "plan": "basic",  # "basic" | "enterprise" (limits.md: the two rate tiers)
+    "language": "en",  # LANGUAGE_ID in ONAPPINSTALL / app.info
+    "utc_offset": "+03:00",  # the portal server's zone, used in every datetime
+    "users": [{"ID": 1, "NAME": "Portal", "LAST_NAME": "Admin", "EMAIL": "admin@example.com",
+               "ADMIN": True}],
+    # incoming webhooks: {"user_id", "code", "scopes": [...]}
+    "webhooks": [],
+    # Open Lines: {"ID", "LINE_NAME", "ACTIVE"?: "Y", "QUEUE"?: [user ids],
+    #              "CRM_CREATE"?: "lead" | "none", "CRM_SOURCE"?: SOURCE_ID}
+    "open_lines": [],
+    # extra deal pipelines (the default one, id 0, always exists):
+    # {"id", "name", "sort"?}; stages are generated (DEAL_STAGE_<id>, "C<id>:NEW", ...)
+    "deal_categories": [],
+    # declared user fields per entity ("lead" | "contact" | "deal"):
+    # [{"FIELD_NAME": "UF_CRM_...", "USER_TYPE_ID": "string", "MULTIPLE": "N",
+    #   "MANDATORY": "N", "LABEL": "..."}]; undeclared UF_CRM_* keys are accepted too
+    "user_fields": {},
+}
+
+DEFAULTS: dict[str, Any] = {
+    "portals": [{
+        "domain": DEMO_DOMAIN,
+        "member_id": DEMO_MEMBER_ID,
+        "plan": "basic",
+        "language": "en",
+        "utc_offset": "+03:00",
+        # CRM_ACCESS (sandbox extension): "write" (default) | "read" | "none"; a user
+        # without the right gets the documented {"error": "", "error_description":
+        # "Access denied."} (crm-lead-add.md).
+        "users": [
+            {"ID": 1, "NAME": "Klaus", "LAST_NAME": "Weber", "EMAIL": "klaus.weber@example.com",
+             "ADMIN": True, "WORK_POSITION": "Head of Sales"},
+            {"ID": 2, "NAME": "Maria", "LAST_NAME": "Schmidt",
+             "EMAIL": "maria.schmidt@example.com", "ADMIN": False, "WORK_POSITION": "Operator"},
+            {"ID": 3, "NAME": "Ivan", "LAST_NAME": "Petrov", "EMAIL": "ivan.petrov@example.com",
+             "ADMIN": False, "WORK_POSITION": "Analyst", "CRM_ACCESS": "read"},
+        ],
+        "webhooks": [{"user_id": DEMO_WEBHOOK_USER, "code": DEMO_WEBHOOK_CODE,
+                      "scopes": ["crm", "user", "task", "imopenlines", "imconnector"]}],
+        "open_lines": [{"ID": DEMO_LINE_ID, "LINE_NAME": "Demo Open Channel", "ACTIVE": "Y",
+                        "QUEUE": [2, 1], "CRM_CREATE": "lead"}],
+        "deal_categories": [{"id": 1, "name": "Partners", "sort": 200}],
+        "user_fields": {},
+    }],
+    # The registered (local) application the bridge is (FACTS 2.5).
+    "app": {
+        "client_id": DEMO_CLIENT_ID,
+        "client_secret": DEMO_CLIENT_SECRET,
+        "code": "local.bridge",  # app.info CODE
+        "version": "1",  # ONAPPINSTALL data[VERSION]
+        "status": "L",  # L local | F free | D demo | T trial | P paid (on-app-install.md)
+        "scope": ["crm", "imopenlines", "imconnector", "im", "user", "task", "placement"],
+        "install_handler": None,  # "Initial installation path" (installation-callback.md)
+        "uninstall_handler": None,  # optional extra ONAPPUNINSTALL target
+        "redirect_uri": None,  # from the app settings, never from the query (oauth/index.md)
+    },
+    # limits.md: leaky bucket per portal (X = burst, Y = drain per second).
+    "limits": {
+        "basic": {"drain_per_s": 2.0, "burst": 50},
+        "enterprise": {"drain_per_s": 5.0, "burst": 250},
+        # limits.md: execution time per method per app/webhook, ten 1-minute buckets.
+        # The cloud limit is not published (self-hosted default 420 s; the page's
+        # worked example uses 480 s). UNCONFIRMED value.
+        "operating_limit_s": 480.0,
+        # Execution time booked per call: None = the real (tiny) handler time;
+        # a number = that many seconds per call. Per-method overrides win.
+        "operating_cost_s": None,
+        "operating_costs": {},  # {"crm.lead.list": 20.0}
+    },
+    "access_token_ttl_s": 3600,  # oauth/index.md: one hour
+    "refresh_token_ttl_s": 180 * 86400,  # oauth/auto-renewal.md: 180 days
+    "code_ttl_s": 30,  # oauth/index.md: "The lifetime of the authorization code code is 30 s"
+    # UNCONFIRMED (FACTS 2.5 says only "overwrite the old one"): seconds the previous
+    # refresh token keeps working after a refresh. 0 = it dies at once.
+    "refresh_grace_s": 0,
+    # UNCONFIRMED: whether a refresh also kills the previous access token at once.
+    "revoke_access_on_refresh": False,
+    # UNCONFIRMED (oauth/error-codes.md gives bodies, not statuses): HTTP status of
+    # oauth.bitrix.info error answers.
+    "oauth_error_status": 400,
+    # host name reported as the OAuth server (`server_domain`, token `domain`);
+    # None = this sandbox's host (the real one is oauth.bitrix.info)
+    "oauth_server_domain": None,
+    # base URL (scheme://host[:port]) used in client_endpoint / server_endpoint;
+    # None = the current request's host
+    "public_base_url": None,
+    # UNCONFIRMED (FACTS 2.1): event.bind called through an incoming webhook. The
+    # docs say app context only; the code is documented for imconnector.* only.
+    "webhook_event_bind_error": {"status": 403, "error": "WRONG_AUTH_TYPE"},
+    # UNCONFIRMED (FACTS 2.7): crm.duplicate.findbycomm with no hits answers
+    # "result": [] (True) or {} (False).
+    "findbycomm_empty_as_list": True,
+    # UNCONFIRMED: more than 20 values (the documented maximum): "error" = 400,
+    # "truncate" = only the first 20 are searched.
+    "findbycomm_over_limit": "error",
+    # UNCONFIRMED: reject unknown ASSIGNED_BY_ID / STATUS_ID / SOURCE_ID / CATEGORY_ID /
+    # STAGE_ID / multifield VALUE_TYPE with 400 ERROR_CORE (False: store as given).
+    "strict_field_validation": True,
+    # UNCONFIRMED: imconnector.send.messages with a user name breaking the documented
+    # rules (letters, spaces, "-", "'", <= 25 chars): "reject" = that message fails
+    # (SUCCESS false + ERRORS), "accept" = stored as given.
+    "connector_name_policy": "reject",
+    # UNCONFIRMED: imconnector.send.status.delivery/reading with a non-array
+    # message.id (the docs: "Even for a single message, pass an array"): True = 400.
+    "delivery_id_must_be_array": True,
+    # Events from REST calls go out after the answer on a worker thread
+    # ("background", like the queue server) or before the answer ("inline").
+    "event_delivery": "background",
+    "event_timeout_s": 5.0,  # UNCONFIRMED: the queue server's handler timeout
+    # Fire ONCRM*ADD / ONCRM*UPDATE for changes made through the REST API too.
+    "events_for_rest_changes": True,
+    # Our model of installFinish for an API-only app (installation-finish.md): the
+    # install handler answered 2xx. False: installed as soon as ONAPPINSTALL is sent.
+    "install_finish_requires_2xx": True,
+    # events/index.md: refresh_token comes only with events "that require long-term
+    # access" (ONAPPINSTALL); the ONCRMLEADUPDATE example nevertheless shows one.
+    "event_refresh_token": False,
+    # RNG seed for tokens, ids of tokens and the fault plan (None: random).
+    "seed": None,
+}
+
+RUNTIME_KEYS = frozenset(DEFAULTS) - {"portals"}
+
+_DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d+)?$")
+_SCOPE_NAMES = re.compile(r"^[a-z_]+$")
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if key != "portals" and isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _fill_portal(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ValueError("each portal must be an object")
+    unknown = set(raw) - set(PORTAL_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown portal keys: {sorted(unknown)}")
+    portal = copy.deepcopy(PORTAL_DEFAULTS)
+    portal.update(copy.deepcopy(raw))
+    domain = portal["domain"]
+    if not isinstance(domain, str) or not _DOMAIN.match(domain.lower()):
+        raise ValueError(f"portal domain must be host-like, got {domain!r}")
+    portal["domain"] = domain.lower()
+    if not isinstance(portal["member_id"], str) or not portal["member_id"]:
+        raise ValueError(f"portal {domain}: member_id is required")
+    if portal["plan"] not in ("basic", "enterprise"):
+        raise ValueError(f"portal {domain}: plan must be 'basic' or 'enterprise'")
+    if not re.match(r"^[+-]\d\d:\d\d$", str(portal["utc_offset"])):
+        raise ValueError(f"portal {domain}: utc_offset must look like +03:00")
+    ids = set()
+    for user in portal["users"]:
+        if not isinstance(user, dict) or not isinstance(user.get("ID"), int) or user["ID"] < 1:
+            raise ValueError(f"portal {domain}: every user needs a positive integer ID")
+        if user.get("CRM_ACCESS", "write") not in ("write", "read", "none"):
+            raise ValueError(f"portal {domain}: CRM_ACCESS must be write|read|none")
+        ids.add(user["ID"])
+    if not ids:
+        raise ValueError(f"portal {domain}: at least one user is required")
+    for hook in portal["webhooks"]:
+        if not isinstance(hook, dict) or hook.get("user_id") not in ids:
+            raise ValueError(f"portal {domain}: webhook user_id must be a portal user")
+        if not isinstance(hook.get("code"), str) or not hook["code"].isalnum():
+            raise ValueError(f"portal {domain}: webhook code must be alphanumeric")
+        if not all(isinstance(s, str) and _SCOPE_NAMES.match(s) for s in hook.get("scopes", [])):
+            raise ValueError(f"portal {domain}: webhook scopes must be scope names")
+    for line in portal["open_lines"]:
+        if not isinstance(line, dict) or not isinstance(line.get("ID"), int):
+            raise ValueError(f"portal {domain}: every open line needs an integer ID")
+    for cat in portal["deal_categories"]:
+        if not isinstance(cat, dict) or not isinstance(cat.get("id"), int) or cat["id"] < 1:
+            raise ValueError(f"portal {domain}: deal categories need an integer id >= 1")
+    return portal
+
+
+def _check(cfg: dict[str, Any]) -> None:
+    unknown = set(cfg) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown config keys: {sorted(unknown)}")
+    if not isinstance(cfg["portals"], list) or not cfg["portals"]:
+        raise ValueError("portals must be a non-empty list")
+    domains = [p["domain"] for p in cfg["portals"]]
+    members = [p["member_id"] for p in cfg["portals"]]
+    if len(set(domains)) != len(domains) or len(set(members)) != len(members):
+        raise ValueError("portal domains and member_ids must be unique")
+    app = cfg["app"]
+    for key in ("client_id", "client_secret"):
+        if not isinstance(app.get(key), str) or not app[key]:
+            raise ValueError(f"app.{key} is required")
+    if not isinstance(app.get("scope"), list):
+        raise ValueError("app.scope must be a list of scope names")
+    limits = cfg["limits"]
+    for plan in ("basic", "enterprise"):
+        tier = limits.get(plan) or {}
+        if not (isinstance(tier.get("drain_per_s"), (int, float)) and tier["drain_per_s"] > 0
+                and isinstance(tier.get("burst"), int) and tier["burst"] >= 1):
+            raise ValueError(f"limits.{plan} needs drain_per_s > 0 and an integer burst >= 1")
+    if not isinstance(limits.get("operating_limit_s"), (int, float)):
+        raise ValueError("limits.operating_limit_s must be a number")
+    for key in ("access_token_ttl_s", "refresh_token_ttl_s", "code_ttl_s", "refresh_grace_s",
+                "event_timeout_s"):
+        if not isinstance(cfg[key], (int, float)) or cfg[key] < 0:
+            raise ValueError(f"{key} must be a number >= 0")
+    if cfg["oauth_error_status"] not in (400, 401, 403):
+        raise ValueError("oauth_error_status must be 400, 401 or 403")
+    if cfg["event_delivery"] not in ("background", "inline"):
+        raise ValueError("event_delivery must be 'background' or 'inline'")
+    if cfg["findbycomm_over_limit"] not in ("error", "truncate"):
+        raise ValueError("findbycomm_over_limit must be 'error' or 'truncate'")
+    if cfg["connector_name_policy"] not in ("reject", "accept"):
+        raise ValueError("connector_name_policy must be 'reject' or 'accept'")
+
+
+def build_config(overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Defaults deep-merged with ``overrides``; every portal entry completed."""
+    cfg = _merge(DEFAULTS, overrides or {})
+    cfg["portals"] = [_fill_portal(p) for p in cfg["portals"]]
+    _check(cfg)
+    return cfg
+
+
+def update_config(cfg: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A new config with run-time ``values`` applied; raises ``ValueError``."""
+    bad = set(values) - RUNTIME_KEYS
+    if bad:
+        raise ValueError(f"not changeable at run time (or unknown): {sorted(bad)}")
+    new = _merge(cfg, values)
+    _check(new)
+    return new
