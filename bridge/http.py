@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -28,6 +29,7 @@ from bridge.errors import (
     PermanentError,
     RetryableError,
 )
+from bridge.fetch import SafeFetcher
 from bridge.model import Rate, RateLimiter
 
 __all__ = ["HttpClient", "Limit", "parse_retry_after"]
@@ -167,6 +169,19 @@ class HttpClient:
         if 300 <= status < 400:
             return PermanentError(f"{detail}: unexpected redirect", status=status)
         return PermanentError(detail, status=status)
+
+    def fetcher(self, allowed_hosts: tuple[str, ...], *, max_bytes: int) -> SafeFetcher:
+        """An SSRF-safe downloader for the provider's file hosts. Only when the
+        operator pointed this client at a local host (the sandbox) may that
+        host be private and plain-http."""
+        base_host = (urlsplit(self.base_url).hostname or "").lower()
+        local = (base_host,) if base_host in ("localhost", "127.0.0.1", "::1") else ()
+        return SafeFetcher(
+            allowed_hosts=allowed_hosts,
+            local_hosts=local,
+            max_bytes=max_bytes,
+            timeout=self.timeout,
+        )
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         """``request`` and decode a JSON body (``None`` for an empty body)."""
