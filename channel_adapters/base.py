@@ -17,6 +17,7 @@ from typing import ClassVar
 
 from bridge.http import HttpClient
 from bridge.model import (
+    Attachment,
     ChannelAccountInfo,
     InboundEvent,
     InboundMessage,
@@ -84,6 +85,12 @@ class ChannelAdapter(ABC):
     def acknowledge(self, message: InboundMessage) -> None:  # noqa: B027 (optional hook)
         """Optional: tell the provider an inbound event was handled (Telegram
         ``answerCallbackQuery``). Called by the sync job after the CRM write."""
+
+    def download(self, attachment: Attachment) -> bytes:
+        """Optional: the bytes of an inbound attachment, fetched only from the
+        provider's own file hosts through ``self.http.fetcher`` (SSRF-safe:
+        allow-listed hosts, public addresses, no redirects, a size cap)."""
+        raise NotImplementedError(f"{self.kind} attachments cannot be downloaded")
 
     @classmethod
     def account_from_token(cls, token: str) -> tuple[str, dict[str, str]]:

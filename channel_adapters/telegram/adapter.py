@@ -8,6 +8,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from bridge.errors import (
     AmbiguousError,
@@ -19,6 +20,7 @@ from bridge.errors import (
 )
 from bridge.http import HttpClient
 from bridge.model import (
+    Attachment,
     ChannelAccountInfo,
     InboundEvent,
     InboundMessage,
@@ -76,6 +78,26 @@ class TelegramAdapter(ChannelAdapter):
         setWebhook's alphabet; the filter only guards that claim."""
         token = secrets.token_urlsafe(32)
         return "".join(ch for ch in token if SECRET_TOKEN_RE.fullmatch(ch))[:256]
+
+    #: "bots can download files of up to 20 MB" (api.json getFile, FACTS §1)
+    max_download: ClassVar[int] = 20 * 1024 * 1024
+
+    def download(self, attachment: Attachment) -> bytes:
+        """``getFile`` then the file from the Bot API's own host (the token is
+        in that URL: it is fetched, never logged or handed to a CRM)."""
+        if not attachment.file_ref:
+            raise PermanentError("the attachment has no Telegram file_id")
+        info = self.api.call("getFile", {"file_id": attachment.file_ref})
+        path = str((info or {}).get("file_path") or "")
+        if not path or ".." in path.split("/"):
+            raise PermanentError("Telegram gave no usable file_path")
+        host = urlsplit(self.http.base_url).hostname or "api.telegram.org"
+        fetcher = self.http.fetcher((host,), max_bytes=self.max_download)
+        try:
+            return fetcher.fetch(f"{self.http.base_url}/file/bot{self.api._raw_token()}/{path}")
+        except BridgeError as exc:
+            exc.message = self.api.scrub(exc.message)
+            raise
 
     @classmethod
     def account_from_token(cls, token: str) -> tuple[str, dict[str, str]]:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-from schemathesis.specs.openapi.checks import positive_data_acceptance
 from hypothesis import HealthCheck, given, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-import crm_adapters
 from bridge import admin, create_app
 from bridge.openapi import document
+
 
 @pytest.fixture
 def app(runtime, monkeypatch):  # type: ignore[no-untyped-def]
@@ -24,8 +24,12 @@ def app(runtime, monkeypatch):  # type: ignore[no-untyped-def]
         "crm: hubspot\nchannels:\n  telegram: {object: deal, timeline: note}\n"
     )
     tenant = admin.create_tenant(
-        runtime, slug="t", crm_kind="hubspot", mapping="t.yaml",
-        credentials={"type": "private_app", "access_token": "pat-x"}, account_id="1",
+        runtime,
+        slug="t",
+        crm_kind="hubspot",
+        mapping="t.yaml",
+        credentials={"type": "private_app", "access_token": "pat-x"},
+        account_id="1",
     )
     admin.add_channel_account(
         runtime, tenant, kind="telegram", credentials={"bot_token": "1:x", "secret_token": "s"}

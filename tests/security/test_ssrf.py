@@ -199,3 +199,50 @@ def test_a_non_local_configuration_refuses_the_same_local_server(files: str) -> 
     )
     with pytest.raises(FetchRefused):
         fetcher.fetch(f"{files}/small")
+
+
+def test_telegram_attachments_download_only_from_the_bot_api_host() -> None:
+    """getFile + the file host the adapter is configured for (the sandbox
+    here, a configured local host); the token never shows in an error."""
+    import base64
+
+    import requests
+
+    from bridge.errors import PermanentError
+    from bridge.model import Attachment, ChannelAccountInfo, MessageKind
+    from channel_adapters.telegram import TelegramAdapter
+    from sandbox.telegram import DEMO_BOT_TOKEN, create_app
+
+    picture = b"\x89PNG\r\n\x1a\n" + b"p" * 2048
+    with serve_wsgi(create_app()) as sandbox:
+        hook = Flask("hook")
+        hook.post("/h")(lambda: {"ok": True})
+        with serve_wsgi(hook) as receiver:
+            requests.post(
+                f"{sandbox.url}/bot{DEMO_BOT_TOKEN}/setWebhook",
+                json={"url": f"{receiver.url}/h"},
+                timeout=10,
+            ).raise_for_status()
+            requests.post(
+                f"{sandbox.url}/_deliver",
+                json={
+                    "from": {"id": 42, "first_name": "Ann"},
+                    "photo": {"content_base64": base64.b64encode(picture).decode()},
+                },
+                timeout=10,
+            ).raise_for_status()
+        deliveries = requests.get(f"{sandbox.url}/_deliveries", timeout=10).json()["deliveries"]
+        sizes = deliveries[-1]["update"]["message"]["photo"]
+        account = ChannelAccountInfo(
+            1,
+            "telegram",
+            "k",
+            {"bot_token": DEMO_BOT_TOKEN, "secret_token": "s"},
+            api_base=sandbox.url,
+        )
+        adapter = TelegramAdapter(account)
+        photo = Attachment(MessageKind.PHOTO, file_ref=sizes[-1]["file_id"])
+        assert adapter.download(photo) == picture
+        with pytest.raises(PermanentError) as refused:
+            adapter.download(Attachment(MessageKind.PHOTO, file_ref="no-such-file"))
+        assert DEMO_BOT_TOKEN not in str(refused.value)
