@@ -929,6 +929,32 @@ def test_other_events_and_junk_at_the_install_url() -> None:
         )
 
 
+def test_install_without_the_app_configured_is_a_clear_error(portal: Portal) -> None:
+    with pytest.raises(PermanentError, match="BITRIX24_CLIENT_ID"):
+        Bitrix24Adapter.install_event({}, event_request(install_payload()), http=HttpClient())
+    assert portal.requests == []
+
+
+def test_refresh_keeps_a_known_endpoint_over_an_unacceptable_one(
+    rsps: responses.RequestsMock,
+) -> None:
+    rsps.add(
+        responses.GET,
+        "https://oauth.bitrix.info/oauth/token/",
+        json={
+            "access_token": "a2",
+            "refresh_token": "r2",
+            "member_id": MEMBER,
+            "client_endpoint": "https://evil.example/rest/",
+            "expires": 1_900_003_600,
+        },
+    )
+    fresh = make().refresh_credentials(OAUTH_CREDS)
+    assert fresh["client_endpoint"] == ENDPOINT
+    assert fresh["expires_at"] == 1_900_003_600
+    assert (fresh["access_token"], fresh["refresh_token"]) == ("a2", "r2")
+
+
 def test_install_url_needs_the_portal() -> None:
     url = Bitrix24Adapter.install_url(
         {**APP, "portal": DOMAIN}, redirect_uri="https://bridge.example/cb", state="s-1"

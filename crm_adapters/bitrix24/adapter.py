@@ -1,0 +1,524 @@
+"""The Bitrix24 adapter: the contract hooks (every setting it reads is in the
+package docstring; facts are cited by section of
+``../shared/contracts/FACTS.md``: "FACTS 2.x").
+
+HTTP requests per message, measured by the unit and contract tests (both
+modes alike: the Open Lines send rides in the same batch as the comments):
+
+* live conversation, contact and lead/deal known: **one request per
+  drain** — N messages waiting in a drain cost ``ceil(N/50)`` requests
+  (``ceil(N/48)`` with Open Lines), so calls per message fall with load
+  (1.0 for one message per drain, 0.5 for two, 0.02 for a backlog of 50);
+* a retry (``maybe_written``) adds one lookup batch (the entity's comments);
+* a new customer through today's core hooks: ``find_contact`` (1 batch:
+  identity + phone + e-mail + owner), ``create_contact`` (1),
+  ``create_entity`` (1), ``create_task`` (1, when the mapping asks) and the
+  first drain (1). :meth:`Bitrix24Adapter.open_conversation` does contact
+  + lead/deal + to-do + comments (+ Open Lines) in **one** request when
+  there is nothing to look up (the core does not call it yet).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from bridge.errors import AuthError, BridgeError, NotFoundError, PayloadError, SignatureError
+from bridge.http import HttpClient, Limit
+from bridge.model import (
+    ChannelLink,
+    ContactDraft,
+    CredentialProvider,
+    CrmAccountInfo,
+    CrmContact,
+    CrmEvent,
+    CrmEventKind,
+    CrmRef,
+    DeliveryReport,
+    DeliveryStatus,
+    EntityDraft,
+    Owner,
+    Rate,
+    TaskDraft,
+    TimelineEntry,
+    WebhookRequest,
+)
+from crm_adapters.base import CrmAdapter
+
+from . import oauth
+from .batch import Command, Ref, as_map
+from .client import B24Api
+from .contacts import ContactsMixin
+from .entities import EntitiesMixin
+from .openlines import connector_id, message_item, our_connectors, wants_inbox
+from .setup import run_setup
+from .timeline import (
+    OWNER_TYPES,
+    TimelineMixin,
+    comment_fields,
+    marker,
+    to_int,
+    wants_note,
+)
+from .webhooks import decode_event, events_from, token_digest, verify_token
+
+__all__ = ["Bitrix24Adapter", "OpenedConversation"]
+
+log = logging.getLogger(__name__)
+
+#: the leaky bucket per portal (FACTS 2.3): burst 50 draining 2/s
+BASIC_RATE = Rate(capacity=50, per_second=2)
+#: Enterprise plans: burst 250 draining 5/s
+ENTERPRISE_RATE = Rate(capacity=250, per_second=5)
+
+
+def plan_rate(settings: Mapping[str, Any]) -> Rate:
+    return (
+        ENTERPRISE_RATE if str(settings.get("plan") or "").lower() == "enterprise" else BASIC_RATE
+    )
+
+
+@dataclass(frozen=True)
+class OpenedConversation:
+    """What :meth:`Bitrix24Adapter.open_conversation` made."""
+
+    contact: CrmContact
+    entity: CrmRef
+    task: CrmRef | None = None
+    entries: dict[str, tuple[CrmRef, ...]] = field(default_factory=dict)
+
+
+class Bitrix24Adapter(ContactsMixin, EntitiesMixin, TimelineMixin, CrmAdapter):
+    """Bitrix24 REST: contacts, leads/deals, timeline comments, to-dos/tasks,
+    users, app events, and Open Lines through a custom connector."""
+
+    kind: ClassVar[str] = "bitrix24"
+    title: ClassVar[str] = "Bitrix24"
+    rate: ClassVar[Rate] = BASIC_RATE
+    entity_types: ClassVar[tuple[str, ...]] = ("lead", "deal")
+    content_types: ClassVar[tuple[str, ...]] = (
+        "application/x-www-form-urlencoded",
+        "application/json",
+    )
+
+    def __init__(
+        self,
+        account: CrmAccountInfo,
+        credentials: CredentialProvider,
+        http: HttpClient | None = None,
+    ) -> None:
+        super().__init__(account, credentials, http)
+        self.api = B24Api(self.http, credentials, self.limit)
+
+    # -- the portal and its bucket -------------------------------------------------
+
+    def _portal(self) -> str:
+        """The portal's stable key: its ``member_id`` (app installs), else
+        its host (incoming webhooks carry no member id)."""
+        settings = self.account.settings
+        member = settings.get("member_id") or self.account.account_id
+        if member:
+            return str(member)
+        if settings.get("domain"):
+            return str(settings["domain"]).lower()
+        creds = self.credentials.get()
+        try:
+            return urlsplit(self.api.endpoint(creds)).netloc.lower()
+        except AuthError:
+            return str(self.account.tenant_id)
+
+    def limit(self, bucket: str = "api", rate: Rate | None = None) -> Limit:
+        """One bucket per portal for every worker (the limit is per portal,
+        FACTS 2.3); Enterprise portals (``plan: enterprise``) get 250/5."""
+        return Limit(
+            key=f"{self.kind}:{self._portal()}:{bucket}",
+            rate=rate or plan_rate(self.account.settings),
+        )
+
+    # -- install / OAuth -------------------------------------------------------------
+
+    @classmethod
+    def install_url(cls, app: Mapping[str, str], *, redirect_uri: str, state: str) -> str:
+        """``https://<portal>/oauth/authorize/?client_id&state`` (the portal:
+        ``app["portal"]``; Bitrix24 has no portal-independent consent page)."""
+        return oauth.build_install_url(app, redirect_uri=redirect_uri, state=state)
+
+    @classmethod
+    def exchange_code(
+        cls,
+        app: Mapping[str, str],
+        *,
+        code: str,
+        redirect_uri: str,
+        http: HttpClient,
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """``GET {auth_base}/oauth/token/?grant_type=authorization_code…``;
+        ``account_id`` = ``member_id``; ``settings``: ``member_id``,
+        ``domain``. ``params`` (``domain``, ``member_id``) must agree with
+        the token's own."""
+        return oauth.exchange_code(app, code=code, http=http, params=params)
+
+    @classmethod
+    def install_event(
+        cls, app: Mapping[str, str], request: WebhookRequest, *, http: HttpClient
+    ) -> dict[str, Any] | None:
+        """``ONAPPINSTALL`` (form-encoded, ``auth[…]``), verified: the endpoint
+        is the portal's own Bitrix24 host and ``app.info`` there names our
+        app. Returns credentials with the ``application_token`` and
+        ``settings`` (``member_id``, ``domain``, ``plan``, a digest of the
+        token). ``None`` for other events."""
+        creds = oauth.install_event(app, request, http=http)
+        if creds is not None:
+            creds["settings"]["application_token_sha256"] = token_digest(creds["application_token"])
+        return creds
+
+    def refresh_credentials(self, stale: Mapping[str, Any]) -> dict[str, Any]:
+        """Called by the core (single-flight) after ``401 expired_token``
+        only. Returns the new pair (the refresh token rotates, FACTS 2.5)."""
+        return oauth.refresh(self.account.app, stale, http=self.http)
+
+    def setup(
+        self,
+        channels: Sequence[ChannelLink] = (),
+        properties: Mapping[str, Sequence[str]] | None = None,
+    ) -> dict[str, Any]:
+        """Idempotent. Checks the credentials, binds the app's events to the
+        tenant's webhook URL, registers and activates the Open Lines
+        connectors (``inbox``), creates the user fields the mapping needs.
+        Returns ``domain``, ``member_id``, ``plan``, ``conversation_field``,
+        ``events``, ``custom_fields`` and with Open Lines ``line``,
+        ``connectors``, ``connector_id``."""
+        return run_setup(self, channels, properties)
+
+    # -- owners -------------------------------------------------------------------------
+
+    def list_owners(self) -> list[Owner]:
+        """Active users (``user.get`` with ``FILTER[ACTIVE]``, paged)."""
+        rows = self.api.list_all(
+            "user.get", {"FILTER": {"ACTIVE": True}, "sort": "ID", "order": "ASC"}
+        )
+        owners = []
+        for row in rows:
+            if not isinstance(row, Mapping) or row.get("ID") in (None, ""):
+                continue
+            name = " ".join(str(row.get(k) or "").strip() for k in ("NAME", "LAST_NAME")).strip()
+            owners.append(
+                Owner(
+                    id=str(row["ID"]),
+                    email=str(row.get("EMAIL") or "") or None,
+                    name=name or None,
+                    active=row.get("ACTIVE") not in (False, "N", "false", 0),
+                )
+            )
+        return owners
+
+    # -- one request for a new conversation ---------------------------------------------
+
+    def open_conversation(
+        self,
+        *,
+        contact: CrmRef | ContactDraft,
+        entity: EntityDraft,
+        task: TaskDraft | None = None,
+        entries: Sequence[TimelineEntry] = (),
+    ) -> OpenedConversation:
+        """Contact (when ``contact`` is a draft) + lead/deal + to-do +
+        timeline comments (+ the Open Lines send) as **one** ``batch``
+        (``halt=1``, references ``$result[contact]``/``$result[entity]``).
+
+        For when there is nothing to look up (a new conversation of a known
+        contact, or a person the lookup did not find). Everything it writes
+        can be found again (the contact by its identity, the entity by its
+        conversation uid, to-dos and comments by their marker), so a retry
+        after an ambiguous answer goes through the ordinary hooks. Entries
+        beyond one batch are written with :meth:`append_entries`. On an
+        error, ``error.created`` holds the refs already made and
+        ``error.partial`` the entries written."""
+        kind = self._check_type(entity.object_type)
+        commands: list[Command] = []
+        if isinstance(contact, ContactDraft):
+            commands.append(
+                Command("contact", "crm.contact.add", {"fields": self.contact_fields(contact)})
+            )
+            contact_value: Any = Ref("contact")
+        else:
+            contact_value = to_int(contact.id, "contact id")
+        fields = self.entity_fields(entity)
+        fields["CONTACT_ID"] = contact_value
+        commands.append(Command("entity", f"crm.{kind}.add", {"fields": fields}))
+        if task is not None:
+            params: dict[str, Any] = {
+                "ownerTypeId": OWNER_TYPES[kind],
+                "ownerId": Ref("entity"),
+                "deadline": task.due_at.astimezone(dt.UTC).replace(microsecond=0).isoformat(),
+                "title": task.subject[:255],
+                "description": "\n".join(p for p in (task.body, marker(task.bridge_id)) if p),
+            }
+            if task.owner_id:
+                params["responsibleId"] = to_int(task.owner_id, "owner id")
+            commands.append(Command("task", "crm.activity.todo.add", params))
+        room = 50 - len(commands) - 1
+        now, later = list(entries)[:room], list(entries)[room:]
+        chat = [e for e in now if wants_inbox(e, self.account.settings)]
+        if chat:
+            commands.append(
+                Command(
+                    "im",
+                    "imconnector.send.messages",
+                    {
+                        "CONNECTOR": connector_id(self.account.settings, chat[0].channel_kind),
+                        "LINE": self._line(),
+                        "MESSAGES": [message_item(e, self.account) for e in chat],
+                    },
+                )
+            )
+        noted = [e for e in now if wants_note(e)]
+        for n, entry in enumerate(noted):
+            commands.append(
+                Command(
+                    f"c{n}",
+                    "crm.timeline.comment.add",
+                    comment_fields(entry, (kind, Ref("entity")), self._language(entry)),
+                )
+            )
+        answer = self.api.batch(commands, halt=True)
+        created: dict[str, CrmRef] = {}
+        if answer.ok("contact"):
+            created["contact"] = CrmRef("contact", str(answer.results["contact"]))
+        if answer.ok("entity"):
+            created["entity"] = CrmRef(kind, str(answer.results["entity"]))
+        written: dict[str, tuple[CrmRef, ...]] = {}
+        for n, entry in enumerate(noted):
+            if answer.ok(f"c{n}"):
+                refs = [CrmRef("comment", str(answer.results[f"c{n}"]))]
+                if entry in chat and answer.ok("im"):
+                    refs.append(CrmRef("message", entry.bridge_id))
+                written[entry.bridge_id] = tuple(refs)
+        for entry in chat:
+            if entry not in noted and answer.ok("im"):
+                written[entry.bridge_id] = (CrmRef("message", entry.bridge_id),)
+        failed = answer.first_error([c.key for c in commands])
+        if failed is not None:
+            error = failed[1]
+            error.created = created  # type: ignore[attr-defined]
+            error.partial = written
+            raise error
+        task_ref = None
+        if task is not None:
+            result = answer.results.get("task")
+            task_ref = (
+                CrmRef("todo", str(result.get("id"))) if isinstance(result, Mapping) else None
+            )
+        contact_ref = created.get("contact") or CrmRef("contact", str(contact_value))
+        entity_ref = created["entity"]
+        if later:
+            fixed = [_with_refs(e, contact_ref, entity_ref) for e in later]
+            written.update(self.append_entries(fixed))
+        owner = entity.owner_id or (contact.owner_id if isinstance(contact, ContactDraft) else None)
+        return OpenedConversation(
+            contact=CrmContact(contact_ref, owner_id=owner),
+            entity=entity_ref,
+            task=task_ref,
+            entries=written,
+        )
+
+    # -- CRM -> bridge --------------------------------------------------------------------
+
+    def verify_webhook(self, request: WebhookRequest) -> None:
+        """``auth[application_token]`` must equal the one the install event
+        delivered (constant-time; the only proof, FACTS 2.5), and
+        ``auth[member_id]`` this tenant's portal. Incoming-webhook tenants
+        receive no events: everything is refused."""
+        creds = self.credentials.get()
+        if self.api.style(creds) == "webhook":
+            raise SignatureError(
+                "this Bitrix24 tenant uses an incoming webhook: it has no app, hence no events"
+            )
+        try:
+            payload = decode_event(request)
+        except PayloadError:
+            raise SignatureError("Bitrix24 event body carries no application_token") from None
+        settings = self.account.settings
+        verify_token(
+            payload,
+            stored_token=str(creds.get("application_token") or "") or None,
+            stored_digest=str(settings.get("application_token_sha256") or "") or None,
+            member_id=str(settings.get("member_id") or creds.get("member_id") or "") or None,
+        )
+
+    def parse_webhook(self, request: WebhookRequest) -> list[CrmEvent]:
+        """Operator messages -> ``REPLY`` (BB-code converted, the signature
+        taken off unless ``operator_signature: keep``), uninstall ->
+        ``APP_REMOVED``, lead/deal updates re-read (one call each) ->
+        ``ENTITY_CLOSED`` / ``OWNER_CHANGED``, deletions -> ``ENTITY_CLOSED``
+        / ``CONTACT_REMOVED``, the rest -> ``UNKNOWN``. Junk is a
+        ``PayloadError``."""
+        settings = self.account.settings
+        payload = decode_event(request)
+        connectors = our_connectors(settings)
+        events = events_from(
+            payload,
+            request.received_at,
+            keep_signature=str(settings.get("operator_signature") or "").lower() == "keep",
+        )
+        out: list[CrmEvent] = []
+        data = as_map(payload.get("data"))
+        for event in events:
+            if event.kind is CrmEventKind.REPLY:
+                if str(data.get("CONNECTOR") or "") not in connectors:
+                    out.append(
+                        CrmEvent(
+                            CrmEventKind.UNKNOWN,
+                            event.external_id,
+                            event.occurred_at,
+                            raw=event.raw,
+                        )
+                    )
+                    continue
+                line = str(data.get("LINE") or settings.get("line") or "")
+                thread = f"{data.get('CONNECTOR')}:{line}:{event.thread_key}"
+                out.append(_replace(event, crm_thread_id=thread))
+            elif event.kind is CrmEventKind.UNKNOWN and event.entity is not None:
+                out.extend(self._reread(event))
+            else:
+                out.append(event)
+        return out
+
+    def _reread(self, event: CrmEvent) -> list[CrmEvent]:
+        """A lead/deal update names only the id (FACTS 2.6): read it once,
+        outside the shared bucket (the event hook must answer promptly; the
+        queue server slows down for slow handlers)."""
+        assert event.entity is not None
+        kind = event.entity.kind
+        try:
+            record = self.api.call(
+                f"crm.{kind}.get", {"id": to_int(event.entity.id, f"{kind} id")}, budget=False
+            ).result
+        except NotFoundError:
+            return [_replace(event, kind=CrmEventKind.ENTITY_CLOSED)]
+        except BridgeError as exc:
+            # Bitrix24 does not retry events: nothing better than to log it
+            log.warning(
+                "Bitrix24 %s %s not re-read (%s): update ignored",
+                kind,
+                event.entity.id,
+                type(exc).__name__,
+            )
+            return [event]
+        if not isinstance(record, Mapping):
+            return [event]
+        owner = record.get("ASSIGNED_BY_ID")
+        owner_id = str(owner) if owner not in (None, "", 0, "0") else None
+        out = []
+        if self.is_closed(kind, record):
+            out.append(_replace(event, kind=CrmEventKind.ENTITY_CLOSED, owner_id=owner_id))
+        if owner_id:
+            out.append(
+                _replace(
+                    event,
+                    kind=CrmEventKind.OWNER_CHANGED,
+                    external_id=f"{event.external_id}:owner:{owner_id}",
+                    owner_id=owner_id,
+                )
+            )
+        return out or [event]
+
+    def report_delivery(self, report: DeliveryReport) -> None:
+        """Open Lines: ``imconnector.send.status.delivery`` (``im`` ids from
+        the reply's ``external_id``, ``message.id`` an array, ``chat.id``).
+        Bitrix24 has no "failed" status: a failed reply becomes a timeline
+        comment on the conversation's lead/deal. CRM-only tenants (incoming
+        webhook) never have replies to report."""
+        if self.api.is_webhook():
+            return
+        chat_id, _, message_id = str(report.crm_message_id).partition(":")
+        if not chat_id.isdigit() or not message_id.isdigit():
+            return  # not an Open Lines message: nothing to report
+        connector, line, chat = _thread_parts(report.crm_thread_id)
+        settings = self.account.settings
+        if report.status is DeliveryStatus.FAILED:
+            self._report_failure(report, chat)
+            return
+        item: dict[str, Any] = {
+            "im": {"chat_id": int(chat_id), "message_id": int(message_id)},
+            "message": {
+                "id": [str(report.crm_message_id)],
+                "date": int(dt.datetime.now(dt.UTC).timestamp()),
+            },
+        }
+        if chat:
+            item["chat"] = {"id": chat}
+        self.api.call(
+            "imconnector.send.status.delivery",
+            {
+                "CONNECTOR": connector or connector_id(settings),
+                "LINE": to_int(line or settings.get("line"), "Open Lines line"),
+                "MESSAGES": [item],
+            },
+        )
+
+    def _report_failure(self, report: DeliveryReport, conversation_uid: str | None) -> None:
+        if not conversation_uid:
+            log.warning(
+                "Bitrix24 reply %s failed; no conversation to note it on", report.crm_message_id
+            )
+            return
+        found = self.api.batch(
+            [
+                Command(
+                    kind,
+                    f"crm.{kind}.list",
+                    {
+                        "filter": self._uid_fields(conversation_uid),
+                        "select": ["ID"],
+                        "order": {"ID": "ASC"},
+                    },
+                )
+                for kind in ("lead", "deal")
+            ]
+        )
+        for kind in ("lead", "deal"):
+            rows = found.get(kind)
+            if isinstance(rows, list) and rows and isinstance(rows[0], Mapping):
+                language = str(self.account.settings.get("language") or "en")
+                text = (
+                    "Ответ НЕ доставлен клиенту"
+                    if language == "ru"
+                    else "Reply NOT delivered to the customer"
+                )
+                reason = f": {report.error[:300]}" if report.error else ""
+                self.api.call(
+                    "crm.timeline.comment.add",
+                    {
+                        "fields": {
+                            "ENTITY_ID": to_int(rows[0].get("ID"), f"{kind} id"),
+                            "ENTITY_TYPE": kind,
+                            "COMMENT": f"{text} (message {report.crm_message_id}){reason}\n"
+                            + marker(f"delivery:{report.crm_message_id}:failed"),
+                        }
+                    },
+                )
+                return
+
+
+def _thread_parts(value: str | None) -> tuple[str | None, str | None, str | None]:
+    """``<connector>:<line>:<chat.id>`` (our ``crm_thread_id``)."""
+    if not value:
+        return None, None, None
+    parts = str(value).split(":", 2)
+    if len(parts) == 3 and parts[1].isdigit():
+        return parts[0] or None, parts[1], parts[2] or None
+    return None, None, str(value)
+
+
+def _replace(event: CrmEvent, **changes: Any) -> CrmEvent:
+    return replace(event, **changes)
+
+
+def _with_refs(entry: TimelineEntry, contact: CrmRef, entity: CrmRef) -> TimelineEntry:
+    return replace(entry, contact=entry.contact or contact, entity=entry.entity or entity)

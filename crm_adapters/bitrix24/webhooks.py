@@ -1,0 +1,324 @@
+"""Bitrix24 -> bridge: events (FACTS 2.5, 2.6; docs ``api-reference/events/*``).
+
+Bitrix24 POSTs events **form-encoded** in PHP ``http_build_query`` notation
+(``event=ONCRMLEADUPDATE&data[FIELDS][ID]=7&auth[application_token]=…``;
+``events/index.md``). The JSON shown in the docs is only a rendering; a
+JSON body is accepted too (same structure). :func:`decode_brackets` is
+strict: a malformed key, a key used both as a value and as a container,
+bad UTF-8, too deep or too many fields is a ``PayloadError``.
+
+**Proof.** ``auth[application_token]`` equal to the one the install event
+delivered is the only proof an event comes from the portal (no HMAC;
+``safe-event-handlers.md``); it is compared in constant time. Incoming-
+webhook tenants have no app, hence no token and no events: all refused.
+
+**Events** (:func:`events_from`):
+
+====================================  ========================================
+``ONIMCONNECTORMESSAGEADD``           one ``REPLY`` per message: ``external_id``
+                                      ``<im.chat_id>:<im.message_id>``,
+                                      ``thread_key`` = ``chat.id`` (our
+                                      conversation uid), text from BB-code
+``ONAPPUNINSTALL``                    ``APP_REMOVED``
+``ONCRMLEADUPDATE``/``…DEALUPDATE``   carry only the id: the adapter re-reads
+                                      the entity (``ENTITY_CLOSED`` when closed,
+                                      ``OWNER_CHANGED`` with the current owner)
+``ONCRMLEADDELETE``/``…DEALDELETE``   ``ENTITY_CLOSED``
+``ONCRMCONTACTDELETE``                ``CONTACT_REMOVED``
+anything else                         ``UNKNOWN``
+====================================  ========================================
+
+Events are **not retried** by Bitrix24 (FACTS 2.6): the webhook view stores
+them before answering.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+from bridge.errors import PayloadError, SignatureError
+from bridge.model import Attachment, CrmEvent, CrmEventKind, CrmRef, MessageKind, WebhookRequest
+
+from .batch import as_map
+from .openlines import bb_to_text
+
+__all__ = [
+    "ENTITY_EVENTS",
+    "decode_brackets",
+    "decode_event",
+    "events_from",
+    "items",
+    "token_digest",
+    "verify_token",
+]
+
+FORM = "application/x-www-form-urlencoded"
+MAX_DEPTH = 10
+MAX_FIELDS = 10_000
+_KEY = re.compile(r"([^\[\]]+)((?:\[[^\[\]]*\])*)")
+_PART = re.compile(r"\[([^\[\]]*)\]")
+
+#: event -> (entity kind, what happened)
+ENTITY_EVENTS: dict[str, tuple[str, str]] = {
+    "ONCRMLEADUPDATE": ("lead", "update"),
+    "ONCRMDEALUPDATE": ("deal", "update"),
+    "ONCRMLEADDELETE": ("lead", "delete"),
+    "ONCRMDEALDELETE": ("deal", "delete"),
+    "ONCRMCONTACTDELETE": ("contact", "delete"),
+}
+
+
+# -- decoding -------------------------------------------------------------------
+
+
+def decode_brackets(body: bytes) -> dict[str, Any]:
+    """``a[b][0][c]=x&a[b][]=y`` -> nested dicts (``[]`` appends to a list).
+    Numeric keys stay strings (``{"0": …}``): :func:`items` walks them."""
+    try:
+        text = body.decode("utf-8")
+        pairs = parse_qsl(
+            text,
+            keep_blank_values=True,
+            strict_parsing=bool(text),
+            errors="strict",
+            max_num_fields=MAX_FIELDS,
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise PayloadError("Bitrix24 event body is not a valid form") from None
+    root: dict[str, Any] = {}
+    for key, value in pairs:
+        match = _KEY.fullmatch(key)
+        if not match:
+            raise PayloadError("Bitrix24 event form has a malformed key")
+        path = [match.group(1), *_PART.findall(match.group(2))]
+        if len(path) > MAX_DEPTH:
+            raise PayloadError("Bitrix24 event form is nested too deeply")
+        _put(root, path, value)
+    return root
+
+
+def _put(root: dict[str, Any], path: list[str], value: str) -> None:
+    node: Any = root
+    for depth, part in enumerate(path):
+        last = depth == len(path) - 1
+        if isinstance(node, list):
+            if part != "":
+                raise PayloadError("Bitrix24 event form mixes list and keyed items")
+            if last:
+                node.append(value)
+                return
+            child: Any = [] if path[depth + 1] == "" else {}
+            node.append(child)
+            node = child
+            continue
+        if part == "":
+            raise PayloadError("Bitrix24 event form has an empty key")
+        if last:
+            if part in node:
+                raise PayloadError("Bitrix24 event form repeats a key")
+            node[part] = value
+            return
+        want_list = path[depth + 1] == ""
+        child = node.get(part)
+        if child is None:
+            child = [] if want_list else {}
+            node[part] = child
+        elif isinstance(child, str) or isinstance(child, list) != want_list:
+            raise PayloadError("Bitrix24 event form uses one key as a value and a container")
+        node = child
+
+
+def decode_event(request: WebhookRequest) -> dict[str, Any]:
+    """The event as nested dicts, from a form (what Bitrix24 sends) or JSON."""
+    content_type = (request.header("content-type") or FORM).split(";", 1)[0].strip().lower()
+    if content_type == "application/json":
+        try:
+            payload = json.loads(request.body)
+        except (ValueError, UnicodeDecodeError):
+            raise PayloadError("Bitrix24 event body is not JSON") from None
+        if not isinstance(payload, dict):
+            raise PayloadError("Bitrix24 event body must be an object")
+        return payload
+    return decode_brackets(request.body)
+
+
+def items(value: Any) -> list[Mapping[str, Any]]:
+    """The records of a PHP array: ``{"0": …, "1": …}`` in numeric order, or
+    a list; anything that is not a record is skipped."""
+    if isinstance(value, Mapping):
+        keys = sorted(value, key=lambda k: (0, int(k)) if str(k).isdigit() else (1, str(k)))
+        records = [value[k] for k in keys]
+    elif isinstance(value, list):
+        records = value
+    else:
+        records = []
+    return [r for r in records if isinstance(r, Mapping)]
+
+
+# -- proof ------------------------------------------------------------------------
+
+
+def token_digest(token: str) -> str:
+    """What the tenant settings may keep instead of the token itself."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def verify_token(
+    payload: Mapping[str, Any],
+    *,
+    stored_token: str | None,
+    stored_digest: str | None,
+    member_id: str | None,
+) -> None:
+    """``auth[application_token]`` must equal the stored one (constant-time);
+    ``auth[member_id]``, when both are known, must be this tenant's portal."""
+    auth = payload.get("auth")
+    if not isinstance(auth, Mapping):
+        raise SignatureError("Bitrix24 event without auth[application_token]")
+    token = auth.get("application_token")
+    if not isinstance(token, str) or not token:
+        raise SignatureError("Bitrix24 event without auth[application_token]")
+    if stored_token:
+        good = hmac.compare_digest(token.encode("utf-8"), str(stored_token).encode("utf-8"))
+    elif stored_digest:
+        good = hmac.compare_digest(token_digest(token), str(stored_digest))
+    else:
+        raise SignatureError(
+            "no Bitrix24 application_token is stored for this tenant: events are accepted "
+            "once the app's install event has delivered it"
+        )
+    if not good:
+        raise SignatureError("Bitrix24 event application_token does not match")
+    theirs = auth.get("member_id")
+    if member_id and isinstance(theirs, str) and theirs and theirs != member_id:
+        raise SignatureError("Bitrix24 event is for another portal")
+
+
+# -- events -----------------------------------------------------------------------
+
+
+def _when(value: Any, default: dt.datetime) -> dt.datetime:
+    try:
+        number = int(str(value))
+    except (TypeError, ValueError):
+        return default
+    if number <= 0:
+        return default
+    try:
+        return dt.datetime.fromtimestamp(number, dt.UTC)
+    except (OverflowError, OSError, ValueError):
+        return default
+
+
+def _str(value: Any) -> str | None:
+    if value in (None, "") or isinstance(value, (Mapping, list)):
+        return None
+    return str(value)
+
+
+def _digest(value: Any) -> str:
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def events_from(
+    payload: Mapping[str, Any],
+    received_at: dt.datetime,
+    *,
+    keep_signature: bool = False,
+) -> list[CrmEvent]:
+    """Every event in ``payload`` except the CRM updates, which need a
+    re-read (the adapter handles those: see ``ENTITY_EVENTS``)."""
+    name = str(payload.get("event") or "").upper()
+    when = _when(payload.get("ts"), received_at)
+    raw = dict(payload)
+    raw.pop("auth", None)  # tokens never travel with the event
+    data = as_map(payload.get("data"))
+    if name == "ONIMCONNECTORMESSAGEADD":
+        replies = []
+        for message in items(data.get("MESSAGES")):
+            replies.append(_reply(message, when, raw, keep_signature))
+        if not replies:
+            raise PayloadError("Bitrix24 OnImConnectorMessageAdd without MESSAGES")
+        return replies
+    if name == "ONAPPUNINSTALL":
+        return [CrmEvent(CrmEventKind.APP_REMOVED, f"{name}:{_digest(raw)}", when, raw=raw)]
+    if name in ENTITY_EVENTS:
+        kind, action = ENTITY_EVENTS[name]
+        fields = as_map(data.get("FIELDS"))
+        entity_id = _str(fields.get("ID"))
+        if not entity_id or not entity_id.isdigit():
+            raise PayloadError(f"Bitrix24 {name} without data[FIELDS][ID]")
+        external = f"{name}:{entity_id}:{payload.get('ts') or _digest(raw)}"
+        if kind == "contact":
+            return [
+                CrmEvent(
+                    CrmEventKind.CONTACT_REMOVED,
+                    external,
+                    when,
+                    contact=CrmRef("contact", entity_id),
+                    raw=raw,
+                )
+            ]
+        if action == "delete":
+            return [
+                CrmEvent(
+                    CrmEventKind.ENTITY_CLOSED,
+                    external,
+                    when,
+                    entity=CrmRef(kind, entity_id),
+                    raw=raw,
+                )
+            ]
+        # an update: the adapter re-reads it (the event names only the id)
+        return [
+            CrmEvent(CrmEventKind.UNKNOWN, external, when, entity=CrmRef(kind, entity_id), raw=raw)
+        ]
+    return [CrmEvent(CrmEventKind.UNKNOWN, f"{name or 'event'}:{_digest(raw)}", when, raw=raw)]
+
+
+def _reply(
+    message: Mapping[str, Any], when: dt.datetime, raw: Mapping[str, Any], keep_signature: bool
+) -> CrmEvent:
+    im = as_map(message.get("im"))
+    body = as_map(message.get("message"))
+    chat = as_map(message.get("chat"))
+    chat_id, message_id = _str(im.get("chat_id")), _str(im.get("message_id"))
+    thread = _str(chat.get("id"))
+    if not chat_id or not message_id or not chat_id.isdigit() or not message_id.isdigit():
+        raise PayloadError("Bitrix24 connector message without im[chat_id]/im[message_id]")
+    if not thread:
+        raise PayloadError("Bitrix24 connector message without chat[id]")
+    text, author = bb_to_text(str(body.get("text") or ""), keep_signature=keep_signature)
+    return CrmEvent(
+        kind=CrmEventKind.REPLY,
+        external_id=f"{chat_id}:{message_id}",
+        occurred_at=when,
+        thread_key=thread,
+        crm_thread_id=thread,
+        text=text,
+        attachments=_files(body.get("files")),
+        author_id=_str(body.get("user_id")),
+        author_name=author,
+        raw={**raw, "message": dict(message)},
+    )
+
+
+def _files(value: Any) -> tuple[Attachment, ...]:
+    """Files an operator attached (``message.files[]``: ``url``, ``name``,
+    when Bitrix24 sends them; not described on the event page)."""
+    out = []
+    for item in items(value):
+        url = _str(item.get("link") or item.get("url"))
+        if not url or not url.startswith("https://"):
+            continue
+        kind = MessageKind.PHOTO if str(item.get("type") or "") == "image" else MessageKind.DOCUMENT
+        out.append(Attachment(kind=kind, url=url, file_name=_str(item.get("name"))))
+    return tuple(out)
