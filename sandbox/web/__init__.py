@@ -13,19 +13,30 @@ build step). Left panel: the customer writes through the Telegram sandbox's
   sandbox's ``GET /_state?subdomain=``; answers in amoCRM's chat
   (``POST /_chat_reply``) or as an ``@client`` note on the contact's open lead
   (``POST /_note``); closes a lead as won / lost (``POST /_lead_status``).
+* ``"bitrix24"``: the operator sees contacts, leads and deals (title,
+  status / stage name, responsible user) and the selected contact's timeline
+  (timeline comments and to-dos of the contact and its leads / deals, plus
+  its Open Lines messages) from the Bitrix24 sandbox's ``GET /_state?portal=``;
+  answers in the contact's Open Lines chat (``POST /_operator_reply``; a
+  contact without one is CRM-only: the page says so and sends nothing);
+  converts or junks an open lead (``POST /_lead_status``: ``CONVERTED`` /
+  ``JUNK``) and closes an open deal as won / lost (``POST /_deal_stage``: the
+  stage of the deal's pipeline with success / failure semantics).
 
 Config keys (lower case; upper-case keys go to ``app.config``):
 
-``crm``               ``"hubspot"`` | ``"amocrm"`` (default ``"hubspot"``)
+``crm``               ``"hubspot"`` | ``"amocrm"`` | ``"bitrix24"`` (default ``"hubspot"``)
 ``telegram_base``     Telegram sandbox URL (default ``<script_root>/telegram``)
 ``hubspot_base``      HubSpot sandbox URL (default ``<script_root>/hubspot``)
 ``amocrm_base``       amoCRM sandbox URL (default ``<script_root>/amocrm``)
 ``amocrm_subdomain``  the amoCRM account shown (default ``"demo"``)
+``bitrix24_base``     Bitrix24 sandbox URL (default ``<script_root>/bitrix24``)
+``bitrix24_portal``   the Bitrix24 portal shown (default ``"demo.bitrix24.ru"``)
 ``poll_ms``           refresh interval of both panels (default 1500)
 
 The sibling sandboxes are found relative to this app's mount point
-(``/sandbox/telegram``, ``/sandbox/hubspot``, ``/sandbox/amocrm`` in the demo
-server) unless their base is configured.
+(``/sandbox/telegram``, ``/sandbox/hubspot``, ``/sandbox/amocrm``,
+``/sandbox/bitrix24`` in the demo server) unless their base is configured.
 """
 
 from __future__ import annotations
@@ -34,10 +45,12 @@ from typing import Any
 
 from flask import Flask, render_template, request
 
-__all__ = ["create_app", "DEFAULTS", "CRMS"]
+__all__ = ["create_app", "DEFAULTS", "CRMS", "CRMS_RU"]
 
 #: the CRMs the right panel can show: crm -> its label on the page
-CRMS: dict[str, str] = {"hubspot": "HubSpot", "amocrm": "amoCRM"}
+CRMS: dict[str, str] = {"hubspot": "HubSpot", "amocrm": "amoCRM", "bitrix24": "Bitrix24"}
+#: the label in the Russian text where it differs
+CRMS_RU: dict[str, str] = {"bitrix24": "Битрикс24"}
 
 DEFAULTS: dict[str, Any] = {
     "crm": "hubspot",
@@ -45,6 +58,8 @@ DEFAULTS: dict[str, Any] = {
     "hubspot_base": None,
     "amocrm_base": None,
     "amocrm_subdomain": "demo",
+    "bitrix24_base": None,
+    "bitrix24_portal": "demo.bitrix24.ru",
     "poll_ms": 1500,
 }
 
@@ -60,6 +75,9 @@ def _settings(values: dict[str, Any]) -> dict[str, Any]:
     subdomain = settings["amocrm_subdomain"]
     if not isinstance(subdomain, str) or not subdomain:
         raise ValueError("amocrm_subdomain must be a non-empty string")
+    portal = settings["bitrix24_portal"]
+    if not isinstance(portal, str) or not portal:
+        raise ValueError("bitrix24_portal must be a non-empty string")
     settings["poll_ms"] = int(settings["poll_ms"])
     return settings
 
@@ -82,9 +100,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             "index.html",
             crm=crm,
             crm_label=CRMS[crm],
+            crm_label_ru=CRMS_RU.get(crm, CRMS[crm]),
             telegram_base=settings["telegram_base"] or f"{root}/telegram",
             crm_base=settings[f"{crm}_base"] or f"{root}/{crm}",
             amocrm_subdomain=settings["amocrm_subdomain"],
+            bitrix24_portal=settings["bitrix24_portal"],
             poll_ms=settings["poll_ms"],
         )
 

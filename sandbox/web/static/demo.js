@@ -1,13 +1,15 @@
-// Demo page: customer in Telegram (left) <-> rep in the CRM (right): HubSpot or amoCRM,
-// whichever the page was rendered for (<body data-crm>).
+// Demo page: customer in Telegram (left) <-> rep in the CRM (right): HubSpot, amoCRM or
+// Bitrix24, whichever the page was rendered for (<body data-crm>).
 // All text goes into the DOM through textContent; nothing user-supplied is parsed as page HTML.
 "use strict";
 
 (function () {
   const page = document.body.dataset;
-  const CRM = page.crm === "amocrm" ? "amocrm" : "hubspot";
-  const BASES = { telegram: page.telegramBase, hubspot: page.hubspotBase, amocrm: page.amocrmBase };
+  const CRM = page.crm === "amocrm" || page.crm === "bitrix24" ? page.crm : "hubspot";
+  const BASES = { telegram: page.telegramBase, hubspot: page.hubspotBase, amocrm: page.amocrmBase,
+                  bitrix24: page.bitrix24Base };
   const AMO_SUBDOMAIN = page.amocrmSubdomain || "demo";
+  const B24_PORTAL = page.bitrix24Portal || "demo.bitrix24.ru";
   const POLL_MS = Number(page.pollMs) || 1500;
 
   // Every endpoint the page calls: [sandbox, path, HTTP method]. The page only calls
@@ -23,6 +25,10 @@
     amoChatReply: ["amocrm", "/_chat_reply", "POST"],
     amoNote: ["amocrm", "/_note", "POST"],
     amoLeadStatus: ["amocrm", "/_lead_status", "POST"],
+    b24State: ["bitrix24", "/_state", "GET"],
+    b24OperatorReply: ["bitrix24", "/_operator_reply", "POST"],
+    b24LeadStatus: ["bitrix24", "/_lead_status", "POST"],
+    b24DealStage: ["bitrix24", "/_deal_stage", "POST"],
   };
 
   async function call(name, options) {
@@ -579,6 +585,439 @@
     pollAmo().catch(() => {});
   }
 
+  // -- operator (Bitrix24) ------------------------------------------------------------
+  // The Bitrix24 sandbox answers GET /_state?portal= with {"portals": [{users, statuses,
+  // deal_categories, open_lines, contacts, leads, deals, chats, ...}]}; each record is
+  // {id, fields, multifields, links, timeline: {comments, activities}}, each Open Lines
+  // chat {id, connector, line, external_chat_id, external_user_id, user, crm, messages}.
+  // The page shows the first (the configured) portal.
+
+  const LEAD_CONVERTED = "CONVERTED";
+  const LEAD_JUNK = "JUNK";
+  const CRM_ONLY = "Replies go through Open Lines; this contact has none (CRM-only mode) / " +
+    "Ответы идут через Открытые линии; у этого контакта их нет (режим «только CRM»)";
+  const openlinesChat = document.getElementById("openlines-chat");
+  let b24Portal = null; // the last portal read, for the reply's Open Lines chat
+
+  function fieldsOf(record) {
+    return (record && record.fields) || {};
+  }
+
+  function present(value) {
+    return value !== undefined && value !== null && value !== "";
+  }
+
+  // Operator messages and timeline comments are BB-code: keep the text, drop the tags
+  // (the result goes to textContent like everything else).
+  const SIGNATURE = /^\s*\[b\]\s*[^\[\]\n]{1,120}?\s*:\s*\[\/b\][ \t]*(?:\[br\s*\/?\]|\n)?[ \t]*/i;
+
+  function bbToText(text) {
+    return String(text || "")
+      .replace(/\[br\s*\/?\]/gi, "\n")
+      .replace(/\[url=([^\]]+)\]([\s\S]*?)\[\/url\]/gi, "$2 ($1)")
+      .replace(/\[\/?(b|i|u|s|url|code|quote|color|size|font|left|right|center|justify|img|user|chat|send|put|context|call|dialog)(=[^\]]*)?\]/gi, "");
+  }
+
+  function b24Users(portal) {
+    return new Map(asList(portal.users).map((u) => [String(u.ID), u]));
+  }
+
+  function b24UserName(users, id) {
+    if (!present(id)) return "—";
+    const user = users.get(String(id));
+    const name = user ? [user.NAME, user.LAST_NAME].filter(Boolean).join(" ") : "";
+    return name || ("user " + id);
+  }
+
+  function b24ContactLabel(contact) {
+    const f = fieldsOf(contact);
+    const name = [f.NAME, f.SECOND_NAME, f.LAST_NAME].filter(Boolean).join(" ");
+    return name || ("Contact / Контакт " + contact.id);
+  }
+
+  function multi(record, type) {
+    return asList(record && record.multifields && record.multifields[type])
+      .filter((m) => m && present(m.VALUE));
+  }
+
+  function imText(m) {
+    const type = String(m.VALUE_TYPE || "IM");
+    if (type === "OPENLINE" || type === "IMOL") return "Open Lines / Открытые линии";
+    return type.charAt(0) + type.slice(1).toLowerCase() + ": " + m.VALUE;
+  }
+
+  // Semantics of a status / stage row: "P" in process, "S" success, "F" failure.
+  function semantic(row) {
+    if (!row) return null;
+    if (row.SEMANTICS === "S" || row.SEMANTICS === "F") return row.SEMANTICS;
+    const extra = row.EXTRA && row.EXTRA.SEMANTICS;
+    if (extra === "success") return "S";
+    if (extra === "failure" || extra === "apology") return "F";
+    return "P";
+  }
+
+  function statusRows(portal, entityId) {
+    return asList(portal.statuses).filter((s) => s.ENTITY_ID === entityId)
+      .sort((a, b) => Number(a.SORT || 0) - Number(b.SORT || 0));
+  }
+
+  // crm-deal-add.md: the general pipeline's stages are DEAL_STAGE, pipeline N's DEAL_STAGE_N
+  function stageEntity(categoryId) {
+    const id = Number(categoryId || 0);
+    return id ? "DEAL_STAGE_" + id : "DEAL_STAGE";
+  }
+
+  function categoryName(portal, categoryId) {
+    const id = String(categoryId || 0);
+    const category = asList(portal.deal_categories).find((c) => String(c.id) === id);
+    return (category && category.name) || ("pipeline " + id);
+  }
+
+  function leadState(portal, lead) {
+    const f = fieldsOf(lead);
+    const row = statusRows(portal, "STATUS").find((s) => s.STATUS_ID === f.STATUS_ID);
+    return { name: row ? row.NAME : ("status " + f.STATUS_ID),
+             semantic: semantic(row) || f.STATUS_SEMANTIC_ID || "P" };
+  }
+
+  function dealState(portal, deal) {
+    const f = fieldsOf(deal);
+    const row = statusRows(portal, stageEntity(f.CATEGORY_ID)).find((s) => s.STATUS_ID === f.STAGE_ID);
+    return { name: (row ? row.NAME : ("stage " + f.STAGE_ID)) + " (" + categoryName(portal, f.CATEGORY_ID) + ")",
+             semantic: semantic(row) || f.STAGE_SEMANTIC_ID || (f.CLOSED === "Y" ? "F" : "P") };
+  }
+
+  // Where Won / Lost take a deal: the stage of its pipeline with success semantics and the
+  // first with failure semantics (a plain "failure" before an "apology" one).
+  function closingStages(portal, deal) {
+    const rows = statusRows(portal, stageEntity(fieldsOf(deal).CATEGORY_ID));
+    const won = rows.find((s) => semantic(s) === "S");
+    const failures = rows.filter((s) => semantic(s) === "F");
+    const lost = failures.find((s) => !(s.EXTRA && s.EXTRA.SEMANTICS === "apology")) || failures[0];
+    return { won: won ? won.STATUS_ID : null, lost: lost ? lost.STATUS_ID : null };
+  }
+
+  // CONTACT_ID, or CONTACT_IDS (a deal's contacts; the sandbox keeps them under links)
+  function contactIdsOf(record) {
+    const f = fieldsOf(record);
+    const links = (record && record.links) || {};
+    const ids = [f.CONTACT_ID].concat(asList(f.CONTACT_IDS), asList(links.CONTACT_IDS));
+    return new Set(ids.filter((v) => present(v) && String(v) !== "0").map(String));
+  }
+
+  function imolAddress(chat) {
+    return ["imol", chat.connector, chat.line, chat.external_chat_id, chat.user].join("|");
+  }
+
+  // The contact's Open Lines chats: linked by Bitrix24's CRM tracker (the chat's record is
+  // the contact or one of its leads / deals), or by one of the contact's IM values: the
+  // chat's imol| address, or the customer's id on the channel, which the bridge keeps in IM
+  // ("TELEGRAM": "<id>", "OTHER": "<kind>:<id>") and sends as the connector's user.id.
+  function contactChats(portal, contact, leadIds, dealIds) {
+    const contactId = String(contact.id);
+    const values = multi(contact, "IM").map((m) => String(m.VALUE));
+    return asList(portal.chats).filter((chat) => {
+      const crm = chat.crm || {};
+      if (crm.entity === "contact" && String(crm.id) === contactId) return true;
+      if (crm.entity === "lead" && leadIds.has(String(crm.id))) return true;
+      if (crm.entity === "deal" && dealIds.has(String(crm.id))) return true;
+      if (values.includes(imolAddress(chat))) return true;
+      const user = String(chat.external_user_id || "");
+      return !chat.group && user !== "" && values.some((v) => v === user || v.endsWith(":" + user));
+    });
+  }
+
+  // The selected contact with its leads, deals and Open Lines chats.
+  function contactView(portal, contact) {
+    const id = String(contact.id);
+    const leadIds = new Set(asList(portal.leads).filter((l) => contactIdsOf(l).has(id)).map((l) => String(l.id)));
+    const dealIds = new Set(asList(portal.deals).filter((d) => contactIdsOf(d).has(id)).map((d) => String(d.id)));
+    const chats = contactChats(portal, contact, leadIds, dealIds);
+    for (const chat of chats) { // a lead the tracker opened for the contact's chat is the contact's too
+      if (chat.crm && chat.crm.entity === "lead") leadIds.add(String(chat.crm.id));
+    }
+    return { contact: contact, leadIds: leadIds, dealIds: dealIds, chats: chats };
+  }
+
+  function lastActivity(chat) {
+    const messages = asList(chat.messages);
+    return messages.length ? toMillis(messages[messages.length - 1].date) : toMillis(chat.created);
+  }
+
+  // Where a reply goes: the contact's chat with the latest message.
+  function replyChat(view) {
+    let best = null;
+    for (const chat of view ? view.chats : []) {
+      if (!best || lastActivity(chat) > lastActivity(best) ||
+          (lastActivity(chat) === lastActivity(best) && Number(chat.id) > Number(best.id))) best = chat;
+    }
+    return best;
+  }
+
+  function eventsText(deliveries) {
+    const list = asList(deliveries);
+    if (!list.length) return "no event handlers / обработчиков событий нет";
+    return "events / события: " + list.map((d) => String(d.event || "") + " " + (d.status ?? "—") +
+      (d.error ? " " + String(d.error).slice(0, 120) : "")).join(", ");
+  }
+
+  function chooseB24Contact(id) {
+    selectedContact = String(id);
+    pollB24().catch(() => {});
+  }
+
+  function renderB24Contacts(portal) {
+    const users = b24Users(portal);
+    const model = asList(portal.contacts).map((c) => ({
+      id: String(c.id), label: b24ContactLabel(c), selected: String(c.id) === selectedContact,
+      details: multi(c, "PHONE").concat(multi(c, "EMAIL")).map((m) => m.VALUE)
+        .concat(multi(c, "IM").map(imText),
+                ["responsible / ответственный: " + b24UserName(users, fieldsOf(c).ASSIGNED_BY_ID)])
+        .join(" · "),
+    }));
+    renderList(contactsList, model, (item) => {
+      const li = el("li", "record" + (item.selected ? " selected" : ""));
+      li.tabIndex = 0;
+      li.appendChild(el("span", "text", item.label));
+      if (item.details) li.appendChild(el("span", "meta", item.details));
+      li.addEventListener("click", () => chooseB24Contact(item.id));
+      li.addEventListener("keydown", (e) => { if (e.key === "Enter") chooseB24Contact(item.id); });
+      return li;
+    }, "— none / нет —");
+  }
+
+  async function setB24Status(kind, recordId, statusId, word, actions) {
+    const buttons = Array.from(actions.querySelectorAll("button"));
+    for (const b of buttons) b.disabled = true;
+    leadStatus.textContent = "Sending… / Отправка…";
+    try {
+      const result = kind === "lead"
+        ? await call("b24LeadStatus", { json: { portal: B24_PORTAL, lead_id: Number(recordId), status_id: statusId } })
+        : await call("b24DealStage", { json: { portal: B24_PORTAL, deal_id: Number(recordId), stage_id: statusId } });
+      const d = result.data || {};
+      leadStatus.textContent = result.status === 200
+        ? (kind === "lead" ? "Lead / Лид #" : "Deal / Сделка #") + recordId + ": " + word + " (" +
+          statusId + ") · " + eventsText(d.deliveries)
+        : "Error / Ошибка: " + (d.message || ("HTTP " + result.status));
+    } catch (err) {
+      leadStatus.textContent = "Error / Ошибка: " + err.message;
+    } finally {
+      for (const b of buttons) b.disabled = false; // gone from the page once the record closed
+    }
+    pollB24().catch(() => {});
+  }
+
+  function actionButton(className, en, ru, onClick) {
+    const button = bilingual(el("button", "small " + className), en, ru);
+    button.type = "button";
+    button.addEventListener("click", onClick);
+    return button;
+  }
+
+  function renderB24Leads(portal, view) {
+    const users = b24Users(portal);
+    const model = asList(portal.leads).map((lead) => {
+      const f = fieldsOf(lead);
+      const state = leadState(portal, lead);
+      return { id: String(lead.id), open: state.semantic === "P", mine: !!view && view.leadIds.has(String(lead.id)),
+               label: "#" + lead.id + " " + (f.TITLE || "") + " · " + state.name + " · " +
+                 b24UserName(users, f.ASSIGNED_BY_ID) };
+    });
+    renderList(leadsList, model, (item) => {
+      const li = el("li", "record lead" + (item.open ? "" : " closed") + (item.mine ? " mine" : ""));
+      li.appendChild(el("span", "text", item.label));
+      if (item.open) {
+        const actions = el("span", "lead-actions");
+        actions.append(
+          actionButton("won", "Converted", "Сконвертирован", () => setB24Status(
+            "lead", item.id, LEAD_CONVERTED, "converted / сконвертирован", actions)),
+          actionButton("lost", "Junk", "Некачественный", () => setB24Status(
+            "lead", item.id, LEAD_JUNK, "junk / некачественный", actions)));
+        li.appendChild(actions);
+      }
+      return li;
+    }, "— none / нет —");
+  }
+
+  function renderB24Deals(portal, view) {
+    const users = b24Users(portal);
+    const model = asList(portal.deals).map((deal) => {
+      const f = fieldsOf(deal);
+      const state = dealState(portal, deal);
+      const open = state.semantic === "P";
+      return { id: String(deal.id), open: open, mine: !!view && view.dealIds.has(String(deal.id)),
+               stages: open ? closingStages(portal, deal) : {},
+               label: "#" + deal.id + " " + (f.TITLE || "") + " · " + state.name + " · " +
+                 b24UserName(users, f.ASSIGNED_BY_ID) };
+    });
+    renderList(dealsList, model, (item) => {
+      const li = el("li", "record deal" + (item.open ? "" : " closed") + (item.mine ? " mine" : ""));
+      li.appendChild(el("span", "text", item.label));
+      if (item.open && (item.stages.won || item.stages.lost)) {
+        const actions = el("span", "lead-actions");
+        if (item.stages.won) {
+          actions.append(actionButton("won", "Won", "Успешна", () => setB24Status(
+            "deal", item.id, item.stages.won, "won / успешна", actions)));
+        }
+        if (item.stages.lost) {
+          actions.append(actionButton("lost", "Lost", "Провалена", () => setB24Status(
+            "deal", item.id, item.stages.lost, "lost / провалена", actions)));
+        }
+        li.appendChild(actions);
+      }
+      return li;
+    }, "— none / нет —");
+  }
+
+  function when(value) {
+    const ms = toMillis(value);
+    return ms ? new Date(ms).toLocaleString() : String(value);
+  }
+
+  function messageText(m) {
+    // the operator's "[b]Name:[/b] [br]" signature: the name is in the entry's meta line
+    const raw = String(m.text || "");
+    const text = bbToText(m.direction === "in" ? raw : raw.replace(SIGNATURE, "")).trim();
+    const files = asList(m.files).map((f) => "[file / файл: " + ((f && (f.name || f.url)) || "?") + "]");
+    return [text].concat(files).filter(Boolean).join("\n") || "[message / сообщение]";
+  }
+
+  function messageFlags(m) {
+    const flags = [];
+    if (m.direction !== "in") {
+      if (m.read) flags.push("read / прочитано");
+      else if (m.delivered) flags.push("delivered / доставлено");
+    }
+    if (m.updated) flags.push("edited / изменено");
+    if (m.deleted) flags.push("deleted / удалено");
+    return flags.length ? " · " + flags.join(" · ") : "";
+  }
+
+  function b24TimelineItems(portal, view) {
+    const users = b24Users(portal);
+    const records = [["contact", view.contact]]
+      .concat(asList(portal.leads).filter((l) => view.leadIds.has(String(l.id))).map((l) => ["lead", l]),
+              asList(portal.deals).filter((d) => view.dealIds.has(String(d.id))).map((d) => ["deal", d]));
+    const items = [];
+    for (const [kind, record] of records) {
+      const where = kind === "lead" ? " · lead / лид #" + record.id
+        : kind === "deal" ? " · deal / сделка #" + record.id : "";
+      const own = record.timeline || {};
+      for (const c of asList(own.comments)) {
+        items.push({ kind: "note", time: toMillis(c.CREATED), text: bbToText(c.COMMENT),
+                     who: "comment / комментарий" + where + " · " + b24UserName(users, c.AUTHOR_ID) });
+      }
+      for (const a of asList(own.activities)) {
+        items.push({ kind: "todo" + (a.completed ? " done" : ""), time: toMillis(a.created),
+                     text: [a.title, a.description].filter(Boolean).join("\n") || "[to-do / дело]",
+                     who: "to-do / дело" + where + " · " + b24UserName(users, a.responsibleId) +
+                       (a.deadline ? " · due / срок " + when(a.deadline) : "") +
+                       (a.completed ? " · done / выполнено" : "") });
+      }
+    }
+    for (const chat of view.chats) {
+      for (const m of asList(chat.messages)) {
+        const incoming = m.direction === "in";
+        items.push({ kind: incoming ? "incoming" : "outgoing", time: toMillis(m.date), text: messageText(m),
+                     who: "Open Lines / Открытые линии · " +
+                       (incoming ? "customer / клиент" : b24UserName(users, m.author)) + messageFlags(m) });
+      }
+    }
+    items.sort((a, b) => a.time - b.time);
+    return items;
+  }
+
+  function renderB24Timeline(portal, view) {
+    timelineContact.textContent = view ? b24ContactLabel(view.contact) : "—";
+    const model = view ? b24TimelineItems(portal, view) : [];
+    const changed = renderList(timeline, model, (item) => {
+      const li = el("li", "entry " + item.kind);
+      li.appendChild(el("span", "meta", clock(item.time) + " · " + item.who));
+      li.appendChild(el("span", "text", item.text));
+      return li;
+    }, view ? "Nothing yet / Пока пусто" : "Pick a contact / Выберите контакт");
+    if (changed) timeline.scrollTop = timeline.scrollHeight;
+  }
+
+  function lineName(portal, lineId) {
+    const line = asList(portal.open_lines).find((l) => String(l.ID) === String(lineId));
+    return (line && line.LINE_NAME) || String(lineId);
+  }
+
+  // Which chat the reply box answers in; a contact without one is CRM-only.
+  function renderOpenLinesChat(portal, view) {
+    const chat = replyChat(view);
+    const crmOnly = !!view && !chat;
+    const text = !view ? "" : chat
+      ? "Open Lines chat / чат Открытых линий: " + (chat.name || chat.external_chat_id) + " · " +
+        lineName(portal, chat.line) + " · " + chat.connector
+      : CRM_ONLY;
+    if (openlinesChat.textContent !== text) openlinesChat.textContent = text;
+    openlinesChat.classList.toggle("crm-only", crmOnly);
+    for (const node of document.querySelectorAll("#reply-form textarea, #reply-form button")) {
+      if (node.disabled !== crmOnly) node.disabled = crmOnly;
+    }
+  }
+
+  async function pollB24() {
+    const result = await call("b24State", { query: { portal: B24_PORTAL } });
+    const d = result.data || {};
+    const portal = result.status === 200 ? asList(d.portals)[0] : null;
+    if (!portal) {
+      crmStatus.textContent = "Bitrix24 sandbox / песочница Битрикс24 (" + B24_PORTAL + "): " +
+        (d.message || ("HTTP " + result.status));
+      return;
+    }
+    crmStatus.textContent = "";
+    b24Portal = portal;
+    const contacts = asList(portal.contacts);
+    if (contacts.length && !contacts.some((c) => String(c.id) === selectedContact)) {
+      selectedContact = String(contacts[contacts.length - 1].id);
+    }
+    const contact = contacts.find((c) => String(c.id) === selectedContact);
+    const view = contact ? contactView(portal, contact) : null;
+    renderB24Contacts(portal);
+    renderB24Leads(portal, view);
+    renderB24Deals(portal, view);
+    renderB24Timeline(portal, view);
+    renderOpenLinesChat(portal, view);
+  }
+
+  async function sendB24Reply(event) {
+    event.preventDefault();
+    const textBox = document.getElementById("reply-text");
+    const contact = asList(b24Portal && b24Portal.contacts).find((c) => String(c.id) === selectedContact);
+    if (!contact || !textBox.value.trim()) {
+      replyStatus.textContent = "Pick a contact first / Сначала выберите контакт";
+      return;
+    }
+    const chat = replyChat(contactView(b24Portal, contact));
+    if (!chat) {
+      replyStatus.textContent = CRM_ONLY;
+      return;
+    }
+    replyStatus.textContent = "Sending… / Отправка…";
+    const result = await call("b24OperatorReply", {
+      json: { portal: B24_PORTAL, chat_id: chat.external_chat_id, connector: chat.connector,
+              line: chat.line, text: textBox.value },
+    });
+    const d = result.data || {};
+    if (result.status === 200) {
+      const sent = d.message || {};
+      const ev = d.event;
+      replyStatus.textContent = "HTTP 200 · " + b24UserName(b24Users(b24Portal), sent.author) + " · " + (ev
+        ? "OnImConnectorMessageAdd: " + (ev.status ?? String(ev.error || "—").slice(0, 120))
+        : "no OnImConnectorMessageAdd handler / обработчика OnImConnectorMessageAdd нет");
+      textBox.value = "";
+    } else if (result.status === 409) {
+      replyStatus.textContent = "HTTP 409 · the connector is not active on this line / " +
+        "коннектор не активен на этой линии";
+    } else {
+      replyStatus.textContent = "HTTP " + result.status + " · " + (d.message || d.error || "—");
+    }
+    pollB24().catch(() => {});
+  }
+
   // -- wiring -------------------------------------------------------------------------
 
   function loop(task) {
@@ -590,8 +1029,11 @@
 
   loadIdentity();
   document.getElementById("customer-form").addEventListener("submit", sendCustomerMessage);
-  document.getElementById("reply-form").addEventListener("submit",
-    CRM === "amocrm" ? sendAmoReply : sendReply);
+  // crm -> [reply handler, poller] of the right panel
+  const PANELS = {
+    hubspot: [sendReply, pollHubspot], amocrm: [sendAmoReply, pollAmo], bitrix24: [sendB24Reply, pollB24],
+  };
+  document.getElementById("reply-form").addEventListener("submit", PANELS[CRM][0]);
   document.getElementById("customer-new").addEventListener("click", () => {
     idInput.value = randomId();
     saveIdentity();
@@ -600,5 +1042,5 @@
   idInput.addEventListener("change", saveIdentity);
   nameInput.addEventListener("change", saveIdentity);
   loop(pollTelegram);
-  loop(CRM === "amocrm" ? pollAmo : pollHubspot);
+  loop(PANELS[CRM][1]);
 })();
