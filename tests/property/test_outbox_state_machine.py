@@ -74,17 +74,29 @@ def test_outbox_state_machine(machine_env, redis_conn) -> None:  # type: ignore[
         def fresh(self) -> None:
             with runtime.transaction() as s:
                 for table in (
-                    Message, Outbox, IgnoredEventRow, Conversation, ContactMerge,
-                    ContactIdentity, Contact, ChannelAccount, CrmRoute, Tenant,
+                    Message,
+                    Outbox,
+                    IgnoredEventRow,
+                    Conversation,
+                    ContactMerge,
+                    ContactIdentity,
+                    Contact,
+                    ChannelAccount,
+                    CrmRoute,
+                    Tenant,
                 ):
                     s.execute(delete(table))
             redis_conn.flushdb()
             fakes.STATE = fakes.FakeCrmState()
             self.crm = fakes.STATE
-            tenant = admin.create_tenant(runtime, slug=f"t{uuid.uuid4().hex[:6]}", crm_kind="fake",
-                                         mapping="fake.yaml")
+            tenant = admin.create_tenant(
+                runtime, slug=f"t{uuid.uuid4().hex[:6]}", crm_kind="fake", mapping="fake.yaml"
+            )
             self.account = admin.add_channel_account(
-                runtime, tenant, kind="telegram", credentials={"bot_token": "1:x", "secret_token": "s"}
+                runtime,
+                tenant,
+                kind="telegram",
+                credentials={"bot_token": "1:x", "secret_token": "s"},
             )
             self.sent: dict[int, list[str]] = {u: [] for u in USERS}  # update ids per user
             self.next_update = 1
@@ -110,7 +122,9 @@ def test_outbox_state_machine(machine_env, redis_conn) -> None:  # type: ignore[
 
         @rule(
             user=st.sampled_from(USERS),
-            fault=st.sampled_from(["none", "transient", "commit_then_timeout", "permanent", "crash"]),
+            fault=st.sampled_from(
+                ["none", "transient", "commit_then_timeout", "permanent", "crash"]
+            ),
         )
         def job_runs(self, user: int, fault: str) -> None:
             conversation = _conversation(runtime, self.account, user)
@@ -190,10 +204,12 @@ def test_outbox_state_machine(machine_env, redis_conn) -> None:  # type: ignore[
             with runtime.transaction() as s:
                 for row in s.scalars(select(Outbox)):
                     left = s.scalar(
-                        select(Message.id).where(
+                        select(Message.id)
+                        .where(
                             Message.conversation_id == row.conversation_id,
                             Message.status.in_(("pending", "in_flight", "failed")),
-                        ).limit(1)
+                        )
+                        .limit(1)
                     )
                     if left is not None:
                         assert row.state in ("pending", "parked"), (row.state, row.reason)
