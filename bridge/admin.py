@@ -102,6 +102,21 @@ def upsert_oauth_tenant(
     return tenant_id, False
 
 
+def after_install(rt, tenant_id: int) -> dict[str, Any] | None:  # type: ignore[no-untyped-def]
+    """Re-run the CRM setup after an install or re-install when the tenant
+    already has channels: a CRM may drop what the app registered when it is
+    installed again (Bitrix24 removes event bindings on every install,
+    event-bind.md), and replies must keep coming back. A first install has
+    no channel yet; connecting one runs the setup."""
+    with rt.read_engine.connect() as conn:
+        has_channels = conn.scalar(
+            select(ChannelAccount.id).where(ChannelAccount.tenant_id == tenant_id).limit(1)
+        )
+    if has_channels is None:
+        return None
+    return setup_crm(rt, tenant_id)
+
+
 def add_channel_account(
     rt,  # type: ignore[no-untyped-def]
     tenant_id: int,

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from bridge.config import Settings
+from bridge.demo import DEMO_CRMS
 from bridge.logs import configure_logging
 from bridge.runtime import Runtime, set_runtime
 
@@ -45,7 +46,7 @@ def main(verbose: bool) -> None:
 @main.command()
 @click.option(
     "--demo",
-    type=click.Choice(["hubspot", "amocrm", "auto", "off"]),  # the CRM the demo wires
+    type=click.Choice([*DEMO_CRMS, "auto", "off"]),  # the CRM the demo wires
     default="auto",
     help="wire a demo tenant to the sandbox (auto: when no CRM credentials are set)",
 )

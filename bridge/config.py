@@ -44,6 +44,12 @@ APP_KEYS = (
     "bot_id",
     "amojo_base",
     "channel_title",
+    # Bitrix24: the portal of a full-OAuth install link, extra portal hosts
+    # (on-premise, the sandbox), a Market app's code, the connector's page
+    "portal",
+    "allowed_hosts",
+    "app_code",
+    "placement_url",
 )
 
 

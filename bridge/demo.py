@@ -15,10 +15,14 @@ import requests
 
 from bridge.setup import connect_channel
 
-__all__ = ["DEMO_CRMS", "Seeded", "banner", "demo_env", "oauth_install", "seed"]
+__all__ = ["DEMO_CRMS", "Seeded", "banner", "demo_env", "event_install", "oauth_install", "seed"]
 
 #: CRM -> the demo's mapping file
-DEMO_CRMS = {"hubspot": "demo-hubspot.yaml", "amocrm": "demo-amocrm.yaml"}
+DEMO_CRMS = {
+    "hubspot": "demo-hubspot.yaml",
+    "amocrm": "demo-amocrm.yaml",
+    "bitrix24": "demo-bitrix24.yaml",
+}
 
 
 @dataclass
@@ -66,6 +70,22 @@ def demo_env(crm: str, base: str, sandbox: str | None = None) -> dict[str, str]:
                 "AMOCRM_BOT_ID": amo.DEMO_BOT_ID,
             }
         )
+    elif crm == "bitrix24":
+        from sandbox.bitrix24 import config as b24
+
+        host = urlparse(sb).netloc
+        env.update(
+            {
+                # each portal's REST endpoint comes with its install; the
+                # sandbox serves portals as paths of its own host (allowed here)
+                "BITRIX24_AUTH_BASE": f"{sb}/bitrix24/oauth",
+                "BITRIX24_ALLOWED_HOSTS": f"{host.split(':')[0]}:*",
+                "BITRIX24_PORTAL": f"{sb}/bitrix24/{b24.DEMO_DOMAIN}",
+                "BITRIX24_CLIENT_ID": b24.DEMO_CLIENT_ID,
+                "BITRIX24_CLIENT_SECRET": b24.DEMO_CLIENT_SECRET,
+                "BITRIX24_APP_CODE": str(b24.DEFAULTS["app"]["code"]),
+            }
+        )
     else:
         raise ValueError(f"no demo for {crm!r}; choose one of {', '.join(DEMO_CRMS)}")
     return env
@@ -109,6 +129,36 @@ def _register_chat_channel(crm: str, base: str, sandbox: str) -> None:
         ).raise_for_status()
 
 
+def event_install(runtime, base: str, *, crm: str, sandbox: str, mapping: str) -> int:  # type: ignore[no-untyped-def]
+    """The CRM installs the app by POSTing the install event to the
+    bridge's install handler (Bitrix24's ONAPPINSTALL); the sandbox's
+    control endpoint plays the admin who clicks "Install"."""
+    from sqlalchemy import select
+
+    from bridge.tables import Tenant
+
+    handler = f"{base}/webhooks/crm/{crm}/install?mapping={mapping}"
+    answer = requests.post(f"{sandbox}/{crm}/_install", json={"handler": handler}, timeout=60)
+    answer.raise_for_status()
+    data = answer.json()
+    delivery = data.get("delivery") or {}
+    if not (delivery.get("status") or 0) // 100 == 2:
+        raise RuntimeError(f"the bridge refused the {crm} install event: {delivery}")
+    with runtime.read_engine.connect() as conn:
+        tenant_id = conn.scalar(
+            select(Tenant.id).where(
+                Tenant.crm_kind == crm, Tenant.crm_account_id == str(data["member_id"])
+            )
+        )
+    if tenant_id is None:
+        raise RuntimeError(f"the {crm} install left no tenant")
+    return int(tenant_id)
+
+
+#: CRMs whose demo installs through the vendor's install event, not OAuth
+_EVENT_INSTALLS = {"bitrix24"}
+
+
 def oauth_install(base: str, *, crm: str, sandbox: str, mapping: str) -> int:
     """An admin installs the app into the sandbox CRM through the bridge's
     real OAuth flow; returns the tenant id (a re-install re-authorises it)."""
@@ -140,7 +190,11 @@ def seed(
     from sandbox.telegram import DEMO_BOT_TOKEN
 
     sandbox = sandbox or f"{base}/sandbox"
-    tenant_id = oauth_install(base, crm=crm, sandbox=sandbox, mapping=mapping or DEMO_CRMS[crm])
+    mapping = mapping or DEMO_CRMS[crm]
+    if crm in _EVENT_INSTALLS:
+        tenant_id = event_install(runtime, base, crm=crm, sandbox=sandbox, mapping=mapping)
+    else:
+        tenant_id = oauth_install(base, crm=crm, sandbox=sandbox, mapping=mapping)
     _register_chat_channel(crm, base, sandbox)
     account_id = connect_channel(
         runtime, tenant_id, kind="telegram", token=DEMO_BOT_TOKEN, name="Demo bot"
@@ -149,7 +203,8 @@ def seed(
         from bridge.tables import Tenant
 
         tenant = session.get(Tenant, tenant_id)
-        account = str(tenant.settings.get("subdomain") or tenant.crm_account_id)
+        settings = tenant.settings or {}
+        account = str(settings.get("subdomain") or settings.get("domain") or tenant.crm_account_id)
     return Seeded(crm, tenant_id, account_id, account)
 
 
@@ -171,6 +226,17 @@ def banner(base: str, seeded: Seeded) -> str:
  ... reply as a manager in amoCRM's chat (contact id from _state):
    curl -s -X POST {base}/sandbox/amocrm/_chat_reply -H 'Content-Type: application/json' \\
         -d '{{"contact_id": <contact id>, "text": "Hi Anna, yes we do!"}}'""",
+        ),
+        "bitrix24": (
+            f"an operator in (sandbox) Bitrix24 portal {seeded.account}",
+            f"""   curl -s '{base}/sandbox/bitrix24/_state?portal={seeded.account}' \\
+        | python3 -m json.tool
+
+ ... reply as an operator in the Open Lines chat (external_chat_id of a chat in
+     _state's portals[0].chats):
+   curl -s -X POST {base}/sandbox/bitrix24/_operator_reply \\
+        -H 'Content-Type: application/json' \\
+        -d '{{"portal": "{seeded.account}", "chat_id": "<chat id>", "text": "Hi Anna!"}}'""",
         ),
     }[seeded.crm]
     return f"""

@@ -36,7 +36,13 @@ def _demo_crm(demo: str, env: dict[str, str]) -> str | None:
         return None
     if demo != "auto":
         return demo
-    real = ("HUBSPOT_CLIENT_ID", "AMOCRM_CLIENT_ID", "TELEGRAM_BOT_TOKEN", "HUBSPOT_API_BASE")
+    real = (
+        "HUBSPOT_CLIENT_ID",
+        "AMOCRM_CLIENT_ID",
+        "BITRIX24_CLIENT_ID",
+        "TELEGRAM_BOT_TOKEN",
+        "HUBSPOT_API_BASE",
+    )
     return None if any(env.get(k) for k in real) else "hubspot"
 
 

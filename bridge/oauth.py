@@ -114,6 +114,7 @@ def _install(rt, cls, crm: str, code: str, params: dict[str, str], mapping: str)
         tenant_id, created = admin.upsert_oauth_tenant(
             rt, crm_kind=crm, credentials=credentials, mapping=mapping
         )
+        admin.after_install(rt, tenant_id)
     except AuthError as exc:
         # The CRM refused the grant itself (a reused, expired or unknown
         # code): the request is what is wrong, not the CRM. Start again.

@@ -182,6 +182,13 @@ def crm_install_event(crm: str):  # type: ignore[no-untyped-def]
     tenant_id, created = admin.upsert_oauth_tenant(
         rt, crm_kind=crm, credentials=credentials, mapping=mapping
     )
+    try:
+        admin.after_install(rt, tenant_id)
+    except BridgeError as exc:
+        # The tenant is stored; its setup did not finish. A non-2xx answer
+        # leaves the CRM's install unfinished, so the admin installs again.
+        log.warning("setup after install for %s failed: %s", crm, type(exc).__name__)
+        return jsonify({"error": "setup_failed", "message": exc.message}), 502
     return jsonify({"ok": True, "tenant": tenant_id, "created": created})
 
 

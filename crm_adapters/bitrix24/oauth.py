@@ -312,7 +312,7 @@ def install_event(
         raise PermanentError("Bitrix24 app is not configured: set BITRIX24_CLIENT_ID")
     endpoint = check_endpoint(app, str(auth["client_endpoint"]), str(auth["domain"]))
     info = _app_info(app, endpoint, str(auth["access_token"]), http)
-    creds = credentials_from_token(app, {**auth, "client_endpoint": endpoint})
+    creds = _confirmed_pair(app, auth, endpoint, http)
     creds["application_token"] = str(auth["application_token"])
     creds["account_id"] = creds["member_id"]
     domain = str(auth["domain"]).strip().lower()
@@ -327,6 +327,35 @@ def install_event(
         settings["plan"] = plan
     creds["settings"] = settings
     return creds
+
+
+def _confirmed_pair(
+    app: Mapping[str, Any], auth: Mapping[str, Any], endpoint: str, http: HttpClient
+) -> dict[str, Any]:
+    """The install's token pair, confirmed by the OAuth server.
+
+    ``app.info`` proves the access token works at ``endpoint`` for our app,
+    but says nothing of ``member_id``, and the tenant is keyed by it: a
+    forged event naming another portal's ``member_id`` with the forger's own
+    working token would take that tenant over. So the event's refresh token
+    is redeemed at the OAuth server (it needs our ``client_secret``), whose
+    answer names the portal authoritatively (settings/oauth/index.md: the
+    token answer's ``member_id``, ``client_endpoint``); the new pair is kept.
+    """
+    try:
+        body = _token_call(
+            app, http, {"grant_type": "refresh_token", "refresh_token": str(auth["refresh_token"])}
+        )
+    except AuthError:
+        raise SignatureError(
+            "Bitrix24 install: the OAuth server refused its refresh token"
+        ) from None
+    if str(body.get("member_id") or "") != str(auth["member_id"]):
+        raise SignatureError("Bitrix24 install: the OAuth server names another portal")
+    answered = str(body.get("client_endpoint") or endpoint)
+    if urlsplit(answered).netloc.lower() != urlsplit(endpoint).netloc.lower():
+        raise SignatureError("Bitrix24 install: the OAuth server names another REST endpoint")
+    return credentials_from_token(app, {**body, "client_endpoint": endpoint})
 
 
 def _app_info(

@@ -111,7 +111,10 @@ def run_setup(
             "bridge as a Bitrix24 app, or set `inbox: false` in the mapping"
         )
     result: dict[str, Any] = {
-        "domain": urlsplit(adapter.api.endpoint(creds)).netloc.lower(),
+        # the install's portal name when there is one (a proxied or on-premise
+        # portal's REST host may differ), else the webhook URL's host
+        "domain": str(settings.get("domain") or "").lower()
+        or urlsplit(adapter.api.endpoint(creds)).netloc.lower(),
         "conversation_field": str(settings.get("conversation_field") or "ORIGIN_ID"),
     }
     if not webhook and creds.get("member_id"):

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -55,7 +54,7 @@ def _alive(pid: int) -> bool:
     return stat.exists() and ") Z " not in stat.read_text()
 
 
-@pytest.mark.parametrize("crm", ["hubspot", "amocrm"])
+@pytest.mark.parametrize("crm", ["hubspot", "amocrm", "bitrix24"])
 def test_bridge_run_serves_the_demo_loop_and_stops_everything(tmp_path: Path, crm: str) -> None:
     port = free_port()
     var_dir = tmp_path / "var"
@@ -113,6 +112,29 @@ def test_bridge_run_serves_the_demo_loop_and_stops_everything(tmp_path: Path, cr
                 json={"contact_id": contact["id"], "text": "Hi Anna, yes we do!"},
                 timeout=30,
             ).json()
+        elif crm == "bitrix24":
+
+            def state() -> dict:
+                data = requests.get(f"{base}/sandbox/bitrix24/_state", timeout=10).json()
+                return data["portals"][0]
+
+            assert wait_until(lambda: len(state()["chats"]) == 1, timeout=60)
+            assert state()["contacts"][0]["fields"]["NAME"] == "Anna"
+            [lead] = state()["leads"]
+            assert any(
+                "Hello! Do you deliver?" in c["COMMENT"] for c in lead["timeline"]["comments"]
+            )
+            chat = state()["chats"][0]
+            reply = requests.post(
+                f"{base}/sandbox/bitrix24/_operator_reply",
+                json={
+                    "portal": state()["domain"],
+                    "chat_id": chat["external_chat_id"],
+                    "text": "Hi Anna, yes we do!",
+                },
+                timeout=30,
+            ).json()
+            reply["webhook"] = reply["event"]
         else:
 
             def state() -> dict:
@@ -136,6 +158,8 @@ def test_bridge_run_serves_the_demo_loop_and_stops_everything(tmp_path: Path, cr
 
         assert wait_until(lambda: len(sent()) == 1, timeout=60)
         assert sent()[0]["text"] == "Hi Anna, yes we do!"
+        if crm == "bitrix24":  # the delivery is confirmed in Open Lines
+            assert wait_until(lambda: state()["chats"][0]["messages"][1]["delivered"], timeout=30)
         assert requests.get(f"{base}/sandbox/", timeout=10).status_code == 200
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl-C

@@ -851,15 +851,52 @@ def app_info(code: str = APP["client_id"], **extra: Any) -> dict[str, Any]:
     return info
 
 
-def test_install_event_is_verified_and_returns_credentials(portal: Portal) -> None:
+TOKEN_URL = "https://oauth.bitrix.info/oauth/token/"
+
+
+def oauth_server(
+    rsps: responses.RequestsMock, *, member: str = MEMBER, endpoint: str = ENDPOINT
+) -> list[dict[str, str]]:
+    """The OAuth server redeeming the install's refresh token (settings/oauth/
+    index.md answer shape); returns the queries it received."""
+    seen: list[dict[str, str]] = []
+
+    def answer(request: Any) -> tuple[int, dict[str, str], str]:
+        seen.append(dict(parse_qsl(urlsplit(request.url).query)))
+        body = {
+            "access_token": "fresh-access",
+            "refresh_token": "fresh-refresh",
+            "expires_in": 3600,
+            "member_id": member,
+            "client_endpoint": endpoint,
+            "server_endpoint": "https://oauth.bitrix.info/rest/",
+            "domain": "oauth.bitrix.info",
+            "scope": "crm,imopenlines,imconnector,im,placement,user_brief",
+            "status": "L",
+        }
+        return 200, {"Content-Type": "application/json"}, json.dumps(body)
+
+    rsps.add_callback(responses.GET, TOKEN_URL, callback=answer)
+    return seen
+
+
+def test_install_event_is_verified_and_returns_credentials(
+    portal: Portal, rsps: responses.RequestsMock
+) -> None:
     portal.on("app.info", app_info())
+    token_calls = oauth_server(rsps)
     creds = Bitrix24Adapter.install_event(APP, event_request(install_payload()), http=HttpClient())
     assert creds is not None
     assert portal.requests == [("app.info", {"auth": "s6p6eclrvim6da22ft9ch94ekreb52lv"})]
+    # the event's refresh token was redeemed at the OAuth server, which named the portal
+    [query] = token_calls
+    assert query["grant_type"] == "refresh_token"
+    assert query["refresh_token"] == "4s386p3q0tr8dy89xvmt96234v3dljg8"
+    assert query["client_id"] == APP["client_id"]
     assert creds["account_id"] == MEMBER and creds["member_id"] == MEMBER
     assert creds["client_endpoint"] == ENDPOINT and creds["type"] == "oauth"
     assert creds["application_token"] == APP_TOKEN
-    assert creds["refresh_token"] == "4s386p3q0tr8dy89xvmt96234v3dljg8"
+    assert (creds["access_token"], creds["refresh_token"]) == ("fresh-access", "fresh-refresh")
     settings = creds["settings"]
     assert settings["member_id"] == MEMBER and settings["domain"] == DOMAIN
     assert settings["plan"] == "enterprise"  # LICENSE_FAMILY ent (app-info.md)
@@ -889,7 +926,30 @@ def test_forged_install_endpoints_are_refused_before_any_call(
     assert portal.requests == []
 
 
-def test_install_with_another_apps_token_or_a_dead_token_is_refused(portal: Portal) -> None:
+def test_install_naming_another_portals_member_id_is_refused(
+    portal: Portal, rsps: responses.RequestsMock
+) -> None:
+    # a forger's own working token, with the victim portal's member_id in the event:
+    # app.info cannot tell, the OAuth server's answer does
+    portal.on("app.info", app_info())
+    oauth_server(rsps, member="f0rged0000000000000000000000000")
+    with pytest.raises(SignatureError, match="another portal"):
+        Bitrix24Adapter.install_event(APP, event_request(install_payload()), http=HttpClient())
+
+
+def test_install_whose_refresh_token_is_refused_is_refused(
+    portal: Portal, rsps: responses.RequestsMock
+) -> None:
+    portal.on("app.info", app_info())
+    rsps.add(responses.GET, TOKEN_URL, status=400, json={"error": "invalid_grant"})
+    with pytest.raises(SignatureError, match="refresh token"):
+        Bitrix24Adapter.install_event(APP, event_request(install_payload()), http=HttpClient())
+
+
+def test_install_with_another_apps_token_or_a_dead_token_is_refused(
+    portal: Portal, rsps: responses.RequestsMock
+) -> None:
+    oauth_server(rsps)
     portal.on("app.info", app_info(code="someone.elses.app"))
     with pytest.raises(SignatureError, match="another app"):
         Bitrix24Adapter.install_event(APP, event_request(install_payload()), http=HttpClient())
@@ -906,6 +966,7 @@ def test_install_with_another_apps_token_or_a_dead_token_is_refused(portal: Port
 
 def test_allowed_hosts_admit_an_on_premise_portal(rsps: responses.RequestsMock) -> None:
     Portal(rsps, "http://127.0.0.1:8000/b24/acme/rest/").on("app.info", app_info())
+    oauth_server(rsps, endpoint="http://127.0.0.1:8000/b24/acme/rest/")
     payload = install_payload(
         domain="127.0.0.1:8000", client_endpoint="http://127.0.0.1:8000/b24/acme/rest/"
     )
