@@ -99,6 +99,8 @@ set by the admin / the core:
 ``source_id``       ``SOURCE_ID`` of contacts, leads and deals (default ``OTHER``)
 ``task_kind``       ``todo`` (default: ``crm.activity.todo.add``) | ``task``
                     (``tasks.task.add`` bound with ``UF_CRM_TASK``)
+``rate_per_second``, ``burst``  the portal's bucket when it is not the plan's
+                    (on-premise portals configure their own limits)
 ``default_responsible_id``  a task's responsible user when the conversation
                     has no owner (tasks require one)
 ``openlines_crm_tracker``  true: let Bitrix24's CRM tracker process Open

@@ -77,9 +77,20 @@ ENTERPRISE_RATE = Rate(capacity=250, per_second=5)
 
 
 def plan_rate(settings: Mapping[str, Any]) -> Rate:
-    return (
+    """The portal's bucket: by plan, or the tenant's ``rate_per_second`` /
+    ``burst`` where an admin set them (an on-premise portal's own limits,
+    limits.md: configurable in self-hosted Bitrix24)."""
+    plan = (
         ENTERPRISE_RATE if str(settings.get("plan") or "").lower() == "enterprise" else BASIC_RATE
     )
+    try:
+        per_second = float(settings.get("rate_per_second") or plan.per_second)
+        burst = float(settings.get("burst") or plan.capacity)
+    except (TypeError, ValueError):
+        return plan
+    if per_second <= 0 or burst < 1:
+        return plan
+    return Rate(capacity=burst, per_second=per_second)
 
 
 @dataclass(frozen=True)

@@ -826,6 +826,20 @@ def test_one_bucket_per_portal_with_the_plans_rate(portal: Portal, hook_portal: 
     ]
 
 
+def test_an_admin_set_bucket_overrides_the_plan() -> None:
+    from crm_adapters.bitrix24.adapter import plan_rate
+
+    assert plan_rate({"plan": "enterprise", "rate_per_second": 20, "burst": 500}) == Rate(
+        capacity=500, per_second=20
+    )
+    assert plan_rate({"rate_per_second": "10"}) == Rate(capacity=50, per_second=10)
+    # nonsense falls back to the plan's documented bucket
+    assert plan_rate({"rate_per_second": "fast"}) == Rate(capacity=50, per_second=2)
+    assert plan_rate({"plan": "enterprise", "rate_per_second": -1}) == Rate(
+        capacity=250, per_second=5
+    )
+
+
 def test_a_batch_is_one_token(portal: Portal) -> None:
     limiter = Limiter()
     portal.on("crm.timeline.comment.add", 1)
