@@ -401,6 +401,13 @@ class Stack:
         r.raise_for_status()
         return r.json()
 
+    def bitrix24_state(self) -> dict[str, Any]:
+        """The demo portal's state (``portals[0]`` of the sandbox's ``_state``)."""
+        r = requests.get(f"{self.sandbox_url}/bitrix24/_state", timeout=30)
+        r.raise_for_status()
+        data = r.json()
+        return data["portals"][0] if "portals" in data else data
+
     def hubspot_state(self) -> dict[str, Any]:
         portal = self.seeded.account if self.seeded else None
         r = requests.get(

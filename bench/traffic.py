@@ -355,3 +355,75 @@ def _compare(
     report.unexpected += [
         f"?:{t}" for u, items in got.items() if u not in expected for *_, t in items
     ]
+
+
+_B24_MARKER = re.compile(r"\[bridge:([0-9a-f]{12}):(-?\d*):(\d*)\]")
+
+
+def _bitrix24_portal(state: dict[str, Any]) -> dict[str, Any]:
+    return state["portals"][0] if "portals" in state else state
+
+
+def check_bitrix24(
+    state: dict[str, Any],
+    expected: dict[int, list[str]],
+    *,
+    comments: bool = True,
+    chat: bool = True,
+) -> Report:
+    """Compare the sandbox Bitrix24 with what the customers sent.
+
+    Timeline comments carry the message's own sequence and time in the
+    bridge's marker (``[bridge:<hash>:<seq>:<ms>]``, the last line); the
+    customer's words are the line before it. Open Lines messages are read
+    in the chat's own order.
+    """
+    portal = _bitrix24_portal(state)
+    report = Report()
+    contacts = {c["id"]: c for c in portal.get("contacts", [])}
+    report.contacts = len(contacts)
+
+    def telegram_id(contact: dict[str, Any]) -> int:
+        for im in (contact.get("multifields") or {}).get("IM") or []:
+            if im.get("VALUE_TYPE") == "TELEGRAM" and str(im.get("VALUE") or "").isdigit():
+                return int(im["VALUE"])
+        return 0
+
+    entities: list[tuple[str, dict[str, Any], list[int]]] = []
+    for lead in portal.get("leads", []):
+        cid = lead["fields"].get("CONTACT_ID")
+        entities.append(("lead", lead, [int(cid)] if cid else []))
+    for deal in portal.get("deals", []):
+        entities.append(("deal", deal, list((deal.get("links") or {}).get("CONTACT_IDS") or [])))
+    report.deals = len(entities)
+    got: dict[int, list[tuple[int, int, str]]] = defaultdict(list)
+    markers: Counter[str] = Counter()
+    if comments:
+        for _, entity, contact_ids in entities:
+            user = next((telegram_id(contacts[c]) for c in contact_ids if c in contacts), 0)
+            for comment in (entity.get("timeline") or {}).get("comments") or []:
+                text = str(comment.get("COMMENT") or "")
+                found = _B24_MARKER.search(text)
+                if not found:
+                    continue
+                report.entries += 1
+                markers[found.group(1)] += 1
+                lines = text.split("\n")
+                body = lines[-2] if len(lines) >= 3 else text
+                got[user].append((int(found.group(3) or 0), int(found.group(2) or 0), body))
+        report.duplicated = [m for m, n in markers.items() if n > 1]
+        _compare(report, expected, got)
+    if chat:
+        ids: Counter[str] = Counter()
+        chat_got: dict[int, list[tuple[int, int, str]]] = defaultdict(list)
+        for chat_row in portal.get("chats", []):
+            user = int(chat_row.get("external_user_id") or 0)
+            for n, message in enumerate(chat_row.get("messages", [])):
+                if message.get("direction") == "in":
+                    report.inbox_messages += 1
+                    ids[message.get("external_id") or str(message["id"])] += 1
+                    chat_got[user].append((n, 0, message["text"]))
+        report.inbox_duplicated = [k for k, n in ids.items() if n > 1]
+        if not comments:
+            _compare(report, expected, chat_got)
+    return report
