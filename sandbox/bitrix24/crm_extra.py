@@ -2,21 +2,57 @@
 
 * ``crm.timeline.comment.add`` (crm-timeline-comment-add.md): lowercase
   ``fields`` only (crm >= 23.100.0), errors OWNER_NOT_FOUND / NOT_FOUND /
-  ACCESS_DENIED / INVALID_ARG_VALUE / ``100``. Listing: the docs we ship have no
-  ``crm.timeline.comment.list``, so comments are listed by the control API
-  (``GET /_timeline``, ``GET /_state``).
+  ACCESS_DENIED / INVALID_ARG_VALUE / ``100``.
+* ``crm.timeline.comment.list`` (b24restdocs
+  api-reference/crm/timeline/comments/crm-timeline-comment-list.md, fields:
+  crm-timeline-comment-fields.md): ``filter`` with ENTITY_ID and ENTITY_TYPE,
+  ``order`` on ID / CREATED / AUTHOR_ID only, 50 a page. The page's only error is
+  400 ``{"error": "", "error_description": "Access denied."}``; a filter without
+  both fields (or with an unknown type) gets it too: nothing names a CRM object
+  the caller may read. UNCONFIRMED: (a) the page's versions disagree on an empty
+  ``select``: the older English one (and the Russian one) "the result will return
+  an empty array", the newer English one "all fields will be returned"; we
+  follow the newer one. (b) A public copy of the vendor's crm
+  ``restservice.php`` (CCrmTimelineCommentRestProxy::innerGetList) checks read
+  permission on the (type, id) pair, so a valid ENTITY_TYPE without ENTITY_ID
+  may pass as a type-wide check and answer an empty list; we follow the page
+  (both fields required). The same copy reads no other filter key and sorts
+  descending only for the exact value ``DESC``; we do the same. FILES appears
+  only on a comment that has files (idem); its entries' ids/sizes/URLs are ours.
 * ``crm.activity.todo.add`` (crm-activity-todo-add.md): ``deadline`` required,
   owner type 1 lead / 2 deal / 3 contact / 4 company (crm/data-types.md), answer
-  ``{"id": …}``. Listed by the same control endpoints.
+  ``{"id": …}``.
+* ``crm.activity.list`` (b24restdocs
+  api-reference/crm/timeline/activities/activity-base/crm-activity-list.md):
+  the to-dos as activity rows (upper-case keys of the page's example;
+  ``PROVIDER_ID`` ``CRM_TODO`` as the docs' tutorials show a to-do, with
+  ``PROVIDER_TYPE_ID`` ``TODO``), filter prefixes and ``BINDINGS``,
+  default order START_TIME ascending, 50 a page; ``order``/``filter`` that are not
+  objects are refused as the page's error table says. Rows follow the caller's
+  permissions: a user without CRM access gets none. UNCONFIRMED: a to-do's
+  ``TYPE_ID`` ``6`` (seen only in third-party code), START_TIME/END_TIME (we give
+  both the deadline), PRIORITY, DESCRIPTION_TYPE, NOTIFY_*, DIRECTION values (the
+  example's).
 * ``tasks.task.add`` (tasks-task-add.md): TITLE and RESPONSIBLE_ID required,
   ``ERROR_CORE`` texts ending in ``<br>``; the answer is the vendor example's
   task object with this task's values.
+* ``tasks.task.list`` (b24restdocs api-reference/tasks/tasks-task-list.md):
+  ``{"tasks": [...]}`` with camelCase keys, ``total``/``next``; filter on the
+  page's fields (UF_CRM_TASK: the task is bound to any of the values), order on
+  the page's keys (default ID descending; another key is error ``0`` "Invalid
+  sorting key (internal error)"); administrators see every task, others the tasks
+  they created or are responsible for, accomplice or auditor of. UNCONFIRMED:
+  managers seeing their employees' tasks (no departments here); without
+  ``select`` the whole task object as tasks.task.add answers it; ``id`` always
+  present; ``ufCrmTask`` only when UF_CRM_TASK is selected; filter keys the
+  sandbox does not model (TAG, DEPENDS_ON, ``::SUBFILTER-PARAMS``…) are ignored.
+* Comments and to-dos are also listed by the control API (``GET /_timeline``,
+  ``GET /_state``).
 * ``user.get`` / ``user.current`` (user-get.md, user-current.md), ``profile``
   and ``app.info`` (b24restdocs api-reference/common/users/profile.md and
   common/system/app-info.md, examples in spec/), ``placement.bind``
   (app context only; UNCONFIRMED minimal behaviour).
 """
-
 from __future__ import annotations
 
 import datetime as dt
@@ -26,7 +62,7 @@ from typing import Any
 
 from .context import CallCtx, ListResult, method
 from .crm_methods import apply_filter, page
-from .errors import B24Error, core_error
+from .errors import B24Error, core_error, crm_error
 from .params import as_int, as_str
 from .spec import task_template
 from .store import ENTITY_TYPE_IDS, Portal
@@ -60,6 +96,43 @@ def _iso(portal: Portal, raw: Any) -> str | None:
     return f"{match.group(1)}T{clock}{zone}"
 
 
+# -- list parameters (shared by the list methods below) -------------------------------
+
+
+def _object_param(params: dict[str, Any], name: str) -> dict[str, Any]:
+    """``order`` / ``filter`` of a CRM list method: absent is empty, anything but an
+    object is 400 ``"Parameter 'filter' must be array."`` (crm-activity-list.md)."""
+    value = params.get(name, params.get(name.upper()))
+    if value in (None, "", []):
+        return {}
+    if not isinstance(value, dict):
+        raise crm_error(f"Parameter '{name}' must be array.")
+    return value
+
+
+def _select(params: dict[str, Any]) -> list[str]:
+    raw = params.get("select", params.get("SELECT"))
+    if isinstance(raw, dict):  # a PHP array with other keys than 0..n-1
+        raw = list(raw.values())
+    if isinstance(raw, list):
+        return [str(s) for s in raw]
+    return [str(raw)] if isinstance(raw, str) and raw else []
+
+
+def _rank(value: Any) -> tuple[int, float, str]:
+    """Numbers before texts, numbers by value (``"9"`` < ``"10"``)."""
+    try:
+        return (0, float(str(value)), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, "" if value is None else str(value).lower())
+
+
+def _sort(rows: list[dict[str, Any]], keys: list[tuple[str, bool]]) -> None:
+    """Stable multi-key sort on (field, descending); the first key most significant."""
+    for field, descending in reversed(keys):
+        rows.sort(key=lambda row, f=field: _rank(row.get(f)), reverse=descending)
+
+
 # -- timeline comments ------------------------------------------------------------------
 
 
@@ -91,6 +164,57 @@ def comment_add(ctx: CallCtx, params: dict[str, Any]) -> int:
         "AUTHOR_ID": ctx.auth.user_id, "CREATED": portal.now_str(ctx.now())}
     ctx.fire("ONCRMTIMELINECOMMENTADD", {"ID": comment_id}, ctx.auth.user_id)
     return comment_id
+
+
+# b24restdocs api-reference/crm/timeline/comments/crm-timeline-comment-list.md (fields:
+# crm-timeline-comment-fields.md); see the module docstring for what is UNCONFIRMED.
+_COMMENT_FIELDS = ("ID", "ENTITY_ID", "ENTITY_TYPE", "CREATED", "COMMENT", "AUTHOR_ID")
+_COMMENT_ORDER = ("ID", "CREATED", "AUTHOR_ID")  # "Only the fields ID, CREATED, AUTHOR_ID"
+
+
+def _comment_json(portal: Portal, comment: dict[str, Any], select: list[str]) -> dict[str, Any]:
+    values = {"ID": str(comment["ID"]), "ENTITY_ID": str(comment["ENTITY_ID"]),
+              "ENTITY_TYPE": comment["ENTITY_TYPE"], "CREATED": comment["CREATED"],
+              "COMMENT": comment["COMMENT"], "AUTHOR_ID": str(comment["AUTHOR_ID"])}
+    names = [f for f in _COMMENT_FIELDS if f in select] if select else list(_COMMENT_FIELDS)
+    out: dict[str, Any] = {name: values[name] for name in names}
+    if comment["FILES"]:
+        # the page's FILES: disk files keyed by id (ids, sizes and URLs are the sandbox's)
+        author = int(comment["AUTHOR_ID"])
+        files: dict[str, Any] = {}
+        for index, name in enumerate(comment["FILES"], start=1):
+            file_id = int(comment["ID"]) * 100 + index
+            base = f"https://{portal.domain}/disk"
+            files[str(file_id)] = {
+                "id": file_id, "date": comment["CREATED"], "type": "file", "name": name,
+                "size": 0, "authorId": author, "authorName": portal.user_name(author),
+                "urlPreview": f"{base}/showFile/{file_id}/?&ncc=1&filename={name}",
+                "urlShow": f"{base}/showFile/{file_id}/?&ncc=1&filename={name}",
+                "urlDownload": f"{base}/downloadFile/{file_id}/?&ncc=1&filename={name}"}
+        out["FILES"] = files
+    return out
+
+
+@method("crm.timeline.comment.list", scope="crm")
+def comment_list(ctx: CallCtx, params: dict[str, Any]) -> ListResult:
+    order = _object_param(params, "order")
+    flt = _object_param(params, "filter")
+    portal = ctx.portal
+    entity_type = str(flt.get("ENTITY_TYPE") or "").strip().lower()
+    entity_id = as_int(flt.get("ENTITY_ID"))
+    # "a user with read access to CRM entities"; the filter's two fields are required and
+    # the page's one error (400, code "", "Access denied.") is what a missing one gets
+    if (portal.crm_access(ctx.auth.user_id) == "none" or entity_type not in ENTITY_TYPE_IDS
+            or entity_id is None or entity_id <= 0):
+        raise crm_error("Access denied.")
+    rows = [c for _, c in sorted(portal.comments.items())
+            if c["ENTITY_TYPE"] == entity_type and c["ENTITY_ID"] == entity_id]
+    _sort(rows, [(str(k), str(v) == "DESC") for k, v in order.items()
+                 if str(k) in _COMMENT_ORDER])
+    result = page(rows, params)
+    select = _select(params)
+    result.items = [_comment_json(portal, c, select) for c in result.items]
+    return result
 
 
 # -- to-dos ---------------------------------------------------------------------------------
@@ -128,6 +252,77 @@ def todo_add(ctx: CallCtx, params: dict[str, Any]) -> dict[str, int]:
         "pingOffsets": [as_int(p) for p in pings], "colorId": params.get("colorId"),
         "authorId": ctx.auth.user_id, "created": portal.now_str(ctx.now()), "completed": False}
     return {"id": activity_id}
+
+
+# b24restdocs api-reference/crm/timeline/activities/activity-base/crm-activity-list.md:
+# a row has the keys of the page's example answer; a to-do is PROVIDER_ID CRM_TODO
+# (b24restdocs tutorial "How to Reschedule a Planned Activity"), PROVIDER_TYPE_ID TODO
+# (the Russian docs' tutorials). TYPE_ID 6, START_TIME/END_TIME = the deadline and the
+# constant fields are UNCONFIRMED.
+_ACTIVITY_EXTRAS = ("COMMUNICATIONS", "FILES")  # "specify them in select"
+
+
+def _activity_row(activity: dict[str, Any]) -> dict[str, Any]:
+    done = bool(activity.get("completed"))
+    deadline = activity["deadline"]
+    author = str(activity["authorId"])
+    return {
+        "ID": str(activity["id"]), "OWNER_ID": str(activity["ownerId"]),
+        "OWNER_TYPE_ID": str(activity["ownerTypeId"]), "TYPE_ID": "6",
+        "PROVIDER_ID": "CRM_TODO", "PROVIDER_TYPE_ID": "TODO", "PROVIDER_GROUP_ID": None,
+        "ASSOCIATED_ENTITY_ID": "0", "SUBJECT": activity["title"],
+        "CREATED": activity["created"], "LAST_UPDATED": activity.get("updated") or
+        activity["created"], "START_TIME": deadline, "END_TIME": deadline, "DEADLINE": deadline,
+        "COMPLETED": "Y" if done else "N", "STATUS": "2" if done else "1",
+        "RESPONSIBLE_ID": str(activity["responsibleId"]), "PRIORITY": "2", "NOTIFY_TYPE": "0",
+        "NOTIFY_VALUE": "0", "DESCRIPTION": activity["description"], "DESCRIPTION_TYPE": "1",
+        "DIRECTION": "0", "LOCATION": "", "SETTINGS": [], "ORIGINATOR_ID": None,
+        "ORIGIN_ID": None, "AUTHOR_ID": author, "EDITOR_ID": author, "PROVIDER_PARAMS": [],
+        "PROVIDER_DATA": None, "RESULT_MARK": "0", "RESULT_VALUE": None, "RESULT_SUM": None,
+        "RESULT_CURRENCY_ID": None, "RESULT_STATUS": "0", "RESULT_STREAM": "0",
+        "RESULT_SOURCE_ID": None, "AUTOCOMPLETE_RULE": "0"}
+
+
+def _bound(row: dict[str, Any], bindings: list[Any]) -> bool:
+    """filter[BINDINGS]: any ``{OWNER_TYPE_ID?, OWNER_ID?}`` item names the row's owner."""
+    for item in bindings:
+        if not isinstance(item, dict) or not item:
+            continue
+        if all(str(as_int(item[k])) == row[k] for k in ("OWNER_TYPE_ID", "OWNER_ID")
+               if k in item):
+            return True
+    return False
+
+
+@method("crm.activity.list", scope="crm")
+def activity_list(ctx: CallCtx, params: dict[str, Any]) -> ListResult:
+    order = _object_param(params, "order")
+    flt = dict(_object_param(params, "filter"))
+    portal = ctx.portal
+    rows: list[dict[str, Any]] = []
+    # "a list of activities by filter, taking the current user's permissions into account"
+    if portal.crm_access(ctx.auth.user_id) != "none":
+        rows = [_activity_row(a) for _, a in sorted(portal.activities.items())]
+    bindings = flt.pop("BINDINGS", None)
+    if isinstance(bindings, dict):
+        bindings = list(bindings.values())
+    if isinstance(bindings, list):
+        rows = [r for r in rows if _bound(r, bindings)]
+    rows = apply_filter(rows, flt)
+    keys = [(str(k), str(v).upper() == "DESC") for k, v in order.items()]
+    _sort(rows, keys or [("START_TIME", False)])  # "By default ... START_TIME" ascending
+    result = page(rows, params)
+    select = _select(params)
+    everything = not select or "*" in select
+    items = []
+    for row in result.items:
+        out = {k: v for k, v in row.items() if everything or k in select}
+        for extra in _ACTIVITY_EXTRAS:
+            if extra in select:
+                out[extra] = []  # a to-do has no communications; files are not modelled
+        items.append(out)
+    result.items = items
+    return result
 
 
 # -- tasks ------------------------------------------------------------------------------------
@@ -178,6 +373,110 @@ def task_add(ctx: CallCtx, params: dict[str, Any]) -> dict[str, Any]:
     portal.tasks[task_id] = {"task": task, "UF_CRM_TASK": crm if isinstance(crm, list) else
                              ([crm] if crm else []), "fields": fields}
     return {"task": task}
+
+
+# b24restdocs api-reference/tasks/tasks-task-list.md ("order": the sortable fields)
+_TASK_ORDER = {
+    "ID", "TITLE", "TIME_SPENT_IN_LOGS", "DATE_START", "CREATED_DATE", "CHANGED_DATE",
+    "CLOSED_DATE", "ACTIVITY_DATE", "START_DATE_PLAN", "END_DATE_PLAN", "DEADLINE",
+    "REAL_STATUS", "STATUS_COMPLETE", "PRIORITY", "MARK", "CREATED_BY_LAST_NAME",
+    "RESPONSIBLE_LAST_NAME", "GROUP_ID", "TIME_ESTIMATE", "ALLOW_CHANGE_DEADLINE",
+    "ALLOW_TIME_TRACKING", "MATCH_WORK_TIME", "FAVORITE", "SORTING", "IS_PINNED",
+    "IS_PINNED_IN_GROUP"}
+_FILTER_KEY = re.compile(r"^[!<>=%@]*(.*)$")
+#: a selected field that brings another object along (the page's example answer)
+_TASK_COMPANIONS = {"STATUS": ("status", "subStatus"), "REAL_STATUS": ("status",),
+                    "RESPONSIBLE_ID": ("responsibleId", "responsible"),
+                    "CREATED_BY": ("createdBy", "creator"), "GROUP_ID": ("groupId", "group")}
+
+
+def _camel(name: str) -> str:
+    """``RESPONSIBLE_ID`` -> ``responsibleId`` (the answer's spelling of a field)."""
+    if "_" not in name and not name.isupper():
+        return name  # already camelCase (the page selects "subStatus")
+    head, *rest = name.lower().split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def _task_view(portal: Portal, rec: dict[str, Any]) -> dict[str, Any]:
+    """The task with the fields filters and sorts look at, under their upper-case names."""
+    task = rec["task"]
+    view = {re.sub(r"(?<!^)([A-Z])", r"_\1", k).upper(): v for k, v in task.items()
+            if not isinstance(v, (dict, list))}
+    view.update({"REAL_STATUS": task["status"], "STATUS": task["status"],
+                 "STATUS_COMPLETE": "Y" if task["status"] == "5" else "N",
+                 "CREATED_BY_LAST_NAME": as_str(portal.users.get(
+                     int(task["createdBy"]), {}).get("LAST_NAME")),
+                 "RESPONSIBLE_LAST_NAME": as_str(portal.users.get(
+                     int(task["responsibleId"]), {}).get("LAST_NAME")),
+                 "UF_CRM_TASK": rec["UF_CRM_TASK"], "_REC": rec})
+    return view
+
+
+def _visible(portal: Portal, user_id: int, task: dict[str, Any]) -> bool:
+    """"administrators see all tasks ... others see only the tasks available to them"."""
+    if portal.users.get(user_id, {}).get("ADMIN"):
+        return True
+    people = {task["createdBy"], task["responsibleId"], *map(str, task.get("accomplices") or []),
+              *map(str, task.get("auditors") or [])}
+    return str(user_id) in people
+
+
+def _task_json(rec: dict[str, Any], select: list[str]) -> dict[str, Any]:
+    task: dict[str, Any] = rec["task"]
+    if not select or "*" in select:
+        return dict(task)
+    out: dict[str, Any] = {"id": task["id"]}
+    for name in select:
+        upper = name.upper() if "_" in name or name.isupper() else name
+        if upper == "UF_CRM_TASK":
+            out["ufCrmTask"] = list(rec["UF_CRM_TASK"])
+            continue
+        for key in _TASK_COMPANIONS.get(upper, (_camel(name),)):
+            if key == "subStatus":
+                out[key] = task["status"]
+            elif key in task:
+                out[key] = task[key]
+    return out
+
+
+@method("tasks.task.list", scope="task")
+def task_list(ctx: CallCtx, params: dict[str, Any]) -> ListResult:
+    portal = ctx.portal
+    raw_order = params.get("order", params.get("ORDER"))
+    order = raw_order if isinstance(raw_order, dict) else {}
+    keys: list[tuple[str, bool]] = []
+    for key, direction in order.items():
+        field = str(key).upper()
+        if field not in _TASK_ORDER:
+            raise B24Error(400, "0", "Invalid sorting key (internal error)")
+        keys.append((field, str(direction).upper() == "DESC"))
+    raw_filter = params.get("filter", params.get("FILTER"))
+    flt = raw_filter if isinstance(raw_filter, dict) else {}
+    rows = [_task_view(portal, rec) for _, rec in sorted(portal.tasks.items())
+            if _visible(portal, ctx.auth.user_id, rec["task"])]
+    known = (set(rows[0]) - {"_REC"}) if rows else set()
+    plain: dict[str, Any] = {}
+    for key, wanted in flt.items():
+        match = _FILTER_KEY.match(str(key))
+        field = match.group(1).upper() if match else ""
+        if field == "UF_CRM_TASK":
+            wanted_links = {str(w) for w in (wanted if isinstance(wanted, list) else [wanted])}
+            negate = str(key).startswith("!")
+            rows = [r for r in rows if bool(wanted_links & set(r["UF_CRM_TASK"])) != negate]
+        elif field in known:  # fields the sandbox does not model are ignored (UNCONFIRMED)
+            prefix = str(key)[: len(str(key)) - len(field)]
+            if isinstance(wanted, list) and prefix in ("", "="):
+                prefix = "@"  # an array of values: any of them
+            elif field == "TITLE" and prefix == "" and "%" in str(wanted):
+                prefix = "=%"  # "can search by pattern [%_]"
+            plain[prefix + field] = wanted
+    rows = apply_filter(rows, plain)
+    _sort(rows, keys or [("ID", True)])  # "By default — descending by ID"
+    result = page(rows, params)
+    select = _select(params)
+    result.items = {"tasks": [_task_json(r["_REC"], select) for r in result.items]}
+    return result
 
 
 # -- users --------------------------------------------------------------------------------------

@@ -145,7 +145,7 @@ def _send(sb: Sandbox, job: dict[str, Any]) -> dict[str, Any]:
         record = {"id": len(sb.store.deliveries) + 1, "at": sb.clock.now(),
                   "portal": job["portal"], "event": job["event"],
                   "event_handler_id": job.get("handler_id"), "url": job["url"],
-                  "payload": job["payload"], "body": body, **outcome}
+                  "payload": job["payload"], "form": body, **outcome}  # body: the answer
         sb.store.deliveries.append(record)
         del sb.store.deliveries[:-_LOG]
     return record

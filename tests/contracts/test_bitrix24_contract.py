@@ -18,12 +18,6 @@ in both ways a tenant can connect Bitrix24:
 The sandbox's "changes made through the API fire events too" switch is off
 (the suite expects exactly the operator's event). Payloads are the
 sandbox's, which follows the official docs in ``sandbox/bitrix24/spec``.
-
-Sandbox gap: the docs copy has no ``crm.timeline.comment.list`` (nor
-``crm.activity.list``), so the sandbox does not serve them and the
-adapter's look-up of a possibly written entry (``maybe_written``) cannot
-run there: those tests probe the method and are marked ``xfail`` while it
-is missing (they turn into failures of the xfail once it is added).
 """
 
 from __future__ import annotations
@@ -247,14 +241,6 @@ class B24Vendor:
         return status
 
 
-def _method_missing(adapter: Bitrix24Adapter, method: str, params: Mapping[str, Any]) -> bool:
-    try:
-        adapter.api.call(method, params)
-    except PermanentError as exc:
-        return getattr(exc, "code", "") == "ERROR_METHOD_NOT_FOUND"
-    return False
-
-
 class _B24Contract(CrmAdapterContract):
     """Shared fixtures of both modes."""
 
@@ -394,29 +380,6 @@ class _B24Contract(CrmAdapterContract):
 
         return make
 
-    # -- the look-up the sandbox cannot serve yet -----------------------------
-
-    def test_entries_are_written_exactly_once(
-        self,
-        adapter: Bitrix24Adapter,
-        vendor: B24Vendor,
-        make_entry: Callable[..., TimelineEntry],
-        channel_kind: str,
-        entity_defaults: Mapping[str, Any],
-    ) -> None:
-        if _method_missing(
-            adapter,
-            "crm.timeline.comment.list",
-            {"filter": {"ENTITY_ID": 1, "ENTITY_TYPE": "lead"}},
-        ):
-            pytest.xfail(
-                "sandbox lacks crm.timeline.comment.list (official method, not in the docs "
-                "copy): a maybe_written entry cannot be looked up"
-            )
-        super().test_entries_are_written_exactly_once(
-            adapter, vendor, make_entry, channel_kind, entity_defaults
-        )
-
     # -- Bitrix24 specifics common to both modes --------------------------------
 
     def test_closed_or_deleted_entities_are_not_open(
@@ -473,8 +436,6 @@ class _B24Contract(CrmAdapterContract):
         todos = vendor.entity(lead)["timeline"]["activities"]
         assert [str(t["id"]) for t in todos] == [first.id]
         assert todos[0]["responsibleId"] == 2 and todos[0]["title"] == "Reply to Ann"
-        if _method_missing(adapter, "crm.activity.list", {"filter": {"OWNER_ID": 1}}):
-            pytest.xfail("sandbox lacks crm.activity.list: a maybe_written to-do cannot be found")
         assert adapter.create_task(replace(draft, maybe_written=True)) == first
 
     def test_task_kind_task(
@@ -793,12 +754,6 @@ class TestBitrix24AppContract(_B24Contract):
         assert chat["external_user_id"] == f"tg-{contact.id}"
         assert chat["crm"] is None  # the tracker stays off: no second lead
         assert [m["date"] for m in messages] == [int(e.occurred_at.timestamp()) for e in entries]
-        if _method_missing(
-            adapter,
-            "crm.timeline.comment.list",
-            {"filter": {"ENTITY_ID": 1, "ENTITY_TYPE": "lead"}},
-        ):
-            pytest.xfail("sandbox lacks crm.timeline.comment.list: the retry cannot look up")
         again = adapter.append_entries([replace(e, maybe_written=True) for e in entries])
         assert again == first
         assert len(vendor.chat_messages(e.bridge_id for e in entries)) == 3

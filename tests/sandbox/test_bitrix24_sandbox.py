@@ -1239,3 +1239,251 @@ def test_mounted_under_sandbox_bitrix24_over_http(receiver: dict[str, Any]) -> N
         info = requests.get(pair["server_endpoint"] + "app.info", timeout=10,
                             params={"auth": pair["access_token"]}).json()
         assert info["result"]["INSTALLED"] is True
+
+
+# -- the list methods a retry looks entries up with --------------------------------------------
+
+#: the first row of the answer example of b24restdocs
+#: api-reference/crm/timeline/comments/crm-timeline-comment-list.md (a file of the
+#: example is an image; ours are plain files, so its "image" member is left out)
+COMMENT_LIST_ROW = {
+    "ID": "999", "ENTITY_ID": "2", "ENTITY_TYPE": "deal", "CREATED": "2020-03-02T12:00:00+03:00",
+    "COMMENT": "New comment was added", "AUTHOR_ID": "1", "FILES": {"1": {
+        "id": 1, "date": "2020-03-02T12:00:00+03:00", "type": "image", "name": "1.gif",
+        "size": 43, "authorId": 1, "authorName": "John Dou", "urlPreview": "https://x/",
+        "urlShow": "https://x/", "urlDownload": "https://x/"}}}
+#: the answer example's row of b24restdocs
+#: api-reference/crm/timeline/activities/activity-base/crm-activity-list.md
+ACTIVITY_LIST_ROW = {
+    "ID": "20", "OWNER_ID": "15", "OWNER_TYPE_ID": "3", "TYPE_ID": "2",
+    "PROVIDER_ID": "VOXIMPLANT_CALL", "PROVIDER_TYPE_ID": "CALL", "PROVIDER_GROUP_ID": None,
+    "ASSOCIATED_ENTITY_ID": "0", "SUBJECT": "Outgoing call Klaus Weber",
+    "CREATED": "2020-09-27T13:26:55+03:00", "LAST_UPDATED": "2021-03-21T20:28:24+03:00",
+    "START_TIME": "2020-09-27T13:25:00+03:00", "END_TIME": "2020-09-27T19:25:00+03:00",
+    "DEADLINE": "2020-09-27T13:25:00+03:00", "COMPLETED": "Y", "STATUS": "2",
+    "RESPONSIBLE_ID": "505", "PRIORITY": "2", "NOTIFY_TYPE": "1", "NOTIFY_VALUE": "15",
+    "DESCRIPTION": "", "DESCRIPTION_TYPE": "1", "DIRECTION": "2", "LOCATION": "", "SETTINGS": [],
+    "ORIGINATOR_ID": None, "ORIGIN_ID": None, "AUTHOR_ID": "505", "EDITOR_ID": "505",
+    "PROVIDER_PARAMS": [], "PROVIDER_DATA": None, "RESULT_MARK": "0", "RESULT_VALUE": None,
+    "RESULT_SUM": None, "RESULT_CURRENCY_ID": None, "RESULT_STATUS": "0", "RESULT_STREAM": "0",
+    "RESULT_SOURCE_ID": None, "AUTOCOMPLETE_RULE": "0"}
+#: the selected fields of the answer example of b24restdocs api-reference/tasks/tasks-task-list.md
+TASK_LIST_ROW = {
+    "id": "8017", "title": "Task example", "description": "Task description",
+    "deadline": "2025-10-24T19:00:00+02:00", "createdDate": "2025-06-04T16:15:55+02:00",
+    "responsibleId": "547", "priority": "2", "status": "2", "subStatus": "2", "responsible": {
+        "id": "547", "name": "Maria", "link": "/company/personal/user/547/",
+        "icon": "/bitrix/images/tasks/default_avatar.png", "workPosition": "Tester"}}
+ACCESS_DENIED = {"error": "", "error_description": "Access denied."}
+
+
+def _with_users_hook(**rights: str) -> Any:
+    """A client whose users ``u<id>=...`` have that CRM_ACCESS and a webhook each
+    (code ``<id>hook000000001``)."""
+    portal = json.loads(json.dumps(DEFAULTS["portals"][0]))
+    for user in portal["users"]:
+        if f"u{user['ID']}" in rights:
+            user["CRM_ACCESS"] = rights[f"u{user['ID']}"]
+            portal["webhooks"].append({"user_id": user["ID"], "code": f"{user['ID']}hook000000001",
+                                       "scopes": ["crm", "task"]})
+    return make(portals=[portal])
+
+
+def test_timeline_comment_list_pages_sorts_selects_and_needs_its_filter(client: Any) -> None:
+    lead, other = new_lead(client), new_lead(client)
+    for chunk in (range(30), range(30, 55)):
+        cmd = {f"c{i}": f"crm.timeline.comment.add?fields[ENTITY_ID]={lead}&"
+                        f"fields[ENTITY_TYPE]=lead&fields[COMMENT]=note {i}" for i in chunk}
+        assert not ok(hook(client, "batch", {"cmd": cmd}))["result_error"]
+    ok(hook(client, "crm.timeline.comment.add", {"fields": {
+        "ENTITY_ID": other, "ENTITY_TYPE": "lead", "COMMENT": "with a file",
+        "FILES": [["offer.pdf", "JVBERi0="]]}}))
+    flt = {"ENTITY_ID": lead, "ENTITY_TYPE": "lead"}
+    first = hook(client, "crm.timeline.comment.list", {"filter": flt}).get_json()
+    assert list(first) == ["result", "next", "total", "time"]
+    assert first["total"] == 55 and first["next"] == 50 and len(first["result"]) == 50
+    assert [r["COMMENT"] for r in first["result"][:2]] == ["note 0", "note 1"]  # by ID
+    row = first["result"][0]
+    assert_shape({k: v for k, v in COMMENT_LIST_ROW.items() if k != "FILES"}, row, exact=True)
+    assert row["ENTITY_ID"] == str(lead) and row["AUTHOR_ID"] == "1"
+    last = hook(client, "crm.timeline.comment.list", {"filter": flt, "start": 50}).get_json()
+    assert "next" not in last and len(last["result"]) == 5 and last["total"] == 55
+    newest = ok(hook(client, "crm.timeline.comment.list", {
+        "filter": {"ENTITY_ID": str(lead), "ENTITY_TYPE": "LEAD"}, "order": {"ID": "DESC"},
+        "select": ["ID", "COMMENT"]}))
+    assert newest[0] == {"ID": newest[0]["ID"], "COMMENT": "note 54"}
+    assert int(newest[0]["ID"]) > int(newest[1]["ID"])
+    # only ID / CREATED / AUTHOR_ID sort, and only an exact "DESC" sorts descending
+    # (the vendor's CCrmTimelineCommentRestProxy; UNCONFIRMED beyond that code copy)
+    for order in ({"COMMENT": "DESC"}, {"ID": "desc"}):
+        rows = ok(hook(client, "crm.timeline.comment.list", {"filter": flt, "order": order}))
+        assert rows[0]["COMMENT"] == "note 0", order
+    everything = ok(hook(client, "crm.timeline.comment.list", {"filter": flt, "select": []}))
+    assert set(everything[0]) == set(COMMENT_LIST_ROW) - {"FILES"}
+    [filed] = ok(hook(client, "crm.timeline.comment.list", {"filter": {
+        "ENTITY_ID": other, "ENTITY_TYPE": "lead"}, "select": ["ID"]}))
+    assert set(filed) == {"ID", "FILES"}  # FILES comes with a comment that has files
+    [(file_id, file)] = filed["FILES"].items()
+    assert_shape(COMMENT_LIST_ROW["FILES"]["1"], file, exact=True)
+    assert file_id == str(file["id"]) and file["name"] == "offer.pdf"
+    assert ok(hook(client, "crm.timeline.comment.list", {"filter": {
+        "ENTITY_ID": 999, "ENTITY_TYPE": "deal"}})) == []
+    # ENTITY_ID and ENTITY_TYPE are required; the page's one error is "Access denied."
+    for body in ({}, {"filter": {"ENTITY_ID": lead}}, {"filter": {"ENTITY_TYPE": "lead"}},
+                 {"filter": {"ENTITY_ID": lead, "ENTITY_TYPE": "dynamic_1046"}},
+                 {"filter": {"ENTITY_ID": "x", "ENTITY_TYPE": "lead"}}):
+        resp = hook(client, "crm.timeline.comment.list", body)
+        assert (resp.status_code, resp.get_json()) == (400, ACCESS_DENIED), body
+    bad = hook(client, "crm.timeline.comment.list", {"filter": "ENTITY_ID"})
+    assert (bad.status_code, bad.get_json()) == (400, {
+        "error": "", "error_description": "Parameter 'filter' must be array."})
+    # read access is enough; no CRM access is refused
+    rights = _with_users_hook(u2="none", u3="read")
+    mine = new_lead(rights)
+    ok(hook(rights, "crm.timeline.comment.add", {"fields": {
+        "ENTITY_ID": mine, "ENTITY_TYPE": "lead", "COMMENT": "x"}}))
+    body = {"filter": {"ENTITY_ID": mine, "ENTITY_TYPE": "lead"}}
+    assert len(ok(hook(rights, "crm.timeline.comment.list", body, user=3,
+                       code="3hook000000001"))) == 1
+    denied = hook(rights, "crm.timeline.comment.list", body, user=2, code="2hook000000001")
+    assert (denied.status_code, denied.get_json()) == (400, ACCESS_DENIED)
+
+
+def test_activity_list_shows_the_todos(client: Any) -> None:
+    lead = new_lead(client)
+    deal = int(ok(hook(client, "crm.deal.add", {"fields": {"TITLE": "D"}})))
+    on_lead = ok(hook(client, "crm.activity.todo.add", {
+        "ownerTypeId": 1, "ownerId": lead, "deadline": "2025-02-04T10:00:00",
+        "title": "Reply to Ann", "description": "Is the blue one in stock?",
+        "responsibleId": 2}))["id"]
+    on_deal = ok(hook(client, "crm.activity.todo.add", {
+        "ownerTypeId": 2, "ownerId": deal, "deadline": "2025-02-03T10:00:00",
+        "title": "Send the offer"}))["id"]
+    both = hook(client, "crm.activity.list", {"select": ["*"]}).get_json()
+    assert list(both) == ["result", "total", "time"] and both["total"] == 2
+    assert [r["ID"] for r in both["result"]] == [str(on_deal), str(on_lead)]  # START_TIME asc
+    assert_shape(ACTIVITY_LIST_ROW, both["result"][0], exact=True)
+    [row] = ok(hook(client, "crm.activity.list", {"filter": {"OWNER_TYPE_ID": 1,
+                                                              "OWNER_ID": lead}}))
+    assert {k: row[k] for k in ("ID", "OWNER_TYPE_ID", "OWNER_ID", "SUBJECT", "DESCRIPTION",
+                                "DEADLINE", "RESPONSIBLE_ID", "COMPLETED", "PROVIDER_ID",
+                                "PROVIDER_TYPE_ID", "TYPE_ID", "AUTHOR_ID")} == {
+        "ID": str(on_lead), "OWNER_TYPE_ID": "1", "OWNER_ID": str(lead),
+        "SUBJECT": "Reply to Ann", "DESCRIPTION": "Is the blue one in stock?",
+        "DEADLINE": "2025-02-04T10:00:00+03:00", "RESPONSIBLE_ID": "2", "COMPLETED": "N",
+        "PROVIDER_ID": "CRM_TODO", "PROVIDER_TYPE_ID": "TODO", "TYPE_ID": "6", "AUTHOR_ID": "1"}
+    picked = ok(hook(client, "crm.activity.list", {"select": ["ID", "SUBJECT"],
+                                                   "order": {"ID": "DESC"}}))
+    assert picked == [{"ID": str(on_deal), "SUBJECT": "Send the offer"},
+                      {"ID": str(on_lead), "SUBJECT": "Reply to Ann"}]
+    with_comm = ok(hook(client, "crm.activity.list", {"select": ["*", "COMMUNICATIONS"]}))
+    assert with_comm[0]["COMMUNICATIONS"] == [] and "FILES" not in with_comm[0]
+    bound = ok(hook(client, "crm.activity.list", {"filter": {"BINDINGS": [{"OWNER_TYPE_ID": 2}]},
+                                                  "select": ["ID"]}))
+    assert bound == [{"ID": str(on_deal)}]
+    assert [r["ID"] for r in ok(hook(client, "crm.activity.list", {
+        "filter": {"%SUBJECT": "offer", "COMPLETED": "N", "PROVIDER_ID": "CRM_TODO"}}))] == [
+        str(on_deal)]
+    for name in ("filter", "order"):
+        bad = hook(client, "crm.activity.list", {name: "x"})
+        assert (bad.status_code, bad.get_json()) == (400, {
+            "error": "", "error_description": f"Parameter '{name}' must be array."})
+    # 50 a page
+    cmd = {f"t{i}": f"crm.activity.todo.add?ownerTypeId=2&ownerId={deal}&"
+                    f"deadline=2025-03-01T10:{i:02d}:00&title=n{i}" for i in range(50)}
+    assert not ok(hook(client, "batch", {"cmd": cmd}))["result_error"]
+    flt = {"OWNER_TYPE_ID": 2, "OWNER_ID": deal}
+    first = hook(client, "crm.activity.list", {"filter": flt}).get_json()
+    assert first["total"] == 51 and first["next"] == 50 and len(first["result"]) == 50
+    rest = hook(client, "crm.activity.list", {"filter": flt, "start": 50}).get_json()
+    assert [r["SUBJECT"] for r in rest["result"]] == ["n49"] and "next" not in rest
+    # the rows follow the caller's permissions: none without CRM access
+    rights = _with_users_hook(u2="none")
+    ok(hook(rights, "crm.activity.todo.add", {"ownerTypeId": 1, "ownerId": new_lead(rights),
+                                              "deadline": "2025-02-04T10:00:00"}))
+    assert hook(rights, "crm.activity.list", user=2, code="2hook000000001").get_json()[
+        "total"] == 0
+
+
+def test_tasks_task_list(client: Any) -> None:
+    lead, other = new_lead(client), new_lead(client)
+    for chunk in (range(30), range(30, 52)):
+        cmd = {f"t{i}": f"tasks.task.add?fields[TITLE]=Call {i}&fields[RESPONSIBLE_ID]="
+                        f"{1 if i % 2 else 2}&fields[DESCRIPTION]=about {i}&"
+                        f"fields[UF_CRM_TASK][0]=L_{other if i == 7 else lead}" for i in chunk}
+        assert not ok(hook(client, "batch", {"cmd": cmd}))["result_error"]
+    first = hook(client, "tasks.task.list", {"select": ["ID", "TITLE"]}).get_json()
+    assert list(first) == ["result", "next", "total", "time"]
+    assert first["total"] == 52 and first["next"] == 50
+    tasks = first["result"]["tasks"]
+    assert len(tasks) == 50 and tasks[0] == {"id": tasks[0]["id"], "title": "Call 51"}  # ID desc
+    rest = hook(client, "tasks.task.list", {"start": 50, "select": ["ID"]}).get_json()
+    assert len(rest["result"]["tasks"]) == 2 and "next" not in rest
+    [bound] = ok(hook(client, "tasks.task.list", {"filter": {"UF_CRM_TASK": f"L_{other}"},
+                                                  "select": ["ID", "DESCRIPTION", "UF_CRM_TASK"],
+                                                  "order": {"ID": "desc"}}))["tasks"]
+    assert bound == {"id": bound["id"], "description": "about 7", "ufCrmTask": [f"L_{other}"]}
+    assert len(ok(hook(client, "tasks.task.list", {"filter": {
+        "UF_CRM_TASK": [f"L_{lead}", "D_1"]}}))["tasks"]) == 50
+    picked = ok(hook(client, "tasks.task.list", {
+        "filter": {"TITLE": "Call 1%", "RESPONSIBLE_ID": 2}, "order": {"TITLE": "asc"},
+        "select": ["ID", "TITLE", "DESCRIPTION", "DEADLINE", "CREATED_DATE", "RESPONSIBLE_ID",
+                   "PRIORITY", "STATUS"]}))["tasks"]
+    assert [t["title"] for t in picked] == ["Call 10", "Call 12", "Call 14", "Call 16",
+                                            "Call 18"]
+    assert_shape(TASK_LIST_ROW, picked[0], exact=True)
+    assert picked[0]["responsible"]["name"] == "Maria Schmidt"
+    assert ok(hook(client, "tasks.task.list", {"filter": {"ID": bound["id"]}}))["tasks"][0][
+        "title"] == "Call 7"  # no select: the task as stored (UNCONFIRMED default set)
+    wrong = hook(client, "tasks.task.list", {"order": {"NO_SUCH_FIELD": "asc"}})
+    assert (wrong.status_code, wrong.get_json()) == (400, {
+        "error": "0", "error_description": "Invalid sorting key (internal error)"})
+    # "others see only the tasks available to them": Maria is responsible for half
+    maria = token(client, user_id=2)
+    assert call(client, "tasks.task.list", maria).get_json()["total"] == 26
+
+
+def test_list_methods_inside_batch(client: Any) -> None:
+    lead = new_lead(client)
+    cmd = {f"c{i}": f"crm.timeline.comment.add?fields[ENTITY_ID]={lead}&fields[ENTITY_TYPE]=lead"
+                    f"&fields[COMMENT]=note {i}" for i in range(45)}
+    cmd.update({
+        "todo": f"crm.activity.todo.add?ownerTypeId=1&ownerId={lead}&deadline=2025-02-04T10:00:00"
+                "&title=Reply&description=see [bridge:0123456789ab]",
+        "task": f"tasks.task.add?fields[TITLE]=Call&fields[RESPONSIBLE_ID]=2&"
+                f"fields[DESCRIPTION]=later&fields[UF_CRM_TASK][0]=L_{lead}"})
+    assert not ok(hook(client, "batch", {"cmd": cmd}))["result_error"]
+    ok(hook(client, "crm.timeline.comment.add", {"fields": {
+        "ENTITY_ID": lead, "ENTITY_TYPE": "lead", "COMMENT": "note 45"}}))
+    comments = (f"crm.timeline.comment.list?filter[ENTITY_ID]={lead}&filter[ENTITY_TYPE]=lead"
+                "&order[ID]=DESC&select[]=ID&select[]=COMMENT")
+    body = ok(hook(client, "batch", {"halt": 0, "cmd": {
+        "p0": comments + "&start=0", "p1": comments + "&start=50",
+        "todos": f"crm.activity.list?filter[OWNER_TYPE_ID]=1&filter[OWNER_ID]={lead}"
+                 "&select[]=ID&select[]=DESCRIPTION&order[ID]=DESC",
+        "tasks": f"tasks.task.list?filter[UF_CRM_TASK]=L_{lead}&select[]=ID&select[]=DESCRIPTION",
+        "unfiltered": "crm.timeline.comment.list?filter[ENTITY_ID]=1"}}))
+    assert len(body["result"]["p0"]) == 46 and body["result"]["p0"][0]["COMMENT"] == "note 45"
+    assert body["result"]["p1"] == []
+    assert body["result_total"] == {"p0": 46, "p1": 46, "todos": 1, "tasks": 1}
+    assert body["result_next"] == []
+    assert body["result"]["todos"][0]["DESCRIPTION"] == "see [bridge:0123456789ab]"
+    assert body["result"]["tasks"]["tasks"][0]["description"] == "later"
+    assert body["result_error"] == {"unfiltered": ACCESS_DENIED}
+    # more than 50: result_next
+    many = ok(hook(client, "batch", {"cmd": {f"c{i}": f"crm.timeline.comment.add?fields[ENTITY_ID]="
+                                              f"{lead}&fields[ENTITY_TYPE]=lead&fields[COMMENT]=x"
+                                              for i in range(10)}}))
+    assert not many["result_error"]
+    paged = ok(hook(client, "batch", {"cmd": {"p0": comments, "p1": comments + "&start=50"}}))
+    assert paged["result_next"] == {"p0": 50} and paged["result_total"] == {"p0": 56, "p1": 56}
+    assert len(paged["result"]["p1"]) == 6
+    # scopes as for the add methods: crm for the CRM lists, task for tasks.task.list
+    portal = dict(DEFAULTS["portals"][0])
+    portal["webhooks"] = [{"user_id": 1, "code": "crmonlyhook00001", "scopes": ["crm"]}]
+    crm_only = make(portals=[portal])
+    scoped = ok(hook(crm_only, "batch", {"cmd": {"t": "tasks.task.list",
+                                                  "a": "crm.activity.list"}},
+                     code="crmonlyhook00001"))
+    assert scoped["result_error"]["t"]["error"] == "insufficient_scope"
+    assert scoped["result"]["a"] == []
