@@ -221,13 +221,18 @@ def tenant_create(
 ) -> None:
     """Create a tenant with a private-app token (OAuth installs create theirs)."""
     from bridge.admin import create_tenant, tenant_by_slug
-    from bridge.registry import UnknownAdapter
+    from bridge.registry import UnknownAdapter, crm_class
     from mappings import MappingError
 
     rt = _runtime()
     if tenant_by_slug(rt, slug) is not None:
         raise click.ClickException(f"tenant {slug!r} exists already (bridge status lists them)")
-    creds = {"type": "private_app", "access_token": token} if token else None
+    try:
+        creds = crm_class(crm_kind).token_credentials(token) if token else None
+    except (UnknownAdapter, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if creds is not None:
+        account_id = account_id or creds.pop("account_id", None)
     try:
         tenant_id = create_tenant(
             rt,

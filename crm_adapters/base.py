@@ -110,6 +110,16 @@ class CrmAdapter(ABC):
         raise NotImplementedError(f"{cls.kind} has no OAuth install")
 
     @classmethod
+    def token_credentials(cls, token: str) -> dict[str, Any]:
+        """Credentials from what an admin pastes for a private setup (a
+        private-app or long-lived token by default; Bitrix24: an incoming
+        webhook URL). May carry ``account_id`` when the token names the
+        account. Raise ``ValueError`` with the fix when it cannot be one."""
+        if not token.strip():
+            raise ValueError("the token is empty")
+        return {"type": "private_app", "access_token": token.strip()}
+
+    @classmethod
     def install_event(
         cls, app: Mapping[str, str], request: WebhookRequest, *, http: HttpClient
     ) -> dict[str, Any] | None:

@@ -159,6 +159,20 @@ class Bitrix24Adapter(ContactsMixin, EntitiesMixin, TimelineMixin, CrmAdapter):
         return oauth.build_install_url(app, redirect_uri=redirect_uri, state=state)
 
     @classmethod
+    def token_credentials(cls, token: str) -> dict[str, Any]:
+        """An incoming webhook URL, ``https://<portal>/rest/<user>/<code>/``
+        (authorization.md); the portal's host is the account id."""
+        creds = {"type": "webhook", "url": token.strip()}
+        try:
+            url = B24Api.endpoint(creds)
+        except AuthError as exc:
+            raise ValueError(exc.message) from None
+        host = urlsplit(url).netloc.lower()
+        if urlsplit(url).scheme != "https" and not host.startswith(("127.0.0.1", "localhost")):
+            raise ValueError("Bitrix24 webhook URL must use HTTPS")
+        return {"type": "webhook", "url": url, "account_id": host}
+
+    @classmethod
     def exchange_code(
         cls,
         app: Mapping[str, str],

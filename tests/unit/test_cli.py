@@ -408,6 +408,26 @@ def test_tenant_create_refuses_an_unknown_crm_or_mapping(
         assert s.scalars(select(Tenant)).all() == []
 
 
+def test_tenant_create_takes_a_bitrix24_incoming_webhook_url(cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "mappings" / "b24.yaml").write_text(
+        (ROOT / "mappings" / "bitrix24.yaml").read_text().replace("inbox: true", "inbox: false")
+    )
+    url = "https://acme.bitrix24.ru/rest/1/8g9l071eismy9q2l/"
+    args = ["tenant", "create", "--slug", "acme", "--crm", "bitrix24", "--mapping", "b24.yaml"]
+    bad = cli.run(*args, "--token", "https://acme.bitrix24.ru/crm/deal/")
+    assert bad.exit_code == 1 and "/rest/<user>/<code>/" in bad.stderr
+    plain = cli.run(*args, "--token", url.replace("https", "http"))
+    assert plain.exit_code == 1 and "HTTPS" in plain.stderr
+    result = cli.run(*args, "--token", url)
+    assert result.exit_code == 0, result.output
+    rt = cli.runtime()
+    with rt.transaction() as s:
+        (tenant,) = s.scalars(select(Tenant)).all()
+        assert tenant.crm_account_id == "acme.bitrix24.ru"
+        assert rt.decrypt_tenant_credentials(tenant) == {"type": "webhook", "url": url}
+    assert "8g9l071eismy9q2l" not in _raw(rt, "tenants")[0] and url not in result.output
+
+
 def test_tenant_create_refuses_a_taken_slug(cli: Cli) -> None:
     args = ["tenant", "create", "--slug", "acme", "--crm", "hubspot", "--mapping", "hub.yaml"]
     assert cli.run(*args, "--token", TOKEN).exit_code == 0
