@@ -157,8 +157,17 @@ LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {
 START_PAYLOAD_RE = re.compile(r"/start(?:@\w+)?\s+([A-Za-z0-9_-]{1,64})\s*")
 UTM_PAIR_RE = re.compile(r"([a-z][a-z0-9_]*)-(.+)")
 
-#: what a malformed shape raises inside PTB or the mapping below
-MAPPING_ERRORS = (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError)
+#: what a malformed shape raises inside PTB or the mapping below (RecursionError:
+#: a value nested too deeply for PTB's deepcopy / de_json, or for backfill)
+MAPPING_ERRORS = (
+    TypeError,
+    ValueError,
+    KeyError,
+    AttributeError,
+    IndexError,
+    OverflowError,
+    RecursionError,
+)
 
 
 # --------------------------------------------------------------------------

@@ -98,9 +98,15 @@ def parse_marker(text: object) -> tuple[str, int | None, dt.datetime | None] | N
     match = MARKER_RE.search(text if isinstance(text, str) else "")
     if not match:
         return None
-    seq = int(match.group(2)) if match.group(2) not in (None, "") else None
+    try:  # a rep may type anything: a year out of range, more than 4300 digits
+        seq = int(match.group(2)) if match.group(2) not in (None, "") else None
+    except ValueError:
+        seq = None
     ms = match.group(3)
-    at = dt.datetime.fromtimestamp(int(ms) / 1000, dt.UTC) if ms else None
+    try:
+        at = dt.datetime.fromtimestamp(int(ms) / 1000, dt.UTC) if ms else None
+    except (ValueError, OverflowError, OSError):
+        at = None
     return match.group(1), seq, at
 
 

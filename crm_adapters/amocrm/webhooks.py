@@ -128,13 +128,25 @@ def items(value: Any) -> list[Mapping[str, Any]]:
     """The records under ``entity[action]``: a ``{"0": …, "1": …}`` dict in
     numeric order, or a list; anything that is not a record is skipped."""
     if isinstance(value, Mapping):
-        keys = sorted(value, key=lambda k: (0, int(k)) if str(k).isdigit() else (1, str(k)))
+        keys = sorted(value, key=_index_order)
         records = [value[k] for k in keys]
     elif isinstance(value, list):
         records = value
     else:
         records = []
     return [r for r in records if isinstance(r, Mapping)]
+
+
+def _index_order(key: Any) -> tuple[int, int | str]:
+    """Numeric keys first, by value; the rest (``"²"`` is a digit int()
+    refuses, so is a number of more than 4300 digits) after them, by text."""
+    text = str(key)
+    if text.isdigit():
+        try:
+            return 0, int(text)
+        except ValueError:
+            pass
+    return 1, text
 
 
 def is_form(request: WebhookRequest) -> bool:
@@ -310,7 +322,7 @@ MEDIA_KINDS: dict[str, MessageKind] = {
 def load_json(body: bytes) -> Mapping[str, Any]:
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         raise PayloadError("amoCRM chat webhook body is not JSON") from None
     if not isinstance(payload, Mapping):
         raise PayloadError("amoCRM chat webhook body must be an object")
@@ -365,7 +377,7 @@ def _attachments(message: Mapping[str, Any]) -> tuple[Attachment, ...]:
             kind=kind,
             url=media,
             file_name=_str(message.get("file_name")),
-            size=int(size)
+            size=_int(size)
             if isinstance(size, int) or (isinstance(size, str) and size.isdigit())
             else None,
         ),
@@ -412,5 +424,8 @@ def _when_ms(value: Any) -> dt.datetime | None:
 
 
 def _digest(value: Any) -> str:
-    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    try:
+        canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    except RecursionError:  # json.loads took it, but only just: nested too deeply
+        raise PayloadError("amoCRM webhook body is nested too deeply") from None
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]

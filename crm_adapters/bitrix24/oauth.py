@@ -100,7 +100,10 @@ def check_endpoint(app: Mapping[str, Any], client_endpoint: str, domain: str | N
     """The portal's REST base, or ``SignatureError``: it must be on the
     portal's own host (``domain``), on an allowed host, over HTTPS for the
     cloud."""
-    parts = urlsplit(client_endpoint or "")
+    try:
+        parts = urlsplit(client_endpoint or "")
+    except ValueError:  # "https://[abc/rest/": an invalid IPv6 host
+        raise SignatureError("Bitrix24 install names no valid client_endpoint") from None
     netloc = parts.netloc.lower()
     if not netloc or parts.scheme not in ("https", "http"):
         raise SignatureError("Bitrix24 install names no valid client_endpoint")
@@ -298,7 +301,10 @@ def install_event(
     for a forged one (wrong host, a token that does not work there, another
     app's token) and ``PayloadError`` for junk."""
     payload = decode_event(request)
-    if str(payload.get("event") or "").upper() != "ONAPPINSTALL":
+    event = payload.get("event")
+    if not isinstance(event, str) or not event.strip():
+        raise PayloadError("Bitrix24 install handler: the body names no event")
+    if event.upper() != "ONAPPINSTALL":
         return None
     auth = payload.get("auth")
     if not isinstance(auth, Mapping):

@@ -141,7 +141,7 @@ def decode_event(request: WebhookRequest) -> dict[str, Any]:
     if content_type == "application/json":
         try:
             payload = json.loads(request.body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply
             raise PayloadError("Bitrix24 event body is not JSON") from None
         if not isinstance(payload, dict):
             raise PayloadError("Bitrix24 event body must be an object")
@@ -153,13 +153,25 @@ def items(value: Any) -> list[Mapping[str, Any]]:
     """The records of a PHP array: ``{"0": …, "1": …}`` in numeric order, or
     a list; anything that is not a record is skipped."""
     if isinstance(value, Mapping):
-        keys = sorted(value, key=lambda k: (0, int(k)) if str(k).isdigit() else (1, str(k)))
+        keys = sorted(value, key=_index_order)
         records = [value[k] for k in keys]
     elif isinstance(value, list):
         records = value
     else:
         records = []
     return [r for r in records if isinstance(r, Mapping)]
+
+
+def _index_order(key: Any) -> tuple[int, int | str]:
+    """Numeric keys first, by value; the rest (``"²"`` is a digit int()
+    refuses, so is a number of more than 4300 digits) after them, by text."""
+    text = str(key)
+    if text.isdigit():
+        try:
+            return 0, int(text)
+        except ValueError:
+            pass
+    return 1, text
 
 
 # -- proof ------------------------------------------------------------------------
@@ -224,7 +236,10 @@ def _str(value: Any) -> str | None:
 
 
 def _digest(value: Any) -> str:
-    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    try:
+        canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    except RecursionError:  # json.loads took it, but only just: nested too deeply
+        raise PayloadError("Bitrix24 webhook body is nested too deeply") from None
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 

@@ -125,7 +125,7 @@ def parse_events(request: WebhookRequest, account_id: str | None) -> list[CrmEve
     """The webhook body as events; a payload for another portal is refused."""
     try:
         payload = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         raise PayloadError("HubSpot webhook body is not JSON") from None
     items = payload if isinstance(payload, list) else [payload]
     if not items or not all(isinstance(item, dict) for item in items):
@@ -174,6 +174,9 @@ def _reply_event(
     threads = message.get("channelIntegrationThreadIds") or []
     senders = message.get("senders") or []
     recipients = message.get("recipients") or []
+    # any JSON may stand there: {"0": …} would be a KeyError, 5 a TypeError
+    senders = senders if isinstance(senders, list) else []
+    recipients = recipients if isinstance(recipients, list) else []
     sender = senders[0] if senders and isinstance(senders[0], Mapping) else {}
     recipient = recipients[0] if recipients and isinstance(recipients[0], Mapping) else {}
     delivery = recipient.get("deliveryIdentifier")
@@ -253,7 +256,10 @@ def _unknown_id(item: Mapping[str, Any]) -> str:
     ):
         if candidate not in (None, ""):
             return f"{item.get('type') or 'unknown'}:{candidate}"
-    canonical = json.dumps(item, sort_keys=True, separators=(",", ":"), default=str)
+    try:
+        canonical = json.dumps(item, sort_keys=True, separators=(",", ":"), default=str)
+    except RecursionError:  # json.loads took it, but only just: nested too deeply
+        raise PayloadError("HubSpot webhook body is nested too deeply") from None
     return "unknown:" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
