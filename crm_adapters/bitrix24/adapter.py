@@ -431,7 +431,7 @@ class Bitrix24Adapter(ContactsMixin, EntitiesMixin, TimelineMixin, CrmAdapter):
             log.warning(
                 "Bitrix24 %s %s not re-read (%s): update ignored",
                 kind,
-                event.entity.id,
+                str(event.entity.id)[:32],
                 type(exc).__name__,
             )
             return [event]
@@ -462,7 +462,10 @@ class Bitrix24Adapter(ContactsMixin, EntitiesMixin, TimelineMixin, CrmAdapter):
         if self.api.is_webhook():
             return
         chat_id, _, message_id = str(report.crm_message_id).partition(":")
-        if not chat_id.isdigit() or not message_id.isdigit():
+        # ASCII digits only: str.isdigit() also admits "²", which int() refuses
+        if not (chat_id.isascii() and chat_id.isdigit() and message_id.isascii()) or not (
+            message_id.isdigit()
+        ):
             return  # not an Open Lines message: nothing to report
         connector, line, chat = _thread_parts(report.crm_thread_id)
         settings = self.account.settings

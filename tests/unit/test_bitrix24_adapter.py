@@ -1835,6 +1835,19 @@ def test_delivery_receipt_shape(portal: Portal) -> None:
     assert item["chat"] == {"id": "conv-1"}
 
 
+@pytest.mark.parametrize("crm_message_id", ["²:86497", "1807:٣", "thread-7", "1807:"])
+def test_a_receipt_for_no_open_lines_message_sends_nothing(
+    portal: Portal, crm_message_id: str
+) -> None:
+    # str.isdigit() admits "²" and Arabic-Indic digits; int() would not (a crashed job)
+    make(settings=OPENLINES).report_delivery(
+        DeliveryReport(
+            crm_message_id, DeliveryStatus.SENT, crm_thread_id="crm_bridge_telegram:107:conv-1"
+        )
+    )
+    assert portal.requests == []
+
+
 def test_failed_delivery_becomes_a_comment_and_webhook_tenants_report_nothing(
     portal: Portal, hook_portal: Portal
 ) -> None:
