@@ -126,6 +126,9 @@ class InboundSync:
             adapter = self._crm(snap.tenant)
             if snap.conversation.status == "closed":
                 self._reopen(snap)
+            if self._opens_at_once(snap, adapter, rule, batch):
+                self._open_at_once(snap, adapter, rule, batch, lock)
+                return None
             contact_ref: CrmRef | None = None
             entity_ref: CrmRef | None = None
             if rule.object != "unsorted":
@@ -356,20 +359,8 @@ class InboundSync:
                 )
                 conv.crm_entity_id, conv.owner_id = entity_id, owner
                 return CrmRef(rule.object, entity_id), False
-        profile = profile_from_payload(snap.messages[0].payload)
-        context = self._context(snap, profile)
         owner = self._owner(snap, rule, snap.contact.crm_owner_id)
-        draft = EntityDraft(
-            object_type=rule.object,
-            conversation_uid=conv.uid,
-            contact=contact_ref,
-            name=render(rule.name, context) or conv.uid,
-            pipeline=rule.pipeline,
-            stage=rule.stage,
-            owner_id=owner,
-            properties=render_all(rule.fields.entity, context),
-            options={**rule.options(), "channel_title": channel_class(snap.account.kind).title},
-        )
+        draft = self._entity_draft(snap, rule, contact_ref, owner)
         maybe_created = [conv.crm_entity_state == "creating"]
 
         def find_or_create():  # type: ignore[no-untyped-def]
@@ -395,6 +386,22 @@ class InboundSync:
         conv.crm_entity_type, conv.crm_entity_id, conv.owner_id = ref.kind, ref.id, owner
         conv.crm_entity_state = "synced"
         return ref, new
+
+    def _entity_draft(
+        self, snap: _Snapshot, rule: ChannelRule, contact_ref: CrmRef, owner: str | None
+    ) -> EntityDraft:
+        context = self._context(snap, profile_from_payload(snap.messages[0].payload))
+        return EntityDraft(
+            object_type=rule.object,
+            conversation_uid=snap.conversation.uid,
+            contact=contact_ref,
+            name=render(rule.name, context) or snap.conversation.uid,
+            pipeline=rule.pipeline,
+            stage=rule.stage,
+            owner_id=owner,
+            properties=render_all(rule.fields.entity, context),
+            options={**rule.options(), "channel_title": channel_class(snap.account.kind).title},
+        )
 
     def _open_entity_of_contact(
         self, snap: _Snapshot, object_type: str
@@ -453,17 +460,7 @@ class InboundSync:
         conv = snap.conversation
         maybe = [conv.task_state == "creating"]
         self._update(Conversation, conv.id, task_state="creating")
-        context = self._context(snap, profile_from_payload(snap.messages[0].payload))
-        first = snap.messages[0]
-        draft = TaskDraft(
-            bridge_id=f"{conv.uid}:task",
-            subject=render(rule.task.subject, context),
-            body=first.text[:500],
-            due_at=utcnow() + dt.timedelta(minutes=rule.task.due_in_minutes),
-            contact=contact_ref,
-            entity=entity_ref,
-            owner_id=conv.owner_id,
-        )
+        draft = self._task_draft(snap, rule, contact_ref, entity_ref)
 
         def create():  # type: ignore[no-untyped-def]
             attempt = replace(draft, maybe_written=maybe[0])
@@ -472,6 +469,152 @@ class InboundSync:
 
         ref = self._call(create)
         self._update(Conversation, conv.id, task_state=f"task:{ref.id}")
+
+    def _task_draft(
+        self,
+        snap: _Snapshot,
+        rule: ChannelRule,
+        contact_ref: CrmRef | None,
+        entity_ref: CrmRef | None,
+    ) -> TaskDraft:
+        conv = snap.conversation
+        context = self._context(snap, profile_from_payload(snap.messages[0].payload))
+        return TaskDraft(
+            bridge_id=f"{conv.uid}:task",
+            subject=render(rule.task.subject, context),
+            body=snap.messages[0].text[:500],
+            due_at=utcnow() + dt.timedelta(minutes=rule.task.due_in_minutes),
+            contact=contact_ref,
+            entity=entity_ref,
+            owner_id=conv.owner_id,
+        )
+
+    # -- a new conversation in one request -----------------------------------
+
+    def _opens_at_once(
+        self,
+        snap: _Snapshot,
+        adapter,  # type: ignore[no-untyped-def]
+        rule: ChannelRule,
+        batch: list[Message],
+    ) -> bool:
+        """The CRM can open a conversation in one request (contact, lead/deal,
+        task and first entries; Bitrix24's ``batch``) and nothing here is
+        uncertain: the conversation has never tried to open its entity, no
+        message of the batch may have been written, the contact has nothing
+        to update, and the person has no open entity to reuse. Anything
+        else goes the ordinary way, which looks things up first."""
+        conv = snap.conversation
+        if not getattr(adapter, "opens_at_once", False) or rule.object in ("none", "unsorted"):
+            return False
+        if conv.crm_entity_id or conv.crm_entity_state is not None or conv.task_state is not None:
+            return False
+        if snap.contact.crm_dirty or any(m.status != "pending" or m.attempts for m in batch):
+            return False
+        return not (
+            rule.reuse == "open" and self._open_entity_of_contact(snap, rule.object) is not None
+        )
+
+    def _open_at_once(
+        self,
+        snap: _Snapshot,
+        adapter,  # type: ignore[no-untyped-def]
+        rule: ChannelRule,
+        batch: list[Message],
+        lock: ConversationLock,
+    ) -> None:
+        """Find the person (one lookup) and open everything else in one
+        request. Marks first, as the ordinary path does (contact and entity
+        ``creating``, messages ``in_flight``), so that after an ambiguous
+        answer the next drain takes the ordinary path and finds what was
+        written; after a refusal, too (it then names the culprit)."""
+        contact, conv = snap.contact, snap.conversation
+        draft = self._contact_draft(snap, rule)
+        target: CrmRef | ContactDraft
+        if contact.crm_contact_id:
+            target = CrmRef("contact", contact.crm_contact_id)
+        else:
+            found = self._call(adapter.find_contact, draft.lookup)
+            if found is not None:
+                self._keep_contact(contact, found.ref.id, found.owner_id)
+                target = found.ref
+            else:
+                target = draft
+        owner = self._owner(snap, rule, contact.crm_owner_id)
+        if isinstance(target, ContactDraft):
+            self._update(Contact, contact.id, crm_state="creating")
+            target = replace(target, owner_id=owner)
+        contact_ref = target if isinstance(target, CrmRef) else None
+        entity = self._entity_draft(snap, rule, contact_ref or CrmRef("contact", ""), owner)
+        task = (
+            self._task_draft(snap, rule, contact_ref, None)
+            if rule.task.when == "new_entity"
+            else None
+        )
+        self._update(
+            Conversation,
+            conv.id,
+            crm_entity_state="creating",
+            **({"task_state": "creating"} if task is not None else {}),
+        )
+        self._claim(batch)
+        batch.sort(key=lambda m: (aware(m.sent_at), m.provider_seq or 0, m.seq))
+        entries = [self._entry(snap, rule, m, contact_ref, None, False) for m in batch]
+        if lock.lost.is_set():
+            raise LeaseLost
+        try:
+            opened = adapter.open_conversation(
+                contact=target, entity=entity, task=task, entries=entries
+            )
+        except (RetryableError, PermanentError) as exc:
+            created = getattr(exc, "created", None) or {}
+            if "contact" in created:
+                self._keep_contact(contact, created["contact"].id, owner)
+            if "entity" in created:
+                self._keep_entity(conv, created["entity"], owner)
+            written = dict(exc.partial or {})
+            if written:
+                self._record(batch, written, snap)
+            if isinstance(exc, RetryableError):
+                # maybe written: the ordinary path (next round, with its
+                # in-job retries) looks everything up before writing
+                return
+            # refused, so not written: the ordinary path finds the culprit
+            with self.rt.transaction() as session:
+                session.execute(
+                    update(Message)
+                    .where(Message.id.in_([m.id for m in batch if m.uid not in written]))
+                    .values(status="pending")
+                )
+            return
+        self._keep_contact(contact, opened.contact.ref.id, opened.contact.owner_id or owner)
+        self._keep_entity(conv, opened.entity, owner)
+        if opened.task is not None:
+            self._update(Conversation, conv.id, task_state=f"task:{opened.task.id}")
+        self._record(batch, dict(opened.entries), snap)
+
+    def _keep_contact(self, contact: Contact, crm_id: str, owner: str | None) -> None:
+        self._update(
+            Contact,
+            contact.id,
+            crm_contact_id=crm_id,
+            crm_owner_id=owner,
+            crm_state="synced",
+            crm_dirty=False,
+        )
+        contact.crm_contact_id, contact.crm_owner_id = crm_id, owner
+
+    def _keep_entity(self, conv: Conversation, ref: CrmRef, owner: str | None) -> None:
+        self._update(
+            Conversation,
+            conv.id,
+            crm_entity_type=ref.kind,
+            crm_entity_id=ref.id,
+            crm_entity_state="synced",
+            owner_id=owner,
+        )
+        conv.crm_entity_type, conv.crm_entity_id, conv.owner_id = ref.kind, ref.id, owner
+        conv.crm_entity_state = "synced"
 
     # -- timeline ---------------------------------------------------------
 
@@ -489,14 +632,7 @@ class InboundSync:
         if too_many:
             raise _FailMessage(too_many[0].id, f"gave up after {too_many[0].attempts} attempts")
         maybe_written = {m.id for m in batch if m.status == "in_flight"}
-        now = utcnow()
-        with self.rt.transaction() as session:
-            session.execute(
-                update(Message)
-                .where(Message.id.in_([m.id for m in batch]))
-                .values(status="in_flight", claimed_at=now, attempts=Message.attempts + 1)
-            )
-        self._claimed = {m.id for m in batch}
+        self._claim(batch)
         # Within a batch, write in the customer's own order (their clock, then
         # the channel's sequence): a redelivery that arrived late lands where
         # the customer put it, also in CRMs whose timeline sorts by creation.
@@ -540,6 +676,16 @@ class InboundSync:
                     )
             raise _FailMessage(culprit.id, reason) from None
         self._record(batch, results, snap)
+
+    def _claim(self, batch: list[Message]) -> None:
+        """``in_flight`` before the CRM call: a retry looks the entries up."""
+        with self.rt.transaction() as session:
+            session.execute(
+                update(Message)
+                .where(Message.id.in_([m.id for m in batch]))
+                .values(status="in_flight", claimed_at=utcnow(), attempts=Message.attempts + 1)
+            )
+        self._claimed = {m.id for m in batch}
 
     def _append_with_retries(
         self,

@@ -84,6 +84,30 @@ class CrmAdapter(ABC):
             rate=rate or self.rate,
         )
 
+    # -- a new conversation in one request --------------------------------
+
+    #: True when :meth:`open_conversation` is implemented
+    opens_at_once: ClassVar[bool] = False
+
+    def open_conversation(
+        self,
+        *,
+        contact: CrmRef | ContactDraft,
+        entity: EntityDraft,
+        task: TaskDraft | None = None,
+        entries: Sequence[TimelineEntry] = (),
+    ) -> Any:
+        """Optional (``opens_at_once = True``): create the contact (when
+        ``contact`` is a draft), the lead/deal, the task and the first
+        ``entries`` of a new conversation in as few requests as the CRM
+        allows. Return an object with ``contact`` (a :class:`CrmContact`),
+        ``entity`` (a :class:`CrmRef`), ``task`` (a ref or None) and
+        ``entries`` (bridge id -> refs). Everything written must be findable
+        by the ordinary hooks (the core retries an ambiguous call through
+        them). On an error, ``error.created`` (``{"contact"|"entity": ref}``)
+        and ``error.partial`` say what was made."""
+        raise NotImplementedError(f"{self.kind} opens conversations step by step")
+
     # -- install / setup --------------------------------------------------
 
     @classmethod

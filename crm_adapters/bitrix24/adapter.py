@@ -109,6 +109,7 @@ class Bitrix24Adapter(ContactsMixin, EntitiesMixin, TimelineMixin, CrmAdapter):
 
     kind: ClassVar[str] = "bitrix24"
     title: ClassVar[str] = "Bitrix24"
+    opens_at_once: ClassVar[bool] = True
     rate: ClassVar[Rate] = BASIC_RATE
     entity_types: ClassVar[tuple[str, ...]] = ("lead", "deal")
     content_types: ClassVar[tuple[str, ...]] = (

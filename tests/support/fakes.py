@@ -12,6 +12,7 @@ import itertools
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bridge.errors import BridgeError
@@ -205,3 +206,51 @@ class FakeCrm(CrmAdapter):
 
     def report_delivery(self, report: DeliveryReport) -> None:
         self._hook("report_delivery", report, lambda: STATE.reports.append(report))
+
+
+class FakeCrmAtOnce(FakeCrm):
+    """A CRM that opens a conversation in one request (like Bitrix24's
+    batch): contact, entity, task and entries as one atomic hook."""
+
+    kind = "fake_once"
+    opens_at_once = True
+
+    def open_conversation(
+        self,
+        *,
+        contact: CrmRef | ContactDraft,
+        entity: EntityDraft,
+        task: TaskDraft | None = None,
+        entries: Sequence[TimelineEntry] = (),
+    ) -> Any:
+        def effect() -> Any:
+            made = (
+                _raw(FakeCrm.create_contact, self, contact)
+                if isinstance(contact, ContactDraft)
+                else CrmContact(contact, None)
+            )
+            ref = _raw(FakeCrm.create_entity, self, replace(entity, contact=made.ref))
+            task_ref = _raw(FakeCrm.create_task, self, replace(task, entity=ref)) if task else None
+            fixed = [replace(e, contact=made.ref, entity=ref) for e in entries]
+            written = _raw(FakeCrm.append_entries, self, fixed)
+            return Opened(made, ref, task_ref, written)
+
+        return self._hook("open_conversation", entity, effect)
+
+
+@dataclass
+class Opened:
+    contact: CrmContact
+    entity: CrmRef
+    task: CrmRef | None
+    entries: dict[str, tuple[CrmRef, ...]]
+
+
+def _raw(hook: Callable[..., Any], adapter: FakeCrm, arg: Any) -> Any:
+    """Run a hook's effect without recording a call or running faults."""
+    saved = adapter._hook
+    adapter._hook = lambda _name, _arg, effect: effect()  # type: ignore[method-assign]
+    try:
+        return hook(adapter, arg)
+    finally:
+        adapter._hook = saved  # type: ignore[method-assign]

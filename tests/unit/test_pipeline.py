@@ -297,3 +297,96 @@ def test_contact_removed_in_the_crm_is_found_again(runtime, tenant, fake_crm):  
     accept(runtime, account, [msg(2)])
     run_inbound(runtime, conv)
     assert len(fake_crm.contacts) == 1 and fake_crm.entries[-1]["contact"] != old
+
+
+# -- CRMs that open a conversation in one request (Bitrix24's batch) -------------
+
+
+@pytest.fixture
+def once_tenant(runtime, fake_crm, monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setitem(crm_adapters.REGISTRY, "fake_once", "tests.support.fakes:FakeCrmAtOnce")
+    (runtime.settings.mappings_dir / "fake_once.yaml").write_text(
+        MAPPING.replace("crm: fake", "crm: fake_once")
+    )
+    tenant_id = admin.create_tenant(
+        runtime, slug="once", crm_kind="fake_once", mapping="fake_once.yaml"
+    )
+    return tenant_id, admin.add_channel_account(
+        runtime,
+        tenant_id,
+        kind="telegram",
+        credentials={"bot_token": "1:x", "secret_token": "s"},
+        external_id="2",
+    )
+
+
+def _one_of_each(fake_crm: fakes.FakeCrmState, runtime) -> None:  # type: ignore[no-untyped-def]
+    assert (len(fake_crm.contacts), len(fake_crm.entities), len(fake_crm.tasks)) == (1, 1, 1)
+    assert sorted(len(fake_crm.entries_for(uid)) for uid in _uids(runtime)) == [1, 1, 1]
+    ordered = sorted(fake_crm.entries, key=lambda e: (e["occurred_at"], e["sequence"]))
+    assert [e["text"] for e in ordered] == ["message 1", "message 2", "message 3"]
+    assert statuses(runtime) == ["synced"] * 3
+    with runtime.transaction() as s:
+        conv = s.scalars(select(Conversation)).one()
+        contact = s.scalars(select(Contact)).one()
+    [entity_id] = fake_crm.entities
+    [contact_id] = fake_crm.contacts
+    assert (conv.crm_entity_id, conv.crm_entity_state) == (entity_id, "synced")
+    assert conv.task_state == f"task:{fake_crm.tasks[0]['id']}"
+    assert (contact.crm_contact_id, contact.crm_state) == (contact_id, "synced")
+
+
+def test_a_new_conversation_opens_with_one_lookup_and_one_request(runtime, once_tenant, fake_crm):  # type: ignore[no-untyped-def]
+    _, account = once_tenant
+    accept(runtime, account, [msg(i) for i in (3, 1, 2)])
+    assert run_inbound(runtime, conversation_id(runtime, account)) == "idle"
+    assert fake_crm.calls == ["find_contact", "open_conversation"]
+    _one_of_each(fake_crm, runtime)
+    entity = next(iter(fake_crm.entities.values()))
+    assert (entity["owner"], entity["stage"]) == ("101", "s1")
+    # the next message of the open conversation is an ordinary append
+    accept(runtime, account, [msg(4)])
+    run_inbound(runtime, conversation_id(runtime, account))
+    assert fake_crm.calls[2:] == ["append_entries"]
+
+
+def test_an_ambiguous_open_is_finished_by_looking_up_not_by_writing_again(
+    runtime, once_tenant, fake_crm
+):  # type: ignore[no-untyped-def]
+    _, account = once_tenant
+    accept(runtime, account, [msg(i) for i in (1, 2, 3)])
+    fake_crm.fail_next("open_conversation", AmbiguousError("read timeout"), after_commit=True)
+    assert run_inbound(runtime, conversation_id(runtime, account)) == "idle"
+    _one_of_each(fake_crm, runtime)  # nothing written twice
+    assert fake_crm.calls[:2] == ["find_contact", "open_conversation"]
+    assert {"find_entity", "create_task", "append_entries"} <= set(fake_crm.calls[2:])
+    assert "create_contact" not in fake_crm.calls and "create_entity" not in fake_crm.calls
+
+
+def test_a_refused_open_goes_the_ordinary_way(runtime, once_tenant, fake_crm):  # type: ignore[no-untyped-def]
+    _, account = once_tenant
+    accept(runtime, account, [msg(i) for i in (1, 2, 3)])
+    fake_crm.fail_next("open_conversation", PermanentError("bad stage"))
+    assert run_inbound(runtime, conversation_id(runtime, account)) == "idle"
+    _one_of_each(fake_crm, runtime)
+    assert "create_entity" in fake_crm.calls and fake_crm.calls.count("open_conversation") == 1
+
+
+def test_a_known_contact_with_an_open_entity_is_not_opened_again(runtime, once_tenant, fake_crm):  # type: ignore[no-untyped-def]
+    tenant_id, account = once_tenant
+    accept(runtime, account, [msg(1)])
+    run_inbound(runtime, conversation_id(runtime, account))
+    # the same person writes to the company's second bot: the open deal is reused
+    second = admin.add_channel_account(
+        runtime,
+        tenant_id,
+        kind="telegram",
+        credentials={"bot_token": "2:x", "secret_token": "s"},
+        external_id="3",
+    )
+    accept(runtime, second, [msg(2, user=7)])
+    with runtime.transaction() as s:
+        assert s.scalar(select(func.count(Contact.id))) == 1
+    run_inbound(runtime, conversation_id(runtime, second))
+    assert fake_crm.calls.count("open_conversation") == 1 and len(fake_crm.entities) == 1
+    assert fake_crm.calls[-1] == "append_entries"
