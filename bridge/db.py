@@ -49,8 +49,29 @@ def make_engine(url: str, *, echo: bool = False, reader: bool = False) -> Engine
             pool_size=5,
             max_overflow=10,
         )
+        _postgres_text_without_nul(engine)
     _dispose_after_fork(engine)
     return engine
+
+
+def _postgres_text_without_nul(engine: Engine) -> None:
+    """PostgreSQL text cannot hold NUL (U+0000): psycopg refuses such a
+    parameter with a DataError, which turned a webhook carrying one into a
+    500. NUL means nothing in any text the bridge stores: drop it."""
+    from psycopg.types.string import StrBinaryDumper, StrDumperUnknown
+
+    class NulFreeText(StrDumperUnknown):
+        def dump(self, obj: str):  # type: ignore[no-untyped-def]
+            return super().dump(obj.replace("\x00", ""))
+
+    class NulFreeBinaryText(StrBinaryDumper):
+        def dump(self, obj: str):  # type: ignore[no-untyped-def]
+            return super().dump(obj.replace("\x00", ""))
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        dbapi_connection.adapters.register_dumper(str, NulFreeBinaryText)
+        dbapi_connection.adapters.register_dumper(str, NulFreeText)
 
 
 def _sqlite_pragmas(engine: Engine, *, writer: bool) -> None:

@@ -16,7 +16,7 @@ from flask import Blueprint, current_app, jsonify, redirect, request
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from bridge import admin
-from bridge.errors import AuthError, BridgeError
+from bridge.errors import AuthError, BridgeError, WebhookError
 from bridge.registry import UnknownAdapter, crm_class
 
 __all__ = ["bp", "install_url"]
@@ -120,6 +120,11 @@ def _install(rt, cls, crm: str, code: str, params: dict[str, str], mapping: str)
         # code): the request is what is wrong, not the CRM. Start again.
         log.warning("OAuth install for %s refused: %s", crm, type(exc).__name__)
         return jsonify({"error": "invalid_grant", "message": f"{exc.message}: start again"}), 400
+    except WebhookError as exc:
+        # The callback itself is malformed or forged (e.g. a referer that
+        # names no account of the CRM): the request is at fault, not the CRM.
+        log.warning("OAuth install for %s refused: %s", crm, exc.code)
+        return jsonify(exc.to_json()), exc.status_code
     except BridgeError as exc:
         log.warning("OAuth install for %s failed: %s", crm, type(exc).__name__)
         return jsonify({"error": "install_failed", "message": exc.message}), 502

@@ -109,6 +109,11 @@ def _check_body(max_body: int, content_types: tuple[str, ...]) -> None:
             code="unsupported_media_type",
             status_code=415,
         )
+    if length is None and len(request.get_data(cache=True)) >= max_body:
+        # A streamed (chunked) body has no Content-Length: Werkzeug stops
+        # reading it at MAX_CONTENT_LENGTH without an error, so a body that
+        # reaches the limit may have been cut short. Refuse it whole.
+        raise WebhookError(f"body larger than {max_body} bytes", code="too_large", status_code=413)
 
 
 def _error(exc: WebhookError):  # type: ignore[no-untyped-def]

@@ -33,7 +33,7 @@ from urllib.parse import urlencode
 
 import requests
 
-from bridge.errors import AuthError, BridgeError, PermanentError
+from bridge.errors import AuthError, BridgeError, PayloadError, PermanentError, SignatureError
 from bridge.http import HttpClient, Limit
 
 from .client import (
@@ -112,9 +112,13 @@ def exchange_code(
     ``amo_account_id``, ``amojo_id``, ``redirect_uri``)."""
     referer = str((params or {}).get("referer") or "").strip()
     if not referer:
-        raise PermanentError("amoCRM callback without `referer`: cannot tell which account")
+        raise PayloadError("amoCRM callback without `referer`: cannot tell which account")
     host = referer.lower().removeprefix("https://").removeprefix("http://").rstrip("/")
-    subdomain = subdomain_from_host(host)
+    try:
+        subdomain = subdomain_from_host(host)
+    except PermanentError:
+        # a forged callback: never send the client secret there
+        raise SignatureError("amoCRM callback names a host that is not an amoCRM account") from None
     template = http.base_url or DEFAULT_API_BASE
     domain = host.lower() if "." in host else None
     base = account_base(template, subdomain, domain if template == DEFAULT_API_BASE else None)

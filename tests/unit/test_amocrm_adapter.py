@@ -491,7 +491,7 @@ def test_exchange_code_with_a_sandbox_template(rsps: responses.RequestsMock) -> 
 def test_exchange_code_never_sends_the_secret_to_a_foreign_host(
     rsps: responses.RequestsMock, referer: str
 ) -> None:
-    with pytest.raises(PermanentError):
+    with pytest.raises(WebhookError):  # the callback is at fault: a 4xx
         AmoCrmAdapter.exchange_code(
             APP,
             code="c",
