@@ -44,13 +44,18 @@ from typing import Any
 
 from bench.report import emit_json
 from bench.sync_amocrm import AmoCrmBench
+from bench.sync_bitrix24 import Bitrix24Bench
 from bench.sync_core import CrmBench, run_variant
 from bench.sync_hubspot import VARIANTS, HubSpotBench
 
 __all__ = ["BENCHES", "VARIANTS", "main"]
 
 #: --crm -> its part of the bench (``VARIANTS``: HubSpot's, as before)
-BENCHES: dict[str, type[CrmBench]] = {"hubspot": HubSpotBench, "amocrm": AmoCrmBench}
+BENCHES: dict[str, type[CrmBench]] = {
+    "hubspot": HubSpotBench,
+    "amocrm": AmoCrmBench,
+    "bitrix24": Bitrix24Bench,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

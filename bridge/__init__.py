@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from bridge.config import Settings
+from bridge.crypto import SecretBindingError
 from bridge.runtime import Runtime, set_runtime
 
 __all__ = ["create_app"]
@@ -50,7 +51,38 @@ def create_app(
     return app
 
 
+def _logged_path(path: str) -> str:
+    """The request path for a log line: a webhook URL's last segment is its
+    path secret (``/webhooks/<kind>/<key>``) and stays out of the log."""
+    if path.startswith("/webhooks/") and not path.endswith("/install"):
+        return path.rsplit("/", 1)[0] + "/<key>"
+    return path
+
+
 def _json_errors(app: Flask) -> None:
+    def log_exception(exc_info) -> None:  # type: ignore[no-untyped-def]
+        # Flask's own line names request.path: the webhook key with it
+        app.logger.error(
+            "Exception on %s [%s]", _logged_path(request.path), request.method, exc_info=exc_info
+        )
+
+    app.log_exception = log_exception  # type: ignore[method-assign]
+
+    @app.errorhandler(SecretBindingError)
+    def _secret_unreadable(exc: SecretBindingError):  # type: ignore[no-untyped-def]
+        # A stored secret does not decrypt: its row was moved, or the key it
+        # is under was dropped before `bridge keys rotate`. Nothing was accepted.
+        logging.getLogger("bridge").error(
+            "stored secret unreadable on %s: %s", _logged_path(request.path), exc
+        )
+        response = jsonify(
+            {
+                "error": "secret_unreadable",
+                "message": "a stored secret cannot be read with the configured keys",
+            }
+        )
+        return response, 500
+
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):  # type: ignore[no-untyped-def]
         code = (exc.name or "error").lower().replace(" ", "_")

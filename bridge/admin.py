@@ -66,6 +66,19 @@ def create_tenant(
         return tenant.id
 
 
+def check_mapping(rt, name: str) -> str | None:  # type: ignore[no-untyped-def]
+    """Why ``name`` cannot be a tenant's mapping (None when it can): the
+    name comes from an install link or event, so it must be a valid mapping
+    file in the mappings directory."""
+    from mappings import MappingError
+
+    try:
+        rt.mappings.get(name)
+    except MappingError as exc:
+        return str(exc)
+    return None
+
+
 def upsert_oauth_tenant(
     rt,
     *,
@@ -245,7 +258,13 @@ def replay(
             message.status, message.attempts, message.last_error = "pending", 0, None
         touched = {(m.direction, m.conversation_id) for m in failed}
         if conversation_id and not failed:
-            touched = {(outbox.IN, conversation_id), (outbox.OUT, conversation_id)}
+            # Nothing failed there: resume the conversation itself (parked for
+            # another reason) -- only if it is the tenant's the caller named.
+            owner = session.scalar(
+                select(Conversation.tenant_id).where(Conversation.id == conversation_id)
+            )
+            if owner is not None and (not tenant_id or owner == tenant_id):
+                touched = {(outbox.IN, conversation_id), (outbox.OUT, conversation_id)}
         for direction, conv_id in touched:
             job = outbox.unpark(session, conv_id, direction)
             if job:

@@ -64,6 +64,9 @@ class RetryableError(BridgeError):
     ) -> None:
         super().__init__(message, status=status)
         self.retry_after = retry_after
+        #: the far side refused the request before running any of it (a
+        #: rate limit's 429/503): a retry need not look anything up
+        self.nothing_written = False
 
 
 class AmbiguousError(RetryableError):

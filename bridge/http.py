@@ -148,11 +148,13 @@ class HttpClient:
         # (Telegram's /bot<token>/...), and this text lands in logs and the DB.
         detail = f"HTTP {status} on {method}"
         if status == 429:
-            return RetryableError(
+            error = RetryableError(
                 detail,
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
                 status=status,
             )
+            error.nothing_written = True  # refused at the door (RFC 6585)
+            return error
         if status >= 500:
             # A 5xx on a write may come after the commit (proxy timeout):
             # treat it as ambiguous so the retry looks the entry up first.

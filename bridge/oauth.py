@@ -59,8 +59,12 @@ def install(crm: str):  # type: ignore[no-untyped-def]
                 f"and {crm.upper()}_CLIENT_SECRET)",
             }
         ), 404
+    mapping = request.args.get("mapping") or f"{crm}.yaml"
+    problem = admin.check_mapping(rt, mapping)
+    if problem:
+        return jsonify({"error": "bad_mapping", "message": problem}), 400
     try:
-        return redirect(install_url(rt, crm, request.args.get("mapping")))
+        return redirect(install_url(rt, crm, mapping))
     except (UnknownAdapter, NotImplementedError):
         return jsonify({"error": "not_found", "message": f"{crm} has no OAuth install"}), 404
     except BridgeError as exc:

@@ -124,6 +124,8 @@ class InboundSync:
         try:
             rule = self._rule(snap)
             adapter = self._crm(snap.tenant)
+            # no more than one CRM request's worth where the CRM says so
+            batch = batch[: getattr(adapter, "entries_per_request", None) or BATCH]
             if snap.conversation.status == "closed":
                 self._reopen(snap)
             if self._opens_at_once(snap, adapter, rule, batch):
@@ -577,7 +579,7 @@ class InboundSync:
                 self._record(batch, written, snap)
             if isinstance(exc, RetryableError):
                 # maybe written: the ordinary path (next round, with its
-                # in-job retries) looks everything up before writing
+                # in-job retries and retry budget) looks everything up first
                 return
             # refused, so not written: the ordinary path finds the culprit
             with self.rt.transaction() as session:
@@ -717,7 +719,7 @@ class InboundSync:
                 if stalled >= self.settings.retry_attempts:
                     raise
                 time.sleep(retry_delay(self.settings, max(stalled, 1), exc))
-                retry = True
+                retry = retry or not exc.nothing_written
                 if lock.lost.is_set():
                     raise LeaseLost from None
                 continue

@@ -168,6 +168,10 @@ def crm_install_event(crm: str):  # type: ignore[no-untyped-def]
         return jsonify(NOT_FOUND), 404
     if cls.install_event.__func__ is CrmAdapter.install_event.__func__:  # type: ignore[attr-defined]
         return jsonify(NOT_FOUND), 404  # this CRM installs through OAuth only
+    mapping = request.args.get("mapping") or f"{crm}.yaml"
+    problem = admin.check_mapping(rt, mapping)
+    if problem:
+        return jsonify({"error": "bad_mapping", "message": problem}), 400
     try:
         _check_body(rt.settings.max_body, cls.content_types)
         webhook = to_webhook_request(request, rt.settings.public_url)
@@ -183,7 +187,6 @@ def crm_install_event(crm: str):  # type: ignore[no-untyped-def]
         return jsonify({"error": "install_failed", "message": exc.message}), 502
     if credentials is None:
         return jsonify(NOT_FOUND), 404
-    mapping = request.args.get("mapping") or f"{crm}.yaml"
     tenant_id, created = admin.upsert_oauth_tenant(
         rt, crm_kind=crm, credentials=credentials, mapping=mapping
     )

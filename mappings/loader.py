@@ -104,9 +104,21 @@ class MappingStore:
         self._lock = threading.Lock()
 
     def path(self, name: str) -> Path:
+        """The file a tenant's mapping name stands for: a plain file name in
+        the mappings directory, nothing else — the name can come from an
+        install link or an install event, so no path may leave the
+        directory (``/etc/…``, ``../…``)."""
         candidate = Path(name)
-        if candidate.is_absolute():
-            return candidate
+        if (
+            not name
+            or candidate.is_absolute()
+            or len(candidate.parts) != 1
+            or name.startswith(".")
+            or "\\" in name
+        ):
+            raise MappingError(
+                str(name), [("", "a mapping is a file name in the mappings directory")]
+            )
         if candidate.suffix not in (".yaml", ".yml"):
             candidate = candidate.with_suffix(".yaml")
         return self.directory / candidate

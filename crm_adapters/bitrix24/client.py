@@ -357,9 +357,12 @@ class B24Api:
                 error_mapper=lambda r: self._refuse(method, r),
             )
         except RetryableError as exc:
-            if error_code(exc) == "QUERY_LIMIT_EXCEEDED" and self.http.limiter is not None:
-                # every worker of the portal stops, not only this one
-                self.http.limiter.penalise(limit.key, RATE_PAUSE)
+            if error_code(exc) == "QUERY_LIMIT_EXCEEDED":
+                # refused before anything ran (limits.md): no lookup on retry
+                exc.nothing_written = True
+                if self.http.limiter is not None:
+                    # every worker of the portal stops, not only this one
+                    self.http.limiter.penalise(limit.key, RATE_PAUSE)
             raise
         payload = _json(response)
         if not isinstance(payload, Mapping):

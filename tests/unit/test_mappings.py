@@ -385,3 +385,14 @@ def test_renderer_only_looks_names_up() -> None:
     parse_mapping(channel("{name: '{utm.__class__}'}"))
     assert render("[{utm.__class__}]", CONTEXT) == "[]"
     assert render("[{utm.__class__}]", {"utm.__class__": "plain"}) == "[plain]"
+
+
+@pytest.mark.parametrize(
+    "name", ["/etc/passwd", "../secret.yaml", "a/b.yaml", "..", ".env", "", "x\\..\\y.yaml"]
+)
+def test_a_mapping_name_never_leaves_the_mappings_directory(tmp_path: Path, name: str) -> None:
+    (tmp_path / "ok.yaml").write_text("crm: hubspot\nchannels:\n  telegram: {}\n")
+    store = MappingStore(tmp_path)
+    with pytest.raises(MappingError, match="file name in the mappings directory"):
+        store.get(name)
+    assert store.get("ok").crm == "hubspot" and store.get("ok.yaml").crm == "hubspot"

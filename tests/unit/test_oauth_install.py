@@ -189,7 +189,7 @@ def test_state_minted_for_another_crm_is_refused(client, rt, sandbox, monkeypatc
     monkeypatch.setitem(crm_adapters.REGISTRY, "othercrm", f"{__name__}:OtherCrm")
     monkeypatch.setitem(rt.settings.crm_apps, "othercrm", {"client_id": "other-app"})
     url, spy = sandbox
-    other = client.get("/oauth/othercrm/install")
+    other = client.get("/oauth/othercrm/install", query_string={"mapping": "hub.yaml"})
     assert other.status_code == 302
     other_state = dict(
         p.split("=", 1) for p in urlsplit(other.headers["Location"]).query.split("&")
@@ -327,3 +327,13 @@ def test_second_install_reauthorises_and_resumes_auth_parked_work(
     bodies = [n["properties"].get("hs_note_body", "") for n in notes["portals"][0]["notes"]]
     assert any("message 1" in b for b in bodies)
     assert row_counts(rt)["tenants"] == 1
+
+
+@pytest.mark.parametrize(
+    "mapping", ["/etc/passwd", "../mappings/hub.yaml", "sub/hub.yaml", ".hidden.yaml", "nope.yaml"]
+)
+def test_install_link_names_a_mapping_file_of_the_mappings_directory(client, rt, mapping) -> None:  # type: ignore[no-untyped-def]
+    response = client.get("/oauth/hubspot/install", query_string={"mapping": mapping})
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "bad_mapping"
+    assert "Location" not in response.headers

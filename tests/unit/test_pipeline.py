@@ -390,3 +390,48 @@ def test_a_known_contact_with_an_open_entity_is_not_opened_again(runtime, once_t
     run_inbound(runtime, conversation_id(runtime, second))
     assert fake_crm.calls.count("open_conversation") == 1 and len(fake_crm.entities) == 1
     assert fake_crm.calls[-1] == "append_entries"
+
+
+def test_a_rate_limit_refusal_is_retried_without_a_lookup(runtime, tenant, fake_crm, monkeypatch):  # type: ignore[no-untyped-def]
+    _, account = tenant
+    accept(runtime, account, [msg(1)])
+    run_inbound(runtime, conversation_id(runtime, account))  # the deal exists now
+    seen: list[bool] = []
+    real = fakes.FakeCrm.append_entries
+
+    def spy(self, entries):  # type: ignore[no-untyped-def]
+        seen.extend(e.maybe_written for e in entries)
+        return real(self, entries)
+
+    monkeypatch.setattr(fakes.FakeCrm, "append_entries", spy)
+    refused = RetryableError("429", retry_after=0.01)
+    refused.nothing_written = True  # a 429/503 rate-limit answer: nothing ran
+    ambiguous = AmbiguousError("read timeout")
+    fake_crm.fail_next("append_entries", refused)
+    accept(runtime, account, [msg(2)])
+    assert run_inbound(runtime, conversation_id(runtime, account)) == "idle"
+    assert seen == [False, False]  # the retry of a refusal looks nothing up
+    fake_crm.fail_next("append_entries", ambiguous)
+    accept(runtime, account, [msg(3)])
+    run_inbound(runtime, conversation_id(runtime, account))
+    assert seen[2:] == [False, True]  # after a maybe-written answer it does
+    assert statuses(runtime) == ["synced"] * 3
+
+
+def test_a_drain_takes_no_more_than_the_crm_fits_in_one_request(
+    runtime, tenant, fake_crm, monkeypatch
+):  # type: ignore[no-untyped-def]
+    _, account = tenant
+    monkeypatch.setattr(fakes.FakeCrm, "entries_per_request", 2, raising=False)
+    sizes: list[int] = []
+    real = fakes.FakeCrm.append_entries
+
+    def spy(self, entries):  # type: ignore[no-untyped-def]
+        sizes.append(len(entries))
+        return real(self, entries)
+
+    monkeypatch.setattr(fakes.FakeCrm, "append_entries", spy)
+    accept(runtime, account, [msg(i) for i in range(1, 6)])
+    assert run_inbound(runtime, conversation_id(runtime, account)) == "idle"
+    assert sizes == [2, 2, 1]
+    assert [e["text"] for e in fake_crm.entries] == [f"message {i}" for i in range(1, 6)]
