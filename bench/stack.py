@@ -205,6 +205,16 @@ class Stack:
         )
         self.procs["sandbox"] = sandbox
         self._migrate()
+        web = self.start_web()
+        _wait_http(f"{self.sandbox_url}/telegram/_sent", proc=sandbox)
+        _wait_http(f"{self.bridge_url}/healthz", proc=web)
+        for _ in range(self.workers):
+            self.start_worker()
+        if seed:
+            self.seed()
+        return self
+
+    def start_web(self) -> subprocess.Popen:
         web = subprocess.Popen(  # noqa: S603
             [
                 sys.executable,
@@ -228,13 +238,16 @@ class Stack:
             stderr=subprocess.STDOUT,
         )
         self.procs["web"] = web
-        _wait_http(f"{self.sandbox_url}/telegram/_sent", proc=sandbox)
-        _wait_http(f"{self.bridge_url}/healthz", proc=web)
-        for _ in range(self.workers):
-            self.start_worker()
-        if seed:
-            self.seed()
-        return self
+        return web
+
+    def restart_web(self, *, timeout: float = 30.0, **env: str) -> None:
+        """Stop the web server gracefully and start it again with ``env``
+        added to the overrides (bench.chaos switches its crash points on)."""
+        web = self.procs["web"]
+        web.terminate()
+        web.wait(timeout=30)
+        self.env_overrides.update(env)
+        _wait_http(f"{self.bridge_url}/healthz", timeout=timeout, proc=self.start_web())
 
     def _migrate(self) -> None:
         subprocess.run(  # noqa: S603
