@@ -255,7 +255,16 @@ def replay(
             query = query.where(Message.tenant_id == tenant_id)
         failed = list(session.scalars(query))
         for message in failed:
-            message.status, message.attempts, message.last_error = "pending", 0, None
+            # An inbound message claimed before may have been written by an
+            # attempt whose answer never came (a crash, a timeout) before the
+            # CRM refused a later one: it goes back as in_flight, so the next
+            # attempt looks it up before writing (found by the outbox state
+            # machine test: replay after crash + refusal wrote it twice).
+            maybe_written = message.direction == outbox.IN and (message.attempts or 0) > 0
+            message.status = "in_flight" if maybe_written else "pending"
+            message.attempts, message.last_error = 0, None
+            if maybe_written:
+                message.claimed_at = None
         touched = {(m.direction, m.conversation_id) for m in failed}
         if conversation_id and not failed:
             # Nothing failed there: resume the conversation itself (parked for

@@ -3,6 +3,10 @@
 Whatever happens, every accepted message ends up in the CRM exactly once and
 in the customer's order (0 lost, 0 duplicated, 0 out of order), and the
 SQL outbox — not RQ — is what brings the work back.
+
+The 20 % CRM-fault mix (RELIABILITY.md §5 R1) runs in the chaos soak's ci
+profile (tests/integration/test_chaos.py: 1,000 messages, the same mix, kills
+and a wipe, on PostgreSQL in CI); here the kills and the wipe run on SQLite.
 """
 
 from __future__ import annotations
@@ -17,18 +21,6 @@ from tests.integration.test_telegram_hubspot import FAST_TIER, _drained, _raise_
 
 pytestmark = pytest.mark.integration
 
-# RELIABILITY.md §5 R1: 20 % faults = 8 % 5xx, 5 % 429 with Retry-After,
-# 5 % read timeout, 2 % commit-then-timeout (the duplicate-maker).
-TWENTY_PERCENT = {
-    "error_rate": 0.08,
-    "rate_429": 0.05,
-    "retry_after": 1,
-    "timeout_rate": 0.05,
-    "commit_then_timeout_rate": 0.02,
-    "timeout_seconds": 3,  # past the bridge's 2 s read timeout (bench.stack)
-    "seed": 20261124,
-}
-
 
 def _expected(traffic) -> dict[int, list[str]]:  # type: ignore[no-untyped-def]
     per_user: dict[int, int] = defaultdict(int)
@@ -37,36 +29,9 @@ def _expected(traffic) -> dict[int, list[str]]:  # type: ignore[no-untyped-def]
     return {u: [message_text(u, i) for i in range(n)] for u, n in per_user.items()}
 
 
-def test_twenty_percent_crm_faults_lose_and_duplicate_nothing(make_stack):  # type: ignore[no-untyped-def]
-    stack = make_stack(sandbox_config=FAST_TIER, workers=2)
-    _raise_tier(stack)
-    stack.hubspot_faults(**TWENTY_PERCENT)
-    traffic = telegram_traffic(20, 15, duplicate_rate=0.1, seed=23, first_user=6_000_001)
-    assert set(send_all(stack.sandbox_url, traffic)) == {200}
-    assert wait_until(_drained(stack, 300), timeout=300), stack.bridge_status()
-    plan = stack.hubspot_faults()
-    # the faults really happened, every kind of them
-    assert {"5xx", "429", "timeout", "commit_then_timeout"} <= set(plan["counters"]), plan
-    stack.hubspot_faults(reset=True)
-    report = check_hubspot(stack.hubspot_state(), _expected(traffic))
-    assert report.summary() == {
-        "contacts": 20,
-        "deals": 20,
-        "entries": 300,
-        "lost": 0,
-        "duplicated": 0,
-        "unexpected": 0,
-        "out_of_order": 0,
-        "inbox_messages": 300,
-        "inbox_duplicated": 0,
-    }
-    status = stack.bridge_status()
-    assert status["failed"] == [] and status["parked"] == []
-
-
-def test_sigkilled_workers_and_a_wiped_redis_are_recovered_by_the_sweeper(make_stack):  # type: ignore[no-untyped-def]
+def test_sigkilled_workers_and_a_wiped_redis_are_recovered_by_the_sweeper(make_sqlite_stack):  # type: ignore[no-untyped-def]
     # A slow CRM keeps jobs in flight long enough to be killed mid-sync.
-    stack = make_stack(sandbox_config=FAST_TIER, workers=2)
+    stack = make_sqlite_stack(sandbox_config=FAST_TIER, workers=2)
     _raise_tier(stack)
     stack.hubspot_faults(latency_ms=150, commit_then_timeout_rate=0.02, timeout_seconds=3, seed=5)
     traffic = telegram_traffic(20, 15, duplicate_rate=0.1, seed=29, first_user=7_000_001)

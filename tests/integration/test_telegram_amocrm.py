@@ -48,8 +48,8 @@ def _post(stack, path: str, **body):  # type: ignore[no-untyped-def]
     return r.json()
 
 
-def test_50_users_20_messages_in_notes_and_chat_then_replies_both_ways(make_stack):  # type: ignore[no-untyped-def]
-    stack = make_stack(crm="amocrm", sandbox_config=FAST, workers=2)
+def test_50_users_20_messages_in_notes_and_chat_then_replies_both_ways(make_stack_once):  # type: ignore[no-untyped-def]
+    stack = make_stack_once(crm="amocrm", sandbox_config=FAST, workers=2)
     _tenant_settings(stack, rate_per_second=100)
     traffic = telegram_traffic(50, 20, duplicate_rate=0.1, seed=13, first_user=8_000_001)
     assert set(send_all(stack.sandbox_url, traffic)) == {200}
@@ -110,8 +110,8 @@ def test_50_users_20_messages_in_notes_and_chat_then_replies_both_ways(make_stac
     assert len(stack.telegram_sent()) == 2
 
 
-def test_lead_lifecycle_and_account_webhooks(make_stack):  # type: ignore[no-untyped-def]
-    stack = make_stack(crm="amocrm", sandbox_config=FAST, workers=2)
+def test_lead_lifecycle_and_account_webhooks(make_stack_once):  # type: ignore[no-untyped-def]
+    stack = make_stack_once(crm="amocrm", sandbox_config=FAST, workers=2)
     _tenant_settings(stack, rate_per_second=100)
     user = 8_100_001
     traffic = telegram_traffic(1, 3, duplicate_rate=0, first_user=user)
@@ -150,8 +150,8 @@ def test_lead_lifecycle_and_account_webhooks(make_stack):  # type: ignore[no-unt
     assert status["failed"] == [] and status["parked"] == []
 
 
-def test_merged_contact_is_found_again(make_stack):  # type: ignore[no-untyped-def]
-    stack = make_stack(crm="amocrm", sandbox_config=FAST, workers=2)
+def test_merged_contact_is_found_again(make_stack_once):  # type: ignore[no-untyped-def]
+    stack = make_stack_once(crm="amocrm", sandbox_config=FAST, workers=2)
     _tenant_settings(stack, rate_per_second=100)
     user = 8_200_001
     traffic = telegram_traffic(1, 2, duplicate_rate=0, first_user=user)

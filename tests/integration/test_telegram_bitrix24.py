@@ -47,8 +47,8 @@ def _chat_of(portal: dict, user: int) -> dict:
     return next(c for c in portal["chats"] if c["external_user_id"] == str(user))
 
 
-def test_50_users_20_messages_in_comments_and_open_lines_then_replies(make_stack):  # type: ignore[no-untyped-def]
-    stack = make_stack(crm="bitrix24", sandbox_config=FAST, workers=2)
+def test_50_users_20_messages_in_comments_and_open_lines_then_replies(make_stack_once):  # type: ignore[no-untyped-def]
+    stack = make_stack_once(crm="bitrix24", sandbox_config=FAST, workers=2)
     _tenant_settings(stack, rate_per_second=100, burst=250)
     traffic = telegram_traffic(50, 20, duplicate_rate=0.1, seed=17, first_user=9_000_001)
     assert set(send_all(stack.sandbox_url, traffic)) == {200}
@@ -117,8 +117,8 @@ def test_50_users_20_messages_in_comments_and_open_lines_then_replies(make_stack
     assert stack.bridge_status()["messages"]["out"].get("sent") == 1
 
 
-def test_lead_lifecycle(make_stack):  # type: ignore[no-untyped-def]
-    stack = make_stack(crm="bitrix24", sandbox_config=FAST, workers=1)
+def test_lead_lifecycle(make_stack_once):  # type: ignore[no-untyped-def]
+    stack = make_stack_once(crm="bitrix24", sandbox_config=FAST, workers=1)
     _tenant_settings(stack, rate_per_second=100, burst=250)
     user = 9_100_001
     traffic = telegram_traffic(1, 3, duplicate_rate=0, reorder="none", first_user=user)

@@ -435,3 +435,32 @@ def test_a_drain_takes_no_more_than_the_crm_fits_in_one_request(
     assert run_inbound(runtime, conversation_id(runtime, account)) == "idle"
     assert sizes == [2, 2, 1]
     assert [e["text"] for e in fake_crm.entries] == [f"message {i}" for i in range(1, 6)]
+
+
+class _Crash(Exception):
+    """The worker dies (SIGKILL) after the CRM committed the write."""
+
+
+def test_replay_after_a_crash_and_a_refusal_does_not_write_twice(
+    runtime, tenant, fake_crm, redis_conn
+):  # type: ignore[no-untyped-def]
+    # found by the outbox state machine: crash after the CRM's commit, then the
+    # CRM refuses the (lookup-carrying) retry, then an operator replays
+    _, account = tenant
+    accept(runtime, account, [msg(1)])
+    conv = conversation_id(runtime, account)
+    fake_crm.fail_next("append_entries", _Crash("SIGKILL"), after_commit=True)  # type: ignore[arg-type]
+    with pytest.raises(_Crash):
+        run_inbound(runtime, conv)
+    redis_conn.delete(f"bridge:lock:in:{conv}")  # the dead job's lease expires
+    with runtime.transaction() as s:
+        for m in s.scalars(select(Message)):
+            m.claimed_at = m.claimed_at - dt.timedelta(hours=1)
+    fake_crm.fail_next("append_entries", PermanentError("rejected"), times=50)
+    assert run_inbound(runtime, conv) == "parked"
+    assert statuses(runtime) == ["failed"]
+    fake_crm.faults.clear()
+    assert admin.replay(runtime) == 1
+    assert run_inbound(runtime, conv) == "idle"
+    [uid] = _uids(runtime)
+    assert len(fake_crm.entries_for(uid)) == 1 and statuses(runtime) == ["synced"]
