@@ -68,10 +68,3 @@ def make_stack_once(tmp_path: Path):  # type: ignore[no-untyped-def]
     from tests.conftest import POSTGRES_URL
 
     yield from _one_database_stacks(tmp_path, postgres=bool(POSTGRES_URL))
-
-
-@pytest.fixture
-def make_sqlite_stack(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A stack on SQLite only: for the fault tests, whose PostgreSQL twin is
-    the chaos soak's ci profile (test_chaos, PostgreSQL in CI)."""
-    yield from _one_database_stacks(tmp_path, postgres=False)

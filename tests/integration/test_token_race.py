@@ -128,8 +128,8 @@ adapter.list_owners()
 """
 
 
-def test_a_crash_between_token_response_and_commit_parks_without_loss(make_stack):  # type: ignore[no-untyped-def]
-    stack = make_stack(crm="amocrm", sandbox_config=FAST, workers=2)
+def test_a_crash_between_token_response_and_commit_parks_without_loss(make_stack_once):  # type: ignore[no-untyped-def]
+    stack = make_stack_once(crm="amocrm", sandbox_config=FAST, workers=2)
     _expire_stored_token(stack)
     crashed = subprocess.run(  # noqa: S603
         [sys.executable, "-c", CRASH_AFTER_TOKEN_RESPONSE, str(stack.seeded.tenant_id)],
