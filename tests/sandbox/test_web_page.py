@@ -5,8 +5,6 @@ from __future__ import annotations
 import email.utils
 import json
 import re
-import shutil
-import subprocess
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -25,7 +23,6 @@ from sandbox.bitrix24 import create_app as create_bitrix24_app
 from sandbox.hubspot import create_app as create_hubspot_app
 from sandbox.telegram import create_app as create_telegram_app
 from sandbox.web import CRMS, create_app
-from tests.support.servers import serve_wsgi
 
 STATIC = Path(__file__).resolve().parents[2] / "sandbox" / "web" / "static"
 ENDPOINT_RE = re.compile(
