@@ -31,7 +31,9 @@ With ``--json`` the last line on stdout is one JSON object::
      "bridge_stored": message rows in the bridge DB after all runs,
      "bridge_answered_2xx": 2xx the generator counted from the bridge (warm-up included;
                             <= bridge_stored: requests in flight at the end are not counted),
-     "fsync_ms_p50": one 4 KiB write+fsync on the work directory's disk}
+     "fsync_ms_p50": one 4 KiB write+fsync on the work directory's disk,
+     "parse_cpu_us": CPU of parsing one update (python-telegram-bot + mapping), one thread,
+     "ratio_ceiling": bare CPU / (bare CPU + parse CPU): the ratio with free storage}
 
     TARGET = {"rps": float, "p50_ms": float, "p99_ms": float, "mean_ms": float,
               "requests": int, "ok_2xx": int, "non_2xx": int, "socket_errors": int,
@@ -443,6 +445,49 @@ def _count_messages(database_url: str) -> int:
         engine.dispose()
 
 
+def _sample_update(i: int, users: int) -> bytes:
+    """The update the load generators send (same shape as WRK_SCRIPT's)."""
+    user = 7_000_000 + i % users
+    return json.dumps(
+        {
+            "update_id": i,
+            "message": {
+                "message_id": i,
+                "from": {"id": user, "is_bot": False, "first_name": "Load", "language_code": "en"},
+                "chat": {"id": user, "first_name": "Load", "type": "private"},
+                "date": int(time.time()),
+                "text": f"load test message {i}",
+            },
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def parse_cpu_us(n: int = 3000, users: int = 200) -> float:
+    """CPU microseconds, in one thread, of the parsing the design puts before
+    the commit (``parse_update``: python-telegram-bot's ``Update.de_json``
+    and the mapping to ``InboundMessage``) for one load-test update."""
+    import datetime as dt
+
+    from channel_adapters.telegram.inbound import parse_update
+
+    bodies = [_sample_update(i, users) for i in range(n)]
+    now = dt.datetime.now(dt.UTC)
+    for body in bodies[:200]:
+        parse_update(body, received_at=now, max_body=1 << 20)
+    t0 = time.process_time()
+    for body in bodies:
+        parse_update(body, received_at=now, max_body=1 << 20)
+    return (time.process_time() - t0) / n * 1e6
+
+
+def ceiling(bare_cpu_ms: float, parse_us: float) -> float:
+    """The most the bridge could reach of the bare endpoint's rate on
+    CPU-bound load if storing cost nothing: each request costs what the bare
+    one does plus the parse."""
+    return bare_cpu_ms / (bare_cpu_ms + parse_us / 1000.0)
+
+
 def _gunicorn_shape(args: list[str]) -> str:
     def opt(name: str, default: str) -> str:
         return args[args.index(name) + 1] if name in args else default
@@ -504,6 +549,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         bare.wait()
                 stack.close()
         best = {name: _median_round(items) for name, items in rounds.items()}
+        parse_us = parse_cpu_us(users=args.users)
         figures = {
             "bench": "ingest",
             "generator": generator,
@@ -524,6 +570,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "bridge_stored": bridge_stored,
             "bridge_answered_2xx": sum(x["ok_2xx"] + x["warmup_2xx"] for x in rounds["bridge"]),
             "fsync_ms_p50": rnd(fsync, 3),
+            "parse_cpu_us": rnd(parse_us, 1),
+            "ratio_ceiling": rnd(ceiling(best["bare"]["cpu_ms_per_request"], parse_us), 3),
         }
     finally:
         if not args.keep:
@@ -585,6 +633,12 @@ def render(f: dict[str, Any]) -> str:
         "counted in warm-up + runs (stored >= counted: requests in flight when the load "
         "stops are stored, not counted)"
         f"\nfsync of a 4 KiB write on this disk: p50 {f['fsync_ms_p50']} ms\n" + dominates(f)
+    )
+    out += (
+        f"\nceiling: parsing one update with python-telegram-bot, which the design does "
+        f"before the commit, costs {f['parse_cpu_us']} us of CPU alone; with storage free, "
+        f"the bridge could reach at most {f['ratio_ceiling']:.2f}x the bare endpoint "
+        f"({f['bare']['cpu_ms_per_request']} ms of CPU per bare request)"
     )
     return out
 
