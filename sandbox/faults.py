@@ -50,7 +50,7 @@ class FaultPlan:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
-        self._rng = random.Random(self.seed)
+        self._rng = random.Random(self.seed)  # noqa: S311 (fault injection, not crypto)
 
     # -- configuration ----------------------------------------------------
 
@@ -83,7 +83,7 @@ class FaultPlan:
             if "storm_seconds" in values:
                 self.storm_until = time.time() + float(values["storm_seconds"])
             if "seed" in values:
-                self._rng = random.Random(self.seed)
+                self._rng = random.Random(self.seed)  # noqa: S311 (fault injection, not crypto)
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:

@@ -27,13 +27,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl
 
 from bridge.errors import PayloadError, SignatureError
 from bridge.model import Attachment, CrmEvent, CrmEventKind, CrmRef, MessageKind, WebhookRequest
+from crm_adapters import phpform
+from crm_adapters.phpform import items
 
 from .fields import as_map
 from .leads import CLOSED_STATUSES
@@ -52,9 +52,6 @@ __all__ = [
 FORM = "application/x-www-form-urlencoded"
 DEFAULT_REPLY_MARKERS = ("@client", "@клиент")
 MAX_DEPTH = 8
-MAX_FIELDS = 10_000
-_KEY = re.compile(r"([^\[\]]+)((?:\[[^\[\]]*\])*)")
-_PART = re.compile(r"\[([^\[\]]*)\]")
 
 
 # --------------------------------------------------------------------------
@@ -63,90 +60,9 @@ _PART = re.compile(r"\[([^\[\]]*)\]")
 
 
 def decode_brackets(body: bytes) -> dict[str, Any]:
-    """``a[b][0][c]=x&a[b][]=y`` -> nested dicts (``[]`` appends to a list).
-
-    Strict: a malformed key, a key used both as a value and as a container,
-    invalid UTF-8, too deep or too many fields is a ``PayloadError``.
-    Numeric keys stay strings (``{"0": {...}}``, FACTS 1.12); use
-    :func:`items` to walk them in order.
-    """
-    try:
-        text = body.decode("utf-8")
-        pairs = parse_qsl(
-            text,
-            keep_blank_values=True,
-            strict_parsing=bool(text),
-            errors="strict",
-            max_num_fields=MAX_FIELDS,
-        )
-    except (UnicodeDecodeError, ValueError):
-        raise PayloadError("amoCRM webhook body is not a valid form") from None
-    root: dict[str, Any] = {}
-    for key, value in pairs:
-        match = _KEY.fullmatch(key)
-        if not match:
-            raise PayloadError("amoCRM webhook form has a malformed key")
-        path = [match.group(1), *_PART.findall(match.group(2))]
-        if len(path) > MAX_DEPTH:
-            raise PayloadError("amoCRM webhook form is nested too deeply")
-        _put(root, path, value)
-    return root
-
-
-def _put(root: dict[str, Any], path: list[str], value: str) -> None:
-    node: Any = root
-    for depth, part in enumerate(path):
-        last = depth == len(path) - 1
-        if isinstance(node, list):
-            if part != "":
-                raise PayloadError("amoCRM webhook form mixes list and keyed items")
-            if last:
-                node.append(value)
-                return
-            child: Any = [] if path[depth + 1] == "" else {}
-            node.append(child)
-            node = child
-            continue
-        if part == "":
-            raise PayloadError("amoCRM webhook form has an empty key")
-        if last:
-            if part in node:
-                raise PayloadError("amoCRM webhook form repeats a key")
-            node[part] = value
-            return
-        want_list = path[depth + 1] == ""
-        child = node.get(part)
-        if child is None:
-            child = [] if want_list else {}
-            node[part] = child
-        elif isinstance(child, str) or isinstance(child, list) != want_list:
-            raise PayloadError("amoCRM webhook form uses one key as a value and a container")
-        node = child
-
-
-def items(value: Any) -> list[Mapping[str, Any]]:
-    """The records under ``entity[action]``: a ``{"0": …, "1": …}`` dict in
-    numeric order, or a list; anything that is not a record is skipped."""
-    if isinstance(value, Mapping):
-        keys = sorted(value, key=_index_order)
-        records = [value[k] for k in keys]
-    elif isinstance(value, list):
-        records = value
-    else:
-        records = []
-    return [r for r in records if isinstance(r, Mapping)]
-
-
-def _index_order(key: Any) -> tuple[int, int | str]:
-    """Numeric keys first, by value; the rest (``"²"`` is a digit int()
-    refuses, so is a number of more than 4300 digits) after them, by text."""
-    text = str(key)
-    if text.isdigit():
-        try:
-            return 0, int(text)
-        except ValueError:
-            pass
-    return 1, text
+    """The form as nested dicts (``crm_adapters.phpform``; at most
+    8 levels)."""
+    return phpform.decode_brackets(body, what="amoCRM webhook", max_depth=MAX_DEPTH)
 
 
 def is_form(request: WebhookRequest) -> bool:

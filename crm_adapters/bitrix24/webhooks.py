@@ -38,13 +38,13 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl
 
 from bridge.errors import PayloadError, SignatureError
 from bridge.model import Attachment, CrmEvent, CrmEventKind, CrmRef, MessageKind, WebhookRequest
+from crm_adapters import phpform
+from crm_adapters.phpform import items
 
 from .batch import as_map
 from .openlines import bb_to_text
@@ -61,9 +61,6 @@ __all__ = [
 
 FORM = "application/x-www-form-urlencoded"
 MAX_DEPTH = 10
-MAX_FIELDS = 10_000
-_KEY = re.compile(r"([^\[\]]+)((?:\[[^\[\]]*\])*)")
-_PART = re.compile(r"\[([^\[\]]*)\]")
 
 #: event -> (entity kind, what happened)
 ENTITY_EVENTS: dict[str, tuple[str, str]] = {
@@ -79,60 +76,9 @@ ENTITY_EVENTS: dict[str, tuple[str, str]] = {
 
 
 def decode_brackets(body: bytes) -> dict[str, Any]:
-    """``a[b][0][c]=x&a[b][]=y`` -> nested dicts (``[]`` appends to a list).
-    Numeric keys stay strings (``{"0": …}``): :func:`items` walks them."""
-    try:
-        text = body.decode("utf-8")
-        pairs = parse_qsl(
-            text,
-            keep_blank_values=True,
-            strict_parsing=bool(text),
-            errors="strict",
-            max_num_fields=MAX_FIELDS,
-        )
-    except (UnicodeDecodeError, ValueError):
-        raise PayloadError("Bitrix24 event body is not a valid form") from None
-    root: dict[str, Any] = {}
-    for key, value in pairs:
-        match = _KEY.fullmatch(key)
-        if not match:
-            raise PayloadError("Bitrix24 event form has a malformed key")
-        path = [match.group(1), *_PART.findall(match.group(2))]
-        if len(path) > MAX_DEPTH:
-            raise PayloadError("Bitrix24 event form is nested too deeply")
-        _put(root, path, value)
-    return root
-
-
-def _put(root: dict[str, Any], path: list[str], value: str) -> None:
-    node: Any = root
-    for depth, part in enumerate(path):
-        last = depth == len(path) - 1
-        if isinstance(node, list):
-            if part != "":
-                raise PayloadError("Bitrix24 event form mixes list and keyed items")
-            if last:
-                node.append(value)
-                return
-            child: Any = [] if path[depth + 1] == "" else {}
-            node.append(child)
-            node = child
-            continue
-        if part == "":
-            raise PayloadError("Bitrix24 event form has an empty key")
-        if last:
-            if part in node:
-                raise PayloadError("Bitrix24 event form repeats a key")
-            node[part] = value
-            return
-        want_list = path[depth + 1] == ""
-        child = node.get(part)
-        if child is None:
-            child = [] if want_list else {}
-            node[part] = child
-        elif isinstance(child, str) or isinstance(child, list) != want_list:
-            raise PayloadError("Bitrix24 event form uses one key as a value and a container")
-        node = child
+    """The form as nested dicts (``crm_adapters.phpform``; at most
+    10 levels)."""
+    return phpform.decode_brackets(body, what="Bitrix24 event", max_depth=MAX_DEPTH)
 
 
 def decode_event(request: WebhookRequest) -> dict[str, Any]:
@@ -147,34 +93,6 @@ def decode_event(request: WebhookRequest) -> dict[str, Any]:
             raise PayloadError("Bitrix24 event body must be an object")
         return payload
     return decode_brackets(request.body)
-
-
-def items(value: Any) -> list[Mapping[str, Any]]:
-    """The records of a PHP array: ``{"0": …, "1": …}`` in numeric order, or
-    a list; anything that is not a record is skipped."""
-    if isinstance(value, Mapping):
-        keys = sorted(value, key=_index_order)
-        records = [value[k] for k in keys]
-    elif isinstance(value, list):
-        records = value
-    else:
-        records = []
-    return [r for r in records if isinstance(r, Mapping)]
-
-
-def _index_order(key: Any) -> tuple[int, int | str]:
-    """Numeric keys first, by value; the rest (``"²"`` is a digit int()
-    refuses, so is a number of more than 4300 digits) after them, by text."""
-    text = str(key)
-    if text.isdigit():
-        try:
-            return 0, int(text)
-        except ValueError:
-            pass
-    return 1, text
-
-
-# -- proof ------------------------------------------------------------------------
 
 
 def token_digest(token: str) -> str:

@@ -26,8 +26,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-import threading
-import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any, ClassVar
@@ -44,7 +42,6 @@ from bridge.model import (
     CrmEventKind,
     CrmRef,
     MessageKind,
-    Rate,
     TaskDraft,
     TimelineEntry,
     WebhookRequest,
@@ -60,7 +57,13 @@ from sandbox.amocrm import (
     DEMO_SUBDOMAIN,
     create_app,
 )
-from tests.contracts.crm_contract import CrmAdapterContract, Receiver, VendorEntry
+from tests.contracts.crm_contract import (
+    Credentials,
+    CrmAdapterContract,
+    LocalBucket,
+    Receiver,
+    VendorEntry,
+)
 from tests.support.servers import RunningServer, serve_wsgi
 
 REDIRECT_URI = "https://bridge.example/oauth/amocrm/callback"
@@ -74,55 +77,6 @@ DELIVERY_WORDS = {
     "Reply NOT delivered": "failed",
 }
 AMOJO_STATUSES = {1: "sent", 2: "read", -1: "failed"}
-
-
-class LocalBucket:
-    """``bridge.model.RateLimiter`` in one process (the deployment's is the
-    Redis bucket): every adapter call waits for a token, as in production,
-    against a sandbox that enforces 7 requests per second."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._blocked: dict[str, float] = {}
-
-    def acquire(self, key: str, rate: Rate, cost: float = 1.0) -> None:
-        while True:
-            with self._lock:
-                now = time.monotonic()
-                if self._blocked.get(key, 0.0) > now:
-                    wait = self._blocked[key] - now
-                else:
-                    tokens, stamp = self._buckets.get(key, (rate.capacity, now))
-                    tokens = min(rate.capacity, tokens + (now - stamp) * rate.per_second)
-                    if tokens >= cost:
-                        self._buckets[key] = (tokens - cost, now)
-                        return
-                    self._buckets[key] = (tokens, now)
-                    wait = (cost - tokens) / rate.per_second
-            time.sleep(wait)
-
-    def penalise(self, key: str, seconds: float) -> None:
-        with self._lock:
-            self._blocked[key] = time.monotonic() + seconds
-            self._buckets[key] = (0.0, time.monotonic() + seconds)
-
-
-class Credentials:
-    """The core's credential store, in memory (single process)."""
-
-    def __init__(self, creds: Mapping[str, Any]) -> None:
-        self.creds = dict(creds)
-        self.refresher: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
-
-    def get(self) -> Mapping[str, Any]:
-        return dict(self.creds)
-
-    def refresh(self, stale: Mapping[str, Any]) -> Mapping[str, Any]:
-        if self.creds == dict(stale):
-            assert self.refresher is not None
-            self.creds = dict(self.refresher(stale))
-        return dict(self.creds)
 
 
 class AmoVendor:

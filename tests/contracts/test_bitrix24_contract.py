@@ -25,8 +25,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-import threading
-import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any, ClassVar
@@ -47,7 +45,6 @@ from bridge.model import (
     DeliveryStatus,
     EntityDraft,
     MessageKind,
-    Rate,
     TaskDraft,
     TimelineEntry,
     WebhookRequest,
@@ -62,63 +59,19 @@ from sandbox.bitrix24 import (
     DEMO_WEBHOOK_USER,
     create_app,
 )
-from tests.contracts.crm_contract import CrmAdapterContract, Receiver, VendorEntry
+from tests.contracts.crm_contract import (
+    Credentials,
+    CrmAdapterContract,
+    LocalBucket,
+    Receiver,
+    VendorEntry,
+)
 from tests.support.servers import RunningServer, serve_wsgi
 
 LINK = ChannelLink(id="7", kind="telegram", name="@acme_support_bot", identifier="bot-4242")
 #: the bridge's comment marker, parsed independently of the adapter's code
 MARKER = re.compile(r"\[bridge:([0-9a-f]{12}):(-?\d*):(\d*)\]")
 T0 = dt.datetime(2025, 3, 1, 9, 0, tzinfo=dt.UTC)
-
-
-class LocalBucket:
-    """``bridge.model.RateLimiter`` in one process (production: Redis), against
-    a sandbox that enforces Bitrix24's leaky bucket (50 burst, 2/s)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._blocked: dict[str, float] = {}
-
-    def acquire(self, key: str, rate: Rate, cost: float = 1.0) -> None:
-        while True:
-            with self._lock:
-                now = time.monotonic()
-                if self._blocked.get(key, 0.0) > now:
-                    wait = self._blocked[key] - now
-                else:
-                    tokens, stamp = self._buckets.get(key, (rate.capacity, now))
-                    tokens = min(rate.capacity, tokens + (now - stamp) * rate.per_second)
-                    if tokens >= cost:
-                        self._buckets[key] = (tokens - cost, now)
-                        return
-                    self._buckets[key] = (tokens, now)
-                    wait = (cost - tokens) / rate.per_second
-            time.sleep(wait)
-
-    def penalise(self, key: str, seconds: float) -> None:
-        with self._lock:
-            self._blocked[key] = time.monotonic() + seconds
-            self._buckets[key] = (0.0, time.monotonic() + seconds)
-
-
-class Credentials:
-    """The core's credential store, in memory (single process)."""
-
-    def __init__(self, creds: Mapping[str, Any]) -> None:
-        self.creds = dict(creds)
-        self.refresher: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
-        self.refreshes = 0
-
-    def get(self) -> Mapping[str, Any]:
-        return dict(self.creds)
-
-    def refresh(self, stale: Mapping[str, Any]) -> Mapping[str, Any]:
-        if self.creds == dict(stale):
-            assert self.refresher is not None
-            self.creds = dict(self.refresher(stale))
-            self.refreshes += 1
-        return dict(self.creds)
 
 
 class B24Vendor:

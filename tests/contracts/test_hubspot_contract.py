@@ -30,28 +30,12 @@ from bridge.model import (
 from crm_adapters.hubspot import HubSpotAdapter
 from sandbox.hubspot import create_app
 from tests.contracts.crm_contract import CrmAdapterContract, Receiver, VendorEntry
+from tests.support.fakes import MemoryCredentials as Credentials
 from tests.support.servers import RunningServer, serve_wsgi
 
 PORTAL_ID = 62515
 REDIRECT_URI = "https://bridge.example/oauth/hubspot/callback"
 LINK = ChannelLink(id="7", kind="telegram", name="@acme_support_bot", identifier="bot-4242")
-
-
-class Credentials:
-    """The core's credential store, in memory (single process)."""
-
-    def __init__(self, creds: Mapping[str, Any]) -> None:
-        self.creds = dict(creds)
-        self.refresher: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
-
-    def get(self) -> Mapping[str, Any]:
-        return dict(self.creds)
-
-    def refresh(self, stale: Mapping[str, Any]) -> Mapping[str, Any]:
-        if self.creds == dict(stale):
-            assert self.refresher is not None
-            self.creds = dict(self.refresher(stale))
-        return dict(self.creds)
 
 
 class HubSpotVendor:

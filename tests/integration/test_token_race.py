@@ -125,7 +125,7 @@ def refresh_then_die(stale):
 
 adapter.credentials.refresher = refresh_then_die
 adapter.list_owners()
-"""
+"""  # noqa: S105 (a script, not a password)
 
 
 def test_a_crash_between_token_response_and_commit_parks_without_loss(make_stack_once):  # type: ignore[no-untyped-def]

@@ -379,7 +379,10 @@ def test_page_flow_against_the_amocrm_sandbox() -> None:
 
 # -- the Bitrix24 panel against the real sandbox ------------------------------------------
 
-SVG_ICON = "data:image/svg+xml;charset=US-ASCII,%3Csvg%20xmlns%3D%22http%3A%2F%2Fwww.w3.org%2F2000%2Fsvg%22%2F%3E"
+SVG_ICON = (
+    "data:image/svg+xml;charset=US-ASCII,"
+    "%3Csvg%20xmlns%3D%22http%3A%2F%2Fwww.w3.org%2F2000%2Fsvg%22%2F%3E"
+)
 B24 = "/sandbox/bitrix24"
 
 
@@ -557,7 +560,8 @@ def test_page_flow_against_the_bitrix24_sandbox() -> None:
     assert won.status_code == 200 and won.get_json()["semantic"] == "S"
     p = portal()
     [lead] = [x for x in p["leads"] if x["id"] == lead_id]
-    assert lead["fields"]["STATUS_ID"] == "CONVERTED" and lead["fields"]["STATUS_SEMANTIC_ID"] == "S"
+    assert lead["fields"]["STATUS_ID"] == "CONVERTED"
+    assert lead["fields"]["STATUS_SEMANTIC_ID"] == "S"
     [deal] = p["deals"]
     assert deal["fields"]["STAGE_ID"] == "C1:WON" and deal["fields"]["CLOSED"] == "Y"
     assert statuses[("DEAL_STAGE_1", "C1:WON")]["NAME"] == "Deal successful"

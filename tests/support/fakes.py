@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -254,3 +254,24 @@ def _raw(hook: Callable[..., Any], adapter: FakeCrm, arg: Any) -> Any:
         return hook(adapter, arg)
     finally:
         adapter._hook = saved  # type: ignore[method-assign]
+
+
+class MemoryCredentials:
+    """The core's credential store, in memory (one process): ``refresh`` runs
+    the adapter's refresher only if nobody refreshed since ``stale``
+    was read, like the real single-flight store; ``refreshes`` counts them."""
+
+    def __init__(self, creds: Mapping[str, Any]) -> None:
+        self.creds = dict(creds)
+        self.refresher: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+        self.refreshes = 0
+
+    def get(self) -> Mapping[str, Any]:
+        return dict(self.creds)
+
+    def refresh(self, stale: Mapping[str, Any]) -> Mapping[str, Any]:
+        if self.creds == dict(stale):
+            assert self.refresher is not None
+            self.creds = dict(self.refresher(stale))
+            self.refreshes += 1
+        return dict(self.creds)

@@ -76,6 +76,7 @@ from crm_adapters.bitrix24.entities import forget_statuses
 from crm_adapters.bitrix24.openlines import bb_to_text, person_name, plain_text
 from crm_adapters.bitrix24.timeline import marker_hash
 from crm_adapters.bitrix24.webhooks import decode_brackets, token_digest
+from tests.support.fakes import MemoryCredentials
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "sandbox" / "bitrix24" / "spec"
@@ -313,25 +314,6 @@ class Limiter:
         self.penalties.append((key, seconds))
 
 
-class Store:
-    """The core's credential store, in memory, single-flight like the real one."""
-
-    def __init__(self, creds: Mapping[str, Any]) -> None:
-        self.creds = dict(creds)
-        self.refresher: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
-        self.refreshes = 0
-
-    def get(self) -> Mapping[str, Any]:
-        return dict(self.creds)
-
-    def refresh(self, stale: Mapping[str, Any]) -> Mapping[str, Any]:
-        if self.creds == dict(stale):
-            assert self.refresher is not None
-            self.creds = dict(self.refresher(stale))
-            self.refreshes += 1
-        return dict(self.creds)
-
-
 @pytest.fixture
 def rsps() -> Iterator[responses.RequestsMock]:
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
@@ -360,7 +342,7 @@ def make(
     limiter: Limiter | None = None,
     webhook_url: str | None = "https://bridge.example/webhooks/crm/bitrix24/key-1",
 ) -> Bitrix24Adapter:
-    store = Store(creds)
+    store = MemoryCredentials(creds)
     account = CrmAccountInfo(
         tenant_id=7,
         kind="bitrix24",
