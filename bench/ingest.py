@@ -206,6 +206,8 @@ def _py_worker(
     import http.client
     import threading
 
+    from bench.traffic import telegram_update
+
     lock = threading.Lock()
     lat: list[float] = []
     codes = {"ok_2xx": 0, "non_2xx": 0, "socket_errors": 0}
@@ -219,18 +221,7 @@ def _py_worker(
             n += 1
             uid = first_id + slot * 100_000 + n
             user = 7_000_000 + uid % users
-            body = json.dumps(
-                {
-                    "update_id": uid,
-                    "message": {
-                        "message_id": n,
-                        "from": {"id": user, "is_bot": False, "first_name": "Load"},
-                        "chat": {"id": user, "first_name": "Load", "type": "private"},
-                        "date": int(time.time()),
-                        "text": f"load test message {uid}",
-                    },
-                }
-            )
+            body = json.dumps(telegram_update(user, n, update_id=uid, first_name="Load"))
             t0 = time.perf_counter()
             try:
                 conn.request(
@@ -445,33 +436,21 @@ def _count_messages(database_url: str) -> int:
         engine.dispose()
 
 
-def _sample_update(i: int, users: int) -> bytes:
-    """The update the load generators send (same shape as WRK_SCRIPT's)."""
-    user = 7_000_000 + i % users
-    return json.dumps(
-        {
-            "update_id": i,
-            "message": {
-                "message_id": i,
-                "from": {"id": user, "is_bot": False, "first_name": "Load", "language_code": "en"},
-                "chat": {"id": user, "first_name": "Load", "type": "private"},
-                "date": int(time.time()),
-                "text": f"load test message {i}",
-            },
-        },
-        separators=(",", ":"),
-    ).encode()
-
-
 def parse_cpu_us(n: int = 3000, users: int = 200) -> float:
     """CPU microseconds, in one thread, of the parsing the design puts before
     the commit (``parse_update``: python-telegram-bot's ``Update.de_json``
     and the mapping to ``InboundMessage``) for one load-test update."""
     import datetime as dt
 
+    from bench.traffic import telegram_update
     from channel_adapters.telegram.inbound import parse_update
 
-    bodies = [_sample_update(i, users) for i in range(n)]
+    bodies = [
+        json.dumps(
+            telegram_update(7_000_000 + i % users, i, update_id=i, first_name="Load")
+        ).encode()
+        for i in range(n)
+    ]
     now = dt.datetime.now(dt.UTC)
     for body in bodies[:200]:
         parse_update(body, received_at=now, max_body=1 << 20)

@@ -95,6 +95,9 @@ def decode_event(request: WebhookRequest) -> dict[str, Any]:
     return decode_brackets(request.body)
 
 
+# -- proof ------------------------------------------------------------------------
+
+
 def token_digest(token: str) -> str:
     """What the tenant settings may keep instead of the token itself."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
