@@ -22,11 +22,15 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 # Debian packages the tests use: redis-server (a Redis with AOF that a test
-# starts and kills itself). Installed only when missing.
+# starts and kills itself) and chromium (the browser tests drive it with
+# Playwright; Playwright never downloads a browser here). Installed only when
+# missing.
+APT_PACKAGES := redis-server:redis-server chromium:chromium
 apt-deps:
-	@command -v redis-server >/dev/null 2>&1 || { \
-	  echo "installing redis-server (apt)"; \
-	  (apt-get update -qq && apt-get install -y -qq redis-server) >/dev/null; }
+	@missing=""; for pair in $(APT_PACKAGES); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then echo "installing$$missing (apt)"; \
+	  (apt-get update -qq && apt-get install -y -qq $$missing fonts-dejavu-core) >/dev/null; fi
 
 run: install
 	$(VENV)/bin/bridge run

@@ -179,6 +179,7 @@ def setup_crm(rt, tenant_id: int) -> dict[str, Any]:  # type: ignore[no-untyped-
             **(tenant.settings or {}),
             "inbox": any(rule.inbox for rule in mapping.channels.values()),
             "language": mapping.language,
+            "timezone": mapping.timezone,
         }
         adapter = rt.crm_adapter(tenant)
     created = dict(adapter.setup(links, mapping.custom_properties()))

@@ -239,6 +239,7 @@ class InboundSync:
                 f"mapping {snap.tenant.mapping} has no rule for channel {snap.account.kind}"
             )
         self._language = mapping.language
+        self._timezone = mapping.timezone
         return rule
 
     def _crm(self, tenant: Tenant):  # type: ignore[no-untyped-def]
@@ -777,6 +778,8 @@ class InboundSync:
         profile = profile_from_payload(message.payload)
         options = dict(rule.options())
         options["language"] = getattr(self, "_language", "en")
+        # the tenant's time zone (IANA name) for times written as text
+        options["timezone"] = getattr(self, "_timezone", "UTC")
         options["channel_title"] = channel_class(snap.account.kind).title
         # lets a CRM skip per-conversation setup (amoCRM: create + link the chat)
         options["first_in_conversation"] = not snap.has_synced

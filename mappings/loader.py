@@ -83,6 +83,7 @@ def parse_mapping(text: str, *, file: str = "<mapping>") -> MappingConfig:
         language=config.language,
         name=config.name,
         source=file,
+        timezone=config.timezone,
     )
 
 

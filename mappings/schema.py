@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from marshmallow import (
     RAISE,
@@ -98,6 +99,10 @@ class ChannelRule:
         return {"timeline": self.timeline, "inbox": self.inbox}
 
 
+#: the time zone the bridge writes times in when the mapping names none
+DEFAULT_TIMEZONES = {"ru": "Europe/Moscow", "en": "UTC"}
+
+
 @dataclass(frozen=True)
 class MappingConfig:
     crm: str
@@ -105,6 +110,8 @@ class MappingConfig:
     language: str = "en"
     name: str | None = None
     source: str = ""
+    #: IANA time zone for the times the bridge writes into the CRM
+    timezone: str = "UTC"
 
     def rule(self, channel_kind: str) -> ChannelRule | None:
         return self.channels.get(channel_kind)
@@ -272,6 +279,15 @@ class ChannelRuleSchema(Schema):
         )
 
 
+def _valid_timezone(value: str) -> None:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(
+            f"unknown time zone {value!r}; use an IANA name such as Europe/Moscow or UTC"
+        ) from None
+
+
 class MappingSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -284,6 +300,7 @@ class MappingSchema(Schema):
     language = fields.String(
         load_default="en", validate=validate.OneOf(("en", "ru"), error="must be en or ru")
     )
+    timezone = fields.String(validate=_valid_timezone)
     channels = fields.Dict(
         keys=fields.String(
             validate=validate.Regexp(
@@ -303,4 +320,5 @@ class MappingSchema(Schema):
             channels=dict(data["channels"]),
             language=data["language"],
             name=data.get("name"),
+            timezone=data.get("timezone") or DEFAULT_TIMEZONES[data["language"]],
         )
