@@ -1,7 +1,7 @@
 """Control API (JSON; scripts, tests, the demo). Never faulted, never rate
 limited, no auth. ``portal`` defaults to the first configured portal.
 
-* ``GET  /_state[?portal=]`` -- see :mod:`.state` (CRM, timeline, tasks, users,
+* ``GET  /_state[?portal=]`` -- see :mod:`.state` (CRM, timeline, tasks with status, users,
   directories, event bindings + deliveries, connectors, lines, Open Lines chats
   with messages and receipts, OAuth token-endpoint counts, bucket, operating).
 * ``POST /_reset`` -- back to the seeded state (config, clock, faults kept).
@@ -92,7 +92,19 @@ def state() -> Response:
     name = request.args.get("portal")
     domain = _portal(name).domain if name else None
     with sb.store.lock:
-        return json_response(dump_state(sb, domain))
+        body = dump_state(sb, domain)
+        _add_task_status(list(sb.store.portals.values()), body)
+        return json_response(body)
+
+
+def _add_task_status(portals: list[Portal], body: dict[str, Any]) -> None:
+    """Give each dumped task its ``status`` (tasks-task-list.md: ``"5"`` is completed), so
+    that the demo page lists only the open ones. Caller holds the lock."""
+    by_domain = {p.domain: p for p in portals}
+    for dumped in body["portals"]:
+        tasks = by_domain[dumped["domain"]].tasks
+        for task in dumped["tasks"]:
+            task["status"] = tasks[task["id"]]["task"]["status"]
 
 
 @bp.route("/_timeline", methods=["GET"])

@@ -2,7 +2,8 @@
 never rate limited, no auth.
 
 * ``GET  /_state[?portal_id=]`` -- dump of the CRM, associations, channels,
-  threads and messages, owners, custom properties, webhook deliveries.
+  threads and messages, owners, pipelines (with stage labels), custom
+  properties, webhook deliveries.
 * ``POST /_reply`` -- ``{"contact_id", "text", "portal_id"?, "sender_name"?,
   "actor_id"?, "in_reply_to_id"?}``: a rep replies in the contact's most recent
   custom-channel thread; fires the signed outgoing-message webhook.
@@ -74,6 +75,9 @@ def _portal_state(store: Store, portal: Portal) -> dict[str, Any]:
                                         for c, t in sorted(kinds)]})
     out["associations"] = assoc
     out["owners"] = [dict(o) for o in portal.owners]
+    # the demo page shows stage labels, not ids (GET /crm/v3/pipelines/{deals|tickets})
+    out["pipelines"] = {t: [dict(p, stages=[dict(s) for s in p["stages"]]) for p in pipes]
+                        for t, pipes in portal.pipelines.items()}
     created = iso(store.started)
     out["custom_properties"] = {
         t: [property_json(p, created) for p in props.values() if not p.hubspot_defined]

@@ -6,9 +6,11 @@ import email.utils
 import json
 import re
 import time
+import urllib.parse
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 from flask import Flask
@@ -41,7 +43,8 @@ CRM_ENDPOINTS = {
 # and the contact/timeline/reply ids; each CRM has its own record lists.
 SHARED_IDS = {"customer-name", "customer-id", "customer-new", "transcript", "customer-form",
               "customer-text", "customer-status", "contacts", "timeline", "timeline-contact",
-              "reply-form", "reply-text", "reply-status", "crm-status"}
+              "reply-form", "reply-text", "reply-status", "crm-status", "record-card",
+              "offline-banner"}
 PANEL_IDS = {"hubspot": {"deals", "tickets"}, "amocrm": {"leads", "lead-status"},
              "bitrix24": {"leads", "deals", "lead-status", "openlines-chat"}}
 CRM_ONLY_EN = "Replies go through Open Lines; this contact has none (CRM-only mode)"
@@ -156,7 +159,7 @@ def test_bitrix24_page_renders_the_operator_panel() -> None:
     for label in ("Customer in Telegram", "Клиент в Telegram",
                   "Operator in Bitrix24", "Оператор в Битрикс24", "Contacts", "Контакты",
                   "Leads", "Лиды", "Deals", "Сделки", "Reply in Open Lines",
-                  "Ответить в Открытых линиях", "files it in Bitrix24", "в Битрикс24 справа"):
+                  "Ответ в Открытых линиях", "files it in Bitrix24", "в Битрикс24 справа"):
         assert label in html
     assert "HubSpot" not in html and "amoCRM" not in html and "Tickets" not in html
     body = _parse(html)
@@ -171,6 +174,39 @@ def test_bitrix24_page_renders_the_operator_panel() -> None:
                    '"Won", "Успешна"', '"Lost", "Провалена"', 'LEAD_CONVERTED = "CONVERTED"',
                    'LEAD_JUNK = "JUNK"', CRM_ONLY_EN, CRM_ONLY_RU):
         assert needle in js
+
+
+def test_page_has_an_inline_favicon_and_a_hidden_offline_banner() -> None:
+    html = _page()
+    # the icon is a data URI: the browser asks the server for no /favicon.ico (a 404)
+    [icon] = re.findall(r'<link rel="icon" href="([^"]+)">', html)
+    assert icon.startswith("data:image/svg+xml,")
+    svg = ElementTree.fromstring(urllib.parse.unquote(icon.split(",", 1)[1]))  # noqa: S314 (our page)
+    assert svg.tag == "{http://www.w3.org/2000/svg}svg" and len(svg) > 0
+    # the banner the page shows while the bridge is down: hidden at first, in both languages
+    banner = re.search(r'<div id="offline-banner"[^>]*>(.*?)</div>', html, re.S)
+    assert banner and " hidden>" in banner.group(0).split("\n", 1)[0]
+    assert "The bridge is not responding" in banner.group(1)
+    assert "Мост не отвечает" in banner.group(1)
+
+
+def test_hubspot_state_has_stage_labels_and_owner_names() -> None:
+    """What the HubSpot panel shows instead of ids: stage labels, owner names."""
+    client = _demo_server()
+    portal = client.get("/sandbox/hubspot/_state").get_json()["portals"][0]
+    deal_stages = {s["id"]: s["label"] for p in portal["pipelines"]["deals"] for s in p["stages"]}
+    assert deal_stages["appointmentscheduled"] == "Appointment Scheduled"
+    assert deal_stages["closedwon"] == "Closed Won"
+    [deals] = portal["pipelines"]["deals"]
+    assert deals["id"] == "default" and deals["label"] == "Sales Pipeline"
+    closed = {s["id"] for s in deals["stages"] if s["metadata"]["isClosed"] == "true"}
+    assert closed == {"closedwon", "closedlost"}
+    ticket_stages = {s["id"]: s["label"] for p in portal["pipelines"]["tickets"]
+                     for s in p["stages"]}
+    assert ticket_stages["1"] == "New"
+    names = {o["id"]: f"{o['firstName']} {o['lastName']}" for o in portal["owners"]}
+    assert "Alice Agent" in names.values()
+    assert portal["tasks"] == []  # tasks are dumped (the panel lists the open ones)
 
 
 def test_assets_are_served() -> None:
@@ -506,6 +542,14 @@ def test_page_flow_against_the_bitrix24_sandbox() -> None:
     assert _b24_closing_stages(p, "0") == ("WON", "LOSE")  # not APOLOGY
     [todo] = deal["timeline"]["activities"]
     assert todo["title"] == "Call back" and todo["created"] and todo["completed"] is False
+    # a task bound to the contact (task_kind: task): the panel lists it unless completed ("5")
+    _b24_hook(client, "tasks.task.add", {"fields": {
+        "TITLE": "Send the price list", "RESPONSIBLE_ID": 2, "DEADLINE": "2030-01-02T10:00:00",
+        "UF_CRM_TASK": [f"C_{contact_id}"]}})
+    [task] = portal()["tasks"]
+    assert (task["title"], task["responsibleId"], task["status"]) == (
+        "Send the price list", "2", "2")
+    assert task["UF_CRM_TASK"] == [f"C_{contact_id}"] and task["deadline"][:4] == "2030"
     # the Open Lines chat: the contact's by its Telegram id (the connector's user.id)
     [chat] = p["chats"]
     assert chat["external_user_id"] == im["VALUE"] and chat["group"] is False
