@@ -19,6 +19,14 @@ them):
   written (the job will try it again).
 * Every HTTP call goes through ``self.http`` with ``self.limit(...)`` so all
   workers of an account share one rate-limit bucket.
+
+What a mapping file may ask of the CRM is declared, not coded in the core:
+``entity_types``, ``timeline_kinds``, ``has_inbox``, ``inbox_created_types``,
+``entity_keys`` and ``entity_placement`` are class-level data that
+``bridge.checks`` (start-up and ``bridge check-config``) reads to flag an
+option this CRM does not have, a key it ignores, an id it cannot take, or a
+key whose absence lands entities somewhere the admin may not expect. Each
+declaration must match what the hooks actually do with the option.
 """
 
 from __future__ import annotations
@@ -61,6 +69,31 @@ class CrmAdapter(ABC):
     entity_types: ClassVar[tuple[str, ...]]
     #: media types the CRM posts its webhooks as (anything else: 415)
     content_types: ClassVar[tuple[str, ...]] = ("application/json",)
+
+    # -- what a mapping may ask of this CRM (read by bridge.checks) ---------
+
+    #: the ``timeline:`` kinds ``append_entries`` writes (``none`` is always
+    #: allowed), each with the channel kinds it is limited to (empty: every
+    #: channel). Any other kind is flagged: the hooks would write something
+    #: else, or nothing.
+    timeline_kinds: ClassVar[Mapping[str, tuple[str, ...]]] = {"note": ()}
+    #: True when ``inbox: true`` has somewhere to go: a chat or inbox in the
+    #: CRM where its users read and answer the conversation
+    has_inbox: ClassVar[bool] = False
+    #: object types the CRM's own inbox creates, with the person, from the
+    #: first message; the bridge opens nothing for them (no contact, entity
+    #: or task), so they need ``inbox: true``
+    inbox_created_types: ClassVar[tuple[str, ...]] = ()
+    #: object type -> the placement keys (``pipeline``, ``stage``) that
+    #: ``create_entity`` reads for it -> the value it takes: ``"text"`` (any
+    #: id) or ``"number"`` (a numeric id; anything else fails when the entity
+    #: is opened). A placement key the type does not list is ignored by the
+    #: CRM; a type not listed here is not checked.
+    entity_keys: ClassVar[Mapping[str, Mapping[str, str]]] = {}
+    #: object type -> keys the mapping should set for it -> what happens
+    #: without it (check-config prints this sentence, so say where the entity
+    #: lands or what fails)
+    entity_placement: ClassVar[Mapping[str, Mapping[str, str]]] = {}
 
     def __init__(
         self,

@@ -9,10 +9,12 @@ Errors name the file, the key and the fix::
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from marshmallow import (
     RAISE,
@@ -31,6 +33,8 @@ __all__ = [
     "MappingSchema",
     "OwnerRule",
     "TaskRule",
+    "PLACEMENT_KEYS",
+    "SLUG",
     "PLACEHOLDER_RE",
     "KNOWN_PLACEHOLDERS",
 ]
@@ -54,6 +58,11 @@ KNOWN_PLACEHOLDERS = frozenset(
     }
 )
 OWNER_STRATEGIES = ("fixed", "round_robin", "sticky")
+#: the keys of a channel rule that say where a new entity lands in the CRM;
+#: what each CRM reads of them it declares itself (``CrmAdapter.entity_keys``)
+PLACEMENT_KEYS = ("pipeline", "stage")
+#: a CRM or channel slug (the registries' keys)
+SLUG = re.compile(r"^[a-z0-9_]+$")
 
 
 @dataclass(frozen=True)
@@ -166,17 +175,21 @@ class OwnerSchema(Schema):
         validate=validate.OneOf(("fixed", "round_robin"), error="must be fixed or round_robin"),
     )
 
-    @validates_schema
-    def _strategy_needs(self, data: dict[str, Any], **_: Any) -> None:
+    # skip_on_field_errors=False: these checks run on the keys that did load,
+    # so one run reports every problem (a key given but invalid has its own
+    # error and is not reported again as missing)
+    @validates_schema(skip_on_field_errors=False, pass_original=True)
+    def _strategy_needs(self, data: dict[str, Any], original: Any, **_: Any) -> None:
         strategy = data.get("strategy")
-        if strategy == "fixed" and not data.get("owner_id"):
+        missing = _missing(data, original)
+        if strategy == "fixed" and missing("owner_id"):
             raise ValidationError("fixed needs owner_id: the CRM owner id", "owner_id")
-        if strategy == "round_robin" and not data.get("pool"):
+        if strategy == "round_robin" and missing("pool"):
             raise ValidationError("round_robin needs pool: a list of CRM owner ids", "pool")
         if strategy == "sticky":
-            if data.get("fallback") == "fixed" and not data.get("owner_id"):
+            if data.get("fallback") == "fixed" and missing("owner_id"):
                 raise ValidationError("sticky with fallback fixed needs owner_id", "owner_id")
-            if data.get("fallback", "round_robin") == "round_robin" and not data.get("pool"):
+            if data.get("fallback") == "round_robin" and missing("pool"):
                 raise ValidationError(
                     "sticky falls back to round_robin: add pool (owner ids) or fallback: fixed",
                     "pool",
@@ -255,12 +268,12 @@ class ChannelRuleSchema(Schema):
     fields_ = fields.Nested(FieldsSchema, data_key="fields", load_default=None)
     name = Template(load_default="{channel.title}: {contact.name}")
 
-    @validates_schema
+    @validates_schema(skip_on_field_errors=False)
     def _something_lands(self, data: dict[str, Any], **_: Any) -> None:
-        if data.get("timeline") == "none" and not data.get("inbox"):
+        # an inbox that failed to load is absent from data: its own error says why
+        if data.get("timeline") == "none" and data.get("inbox") is False:
             raise ValidationError(
-                "messages would land nowhere: set timeline to note/communication or inbox: true",
-                "timeline",
+                "messages would land nowhere: set timeline: note or inbox: true", "timeline"
             )
 
     @post_load
@@ -279,13 +292,41 @@ class ChannelRuleSchema(Schema):
         )
 
 
+def _missing(data: Mapping[str, Any], original: Any) -> Callable[[str], bool]:
+    """``missing(key)``: the key is empty or left out. A key that was given
+    but failed to load is not missing: its own error already says why."""
+
+    def missing(key: str) -> bool:
+        if isinstance(original, Mapping) and key in original and key not in data:
+            return False
+        return not data.get(key)
+
+    return missing
+
+
 def _valid_timezone(value: str) -> None:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
+        guess = _closest_timezone(value)
+        hint = f"did you mean {guess}? Otherwise use" if guess else "use"
         raise ValidationError(
-            f"unknown time zone {value!r}; use an IANA name such as Europe/Moscow or UTC"
+            f"unknown time zone: {hint} an IANA name such as Europe/Moscow or UTC (got {value!r})"
         ) from None
+
+
+def _closest_timezone(value: str) -> str | None:
+    """The IANA name an admin probably meant: the same name in another case
+    (``europe/moscow``), a city without its region (``Moscow``), or a close
+    spelling (``Europe/Moscw``)."""
+    names = sorted(available_timezones())
+    folded = value.strip().casefold()
+    for same in (lambda name: name, lambda name: name.rsplit("/", 1)[-1]):
+        for name in names:
+            if same(name).casefold() == folded:
+                return name
+    close = difflib.get_close_matches(value, names, n=1, cutoff=0.8)
+    return close[0] if close else None
 
 
 class MappingSchema(Schema):
@@ -294,7 +335,7 @@ class MappingSchema(Schema):
 
     crm = fields.String(
         required=True,
-        validate=validate.Regexp(r"^[a-z0-9_]+$", error="must be a CRM slug such as hubspot"),
+        validate=validate.Regexp(SLUG, error="must be a CRM slug such as hubspot"),
     )
     name = fields.String()
     language = fields.String(
@@ -304,7 +345,7 @@ class MappingSchema(Schema):
     channels = fields.Dict(
         keys=fields.String(
             validate=validate.Regexp(
-                r"^[a-z0-9_]+$",
+                SLUG,
                 error="channel names are lower-case slugs such as telegram (got {input!r})",
             )
         ),

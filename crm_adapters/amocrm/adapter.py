@@ -84,6 +84,18 @@ class AmoCrmAdapter(ContactsMixin, LeadsMixin, NotesMixin, InboxMixin, CrmAdapte
     #: never more than 7 requests in any second (FACTS 1.4): 1 + 6/s
     rate: ClassVar[Rate] = Rate(capacity=1, per_second=6)
     entity_types: ClassVar[tuple[str, ...]] = ("lead", "unsorted")
+    #: notes only (FACTS 1.9): timeline.wants_note writes nothing for any other kind
+    timeline_kinds: ClassVar[Mapping[str, tuple[str, ...]]] = {"note": ()}
+    #: amoCRM's chat window through the Chats API (FACTS 1.13)
+    has_inbox: ClassVar[bool] = True
+    #: the chat's first message creates the Unsorted lead and its contact
+    #: (FACTS 1.13); append_entries refuses an entry with nowhere to go
+    inbox_created_types: ClassVar[tuple[str, ...]] = ("unsorted",)
+    #: ``pipeline_id`` / ``status_id`` are integers (FACTS 1.7, fields.to_int);
+    #: without them amoCRM opens the lead at the main pipeline's first stage
+    entity_keys: ClassVar[Mapping[str, Mapping[str, str]]] = {
+        "lead": {"pipeline": "number", "stage": "number"},
+    }
     content_types: ClassVar[tuple[str, ...]] = (
         "application/x-www-form-urlencoded",
         "application/json",

@@ -126,6 +126,18 @@ class Bitrix24Adapter(ContactsMixin, EntitiesMixin, TimelineMixin, CrmAdapter):
 
     rate: ClassVar[Rate] = BASIC_RATE
     entity_types: ClassVar[tuple[str, ...]] = ("lead", "deal")
+    #: timeline comments (crm.timeline.comment.add, FACTS 2.7): any kind but
+    #: ``none`` is written as a comment by timeline.wants_note
+    timeline_kinds: ClassVar[Mapping[str, tuple[str, ...]]] = {"note": ()}
+    #: Open Lines through the app's connector (FACTS 2.8)
+    has_inbox: ClassVar[bool] = True
+    #: a lead has a ``STATUS_ID`` and no pipeline; a deal a numeric
+    #: ``CATEGORY_ID`` (timeline.to_int) and a ``STAGE_ID`` (FACTS 2.7); left
+    #: out, Bitrix24 uses the first status / the general pipeline
+    entity_keys: ClassVar[Mapping[str, Mapping[str, str]]] = {
+        "lead": {"stage": "text"},
+        "deal": {"pipeline": "number", "stage": "text"},
+    }
     content_types: ClassVar[tuple[str, ...]] = (
         "application/x-www-form-urlencoded",
         "application/json",

@@ -86,6 +86,34 @@ class HubSpotAdapter(ContactsMixin, EntitiesMixin, CrmAdapter):
     title: ClassVar[str] = "HubSpot"
     rate: ClassVar[Rate] = Rate(capacity=BURST, per_second=9.5)
     entity_types: ClassVar[tuple[str, ...]] = ("deal", "ticket")
+    #: communications exist only for the channel types HubSpot has
+    #: (``hs_communication_channel_type``, FACTS 3.3: the keys of
+    #: timeline.COMMUNICATION_CHANNEL_TYPES); other channels get notes
+    timeline_kinds: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "note": (),
+        "communication": ("whatsapp", "sms", "linkedin"),
+    }
+    #: the Conversations custom channel's inbox (FACTS 3.7)
+    has_inbox: ClassVar[bool] = True
+    entity_keys: ClassVar[Mapping[str, Mapping[str, str]]] = {
+        "deal": {"pipeline": "text", "stage": "text"},
+        "ticket": {"pipeline": "text", "stage": "text"},
+    }
+    #: what entities.create_entity does without them: DEFAULT_PIPELINE, then
+    #: the pipeline's first open stage (deals need ``pipeline`` + ``dealstage``,
+    #: tickets ``hs_pipeline`` + ``hs_pipeline_stage``, FACTS 3.3)
+    entity_placement: ClassVar[Mapping[str, Mapping[str, str]]] = {
+        "deal": {
+            "pipeline": "without it deals go to the pipeline with id 'default' (from HubSpot's "
+            "guides, unconfirmed by its API specs), and a stage of another pipeline is rejected",
+            "stage": "without it each new deal opens at the first open stage of its pipeline",
+        },
+        "ticket": {
+            "pipeline": "without it tickets go to the pipeline with id '0' (from HubSpot's "
+            "guides, unconfirmed by its API specs), and a stage of another pipeline is rejected",
+            "stage": "without it each new ticket opens at the first open stage of its pipeline",
+        },
+    }
 
     def __init__(
         self,

@@ -15,6 +15,7 @@ from bridge.errors import ConfigError
 from bridge.registry import crm_kinds
 from bridge.templates import render, render_all
 from mappings import MappingError, MappingStore, load_mapping, parse_mapping
+from mappings.loader import SHOWN_CHARS, read_mapping
 from mappings.schema import KNOWN_PLACEHOLDERS, ChannelRule, OwnerRule, TaskRule
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,14 +133,14 @@ RULES = [
         "must be note, communication or none",
     ),
     (channel("{timeline: none}"), "channels.telegram.timeline", "messages would land nowhere"),
-    (channel("{inbox: maybe}"), "channels.telegram.inbox", "boolean"),
+    (channel("{inbox: maybe}"), "channels.telegram.inbox", "must be true or false (got 'maybe')"),
     (
         channel("{name: '{contact.age}'}"),
         "channels.telegram.name",
         "unknown placeholder {contact.age}",
     ),
     (channel("{name: '{contact.name'}"), "channels.telegram.name", "unbalanced or malformed"),
-    (channel("{name: 5}"), "channels.telegram.name", "string"),
+    (channel("{name: 5}"), "channels.telegram.name", 'must be text: put it in quotes, e.g. "5"'),
     # owner
     (
         channel("{owner: {strategy: random}}"),
@@ -161,7 +162,11 @@ RULES = [
         "channels.telegram.owner.pool",
         "round_robin needs pool",
     ),
-    (channel("{owner: {strategy: round_robin, pool: 5}}"), "channels.telegram.owner.pool", "list"),
+    (
+        channel("{owner: {strategy: round_robin, pool: 5}}"),
+        "channels.telegram.owner.pool",
+        'must be a list such as ["1", "2"] (got 5)',
+    ),
     (
         channel("{owner: {strategy: sticky}}"),
         "channels.telegram.owner.pool",
@@ -196,12 +201,12 @@ RULES = [
     (
         channel("{task: {due_in_minutes: -5}}"),
         "channels.telegram.task.due_in_minutes",
-        "greater than or equal to 0",
+        "must be a whole number from 0 to 43200 (got -5)",
     ),
     (
         channel("{task: {due_in_minutes: 43201}}"),
         "channels.telegram.task.due_in_minutes",
-        "less than or equal to 43200",
+        "must be a whole number from 0 to 43200 (got 43201)",
     ),
     (channel("{task: {priority: high}}"), "channels.telegram.task.priority", "unknown key"),
     # fields
@@ -228,6 +233,168 @@ def test_each_rule_names_the_key_and_the_fix(text: str, key: str, fragment: str)
     ((got_key, message),) = found
     assert got_key == key
     assert fragment in message
+
+
+# -- marshmallow's messages, as sentences with the value and the fix -------------------------------
+
+RULE_KEYS = "object, pipeline, stage, reuse, owner, timeline, inbox, task, fields, name"
+TRANSLATED = [
+    (
+        channel("{inbox: 'yes please'}"),
+        "channels.telegram.inbox",
+        "must be true or false (got 'yes please')",
+    ),
+    (
+        "crm: 5\nchannels: {telegram: {}}\n",
+        "crm",
+        'must be text: put it in quotes, e.g. "5" (got 5)',
+    ),
+    (
+        channel("{name: yes}"),
+        "channels.telegram.name",
+        "must be text: YAML reads yes/no/true/false as a boolean, so put it in quotes (got True)",
+    ),
+    (
+        channel("{name: [a]}"),
+        "channels.telegram.name",
+        "must be a single text value, not a list (got ['a'])",
+    ),
+    (channel("{reuse: 3}"), "channels.telegram.reuse", "must be one of open, conversation (got 3)"),
+    (
+        channel("{task: {due_in_minutes: 1h}}"),
+        "channels.telegram.task.due_in_minutes",
+        "must be a whole number (got '1h')",
+    ),
+    (
+        channel("{owner: bob}"),
+        "channels.telegram.owner",
+        "must be a mapping (indented key: value lines) with keys such as strategy, owner_id, "
+        "pool, fallback (got 'bob')",
+    ),
+    (
+        channel("{fields: {entity: [1]}}"),
+        "channels.telegram.fields.entity",
+        "must be a mapping (indented key: value lines) (got [1])",
+    ),
+    (
+        channel("{stage: null}"),
+        "channels.telegram.stage",
+        "is empty: give it a value or delete the line",
+    ),
+    (
+        "crm: hubspot\nchannels:\n  telegram:\n",
+        "channels.telegram",
+        "is empty: add its keys, or write {} for the defaults",
+    ),
+    (channel("{stge: x}"), "channels.telegram.stge", "unknown key: did you mean stage?"),
+    (
+        channel("{Timeline: note}"),
+        "channels.telegram.Timeline",
+        "unknown key: did you mean timeline?",
+    ),
+    (
+        channel("{colour: red}"),
+        "channels.telegram.colour",
+        f"unknown key: remove it or check its spelling (keys here: {RULE_KEYS})",
+    ),
+    (
+        channel("{owner: {strategy: round_robin, pool: ['1', 2]}}"),
+        "channels.telegram.owner.pool[1]",
+        'must be text: put it in quotes, e.g. "2" (got 2)',
+    ),
+    (
+        channel("{fields: {contact: {7: x}}}"),
+        "channels.telegram.fields.contact.7",
+        'must be text: put it in quotes, e.g. "7" (got 7)',
+    ),
+    (
+        "crm: hubspot\ntimezone: Mars/Base\nchannels: {telegram: {}}\n",
+        "timezone",
+        "unknown time zone: use an IANA name such as Europe/Moscow or UTC (got 'Mars/Base')",
+    ),
+    (
+        "crm: hubspot\ntimezone: new_york\nchannels: {telegram: {}}\n",
+        "timezone",
+        "unknown time zone: did you mean America/New_York? Otherwise use an IANA name such as "
+        "Europe/Moscow or UTC (got 'new_york')",
+    ),
+    (
+        "crm: hubspot\ntimezone: 3\nchannels: {telegram: {}}\n",
+        "timezone",
+        'must be text: put it in quotes, e.g. "3" (got 3)',
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "text,key,message", TRANSLATED, ids=[f"{i}-{r[1]}" for i, r in enumerate(TRANSLATED)]
+)
+def test_marshmallow_messages_become_sentences_with_the_value_and_the_fix(
+    text: str, key: str, message: str
+) -> None:
+    assert problems(text) == [(key, message)]
+
+
+def test_the_value_shown_is_cut_short() -> None:
+    ((_, message),) = problems(channel(f"{{inbox: '{'y' * 500}'}}"))
+    shown = message.split("(got ", 1)[1][:-1]
+    assert len(shown) == SHOWN_CHARS and shown.startswith("'yyy") and shown.endswith("...")
+
+
+def test_a_misspelt_required_key_is_one_problem() -> None:
+    assert problems("crm: hubspot\nchanels: {telegram: {}}\n") == [
+        ("chanels", "unknown key: did you mean channels?")
+    ]
+
+
+def test_checks_across_keys_still_run_when_another_key_fails() -> None:
+    found = problems(channel("{timeline: none, task: {when: always}}"))
+    assert sorted(found) == [
+        ("channels.telegram.task.when", "must be never or new_entity (got 'always')"),
+        (
+            "channels.telegram.timeline",
+            "messages would land nowhere: set timeline: note or inbox: true (got 'none')",
+        ),
+    ]
+
+
+def test_a_key_given_but_invalid_is_not_also_called_missing() -> None:
+    assert problems(channel("{owner: {strategy: fixed, owner_id: 7}}")) == [
+        ("channels.telegram.owner.owner_id", 'must be text: put it in quotes, e.g. "7" (got 7)')
+    ]
+    assert problems(channel("{timeline: none, inbox: maybe}")) == [
+        ("channels.telegram.inbox", "must be true or false (got 'maybe')")
+    ]
+
+
+def test_a_key_written_twice_is_an_error_not_a_silent_override() -> None:
+    text = "crm: hubspot\nchannels:\n  telegram:\n    inbox: true\n    inbox: false\n"
+    assert problems(text) == [
+        ("line 5, column 5", "not valid YAML: the key 'inbox' appears twice in one block")
+    ]
+
+
+@pytest.mark.parametrize(
+    "head,zone",
+    [
+        ("language: ru", "Europe/Moscow"),
+        ("language: en", "UTC"),
+        ("", "UTC"),
+        ("language: ru\ntimezone: Asia/Yekaterinburg", "Asia/Yekaterinburg"),
+    ],
+)
+def test_the_time_zone_defaults_by_language(head: str, zone: str) -> None:
+    assert parse_mapping(f"{head}\n{MINIMAL}").timezone == zone
+
+
+def test_read_mapping_keeps_the_yaml_of_an_invalid_file_for_the_crm_checks() -> None:
+    result = read_mapping(channel("{object: lead, inbox: maybe}"), file="a.yaml")
+    assert result.config is None
+    assert result.data == {
+        "crm": "hubspot",
+        "channels": {"telegram": {"object": "lead", "inbox": "maybe"}},
+    }
+    assert result.problems == [("channels.telegram.inbox", "must be true or false (got 'maybe')")]
 
 
 def test_an_unknown_placeholder_error_lists_what_may_be_used() -> None:
