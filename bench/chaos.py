@@ -66,7 +66,6 @@ import argparse
 import hashlib
 import json
 import random
-import re
 import shutil
 import sys
 import tempfile
@@ -85,6 +84,8 @@ from bench import traffic
 from bench.report import emit_json, percentile, postgres_schema, rnd, table
 from bench.stack import RedisServer, Stack
 from bench.traffic import Delivery, message_text, telegram_update
+from crm_adapters.amocrm.timeline import parse_marker as amo_marker
+from crm_adapters.bitrix24.timeline import parse_marker as b24_marker
 
 __all__ = ["CRMS", "PROFILES", "Crm", "Profile", "main", "run_profile"]
 
@@ -191,12 +192,17 @@ class SetupFailed(RuntimeError):
 
 # -- CRMs ------------------------------------------------------------------------------
 
-_MARKER = re.compile(r"\[bridge:([0-9a-f]{12})")
-
 
 def marker_hash(uid: str) -> str:
     """The 12-hex marker amoCRM and Bitrix24 entries carry (``crm_adapters``)."""
     return hashlib.sha256(uid.encode()).hexdigest()[:12]
+
+
+def _marker_of(text: str) -> str | None:
+    """The marker hash of an amoCRM note (hidden or visible), read with the
+    adapter's own parser."""
+    found = amo_marker(text)
+    return found[0] if found else None
 
 
 Streams = dict[str, list[str]]
@@ -250,9 +256,9 @@ def _amocrm_streams(state: dict[str, Any]) -> Streams:
     account = state["accounts"][0] if "accounts" in state else state
     out: Streams = defaultdict(list)
     for note in sorted(account.get("notes", []), key=lambda n: int(n["id"])):
-        found = _MARKER.search((note.get("params") or {}).get("text") or "")
+        found = _marker_of((note.get("params") or {}).get("text") or "")
         if found and note.get("note_type") == "common":
-            out[f"notes:{note.get('entity_id')}"].append(found.group(1))
+            out[f"notes:{note.get('entity_id')}"].append(found)
     for chat in account.get("chats", []):
         out[f"chat:{chat.get('id')}"] = [
             m["ref_id"]
@@ -287,9 +293,9 @@ def _bitrix24_streams(state: dict[str, Any]) -> Streams:
         for entity in portal.get(kind, []):
             comments = (entity.get("timeline") or {}).get("comments") or []
             for comment in sorted(comments, key=lambda c: int(c.get("ID") or 0)):
-                found = _MARKER.search(str(comment.get("COMMENT") or ""))
+                found = b24_marker(str(comment.get("COMMENT") or ""))
                 if found:
-                    out[f"{kind}:{entity.get('id')}"].append(found.group(1))
+                    out[f"{kind}:{entity.get('id')}"].append(found)
     for chat in portal.get("chats", []):
         out[f"chat:{chat.get('id')}"] = [
             str(m["external_id"])

@@ -22,6 +22,10 @@ from typing import Any
 
 import requests
 
+from crm_adapters.amocrm.freetext import strip_markers
+from crm_adapters.amocrm.timeline import parse_marker as amo_marker
+from crm_adapters.bitrix24.timeline import read_marker as b24_marker
+
 __all__ = [
     "Delivery",
     "Report",
@@ -207,7 +211,6 @@ class Report:
 def _note_text(body: str) -> str:
     """The customer's words inside the bridge's note body (the last <p>)."""
     import html
-    import re
 
     paragraphs = re.findall(r"<p>(.*?)</p>", body, flags=re.S)
     return html.unescape(paragraphs[-1] if paragraphs else body)
@@ -270,9 +273,6 @@ def check_hubspot(
     return report
 
 
-_MARKER = re.compile(r"\[bridge:([0-9a-f]+):(\d+):(\d+)\]")
-
-
 def _amocrm_account(state: dict[str, Any]) -> dict[str, Any]:
     return state["accounts"][0] if "accounts" in state else state
 
@@ -283,8 +283,9 @@ def check_amocrm(
     """Compare the sandbox amoCRM with what the customers sent.
 
     Notes carry the message's own time and sequence in the bridge's marker
-    (``[bridge:<id>:<seq>:<ms>]``, the only place a note can keep them);
-    chat messages carry the message's timestamp. Both are read in that order.
+    (hidden in the header, read with the adapter's own parser: the only place
+    a note can keep them); chat messages carry the message's timestamp. Both
+    are read in that order.
     """
     account = _amocrm_account(state)
     report = Report()
@@ -309,14 +310,14 @@ def check_amocrm(
     if notes:
         for note in account.get("notes", []):
             text = (note.get("params") or {}).get("text") or ""
-            found = _MARKER.search(text)
+            found = amo_marker(text)
             if note.get("note_type") != "common" or not found:
                 continue
             report.entries += 1
-            markers[found.group(1)] += 1
-            body = text.split("\n")[1] if text.count("\n") >= 2 else text
+            digest, seq, at = found
+            markers[digest] += 1
             user = user_of_lead.get(note.get("entity_id"), 0)
-            got[user].append((int(found.group(3)), int(found.group(2)), body))
+            got[user].append((_ms(at), seq or 0, _message_line(text)))
         report.duplicated = [m for m, n in markers.items() if n > 1]
         _compare(report, expected, got)
     if chat:
@@ -357,7 +358,15 @@ def _compare(
     ]
 
 
-_B24_MARKER = re.compile(r"\[bridge:([0-9a-f]{12}):(-?\d*):(\d*)\]")
+def _ms(at: Any) -> int:
+    return round(at.timestamp() * 1000) if at is not None else 0
+
+
+def _message_line(text: str) -> str:
+    """The customer's words in a note / comment: the line after the header
+    (markers taken off, whether hidden or the visible form)."""
+    lines = strip_markers(text).split("\n")
+    return lines[1] if len(lines) >= 2 else lines[0]
 
 
 def _bitrix24_portal(state: dict[str, Any]) -> dict[str, Any]:
@@ -374,8 +383,9 @@ def check_bitrix24(
     """Compare the sandbox Bitrix24 with what the customers sent.
 
     Timeline comments carry the message's own sequence and time in the
-    bridge's marker (``[bridge:<hash>:<seq>:<ms>]``, the last line); the
-    customer's words are the line before it. Open Lines messages are read
+    bridge's marker (hidden in the header, read with the adapter's own
+    parser); the customer's words are the line after the header. Open Lines
+    messages are read
     by their own time (``date``, the customer's send time), then the chat's
     order: a message that arrived late is appended to the chat but dated
     before its successors.
@@ -405,14 +415,13 @@ def check_bitrix24(
             user = next((telegram_id(contacts[c]) for c in contact_ids if c in contacts), 0)
             for comment in (entity.get("timeline") or {}).get("comments") or []:
                 text = str(comment.get("COMMENT") or "")
-                found = _B24_MARKER.search(text)
+                found = b24_marker(text)
                 if not found:
                     continue
                 report.entries += 1
-                markers[found.group(1)] += 1
-                lines = text.split("\n")
-                body = lines[-2] if len(lines) >= 3 else text
-                got[user].append((int(found.group(3) or 0), int(found.group(2) or 0), body))
+                digest, seq, at = found
+                markers[digest] += 1
+                got[user].append((_ms(at), seq or 0, _message_line(text)))
         report.duplicated = [m for m, n in markers.items() if n > 1]
         _compare(report, expected, got)
     if chat:

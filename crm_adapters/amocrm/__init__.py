@@ -17,6 +17,7 @@ Modules
 ``contacts``  find (identity > phone > e-mail), create, add what is new
 ``leads``     ``/leads/complex``, find by conversation uid, open or closed
 ``timeline``  notes (batched, with the bridge marker) and tasks
+``freetext``  the hidden bridge marker and local times in free text
 ``inbox``     chat messages through the Chats API (chat create + contact link)
 ``chats``     amojo request signing, the channel calls, the hook signature
 ``webhooks``  PHP bracket-notation decoder, account webhooks, the chat hook
@@ -63,6 +64,11 @@ set by the admin / the core:
                      ``@клиент`` is always accepted)
 ``rate_per_second``  request budget (default 7, FACTS 1.4)
 ``language``         ``en`` | ``ru``: delivery-status notes
+``timezone``         IANA zone of the times in notes (the core sets it from
+                     the mapping; default UTC)
+``marker_style``     ``hidden`` (default) | ``visible``: how notes and tasks
+                     carry the bridge marker (``visible`` where amoCRM is
+                     seen dropping zero-width characters)
 
 Credentials
 -----------
@@ -85,9 +91,10 @@ the channel's signed outgoing-message hook brings the reply back.
     the marker stay internal. The marker can be changed per tenant
     (setting `reply_marker`).
 
-The bridge's own notes end with a ``[bridge:…]`` marker: it finds an entry
-again after an ambiguous write (notes have no custom fields) and keeps its
-own notes from ever being taken for replies.
+The bridge's own notes carry a marker hidden in zero-width characters at the
+end of their header (``freetext``): it finds an entry again after an
+ambiguous write (notes have no custom fields) and keeps its own notes from
+ever being taken for replies.
 """
 
 from .adapter import AmoCrmAdapter

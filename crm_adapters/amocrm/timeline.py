@@ -1,16 +1,23 @@
 """Notes and tasks: what a message looks like on a lead's timeline, and how
 it is found again (FACTS 1.9, 1.10).
 
-**The bridge marker.** amoCRM notes and tasks have no custom fields, so the
-only way to find an entry again after an ambiguous write (a timeout after
-amoCRM committed) is a marker in its text: ``[bridge:<12 hex>:<sequence>:<ms>]``
-on the last line, where ``<12 hex>`` is the start of sha-256 of the
-bridge's message id (48 bits: unique within any lead), ``<sequence>`` the
-message's provider sequence and ``<ms>`` its own time in epoch milliseconds
-(amoCRM notes take no creation time, FACTS 1.9, so the message's time is
-also shown in the header line). A retry lists the lead's notes and skips
-every entry whose marker is already there. The same marker tells the webhook
-parser that a note is the bridge's own (never a rep's reply).
+A note reads (``language: ru``, ``timezone: Europe/Moscow``)::
+
+    Ann через Telegram · 01.03.2025 12:15 MSK
+    Is the blue one in stock? (изменено)
+    [photo: a.jpg]
+
+The header's time is the message's own time in the tenant's zone
+(``options["timezone"]``, else ``settings["timezone"]``, else UTC; amoCRM
+notes take no creation time, FACTS 1.9). At the end of the header sits the
+**bridge marker**, hidden in zero-width characters (see ``freetext``): notes
+have no custom fields, so a retry lists the lead's notes and skips every
+entry whose marker is already there, and the same marker tells the webhook
+parser that a note is the bridge's own (never a rep's reply). Notes written
+by earlier versions (a visible ``[bridge:…]`` last line) are still found.
+Whether amoCRM keeps zero-width characters is UNCONFIRMED: a retry that
+finds its own note stripped of the marker warns and falls back to the
+visible tag (``freetext``; tenant setting ``marker_style: visible``).
 
 Notes are plain text. Attachments appear as labels (``[photo: a.jpg]``),
 never as URLs: a channel's file URL can carry its bot token.
@@ -19,8 +26,7 @@ never as URLs: a channel's file URL can carry its bot token.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import re
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -29,9 +35,18 @@ from bridge.model import Attachment, CrmAccountInfo, CrmRef, MessageKind, TaskDr
 
 from .client import AmoApi, embedded
 from .fields import as_map, channel_label, to_int
+from .freetext import (
+    Marker,
+    attach_marker,
+    find_markers,
+    local_time,
+    marker,
+    marker_hash,
+    strip_hidden,
+    tenant_zone,
+)
 
 __all__ = [
-    "MARKER_RE",
     "NotesMixin",
     "marker",
     "marker_hash",
@@ -40,7 +55,7 @@ __all__ = [
     "render_note",
 ]
 
-MARKER_RE = re.compile(r"\[bridge:([0-9a-f]{12})(?::(-?\d*):(\d*))?\]")
+log = logging.getLogger(__name__)
 #: items per notes POST (no documented maximum; 50 is the folklore, FACTS 1.4)
 NOTES_CHUNK = 50
 #: a retry looks through at most this many pages of a lead's notes
@@ -81,33 +96,11 @@ def words(language: object) -> dict[str, str]:
     return WORDS.get(str(language or "en"), WORDS["en"])
 
 
-def marker_hash(bridge_id: str) -> str:
-    return hashlib.sha256(bridge_id.encode()).hexdigest()[:12]
-
-
-def marker(bridge_id: str, sequence: int | None = None, at: dt.datetime | None = None) -> str:
-    if sequence is None and at is None:
-        return f"[bridge:{marker_hash(bridge_id)}]"
-    seq = "" if sequence is None else str(sequence)
-    ms = "" if at is None else str(int(_utc(at).timestamp() * 1000))
-    return f"[bridge:{marker_hash(bridge_id)}:{seq}:{ms}]"
-
-
-def parse_marker(text: object) -> tuple[str, int | None, dt.datetime | None] | None:
-    """(hash, sequence, time) of the bridge marker in ``text``, if any."""
-    match = MARKER_RE.search(text if isinstance(text, str) else "")
-    if not match:
-        return None
-    try:  # a rep may type anything: a year out of range, more than 4300 digits
-        seq = int(match.group(2)) if match.group(2) not in (None, "") else None
-    except ValueError:
-        seq = None
-    ms = match.group(3)
-    try:
-        at = dt.datetime.fromtimestamp(int(ms) / 1000, dt.UTC) if ms else None
-    except (ValueError, OverflowError, OSError):
-        at = None
-    return match.group(1), seq, at
+def parse_marker(text: object) -> Marker | None:
+    """(hash, sequence, time) of the first bridge marker in ``text`` (hidden
+    or the visible form of earlier versions), if any."""
+    found = find_markers(text)
+    return found[0] if found else None
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
@@ -131,21 +124,33 @@ def message_text(entry: TimelineEntry) -> str:
     return text or f"[{entry.kind.value.replace('_', ' ')}]"
 
 
-def render_note(entry: TimelineEntry) -> str:
-    """``Ann via Telegram · 2025-03-01 09:15:30 UTC`` / message / marker."""
-    w = words(entry.options.get("language"))
+def render_note(
+    entry: TimelineEntry,
+    settings: Mapping[str, Any] | None = None,
+    *,
+    visible_marker: bool = False,
+) -> str:
+    """``Ann via Telegram · 2025-03-01 09:15 UTC`` + marker / the message."""
+    settings = settings or {}
+    language = entry.options.get("language") or settings.get("language")
+    w = words(language)
     who = entry.sender_name or w["customer" if entry.direction == "in" else "agent"]
     channel = str(entry.options.get("channel_title") or channel_label(entry.channel_kind))
-    when = _utc(entry.occurred_at).strftime("%Y-%m-%d %H:%M:%S UTC")
-    head = f"{who} {w['via']} {channel} · {when}"
-    return "\n".join(
-        [head, message_text(entry), marker(entry.bridge_id, entry.sequence, entry.occurred_at)]
-    )
+    zone = tenant_zone(entry.options.get("timezone"), settings.get("timezone"))
+    head = f"{who} {w['via']} {channel} · {local_time(entry.occurred_at, zone, language)}"
+    tag = marker(entry.bridge_id, entry.sequence, entry.occurred_at, visible=visible_marker)
+    return attach_marker(f"{head}\n{message_text(entry)}", tag)
 
 
-def note_item(entry: TimelineEntry, entity_id: int) -> dict[str, Any]:
+def note_item(
+    entry: TimelineEntry,
+    entity_id: int,
+    settings: Mapping[str, Any] | None = None,
+    *,
+    visible_marker: bool = False,
+) -> dict[str, Any]:
     """One item of ``POST /api/v4/{leads|contacts}/notes``."""
-    text = render_note(entry)
+    text = render_note(entry, settings, visible_marker=visible_marker)
     item: dict[str, Any] = {"entity_id": entity_id, "request_id": entry.bridge_id}
     if entry.kind in SERVICE_KINDS:
         service = str(entry.options.get("channel_title") or channel_label(entry.channel_kind))
@@ -182,11 +187,39 @@ class NotesMixin:
 
     account: CrmAccountInfo
     api: AmoApi
+    #: set once a look-up found one of our notes without its hidden marker
+    _markers_stripped: bool = False
 
-    def _find_notes(self, path: str, entity_id: int, hashes: set[str]) -> dict[str, str]:
-        """marker hash -> note id, for the ``hashes`` found on the entity
-        (newest first, stopping once all are found)."""
+    def _visible_marker(self) -> bool:
+        """Write the visible tag instead of the hidden marker: the tenant
+        asked for it, or amoCRM was seen dropping zero-width characters."""
+        style = str(self.account.settings.get("marker_style") or "hidden").lower()
+        return style == "visible" or self._markers_stripped
+
+    def _note_stripped(self, what: str) -> None:
+        """One of our entries came back without its hidden marker: warn once
+        (the fix is a tenant setting) and write the visible tag from now on."""
+        if not self._markers_stripped:
+            log.warning(
+                "amoCRM removed the bridge's hidden marker from a %s (tenant %s): the "
+                "entry is written again with a visible marker; set the tenant setting "
+                "marker_style: visible to keep retries exactly-once",
+                what,
+                self.account.tenant_id,
+            )
+        self._markers_stripped = True
+
+    def _find_notes(
+        self, path: str, entity_id: int, wanted: Mapping[str, TimelineEntry]
+    ) -> dict[str, str]:
+        """marker hash -> note id, for the ``wanted`` entries (by marker hash)
+        found on the entity (newest first, stopping once all are found). A
+        note that is one of them but lost its marker is reported, not found."""
         found: dict[str, str] = {}
+        bare = {
+            _comparable(render_note(entry, self.account.settings)): key
+            for key, entry in wanted.items()
+        }
         for page in range(1, NOTES_LOOKUP_PAGES + 1):
             body = self.api.json(
                 "GET",
@@ -195,11 +228,13 @@ class NotesMixin:
             )
             notes = embedded(body, "notes")
             for note in notes:
-                params = as_map(note.get("params"))
-                parsed = parse_marker(params.get("text") or note.get("text"))
-                if parsed and parsed[0] in hashes:
+                text = as_map(note.get("params")).get("text") or note.get("text")
+                parsed = parse_marker(text)
+                if parsed and parsed[0] in wanted:
                     found.setdefault(parsed[0], str(note["id"]))
-            if len(found) == len(hashes) or len(notes) < 250:
+                elif parsed is None and isinstance(text, str) and _comparable(text) in bare:
+                    self._note_stripped("note")
+            if len(found) == len(wanted) or len(notes) < 250:
                 break
         return found
 
@@ -213,13 +248,13 @@ class NotesMixin:
             if target is not None:
                 groups.setdefault(target[0], []).append((entry, target[1]))
         for path, items in groups.items():
-            lookups: dict[int, set[str]] = {}
+            lookups: dict[int, dict[str, TimelineEntry]] = {}
             for entry, entity_id in items:
                 if entry.maybe_written:
-                    lookups.setdefault(entity_id, set()).add(marker_hash(entry.bridge_id))
+                    lookups.setdefault(entity_id, {})[marker_hash(entry.bridge_id)] = entry
             found: dict[str, str] = {}
-            for entity_id, hashes in lookups.items():
-                found.update(self._find_notes(path, entity_id, hashes))
+            for entity_id, wanted in lookups.items():
+                found.update(self._find_notes(path, entity_id, wanted))
             todo = []
             for entry, entity_id in items:
                 note_id = found.get(marker_hash(entry.bridge_id))
@@ -227,23 +262,22 @@ class NotesMixin:
                     done[entry.bridge_id] = CrmRef("note", note_id)
                 else:
                     todo.append((entry, entity_id))
+            settings, visible = self.account.settings, self._visible_marker()
             for chunk in chunks(todo, NOTES_CHUNK):
-                body = self.api.json(
-                    "POST", f"/api/v4/{path}/notes", json=[note_item(e, i) for e, i in chunk]
-                )
+                items_ = [note_item(e, i, settings, visible_marker=visible) for e, i in chunk]
+                body = self.api.json("POST", f"/api/v4/{path}/notes", json=items_)
                 done.update(_written(embedded(body, "notes"), [e.bridge_id for e, _ in chunk]))
 
     # -- tasks ------------------------------------------------------------
 
     def create_task(self, draft: TaskDraft) -> CrmRef:
-        """``POST /api/v4/tasks``: text (subject, body, marker), due time,
-        owner, the lead (or the contact), type 1 ("call", FACTS 1.10). When
-        ``maybe_written``, the entity's tasks are searched for the marker
-        first."""
+        """``POST /api/v4/tasks``: text (subject with the marker, body), due
+        time, owner, the lead (or the contact), type 1 ("call", FACTS 1.10).
+        When ``maybe_written``, the entity's tasks are searched for the
+        marker first."""
         entity = draft.entity if draft.entity is not None else draft.contact
         entity_type = "leads" if entity.kind == "lead" else "contacts"
         entity_id = to_int(entity.id, f"{entity.kind} id")
-        tag = marker(draft.bridge_id)
         if draft.maybe_written:
             body = self.api.json(
                 "GET",
@@ -258,7 +292,8 @@ class NotesMixin:
                 parsed = parse_marker(task.get("text"))
                 if parsed and parsed[0] == marker_hash(draft.bridge_id):
                     return CrmRef("task", str(task["id"]))
-        text = "\n".join(p for p in (draft.subject, draft.body, tag) if p)
+        tag = marker(draft.bridge_id, visible=self._visible_marker())
+        text = attach_marker("\n".join(p for p in (draft.subject, draft.body) if p), tag)
         item: dict[str, Any] = {
             "text": text,
             "complete_till": int(_utc(draft.due_at).timestamp()),
@@ -282,7 +317,9 @@ class NotesMixin:
         text = f"{w[status]} ({w['note']} {note_id})"
         if status == "failed" and error:
             text += f": {error[:300]}"
-        text += "\n" + marker(f"delivery:{note_id}:{status}")
+        # the marker: this note is never taken for a rep's reply
+        tag = marker(f"delivery:{note_id}:{status}", visible=self._visible_marker())
+        text = attach_marker(text, tag)
         self.api.json(
             "POST",
             "/api/v4/leads/notes",
@@ -294,6 +331,11 @@ class NotesMixin:
                 }
             ],
         )
+
+
+def _comparable(text: str) -> str:
+    """A note's text as a CRM that drops zero-width characters keeps it."""
+    return strip_hidden(text).strip()
 
 
 def _written(notes: Sequence[Mapping[str, Any]], bridge_ids: Sequence[str]) -> dict[str, CrmRef]:

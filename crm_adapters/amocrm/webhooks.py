@@ -18,8 +18,9 @@ webhook, JSON a chat hook (which must be signed).
 adding a note whose text starts with the reply marker (``@client`` by
 default, ``settings["reply_marker"]``; ``@клиент`` always works). The
 ``note_lead`` webhook turns it into a REPLY; the marker is cut off the text
-the customer receives. The bridge's own notes carry its ``[bridge:…]``
-marker and are never replies.
+the customer receives. The bridge's own notes carry its marker (hidden, or
+the visible ``[bridge:…]`` of earlier versions; ``freetext``) and are never
+replies.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from crm_adapters import phpform
 from crm_adapters.phpform import items
 
 from .fields import as_map
+from .freetext import has_marker
 from .leads import CLOSED_STATUSES
-from .timeline import MARKER_RE
 
 __all__ = [
     "DEFAULT_REPLY_MARKERS",
@@ -188,7 +189,7 @@ def _note_reply(
     text = note.get("text")
     if not isinstance(text, str) or not text:
         text = params.get("text") if isinstance(params.get("text"), str) else ""
-    if not text or MARKER_RE.search(text):
+    if not text or has_marker(text):
         return None  # empty, or the bridge's own note
     reply = strip_reply_marker(text, markers)
     if reply is None:

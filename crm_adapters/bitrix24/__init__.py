@@ -23,6 +23,7 @@ Modules
 ``entities``   leads/deals: create, find by conversation uid, open/closed
 ``timeline``   comments with the bridge marker, one batch per drain, to-dos
                and tasks
+``freetext``   the hidden bridge marker and local times in free text
 ``openlines``  the connector's messages, BB-code -> text, names
 ``webhooks``   strict PHP-bracket form decoding, the token check, events
 ``setup``      events, Open Lines connector, user fields
@@ -110,6 +111,11 @@ set by the admin / the core:
                     plain ``Name: `` prefix; default: taken off (it becomes
                     the reply's ``author_name``)
 ``connector_prefix``  connector ids' prefix (default ``crm_bridge``)
+``timezone``        IANA zone of the times in comments (the core sets it from
+                    the mapping; default UTC)
+``marker_style``    ``hidden`` (default) | ``visible``: how comments, to-dos
+                    and tasks carry the bridge marker (``visible`` where
+                    Bitrix24 is seen dropping zero-width characters)
 
 Replying from Bitrix24
 ----------------------

@@ -54,12 +54,12 @@ from .batch import Command, Ref, as_map
 from .client import B24Api
 from .contacts import ContactsMixin
 from .entities import EntitiesMixin
+from .freetext import attach_marker
 from .openlines import connector_id, message_item, our_connectors, wants_inbox
 from .setup import run_setup
 from .timeline import (
     OWNER_TYPES,
     TimelineMixin,
-    comment_fields,
     marker,
     to_int,
     wants_note,
@@ -309,7 +309,7 @@ class Bitrix24Adapter(ContactsMixin, EntitiesMixin, TimelineMixin, CrmAdapter):
                 "ownerId": Ref("entity"),
                 "deadline": task.due_at.astimezone(dt.UTC).replace(microsecond=0).isoformat(),
                 "title": task.subject[:255],
-                "description": "\n".join(p for p in (task.body, marker(task.bridge_id)) if p),
+                "description": self._tagged(task.body, task.bridge_id),
             }
             if task.owner_id:
                 params["responsibleId"] = to_int(task.owner_id, "owner id")
@@ -335,7 +335,7 @@ class Bitrix24Adapter(ContactsMixin, EntitiesMixin, TimelineMixin, CrmAdapter):
                 Command(
                     f"c{n}",
                     "crm.timeline.comment.add",
-                    comment_fields(entry, (kind, Ref("entity")), self._language(entry)),
+                    self._comment(entry, (kind, Ref("entity"))),
                 )
             )
         answer = self.api.batch(commands, halt=True)
@@ -547,14 +547,17 @@ class Bitrix24Adapter(ContactsMixin, EntitiesMixin, TimelineMixin, CrmAdapter):
                     else "Reply NOT delivered to the customer"
                 )
                 reason = f": {report.error[:300]}" if report.error else ""
+                tag = marker(
+                    f"delivery:{report.crm_message_id}:failed", visible=self._visible_marker()
+                )
+                comment = f"{text} (message {report.crm_message_id}){reason}"
                 self.api.call(
                     "crm.timeline.comment.add",
                     {
                         "fields": {
                             "ENTITY_ID": to_int(rows[0].get("ID"), f"{kind} id"),
                             "ENTITY_TYPE": kind,
-                            "COMMENT": f"{text} (message {report.crm_message_id}){reason}\n"
-                            + marker(f"delivery:{report.crm_message_id}:failed"),
+                            "COMMENT": attach_marker(comment, tag),
                         }
                     },
                 )

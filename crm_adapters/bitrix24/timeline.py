@@ -2,20 +2,24 @@
 
 **Comments** (``crm.timeline.comment.add``, lowercase ``fields``:
 ``ENTITY_TYPE`` ``lead``/``deal``/``contact``, ``ENTITY_ID``, ``COMMENT``).
-A comment reads::
+A comment reads (``language: ru``, ``timezone: Europe/Moscow``)::
 
-    Ann Contract via Telegram · 2025-03-01 09:15:30 UTC
-    Is the blue one in stock? (edited)
+    Ann Contract через Telegram · 01.03.2025 12:15 MSK
+    Is the blue one in stock? (изменено)
     [photo: a.jpg]
-    [bridge:1f2e3d4c5b6a:12:1740820530250]
 
-The last line is the bridge marker: ``[bridge:<12 hex of sha-256 of the
-bridge's message id>:<sequence>:<epoch ms>]``. Comments have no custom
-fields, so a retry (``maybe_written``) lists the entity's comments
+The header's time is the message's own time (a comment takes no creation
+time) in the tenant's zone (``options["timezone"]``, else
+``settings["timezone"]``, else UTC). At the end of the header sits the
+**bridge marker**, hidden in zero-width characters (``freetext``): the
+message id's hash, sequence and time. Comments have no custom fields, so a
+retry (``maybe_written``) lists the entity's comments
 (``crm.timeline.comment.list`` filtered by entity, newest first, several
-pages in one batch) and skips the entries whose marker is there. The
-message's own time and sequence live in the marker (a comment takes no
-creation time) and its time is also in the header.
+pages in one batch) and skips the entries whose marker is there. Comments
+of earlier versions (a visible ``[bridge:…]`` last line) are still found.
+Whether Bitrix24 keeps zero-width characters is UNCONFIRMED: a retry that
+finds its own comment stripped of the marker warns and falls back to the
+visible tag (``freetext``; tenant setting ``marker_style: visible``).
 
 **One batch per drain.** All entries of a drain go out as one ``batch``
 (``halt=1``, ≤ 50 commands, split above): the Open Lines
@@ -26,8 +30,9 @@ fall as messages queue up (N messages: ``ceil(N/48)`` requests with Open
 Lines, ``ceil(N/50)`` without).
 
 **To-dos** (``crm.activity.todo.add``: ``ownerTypeId`` 1 lead, 2 deal,
-3 contact; ``deadline`` ISO; ``title``; ``description`` ending with the
-marker; ``responsibleId``) or, with the tenant setting ``task_kind: task``,
+3 contact; ``deadline`` ISO; ``title``; ``description`` starting with the
+marker (it holds the customer's words; earlier versions ended it with the
+marker); ``responsibleId``) or, with the tenant setting ``task_kind: task``,
 **tasks** (``tasks.task.add`` with ``UF_CRM_TASK: ["L_<id>"|"D_<id>",
 "C_<contact>"]``). A retry looks the marker up first (``crm.activity.list``
 / ``tasks.task.list`` on the same entity).
@@ -36,9 +41,7 @@ marker; ``responsibleId``) or, with the tenant setting ``task_kind: task``,
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -47,6 +50,16 @@ from bridge.model import CrmAccountInfo, CrmRef, TaskDraft, TimelineEntry
 
 from .batch import BatchAnswer, Command
 from .client import B24Api
+from .freetext import (
+    Marker,
+    attach_marker,
+    find_markers,
+    local_time,
+    marker,
+    marker_hash,
+    strip_hidden,
+    tenant_zone,
+)
 from .openlines import (
     WORDS,
     connector_id,
@@ -58,19 +71,18 @@ from .openlines import (
 )
 
 __all__ = [
-    "MARKER_RE",
     "OWNER_TYPES",
     "TimelineMixin",
     "comment_fields",
     "marker",
     "marker_hash",
     "parse_marker",
+    "read_marker",
     "render_comment",
 ]
 
 log = logging.getLogger(__name__)
 
-MARKER_RE = re.compile(r"\[bridge:([0-9a-f]{12})(?::(-?\d*):(\d*))?\]")
 #: CRM object type ids (crm/data-types.md "CRM Object Types")
 OWNER_TYPES = {"lead": 1, "deal": 2, "contact": 3, "company": 4}
 TASK_PREFIX = {"lead": "L", "deal": "D", "contact": "C", "company": "CO"}
@@ -85,39 +97,43 @@ HEADER_WORDS = {
 }
 
 
-def marker_hash(bridge_id: str) -> str:
-    return hashlib.sha256(bridge_id.encode()).hexdigest()[:12]
-
-
-def marker(bridge_id: str, sequence: int | None = None, at: dt.datetime | None = None) -> str:
-    if sequence is None and at is None:
-        return f"[bridge:{marker_hash(bridge_id)}]"
-    seq = "" if sequence is None else str(sequence)
-    ms = "" if at is None else str(int(_utc(at).timestamp() * 1000))
-    return f"[bridge:{marker_hash(bridge_id)}:{seq}:{ms}]"
+def read_marker(text: object) -> Marker | None:
+    """(hash, sequence, time) of ``text``'s last bridge marker (hidden, or
+    the visible form of earlier versions), if any."""
+    found = find_markers(text)
+    return found[-1] if found else None
 
 
 def parse_marker(text: object) -> str | None:
     """The marker hash on ``text``'s last marker, if any."""
-    found = MARKER_RE.findall(text if isinstance(text, str) else "")
-    return found[-1][0] if found else None
+    found = read_marker(text)
+    return found[0] if found else None
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-def render_comment(entry: TimelineEntry, *, language: str = "en") -> str:
+def render_comment(
+    entry: TimelineEntry,
+    *,
+    language: str = "en",
+    settings: Mapping[str, Any] | None = None,
+    visible_marker: bool = False,
+) -> str:
+    """``Ann via Telegram · 2025-03-01 09:15 UTC`` + marker / the message."""
+    settings = settings or {}
     words = HEADER_WORDS.get(language, HEADER_WORDS["en"])
     who = entry.sender_name or words["customer" if entry.direction == "in" else "agent"]
     channel = str(
         entry.options.get("channel_title")
         or CHANNEL_TITLES.get(entry.channel_kind, entry.channel_kind)
     )
-    when = _utc(entry.occurred_at).strftime("%Y-%m-%d %H:%M:%S UTC")
+    zone = tenant_zone(entry.options.get("timezone"), settings.get("timezone"))
+    when = local_time(entry.occurred_at, zone, language)
     body = entry_text(entry, words=WORDS.get(language, WORDS["en"]))
-    tail = marker(entry.bridge_id, entry.sequence, entry.occurred_at)
-    return "\n".join([f"{who} {words['via']} {channel} · {when}", body, tail])
+    tag = marker(entry.bridge_id, entry.sequence, entry.occurred_at, visible=visible_marker)
+    return attach_marker(f"{who} {words['via']} {channel} · {when}\n{body}", tag)
 
 
 def comment_target(entry: TimelineEntry) -> tuple[str, int] | None:
@@ -130,14 +146,19 @@ def comment_target(entry: TimelineEntry) -> tuple[str, int] | None:
     return ref.kind, to_int(ref.id, f"{ref.kind} id")
 
 
-def comment_fields(entry: TimelineEntry, target: tuple[str, Any], language: str) -> dict[str, Any]:
-    return {
-        "fields": {
-            "ENTITY_ID": target[1],
-            "ENTITY_TYPE": target[0],
-            "COMMENT": render_comment(entry, language=language),
-        }
-    }
+def comment_fields(
+    entry: TimelineEntry,
+    target: tuple[str, Any],
+    language: str,
+    settings: Mapping[str, Any] | None = None,
+    *,
+    visible_marker: bool = False,
+) -> dict[str, Any]:
+    """The params of ``crm.timeline.comment.add`` for one entry."""
+    comment = render_comment(
+        entry, language=language, settings=settings, visible_marker=visible_marker
+    )
+    return {"fields": {"ENTITY_ID": target[1], "ENTITY_TYPE": target[0], "COMMENT": comment}}
 
 
 def wants_note(entry: TimelineEntry) -> bool:
@@ -163,6 +184,42 @@ class TimelineMixin:
         )
         return str(value or "en")
 
+    #: set once a look-up found one of our comments without its hidden marker
+    _markers_stripped: bool = False
+
+    def _visible_marker(self) -> bool:
+        """Write the visible tag instead of the hidden marker: the tenant
+        asked for it, or Bitrix24 was seen dropping zero-width characters."""
+        style = str(self.account.settings.get("marker_style") or "hidden").lower()
+        return style == "visible" or self._markers_stripped
+
+    def _note_stripped(self) -> None:
+        """One of our comments came back without its hidden marker: warn once
+        (the fix is a tenant setting) and write the visible tag from now on."""
+        if not self._markers_stripped:
+            log.warning(
+                "Bitrix24 removed the bridge's hidden marker from a timeline comment "
+                "(tenant %s): the entry is written again with a visible marker; set the "
+                "tenant setting marker_style: visible to keep retries exactly-once",
+                self.account.tenant_id,
+            )
+        self._markers_stripped = True
+
+    def _comment(self, entry: TimelineEntry, target: tuple[str, Any]) -> dict[str, Any]:
+        """``crm.timeline.comment.add`` params for ``entry`` on ``target``."""
+        return comment_fields(
+            entry,
+            target,
+            self._language(entry),
+            self.account.settings,
+            visible_marker=self._visible_marker(),
+        )
+
+    def _tagged(self, text: str, bridge_id: str) -> str:
+        """A to-do / task description (the customer's words) with the marker
+        of ``bridge_id`` ahead of it."""
+        return attach_marker(text, marker(bridge_id, visible=self._visible_marker()), before=True)
+
     def _run(self, commands: Sequence[Command], *, halt: bool) -> BatchAnswer:
         """One command: a plain call (its error raised as is); more: batches."""
         if len(commands) == 1:
@@ -175,10 +232,15 @@ class TimelineMixin:
     def _find_comments(self, entries: Sequence[TimelineEntry]) -> dict[str, CrmRef]:
         """bridge id -> comment, for the ``entries`` already on their entity."""
         wanted: dict[tuple[str, int], dict[str, str]] = {}
+        bare: dict[str, str] = {}  # a comment's text without zero-width characters
         for entry in entries:
             target = comment_target(entry)
             if target is not None:
                 wanted.setdefault(target, {})[marker_hash(entry.bridge_id)] = entry.bridge_id
+                text = render_comment(
+                    entry, language=self._language(entry), settings=self.account.settings
+                )
+                bare[_comparable(text)] = entry.bridge_id
         found: dict[str, CrmRef] = {}
         offset: dict[tuple[str, int], int | None] = {target: 0 for target in wanted}
         for _ in range(LOOKUP_ROUNDS):
@@ -209,9 +271,13 @@ class TimelineMixin:
                     for row in rows if isinstance(rows, list) else []:
                         if not isinstance(row, Mapping):
                             continue
-                        bridge_id = wanted[target].pop(parse_marker(row.get("COMMENT")) or "", None)
+                        text = row.get("COMMENT")
+                        digest = parse_marker(text)
+                        bridge_id = wanted[target].pop(digest or "", None)
                         if bridge_id is not None:
                             found[bridge_id] = CrmRef("comment", str(row.get("ID")))
+                        elif digest is None and isinstance(text, str) and _comparable(text) in bare:
+                            self._note_stripped()
                     more = key in answer.nexts
                 offset[target] = (int(offset[target] or 0) + 50 * LOOKUP_PAGES) if more else None
         return found
@@ -306,13 +372,7 @@ class TimelineMixin:
                 continue
             key = f"c{index}"
             keys[entry.bridge_id] = key
-            commands.append(
-                Command(
-                    key,
-                    "crm.timeline.comment.add",
-                    comment_fields(entry, target, self._language(entry)),
-                )
-            )
+            commands.append(Command(key, "crm.timeline.comment.add", self._comment(entry, target)))
         answer = self._run(commands, halt=True)
         refused: dict[str, str] = {}
         for key, group in chat_keys.items():
@@ -370,15 +430,14 @@ class TimelineMixin:
 
     def create_task(self, draft: TaskDraft) -> CrmRef:
         """A to-do (default) or a task (``task_kind: task``) on the lead/deal
-        (else the contact), its description ending with the marker; looked
+        (else the contact), its description starting with the marker; looked
         up first when ``maybe_written``."""
         kind = str(self.account.settings.get("task_kind") or "todo").lower()
         owner = draft.entity if draft.entity is not None else draft.contact
         if owner.kind not in OWNER_TYPES:
             raise PermanentError(f"Bitrix24 cannot attach a task to {owner.kind!r}")
         owner_id = to_int(owner.id, f"{owner.kind} id")
-        tag = marker(draft.bridge_id)
-        description = "\n".join(p for p in (draft.body, tag) if p)
+        description = self._tagged(draft.body, draft.bridge_id)
         deadline = _utc(draft.due_at).replace(microsecond=0).isoformat()
         if kind == "task":
             return self._task(draft, owner, owner_id, description, deadline)
@@ -453,3 +512,8 @@ class TimelineMixin:
         if not isinstance(task, Mapping) or task.get("id") in (None, ""):
             raise PermanentError("Bitrix24 did not return the new task's id")
         return CrmRef("task", str(task["id"]))
+
+
+def _comparable(text: str) -> str:
+    """A comment's text as a CRM that drops zero-width characters keeps it."""
+    return strip_hidden(text).strip()

@@ -106,7 +106,17 @@ def _words(entry: TimelineEntry) -> dict[str, str]:
 
 def render_body(entry: TimelineEntry) -> str:
     """The HTML body of a note / communication for one message: sender,
-    channel, an "edited" mark, the escaped text, attachment labels."""
+    channel, an "edited" mark, the escaped text, attachment labels, each in
+    its own ``<p>`` (``<p>head</p><p>text</p>``), line breaks as ``<br>``.
+
+    ``hs_note_body`` is HTML (a rich-text property; a bare ``"\n"`` is
+    dropped and the header runs into the message: "Ann via TelegramHello").
+    Whether ``hs_communication_body`` is rendered as HTML too is not in the
+    stored specs (FACTS 3.3; HubSpot's guide calls it "the text body of the
+    message", UNCONFIRMED): it gets the same HTML, like every other
+    engagement body. No time in the header: HubSpot shows ``hs_timestamp``
+    in each user's own zone. The bridge's message id travels in the
+    ``bridge_message_id`` property, never in the body."""
     words = _words(entry)
     who = entry.sender_name or words["customer" if entry.direction == "in" else "agent"]
     channel = str(entry.options.get("channel_title") or channel_label(entry.channel_kind))

@@ -169,6 +169,10 @@ DEFAULTS: dict[str, Any] = {
     "msgid_dedupe": True,
     # The outgoing chat hook: "answer 200 quickly" (FACTS 1.13); our timeout.
     "chat_hook_timeout_s": 5.0,
+    # UNCONFIRMED (FACTS 1.9/1.10 say nothing of it): whether note and task texts keep
+    # zero-width characters (U+200B-U+200F, U+2060-U+2064, U+FEFF). True: they are
+    # dropped on write, as a text sanitiser would (the bridge hides its marker in them).
+    "strip_zero_width": False,
     # RNG seed for the fault plan (None: random).
     "seed": None,
 }
@@ -177,7 +181,7 @@ DEFAULTS: dict[str, Any] = {
 RUNTIME_KEYS = frozenset(DEFAULTS) - {"accounts"}
 
 _BOOLS = ("revoke_family_on_reuse", "retry_after_header", "block_on_storm",
-          "webhooks_on_api_changes", "msgid_dedupe")
+          "webhooks_on_api_changes", "msgid_dedupe", "strip_zero_width")
 _POSITIVE_INTS = ("per_second", "max_limit", "default_limit", "complex_limit",
                   "webhook_disable_after")
 _NUMBERS = ("access_token_ttl", "refresh_token_ttl", "code_ttl", "rate_window_s",

@@ -10,6 +10,8 @@ Notes:
   ``…/notes/<note_id>``.
 * ``note_type`` must be one of FACTS 1.9's ten; ``params`` are checked per
   type (which keys are *required* is our reading of FACTS 1.9's lists).
+* with the config switch ``strip_zero_width`` (UNCONFIRMED behaviour), the
+  texts of notes and tasks lose their zero-width characters on write.
 
 Tasks:
 
@@ -24,6 +26,7 @@ Tasks:
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Blueprint, Response
@@ -64,6 +67,17 @@ _TASK_ENTITIES = ("leads", "contacts", "companies", "customers")
 
 
 # -- notes ----------------------------------------------------------------------------------------
+
+_ZERO_WIDTH = re.compile("[\u200b-\u200f\u2060-\u2064\ufeff]")
+
+
+def _kept(text: Any) -> Any:
+    """A text as stored: without zero-width characters when the sandbox is
+    told to strip them (``strip_zero_width``, see the config)."""
+    if isinstance(text, str) and sandbox().cfg["strip_zero_width"]:
+        return _ZERO_WIDTH.sub("", text)
+    return text
+
 
 
 def _check_note(account: Account, entity: str, item: dict[str, Any], errors: ItemErrors,
@@ -138,8 +152,11 @@ def _create_notes(entity: str, entity_id: int | None) -> Response:
         out, jobs = [], []
         for index, item in enumerate(items):
             eid = entity_id if entity_id is not None else item["entity_id"]
+            params = dict(item["params"])
+            if "text" in params:
+                params["text"] = _kept(params["text"])
             note = add_note(sb.store, c.account, entity, eid, item["note_type"],
-                            item["params"], c.user_id, item)
+                            params, c.user_id, item)
             jobs += webhooks.jobs_for(sb.store, c.account, f"note_{_KIND[entity]}", note)
             out.append({"id": note["id"], "entity_id": eid,
                         "request_id": request_id(item, index),
@@ -293,7 +310,7 @@ def create_tasks(subdomain: str) -> Response:
                     "group_id": 0, "entity_id": item.get("entity_id"),
                     "entity_type": item.get("entity_type") if "entity_id" in item else None,
                     "is_completed": bool(item.get("is_completed", False)),
-                    "task_type_id": item.get("task_type_id", 1), "text": item["text"],
+                    "task_type_id": item.get("task_type_id", 1), "text": _kept(item["text"]),
                     "duration": item.get("duration", 0),
                     "complete_till": item["complete_till"], "result": item.get("result", []),
                     "account_id": c.account.id}
@@ -360,7 +377,7 @@ def _patch_tasks(items: list[dict[str, Any]], single: bool) -> Response:
             for key in ("text", "complete_till", "is_completed", "result",
                         "responsible_user_id", "task_type_id", "duration"):
                 if key in item:
-                    task[key] = item[key]
+                    task[key] = _kept(item[key]) if key == "text" else item[key]
             task["updated_at"] = int(item.get("updated_at", now_s()))
             task["updated_by"] = item.get("updated_by", c.user_id)
             refresh_closest_task(c.account, task["entity_type"], task["entity_id"])

@@ -160,6 +160,10 @@ DEFAULTS: dict[str, Any] = {
     # events/index.md: refresh_token comes only with events "that require long-term
     # access" (ONAPPINSTALL); the ONCRMLEADUPDATE example nevertheless shows one.
     "event_refresh_token": False,
+    # UNCONFIRMED (the docs say nothing of it): whether timeline comments, to-do and task
+    # descriptions keep zero-width characters (U+200B-U+200F, U+2060-U+2064, U+FEFF).
+    # True: they are dropped on write, as a text sanitiser would.
+    "strip_zero_width": False,
     # RNG seed for tokens, ids of tokens and the fault plan (None: random).
     "seed": None,
 }
@@ -259,6 +263,8 @@ def _check(cfg: dict[str, Any]) -> None:
         raise ValueError("findbycomm_over_limit must be 'error' or 'truncate'")
     if cfg["connector_name_policy"] not in ("reject", "accept"):
         raise ValueError("connector_name_policy must be 'reject' or 'accept'")
+    if not isinstance(cfg["strip_zero_width"], bool):
+        raise ValueError("strip_zero_width must be a boolean")
 
 
 def build_config(overrides: dict[str, Any] | None) -> dict[str, Any]:

@@ -46,6 +46,9 @@
   ``select`` the whole task object as tasks.task.add answers it; ``id`` always
   present; ``ufCrmTask`` only when UF_CRM_TASK is selected; filter keys the
   sandbox does not model (TAG, DEPENDS_ON, ``::SUBFILTER-PARAMS``…) are ignored.
+* With the config switch ``strip_zero_width`` (UNCONFIRMED behaviour) the
+  texts of comments, to-dos and tasks lose their zero-width characters on
+  write.
 * Comments and to-dos are also listed by the control API (``GET /_timeline``,
   ``GET /_state``).
 * ``user.get`` / ``user.current`` (user-get.md, user-current.md), ``profile``
@@ -135,6 +138,15 @@ def _sort(rows: list[dict[str, Any]], keys: list[tuple[str, bool]]) -> None:
 
 # -- timeline comments ------------------------------------------------------------------
 
+_ZERO_WIDTH = re.compile("[\u200b-\u200f\u2060-\u2064\ufeff]")
+
+
+def _kept(ctx: CallCtx, text: str) -> str:
+    """A text as stored: without zero-width characters when the sandbox is
+    told to strip them (``strip_zero_width``, see the config)."""
+    return _ZERO_WIDTH.sub("", text) if ctx.cfg["strip_zero_width"] else text
+
+
 
 @method("crm.timeline.comment.add", scope="crm")
 def comment_add(ctx: CallCtx, params: dict[str, Any]) -> int:
@@ -152,7 +164,7 @@ def comment_add(ctx: CallCtx, params: dict[str, Any]) -> int:
         raise B24Error(400, "ACCESS_DENIED", "Access denied.")
     if entity_id not in portal.entities.get(entity_type, {}):
         raise B24Error(400, "OWNER_NOT_FOUND", "Owner of the item not found")
-    text = as_str(fields.get("COMMENT")).strip()
+    text = _kept(ctx, as_str(fields.get("COMMENT"))).strip()
     if not text:
         raise B24Error(400, "INVALID_ARG_VALUE", "Empty comment")
     raw_files = fields.get("FILES")
@@ -247,7 +259,8 @@ def todo_add(ctx: CallCtx, params: dict[str, Any]) -> dict[str, int]:
     portal.activities[activity_id] = {
         "id": activity_id, "type": "todo", "ownerTypeId": owner_type, "ownerId": owner_id,
         "deadline": deadline, "title": as_str(params.get("title")),
-        "description": as_str(params.get("description")), "responsibleId": responsible,
+        "description": _kept(ctx, as_str(params.get("description"))),
+        "responsibleId": responsible,
         "parentActivityId": as_int(params.get("parentActivityId")),
         "pingOffsets": [as_int(p) for p in pings], "colorId": params.get("colorId"),
         "authorId": ctx.auth.user_id, "created": portal.now_str(ctx.now()), "completed": False}
@@ -361,7 +374,8 @@ def task_add(ctx: CallCtx, params: dict[str, Any]) -> dict[str, Any]:
     task_id = portal.next_id("task")
     task = task_template()
     task.update({
-        "id": str(task_id), "title": title, "description": as_str(fields.get("DESCRIPTION")),
+        "id": str(task_id), "title": title,
+        "description": _kept(ctx, as_str(fields.get("DESCRIPTION"))),
         "priority": as_str(fields.get("PRIORITY") or "1"), "createdBy": str(creator),
         "createdDate": stamp, "responsibleId": str(responsible), "changedBy": str(creator),
         "changedDate": stamp, "activityDate": stamp, "deadline": deadline,

@@ -27,15 +27,22 @@ the CRM's reply names the entity, not the customer's channel id).
 The suite checks the duties in ``crm_adapters/base.py``: setup is
 idempotent, contacts are found by identity > phone > e-mail, an entity is
 found again by its conversation uid, entries are written exactly once and
-keep their time and sequence, a rep's reply comes back signed and parses to
-one REPLY, forged requests are refused, and delivery reports show up.
+keep their time and sequence, people see no machine marker in them, a rep's
+reply comes back signed and parses to one REPLY, forged requests are
+refused, and delivery reports show up.
+
+:func:`reveal_markers` reads the bridge's hidden marker (amoCRM, Bitrix24)
+independently of the adapters' code, for the vendor handles.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import re
 import threading
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -70,9 +77,36 @@ __all__ = [
     "Receiver",
     "VendorEntry",
     "VendorHandle",
+    "reveal_markers",
+    "what_people_see",
 ]
 
 T0 = dt.datetime(2025, 3, 1, 9, 15, 30, 250000, tzinfo=dt.UTC)
+
+#: the bridge's hidden marker: U+2060, then per character of "<hash>:<seq>:<ms>"
+#: three base-3 digits (U+200B = 0, U+200C = 1, U+200D = 2), then U+2060
+_HIDDEN_MARKER = re.compile("\u2060([\u200b\u200c\u200d]+)\u2060")
+_SYMBOLS = "0123456789abcdef:-"
+_TRITS = str.maketrans({"\u200b": "0", "\u200c": "1", "\u200d": "2"})
+
+
+def reveal_markers(text: str) -> str:
+    """``text`` with each hidden bridge marker shown as ``[bridge:…]``."""
+
+    def shown(match: re.Match[str]) -> str:
+        trits = match.group(1).translate(_TRITS)
+        codes = [int(trits[i : i + 3], 3) for i in range(0, len(trits), 3)]
+        if len(trits) % 3 or max(codes) >= len(_SYMBOLS):
+            return match.group(0)
+        return "[bridge:" + "".join(_SYMBOLS[c] for c in codes) + "]"
+
+    return _HIDDEN_MARKER.sub(shown, text)
+
+
+def what_people_see(text: str) -> str:
+    """``text`` without format characters (Unicode category Cf: the
+    zero-width ones), as a rep reads it."""
+    return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
 
 
 @dataclass(frozen=True)
@@ -353,6 +387,31 @@ class CrmAdapterContract:
         assert second == first
         records = vendor.timeline(e.bridge_id for e in entries)
         assert sorted(r.bridge_id for r in records) == sorted(e.bridge_id for e in entries)
+
+    def test_people_see_no_machine_marker(
+        self,
+        adapter: CrmAdapter,
+        vendor: VendorHandle,
+        make_entry: Callable[..., TimelineEntry],
+        channel_kind: str,
+        entity_defaults: Mapping[str, Any],
+    ) -> None:
+        """The id that finds an entry again stays out of what a rep reads."""
+        contact, entity, _ = self.open_conversation(adapter, channel_kind, entity_defaults)
+        entry = make_entry(
+            self.uid("msg"),
+            contact=contact,
+            entity=entity,
+            sequence=7,
+            occurred_at=T0,
+            text="Is the blue one in stock?",
+        )
+        adapter.append_entries([entry])
+        (record,) = vendor.timeline([entry.bridge_id])
+        seen = what_people_see(record.text)
+        assert entry.text in seen
+        assert "[bridge" not in seen and entry.bridge_id not in seen
+        assert hashlib.sha256(entry.bridge_id.encode()).hexdigest()[:12] not in seen
 
     def test_entries_keep_their_time_and_sequence(
         self,

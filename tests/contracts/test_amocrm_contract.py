@@ -63,6 +63,8 @@ from tests.contracts.crm_contract import (
     LocalBucket,
     Receiver,
     VendorEntry,
+    reveal_markers,
+    what_people_see,
 )
 from tests.support.servers import RunningServer, serve_wsgi
 
@@ -149,7 +151,7 @@ class AmoVendor:
         out = []
         for note in self.account()["notes"]:
             text = (note.get("params") or {}).get("text") or ""
-            match = MARKER.search(text)
+            match = MARKER.search(reveal_markers(text))
             if not match or match.group(1) not in wanted:
                 continue
             seq, ms = match.group(2), match.group(3)
@@ -546,6 +548,61 @@ class TestAmoCrmNotesContract(_AmoContract):
         for request in notes:
             adapter.verify_webhook(request)
             assert {e.kind for e in adapter.parse_webhook(request)} == {CrmEventKind.UNKNOWN}
+
+    def test_an_account_that_strips_zero_width_characters(
+        self,
+        make_adapter: Callable[[Mapping[str, Any]], AmoCrmAdapter],
+        settings: dict[str, Any],
+        amocrm: RunningServer,
+        vendor: AmoVendor,
+        make_entry: Callable[..., TimelineEntry],
+    ) -> None:
+        """Whether amoCRM keeps zero-width characters is UNCONFIRMED. If it
+        drops them, the hidden marker is lost: a retry cannot find its note,
+        writes it again (shown twice, never lost) with the visible tag, and
+        the tenant setting ``marker_style: visible`` keeps retries exact."""
+        requests.post(
+            f"{amocrm.url}/_config", json={"strip_zero_width": True}, timeout=10
+        ).raise_for_status()
+        adapter = make_adapter(settings)
+        contact, lead, _ = self.open_conversation(adapter, LINK.kind, {})
+
+        def copies(text: str) -> list[str]:
+            notes = vendor.account()["notes"]
+            return [
+                n["params"]["text"]
+                for n in notes
+                if n["entity_id"] == int(lead.id) and text in n["params"].get("text", "")
+            ]
+
+        entry = make_entry(
+            self.uid("msg"),
+            contact=contact,
+            entity=lead,
+            sequence=1,
+            occurred_at=dt.datetime(2025, 3, 1, 9, 0, tzinfo=dt.UTC),
+            text="first question",
+        )
+        adapter.append_entries([entry])
+        (stored,) = copies("first question")
+        assert reveal_markers(stored) == stored  # the marker is gone
+        retry = make_adapter(settings)  # the next job: a new adapter
+        retry.append_entries([replace(entry, maybe_written=True)])
+        again = copies("first question")
+        assert len(again) == 2 and MARKER.search(again[1]) is None
+        assert f"[bridge:{hashlib.sha256(entry.bridge_id.encode()).hexdigest()[:12]}]" in again[1]
+        # it stays found from now on
+        retry.append_entries([replace(entry, maybe_written=True)])
+        assert len(copies("first question")) == 2
+
+        visible = make_adapter({**settings, "marker_style": "visible"})
+        second = replace(entry, bridge_id=self.uid("msg"), text="second question", sequence=2)
+        visible.append_entries([second])
+        make_adapter({**settings, "marker_style": "visible"}).append_entries(
+            [replace(second, maybe_written=True)]
+        )
+        (shown,) = copies("second question")
+        assert what_people_see(shown).split("\n")[0].endswith("]")  # the short tag, once
 
 
 class TestAmoCrmChatContract(_AmoContract):

@@ -65,6 +65,8 @@ from tests.contracts.crm_contract import (
     LocalBucket,
     Receiver,
     VendorEntry,
+    reveal_markers,
+    what_people_see,
 )
 from tests.support.servers import RunningServer, serve_wsgi
 
@@ -139,7 +141,7 @@ class B24Vendor:
         out = []
         for comment in self.comments():
             text = str(comment.get("COMMENT") or "")
-            match = MARKER.search(text)
+            match = MARKER.search(reveal_markers(text))
             if not match or match.group(1) not in wanted:
                 continue
             seq, ms = match.group(2), match.group(3)
@@ -626,6 +628,58 @@ class TestBitrix24WebhookContract(_B24Contract):
         # what Bitrix24 itself answers an incoming webhook (403 WRONG_AUTH_TYPE)
         with pytest.raises(PermanentError, match="Open Lines need the app install"):
             adapter.api.call("imconnector.list")
+
+    def test_a_portal_that_strips_zero_width_characters(
+        self,
+        make_adapter: Callable[[Mapping[str, Any]], Bitrix24Adapter],
+        settings: dict[str, Any],
+        bitrix24: RunningServer,
+        vendor: B24Vendor,
+        make_entry: Callable[..., TimelineEntry],
+    ) -> None:
+        """Whether Bitrix24 keeps zero-width characters is UNCONFIRMED. If it
+        drops them, the hidden marker is lost: a retry cannot find its
+        comment, writes it again (shown twice, never lost) with the visible
+        tag, and ``marker_style: visible`` keeps retries exact."""
+        requests.post(
+            f"{bitrix24.url}/_config", json={"strip_zero_width": True}, timeout=10
+        ).raise_for_status()
+        adapter = make_adapter(settings)
+        contact, lead, _ = self.open_conversation(adapter, LINK.kind, {})
+
+        def copies(text: str) -> list[str]:
+            return [
+                str(c["COMMENT"])
+                for c in vendor.comments()
+                if str(c["ENTITY_ID"]) == lead.id and text in str(c["COMMENT"])
+            ]
+
+        entry = make_entry(
+            self.uid("msg"),
+            contact=contact,
+            entity=lead,
+            sequence=1,
+            occurred_at=T0,
+            text="first question",
+        )
+        adapter.append_entries([entry])
+        (stored,) = copies("first question")
+        assert reveal_markers(stored) == stored  # the marker is gone
+        retry = make_adapter(settings)  # the next job: a new adapter
+        retry.append_entries([replace(entry, maybe_written=True)])
+        again = copies("first question")
+        assert len(again) == 2 and MARKER.search(again[1]) is None
+        assert f"[bridge:{hashlib.sha256(entry.bridge_id.encode()).hexdigest()[:12]}]" in again[1]
+        retry.append_entries([replace(entry, maybe_written=True)])
+        assert len(copies("first question")) == 2  # found from now on
+
+        second = replace(entry, bridge_id=self.uid("msg"), text="second question", sequence=2)
+        make_adapter({**settings, "marker_style": "visible"}).append_entries([second])
+        make_adapter({**settings, "marker_style": "visible"}).append_entries(
+            [replace(second, maybe_written=True)]
+        )
+        (shown,) = copies("second question")
+        assert what_people_see(shown).split("\n")[0].endswith("]")  # the short tag, once
 
 
 class TestBitrix24AppContract(_B24Contract):

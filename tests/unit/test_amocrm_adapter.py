@@ -22,6 +22,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
@@ -61,6 +62,7 @@ from bridge.model import (
 from crm_adapters import REGISTRY
 from crm_adapters.amocrm import AmoCrmAdapter
 from crm_adapters.amocrm.chats import body_signature, rfc2822, sign_request
+from crm_adapters.amocrm.freetext import HIDDEN_CHARS, strip_hidden, strip_markers
 from crm_adapters.amocrm.inbox import forget_chats
 from crm_adapters.amocrm.timeline import marker, marker_hash, parse_marker
 from crm_adapters.amocrm.webhooks import decode_brackets, items, strip_reply_marker
@@ -1193,14 +1195,91 @@ def test_note_text_has_sender_channel_time_labels_and_marker_but_no_url(
     assert item["note_type"] == "service_message"
     assert item["params"]["service"] == "CRM bridge · Telegram"
     text = item["params"]["text"]
-    assert text.splitlines() == [
-        "Ann via Telegram · 2025-03-01 09:15:30 UTC",
+    # what a rep sees: no machine marker (it is hidden at the end of the header)
+    assert strip_hidden(text).splitlines() == [
+        "Ann via Telegram · 2025-03-01 09:15 UTC",
         "see this (edited)",
         "[photo: photo.jpg]",
-        marker("m-1", 1, T0),
     ]
-    assert "SECRET" not in text and "http" not in text
+    assert text.splitlines()[0] == "Ann via Telegram · 2025-03-01 09:15 UTC" + marker("m-1", 1, T0)
+    assert "[bridge:" not in text and "SECRET" not in text and "http" not in text
     assert parse_marker(text) == (marker_hash("m-1"), 1, T0.replace(microsecond=250000))
+
+
+@pytest.mark.parametrize(
+    ("options", "settings", "header"),
+    [
+        # the tenant's zone from the mapping (the core's options), with its abbreviation
+        (
+            {"language": "ru", "timezone": "Europe/Moscow"},
+            {},
+            "Ann через Telegram · 01.03.2025 12:15 MSK",
+        ),
+        # no zone on the entry: the tenant setting
+        (
+            {"language": "en"},
+            {"timezone": "Europe/Berlin"},
+            "Ann via Telegram · 2025-03-01 10:15 CET",
+        ),
+        # a zone tzdata names only by its offset
+        (
+            {"language": "en", "timezone": "Asia/Yekaterinburg"},
+            {},
+            "Ann via Telegram · 2025-03-01 14:15 UTC+05",
+        ),
+        (
+            {"language": "en", "timezone": "Asia/Kolkata"},
+            {},
+            "Ann via Telegram · 2025-03-01 14:45 IST",
+        ),
+        # missing or unknown: UTC
+        ({"language": "ru"}, {}, "Ann через Telegram · 01.03.2025 09:15 UTC"),
+        (
+            {"language": "en", "timezone": "Mars/Olympus"},
+            {},
+            "Ann via Telegram · 2025-03-01 09:15 UTC",
+        ),
+        (
+            {"language": "en", "timezone": "../../etc/passwd"},
+            {},
+            "Ann via Telegram · 2025-03-01 09:15 UTC",
+        ),
+    ],
+)
+def test_note_header_shows_the_time_in_the_tenants_zone(
+    rsps: responses.RequestsMock,
+    options: dict[str, Any],
+    settings: dict[str, Any],
+    header: str,
+) -> None:
+    adapter, _ = make_adapter(settings={**SETTINGS, **settings})
+    rsps.add_callback(responses.POST, NOTES, callback=echo_notes())
+    adapter.append_entries([entry(options={"timeline": "note", **options})])
+    text = body_of(rsps.calls[0])[0]["params"]["text"]
+    assert strip_hidden(text).splitlines() == [header, "Hello"]
+
+
+def test_freetext_is_one_module_in_both_adapters() -> None:
+    """amoCRM and Bitrix24 write and read the same marker; adapters never
+    import each other, so the module is copied and must not drift."""
+    root = Path(__file__).resolve().parents[2] / "crm_adapters"
+    amo = (root / "amocrm" / "freetext.py").read_bytes()
+    assert amo == (root / "bitrix24" / "freetext.py").read_bytes()
+
+
+def test_the_hidden_marker_is_only_zero_width_characters_and_old_markers_still_parse() -> None:
+    tag = marker("m-1", 12, T0)
+    assert tag and set(tag) <= HIDDEN_CHARS
+    assert marker("m-1", visible=True) == f"[bridge:{marker_hash('m-1')}]"
+    # a note an earlier version wrote: the visible marker on its last line
+    visible = f"[bridge:{marker_hash('m-1')}:12:1740820530250]"
+    old = f"Ann via Telegram · 2025-03-01 09:15:30 UTC\nhello\n{visible}"
+    assert parse_marker(old) == (marker_hash("m-1"), 12, T0)
+    assert strip_markers(old) == "Ann via Telegram · 2025-03-01 09:15:30 UTC\nhello"
+    # the customer's own zero-width characters (an emoji sequence) do not disturb it
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467 \u2060\u200b\u200c"
+    assert parse_marker(f"head{tag}\n{family}") == (marker_hash("m-1"), 12, T0)
+    assert parse_marker(family) is None
 
 
 def test_russian_words_in_notes(rsps: responses.RequestsMock, adapter: AmoCrmAdapter) -> None:
@@ -1241,7 +1320,18 @@ def our_note(note_id: int, bridge_id: str) -> dict[str, Any]:
         "id": note_id,
         "entity_id": 900,
         "note_type": "common",
-        "params": {"text": f"Ann via Telegram\nhello\n{marker(bridge_id, 1, T0)}"},
+        "params": {"text": f"Ann via Telegram{marker(bridge_id, 1, T0)}\nhello"},
+    }
+
+
+def old_note(note_id: int, bridge_id: str) -> dict[str, Any]:
+    """A note an earlier version wrote: the visible marker on the last line."""
+    visible = f"[bridge:{marker_hash(bridge_id)}:1:{int(T0.timestamp() * 1000)}]"
+    return {
+        "id": note_id,
+        "entity_id": 900,
+        "note_type": "common",
+        "params": {"text": f"Ann via Telegram · 2025-03-01 09:15:30 UTC\nhello\n{visible}"},
     }
 
 
@@ -1269,6 +1359,53 @@ def test_all_found_means_no_write(rsps: responses.RequestsMock, adapter: AmoCrmA
     rsps.get(f"{API}/api/v4/leads/900/notes", json=lead_notes(our_note(7001, "m-1")))
     assert adapter.append_entries([entry(maybe_written=True)]) == {"m-1": (CrmRef("note", "7001"),)}
     assert [c.request.method for c in rsps.calls] == ["GET"]
+
+
+def test_a_note_an_earlier_version_wrote_is_found_by_its_visible_marker(
+    rsps: responses.RequestsMock, adapter: AmoCrmAdapter
+) -> None:
+    rsps.get(f"{API}/api/v4/leads/900/notes", json=lead_notes(old_note(7001, "m-1")))
+    assert adapter.append_entries([entry(maybe_written=True)]) == {"m-1": (CrmRef("note", "7001"),)}
+    assert [c.request.method for c in rsps.calls] == ["GET"]
+
+
+def test_a_note_stripped_of_its_marker_is_written_again_with_a_visible_one(
+    rsps: responses.RequestsMock, adapter: AmoCrmAdapter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """amoCRM may drop zero-width characters (UNCONFIRMED): the retry cannot
+    prove its note is there, so it writes it again (never lost, maybe shown
+    twice), warns with the fix, and uses the visible tag from then on."""
+    rsps.add_callback(responses.POST, NOTES, callback=echo_notes(8000))
+    adapter.append_entries([entry()])
+    stripped = strip_hidden(body_of(rsps.calls[0])[0]["params"]["text"])
+    rsps.get(
+        f"{API}/api/v4/leads/900/notes",
+        json=lead_notes({"id": 8000, "entity_id": 900, "params": {"text": stripped}}),
+    )
+    with caplog.at_level("WARNING", logger="crm_adapters.amocrm.timeline"):
+        result = adapter.append_entries([entry(maybe_written=True), entry("m-2")])
+    assert set(result) == {"m-1", "m-2"}
+    assert [c.request.method for c in rsps.calls] == ["POST", "GET", "POST"]
+    assert [i["request_id"] for i in body_of(rsps.calls[2])] == ["m-1", "m-2"]  # m-1 again
+    texts = [i["params"]["text"] for i in body_of(rsps.calls[2])]
+    assert [t.splitlines()[0][-21:] for t in texts] == [
+        f"[bridge:{marker_hash('m-1')}]",
+        f"[bridge:{marker_hash('m-2')}]",
+    ]
+    assert not set("".join(texts)) & HIDDEN_CHARS
+    assert "marker_style: visible" in caplog.text and "Hello" not in caplog.text
+
+
+def test_marker_style_visible_writes_the_short_tag(rsps: responses.RequestsMock) -> None:
+    adapter, _ = make_adapter(settings={**SETTINGS, "marker_style": "visible"})
+    rsps.add_callback(responses.POST, NOTES, callback=echo_notes())
+    adapter.append_entries([entry()])
+    text = body_of(rsps.calls[0])[0]["params"]["text"]
+    assert (
+        text.splitlines()[0]
+        == f"Ann via Telegram · 2025-03-01 09:15 UTC [bridge:{marker_hash('m-1')}]"
+    )
+    assert parse_marker(text) == (marker_hash("m-1"), None, None)
 
 
 def test_partial_failure_reports_what_was_completed(
@@ -1555,7 +1692,7 @@ def test_create_task(rsps: responses.RequestsMock, adapter: AmoCrmAdapter) -> No
     assert adapter.create_task(task_draft()) == CrmRef("task", "300")
     assert body_of(rsps.calls[0]) == [
         {
-            "text": f"Reply to Ann\nIs the blue one in stock?\n{marker('conv-1:task')}",
+            "text": f"Reply to Ann{marker('conv-1:task')}\nIs the blue one in stock?",
             "complete_till": int(T0.timestamp()),
             "entity_id": 900,
             "entity_type": "leads",
@@ -1891,8 +2028,10 @@ def test_a_reply_on_a_lead_the_bridge_did_not_open_has_no_thread(
 @pytest.mark.parametrize(
     "text",
     [
-        f"Ann via Telegram\n@client hi\n{marker('m-1', 1, T0)}",  # our own note
-        f"@client quoted by the bridge {marker('m-1')}",
+        f"Ann via Telegram{marker('m-1', 1, T0)}\n@client hi",  # our own note
+        f"@client{marker('m-1')} a sender named @client",  # our own, hidden marker
+        f"Ann via Telegram\n@client hi\n{marker('m-1', 1, T0)}",  # an earlier version's layout
+        f"@client quoted by the bridge [bridge:{marker_hash('m-1')}]",  # the visible tag
         "internal: call back at 5",
         "",
     ],
@@ -2130,7 +2269,7 @@ def test_report_delivery_in_notes_mode(
     (item,) = body_of(rsps.calls[0])
     assert item["entity_id"] == 900 and item["note_type"] == "service_message"
     assert item["params"]["service"] == "CRM bridge"
-    first, tag = item["params"]["text"].splitlines()
-    assert first == expected
+    text = item["params"]["text"]
+    assert strip_hidden(text) == expected  # one line, no visible machine marker
     # the bridge's marker: the note webhook never takes it for a reply
-    assert parse_marker(tag) is not None
+    assert parse_marker(text) == (marker_hash(f"delivery:7100:{status.value}"), None, None)

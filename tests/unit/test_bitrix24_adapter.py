@@ -73,8 +73,9 @@ from crm_adapters.bitrix24.batch import (
 )
 from crm_adapters.bitrix24.client import map_error
 from crm_adapters.bitrix24.entities import forget_statuses
+from crm_adapters.bitrix24.freetext import HIDDEN_CHARS, strip_hidden
 from crm_adapters.bitrix24.openlines import bb_to_text, person_name, plain_text
-from crm_adapters.bitrix24.timeline import marker_hash
+from crm_adapters.bitrix24.timeline import marker, marker_hash, parse_marker, read_marker
 from crm_adapters.bitrix24.webhooks import decode_brackets, token_digest
 from tests.support.fakes import MemoryCredentials
 
@@ -1261,11 +1262,57 @@ def test_a_drain_is_one_batch_of_comments(portal: Portal) -> None:
     fields = sent[1]["fields"]
     assert set(fields) == {"ENTITY_ID", "ENTITY_TYPE", "COMMENT"}
     assert fields["ENTITY_ID"] == "900" and fields["ENTITY_TYPE"] == "lead"
-    lines = fields["COMMENT"].split("\n")
-    assert lines[0] == "Ann Contract via Telegram · 2025-03-01 09:15:31 UTC"
-    assert lines[1] == "Is the blue one in stock?"
-    ms = int((T0 + dt.timedelta(seconds=1)).timestamp() * 1000)
-    assert lines[-1] == f"[bridge:{marker_hash('m1')}:1:{ms}]"
+    comment = fields["COMMENT"]
+    # what a rep reads: the header and the message, no machine marker
+    assert strip_hidden(comment).split("\n") == [
+        "Ann Contract via Telegram · 2025-03-01 09:15 UTC",
+        "Is the blue one in stock?",
+    ]
+    assert "[bridge:" not in comment
+    # the marker, hidden at the end of the header (through the batch encoding and back)
+    at = T0 + dt.timedelta(seconds=1)
+    assert comment.split("\n")[0].endswith(marker("m1", 1, at))
+    assert read_marker(comment) == (marker_hash("m1"), 1, at)
+
+
+@pytest.mark.parametrize(
+    ("language", "options", "settings", "header"),
+    [
+        (
+            "ru",
+            {"timezone": "Europe/Moscow"},
+            {},
+            "Ann Contract через Telegram · 01.03.2025 12:15 MSK",
+        ),
+        (
+            "en",
+            {},
+            {"timezone": "America/New_York"},
+            "Ann Contract via Telegram · 2025-03-01 04:15 EST",
+        ),
+        (
+            "en",
+            {"timezone": "Asia/Yekaterinburg"},
+            {},
+            "Ann Contract via Telegram · 2025-03-01 14:15 UTC+05",
+        ),
+        (
+            "ru",
+            {"timezone": "No/Such_Zone"},
+            {},
+            "Ann Contract через Telegram · 01.03.2025 09:15 UTC",
+        ),
+        ("ru", {}, {}, "Ann Contract через Telegram · 01.03.2025 09:15 UTC"),
+    ],
+)
+def test_comment_header_shows_the_time_in_the_tenants_zone(
+    portal: Portal, language: str, options: dict[str, Any], settings: dict[str, Any], header: str
+) -> None:
+    comment_ids(portal)
+    adapter = make(settings={"member_id": MEMBER, "domain": DOMAIN, **settings})
+    adapter.append_entries([entry("m1", sequence=0, options={"language": language, **options})])
+    (sent,) = portal.methods("crm.timeline.comment.add")
+    assert strip_hidden(sent["fields"]["COMMENT"]).split("\n")[0] == header
 
 
 def test_one_message_is_one_plain_call(portal: Portal) -> None:
@@ -1326,6 +1373,54 @@ def test_retry_looks_comments_up_by_marker(portal: Portal) -> None:
     assert lookups[0]["order"] == {"ID": "DESC"}
     assert len(portal.methods("crm.timeline.comment.add")) == 1  # only m2 written
     assert [m for m, _ in portal.requests] == ["batch", "crm.timeline.comment.add"]
+
+
+def test_retry_finds_comments_by_their_hidden_marker(portal: Portal) -> None:
+    comment_ids(portal)
+    existing = [
+        {"ID": "557", "COMMENT": f"Ann{marker('m1', 1, T0)}\nIs the blue one in stock?"},
+        {"ID": "556", "COMMENT": "a rep's own comment"},
+    ]
+    portal.on(
+        "crm.timeline.comment.list", lambda p: existing if int(p.get("start", 0)) == 0 else []
+    )
+    result = make().append_entries([entry("m1", maybe_written=True)])
+    assert result == {"m1": (CrmRef("comment", "557"),)}
+    assert portal.methods("crm.timeline.comment.add") == []
+
+
+def test_a_comment_stripped_of_its_marker_is_written_again_with_a_visible_one(
+    portal: Portal, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bitrix24 may drop zero-width characters (UNCONFIRMED): the retry cannot
+    prove its comment is there, so it writes it again (never lost, maybe
+    shown twice), warns with the fix, and writes the visible tag."""
+    comment_ids(portal)
+    adapter = make()
+    adapter.append_entries([entry("m1")])
+    written = portal.methods("crm.timeline.comment.add")[0]["fields"]["COMMENT"]
+    existing = [{"ID": "1000", "COMMENT": strip_hidden(written)}]
+    portal.on(
+        "crm.timeline.comment.list", lambda p: existing if int(p.get("start", 0)) == 0 else []
+    )
+    with caplog.at_level("WARNING", logger="crm_adapters.bitrix24.timeline"):
+        result = adapter.append_entries([entry("m1", maybe_written=True)])
+    assert result == {"m1": (CrmRef("comment", "1001"),)}
+    again = portal.methods("crm.timeline.comment.add")[-1]["fields"]["COMMENT"]
+    assert again.split("\n")[0].endswith(f" [bridge:{marker_hash('m1')}]")
+    assert not set(again) & HIDDEN_CHARS and parse_marker(again) == marker_hash("m1")
+    assert "marker_style: visible" in caplog.text and "blue" not in caplog.text
+
+
+def test_marker_style_visible_writes_the_short_tag(portal: Portal) -> None:
+    comment_ids(portal)
+    make(
+        settings={"member_id": MEMBER, "domain": DOMAIN, "marker_style": "visible"}
+    ).append_entries([entry("m1")])
+    comment = portal.methods("crm.timeline.comment.add")[0]["fields"]["COMMENT"]
+    assert comment.split("\n")[0] == (
+        f"Ann Contract via Telegram · 2025-03-01 09:15 UTC [bridge:{marker_hash('m1')}]"
+    )
 
 
 def test_failure_part_way_reports_what_was_written(portal: Portal) -> None:
@@ -1501,7 +1596,8 @@ def test_todo_is_added_on_the_lead(portal: Portal) -> None:
     )
     assert sent["ownerTypeId"] == 1 and sent["ownerId"] == 900 and sent["responsibleId"] == 5
     assert sent["deadline"] == "2025-03-01T10:15:30+00:00" and sent["title"] == "Reply to Ann"
-    assert sent["description"].endswith(f"[bridge:{marker_hash('conv-1:task')}]")
+    # the customer's words, the marker hidden ahead of them (never after a link)
+    assert sent["description"] == marker("conv-1:task") + "Is the blue one in stock?"
     make().create_task(task(entity=DEAL))
     assert portal.methods("crm.activity.todo.add")[-1]["ownerTypeId"] == 2
 
@@ -1531,6 +1627,12 @@ def test_tasks_when_the_tenant_wants_tasks(portal: Portal) -> None:
         {"tasks": [{"id": "3711", "description": f"[bridge:{marker_hash('conv-1:task')}]"}]},
     )
     assert adapter.create_task(task(maybe_written=True)) == CrmRef("task", "3711")
+    assert sent["fields"]["DESCRIPTION"] == marker("conv-1:task") + "Is the blue one in stock?"
+    portal.on(
+        "tasks.task.list",
+        {"tasks": [{"id": "3712", "description": sent["fields"]["DESCRIPTION"]}]},
+    )
+    assert adapter.create_task(task(maybe_written=True)) == CrmRef("task", "3712")
     with pytest.raises(PermanentError, match="responsible"):
         adapter.create_task(task(owner_id=None))
 
@@ -1848,8 +1950,10 @@ def test_failed_delivery_becomes_a_comment_and_webhook_tenants_report_nothing(
     )
     (comment,) = portal.methods("crm.timeline.comment.add")
     assert comment["fields"]["ENTITY_ID"] == 900
-    assert comment["fields"]["COMMENT"].startswith("Reply NOT delivered to the customer")
-    assert "blocked by the user" in comment["fields"]["COMMENT"]
+    assert strip_hidden(comment["fields"]["COMMENT"]) == (
+        "Reply NOT delivered to the customer (message 1807:86497): blocked by the user"
+    )
+    assert parse_marker(comment["fields"]["COMMENT"]) == marker_hash("delivery:1807:86497:failed")
     assert portal.methods("imconnector.send.status.delivery") == []
     make(HOOK_CREDS, {"domain": DOMAIN}).report_delivery(
         DeliveryReport("1807:86497", DeliveryStatus.SENT)

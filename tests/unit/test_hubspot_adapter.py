@@ -24,6 +24,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -1171,6 +1172,35 @@ def test_note_body_is_escaped_labelled_and_has_no_urls(
     assert "&lt;b&gt;1 &lt; 2&lt;/b&gt;<br>line" in body
     assert "[photo: a.jpg]" in body and "edited" in body
     assert "http" not in body and "SECRET" not in body
+
+
+def test_note_body_is_html_paragraphs_so_the_header_never_runs_into_the_message(
+    rsps: responses.RequestsMock, adapter: HubSpotAdapter
+) -> None:
+    """hs_note_body is HTML: a "\n" between header and text would vanish
+    ("Мария via TelegramHello!")."""
+    rsps.add_callback(responses.POST, NOTES_BATCH, callback=echo_batch("notes"))
+    adapter.append_entries([replace(entry(text="Hello!\nDo you deliver?"), sender_name="Мария")])
+    body = body_of(rsps.calls[0])["inputs"][0]["properties"]["hs_note_body"]
+    assert body == "<p><strong>Мария</strong> via Telegram</p><p>Hello!<br>Do you deliver?</p>"
+    assert "\n" not in body
+
+
+def test_communication_body_is_the_same_html(
+    rsps: responses.RequestsMock, adapter: HubSpotAdapter
+) -> None:
+    rsps.add_callback(responses.POST, COMMS_BATCH, callback=echo_batch("communications"))
+    adapter.append_entries(
+        [
+            entry(
+                text="a < b\nc",
+                channel_kind="whatsapp",
+                options={"timeline": "communication", "language": "ru"},
+            )
+        ]
+    )
+    body = body_of(rsps.calls[0])["inputs"][0]["properties"]["hs_communication_body"]
+    assert body == "<p><strong>Ann</strong> через WhatsApp</p><p>a &lt; b<br>c</p>"
 
 
 def test_communication_for_whatsapp(rsps: responses.RequestsMock, adapter: HubSpotAdapter) -> None:
