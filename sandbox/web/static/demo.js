@@ -13,8 +13,9 @@
   const B24_PORTAL = page.bitrix24Portal || "demo.bitrix24.ru";
   const POLL_MS = Number(page.pollMs) || 1500;
   // A poll with no answer in POLL_TIMEOUT_MS counts as the bridge being down (so does a refused
-  // connection, at once). A send waits longer: delivering runs the bridge's webhook.
-  const POLL_TIMEOUT_MS = 4000;
+  // connection, at once): with the pause between polls, a hung server shows as down within 5 s.
+  // A send waits longer: delivering runs the bridge's webhook.
+  const POLL_TIMEOUT_MS = 3000;
   const SEND_TIMEOUT_MS = 15000;
   // While the bridge is down one probe request goes out per tick, 1 s, 2 s, 4 s, then every 5 s
   // (instead of every panel polling every POLL_MS).

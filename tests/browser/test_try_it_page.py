@@ -1,0 +1,492 @@
+"""The try-it page in a real browser, the way a newcomer meets it.
+
+For each CRM the test starts ``bridge run --demo <crm>`` (what ``make run``
+starts) once and opens the page at 390, 1280 and 1920 px, with a customer of
+its own per width. At each width:
+
+* the whole loop works in the page: the customer writes on the left, the
+  message shows in the CRM panel (its line break kept) with the owner, the
+  open tasks and the stage label the CRM holds, the rep answers on the right
+  and the customer reads the answer; the notes under the bubbles are words
+  ("delivered"), not status codes or API method names;
+* the layout holds: every text box is at least 200 px wide, no word is split
+  across two lines (each run of letters and digits is laid out on one line
+  box), nothing is wider than the window;
+* no console error and no page error while the bridge runs (a 404, a failed
+  request or an exception in the page's script all show up there).
+
+Then the bridge is stopped with SIGINT (Ctrl-C), once per CRM, since each CRM
+panel has its own poller that must survive its sandbox going away and coming
+back empty: all three open pages show the offline banner within 5 s of the
+server refusing connections, probe it with backed-off requests instead of
+polling at full rate, fail a send with a message; started again on the same
+port, the bridge is found and the banner clears.
+
+Chromium is Debian's (``/usr/bin/chromium``) driven by Playwright's sync API;
+no browser is ever downloaded. Screenshots of every CRM x width go to
+``$BRIDGE_SCREENSHOTS_DIR`` (default ``var/screenshots/``); the README shows the
+1280 px ones, refreshed by hand when the page changes:
+``cp var/screenshots/try-it-*-1280.png docs/img/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import requests
+from playwright.sync_api import Browser, ConsoleMessage, Page, Request, expect, sync_playwright
+
+from bench.stack import ROOT, free_port
+from bench.traffic import wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+CRMS = ("hubspot", "amocrm", "bitrix24")
+WIDTHS = (390, 1280, 1920)
+HEIGHT = 900
+#: one customer per width: each loop has a contact of its own in the CRM
+CUSTOMERS = {390: "Maria", 1280: "Anna", 1920: "Olga"}
+MIN_TEXT_BOX_PX = 200
+OFFLINE_WITHIN_S = 5.0
+#: the page probes every 5 s at most while offline, then polls again
+ONLINE_AGAIN_WITHIN_S = 10.0
+LOOP_MS = 60_000
+SEND_MS = 30_000
+SCREENSHOTS = Path(os.environ.get("BRIDGE_SCREENSHOTS_DIR") or ROOT / "var" / "screenshots")
+#: a clock time as the page prints it ("07:04 AM", "19:04")
+TIME = r"\d{1,2}:\d{2}(?:\s?[AP]M)?"
+TEXT_BOXES = "input:not([type=radio]):not([type=checkbox]):not([type=hidden]), textarea"
+# Every run of letters and digits in the page's visible text, laid out on more than one
+# line box, is a word split across lines (what overflow-wrap: anywhere did at 390 px).
+SPLIT_WORDS_JS = """() => {
+  const split = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const parent = node.parentElement;
+    if (!parent || parent.closest("script, style, textarea, [hidden]")) continue;
+    for (const m of node.data.matchAll(/[\\p{L}\\p{N}]+/gu)) {
+      const range = document.createRange();
+      range.setStart(node, m.index);
+      range.setEnd(node, m.index + m[0].length);
+      const lines = new Set();
+      for (const r of range.getClientRects()) if (r.width > 0) lines.add(Math.round(r.top));
+      if (lines.size > 1) split.push(m[0] + " in <" + parent.tagName.toLowerCase() + " class='" +
+                                     parent.className + "'>");
+    }
+  }
+  return { split: split, scrollWidth: document.documentElement.scrollWidth,
+           innerWidth: window.innerWidth };
+}"""
+
+
+# -- the bridge, as a newcomer runs it ----------------------------------------------------
+
+
+class _Bridge:
+    """``bridge run --demo <crm> --port <port>``: started, stopped with SIGINT, started
+    again on the same port and var dir."""
+
+    def __init__(self, crm: str, port: int, var_dir: Path) -> None:
+        self.crm, self.port, self.var_dir = crm, port, var_dir
+        self.proc: subprocess.Popen[str] | None = None
+        self.output: list[str] = []
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("BRIDGE_", "HUBSPOT_", "TELEGRAM_"))}
+        env.pop("DATABASE_URL", None)
+        env.pop("REDIS_URL", None)
+        env.update({"BRIDGE_VAR_DIR": str(self.var_dir), "PYTHONUNBUFFERED": "1"})
+        output: list[str] = []
+        self.output = output
+        self.proc = subprocess.Popen(  # noqa: S603 (our own CLI)
+            [sys.executable, "-m", "bridge.cli", "run", "--demo", self.crm,
+             "--port", str(self.port)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout = self.proc.stdout
+        assert stdout is not None
+        threading.Thread(target=lambda: output.extend(iter(stdout.readline, "")),
+                         daemon=True).start()
+        running = wait_until(lambda: any("demo is running" in line for line in output)
+                             or self.proc is None or self.proc.poll() is not None, timeout=180)
+        assert running and self.proc.poll() is None, "".join(output[-40:])
+
+    def interrupt(self) -> None:
+        """Ctrl-C: SIGINT to ``bridge run``, without waiting for it to finish."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGINT)
+
+    def wait_stopped(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.interrupt()
+        self.wait_stopped()
+
+    def refuses_connections(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return False
+        except OSError:
+            return True
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def bridge(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[_Bridge]:
+    running = _Bridge(request.param, free_port(), tmp_path / "var")
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+# -- a page and what it logged -------------------------------------------------------------
+
+
+@dataclass
+class _Tab:
+    width: int
+    page: Page
+    errors: list[str] = field(default_factory=list)
+    #: monotonic times of the GET requests that got no answer
+    failed_polls: list[float] = field(default_factory=list)
+
+    def on_console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.errors.append(f"console: {message.text} ({message.location.get('url')})")
+
+    def on_page_error(self, error: Exception) -> None:
+        self.errors.append(f"page error: {error}")
+
+    def on_request_failed(self, req: Request) -> None:
+        if req.method == "GET":
+            self.failed_polls.append(time.monotonic())
+
+
+def _open(browser: Browser, width: int, url: str) -> _Tab:
+    context = browser.new_context(viewport={"width": width, "height": HEIGHT}, locale="en-US")
+    tab = _Tab(width, context.new_page())
+    tab.page.on("console", tab.on_console)
+    tab.page.on("pageerror", tab.on_page_error)
+    tab.page.on("requestfailed", tab.on_request_failed)
+    tab.page.goto(url)
+    return tab
+
+
+def _eventually(check: Callable[[], None], timeout: float = 30.0) -> None:
+    """Retry an assertion until it holds (the bridge writes the CRM asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            check()
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.split("\n") if line.strip()]
+
+
+# -- what the CRM holds for a customer (from the sandbox's GET /_state) ---------------------
+
+
+@dataclass
+class _Record:
+    owner: str
+    tasks: list[str]
+    stages: list[str]
+
+
+def _hubspot_record(base: str, page: Page, name: str) -> _Record:
+    data = requests.get(f"{base}/sandbox/hubspot/_state", timeout=10).json()
+    for portal in data["portals"]:
+        found = [c for c in portal["contacts"] if c["properties"].get("firstname") == name]
+        if found:
+            break
+    else:
+        raise AssertionError(f"no HubSpot contact {name!r} yet")
+    [contact] = found
+    owners = {o["id"]: f"{o['firstName']} {o['lastName']}" for o in portal["owners"]}
+
+    def linked(kind: str) -> set[str]:
+        return {a["toId"] for a in portal["associations"] if a["fromObjectType"] == "contacts"
+                and a["fromId"] == contact["id"] and a["toObjectType"] == kind}
+
+    tasks = [t["properties"]["hs_task_subject"] for t in portal["tasks"]
+             if t["id"] in linked("tasks") and t["properties"].get("hs_task_status") != "COMPLETED"]
+    labels = {s["id"]: s["label"] for p in portal["pipelines"]["deals"] for s in p["stages"]}
+    stages = [labels[d["properties"]["dealstage"]] for d in portal["deals"]
+              if d["id"] in linked("deals")]
+    return _Record(owners[contact["properties"]["hubspot_owner_id"]], tasks, stages)
+
+
+def _amocrm_record(base: str, page: Page, name: str) -> _Record:
+    subdomain = page.evaluate("document.body.dataset.amocrmSubdomain")
+    data = requests.get(f"{base}/sandbox/amocrm/_state", params={"subdomain": subdomain},
+                        timeout=10).json()
+    [account] = data["accounts"]
+    found = [c for c in account["contacts"] if c["name"] == name and not c["is_deleted"]]
+    assert found, f"no amoCRM contact {name!r} yet"
+    [contact] = found
+    users = {u["id"]: u["name"] for u in account["users"]}
+    leads = [lead for lead in account["leads"]
+             if any(c["id"] == contact["id"] for c in lead["contacts"])]
+    lead_ids = {lead["id"] for lead in leads}
+    tasks = [_lines(t["text"])[0] for t in account["tasks"] if not t["is_completed"] and (
+        (t["entity_type"] == "contacts" and t["entity_id"] == contact["id"])
+        or (t["entity_type"] == "leads" and t["entity_id"] in lead_ids))]
+    names = {s["id"]: s["name"] for p in account["pipelines"] for s in p["statuses"]}
+    return _Record(users[contact["responsible_user_id"]], tasks,
+                   [names[lead["status_id"]] for lead in leads])
+
+
+def _bitrix24_record(base: str, page: Page, name: str) -> _Record:
+    domain = page.evaluate("document.body.dataset.bitrix24Portal")
+    data = requests.get(f"{base}/sandbox/bitrix24/_state", params={"portal": domain},
+                        timeout=10).json()
+    [portal] = data["portals"]
+    found = [c for c in portal["contacts"] if c["fields"]["NAME"] == name]
+    assert found, f"no Bitrix24 contact {name!r} yet"
+    [contact] = found
+    cid = str(contact["id"])
+    users = {str(u["ID"]): " ".join(filter(None, [u["NAME"], u["LAST_NAME"]]))
+             for u in portal["users"]}
+    leads = [lead for lead in portal["leads"] if lead["fields"].get("CONTACT_ID") == cid]
+    deals = [d for d in portal["deals"] if d["fields"].get("CONTACT_ID") == cid
+             or cid in map(str, d["links"].get("CONTACT_IDS", []))]
+    keys = {f"C_{cid}"} | {f"L_{x['id']}" for x in leads} | {f"D_{x['id']}" for x in deals}
+    tasks = [a["title"] for r in [contact, *leads, *deals] for a in r["timeline"]["activities"]
+             if not a["completed"]]
+    tasks += [t["title"] for t in portal["tasks"]
+              if t["status"] != "5" and keys & set(t["UF_CRM_TASK"])]
+    statuses = {(s["ENTITY_ID"], s["STATUS_ID"]): s["NAME"] for s in portal["statuses"]}
+    stages = [statuses[("STATUS", lead["fields"]["STATUS_ID"])] for lead in leads]
+    return _Record(users[contact["fields"]["ASSIGNED_BY_ID"]], tasks, stages)
+
+
+RECORDS: dict[str, Callable[[str, Page, str], _Record]] = {
+    "hubspot": _hubspot_record, "amocrm": _amocrm_record, "bitrix24": _bitrix24_record}
+
+
+def _shows_the_record(bridge: _Bridge, page: Page, name: str) -> None:
+    """The CRM panel shows the contact's owner and open tasks by name, and the stage
+    label of its deals / leads (not the stage id)."""
+    record = RECORDS[bridge.crm](bridge.base, page, name)
+    card = page.locator("#record-card")
+    assert card.locator(".owner").inner_text() == record.owner
+    shown = sorted(card.locator(".task .subject").all_inner_texts())
+    assert shown == sorted(record.tasks), (shown, record.tasks)
+    mine = " ".join(page.locator(".records-list .record.mine").all_inner_texts())
+    for stage in record.stages:
+        assert stage in mine, (stage, mine)
+
+
+# -- the loop, the layout --------------------------------------------------------------------
+
+
+def _customer_writes(page: Page, name: str, text: str) -> None:
+    page.fill("#customer-name", name)
+    page.fill("#customer-text", text)
+    page.click("#customer-form button[type=submit]")
+
+
+def _rep_replies(page: Page, text: str) -> None:
+    page.fill("#reply-text", text)
+    page.click("#reply-form button[type=submit]")
+
+
+def _whole_loop(tab: _Tab, bridge: _Bridge) -> None:
+    page, name = tab.page, CUSTOMERS[tab.width]
+    question_line = "Do you deliver to Berlin?"
+    answer = f"Hi {name}, yes: Berlin takes two days."
+    _customer_writes(page, name, f"Hello, this is {name}!\n{question_line}")
+    expect(page.locator("#customer-status")).to_contain_text("Sent ✓", timeout=SEND_MS)
+    bubble = page.locator("#transcript .bubble.customer").filter(has_text=question_line)
+    expect(bubble.locator(".meta")).to_have_text(
+        re.compile(rf"^{TIME} · delivered / доставлено ✓$"), timeout=LOOP_MS)
+
+    # The CRM panel follows the new contact; the message shows with its line break.
+    expect(page.locator("#timeline-contact")).to_have_text(name, timeout=LOOP_MS)
+    entries = page.locator("#timeline .entry").filter(has_text=question_line)
+    expect(entries.first).to_be_visible(timeout=LOOP_MS)
+    for entry in entries.all():
+        assert question_line in _lines(entry.locator(".text").inner_text())
+    _eventually(lambda: _shows_the_record(bridge, page, name))
+
+    _rep_replies(page, answer)
+    expect(page.locator("#reply-status")).to_contain_text("Sent ✓", timeout=SEND_MS)
+    reply = page.locator("#transcript .bubble.bot").filter(has_text=answer)
+    expect(reply).to_be_visible(timeout=LOOP_MS)
+    expect(reply.locator(".meta")).to_have_text(re.compile(rf"^{TIME}$"))
+    outgoing = page.locator("#timeline .entry.outgoing").filter(has_text=answer)
+    expect(outgoing.locator(".meta")).to_contain_text(
+        re.compile("sent / отправлено|delivered / доставлено ✓|read / прочитано ✓✓"),
+        timeout=LOOP_MS)
+
+
+def _layout_problems(page: Page) -> list[str]:
+    problems = []
+    for box in page.locator(TEXT_BOXES).all():
+        bounds = box.bounding_box()
+        if box.is_visible() and bounds and bounds["width"] < MIN_TEXT_BOX_PX:
+            problems.append(f"#{box.get_attribute('id')} is {bounds['width']:.0f} px wide")
+    found = page.evaluate(SPLIT_WORDS_JS)
+    problems += [f"word split across lines: {word}" for word in found["split"]]
+    if found["scrollWidth"] > found["innerWidth"]:
+        problems.append(f"the page is {found['scrollWidth']} px wide in a "
+                        f"{found['innerWidth']} px window")
+    return problems
+
+
+def _screenshot(tab: _Tab, crm: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    tab.page.screenshot(path=str(SCREENSHOTS / f"try-it-{crm}-{tab.width}.png"), full_page=True)
+
+
+# -- HubSpot: a note body is untrusted HTML ----------------------------------------------------
+
+UNTRUSTED_NOTE = (
+    "<p>Called the customer</p>"
+    "<p>Second <b>paragraph</b>, line one<br>line two</p>"
+    "<p><img src=\"x\" onerror=\"window.__xss = 1\"><script>window.__xss = 2</script>"
+    "<a href=\"javascript:window.__xss = 3\" onclick=\"window.__xss = 4\">a link</a></p>"
+    "<style>main { display: none }</style>"
+)
+
+
+def _hubspot_note(base: str, name: str, html: str) -> None:
+    """A note a HubSpot user writes on the contact (through the CRM API, with a token
+    of a scripted app install), not one the bridge wrote."""
+    hubspot = f"{base}/sandbox/hubspot"
+    app = requests.get(f"{hubspot}/_config", timeout=10).json()["app"]
+    [(portal_id, contact_id)] = [
+        (p["portal_id"], c["id"])
+        for p in requests.get(f"{hubspot}/_state", timeout=10).json()["portals"]
+        for c in p["contacts"] if c["properties"].get("firstname") == name]
+    redirect = "http://localhost/callback"
+    code = requests.post(f"{hubspot}/_install", json={
+        "client_id": app["client_id"], "redirect_uri": redirect, "portal_id": portal_id},
+        timeout=10).json()["code"]
+    token = requests.post(f"{hubspot}/oauth/v1/token", data={
+        "grant_type": "authorization_code", "client_id": app["client_id"],
+        "client_secret": app["client_secret"], "redirect_uri": redirect, "code": code},
+        timeout=10).json()["access_token"]
+    created = requests.post(f"{hubspot}/crm/v3/objects/notes", timeout=10, headers={
+        "Authorization": f"Bearer {token}"}, json={
+        "properties": {"hs_note_body": html,
+                       "hs_timestamp": datetime.now(UTC).isoformat(timespec="milliseconds")},
+        "associations": [{"to": {"id": contact_id}, "types": [
+            {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 202}]}]})
+    assert created.status_code == 201, created.text
+
+
+def _note_is_rendered_safely(tab: _Tab, base: str) -> None:
+    page = tab.page
+    _hubspot_note(base, CUSTOMERS[tab.width], UNTRUSTED_NOTE)
+    note = page.locator("#timeline .entry.note").filter(has_text="Called the customer")
+    expect(note).to_be_visible(timeout=LOOP_MS)
+    lines = _lines(note.locator(".text").inner_text())
+    assert lines[:3] == ["Called the customer", "Second paragraph, line one", "line two"]
+    expect(note.locator("b")).to_have_text("paragraph")  # simple formatting is kept
+    assert note.locator("img, script, style, a, [onerror], [onclick], [href]").count() == 0
+    assert page.evaluate("window.__xss") is None
+    expect(page.locator("main")).to_be_visible()
+
+
+# -- offline and back --------------------------------------------------------------------------
+
+
+def _offline_and_back(tabs: list[_Tab], bridge: _Bridge) -> None:
+    bridge.interrupt()
+    assert wait_until(bridge.refuses_connections, timeout=30, interval=0.1)
+    gone = time.monotonic()
+    for tab in tabs:
+        left = max(0.1, gone + OFFLINE_WITHIN_S - time.monotonic())
+        expect(tab.page.locator("#offline-banner")).to_be_visible(timeout=left * 1000)
+        expect(tab.page.locator("#offline-banner")).to_contain_text("The bridge is not responding")
+        expect(tab.page.locator("#offline-banner")).to_contain_text("Мост не отвечает")
+    shown = time.monotonic()
+
+    # a send while the bridge is down ends with a message, not "Sending…" forever
+    page = next(tab.page for tab in tabs if tab.width == 1280)
+    _customer_writes(page, CUSTOMERS[1280], "Are you there?")
+    expect(page.locator("#customer-status")).to_contain_text(
+        "Not sent: the bridge is not responding", timeout=OFFLINE_WITHIN_S * 1000)
+    _rep_replies(page, "Still here")
+    expect(page.locator("#reply-status")).to_contain_text(
+        "Not sent: the bridge is not responding", timeout=OFFLINE_WITHIN_S * 1000)
+
+    bridge.wait_stopped()
+    bridge.start()
+    back = time.monotonic()
+    # Polling backs off while the bridge is away: the polls in flight when it went, then
+    # one probe after 1, 2, 4 s and every 5 s (at full rate: 3 requests per 1.5 s).
+    window = back - shown
+    for tab in tabs:
+        probes = [t for t in tab.failed_polls if shown <= t <= back]
+        assert len(probes) <= 6 + window / 3, (tab.width, len(probes), window)
+    for tab in tabs:
+        left = max(0.1, back + ONLINE_AGAIN_WITHIN_S - time.monotonic())
+        expect(tab.page.locator("#offline-banner")).to_be_hidden(timeout=left * 1000)
+
+
+# -- the test ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bridge", CRMS, indirect=True)
+def test_try_it_page_in_a_browser(browser: Browser, bridge: _Bridge) -> None:
+    tabs: list[_Tab] = []
+    try:
+        for width in WIDTHS:
+            tab = _open(browser, width, f"{bridge.base}/sandbox/")
+            tabs.append(tab)
+            _whole_loop(tab, bridge)
+            _screenshot(tab, bridge.crm)
+            assert _layout_problems(tab.page) == [], width
+            if bridge.crm == "hubspot" and width == WIDTHS[-1]:
+                _note_is_rendered_safely(tab, bridge.base)
+        assert {tab.width: tab.errors for tab in tabs} == {width: [] for width in WIDTHS}
+        _offline_and_back(tabs, bridge)
+    finally:
+        for tab in tabs:
+            tab.page.context.close()
