@@ -184,10 +184,17 @@ def setup_crm(rt, tenant_id: int) -> dict[str, Any]:  # type: ignore[no-untyped-
         adapter = rt.crm_adapter(tenant)
     created = dict(adapter.setup(links, mapping.custom_properties()))
     routes = [str(r) for r in created.pop("routes", [])]
+    jobs: list[tuple[str, int, str]] = []
     with rt.transaction() as session:
         tenant = session.get(Tenant, tenant_id)
         assert tenant is not None
         tenant.settings = {**(tenant.settings or {}), **created}
+        # conversations that waited for this setup (or backed off for any
+        # reason) go now rather than at the end of their backoff
+        for direction, conversation_id in outbox.waiting(session, tenant_id):
+            job = outbox.unpark(session, conversation_id, direction)
+            if job:
+                jobs.append((direction, conversation_id, job))
         for key in routes:
             owner = session.scalar(
                 select(CrmRoute.tenant_id).where(
@@ -198,7 +205,10 @@ def setup_crm(rt, tenant_id: int) -> dict[str, Any]:  # type: ignore[no-untyped-
                 session.add(CrmRoute(crm_kind=tenant.crm_kind, route_key=key, tenant_id=tenant_id))
             elif owner != tenant_id:
                 raise ValueError(f"{tenant.crm_kind} route {key!r} belongs to another tenant")
-        return dict(tenant.settings)
+        settings = dict(tenant.settings)
+    for direction, conversation_id, job in jobs:
+        enqueue(rt.queues, direction, conversation_id, job)
+    return settings
 
 
 def reauthorize(
@@ -307,6 +317,20 @@ def status(rt, tenant_id: int | None = None) -> dict[str, Any]:  # type: ignore[
                 select(Outbox).where(Outbox.state == "parked", *outbox_scope).order_by(Outbox.id)
             )
         ]
+        waiting = [
+            {
+                "conversation": row.conversation_id,
+                "direction": row.direction,
+                "reason": row.reason,
+                "until": row.not_before,
+            }
+            for row in session.scalars(
+                select(Outbox)
+                .where(Outbox.state == "pending", Outbox.not_before.is_not(None), *outbox_scope)
+                .order_by(Outbox.id)
+                .limit(100)
+            )
+        ]
         backing_off = session.scalar(
             select(func.count())
             .select_from(Outbox)
@@ -353,6 +377,7 @@ def status(rt, tenant_id: int | None = None) -> dict[str, Any]:  # type: ignore[
         "messages": counts,
         "parked": parked,
         "backing_off": backing_off,
+        "waiting": waiting,
         "failed": failed,
     }
 

@@ -6,8 +6,9 @@ to retry, park or skip::
 
     BridgeError
     ├── RetryableError(retry_after=None)   transient: 5xx, 429, timeouts, connection resets
-    │   └── AmbiguousError                 the far side may have committed (read timeout
-    │                                      after the request was sent): look up before retrying
+    │   ├── AmbiguousError                 the far side may have committed (read timeout
+    │   │                                  after the request was sent): look up before retrying
+    │   └── NotReadyError                  the account's setup has not finished yet: wait
     ├── PermanentError                     a 4xx that will fail the same way again
     │   └── NotFoundError                  the referenced remote object does not exist
     ├── AuthError                          credentials rejected/expired beyond refresh:
@@ -30,6 +31,7 @@ __all__ = [
     "BridgeError",
     "ConfigError",
     "NotFoundError",
+    "NotReadyError",
     "PayloadError",
     "PermanentError",
     "RetryableError",
@@ -50,6 +52,11 @@ class BridgeError(Exception):
         #: what a batch hook completed before it failed (``bridge_id`` ->
         #: refs): the job records it and retries only the rest
         self.partial: dict = {}
+        #: entries a batch hook wrote only some steps of before it failed
+        #: (``bridge_id`` -> refs of the steps written): the job keeps them
+        #: and hands them back (``TimelineEntry.written``) so the retry
+        #: skips those steps instead of writing them again
+        self.progress: dict = {}
 
 
 class RetryableError(BridgeError):
@@ -67,6 +74,16 @@ class RetryableError(BridgeError):
         #: the far side refused the request before running any of it (a
         #: rate limit's 429/503): a retry need not look anything up
         self.nothing_written = False
+
+
+class NotReadyError(RetryableError):
+    """The far side is not ready for this call yet: the account's setup has
+    not finished (an install whose CRM-side setup still runs while the first
+    messages arrive). Nothing was written; wait and try again."""
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.nothing_written = True
 
 
 class AmbiguousError(RetryableError):

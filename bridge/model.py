@@ -311,6 +311,9 @@ class TimelineEntry:
     committed: the adapter must look the entry up before writing it again.
     ``occurred_at`` and ``sequence`` are the message's own time and provider
     sequence, so the CRM shows the customer's order whatever the arrival order.
+    ``written`` holds the refs an earlier attempt reported as written for
+    this entry before it failed part-way (an append of several steps: the
+    note, then the inbox message): the adapter skips those steps.
     """
 
     bridge_id: str
@@ -332,6 +335,11 @@ class TimelineEntry:
     owner_id: str | None = None
     maybe_written: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
+    written: tuple[CrmRef, ...] = ()
+
+    def written_ref(self, kind: str) -> CrmRef | None:
+        """The ref of kind ``kind`` an earlier attempt wrote, if any."""
+        return next((ref for ref in self.written if ref.kind == kind), None)
 
 
 @dataclass(frozen=True)

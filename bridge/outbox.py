@@ -26,7 +26,18 @@ from sqlalchemy.orm import Session
 from bridge.model import utcnow
 from bridge.tables import Outbox
 
-__all__ = ["IN", "OUT", "backoff", "bump", "get_or_create", "job_id", "mark_idle", "park", "unpark"]
+__all__ = [
+    "IN",
+    "OUT",
+    "backoff",
+    "bump",
+    "get_or_create",
+    "job_id",
+    "mark_idle",
+    "park",
+    "unpark",
+    "waiting",
+]
 
 IN = "in"
 OUT = "out"
@@ -163,6 +174,19 @@ def backoff(
         .where(Outbox.conversation_id == conversation_id, Outbox.direction == direction)
         .values(state="pending", not_before=until, reason=reason, enqueued_at=until)
     )
+
+
+def waiting(session: Session, tenant_id: int) -> list[tuple[str, int]]:
+    """The tenant's conversations backing off (pending with ``not_before``):
+    (direction, conversation id) pairs."""
+    rows = session.execute(
+        select(Outbox.direction, Outbox.conversation_id).where(
+            Outbox.tenant_id == tenant_id,
+            Outbox.state == "pending",
+            Outbox.not_before.is_not(None),
+        )
+    )
+    return [(str(direction), int(conversation)) for direction, conversation in rows]
 
 
 def unpark(session: Session, conversation_id: int, direction: str) -> str | None:

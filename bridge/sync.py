@@ -31,7 +31,13 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bridge import outbox
-from bridge.errors import AuthError, PermanentError, RetryableError, SkippableError
+from bridge.errors import (
+    AuthError,
+    NotReadyError,
+    PermanentError,
+    RetryableError,
+    SkippableError,
+)
 from bridge.locks import ConversationLock
 from bridge.model import (
     ContactDraft,
@@ -155,9 +161,11 @@ class InboundSync:
             return self._park(f"message failed: {exc.message}")
         except RetryableError as exc:
             until = backoff_until(self.settings, exc)
+            # NotReadyError: the CRM side of the account is still being set up
+            why = "waiting" if isinstance(exc, NotReadyError) else "retrying"
             with self.rt.transaction() as session:
                 outbox.backoff(
-                    session, self.conversation_id, outbox.IN, until, f"retrying: {exc.message}"
+                    session, self.conversation_id, outbox.IN, until, f"{why}: {exc.message}"
                 )
             return Parked("backoff")
         return None
@@ -578,11 +586,14 @@ class InboundSync:
             written = dict(exc.partial or {})
             if written:
                 self._record(batch, written, snap)
+            self._keep_progress(batch, entries, exc.progress)
             if isinstance(exc, RetryableError):
                 # maybe written: the ordinary path (next round, with its
                 # in-job retries and retry budget) looks everything up first
                 return
-            # refused, so not written: the ordinary path finds the culprit
+            # refused: the ordinary path finds the culprit. What the refused
+            # request ran before the refusal may be written: the messages were
+            # claimed (attempts counted), so the next attempt looks them up.
             with self.rt.transaction() as session:
                 session.execute(
                     update(Message)
@@ -634,7 +645,10 @@ class InboundSync:
         too_many = [m for m in batch if m.attempts >= MAX_ATTEMPTS]
         if too_many:
             raise _FailMessage(too_many[0].id, f"gave up after {too_many[0].attempts} attempts")
-        maybe_written = {m.id for m in batch if m.status == "in_flight"}
+        # Sent before (claimed, in flight or back to pending after a refusal
+        # or crash): that attempt may have written it, or part of it (an
+        # append can be several steps per entry): look it up first.
+        maybe_written = {m.id for m in batch if m.status == "in_flight" or m.attempts}
         self._claim(batch)
         # Within a batch, write in the customer's own order (their clock, then
         # the channel's sequence): a redelivery that arrived late lands where
@@ -649,36 +663,56 @@ class InboundSync:
         try:
             results = self._append_with_retries(adapter, entries, batch, snap, lock)
         except PermanentError as exc:
-            # The CRM refused something (nothing of it written): find the
-            # culprit by writing one by one; the ones before it land, the
-            # ones after it go back to waiting.
-            results = dict(exc.partial)
-            reason = exc.message or "CRM rejected the entry"
-            pending = [(m, e) for m, e in zip(batch, entries, strict=True) if m.uid not in results]
-            culprit = pending[0][0] if len(pending) == 1 else None
-            for message, entry in pending if culprit is None else ():
-                try:
-                    results.update(
-                        self._call(_retry_marks_written(adapter.append_entries), [entry])
-                    )
-                except PermanentError as one:
-                    culprit, reason = message, one.message or "CRM rejected the entry"
-                    break
-            self._record(batch, results, snap)
-            if culprit is None:
-                return  # the batch went through one by one after all
-            untouched = [
-                m.id
-                for m in batch
-                if m.uid not in results and m.id != culprit.id and m.id not in maybe_written
-            ]
-            if untouched:
-                with self.rt.transaction() as session:
-                    session.execute(
-                        update(Message).where(Message.id.in_(untouched)).values(status="pending")
-                    )
-            raise _FailMessage(culprit.id, reason) from None
+            self._find_culprit(adapter, batch, entries, exc, snap, lock)
+            return  # the batch went through one by one after all
         self._record(batch, results, snap)
+
+    def _find_culprit(
+        self,
+        adapter,  # type: ignore[no-untyped-def]
+        batch: list[Message],
+        entries: list[TimelineEntry],
+        exc: PermanentError,
+        snap: _Snapshot,
+        lock: ConversationLock,
+    ) -> None:
+        """The CRM refused part of a batch: write the rest one by one to find
+        the entry it refuses; the ones before it land, the ones after it wait.
+
+        An append may be several steps per entry (a note, then an inbox
+        message): a refusal of a later step leaves earlier steps written, for
+        this entry and for others of the batch. So every entry that was in
+        the refused call is sent again as ``maybe_written`` (looked up before
+        it is written), with the steps the CRM said it wrote
+        (``error.progress``, kept with the messages) skipped; the ones left
+        waiting go back to ``pending`` with their attempts counted, so the
+        next attempt looks them up too. Raises ``_FailMessage`` naming the
+        refused entry; returns when every entry went through on its own."""
+        results = dict(exc.partial)
+        reason = exc.message or "CRM rejected the entry"
+        entries = self._keep_progress(batch, entries, exc.progress)
+        pending = [(m, e) for m, e in zip(batch, entries, strict=True) if m.uid not in results]
+        culprit = pending[0][0] if len(pending) == 1 else None
+        for message, entry in pending if culprit is None else ():
+            try:
+                results.update(
+                    self._append_with_retries(
+                        adapter, [replace(entry, maybe_written=True)], batch, snap, lock
+                    )
+                )
+            except PermanentError as one:
+                culprit, reason = message, one.message or "CRM rejected the entry"
+                break
+        self._record(batch, results, snap)
+        if culprit is None:
+            return
+        waiting = [m.id for m in batch if m.uid not in results and m.id != culprit.id]
+        if waiting:
+            with self.rt.transaction() as session:
+                session.execute(
+                    update(Message).where(Message.id.in_(waiting)).values(status="pending")
+                )
+        raise _FailMessage(culprit.id, reason) from None
 
     def _claim(self, batch: list[Message]) -> None:
         """``in_flight`` before the CRM call: a retry looks the entries up."""
@@ -689,6 +723,19 @@ class InboundSync:
                 .values(status="in_flight", claimed_at=utcnow(), attempts=Message.attempts + 1)
             )
         self._claimed = {m.id for m in batch}
+
+    def _unclaim(self, batch: list[Message], entries: list[TimelineEntry]) -> None:
+        """Undo this job's claim of entries no attempt wrote anything of:
+        each message gets back the status and attempt count it had."""
+        untouched = {e.bridge_id for e in entries if not e.written}
+        with self.rt.transaction() as session:
+            for message in batch:
+                if message.uid in untouched:
+                    session.execute(
+                        update(Message)
+                        .where(Message.id == message.id)
+                        .values(status=message.status, attempts=message.attempts, claimed_at=None)
+                    )
 
     def _append_with_retries(
         self,
@@ -716,8 +763,14 @@ class InboundSync:
                     self._record(batch, got, snap)
                 results.update(got)
                 remaining = [e for e in remaining if e.bridge_id not in got]
+                remaining = self._keep_progress(batch, remaining, exc.progress)
                 stalled = 0 if got else stalled + 1
                 if stalled >= self.settings.retry_attempts:
+                    if exc.nothing_written and not retry:
+                        # no attempt can have written them (refused before
+                        # running, e.g. setup not finished): this claim
+                        # never happened, so a long wait is no poison pill
+                        self._unclaim(batch, remaining)
                     raise
                 time.sleep(retry_delay(self.settings, max(stalled, 1), exc))
                 retry = retry or not exc.nothing_written
@@ -726,6 +779,7 @@ class InboundSync:
                 continue
             except PermanentError as exc:
                 exc.partial = {**results, **exc.partial}
+                self._keep_progress(batch, remaining, exc.progress)
                 raise
             results.update(got)
             left = [e for e in remaining if e.bridge_id not in got]
@@ -752,6 +806,33 @@ class InboundSync:
                 )
         self.synced += len(done)
         self._acknowledge(snap, [m for m in done if m.kind == MessageKind.CALLBACK.value])
+
+    def _keep_progress(
+        self,
+        batch: list[Message],
+        entries: list[TimelineEntry],
+        progress: dict[str, Any],
+    ) -> list[TimelineEntry]:
+        """Store the refs of entries an append wrote only some steps of
+        (``error.progress``) with their messages, and return ``entries``
+        carrying them (``TimelineEntry.written``): no later attempt, this
+        job's or another's, writes those steps again."""
+        by_uid = {m.uid: m for m in batch}
+        kept = {uid: refs for uid, refs in (progress or {}).items() if uid in by_uid}
+        if not kept:
+            return entries
+        with self.rt.transaction() as session:
+            for uid, refs in kept.items():
+                message = by_uid[uid]
+                merged = _merged_refs(message.crm_refs, refs)
+                session.execute(
+                    update(Message).where(Message.id == message.id).values(crm_refs=merged)
+                )
+                message.crm_refs = merged
+        return [
+            replace(e, written=_refs(by_uid[e.bridge_id].crm_refs)) if e.bridge_id in kept else e
+            for e in entries
+        ]
 
     def _acknowledge(self, snap: _Snapshot, callbacks: list[Message]) -> None:
         """Answer button presses after they are in the CRM (best effort: the
@@ -806,6 +887,7 @@ class InboundSync:
             owner_id=snap.conversation.owner_id,
             maybe_written=maybe_written,
             options=options,
+            written=_refs(message.crm_refs),
         )
 
     # -- helpers ----------------------------------------------------------
@@ -878,19 +960,17 @@ class InboundSync:
             )
 
 
-def _retry_marks_written(append):  # type: ignore[no-untyped-def]
-    """Wrap ``append_entries`` so that every attempt after the first sends
-    the entries with ``maybe_written=True`` (the previous attempt may have
-    committed before its answer was lost)."""
-    attempts = [0]
+def _refs(stored: list[Any] | None) -> tuple[CrmRef, ...]:
+    """``[[kind, id], ...]`` as stored on a message -> refs."""
+    return tuple(CrmRef(str(kind), str(ref_id)) for kind, ref_id in stored or ())
 
-    def call(entries: list[TimelineEntry]):  # type: ignore[no-untyped-def]
-        attempts[0] += 1
-        if attempts[0] > 1:
-            entries = [replace(e, maybe_written=True) for e in entries]
-        return append(entries)
 
-    return call
+def _merged_refs(stored: list[Any] | None, refs: Any) -> list[list[str]]:
+    merged = [[str(k), str(i)] for k, i in stored or ()]
+    for ref in refs:
+        if [ref.kind, ref.id] not in merged:
+            merged.append([ref.kind, ref.id])
+    return merged
 
 
 class _FailMessage(Exception):

@@ -31,7 +31,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bridge.errors import PermanentError
+from bridge.errors import NotReadyError
 from bridge.model import CrmAccountInfo, CrmRef, TimelineEntry
 
 from .chats import AmojoClient
@@ -121,9 +121,11 @@ class InboxMixin:
     def _scope_id(self) -> str:
         scope_id = self.account.settings.get("scope_id")
         if not scope_id:
-            raise PermanentError(
-                "amoCRM chat channel is not connected for this tenant: run `bridge setup` "
-                "with `inbox: true` in the mapping"
+            # the setup that connects the chat channel has not finished (it
+            # may still be running): wait for it rather than fail the message
+            raise NotReadyError(
+                "amoCRM chat channel is not connected yet: waiting for `bridge crm setup` "
+                "(needs `inbox: true` in the mapping)"
             )
         return str(scope_id)
 

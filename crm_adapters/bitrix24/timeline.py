@@ -45,7 +45,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bridge.errors import BridgeError, PermanentError
+from bridge.errors import BridgeError, NotReadyError, PermanentError
 from bridge.model import CrmAccountInfo, CrmRef, TaskDraft, TimelineEntry
 
 from .batch import BatchAnswer, Command
@@ -399,9 +399,11 @@ class TimelineMixin:
     def _line(self) -> int:
         line = self.account.settings.get("line")
         if line in (None, ""):
-            raise PermanentError(
-                "Bitrix24 Open Lines line is not set up for this tenant: run `bridge setup` "
-                "with `inbox: true` in the mapping"
+            # the setup that activates the connector has not finished (it may
+            # still be running): wait for it rather than fail the message
+            raise NotReadyError(
+                "Bitrix24 Open Lines line is not set up yet: waiting for `bridge crm setup` "
+                "(needs `inbox: true` in the mapping and the app install)"
             )
         return to_int(line, "Open Lines line")
 

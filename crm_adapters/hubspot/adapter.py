@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from bridge.errors import BridgeError, PermanentError
+from bridge.errors import BridgeError, NotReadyError, PermanentError
 from bridge.http import HttpClient
 from bridge.model import (
     ChannelLink,
@@ -243,9 +243,11 @@ class HubSpotAdapter(ContactsMixin, EntitiesMixin, CrmAdapter):
         channel_id = settings.get("channel_id")
         account_id = (settings.get("channel_accounts") or {}).get(entry.channel_account)
         if not channel_id or not account_id:
-            raise PermanentError(
-                f"channel account {entry.channel_account} has no HubSpot channel account: "
-                "run the HubSpot setup with inbox enabled"
+            # the install's setup has not registered this channel yet (it may
+            # still be running): wait for it rather than fail the message
+            raise NotReadyError(
+                f"channel account {entry.channel_account} has no HubSpot inbox channel yet: "
+                "waiting for `bridge crm setup` (needs `inbox: true` in the mapping)"
             )
         identifier = (settings.get("channel_identifiers") or {}).get(entry.channel_account)
         body = self.api.json(
@@ -333,7 +335,10 @@ class HubSpotAdapter(ContactsMixin, EntitiesMixin, CrmAdapter):
         ``statusType`` SENT / READ / FAILED (DELIVERED shows as SENT)."""
         channel_id = self.account.settings.get("channel_id")
         if not channel_id:
-            raise PermanentError("no HubSpot custom channel: run the HubSpot setup with inbox")
+            raise NotReadyError(
+                "no HubSpot inbox channel yet: waiting for `bridge crm setup` "
+                "(needs `inbox: true` in the mapping)"
+            )
         body: dict[str, Any] = {"statusType": DELIVERY_STATUS[report.status]}
         if report.status is DeliveryStatus.FAILED and report.error:
             body["errorMessage"] = report.error[:500]

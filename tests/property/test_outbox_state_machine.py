@@ -3,8 +3,10 @@
 
 Rules: customers' messages arrive (new ones and redeliveries, in several
 conversations); the sync job runs while the CRM answers normally, fails
-transiently, commits and then times out (the duplicate-maker), or refuses a
-message for good; a job crashes part-way (its claims stay in flight); Redis
+transiently, commits and then times out (the duplicate-maker), refuses a
+message for good, or refuses the second step of an append after the first
+step of the whole batch was written (a note written, its inbox message
+refused); a job crashes part-way (its claims stay in flight); Redis
 loses every queued job and the sweeper runs; an operator replays.
 
 Invariants, after every step: every CRM entry belongs to an accepted message
@@ -123,21 +125,31 @@ def test_outbox_state_machine(machine_env, redis_conn) -> None:  # type: ignore[
         @rule(
             user=st.sampled_from(USERS),
             fault=st.sampled_from(
-                ["none", "transient", "commit_then_timeout", "permanent", "crash"]
+                [
+                    "none",
+                    "transient",
+                    "commit_then_timeout",
+                    "permanent",
+                    "second_step_refused",
+                    "crash",
+                ]
             ),
         )
         def job_runs(self, user: int, fault: str) -> None:
             conversation = _conversation(runtime, self.account, user)
             if conversation is None:
                 return
-            self.crm.faults.clear()
-            self.crm.after.clear()
+            self._healthy()
             if fault == "transient":
                 self.crm.fail_next("append_entries", RetryableError("503"), times=2)
             elif fault == "commit_then_timeout":
                 self.crm.fail_next("append_entries", AmbiguousError("timeout"), after_commit=True)
             elif fault == "permanent":
                 self.crm.fail_next("append_entries", PermanentError("rejected"), times=50)
+            elif fault == "second_step_refused":
+                # the first step (the note) of every entry is written, then
+                # the second (the inbox message) is refused for good
+                self.crm.fail_second_step(PermanentError("no inbox yet"), times=50)
             elif fault == "crash":
                 self.crm.fail_next("append_entries", JobCrashed("SIGKILL"), after_commit=True)
             try:
@@ -146,8 +158,12 @@ def test_outbox_state_machine(machine_env, redis_conn) -> None:  # type: ignore[
                 redis_conn.delete(f"bridge:lock:in:{conversation}")  # the lease expires
                 _age_claims(runtime)
             finally:
-                self.crm.faults.clear()
-                self.crm.after.clear()
+                self._healthy()
+
+        def _healthy(self) -> None:
+            self.crm.faults.clear()
+            self.crm.after.clear()
+            self.crm.second_step.clear()
 
         @rule()
         def redis_lost_and_sweeper_runs(self) -> None:
@@ -219,8 +235,7 @@ def test_outbox_state_machine(machine_env, redis_conn) -> None:  # type: ignore[
             # jobs run until nothing is left -> all accepted, exactly once.
             if not hasattr(self, "crm"):
                 return
-            self.crm.faults.clear()
-            self.crm.after.clear()
+            self._healthy()
             admin.replay(runtime)
             for _ in range(5):
                 _age_claims(runtime)

@@ -47,6 +47,13 @@ class FakeCrmState:
         self.faults: dict[str, list[Callable[[Any], None]]] = defaultdict(list)
         #: hook name -> callables run after the effect (commit-then-fail)
         self.after: dict[str, list[Callable[[Any], None]]] = defaultdict(list)
+        #: run per entry after every entry of an append was written, as a
+        #: CRM's second step (HubSpot: the note, then the inbox message): a
+        #: raise there leaves the whole batch's first step written
+        self.second_step: list[Callable[[TimelineEntry], None]] = []
+        #: lookups of maybe-written entries find nothing (a search index
+        #: that lags behind writes, as HubSpot's does: FACTS 3.3)
+        self.blind_lookups = False
 
     def fail_next(
         self, hook: str, error: BridgeError, *, after_commit: bool = False, times: int = 1
@@ -59,6 +66,18 @@ class FakeCrmState:
                 raise error
 
         (self.after if after_commit else self.faults)[hook].append(fault)
+
+    def fail_second_step(self, error: BridgeError, *, times: int = 1) -> None:
+        """The next ``times`` second steps of an append fail with ``error``
+        after the first step wrote every entry of the batch."""
+        remaining = [times]
+
+        def fault(_entry: TimelineEntry) -> None:
+            if remaining[0] > 0:
+                remaining[0] -= 1
+                raise error
+
+        self.second_step.append(fault)
 
     def entries_for(self, bridge_id: str) -> list[dict[str, Any]]:
         return [e for e in self.entries if e["bridge_id"] == bridge_id]
@@ -150,7 +169,11 @@ class FakeCrm(CrmAdapter):
         def effect() -> dict[str, tuple[CrmRef, ...]]:
             out = {}
             for entry in entries:
-                if entry.maybe_written:
+                done = entry.written_ref("note")
+                if done is not None:
+                    out[entry.bridge_id] = (done,)  # an earlier attempt wrote it
+                    continue
+                if entry.maybe_written and not STATE.blind_lookups:
                     found = STATE.entries_for(entry.bridge_id)
                     if found:
                         out[entry.bridge_id] = (CrmRef("note", found[0]["id"]),)
@@ -172,9 +195,26 @@ class FakeCrm(CrmAdapter):
                     }
                 )
                 out[entry.bridge_id] = (CrmRef("note", nid),)
-            return out
+            return self._second_step(entries, out)
 
         return self._hook("append_entries", entries, effect)
+
+    @staticmethod
+    def _second_step(
+        entries: Sequence[TimelineEntry], written: dict[str, tuple[CrmRef, ...]]
+    ) -> dict[str, tuple[CrmRef, ...]]:
+        done: dict[str, tuple[CrmRef, ...]] = {}
+        for entry in entries:
+            try:
+                for fault in list(STATE.second_step):
+                    fault(entry)
+            except BridgeError as exc:
+                exc.partial = dict(done)  # the entries completed before this one
+                # this one and the ones after it: the first step is written
+                exc.progress = {e.bridge_id: written[e.bridge_id] for e in entries[len(done) :]}
+                raise
+            done[entry.bridge_id] = written[entry.bridge_id]
+        return done
 
     def create_task(self, draft: TaskDraft) -> CrmRef:
         def effect() -> CrmRef:

@@ -34,6 +34,7 @@ from bridge.errors import (
     AmbiguousError,
     AuthError,
     NotFoundError,
+    NotReadyError,
     PayloadError,
     PermanentError,
     RetryableError,
@@ -1595,10 +1596,13 @@ def test_notes_and_chat_together(rsps: responses.RequestsMock) -> None:
     }
 
 
-def test_chat_mode_without_setup_names_the_fix(rsps: responses.RequestsMock) -> None:
+def test_chat_mode_before_setup_finished_waits_and_names_the_fix(
+    rsps: responses.RequestsMock,
+) -> None:
     adapter, _ = make_adapter(settings={**SETTINGS, "inbox": True})
-    with pytest.raises(PermanentError, match="bridge setup"):
+    with pytest.raises(NotReadyError, match="bridge crm setup") as caught:
         adapter.append_entries([entry(options=CHAT)])
+    assert caught.value.nothing_written
 
 
 # --------------------------------------------------------------------------

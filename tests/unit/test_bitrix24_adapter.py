@@ -36,6 +36,7 @@ from bridge.errors import (
     AmbiguousError,
     AuthError,
     NotFoundError,
+    NotReadyError,
     PayloadError,
     PermanentError,
     RetryableError,
@@ -1556,7 +1557,8 @@ def test_open_lines_need_the_app_install(hook_portal: Portal) -> None:
     with pytest.raises(PermanentError, match="Open Lines need the app install"):
         make(HOOK_CREDS, {**OPENLINES}).append_entries([entry("m1", inbox=True)])
     assert hook_portal.requests == []
-    with pytest.raises(PermanentError, match="line"):
+    # an app install whose setup has not activated a line yet: a wait
+    with pytest.raises(NotReadyError, match="line"):
         make(settings={"member_id": MEMBER}).append_entries([entry("m1", inbox=True)])
 
 

@@ -37,6 +37,7 @@ from bridge.errors import (
     AmbiguousError,
     AuthError,
     NotFoundError,
+    NotReadyError,
     PayloadError,
     PermanentError,
     RetryableError,
@@ -1350,10 +1351,13 @@ def test_inbox_message_per_entry(rsps: responses.RequestsMock) -> None:
     }
 
 
-def test_inbox_without_setup_is_permanent(rsps: responses.RequestsMock) -> None:
+def test_inbox_before_setup_finished_waits(rsps: responses.RequestsMock) -> None:
+    """An install whose setup still runs when the first messages arrive:
+    a wait (retryable, nothing written), never a failed message."""
     adapter, _ = make_adapter(settings={"inbox": True})
-    with pytest.raises(PermanentError):
+    with pytest.raises(NotReadyError, match="bridge crm setup") as caught:
         adapter.append_entries([entry(options={"timeline": "none", "inbox": True})])
+    assert caught.value.nothing_written and len(rsps.calls) == 0
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 import crm_adapters
 from bridge import admin, outbox
-from bridge.errors import AmbiguousError, AuthError, PermanentError, RetryableError
+from bridge.errors import AmbiguousError, AuthError, NotReadyError, PermanentError, RetryableError
 from bridge.ingest import accept
 from bridge.jobs import SYNC_QUEUE
 from bridge.model import InboundMessage, MessageKind, SenderProfile
@@ -464,3 +464,53 @@ def test_replay_after_a_crash_and_a_refusal_does_not_write_twice(
     assert run_inbound(runtime, conv) == "idle"
     [uid] = _uids(runtime)
     assert len(fake_crm.entries_for(uid)) == 1 and statuses(runtime) == ["synced"]
+
+
+def test_second_step_refused_after_the_first_is_written_is_not_written_twice(  # type: ignore[no-untyped-def]
+    runtime, tenant, fake_crm
+):
+    """An append of several steps per entry (a note, then an inbox message)
+    whose second step is refused after the first step of the whole batch was
+    written: what was written is kept with each message, so finding the
+    refused entry, the retry and the replay after the fix skip those steps —
+    even where a lookup cannot see a fresh write (a lagging search index)."""
+    _, account = tenant
+    accept(runtime, account, [msg(1)])
+    conv = conversation_id(runtime, account)
+    run_inbound(runtime, conv)
+    fake_crm.blind_lookups = True
+    fake_crm.fail_second_step(PermanentError("no inbox channel yet"), times=50)
+    accept(runtime, account, [msg(2), msg(3), msg(4)])
+    assert run_inbound(runtime, conv) == "parked"
+    assert statuses(runtime) == ["synced", "failed", "pending", "pending"]
+    fake_crm.second_step.clear()  # the setup finished
+    assert admin.replay(runtime, conversation_id=conv) == 1
+    assert run_inbound(runtime, conv) == "idle"
+    assert statuses(runtime) == ["synced"] * 4
+    assert [e["text"] for e in fake_crm.entries] == [f"message {i}" for i in (1, 2, 3, 4)]
+
+
+def test_a_channel_whose_crm_setup_has_not_finished_waits_and_setup_resumes_it(  # type: ignore[no-untyped-def]
+    runtime, tenant, fake_crm, redis_conn
+):
+    """Messages that arrive while the install's CRM-side setup still runs
+    wait for it (back off, never parked or failed), and finishing the setup
+    sends them at once."""
+    tenant_id, account = tenant
+    accept(runtime, account, [msg(1), msg(2)])
+    conv = conversation_id(runtime, account)
+    fake_crm.fail_next("append_entries", NotReadyError("no inbox channel yet"), times=100)
+    assert run_inbound(runtime, conv) == "backoff"
+    report = admin.status(runtime)
+    assert report["parked"] == [] and report["failed"] == []
+    assert report["messages"]["in"] == {"pending": 2}
+    [waiting] = report["waiting"]
+    assert waiting["conversation"] == conv and waiting["reason"].startswith("waiting: ")
+    assert fake_crm.entries == []
+    fake_crm.faults.clear()
+    redis_conn.flushdb()
+    admin.setup_crm(runtime, tenant_id)
+    queued = Queue(SYNC_QUEUE, connection=redis_conn).job_ids
+    assert len(queued) == 1 and queued[0].startswith(f"sync-{conv}-")
+    assert run_inbound(runtime, conv) == "idle"
+    assert [e["text"] for e in fake_crm.entries] == ["message 1", "message 2"]
