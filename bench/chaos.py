@@ -82,7 +82,7 @@ import requests
 
 from bench import traffic
 from bench.report import emit_json, percentile, postgres_schema, rnd, table
-from bench.stack import RedisServer, Stack
+from bench.stack import ROOT, RedisServer, Stack
 from bench.traffic import Delivery, message_text, telegram_update
 from crm_adapters.amocrm.timeline import parse_marker as amo_marker
 from crm_adapters.bitrix24.timeline import parse_marker as b24_marker
@@ -191,6 +191,9 @@ class SetupFailed(RuntimeError):
 
 
 # -- CRMs ------------------------------------------------------------------------------
+
+
+BENCH_MAPPINGS = ROOT / "bench" / "mappings"
 
 
 def marker_hash(uid: str) -> str:
@@ -342,6 +345,10 @@ class Crm:
     #: an operator answers ``user``: the webhook's HTTP status (0: no answer),
     #: None when the CRM has no conversation with them yet
     reply: Callable[[Stack, dict[str, Any], int, str], int | None] | None = None
+    #: the tenant's mapping (bench/mappings): timeline entries *and* the CRM's
+    #: conversation view, so the soak checks both writes under faults (the
+    #: demo mappings write each message once, in the conversation view only)
+    mapping: str | None = None
 
     @property
     def checker(self) -> Callable[..., traffic.Report] | None:
@@ -363,6 +370,7 @@ CRMS: dict[str, Crm] = {
             sustains=10.0,
             streams=_hubspot_streams,
             reply=_hubspot_reply,
+            mapping="bench-note-inbox.yaml",
         ),
         Crm(
             "amocrm",
@@ -372,6 +380,7 @@ CRMS: dict[str, Crm] = {
             sustains=6.0,
             streams=_amocrm_streams,
             reply=_amocrm_reply,
+            mapping="bench-amocrm-note-chat.yaml",
         ),
         Crm(
             "bitrix24",
@@ -380,6 +389,7 @@ CRMS: dict[str, Crm] = {
             sustains=10.0,
             streams=_bitrix24_streams,
             reply=_bitrix24_reply,
+            mapping="bench-bitrix24-comments-openlines.yaml",
         ),
     )
 }
@@ -689,6 +699,8 @@ def run_once(
         database_url=database_url,
         workers=profile.workers,
         crm=crm.name,
+        mapping=crm.mapping,
+        mappings_dir=BENCH_MAPPINGS if crm.mapping else ROOT / "mappings",
         sandbox_config={
             crm.name: crm.sandbox,
             "telegram": {

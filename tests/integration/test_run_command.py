@@ -104,7 +104,18 @@ def test_bridge_run_serves_the_demo_loop_and_stops_everything(tmp_path: Path, cr
                 data = requests.get(f"{base}/sandbox/hubspot/_state", timeout=10).json()
                 return data["portals"][0]
 
-            assert wait_until(lambda: len(state()["notes"]) == 1, timeout=60)
+            def incoming() -> list[dict]:
+                return [
+                    m
+                    for t in state()["threads"]
+                    for m in t["messages"]
+                    if m["direction"] == "INCOMING"
+                ]
+
+            # each message once: in the inbox thread (on the contact's timeline), no note
+            assert wait_until(lambda: len(incoming()) == 1, timeout=60)
+            assert incoming()[0]["text"] == "Hello! Do you deliver?"
+            assert state()["notes"] == []
             contact = state()["contacts"][0]
             assert contact["properties"]["firstname"] == "Anna"
             reply = requests.post(
@@ -142,6 +153,10 @@ def test_bridge_run_serves_the_demo_loop_and_stops_everything(tmp_path: Path, cr
                 return data["accounts"][0]
 
             assert wait_until(lambda: len(state()["chats"]) == 1, timeout=60)
+            # each message once: in the chat (shown in the lead's feed), no note
+            [message] = state()["chats"][0]["messages"]
+            assert message["text"] == "Hello! Do you deliver?"
+            assert [n for n in state()["notes"] if n["note_type"] == "common"] == []
             contact = state()["contacts"][0]
             assert contact["name"] == "Anna"
             reply = requests.post(
