@@ -29,9 +29,10 @@ design:
   (a customer's own zero-width characters cannot shift it), and the decoded
   text is validated like the visible form;
 * placed at the end of the first line (the bridge's own header, or a task's
-  subject), never after the customer's words: a link at the end of a
-  message stays a clean link, and a rep who copies the message does not copy
-  the marker.
+  subject), or ahead of a text that is the customer's words only (a
+  Bitrix24 to-do's description), never after the customer's words: a link
+  at the end of a message stays a clean link, and a rep who copies the
+  message does not copy the marker.
 
 Parsing accepts both forms, so entries written by earlier versions are still
 found. A short visible tag (``[bridge:<hash>]``) is the fallback, written
