@@ -231,12 +231,6 @@
     return node;
   }
 
-  function htmlToText(html) {
-    // DOMParser documents never run scripts; only the text is kept.
-    if (!html) return "";
-    return new DOMParser().parseFromString(String(html), "text/html").body.textContent || "";
-  }
-
   // Re-render a list only when what it shows changed: a click on a lead button or a
   // contact is not lost to a refresh that would change nothing.
   function renderList(list, model, build, emptyText) {
@@ -572,10 +566,14 @@
         const incoming = String(m.direction || "").toUpperCase() === "INCOMING";
         const sender = asList(m.senders)[0] || {};
         const state_ = incoming ? null : hsMessageState(m);
-        items.push({ kind: (incoming ? "incoming" : "outgoing") + (state_ && state_.failed ? " failed" : ""),
-                     text: m.text || htmlToText(m.richText), time: toMillis(m.createdAt || m.timestamp),
-                     who: ["chat / чат", sender.name || (incoming ? "customer / клиент" : "rep / менеджер"),
-                           state_ ? state_.text : ""] });
+        const item = { kind: (incoming ? "incoming" : "outgoing") + (state_ && state_.failed ? " failed" : ""),
+                       time: toMillis(m.createdAt || m.timestamp),
+                       who: ["chat / чат", sender.name || (incoming ? "customer / клиент" : "rep / менеджер"),
+                             state_ ? state_.text : ""] };
+        // the plain text when there is one; else the message's HTML, rendered like a note's
+        if (m.text) item.text = m.text;
+        else item.html = String(m.richText || "");
+        items.push(item);
       }
     }
     items.sort((a, b) => a.time - b.time);
