@@ -17,7 +17,19 @@ from bridge.config import Settings
 from bridge.crypto import SecretBindingError
 from bridge.runtime import Runtime, set_runtime
 
-__all__ = ["create_app"]
+__all__ = ["__version__", "create_app"]
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("crm-bridge")
+    except PackageNotFoundError:  # running from a checkout that was never installed
+        return "0+unknown"
+
+
+__version__ = _version()
 
 
 def create_app(

@@ -73,6 +73,18 @@ def _vendor_settings(
     return apps, bases
 
 
+def _anchored_sqlite(url: str) -> str:
+    """A relative SQLite path is relative to the project directory, not to
+    wherever a command happens to run: ``sqlite:///var/demo.db`` means the
+    same file for ``bridge run`` and for a ``bridge status`` typed elsewhere
+    (otherwise each directory gets its own empty database)."""
+    prefix, _, path = url.partition(":///")
+    if not prefix.startswith("sqlite") or not path or path.startswith((":memory:", "/")):
+        return url
+    database, sep, query = path.partition("?")
+    return f"{prefix}:///{ROOT / database}{sep}{query}"
+
+
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in env.get(name, "").split(",") if p.strip())
 
@@ -109,12 +121,16 @@ class Settings:
     job_timeout: int = 600
     #: max webhook body size accepted
     max_body: int = 1_000_000
+    #: where ``GET /`` sends a browser (the demo: its try-it page); empty:
+    #: a short page naming the service, its version and its health
+    home_url: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = os.environ if env is None else env
         var_dir = Path(env.get("BRIDGE_VAR_DIR") or ROOT / "var")
         database_url = env.get("DATABASE_URL") or f"sqlite:///{var_dir / 'bridge.db'}"
+        database_url = _anchored_sqlite(database_url)
         if database_url.startswith("postgres://"):  # Heroku-style URLs
             database_url = "postgresql+psycopg://" + database_url[len("postgres://") :]
         elif database_url.startswith("postgresql://"):
@@ -142,6 +158,7 @@ class Settings:
             http_timeout=timeout,
             job_timeout=int(_float(env, "BRIDGE_JOB_TIMEOUT", 600)),
             max_body=int(_float(env, "BRIDGE_MAX_BODY", 1_000_000)),
+            home_url=env.get("BRIDGE_HOME_URL", ""),
         )
         return replace(settings, **overrides) if overrides else settings
 

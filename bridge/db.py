@@ -21,7 +21,7 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["make_engine", "make_sessionmaker", "transaction"]
+__all__ = ["NestedTransactionError", "make_engine", "make_sessionmaker", "transaction"]
 
 
 def make_engine(url: str, *, echo: bool = False, reader: bool = False) -> Engine:
@@ -120,6 +120,10 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
+class NestedTransactionError(RuntimeError):
+    """A write transaction was opened inside another in the same thread."""
+
+
 class _SqliteWriteLock:
     """SQLite has one writer at a time. Writers of this database queue here —
     threads on a mutex, processes on ``flock`` of a lock file next to it —
@@ -132,15 +136,25 @@ class _SqliteWriteLock:
         self._thread = threading.Lock()
         self._path = f"{database}.writelock" if database and database != ":memory:" else None
         self._fd: int | None = None
+        self._owner: int | None = None
 
     def __enter__(self) -> None:
+        if self._owner == threading.get_ident():
+            # A write transaction opened inside another in the same thread
+            # would wait for itself forever (SQLite has one writer): a bug
+            # in the caller, so say so instead of hanging.
+            raise NestedTransactionError(
+                "a write transaction was opened inside another one in the same thread"
+            )
         self._thread.acquire()
+        self._owner = threading.get_ident()
         try:
             if self._path is not None:
                 if self._fd is None:
                     self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
                 fcntl.flock(self._fd, fcntl.LOCK_EX)
         except BaseException:
+            self._owner = None
             self._thread.release()
             raise
 
@@ -149,6 +163,7 @@ class _SqliteWriteLock:
             if self._fd is not None:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
         finally:
+            self._owner = None
             self._thread.release()
 
 

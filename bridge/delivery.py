@@ -284,6 +284,12 @@ class OutboundDelivery:
                 raise PermanentError("tenant mismatch between conversation and its rows")
         if message.status == "failed":
             return self._park(f"reply {message.uid} failed: {message.last_error}")
+        if tenant.status == "disabled":
+            return self._park(f"tenant disabled: {tenant.status_reason or ''}")
+        if account.status != "active":
+            # nothing was sent: the reply waits, visible, until the channel
+            # is connected again (`bridge replay` then sends it)
+            return self._park(f"channel account {account.id} is {account.status}")
         if message.status == "in_flight":
             fresh = utcnow() - dt.timedelta(seconds=self.settings.lock_ttl / 2)
             if message.claimed_at and aware(message.claimed_at) > fresh:

@@ -7,12 +7,16 @@ sandboxes (``sandbox/``) that stand in for them.
 
 from __future__ import annotations
 
+import shlex
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import requests
 
+from bridge.config import Settings
 from bridge.setup import connect_channel
 
 __all__ = ["DEMO_CRMS", "Seeded", "banner", "demo_env", "event_install", "oauth_install", "seed"]
@@ -208,7 +212,16 @@ def seed(
     return Seeded(crm, tenant_id, account_id, account)
 
 
-def banner(base: str, seeded: Seeded) -> str:
+def _cli(var_dir: Path | None) -> str:
+    """The bridge command as a newcomer can paste it from any directory: the
+    CLI finds the running demo's settings in the var directory."""
+    exe = Path(sys.executable).parent / "bridge"
+    if var_dir is None or var_dir == Settings().var_dir:
+        return str(exe)
+    return f"BRIDGE_VAR_DIR={shlex.quote(str(var_dir))} {exe}"
+
+
+def banner(base: str, seeded: Seeded, *, var_dir: Path | None = None) -> str:
     rep = {
         "hubspot": (
             f"a rep in (sandbox) HubSpot portal {seeded.account}",
@@ -239,6 +252,7 @@ def banner(base: str, seeded: Seeded) -> str:
         -d '{{"portal": "{seeded.account}", "chat_id": "<chat id>", "text": "Hi Anna!"}}'""",
         ),
     }[seeded.crm]
+    cli = _cli(var_dir)
     return f"""
 ================================================================================
  CRM bridge demo is running (Ctrl-C stops everything)
@@ -257,6 +271,8 @@ def banner(base: str, seeded: Seeded) -> str:
  ... and see what the bot sent back to the customer:
    curl -s '{base}/sandbox/telegram/_sent?chat_id=1001'
 
- Bridge status:   DATABASE_URL=sqlite:///var/demo.db .venv/bin/bridge status
+ The bridge's own view (works from any directory while the demo runs):
+   {cli} status
+   {cli} tenant list
 ================================================================================
 """

@@ -34,3 +34,5 @@ def configure_logging(level: int = logging.INFO) -> None:
     root.setLevel(level)
     # urllib3 logs full URLs at DEBUG: Telegram's contain the bot token.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+    # alembic announces its plugins and each migration step at INFO
+    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))

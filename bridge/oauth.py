@@ -16,7 +16,7 @@ from flask import Blueprint, current_app, jsonify, redirect, request
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from bridge import admin
-from bridge.errors import AuthError, BridgeError, WebhookError
+from bridge.errors import AuthError, BridgeError, ConfigError, WebhookError
 from bridge.registry import UnknownAdapter, crm_class
 
 __all__ = ["bp", "install_url"]
@@ -36,8 +36,24 @@ def _redirect_uri(rt, crm: str) -> str:  # type: ignore[no-untyped-def]
     return f"{rt.settings.public_url}/oauth/{crm}/callback"
 
 
+def not_configured(rt, crm: str) -> str | None:  # type: ignore[no-untyped-def]
+    """Why this deployment cannot install ``crm`` through OAuth (its app
+    credentials are missing), or None."""
+    if rt.settings.crm_apps.get(crm, {}).get("client_id"):
+        return None
+    return (
+        f"the {crm} app is not configured here: set {crm.upper()}_CLIENT_ID and "
+        f"{crm.upper()}_CLIENT_SECRET (README: Connecting a CRM)"
+    )
+
+
 def install_url(rt, crm: str, mapping: str | None = None) -> str:  # type: ignore[no-untyped-def]
+    """The install link for ``crm``; ``ConfigError`` when the app is not
+    configured here."""
     cls = crm_class(crm)
+    problem = not_configured(rt, crm)
+    if problem:
+        raise ConfigError(problem)
     state = _serializer(rt).dumps({"crm": crm, "mapping": mapping or f"{crm}.yaml"})
     return cls.install_url(
         rt.settings.crm_apps.get(crm, {}), redirect_uri=_redirect_uri(rt, crm), state=state
@@ -51,14 +67,9 @@ def install(crm: str):  # type: ignore[no-untyped-def]
         crm_class(crm)
     except UnknownAdapter:
         return jsonify({"error": "not_found", "message": f"{crm} has no OAuth install"}), 404
-    if not rt.settings.crm_apps.get(crm, {}).get("client_id"):
-        return jsonify(
-            {
-                "error": "not_configured",
-                "message": f"the {crm} app is not configured here (set {crm.upper()}_CLIENT_ID "
-                f"and {crm.upper()}_CLIENT_SECRET)",
-            }
-        ), 404
+    problem = not_configured(rt, crm)
+    if problem:
+        return jsonify({"error": "not_configured", "message": problem}), 404
     mapping = request.args.get("mapping") or f"{crm}.yaml"
     problem = admin.check_mapping(rt, mapping)
     if problem:

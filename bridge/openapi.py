@@ -181,14 +181,35 @@ def document() -> dict[str, Any]:
             },
             "/healthz": {
                 "get": {
-                    "summary": "Liveness: the database answers",
+                    "summary": "Health: the database and Redis answer and a worker reported "
+                    "in the last 30 s (503 names what is wrong)",
                     "operationId": "health",
                     "responses": {
                         "200": {
                             "description": "OK",
                             "content": {"application/json": {"schema": {"type": "object"}}},
                         },
-                        **_errors(503),
+                        "503": {
+                            "description": "Something is down (see checks)",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                    },
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness for load balancers: a webhook sent here would be "
+                    "stored and queued (the database and Redis answer)",
+                    "operationId": "ready",
+                    "responses": {
+                        "200": {
+                            "description": "Ready",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "503": {
+                            "description": "Not ready (see checks)",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
                     },
                 }
             },

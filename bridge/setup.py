@@ -14,8 +14,10 @@ __all__ = ["connect_channel", "rotate_secrets", "set_channel_webhook"]
 
 def connect_channel(rt, tenant_id: int, *, kind: str, token: str, name: str = "") -> int:  # type: ignore[no-untyped-def]
     """Store a channel account from its token (encrypted, with a fresh
-    webhook secret), register its webhook with the channel, then run the CRM
-    setup for the new channel."""
+    webhook secret), run the CRM setup for the new channel, then register
+    its webhook with the channel: customers' messages start arriving only
+    once the CRM side (an inbox channel, a chat scope, an Open Lines
+    connector) is ready for them."""
     cls = channel_class(kind)
     external_id, credentials = cls.account_from_token(token)
     account_id = admin.add_channel_account(
@@ -26,8 +28,8 @@ def connect_channel(rt, tenant_id: int, *, kind: str, token: str, name: str = ""
         name=name or f"{cls.title} {external_id}",
         external_id=external_id,
     )
-    set_channel_webhook(rt, account_id)
     admin.setup_crm(rt, tenant_id)
+    set_channel_webhook(rt, account_id)
     return account_id
 
 

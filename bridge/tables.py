@@ -117,6 +117,8 @@ class ChannelAccount(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     credentials: Mapped[str | None] = mapped_column(Text)
     settings: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    #: active | disconnected (webhooks refused, credentials dropped, history kept)
+    status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 

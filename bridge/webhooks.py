@@ -62,7 +62,9 @@ class _AdapterCache:
                 return item
         with rt.transaction() as session:
             account = session.scalars(
-                select(ChannelAccount).where(ChannelAccount.key == key)
+                select(ChannelAccount).where(
+                    ChannelAccount.key == key, ChannelAccount.status == "active"
+                )
             ).first()
             if account is None:
                 return None

@@ -16,10 +16,13 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
+import redis
 from rq import Worker
 
 from bridge.config import Settings
+from bridge.health import HEARTBEAT_TTL, beat
 from bridge.jobs import DELIVER_QUEUE, SYNC_QUEUE
 from bridge.runtime import Runtime, set_runtime
 from bridge.sweeper import Sweeper
@@ -86,8 +89,16 @@ def run_sweeper(settings: Settings, *, parent: int | None = None) -> None:
         signal.signal(sig, lambda *_: stop.set())
     sweeper.start()
     log.info("sweeper running every %.1fs", settings.sweep_interval)
+    worker_pid = parent or os.getpid()
+    last_beat = 0.0
     while not stop.wait(1.0):
         if parent is not None and os.getppid() != parent:
             log.info("worker %s is gone: sweeper exits", parent)
             break
+        if time.monotonic() - last_beat >= HEARTBEAT_TTL / 6:
+            last_beat = time.monotonic()
+            try:
+                beat(runtime.redis, worker_pid)
+            except (redis.RedisError, OSError):
+                log.warning("heartbeat not recorded: Redis unreachable")
     sweeper.stop()

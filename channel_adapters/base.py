@@ -103,6 +103,10 @@ class ChannelAdapter(ABC):
         """Optional: register ``url`` as the provider's webhook for this account."""
         raise NotImplementedError(f"{self.kind} has no webhook registration")
 
+    def remove_webhook(self) -> None:  # noqa: B027 (optional hook)
+        """Optional: stop the provider sending this account's webhooks
+        (``bridge <kind> disconnect``). Nothing to do where none was set."""
+
     def webhook_ack(self) -> tuple[dict, int]:
         """The body and status the provider expects for an accepted webhook."""
         return {"ok": True}, 200

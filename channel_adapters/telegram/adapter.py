@@ -234,6 +234,11 @@ class TelegramAdapter(ChannelAdapter):
             },
         )
 
+    def remove_webhook(self) -> None:
+        """``deleteWebhook``: Telegram stops posting updates (and keeps the
+        pending ones for ``getUpdates``, api.json)."""
+        self.api.call("deleteWebhook", {})
+
     def webhook_ack(self) -> tuple[dict, int]:
         """Any 2xx will do. The body must never carry a ``method`` key:
         Telegram would run it as a "webhook reply" whose result we never see."""

@@ -1098,11 +1098,13 @@ def test_the_app_serves_no_other_webhook(world: World) -> None:
         if method not in ("HEAD", "OPTIONS") and rule.endpoint != "static"
     )
     assert served == [
+        ("/", "GET"),  # a redirect to the demo page, or name, version and health
         ("/api/status", "GET"),  # operator API: bearer token, no body
         ("/healthz", "GET"),
         ("/oauth/<crm>/callback", "GET"),
         ("/oauth/<crm>/install", "GET"),  # only redirects to the CRM
         ("/openapi.json", "GET"),
+        ("/readyz", "GET"),
         ("/webhooks/<kind>/<key>", "POST"),
         ("/webhooks/crm/<crm>/<key>", "POST"),
         ("/webhooks/crm/<crm>/install", "POST"),

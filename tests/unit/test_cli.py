@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 import redis
+import responses
 from click.testing import CliRunner, Result
 from cryptography.fernet import Fernet
 from rq import Queue
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 import bridge.runtime
 import crm_adapters
@@ -142,23 +143,26 @@ def cli(
 def test_check_config_passes_the_shipped_mappings(cli: Cli) -> None:
     result = cli.run("check-config", BRIDGE_MAPPINGS_DIR=str(ROOT / "mappings"))
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == f"{len(SHIPPED)} mapping file(s) OK"
+    n = len(SHIPPED)
+    assert result.stdout.strip() == f"{n} files, {n} ok, 0 with errors"
     explicit = cli.run("check-config", *map(str, SHIPPED))
     assert explicit.exit_code == 0 and explicit.stderr == ""
 
 
 BROKEN = {
     "unknown-key.yaml": (
-        "crm: hubspot\nchannels:\n  telegram:\n    colour: red\n",
+        "crm: hubspot\nchannels:\n  telegram:\n    {pipeline: p, stage: s, colour: red}\n",
         "channels.telegram.colour: unknown key: remove it or check its spelling",
     ),
     "bad-owner.yaml": (
-        "crm: hubspot\nchannels:\n  telegram:\n    owner: {strategy: random}\n",
+        "crm: hubspot\nchannels:\n  telegram:\n    owner: {strategy: random}\n"
+        "    pipeline: p\n    stage: s\n",
         "channels.telegram.owner.strategy: must be one of fixed, round_robin, sticky "
         "(got 'random')",
     ),
     "placeholder.yaml": (
-        "crm: hubspot\nchannels:\n  telegram:\n    name: 'Deal for {contact.age}'\n",
+        "crm: hubspot\nchannels:\n  telegram:\n    name: 'Deal for {contact.age}'\n"
+        "    pipeline: p\n    stage: s\n",
         "channels.telegram.name: unknown placeholder {contact.age}; use one of ",
     ),
     "unknown-crm.yaml": (
@@ -192,7 +196,7 @@ def test_check_config_names_file_key_and_fix(cli: Cli, tmp_path: Path) -> None:
         assert any(line.startswith(f"{paths[name]}: {expected}") for line in lines), (name, lines)
     assert len(lines) == len(BROKEN)  # one line per problem, nothing about the good file
     assert str(good) not in result.stderr
-    assert "OK" not in result.stdout
+    assert result.stdout.strip() == f"{len(BROKEN) + 1} files, 1 ok, {len(BROKEN)} with errors"
 
 
 def test_check_config_without_arguments_checks_the_mappings_directory(
@@ -392,17 +396,18 @@ def test_tenant_create_stores_the_token_encrypted(cli: Cli, via: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "args,fragment",
+    "args,code,fragment",
     [
-        (["--crm", "salesforce", "--mapping", "hub.yaml"], "unknown or disabled CRM 'salesforce'"),
-        (["--crm", "hubspot", "--mapping", "nope.yaml"], "nope.yaml: mapping file not found"),
+        # --crm is a choice among the registered CRMs: a usage error
+        (["--crm", "salesforce", "--mapping", "hub.yaml"], 2, "'salesforce' is not one of"),
+        (["--crm", "hubspot", "--mapping", "nope.yaml"], 1, "nope.yaml: mapping file not found"),
     ],
 )
 def test_tenant_create_refuses_an_unknown_crm_or_mapping(
-    cli: Cli, args: list[str], fragment: str
+    cli: Cli, args: list[str], code: int, fragment: str
 ) -> None:
     result = cli.run("tenant", "create", "--slug", "acme", *args, "--token", TOKEN)
-    assert result.exit_code == 1
+    assert result.exit_code == code
     assert fragment in result.stderr and "Traceback" not in result.output
     rt = cli.runtime()
     with rt.transaction() as s:
@@ -489,3 +494,93 @@ def test_keys_rotate_reencrypts_everything_and_the_old_key_can_go(cli: Cli) -> N
             old.decrypt_channel_credentials(s.scalars(select(ChannelAccount)).one())
     # the CLI itself works with the new key alone
     assert cli.run("status", BRIDGE_SECRET_KEYS=K2).exit_code == 0
+
+
+# -- lifecycle: tenant list | show | disable | enable | delete, <channel> list | disconnect -------
+
+
+def _telegram_api(rsps: responses.RequestsMock, method: str) -> None:
+    rsps.add(
+        responses.POST,
+        f"https://api.telegram.org/bot1:x/{method}",
+        json={"ok": True, "result": True, "description": "Webhook was deleted"},
+    )
+
+
+def test_tenant_list_and_show_name_what_other_commands_take(cli: Cli) -> None:
+    rt = cli.runtime()
+    tenant_id, account = _tenant(rt)
+    listed = cli.run("tenant", "list")
+    assert listed.exit_code == 0
+    assert f"{tenant_id}\tacme\tfake\t-\tactive\t1\tfake.yaml" in listed.stdout
+    shown = cli.run("tenant", "show", "acme")
+    assert shown.exit_code == 0
+    assert f"channel account {account}: telegram" in shown.stdout
+    assert "webhooks/telegram/<key>" in shown.stdout and "webhooks/crm/fake/<key>" in shown.stdout
+    with rt.transaction() as s:
+        key = s.get(ChannelAccount, account).key
+        tenant_key = s.get(Tenant, tenant_id).webhook_key
+    assert key not in shown.stdout and tenant_key not in shown.stdout
+    revealed = cli.run("tenant", "show", "acme", "--reveal")
+    assert f"webhooks/telegram/{key}" in revealed.stdout
+    assert f"webhooks/crm/fake/{tenant_key}" in revealed.stdout
+    channels = cli.run("telegram", "list")
+    assert channels.exit_code == 0 and f"{account}\tacme\t" in channels.stdout
+
+
+def test_a_disabled_tenant_keeps_what_arrives_and_enable_resumes_it(cli: Cli) -> None:
+    rt = cli.runtime()
+    _, account = _tenant(rt)
+    assert cli.run("tenant", "disable", "acme").exit_code == 0
+    accept(rt, account, [msg(1, user=7, text="hello")])
+    conversation = _conversation(rt, account, "7")
+    assert run_inbound(rt, conversation) == "parked"
+    assert fakes.STATE.entries == []
+    assert "tenant acme [fake]: disabled (disabled by an admin)" in cli.run("status").stdout
+    cli.redis.flushdb()
+    enabled = cli.run("tenant", "enable", "acme")
+    assert enabled.exit_code == 0 and "1 conversation(s) resumed" in enabled.stdout
+    assert len(Queue(SYNC_QUEUE, connection=cli.redis).job_ids) == 1
+    assert run_inbound(rt, conversation) == "idle"
+    assert [e["text"] for e in fakes.STATE.entries] == ["hello"]
+
+
+@responses.activate
+def test_disconnect_stops_the_webhook_forgets_the_token_and_keeps_history(cli: Cli) -> None:
+    rt = cli.runtime()
+    _, account = _tenant(rt)
+    accept(rt, account, [msg(1, user=7, text="hello")])
+    _telegram_api(responses.mock, "deleteWebhook")
+    with rt.transaction() as s:
+        key = s.get(ChannelAccount, account).key
+    result = cli.run("telegram", "disconnect", "--account", str(account))
+    assert result.exit_code == 0, result.output
+    assert [c.request.url.rsplit("/", 1)[1] for c in responses.calls] == ["deleteWebhook"]
+    with rt.transaction() as s:
+        row = s.get(ChannelAccount, account)
+        assert (row.status, row.credentials) == ("disconnected", None)
+        assert s.scalar(select(func.count()).select_from(Message)) == 1
+    from bridge import create_app
+
+    answer = create_app(runtime=rt).test_client().post(f"/webhooks/telegram/{key}", json={})
+    assert answer.status_code == 404
+    again = cli.run("telegram", "disconnect", "--account", str(account))
+    assert again.exit_code == 1 and "is disconnected" in again.stderr
+
+
+@responses.activate
+def test_tenant_delete_removes_every_row_of_that_tenant_only(cli: Cli) -> None:
+    rt = cli.runtime()
+    _, account = _tenant(rt, "acme")
+    _, other = _tenant(rt, "other")
+    accept(rt, account, [msg(1, user=7, text="a")])
+    accept(rt, other, [msg(2, user=8, text="b")])
+    _telegram_api(responses.mock, "deleteWebhook")
+    refused = cli.run("tenant", "delete", "acme", input="n\n")
+    assert refused.exit_code == 1
+    result = cli.run("tenant", "delete", "acme", "--yes")
+    assert result.exit_code == 0 and "tenant acme deleted (1 messages)" in result.stdout
+    with rt.transaction() as s:
+        assert s.scalars(select(Tenant.slug)).all() == ["other"]
+        assert s.scalars(select(Message.text)).all() == ["b"]
+        assert s.scalars(select(ChannelAccount.id)).all() == [other]

@@ -59,7 +59,7 @@ def test_demo_mapping_reads_as_written() -> None:
         "default",
         "appointmentscheduled",
         "open",
-        "note",
+        "none",  # each message once: the inbox thread shows on the contact's timeline
         True,
     )
     assert rule.owner == OwnerRule(

@@ -1,0 +1,115 @@
+"""``bridge <channel> connect | list | set-webhook | disconnect``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from bridge.cli import context
+
+__all__ = ["register"]
+
+
+def _token(kind: str, title: str, given: str | None) -> str:
+    if given:
+        return given
+    variable = f"{kind.upper()}_BOT_TOKEN"
+    if not sys.stdin.isatty():
+        raise click.UsageError(f"no {title} token: set {variable}, or run this in a terminal")
+    return str(click.prompt(f"{title} token", hide_input=True))
+
+
+def _channel_group(kind: str) -> click.Group:
+    from bridge.registry import channel_class
+
+    title = channel_class(kind).title
+
+    @click.group(name=kind, help=f"{title} accounts.")
+    def group() -> None:
+        pass
+
+    @group.command("connect")
+    @click.option("--tenant", "slug", required=True)
+    @click.option(
+        "--token",
+        envvar=f"{kind.upper()}_BOT_TOKEN",
+        help=f"The {title} token; better set {kind.upper()}_BOT_TOKEN or type it at the "
+        "prompt, so it stays out of your shell history.",
+    )
+    @click.option("--name", default="", help="Shown to reps.")
+    def connect(slug: str, token: str | None, name: str) -> None:
+        """Store the account (token encrypted), set up the CRM side, register its webhook."""
+        from bridge.setup import connect_channel
+
+        rt = context.runtime()
+        tenant_id = context.tenant_id(rt, slug)
+        account_id = connect_channel(
+            rt, tenant_id, kind=kind, token=_token(kind, title, token), name=name
+        )
+        click.echo(f"{title} connected as channel account {account_id}; webhook registered")
+
+    @group.command("list")
+    @click.option("--tenant", "slug", help="Only this tenant's.")
+    def list_accounts(slug: str | None) -> None:
+        """The connected accounts, with the ids other commands take."""
+        from bridge.lifecycle import channel_accounts
+
+        rt = context.runtime()
+        tenant_id = context.tenant_id(rt, slug) if slug else None
+        rows = channel_accounts(rt, kind=kind, tenant_id=tenant_id)
+        if not rows:
+            click.echo(f"no {title} account yet: bridge {kind} connect --tenant <slug>")
+            return
+        click.echo("id\ttenant\tname\taccount\tstatus")
+        for r in rows:
+            click.echo(
+                f"{r['id']}\t{r['tenant']}\t{r['name']}\t{r['external_id'] or '-'}\t{r['status']}"
+            )
+
+    @group.command("set-webhook")
+    @click.option("--account", "account_id", type=int, required=True, help="Channel account id.")
+    def set_webhook(account_id: int) -> None:
+        """(Re-)register the account's webhook (after BRIDGE_PUBLIC_URL changed)."""
+        from bridge.setup import set_channel_webhook
+
+        rt = context.runtime()
+        url = set_channel_webhook(rt, _account(rt, kind, account_id))
+        click.echo(f"webhook set to {url.rsplit('/', 1)[0]}/<key>")
+
+    @group.command("disconnect")
+    @click.option("--account", "account_id", type=int, required=True, help="Channel account id.")
+    def disconnect(account_id: int) -> None:
+        """Stop receiving: remove the webhook, forget the token; history is kept."""
+        from bridge.lifecycle import disconnect_channel
+
+        rt = context.runtime()
+        for problem in disconnect_channel(rt, _account(rt, kind, account_id)):
+            click.echo(f"warning: webhook not removed at {title}: {problem}", err=True)
+        click.echo(f"{title} channel account {account_id} disconnected")
+
+    return group
+
+
+def _account(rt, kind: str, account_id: int) -> int:  # type: ignore[no-untyped-def]
+    from bridge.tables import ChannelAccount
+
+    with rt.transaction() as session:
+        account = session.get(ChannelAccount, account_id)
+        if account is None or account.kind != kind:
+            raise click.ClickException(
+                f"no {kind} channel account {account_id} (`bridge {kind} list` shows them)"
+            )
+        if account.status != "active":
+            raise click.ClickException(f"channel account {account_id} is {account.status}")
+    return account_id
+
+
+def register(group: click.Group) -> None:
+    from bridge.registry import UnknownAdapter, channel_kinds
+
+    for kind in channel_kinds():
+        try:
+            group.add_command(_channel_group(kind))
+        except UnknownAdapter:
+            continue  # disabled (missing library): logged by the registry

@@ -1,0 +1,140 @@
+"""``bridge db | check-config | status | replay | keys``: operating it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from bridge.cli import context
+
+__all__ = ["register"]
+
+
+@click.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the schema (idempotent)."""
+    from bridge.migrate import upgrade
+
+    rt = context.runtime(schema=False)
+    upgrade(rt.engine)
+    click.echo(f"database {context.safe_url(rt.settings.database_url)} is up to date")
+
+
+@click.command("check-config")
+@click.argument("targets", nargs=-1)
+def check_config(targets: tuple[str, ...]) -> None:
+    """Check mapping files: names in the mappings directory (acme, acme.yaml),
+    paths to files or directories (./draft.yaml); all of the mappings
+    directory when none is given. Exit status 1 when anything is wrong."""
+    from bridge.checks import check_config as run_checks
+
+    report = run_checks(targets, context.settings().mappings_dir)
+    for line in report.lines:
+        click.echo(line, err=True)
+    click.echo(report.summary)
+    if not report.ok:
+        raise SystemExit(1)
+
+
+def _print_status(data: dict[str, Any]) -> None:
+    for t in data["tenants"]:
+        extra = f" ({t['reason']})" if t["reason"] else ""
+        click.echo(f"tenant {t['slug']} [{t['crm']}]: {t['status']}{extra}")
+    if not data["tenants"]:
+        click.echo("no tenants yet: `bridge run` (demo) or see README, Connecting a CRM")
+    click.echo(f"conversations: {data['conversations']}")
+    for direction, label in (
+        ("in", "inbound (customer -> CRM)"),
+        ("out", "outbound (CRM -> customer)"),
+    ):
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(data["messages"][direction].items()))
+        click.echo(f"{label}: {counts or 'none'}")
+    for w in data["waiting"]:
+        click.echo(
+            f"WAITING conversation {w['conversation']} ({w['direction']}) until {w['until']}: "
+            f"{w['reason']}"
+        )
+    for p in data["parked"]:
+        click.echo(f"PARKED conversation {p['conversation']} ({p['direction']}): {p['reason']}")
+    for f in data["failed"]:
+        click.echo(
+            f"FAILED {f['direction']} message {f['message']} (conversation {f['conversation']}, "
+            f"seq {f['seq']}, {f['attempts']} attempts): {f['error']}"
+        )
+    if data["failed"] or data["parked"]:
+        click.echo(
+            "fix the cause, then: bridge replay --message <id> | --conversation <id> | --all"
+        )
+
+
+@click.command()
+@click.option("--tenant", "slug", help="Only this tenant.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable.")
+def status(slug: str | None, as_json: bool) -> None:
+    """Message counts, waiting, parked and failed conversations, with reasons."""
+    from bridge.admin import status as get_status
+
+    rt = context.runtime()
+    data = get_status(rt, context.tenant_id(rt, slug) if slug else None)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        _print_status(data)
+
+
+@click.command()
+@click.option("--message", "message_uid", help="One failed message (its id from bridge status).")
+@click.option("--conversation", "conversation_id", type=int, help="A conversation's failures.")
+@click.option("--tenant", "slug", help="Restrict --all to one tenant.")
+@click.option("--all", "everything", is_flag=True, help="Every failed message.")
+def replay(
+    message_uid: str | None, conversation_id: int | None, slug: str | None, everything: bool
+) -> None:
+    """Re-run failed messages and resume their conversations."""
+    from bridge.admin import replay as do_replay
+
+    if not (message_uid or conversation_id or everything):
+        raise click.UsageError("say what to replay: --message, --conversation or --all")
+    rt = context.runtime()
+    n = do_replay(
+        rt,
+        message_uid=message_uid,
+        conversation_id=conversation_id,
+        tenant_id=context.tenant_id(rt, slug) if slug else None,
+    )
+    click.echo(f"requeued {n} message(s)")
+
+
+@click.group()
+def keys() -> None:
+    """Encryption keys for secrets at rest."""
+
+
+@keys.command("generate")
+def keys_generate() -> None:
+    """Print a new Fernet key (prepend it to BRIDGE_SECRET_KEYS, then rotate)."""
+    from cryptography.fernet import Fernet
+
+    click.echo(Fernet.generate_key().decode())
+
+
+@keys.command("rotate")
+def keys_rotate() -> None:
+    """Re-encrypt every stored secret under the first key of BRIDGE_SECRET_KEYS."""
+    from bridge.setup import rotate_secrets
+
+    rt = context.runtime()
+    n = rotate_secrets(rt)
+    click.echo(f"re-encrypted {n} secret(s); keys after the first can now be removed")
+
+
+def register(group: click.Group) -> None:
+    for command in (db, check_config, status, replay, keys):
+        group.add_command(command)

@@ -1,0 +1,93 @@
+"""``bridge run | web | worker | sweeper``: the processes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from bridge.cli import context
+from bridge.demo import DEMO_CRMS
+from bridge.logs import configure_logging
+
+__all__ = ["register"]
+
+
+def _log_progress() -> None:
+    """A long-running process reports what it does (INFO), unless -v asked
+    for DEBUG already."""
+    if logging.getLogger().level > logging.INFO:
+        configure_logging(logging.INFO)
+
+
+def _port() -> int:
+    return int(os.environ.get("PORT", "8000"))
+
+
+@click.command()
+@click.option(
+    "--demo",
+    type=click.Choice([*DEMO_CRMS, "auto", "off"]),
+    default="auto",
+    show_default=True,
+    help="Wire a demo tenant to the sandbox of this CRM (auto: HubSpot, when no real "
+    "CRM or channel credentials are set).",
+)
+@click.option("--port", type=int, default=_port, show_default="8000 or $PORT")
+def run(demo: str, port: int) -> None:
+    """Run everything (web, worker, embedded Redis, SQLite, the sandbox) until Ctrl-C."""
+    from bridge.devserver import run_all
+
+    _log_progress()
+    sys.exit(run_all(demo=demo, port=port))
+
+
+@click.command()
+@click.option("--port", type=int, default=_port, show_default="8000 or $PORT")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True)
+def web(port: int, host: str, workers: int) -> None:
+    """Serve the webhooks with gunicorn (production: behind HTTPS)."""
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"{host}:{port}",
+        "--workers",
+        str(workers),
+        "--threads",
+        "4",
+        "--worker-class",
+        "gthread",
+        "wsgi:app",
+    ]
+    os.execv(sys.executable, argv)  # noqa: S606 — our interpreter's gunicorn, no shell
+
+
+@click.command()
+@click.option("--burst", is_flag=True, help="Drain the queues and exit.")
+@click.option("--sweeper/--no-sweeper", default=True, help="Also run the outbox sweeper.")
+def worker(burst: bool, sweeper: bool) -> None:
+    """Run an RQ worker (replies first, then CRM sync)."""
+    from bridge.worker import run_worker
+
+    _log_progress()
+    run_worker(context.settings(), burst=burst, with_sweeper=sweeper)
+
+
+@click.command()
+@click.option("--parent", type=int, default=None, help="Exit when this process is gone.")
+def sweeper(parent: int | None) -> None:
+    """Run only the outbox sweeper (re-enqueues work whose job vanished)."""
+    from bridge.worker import run_sweeper
+
+    _log_progress()
+    run_sweeper(context.settings(), parent=parent)
+
+
+def register(group: click.Group) -> None:
+    for command in (run, web, worker, sweeper):
+        group.add_command(command)
