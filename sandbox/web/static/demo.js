@@ -275,13 +275,18 @@
     return Number.isInteger(id) && id > 0 ? id : null;
   }
 
+  // Why the bridge did not take a customer's message: [en, ru].
+  function refusal(status) {
+    return present(status)
+      ? ["the bridge answered " + status, "мост ответил " + status]
+      : ["the bridge did not answer", "мост не ответил"];
+  }
+
   // Under a customer's bubble: did the bridge take the message (its webhook answered 2xx)?
   function deliveryNote(d) {
     if (d.ok) return { text: "delivered / доставлено ✓", failed: false };
-    const why = present(d.status)
-      ? "the bridge answered " + d.status + " / мост ответил " + d.status
-      : "the bridge did not answer / мост не ответил";
-    return { text: "not delivered: " + why + " / не доставлено", failed: true };
+    const [en, ru] = refusal(d.status);
+    return { text: "not delivered (" + en + ") / не доставлено (" + ru + ")", failed: true };
   }
 
   function mediaLabel(s) {
@@ -348,8 +353,8 @@
       setStatus(customerStatus, "Sent ✓ / Отправлено ✓", "ok");
       textBox.value = "";
     } else if (result.status === 200) {
-      setStatus(customerStatus, "Not delivered: the bridge answered " + (d.status ?? "nothing") +
-        " / Не доставлено: мост ответил " + (d.status ?? "—"), "bad");
+      const [en, ru] = refusal(d.status);
+      setStatus(customerStatus, "Not delivered: " + en + " / Не доставлено: " + ru, "bad");
       textBox.value = "";
     } else if (result.status === 409) {
       setStatus(customerStatus, "The bridge is still starting (no webhook yet); try again in a moment / " +
