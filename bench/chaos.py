@@ -121,6 +121,10 @@ class Profile:
     storm_rate: float = 20.0  # messages/s during the storm
     #: messages/s during the chaos phase (at most the CRM's ``sustains``)
     chaos_rate: float = 25.0
+    #: seconds the CRM refuses the second step of its appends for good (a
+    #: paused inbox channel), after the first step of the batch was written;
+    #: an operator then replays the failed messages (0: no refusal window)
+    refusal_seconds: float = 4.0
     replies: int = 10
     drain_limit: float = 120.0  # pass criterion (s after the last fault)
     drain_wait: float = 150.0  # how long to wait (and measure) at most
@@ -345,6 +349,9 @@ class Crm:
     #: an operator answers ``user``: the webhook's HTTP status (0: no answer),
     #: None when the CRM has no conversation with them yet
     reply: Callable[[Stack, dict[str, Any], int, str], int | None] | None = None
+    #: the request path (a regular expression) of an append's second step,
+    #: refused during the refusal window; None: the CRM writes in one step
+    second_step: str | None = None
     #: the tenant's mapping (bench/mappings): timeline entries *and* the CRM's
     #: conversation view, so the soak checks both writes under faults (the
     #: demo mappings write each message once, in the conversation view only)
@@ -371,6 +378,8 @@ CRMS: dict[str, Crm] = {
             streams=_hubspot_streams,
             reply=_hubspot_reply,
             mapping="bench-note-inbox.yaml",
+            # the inbox message, after the note (FACTS 3.7)
+            second_step=r"/conversations/v3/custom-channels/[^/]+/messages$",
         ),
         Crm(
             "amocrm",
@@ -517,9 +526,21 @@ class Nemesis(threading.Thread):
     """Runs the fault schedule (seconds after ``start()``) and, all along,
     restarts a worker process that died on its own (a supervisor's job)."""
 
-    def __init__(self, stack: Stack, workers: int, log: Log) -> None:
+    def __init__(
+        self,
+        stack: Stack,
+        workers: int,
+        log: Log,
+        *,
+        faults_url: str = "",
+        second_step: str | None = None,
+        refusal_seconds: float = 0.0,
+    ) -> None:
         super().__init__(name="nemesis", daemon=True)
         self.stack = stack
+        self.faults_url = faults_url
+        self.second_step = second_step
+        self.refusal_seconds = refusal_seconds
         self.workers = workers
         self.log = log
         self.schedule: list[tuple[float, str]] = []
@@ -571,6 +592,14 @@ class Nemesis(threading.Thread):
         elif action == "redis_wipe":
             self.stack.wipe_redis()
             detail = "FLUSHALL"
+        elif action == "refuse":
+            _post(
+                self.faults_url,
+                {"refuse_path": self.second_step, "refuse_seconds": self.refusal_seconds},
+            )
+            detail = f"second step refused for {self.refusal_seconds:.0f} s"
+        elif action == "replay":
+            detail = replay_failed(self.stack)
         else:  # pragma: no cover
             raise ValueError(action)
         self.done.append((time.time(), action, detail))
@@ -579,6 +608,39 @@ class Nemesis(threading.Thread):
     def stop(self) -> None:
         self.stopping.set()
         self.join(timeout=30)
+
+
+#: the sandbox's refusal (``sandbox.faults`` refuse_path), as the bridge
+#: records it on the failed message
+REFUSED = "not accepting messages"
+
+
+def replay_failed(stack: Stack) -> str:
+    """What an operator does after the refusal window, as ``bridge status``
+    tells them: replay the messages that failed because of it (any other
+    failure stays failed, and the run does not drain)."""
+    from sqlalchemy import select
+
+    from bridge import admin
+    from bridge.config import Settings
+    from bridge.runtime import Runtime
+    from bridge.tables import Message
+
+    runtime = Runtime(Settings.from_env(stack.env()))
+    try:
+        with runtime.transaction() as session:
+            uids = list(
+                session.scalars(
+                    select(Message.uid).where(
+                        Message.status == "failed", Message.last_error.contains(REFUSED)
+                    )
+                )
+            )
+        for uid in uids:
+            admin.replay(runtime, message_uid=uid)
+    finally:
+        runtime.close()
+    return f"replayed {len(uids)} message(s) refused by the CRM"
 
 
 # -- the bridge's database (read-only) ---------------------------------------------------
@@ -789,7 +851,14 @@ def run_once(
         # -- chaos: faults, kills, crashes, Redis; replies meanwhile -------------
         rate = out["chaos_rate"] = min(profile.chaos_rate, crm.sustains)
         chaos_seconds = len(rest) / rate
-        nemesis = Nemesis(stack, profile.workers, log)
+        nemesis = Nemesis(
+            stack,
+            profile.workers,
+            log,
+            faults_url=faults_url,
+            second_step=crm.second_step,
+            refusal_seconds=profile.refusal_seconds,
+        )
         span = chaos_seconds * 0.95
         nemesis.schedule = [
             (span * (i + 0.5) / profile.kills, "kill") for i in range(profile.kills)
@@ -798,6 +867,10 @@ def run_once(
             nemesis.schedule.append((span * (0.35 + 0.1 * i), "redis_kill"))
         for i in range(profile.redis_wipes):
             nemesis.schedule.append((span * (0.6 + 0.1 * i), "redis_wipe"))
+        if crm.second_step and profile.refusal_seconds:
+            # the operator replays once the channel takes messages again
+            nemesis.schedule.append((span * 0.45, "refuse"))
+            nemesis.schedule.append((span * 0.45 + profile.refusal_seconds + 3, "replay"))
         log(
             f"  chaos: {len(rest)} deliveries over {chaos_seconds:.0f} s; "
             f"{profile.kills} kills, {profile.redis_kills} Redis kills, "
@@ -835,9 +908,14 @@ def run_once(
         drained_at: float | None = None
         deadline = time.monotonic() + profile.drain_wait
         counts: dict[str, dict[str, int]] = {}
+        last_replay = 0.0
         while time.monotonic() < deadline:
             counts = db.counts()
             inbound, outbound = counts.get("in", {}), counts.get("out", {})
+            if inbound.get("failed") and time.monotonic() - last_replay > 5:
+                # a job refused during the window may park after the replay
+                last_replay = time.monotonic()
+                log(f"  operator: {replay_failed(stack)}")
             if (
                 inbound.get("synced", 0) >= total
                 and set(inbound) <= {"synced"}
@@ -1198,10 +1276,10 @@ def render(figures: dict[str, Any]) -> str:
         row("worker kills (busy)", lambda r: f"{r['kills']} ({r['kills_of_busy_workers']})"),
         row("Redis kills / wipes", lambda r: f"{r['redis_kills']} / {r['redis_wipes']}"),
         row(
-            "CRM faults 5xx/429/timeout/commit+timeout",
+            "CRM faults 5xx/429/timeout/commit+timeout/refused",
             lambda r: "/".join(
                 str(r["crm_faults"].get(k, 0))
-                for k in ("5xx", "429", "timeout", "commit_then_timeout")
+                for k in ("5xx", "429", "timeout", "commit_then_timeout", "refused")
             ),
         ),
         row("contacts / deals", lambda r: f"{r['contacts']} / {r['deals']}"),

@@ -22,9 +22,9 @@ from typing import Any
 
 import requests
 
-from crm_adapters.amocrm.freetext import strip_markers
 from crm_adapters.amocrm.timeline import parse_marker as amo_marker
 from crm_adapters.bitrix24.timeline import read_marker as b24_marker
+from crm_adapters.freetext import strip_markers
 
 __all__ = [
     "Delivery",

@@ -87,6 +87,9 @@ def _check_free(port: int, settings: Settings) -> None:
             f"port {running.get('port')}): stop it first (Ctrl-C in its terminal)"
         )
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # as gunicorn binds: connections of a run just stopped (TIME_WAIT)
+        # do not make the port busy; a listener still does
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:

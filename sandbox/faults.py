@@ -11,6 +11,10 @@ to misbehave the ways real vendors do (RELIABILITY.md 3.2):
   lookup-before-recreate survives
 * ``latency_ms``       extra latency on every request
 * ``storm_until``/``storm_kind``  every request fails (429 or 5xx) until then
+* ``refuse_path``/``refuse_until``  requests whose path matches the regular
+  expression are refused with the vendor's 400 until then (nothing done):
+  a permanent refusal of one step of a multi-step write (HubSpot: the
+  inbox message after its note), as when an inbox channel is paused
 
 Each sandbox wires it with :meth:`FaultPlan.install` and supplies its own
 error bodies, so a fault looks exactly like the vendor's. The control
@@ -21,6 +25,7 @@ at run time; ``GET`` shows the plan and its counters.
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -45,6 +50,8 @@ class FaultPlan:
     latency_ms: float = 0.0
     storm_until: float = 0.0
     storm_kind: str = "429"  # "429" or "5xx"
+    refuse_path: str = ""
+    refuse_until: float = 0.0
     seed: int | None = None
     counters: dict[str, int] = field(default_factory=dict)
 
@@ -64,12 +71,14 @@ class FaultPlan:
         "latency_ms",
         "storm_until",
         "storm_kind",
+        "refuse_path",
+        "refuse_until",
         "seed",
     )
 
     def update(self, values: dict[str, Any]) -> None:
         """Apply a control-API update; unknown keys raise ``ValueError``."""
-        unknown = set(values) - set(self.FIELDS) - {"storm_seconds", "reset"}
+        unknown = set(values) - set(self.FIELDS) - {"storm_seconds", "refuse_seconds", "reset"}
         if unknown:
             raise ValueError(f"unknown fault fields: {sorted(unknown)}")
         with self._lock:
@@ -82,6 +91,8 @@ class FaultPlan:
                     setattr(self, name, values[name])
             if "storm_seconds" in values:
                 self.storm_until = time.time() + float(values["storm_seconds"])
+            if "refuse_seconds" in values:
+                self.refuse_until = time.time() + float(values["refuse_seconds"])
             if "seed" in values:
                 self._rng = random.Random(self.seed)  # noqa: S311 (fault injection, not crypto)
 
@@ -92,6 +103,16 @@ class FaultPlan:
             return data
 
     # -- decisions --------------------------------------------------------
+
+    def refuses(self, path: str) -> bool:
+        """This request is refused for good (``refuse_path`` matches, in time)."""
+        with self._lock:
+            if not self.refuse_path or time.time() >= self.refuse_until:
+                return False
+            if re.search(self.refuse_path, path) is None:
+                return False
+            self.counters["refused"] = self.counters.get("refused", 0) + 1
+            return True
 
     def draw(self) -> str | None:
         """Pick this request's fault (or None) under the plan's odds."""
@@ -139,6 +160,8 @@ class FaultPlan:
                 return None
             if plan.latency_ms:
                 time.sleep(plan.latency_ms / 1000.0)
+            if plan.refuses(request.path):
+                return error_body(400, None)
             fault = plan.draw()
             g.sandbox_fault = fault
             if fault == "5xx":

@@ -17,7 +17,7 @@ Modules
 ``contacts``  find (identity > phone > e-mail), create, add what is new
 ``leads``     ``/leads/complex``, find by conversation uid, open or closed
 ``timeline``  notes (batched, with the bridge marker) and tasks
-``freetext``  the hidden bridge marker and local times in free text
+``crm_adapters.freetext`` (shared) the hidden bridge marker and local times in free text
 ``inbox``     chat messages through the Chats API (chat create + contact link)
 ``chats``     amojo request signing, the channel calls, the hook signature
 ``webhooks``  PHP bracket-notation decoder, account webhooks, the chat hook

@@ -190,8 +190,10 @@ class AmoCrmAdapter(ContactsMixin, LeadsMixin, NotesMixin, InboxMixin, CrmAdapte
         """Per ``entry.options``: ``timeline: note`` -> notes on the lead (or
         the contact), one POST for the batch; ``inbox: true`` -> one chat
         message each. ``maybe_written`` entries are looked up first (note
-        marker / chat history). On a failure part-way the error's
-        ``partial`` holds the entries completed before it."""
+        marker / chat history); steps in ``entry.written`` are not written
+        again. On a failure part-way the error's ``partial`` holds the
+        entries completed before it and ``progress`` the steps written of
+        the others (a note whose chat message failed)."""
         unique = list({e.bridge_id: e for e in entries}.values())
         settings = self.account.settings
         plan = {
@@ -207,8 +209,20 @@ class AmoCrmAdapter(ContactsMixin, LeadsMixin, NotesMixin, InboxMixin, CrmAdapte
                     "amoCRM: this message has nowhere to go: an `unsorted` mapping needs "
                     "`inbox: true` (amoCRM's chat creates the lead)"
                 )
-        notes: dict[str, CrmRef] = {}
-        chats: dict[str, CrmRef] = {}
+        # steps an earlier attempt reported written (error.progress)
+        notes = {e.bridge_id: r for e in unique if (r := e.written_ref("note")) is not None}
+        chats = {e.bridge_id: r for e in unique if (r := e.written_ref("message")) is not None}
+
+        def started() -> dict[str, tuple[CrmRef, ...]]:
+            """Entries with some steps written, not all of them."""
+            done = completed()
+            return {
+                e.bridge_id: tuple(
+                    ref for ref in (notes.get(e.bridge_id), chats.get(e.bridge_id)) if ref
+                )
+                for e in unique
+                if e.bridge_id not in done and (e.bridge_id in notes or e.bridge_id in chats)
+            }
 
         def completed() -> dict[str, tuple[CrmRef, ...]]:
             out: dict[str, tuple[CrmRef, ...]] = {}
@@ -227,10 +241,14 @@ class AmoCrmAdapter(ContactsMixin, LeadsMixin, NotesMixin, InboxMixin, CrmAdapte
             return out
 
         try:
-            self._write_notes([e for e in unique if plan[e.bridge_id][0]], notes)
-            self._publish([e for e in unique if plan[e.bridge_id][1]], chats)
+            self._write_notes(
+                [e for e in unique if plan[e.bridge_id][0] and e.bridge_id not in notes], notes
+            )
+            self._publish(
+                [e for e in unique if plan[e.bridge_id][1] and e.bridge_id not in chats], chats
+            )
         except BridgeError as exc:
-            exc.partial = completed()
+            exc.partial, exc.progress = completed(), started()
             raise
         return completed()
 

@@ -32,10 +32,7 @@ from typing import Any
 
 from bridge.errors import PermanentError
 from bridge.model import Attachment, CrmAccountInfo, CrmRef, MessageKind, TaskDraft, TimelineEntry
-
-from .client import AmoApi, embedded
-from .fields import as_map, channel_label, to_int
-from .freetext import (
+from crm_adapters.freetext import (
     Marker,
     attach_marker,
     find_markers,
@@ -45,6 +42,9 @@ from .freetext import (
     strip_hidden,
     tenant_zone,
 )
+
+from .client import AmoApi, embedded
+from .fields import as_map, channel_label, to_int
 
 __all__ = [
     "NotesMixin",

@@ -34,10 +34,10 @@ from typing import Any
 from bridge.errors import PayloadError, SignatureError
 from bridge.model import Attachment, CrmEvent, CrmEventKind, CrmRef, MessageKind, WebhookRequest
 from crm_adapters import phpform
+from crm_adapters.freetext import has_marker
 from crm_adapters.phpform import items
 
 from .fields import as_map
-from .freetext import has_marker
 from .leads import CLOSED_STATUSES
 
 __all__ = [

@@ -23,7 +23,7 @@ Modules
 ``entities``   leads/deals: create, find by conversation uid, open/closed
 ``timeline``   comments with the bridge marker, one batch per drain, to-dos
                and tasks
-``freetext``   the hidden bridge marker and local times in free text
+``crm_adapters.freetext`` (shared) the hidden bridge marker and local times in free text
 ``openlines``  the connector's messages, BB-code -> text, names
 ``webhooks``   strict PHP-bracket form decoding, the token check, events
 ``setup``      events, Open Lines connector, user fields

@@ -48,13 +48,13 @@ from bridge.model import (
     WebhookRequest,
 )
 from crm_adapters.base import CrmAdapter
+from crm_adapters.freetext import attach_marker
 
 from . import oauth
 from .batch import Command, Ref, as_map
 from .client import B24Api
 from .contacts import ContactsMixin
 from .entities import EntitiesMixin
-from .freetext import attach_marker
 from .openlines import connector_id, message_item, our_connectors, wants_inbox
 from .setup import run_setup
 from .timeline import (

@@ -47,10 +47,7 @@ from typing import Any
 
 from bridge.errors import BridgeError, NotReadyError, PermanentError
 from bridge.model import CrmAccountInfo, CrmRef, TaskDraft, TimelineEntry
-
-from .batch import BatchAnswer, Command
-from .client import B24Api
-from .freetext import (
+from crm_adapters.freetext import (
     Marker,
     attach_marker,
     find_markers,
@@ -60,6 +57,9 @@ from .freetext import (
     strip_hidden,
     tenant_zone,
 )
+
+from .batch import BatchAnswer, Command
+from .client import B24Api
 from .openlines import (
     WORDS,
     connector_id,
@@ -289,8 +289,10 @@ class TimelineMixin:
         on the lead/deal (or the contact); ``inbox: true`` -> also a message
         in the Open Lines chat (app install only). One batch per ≤ 50
         commands; ``maybe_written`` entries are looked up by their marker
-        first. On a failure part-way, the error's ``partial`` holds the
-        entries completed before it."""
+        first; steps in ``entry.written`` are not sent again. On a failure
+        part-way, the error's ``partial`` holds the entries completed before
+        it and ``progress`` the steps written of the others (a chat message
+        sent whose comment failed in the same ``halt`` batch)."""
         unique = list({e.bridge_id: e for e in entries}.values())
         settings = self.account.settings
         plan: dict[str, tuple[bool, bool]] = {}
@@ -308,8 +310,17 @@ class TimelineMixin:
                 "Bitrix24: Open Lines need the app install, not an incoming webhook "
                 "(set `inbox: false` in the mapping, or install the bridge as an app)"
             )
-        notes: dict[str, CrmRef] = {}
-        chats: dict[str, CrmRef] = {}
+        # steps an earlier attempt reported written (error.progress)
+        notes = {e.bridge_id: r for e in unique if (r := e.written_ref("comment")) is not None}
+        chats = {e.bridge_id: r for e in unique if (r := e.written_ref("message")) is not None}
+
+        def started() -> dict[str, tuple[CrmRef, ...]]:
+            done = completed()
+            return {
+                e.bridge_id: tuple(r for r in (notes.get(e.bridge_id), chats.get(e.bridge_id)) if r)
+                for e in unique
+                if e.bridge_id not in done and (e.bridge_id in notes or e.bridge_id in chats)
+            }
 
         def completed() -> dict[str, tuple[CrmRef, ...]]:
             out: dict[str, tuple[CrmRef, ...]] = {}
@@ -334,12 +345,16 @@ class TimelineMixin:
                         # sent in the same halt=1 batch, before the comment
                         chats[bridge_id] = CrmRef("message", bridge_id)
             todo = [e for e in unique if e.bridge_id not in notes]
+            steps = {  # what is left to write of each entry
+                b: (note and b not in notes, chat and b not in chats)
+                for b, (note, chat) in plan.items()
+            }
             # room for the chat commands (one per connector and method) in each batch
-            size = 48 if any(plan[e.bridge_id][1] for e in todo) else 50
+            size = 48 if any(steps[e.bridge_id][1] for e in todo) else 50
             for start in range(0, len(todo), size):
-                self._write_chunk(todo[start : start + size], plan, notes, chats)
+                self._write_chunk(todo[start : start + size], steps, notes, chats)
         except BridgeError as exc:
-            exc.partial = completed()
+            exc.partial, exc.progress = completed(), started()
             raise
         return completed()
 

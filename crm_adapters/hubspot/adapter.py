@@ -188,38 +188,58 @@ class HubSpotAdapter(ContactsMixin, EntitiesMixin, CrmAdapter):
         ``options["inbox"]``, one custom-channel message each (idempotent
         by ``integrationIdempotencyId``, FACTS 3.7). ``maybe_written``
         entries are first looked up by ``bridge_message_id`` (one search per
-        object type). A failed call raises with ``partial`` set to the
-        entries completed before it (the job retries only the rest)."""
+        object type); steps in ``entry.written`` are not written again. A
+        failed call raises with ``partial`` set to the entries completed
+        before it and ``progress`` to the steps written of the others (a
+        note whose inbox message failed): the job retries only the rest,
+        without relying on search, which lags behind writes (FACTS 3.3)."""
         unique = list({e.bridge_id: e for e in entries}.values())
+        timeline: dict[str, CrmRef] = {}
         groups: dict[str, list[TimelineEntry]] = {}
         for entry in unique:
             kind = timeline_kind(entry)
-            if kind is not None:
+            done = entry.written_ref(kind) if kind is not None else None
+            if done is not None:
+                timeline[entry.bridge_id] = done
+            elif kind is not None:
                 groups.setdefault(kind, []).append(entry)
-        timeline: dict[str, CrmRef] = {}
-        for kind, group in groups.items():
-            timeline.update(self._write_timeline(kind, group))
         out: dict[str, tuple[CrmRef, ...]] = {}
-        for entry in unique:
-            refs: list[CrmRef] = []
-            if timeline_kind(entry) is not None:
-                if entry.bridge_id not in timeline:
-                    continue  # not written: the job tries it again
-                refs.append(timeline[entry.bridge_id])
-            if wants_inbox(entry, self.account.settings):
-                try:
-                    refs.append(self._publish(entry))
-                except BridgeError as exc:
-                    exc.partial = dict(out)
-                    raise
-            out[entry.bridge_id] = tuple(refs)
+        try:
+            for kind, group in groups.items():
+                self._write_timeline(kind, group, timeline)
+            for entry in unique:
+                refs = self._complete(entry, timeline)
+                if refs is not None:
+                    out[entry.bridge_id] = refs
+        except BridgeError as exc:
+            exc.partial = dict(out)
+            exc.progress = {b: (r,) for b, r in timeline.items() if b not in out}
+            raise
         return out
 
-    def _write_timeline(self, kind: str, entries: Sequence[TimelineEntry]) -> dict[str, CrmRef]:
+    def _complete(
+        self, entry: TimelineEntry, timeline: Mapping[str, CrmRef]
+    ) -> tuple[CrmRef, ...] | None:
+        """The refs of ``entry`` once every step is written (publishing it
+        to the inbox if asked), or None when its timeline entry is missing."""
+        refs: list[CrmRef] = []
+        if timeline_kind(entry) is not None:
+            if entry.bridge_id not in timeline:
+                return None  # not written: the job tries it again
+            refs.append(timeline[entry.bridge_id])
+        if wants_inbox(entry, self.account.settings):
+            refs.append(entry.written_ref("message") or self._publish(entry))
+        return tuple(refs)
+
+    def _write_timeline(
+        self, kind: str, entries: Sequence[TimelineEntry], refs: dict[str, CrmRef]
+    ) -> None:
+        """Write ``entries`` as ``kind`` records into ``refs`` (bridge id ->
+        ref), chunk by chunk: what is in ``refs`` if this raises is written."""
         object_type = f"{kind}s"
         maybe = [e.bridge_id for e in entries if e.maybe_written]
         found = self._find_by_bridge_ids(object_type, maybe) if maybe else {}
-        refs = {bridge_id: CrmRef(kind, record) for bridge_id, record in found.items()}
+        refs.update({bridge_id: CrmRef(kind, record) for bridge_id, record in found.items()})
         todo = [e for e in entries if e.bridge_id not in found]
         for chunk in chunks(todo, BATCH_SIZE):
             body = self.api.json(
@@ -236,7 +256,6 @@ class HubSpotAdapter(ContactsMixin, EntitiesMixin, CrmAdapter):
                     f"HubSpot rejected the {object_type}: {scrub(first.get('message'))}"
                 )
             refs.update({bridge_id: CrmRef(kind, record) for bridge_id, record in written.items()})
-        return refs
 
     def _publish(self, entry: TimelineEntry) -> CrmRef:
         settings = self.account.settings

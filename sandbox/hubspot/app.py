@@ -76,7 +76,9 @@ def _fault_body(status: int, retry_after: float | None) -> Response:
         headers = {"Retry-After": str(max(1, math.ceil(retry_after or 1)))}
         return json_response(rate_limit_body("TEN_SECONDLY_ROLLING"), 429, headers)
     # 5xx bodies in HubSpot's error envelope; exact wording/category UNCONFIRMED.
-    messages = {503: ("The service is temporarily unavailable. Please try again later.",
+    # 400: the refusal fault, as a validation error (FACTS 3.3's envelope).
+    messages = {400: ("The channel account is not accepting messages.", "VALIDATION_ERROR"),
+                503: ("The service is temporarily unavailable. Please try again later.",
                       "SERVICE_UNAVAILABLE"),
                 504: ("The request timed out.", "GATEWAY_TIMEOUT")}
     message, category = messages.get(status, ("internal error", "INTERNAL_ERROR"))

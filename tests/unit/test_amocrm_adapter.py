@@ -22,7 +22,6 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
@@ -63,10 +62,10 @@ from bridge.model import (
 from crm_adapters import REGISTRY
 from crm_adapters.amocrm import AmoCrmAdapter
 from crm_adapters.amocrm.chats import body_signature, rfc2822, sign_request
-from crm_adapters.amocrm.freetext import HIDDEN_CHARS, strip_hidden, strip_markers
 from crm_adapters.amocrm.inbox import forget_chats
 from crm_adapters.amocrm.timeline import marker, marker_hash, parse_marker
 from crm_adapters.amocrm.webhooks import decode_brackets, items, strip_reply_marker
+from crm_adapters.freetext import HIDDEN_CHARS, strip_hidden, strip_markers
 
 SUB = "acme"
 API = "https://acme.amocrm.ru"
@@ -1260,14 +1259,6 @@ def test_note_header_shows_the_time_in_the_tenants_zone(
     assert strip_hidden(text).splitlines() == [header, "Hello"]
 
 
-def test_freetext_is_one_module_in_both_adapters() -> None:
-    """amoCRM and Bitrix24 write and read the same marker; adapters never
-    import each other, so the module is copied and must not drift."""
-    root = Path(__file__).resolve().parents[2] / "crm_adapters"
-    amo = (root / "amocrm" / "freetext.py").read_bytes()
-    assert amo == (root / "bitrix24" / "freetext.py").read_bytes()
-
-
 def test_the_hidden_marker_is_only_zero_width_characters_and_old_markers_still_parse() -> None:
     tag = marker("m-1", 12, T0)
     assert tag and set(tag) <= HIDDEN_CHARS
@@ -1590,10 +1581,19 @@ def test_notes_and_chat_together(rsps: responses.RequestsMock) -> None:
     both = {"timeline": "note", "inbox": True}
     with pytest.raises(PermanentError) as info:
         adapter.append_entries([entry("m-1", options=both), entry("m-2", options=both)])
-    # m-2's note is written, its chat message is not: not complete
+    # m-2's note is written, its chat message is not: not complete, but
+    # its note is reported, so the retry does not write it again
     assert info.value.partial == {
         "m-1": (CrmRef("note", "5000"), CrmRef("message", "amojo-1")),
     }
+    assert info.value.progress == {"m-2": (CrmRef("note", "5001"),)}
+    rsps.reset()
+    rsps.post(SEND, json=sent("amojo-2"))
+    retry = entry("m-2", options=both, written=(CrmRef("note", "5001"),))
+    assert adapter.append_entries([retry]) == {
+        "m-2": (CrmRef("note", "5001"), CrmRef("message", "amojo-2"))
+    }
+    assert [c.request.url for c in rsps.calls] == [SEND]  # no note written again
 
 
 def test_chat_mode_before_setup_finished_waits_and_names_the_fix(

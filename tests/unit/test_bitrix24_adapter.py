@@ -74,10 +74,10 @@ from crm_adapters.bitrix24.batch import (
 )
 from crm_adapters.bitrix24.client import map_error
 from crm_adapters.bitrix24.entities import forget_statuses
-from crm_adapters.bitrix24.freetext import HIDDEN_CHARS, strip_hidden
 from crm_adapters.bitrix24.openlines import bb_to_text, person_name, plain_text
 from crm_adapters.bitrix24.timeline import marker, marker_hash, parse_marker, read_marker
 from crm_adapters.bitrix24.webhooks import decode_brackets, token_digest
+from crm_adapters.freetext import HIDDEN_CHARS, strip_hidden
 from tests.support.fakes import MemoryCredentials
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -1551,6 +1551,36 @@ def test_open_lines_refusals(portal: Portal) -> None:
     )
     with pytest.raises(PermanentError, match="NOT_ACTIVE_LINE"):
         make(settings=OPENLINES).append_entries([entry("m3", inbox=True)])
+
+
+def test_open_lines_sent_whose_comment_failed_is_not_sent_again(portal: Portal) -> None:
+    """The chat send runs first in the halt=1 batch; a comment refused after
+    it leaves the messages in the Open Lines chat: the error reports them
+    (``progress``) and the retry with those refs sends only the comments."""
+    openlines_ok(portal)
+
+    def comment(params: dict[str, Any]) -> int:
+        if "message 1" in params["fields"]["COMMENT"]:
+            raise Err(400, "ACCESS_DENIED", "Insufficient permissions")
+        return 7
+
+    portal.on("crm.timeline.comment.add", comment)
+    entries = [entry(f"m{i}", sequence=i, text=f"message {i}", inbox=True) for i in range(3)]
+    with pytest.raises(PermanentError) as caught:
+        make(settings=OPENLINES).append_entries(entries)
+    assert caught.value.partial == {"m0": (CrmRef("comment", "7"), CrmRef("message", "m0"))}
+    assert caught.value.progress == {
+        "m1": (CrmRef("message", "m1"),),
+        "m2": (CrmRef("message", "m2"),),
+    }
+    portal.on("crm.timeline.comment.add", lambda _p: 8)
+    retry = [replace(e, written=caught.value.progress[e.bridge_id]) for e in entries[1:]]
+    result = make(settings=OPENLINES).append_entries(retry)
+    assert len(portal.methods("imconnector.send.messages")) == 1  # the first batch's only
+    assert result == {
+        "m1": (CrmRef("comment", "8"), CrmRef("message", "m1")),
+        "m2": (CrmRef("comment", "8"), CrmRef("message", "m2")),
+    }
 
 
 def test_open_lines_need_the_app_install(hook_portal: Portal) -> None:

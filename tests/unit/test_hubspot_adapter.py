@@ -1742,3 +1742,34 @@ def test_report_delivery_for_unknown_message(rsps: responses.RequestsMock) -> No
     )
     with pytest.raises(NotFoundError):
         adapter.report_delivery(DeliveryReport("nope", DeliveryStatus.SENT))
+
+
+def test_a_note_whose_inbox_message_failed_is_reported_and_not_written_again(
+    rsps: responses.RequestsMock,
+) -> None:
+    """The note of every entry is written, then the second entry's inbox
+    message is refused: the error says the first entry is complete and the
+    others have their note (``progress``); the retry with those refs writes
+    no note again and publishes only what is missing."""
+    adapter, _ = make_adapter(settings=INBOX_SETTINGS)
+    both = {"timeline": "note", "inbox": True}
+    batch = [entry(f"m-{i}", sequence=i, options=both) for i in (1, 2, 3)]
+    rsps.add_callback(responses.POST, NOTES_BATCH, callback=echo_batch("notes"))
+    messages = f"{API}/conversations/v3/custom-channels/ch-1/messages"
+    rsps.post(messages, status=201, json=inbox_answer("msg-1"))
+    rsps.post(messages, status=400, json={"status": "error", "message": "channel paused"})
+    with pytest.raises(PermanentError) as caught:
+        adapter.append_entries(batch)
+    notes = {b: (CrmRef("note", n),) for b, n in (("m-2", "1001"), ("m-3", "1002"))}
+    assert caught.value.partial == {"m-1": (CrmRef("note", "1000"), CrmRef("message", "msg-1"))}
+    assert caught.value.progress == notes
+    rsps.reset()
+    rsps.post(messages, status=201, json=inbox_answer("msg-2"))
+    rsps.post(messages, status=201, json=inbox_answer("msg-3"))
+    retry = [replace(e, maybe_written=True, written=notes[e.bridge_id]) for e in batch[1:]]
+    result = adapter.append_entries(retry)
+    assert [c.request.url for c in rsps.calls] == [messages, messages]  # no note, no search
+    assert result == {
+        "m-2": (CrmRef("note", "1001"), CrmRef("message", "msg-2")),
+        "m-3": (CrmRef("note", "1002"), CrmRef("message", "msg-3")),
+    }

@@ -2,9 +2,9 @@
 tasks, Bitrix24 timeline comments, to-dos and tasks): the bridge marker,
 hidden from people, and times in the tenant's own time zone.
 
-This module is kept byte-identical in ``crm_adapters/amocrm`` and
-``crm_adapters/bitrix24`` (adapters never import each other; a test compares
-the two files).
+A helper shared by the CRMs whose entries are free text (as ``phpform`` is
+for the CRMs that post PHP forms), not an adapter: adapters never import each
+other, and both import this.
 
 **The bridge marker.** Notes and comments have no custom fields, so the only
 way to find an entry again after an ambiguous write (a timeout after the CRM
