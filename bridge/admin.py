@@ -139,8 +139,13 @@ def add_channel_account(
     name: str = "",
     external_id: str | None = None,
     settings: Mapping[str, Any] | None = None,
+    awaiting_setup: bool = False,
 ) -> int:
+    """Store a channel account. ``awaiting_setup``: its messages wait until
+    the next ``setup_crm`` has covered it (``is_set_up``)."""
     channel_class(kind)
+    if awaiting_setup:
+        settings = {**(settings or {}), SETUP_PENDING: True}
     with rt.transaction() as session:
         account = ChannelAccount(
             tenant_id=tenant_id,
@@ -154,6 +159,17 @@ def add_channel_account(
         session.flush()
         account.credentials = rt.encrypt_channel_credentials(tenant_id, account.id, credentials)
         return account.id
+
+
+#: a channel account's setting while the CRM setup for it has not finished
+SETUP_PENDING = "crm_setup_pending"
+
+
+def is_set_up(account_settings: Mapping[str, Any] | None) -> bool:
+    """Has the CRM setup covered this channel account? One connected while
+    the setup still runs (or before it ran) must wait for it: the CRM side
+    (custom properties, an inbox channel, a chat scope) is not there yet."""
+    return not (account_settings or {}).get(SETUP_PENDING)
 
 
 def setup_crm(rt, tenant_id: int) -> dict[str, Any]:  # type: ignore[no-untyped-def]
@@ -189,6 +205,13 @@ def setup_crm(rt, tenant_id: int) -> dict[str, Any]:  # type: ignore[no-untyped-
         tenant = session.get(Tenant, tenant_id)
         assert tenant is not None
         tenant.settings = {**(tenant.settings or {}), **created}
+        for account in session.scalars(
+            select(ChannelAccount).where(ChannelAccount.tenant_id == tenant_id)
+        ):
+            if str(account.id) in {link.id for link in links}:
+                account.settings = {
+                    k: v for k, v in (account.settings or {}).items() if k != SETUP_PENDING
+                }
         # conversations that waited for this setup (or backed off for any
         # reason) go now rather than at the end of their backoff
         for direction, conversation_id in outbox.waiting(session, tenant_id):

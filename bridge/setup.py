@@ -27,6 +27,7 @@ def connect_channel(rt, tenant_id: int, *, kind: str, token: str, name: str = ""
         credentials=credentials,
         name=name or f"{cls.title} {external_id}",
         external_id=external_id,
+        awaiting_setup=True,
     )
     admin.setup_crm(rt, tenant_id)
     set_channel_webhook(rt, account_id)

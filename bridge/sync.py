@@ -31,6 +31,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bridge import outbox
+from bridge.admin import is_set_up
 from bridge.errors import (
     AuthError,
     NotReadyError,
@@ -110,6 +111,8 @@ class InboundSync:
         self.synced = 0
         self._adapter = None
         self._tenant_id: int | None = None
+        #: rounds in a row the CRM side was not ready (NotReadyError)
+        self._not_ready = 0
 
     # -- the loop body ----------------------------------------------------
 
@@ -122,6 +125,13 @@ class InboundSync:
             return self._park(f"message {first.uid} failed: {first.last_error}")
         if snap.tenant.status != "active":
             return self._park(f"tenant {snap.tenant.status}: {snap.tenant.status_reason or ''}")
+        if not is_set_up(snap.account.settings):
+            return self._not_ready_yet(
+                NotReadyError(
+                    f"the CRM setup has not covered channel account {snap.account.id} yet "
+                    "(`bridge crm setup` runs it)"
+                )
+            )
         batch = []
         for message in snap.messages:
             if message.status == "failed":
@@ -150,6 +160,7 @@ class InboundSync:
             if lock.lost.is_set():
                 raise LeaseLost
             self._append(snap, adapter, rule, batch, contact_ref, entity_ref, lock)
+            self._not_ready = 0
         except AuthError as exc:
             self._mark_tenant(snap.tenant.id, exc)
             return self._park(f"auth: {exc.message}")
@@ -159,16 +170,29 @@ class InboundSync:
         except PermanentError as exc:
             self._fail(batch[0].id, exc.message or type(exc).__name__)
             return self._park(f"message failed: {exc.message}")
+        except NotReadyError as exc:
+            return self._not_ready_yet(exc)
         except RetryableError as exc:
-            until = backoff_until(self.settings, exc)
-            # NotReadyError: the CRM side of the account is still being set up
-            why = "waiting" if isinstance(exc, NotReadyError) else "retrying"
-            with self.rt.transaction() as session:
-                outbox.backoff(
-                    session, self.conversation_id, outbox.IN, until, f"{why}: {exc.message}"
-                )
-            return Parked("backoff")
+            return self._back_off(exc, "retrying")
         return None
+
+    def _not_ready_yet(self, exc: NotReadyError) -> Parked | None:
+        """The CRM side of the account is still being set up (its result
+        lands in the tenant's settings): look again with fresh ones soon,
+        then wait without holding a worker (a finished setup resumes it)."""
+        self._adapter = None
+        self._not_ready += 1
+        if self._not_ready <= self.settings.retry_attempts:
+            time.sleep(retry_delay(self.settings, self._not_ready, exc))
+            return None
+        return self._back_off(exc, "waiting")
+
+    def _back_off(self, exc: RetryableError, why: str) -> Parked:
+        """Stay pending; the sweeper (or a finished setup) resumes it."""
+        until = backoff_until(self.settings, exc)
+        with self.rt.transaction() as session:
+            outbox.backoff(session, self.conversation_id, outbox.IN, until, f"{why}: {exc.message}")
+        return Parked("backoff")
 
     # -- loading ----------------------------------------------------------
 
@@ -765,7 +789,8 @@ class InboundSync:
                 remaining = [e for e in remaining if e.bridge_id not in got]
                 remaining = self._keep_progress(batch, remaining, exc.progress)
                 stalled = 0 if got else stalled + 1
-                if stalled >= self.settings.retry_attempts:
+                waiting = isinstance(exc, NotReadyError)  # retried with fresh settings
+                if waiting or stalled >= self.settings.retry_attempts:
                     if exc.nothing_written and not retry:
                         # no attempt can have written them (refused before
                         # running, e.g. setup not finished): this claim

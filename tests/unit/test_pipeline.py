@@ -514,3 +514,30 @@ def test_a_channel_whose_crm_setup_has_not_finished_waits_and_setup_resumes_it( 
     assert len(queued) == 1 and queued[0].startswith(f"sync-{conv}-")
     assert run_inbound(runtime, conv) == "idle"
     assert [e["text"] for e in fake_crm.entries] == ["message 1", "message 2"]
+
+
+def test_messages_of_a_channel_connected_before_its_crm_setup_wait_for_it(  # type: ignore[no-untyped-def]
+    runtime, tenant, fake_crm, redis_conn
+):
+    """A channel whose CRM-side setup has not run yet (custom properties,
+    an inbox channel: connected while the install's setup still runs): its
+    messages wait, the CRM untouched, until the setup covers it."""
+    tenant_id, _ = tenant
+    account = admin.add_channel_account(
+        runtime,
+        tenant_id,
+        kind="telegram",
+        credentials={"bot_token": "2:y", "secret_token": "s2"},
+        awaiting_setup=True,
+    )
+    accept(runtime, account, [msg(1)])
+    conv = conversation_id(runtime, account)
+    assert run_inbound(runtime, conv) == "backoff"
+    assert fake_crm.calls == [] and statuses(runtime) == ["pending"]
+    [waiting] = admin.status(runtime)["waiting"]
+    assert f"has not covered channel account {account}" in waiting["reason"]
+    redis_conn.flushdb()
+    admin.setup_crm(runtime, tenant_id)
+    assert len(Queue(SYNC_QUEUE, connection=redis_conn).job_ids) == 1
+    assert run_inbound(runtime, conv) == "idle"
+    assert [e["text"] for e in fake_crm.entries] == ["message 1"]
