@@ -830,6 +830,10 @@ class InboundSync:
                     )
                 )
         self.synced += len(done)
+        contact = snap.contact.crm_contact_id
+        if done and contact and snap.conversation.crm_contact_id != contact:
+            self._update(Conversation, snap.conversation.id, crm_contact_id=contact)
+            snap.conversation.crm_contact_id = contact
         self._acknowledge(snap, [m for m in done if m.kind == MessageKind.CALLBACK.value])
 
     def _keep_progress(
@@ -887,8 +891,13 @@ class InboundSync:
         # the tenant's time zone (IANA name) for times written as text
         options["timezone"] = getattr(self, "_timezone", "UTC")
         options["channel_title"] = channel_class(snap.account.kind).title
-        # lets a CRM skip per-conversation setup (amoCRM: create + link the chat)
-        options["first_in_conversation"] = not snap.has_synced
+        # lets a CRM skip per-conversation setup (amoCRM: create + link the
+        # chat) — again when the person's CRM contact changed (deleted there
+        # and created anew): the conversation must be linked to the new one
+        known = snap.conversation.crm_contact_id
+        options["first_in_conversation"] = not snap.has_synced or bool(
+            known and contact_ref is not None and known != contact_ref.id
+        )
         if payload.get("is_edit"):
             original = self._original_of(snap, payload.get("provider_message_id"))
             if original:

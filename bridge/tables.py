@@ -192,6 +192,9 @@ class Conversation(Base):
     #: None | creating | synced
     crm_entity_state: Mapped[str | None] = mapped_column(String(16))
     crm_thread_id: Mapped[str | None] = mapped_column(String(64))
+    #: the CRM contact the conversation's entries were last written for (a
+    #: change means the CRM's conversation must be linked to the new one)
+    crm_contact_id: Mapped[str | None] = mapped_column(String(64))
     owner_id: Mapped[str | None] = mapped_column(String(64))
     #: None | creating | <task id>
     task_state: Mapped[str | None] = mapped_column(String(64))

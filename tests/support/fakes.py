@@ -192,6 +192,7 @@ class FakeCrm(CrmAdapter):
                         "occurred_at": entry.occurred_at,
                         "is_edit": entry.is_edit,
                         "owner": entry.owner_id,
+                        "first": entry.options.get("first_in_conversation"),
                     }
                 )
                 out[entry.bridge_id] = (CrmRef("note", nid),)

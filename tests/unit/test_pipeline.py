@@ -8,7 +8,7 @@ import datetime as dt
 
 import pytest
 from rq import Queue
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 import crm_adapters
 from bridge import admin, outbox
@@ -541,3 +541,34 @@ def test_messages_of_a_channel_connected_before_its_crm_setup_wait_for_it(  # ty
     assert len(Queue(SYNC_QUEUE, connection=redis_conn).job_ids) == 1
     assert run_inbound(runtime, conv) == "idle"
     assert [e["text"] for e in fake_crm.entries] == ["message 1"]
+
+
+def test_a_contact_created_anew_in_the_crm_is_first_in_its_conversation_again(  # type: ignore[no-untyped-def]
+    runtime, tenant, fake_crm
+):
+    """The person's CRM contact was deleted there and the next message
+    creates a new one: its entry says ``first_in_conversation`` again, so a
+    CRM that links its conversation view to the contact (amoCRM's chat)
+    links it to the new one instead of filing under the deleted contact."""
+    _, account = tenant
+    accept(runtime, account, [msg(1), msg(2)])
+    conv = conversation_id(runtime, account)
+    run_inbound(runtime, conv)
+    accept(runtime, account, [msg(3)])
+    run_inbound(runtime, conv)
+    [old] = list(fake_crm.contacts)
+    fake_crm.contacts.clear()  # deleted in the CRM ...
+    with runtime.transaction() as s:  # ... which the CRM's webhook told us
+        s.execute(
+            update(Contact).values(crm_contact_id=None, crm_state=None, crm_owner_id=None)
+        )
+    accept(runtime, account, [msg(4)])
+    run_inbound(runtime, conv)
+    [new] = list(fake_crm.contacts)
+    assert new != old
+    assert [(e["text"], e["contact"], e["first"]) for e in fake_crm.entries] == [
+        ("message 1", old, True),
+        ("message 2", old, True),
+        ("message 3", old, False),
+        ("message 4", new, True),
+    ]

@@ -1,4 +1,5 @@
-"""channel account status (connected / disconnected)
+"""channel account status (active / disconnected); the CRM contact a
+conversation's entries were last written for
 
 Revision ID: 0003
 Revises: 0002
@@ -21,8 +22,12 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("status", sa.String(length=16), nullable=False, server_default="active")
         )
+    with op.batch_alter_table("conversations", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("crm_contact_id", sa.String(length=64), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("conversations", schema=None) as batch_op:
+        batch_op.drop_column("crm_contact_id")
     with op.batch_alter_table("channel_accounts", schema=None) as batch_op:
         batch_op.drop_column("status")
