@@ -229,3 +229,22 @@ def test_db_upgrade_then_the_read_commands_answer(env: dict[str, Any]) -> None:
         result = _invoke(args, env)
         assert result.exit_code == 0, (args, result.output)
         assert "no tenants yet" in result.output or "no Telegram account yet" in result.output
+
+
+def test_run_on_a_busy_port_is_one_line_before_touching_anything(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        env = {"BRIDGE_VAR_DIR": str(tmp_path / "var"), "DATABASE_URL": None, "REDIS_URL": None}
+        result = _invoke(["run", "--port", str(port)], env)
+    line = _one_error_line(result, ["run"])
+    assert result.exit_code == 1
+    assert line == (
+        f"Error: port {port} is in use: stop what listens there, or pick another port "
+        f"(bridge run --port {port + 1})"
+    )
+    assert not (tmp_path / "var" / "demo.db").exists()
+    assert not (tmp_path / "var" / "run.json").exists()
