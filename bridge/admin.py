@@ -15,7 +15,15 @@ from bridge import outbox
 from bridge.jobs import enqueue
 from bridge.model import ChannelLink
 from bridge.registry import channel_class, crm_class
-from bridge.tables import ChannelAccount, Conversation, CrmRoute, Message, Outbox, Tenant
+from bridge.tables import (
+    SETUP_PENDING,
+    ChannelAccount,
+    Conversation,
+    CrmRoute,
+    Message,
+    Outbox,
+    Tenant,
+)
 
 __all__ = [
     "add_channel_account",
@@ -142,7 +150,7 @@ def add_channel_account(
     awaiting_setup: bool = False,
 ) -> int:
     """Store a channel account. ``awaiting_setup``: its messages wait until
-    the next ``setup_crm`` has covered it (``is_set_up``)."""
+    the next ``setup_crm`` has covered it (``awaiting_crm_setup``)."""
     channel_class(kind)
     if awaiting_setup:
         settings = {**(settings or {}), SETUP_PENDING: True}
@@ -159,17 +167,6 @@ def add_channel_account(
         session.flush()
         account.credentials = rt.encrypt_channel_credentials(tenant_id, account.id, credentials)
         return account.id
-
-
-#: a channel account's setting while the CRM setup for it has not finished
-SETUP_PENDING = "crm_setup_pending"
-
-
-def is_set_up(account_settings: Mapping[str, Any] | None) -> bool:
-    """Has the CRM setup covered this channel account? One connected while
-    the setup still runs (or before it ran) must wait for it: the CRM side
-    (custom properties, an inbox channel, a chat scope) is not there yet."""
-    return not (account_settings or {}).get(SETUP_PENDING)
 
 
 def setup_crm(rt, tenant_id: int) -> dict[str, Any]:  # type: ignore[no-untyped-def]

@@ -31,7 +31,6 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bridge import outbox
-from bridge.admin import is_set_up
 from bridge.errors import (
     AuthError,
     NotReadyError,
@@ -125,7 +124,7 @@ class InboundSync:
             return self._park(f"message {first.uid} failed: {first.last_error}")
         if snap.tenant.status != "active":
             return self._park(f"tenant {snap.tenant.status}: {snap.tenant.status_reason or ''}")
-        if not is_set_up(snap.account.settings):
+        if snap.account.awaiting_crm_setup:
             return self._not_ready_yet(
                 NotReadyError(
                     f"the CRM setup has not covered channel account {snap.account.id} yet "

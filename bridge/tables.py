@@ -104,6 +104,10 @@ class CrmRoute(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
+#: a channel account's setting while the CRM setup for it has not finished
+SETUP_PENDING = "crm_setup_pending"
+
+
 class ChannelAccount(Base):
     __tablename__ = "channel_accounts"
 
@@ -120,6 +124,13 @@ class ChannelAccount(Base):
     #: active | disconnected (webhooks refused, credentials dropped, history kept)
     status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+    @property
+    def awaiting_crm_setup(self) -> bool:
+        """Connected, but the CRM setup has not covered it yet (it may still
+        run): the CRM side (custom properties, an inbox channel, a chat
+        scope) is not there, so its messages wait for it."""
+        return bool((self.settings or {}).get(SETUP_PENDING))
 
 
 class Contact(Base):
