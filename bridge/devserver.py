@@ -21,6 +21,7 @@ import time
 import requests
 
 from bridge import runfile
+from bridge.checks import validate_mappings_dir
 from bridge.config import ROOT, Settings
 from bridge.crypto import load_keys
 from bridge.migrate import upgrade
@@ -145,6 +146,7 @@ def run_all(*, demo: str = "auto", port: int = 8000) -> int:
     settings = Settings.from_env(env)
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     _check_free(port, settings)
+    validate_mappings_dir(settings.mappings_dir)  # one line now, not a traceback later
     load_keys(settings.secret_keys, settings.var_dir)  # one dev key for every process
     demo_crm = _demo_crm(demo, env)
     if demo_crm is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from bridge import admin
 from bridge.registry import channel_class
@@ -20,6 +20,17 @@ def connect_channel(rt, tenant_id: int, *, kind: str, token: str, name: str = ""
     connector) is ready for them."""
     cls = channel_class(kind)
     external_id, credentials = cls.account_from_token(token)
+    with rt.transaction() as session:
+        taken = session.scalar(
+            select(ChannelAccount.id).where(
+                ChannelAccount.tenant_id == tenant_id,
+                ChannelAccount.kind == kind,
+                ChannelAccount.external_id == external_id,
+                ChannelAccount.status == "active",
+            )
+        )
+    if taken is not None:
+        raise ValueError(f"this {cls.title} account is connected already (channel account {taken})")
     account_id = admin.add_channel_account(
         rt,
         tenant_id,
@@ -29,8 +40,16 @@ def connect_channel(rt, tenant_id: int, *, kind: str, token: str, name: str = ""
         external_id=external_id,
         awaiting_setup=True,
     )
-    admin.setup_crm(rt, tenant_id)
-    set_channel_webhook(rt, account_id)
+    try:
+        admin.setup_crm(rt, tenant_id)
+        set_channel_webhook(rt, account_id)
+    except BaseException:
+        # nothing can have arrived without the webhook: forget the account,
+        # so the next attempt starts clean (no second account for one bot)
+        with rt.transaction() as session:
+            session.execute(delete(ChannelAccount).where(ChannelAccount.id == account_id))
+        reset_cache()
+        raise
     return account_id
 
 

@@ -65,9 +65,13 @@ def tenant_create(
         raise click.ClickException(f"tenant {slug!r} exists already (`bridge tenant list`)")
     if ask_token:
         token = click.prompt("token", hide_input=True)
-    creds = crm_class(crm_kind).token_credentials(token) if token else None
-    if creds is not None:
-        account_id = account_id or creds.pop("account_id", None)
+    if not token:
+        raise click.UsageError(
+            "give the CRM's token: BRIDGE_CRM_TOKEN=... in the environment, or --ask-token "
+            f"(OAuth installs create their tenant themselves: bridge {crm_kind} install-url)"
+        )
+    creds = crm_class(crm_kind).token_credentials(token)
+    account_id = account_id or creds.pop("account_id", None)
     tenant_id = create_tenant(
         rt, slug=slug, crm_kind=crm_kind, mapping=mapping, credentials=creds, account_id=account_id
     )

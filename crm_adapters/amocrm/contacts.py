@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bridge.errors import PermanentError
+from bridge.errors import NotReadyError, PermanentError
 from bridge.model import ContactDraft, ContactLookup, CrmAccountInfo, CrmContact, CrmRef
 
 from .client import AmoApi, embedded
@@ -94,9 +94,10 @@ class ContactsMixin:
             if not value:
                 continue
             if kind not in fields:
-                raise PermanentError(
+                # the setup creates it: a mapping changed since the last setup waits for it
+                raise NotReadyError(
                     f"amoCRM has no {channel_label(kind)} ID field for this tenant: "
-                    "run `bridge setup` (it creates one per channel)"
+                    "run `bridge crm setup --tenant <slug>` (it creates one per channel)"
                 )
             out.append(text_value(fields[kind], str(value)))
         return out

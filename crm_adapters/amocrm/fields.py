@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from bridge.errors import PermanentError
+from bridge.errors import NotReadyError, PermanentError
 
 __all__ = [
     "CHANNEL_LABELS",
@@ -135,8 +135,10 @@ def custom_values(
             continue
         field_id = ids.get(name)
         if field_id is None:
-            raise PermanentError(
-                f"amoCRM {object_type} field {name!r} is not set up: run `bridge setup` "
+            # the setup creates it: a mapping changed since the last setup waits for it
+            raise NotReadyError(
+                f"amoCRM {object_type} field {name!r} is not set up: "
+                "run `bridge crm setup --tenant <slug>` "
                 "for this tenant after changing the mapping"
             )
         out.append(text_value(field_id, value))

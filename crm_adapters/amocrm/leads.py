@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bridge.errors import PermanentError
+from bridge.errors import NotReadyError, PermanentError
 from bridge.model import CrmAccountInfo, CrmRef, EntityDraft
 
 from .client import AmoApi, embedded
@@ -31,8 +31,10 @@ class LeadsMixin:
     def _conversation_field(self) -> int:
         field_id = self.account.settings.get("conversation_field")
         if field_id in (None, ""):
-            raise PermanentError(
-                "amoCRM has no 'Bridge conversation' lead field for this tenant: run `bridge setup`"
+            # the setup creates it: a mapping changed since the last setup waits for it
+            raise NotReadyError(
+                "amoCRM has no 'Bridge conversation' lead field for this tenant: "
+                "run `bridge crm setup --tenant <slug>`"
             )
         return int(field_id)
 

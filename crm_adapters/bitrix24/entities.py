@@ -35,7 +35,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from bridge.errors import NotFoundError, PermanentError
+from bridge.errors import NotFoundError, NotReadyError, PermanentError
 from bridge.model import CrmAccountInfo, CrmRef, EntityDraft
 
 from .batch import as_map
@@ -110,9 +110,11 @@ def mapped_fields(
             continue
         code = field_code(name) or created.get(name)
         if not code:
-            raise PermanentError(
+            # the setup creates it: a mapping changed since the last setup waits for it
+            raise NotReadyError(
                 f"Bitrix24 has no field for the mapping's {object_type} property {name!r}: "
-                "run `bridge setup` (it creates one) or use a field code such as UF_CRM_…"
+                "run `bridge crm setup --tenant <slug>` (it creates one) "
+                "or use a field code such as UF_CRM_…"
             )
         out[str(code)] = value
     return out

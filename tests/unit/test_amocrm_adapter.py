@@ -1006,7 +1006,7 @@ def test_create_contact(rsps: responses.RequestsMock, adapter: AmoCrmAdapter) ->
 
 def test_create_contact_without_setup_names_the_fix(rsps: responses.RequestsMock) -> None:
     adapter, _ = make_adapter(settings={"subdomain": SUB})
-    with pytest.raises(PermanentError, match="bridge setup"):
+    with pytest.raises(NotReadyError, match="bridge crm setup"):
         adapter.create_contact(contact_draft())
     assert len(rsps.calls) == 0
 
@@ -1120,7 +1120,7 @@ def test_bad_lead_drafts_are_permanent(
 def test_unknown_mapping_field_names_the_fix(
     rsps: responses.RequestsMock, adapter: AmoCrmAdapter
 ) -> None:
-    with pytest.raises(PermanentError, match="utm_term"):
+    with pytest.raises(NotReadyError, match="utm_term"):
         adapter.create_entity(entity_draft(properties={"utm_term": "x"}))
 
 

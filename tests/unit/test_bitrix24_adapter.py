@@ -1192,7 +1192,7 @@ def test_create_lead_and_deal_fields(portal: Portal) -> None:
     assert "STATUS_ID" not in deal_fields and deal_fields["ORIGIN_ID"] == "conv-1"
     with pytest.raises(PermanentError, match="ticket"):
         adapter.create_entity(lead_draft(object_type="ticket"))
-    with pytest.raises(PermanentError, match="company_size"):
+    with pytest.raises(NotReadyError, match="company_size"):
         adapter.create_entity(lead_draft(properties={"company_size": "10"}))
     created = make(settings={"custom_fields": {"lead": {"company_size": "UF_CRM_COMPANY_SIZE"}}})
     created.create_entity(lead_draft(properties={"company_size": "10"}))

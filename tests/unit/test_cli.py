@@ -72,12 +72,12 @@ class Cli:
     redis: redis.Redis
     runtimes: list[Runtime] = field(default_factory=list)
 
-    def run(self, *args: str, **env: Any) -> Result:
+    def run(self, *args: str, input: str | None = None, **env: Any) -> Result:  # noqa: A002
         root = logging.getLogger()
         saved = (list(root.handlers), root.level, logging.getLogger("urllib3").level)
         try:
             return CliRunner().invoke(
-                main, list(args), env={**self.env, **env}, catch_exceptions=True
+                main, list(args), input=input, env={**self.env, **env}, catch_exceptions=True
             )
         finally:
             # the command configured logging for a terminal; give pytest its handlers back
@@ -434,6 +434,20 @@ def test_tenant_create_takes_a_bitrix24_incoming_webhook_url(cli: Cli, tmp_path:
     assert "8g9l071eismy9q2l" not in _raw(rt, "tenants")[0] and url not in result.output
 
 
+def test_tenant_create_without_a_token_says_where_to_give_it(cli: Cli) -> None:
+    args = ["tenant", "create", "--slug", "acme", "--crm", "hubspot", "--mapping", "hub.yaml"]
+    result = cli.run(*args)
+    assert result.exit_code == 2
+    assert "BRIDGE_CRM_TOKEN=... in the environment, or --ask-token" in result.stderr
+    asked = cli.run(*args, "--ask-token", input=f"{TOKEN}\n")
+    assert asked.exit_code == 0, asked.output
+    assert TOKEN not in asked.output
+    rt = cli.runtime()
+    with rt.transaction() as s:
+        (tenant,) = s.scalars(select(Tenant)).all()
+        assert rt.decrypt_tenant_credentials(tenant)["access_token"] == TOKEN
+
+
 def test_tenant_create_refuses_a_taken_slug(cli: Cli) -> None:
     args = ["tenant", "create", "--slug", "acme", "--crm", "hubspot", "--mapping", "hub.yaml"]
     assert cli.run(*args, "--token", TOKEN).exit_code == 0
@@ -584,3 +598,27 @@ def test_tenant_delete_removes_every_row_of_that_tenant_only(cli: Cli) -> None:
         assert s.scalars(select(Tenant.slug)).all() == ["other"]
         assert s.scalars(select(Message.text)).all() == ["b"]
         assert s.scalars(select(ChannelAccount.id)).all() == [other]
+
+
+@responses.activate
+def test_a_failed_connect_leaves_no_account_and_a_bot_connects_once(cli: Cli) -> None:
+    rt = cli.runtime()
+    admin.create_tenant(rt, slug="acme", crm_kind="fake", mapping="fake.yaml")
+    hook = "https://api.telegram.org/bot77:secret/setWebhook"
+    responses.post(
+        hook, status=401, json={"ok": False, "error_code": 401, "description": "Unauthorized"}
+    )
+    failed = cli.run("telegram", "connect", "--tenant", "acme", TELEGRAM_BOT_TOKEN="77:secret")
+    assert failed.exit_code == 1 and "Unauthorized" in failed.stderr
+    assert "Traceback" not in failed.output and "77:secret" not in failed.output
+    with rt.transaction() as s:
+        assert s.scalars(select(ChannelAccount)).all() == []
+    responses.replace(responses.POST, hook, json={"ok": True, "result": True})
+    done = cli.run("telegram", "connect", "--tenant", "acme", TELEGRAM_BOT_TOKEN="77:secret")
+    assert done.exit_code == 0, done.output
+    again = cli.run("telegram", "connect", "--tenant", "acme", TELEGRAM_BOT_TOKEN="77:secret")
+    assert again.exit_code == 1
+    assert "this Telegram account is connected already (channel account" in again.stderr
+    with rt.transaction() as s:
+        (account,) = s.scalars(select(ChannelAccount)).all()
+        assert not account.awaiting_crm_setup  # the setup covered it
