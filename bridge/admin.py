@@ -13,8 +13,9 @@ from sqlalchemy import func, select
 
 from bridge import outbox
 from bridge.jobs import enqueue
-from bridge.model import ChannelLink
+from bridge.model import ChannelLink, Installed
 from bridge.registry import channel_class, crm_class
+from bridge.schema import check, load, public, secret_names
 from bridge.tables import (
     SETUP_PENDING,
     ChannelAccount,
@@ -54,8 +55,9 @@ def create_tenant(
     name: str | None = None,
     settings: Mapping[str, Any] | None = None,
 ) -> int:
-    crm_class(crm_kind)  # fail early on an unknown CRM
+    cls = crm_class(crm_kind)  # fail early on an unknown CRM
     rt.mappings.get(mapping)  # and on a missing/invalid mapping file
+    public, secret = split_settings(cls.Settings, {}, settings or {}, where=f"{crm_kind} settings")
     with rt.transaction() as session:
         tenant = Tenant(
             slug=slug,
@@ -63,15 +65,50 @@ def create_tenant(
             crm_kind=crm_kind,
             crm_account_id=account_id,
             webhook_key=new_key(),
-            settings=dict(settings or {}),
+            settings=public,
             mapping=mapping,
             status="active",
         )
         session.add(tenant)
         session.flush()
-        if credentials:
-            tenant.credentials = rt.encrypt_tenant_credentials(tenant.id, credentials)
+        if credentials or secret:
+            tenant.credentials = rt.encrypt_tenant_credentials(
+                tenant.id, credentials or {}, secret_settings=secret
+            )
         return tenant.id
+
+
+def split_settings(
+    schema: type[Any],
+    stored: Mapping[str, Any],
+    updates: Mapping[str, Any],
+    *,
+    where: str,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``stored`` settings with ``updates`` applied, checked against the
+    adapter's schema (every update must be one of its fields, of its type),
+    as (public, secret) parts: secret fields are kept encrypted."""
+    merged = {**stored, **check(schema, updates, where=where)}
+    hidden = secret_names(schema)
+    return (
+        {k: v for k, v in merged.items() if k not in hidden},
+        {k: v for k, v in merged.items() if k in hidden},
+    )
+
+
+def store_settings(rt, tenant: Tenant, updates: Mapping[str, Any]) -> None:  # type: ignore[no-untyped-def]
+    """Apply ``updates`` (fields of the tenant's adapter's ``Settings``) to
+    the tenant row, secret ones encrypted with its credentials."""
+    cls = crm_class(tenant.crm_kind)
+    stored = rt.tenant_settings(tenant)
+    public, secret = split_settings(
+        cls.Settings, stored, updates, where=f"{tenant.crm_kind} settings"
+    )
+    tenant.settings = public
+    if secret or rt.tenant_secret_settings(tenant):
+        tenant.credentials = rt.encrypt_tenant_credentials(
+            tenant.id, rt.decrypt_tenant_credentials(tenant), secret_settings=secret
+        )
 
 
 def check_mapping(rt, name: str) -> str | None:  # type: ignore[no-untyped-def]
@@ -88,18 +125,19 @@ def check_mapping(rt, name: str) -> str | None:  # type: ignore[no-untyped-def]
 
 
 def upsert_oauth_tenant(
-    rt,
+    rt,  # type: ignore[no-untyped-def]
     *,
     crm_kind: str,
-    credentials: Mapping[str, Any],
+    installed: Installed,
     mapping: str,
-    slug: str | None = None,  # type: ignore[no-untyped-def]
+    slug: str | None = None,
 ) -> tuple[int, bool]:
-    """Install or re-install through OAuth: the CRM account id decides
-    whether this is a new tenant. Returns (tenant id, created)."""
-    credentials = dict(credentials)
-    extra = dict(credentials.pop("settings", None) or {})
-    account_id = str(credentials.get("account_id") or "")
+    """Install or re-install through OAuth or an install event: the CRM
+    account id decides whether this is a new tenant. Returns (tenant id,
+    created)."""
+    credentials = dict(installed.credentials)
+    extra = dict(installed.settings)
+    account_id = str(installed.account_id or "")
     if not account_id:
         raise ValueError("the CRM did not say which account was connected")
     with rt.transaction() as session:
@@ -185,23 +223,18 @@ def setup_crm(rt, tenant_id: int) -> dict[str, Any]:  # type: ignore[no-untyped-
                 kind=a.kind,
                 name=a.name or channel_class(a.kind).title,
                 identifier=a.external_id or str(a.id),
+                title=channel_class(a.kind).title,
             )
             for a in accounts
         ]
-        tenant.settings = {
-            **(tenant.settings or {}),
-            "inbox": any(rule.inbox for rule in mapping.channels.values()),
-            "language": mapping.language,
-            "timezone": mapping.timezone,
-        }
         adapter = rt.crm_adapter(tenant)
-    created = dict(adapter.setup(links, mapping.custom_properties()))
-    routes = [str(r) for r in created.pop("routes", [])]
+    result = adapter.setup(links, mapping.custom_properties())
+    routes = [str(r) for r in result.routes]
     jobs: list[tuple[str, int, str]] = []
     with rt.transaction() as session:
         tenant = session.get(Tenant, tenant_id)
         assert tenant is not None
-        tenant.settings = {**(tenant.settings or {}), **created}
+        store_settings(rt, tenant, result.settings)
         for account in session.scalars(
             select(ChannelAccount).where(ChannelAccount.tenant_id == tenant_id)
         ):
@@ -225,7 +258,7 @@ def setup_crm(rt, tenant_id: int) -> dict[str, Any]:  # type: ignore[no-untyped-
                 session.add(CrmRoute(crm_kind=tenant.crm_kind, route_key=key, tenant_id=tenant_id))
             elif owner != tenant_id:
                 raise ValueError(f"{tenant.crm_kind} route {key!r} belongs to another tenant")
-        settings = dict(tenant.settings)
+        settings = public(load(crm_class(tenant.crm_kind).Settings, rt.tenant_settings(tenant)))
     for direction, conversation_id, job in jobs:
         enqueue(rt.queues, direction, conversation_id, job)
     return settings
@@ -244,10 +277,10 @@ def reauthorize(
     with rt.transaction() as session:
         tenant = session.get(Tenant, tenant_id, with_for_update=True)
         assert tenant is not None
-        tenant.credentials = rt.encrypt_tenant_credentials(tenant.id, credentials)
+        rt.replace_tenant_credentials(tenant, credentials)
         tenant.status, tenant.status_reason = "active", None
         if settings:
-            tenant.settings = {**(tenant.settings or {}), **settings}
+            store_settings(rt, tenant, settings)
         parked = list(
             session.scalars(
                 select(Outbox).where(Outbox.tenant_id == tenant_id, Outbox.state == "parked")

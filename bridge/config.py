@@ -29,40 +29,22 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
 
 
-#: per-CRM app settings read from ``<KIND>_<KEY>`` (``HUBSPOT_CLIENT_ID``...)
-APP_KEYS = (
-    "client_id",
-    "client_secret",
-    "app_id",
-    "developer_api_key",
-    "auth_base",
-    "scopes",
-    "redirect_uri",
-    # chat-channel registrations issued by the CRM (amoCRM Chats API)
-    "channel_id",
-    "channel_secret",
-    "bot_id",
-    "amojo_base",
-    "channel_title",
-    # Bitrix24: the portal of a full-OAuth install link, extra portal hosts
-    # (on-premise, the sandbox), a Market app's code, the connector's page
-    "portal",
-    "allowed_hosts",
-    "app_code",
-    "placement_url",
-)
-
-
 def _vendor_settings(
     env: Mapping[str, str],
 ) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
-    """Deployment-wide app settings per CRM and API base overrides per vendor
+    """Deployment-wide app settings per CRM (``<KIND>_<FIELD>`` for each
+    field of the adapter's ``App`` schema) and API base overrides per vendor
     (``<KIND>_API_BASE``), for every registered adapter kind."""
-    from bridge.registry import channel_kinds, crm_kinds
+    from bridge.registry import UnknownAdapter, channel_kinds, crm_class, crm_kinds
+    from bridge.schema import fields_of
 
     apps: dict[str, dict[str, str]] = {}
     for kind in crm_kinds():
-        values = {key: env.get(f"{kind.upper()}_{key.upper()}", "") for key in APP_KEYS}
+        try:
+            names = [f.name for f in fields_of(crm_class(kind).App)]
+        except UnknownAdapter:
+            continue
+        values = {name: env.get(f"{kind.upper()}_{name.upper()}", "") for name in names}
         if any(values.values()):
             apps[kind] = {k: v for k, v in values.items() if v}
     bases = {
@@ -121,6 +103,9 @@ class Settings:
     job_timeout: int = 600
     #: max webhook body size accepted
     max_body: int = 1_000_000
+    #: a conversation quiet for this long (s) asks the CRM whether its
+    #: deal/lead is still open before writing to it (0: never asks)
+    entity_recheck: float = 3600.0
     #: where ``GET /`` sends a browser (the demo: its try-it page); empty:
     #: a short page naming the service, its version and its health
     home_url: str = ""
@@ -159,6 +144,7 @@ class Settings:
             job_timeout=int(_float(env, "BRIDGE_JOB_TIMEOUT", 600)),
             max_body=int(_float(env, "BRIDGE_MAX_BODY", 1_000_000)),
             home_url=env.get("BRIDGE_HOME_URL", ""),
+            entity_recheck=_float(env, "BRIDGE_ENTITY_RECHECK", 3600.0),
         )
         return replace(settings, **overrides) if overrides else settings
 

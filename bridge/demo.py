@@ -201,7 +201,7 @@ def seed(
         tenant_id = oauth_install(base, crm=crm, sandbox=sandbox, mapping=mapping)
     _register_chat_channel(crm, base, sandbox)
     account_id = connect_channel(
-        runtime, tenant_id, kind="telegram", token=DEMO_BOT_TOKEN, name="Demo bot"
+        runtime, tenant_id, kind="telegram", values={"bot_token": DEMO_BOT_TOKEN}, name="Demo bot"
     )
     with runtime.transaction() as session:
         from bridge.tables import Tenant

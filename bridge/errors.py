@@ -52,6 +52,9 @@ class BridgeError(Exception):
         #: what a batch hook completed before it failed (``bridge_id`` ->
         #: refs): the job records it and retries only the rest
         self.partial: dict = {}
+        #: what a one-request open made before it failed (``"contact"`` /
+        #: ``"entity"`` -> ref; ``CrmAdapter.open_conversation``)
+        self.created: dict = {}
         #: entries a batch hook wrote only some steps of before it failed
         #: (``bridge_id`` -> refs of the steps written): the job keeps them
         #: and hands them back (``TimelineEntry.written``) so the retry

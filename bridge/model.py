@@ -21,6 +21,7 @@ __all__ = [
     "Attachment",
     "ChannelAccountInfo",
     "ChannelLink",
+    "ConnectedAccount",
     "ContactDraft",
     "ContactLookup",
     "CredentialProvider",
@@ -35,13 +36,16 @@ __all__ = [
     "IgnoredEvent",
     "InboundEvent",
     "InboundMessage",
+    "Installed",
     "MessageKind",
+    "OpenedConversation",
     "OutboundMessage",
     "Owner",
     "Rate",
     "RateLimiter",
     "SendResult",
     "SenderProfile",
+    "SetupResult",
     "TaskDraft",
     "ThreadMigrated",
     "TimelineEntry",
@@ -224,6 +228,17 @@ class SendResult:
 
 
 @dataclass(frozen=True)
+class ConnectedAccount:
+    """A channel account from what an admin supplied to connect it: its own
+    id on the channel (a bot id, a phone number id, a mailbox) and what to
+    store (credentials encrypted, settings not)."""
+
+    external_id: str
+    credentials: Mapping[str, Any] = field(repr=False)
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ChannelAccountInfo:
     """A channel account (one Telegram bot, one WhatsApp number...) as the
     adapter sees it: decrypted credentials and its public webhook key."""
@@ -280,6 +295,8 @@ class ContactDraft:
     profile: SenderProfile
     properties: Mapping[str, str] = field(default_factory=dict)  # from the mapping templates
     owner_id: str | None = None
+    #: the name of the channel the person wrote from (the channel registry's)
+    channel_title: str = ""
 
 
 @dataclass(frozen=True)
@@ -299,7 +316,8 @@ class EntityDraft:
     stage: str | None = None
     owner_id: str | None = None
     properties: Mapping[str, str] = field(default_factory=dict)
-    options: Mapping[str, Any] = field(default_factory=dict)
+    #: the channel's name (from the channel registry), for the entity's source
+    channel_title: str = ""
 
 
 @dataclass(frozen=True)
@@ -314,6 +332,15 @@ class TimelineEntry:
     ``written`` holds the refs an earlier attempt reported as written for
     this entry before it failed part-way (an append of several steps: the
     note, then the inbox message): the adapter skips those steps.
+
+    How the tenant wants it written (from its mapping): ``timeline`` (the
+    kind of timeline record, or ``none``), ``inbox`` (also into the CRM's
+    own conversation view), ``language`` and ``timezone`` for the words and
+    times the bridge writes, ``channel_title`` (the channel's name, from
+    the channel registry). ``first_in_conversation``: no entry of this
+    conversation reached this CRM contact yet (a CRM may link its
+    conversation view then). ``edit_of``: the bridge id of the message an
+    edit changes.
     """
 
     bridge_id: str
@@ -334,8 +361,14 @@ class TimelineEntry:
     is_edit: bool = False
     owner_id: str | None = None
     maybe_written: bool = False
-    options: Mapping[str, Any] = field(default_factory=dict)
     written: tuple[CrmRef, ...] = ()
+    timeline: str = "note"
+    inbox: bool = False
+    language: str = "en"
+    timezone: str = "UTC"
+    channel_title: str = ""
+    first_in_conversation: bool = True
+    edit_of: str | None = None
 
     def written_ref(self, kind: str) -> CrmRef | None:
         """The ref of kind ``kind`` an earlier attempt wrote, if any."""
@@ -417,15 +450,53 @@ class ChannelLink:
     kind: str
     name: str  # bot name / number shown to reps
     identifier: str  # the account's own id on the channel (bot id, phone number id)
+    title: str = ""  # the channel's name (the channel registry's: "Telegram")
+
+
+@dataclass(frozen=True)
+class Installed:
+    """What connecting a CRM account gave (an OAuth code exchanged, an
+    install event verified, a private token pasted): the account's id in the
+    CRM, its credentials (stored encrypted) and settings to store (fields of
+    the adapter's ``Settings``)."""
+
+    account_id: str | None
+    credentials: Mapping[str, Any] = field(repr=False)
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SetupResult:
+    """What ``setup()`` made: ``settings`` to store on the tenant (fields of
+    the adapter's ``Settings``) and ``routes``, the keys under which the
+    CRM's app-level webhooks (one URL for every tenant) name this tenant."""
+
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    routes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OpenedConversation:
+    """What ``open_conversation`` made for a new conversation."""
+
+    contact: CrmContact
+    entity: CrmRef
+    task: CrmRef | None = None
+    #: bridge id -> refs of the first entries
+    entries: Mapping[str, tuple[CrmRef, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class CrmAccountInfo:
     """A tenant's CRM connection as the adapter sees it.
 
-    ``settings`` holds what ``setup()`` created (channel ids, inbox ids,
-    custom property names); ``app`` holds the deployment-wide app settings
-    (OAuth client id/secret, developer key) from the environment.
+    ``settings`` is the account's stored settings (what an admin set and
+    what ``setup()`` or the install recorded), ``app`` the deployment-wide
+    app settings from the environment: the adapter reads both through the
+    schemas it declares (``Settings``, ``App``; ``bridge.schema``).
+    ``language``, ``timezone`` and ``inbox`` come from the tenant's mapping
+    (the words and times the bridge writes where no entry says otherwise,
+    and whether any channel also writes into the CRM's conversation view).
     """
 
     tenant_id: int
@@ -435,6 +506,9 @@ class CrmAccountInfo:
     app: Mapping[str, str] = field(default_factory=dict)
     api_base: str | None = None
     webhook_url: str | None = None  # where this tenant's CRM webhooks must go
+    language: str = "en"
+    timezone: str = "UTC"
+    inbox: bool = False
 
 
 class CredentialProvider(Protocol):

@@ -55,9 +55,7 @@ def install_url(rt, crm: str, mapping: str | None = None) -> str:  # type: ignor
     if problem:
         raise ConfigError(problem)
     state = _serializer(rt).dumps({"crm": crm, "mapping": mapping or f"{crm}.yaml"})
-    return cls.install_url(
-        rt.settings.crm_apps.get(crm, {}), redirect_uri=_redirect_uri(rt, crm), state=state
-    )
+    return cls.install_url(rt.crm_app(crm), redirect_uri=_redirect_uri(rt, crm), state=state)
 
 
 @bp.get("/oauth/<crm>/install")
@@ -119,15 +117,15 @@ def callback(crm: str):  # type: ignore[no-untyped-def]
 
 def _install(rt, cls, crm: str, code: str, params: dict[str, str], mapping: str):  # type: ignore[no-untyped-def]
     try:
-        credentials = cls.exchange_code(
-            rt.settings.crm_apps.get(crm, {}),
+        installed = cls.exchange_code(
+            rt.crm_app(crm),
             code=code,
             redirect_uri=_redirect_uri(rt, crm),
             http=rt.http(rt.settings.api_bases.get(crm) or cls.default_api_base()),
             params=params,
         )
         tenant_id, created = admin.upsert_oauth_tenant(
-            rt, crm_kind=crm, credentials=credentials, mapping=mapping
+            rt, crm_kind=crm, installed=installed, mapping=mapping
         )
         admin.after_install(rt, tenant_id)
     except AuthError as exc:

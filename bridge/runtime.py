@@ -28,11 +28,16 @@ from bridge.model import ChannelAccountInfo, CrmAccountInfo
 from bridge.queue import EmbeddedRedis, connect, queues
 from bridge.ratelimit import RedisTokenBucket
 from bridge.registry import channel_class, crm_class
+from bridge.schema import load
 from channel_adapters.base import ChannelAdapter
 from crm_adapters.base import CrmAdapter
-from mappings import MappingConfig, MappingStore
+from mappings import MappingConfig, MappingError, MappingStore
 
-__all__ = ["Runtime", "get_runtime", "set_runtime"]
+__all__ = ["SECRET_SETTINGS", "Runtime", "get_runtime", "set_runtime"]
+
+#: where a tenant's secret settings (``secret=True`` fields of its adapter's
+#: ``Settings``) are kept: with its credentials, encrypted
+SECRET_SETTINGS = "_secret_settings"  # noqa: S105 — a key name, not a secret
 
 log = logging.getLogger(__name__)
 
@@ -128,13 +133,40 @@ class Runtime:
         """Key material for derived MACs (OAuth state): the primary key."""
         return load_keys(self.settings.secret_keys, self.settings.var_dir)[0].encode()
 
-    def decrypt_tenant_credentials(self, tenant: tables.Tenant) -> dict[str, Any]:
+    def _tenant_secrets(self, tenant: tables.Tenant) -> dict[str, Any]:
         if not tenant.credentials:
             return {}
         return dict(self.secrets.decrypt(tenant.credentials, binding=binding(tenant.id, "crm")))
 
-    def encrypt_tenant_credentials(self, tenant_id: int, creds: Mapping[str, Any]) -> str:
-        return self.secrets.encrypt(dict(creds), binding=binding(tenant_id, "crm"))
+    def decrypt_tenant_credentials(self, tenant: tables.Tenant) -> dict[str, Any]:
+        """The tenant's CRM credentials (tokens), decrypted."""
+        blob = self._tenant_secrets(tenant)
+        blob.pop(SECRET_SETTINGS, None)
+        return blob
+
+    def tenant_secret_settings(self, tenant: tables.Tenant) -> dict[str, Any]:
+        """The tenant's secret settings, decrypted."""
+        return dict(self._tenant_secrets(tenant).get(SECRET_SETTINGS) or {})
+
+    def encrypt_tenant_credentials(
+        self,
+        tenant_id: int,
+        creds: Mapping[str, Any],
+        *,
+        secret_settings: Mapping[str, Any] | None = None,
+    ) -> str:
+        blob = dict(creds)
+        blob.pop(SECRET_SETTINGS, None)
+        if secret_settings:
+            blob[SECRET_SETTINGS] = dict(secret_settings)
+        return self.secrets.encrypt(blob, binding=binding(tenant_id, "crm"))
+
+    def replace_tenant_credentials(self, tenant: tables.Tenant, creds: Mapping[str, Any]) -> None:
+        """New credentials for ``tenant`` (a refresh, a re-install); its
+        secret settings stay."""
+        tenant.credentials = self.encrypt_tenant_credentials(
+            tenant.id, creds, secret_settings=self.tenant_secret_settings(tenant)
+        )
 
     def decrypt_channel_credentials(self, account: tables.ChannelAccount) -> dict[str, str]:
         if not account.credentials:
@@ -166,16 +198,33 @@ class Runtime:
     def channel_webhook_url(self, account: tables.ChannelAccount) -> str:
         return f"{self.settings.public_url}/webhooks/{account.kind}/{account.key}"
 
+    def crm_app(self, kind: str) -> Any:
+        """The deployment's app settings for CRM ``kind``, read through the
+        adapter's ``App`` schema."""
+        return load(crm_class(kind).App, self.settings.crm_apps.get(kind), where=f"{kind} app")
+
     def crm_account_info(self, tenant: tables.Tenant) -> CrmAccountInfo:
+        try:
+            mapping: MappingConfig | None = self.mapping_for(tenant)
+        except MappingError:
+            mapping = None  # the sync names the problem; webhooks still verify
         return CrmAccountInfo(
             tenant_id=tenant.id,
             kind=tenant.crm_kind,
             account_id=tenant.crm_account_id,
-            settings=dict(tenant.settings or {}),
+            settings=self.tenant_settings(tenant),
             app=dict(self.settings.crm_apps.get(tenant.crm_kind, {})),
             api_base=self.settings.api_bases.get(tenant.crm_kind),
             webhook_url=self.crm_webhook_url(tenant),
+            language=mapping.language if mapping else "en",
+            timezone=mapping.timezone if mapping else "UTC",
+            inbox=bool(mapping and any(rule.inbox for rule in mapping.channels.values())),
         )
+
+    def tenant_settings(self, tenant: tables.Tenant) -> dict[str, Any]:
+        """The tenant's stored settings: the public ones (JSON column) and
+        the secret ones (kept encrypted with its credentials)."""
+        return {**(tenant.settings or {}), **self.tenant_secret_settings(tenant)}
 
     def crm_adapter(self, tenant: tables.Tenant) -> CrmAdapter:
         cls = crm_class(tenant.crm_kind)
@@ -245,7 +294,7 @@ class TenantCredentials:
                 tenant.status_reason = f"token refresh refused: {exc.message}"
                 failure = exc
             else:
-                tenant.credentials = rt.encrypt_tenant_credentials(tenant.id, fresh)
+                rt.replace_tenant_credentials(tenant, fresh)
                 if tenant.status == "needs_reauth":
                     tenant.status, tenant.status_reason = "active", None
         if failure is not None:

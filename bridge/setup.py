@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from sqlalchemy import delete, select
 
 from bridge import admin
 from bridge.registry import channel_class
+from bridge.schema import check, load
 from bridge.tables import ChannelAccount, Tenant
 from bridge.webhooks import reset_cache
 
 __all__ = ["connect_channel", "rotate_secrets", "set_channel_webhook"]
 
 
-def connect_channel(rt, tenant_id: int, *, kind: str, token: str, name: str = "") -> int:  # type: ignore[no-untyped-def]
-    """Store a channel account from its token (encrypted, with a fresh
-    webhook secret), run the CRM setup for the new channel, then register
-    its webhook with the channel: customers' messages start arriving only
-    once the CRM side (an inbox channel, a chat scope, an Open Lines
-    connector) is ready for them."""
+def connect_channel(
+    rt,  # type: ignore[no-untyped-def]
+    tenant_id: int,
+    *,
+    kind: str,
+    values: Mapping[str, Any],
+    name: str = "",
+) -> int:
+    """Store a channel account from what an admin supplied (``values``: the
+    fields of the adapter's ``Connect`` schema; credentials encrypted), run
+    the CRM setup for the new channel, then register its webhook with the
+    channel: customers' messages start arriving only once the CRM side (an
+    inbox channel, a chat scope, an Open Lines connector) is ready for them."""
     cls = channel_class(kind)
-    external_id, credentials = cls.account_from_token(token)
+    where = f"{kind} connect"
+    connected = cls.connect(load(cls.Connect, values, where=where, strict=True))
+    credentials = check(cls.Credentials, connected.credentials, where=f"{kind} credentials")
+    settings = check(cls.Settings, connected.settings, where=f"{kind} settings")
+    external_id = connected.external_id
     with rt.transaction() as session:
         taken = session.scalar(
             select(ChannelAccount.id).where(
@@ -38,6 +53,7 @@ def connect_channel(rt, tenant_id: int, *, kind: str, token: str, name: str = ""
         credentials=credentials,
         name=name or f"{cls.title} {external_id}",
         external_id=external_id,
+        settings=settings,
         awaiting_setup=True,
     )
     try:

@@ -72,7 +72,7 @@ from bridge.worksteps import (
     retry_delay,
     run_drain,
 )
-from mappings import ChannelRule, MappingError
+from mappings import ChannelRule, MappingConfig, MappingError
 
 __all__ = ["run_inbound"]
 
@@ -100,6 +100,10 @@ class _Snapshot:
     version: int
     #: some message of this conversation is in the CRM already
     has_synced: bool = False
+    #: the customer's time of the last message written to the CRM
+    last_synced_at: dt.datetime | None = None
+    #: the tenant's mapping (read by ``_rule``)
+    mapping: MappingConfig | None = None
 
 
 class InboundSync:
@@ -140,7 +144,7 @@ class InboundSync:
             rule = self._rule(snap)
             adapter = self._crm(snap.tenant)
             # no more than one CRM request's worth where the CRM says so
-            batch = batch[: getattr(adapter, "entries_per_request", None) or BATCH]
+            batch = batch[: adapter.entries_per_request or BATCH]
             if snap.conversation.status == "closed":
                 self._reopen(snap)
             if self._opens_at_once(snap, adapter, rule, batch):
@@ -231,19 +235,26 @@ class InboundSync:
             if account.tenant_id != tenant.id or contact.tenant_id != tenant.id:
                 # A job must never act for one tenant with another's data.
                 raise PermanentError("tenant mismatch between conversation and its rows")
-            has_synced = (
-                session.scalar(
-                    select(Message.id)
-                    .where(
-                        Message.conversation_id == self.conversation_id,
-                        Message.direction == outbox.IN,
-                        Message.status == "synced",
-                    )
-                    .limit(1)
+            last_synced = session.scalar(
+                select(Message.sent_at)
+                .where(
+                    Message.conversation_id == self.conversation_id,
+                    Message.direction == outbox.IN,
+                    Message.status == "synced",
                 )
-                is not None
+                .order_by(Message.seq.desc())
+                .limit(1)
             )
-            return _Snapshot(conversation, tenant, account, contact, messages, version, has_synced)
+            return _Snapshot(
+                conversation,
+                tenant,
+                account,
+                contact,
+                messages,
+                version,
+                has_synced=last_synced is not None,
+                last_synced_at=aware(last_synced) if last_synced is not None else None,
+            )
 
     def _check_foreign_claims(self, messages: list[Message]) -> None:
         """An in_flight claim younger than the lease may belong to a job that
@@ -269,8 +280,7 @@ class InboundSync:
             raise PermanentError(
                 f"mapping {snap.tenant.mapping} has no rule for channel {snap.account.kind}"
             )
-        self._language = mapping.language
-        self._timezone = mapping.timezone
+        snap.mapping = mapping
         return rule
 
     def _crm(self, tenant: Tenant):  # type: ignore[no-untyped-def]
@@ -343,6 +353,7 @@ class InboundSync:
             profile=profile,
             properties=render_all(rule.fields.contact, context),
             owner_id=snap.contact.crm_owner_id,
+            channel_title=channel_class(snap.account.kind).title,
         )
 
     # -- entity, owner, task ----------------------------------------------
@@ -378,7 +389,11 @@ class InboundSync:
         if rule.object == "none":
             return None, False
         if conv.crm_entity_id and conv.crm_entity_state == "synced":
-            return CrmRef(conv.crm_entity_type or rule.object, conv.crm_entity_id), False
+            ref = CrmRef(conv.crm_entity_type or rule.object, conv.crm_entity_id)
+            if not self._still_open(snap, adapter, ref):
+                self._reopen(snap)  # closed and we were not told: open a new one
+                return self._ensure_entity(snap, adapter, rule, contact_ref)
+            return ref, False
         if rule.reuse == "open":
             shared = self._open_entity_of_contact(snap, rule.object)
             if shared is not None:
@@ -421,6 +436,19 @@ class InboundSync:
         conv.crm_entity_state = "synced"
         return ref, new
 
+    def _still_open(self, snap: _Snapshot, adapter, ref: CrmRef) -> bool:  # type: ignore[no-untyped-def]
+        """After a quiet spell (``entity_recheck`` seconds between the last
+        message written and this one), ask the CRM whether the deal/lead is
+        still open: the webhook that would have told us it was won, lost or
+        deleted may never have come (amoCRM's webhooks are not retried)."""
+        recheck = self.settings.entity_recheck
+        if not recheck or snap.last_synced_at is None:
+            return True
+        quiet = (aware(snap.messages[0].sent_at) - snap.last_synced_at).total_seconds()
+        if quiet < recheck:
+            return True
+        return bool(self._call(adapter.entity_is_open, ref))
+
     def _entity_draft(
         self, snap: _Snapshot, rule: ChannelRule, contact_ref: CrmRef, owner: str | None
     ) -> EntityDraft:
@@ -434,7 +462,7 @@ class InboundSync:
             stage=rule.stage,
             owner_id=owner,
             properties=render_all(rule.fields.entity, context),
-            options={**rule.options(), "channel_title": channel_class(snap.account.kind).title},
+            channel_title=channel_class(snap.account.kind).title,
         )
 
     def _open_entity_of_contact(
@@ -539,7 +567,7 @@ class InboundSync:
         to update, and the person has no open entity to reuse. Anything
         else goes the ordinary way, which looks things up first."""
         conv = snap.conversation
-        if not getattr(adapter, "opens_at_once", False) or rule.object in ("none", "unsorted"):
+        if not adapter.opens_at_once or rule.object in ("none", "unsorted"):
             return False
         if conv.crm_entity_id or conv.crm_entity_state is not None or conv.task_state is not None:
             return False
@@ -601,7 +629,7 @@ class InboundSync:
                 contact=target, entity=entity, task=task, entries=entries
             )
         except (RetryableError, PermanentError) as exc:
-            created = getattr(exc, "created", None) or {}
+            created = exc.created
             if "contact" in created:
                 self._keep_contact(contact, created["contact"].id, owner)
             if "entity" in created:
@@ -885,22 +913,15 @@ class InboundSync:
     ) -> TimelineEntry:
         payload = message.payload or {}
         profile = profile_from_payload(message.payload)
-        options = dict(rule.options())
-        options["language"] = getattr(self, "_language", "en")
-        # the tenant's time zone (IANA name) for times written as text
-        options["timezone"] = getattr(self, "_timezone", "UTC")
-        options["channel_title"] = channel_class(snap.account.kind).title
         # lets a CRM skip per-conversation setup (amoCRM: create + link the
         # chat) — again when the person's CRM contact changed (deleted there
         # and created anew): the conversation must be linked to the new one
         known = snap.conversation.crm_contact_id
-        options["first_in_conversation"] = not snap.has_synced or bool(
+        first = not snap.has_synced or bool(
             known and contact_ref is not None and known != contact_ref.id
         )
-        if payload.get("is_edit"):
-            original = self._original_of(snap, payload.get("provider_message_id"))
-            if original:
-                options["edit_of"] = original
+        is_edit = bool(payload.get("is_edit"))
+        edit_of = self._original_of(snap, payload.get("provider_message_id")) if is_edit else None
         return TimelineEntry(
             bridge_id=message.uid,
             conversation_uid=snap.conversation.uid,
@@ -916,11 +937,17 @@ class InboundSync:
             sender_name=profile.name() or snap.contact.display_name,
             sender_identifier=snap.conversation.external_thread_id,
             attachments=tuple(attachment_from_dict(a) for a in payload.get("attachments", [])),
-            is_edit=bool(payload.get("is_edit")),
+            is_edit=is_edit,
             owner_id=snap.conversation.owner_id,
             maybe_written=maybe_written,
-            options=options,
             written=_refs(message.crm_refs),
+            timeline=rule.timeline,
+            inbox=rule.inbox,
+            language=snap.mapping.language if snap.mapping else "en",
+            timezone=snap.mapping.timezone if snap.mapping else "UTC",
+            channel_title=channel_class(snap.account.kind).title,
+            first_in_conversation=first,
+            edit_of=edit_of,
         )
 
     # -- helpers ----------------------------------------------------------

@@ -23,7 +23,6 @@ from bridge.model import WebhookRequest
 from bridge.registry import UnknownAdapter
 from bridge.tables import ChannelAccount, CrmRoute, Tenant
 from channel_adapters.base import ChannelAdapter
-from crm_adapters.base import CrmAdapter
 
 __all__ = ["bp", "reset_cache", "to_webhook_request"]
 
@@ -168,7 +167,7 @@ def crm_install_event(crm: str):  # type: ignore[no-untyped-def]
         cls = crm_class(crm)
     except UnknownAdapter:
         return jsonify(NOT_FOUND), 404
-    if cls.install_event.__func__ is CrmAdapter.install_event.__func__:  # type: ignore[attr-defined]
+    if not cls.has_install_event:
         return jsonify(NOT_FOUND), 404  # this CRM installs through OAuth only
     mapping = request.args.get("mapping") or f"{crm}.yaml"
     problem = admin.check_mapping(rt, mapping)
@@ -177,8 +176,8 @@ def crm_install_event(crm: str):  # type: ignore[no-untyped-def]
     try:
         _check_body(rt.settings.max_body, cls.content_types)
         webhook = to_webhook_request(request, rt.settings.public_url)
-        credentials = cls.install_event(
-            rt.settings.crm_apps.get(crm, {}),
+        installed = cls.install_event(
+            rt.crm_app(crm),
             webhook,
             http=rt.http(rt.settings.api_bases.get(crm) or cls.default_api_base()),
         )
@@ -187,10 +186,10 @@ def crm_install_event(crm: str):  # type: ignore[no-untyped-def]
     except BridgeError as exc:
         log.warning("install event for %s failed: %s", crm, type(exc).__name__)
         return jsonify({"error": "install_failed", "message": exc.message}), 502
-    if credentials is None:
+    if installed is None:
         return jsonify(NOT_FOUND), 404
     tenant_id, created = admin.upsert_oauth_tenant(
-        rt, crm_kind=crm, credentials=credentials, mapping=mapping
+        rt, crm_kind=crm, installed=installed, mapping=mapping
     )
     try:
         admin.after_install(rt, tenant_id)

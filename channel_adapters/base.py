@@ -13,12 +13,13 @@ registered in ``channel_adapters.REGISTRY``, plus its sandbox and tests
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from bridge.http import HttpClient
 from bridge.model import (
     Attachment,
     ChannelAccountInfo,
+    ConnectedAccount,
     InboundEvent,
     InboundMessage,
     OutboundMessage,
@@ -26,6 +27,7 @@ from bridge.model import (
     SendResult,
     WebhookRequest,
 )
+from bridge.schema import NoSettings, load
 
 __all__ = ["ChannelAdapter"]
 
@@ -44,9 +46,25 @@ class ChannelAdapter(ABC):
     #: media types the provider posts its webhooks as (anything else: 415)
     content_types: ClassVar[tuple[str, ...]] = ("application/json",)
 
+    # -- typed settings (bridge.schema) ------------------------------------
+
+    #: what an admin supplies to connect an account (``bridge <kind>
+    #: connect`` makes an option of each field; secret ones come from the
+    #: environment as ``<KIND>_<FIELD>`` or a hidden prompt)
+    Connect: ClassVar[type[Any]] = NoSettings
+    #: what authenticates the account (stored encrypted)
+    Credentials: ClassVar[type[Any]] = NoSettings
+    #: the account's settings (stored as they are)
+    Settings: ClassVar[type[Any]] = NoSettings
+
     def __init__(self, account: ChannelAccountInfo, http: HttpClient | None = None) -> None:
         self.account = account
         self.http = http or HttpClient(account.api_base or self.default_api_base())
+        where = f"{self.kind} account {account.id}"
+        #: ``account.credentials`` read through :attr:`Credentials`
+        self.credentials: Any = load(self.Credentials, account.credentials, where=where)
+        #: ``account.settings`` read through :attr:`Settings`
+        self.settings: Any = load(self.Settings, account.settings, where=where)
 
     @classmethod
     def default_api_base(cls) -> str:
@@ -93,11 +111,13 @@ class ChannelAdapter(ABC):
         raise NotImplementedError(f"{self.kind} attachments cannot be downloaded")
 
     @classmethod
-    def account_from_token(cls, token: str) -> tuple[str, dict[str, str]]:
-        """Optional: from the token an admin pastes (``bridge <kind> connect``)
-        to the account's own id on the channel and the credentials to store
-        (including any webhook secret generated for it)."""
-        raise NotImplementedError(f"{cls.kind} accounts are not connected by token")
+    def connect(cls, values: Any) -> ConnectedAccount:
+        """From what an admin supplied (an instance of :attr:`Connect`) to
+        the account: its own id on the channel and the credentials and
+        settings to store (fields of :attr:`Credentials` and
+        :attr:`Settings`, including any webhook secret generated for it).
+        Raise ``ValueError``/``ConfigError`` with the fix when it cannot be."""
+        raise NotImplementedError(f"{cls.kind} accounts cannot be connected here")
 
     def setup_webhook(self, url: str) -> None:  # noqa: B027 (optional hook)
         """Optional: register ``url`` as the provider's webhook for this account."""

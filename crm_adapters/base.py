@@ -47,12 +47,16 @@ from bridge.model import (
     CrmRef,
     DeliveryReport,
     EntityDraft,
+    Installed,
+    OpenedConversation,
     Owner,
     Rate,
+    SetupResult,
     TaskDraft,
     TimelineEntry,
     WebhookRequest,
 )
+from bridge.schema import NoSettings, load
 
 __all__ = ["CrmAdapter"]
 
@@ -95,6 +99,13 @@ class CrmAdapter(ABC):
     #: lands or what fails)
     entity_placement: ClassVar[Mapping[str, Mapping[str, str]]] = {}
 
+    # -- typed settings (bridge.schema) ------------------------------------
+
+    #: deployment-wide app settings, from ``<KIND>_<FIELD>`` in the environment
+    App: ClassVar[type[Any]] = NoSettings
+    #: one account's settings: an admin's options and what setup/install record
+    Settings: ClassVar[type[Any]] = NoSettings
+
     def __init__(
         self,
         account: CrmAccountInfo,
@@ -104,6 +115,16 @@ class CrmAdapter(ABC):
         self.account = account
         self.credentials = credentials
         self.http = http or HttpClient(account.api_base or self.default_api_base())
+        #: ``account.settings`` read through :attr:`Settings`
+        self.settings: Any = load(self.Settings, account.settings, where=f"{self.kind} settings")
+        #: ``account.app`` read through :attr:`App`
+        self.app: Any = load(self.App, account.app, where=f"{self.kind} app")
+
+    @property
+    def entries_per_request(self) -> int | None:
+        """How many timeline entries one drain should hand ``append_entries``
+        (what one request of the CRM holds); None: as many as are waiting."""
+        return None
 
     @classmethod
     def default_api_base(cls) -> str:
@@ -129,63 +150,62 @@ class CrmAdapter(ABC):
         entity: EntityDraft,
         task: TaskDraft | None = None,
         entries: Sequence[TimelineEntry] = (),
-    ) -> Any:
+    ) -> OpenedConversation:
         """Optional (``opens_at_once = True``): create the contact (when
         ``contact`` is a draft), the lead/deal, the task and the first
         ``entries`` of a new conversation in as few requests as the CRM
-        allows. Return an object with ``contact`` (a :class:`CrmContact`),
-        ``entity`` (a :class:`CrmRef`), ``task`` (a ref or None) and
-        ``entries`` (bridge id -> refs). Everything written must be findable
-        by the ordinary hooks (the core retries an ambiguous call through
-        them). On an error, ``error.created`` (``{"contact"|"entity": ref}``)
-        and ``error.partial`` say what was made."""
+        allows. Everything written must be findable by the ordinary hooks
+        (the core retries an ambiguous call through them). On an error,
+        ``error.created`` (``{"contact"|"entity": ref}``) and
+        ``error.partial`` say what was made."""
         raise NotImplementedError(f"{self.kind} opens conversations step by step")
 
-    # -- install / setup --------------------------------------------------
+    # -- connecting an account (install / token) and its setup ------------------
+
+    #: True when the CRM installs the app by POSTing an event to the app's
+    #: install handler (``POST /webhooks/crm/<kind>/install``; see
+    #: :meth:`install_event`)
+    has_install_event: ClassVar[bool] = False
 
     @classmethod
-    def install_url(cls, app: Mapping[str, str], *, redirect_uri: str, state: str) -> str:
-        """The OAuth authorize URL a CRM admin opens to install the bridge."""
+    def install_url(cls, app: Any, *, redirect_uri: str, state: str) -> str:
+        """The OAuth authorize URL a CRM admin opens to install the bridge
+        (``app``: the deployment's :attr:`App` settings)."""
         raise NotImplementedError(f"{cls.kind} has no OAuth install")
 
     @classmethod
     def exchange_code(
         cls,
-        app: Mapping[str, str],
+        app: Any,
         *,
         code: str,
         redirect_uri: str,
         http: HttpClient,
         params: Mapping[str, str] | None = None,
-    ) -> dict[str, Any]:
-        """Exchange an authorization code for credentials (including the
-        account id under ``account_id`` and ``expires_at`` as epoch seconds).
-
+    ) -> Installed:
+        """Exchange an authorization code for the account's credentials
+        (``expires_at`` as epoch seconds), its id and settings to store.
         ``params`` is the whole callback query (amoCRM's ``referer`` names
-        the account's host). The result may carry ``settings`` (a dict) to
-        store on the tenant (e.g. the account's subdomain)."""
+        the account's host)."""
         raise NotImplementedError(f"{cls.kind} has no OAuth install")
 
     @classmethod
-    def token_credentials(cls, token: str) -> dict[str, Any]:
-        """Credentials from what an admin pastes for a private setup (a
-        private-app or long-lived token by default; Bitrix24: an incoming
-        webhook URL). May carry ``account_id`` when the token names the
-        account. Raise ``ValueError`` with the fix when it cannot be one."""
+    def token_credentials(cls, token: str) -> Installed:
+        """What an admin pastes for a private setup (a private-app or
+        long-lived token by default; Bitrix24: an incoming webhook URL), as
+        an install. Raise ``ValueError`` with the fix when it cannot be one."""
         if not token.strip():
             raise ValueError("the token is empty")
-        return {"type": "private_app", "access_token": token.strip()}
+        return Installed(None, {"type": "private_app", "access_token": token.strip()})
 
     @classmethod
     def install_event(
-        cls, app: Mapping[str, str], request: WebhookRequest, *, http: HttpClient
-    ) -> dict[str, Any] | None:
-        """For CRMs that install an app by POSTing an event to the app's
-        install handler (Bitrix24's ONAPPINSTALL, form-encoded, tokens
-        included) at ``POST /webhooks/crm/<kind>/install``: verify it and
-        return credentials like ``exchange_code`` does (``account_id``,
-        optional ``settings``), or None when it is not an install event.
-        Raise ``SignatureError``/``PayloadError`` for a forged or bad one."""
+        cls, app: Any, request: WebhookRequest, *, http: HttpClient
+    ) -> Installed | None:
+        """With :attr:`has_install_event`: verify the install event the CRM
+        POSTed (Bitrix24's ONAPPINSTALL, tokens included) and return the
+        install, or None when the request is not an install event. Raise
+        ``SignatureError``/``PayloadError`` for a forged or bad one."""
         return None
 
     @classmethod
@@ -196,13 +216,6 @@ class CrmAdapter(ABC):
         this app."""
         return False
 
-    @classmethod
-    def route_key(cls, request: WebhookRequest, key: str) -> str:
-        """For app-level webhooks (one URL for every tenant, e.g. amoCRM's
-        chat channel hook ``.../route/:scope_id``): the tenant lookup key in
-        the URL. Tenants register theirs through ``setup()``'s ``routes``."""
-        return key
-
     def refresh_credentials(self, stale: Mapping[str, Any]) -> dict[str, Any]:
         """Called by the core inside its single-flight lock: trade the stale
         credentials for fresh ones. Raise ``AuthError`` on ``invalid_grant``."""
@@ -212,17 +225,16 @@ class CrmAdapter(ABC):
         self,
         channels: Sequence[ChannelLink] = (),
         properties: Mapping[str, Sequence[str]] | None = None,
-    ) -> dict[str, Any]:
+    ) -> SetupResult:
         """Create what the bridge needs in the account; idempotent.
 
         ``channels``: the tenant's channel accounts (to register inbox/chat
-        channel accounts for them). ``properties``: object type -> custom
-        property names the mapping writes (created when missing). Returns
-        settings to persist on the tenant (merged into ``account.settings``);
-        a ``routes`` list there registers app-level webhook keys for this
-        tenant (see ``route_key``).
+        channel accounts for them when ``account.inbox``). ``properties``:
+        object type -> custom property names the mapping writes (created
+        when missing). Returns the settings to store (fields of
+        :attr:`Settings`) and the tenant's app-level webhook routes.
         """
-        return {}
+        return SetupResult()
 
     # -- contacts ---------------------------------------------------------
 
@@ -248,7 +260,9 @@ class CrmAdapter(ABC):
         """Open a deal / lead / ticket associated with the contact."""
 
     def entity_is_open(self, entity: CrmRef) -> bool:
-        """False once the entity reached a closed (won/lost) stage."""
+        """False once the entity reached a closed (won/lost) stage or was
+        deleted. The core asks before writing to an entity it has not
+        written to for a while (a closing webhook may have been lost)."""
         return True
 
     # -- timeline and tasks -----------------------------------------------

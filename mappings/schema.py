@@ -103,10 +103,6 @@ class ChannelRule:
     fields: FieldTemplates = field(default_factory=FieldTemplates)
     name: str = "{channel.title}: {contact.name}"
 
-    def options(self) -> dict[str, Any]:
-        """The adapter-facing options (``TimelineEntry.options``)."""
-        return {"timeline": self.timeline, "inbox": self.inbox}
-
 
 #: the time zone the bridge writes times in when the mapping names none
 DEFAULT_TIMEZONES = {"ru": "Europe/Moscow", "en": "UTC"}

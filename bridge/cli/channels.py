@@ -2,52 +2,88 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+from typing import Any
 
 import click
 
 from bridge.cli import context
+from bridge.schema import fields_of
 
 __all__ = ["register"]
 
 
-def _token(kind: str, title: str, given: str | None) -> str:
+def _ask(kind: str, title: str, field: dataclasses.Field[Any], given: str | None) -> str | None:
+    """A secret field from its option, its environment variable or a hidden
+    prompt (never only from the command line: shell history)."""
     if given:
         return given
-    variable = f"{kind.upper()}_BOT_TOKEN"
+    variable = f"{kind.upper()}_{field.name.upper()}"
     if not sys.stdin.isatty():
-        raise click.UsageError(f"no {title} token: set {variable}, or run this in a terminal")
-    return str(click.prompt(f"{title} token", hide_input=True))
+        raise click.UsageError(
+            f"no {title} {field.name.replace('_', ' ')}: set {variable}, or run this in a terminal"
+        )
+    return str(click.prompt(f"{title} {field.name.replace('_', ' ')}", hide_input=True))
+
+
+def _connect_options(kind: str, title: str, schema: type[Any]) -> list[click.Option]:
+    """One option per field of the adapter's ``Connect`` schema."""
+    options = []
+    for field in fields_of(schema):
+        secret = bool(field.metadata.get("secret"))
+        required = field.default is dataclasses.MISSING and not secret
+        help_text = str(field.metadata.get("help") or field.name)
+        if secret:
+            help_text += (
+                f" (better: set {kind.upper()}_{field.name.upper()} or type it at the prompt)"
+            )
+        options.append(
+            click.Option(
+                [f"--{field.name.replace('_', '-')}", field.name],
+                envvar=f"{kind.upper()}_{field.name.upper()}",
+                required=required,
+                help=help_text,
+            )
+        )
+    return options
 
 
 def _channel_group(kind: str) -> click.Group:
     from bridge.registry import channel_class
 
-    title = channel_class(kind).title
+    cls = channel_class(kind)
+    title = cls.title
 
     @click.group(name=kind, help=f"{title} accounts.")
     def group() -> None:
         pass
 
-    @group.command("connect")
-    @click.option("--tenant", "slug", required=True)
-    @click.option(
-        "--token",
-        envvar=f"{kind.upper()}_BOT_TOKEN",
-        help=f"The {title} token; better set {kind.upper()}_BOT_TOKEN or type it at the "
-        "prompt, so it stays out of your shell history.",
-    )
-    @click.option("--name", default="", help="Shown to reps.")
-    def connect(slug: str, token: str | None, name: str) -> None:
-        """Store the account (token encrypted), set up the CRM side, register its webhook."""
+    def connect(slug: str, name: str, **values: str | None) -> None:
+        """Store the account (credentials encrypted), set up the CRM side, register its webhook."""
         from bridge.setup import connect_channel
 
         rt = context.runtime()
         tenant_id = context.tenant_id(rt, slug)
-        account_id = connect_channel(
-            rt, tenant_id, kind=kind, token=_token(kind, title, token), name=name
-        )
+        for field in fields_of(cls.Connect):
+            if field.metadata.get("secret"):
+                values[field.name] = _ask(kind, title, field, values.get(field.name))
+        given = {k: v for k, v in values.items() if v is not None}
+        account_id = connect_channel(rt, tenant_id, kind=kind, values=given, name=name)
         click.echo(f"{title} connected as channel account {account_id}; webhook registered")
+
+    group.add_command(
+        click.Command(
+            "connect",
+            callback=connect,
+            help=connect.__doc__,
+            params=[
+                click.Option(["--tenant", "slug"], required=True),
+                *_connect_options(kind, title, cls.Connect),
+                click.Option(["--name"], default="", help="Shown to reps."),
+            ],
+        )
+    )
 
     @group.command("list")
     @click.option("--tenant", "slug", help="Only this tenant's.")

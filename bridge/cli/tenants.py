@@ -70,10 +70,15 @@ def tenant_create(
             "give the CRM's token: BRIDGE_CRM_TOKEN=... in the environment, or --ask-token "
             f"(OAuth installs create their tenant themselves: bridge {crm_kind} install-url)"
         )
-    creds = crm_class(crm_kind).token_credentials(token)
-    account_id = account_id or creds.pop("account_id", None)
+    installed = crm_class(crm_kind).token_credentials(token)
     tenant_id = create_tenant(
-        rt, slug=slug, crm_kind=crm_kind, mapping=mapping, credentials=creds, account_id=account_id
+        rt,
+        slug=slug,
+        crm_kind=crm_kind,
+        mapping=mapping,
+        credentials=installed.credentials,
+        account_id=account_id or installed.account_id,
+        settings=installed.settings,
     )
     click.echo(
         f"tenant {slug} created (id {tenant_id}); next: bridge <channel> connect --tenant {slug}"

@@ -22,6 +22,7 @@ from bridge.http import HttpClient
 from bridge.model import (
     Attachment,
     ChannelAccountInfo,
+    ConnectedAccount,
     InboundEvent,
     InboundMessage,
     MessageKind,
@@ -34,6 +35,7 @@ from channel_adapters.base import ChannelAdapter
 from channel_adapters.telegram.client import BotApi, ChatMigratedError
 from channel_adapters.telegram.inbound import HANDLED_UPDATES, KIND, parse_update
 from channel_adapters.telegram.outbound import PartialSendError, plan
+from channel_adapters.telegram.settings import TelegramConnect, TelegramCredentials
 
 __all__ = ["SECRET_HEADER", "TelegramAdapter"]
 
@@ -45,11 +47,13 @@ STALE_CALLBACK_MARKERS = ("query is too old", "query id is invalid")
 
 
 class TelegramAdapter(ChannelAdapter):
-    """One Telegram bot. ``account.credentials = {"bot_token", "secret_token"}``;
+    """One Telegram bot (credentials: :class:`TelegramCredentials`);
     ``account.api_base`` overrides ``https://api.telegram.org`` (the sandbox)."""
 
     kind: ClassVar[str] = KIND
     title: ClassVar[str] = "Telegram"
+    Connect: ClassVar[type[TelegramConnect]] = TelegramConnect
+    Credentials: ClassVar[type[TelegramCredentials]] = TelegramCredentials
     #: "~30 messages per second" in bulk: Telegram's guidance, not a
     #: guarantee (FACTS §1); ``retry_after`` is always obeyed on top.
     send_rate: ClassVar[Rate | None] = Rate(capacity=30, per_second=30)
@@ -100,20 +104,24 @@ class TelegramAdapter(ChannelAdapter):
             raise
 
     @classmethod
-    def account_from_token(cls, token: str) -> tuple[str, dict[str, str]]:
-        """A @BotFather token is ``<bot id>:<secret>``; the webhook secret is
-        generated here, once, and stored with it."""
+    def connect(cls, values: TelegramConnect) -> ConnectedAccount:
+        """A @BotFather token is ``<bot id>:<secret>``: the bot id is the
+        account's id; the webhook secret is generated here, once, and stored
+        with the token."""
+        token = values.bot_token.strip()
         bot_id, sep, rest = token.partition(":")
         if not (sep and bot_id.isdigit() and rest):
             raise ConfigError("a Telegram bot token looks like 123456789:AAE... (from @BotFather)")
-        return bot_id, {"bot_token": token, "secret_token": cls.generate_secret_token()}
+        return ConnectedAccount(
+            bot_id, {"bot_token": token, "secret_token": cls.generate_secret_token()}
+        )
 
     # -- inbound ------------------------------------------------------------
 
     def verify(self, request: WebhookRequest) -> None:
         """Compare ``X-Telegram-Bot-Api-Secret-Token`` with the account's
         secret in constant time. Only ever raises :class:`SignatureError`."""
-        expected = self.account.credentials.get("secret_token")
+        expected = self.credentials.secret_token
         if not isinstance(expected, str) or not expected:
             raise SignatureError("no secret_token configured for this Telegram account")
         given = _header(request, SECRET_HEADER)
@@ -217,7 +225,7 @@ class TelegramAdapter(ChannelAdapter):
 
     def setup_webhook(self, url: str) -> None:
         """``setWebhook`` with the account's secret and the kinds we handle."""
-        secret = self.account.credentials.get("secret_token")
+        secret = self.credentials.secret_token
         if not isinstance(secret, str) or not SECRET_TOKEN_RE.fullmatch(secret):
             raise ConfigError(
                 "must be 1-256 characters of A-Z a-z 0-9 _ - "

@@ -3,7 +3,8 @@
 Modules: ``adapter`` (the contract hooks), ``client`` (auth header, token
 refresh, error mapping), ``oauth``, ``webhooks`` (v3 signature, reply
 webhook), ``setup`` (custom properties, custom channel), ``timeline``
-(request bodies for notes, communications and inbox messages).
+(request bodies for notes, communications and inbox messages), ``settings``
+(the typed schemas of the app's and a portal's settings).
 """
 
 from .adapter import HubSpotAdapter

@@ -27,8 +27,10 @@ from bridge.model import (
     CrmRef,
     DeliveryReport,
     DeliveryStatus,
+    Installed,
     Owner,
     Rate,
+    SetupResult,
     TaskDraft,
     TimelineEntry,
     WebhookRequest,
@@ -40,6 +42,7 @@ from .client import DEFAULT_API_BASE, HubSpotApi, scrub
 from .contacts import ContactsMixin
 from .entities import EntitiesMixin
 from .search import BATCH_SIZE, SEARCH_RATE, chunks
+from .settings import HubSpotApp, HubSpotSettings
 from .setup import run_setup
 from .timeline import (
     association,
@@ -64,7 +67,7 @@ DELIVERY_STATUS = {
 }
 
 
-def api_rate(settings: Mapping[str, Any]) -> Rate:
+def api_rate(settings: HubSpotSettings) -> Rate:
     """A bucket that never exceeds ``rate_per_10s`` requests in any 10 s.
 
     ``capacity + 10 * per_second`` is the most a token bucket lets through
@@ -72,7 +75,7 @@ def api_rate(settings: Mapping[str, Any]) -> Rate:
     apps on Free/Starter (FACTS 3.2). ``rate_per_10s`` overrides it (110 for
     OAuth apps, 190 on Professional/Enterprise).
     """
-    per_10s = float(settings.get("rate_per_10s") or 100)
+    per_10s = settings.rate_per_10s or 100.0
     if per_10s <= BURST:
         return Rate(capacity=1, per_second=max(per_10s - 1, 0.1) / 10)
     return Rate(capacity=BURST, per_second=(per_10s - BURST) / 10)
@@ -84,6 +87,8 @@ class HubSpotAdapter(ContactsMixin, EntitiesMixin, CrmAdapter):
 
     kind: ClassVar[str] = "hubspot"
     title: ClassVar[str] = "HubSpot"
+    App: ClassVar[type[HubSpotApp]] = HubSpotApp
+    Settings: ClassVar[type[HubSpotSettings]] = HubSpotSettings
     rate: ClassVar[Rate] = Rate(capacity=BURST, per_second=9.5)
     entity_types: ClassVar[tuple[str, ...]] = ("deal", "ticket")
     #: communications exist only for the channel types HubSpot has
@@ -123,7 +128,7 @@ class HubSpotAdapter(ContactsMixin, EntitiesMixin, CrmAdapter):
     ) -> None:
         super().__init__(account, credentials, http)
         self.api = HubSpotApi(self.http, credentials)
-        self.api_limit = self.limit("api", api_rate(account.settings))
+        self.api_limit = self.limit("api", api_rate(self.settings))
         self.search_limit = self.limit("search", SEARCH_RATE)
         self._pipelines: dict[str, list[Mapping[str, Any]]] = {}
 
@@ -134,24 +139,24 @@ class HubSpotAdapter(ContactsMixin, EntitiesMixin, CrmAdapter):
     # -- install / setup ------------------------------------------------
 
     @classmethod
-    def install_url(cls, app: Mapping[str, str], *, redirect_uri: str, state: str) -> str:
-        """HubSpot's authorize URL (FACTS 3.1): ``app`` needs ``client_id``;
-        ``auth_base`` and ``scopes`` (space- or comma-separated) are optional."""
+    def install_url(cls, app: HubSpotApp, *, redirect_uri: str, state: str) -> str:
+        """HubSpot's authorize URL (FACTS 3.1): ``app.client_id``, with
+        ``auth_base`` and ``scopes`` (space- or comma-separated) optional."""
         return oauth.build_install_url(app, redirect_uri=redirect_uri, state=state)
 
     @classmethod
     def exchange_code(
         cls,
-        app: Mapping[str, str],
+        app: HubSpotApp,
         *,
         code: str,
         redirect_uri: str,
         http: HttpClient,
         params: Mapping[str, str] | None = None,
-    ) -> dict[str, Any]:
-        """``POST /oauth/v1/token`` (form-encoded); the result carries
-        ``type``, ``access_token``, ``refresh_token``, ``expires_at`` and
-        ``account_id`` (the hub id)."""
+    ) -> Installed:
+        """``POST /oauth/v1/token`` (form-encoded): credentials ``type``,
+        ``access_token``, ``refresh_token``, ``expires_at``; the hub id is
+        the account id."""
         return oauth.exchange_code(app, code=code, redirect_uri=redirect_uri, http=http)
 
     def refresh_credentials(self, stale: Mapping[str, Any]) -> dict[str, Any]:
@@ -159,7 +164,7 @@ class HubSpotAdapter(ContactsMixin, EntitiesMixin, CrmAdapter):
         core's single-flight lock). ``BAD_REFRESH_TOKEN`` / ``invalid_grant``
         raise ``AuthError``; the refresh token returned is always kept."""
         return oauth.refresh(
-            self.account.app,
+            self.app,
             stale,
             http=self.http,
             api_base=self.http.base_url or DEFAULT_API_BASE,
@@ -170,12 +175,12 @@ class HubSpotAdapter(ContactsMixin, EntitiesMixin, CrmAdapter):
         self,
         channels: Sequence[ChannelLink] = (),
         properties: Mapping[str, Sequence[str]] | None = None,
-    ) -> dict[str, Any]:
+    ) -> SetupResult:
         """Create the ``crm_bridge`` property group and properties, and, when
-        ``settings["inbox"]`` is on, the custom channel, inbox and channel
-        accounts. Idempotent. Returns ``{"properties_ready": True}`` plus
-        ``channel_id``, ``inbox_id``, ``channel_accounts`` (link id -> HubSpot
-        channel account id) and ``channel_identifiers`` for the inbox."""
+        the tenant uses the inbox (``account.inbox``), the custom channel,
+        inbox and channel accounts. Idempotent. Records ``properties_ready``
+        and the inbox's ``channel_id``, ``inbox_id``, ``channel_accounts``
+        (link id -> HubSpot channel account id) and ``channel_identifiers``."""
         return run_setup(self, channels, properties)
 
     # -- search ---------------------------------------------------------
@@ -185,7 +190,7 @@ class HubSpotAdapter(ContactsMixin, EntitiesMixin, CrmAdapter):
     def append_entries(self, entries: Sequence[TimelineEntry]) -> dict[str, tuple[CrmRef, ...]]:
         """Notes / communications in one ``batch/create`` per 100 (inline
         associations to contact and deal/ticket, FACTS 3.4), then, where
-        ``options["inbox"]``, one custom-channel message each (idempotent
+        ``entry.inbox``, one custom-channel message each (idempotent
         by ``integrationIdempotencyId``, FACTS 3.7). ``maybe_written``
         entries are first looked up by ``bridge_message_id`` (one search per
         object type); steps in ``entry.written`` are not written again. A
@@ -227,7 +232,7 @@ class HubSpotAdapter(ContactsMixin, EntitiesMixin, CrmAdapter):
             if entry.bridge_id not in timeline:
                 return None  # not written: the job tries it again
             refs.append(timeline[entry.bridge_id])
-        if wants_inbox(entry, self.account.settings):
+        if wants_inbox(entry):
             refs.append(entry.written_ref("message") or self._publish(entry))
         return tuple(refs)
 
@@ -258,9 +263,9 @@ class HubSpotAdapter(ContactsMixin, EntitiesMixin, CrmAdapter):
             refs.update({bridge_id: CrmRef(kind, record) for bridge_id, record in written.items()})
 
     def _publish(self, entry: TimelineEntry) -> CrmRef:
-        settings = self.account.settings
-        channel_id = settings.get("channel_id")
-        account_id = (settings.get("channel_accounts") or {}).get(entry.channel_account)
+        settings = self.settings
+        channel_id = settings.channel_id
+        account_id = settings.channel_accounts.get(entry.channel_account)
         if not channel_id or not account_id:
             # the install's setup has not registered this channel yet (it may
             # still be running): wait for it rather than fail the message
@@ -268,7 +273,7 @@ class HubSpotAdapter(ContactsMixin, EntitiesMixin, CrmAdapter):
                 f"channel account {entry.channel_account} has no HubSpot inbox channel yet: "
                 "waiting for `bridge crm setup` (needs `inbox: true` in the mapping)"
             )
-        identifier = (settings.get("channel_identifiers") or {}).get(entry.channel_account)
+        identifier = settings.channel_identifiers.get(entry.channel_account)
         body = self.api.json(
             "POST",
             f"/conversations/v3/custom-channels/{channel_id}/messages",
@@ -341,7 +346,7 @@ class HubSpotAdapter(ContactsMixin, EntitiesMixin, CrmAdapter):
     def verify_webhook(self, request: WebhookRequest) -> None:
         """HubSpot's v3 signature with the app's client secret, timestamp
         within ±300 s (FACTS 3.6); anything malformed is ``SignatureError``."""
-        verify_v3(request, self.account.app.get("client_secret"))
+        verify_v3(request, self.app.client_secret)
 
     def parse_webhook(self, request: WebhookRequest) -> list[CrmEvent]:
         """``OUTGOING_CHANNEL_MESSAGE_CREATED`` -> REPLY; other types and
@@ -352,7 +357,7 @@ class HubSpotAdapter(ContactsMixin, EntitiesMixin, CrmAdapter):
     def report_delivery(self, report: DeliveryReport) -> None:
         """``PATCH .../custom-channels/{channelId}/messages/{id}`` with
         ``statusType`` SENT / READ / FAILED (DELIVERED shows as SENT)."""
-        channel_id = self.account.settings.get("channel_id")
+        channel_id = self.settings.channel_id
         if not channel_id:
             raise NotReadyError(
                 "no HubSpot inbox channel yet: waiting for `bridge crm setup` "

@@ -12,7 +12,6 @@ from bridge.model import ContactDraft, ContactLookup, CrmContact, CrmRef
 from .client import decode, existing_id
 from .search import MAX_FILTER_GROUPS, SearchMixin, digits, in_or_eq
 from .setup import identity_property
-from .timeline import channel_label
 
 __all__ = ["ContactsMixin"]
 
@@ -77,7 +76,7 @@ class ContactsMixin(SearchMixin):
         if not any(props.get(k) for k in ("firstname", "lastname", "email")):
             # HubSpot needs one of them (FACTS 3.3)
             kind, value = next(iter(draft.lookup.identities.items()), ("", ""))
-            props["firstname"] = f"{channel_label(kind)} {value}".strip() or "Customer"
+            props["firstname"] = f"{draft.channel_title or kind} {value}".strip() or "Customer"
         return props
 
     def create_contact(self, draft: ContactDraft) -> CrmContact:

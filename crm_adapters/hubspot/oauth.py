@@ -23,8 +23,10 @@ import requests
 
 from bridge.errors import AuthError, BridgeError, PermanentError
 from bridge.http import HttpClient, Limit
+from bridge.model import Installed
 
 from .client import DEFAULT_API_BASE, DEFAULT_AUTH_BASE, decode, error_body, map_error, scrub
+from .settings import HubSpotApp
 
 __all__ = [
     "DEFAULT_SCOPES",
@@ -64,16 +66,16 @@ def _scopes(value: str | None) -> str:
     return " ".join(part for part in value.replace(",", " ").split() if part)
 
 
-def build_install_url(app: Mapping[str, str], *, redirect_uri: str, state: str) -> str:
+def build_install_url(app: HubSpotApp, *, redirect_uri: str, state: str) -> str:
     """The URL a HubSpot admin opens to install the app."""
-    base = (app.get("auth_base") or DEFAULT_AUTH_BASE).rstrip("/")
+    base = (app.auth_base or DEFAULT_AUTH_BASE).rstrip("/")
     params = {
-        "client_id": app["client_id"],
+        "client_id": app.client_id,
         "redirect_uri": redirect_uri,
-        "scope": _scopes(app.get("scopes")),
+        "scope": _scopes(app.scopes),
     }
-    if app.get("optional_scopes"):
-        params["optional_scope"] = _scopes(app["optional_scopes"])
+    if app.optional_scopes:
+        params["optional_scope"] = _scopes(app.optional_scopes)
     params["state"] = state
     # quote (not quote_plus): HubSpot documents spaces in scope as %20.
     return f"{base}/oauth/authorize?{urlencode(params, quote_via=quote)}"
@@ -123,18 +125,16 @@ def credentials_from_token(
     return creds
 
 
-def exchange_code(
-    app: Mapping[str, str], *, code: str, redirect_uri: str, http: HttpClient
-) -> dict[str, Any]:
-    """Trade an authorization code for credentials incl. ``account_id``."""
-    api_base = app.get("api_base") or http.base_url or DEFAULT_API_BASE
+def exchange_code(app: HubSpotApp, *, code: str, redirect_uri: str, http: HttpClient) -> Installed:
+    """Trade an authorization code for the portal's credentials and hub id."""
+    api_base = app.api_base or http.base_url or DEFAULT_API_BASE
     response = http.request(
         "POST",
         _token_url(api_base),
         data={
             "grant_type": "authorization_code",
-            "client_id": app["client_id"],
-            "client_secret": app["client_secret"],
+            "client_id": app.client_id,
+            "client_secret": app.client_secret,
             "redirect_uri": redirect_uri,
             "code": code,
         },
@@ -146,7 +146,7 @@ def exchange_code(
         if info.get("hub_id") is None:
             raise PermanentError("HubSpot did not say which account installed the app")
         creds["hub_id"] = creds["account_id"] = str(info["hub_id"])
-    return creds
+    return Installed(account_id=str(creds.pop("account_id")), credentials=creds)
 
 
 def introspect(http: HttpClient, api_base: str, access_token: str) -> dict[str, Any]:
@@ -162,7 +162,7 @@ def introspect(http: HttpClient, api_base: str, access_token: str) -> dict[str, 
 
 
 def refresh(
-    app: Mapping[str, str],
+    app: HubSpotApp,
     stale: Mapping[str, Any],
     *,
     http: HttpClient,
@@ -178,8 +178,8 @@ def refresh(
         _token_url(api_base),
         data={
             "grant_type": "refresh_token",
-            "client_id": app.get("client_id", ""),
-            "client_secret": app.get("client_secret", ""),
+            "client_id": app.client_id,
+            "client_secret": app.client_secret,
             "refresh_token": str(refresh_token),
         },
         limit=limit,

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bridge.errors import PermanentError
-from bridge.model import ChannelLink
+from bridge.model import ChannelLink, SetupResult
 
 from .client import decode, map_error
 from .timeline import DELIVERY_ID_TYPE
@@ -99,10 +99,9 @@ def run_setup(
     adapter: HubSpotAdapter,
     channels: Sequence[ChannelLink],
     properties: Mapping[str, Sequence[str]] | None,
-) -> dict[str, Any]:
+) -> SetupResult:
     """See :meth:`HubSpotAdapter.setup`."""
-    settings = adapter.account.settings
-    inbox = bool(settings.get("inbox"))
+    inbox = adapter.account.inbox
     if inbox and str(adapter.credentials.get().get("type") or "oauth") == "private_app":
         # FACTS 3.7: "The custom channel endpoints are not supported when
         # building a legacy private app."
@@ -118,7 +117,7 @@ def run_setup(
     result: dict[str, Any] = {"properties_ready": True}
     if inbox:
         result.update(_ensure_inbox(adapter, channels))
-    return result
+    return SetupResult(settings=result)
 
 
 def _ensure_group(adapter: HubSpotAdapter, object_type: str) -> None:
@@ -147,14 +146,12 @@ def _ensure_property(
 
 
 def _ensure_inbox(adapter: HubSpotAdapter, channels: Sequence[ChannelLink]) -> dict[str, Any]:
-    settings = adapter.account.settings
-    channel_id = str(settings.get("channel_id") or adapter.account.app.get("channel_id") or "")
+    settings = adapter.settings
+    channel_id = settings.channel_id or adapter.app.channel_id
     if not channel_id:
         channel_id = _register_channel(adapter)
-    inbox_id = str(settings.get("inbox_id") or "") or _first_inbox(adapter)
-    known: dict[str, str] = {
-        str(k): str(v) for k, v in dict(settings.get("channel_accounts") or {}).items()
-    }
+    inbox_id = settings.inbox_id or _first_inbox(adapter)
+    known: dict[str, str] = dict(settings.channel_accounts)
     missing = [link for link in channels if link.id not in known]
     if missing:
         existing = _existing_channel_accounts(adapter, channel_id, inbox_id)
@@ -168,7 +165,7 @@ def _ensure_inbox(adapter: HubSpotAdapter, channels: Sequence[ChannelLink]) -> d
         "channel_accounts": known,
         # the bridge side of each inbox message (recipient of INCOMING ones)
         "channel_identifiers": {
-            **dict(settings.get("channel_identifiers") or {}),
+            **settings.channel_identifiers,
             **{link.id: link.identifier for link in channels},
         },
     }
@@ -192,8 +189,8 @@ def channel_capabilities() -> dict[str, Any]:
 
 
 def _register_channel(adapter: HubSpotAdapter) -> str:
-    app = adapter.account.app
-    if not app.get("developer_api_key") or not app.get("app_id"):
+    app = adapter.app
+    if not app.developer_api_key or not app.app_id:
         raise PermanentError(
             "registering HubSpot's custom channel needs the app's `developer_api_key` and "
             "`app_id` in the deployment settings"
@@ -205,9 +202,9 @@ def _register_channel(adapter: HubSpotAdapter) -> str:
     response = adapter.http.request(
         "POST",
         "/conversations/v3/custom-channels",
-        params={"hapikey": app["developer_api_key"], "appId": app["app_id"]},
+        params={"hapikey": app.developer_api_key, "appId": app.app_id},
         json={
-            "name": app.get("channel_name") or "CRM bridge",
+            "name": app.channel_name or "CRM bridge",
             "webhookUrl": adapter.account.webhook_url,
             "capabilities": channel_capabilities(),
         },

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-from collections.abc import Mapping
 from typing import Any
 
 from bridge.model import Attachment, CrmRef, TimelineEntry
@@ -47,17 +46,6 @@ COMMUNICATION_CHANNEL_TYPES: dict[str, str] = {
     "linkedin": "LINKEDIN_MESSAGE",
 }
 
-CHANNEL_LABELS: dict[str, str] = {
-    "telegram": "Telegram",
-    "whatsapp": "WhatsApp",
-    "vk": "VK",
-    "email": "E-mail",
-    "webchat": "Website chat",
-    "sms": "SMS",
-    "instagram": "Instagram",
-    "viber": "Viber",
-}
-
 #: our delivery ids are the channel's own user / bot ids (FACTS 3.7)
 DELIVERY_ID_TYPE = "CHANNEL_SPECIFIC_OPAQUE_ID"
 
@@ -83,10 +71,6 @@ def association(from_kind: str, to: CrmRef) -> dict[str, Any]:
     }
 
 
-def channel_label(kind: str) -> str:
-    return CHANNEL_LABELS.get(kind, kind.replace("_", " ").title())
-
-
 def attachment_label(attachment: Attachment) -> str:
     """``[photo: name.jpg]``; never a URL (it may carry a channel token)."""
     kind = attachment.kind.value.replace("_", " ")
@@ -101,7 +85,7 @@ WORDS: dict[str, dict[str, str]] = {
 
 
 def _words(entry: TimelineEntry) -> dict[str, str]:
-    return WORDS.get(str(entry.options.get("language") or "en"), WORDS["en"])
+    return WORDS.get(entry.language, WORDS["en"])
 
 
 def render_body(entry: TimelineEntry) -> str:
@@ -119,7 +103,7 @@ def render_body(entry: TimelineEntry) -> str:
     ``bridge_message_id`` property, never in the body."""
     words = _words(entry)
     who = entry.sender_name or words["customer" if entry.direction == "in" else "agent"]
-    channel = str(entry.options.get("channel_title") or channel_label(entry.channel_kind))
+    channel = entry.channel_title or entry.channel_kind
     head = f"<strong>{html.escape(who)}</strong> {words['via']} {html.escape(channel)}"
     if entry.is_edit:
         head += f" <em>({words['edited']})</em>"
@@ -149,7 +133,7 @@ def plain_text(entry: TimelineEntry) -> str:
 
 def timeline_kind(entry: TimelineEntry) -> str | None:
     """``note``, ``communication`` or ``None`` (``timeline: none``)."""
-    wanted = str(entry.options.get("timeline") or "note").lower()
+    wanted = entry.timeline.lower()
     if wanted == "none":
         return None
     if wanted == "communication" and entry.channel_kind in COMMUNICATION_CHANNEL_TYPES:
@@ -218,9 +202,6 @@ def inbox_message(
     return body
 
 
-def wants_inbox(entry: TimelineEntry, settings: Mapping[str, Any]) -> bool:
-    """``entry.options["inbox"]``, defaulting to the tenant's ``inbox`` setting."""
-    value = entry.options.get("inbox")
-    if value is None:
-        value = settings.get("inbox", False)
-    return bool(value)
+def wants_inbox(entry: TimelineEntry) -> bool:
+    """The entry also goes into HubSpot's inbox (the mapping's ``inbox``)."""
+    return entry.inbox

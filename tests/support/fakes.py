@@ -165,6 +165,13 @@ class FakeCrm(CrmAdapter):
 
         return self._hook("create_entity", draft, effect)
 
+    def entity_is_open(self, entity: CrmRef) -> bool:
+        return self._hook(
+            "entity_is_open",
+            entity,
+            lambda: not STATE.entities.get(entity.id, {}).get("closed", False),
+        )
+
     def append_entries(self, entries: Sequence[TimelineEntry]) -> dict[str, tuple[CrmRef, ...]]:
         def effect() -> dict[str, tuple[CrmRef, ...]]:
             out = {}
@@ -192,7 +199,7 @@ class FakeCrm(CrmAdapter):
                         "occurred_at": entry.occurred_at,
                         "is_edit": entry.is_edit,
                         "owner": entry.owner_id,
-                        "first": entry.options.get("first_in_conversation"),
+                        "first": entry.first_in_conversation,
                     }
                 )
                 out[entry.bridge_id] = (CrmRef("note", nid),)

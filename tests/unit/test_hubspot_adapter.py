@@ -62,7 +62,9 @@ from bridge.model import (
     TimelineEntry,
     WebhookRequest,
 )
+from bridge.schema import load
 from crm_adapters.hubspot import HubSpotAdapter
+from crm_adapters.hubspot.settings import HubSpotApp
 from crm_adapters.hubspot.webhooks import sign_v3, verify_v3
 
 API = "https://api.hubapi.com"
@@ -160,6 +162,11 @@ def oauth_creds(**extra: Any) -> dict[str, Any]:
     }
 
 
+def app_settings(**over: Any) -> HubSpotApp:
+    """The deployment's app settings as the adapter reads them."""
+    return load(HubSpotApp, {**APP, **over})
+
+
 def make_adapter(
     *,
     settings: Mapping[str, Any] | None = None,
@@ -168,13 +175,16 @@ def make_adapter(
     account_id: str | None = PORTAL,
 ) -> tuple[HubSpotAdapter, FakeCredentials]:
     provider = FakeCredentials(creds or oauth_creds())
+    settings = dict(settings or {})
     account = CrmAccountInfo(
         tenant_id=1,
         kind="hubspot",
         account_id=account_id,
-        settings=dict(settings or {}),
+        settings=settings,
         app=dict(APP),
         webhook_url="https://bridge.example/webhooks/crm/hubspot/tenant-key",
+        # from the tenant's mapping, not the portal's settings
+        inbox=bool(settings.pop("inbox", False)),
     )
     adapter = HubSpotAdapter(account, provider, HttpClient(API, limiter=limiter))
     provider.refresher = adapter.refresh_credentials
@@ -227,6 +237,10 @@ def body_of(call: Any) -> Any:
     return json.loads(call.request.body)
 
 
+#: channel kind -> its title, as the core takes it from the channel registry
+TITLES = {"telegram": "Telegram", "whatsapp": "WhatsApp"}
+
+
 def entry(
     bridge_id: str = "m-1",
     *,
@@ -254,7 +268,8 @@ def entry(
         sender_identifier="tg-user-1",
         owner_id="101",
         maybe_written=maybe_written,
-        options=dict(options or {"timeline": "note", "inbox": False}),
+        channel_title=TITLES.get(channel_kind, channel_kind),
+        **{"timeline": "note", "inbox": False, **(options or {})},
         **extra,
     )
 
@@ -332,7 +347,7 @@ def test_a_429_penalises_the_shared_bucket(rsps: responses.RequestsMock) -> None
 
 def test_install_url_uses_percent20_between_scopes() -> None:
     url = HubSpotAdapter.install_url(
-        {**APP, "scopes": "oauth crm.objects.contacts.write"},
+        app_settings(scopes="oauth crm.objects.contacts.write"),
         redirect_uri="https://bridge.example/oauth/hubspot/callback?x=1",
         state="st@te",
     )
@@ -347,7 +362,7 @@ def test_install_url_uses_percent20_between_scopes() -> None:
 
 def test_install_url_default_scopes_and_auth_base() -> None:
     url = HubSpotAdapter.install_url(
-        {**APP, "auth_base": "https://app-eu1.hubspot.com"}, redirect_uri="https://r", state="s"
+        app_settings(auth_base="https://app-eu1.hubspot.com"), redirect_uri="https://r", state="s"
     )
     scopes = parse_qs(urlsplit(url).query)["scope"][0].split(" ")
     assert url.startswith("https://app-eu1.hubspot.com/oauth/authorize?")
@@ -370,9 +385,10 @@ def test_exchange_code_is_form_encoded_and_names_the_account(
 ) -> None:
     rsps.post(f"{API}/oauth/v1/token", json=token_answer(hub_id=4242))
     before = time.time()
-    creds = HubSpotAdapter.exchange_code(
-        APP, code="the-code", redirect_uri="https://r/cb", http=HttpClient(API)
+    installed = HubSpotAdapter.exchange_code(
+        app_settings(), code="the-code", redirect_uri="https://r/cb", http=HttpClient(API)
     )
+    creds = installed.credentials
     request = rsps.calls[0].request
     assert request.headers["Content-Type"] == "application/x-www-form-urlencoded"
     form = parse_qs(request.body)
@@ -383,7 +399,7 @@ def test_exchange_code_is_form_encoded_and_names_the_account(
         "redirect_uri": ["https://r/cb"],
         "code": ["the-code"],
     }
-    assert creds["account_id"] == "4242" and creds["type"] == "oauth"
+    assert installed.account_id == "4242" and creds["type"] == "oauth"
     assert creds["refresh_token"] == "new-refresh"
     assert before + 1800 - 1 <= creds["expires_at"] <= time.time() + 1800 + 1
 
@@ -391,10 +407,10 @@ def test_exchange_code_is_form_encoded_and_names_the_account(
 def test_exchange_code_introspects_when_hub_id_is_missing(rsps: responses.RequestsMock) -> None:
     rsps.post(f"{API}/oauth/v1/token", json=token_answer())
     rsps.get(f"{API}/oauth/v1/access-tokens/CO-new-access", json={"hub_id": 99, "app_id": 777})
-    creds = HubSpotAdapter.exchange_code(
-        APP, code="c", redirect_uri="https://r", http=HttpClient(API)
+    installed = HubSpotAdapter.exchange_code(
+        app_settings(), code="c", redirect_uri="https://r", http=HttpClient(API)
     )
-    assert creds["account_id"] == "99"
+    assert installed.account_id == "99"
     assert len(rsps.calls) == 2
 
 
@@ -668,7 +684,7 @@ def created_properties(rsps: responses.RequestsMock) -> dict[str, set[str]]:
 def test_setup_creates_group_and_bridge_properties(rsps: responses.RequestsMock) -> None:
     adapter, _ = make_adapter()
     register_setup_routes(rsps)
-    result = adapter.setup([LINK], {"deal": ["bridge_utm_source", "dealname"]})
+    result = adapter.setup([LINK], {"deal": ["bridge_utm_source", "dealname"]}).settings
     assert result == {"properties_ready": True}
     assert created_properties(rsps) == {
         "contacts": {"bridge_telegram_id"},
@@ -690,7 +706,7 @@ def test_setup_creates_group_and_bridge_properties(rsps: responses.RequestsMock)
 def test_setup_is_idempotent_on_409(rsps: responses.RequestsMock) -> None:
     adapter, _ = make_adapter()
     register_setup_routes(rsps, exists=True)
-    assert adapter.setup([LINK]) == {"properties_ready": True}
+    assert adapter.setup([LINK]).settings == {"properties_ready": True}
 
 
 def register_inbox_routes(rsps: responses.RequestsMock) -> None:
@@ -720,7 +736,7 @@ def test_setup_with_inbox_registers_channel_inbox_and_accounts(
 ) -> None:
     adapter, _ = make_adapter(settings={"inbox": True})
     register_inbox_routes(rsps)
-    result = adapter.setup([LINK])
+    result = adapter.setup([LINK]).settings
     assert result == {
         "properties_ready": True,
         "channel_id": "ch-1",
@@ -761,7 +777,7 @@ def test_setup_with_inbox_reuses_what_settings_hold(rsps: responses.RequestsMock
     }
     adapter, _ = make_adapter(settings=settings)
     register_setup_routes(rsps, exists=True)
-    result = adapter.setup([LINK])
+    result = adapter.setup([LINK]).settings
     assert result["channel_accounts"] == {"7": "ca-1"} and result["inbox_id"] == "inbox-9"
     assert not [c for c in rsps.calls if "/conversations/" in c.request.url]
 
@@ -786,7 +802,7 @@ def test_setup_adopts_an_existing_channel_account(rsps: responses.RequestsMock) 
             ],
         },
     )
-    assert adapter.setup([LINK])["channel_accounts"] == {"7": "ca-old"}
+    assert adapter.setup([LINK]).settings["channel_accounts"] == {"7": "ca-old"}
     assert not [
         c for c in rsps.calls if c.request.method == "POST" and "conversations" in c.request.url
     ]

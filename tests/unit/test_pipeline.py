@@ -572,3 +572,25 @@ def test_a_contact_created_anew_in_the_crm_is_first_in_its_conversation_again(  
         ("message 3", old, False),
         ("message 4", new, True),
     ]
+
+
+def test_after_a_quiet_spell_a_closed_deal_we_were_not_told_about_is_not_written_to(  # type: ignore[no-untyped-def]
+    runtime, tenant, fake_crm
+):
+    """The CRM's "won/lost" webhook never came: a message after more than
+    ``entity_recheck`` of silence asks whether the deal is still open, and a
+    closed one gets a new deal; messages in between ask nothing."""
+    _, account = tenant
+    accept(runtime, account, [msg(1)])
+    conv = conversation_id(runtime, account)
+    run_inbound(runtime, conv)
+    accept(runtime, account, [msg(60)])  # a minute later: no question
+    run_inbound(runtime, conv)
+    assert "entity_is_open" not in fake_crm.calls
+    [first] = list(fake_crm.entities)
+    fake_crm.entities[first]["closed"] = True  # won in the CRM; no webhook
+    accept(runtime, account, [msg(60 + 7200)])  # two hours of silence
+    run_inbound(runtime, conv)
+    assert fake_crm.calls.count("entity_is_open") == 1
+    [_, second] = list(fake_crm.entities)
+    assert [e["entity"] for e in fake_crm.entries] == [first, first, second]

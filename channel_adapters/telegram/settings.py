@@ -1,0 +1,27 @@
+"""What a Telegram bot is connected with (typed schemas, ``bridge.schema``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bridge.schema import setting
+
+__all__ = ["TelegramConnect", "TelegramCredentials"]
+
+
+@dataclass(frozen=True)
+class TelegramConnect:
+    """What an admin supplies: the token @BotFather gave."""
+
+    bot_token: str = setting(secret=True, help="the bot's token from @BotFather (123456789:AAE...)")
+
+
+@dataclass(frozen=True)
+class TelegramCredentials:
+    """The bot's token and the secret Telegram echoes in every webhook
+    request (``X-Telegram-Bot-Api-Secret-Token``, api.json setWebhook)."""
+
+    bot_token: str = setting("", secret=True, help="the bot's token")
+    secret_token: str = setting(
+        "", secret=True, help="the webhook secret, generated when the bot is connected"
+    )
