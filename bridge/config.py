@@ -35,15 +35,18 @@ def _vendor_settings(
     """Deployment-wide app settings per CRM (``<KIND>_<FIELD>`` for each
     field of the adapter's ``App`` schema) and API base overrides per vendor
     (``<KIND>_API_BASE``), for every registered adapter kind."""
-    from bridge.registry import UnknownAdapter, channel_kinds, crm_class, crm_kinds
+    from bridge.registry import UnknownAdapter, channel_class, channel_kinds, crm_class, crm_kinds
     from bridge.schema import fields_of
 
     apps: dict[str, dict[str, str]] = {}
-    for kind in crm_kinds():
+    classes: list[tuple[str, Any]] = []
+    for kind in (*crm_kinds(), *channel_kinds()):
         try:
-            names = [f.name for f in fields_of(crm_class(kind).App)]
+            classes.append((kind, crm_class(kind) if kind in crm_kinds() else channel_class(kind)))
         except UnknownAdapter:
             continue
+    for kind, cls in classes:
+        names = [f.name for f in fields_of(cls.App)]
         values = {name: env.get(f"{kind.upper()}_{name.upper()}", "") for name in names}
         if any(values.values()):
             apps[kind] = {k: v for k, v in values.items() if v}
@@ -83,8 +86,9 @@ class Settings:
     public_url: str = "http://127.0.0.1:8000"
     var_dir: Path = ROOT / "var"
     mappings_dir: Path = ROOT / "mappings"
-    #: per-CRM deployment-wide app settings ({kind: {"client_id": ...}})
-    crm_apps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    #: deployment-wide app settings per CRM and channel kind
+    #: ({kind: {"client_id": ...}}, from ``<KIND>_<FIELD>``)
+    apps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     #: API base overrides per vendor ({kind: "http://127.0.0.1:8000/sandbox/<kind>"})
     api_bases: Mapping[str, str] = field(default_factory=dict)
     # --- pipeline tuning -------------------------------------------------
@@ -121,7 +125,7 @@ class Settings:
         elif database_url.startswith("postgresql://"):
             database_url = "postgresql+psycopg://" + database_url[len("postgresql://") :]
         port = env.get("PORT", "8000")
-        crm_apps, api_bases = _vendor_settings(env)
+        apps, api_bases = _vendor_settings(env)
         timeout = (
             _float(env, "BRIDGE_HTTP_CONNECT_TIMEOUT", 5.0),
             _float(env, "BRIDGE_HTTP_READ_TIMEOUT", 15.0),
@@ -133,7 +137,7 @@ class Settings:
             public_url=(env.get("BRIDGE_PUBLIC_URL") or f"http://127.0.0.1:{port}").rstrip("/"),
             var_dir=var_dir,
             mappings_dir=Path(env.get("BRIDGE_MAPPINGS_DIR") or ROOT / "mappings"),
-            crm_apps=crm_apps,
+            apps=apps,
             api_bases=api_bases,
             lock_ttl=_float(env, "BRIDGE_LOCK_TTL", 30.0),
             sweep_interval=_float(env, "BRIDGE_SWEEP_INTERVAL", 5.0),

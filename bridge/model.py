@@ -49,6 +49,7 @@ __all__ = [
     "TaskDraft",
     "ThreadMigrated",
     "TimelineEntry",
+    "WebhookAnswer",
     "WebhookRequest",
     "utcnow",
 ]
@@ -84,6 +85,21 @@ class WebhookRequest:
 
     def header(self, name: str, default: str | None = None) -> str | None:
         return self.headers.get(name.lower(), default)
+
+
+@dataclass(frozen=True)
+class WebhookAnswer:
+    """What the provider expects back for a webhook request: a JSON body
+    (a mapping), or plain text/bytes with its ``content_type`` (VK's
+    ``ok``, a handshake's echoed challenge)."""
+
+    body: Mapping[str, Any] | str | bytes = field(default_factory=lambda: {"ok": True})
+    status: int = 200
+    content_type: str = "application/json"
+
+    @classmethod
+    def text(cls, text: str, status: int = 200) -> WebhookAnswer:
+        return cls(text, status, "text/plain; charset=utf-8")
 
 
 # --------------------------------------------------------------------------
@@ -249,6 +265,11 @@ class ChannelAccountInfo:
     credentials: Mapping[str, str] = field(repr=False)
     settings: Mapping[str, Any] = field(default_factory=dict)
     api_base: str | None = None
+    #: the account's own id on the channel (a bot id, a phone number id)
+    external_id: str | None = None
+    #: the deployment-wide app settings of this channel kind (read through
+    #: the adapter's ``App`` schema)
+    app: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 # --------------------------------------------------------------------------

@@ -39,7 +39,7 @@ def _redirect_uri(rt, crm: str) -> str:  # type: ignore[no-untyped-def]
 def not_configured(rt, crm: str) -> str | None:  # type: ignore[no-untyped-def]
     """Why this deployment cannot install ``crm`` through OAuth (its app
     credentials are missing), or None."""
-    if rt.settings.crm_apps.get(crm, {}).get("client_id"):
+    if rt.settings.apps.get(crm, {}).get("client_id"):
         return None
     return (
         f"the {crm} app is not configured here: set {crm.upper()}_CLIENT_ID and "

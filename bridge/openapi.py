@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bridge import __version__
 from bridge.registry import channel_kinds, crm_kinds
 
 __all__ = ["document"]
@@ -41,8 +42,22 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 def _ack() -> dict[str, Any]:
     return {
-        "description": "Durably accepted (committed before this answer); redeliveries too",
-        "content": {"application/json": {"schema": {"type": "object"}}},
+        "description": "Durably accepted (committed before this answer); redeliveries too. "
+        "The body is what the provider expects (the adapter's answer): JSON, or plain text",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "text/plain": {"schema": {"type": "string"}},
+        },
+    }
+
+
+def _handshake() -> dict[str, Any]:
+    return {
+        "description": "The provider's verification handshake answered (e.g. a challenge echoed)",
+        "content": {
+            "text/plain": {"schema": {"type": "string"}},
+            "application/json": {"schema": {"type": "object"}},
+        },
     }
 
 
@@ -68,7 +83,7 @@ def document() -> dict[str, Any]:
         "openapi": "3.0.3",
         "info": {
             "title": "CRM bridge",
-            "version": "0.1.0",
+            "version": __version__,
             "description": (
                 "Webhooks from channels and CRMs, OAuth installs, and the operator API. "
                 "Every error is JSON: {error, message}."
@@ -88,7 +103,31 @@ def document() -> dict[str, Any]:
                         "content": {"application/json": {"schema": {}}},
                     },
                     "responses": {"200": _ack(), **webhook_errors},
-                }
+                },
+                "get": {
+                    "summary": "The channel's verification handshake (405 where it has none)",
+                    "operationId": "channelHandshake",
+                    "parameters": [
+                        _path_param("kind", channels, "channel slug"),
+                        _path_param("key", KEY, "the channel account's random path secret"),
+                    ],
+                    "responses": {"200": _handshake(), **_errors(403, 404, 405)},
+                },
+            },
+            "/webhooks/{kind}/app": {
+                "post": {
+                    "summary": "An app-routed channel's one URL for all its accounts",
+                    "operationId": "channelAppWebhook",
+                    "parameters": [_path_param("kind", channels, "channel slug")],
+                    "requestBody": {"required": True, "content": any_body},
+                    "responses": {"200": _ack(), **webhook_errors},
+                },
+                "get": {
+                    "summary": "An app-routed channel's verification handshake",
+                    "operationId": "channelAppHandshake",
+                    "parameters": [_path_param("kind", channels, "channel slug")],
+                    "responses": {"200": _handshake(), **_errors(403, 404, 405)},
+                },
             },
             "/webhooks/crm/{crm}/{key}": {
                 "post": {

@@ -201,7 +201,7 @@ class Runtime:
     def crm_app(self, kind: str) -> Any:
         """The deployment's app settings for CRM ``kind``, read through the
         adapter's ``App`` schema."""
-        return load(crm_class(kind).App, self.settings.crm_apps.get(kind), where=f"{kind} app")
+        return load(crm_class(kind).App, self.settings.apps.get(kind), where=f"{kind} app")
 
     def crm_account_info(self, tenant: tables.Tenant) -> CrmAccountInfo:
         try:
@@ -213,7 +213,7 @@ class Runtime:
             kind=tenant.crm_kind,
             account_id=tenant.crm_account_id,
             settings=self.tenant_settings(tenant),
-            app=dict(self.settings.crm_apps.get(tenant.crm_kind, {})),
+            app=dict(self.settings.apps.get(tenant.crm_kind, {})),
             api_base=self.settings.api_bases.get(tenant.crm_kind),
             webhook_url=self.crm_webhook_url(tenant),
             language=mapping.language if mapping else "en",
@@ -242,6 +242,15 @@ class Runtime:
             credentials=self.decrypt_channel_credentials(account),
             settings=dict(account.settings or {}),
             api_base=self.settings.api_bases.get(account.kind),
+            external_id=account.external_id,
+            app=dict(self.settings.apps.get(account.kind, {})),
+        )
+
+    def channel_app(self, kind: str) -> Any:
+        """The deployment's app settings for channel ``kind``, read through
+        the adapter's ``App`` schema."""
+        return load(
+            channel_class(kind).App, self.settings.apps.get(kind), where=f"{kind} app"
         )
 
     def channel_adapter(self, account: tables.ChannelAccount) -> ChannelAdapter:

@@ -1,9 +1,21 @@
-"""Webhook endpoints: verify -> parse -> store (one transaction) -> 2xx.
+"""Webhook endpoints: a thin dispatcher over the adapters' edges.
 
-The views hold no business logic. A 2xx means "durably accepted": the rows
-are committed before the answer. Bad input gets a 4xx with a JSON error that
+Every request goes the same way — body limits, the adapter's ``verify``,
+its ``parse``, one transaction that stores what arrived, then the answer
+the adapter says the provider expects (``answer``: a JSON 2xx, plain text,
+a confirmation string). A 2xx means "durably accepted": the rows are
+committed before the answer. Bad input gets a 4xx with a JSON error that
 names the problem (403 for a wrong secret or signature), never a 500; a
-redelivery gets 2xx and changes nothing.
+redelivery gets 2xx and changes nothing. The routes:
+
+* ``POST|GET /webhooks/<kind>/<key>``: one channel account (its random
+  key); ``GET`` is the adapter's verification handshake.
+* ``POST|GET /webhooks/<kind>/app``: every account of an app-routed channel
+  (one URL per provider app): the adapter verifies the app's signature and
+  names the accounts the delivery is for.
+* ``POST /webhooks/crm/<crm>/<key>``, ``.../route/<route key>`` (an
+  app-level CRM webhook that names the tenant by a key its setup
+  registered) and ``.../install`` (an install event).
 """
 
 from __future__ import annotations
@@ -11,16 +23,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from flask import Blueprint, Request, current_app, jsonify, request
+from flask import Blueprint, Request, Response, current_app, jsonify, request
 from sqlalchemy import select
 
 from bridge.delivery import accept_crm_events
 from bridge.errors import SignatureError, WebhookError
 from bridge.ingest import AccountRef, accept
-from bridge.model import WebhookRequest
-from bridge.registry import UnknownAdapter
+from bridge.model import InboundEvent, WebhookAnswer, WebhookRequest
+from bridge.registry import UnknownAdapter, channel_class
 from bridge.tables import ChannelAccount, CrmRoute, Tenant
 from channel_adapters.base import ChannelAdapter
 
@@ -73,6 +86,19 @@ class _AdapterCache:
             self._items[key] = item
         return item
 
+    def by_external_id(self, rt, kind: str, external_id: str) -> _Cached | None:  # type: ignore[no-untyped-def]
+        """The active account of ``kind`` whose own id on the channel is
+        ``external_id`` (app-routed deliveries name accounts that way)."""
+        with rt.read_engine.connect() as conn:
+            key = conn.scalar(
+                select(ChannelAccount.key).where(
+                    ChannelAccount.kind == kind,
+                    ChannelAccount.external_id == external_id,
+                    ChannelAccount.status == "active",
+                )
+            )
+        return self.get(rt, key) if key else None
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
@@ -123,7 +149,16 @@ def _error(exc: WebhookError):  # type: ignore[no-untyped-def]
     return jsonify(exc.to_json()), exc.status_code
 
 
-@bp.post("/webhooks/<kind>/<key>")
+def _answer(answer: WebhookAnswer) -> Response:
+    if isinstance(answer.body, Mapping):
+        response = jsonify(dict(answer.body))
+    else:
+        response = Response(answer.body, content_type=answer.content_type)
+    response.status_code = answer.status
+    return response
+
+
+@bp.route("/webhooks/<kind>/<key>", methods=["GET", "POST"])
 def channel_webhook(kind: str, key: str):  # type: ignore[no-untyped-def]
     rt = runtime()
     cached = _channels.get(rt, key)
@@ -131,6 +166,8 @@ def channel_webhook(kind: str, key: str):  # type: ignore[no-untyped-def]
         return jsonify(NOT_FOUND), 404
     adapter = cached.adapter
     try:
+        if request.method == "GET":
+            return _answer(adapter.handshake(to_webhook_request(request, rt.settings.public_url)))
         _check_body(min(adapter.max_body, rt.settings.max_body), adapter.content_types)
         webhook = to_webhook_request(request, rt.settings.public_url)
         adapter.verify(webhook)
@@ -138,8 +175,40 @@ def channel_webhook(kind: str, key: str):  # type: ignore[no-untyped-def]
     except WebhookError as exc:
         return _error(exc)
     accept(rt, cached.account, events)
-    body, status = adapter.webhook_ack()
-    return jsonify(body), status
+    return _answer(adapter.answer(events))
+
+
+@bp.route("/webhooks/<kind>/app", methods=["GET", "POST"])
+def channel_app_webhook(kind: str):  # type: ignore[no-untyped-def]
+    """One URL for every account of an app-routed channel (a Meta app's
+    phone numbers): verified with the app's secret, then stored per account
+    the adapter names (an account not connected here is not ours: left)."""
+    rt = runtime()
+    try:
+        cls = channel_class(kind)
+    except UnknownAdapter:
+        return jsonify(NOT_FOUND), 404
+    if not cls.app_routed:
+        return jsonify(NOT_FOUND), 404
+    app = rt.channel_app(kind)
+    try:
+        webhook = to_webhook_request(request, rt.settings.public_url)
+        if request.method == "GET":
+            return _answer(cls.app_handshake(app, webhook))
+        _check_body(min(cls.max_body, rt.settings.max_body), cls.content_types)
+        cls.verify_app(app, webhook)
+        stored: list[InboundEvent] = []
+        for external_id in cls.route(app, webhook):
+            cached = _channels.by_external_id(rt, kind, external_id)
+            if cached is None:
+                log.info("%s delivery for an account not connected here: left", kind)
+                continue
+            events = cached.adapter.parse(webhook)
+            accept(rt, cached.account, events)
+            stored.extend(events)
+    except WebhookError as exc:
+        return _error(exc)
+    return _answer(cls.app_answer(app, stored))
 
 
 @bp.post("/webhooks/crm/<crm>/<key>")
@@ -233,8 +302,7 @@ def _crm_webhook(rt, tenant_id: int | None):  # type: ignore[no-untyped-def]
     except WebhookError as exc:
         return _error(exc)
     accept_crm_events(rt, tenant_id, events)
-    body, status = adapter.webhook_ack()
-    return jsonify(body), status
+    return _answer(adapter.answer(events))
 
 
 def reset_cache() -> None:

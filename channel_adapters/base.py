@@ -13,8 +13,10 @@ registered in ``channel_adapters.REGISTRY``, plus its sandbox and tests
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from bridge.errors import WebhookError
 from bridge.http import HttpClient
 from bridge.model import (
     Attachment,
@@ -25,6 +27,7 @@ from bridge.model import (
     OutboundMessage,
     Rate,
     SendResult,
+    WebhookAnswer,
     WebhookRequest,
 )
 from bridge.schema import NoSettings, load
@@ -56,6 +59,18 @@ class ChannelAdapter(ABC):
     Credentials: ClassVar[type[Any]] = NoSettings
     #: the account's settings (stored as they are)
     Settings: ClassVar[type[Any]] = NoSettings
+    #: deployment-wide app settings of this channel kind, from
+    #: ``<KIND>_<FIELD>`` in the environment (a Meta app's secret)
+    App: ClassVar[type[Any]] = NoSettings
+
+    # -- the edge: how the provider reaches the bridge -----------------------
+
+    #: True when the provider posts every account's deliveries to one URL
+    #: (``/webhooks/<kind>/app``: a Meta app's phone numbers): the core
+    #: calls :meth:`verify_app` and :meth:`route`, then each named account's
+    #: :meth:`parse`. Otherwise each account has its own URL with a random
+    #: key (``/webhooks/<kind>/<key>``).
+    app_routed: ClassVar[bool] = False
 
     def __init__(self, account: ChannelAccountInfo, http: HttpClient | None = None) -> None:
         self.account = account
@@ -65,6 +80,8 @@ class ChannelAdapter(ABC):
         self.credentials: Any = load(self.Credentials, account.credentials, where=where)
         #: ``account.settings`` read through :attr:`Settings`
         self.settings: Any = load(self.Settings, account.settings, where=where)
+        #: ``account.app`` read through :attr:`App`
+        self.app: Any = load(self.App, account.app, where=f"{self.kind} app")
 
     @classmethod
     def default_api_base(cls) -> str:
@@ -127,6 +144,39 @@ class ChannelAdapter(ABC):
         """Optional: stop the provider sending this account's webhooks
         (``bridge <kind> disconnect``). Nothing to do where none was set."""
 
-    def webhook_ack(self) -> tuple[dict, int]:
-        """The body and status the provider expects for an accepted webhook."""
-        return {"ok": True}, 200
+    def answer(self, events: Sequence[InboundEvent]) -> WebhookAnswer:
+        """What the provider expects back once ``events`` are stored (a
+        plain 2xx by default; VK: the text ``ok``, or the community's
+        confirmation string for its ``confirmation`` event)."""
+        return WebhookAnswer()
+
+    def handshake(self, request: WebhookRequest) -> WebhookAnswer:
+        """A ``GET`` on the account's webhook URL: the provider's
+        verification handshake (echo a challenge after checking a verify
+        token in constant time; ``SignatureError`` when it does not match).
+        Default: this webhook takes only ``POST``."""
+        raise WebhookError("this webhook takes POST", code="method_not_allowed", status_code=405)
+
+    # -- app-routed channels (app_routed = True) -------------------------------
+
+    @classmethod
+    def verify_app(cls, app: Any, request: WebhookRequest) -> None:
+        """Check an app-level delivery's signature with the app's secret
+        (constant time); ``SignatureError`` otherwise."""
+        raise NotImplementedError(f"{cls.kind} is not app-routed")
+
+    @classmethod
+    def route(cls, app: Any, request: WebhookRequest) -> tuple[str, ...]:
+        """The accounts (their own ids on the channel) a verified app-level
+        delivery is for; ``PayloadError`` for a body without any."""
+        raise NotImplementedError(f"{cls.kind} is not app-routed")
+
+    @classmethod
+    def app_handshake(cls, app: Any, request: WebhookRequest) -> WebhookAnswer:
+        """A ``GET`` on the app-level URL (Meta's ``hub.challenge``)."""
+        raise WebhookError("this webhook takes POST", code="method_not_allowed", status_code=405)
+
+    @classmethod
+    def app_answer(cls, app: Any, events: Sequence[InboundEvent]) -> WebhookAnswer:
+        """What the provider expects back for an app-level delivery."""
+        return WebhookAnswer()

@@ -54,6 +54,7 @@ from bridge.model import (
     SetupResult,
     TaskDraft,
     TimelineEntry,
+    WebhookAnswer,
     WebhookRequest,
 )
 from bridge.schema import NoSettings, load
@@ -297,5 +298,6 @@ class CrmAdapter(ABC):
     def report_delivery(self, report: DeliveryReport) -> None:
         """Show the delivery status of a rep's reply in the CRM."""
 
-    def webhook_ack(self) -> tuple[dict, int]:
-        return {"ok": True}, 200
+    def answer(self, events: Sequence[CrmEvent]) -> WebhookAnswer:
+        """What the CRM expects back once ``events`` are stored."""
+        return WebhookAnswer()

@@ -6,7 +6,7 @@ import hmac
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -29,6 +29,7 @@ from bridge.model import (
     OutboundMessage,
     Rate,
     SendResult,
+    WebhookAnswer,
     WebhookRequest,
 )
 from channel_adapters.base import ChannelAdapter
@@ -247,10 +248,10 @@ class TelegramAdapter(ChannelAdapter):
         pending ones for ``getUpdates``, api.json)."""
         self.api.call("deleteWebhook", {})
 
-    def webhook_ack(self) -> tuple[dict, int]:
+    def answer(self, events: Sequence[InboundEvent]) -> WebhookAnswer:
         """Any 2xx will do. The body must never carry a ``method`` key:
         Telegram would run it as a "webhook reply" whose result we never see."""
-        return {"ok": True}, 200
+        return WebhookAnswer({"ok": True})
 
 
 def _flood_wait(exc: RetryableError) -> float | None:

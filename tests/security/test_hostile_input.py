@@ -298,7 +298,7 @@ def world(
             }
         )
         assert settings.max_body == MAX_BODY
-        settings = replace(settings, crm_apps=APPS)
+        settings = replace(settings, apps=APPS)
         conn = redis.Redis.from_url(redis_url)
         stack.callback(conn.close)
         conn.flushdb()

@@ -231,7 +231,7 @@ def refresh(world: World, rt: Runtime, slug: str) -> None:
 def world(settings: Settings, redis_conn: redis.Redis) -> Iterator[World]:
     settings = replace(
         settings,
-        crm_apps={"bitrix24": B24_APP},
+        apps={"bitrix24": B24_APP},
         api_bases={"hubspot": NOWHERE, "amocrm": f"{NOWHERE}/{{subdomain}}", "bitrix24": NOWHERE},
     )
     w = World(settings, redis_conn)

@@ -324,7 +324,7 @@ def build_world(settings: Settings, redis_conn: redis.Redis, hubspot_url: str | 
     assert set(REGISTRY) == {"hubspot", "amocrm", "bitrix24"}, (
         "a new CRM in crm_adapters.REGISTRY: give it tenants and webhook builders here"
     )
-    crm_apps = {
+    apps = {
         "hubspot": hubspot_app(hubspot_url),
         "amocrm": dict(AMO_APP),
         "bitrix24": dict(B24_APP),
@@ -336,7 +336,7 @@ def build_world(settings: Settings, redis_conn: redis.Redis, hubspot_url: str | 
         "telegram": NOWHERE,
     }
     reset_cache()
-    with build_runtime(settings, redis_conn, crm_apps=crm_apps, api_bases=api_bases) as rt:
+    with build_runtime(settings, redis_conn, apps=apps, api_bases=api_bases) as rt:
         tenants = _tenant_specs()
         for t in tenants:
             write_mapping(rt, t.mapping, _mapping_text(t.crm))

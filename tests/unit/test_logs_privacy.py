@@ -144,7 +144,7 @@ def world(settings, redis_conn) -> Iterator[dict[str, Any]]:  # type: ignore[no-
         with build_runtime(
             settings,
             redis_conn,
-            crm_apps={"hubspot": hubspot_app(hs_url)},
+            apps={"hubspot": hubspot_app(hs_url)},
             api_bases={"hubspot": hs_url, "telegram": tg_url},
         ) as rt:
             write_mapping(rt, "hub.yaml", HUBSPOT_MAPPING)

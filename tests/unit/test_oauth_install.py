@@ -61,7 +61,7 @@ def sandbox() -> Iterator[tuple[str, Any]]:
 def rt(settings, redis_conn, sandbox):  # type: ignore[no-untyped-def]
     url, _ = sandbox
     with build_runtime(
-        settings, redis_conn, crm_apps={"hubspot": hubspot_app(url)}, api_bases={"hubspot": url}
+        settings, redis_conn, apps={"hubspot": hubspot_app(url)}, api_bases={"hubspot": url}
     ) as runtime:
         write_mapping(runtime, "hub.yaml", HUBSPOT_MAPPING)
         yield runtime
@@ -187,7 +187,7 @@ def test_tampered_state_is_refused_before_the_code_is_spent(
 
 def test_state_minted_for_another_crm_is_refused(client, rt, sandbox, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setitem(crm_adapters.REGISTRY, "othercrm", f"{__name__}:OtherCrm")
-    monkeypatch.setitem(rt.settings.crm_apps, "othercrm", {"client_id": "other-app"})
+    monkeypatch.setitem(rt.settings.apps, "othercrm", {"client_id": "other-app"})
     url, spy = sandbox
     other = client.get("/oauth/othercrm/install", query_string={"mapping": "hub.yaml"})
     assert other.status_code == 302

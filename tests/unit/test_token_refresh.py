@@ -69,7 +69,7 @@ def sandbox(request) -> Iterator[tuple[str, Any]]:  # type: ignore[no-untyped-de
 def installed(settings, redis_conn, sandbox):  # type: ignore[no-untyped-def]
     url, spy = sandbox
     with build_runtime(
-        settings, redis_conn, crm_apps={"hubspot": hubspot_app(url)}, api_bases={"hubspot": url}
+        settings, redis_conn, apps={"hubspot": hubspot_app(url)}, api_bases={"hubspot": url}
     ) as rt:
         write_mapping(rt, "hub.yaml", HUBSPOT_MAPPING)
         tenant_id = oauth_install(create_app(runtime=rt).test_client(), url)["tenant"]

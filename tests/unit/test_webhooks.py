@@ -88,7 +88,7 @@ def _keys(rt, tenant_id: int, account_id: int | None = None) -> tuple[str, str |
 
 @pytest.fixture
 def bridge(settings, redis_conn):  # type: ignore[no-untyped-def]
-    with build_runtime(settings, redis_conn, crm_apps={"hubspot": hubspot_app()}) as rt:
+    with build_runtime(settings, redis_conn, apps={"hubspot": hubspot_app()}) as rt:
         write_mapping(rt, "hub.yaml", HUBSPOT_MAPPING)
         tenant_id = admin.create_tenant(
             rt,
