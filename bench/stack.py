@@ -230,6 +230,10 @@ class Stack:
                 "gthread",
                 "--graceful-timeout",
                 "3",
+                # crash points for bench.chaos, installed in the ingest
+                # seam only when BRIDGE_CHAOS_CRASH asks for them
+                "--config",
+                str(ROOT / "bench" / "chaos_gunicorn.py"),
                 "wsgi:app",
             ],
             cwd=ROOT,

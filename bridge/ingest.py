@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import random
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import bindparam, insert, select, update
@@ -27,7 +25,7 @@ from bridge.identity import resolve_contact
 from bridge.model import IgnoredEvent, InboundEvent, InboundMessage, ThreadMigrated, utcnow
 from bridge.tables import ChannelAccount, Conversation, IgnoredEventRow, Message
 
-__all__ = ["AcceptResult", "AccountRef", "accept", "message_payload"]
+__all__ = ["HOOKS", "AcceptResult", "AccountRef", "IngestHooks", "accept", "message_payload"]
 
 log = logging.getLogger(__name__)
 
@@ -296,27 +294,17 @@ def _account_ref(runtime, account_id: int) -> AccountRef:  # type: ignore[no-unt
     return AccountRef(int(row[0]), int(row[1]), str(row[2]))
 
 
-def _chaos_points(spec: str) -> dict[str, float]:
-    """``before_commit:0.01,after_commit:0.01`` -> {point: probability}."""
-    points = {}
-    for item in filter(None, (part.strip() for part in spec.split(","))):
-        point, _, probability = item.partition(":")
-        points[point] = float(probability or 1)
-    return points
+@dataclass
+class IngestHooks:
+    """A test seam, empty in production: callables a test harness runs
+    around the ingest commit (``bench.chaos`` makes the web process exit
+    there, so the channel gets no 2xx and redelivers)."""
+
+    before_commit: list[Callable[[], None]] = field(default_factory=list)
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
 
 
-#: Crash points for the chaos soak only (``bench.chaos``): with
-#: ``BRIDGE_CHAOS_CRASH=before_commit:0.01,after_commit:0.01`` set, the web
-#: process exits (``os._exit``) at that point with that probability, so the
-#: channel gets no 2xx and redelivers. Unset (always, outside bench.chaos):
-#: nothing happens.
-_CHAOS = _chaos_points(os.environ.get("BRIDGE_CHAOS_CRASH", ""))
-
-
-def _chaos(point: str) -> None:
-    if random.random() < _CHAOS.get(point, 0.0):  # noqa: S311 (fault injection, not crypto)
-        log.error("chaos: exiting at %s (BRIDGE_CHAOS_CRASH)", point)
-        os._exit(70)
+HOOKS = IngestHooks()
 
 
 def accept(runtime, account: int | AccountRef, events: Iterable[InboundEvent]) -> AcceptResult:  # type: ignore[no-untyped-def]
@@ -336,15 +324,15 @@ def accept(runtime, account: int | AccountRef, events: Iterable[InboundEvent]) -
             seen = _look_first(runtime, ref, events)
             with runtime.transaction() as session:
                 result = _accept_once(session, ref, events, seen)
-                if _CHAOS:
-                    _chaos("before_commit")
+                for hook in HOOKS.before_commit:
+                    hook()
             break
         except IntegrityError:
             if attempt >= 3:
                 raise
             log.info("ingest race, retrying (attempt %d)", attempt)
-    if _CHAOS:
-        _chaos("after_commit")
+    for hook in HOOKS.after_commit:
+        hook()
     if result.jobs:
         from bridge.jobs import enqueue
 

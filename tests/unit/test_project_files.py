@@ -14,7 +14,7 @@ from bridge.registry import channel_kinds, crm_kinds
 ROOT = Path(__file__).resolve().parents[2]
 #: read from the environment but set by `bridge run` / the test harness for
 #: its own processes, never by a person
-INTERNAL = {"BRIDGE_CHAOS_CRASH", "BRIDGE_MOUNT_SANDBOX", "BRIDGE_DEMO_CRM"}
+INTERNAL = {"BRIDGE_MOUNT_SANDBOX", "BRIDGE_DEMO_CRM"}
 
 
 def _read_in_code() -> set[str]:
