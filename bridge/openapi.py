@@ -92,7 +92,7 @@ def document() -> dict[str, Any]:
         "paths": {
             "/webhooks/{kind}/{key}": {
                 "post": {
-                    "summary": "A channel's webhook (Telegram posts its updates here)",
+                    "summary": "A channel account's webhook (the channel posts its updates here)",
                     "operationId": "channelWebhook",
                     "parameters": [
                         _path_param("kind", channels, "channel slug"),
@@ -150,7 +150,7 @@ def document() -> dict[str, Any]:
                         _path_param(
                             "route_key",
                             {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,200}$"},
-                            "e.g. amoCRM's chat scope id",
+                            "a key the tenant's CRM setup registered (e.g. a chat scope id)",
                         ),
                     ],
                     "requestBody": {"required": True, "content": any_body},
@@ -159,7 +159,7 @@ def document() -> dict[str, Any]:
             },
             "/webhooks/crm/{crm}/install": {
                 "post": {
-                    "summary": "A CRM announcing an app install (Bitrix24's ONAPPINSTALL)",
+                    "summary": "A CRM announcing an app install (an install event with its tokens)",
                     "operationId": "crmInstallEvent",
                     "parameters": [_path_param("crm", crms, "CRM slug")],
                     "requestBody": {"required": True, "content": any_body},

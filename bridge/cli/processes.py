@@ -9,10 +9,27 @@ import sys
 import click
 
 from bridge.cli import context
-from bridge.demo import DEMO_CRMS
 from bridge.logs import configure_logging
 
 __all__ = ["register"]
+
+
+class DemoChoice(click.Choice):  # type: ignore[type-arg]
+    """auto, off, or a CRM the installed demo offers (read when used)."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        from bridge.devserver import demo_provider
+
+        provider = demo_provider()
+        return ("auto", "off", *(provider.crms if provider else ()))
+
+    @choices.setter
+    def choices(self, _value: object) -> None:
+        pass
 
 
 def _log_progress() -> None:
@@ -29,11 +46,11 @@ def _port() -> int:
 @click.command()
 @click.option(
     "--demo",
-    type=click.Choice([*DEMO_CRMS, "auto", "off"]),
+    type=DemoChoice(),
     default="auto",
     show_default=True,
-    help="Wire a demo tenant to the sandbox of this CRM (auto: HubSpot, when no real "
-    "CRM or channel credentials are set).",
+    help="Run the demo for this CRM on the sandbox (auto: the first one, when no real "
+    "app settings, tokens or API bases are set; off: no demo).",
 )
 @click.option("--port", type=int, default=_port, show_default="8000 or $PORT")
 def run(demo: str, port: int) -> None:

@@ -47,7 +47,7 @@ def tenant() -> None:
     "or use --ask-token, so it stays out of your shell history).",
 )
 @click.option("--ask-token", is_flag=True, help="Type the token at a hidden prompt.")
-@click.option("--account-id", help="The CRM account id (a HubSpot portal id, ...).")
+@click.option("--account-id", help="The account's id in the CRM (when the token does not name it).")
 def tenant_create(
     slug: str,
     crm_kind: str,

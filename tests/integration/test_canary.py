@@ -59,7 +59,7 @@ from bench.stack import ROOT, Stack
 from bench.traffic import wait_until
 from bridge import admin
 from bridge.config import Settings
-from bridge.demo import DEMO_CRMS, Seeded, event_install, oauth_install
+from sandbox.demo import DEMO_CRMS, Seeded, event_install, oauth_install
 from bridge.runtime import Runtime
 from bridge.tables import ChannelAccount, Tenant
 from tests.conftest import POSTGRES_URL, postgres_schema

@@ -1,8 +1,12 @@
-"""The demo tenant: installed into a sandbox CRM through the real OAuth flow,
-with the sandbox Telegram's demo bot connected to it.
+"""The demo: ``bridge run --demo <crm>`` on the sandboxes.
 
-This is the one place in ``bridge/`` that names vendors: the demo wires the
-sandboxes (``sandbox/``) that stand in for them.
+The bridge's core knows no vendor and no sandbox: ``bridge run`` finds this
+module through the ``crm_bridge.demo`` entry point (pyproject.toml) and asks
+it for the environment that points the bridge at the sandbox vendors
+(:meth:`SandboxDemo.environment`) and, once the bridge answers, to install
+the demo tenant into the sandbox CRM through the real install flow (OAuth,
+or the CRM's install event) and connect the sandbox Telegram's demo bot
+(:meth:`SandboxDemo.seed`), which returns the banner to print.
 """
 
 from __future__ import annotations
@@ -19,7 +23,17 @@ import requests
 from bridge.config import Settings
 from bridge.setup import connect_channel
 
-__all__ = ["DEMO_CRMS", "Seeded", "banner", "demo_env", "event_install", "oauth_install", "seed"]
+__all__ = [
+    "DEMO",
+    "DEMO_CRMS",
+    "SandboxDemo",
+    "Seeded",
+    "banner",
+    "demo_env",
+    "event_install",
+    "oauth_install",
+    "seed",
+]
 
 #: CRM -> the demo's mapping file
 DEMO_CRMS = {
@@ -276,3 +290,28 @@ def banner(base: str, seeded: Seeded, *, var_dir: Path | None = None) -> str:
    {cli} tenant list
 ================================================================================
 """
+
+
+class SandboxDemo:
+    """The demo provider ``bridge run`` loads (``crm_bridge.demo``)."""
+
+    #: the CRMs ``--demo`` accepts, the first one the default
+    crms: tuple[str, ...] = tuple(DEMO_CRMS)
+
+    def environment(self, crm: str, base: str) -> dict[str, str]:
+        """What the bridge's processes need to serve the demo at ``base``:
+        the sandboxes mounted under ``/sandbox``, the try-it page as ``/``,
+        the vendors' API bases and app credentials pointed at them."""
+        return {
+            "BRIDGE_MOUNT_SANDBOX": "1",
+            "BRIDGE_DEMO_CRM": crm,
+            "BRIDGE_HOME_URL": "/sandbox/",
+            **demo_env(crm, base),
+        }
+
+    def seed(self, runtime, base: str, crm: str, var_dir: Path) -> str:  # type: ignore[no-untyped-def]
+        """Install the demo tenant and connect the demo bot; the banner."""
+        return banner(base, seed(runtime, base, crm=crm), var_dir=var_dir)
+
+
+DEMO = SandboxDemo()
