@@ -1,6 +1,6 @@
-"""The Bitrix24 adapter: the contract hooks (every setting it reads is in the
-package docstring; facts are cited by section of
-``../shared/contracts/FACTS.md``: "FACTS 2.x").
+"""The Bitrix24 adapter: the contract hooks (every setting it reads is a
+field of ``settings.Bitrix24App`` / ``settings.Bitrix24Settings``; facts are
+cited by section of ``../shared/contracts/FACTS.md``: "FACTS 2.x").
 
 HTTP requests per message, measured by the unit and contract tests (both
 modes alike: the Open Lines send rides in the same batch as the comments):
@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -41,12 +41,16 @@ from bridge.model import (
     DeliveryReport,
     DeliveryStatus,
     EntityDraft,
+    Installed,
+    OpenedConversation,
     Owner,
     Rate,
+    SetupResult,
     TaskDraft,
     TimelineEntry,
     WebhookRequest,
 )
+from bridge.schema import dump
 from crm_adapters.base import CrmAdapter
 from crm_adapters.freetext import attach_marker
 
@@ -56,6 +60,7 @@ from .client import B24Api
 from .contacts import ContactsMixin
 from .entities import EntitiesMixin
 from .openlines import connector_id, message_item, our_connectors, wants_inbox
+from .settings import Bitrix24App, Bitrix24Settings
 from .setup import run_setup
 from .timeline import (
     OWNER_TYPES,
@@ -64,9 +69,9 @@ from .timeline import (
     to_int,
     wants_note,
 )
-from .webhooks import decode_event, events_from, token_digest, verify_token
+from .webhooks import decode_event, events_from, verify_token
 
-__all__ = ["Bitrix24Adapter", "OpenedConversation"]
+__all__ = ["Bitrix24Adapter", "plan_rate"]
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +86,14 @@ BASIC_RATE = Rate(capacity=50 - BURST_MARGIN, per_second=2)
 ENTERPRISE_RATE = Rate(capacity=250 - BURST_MARGIN, per_second=5)
 
 
-def plan_rate(settings: Mapping[str, Any]) -> Rate:
-    """The portal's bucket: by plan, or the tenant's ``rate_per_second`` /
+def plan_rate(settings: Bitrix24Settings | Mapping[str, Any]) -> Rate:
+    """The portal's bucket: by ``plan``, or the tenant's ``rate_per_second`` /
     ``burst`` where an admin set them (an on-premise portal's own limits,
-    limits.md: configurable in self-hosted Bitrix24)."""
+    limits.md: configurable in self-hosted Bitrix24). ``settings``: the
+    tenant's :class:`Bitrix24Settings`, or a plain mapping of those fields
+    (a benchmark's); a value that makes no bucket falls back to the plan's."""
+    if isinstance(settings, Bitrix24Settings):
+        settings = dump(settings)
     plan = (
         ENTERPRISE_RATE if str(settings.get("plan") or "").lower() == "enterprise" else BASIC_RATE
     )
@@ -99,16 +108,6 @@ def plan_rate(settings: Mapping[str, Any]) -> Rate:
     return Rate(capacity=burst, per_second=per_second)
 
 
-@dataclass(frozen=True)
-class OpenedConversation:
-    """What :meth:`Bitrix24Adapter.open_conversation` made."""
-
-    contact: CrmContact
-    entity: CrmRef
-    task: CrmRef | None = None
-    entries: dict[str, tuple[CrmRef, ...]] = field(default_factory=dict)
-
-
 class Bitrix24Adapter(ContactsMixin, EntitiesMixin, TimelineMixin, CrmAdapter):
     """Bitrix24 REST: contacts, leads/deals, timeline comments, to-dos/tasks,
     users, app events, and Open Lines through a custom connector."""
@@ -116,13 +115,20 @@ class Bitrix24Adapter(ContactsMixin, EntitiesMixin, TimelineMixin, CrmAdapter):
     kind: ClassVar[str] = "bitrix24"
     title: ClassVar[str] = "Bitrix24"
     opens_at_once: ClassVar[bool] = True
+    #: Bitrix24 POSTs ONAPPINSTALL to the app's install handler (FACTS 2.5)
+    has_install_event: ClassVar[bool] = True
+    App: ClassVar[type[Bitrix24App]] = Bitrix24App
+    Settings: ClassVar[type[Bitrix24Settings]] = Bitrix24Settings
+    #: (typed) the deployment's app and this portal's settings, loaded by the base
+    app: Bitrix24App
+    settings: Bitrix24Settings
 
     @property
-    def entries_per_request(self) -> int:
-        """Entries one drain's ``batch`` holds: 50 commands, with Open Lines
-        two of them kept for the connector's send (so a drain of 50 is not
-        48 + 2 requests)."""
-        return 48 if self.account.settings.get("inbox") else 50
+    def entries_per_request(self) -> int | None:
+        """Entries one drain's ``batch`` holds: 50 commands (FACTS 2.4), with
+        Open Lines two of them kept for the connector's send (so a drain of
+        50 is not 48 + 2 requests)."""
+        return 48 if self.account.inbox else 50
 
     rate: ClassVar[Rate] = BASIC_RATE
     entity_types: ClassVar[tuple[str, ...]] = ("lead", "deal")
@@ -157,12 +163,11 @@ class Bitrix24Adapter(ContactsMixin, EntitiesMixin, TimelineMixin, CrmAdapter):
     def _portal(self) -> str:
         """The portal's stable key: its ``member_id`` (app installs), else
         its host (incoming webhooks carry no member id)."""
-        settings = self.account.settings
-        member = settings.get("member_id") or self.account.account_id
+        member = self.settings.member_id or self.account.account_id
         if member:
             return str(member)
-        if settings.get("domain"):
-            return str(settings["domain"]).lower()
+        if self.settings.domain:
+            return self.settings.domain.lower()
         creds = self.credentials.get()
         try:
             return urlsplit(self.api.endpoint(creds)).netloc.lower()
@@ -174,21 +179,21 @@ class Bitrix24Adapter(ContactsMixin, EntitiesMixin, TimelineMixin, CrmAdapter):
         FACTS 2.3); Enterprise portals (``plan: enterprise``) get 250/5."""
         return Limit(
             key=f"{self.kind}:{self._portal()}:{bucket}",
-            rate=rate or plan_rate(self.account.settings),
+            rate=rate or plan_rate(self.settings),
         )
 
     # -- install / OAuth -------------------------------------------------------------
 
     @classmethod
-    def install_url(cls, app: Mapping[str, str], *, redirect_uri: str, state: str) -> str:
+    def install_url(cls, app: Bitrix24App, *, redirect_uri: str, state: str) -> str:
         """``https://<portal>/oauth/authorize/?client_id&state`` (the portal:
-        ``app["portal"]``; Bitrix24 has no portal-independent consent page)."""
+        ``app.portal``; Bitrix24 has no portal-independent consent page)."""
         return oauth.build_install_url(app, redirect_uri=redirect_uri, state=state)
 
     @classmethod
-    def token_credentials(cls, token: str) -> dict[str, Any]:
+    def token_credentials(cls, token: str) -> Installed:
         """An incoming webhook URL, ``https://<portal>/rest/<user>/<code>/``
-        (authorization.md); the portal's host is the account id."""
+        (authorization.md, FACTS 2.1); the portal's host is the account id."""
         creds = {"type": "webhook", "url": token.strip()}
         try:
             url = B24Api.endpoint(creds)
@@ -197,54 +202,53 @@ class Bitrix24Adapter(ContactsMixin, EntitiesMixin, TimelineMixin, CrmAdapter):
         host = urlsplit(url).netloc.lower()
         if urlsplit(url).scheme != "https" and not host.startswith(("127.0.0.1", "localhost")):
             raise ValueError("Bitrix24 webhook URL must use HTTPS")
-        return {"type": "webhook", "url": url, "account_id": host}
+        return Installed(host, {"type": "webhook", "url": url})
 
     @classmethod
     def exchange_code(
         cls,
-        app: Mapping[str, str],
+        app: Bitrix24App,
         *,
         code: str,
         redirect_uri: str,
         http: HttpClient,
         params: Mapping[str, str] | None = None,
-    ) -> dict[str, Any]:
-        """``GET {auth_base}/oauth/token/?grant_type=authorization_code…``;
-        ``account_id`` = ``member_id``; ``settings``: ``member_id``,
-        ``domain``. ``params`` (``domain``, ``member_id``) must agree with
-        the token's own."""
+    ) -> Installed:
+        """``GET {auth_base}/oauth/token/?grant_type=authorization_code…``
+        (FACTS 2.5); the account id is the ``member_id``; settings:
+        ``member_id``, ``domain``. ``params`` (``domain``, ``member_id``)
+        must agree with the token's own."""
         return oauth.exchange_code(app, code=code, http=http, params=params)
 
     @classmethod
     def install_event(
-        cls, app: Mapping[str, str], request: WebhookRequest, *, http: HttpClient
-    ) -> dict[str, Any] | None:
-        """``ONAPPINSTALL`` (form-encoded, ``auth[…]``), verified: the endpoint
-        is the portal's own Bitrix24 host and ``app.info`` there names our
-        app. Returns credentials with the ``application_token`` and
-        ``settings`` (``member_id``, ``domain``, ``plan``, a digest of the
-        token). ``None`` for other events."""
-        creds = oauth.install_event(app, request, http=http)
-        if creds is not None:
-            creds["settings"]["application_token_sha256"] = token_digest(creds["application_token"])
-        return creds
+        cls, app: Bitrix24App, request: WebhookRequest, *, http: HttpClient
+    ) -> Installed | None:
+        """``ONAPPINSTALL`` (form-encoded, ``auth[…]``, FACTS 2.5), verified:
+        the endpoint is the portal's own Bitrix24 host, ``app.info`` there
+        names our app and the OAuth server confirms the portal. Returns the
+        credentials (with the ``application_token``) and settings
+        (``member_id``, ``domain``, ``application_token_sha256``,
+        ``portal_language``, ``plan``). ``None`` for other events."""
+        return oauth.install_event(app, request, http=http)
 
     def refresh_credentials(self, stale: Mapping[str, Any]) -> dict[str, Any]:
         """Called by the core (single-flight) after ``401 expired_token``
         only. Returns the new pair (the refresh token rotates, FACTS 2.5)."""
-        return oauth.refresh(self.account.app, stale, http=self.http)
+        return oauth.refresh(self.app, stale, http=self.http)
 
     def setup(
         self,
         channels: Sequence[ChannelLink] = (),
         properties: Mapping[str, Sequence[str]] | None = None,
-    ) -> dict[str, Any]:
+    ) -> SetupResult:
         """Idempotent. Checks the credentials, binds the app's events to the
         tenant's webhook URL, registers and activates the Open Lines
-        connectors (``inbox``), creates the user fields the mapping needs.
-        Returns ``domain``, ``member_id``, ``plan``, ``conversation_field``,
-        ``events``, ``custom_fields`` and with Open Lines ``line``,
-        ``connectors``, ``connector_id``."""
+        connectors (``account.inbox``), creates the user fields the mapping
+        needs. Its settings: ``domain``, ``member_id``, ``plan``,
+        ``conversation_field``, ``events``, ``custom_fields`` and with Open
+        Lines ``line``, ``connectors``, ``connector_id``; no routes (every
+        event goes to the tenant's own webhook URL)."""
         return run_setup(self, channels, properties)
 
     # -- owners -------------------------------------------------------------------------
@@ -316,16 +320,16 @@ class Bitrix24Adapter(ContactsMixin, EntitiesMixin, TimelineMixin, CrmAdapter):
             commands.append(Command("task", "crm.activity.todo.add", params))
         room = 50 - len(commands) - 1
         now, later = list(entries)[:room], list(entries)[room:]
-        chat = [e for e in now if wants_inbox(e, self.account.settings)]
+        chat = [e for e in now if wants_inbox(e)]
         if chat:
             commands.append(
                 Command(
                     "im",
                     "imconnector.send.messages",
                     {
-                        "CONNECTOR": connector_id(self.account.settings, chat[0].channel_kind),
+                        "CONNECTOR": connector_id(self.settings, chat[0].channel_kind),
                         "LINE": self._line(),
-                        "MESSAGES": [message_item(e, self.account) for e in chat],
+                        "MESSAGES": [message_item(e, self.settings) for e in chat],
                     },
                 )
             )
@@ -357,7 +361,7 @@ class Bitrix24Adapter(ContactsMixin, EntitiesMixin, TimelineMixin, CrmAdapter):
         failed = answer.first_error([c.key for c in commands])
         if failed is not None:
             error = failed[1]
-            error.created = created  # type: ignore[attr-defined]
+            error.created = created
             error.partial = written
             raise error
         task_ref = None
@@ -395,12 +399,11 @@ class Bitrix24Adapter(ContactsMixin, EntitiesMixin, TimelineMixin, CrmAdapter):
             payload = decode_event(request)
         except PayloadError:
             raise SignatureError("Bitrix24 event body carries no application_token") from None
-        settings = self.account.settings
         verify_token(
             payload,
             stored_token=str(creds.get("application_token") or "") or None,
-            stored_digest=str(settings.get("application_token_sha256") or "") or None,
-            member_id=str(settings.get("member_id") or creds.get("member_id") or "") or None,
+            stored_digest=self.settings.application_token_sha256 or None,
+            member_id=self.settings.member_id or str(creds.get("member_id") or "") or None,
         )
 
     def parse_webhook(self, request: WebhookRequest) -> list[CrmEvent]:
@@ -410,13 +413,13 @@ class Bitrix24Adapter(ContactsMixin, EntitiesMixin, TimelineMixin, CrmAdapter):
         ``ENTITY_CLOSED`` / ``OWNER_CHANGED``, deletions -> ``ENTITY_CLOSED``
         / ``CONTACT_REMOVED``, the rest -> ``UNKNOWN``. Junk is a
         ``PayloadError``."""
-        settings = self.account.settings
+        settings = self.settings
         payload = decode_event(request)
         connectors = our_connectors(settings)
         events = events_from(
             payload,
             request.received_at,
-            keep_signature=str(settings.get("operator_signature") or "").lower() == "keep",
+            keep_signature=settings.operator_signature.lower() == "keep",
         )
         out: list[CrmEvent] = []
         data = as_map(payload.get("data"))
@@ -432,7 +435,7 @@ class Bitrix24Adapter(ContactsMixin, EntitiesMixin, TimelineMixin, CrmAdapter):
                         )
                     )
                     continue
-                line = str(data.get("LINE") or settings.get("line") or "")
+                line = str(data.get("LINE") or settings.line or "")
                 thread = f"{data.get('CONNECTOR')}:{line}:{event.thread_key}"
                 out.append(_replace(event, crm_thread_id=thread))
             elif event.kind is CrmEventKind.UNKNOWN and event.entity is not None:
@@ -495,7 +498,7 @@ class Bitrix24Adapter(ContactsMixin, EntitiesMixin, TimelineMixin, CrmAdapter):
         ):
             return  # not an Open Lines message: nothing to report
         connector, line, chat = _thread_parts(report.crm_thread_id)
-        settings = self.account.settings
+        settings = self.settings
         if report.status is DeliveryStatus.FAILED:
             self._report_failure(report, chat)
             return
@@ -512,7 +515,7 @@ class Bitrix24Adapter(ContactsMixin, EntitiesMixin, TimelineMixin, CrmAdapter):
             "imconnector.send.status.delivery",
             {
                 "CONNECTOR": connector or connector_id(settings),
-                "LINE": to_int(line or settings.get("line"), "Open Lines line"),
+                "LINE": to_int(line or settings.line, "Open Lines line"),
                 "MESSAGES": [item],
             },
         )
@@ -540,7 +543,7 @@ class Bitrix24Adapter(ContactsMixin, EntitiesMixin, TimelineMixin, CrmAdapter):
         for kind in ("lead", "deal"):
             rows = found.get(kind)
             if isinstance(rows, list) and rows and isinstance(rows[0], Mapping):
-                language = str(self.account.settings.get("language") or "en")
+                language = self.account.language
                 text = (
                     "Ответ НЕ доставлен клиенту"
                     if language == "ru"

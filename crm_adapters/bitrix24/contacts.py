@@ -33,6 +33,7 @@ from bridge.model import ContactDraft, ContactLookup, CrmAccountInfo, CrmContact
 from .batch import Command, Ref
 from .client import B24Api
 from .entities import field_values, mapped_fields, source_id
+from .settings import Bitrix24Settings
 from .timeline import to_int
 
 __all__ = ["IM_TYPES", "ContactsMixin", "identity_value"]
@@ -79,6 +80,7 @@ class ContactsMixin:
     """The contact hooks of the Bitrix24 adapter."""
 
     account: CrmAccountInfo
+    settings: Bitrix24Settings
     api: B24Api
 
     def lookup_commands(self, lookup: ContactLookup) -> list[Command]:
@@ -178,7 +180,9 @@ class ContactsMixin:
             first, _, last = name.partition(" ")
         if not first and not last:
             kind, value = next(iter(sorted(draft.lookup.identities.items())), ("", ""))
-            first = f"{kind.title()} {value}".strip() if kind else "Customer"
+            # "Telegram 4242": the channel's name (the registry's), else its kind
+            label = draft.channel_title or kind.title()
+            first = f"{label} {value}".strip() if kind else "Customer"
         if first:
             fields["NAME"] = first[:50]
         if last:
@@ -194,8 +198,8 @@ class ContactsMixin:
             fields["IM"] = [{"VALUE": value, "VALUE_TYPE": kind} for kind, value in ims]
         if draft.owner_id:
             fields["ASSIGNED_BY_ID"] = to_int(draft.owner_id, "owner id")
-        fields["SOURCE_ID"] = source_id(self.account.settings)
-        fields.update(mapped_fields(self.account.settings, draft.properties, "contact"))
+        fields["SOURCE_ID"] = source_id(self.settings)
+        fields.update(mapped_fields(self.settings, draft.properties, "contact"))
         return fields
 
     def create_contact(self, draft: ContactDraft) -> CrmContact:

@@ -11,12 +11,16 @@ tenant may name a ``UF_CRM_*`` field instead (setting
 ``conversation_field``).
 
 **Mapping properties** (the entity/contact fields the mapping's templates
-fill) are Bitrix24 field codes: ``UTM_SOURCE``… and ``utm_source``…
-(also ``bridge_utm_source``) are the built-in UTM fields; other upper-case
-codes (``UF_CRM_…``, ``SOURCE_DESCRIPTION``, ``COMMENTS``) are used as
-they are; any other name gets a string user field that ``setup()``
-creates (``UF_CRM_<NAME>``, ≤ 13 characters after the prefix) and records
-in ``settings["custom_fields"]``.
+fill). A mapping's property names are lower-case (``mappings/schema.py``,
+``PROPERTY_NAME``: letters, digits and ``_``), so from a mapping file:
+``utm_source``, ``utm_medium``, ``utm_campaign``, ``utm_content``,
+``utm_term`` (also with a ``bridge_`` prefix) write the built-in ``UTM_*``
+fields (FACTS 2.7); any other name gets a string user field that
+``setup()`` creates (``UF_CRM_<NAME>``, ≤ 13 characters after the prefix)
+and records in the setting ``custom_fields``. A mapping cannot name an
+existing Bitrix24 field code (``UF_CRM_…``, ``COMMENTS``): the schema
+refuses upper case. Only a caller that builds the draft itself may pass an
+upper-case code, which is then written as it is.
 
 **Open or closed**: a lead's ``STATUS_SEMANTIC_ID`` / a deal's
 ``STAGE_SEMANTIC_ID`` is ``P`` (in progress), ``S`` (won / converted) or
@@ -40,6 +44,7 @@ from bridge.model import CrmAccountInfo, CrmRef, EntityDraft
 
 from .batch import as_map
 from .client import B24Api
+from .settings import Bitrix24Settings
 from .timeline import to_int
 
 __all__ = [
@@ -69,15 +74,17 @@ def field_values(record: Mapping[str, Any], field: str) -> list[Mapping[str, Any
     return [v for v in values if isinstance(v, Mapping)] if isinstance(values, list) else []
 
 
-def source_id(settings: Mapping[str, Any]) -> str:
+def source_id(settings: Bitrix24Settings) -> str:
     """``SOURCE_ID`` of what the bridge creates (setting ``source_id``;
     ``OTHER`` by default: every portal has it, FACTS 2.7)."""
-    return str(settings.get("source_id") or "OTHER")
+    return settings.source_id or "OTHER"
 
 
 def field_code(name: str) -> str | None:
-    """The Bitrix24 field a mapping property name writes, or None when it
-    needs a user field of its own (see :func:`user_field_name`)."""
+    """The Bitrix24 field a property name writes (``utm_*`` / ``bridge_utm_*``:
+    the built-in UTM field; an upper-case code, which only a caller other than
+    a mapping can pass: itself), or None when it needs a user field of its own
+    (see :func:`user_field_name`)."""
     bare = name.strip()
     upper = bare.upper()
     for prefix in ("BRIDGE_", ""):
@@ -99,11 +106,11 @@ def user_field_name(name: str) -> str:
 
 
 def mapped_fields(
-    settings: Mapping[str, Any], properties: Mapping[str, str], object_type: str
+    settings: Bitrix24Settings, properties: Mapping[str, str], object_type: str
 ) -> dict[str, Any]:
     """The mapping's rendered properties as Bitrix24 ``fields`` (empty
     values are left out: a template without data writes nothing)."""
-    created = (settings.get("custom_fields") or {}).get(object_type) or {}
+    created = settings.custom_fields.get(object_type) or {}
     out: dict[str, Any] = {}
     for name, value in properties.items():
         if value in (None, ""):
@@ -113,8 +120,7 @@ def mapped_fields(
             # the setup creates it: a mapping changed since the last setup waits for it
             raise NotReadyError(
                 f"Bitrix24 has no field for the mapping's {object_type} property {name!r}: "
-                "run `bridge crm setup --tenant <slug>` (it creates one) "
-                "or use a field code such as UF_CRM_…"
+                "run `bridge crm setup --tenant <slug>` (it creates one)"
             )
         out[str(code)] = value
     return out
@@ -124,10 +130,11 @@ class EntitiesMixin:
     """Lead/deal hooks of the Bitrix24 adapter."""
 
     account: CrmAccountInfo
+    settings: Bitrix24Settings
     api: B24Api
 
     def _conversation_field(self) -> str:
-        return str(self.account.settings.get("conversation_field") or "ORIGIN_ID")
+        return self.settings.conversation_field or "ORIGIN_ID"
 
     def _uid_fields(self, uid: str) -> dict[str, Any]:
         field = self._conversation_field()
@@ -147,7 +154,7 @@ class EntitiesMixin:
         """``fields`` of ``crm.lead.add`` / ``crm.deal.add`` (without
         ``CONTACT_ID``, which the caller sets: an id or a batch reference)."""
         kind = self._check_type(draft.object_type)
-        settings = self.account.settings
+        settings = self.settings
         fields: dict[str, Any] = {"TITLE": (draft.name or draft.conversation_uid)[:255]}
         if kind == "lead":
             if draft.stage:
@@ -158,7 +165,7 @@ class EntitiesMixin:
             if draft.stage:
                 fields["STAGE_ID"] = draft.stage
         fields["SOURCE_ID"] = source_id(settings)
-        title = draft.options.get("channel_title")
+        title = draft.channel_title
         fields["SOURCE_DESCRIPTION"] = f"CRM bridge: {title}" if title else "CRM bridge"
         if draft.owner_id:
             fields["ASSIGNED_BY_ID"] = to_int(draft.owner_id, "owner id")

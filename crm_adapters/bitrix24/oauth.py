@@ -7,14 +7,14 @@
   URL for every portal. Nothing in it is signed, so before anything is
   stored: ``auth[client_endpoint]`` must be ``https://<auth[domain]>/rest/``
   on a Bitrix24 cloud host (or a host the deployment allows:
-  ``app["allowed_hosts"]``), and the access token must work there —
+  ``app.allowed_hosts``), and the access token must work there —
   ``app.info`` at that endpoint must name *our* app (``CODE`` equals our
-  ``client_id``, or ``app["app_code"]`` for a Market app whose code differs).
+  ``client_id``, or ``app.app_code`` for a Market app whose code differs).
   A forged event can then neither point us at a server of its choosing nor
   hand us tokens of another app. ``application_token`` (the only proof
   future events carry) goes into the credentials.
-* **Full OAuth**: :func:`install_url` ``https://<portal>/oauth/authorize/?
-  client_id&state`` (the portal is ``app["portal"]``: a host or a URL);
+* **Full OAuth**: :func:`build_install_url` ``https://<portal>/oauth/authorize/?
+  client_id&state`` (the portal is ``app.portal``: a host or a URL);
   :func:`exchange_code` GETs ``{auth_base}/oauth/token/?grant_type=
   authorization_code&client_id&client_secret&code`` — at the configured OAuth
   server, never at a server named in the callback (``server_domain`` is only
@@ -23,6 +23,8 @@
   refresh_token&…``; every answer carries a **new** refresh token that the
   core commits before use. The adapter calls it only after ``401
   expired_token`` (``client.B24Api.call``).
+
+``app`` is always the deployment's :class:`~.settings.Bitrix24App`.
 
 OAuth server refusals (``invalid_grant``, ``invalid_client``,
 ``PAYMENT_REQUIRED``, …; the HTTP status is not documented) are
@@ -49,11 +51,12 @@ from bridge.errors import (
     SignatureError,
 )
 from bridge.http import HttpClient
-from bridge.model import WebhookRequest
+from bridge.model import Installed, WebhookRequest
 
 from .batch import as_map
 from .client import AUTH, B24Api, map_error, scrub
-from .webhooks import decode_event
+from .settings import DEFAULT_AUTH_BASE, Bitrix24App
+from .webhooks import decode_event, token_digest
 
 __all__ = [
     "DEFAULT_AUTH_BASE",
@@ -65,7 +68,6 @@ __all__ = [
     "refresh",
 ]
 
-DEFAULT_AUTH_BASE = "https://oauth.bitrix.info"
 #: access tokens live one hour (FACTS 2.5)
 DEFAULT_EXPIRES_IN = 3600
 #: Bitrix24 cloud portals: ``<name>.bitrix24.<tld>`` (``.com``, ``.de``,
@@ -79,13 +81,11 @@ CLOUD_HOST = re.compile(
 # -- hosts --------------------------------------------------------------------
 
 
-def _allowed(app: Mapping[str, Any]) -> list[str]:
-    raw = app.get("allowed_hosts") or ""
-    items = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")
-    return [str(i).strip().lower() for i in items if str(i).strip()]
+def _allowed(app: Bitrix24App) -> list[str]:
+    return [i.strip().lower() for i in app.allowed_hosts.split(",") if i.strip()]
 
 
-def host_allowed(app: Mapping[str, Any], netloc: str) -> bool:
+def host_allowed(app: Bitrix24App, netloc: str) -> bool:
     """``netloc`` (``host[:port]``) is a Bitrix24 cloud host, or matches a
     pattern of the deployment's ``allowed_hosts`` (comma-separated globs,
     e.g. ``crm.example.com,127.0.0.1:*``: on-premise portals, the sandbox)."""
@@ -96,7 +96,7 @@ def host_allowed(app: Mapping[str, Any], netloc: str) -> bool:
     return bool(CLOUD_HOST.fullmatch(host)) and host == netloc
 
 
-def check_endpoint(app: Mapping[str, Any], client_endpoint: str, domain: str | None) -> str:
+def check_endpoint(app: Bitrix24App, client_endpoint: str, domain: str | None) -> str:
     """The portal's REST base, or ``SignatureError``: it must be on the
     portal's own host (``domain``), on an allowed host, over HTTPS for the
     cloud."""
@@ -132,8 +132,8 @@ def check_endpoint(app: Mapping[str, Any], client_endpoint: str, domain: str | N
 # -- install URL / code exchange / refresh ------------------------------------
 
 
-def _portal_base(app: Mapping[str, Any]) -> str:
-    portal = str(app.get("portal") or "").strip().rstrip("/")
+def _portal_base(app: Bitrix24App) -> str:
+    portal = app.portal.strip().rstrip("/")
     if not portal:
         raise PermanentError(
             "Bitrix24 install needs the portal: set BITRIX24_PORTAL (e.g. acme.bitrix24.com), "
@@ -142,10 +142,10 @@ def _portal_base(app: Mapping[str, Any]) -> str:
     return portal if portal.startswith(("https://", "http://")) else f"https://{portal}"
 
 
-def build_install_url(app: Mapping[str, Any], *, redirect_uri: str, state: str) -> str:
+def build_install_url(app: Bitrix24App, *, redirect_uri: str, state: str) -> str:
     """``https://<portal>/oauth/authorize/?client_id&state`` (Bitrix24 takes
     the redirect URI from the app's settings, not from this URL)."""
-    params = {"client_id": app.get("client_id", ""), "state": state}
+    params = {"client_id": app.client_id, "state": state}
     return f"{_portal_base(app)}/oauth/authorize/?{urlencode(params)}"
 
 
@@ -164,10 +164,8 @@ def _token_error(response: requests.Response) -> BridgeError | None:
     return None
 
 
-def _token_call(
-    app: Mapping[str, Any], http: HttpClient, params: Mapping[str, str]
-) -> Mapping[str, Any]:
-    base = str(app.get("auth_base") or DEFAULT_AUTH_BASE).rstrip("/")
+def _token_call(app: Bitrix24App, http: HttpClient, params: Mapping[str, str]) -> Mapping[str, Any]:
+    base = (app.auth_base or DEFAULT_AUTH_BASE).rstrip("/")
     # FACTS 2.5: a GET with the secret in the query, as documented; the URL
     # never reaches an exception message (HttpClient keeps URLs out)
     response = http.request(
@@ -175,8 +173,8 @@ def _token_call(
         f"{base}/oauth/token/",
         params={
             **params,
-            "client_id": app.get("client_id", ""),
-            "client_secret": app.get("client_secret", ""),
+            "client_id": app.client_id,
+            "client_secret": app.client_secret,
         },
         error_mapper=_token_error,
     )
@@ -193,7 +191,7 @@ def _token_call(
 
 
 def credentials_from_token(
-    app: Mapping[str, Any], body: Mapping[str, Any], *, now: float | None = None
+    app: Bitrix24App, body: Mapping[str, Any], *, now: float | None = None
 ) -> dict[str, Any]:
     """App-style credentials from a token answer (or an event's ``auth``)."""
     if not body.get("access_token") or not body.get("refresh_token"):
@@ -223,13 +221,14 @@ def credentials_from_token(
 
 
 def exchange_code(
-    app: Mapping[str, Any],
+    app: Bitrix24App,
     *,
     code: str,
     http: HttpClient,
     params: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """The first token pair (``account_id`` = ``member_id``). ``params`` is
+) -> Installed:
+    """The first token pair (the account id is the ``member_id``; settings:
+    ``member_id``, ``domain``). ``params`` is
     the callback query: its ``member_id`` must match the token's, and its
     ``domain`` the endpoint's host. No ``application_token`` comes this way:
     events are accepted once the install event delivered it."""
@@ -249,14 +248,11 @@ def exchange_code(
         raise PermanentError(
             "Bitrix24 OAuth callback domain differs from the token's portal"
         ) from None
-    creds["account_id"] = creds["member_id"]
-    creds["settings"] = {"member_id": creds["member_id"], "domain": domain}
-    return creds
+    member_id = creds["member_id"]
+    return Installed(member_id, creds, {"member_id": member_id, "domain": domain})
 
 
-def refresh(
-    app: Mapping[str, Any], stale: Mapping[str, Any], *, http: HttpClient
-) -> dict[str, Any]:
+def refresh(app: Bitrix24App, stale: Mapping[str, Any], *, http: HttpClient) -> dict[str, Any]:
     """The new pair for ``stale`` (inside the core's single-flight lock).
     Keeps what the OAuth server does not return (``application_token``) and
     refuses an answer for another portal."""
@@ -284,6 +280,7 @@ def refresh(
             ) from None
     if stale.get("member_id") and fresh["member_id"] != str(stale["member_id"]):
         raise AuthError("Bitrix24 OAuth server answered for another portal")
+    # (``account_id``: credentials stored by earlier versions carried it)
     for key in ("application_token", "account_id", "domain"):
         if stale.get(key) is not None:
             fresh[key] = stale[key]
@@ -294,10 +291,12 @@ def refresh(
 
 
 def install_event(
-    app: Mapping[str, Any], request: WebhookRequest, *, http: HttpClient
-) -> dict[str, Any] | None:
-    """``ONAPPINSTALL`` -> credentials (+ ``account_id`` = member_id,
-    ``settings``), ``None`` for any other event. Raises ``SignatureError``
+    app: Bitrix24App, request: WebhookRequest, *, http: HttpClient
+) -> Installed | None:
+    """``ONAPPINSTALL`` -> the install (the account id is the ``member_id``;
+    settings: ``member_id``, ``domain``, ``application_token_sha256``,
+    ``portal_language``, ``plan``),
+    ``None`` for any other event. Raises ``SignatureError``
     for a forged one (wrong host, a token that does not work there, another
     app's token) and ``PayloadError`` for junk."""
     payload = decode_event(request)
@@ -314,29 +313,35 @@ def install_event(
             raise PayloadError(f"Bitrix24 install event without auth[{key}]")
     if not isinstance(auth.get("application_token"), str) or not auth["application_token"]:
         raise PayloadError("Bitrix24 install event without auth[application_token]")
-    if not app.get("client_id"):
+    if not app.client_id:
         raise PermanentError("Bitrix24 app is not configured: set BITRIX24_CLIENT_ID")
     endpoint = check_endpoint(app, str(auth["client_endpoint"]), str(auth["domain"]))
     info = _app_info(app, endpoint, str(auth["access_token"]), http)
     creds = _confirmed_pair(app, auth, endpoint, http)
     creds["application_token"] = str(auth["application_token"])
-    creds["account_id"] = creds["member_id"]
     domain = str(auth["domain"]).strip().lower()
     creds["domain"] = domain
     data = as_map(payload.get("data"))
-    settings: dict[str, Any] = {"member_id": creds["member_id"], "domain": domain}
+    settings: dict[str, Any] = {
+        "member_id": creds["member_id"],
+        "domain": domain,
+        # the token is a credential; its digest verifies events after a full
+        # OAuth re-authorisation, which delivers no token (FACTS 2.5)
+        "application_token_sha256": token_digest(creds["application_token"]),
+    }
+    # data[LANGUAGE_ID] (FACTS 2.5): the portal's language, a default for the
+    # mapping's (which decides the words the bridge writes)
     language = str(data.get("LANGUAGE_ID") or "").lower()
     if language in ("en", "ru"):
-        settings["language"] = language
+        settings["portal_language"] = language
     plan = plan_from_license(info)
     if plan:
         settings["plan"] = plan
-    creds["settings"] = settings
-    return creds
+    return Installed(creds["member_id"], creds, settings)
 
 
 def _confirmed_pair(
-    app: Mapping[str, Any], auth: Mapping[str, Any], endpoint: str, http: HttpClient
+    app: Bitrix24App, auth: Mapping[str, Any], endpoint: str, http: HttpClient
 ) -> dict[str, Any]:
     """The install's token pair, confirmed by the OAuth server.
 
@@ -364,9 +369,7 @@ def _confirmed_pair(
     return credentials_from_token(app, {**body, "client_endpoint": endpoint})
 
 
-def _app_info(
-    app: Mapping[str, Any], endpoint: str, token: str, http: HttpClient
-) -> Mapping[str, Any]:
+def _app_info(app: Bitrix24App, endpoint: str, token: str, http: HttpClient) -> Mapping[str, Any]:
     """``app.info`` with the event's token at the event's endpoint: the
     token must work there and belong to our app."""
 
@@ -397,7 +400,7 @@ def _app_info(
     info = body.get("result")
     if not isinstance(info, Mapping):
         raise SignatureError("Bitrix24 install: app.info answered nothing")
-    ours = {str(app.get("client_id") or ""), str(app.get("app_code") or "")} - {""}
+    ours = {app.client_id, app.app_code} - {""}
     if str(info.get("CODE") or "") not in ours:
         raise SignatureError("Bitrix24 install: the token belongs to another app")
     return info

@@ -14,7 +14,8 @@ an incoming webhook every ``imconnector.*`` answers ``403 WRONG_AUTH_TYPE``.
   ``thread_key``). ``message.disable_crm = "Y"`` unless the tenant sets
   ``openlines_crm_tracker``: the bridge already files every message on its
   own contact and lead/deal, Bitrix24's tracker would open a second lead.
-  An edit with a known original (``options["edit_of"]``) is sent as
+  ``chat.name`` is the channel's name (``entry.channel_title``). An edit
+  with a known original (``entry.edit_of``) is sent as
   ``imconnector.update.messages`` of that message id.
 * **Out** (operator -> customer): the ``OnImConnectorMessageAdd`` event
   (``webhooks``); its text is BB-code, converted by :func:`bb_to_text`.
@@ -42,9 +43,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bridge.errors import PermanentError
-from bridge.model import Attachment, CrmAccountInfo, TimelineEntry
+from bridge.model import Attachment, TimelineEntry
 
 from .batch import as_list, as_map
+from .settings import DEFAULT_CONNECTOR, Bitrix24Settings
 
 __all__ = [
     "DEFAULT_CONNECTOR",
@@ -58,7 +60,6 @@ __all__ = [
     "wants_inbox",
 ]
 
-DEFAULT_CONNECTOR = "crm_bridge"
 NAME_LIMIT = 25
 WORDS = {
     "en": {"customer": "Customer", "edited": "edited"},
@@ -138,25 +139,22 @@ def bb_to_text(text: str, *, keep_signature: bool = False) -> tuple[str, str | N
 # -- customer -> Open Lines -----------------------------------------------------------
 
 
-def wants_inbox(entry: TimelineEntry, settings: Mapping[str, Any]) -> bool:
-    value = entry.options.get("inbox")
-    if value is None:
-        value = settings.get("inbox", False)
-    return bool(value)
+def wants_inbox(entry: TimelineEntry) -> bool:
+    """The entry also goes to the Open Lines chat (the mapping's ``inbox``)."""
+    return bool(entry.inbox)
 
 
-def connector_id(settings: Mapping[str, Any], channel_kind: str | None = None) -> str:
+def connector_id(settings: Bitrix24Settings, channel_kind: str | None = None) -> str:
     """The connector a channel kind's messages go through (``setup()``
-    registers one per kind: ``settings["connectors"]``)."""
-    connectors = settings.get("connectors")
-    if channel_kind and isinstance(connectors, Mapping) and connectors.get(channel_kind):
-        return str(connectors[channel_kind])
-    return str(settings.get("connector_id") or DEFAULT_CONNECTOR)
+    registers one per kind: ``settings.connectors``)."""
+    if channel_kind and settings.connectors.get(channel_kind):
+        return str(settings.connectors[channel_kind])
+    return settings.connector_id or DEFAULT_CONNECTOR
 
 
-def our_connectors(settings: Mapping[str, Any]) -> set[str]:
-    connectors = settings.get("connectors")
-    out = {str(v) for v in connectors.values()} if isinstance(connectors, Mapping) else set()
+def our_connectors(settings: Bitrix24Settings) -> set[str]:
+    """Every connector id of this tenant (a reply through another is not ours)."""
+    out = {str(v) for v in settings.connectors.values()}
     out.add(connector_id(settings))
     return out
 
@@ -193,10 +191,9 @@ def entry_text(entry: TimelineEntry, *, words: Mapping[str, str]) -> str:
     return text or f"[{entry.kind.value.replace('_', ' ')}]"
 
 
-def message_item(entry: TimelineEntry, account: CrmAccountInfo) -> dict[str, Any]:
-    """One element of ``MESSAGES`` (``imconnector.send.messages``)."""
-    language = str(entry.options.get("language") or account.settings.get("language") or "en")
-    words = WORDS.get(language, WORDS["en"])
+def message_item(entry: TimelineEntry, settings: Bitrix24Settings) -> dict[str, Any]:
+    """One element of ``MESSAGES`` (``imconnector.send.messages``, FACTS 2.8)."""
+    words = WORDS.get(entry.language, WORDS["en"])
     first, _, last = (entry.sender_name or "").strip().partition(" ")
     user: dict[str, Any] = {
         "id": str(entry.sender_identifier or entry.conversation_uid),
@@ -209,20 +206,19 @@ def message_item(entry: TimelineEntry, account: CrmAccountInfo) -> dict[str, Any
         "date": int(_utc(entry.occurred_at).timestamp()),
         "text": entry_text(entry, words=words),
     }
-    if not account.settings.get("openlines_crm_tracker"):
+    if not settings.openlines_crm_tracker:
         message["disable_crm"] = "Y"
     chat: dict[str, Any] = {"id": entry.conversation_uid}
-    title = entry.options.get("channel_title")
-    if title:
-        chat["name"] = str(title)
+    if entry.channel_title:
+        chat["name"] = entry.channel_title
     return {"user": user, "message": message, "chat": chat}
 
 
 def edit_of(entry: TimelineEntry) -> str | None:
+    """The bridge id of the message an edit changes, when known."""
     if not entry.is_edit:
         return None
-    value = entry.options.get("edit_of")
-    return str(value) if value else None
+    return entry.edit_of or None
 
 
 def send_results(result: Any, entries: Sequence[TimelineEntry]) -> dict[str, str | None]:

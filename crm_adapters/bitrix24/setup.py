@@ -9,17 +9,22 @@ Everything goes out in at most two batches:
    lead/deal update and delete, contact delete, and with Open Lines
    ``OnImConnectorMessageAdd``; "Handler already binded" counts as done:
    Bitrix24 refuses duplicates, community-confirmed wording), and with
-   ``inbox``: per channel kind ``imconnector.register`` (``ID``
-   ``crm_bridge_<kind>``, re-registering updates it), the line
+   ``account.inbox`` (the mapping's ``inbox``): per channel kind
+   ``imconnector.register`` (``ID`` ``crm_bridge_<kind>``, named after the
+   channel's title; re-registering updates it), the line
    (``imopenlines.config.list.get``, the first active line unless the
-   tenant names one in ``line``), ``imconnector.activate`` and
+   setting ``line`` names one), ``imconnector.activate`` and
    ``imconnector.connector.data.set`` — the line's id passed by reference
    (``$result[lines][0][ID]``), so this is one request. Also
    ``crm.<type>.userfield.list`` for the user fields the mapping needs.
 2. ``crm.<type>.userfield.add`` for the missing ones (string fields).
 
 An incoming-webhook tenant cannot bind events nor use Open Lines
-(``WRONG_AUTH_TYPE``): ``inbox: true`` there is a ``PermanentError``.
+(``WRONG_AUTH_TYPE``, FACTS 2.1, 2.8): ``inbox: true`` there is a
+``PermanentError``.
+
+The result's settings are fields of :class:`~.settings.Bitrix24Settings`;
+Bitrix24 needs no routes (every event is bound to the tenant's own URL).
 """
 
 from __future__ import annotations
@@ -29,11 +34,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from bridge.errors import PermanentError
-from bridge.model import ChannelLink
+from bridge.model import ChannelLink, SetupResult
 
 from .batch import Command, Ref
 from .entities import field_code, user_field_name
 from .oauth import plan_from_license
+from .settings import DEFAULT_CONNECTOR, Bitrix24Settings
 
 if TYPE_CHECKING:
     from .adapter import Bitrix24Adapter
@@ -64,10 +70,10 @@ ICON = {
 ICON_DISABLED = {"DATA_IMAGE": ICON["DATA_IMAGE"], "COLOR": "#a8adb4"}
 
 
-def _connector_ids(channels: Sequence[ChannelLink], settings: Mapping[str, Any]) -> dict[str, str]:
+def _connector_ids(channels: Sequence[ChannelLink], settings: Bitrix24Settings) -> dict[str, str]:
     """channel kind -> connector id (``[a-z0-9_]``, no dots, FACTS 2.8)."""
     kinds = sorted({link.kind for link in channels})
-    base = str(settings.get("connector_prefix") or "crm_bridge")
+    base = settings.connector_prefix or DEFAULT_CONNECTOR
     if not kinds:
         return {"": base}
     return {
@@ -98,13 +104,13 @@ def run_setup(
     adapter: Bitrix24Adapter,
     channels: Sequence[ChannelLink],
     properties: Mapping[str, Sequence[str]] | None,
-) -> dict[str, Any]:
+) -> SetupResult:
     """See :meth:`Bitrix24Adapter.setup`."""
     account = adapter.account
-    settings = account.settings
+    settings = adapter.settings
     creds = adapter.credentials.get()
     webhook = adapter.api.style(creds) == "webhook"
-    inbox = bool(settings.get("inbox"))
+    inbox = account.inbox
     if webhook and inbox:
         raise PermanentError(
             "Bitrix24: Open Lines need the app install, not an incoming webhook: install the "
@@ -113,9 +119,8 @@ def run_setup(
     result: dict[str, Any] = {
         # the install's portal name when there is one (a proxied or on-premise
         # portal's REST host may differ), else the webhook URL's host
-        "domain": str(settings.get("domain") or "").lower()
-        or urlsplit(adapter.api.endpoint(creds)).netloc.lower(),
-        "conversation_field": str(settings.get("conversation_field") or "ORIGIN_ID"),
+        "domain": settings.domain.lower() or urlsplit(adapter.api.endpoint(creds)).netloc.lower(),
+        "conversation_field": settings.conversation_field or "ORIGIN_ID",
     }
     if not webhook and creds.get("member_id"):
         result["member_id"] = str(creds["member_id"])
@@ -165,20 +170,21 @@ def run_setup(
         result["custom_fields"] = _ensure_user_fields(adapter, wanted, answer)
     if binds:
         result["events"] = sorted(binds.values())
-    return result
+    return SetupResult(settings=result)
 
 
 def _openlines_commands(
     adapter: Bitrix24Adapter, channels: Sequence[ChannelLink], connectors: Mapping[str, str]
 ) -> list[Command]:
-    account = adapter.account
-    settings = account.settings
-    title = str(account.app.get("channel_title") or "CRM bridge")
-    handler = str(account.app.get("placement_url") or account.webhook_url or "")
+    settings = adapter.settings
+    title = adapter.app.channel_title or "CRM bridge"
+    handler = adapter.app.placement_url or adapter.account.webhook_url or ""
     names = {link.kind: link.name for link in channels}
+    # the channel's name from the channel registry ("Telegram"), else its kind
+    labels = {link.kind: link.title or link.kind.title() for link in channels}
     commands: list[Command] = []
     for n, (kind, connector) in enumerate(sorted(connectors.items())):
-        name = f"{title} · {kind.title()}" if kind else title
+        name = f"{title} · {labels.get(kind) or kind}" if kind else title
         commands.append(
             Command(
                 f"reg{n}",
@@ -195,8 +201,8 @@ def _openlines_commands(
                 },
             )
         )
-    line: Any = settings.get("line")
-    if line in (None, ""):
+    line: Any = settings.line
+    if not line:
         commands.append(
             Command(
                 "lines",
@@ -231,7 +237,7 @@ def _openlines_commands(
 
 
 def _openlines_result(
-    answer: Any, connectors: Mapping[str, str], settings: Mapping[str, Any]
+    answer: Any, connectors: Mapping[str, str], settings: Bitrix24Settings
 ) -> dict[str, Any]:
     for n in range(len(connectors)):
         registered = answer.value(f"reg{n}")
@@ -241,8 +247,8 @@ def _openlines_result(
             raise PermanentError(
                 f"Bitrix24 refused the Open Lines connector: {code} {text}".strip()
             )
-    line = settings.get("line")
-    if line in (None, ""):
+    line: Any = settings.line
+    if not line:
         lines = answer.value("lines")
         if not isinstance(lines, list) or not lines or not isinstance(lines[0], Mapping):
             raise PermanentError("Bitrix24 has no active Open Lines line: create one first")

@@ -9,17 +9,19 @@ A comment reads (``language: ru``, ``timezone: Europe/Moscow``)::
     [photo: a.jpg]
 
 The header's time is the message's own time (a comment takes no creation
-time) in the tenant's zone (``options["timezone"]``, else
-``settings["timezone"]``, else UTC). At the end of the header sits the
-**bridge marker**, hidden in zero-width characters (``freetext``): the
-message id's hash, sequence and time. Comments have no custom fields, so a
-retry (``maybe_written``) lists the entity's comments
-(``crm.timeline.comment.list`` filtered by entity, newest first, several
-pages in one batch) and skips the entries whose marker is there. Comments
+time) in the tenant's zone (``entry.timezone``, else ``account.timezone``,
+else UTC); its words are in ``entry.language``, and the channel's name is
+``entry.channel_title`` (the channel registry's; else the channel kind).
+At the end of the header sits the **bridge marker**, hidden in zero-width
+characters (``freetext``): the message id's hash, sequence and time.
+Comments have no custom fields, so a retry (``maybe_written``) lists the
+entity's comments (``crm.timeline.comment.list`` filtered by entity, newest
+first, several pages in one batch) and skips the entries whose marker is
+there. Comments
 of earlier versions (a visible ``[bridge:…]`` last line) are still found.
 Whether Bitrix24 keeps zero-width characters is UNCONFIRMED: a retry that
 finds its own comment stripped of the marker warns and falls back to the
-visible tag (``freetext``; tenant setting ``marker_style: visible``).
+visible tag (``freetext``; setting ``marker_style: visible``).
 
 **One batch per drain.** All entries of a drain go out as one ``batch``
 (``halt=1``, ≤ 50 commands, split above): the Open Lines
@@ -32,7 +34,7 @@ Lines, ``ceil(N/50)`` without).
 **To-dos** (``crm.activity.todo.add``: ``ownerTypeId`` 1 lead, 2 deal,
 3 contact; ``deadline`` ISO; ``title``; ``description`` starting with the
 marker (it holds the customer's words; earlier versions ended it with the
-marker); ``responsibleId``) or, with the tenant setting ``task_kind: task``,
+marker); ``responsibleId``) or, with the setting ``task_kind: task``,
 **tasks** (``tasks.task.add`` with ``UF_CRM_TASK: ["L_<id>"|"D_<id>",
 "C_<contact>"]``). A retry looks the marker up first (``crm.activity.list``
 / ``tasks.task.list`` on the same entity).
@@ -69,6 +71,7 @@ from .openlines import (
     send_results,
     wants_inbox,
 )
+from .settings import Bitrix24Settings
 
 __all__ = [
     "OWNER_TYPES",
@@ -90,7 +93,6 @@ SEND = "imconnector.send.messages"
 #: comment pages (50 each) one lookup batch reads; up to LOOKUP_ROUNDS batches
 LOOKUP_PAGES = 5
 LOOKUP_ROUNDS = 4
-CHANNEL_TITLES = {"telegram": "Telegram", "whatsapp": "WhatsApp", "vk": "VK", "web": "Web chat"}
 HEADER_WORDS = {
     "en": {"customer": "Customer", "agent": "Agent", "via": "via"},
     "ru": {"customer": "Клиент", "agent": "Менеджер", "via": "через"},
@@ -118,18 +120,15 @@ def render_comment(
     entry: TimelineEntry,
     *,
     language: str = "en",
-    settings: Mapping[str, Any] | None = None,
+    timezone: str = "UTC",
     visible_marker: bool = False,
 ) -> str:
-    """``Ann via Telegram · 2025-03-01 09:15 UTC`` + marker / the message."""
-    settings = settings or {}
+    """``Ann via Telegram · 2025-03-01 09:15 UTC`` + marker / the message
+    (``timezone``: the tenant's, where the entry names no valid zone)."""
     words = HEADER_WORDS.get(language, HEADER_WORDS["en"])
     who = entry.sender_name or words["customer" if entry.direction == "in" else "agent"]
-    channel = str(
-        entry.options.get("channel_title")
-        or CHANNEL_TITLES.get(entry.channel_kind, entry.channel_kind)
-    )
-    zone = tenant_zone(entry.options.get("timezone"), settings.get("timezone"))
+    channel = entry.channel_title or entry.channel_kind
+    zone = tenant_zone(entry.timezone, timezone)
     when = local_time(entry.occurred_at, zone, language)
     body = entry_text(entry, words=WORDS.get(language, WORDS["en"]))
     tag = marker(entry.bridge_id, entry.sequence, entry.occurred_at, visible=visible_marker)
@@ -150,19 +149,20 @@ def comment_fields(
     entry: TimelineEntry,
     target: tuple[str, Any],
     language: str,
-    settings: Mapping[str, Any] | None = None,
+    timezone: str = "UTC",
     *,
     visible_marker: bool = False,
 ) -> dict[str, Any]:
-    """The params of ``crm.timeline.comment.add`` for one entry."""
+    """The params of ``crm.timeline.comment.add`` (FACTS 2.7) for one entry."""
     comment = render_comment(
-        entry, language=language, settings=settings, visible_marker=visible_marker
+        entry, language=language, timezone=timezone, visible_marker=visible_marker
     )
     return {"fields": {"ENTITY_ID": target[1], "ENTITY_TYPE": target[0], "COMMENT": comment}}
 
 
 def wants_note(entry: TimelineEntry) -> bool:
-    return str(entry.options.get("timeline") or "note").lower() != "none"
+    """Any ``timeline`` kind but ``none`` is written as a comment."""
+    return (entry.timeline or "note").lower() != "none"
 
 
 def to_int(value: Any, what: str) -> int:
@@ -176,13 +176,11 @@ class TimelineMixin:
     """``append_entries`` and ``create_task`` of the Bitrix24 adapter."""
 
     account: CrmAccountInfo
+    settings: Bitrix24Settings
     api: B24Api
 
     def _language(self, entry: TimelineEntry | None = None) -> str:
-        value = (entry.options.get("language") if entry else None) or self.account.settings.get(
-            "language"
-        )
-        return str(value or "en")
+        return (entry.language if entry else None) or self.account.language or "en"
 
     #: set once a look-up found one of our comments without its hidden marker
     _markers_stripped: bool = False
@@ -190,12 +188,12 @@ class TimelineMixin:
     def _visible_marker(self) -> bool:
         """Write the visible tag instead of the hidden marker: the tenant
         asked for it, or Bitrix24 was seen dropping zero-width characters."""
-        style = str(self.account.settings.get("marker_style") or "hidden").lower()
+        style = (self.settings.marker_style or "hidden").lower()
         return style == "visible" or self._markers_stripped
 
     def _note_stripped(self) -> None:
         """One of our comments came back without its hidden marker: warn once
-        (the fix is a tenant setting) and write the visible tag from now on."""
+        (the fix is a setting) and write the visible tag from now on."""
         if not self._markers_stripped:
             log.warning(
                 "Bitrix24 removed the bridge's hidden marker from a timeline comment "
@@ -211,7 +209,7 @@ class TimelineMixin:
             entry,
             target,
             self._language(entry),
-            self.account.settings,
+            self.account.timezone,
             visible_marker=self._visible_marker(),
         )
 
@@ -238,7 +236,7 @@ class TimelineMixin:
             if target is not None:
                 wanted.setdefault(target, {})[marker_hash(entry.bridge_id)] = entry.bridge_id
                 text = render_comment(
-                    entry, language=self._language(entry), settings=self.account.settings
+                    entry, language=self._language(entry), timezone=self.account.timezone
                 )
                 bare[_comparable(text)] = entry.bridge_id
         found: dict[str, CrmRef] = {}
@@ -271,12 +269,16 @@ class TimelineMixin:
                     for row in rows if isinstance(rows, list) else []:
                         if not isinstance(row, Mapping):
                             continue
-                        text = row.get("COMMENT")
-                        digest = parse_marker(text)
+                        comment = row.get("COMMENT")
+                        digest = parse_marker(comment)
                         bridge_id = wanted[target].pop(digest or "", None)
                         if bridge_id is not None:
                             found[bridge_id] = CrmRef("comment", str(row.get("ID")))
-                        elif digest is None and isinstance(text, str) and _comparable(text) in bare:
+                        elif (
+                            digest is None
+                            and isinstance(comment, str)
+                            and _comparable(comment) in bare
+                        ):
                             self._note_stripped()
                     more = key in answer.nexts
                 offset[target] = (int(offset[target] or 0) + 50 * LOOKUP_PAGES) if more else None
@@ -285,20 +287,19 @@ class TimelineMixin:
     # -- writes -------------------------------------------------------------------
 
     def append_entries(self, entries: Sequence[TimelineEntry]) -> dict[str, tuple[CrmRef, ...]]:
-        """Per ``entry.options``: ``timeline`` (default ``note``) -> a comment
-        on the lead/deal (or the contact); ``inbox: true`` -> also a message
-        in the Open Lines chat (app install only). One batch per ≤ 50
+        """Per entry: ``timeline`` (any kind but ``none``) -> a comment on the
+        lead/deal (or the contact, FACTS 2.7); ``inbox`` -> also a message in
+        the Open Lines chat (app install only, FACTS 2.8). One batch per ≤ 50
         commands; ``maybe_written`` entries are looked up by their marker
         first; steps in ``entry.written`` are not sent again. On a failure
         part-way, the error's ``partial`` holds the entries completed before
         it and ``progress`` the steps written of the others (a chat message
         sent whose comment failed in the same ``halt`` batch)."""
         unique = list({e.bridge_id: e for e in entries}.values())
-        settings = self.account.settings
         plan: dict[str, tuple[bool, bool]] = {}
         for entry in unique:
             note = wants_note(entry) and comment_target(entry) is not None
-            chat = wants_inbox(entry, settings)
+            chat = wants_inbox(entry)
             if not note and not chat:
                 raise PermanentError(
                     "Bitrix24: this message has nowhere to go: it needs a contact or lead/deal "
@@ -366,7 +367,7 @@ class TimelineMixin:
         chats: dict[str, CrmRef],
     ) -> None:
         commands: list[Command] = []
-        settings = self.account.settings
+        settings = self.settings
         groups: dict[tuple[str, str], list[TimelineEntry]] = {}
         for entry in chunk:
             if plan[entry.bridge_id][1]:
@@ -412,8 +413,8 @@ class TimelineMixin:
             raise PermanentError(f"Bitrix24 Open Lines refused the message: {error}")
 
     def _line(self) -> int:
-        line = self.account.settings.get("line")
-        if line in (None, ""):
+        line = self.settings.line
+        if not line:
             # the setup that activates the connector has not finished (it may
             # still be running): wait for it rather than fail the message
             raise NotReadyError(
@@ -432,7 +433,7 @@ class TimelineMixin:
     ) -> Command:
         messages = []
         for entry in group:
-            item = message_item(entry, self.account)
+            item = message_item(entry, self.settings)
             original = edit_of(entry)
             if original:
                 item["message"]["id"] = original
@@ -449,7 +450,7 @@ class TimelineMixin:
         """A to-do (default) or a task (``task_kind: task``) on the lead/deal
         (else the contact), its description starting with the marker; looked
         up first when ``maybe_written``."""
-        kind = str(self.account.settings.get("task_kind") or "todo").lower()
+        kind = (self.settings.task_kind or "todo").lower()
         owner = draft.entity if draft.entity is not None else draft.contact
         if owner.kind not in OWNER_TYPES:
             raise PermanentError(f"Bitrix24 cannot attach a task to {owner.kind!r}")
@@ -507,7 +508,7 @@ class TimelineMixin:
                     task.get("description") or task.get("DESCRIPTION")
                 ) == marker_hash(draft.bridge_id):
                     return CrmRef("task", str(task.get("id") or task.get("ID")))
-        responsible = draft.owner_id or self.account.settings.get("default_responsible_id")
+        responsible = draft.owner_id or self.settings.default_responsible_id
         if not responsible:
             raise PermanentError(
                 "Bitrix24 tasks need a responsible user: set an owner in the mapping or the "

@@ -44,12 +44,15 @@ from bridge.model import (
     DeliveryReport,
     DeliveryStatus,
     EntityDraft,
+    Installed,
     MessageKind,
+    SetupResult,
     TaskDraft,
     TimelineEntry,
     WebhookRequest,
 )
-from crm_adapters.bitrix24 import Bitrix24Adapter
+from bridge.schema import load
+from crm_adapters.bitrix24 import Bitrix24Adapter, Bitrix24App, Bitrix24Settings
 from sandbox.bitrix24 import (
     DEMO_CLIENT_ID,
     DEMO_CLIENT_SECRET,
@@ -70,7 +73,9 @@ from tests.contracts.crm_contract import (
 )
 from tests.support.servers import RunningServer, serve_wsgi
 
-LINK = ChannelLink(id="7", kind="telegram", name="@acme_support_bot", identifier="bot-4242")
+LINK = ChannelLink(
+    id="7", kind="telegram", name="@acme_support_bot", identifier="bot-4242", title="Telegram"
+)
 #: the bridge's comment marker, parsed independently of the adapter's code
 MARKER = re.compile(r"\[bridge:([0-9a-f]{12}):(-?\d*):(\d*)\]")
 T0 = dt.datetime(2025, 3, 1, 9, 0, tzinfo=dt.UTC)
@@ -227,14 +232,19 @@ class _B24Contract(CrmAdapterContract):
         }
 
     @pytest.fixture
+    def app(self, app_settings: dict[str, str]) -> Bitrix24App:
+        """The app settings as the core hands them to the class methods."""
+        return load(Bitrix24App, app_settings, strict=True)
+
+    @pytest.fixture
     def bucket(self) -> LocalBucket:
         return LocalBucket()
 
     @pytest.fixture
-    def installed(self, bitrix24: RunningServer, app_settings: dict[str, str]) -> dict[str, Any]:
+    def installed(self, bitrix24: RunningServer, app: Bitrix24App) -> Installed:
         if not self.app_mode:
             hook = f"{bitrix24.url}/{DEMO_DOMAIN}/rest/{DEMO_WEBHOOK_USER}/{DEMO_WEBHOOK_CODE}/"
-            return {"type": "webhook", "url": hook, "settings": {}}
+            return Installed(None, {"type": "webhook", "url": hook})
         install_receiver = Receiver()
         with serve_wsgi(install_receiver) as server:
             install_receiver.url = f"{server.url}/webhooks/crm/bitrix24/install"
@@ -243,33 +253,37 @@ class _B24Contract(CrmAdapterContract):
             )
             assert answer.status_code == 200, answer.text
             (event,) = install_receiver.wait_for(1)
-        creds = Bitrix24Adapter.install_event(app_settings, event, http=HttpClient())
-        assert creds is not None
-        assert creds["account_id"] == DEMO_MEMBER_ID
-        assert creds["settings"]["domain"] == DEMO_DOMAIN
-        return creds
+        installed = Bitrix24Adapter.install_event(app, event, http=HttpClient())
+        assert installed is not None
+        assert installed.account_id == DEMO_MEMBER_ID
+        assert installed.settings["domain"] == DEMO_DOMAIN
+        return installed
 
     @pytest.fixture
-    def store(self, installed: dict[str, Any]) -> Credentials:
-        return Credentials({k: v for k, v in installed.items() if k != "settings"})
+    def store(self, installed: Installed) -> Credentials:
+        return Credentials(dict(installed.credentials))
 
     @pytest.fixture
     def make_adapter(
         self,
         app_settings: dict[str, str],
-        installed: dict[str, Any],
+        installed: Installed,
         store: Credentials,
         receiver: Receiver,
         bucket: LocalBucket,
-    ) -> Callable[[Mapping[str, Any]], Bitrix24Adapter]:
-        def make(settings: Mapping[str, Any]) -> Bitrix24Adapter:
+    ) -> Callable[..., Bitrix24Adapter]:
+        def make(settings: Mapping[str, Any], *, inbox: bool | None = None) -> Bitrix24Adapter:
+            stored = {**installed.settings, **settings}
+            load(Bitrix24Settings, stored, strict=True)  # only real settings
             account = CrmAccountInfo(
                 tenant_id=1,
                 kind="bitrix24",
-                account_id=installed.get("account_id"),
-                settings={**installed["settings"], "inbox": self.app_mode, **settings},
+                account_id=installed.account_id,
+                settings=stored,
                 app=app_settings,
                 webhook_url=receiver.url,
+                # the mapping's: Open Lines on in the app mode
+                inbox=self.app_mode if inbox is None else inbox,
             )
             adapter = Bitrix24Adapter(account, store, HttpClient(limiter=bucket))
             store.refresher = adapter.refresh_credentials
@@ -289,6 +303,38 @@ class _B24Contract(CrmAdapterContract):
     @pytest.fixture
     def channel_links(self) -> list[ChannelLink]:
         return [LINK]
+
+    @pytest.fixture
+    def setup_result(
+        self,
+        make_adapter: Callable[..., Bitrix24Adapter],
+        channel_links: list[ChannelLink],
+        mapping_properties: Mapping[str, list[str]],
+    ) -> SetupResult:
+        return make_adapter({}).setup(channel_links, mapping_properties)
+
+    @pytest.fixture
+    def settings(self, setup_result: SetupResult) -> dict[str, Any]:
+        """What ``setup()`` returned: the core stores its settings on the tenant."""
+        assert setup_result.routes == ()  # every event goes to the tenant's own URL
+        return dict(setup_result.settings)
+
+    def test_setup_is_idempotent(
+        self,
+        make_adapter: Callable[..., Bitrix24Adapter],
+        vendor: B24Vendor,
+        channel_links: list[ChannelLink],
+        mapping_properties: Mapping[str, list[str]],
+        setup_result: SetupResult,
+        settings: dict[str, Any],
+    ) -> None:
+        """The shared duty (``crm_contract``), for a ``setup()`` that returns
+        a :class:`SetupResult`: a second run over the stored settings returns
+        the same and changes nothing at the vendor."""
+        before = vendor.setup_fingerprint()
+        again = make_adapter(settings).setup(channel_links, mapping_properties)
+        assert again == setup_result
+        assert vendor.setup_fingerprint() == before
 
     @pytest.fixture
     def mapping_properties(self) -> Mapping[str, list[str]]:
@@ -325,12 +371,10 @@ class _B24Contract(CrmAdapterContract):
                 sender_name="Ann Contract",
                 sender_identifier=f"tg-{contact.id}",
                 maybe_written=maybe_written,
-                options={
-                    "timeline": "note",
-                    "inbox": self.app_mode,
-                    "channel_title": "Telegram",
-                    "language": "en",
-                },
+                timeline="note",
+                inbox=self.app_mode,
+                channel_title=LINK.title,
+                language="en",
             )
 
         return make
@@ -551,7 +595,9 @@ class _B24Contract(CrmAdapterContract):
                 sequence=i,
                 sender_name="Ann Contract",
                 sender_identifier="tg-new",
-                options={"timeline": "note", "inbox": self.app_mode, "channel_title": "Telegram"},
+                timeline="note",
+                inbox=self.app_mode,
+                channel_title=LINK.title,
             )
             for i in range(2)
         ]
@@ -623,7 +669,7 @@ class TestBitrix24WebhookContract(_B24Contract):
         self, make_adapter: Callable[..., Bitrix24Adapter], channel_links: list[ChannelLink]
     ) -> None:
         with pytest.raises(PermanentError, match="Open Lines need the app install"):
-            make_adapter({"inbox": True}).setup(channel_links, {})
+            make_adapter({}, inbox=True).setup(channel_links, {})
         adapter = make_adapter({})
         # what Bitrix24 itself answers an incoming webhook (403 WRONG_AUTH_TYPE)
         with pytest.raises(PermanentError, match="Open Lines need the app install"):
@@ -812,16 +858,18 @@ class TestBitrix24AppContract(_B24Contract):
             adapter.refresh_credentials({**store.creds, "refresh_token": old_refresh})
 
     def test_forged_install_events_are_refused(
-        self, app_settings: dict[str, str], bitrix24: RunningServer, installed: dict[str, Any]
+        self, app: Bitrix24App, bitrix24: RunningServer, installed: Installed
     ) -> None:
+        creds = installed.credentials
+
         def install(**auth: str) -> WebhookRequest:
             fields = {
                 "event": "ONAPPINSTALL",
-                "auth[access_token]": installed["access_token"],
-                "auth[refresh_token]": installed["refresh_token"],
+                "auth[access_token]": creds["access_token"],
+                "auth[refresh_token]": creds["refresh_token"],
                 "auth[expires_in]": "3600",
                 "auth[domain]": DEMO_DOMAIN,
-                "auth[client_endpoint]": installed["client_endpoint"],
+                "auth[client_endpoint]": creds["client_endpoint"],
                 "auth[member_id]": DEMO_MEMBER_ID,
                 "auth[application_token]": "forged",
             }
@@ -836,16 +884,14 @@ class TestBitrix24AppContract(_B24Contract):
         # another server pretending to be the portal
         with pytest.raises(SignatureError):
             Bitrix24Adapter.install_event(
-                app_settings,
+                app,
                 install(client_endpoint="https://evil.example/rest/"),
                 http=HttpClient(),
             )
         # a made-up token: the portal does not confirm it
         with pytest.raises(SignatureError):
-            Bitrix24Adapter.install_event(
-                app_settings, install(access_token="x" * 32), http=HttpClient()
-            )
+            Bitrix24Adapter.install_event(app, install(access_token="x" * 32), http=HttpClient())
         # another app's credentials: app.info names someone else
-        other = {**app_settings, "client_id": "local.someone.else"}
+        other = replace(app, client_id="local.someone.else")
         with pytest.raises(SignatureError, match="another app"):
             Bitrix24Adapter.install_event(other, install(), http=HttpClient())

@@ -19,6 +19,7 @@ network: an unregistered URL is a ``ConnectionError``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -54,15 +55,19 @@ from bridge.model import (
     DeliveryReport,
     DeliveryStatus,
     EntityDraft,
+    Installed,
     MessageKind,
+    OpenedConversation,
     Rate,
     SenderProfile,
+    SetupResult,
     TaskDraft,
     TimelineEntry,
     WebhookRequest,
 )
+from bridge.schema import load, secret_names
 from crm_adapters import REGISTRY
-from crm_adapters.bitrix24 import Bitrix24Adapter
+from crm_adapters.bitrix24 import Bitrix24Adapter, Bitrix24App, Bitrix24Settings
 from crm_adapters.bitrix24.batch import (
     BatchAnswer,
     Command,
@@ -110,10 +115,10 @@ T0 = dt.datetime(2025, 3, 1, 9, 15, 30, 250000, tzinfo=dt.UTC)
 LEAD = CrmRef("lead", "900")
 DEAL = CrmRef("deal", "77")
 CONTACT = CrmRef("contact", "501")
+#: the settings of an app install with Open Lines (``inbox=True`` on the account)
 OPENLINES = {
     "member_id": MEMBER,
     "domain": DOMAIN,
-    "inbox": True,
     "line": "107",
     "connectors": {"telegram": "crm_bridge_telegram"},
     "connector_id": "crm_bridge_telegram",
@@ -337,21 +342,35 @@ def _fresh_caches() -> None:
     forget_statuses()
 
 
+def app_settings(**changes: str) -> Bitrix24App:
+    """The deployment's app settings as the core hands them to the class
+    methods (``APP`` with ``changes``, checked like an admin's input)."""
+    return load(Bitrix24App, {**APP, **changes}, strict=True)
+
+
 def make(
     creds: Mapping[str, Any] = OAUTH_CREDS,
     settings: Mapping[str, Any] | None = None,
     *,
     limiter: Limiter | None = None,
     webhook_url: str | None = "https://bridge.example/webhooks/crm/bitrix24/key-1",
+    inbox: bool = False,
+    language: str = "en",
+    timezone: str = "UTC",
 ) -> Bitrix24Adapter:
+    settings = dict({"member_id": MEMBER, "domain": DOMAIN} if settings is None else settings)
+    load(Bitrix24Settings, settings, strict=True)  # every key a test sets is a real setting
     store = MemoryCredentials(creds)
     account = CrmAccountInfo(
         tenant_id=7,
         kind="bitrix24",
         account_id=MEMBER if creds.get("type") == "oauth" else None,
-        settings=dict({"member_id": MEMBER, "domain": DOMAIN} if settings is None else settings),
+        settings=settings,
         app=dict(APP),
         webhook_url=webhook_url,
+        language=language,
+        timezone=timezone,
+        inbox=inbox,
     )
     adapter = Bitrix24Adapter(account, store, HttpClient(limiter=limiter))
     store.refresher = adapter.refresh_credentials
@@ -369,6 +388,7 @@ def entry(
     maybe_written: bool = False,
     **extra: Any,
 ) -> TimelineEntry:
+    # how the tenant wants it written, as the core sets it (typed fields)
     options = {"timeline": timeline, "inbox": inbox, "channel_title": "Telegram", "language": "en"}
     options.update(extra.pop("options", {}))
     return TimelineEntry(
@@ -386,7 +406,7 @@ def entry(
         sender_name="Ann Contract",
         sender_identifier="tg-4242",
         maybe_written=maybe_written,
-        options=options,
+        **options,
         **extra,
     )
 
@@ -411,7 +431,7 @@ def lead_draft(**changes: Any) -> EntityDraft:
         stage="NEW",
         owner_id="5",
         properties={"utm_source": "ads", "UF_CRM_CAMPAIGN": "spring"},
-        options={"channel_title": "Telegram"},
+        channel_title="Telegram",
     )
     return replace(base, **changes)
 
@@ -468,6 +488,45 @@ def test_registered_and_described() -> None:
     )
     # the documented bucket (50, 2/s) less the margin kept for clock skew
     assert Bitrix24Adapter.rate == Rate(capacity=48, per_second=2)
+    # Bitrix24 installs an app by POSTing ONAPPINSTALL (FACTS 2.5)
+    assert Bitrix24Adapter.has_install_event is True
+
+
+def test_settings_are_declared_typed_and_described() -> None:
+    """Every setting the adapter reads is a field of its schemas, with a help
+    text; the app's secret is marked; what install/setup record is state."""
+    assert Bitrix24Adapter.App is Bitrix24App
+    assert Bitrix24Adapter.Settings is Bitrix24Settings
+    for schema in (Bitrix24App, Bitrix24Settings):
+        for spec in dataclasses.fields(schema):
+            assert spec.metadata["help"], f"{schema.__name__}.{spec.name} has no help"
+    assert secret_names(Bitrix24App) == {"client_secret"}
+    state = {f.name for f in dataclasses.fields(Bitrix24Settings) if f.metadata["state"]}
+    assert state >= {"member_id", "domain", "plan", "application_token_sha256", "connectors"}
+    # the tenant's mapping decides these: the core hands them over on the account
+    names = {f.name for f in dataclasses.fields(Bitrix24Settings)}
+    assert not names & {"inbox", "language", "timezone"}
+    adapter = make(settings={"task_kind": "task", "line": 107, "burst": "500"})
+    assert (adapter.settings.task_kind, adapter.settings.line) == ("task", "107")
+    assert adapter.settings.burst == 500 and adapter.settings.source_id == "OTHER"
+    assert adapter.app.client_id == APP["client_id"]
+    assert adapter.app.auth_base == "https://oauth.bitrix.info"
+
+
+def test_a_drain_holds_one_batch() -> None:
+    # 50 commands per batch (FACTS 2.4), two kept for the Open Lines send
+    assert make().entries_per_request == 50
+    assert make(settings=OPENLINES, inbox=True).entries_per_request == 48
+
+
+def test_an_incoming_webhook_url_is_a_private_install() -> None:
+    installed = Bitrix24Adapter.token_credentials(f"  {HOOK}  ")
+    assert installed == Installed(DOMAIN, {"type": "webhook", "url": HOOK})
+    local = Bitrix24Adapter.token_credentials("http://127.0.0.1:9/acme/rest/1/code/")
+    assert local.account_id == "127.0.0.1:9"
+    for bad in ("not a url", f"https://{DOMAIN}/rest/1/", "http://acme.example/rest/1/code/"):
+        with pytest.raises(ValueError, match="Bitrix24 webhook URL"):
+            Bitrix24Adapter.token_credentials(bad)
 
 
 # ==========================================================================
@@ -885,23 +944,34 @@ def test_install_event_is_verified_and_returns_credentials(
 ) -> None:
     portal.on("app.info", app_info())
     token_calls = oauth_server(rsps)
-    creds = Bitrix24Adapter.install_event(APP, event_request(install_payload()), http=HttpClient())
-    assert creds is not None
+    installed = Bitrix24Adapter.install_event(
+        app_settings(), event_request(install_payload()), http=HttpClient()
+    )
+    assert isinstance(installed, Installed)
+    creds = installed.credentials
     assert portal.requests == [("app.info", {"auth": "s6p6eclrvim6da22ft9ch94ekreb52lv"})]
     # the event's refresh token was redeemed at the OAuth server, which named the portal
     [query] = token_calls
     assert query["grant_type"] == "refresh_token"
     assert query["refresh_token"] == "4s386p3q0tr8dy89xvmt96234v3dljg8"
     assert query["client_id"] == APP["client_id"]
-    assert creds["account_id"] == MEMBER and creds["member_id"] == MEMBER
+    assert installed.account_id == MEMBER and creds["member_id"] == MEMBER
     assert creds["client_endpoint"] == ENDPOINT and creds["type"] == "oauth"
     assert creds["application_token"] == APP_TOKEN
     assert (creds["access_token"], creds["refresh_token"]) == ("fresh-access", "fresh-refresh")
-    settings = creds["settings"]
+    settings = installed.settings
     assert settings["member_id"] == MEMBER and settings["domain"] == DOMAIN
     assert settings["plan"] == "enterprise"  # LICENSE_FAMILY ent (app-info.md)
     assert settings["application_token_sha256"] == token_digest(APP_TOKEN)
     assert APP_TOKEN not in json.dumps(settings)
+    # fields of the schema: the core stores them after a strict check
+    load(Bitrix24Settings, settings, strict=True)
+    # data[LANGUAGE_ID] "de": the bridge writes en or ru, so nothing is recorded
+    assert "portal_language" not in settings
+    payload = install_payload()
+    payload["data"]["LANGUAGE_ID"] = "ru"
+    again = Bitrix24Adapter.install_event(app_settings(), event_request(payload), http=HttpClient())
+    assert again is not None and again.settings["portal_language"] == "ru"
 
 
 @pytest.mark.parametrize(
@@ -921,7 +991,7 @@ def test_forged_install_endpoints_are_refused_before_any_call(
 ) -> None:
     with pytest.raises(SignatureError):
         Bitrix24Adapter.install_event(
-            APP, event_request(install_payload(**auth)), http=HttpClient()
+            app_settings(), event_request(install_payload(**auth)), http=HttpClient()
         )
     assert portal.requests == []
 
@@ -934,7 +1004,9 @@ def test_install_naming_another_portals_member_id_is_refused(
     portal.on("app.info", app_info())
     oauth_server(rsps, member="f0rged0000000000000000000000000")
     with pytest.raises(SignatureError, match="another portal"):
-        Bitrix24Adapter.install_event(APP, event_request(install_payload()), http=HttpClient())
+        Bitrix24Adapter.install_event(
+            app_settings(), event_request(install_payload()), http=HttpClient()
+        )
 
 
 def test_install_whose_refresh_token_is_refused_is_refused(
@@ -943,7 +1015,9 @@ def test_install_whose_refresh_token_is_refused_is_refused(
     portal.on("app.info", app_info())
     rsps.add(responses.GET, TOKEN_URL, status=400, json={"error": "invalid_grant"})
     with pytest.raises(SignatureError, match="refresh token"):
-        Bitrix24Adapter.install_event(APP, event_request(install_payload()), http=HttpClient())
+        Bitrix24Adapter.install_event(
+            app_settings(), event_request(install_payload()), http=HttpClient()
+        )
 
 
 def test_install_with_another_apps_token_or_a_dead_token_is_refused(
@@ -952,13 +1026,17 @@ def test_install_with_another_apps_token_or_a_dead_token_is_refused(
     oauth_server(rsps)
     portal.on("app.info", app_info(code="someone.elses.app"))
     with pytest.raises(SignatureError, match="another app"):
-        Bitrix24Adapter.install_event(APP, event_request(install_payload()), http=HttpClient())
+        Bitrix24Adapter.install_event(
+            app_settings(), event_request(install_payload()), http=HttpClient()
+        )
     portal.on("app.info", lambda _p: (_ for _ in ()).throw(Err(401, "NO_AUTH_FOUND")))
     with pytest.raises(SignatureError):
-        Bitrix24Adapter.install_event(APP, event_request(install_payload()), http=HttpClient())
+        Bitrix24Adapter.install_event(
+            app_settings(), event_request(install_payload()), http=HttpClient()
+        )
     # a Market app's code differs from its client id: app_code names it
     portal.on("app.info", app_info(code="telefum24.kp10"))
-    market = {**APP, "app_code": "telefum24.kp10"}
+    market = app_settings(app_code="telefum24.kp10")
     assert Bitrix24Adapter.install_event(
         market, event_request(install_payload()), http=HttpClient()
     )
@@ -971,19 +1049,23 @@ def test_allowed_hosts_admit_an_on_premise_portal(rsps: responses.RequestsMock) 
         domain="127.0.0.1:8000", client_endpoint="http://127.0.0.1:8000/b24/acme/rest/"
     )
     with pytest.raises(SignatureError):
-        Bitrix24Adapter.install_event(APP, event_request(payload), http=HttpClient())
-    app = {**APP, "allowed_hosts": "crm.example.com, 127.0.0.1:*"}
-    creds = Bitrix24Adapter.install_event(app, event_request(payload), http=HttpClient())
-    assert creds is not None and creds["client_endpoint"].startswith("http://127.0.0.1:8000/")
+        Bitrix24Adapter.install_event(app_settings(), event_request(payload), http=HttpClient())
+    app = app_settings(allowed_hosts="crm.example.com, 127.0.0.1:*")
+    installed = Bitrix24Adapter.install_event(app, event_request(payload), http=HttpClient())
+    assert installed is not None
+    assert installed.credentials["client_endpoint"].startswith("http://127.0.0.1:8000/")
 
 
 def test_other_events_and_junk_at_the_install_url() -> None:
     uninstall = example("api-reference__common__events__on-app-uninstall")
-    assert Bitrix24Adapter.install_event(APP, event_request(uninstall), http=HttpClient()) is None
+    assert (
+        Bitrix24Adapter.install_event(app_settings(), event_request(uninstall), http=HttpClient())
+        is None
+    )
     broken = install_payload()
     del broken["auth"]["application_token"]
     with pytest.raises(PayloadError):
-        Bitrix24Adapter.install_event(APP, event_request(broken), http=HttpClient())
+        Bitrix24Adapter.install_event(app_settings(), event_request(broken), http=HttpClient())
     with pytest.raises(PayloadError):
         Bitrix24Adapter.install_event(
             APP, event_request({}, body=b"event=ONAPPINSTALL&auth[x]=1&auth=2"), http=HttpClient()
@@ -992,7 +1074,9 @@ def test_other_events_and_junk_at_the_install_url() -> None:
 
 def test_install_without_the_app_configured_is_a_clear_error(portal: Portal) -> None:
     with pytest.raises(PermanentError, match="BITRIX24_CLIENT_ID"):
-        Bitrix24Adapter.install_event({}, event_request(install_payload()), http=HttpClient())
+        Bitrix24Adapter.install_event(
+            Bitrix24App(), event_request(install_payload()), http=HttpClient()
+        )
     assert portal.requests == []
 
 
@@ -1018,17 +1102,17 @@ def test_refresh_keeps_a_known_endpoint_over_an_unacceptable_one(
 
 def test_install_url_needs_the_portal() -> None:
     url = Bitrix24Adapter.install_url(
-        {**APP, "portal": DOMAIN}, redirect_uri="https://bridge.example/cb", state="s-1"
+        app_settings(portal=DOMAIN), redirect_uri="https://bridge.example/cb", state="s-1"
     )
     parts = urlsplit(url)
     assert (parts.scheme, parts.netloc, parts.path) == ("https", DOMAIN, "/oauth/authorize/")
     assert parse_qs(parts.query) == {"client_id": [APP["client_id"]], "state": ["s-1"]}
     sandbox = Bitrix24Adapter.install_url(
-        {**APP, "portal": "http://127.0.0.1:9/sandbox/bitrix24/acme"}, redirect_uri="x", state="s"
+        app_settings(portal="http://127.0.0.1:9/sandbox/bitrix24/acme"), redirect_uri="x", state="s"
     )
     assert sandbox.startswith("http://127.0.0.1:9/sandbox/bitrix24/acme/oauth/authorize/?")
     with pytest.raises(PermanentError, match="portal"):
-        Bitrix24Adapter.install_url(APP, redirect_uri="x", state="s")
+        Bitrix24Adapter.install_url(app_settings(), redirect_uri="x", state="s")
 
 
 def test_exchange_code_at_the_oauth_server(rsps: responses.RequestsMock) -> None:
@@ -1042,16 +1126,23 @@ def test_exchange_code_at_the_oauth_server(rsps: responses.RequestsMock) -> None
         "member_id": MEMBER,
         "server_domain": "oauth.bitrix.info",
     }
-    creds = Bitrix24Adapter.exchange_code(
-        APP, code="c0de", redirect_uri="https://bridge.example/cb", http=HttpClient(), params=params
+    installed = Bitrix24Adapter.exchange_code(
+        app_settings(),
+        code="c0de",
+        redirect_uri="https://bridge.example/cb",
+        http=HttpClient(),
+        params=params,
     )
     query = parse_qs(urlsplit(rsps.calls[0].request.url).query)
     assert query["grant_type"] == ["authorization_code"] and query["code"] == ["c0de"]
-    assert creds["account_id"] == MEMBER and creds["access_token"] == answer["access_token"]
-    assert creds["settings"] == {"member_id": MEMBER, "domain": DOMAIN}
+    assert isinstance(installed, Installed)
+    assert installed.account_id == MEMBER
+    assert installed.credentials["access_token"] == answer["access_token"]
+    assert installed.settings == {"member_id": MEMBER, "domain": DOMAIN}
+    assert "account_id" not in installed.credentials  # the install carries it
     with pytest.raises(PermanentError, match="another portal"):
         Bitrix24Adapter.exchange_code(
-            APP,
+            app_settings(),
             code="c0de",
             redirect_uri="x",
             http=HttpClient(),
@@ -1064,7 +1155,9 @@ def test_exchange_code_at_the_oauth_server(rsps: responses.RequestsMock) -> None
         json={"error": "invalid_grant", "error_description": "code expired"},
     )
     with pytest.raises(AuthError):
-        Bitrix24Adapter.exchange_code(APP, code="old", redirect_uri="x", http=HttpClient())
+        Bitrix24Adapter.exchange_code(
+            app_settings(), code="old", redirect_uri="x", http=HttpClient()
+        )
 
 
 # ==========================================================================
@@ -1276,8 +1369,9 @@ def test_a_drain_is_one_batch_of_comments(portal: Portal) -> None:
     assert read_marker(comment) == (marker_hash("m1"), 1, at)
 
 
+#: ``options``: the entry's typed fields; ``account``: the tenant's (CrmAccountInfo)
 @pytest.mark.parametrize(
-    ("language", "options", "settings", "header"),
+    ("language", "options", "account", "header"),
     [
         (
             "ru",
@@ -1287,7 +1381,7 @@ def test_a_drain_is_one_batch_of_comments(portal: Portal) -> None:
         ),
         (
             "en",
-            {},
+            {"timezone": ""},  # the entry names no zone: the tenant's
             {"timezone": "America/New_York"},
             "Ann Contract via Telegram · 2025-03-01 04:15 EST",
         ),
@@ -1307,10 +1401,10 @@ def test_a_drain_is_one_batch_of_comments(portal: Portal) -> None:
     ],
 )
 def test_comment_header_shows_the_time_in_the_tenants_zone(
-    portal: Portal, language: str, options: dict[str, Any], settings: dict[str, Any], header: str
+    portal: Portal, language: str, options: dict[str, Any], account: dict[str, Any], header: str
 ) -> None:
     comment_ids(portal)
-    adapter = make(settings={"member_id": MEMBER, "domain": DOMAIN, **settings})
+    adapter = make(settings={"member_id": MEMBER, "domain": DOMAIN}, **account)
     adapter.append_entries([entry("m1", sequence=0, options={"language": language, **options})])
     (sent,) = portal.methods("crm.timeline.comment.add")
     assert strip_hidden(sent["fields"]["COMMENT"]).split("\n")[0] == header
@@ -1475,7 +1569,7 @@ def test_open_lines_messages_ride_in_the_comments_batch(portal: Portal) -> None:
     comment_ids(portal)
     openlines_ok(portal)
     entries = [entry(f"m{i}", sequence=i, inbox=True) for i in range(3)]
-    result = make(settings=OPENLINES).append_entries(entries)
+    result = make(settings=OPENLINES, inbox=True).append_entries(entries)
     assert [m for m, _ in portal.requests] == ["batch"]
     keys = list(portal.requests[0][1]["cmd"])
     assert keys[0] == "im0"  # the chat send first, the comments after it
@@ -1497,7 +1591,7 @@ def test_open_lines_messages_ride_in_the_comments_batch(portal: Portal) -> None:
 def test_open_lines_only_is_one_call_for_many_messages(portal: Portal) -> None:
     openlines_ok(portal)
     entries = [entry(f"m{i}", sequence=i, inbox=True, timeline="none") for i in range(5)]
-    result = make(settings=OPENLINES).append_entries(entries)
+    result = make(settings=OPENLINES, inbox=True).append_entries(entries)
     assert [m for m, _ in portal.requests] == ["imconnector.send.messages"]
     assert result["m4"] == (CrmRef("message", "m4"),)
 
@@ -1509,7 +1603,7 @@ def test_open_lines_retry_trusts_the_comment_it_was_sent_before(portal: Portal) 
         "crm.timeline.comment.list",
         [{"ID": "555", "COMMENT": f"x\n[bridge:{marker_hash('m1')}:1:1]"}],
     )
-    result = make(settings=OPENLINES).append_entries(
+    result = make(settings=OPENLINES, inbox=True).append_entries(
         [entry("m1", inbox=True, maybe_written=True), entry("m2", inbox=True, maybe_written=True)]
     )
     assert result["m1"] == (CrmRef("comment", "555"), CrmRef("message", "m1"))
@@ -1522,7 +1616,7 @@ def test_an_edit_updates_the_original_message(portal: Portal) -> None:
     portal.on(
         "imconnector.update.messages", {"SUCCESS": True, "DATA": {"RESULT": [{"SUCCESS": True}]}}
     )
-    make(settings=OPENLINES).append_entries(
+    make(settings=OPENLINES, inbox=True).append_entries(
         [entry("m9", inbox=True, is_edit=True, text="blue, sorry", options={"edit_of": "m1"})]
     )
     (update,) = portal.methods("imconnector.update.messages")
@@ -1538,9 +1632,9 @@ def test_open_lines_refusals(portal: Portal) -> None:
     )
     chat_only = entry("m1", inbox=True, timeline="none")
     with pytest.raises(PermanentError, match="bad user"):
-        make(settings=OPENLINES).append_entries([chat_only])
+        make(settings=OPENLINES, inbox=True).append_entries([chat_only])
     # with a comment the message is filed on the timeline: no error, no duplicate later
-    assert make(settings=OPENLINES).append_entries([entry("m2", inbox=True)])["m2"] == (
+    assert make(settings=OPENLINES, inbox=True).append_entries([entry("m2", inbox=True)])["m2"] == (
         CrmRef("comment", "1000"),
     )
     portal.on(
@@ -1550,7 +1644,7 @@ def test_open_lines_refusals(portal: Portal) -> None:
         ),
     )
     with pytest.raises(PermanentError, match="NOT_ACTIVE_LINE"):
-        make(settings=OPENLINES).append_entries([entry("m3", inbox=True)])
+        make(settings=OPENLINES, inbox=True).append_entries([entry("m3", inbox=True)])
 
 
 def test_open_lines_sent_whose_comment_failed_is_not_sent_again(portal: Portal) -> None:
@@ -1567,7 +1661,7 @@ def test_open_lines_sent_whose_comment_failed_is_not_sent_again(portal: Portal) 
     portal.on("crm.timeline.comment.add", comment)
     entries = [entry(f"m{i}", sequence=i, text=f"message {i}", inbox=True) for i in range(3)]
     with pytest.raises(PermanentError) as caught:
-        make(settings=OPENLINES).append_entries(entries)
+        make(settings=OPENLINES, inbox=True).append_entries(entries)
     assert caught.value.partial == {"m0": (CrmRef("comment", "7"), CrmRef("message", "m0"))}
     assert caught.value.progress == {
         "m1": (CrmRef("message", "m1"),),
@@ -1575,7 +1669,7 @@ def test_open_lines_sent_whose_comment_failed_is_not_sent_again(portal: Portal) 
     }
     portal.on("crm.timeline.comment.add", lambda _p: 8)
     retry = [replace(e, written=caught.value.progress[e.bridge_id]) for e in entries[1:]]
-    result = make(settings=OPENLINES).append_entries(retry)
+    result = make(settings=OPENLINES, inbox=True).append_entries(retry)
     assert len(portal.methods("imconnector.send.messages")) == 1  # the first batch's only
     assert result == {
         "m1": (CrmRef("comment", "8"), CrmRef("message", "m1")),
@@ -1723,7 +1817,7 @@ def test_decode_brackets_is_strict() -> None:
 
 
 def test_verify_accepts_the_stored_application_token() -> None:
-    adapter = make(settings=OPENLINES)
+    adapter = make(settings=OPENLINES, inbox=True)
     request = event_request(
         official_event(
             "api-reference__imopenlines__imconnector__events__on-im-connector-message-add"
@@ -1735,6 +1829,7 @@ def test_verify_accepts_the_stored_application_token() -> None:
     digest_only = make(
         {k: v for k, v in OAUTH_CREDS.items() if k != "application_token"},
         {**OPENLINES, "application_token_sha256": token_digest(APP_TOKEN)},
+        inbox=True,
     )
     digest_only.verify_webhook(request)
 
@@ -1751,7 +1846,7 @@ def test_verify_accepts_the_stored_application_token() -> None:
 def test_forged_tokens_are_refused(auth: dict[str, str]) -> None:
     payload = official_event("api-reference__common__events__on-app-uninstall", **auth)
     with pytest.raises(SignatureError):
-        make(settings=OPENLINES).verify_webhook(event_request(payload))
+        make(settings=OPENLINES, inbox=True).verify_webhook(event_request(payload))
 
 
 def test_missing_token_and_webhook_tenants_are_refused() -> None:
@@ -1776,7 +1871,7 @@ def test_operator_message_becomes_a_reply() -> None:
     )
     payload["data"]["CONNECTOR"] = "crm_bridge_telegram"
     payload["data"]["MESSAGES"][0]["chat"]["id"] = "conv-1"
-    (reply,) = make(settings=OPENLINES).parse_webhook(event_request(payload))
+    (reply,) = make(settings=OPENLINES, inbox=True).parse_webhook(event_request(payload))
     assert reply.kind is CrmEventKind.REPLY
     assert reply.external_id == "1807:86497"
     assert reply.thread_key == "conv-1"
@@ -1785,14 +1880,14 @@ def test_operator_message_becomes_a_reply() -> None:
     assert reply.author_name == "Klaus Weber" and reply.author_id == "27"
     assert reply.occurred_at == dt.datetime.fromtimestamp(payload["ts"], dt.UTC)
     assert "auth" not in reply.raw
-    kept = make(settings={**OPENLINES, "operator_signature": "keep"}).parse_webhook(
+    kept = make(settings={**OPENLINES, "operator_signature": "keep"}, inbox=True).parse_webhook(
         event_request(payload)
     )
     assert kept[0].text == "Klaus Weber: Guten Tag!"
     other = dict(payload, data={**payload["data"], "CONNECTOR": "someone_else"})
-    assert [e.kind for e in make(settings=OPENLINES).parse_webhook(event_request(other))] == [
-        CrmEventKind.UNKNOWN
-    ]
+    assert [
+        e.kind for e in make(settings=OPENLINES, inbox=True).parse_webhook(event_request(other))
+    ] == [CrmEventKind.UNKNOWN]
 
 
 def test_several_operator_messages_in_one_event() -> None:
@@ -1804,13 +1899,13 @@ def test_several_operator_messages_in_one_event() -> None:
     second["im"]["message_id"] = 86498
     second["message"]["text"] = "[b]Klaus Weber:[/b] [br]Noch etwas?"
     payload["data"]["MESSAGES"].append(second)
-    replies = make(settings=OPENLINES).parse_webhook(event_request(payload))
+    replies = make(settings=OPENLINES, inbox=True).parse_webhook(event_request(payload))
     assert [r.external_id for r in replies] == ["1807:86497", "1807:86498"]
     assert [r.text for r in replies] == ["Guten Tag!", "Noch etwas?"]
 
 
 def test_uninstall_and_deletions(portal: Portal) -> None:
-    adapter = make(settings=OPENLINES)
+    adapter = make(settings=OPENLINES, inbox=True)
     (removed,) = adapter.parse_webhook(
         event_request(official_event("api-reference__common__events__on-app-uninstall"))
     )
@@ -1835,7 +1930,7 @@ def test_lead_update_is_re_read(portal: Portal) -> None:
     lead = example("api-reference__crm__leads__crm-lead-get.1")["result"]
     portal.on("crm.lead.get", lead)
     limiter = Limiter()
-    adapter = make(settings=OPENLINES, limiter=limiter)
+    adapter = make(settings=OPENLINES, limiter=limiter, inbox=True)
     payload = official_event("api-reference__crm__leads__events__on-crm-lead-update")
     lead_id = str(payload["data"]["FIELDS"]["ID"])
     events = adapter.parse_webhook(event_request(payload))
@@ -1853,7 +1948,7 @@ def test_deal_update_and_unreadable_updates(portal: Portal) -> None:
     deal["STAGE_SEMANTIC_ID"] = "F"
     portal.on("crm.deal.get", deal)
     payload = official_event("api-reference__crm__deals__events__on-crm-deal-update")
-    adapter = make(settings=OPENLINES)
+    adapter = make(settings=OPENLINES, inbox=True)
     assert CrmEventKind.ENTITY_CLOSED in {
         e.kind for e in adapter.parse_webhook(event_request(payload))
     }
@@ -1866,7 +1961,7 @@ def test_deal_update_and_unreadable_updates(portal: Portal) -> None:
 
 
 def test_unknown_events_and_junk() -> None:
-    adapter = make(settings=OPENLINES)
+    adapter = make(settings=OPENLINES, inbox=True)
     for name in (
         "api-reference__imopenlines__imconnector__events__on-im-connector-dialog-start",
         "api-reference__imopenlines__imconnector__events__on-im-connector-status-delete",
@@ -1936,7 +2031,7 @@ def test_signature_is_taken_off_or_kept() -> None:
 
 def test_delivery_receipt_shape(portal: Portal) -> None:
     portal.on("imconnector.send.status.delivery", {"SUCCESS": True, "DATA": []})
-    make(settings=OPENLINES).report_delivery(
+    make(settings=OPENLINES, inbox=True).report_delivery(
         DeliveryReport(
             "1807:86497", DeliveryStatus.SENT, crm_thread_id="crm_bridge_telegram:107:conv-1"
         )
@@ -1958,7 +2053,7 @@ def test_a_receipt_for_no_open_lines_message_sends_nothing(
     portal: Portal, crm_message_id: str
 ) -> None:
     # str.isdigit() admits "²" and Arabic-Indic digits; int() would not (a crashed job)
-    make(settings=OPENLINES).report_delivery(
+    make(settings=OPENLINES, inbox=True).report_delivery(
         DeliveryReport(
             crm_message_id, DeliveryStatus.SENT, crm_thread_id="crm_bridge_telegram:107:conv-1"
         )
@@ -1972,7 +2067,7 @@ def test_failed_delivery_becomes_a_comment_and_webhook_tenants_report_nothing(
     portal.on("crm.lead.list", [{"ID": "900"}])
     portal.on("crm.deal.list", [])
     portal.on("crm.timeline.comment.add", 5)
-    make(settings=OPENLINES).report_delivery(
+    make(settings=OPENLINES, inbox=True).report_delivery(
         DeliveryReport(
             "1807:86497",
             DeliveryStatus.FAILED,
@@ -1991,13 +2086,20 @@ def test_failed_delivery_becomes_a_comment_and_webhook_tenants_report_nothing(
         DeliveryReport("1807:86497", DeliveryStatus.SENT)
     )
     assert hook_portal.requests == []
+    # in the tenant's language (the mapping's, on the account)
+    make(settings=OPENLINES, inbox=True, language="ru").report_delivery(
+        DeliveryReport("1807:86498", DeliveryStatus.FAILED, crm_thread_id="x:107:conv-1")
+    )
+    assert strip_hidden(portal.methods("crm.timeline.comment.add")[-1]["fields"]["COMMENT"]) == (
+        "Ответ НЕ доставлен клиенту (message 1807:86498)"
+    )
 
 
 # ==========================================================================
 # setup
 # ==========================================================================
 
-LINK = ChannelLink(id="3", kind="telegram", name="@acme_bot", identifier="4242")
+LINK = ChannelLink(id="3", kind="telegram", name="@acme_bot", identifier="4242", title="Telegram")
 
 
 def setup_portal(portal: Portal) -> None:
@@ -2036,8 +2138,11 @@ def setup_portal(portal: Portal) -> None:
 
 def test_setup_of_an_app_install_with_open_lines(portal: Portal) -> None:
     setup_portal(portal)
-    adapter = make(settings={"member_id": MEMBER, "inbox": True})
-    settings = adapter.setup([LINK], {"lead": ["utm_source", "company_size"]})
+    adapter = make(settings={"member_id": MEMBER}, inbox=True)
+    result = adapter.setup([LINK], {"lead": ["utm_source", "company_size"]})
+    assert isinstance(result, SetupResult) and result.routes == ()  # events go to the tenant's URL
+    settings = dict(result.settings)
+    load(Bitrix24Settings, settings, strict=True)  # the core's check of what it stores
     assert settings == {
         "domain": DOMAIN,
         "member_id": MEMBER,
@@ -2067,6 +2172,7 @@ def test_setup_of_an_app_install_with_open_lines(portal: Portal) -> None:
         register, doc_request("api-reference/imopenlines/imconnector/imconnector-register.md")
     )
     assert register["ID"] == "crm_bridge_telegram" and register["NEED_SIGNATURE"] == "1"
+    assert register["NAME"] == "CRM bridge · Telegram"  # the app's title, the channel's name
     assert register["PLACEMENT_HANDLER"] == adapter.account.webhook_url
     assert register["ICON"]["DATA_IMAGE"].startswith("data:image/svg+xml,")
     (activate,) = portal.methods("imconnector.activate")
@@ -2085,20 +2191,20 @@ def test_setup_of_an_app_install_with_open_lines(portal: Portal) -> None:
     (uf,) = portal.methods("crm.lead.userfield.add")
     assert uf["fields"]["FIELD_NAME"] == "COMPANY_SIZE" and uf["fields"]["USER_TYPE_ID"] == "string"
     # idempotent: the same settings, duplicates refused by Bitrix24 are fine
-    again = make(settings={"member_id": MEMBER, "inbox": True, **settings}).setup(
+    again = make(settings={"member_id": MEMBER, **settings}, inbox=True).setup(
         [LINK], {"lead": ["utm_source", "company_size"]}
     )
-    assert again == settings
+    assert again == result
     assert len(portal.methods("crm.lead.userfield.add")) == 1
 
 
 def test_setup_of_a_webhook_tenant(hook_portal: Portal) -> None:
     setup_portal(hook_portal)
-    settings = make(HOOK_CREDS, {}).setup([LINK], {})
+    settings = make(HOOK_CREDS, {}).setup([LINK], {}).settings
     assert settings == {"domain": DOMAIN, "conversation_field": "ORIGIN_ID"}
     assert [m for m, _ in hook_portal.executed] == ["user.current"]
     with pytest.raises(PermanentError, match="Open Lines need the app install"):
-        make(HOOK_CREDS, {"inbox": True}).setup([LINK], {})
+        make(HOOK_CREDS, {}, inbox=True).setup([LINK], {})
     hook_portal.on("user.current", lambda _p: (_ for _ in ()).throw(Err(401, "NO_AUTH_FOUND")))
     with pytest.raises(AuthError):
         make(HOOK_CREDS, {}).setup([LINK], {})
@@ -2111,7 +2217,7 @@ def test_setup_refuses_a_failing_registration(portal: Portal) -> None:
         example("api-reference__imopenlines__imconnector__imconnector-register.2")["result"],
     )
     with pytest.raises(PermanentError, match="CONNECTOR_ID_REQUIRED"):
-        make(settings={"member_id": MEMBER, "inbox": True}).setup([LINK], {})
+        make(settings={"member_id": MEMBER}, inbox=True).setup([LINK], {})
     setup_portal(portal)
     portal.on("event.bind", lambda _p: (_ for _ in ()).throw(Err(400, "ERROR_EVENT_NOT_FOUND")))
     with pytest.raises(PermanentError, match="ERROR_EVENT_NOT_FOUND"):
@@ -2134,10 +2240,11 @@ def test_a_new_customer_in_one_request(portal: Portal) -> None:
     entries = [
         replace(entry(f"m{i}", sequence=i, inbox=True), contact=None, entity=None) for i in range(2)
     ]
-    opened = make(settings=OPENLINES).open_conversation(
+    opened = make(settings=OPENLINES, inbox=True).open_conversation(
         contact=draft(), entity=lead_draft(), task=task(entity=None), entries=entries
     )
     assert [m for m, _ in portal.requests] == ["batch"]
+    assert isinstance(opened, OpenedConversation)
     assert opened.contact.ref == CrmRef("contact", "46")
     assert opened.entity == CrmRef("lead", "3465")
     assert opened.task == CrmRef("todo", "999")
@@ -2178,7 +2285,7 @@ def test_live_conversation_and_backlog_request_counts(portal: Portal) -> None:
     for mode, settings, inbox in (("crm", None, False), ("openlines", OPENLINES, True)):
         for per_drain in (1, 2, 50):
             portal.requests.clear()
-            adapter = make(settings=settings)
+            adapter = make(settings=settings, inbox=inbox)
             for drain in range(10):
                 adapter.append_entries(
                     [
