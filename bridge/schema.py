@@ -55,9 +55,11 @@ def setting(
     state: bool = False,
     help: str = "",  # noqa: A002 — the field's description, as argparse names it
     default_factory: Any = dataclasses.MISSING,
+    choices: tuple[Any, ...] = (),
 ) -> Any:
-    """A field of a settings schema (see the module docstring)."""
-    metadata = {"secret": secret, "state": state, "help": help}
+    """A field of a settings schema (see the module docstring); ``choices``:
+    the only values it may take."""
+    metadata = {"secret": secret, "state": state, "help": help, "choices": tuple(choices)}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -87,6 +89,20 @@ def _describe(hint: Any) -> str:
     return {str: "text", int: "a whole number", float: "a number", bool: "true or false"}.get(
         hint, getattr(hint, "__name__", str(hint))
     )
+
+
+def _value(spec: dataclasses.Field[Any], hint: Any, value: Any, where: str) -> Any:
+    """``value`` for the field ``spec``, or ``SettingsError`` naming the fix."""
+    try:
+        got = _coerce(hint, value)
+    except TypeError:
+        shown = "<hidden>" if spec.metadata.get("secret") else repr(value)[:60]
+        raise SettingsError(where, spec.name, f"must be {_describe(hint)} (got {shown})") from None
+    choices = spec.metadata.get("choices") or ()
+    if choices and got not in choices:
+        allowed = ", ".join(str(c) for c in choices)
+        raise SettingsError(where, spec.name, f"must be one of {allowed} (got {got!r})")
+    return got
 
 
 def _coerce(hint: Any, value: Any) -> Any:
@@ -174,13 +190,7 @@ def load(
             if _required(spec):
                 raise SettingsError(where, name, "required: set it")
             continue
-        try:
-            values[name] = _coerce(hints[name], data[name])
-        except TypeError:
-            shown = "<hidden>" if spec.metadata.get("secret") else repr(data[name])[:60]
-            raise SettingsError(
-                where, name, f"must be {_describe(hints[name])} (got {shown})"
-            ) from None
+        values[name] = _value(spec, hints[name], data[name], where)
     return schema(**values)
 
 
@@ -195,13 +205,7 @@ def check(schema: type, updates: Mapping[str, Any], *, where: str = "") -> dict[
         if key not in known:
             names = ", ".join(sorted(known)) or "none"
             raise SettingsError(where, key, f"unknown setting (known: {names})")
-        try:
-            out[key] = _coerce(hints[key], value)
-        except TypeError:
-            shown = "<hidden>" if known[key].metadata.get("secret") else repr(value)[:60]
-            raise SettingsError(
-                where, key, f"must be {_describe(hints[key])} (got {shown})"
-            ) from None
+        out[key] = _value(known[key], hints[key], value, where)
     return out
 
 

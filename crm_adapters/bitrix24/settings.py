@@ -91,6 +91,7 @@ class Bitrix24Settings:
     plan: str = setting(
         "basic",
         state=True,
+        choices=("basic", "enterprise"),
         help="basic | enterprise, from app.info LICENSE_FAMILY: the leaky bucket is "
         "50 burst / 2 per s, or 250 / 5 (FACTS 2.3)",
     )
@@ -152,6 +153,7 @@ class Bitrix24Settings:
     )
     task_kind: str = setting(
         "todo",
+        choices=("todo", "task"),
         help="todo: a to-do on the lead/deal (crm.activity.todo.add) | task: a task "
         "bound to it (tasks.task.add with UF_CRM_TASK)",
     )
@@ -177,6 +179,7 @@ class Bitrix24Settings:
     )
     operator_signature: str = setting(
         "strip",
+        choices=("strip", "keep"),
         help="strip: the operator's name is taken off a reply (it becomes the reply's "
         "author) | keep: it stays as a plain 'Name: ' prefix",
     )
@@ -186,6 +189,7 @@ class Bitrix24Settings:
     )
     marker_style: str = setting(
         "hidden",
+        choices=("hidden", "visible"),
         help="hidden: the bridge marker in zero-width characters | visible: a short "
         "[bridge:…] tag, where Bitrix24 is seen dropping zero-width characters",
     )

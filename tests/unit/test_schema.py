@@ -77,3 +77,15 @@ def test_every_channel_declares_how_it_is_connected(kind: str) -> None:
     cls = channel_class(kind)
     assert dump(load(cls.Credentials, {})) is not None
     assert secret_names(cls.Credentials) == set(dump(load(cls.Credentials, {})))
+
+
+def test_a_setting_with_choices_refuses_anything_else() -> None:
+    @dataclass(frozen=True)
+    class Choosy:
+        kind: str = setting("todo", choices=("todo", "task"))
+
+    assert load(Choosy, {"kind": "task"}).kind == "task"
+    with pytest.raises(SettingsError, match=r"kind: must be one of todo, task \(got 'tsak'\)"):
+        load(Choosy, {"kind": "tsak"})
+    with pytest.raises(SettingsError, match="must be one of"):
+        check(Choosy, {"kind": "other"})
