@@ -14,7 +14,8 @@ these fixtures; everything CRM-specific stays in the subclass:
     The tenant's channel accounts, passed to ``setup()``.
 ``make_entry(bridge_id, *, contact, entity, sequence, occurred_at, text, maybe_written)``
     A :class:`TimelineEntry` as the sync job would build it for this CRM
-    (channel kind, channel account, sender identifier, ``options``).
+    (channel kind, channel account, sender identifier, the typed fields the
+    mapping decides: ``timeline``, ``inbox``, ``channel_title``...).
 
 Optional overrides: ``mapping_properties`` (the mapping's custom properties
 for ``setup()``), ``entity_defaults`` (pipeline / stage for ``EntityDraft``)
@@ -216,8 +217,8 @@ class CrmAdapterContract:
         channel_links: Sequence[ChannelLink],
         mapping_properties: Mapping[str, Sequence[str]],
     ) -> dict[str, Any]:
-        """What ``setup()`` returned: the core persists it on the tenant."""
-        return make_adapter({}).setup(channel_links, mapping_properties)
+        """The settings ``setup()`` recorded: the core persists them on the tenant."""
+        return dict(make_adapter({}).setup(channel_links, mapping_properties).settings)
 
     @pytest.fixture
     def adapter(
@@ -290,7 +291,7 @@ class CrmAdapterContract:
     ) -> None:
         before = vendor.setup_fingerprint()
         again = make_adapter(settings).setup(channel_links, mapping_properties)
-        assert again == settings
+        assert dict(again.settings) == settings
         assert vendor.setup_fingerprint() == before
 
     # -- contacts -------------------------------------------------------

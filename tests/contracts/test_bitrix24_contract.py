@@ -319,23 +319,6 @@ class _B24Contract(CrmAdapterContract):
         assert setup_result.routes == ()  # every event goes to the tenant's own URL
         return dict(setup_result.settings)
 
-    def test_setup_is_idempotent(
-        self,
-        make_adapter: Callable[..., Bitrix24Adapter],
-        vendor: B24Vendor,
-        channel_links: list[ChannelLink],
-        mapping_properties: Mapping[str, list[str]],
-        setup_result: SetupResult,
-        settings: dict[str, Any],
-    ) -> None:
-        """The shared duty (``crm_contract``), for a ``setup()`` that returns
-        a :class:`SetupResult`: a second run over the stored settings returns
-        the same and changes nothing at the vendor."""
-        before = vendor.setup_fingerprint()
-        again = make_adapter(settings).setup(channel_links, mapping_properties)
-        assert again == setup_result
-        assert vendor.setup_fingerprint() == before
-
     @pytest.fixture
     def mapping_properties(self) -> Mapping[str, list[str]]:
         return {"lead": ["utm_source"]}
