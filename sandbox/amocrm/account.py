@@ -23,7 +23,7 @@ from .entities import self_link
 from .errors import ItemErrors, bad_request, forbidden, hal, no_content, not_found
 from .listing import paginate, query, with_params
 from .notes_tasks import TASK_TYPES
-from .store import Account, now_s
+from .store import Account
 from .webhooks import EVENTS
 
 __all__ = ["bp", "render_webhook"]
@@ -152,7 +152,7 @@ def subscribe(subdomain: str) -> Response:
     if isinstance(sort, bool) or not isinstance(sort, int):
         errors.type_error("sort", "int")
     errors.raise_if_any()
-    now = int(now_s())
+    now = int(sb.store.now())
     with sb.store.lock:
         hook = next((w for w in c.account.webhooks.values()
                      if w["destination"] == destination), None)

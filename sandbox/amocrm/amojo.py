@@ -37,7 +37,7 @@ from flask import Blueprint, Response, request
 from . import chats
 from .context import sandbox
 from .errors import AmoError, plain_json
-from .store import Store, now_s
+from .store import Store
 
 __all__ = ["bp", "sign_request"]
 
@@ -84,7 +84,7 @@ def _verify_signature() -> None:
         sent = email.utils.parsedate_to_datetime(date).timestamp()
     except (TypeError, ValueError, IndexError):
         raise _error(403, "INVALID_SIGNATURE", "Date header missing or not RFC 2822") from None
-    if abs(now_s() - sent) > float(store.cfg["amojo_date_window_s"]):
+    if abs(store.now() - sent) > float(store.cfg["amojo_date_window_s"]):
         raise _error(403, "INVALID_SIGNATURE", "Date header is outside the 15 minute window")
     paths = {request.path[len(_PREFIX) :], request.script_root + request.path}
     ok = any(
@@ -162,7 +162,7 @@ def connect(channel_id: str) -> Response:
             "hook_api_version": version,
             "is_time_window_disabled": window,
             "connected": True,
-            "connected_at": int(now_s()),
+            "connected_at": int(store.now()),
         }
     return plain_json(
         {
@@ -284,7 +284,7 @@ def send_message(scope_id: str) -> Response:
     outgoing = payload.get("receiver") is not None
     receiver = _user_payload(payload["receiver"], "receiver") if outgoing else sender
     message = _check_message(payload.get("message"))
-    now = now_s()
+    now = store.now()
     timestamp = payload.get("timestamp", int(now))
     msec = payload.get("msec_timestamp", int(timestamp) * 1000)
     if (
@@ -372,7 +372,7 @@ def _edit(scope_id: str, payload: dict[str, Any]) -> Response:
             )
         if msg is None or msg["scope_id"] != scope_id:
             raise _error(404, "MESSAGE_NOT_FOUND", "message does not exist")
-        msg["edits"].append({"at": now_s(), "text": msg["text"], "type": msg["type"]})
+        msg["edits"].append({"at": store.now(), "text": msg["text"], "type": msg["type"]})
         for key in ("type", "text", "media", "file_name", "file_size", "location", "contact"):
             if key in message:
                 msg[key] = message[key]
@@ -417,7 +417,7 @@ def delivery_status(scope_id: str, msgid: str) -> Response:
                 "error_code": error_code,
                 "error": error,
                 "field": field,
-                "at": now_s(),
+                "at": store.now(),
             }
         )
     return Response(b"", status=200)

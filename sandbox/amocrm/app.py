@@ -10,7 +10,7 @@ hosts differ, the paths after them are amoCRM's own):
 * ``/_...`` -- control endpoints (never faulted, never rate limited)
 
 Every account API request passes, in order: the fault plan
-(:mod:`sandbox.faults`), authentication (the subdomain must name an account,
+(:mod:`sandbox.core.faults`), authentication (the subdomain must name an account,
 else 401 -- error code 101; the Bearer token must be a live token of *that*
 account, else 401; FACTS.md 1.1-1.3), the subscription check (402), the rate
 limiter (403 while blocked, 429 over 7/s; FACTS 1.4), the handler. Webhook
@@ -19,12 +19,16 @@ jobs collected by the handler are sent after the answer.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from ..faults import FaultPlan
+from ..core import control as core_control
+from ..core import stats
+from ..core.clock import Clock
+from ..core.faults import FaultPlan
 from . import (
     account,
     amojo,
@@ -35,10 +39,9 @@ from . import (
     notes_tasks,
     oauth,
     pipelines,
-    stats,
 )
-from .config import build_config
-from .context import API_ATTR, EXTENSION, ApiContext, Sandbox, sandbox
+from .config import SETTINGS
+from .context import API_ATTR, EXTENSION, ApiContext, sandbox
 from .errors import (
     AmoError,
     forbidden,
@@ -48,18 +51,20 @@ from .errors import (
     unauthorized,
 )
 from .ratelimit import RateLimiter
-from .store import Store, now_s
-from .webhooks import Dispatcher
+from .store import Store
+from .webhooks import AccountWebhooks
 
 __all__ = ["create_app"]
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build a sandbox amoCRM app; ``config`` overrides :data:`config.DEFAULTS`."""
-    cfg = build_config(config)
+    cfg = SETTINGS.build(config)
     app = Flask(__name__, static_folder=None)
-    store = Store(cfg)
-    sb = Sandbox(store, RateLimiter(), FaultPlan(seed=cfg["seed"]), Dispatcher(store))
+    clock = Clock()
+    store = Store(cfg, clock)
+    sb = control.AmoSandbox(store, RateLimiter(clock.now), FaultPlan(seed=cfg["seed"]),
+                            AccountWebhooks(store), clock)
     app.extensions[EXTENSION] = sb
     # Faults first: they stand for the network and amoCRM's edge.
     sb.faults.install(app, error_body=_fault_body, applies=_fault_applies)
@@ -70,8 +75,25 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.register_blueprint(module.bp)
     app.register_error_handler(AmoError, _render_amo_error)
     app.register_error_handler(HTTPException, _render_http_error)
-    stats.install(app)  # GET /_stats (read-only)
+    core_control.install(app, sb)  # /_state, /_config, /_reset, /_clock, /_reply
+    stats.install(app, route=_stats_route)  # GET /_stats (read-only)
     return app
+
+
+_ANY = re.compile(r"<any\([^)]*\):(\w+)>")
+
+
+def _stats_route() -> str | None:
+    """Vendor requests as their rule template with ``<any(…):name>`` parts spelled
+    out (``/<subdomain>/api/v4/leads/<int:lead_id>``); None for control endpoints
+    and the consent page."""
+    path = request.path
+    if path.startswith("/_") or path == "/www/oauth":
+        return None
+    if request.url_rule is None:
+        return path
+    args = request.view_args or {}
+    return _ANY.sub(lambda m: str(args.get(m.group(1), m.group(0))), request.url_rule.rule)
 
 
 # -- faults ------------------------------------------------------------------------------------
@@ -116,11 +138,10 @@ def _gate() -> Response | None:
         acct = sb.store.account_by_subdomain(subdomain)
         if acct is None:  # error code 101: no such account -> 401
             raise unauthorized("Account not found")
-        token = _bearer()
-        access = sb.store.access.get(token) if token else None
-        if access is None or access.account_id != acct.id:
+        access = sb.store.oauth.bearer(_bearer())
+        if access is None or access.account != acct.id:
             raise unauthorized()
-        if access.expires_at <= now_s():
+        if access.expires_at <= sb.store.now():
             raise unauthorized("Token has expired")
         if not acct.subscription_active:
             raise payment_required()

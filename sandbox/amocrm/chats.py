@@ -8,7 +8,7 @@
   UNCONFIRMED: when the chat is linked (``POST /api/v4/contacts/chats``) to a
   contact with an open lead, the message lands in that lead's chat; with no
   open lead left, a new Unsorted lead is created for that contact.
-* A manager's reply (control ``POST /_chat_reply``) is stored and announced
+* A manager's reply (control ``POST /_reply``) is stored and announced
   with the outgoing-message hook v2, signed ``X-Signature = hex
   HMAC-SHA1(channel secret, raw body)``, sent once and never retried.
 """
@@ -21,13 +21,12 @@ import json
 import uuid
 from typing import Any
 
-import requests
-
+from ..core import webhooks as core_webhooks
 from . import webhooks
 from .contacts import create_contact
 from .fields import apply_values, field_by_code
 from .leads import create_unsorted_lead
-from .store import CLOSED, Account, Store, now_s
+from .store import CLOSED, Account, Store
 
 __all__ = ["client_user", "get_chat", "record_message", "route_incoming", "render_user",
            "hook_body", "send_hook", "manager_message", "MESSAGE_TYPES"]
@@ -85,7 +84,7 @@ def get_chat(store: Store, connection: dict[str, Any], conversation_id: str,
             "conversation_id": conversation_id, "client_user_id": client["id"],
             "client_key": client["client_id"],
             "source": source if isinstance(source, dict) else None, "contact_id": None,
-            "lead_id": None, "created_at": int(now_s()), "messages": []}
+            "lead_id": None, "created_at": int(store.now()), "messages": []}
     store.chats[chat["id"]] = chat
     store.chat_index[key] = chat["id"]
     return chat, True
@@ -162,7 +161,7 @@ def route_incoming(store: Store, account: Account, chat: dict[str, Any],
 def manager_message(store: Store, account: Account, chat: dict[str, Any], text: str,
                     user: dict[str, Any]) -> dict[str, Any]:
     """Store a manager's outgoing text message in ``chat``. Lock held."""
-    now = now_s()
+    now = store.now()
     client = next(u for (scope, _), u in store.amojo_users.items()
                   if scope == chat["scope_id"] and u["id"] == chat["client_user_id"])
     return record_message(store, chat, "out", {"id": user["amojo_id"], "name": user["name"],
@@ -183,7 +182,7 @@ def hook_body(store: Store, account: Account, chat: dict[str, Any], msg: dict[st
     client = next(u for (scope, _), u in store.amojo_users.items()
                   if scope == chat["scope_id"] and u["id"] == chat["client_user_id"])
     body: dict[str, Any] = {
-        "account_id": account.amojo_id, "time": int(now_s()),
+        "account_id": account.amojo_id, "time": int(store.now()),
         "message": {
             "receiver": {"id": client["id"], "phone": client.get("phone") or "",
                          "email": client.get("email") or "", "client_id": client["client_id"]},
@@ -202,14 +201,7 @@ def send_hook(url: str, body: dict[str, Any], secret: str, timeout: float) -> di
     """POST the hook once (never retried, FACTS 1.13); report the answer."""
     raw = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     signature = hmac.new(secret.encode(), raw, hashlib.sha1).hexdigest()
-    try:
-        resp = requests.post(url, data=raw, timeout=timeout, allow_redirects=False, headers={
-            "Content-Type": "application/json", "X-Signature": signature})
-    except requests.RequestException as exc:
-        return {"url": url, "status": None, "body": None,
-                "error": f"{type(exc).__name__}: {exc}"}
-    try:
-        answer: Any = resp.json()
-    except ValueError:
-        answer = resp.text[:2000]
-    return {"url": url, "status": resp.status_code, "body": answer}
+    outcome = core_webhooks.send(url, raw, {"Content-Type": "application/json",
+                                       "X-Signature": signature}, timeout)
+    return {"url": url, "status": outcome.status, "body": outcome.body(2000),
+            "error": outcome.error}

@@ -2,7 +2,8 @@
 
 ``create_app(config)`` deep-merges ``config`` over :data:`DEFAULTS`
 (``accounts`` is replaced whole); ``POST /_config`` changes the same keys at
-run time, except ``accounts`` and ``seed`` handling of the store. Every switch
+run time, except ``accounts`` (:data:`SETTINGS`, a
+:class:`sandbox.core.config.Settings`). Every switch
 for behaviour FACTS.md section 1 marks UNCONFIRMED is named here with its
 default and the FACTS paragraph it stands for.
 
@@ -12,14 +13,13 @@ fixtures; the shapes follow FACTS.md 1.x.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
+
+from ..core.config import Settings, require_bools, require_numbers, require_positive_ints
 
 __all__ = [
     "DEFAULTS",
-    "RUNTIME_KEYS",
-    "build_config",
-    "update_config",
+    "SETTINGS",
     "DEMO_SUBDOMAIN",
     "DEMO_ACCOUNT_ID",
     "DEMO_AMOJO_ID",
@@ -177,9 +177,6 @@ DEFAULTS: dict[str, Any] = {
     "seed": None,
 }
 
-#: keys POST /_config may change at run time
-RUNTIME_KEYS = frozenset(DEFAULTS) - {"accounts"}
-
 _BOOLS = ("revoke_family_on_reuse", "retry_after_header", "block_on_storm",
           "webhooks_on_api_changes", "msgid_dedupe", "strip_zero_width")
 _POSITIVE_INTS = ("per_second", "max_limit", "default_limit", "complex_limit",
@@ -188,16 +185,6 @@ _NUMBERS = ("access_token_ttl", "refresh_token_ttl", "code_ttl", "rate_window_s"
             "storm_window_s", "block_seconds", "webhook_timeout_s",
             "webhook_disable_window_s", "install_hook_timeout_s", "amojo_date_window_s",
             "chat_hook_timeout_s")
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def _check_accounts(accounts: Any) -> None:
@@ -235,19 +222,10 @@ def _check_accounts(accounts: Any) -> None:
 
 
 def _check(cfg: dict[str, Any]) -> None:
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown config keys: {sorted(unknown)}")
     _check_accounts(cfg["accounts"])
-    for key in _BOOLS:
-        if not isinstance(cfg[key], bool):
-            raise ValueError(f"{key} must be a boolean")
-    for key in _POSITIVE_INTS:
-        if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ValueError(f"{key} must be a positive integer")
-    for key in _NUMBERS:
-        if isinstance(cfg[key], bool) or not isinstance(cfg[key], (int, float)) or cfg[key] < 0:
-            raise ValueError(f"{key} must be a number >= 0")
+    require_bools(cfg, _BOOLS)
+    require_positive_ints(cfg, _POSITIVE_INTS)
+    require_numbers(cfg, _NUMBERS)
     if cfg["storm_429s"] is not None and (not isinstance(cfg["storm_429s"], int)
                                           or cfg["storm_429s"] < 0):
         raise ValueError("storm_429s must be an integer >= 0")
@@ -274,18 +252,5 @@ def _check(cfg: dict[str, Any]) -> None:
             raise ValueError(f"channel.{key} is required")
 
 
-def build_config(overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """Defaults deep-merged with ``overrides`` (``accounts`` is replaced whole)."""
-    cfg = _merge(DEFAULTS, overrides or {})
-    _check(cfg)
-    return cfg
-
-
-def update_config(cfg: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """A new config with run-time ``values`` applied; raises ``ValueError``."""
-    bad = set(values) - RUNTIME_KEYS
-    if bad:
-        raise ValueError(f"not changeable at run time (or unknown): {sorted(bad)}")
-    new = _merge(cfg, values)
-    _check(new)
-    return new
+#: defaults, overrides, run-time updates (``accounts`` only at start-up)
+SETTINGS = Settings(DEFAULTS, check=_check, frozen={"accounts"})

@@ -36,7 +36,7 @@ from .entities import (
 from .errors import ItemErrors, bad_request, forbidden, hal, no_content, not_found
 from .fields import apply_values, normalize_values, render_values
 from .listing import int_set, order_key, paginate, query, with_params
-from .store import Account, Store, now_s
+from .store import Account, Store
 
 __all__ = ["bp", "create_contact", "validate_contact", "update_contact", "render_contact",
            "missing_entity"]
@@ -67,7 +67,7 @@ def create_contact(store: Store, account: Account, item: dict[str, Any],
                    fields: dict[str, Any], values: list[dict[str, Any]], user_id: int,
                    entity: str = "contacts") -> dict[str, Any]:
     """Insert a validated contact (or company). Caller holds the lock."""
-    now = int(now_s())
+    now = int(store.now())
     name = fields.get("name")
     if name is None:
         name = " ".join(p for p in (fields.get("first_name"), fields.get("last_name")) if p)

@@ -1,7 +1,9 @@
 """Per-app and per-request context shared by the sandbox's blueprints.
 
 * :class:`Sandbox` (in ``app.extensions["amocrm_sandbox"]``): the store, the
-  rate limiter, the fault plan and the webhook dispatcher of one app.
+  rate limiter, the fault plan, the account webhooks and the clock of one app
+  (the app builds :class:`sandbox.amocrm.control.AmoSandbox`, which adds the
+  control API's hooks).
 * :func:`api` marks an account API view (``/<subdomain>/api/v4/...``); the gate
   in :mod:`sandbox.amocrm.app` authenticates the Bearer token against the
   subdomain's account before the view runs and leaves an :class:`ApiContext`
@@ -19,13 +21,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import current_app, g, request
 
-from ..faults import FaultPlan
+from ..core.clock import Clock
+from ..core.faults import FaultPlan
 from .errors import bad_request
 from .ratelimit import RateLimiter
 from .store import Account, Store
 
 if TYPE_CHECKING:
-    from .webhooks import Dispatcher, Job
+    from ..core.webhooks import Job
+    from .webhooks import AccountWebhooks
 
 __all__ = [
     "Sandbox",
@@ -55,7 +59,8 @@ class Sandbox:
     store: Store
     limiter: RateLimiter
     faults: FaultPlan
-    dispatcher: Dispatcher
+    dispatcher: AccountWebhooks
+    clock: Clock
 
     @property
     def cfg(self) -> dict[str, Any]:

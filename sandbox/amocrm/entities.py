@@ -17,10 +17,10 @@ from typing import Any
 
 from flask import request
 
-from .context import api_url
+from .context import api_url, sandbox
 from .errors import ItemErrors, bad_request
 from .fields import value_strings
-from .store import Account, Store, now_s
+from .store import Account, Store
 
 __all__ = [
     "as_dict",
@@ -232,5 +232,5 @@ def range_filter(flt: dict[str, Any], key: str, value: Any) -> bool:
 
 
 def touch(obj: dict[str, Any], user_id: int) -> None:
-    obj["updated_at"] = int(now_s())
+    obj["updated_at"] = int(sandbox().store.now())
     obj["updated_by"] = user_id

@@ -44,7 +44,7 @@ from .entities import (
 from .errors import ItemErrors, bad_request, hal
 from .fields import apply_values, normalize_values, render_values
 from .listing import int_set, order_key, paginate, query, with_params
-from .store import CLOSED, Account, Store, now_s
+from .store import CLOSED, Account, Store
 
 __all__ = ["bp", "lead_change_jobs", "render_lead", "create_unsorted_lead", "set_status",
            "resolve_status"]
@@ -142,14 +142,14 @@ def set_status(lead: dict[str, Any], pipeline_id: int, status_id: int,
     """Move a lead; 142/143 set ``closed_at``, leaving them clears it (FACTS 1.8)."""
     lead["pipeline_id"], lead["status_id"] = pipeline_id, status_id
     if status_id in CLOSED:
-        lead["closed_at"] = closed_at or lead.get("closed_at") or int(now_s())
+        lead["closed_at"] = closed_at or lead.get("closed_at") or int(sandbox().store.now())
     else:
         lead["closed_at"] = None
 
 
 def _insert(store: Store, account: Account, item: dict[str, Any], fields: dict[str, Any],
             user_id: int) -> dict[str, Any]:
-    now = int(now_s())
+    now = int(store.now())
     pipe = account.pipelines.get(fields.get("pipeline_id", 0)) or account.main_pipeline()
     lead_id = store.next_id("leads")
     lead: dict[str, Any] = {

@@ -37,7 +37,7 @@ from .context import api, collect_events, ctx, json_body, json_list, sandbox
 from .entities import check_int, check_user, range_filter, request_id, self_link
 from .errors import ItemErrors, bad_request, hal
 from .listing import bool_arg, int_set, order_key, paginate, query
-from .store import Account, Store, now_s
+from .store import Account, Store
 
 __all__ = ["bp", "add_note", "NOTE_TYPES", "TASK_TYPES", "refresh_closest_task"]
 
@@ -114,7 +114,7 @@ def add_note(store: Store, account: Account, entity: str, entity_id: int, note_t
              ) -> dict[str, Any]:
     """Insert a note. Caller holds the lock."""
     item = item or {}
-    now = int(now_s())
+    now = int(store.now())
     created_by = item.get("created_by", user_id)
     note = {"id": store.next_id("notes"), "entity_id": entity_id, "entity_type": entity,
             "created_by": created_by, "updated_by": created_by, "created_at": now,
@@ -298,7 +298,7 @@ def create_tasks(subdomain: str) -> Response:
             _check_task(c.account, item, errors, None)
         errors.raise_if_any()
         out = []
-        now = int(now_s())
+        now = int(sandbox().store.now())
         for index, item in enumerate(items):
             created_by = item.get("created_by", c.user_id)
             task = {"id": sb.store.next_id("tasks"), "created_by": created_by,
@@ -378,7 +378,7 @@ def _patch_tasks(items: list[dict[str, Any]], single: bool) -> Response:
                         "responsible_user_id", "task_type_id", "duration"):
                 if key in item:
                     task[key] = _kept(item[key]) if key == "text" else item[key]
-            task["updated_at"] = int(item.get("updated_at", now_s()))
+            task["updated_at"] = int(item.get("updated_at", sandbox().store.now()))
             task["updated_by"] = item.get("updated_by", c.user_id)
             refresh_closest_task(c.account, task["entity_type"], task["entity_id"])
             out.append({"id": task["id"], "updated_at": task["updated_at"],

@@ -30,16 +30,16 @@ import hashlib
 import hmac
 import html
 import json
-import secrets
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-import requests
 from flask import Blueprint, Response, request
 
+from ..core import webhooks
+from ..core.oauth import Code, RefreshPolicy, Rejected
 from .context import sandbox
 from .errors import oauth_problem, plain_json, problem
-from .store import Account, Code, Store, now_s
+from .store import Account, Store
 
 __all__ = ["bp", "create_code", "InstallError", "fire_install_hook", "fire_disconnect_hook",
            "with_query"]
@@ -76,26 +76,17 @@ def create_code(store: Store, account: Account, client_id: str, redirect_uri: st
     uid = user_id if user_id is not None else account.admin_id()
     if uid not in account.users:
         raise InstallError(f"unknown user {uid} in account {account.subdomain}")
-    code = Code("def50200" + secrets.token_hex(180), account.id, uid, uri,
-                now_s() + float(store.cfg["code_ttl"]))
-    store.codes[code.value] = code
-    return code
+    return store.oauth.issue_code(account.id, uid, client_id, [], uri,
+                                  float(store.cfg["code_ttl"]))
 
 
 def fire_install_hook(url: str, params: dict[str, str], timeout: float) -> dict[str, Any]:
     """The one-shot "integration enabled" GET (FACTS 1.2: 3 s limit, response
     code not checked, never re-sent). Reports what the receiver answered."""
     target = with_query(url, params)
-    try:
-        resp = requests.get(target, timeout=timeout, allow_redirects=False)
-    except requests.RequestException as exc:
-        return {"url": target, "status": None, "body": None,
-                "error": f"{type(exc).__name__}: {exc}"}
-    try:
-        body: Any = resp.json()
-    except ValueError:
-        body = resp.text[:2000]
-    return {"url": target, "status": resp.status_code, "body": body}
+    outcome = webhooks.send(target, None, {}, timeout, method="GET")
+    return {"url": target, "status": outcome.status, "body": outcome.body(2000),
+            "error": outcome.error}
 
 
 def fire_disconnect_hook(store: Store, account: Account) -> dict[str, Any] | None:
@@ -213,47 +204,46 @@ def access_token(subdomain: str) -> Response:
         return answer
 
 
+#: FACTS 1.2 messages of the token endpoint by refusal reason
+_CODE_ERRORS = {"used": "Authorization code has been revoked",
+                "expired": "Authorization code has expired",
+                "redirect_mismatch": "Invalid redirect_uri"}
+_REFRESH_ERRORS = {"reused": "Token has been revoked", "expired": "Token has expired",
+                   "redirect_mismatch": "Invalid redirect_uri"}
+
+
 def _exchange(store: Store, account: Account, grant: str, body: dict[str, Any]) -> Response:
     integ = store.cfg["integration"]
     if body.get("client_id") != integ["client_id"] or \
             body.get("client_secret") != integ["client_secret"]:
         return oauth_problem("Client authentication failed")
-    now = now_s()
-    if grant == "authorization_code":
-        code = store.codes.get(str(body.get("code") or ""))
-        if code is None or code.account_id != account.id:
-            return oauth_problem("Cannot decrypt the authorization code")  # FACTS 1.2
-        if code.used:
-            return oauth_problem("Authorization code has been revoked")  # FACTS 1.2
-        if now > code.expires_at:
-            return oauth_problem("Authorization code has expired")  # FACTS 1.2
-        if body.get("redirect_uri") != code.redirect_uri:
-            return oauth_problem("Invalid redirect_uri")
-        code.used = True
-        access, refresh = store.issue_pair(account, code.user_id, redirect_uri=code.redirect_uri)
-    elif grant == "refresh_token":
-        value = str(body.get("refresh_token") or "")
-        live = store.refresh.get(value)
-        if live is None:
-            family_id = store.dead_refresh.get(value)
-            if family_id is None or store.families[family_id].account_id != account.id:
-                return oauth_problem("Cannot decrypt the refresh token")
-            if store.cfg["revoke_family_on_reuse"]:  # UNCONFIRMED switch (ASVS 10.4.5)
-                store.revoke_family(family_id)
-            return oauth_problem("Token has been revoked")
-        family = store.families[live.family]
-        if family.account_id != account.id:
-            return oauth_problem("Cannot decrypt the refresh token")
-        if now > live.expires_at:
-            return oauth_problem("Token has expired")
-        if family.redirect_uri and body.get("redirect_uri") != family.redirect_uri:
-            return oauth_problem("Invalid redirect_uri")
-        access, refresh = store.issue_pair(account, family.user_id, family)
-    else:
-        return oauth_problem("The authorization grant type is not supported by the "
-                             "authorization server.")
+    now = store.now()
+    redirect_uri = str(body.get("redirect_uri") or "")
+    cfg = store.cfg
+    try:
+        if grant == "authorization_code":
+            code: Code = store.oauth.redeem(str(body.get("code") or ""), account=account.id,
+                                            redirect_uri=redirect_uri)
+            access, refresh = store.issue_pair(account, code.user_id, code.redirect_uri)
+        elif grant == "refresh_token":
+            # FACTS 1.2: single use, every refresh returns a new pair; reuse revokes the
+            # live pair too with the UNCONFIRMED switch (ASVS 10.4.5)
+            policy = RefreshPolicy(revoke_family_on_reuse=bool(cfg["revoke_family_on_reuse"]))
+            access, refresh = store.oauth.refresh_grant(
+                str(body.get("refresh_token") or ""), policy,
+                access_ttl=float(cfg["access_token_ttl"]),
+                refresh_ttl=float(cfg["refresh_token_ttl"]), account=account.id,
+                redirect_uri=redirect_uri)
+        else:
+            return oauth_problem("The authorization grant type is not supported by the "
+                                 "authorization server.")
+    except Rejected as exc:
+        if grant == "authorization_code":  # FACTS 1.2
+            return oauth_problem(_CODE_ERRORS.get(exc.reason,
+                                                  "Cannot decrypt the authorization code"))
+        return oauth_problem(_REFRESH_ERRORS.get(exc.reason, "Cannot decrypt the refresh token"))
     # FACTS 1.2 response (application/json).
-    return plain_json({"token_type": "Bearer", "expires_in": int(store.cfg["access_token_ttl"]),
+    return plain_json({"token_type": "Bearer", "expires_in": int(cfg["access_token_ttl"]),
                        "server_time": int(now), "access_token": access.token,
                        "refresh_token": refresh.token})
 
@@ -271,11 +261,10 @@ def current_subdomain(host: str) -> Response:
     """``X-Refresh-Token: <live refresh token>`` -> the account's current domain."""
     store = sandbox().store
     with store.lock:
-        live = store.refresh.get(request.headers.get("X-Refresh-Token", ""))
-        if live is None or now_s() > live.expires_at:
+        live = store.oauth.live_refresh(request.headers.get("X-Refresh-Token", ""))
+        if live is None:
             return problem(401, "Unauthorized")
-        account = store.accounts[store.families[live.family].account_id]
-        return plain_json(_domain_info(store, account))
+        return plain_json(_domain_info(store, store.accounts[int(live.account)]))
 
 
 @bp.route("/www/oauth2/account/subdomain", methods=["GET"])
@@ -284,8 +273,8 @@ def subdomain_by_access_token() -> Response:
     store = sandbox().store
     header = request.headers.get("Authorization", "")
     with store.lock:
-        access = store.access.get(header[7:].strip()) if header[:7].lower() == "bearer " \
+        access = store.oauth.bearer(header[7:].strip()) if header[:7].lower() == "bearer " \
             else None
-        if access is None or now_s() >= access.expires_at:
+        if access is None or store.now() >= access.expires_at:
             return problem(401, "Unauthorized")
-        return plain_json(_domain_info(store, store.accounts[access.account_id]))
+        return plain_json(_domain_info(store, store.accounts[int(access.account)]))

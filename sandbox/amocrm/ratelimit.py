@@ -11,10 +11,10 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from ..core.ratelimit import RollingWindow
 
 __all__ = ["RateLimiter", "Decision"]
 
@@ -28,48 +28,43 @@ class Decision:
 
 
 class RateLimiter:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._windows: dict[object, deque[float]] = {}
-        self._refusals: dict[int, deque[float]] = {}
+    """The request window and the refusal log are :class:`RollingWindow` logs."""
+
+    def __init__(self, now: Callable[[], float]) -> None:
+        self.now = now
+        self.requests = RollingWindow(now)
+        self.refusals = RollingWindow(now)
         self._blocked: dict[int, float] = {}
 
     def reset(self) -> None:
-        with self._lock:
-            self._windows.clear()
-            self._refusals.clear()
+        with self.requests.lock:
+            self.requests.reset()
+            self.refusals.reset()
             self._blocked.clear()
 
     def blocked_until(self, account_id: int) -> float | None:
-        with self._lock:
+        with self.requests.lock:
             until = self._blocked.get(account_id)
-            return until if until and until > time.monotonic() else None
+            return until if until and until > self.now() else None
 
     def check(self, key: object, account_id: int, limit: int, window_s: float, *,
               block: bool, storm_429s: int, storm_window_s: float,
               block_seconds: float) -> Decision:
         """Count one request of ``key`` (integration, account) or refuse it."""
-        now = time.monotonic()
-        with self._lock:
+        with self.requests.lock:
+            now = self.now()
             until = self._blocked.get(account_id)
             if until is not None:
                 if until > now:
                     return Decision("403", until - now)
                 del self._blocked[account_id]
-            win = self._windows.setdefault(key, deque())
-            while win and win[0] <= now - window_s:
-                win.popleft()
-            if len(win) < limit:
-                win.append(now)
+            if self.requests.admit(key, limit, window_s):
                 return Decision(None)
-            wait = max(win[0] + window_s - now, 0.0)
+            wait = self.requests.wait(key, window_s)
             if block:
-                refusals = self._refusals.setdefault(account_id, deque())
-                refusals.append(now)
-                while refusals and refusals[0] <= now - storm_window_s:
-                    refusals.popleft()
-                if len(refusals) > storm_429s:
+                self.refusals.add(account_id)
+                if self.refusals.used(account_id, storm_window_s) > storm_429s:
                     self._blocked[account_id] = now + block_seconds
-                    refusals.clear()
+                    self.refusals.reset_key(account_id)
                     return Decision("403", block_seconds)
             return Decision("429", wait)

@@ -1,6 +1,7 @@
-"""The ``GET /_state`` dump of the sandbox amoCRM (control API, JSON).
+"""The ``GET /_state`` dump of the sandbox amoCRM (control API, JSON;
+the envelope is :mod:`sandbox.core.control`'s).
 
-Per account: users, pipelines, custom fields, contacts (with custom field
+Per account (``accounts``): users, pipelines, custom fields, contacts (with custom field
 values), companies, leads (status/pipeline/responsible/closed_at/contacts),
 the Unsorted records, notes, tasks, webhook subscriptions and their delivery
 attempts, chats with their messages (direction, msgid/ref_id, text, delivery
@@ -14,9 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 from .fields import render_values
-from .store import Account, Store, now_s
+from .store import Account, Store
 
-__all__ = ["dump_state", "render_message", "render_chat"]
+__all__ = ["dump_account", "dump_extras", "render_message", "render_chat"]
 
 
 def _tags(store: Store, account: Account, entity: str, obj: dict[str, Any]) -> list[str]:
@@ -72,11 +73,13 @@ def _lead(store: Store, account: Account, lead: dict[str, Any]) -> dict[str, Any
     return out
 
 
-def _account(store: Store, account: Account) -> dict[str, Any]:
-    now = now_s()
+def dump_account(store: Store, account: Account) -> dict[str, Any]:
+    """One account's dump. Caller holds the lock."""
+    now = store.now()
+    oauth = store.oauth
     long_lived = [{"token": a.token, "user_id": a.user_id, "expires_at": int(a.expires_at)}
-                  for a in store.access.values()
-                  if a.account_id == account.id and a.family is None]
+                  for a in oauth.access.values()
+                  if a.account == account.id and a.family is None]
     return {
         "id": account.id, "subdomain": account.subdomain, "amojo_id": account.amojo_id,
         "name": account.name, "installed": account.installed,
@@ -101,32 +104,28 @@ def _account(store: Store, account: Account) -> dict[str, Any]:
         "chats": [render_chat(store, c) for c in store.chats.values()
                   if c["account_id"] == account.id],
         "token_calls": dict(account.token_calls),
-        "tokens": {"access": sum(1 for a in store.access.values()
-                                 if a.account_id == account.id and a.expires_at > now
+        "tokens": {"access": sum(1 for a in oauth.access.values()
+                                 if a.account == account.id and a.expires_at > now
                                  and a.family is not None),
-                   "refresh": sum(1 for r in store.refresh.values()
-                                  if store.families[r.family].account_id == account.id),
+                   "refresh": sum(1 for r in oauth.refresh.values() if r.account == account.id),
                    "long_lived": long_lived},
     }
 
 
-def dump_state(store: Store, pending: list[dict[str, Any]], subdomain: str | None = None
-               ) -> dict[str, Any]:
-    """The ``GET /_state`` body. Caller holds the lock."""
-    accounts = [a for a in store.accounts.values()
-                if subdomain is None or a.subdomain == subdomain]
+def dump_extras(store: Store, pending: list[dict[str, Any]]) -> dict[str, Any]:
+    """The app-wide parts of ``GET /_state``. Caller holds the lock."""
     integ = store.cfg["integration"]
+    codes = store.oauth.codes.values()
     return {
         "integration": {"client_id": integ["client_id"], "redirect_uri": integ["redirect_uri"]},
         "channel": dict(store.cfg["channel"]),
         "connections": list(store.connections.values()),
         "oauth": {"token_calls": dict(store.token_calls),
                   "token_failures": dict(store.token_failures),
-                  "codes_issued": len(store.codes),
-                  "codes_used": sum(1 for c in store.codes.values() if c.used)},
-        "install_hooks": list(store.install_hooks),
-        "disconnect_hooks": list(store.disconnect_hooks),
-        "chat_hooks": list(store.chat_hooks),
+                  "codes_issued": len(codes),
+                  "codes_used": sum(1 for c in codes if c.used)},
+        "install_hooks": store.install_hooks.list(),
+        "disconnect_hooks": store.disconnect_hooks.list(),
+        "chat_hooks": store.chat_hooks.list(),
         "webhook_pending": pending,
-        "accounts": [_account(store, a) for a in accounts],
     }

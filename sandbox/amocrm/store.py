@@ -4,8 +4,9 @@ Everything CRM-side lives in an :class:`Account` (one amoCRM account, one
 subdomain); a token works on its own account only and another account's ids
 are simply not found there (FACTS.md 1.1: requests go to the account's own
 host). Entity ids come from global counters, so they never repeat across
-accounts. OAuth state (codes, token families) and the Chats API state
-(connections, chats, messages) sit next to the accounts.
+accounts. OAuth state (codes, token families: :mod:`sandbox.core.oauth`) and
+the Chats API state (connections, chats, messages) sit next to the accounts;
+time comes from the app's clock (:mod:`sandbox.core.clock`).
 
 Entities are plain dicts in the v4 model's field names (FACTS 1.5/1.7/1.9/1.10)
 plus a few internal keys (``contacts`` links on leads, ``tags`` ids).
@@ -20,27 +21,27 @@ import itertools
 import json
 import secrets
 import threading
-import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.clock import Clock
+from ..core.oauth import AccessToken, TokenFormat, TokenServer
+from ..core.webhooks import DeliveryLog
 from .config import demo_pipelines
 
 __all__ = [
     "Store",
     "Account",
-    "Code",
-    "AccessToken",
-    "RefreshToken",
-    "Family",
-    "now_s",
     "PHONE_ENUMS",
     "EMAIL_ENUMS",
     "UTM_CODES",
     "CLOSED",
 ]
+
+_HOOK_LOG = 200  # install and chat hook deliveries kept for /_state
+_WEBHOOK_LOG = 2000  # account webhook attempts kept for /_state
 
 #: FACTS 1.8: the system statuses won (142) and lost (143), shared by every pipeline
 CLOSED = (142, 143)
@@ -51,53 +52,8 @@ EMAIL_ENUMS = ("WORK", "PRIV", "OTHER")
 UTM_CODES = ("UTM_SOURCE", "UTM_MEDIUM", "UTM_CAMPAIGN", "UTM_TERM", "UTM_CONTENT")
 
 
-def now_s() -> float:
-    """Wall-clock seconds (one seam for time)."""
-    return time.time()
-
-
 def _b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-@dataclass
-class Code:
-    """An authorization code (FACTS 1.2: single-use, 20 minutes)."""
-
-    value: str
-    account_id: int
-    user_id: int
-    redirect_uri: str
-    expires_at: float
-    used: bool = False
-
-
-@dataclass
-class Family:
-    """One install's chain of refresh tokens (rotation, FACTS 1.2)."""
-
-    id: str
-    account_id: int
-    user_id: int
-    redirect_uri: str = ""
-    live_refresh: str | None = None
-    access_tokens: set[str] = field(default_factory=set)
-
-
-@dataclass
-class AccessToken:
-    token: str
-    account_id: int
-    user_id: int
-    expires_at: float
-    family: str | None  # None: a long-lived token (FACTS 1.2: no refresh token)
-
-
-@dataclass
-class RefreshToken:
-    token: str
-    family: str
-    expires_at: float
 
 
 @dataclass
@@ -180,10 +136,14 @@ _PREDEFINED_CONTACT_FIELDS = (
 class Store:
     """All state of one sandbox app."""
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
+    def __init__(self, cfg: dict[str, Any], clock: Clock) -> None:
         self.lock = threading.RLock()
+        self.clock = clock
         self.jwt_key = secrets.token_bytes(32)  # the sandbox's own signing key
         self.reset(cfg)
+
+    def now(self) -> float:
+        return self.clock.now()
 
     # -- seeding -----------------------------------------------------------------
 
@@ -191,7 +151,7 @@ class Store:
         """Forget everything and seed from ``cfg``."""
         with self.lock:
             self.cfg = cfg
-            self.started = now_s()
+            self.started = self.now()
             self._ids: dict[str, itertools.count[int]] = {
                 "contacts": itertools.count(40000001), "companies": itertools.count(45000001),
                 "leads": itertools.count(20000001), "notes": itertools.count(90000001),
@@ -201,15 +161,18 @@ class Store:
                 "pipelines": itertools.count(7100001), "statuses": itertools.count(62000001),
             }
             self.accounts: dict[int, Account] = {}
-            self.codes: dict[str, Code] = {}
-            self.access: dict[str, AccessToken] = {}
-            self.refresh: dict[str, RefreshToken] = {}
-            self.dead_refresh: dict[str, str] = {}  # used refresh token -> family id
-            self.families: dict[str, Family] = {}
+            # FACTS 1.2: codes single-use (kept, to tell "revoked" from unknown),
+            # refresh tokens single-use in families
+            self.oauth = TokenServer(self.now, TokenFormat(
+                code=lambda: "def50200" + secrets.token_hex(180),
+                access=lambda account, user, expires, _: self.make_jwt(
+                    self.accounts[account], user, expires),
+                # Refresh tokens are opaque and of variable length (FACTS 1.2).
+                refresh=lambda: "def50200" + secrets.token_hex(96 + secrets.randbelow(16))))
             self.token_calls: Counter[str] = Counter()
             self.token_failures: Counter[str] = Counter()
-            self.install_hooks: list[dict[str, Any]] = []
-            self.disconnect_hooks: list[dict[str, Any]] = []
+            self.install_hooks = DeliveryLog(_HOOK_LOG)
+            self.disconnect_hooks = DeliveryLog(None)
             # Chats API (FACTS 1.13)
             self.connections: dict[str, dict[str, Any]] = {}  # scope_id -> connection
             self.chats: dict[str, dict[str, Any]] = {}  # amojo chat id -> chat
@@ -217,8 +180,8 @@ class Store:
             self.amojo_users: dict[tuple[str, str], dict[str, Any]] = {}  # (scope, client id)
             self.messages: dict[str, dict[str, Any]] = {}  # amojo msgid -> message
             self.msg_index: dict[tuple[str, str, str, str], str] = {}
-            self.chat_hooks: list[dict[str, Any]] = []  # outgoing-message hook deliveries
-            self.deliveries: list[dict[str, Any]] = []  # account webhook attempts
+            self.chat_hooks = DeliveryLog(_HOOK_LOG)  # outgoing-message hook deliveries
+            self.deliveries = DeliveryLog(_WEBHOOK_LOG)  # account webhook attempts
             for index, acfg in enumerate(cfg["accounts"]):
                 self._seed_account(acfg, index)
 
@@ -367,7 +330,7 @@ class Store:
         payload carries ``api_domain``, ``exp``, ``account_id``. Signed with the
         sandbox's own HS256 key (amoCRM's own signing is RS256; nobody verifies
         it client-side)."""
-        now = int(now_s())
+        now = int(self.now())
         header = {"typ": "JWT", "alg": "HS256"}
         payload = {"aud": self.cfg["integration"]["client_id"], "jti": uuid.uuid4().hex,
                    "iat": now, "nbf": now, "exp": int(expires_at), "sub": str(user_id),
@@ -380,51 +343,19 @@ class Store:
         sig = hmac.new(self.jwt_key, signing_input.encode(), hashlib.sha256).digest()
         return signing_input + "." + _b64url(sig)
 
-    def issue_pair(self, account: Account, user_id: int, family: Family | None = None,
-                   redirect_uri: str = "") -> tuple[AccessToken, RefreshToken]:
-        """A new access + refresh pair; with ``family`` the previous refresh token
-        of that family dies at once (FACTS 1.2: single use)."""
-        now = now_s()
-        if family is None:
-            family = Family(id=uuid.uuid4().hex, account_id=account.id, user_id=user_id,
-                            redirect_uri=redirect_uri)
-            self.families[family.id] = family
-        if family.live_refresh is not None:
-            self.refresh.pop(family.live_refresh, None)
-            self.dead_refresh[family.live_refresh] = family.id
-        access = AccessToken(self.make_jwt(account, user_id,
-                                           now + float(self.cfg["access_token_ttl"])),
-                             account.id, user_id, now + float(self.cfg["access_token_ttl"]),
-                             family.id)
-        # Refresh tokens are opaque and of variable length (FACTS 1.2).
-        refresh = RefreshToken("def50200" + secrets.token_hex(96 + secrets.randbelow(16)),
-                               family.id, now + float(self.cfg["refresh_token_ttl"]))
-        self.access[access.token] = access
-        self.refresh[refresh.token] = refresh
-        family.live_refresh = refresh.token
-        family.access_tokens.add(access.token)
+    def issue_pair(self, account: Account, user_id: int, redirect_uri: str
+                   ) -> tuple[AccessToken, Any]:
+        """A new family's first access + refresh pair (an install)."""
+        access, refresh = self.oauth.issue(
+            account.id, user_id, self.cfg["integration"]["client_id"], [],
+            access_ttl=float(self.cfg["access_token_ttl"]),
+            refresh_ttl=float(self.cfg["refresh_token_ttl"]), redirect_uri=redirect_uri)
         account.installed = True
         return access, refresh
 
-    def revoke_family(self, family_id: str) -> None:
-        """Kill a family's live refresh token and all its access tokens."""
-        family = self.families.get(family_id)
-        if family is None:
-            return
-        if family.live_refresh is not None:
-            self.refresh.pop(family.live_refresh, None)
-            self.dead_refresh[family.live_refresh] = family.id
-            family.live_refresh = None
-        for token in family.access_tokens:
-            self.access.pop(token, None)
-        family.access_tokens.clear()
-
     def revoke_account(self, account: Account) -> None:
         """Integration switched off (FACTS 1.2): every token of the account dies."""
-        for family in [f for f in self.families.values() if f.account_id == account.id]:
-            self.revoke_family(family.id)
-        for token in [t for t, a in self.access.items() if a.account_id == account.id]:
-            del self.access[token]
+        self.oauth.revoke_account(account.id)
         account.installed = False
 
     def issue_long_lived(self, account: Account, user_id: int | None = None,
@@ -433,9 +364,8 @@ class Store:
         """A long-lived token (FACTS 1.2: 1 day .. 5 years, no refresh token)."""
         uid = int(user_id) if user_id is not None else account.admin_id()
         if expires_at is None:
-            expires_at = now_s() + float(expires_in if expires_in is not None else 365 * 86400)
-        value = token or self.make_jwt(account, uid, float(expires_at))
-        access = AccessToken(value, account.id, uid, float(expires_at), None)
-        self.access[value] = access
+            expires_at = self.now() + float(expires_in if expires_in is not None else 365 * 86400)
+        access = self.oauth.issue_access(account.id, uid, self.cfg["integration"]["client_id"],
+                                         [], float(expires_at), token=token)
         account.installed = True
         return access

@@ -16,28 +16,23 @@ more than ``webhook_disable_after`` (100) invalid answers within
 ``webhook_disable_window_s`` (2 h), the latest one included, is disabled.
 
 All payload shapes are built in :func:`section`; ours, written from FACTS 1.12
-(there are no redistributable amoCRM captures).
+(there are no redistributable amoCRM captures). Sending, the retry schedule
+and the delivery record are the shared machinery of :mod:`sandbox.core.webhooks`.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote_plus
 
-import requests
+from ..core.webhooks import Dispatcher, Job, RetrySchedule, send
+from .store import Account, Store
 
-from .store import Account, Store, now_s
-
-__all__ = ["Job", "Dispatcher", "jobs_for", "encode_form", "EVENTS", "section"]
+__all__ = ["Job", "AccountWebhooks", "jobs_for", "encode_form", "EVENTS", "section"]
 
 USER_AGENT = "amoCRM-WebHook-client/1.0"  # FACTS 1.12 (community captures, 2016)
-_LOG = 2000  # delivery attempts kept in /_state
 
 _ACTIONS = ("add", "update", "delete", "restore", "responsible", "status", "note")
 _KINDS = ("lead", "contact", "company", "customer", "task")
@@ -174,19 +169,15 @@ def section(store: Store, account: Account, event: str, obj: dict[str, Any],
                         "_links": {"self": f"https://{store.referer(account)}"}}}
 
 
-@dataclass(order=True)
-class Job:
-    due: float
-    seq: int
-    account_id: int = field(compare=False)
-    webhook_id: int = field(compare=False)
-    url: str = field(compare=False)
-    event: str = field(compare=False)
-    body: str = field(compare=False)
-    attempt: int = field(compare=False, default=1)
+@dataclass(frozen=True)
+class Hook:
+    """What a :class:`~sandbox.core.webhooks.Job` of this module carries."""
 
-
-_seq = itertools.count(1)
+    account_id: int
+    webhook_id: int
+    url: str
+    event: str
+    body: str
 
 
 def jobs_for(store: Store, account: Account, event: str, obj: dict[str, Any],
@@ -197,98 +188,75 @@ def jobs_for(store: Store, account: Account, event: str, obj: dict[str, Any],
     if not subs:
         return []
     body = encode_form(section(store, account, event, obj, extra))
-    return [Job(now_s(), next(_seq), account.id, w["id"], w["destination"], event, body)
+    return [Job(store.now(), data=Hook(account.id, w["id"], w["destination"], event, body))
             for w in sorted(subs, key=lambda w: (w["sort"], w["id"]))]
 
 
-def _matches(on: str, code: int) -> bool:
-    if on == "5xx":
-        return code == 499 or 500 <= code <= 599
-    return code < 100 or code >= 300
+#: the retry table's answer classes (FACTS 1.12; no answer in time counts as code 0)
+_CLASSES = {"5xx": lambda code: code == 499 or 500 <= code <= 599,
+            "invalid": lambda code: code < 100 or code >= 300}
 
 
-class Dispatcher:
+class AccountWebhooks:
     """Sends jobs, records every attempt in ``store.deliveries``, retries later."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._cond = threading.Condition()
-        self._heap: list[Job] = []
-        self._thread: threading.Thread | None = None
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="amocrm-webhook")
-
-    # -- public ---------------------------------------------------------------------
+        self.dispatcher = Dispatcher(self.attempt, now=store.now, name="amocrm-webhook")
 
     def submit(self, jobs: list[Job]) -> None:
         """Send in the background (first attempts of API-caused events)."""
-        for job in jobs:
-            self._pool.submit(self.attempt, job)
+        self.dispatcher.submit(jobs)
 
     def deliver_now(self, jobs: list[Job]) -> list[dict[str, Any]]:
         """First attempts, synchronously (control endpoints); retries are scheduled."""
-        return [self.attempt(job) for job in jobs]
+        return self.dispatcher.deliver_now(jobs)
 
     def flush(self) -> list[dict[str, Any]]:
         """Run every pending retry now, whatever its due time (for tests/demo)."""
-        with self._cond:
-            jobs = sorted(self._heap)
-            self._heap.clear()
-        return [self.attempt(job) for job in jobs]
+        return self.dispatcher.flush()
 
     def pending(self) -> list[dict[str, Any]]:
-        with self._cond:
-            return [{"due_at": j.due, "url": j.url, "event": j.event, "attempt": j.attempt,
-                     "account_id": j.account_id, "webhook_id": j.webhook_id}
-                    for j in sorted(self._heap)]
+        return [{"due_at": j.due, "url": j.data.url, "event": j.data.event,
+                 "attempt": j.attempt, "account_id": j.data.account_id,
+                 "webhook_id": j.data.webhook_id} for j in self.dispatcher.pending()]
 
     def reset(self) -> None:
-        with self._cond:
-            self._heap.clear()
-
-    # -- one attempt ----------------------------------------------------------------------
+        self.dispatcher.reset()
 
     def attempt(self, job: Job) -> dict[str, Any]:
         cfg = self.store.cfg
-        error = None
-        answer = ""
-        try:
-            resp = requests.post(job.url, data=job.body.encode("ascii"), timeout=float(
-                cfg["webhook_timeout_s"]), allow_redirects=False, headers={
-                "Content-Type": "application/x-www-form-urlencoded",
-                "User-Agent": USER_AGENT})
-            code = resp.status_code
-            answer = resp.text[:2000]
-        except requests.RequestException as exc:
-            code = 0  # no answer within the limit counts as code 0 (FACTS 1.12 table)
-            error = f"{type(exc).__name__}: {exc}"
+        hook: Hook = job.data
+        outcome = send(hook.url, hook.body.encode("ascii"), {
+            "Content-Type": "application/x-www-form-urlencoded", "User-Agent": USER_AGENT},
+            float(cfg["webhook_timeout_s"]))
+        code = outcome.status or 0  # no answer within the limit counts as code 0
         ok = 100 <= code <= 299
         record: dict[str, Any] = {
-            "at": now_s(), "account_id": job.account_id, "webhook_id": job.webhook_id,
-            "url": job.url, "event": job.event, "attempt": job.attempt, "status": code,
-            "ok": ok, "body": job.body, "response": answer}
-        if error:
-            record["error"] = error
+            "at": self.store.now(), "account_id": hook.account_id,
+            "webhook_id": hook.webhook_id, "url": hook.url, "event": hook.event,
+            "attempt": job.attempt, "status": code, "ok": ok, "body": hook.body,
+            "response": (outcome.text or "")[:2000]}
+        if outcome.error:
+            record["error"] = outcome.error
         with self.store.lock:
-            sub = self._subscription(job)
+            sub = self._subscription(hook)
             if not ok and sub is not None:
                 self._count_invalid(sub, record["at"])
-            schedule = cfg["webhook_retry_schedule"]
-            index = job.attempt - 1
-            if (not ok and sub is not None and not sub["disabled"] and index < len(schedule)
-                    and _matches(schedule[index]["on"], code)):
-                retry = Job(record["at"] + float(schedule[index]["after_s"]), next(_seq),
-                            job.account_id, job.webhook_id, job.url, job.event, job.body,
-                            job.attempt + 1)
-                record["next_attempt_at"] = retry.due
-                self._schedule(retry)
+            if not ok and sub is not None and not sub["disabled"]:
+                delay = RetrySchedule(cfg["webhook_retry_schedule"], _CLASSES).delay(
+                    job.attempt, code)
+                if delay is not None:
+                    retry = job.retry(record["at"] + delay)
+                    record["next_attempt_at"] = retry.due
+                    self.dispatcher.schedule(retry)
             self.store.deliveries.append(record)
-            del self.store.deliveries[:-_LOG]
         return record
 
-    def _subscription(self, job: Job) -> dict[str, Any] | None:
-        account = self.store.accounts.get(job.account_id)
-        sub = account.webhooks.get(job.webhook_id) if account else None
-        return sub if sub is not None and sub["destination"] == job.url else None
+    def _subscription(self, hook: Hook) -> dict[str, Any] | None:
+        account = self.store.accounts.get(hook.account_id)
+        sub = account.webhooks.get(hook.webhook_id) if account else None
+        return sub if sub is not None and sub["destination"] == hook.url else None
 
     def _count_invalid(self, sub: dict[str, Any], at: float) -> None:
         """FACTS 1.12: disabled after > N invalid answers in the window, the
@@ -300,23 +268,3 @@ class Dispatcher:
         sub["_invalid"] = times = [t for t in times if t > horizon]
         if len(times) > int(cfg["webhook_disable_after"]):
             sub["disabled"] = True
-
-    # -- the retry scheduler ----------------------------------------------------------------
-
-    def _schedule(self, job: Job) -> None:
-        with self._cond:
-            heapq.heappush(self._heap, job)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, daemon=True,
-                                                name="amocrm-webhook-retries")
-                self._thread.start()
-            self._cond.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._heap or self._heap[0].due > now_s():
-                    timeout = (self._heap[0].due - now_s()) if self._heap else None
-                    self._cond.wait(timeout)
-                job = heapq.heappop(self._heap)
-            self._pool.submit(self.attempt, job)

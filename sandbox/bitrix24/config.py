@@ -3,8 +3,9 @@
 ``create_app(config)`` deep-merges ``config`` over :data:`DEFAULTS`
 (``portals`` is replaced whole, each portal's missing keys are filled from
 :data:`PORTAL_DEFAULTS`); ``POST /_config`` changes the same keys at run time
-except ``portals``. Every switch for behaviour the vendor docs do not state is
-marked **UNCONFIRMED** next to its default (FACTS.md section 2 is the source of
+except ``portals`` (:data:`SETTINGS`, a :class:`sandbox.core.config.Settings`).
+Every switch for behaviour the vendor docs do not state is marked
+**UNCONFIRMED** next to its default (FACTS.md section 2 is the source of
 what *is* confirmed).
 """
 
@@ -14,12 +15,12 @@ import copy
 import re
 from typing import Any
 
+from ..core.config import Settings
+
 __all__ = [
     "DEFAULTS",
     "PORTAL_DEFAULTS",
-    "RUNTIME_KEYS",
-    "build_config",
-    "update_config",
+    "SETTINGS",
     "DEMO_DOMAIN",
     "DEMO_MEMBER_ID",
     "DEMO_CLIENT_ID",
@@ -168,20 +169,8 @@ DEFAULTS: dict[str, Any] = {
     "seed": None,
 }
 
-RUNTIME_KEYS = frozenset(DEFAULTS) - {"portals"}
-
 _DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:\d+)?$")
 _SCOPE_NAMES = re.compile(r"^[a-z_]+$")
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        if key != "portals" and isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def _fill_portal(raw: Any) -> dict[str, Any]:
@@ -228,9 +217,6 @@ def _fill_portal(raw: Any) -> dict[str, Any]:
 
 
 def _check(cfg: dict[str, Any]) -> None:
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown config keys: {sorted(unknown)}")
     if not isinstance(cfg["portals"], list) or not cfg["portals"]:
         raise ValueError("portals must be a non-empty list")
     domains = [p["domain"] for p in cfg["portals"]]
@@ -267,19 +253,11 @@ def _check(cfg: dict[str, Any]) -> None:
         raise ValueError("strip_zero_width must be a boolean")
 
 
-def build_config(overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """Defaults deep-merged with ``overrides``; every portal entry completed."""
-    cfg = _merge(DEFAULTS, overrides or {})
+def _fill(cfg: dict[str, Any]) -> dict[str, Any]:
     cfg["portals"] = [_fill_portal(p) for p in cfg["portals"]]
-    _check(cfg)
     return cfg
 
 
-def update_config(cfg: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """A new config with run-time ``values`` applied; raises ``ValueError``."""
-    bad = set(values) - RUNTIME_KEYS
-    if bad:
-        raise ValueError(f"not changeable at run time (or unknown): {sorted(bad)}")
-    new = _merge(cfg, values)
-    _check(new)
-    return new
+#: defaults, overrides (every portal entry completed), run-time updates (not ``portals``)
+SETTINGS = Settings(DEFAULTS, check=_check, frozen={"portals"}, replace={"portals"},
+                    prepare=_fill)

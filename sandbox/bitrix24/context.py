@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from flask import current_app
 
-from .limits import LeakyBucket, OperatingMeter
-from .store import Clock, Portal, Store
+from ..core.clock import Clock
+from ..core.ratelimit import TokenBucket
+from .limits import OperatingMeter
+from .store import Portal, Store
 
 if TYPE_CHECKING:
-    from ..faults import FaultPlan
-    from .events import Dispatcher
+    from ..core.faults import FaultPlan
+    from ..core.webhooks import Dispatcher
 
 __all__ = ["Sandbox", "sandbox", "AuthCtx", "CallCtx", "ListResult", "Method", "METHODS",
            "method", "EXTENSION", "PAGE_SIZE"]
@@ -36,10 +38,11 @@ class Sandbox:
 
     store: Store
     clock: Clock
-    bucket: LeakyBucket
+    bucket: TokenBucket  # limits.md's leaky bucket per portal
     meter: OperatingMeter
     faults: FaultPlan
-    dispatcher: Dispatcher
+    #: the queue server sending REST-caused events (set by the app's sandbox class)
+    dispatcher: Dispatcher = field(init=False)
 
     @property
     def cfg(self) -> dict[str, Any]:

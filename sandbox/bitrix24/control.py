@@ -1,70 +1,56 @@
-"""Control API (JSON; scripts, tests, the demo). Never faulted, never rate
-limited, no auth. ``portal`` defaults to the first configured portal.
+"""The sandbox Bitrix24's control API: its hooks into the common one
+(:mod:`sandbox.core.control`) plus Bitrix24's own controls (JSON; scripts,
+tests, the demo). Never faulted, never rate limited, no auth. ``portal``
+defaults to the first configured portal.
 
-* ``GET  /_state[?portal=]`` -- see :mod:`.state` (CRM, timeline, tasks with status, users,
-  directories, event bindings + deliveries, connectors, lines, Open Lines chats
-  with messages and receipts, OAuth token-endpoint counts, bucket, operating).
-* ``POST /_reset`` -- back to the seeded state (config, clock, faults kept).
-* ``GET|POST /_config`` -- read / change run-time settings (not ``portals``).
-* ``GET|POST /_clock`` -- ``{"advance": s}``, ``{"offset": s}``, ``{"freeze":
-  true|false}``: move or stop the sandbox clock (token/code lifetimes, the
-  bucket, operating time).
+* ``GET  /_state[?account=<domain or member_id>]`` -- see :mod:`.state` (per
+  portal: CRM, timeline, tasks with status, users, directories, event
+  bindings, connectors, lines, Open Lines chats with messages and receipts;
+  app-wide: event deliveries, OAuth token-endpoint counts, bucket, operating).
+* ``POST /_reply`` ``{"account"?, "conversation" (the connector's chat.id) |
+  "contact_id" | "line", "connector"?, "text", "user_id"?}`` -- an Open Lines
+  operator answers (default: the line's first queued operator); fires
+  OnImConnectorMessageAdd; answers ``{"message", "chat", "webhook": {"status",
+  "body", "error"}, "deliveries"}``. A contact's chats are those the CRM
+  tracker bound to it or to its leads / deals, or whose address is one of its
+  IM values.
+* ``POST /_reset`` (config, clock, faults kept), ``GET|POST /_config`` (not
+  ``portals``), ``GET|POST /_clock``, ``/_faults``, ``GET /_stats`` -- as
+  every sandbox.
 * ``POST /_install`` ``{"portal"?, "handler"?, "user_id"?}`` -- install the
   app: ONAPPINSTALL form-encoded to ``handler`` or ``app.install_handler``.
 * ``POST /_uninstall`` ``{"portal"?, "clean"?, "handler"?}`` -- ONAPPUNINSTALL.
-* ``POST /_operator_reply`` ``{"portal"?, "chat_id" (the connector's chat.id) |
-  "line", "connector"?, "text", "user_id"?}`` -- fires OnImConnectorMessageAdd;
-  answers ``{"message", "event": {"status", "body"}, "deliveries"}``.
 * ``POST /_lead_status`` ``{"lead_id", "status_id"}``, ``POST /_deal_stage``
   ``{"deal_id", "stage_id"}``, ``POST /_delete`` ``{"entity", "id"}`` -- a user
   acts in the UI; ONCRM*UPDATE / ONCRM*DELETE are fired. ``"user_id": null``
   means an automation rule did it (events then carry no tokens).
 * ``GET  /_timeline?entity_type=&entity_id=`` -- comments and to-dos.
-* ``/_faults`` -- the shared fault plan; ``GET /_stats`` -- :mod:`.stats`.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Hashable
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, request
 
+from ..core.control import ControlError, Reply, Vendor, json_object
+from ..core.webhooks import Dispatcher
 from . import events
-from .config import update_config
-from .context import sandbox
+from .config import SETTINGS
+from .context import Sandbox, sandbox
 from .crm import get_entity, set_lead_status
 from .dispatch import base_url
 from .errors import B24Error, json_response
 from .openlines import operator_reply
 from .params import as_bool, as_int
-from .state import dump_state, timeline
-from .store import Portal
+from .state import dump_extras, portal_state, timeline
+from .store import Entity, Portal
 
-__all__ = ["bp"]
+__all__ = ["bp", "B24Sandbox"]
 
 bp = Blueprint("control", __name__)
-
-
-class _Bad(Exception):
-    def __init__(self, message: str, status: int = 400, error: str = "bad_request") -> None:
-        super().__init__(message)
-        self.message, self.status, self.error = message, status, error
-
-
-@bp.errorhandler(_Bad)
-def _bad(exc: _Bad) -> Response:
-    return json_response({"error": exc.error, "message": exc.message}, exc.status)
-
-
-def _body() -> dict[str, Any]:
-    try:
-        data = json.loads(request.get_data() or b"{}")
-    except ValueError:
-        data = None
-    if not isinstance(data, dict):
-        raise _Bad("body must be a JSON object")
-    return data
 
 
 def _portal(name: Any) -> Portal:
@@ -73,7 +59,7 @@ def _portal(name: Any) -> Portal:
         return next(iter(store.portals.values()))
     portal = store.portal(str(name))
     if portal is None:
-        raise _Bad(f"unknown portal {name}", 404, "portal_not_found")
+        raise ControlError(f"unknown portal {name}", 404, "portal_not_found")
     return portal
 
 
@@ -82,29 +68,8 @@ def _actor(body: dict[str, Any], portal: Portal, default: int | None) -> int | N
         return None  # an automation rule: no user, no tokens (events/index.md)
     uid = as_int(body.get("user_id")) if "user_id" in body else default
     if uid is not None and uid not in portal.users:
-        raise _Bad(f"unknown user {uid}", 404, "user_not_found")
+        raise ControlError(f"unknown user {uid}", 404, "user_not_found")
     return uid
-
-
-@bp.route("/_state", methods=["GET"])
-def state() -> Response:
-    sb = sandbox()
-    name = request.args.get("portal")
-    domain = _portal(name).domain if name else None
-    with sb.store.lock:
-        body = dump_state(sb, domain)
-        _add_task_status(list(sb.store.portals.values()), body)
-        return json_response(body)
-
-
-def _add_task_status(portals: list[Portal], body: dict[str, Any]) -> None:
-    """Give each dumped task its ``status`` (tasks-task-list.md: ``"5"`` is completed), so
-    that the demo page lists only the open ones. Caller holds the lock."""
-    by_domain = {p.domain: p for p in portals}
-    for dumped in body["portals"]:
-        tasks = by_domain[dumped["domain"]].tasks
-        for task in dumped["tasks"]:
-            task["status"] = tasks[task["id"]]["task"]["status"]
 
 
 @bp.route("/_timeline", methods=["GET"])
@@ -117,50 +82,10 @@ def timeline_view() -> Response:
                                       as_int(request.args.get("entity_id"))))
 
 
-@bp.route("/_reset", methods=["POST"])
-def reset() -> Response:
-    sb = sandbox()
-    with sb.store.lock:
-        sb.store.reset(sb.store.cfg)
-    sb.bucket.reset()
-    sb.meter.reset()
-    return json_response({"ok": True})
-
-
-@bp.route("/_config", methods=["GET", "POST"])
-def config() -> Response:
-    sb = sandbox()
-    with sb.store.lock:
-        if request.method == "POST":
-            values = _body()
-            try:
-                sb.store.cfg = update_config(sb.store.cfg, values)
-            except ValueError as exc:
-                raise _Bad(str(exc), 400, "invalid_config") from None
-            if "seed" in values:
-                sb.faults.update({"seed": values["seed"]})
-        return json_response(sb.store.cfg)
-
-
-@bp.route("/_clock", methods=["GET", "POST"])
-def clock() -> Response:
-    sb = sandbox()
-    if request.method == "POST":
-        body = _body()
-        if "freeze" in body:
-            sb.clock.freeze(as_bool(body["freeze"]))
-        if "offset" in body:
-            sb.clock.set_offset(float(body["offset"]))
-        if "advance" in body:
-            sb.clock.advance(float(body["advance"]))
-    return json_response({"now": sb.clock.now(), "offset": sb.clock.offset,
-                          "frozen": sb.clock.frozen})
-
-
 @bp.route("/_install", methods=["POST"])
 def install() -> Response:
     sb = sandbox()
-    body = _body()
+    body = json_object()
     portal = _portal(body.get("portal"))
     handler = body.get("handler") or sb.cfg["app"].get("install_handler")
     return json_response(events.install(sb, portal, base_url(sb), handler,
@@ -170,39 +95,10 @@ def install() -> Response:
 @bp.route("/_uninstall", methods=["POST"])
 def uninstall() -> Response:
     sb = sandbox()
-    body = _body()
+    body = json_object()
     portal = _portal(body.get("portal"))
     return json_response(events.uninstall(sb, portal, base_url(sb),
                                           as_bool(body.get("clean"), True), body.get("handler")))
-
-
-@bp.route("/_operator_reply", methods=["POST"])
-def reply() -> Response:
-    sb = sandbox()
-    body = _body()
-    portal = _portal(body.get("portal"))
-    text = body.get("text")
-    if not isinstance(text, str) or not text.strip():
-        raise _Bad("a non-empty text is required")
-    with sb.store.lock:
-        chat = _reply_chat(portal, body)
-        if not events_possible(portal, chat):
-            raise _Bad("the connector is not active on this line", 409, "not_active")
-        line = portal.lines[chat["line"]]
-        queue = [int(u) for u in line.get("QUEUE") or [] if int(u) in portal.users]
-        uid = _actor(body, portal, queue[0] if queue else portal.admin_id())
-        operator = uid if uid is not None else portal.admin_id()
-        record, data = operator_reply(portal, chat, text, operator, sb.clock.now())
-    deliveries = events.fire_now(sb, portal, base_url(sb), "ONIMCONNECTORMESSAGEADD", data,
-                                 operator)
-    first = deliveries[0] if deliveries else None
-    return json_response({
-        "message": record, "chat": {"id": chat["id"], "external_chat_id":
-                                    chat["external_chat_id"], "connector": chat["connector"],
-                                    "line": chat["line"]},
-        "event": None if first is None else {"status": first["status"], "body": first["body"],
-                                             "error": first["error"]},
-        "deliveries": deliveries})
 
 
 def events_possible(portal: Portal, chat: dict[str, Any]) -> bool:
@@ -210,23 +106,135 @@ def events_possible(portal: Portal, chat: dict[str, Any]) -> bool:
     return bool(entry and entry["active"] and chat["connector"] in portal.connectors)
 
 
-def _reply_chat(portal: Portal, body: dict[str, Any]) -> dict[str, Any]:
-    chat_ext = body.get("chat_id")
-    connector = body.get("connector")
-    line = as_int(body.get("line"))
-    candidates = sorted(portal.chats.values(), key=lambda c: c["id"], reverse=True)
-    for chat in candidates:
-        if chat_ext is not None and chat["external_chat_id"] != str(chat_ext):
+def _reply_chat(portal: Portal, reply: Reply) -> dict[str, Any] | None:
+    """The newest chat of ``portal`` matching the reply's selectors."""
+    connector = reply.body.get("connector")
+    line = as_int(reply.body.get("line"))
+    linked = _contact_chats(portal, reply.contact_id) if reply.contact_id is not None else None
+    for chat in sorted(portal.chats.values(), key=lambda c: c["id"], reverse=True):
+        if reply.conversation is not None and chat["external_chat_id"] != reply.conversation:
             continue
         if connector and chat["connector"] != str(connector).lower():
             continue
         if line is not None and chat["line"] != line:
             continue
-        if chat_ext is None and line is None:
-            break
+        if linked is not None and chat["id"] not in linked:
+            continue
         return chat
-    raise _Bad("no Open Lines chat matches (send a customer message first)", 404,
-               "chat_not_found")
+    return None
+
+
+def _contact_ids(ent: Entity) -> set[str]:
+    fields, links = ent.fields, ent.fields.get("_links") or {}
+    ids = [fields.get("CONTACT_ID"), *(fields.get("CONTACT_IDS") or []),
+           *(links.get("CONTACT_IDS") or [])]
+    return {str(i) for i in ids if i not in (None, "", 0, "0")}
+
+
+def _contact_chats(portal: Portal, contact_id: str) -> set[int]:
+    """Chats of the contact: bound by the CRM tracker to it or to one of its leads /
+    deals, or addressed by one of its IM values (the chat's ``imol|`` address, or
+    the customer's id on the channel)."""
+    contact = portal.entities["contact"].get(as_int(contact_id) or 0)
+    if contact is None:
+        return set()
+    records = {("contact", contact.id)} | {
+        (kind, ent.id) for kind in ("lead", "deal")
+        for ent in portal.entities[kind].values() if contact_id in _contact_ids(ent)}
+    values = {str(m["VALUE"]) for m in contact.multi.get("IM", [])}
+    found = set()
+    for chat in portal.chats.values():
+        crm = chat.get("crm") or {}
+        address = "|".join(("imol", chat["connector"], str(chat["line"]),
+                            chat["external_chat_id"], str(chat["user"])))
+        user = str(chat.get("external_user_id") or "")
+        if (crm.get("entity"), crm.get("id")) in records or address in values or (
+                not chat.get("group") and user
+                and any(v == user or v.endswith(":" + user) for v in values)):
+            found.add(chat["id"])
+    return found
+
+
+@dataclass
+class B24Sandbox(Sandbox, Vendor):
+    """The sandbox Bitrix24 as the common control API sees it."""
+
+    name = "bitrix24"
+    reply_selectors = ("line",)
+
+    def __post_init__(self) -> None:
+        self.dispatcher = Dispatcher(lambda job: events.send(self, job.data),
+                                     now=self.clock.now, name="b24-events")
+
+    @property
+    def lock(self) -> Any:
+        return self.store.lock
+
+    def accounts(self) -> list[Portal]:
+        return list(self.store.portals.values())
+
+    def account_key(self, account: Portal) -> Hashable:
+        return account.domain
+
+    def find_account(self, selector: str) -> Portal | None:
+        return self.store.portal(selector) or self.store.portal_by_member(selector)
+
+    def dump_account(self, account: Portal) -> dict[str, Any]:
+        return portal_state(self, account)
+
+    def dump_extras(self, account: Portal | None) -> dict[str, Any]:
+        return dump_extras(self, account.domain if account is not None else None)
+
+    def get_config(self) -> dict[str, Any]:
+        return self.store.cfg
+
+    def set_config(self, values: dict[str, Any]) -> None:
+        self.store.cfg = SETTINGS.update(self.store.cfg, values)
+        if "seed" in values:
+            self.faults.update({"seed": values["seed"]})
+
+    def reset(self, options: dict[str, Any]) -> None:
+        with self.store.lock:
+            self.store.reset(self.store.cfg)
+        self.bucket.reset()
+        self.meter.reset()
+
+    def reply(self, reply: Reply) -> dict[str, Any]:
+        store = self.store
+        with store.lock:
+            if reply.account is not None:
+                portal = self.find_account(reply.account)
+                if portal is None:
+                    raise ControlError(f"unknown account {reply.account}", 404,
+                                       "account_not_found")
+                portals = [portal]
+            else:
+                portals = list(store.portals.values())
+            found = next(((p, c) for p in portals if (c := _reply_chat(p, reply)) is not None),
+                         None)
+            if found is None:
+                raise ControlError("no Open Lines chat matches (send a customer message "
+                                   "first)", 404, "chat_not_found")
+            portal, chat = found
+            if not events_possible(portal, chat):
+                raise ControlError("the connector is not active on this line", 409,
+                                   "not_active")
+            line = portal.lines[chat["line"]]
+            queue = [int(u) for u in line.get("QUEUE") or [] if int(u) in portal.users]
+            uid = _actor(reply.body, portal, queue[0] if queue else portal.admin_id())
+            operator = uid if uid is not None else portal.admin_id()
+            record, data = operator_reply(portal, chat, reply.text, operator, self.clock.now())
+        deliveries = events.fire_now(self, portal, base_url(self), "ONIMCONNECTORMESSAGEADD",
+                                     data, operator)
+        first = deliveries[0] if deliveries else {
+            "status": None, "body": None,
+            "error": "no handler is bound to ONIMCONNECTORMESSAGEADD"}
+        return {"message": record,
+                "chat": {"id": chat["id"], "external_chat_id": chat["external_chat_id"],
+                         "connector": chat["connector"], "line": chat["line"]},
+                "webhook": {"status": first["status"], "body": first["body"],
+                            "error": first["error"]},
+                "deliveries": deliveries}
 
 
 def _entity_event(portal: Portal, kind: str, action: str, entity_id: int,
@@ -240,16 +248,16 @@ def _entity_event(portal: Portal, kind: str, action: str, entity_id: int,
 @bp.route("/_lead_status", methods=["POST"])
 def lead_status() -> Response:
     sb = sandbox()
-    body = _body()
+    body = json_object()
     portal = _portal(body.get("portal"))
     lead_id, status = as_int(body.get("lead_id")), str(body.get("status_id") or "")
     with sb.store.lock:
         try:
             lead = get_entity(portal, "lead", lead_id or 0)
         except B24Error:
-            raise _Bad(f"unknown lead {lead_id}", 404, "lead_not_found") from None
+            raise ControlError(f"unknown lead {lead_id}", 404, "lead_not_found") from None
         if status not in portal.status_ids("STATUS"):
-            raise _Bad(f"unknown lead status {status}", 400, "bad_status")
+            raise ControlError(f"unknown lead status {status}", 400, "bad_status")
         actor = _actor(body, portal, portal.admin_id())
         set_lead_status(portal, lead, status, actor or portal.admin_id(), sb.clock.now())
         lead.fields["DATE_MODIFY"] = portal.now_str(sb.clock.now())
@@ -260,17 +268,17 @@ def lead_status() -> Response:
 @bp.route("/_deal_stage", methods=["POST"])
 def deal_stage() -> Response:
     sb = sandbox()
-    body = _body()
+    body = json_object()
     portal = _portal(body.get("portal"))
     deal_id, stage = as_int(body.get("deal_id")), str(body.get("stage_id") or "")
     with sb.store.lock:
         try:
             deal = get_entity(portal, "deal", deal_id or 0)
         except B24Error:
-            raise _Bad(f"unknown deal {deal_id}", 404, "deal_not_found") from None
+            raise ControlError(f"unknown deal {deal_id}", 404, "deal_not_found") from None
         entity = portal.stage_entity(int(deal.fields.get("CATEGORY_ID") or 0))
         if stage not in portal.status_ids(entity):
-            raise _Bad(f"stage {stage} is not in {entity}", 400, "bad_stage")
+            raise ControlError(f"stage {stage} is not in {entity}", 400, "bad_stage")
         now = sb.clock.now()
         semantic = portal.semantic_id(entity, stage)
         actor = _actor(body, portal, portal.admin_id()) or portal.admin_id()
@@ -286,14 +294,14 @@ def deal_stage() -> Response:
 @bp.route("/_delete", methods=["POST"])
 def delete() -> Response:
     sb = sandbox()
-    body = _body()
+    body = json_object()
     portal = _portal(body.get("portal"))
     kind = str(body.get("entity") or "").lower()
     entity_id = as_int(body.get("id"))
     if kind not in ("lead", "deal", "contact"):
-        raise _Bad("entity must be lead, deal or contact")
+        raise ControlError("entity must be lead, deal or contact")
     with sb.store.lock:
         if portal.entities[kind].pop(entity_id or 0, None) is None:
-            raise _Bad(f"unknown {kind} {entity_id}", 404, f"{kind}_not_found")
+            raise ControlError(f"unknown {kind} {entity_id}", 404, f"{kind}_not_found")
     deliveries = _entity_event(portal, kind, "DELETE", entity_id or 0, body)
     return json_response({"entity": kind, "id": entity_id, "deliveries": deliveries})

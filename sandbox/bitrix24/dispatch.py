@@ -91,9 +91,9 @@ def _authenticate(sb: Sandbox, portal: Portal, parts: list[str],
     token = params.get("auth")
     if not isinstance(token, str) or not token:
         raise no_auth()
-    access = sb.store.access.get(token)
+    access = sb.store.oauth.bearer(token)
     # another portal's token is no token here (portals are isolated)
-    if access is None or access.domain != portal.domain or portal.app is None:
+    if access is None or access.account != portal.domain or portal.app is None:
         raise no_auth()
     if access.expires_at <= sb.clock.now():
         raise expired_token()
@@ -279,7 +279,7 @@ def rest_call(portal_name: str, rest: str) -> Response:
         return exc.response()
     params.pop("auth", None)
     tier = sb.cfg["limits"][portal.plan]
-    if not sb.bucket.hit(portal.domain, int(tier["burst"]), float(tier["drain_per_s"])):
+    if not sb.bucket.take(portal.domain, float(tier["drain_per_s"]), int(tier["burst"])):
         return query_limit().response()
     ctx = CallCtx(sb, auth, base_url(sb))
     try:

@@ -9,7 +9,9 @@ the event"), each attempt recorded (``GET /_state`` -> ``deliveries``).
 "Parameter auth"); without a user it carries the endpoints, ``member_id``
 and ``application_token``. Events are not sent before the installation
 finished (installation-finish.md; modelled as: the install handler answered
-2xx, config ``install_finish_requires_2xx``).
+2xx, config ``install_finish_requires_2xx``). Sending and the delivery record
+are :mod:`sandbox.core.webhooks`'; REST-caused events go out on the sandbox's
+:class:`~sandbox.core.webhooks.Dispatcher` (the queue server).
 
 ``ONAPPINSTALL`` (on-app-install.md) goes to the app's install handler with a
 token pair; ``ONAPPUNINSTALL`` (on-app-uninstall.md) carries no tokens, only
@@ -19,21 +21,18 @@ token pair; ``ONAPPUNINSTALL`` (on-app-uninstall.md) carries no tokens, only
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import requests
-
+from ..core import webhooks
+from ..core.webhooks import Job
 from .context import CallCtx, Sandbox, method
 from .errors import B24Error
 from .params import as_int, encode_form
 from .store import AppInstall, Portal, Store
 
-__all__ = ["Dispatcher", "KNOWN_EVENTS", "dispatch", "fire_now", "install", "uninstall",
+__all__ = ["KNOWN_EVENTS", "send", "dispatch", "fire_now", "install", "uninstall",
            "event_auth"]
 
-_LOG = 2000
 _USER_AGENT = "Bitrix24 Webhook Engine"  # UNCONFIRMED: the queue server's User-Agent
 
 #: events event.bind accepts (others: 400 ERROR_EVENT_NOT_FOUND, event-bind.md)
@@ -44,33 +43,6 @@ KNOWN_EVENTS = frozenset(
      "ONIMCONNECTORDIALOGSTART", "ONIMCONNECTORDIALOGFINISH", "ONIMCONNECTORSTATUSDELETE",
      "ONIMCONNECTORLINEDELETE"]
     + [f"ONCRM{e}{a}" for e in ("LEAD", "DEAL", "CONTACT") for a in ("ADD", "UPDATE", "DELETE")])
-
-
-class Dispatcher:
-    """Worker threads sending events queued by REST calls (the queue server)."""
-
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="b24-events")
-        self._pending = 0
-        self._lock = threading.Lock()
-
-    def submit(self, sb: Sandbox, jobs: list[dict[str, Any]]) -> None:
-        with self._lock:
-            self._pending += len(jobs)
-        for job in jobs:
-            self._pool.submit(self._run, sb, job)
-
-    def _run(self, sb: Sandbox, job: dict[str, Any]) -> None:
-        try:
-            _send(sb, job)
-        finally:
-            with self._lock:
-                self._pending -= 1
-
-    @property
-    def pending(self) -> int:
-        with self._lock:
-            return self._pending
 
 
 def _endpoints(portal: Portal, base: str) -> dict[str, str]:
@@ -128,27 +100,18 @@ def _jobs(sb: Sandbox, portal: Portal, base: str, event: str, data: dict[str, An
     return jobs
 
 
-def _send(sb: Sandbox, job: dict[str, Any]) -> dict[str, Any]:
+def send(sb: Sandbox, job: dict[str, Any]) -> dict[str, Any]:
     """POST one job form-encoded, once (no retries); record the outcome."""
     body = encode_form(job["payload"])
-    outcome: dict[str, Any] = {"status": None, "body": None, "error": None}
-    timeout = float(sb.cfg["event_timeout_s"])
-    headers = {"Content-Type": "application/x-www-form-urlencoded", "User-Agent": _USER_AGENT}
-    try:
-        resp = requests.post(job["url"], data=body.encode("utf-8"), headers=headers,
-                             timeout=timeout, allow_redirects=False)
-        outcome["status"] = resp.status_code
-        outcome["body"] = resp.text[:2000]
-    except requests.RequestException as exc:
-        outcome["error"] = f"{type(exc).__name__}: {exc}"
-    with sb.store.lock:
-        record = {"id": len(sb.store.deliveries) + 1, "at": sb.clock.now(),
-                  "portal": job["portal"], "event": job["event"],
-                  "event_handler_id": job.get("handler_id"), "url": job["url"],
-                  "payload": job["payload"], "form": body, **outcome}  # body: the answer
-        sb.store.deliveries.append(record)
-        del sb.store.deliveries[:-_LOG]
-    return record
+    outcome = webhooks.send(job["url"], body.encode("utf-8"), {
+        "Content-Type": "application/x-www-form-urlencoded", "User-Agent": _USER_AGENT},
+        float(sb.cfg["event_timeout_s"]))
+    return sb.store.deliveries.append({
+        "at": sb.clock.now(), "portal": job["portal"], "event": job["event"],
+        "event_handler_id": job.get("handler_id"), "url": job["url"],
+        "payload": job["payload"], "form": body, "status": outcome.status,
+        "body": None if outcome.text is None else outcome.text[:2000],  # the answer
+        "error": outcome.error})
 
 
 def dispatch(sb: Sandbox, ctx: CallCtx) -> None:
@@ -166,9 +129,9 @@ def dispatch(sb: Sandbox, ctx: CallCtx) -> None:
         return
     if sb.cfg["event_delivery"] == "inline":
         for job in jobs:
-            _send(sb, job)
+            send(sb, job)
     else:
-        sb.dispatcher.submit(sb, jobs)
+        sb.dispatcher.submit([Job(sb.clock.now(), data=job) for job in jobs])
 
 
 def fire_now(sb: Sandbox, portal: Portal, base: str, event: str, data: dict[str, Any],
@@ -176,7 +139,7 @@ def fire_now(sb: Sandbox, portal: Portal, base: str, event: str, data: dict[str,
     """Send ``event`` synchronously (control endpoints); returns the delivery records."""
     with sb.store.lock:
         jobs = _jobs(sb, portal, base, event, data, user_id)
-    return [_send(sb, job) for job in jobs]
+    return [send(sb, job) for job in jobs]
 
 
 # -- install / uninstall (on-app-install.md, on-app-uninstall.md) --------------------------
@@ -213,7 +176,7 @@ def install(sb: Sandbox, portal: Portal, base: str, handler: str | None,
                             "member_id": portal.member_id, "application_token": app_token}}
     delivery: dict[str, Any] | None = None
     if handler:
-        delivery = _send(sb, {"portal": portal.domain, "event": "ONAPPINSTALL", "url": handler,
+        delivery = send(sb, {"portal": portal.domain, "event": "ONAPPINSTALL", "url": handler,
                               "payload": payload})
         ok = delivery["status"] is not None and 200 <= delivery["status"] < 300
         finished = ok or not cfg["install_finish_requires_2xx"]
@@ -250,9 +213,9 @@ def uninstall(sb: Sandbox, portal: Portal, base: str, clean: bool,
                             "client_endpoint": ends["client_endpoint"],
                             "member_id": portal.member_id,
                             "application_token": app.application_token}}
-        send = app.finished
-    deliveries = [_send(sb, {"portal": portal.domain, "event": "ONAPPUNINSTALL", "url": url,
-                             "payload": payload}) for url in targets] if send else []
+        notify = app.finished
+    deliveries = [send(sb, {"portal": portal.domain, "event": "ONAPPUNINSTALL", "url": url,
+                             "payload": payload}) for url in targets] if notify else []
     with store.lock:
         portal.app = None
         portal.bindings.clear()

@@ -8,7 +8,10 @@ status 503 and error code QUERY_LIMIT_EXCEEDED" (X/Y: 50/2 on ordinary plans,
 applications on a single server ... share a common request rate limit"); the
 sandbox keys it by portal only. A batch is one HTTP request ("The rate limit
 accounts for HTTP requests"), so it counts once. Our reading: a refused
-request does not raise the counter. No ``Retry-After`` is documented.
+request does not raise the counter. No ``Retry-After`` is documented. The
+bucket is :class:`sandbox.core.ratelimit.TokenBucket` (a token bucket is a
+leaky bucket as a meter) keyed by the portal's domain, with rate Y and
+capacity X.
 
 **Resource intensity ("operating").** Per portal, per app or webhook, per
 method: the execution time of each call is summed in ten 1-minute baskets. A
@@ -26,48 +29,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LeakyBucket", "OperatingMeter", "OperatingState"]
+__all__ = ["OperatingMeter", "OperatingState"]
 
 _BASKET_S = 60.0
 _WINDOW_S = 600.0  # ten baskets
-
-
-class LeakyBucket:
-    """Counters per key (portal domain), each draining continuously."""
-
-    def __init__(self, now: Callable[[], float]) -> None:
-        self._now = now
-        self._lock = threading.Lock()
-        self._level: dict[str, tuple[float, float]] = {}  # key -> (level, at)
-
-    def _drained(self, key: str, drain: float, now: float) -> float:
-        level, at = self._level.get(key, (0.0, now))
-        return max(0.0, level - drain * max(0.0, now - at))
-
-    def hit(self, key: str, burst: int, drain: float) -> bool:
-        """Count one request; False (and nothing counted) when over the threshold."""
-        now = self._now()
-        with self._lock:
-            level = self._drained(key, drain, now)
-            if level + 1.0 > burst:
-                self._level[key] = (level, now)
-                return False
-            self._level[key] = (level + 1.0, now)
-            return True
-
-    def level(self, key: str, drain: float) -> float:
-        now = self._now()
-        with self._lock:
-            return self._drained(key, drain, now)
-
-    def snapshot(self, drains: dict[str, float]) -> dict[str, float]:
-        now = self._now()
-        with self._lock:
-            return {k: round(self._drained(k, drains.get(k, 2.0), now), 3) for k in self._level}
-
-    def reset(self) -> None:
-        with self._lock:
-            self._level.clear()
 
 
 @dataclass

@@ -29,10 +29,11 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Response, request
 
+from ..core.oauth import Code, RefreshPolicy, Rejected
 from .context import sandbox
 from .errors import json_response
 from .params import as_int
-from .store import AuthCode, Portal, Store
+from .store import Portal, Store
 
 __all__ = ["bp", "create_code", "server_domain"]
 
@@ -56,12 +57,11 @@ def _page(title: str, body: str, status: int) -> Response:
     return Response(page, status=status, mimetype="text/html")
 
 
-def create_code(store: Store, portal: Portal, user_id: int) -> AuthCode:
+def create_code(store: Store, portal: Portal, user_id: int) -> Code:
     """A fresh authorization code (caller holds the lock)."""
-    code = AuthCode(store.random_token(), portal.domain, user_id, store.cfg["app"]["client_id"],
-                    list(store.cfg["app"]["scope"]), store.now() + float(store.cfg["code_ttl_s"]))
-    store.codes[code.code] = code
-    return code
+    app = store.cfg["app"]
+    return store.oauth.issue_code(portal.domain, user_id, app["client_id"],
+                                  list(app["scope"]), "", float(store.cfg["code_ttl_s"]))
 
 
 @bp.route("/<portal_name>/oauth/authorize/", methods=["GET"])
@@ -84,13 +84,13 @@ def authorize(portal_name: str) -> Response:
         uid = as_int(request.args.get("user_id"))
         user_id = uid if uid in portal.users else portal.admin_id()
         code = create_code(store, portal, user_id)
-        params = {"code": code.code, "state": request.args.get("state", ""),
+        params = {"code": code.value, "state": request.args.get("state", ""),
                   "domain": portal.domain, "member_id": portal.member_id,
                   "scope": ",".join(code.scopes), "server_domain": server_domain()}
         target = app.get("redirect_uri")
     if not target:
         # index.md note: without a redirect_uri Bitrix24 shows the code on the page
-        return _page("Authorization code", f"<p>Code: <code id='code'>{code.code}</code></p>",
+        return _page("Authorization code", f"<p>Code: <code id='code'>{code.value}</code></p>",
                      200)
     sep = "&" if "?" in target else "?"
     return Response(status=302, headers={"Location": f"{target}{sep}{urlencode(params)}"})
@@ -137,16 +137,15 @@ def token() -> Response:
         if args.get("client_id") != app["client_id"] or \
                 args.get("client_secret") != app["client_secret"]:
             return _error(store, grant, "invalid_client", "Invalid client credentials")
-        now = store.now()
         if grant == "authorization_code":
             raw = args.get("code", "")
             if not raw:
                 return _error(store, grant, "invalid_request", "code is required")
-            code = store.codes.get(raw)
-            if code is None or code.used or code.expires_at <= now:
+            try:
+                code = store.oauth.redeem(raw)  # single use
+            except Rejected:
                 return _error(store, grant, "invalid_grant", "Invalid authorization code")
-            code.used = True  # single use
-            portal = store.portal(code.domain)
+            portal = store.portal(str(code.account))
             if portal is None or portal.app is None:
                 return _error(store, grant, "invalid_client", "Application not installed")
             access, refresh = store.issue_pair(portal, code.user_id, code.scopes)
@@ -155,24 +154,22 @@ def token() -> Response:
         raw = args.get("refresh_token", "")
         if not raw:
             return _error(store, grant, "invalid_request", "refresh_token is required")
-        old = store.refresh.get(raw)
-        grace = float(store.cfg["refresh_grace_s"])
-        if old is None or old.expires_at <= now or (
-                old.replaced_at is not None and now >= old.replaced_at + grace):
+        old = store.oauth.refresh.get(raw)
+        portal = store.portal(str(old.account)) if old is not None else None
+        if old is not None and (portal is None or portal.app is None):
             return _error(store, grant, "invalid_grant", "Invalid refresh token")
-        portal = store.portal(old.domain)
-        if portal is None or portal.app is None:
-            return _error(store, grant, "invalid_grant", "Invalid refresh token")
-        if store.cfg["revoke_access_on_refresh"]:
-            for key in [k for k, v in store.access.items()
-                        if v.domain == old.domain and v.user_id == old.user_id]:
-                del store.access[key]
-        access, refresh = store.issue_pair(portal, old.user_id, old.scopes)
         # auto-renewal.md: "Retain it instead of the previous one"; FACTS: rotates
-        if grace <= 0:
-            del store.refresh[raw]
-        elif old.replaced_at is None:
-            old.replaced_at = now
+        # (refresh_grace_s keeps the old one alive a while, UNCONFIRMED)
+        policy = RefreshPolicy(grace_s=float(store.cfg["refresh_grace_s"]),
+                               revoke_access_on_refresh=bool(
+                                   store.cfg["revoke_access_on_refresh"]))
+        try:
+            access, refresh = store.oauth.refresh_grant(
+                raw, policy, access_ttl=float(store.cfg["access_token_ttl_s"]),
+                refresh_ttl=float(store.cfg["refresh_token_ttl_s"]))
+        except Rejected:
+            return _error(store, grant, "invalid_grant", "Invalid refresh token")
+        assert portal is not None
         store.count_oauth(grant, None)
         return json_response(_token_body(store, portal, access, refresh, refreshed=True))
 
@@ -184,14 +181,14 @@ def server_app_info() -> Response:
     sb = sandbox()
     raw = request.values.get("auth") or (request.get_json(silent=True) or {}).get("auth")
     with sb.store.lock:
-        access = sb.store.access.get(str(raw or ""))
+        access = sb.store.oauth.bearer(str(raw or ""))
         if access is None:
             return json_response({"error": "NO_AUTH_FOUND",
                                   "error_description": "Wrong authorization data"}, 401)
         if access.expires_at <= sb.clock.now():
             return json_response({"error": "expired_token", "error_description":
                                   "The access token provided has expired."}, 401)
-        portal = sb.store.portal(access.domain)
+        portal = sb.store.portal(str(access.account))
         app = sb.cfg["app"]
         installed = bool(portal and portal.app and portal.app.finished)
     return json_response({"result": {"ID": 1, "CODE": app.get("code") or app["client_id"],

@@ -1,4 +1,13 @@
-"""``GET /_state``: everything the sandbox holds, as JSON (caller holds the lock)."""
+"""``GET /_state``: everything the sandbox holds, as JSON (caller holds the lock).
+
+Per portal (``accounts``, :func:`portal_state`): users, webhooks, the app's
+installation, directories, pipelines, user fields, leads / contacts / deals
+with multifields and timelines, tasks (with status), event bindings, the
+offline queue, placements, lines, connectors, Open Lines chats with messages,
+unmatched receipts. App-wide (:func:`dump_extras`): the clock, the app, OAuth
+token-endpoint counts, event deliveries (of the selected portal), pending
+deliveries, leaky-bucket levels, operating time.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +17,7 @@ from .context import Sandbox
 from .crm import KINDS, entity_json
 from .store import Portal
 
-__all__ = ["dump_state", "portal_state", "timeline"]
+__all__ = ["dump_extras", "portal_state", "timeline"]
 
 
 def _message(rec: dict[str, Any]) -> dict[str, Any]:
@@ -55,10 +64,12 @@ def portal_state(sb: Sandbox, portal: Portal) -> dict[str, Any]:
              "timeline": timeline(portal, kind, ent.id)}
             for ent in sorted(portal.entities[kind].values(), key=lambda e: e.id)]
     out["timeline"] = timeline(portal)
+    # status: tasks-task-list.md ("5" is completed), so the demo page lists open ones
     out["tasks"] = [{"id": tid, "title": t["task"]["title"],
                      "responsibleId": t["task"]["responsibleId"],
                      "createdBy": t["task"]["createdBy"], "deadline": t["task"]["deadline"],
-                     "description": t["task"]["description"], "UF_CRM_TASK": t["UF_CRM_TASK"]}
+                     "description": t["task"]["description"], "UF_CRM_TASK": t["UF_CRM_TASK"],
+                     "status": t["task"]["status"]}
                     for tid, t in sorted(portal.tasks.items())]
     out["event_bindings"] = [dict(b) for b in portal.bindings]
     out["offline_queue"] = list(portal.offline_queue)
@@ -77,23 +88,23 @@ def portal_state(sb: Sandbox, portal: Portal) -> dict[str, Any]:
     return out
 
 
-def dump_state(sb: Sandbox, domain: str | None = None) -> dict[str, Any]:
+def dump_extras(sb: Sandbox, domain: str | None = None) -> dict[str, Any]:
     store = sb.store
-    portals = [p for p in store.portals.values() if domain is None or p.domain == domain]
     drains = {p.domain: float(sb.cfg["limits"][p.plan]["drain_per_s"])
               for p in store.portals.values()}
     now = sb.clock.now()
+    oauth = store.oauth
+    levels = sb.bucket.levels(lambda key: drains.get(str(key), 2.0))
     return {
         "now": now, "clock_offset": sb.clock.offset,
         "app": {"client_id": store.cfg["app"]["client_id"], "scope": store.cfg["app"]["scope"]},
-        "portals": [portal_state(sb, p) for p in portals],
         "oauth": {"token_endpoint": dict(store.oauth_calls),
-                  "live_access_tokens": sum(1 for t in store.access.values()
+                  "live_access_tokens": sum(1 for t in oauth.access.values()
                                             if t.expires_at > now),
-                  "live_refresh_tokens": len(store.refresh), "codes": len(store.codes)},
+                  "live_refresh_tokens": len(oauth.refresh), "codes": len(oauth.codes)},
         "deliveries": [d for d in store.deliveries if domain is None or d["portal"] == domain],
-        "pending_deliveries": sb.dispatcher.pending,
-        "bucket": {k: v for k, v in sb.bucket.snapshot(drains).items()
+        "pending_deliveries": sb.dispatcher.in_flight,
+        "bucket": {str(k): round(v, 3) for k, v in levels.items()
                    if domain is None or k == domain},
         "operating": [o for o in sb.meter.snapshot() if domain is None or o["portal"] == domain],
     }

@@ -1,12 +1,14 @@
 """In-process state of the sandbox Bitrix24 (one lock guards all of it).
 
-* :class:`Clock` -- wall clock plus an offset (``POST /_clock`` moves it), the
-  one seam for time: token and code lifetimes, the leaky bucket, operating time.
+* the clock (:class:`sandbox.core.clock.Clock`, ``POST /_clock`` moves it) is
+  the one seam for time: token and code lifetimes, the leaky bucket, operating
+  time.
 * :class:`Portal` -- one Bitrix24 account: users, webhooks, CRM (leads,
   contacts, deals with multifields), directories (``crm.status.list``),
   pipelines, timeline comments, to-dos, tasks, the app's installation, event
   bindings, Open Lines (lines, connectors, chats, messages).
-* :class:`Store` -- the portals plus the OAuth server's tokens and codes.
+* :class:`Store` -- the portals plus the OAuth server's tokens and codes
+  (:mod:`sandbox.core.oauth`).
 
 Portals are isolated: every id counter is per portal (as every Bitrix24 has
 its own database) and every lookup goes through the portal that was called.
@@ -19,18 +21,17 @@ import random
 import secrets
 import string
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.clock import Clock
+from ..core.oauth import AccessToken, RefreshToken, TokenFormat, TokenServer
+from ..core.webhooks import DeliveryLog
+
 __all__ = [
-    "Clock",
     "Entity",
     "Portal",
     "Store",
-    "AccessToken",
-    "RefreshToken",
-    "AuthCode",
     "AppInstall",
     "ENTITY_TYPE_IDS",
 ]
@@ -41,86 +42,12 @@ ENTITY_TYPE_IDS = {"lead": 1, "deal": 2, "contact": 3, "company": 4}
 _TOKEN_CHARS = string.ascii_lowercase + string.digits
 
 
-class Clock:
-    """``time.time()`` plus an adjustable offset (tests move time instead of
-    sleeping); it can be frozen so that only :meth:`advance` moves it."""
-
-    def __init__(self) -> None:
-        self._offset = 0.0
-        self._frozen: float | None = None
-        self._lock = threading.Lock()
-
-    def now(self) -> float:
-        with self._lock:
-            base = self._frozen if self._frozen is not None else time.time()
-            return base + self._offset
-
-    def freeze(self, frozen: bool) -> None:
-        with self._lock:
-            if frozen and self._frozen is None:
-                self._frozen = time.time()
-            elif not frozen and self._frozen is not None:
-                self._offset += self._frozen - time.time()
-                self._frozen = None
-
-    @property
-    def frozen(self) -> bool:
-        with self._lock:
-            return self._frozen is not None
-
-    def advance(self, seconds: float) -> float:
-        with self._lock:
-            self._offset += float(seconds)
-            return self._offset
-
-    def set_offset(self, seconds: float) -> None:
-        with self._lock:
-            self._offset = float(seconds)
-
-    @property
-    def offset(self) -> float:
-        with self._lock:
-            return self._offset
-
-
 def fmt_datetime(ts: float, utc_offset: str) -> str:
     """``2024-05-23T18:18:25+02:00`` in the portal's zone (crm-lead-get.md dates)."""
     sign = 1 if utc_offset[0] == "+" else -1
     hours, minutes = int(utc_offset[1:3]), int(utc_offset[4:6])
     zone = dt.timezone(sign * dt.timedelta(hours=hours, minutes=minutes))
     return dt.datetime.fromtimestamp(ts, zone).replace(microsecond=0).isoformat()
-
-
-@dataclass
-class AccessToken:
-    token: str
-    domain: str
-    user_id: int
-    client_id: str
-    scopes: list[str]
-    expires_at: float
-
-
-@dataclass
-class RefreshToken:
-    token: str
-    domain: str
-    user_id: int
-    client_id: str
-    scopes: list[str]
-    expires_at: float
-    replaced_at: float | None = None  # set when rotated (refresh_grace_s applies)
-
-
-@dataclass
-class AuthCode:
-    code: str
-    domain: str
-    user_id: int
-    client_id: str
-    scopes: list[str]
-    expires_at: float
-    used: bool = False
 
 
 @dataclass
@@ -298,6 +225,9 @@ class Portal:
         return fmt_datetime(ts, self.cfg["utc_offset"])
 
 
+_EVENT_LOG = 2000  # event deliveries kept for /_state
+
+
 class Store:
     """Every portal plus the OAuth server (oauth.bitrix.info) state."""
 
@@ -312,11 +242,12 @@ class Store:
         seed = cfg.get("seed")
         self._rng: random.Random | None = random.Random(seed) if seed is not None else None  # noqa: S311
         self.portals: dict[str, Portal] = {p["domain"]: Portal(p) for p in cfg["portals"]}
-        self.access: dict[str, AccessToken] = {}
-        self.refresh: dict[str, RefreshToken] = {}
-        self.codes: dict[str, AuthCode] = {}
+        # oauth/index.md: codes single-use (kept once used), every token 32 characters
+        self.oauth = TokenServer(self.now, TokenFormat(
+            code=self.random_token, access=lambda *_: self.random_token(),
+            refresh=self.random_token))
         self.oauth_calls: dict[str, dict[str, Any]] = {}
-        self.deliveries: list[dict[str, Any]] = []
+        self.deliveries = DeliveryLog(_EVENT_LOG, numbered=True)
         self.started = self.clock.now()
 
     def now(self) -> float:
@@ -338,34 +269,25 @@ class Store:
             return "".join(self._rng.choice(_TOKEN_CHARS) for _ in range(length))
         return "".join(secrets.choice(_TOKEN_CHARS) for _ in range(length))
 
-    def _prune(self) -> None:
-        """Forget dead tokens now and then (events mint one per delivery)."""
-        if len(self.access) > 5000:
-            now = self.now()
-            for key in [k for k, t in self.access.items() if t.expires_at <= now]:
-                del self.access[key]
-
     def issue_access(self, portal: Portal, user_id: int, scopes: list[str]) -> AccessToken:
-        self._prune()
-        token = AccessToken(self.random_token(), portal.domain, user_id,
-                            self.cfg["app"]["client_id"], list(scopes),
-                            self.now() + float(self.cfg["access_token_ttl_s"]))
-        self.access[token.token] = token
-        return token
+        """An access token without a refresh token (event ``auth``)."""
+        if len(self.oauth.access) > 5000:  # events mint one per delivery
+            self.oauth.prune()
+        return self.oauth.issue_access(
+            portal.domain, user_id, self.cfg["app"]["client_id"], list(scopes),
+            self.now() + float(self.cfg["access_token_ttl_s"]))
 
     def issue_pair(self, portal: Portal, user_id: int,
                    scopes: list[str]) -> tuple[AccessToken, RefreshToken]:
-        access = self.issue_access(portal, user_id, scopes)
-        refresh = RefreshToken(self.random_token(), portal.domain, user_id, access.client_id,
-                               list(scopes), self.now() + float(self.cfg["refresh_token_ttl_s"]))
-        self.refresh[refresh.token] = refresh
-        return access, refresh
+        if len(self.oauth.access) > 5000:
+            self.oauth.prune()
+        return self.oauth.issue(portal.domain, user_id, self.cfg["app"]["client_id"],
+                                list(scopes), access_ttl=float(self.cfg["access_token_ttl_s"]),
+                                refresh_ttl=float(self.cfg["refresh_token_ttl_s"]))
 
     def revoke_portal(self, domain: str) -> None:
         """Uninstall: every token and code of the app on ``domain`` dies."""
-        for table in (self.access, self.refresh, self.codes):
-            for key in [k for k, v in table.items() if v.domain == domain]:
-                del table[key]
+        self.oauth.revoke_account(domain, codes=True)
 
     def count_oauth(self, grant: str, error: str | None) -> None:
         entry = self.oauth_calls.setdefault(grant, {"calls": 0, "ok": 0, "failed": 0,

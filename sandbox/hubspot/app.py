@@ -2,7 +2,7 @@
 
 Every API request passes, in order:
 
-1. the fault plan (:mod:`sandbox.faults`; API requests only),
+1. the fault plan (:mod:`sandbox.core.faults`; API requests only),
 2. authentication (per view: Bearer private-app/OAuth token, app OAuth token,
    or developer key; FACTS.md 3.1),
 3. rate limiting (FACTS 3.2; headers on every counted answer),
@@ -22,9 +22,12 @@ from typing import Any
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from ..faults import FaultPlan
-from . import associations, channels, control, crm, oauth, properties, stats
-from .config import build_config
+from ..core import control as core_control
+from ..core import stats
+from ..core.clock import Clock
+from ..core.faults import FaultPlan
+from . import associations, channels, control, crm, oauth, properties
+from .config import SETTINGS
 from .context import AUTH_ATTR, EXTENSION, AuthContext, Sandbox, sandbox
 from .errors import (
     HubSpotError,
@@ -37,7 +40,7 @@ from .errors import (
 )
 from .openapi import validate_request
 from .ratelimit import RateLimiter
-from .store import Store, iso, now_s
+from .store import Store, iso
 
 __all__ = ["create_app"]
 
@@ -46,9 +49,11 @@ _PAGES = frozenset({"/oauth/authorize"})
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build a sandbox HubSpot app; ``config`` overrides :data:`config.DEFAULTS`."""
-    cfg = build_config(config)
+    cfg = SETTINGS.build(config)
     app = Flask(__name__)
-    sb = Sandbox(Store(cfg), RateLimiter(), FaultPlan(seed=cfg["seed"]))
+    clock = Clock()
+    sb = control.HubSpotSandbox(Store(cfg, clock), RateLimiter(clock.now),
+                                FaultPlan(seed=cfg["seed"]), clock)
     app.extensions[EXTENSION] = sb
     # Faults first: they stand for the network and HubSpot's edge.
     sb.faults.install(app, error_body=_fault_body, applies=_fault_applies)
@@ -58,8 +63,31 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.register_blueprint(module.bp)
     app.register_error_handler(HubSpotError, _render_hubspot_error)
     app.register_error_handler(HTTPException, _render_http_error)
-    stats.install(app)  # GET /_stats: request counts for benchmarks (read-only)
+    core_control.install(app, sb)  # /_state, /_config, /_reset, /_clock, /_reply
+    stats.install(app, route=_stats_route)  # GET /_stats (read-only)
     return app
+
+
+# -- statistics ----------------------------------------------------------------------
+
+#: route variables spelled out in the statistics (few values: object types,
+#: batch actions); ids stay templates
+_SPELLED = ("object_type", "from_type", "to_type", "action")
+
+
+def _stats_route() -> str | None:
+    """API requests as their route template, e.g. ``/crm/v3/objects/notes/batch/create``,
+    ``/crm/v3/objects/deals/<object_id>``; None for control endpoints and pages."""
+    path = request.path
+    if path.startswith("/_") or path == "/" or path in _PAGES:
+        return None
+    if request.url_rule is None:
+        return path
+    rule = request.url_rule.rule
+    for name, value in (request.view_args or {}).items():
+        if name in _SPELLED:
+            rule = rule.replace(f"<{name}>", str(value))
+    return rule
 
 
 # -- faults --------------------------------------------------------------------------
@@ -118,14 +146,14 @@ def _authenticate(sb: Sandbox, mode: str) -> AuthContext:
                 "This endpoint requires an OAuth access token of a public app; private app "
                 "access tokens are not supported.", "MISSING_SCOPES"))
         return AuthContext("private", portal, None, token)
-    access = store.tokens.get(token)
+    access = store.oauth.bearer(token)
     if access is None:
         raise unauthenticated()
-    now = now_s()
+    now = store.now()
     if access.expires_at <= now:
         raise expired_token(now - access.expires_at, iso(access.expires_at))
-    return AuthContext("oauth", store.portals[access.portal_id], access.app_id, token,
-                       tuple(access.scopes), access.user_id)
+    return AuthContext("oauth", store.portals[int(access.account)], access.extra["app_id"],
+                       token, tuple(access.scopes), access.user_id)
 
 
 def _rate_limit(sb: Sandbox, ctx: AuthContext) -> Response | None:

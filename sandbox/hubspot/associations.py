@@ -22,7 +22,7 @@ from .catalog import ObjectType
 from .context import auth, current_portal, json_body, sandbox
 from .crm import BATCH_LIMIT, resolve_or_400
 from .errors import json_response, not_found, validation_error
-from .store import Portal, Store, iso, now_s
+from .store import Portal, Store, iso
 
 __all__ = ["bp"]
 
@@ -89,7 +89,7 @@ def _multi(pairs: list[tuple[str, set[tuple[str, int]]]]) -> list[dict[str, Any]
 def _batch(results: list[dict[str, Any]], started: float,
            errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"status": "COMPLETE", "results": results,
-                            "startedAt": iso(started), "completedAt": iso(now_s())}
+                            "startedAt": iso(started), "completedAt": iso(sandbox().store.now())}
     if errors:
         body["numErrors"] = len(errors)
         body["errors"] = errors
@@ -112,7 +112,7 @@ def _inputs(body: dict[str, Any]) -> list[dict[str, Any]]:
 def put_default(from_type: str, from_id: str, to_type: str, to_id: str) -> Response:
     ftype, ttype, default = _pair(from_type, to_type)
     portal = current_portal()
-    started = now_s()
+    started = sandbox().store.now()
     with sandbox().store.lock:
         _exists(portal, ftype, from_id)
         _exists(portal, ttype, to_id)
@@ -173,7 +173,7 @@ def batch_read(from_type: str, to_type: str) -> Response:
     ftype, ttype = resolve_or_400(from_type), resolve_or_400(to_type)
     portal = current_portal()
     inputs = _inputs(json_body())
-    started = now_s()
+    started = sandbox().store.now()
     results, missing = [], []
     with sandbox().store.lock:
         for item in inputs:
@@ -198,7 +198,7 @@ def batch_create(from_type: str, to_type: str) -> Response:
     ftype, ttype, default = _pair(from_type, to_type)
     portal = current_portal()
     inputs = _inputs(json_body())
-    started = now_s()
+    started = sandbox().store.now()
     with sandbox().store.lock:
         plan = []
         for item in inputs:
@@ -220,7 +220,7 @@ def batch_default(from_type: str, to_type: str) -> Response:
     ftype, ttype, default = _pair(from_type, to_type)
     portal = current_portal()
     inputs = _inputs(json_body())
-    started = now_s()
+    started = sandbox().store.now()
     with sandbox().store.lock:
         pairs = []
         for item in inputs:

@@ -25,7 +25,7 @@ from . import catalog
 from .context import auth, current_auth, current_portal, json_body, sandbox
 from .errors import HubSpotError, error_body, json_response, not_found, validation_error
 from .records import to_millis
-from .store import Portal, Store, iso, now_s
+from .store import Portal, Store, iso
 
 __all__ = ["bp", "find_reply_target", "build_reply", "outgoing_webhook_payload"]
 
@@ -116,7 +116,7 @@ def create_channel() -> Response:
     _check_capabilities(caps)
     webhook = _opt(body, "webhookUrl", str)
     _check_url(webhook, "webhookUrl")
-    stamp = iso(now_s())
+    stamp = iso(sandbox().store.now())
     with sb.store.lock:
         channel = {
             "id": sb.store.next_misc_id(), "name": name, "capabilities": caps,
@@ -165,7 +165,7 @@ def update_channel(channel_id: str) -> Response:
                     "channelLogoUrl", "channelAccountConnectionRedirectUrl"):
             if key in body:
                 channel[key] = body[key]
-        channel["updatedAt"] = iso(now_s())
+        channel["updatedAt"] = iso(sandbox().store.now())
         return json_response(_public_channel(channel))
 
 
@@ -197,7 +197,7 @@ def create_account(channel_id: str) -> Response:
         _channel(channel_id)
         if inbox_id not in {i["id"] for i in portal.inboxes}:
             raise validation_error(f"Inbox {inbox_id} does not exist")
-        stamp = iso(now_s())
+        stamp = iso(store.now())
         account = {"id": store.next_misc_id(), "channelId": channel_id, "inboxId": inbox_id,
                    "name": name, "active": True, "archived": False, "authorized": authorized,
                    "createdAt": stamp, "updatedAt": stamp}
@@ -237,7 +237,7 @@ def one_account(channel_id: str, account_id: str) -> Response:
                 account["name"] = _need(body, "name", str)
             if "authorized" in body:
                 account["authorized"] = _need(body, "authorized", bool)
-            account["updatedAt"] = iso(now_s())
+            account["updatedAt"] = iso(sandbox().store.now())
         return json_response(account)
 
 
@@ -280,13 +280,13 @@ def _thread_for(store: Store, portal: Portal, account: dict[str, Any], itid: str
     key = ((account["id"], "itid", itid) if itid else
            (account["id"], "did", customer["deliveryIdentifier"]["value"]))
     thread_id = portal.thread_index.get(key)
-    stamp = iso(now_s())
+    stamp = iso(store.now())
     if thread_id is None:
         thread = {"id": store.next_misc_id(), "channelId": account["channelId"],
                   "channelAccountId": account["id"], "inboxId": account["inboxId"],
                   "integrationThreadId": itid, "customer": customer,
                   "associatedContactId": None, "status": "OPEN", "createdAt": stamp,
-                  "latestMessageTimestamp": stamp, "latest": now_s(), "messages": []}
+                  "latestMessageTimestamp": stamp, "latest": store.now(), "messages": []}
         portal.threads[thread["id"]] = thread
         portal.thread_index[key] = thread["id"]
     else:
@@ -340,7 +340,7 @@ def publish(channel_id: str) -> Response:
         thread = _thread_for(store, portal, account, itid, customer, contact_id)
         actor = (f"V-{thread['associatedContactId']}" if thread["associatedContactId"]
                  else None)
-        now = now_s()
+        now = store.now()
         public: dict[str, Any] = {
             "id": store.new_message_id(), "conversationsThreadId": thread["id"],
             "channelId": channel_id, "channelAccountId": account_id, "direction": direction,
@@ -404,7 +404,8 @@ def update_message_status(channel_id: str, message_id: str) -> Response:
             status["failureDetails"] = {"errorMessage": error_message}
         record["public"]["status"] = status
         record.setdefault("statusHistory", []).append(
-            {"statusType": status_type, "errorMessage": error_message, "at": iso(now_s())})
+            {"statusType": status_type, "errorMessage": error_message,
+             "at": iso(sandbox().store.now())})
         return json_response(record["public"])
 
 
@@ -448,26 +449,31 @@ def thread_messages(thread_id: str) -> Response:
 # -- agent replies (control /_reply) ---------------------------------------------------
 
 
-def find_reply_target(store: Store, contact_id: str,
+def find_reply_target(store: Store, contact_id: str | None, conversation: str | None,
                       portal_id: int | None) -> tuple[Portal, dict[str, Any]] | str:
-    """The portal and the contact's most recent custom-channel thread, or an
-    error code string. Caller holds the lock."""
+    """The portal and the thread to answer: the contact's most recent
+    custom-channel thread, or the most recent thread with ``conversation`` as its
+    ``integrationThreadId`` (of that contact, if given); else an error code
+    string. Caller holds the lock."""
     if portal_id is None:
         portals = list(store.portals.values())
     else:
         portals = [store.portals[portal_id]] if portal_id in store.portals else []
     for portal in portals:
-        if Store.get(portal, "contacts", contact_id) is None:
+        if contact_id is not None and Store.get(portal, "contacts", contact_id) is None:
             continue
         threads = [t for t in portal.threads.values()
-                   if t["associatedContactId"] == contact_id]
+                   if (contact_id is None or t["associatedContactId"] == contact_id)
+                   and (conversation is None or t["integrationThreadId"] == conversation)]
         if not threads:
+            if contact_id is None:
+                continue
             return "no_thread"
         return portal, max(threads, key=lambda t: t["latest"])
-    return "contact_not_found"
+    return "contact_not_found" if contact_id is not None else "conversation_not_found"
 
 
-def outgoing_webhook_payload(portal: Portal, thread: dict[str, Any],
+def outgoing_webhook_payload(store: Store, portal: Portal, thread: dict[str, Any],
                              message: dict[str, Any]) -> dict[str, Any]:
     """The OUTGOING_CHANNEL_MESSAGE_CREATED webhook HubSpot POSTs at webhookUrl.
 
@@ -478,7 +484,7 @@ def outgoing_webhook_payload(portal: Portal, thread: dict[str, Any],
     """
     return {"type": "OUTGOING_CHANNEL_MESSAGE_CREATED", "portalId": portal.id,
             "channelId": thread["channelId"], "channelAccountId": thread["channelAccountId"],
-            "eventTimestamp": int(now_s() * 1000), "message": message}
+            "eventTimestamp": int(store.now() * 1000), "message": message}
 
 
 def build_reply(store: Store, portal: Portal, thread: dict[str, Any], text: str,
@@ -486,7 +492,7 @@ def build_reply(store: Store, portal: Portal, thread: dict[str, Any], text: str,
                 in_reply_to: str | None = None) -> dict[str, Any]:
     """Write a rep's reply into ``thread``; returns the webhook message body.
     Caller holds the lock."""
-    now = now_s()
+    now = store.now()
     customer = thread["customer"]
     recipient: dict[str, Any] = {"deliveryIdentifier": dict(customer["deliveryIdentifier"])}
     if customer.get("name"):

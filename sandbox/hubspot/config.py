@@ -2,16 +2,18 @@
 
 ``create_app(config)`` deep-merges ``config`` over :data:`DEFAULTS`;
 ``POST /_config`` updates the same keys at run time (except ``portals``,
-which only ``create_app`` sets). Switches for UNCONFIRMED vendor behaviour are
+which only ``create_app`` sets): :data:`SETTINGS`, a
+:class:`sandbox.core.config.Settings`. Switches for UNCONFIRMED vendor behaviour are
 named in FACTS.md terms and documented next to each default.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
-__all__ = ["DEFAULTS", "build_config", "update_config", "RUNTIME_KEYS"]
+from ..core.config import Settings, require_bools, require_numbers, require_positive_ints
+
+__all__ = ["DEFAULTS", "SETTINGS"]
 
 DEFAULTS: dict[str, Any] = {
     # Portals (HubSpot accounts). Each has an id, a private-app token
@@ -69,37 +71,16 @@ DEFAULTS: dict[str, Any] = {
     "seed": None,
 }
 
-# Keys POST /_config may change at run time.
-RUNTIME_KEYS = frozenset(DEFAULTS) - {"portals"}
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
 
 def _check(cfg: dict[str, Any]) -> None:
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown config keys: {sorted(unknown)}")
-    for key in ("per_10s", "per_day", "search_per_s", "rate_interval_ms"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ValueError(f"{key} must be a positive integer")
+    require_positive_ints(cfg, ("per_10s", "per_day", "search_per_s", "rate_interval_ms"))
     if cfg["per_10s_oauth"] is not None and (
             not isinstance(cfg["per_10s_oauth"], int) or cfg["per_10s_oauth"] < 1):
         raise ValueError("per_10s_oauth must be a positive integer or null")
-    for key in ("access_token_ttl", "code_ttl", "search_index_lag_s", "webhook_timeout_s"):
-        if not isinstance(cfg[key], (int, float)) or cfg[key] < 0:
-            raise ValueError(f"{key} must be a number >= 0")
-    for key in ("retry_after_header", "rotate_refresh_tokens",
-                "enforce_unconfirmed_required", "idempotency_dedupe"):
-        if not isinstance(cfg[key], bool):
-            raise ValueError(f"{key} must be a boolean")
+    require_numbers(cfg, ("access_token_ttl", "code_ttl", "search_index_lag_s",
+                          "webhook_timeout_s"))
+    require_bools(cfg, ("retry_after_header", "rotate_refresh_tokens",
+                        "enforce_unconfirmed_required", "idempotency_dedupe"))
     ids = set()
     for portal in cfg["portals"]:
         if not isinstance(portal, dict) or not isinstance(portal.get("id"), int):
@@ -113,18 +94,5 @@ def _check(cfg: dict[str, Any]) -> None:
             raise ValueError(f"app.{key} is required")
 
 
-def build_config(overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """Defaults deep-merged with ``overrides`` (``portals`` is replaced whole)."""
-    cfg = _merge(DEFAULTS, overrides or {})
-    _check(cfg)
-    return cfg
-
-
-def update_config(cfg: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """A new config with run-time ``values`` applied; raises ``ValueError``."""
-    bad = set(values) - RUNTIME_KEYS
-    if bad:
-        raise ValueError(f"not changeable at run time (or unknown): {sorted(bad)}")
-    new = _merge(cfg, values)
-    _check(new)
-    return new
+#: defaults, overrides, run-time updates (``portals`` only at start-up)
+SETTINGS = Settings(DEFAULTS, check=_check, frozen={"portals"})

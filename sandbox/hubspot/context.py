@@ -1,7 +1,9 @@
 """Per-app and per-request context shared by the sandbox's blueprints.
 
 * :class:`Sandbox` (in ``app.extensions["hubspot_sandbox"]``): the store, the
-  rate limiter and the fault plan of one app instance.
+  rate limiter, the fault plan and the clock of one app instance (the app
+  builds :class:`sandbox.hubspot.control.HubSpotSandbox`, which adds the
+  control API's hooks).
 * :func:`auth` marks a view with the credentials it accepts; the gate in
   :mod:`sandbox.hubspot.app` authenticates before the view runs and leaves an
   :class:`AuthContext` in ``g``.
@@ -16,7 +18,8 @@ from typing import Any, TypeVar
 
 from flask import current_app, g, request
 
-from ..faults import FaultPlan
+from ..core.clock import Clock
+from ..core.faults import FaultPlan
 from .errors import validation_error
 from .ratelimit import RateLimiter
 from .store import Portal, Store
@@ -54,6 +57,7 @@ class Sandbox:
     store: Store
     limiter: RateLimiter
     faults: FaultPlan
+    clock: Clock
 
     @property
     def cfg(self) -> dict[str, Any]:

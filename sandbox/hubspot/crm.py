@@ -24,7 +24,7 @@ from .catalog import ObjectType
 from .context import auth, current_portal, json_body, sandbox
 from .errors import json_response, not_found, validation_error
 from .search import run_search
-from .store import CrmObject, Portal, Store, iso, now_s
+from .store import CrmObject, Portal, Store, iso
 
 __all__ = ["bp", "resolve_or_400", "BATCH_LIMIT"]
 
@@ -101,7 +101,7 @@ def _batch_inputs(body: dict[str, Any]) -> list[dict[str, Any]]:
 def _batch_response(results: list[dict[str, Any]], started: float,
                     errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"status": "COMPLETE", "results": results,
-                            "startedAt": iso(started), "completedAt": iso(now_s())}
+                            "startedAt": iso(started), "completedAt": iso(sandbox().store.now())}
     if errors:
         body["numErrors"] = len(errors)
         body["errors"] = errors
@@ -224,7 +224,7 @@ def batch(object_type: str, action: str) -> Response:
     body = json_body()
     inputs = _batch_inputs(body)
     store = sandbox().store
-    started = now_s()
+    started = store.now()
     with store.lock:
         if action == "create":
             return _batch_create(store, portal, otype, inputs, started)

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import secrets
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Blueprint, Response, request
 
+from ..core.oauth import AccessToken, Code, RefreshPolicy, Rejected
 from .context import auth, current_portal, sandbox
 from .errors import correlation_id, json_response, not_found
-from .store import Grant, Store, now_s
+from .store import Store
 
 __all__ = ["bp", "create_code", "OAuthError"]
 
@@ -63,11 +63,10 @@ def create_code(store: Store, portal_id: int, client_id: str, redirect_uri: str,
                          "invalid_request")
     owner: dict[str, Any] = (portal.owners[0] if portal.owners
                              else {"userId": 1, "email": "user@example.com"})
-    code = secrets.token_hex(18)
-    store.codes[code] = Grant(code, portal_id, int(app["app_id"]), client_id, list(scopes),
-                              owner["userId"], owner["email"], redirect_uri=redirect_uri,
-                              expires_at=now_s() + float(store.cfg["code_ttl"]))
-    return code
+    code = store.oauth.issue_code(portal_id, owner["userId"], client_id, list(scopes),
+                                  redirect_uri, float(store.cfg["code_ttl"]),
+                                  {"app_id": int(app["app_id"]), "user": owner["email"]})
+    return code.value
 
 
 def _scopes(raw: str | None) -> list[str]:
@@ -147,13 +146,13 @@ def authorize_submit() -> Response:
                     headers={"Location": _with_query(redirect_uri, {"code": code, **state})})
 
 
-def _token_body(store: Store, access: Any) -> dict[str, Any]:
+def _token_body(store: Store, access: AccessToken) -> dict[str, Any]:
     """``AccessTokenResponse`` (FACTS 3.1): required access_token, expires_in,
     refresh_token, token_type, token_use; plus hub_id, user_id, scopes."""
-    return {"access_token": access.token, "refresh_token": access.refresh_token,
+    return {"access_token": access.token, "refresh_token": access.refresh,
             "expires_in": int(store.cfg["access_token_ttl"]), "token_type": "bearer",
             "token_use": "access_token",  # value UNCONFIRMED (field required per spec)
-            "hub_id": access.portal_id, "user_id": access.user_id, "scopes": access.scopes}
+            "hub_id": access.account, "user_id": access.user_id, "scopes": access.scopes}
 
 
 @bp.route("/oauth/v1/token", methods=["POST"])
@@ -185,47 +184,51 @@ def token() -> Response:
         return exc.response()
 
 
-def _exchange_code(store: Store, code: str, redirect_uri: str) -> Any:
-    grant = store.codes.get(code)
-    if grant is None or grant.used:
+def _exchange_code(store: Store, value: str, redirect_uri: str) -> AccessToken:
+    try:
+        code: Code = store.oauth.redeem(value, redirect_uri=redirect_uri)
+    except Rejected as exc:
+        if exc.reason == "expired":  # status seen in the wild
+            raise OAuthError("EXPIRED_AUTH_CODE", "auth code is expired") from None
+        if exc.reason == "redirect_mismatch":
+            raise OAuthError("BAD_REDIRECT_URI", "redirect_uri does not match the one used to "
+                             "authorize", "invalid_grant") from None
         # BAD_AUTH_CODE "missing or unknown auth code" (community captures).
-        raise OAuthError("BAD_AUTH_CODE", "missing or unknown auth code")
-    if grant.expires_at is not None and now_s() > grant.expires_at:
-        store.codes.pop(code, None)
-        raise OAuthError("EXPIRED_AUTH_CODE", "auth code is expired")  # status seen in the wild
-    if grant.redirect_uri and redirect_uri != grant.redirect_uri:
-        raise OAuthError("BAD_REDIRECT_URI", "redirect_uri does not match the one used to "
-                         "authorize", "invalid_grant")
-    grant.used = True  # single-use
-    store.codes.pop(code, None)
-    return store.issue_tokens(grant)
+        raise OAuthError("BAD_AUTH_CODE", "missing or unknown auth code") from None
+    access, _ = store.oauth.issue(code.account, code.user_id, code.client_id, code.scopes,
+                                  access_ttl=float(store.cfg["access_token_ttl"]),
+                                  refresh_ttl=None, extra=code.extra)
+    return access
 
 
-def _refresh(store: Store, refresh_token: str) -> Any:
-    grant = store.refresh.get(refresh_token)
-    if grant is None:
+def _refresh(store: Store, refresh_token: str) -> AccessToken:
+    # UNCONFIRMED switch rotate_refresh_tokens: a refresh returns a new refresh token
+    # and the old one stops working; off, the same refresh token comes back.
+    policy = RefreshPolicy(rotate=bool(store.cfg["rotate_refresh_tokens"]))
+    try:
+        access, _ = store.oauth.refresh_grant(
+            refresh_token, policy, access_ttl=float(store.cfg["access_token_ttl"]),
+            refresh_ttl=None)
+    except Rejected:
         # FACTS 3.1: 400 BAD_REFRESH_TOKEN "missing or unknown refresh token".
-        raise OAuthError("BAD_REFRESH_TOKEN", "missing or unknown refresh token")
-    if store.cfg["rotate_refresh_tokens"]:
-        # UNCONFIRMED switch: rotate, the old refresh token stops working.
-        del store.refresh[refresh_token]
-        return store.issue_tokens(grant)
-    return store.issue_tokens(grant, refresh_token=refresh_token)
+        raise OAuthError("BAD_REFRESH_TOKEN", "missing or unknown refresh token") from None
+    return access
 
 
 @bp.route("/oauth/v1/access-tokens/<token_value>", methods=["GET"])
 def access_token_info(token_value: str) -> Response:
     store = sandbox().store
     with store.lock:
-        access = store.tokens.get(token_value)
-        if access is None or access.expires_at <= now_s():
+        access = store.oauth.bearer(token_value)
+        if access is None or access.expires_at <= store.now():
             # 404 for unknown/expired tokens: UNCONFIRMED.
             raise not_found("Token not found or expired")
-        portal = store.portals[access.portal_id]
+        portal = store.portals[access.account]
         return json_response({
-            "token": access.token, "user": access.user, "hub_domain": f"{portal.id}.hubspot.test",
-            "scopes": access.scopes, "hub_id": access.portal_id, "app_id": access.app_id,
-            "expires_in": int(access.expires_at - now_s()), "user_id": access.user_id,
+            "token": access.token, "user": access.extra["user"],
+            "hub_domain": f"{portal.id}.hubspot.test", "scopes": access.scopes,
+            "hub_id": access.account, "app_id": access.extra["app_id"],
+            "expires_in": int(access.expires_at - store.now()), "user_id": access.user_id,
             "token_type": "access"})
 
 
@@ -233,19 +236,17 @@ def access_token_info(token_value: str) -> Response:
 def refresh_token_info(token_value: str) -> Response:
     store = sandbox().store
     with store.lock:
-        grant = store.refresh.get(token_value)
+        grant = store.oauth.refresh.get(token_value)
         if grant is None:
             raise not_found("Refresh token not found")
         if request.method == "DELETE":
             # Revoking a refresh token uninstalls: its access tokens stop working.
-            del store.refresh[token_value]
-            for key in [k for k, v in store.tokens.items() if v.refresh_token == token_value]:
-                del store.tokens[key]
+            store.oauth.revoke_refresh(token_value)
             return Response(status=204)
         return json_response({
-            "token": grant.value, "user": grant.user,
-            "hub_domain": f"{grant.portal_id}.hubspot.test", "scopes": grant.scopes,
-            "hub_id": grant.portal_id, "client_id": grant.client_id, "user_id": grant.user_id,
+            "token": grant.token, "user": grant.extra["user"],
+            "hub_domain": f"{grant.account}.hubspot.test", "scopes": grant.scopes,
+            "hub_id": grant.account, "client_id": grant.client_id, "user_id": grant.user_id,
             "token_type": "refresh"})
 
 

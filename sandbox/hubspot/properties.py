@@ -22,7 +22,7 @@ from .catalog import PropertyDef
 from .context import auth, current_portal, json_body, sandbox
 from .crm import resolve_or_400
 from .errors import HubSpotError, error_body, json_response, not_found, validation_error
-from .store import iso, now_s, property_json
+from .store import iso, property_json
 
 __all__ = ["bp"]
 
@@ -109,7 +109,7 @@ def create_property(object_type: str) -> Response:
             raise validation_error(f"Property group {group!r} does not exist for {otype.name}")
         if name in portal.props[otype.name]:
             raise _already_exists(f"Property named '{name}' already exists.")
-        stamp = iso(now_s())
+        stamp = iso(store.now())
         pdef = PropertyDef(name, label, ptype, field_type, group, options, unique=unique,
                            hubspot_defined=False, description=description,
                            extra={"createdAt": stamp, "updatedAt": stamp,
@@ -187,7 +187,7 @@ def update_property(object_type: str, property_name: str) -> Response:
             changes["group"] = group
         if "options" in body:
             changes["options"] = _options(body, pdef.type)
-        extra = dict(pdef.extra, updatedAt=iso(now_s()))
+        extra = dict(pdef.extra, updatedAt=iso(sandbox().store.now()))
         new = PropertyDef(**{**pdef.__dict__, **changes, "extra": extra})
         portal.props[otype.name][property_name] = new
         return json_response(property_json(new, extra.get("createdAt", "")))

@@ -14,10 +14,11 @@ Only accepted requests are counted. Every answer to a counted request carries
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from ..core.ratelimit import RollingWindow
 
 __all__ = ["RateLimiter", "Decision"]
 
@@ -31,22 +32,18 @@ class Decision:
 
 
 class RateLimiter:
-    """Rolling-window counters keyed by (portal, app) and by token for search."""
+    """Rolling windows (:mod:`sandbox.core.ratelimit`) keyed by (portal, app) and
+    by token for search, plus a daily count per portal + private app."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._windows: dict[object, deque[float]] = {}
+    def __init__(self, now: Callable[[], float]) -> None:
+        self.now = now
+        self.windows = RollingWindow(now)
         self._daily: dict[object, tuple[str, int]] = {}
 
     def reset(self) -> None:
-        with self._lock:
-            self._windows.clear()
+        with self.windows.lock:
+            self.windows.reset()
             self._daily.clear()
-
-    @staticmethod
-    def _prune(window: deque[float], now: float, span: float) -> None:
-        while window and window[0] <= now - span:
-            window.popleft()
 
     def check(
         self,
@@ -59,11 +56,12 @@ class RateLimiter:
         search_limit: int = 5,
     ) -> Decision:
         """Count one request under ``key`` unless a window is full."""
-        now = time.monotonic()
-        day = time.strftime("%Y-%m-%d")
-        with self._lock:
-            win = self._windows.setdefault(("10s", key), deque())
-            self._prune(win, now, interval_ms / 1000.0)
+        windows = self.windows
+        span = interval_ms / 1000.0
+        with windows.lock:
+            day = time.strftime("%Y-%m-%d", time.localtime(self.now()))
+            ten = ("10s", key)
+            used = windows.used(ten, span)
             headers = {
                 "X-HubSpot-RateLimit-Interval-Milliseconds": str(interval_ms),
                 "X-HubSpot-RateLimit-Max": str(limit),
@@ -74,37 +72,39 @@ class RateLimiter:
                 if stamp != day:
                     used_day = 0
                 headers["X-HubSpot-RateLimit-Daily"] = str(daily_limit)
-            swin: deque[float] | None = None
-            if search_key is not None:
-                swin = self._windows.setdefault(("1s", search_key), deque())
-                self._prune(swin, now, 1.0)
+            second = ("1s", search_key) if search_key is not None else None
+            used_s = 0
+            if second is not None:
+                used_s = windows.used(second, 1.0)
                 headers["X-HubSpot-RateLimit-Secondly"] = str(search_limit)
 
             def fill(policy: str | None) -> Decision:
-                headers["X-HubSpot-RateLimit-Remaining"] = str(max(limit - len(win), 0))
+                headers["X-HubSpot-RateLimit-Remaining"] = str(max(limit - used, 0))
                 if daily_limit is not None:
                     headers["X-HubSpot-RateLimit-Daily-Remaining"] = str(
                         max(daily_limit - used_day, 0))
-                if swin is not None:
+                if second is not None:
                     headers["X-HubSpot-RateLimit-Secondly-Remaining"] = str(
-                        max(search_limit - len(swin), 0))
+                        max(search_limit - used_s, 0))
                 return Decision(policy, headers)
 
             # HubSpot's specs mark the search operations
             # "x-hubspot-rate-limit-exemptions": ["ten-secondly"]
             # (crm-objects-*.v3.json, POST /search): searches count only
             # against their own per-second limit.
-            ten_secondly = swin is None
+            ten_secondly = second is None
             if daily_limit is not None and used_day >= daily_limit:
                 return fill("DAILY")
-            if ten_secondly and len(win) >= limit:
+            if ten_secondly and used >= limit:
                 return fill("TEN_SECONDLY_ROLLING")
-            if swin is not None and len(swin) >= search_limit:
+            if second is not None and used_s >= search_limit:
                 return fill("SECONDLY")
             if ten_secondly:
-                win.append(now)
-            if swin is not None:
-                swin.append(now)
+                windows.add(ten)
+                used += 1
+            if second is not None:
+                windows.add(second)
+                used_s += 1
             if daily_limit is not None:
                 used_day += 1
                 self._daily[("day", key)] = (day, used_day)
@@ -113,16 +113,8 @@ class RateLimiter:
     def retry_after(self, key: object, interval_ms: int, policy: str,
                     search_key: object | None = None) -> float:
         """Seconds until the refusing window frees a slot (for Retry-After)."""
-        now = time.monotonic()
-        with self._lock:
-            if policy == "SECONDLY" and search_key is not None:
-                win = self._windows.get(("1s", search_key))
-                span = 1.0
-            elif policy == "DAILY":
-                return float(86400 - (int(time.time()) % 86400))
-            else:
-                win = self._windows.get(("10s", key))
-                span = interval_ms / 1000.0
-            if not win:
-                return 0.0
-            return max(win[0] + span - now, 0.0)
+        if policy == "SECONDLY" and search_key is not None:
+            return self.windows.wait(("1s", search_key), 1.0)
+        if policy == "DAILY":
+            return float(86400 - (int(self.now()) % 86400))
+        return self.windows.wait(("10s", key), interval_ms / 1000.0)

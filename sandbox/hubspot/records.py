@@ -16,7 +16,7 @@ import phonenumbers
 
 from . import catalog
 from .errors import HubSpotError, error_body, property_errors, validation_error
-from .store import CrmObject, Portal, Store, iso, now_s
+from .store import CrmObject, Portal, Store, iso
 
 __all__ = [
     "Prepared",
@@ -276,7 +276,7 @@ def _computed(obj: CrmObject) -> None:
 
 def commit_create(store: Store, portal: Portal, prepared: Prepared) -> CrmObject:
     """Write a prepared create and its associations."""
-    now = now_s()
+    now = store.now()
     obj = CrmObject(store.next_id(), prepared.type_name,
                     {k: v for k, v in prepared.properties.items() if v != ""}, now, now)
     _computed(obj)
@@ -305,7 +305,7 @@ def update(store: Store, portal: Portal, obj: CrmObject, values: dict[str, str])
             obj.properties.pop(name, None)
         else:
             obj.properties[name] = value
-    obj.updated_at = max(now_s(), obj.updated_at)
+    obj.updated_at = max(store.now(), obj.updated_at)
     _computed(obj)
     store.index(portal, obj)
     return obj
@@ -315,5 +315,5 @@ def archive(store: Store, portal: Portal, obj: CrmObject) -> None:
     """Archive (HubSpot's DELETE): hidden from reads, associations removed."""
     store.index(portal, obj, add=False)
     obj.archived = True
-    obj.archived_at = now_s()
+    obj.archived_at = store.now()
     store.drop_associations(portal, obj.type, obj.id)

@@ -22,7 +22,7 @@ from typing import Any
 from . import catalog
 from .errors import validation_error
 from .records import PHONE_PROPS, e164, to_millis
-from .store import CrmObject, Portal, Store, now_s
+from .store import CrmObject, Portal, Store
 
 __all__ = ["run_search", "MAX_LIMIT", "MAX_TOTAL"]
 
@@ -185,7 +185,7 @@ def run_search(store: Store, portal: Portal, type_name: str,
         raise validation_error(f"Too many filters: {total_filters} (max {MAX_FILTERS})")
 
     lag = float(store.cfg["search_index_lag_s"])
-    horizon = now_s() - lag
+    horizon = store.now() - lag
     words = _tokens(body.get("query") or "")
     fields = catalog.OBJECT_TYPES[type_name].search_props
     hits = [o for o in store.live(portal, type_name)

@@ -4,7 +4,9 @@ Everything lives in a :class:`Portal` (a HubSpot account); a token sees only
 its portal (tenant isolation: another portal's id is simply not found). Ids
 come from global counters, so ids never repeat across portals. The developer
 app's custom channels are app-level (FACTS.md 3.7), OAuth grants are bound to
-one portal each (FACTS 3.1).
+one portal each (FACTS 3.1) and kept by the shared authorization server
+(:mod:`sandbox.core.oauth`); time comes from the app's clock
+(:mod:`sandbox.core.clock`).
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import itertools
 import re
 import secrets
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.clock import Clock
+from ..core.oauth import TokenFormat, TokenServer
+from ..core.webhooks import DeliveryLog
 from . import catalog
 from .catalog import PropertyDef
 
@@ -27,17 +31,11 @@ __all__ = [
     "Store",
     "Portal",
     "CrmObject",
-    "AccessToken",
-    "Grant",
     "iso",
-    "now_s",
     "property_json",
 ]
 
-
-def now_s() -> float:
-    """Wall-clock seconds (one seam for time)."""
-    return time.time()
+_DELIVERY_LOG = 100  # outgoing webhook deliveries kept for /_state
 
 
 def iso(ts: float) -> str:
@@ -57,36 +55,6 @@ class CrmObject:
     updated_at: float
     archived: bool = False
     archived_at: float | None = None
-
-
-@dataclass
-class AccessToken:
-    """An OAuth access token the sandbox issued."""
-
-    token: str
-    portal_id: int
-    app_id: int
-    scopes: list[str]
-    user_id: int
-    user: str
-    expires_at: float
-    refresh_token: str
-
-
-@dataclass
-class Grant:
-    """An authorization code or a refresh token: what a token exchange yields."""
-
-    value: str
-    portal_id: int
-    app_id: int
-    client_id: str
-    scopes: list[str]
-    user_id: int
-    user: str
-    redirect_uri: str = ""
-    expires_at: float | None = None  # codes only
-    used: bool = False  # codes only
 
 
 @dataclass
@@ -149,12 +117,27 @@ def property_json(p: PropertyDef, portal_created: str) -> dict[str, Any]:
     }
 
 
+def _access_token(*_: Any) -> str:
+    return "CN" + secrets.token_urlsafe(48).replace("-", "x").replace("_", "y")
+
+
+#: HubSpot's token shapes: hex codes, "CN..." access tokens, "na1-..." refresh tokens
+_TOKENS = TokenFormat(
+    code=lambda: secrets.token_hex(18),
+    access=_access_token,
+    refresh=lambda: "na1-" + "-".join(secrets.token_hex(n) for n in (2, 2, 2, 2, 6)))
+
+
 class Store:
     """The whole sandbox state. Hold :attr:`lock` around every read and write."""
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
+    def __init__(self, cfg: dict[str, Any], clock: Clock) -> None:
         self.lock = threading.RLock()
+        self.clock = clock
         self.reset(cfg)
+
+    def now(self) -> float:
+        return self.clock.now()
 
     # -- seeding -----------------------------------------------------------
 
@@ -162,18 +145,17 @@ class Store:
         """Forget everything and seed from ``cfg``."""
         with self.lock:
             self.cfg = cfg
-            self.started = now_s()
+            self.started = self.now()
             self._ids = itertools.count(100001)  # CRM records (int32-safe, spec v4 ints)
             self._owner_ids = itertools.count(70000001)
             self._user_ids = itertools.count(9000001)
             self._misc_ids = itertools.count(1001)  # channels, accounts, inboxes, threads
             self.portals: dict[int, Portal] = {}
             self.channels: dict[str, dict[str, Any]] = {}
-            self.codes: dict[str, Grant] = {}
-            self.refresh: dict[str, Grant] = {}
-            self.tokens: dict[str, AccessToken] = {}
+            # OAuth (FACTS 3.1): single-use codes, forgotten once used or expired
+            self.oauth = TokenServer(self.now, _TOKENS, keep_used_codes=False)
             self.private_index: dict[str, int] = {}  # private-app token -> portal id
-            self.deliveries: list[dict[str, Any]] = []  # outgoing webhook log (last 100)
+            self.deliveries = DeliveryLog(_DELIVERY_LOG)  # outgoing webhook deliveries
             for pcfg in cfg["portals"]:
                 self._seed_portal(pcfg)
 
@@ -224,20 +206,6 @@ class Store:
     def portal_for_private_token(self, token: str) -> Portal | None:
         pid = self.private_index.get(token)
         return self.portals.get(pid) if pid is not None else None
-
-    def issue_tokens(self, grant: Grant, refresh_token: str | None = None) -> AccessToken:
-        """Issue an access token (and a refresh grant unless one is given)."""
-        if refresh_token is None:
-            refresh_token = "na1-" + "-".join(secrets.token_hex(n) for n in (2, 2, 2, 2, 6))
-            self.refresh[refresh_token] = Grant(
-                refresh_token, grant.portal_id, grant.app_id, grant.client_id,
-                list(grant.scopes), grant.user_id, grant.user)
-        token = "CN" + secrets.token_urlsafe(48).replace("-", "x").replace("_", "y")
-        access = AccessToken(token, grant.portal_id, grant.app_id, list(grant.scopes),
-                             grant.user_id, grant.user,
-                             now_s() + float(self.cfg["access_token_ttl"]), refresh_token)
-        self.tokens[token] = access
-        return access
 
     # -- records -------------------------------------------------------------
 

@@ -5,7 +5,9 @@ string, a JSON body, ``application/x-www-form-urlencoded`` or
 ``multipart/form-data`` (Telegram accepts all four); method names are
 case-insensitive. Files: ``GET /file/bot<token>/<file_path>``. Everything
 else that is not a control route answers Telegram's ``404 Not Found``
-envelope. Control routes: see :mod:`sandbox.telegram.control`.
+envelope. Control routes: the common ones (:mod:`sandbox.core.control`; the
+hooks are :class:`sandbox.telegram.control.TelegramSandbox`'s) and
+Telegram's own (:mod:`sandbox.telegram.control`).
 
 Configuration keys in UPPER case go to ``app.config`` (Flask's own); lower-case
 keys are :class:`~sandbox.telegram.state.SandboxConfig` fields.
@@ -14,34 +16,27 @@ keys are :class:`~sandbox.telegram.state.SandboxConfig` fields.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from sandbox.faults import FaultPlan
-
-from .control import control
+from ..core import control as core_control
+from ..core import stats
+from ..core.clock import Clock
+from ..core.faults import FaultPlan
+from .control import TelegramSandbox, control
 from .errors import ApiError, bad_request, error_response, fault_body, ok_response
 from .methods import dispatch
-from .spec import BotApiSpec, UploadedFile, load_spec
+from .spec import UploadedFile, load_spec
 from .state import DEMO_BOT_TOKEN, SandboxConfig, Store
 
-__all__ = ["create_app", "SandboxContext"]
+__all__ = ["create_app"]
 
 
-@dataclass
-class SandboxContext:
-    """What the routes share; stored in ``app.extensions["telegram_sandbox"]``."""
-
-    store: Store
-    spec: BotApiSpec
-    plan: FaultPlan
-
-
-def _context() -> SandboxContext:
-    return current_app.extensions["telegram_sandbox"]
+def _context() -> TelegramSandbox:
+    sb: TelegramSandbox = current_app.extensions["telegram_sandbox"]
+    return sb
 
 
 def _read_params() -> tuple[dict[str, Any], dict[str, UploadedFile]]:
@@ -96,7 +91,8 @@ def _index() -> Response:
         "demo_bot_token": DEMO_BOT_TOKEN,
         "spec_version": _context().spec.version,
         "control": ["/_deliver", "/_sent", "/_deliveries", "/_reset", "/_config", "/_bots",
-                    "/_chats", "/_block", "/_migrate", "/_state", "/_faults"],
+                    "/_chats", "/_block", "/_migrate", "/_state", "/_faults", "/_stats",
+                    "/_clock"],
         "deliver_forms": {
             "raw": {"update": {"message": {"...": "..."}}, "token": "optional"},
             "convenience": {"from": {"id": 1001, "first_name": "Anna"}, "text": "Hello"},
@@ -127,8 +123,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     plan = FaultPlan()
     if sandbox_config.faults:
         plan.update(sandbox_config.faults)
-    context = SandboxContext(store=Store(sandbox_config), spec=load_spec(), plan=plan)
-    app.extensions["telegram_sandbox"] = context
+    clock = Clock()
+    sb = TelegramSandbox(store=Store(sandbox_config, clock), spec=load_spec(), faults=plan,
+                         clock=clock)
+    app.extensions["telegram_sandbox"] = sb
 
     # Only Bot API calls are faulted; control routes and file downloads never are.
     plan.install(app, error_body=fault_body, applies=lambda: request.path.startswith("/bot"))
@@ -138,4 +136,18 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.add_url_rule("/", "index", _index)
     app.register_blueprint(control)
     app.register_error_handler(HTTPException, _http_error)
+    core_control.install(app, sb)  # /_state, /_config, /_reset, /_clock, /_deliver, /_sent
+    stats.install(app, route=_stats_route)  # GET /_stats: Bot API calls and downloads
     return app
+
+
+def _stats_route() -> str | None:
+    """``/bot<token>/sendMessage`` (the method as called), ``/file/bot<token>/<file_path>``;
+    None for control routes and the index."""
+    if request.url_rule is None:
+        return request.path if not request.path.startswith("/_") else None
+    if request.endpoint == "bot_api":
+        return f"/bot<token>/{(request.view_args or {}).get('method', '')}"
+    if request.endpoint == "file_download":
+        return "/file/bot<token>/<file_path>"
+    return None

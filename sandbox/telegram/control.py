@@ -1,11 +1,12 @@
-"""Control API of the Telegram sandbox (never faulted, never part of the Bot API).
+"""Control API of the Telegram sandbox (never faulted, never part of the Bot API):
+its hooks into the common one (:mod:`sandbox.core.control`) plus Telegram's own.
 
 Routes are relative to the mount point (``/sandbox/telegram`` in the demo):
 
 ``POST /_deliver``
-    Deliver an Update to a bot's webhook. Either the raw form
-    ``{"update": {...}}`` (sent unchanged; ``update_id`` filled in when absent,
-    sequential per bot), or the convenience form for humans and curl::
+    The customer writes: deliver an Update to a bot's webhook. Either the raw
+    form ``{"update": {...}}`` (sent unchanged; ``update_id`` filled in when
+    absent, sequential per bot), or the convenience form for humans and curl::
 
         {"from": {"id": 1001, "first_name": "Anna", "last_name": "K", "username": "anna"},
          "text": "Hello"}
@@ -20,30 +21,38 @@ Routes are relative to the mount point (``/sandbox/telegram`` in the demo):
     (bytes for files in the update). Answer: ``{"status", "body", "delivered",
     "update_id", "attempts", "warnings", ...}``; 409 if the bot has no webhook.
 ``GET /_sent[?chat_id=&token=]``        ``{"sent": [...]}`` what bots sent, in order
-``GET /_deliveries[?chat_id=&token=]``  ``{"deliveries": [...]}`` every delivery attempt
-``POST /_reset`` ``{"keep_webhooks": false}``   forget all state (and reset faults)
+``GET /_state[?account=<bot id, token or username>]``  per bot (``accounts``):
+                                         webhook, chats, answered callback queries
+``POST /_reset`` ``{"keep_webhooks": false}``   forget all state; the fault plan goes
+                                         back to the configured ``faults``
 ``GET|POST /_config``                    flood limits, bots, chats, timeouts
+``GET|POST /_faults``, ``GET /_stats``, ``GET|POST /_clock``  as every sandbox
+``GET /_deliveries[?chat_id=&token=]``  ``{"deliveries": [...]}`` every delivery attempt
 ``GET|POST /_bots``                      list / register ``{"token", "username", "first_name"}``
 ``POST /_chats`` ``{"chat": {...}, "token"?}``  make a chat known (as if configured)
 ``POST /_block`` ``{"chat_id", "token"?, "blocked": true}``  the user blocks the bot
 ``POST /_migrate`` ``{"chat_id", "new_chat_id"?, "token"?}``  group -> supergroup
-``GET /_state``                          bots, webhooks, chats, answered callback queries
-``GET|POST /_faults``                    the shared fault switches (``sandbox.faults``)
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Hashable
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from ..core.clock import Clock
+from ..core.control import ControlError, Vendor, json_object
+from ..core.faults import FaultPlan
+from .spec import BotApiSpec
 from .state import DEMO_BOT_TOKEN, TOKEN_RE, BotState, SandboxConfig, Store
-from .updates import ControlError, build_update
+from .updates import build_update
 from .webhook import deliver
 
-__all__ = ["control"]
+__all__ = ["control", "TelegramSandbox"]
 
 control = Blueprint("telegram_control", __name__)
 
@@ -52,18 +61,6 @@ def _context() -> Any:
     return current_app.extensions["telegram_sandbox"]
 
 
-@control.errorhandler(ControlError)
-def _control_error(error: ControlError) -> tuple[Response, int]:
-    return jsonify({"error": "bad_control_request", "message": str(error)}), error.status
-
-
-def _body() -> dict[str, Any]:
-    body = request.get_json(force=True, silent=True)
-    if body is None and not request.get_data():
-        return {}
-    if not isinstance(body, dict):
-        raise ControlError("the body must be a JSON object")
-    return body
 
 
 def _bots_for(store: Store, token: str | None) -> list[BotState]:
@@ -83,8 +80,8 @@ def _default_token(store: Store) -> str:
     return next(iter(store.bots))
 
 
-def _int_arg(name: str) -> int | None:
-    value = request.args.get(name)
+def _int_arg(args: dict[str, str], name: str) -> int | None:
+    value = args.get(name)
     if value in (None, ""):
         return None
     try:
@@ -93,35 +90,13 @@ def _int_arg(name: str) -> int | None:
         raise ControlError(f"{name} must be an integer") from None
 
 
-def _filtered(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    chat_id = _int_arg("chat_id")
-    token = request.args.get("token")
+def _filtered(entries: list[dict[str, Any]], args: dict[str, str]) -> list[dict[str, Any]]:
+    chat_id = _int_arg(args, "chat_id")
+    token = args.get("token")
     bot_id = int(token.split(":", 1)[0]) if token and ":" in token else None
     return [e for e in entries
             if (chat_id is None or e.get("chat_id") == chat_id)
             and (bot_id is None or e.get("bot_id") == bot_id)]
-
-
-@control.post("/_deliver")
-def deliver_update() -> tuple[Response, int]:
-    ctx = _context()
-    body = _body()
-    token = body.get("token") or _default_token(ctx.store)
-    bot = ctx.store.bot(token)
-    if bot is None:
-        raise ControlError(f"unknown bot token {token!r}; register it with POST /_bots", 404)
-    files = _decode_files(body.get("files"))
-    if "update" in body:
-        update = body["update"]
-        if not isinstance(update, dict):
-            raise ControlError('"update" must be a JSON object (an Update)')
-    else:
-        if bot.webhook is None:
-            raise ControlError("the bot has no webhook: call setWebhook first", 409)
-        update = build_update(ctx.store, bot, body)
-    result = deliver(ctx.store, ctx.spec, token, update,
-                     redeliver=bool(body.get("redeliver_on_failure")), files=files)
-    return jsonify(result), 200
 
 
 def _decode_files(value: Any) -> dict[str, bytes]:
@@ -135,43 +110,12 @@ def _decode_files(value: Any) -> dict[str, bytes]:
         raise ControlError('"files" values must be base64') from None
 
 
-@control.get("/_sent")
-def sent() -> Response:
-    store = _context().store
-    with store.lock:
-        entries = list(store.sent)
-    return jsonify({"sent": _filtered(entries)})
-
-
 @control.get("/_deliveries")
 def deliveries() -> Response:
     store = _context().store
     with store.lock:
-        entries = list(store.deliveries)
-    return jsonify({"deliveries": _filtered(entries)})
-
-
-@control.post("/_reset")
-def reset() -> Response:
-    ctx = _context()
-    ctx.store.reset(keep_webhooks=bool(_body().get("keep_webhooks")))
-    ctx.plan.update({"reset": True, **ctx.store.config.faults})
-    return jsonify({"ok": True})
-
-
-@control.route("/_config", methods=["GET", "POST"])
-def config() -> Response:
-    ctx = _context()
-    if request.method == "POST":
-        values = _body()
-        try:
-            new = SandboxConfig.from_dict(values, base=ctx.store.config)
-        except (TypeError, ValueError) as exc:
-            raise ControlError(str(exc)) from None
-        ctx.store.apply_config(new)
-        if "faults" in values:
-            ctx.plan.update(new.faults)
-    return jsonify(ctx.store.config.to_dict())
+        entries = store.deliveries.list()
+    return jsonify({"deliveries": _filtered(entries, dict(request.args))})
 
 
 def _bot_view(bot: BotState) -> dict[str, Any]:
@@ -186,7 +130,7 @@ def bots() -> tuple[Response, int]:
     if request.method == "GET":
         with store.lock:
             return jsonify({"bots": [_bot_view(b) for b in store.bots.values()]}), 200
-    body = _body()
+    body = json_object()
     token = str(body.get("token", ""))
     if not TOKEN_RE.match(token):
         raise ControlError(f"token must look like Telegram's: {TOKEN_RE.pattern}")
@@ -197,7 +141,7 @@ def bots() -> tuple[Response, int]:
 @control.post("/_chats")
 def chats() -> tuple[Response, int]:
     store = _context().store
-    body = _body()
+    body = json_object()
     chat = body.get("chat")
     if not isinstance(chat, dict) or not isinstance(chat.get("id"), int):
         raise ControlError('"chat" must be a Chat object with an integer "id"')
@@ -217,7 +161,7 @@ def _chat_id(body: dict[str, Any], name: str = "chat_id") -> int:
 @control.post("/_block")
 def block() -> Response:
     store = _context().store
-    body = _body()
+    body = json_object()
     chat_id = _chat_id(body)
     blocked = bool(body.get("blocked", True))
     with store.lock:
@@ -230,7 +174,7 @@ def block() -> Response:
 @control.post("/_migrate")
 def migrate() -> Response:
     store = _context().store
-    body = _body()
+    body = json_object()
     old = _chat_id(body)
     if old >= 0:
         raise ControlError("only group chats (negative ids) can be upgraded to supergroups")
@@ -245,22 +189,89 @@ def migrate() -> Response:
     return jsonify({"chat_id": old, "new_chat_id": new})
 
 
-@control.get("/_state")
-def state() -> Response:
-    store = _context().store
-    with store.lock:
-        view = []
-        for bot in store.bots.values():
-            webhook = bot.webhook
-            view.append({
-                **_bot_view(bot),
-                "webhook": None if webhook is None else {
-                    "url": webhook.url, "has_secret_token": bool(webhook.secret_token),
-                    "max_connections": webhook.max_connections,
-                    "allowed_updates": webhook.allowed_updates,
-                    "last_error_message": webhook.last_error_message},
-                "chats": [{**c.chat, "blocked": c.blocked, "migrated_to": c.migrated_to,
-                           "next_message_id": c.next_message_id} for c in bot.chats.values()],
-                "callback_answers": list(bot.callback_answers),
-            })
-    return jsonify({"bots": view})
+def _find_bot(store: Store, selector: str) -> BotState | None:
+    """A bot by token, id or username (with or without ``@``)."""
+    if selector in store.bots:
+        return store.bots[selector]
+    name = selector.removeprefix("@").lower()
+    for bot in store.bots.values():
+        if str(bot.account.id) == selector or bot.account.username.lower() == name:
+            return bot
+    return None
+
+
+@dataclass
+class TelegramSandbox(Vendor):
+    """The Telegram sandbox: what the routes share (``app.extensions
+    ["telegram_sandbox"]``) and its hooks into the common control API."""
+
+    name = "telegram"
+    kind = "channel"
+
+    store: Store
+    spec: BotApiSpec
+    faults: FaultPlan
+    clock: Clock
+
+    @property
+    def lock(self) -> Any:
+        return self.store.lock
+
+    def accounts(self) -> list[BotState]:
+        return list(self.store.bots.values())
+
+    def account_key(self, account: BotState) -> Hashable:
+        return account.account.id
+
+    def find_account(self, selector: str) -> BotState | None:
+        return _find_bot(self.store, selector)
+
+    def dump_account(self, account: BotState) -> dict[str, Any]:
+        webhook = account.webhook
+        return {
+            **_bot_view(account),
+            "webhook": None if webhook is None else {
+                "url": webhook.url, "has_secret_token": bool(webhook.secret_token),
+                "max_connections": webhook.max_connections,
+                "allowed_updates": webhook.allowed_updates,
+                "last_error_message": webhook.last_error_message},
+            "chats": [{**c.chat, "blocked": c.blocked, "migrated_to": c.migrated_to,
+                       "next_message_id": c.next_message_id} for c in account.chats.values()],
+            "callback_answers": list(account.callback_answers),
+        }
+
+    def get_config(self) -> dict[str, Any]:
+        return self.store.config.to_dict()
+
+    def set_config(self, values: dict[str, Any]) -> None:
+        new = SandboxConfig.from_dict(values, base=self.store.config)
+        self.store.apply_config(new)
+        if "faults" in values:
+            self.faults.update(new.faults)
+
+    def reset(self, options: dict[str, Any]) -> None:
+        self.store.reset(keep_webhooks=bool(options.get("keep_webhooks")))
+        self.faults.update({"reset": True, **self.store.config.faults})
+
+    def deliver(self, body: dict[str, Any]) -> dict[str, Any]:
+        store = self.store
+        token = body.get("token") or _default_token(store)
+        bot = store.bot(token)
+        if bot is None:
+            raise ControlError(f"unknown bot token {token!r}; register it with POST /_bots", 404)
+        files = _decode_files(body.get("files"))
+        if "update" in body:
+            update = body["update"]
+            if not isinstance(update, dict):
+                raise ControlError('"update" must be a JSON object (an Update)')
+        else:
+            if bot.webhook is None:
+                raise ControlError("the bot has no webhook: call setWebhook first", 409)
+            update = build_update(store, bot, body)
+        return deliver(store, self.spec, token, update,
+                       redeliver=bool(body.get("redeliver_on_failure")), files=files)
+
+    def sent(self, args: dict[str, str]) -> list[dict[str, Any]]:
+        with self.store.lock:
+            entries = list(self.store.sent)
+        return _filtered(entries, args)

@@ -113,7 +113,7 @@ def ok_response(result: Any, description: str | None = None) -> Response:
 
 
 def fault_body(status: int, retry_after: float | None) -> Response:
-    """Error body for :class:`sandbox.faults.FaultPlan` in Telegram's envelope."""
+    """Error body for :class:`sandbox.core.faults.FaultPlan` in Telegram's envelope."""
     if status == 429:
         return error_response(ApiError.flood(retry_after_seconds(retry_after or 1)))
     return error_response(ApiError(status, _REASONS.get(status, "Internal Server Error")))

@@ -12,15 +12,17 @@ group. "The exact limits are unspecified", so every number is configuration:
 
 A value of ``0`` or ``None`` for a rate switches that bucket off. A refused
 send takes no tokens; ``retry_after`` is the whole seconds until every bucket
-the send needs has a token again (the client must obey it, FACTS.md 1).
+the send needs has a token again (the client must obey it, FACTS.md 1). The
+buckets are :class:`sandbox.core.ratelimit.TokenBucket`'s.
 """
 
 from __future__ import annotations
 
-import threading
 import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
+from ..core.ratelimit import TokenBucket
 from .errors import retry_after_seconds
 
 __all__ = ["FloodLimits", "FloodControl"]
@@ -37,67 +39,33 @@ class FloodLimits:
     per_group_per_min: float | None = 20.0
 
 
-class _Bucket:
-    def __init__(self, rate: float, capacity: float, now: float) -> None:
-        self.rate = rate
-        self.capacity = capacity
-        self.tokens = capacity
-        self.updated = now
-
-    def refill(self, now: float) -> None:
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-
-    def wait(self) -> float:
-        """Seconds until one token is available (0 when one is there now)."""
-        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
-
-
 class FloodControl:
-    """Thread-safe set of buckets keyed by bot and chat."""
+    """Token buckets keyed by bot and chat, thread-safe."""
 
-    def __init__(self, limits: FloodLimits | None = None) -> None:
+    def __init__(self, limits: FloodLimits | None = None,
+                 now: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits or FloodLimits()
-        self._buckets: dict[tuple[str, int, int], _Bucket] = {}
-        self._lock = threading.Lock()
+        self.buckets = TokenBucket(now)
 
     def reset(self) -> None:
-        with self._lock:
-            self._buckets.clear()
+        self.buckets.reset()
 
     def configure(self, limits: FloodLimits) -> None:
-        with self._lock:
+        with self.buckets.lock:
             self.limits = limits
-            self._buckets.clear()
+            self.buckets.reset()
 
-    def _needed(self, bot_id: int, chat_id: int, now: float) -> list[_Bucket]:
-        limits = self.limits
-        specs: list[tuple[tuple[str, int, int], float | None, float]] = [
-            (("chat", bot_id, chat_id), limits.per_chat_per_s, limits.per_chat_burst),
-            (("bot", bot_id, 0), limits.per_bot_per_s, limits.per_bot_burst),
-        ]
-        if chat_id < 0 and limits.per_group_per_min:
-            specs.append((("group", bot_id, chat_id), limits.per_group_per_min / 60.0,
-                          limits.per_group_per_min))
-        buckets = []
-        for key, rate, capacity in specs:
-            if not rate:
-                continue
-            bucket = self._buckets.get(key)
-            if bucket is None:
-                bucket = self._buckets[key] = _Bucket(float(rate), max(1.0, float(capacity)), now)
-            bucket.refill(now)
-            buckets.append(bucket)
-        return buckets
-
-    def take(self, bot_id: int, chat_id: int, now: float | None = None) -> int | None:
+    def take(self, bot_id: int, chat_id: int) -> int | None:
         """Take a token for one message; ``None`` if allowed, else ``retry_after``."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            buckets = self._needed(bot_id, chat_id, now)
-            wait = max((b.wait() for b in buckets), default=0.0)
-            if wait > 0:
-                return retry_after_seconds(wait)
-            for bucket in buckets:
-                bucket.tokens -= 1
-            return None
+        with self.buckets.lock:
+            limits = self.limits
+            specs: list[tuple[Hashable, float | None, float]] = [
+                (("chat", bot_id, chat_id), limits.per_chat_per_s, limits.per_chat_burst),
+                (("bot", bot_id, 0), limits.per_bot_per_s, limits.per_bot_burst),
+            ]
+            if chat_id < 0 and limits.per_group_per_min:
+                specs.append((("group", bot_id, chat_id), limits.per_group_per_min / 60.0,
+                              limits.per_group_per_min))
+            wait = self.buckets.take_all([(key, float(rate), max(1.0, float(capacity)))
+                                          for key, rate, capacity in specs if rate])
+            return retry_after_seconds(wait) if wait > 0 else None

@@ -13,7 +13,6 @@ checks the chat). Parameter types are checked first against api.json
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -154,7 +153,7 @@ def _commit(call: Call, state: ChatState, content: dict[str, Any],
             raise ApiError.flood(retry_after)
         message: dict[str, Any] = {"message_id": state.allocate_message_id(),
                                    "from": bot.account.user(), "chat": dict(state.chat),
-                                   "date": int(time.time())}
+                                   "date": int(store.now())}
         if reply_to:
             message["reply_to_message"] = reply_to
         message.update(content)
@@ -167,7 +166,7 @@ def _commit(call: Call, state: ChatState, content: dict[str, Any],
             "message_id": message["message_id"], "text": message.get("text"),
             "caption": message.get("caption"),
             "reply_to_message_id": reply_to["message_id"] if reply_to else None,
-            "time": time.time(), "message": message,
+            "time": store.now(), "message": message,
         })
         return message
 
@@ -263,7 +262,7 @@ def answer_callback_query(call: Call) -> tuple[Any, str | None]:
         call.bot.callback_answers.append({
             "callback_query_id": query_id, "text": call.params.get("text"),
             "show_alert": bool(call.params.get("show_alert")), "url": call.params.get("url"),
-            "cache_time": call.params.get("cache_time", 0), "time": time.time()})
+            "cache_time": call.params.get("cache_time", 0), "time": call.store.now()})
     return True, None
 
 
@@ -315,7 +314,7 @@ def set_webhook(call: Call) -> tuple[Any, str | None]:
         raise bad_request("can't parse allowed updates: expected an Array of String")
     problem = _webhook_url_error(url, store.config.local_mode)
     with store.lock:
-        now = time.monotonic()
+        now = store.now()
         if now - bot.last_set_webhook < store.config.set_webhook_min_interval_s:
             raise ApiError.flood(1)  # Client.cpp: next_allowed_set_webhook_date_ = now + 1
         bot.last_set_webhook = now

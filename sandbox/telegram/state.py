@@ -21,6 +21,8 @@ from collections import deque
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from ..core.clock import Clock
+from ..core.webhooks import DeliveryLog
 from .flood import FloodControl, FloodLimits
 
 __all__ = [
@@ -274,13 +276,14 @@ class BotState:
 class Store:
     """The whole sandbox state; use ``with store.lock:`` around compound changes."""
 
-    def __init__(self, config: SandboxConfig) -> None:
+    def __init__(self, config: SandboxConfig, clock: Clock) -> None:
         self.lock = threading.RLock()
+        self.clock = clock
         self.config = config
-        self.flood = FloodControl(config.flood_limits())
+        self.flood = FloodControl(config.flood_limits(), clock.now)
         self.bots: dict[str, BotState] = {}
         self.sent: deque[dict[str, Any]] = deque(maxlen=config.log_limit or None)
-        self.deliveries: deque[dict[str, Any]] = deque(maxlen=config.log_limit or None)
+        self.deliveries = DeliveryLog(config.log_limit)  # webhook delivery attempts
         self._file_counter = 0
         self.reset()
 
@@ -306,7 +309,7 @@ class Store:
             self.config = config
             self.flood.configure(config.flood_limits())
             self.sent = deque(self.sent, maxlen=config.log_limit or None)
-            self.deliveries = deque(self.deliveries, maxlen=config.log_limit or None)
+            self.deliveries.resize(config.log_limit)
             for bot in config.bots:
                 self.register_bot(bot["token"], bot.get("username"), bot.get("first_name"))
             self.add_configured_chats(config.chats)
@@ -339,6 +342,9 @@ class Store:
 
     def bot(self, token: str) -> BotState | None:
         return self.bots.get(token)
+
+    def now(self) -> float:
+        return self.clock.now()
 
     # -- files ---------------------------------------------------------------
 
@@ -386,8 +392,7 @@ class Store:
             self.sent.append(entry)
 
     def log_delivery(self, entry: dict[str, Any]) -> None:
-        with self.lock:
-            self.deliveries.append(entry)
+        self.deliveries.append(entry)
 
 
 def _extension(stored: StoredFile) -> str:

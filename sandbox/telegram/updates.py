@@ -18,9 +18,9 @@ import base64
 import binascii
 import hashlib
 import secrets
-import time
 from typing import Any
 
+from ..core.control import ControlError
 from .media import document_object, image_size, photo_sizes_for
 from .spec import utf16_len
 from .state import BotState, Store, StoredFile
@@ -30,14 +30,6 @@ __all__ = ["ControlError", "learn_from_update", "build_update", "update_kinds_of
 _MEDIA_KEYS = ("photo", "document", "voice", "audio", "video", "video_note", "sticker",
                "animation")
 _USER_KEYS = ("from", "user", "sender_user", "new_chat_member", "old_chat_member")
-
-
-class ControlError(Exception):
-    """A bad control-API request (plain JSON error, not Telegram's envelope)."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def update_kinds_of(update: dict[str, Any], kinds: tuple[str, ...]) -> list[str]:
@@ -155,7 +147,7 @@ def build_update(store: Store, bot: BotState, body: dict[str, Any]) -> dict[str,
         if "callback_data" in body:
             return {"callback_query": _callback_query(bot, state, user, body)}
         message: dict[str, Any] = {"message_id": state.allocate_message_id(), "from": user,
-                                   "chat": dict(state.chat), "date": int(time.time())}
+                                   "chat": dict(state.chat), "date": int(store.now())}
         reply_to = body.get("reply_to_message_id")
         if reply_to is not None:
             if reply_to not in state.messages:

@@ -13,6 +13,9 @@ amount of attempts"). A 2XY answer whose body names a ``method`` is executed as
 a Bot API call (the webhook-reply feature; ``get*``, ``setWebhook``,
 ``deleteWebhook``, ``close`` and ``logOut`` are ignored, as in WebhookActor).
 
+Sending and the retry delays are :mod:`sandbox.core.webhooks`' (``send``,
+``Backoff``); the attempts are recorded in the store's delivery log.
+
 ``allowed_updates``: an empty or absent list means every kind except
 ``chat_member``, ``message_reaction`` and ``message_reaction_count`` (api.json
 ``Update``, FACTS.md 1); a filtered update is not sent.
@@ -24,8 +27,7 @@ import json
 import time
 from typing import Any
 
-import requests
-
+from ..core import webhooks
 from .errors import ApiError
 from .methods import dispatch
 from .spec import BotApiSpec
@@ -51,38 +53,30 @@ def _is_allowed(kinds: list[str], allowed: list[str] | None) -> bool:
     return any(kind not in _OPT_IN_KINDS for kind in kinds)
 
 
+#: how the Bot API server words a webhook that did not answer
+_NO_ANSWER = {"timeout": "Read timeout expired", "refused": "Connection refused"}
+
+
 def _post(webhook: Webhook, body: bytes, timeout: float) -> dict[str, Any]:
     headers: dict[str, str | None] = {
         "Content-Type": "application/json",
         "Accept-Encoding": "gzip, deflate",
-        "User-Agent": None,  # Telegram sends neither header; None drops requests' defaults
+        "User-Agent": None,  # Telegram sends neither header; None drops the defaults
         "Accept": None,
     }
     if webhook.secret_token:
         headers["X-Telegram-Bot-Api-Secret-Token"] = webhook.secret_token
-    started = time.monotonic()
-    try:
-        response = requests.post(webhook.url, data=body, headers=headers,  # type: ignore[arg-type]
-                                 timeout=timeout, allow_redirects=False)
-    except requests.Timeout:
-        return {"status": None, "body": None, "error": "Read timeout expired",
-                "duration_ms": round((time.monotonic() - started) * 1000, 1)}
-    except requests.ConnectionError as exc:
-        refused = "refused" in str(exc).lower()
+    outcome = webhooks.send(webhook.url, body, headers, timeout)
+    if outcome.status is None:
         return {"status": None, "body": None,
-                "error": "Connection refused" if refused else "Failed to connect",
-                "duration_ms": round((time.monotonic() - started) * 1000, 1)}
-    try:
-        answer: Any = response.json()
-    except ValueError:
-        answer = response.text
-    outcome = {"status": response.status_code, "body": answer, "error": None,
-               "duration_ms": round((time.monotonic() - started) * 1000, 1),
-               "retry_after": response.headers.get("Retry-After")}
-    if not 200 <= response.status_code <= 299:
-        outcome["error"] = (f"Wrong response from the webhook: {response.status_code} "
-                            f"{response.reason}")
-    return outcome
+                "error": _NO_ANSWER.get(outcome.error_kind or "", "Failed to connect"),
+                "duration_ms": outcome.duration_ms}
+    result = {"status": outcome.status, "body": outcome.body(), "error": None,
+              "duration_ms": outcome.duration_ms,
+              "retry_after": outcome.headers.get("Retry-After")}
+    if not 200 <= outcome.status <= 299:
+        result["error"] = f"Wrong response from the webhook: {outcome.status} {outcome.reason}"
+    return result
 
 
 def _run_webhook_reply(store: Store, spec: BotApiSpec, token: str, answer: Any
@@ -98,13 +92,6 @@ def _run_webhook_reply(store: Store, spec: BotApiSpec, token: str, answer: Any
     except ApiError as error:
         return {"method": method, **error.envelope()}
     return {"method": method, "ok": True, "result": result}
-
-
-def _retry_delay(store: Store, attempt: int, retry_after: str | None) -> float:
-    config = store.config
-    if retry_after and retry_after.strip().isdigit():
-        return min(float(retry_after), config.redeliver_max_delay_s)
-    return min(config.redeliver_delay_s * (2 ** (attempt - 1)), config.redeliver_max_delay_s)
 
 
 def deliver(store: Store, spec: BotApiSpec, token: str, update: dict[str, Any], *,
@@ -127,21 +114,24 @@ def deliver(store: Store, spec: BotApiSpec, token: str, update: dict[str, Any], 
         kinds = update_kinds_of(update, spec.update_kinds)
         allowed = _is_allowed(kinds, webhook.allowed_updates)
         timeout = store.config.webhook_timeout_s
-        tries = 1 + (store.config.redeliver_attempts if redeliver else 0)
+        config = store.config
+        backoff = webhooks.Backoff(config.redeliver_attempts if redeliver else 0,
+                                   config.redeliver_delay_s, config.redeliver_max_delay_s)
     warnings = _warnings(update, kinds, spec)
     summary = summarize(update)
     base = {"bot_id": bot.account.id, "update_id": update_id, "url": webhook.url, **summary}
     if not allowed:
         store.log_delivery({**base, "attempt": 0, "status": None, "ok": False,
-                            "error": "not in allowed_updates", "time": time.time(),
+                            "error": "not in allowed_updates", "time": store.now(),
                             "update": update})
         return {"delivered": False, "status": None, "body": None, "update_id": update_id,
                 "attempts": 0, "filtered": True, "warnings": warnings}
     body = serialize_update(update)
     outcome: dict[str, Any] = {}
     attempt = 0
-    for attempt in range(1, tries + 1):
-        started = time.time()  # log time = when the POST began, before any reply it caused
+    while True:
+        attempt += 1
+        started = store.now()  # log time = when the POST began, before any reply it caused
         with webhook.slots:
             outcome = _post(webhook, body, timeout)
         ok = outcome["error"] is None
@@ -154,12 +144,13 @@ def deliver(store: Store, spec: BotApiSpec, token: str, update: dict[str, Any], 
                 entry["webhook_reply"] = outcome["webhook_reply"] = reply
         else:
             with store.lock:
-                webhook.last_error_date = int(time.time())
+                webhook.last_error_date = int(store.now())
                 webhook.last_error_message = outcome["error"]
         store.log_delivery(entry)
-        if ok or attempt == tries:
+        delay = None if ok else backoff.delay(attempt, outcome.get("retry_after"))
+        if delay is None:
             break
-        time.sleep(_retry_delay(store, attempt, outcome.get("retry_after")))
+        time.sleep(delay)
     result = {"delivered": outcome["error"] is None, "status": outcome["status"],
               "body": outcome["body"], "update_id": update_id, "attempts": attempt,
               "warnings": warnings}

@@ -3,21 +3,22 @@
 ``GET /`` serves one plain page (HTML + vanilla JS + CSS from ``static/``, no
 build step). Left panel: the customer writes through the Telegram sandbox's
 ``POST /_deliver`` (convenience form) and sees the transcript from
-``/_deliveries`` and ``/_sent``. Right panel: the CRM chosen by ``crm``:
+``/_deliveries`` and ``/_sent``. Right panel: the CRM chosen by ``crm``,
+through the control API every sandbox shares (:mod:`sandbox.core.control`):
 
 * ``"hubspot"`` (default): the rep sees contacts, deals, tickets and the
   selected contact's timeline from the HubSpot sandbox's ``GET /_state`` and
   answers with ``POST /_reply``.
 * ``"amocrm"``: the manager sees contacts, leads (stage, responsible user) and
   the selected contact's timeline (notes + chat messages) from the amoCRM
-  sandbox's ``GET /_state?subdomain=``; answers in amoCRM's chat
-  (``POST /_chat_reply``) or as an ``@client`` note on the contact's open lead
+  sandbox's ``GET /_state?account=``; answers in amoCRM's chat
+  (``POST /_reply``) or as an ``@client`` note on the contact's open lead
   (``POST /_note``); closes a lead as won / lost (``POST /_lead_status``).
 * ``"bitrix24"``: the operator sees contacts, leads and deals (title,
   status / stage name, responsible user) and the selected contact's timeline
   (timeline comments and to-dos of the contact and its leads / deals, plus
-  its Open Lines messages) from the Bitrix24 sandbox's ``GET /_state?portal=``;
-  answers in the contact's Open Lines chat (``POST /_operator_reply``; a
+  its Open Lines messages) from the Bitrix24 sandbox's ``GET /_state?account=``;
+  answers in the contact's Open Lines chat (``POST /_reply``; a
   contact without one is CRM-only: the page says so and sends nothing);
   converts or junks an open lead (``POST /_lead_status``: ``CONVERTED`` /
   ``JUNK``) and closes an open deal as won / lost (``POST /_deal_stage``: the

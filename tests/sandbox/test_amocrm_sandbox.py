@@ -183,7 +183,7 @@ def incoming(client: Any, conv: str, msgid: str, text: str = "hi", silent: bool 
 
 
 def account_state(client: Any, subdomain: str = SUB) -> dict[str, Any]:
-    data: dict[str, Any] = client.get(f"/_state?subdomain={subdomain}").get_json()["accounts"][0]
+    data: dict[str, Any] = client.get(f"/_state?account={subdomain}").get_json()["accounts"][0]
     return data
 
 
@@ -1144,7 +1144,7 @@ def test_message_in_a_linked_chat_lands_in_the_open_lead(client: Any) -> None:
 def test_delivery_status_and_history(client: Any) -> None:
     connect(client)
     incoming(client, "conv-5", "m-1", "first")
-    reply = client.post("/_chat_reply", json={"conversation_id": "conv-5", "text": "answer"})
+    reply = client.post("/_reply", json={"conversation": "conv-5", "text": "answer"})
     out_id = reply.get_json()["message"]["id"]
     path = f"/v2/origin/custom/{SCOPE}/{out_id}/delivery_status"
     ok = amojo(client, "POST", path, {"msgid": out_id, "delivery_status": 1})
@@ -1189,7 +1189,7 @@ def test_chat_reply_fires_the_signed_hook_once(receiver: dict[str, Any]) -> None
         "hook_url": receiver["url"] + "/hooks/amocrm/route/:scope_id"}).status_code == 200
     incoming(client, "conv-7", "m-1", phone="+79151112233")
     receiver["answers"]["status"] = 500
-    resp = client.post("/_chat_reply", json={"conversation_id": "conv-7", "text": "Привет",
+    resp = client.post("/_reply", json={"conversation": "conv-7", "text": "Привет",
                                              "user_id": MANAGER})
     assert resp.status_code == 200
     answer = resp.get_json()
@@ -1212,17 +1212,17 @@ def test_chat_reply_fires_the_signed_hook_once(receiver: dict[str, Any]) -> None
     assert message["message"]["type"] == "text" and message["message"]["text"] == "Привет"
     assert message["message"]["id"] == answer["message"]["id"]
     assert isinstance(message["timestamp"], int) and isinstance(message["msec_timestamp"], int)
-    by_contact = client.post("/_chat_reply", json={
+    by_contact = client.post("/_reply", json={
         "contact_id": account_state(client)["contacts"][0]["id"], "text": "again"})
     assert by_contact.status_code == 200
-    assert client.post("/_chat_reply", json={"conversation_id": "none",
+    assert client.post("/_reply", json={"conversation": "none",
                                              "text": "x"}).status_code == 404
 
 
 def test_chat_reply_without_hook_url_reports_it(client: Any) -> None:
     connect(client)
     incoming(client, "conv-8", "m-1")
-    resp = client.post("/_chat_reply", json={"conversation_id": "conv-8", "text": "hi"})
+    resp = client.post("/_reply", json={"conversation": "conv-8", "text": "hi"})
     assert resp.get_json()["webhook"]["status"] is None
     assert "hook_url" in resp.get_json()["webhook"]["error"]
 
@@ -1353,7 +1353,7 @@ def test_state_reset_config_channel_and_stats(client: Any) -> None:
     assert len(acc["users"]) == 3 and len(acc["pipelines"]) == 2
     assert acc["contacts"][0]["custom_fields_values"][0]["field_code"] == "PHONE"
     assert acc["tokens"]["access"] == 1 and acc["tokens"]["refresh"] == 1
-    assert client.get("/_state?subdomain=nope").status_code == 404
+    assert client.get("/_state?account=nope").status_code == 404
     assert client.post("/_config", json={"bogus": 1}).status_code == 400
     assert client.post("/_config", json={"per_second": 0}).status_code == 400
     assert client.post("/_config", json={"accounts": []}).status_code == 400

@@ -161,13 +161,13 @@ def token(client: Any, **body: Any) -> str:
 
 
 def state(client: Any, portal: str = DEMO_DOMAIN) -> dict[str, Any]:
-    data: dict[str, Any] = client.get("/_state", query_string={"portal": portal}).get_json()
+    data: dict[str, Any] = client.get("/_state", query_string={"account": portal}).get_json()
     return data
 
 
 def crm(client: Any, portal: str = DEMO_DOMAIN) -> dict[str, Any]:
     """The portal's part of ``GET /_state``."""
-    data: dict[str, Any] = state(client, portal)["portals"][0]
+    data: dict[str, Any] = state(client, portal)["accounts"][0]
     return data
 
 
@@ -834,7 +834,7 @@ def test_install_posts_onappinstall_form_encoded(receiver: dict[str, Any]) -> No
     assert auth["client_endpoint"] == f"http://localhost/{DEMO_DOMAIN}/rest/"
     assert auth["server_endpoint"] == "http://localhost/oauth/rest/"
     assert auth["member_id"] == DEMO_MEMBER_ID and auth["status"] == "L"
-    assert auth["application_token"] == state(client)["portals"][0]["app"]["application_token"]
+    assert auth["application_token"] == state(client)["accounts"][0]["app"]["application_token"]
     assert call(client, "profile", auth["access_token"]).status_code == 200
     assert _refresh(client, auth["refresh_token"]).status_code == 200
 
@@ -849,7 +849,7 @@ def test_install_not_finished_blocks_events(receiver: dict[str, Any]) -> None:
     ok(call(client, "event.bind", tok, {"event": "ONCRMLEADADD", "handler": receiver["url"]}))
     new_lead(client)
     assert len(receiver["got"]) == 1  # only the install attempt
-    assert state(client)["portals"][0]["app"]["finished"] is False
+    assert state(client)["accounts"][0]["app"]["finished"] is False
 
 
 def test_event_bind_unbind_and_deliveries_without_retries(receiver: dict[str, Any]) -> None:
@@ -960,7 +960,7 @@ def test_uninstall_sends_onappuninstall_without_tokens(receiver: dict[str, Any])
     assert payload["data"]["CLEAN"] == "1"
     assert call(client, "profile", tok).get_json()["error"] == "NO_AUTH_FOUND"
     assert _refresh(client, first["refresh_token"]).get_json()["error"] == "invalid_grant"
-    assert state(client)["portals"][0]["event_bindings"] == []
+    assert state(client)["accounts"][0]["event_bindings"] == []
 
 
 # -- Open Lines connector (FACTS 2.8) --------------------------------------------------------------
@@ -1032,7 +1032,7 @@ def test_connector_lifecycle_matches_the_examples(client: Any) -> None:
     assert status["result"]["STATUS"] is True and status["result"]["LINE"] == DEMO_LINE_ID
     assert ok(call(client, "imconnector.status", tok, {"CONNECTOR": "myconnector"}))[
         "CONFIGURED"] is False  # LINE defaults to 0
-    [connector] = state(client)["portals"][0]["connectors"]
+    [connector] = state(client)["accounts"][0]["connectors"]
     assert connector["NEED_SIGNATURE"] is False and connector["lines"][0]["data"]["ID"] == \
         "channel-123"
     for name, body, page in (
@@ -1124,7 +1124,7 @@ def test_send_messages_validation_shape_chat_and_crm(client: Any) -> None:
                                                   "LINE": DEMO_LINE_ID, "ACTIVE": 0}))
     inactive = send(client, tok, customer_message())
     assert inactive.status_code == 400 and inactive.get_json()["error"] == "NOT_ACTIVE_LINE"
-    chats = state(client)["portals"][0]["chats"]
+    chats = state(client)["accounts"][0]["chats"]
     assert [m["text"] for m in chats[0]["messages"]] == ["Good afternoon", "Are you there?"]
     assert chats[0]["messages"][0]["direction"] == "in"
 
@@ -1144,7 +1144,7 @@ def test_update_and_delete_messages(client: Any) -> None:
              "chat": {"id": "channel-123"}}]}).get_json()
     assert_shape(example("api-reference__imopenlines__imconnector__imconnector-delete-messages.1"),
                  delete, exact=True)
-    [msg] = state(client)["portals"][0]["chats"][0]["messages"]
+    [msg] = state(client)["accounts"][0]["chats"][0]["messages"]
     assert msg["deleted"] is True and msg["updated"] is True
     assert msg["text"] == "Good afternoon, we clarified the details"
 
@@ -1156,9 +1156,9 @@ def test_operator_reply_fires_onimconnectormessageadd(receiver: dict[str, Any]) 
     ok(call(client, "event.bind", tok, {"event": "OnImConnectorMessageAdd",
                                         "handler": receiver["url"] + "/im"}))
     ok(send(client, tok, customer_message()))
-    answer = client.post("/_operator_reply", json={"chat_id": "channel-123",
-                                                   "text": "Guten Tag!"}).get_json()
-    assert answer["event"]["status"] == 200 and answer["message"]["direction"] == "out"
+    answer = client.post("/_reply", json={"conversation": "channel-123",
+                                          "text": "Guten Tag!"}).get_json()
+    assert answer["webhook"]["status"] == 200 and answer["message"]["direction"] == "out"
     [hit] = receiver["got"]
     assert hit["content_type"] == "application/x-www-form-urlencoded"
     payload = php_decode(hit["body"])
@@ -1175,7 +1175,7 @@ def test_operator_reply_fires_onimconnectormessageadd(receiver: dict[str, Any]) 
         "ID"] == "2"
     # without NEED_SIGNATURE the text goes as typed (BB-code line breaks)
     ok(register(client, tok, NEED_SIGNATURE=False))
-    client.post("/_operator_reply", json={"line": DEMO_LINE_ID, "text": "a\nb", "user_id": 1})
+    client.post("/_reply", json={"line": DEMO_LINE_ID, "text": "a\nb", "user_id": 1})
     assert php_decode(receiver["got"][1]["body"])["data"]["MESSAGES"][0]["message"] == {
         "user_id": "1", "text": "a[br]b"}
 
@@ -1187,7 +1187,7 @@ def test_delivery_and_reading_receipts(receiver: dict[str, Any]) -> None:
     ok(call(client, "event.bind", tok, {"event": "ONIMCONNECTORMESSAGEADD",
                                         "handler": receiver["url"]}))
     ok(send(client, tok, customer_message()))
-    client.post("/_operator_reply", json={"chat_id": "channel-123", "text": "Hi"})
+    client.post("/_reply", json={"conversation": "channel-123", "text": "Hi"})
     im = php_decode(receiver["got"][0]["body"])["data"]["MESSAGES"][0]["im"]
     receipt = {"CONNECTOR": "myconnector", "LINE": DEMO_LINE_ID, "MESSAGES": [
         {"im": {"chat_id": int(im["chat_id"]), "message_id": int(im["message_id"])},
@@ -1203,13 +1203,13 @@ def test_delivery_and_reading_receipts(receiver: dict[str, Any]) -> None:
     reading = call(client, "imconnector.send.status.reading", tok, receipt).get_json()
     assert_shape(example("api-reference__imopenlines__imconnector__imconnector-send-status-"
                          "reading.1"), reading, exact=True)
-    out = state(client)["portals"][0]["chats"][0]["messages"][-1]
+    out = state(client)["accounts"][0]["chats"][0]["messages"][-1]
     assert out["direction"] == "out" and out["delivered"]["external_ids"] == ["ext-msg-1007"]
     assert out["read"]["external_ids"] == ["ext-msg-1007"]
     stray = json.loads(json.dumps(receipt))
     stray["MESSAGES"][0]["im"]["message_id"] = 1
     ok(call(client, "imconnector.send.status.delivery", tok, stray))
-    assert len(state(client)["portals"][0]["unmatched_receipts"]) == 1
+    assert len(state(client)["accounts"][0]["unmatched_receipts"]) == 1
 
 
 # -- faults, stats, control ------------------------------------------------------------------------
@@ -1247,12 +1247,12 @@ def test_reset_config_and_portal_isolation() -> None:
     foreign = hook(client, "crm.lead.get", {"id": lead}, portal="other.bitrix24.com",
                    code="otherportalcode1")
     assert foreign.get_json() == {"error": "", "error_description": "Not found"}
-    assert state(client, "other.bitrix24.com")["portals"][0]["leads"] == []
+    assert state(client, "other.bitrix24.com")["accounts"][0]["leads"] == []
     client.post("/_config", json={"findbycomm_empty_as_list": False})
     assert client.get("/_config").get_json()["findbycomm_empty_as_list"] is False
     assert client.post("/_config", json={"portals": []}).status_code == 400
     client.post("/_reset")
-    assert state(client)["portals"][0]["leads"] == []
+    assert state(client)["accounts"][0]["leads"] == []
 
 
 def test_mounted_under_sandbox_bitrix24_over_http(receiver: dict[str, Any]) -> None:

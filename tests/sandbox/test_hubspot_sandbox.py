@@ -779,7 +779,7 @@ def test_publish_threads_idempotency_and_status(client: Any) -> None:
     other = call(client, "POST", base, token, body=_egg(account["id"], "x",
                                                        integrationThreadId="conv-2"))
     assert other.get_json()["conversationsThreadId"] != msg["conversationsThreadId"]
-    state = client.get(f"/_state?portal_id={P1}").get_json()["portals"][0]
+    state = client.get(f"/_state?account={P1}").get_json()["accounts"][0]
     thread = next(t for t in state["threads"] if t["id"] == msg["conversationsThreadId"])
     assert [m["text"] for m in thread["messages"]] == ["hello", "again"]
     assert thread["associatedContactId"] == person["id"]
@@ -935,7 +935,7 @@ def test_reply_fires_signed_webhook_over_http(servers: dict[str, Any]) -> None:
     assert hmac.compare_digest(headers["x-hubspot-signature-v3"], expected)
     assert abs(int(timestamp) - time.time() * 1000) < 60_000
     # The bridge's status PATCH from inside the hook was recorded.
-    state = s.get(f"{base}/_state", params={"portal_id": P1}).json()["portals"][0]
+    state = s.get(f"{base}/_state", params={"account": P1}).json()["accounts"][0]
     outgoing = [m for t in state["threads"] for m in t["messages"] if m["direction"] == "OUTGOING"]
     assert [(m["text"], m["status"]) for m in outgoing] == [("Hello Tina", "SENT")]
 
@@ -948,7 +948,7 @@ def test_reply_reports_unreachable_webhook(client: Any) -> None:
     call(client, "POST", f"/conversations/v3/custom-channels/{channel['id']}/messages", token,
          body=_egg(account["id"], "hi", associateWithContactId=person["id"]))
     resp = client.post("/_reply", json={"contact_id": person["id"], "text": "yo",
-                                        "portal_id": P1})
+                                        "account": P1})
     assert resp.status_code == 200
     assert resp.get_json()["webhook"]["status"] is None
     assert "error" in resp.get_json()["webhook"]
@@ -1048,7 +1048,7 @@ def test_fault_timeout_commits_nothing(client: Any) -> None:
                 body={"properties": {"email": "t@example.com"}})
     assert resp.status_code == 504
     client.post("/_faults", json={"reset": True})
-    assert client.get("/_state").get_json()["portals"][0]["contacts"] == []
+    assert client.get("/_state").get_json()["accounts"][0]["contacts"] == []
 
 
 def test_fault_commit_then_timeout_commits(client: Any) -> None:
@@ -1059,7 +1059,7 @@ def test_fault_commit_then_timeout_commits(client: Any) -> None:
     assert time.monotonic() - started >= 0.2  # the answer came after the hang
     assert resp.status_code == 201
     client.post("/_faults", json={"reset": True})
-    stored = client.get("/_state").get_json()["portals"][0]["contacts"]
+    stored = client.get("/_state").get_json()["accounts"][0]["contacts"]
     assert [c["properties"]["email"] for c in stored] == ["ctt@example.com"]
     retry = call(client, "POST", "/crm/v3/objects/contacts",
                  body={"properties": {"email": "ctt@example.com"}})
@@ -1083,21 +1083,21 @@ def test_state_reset_and_config(client: Any) -> None:
     call(client, "PUT", f"/crm/v4/objects/deals/{deal['id']}/associations/default/contacts/"
           f"{c['id']}")
     state = client.get("/_state").get_json()
-    assert [p["portal_id"] for p in state["portals"]] == [P1, P2]
-    mine = state["portals"][0]
+    assert [p["portal_id"] for p in state["accounts"]] == [P1, P2]
+    mine = state["accounts"][0]
     assert mine["contacts"][0]["id"] == c["id"] and len(mine["owners"]) == 3
     assert {"fromObjectType": "deals", "fromObjectTypeId": "0-3", "fromId": deal["id"],
             "toObjectType": "contacts", "toObjectTypeId": "0-1", "toId": c["id"],
             "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 3}]} \
         in mine["associations"]
-    assert client.get("/_state?portal_id=1").status_code == 404
+    assert client.get("/_state?account=1").status_code == 404
     assert client.post("/_config", json={"bogus": 1}).status_code == 400
     assert client.post("/_config", json={"per_10s": 0}).status_code == 400
     cfg = client.post("/_config", json={"per_10s": 7, "idempotency_dedupe": False}).get_json()
     assert cfg["per_10s"] == 7 and cfg["idempotency_dedupe"] is False
     assert call(client, "GET", "/crm/v3/owners/").headers["X-HubSpot-RateLimit-Max"] == "7"
     assert client.post("/_reset").status_code == 200
-    assert client.get("/_state").get_json()["portals"][0]["contacts"] == []
+    assert client.get("/_state").get_json()["accounts"][0]["contacts"] == []
     assert client.get("/_config").get_json()["per_10s"] == 7  # config survives a reset
     assert client.post("/_install", json={"client_id": "nope", "redirect_uri": "x"}) \
         .status_code == 400

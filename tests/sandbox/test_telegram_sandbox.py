@@ -694,7 +694,7 @@ def test_register_bot_config_and_reset(client: Any) -> None:
     config = client.post("/_config", json={"per_chat_per_s": 2.0}).get_json()
     assert config["per_chat_per_s"] == 2.0 and config["bots"][0]["token"] == TOKEN
     assert client.post("/_config", json={"no_such_key": 1}).status_code == 400
-    state = client.get("/_state").get_json()["bots"]
+    state = client.get("/_state").get_json()["accounts"]
     assert {b["token"] for b in state} == {TOKEN, other}
     assert client.get("/").get_json()["demo_bot_token"] == TOKEN
     assert client.post("/_reset", json={}).get_json() == {"ok": True}

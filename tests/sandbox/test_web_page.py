@@ -34,9 +34,9 @@ SANDBOX_APPS = {"telegram": create_telegram_app, "hubspot": create_hubspot_app,
 # What the page calls on each CRM's sandbox (the briefs of the two panels).
 CRM_ENDPOINTS = {
     "hubspot": {("/_state", "GET"), ("/_reply", "POST")},
-    "amocrm": {("/_state", "GET"), ("/_chat_reply", "POST"), ("/_note", "POST"),
+    "amocrm": {("/_state", "GET"), ("/_reply", "POST"), ("/_note", "POST"),
                ("/_lead_status", "POST")},
-    "bitrix24": {("/_state", "GET"), ("/_operator_reply", "POST"), ("/_lead_status", "POST"),
+    "bitrix24": {("/_state", "GET"), ("/_reply", "POST"), ("/_lead_status", "POST"),
                  ("/_deal_stage", "POST")},
 }
 # Element ids the JavaScript looks up, per page: both panels share the customer side
@@ -193,7 +193,7 @@ def test_page_has_an_inline_favicon_and_a_hidden_offline_banner() -> None:
 def test_hubspot_state_has_stage_labels_and_owner_names() -> None:
     """What the HubSpot panel shows instead of ids: stage labels, owner names."""
     client = _demo_server()
-    portal = client.get("/sandbox/hubspot/_state").get_json()["portals"][0]
+    portal = client.get("/sandbox/hubspot/_state").get_json()["accounts"][0]
     deal_stages = {s["id"]: s["label"] for p in portal["pipelines"]["deals"] for s in p["stages"]}
     assert deal_stages["appointmentscheduled"] == "Appointment Scheduled"
     assert deal_stages["closedwon"] == "Closed Won"
@@ -271,8 +271,8 @@ def test_js_calls_only_declared_endpoints() -> None:
     declared = _declared()
     names = {name for name, *_ in declared}
     assert names == {"deliver", "sent", "deliveries", "crmState", "crmReply",
-                     "amoState", "amoChatReply", "amoNote", "amoLeadStatus",
-                     "b24State", "b24OperatorReply", "b24LeadStatus", "b24DealStage"}
+                     "amoState", "amoReply", "amoNote", "amoLeadStatus",
+                     "b24State", "b24Reply", "b24LeadStatus", "b24DealStage"}
     # One fetch() in the whole file, inside call(), which only takes ENDPOINTS names.
     assert js.count("fetch(") == 1
     assert set(re.findall(r'\bcall\("(\w+)"', js)) == names
@@ -353,7 +353,7 @@ def test_page_flow_against_the_amocrm_sandbox() -> None:
     base, sub = body["amocrm-base"], body["amocrm-subdomain"]
 
     def state() -> dict[str, Any]:
-        resp = client.get(f"{base}/_state", query_string={"subdomain": sub})
+        resp = client.get(f"{base}/_state", query_string={"account": sub})
         assert resp.status_code == 200
         [account] = resp.get_json()["accounts"]
         return dict(account)
@@ -379,13 +379,13 @@ def test_page_flow_against_the_amocrm_sandbox() -> None:
     assert isinstance(chat["messages"][0]["timestamp"], int)
 
     # reply in amoCRM's chat, by contact id (no hook URL here: reported, not failed)
-    reply = client.post(f"{base}/_chat_reply", json={"contact_id": contact["id"],
-                                                     "text": "Hi!", "subdomain": sub})
+    reply = client.post(f"{base}/_reply", json={"contact_id": contact["id"],
+                                                "text": "Hi!", "account": sub})
     assert reply.status_code == 200
     assert reply.get_json()["webhook"]["status"] is None
     assert reply.get_json()["webhook"]["error"]
-    missing = client.post(f"{base}/_chat_reply", json={"contact_id": 1, "text": "x",
-                                                       "subdomain": sub})
+    missing = client.post(f"{base}/_reply", json={"contact_id": 1, "text": "x",
+                                                  "account": sub})
     assert missing.status_code == 404 and missing.get_json()["error"] == "chat_not_found"
 
     # reply as a note on the contact's open lead
@@ -482,17 +482,17 @@ def test_page_flow_against_the_bitrix24_sandbox() -> None:
     assert base == B24
 
     def portal() -> dict[str, Any]:
-        resp = client.get(f"{base}/_state", query_string={"portal": portal_name})
+        resp = client.get(f"{base}/_state", query_string={"account": portal_name})
         assert resp.status_code == 200
-        [one] = resp.get_json()["portals"]
+        [one] = resp.get_json()["accounts"]
         assert one["domain"] == portal_name
         return dict(one)
 
     empty = portal()
     assert empty["contacts"] == [] and empty["leads"] == [] and empty["deals"] == []
     assert empty["chats"] == []
-    assert client.get(f"{base}/_state", query_string={"portal": "nope.bitrix24.ru"}).get_json()[
-        "error"] == "portal_not_found"  # the page shows its message
+    assert client.get(f"{base}/_state", query_string={"account": "nope.bitrix24.ru"}).get_json()[
+        "error"] == "account_not_found"  # the page shows its message
 
     # the bridge files the customer: contact (Telegram id in IM), lead, deal, timeline
     token = _b24_connect(client)
@@ -559,12 +559,14 @@ def test_page_flow_against_the_bitrix24_sandbox() -> None:
     assert {line["ID"]: line["LINE_NAME"] for line in p["open_lines"]}[chat["line"]]
 
     # the operator replies in Open Lines, the way the page addresses the chat
-    reply = client.post(f"{base}/_operator_reply", json={
-        "portal": portal_name, "chat_id": chat["external_chat_id"],
+    reply = client.post(f"{base}/_reply", json={
+        "account": portal_name, "conversation": chat["external_chat_id"],
         "connector": chat["connector"], "line": chat["line"], "text": "Hi!\nHow can I help?"})
     assert reply.status_code == 200, reply.get_data(as_text=True)
     answer = reply.get_json()
-    assert answer["event"] is None  # no OnImConnectorMessageAdd handler bound: reported
+    # no OnImConnectorMessageAdd handler bound: nothing delivered, reported
+    assert answer["deliveries"] == [] and answer["webhook"]["status"] is None
+    assert answer["webhook"]["error"]
     assert answer["message"]["direction"] == "out"
     assert users[str(answer["message"]["author"])] == "Maria Schmidt"  # the line's queue
     [chat] = portal()["chats"]
@@ -577,8 +579,8 @@ def test_page_flow_against_the_bitrix24_sandbox() -> None:
     # a contact with no Open Lines chat is CRM-only: the page sends nothing (the sandbox
     # would refuse an unknown chat anyway)
     _b24_hook(client, "crm.contact.add", {"fields": {"NAME": "Boris"}})
-    missing = client.post(f"{base}/_operator_reply", json={
-        "portal": portal_name, "chat_id": "no-such-chat", "text": "x"})
+    missing = client.post(f"{base}/_reply", json={
+        "account": portal_name, "conversation": "no-such-chat", "text": "x"})
     assert missing.status_code == 404 and missing.get_json()["error"] == "chat_not_found"
 
     # Bitrix24's own tracker (tenant setting): the chat's record is a lead with the

@@ -32,11 +32,11 @@
     crmState: ["hubspot", "/_state", "GET"],
     crmReply: ["hubspot", "/_reply", "POST"],
     amoState: ["amocrm", "/_state", "GET"],
-    amoChatReply: ["amocrm", "/_chat_reply", "POST"],
+    amoReply: ["amocrm", "/_reply", "POST"],
     amoNote: ["amocrm", "/_note", "POST"],
     amoLeadStatus: ["amocrm", "/_lead_status", "POST"],
     b24State: ["bitrix24", "/_state", "GET"],
-    b24OperatorReply: ["bitrix24", "/_operator_reply", "POST"],
+    b24Reply: ["bitrix24", "/_reply", "POST"],
     b24LeadStatus: ["bitrix24", "/_lead_status", "POST"],
     b24DealStage: ["bitrix24", "/_deal_stage", "POST"],
   };
@@ -473,11 +473,11 @@
     return name || p.email || p.phone || p.telegram_username || ("Contact / Контакт " + contact.id);
   }
 
-  // The HubSpot sandbox answers {"portals": [{contacts, deals, ..., associations, threads,
-  // owners, pipelines}]}; a flat {contacts, deals, ...} works too. Association keys may be
-  // snake or camel case.
+  // Every sandbox answers GET /_state with {"accounts": [...]}; HubSpot's accounts are its
+  // portals {contacts, deals, ..., associations, threads, owners, pipelines}; a flat
+  // {contacts, deals, ...} works too. Association keys may be snake or camel case.
   function crmView(data) {
-    const portals = Array.isArray(data.portals) ? data.portals : [data];
+    const portals = Array.isArray(data.accounts) ? data.accounts : [data];
     const view = { contacts: [], deals: [], tickets: [], notes: [], tasks: [], associations: [],
                    threads: [], owners: [] };
     const pipelines = { deals: [], tickets: [] };
@@ -670,7 +670,7 @@
   }
 
   // -- manager (amoCRM) ---------------------------------------------------------------
-  // The amoCRM sandbox answers GET /_state?subdomain= with {"accounts": [{users, pipelines,
+  // The amoCRM sandbox answers GET /_state?account= with {"accounts": [{users, pipelines,
   // contacts, leads, notes, tasks, chats, ...}]}; the page shows the first (the configured) account.
 
   const WON = 142;
@@ -843,7 +843,7 @@
   }
 
   async function pollAmo() {
-    const result = await call("amoState", { query: { subdomain: AMO_SUBDOMAIN } });
+    const result = await call("amoState", { query: { account: AMO_SUBDOMAIN } });
     const d = result.data || {};
     const account = result.status === 200 ? asList(d.accounts)[0] : null;
     if (!account) {
@@ -895,8 +895,8 @@
 
   async function sendAmoChat(text) {
     setStatus(replyStatus, "Sending… / Отправка…");
-    const result = await call("amoChatReply", {
-      json: { contact_id: Number(selectedContact), text: text, subdomain: AMO_SUBDOMAIN },
+    const result = await call("amoReply", {
+      json: { contact_id: Number(selectedContact), text: text, account: AMO_SUBDOMAIN },
     });
     const d = result.data || {};
     const webhook = d.webhook || {};
@@ -937,7 +937,7 @@
   }
 
   // -- operator (Bitrix24) ------------------------------------------------------------
-  // The Bitrix24 sandbox answers GET /_state?portal= with {"portals": [{users, statuses,
+  // The Bitrix24 sandbox answers GET /_state?account= with {"accounts": [{users, statuses,
   // deal_categories, open_lines, contacts, leads, deals, tasks, chats, ...}]}; each record is
   // {id, fields, multifields, links, timeline: {comments, activities}}, each Open Lines
   // chat {id, connector, line, external_chat_id, external_user_id, user, crm, messages}.
@@ -1303,9 +1303,9 @@
   }
 
   async function pollB24() {
-    const result = await call("b24State", { query: { portal: B24_PORTAL } });
+    const result = await call("b24State", { query: { account: B24_PORTAL } });
     const d = result.data || {};
-    const portal = result.status === 200 ? asList(d.portals)[0] : null;
+    const portal = result.status === 200 ? asList(d.accounts)[0] : null;
     if (!portal) {
       setStatus(crmStatus, "Bitrix24 sandbox / песочница Битрикс24 (" + B24_PORTAL + "): " +
         (d.message || ("HTTP " + result.status)), "bad");
@@ -1333,9 +1333,9 @@
       return ["The connector is not active on this line / Коннектор не активен на этой линии", "bad"];
     }
     if (result.status !== 200) return ["Error / Ошибка: " + (d.message || d.error || ("HTTP " + result.status)), "bad"];
-    const ev = d.event;
+    const ev = d.webhook || {};
     const as = b24UserName(b24Users(b24Portal), (d.message || {}).author);
-    if (!ev) {
+    if (!asList(d.deliveries).length) {
       return ["Saved in Bitrix24 (as " + as + "), but the bridge is not subscribed to operator messages / " +
               "Сохранено в Битрикс24, но мост не подписан на сообщения операторов", "bad"];
     }
@@ -1364,8 +1364,8 @@
     setStatus(replyStatus, "Sending… / Отправка…");
     let result;
     try {
-      result = await call("b24OperatorReply", {
-        json: { portal: B24_PORTAL, chat_id: chat.external_chat_id, connector: chat.connector,
+      result = await call("b24Reply", {
+        json: { account: B24_PORTAL, conversation: chat.external_chat_id, connector: chat.connector,
                 line: chat.line, text: textBox.value },
       });
     } catch (err) {
