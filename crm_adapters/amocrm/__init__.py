@@ -13,7 +13,8 @@ Modules
 ``client``    account host, bearer token, refresh-before-expiry, 401 retry,
               the status -> exception mapping (one place), 204 = nothing found
 ``oauth``     authorize URL, code exchange (``referer`` -> account host),
-              single-use refresh
+              single-use refresh, a pasted long-lived token
+``settings``  the typed settings: the integration's, one account's
 ``contacts``  find (identity > phone > e-mail), create, add what is new
 ``leads``     ``/leads/complex``, find by conversation uid, open or closed
 ``timeline``  notes (batched, with the bridge marker) and tasks
@@ -24,57 +25,32 @@ Modules
 ``setup``     custom fields, account webhooks, the chat channel connection
 ``fields``    custom-field values and names
 
-Deployment settings (``account.app``, from ``AMOCRM_<KEY>``)
---------------------------------------------------------------
-``client_id``, ``client_secret``   the integration's OAuth credentials
-``auth_base``      consent host (default ``https://www.amocrm.ru``)
-``redirect_uri``   the integration's configured redirect URI (default: the
-                   bridge's ``/oauth/amocrm/callback``)
-``channel_id``, ``channel_secret``, ``bot_id``   the Chats API channel issued
-                   by amoCRM support (needed only with ``inbox: true``)
-``amojo_base``     Chats API host (default ``https://amojo.amocrm.ru``)
-``channel_title``  the channel's title in the account (default "CRM bridge")
+Settings (``settings``, typed: ``bridge.schema``)
+--------------------------------------------------
+:class:`~crm_adapters.amocrm.settings.AmoCrmApp` (``AmoCrmAdapter.App``) is
+the deployment's integration, read from ``AMOCRM_<FIELD>``: the OAuth client
+and the Chats API channel issued by amoCRM support (needed only with
+``inbox: true``). :class:`~crm_adapters.amocrm.settings.AmoCrmSettings`
+(``AmoCrmAdapter.Settings``) is one account: what the install records (the
+account's subdomain and host, its numeric id, the redirect URI), what
+``setup()`` records (field ids, the chat channel's ``scope_id``, which is
+also the tenant's route) and an admin's options (reply marker, rate,
+marker style). Each field says what it is (``help``).
 
 ``account.api_base`` is a template with ``{subdomain}`` (default
 ``https://{subdomain}.amocrm.ru``; with the default, an account on
-``*.amocrm.com`` / ``*.kommo.com`` uses its own host from ``domain``).
-
-Tenant settings (``account.settings``)
---------------------------------------
-from ``exchange_code``:
-``subdomain``       the account's subdomain (from the OAuth ``referer``)
-``domain``          the account host (``acme.kommo.com``), default API base only
-``amo_account_id``  amoCRM's numeric account id (also the tenant's
-                    ``account_id``: stable across subdomain renames)
-``amojo_id``        the account's Chats API id
-``redirect_uri``    the redirect URI the install used (refresh repeats it)
-
-from ``setup()``:
-``identity_fields``     channel kind -> contact field id ("Telegram ID")
-``conversation_field``  lead field id holding the bridge's conversation uid
-``custom_fields``       ``{"leads"|"contacts": {mapping name: field id}}``
-``scope_id``            the chat channel's connection (with ``inbox``); also
-                        returned as ``routes: [scope_id]``
-``amo_account_id``, ``amojo_id`` (refreshed)
-
-set by the admin / the core:
-``inbox``            connect the Chats API channel (the core sets it from
-                     the mapping)
-``reply_marker``     notes-mode reply marker (default ``@client``;
-                     ``@клиент`` is always accepted)
-``rate_per_second``  request budget (default 7, FACTS 1.4)
-``language``         ``en`` | ``ru``: delivery-status notes
-``timezone``         IANA zone of the times in notes (the core sets it from
-                     the mapping; default UTC)
-``marker_style``     ``hidden`` (default) | ``visible``: how notes and tasks
-                     carry the bridge marker (``visible`` where amoCRM is
-                     seen dropping zero-width characters)
+``*.amocrm.com`` / ``*.kommo.com`` uses its own host, the ``domain``
+setting). Whether a tenant also writes into amoCRM's chat window, and the
+language and zone of what the bridge writes, are the mapping's
+(``account.inbox`` / ``.language`` / ``.timezone``, and per entry).
 
 Credentials
 -----------
-``{"type": "oauth", "access_token", "refresh_token", "expires_at"}`` (plus
-``account_id`` after an install), or ``{"type": "long_lived",
-"access_token"}`` (no refresh; a 401 is ``AuthError``).
+``{"type": "oauth", "access_token", "refresh_token", "expires_at"}`` from
+the OAuth install, or ``{"type": "long_lived", "access_token"}`` from a
+private integration's long-lived token, pasted as ``<subdomain>:<token>``
+(``token_credentials``: the token names no subdomain, FACTS 1.1). A
+long-lived token has no refresh: a 401 is ``AuthError``.
 
 Replying from amoCRM
 --------------------

@@ -1,13 +1,12 @@
-"""The amoCRM adapter: the contract hooks (see the package docstring for
-every setting it reads; facts are cited by section of
-``../shared/contracts/FACTS.md``).
+"""The amoCRM adapter: the contract hooks (its settings are the schemas in
+``settings``; facts are cited by section of ``../shared/contracts/FACTS.md``).
 
 Calls per message, measured by the unit and contract tests once a
 conversation's contact and lead are known: notes mode writes a batch of N
 messages in ``ceil(N/50)`` calls (one for a live message); chat mode sends
 one ``new_message`` per message, plus one chat create and one contact link
 the first time a process sees a conversation with a contact (skipped when
-the core passes ``options["first_in_conversation"] = False``). A retry
+the core says ``entry.first_in_conversation`` is False). A retry
 (``maybe_written``) first lists the lead's notes / the chat's history.
 """
 
@@ -36,8 +35,10 @@ from bridge.model import (
     CrmRef,
     DeliveryReport,
     DeliveryStatus,
+    Installed,
     Owner,
     Rate,
+    SetupResult,
     TimelineEntry,
     WebhookRequest,
 )
@@ -50,8 +51,9 @@ from .contacts import ContactsMixin
 from .fields import as_map, field_values, to_int
 from .inbox import InboxMixin, wants_inbox
 from .leads import LeadsMixin
+from .settings import AmoCrmApp, AmoCrmSettings
 from .setup import run_setup
-from .timeline import NotesMixin, wants_note
+from .timeline import NOTES_CHUNK, NotesMixin, wants_note
 from .webhooks import (
     DEFAULT_REPLY_MARKERS,
     account_events,
@@ -81,6 +83,10 @@ class AmoCrmAdapter(ContactsMixin, LeadsMixin, NotesMixin, InboxMixin, CrmAdapte
 
     kind: ClassVar[str] = "amocrm"
     title: ClassVar[str] = "amoCRM"
+    App: ClassVar[type[AmoCrmApp]] = AmoCrmApp
+    Settings: ClassVar[type[AmoCrmSettings]] = AmoCrmSettings
+    settings: AmoCrmSettings
+    app: AmoCrmApp
     #: never more than 7 requests in any second (FACTS 1.4): 1 + 6/s
     rate: ClassVar[Rate] = Rate(capacity=1, per_second=6)
     entity_types: ClassVar[tuple[str, ...]] = ("lead", "unsorted")
@@ -108,14 +114,17 @@ class AmoCrmAdapter(ContactsMixin, LeadsMixin, NotesMixin, InboxMixin, CrmAdapte
         http: HttpClient | None = None,
     ) -> None:
         super().__init__(account, credentials, http)
-        rate = api_rate(account.settings)
+        rate = api_rate(self.settings.rate_per_second)
         self.api = AmoApi(
-            self.http, credentials, lambda: base_for(self.account), self.limit("api", rate)
+            self.http,
+            credentials,
+            lambda: base_for(self.account.api_base, self.settings),
+            self.limit("api", rate),
         )
         self.amojo = AmojoClient(
             self.http,
-            base_url=account.app.get("amojo_base") or DEFAULT_AMOJO_BASE,
-            channel_secret=account.app.get("channel_secret") or "",
+            base_url=self.app.amojo_base or DEFAULT_AMOJO_BASE,
+            channel_secret=self.app.channel_secret,
             # amojo is another host: its own budget
             limit=self.limit("amojo", rate),
         )
@@ -124,30 +133,51 @@ class AmoCrmAdapter(ContactsMixin, LeadsMixin, NotesMixin, InboxMixin, CrmAdapte
     def default_api_base(cls) -> str:
         return DEFAULT_API_BASE
 
+    @property
+    def entries_per_request(self) -> int:
+        """One notes POST's worth (``NOTES_CHUNK``: amoCRM documents no
+        maximum, 50 is the folklore, FACTS 1.4). Chat messages go one per
+        call in either mode (FACTS 1.13), so ``account.inbox`` changes
+        nothing here."""
+        return NOTES_CHUNK
+
     # -- install / setup ------------------------------------------------
 
     @classmethod
-    def install_url(cls, app: Mapping[str, str], *, redirect_uri: str, state: str) -> str:
+    def install_url(cls, app: AmoCrmApp, *, redirect_uri: str, state: str) -> str:
         """``{auth_base}/oauth?client_id&state&mode=post_message`` (FACTS 1.2)."""
         return oauth.build_install_url(app, redirect_uri=redirect_uri, state=state)
 
     @classmethod
     def exchange_code(
         cls,
-        app: Mapping[str, str],
+        app: AmoCrmApp,
         *,
         code: str,
         redirect_uri: str,
         http: HttpClient,
         params: Mapping[str, str] | None = None,
-    ) -> dict[str, Any]:
+    ) -> Installed:
         """Token exchange at the account named by ``params["referer"]``, then
-        ``GET /api/v4/account``. ``account_id`` is amoCRM's numeric account
-        id; ``settings`` carries ``subdomain`` (and ``domain``,
+        ``GET /api/v4/account``. The account id is amoCRM's numeric account
+        id; the settings are ``subdomain`` (and ``domain``,
         ``amo_account_id``, ``amojo_id``, ``redirect_uri``)."""
         return oauth.exchange_code(
             app, code=code, redirect_uri=redirect_uri, http=http, params=params
         )
+
+    @classmethod
+    def token_credentials(cls, token: str) -> Installed:
+        """A private integration's long-lived token (FACTS 1.2), pasted with
+        the account it belongs to: ``<subdomain>:<token>`` (``acme:eyJ…``),
+        ``<account host>:<token>`` (``acme.kommo.com:eyJ…``) or ``<account
+        URL>:<token>`` (``https://acme.amocrm.ru:eyJ…``). amoCRM's tokens do
+        not name the account's subdomain (FACTS 1.1), so a bare token is a
+        ``ValueError`` that names these forms. Credentials ``{"type":
+        "long_lived", "access_token"}``; settings ``subdomain`` (and
+        ``domain``, ``amo_account_id`` from the token's claims, read
+        unverified: ``setup()`` records the account's own id)."""
+        return oauth.long_lived_install(token)
 
     @classmethod
     def vendor_initiated_install(cls, params: Mapping[str, str]) -> bool:
@@ -155,21 +185,16 @@ class AmoCrmAdapter(ContactsMixin, LeadsMixin, NotesMixin, InboxMixin, CrmAdapte
         (and ``code``, ``referer``) but none of our state (FACTS 1.2)."""
         return "from_widget" in params
 
-    @classmethod
-    def route_key(cls, request: WebhookRequest, key: str) -> str:
-        """The chat channel hook's URL ends in the scope id (FACTS 1.13)."""
-        return key
-
     def refresh_credentials(self, stale: Mapping[str, Any]) -> dict[str, Any]:
         """Single-use refresh (FACTS 1.2): returns the **new pair**, which the
         core commits before use. A refused refresh is ``AuthError``; the
         same refresh token is never retried here."""
         return oauth.refresh(
-            self.account.app,
+            self.app,
             stale,
             http=self.http,
-            base_url=base_for(self.account),
-            redirect_uri=self.account.settings.get("redirect_uri"),
+            base_url=base_for(self.account.api_base, self.settings),
+            redirect_uri=self.settings.redirect_uri,
             limit=self.api.limit,
         )
 
@@ -177,29 +202,29 @@ class AmoCrmAdapter(ContactsMixin, LeadsMixin, NotesMixin, InboxMixin, CrmAdapte
         self,
         channels: Sequence[ChannelLink] = (),
         properties: Mapping[str, Sequence[str]] | None = None,
-    ) -> dict[str, Any]:
-        """Fields, account webhooks and (with ``inbox``) the chat channel.
-        Idempotent. Returns ``amo_account_id``, ``amojo_id``,
+    ) -> SetupResult:
+        """Fields, account webhooks and (with ``account.inbox``) the chat
+        channel. Idempotent. Records ``amo_account_id``, ``amojo_id``,
         ``identity_fields``, ``conversation_field``, ``custom_fields`` and,
-        with inbox, ``scope_id`` and ``routes: [scope_id]``."""
+        with the inbox, ``scope_id``, which is also the tenant's route (the
+        channel's hook URL ends in it, FACTS 1.13)."""
         return run_setup(self, channels, properties)
 
     # -- timeline -------------------------------------------------------
 
     def append_entries(self, entries: Sequence[TimelineEntry]) -> dict[str, tuple[CrmRef, ...]]:
-        """Per ``entry.options``: ``timeline: note`` -> notes on the lead (or
-        the contact), one POST for the batch; ``inbox: true`` -> one chat
-        message each. ``maybe_written`` entries are looked up first (note
-        marker / chat history); steps in ``entry.written`` are not written
-        again. On a failure part-way the error's ``partial`` holds the
-        entries completed before it and ``progress`` the steps written of
-        the others (a note whose chat message failed)."""
+        """Per entry: ``timeline == "note"`` -> notes on the lead (or the
+        contact), one POST for the batch; ``inbox`` -> one chat message
+        each. ``maybe_written`` entries are looked up first (note marker /
+        chat history); steps in ``entry.written`` are not written again.
+        On a failure part-way the error's ``partial`` holds the entries
+        completed before it and ``progress`` the steps written of the others
+        (a note whose chat message failed)."""
         unique = list({e.bridge_id: e for e in entries}.values())
-        settings = self.account.settings
         plan = {
             e.bridge_id: (
                 wants_note(e) and (e.entity is not None or e.contact is not None),
-                wants_inbox(e, settings),
+                wants_inbox(e),
             )
             for e in unique
         }
@@ -272,7 +297,7 @@ class AmoCrmAdapter(ContactsMixin, LeadsMixin, NotesMixin, InboxMixin, CrmAdapte
     # -- CRM -> bridge --------------------------------------------------
 
     def _reply_markers(self) -> tuple[str, ...]:
-        own = str(self.account.settings.get("reply_marker") or "").strip()
+        own = self.settings.reply_marker.strip()
         return tuple(dict.fromkeys(m for m in (own, *DEFAULT_REPLY_MARKERS) if m))
 
     def verify_webhook(self, request: WebhookRequest) -> None:
@@ -281,7 +306,7 @@ class AmoCrmAdapter(ContactsMixin, LeadsMixin, NotesMixin, InboxMixin, CrmAdapte
         hooks (JSON, FACTS 1.13): ``X-Signature`` = HMAC-SHA1(channel_secret,
         body), constant-time, and the body's account must be this tenant's
         amojo account."""
-        settings = self.account.settings
+        settings = self.settings
         routed = _routed(request.url)
         if is_form(request):
             if routed:
@@ -297,22 +322,22 @@ class AmoCrmAdapter(ContactsMixin, LeadsMixin, NotesMixin, InboxMixin, CrmAdapte
                 raise SignatureError("amoCRM webhook body names no account") from None
             check_account(
                 form,
-                str(settings.get("amo_account_id") or self.account.account_id or "") or None,
-                settings.get("subdomain"),
+                settings.amo_account_id or self.account.account_id or None,
+                settings.subdomain or None,
             )
             return
-        secret = self.account.app.get("channel_secret") or ""
+        secret = self.app.channel_secret
         if not secret:
             raise SignatureError("amoCRM chat channel secret is not configured")
         if not verify_body_signature(secret, request.body, request.header("x-signature")):
             raise SignatureError("amoCRM chat webhook signature does not match")
         # signed by amoCRM: a body that is no JSON object is a PayloadError (400)
         payload = load_json(request.body)
-        amojo_id = settings.get("amojo_id")
-        if not amojo_id or str(payload.get("account_id") or "") != str(amojo_id):
+        amojo_id = settings.amojo_id
+        if not amojo_id or str(payload.get("account_id") or "") != amojo_id:
             raise SignatureError("amoCRM chat webhook is for another account")
-        scope_id = settings.get("scope_id")
-        if scope_id and routed is not None and routed != str(scope_id):
+        scope_id = settings.scope_id
+        if scope_id and routed is not None and routed != scope_id:
             raise SignatureError("amoCRM chat webhook is for another channel connection")
 
     def parse_webhook(self, request: WebhookRequest) -> list[CrmEvent]:
@@ -337,8 +362,8 @@ class AmoCrmAdapter(ContactsMixin, LeadsMixin, NotesMixin, InboxMixin, CrmAdapte
         and 15 minutes) instead of the reply being dropped as unroutable."""
         if event.kind is not CrmEventKind.REPLY or event.entity is None or event.thread_key:
             return event
-        field_id = self.account.settings.get("conversation_field")
-        if field_id in (None, ""):
+        field_id = self.settings.conversation_field
+        if field_id is None:
             return event
         try:
             lead = self.api.json(
@@ -362,7 +387,7 @@ class AmoCrmAdapter(ContactsMixin, LeadsMixin, NotesMixin, InboxMixin, CrmAdapte
         """Chat replies: ``POST {amojo}/…/{scope}/{msgid}/delivery_status``
         (1 delivered, 2 read, -1 error with code 905 and the reason). Note
         replies (``note:<lead>:<note>``): a service-message note on the lead,
-        in ``settings["language"]`` (en/ru)."""
+        in the tenant's ``account.language`` (en/ru)."""
         message_id = str(report.crm_message_id)
         if message_id.startswith("note:"):
             _, lead_id, note_id = (message_id.split(":", 2) + ["", ""])[:3]

@@ -48,7 +48,9 @@ from bridge.errors import (
     RetryableError,
 )
 from bridge.http import HttpClient, Limit, parse_retry_after
-from bridge.model import CrmAccountInfo, Rate
+from bridge.model import Rate
+
+from .settings import DEFAULT_RATE_PER_SECOND, AmoCrmSettings
 
 __all__ = [
     "DEFAULT_API_BASE",
@@ -94,17 +96,15 @@ def scrub(message: object) -> str:
     return text[:_MAX_MESSAGE]
 
 
-def api_rate(settings: Mapping[str, Any]) -> Rate:
-    """A bucket that never lets more than ``rate_per_second`` (default 7,
-    FACTS 1.4) requests through in any one second: ``capacity +
-    per_second`` is the most a token bucket passes in a second."""
-    try:
-        per_second = float(settings.get("rate_per_second") or 7)
-    except (TypeError, ValueError):
-        per_second = 7.0
-    if per_second < 2:
-        return Rate(capacity=1, per_second=max(per_second, 0.1) / 2)
-    return Rate(capacity=1, per_second=per_second - 1)
+def api_rate(per_second: float | None = None) -> Rate:
+    """A bucket that never lets more than ``per_second`` (the tenant's
+    ``rate_per_second``; unset or 0: 7, FACTS 1.4) requests through in any
+    one second: ``capacity + per_second`` is the most a token bucket passes
+    in a second."""
+    value = float(per_second or DEFAULT_RATE_PER_SECOND)
+    if value < 2:
+        return Rate(capacity=1, per_second=max(value, 0.1) / 2)
+    return Rate(capacity=1, per_second=value - 1)
 
 
 def subdomain_from_host(host: str) -> str:
@@ -136,17 +136,13 @@ def account_base(template: str | None, subdomain: str, domain: str | None = None
     return DEFAULT_API_BASE.replace("{subdomain}", subdomain)
 
 
-def base_for(account: CrmAccountInfo) -> str:
-    settings = account.settings
-    domain = settings.get("domain")
-    if domain:
-        # only hosts we could have got from a validated referer
-        subdomain_from_host(str(domain))
-    return account_base(
-        account.api_base or DEFAULT_API_BASE,
-        str(settings.get("subdomain") or ""),
-        str(domain) if domain else None,
-    )
+def base_for(api_base: str | None, settings: AmoCrmSettings) -> str:
+    """The API host of the account ``settings`` name, under the deployment's
+    ``api_base`` template (if any)."""
+    if settings.domain:
+        # only hosts we could have got from a validated referer or token
+        subdomain_from_host(settings.domain)
+    return account_base(api_base or DEFAULT_API_BASE, settings.subdomain, settings.domain or None)
 
 
 # --------------------------------------------------------------------------

@@ -17,17 +17,19 @@ from bridge.model import ContactDraft, ContactLookup, CrmAccountInfo, CrmContact
 
 from .client import AmoApi, embedded
 from .fields import (
-    channel_label,
     custom_values,
     digits,
     field_values,
     has_value,
+    identity_field_name,
+    kind_label,
     merge_fields,
     oldest,
     phones_match,
     text_value,
     to_int,
 )
+from .settings import AmoCrmSettings
 
 __all__ = ["ContactsMixin"]
 
@@ -42,10 +44,11 @@ class ContactsMixin:
     """The contact hooks of :class:`~crm_adapters.amocrm.AmoCrmAdapter`."""
 
     account: CrmAccountInfo
+    settings: AmoCrmSettings
     api: AmoApi
 
-    def _identity_fields(self) -> dict[str, Any]:
-        return dict(self.account.settings.get("identity_fields") or {})
+    def _identity_fields(self) -> dict[str, int]:
+        return dict(self.settings.identity_fields)
 
     def _search_contacts(self, query: str) -> list[Mapping[str, Any]]:
         body = self.api.json(
@@ -96,7 +99,7 @@ class ContactsMixin:
             if kind not in fields:
                 # the setup creates it: a mapping changed since the last setup waits for it
                 raise NotReadyError(
-                    f"amoCRM has no {channel_label(kind)} ID field for this tenant: "
+                    f"amoCRM has no {identity_field_name(kind)} field for this tenant: "
                     "run `bridge crm setup --tenant <slug>` (it creates one per channel)"
                 )
             out.append(text_value(fields[kind], str(value)))
@@ -111,7 +114,8 @@ class ContactsMixin:
         name = profile.name()
         if not name:
             kind, value = next(iter(draft.lookup.identities.items()), ("", ""))
-            name = f"{channel_label(kind)} {value}".strip() if kind else "Customer"
+            channel = draft.channel_title or kind_label(kind)
+            name = f"{channel} {value}".strip() if kind else "Customer"
         item["name"] = name
         if profile.first_name:
             item["first_name"] = profile.first_name
@@ -145,7 +149,7 @@ class ContactsMixin:
                 }
             )
         values.extend(self._identity_values(draft.lookup))
-        ids = (self.account.settings.get("custom_fields") or {}).get("contacts") or {}
+        ids = self.settings.custom_fields.get("contacts") or {}
         values.extend(custom_values(draft.properties, ids, "contact"))
         if values:
             item["custom_fields_values"] = merge_fields(values)

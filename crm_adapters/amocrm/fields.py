@@ -13,30 +13,18 @@ from typing import Any
 from bridge.errors import NotReadyError, PermanentError
 
 __all__ = [
-    "CHANNEL_LABELS",
-    "as_map",
     "CONVERSATION_FIELD_NAME",
     "ENTITY_PATHS",
-    "channel_label",
+    "as_map",
     "digits",
     "field_values",
     "identity_field_name",
+    "kind_label",
     "oldest",
     "phones_match",
     "text_value",
     "to_int",
 ]
-
-CHANNEL_LABELS: dict[str, str] = {
-    "telegram": "Telegram",
-    "whatsapp": "WhatsApp",
-    "vk": "VK",
-    "email": "E-mail",
-    "webchat": "Website chat",
-    "sms": "SMS",
-    "instagram": "Instagram",
-    "viber": "Viber",
-}
 
 #: the lead text field holding the bridge's conversation uid
 CONVERSATION_FIELD_NAME = "Bridge conversation"
@@ -56,13 +44,19 @@ def as_map(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def channel_label(kind: str) -> str:
-    return CHANNEL_LABELS.get(kind, kind.replace("_", " ").title())
+def kind_label(kind: str) -> str:
+    """A channel kind in words (``telegram`` -> ``Telegram``). Notes, lead
+    tags and contact names use the channel's name the core gives
+    (``channel_title``, from the channel registry); this is for where a
+    name must never change (:func:`identity_field_name`) or none was given."""
+    return kind.replace("_", " ").title()
 
 
 def identity_field_name(kind: str) -> str:
-    """The contact field holding a person's id on a channel ("Telegram ID")."""
-    return f"{channel_label(kind)} ID"
+    """The contact field holding a person's id on a channel ("Telegram ID").
+    Setup finds its field again by this name in accounts set up earlier, so
+    it follows the channel's kind, not a display title that may change."""
+    return f"{kind_label(kind)} ID"
 
 
 def digits(value: object) -> str:

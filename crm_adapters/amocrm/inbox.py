@@ -12,7 +12,7 @@ Per conversation (``conversation_id`` = the bridge's conversation uid):
    The step is remembered per process (an LRU of ready chats); a process that
    has not seen the conversation yet repeats it (both calls are idempotent).
    When the core says the conversation already has entries in the CRM
-   (``options["first_in_conversation"] is False``), the step is skipped
+   (``entry.first_in_conversation`` is False), the step is skipped
    unless the batch is a retry: then a live conversation costs one call per
    message even when every job runs in a fresh process (RQ's work-horses).
 2. one ``new_message`` per entry: ``msgid`` = the bridge's message id,
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from bridge.errors import NotReadyError
@@ -37,6 +37,7 @@ from bridge.model import CrmAccountInfo, CrmRef, TimelineEntry
 from .chats import AmojoClient
 from .client import AmoApi
 from .fields import to_int
+from .settings import AmoCrmApp, AmoCrmSettings
 from .timeline import message_text, words
 
 __all__ = ["InboxMixin", "forget_chats", "message_payload", "wants_inbox"]
@@ -68,18 +69,16 @@ def forget_chats() -> None:
         _ready.clear()
 
 
-def wants_inbox(entry: TimelineEntry, settings: Mapping[str, Any]) -> bool:
-    value = entry.options.get("inbox")
-    if value is None:
-        value = settings.get("inbox", False)
-    return bool(value)
+def wants_inbox(entry: TimelineEntry) -> bool:
+    """The entry also goes to amoCRM's chat window (the mapping's ``inbox``)."""
+    return entry.inbox
 
 
 def _customer(entry: TimelineEntry) -> dict[str, Any]:
     ident = entry.sender_identifier or (
         f"contact-{entry.contact.id}" if entry.contact is not None else entry.conversation_uid
     )
-    name = entry.sender_name or words(entry.options.get("language"))["customer"]
+    name = entry.sender_name or words(entry.language)["customer"]
     return {"id": str(ident), "name": name}
 
 
@@ -101,7 +100,7 @@ def message_payload(entry: TimelineEntry, *, bot_id: str | None = None) -> dict[
     else:
         # a rep's message sent from another tool, echoed for the record:
         # from the channel's bot to the customer, without notifying anyone
-        name = entry.sender_name or words(entry.options.get("language"))["agent"]
+        name = entry.sender_name or words(entry.language)["agent"]
         sender: dict[str, Any] = {"id": f"bridge-bot-{bot_id or 'bot'}", "name": name}
         if bot_id:
             sender["ref_id"] = bot_id
@@ -115,11 +114,13 @@ class InboxMixin:
     """The Chats API part of ``append_entries`` (and delivery statuses)."""
 
     account: CrmAccountInfo
+    settings: AmoCrmSettings
+    app: AmoCrmApp
     api: AmoApi
     amojo: AmojoClient
 
     def _scope_id(self) -> str:
-        scope_id = self.account.settings.get("scope_id")
+        scope_id = self.settings.scope_id
         if not scope_id:
             # the setup that connects the chat channel has not finished (it
             # may still be running): wait for it rather than fail the message
@@ -127,7 +128,7 @@ class InboxMixin:
                 "amoCRM chat channel is not connected yet: waiting for `bridge crm setup` "
                 "(needs `inbox: true` in the mapping)"
             )
-        return str(scope_id)
+        return scope_id
 
     def _ensure_chat(self, scope_id: str, entry: TimelineEntry) -> None:
         """Create the chat and link it to the contact (once per process)."""
@@ -154,14 +155,14 @@ class InboxMixin:
         if not entries:
             return
         scope_id = self._scope_id()
-        bot_id = self.account.app.get("bot_id") or None
+        bot_id = self.app.bot_id or None
         conversations: dict[str, list[TimelineEntry]] = {}
         for entry in entries:
             conversations.setdefault(entry.conversation_uid, []).append(entry)
         for conversation, group in conversations.items():
             maybe = {e.bridge_id for e in group if e.maybe_written and not _edit_of(e)}
             found = self.amojo.find_in_history(scope_id, conversation, maybe) if maybe else {}
-            if group[0].options.get("first_in_conversation") is not False or maybe:
+            if group[0].first_in_conversation or maybe:
                 self._ensure_chat(scope_id, group[0])
             for entry in group:
                 if entry.bridge_id in found:
@@ -179,10 +180,9 @@ class InboxMixin:
 
 
 def _edit_of(entry: TimelineEntry) -> str | None:
-    """The msgid an edit replaces, when the core names it
-    (``options["edit_of"]``: the bridge id of the edited message); without
-    it an edit is sent as a new message marked "(edited)"."""
+    """The msgid an edit replaces, when the core names it (``edit_of``: the
+    bridge id of the edited message); without it an edit is sent as a new
+    message marked "(edited)"."""
     if not entry.is_edit:
         return None
-    value = entry.options.get("edit_of")
-    return str(value) if value else None
+    return entry.edit_of or None

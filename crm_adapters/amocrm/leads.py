@@ -12,6 +12,7 @@ from bridge.model import CrmAccountInfo, CrmRef, EntityDraft
 
 from .client import AmoApi, embedded
 from .fields import custom_values, has_value, merge_fields, oldest, text_value, to_int
+from .settings import AmoCrmSettings
 
 __all__ = ["CLOSED_STATUSES", "LeadsMixin"]
 
@@ -26,17 +27,18 @@ class LeadsMixin:
     """The lead hooks of :class:`~crm_adapters.amocrm.AmoCrmAdapter`."""
 
     account: CrmAccountInfo
+    settings: AmoCrmSettings
     api: AmoApi
 
     def _conversation_field(self) -> int:
-        field_id = self.account.settings.get("conversation_field")
-        if field_id in (None, ""):
+        field_id = self.settings.conversation_field
+        if field_id is None:
             # the setup creates it: a mapping changed since the last setup waits for it
             raise NotReadyError(
                 "amoCRM has no 'Bridge conversation' lead field for this tenant: "
                 "run `bridge crm setup --tenant <slug>`"
             )
-        return int(field_id)
+        return field_id
 
     @staticmethod
     def _check_type(object_type: str) -> None:
@@ -76,14 +78,13 @@ class LeadsMixin:
             lead["status_id"] = to_int(draft.stage, "stage (mapping `stage`)")
         if draft.owner_id:
             lead["responsible_user_id"] = to_int(draft.owner_id, "owner id")
-        ids = (self.account.settings.get("custom_fields") or {}).get("leads") or {}
+        ids = self.settings.custom_fields.get("leads") or {}
         values = custom_values(draft.properties, ids, "lead")
         values.append(text_value(self._conversation_field(), draft.conversation_uid))
         lead["custom_fields_values"] = merge_fields(values)
         tags = [BRIDGE_TAG]
-        title = draft.options.get("channel_title")
-        if title:
-            tags.append(str(title))
+        if draft.channel_title:
+            tags.append(draft.channel_title)
         lead["_embedded"] = {
             "contacts": [{"id": to_int(draft.contact.id, "contact id")}],
             "tags": [{"name": t} for t in tags],

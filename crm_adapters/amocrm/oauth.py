@@ -12,6 +12,9 @@
   anyone uses it (under the tenant's row lock); a refused refresh (400
   ``OAuthProblemJson`` / ``invalid_grant``, or 401) is ``AuthError`` and the
   same refresh token is never sent twice by this module.
+* Long-lived tokens (private integrations, FACTS 1.2) are pasted, not
+  exchanged: :func:`long_lived_install` takes the token with the account it
+  belongs to (``acme:<token>``), since the token cannot name it.
 
 The ``referer`` decides where we send ``client_secret``: it must name an
 amoCRM account host (``*.amocrm.ru``, ``*.amocrm.com``, ``*.kommo.com``) or,
@@ -26,17 +29,21 @@ renamed (FACTS 1.1), the id cannot.
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import requests
 
 from bridge.errors import AuthError, BridgeError, PayloadError, PermanentError, SignatureError
 from bridge.http import HttpClient, Limit
+from bridge.model import Installed
 
 from .client import (
+    ACCOUNT_DOMAINS,
     DEFAULT_API_BASE,
     DEFAULT_AUTH_BASE,
     account_base,
@@ -46,18 +53,28 @@ from .client import (
     scrub,
     subdomain_from_host,
 )
+from .settings import AmoCrmApp
 
-__all__ = ["build_install_url", "credentials_from_token", "exchange_code", "refresh", "token_error"]
+__all__ = [
+    "LONG_LIVED_FORMS",
+    "build_install_url",
+    "credentials_from_token",
+    "exchange_code",
+    "long_lived_install",
+    "refresh",
+    "token_claims",
+    "token_error",
+]
 
 #: access tokens live one day (FACTS 1.2)
 DEFAULT_EXPIRES_IN = 86400
 
 
-def build_install_url(app: Mapping[str, str], *, redirect_uri: str, state: str) -> str:
+def build_install_url(app: AmoCrmApp, *, redirect_uri: str, state: str) -> str:
     """The consent URL a CRM admin opens. amoCRM takes the redirect URI from
     the integration's settings, not from this URL."""
-    base = (app.get("auth_base") or DEFAULT_AUTH_BASE).rstrip("/")
-    params = {"client_id": app["client_id"], "state": state, "mode": "post_message"}
+    base = (app.auth_base or DEFAULT_AUTH_BASE).rstrip("/")
+    params = {"client_id": app.client_id, "state": state, "mode": "post_message"}
     return f"{base}/oauth?{urlencode(params)}"
 
 
@@ -99,17 +116,18 @@ def _token_url(base: str) -> str:
 
 
 def exchange_code(
-    app: Mapping[str, str],
+    app: AmoCrmApp,
     *,
     code: str,
     redirect_uri: str,
     http: HttpClient,
     params: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
+) -> Installed:
     """Trade the code for tokens at the account named by ``referer``, then
-    read the account (id, amojo id). Returns the credentials plus
-    ``account_id`` and ``settings`` (``subdomain``, ``domain``,
-    ``amo_account_id``, ``amojo_id``, ``redirect_uri``)."""
+    read the account (id, amojo id). The install's account id is amoCRM's
+    numeric account id; its settings (:class:`AmoCrmSettings` fields) are
+    ``subdomain``, ``domain``, ``amo_account_id``, ``amojo_id`` and
+    ``redirect_uri``."""
     referer = str((params or {}).get("referer") or "").strip()
     if not referer:
         raise PayloadError("amoCRM callback without `referer`: cannot tell which account")
@@ -122,13 +140,13 @@ def exchange_code(
     template = http.base_url or DEFAULT_API_BASE
     domain = host.lower() if "." in host else None
     base = account_base(template, subdomain, domain if template == DEFAULT_API_BASE else None)
-    uri = app.get("redirect_uri") or redirect_uri
+    uri = app.redirect_uri or redirect_uri
     response = http.request(
         "POST",
         _token_url(base),
         json={
-            "client_id": app.get("client_id", ""),
-            "client_secret": app.get("client_secret", ""),
+            "client_id": app.client_id,
+            "client_secret": app.client_secret,
             "grant_type": "authorization_code",
             "code": code,
             "redirect_uri": uri,
@@ -156,13 +174,11 @@ def exchange_code(
         settings["domain"] = domain
     if account.get("amojo_id"):
         settings["amojo_id"] = str(account["amojo_id"])
-    creds["account_id"] = str(account["id"])
-    creds["settings"] = settings
-    return creds
+    return Installed(str(account["id"]), creds, settings)
 
 
 def refresh(
-    app: Mapping[str, str],
+    app: AmoCrmApp,
     stale: Mapping[str, Any],
     *,
     http: HttpClient,
@@ -180,18 +196,94 @@ def refresh(
         "POST",
         _token_url(base_url),
         json={
-            "client_id": app.get("client_id", ""),
-            "client_secret": app.get("client_secret", ""),
+            "client_id": app.client_id,
+            "client_secret": app.client_secret,
             "grant_type": "refresh_token",
             "refresh_token": str(refresh_token),
-            "redirect_uri": app.get("redirect_uri") or redirect_uri or "",
+            "redirect_uri": app.redirect_uri or redirect_uri or "",
         },
         limit=limit,
         error_mapper=token_error,
     )
     fresh = credentials_from_token(decode(response))
     fresh.setdefault("refresh_token", str(refresh_token))
+    # credentials stored by earlier versions carry the account id: keep it
     for key in ("account_id",):
         if stale.get(key) is not None:
             fresh[key] = stale[key]
     return fresh
+
+
+# --------------------------------------------------------------------------
+# long-lived tokens
+# --------------------------------------------------------------------------
+
+#: how an admin names the account a long-lived token belongs to
+LONG_LIVED_FORMS = (
+    "<subdomain>:<token> (e.g. acme:eyJ0eXAi...), or the account's address before the "
+    "token (acme.kommo.com:eyJ0eXAi... or https://acme.amocrm.ru:eyJ0eXAi...)"
+)
+
+
+def token_claims(token: str) -> dict[str, Any]:
+    """The claims of a JWT access token (FACTS 1.1), **unverified** (the
+    bridge holds no key to check them): ``{}`` when ``token`` is no JWT."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return {}
+    try:
+        payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
+        claims = json.loads(payload)
+    except (ValueError, RecursionError):  # binascii.Error and JSON errors are ValueErrors
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def long_lived_install(pasted: str) -> Installed:
+    """What an admin pastes for a private integration's long-lived token
+    (FACTS 1.2: 1 day to 5 years, no refresh token), as an install.
+
+    Requests must go to the account's own host (FACTS 1.1), and the token
+    cannot name it: its ``api_domain`` claim is a host shared by many
+    accounts (``api-b.amocrm.ru``), and the one documented way from a token
+    to the account's subdomain (``/oauth2/account/current/subdomain``,
+    FACTS 1.1) takes a refresh token, which a long-lived token does not
+    have. So the admin names the account before the token, in one of the
+    forms of :data:`LONG_LIVED_FORMS`; anything else is a ``ValueError``
+    that names them.
+
+    The token's ``account_id`` and ``base_domain`` claims (in amoCRM's
+    tokens and the sandbox's, not on a vendor page: UNCONFIRMED) are read
+    unverified, as hints: the account id (``setup()`` then records the one
+    ``GET /api/v4/account`` answers) and, for a bare subdomain, the host
+    (``acme`` + ``kommo.com``; default ``.amocrm.ru``).
+    """
+    account, _, token = pasted.strip().rpartition(":")  # a JWT has no ":" (base64url)
+    token, account = token.strip(), account.strip().rstrip("/")
+    if not token:
+        raise ValueError("the token is empty")
+    if not account:
+        raise ValueError(
+            "amoCRM: the token does not name its account (amoCRM's tokens carry no "
+            f"subdomain, and requests must go to the account's own host): give {LONG_LIVED_FORMS}"
+        )
+    host = (urlsplit(account).hostname or "") if "://" in account else account.lower()
+    try:
+        subdomain = subdomain_from_host(host)
+    except PermanentError:
+        raise ValueError(
+            f"amoCRM: {scrub(account)[:80]!r} is no amoCRM account (acme, acme.amocrm.ru, "
+            f"acme.amocrm.com or acme.kommo.com): give {LONG_LIVED_FORMS}"
+        ) from None
+    claims = token_claims(token)
+    settings: dict[str, Any] = {"subdomain": subdomain}
+    base_domain = str(claims.get("base_domain") or "").lower()
+    if "." in host:
+        settings["domain"] = host
+    elif base_domain in ACCOUNT_DOMAINS:
+        settings["domain"] = f"{subdomain}.{base_domain}"
+    account_id = str(claims.get("account_id") or "")
+    if not account_id.isdigit():
+        return Installed(None, {"type": "long_lived", "access_token": token}, settings)
+    settings["amo_account_id"] = account_id
+    return Installed(account_id, {"type": "long_lived", "access_token": token}, settings)

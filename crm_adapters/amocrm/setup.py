@@ -13,10 +13,13 @@
    webhook URL (which carries the tenant's secret key: these hooks are not
    signed) for lead status / owner / deletion / notes and contact deletion /
    updates. The same destination is updated, never duplicated.
-4. With ``settings["inbox"]``: connect the Chats API channel
+4. When the tenant's mapping writes into amoCRM's chat (``account.inbox``):
+   connect the Chats API channel
    (``POST {amojo}/v2/origin/custom/{channel_id}/connect``, signed) and
    return its ``scope_id`` as this tenant's route key, so the channel's hook
    ``/webhooks/crm/amocrm/route/<scope_id>`` reaches this tenant.
+
+What it records are fields of :class:`~crm_adapters.amocrm.settings.AmoCrmSettings`.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bridge.errors import PermanentError
-from bridge.model import ChannelLink
+from bridge.model import ChannelLink, SetupResult
 
 from .client import embedded
 from .fields import CONVERSATION_FIELD_NAME, ENTITY_PATHS, identity_field_name
+from .settings import DEFAULT_CHANNEL_TITLE
 
 if TYPE_CHECKING:
     from .adapter import AmoCrmAdapter
@@ -51,7 +55,7 @@ def run_setup(
     adapter: AmoCrmAdapter,
     channels: Sequence[ChannelLink],
     properties: Mapping[str, Sequence[str]] | None,
-) -> dict[str, Any]:
+) -> SetupResult:
     """See :meth:`AmoCrmAdapter.setup`."""
     account = adapter.api.json("GET", "/api/v4/account", params={"with": "amojo_id"})
     if not isinstance(account, Mapping) or account.get("id") in (None, ""):
@@ -100,22 +104,22 @@ def run_setup(
             },
         )
 
-    if adapter.account.settings.get("inbox"):
-        app = adapter.account.app
-        channel_id = app.get("channel_id")
-        amojo_id = result.get("amojo_id") or adapter.account.settings.get("amojo_id")
-        if not channel_id or not app.get("channel_secret"):
-            raise PermanentError(
-                "amoCRM chats need the channel issued by amoCRM support: set AMOCRM_CHANNEL_ID "
-                "and AMOCRM_CHANNEL_SECRET, or set `inbox: false` in the mapping"
-            )
-        if not amojo_id:
-            raise PermanentError("amoCRM did not return the account's amojo_id")
-        title = app.get("channel_title") or "CRM bridge"
-        scope_id = adapter.amojo.connect(str(channel_id), str(amojo_id), title)
-        result["scope_id"] = scope_id
-        result["routes"] = [scope_id]
-    return result
+    if not adapter.account.inbox:
+        return SetupResult(settings=result)
+    app = adapter.app
+    amojo_id = result.get("amojo_id") or adapter.settings.amojo_id
+    if not app.channel_id or not app.channel_secret:
+        raise PermanentError(
+            "amoCRM chats need the channel issued by amoCRM support: set AMOCRM_CHANNEL_ID "
+            "and AMOCRM_CHANNEL_SECRET, or set `inbox: false` in the mapping"
+        )
+    if not amojo_id:
+        raise PermanentError("amoCRM did not return the account's amojo_id")
+    title = app.channel_title or DEFAULT_CHANNEL_TITLE
+    scope_id = adapter.amojo.connect(app.channel_id, str(amojo_id), title)
+    result["scope_id"] = scope_id
+    # the channel's hook URL ends in the scope id (FACTS 1.13): the tenant's route
+    return SetupResult(settings=result, routes=(scope_id,))
 
 
 def _ensure_fields(

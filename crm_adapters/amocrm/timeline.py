@@ -7,9 +7,11 @@ A note reads (``language: ru``, ``timezone: Europe/Moscow``)::
     Is the blue one in stock? (изменено)
     [photo: a.jpg]
 
-The header's time is the message's own time in the tenant's zone
-(``options["timezone"]``, else ``settings["timezone"]``, else UTC; amoCRM
-notes take no creation time, FACTS 1.9). At the end of the header sits the
+The header's time is the message's own time in the tenant's zone (the
+entry's ``timezone``, else the tenant's ``account.timezone``, else UTC;
+amoCRM notes take no creation time, FACTS 1.9), its words in the entry's
+``language`` (else ``account.language``), its channel the entry's
+``channel_title`` (the channel's name from the core's registry). At the end of the header sits the
 **bridge marker**, hidden in zero-width characters (see ``freetext``): notes
 have no custom fields, so a retry lists the lead's notes and skips every
 entry whose marker is already there, and the same marker tells the webhook
@@ -17,7 +19,8 @@ parser that a note is the bridge's own (never a rep's reply). Notes written
 by earlier versions (a visible ``[bridge:…]`` last line) are still found.
 Whether amoCRM keeps zero-width characters is UNCONFIRMED: a retry that
 finds its own note stripped of the marker warns and falls back to the
-visible tag (``freetext``; tenant setting ``marker_style: visible``).
+visible tag (``freetext``; tenant setting ``marker_style: visible``,
+:class:`~crm_adapters.amocrm.settings.AmoCrmSettings`).
 
 Notes are plain text. Attachments appear as labels (``[photo: a.jpg]``),
 never as URLs: a channel's file URL can carry its bot token.
@@ -44,9 +47,11 @@ from crm_adapters.freetext import (
 )
 
 from .client import AmoApi, embedded
-from .fields import as_map, channel_label, to_int
+from .fields import as_map, to_int
+from .settings import AmoCrmSettings
 
 __all__ = [
+    "NOTES_CHUNK",
     "NotesMixin",
     "marker",
     "marker_hash",
@@ -117,26 +122,31 @@ def message_text(entry: TimelineEntry) -> str:
     labels = " ".join(attachment_label(a) for a in entry.attachments)
     text = entry.text or ""
     if entry.is_edit:
-        edited = f"({words(entry.options.get('language'))['edited']})"
+        edited = f"({words(entry.language)['edited']})"
         text = f"{text} {edited}" if text else edited
     if labels:
         text = f"{text}\n{labels}" if text else labels
     return text or f"[{entry.kind.value.replace('_', ' ')}]"
 
 
+def channel_name(entry: TimelineEntry) -> str:
+    """The channel's name the core gives (its registry title), else its kind."""
+    return entry.channel_title or entry.channel_kind
+
+
 def render_note(
     entry: TimelineEntry,
-    settings: Mapping[str, Any] | None = None,
+    tenant: CrmAccountInfo | None = None,
     *,
     visible_marker: bool = False,
 ) -> str:
-    """``Ann via Telegram · 2025-03-01 09:15 UTC`` + marker / the message."""
-    settings = settings or {}
-    language = entry.options.get("language") or settings.get("language")
+    """``Ann via Telegram · 2025-03-01 09:15 UTC`` + marker / the message.
+    ``tenant`` gives the language and zone an entry leaves empty."""
+    language = entry.language or (tenant.language if tenant else "en")
     w = words(language)
     who = entry.sender_name or w["customer" if entry.direction == "in" else "agent"]
-    channel = str(entry.options.get("channel_title") or channel_label(entry.channel_kind))
-    zone = tenant_zone(entry.options.get("timezone"), settings.get("timezone"))
+    zone = tenant_zone(entry.timezone, tenant.timezone if tenant else None)
+    channel = channel_name(entry)
     head = f"{who} {w['via']} {channel} · {local_time(entry.occurred_at, zone, language)}"
     tag = marker(entry.bridge_id, entry.sequence, entry.occurred_at, visible=visible_marker)
     return attach_marker(f"{head}\n{message_text(entry)}", tag)
@@ -145,17 +155,16 @@ def render_note(
 def note_item(
     entry: TimelineEntry,
     entity_id: int,
-    settings: Mapping[str, Any] | None = None,
+    tenant: CrmAccountInfo | None = None,
     *,
     visible_marker: bool = False,
 ) -> dict[str, Any]:
     """One item of ``POST /api/v4/{leads|contacts}/notes``."""
-    text = render_note(entry, settings, visible_marker=visible_marker)
+    text = render_note(entry, tenant, visible_marker=visible_marker)
     item: dict[str, Any] = {"entity_id": entity_id, "request_id": entry.bridge_id}
     if entry.kind in SERVICE_KINDS:
-        service = str(entry.options.get("channel_title") or channel_label(entry.channel_kind))
         item["note_type"] = "service_message"
-        item["params"] = {"service": f"{SERVICE} · {service}", "text": text}
+        item["params"] = {"service": f"{SERVICE} · {channel_name(entry)}", "text": text}
     else:
         item["note_type"] = "common"
         item["params"] = {"text": text}
@@ -174,7 +183,9 @@ def note_target(entry: TimelineEntry) -> tuple[str, int] | None:
 
 
 def wants_note(entry: TimelineEntry) -> bool:
-    return str(entry.options.get("timeline") or "note").lower() == "note"
+    """The mapping's ``timeline`` is ``note`` (the one kind amoCRM has here,
+    FACTS 1.9); ``none`` and anything else write no note."""
+    return (entry.timeline or "note").lower() == "note"
 
 
 def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
@@ -186,6 +197,7 @@ class NotesMixin:
     """Notes and tasks for :class:`~crm_adapters.amocrm.AmoCrmAdapter`."""
 
     account: CrmAccountInfo
+    settings: AmoCrmSettings
     api: AmoApi
     #: set once a look-up found one of our notes without its hidden marker
     _markers_stripped: bool = False
@@ -193,7 +205,7 @@ class NotesMixin:
     def _visible_marker(self) -> bool:
         """Write the visible tag instead of the hidden marker: the tenant
         asked for it, or amoCRM was seen dropping zero-width characters."""
-        style = str(self.account.settings.get("marker_style") or "hidden").lower()
+        style = (self.settings.marker_style or "hidden").lower()
         return style == "visible" or self._markers_stripped
 
     def _note_stripped(self, what: str) -> None:
@@ -216,10 +228,7 @@ class NotesMixin:
         found on the entity (newest first, stopping once all are found). A
         note that is one of them but lost its marker is reported, not found."""
         found: dict[str, str] = {}
-        bare = {
-            _comparable(render_note(entry, self.account.settings)): key
-            for key, entry in wanted.items()
-        }
+        bare = {_comparable(render_note(entry, self.account)): key for key, entry in wanted.items()}
         for page in range(1, NOTES_LOOKUP_PAGES + 1):
             body = self.api.json(
                 "GET",
@@ -262,9 +271,9 @@ class NotesMixin:
                     done[entry.bridge_id] = CrmRef("note", note_id)
                 else:
                     todo.append((entry, entity_id))
-            settings, visible = self.account.settings, self._visible_marker()
+            visible = self._visible_marker()
             for chunk in chunks(todo, NOTES_CHUNK):
-                items_ = [note_item(e, i, settings, visible_marker=visible) for e, i in chunk]
+                items_ = [note_item(e, i, self.account, visible_marker=visible) for e, i in chunk]
                 body = self.api.json("POST", f"/api/v4/{path}/notes", json=items_)
                 done.update(_written(embedded(body, "notes"), [e.bridge_id for e, _ in chunk]))
 
@@ -313,7 +322,7 @@ class NotesMixin:
     # -- delivery status as a note ----------------------------------------
 
     def _delivery_note(self, lead_id: int, note_id: str, status: str, error: str | None) -> None:
-        w = words(self.account.settings.get("language", "en"))
+        w = words(self.account.language)
         text = f"{w[status]} ({w['note']} {note_id})"
         if status == "failed" and error:
             text += f": {error[:300]}"

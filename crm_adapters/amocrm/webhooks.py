@@ -15,10 +15,10 @@ A request is told apart by its media type: form-encoded is an account
 webhook, JSON a chat hook (which must be signed).
 
 **Reply marker (notes mode).** A rep answers a customer from a lead by
-adding a note whose text starts with the reply marker (``@client`` by
-default, ``settings["reply_marker"]``; ``@клиент`` always works). The
-``note_lead`` webhook turns it into a REPLY; the marker is cut off the text
-the customer receives. The bridge's own notes carry its marker (hidden, or
+adding a note whose text starts with the reply marker (the tenant's
+``reply_marker`` setting, ``@client`` by default; ``@клиент`` always works).
+The ``note_lead`` webhook turns it into a REPLY; the marker is cut off the
+text the customer receives. The bridge's own notes carry its marker (hidden, or
 the visible ``[bridge:…]`` of earlier versions; ``freetext``) and are never
 replies.
 """

@@ -41,11 +41,14 @@ from bridge.model import (
     CrmAccountInfo,
     CrmEventKind,
     CrmRef,
+    Installed,
     MessageKind,
+    SetupResult,
     TaskDraft,
     TimelineEntry,
     WebhookRequest,
 )
+from bridge.schema import load
 from crm_adapters.amocrm import AmoCrmAdapter
 from crm_adapters.amocrm.inbox import forget_chats
 from sandbox.amocrm import (
@@ -83,7 +86,7 @@ AMOJO_STATUSES = {1: "sent", 2: "read", -1: "failed"}
 
 class AmoVendor:
     """Reads the sandbox's ``GET /_state`` and acts as a rep through the
-    control API (``/_note``, ``/_chat_reply``, ...)."""
+    control API (``/_note``, ``/_reply``, ...)."""
 
     def __init__(self, base_url: str, token: str, chat: bool, bucket: LocalBucket) -> None:
         self.base_url = base_url
@@ -93,7 +96,7 @@ class AmoVendor:
 
     def state(self) -> dict[str, Any]:
         response = requests.get(
-            f"{self.base_url}/_state", params={"subdomain": DEMO_SUBDOMAIN}, timeout=10
+            f"{self.base_url}/_state", params={"account": DEMO_SUBDOMAIN}, timeout=10
         )
         response.raise_for_status()
         return response.json()
@@ -194,7 +197,7 @@ class AmoVendor:
 
     def fire_reply(self, contact: CrmRef, text: str) -> None:
         if self.chat:
-            self.control("/_chat_reply", {"contact_id": int(contact.id), "text": text})
+            self.control("/_reply", {"contact_id": int(contact.id), "text": text})
         else:
             lead_id = int(self.contact_lead(contact.id))
             self.control("/_note", {"lead_id": lead_id, "text": f"@client {text}"})
@@ -255,9 +258,10 @@ class _AmoContract(CrmAdapterContract):
     @pytest.fixture
     def installed(
         self, amocrm: RunningServer, app_settings: dict[str, str], api_base: str
-    ) -> dict[str, Any]:
+    ) -> Installed:
         """An admin installs the integration: consent -> code -> tokens."""
-        url = AmoCrmAdapter.install_url(app_settings, redirect_uri=REDIRECT_URI, state="s-1")
+        app = load(AmoCrmAdapter.App, app_settings, strict=True)  # as the core reads it
+        url = AmoCrmAdapter.install_url(app, redirect_uri=REDIRECT_URI, state="s-1")
         page = requests.get(url, timeout=10)
         assert page.status_code == 200, page.text
         query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
@@ -278,20 +282,20 @@ class _AmoContract(CrmAdapterContract):
         assert consent.status_code == 302, consent.text
         params = {k: v[0] for k, v in parse_qs(urlsplit(consent.headers["Location"]).query).items()}
         assert params["state"] == "s-1" and params["referer"].endswith(".amocrm.ru")
-        creds = AmoCrmAdapter.exchange_code(
-            app_settings,
+        installed = AmoCrmAdapter.exchange_code(
+            app,
             code=params["code"],
             redirect_uri=REDIRECT_URI,
             http=HttpClient(api_base),
             params=params,
         )
-        assert creds["account_id"] == account_id.group(1)
-        assert creds["settings"]["subdomain"] == DEMO_SUBDOMAIN
-        return creds
+        assert installed.account_id == account_id.group(1)
+        assert installed.settings["subdomain"] == DEMO_SUBDOMAIN
+        return installed
 
     @pytest.fixture
-    def store(self, installed: dict[str, Any]) -> Credentials:
-        return Credentials({k: v for k, v in installed.items() if k != "settings"})
+    def store(self, installed: Installed) -> Credentials:
+        return Credentials(dict(installed.credentials))
 
     @pytest.fixture
     def make_adapter(
@@ -299,7 +303,7 @@ class _AmoContract(CrmAdapterContract):
         amocrm: RunningServer,
         app_settings: dict[str, str],
         api_base: str,
-        installed: dict[str, Any],
+        installed: Installed,
         store: Credentials,
         receiver: Receiver,
         bucket: LocalBucket,
@@ -314,11 +318,12 @@ class _AmoContract(CrmAdapterContract):
             account = CrmAccountInfo(
                 tenant_id=1,
                 kind="amocrm",
-                account_id=installed["account_id"],
-                settings={**installed["settings"], "inbox": self.chat_mode, **settings},
+                account_id=installed.account_id,
+                settings={**installed.settings, **settings},
                 app=app_settings,
                 api_base=api_base,
                 webhook_url=receiver.url,
+                inbox=self.chat_mode,
             )
             adapter = AmoCrmAdapter(account, store, HttpClient(api_base, limiter=bucket))
             store.refresher = adapter.refresh_credentials
@@ -369,16 +374,30 @@ class _AmoContract(CrmAdapterContract):
                 sender_name="Ann Contract",
                 sender_identifier=f"tg-{contact.id}",
                 maybe_written=maybe_written,
-                options={
-                    "timeline": "note",
-                    "inbox": self.chat_mode,
-                    "channel_title": "Telegram",
-                },
+                timeline="note",
+                inbox=self.chat_mode,
+                channel_title="Telegram",
             )
 
         return make
 
     # -- amoCRM specifics common to both modes ------------------------------
+
+    def test_setup_routes_the_chat_hook_to_the_tenant(
+        self,
+        make_adapter: Callable[[Mapping[str, Any]], AmoCrmAdapter],
+        channel_links: list[ChannelLink],
+        mapping_properties: Mapping[str, list[str]],
+        settings: dict[str, Any],
+    ) -> None:
+        """The channel's hook URL ends in the scope id (FACTS 1.13): with the
+        chat, it is the tenant's route, every time the setup runs."""
+        again = make_adapter(settings).setup(channel_links, mapping_properties)
+        assert isinstance(again, SetupResult)
+        if self.chat_mode:
+            assert settings["scope_id"] and again.routes == (settings["scope_id"],)
+        else:
+            assert again.routes == () and "scope_id" not in settings
 
     def test_a_closed_or_deleted_lead_is_not_open(
         self, adapter: AmoCrmAdapter, vendor: AmoVendor
@@ -492,6 +511,48 @@ class TestAmoCrmNotesContract(_AmoContract):
         other_account = replace(request, body=urlencode(forged).encode())
         nameless = replace(request, body=b"leads%5Bdelete%5D%5B0%5D%5Bid%5D=1")
         return [other_account, nameless]
+
+    def test_a_tenant_on_a_long_lived_token(
+        self,
+        amocrm: RunningServer,
+        app_settings: dict[str, str],
+        api_base: str,
+        receiver: Receiver,
+        bucket: LocalBucket,
+    ) -> None:
+        """``bridge tenant create --crm amocrm --token <subdomain>:<token>``:
+        the pasted form names the account the token cannot (FACTS 1.1), and
+        the tenant works with nothing else (no OAuth install)."""
+        made = requests.post(
+            f"{amocrm.url}/_long_lived_token", json={"subdomain": DEMO_SUBDOMAIN}, timeout=10
+        )
+        made.raise_for_status()
+        token = made.json()["token"]
+        with pytest.raises(ValueError, match="<subdomain>:<token>"):
+            AmoCrmAdapter.token_credentials(token)
+        installed = AmoCrmAdapter.token_credentials(f"{DEMO_SUBDOMAIN}:{token}")
+        assert installed.credentials == {"type": "long_lived", "access_token": token}
+        store = Credentials(dict(installed.credentials))
+
+        def make(settings: Mapping[str, Any]) -> AmoCrmAdapter:
+            account = CrmAccountInfo(
+                tenant_id=2,
+                kind="amocrm",
+                account_id=installed.account_id,
+                settings={**installed.settings, **settings},
+                app=app_settings,
+                api_base=api_base,
+                webhook_url=receiver.url,
+            )
+            return AmoCrmAdapter(account, store, HttpClient(api_base, limiter=bucket))
+
+        setup = make({}).setup([LINK], {})
+        # the account id the token's claims gave is the account's own
+        assert setup.settings["amo_account_id"] == installed.account_id
+        adapter = make(dict(setup.settings))
+        assert {o.name for o in adapter.list_owners()} >= {"Anna Admin"}
+        contact, lead, _ = self.open_conversation(adapter, LINK.kind, {})
+        assert adapter.entity_is_open(lead) is True
 
     def test_crm_events_come_back(
         self, adapter: AmoCrmAdapter, vendor: AmoVendor, receiver: Receiver
@@ -659,7 +720,9 @@ class TestAmoCrmChatContract(_AmoContract):
             contact=None,
             sender_name="New Person",
             sender_identifier=self.uid("tg"),
-            options={"timeline": "note", "inbox": True, "channel_title": "Telegram"},
+            timeline="note",
+            inbox=True,
+            channel_title="Telegram",
         )
         result = adapter.append_entries([entry])
         assert [r.kind for r in result[entry.bridge_id]] == ["message"]

@@ -14,12 +14,14 @@ Content-Type, X-Signature over the five lines).
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import email.utils
 import hashlib
 import hmac
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -52,17 +54,21 @@ from bridge.model import (
     DeliveryReport,
     DeliveryStatus,
     EntityDraft,
+    Installed,
     MessageKind,
     Rate,
     SenderProfile,
+    SetupResult,
     TaskDraft,
     TimelineEntry,
     WebhookRequest,
 )
+from bridge.schema import fields_of, load, secret_names
 from crm_adapters import REGISTRY
 from crm_adapters.amocrm import AmoCrmAdapter
 from crm_adapters.amocrm.chats import body_signature, rfc2822, sign_request
 from crm_adapters.amocrm.inbox import forget_chats
+from crm_adapters.amocrm.settings import AmoCrmApp, AmoCrmSettings
 from crm_adapters.amocrm.timeline import marker, marker_hash, parse_marker
 from crm_adapters.amocrm.webhooks import decode_brackets, items, strip_reply_marker
 from crm_adapters.freetext import HIDDEN_CHARS, strip_hidden, strip_markers
@@ -97,7 +103,7 @@ SETTINGS: dict[str, Any] = {
     "custom_fields": {"leads": {"utm_source": 811}, "contacts": {"company_size": 711}},
     "redirect_uri": "https://bridge.example/oauth/amocrm/callback",
 }
-CHAT_SETTINGS = {**SETTINGS, "inbox": True, "scope_id": SCOPE}
+CHAT_SETTINGS = {**SETTINGS, "scope_id": SCOPE}
 
 
 # --------------------------------------------------------------------------
@@ -188,6 +194,12 @@ def oauth_creds(**extra: Any) -> dict[str, Any]:
     }
 
 
+def app_of(values: Mapping[str, str]) -> AmoCrmApp:
+    """The deployment's app settings as the core hands them to the class
+    methods: read through the adapter's ``App`` schema."""
+    return load(AmoCrmAdapter.App, values, strict=True)
+
+
 def make_adapter(
     *,
     settings: Mapping[str, Any] | None = None,
@@ -195,16 +207,25 @@ def make_adapter(
     limiter: RecordingLimiter | None = None,
     app: Mapping[str, str] | None = None,
     api_base: str | None = None,
+    **tenant: Any,
 ) -> tuple[AmoCrmAdapter, FakeCredentials]:
+    """An adapter for one tenant; ``tenant``: what the core takes from the
+    tenant's mapping (``inbox``, ``language``, ``timezone``)."""
     provider = FakeCredentials(creds or oauth_creds())
+    settings = dict(SETTINGS if settings is None else settings)
+    app = dict(APP if app is None else app)
+    # every key a test sets is a declared field (a stale key would be dropped)
+    load(AmoCrmAdapter.Settings, settings, strict=True)
+    load(AmoCrmAdapter.App, app, strict=True)
     account = CrmAccountInfo(
         tenant_id=1,
         kind="amocrm",
         account_id=ACCOUNT_ID,
-        settings=dict(SETTINGS if settings is None else settings),
-        app=dict(APP if app is None else app),
+        settings=settings,
+        app=app,
         api_base=api_base,
         webhook_url="https://bridge.example/webhooks/crm/amocrm/tenant-key",
+        **tenant,
     )
     http = HttpClient(api_base or AmoCrmAdapter.default_api_base(), limiter=limiter)
     adapter = AmoCrmAdapter(account, provider, http)
@@ -275,6 +296,11 @@ def lead(lead_id: int, *, conversation: str | None = None, status: int = 1001, d
     }
 
 
+#: how the mapping wants an entry written (TimelineEntry's typed fields)
+NOTE: dict[str, Any] = {"timeline": "note", "inbox": False, "channel_title": "Telegram"}
+CHAT: dict[str, Any] = {"timeline": "none", "inbox": True, "channel_title": "Telegram"}
+
+
 def entry(
     bridge_id: str = "m-1",
     *,
@@ -288,6 +314,10 @@ def entry(
     conversation: str = "conv-1",
     **extra: Any,
 ) -> TimelineEntry:
+    """An entry as the core builds it; ``options``: how the mapping wants it
+    written (``timeline``, ``inbox``, ``language``, ``timezone``,
+    ``channel_title``, ``first_in_conversation``, ``edit_of``), over the
+    defaults (a note, no inbox, the channel's registry title)."""
     return TimelineEntry(
         bridge_id=bridge_id,
         conversation_uid=conversation,
@@ -304,12 +334,9 @@ def entry(
         sender_identifier="tg-user-1",
         owner_id="101",
         maybe_written=maybe_written,
-        options=dict(options or {"timeline": "note", "inbox": False, "channel_title": "Telegram"}),
+        **{**NOTE, **(options or {})},
         **extra,
     )
-
-
-CHAT = {"timeline": "none", "inbox": True, "channel_title": "Telegram"}
 
 
 def echo_notes(start_id: int = 5000) -> Callable[..., Any]:
@@ -358,6 +385,56 @@ def test_identity_and_registry() -> None:
     assert most_in_one_second(AmoCrmAdapter.rate) <= 7  # FACTS 1.4
 
 
+def test_settings_are_declared_with_help_and_secrets_marked() -> None:
+    assert AmoCrmAdapter.App is AmoCrmApp and AmoCrmAdapter.Settings is AmoCrmSettings
+    for schema in (AmoCrmApp, AmoCrmSettings):
+        for spec in fields_of(schema):
+            assert spec.metadata["help"], f"{schema.__name__}.{spec.name} has no help"
+    assert secret_names(AmoCrmApp) == {"client_secret", "channel_secret"}
+    assert secret_names(AmoCrmSettings) == set()
+    # what the install and the setup record, not an admin
+    assert {f.name for f in fields_of(AmoCrmSettings) if f.metadata["state"]} == {
+        "subdomain",
+        "domain",
+        "redirect_uri",
+        "amo_account_id",
+        "amojo_id",
+        "identity_fields",
+        "conversation_field",
+        "custom_fields",
+        "scope_id",
+    }
+    defaults = AmoCrmSettings()
+    assert (defaults.reply_marker, defaults.rate_per_second, defaults.marker_style) == (
+        "@client",
+        7.0,  # FACTS 1.4
+        "hidden",
+    )
+    assert AmoCrmApp().channel_title == "CRM bridge"
+
+
+def test_settings_stored_by_an_earlier_version_still_load() -> None:
+    """``inbox``, ``language`` and ``timezone`` came from the mapping into
+    the stored settings; they are the mapping's now (CrmAccountInfo)."""
+    account = CrmAccountInfo(
+        tenant_id=1,
+        kind="amocrm",
+        account_id=ACCOUNT_ID,
+        settings={**SETTINGS, "inbox": True, "language": "ru", "timezone": "Europe/Moscow"},
+        app=APP,
+        inbox=False,
+    )
+    adapter = AmoCrmAdapter(account, FakeCredentials(oauth_creds()))
+    assert adapter.settings.subdomain == SUB and adapter.settings.conversation_field == 801
+    assert adapter.app.channel_secret == CHANNEL_SECRET
+
+
+@pytest.mark.parametrize("inbox", [False, True])
+def test_a_drain_holds_one_notes_request(inbox: bool) -> None:
+    adapter, _ = make_adapter(inbox=inbox)
+    assert adapter.entries_per_request == 50  # notes per POST (FACTS 1.4 folklore)
+
+
 @pytest.mark.parametrize("per_second", [1, 3, 7, 20])
 def test_rate_override_never_exceeds_the_setting(per_second: int) -> None:
     adapter, _ = make_adapter(settings={**SETTINGS, "rate_per_second": per_second})
@@ -367,7 +444,7 @@ def test_rate_override_never_exceeds_the_setting(per_second: int) -> None:
 
 def test_api_and_amojo_draw_from_separate_shared_buckets(rsps: responses.RequestsMock) -> None:
     limiter = RecordingLimiter()
-    adapter, _ = make_adapter(settings=CHAT_SETTINGS, limiter=limiter)
+    adapter, _ = make_adapter(inbox=True, settings=CHAT_SETTINGS, limiter=limiter)
     rsps.get(f"{API}/api/v4/users", status=204)
     rsps.post(f"{AMOJO}/v2/origin/custom/{SCOPE}", json=sent())
     adapter.list_owners()
@@ -382,7 +459,7 @@ def test_api_and_amojo_draw_from_separate_shared_buckets(rsps: responses.Request
 
 
 def test_install_url() -> None:
-    url = AmoCrmAdapter.install_url(APP, redirect_uri="https://b.example/cb", state="s 1")
+    url = AmoCrmAdapter.install_url(app_of(APP), redirect_uri="https://b.example/cb", state="s 1")
     parts = urlsplit(url)
     assert f"{parts.scheme}://{parts.netloc}{parts.path}" == "https://www.amocrm.ru/oauth"
     assert parse_qs(parts.query) == {
@@ -391,7 +468,7 @@ def test_install_url() -> None:
         "mode": ["post_message"],
     }
     sandbox = AmoCrmAdapter.install_url(
-        {**APP, "auth_base": "http://127.0.0.1:9/sandbox/amocrm/www"},
+        app_of({**APP, "auth_base": "http://127.0.0.1:9/sandbox/amocrm/www"}),
         redirect_uri="x",
         state="s",
     )
@@ -427,8 +504,8 @@ OAUTH_PROBLEM = {
 def test_exchange_code_posts_json_to_the_referer_account(rsps: responses.RequestsMock) -> None:
     rsps.post(f"{API}/oauth2/access_token", json=token_answer())
     rsps.get(f"{API}/api/v4/account", json=account_answer())
-    creds = AmoCrmAdapter.exchange_code(
-        APP,
+    installed = AmoCrmAdapter.exchange_code(
+        app_of(APP),
         code="code-1",
         redirect_uri="https://bridge.example/oauth/amocrm/callback",
         http=HttpClient(AmoCrmAdapter.default_api_base()),
@@ -444,11 +521,13 @@ def test_exchange_code_posts_json_to_the_referer_account(rsps: responses.Request
     assert rsps.calls[0].request.headers["Content-Type"] == "application/json"
     assert rsps.calls[1].request.headers["Authorization"] == f"Bearer {ACCESS}"
     assert parse_qs(urlsplit(rsps.calls[1].request.url).query) == {"with": ["amojo_id"]}
+    assert isinstance(installed, Installed)
+    creds = installed.credentials
     assert creds["type"] == "oauth"
     assert creds["access_token"] == ACCESS and creds["refresh_token"] == REFRESH
     assert abs(creds["expires_at"] - (time.time() + 86400)) < 5
-    assert creds["account_id"] == ACCOUNT_ID
-    assert creds["settings"] == {
+    assert installed.account_id == ACCOUNT_ID
+    assert installed.settings == {
         "subdomain": SUB,
         "domain": "acme.amocrm.ru",
         "amo_account_id": ACCOUNT_ID,
@@ -462,16 +541,16 @@ def test_exchange_code_for_a_kommo_account_and_an_app_redirect_uri(
 ) -> None:
     rsps.post("https://acme.kommo.com/oauth2/access_token", json=token_answer())
     rsps.get("https://acme.kommo.com/api/v4/account", json=account_answer())
-    creds = AmoCrmAdapter.exchange_code(
-        {**APP, "redirect_uri": "https://configured.example/cb"},
+    installed = AmoCrmAdapter.exchange_code(
+        app_of({**APP, "redirect_uri": "https://configured.example/cb"}),
         code="c",
         redirect_uri="https://bridge.example/oauth/amocrm/callback",
         http=HttpClient(AmoCrmAdapter.default_api_base()),
         params={"referer": "acme.kommo.com", "platform": "2"},
     )
     assert body_of(rsps.calls[0])["redirect_uri"] == "https://configured.example/cb"
-    assert creds["settings"]["domain"] == "acme.kommo.com"
-    adapter, _ = make_adapter(settings=creds["settings"])
+    assert installed.settings["domain"] == "acme.kommo.com"
+    adapter, _ = make_adapter(settings=installed.settings)
     rsps.get("https://acme.kommo.com/api/v4/users", status=204)
     assert adapter.list_owners() == []
 
@@ -480,10 +559,14 @@ def test_exchange_code_with_a_sandbox_template(rsps: responses.RequestsMock) -> 
     base = "http://127.0.0.1:9/sandbox/amocrm/{subdomain}"
     rsps.post("http://127.0.0.1:9/sandbox/amocrm/acme/oauth2/access_token", json=token_answer())
     rsps.get("http://127.0.0.1:9/sandbox/amocrm/acme/api/v4/account", json=account_answer())
-    creds = AmoCrmAdapter.exchange_code(
-        APP, code="c", redirect_uri="r", http=HttpClient(base), params={"referer": "acme.amocrm.ru"}
+    installed = AmoCrmAdapter.exchange_code(
+        app_of(APP),
+        code="c",
+        redirect_uri="r",
+        http=HttpClient(base),
+        params={"referer": "acme.amocrm.ru"},
     )
-    assert creds["settings"]["subdomain"] == SUB and "domain" not in creds["settings"]
+    assert installed.settings["subdomain"] == SUB and "domain" not in installed.settings
 
 
 @pytest.mark.parametrize(
@@ -495,7 +578,7 @@ def test_exchange_code_never_sends_the_secret_to_a_foreign_host(
 ) -> None:
     with pytest.raises(WebhookError):  # the callback is at fault: a 4xx
         AmoCrmAdapter.exchange_code(
-            APP,
+            app_of(APP),
             code="c",
             redirect_uri="r",
             http=HttpClient(AmoCrmAdapter.default_api_base()),
@@ -508,7 +591,7 @@ def test_exchange_of_a_dead_code_is_auth_error(rsps: responses.RequestsMock) -> 
     rsps.post(f"{API}/oauth2/access_token", status=400, json=OAUTH_PROBLEM)
     with pytest.raises(AuthError) as info:
         AmoCrmAdapter.exchange_code(
-            APP,
+            app_of(APP),
             code="secret-code-xyz",
             redirect_uri="r",
             http=HttpClient(AmoCrmAdapter.default_api_base()),
@@ -516,6 +599,99 @@ def test_exchange_of_a_dead_code_is_auth_error(rsps: responses.RequestsMock) -> 
         )
     assert "secret-code-xyz" not in str(info.value)
     assert "revoked" in str(info.value)
+
+
+# -- long-lived tokens (FACTS 1.1, 1.2) ---------------------------------------
+
+
+def jwt(**claims: Any) -> str:
+    """A JWT-shaped token with ``claims`` (ours: the claim names amoCRM's
+    tokens carry, FACTS 1.1; the signature is never checked client-side)."""
+
+    def part(value: Mapping[str, Any]) -> str:
+        raw = json.dumps(value, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    payload = {
+        "aud": "integration-uuid-1",
+        "iat": 1740820530,
+        "exp": 1898586930,
+        "sub": "101",
+        "api_domain": "api-b.amocrm.ru",
+        **claims,
+    }
+    return f"{part({'typ': 'JWT', 'alg': 'RS256'})}.{part(payload)}.c2lnbmF0dXJl"
+
+
+def test_a_long_lived_token_with_its_subdomain_is_an_install(rsps: responses.RequestsMock) -> None:
+    token = jwt(account_id=int(ACCOUNT_ID), base_domain="amocrm.ru")
+    installed = AmoCrmAdapter.token_credentials(f"  {SUB}:{token}\n")
+    assert installed == Installed(
+        ACCOUNT_ID,
+        {"type": "long_lived", "access_token": token},
+        {"subdomain": SUB, "domain": "acme.amocrm.ru", "amo_account_id": ACCOUNT_ID},
+    )
+    load(AmoCrmSettings, installed.settings, strict=True)
+    # the tenant works: the account's own host, the token as is, never refreshed
+    adapter, provider = make_adapter(settings=installed.settings, creds=installed.credentials)
+    rsps.get(f"{API}/api/v4/users", status=204)
+    assert adapter.list_owners() == []
+    assert rsps.calls[0].request.headers["Authorization"] == f"Bearer {token}"
+    assert provider.refreshes == 0
+
+
+@pytest.mark.parametrize(
+    ("pasted", "host"),
+    [
+        # a bare subdomain: the token's base_domain says which amoCRM
+        ("acme:{token}", "acme.kommo.com"),
+        # the account's host or address: it wins
+        ("acme.kommo.com:{token}", "acme.kommo.com"),
+        ("https://acme.kommo.com/:{token}", "acme.kommo.com"),
+        ("https://ACME.amocrm.com:{token}", "acme.amocrm.com"),
+    ],
+)
+def test_a_long_lived_token_names_its_account_in_any_form(
+    rsps: responses.RequestsMock, pasted: str, host: str
+) -> None:
+    token = jwt(account_id=int(ACCOUNT_ID), base_domain="kommo.com")
+    installed = AmoCrmAdapter.token_credentials(pasted.format(token=token))
+    assert installed.settings["subdomain"] == SUB and installed.settings["domain"] == host
+    assert installed.credentials == {"type": "long_lived", "access_token": token}
+    adapter, _ = make_adapter(settings=installed.settings, creds=installed.credentials)
+    rsps.get(f"https://{host}/api/v4/users", status=204)
+    assert adapter.list_owners() == []
+
+
+def test_a_token_without_claims_needs_only_its_subdomain() -> None:
+    installed = AmoCrmAdapter.token_credentials("acme:static-long-lived-token")
+    assert installed == Installed(
+        None, {"type": "long_lived", "access_token": "static-long-lived-token"}, {"subdomain": SUB}
+    )
+
+
+@pytest.mark.parametrize(
+    ("pasted", "message"),
+    [
+        # amoCRM's tokens name no subdomain (FACTS 1.1): the fix is named
+        ("{token}", "<subdomain>:<token>"),
+        (":{token}", "<subdomain>:<token>"),
+        ("evil.example:{token}", "is no amoCRM account"),
+        ("acme.amocrm.ru.evil.example:{token}", "is no amoCRM account"),
+        ("https://evil.example/acme.amocrm.ru:{token}", "is no amoCRM account"),
+        ("-x:{token}", "is no amoCRM account"),
+        ("{token}:acme", "is no amoCRM account"),  # the wrong way round: never echoed
+        ("acme:", "the token is empty"),
+        ("   ", "the token is empty"),
+    ],
+)
+def test_a_long_lived_token_that_names_no_account_is_refused(pasted: str, message: str) -> None:
+    token = jwt(account_id=int(ACCOUNT_ID), base_domain="amocrm.ru")
+    with pytest.raises(ValueError, match=re.escape(message)) as info:
+        AmoCrmAdapter.token_credentials(pasted.format(token=token))
+    assert token not in str(info.value) and token.split(".")[1] not in str(info.value)
+    if "<subdomain>" in message:
+        assert "https://acme.amocrm.ru:" in str(info.value)  # the address form too
 
 
 def test_vendor_initiated_install() -> None:
@@ -747,13 +923,17 @@ def test_setup_creates_fields_and_subscribes_webhooks(rsps: responses.RequestsMo
     )
     rsps.post(f"{API}/api/v4/webhooks", status=201, json={"id": 1})
     result = adapter.setup([TELEGRAM], {"lead": ["utm_source", "utm_medium"]})
-    assert result == {
-        "amo_account_id": ACCOUNT_ID,
-        "amojo_id": AMOJO_ID,
-        "identity_fields": {"telegram": 700},
-        "conversation_field": 800,
-        "custom_fields": {"leads": {"utm_medium": 801, "utm_source": 900}},
-    }
+    assert result == SetupResult(
+        settings={
+            "amo_account_id": ACCOUNT_ID,
+            "amojo_id": AMOJO_ID,
+            "identity_fields": {"telegram": 700},
+            "conversation_field": 800,
+            "custom_fields": {"leads": {"utm_medium": 801, "utm_source": 900}},
+        }
+    )
+    # the core stores them only if they are settings the schema declares
+    load(AmoCrmSettings, result.settings, strict=True)
     posts = {c.request.url: body_of(c) for c in rsps.calls if c.request.method == "POST"}
     assert posts[f"{API}/api/v4/contacts/custom_fields"] == [
         {"name": "Telegram ID", "type": "text", "request_id": "Telegram ID"}
@@ -798,7 +978,7 @@ def test_setup_is_idempotent(rsps: responses.RequestsMock) -> None:
 
 
 def test_setup_with_inbox_connects_the_chat_channel(rsps: responses.RequestsMock) -> None:
-    adapter, _ = make_adapter(settings={"subdomain": SUB, "inbox": True})
+    adapter, _ = make_adapter(settings={"subdomain": SUB}, inbox=True)
     rsps.get(f"{API}/api/v4/account", json=account_answer())
     rsps.get(f"{API}/api/v4/contacts/custom_fields", status=204)
     rsps.get(f"{API}/api/v4/leads/custom_fields", status=204)
@@ -821,7 +1001,8 @@ def test_setup_with_inbox_connects_the_chat_channel(rsps: responses.RequestsMock
         },
     )
     result = adapter.setup([TELEGRAM], {})
-    assert result["scope_id"] == SCOPE and result["routes"] == [SCOPE]
+    assert result.settings["scope_id"] == SCOPE and result.routes == (SCOPE,)
+    load(AmoCrmSettings, result.settings, strict=True)
     connect = [c for c in rsps.calls if c.request.url.startswith(AMOJO)][0]
     assert body_of(connect) == {
         "account_id": AMOJO_ID,
@@ -833,7 +1014,7 @@ def test_setup_with_inbox_connects_the_chat_channel(rsps: responses.RequestsMock
 
 def test_setup_with_inbox_but_no_channel_tells_the_admin(rsps: responses.RequestsMock) -> None:
     adapter, _ = make_adapter(
-        settings={"subdomain": SUB, "inbox": True}, app={"client_id": "x", "client_secret": "y"}
+        settings={"subdomain": SUB}, app={"client_id": "x", "client_secret": "y"}, inbox=True
     )
     rsps.get(f"{API}/api/v4/account", json=account_answer())
     rsps.get(
@@ -869,7 +1050,7 @@ def test_a_same_named_field_of_another_type_is_not_adopted(rsps: responses.Reque
     )
     rsps.post(f"{API}/api/v4/webhooks", status=201, json={"id": 1})
     result = adapter.setup([TELEGRAM], {})
-    assert result["identity_fields"] == {"telegram": 700}
+    assert result.settings["identity_fields"] == {"telegram": 700}
     post = [c for c in rsps.calls if c.request.url.endswith("contacts/custom_fields")][-1]
     assert body_of(post)[0]["name"] == "Telegram ID (bridge)"
 
@@ -1004,6 +1185,22 @@ def test_create_contact(rsps: responses.RequestsMock, adapter: AmoCrmAdapter) ->
     ]
 
 
+@pytest.mark.parametrize(
+    ("title", "name"), [("Telegram Bot", "Telegram Bot 4242"), ("", "Telegram 4242")]
+)
+def test_a_nameless_contact_is_named_by_its_channel(
+    rsps: responses.RequestsMock, adapter: AmoCrmAdapter, title: str, name: str
+) -> None:
+    rsps.post(f"{API}/api/v4/contacts", json=collection("contacts", {"id": 40401636}))
+    draft = ContactDraft(
+        lookup=ContactLookup(identities={"telegram": "4242"}),
+        profile=SenderProfile(),
+        channel_title=title,
+    )
+    adapter.create_contact(draft)
+    assert body_of(rsps.calls[0])[0]["name"] == name
+
+
 def test_create_contact_without_setup_names_the_fix(rsps: responses.RequestsMock) -> None:
     adapter, _ = make_adapter(settings={"subdomain": SUB})
     with pytest.raises(NotReadyError, match="bridge crm setup"):
@@ -1060,7 +1257,7 @@ def entity_draft(**extra: Any) -> EntityDraft:
         "stage": "1001",
         "owner_id": "101",
         "properties": {"utm_source": "ads"},
-        "options": {"timeline": "note", "inbox": False, "channel_title": "Telegram"},
+        "channel_title": "Telegram",
     }
     values.update(extra)
     return EntityDraft(**values)
@@ -1098,6 +1295,14 @@ def test_create_lead_through_complex(rsps: responses.RequestsMock, adapter: AmoC
             "request_id": "conv-1",
         }
     ]
+
+
+def test_a_lead_without_a_channel_title_has_only_the_bridge_tag(
+    rsps: responses.RequestsMock, adapter: AmoCrmAdapter
+) -> None:
+    rsps.post(f"{API}/api/v4/leads/complex", json=[{"id": 900, "request_id": ["conv-1"]}])
+    adapter.create_entity(entity_draft(channel_title=""))
+    assert body_of(rsps.calls[0])[0]["_embedded"]["tags"] == [{"name": "CRM bridge"}]
 
 
 @pytest.mark.parametrize(
@@ -1207,19 +1412,25 @@ def test_note_text_has_sender_channel_time_labels_and_marker_but_no_url(
 
 
 @pytest.mark.parametrize(
-    ("options", "settings", "header"),
+    ("options", "tenant", "header"),
     [
-        # the tenant's zone from the mapping (the core's options), with its abbreviation
+        # the tenant's zone from the mapping (on the entry), with its abbreviation
         (
             {"language": "ru", "timezone": "Europe/Moscow"},
             {},
             "Ann через Telegram · 01.03.2025 12:15 MSK",
         ),
-        # no zone on the entry: the tenant setting
+        # no zone on the entry: the tenant's (CrmAccountInfo.timezone)
         (
-            {"language": "en"},
+            {"language": "en", "timezone": ""},
             {"timezone": "Europe/Berlin"},
             "Ann via Telegram · 2025-03-01 10:15 CET",
+        ),
+        # no language on the entry: the tenant's
+        (
+            {"language": "", "timezone": "Europe/Moscow"},
+            {"language": "ru"},
+            "Ann через Telegram · 01.03.2025 12:15 MSK",
         ),
         # a zone tzdata names only by its offset
         (
@@ -1249,10 +1460,10 @@ def test_note_text_has_sender_channel_time_labels_and_marker_but_no_url(
 def test_note_header_shows_the_time_in_the_tenants_zone(
     rsps: responses.RequestsMock,
     options: dict[str, Any],
-    settings: dict[str, Any],
+    tenant: dict[str, Any],
     header: str,
 ) -> None:
-    adapter, _ = make_adapter(settings={**SETTINGS, **settings})
+    adapter, _ = make_adapter(**tenant)
     rsps.add_callback(responses.POST, NOTES, callback=echo_notes())
     adapter.append_entries([entry(options={"timeline": "note", **options})])
     text = body_of(rsps.calls[0])[0]["params"]["text"]
@@ -1272,6 +1483,24 @@ def test_the_hidden_marker_is_only_zero_width_characters_and_old_markers_still_p
     family = "\U0001f468\u200d\U0001f469\u200d\U0001f467 \u2060\u200b\u200c"
     assert parse_marker(f"head{tag}\n{family}") == (marker_hash("m-1"), 12, T0)
     assert parse_marker(family) is None
+
+
+def test_the_channel_is_named_as_the_core_names_it(
+    rsps: responses.RequestsMock, adapter: AmoCrmAdapter
+) -> None:
+    """``channel_title`` is the channel registry's name; only without it
+    does the note fall back to the channel's kind."""
+    rsps.add_callback(responses.POST, NOTES, callback=echo_notes())
+    adapter.append_entries(
+        [
+            entry("m-1", options={"channel_title": "Telegram (Acme bot)"}),
+            entry("m-2", options={"channel_title": ""}, kind=MessageKind.STICKER),
+        ]
+    )
+    first, second = body_of(rsps.calls[0])
+    assert strip_hidden(first["params"]["text"]).startswith("Ann via Telegram (Acme bot) · ")
+    assert strip_hidden(second["params"]["text"]).startswith("Ann via telegram · ")
+    assert second["params"]["service"] == "CRM bridge · telegram"
 
 
 def test_russian_words_in_notes(rsps: responses.RequestsMock, adapter: AmoCrmAdapter) -> None:
@@ -1453,7 +1682,7 @@ def test_amojo_signature_matches_an_independent_computation() -> None:
 def test_get_requests_are_signed_with_the_md5_of_nothing(
     rsps: responses.RequestsMock,
 ) -> None:
-    adapter, _ = make_adapter(settings=CHAT_SETTINGS)
+    adapter, _ = make_adapter(inbox=True, settings=CHAT_SETTINGS)
     rsps.get(f"{SEND}/chats/conv-1/history", json={"messages": []})
     rsps.post(f"{AMOJO}/v2/origin/custom/{SCOPE}/chats", json={"id": "chat-1"})
     rsps.post(f"{API}/api/v4/contacts/chats", json={})
@@ -1467,7 +1696,7 @@ def test_get_requests_are_signed_with_the_md5_of_nothing(
 
 
 def test_chat_mode_creates_links_then_sends(rsps: responses.RequestsMock) -> None:
-    adapter, _ = make_adapter(settings=CHAT_SETTINGS)
+    adapter, _ = make_adapter(inbox=True, settings=CHAT_SETTINGS)
     rsps.post(
         f"{SEND}/chats",
         json={"id": "chat-1", "user": {"id": "u-1", "client_id": "tg-user-1", "name": "Ann"}},
@@ -1505,7 +1734,7 @@ def test_chat_mode_creates_links_then_sends(rsps: responses.RequestsMock) -> Non
 
 
 def test_unsorted_chat_mode_sends_only_the_message(rsps: responses.RequestsMock) -> None:
-    adapter, _ = make_adapter(settings=CHAT_SETTINGS)
+    adapter, _ = make_adapter(inbox=True, settings=CHAT_SETTINGS)
     rsps.post(SEND, json=sent())
     adapter.append_entries([entry(entity=None, contact_ref=None, options=CHAT)])
     assert [c.request.url for c in rsps.calls] == [SEND]
@@ -1515,7 +1744,7 @@ def test_unsorted_chat_mode_sends_only_the_message(rsps: responses.RequestsMock)
 def test_maybe_written_chat_messages_are_looked_up_in_the_history(
     rsps: responses.RequestsMock,
 ) -> None:
-    adapter, _ = make_adapter(settings=CHAT_SETTINGS)
+    adapter, _ = make_adapter(inbox=True, settings=CHAT_SETTINGS)
     rsps.get(
         f"{SEND}/chats/conv-1/history",
         json={"messages": [{"id": "amojo-7", "ref_id": "m-1", "message": {"text": "Hello"}}]},
@@ -1538,7 +1767,7 @@ def test_maybe_written_chat_messages_are_looked_up_in_the_history(
 
 
 def test_edits_refer_to_the_original_when_named(rsps: responses.RequestsMock) -> None:
-    adapter, _ = make_adapter(settings=CHAT_SETTINGS)
+    adapter, _ = make_adapter(inbox=True, settings=CHAT_SETTINGS)
     rsps.post(SEND, json={"edit_message": {"msgid": "amojo-1"}})
     rsps.post(SEND, json=sent("amojo-2"))
     adapter.append_entries(
@@ -1561,7 +1790,7 @@ def test_edits_refer_to_the_original_when_named(rsps: responses.RequestsMock) ->
 
 
 def test_chat_partial_failure_keeps_what_was_sent(rsps: responses.RequestsMock) -> None:
-    adapter, _ = make_adapter(settings=CHAT_SETTINGS)
+    adapter, _ = make_adapter(inbox=True, settings=CHAT_SETTINGS)
     rsps.post(SEND, json=sent("amojo-1"))
     rsps.post(SEND, status=503)
     with pytest.raises(AmbiguousError) as info:
@@ -1572,7 +1801,7 @@ def test_chat_partial_failure_keeps_what_was_sent(rsps: responses.RequestsMock) 
 
 
 def test_notes_and_chat_together(rsps: responses.RequestsMock) -> None:
-    adapter, _ = make_adapter(settings=CHAT_SETTINGS)
+    adapter, _ = make_adapter(inbox=True, settings=CHAT_SETTINGS)
     rsps.add_callback(responses.POST, NOTES, callback=echo_notes())
     rsps.post(f"{SEND}/chats", json={"id": "chat-1"})
     rsps.post(f"{API}/api/v4/contacts/chats", json={})
@@ -1599,7 +1828,7 @@ def test_notes_and_chat_together(rsps: responses.RequestsMock) -> None:
 def test_chat_mode_before_setup_finished_waits_and_names_the_fix(
     rsps: responses.RequestsMock,
 ) -> None:
-    adapter, _ = make_adapter(settings={**SETTINGS, "inbox": True})
+    adapter, _ = make_adapter(inbox=True)
     with pytest.raises(NotReadyError, match="bridge crm setup") as caught:
         adapter.append_entries([entry(options=CHAT)])
     assert caught.value.nothing_written
@@ -1636,13 +1865,13 @@ def test_live_conversation_in_chat_mode(rsps: responses.RequestsMock) -> None:
     rsps.post(f"{API}/api/v4/contacts/chats", json={})
     rsps.post(SEND, json=sent())
     for i in range(10):
-        adapter, _ = make_adapter(settings=CHAT_SETTINGS)
+        adapter, _ = make_adapter(inbox=True, settings=CHAT_SETTINGS)
         adapter.append_entries([entry(f"m-{i}", sequence=i, options=CHAT)])
     # chat create + link once per process, then one new_message per message
     assert len(rsps.calls) == 10 + 2
     forget_chats()  # a new process (RQ forks a work-horse per job)
     rsps.calls.reset()
-    adapter, _ = make_adapter(settings=CHAT_SETTINGS)
+    adapter, _ = make_adapter(inbox=True, settings=CHAT_SETTINGS)
     adapter.append_entries([entry("m-x", options=CHAT)])
     assert len(rsps.calls) == 3
 
@@ -1655,14 +1884,14 @@ def test_live_chat_mode_is_one_call_per_message_when_the_core_says_it_is_not_new
     rsps.post(SEND, json=sent())
     for i in range(10):
         forget_chats()  # every job in a fresh process
-        adapter, _ = make_adapter(settings=CHAT_SETTINGS)
+        adapter, _ = make_adapter(inbox=True, settings=CHAT_SETTINGS)
         options = {**CHAT, "first_in_conversation": i == 0}
         adapter.append_entries([entry(f"m-{i}", sequence=i, options=options)])
     assert len(rsps.calls) == 10 + 2
     # a retry makes sure of the chat again, whatever the core says
     rsps.calls.reset()
     rsps.get(f"{SEND}/chats/conv-1/history", status=204)
-    adapter, _ = make_adapter(settings=CHAT_SETTINGS)
+    adapter, _ = make_adapter(inbox=True, settings=CHAT_SETTINGS)
     retry = {**CHAT, "first_in_conversation": False}
     adapter.append_entries([entry("m-9", maybe_written=True, options=retry)])
     assert [c.request.url.split("?")[0] for c in rsps.calls] == [
@@ -2114,7 +2343,7 @@ def test_outgoing_hook_signature_is_hmac_sha1_of_the_body() -> None:
 
 @pytest.fixture
 def chat_adapter() -> AmoCrmAdapter:
-    return make_adapter(settings=CHAT_SETTINGS)[0]
+    return make_adapter(inbox=True, settings=CHAT_SETTINGS)[0]
 
 
 def test_signed_chat_hook_passes_and_parses(chat_adapter: AmoCrmAdapter) -> None:
@@ -2204,11 +2433,6 @@ def test_bad_chat_hook_bodies_are_payload_errors(chat_adapter: AmoCrmAdapter, bo
         chat_adapter.parse_webhook(request)
 
 
-def test_route_key_is_the_scope_id() -> None:
-    request = json_request(chat_hook())
-    assert AmoCrmAdapter.route_key(request, SCOPE) == SCOPE
-
-
 # --------------------------------------------------------------------------
 # delivery reports
 # --------------------------------------------------------------------------
@@ -2267,7 +2491,7 @@ def test_report_delivery_for_an_unknown_message(
 def test_report_delivery_in_notes_mode(
     rsps: responses.RequestsMock, language: str, status: DeliveryStatus, expected: str
 ) -> None:
-    adapter, _ = make_adapter(settings={**SETTINGS, "language": language})
+    adapter, _ = make_adapter(language=language)
     rsps.post(NOTES, json=collection("notes", {"id": 7200, "entity_id": 900}))
     adapter.report_delivery(DeliveryReport("note:900:7100", status, error="blocked"))
     (item,) = body_of(rsps.calls[0])
