@@ -14,8 +14,9 @@
   answers the seconds before the next attempt, or ``None``: give up.
 * :class:`Dispatcher` -- first attempts on worker threads (after the API
   answer, as the vendors' queue servers do) or synchronously (control
-  endpoints), and a scheduler thread running retries when due; ``flush()``
-  runs every scheduled retry at once (tests, the demo).
+  endpoints), and a scheduler thread running retries when due on the
+  sandbox clock (a moved clock is noticed within a second); ``flush()`` runs
+  every scheduled retry at once (tests, the demo).
 """
 
 from __future__ import annotations
@@ -258,7 +259,8 @@ class Dispatcher:
         while True:
             with self._cond:
                 while not self._heap or self._heap[0].due > self.now():
-                    timeout = (self._heap[0].due - self.now()) if self._heap else None
+                    # wake at least once a second: the sandbox clock may be moved
+                    timeout = min(self._heap[0].due - self.now(), 1.0) if self._heap else None
                     self._cond.wait(timeout)
                 job = heapq.heappop(self._heap)
             self.submit([job])
