@@ -28,7 +28,7 @@ The run, per CRM:
    with ``Retry-After``, 5 % read timeout, 2 % commit-then-timeout); K
    SIGKILLs of a busy worker and its work-horse; the web process exits just
    before / just after its ingest commit (``BRIDGE_CHAOS_CRASH`` crash points
-   in ``bridge.ingest``: the channel got no 2xx and redelivers); Redis is
+   in ``bridge.pipeline.inbound.accept``: the channel got no 2xx and redelivers); Redis is
    killed (restarted from its AOF) and, separately, wiped (FLUSHALL) — the
    SQL outbox and the sweeper must bring the work back. Operator replies go
    back from the CRM meanwhile. A supervisor restarts a worker that died
@@ -283,7 +283,7 @@ def _amocrm_reply(stack: Stack, state: dict[str, Any], user: int, text: str) -> 
                 user
             ):
                 r = requests.post(
-                    f"{stack.sandbox_url}/amocrm/_chat_reply",
+                    f"{stack.sandbox_url}/amocrm/_reply",
                     json={"contact_id": contact["id"], "text": text},
                     timeout=30,
                 )
@@ -294,7 +294,7 @@ def _amocrm_reply(stack: Stack, state: dict[str, Any], user: int, text: str) -> 
 
 
 def _bitrix24_streams(state: dict[str, Any]) -> Streams:
-    portal = state["portals"][0] if "portals" in state else state
+    portal = state["accounts"][0] if "accounts" in state else state
     out: Streams = defaultdict(list)
     for kind in ("leads", "deals"):
         for entity in portal.get(kind, []):
@@ -313,20 +313,20 @@ def _bitrix24_streams(state: dict[str, Any]) -> Streams:
 
 
 def _bitrix24_reply(stack: Stack, state: dict[str, Any], user: int, text: str) -> int | None:
-    portal = state["portals"][0] if "portals" in state else state
+    portal = state["accounts"][0] if "accounts" in state else state
     chat = next(
         (c for c in portal.get("chats", []) if c.get("external_user_id") == str(user)), None
     )
     if chat is None:
         return None
     r = requests.post(
-        f"{stack.sandbox_url}/bitrix24/_operator_reply",
-        json={"chat_id": chat["external_chat_id"], "text": text},
+        f"{stack.sandbox_url}/bitrix24/_reply",
+        json={"conversation": chat["external_chat_id"], "text": text},
         timeout=30,
     )
     if r.status_code >= 400:
         return None
-    return r.json()["event"]["status"] or 0
+    return r.json()["webhook"]["status"] or 0
 
 
 @dataclass(frozen=True)
@@ -610,7 +610,7 @@ class Nemesis(threading.Thread):
         self.join(timeout=30)
 
 
-#: the sandbox's refusal (``sandbox.faults`` refuse_path), as the bridge
+#: the sandbox's refusal (``sandbox.core.faults`` refuse_path), as the bridge
 #: records it on the failed message
 REFUSED = "not accepting messages"
 
@@ -1111,7 +1111,7 @@ def _send_replies(
 
 def _check_replies(stack: Stack, db: Db, replies: list[dict[str, Any]]) -> dict[str, Any]:
     """Every acknowledged reply reaches the customer exactly once — or is
-    flagged "outcome unknown" for an operator (bridge.delivery never sends
+    flagged "outcome unknown" for an operator (bridge.pipeline.outbound never sends
     such a reply blindly again); nothing else reaches customers."""
     sent = Counter((s["chat_id"], s["text"]) for s in stack.telegram_sent())
     failed = {

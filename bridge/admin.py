@@ -303,21 +303,27 @@ def replay(
     conversation_id: int | None = None,
     tenant_id: int | None = None,
 ) -> int:
-    """Put failed messages back to pending and resume their conversations.
+    """Put failed messages back to pending and resume their conversations;
+    failed follow-ups (a delivery report, an acknowledgement) are due again.
 
     Scope: one message, one conversation, or every failed message (of one
-    tenant). Returns how many messages were requeued.
+    tenant). Returns how many messages and follow-ups were requeued.
     """
     jobs: dict[tuple[str, int], str] = {}
     with rt.transaction() as session:
-        query = select(Message).where(Message.status == "failed")
+        scope = []
         if message_uid:
-            query = query.where(Message.uid == message_uid)
+            scope.append(Message.uid == message_uid)
         if conversation_id:
-            query = query.where(Message.conversation_id == conversation_id)
+            scope.append(Message.conversation_id == conversation_id)
         if tenant_id:
-            query = query.where(Message.tenant_id == tenant_id)
-        failed = list(session.scalars(query))
+            scope.append(Message.tenant_id == tenant_id)
+        failed = list(session.scalars(select(Message).where(Message.status == "failed", *scope)))
+        followups = list(
+            session.scalars(select(Message).where(Message.followup_status == "failed", *scope))
+        )
+        for message in followups:
+            message.followup_status, message.followup_error = "pending", None
         for message in failed:
             # An inbound message claimed before may have been written by an
             # attempt whose answer never came (a crash, a timeout) before the
@@ -330,6 +336,7 @@ def replay(
             if maybe_written:
                 message.claimed_at = None
         touched = {(m.direction, m.conversation_id) for m in failed}
+        touched |= {(_FOLLOWUP[m.direction], m.conversation_id) for m in followups}
         if conversation_id and not failed:
             # Nothing failed there: resume the conversation itself (parked for
             # another reason) -- only if it is the tenant's the caller named.
@@ -337,14 +344,18 @@ def replay(
                 select(Conversation.tenant_id).where(Conversation.id == conversation_id)
             )
             if owner is not None and (not tenant_id or owner == tenant_id):
-                touched = {(outbox.IN, conversation_id), (outbox.OUT, conversation_id)}
+                touched = {(d, conversation_id) for d in (*_FOLLOWUP, *_FOLLOWUP.values())}
         for direction, conv_id in touched:
             job = outbox.unpark(session, conv_id, direction)
             if job:
                 jobs[(direction, conv_id)] = job
     for (direction, conv_id), job in jobs.items():
         enqueue(rt.queues, direction, conv_id, job)
-    return len(failed)
+    return len(failed) + len(followups)
+
+
+#: a message's direction -> the direction of its follow-up work
+_FOLLOWUP = {outbox.IN: outbox.ACK, outbox.OUT: outbox.REPORT}
 
 
 def status(rt, tenant_id: int | None = None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
@@ -359,6 +370,27 @@ def status(rt, tenant_id: int | None = None) -> dict[str, Any]:  # type: ignore[
             .group_by(Message.direction, Message.status)
         ):
             counts[direction][state] = n
+        followups: dict[str, dict[str, int]] = {outbox.ACK: {}, outbox.REPORT: {}}
+        for direction, state, n in session.execute(
+            select(Message.direction, Message.followup_status, func.count())
+            .where(Message.followup_status.is_not(None), *scope)
+            .group_by(Message.direction, Message.followup_status)
+        ):
+            followups[_FOLLOWUP[direction]][state] = n
+        followup_failed = [
+            {
+                "message": m.uid,
+                "conversation": m.conversation_id,
+                "direction": _FOLLOWUP[m.direction],
+                "error": m.followup_error,
+            }
+            for m in session.scalars(
+                select(Message)
+                .where(Message.followup_status == "failed", *scope)
+                .order_by(Message.id)
+                .limit(100)
+            )
+        ]
         outbox_scope = [Outbox.tenant_id == tenant_id] if tenant_id else []
         parked = [
             {
@@ -431,6 +463,8 @@ def status(rt, tenant_id: int | None = None) -> dict[str, Any]:  # type: ignore[
         "parked": parked,
         "backing_off": backing_off,
         "waiting": waiting,
+        "followups": followups,
+        "followup_failed": followup_failed,
         "failed": failed,
     }
 

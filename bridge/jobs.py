@@ -3,19 +3,30 @@
 Jobs are module-level functions that take ids, never payloads (RQ keeps a
 failed job's arguments for a year: no personal data may sit there). They
 are hints: the outbox says what is pending, and the sweeper re-creates a job
-that vanished.
+that vanished. One side effect per job: a conversation's CRM sync, its
+replies' delivery, the channel's acknowledgements of its events, the CRM's
+delivery reports of its replies — each its own outbox work.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import redis
 from rq import Queue
 
-from bridge.outbox import IN
+from bridge.outbox import ACK, IN, OUT, REPORT
 
-__all__ = ["DELIVER_QUEUE", "SYNC_QUEUE", "deliver_conversation", "enqueue", "sync_conversation"]
+__all__ = [
+    "DELIVER_QUEUE",
+    "SYNC_QUEUE",
+    "acknowledge_conversation",
+    "deliver_conversation",
+    "enqueue",
+    "report_conversation",
+    "sync_conversation",
+]
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +36,43 @@ DELIVER_QUEUE = "bridge-deliver"
 
 def sync_conversation(conversation_id: int) -> str:
     """Drain a conversation's inbound messages into the CRM, in order."""
+    from bridge.pipeline.inbound import run_inbound
     from bridge.runtime import get_runtime
-    from bridge.sync import run_inbound
 
     return run_inbound(get_runtime(), conversation_id)
 
 
 def deliver_conversation(conversation_id: int) -> str:
     """Send a conversation's pending replies through its channel, in order."""
-    from bridge.delivery import run_outbound
+    from bridge.pipeline.outbound import run_outbound
     from bridge.runtime import get_runtime
 
     return run_outbound(get_runtime(), conversation_id)
+
+
+def acknowledge_conversation(conversation_id: int) -> str:
+    """Tell the channel its events (button presses) were handled."""
+    from bridge.pipeline.inbound import run_acknowledgements
+    from bridge.runtime import get_runtime
+
+    return run_acknowledgements(get_runtime(), conversation_id)
+
+
+def report_conversation(conversation_id: int) -> str:
+    """Tell the CRM what happened to the conversation's replies."""
+    from bridge.pipeline.outbound import run_reports
+    from bridge.runtime import get_runtime
+
+    return run_reports(get_runtime(), conversation_id)
+
+
+#: direction -> (queue, job): replies and what the customer waits for first
+JOBS: dict[str, tuple[str, Callable[[int], str]]] = {
+    IN: (SYNC_QUEUE, sync_conversation),
+    OUT: (DELIVER_QUEUE, deliver_conversation),
+    ACK: (DELIVER_QUEUE, acknowledge_conversation),
+    REPORT: (SYNC_QUEUE, report_conversation),
+}
 
 
 def enqueue(
@@ -49,12 +85,9 @@ def enqueue(
 ) -> bool:
     """Enqueue a unit of work; False (and a log line) if Redis is away —
     the outbox row stays pending and the sweeper will enqueue it later."""
-    if direction == IN:
-        queue, func = queues[SYNC_QUEUE], sync_conversation
-    else:
-        queue, func = queues[DELIVER_QUEUE], deliver_conversation
+    queue_name, func = JOBS[direction]
     try:
-        queue.enqueue(
+        queues[queue_name].enqueue(
             func,
             conversation_id,
             job_id=job_id,

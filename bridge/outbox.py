@@ -27,8 +27,10 @@ from bridge.model import utcnow
 from bridge.tables import Outbox
 
 __all__ = [
+    "ACK",
     "IN",
     "OUT",
+    "REPORT",
     "backoff",
     "bump",
     "get_or_create",
@@ -41,6 +43,10 @@ __all__ = [
 
 IN = "in"
 OUT = "out"
+#: follow-up work: the channel's acknowledgement of inbound events (a
+#: button press answered), the CRM's delivery report of outbound replies
+ACK = "ack"
+REPORT = "report"
 
 
 def job_id(direction: str, conversation_id: int, version: int, sweep: int = 0) -> str:
@@ -69,7 +75,7 @@ def get_or_create(session: Session, tenant_id: int, conversation_id: int, direct
     return row
 
 
-_KIND = {IN: "sync", OUT: "deliver"}
+_KIND = {IN: "sync", OUT: "deliver", ACK: "acknowledge", REPORT: "report"}
 _WAS_IDLE = Outbox.state == "idle"
 #: built once (see bump): SET expressions read the row's old values
 _BUMP = (

@@ -256,8 +256,12 @@ class Message(Base):
     crm_message_id: Mapped[str | None] = mapped_column(String(128))
     #: ids the channel gave the sent message (parts)
     channel_message_ids: Mapped[list[Any] | None] = mapped_column(Json)
-    #: outbound only: delivery status reported back to the CRM
-    delivery_reported: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: follow-up work once the message landed (its own outbox work): an
+    #: inbound event's acknowledgement to the channel, an outbound reply's
+    #: delivery report to the CRM. None (none due) | pending | done | failed
+    followup_status: Mapped[str | None] = mapped_column(String(16))
+    followup_error: Mapped[str | None] = mapped_column(Text)
+    followup_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
     updated_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), default=_now, onupdate=_now

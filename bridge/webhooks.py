@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from flask import Blueprint, Request, Response, current_app, jsonify, request
 from sqlalchemy import select
 
-from bridge.delivery import accept_crm_events
 from bridge.errors import SignatureError, WebhookError
-from bridge.ingest import AccountRef, accept
 from bridge.model import InboundEvent, WebhookAnswer, WebhookRequest
+from bridge.pipeline.inbound import AccountRef, accept
+from bridge.pipeline.outbound import accept_crm_events
 from bridge.registry import UnknownAdapter, channel_class
 from bridge.tables import ChannelAccount, CrmRoute, Tenant
 from channel_adapters.base import ChannelAdapter

@@ -64,8 +64,8 @@ def _preload() -> None:
     """Import what every job needs once, in the parent: RQ forks a work-horse
     per job, and a horse that imports the adapters (python-telegram-bot...)
     itself spends ~250 ms per job doing so (measured by bench.sync)."""
-    import bridge.delivery  # noqa: F401
-    import bridge.sync  # noqa: F401
+    import bridge.pipeline.inbound  # noqa: F401
+    import bridge.pipeline.outbound  # noqa: F401
     from bridge.registry import UnknownAdapter, channel_class, channel_kinds, crm_class, crm_kinds
 
     for kind in channel_kinds():

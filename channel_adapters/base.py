@@ -65,6 +65,11 @@ class ChannelAdapter(ABC):
 
     # -- the edge: how the provider reaches the bridge -----------------------
 
+    #: True when the channel's receiver drops a repeated send by its
+    #: delivery id (Standard Webhooks' ``webhook-id``): a send whose outcome
+    #: is unknown (a timeout) is simply sent again. False: it is never sent
+    #: blindly twice (an operator decides).
+    idempotent_sends: ClassVar[bool] = False
     #: True when the provider posts every account's deliveries to one URL
     #: (``/webhooks/<kind>/app``: a Meta app's phone numbers): the core
     #: calls :meth:`verify_app` and :meth:`route`, then each named account's

@@ -56,6 +56,16 @@ def _print_status(data: dict[str, Any]) -> None:
     ):
         counts = ", ".join(f"{k} {v}" for k, v in sorted(data["messages"][direction].items()))
         click.echo(f"{label}: {counts or 'none'}")
+    names = {"ack": "acknowledgements to the channel", "report": "delivery reports to the CRM"}
+    for direction, counts in data["followups"].items():
+        if counts:
+            shown = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+            click.echo(f"{names.get(direction, direction)}: {shown}")
+    for f in data["followup_failed"]:
+        click.echo(
+            f"FAILED {names.get(f['direction'], f['direction'])[:-1]} of message {f['message']} "
+            f"(conversation {f['conversation']}): {f['error']}"
+        )
     for w in data["waiting"]:
         click.echo(
             f"WAITING conversation {w['conversation']} ({w['direction']}) until {w['until']}: "
@@ -68,7 +78,7 @@ def _print_status(data: dict[str, Any]) -> None:
             f"FAILED {f['direction']} message {f['message']} (conversation {f['conversation']}, "
             f"seq {f['seq']}, {f['attempts']} attempts): {f['error']}"
         )
-    if data["failed"] or data["parked"]:
+    if data["failed"] or data["parked"] or data["followup_failed"]:
         click.echo(
             "fix the cause, then: bridge replay --message <id> | --conversation <id> | --all"
         )

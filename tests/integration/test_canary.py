@@ -59,9 +59,9 @@ from bench.stack import ROOT, Stack
 from bench.traffic import wait_until
 from bridge import admin
 from bridge.config import Settings
-from sandbox.demo import DEMO_CRMS, Seeded, event_install, oauth_install
 from bridge.runtime import Runtime
 from bridge.tables import ChannelAccount, Tenant
+from sandbox.demo import DEMO_CRMS, Seeded, event_install, oauth_install
 from tests.conftest import POSTGRES_URL, postgres_schema
 
 pytestmark = pytest.mark.integration
@@ -435,16 +435,14 @@ def operator_replies(stack: Stack, crm: str, c: Canaries) -> int:
                 v["values"][0]["value"] == str(CHAT) for v in x.get("custom_fields_values") or []
             )
         )
-        answer = _post(stack, "amocrm/_chat_reply", contact_id=contact["id"], text=c["reply"])
+        answer = _post(stack, "amocrm/_reply", contact_id=contact["id"], text=c["reply"])
         assert answer["webhook"]["status"] == 200, answer
         _post(stack, "amocrm/_note", lead_id=contact["leads"][0], text=f"@client {c['note reply']}")
         return 2
     portal = stack.bitrix24_state()
     chat = next(x for x in portal["chats"] if x["external_user_id"] == str(CHAT))
-    answer = _post(
-        stack, "bitrix24/_operator_reply", chat_id=chat["external_chat_id"], text=c["reply"]
-    )
-    assert answer["event"]["status"] == 200, answer
+    answer = _post(stack, "bitrix24/_reply", conversation=chat["external_chat_id"], text=c["reply"])
+    assert answer["webhook"]["status"] == 200, answer
     return 1
 
 
@@ -581,7 +579,7 @@ def test_no_canary_in_any_log_job_or_status(canary_stack, crm: str) -> None:  # 
     logs = {name: text for name, text in files.items() if not name.startswith("sandbox")}
     assert {"web.log", "worker0.log", "migrate.log", "redis/redis.log"} <= set(logs), sorted(files)
     worker_logs = logs["worker0.log"]
-    assert "bridge.sync" in worker_logs or "bridge.delivery" in worker_logs, worker_logs[-2000:]
+    assert "bridge.pipeline" in worker_logs, worker_logs[-2000:]
 
     leaks = {name: c.found(text) for name, text in {**logs, **outputs}.items()}
     leaks["redis"] = c.found(dump)

@@ -30,10 +30,9 @@ from sqlalchemy import delete, select
 import crm_adapters
 from bridge import admin
 from bridge.errors import AmbiguousError, PermanentError, RetryableError
-from bridge.ingest import accept
 from bridge.model import InboundMessage, MessageKind, SenderProfile
+from bridge.pipeline.inbound import accept, run_inbound
 from bridge.sweeper import sweep_once
-from bridge.sync import run_inbound
 from bridge.tables import (
     ChannelAccount,
     Contact,

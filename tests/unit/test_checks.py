@@ -397,7 +397,7 @@ def _entry(timeline: str) -> TimelineEntry:
         text="hi",
         occurred_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
         contact=CrmRef("contact", "1"),
-        options={"timeline": timeline},
+        timeline=timeline,
     )
 
 

@@ -28,12 +28,11 @@ from bridge.cli import main
 from bridge.config import Settings
 from bridge.crypto import SecretBindingError
 from bridge.errors import PermanentError
-from bridge.ingest import accept
 from bridge.jobs import SYNC_QUEUE
 from bridge.migrate import upgrade
 from bridge.model import InboundMessage, MessageKind, SenderProfile, utcnow
+from bridge.pipeline.inbound import accept, run_inbound
 from bridge.runtime import Runtime, set_runtime
-from bridge.sync import run_inbound
 from bridge.tables import ChannelAccount, Conversation, Message, Outbox, Tenant
 from tests.support import fakes
 from tests.support.harness import HUBSPOT_MAPPING

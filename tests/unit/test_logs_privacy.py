@@ -27,13 +27,12 @@ from sqlalchemy import select
 
 from bridge import admin, create_app
 from bridge.cli import main
-from bridge.delivery import run_outbound
-from bridge.ingest import accept
 from bridge.jobs import DELIVER_QUEUE, SYNC_QUEUE
 from bridge.logs import configure_logging
 from bridge.model import InboundMessage, MessageKind, SenderProfile, utcnow
+from bridge.pipeline.inbound import accept, run_inbound
+from bridge.pipeline.outbound import run_outbound
 from bridge.runtime import set_runtime
-from bridge.sync import run_inbound
 from bridge.tables import Conversation, Message
 from sandbox.telegram import create_app as create_telegram
 from tests.support.harness import (
@@ -306,7 +305,7 @@ def test_no_canary_in_logs_jobs_or_status(world, debug_logging, capsys) -> None:
     assert run_outbound(rt, conversation) == "idle"
 
     # the canaries really went through the pipeline ...
-    hubspot = requests.get(f"{world['hubspot']}/_state", timeout=10).json()["portals"][0]
+    hubspot = requests.get(f"{world['hubspot']}/_state", timeout=10).json()["accounts"][0]
     (contact,) = hubspot["contacts"]
     assert (contact["properties"].get("phone"), contact["properties"].get("email")) == (
         PHONE,

@@ -17,10 +17,9 @@ from sqlalchemy import select, text
 
 import crm_adapters
 from bridge import admin, create_app, outbox
-from bridge.ingest import accept
 from bridge.jobs import SYNC_QUEUE
 from bridge.model import InboundMessage, MessageKind, SenderProfile, utcnow
-from bridge.sync import run_inbound
+from bridge.pipeline.inbound import accept, run_inbound
 from bridge.tables import Conversation, Message, Outbox, Tenant
 from tests.support import fakes
 from tests.support.harness import (
@@ -138,7 +137,7 @@ def test_callback_creates_the_tenant_with_encrypted_credentials(client, rt, sand
     for secret in (issued["access_token"], issued["refresh_token"]):
         assert secret not in raw
     creds = rt.decrypt_tenant_credentials(tenant)
-    assert (creds["access_token"], creds["refresh_token"], creds["account_id"]) == (
+    assert (creds["access_token"], creds["refresh_token"], creds["hub_id"]) == (
         issued["access_token"],
         issued["refresh_token"],
         str(PORTAL_A),
@@ -323,8 +322,8 @@ def test_second_install_reauthorises_and_resumes_auth_parked_work(
     with rt.transaction() as s:
         status = s.scalar(select(Message.status).where(Message.conversation_id == conv_auth))
     assert status == "synced"
-    notes = requests.get(f"{url}/_state", params={"portal_id": PORTAL_A}, timeout=10).json()
-    bodies = [n["properties"].get("hs_note_body", "") for n in notes["portals"][0]["notes"]]
+    notes = requests.get(f"{url}/_state", params={"account": PORTAL_A}, timeout=10).json()
+    bodies = [n["properties"].get("hs_note_body", "") for n in notes["accounts"][0]["notes"]]
     assert any("message 1" in b for b in bodies)
     assert row_counts(rt)["tenants"] == 1
 

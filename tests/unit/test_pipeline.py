@@ -7,17 +7,17 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+import responses
 from rq import Queue
 from sqlalchemy import func, select, update
 
 import crm_adapters
 from bridge import admin, outbox
 from bridge.errors import AmbiguousError, AuthError, NotReadyError, PermanentError, RetryableError
-from bridge.ingest import accept
 from bridge.jobs import SYNC_QUEUE
 from bridge.model import InboundMessage, MessageKind, SenderProfile
+from bridge.pipeline.inbound import accept, run_inbound
 from bridge.sweeper import sweep_once
-from bridge.sync import run_inbound
 from bridge.tables import Contact, ContactMerge, Conversation, Message, Outbox, Tenant
 from tests.support import fakes
 
@@ -265,8 +265,8 @@ def test_a_second_job_for_finished_work_ends_at_once(runtime, tenant, redis_conn
 
 
 def test_closed_entity_then_next_message_opens_a_new_one(runtime, tenant, fake_crm):  # type: ignore[no-untyped-def]
-    from bridge.delivery import accept_crm_events
     from bridge.model import CrmEvent, CrmEventKind, CrmRef
+    from bridge.pipeline.outbound import accept_crm_events
 
     tenant_id, account = tenant
     accept(runtime, account, [msg(1)])
@@ -283,8 +283,8 @@ def test_closed_entity_then_next_message_opens_a_new_one(runtime, tenant, fake_c
 
 
 def test_contact_removed_in_the_crm_is_found_again(runtime, tenant, fake_crm):  # type: ignore[no-untyped-def]
-    from bridge.delivery import accept_crm_events
     from bridge.model import CrmEvent, CrmEventKind, CrmRef
+    from bridge.pipeline.outbound import accept_crm_events
 
     tenant_id, account = tenant
     accept(runtime, account, [msg(1)])
@@ -601,7 +601,7 @@ def test_the_ingest_seam_runs_a_harness_hooks_around_the_commit(runtime, tenant,
     before the commit stores nothing (the channel redelivers), one after
     it has stored the message. Production installs no hook."""
     from bench.chaos_gunicorn import install
-    from bridge.ingest import HOOKS, IngestHooks
+    from bridge.pipeline.inbound.accept import HOOKS, IngestHooks
 
     assert HOOKS == IngestHooks()  # nothing in production
     _, account = tenant
@@ -625,3 +625,119 @@ def test_the_ingest_seam_runs_a_harness_hooks_around_the_commit(runtime, tenant,
     install("before_commit:1,after_commit:0")  # the harness's own spec
     assert len(HOOKS.before_commit) == 1 and HOOKS.after_commit == []
     HOOKS.before_commit.clear()
+
+
+# -- follow-up work: the CRM's delivery report, the channel's acknowledgement ------
+
+
+def _reply(runtime, tenant_id: int, conv_uid: str, external_id: str) -> None:  # type: ignore[no-untyped-def]
+    from bridge.model import CrmEvent, CrmEventKind
+    from bridge.pipeline.outbound import accept_crm_events
+
+    reply = CrmEvent(
+        CrmEventKind.REPLY, external_id, T0, thread_key=conv_uid, text=f"answer {external_id}"
+    )
+    accept_crm_events(runtime, tenant_id, [reply])
+
+
+def _telegram_sends(rsps, n: int) -> None:  # type: ignore[no-untyped-def]
+    for i in range(n):
+        rsps.post(
+            "https://api.telegram.org/bot1:x/sendMessage",
+            json={
+                "ok": True,
+                "result": {"message_id": 100 + i, "date": 1, "chat": {"id": 7, "type": "private"}},
+            },
+        )
+
+
+@responses.activate
+def test_a_delivery_report_is_its_own_work_retried_until_the_crm_has_it(  # type: ignore[no-untyped-def]
+    runtime, tenant, fake_crm, redis_conn
+):
+    """A reply is sent once; reporting it is a separate job: a CRM that
+    fails the report does not hold the reply back, the report is retried
+    (backing off, then resumed) until the CRM has it, exactly once."""
+    from bridge.pipeline.outbound import run_outbound, run_reports
+
+    tenant_id, account = tenant
+    accept(runtime, account, [msg(1)])
+    conv = conversation_id(runtime, account)
+    run_inbound(runtime, conv)
+    with runtime.transaction() as s:
+        uid = s.get(Conversation, conv).uid
+    _reply(runtime, tenant_id, uid, "crm-msg-1")
+    _telegram_sends(responses.mock, 1)
+    fake_crm.fail_next("report_delivery", RetryableError("503"), times=100)
+    assert run_outbound(runtime, conv) == "idle"  # sent, whatever the report does
+    assert len(responses.calls) == 1
+    assert run_reports(runtime, conv) == "backoff"
+    assert admin.status(runtime)["followups"]["report"] == {"pending": 1}
+    assert fake_crm.reports == []
+    fake_crm.faults.clear()
+    with runtime.transaction() as s:  # the backoff is over: the sweeper's turn
+        s.execute(update(Outbox).values(not_before=None, enqueued_at=None))
+    redis_conn.flushdb()
+    sweep_once(runtime)
+    assert Queue(SYNC_QUEUE, connection=redis_conn).job_ids[0].startswith(f"report-{conv}-")
+    assert run_reports(runtime, conv) == "idle"
+    [report] = fake_crm.reports
+    assert (report.crm_message_id, report.status.value) == ("crm-msg-1", "sent")
+    assert admin.status(runtime)["followups"]["report"] == {"done": 1}
+    assert run_reports(runtime, conv) == "idle" and len(fake_crm.reports) == 1
+
+
+@responses.activate
+def test_a_refused_report_is_shown_and_replayed_without_holding_the_others(  # type: ignore[no-untyped-def]
+    runtime, tenant, fake_crm
+):
+    from bridge.pipeline.outbound import run_outbound, run_reports
+
+    tenant_id, account = tenant
+    accept(runtime, account, [msg(1)])
+    conv = conversation_id(runtime, account)
+    run_inbound(runtime, conv)
+    with runtime.transaction() as s:
+        uid = s.get(Conversation, conv).uid
+    _reply(runtime, tenant_id, uid, "crm-msg-1")
+    _reply(runtime, tenant_id, uid, "crm-msg-2")
+    _telegram_sends(responses.mock, 2)
+    assert run_outbound(runtime, conv) == "idle"
+    fake_crm.fail_next("report_delivery", PermanentError("message not found in the CRM"))
+    assert run_reports(runtime, conv) == "idle"
+    assert [r.crm_message_id for r in fake_crm.reports] == ["crm-msg-2"]
+    report = admin.status(runtime)
+    assert report["followups"]["report"] == {"done": 1, "failed": 1}
+    [failed] = report["followup_failed"]
+    assert failed["direction"] == "report" and failed["error"] == "message not found in the CRM"
+    assert admin.replay(runtime, conversation_id=conv) == 1
+    assert run_reports(runtime, conv) == "idle"
+    assert sorted(r.crm_message_id for r in fake_crm.reports) == ["crm-msg-1", "crm-msg-2"]
+
+
+def test_a_button_press_is_acknowledged_as_its_own_work(  # type: ignore[no-untyped-def]
+    runtime, tenant, fake_crm, monkeypatch
+):
+    """Once a button press is in the CRM, the channel is told (Telegram's
+    answerCallbackQuery) by its own job; a failing answer is retried there
+    and never touches the CRM sync."""
+    from bridge.pipeline.inbound import run_acknowledgements
+    from channel_adapters.telegram import TelegramAdapter
+
+    answered: list[str | None] = []
+    failures = [RetryableError("flood")]
+
+    def acknowledge(self, message):  # type: ignore[no-untyped-def]
+        if failures:
+            raise failures.pop()
+        answered.append(message.callback_id)
+
+    monkeypatch.setattr(TelegramAdapter, "acknowledge", acknowledge)
+    _, account = tenant
+    accept(runtime, account, [msg(1, kind=MessageKind.CALLBACK, callback_id="cb-1")])
+    conv = conversation_id(runtime, account)
+    assert run_inbound(runtime, conv) == "idle"
+    assert answered == []  # not in the sync job
+    assert run_acknowledgements(runtime, conv) == "idle"  # retried in the job
+    assert answered == ["cb-1"]
+    assert admin.status(runtime)["followups"]["ack"] == {"done": 1}

@@ -26,10 +26,9 @@ from sqlalchemy import select
 from bridge import admin, create_app
 from bridge.config import Settings
 from bridge.errors import AuthError
-from bridge.ingest import accept
 from bridge.model import InboundMessage, MessageKind, SenderProfile, utcnow
+from bridge.pipeline.inbound import accept, run_inbound
 from bridge.runtime import Runtime
-from bridge.sync import run_inbound
 from bridge.tables import Conversation, Message, Outbox, Tenant
 from tests.support.harness import (
     HUBSPOT_MAPPING,
@@ -257,13 +256,13 @@ def test_refused_refresh_parks_conversations_without_losing_messages(
     )
     from crm_adapters.hubspot import HubSpotAdapter
 
-    creds = HubSpotAdapter.exchange_code(
-        hubspot_app(url),
+    installed = HubSpotAdapter.exchange_code(
+        rt.crm_app("hubspot"),
         code=grant.json()["code"],
         redirect_uri="http://bridge.test/cb",
         http=rt.http(url),
     )
-    assert admin.reauthorize(rt, tenant_id, creds) == 1
+    assert admin.reauthorize(rt, tenant_id, installed.credentials) == 1
     admin.setup_crm(rt, tenant_id)
     assert run_inbound(rt, conversation) == "idle"
     with rt.transaction() as s:

@@ -36,21 +36,23 @@ from bridge.errors import (
     NotReadyError,
     PermanentError,
     RetryableError,
-    SkippableError,
 )
+from bridge.jobs import enqueue
 from bridge.locks import ConversationLock
 from bridge.model import (
     ContactDraft,
     ContactLookup,
     CrmRef,
     EntityDraft,
-    InboundMessage,
     MessageKind,
     SenderProfile,
     TaskDraft,
     TimelineEntry,
     utcnow,
 )
+from bridge.pipeline.drain import Drained, LeaseLost, Parked, run_drain
+from bridge.pipeline.followup import due
+from bridge.pipeline.retry import backoff_until, call_with_retries, retry_delay
 from bridge.registry import channel_class
 from bridge.rows import attachment_from_dict, aware, profile_from_payload
 from bridge.tables import (
@@ -63,15 +65,6 @@ from bridge.tables import (
     Tenant,
 )
 from bridge.templates import render, render_all
-from bridge.worksteps import (
-    Drained,
-    LeaseLost,
-    Parked,
-    backoff_until,
-    call_with_retries,
-    retry_delay,
-    run_drain,
-)
 from mappings import ChannelRule, MappingConfig, MappingError
 
 __all__ = ["run_inbound"]
@@ -845,23 +838,25 @@ class InboundSync:
 
     def _record(self, batch: list[Message], results: dict[str, Any], snap: _Snapshot) -> None:
         done = [m for m in batch if m.uid in results]
+        acks: list[str] = []
         with self.rt.transaction() as session:
             for message in done:
-                session.execute(
-                    update(Message)
-                    .where(Message.id == message.id)
-                    .values(
-                        status="synced",
-                        last_error=None,
-                        crm_refs=[[r.kind, r.id] for r in results[message.uid]],
-                    )
-                )
+                row = session.get(Message, message.id)
+                assert row is not None
+                row.status, row.last_error = "synced", None
+                row.crm_refs = [[r.kind, r.id] for r in results[message.uid]]
+                if row.kind == MessageKind.CALLBACK.value:
+                    # a button press is answered once it is in the CRM: its
+                    # own follow-up work, retried until the channel has it
+                    job = due(session, row, outbox.ACK)
+                    acks += [job] if job else []
         self.synced += len(done)
+        for job in acks:
+            enqueue(self.rt.queues, outbox.ACK, self.conversation_id, job)
         contact = snap.contact.crm_contact_id
         if done and contact and snap.conversation.crm_contact_id != contact:
             self._update(Conversation, snap.conversation.id, crm_contact_id=contact)
             snap.conversation.crm_contact_id = contact
-        self._acknowledge(snap, [m for m in done if m.kind == MessageKind.CALLBACK.value])
 
     def _keep_progress(
         self,
@@ -889,18 +884,6 @@ class InboundSync:
             replace(e, written=_refs(by_uid[e.bridge_id].crm_refs)) if e.bridge_id in kept else e
             for e in entries
         ]
-
-    def _acknowledge(self, snap: _Snapshot, callbacks: list[Message]) -> None:
-        """Answer button presses after they are in the CRM (best effort: the
-        press is recorded whatever happens to the answer)."""
-        if not callbacks:
-            return
-        channel = self.rt.channel_adapter(snap.account)
-        for message in callbacks:
-            try:
-                channel.acknowledge(_inbound(snap, message))
-            except (RetryableError, PermanentError, SkippableError) as exc:
-                log.info("acknowledge %s skipped: %s", message.uid, type(exc).__name__)
 
     def _entry(
         self,
@@ -1049,18 +1032,3 @@ def _survivor(session: Session, contact_id: int) -> Contact:
             break
         contact = nxt
     return contact
-
-
-def _inbound(snap: _Snapshot, message: Message) -> InboundMessage:
-    payload = message.payload or {}
-    return InboundMessage(
-        channel_kind=snap.account.kind,
-        external_id=message.dedupe_key,
-        external_user_id="",
-        external_thread_id=snap.conversation.external_thread_id,
-        kind=MessageKind(message.kind),
-        sent_at=aware(message.sent_at),
-        text=message.text,
-        provider_message_id=payload.get("provider_message_id"),
-        callback_id=payload.get("callback_id"),
-    )

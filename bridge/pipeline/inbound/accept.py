@@ -177,7 +177,7 @@ def _store_message(
             "provider_seq": message.sequence,
             "status": "pending",
             "attempts": 0,
-            "delivery_reported": False,
+            "followup_attempts": 0,
             "created_at": now,
             "updated_at": now,
         },

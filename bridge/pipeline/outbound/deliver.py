@@ -1,0 +1,193 @@
+"""The outbound pipeline's job: a conversation's replies sent through its
+channel, one by one, in order, exactly once.
+
+Most channels have no "did you already send this?" lookup (Telegram has
+none), so a reply whose send may have happened (a read timeout, a job
+killed mid-send) is never sent blindly again: it is marked ``failed`` as
+"outcome unknown" and the conversation waits for an operator (``bridge
+replay``). A channel whose receiver drops a repeated delivery by its id
+(``ChannelAdapter.idempotent_sends``) is simply sent again. Exactly once
+means no duplicate reaches the customer; nothing is dropped silently. What
+happened is then reported to the CRM as its own follow-up work
+(:mod:`bridge.pipeline.outbound.report`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from sqlalchemy import select, update
+
+from bridge import outbox
+from bridge.errors import AmbiguousError, AuthError, PermanentError, RetryableError
+from bridge.jobs import enqueue
+from bridge.locks import ConversationLock
+from bridge.model import OutboundMessage, SendResult, utcnow
+from bridge.pipeline.drain import Drained, LeaseLost, Parked, run_drain
+from bridge.pipeline.followup import due
+from bridge.pipeline.retry import backoff_until, call_with_retries, send_with_retries
+from bridge.rows import attachment_from_dict, aware
+from bridge.tables import ChannelAccount, Conversation, Message, Outbox, Tenant
+
+__all__ = ["run_outbound"]
+
+log = logging.getLogger(__name__)
+
+
+def run_outbound(runtime, conversation_id: int) -> str:  # type: ignore[no-untyped-def]
+    job = OutboundDelivery(runtime, conversation_id)
+    outcome = run_drain(runtime, outbox.OUT, conversation_id, job.drain_once)
+    log.info("deliver conversation=%s outcome=%s sent=%d", conversation_id, outcome, job.sent)
+    return outcome
+
+
+class OutboundDelivery:
+    def __init__(self, runtime, conversation_id: int) -> None:  # type: ignore[no-untyped-def]
+        self.rt = runtime
+        self.settings = runtime.settings
+        self.conversation_id = conversation_id
+        self.sent = 0
+
+    def drain_once(self, lock: ConversationLock) -> Drained | Parked | None:
+        loaded = self._load()
+        if isinstance(loaded, (Drained, Parked)):
+            return loaded
+        message, conversation, tenant, account = loaded
+        if message.status == "failed":
+            return self._park(f"reply {message.uid} failed: {message.last_error}")
+        if tenant.status == "disabled":
+            return self._park(f"tenant disabled: {tenant.status_reason or ''}")
+        if account.status != "active":
+            # nothing was sent: the reply waits, visible, until the channel
+            # is connected again (`bridge replay` then sends it)
+            return self._park(f"channel account {account.id} is {account.status}")
+        channel = self.rt.channel_adapter(account)
+        if message.status == "in_flight":
+            fresh = utcnow() - dt.timedelta(seconds=self.settings.lock_ttl / 2)
+            if message.claimed_at and aware(message.claimed_at) > fresh:
+                raise LeaseLost
+        if message.status == "in_flight" and not channel.idempotent_sends:
+            self._finish(
+                message,
+                "failed",
+                "delivery outcome unknown: the send was interrupted; "
+                "check the chat, then `bridge replay` to send again",
+            )
+            return self._park(f"reply {message.uid}: outcome unknown")
+        if lock.lost.is_set():
+            raise LeaseLost
+        with self.rt.transaction() as session:
+            session.execute(
+                update(Message)
+                .where(Message.id == message.id)
+                .values(status="in_flight", claimed_at=utcnow(), attempts=Message.attempts + 1)
+            )
+        outbound = OutboundMessage(
+            bridge_id=message.uid,
+            external_thread_id=conversation.external_thread_id,
+            text=message.text,
+            attachments=tuple(
+                attachment_from_dict(a) for a in (message.payload or {}).get("attachments", [])
+            ),
+        )
+        try:
+            if channel.idempotent_sends:
+                # the receiver drops a repeat by the delivery's id: send again
+                result: SendResult = call_with_retries(self.settings, channel.send, outbound)
+            else:
+                result = send_with_retries(self.settings, channel.send, outbound)
+        except AmbiguousError as exc:
+            if channel.idempotent_sends:
+                return self._back_off(message, exc)
+            self._finish(message, "failed", f"delivery outcome unknown: {exc.message}")
+            return self._park(f"reply {message.uid}: outcome unknown")
+        except RetryableError as exc:
+            return self._back_off(message, exc)
+        except (PermanentError, AuthError) as exc:
+            reason = exc.message or type(exc).__name__
+            self._finish(message, "failed", reason, report=True)
+            return self._park(f"reply {message.uid} failed: {reason}")
+        self._sent(message, result)
+        return None
+
+    def _load(
+        self,
+    ) -> tuple[Message, Conversation, Tenant, ChannelAccount] | Drained | Parked:
+        with self.rt.transaction() as session:
+            row = session.scalars(
+                select(Outbox).where(
+                    Outbox.conversation_id == self.conversation_id, Outbox.direction == outbox.OUT
+                )
+            ).first()
+            if row is None or row.state == "parked":
+                return Parked("parked" if row else "no-work")
+            message = session.scalars(
+                select(Message)
+                .where(
+                    Message.conversation_id == self.conversation_id,
+                    Message.direction == outbox.OUT,
+                    Message.status.in_(("pending", "in_flight", "failed")),
+                )
+                .order_by(Message.seq)
+                .limit(1)
+            ).first()
+            if message is None:
+                return Drained(row.version)
+            conversation = session.get(Conversation, self.conversation_id)
+            assert conversation is not None
+            account = session.get(ChannelAccount, conversation.channel_account_id)
+            tenant = session.get(Tenant, conversation.tenant_id)
+            assert account is not None and tenant is not None
+            if account.tenant_id != tenant.id or message.tenant_id != tenant.id:
+                raise PermanentError("tenant mismatch between conversation and its rows")
+            return message, conversation, tenant, account
+
+    def _sent(self, message: Message, result: SendResult) -> None:
+        """Sent: recorded with the channel's ids, and its delivery report
+        due to the CRM (its own work), in one transaction."""
+        with self.rt.transaction() as session:
+            row = session.get(Message, message.id)
+            assert row is not None
+            row.status, row.last_error = "sent", None
+            row.channel_message_ids = list(result.external_ids)
+            job = due(session, row, outbox.REPORT) if row.crm_message_id else None
+            if result.new_thread_id:
+                session.execute(
+                    update(Conversation)
+                    .where(Conversation.id == self.conversation_id)
+                    .values(external_thread_id=result.new_thread_id)
+                )
+        self.sent += 1
+        self._enqueue_report(job)
+
+    def _finish(self, message: Message, status: str, error: str, *, report: bool = False) -> None:
+        with self.rt.transaction() as session:
+            row = session.get(Message, message.id)
+            assert row is not None
+            row.status, row.last_error = status, error[:2000]
+            job = due(session, row, outbox.REPORT) if report and row.crm_message_id else None
+        self._enqueue_report(job)
+
+    def _enqueue_report(self, job: str | None) -> None:
+        if job:
+            enqueue(self.rt.queues, outbox.REPORT, self.conversation_id, job)
+
+    def _back_off(self, message: Message, exc: RetryableError) -> Parked:
+        with self.rt.transaction() as session:
+            session.execute(
+                update(Message).where(Message.id == message.id).values(status="pending")
+            )
+            outbox.backoff(
+                session,
+                self.conversation_id,
+                outbox.OUT,
+                backoff_until(self.settings, exc),
+                f"retrying: {exc.message}",
+            )
+        return Parked("backoff")
+
+    def _park(self, reason: str) -> Parked:
+        with self.rt.transaction() as session:
+            outbox.park(session, self.conversation_id, outbox.OUT, reason[:2000])
+        return Parked("parked")

@@ -1,0 +1,34 @@
+"""The outbound pipeline's last step: the CRM told what happened to a rep's
+reply (sent, or failed and why), as its own follow-up work, retried until
+the CRM has it (:mod:`bridge.pipeline.followup`)."""
+
+from __future__ import annotations
+
+from bridge import outbox
+from bridge.model import DeliveryReport, DeliveryStatus
+from bridge.pipeline.followup import FollowupItem, run_followups
+
+__all__ = ["DeliveryReports", "run_reports"]
+
+
+class DeliveryReports:
+    """The CRM's delivery report of each sent or failed reply."""
+
+    direction = outbox.REPORT
+    message_direction = outbox.OUT
+
+    def perform(self, runtime, item: FollowupItem) -> None:  # type: ignore[no-untyped-def]
+        message = item.message
+        failed = message.status == "failed"
+        report = DeliveryReport(
+            crm_message_id=str(message.crm_message_id),
+            status=DeliveryStatus.FAILED if failed else DeliveryStatus.SENT,
+            error=message.last_error if failed else None,
+            crm_thread_id=(message.payload or {}).get("crm_thread_id"),
+        )
+        runtime.crm_adapter(item.tenant).report_delivery(report)
+
+
+def run_reports(runtime, conversation_id: int) -> str:  # type: ignore[no-untyped-def]
+    """Report the conversation's replies' outcomes to the CRM, in order."""
+    return run_followups(runtime, conversation_id, DeliveryReports())
