@@ -383,7 +383,7 @@ def _message_line(text: str) -> str:
 
 
 def _bitrix24_portal(state: dict[str, Any]) -> dict[str, Any]:
-    return state["portals"][0] if "portals" in state else state
+    return state["accounts"][0] if "accounts" in state else state
 
 
 def check_bitrix24(

@@ -242,7 +242,7 @@ class _Record:
 
 def _hubspot_record(base: str, page: Page, name: str) -> _Record:
     data = requests.get(f"{base}/sandbox/hubspot/_state", timeout=10).json()
-    for portal in data["portals"]:
+    for portal in data["accounts"]:
         found = [c for c in portal["contacts"] if c["properties"].get("firstname") == name]
         if found:
             break
@@ -265,7 +265,7 @@ def _hubspot_record(base: str, page: Page, name: str) -> _Record:
 
 def _amocrm_record(base: str, page: Page, name: str) -> _Record:
     subdomain = page.evaluate("document.body.dataset.amocrmSubdomain")
-    data = requests.get(f"{base}/sandbox/amocrm/_state", params={"subdomain": subdomain},
+    data = requests.get(f"{base}/sandbox/amocrm/_state", params={"account": subdomain},
                         timeout=10).json()
     [account] = data["accounts"]
     found = [c for c in account["contacts"] if c["name"] == name and not c["is_deleted"]]
@@ -285,9 +285,9 @@ def _amocrm_record(base: str, page: Page, name: str) -> _Record:
 
 def _bitrix24_record(base: str, page: Page, name: str) -> _Record:
     domain = page.evaluate("document.body.dataset.bitrix24Portal")
-    data = requests.get(f"{base}/sandbox/bitrix24/_state", params={"portal": domain},
+    data = requests.get(f"{base}/sandbox/bitrix24/_state", params={"account": domain},
                         timeout=10).json()
-    [portal] = data["portals"]
+    [portal] = data["accounts"]
     found = [c for c in portal["contacts"] if c["fields"]["NAME"] == name]
     assert found, f"no Bitrix24 contact {name!r} yet"
     [contact] = found
@@ -404,7 +404,7 @@ def _hubspot_note(base: str, name: str, html: str) -> None:
     app = requests.get(f"{hubspot}/_config", timeout=10).json()["app"]
     [(portal_id, contact_id)] = [
         (p["portal_id"], c["id"])
-        for p in requests.get(f"{hubspot}/_state", timeout=10).json()["portals"]
+        for p in requests.get(f"{hubspot}/_state", timeout=10).json()["accounts"]
         for c in p["contacts"] if c["properties"].get("firstname") == name]
     redirect = "http://localhost/callback"
     code = requests.post(f"{hubspot}/_install", json={

@@ -13,7 +13,7 @@ in both ways a tenant can connect Bitrix24:
   returns the credentials; ``setup()`` binds the events to the receiver and
   registers the Open Lines connector; customer messages go to the chat and
   the timeline; an operator reply is fired by the sandbox's
-  ``/_operator_reply`` as ``OnImConnectorMessageAdd``.
+  ``/_reply`` as ``OnImConnectorMessageAdd``.
 
 The sandbox's "changes made through the API fire events too" switch is off
 (the suite expects exactly the operator's event). Payloads are the
@@ -83,7 +83,7 @@ T0 = dt.datetime(2025, 3, 1, 9, 0, tzinfo=dt.UTC)
 
 class B24Vendor:
     """Reads the sandbox's ``GET /_state`` and acts as a person in Bitrix24
-    through its control API (``/_operator_reply``, ``/_lead_status``, …)."""
+    through its control API (``/_reply``, ``/_lead_status``, …)."""
 
     def __init__(self, base_url: str, bucket: LocalBucket, bucket_key: str) -> None:
         self.base_url = base_url
@@ -93,10 +93,10 @@ class B24Vendor:
 
     def portal(self) -> dict[str, Any]:
         response = requests.get(
-            f"{self.base_url}/_state", params={"portal": DEMO_DOMAIN}, timeout=10
+            f"{self.base_url}/_state", params={"account": DEMO_DOMAIN}, timeout=10
         )
         response.raise_for_status()
-        (portal,) = response.json()["portals"]
+        (portal,) = response.json()["accounts"]
         return portal
 
     def control(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -185,7 +185,7 @@ class B24Vendor:
 
     def fire_reply(self, contact: CrmRef, text: str) -> None:
         conversation = self.conversation_of(self.entity_of_contact(contact))
-        self.control("/_operator_reply", {"chat_id": conversation, "text": text})
+        self.control("/_reply", {"conversation": conversation, "text": text})
 
     def delivery_status(self, crm_message_id: str) -> str | None:
         chat_id, _, message_id = crm_message_id.partition(":")

@@ -47,13 +47,13 @@ class HubSpotVendor:
 
     def state(self) -> dict[str, Any]:
         response = requests.get(
-            f"{self.base_url}/_state", params={"portal_id": PORTAL_ID}, timeout=10
+            f"{self.base_url}/_state", params={"account": PORTAL_ID}, timeout=10
         )
         response.raise_for_status()
         return response.json()
 
     def portal(self) -> dict[str, Any]:
-        (portal,) = self.state()["portals"]
+        (portal,) = self.state()["accounts"]
         return portal
 
     def seed_contact(self, *, name: str, phone: str | None = None, email: str | None = None) -> str:
@@ -107,7 +107,7 @@ class HubSpotVendor:
 
     def setup_fingerprint(self) -> Hashable:
         state = self.state()
-        portal = state["portals"][0]
+        portal = state["accounts"][0]
         properties = tuple(
             sorted(
                 (object_type, prop["name"])

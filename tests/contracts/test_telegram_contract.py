@@ -215,7 +215,7 @@ class TestTelegramContract(ChannelAdapterContract):
     # -- Telegram specifics over the same wire --------------------------------
 
     def test_setwebhook_registered_our_secret_and_kinds(self, vendor, secret):
-        (bot,) = [b for b in vendor.control("GET", "/_state")["bots"] if b["webhook"]]
+        (bot,) = [b for b in vendor.control("GET", "/_state")["accounts"] if b["webhook"]]
         assert bot["webhook"]["has_secret_token"] is True
         assert bot["webhook"]["allowed_updates"] == ["message", "edited_message", "callback_query"]
         assert bot["webhook"]["max_connections"] == 40
@@ -258,7 +258,7 @@ class TestTelegramContract(ChannelAdapterContract):
         (msg,) = adapter.parse(vendor.receiver.requests[-1])
         assert (msg.kind, msg.text, msg.external_thread_id) == (MessageKind.CALLBACK, "yes", thread)
         adapter.acknowledge(msg)
-        answers = vendor.control("GET", "/_state")["bots"][0]["callback_answers"]
+        answers = vendor.control("GET", "/_state")["accounts"][0]["callback_answers"]
         assert [a["callback_query_id"] for a in answers] == [msg.callback_id]
         adapter.acknowledge(msg)  # a second answer is "query is too old": ignored
 

@@ -258,7 +258,7 @@ def _json_docs(out: str) -> list[Any]:
 
 
 def _portal(demo: ReadmeDemo, portal_id: int) -> dict[str, Any]:
-    return demo.state("hubspot", portal_id=str(portal_id))["portals"][0]
+    return demo.state("hubspot", account=str(portal_id))["accounts"][0]
 
 
 def _customer_message_landed(demo: ReadmeDemo, out: str) -> None:
@@ -275,7 +275,7 @@ def _customer_message_landed(demo: ReadmeDemo, out: str) -> None:
 
 
 def _state_shows_the_customer(demo: ReadmeDemo, out: str) -> None:
-    portal = next(p for p in _json(out)["portals"] if p["portal_id"] == 62515)
+    portal = next(p for p in _json(out)["accounts"] if p["portal_id"] == 62515)
     anna = [c for c in portal["contacts"] if c["properties"].get("firstname") == "Anna"]
     # the README names Anna's contact id in a fresh demo
     assert [c["id"] for c in anna] == ["100001"], portal["contacts"]
@@ -351,7 +351,7 @@ def _amocrm_install_link(demo: ReadmeDemo, out: str) -> None:
 
 def _webhook_tenant(demo: ReadmeDemo, out: str) -> None:
     assert re.search(r"^tenant acme-b24 created \(id \d+\)", out, re.M), out
-    users = demo.state("bitrix24")["portals"][0]["users"]
+    users = demo.state("bitrix24")["accounts"][0]["users"]
     names = {f"{u['NAME']} {u['LAST_NAME']}" for u in users}
     listed = {line.split("\t")[1] for line in out.splitlines() if line.count("\t") == 2}
     assert names and names <= listed, out
@@ -364,7 +364,7 @@ def _bitrix24_install_link(demo: ReadmeDemo, out: str) -> None:
 
 def _bot_connected(demo: ReadmeDemo, out: str) -> None:
     assert re.search(r"^Telegram connected as channel account \d+; webhook registered$", out, re.M)
-    bots = {b["token"]: b for b in demo.state("telegram")["bots"]}
+    bots = {b["token"]: b for b in demo.state("telegram")["accounts"]}
     webhook = bots[BOT_TOKEN]["webhook"]
     assert webhook is not None and webhook["url"].startswith(f"{demo.base}/webhooks/telegram/")
     assert webhook["has_secret_token"]

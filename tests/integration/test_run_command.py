@@ -37,7 +37,7 @@ def _state(run: DemoRun) -> dict[str, Any]:
     data = run.sandbox(run.crm, "/_state").json()
     if run.crm == "amocrm":
         return data
-    return data["portals"][0]
+    return data["accounts"][0]
 
 
 def _report(run: DemoRun, expected: dict[int, list[str]]) -> traffic.Report:
@@ -91,13 +91,14 @@ def _reply(run: DemoRun, user: int) -> dict[str, Any]:
         account = traffic._amocrm_account(state)
         contact = next(c for c in account["contacts"] if c["name"] == f"User{user}")
         body = {"contact_id": contact["id"], "text": "Hi, yes we do!"}
-        return run.sandbox("amocrm", "/_chat_reply", json=body).json()["webhook"]
+        return run.sandbox("amocrm", "/_reply", json=body).json()["webhook"]
     mine = f"u{user} "  # bench.traffic.message_text
     chat = next(
         c for c in state["chats"] if any(mine in str(m.get("text")) for m in c["messages"])
     )
-    body = {"portal": state["domain"], "chat_id": chat["external_chat_id"], "text": "Hi, yes!"}
-    return run.sandbox("bitrix24", "/_operator_reply", json=body).json()["event"]
+    body = {"account": state["domain"], "conversation": chat["external_chat_id"],
+            "text": "Hi, yes!"}
+    return run.sandbox("bitrix24", "/_reply", json=body).json()["webhook"]
 
 
 @pytest.mark.parametrize("crm", RUNS, ids=[f"{i}-{c}" for i, c in enumerate(RUNS)])

@@ -88,7 +88,7 @@ def test_50_users_20_messages_in_the_chat_then_replies_both_ways(make_stack_once
         for c in account["contacts"]
         if any(v["values"][0]["value"] == str(user) for v in c.get("custom_fields_values") or [])
     )
-    answer = _post(stack, "_chat_reply", contact_id=contact["id"], text="Здравствуйте! / Hello!")
+    answer = _post(stack, "_reply", contact_id=contact["id"], text="Здравствуйте! / Hello!")
     assert answer["webhook"]["status"] == 200
     assert wait_until(lambda: len(stack.telegram_sent()) == 1, timeout=30)
     assert [(s["chat_id"], s["text"]) for s in stack.telegram_sent()] == [

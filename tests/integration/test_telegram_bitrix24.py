@@ -82,11 +82,11 @@ def test_50_users_20_messages_in_comments_and_open_lines_then_replies(make_stack
     chat = _chat_of(portal, user)
     answer = _post(
         stack,
-        "_operator_reply",
-        chat_id=chat["external_chat_id"],
+        "_reply",
+        conversation=chat["external_chat_id"],
         text="Здравствуйте!\n[b]Hello[/b]",
     )
-    assert answer["event"]["status"] == 200
+    assert answer["webhook"]["status"] == 200
     assert wait_until(lambda: len(stack.telegram_sent()) == 1, timeout=30)
     [sent] = stack.telegram_sent()
     assert (sent["chat_id"], sent["text"]) == (user, "Здравствуйте!\nHello")
