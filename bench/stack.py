@@ -415,27 +415,27 @@ class Stack:
     def amocrm_state(self) -> dict[str, Any]:
         subdomain = self.seeded.account if self.seeded else None
         r = requests.get(
-            f"{self.sandbox_url}/amocrm/_state", params={"subdomain": subdomain}, timeout=30
+            f"{self.sandbox_url}/amocrm/_state", params={"account": subdomain}, timeout=30
         )
         r.raise_for_status()
         return r.json()
 
     def bitrix24_state(self, *, full: bool = False) -> dict[str, Any]:
-        """The demo portal's state (``portals[0]`` of the sandbox's ``_state``;
+        """The demo portal's state (``accounts[0]`` of the sandbox's ``_state``;
         ``full``: the whole dump, event deliveries included)."""
         r = requests.get(f"{self.sandbox_url}/bitrix24/_state", timeout=30)
         r.raise_for_status()
         data = r.json()
-        return data if full or "portals" not in data else data["portals"][0]
+        return data if full or "accounts" not in data else data["accounts"][0]
 
     def hubspot_state(self) -> dict[str, Any]:
         portal = self.seeded.account if self.seeded else None
         r = requests.get(
-            f"{self.sandbox_url}/hubspot/_state", params={"portal_id": portal}, timeout=30
+            f"{self.sandbox_url}/hubspot/_state", params={"account": portal}, timeout=30
         )
         r.raise_for_status()
         data = r.json()
-        return data["portals"][0] if "portals" in data else data
+        return data["accounts"][0] if "accounts" in data else data
 
     def telegram_sent(self, chat_id: int | None = None) -> list[dict[str, Any]]:
         params = {"chat_id": chat_id} if chat_id is not None else {}
