@@ -113,6 +113,7 @@ class AmoCrmSettings:
     )
     marker_style: str = setting(
         "hidden",
-        help="hidden | visible: how notes and tasks carry the bridge's marker "
-        "(visible where amoCRM drops zero-width characters)",
+        help="how notes and tasks carry the bridge's marker (visible where amoCRM "
+        "drops zero-width characters, UNCONFIRMED whether it does)",
+        choices=("hidden", "visible"),
     )

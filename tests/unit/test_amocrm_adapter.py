@@ -63,7 +63,7 @@ from bridge.model import (
     TimelineEntry,
     WebhookRequest,
 )
-from bridge.schema import fields_of, load, secret_names
+from bridge.schema import SettingsError, fields_of, load, secret_names
 from crm_adapters import REGISTRY
 from crm_adapters.amocrm import AmoCrmAdapter
 from crm_adapters.amocrm.chats import body_signature, rfc2822, sign_request
@@ -411,6 +411,9 @@ def test_settings_are_declared_with_help_and_secrets_marked() -> None:
         "hidden",
     )
     assert AmoCrmApp().channel_title == "CRM bridge"
+    # a typo is refused with the values it may take, not taken for the default
+    with pytest.raises(SettingsError, match="hidden, visible"):
+        load(AmoCrmSettings, {"marker_style": "visibel"}, strict=True)
 
 
 def test_settings_stored_by_an_earlier_version_still_load() -> None:
