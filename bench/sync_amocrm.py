@@ -189,7 +189,7 @@ class AmoCrmBench(CrmBench):
             "chat_per_second": None,  # the sandbox does not limit the amojo host
         }
         self.window_s = float(DEFAULTS["rate_window_s"])
-        bucket = api_rate({})  # the tenant's rate_per_second unset
+        bucket = api_rate()  # the tenant's rate_per_second unset
         args.bucket = bucket
         return {
             "sandbox_limit": args.sandbox_limit,

@@ -8,7 +8,8 @@ to retry, park or skip::
     ├── RetryableError(retry_after=None)   transient: 5xx, 429, timeouts, connection resets
     │   ├── AmbiguousError                 the far side may have committed (read timeout
     │   │                                  after the request was sent): look up before retrying
-    │   └── NotReadyError                  the account's setup has not finished yet: wait
+    │   ├── NotReadyError                  the account's setup has not finished yet: wait
+    │   └── PartlySentError                a split reply went out in part: send the rest
     ├── PermanentError                     a 4xx that will fail the same way again
     │   └── NotFoundError                  the referenced remote object does not exist
     ├── AuthError                          credentials rejected/expired beyond refresh:
@@ -32,6 +33,7 @@ __all__ = [
     "ConfigError",
     "NotFoundError",
     "NotReadyError",
+    "PartlySentError",
     "PayloadError",
     "PermanentError",
     "RetryableError",
@@ -87,6 +89,26 @@ class NotReadyError(RetryableError):
     def __init__(self, message: str = "", *, retry_after: float | None = None) -> None:
         super().__init__(message, retry_after=retry_after)
         self.nothing_written = True
+
+
+class PartlySentError(RetryableError):
+    """A reply split into parts went out in part: ``sent_ids`` (the
+    channel's ids of the parts delivered, in order) went out, and the next
+    part was refused before it ran (flood control): the rest can be sent
+    after ``retry_after`` (``OutboundMessage.sent_parts``)."""
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        sent_ids: tuple[str, ...],
+        new_thread_id: str | None = None,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message, retry_after=retry_after, status=status)
+        self.sent_ids = sent_ids
+        self.new_thread_id = new_thread_id
 
 
 class AmbiguousError(RetryableError):

@@ -230,6 +230,9 @@ class OutboundMessage:
     text: str = ""
     attachments: tuple[Attachment, ...] = ()
     reply_to: str | None = None
+    #: the channel's ids of the parts an earlier attempt delivered (a split
+    #: reply refused part-way, ``PartlySentError``): send only the rest
+    sent_parts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

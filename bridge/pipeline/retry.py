@@ -14,20 +14,21 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from tenacity import (
     RetryCallState,
     Retrying,
-    retry_if_exception,
     retry_if_exception_type,
     stop_after_attempt,
 )
 
 from bridge.config import Settings
-from bridge.errors import AmbiguousError, RetryableError
-from bridge.model import utcnow
+from bridge.errors import AmbiguousError, PartlySentError, RetryableError
+from bridge.model import OutboundMessage, SendResult, utcnow
 
 __all__ = [
     "backoff_until",
@@ -75,18 +76,40 @@ def backoff_until(settings: Settings, error: RetryableError) -> dt.datetime:
     return utcnow() + dt.timedelta(seconds=delay)
 
 
-def _sendable(exc: BaseException) -> bool:
-    # Never repeat a send that may have gone out.
-    return isinstance(exc, RetryableError) and not isinstance(exc, AmbiguousError)
-
-
-def send_with_retries(settings: Settings, fn: Callable[..., T], *args: Any) -> T:
-    """Like :func:`call_with_retries` for a send to a customer: an
-    ``AmbiguousError`` (it may have gone out) is never repeated here."""
-    retrying = Retrying(
-        retry=retry_if_exception(_sendable),
-        stop=stop_after_attempt(max(1, settings.retry_attempts)),
-        wait=wait_for(settings),
-        reraise=True,
-    )
-    return retrying(fn, *args)
+def send_with_retries(
+    settings: Settings,
+    send: Callable[[OutboundMessage], SendResult],
+    message: OutboundMessage,
+    *,
+    resend_ambiguous: bool = False,
+    on_partial: Callable[[PartlySentError], None] | None = None,
+) -> SendResult:
+    """Send ``message`` with in-job retries. A reply refused part-way
+    (``PartlySentError``) goes on from the first part not sent, after the
+    channel's ``retry_after``; ``on_partial`` records the parts sent first,
+    so no later attempt sends them again. An ``AmbiguousError`` (it may have
+    gone out) is never repeated, unless ``resend_ambiguous`` (the receiver
+    drops repeats by the delivery's id)."""
+    attempt = 0
+    while True:
+        try:
+            return send(message)
+        except PartlySentError as exc:
+            if on_partial is not None:
+                on_partial(exc)
+            message = replace(
+                message,
+                sent_parts=exc.sent_ids,
+                external_thread_id=exc.new_thread_id or message.external_thread_id,
+            )
+            error: RetryableError = exc
+        except AmbiguousError as exc:
+            if not resend_ambiguous:
+                raise
+            error = exc
+        except RetryableError as exc:
+            error = exc
+        attempt += 1
+        if attempt >= max(1, settings.retry_attempts):
+            raise error
+        time.sleep(retry_delay(settings, attempt, error))

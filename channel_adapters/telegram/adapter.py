@@ -5,8 +5,7 @@ from __future__ import annotations
 import hmac
 import re
 import secrets
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -14,6 +13,7 @@ from bridge.errors import (
     AmbiguousError,
     BridgeError,
     ConfigError,
+    PartlySentError,
     PermanentError,
     RetryableError,
     SignatureError,
@@ -61,13 +61,10 @@ class TelegramAdapter(ChannelAdapter):
     #: setWebhook.allowed_updates: exactly the kinds parse() turns into messages
     allowed_updates: ClassVar[tuple[str, ...]] = HANDLED_UPDATES
     max_connections: ClassVar[int] = 40
-    #: seconds of flood-control waits one reply may spend between its parts
-    max_part_wait: ClassVar[float] = 15.0
 
     def __init__(self, account: ChannelAccountInfo, http: HttpClient | None = None) -> None:
         super().__init__(account, http)
         self.api = BotApi(self.http, account.credentials, self.send_rate)
-        self.sleep: Callable[[float], None] = time.sleep
 
     def __repr__(self) -> str:
         return f"<TelegramAdapter account={self.account.id} bot_id={self.api.bot_id}>"
@@ -142,42 +139,39 @@ class TelegramAdapter(ChannelAdapter):
     # -- outbound -----------------------------------------------------------
 
     def send(self, message: OutboundMessage) -> SendResult:
-        """Send the text (split at 4096 UTF-16 units) and attachments in order.
+        """Send the text (split at 4096 UTF-16 units) and attachments in order,
+        after the parts an earlier attempt sent (``message.sent_parts``).
 
         ``migrate_to_chat_id`` is followed once (``SendResult.new_thread_id``).
-        Once a part is out, a flood-control refusal of a later part is waited
-        out (up to ``max_part_wait`` seconds per reply: the job cannot resume
-        mid-reply); any other failure after a part went out raises
-        :class:`PartialSendError` (an ``AmbiguousError``) with ``sent_ids``.
+        Once a part is out, flood control refusing a later part (nothing of
+        it ran) is :class:`bridge.errors.PartlySentError` with the ids sent
+        and Telegram's ``retry_after``: the core waits and sends the rest
+        (its one retry module); any other failure after a part went out
+        raises :class:`PartialSendError` (an ``AmbiguousError``) with
+        ``sent_ids``.
         """
         steps = plan(message)
         chat_id = message.external_thread_id
         new_thread: str | None = None
-        sent: list[str] = []
-        budget = self.max_part_wait
-
-        def send_part(method: str, params: dict[str, Any]) -> Any:
-            nonlocal budget, chat_id, new_thread
-            while True:
-                try:
-                    result, moved = self._call_in_chat(method, params, chat_id, new_thread is None)
-                except RetryableError as exc:
-                    pause = _flood_wait(exc)
-                    if not sent or pause is None or pause > budget:
-                        raise  # before the first part: the job retries the reply
-                    budget -= pause
-                    self.sleep(pause)
-                    continue
-                if moved is not None:
-                    new_thread = chat_id = moved
-                return result
-
+        sent: list[str] = list(message.sent_parts)
         for index, (method, params) in enumerate(steps):
+            if index < len(message.sent_parts):
+                continue  # delivered by an earlier attempt
             try:
-                result = send_part(method, params)
+                result, moved = self._call_in_chat(method, params, chat_id, new_thread is None)
             except BridgeError as exc:
                 if not sent:
-                    raise
+                    raise  # nothing went out: the job retries the whole reply
+                pause = _flood_wait(exc) if isinstance(exc, RetryableError) else None
+                if pause is not None:
+                    raise PartlySentError(
+                        f"part {index + 1}/{len(steps)} refused by flood control after "
+                        f"{len(sent)} sent",
+                        sent_ids=tuple(sent),
+                        new_thread_id=new_thread,
+                        retry_after=pause,
+                        status=exc.status,
+                    ) from None
                 raise PartialSendError(
                     f"part {index + 1}/{len(steps)} failed after {len(sent)} sent: {exc.message}",
                     sent_ids=tuple(sent),
@@ -185,6 +179,8 @@ class TelegramAdapter(ChannelAdapter):
                     retry_after=getattr(exc, "retry_after", None),
                     status=exc.status,
                 ) from None
+            if moved is not None:
+                new_thread = chat_id = moved
             message_id = result.get("message_id") if isinstance(result, dict) else None
             if not isinstance(message_id, int) or isinstance(message_id, bool):
                 # it went out (ok: true) but we cannot tell which message it is

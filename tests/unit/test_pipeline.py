@@ -5,6 +5,7 @@ script (integration tests use the real adapters against the sandbox)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 import responses
@@ -559,9 +560,7 @@ def test_a_contact_created_anew_in_the_crm_is_first_in_its_conversation_again(  
     [old] = list(fake_crm.contacts)
     fake_crm.contacts.clear()  # deleted in the CRM ...
     with runtime.transaction() as s:  # ... which the CRM's webhook told us
-        s.execute(
-            update(Contact).values(crm_contact_id=None, crm_state=None, crm_owner_id=None)
-        )
+        s.execute(update(Contact).values(crm_contact_id=None, crm_state=None, crm_owner_id=None))
     accept(runtime, account, [msg(4)])
     run_inbound(runtime, conv)
     [new] = list(fake_crm.contacts)
@@ -741,3 +740,56 @@ def test_a_button_press_is_acknowledged_as_its_own_work(  # type: ignore[no-unty
     assert run_acknowledgements(runtime, conv) == "idle"  # retried in the job
     assert answered == ["cb-1"]
     assert admin.status(runtime)["followups"]["ack"] == {"done": 1}
+
+
+@responses.activate
+def test_a_reply_refused_part_way_goes_on_from_the_first_part_not_sent(  # type: ignore[no-untyped-def]
+    runtime, tenant, fake_crm
+):
+    """A long reply split into parts meets flood control at part 2: the
+    core's retry waits, records part 1, and sends only part 2 — no part
+    twice; with its budget spent, the next job goes on from part 2 too."""
+    from bridge.pipeline.outbound import run_outbound
+
+    tenant_id, account = tenant
+    accept(runtime, account, [msg(1)])
+    conv = conversation_id(runtime, account)
+    run_inbound(runtime, conv)
+    with runtime.transaction() as s:
+        uid = s.get(Conversation, conv).uid
+    from bridge.model import CrmEvent, CrmEventKind
+    from bridge.pipeline.outbound import accept_crm_events
+
+    long_text = "a" * 4096 + "b" * 10
+    accept_crm_events(
+        runtime,
+        tenant_id,
+        [CrmEvent(CrmEventKind.REPLY, "crm-1", T0, thread_key=uid, text=long_text)],
+    )
+    sent = "https://api.telegram.org/bot1:x/sendMessage"
+    ok = {
+        "ok": True,
+        "result": {"message_id": 101, "date": 1, "chat": {"id": 7, "type": "private"}},
+    }
+    flood = {
+        "ok": False,
+        "error_code": 429,
+        "description": "Too Many Requests: retry after 1",
+        "parameters": {"retry_after": 1},
+    }
+    responses.post(sent, json=ok)
+    for _ in range(runtime.settings.retry_attempts):  # more than one job's budget
+        responses.post(sent, json=flood, status=429)
+    assert run_outbound(runtime, conv) == "backoff"
+    with runtime.transaction() as s:
+        [reply] = s.scalars(select(Message).where(Message.direction == "out")).all()
+        assert (reply.status, reply.channel_message_ids) == ("pending", ["101"])
+    responses.post(sent, json={**ok, "result": {**ok["result"], "message_id": 102}})
+    with runtime.transaction() as s:
+        s.execute(update(Outbox).values(not_before=None))
+    assert run_outbound(runtime, conv) == "idle"
+    texts = [json.loads(c.request.body)["text"][0] for c in responses.calls]
+    assert texts[0] == "a" and set(texts[1:]) == {"b"}  # part 1 once, then only part 2
+    with runtime.transaction() as s:
+        [reply] = s.scalars(select(Message).where(Message.direction == "out")).all()
+        assert (reply.status, reply.channel_message_ids) == ("sent", ["101", "102"])

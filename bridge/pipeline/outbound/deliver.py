@@ -20,13 +20,19 @@ import logging
 from sqlalchemy import select, update
 
 from bridge import outbox
-from bridge.errors import AmbiguousError, AuthError, PermanentError, RetryableError
+from bridge.errors import (
+    AmbiguousError,
+    AuthError,
+    PartlySentError,
+    PermanentError,
+    RetryableError,
+)
 from bridge.jobs import enqueue
 from bridge.locks import ConversationLock
 from bridge.model import OutboundMessage, SendResult, utcnow
 from bridge.pipeline.drain import Drained, LeaseLost, Parked, run_drain
 from bridge.pipeline.followup import due
-from bridge.pipeline.retry import backoff_until, call_with_retries, send_with_retries
+from bridge.pipeline.retry import backoff_until, send_with_retries
 from bridge.rows import attachment_from_dict, aware
 from bridge.tables import ChannelAccount, Conversation, Message, Outbox, Tenant
 
@@ -90,13 +96,18 @@ class OutboundDelivery:
             attachments=tuple(
                 attachment_from_dict(a) for a in (message.payload or {}).get("attachments", [])
             ),
+            # parts an earlier attempt delivered (a reply refused part-way)
+            sent_parts=tuple(str(i) for i in message.channel_message_ids or ()),
         )
         try:
-            if channel.idempotent_sends:
+            result = send_with_retries(
+                self.settings,
+                channel.send,
+                outbound,
                 # the receiver drops a repeat by the delivery's id: send again
-                result: SendResult = call_with_retries(self.settings, channel.send, outbound)
-            else:
-                result = send_with_retries(self.settings, channel.send, outbound)
+                resend_ambiguous=channel.idempotent_sends,
+                on_partial=lambda exc: self._partly_sent(message, exc),
+            )
         except AmbiguousError as exc:
             if channel.idempotent_sends:
                 return self._back_off(message, exc)
@@ -168,6 +179,22 @@ class OutboundDelivery:
             row.status, row.last_error = status, error[:2000]
             job = due(session, row, outbox.REPORT) if report and row.crm_message_id else None
         self._enqueue_report(job)
+
+    def _partly_sent(self, message: Message, exc: PartlySentError) -> None:
+        """Keep the parts that went out (and a moved thread): no attempt,
+        this job's or a later one's, sends them again."""
+        with self.rt.transaction() as session:
+            session.execute(
+                update(Message)
+                .where(Message.id == message.id)
+                .values(channel_message_ids=list(exc.sent_ids))
+            )
+            if exc.new_thread_id:
+                session.execute(
+                    update(Conversation)
+                    .where(Conversation.id == self.conversation_id)
+                    .values(external_thread_id=exc.new_thread_id)
+                )
 
     def _enqueue_report(self, job: str | None) -> None:
         if job:
