@@ -1105,7 +1105,10 @@ def test_the_app_serves_no_other_webhook(world: World) -> None:
         ("/oauth/<crm>/install", "GET"),  # only redirects to the CRM
         ("/openapi.json", "GET"),
         ("/readyz", "GET"),
+        ("/webhooks/<kind>/<key>", "GET"),  # the adapter's handshake (405 where none)
         ("/webhooks/<kind>/<key>", "POST"),
+        ("/webhooks/<kind>/app", "GET"),  # app-routed channels only (404 otherwise)
+        ("/webhooks/<kind>/app", "POST"),
         ("/webhooks/crm/<crm>/<key>", "POST"),
         ("/webhooks/crm/<crm>/install", "POST"),
         ("/webhooks/crm/<crm>/route/<route_key>", "POST"),
@@ -1115,6 +1118,7 @@ def test_the_app_serves_no_other_webhook(world: World) -> None:
         "/webhooks/crm/{crm}/install",
         "/webhooks/crm/{crm}/route/{route_key}",
         "/webhooks/crm/{crm}/{key}",
+        "/webhooks/{kind}/app",
         "/webhooks/{kind}/{key}",
     ], posts
 
