@@ -72,8 +72,8 @@ with :func:`json_object`.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Hashable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -196,7 +196,8 @@ class Vendor:
     faults: FaultPlan
 
     @property
-    def lock(self) -> threading.RLock:  # pragma: no cover - every vendor overrides it
+    def lock(self) -> AbstractContextManager[Any]:
+        """The vendor state's (re-entrant) lock."""
         raise NotImplementedError
 
     # -- accounts (/_state) --------------------------------------------------------------

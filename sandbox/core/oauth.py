@@ -58,7 +58,7 @@ class Rejected(Exception):
 @dataclass
 class Code:
     value: str
-    account: Hashable
+    account: Any  # the vendor's account key (portal id, account id, domain)
     user_id: int
     client_id: str
     scopes: list[str]
@@ -73,7 +73,7 @@ class Family:
     """One install's chain of refresh tokens and the access tokens they gave."""
 
     id: str
-    account: Hashable
+    account: Any  # the vendor's account key (portal id, account id, domain)
     user_id: int
     client_id: str
     scopes: list[str]
@@ -86,7 +86,7 @@ class Family:
 @dataclass
 class AccessToken:
     token: str
-    account: Hashable
+    account: Any  # the vendor's account key (portal id, account id, domain)
     user_id: int
     client_id: str
     scopes: list[str]
@@ -100,7 +100,7 @@ class AccessToken:
 class RefreshToken:
     token: str
     family: str
-    account: Hashable
+    account: Any  # the vendor's account key (portal id, account id, domain)
     user_id: int
     client_id: str
     scopes: list[str]
@@ -115,7 +115,7 @@ class TokenFormat:
     expires_at, grant)`` and ``refresh()`` return fresh values."""
 
     code: Callable[[], str]
-    access: Callable[[Hashable, int, float, str], str]
+    access: Callable[[Any, int, float, str], str]
     refresh: Callable[[], str]
 
 

@@ -82,8 +82,9 @@ def install(app: Flask, *, route: Callable[[], str | None],
     (default ``"POST /path"``; a vendor whose route is a method name may drop
     the HTTP method).
     """
-    stats = RequestStats(with_detail=detail is not None,
-                         **({"label": label} if label is not None else {}))
+    stats = RequestStats(with_detail=detail is not None)
+    if label is not None:
+        stats.label = label
     app.extensions[EXTENSION] = stats
 
     @app.after_request
