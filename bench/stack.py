@@ -278,8 +278,8 @@ class Stack:
     def seed(self) -> Any:
         """Install the demo tenant through OAuth and connect the demo bot."""
         from bridge.config import Settings
-        from sandbox.demo import seed
         from bridge.runtime import Runtime
+        from sandbox.demo import seed
 
         runtime = Runtime(Settings.from_env(self.env()))
         try:

@@ -21,9 +21,13 @@ from bridge.tables import (
     ChannelAccount,
     Conversation,
     CrmRoute,
+    FollowupStatus,
     Message,
+    MessageStatus,
     Outbox,
+    OutboxState,
     Tenant,
+    TenantStatus,
 )
 
 __all__ = [
@@ -67,7 +71,7 @@ def create_tenant(
             webhook_key=new_key(),
             settings=public,
             mapping=mapping,
-            status="active",
+            status=TenantStatus.ACTIVE,
         )
         session.add(tenant)
         session.flush()
@@ -278,12 +282,14 @@ def reauthorize(
         tenant = session.get(Tenant, tenant_id, with_for_update=True)
         assert tenant is not None
         rt.replace_tenant_credentials(tenant, credentials)
-        tenant.status, tenant.status_reason = "active", None
+        tenant.status, tenant.status_reason = TenantStatus.ACTIVE, None
         if settings:
             store_settings(rt, tenant, settings)
         parked = list(
             session.scalars(
-                select(Outbox).where(Outbox.tenant_id == tenant_id, Outbox.state == "parked")
+                select(Outbox).where(
+                    Outbox.tenant_id == tenant_id, Outbox.state == OutboxState.PARKED
+                )
             )
         )
         for row in parked:
@@ -318,12 +324,16 @@ def replay(
             scope.append(Message.conversation_id == conversation_id)
         if tenant_id:
             scope.append(Message.tenant_id == tenant_id)
-        failed = list(session.scalars(select(Message).where(Message.status == "failed", *scope)))
+        failed = list(
+            session.scalars(select(Message).where(Message.status == MessageStatus.FAILED, *scope))
+        )
         followups = list(
-            session.scalars(select(Message).where(Message.followup_status == "failed", *scope))
+            session.scalars(
+                select(Message).where(Message.followup_status == FollowupStatus.FAILED, *scope)
+            )
         )
         for message in followups:
-            message.followup_status, message.followup_error = "pending", None
+            message.followup_status, message.followup_error = FollowupStatus.PENDING, None
         for message in failed:
             # An inbound message claimed before may have been written by an
             # attempt whose answer never came (a crash, a timeout) before the
@@ -331,7 +341,7 @@ def replay(
             # attempt looks it up before writing (found by the outbox state
             # machine test: replay after crash + refusal wrote it twice).
             maybe_written = message.direction == outbox.IN and (message.attempts or 0) > 0
-            message.status = "in_flight" if maybe_written else "pending"
+            message.status = MessageStatus.IN_FLIGHT if maybe_written else MessageStatus.PENDING
             message.attempts, message.last_error = 0, None
             if maybe_written:
                 message.claimed_at = None
@@ -386,7 +396,7 @@ def status(rt, tenant_id: int | None = None) -> dict[str, Any]:  # type: ignore[
             }
             for m in session.scalars(
                 select(Message)
-                .where(Message.followup_status == "failed", *scope)
+                .where(Message.followup_status == FollowupStatus.FAILED, *scope)
                 .order_by(Message.id)
                 .limit(100)
             )
@@ -399,7 +409,9 @@ def status(rt, tenant_id: int | None = None) -> dict[str, Any]:  # type: ignore[
                 "reason": row.reason,
             }
             for row in session.scalars(
-                select(Outbox).where(Outbox.state == "parked", *outbox_scope).order_by(Outbox.id)
+                select(Outbox)
+                .where(Outbox.state == OutboxState.PARKED, *outbox_scope)
+                .order_by(Outbox.id)
             )
         ]
         waiting = [
@@ -411,7 +423,11 @@ def status(rt, tenant_id: int | None = None) -> dict[str, Any]:  # type: ignore[
             }
             for row in session.scalars(
                 select(Outbox)
-                .where(Outbox.state == "pending", Outbox.not_before.is_not(None), *outbox_scope)
+                .where(
+                    Outbox.state == OutboxState.PENDING,
+                    Outbox.not_before.is_not(None),
+                    *outbox_scope,
+                )
                 .order_by(Outbox.id)
                 .limit(100)
             )
@@ -419,7 +435,9 @@ def status(rt, tenant_id: int | None = None) -> dict[str, Any]:  # type: ignore[
         backing_off = session.scalar(
             select(func.count())
             .select_from(Outbox)
-            .where(Outbox.state == "pending", Outbox.not_before.is_not(None), *outbox_scope)
+            .where(
+                Outbox.state == OutboxState.PENDING, Outbox.not_before.is_not(None), *outbox_scope
+            )
         )
         failed = [
             {
@@ -432,7 +450,7 @@ def status(rt, tenant_id: int | None = None) -> dict[str, Any]:  # type: ignore[
             }
             for m in session.scalars(
                 select(Message)
-                .where(Message.status == "failed", *scope)
+                .where(Message.status == MessageStatus.FAILED, *scope)
                 .order_by(Message.id)
                 .limit(100)
             )

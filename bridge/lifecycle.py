@@ -22,6 +22,7 @@ from bridge.errors import BridgeError
 from bridge.jobs import enqueue
 from bridge.tables import (
     ChannelAccount,
+    ChannelStatus,
     Contact,
     ContactIdentity,
     ContactMerge,
@@ -30,7 +31,9 @@ from bridge.tables import (
     IgnoredEventRow,
     Message,
     Outbox,
+    OutboxState,
     Tenant,
+    TenantStatus,
 )
 
 __all__ = [
@@ -160,11 +163,11 @@ def tenant_detail(rt, tenant_id: int, *, reveal: bool = False) -> dict[str, Any]
     return detail
 
 
-def set_tenant_status(rt, tenant_id: int, status: str, reason: str | None = None) -> int:  # type: ignore[no-untyped-def]
+def set_tenant_status(rt, tenant_id: int, status: TenantStatus, reason: str | None = None) -> int:  # type: ignore[no-untyped-def]
     """``disabled`` parks the tenant's work as it comes up; ``active``
     resumes every conversation parked because of the tenant's status.
     Returns how many conversations were resumed."""
-    if status not in ("active", "disabled"):
+    if status not in (TenantStatus.ACTIVE, TenantStatus.DISABLED):
         raise ValueError("a tenant is active or disabled")
     jobs = []
     with rt.transaction() as session:
@@ -172,9 +175,11 @@ def set_tenant_status(rt, tenant_id: int, status: str, reason: str | None = None
         if tenant is None:
             raise LookupError(f"no tenant with id {tenant_id}")
         tenant.status, tenant.status_reason = status, reason
-        if status == "active":
+        if status == TenantStatus.ACTIVE:
             parked = session.scalars(
-                select(Outbox).where(Outbox.tenant_id == tenant_id, Outbox.state == "parked")
+                select(Outbox).where(
+                    Outbox.tenant_id == tenant_id, Outbox.state == OutboxState.PARKED
+                )
             )
             for row in list(parked):
                 if (row.reason or "").startswith("tenant"):
@@ -188,7 +193,7 @@ def set_tenant_status(rt, tenant_id: int, status: str, reason: str | None = None
 
 def _stop_webhooks(rt, tenant_id: int | None = None, account_id: int | None = None) -> list[str]:  # type: ignore[no-untyped-def]
     """Ask each provider to stop posting (best effort): what failed."""
-    query = select(ChannelAccount).where(ChannelAccount.status == "active")
+    query = select(ChannelAccount).where(ChannelAccount.status == ChannelStatus.ACTIVE)
     if tenant_id is not None:
         query = query.where(ChannelAccount.tenant_id == tenant_id)
     if account_id is not None:
@@ -216,7 +221,7 @@ def disconnect_channel(rt, account_id: int) -> list[str]:  # type: ignore[no-unt
         session.execute(
             update(ChannelAccount)
             .where(ChannelAccount.id == account_id)
-            .values(status="disconnected", credentials=None)
+            .values(status=ChannelStatus.DISCONNECTED, credentials=None)
         )
     from bridge.webhooks import reset_cache
 

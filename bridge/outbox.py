@@ -24,7 +24,7 @@ from sqlalchemy import String, bindparam, case, cast, insert, select, update
 from sqlalchemy.orm import Session
 
 from bridge.model import utcnow
-from bridge.tables import Outbox
+from bridge.tables import Outbox, OutboxState
 
 __all__ = [
     "ACK",
@@ -66,7 +66,7 @@ def get_or_create(session: Session, tenant_id: int, conversation_id: int, direct
             tenant_id=tenant_id,
             conversation_id=conversation_id,
             direction=direction,
-            state="idle",
+            state=OutboxState.IDLE,
             version=0,
             sweeps=0,
         )
@@ -76,7 +76,7 @@ def get_or_create(session: Session, tenant_id: int, conversation_id: int, direct
 
 
 _KIND = {IN: "sync", OUT: "deliver", ACK: "acknowledge", REPORT: "report"}
-_WAS_IDLE = Outbox.state == "idle"
+_WAS_IDLE = Outbox.state == OutboxState.IDLE
 #: built once (see bump): SET expressions read the row's old values
 _BUMP = (
     update(Outbox)
@@ -86,7 +86,7 @@ _BUMP = (
     )
     .values(
         version=Outbox.version + 1,
-        state=case((_WAS_IDLE, "pending"), else_=Outbox.state),
+        state=case((_WAS_IDLE, OutboxState.PENDING), else_=Outbox.state),
         reason=case((_WAS_IDLE, None), else_=Outbox.reason),
         not_before=case((_WAS_IDLE, None), else_=Outbox.not_before),
         enqueued_at=case((_WAS_IDLE, bindparam("b_now")), else_=Outbox.enqueued_at),
@@ -132,7 +132,7 @@ def bump(session: Session, tenant_id: int, conversation_id: int, direction: str)
             "tenant_id": tenant_id,
             "conversation_id": conversation_id,
             "direction": direction,
-            "state": "pending",
+            "state": OutboxState.PENDING,
             "version": 1,
             "sweeps": 0,
             "enqueued_at": now,
@@ -156,9 +156,9 @@ def mark_idle(session: Session, conversation_id: int, direction: str, version: i
             Outbox.conversation_id == conversation_id,
             Outbox.direction == direction,
             Outbox.version == version,
-            Outbox.state.in_(("pending", "idle")),
+            Outbox.state.in_((OutboxState.PENDING, OutboxState.IDLE)),
         )
-        .values(state="idle", reason=None, not_before=None)
+        .values(state=OutboxState.IDLE, reason=None, not_before=None)
     )
     return result.rowcount == 1  # type: ignore[attr-defined]  # CursorResult
 
@@ -167,7 +167,7 @@ def park(session: Session, conversation_id: int, direction: str, reason: str) ->
     session.execute(
         update(Outbox)
         .where(Outbox.conversation_id == conversation_id, Outbox.direction == direction)
-        .values(state="parked", reason=reason)
+        .values(state=OutboxState.PARKED, reason=reason)
     )
 
 
@@ -178,7 +178,7 @@ def backoff(
     session.execute(
         update(Outbox)
         .where(Outbox.conversation_id == conversation_id, Outbox.direction == direction)
-        .values(state="pending", not_before=until, reason=reason, enqueued_at=until)
+        .values(state=OutboxState.PENDING, not_before=until, reason=reason, enqueued_at=until)
     )
 
 
@@ -188,7 +188,7 @@ def waiting(session: Session, tenant_id: int) -> list[tuple[str, int]]:
     rows = session.execute(
         select(Outbox.direction, Outbox.conversation_id).where(
             Outbox.tenant_id == tenant_id,
-            Outbox.state == "pending",
+            Outbox.state == OutboxState.PENDING,
             Outbox.not_before.is_not(None),
         )
     )
@@ -205,7 +205,7 @@ def unpark(session: Session, conversation_id: int, direction: str) -> str | None
     if row is None:
         return None
     row.version += 1
-    row.state = "pending"
+    row.state = OutboxState.PENDING
     row.reason = None
     row.not_before = None
     row.enqueued_at = utcnow()

@@ -29,6 +29,7 @@ from bridge.queue import EmbeddedRedis, connect, queues
 from bridge.ratelimit import RedisTokenBucket
 from bridge.registry import channel_class, crm_class
 from bridge.schema import load
+from bridge.tables import TenantStatus
 from channel_adapters.base import ChannelAdapter
 from crm_adapters.base import CrmAdapter
 from mappings import MappingConfig, MappingError, MappingStore
@@ -249,9 +250,7 @@ class Runtime:
     def channel_app(self, kind: str) -> Any:
         """The deployment's app settings for channel ``kind``, read through
         the adapter's ``App`` schema."""
-        return load(
-            channel_class(kind).App, self.settings.apps.get(kind), where=f"{kind} app"
-        )
+        return load(channel_class(kind).App, self.settings.apps.get(kind), where=f"{kind} app")
 
     def channel_adapter(self, account: tables.ChannelAccount) -> ChannelAdapter:
         cls = channel_class(account.kind)
@@ -286,9 +285,9 @@ class TenantCredentials:
             if tenant is None:
                 raise AuthError("tenant vanished")
             stored = rt.decrypt_tenant_credentials(tenant)
-            if tenant.status == "needs_reauth" and stored.get("access_token") == stale.get(
+            if tenant.status == TenantStatus.NEEDS_REAUTH and stored.get(
                 "access_token"
-            ):
+            ) == stale.get("access_token"):
                 # Another job was refused already: don't spend the dead
                 # refresh token again (ASVS 10.4.5 family revocation).
                 raise AuthError(tenant.status_reason or "tenant needs re-authorisation")
@@ -299,13 +298,13 @@ class TenantCredentials:
             try:
                 fresh = dict(self.refresher(stored))
             except AuthError as exc:
-                tenant.status = "needs_reauth"
+                tenant.status = TenantStatus.NEEDS_REAUTH
                 tenant.status_reason = f"token refresh refused: {exc.message}"
                 failure = exc
             else:
                 rt.replace_tenant_credentials(tenant, fresh)
-                if tenant.status == "needs_reauth":
-                    tenant.status, tenant.status_reason = "active", None
+                if tenant.status == TenantStatus.NEEDS_REAUTH:
+                    tenant.status, tenant.status_reason = TenantStatus.ACTIVE, None
         if failure is not None:
             raise failure
         self._current = fresh

@@ -10,7 +10,7 @@ from sqlalchemy import delete, select
 from bridge import admin
 from bridge.registry import channel_class
 from bridge.schema import check, load
-from bridge.tables import ChannelAccount, Tenant
+from bridge.tables import ChannelAccount, ChannelStatus, Tenant
 from bridge.webhooks import reset_cache
 
 __all__ = ["connect_channel", "rotate_secrets", "set_channel_webhook"]
@@ -41,7 +41,7 @@ def connect_channel(
                 ChannelAccount.tenant_id == tenant_id,
                 ChannelAccount.kind == kind,
                 ChannelAccount.external_id == external_id,
-                ChannelAccount.status == "active",
+                ChannelAccount.status == ChannelStatus.ACTIVE,
             )
         )
     if taken is not None:

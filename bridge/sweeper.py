@@ -26,7 +26,7 @@ from bridge import outbox
 from bridge.jobs import enqueue
 from bridge.locks import ConversationLock, lock_name
 from bridge.model import utcnow
-from bridge.tables import Outbox
+from bridge.tables import Outbox, OutboxState
 
 __all__ = ["Sweeper", "sweep_once"]
 
@@ -57,7 +57,7 @@ def sweep_once(runtime, *, limit: int = 500) -> int:  # type: ignore[no-untyped-
             session.execute(
                 select(Outbox.id, Outbox.conversation_id, Outbox.direction, Outbox.last_job_id)
                 .where(
-                    Outbox.state == "pending",
+                    Outbox.state == OutboxState.PENDING,
                     or_(Outbox.not_before.is_(None), Outbox.not_before <= now),
                     or_(Outbox.enqueued_at.is_(None), Outbox.enqueued_at <= stale),
                 )
@@ -76,7 +76,11 @@ def sweep_once(runtime, *, limit: int = 500) -> int:  # type: ignore[no-untyped-
         with runtime.transaction() as session:
             for r in due:
                 row = session.get(Outbox, r.id, with_for_update=True)
-                if row is None or row.state != "pending" or row.last_job_id != r.last_job_id:
+                if (
+                    row is None
+                    or row.state != OutboxState.PENDING
+                    or row.last_job_id != r.last_job_id
+                ):
                     continue
                 row.sweeps += 1
                 row.enqueued_at = now

@@ -19,6 +19,7 @@ Message statuses::
 from __future__ import annotations
 
 import datetime as dt
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -40,15 +41,22 @@ from bridge.model import utcnow
 __all__ = [
     "Base",
     "ChannelAccount",
+    "ChannelStatus",
     "Contact",
     "ContactIdentity",
     "ContactMerge",
     "Conversation",
+    "ConversationStatus",
     "CrmRoute",
+    "CrmWrite",
+    "FollowupStatus",
     "IgnoredEventRow",
     "Message",
+    "MessageStatus",
     "Outbox",
+    "OutboxState",
     "Tenant",
+    "TenantStatus",
 ]
 
 # BIGINT on PostgreSQL, INTEGER (rowid alias) on SQLite.
@@ -62,6 +70,57 @@ class Base(DeclarativeBase):
 
 def _now() -> dt.datetime:
     return utcnow()
+
+
+class MessageStatus(StrEnum):
+    """Where a message stands in its pipeline."""
+
+    PENDING = "pending"  # stored, not yet done
+    IN_FLIGHT = "in_flight"  # claimed by a job; a retry looks it up first
+    SYNCED = "synced"  # inbound: in the CRM
+    SENT = "sent"  # outbound: delivered to the channel
+    FAILED = "failed"  # refused for good, or the outcome is unknown: `bridge replay`
+
+
+class FollowupStatus(StrEnum):
+    """A message's follow-up work (an acknowledgement, a delivery report)."""
+
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class OutboxState(StrEnum):
+    """A conversation's work of one kind (``Outbox``)."""
+
+    IDLE = "idle"
+    PENDING = "pending"
+    PARKED = "parked"
+
+
+class TenantStatus(StrEnum):
+    ACTIVE = "active"
+    NEEDS_REAUTH = "needs_reauth"  # the CRM refused its credentials
+    DISABLED = "disabled"  # paused by an admin
+
+
+class ChannelStatus(StrEnum):
+    ACTIVE = "active"
+    DISCONNECTED = "disconnected"  # webhooks refused, credentials dropped, history kept
+
+
+class ConversationStatus(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"  # the CRM closed it; the next inbound message reopens it
+
+
+class CrmWrite(StrEnum):
+    """Where the write of a CRM record (contact, entity, task) stands: a
+    ``creating`` record may exist in the CRM already (the job died after the
+    call), so a retry looks it up before creating it again."""
+
+    CREATING = "creating"
+    SYNCED = "synced"
 
 
 class Tenant(Base):
@@ -82,7 +141,7 @@ class Tenant(Base):
     #: mapping file name under the mappings directory
     mapping: Mapped[str] = mapped_column(String(200))
     #: active | needs_reauth | disabled
-    status: Mapped[str] = mapped_column(String(32), default="active")
+    status: Mapped[str] = mapped_column(String(32), default=TenantStatus.ACTIVE)
     status_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
     updated_at: Mapped[dt.datetime] = mapped_column(
@@ -122,7 +181,9 @@ class ChannelAccount(Base):
     credentials: Mapped[str | None] = mapped_column(Text)
     settings: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     #: active | disconnected (webhooks refused, credentials dropped, history kept)
-    status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
+    status: Mapped[str] = mapped_column(
+        String(16), default=ChannelStatus.ACTIVE, server_default=ChannelStatus.ACTIVE.value
+    )
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
     @property
@@ -197,7 +258,7 @@ class Conversation(Base):
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), index=True)
     external_thread_id: Mapped[str] = mapped_column(String(64))
     #: open | closed
-    status: Mapped[str] = mapped_column(String(16), default="open")
+    status: Mapped[str] = mapped_column(String(16), default=ConversationStatus.OPEN)
     crm_entity_type: Mapped[str | None] = mapped_column(String(32))
     crm_entity_id: Mapped[str | None] = mapped_column(String(64))
     #: None | creating | synced
@@ -244,7 +305,7 @@ class Message(Base):
     sent_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     #: provider ordering within the thread (Telegram message_id)
     provider_seq: Mapped[int | None] = mapped_column(BigInteger)
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=MessageStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     #: when a job last claimed it (in_flight); a claim younger than the lock
     #: lease means another job may still be working on it
@@ -284,7 +345,7 @@ class Outbox(Base):
     conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"))
     direction: Mapped[str] = mapped_column(String(3))
     #: idle | pending | parked
-    state: Mapped[str] = mapped_column(String(16), default="idle")
+    state: Mapped[str] = mapped_column(String(16), default=OutboxState.IDLE)
     version: Mapped[int] = mapped_column(Integer, default=0)
     #: why it is parked (failed message / auth) or backing off
     reason: Mapped[str | None] = mapped_column(Text)

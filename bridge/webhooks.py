@@ -34,7 +34,7 @@ from bridge.model import InboundEvent, WebhookAnswer, WebhookRequest
 from bridge.pipeline.inbound import AccountRef, accept
 from bridge.pipeline.outbound import accept_crm_events
 from bridge.registry import UnknownAdapter, channel_class
-from bridge.tables import ChannelAccount, CrmRoute, Tenant
+from bridge.tables import ChannelAccount, ChannelStatus, CrmRoute, Tenant
 from channel_adapters.base import ChannelAdapter
 
 __all__ = ["bp", "reset_cache", "to_webhook_request"]
@@ -75,7 +75,7 @@ class _AdapterCache:
         with rt.transaction() as session:
             account = session.scalars(
                 select(ChannelAccount).where(
-                    ChannelAccount.key == key, ChannelAccount.status == "active"
+                    ChannelAccount.key == key, ChannelAccount.status == ChannelStatus.ACTIVE
                 )
             ).first()
             if account is None:
@@ -94,7 +94,7 @@ class _AdapterCache:
                 select(ChannelAccount.key).where(
                     ChannelAccount.kind == kind,
                     ChannelAccount.external_id == external_id,
-                    ChannelAccount.status == "active",
+                    ChannelAccount.status == ChannelStatus.ACTIVE,
                 )
             )
         return self.get(rt, key) if key else None

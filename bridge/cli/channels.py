@@ -10,6 +10,7 @@ import click
 
 from bridge.cli import context
 from bridge.schema import fields_of
+from bridge.tables import ChannelStatus
 
 __all__ = ["register"]
 
@@ -136,7 +137,7 @@ def _account(rt, kind: str, account_id: int) -> int:  # type: ignore[no-untyped-
             raise click.ClickException(
                 f"no {kind} channel account {account_id} (`bridge {kind} list` shows them)"
             )
-        if account.status != "active":
+        if account.status != ChannelStatus.ACTIVE:
             raise click.ClickException(f"channel account {account_id} is {account.status}")
     return account_id
 

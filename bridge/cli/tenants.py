@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from bridge.cli import context
+from bridge.tables import TenantStatus
 
 __all__ = ["RegistryChoice", "register"]
 
@@ -136,7 +137,9 @@ def tenant_disable(slug: str) -> None:
     from bridge.lifecycle import set_tenant_status
 
     rt = context.runtime()
-    set_tenant_status(rt, context.tenant_id(rt, slug), "disabled", "disabled by an admin")
+    set_tenant_status(
+        rt, context.tenant_id(rt, slug), TenantStatus.DISABLED, "disabled by an admin"
+    )
     click.echo(f"tenant {slug} disabled; `bridge tenant enable {slug}` resumes it")
 
 
@@ -147,7 +150,7 @@ def tenant_enable(slug: str) -> None:
     from bridge.lifecycle import set_tenant_status
 
     rt = context.runtime()
-    n = set_tenant_status(rt, context.tenant_id(rt, slug), "active")
+    n = set_tenant_status(rt, context.tenant_id(rt, slug), TenantStatus.ACTIVE)
     click.echo(f"tenant {slug} enabled; {n} conversation(s) resumed")
 
 

@@ -29,7 +29,16 @@ from bridge.errors import AuthError, PermanentError, RetryableError, SkippableEr
 from bridge.locks import ConversationLock
 from bridge.pipeline.drain import Drained, LeaseLost, Parked, run_drain
 from bridge.pipeline.retry import backoff_until, call_with_retries
-from bridge.tables import ChannelAccount, Conversation, Message, Outbox, Tenant
+from bridge.tables import (
+    ChannelAccount,
+    Conversation,
+    FollowupStatus,
+    Message,
+    Outbox,
+    OutboxState,
+    Tenant,
+    TenantStatus,
+)
 
 __all__ = ["Followup", "FollowupItem", "due", "run_followups"]
 
@@ -64,7 +73,7 @@ def due(session: Session, message: Message, direction: str) -> str | None:
     """Record in ``session`` that ``message`` has a follow-up of
     ``direction`` due; the job id to enqueue after the commit (None when one
     is responsible already)."""
-    message.followup_status = "pending"
+    message.followup_status = FollowupStatus.PENDING
     message.followup_error = None
     return outbox.bump(session, message.tenant_id, message.conversation_id, direction)
 
@@ -103,7 +112,7 @@ class _Drain:
             except AuthError as exc:
                 return self._park(f"auth: {exc.message}")
             except (PermanentError, SkippableError) as exc:
-                self._finish(item.message, "failed", exc.message or type(exc).__name__)
+                self._finish(item.message, FollowupStatus.FAILED, exc.message or type(exc).__name__)
                 continue
             except RetryableError as exc:
                 until = backoff_until(self.rt.settings, exc)
@@ -116,7 +125,7 @@ class _Drain:
                         f"retrying: {exc.message}",
                     )
                 return Parked("backoff")
-            self._finish(item.message, "done", None)
+            self._finish(item.message, FollowupStatus.DONE, None)
         return None
 
     def _load(self) -> list[FollowupItem] | Drained | Parked:
@@ -127,7 +136,7 @@ class _Drain:
                     Outbox.direction == self.kind.direction,
                 )
             ).first()
-            if row is None or row.state == "parked":
+            if row is None or row.state == OutboxState.PARKED:
                 return Parked("parked" if row else "no-work")
             messages = list(
                 session.scalars(
@@ -135,7 +144,7 @@ class _Drain:
                     .where(
                         Message.conversation_id == self.conversation_id,
                         Message.direction == self.kind.message_direction,
-                        Message.followup_status == "pending",
+                        Message.followup_status == FollowupStatus.PENDING,
                     )
                     .order_by(Message.seq)
                     .limit(BATCH)
@@ -150,7 +159,7 @@ class _Drain:
             assert tenant is not None and account is not None
             if account.tenant_id != tenant.id:
                 raise PermanentError("tenant mismatch between conversation and its rows")
-            if tenant.status == "disabled":
+            if tenant.status == TenantStatus.DISABLED:
                 outbox.park(session, self.conversation_id, self.kind.direction, "tenant disabled")
                 return Parked("parked")
             return [FollowupItem(m, conversation, tenant, account) for m in messages]
@@ -166,7 +175,7 @@ class _Drain:
                     followup_attempts=Message.followup_attempts + 1,
                 )
             )
-        if status == "done":
+        if status == FollowupStatus.DONE:
             self.done += 1
         else:
             self.failed += 1

@@ -24,9 +24,9 @@ import requests
 from bench.stack import ROOT
 from bench.traffic import send_all, telegram_traffic, wait_until
 from bridge.config import Settings
-from sandbox.demo import oauth_install
 from bridge.runtime import Runtime
 from bridge.tables import Tenant
+from sandbox.demo import oauth_install
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from bridge import outbox
 from bridge.identity import resolve_contact
 from bridge.model import IgnoredEvent, InboundEvent, InboundMessage, ThreadMigrated, utcnow
-from bridge.tables import ChannelAccount, Conversation, IgnoredEventRow, Message
+from bridge.tables import ChannelAccount, Conversation, IgnoredEventRow, Message, MessageStatus
 
 __all__ = ["HOOKS", "AcceptResult", "AccountRef", "IngestHooks", "accept", "message_payload"]
 
@@ -175,7 +175,7 @@ def _store_message(
             "payload": message_payload(message),
             "sent_at": message.sent_at,
             "provider_seq": message.sequence,
-            "status": "pending",
+            "status": MessageStatus.PENDING,
             "attempts": 0,
             "followup_attempts": 0,
             "created_at": now,

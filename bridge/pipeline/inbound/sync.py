@@ -60,9 +60,14 @@ from bridge.tables import (
     Contact,
     ContactIdentity,
     Conversation,
+    ConversationStatus,
+    CrmWrite,
     Message,
+    MessageStatus,
     Outbox,
+    OutboxState,
     Tenant,
+    TenantStatus,
 )
 from bridge.templates import render, render_all
 from mappings import ChannelRule, MappingConfig, MappingError
@@ -117,9 +122,9 @@ class InboundSync:
         if isinstance(snap, (Drained, Parked)):
             return snap
         first = snap.messages[0]
-        if first.status == "failed":
+        if first.status == MessageStatus.FAILED:
             return self._park(f"message {first.uid} failed: {first.last_error}")
-        if snap.tenant.status != "active":
+        if snap.tenant.status != TenantStatus.ACTIVE:
             return self._park(f"tenant {snap.tenant.status}: {snap.tenant.status_reason or ''}")
         if snap.account.awaiting_crm_setup:
             return self._not_ready_yet(
@@ -130,7 +135,7 @@ class InboundSync:
             )
         batch = []
         for message in snap.messages:
-            if message.status == "failed":
+            if message.status == MessageStatus.FAILED:
                 break
             batch.append(message)
         try:
@@ -138,7 +143,7 @@ class InboundSync:
             adapter = self._crm(snap.tenant)
             # no more than one CRM request's worth where the CRM says so
             batch = batch[: adapter.entries_per_request or BATCH]
-            if snap.conversation.status == "closed":
+            if snap.conversation.status == ConversationStatus.CLOSED:
                 self._reopen(snap)
             if self._opens_at_once(snap, adapter, rule, batch):
                 self._open_at_once(snap, adapter, rule, batch, lock)
@@ -150,7 +155,7 @@ class InboundSync:
                 contact_ref = self._ensure_contact(snap, adapter, rule)
                 entity_ref, new_entity = self._ensure_entity(snap, adapter, rule, contact_ref)
                 if rule.task.when == "new_entity" and (
-                    new_entity or snap.conversation.task_state == "creating"
+                    new_entity or snap.conversation.task_state == CrmWrite.CREATING
                 ):
                     self._ensure_task(snap, adapter, rule, contact_ref, entity_ref)
             if lock.lost.is_set():
@@ -201,7 +206,7 @@ class InboundSync:
             ).first()
             if row is None:
                 return Parked("no-work")
-            if row.state == "parked":
+            if row.state == OutboxState.PARKED:
                 return Parked("parked")
             version = row.version
             messages = list(
@@ -210,7 +215,9 @@ class InboundSync:
                     .where(
                         Message.conversation_id == self.conversation_id,
                         Message.direction == outbox.IN,
-                        Message.status.in_(("pending", "in_flight", "failed")),
+                        Message.status.in_(
+                            (MessageStatus.PENDING, MessageStatus.IN_FLIGHT, MessageStatus.FAILED)
+                        ),
                     )
                     .order_by(Message.seq)
                     .limit(BATCH)
@@ -233,7 +240,7 @@ class InboundSync:
                 .where(
                     Message.conversation_id == self.conversation_id,
                     Message.direction == outbox.IN,
-                    Message.status == "synced",
+                    Message.status == MessageStatus.SYNCED,
                 )
                 .order_by(Message.seq.desc())
                 .limit(1)
@@ -255,7 +262,7 @@ class InboundSync:
         fresh = utcnow() - dt.timedelta(seconds=self.settings.lock_ttl)
         for message in messages:
             if (
-                message.status == "in_flight"
+                message.status == MessageStatus.IN_FLIGHT
                 and message.claimed_at
                 and aware(message.claimed_at) > fresh
             ):
@@ -302,7 +309,7 @@ class InboundSync:
             found = adapter.find_contact(draft.lookup)
             if found is not None:
                 return found, None
-            self._update(Contact, contact.id, crm_state="creating")
+            self._update(Contact, contact.id, crm_state=CrmWrite.CREATING)
             owner = self._owner(snap, rule, None)
             return adapter.create_contact(replace(draft, owner_id=owner)), owner
 
@@ -313,7 +320,7 @@ class InboundSync:
             contact.id,
             crm_contact_id=found.ref.id,
             crm_owner_id=owner,
-            crm_state="synced",
+            crm_state=CrmWrite.SYNCED,
             crm_dirty=False,
         )
         contact.crm_contact_id, contact.crm_owner_id = found.ref.id, owner
@@ -359,13 +366,13 @@ class InboundSync:
         self._update(
             Conversation,
             conv.id,
-            status="open",
+            status=ConversationStatus.OPEN,
             crm_entity_id=None,
             crm_entity_state=None,
             task_state=None,
         )
         conv.status, conv.crm_entity_id, conv.crm_entity_state, conv.task_state = (
-            "open",
+            ConversationStatus.OPEN,
             None,
             None,
             None,
@@ -381,7 +388,7 @@ class InboundSync:
         conv = snap.conversation
         if rule.object == "none":
             return None, False
-        if conv.crm_entity_id and conv.crm_entity_state == "synced":
+        if conv.crm_entity_id and conv.crm_entity_state == CrmWrite.SYNCED:
             ref = CrmRef(conv.crm_entity_type or rule.object, conv.crm_entity_id)
             if not self._still_open(snap, adapter, ref):
                 self._reopen(snap)  # closed and we were not told: open a new one
@@ -396,14 +403,14 @@ class InboundSync:
                     conv.id,
                     crm_entity_type=rule.object,
                     crm_entity_id=entity_id,
-                    crm_entity_state="synced",
+                    crm_entity_state=CrmWrite.SYNCED,
                     owner_id=owner,
                 )
                 conv.crm_entity_id, conv.owner_id = entity_id, owner
                 return CrmRef(rule.object, entity_id), False
         owner = self._owner(snap, rule, snap.contact.crm_owner_id)
         draft = self._entity_draft(snap, rule, contact_ref, owner)
-        maybe_created = [conv.crm_entity_state == "creating"]
+        maybe_created = [conv.crm_entity_state == CrmWrite.CREATING]
 
         def find_or_create():  # type: ignore[no-untyped-def]
             # An earlier attempt (this job's or a dead one's) may have
@@ -412,7 +419,7 @@ class InboundSync:
                 found = adapter.find_entity(draft)
                 if found is not None:
                     return found, False
-            self._update(Conversation, conv.id, crm_entity_state="creating", owner_id=owner)
+            self._update(Conversation, conv.id, crm_entity_state=CrmWrite.CREATING, owner_id=owner)
             maybe_created[0] = True
             return adapter.create_entity(draft), True
 
@@ -422,11 +429,11 @@ class InboundSync:
             conv.id,
             crm_entity_type=ref.kind,
             crm_entity_id=ref.id,
-            crm_entity_state="synced",
+            crm_entity_state=CrmWrite.SYNCED,
             owner_id=owner,
         )
         conv.crm_entity_type, conv.crm_entity_id, conv.owner_id = ref.kind, ref.id, owner
-        conv.crm_entity_state = "synced"
+        conv.crm_entity_state = CrmWrite.SYNCED
         return ref, new
 
     def _still_open(self, snap: _Snapshot, adapter, ref: CrmRef) -> bool:  # type: ignore[no-untyped-def]
@@ -470,9 +477,9 @@ class InboundSync:
                     Conversation.tenant_id == snap.tenant.id,
                     Conversation.contact_id == snap.contact.id,
                     Conversation.id != snap.conversation.id,
-                    Conversation.status == "open",
+                    Conversation.status == ConversationStatus.OPEN,
                     Conversation.crm_entity_type == object_type,
-                    Conversation.crm_entity_state == "synced",
+                    Conversation.crm_entity_state == CrmWrite.SYNCED,
                 )
                 .order_by(Conversation.updated_at.desc())
             ).first()
@@ -513,8 +520,8 @@ class InboundSync:
         entity_ref: CrmRef | None,  # type: ignore[no-untyped-def]
     ) -> None:
         conv = snap.conversation
-        maybe = [conv.task_state == "creating"]
-        self._update(Conversation, conv.id, task_state="creating")
+        maybe = [conv.task_state == CrmWrite.CREATING]
+        self._update(Conversation, conv.id, task_state=CrmWrite.CREATING)
         draft = self._task_draft(snap, rule, contact_ref, entity_ref)
 
         def create():  # type: ignore[no-untyped-def]
@@ -564,7 +571,9 @@ class InboundSync:
             return False
         if conv.crm_entity_id or conv.crm_entity_state is not None or conv.task_state is not None:
             return False
-        if snap.contact.crm_dirty or any(m.status != "pending" or m.attempts for m in batch):
+        if snap.contact.crm_dirty or any(
+            m.status != MessageStatus.PENDING or m.attempts for m in batch
+        ):
             return False
         return not (
             rule.reuse == "open" and self._open_entity_of_contact(snap, rule.object) is not None
@@ -597,7 +606,7 @@ class InboundSync:
                 target = draft
         owner = self._owner(snap, rule, contact.crm_owner_id)
         if isinstance(target, ContactDraft):
-            self._update(Contact, contact.id, crm_state="creating")
+            self._update(Contact, contact.id, crm_state=CrmWrite.CREATING)
             target = replace(target, owner_id=owner)
         contact_ref = target if isinstance(target, CrmRef) else None
         entity = self._entity_draft(snap, rule, contact_ref or CrmRef("contact", ""), owner)
@@ -609,8 +618,8 @@ class InboundSync:
         self._update(
             Conversation,
             conv.id,
-            crm_entity_state="creating",
-            **({"task_state": "creating"} if task is not None else {}),
+            crm_entity_state=CrmWrite.CREATING,
+            **({"task_state": CrmWrite.CREATING} if task is not None else {}),
         )
         self._claim(batch)
         batch.sort(key=lambda m: (aware(m.sent_at), m.provider_seq or 0, m.seq))
@@ -642,7 +651,7 @@ class InboundSync:
                 session.execute(
                     update(Message)
                     .where(Message.id.in_([m.id for m in batch if m.uid not in written]))
-                    .values(status="pending")
+                    .values(status=MessageStatus.PENDING)
                 )
             return
         self._keep_contact(contact, opened.contact.ref.id, opened.contact.owner_id or owner)
@@ -657,7 +666,7 @@ class InboundSync:
             contact.id,
             crm_contact_id=crm_id,
             crm_owner_id=owner,
-            crm_state="synced",
+            crm_state=CrmWrite.SYNCED,
             crm_dirty=False,
         )
         contact.crm_contact_id, contact.crm_owner_id = crm_id, owner
@@ -668,11 +677,11 @@ class InboundSync:
             conv.id,
             crm_entity_type=ref.kind,
             crm_entity_id=ref.id,
-            crm_entity_state="synced",
+            crm_entity_state=CrmWrite.SYNCED,
             owner_id=owner,
         )
         conv.crm_entity_type, conv.crm_entity_id, conv.owner_id = ref.kind, ref.id, owner
-        conv.crm_entity_state = "synced"
+        conv.crm_entity_state = CrmWrite.SYNCED
 
     # -- timeline ---------------------------------------------------------
 
@@ -692,7 +701,7 @@ class InboundSync:
         # Sent before (claimed, in flight or back to pending after a refusal
         # or crash): that attempt may have written it, or part of it (an
         # append can be several steps per entry): look it up first.
-        maybe_written = {m.id for m in batch if m.status == "in_flight" or m.attempts}
+        maybe_written = {m.id for m in batch if m.status == MessageStatus.IN_FLIGHT or m.attempts}
         self._claim(batch)
         # Within a batch, write in the customer's own order (their clock, then
         # the channel's sequence): a redelivery that arrived late lands where
@@ -754,7 +763,9 @@ class InboundSync:
         if waiting:
             with self.rt.transaction() as session:
                 session.execute(
-                    update(Message).where(Message.id.in_(waiting)).values(status="pending")
+                    update(Message)
+                    .where(Message.id.in_(waiting))
+                    .values(status=MessageStatus.PENDING)
                 )
         raise _FailMessage(culprit.id, reason) from None
 
@@ -764,7 +775,11 @@ class InboundSync:
             session.execute(
                 update(Message)
                 .where(Message.id.in_([m.id for m in batch]))
-                .values(status="in_flight", claimed_at=utcnow(), attempts=Message.attempts + 1)
+                .values(
+                    status=MessageStatus.IN_FLIGHT,
+                    claimed_at=utcnow(),
+                    attempts=Message.attempts + 1,
+                )
             )
         self._claimed = {m.id for m in batch}
 
@@ -843,7 +858,7 @@ class InboundSync:
             for message in done:
                 row = session.get(Message, message.id)
                 assert row is not None
-                row.status, row.last_error = "synced", None
+                row.status, row.last_error = MessageStatus.SYNCED, None
                 row.crm_refs = [[r.kind, r.id] for r in results[message.uid]]
                 if row.kind == MessageKind.CALLBACK.value:
                     # a button press is answered once it is in the CRM: its
@@ -986,7 +1001,7 @@ class InboundSync:
             session.execute(
                 update(Message)
                 .where(Message.id == message_id)
-                .values(status="failed", last_error=reason[:2000])
+                .values(status=MessageStatus.FAILED, last_error=reason[:2000])
             )
 
     def _park(self, reason: str) -> Parked:
@@ -999,7 +1014,10 @@ class InboundSync:
             session.execute(
                 update(Tenant)
                 .where(Tenant.id == tenant_id)
-                .values(status="needs_reauth", status_reason=(exc.message or "auth failed")[:2000])
+                .values(
+                    status=TenantStatus.NEEDS_REAUTH,
+                    status_reason=(exc.message or "auth failed")[:2000],
+                )
             )
 
 

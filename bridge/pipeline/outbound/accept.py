@@ -21,7 +21,15 @@ from sqlalchemy.orm import Session
 
 from bridge import outbox
 from bridge.model import Attachment, CrmEvent, CrmEventKind, MessageKind
-from bridge.tables import Contact, Conversation, Message, Tenant
+from bridge.tables import (
+    Contact,
+    Conversation,
+    ConversationStatus,
+    Message,
+    MessageStatus,
+    Tenant,
+    TenantStatus,
+)
 
 __all__ = ["CrmAcceptResult", "accept_crm_events"]
 
@@ -121,7 +129,7 @@ def _store_reply(
             },
             sent_at=event.occurred_at,
             crm_message_id=event.external_id,
-            status="pending",
+            status=MessageStatus.PENDING,
         )
     )
     job = outbox.bump(session, tenant_id, conversation.id, outbox.OUT)
@@ -142,7 +150,9 @@ def _apply_state_event(session: Session, tenant_id: int, event: CrmEvent) -> Non
         session.execute(
             update(Tenant)
             .where(Tenant.id == tenant_id)
-            .values(status="needs_reauth", status_reason="the app was uninstalled in the CRM")
+            .values(
+                status=TenantStatus.NEEDS_REAUTH, status_reason="the app was uninstalled in the CRM"
+            )
         )
         return
     if event.kind is CrmEventKind.CONTACT_REMOVED and event.contact is not None:
@@ -162,7 +172,7 @@ def _apply_state_event(session: Session, tenant_id: int, event: CrmEvent) -> Non
     )
     if event.kind is CrmEventKind.ENTITY_CLOSED:
         # won / lost / deleted: the next message opens a new one
-        session.execute(update(Conversation).where(*match).values(status="closed"))
+        session.execute(update(Conversation).where(*match).values(status=ConversationStatus.CLOSED))
     elif event.kind is CrmEventKind.OWNER_CHANGED and event.owner_id:
         session.execute(update(Conversation).where(*match).values(owner_id=event.owner_id))
 
@@ -196,5 +206,3 @@ def accept_crm_events(runtime, tenant_id: int, events: Iterable[CrmEvent]) -> Cr
                 timeout=runtime.settings.job_timeout,
             )
     return result
-
-

@@ -34,7 +34,17 @@ from bridge.pipeline.drain import Drained, LeaseLost, Parked, run_drain
 from bridge.pipeline.followup import due
 from bridge.pipeline.retry import backoff_until, send_with_retries
 from bridge.rows import attachment_from_dict, aware
-from bridge.tables import ChannelAccount, Conversation, Message, Outbox, Tenant
+from bridge.tables import (
+    ChannelAccount,
+    ChannelStatus,
+    Conversation,
+    Message,
+    MessageStatus,
+    Outbox,
+    OutboxState,
+    Tenant,
+    TenantStatus,
+)
 
 __all__ = ["run_outbound"]
 
@@ -60,23 +70,23 @@ class OutboundDelivery:
         if isinstance(loaded, (Drained, Parked)):
             return loaded
         message, conversation, tenant, account = loaded
-        if message.status == "failed":
+        if message.status == MessageStatus.FAILED:
             return self._park(f"reply {message.uid} failed: {message.last_error}")
-        if tenant.status == "disabled":
+        if tenant.status == TenantStatus.DISABLED:
             return self._park(f"tenant disabled: {tenant.status_reason or ''}")
-        if account.status != "active":
+        if account.status != ChannelStatus.ACTIVE:
             # nothing was sent: the reply waits, visible, until the channel
             # is connected again (`bridge replay` then sends it)
             return self._park(f"channel account {account.id} is {account.status}")
         channel = self.rt.channel_adapter(account)
-        if message.status == "in_flight":
+        if message.status == MessageStatus.IN_FLIGHT:
             fresh = utcnow() - dt.timedelta(seconds=self.settings.lock_ttl / 2)
             if message.claimed_at and aware(message.claimed_at) > fresh:
                 raise LeaseLost
-        if message.status == "in_flight" and not channel.idempotent_sends:
+        if message.status == MessageStatus.IN_FLIGHT and not channel.idempotent_sends:
             self._finish(
                 message,
-                "failed",
+                MessageStatus.FAILED,
                 "delivery outcome unknown: the send was interrupted; "
                 "check the chat, then `bridge replay` to send again",
             )
@@ -87,7 +97,11 @@ class OutboundDelivery:
             session.execute(
                 update(Message)
                 .where(Message.id == message.id)
-                .values(status="in_flight", claimed_at=utcnow(), attempts=Message.attempts + 1)
+                .values(
+                    status=MessageStatus.IN_FLIGHT,
+                    claimed_at=utcnow(),
+                    attempts=Message.attempts + 1,
+                )
             )
         outbound = OutboundMessage(
             bridge_id=message.uid,
@@ -111,13 +125,13 @@ class OutboundDelivery:
         except AmbiguousError as exc:
             if channel.idempotent_sends:
                 return self._back_off(message, exc)
-            self._finish(message, "failed", f"delivery outcome unknown: {exc.message}")
+            self._finish(message, MessageStatus.FAILED, f"delivery outcome unknown: {exc.message}")
             return self._park(f"reply {message.uid}: outcome unknown")
         except RetryableError as exc:
             return self._back_off(message, exc)
         except (PermanentError, AuthError) as exc:
             reason = exc.message or type(exc).__name__
-            self._finish(message, "failed", reason, report=True)
+            self._finish(message, MessageStatus.FAILED, reason, report=True)
             return self._park(f"reply {message.uid} failed: {reason}")
         self._sent(message, result)
         return None
@@ -131,14 +145,16 @@ class OutboundDelivery:
                     Outbox.conversation_id == self.conversation_id, Outbox.direction == outbox.OUT
                 )
             ).first()
-            if row is None or row.state == "parked":
+            if row is None or row.state == OutboxState.PARKED:
                 return Parked("parked" if row else "no-work")
             message = session.scalars(
                 select(Message)
                 .where(
                     Message.conversation_id == self.conversation_id,
                     Message.direction == outbox.OUT,
-                    Message.status.in_(("pending", "in_flight", "failed")),
+                    Message.status.in_(
+                        (MessageStatus.PENDING, MessageStatus.IN_FLIGHT, MessageStatus.FAILED)
+                    ),
                 )
                 .order_by(Message.seq)
                 .limit(1)
@@ -160,7 +176,7 @@ class OutboundDelivery:
         with self.rt.transaction() as session:
             row = session.get(Message, message.id)
             assert row is not None
-            row.status, row.last_error = "sent", None
+            row.status, row.last_error = MessageStatus.SENT, None
             row.channel_message_ids = list(result.external_ids)
             job = due(session, row, outbox.REPORT) if row.crm_message_id else None
             if result.new_thread_id:
@@ -203,7 +219,7 @@ class OutboundDelivery:
     def _back_off(self, message: Message, exc: RetryableError) -> Parked:
         with self.rt.transaction() as session:
             session.execute(
-                update(Message).where(Message.id == message.id).values(status="pending")
+                update(Message).where(Message.id == message.id).values(status=MessageStatus.PENDING)
             )
             outbox.backoff(
                 session,

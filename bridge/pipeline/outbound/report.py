@@ -7,6 +7,7 @@ from __future__ import annotations
 from bridge import outbox
 from bridge.model import DeliveryReport, DeliveryStatus
 from bridge.pipeline.followup import FollowupItem, run_followups
+from bridge.tables import MessageStatus
 
 __all__ = ["DeliveryReports", "run_reports"]
 
@@ -19,7 +20,7 @@ class DeliveryReports:
 
     def perform(self, runtime, item: FollowupItem) -> None:  # type: ignore[no-untyped-def]
         message = item.message
-        failed = message.status == "failed"
+        failed = message.status == MessageStatus.FAILED
         report = DeliveryReport(
             crm_message_id=str(message.crm_message_id),
             status=DeliveryStatus.FAILED if failed else DeliveryStatus.SENT,
