@@ -11,10 +11,13 @@ from sandbox.server import build
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Sandbox HubSpot + Telegram Bot API")
+    parser = argparse.ArgumentParser(
+        description="The sandboxes: HubSpot, amoCRM, Bitrix24, Telegram Bot API "
+                    "(sandbox/README.md)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
-    parser.add_argument("--config", help='JSON file: {"hubspot": {...}, "telegram": {...}}')
+    parser.add_argument("--config", help='JSON file: {"hubspot": {...}, "amocrm": {...}, '
+                                         '"bitrix24": {...}, "telegram": {...}}')
     args = parser.parse_args()
     config = None
     if args.config:

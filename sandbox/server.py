@@ -2,8 +2,10 @@
 
 * ``mount(bridge_app)``: the demo (``bridge run``) — the sandbox shares the
   bridge's server: ``/sandbox/hubspot/...`` (HubSpot's own paths after the
-  prefix), ``/sandbox/telegram/bot<token>/<method>``, and the try-it page at
-  ``/sandbox/``.
+  prefix), ``/sandbox/amocrm/...``, ``/sandbox/bitrix24/...``,
+  ``/sandbox/telegram/bot<token>/<method>``, and the try-it page at
+  ``/sandbox/``. Each vendor's control API (``/_state``, ``/_reply``, ...) is
+  under its prefix (``sandbox/README.md``).
 * ``python -m sandbox --port 8001``: standalone, for tests, benchmarks and
   your own experiments (same paths).
 
@@ -22,7 +24,7 @@ __all__ = ["build", "mount"]
 
 
 def _apps(config: dict[str, Any] | None) -> dict[str, Any]:
-    from sandbox import amocrm, bitrix24, hubspot, telegram, web
+    from sandbox import amocrm, bitrix24, custom, hubspot, telegram, web
 
     config = config or {}
     return {
@@ -30,6 +32,7 @@ def _apps(config: dict[str, Any] | None) -> dict[str, Any]:
         "/sandbox/amocrm": amocrm.create_app(config.get("amocrm")),
         "/sandbox/bitrix24": bitrix24.create_app(config.get("bitrix24")),
         "/sandbox/telegram": telegram.create_app(config.get("telegram")),
+        "/sandbox/custom": custom.create_app(config.get("custom")),
         "/sandbox": web.create_app(config.get("web")),
     }
 
