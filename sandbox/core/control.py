@@ -25,8 +25,9 @@ Every sandbox
 ``GET /_stats[?since=][&requests=0]``
     Requests the vendor API received (:mod:`sandbox.core.stats`).
 ``POST /_reset``
-    Back to the seeded state; settings, faults and the clock are kept (the
-    vendor may take options, e.g. Telegram's ``{"keep_webhooks": true}``).
+    Back to the seeded state; settings and the clock are kept, so is the
+    fault plan (Telegram's goes back to its configured ``faults``). The vendor
+    may take options, e.g. Telegram's ``{"keep_webhooks": true}``.
 ``GET|POST /_clock``
     ``{"advance": s}``, ``{"offset": s}``, ``{"freeze": true|false}``: move or
     stop the sandbox's clock (:mod:`sandbox.core.clock`); answers ``{"now",
@@ -49,8 +50,11 @@ Every CRM sandbox
     take extras (HubSpot ``sender_name``, ``in_reply_to_id``; Bitrix24
     ``line``, ``connector``). Answer: ``{"message": <the stored reply>,
     "webhook": {"status": <the bridge's HTTP status or null>, "body",
-    "error"}, ...}``; 404 ``conversation_not_found`` when there is nothing to
-    answer, 409 when the CRM cannot deliver (a disconnected channel).
+    "error"}, ...}``; 404 when there is nothing to answer (the vendor's code:
+    HubSpot ``contact_not_found`` / ``no_thread`` / ``conversation_not_found``,
+    amoCRM and Bitrix24 ``chat_not_found``), 404 ``account_not_found`` for an
+    unknown ``account``, 409 when Bitrix24's connector is not active on the
+    line.
 
 Other CRM actions stay vendor-specific (amoCRM ``/_note``, ``/_lead_status``;
 Bitrix24 ``/_lead_status``, ``/_deal_stage``; ``/_install`` everywhere...).
