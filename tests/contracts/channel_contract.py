@@ -16,6 +16,8 @@ must start with ``Test``) and provide:
                         payloads labelled with their source
 ``junk_bodies``         class attribute (optional): bodies that are not the
                         vendor's shape; a generic JSON-ish list by default
+``splits_long_text``    class attribute (optional): False for a channel without
+                        a per-message limit (a long text arrives whole)
 
 The duties, from ``channel_adapters.base``: ``verify`` rejects forged and
 missing secrets and raises nothing but ``SignatureError``; ``parse`` of every
@@ -111,6 +113,9 @@ class ChannelAdapterContract:
     junk_bodies: ClassVar[Sequence[bytes]] = JSON_JUNK
     #: a text longer than one message can carry (the contract checks the split)
     long_text_units: ClassVar[int] = 10_000
+    #: False for a channel with no per-message limit (the custom channel's
+    #: callback): the long text must then arrive whole, as one message
+    splits_long_text: ClassVar[bool] = True
 
     @classmethod
     def sample_payloads(cls) -> list[Sample]:
@@ -204,7 +209,10 @@ class ChannelAdapterContract:
         text = _long_text(self.long_text_units)
         result = adapter.send(_outbound(thread, text))
         new = vendor.sent(thread)[len(before) :]
-        assert len(new) >= 2, "the text should not fit one message"
+        if not self.splits_long_text:
+            assert [p.text for p in new] == [text], "the text must arrive whole, unchanged"
+        else:
+            assert len(new) >= 2, "the text should not fit one message"
         assert result.external_ids == tuple(p.external_id for p in new)
         assert len(set(result.external_ids)) == len(new)
         assert _squash("".join(p.text or "" for p in new)) == _squash(text)

@@ -12,7 +12,7 @@ import pytest
 
 from bridge.checks import check_mapping_files, validate_mappings_dir
 from bridge.errors import ConfigError
-from bridge.registry import crm_kinds
+from bridge.registry import channel_kinds, crm_kinds
 from bridge.templates import render, render_all
 from mappings import MappingError, MappingStore, load_mapping, parse_mapping
 from mappings.loader import SHOWN_CHARS, read_mapping
@@ -462,7 +462,7 @@ def test_crm_checks_name_file_key_and_fix(tmp_path: Path) -> None:
     assert found == [
         f"{unknown_crm}: crm: unknown CRM 'salesforce'; use one of {', '.join(crm_kinds())}",
         f"{lead}: channels.telegram.object: HubSpot has no 'lead'; use one of deal, ticket or none",
-        f"{fax}: channels.fax: unknown channel; use one of telegram",
+        f"{fax}: channels.fax: unknown channel; use one of {', '.join(channel_kinds())}",
     ]
 
 
