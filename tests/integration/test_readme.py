@@ -59,6 +59,8 @@ import requests
 
 from bench.stack import ROOT
 from bench.traffic import wait_until
+from sandbox.custom import DEMO_SECRET as CUSTOM_SECRET
+from sandbox.custom import DEMO_SYSTEM as CUSTOM_SYSTEM
 from tests.support.demo import DemoRun
 
 pytestmark = pytest.mark.integration
@@ -161,6 +163,8 @@ def your_values(base: str, port: int) -> dict[str, str]:
         "pat-na1-your-private-app-token": str(second["private_app_token"]),
         "your-portal-id": str(second["id"]),
         "your-telegram-bot-token": BOT_TOKEN,
+        "whsec_your-signing-secret": CUSTOM_SECRET,
+        "https://hooks.example.com/bridge": f"{base}/sandbox/custom/callbacks/{CUSTOM_SYSTEM}",
     }
 
 
@@ -372,9 +376,26 @@ def _bot_connected(demo: ReadmeDemo, out: str) -> None:
     assert ["acme", "Acme shop", BOT_TOKEN.split(":")[0], "active"] in [r[1:] for r in rows], out
 
 
+def _custom_connected(demo: ReadmeDemo, out: str) -> None:
+    assert re.search(r"^Custom channel connected as channel account \d+", out, re.M), out
+    (system,) = demo.state("custom", account=CUSTOM_SYSTEM)["accounts"]
+    assert system["events"] == ["endpoint.connected"], system
+    assert system["inbound_url"].startswith(f"{demo.base}/webhooks/custom/"), system
+
+
+def _custom_message_landed(demo: ReadmeDemo, out: str) -> None:
+    assert _json(out) == {"accepted": 1, "ok": True}, out
+
+    def in_hubspot() -> bool:
+        return "Hello from the website" in json.dumps(_portal(demo, 62516)["notes"])
+
+    assert wait_until(in_hubspot, timeout=60), _portal(demo, 62516)["notes"]
+
+
 def _crm_setup(demo: ReadmeDemo, out: str) -> None:
     settings = _json(out)
-    assert settings["properties_ready"] is True and settings["inbox"] is False, settings
+    # a private-app tenant: the CRM fields, no inbox channel
+    assert settings["properties_ready"] is True and settings["channel_id"] == "", settings
     properties = _portal(demo, 62516)["custom_properties"]
     assert "bridge_utm_source" in {p["name"] for p in properties["deals"]}, properties
 
@@ -419,6 +440,8 @@ CHECKS: list[tuple[str, Check]] = [
     ("bridge bitrix24 owners --tenant acme-b24", _webhook_tenant),
     ("bridge bitrix24 install-url", _bitrix24_install_link),
     ("bridge telegram connect --tenant acme", _bot_connected),
+    ("bridge custom connect --tenant acme", _custom_connected),
+    ('-H "webhook-signature: v1,$sig"', _custom_message_landed),
     ("bridge crm setup --tenant acme\n", _crm_setup),
     ("bridge status --tenant acme", _status_shows_acme),
     ("bridge replay --all\n", _replayed),
@@ -498,15 +521,18 @@ def test_the_readme_commands_work_as_written(demo: ReadmeDemo, tmp_path: Path) -
     def noted() -> bool:
         portal = _portal(demo, 62516)
         bodies = [n["properties"].get("hs_note_body") or "" for n in portal["notes"]]
-        return any("Hi Acme!" in body for body in bodies) and len(portal["deals"]) == 1
+        return any("Hi Acme!" in body for body in bodies) and len(portal["deals"]) == 2
 
     assert wait_until(noted, timeout=60), _portal(demo, 62516)
-    deal = _portal(demo, 62516)["deals"][0]["properties"]
-    assert (deal["dealname"], deal["pipeline"], deal["dealstage"]) == (
-        "Telegram: Olga",
-        "default",
-        "appointmentscheduled",
+    # one deal per channel's customer: the website's Anna (above), Telegram's Olga
+    deals = sorted(
+        (d["properties"]["dealname"], d["properties"]["pipeline"], d["properties"]["dealstage"])
+        for d in _portal(demo, 62516)["deals"]
     )
+    assert deals == [
+        ("Custom channel: Anna", "default", "appointmentscheduled"),
+        ("Telegram: Olga", "default", "appointmentscheduled"),
+    ]
 
 
 # -- links and words -------------------------------------------------------------------------
