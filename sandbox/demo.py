@@ -16,12 +16,16 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlparse
 
 import requests
 
 from bridge.config import Settings
 from bridge.setup import connect_channel
+
+if TYPE_CHECKING:
+    from bridge.runtime import Runtime
 
 __all__ = [
     "DEMO",
@@ -147,7 +151,7 @@ def _register_chat_channel(crm: str, base: str, sandbox: str) -> None:
         ).raise_for_status()
 
 
-def event_install(runtime, base: str, *, crm: str, sandbox: str, mapping: str) -> int:  # type: ignore[no-untyped-def]
+def event_install(runtime: Runtime, base: str, *, crm: str, sandbox: str, mapping: str) -> int:
     """The CRM installs the app by POSTing the install event to the
     bridge's install handler (Bitrix24's ONAPPINSTALL); the sandbox's
     control endpoint plays the admin who clicks "Install"."""
@@ -196,7 +200,7 @@ def oauth_install(base: str, *, crm: str, sandbox: str, mapping: str) -> int:
 
 
 def seed(
-    runtime,  # type: ignore[no-untyped-def]
+    runtime: Runtime,
     base: str,
     *,
     crm: str = "hubspot",
@@ -221,6 +225,7 @@ def seed(
         from bridge.tables import Tenant
 
         tenant = session.get(Tenant, tenant_id)
+        assert tenant is not None  # installed above
         settings = tenant.settings or {}
         account = str(settings.get("subdomain") or settings.get("domain") or tenant.crm_account_id)
     return Seeded(crm, tenant_id, account_id, account)
@@ -309,7 +314,7 @@ class SandboxDemo:
             **demo_env(crm, base),
         }
 
-    def seed(self, runtime, base: str, crm: str, var_dir: Path) -> str:  # type: ignore[no-untyped-def]
+    def seed(self, runtime: Runtime, base: str, crm: str, var_dir: Path) -> str:
         """Install the demo tenant and connect the demo bot; the banner."""
         return banner(base, seed(runtime, base, crm=crm), var_dir=var_dir)
 

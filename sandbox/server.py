@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 __all__ = ["build", "mount"]
@@ -48,7 +48,7 @@ def build(config: dict[str, Any] | None = None) -> DispatcherMiddleware:
 
     @root.route("/", defaults={"path": ""})
     @root.route("/<path:path>")
-    def _nothing(path: str):  # type: ignore[no-untyped-def]
+    def _nothing(path: str) -> tuple[Response, int]:
         return jsonify({"error": "not_found", "message": "the sandboxes live under /sandbox/"}), 404
 
     return DispatcherMiddleware(root, _apps(config))

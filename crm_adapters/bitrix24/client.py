@@ -117,6 +117,7 @@ def is_read(method: str) -> bool:
 
 
 def _tagged(error: BridgeError, code: str) -> BridgeError:
+    # the vendor's error name rides on the error (read by error_code())
     error.code = code  # type: ignore[attr-defined]
     return error
 

@@ -141,6 +141,14 @@ def timeline_kind(entry: TimelineEntry) -> str | None:
     return "note"  # HubSpot has no communication type for this channel
 
 
+def _contact(entry: TimelineEntry) -> CrmRef:
+    # An entry has no contact only where the CRM's own inbox creates the
+    # person (``inbox_created_types``); HubSpot has none, so the core found
+    # or made the contact before writing any entry.
+    assert entry.contact is not None
+    return entry.contact
+
+
 def timeline_input(entry: TimelineEntry, kind: str) -> dict[str, Any]:
     """One ``inputs[]`` item of ``/crm/v3/objects/{notes|communications}/batch/create``."""
     properties: dict[str, str] = {
@@ -158,7 +166,7 @@ def timeline_input(entry: TimelineEntry, kind: str) -> dict[str, Any]:
         ]
         # required by HubSpot's communications guide (FACTS 3.3)
         properties["hs_communication_logged_from"] = "CRM"
-    associations = [association(kind, entry.contact)]
+    associations = [association(kind, _contact(entry))]
     if entry.entity is not None:
         associations.append(association(kind, entry.entity))
     return {
@@ -176,7 +184,7 @@ def inbox_message(
     customer: dict[str, Any] = {
         "deliveryIdentifier": {
             "type": DELIVERY_ID_TYPE,
-            "value": str(entry.sender_identifier or entry.contact.id),
+            "value": str(entry.sender_identifier or _contact(entry).id),
         }
     }
     if entry.sender_name and entry.direction == "in":
@@ -197,8 +205,9 @@ def inbox_message(
     }
     # int64 in HubSpot's newer SDKs (Go/Java: int64); not in the v3 spec
     # snapshot, named in HubSpot's guide (FACTS 3.7).
-    if str(entry.contact.id).isdigit():
-        body["associateWithContactId"] = int(entry.contact.id)
+    contact = _contact(entry)
+    if str(contact.id).isdigit():
+        body["associateWithContactId"] = int(contact.id)
     return body
 
 

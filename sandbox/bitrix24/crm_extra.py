@@ -133,7 +133,7 @@ def _rank(value: Any) -> tuple[int, float, str]:
 def _sort(rows: list[dict[str, Any]], keys: list[tuple[str, bool]]) -> None:
     """Stable multi-key sort on (field, descending); the first key most significant."""
     for field, descending in reversed(keys):
-        rows.sort(key=lambda row, f=field: _rank(row.get(f)), reverse=descending)
+        rows.sort(key=lambda row: _rank(row.get(field)), reverse=descending)
 
 
 # -- timeline comments ------------------------------------------------------------------

@@ -80,6 +80,7 @@ def send(url: str, body: bytes | None, headers: dict[str, str | None], timeout: 
         return round((time.monotonic() - started) * 1000, 1)
 
     try:
+        # requests drops a header whose value is None; its types say str only
         resp = requests.request(method, url, data=body, headers=headers,  # type: ignore[arg-type]
                                 timeout=timeout, allow_redirects=allow_redirects)
     except requests.RequestException as exc:

@@ -19,6 +19,7 @@ import json
 from typing import Any
 
 from flask import Flask, Response, current_app, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from ..core import control as core_control
@@ -109,6 +110,11 @@ def _http_error(error: HTTPException) -> Response:
     return error_response(ApiError(code, error.name))
 
 
+class _TelegramJSON(DefaultJSONProvider):
+    sort_keys = False  # keep Telegram's field order
+    ensure_ascii = False  # raw UTF-8 like Telegram
+
+
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the sandbox app; nothing is shared between two apps."""
     values = dict(config or {})
@@ -117,8 +123,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                                               if not k.isupper()})
     app = Flask(__name__)
     app.config.update(flask_values)
-    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep Telegram's field order
-    app.json.ensure_ascii = False  # type: ignore[attr-defined]  # raw UTF-8 like Telegram
+    app.json = _TelegramJSON(app)
 
     plan = FaultPlan()
     if sandbox_config.faults:
