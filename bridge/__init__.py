@@ -7,9 +7,10 @@ API) on a :class:`bridge.runtime.Runtime`; nothing connects at import time.
 from __future__ import annotations
 
 import logging
+from types import TracebackType
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, Response, jsonify, request
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -72,16 +73,19 @@ def _logged_path(path: str) -> str:
 
 
 def _json_errors(app: Flask) -> None:
-    def log_exception(exc_info) -> None:  # type: ignore[no-untyped-def]
+    def log_exception(
+        exc_info: tuple[type, BaseException, TracebackType] | tuple[None, None, None],
+    ) -> None:
         # Flask's own line names request.path: the webhook key with it
         app.logger.error(
             "Exception on %s [%s]", _logged_path(request.path), request.method, exc_info=exc_info
         )
 
+    # on this app only (Flask's method, replaced on the instance)
     app.log_exception = log_exception  # type: ignore[method-assign]
 
     @app.errorhandler(SecretBindingError)
-    def _secret_unreadable(exc: SecretBindingError):  # type: ignore[no-untyped-def]
+    def _secret_unreadable(exc: SecretBindingError) -> tuple[Response, int]:
         # A stored secret does not decrypt: its row was moved, or the key it
         # is under was dropped before `bridge keys rotate`. Nothing was accepted.
         logging.getLogger("bridge").error(
@@ -96,12 +100,15 @@ def _json_errors(app: Flask) -> None:
         return response, 500
 
     @app.errorhandler(HTTPException)
-    def _http(exc: HTTPException):  # type: ignore[no-untyped-def]
+    def _http(exc: HTTPException) -> tuple[Response, int]:
+        # Flask returns an exception without a code (a routing proxy) as it
+        # is, without calling the handler
+        assert exc.code is not None
         code = (exc.name or "error").lower().replace(" ", "_")
         return jsonify({"error": code, "message": exc.description}), exc.code
 
     @app.errorhandler(OperationalError)
-    def _db_down(exc: OperationalError):  # type: ignore[no-untyped-def]
+    def _db_down(exc: OperationalError) -> tuple[Response, int]:
         # The database is unreachable or locked: nothing was accepted, so
         # ask the sender to retry (every provider retries a 5xx).
         logging.getLogger("bridge").error("database unavailable: %s", type(exc.orig).__name__)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
@@ -30,6 +30,9 @@ from bridge.tables import (
     TenantStatus,
 )
 
+if TYPE_CHECKING:
+    from bridge.runtime import Runtime
+
 __all__ = [
     "add_channel_account",
     "create_tenant",
@@ -49,7 +52,7 @@ def new_key() -> str:
 
 
 def create_tenant(
-    rt,  # type: ignore[no-untyped-def]
+    rt: Runtime,
     *,
     slug: str,
     crm_kind: str,
@@ -100,7 +103,7 @@ def split_settings(
     )
 
 
-def store_settings(rt, tenant: Tenant, updates: Mapping[str, Any]) -> None:  # type: ignore[no-untyped-def]
+def store_settings(rt: Runtime, tenant: Tenant, updates: Mapping[str, Any]) -> None:
     """Apply ``updates`` (fields of the tenant's adapter's ``Settings``) to
     the tenant row, secret ones encrypted with its credentials."""
     cls = crm_class(tenant.crm_kind)
@@ -115,7 +118,7 @@ def store_settings(rt, tenant: Tenant, updates: Mapping[str, Any]) -> None:  # t
         )
 
 
-def check_mapping(rt, name: str) -> str | None:  # type: ignore[no-untyped-def]
+def check_mapping(rt: Runtime, name: str) -> str | None:
     """Why ``name`` cannot be a tenant's mapping (None when it can): the
     name comes from an install link or event, so it must be a valid mapping
     file in the mappings directory."""
@@ -129,7 +132,7 @@ def check_mapping(rt, name: str) -> str | None:  # type: ignore[no-untyped-def]
 
 
 def upsert_oauth_tenant(
-    rt,  # type: ignore[no-untyped-def]
+    rt: Runtime,
     *,
     crm_kind: str,
     installed: Installed,
@@ -165,7 +168,7 @@ def upsert_oauth_tenant(
     return tenant_id, False
 
 
-def after_install(rt, tenant_id: int) -> dict[str, Any] | None:  # type: ignore[no-untyped-def]
+def after_install(rt: Runtime, tenant_id: int) -> dict[str, Any] | None:
     """Re-run the CRM setup after an install or re-install when the tenant
     already has channels: a CRM may drop what the app registered when it is
     installed again (Bitrix24 removes event bindings on every install,
@@ -181,7 +184,7 @@ def after_install(rt, tenant_id: int) -> dict[str, Any] | None:  # type: ignore[
 
 
 def add_channel_account(
-    rt,  # type: ignore[no-untyped-def]
+    rt: Runtime,
     tenant_id: int,
     *,
     kind: str,
@@ -211,7 +214,7 @@ def add_channel_account(
         return account.id
 
 
-def setup_crm(rt, tenant_id: int) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def setup_crm(rt: Runtime, tenant_id: int) -> dict[str, Any]:
     """Run the CRM adapter's idempotent setup for the tenant's channels and
     mapping, and keep what it created in the tenant's settings."""
     with rt.transaction() as session:
@@ -269,7 +272,7 @@ def setup_crm(rt, tenant_id: int) -> dict[str, Any]:  # type: ignore[no-untyped-
 
 
 def reauthorize(
-    rt,  # type: ignore[no-untyped-def]
+    rt: Runtime,
     tenant_id: int,
     credentials: Mapping[str, Any],
     *,
@@ -303,7 +306,7 @@ def reauthorize(
 
 
 def replay(
-    rt,  # type: ignore[no-untyped-def]
+    rt: Runtime,
     *,
     message_uid: str | None = None,
     conversation_id: int | None = None,
@@ -368,7 +371,7 @@ def replay(
 _FOLLOWUP = {outbox.IN: outbox.ACK, outbox.OUT: outbox.REPORT}
 
 
-def status(rt, tenant_id: int | None = None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def status(rt: Runtime, tenant_id: int | None = None) -> dict[str, Any]:
     """Counts per status, parked conversations with their reason, and the
     failed messages (ids and reasons, no message text)."""
     with rt.transaction() as session:
@@ -381,12 +384,13 @@ def status(rt, tenant_id: int | None = None) -> dict[str, Any]:  # type: ignore[
         ):
             counts[direction][state] = n
         followups: dict[str, dict[str, int]] = {outbox.ACK: {}, outbox.REPORT: {}}
-        for direction, state, n in session.execute(
+        for direction, followup_state, n in session.execute(
             select(Message.direction, Message.followup_status, func.count())
             .where(Message.followup_status.is_not(None), *scope)
             .group_by(Message.direction, Message.followup_status)
         ):
-            followups[_FOLLOWUP[direction]][state] = n
+            assert followup_state is not None  # selected only where it is set
+            followups[_FOLLOWUP[direction]][followup_state] = n
         followup_failed = [
             {
                 "message": m.uid,
@@ -487,13 +491,13 @@ def status(rt, tenant_id: int | None = None) -> dict[str, Any]:  # type: ignore[
     }
 
 
-def set_channel_settings(rt, account_id: int, **values: Any) -> None:  # type: ignore[no-untyped-def]
+def set_channel_settings(rt: Runtime, account_id: int, **values: Any) -> None:
     with rt.transaction() as session:
         account = session.get(ChannelAccount, account_id)
         assert account is not None
         account.settings = {**(account.settings or {}), **values}
 
 
-def tenant_by_slug(rt, slug: str) -> int | None:  # type: ignore[no-untyped-def]
+def tenant_by_slug(rt: Runtime, slug: str) -> int | None:
     with rt.transaction() as session:
         return session.scalar(select(Tenant.id).where(Tenant.slug == slug))

@@ -7,9 +7,11 @@ import hmac
 import os
 from html import escape
 
-from flask import Blueprint, Response, current_app, jsonify, redirect, request
+from flask import Blueprint, Response, jsonify, redirect, request
+from flask.typing import ResponseReturnValue
 
 from bridge import __version__, admin, health
+from bridge.runtime import Runtime, app_runtime
 
 __all__ = ["bp"]
 
@@ -35,12 +37,12 @@ body{{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:3rem auto;paddin
 """
 
 
-def _runtime():  # type: ignore[no-untyped-def]
-    return current_app.extensions["bridge"]
+def _runtime() -> Runtime:
+    return app_runtime()
 
 
 @bp.get("/")
-def home():  # type: ignore[no-untyped-def]
+def home() -> ResponseReturnValue:
     """The demo sends a browser to its try-it page; otherwise a short page
     names the service, its version and its health."""
     rt = _runtime()
@@ -64,7 +66,7 @@ def home():  # type: ignore[no-untyped-def]
 
 
 @bp.get("/healthz")
-def healthz():  # type: ignore[no-untyped-def]
+def healthz() -> ResponseReturnValue:
     """200 when the database and Redis answer and a worker reported lately;
     503 with what is wrong otherwise."""
     state = health.check(_runtime())
@@ -72,7 +74,7 @@ def healthz():  # type: ignore[no-untyped-def]
 
 
 @bp.get("/readyz")
-def readyz():  # type: ignore[no-untyped-def]
+def readyz() -> ResponseReturnValue:
     """For load balancers: 200 when a webhook sent here would be stored and
     queued (database and Redis answer); workers are not needed for that."""
     state = health.check(_runtime(), workers=False)
@@ -88,7 +90,7 @@ def _authorised() -> bool:
 
 
 @bp.get("/api/status")
-def api_status():  # type: ignore[no-untyped-def]
+def api_status() -> ResponseReturnValue:
     if not _authorised():
         return jsonify(
             {"error": "unauthorized", "message": "send Authorization: Bearer <BRIDGE_ADMIN_TOKEN>"}
@@ -97,7 +99,7 @@ def api_status():  # type: ignore[no-untyped-def]
 
 
 @bp.get("/openapi.json")
-def openapi_document():  # type: ignore[no-untyped-def]
+def openapi_document() -> ResponseReturnValue:
     from bridge.openapi import document
 
     return jsonify(document())

@@ -17,11 +17,18 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["NestedTransactionError", "make_engine", "make_sessionmaker", "transaction"]
+__all__ = [
+    "NestedTransactionError",
+    "make_engine",
+    "make_sessionmaker",
+    "rowcount",
+    "transaction",
+]
 
 
 def make_engine(url: str, *, echo: bool = False, reader: bool = False) -> Engine:
@@ -58,25 +65,26 @@ def _postgres_text_without_nul(engine: Engine) -> None:
     """PostgreSQL text cannot hold NUL (U+0000): psycopg refuses such a
     parameter with a DataError, which turned a webhook carrying one into a
     500. NUL means nothing in any text the bridge stores: drop it."""
+    from psycopg.abc import Buffer
     from psycopg.types.string import StrBinaryDumper, StrDumperUnknown
 
     class NulFreeText(StrDumperUnknown):
-        def dump(self, obj: str):  # type: ignore[no-untyped-def]
+        def dump(self, obj: str) -> Buffer | None:
             return super().dump(obj.replace("\x00", ""))
 
     class NulFreeBinaryText(StrBinaryDumper):
-        def dump(self, obj: str):  # type: ignore[no-untyped-def]
+        def dump(self, obj: str) -> Buffer | None:
             return super().dump(obj.replace("\x00", ""))
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.adapters.register_dumper(str, NulFreeBinaryText)
         dbapi_connection.adapters.register_dumper(str, NulFreeText)
 
 
 def _sqlite_pragmas(engine: Engine, *, writer: bool) -> None:
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy emit BEGIN itself (see _on_begin), per the SQLAlchemy
         # docs' "Serializable isolation / Savepoints / Transactional DDL" recipe.
         dbapi_connection.isolation_level = None
@@ -91,7 +99,7 @@ def _sqlite_pragmas(engine: Engine, *, writer: bool) -> None:
         return
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn):  # type: ignore[no-untyped-def]
+    def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -196,3 +204,10 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
                 yield session
     finally:
         session.close()
+
+
+def rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE matched. ``Session.execute`` is typed to
+    return a plain ``Result``; for those statements it is a ``CursorResult``."""
+    assert isinstance(result, CursorResult)
+    return result.rowcount

@@ -26,6 +26,11 @@ it is raised at start-up, never inside a job.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bridge.model import CrmRef
+
 __all__ = [
     "AmbiguousError",
     "AuthError",
@@ -53,15 +58,15 @@ class BridgeError(Exception):
         self.status = status
         #: what a batch hook completed before it failed (``bridge_id`` ->
         #: refs): the job records it and retries only the rest
-        self.partial: dict = {}
+        self.partial: dict[str, tuple[CrmRef, ...]] = {}
         #: what a one-request open made before it failed (``"contact"`` /
         #: ``"entity"`` -> ref; ``CrmAdapter.open_conversation``)
-        self.created: dict = {}
+        self.created: dict[str, CrmRef] = {}
         #: entries a batch hook wrote only some steps of before it failed
         #: (``bridge_id`` -> refs of the steps written): the job keeps them
         #: and hands them back (``TimelineEntry.written``) so the retry
         #: skips those steps instead of writing them again
-        self.progress: dict = {}
+        self.progress: dict[str, tuple[CrmRef, ...]] = {}
 
 
 class RetryableError(BridgeError):

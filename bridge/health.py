@@ -12,11 +12,14 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from sqlalchemy import inspect, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError, StatementError
+
+if TYPE_CHECKING:
+    from bridge.runtime import Runtime
 
 __all__ = ["HEARTBEAT_TTL", "Check", "Health", "beat", "check", "live_workers"]
 
@@ -75,18 +78,20 @@ class Health:
         }
 
 
-def _database(runtime) -> Check:  # type: ignore[no-untyped-def]
+def _database(runtime: Runtime) -> Check:
     try:
         with runtime.read_engine.connect() as conn:
             conn.execute(text("SELECT 1"))
             if not inspect(conn).has_table("alembic_version"):
                 return Check(False, "no schema: run `bridge db upgrade`")
     except SQLAlchemyError as exc:
-        return Check(False, f"unreachable ({type(exc.orig or exc).__name__})")
+        # the driver's error names the cause; only a statement's error has one
+        cause = exc.orig if isinstance(exc, StatementError) else None
+        return Check(False, f"unreachable ({type(cause or exc).__name__})")
     return Check(True, runtime.engine.dialect.name)
 
 
-def _redis(runtime) -> Check:  # type: ignore[no-untyped-def]
+def _redis(runtime: Runtime) -> Check:
     try:
         runtime.redis.ping()
     except (redis.RedisError, OSError) as exc:
@@ -94,7 +99,7 @@ def _redis(runtime) -> Check:  # type: ignore[no-untyped-def]
     return Check(True)
 
 
-def _workers(runtime, redis_ok: bool) -> Check:  # type: ignore[no-untyped-def]
+def _workers(runtime: Runtime, redis_ok: bool) -> Check:
     if not redis_ok:
         return Check(False, "unknown: Redis is unreachable")
     try:
@@ -106,7 +111,7 @@ def _workers(runtime, redis_ok: bool) -> Check:  # type: ignore[no-untyped-def]
     return Check(True, f"{n} alive")
 
 
-def check(runtime, *, workers: bool = True) -> Health:  # type: ignore[no-untyped-def]
+def check(runtime: Runtime, *, workers: bool = True) -> Health:
     """Ask the database, Redis and (unless ``workers=False``) the workers."""
     database = _database(runtime)
     cache = _redis(runtime)

@@ -13,11 +13,13 @@ URL, but keeps its conversations for the record.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
 
 from bridge import outbox
+from bridge.db import rowcount
 from bridge.errors import BridgeError
 from bridge.jobs import enqueue
 from bridge.tables import (
@@ -35,6 +37,9 @@ from bridge.tables import (
     Tenant,
     TenantStatus,
 )
+
+if TYPE_CHECKING:
+    from bridge.runtime import Runtime
 
 __all__ = [
     "channel_accounts",
@@ -61,22 +66,22 @@ _OWNED = (
 )
 
 
-def _counts(session, model, tenant_ids: list[int]) -> dict[int, int]:  # type: ignore[no-untyped-def]
+def _channel_counts(session: Session, tenant_ids: list[int]) -> dict[int, int]:
     if not tenant_ids:
         return {}
     rows = session.execute(
-        select(model.tenant_id, func.count())
-        .where(model.tenant_id.in_(tenant_ids))
-        .group_by(model.tenant_id)
+        select(ChannelAccount.tenant_id, func.count())
+        .where(ChannelAccount.tenant_id.in_(tenant_ids))
+        .group_by(ChannelAccount.tenant_id)
     )
     return {int(t): int(n) for t, n in rows}
 
 
-def tenants(rt) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+def tenants(rt: Runtime) -> list[dict[str, Any]]:
     """Every tenant with its CRM, status and how many channels it has."""
     with rt.transaction() as session:
         rows = list(session.scalars(select(Tenant).order_by(Tenant.id)))
-        channels = _counts(session, ChannelAccount, [t.id for t in rows])
+        channels = _channel_counts(session, [t.id for t in rows])
         return [
             {
                 "id": t.id,
@@ -93,8 +98,8 @@ def tenants(rt) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
 
 
 def channel_accounts(
-    rt, *, kind: str | None = None, tenant_id: int | None = None
-) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    rt: Runtime, *, kind: str | None = None, tenant_id: int | None = None
+) -> list[dict[str, Any]]:
     """Channel accounts (no credentials, webhook keys masked)."""
     query = select(ChannelAccount, Tenant.slug).join(Tenant, Tenant.id == ChannelAccount.tenant_id)
     if kind:
@@ -116,7 +121,7 @@ def channel_accounts(
         ]
 
 
-def tenant_detail(rt, tenant_id: int, *, reveal: bool = False) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def tenant_detail(rt: Runtime, tenant_id: int, *, reveal: bool = False) -> dict[str, Any]:
     """One tenant: settings a person needs (no credentials), its channel
     accounts, and what it holds. Webhook URLs carry a secret key: shown only
     with ``reveal``."""
@@ -135,7 +140,7 @@ def tenant_detail(rt, tenant_id: int, *, reveal: bool = False) -> dict[str, Any]
                 ("messages", Message),
             )
         }
-        detail = {
+        detail: dict[str, Any] = {
             "id": tenant.id,
             "slug": tenant.slug,
             "name": tenant.name,
@@ -163,7 +168,9 @@ def tenant_detail(rt, tenant_id: int, *, reveal: bool = False) -> dict[str, Any]
     return detail
 
 
-def set_tenant_status(rt, tenant_id: int, status: TenantStatus, reason: str | None = None) -> int:  # type: ignore[no-untyped-def]
+def set_tenant_status(
+    rt: Runtime, tenant_id: int, status: TenantStatus, reason: str | None = None
+) -> int:
     """``disabled`` parks the tenant's work as it comes up; ``active``
     resumes every conversation parked because of the tenant's status.
     Returns how many conversations were resumed."""
@@ -191,7 +198,9 @@ def set_tenant_status(rt, tenant_id: int, status: TenantStatus, reason: str | No
     return len(jobs)
 
 
-def _stop_webhooks(rt, tenant_id: int | None = None, account_id: int | None = None) -> list[str]:  # type: ignore[no-untyped-def]
+def _stop_webhooks(
+    rt: Runtime, tenant_id: int | None = None, account_id: int | None = None
+) -> list[str]:
     """Ask each provider to stop posting (best effort): what failed."""
     query = select(ChannelAccount).where(ChannelAccount.status == ChannelStatus.ACTIVE)
     if tenant_id is not None:
@@ -209,7 +218,7 @@ def _stop_webhooks(rt, tenant_id: int | None = None, account_id: int | None = No
     return problems
 
 
-def disconnect_channel(rt, account_id: int) -> list[str]:  # type: ignore[no-untyped-def]
+def disconnect_channel(rt: Runtime, account_id: int) -> list[str]:
     """Stop the account's webhook at the provider, drop its credentials and
     refuse its webhook URL; its conversations stay. Returns the problems met
     removing the webhook (the account is disconnected here regardless)."""
@@ -229,7 +238,7 @@ def disconnect_channel(rt, account_id: int) -> list[str]:  # type: ignore[no-unt
     return problems
 
 
-def delete_tenant(rt, tenant_id: int) -> tuple[dict[str, int], list[str]]:  # type: ignore[no-untyped-def]
+def delete_tenant(rt: Runtime, tenant_id: int) -> tuple[dict[str, int], list[str]]:
     """Delete the tenant and everything that belongs to it, after asking its
     channels to stop posting. Returns rows deleted per table and the
     problems met stopping webhooks."""
@@ -245,7 +254,7 @@ def delete_tenant(rt, tenant_id: int) -> tuple[dict[str, int], list[str]]:  # ty
         )
         for model in _OWNED:
             result = session.execute(delete(model).where(model.tenant_id == tenant_id))
-            deleted[model.__tablename__] = int(result.rowcount or 0)  # type: ignore[attr-defined]
+            deleted[model.__tablename__] = rowcount(result)
         session.execute(delete(Tenant).where(Tenant.id == tenant_id))
     from bridge.webhooks import reset_cache
 

@@ -12,12 +12,15 @@ from __future__ import annotations
 import hashlib
 import logging
 
-from flask import Blueprint, current_app, jsonify, redirect, request
+from flask import Blueprint, jsonify, redirect, request
+from flask.typing import ResponseReturnValue
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from bridge import admin
 from bridge.errors import AuthError, BridgeError, ConfigError, WebhookError
 from bridge.registry import UnknownAdapter, crm_class
+from bridge.runtime import Runtime, app_runtime
+from crm_adapters.base import CrmAdapter
 
 __all__ = ["bp", "install_url"]
 
@@ -27,16 +30,16 @@ bp = Blueprint("oauth", __name__)
 STATE_MAX_AGE = 600
 
 
-def _serializer(rt) -> URLSafeTimedSerializer:  # type: ignore[no-untyped-def]
+def _serializer(rt: Runtime) -> URLSafeTimedSerializer:
     key = hashlib.sha256(b"bridge-oauth-state|" + rt.secrets_key_material()).hexdigest()
     return URLSafeTimedSerializer(key, salt="oauth-state")
 
 
-def _redirect_uri(rt, crm: str) -> str:  # type: ignore[no-untyped-def]
+def _redirect_uri(rt: Runtime, crm: str) -> str:
     return f"{rt.settings.public_url}/oauth/{crm}/callback"
 
 
-def not_configured(rt, crm: str) -> str | None:  # type: ignore[no-untyped-def]
+def not_configured(rt: Runtime, crm: str) -> str | None:
     """Why this deployment cannot install ``crm`` through OAuth (its app
     credentials are missing), or None."""
     if rt.settings.apps.get(crm, {}).get("client_id"):
@@ -47,7 +50,7 @@ def not_configured(rt, crm: str) -> str | None:  # type: ignore[no-untyped-def]
     )
 
 
-def install_url(rt, crm: str, mapping: str | None = None) -> str:  # type: ignore[no-untyped-def]
+def install_url(rt: Runtime, crm: str, mapping: str | None = None) -> str:
     """The install link for ``crm``; ``ConfigError`` when the app is not
     configured here."""
     cls = crm_class(crm)
@@ -59,8 +62,8 @@ def install_url(rt, crm: str, mapping: str | None = None) -> str:  # type: ignor
 
 
 @bp.get("/oauth/<crm>/install")
-def install(crm: str):  # type: ignore[no-untyped-def]
-    rt = current_app.extensions["bridge"]
+def install(crm: str) -> ResponseReturnValue:
+    rt = app_runtime()
     try:
         crm_class(crm)
     except UnknownAdapter:
@@ -81,8 +84,8 @@ def install(crm: str):  # type: ignore[no-untyped-def]
 
 
 @bp.get("/oauth/<crm>/callback")
-def callback(crm: str):  # type: ignore[no-untyped-def]
-    rt = current_app.extensions["bridge"]
+def callback(crm: str) -> ResponseReturnValue:
+    rt = app_runtime()
     if "error" in request.args:
         return jsonify(
             {"error": "access_denied", "message": "the CRM admin refused the install"}
@@ -115,7 +118,9 @@ def callback(crm: str):  # type: ignore[no-untyped-def]
     return _install(rt, cls, crm, code, params, state.get("mapping") or f"{crm}.yaml")
 
 
-def _install(rt, cls, crm: str, code: str, params: dict[str, str], mapping: str):  # type: ignore[no-untyped-def]
+def _install(
+    rt: Runtime, cls: type[CrmAdapter], crm: str, code: str, params: dict[str, str], mapping: str
+) -> ResponseReturnValue:
     try:
         installed = cls.exchange_code(
             rt.crm_app(crm),

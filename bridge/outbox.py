@@ -23,6 +23,7 @@ import datetime as dt
 from sqlalchemy import String, bindparam, case, cast, insert, select, update
 from sqlalchemy.orm import Session
 
+from bridge.db import rowcount
 from bridge.model import utcnow
 from bridge.tables import Outbox, OutboxState
 
@@ -160,7 +161,7 @@ def mark_idle(session: Session, conversation_id: int, direction: str, version: i
         )
         .values(state=OutboxState.IDLE, reason=None, not_before=None)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]  # CursorResult
+    return rowcount(result) == 1
 
 
 def park(session: Session, conversation_id: int, direction: str, reason: str) -> None:

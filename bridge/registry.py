@@ -37,7 +37,8 @@ def _load(spec: str) -> type | None:
     except ImportError as exc:
         log.warning("adapter %s disabled: missing library (%s)", spec, exc.name)
         return None
-    return getattr(module, attr)
+    loaded: type = getattr(module, attr)
+    return loaded
 
 
 def channel_class(kind: str) -> type[ChannelAdapter]:

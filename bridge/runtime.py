@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from functools import cached_property
 from typing import Any
 
 import redis
+from flask import current_app
 from rq import Queue
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -34,7 +36,7 @@ from channel_adapters.base import ChannelAdapter
 from crm_adapters.base import CrmAdapter
 from mappings import MappingConfig, MappingError, MappingStore
 
-__all__ = ["SECRET_SETTINGS", "Runtime", "get_runtime", "set_runtime"]
+__all__ = ["SECRET_SETTINGS", "Runtime", "app_runtime", "get_runtime", "set_runtime"]
 
 #: where a tenant's secret settings (``secret=True`` fields of its adapter's
 #: ``Settings``) are kept: with its credentials, encrypted
@@ -53,6 +55,12 @@ def get_runtime() -> Runtime:
         if _current is None:
             _current = Runtime(Settings.from_env())
         return _current
+
+
+def app_runtime() -> Runtime:
+    """The runtime of the web app serving the current request."""
+    runtime: Runtime = current_app.extensions["bridge"]
+    return runtime
 
 
 def set_runtime(runtime: Runtime | None) -> None:
@@ -84,7 +92,7 @@ class Runtime:
             return make_engine(self.settings.database_url, reader=True)
         return self.engine
 
-    def transaction(self):  # type: ignore[no-untyped-def]
+    def transaction(self) -> AbstractContextManager[Session]:
         return transaction(self.sessions)
 
     @property

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 
@@ -13,11 +13,14 @@ from bridge.schema import check, load
 from bridge.tables import ChannelAccount, ChannelStatus, Tenant
 from bridge.webhooks import reset_cache
 
+if TYPE_CHECKING:
+    from bridge.runtime import Runtime
+
 __all__ = ["connect_channel", "rotate_secrets", "set_channel_webhook"]
 
 
 def connect_channel(
-    rt,  # type: ignore[no-untyped-def]
+    rt: Runtime,
     tenant_id: int,
     *,
     kind: str,
@@ -69,7 +72,7 @@ def connect_channel(
     return account_id
 
 
-def set_channel_webhook(rt, account_id: int) -> str:  # type: ignore[no-untyped-def]
+def set_channel_webhook(rt: Runtime, account_id: int) -> str:
     with rt.transaction() as session:
         account = session.get(ChannelAccount, account_id)
         if account is None:
@@ -80,16 +83,18 @@ def set_channel_webhook(rt, account_id: int) -> str:  # type: ignore[no-untyped-
     return url
 
 
-def rotate_secrets(rt) -> int:  # type: ignore[no-untyped-def]
+def rotate_secrets(rt: Runtime) -> int:
     """Re-encrypt every stored secret under the newest key."""
     n = 0
     with rt.transaction() as session:
         for tenant in session.scalars(select(Tenant).where(Tenant.credentials.is_not(None))):
+            assert tenant.credentials is not None  # selected only where it is set
             tenant.credentials = rt.secrets.rotate(tenant.credentials)
             n += 1
         for account in session.scalars(
             select(ChannelAccount).where(ChannelAccount.credentials.is_not(None))
         ):
+            assert account.credentials is not None  # selected only where it is set
             account.credentials = rt.secrets.rotate(account.credentials)
             n += 1
     reset_cache()

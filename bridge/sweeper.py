@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 import redis
 from rq.exceptions import NoSuchJobError
@@ -27,6 +28,9 @@ from bridge.jobs import enqueue
 from bridge.locks import ConversationLock, lock_name
 from bridge.model import utcnow
 from bridge.tables import Outbox, OutboxState
+
+if TYPE_CHECKING:
+    from bridge.runtime import Runtime
 
 __all__ = ["Sweeper", "sweep_once"]
 
@@ -47,7 +51,7 @@ def _job_waiting(connection: redis.Redis, job_id: str | None) -> bool:
         return False
 
 
-def sweep_once(runtime, *, limit: int = 500) -> int:  # type: ignore[no-untyped-def]
+def sweep_once(runtime: Runtime, *, limit: int = 500) -> int:
     """One pass; returns how many conversations were re-enqueued."""
     settings = runtime.settings
     now = utcnow()
@@ -102,7 +106,7 @@ class Sweeper:
 
     LEASE = "bridge:sweeper"
 
-    def __init__(self, runtime) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -26,7 +26,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from flask import Blueprint, Request, Response, current_app, jsonify, request
+from flask import Blueprint, Request, Response, jsonify, request
+from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from bridge.errors import SignatureError, WebhookError
@@ -34,6 +35,7 @@ from bridge.model import InboundEvent, WebhookAnswer, WebhookRequest
 from bridge.pipeline.inbound import AccountRef, accept
 from bridge.pipeline.outbound import accept_crm_events
 from bridge.registry import UnknownAdapter, channel_class
+from bridge.runtime import Runtime, app_runtime
 from bridge.tables import ChannelAccount, ChannelStatus, CrmRoute, Tenant
 from channel_adapters.base import ChannelAdapter
 
@@ -45,8 +47,8 @@ bp = Blueprint("webhooks", __name__)
 NOT_FOUND = {"error": "not_found", "message": "no such webhook"}
 
 
-def runtime():  # type: ignore[no-untyped-def]
-    return current_app.extensions["bridge"]
+def runtime() -> Runtime:
+    return app_runtime()
 
 
 @dataclass
@@ -66,7 +68,7 @@ class _AdapterCache:
         self._items: dict[str, _Cached] = {}
         self._lock = threading.Lock()
 
-    def get(self, rt, key: str) -> _Cached | None:  # type: ignore[no-untyped-def]
+    def get(self, rt: Runtime, key: str) -> _Cached | None:
         now = time.monotonic()
         with self._lock:
             item = self._items.get(key)
@@ -86,7 +88,7 @@ class _AdapterCache:
             self._items[key] = item
         return item
 
-    def by_external_id(self, rt, kind: str, external_id: str) -> _Cached | None:  # type: ignore[no-untyped-def]
+    def by_external_id(self, rt: Runtime, kind: str, external_id: str) -> _Cached | None:
         """The active account of ``kind`` whose own id on the channel is
         ``external_id`` (app-routed deliveries name accounts that way)."""
         with rt.read_engine.connect() as conn:
@@ -143,7 +145,7 @@ def _check_body(max_body: int, content_types: tuple[str, ...]) -> None:
         raise WebhookError(f"body larger than {max_body} bytes", code="too_large", status_code=413)
 
 
-def _error(exc: WebhookError):  # type: ignore[no-untyped-def]
+def _error(exc: WebhookError) -> tuple[Response, int]:
     if isinstance(exc, SignatureError):
         log.warning("webhook rejected: %s (%s)", exc.code, request.path.rsplit("/", 1)[0])
     return jsonify(exc.to_json()), exc.status_code
@@ -159,7 +161,7 @@ def _answer(answer: WebhookAnswer) -> Response:
 
 
 @bp.route("/webhooks/<kind>/<key>", methods=["GET", "POST"])
-def channel_webhook(kind: str, key: str):  # type: ignore[no-untyped-def]
+def channel_webhook(kind: str, key: str) -> ResponseReturnValue:
     rt = runtime()
     cached = _channels.get(rt, key)
     if cached is None or cached.account.kind != kind:
@@ -179,7 +181,7 @@ def channel_webhook(kind: str, key: str):  # type: ignore[no-untyped-def]
 
 
 @bp.route("/webhooks/<kind>/app", methods=["GET", "POST"])
-def channel_app_webhook(kind: str):  # type: ignore[no-untyped-def]
+def channel_app_webhook(kind: str) -> ResponseReturnValue:
     """One URL for every account of an app-routed channel (a Meta app's
     phone numbers): verified with the app's secret, then stored per account
     the adapter names (an account not connected here is not ours: left)."""
@@ -212,7 +214,7 @@ def channel_app_webhook(kind: str):  # type: ignore[no-untyped-def]
 
 
 @bp.post("/webhooks/crm/<crm>/<key>")
-def crm_webhook(crm: str, key: str):  # type: ignore[no-untyped-def]
+def crm_webhook(crm: str, key: str) -> ResponseReturnValue:
     """A tenant's own webhook URL (its random key in the path)."""
     rt = runtime()
     with rt.read_engine.connect() as conn:
@@ -223,7 +225,7 @@ def crm_webhook(crm: str, key: str):  # type: ignore[no-untyped-def]
 
 
 @bp.post("/webhooks/crm/<crm>/install")
-def crm_install_event(crm: str):  # type: ignore[no-untyped-def]
+def crm_install_event(crm: str) -> ResponseReturnValue:
     """An app install the CRM announces by POSTing to the app's install
     handler (Bitrix24's ONAPPINSTALL, tokens in the body): one URL for every
     portal; the adapter verifies it, the tenant is created or re-authorised."""
@@ -271,7 +273,7 @@ def crm_install_event(crm: str):  # type: ignore[no-untyped-def]
 
 
 @bp.post("/webhooks/crm/<crm>/route/<route_key>")
-def crm_routed_webhook(crm: str, route_key: str):  # type: ignore[no-untyped-def]
+def crm_routed_webhook(crm: str, route_key: str) -> ResponseReturnValue:
     """An app-level webhook (one URL for all tenants, e.g. amoCRM's chat
     channel ``.../route/:scope_id``): the key names the tenant; the adapter's
     signature check decides whether the request is genuine."""
@@ -285,11 +287,13 @@ def crm_routed_webhook(crm: str, route_key: str):  # type: ignore[no-untyped-def
     return _crm_webhook(rt, tenant_id)
 
 
-def _crm_webhook(rt, tenant_id: int | None):  # type: ignore[no-untyped-def]
+def _crm_webhook(rt: Runtime, tenant_id: int | None) -> ResponseReturnValue:
     if tenant_id is None:
         return jsonify(NOT_FOUND), 404
     with rt.transaction() as session:
         tenant = session.get(Tenant, tenant_id)
+        if tenant is None:  # deleted since its key was looked up
+            return jsonify(NOT_FOUND), 404
         try:
             adapter = rt.crm_adapter(tenant)
         except UnknownAdapter:

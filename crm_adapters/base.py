@@ -156,8 +156,10 @@ class CrmAdapter(ABC):
         ``contact`` is a draft), the lead/deal, the task and the first
         ``entries`` of a new conversation in as few requests as the CRM
         allows. Everything written must be findable by the ordinary hooks
-        (the core retries an ambiguous call through them). On an error,
-        ``error.created`` (``{"contact"|"entity": ref}``) and
+        (the core retries an ambiguous call through them). When ``contact``
+        is a draft, the ``contact`` of ``entity`` and ``task`` is a stand-in
+        (``CrmRef("contact", "")``): link them to the contact made here. On
+        an error, ``error.created`` (``{"contact"|"entity": ref}``) and
         ``error.partial`` say what was made."""
         raise NotImplementedError(f"{self.kind} opens conversations step by step")
 

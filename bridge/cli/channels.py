@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from bridge.cli import context
 from bridge.schema import fields_of
 from bridge.tables import ChannelStatus
+
+if TYPE_CHECKING:
+    from bridge.runtime import Runtime
 
 __all__ = ["register"]
 
@@ -128,7 +131,7 @@ def _channel_group(kind: str) -> click.Group:
     return group
 
 
-def _account(rt, kind: str, account_id: int) -> int:  # type: ignore[no-untyped-def]
+def _account(rt: Runtime, kind: str, account_id: int) -> int:
     from bridge.tables import ChannelAccount
 
     with rt.transaction() as session:

@@ -14,13 +14,13 @@ from bridge.logs import configure_logging
 __all__ = ["register"]
 
 
-class DemoChoice(click.Choice):  # type: ignore[type-arg]
+class DemoChoice(click.Choice[str]):
     """auto, off, or a CRM the installed demo offers (read when used)."""
 
     def __init__(self) -> None:
         super().__init__([])
 
-    @property  # type: ignore[override]
+    @property
     def choices(self) -> tuple[str, ...]:
         from bridge.devserver import demo_provider
 

@@ -13,7 +13,7 @@ from bridge.tables import TenantStatus
 __all__ = ["RegistryChoice", "register"]
 
 
-class RegistryChoice(click.Choice):  # type: ignore[type-arg]
+class RegistryChoice(click.Choice[str]):
     """A choice among the registered adapters of one side, read when the
     command runs (tests and plugins register adapters after import)."""
 
@@ -21,7 +21,7 @@ class RegistryChoice(click.Choice):  # type: ignore[type-arg]
         self.side = side
         super().__init__([])
 
-    @property  # type: ignore[override]
+    @property
     def choices(self) -> tuple[str, ...]:
         from bridge.registry import channel_kinds, crm_kinds
 

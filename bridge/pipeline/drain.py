@@ -11,9 +11,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bridge import outbox
 from bridge.locks import ConversationLock, lock_name
+
+if TYPE_CHECKING:
+    from bridge.runtime import Runtime
 
 __all__ = ["Drained", "LeaseLost", "Parked", "run_drain"]
 
@@ -39,7 +43,7 @@ class LeaseLost(Exception):
 
 
 def run_drain(
-    runtime,  # type: ignore[no-untyped-def]
+    runtime: Runtime,
     direction: str,
     conversation_id: int,
     drain_once: Callable[[ConversationLock], Drained | Parked | None],

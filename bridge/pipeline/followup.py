@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -39,6 +39,9 @@ from bridge.tables import (
     Tenant,
     TenantStatus,
 )
+
+if TYPE_CHECKING:
+    from bridge.runtime import Runtime
 
 __all__ = ["Followup", "FollowupItem", "due", "run_followups"]
 
@@ -65,7 +68,7 @@ class Followup(Protocol):
     #: the direction of the messages it follows up
     message_direction: str
 
-    def perform(self, runtime, item: FollowupItem) -> None:  # type: ignore[no-untyped-def]
+    def perform(self, runtime: Runtime, item: FollowupItem) -> None:
         """The one side effect (raises the adapter's errors)."""
 
 
@@ -78,7 +81,7 @@ def due(session: Session, message: Message, direction: str) -> str | None:
     return outbox.bump(session, message.tenant_id, message.conversation_id, direction)
 
 
-def run_followups(runtime, conversation_id: int, kind: Followup) -> str:  # type: ignore[no-untyped-def]
+def run_followups(runtime: Runtime, conversation_id: int, kind: Followup) -> str:
     job = _Drain(runtime, conversation_id, kind)
     outcome = run_drain(runtime, kind.direction, conversation_id, job.drain_once)
     log.info(
@@ -93,7 +96,7 @@ def run_followups(runtime, conversation_id: int, kind: Followup) -> str:  # type
 
 
 class _Drain:
-    def __init__(self, runtime, conversation_id: int, kind: Followup) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, runtime: Runtime, conversation_id: int, kind: Followup) -> None:
         self.rt = runtime
         self.conversation_id = conversation_id
         self.kind = kind

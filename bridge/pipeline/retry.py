@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import ParamSpec, TypeVar
 
 from tenacity import (
     RetryCallState,
@@ -37,6 +37,7 @@ __all__ = [
     "send_with_retries",
 ]
 
+P = ParamSpec("P")
 T = TypeVar("T")
 
 
@@ -44,10 +45,10 @@ def retry_delay(settings: Settings, attempt: int, error: BaseException | None) -
     """Seconds before retry number ``attempt`` (1-based): the far side's
     ``retry_after`` when it gave one, else exponential backoff with jitter,
     capped by ``retry_max_wait``."""
-    hint = getattr(error, "retry_after", None)
+    hint = error.retry_after if isinstance(error, RetryableError) else None
     if hint is not None:
         return min(settings.retry_max_wait, max(float(hint), 0.05))
-    backoff = min(settings.retry_max_wait, 0.5 * 2 ** (attempt - 1))
+    backoff = min(settings.retry_max_wait, 0.5 * 2.0 ** (attempt - 1))
     return backoff * (0.5 + random.random() / 2)  # noqa: S311 (jitter, not crypto)
 
 
@@ -59,7 +60,9 @@ def wait_for(settings: Settings) -> Callable[[RetryCallState], float]:
     return wait
 
 
-def call_with_retries(settings: Settings, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+def call_with_retries(
+    settings: Settings, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+) -> T:
     """Call ``fn``, retrying RetryableError (honouring ``retry_after``) up to
     ``settings.retry_attempts`` times; the last error propagates."""
     retrying = Retrying(

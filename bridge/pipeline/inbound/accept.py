@@ -15,6 +15,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -24,6 +25,9 @@ from bridge import outbox
 from bridge.identity import resolve_contact
 from bridge.model import IgnoredEvent, InboundEvent, InboundMessage, ThreadMigrated, utcnow
 from bridge.tables import ChannelAccount, Conversation, IgnoredEventRow, Message, MessageStatus
+
+if TYPE_CHECKING:
+    from bridge.runtime import Runtime
 
 __all__ = ["HOOKS", "AcceptResult", "AccountRef", "IngestHooks", "accept", "message_payload"]
 
@@ -39,7 +43,7 @@ class AcceptResult:
     jobs: list[tuple[str, int, str]] = field(default_factory=list)
 
 
-def message_payload(message: InboundMessage) -> dict:
+def message_payload(message: InboundMessage) -> dict[str, Any]:
     """What we keep of a message besides its columns (raw included, for replay)."""
     return {
         "attachments": [_compact(dataclasses.asdict(a)) for a in message.attachments],
@@ -52,7 +56,7 @@ def message_payload(message: InboundMessage) -> dict:
     }
 
 
-def _compact(data: dict) -> dict:
+def _compact(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if v not in (None, "", {}, [], ())}
 
 
@@ -246,7 +250,9 @@ class _Seen:
     conversation_id: int | None
 
 
-def _look_first(runtime, account: AccountRef, events: Sequence[InboundEvent]) -> dict[str, _Seen]:  # type: ignore[no-untyped-def]
+def _look_first(
+    runtime: Runtime, account: AccountRef, events: Sequence[InboundEvent]
+) -> dict[str, _Seen]:
     """Duplicate checks and conversation lookups need no write lock: do them
     first (on SQLite, WAL readers block nobody), so the write transaction —
     SQLite's single writer — holds only the writes."""
@@ -283,7 +289,7 @@ def _accept_once(
     return result
 
 
-def _account_ref(runtime, account_id: int) -> AccountRef:  # type: ignore[no-untyped-def]
+def _account_ref(runtime: Runtime, account_id: int) -> AccountRef:
     query = select(ChannelAccount.id, ChannelAccount.tenant_id, ChannelAccount.kind).where(
         ChannelAccount.id == account_id
     )
@@ -307,7 +313,9 @@ class IngestHooks:
 HOOKS = IngestHooks()
 
 
-def accept(runtime, account: int | AccountRef, events: Iterable[InboundEvent]) -> AcceptResult:  # type: ignore[no-untyped-def]
+def accept(
+    runtime: Runtime, account: int | AccountRef, events: Iterable[InboundEvent]
+) -> AcceptResult:
     """Store ``events`` for the channel account in one transaction, then
     enqueue the jobs it calls for. Returns counts for the webhook answer.
 

@@ -5,10 +5,15 @@ event is in the CRM, as its own follow-up work
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bridge import outbox
 from bridge.model import InboundMessage, MessageKind
 from bridge.pipeline.followup import FollowupItem, run_followups
 from bridge.rows import aware
+
+if TYPE_CHECKING:
+    from bridge.runtime import Runtime
 
 __all__ = ["Acknowledgements", "run_acknowledgements"]
 
@@ -19,7 +24,7 @@ class Acknowledgements:
     direction = outbox.ACK
     message_direction = outbox.IN
 
-    def perform(self, runtime, item: FollowupItem) -> None:  # type: ignore[no-untyped-def]
+    def perform(self, runtime: Runtime, item: FollowupItem) -> None:
         message, payload = item.message, item.message.payload or {}
         event = InboundMessage(
             channel_kind=item.account.kind,
@@ -35,6 +40,6 @@ class Acknowledgements:
         runtime.channel_adapter(item.account).acknowledge(event)
 
 
-def run_acknowledgements(runtime, conversation_id: int) -> str:  # type: ignore[no-untyped-def]
+def run_acknowledgements(runtime: Runtime, conversation_id: int) -> str:
     """Acknowledge the conversation's handled events to the channel."""
     return run_followups(runtime, conversation_id, Acknowledgements())

@@ -24,8 +24,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -42,6 +43,7 @@ from bridge.locks import ConversationLock
 from bridge.model import (
     ContactDraft,
     ContactLookup,
+    CrmContact,
     CrmRef,
     EntityDraft,
     MessageKind,
@@ -70,18 +72,25 @@ from bridge.tables import (
     TenantStatus,
 )
 from bridge.templates import render, render_all
+from crm_adapters.base import CrmAdapter
 from mappings import ChannelRule, MappingConfig, MappingError
+
+if TYPE_CHECKING:
+    from bridge.runtime import Runtime
 
 __all__ = ["run_inbound"]
 
 log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 BATCH = 50
 #: a message claimed this many times without success is parked (poison pill)
 MAX_ATTEMPTS = 25
 
 
-def run_inbound(runtime, conversation_id: int) -> str:  # type: ignore[no-untyped-def]
+def run_inbound(runtime: Runtime, conversation_id: int) -> str:
     sync = InboundSync(runtime, conversation_id)
     outcome = run_drain(runtime, outbox.IN, conversation_id, sync.drain_once)
     log.info("sync conversation=%s outcome=%s synced=%d", conversation_id, outcome, sync.synced)
@@ -105,13 +114,15 @@ class _Snapshot:
 
 
 class InboundSync:
-    def __init__(self, runtime, conversation_id: int) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, runtime: Runtime, conversation_id: int) -> None:
         self.rt = runtime
         self.settings = runtime.settings
         self.conversation_id = conversation_id
         self.synced = 0
-        self._adapter = None
+        self._adapter: CrmAdapter | None = None
         self._tenant_id: int | None = None
+        #: ids of the messages this job claimed last
+        self._claimed: set[int] = set()
         #: rounds in a row the CRM side was not ready (NotReadyError)
         self._not_ready = 0
 
@@ -266,7 +277,7 @@ class InboundSync:
                 and message.claimed_at
                 and aware(message.claimed_at) > fresh
             ):
-                if getattr(self, "_claimed", None) and message.id in self._claimed:
+                if message.id in self._claimed:
                     continue
                 raise LeaseLost
 
@@ -283,18 +294,18 @@ class InboundSync:
         snap.mapping = mapping
         return rule
 
-    def _crm(self, tenant: Tenant):  # type: ignore[no-untyped-def]
+    def _crm(self, tenant: Tenant) -> CrmAdapter:
         if self._adapter is None or self._tenant_id != tenant.id:
             self._adapter = self.rt.crm_adapter(tenant)
             self._tenant_id = tenant.id
         return self._adapter
 
-    def _call(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def _call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return call_with_retries(self.settings, fn, *args, **kwargs)
 
     # -- contact ----------------------------------------------------------
 
-    def _ensure_contact(self, snap: _Snapshot, adapter, rule: ChannelRule) -> CrmRef:  # type: ignore[no-untyped-def]
+    def _ensure_contact(self, snap: _Snapshot, adapter: CrmAdapter, rule: ChannelRule) -> CrmRef:
         contact = snap.contact
         draft = self._contact_draft(snap, rule)
         if contact.crm_contact_id:
@@ -304,7 +315,7 @@ class InboundSync:
                 self._update(Contact, contact.id, crm_dirty=False)
             return ref
 
-        def find_or_create():  # type: ignore[no-untyped-def]
+        def find_or_create() -> tuple[CrmContact, str | None]:
             # One retry unit: a retry after an ambiguous create searches first.
             found = adapter.find_contact(draft.lookup)
             if found is not None:
@@ -381,9 +392,9 @@ class InboundSync:
     def _ensure_entity(
         self,
         snap: _Snapshot,
-        adapter,
+        adapter: CrmAdapter,
         rule: ChannelRule,
-        contact_ref: CrmRef,  # type: ignore[no-untyped-def]
+        contact_ref: CrmRef,
     ) -> tuple[CrmRef | None, bool]:
         conv = snap.conversation
         if rule.object == "none":
@@ -412,7 +423,7 @@ class InboundSync:
         draft = self._entity_draft(snap, rule, contact_ref, owner)
         maybe_created = [conv.crm_entity_state == CrmWrite.CREATING]
 
-        def find_or_create():  # type: ignore[no-untyped-def]
+        def find_or_create() -> tuple[CrmRef, bool]:
             # An earlier attempt (this job's or a dead one's) may have
             # committed: find it before creating again.
             if maybe_created[0]:
@@ -436,7 +447,7 @@ class InboundSync:
         conv.crm_entity_state = CrmWrite.SYNCED
         return ref, new
 
-    def _still_open(self, snap: _Snapshot, adapter, ref: CrmRef) -> bool:  # type: ignore[no-untyped-def]
+    def _still_open(self, snap: _Snapshot, adapter: CrmAdapter, ref: CrmRef) -> bool:
         """After a quiet spell (``entity_recheck`` seconds between the last
         message written and this one), ask the CRM whether the deal/lead is
         still open: the webhook that would have told us it was won, lost or
@@ -480,10 +491,15 @@ class InboundSync:
                     Conversation.status == ConversationStatus.OPEN,
                     Conversation.crm_entity_type == object_type,
                     Conversation.crm_entity_state == CrmWrite.SYNCED,
+                    Conversation.crm_entity_id.is_not(None),
                 )
                 .order_by(Conversation.updated_at.desc())
             ).first()
-        return (row[0], row[1]) if row else None
+        if row is None:
+            return None
+        entity_id, owner = row
+        assert entity_id is not None  # selected only where it is set
+        return entity_id, owner
 
     def _owner(self, snap: _Snapshot, rule: ChannelRule, contact_owner: str | None) -> str | None:
         """The conversation's owner, chosen once (then remembered)."""
@@ -514,17 +530,17 @@ class InboundSync:
     def _ensure_task(
         self,
         snap: _Snapshot,
-        adapter,
+        adapter: CrmAdapter,
         rule: ChannelRule,
         contact_ref: CrmRef,
-        entity_ref: CrmRef | None,  # type: ignore[no-untyped-def]
+        entity_ref: CrmRef | None,
     ) -> None:
         conv = snap.conversation
         maybe = [conv.task_state == CrmWrite.CREATING]
         self._update(Conversation, conv.id, task_state=CrmWrite.CREATING)
         draft = self._task_draft(snap, rule, contact_ref, entity_ref)
 
-        def create():  # type: ignore[no-untyped-def]
+        def create() -> CrmRef:
             attempt = replace(draft, maybe_written=maybe[0])
             maybe[0] = True
             return adapter.create_task(attempt)
@@ -536,7 +552,7 @@ class InboundSync:
         self,
         snap: _Snapshot,
         rule: ChannelRule,
-        contact_ref: CrmRef | None,
+        contact_ref: CrmRef,
         entity_ref: CrmRef | None,
     ) -> TaskDraft:
         conv = snap.conversation
@@ -556,7 +572,7 @@ class InboundSync:
     def _opens_at_once(
         self,
         snap: _Snapshot,
-        adapter,  # type: ignore[no-untyped-def]
+        adapter: CrmAdapter,
         rule: ChannelRule,
         batch: list[Message],
     ) -> bool:
@@ -582,7 +598,7 @@ class InboundSync:
     def _open_at_once(
         self,
         snap: _Snapshot,
-        adapter,  # type: ignore[no-untyped-def]
+        adapter: CrmAdapter,
         rule: ChannelRule,
         batch: list[Message],
         lock: ConversationLock,
@@ -609,9 +625,12 @@ class InboundSync:
             self._update(Contact, contact.id, crm_state=CrmWrite.CREATING)
             target = replace(target, owner_id=owner)
         contact_ref = target if isinstance(target, CrmRef) else None
-        entity = self._entity_draft(snap, rule, contact_ref or CrmRef("contact", ""), owner)
+        # the drafts' contact: the known one, or a stand-in for the one this
+        # request creates (open_conversation links the entity to it)
+        drafts_contact = contact_ref or CrmRef("contact", "")
+        entity = self._entity_draft(snap, rule, drafts_contact, owner)
         task = (
-            self._task_draft(snap, rule, contact_ref, None)
+            self._task_draft(snap, rule, drafts_contact, None)
             if rule.task.when == "new_entity"
             else None
         )
@@ -688,7 +707,7 @@ class InboundSync:
     def _append(
         self,
         snap: _Snapshot,
-        adapter,  # type: ignore[no-untyped-def]
+        adapter: CrmAdapter,
         rule: ChannelRule,
         batch: list[Message],
         contact_ref: CrmRef | None,
@@ -722,7 +741,7 @@ class InboundSync:
 
     def _find_culprit(
         self,
-        adapter,  # type: ignore[no-untyped-def]
+        adapter: CrmAdapter,
         batch: list[Message],
         entries: list[TimelineEntry],
         exc: PermanentError,
@@ -798,7 +817,7 @@ class InboundSync:
 
     def _append_with_retries(
         self,
-        adapter,  # type: ignore[no-untyped-def]
+        adapter: CrmAdapter,
         entries: list[TimelineEntry],
         batch: list[Message],
         snap: _Snapshot,

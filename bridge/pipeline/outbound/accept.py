@@ -15,6 +15,7 @@ import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -30,6 +31,9 @@ from bridge.tables import (
     Tenant,
     TenantStatus,
 )
+
+if TYPE_CHECKING:
+    from bridge.runtime import Runtime
 
 __all__ = ["CrmAcceptResult", "accept_crm_events"]
 
@@ -138,7 +142,7 @@ def _store_reply(
     result.stored += 1
 
 
-def _attachment_dict(a: Attachment) -> dict:
+def _attachment_dict(a: Attachment) -> dict[str, Any]:
     return {k: v for k, v in a.__dict__.items() if v not in (None, "")}
 
 
@@ -177,7 +181,9 @@ def _apply_state_event(session: Session, tenant_id: int, event: CrmEvent) -> Non
         session.execute(update(Conversation).where(*match).values(owner_id=event.owner_id))
 
 
-def accept_crm_events(runtime, tenant_id: int, events: Iterable[CrmEvent]) -> CrmAcceptResult:  # type: ignore[no-untyped-def]
+def accept_crm_events(
+    runtime: Runtime, tenant_id: int, events: Iterable[CrmEvent]
+) -> CrmAcceptResult:
     events = list(events)
     with runtime.transaction() as session:
         result = CrmAcceptResult()

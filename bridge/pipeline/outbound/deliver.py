@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
 
@@ -46,12 +47,15 @@ from bridge.tables import (
     TenantStatus,
 )
 
+if TYPE_CHECKING:
+    from bridge.runtime import Runtime
+
 __all__ = ["run_outbound"]
 
 log = logging.getLogger(__name__)
 
 
-def run_outbound(runtime, conversation_id: int) -> str:  # type: ignore[no-untyped-def]
+def run_outbound(runtime: Runtime, conversation_id: int) -> str:
     job = OutboundDelivery(runtime, conversation_id)
     outcome = run_drain(runtime, outbox.OUT, conversation_id, job.drain_once)
     log.info("deliver conversation=%s outcome=%s sent=%d", conversation_id, outcome, job.sent)
@@ -59,7 +63,7 @@ def run_outbound(runtime, conversation_id: int) -> str:  # type: ignore[no-untyp
 
 
 class OutboundDelivery:
-    def __init__(self, runtime, conversation_id: int) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, runtime: Runtime, conversation_id: int) -> None:
         self.rt = runtime
         self.settings = runtime.settings
         self.conversation_id = conversation_id

@@ -4,10 +4,15 @@ the CRM has it (:mod:`bridge.pipeline.followup`)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bridge import outbox
 from bridge.model import DeliveryReport, DeliveryStatus
 from bridge.pipeline.followup import FollowupItem, run_followups
 from bridge.tables import MessageStatus
+
+if TYPE_CHECKING:
+    from bridge.runtime import Runtime
 
 __all__ = ["DeliveryReports", "run_reports"]
 
@@ -18,7 +23,7 @@ class DeliveryReports:
     direction = outbox.REPORT
     message_direction = outbox.OUT
 
-    def perform(self, runtime, item: FollowupItem) -> None:  # type: ignore[no-untyped-def]
+    def perform(self, runtime: Runtime, item: FollowupItem) -> None:
         message = item.message
         failed = message.status == MessageStatus.FAILED
         report = DeliveryReport(
@@ -30,6 +35,6 @@ class DeliveryReports:
         runtime.crm_adapter(item.tenant).report_delivery(report)
 
 
-def run_reports(runtime, conversation_id: int) -> str:  # type: ignore[no-untyped-def]
+def run_reports(runtime: Runtime, conversation_id: int) -> str:
     """Report the conversation's replies' outcomes to the CRM, in order."""
     return run_followups(runtime, conversation_id, DeliveryReports())
