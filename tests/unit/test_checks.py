@@ -22,7 +22,7 @@ from bridge.checks import check_config, check_file, check_mapping_files, validat
 from bridge.errors import ConfigError, PermanentError
 from bridge.http import HttpClient
 from bridge.model import CrmAccountInfo, CrmRef, EntityDraft, MessageKind, TimelineEntry
-from bridge.registry import crm_class, crm_kinds
+from bridge.registry import channel_kinds, crm_class, crm_kinds
 from crm_adapters.amocrm import AmoCrmAdapter
 from crm_adapters.amocrm import timeline as amo_timeline
 from crm_adapters.bitrix24 import Bitrix24Adapter
@@ -177,7 +177,8 @@ def test_an_unknown_crm_still_gets_its_channels_checked(tmp_path: Path) -> None:
     path = write(tmp_path, "a.yaml", "crm: hubspt\nchannels: {telegramm: {inbox: maybe}}\n")
     assert lines_of(path) == [
         f"crm: unknown CRM 'hubspt'; use one of {', '.join(crm_kinds())} (did you mean hubspot?)",
-        "channels.telegramm: unknown channel; use one of telegram",
+        f"channels.telegramm: unknown channel; use one of {', '.join(channel_kinds())}"
+        " (did you mean telegram?)",
         "channels.telegramm.inbox: must be true or false (got 'maybe')",
     ]
 

@@ -9,7 +9,8 @@ import tomllib
 from pathlib import Path
 
 from bridge import __version__
-from bridge.registry import channel_kinds, crm_kinds
+from bridge.registry import channel_class, channel_kinds, crm_class, crm_kinds
+from bridge.schema import fields_of, secret_names
 
 ROOT = Path(__file__).resolve().parents[2]
 #: read from the environment but set by `bridge run` / the test harness for
@@ -29,12 +30,18 @@ def test_every_setting_is_in_env_example() -> None:
     example = (ROOT / ".env.example").read_text(encoding="utf-8")
     named = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", example, flags=re.MULTILINE))
     wanted = _read_in_code() | {"BRIDGE_CRM_TOKEN"}
-    for crm in crm_kinds():
-        wanted |= {f"{crm.upper()}_CLIENT_ID", f"{crm.upper()}_CLIENT_SECRET"}
-        wanted |= {f"{crm.upper()}_API_BASE"} if crm != "bitrix24" else set()
-    for channel in channel_kinds():
-        wanted |= {f"{channel.upper()}_API_BASE", f"{channel.upper()}_BOT_TOKEN"}
-    assert len(wanted) > 25
+    # what each adapter declares: its app settings, the secrets `bridge
+    # <channel> connect` reads from the environment, the API host a stand-in
+    # replaces (where the provider has one host)
+    adapters = [crm_class(k) for k in crm_kinds()] + [channel_class(k) for k in channel_kinds()]
+    for cls in adapters:
+        prefix = cls.kind.upper()
+        wanted |= {f"{prefix}_{f.name.upper()}" for f in fields_of(cls.App)}
+        wanted |= {f"{prefix}_API_BASE"} if cls.default_api_base() else set()
+    for kind in channel_kinds():
+        connect = channel_class(kind).Connect
+        wanted |= {f"{kind.upper()}_{name.upper()}" for name in secret_names(connect)}
+    assert len(wanted) > 25 and "TELEGRAM_BOT_TOKEN" in wanted
     # a prefix (Flask's BRIDGE_FLASK_<KEY>) is there when one of its keys is
     missing = [w for w in wanted if not any(n == w or n.startswith(f"{w}_") for n in named)]
     assert missing == []
