@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from flask import Flask, jsonify, request
 from sandbox import amocrm, bitrix24, hubspot, telegram
 from sandbox.core.clock import Clock
 from sandbox.core.config import Settings, merge, require_bools, require_positive_ints
+from sandbox.core.faults import FaultPlan
 from sandbox.core.oauth import RefreshPolicy, Rejected, TokenFormat, TokenServer
 from sandbox.core.ratelimit import RollingWindow, TokenBucket
 from sandbox.core.stats import RequestStats
@@ -373,6 +375,131 @@ def test_request_stats_select_by_time_and_label_routes() -> None:
     assert plain.body(None, True)["by_route"] == {"GET /x": 1}
 
 
+# -- faults scoped to one endpoint -----------------------------------------------------------
+
+
+def _faulted_app(plan: FaultPlan) -> tuple[Any, list[str]]:
+    """A tiny vendor: ``GET|PATCH|POST /things/<id>`` (each call that gets
+    through is recorded), errors as ``{"vendor_error": status}``."""
+    app = Flask("faulted")
+    done: list[str] = []
+
+    def error_body(status: int, retry_after: float | None) -> Any:
+        resp = jsonify({"vendor_error": status})
+        resp.status_code = status
+        if retry_after is not None:
+            resp.headers["Retry-After"] = str(retry_after)
+        return resp
+
+    plan.install(app, error_body=error_body, applies=lambda: not request.path.startswith("/_"))
+
+    @app.route("/things/<thing>", methods=["GET", "PATCH", "POST"])
+    def thing(thing: str) -> Any:
+        done.append(f"{request.method} {thing}")
+        return jsonify({"id": thing})
+
+    return app.test_client(), done
+
+
+def test_route_fault_applies_to_its_method_and_path_only() -> None:
+    client, done = _faulted_app(FaultPlan(seed=3))
+    plan = client.post("/_faults", json={
+        "error_rate": 1.0,  # the plan-wide odds: every other call fails
+        "routes": [{"method": "patch", "path": r"^/things/[^/]+$", "error_rate": 1.0},
+                   {"method": "GET", "path": r"^/things/ok$"}]}).get_json()
+    assert [(r["method"], r["path"], r["error_rate"]) for r in plan["routes"]] == [
+        ("PATCH", r"^/things/[^/]+$", 1.0), ("GET", r"^/things/ok$", 0.0)]
+    refused = client.patch("/things/a", json={})
+    assert refused.status_code == 503 and refused.get_json() == {"vendor_error": 503}
+    assert done == []  # answered before the handler: nothing done
+    # a matching rule's odds replace the plan-wide ones (0 here: it passes)
+    assert client.get("/things/ok").status_code == 200 and done == ["GET ok"]
+    assert client.get("/things/a").status_code == 503  # no rule: the plan-wide odds
+    assert client.post("/things/a").status_code == 503  # another method: no rule
+    snapshot = client.get("/_faults").get_json()
+    first, second = snapshot["routes"]
+    assert (first["calls"], first["counters"]) == (1, {"5xx": 1})
+    assert (second["calls"], second["counters"]) == (1, {})
+    assert snapshot["counters"] == {"5xx": 2}  # the plan-wide faults, apart
+
+    # one endpoint failing half of the time, every kind the plan knows
+    client.post("/_faults", json={"reset": True, "seed": 11, "routes": [
+        {"method": "PATCH", "path": "/things/", "error_rate": 0.4, "rate_429": 0.1}]})
+    done.clear()
+    codes = Counter(client.patch(f"/things/{n}").status_code for n in range(400))
+    assert 160 - 45 < codes[503] < 160 + 45 and 40 - 25 < codes[429] < 40 + 25, codes
+    assert len(done) == codes[200] and codes[200] + codes[503] + codes[429] == 400
+    rule = client.get("/_faults").get_json()["routes"][0]
+    assert rule["calls"] == 400
+    assert rule["counters"] == {"5xx": codes[503], "429": codes[429]}
+    assert all(client.get(f"/things/{n}").status_code == 200 for n in range(20))
+
+    # a storm still comes first; posting routes replaces them, [] clears them
+    client.post("/_faults", json={"storm_seconds": 30, "storm_kind": "5xx",
+                                  "routes": [{"path": "/things/", "error_rate": 0.0}]})
+    assert client.patch("/things/s").status_code == 503
+    client.post("/_faults", json={"storm_until": 0, "routes": []})
+    assert client.patch("/things/s").status_code == 200
+    assert client.get("/_faults").get_json()["routes"] == []
+
+
+@pytest.mark.parametrize("bad", [
+    {"routes": {"path": "/x"}},
+    {"routes": [{"method": "PATCH"}]},
+    {"routes": [{"path": "("}]},
+    {"routes": [{"path": "/x", "error_rate": 1.5}]},
+    {"routes": [{"path": "/x", "error_rate": True}]},
+    {"routes": [{"path": "/x", "error_rate": 0.6, "rate_429": 0.6}]},
+    {"routes": [{"path": "/x", "status": 500}]},
+    {"routes": ["/x"]},
+], ids=lambda b: json.dumps(b))
+def test_route_faults_refuse_bad_rules_and_keep_the_plan(bad: dict[str, Any]) -> None:
+    client, _ = _faulted_app(FaultPlan())
+    client.post("/_faults", json={"routes": [{"path": "/keep", "error_rate": 0.5}]})
+    resp = client.post("/_faults", json=bad)
+    assert resp.status_code == 400 and resp.get_json()["error"] == "invalid_faults"
+    assert [r["path"] for r in client.get("/_faults").get_json()["routes"]] == ["/keep"]
+
+
+def test_route_fault_on_hubspots_delivery_report_looks_like_hubspot(
+        receiver: dict[str, Any]) -> None:
+    """The fault the chaos soak gives HubSpot's custom-channel message status
+    update (the bridge's delivery report): HubSpot's own 5xx and 429 bodies,
+    and a refused update records nothing."""
+    client, _ = _hubspot_conversation(receiver["url"] + "/hooks")
+    reply = client.post("/_reply", json={"conversation": "conv-1", "text": "Hello"}).get_json()
+    message = reply["message"]
+    token = hs_suite.oauth_token(client)["access_token"]
+    url = f"/conversations/v3/custom-channels/{message['channelId']}/messages/{message['id']}"
+
+    def history() -> list[dict[str, Any]]:
+        [thread] = client.get("/_state").get_json()["accounts"][0]["threads"]
+        out = next(m for m in thread["messages"] if m["id"] == message["id"])
+        return list(out["statusHistory"])
+
+    rule = {"method": "PATCH", "path": r"/conversations/v3/custom-channels/[^/]+/messages/[^/]+$"}
+    client.post("/_faults", json={"routes": [{**rule, "error_rate": 1.0}]})
+    failed = hs_suite.call(client, "PATCH", url, token, body={"statusType": "SENT"})
+    assert failed.status_code == 503  # validated against HubSpot's Error schema
+    body = failed.get_json()
+    assert body["status"] == "error" and body["category"] and body["correlationId"]
+    assert history() == []  # refused before the handler: not recorded
+    assert hs_suite.call(client, "GET", url, token).status_code == 200  # GET untouched
+    client.post("/_faults", json={"routes": [{**rule, "rate_429": 1.0}], "retry_after": 2})
+    limited = hs_suite.call(client, "PATCH", url, token, body={"statusType": "SENT"})
+    assert limited.status_code == 429 and limited.headers["Retry-After"] == "2"
+    assert limited.get_json()["policyName"] == "TEN_SECONDLY_ROLLING"
+    assert history() == []
+
+    client.post("/_faults", json={"seed": 5, "routes": [{**rule, "error_rate": 0.5}]})
+    codes = [hs_suite.call(client, "PATCH", url, token, body={"statusType": "SENT"}).status_code
+             for _ in range(40)]
+    assert set(codes) == {200, 503} and 8 < codes.count(503) < 32, codes
+    assert len(history()) == codes.count(200)  # one record per update that got through
+    counted = client.get("/_faults").get_json()["routes"][0]
+    assert counted["calls"] == 40 and counted["counters"] == {"5xx": codes.count(503)}
+
+
 # -- the common control API, across the vendors -------------------------------------------------
 
 
@@ -459,6 +586,15 @@ def test_faults_stats_reset_and_clock_everywhere(vendor: VendorCase) -> None:
     assert client.get("/_clock").get_json()["now"] == moved["now"]  # frozen
     assert client.post("/_clock", json={"advance": "soon"}).status_code == 400
     assert client.post("/_clock", json={"freeze": False, "offset": 0}).get_json()["offset"] == 0
+
+
+@pytest.mark.parametrize("vendor", VENDORS, ids=lambda v: v.name)
+def test_every_vendor_takes_route_faults(vendor: VendorCase) -> None:
+    client = vendor.make()
+    plan = client.post("/_faults", json={"routes": [{"path": "/x", "error_rate": 0.5}]})
+    assert plan.status_code == 200 and plan.get_json()["routes"][0]["error_rate"] == 0.5
+    assert client.post("/_faults", json={"routes": [{"path": "("}]}).status_code == 400
+    assert client.post("/_faults", json={"reset": True}).get_json()["routes"] == []
 
 
 @pytest.mark.parametrize("vendor", VENDORS, ids=lambda v: v.name)
