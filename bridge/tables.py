@@ -343,7 +343,7 @@ class Outbox(Base):
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
     conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"))
-    direction: Mapped[str] = mapped_column(String(3))
+    direction: Mapped[str] = mapped_column(String(8))  # in, out, ack, report
     #: idle | pending | parked
     state: Mapped[str] = mapped_column(String(16), default=OutboxState.IDLE)
     version: Mapped[int] = mapped_column(Integer, default=0)
