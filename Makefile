@@ -24,8 +24,8 @@ install-test: $(VENV)/.installed-test
 # Debian packages the tests use: redis-server (a Redis with AOF that a test
 # starts and kills itself) and chromium (the browser tests drive it with
 # Playwright; Playwright never downloads a browser here). Installed only when
-# missing.
-APT_PACKAGES := redis-server:redis-server chromium:chromium
+# missing. openssl signs the custom channel's README example.
+APT_PACKAGES := redis-server:redis-server chromium:chromium openssl:openssl
 apt-deps:
 	@missing=""; for pair in $(APT_PACKAGES); do \
 	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \

@@ -252,23 +252,23 @@ def banner(base: str, seeded: Seeded, *, var_dir: Path | None = None) -> str:
         ),
         "amocrm": (
             f"a manager in (sandbox) amoCRM account '{seeded.account}'",
-            f"""   curl -s '{base}/sandbox/amocrm/_state?subdomain={seeded.account}' \\
+            f"""   curl -s '{base}/sandbox/amocrm/_state?account={seeded.account}' \\
         | python3 -m json.tool
 
  ... reply as a manager in amoCRM's chat (contact id from _state):
-   curl -s -X POST {base}/sandbox/amocrm/_chat_reply -H 'Content-Type: application/json' \\
+   curl -s -X POST {base}/sandbox/amocrm/_reply -H 'Content-Type: application/json' \\
         -d '{{"contact_id": <contact id>, "text": "Hi Anna, yes we do!"}}'""",
         ),
         "bitrix24": (
             f"an operator in (sandbox) Bitrix24 portal {seeded.account}",
-            f"""   curl -s '{base}/sandbox/bitrix24/_state?portal={seeded.account}' \\
+            f"""   curl -s '{base}/sandbox/bitrix24/_state?account={seeded.account}' \\
         | python3 -m json.tool
 
  ... reply as an operator in the Open Lines chat (external_chat_id of a chat in
-     _state's portals[0].chats):
-   curl -s -X POST {base}/sandbox/bitrix24/_operator_reply \\
+     _state's accounts[0].chats):
+   curl -s -X POST {base}/sandbox/bitrix24/_reply \\
         -H 'Content-Type: application/json' \\
-        -d '{{"portal": "{seeded.account}", "chat_id": "<chat id>", "text": "Hi Anna!"}}'""",
+        -d '{{"account": "{seeded.account}", "conversation": "<chat id>", "text": "Hi Anna!"}}'""",
         ),
     }[seeded.crm]
     cli = _cli(var_dir)
