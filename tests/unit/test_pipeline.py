@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 import crm_adapters
 from bridge import admin, outbox
 from bridge.errors import AmbiguousError, AuthError, NotReadyError, PermanentError, RetryableError
-from bridge.jobs import SYNC_QUEUE
+from bridge.jobs import DELIVER_QUEUE, SYNC_QUEUE
 from bridge.model import InboundMessage, MessageKind, SenderProfile
 from bridge.pipeline.inbound import accept, run_inbound
 from bridge.sweeper import sweep_once
@@ -678,7 +678,8 @@ def test_a_delivery_report_is_its_own_work_retried_until_the_crm_has_it(  # type
         s.execute(update(Outbox).values(not_before=None, enqueued_at=None))
     redis_conn.flushdb()
     sweep_once(runtime)
-    assert Queue(SYNC_QUEUE, connection=redis_conn).job_ids[0].startswith(f"report-{conv}-")
+    # on the queue workers take first: the rep waits for the "sent" mark
+    assert Queue(DELIVER_QUEUE, connection=redis_conn).job_ids[0].startswith(f"report-{conv}-")
     assert run_reports(runtime, conv) == "idle"
     [report] = fake_crm.reports
     assert (report.crm_message_id, report.status.value) == ("crm-msg-1", "sent")
