@@ -7,7 +7,8 @@ they call ``client.request(...)`` and, where the vendor has its own error
 envelope, pass an ``error_mapper`` that refines the default mapping.
 
 Unit tests mock this seam with ``responses``; integration tests point
-``base_url`` at the sandbox.
+``base_url`` at the sandbox. :data:`GUARD` is the test suite's hook: every
+request and every download is shown to it first.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import email.utils
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
@@ -32,12 +33,27 @@ from bridge.errors import (
 from bridge.fetch import SafeFetcher
 from bridge.model import Rate, RateLimiter
 
-__all__ = ["HttpClient", "Limit", "parse_retry_after"]
+__all__ = ["GUARD", "Guard", "HttpClient", "Limit", "parse_retry_after"]
 
 USER_AGENT = "crm-bridge/0.1 (+https://github.com/crm-bridge)"
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 ErrorMapper = Callable[[requests.Response], BridgeError | None]
+
+
+class Guard(Protocol):
+    """Shown every outbound URL first; raises to refuse the call."""
+
+    def __call__(self, url: str, *, download: bool = False) -> None: ...
+
+
+#: A test seam, None in production. When set, it is called with the URL
+#: before every request an :class:`HttpClient` sends and before every
+#: download its fetcher makes (``download=True``: plain urllib3, which no
+#: ``responses`` mock answers), and raises to refuse the call. The test
+#: suite installs one (``tests/conftest.py``) that fails a test whose call
+#: is neither mocked nor local.
+GUARD: Guard | None = None
 
 
 @dataclass(frozen=True)
@@ -110,9 +126,12 @@ class HttpClient:
             self.limiter.acquire(limit.key, limit.rate, limit.cost)
         kwargs.setdefault("timeout", self.timeout)
         kwargs.setdefault("allow_redirects", False)
+        url = self.url(path)
+        if GUARD is not None:
+            GUARD(url)
         self.calls += 1
         try:
-            response = self.session.request(method, self.url(path), **kwargs)
+            response = self.session.request(method, url, **kwargs)
         except requests.ConnectTimeout as exc:
             raise RetryableError("connect timeout") from exc
         except requests.ConnectionError as exc:
@@ -178,7 +197,7 @@ class HttpClient:
         host be private and plain-http."""
         base_host = (urlsplit(self.base_url).hostname or "").lower()
         local = (base_host,) if base_host in ("localhost", "127.0.0.1", "::1") else ()
-        return SafeFetcher(
+        return _GuardedFetcher(
             allowed_hosts=allowed_hosts,
             local_hosts=local,
             max_bytes=max_bytes,
@@ -196,6 +215,17 @@ class HttpClient:
             raise AmbiguousError(
                 f"HTTP {response.status_code}: body is not JSON", status=response.status_code
             ) from exc
+
+
+class _GuardedFetcher(SafeFetcher):
+    """A :class:`SafeFetcher` that shows :data:`GUARD` what it is about to
+    download (only URLs it would fetch: a refused one never connects)."""
+
+    def fetch(self, url: str) -> bytes:
+        if GUARD is not None:
+            self.check(url)
+            GUARD(url, download=True)
+        return super().fetch(url)
 
 
 def merge_headers(*parts: Mapping[str, str] | None) -> dict[str, str]:

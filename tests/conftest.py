@@ -9,21 +9,32 @@
   pytest-xdist (``make test`` runs two workers) each worker has a database
   of its own on that server, so one worker's flush never empties another's
   queues.
+* the network guard (``bridge.http.GUARD``, installed for the whole run): an
+  HTTP call or download through the bridge's HTTP seam that is neither
+  mocked (``responses``) nor to a local address (the sandboxes on
+  127.0.0.1 / localhost / a unix socket) is refused and fails the test that
+  made it, naming the host — whatever the code under test did with the
+  refusal.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
+import requests
 from sqlalchemy import create_engine, text
 
+import bridge.http
 from bridge.config import Settings
 from bridge.migrate import upgrade
 from bridge.runtime import Runtime, set_runtime
@@ -125,3 +136,98 @@ def runtime(settings: Settings, redis_conn: redis.Redis) -> Iterator[Runtime]:
     yield rt
     set_runtime(None)
     rt.close()
+
+
+# -- the network guard -------------------------------------------------------------------
+
+#: ``requests``' own transport: ``responses`` replaces it while a mock is active
+_REAL_SEND = requests.adapters.HTTPAdapter.send
+_unmocked: list[str] = []
+_unmocked_lock = threading.Lock()
+
+
+class UnmockedNetworkCall(Exception):
+    """An HTTP call from a test that is neither mocked nor local."""
+
+
+def is_local(url: str) -> bool:
+    """A loopback host (the sandboxes) or a unix socket."""
+    parts = urlsplit(url)
+    if "unix" in parts.scheme:
+        return True
+    host = (parts.hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def responses_active() -> bool:
+    """A ``responses`` mock answers ``requests`` now (an unregistered URL is
+    its ConnectionError, never the network)."""
+    return requests.adapters.HTTPAdapter.send is not _REAL_SEND
+
+
+def network_guard(url: str, *, download: bool = False) -> None:
+    """``bridge.http.GUARD`` for the test run: refuse and remember a call
+    that is neither local nor mocked (a download is never mocked)."""
+    if is_local(url) or (not download and responses_active()):
+        return
+    host = urlsplit(url).hostname or url[:60]
+    what = "download from" if download else "HTTP call to"
+    message = (
+        f"unmocked network: an {what} {host} (neither mocked with `responses` nor to a "
+        "local sandbox): mock it, or point the client at a sandbox on 127.0.0.1"
+    )
+    with _unmocked_lock:
+        _unmocked.append(message)
+    raise UnmockedNetworkCall(message)
+
+
+def take_unmocked() -> list[str]:
+    """The refused calls since the last look (and forget them)."""
+    with _unmocked_lock:
+        calls = list(dict.fromkeys(_unmocked))
+        _unmocked.clear()
+    return calls
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    bridge.http.GUARD = network_guard
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    bridge.http.GUARD = None
+
+
+def _guarded(phase: str) -> Generator[None, Any, Any]:
+    """Run one phase of a test; refused calls made in it fail it, even when
+    the code under test swallowed the refusal."""
+    take_unmocked()
+    try:
+        result = yield
+    except BaseException as exc:
+        for call in take_unmocked():
+            exc.add_note(call)
+        raise
+    calls = take_unmocked()
+    if calls:
+        pytest.fail("\n".join(f"{phase}: {call}" for call in calls), pytrace=False)
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, Any, Any]:
+    return (yield from _guarded("setup"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
+    return (yield from _guarded("call"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, Any, Any]:
+    return (yield from _guarded("teardown"))

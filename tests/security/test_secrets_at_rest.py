@@ -5,11 +5,13 @@ ciphertext bound to ``tenant=<id>|field=<crm|channel:<id>>``).
 ``tests/unit/test_crypto.py`` covers the box itself (round trip, rotation of
 one token, bindings, bad keys) and a tenant's or channel's ciphertext copied
 into another row; ``tests/unit/test_cli.py`` one tenant and one bot through
-``bridge keys rotate``. Here real rows of several tenants of every CRM are
-written through the admin helpers and the runtime (``create_tenant``,
-``upsert_oauth_tenant`` for OAuth and Bitrix24 installs, ``reauthorize``,
-``add_channel_account``, the single-flight token refresh, ``rotate_secrets``)
-and webhooks are served from them; then
+``bridge keys rotate``. Here real rows of several tenants of every CRM (its
+test kit, ``tests/kits``, says what its installs and private setups give)
+are written through the admin helpers and the runtime (``create_tenant``
+with what the adapter makes of a pasted token, ``upsert_oauth_tenant`` for
+OAuth and install-event installs, ``reauthorize``, ``add_channel_account``
+for accounts of every channel, the single-flight token refresh,
+``rotate_secrets``) and webhooks are served from them; then
 
 * the raw database — every column of every table, and the SQLite file with
   its WAL — holds no token or secret in clear, nor a piece, base64 or hex of
@@ -32,11 +34,10 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 import redis
@@ -47,18 +48,20 @@ from bridge import admin, create_app
 from bridge.config import Settings
 from bridge.crypto import SecretBindingError, binding
 from bridge.migrate import upgrade
+from bridge.registry import crm_class
 from bridge.runtime import Runtime, TenantCredentials, set_runtime
 from bridge.setup import rotate_secrets
 from bridge.tables import Base, ChannelAccount, Tenant
 from bridge.webhooks import reset_cache
-from crm_adapters.bitrix24.webhooks import token_digest
-from tests.support.harness import HUBSPOT_MAPPING, body, tg_update, write_mapping
+from tests import kits
+from tests.kits.base import ChannelKit, CrmKit
+from tests.support.harness import write_mapping
 
-ROOT = Path(__file__).resolve().parents[2]
 K1, K2 = Fernet.generate_key().decode(), Fernet.generate_key().decode()
-SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+#: an address where nothing listens: no vendor is called here
 NOWHERE = "http://127.0.0.1:9"
-B24_APP = {"client_id": "local.9.9", "client_secret": "b24-client-secret-at-rest"}
+CRMS: list[CrmKit] = kits.crm_kits()
+CHANNELS: list[ChannelKit] = kits.channel_kits()
 
 
 # -- the world ------------------------------------------------------------------------------
@@ -72,6 +75,10 @@ class World:
     tenants: dict[int, dict[str, Any]] = field(default_factory=dict)
     #: channel account id -> (tenant id, credentials in clear)
     channels: dict[int, tuple[int, dict[str, str]]] = field(default_factory=dict)
+    #: channel account id -> its kit
+    channel_kits: dict[int, ChannelKit] = field(default_factory=dict)
+    #: tenant id -> its CRM's kit
+    crm_kits: dict[int, CrmKit] = field(default_factory=dict)
     slugs: dict[str, int] = field(default_factory=dict)
     #: every secret ever written, in clear (old ones too: they must not linger)
     secrets: set[str] = field(default_factory=set)
@@ -83,120 +90,76 @@ class World:
         set_runtime(rt)
         return rt
 
-    def remember(self, creds: dict[str, Any]) -> None:
-        for key, value in creds.items():
-            if isinstance(value, str) and (
-                "token" in key or "secret" in key or key in ("url", "password")
-            ):
-                self.secrets.add(value)
-                if ":" in value and key == "bot_token":
-                    self.secrets.add(value.split(":", 1)[1])  # the part after the bot id
-
-
-def _mapping_text(crm: str) -> str:
-    if crm == "hubspot":
-        return HUBSPOT_MAPPING
-    return (ROOT / "mappings" / f"{crm}.yaml").read_text(encoding="utf-8")
+    def remember(self, creds: Mapping[str, Any], kit: ChannelKit | CrmKit) -> None:
+        """Every secret of ``creds`` (the kit knows which parts are)."""
+        self.secrets |= kit.secrets_of(creds)
 
 
 def _token(kind: str, n: int) -> str:
     return f"{kind}-{n}-" + Fernet.generate_key().decode()[:32].replace("=", "x")
 
 
-def _oauth_installs(n: int) -> list[tuple[str, dict[str, Any]]]:
-    """What each CRM's ``exchange_code`` / ``install_event`` returns (the
-    shapes in crm_adapters/*/oauth.py), secrets fresh for ``n``."""
-    b24_app_token = _token("b24-application-token", n)
-    return [
-        (
-            "hubspot",
-            {
-                "type": "oauth",
-                "access_token": _token("CNhs-access", n),
-                "refresh_token": _token("na1-hs-refresh", n),
-                "expires_at": 4_000_000_000,
-                "hub_id": f"7700{n}",
-                "account_id": f"7700{n}",
-            },
-        ),
-        (
-            "amocrm",
-            {
-                "type": "oauth",
-                "access_token": _token("amo-access", n),
-                "refresh_token": _token("def50200-amo-refresh", n),
-                "expires_at": 4_000_000_000,
-                "account_id": f"3010{n}",
-                "settings": {
-                    "subdomain": f"acct{n}",
-                    "amo_account_id": f"3010{n}",
-                    "amojo_id": f"amojo-{n}",
-                    "redirect_uri": "http://bridge.test/oauth/amocrm/callback",
-                },
-            },
-        ),
-        (
-            "bitrix24",
-            {
-                "type": "oauth",
-                "access_token": _token("b24-access", n),
-                "refresh_token": _token("b24-refresh", n),
-                "expires_at": 4_000_000_000,
-                "client_endpoint": f"{NOWHERE}/rest/",
-                "server_endpoint": f"{NOWHERE}/oauth/",
-                "member_id": f"{n:032d}",
-                "application_token": b24_app_token,
-                "account_id": f"{n:032d}",
-                "settings": {
-                    "member_id": f"{n:032d}",
-                    "domain": f"portal{n}.bitrix24.invalid",
-                    "application_token_sha256": token_digest(b24_app_token),
-                },
-            },
-        ),
-    ]
+def _tokens(n: int) -> Callable[[str], str]:
+    return lambda kind: _token(kind, n)
+
+
+def crm_kit_of(world: World, tenant_id: int) -> CrmKit:
+    return world.crm_kits[tenant_id]
 
 
 def build(world: World, rt: Runtime) -> None:
-    """Tenants of every CRM through the admin helpers: a private-app token
-    (``create_tenant``), OAuth installs and a Bitrix24 install
-    (``upsert_oauth_tenant``), two bots each (``add_channel_account``)."""
+    """Tenants of every CRM through the admin helpers: a private setup
+    (``create_tenant`` with what the adapter makes of a pasted token), two
+    installs each (``upsert_oauth_tenant``), two accounts of every channel
+    each (``add_channel_account``)."""
     upgrade(rt.engine)
     rt.settings.mappings_dir.mkdir(parents=True, exist_ok=True)
-    for crm in ("hubspot", "amocrm", "bitrix24"):
-        write_mapping(rt, f"{crm}.yaml", _mapping_text(crm))
-    private = {"type": "private_app", "access_token": "pat-na1-" + _token("private", 0)}
-    world.slugs["private"] = admin.create_tenant(
-        rt,
-        slug="private",
-        crm_kind="hubspot",
-        mapping="hubspot.yaml",
-        account_id="62515",
-        credentials=private,
-    )
-    world.tenants[world.slugs["private"]] = private
-    world.remember(private)
+    for kit in CRMS:
+        write_mapping(rt, f"{kit.kind}.yaml", kit.mapping_text())
+        pasted = kit.pasted(_tokens(0))
+        if pasted is None:
+            continue
+        private = crm_class(kit.kind).token_credentials(pasted)
+        slug = f"private-{kit.kind}"
+        world.slugs[slug] = admin.create_tenant(
+            rt,
+            slug=slug,
+            crm_kind=kit.kind,
+            mapping=f"{kit.kind}.yaml",
+            account_id=private.account_id,
+            credentials=private.credentials,
+            settings=private.settings,
+        )
+        world.tenants[world.slugs[slug]] = dict(private.credentials)
+        world.crm_kits[world.slugs[slug]] = kit
+        world.remember(private.credentials, kit)
     for n in (1, 2):
-        for crm, creds in _oauth_installs(n):
+        for kit in CRMS:
+            installed = kit.installed(n, _tokens(n), NOWHERE)
             tenant_id, created = admin.upsert_oauth_tenant(
-                rt, crm_kind=crm, credentials=creds, mapping=f"{crm}.yaml"
+                rt, crm_kind=kit.kind, installed=installed, mapping=f"{kit.kind}.yaml"
             )
             assert created
-            stored = {k: v for k, v in creds.items() if k != "settings"}
-            world.tenants[tenant_id] = stored
-            world.slugs[f"{crm}-{n}"] = tenant_id
-            world.remember(stored)
-    for tenant_id in world.tenants:
-        for n in range(2):
-            creds = {
-                "bot_token": f"{7_200_000_000 + tenant_id * 10 + n}:" + _token("AAE", n)[:35],
-                "secret_token": _token("tg-webhook-secret", tenant_id * 10 + n),
-            }
-            account = admin.add_channel_account(
-                rt, tenant_id, kind="telegram", credentials=creds, external_id=str(n)
-            )
-            world.channels[account] = (tenant_id, creds)
-            world.remember(creds)
+            world.tenants[tenant_id] = dict(installed.credentials)
+            world.crm_kits[tenant_id] = kit
+            world.slugs[f"{kit.kind}-{n}"] = tenant_id
+            world.remember(installed.credentials, kit)
+    for tenant_id in list(world.tenants):
+        for channel in CHANNELS:
+            for n in range(2):
+                add_account(world, rt, tenant_id, channel, tenant_id * 10 + n)
+
+
+def add_account(world: World, rt: Runtime, tenant_id: int, channel: ChannelKit, n: int) -> int:
+    spec = channel.isolation_account(n, 0)
+    creds = dict(spec.credentials)
+    account = admin.add_channel_account(
+        rt, tenant_id, kind=channel.kind, credentials=creds, external_id=str(n)
+    )
+    world.channels[account] = (tenant_id, creds)
+    world.channel_kits[account] = channel
+    world.remember(creds, channel)
+    return account
 
 
 def reauthorize(world: World, rt: Runtime, slug: str) -> None:
@@ -207,7 +170,7 @@ def reauthorize(world: World, rt: Runtime, slug: str) -> None:
     fresh["refresh_token"] = _token("reinstalled-refresh", tenant_id)
     admin.reauthorize(rt, tenant_id, fresh)
     world.tenants[tenant_id] = fresh
-    world.remember(fresh)
+    world.remember(fresh, crm_kit_of(world, tenant_id))
 
 
 def refresh(world: World, rt: Runtime, slug: str) -> None:
@@ -224,16 +187,15 @@ def refresh(world: World, rt: Runtime, slug: str) -> None:
     provider.refresher = lambda stored: fresh
     assert provider.refresh(stale) == fresh
     world.tenants[tenant_id] = fresh
-    world.remember(fresh)
+    world.remember(fresh, crm_kit_of(world, tenant_id))
 
 
 @pytest.fixture
 def world(settings: Settings, redis_conn: redis.Redis) -> Iterator[World]:
-    settings = replace(
-        settings,
-        apps={"bitrix24": B24_APP},
-        api_bases={"hubspot": NOWHERE, "amocrm": f"{NOWHERE}/{{subdomain}}", "bitrix24": NOWHERE},
-    )
+    apps = {kit.kind: dict(app) for kit in CRMS if (app := kit.at_rest_app()) is not None}
+    api_bases = {kit.kind: kit.at_rest_api_base(NOWHERE) for kit in CRMS}
+    api_bases.update({kit.kind: NOWHERE for kit in CHANNELS})
+    settings = replace(settings, apps=apps, api_bases=api_bases)
     w = World(settings, redis_conn)
     reset_cache()
     build(w, w.runtime(K1))
@@ -310,45 +272,32 @@ def under(key: str, token: str) -> dict[str, Any] | None:
 
 
 def exercise_webhooks(world: World, rt: Runtime) -> None:
-    """Serve from the stored secrets: every bot's webhook checks its secret
-    (a wrong one is refused), a Bitrix24 event its application token."""
+    """Serve from the stored secrets: every channel account's webhook checks
+    its proof (an almost-right one is refused), every CRM webhook proven by
+    a stored secret checks it."""
     reset_cache()
     client = create_app(runtime=rt).test_client()
     with rt.transaction() as s:
         keys = {a.id: a.key for a in s.scalars(select(ChannelAccount))}
-        b24 = {t.id: t.webhook_key for t in s.scalars(select(Tenant)) if t.crm_kind == "bitrix24"}
+        tenant_keys = {t.id: t.webhook_key for t in s.scalars(select(Tenant))}
     for account, (_, creds) in world.channels.items():
-        path = f"/webhooks/telegram/{keys[account]}"
+        kit = world.channel_kits[account]
+        path = f"/webhooks/{kit.kind}/{keys[account]}"
+        raw = kit.customer_message(900 + account, 4242, "Ann", text="hi")
         ok = client.post(
-            path,
-            data=body(tg_update(900 + account, chat_id=4242, text="hi")),
-            headers={SECRET_HEADER: creds["secret_token"]},
-            content_type="application/json",
+            path, data=raw, headers=kit.prove(creds, raw), content_type=kit.content_type
         )
         assert ok.status_code == 200, ok.data
+        raw = kit.customer_message(901 + account, 4242, "Ann", text="hi")
         wrong = client.post(
-            path,
-            data=body(tg_update(901 + account, chat_id=4242, text="hi")),
-            headers={SECRET_HEADER: creds["secret_token"][:-1]},
-            content_type="application/json",
+            path, data=raw, headers=kit.forge(creds, raw), content_type=kit.content_type
         )
         assert wrong.status_code == 403
-    for tenant_id, key in b24.items():
-        creds = world.tenants[tenant_id]
-        fields = {
-            "event": "ONCRMDEALDELETE",
-            "data[FIELDS][ID]": "999999",
-            "ts": "1767225600",
-            "auth[application_token]": creds["application_token"],
-            "auth[member_id]": creds["member_id"],
-        }
-        raw = "&".join(f"{quote(k, safe='[]')}={quote(v)}" for k, v in fields.items())
-        response = client.post(
-            f"/webhooks/crm/bitrix24/{key}",
-            data=raw,
-            content_type="application/x-www-form-urlencoded",
-        )
-        assert response.status_code == 200, response.data
+    for tenant_id, key in tenant_keys.items():
+        req = crm_kit_of(world, tenant_id).stored_secret_webhook(key, world.tenants[tenant_id])
+        if req is not None:
+            response = req.send(client)
+            assert response.status_code == 200, response.data
 
 
 def assert_reads_everything(world: World, rt: Runtime) -> None:
@@ -375,12 +324,15 @@ def assert_reads_nothing(world: World, rt: Runtime) -> None:
 # -- 1. nothing in clear --------------------------------------------------------------------
 
 
+def test_every_provider_has_a_kit() -> None:
+    assert kits.missing() == []
+
+
 def test_no_secret_is_stored_in_clear_anywhere(world: World) -> None:
     rt = world.runtimes[0]
-    reauthorize(world, rt, "hubspot-1")
-    reauthorize(world, rt, "bitrix24-2")
-    refresh(world, rt, "amocrm-1")
-    refresh(world, rt, "hubspot-2")
+    for kit in CRMS:  # a re-install and a token refresh of every CRM
+        reauthorize(world, rt, f"{kit.kind}-1")
+        refresh(world, rt, f"{kit.kind}-2")
     exercise_webhooks(world, rt)
     assert len(world.secrets) >= 40, len(world.secrets)
 
@@ -407,11 +359,11 @@ def test_no_secret_is_stored_in_clear_anywhere(world: World) -> None:
         assert plain["b"] == expected_binding(table, row_id, world), (table, row_id, plain["b"])
         want = world.tenants[row_id] if table == "tenants" else world.channels[row_id][1]
         assert plain["v"] == want
-    # the Bitrix24 settings keep only a digest of the application token
+    # what a CRM keeps in its settings instead of a secret (a digest)
     with rt.transaction() as s:
-        for tenant in s.scalars(select(Tenant).where(Tenant.crm_kind == "bitrix24")):
-            token = world.tenants[tenant.id]["application_token"]
-            assert tenant.settings["application_token_sha256"] == token_digest(token)
+        for tenant in s.scalars(select(Tenant)):
+            kit = crm_kit_of(world, tenant.id)
+            kit.check_at_rest(tenant.settings or {}, world.tenants[tenant.id])
 
 
 # -- 2. rotation ---------------------------------------------------------------------------
@@ -425,17 +377,14 @@ def test_key_rotation_round_trips_the_whole_database(world: World) -> None:
     during = world.runtime(K2, K1)
     assert_reads_everything(world, during)
     # ... and what is written meanwhile goes under the new key only
-    reauthorize(world, during, "hubspot-1")
-    refresh(world, during, "bitrix24-1")
-    new_bot = {"bot_token": "7299999999:" + "N" * 35, "secret_token": _token("new-bot", 1)}
-    owner = world.slugs["amocrm-2"]
-    account = admin.add_channel_account(during, owner, kind="telegram", credentials=new_bot)
-    world.channels[account] = (owner, new_bot)
-    world.remember(new_bot)
+    first, last = CRMS[0].kind, CRMS[-1].kind
+    reauthorize(world, during, f"{first}-1")
+    refresh(world, during, f"{last}-1")
+    account = add_account(world, during, world.slugs[f"{last}-2"], CHANNELS[0], 999)
     mixed = raw_credentials(during)
     rewritten = {
-        ("tenants", world.slugs["hubspot-1"]),
-        ("tenants", world.slugs["bitrix24-1"]),
+        ("tenants", world.slugs[f"{first}-1"]),
+        ("tenants", world.slugs[f"{last}-1"]),
         ("channel_accounts", account),
     }
     for row, token in mixed.items():
@@ -473,7 +422,8 @@ def test_key_rotation_round_trips_the_whole_database(world: World) -> None:
 def _move(world: World, rt: Runtime, how: str) -> set[tuple[str, int]]:
     """Tamper with the rows the way someone with write access to the
     database (or a botched restore) could; returns the rows that moved."""
-    a, b = world.slugs["hubspot-1"], world.slugs["hubspot-2"]
+    kind = CRMS[0].kind  # two installs of one CRM
+    a, b = world.slugs[f"{kind}-1"], world.slugs[f"{kind}-2"]
     a_bot = next(acc for acc, (tid, _) in world.channels.items() if tid == a)
     with rt.engine.begin() as conn:
         if how == "channel re-pointed to another tenant":
@@ -549,8 +499,10 @@ def test_a_webhook_whose_secret_cannot_be_read_is_refused_without_logging_its_ke
     the answer nor the log carries the URL's path key (the webhook's only
     secret besides the header) or any stored secret."""
     rt = world.runtimes[0]
-    a = world.slugs["hubspot-1"]
+    crm = CRMS[0]
+    a = world.slugs[f"{crm.kind}-1"]
     a_bot, (_, bot) = next((acc, v) for acc, v in world.channels.items() if v[0] == a)
+    channel = world.channel_kits[a_bot]
     _move(world, rt, how)
     reset_cache()
     client = create_app(runtime=rt).test_client()
@@ -559,17 +511,19 @@ def test_a_webhook_whose_secret_cannot_be_read_is_refused_without_logging_its_ke
         tenant_key = s.get(Tenant, a).webhook_key
     caplog.set_level(logging.INFO)
     if how == MOVES[0]:
-        path = f"/webhooks/telegram/{channel_key}"
+        path = f"/webhooks/{channel.kind}/{channel_key}"
+        raw = channel.customer_message(1, 4242, "Ann", text="hi")
         response = client.post(
             path,
-            data=body(tg_update(1, chat_id=4242, text="hi")),
-            headers={SECRET_HEADER: bot["secret_token"]},
-            content_type="application/json",
+            data=raw,
+            headers=channel.prove(bot, raw),
+            content_type=channel.content_type,
         )
         key = channel_key
     else:
-        path = f"/webhooks/crm/hubspot/{tenant_key}"
-        response = client.post(path, data=b"{}", content_type="application/json")
+        path = f"/webhooks/crm/{crm.kind}/{tenant_key}"
+        media = crm_class(crm.kind).content_types[0]
+        response = client.post(path, data=b"{}", content_type=media)
         key = tenant_key
     assert response.status_code >= 500, response.data
     assert response.mimetype == "application/json"

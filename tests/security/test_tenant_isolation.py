@@ -2,28 +2,32 @@
 """Tenant isolation, generated: one tenant's keys, secrets, signatures, ids
 and OAuth state never read or write another tenant's rows.
 
-The world: six tenants, two per CRM of ``crm_adapters.REGISTRY`` (two HubSpot
-portals, two amoCRM accounts, two Bitrix24 portals), each with two Telegram
-bots, conversations, contacts and messages that went through the real
-webhooks — with the same Telegram chat ids, the same phone number and some
-of the same CRM ids in every tenant, the way two businesses share a customer.
+The world: two tenants per CRM of ``crm_adapters.REGISTRY`` (two portals or
+accounts of each), each with two accounts of every channel of
+``channel_adapters.REGISTRY``, conversations, contacts and messages that went
+through the real webhooks — with the same chat ids, the same phone number
+and some of the same CRM ids in every tenant, the way two businesses share
+a customer. What a tenant of each provider is, and how its webhooks are
+built and proven, comes from the provider's test kit (``tests/kits``).
 
 A seeded generator (``BRIDGE_ISOLATION_SEED``, ``BRIDGE_ISOLATION_CASES``:
 1,000 in all by default) then plays an attacker tenant A against a victim B:
 
-* A's Telegram update and secret at B's webhook URL; A's update at A's URL
+* A's channel delivery and proof at B's webhook URL; A's delivery at A's URL
   naming B's chats and B's customer's phone;
-* A's genuine CRM webhook (HubSpot v3 signature, amoCRM account hook and
-  signed chat hook, Bitrix24 ``application_token``) at B's URL, re-signed for
-  B's URL, at B's URL of another CRM, or claiming B's account at A's URL;
+* A's genuine CRM webhook (each CRM's own proof: a signature, a signed chat
+  hook, an account in the body, an application token) at B's URL, re-signed
+  for B's URL, at B's URL of another CRM, or claiming B's account at A's
+  URL;
 * A's genuine CRM webhook at A's URL naming B's conversations, CRM threads,
   leads/deals, contacts (operator replies, closed/deleted entities, owner
   changes, contact deletions, uninstall);
 * operator calls scoped to A naming B's objects: ``admin.status`` /
   ``admin.replay``, ``bridge status --tenant`` / ``bridge replay --tenant``,
   ``/api/status`` with A's secrets as the bearer token;
-* OAuth: a state minted for A's install link used with B's consent, and
-  states that were forged, tampered with or minted for another CRM.
+* OAuth (the CRMs whose kit plays an install against its sandbox): a state
+  minted for A's install link used with B's consent, and states that were
+  forged, tampered with or minted for another CRM.
 
 After every case: no row of any other tenant was inserted, changed or
 deleted (the whole database is compared), no job names another tenant's
@@ -33,10 +37,10 @@ the answer. A request at B's URL, or claiming B's account, is refused with a
 ``/api/status``). A genuine webhook at A's own URL naming B's objects is
 acknowledged (200: a CRM retries a refusal for days) and changes A's rows
 only (routed within A, or unroutable). The OAuth state names no tenant: A's
-state with B's consent lands in B's own tenant with B's own portal token and
-B's own mapping, A untouched. Every webhook builder is first checked against
-its own tenant (accepted, with the expected effect), so a refusal is never a
-malformed request.
+state with B's consent lands in B's own tenant with B's own account's token
+and B's own mapping, A untouched. Every webhook builder is first checked
+against its own tenant (accepted, with the expected effect), so a refusal is
+never a malformed request.
 """
 
 from __future__ import annotations
@@ -50,15 +54,12 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 import redis
-import requests
 from click.testing import CliRunner
 from itsdangerous import URLSafeTimedSerializer
 from rq import Queue
@@ -83,32 +84,21 @@ from bridge.tables import (
     Tenant,
 )
 from bridge.webhooks import reset_cache
-from crm_adapters import REGISTRY
-from crm_adapters.amocrm.chats import body_signature
+from tests import kits
 from tests.conftest import DATABASES
-from tests.support.harness import (
-    HUBSPOT_MAPPING,
-    PORTAL_A,
-    PORTAL_B,
-    body,
-    build_runtime,
-    consent,
-    finish_install,
-    hubspot_app,
-    hubspot_sandbox,
-    hubspot_signed,
-    reply_payload,
-    start_install,
-    tg_update,
-    tg_user,
-    write_mapping,
-)
+from tests.kits.base import ChannelKit, CrmKit, OAuthIsolation, Req
+from tests.support.harness import build_runtime, finish_install, start_install, write_mapping
 
-ROOT = Path(__file__).resolve().parents[2]
 CASES = int(os.environ.get("BRIDGE_ISOLATION_CASES", "1000"))
 SEED = int(os.environ.get("BRIDGE_ISOLATION_SEED", "20260101"))
 #: how the cases split between the three tests (webhooks / operator calls / OAuth)
 SHARE = {"webhooks": 0.76, "operator": 0.18, "oauth": 0.06}
+CRMS: list[CrmKit] = kits.crm_kits()
+CHANNELS: list[ChannelKit] = kits.channel_kits()
+#: the CRMs whose kit plays an OAuth install against the CRM's sandbox
+OAUTH: list[tuple[CrmKit, OAuthIsolation]] = [
+    (kit, oauth) for kit in CRMS if (oauth := kit.isolation_oauth()) is not None
+]
 
 
 def cases(test: str) -> int:
@@ -117,25 +107,11 @@ def cases(test: str) -> int:
     return max(1, round(CASES * SHARE[test] / len(DATABASES)))
 
 
-SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 JSON = "application/json"
-FORM = "application/x-www-form-urlencoded"
 #: an address where nothing listens: a vendor call nobody expected fails fast
 NOWHERE = "http://127.0.0.1:9"
-
-AMO_APP = {
-    "client_id": "amo-integration-1",
-    "client_secret": "amo-client-secret-1",
-    "channel_id": "chan-1",
-    "channel_secret": "amo-channel-secret-app-wide",
-    "bot_id": "bot-1",
-}
-B24_APP = {
-    "client_id": "local.1.2",
-    "client_secret": "b24-client-secret-1",
-    "portal": "portal.bitrix24.invalid",
-}
-B24_CONNECTOR = "crm_bridge_telegram"
+#: accounts of each channel kind per tenant
+ACCOUNTS = 2
 
 #: chat ids every tenant has (the same customer writing to two businesses)
 SHARED_CHAT, SHARED_PHONE_CHAT = 1001, 1002
@@ -167,6 +143,16 @@ class Conv:
 
 
 @dataclass
+class Account:
+    """One of a tenant's channel accounts."""
+
+    kit: ChannelKit
+    id: int
+    key: str
+    credentials: dict[str, str]
+
+
+@dataclass
 class T:
     """One tenant and everything an attacker could name of it."""
 
@@ -177,13 +163,11 @@ class T:
     mapping: str
     credentials: dict[str, Any]
     settings: dict[str, Any]
+    routes: tuple[str, ...] = ()
     id: int = 0
     webhook_key: str = ""
     route_key: str | None = None
-    channel_ids: list[int] = field(default_factory=list)
-    channel_keys: list[str] = field(default_factory=list)
-    channel_secrets: list[str] = field(default_factory=list)
-    bot_tokens: list[str] = field(default_factory=list)
+    accounts: list[Account] = field(default_factory=list)
     convs: list[Conv] = field(default_factory=list)
     failed_uid: str = ""
     failed_conv: int = 0
@@ -191,8 +175,25 @@ class T:
     unique_phone: str = ""
 
     @property
+    def kit(self) -> CrmKit:
+        return kits.crm_kit(self.crm)
+
+    @property
     def customer(self) -> str:
         return f"Cust{self.slug.replace('-', '')}"
+
+    @property
+    def channel_keys(self) -> list[str]:
+        return [a.key for a in self.accounts]
+
+    @property
+    def channel_secrets(self) -> list[str]:
+        """Every secret of the tenant's channel accounts."""
+        return sorted({s for a in self.accounts for s in a.kit.secrets_of(a.credentials)})
+
+    @property
+    def crm_secrets(self) -> list[str]:
+        return sorted(self.kit.secrets_of(self.credentials))
 
     def strings(self) -> list[str]:
         """What must never reach another tenant's answer (long enough to be unique)."""
@@ -203,10 +204,9 @@ class T:
             self.unique_phone,
             *self.channel_keys,
             *self.channel_secrets,
-            *self.bot_tokens,
             *(c.uid for c in self.convs),
             self.failed_uid,
-            *(str(v) for k, v in self.credentials.items() if "token" in k),
+            *self.crm_secrets,
         ]
         if self.route_key:
             values.append(self.route_key)
@@ -215,60 +215,23 @@ class T:
 
 def _tenant_specs() -> list[T]:
     specs = []
-    for idx, (crm, account) in enumerate(
-        [
-            ("hubspot", str(PORTAL_A)),
-            ("hubspot", str(PORTAL_B)),
-            ("amocrm", "30100"),
-            ("amocrm", "30200"),
-            ("bitrix24", "a1" * 16),
-            ("bitrix24", "b2" * 16),
-        ]
-    ):
-        slug = f"tenant-{crm}-{idx}"
-        token = f"{crm}-access-{idx}-{secrets.token_hex(8)}"
-        refresh = f"{crm}-refresh-{idx}-{secrets.token_hex(8)}"
-        if crm == "hubspot":
-            creds: dict[str, Any] = {"type": "private_app", "access_token": token}
-            # a high API tier: the re-install's CRM setup must not wait for the bucket
-            settings: dict[str, Any] = {"rate_per_10s": 100_000}
-            mapping = f"hub-{idx}.yaml"
-        elif crm == "amocrm":
-            amojo = f"amojo-{idx}-{secrets.token_hex(6)}"
-            creds = {
-                "type": "oauth",
-                "access_token": token,
-                "refresh_token": refresh,
-                "expires_at": 4_000_000_000,
-            }
-            settings = {
-                "subdomain": f"acct{idx}",
-                "amo_account_id": account,
-                "amojo_id": amojo,
-                "scope_id": f"{AMO_APP['channel_id']}_{amojo}",
-                "inbox": True,
-            }
-            mapping = f"amo-{idx}.yaml"
-        else:
-            creds = {
-                "type": "oauth",
-                "access_token": token,
-                "refresh_token": refresh,
-                "expires_at": 4_000_000_000,
-                "client_endpoint": f"{NOWHERE}/rest/",
-                "member_id": account,
-                "application_token": f"b24-app-token-{idx}-{secrets.token_hex(8)}",
-            }
-            settings = {
-                "member_id": account,
-                "domain": f"portal{idx}.bitrix24.invalid",
-                "inbox": True,
-                "line": "107",
-                "connectors": {"telegram": B24_CONNECTOR},
-                "connector_id": B24_CONNECTOR,
-            }
-            mapping = f"b24-{idx}.yaml"
-        specs.append(T(idx, slug, crm, account, mapping, creds, settings))
+    for i, kit in enumerate(CRMS):
+        for n in range(2):
+            idx = 2 * i + n
+            spec = kit.isolation_tenant(idx, n, NOWHERE)
+            assert spec.account_id is not None, kit.kind
+            specs.append(
+                T(
+                    idx,
+                    f"tenant-{kit.kind}-{idx}",
+                    kit.kind,
+                    spec.account_id,
+                    f"{kit.kind}-{idx}.yaml",
+                    dict(spec.credentials),
+                    dict(spec.settings),
+                    spec.routes,
+                )
+            )
     return specs
 
 
@@ -277,8 +240,10 @@ class World:
     rt: Runtime
     client: Any
     tenants: list[T]
-    hubspot_url: str | None = None
-    spy: Any = None
+    #: crm kind -> the URL of its sandbox (OAuth installs)
+    sandboxes: dict[str, str] = field(default_factory=dict)
+    #: crm kind -> its sandbox's token-endpoint spy
+    spies: dict[str, Any] = field(default_factory=dict)
     counter: int = 0
     #: the database as the last case left it (None: someone wrote since)
     last: Snapshot | None = None
@@ -299,47 +264,32 @@ class World:
         return self.rt.redis
 
 
-def _mapping_text(crm: str) -> str:
-    if crm == "hubspot":
-        return HUBSPOT_MAPPING
-    return (ROOT / "mappings" / f"{crm}.yaml").read_text(encoding="utf-8")
-
-
-def post_update(world: World, t: T, n: int, update: dict[str, Any], **kw: Any) -> Any:
-    headers = {SECRET_HEADER: kw.pop("secret", t.channel_secrets[n])}
+def post_delivery(
+    world: World, t: T, n: int, raw: bytes, *, path: str | None = None
+) -> Any:  # fmt: skip
+    """``raw`` proven by ``t``'s ``n``-th account, at its URL (or ``path``)."""
+    account = t.accounts[n]
     return world.client.post(
-        kw.pop("path", f"/webhooks/telegram/{t.channel_keys[n]}"),
-        data=body(update),
-        headers=headers,
-        content_type=JSON,
+        path or f"/webhooks/{account.kit.kind}/{account.key}",
+        data=raw,
+        headers=account.kit.prove(account.credentials, raw),
+        content_type=account.kit.content_type,
     )
-
-
-def _customer(t: T, chat: int, **extra: Any) -> dict[str, Any]:
-    return tg_user(chat, f"{t.customer}", **extra)
 
 
 @contextmanager
-def build_world(settings: Settings, redis_conn: redis.Redis, hubspot_url: str | None = None):  # type: ignore[no-untyped-def]
-    assert set(REGISTRY) == {"hubspot", "amocrm", "bitrix24"}, (
-        "a new CRM in crm_adapters.REGISTRY: give it tenants and webhook builders here"
-    )
-    apps = {
-        "hubspot": hubspot_app(hubspot_url),
-        "amocrm": dict(AMO_APP),
-        "bitrix24": dict(B24_APP),
-    }
-    api_bases = {
-        "hubspot": hubspot_url or NOWHERE,
-        "amocrm": f"{NOWHERE}/{{subdomain}}",
-        "bitrix24": NOWHERE,
-        "telegram": NOWHERE,
-    }
+def build_world(
+    settings: Settings, redis_conn: redis.Redis, sandboxes: dict[str, str] | None = None
+) -> Iterator[World]:
+    sandboxes = sandboxes or {}
+    apps = {kit.kind: dict(kit.isolation_app(sandboxes.get(kit.kind))) for kit in CRMS}
+    api_bases = {kit.kind: kit.isolation_api_base(NOWHERE, sandboxes.get(kit.kind)) for kit in CRMS}
+    api_bases.update({kit.kind: NOWHERE for kit in CHANNELS})
     reset_cache()
     with build_runtime(settings, redis_conn, apps=apps, api_bases=api_bases) as rt:
         tenants = _tenant_specs()
         for t in tenants:
-            write_mapping(rt, t.mapping, _mapping_text(t.crm))
+            write_mapping(rt, t.mapping, t.kit.mapping_text())
             t.id = admin.create_tenant(
                 rt,
                 slug=t.slug,
@@ -350,29 +300,26 @@ def build_world(settings: Settings, redis_conn: redis.Redis, hubspot_url: str | 
                 name=f"Business {t.idx}",
                 settings=t.settings,
             )
-            for n in range(2):
-                bot_id = 7_100_000_000 + t.idx * 10 + n
-                token = f"{bot_id}:AAE-bot-{t.idx}-{n}-{secrets.token_hex(10)}"
-                secret = f"tg-secret-{t.idx}-{n}-{secrets.token_hex(12)}"
-                t.channel_ids.append(
-                    admin.add_channel_account(
+            for channel in CHANNELS:
+                for n in range(ACCOUNTS):
+                    spec = channel.isolation_account(t.idx, n)
+                    account_id = admin.add_channel_account(
                         rt,
                         t.id,
-                        kind="telegram",
-                        credentials={"bot_token": token, "secret_token": secret},
-                        external_id=str(bot_id),
-                        name=f"bot {t.idx}/{n}",
+                        kind=channel.kind,
+                        credentials=spec.credentials,
+                        external_id=spec.external_id,
+                        name=spec.name,
                     )
-                )
-                t.bot_tokens.append(token)
-                t.channel_secrets.append(secret)
+                    t.accounts.append(Account(channel, account_id, "", dict(spec.credentials)))
             with rt.transaction() as s:
                 t.webhook_key = s.get(Tenant, t.id).webhook_key
-                t.channel_keys = [s.get(ChannelAccount, a).key for a in t.channel_ids]
-                if t.crm == "amocrm":
-                    t.route_key = t.settings["scope_id"]
-                    s.add(CrmRoute(crm_kind="amocrm", route_key=t.route_key, tenant_id=t.id))
-        world = World(rt, create_app(runtime=rt).test_client(), tenants, hubspot_url)
+                for account in t.accounts:
+                    account.key = s.get(ChannelAccount, account.id).key
+                for route in t.routes:
+                    s.add(CrmRoute(crm_kind=t.crm, route_key=route, tenant_id=t.id))
+                t.route_key = t.routes[0] if t.routes else None
+        world = World(rt, create_app(runtime=rt).test_client(), tenants, dict(sandboxes))
         _traffic(world)
         _crm_state(world)
         _check_builders(world)
@@ -381,64 +328,24 @@ def build_world(settings: Settings, redis_conn: redis.Redis, hubspot_url: str | 
 
 
 def _traffic(world: World) -> None:
-    """Real updates through the webhooks: every bot hears the shared chats
-    (one of them shares the shared phone) and the tenant's own chat."""
+    """Real deliveries through the webhooks: every account hears the shared
+    chats (one of them shares the shared phone) and the tenant's own chat."""
     for t in world.tenants:
         t.unique_chat = 2000 + t.idx
         t.unique_phone = f"+7999100{t.idx:04d}"
-        for n in range(2):
+        for n, account in enumerate(t.accounts):
             base = 10_000 * (n + 1)
-            updates = [
-                tg_update(
-                    base + 1,
-                    chat_id=SHARED_CHAT,
-                    text=f"hello {t.customer}",
-                    user=_customer(t, SHARED_CHAT),
-                ),
-                tg_update(
-                    base + 2,
-                    chat_id=SHARED_PHONE_CHAT,
-                    text="phone follows",
-                    user=_customer(t, SHARED_PHONE_CHAT),
-                ),
-                tg_update(
-                    base + 3,
-                    chat_id=SHARED_PHONE_CHAT,
-                    user=_customer(t, SHARED_PHONE_CHAT),
-                    contact={
-                        "phone_number": SHARED_PHONE.lstrip("+"),
-                        "first_name": "X",
-                        "user_id": SHARED_PHONE_CHAT,
-                    },
-                ),
-                tg_update(
-                    base + 4,
-                    chat_id=t.unique_chat,
-                    text=f"only {t.slug}",
-                    user=_customer(t, t.unique_chat),
-                ),
-                tg_update(
-                    base + 5,
-                    chat_id=t.unique_chat,
-                    user=_customer(t, t.unique_chat),
-                    contact={
-                        "phone_number": t.unique_phone.lstrip("+"),
-                        "first_name": "Y",
-                        "user_id": t.unique_chat,
-                    },
-                ),
+            message = account.kit.customer_message
+            deliveries = [
+                message(base + 1, SHARED_CHAT, t.customer, text=f"hello {t.customer}"),
+                message(base + 2, SHARED_PHONE_CHAT, t.customer, text="phone follows"),
+                message(base + 3, SHARED_PHONE_CHAT, t.customer, phone=SHARED_PHONE),
+                message(base + 4, t.unique_chat, t.customer, text=f"only {t.slug}"),
+                message(base + 5, t.unique_chat, t.customer, phone=t.unique_phone),
             ]
-            for data in updates:
-                response = post_update(world, t, n, data)
+            for raw in deliveries:
+                response = post_delivery(world, t, n, raw)
                 assert response.status_code == 200, response.data
-
-
-def _thread_id(t: T, j: int, uid: str) -> str:
-    if t.crm == "hubspot":
-        return "5001" if j == 0 else f"5{t.idx}{j:02d}"
-    if t.crm == "amocrm":
-        return "amojo-conv-1" if j == 0 else f"amojo-conv-{t.idx}-{j}"
-    return f"{B24_CONNECTOR}:107:{uid}"
 
 
 def _crm_state(world: World) -> None:
@@ -455,7 +362,7 @@ def _crm_state(world: World) -> None:
                     .order_by(Conversation.id)
                 )
             )
-            assert len(convs) == 6, len(convs)  # 3 chats x 2 bots
+            assert len(convs) == 3 * len(t.accounts), len(convs)  # 3 chats per account
             crm_contacts: dict[int, str] = {}
             for conv in convs:
                 k = len(crm_contacts)
@@ -469,10 +376,10 @@ def _crm_state(world: World) -> None:
                     .values(crm_contact_id=crm_contact, crm_state="synced")
                 )
             for j, conv in enumerate(convs):
-                conv.crm_entity_type = "deal" if t.crm == "hubspot" else "lead"
+                conv.crm_entity_type = t.kit.entity_type
                 conv.crm_entity_id = SHARED_ENTITY if j == 0 else f"9{t.idx}{j:02d}"
                 conv.crm_entity_state = "synced"
-                conv.crm_thread_id = _thread_id(t, j, conv.uid)
+                conv.crm_thread_id = t.kit.thread_id(t.idx, j, conv.uid)
                 t.convs.append(
                     Conv(
                         conv.id,
@@ -496,7 +403,7 @@ def _crm_state(world: World) -> None:
                 .order_by(Message.seq.desc())
             ).first()
             failed.status, failed.attempts = "failed", 3
-            failed.last_error = "HubSpot said 400 (test)"
+            failed.last_error = "the CRM said 400 (test)"
             t.failed_uid, t.failed_conv = failed.uid, convs[-1].id
             s.execute(update(Outbox).where(Outbox.tenant_id == t.id).values(state="idle"))
             s.execute(
@@ -542,7 +449,7 @@ def refail(world: World, t: T) -> None:
         s.execute(
             update(Message)
             .where(Message.uid == t.failed_uid)
-            .values(status="failed", last_error="HubSpot said 400 (test)")
+            .values(status="failed", last_error="the CRM said 400 (test)")
         )
         s.execute(
             update(Outbox)
@@ -552,36 +459,24 @@ def refail(world: World, t: T) -> None:
 
 
 # ======================================================================================
-# CRM webhooks as each CRM sends them
+# CRM webhooks as each CRM sends them (the kits build them)
 # ======================================================================================
 
 
 @dataclass
-class Req:
-    path: str
-    raw: bytes
-    headers: dict[str, str]
-    content_type: str
-    #: the URL a signature covers (HubSpot): re-signing targets another one
+class Webhook:
+    """A CRM webhook request and the URL its signature covers (None: not
+    URL-bound): re-signing targets another one."""
+
+    req: Req
     signed_for: str | None = None
 
+    @property
+    def path(self) -> str:
+        return self.req.path
+
     def send(self, world: World) -> Any:
-        return world.client.post(
-            self.path, data=self.raw, headers=self.headers, content_type=self.content_type
-        )
-
-
-def _form(fields: dict[str, Any]) -> bytes:
-    return "&".join(f"{quote(k, safe='[]')}={quote(str(v))}" for k, v in fields.items()).encode()
-
-
-#: the events a CRM webhook can carry here (HubSpot's custom channel: replies only;
-#: Bitrix24's owner change needs a re-read, i.e. a vendor call: not generated)
-EVENTS = {
-    "hubspot": ("reply",),
-    "amocrm": ("reply", "chat_reply", "close", "owner", "contact_removed"),
-    "bitrix24": ("reply", "close", "contact_removed", "uninstall"),
-}
+        return self.req.send(world.client)
 
 
 def crm_request(
@@ -594,131 +489,48 @@ def crm_request(
     contact: str | None = None,
     claim: T | None = None,
     text: str = "operator says hi",
-) -> Req:
+) -> Webhook:
     """``src``'s CRM sending ``event`` about ``conv`` / ``entity`` /
     ``contact`` to ``src``'s own URL, genuinely (signed, with src's token).
     ``claim``: the body names that tenant's account/portal instead (what a
     forger who has only src's secrets can do)."""
-    who = claim or src
-    n = world.next_id()
-    base = world.rt.settings.public_url
-    if src.crm == "hubspot":
-        assert conv is not None
-        payload = reply_payload(
-            portal_id=int(who.account_id), thread_uid=conv.uid, message_id=f"hs-{n}", text=text
-        )
-        payload["message"]["conversationsThreadId"] = conv.crm_thread_id
-        payload["message"]["recipients"][0]["deliveryIdentifier"]["value"] = conv.external_thread_id
-        path = f"/webhooks/crm/hubspot/{src.webhook_key}"
-        raw = body(payload)
-        headers = hubspot_signed(f"{base}{path}", raw)
-        return Req(path, raw, headers, JSON, signed_for=f"{base}{path}")
-    if src.crm == "amocrm" and event == "chat_reply":
-        assert conv is not None
-        payload = {
-            "account_id": who.settings["amojo_id"],
-            "time": 1_767_225_600,
-            "message": {
-                "receiver": {"id": "amojo-client-1", "client_id": conv.external_thread_id},
-                "sender": {"id": "amojo-manager-1", "name": "Manager"},
-                "conversation": {"id": conv.crm_thread_id, "client_id": conv.uid},
-                "source": {"external_id": "7"},
-                "timestamp": 1_767_225_600,
-                "msec_timestamp": 1_767_225_600_123,
-                "message": {"id": f"amojo-msg-{n}", "type": "text", "text": text},
-            },
-        }
-        raw = body(payload)
-        headers = {"X-Signature": body_signature(AMO_APP["channel_secret"], raw)}
-        return Req(f"/webhooks/crm/amocrm/route/{src.route_key}", raw, headers, JSON)
-    if src.crm == "amocrm":
-        account = {"account[subdomain]": who.settings["subdomain"], "account[id]": who.account_id}
-        if event == "reply":
-            lead = entity or (conv.crm_entity_id if conv else SHARED_ENTITY)
-            fields: dict[str, Any] = {
-                "leads[note][0][note][id]": str(70_000 + n),
-                "leads[note][0][note][text]": f"@client {text}",
-                "leads[note][0][note][note_type]": "4",
-                "leads[note][0][note][element_id]": lead,
-                "leads[note][0][note][element_type]": "2",
-                "leads[note][0][note][created_by]": "101",
-                "leads[note][0][note][date_create]": "1767225600",
-            }
-        elif event == "close":
-            fields = {
-                "leads[status][0][id]": entity or SHARED_ENTITY,
-                "leads[status][0][status_id]": "142",
-                "leads[status][0][pipeline_id]": "7001001",
-                "leads[status][0][last_modified]": str(1_767_225_600 + n),
-            }
-        elif event == "owner":
-            fields = {
-                "leads[responsible][0][id]": entity or SHARED_ENTITY,
-                "leads[responsible][0][responsible_user_id]": f"60{n:05d}",
-                "leads[responsible][0][last_modified]": str(1_767_225_600 + n),
-            }
-        else:
-            fields = {
-                "contacts[delete][0][id]": contact or SHARED_CONTACT,
-                "contacts[delete][0][type]": "contact",
-            }
-        raw = _form({**fields, **account})
-        return Req(f"/webhooks/crm/amocrm/{src.webhook_key}", raw, {}, FORM)
-    # Bitrix24: form-encoded events with auth[...] (the app's token is the proof)
-    auth = {
-        "auth[application_token]": src.credentials["application_token"],
-        "auth[member_id]": who.account_id,
-        "auth[domain]": who.settings["domain"],
-    }
-    if event == "reply":
-        assert conv is not None
-        fields = {
-            "event": "ONIMCONNECTORMESSAGEADD",
-            "data[CONNECTOR]": B24_CONNECTOR,
-            "data[LINE]": "107",
-            "data[MESSAGES][0][im][chat_id]": "1807",
-            "data[MESSAGES][0][im][message_id]": str(80_000 + n),
-            "data[MESSAGES][0][message][id]": str(80_000 + n),
-            "data[MESSAGES][0][message][text]": text,
-            "data[MESSAGES][0][message][user_id]": "27",
-            "data[MESSAGES][0][chat][id]": conv.uid,
-        }
-    elif event == "close":
-        fields = {"event": "ONCRMDEALDELETE", "data[FIELDS][ID]": entity or SHARED_ENTITY}
-    elif event == "contact_removed":
-        fields = {"event": "ONCRMCONTACTDELETE", "data[FIELDS][ID]": contact or SHARED_CONTACT}
-    else:
-        fields = {"event": "ONAPPUNINSTALL", "data[CLEAN]": "0"}
-    raw = _form({**fields, "ts": str(1_767_225_600 + n), **auth})
-    return Req(f"/webhooks/crm/bitrix24/{src.webhook_key}", raw, {}, FORM)
+    req, signed_for = src.kit.crm_webhook(
+        world.rt.settings.public_url,
+        src,
+        event,
+        n=world.next_id(),
+        conv=conv,
+        entity=entity or (conv.crm_entity_id if conv else SHARED_ENTITY),
+        contact=contact or (conv.crm_contact_id if conv else SHARED_CONTACT),
+        claim=claim or src,
+        text=text,
+    )
+    return Webhook(req, signed_for)
 
 
-def retarget(world: World, req: Req, src: T, victim: T, how: str) -> Req:
-    """``req`` (src's genuine webhook) sent somewhere of the victim's.
+def retarget(world: World, hook: Webhook, src: T, victim: T, how: str) -> Webhook:
+    """``hook`` (src's genuine webhook) sent somewhere of the victim's.
 
     * ``as_signed``: to the victim's URL of the same kind, byte for byte;
-    * ``resigned``: the same, signed for the victim's URL (HubSpot's client
-      secret is app-wide: any portal's webhook can carry a valid signature);
+    * ``resigned``: the same, signed for the victim's URL (a secret that is
+      app-wide signs any account's webhook validly);
     * ``src_kind``: the victim's key under src's CRM path;
     * ``victim_kind``: the victim's own URL (of its CRM) with src's body.
     """
-    routed = "/route/" in req.path
+    routed = "/route/" in hook.path
     if how == "victim_kind":
-        path = (
-            f"/webhooks/crm/amocrm/route/{victim.route_key}"
-            if routed and victim.crm == "amocrm"
-            else f"/webhooks/crm/{victim.crm}/{victim.webhook_key}"
-        )
+        path = victim.kit.url(victim, routed=routed)
     elif routed and how in ("as_signed", "resigned") and victim.route_key:
-        path = f"/webhooks/crm/amocrm/route/{victim.route_key}"
+        path = src.kit.url(victim, routed=True)
     else:
         path = f"/webhooks/crm/{src.crm}/{victim.webhook_key}"
-    headers = dict(req.headers)
-    if how == "resigned" and req.signed_for:
+    req = hook.req
+    if how == "resigned" and hook.signed_for:
         url = f"{world.rt.settings.public_url}{path}"
-        headers = hubspot_signed(url, req.raw)
-        return Req(path, req.raw, headers, req.content_type, signed_for=url)
-    return Req(path, req.raw, headers, req.content_type, signed_for=req.signed_for)
+        headers = src.kit.resign(url, req.body)
+        assert headers is not None, f"{src.crm}: a URL-bound signature the kit cannot make"
+        return Webhook(Req(path, req.body, req.content_type, headers), signed_for=url)
+    return Webhook(Req(path, req.body, req.content_type, dict(req.headers)), hook.signed_for)
 
 
 def _check_builders(world: World) -> None:
@@ -726,11 +538,11 @@ def _check_builders(world: World) -> None:
     does what it says — so that a refusal below is the tenant check."""
     for t in world.tenants:
         conv = t.convs[1]
-        for event in EVENTS[t.crm]:
-            if event == "uninstall":
+        for event, effect in t.kit.events.items():
+            if effect == "uninstall":
                 continue  # would put the tenant to needs_reauth: checked in the cases
             before = _outbound_count(world, conv.id)
-            req = crm_request(
+            hook = crm_request(
                 world,
                 t,
                 event,
@@ -738,20 +550,19 @@ def _check_builders(world: World) -> None:
                 entity=conv.crm_entity_id,
                 contact=conv.crm_contact_id,
             )
-            response = req.send(world)
+            response = hook.send(world)
             assert response.status_code == 200, (t.slug, event, response.data)
             replied = _outbound_count(world, conv.id) == before + 1
             with world.rt.transaction() as s:
                 row = s.get(Conversation, conv.id)
                 contact = s.get(Contact, row.contact_id)
-                effect = {
+                done = {
                     "reply": replied,
-                    "chat_reply": replied,
                     "close": row.status == "closed",
                     "owner": row.owner_id is not None,
                     "contact_removed": contact.crm_contact_id is None,
-                }[event]
-            assert effect, (t.slug, event, "accepted but did nothing")
+                }[effect]
+            assert done, (t.slug, event, "accepted but did nothing")
             restore(world, t)
     # the replies were queued for delivery: the job check below is not vacuous
     assert len(all_jobs(world.redis)) >= len(world.tenants)
@@ -947,22 +758,18 @@ def world(settings, redis_conn) -> Iterator[World]:  # type: ignore[no-untyped-d
         yield w
 
 
-def _update_for(world: World, a: T, b: T, chat: int, *, phone: bool) -> dict[str, Any]:
-    """An update from ``chat`` (a chat B has too), as A's bot gets it; with
-    ``phone``, the customer shares B's customer's phone number."""
-    n = world.next_id()
+def test_every_provider_has_a_kit() -> None:
+    assert kits.missing() == []
+
+
+def _delivery_for(world: World, a: T, n: int, b: T, chat: int, *, phone: bool) -> bytes:
+    """A delivery from ``chat`` (a chat B has too), as A's ``n``-th account
+    gets it; with ``phone``, the customer shares B's customer's phone number."""
+    i = world.next_id()
+    message = a.accounts[n].kit.customer_message
     if phone:
-        return tg_update(
-            500_000 + n,
-            chat_id=chat,
-            user=_customer(a, chat),
-            contact={
-                "phone_number": b.unique_phone.lstrip("+"),
-                "first_name": "Z",
-                "user_id": chat,
-            },
-        )
-    return tg_update(500_000 + n, chat_id=chat, text=f"case {n}", user=_customer(a, chat))
+        return message(500_000 + i, chat, a.customer, phone=b.unique_phone)
+    return message(500_000 + i, chat, a.customer, text=f"case {i}")
 
 
 def webhook_case(r: Runner) -> None:
@@ -980,33 +787,36 @@ def webhook_case(r: Runner) -> None:
 
     if family == "channel_foreign_url":
         a, b = r.pick_pair()
-        n, m = rng.randrange(2), rng.randrange(2)
+        n = rng.randrange(len(a.accounts))
+        kind = a.accounts[n].kit.kind  # B's account of the same channel
+        m = rng.choice([j for j, acc in enumerate(b.accounts) if acc.kit.kind == kind])
         variant = rng.choice(["a_secret", "a_secret", "crm_key_as_channel_key"])
         chat = rng.choice([SHARED_CHAT, b.unique_chat])
-        data = _update_for(world, a, b, chat, phone=rng.random() < 0.3)
-        path, expected = f"/webhooks/telegram/{b.channel_keys[m]}", {403}
+        raw = _delivery_for(world, a, n, b, chat, phone=rng.random() < 0.3)
+        path, expected = f"/webhooks/{kind}/{b.channel_keys[m]}", {403}
         if variant == "crm_key_as_channel_key":
-            path, expected = f"/webhooks/telegram/{b.webhook_key}", {404}
+            path, expected = f"/webhooks/{kind}/{b.webhook_key}", {404}
         r.run(
             family,
-            f"{a.slug} bot {n} update+secret -> {b.slug} bot {m} ({variant})",
+            f"{a.slug} account {n} delivery+proof -> {b.slug} account {m} ({variant})",
             a,
-            lambda: http(post_update(world, a, n, data, path=path), refused=True),
+            lambda: http(post_delivery(world, a, n, raw, path=path), refused=True),
             Outcome(expected),
         )
         return
 
     if family == "channel_own_url_foreign_ids":
         a, b = r.pick_pair()
-        n = rng.randrange(2)
+        n = rng.randrange(len(a.accounts))
         chat = rng.choice([SHARED_CHAT, SHARED_PHONE_CHAT, b.unique_chat])
         phone = rng.random() < 0.5
-        data = _update_for(world, a, b, chat, phone=phone)
+        raw = _delivery_for(world, a, n, b, chat, phone=phone)
         r.run(
             family,
-            f"{a.slug} bot {n}: chat {chat} of {b.slug}" + (f" sharing {b.slug}'s phone" * phone),
+            f"{a.slug} account {n}: chat {chat} of {b.slug}"
+            + (f" sharing {b.slug}'s phone" * phone),
             a,
-            lambda: http(post_update(world, a, n, data), refused=False),
+            lambda: http(post_delivery(world, a, n, raw), refused=False),
             Outcome({200}, writers={a.id}),
         )
         return
@@ -1014,17 +824,17 @@ def webhook_case(r: Runner) -> None:
     if family == "crm_foreign_url":
         how = rng.choice(["as_signed", "resigned", "src_kind", "victim_kind"])
         a, b = r.pick_pair(same_crm=True if how in ("as_signed", "resigned") else None)
-        event = rng.choice(EVENTS[a.crm])
+        event = rng.choice(list(a.kit.events))
         conv = rng.choice(b.convs + a.convs)
-        req = crm_request(
+        hook = crm_request(
             world, a, event, conv=conv, entity=conv.crm_entity_id, contact=conv.crm_contact_id
         )
-        sent = retarget(world, req, a, b, how)
+        sent = retarget(world, hook, a, b, how)
         if how == "src_kind" and a.crm != b.crm:
             expected = {404}
         elif how == "victim_kind" and a.crm != b.crm:
             # another CRM's body: that CRM's proof is missing (403) or the
-            # content type is not one it sends (415: HubSpot gets no forms)
+            # content type is not one it takes (415)
             expected = {403, 415}
         else:
             expected = {403}
@@ -1039,11 +849,11 @@ def webhook_case(r: Runner) -> None:
 
     if family == "crm_claims_foreign_account":
         # A's own proof (signature, token), a body that names B's account or
-        # portal: at A's URL; for Bitrix24 (the token is in the body) at B's too
+        # portal: at A's URL; where the proof travels in the body, at B's too
         a, b = r.pick_pair(same_crm=True)
-        event = rng.choice(EVENTS[a.crm])
+        event = rng.choice(list(a.kit.events))
         conv = rng.choice(b.convs)
-        req = crm_request(
+        hook = crm_request(
             world,
             a,
             event,
@@ -1053,33 +863,33 @@ def webhook_case(r: Runner) -> None:
             claim=b,
         )
         at = "own_url"
-        if a.crm == "bitrix24" and rng.random() < 0.5:
-            req, at = retarget(world, req, a, b, "as_signed"), "victim_url"
+        if a.kit.proof_in_body and rng.random() < 0.5:
+            hook, at = retarget(world, hook, a, b, "as_signed"), "victim_url"
         r.run(
             family,
             f"{a.slug} {event} claiming {b.slug}'s account at {at}",
             a,
-            lambda: http(req.send(world), refused=True),
+            lambda: http(hook.send(world), refused=True),
             Outcome({403}),
         )
         return
 
     # crm_own_url_foreign_objects: A's genuine webhook at A's URL naming B's things
     a, b = r.pick_pair()
-    event = rng.choice(EVENTS[a.crm])
+    event = rng.choice(list(a.kit.events))
     conv = rng.choice(b.convs)
     target = rng.choice(["conversation", "unique_ids", "shared_ids"])
     entity = conv.crm_entity_id if target != "shared_ids" else SHARED_ENTITY
     contact = conv.crm_contact_id if target != "shared_ids" else SHARED_CONTACT
-    req = crm_request(world, a, event, conv=conv, entity=entity, contact=contact)
+    hook = crm_request(world, a, event, conv=conv, entity=entity, contact=contact)
     r.run(
         family,
         f"{a.slug} {event} at its own URL naming {b.slug}'s {target} ({conv.uid[:8]})",
         a,
-        lambda: http(req.send(world), refused=False),
+        lambda: http(hook.send(world), refused=False),
         Outcome({200}, writers={a.id}),
     )
-    if event == "uninstall":
+    if a.kit.events[event] == "uninstall":
         world.last = None
         with world.rt.transaction() as s:
             s.execute(
@@ -1211,15 +1021,7 @@ def operator_case(r: Runner) -> None:
         return
 
     if family == "api_status":
-        token = rng.choice(
-            [
-                a.webhook_key,
-                *a.channel_keys,
-                *a.channel_secrets,
-                *a.bot_tokens,
-                *(str(v) for k, v in a.credentials.items() if "token" in k),
-            ]
-        )
+        token = rng.choice([a.webhook_key, *a.channel_keys, *a.channel_secrets, *a.crm_secrets])
         query = rng.choice([{}, {"tenant": str(b.id)}, {"tenant": b.slug}])
         header = rng.choice([f"Bearer {token}", token, f"Bearer {token} "])
 
@@ -1302,26 +1104,20 @@ def test_operator_calls_never_cross_tenants(world: World, monkeypatch) -> None: 
 
 @pytest.fixture
 def oauth_world(settings, redis_conn) -> Iterator[World]:  # type: ignore[no-untyped-def]
-    fast = {"per_10s": 100_000, "search_per_s": 1000}
-    with hubspot_sandbox(fast) as (url, spy):
-        with build_world(settings, redis_conn, url) as w:
-            w.spy = spy
+    assert OAUTH, "no CRM kit plays an OAuth install (CrmKit.isolation_oauth)"
+    with ExitStack() as stack:
+        served = {kit.kind: stack.enter_context(oauth.sandbox(oauth.fast)) for kit, oauth in OAUTH}
+        with build_world(settings, redis_conn, {k: url for k, (url, _) in served.items()}) as w:
+            w.spies = {k: spy for k, (_, spy) in served.items()}
             yield w
         # the bridge's HTTP sessions keep connections to the sandbox open, and
         # its server waits for them on shutdown: let them go first
         gc.collect()
 
 
-def _portal_of(world: World, tenant_id: int) -> int:
+def _credentials_of(world: World, tenant_id: int) -> dict[str, Any]:
     with world.rt.transaction() as s:
-        creds = world.rt.decrypt_tenant_credentials(s.get(Tenant, tenant_id))
-    details = requests.get(
-        f"{world.hubspot_url}/account-info/v3/details",
-        timeout=10,
-        headers={"Authorization": f"Bearer {creds['access_token']}"},
-    )
-    details.raise_for_status()
-    return int(details.json()["portalId"])
+        return world.rt.decrypt_tenant_credentials(s.get(Tenant, tenant_id))
 
 
 def _mapping_of(world: World, tenant_id: int) -> str:
@@ -1331,61 +1127,67 @@ def _mapping_of(world: World, tenant_id: int) -> str:
 
 def oauth_case(r: Runner) -> None:
     world, rng = r.world, r.rng
-    hubspot = [t for t in world.tenants if t.crm == "hubspot"]
+    kit, oauth = rng.choice(OAUTH)
+    crm, url = kit.kind, world.sandboxes[kit.kind]
     a = rng.choice(world.tenants)  # whose install link minted the state
-    b = rng.choice([t for t in hubspot if t is not a])  # the portal whose admin consents
+    # the account whose admin consents
+    b = rng.choice([t for t in world.tenants if t.crm == crm and t is not a])
     family = rng.choice(["state_of_a_consent_of_b", "forged_state"])
-    query = start_install(world.client, mapping=a.mapping)
+    query = start_install(world.client, mapping=a.mapping, crm=crm)
 
     if family == "state_of_a_consent_of_b":
-        back = consent(world.hubspot_url, query, portal_id=int(b.account_id))
+        back = oauth.consent(url, query, b.account_id)
 
         def act() -> tuple[int, str, Any]:
-            response = finish_install(world.client, back)
+            response = finish_install(world.client, back, crm=crm)
             data = response.get_json()
 
             def check() -> None:
-                # the install lands in the consenting portal's tenant, with its
-                # own portal's token and its own mapping: the state names no tenant
+                # the install lands in the consenting account's tenant, with its
+                # own account's token and its own mapping: the state names no tenant
                 _equal(data.get("tenant"), b.id, "installed into")
-                _equal(_portal_of(world, b.id), int(b.account_id), "token's portal")
+                token_of = oauth.account_of(url, _credentials_of(world, b.id))
+                _equal(token_of, b.account_id, "token's account")
                 _equal(_mapping_of(world, b.id), b.mapping, "mapping")
 
             return response.status_code, response.get_data(as_text=True), check
 
         r.run(
             family,
-            f"install link of {a.slug} ({a.mapping}), consent in {b.slug}'s portal",
+            f"install link of {a.slug} ({a.mapping}), consent in {b.slug}'s account",
             a,
             act,
             Outcome({200}, writers={b.id}),
         )
         return
 
-    back = consent(world.hubspot_url, query, portal_id=int(b.account_id))
+    back = oauth.consent(url, query, b.account_id)
     how = rng.choice(["other_deployment", "tampered", "other_crm", "unsigned_json"])
     if how == "other_deployment":
         foreign = URLSafeTimedSerializer(secrets.token_hex(32), salt="oauth-state")
-        back["state"] = foreign.dumps({"crm": "hubspot", "mapping": a.mapping, "tenant": b.id})
+        back["state"] = foreign.dumps({"crm": crm, "mapping": a.mapping, "tenant": b.id})
     elif how == "tampered":
         state = back["state"]
         i = rng.randrange(len(state))
         back["state"] = state[:i] + ("A" if state[i] != "A" else "B") + state[i + 1 :]
     elif how == "other_crm":
-        other = install_url(world.rt, rng.choice(["amocrm", "bitrix24"]), a.mapping)
+        other = install_url(
+            world.rt, rng.choice([k.kind for k in CRMS if k.kind != crm]), a.mapping
+        )
         back["state"] = next(
             v
             for k, v in (p.split("=", 1) for p in other.split("?", 1)[1].split("&"))
             if k == "state"
         )
     else:
-        back["state"] = json.dumps({"crm": "hubspot", "tenant": b.id})
-    grants = len(world.spy.grants)
+        back["state"] = json.dumps({"crm": crm, "tenant": b.id})
+    spy = world.spies[crm]
+    grants = len(spy.grants)
 
     def act() -> tuple[int, str, Any]:
-        response = finish_install(world.client, back)
+        response = finish_install(world.client, back, crm=crm)
         status, text, _ = http(response, refused=True)
-        return status, text, lambda: _equal(len(world.spy.grants), grants, "codes exchanged")
+        return status, text, lambda: _equal(len(spy.grants), grants, "codes exchanged")
 
     r.run(family, f"{how} state with {b.slug}'s code", a, act, Outcome({403}))
 

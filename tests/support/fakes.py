@@ -1,21 +1,35 @@
-"""An in-memory CRM adapter for unit tests of the core pipeline.
+"""Test doubles of the core, defined once and imported everywhere.
 
-It keeps the contract's duties (lookup by identity/phone/e-mail, find the
-entity by conversation uid, at most one entry per bridge id when
-``maybe_written``) and lets a test script failures per call. Integration
-tests use the real adapters against the sandbox instead.
+* :class:`FakeCrm` (and :class:`FakeCrmAtOnce`): an in-memory CRM adapter for
+  unit tests of the core pipeline. It keeps the contract's duties (lookup by
+  identity/phone/e-mail, find the entity by conversation uid, at most one
+  entry per bridge id when ``maybe_written``) and lets a test script failures
+  per call. Integration tests use the real adapters against the sandbox.
+* :class:`MemoryCredentials`: the core's ``CredentialProvider`` in memory,
+  single-flight like the real store.
+* :class:`RecordingLimiter` (records what an adapter asked of the shared
+  bucket) and :class:`LocalBucket` (a real token bucket in one process):
+  ``bridge.model.RateLimiter`` without Redis.
+* :class:`FakeAppChannel`: a channel with every edge the dispatcher serves
+  (a GET handshake on the account's URL, one app-routed URL with its own
+  handshake), shaped like Meta's, for the suites that attack every route.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import hmac
 import itertools
+import json
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, PayloadError, PermanentError, SignatureError
 from bridge.model import (
     ContactDraft,
     ContactLookup,
@@ -24,12 +38,20 @@ from bridge.model import (
     CrmRef,
     DeliveryReport,
     EntityDraft,
+    InboundEvent,
+    InboundMessage,
+    MessageKind,
+    OutboundMessage,
     Owner,
     Rate,
+    SendResult,
     TaskDraft,
     TimelineEntry,
+    WebhookAnswer,
     WebhookRequest,
 )
+from bridge.schema import setting
+from channel_adapters.base import ChannelAdapter
 from crm_adapters.base import CrmAdapter
 
 
@@ -306,20 +328,234 @@ def _raw(hook: Callable[..., Any], adapter: FakeCrm, arg: Any) -> Any:
 
 class MemoryCredentials:
     """The core's credential store, in memory (one process): ``refresh`` runs
-    the adapter's refresher only if nobody refreshed since ``stale``
-    was read, like the real single-flight store; ``refreshes`` counts them."""
+    the adapter's refresher only if nobody refreshed since ``stale`` was
+    read, like the real single-flight store (one at a time: a lock).
 
-    def __init__(self, creds: Mapping[str, Any]) -> None:
+    ``refresher`` is set by whoever builds the adapter
+    (``store.refresher = adapter.refresh_credentials``) or given here;
+    ``calls`` counts every ``refresh`` asked for, ``refreshes`` the ones
+    that reached the refresher."""
+
+    def __init__(
+        self,
+        creds: Mapping[str, Any],
+        refresher: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+    ) -> None:
         self.creds = dict(creds)
-        self.refresher: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+        self.refresher = refresher
+        self.calls = 0
         self.refreshes = 0
+        self._lock = threading.Lock()
 
     def get(self) -> Mapping[str, Any]:
         return dict(self.creds)
 
     def refresh(self, stale: Mapping[str, Any]) -> Mapping[str, Any]:
-        if self.creds == dict(stale):
-            assert self.refresher is not None
-            self.creds = dict(self.refresher(stale))
-            self.refreshes += 1
-        return dict(self.creds)
+        with self._lock:
+            self.calls += 1
+            if self.creds == dict(stale):
+                assert self.refresher is not None, "no refresher: set store.refresher"
+                self.creds = dict(self.refresher(stale))
+                self.refreshes += 1
+            return dict(self.creds)
+
+
+class RecordingLimiter:
+    """``bridge.model.RateLimiter`` that grants everything at once and
+    records what was asked: ``acquired`` (key, rate, cost) and
+    ``penalties`` (key, seconds)."""
+
+    def __init__(self) -> None:
+        self.acquired: list[tuple[str, Rate, float]] = []
+        self.penalties: list[tuple[str, float]] = []
+
+    @property
+    def keys(self) -> list[tuple[str, Rate]]:
+        """(key, rate) of every acquire, in order."""
+        return [(key, rate) for key, rate, _ in self.acquired]
+
+    def acquire(self, key: str, rate: Rate, cost: float = 1.0) -> None:
+        self.acquired.append((key, rate, cost))
+
+    def penalise(self, key: str, seconds: float) -> None:
+        self.penalties.append((key, seconds))
+
+
+class LocalBucket:
+    """``bridge.model.RateLimiter`` in one process (the deployment's is the
+    Redis bucket): every adapter call waits for a token, as in production,
+    against a sandbox that enforces the vendor's limit."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._blocked: dict[str, float] = {}
+
+    def acquire(self, key: str, rate: Rate, cost: float = 1.0) -> None:
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                if self._blocked.get(key, 0.0) > now:
+                    wait = self._blocked[key] - now
+                else:
+                    tokens, stamp = self._buckets.get(key, (rate.capacity, now))
+                    tokens = min(rate.capacity, tokens + (now - stamp) * rate.per_second)
+                    if tokens >= cost:
+                        self._buckets[key] = (tokens - cost, now)
+                        return
+                    self._buckets[key] = (tokens, now)
+                    wait = (cost - tokens) / rate.per_second
+            time.sleep(wait)
+
+    def penalise(self, key: str, seconds: float) -> None:
+        with self._lock:
+            self._blocked[key] = time.monotonic() + seconds
+            self._buckets[key] = (0.0, time.monotonic() + seconds)
+
+
+# -- a channel with every edge: handshakes and one app-routed URL ---------------------------
+
+
+@dataclass(frozen=True)
+class FakeAppApp:
+    """The deployment's app: the secret its deliveries are signed with, the
+    verify token of the app URL's handshake."""
+
+    app_secret: str = setting("", secret=True)
+    verify_token: str = setting("", secret=True)
+
+
+@dataclass(frozen=True)
+class FakeAppCredentials:
+    """An account's own handshake token."""
+
+    verify_token: str = setting("", secret=True)
+
+
+class FakeAppChannel(ChannelAdapter):
+    """A channel shaped like Meta's WhatsApp Cloud API, for the suites that
+    attack every inbound route (no production adapter uses all of them yet).
+
+    Deliveries are JSON ``{"object", "entry": [{"changes": [{"value":
+    {"metadata": {"phone_number_id"}, "messages": [...]}}]}]}`` signed with
+    the app's secret (``X-Hub-Signature-256: sha256=<hex HMAC-SHA256>``),
+    posted to one app-level URL (``/webhooks/fakeapp/app``: routed by
+    ``phone_number_id``) or to an account's own URL (which must be named in
+    the body). Both URLs answer Meta's ``GET ?hub.mode=subscribe
+    &hub.verify_token=…&hub.challenge=…`` handshake: the account's token or
+    the app's, compared in constant time; the challenge is echoed."""
+
+    kind: ClassVar[str] = "fakeapp"
+    title: ClassVar[str] = "Fake app channel"
+    app_routed: ClassVar[bool] = True
+    App: ClassVar[type[Any]] = FakeAppApp
+    Credentials: ClassVar[type[Any]] = FakeAppCredentials
+
+    # -- the app's proof
+
+    @staticmethod
+    def signature(secret: str, body: bytes) -> str:
+        return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+    @classmethod
+    def _check_signature(cls, app: FakeAppApp, request: WebhookRequest) -> None:
+        given = request.header("x-hub-signature-256") or ""
+        if not app.app_secret or not hmac.compare_digest(
+            given.encode("utf-8", "replace"), cls.signature(app.app_secret, request.body).encode()
+        ):
+            raise SignatureError("X-Hub-Signature-256 does not match")
+
+    @staticmethod
+    def _challenge(expected: str, request: WebhookRequest) -> WebhookAnswer:
+        given = request.query.get("hub.verify_token", "")
+        if (
+            request.query.get("hub.mode") != "subscribe"
+            or not expected
+            or not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode())
+        ):
+            raise SignatureError("hub.verify_token does not match")
+        return WebhookAnswer.text(request.query.get("hub.challenge", ""))
+
+    @staticmethod
+    def _values(request: WebhookRequest) -> list[Mapping[str, Any]]:
+        try:
+            data = json.loads(request.body)
+        except (ValueError, RecursionError):
+            raise PayloadError("the body is not JSON") from None
+        if not isinstance(data, dict) or not isinstance(data.get("entry"), list):
+            raise PayloadError("the body has no entry list")
+        values = []
+        for entry in data["entry"]:
+            changes = entry.get("changes") if isinstance(entry, dict) else None
+            for change in changes if isinstance(changes, list) else []:
+                value = change.get("value") if isinstance(change, dict) else None
+                if isinstance(value, dict) and isinstance(value.get("metadata"), dict):
+                    values.append(value)
+        if not values:
+            raise PayloadError("the body names no account (metadata.phone_number_id)")
+        return values
+
+    # -- an account's URL
+
+    def verify(self, request: WebhookRequest) -> None:
+        self._check_signature(self.app, request)
+        try:
+            named = {str(v["metadata"].get("phone_number_id")) for v in self._values(request)}
+        except PayloadError:
+            return  # the signature is right: parse names what is wrong
+        if self.account.external_id not in named:
+            raise SignatureError("the delivery is for another account")
+
+    def handshake(self, request: WebhookRequest) -> WebhookAnswer:
+        return self._challenge(self.credentials.verify_token, request)
+
+    def parse(self, request: WebhookRequest) -> list[InboundEvent]:
+        events: list[InboundEvent] = []
+        for value in self._values(request):
+            if str(value["metadata"].get("phone_number_id")) != self.account.external_id:
+                continue
+            messages = value.get("messages")
+            for message in messages if isinstance(messages, list) else []:
+                if not isinstance(message, dict):
+                    raise PayloadError("a message is not an object")
+                ids = [message.get(k) for k in ("id", "from", "timestamp")]
+                if not all(isinstance(v, str) and v for v in ids):
+                    raise PayloadError("a message without id, from or timestamp")
+                try:
+                    sent_at = dt.datetime.fromtimestamp(int(message["timestamp"]), dt.UTC)
+                except (ValueError, OverflowError, OSError):
+                    raise PayloadError("a message with a bad timestamp") from None
+                text = message.get("text")
+                body = text.get("body") if isinstance(text, dict) else None
+                events.append(
+                    InboundMessage(
+                        channel_kind=self.kind,
+                        external_id=str(message["id"]),
+                        external_user_id=str(message["from"]),
+                        external_thread_id=str(message["from"]),
+                        kind=MessageKind.TEXT if isinstance(body, str) else MessageKind.UNKNOWN,
+                        sent_at=sent_at,
+                        text=body if isinstance(body, str) else "",
+                        raw=message,
+                    )
+                )
+        return events
+
+    def send(self, message: OutboundMessage) -> SendResult:
+        raise PermanentError("the fake app channel sends nothing")
+
+    # -- the app's URL
+
+    @classmethod
+    def verify_app(cls, app: FakeAppApp, request: WebhookRequest) -> None:
+        cls._check_signature(app, request)
+
+    @classmethod
+    def route(cls, app: FakeAppApp, request: WebhookRequest) -> tuple[str, ...]:
+        return tuple(
+            dict.fromkeys(str(v["metadata"].get("phone_number_id")) for v in cls._values(request))
+        )
+
+    @classmethod
+    def app_handshake(cls, app: FakeAppApp, request: WebhookRequest) -> WebhookAnswer:
+        return cls._challenge(app.verify_token, request)

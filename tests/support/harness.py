@@ -1,4 +1,4 @@
-# ruff: noqa: S105, S106  (sandbox app secrets and tokens are test fixtures)
+# ruff: noqa: S105, S106, S107  (sandbox app secrets and tokens are test fixtures)
 """Shared helpers for the core's unit and component tests.
 
 * :func:`build_runtime` -- a :class:`bridge.runtime.Runtime` on the test
@@ -212,7 +212,8 @@ def all_queued(redis_conn: redis.Redis) -> dict[str, list[str]]:
 
 
 class TokenEndpointSpy:
-    """Wraps a WSGI app; records ``POST /oauth/v1/token`` requests.
+    """Wraps a WSGI app; records ``POST <token_path>`` requests (HubSpot's
+    ``/oauth/v1/token`` by default).
 
     ``grants`` lists the grant types in arrival order, ``answers`` the
     decoded JSON answers (same order). With ``refuse_refresh`` set to a
@@ -220,8 +221,9 @@ class TokenEndpointSpy:
     reaching the sandbox.
     """
 
-    def __init__(self, app: Callable[..., Any]) -> None:
+    def __init__(self, app: Callable[..., Any], token_path: str = "/oauth/v1/token") -> None:
         self.app = app
+        self.token_path = token_path
         self.lock = threading.Lock()
         self.grants: list[str] = []
         self.answers: list[dict[str, Any]] = []
@@ -233,7 +235,7 @@ class TokenEndpointSpy:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         if environ.get("REQUEST_METHOD") != "POST" or not environ.get("PATH_INFO", "").endswith(
-            "/oauth/v1/token"
+            self.token_path
         ):
             return self.app(environ, start_response)
         length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -319,12 +321,14 @@ def serve(app: Callable[..., Any]) -> Iterator[str]:
         server.server_close()
 
 
-def start_install(client: Any, mapping: str | None = "hub.yaml") -> dict[str, str]:
-    """``GET /oauth/hubspot/install``: the authorize URL's query."""
+def start_install(
+    client: Any, mapping: str | None = "hub.yaml", *, crm: str = "hubspot"
+) -> dict[str, str]:
+    """``GET /oauth/<crm>/install``: the authorize URL's query."""
     from urllib.parse import urlsplit
 
     response = client.get(
-        "/oauth/hubspot/install", query_string={"mapping": mapping} if mapping else {}
+        f"/oauth/{crm}/install", query_string={"mapping": mapping} if mapping else {}
     )
     assert response.status_code == 302, response.data
     query = parse_qs(urlsplit(response.headers["Location"]).query)
@@ -354,8 +358,9 @@ def consent(
     return {k: v[0] for k, v in parse_qs(back.query).items()}
 
 
-def finish_install(client: Any, params: Mapping[str, str]) -> Any:
-    return client.get("/oauth/hubspot/callback", query_string=dict(params))
+def finish_install(client: Any, params: Mapping[str, str], *, crm: str = "hubspot") -> Any:
+    """``GET /oauth/<crm>/callback`` with the vendor's redirect query."""
+    return client.get(f"/oauth/{crm}/callback", query_string=dict(params))
 
 
 def oauth_install(
