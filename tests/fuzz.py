@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 WORKDIR = ROOT / "var" / "fuzz"
 #: the packages whose code the fuzzer measures coverage of (a target adds
-#: its own ``instrument`` packages: python-telegram-bot for Telegram)
+#: its ``instrument`` packages: a library that is half of its parser)
 INSTRUMENTED = ["bridge", "channel_adapters", "crm_adapters"]
 
 

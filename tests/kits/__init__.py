@@ -62,6 +62,18 @@ Canaries (the whole stack as processes)
 Kits are loaded lazily (``module:Class``, like the adapters' registries):
 importing this package imports no adapter, so the fuzzer can instrument the
 adapters it loads through a kit.
+
+:data:`EXERCISE_CHANNELS` are test-only channels with their kits
+(``tests/support/fakes.py``): the hostile-input suite registers them for its
+world, so that the routes no production adapter uses yet (an account URL's
+GET handshake, the app-routed URL and its handshake) are attacked too.
+
+Adding a provider: write ``tests/kits/<kind>.py`` (subclass the base of its
+side; the abstract hooks say what is needed), register it below, run the
+suites above. ``tests/kits/telegram.py`` and ``tests/kits/custom.py`` (two
+channels), ``tests/kits/hubspot.py`` (a signed-webhook CRM),
+``tests/kits/amocrm.py`` (an app-level route) and ``tests/kits/bitrix24.py``
+(an install event) are the worked examples.
 """
 
 from __future__ import annotations
@@ -100,10 +112,7 @@ CRM_KITS: dict[str, str] = {
 }
 
 
-#: test-only channels (``tests/support/fakes.py``) -> (adapter, kit): the
-#: hostile-input suite registers them for its world, so that the routes no
-#: production adapter uses yet (an account URL's GET handshake, the
-#: app-routed URL and its handshake) are attacked too
+#: test-only channels -> (adapter, kit), see the module docstring
 EXERCISE_CHANNELS: dict[str, tuple[str, str]] = {
     "fakeapp": ("tests.support.fakes:FakeAppChannel", "tests.kits.fakeapp:FakeAppKit"),
 }

@@ -1104,6 +1104,10 @@ class Bitrix24Kit(CrmKit):
                 examples=(
                     (with_endpoint("https://[abc/rest/"), False),
                     (with_endpoint("https://[::1]x/rest/"), True),
+                    # found by the fuzzer (bitrix24_install): the endpoint check
+                    # reads the scheme case-blind, HttpClient.url does not, so
+                    # the call went to "/httPs://..." (AmbiguousError: a 502)
+                    (with_endpoint(f"httPs://{install_example['auth']['domain']}/rest/"), True),
                 ),
                 hostile=True,
             ),

@@ -5,8 +5,8 @@ Each kit declares its properties (:class:`tests.kits.base.Property`); this
 suite runs them with one budget per kind:
 
 * **robustness** (``hostile``): for arbitrary bytes, arbitrary JSON,
-  arbitrary PHP forms and mutated real payloads (the Telegram corpora, the
-  Bitrix24 docs' examples) a parser — driven the way the web layer drives
+  arbitrary PHP forms and mutated real payloads (a channel's corpora, a
+  CRM's documented examples) a parser — driven the way the web layer drives
   it (``verify`` then ``parse``, correctly signed where the provider signs,
   so that parsing is reached) — returns normalised events or raises the
   adapter's documented :class:`~bridge.errors.WebhookError` (4xx), never
@@ -159,8 +159,8 @@ def test_every_kit_has_fuzz_targets() -> None:
 
 def test_fuzz_summary_table_reports_execs_and_crashes() -> None:
     outcomes = [
-        fuzz.Outcome("telegram_update", 21.4, 12345, 90, 0, "ok", fuzzed=10, rate=1234, new=7),
-        fuzz.Outcome("hubspot_webhook", 3.0, None, None, 1, "CRASH", "KeyError: 0"),
+        fuzz.Outcome("first_target", 21.4, 12345, 90, 0, "ok", fuzzed=10, rate=1234, new=7),
+        fuzz.Outcome("second_target", 3.0, None, None, 1, "CRASH", "KeyError: 0"),
     ]
     table = fuzz.table(outcomes).splitlines()
     assert table[0].split() == [
@@ -168,7 +168,7 @@ def test_fuzz_summary_table_reports_execs_and_crashes() -> None:
         *("crashes", "status"),
     ]
     assert table[2].split() == [
-        "telegram_update",
+        "first_target",
         "10",
         "21",
         "12,345",

@@ -362,20 +362,17 @@ class MemoryCredentials:
 
 class RecordingLimiter:
     """``bridge.model.RateLimiter`` that grants everything at once and
-    records what was asked: ``acquired`` (key, rate, cost) and
-    ``penalties`` (key, seconds)."""
+    records what was asked: ``acquired`` (key, rate) with ``costs`` beside
+    it, and ``penalties`` (key, seconds)."""
 
     def __init__(self) -> None:
-        self.acquired: list[tuple[str, Rate, float]] = []
+        self.acquired: list[tuple[str, Rate]] = []
+        self.costs: list[float] = []
         self.penalties: list[tuple[str, float]] = []
 
-    @property
-    def keys(self) -> list[tuple[str, Rate]]:
-        """(key, rate) of every acquire, in order."""
-        return [(key, rate) for key, rate, _ in self.acquired]
-
     def acquire(self, key: str, rate: Rate, cost: float = 1.0) -> None:
-        self.acquired.append((key, rate, cost))
+        self.acquired.append((key, rate))
+        self.costs.append(cost)
 
     def penalise(self, key: str, seconds: float) -> None:
         self.penalties.append((key, seconds))
