@@ -102,7 +102,10 @@ class HttpClient:
         self.calls = 0
 
     def url(self, path: str) -> str:
-        if path.startswith(("http://", "https://")):
+        """``path`` under the base URL, or ``path`` itself when it is an
+        absolute http(s) URL (a scheme is case-insensitive, RFC 3986 3.1:
+        ``HTTPS://`` is absolute too)."""
+        if path[:8].lower().startswith(("http://", "https://")):
             return path
         return f"{self.base_url}/{path.lstrip('/')}"
 
