@@ -1,10 +1,13 @@
 """The CRM adapter contract, run against the HubSpot sandbox over real HTTP.
 
 The tenant installs the bridge's OAuth app the way an admin would (the
-adapter's authorize URL -> the sandbox's consent form -> ``exchange_code``),
-then ``setup()`` registers the custom channel whose webhook URL is the
-suite's receiver, so a rep's reply fired through ``POST /_reply`` arrives
-signed, exactly as HubSpot would send it.
+adapter's authorize URL -> the sandbox's consent form -> ``exchange_code``,
+the app settings read through ``HubSpotAdapter.App`` as the core reads them),
+then ``setup()`` registers the custom channel (the tenant's mapping asks for
+the inbox: ``CrmAccountInfo.inbox``) whose webhook URL is the suite's
+receiver, so a rep's reply fired through ``POST /_reply`` arrives signed,
+exactly as HubSpot would send it. Every adapter call waits for the shared
+bucket (``LocalBucket``), as in production, against the sandbox's limits.
 """
 
 from __future__ import annotations
@@ -24,13 +27,21 @@ from bridge.model import (
     ChannelLink,
     CrmAccountInfo,
     CrmRef,
+    Installed,
     MessageKind,
     TimelineEntry,
 )
+from bridge.schema import load
 from crm_adapters.hubspot import HubSpotAdapter
+from crm_adapters.hubspot.settings import HubSpotApp
 from sandbox.hubspot import create_app
-from tests.contracts.crm_contract import CrmAdapterContract, Receiver, VendorEntry
-from tests.support.fakes import MemoryCredentials as Credentials
+from tests.contracts.crm_contract import (
+    Credentials,
+    CrmAdapterContract,
+    LocalBucket,
+    Receiver,
+    VendorEntry,
+)
 from tests.support.servers import RunningServer, serve_wsgi
 
 PORTAL_ID = 62515
@@ -172,9 +183,17 @@ class TestHubSpotContract(CrmAdapterContract):
         }
 
     @pytest.fixture
-    def installed(self, hubspot: RunningServer, app_settings: dict[str, str]) -> dict[str, Any]:
+    def app(self, app_settings: dict[str, str]) -> HubSpotApp:
+        return load(HubSpotAdapter.App, app_settings, strict=True)  # as the core reads it
+
+    @pytest.fixture
+    def bucket(self) -> LocalBucket:
+        return LocalBucket()
+
+    @pytest.fixture
+    def installed(self, hubspot: RunningServer, app: HubSpotApp) -> Installed:
         """An admin installs the app: authorize URL -> consent -> code -> tokens."""
-        url = HubSpotAdapter.install_url(app_settings, redirect_uri=REDIRECT_URI, state="s-1")
+        url = HubSpotAdapter.install_url(app, redirect_uri=REDIRECT_URI, state="s-1")
         query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
         consent = requests.post(
             f"{hubspot.url}/oauth/authorize",
@@ -185,44 +204,52 @@ class TestHubSpotContract(CrmAdapterContract):
         assert consent.status_code == 302, consent.text
         redirect = parse_qs(urlsplit(consent.headers["Location"]).query)
         assert redirect["state"] == ["s-1"]
-        creds = HubSpotAdapter.exchange_code(
-            app_settings,
+        installed = HubSpotAdapter.exchange_code(
+            app,
             code=redirect["code"][0],
             redirect_uri=REDIRECT_URI,
             http=HttpClient(hubspot.url),
         )
-        assert creds["account_id"] == str(PORTAL_ID)
-        return creds
+        assert installed.account_id == str(PORTAL_ID)
+        assert installed.credentials["access_token"] and installed.credentials["refresh_token"]
+        return installed
+
+    @pytest.fixture
+    def store(self, installed: Installed) -> Credentials:
+        return Credentials(dict(installed.credentials))
 
     @pytest.fixture
     def make_adapter(
         self,
         hubspot: RunningServer,
         app_settings: dict[str, str],
-        installed: dict[str, Any],
+        installed: Installed,
+        store: Credentials,
         receiver: Receiver,
+        bucket: LocalBucket,
     ) -> Callable[[Mapping[str, Any]], HubSpotAdapter]:
-        store = Credentials(installed)
-
         def make(settings: Mapping[str, Any]) -> HubSpotAdapter:
+            stored = {**installed.settings, **settings}
+            load(HubSpotAdapter.Settings, stored, strict=True)  # only real settings
             account = CrmAccountInfo(
                 tenant_id=1,
                 kind="hubspot",
-                account_id=installed["account_id"],
-                settings={"inbox": True, **settings},
+                account_id=installed.account_id,
+                settings=stored,
                 app=app_settings,
                 api_base=hubspot.url,
                 webhook_url=receiver.url,
+                inbox=True,  # the mapping publishes to HubSpot's inbox
             )
-            adapter = HubSpotAdapter(account, store, HttpClient(hubspot.url))
+            adapter = HubSpotAdapter(account, store, HttpClient(hubspot.url, limiter=bucket))
             store.refresher = adapter.refresh_credentials
             return adapter
 
         return make
 
     @pytest.fixture
-    def vendor(self, hubspot: RunningServer, installed: dict[str, Any]) -> HubSpotVendor:
-        return HubSpotVendor(hubspot.url, installed["access_token"])
+    def vendor(self, hubspot: RunningServer, store: Credentials) -> HubSpotVendor:
+        return HubSpotVendor(hubspot.url, store.creds["access_token"])
 
     @pytest.fixture
     def channel_links(self) -> list[ChannelLink]:
@@ -259,7 +286,9 @@ class TestHubSpotContract(CrmAdapterContract):
                 sender_name="Ann Contract",
                 sender_identifier=f"tg-{contact.id}",
                 maybe_written=maybe_written,
-                options={"timeline": "note", "inbox": True, "channel_title": "Telegram"},
+                timeline="note",
+                inbox=True,
+                channel_title="Telegram",
             )
 
         return make
