@@ -72,6 +72,8 @@ from crm_adapters.amocrm.settings import AmoCrmApp, AmoCrmSettings
 from crm_adapters.amocrm.timeline import marker, marker_hash, parse_marker
 from crm_adapters.amocrm.webhooks import decode_brackets, items, strip_reply_marker
 from crm_adapters.freetext import HIDDEN_CHARS, strip_hidden, strip_markers
+from tests.support.fakes import MemoryCredentials as FakeCredentials
+from tests.support.fakes import RecordingLimiter
 
 SUB = "acme"
 API = "https://acme.amocrm.ru"
@@ -149,39 +151,6 @@ def amojo_signatures(rsps: responses.RequestsMock) -> Iterator[None]:
         date = email.utils.parsedate_to_datetime(request.headers["Date"])
         assert abs(date.timestamp() - time.time()) < 900  # valid 15 minutes
         assert request.headers["X-Signature"] == expected_signature(request)
-
-
-class FakeCredentials:
-    """The core's CredentialProvider: single-flight, commits what the
-    refresher returns before anyone uses it."""
-
-    def __init__(self, creds: Mapping[str, Any]) -> None:
-        self.creds = dict(creds)
-        self.refreshes = 0
-        self.refresher: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
-
-    def get(self) -> Mapping[str, Any]:
-        return dict(self.creds)
-
-    def refresh(self, stale: Mapping[str, Any]) -> Mapping[str, Any]:
-        self.refreshes += 1
-        if self.creds != dict(stale):
-            return dict(self.creds)
-        assert self.refresher is not None
-        self.creds = dict(self.refresher(stale))
-        return dict(self.creds)
-
-
-class RecordingLimiter:
-    def __init__(self) -> None:
-        self.acquired: list[tuple[str, Rate]] = []
-        self.penalties: list[tuple[str, float]] = []
-
-    def acquire(self, key: str, rate: Rate, cost: float = 1.0) -> None:
-        self.acquired.append((key, rate))
-
-    def penalise(self, key: str, seconds: float) -> None:
-        self.penalties.append((key, seconds))
 
 
 def oauth_creds(**extra: Any) -> dict[str, Any]:
@@ -640,7 +609,7 @@ def test_a_long_lived_token_with_its_subdomain_is_an_install(rsps: responses.Req
     rsps.get(f"{API}/api/v4/users", status=204)
     assert adapter.list_owners() == []
     assert rsps.calls[0].request.headers["Authorization"] == f"Bearer {token}"
-    assert provider.refreshes == 0
+    assert provider.calls == 0
 
 
 @pytest.mark.parametrize(
@@ -750,7 +719,7 @@ def test_long_lived_tokens_are_never_refreshed(rsps: responses.RequestsMock) -> 
     rsps.get(f"{API}/api/v4/users", status=401)
     with pytest.raises(AuthError):
         adapter.list_owners()
-    assert len(rsps.calls) == 1 and provider.refreshes == 0
+    assert len(rsps.calls) == 1 and provider.calls == 0
 
 
 def test_401_refreshes_once_and_retries_once(rsps: responses.RequestsMock) -> None:
@@ -759,7 +728,7 @@ def test_401_refreshes_once_and_retries_once(rsps: responses.RequestsMock) -> No
     rsps.post(f"{API}/oauth2/access_token", json=token_answer("fresh-access" * 3, "r2" * 20))
     rsps.get(f"{API}/api/v4/users", status=204)
     assert adapter.list_owners() == []
-    assert provider.refreshes == 1
+    assert provider.calls == 1
     assert rsps.calls[2].request.headers["Authorization"] == "Bearer " + "fresh-access" * 3
 
 
@@ -769,7 +738,7 @@ def test_second_401_is_auth_error(rsps: responses.RequestsMock) -> None:
     rsps.post(f"{API}/oauth2/access_token", json=token_answer("a2" * 20, "r2" * 20))
     with pytest.raises(AuthError):
         adapter.list_owners()
-    assert provider.refreshes == 1
+    assert provider.calls == 1
     assert len(rsps.calls) == 3
 
 

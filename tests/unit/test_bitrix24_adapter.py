@@ -84,6 +84,7 @@ from crm_adapters.bitrix24.timeline import marker, marker_hash, parse_marker, re
 from crm_adapters.bitrix24.webhooks import decode_brackets, token_digest
 from crm_adapters.freetext import HIDDEN_CHARS, strip_hidden
 from tests.support.fakes import MemoryCredentials
+from tests.support.fakes import RecordingLimiter as Limiter
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "sandbox" / "bitrix24" / "spec"
@@ -305,20 +306,6 @@ class Portal:
             "result_next": nexts or [],
             "result_time": [],
         }
-
-
-class Limiter:
-    """A ``RateLimiter`` that records what the adapter asked for."""
-
-    def __init__(self) -> None:
-        self.acquired: list[tuple[str, Rate]] = []
-        self.penalties: list[tuple[str, float]] = []
-
-    def acquire(self, key: str, rate: Rate, cost: float = 1.0) -> None:
-        self.acquired.append((key, rate))
-
-    def penalise(self, key: str, seconds: float) -> None:
-        self.penalties.append((key, seconds))
 
 
 @pytest.fixture

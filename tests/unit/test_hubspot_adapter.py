@@ -66,6 +66,8 @@ from bridge.schema import load
 from crm_adapters.hubspot import HubSpotAdapter
 from crm_adapters.hubspot.settings import HubSpotApp
 from crm_adapters.hubspot.webhooks import sign_v3, verify_v3
+from tests.support.fakes import MemoryCredentials as FakeCredentials
+from tests.support.fakes import RecordingLimiter
 
 API = "https://api.hubapi.com"
 SPEC_DIR = Path(__file__).resolve().parents[2] / "sandbox" / "hubspot" / "spec"
@@ -109,38 +111,6 @@ def spec_check(rsps: responses.RequestsMock) -> Iterator[None]:
             openapi.validate_response(
                 request.method, request.url, response.status_code, response.content
             )
-
-
-class FakeCredentials:
-    """The core's CredentialProvider, single-flight semantics included."""
-
-    def __init__(self, creds: Mapping[str, Any]) -> None:
-        self.creds = dict(creds)
-        self.refreshes = 0
-        self.refresher: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
-
-    def get(self) -> Mapping[str, Any]:
-        return dict(self.creds)
-
-    def refresh(self, stale: Mapping[str, Any]) -> Mapping[str, Any]:
-        self.refreshes += 1
-        if self.creds != dict(stale):
-            return dict(self.creds)  # someone else refreshed already
-        assert self.refresher is not None
-        self.creds = dict(self.refresher(stale))
-        return dict(self.creds)
-
-
-class RecordingLimiter:
-    def __init__(self) -> None:
-        self.acquired: list[tuple[str, Rate]] = []
-        self.penalties: list[tuple[str, float]] = []
-
-    def acquire(self, key: str, rate: Rate, cost: float = 1.0) -> None:
-        self.acquired.append((key, rate))
-
-    def penalise(self, key: str, seconds: float) -> None:
-        self.penalties.append((key, seconds))
 
 
 APP = {
@@ -475,14 +445,14 @@ def test_token_about_to_expire_is_refreshed_before_the_call(rsps: responses.Requ
         f"{API}/crm/v3/owners/",
     ]
     assert rsps.calls[1].request.headers["Authorization"] == "Bearer CO-new-access"
-    assert provider.refreshes == 1 and provider.creds["access_token"] == "CO-new-access"
+    assert provider.calls == 1 and provider.creds["access_token"] == "CO-new-access"
 
 
 def test_fresh_token_is_not_refreshed(rsps: responses.RequestsMock) -> None:
     adapter, provider = make_adapter()
     rsps.get(f"{API}/crm/v3/owners/", json={"results": []})
     adapter.list_owners()
-    assert provider.refreshes == 0
+    assert provider.calls == 0
     assert rsps.calls[0].request.headers["Authorization"] == f"Bearer {ACCESS}"
 
 
@@ -499,7 +469,7 @@ def test_401_refreshes_once_and_retries_once(rsps: responses.RequestsMock) -> No
     rsps.get(f"{API}/crm/v3/owners/", json={"results": []})
     rsps.post(f"{API}/oauth/v1/token", json=token_answer())
     assert adapter.list_owners() == []
-    assert provider.refreshes == 1
+    assert provider.calls == 1
     owners_calls = [c for c in rsps.calls if "/owners/" in c.request.url]
     assert [c.request.headers["Authorization"] for c in owners_calls] == [
         f"Bearer {ACCESS}",
@@ -513,7 +483,7 @@ def test_second_401_is_auth_error(rsps: responses.RequestsMock) -> None:
     rsps.post(f"{API}/oauth/v1/token", json=token_answer())
     with pytest.raises(AuthError) as caught:
         adapter.list_owners()
-    assert provider.refreshes == 1
+    assert provider.calls == 1
     assert len([c for c in rsps.calls if "/owners/" in c.request.url]) == 2
     assert ACCESS not in str(caught.value) and "CO-new-access" not in str(caught.value)
 
@@ -523,7 +493,7 @@ def test_private_app_401_is_auth_error_without_refresh(rsps: responses.RequestsM
     rsps.get(f"{API}/crm/v3/owners/", status=401, json=unauthorized())
     with pytest.raises(AuthError):
         adapter.list_owners()
-    assert provider.refreshes == 0 and len(rsps.calls) == 1
+    assert provider.calls == 0 and len(rsps.calls) == 1
 
 
 # --------------------------------------------------------------------------

@@ -54,6 +54,7 @@ from channel_adapters.telegram import (
     utf16_len,
     utm_from_start,
 )
+from tests.support.fakes import RecordingLimiter
 
 CORPORA = Path(__file__).resolve().parents[1] / "fixtures" / "corpora"
 TELEGRAM = CORPORA / "telegram"
@@ -1009,28 +1010,19 @@ def test_later_part_timing_out_is_a_partial_send(adapter, api):
 
 
 def test_send_draws_from_the_bot_bucket():
-    class Limiter:
-        def __init__(self):
-            self.keys: list[tuple[str, Rate]] = []
-
-        def acquire(self, key, rate, cost=1.0):
-            self.keys.append((key, rate))
-
-        def penalise(self, key, seconds):
-            self.keys.append((f"penalise {key}", seconds))
-
-    limiter = Limiter()
+    limiter = RecordingLimiter()
     adapter = TelegramAdapter(account(), HttpClient(BASE, limiter=limiter))
     with responses.RequestsMock() as mock:
         TelegramApi(mock).on("sendMessage", OK, tg_error(429, "Too Many", retry_after=2))
         adapter.send(out("hi"))
         with pytest.raises(RetryableError):
             adapter.send(out("hi"))
-    assert limiter.keys == [
+    # both sends drew from the bot's bucket; the 429 blocked it for retry_after
+    assert limiter.acquired == [
         ("telegram:123456789", Rate(30, 30)),
         ("telegram:123456789", Rate(30, 30)),
-        ("penalise telegram:123456789", 2.0),
     ]
+    assert limiter.penalties == [("telegram:123456789", 2.0)]
 
 
 def test_api_base_is_configurable(api):
