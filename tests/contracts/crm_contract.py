@@ -62,12 +62,12 @@ from bridge.model import (
     DeliveryReport,
     DeliveryStatus,
     EntityDraft,
-    Rate,
     SenderProfile,
     TimelineEntry,
     WebhookRequest,
 )
 from crm_adapters.base import CrmAdapter
+from tests.support.fakes import LocalBucket
 from tests.support.fakes import MemoryCredentials as Credentials
 from tests.support.servers import serve_wsgi
 
@@ -565,38 +565,3 @@ def _as_the_core_does(hook: Callable[..., Any], *args: Any) -> Any:
                 raise
             time.sleep(exc.retry_after or 1.0)
     return None
-
-
-# -- in-process stand-ins for the core, shared by the CRM contract modules ---------
-
-
-class LocalBucket:
-    """``bridge.model.RateLimiter`` in one process (the deployment's is the
-    Redis bucket): every adapter call waits for a token, as in production,
-    against a sandbox that enforces the vendor's limit."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._blocked: dict[str, float] = {}
-
-    def acquire(self, key: str, rate: Rate, cost: float = 1.0) -> None:
-        while True:
-            with self._lock:
-                now = time.monotonic()
-                if self._blocked.get(key, 0.0) > now:
-                    wait = self._blocked[key] - now
-                else:
-                    tokens, stamp = self._buckets.get(key, (rate.capacity, now))
-                    tokens = min(rate.capacity, tokens + (now - stamp) * rate.per_second)
-                    if tokens >= cost:
-                        self._buckets[key] = (tokens - cost, now)
-                        return
-                    self._buckets[key] = (tokens, now)
-                    wait = (cost - tokens) / rate.per_second
-            time.sleep(wait)
-
-    def penalise(self, key: str, seconds: float) -> None:
-        with self._lock:
-            self._blocked[key] = time.monotonic() + seconds
-            self._buckets[key] = (0.0, time.monotonic() + seconds)
