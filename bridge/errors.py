@@ -56,6 +56,9 @@ class BridgeError(Exception):
         self.message = message
         #: HTTP status of the far side's answer, when there was one.
         self.status = status
+        #: the far side's own name for the error, when it gave one (an
+        #: adapter reads it back to tell, e.g., a rate-limit refusal apart)
+        self.vendor_code: str | None = None
         #: what a batch hook completed before it failed (``bridge_id`` ->
         #: refs): the job records it and retries only the rest
         self.partial: dict[str, tuple[CrmRef, ...]] = {}

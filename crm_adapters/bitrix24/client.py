@@ -118,12 +118,12 @@ def is_read(method: str) -> bool:
 
 def _tagged(error: BridgeError, code: str) -> BridgeError:
     # the vendor's error name rides on the error (read by error_code())
-    error.code = code  # type: ignore[attr-defined]
+    error.vendor_code = code
     return error
 
 
 def error_code(error: BaseException) -> str:
-    return str(getattr(error, "code", "") or "")
+    return (error.vendor_code or "") if isinstance(error, BridgeError) else ""
 
 
 # -- the tables ---------------------------------------------------------------
