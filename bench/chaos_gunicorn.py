@@ -1,8 +1,8 @@
 """gunicorn configuration the chaos soak gives its web server
 (``gunicorn -c bench/chaos_gunicorn.py``): in each worker process it
 installs crash points in the ingest path's test seam
-(``bridge.pipeline.inbound.accept.HOOKS``), so the process exits just before or just after
-its commit with the probabilities in ``BRIDGE_CHAOS_CRASH``
+(``bridge.pipeline.inbound.journal.HOOKS``), so the process exits just before or
+just after the journal's commit with the probabilities in ``BRIDGE_CHAOS_CRASH``
 (``before_commit:0.01,after_commit:0.01``). The bridge itself never reads
 that variable: production's hot path runs no crash code.
 """
@@ -38,7 +38,7 @@ def _crash(point: str, probability: float) -> Callable[[], None]:
 
 def install(spec: str) -> None:
     """Add the crash hooks ``spec`` asks for to the ingest seam."""
-    from bridge.pipeline.inbound.accept import HOOKS
+    from bridge.pipeline.inbound.journal import HOOKS
 
     points = crash_points(spec)
     for point, hooks in (

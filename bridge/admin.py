@@ -372,8 +372,9 @@ _FOLLOWUP = {outbox.IN: outbox.ACK, outbox.OUT: outbox.REPORT}
 
 
 def status(rt: Runtime, tenant_id: int | None = None) -> dict[str, Any]:
-    """Counts per status, parked conversations with their reason, and the
-    failed messages (ids and reasons, no message text)."""
+    """Counts per status (the ingest journal's too), parked conversations
+    with their reason, and the failed messages (ids and reasons, no
+    message text)."""
     with rt.transaction() as session:
         scope = [Message.tenant_id == tenant_id] if tenant_id else []
         counts: dict[str, dict[str, int]] = {"in": {}, "out": {}}
@@ -478,9 +479,12 @@ def status(rt: Runtime, tenant_id: int | None = None) -> dict[str, Any]:
             .select_from(Conversation)
             .where(*([Conversation.tenant_id == tenant_id] if tenant_id else []))
         )
+    from bridge.pipeline.inbound.journal import counts as journal_counts
+
     return {
         "tenants": tenants,
         "conversations": conversations,
+        "journal": journal_counts(rt, tenant_id),
         "messages": counts,
         "parked": parked,
         "backing_off": backing_off,

@@ -110,6 +110,11 @@ class Settings:
     #: a conversation quiet for this long (s) asks the CRM whether its
     #: deal/lead is still open before writing to it (0: never asks)
     entity_recheck: float = 3600.0
+    #: days a normalised journal row keeps its raw body (the row stays)
+    journal_retention_days: float = 14.0
+    #: a ``new`` journal row older than this (s) is woken by the sweeper
+    #: (its wake-up was lost: Redis wiped, the web process died after commit)
+    journal_grace: float = 5.0
     #: where ``GET /`` sends a browser (the demo: its try-it page); empty:
     #: a short page naming the service, its version and its health
     home_url: str = ""
@@ -149,6 +154,8 @@ class Settings:
             max_body=int(_float(env, "BRIDGE_MAX_BODY", 1_000_000)),
             home_url=env.get("BRIDGE_HOME_URL", ""),
             entity_recheck=_float(env, "BRIDGE_ENTITY_RECHECK", 3600.0),
+            journal_retention_days=_float(env, "BRIDGE_JOURNAL_RETENTION_DAYS", 14.0),
+            journal_grace=_float(env, "BRIDGE_JOURNAL_GRACE", 5.0),
         )
         return replace(settings, **overrides) if overrides else settings
 

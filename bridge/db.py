@@ -28,6 +28,7 @@ __all__ = [
     "make_sessionmaker",
     "rowcount",
     "transaction",
+    "write_connection",
 ]
 
 
@@ -204,6 +205,20 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
                 yield session
     finally:
         session.close()
+
+
+@contextmanager
+def write_connection(engine: Engine) -> Iterator[Connection]:
+    """A Core connection in one write transaction, without an ORM session
+    (the ingest journal's one INSERT): committed on success, rolled back on
+    any error, queued on SQLite's writer lock like :func:`transaction`."""
+    lock = _sqlite_write_lock(engine)
+    if lock is None:
+        with engine.begin() as conn:
+            yield conn
+    else:
+        with lock, engine.begin() as conn:
+            yield conn
 
 
 def rowcount(result: Result[Any]) -> int:

@@ -11,6 +11,7 @@ delivery reports of its replies — each its own outbox work.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 
 import redis
@@ -20,10 +21,14 @@ from bridge.outbox import ACK, IN, OUT, REPORT
 
 __all__ = [
     "DELIVER_QUEUE",
+    "INGEST_QUEUE",
+    "QUEUES",
     "SYNC_QUEUE",
     "acknowledge_conversation",
     "deliver_conversation",
     "enqueue",
+    "enqueue_normaliser",
+    "normalise_account",
     "report_conversation",
     "sync_conversation",
 ]
@@ -32,6 +37,18 @@ log = logging.getLogger(__name__)
 
 SYNC_QUEUE = "bridge-sync"
 DELIVER_QUEUE = "bridge-deliver"
+#: the journal's normaliser: short jobs everything inbound waits on
+INGEST_QUEUE = "bridge-ingest"
+#: what a worker listens to, in priority order
+QUEUES = (INGEST_QUEUE, DELIVER_QUEUE, SYNC_QUEUE)
+
+
+def normalise_account(account_id: int) -> str:
+    """Parse a channel account's journaled deliveries into the model."""
+    from bridge.pipeline.inbound.journal import run_normaliser
+    from bridge.runtime import get_runtime
+
+    return run_normaliser(get_runtime(), account_id)
 
 
 def sync_conversation(conversation_id: int) -> str:
@@ -96,6 +113,26 @@ def enqueue(
             job_id=job_id,
             job_timeout=timeout,
             result_ttl=300,
+            failure_ttl=7 * 24 * 3600,
+            description=job_id,
+        )
+    except (redis.RedisError, OSError) as exc:
+        log.warning("enqueue %s failed (%s); the sweeper will retry", job_id, type(exc).__name__)
+        return False
+    return True
+
+
+def enqueue_normaliser(queues: dict[str, Queue], account_id: int, *, timeout: int = 600) -> bool:
+    """Enqueue the account's normaliser; False (and a log line) if Redis is
+    away — the journal rows stay ``new`` and the sweeper wakes it later."""
+    job_id = f"normalise-{account_id}-{uuid.uuid4().hex[:12]}"
+    try:
+        queues[INGEST_QUEUE].enqueue(
+            normalise_account,
+            account_id,
+            job_id=job_id,
+            job_timeout=timeout,
+            result_ttl=60,
             failure_ttl=7 * 24 * 3600,
             description=job_id,
         )

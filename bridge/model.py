@@ -51,6 +51,7 @@ __all__ = [
     "TimelineEntry",
     "WebhookAnswer",
     "WebhookRequest",
+    "RawDelivery",
     "utcnow",
 ]
 
@@ -85,6 +86,33 @@ class WebhookRequest:
 
     def header(self, name: str, default: str | None = None) -> str | None:
         return self.headers.get(name.lower(), default)
+
+
+@dataclass(frozen=True)
+class RawDelivery:
+    """One delivery as the journal stores it, before anything parsed it.
+
+    The channel adapter's edge makes these from a verified request (one
+    per provider event: a Telegram update, a WhatsApp message) and its
+    poller from what it fetched. ``key`` is the provider's own id for the
+    delivery, unique per account (a redelivery with the same key is a
+    no-op); ``headers`` are the few request headers its ``parse`` reads
+    later (lower-case names), nothing else of the request is kept.
+    """
+
+    key: str
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def request(self, received_at: dt.datetime) -> WebhookRequest:
+        """The request its adapter's ``parse`` reads, rebuilt in the worker."""
+        return WebhookRequest(
+            method="POST",
+            url="",
+            headers=dict(self.headers),
+            body=self.body,
+            received_at=received_at,
+        )
 
 
 @dataclass(frozen=True)
@@ -193,6 +221,10 @@ class InboundMessage:
     reply_to: str | None = None
     callback_id: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    #: set by the journal's normaliser when the message is stored long
+    #: after it arrived (``bridge reparse`` after a parser fix): the CRM
+    #: entry says so, beside the message's own time
+    late: bool = False
 
 
 @dataclass(frozen=True)
@@ -364,7 +396,9 @@ class TimelineEntry:
     the channel registry). ``first_in_conversation``: no entry of this
     conversation reached this CRM contact yet (a CRM may link its
     conversation view then). ``edit_of``: the bridge id of the message an
-    edit changes.
+    edit changes. ``late``: the message reached the bridge's model long
+    after it arrived (re-parsed from the ingest journal after a parser
+    fix): the CRM should say so beside ``occurred_at``.
     """
 
     bridge_id: str
@@ -393,6 +427,7 @@ class TimelineEntry:
     channel_title: str = ""
     first_in_conversation: bool = True
     edit_of: str | None = None
+    late: bool = False
 
     def written_ref(self, kind: str) -> CrmRef | None:
         """The ref of kind ``kind`` an earlier attempt wrote, if any."""

@@ -23,9 +23,10 @@ __all__ = ["EmbeddedRedis", "QUEUE_NAMES", "connect", "queues"]
 
 log = logging.getLogger(__name__)
 
-#: inbound sync jobs and outbound delivery jobs get separate queues so a CRM
-#: backlog never delays a rep's reply
-QUEUE_NAMES = ("bridge-deliver", "bridge-sync")
+#: the journal's normaliser first (everything inbound waits on it), then
+#: outbound deliveries, then inbound sync: separate queues so a CRM backlog
+#: never delays a rep's reply (bridge.jobs names them)
+QUEUE_NAMES = ("bridge-ingest", "bridge-deliver", "bridge-sync")
 
 EMBEDDED_CONFIG = {
     "appendonly": "yes",

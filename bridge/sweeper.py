@@ -9,6 +9,10 @@ and were enqueued more than ``sweep_grace`` ago, and re-enqueues each one
 whose conversation lease is free and whose last job is not waiting in a
 queue. Recovery after a kill is therefore bounded by
 ``lock_ttl + sweep_interval + sweep_grace``.
+
+It also wakes the ingest journal's normaliser for deliveries left ``new``
+longer than ``journal_grace`` (a lost wake-up), and once an hour drops the
+raw bodies retention no longer keeps.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import redis
@@ -27,6 +32,7 @@ from bridge import outbox
 from bridge.jobs import enqueue
 from bridge.locks import ConversationLock, lock_name
 from bridge.model import utcnow
+from bridge.pipeline.inbound.journal import drop_old_bodies, sweep_journal
 from bridge.tables import Outbox, OutboxState
 
 if TYPE_CHECKING:
@@ -52,7 +58,9 @@ def _job_waiting(connection: redis.Redis, job_id: str | None) -> bool:
 
 
 def sweep_once(runtime: Runtime, *, limit: int = 500) -> int:
-    """One pass; returns how many conversations were re-enqueued."""
+    """One pass; returns how many conversations were re-enqueued (the
+    journal's stale accounts are woken first)."""
+    sweep_journal(runtime)
     settings = runtime.settings
     now = utcnow()
     stale = now - dt.timedelta(seconds=settings.sweep_grace)
@@ -105,11 +113,14 @@ class Sweeper:
     a Redis lease makes sure only one process sweeps at a time."""
 
     LEASE = "bridge:sweeper"
+    #: how often (s) the journal's retention runs
+    RETENTION_EVERY = 3600.0
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._retention_at = 0.0
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="bridge-sweeper", daemon=True)
@@ -129,6 +140,11 @@ class Sweeper:
                     continue
                 try:
                     sweep_once(self.runtime)
+                    if time.monotonic() >= self._retention_at:
+                        self._retention_at = time.monotonic() + self.RETENTION_EVERY
+                        dropped = drop_old_bodies(self.runtime)
+                        if dropped:
+                            log.info("journal retention dropped %d raw bodies", dropped)
                 finally:
                     lease.release()
             except Exception:  # noqa: BLE001 — the sweeper must outlive a bad pass

@@ -30,6 +30,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -49,6 +50,8 @@ __all__ = [
     "ConversationStatus",
     "CrmRoute",
     "CrmWrite",
+    "Delivery",
+    "DeliveryState",
     "FollowupStatus",
     "IgnoredEventRow",
     "Message",
@@ -121,6 +124,21 @@ class CrmWrite(StrEnum):
 
     CREATING = "creating"
     SYNCED = "synced"
+
+
+class DeliveryState(StrEnum):
+    """Where a journaled delivery stands::
+
+        new ──normaliser──> normalised   (its events are stored)
+         │             └──> ignored      (nothing for a customer thread)
+         └───────────────> rejected     (with a reason code; ``bridge
+                                          reparse`` tries it again)
+    """
+
+    NEW = "new"
+    NORMALISED = "normalised"
+    REJECTED = "rejected"
+    IGNORED = "ignored"
 
 
 class Tenant(Base):
@@ -371,3 +389,40 @@ class IgnoredEventRow(Base):
     dedupe_key: Mapped[str] = mapped_column(String(255))
     event_type: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class Delivery(Base):
+    """The ingest journal: what a channel delivered, as it arrived.
+
+    A webhook (or a poller) stores the verified raw body here and answers;
+    the normaliser parses it in a worker. Unique on the account and the
+    provider's own delivery id, so a redelivery is a no-op. A row is never
+    deleted; its body is dropped ``journal_retention_days`` after it was
+    normalised (the row stays as the record of what arrived).
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("channel_account_id", "delivery_key"),
+        Index("ix_deliveries_account_state", "channel_account_id", "state", "id"),
+        Index("ix_deliveries_state_received", "state", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    channel_account_id: Mapped[int] = mapped_column(ForeignKey("channel_accounts.id"))
+    #: the provider's delivery id (Telegram update_id, a wamid, a Message-ID)
+    delivery_key: Mapped[str] = mapped_column(String(255))
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    #: the bytes as received (None once retention dropped them)
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    #: the few request facts the normaliser needs (headers it reads)
+    facts: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    #: new | normalised | rejected | ignored
+    state: Mapped[str] = mapped_column(String(16), default=DeliveryState.NEW)
+    #: why it was rejected or ignored (a reason code)
+    reason: Mapped[str | None] = mapped_column(String(64))
+    #: a human-readable detail of the reason (never personal data)
+    detail: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    normalised_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

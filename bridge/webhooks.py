@@ -1,12 +1,15 @@
 """Webhook endpoints: a thin dispatcher over the adapters' edges.
 
-Every request goes the same way — body limits, the adapter's ``verify``,
-its ``parse``, one transaction that stores what arrived, then the answer
-the adapter says the provider expects (``answer``: a JSON 2xx, plain text,
-a confirmation string). A 2xx means "durably accepted": the rows are
-committed before the answer. Bad input gets a 4xx with a JSON error that
-names the problem (403 for a wrong secret or signature), never a 500; a
-redelivery gets 2xx and changes nothing. The routes:
+Every channel request goes the same way — body limits, the adapter's
+``verify``, its cheap ``edge`` check, one INSERT into the ingest journal
+(:mod:`bridge.pipeline.inbound.journal`), then the answer the adapter says
+the provider expects (``answer``: a JSON 2xx, plain text, a confirmation
+string). A 2xx means "durably accepted": the raw delivery is committed
+before the answer; a worker parses it. CRM webhooks are parsed and stored
+in the request (their events are small and change the outbox at once).
+Bad input gets a 4xx with a JSON error that names the problem (403 for a
+wrong secret or signature), never a 500; a redelivery gets 2xx and changes
+nothing. The routes:
 
 * ``POST|GET /webhooks/<kind>/<key>``: one channel account (its random
   key); ``GET`` is the adapter's verification handshake.
@@ -31,8 +34,9 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from bridge.errors import SignatureError, WebhookError
-from bridge.model import InboundEvent, WebhookAnswer, WebhookRequest
-from bridge.pipeline.inbound import AccountRef, accept
+from bridge.model import RawDelivery, WebhookAnswer, WebhookRequest
+from bridge.pipeline.inbound import AccountRef
+from bridge.pipeline.inbound.journal import record
 from bridge.pipeline.outbound import accept_crm_events
 from bridge.registry import UnknownAdapter, channel_class
 from bridge.runtime import Runtime, app_runtime
@@ -173,11 +177,11 @@ def channel_webhook(kind: str, key: str) -> ResponseReturnValue:
         _check_body(min(adapter.max_body, rt.settings.max_body), adapter.content_types)
         webhook = to_webhook_request(request, rt.settings.public_url)
         adapter.verify(webhook)
-        events = adapter.parse(webhook)
+        deliveries = adapter.edge(webhook)
     except WebhookError as exc:
         return _error(exc)
-    accept(rt, cached.account, events)
-    return _answer(adapter.answer(events))
+    record(rt, cached.account, deliveries, received_at=webhook.received_at)
+    return _answer(adapter.answer(deliveries))
 
 
 @bp.route("/webhooks/<kind>/app", methods=["GET", "POST"])
@@ -199,15 +203,15 @@ def channel_app_webhook(kind: str) -> ResponseReturnValue:
             return _answer(cls.app_handshake(app, webhook))
         _check_body(min(cls.max_body, rt.settings.max_body), cls.content_types)
         cls.verify_app(app, webhook)
-        stored: list[InboundEvent] = []
+        stored: list[RawDelivery] = []
         for external_id in cls.route(app, webhook):
             cached = _channels.by_external_id(rt, kind, external_id)
             if cached is None:
                 log.info("%s delivery for an account not connected here: left", kind)
                 continue
-            events = cached.adapter.parse(webhook)
-            accept(rt, cached.account, events)
-            stored.extend(events)
+            deliveries = cached.adapter.edge(webhook)
+            record(rt, cached.account, deliveries, received_at=webhook.received_at)
+            stored.extend(deliveries)
     except WebhookError as exc:
         return _error(exc)
     return _answer(cls.app_answer(app, stored))

@@ -1,5 +1,5 @@
-"""Worker processes: an RQ worker (delivery queue first, then sync) plus the
-outbox sweeper, or the sweeper alone.
+"""Worker processes: an RQ worker (the journal's normaliser first, then
+deliveries, then sync) plus the outbox sweeper, or the sweeper alone.
 
 The sweeper runs as its own small process, never as a thread of the RQ
 worker: RQ forks a work-horse per job, and a fork copies any lock another
@@ -23,7 +23,7 @@ from rq import Worker
 
 from bridge.config import Settings
 from bridge.health import HEARTBEAT_TTL, beat
-from bridge.jobs import DELIVER_QUEUE, SYNC_QUEUE
+from bridge.jobs import QUEUES
 from bridge.runtime import Runtime, set_runtime
 from bridge.sweeper import Sweeper
 
@@ -45,7 +45,7 @@ def run_worker(settings: Settings, *, burst: bool = False, with_sweeper: bool = 
             [sys.executable, "-m", "bridge.cli", "sweeper", "--parent", str(os.getpid())]
         )
     worker = Worker(
-        [runtime.queues[DELIVER_QUEUE], runtime.queues[SYNC_QUEUE]],
+        [runtime.queues[name] for name in QUEUES],
         connection=runtime.redis,
         log_job_description=False,
     )

@@ -2,8 +2,9 @@
 
 A channel adapter turns one provider's webhook requests into the normalised
 model and sends replies back. It never touches the database or the queue:
-the webhook view calls ``verify`` then ``parse``, the ingest pipeline stores
-what ``parse`` returned, and the delivery job calls ``send``.
+the webhook view calls ``verify`` then the cheap ``edge`` check, the ingest
+journal stores the raw deliveries ``edge`` returned, the normaliser (a
+worker) calls ``parse`` on each, and the delivery job calls ``send``.
 
 Adding a channel = one module here that subclasses :class:`ChannelAdapter`,
 registered in ``channel_adapters.REGISTRY``, plus its sandbox and tests
@@ -12,6 +13,7 @@ registered in ``channel_adapters.REGISTRY``, plus its sandbox and tests
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -26,6 +28,7 @@ from bridge.model import (
     InboundMessage,
     OutboundMessage,
     Rate,
+    RawDelivery,
     SendResult,
     WebhookAnswer,
     WebhookRequest,
@@ -73,7 +76,7 @@ class ChannelAdapter(ABC):
     #: True when the provider posts every account's deliveries to one URL
     #: (``/webhooks/<kind>/app``: a Meta app's phone numbers): the core
     #: calls :meth:`verify_app` and :meth:`route`, then each named account's
-    #: :meth:`parse`. Otherwise each account has its own URL with a random
+    #: :meth:`edge`. Otherwise each account has its own URL with a random
     #: key (``/webhooks/<kind>/<key>``).
     app_routed: ClassVar[bool] = False
 
@@ -102,9 +105,26 @@ class ChannelAdapter(ABC):
         raise anything else, whatever the input.
         """
 
+    def edge(self, request: WebhookRequest) -> list[RawDelivery]:
+        """The cheap check at the webhook, after :meth:`verify`: split the
+        request into the deliveries the journal stores (one per provider
+        event), each keyed by the provider's own delivery id.
+
+        Runs on the request path, so it parses no more than it must (the
+        JSON and the id: no model objects). Raise
+        :class:`bridge.errors.PayloadError` (400) only for what it can tell
+        cheaply — not JSON, not an object, no delivery id; anything subtler
+        is the normaliser's to reject. Default: the whole body is one
+        delivery keyed by its SHA-256 (a byte-identical redelivery is a
+        no-op); adapters whose provider names its deliveries override it.
+        """
+        return [RawDelivery(hashlib.sha256(request.body).hexdigest(), request.body)]
+
     @abstractmethod
     def parse(self, request: WebhookRequest) -> list[InboundEvent]:
-        """Turn a verified request into normalised events.
+        """Turn a journaled delivery into normalised events (in a worker:
+        ``request`` is rebuilt from the stored body, the headers the edge
+        kept and the time it was received).
 
         Raise :class:`bridge.errors.PayloadError` (400) for a body that is
         not the provider's shape (bad JSON, missing ids). Update kinds the
@@ -149,9 +169,9 @@ class ChannelAdapter(ABC):
         """Optional: stop the provider sending this account's webhooks
         (``bridge <kind> disconnect``). Nothing to do where none was set."""
 
-    def answer(self, events: Sequence[InboundEvent]) -> WebhookAnswer:
-        """What the provider expects back once ``events`` are stored (a
-        plain 2xx by default; VK: the text ``ok``, or the community's
+    def answer(self, deliveries: Sequence[RawDelivery]) -> WebhookAnswer:
+        """What the provider expects back once ``deliveries`` are journaled
+        (a plain 2xx by default; VK: the text ``ok``, or the community's
         confirmation string for its ``confirmation`` event)."""
         return WebhookAnswer()
 
@@ -182,6 +202,6 @@ class ChannelAdapter(ABC):
         raise WebhookError("this webhook takes POST", code="method_not_allowed", status_code=405)
 
     @classmethod
-    def app_answer(cls, app: Any, events: Sequence[InboundEvent]) -> WebhookAnswer:
+    def app_answer(cls, app: Any, deliveries: Sequence[RawDelivery]) -> WebhookAnswer:
         """What the provider expects back for an app-level delivery."""
         return WebhookAnswer()

@@ -1,7 +1,8 @@
-"""``bridge db | check-config | status | replay | keys``: operating it."""
+"""``bridge db | check-config | status | replay | reparse | keys``: operating it."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -50,6 +51,14 @@ def _print_status(data: dict[str, Any]) -> None:
     if not data["tenants"]:
         click.echo("no tenants yet: `bridge run` (demo) or see README, Connecting a CRM")
     click.echo(f"conversations: {data['conversations']}")
+    journal = data["journal"]
+    shown = ", ".join(f"{k} {v}" for k, v in journal["by_state"].items() if v)
+    age = journal["oldest_new_age_s"]
+    waiting = f"; the oldest new one waits {age:.1f} s" if age is not None else ""
+    click.echo(f"ingest journal: {shown or 'empty'}{waiting}")
+    if journal["rejected_reasons"]:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(journal["rejected_reasons"].items()))
+        click.echo(f"REJECTED deliveries: {reasons} (after a fix: bridge reparse)")
     for direction, label in (
         ("in", "inbound (customer -> CRM)"),
         ("out", "outbound (CRM -> customer)"),
@@ -145,6 +154,61 @@ def keys_rotate() -> None:
     click.echo(f"re-encrypted {n} secret(s); keys after the first can now be removed")
 
 
+@click.command()
+@click.option("--account", type=int, help="Only this channel account's deliveries (its id).")
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]),
+    help="Only deliveries received since then (UTC).",
+)
+@click.option(
+    "--state",
+    type=click.Choice(["rejected", "ignored"]),
+    help="Which deliveries (default: rejected).",
+)
+@click.option("--delivery", type=int, help="One journal row by its id.")
+def reparse(
+    account: int | None, since: dt.datetime | None, state: str | None, delivery: int | None
+) -> None:
+    """Normalise journaled deliveries again (after a parser fix).
+
+    A message that lands this way keeps its own time and is marked late in
+    the CRM.
+    """
+    from bridge.pipeline.inbound.journal import reparse as do_reparse
+    from bridge.tables import DeliveryState
+
+    rt = context.runtime()
+    _must_exist(rt, account, delivery)
+    put_back = do_reparse(
+        rt,
+        account=account,
+        since=since.replace(tzinfo=dt.UTC) if since else None,
+        state=DeliveryState(state) if state else None,
+        delivery=delivery,
+    )
+    total = sum(put_back.values())
+    click.echo(f"reparsed {total} deliver{'y' if total == 1 else 'ies'}")
+    from bridge.pipeline.inbound.journal import counts
+
+    still = counts(rt)["rejected_reasons"]
+    if still:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(still.items()))
+        click.echo(f"still rejected: {reasons}")
+
+
+def _must_exist(rt: Any, account: int | None, delivery: int | None) -> None:
+    from bridge.tables import ChannelAccount, Delivery
+
+    with rt.transaction() as session:
+        if account is not None and session.get(ChannelAccount, account) is None:
+            raise click.ClickException(
+                f"no channel account {account} (`bridge status` and the channel commands show them)"
+            )
+        if delivery is not None and session.get(Delivery, delivery) is None:
+            raise click.ClickException(f"no journaled delivery {delivery}")
+
+
 def register(group: click.Group) -> None:
-    for command in (db, check_config, status, replay, keys):
+    for command in (db, check_config, status, replay, reparse, keys):
         group.add_command(command)

@@ -164,6 +164,42 @@ class ChannelAdapterContract:
             except SignatureError:
                 pass
 
+    # -- the edge: what the webhook journals -----------------------------------
+
+    def test_edge_keys_every_delivery_and_the_journal_round_trip_parses_the_same(
+        self, adapter, signed_request, sample
+    ):
+        """The webhook journals what ``edge`` returns; the worker parses each
+        row from its stored body and kept headers. Together they must make
+        the events ``parse`` makes of the live request."""
+        request = signed_request(sample.payload)
+        adapter.verify(request)
+        deliveries = adapter.edge(request)
+        assert deliveries, "a genuine delivery is journaled"
+        assert adapter.edge(request) == deliveries, "the same request, the same keys"
+        keys = [d.key for d in deliveries]
+        assert all(isinstance(k, str) and k for k in keys) and len(set(keys)) == len(keys)
+        replayed = [
+            event
+            for d in deliveries
+            for event in adapter.parse(d.request(request.received_at))
+        ]
+        assert replayed == adapter.parse(request)
+
+    def test_edge_of_junk_raises_payload_error_only(self, adapter, signed_request, junk):
+        """What the edge refuses is a 400; it never raises anything else. A
+        junk body it lets through must then be the parser's to reject."""
+        good = signed_request(self.sample_payloads()[0].payload)
+        try:
+            deliveries = adapter.edge(dataclasses.replace(good, body=junk))
+        except PayloadError:
+            return
+        for delivery in deliveries:
+            try:
+                adapter.parse(delivery.request(good.received_at))
+            except PayloadError:
+                pass
+
     # -- parse --------------------------------------------------------------
 
     def test_parse_is_deterministic_and_complete(self, adapter, signed_request, sample):

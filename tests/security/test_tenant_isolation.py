@@ -72,6 +72,7 @@ from bridge.cli import main as cli_main
 from bridge.config import Settings
 from bridge.jobs import DELIVER_QUEUE, SYNC_QUEUE
 from bridge.oauth import install_url
+from bridge.pipeline.inbound.journal import normalise_pending
 from bridge.runtime import Runtime, set_runtime
 from bridge.tables import (
     Base,
@@ -267,14 +268,18 @@ class World:
 def post_delivery(
     world: World, t: T, n: int, raw: bytes, *, path: str | None = None
 ) -> Any:  # fmt: skip
-    """``raw`` proven by ``t``'s ``n``-th account, at its URL (or ``path``)."""
+    """``raw`` proven by ``t``'s ``n``-th account, at its URL (or ``path``);
+    a journaled delivery is then normalised, as a worker would at once."""
     account = t.accounts[n]
-    return world.client.post(
+    response = world.client.post(
         path or f"/webhooks/{account.kit.kind}/{account.key}",
         data=raw,
         headers=account.kit.prove(account.credentials, raw),
         content_type=account.kit.content_type,
     )
+    if 200 <= response.status_code < 300:
+        normalise_pending(world.rt)
+    return response
 
 
 @contextmanager

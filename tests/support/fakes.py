@@ -44,6 +44,7 @@ from bridge.model import (
     OutboundMessage,
     Owner,
     Rate,
+    RawDelivery,
     SendResult,
     TaskDraft,
     TimelineEntry,
@@ -220,6 +221,7 @@ class FakeCrm(CrmAdapter):
                         "sequence": entry.sequence,
                         "occurred_at": entry.occurred_at,
                         "is_edit": entry.is_edit,
+                        "late": entry.late,
                         "owner": entry.owner_id,
                         "first": entry.first_in_conversation,
                     }
@@ -505,6 +507,26 @@ class FakeAppChannel(ChannelAdapter):
 
     def handshake(self, request: WebhookRequest) -> WebhookAnswer:
         return self._challenge(self.credentials.verify_token, request)
+
+    def edge(self, request: WebhookRequest) -> list[RawDelivery]:
+        """One journal row per message of this account, keyed by its id
+        (as a WhatsApp adapter keys by wamid): the body kept is the
+        envelope around that one message."""
+        try:
+            values = self._values(request)
+        except UnicodeDecodeError:
+            raise PayloadError("the body is not JSON in UTF-8") from None
+        deliveries = []
+        for value in values:
+            if str(value["metadata"].get("phone_number_id")) != self.account.external_id:
+                continue
+            messages = value.get("messages")
+            for message in messages if isinstance(messages, list) else []:
+                if not isinstance(message, dict) or not isinstance(message.get("id"), str):
+                    raise PayloadError("a message without an id")
+                one = {"entry": [{"changes": [{"value": {**value, "messages": [message]}}]}]}
+                deliveries.append(RawDelivery(message["id"], json.dumps(one).encode()))
+        return deliveries
 
     def parse(self, request: WebhookRequest) -> list[InboundEvent]:
         events: list[InboundEvent] = []

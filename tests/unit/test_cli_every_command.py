@@ -40,6 +40,7 @@ UNKNOWN = {
     "account": "424242",
     "conversation": "424242",
     "message": "no-such-message",
+    "delivery": "434343",
 }
 
 

@@ -27,10 +27,11 @@ from sqlalchemy import select
 
 from bridge import admin, create_app
 from bridge.cli import main
-from bridge.jobs import DELIVER_QUEUE, SYNC_QUEUE
+from bridge.jobs import DELIVER_QUEUE, INGEST_QUEUE, SYNC_QUEUE
 from bridge.logs import configure_logging
 from bridge.model import InboundMessage, MessageKind, SenderProfile, utcnow
 from bridge.pipeline.inbound import accept, run_inbound
+from bridge.pipeline.inbound.journal import normalise_pending
 from bridge.pipeline.outbound import run_outbound
 from bridge.runtime import set_runtime
 from bridge.tables import Conversation, Message
@@ -254,6 +255,12 @@ def test_no_canary_in_logs_jobs_or_status(world, debug_logging, capsys) -> None:
         content_type="application/json",
     )
     assert refused.status_code == 403 and not leaks(refused.get_data(as_text=True))
+    # the normaliser's job carries the account id only
+    (wake_id,) = queued(redis_conn, INGEST_QUEUE)
+    wake = Job.fetch(wake_id, connection=redis_conn)
+    assert wake.args == (world["account"],) and wake.kwargs == {}
+    assert not leaks(repr((wake.args, wake.description, wake.meta, wake.func_name)))
+    normalise_pending(rt)  # parsed in the worker, as the job would
     # a channel that knows the e-mail (a website chat) reports it in the profile
     accept(
         rt,

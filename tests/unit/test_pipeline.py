@@ -595,37 +595,6 @@ def test_after_a_quiet_spell_a_closed_deal_we_were_not_told_about_is_not_written
     assert [e["entity"] for e in fake_crm.entries] == [first, first, second]
 
 
-def test_the_ingest_seam_runs_a_harness_hooks_around_the_commit(runtime, tenant, monkeypatch):  # type: ignore[no-untyped-def]
-    """``bench.chaos`` crashes the web process through this seam: a crash
-    before the commit stores nothing (the channel redelivers), one after
-    it has stored the message. Production installs no hook."""
-    from bench.chaos_gunicorn import install
-    from bridge.pipeline.inbound.accept import HOOKS, IngestHooks
-
-    assert HOOKS == IngestHooks()  # nothing in production
-    _, account = tenant
-
-    class Crash(Exception):
-        pass
-
-    def crash() -> None:
-        raise Crash
-
-    monkeypatch.setattr(HOOKS, "before_commit", [crash])
-    with pytest.raises(Crash):
-        accept(runtime, account, [msg(1)])
-    assert statuses(runtime) == []
-    monkeypatch.setattr(HOOKS, "before_commit", [])
-    monkeypatch.setattr(HOOKS, "after_commit", [crash])
-    with pytest.raises(Crash):
-        accept(runtime, account, [msg(1)])
-    assert statuses(runtime) == ["pending"]
-    monkeypatch.setattr(HOOKS, "after_commit", [])
-    install("before_commit:1,after_commit:0")  # the harness's own spec
-    assert len(HOOKS.before_commit) == 1 and HOOKS.after_commit == []
-    HOOKS.before_commit.clear()
-
-
 # -- follow-up work: the CRM's delivery report, the channel's acknowledgement ------
 
 

@@ -32,6 +32,7 @@ from bridge.model import (
     WebhookAnswer,
     WebhookRequest,
 )
+from bridge.pipeline.inbound.journal import normalise_pending
 from bridge.schema import setting
 from bridge.tables import Message
 from channel_adapters.base import ChannelAdapter
@@ -147,6 +148,8 @@ def world(runtime, monkeypatch):  # type: ignore[no-untyped-def]
 
 
 def _texts(runtime) -> list[tuple[int, str]]:  # type: ignore[no-untyped-def]
+    """The messages stored once the journal's normaliser ran (as a worker)."""
+    normalise_pending(runtime)
     with runtime.transaction() as s:
         return sorted(s.execute(select(Message.channel_account_id, Message.text)).all())
 

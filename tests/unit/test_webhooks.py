@@ -20,8 +20,9 @@ from sqlalchemy import select
 
 from bridge import admin, create_app
 from bridge.db import make_engine, make_sessionmaker
-from bridge.jobs import DELIVER_QUEUE, SYNC_QUEUE
-from bridge.tables import Conversation, IgnoredEventRow, Message, Outbox
+from bridge.jobs import DELIVER_QUEUE, INGEST_QUEUE, SYNC_QUEUE
+from bridge.pipeline.inbound.journal import run_normaliser
+from bridge.tables import Conversation, Delivery, IgnoredEventRow, Message, Outbox
 from tests.support.harness import (
     CLIENT_SECRET,
     HUBSPOT_MAPPING,
@@ -64,6 +65,17 @@ class Bridge:
             headers=headers,
             content_type=kw.pop("content_type", JSON),
         )
+
+    def normalise(self) -> str:
+        """What the worker's normaliser job does with the journaled rows."""
+        return run_normaliser(self.rt, self.account_id)
+
+    def journal(self) -> list[tuple[str, str, str | None]]:
+        with self.rt.transaction() as s:
+            rows = s.execute(
+                select(Delivery.delivery_key, Delivery.state, Delivery.reason).order_by(Delivery.id)
+            ).all()
+        return [tuple(r) for r in rows]  # type: ignore[misc]
 
     @property
     def crm_url(self) -> str:
@@ -126,19 +138,32 @@ def _nothing_stored(bridge: Bridge) -> None:
         0,
         0,
     ), counts
+    assert bridge.journal() == []
     assert all_queued(bridge.rt.redis) == {SYNC_QUEUE: [], DELIVER_QUEUE: []}
+    assert queued(bridge.rt.redis, INGEST_QUEUE) == []
 
 
 # -- Telegram: accepted updates ----------------------------------------------------------
 
 
-def test_valid_update_is_stored_once_and_one_job_is_queued(bridge: Bridge) -> None:
+def test_valid_update_is_journaled_then_normalised_into_one_message_and_one_job(
+    bridge: Bridge,
+) -> None:
     response = bridge.post_update(tg_update(500_000_001, text="Hello, do you deliver?"))
     assert response.status_code == 200
     assert response.get_json() == {"ok": True}
+    # the 2xx means the raw delivery is committed; nothing is parsed yet
+    assert bridge.journal() == [("500000001", "new", None)]
+    assert row_counts(bridge.rt)["messages"] == 0
+    (wake,) = queued(bridge.rt.redis, INGEST_QUEUE)
+    assert wake.startswith(f"normalise-{bridge.account_id}-")
+    assert queued(bridge.rt.redis) == []
+    assert bridge.normalise() == "normalised 1"
+    assert bridge.journal() == [("500000001", "normalised", None)]
     with bridge.rt.transaction() as s:
         (message,) = s.scalars(select(Message)).all()
         outbox_row = s.scalars(select(Outbox)).one()
+        (delivery,) = s.scalars(select(Delivery)).all()
     assert (message.direction, message.status, message.text, message.dedupe_key) == (
         "in",
         "pending",
@@ -146,6 +171,9 @@ def test_valid_update_is_stored_once_and_one_job_is_queued(bridge: Bridge) -> No
         "500000001",
     )
     assert message.channel_account_id == bridge.account_id and message.tenant_id == bridge.tenant_id
+    assert delivery.body == body(tg_update(500_000_001, text="Hello, do you deliver?"))
+    assert delivery.normalised_at is not None and delivery.attempts == 1
+    assert "late" not in message.payload
     assert queued(bridge.rt.redis) == [outbox_row.last_job_id]
     assert queued(bridge.rt.redis, DELIVER_QUEUE) == []
 
@@ -153,24 +181,36 @@ def test_valid_update_is_stored_once_and_one_job_is_queued(bridge: Bridge) -> No
 def test_redelivered_update_changes_nothing(bridge: Bridge) -> None:
     update = tg_update(500_000_001, text="Hello")
     assert bridge.post_update(update).status_code == 200
+    again_before_parse = bridge.post_update(update)  # before the worker ran
+    assert again_before_parse.status_code == 200 and bridge.journal() == [
+        ("500000001", "new", None)
+    ]
+    assert len(queued(bridge.rt.redis, INGEST_QUEUE)) == 1  # no second wake-up
+    bridge.normalise()
     before = (row_counts(bridge.rt), all_queued(bridge.rt.redis))
     with bridge.rt.transaction() as s:
         version = s.scalars(select(Outbox)).one().version
     again = bridge.post_update(update)
     assert again.status_code == 200 and again.get_json() == {"ok": True}
+    assert bridge.normalise() == "normalised 0"
     assert (row_counts(bridge.rt), all_queued(bridge.rt.redis)) == before
+    assert bridge.journal() == [("500000001", "normalised", None)]
     with bridge.rt.transaction() as s:
         assert s.scalars(select(Outbox)).one().version == version
 
 
-def test_burst_for_one_chat_is_five_rows_and_one_job(bridge: Bridge) -> None:
-    for i in range(5):
+def test_burst_for_one_chat_is_five_rows_in_arrival_order_and_one_job(bridge: Bridge) -> None:
+    for i in (3, 1, 4, 0, 2):  # update ids out of order: the arrival order counts
         response = bridge.post_update(tg_update(700 + i, text=f"part {i}"))
         assert response.status_code == 200
+    assert len(queued(bridge.rt.redis, INGEST_QUEUE)) == 1  # one wake-up for the burst
+    bridge.normalise()
     with bridge.rt.transaction() as s:
         rows = s.execute(select(Message.seq, Message.text).order_by(Message.seq)).all()
         conversations = s.scalars(select(Conversation)).all()
-    assert [tuple(r) for r in rows] == [(i + 1, f"part {i}") for i in range(5)]
+    assert [tuple(r) for r in rows] == [
+        (seq + 1, f"part {i}") for seq, i in enumerate((3, 1, 4, 0, 2))
+    ]
     assert len(conversations) == 1
     assert len(queued(bridge.rt.redis)) == 1
 
@@ -178,6 +218,7 @@ def test_burst_for_one_chat_is_five_rows_and_one_job(bridge: Bridge) -> None:
 def test_two_chats_get_two_conversations_and_two_jobs(bridge: Bridge) -> None:
     assert bridge.post_update(tg_update(1, chat_id=1001, text="a")).status_code == 200
     assert bridge.post_update(tg_update(2, chat_id=1002, text="b")).status_code == 200
+    bridge.normalise()
     assert row_counts(bridge.rt)["conversations"] == 2
     assert len(queued(bridge.rt.redis)) == 2
 
@@ -212,6 +253,7 @@ def test_unknown_update_kinds_are_acknowledged_and_recorded(
 ) -> None:  # type: ignore[no-untyped-def]
     response = bridge.post_update(update)
     assert response.status_code == 200
+    bridge.normalise()
     with bridge.rt.transaction() as s:
         (row,) = s.scalars(select(IgnoredEventRow)).all()
     assert (row.event_type, row.dedupe_key, row.channel_account_id) == (
@@ -219,11 +261,38 @@ def test_unknown_update_kinds_are_acknowledged_and_recorded(
         str(update["update_id"]),
         bridge.account_id,
     )
+    assert bridge.journal() == [(str(update["update_id"]), "ignored", event_type)]
     assert row_counts(bridge.rt)["messages"] == 0
     assert queued(bridge.rt.redis) == []
     # a redelivery is recognised as well
     assert bridge.post_update(update).status_code == 200
+    bridge.normalise()
     assert row_counts(bridge.rt)["ignored"] == 1
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        body({"update_id": 5, "message": "not an object"}),
+        body({"update_id": 6, "message": {"message_id": 1, "chat": None, "date": 1}}),
+    ],
+    ids=["message-not-object", "chat-null"],
+)
+def test_what_only_the_parser_can_tell_is_journaled_and_rejected_with_a_reason(
+    bridge: Bridge, raw: bytes
+) -> None:
+    """The edge checks the envelope only: a body the parser refuses is
+    accepted (2xx, so Telegram stops retrying) and kept as ``rejected``
+    for ``bridge reparse`` after a parser fix — never dropped."""
+    response = bridge.post_update(raw)
+    assert response.status_code == 200
+    bridge.normalise()
+    ((key, state, reason),) = bridge.journal()
+    assert (state, reason) == ("rejected", "unparseable")
+    assert row_counts(bridge.rt)["messages"] == 0
+    with bridge.rt.transaction() as s:
+        (delivery,) = s.scalars(select(Delivery)).all()
+    assert delivery.body == raw and delivery.detail
 
 
 # -- Telegram: rejected requests ----------------------------------------------------------
@@ -244,7 +313,6 @@ def test_unknown_update_kinds_are_acknowledged_and_recorded(
         ),
         (body({"update_id": "12", "message": {}}), "update_id"),
         (body({"update_id": True}), "update_id"),
-        (body({"update_id": 5, "message": "not an object"}), "not an object"),
         (b"[" * 50_000 + b"]" * 50_000, "JSON"),
     ],
     ids=[
@@ -257,7 +325,6 @@ def test_unknown_update_kinds_are_acknowledged_and_recorded(
         "no-update-id",
         "string-update-id",
         "bool-update-id",
-        "message-not-object",
         "deeply-nested",
     ],
 )
@@ -393,6 +460,7 @@ def test_none_of_the_rejections_is_a_server_error(bridge: Bridge) -> None:
 @pytest.fixture
 def conversation_uid(bridge: Bridge) -> str:
     assert bridge.post_update(tg_update(1, text="I need help")).status_code == 200
+    bridge.normalise()
     with bridge.rt.transaction() as s:
         return s.scalars(select(Conversation.uid)).one()
 
@@ -556,9 +624,11 @@ UNREACHABLE_DB = "postgresql+psycopg://bridge@127.0.0.1:1/nowhere?connect_timeou
 
 
 def _point_at(rt, url: str) -> Any:  # type: ignore[no-untyped-def]
-    """Swap the runtime's session factory (what every transaction uses)."""
-    saved = rt.sessions
-    rt.__dict__["sessions"] = make_sessionmaker(make_engine(url))
+    """Swap the runtime's engines and session factory (what the journal's
+    insert, its reads and every transaction use)."""
+    saved = rt.sessions, rt.engine, rt.read_engine
+    engine = make_engine(url)
+    rt.__dict__.update(sessions=make_sessionmaker(engine), engine=engine, read_engine=engine)
     return saved
 
 
@@ -574,9 +644,11 @@ def test_database_outage_is_503_with_retry_after_and_the_retry_is_accepted(bridg
         crm = bridge.post_crm(reply_payload(portal_id=PORTAL_A, thread_uid="x", message_id="m"))
         assert crm.status_code == 503 and "Retry-After" in crm.headers
     finally:
-        bridge.rt.__dict__["sessions"] = saved
+        sessions, engine, read_engine = saved
+        bridge.rt.__dict__.update(sessions=sessions, engine=engine, read_engine=read_engine)
     # Telegram retries: now it is stored, exactly once
     assert bridge.post_update(update).status_code == 200
+    bridge.normalise()
     with bridge.rt.transaction() as s:
         texts = sorted(s.scalars(select(Message.text)))
     assert texts == ["during the outage", "warm the cache"]

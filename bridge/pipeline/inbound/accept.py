@@ -1,11 +1,13 @@
-"""Durable ingest: store what a channel sent, exactly once, then hint a job.
+"""Storing normalised events, exactly once, then hinting a job.
 
-``accept()`` runs in one transaction: resolve the contact and conversation,
-insert each message (unique on channel account + provider delivery id, so a
-redelivery changes nothing), assign the conversation's next sequence number,
-and bump the outbox. Only after the commit does the webhook answer 2xx; the
-RQ job enqueued afterwards is a hint (if Redis is away, the sweeper enqueues
-it later).
+:func:`accept_in` runs in the caller's transaction (the journal's
+normaliser stores a batch of deliveries in one): resolve the contact and
+conversation, insert each message (unique on channel account + provider
+delivery id, so a second parse of the same delivery changes nothing),
+assign the conversation's next sequence number, and bump the outbox. The
+RQ jobs enqueued after the commit (:func:`enqueue_jobs`) are hints: if
+Redis is away, the sweeper enqueues them later. :func:`accept` does all of
+it in a transaction of its own, for callers holding parsed events.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +31,14 @@ from bridge.tables import ChannelAccount, Conversation, IgnoredEventRow, Message
 if TYPE_CHECKING:
     from bridge.runtime import Runtime
 
-__all__ = ["HOOKS", "AcceptResult", "AccountRef", "IngestHooks", "accept", "message_payload"]
+__all__ = [
+    "AcceptResult",
+    "AccountRef",
+    "accept",
+    "accept_in",
+    "enqueue_jobs",
+    "message_payload",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +62,7 @@ def message_payload(message: InboundMessage) -> dict[str, Any]:
         "reply_to": message.reply_to,
         "callback_id": message.callback_id,
         "raw": dict(message.raw),
+        **({"late": True} if message.late else {}),
     }
 
 
@@ -281,12 +291,24 @@ def _accept_once(
     seen: dict[str, _Seen] | None = None,
 ) -> AcceptResult:
     result = AcceptResult()
+    accept_in(session, account, events, result, seen)
+    return result
+
+
+def accept_in(
+    session: Session,
+    account: AccountRef,
+    events: Sequence[InboundEvent],
+    result: AcceptResult,
+    seen: dict[str, _Seen] | None = None,
+) -> None:
+    """Store ``events`` in the caller's transaction, adding to ``result``
+    (the journal's normaliser stores a batch of deliveries in one)."""
     for event in events:
         if isinstance(event, InboundMessage):
             _store_message(session, account, event, result, (seen or {}).get(event.external_id))
         else:
             _store_ignored(session, account, event, result)
-    return result
 
 
 def _account_ref(runtime: Runtime, account_id: int) -> AccountRef:
@@ -298,19 +320,6 @@ def _account_ref(runtime: Runtime, account_id: int) -> AccountRef:
     if row is None:
         raise LookupError("channel account vanished")
     return AccountRef(int(row[0]), int(row[1]), str(row[2]))
-
-
-@dataclass
-class IngestHooks:
-    """A test seam, empty in production: callables a test harness runs
-    around the ingest commit (``bench.chaos`` makes the web process exit
-    there, so the channel gets no 2xx and redelivers)."""
-
-    before_commit: list[Callable[[], None]] = field(default_factory=list)
-    after_commit: list[Callable[[], None]] = field(default_factory=list)
-
-
-HOOKS = IngestHooks()
 
 
 def accept(
@@ -332,24 +341,22 @@ def accept(
             seen = _look_first(runtime, ref, events)
             with runtime.transaction() as session:
                 result = _accept_once(session, ref, events, seen)
-                for hook in HOOKS.before_commit:
-                    hook()
             break
         except IntegrityError:
             if attempt >= 3:
                 raise
             log.info("ingest race, retrying (attempt %d)", attempt)
-    for hook in HOOKS.after_commit:
-        hook()
-    if result.jobs:
-        from bridge.jobs import enqueue
-
-        for direction, conversation_id, job in result.jobs:
-            enqueue(
-                runtime.queues,
-                direction,
-                conversation_id,
-                job,
-                timeout=runtime.settings.job_timeout,
-            )
+    enqueue_jobs(runtime, result)
     return result
+
+
+def enqueue_jobs(runtime: Runtime, result: AcceptResult) -> None:
+    """After the commit: the jobs the stored messages call for (hints)."""
+    if not result.jobs:
+        return
+    from bridge.jobs import enqueue
+
+    for direction, conversation_id, job in result.jobs:
+        enqueue(
+            runtime.queues, direction, conversation_id, job, timeout=runtime.settings.job_timeout
+        )

@@ -965,6 +965,7 @@ class InboundSync:
             channel_title=channel_class(snap.account.kind).title,
             first_in_conversation=first,
             edit_of=edit_of,
+            late=bool(payload.get("late")),
         )
 
     # -- helpers ----------------------------------------------------------
