@@ -19,6 +19,12 @@ them):
   written (the job will try it again).
 * Every HTTP call goes through ``self.http`` with ``self.limit(...)`` so all
   workers of an account share one rate-limit bucket.
+* The batch hooks (``find_contacts``, ``create_contacts``, ``find_entities``,
+  ``create_entities``, ``create_tasks``) keep the same duties for many items
+  at once, keyed by the caller's keys; with ``batch_size`` above 1 the core
+  opens the new conversations of a tenant together through them. Their
+  defaults call the one-item hooks, so a CRM without batch calls works
+  unchanged.
 
 What a mapping file may ask of the CRM is declared, not coded in the core:
 ``entity_types``, ``timeline_kinds``, ``has_inbox``, ``inbox_created_types``,
@@ -32,9 +38,10 @@ declaration must match what the hooks actually do with the option.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
 
+from bridge.errors import BridgeError
 from bridge.http import HttpClient, Limit
 from bridge.model import (
     ChannelLink,
@@ -60,6 +67,9 @@ from bridge.model import (
 from bridge.schema import NoSettings, load
 
 __all__ = ["CrmAdapter"]
+
+D = TypeVar("D")
+R = TypeVar("R")
 
 
 class CrmAdapter(ABC):
@@ -278,6 +288,58 @@ class CrmAdapter(ABC):
     def create_task(self, draft: TaskDraft) -> CrmRef:
         """A follow-up task for the owner (looked up first if maybe_written)."""
 
+    # -- many at once (a burst of new customers) ----------------------------
+
+    #: the most items one call of the batch hooks below handles in one CRM
+    #: request (HubSpot's batch endpoints: 100 inputs). 1: the CRM has no
+    #: batch calls; the defaults then call the one-item hooks and the core
+    #: opens conversations one by one.
+    batch_size: ClassVar[int] = 1
+
+    def find_contacts(self, lookups: Mapping[str, ContactLookup]) -> dict[str, CrmContact]:
+        """``find_contact`` for many people: key -> the contact found (keys
+        nobody matched are left out), with the same priority (identity >
+        phone > e-mail, the oldest on ties) in as few requests as the CRM
+        allows. The core hands it at most :attr:`batch_size` lookups."""
+        found: dict[str, CrmContact] = {}
+        for key, lookup in lookups.items():
+            contact = self.find_contact(lookup)
+            if contact is not None:
+                found[key] = contact
+        return found
+
+    def create_contacts(self, drafts: Mapping[str, ContactDraft]) -> dict[str, CrmContact]:
+        """``create_contact`` for many people: key -> the contact made (or
+        the existing one a uniqueness conflict named). Every key is answered
+        or the call raises; ``error.created`` (key -> ref) then names the
+        contacts made before it failed. The core marks them ``creating``
+        first and, after an ambiguous failure, finds them with
+        :meth:`find_contacts` before creating again."""
+        return _each(drafts, self.create_contact, lambda made: made.ref)
+
+    def find_entities(self, drafts: Mapping[str, EntityDraft]) -> dict[str, CrmRef]:
+        """``find_entity`` for many conversations: key -> the entity already
+        opened for the draft's ``conversation_uid`` (unmatched keys left out)."""
+        found: dict[str, CrmRef] = {}
+        for key, draft in drafts.items():
+            ref = self.find_entity(draft)
+            if ref is not None:
+                found[key] = ref
+        return found
+
+    def create_entities(self, drafts: Mapping[str, EntityDraft]) -> dict[str, CrmRef]:
+        """``create_entity`` for many conversations (each draft names its
+        contact): key -> the deal / lead / ticket opened. Every key is
+        answered or the call raises with ``error.created`` (key -> ref)."""
+        return _each(drafts, self.create_entity, lambda ref: ref)
+
+    def create_tasks(self, drafts: Mapping[str, TaskDraft]) -> dict[str, CrmRef]:
+        """``create_task`` for many conversations: key -> the task. A draft
+        with ``maybe_written`` is looked up by its ``bridge_id`` first (in as
+        few requests as the CRM allows). Every key is answered or the call
+        raises with ``error.created`` (key -> ref)."""
+        return _each(drafts, self.create_task, lambda ref: ref)
+
     # -- owners -----------------------------------------------------------
 
     @abstractmethod
@@ -303,3 +365,18 @@ class CrmAdapter(ABC):
     def answer(self, events: Sequence[CrmEvent]) -> WebhookAnswer:
         """What the CRM expects back once ``events`` are stored."""
         return WebhookAnswer()
+
+
+def _each(
+    drafts: Mapping[str, D], hook: Callable[[D], R], ref: Callable[[R], CrmRef]
+) -> dict[str, R]:
+    """A batch hook's default: ``hook`` per draft; what was made before a
+    failure goes with the error (``error.created``, key -> ref)."""
+    made: dict[str, R] = {}
+    for key, draft in drafts.items():
+        try:
+            made[key] = hook(draft)
+        except BridgeError as exc:
+            exc.created = {k: ref(v) for k, v in made.items()}
+            raise
+    return made

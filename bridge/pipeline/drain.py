@@ -19,7 +19,7 @@ from bridge.locks import ConversationLock, lock_name
 if TYPE_CHECKING:
     from bridge.runtime import Runtime
 
-__all__ = ["Drained", "LeaseLost", "Parked", "run_drain"]
+__all__ = ["Drained", "LeaseLost", "Parked", "drain_held", "run_drain"]
 
 log = logging.getLogger(__name__)
 
@@ -60,29 +60,43 @@ def run_drain(
     if not lock.acquire():
         # Someone is draining it; they will see our version bump.
         return "busy"
-    last_drained: int | None = None
     try:
         with lock.keepalive():
-            while True:
-                if lock.lost.is_set():
-                    return "lease-lost"
-                try:
-                    result = drain_once(lock)
-                except LeaseLost:
-                    return "lease-lost"
-                if isinstance(result, Parked):
-                    return result.outcome
-                if isinstance(result, Drained):
-                    with runtime.transaction() as session:
-                        if outbox.mark_idle(session, conversation_id, direction, result.version):
-                            return "idle"
-                    if result.version == last_drained:
-                        # Nothing to do and nothing changed: never spin.
-                        log.warning(
-                            "conversation %s: outbox not idle-able; leaving it to the sweeper",
-                            conversation_id,
-                        )
-                        return "stale"
-                    last_drained = result.version
+            return drain_held(runtime, direction, conversation_id, lock, drain_once)
     finally:
         lock.release()
+
+
+def drain_held(
+    runtime: Runtime,
+    direction: str,
+    conversation_id: int,
+    lock: ConversationLock,
+    drain_once: Callable[[ConversationLock], Drained | Parked | None],
+) -> str:
+    """:func:`run_drain`'s loop for a lease the caller already holds (and
+    keeps alive, and releases): a job that took over other conversations'
+    leases (opening them together) drains them to the end, as their own
+    jobs, which found them busy, would have."""
+    last_drained: int | None = None
+    while True:
+        if lock.lost.is_set():
+            return "lease-lost"
+        try:
+            result = drain_once(lock)
+        except LeaseLost:
+            return "lease-lost"
+        if isinstance(result, Parked):
+            return result.outcome
+        if isinstance(result, Drained):
+            with runtime.transaction() as session:
+                if outbox.mark_idle(session, conversation_id, direction, result.version):
+                    return "idle"
+            if result.version == last_drained:
+                # Nothing to do and nothing changed: never spin.
+                log.warning(
+                    "conversation %s: outbox not idle-able; leaving it to the sweeper",
+                    conversation_id,
+                )
+                return "stale"
+            last_drained = result.version

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import requests
@@ -60,6 +60,7 @@ __all__ = [
     "account_base",
     "api_rate",
     "decode",
+    "echoed",
     "map_error",
     "scrub",
 ]
@@ -249,6 +250,20 @@ def decode(response: requests.Response) -> Any:
         raise AmbiguousError(
             f"amoCRM HTTP {response.status_code}: body is not JSON", status=response.status_code
         ) from exc
+
+
+def echoed(
+    answers: Sequence[Mapping[str, Any]], request_ids: Sequence[str]
+) -> list[Mapping[str, Any] | None]:
+    """A batch write's answers in the order of ``request_ids``: matched by
+    the ``request_id`` amoCRM echoes (FACTS 1.3), else by position when
+    there are as many answers as requests."""
+    by_request = {str(a["request_id"]): a for a in answers if a.get("request_id") is not None}
+    in_order = len(answers) == len(request_ids)
+    return [
+        by_request.get(str(request_id)) or (answers[n] if in_order else None)
+        for n, request_id in enumerate(request_ids)
+    ]
 
 
 def embedded(body: Any, key: str) -> list[Mapping[str, Any]]:

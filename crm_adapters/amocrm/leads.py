@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bridge.errors import NotReadyError, PermanentError
+from bridge.errors import BridgeError, NotReadyError, PermanentError
 from bridge.model import CrmAccountInfo, CrmRef, EntityDraft
 
 from .client import AmoApi, embedded
@@ -21,6 +21,8 @@ WON, LOST = 142, 143
 CLOSED_STATUSES = frozenset({WON, LOST})
 #: every lead the bridge opens carries this tag (reps can filter on it)
 BRIDGE_TAG = "CRM bridge"
+#: ``/leads/complex`` takes at most 50 leads (FACTS 1.7)
+COMPLEX_CHUNK = 50
 
 
 class LeadsMixin:
@@ -65,11 +67,11 @@ class LeadsMixin:
         first = oldest(hits)
         return CrmRef("lead", str(first["id"])) if first else None
 
-    def create_entity(self, draft: EntityDraft) -> CrmRef:
-        """``POST /api/v4/leads/complex`` (a bare-array answer): name,
-        pipeline and stage from the mapping (numeric ids), owner, the
-        conversation field, the mapping's lead fields (UTM...), tags, and
-        the contact embedded as ``{id}``."""
+    def _lead_item(self, draft: EntityDraft) -> dict[str, Any]:
+        """One lead of a ``/leads/complex`` array: name, pipeline and stage
+        from the mapping (numeric ids), owner, the conversation field, the
+        mapping's lead fields (UTM...), tags, the contact embedded as
+        ``{id}``; ``request_id`` is the conversation uid."""
         self._check_type(draft.object_type)
         lead: dict[str, Any] = {"name": draft.name[:255] or draft.conversation_uid}
         if draft.pipeline:
@@ -90,12 +92,47 @@ class LeadsMixin:
             "tags": [{"name": t} for t in tags],
         }
         lead["request_id"] = draft.conversation_uid
-        body = self.api.json("POST", "/api/v4/leads/complex", json=[lead])
-        if not isinstance(body, list) or not body or not isinstance(body[0], Mapping):
-            raise PermanentError("amoCRM /leads/complex did not return the new lead")
-        if body[0].get("id") is None:
-            raise PermanentError("amoCRM /leads/complex did not return the new lead's id")
-        return CrmRef("lead", str(body[0]["id"]))
+        return lead
+
+    def create_entity(self, draft: EntityDraft) -> CrmRef:
+        """``POST /api/v4/leads/complex`` (a bare-array answer) with one
+        lead (:meth:`_lead_item`)."""
+        return self.create_entities({"lead": draft})["lead"]
+
+    def create_entities(self, drafts: Mapping[str, EntityDraft]) -> dict[str, CrmRef]:
+        """Up to 50 leads per ``POST /api/v4/leads/complex`` (its documented
+        maximum, FACTS 1.7), each answer matched back by its ``request_id``
+        (the conversation uid; the complex answer gives it as an array)."""
+        made: dict[str, CrmRef] = {}
+        keys = list(drafts)
+        try:
+            for start in range(0, len(keys), COMPLEX_CHUNK):
+                chunk = keys[start : start + COMPLEX_CHUNK]
+                items = [self._lead_item(drafts[k]) for k in chunk]
+                body = self.api.json("POST", "/api/v4/leads/complex", json=items)
+                if not isinstance(body, list) or not body:
+                    raise PermanentError("amoCRM /leads/complex did not return the new lead")
+                by_request: dict[str, Mapping[str, Any]] = {}
+                for n, lead in enumerate(body):
+                    if not isinstance(lead, Mapping):
+                        continue
+                    echoed = lead.get("request_id")
+                    names = echoed if isinstance(echoed, list) else [echoed]
+                    if echoed is None and n < len(items):
+                        names = [items[n]["request_id"]]  # no echo: in order
+                    for name in names:
+                        by_request.setdefault(str(name), lead)
+                for key in chunk:
+                    lead = by_request.get(drafts[key].conversation_uid)
+                    if lead is None or lead.get("id") is None:
+                        raise PermanentError(
+                            "amoCRM /leads/complex did not return the new lead's id"
+                        )
+                    made[key] = CrmRef("lead", str(lead["id"]))
+        except BridgeError as exc:
+            exc.created = {**made, **exc.created}
+            raise
+        return made
 
     def entity_is_open(self, entity: CrmRef) -> bool:
         """False once the lead is won (142), lost (143) or deleted."""

@@ -33,7 +33,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from bridge.errors import PermanentError
+from bridge.errors import BridgeError, PermanentError
 from bridge.model import Attachment, CrmAccountInfo, CrmRef, MessageKind, TaskDraft, TimelineEntry
 from crm_adapters.freetext import (
     Marker,
@@ -46,7 +46,7 @@ from crm_adapters.freetext import (
     tenant_zone,
 )
 
-from .client import AmoApi, embedded
+from .client import AmoApi, echoed, embedded
 from .fields import as_map, to_int
 from .settings import AmoCrmSettings
 
@@ -280,27 +280,34 @@ class NotesMixin:
     # -- tasks ------------------------------------------------------------
 
     def create_task(self, draft: TaskDraft) -> CrmRef:
-        """``POST /api/v4/tasks``: text (subject with the marker, body), due
-        time, owner, the lead (or the contact), type 1 ("call", FACTS 1.10).
-        When ``maybe_written``, the entity's tasks are searched for the
-        marker first."""
-        entity = draft.entity if draft.entity is not None else draft.contact
-        entity_type = "leads" if entity.kind == "lead" else "contacts"
-        entity_id = to_int(entity.id, f"{entity.kind} id")
-        if draft.maybe_written:
-            body = self.api.json(
-                "GET",
-                "/api/v4/tasks",
-                params={
-                    "filter[entity_id]": entity_id,
-                    "filter[entity_type]": entity_type,
-                    "limit": 250,
-                },
-            )
-            for task in embedded(body, "tasks"):
-                parsed = parse_marker(task.get("text"))
-                if parsed and parsed[0] == marker_hash(draft.bridge_id):
-                    return CrmRef("task", str(task["id"]))
+        """``POST /api/v4/tasks`` (:meth:`_task_item`). When ``maybe_written``,
+        the entity's tasks are searched for the marker first."""
+        return self.create_tasks({"task": draft})["task"]
+
+    def _find_task(self, draft: TaskDraft) -> CrmRef | None:
+        """The task an earlier attempt made for ``draft``: its entity's tasks
+        (``GET /api/v4/tasks`` by entity), the one with the draft's marker."""
+        entity_id, entity_type = _task_target(draft)
+        body = self.api.json(
+            "GET",
+            "/api/v4/tasks",
+            params={
+                "filter[entity_id]": entity_id,
+                "filter[entity_type]": entity_type,
+                "limit": 250,
+            },
+        )
+        for task in embedded(body, "tasks"):
+            parsed = parse_marker(task.get("text"))
+            if parsed and parsed[0] == marker_hash(draft.bridge_id):
+                return CrmRef("task", str(task["id"]))
+        return None
+
+    def _task_item(self, draft: TaskDraft) -> dict[str, Any]:
+        """One task of a ``POST /api/v4/tasks`` array: text (subject with the
+        marker, body), due time, owner, the lead (or the contact), type 1
+        ("call", FACTS 1.10); ``request_id`` is the draft's bridge id."""
+        entity_id, entity_type = _task_target(draft)
         tag = marker(draft.bridge_id, visible=self._visible_marker())
         text = attach_marker("\n".join(p for p in (draft.subject, draft.body) if p), tag)
         item: dict[str, Any] = {
@@ -313,11 +320,34 @@ class NotesMixin:
         }
         if draft.owner_id:
             item["responsible_user_id"] = to_int(draft.owner_id, "owner id")
-        body = self.api.json("POST", "/api/v4/tasks", json=[item])
-        tasks = embedded(body, "tasks")
-        if not tasks or tasks[0].get("id") is None:
-            raise PermanentError("amoCRM did not return the new task's id")
-        return CrmRef("task", str(tasks[0]["id"]))
+        return item
+
+    def create_tasks(self, drafts: Mapping[str, TaskDraft]) -> dict[str, CrmRef]:
+        """Many tasks per ``POST /api/v4/tasks`` (a JSON array of up to
+        ``NOTES_CHUNK``), each answer matched back by its ``request_id`` echo
+        (FACTS 1.3); a ``maybe_written`` draft is looked up first (one list
+        of its entity's tasks: amoCRM's task filter takes one entity here)."""
+        made: dict[str, CrmRef] = {}
+        try:
+            for key, draft in drafts.items():
+                if draft.maybe_written:
+                    found = self._find_task(draft)
+                    if found is not None:
+                        made[key] = found
+            todo = [k for k in drafts if k not in made]
+            for chunk in chunks(todo, NOTES_CHUNK):
+                body = self.api.json(
+                    "POST", "/api/v4/tasks", json=[self._task_item(drafts[k]) for k in chunk]
+                )
+                answers = echoed(embedded(body, "tasks"), [drafts[k].bridge_id for k in chunk])
+                for key, task in zip(chunk, answers, strict=True):
+                    if task is None or task.get("id") is None:
+                        raise PermanentError("amoCRM did not return the new task's id")
+                    made[key] = CrmRef("task", str(task["id"]))
+        except BridgeError as exc:
+            exc.created = {**made, **exc.created}
+            raise
+        return made
 
     # -- delivery status as a note ----------------------------------------
 
@@ -363,3 +393,10 @@ def _written(notes: Sequence[Mapping[str, Any]], bridge_ids: Sequence[str]) -> d
         elif index < len(bridge_ids):
             out.setdefault(bridge_ids[index], CrmRef("note", str(note["id"])))
     return out
+
+
+def _task_target(draft: TaskDraft) -> tuple[int, str]:
+    """(entity id, entity type) a task hangs on: the lead, else the contact."""
+    entity = draft.entity if draft.entity is not None else draft.contact
+    entity_type = "leads" if entity.kind == "lead" else "contacts"
+    return to_int(entity.id, f"{entity.kind} id"), entity_type

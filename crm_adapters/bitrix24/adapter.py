@@ -132,6 +132,10 @@ class Bitrix24Adapter(ContactsMixin, EntitiesMixin, TimelineMixin, CrmAdapter):
 
     rate: ClassVar[Rate] = BASIC_RATE
     entity_types: ClassVar[tuple[str, ...]] = ("lead", "deal")
+    #: a burst of new customers is opened 50 at a time: each step (look
+    #: up, contacts, leads/deals, to-dos, comments) one ``batch`` request of
+    #: 50 commands (FACTS 2.4) instead of two requests per person
+    batch_size: ClassVar[int] = 50
     #: timeline comments (crm.timeline.comment.add, FACTS 2.7): any kind but
     #: ``none`` is written as a comment by timeline.wants_note
     timeline_kinds: ClassVar[Mapping[str, tuple[str, ...]]] = {"note": ()}

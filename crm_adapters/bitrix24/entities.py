@@ -42,7 +42,7 @@ from typing import Any
 from bridge.errors import NotFoundError, NotReadyError, PermanentError
 from bridge.model import CrmAccountInfo, CrmRef, EntityDraft
 
-from .batch import as_map
+from .batch import Command, as_map
 from .client import B24Api
 from .settings import Bitrix24Settings
 from .timeline import to_int
@@ -201,6 +201,64 @@ class EntitiesMixin:
         fields["CONTACT_ID"] = to_int(draft.contact.id, "contact id")
         result = self.api.call(f"crm.{kind}.add", {"fields": fields}).result
         return CrmRef(kind, str(to_int(result, f"new {kind} id")))
+
+    def find_entities(self, drafts: Mapping[str, EntityDraft]) -> dict[str, CrmRef]:
+        """:meth:`find_entity` for many: one ``crm.{lead|deal}.list`` command
+        per draft, 50 to a ``batch`` request (FACTS 2.4)."""
+        names = {f"n{n}": key for n, key in enumerate(drafts)}
+        commands = [
+            Command(
+                name,
+                f"crm.{self._check_type(drafts[key].object_type)}.list",
+                {
+                    "filter": self._uid_fields(drafts[key].conversation_uid),
+                    "select": ["ID"],
+                    "order": {"ID": "ASC"},
+                },
+            )
+            for name, key in names.items()
+        ]
+        answer = self.api.batch(commands, halt=False)
+        found: dict[str, CrmRef] = {}
+        for name, key in names.items():
+            kind = drafts[key].object_type
+            rows = answer.value(name)
+            ids = [
+                to_int(r.get("ID"), f"{kind} id")
+                for r in (rows if isinstance(rows, list) else [])
+                if isinstance(r, Mapping)
+            ]
+            if ids:
+                found[key] = CrmRef(kind, str(min(ids)))
+        return found
+
+    def create_entities(self, drafts: Mapping[str, EntityDraft]) -> dict[str, CrmRef]:
+        """:meth:`create_entity` for many: ``crm.{lead|deal}.add`` commands,
+        50 to a ``batch`` request (``halt=0``). A command refused raises its
+        error with ``error.created`` naming the entities made."""
+        names = {f"n{n}": key for n, key in enumerate(drafts)}
+        commands = []
+        for name, key in names.items():
+            draft = drafts[key]
+            fields = self.entity_fields(draft)
+            fields["CONTACT_ID"] = to_int(draft.contact.id, "contact id")
+            commands.append(Command(name, f"crm.{draft.object_type}.add", {"fields": fields}))
+        answer = self.api.batch(commands, halt=False)
+        made: dict[str, CrmRef] = {}
+        for name, key in names.items():
+            kind = drafts[key].object_type
+            if answer.ok(name):
+                made[key] = CrmRef(kind, str(to_int(answer.results[name], f"new {kind} id")))
+        failed = answer.first_error(list(names))
+        if failed is not None or len(made) < len(names):
+            error = (
+                failed[1]
+                if failed is not None
+                else PermanentError("Bitrix24 batch: a crm.*.add did not run")
+            )
+            error.created = dict(made)
+            raise error
+        return made
 
     def entity_is_open(self, entity: CrmRef) -> bool:
         """False once the lead/deal is won, lost, converted or deleted."""

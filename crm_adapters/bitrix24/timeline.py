@@ -487,6 +487,51 @@ class TimelineMixin:
             raise PermanentError("Bitrix24 did not return the new to-do's id")
         return CrmRef("todo", str(result["id"]))
 
+    def create_tasks(self, drafts: Mapping[str, TaskDraft]) -> dict[str, CrmRef]:
+        """:meth:`create_task` for many. New to-dos (the default
+        ``task_kind``) go as ``crm.activity.todo.add`` commands, 50 to a
+        ``batch`` request (``halt=0``); a ``maybe_written`` draft, or a
+        task (``task_kind: task``), goes through :meth:`create_task`, which
+        looks it up first. A command refused raises its error with
+        ``error.created`` naming the ones made."""
+        made: dict[str, CrmRef] = {}
+        batched = (self.settings.task_kind or "todo").lower() != "task"
+        names: dict[str, str] = {}
+        commands: list[Command] = []
+        try:
+            for key, draft in drafts.items():
+                owner = draft.entity if draft.entity is not None else draft.contact
+                if not batched or draft.maybe_written or owner.kind not in OWNER_TYPES:
+                    made[key] = self.create_task(draft)
+                    continue
+                name = f"n{len(names)}"
+                names[name] = key
+                params: dict[str, Any] = {
+                    "ownerTypeId": OWNER_TYPES[owner.kind],
+                    "ownerId": to_int(owner.id, f"{owner.kind} id"),
+                    "deadline": _utc(draft.due_at).replace(microsecond=0).isoformat(),
+                    "title": draft.subject[:255],
+                    "description": self._tagged(draft.body, draft.bridge_id),
+                }
+                if draft.owner_id:
+                    params["responsibleId"] = to_int(draft.owner_id, "owner id")
+                commands.append(Command(name, "crm.activity.todo.add", params))
+            if commands:
+                answer = self.api.batch(commands, halt=False)
+                for name, key in names.items():
+                    result = answer.results.get(name) if answer.ok(name) else None
+                    if isinstance(result, Mapping) and result.get("id") not in (None, ""):
+                        made[key] = CrmRef("todo", str(result["id"]))
+                failed = answer.first_error(list(names))
+                if failed is not None:
+                    raise failed[1]
+                if any(key not in made for key in names.values()):
+                    raise PermanentError("Bitrix24 did not return the new to-do's id")
+        except BridgeError as exc:
+            exc.created = {**made, **exc.created}
+            raise
+        return made
+
     def _task(
         self, draft: TaskDraft, owner: CrmRef, owner_id: int, description: str, deadline: str
     ) -> CrmRef:

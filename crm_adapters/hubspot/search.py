@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 from bridge.http import Limit
 from bridge.model import CrmAccountInfo, Rate
 
-from .client import HubSpotApi
+from .client import HubSpotApi, scrub
 
-__all__ = ["BATCH_SIZE", "SEARCH_RATE", "SearchMixin"]
+__all__ = ["BATCH_SIZE", "SEARCH_RATE", "SearchMixin", "batch_reason", "matched"]
 
 T = TypeVar("T")
 
@@ -54,6 +54,30 @@ def in_or_eq(prop: str, values: Sequence[str]) -> dict[str, Any]:
     if len(values) == 1:
         return {"propertyName": prop, "operator": "EQ", "value": values[0]}
     return {"propertyName": prop, "operator": "IN", "values": list(values)}
+
+
+def matched(body: Mapping[str, Any], prop: str) -> dict[str, str]:
+    """A batch answer's records by the value of ``prop`` each carries ->
+    the record id (the oldest if two carry it). HubSpot does not promise
+    the results in the order of the inputs."""
+    by_value: dict[str, list[Mapping[str, Any]]] = {}
+    for record in body.get("results") or []:
+        if isinstance(record, Mapping):
+            value = (record.get("properties") or {}).get(prop)
+            if value is not None:
+                by_value.setdefault(str(value), []).append(record)
+    out: dict[str, str] = {}
+    for value, records in by_value.items():
+        first = oldest(records)
+        if first is not None:
+            out[value] = str(first["id"])
+    return out
+
+
+def batch_reason(body: Mapping[str, Any]) -> str:
+    """Why a batch answer (207 multi-status) left inputs out, safe to log."""
+    errors = [e for e in body.get("errors") or [] if isinstance(e, Mapping)]
+    return scrub(errors[0].get("message")) if errors else "no result for them"
 
 
 class SearchMixin:

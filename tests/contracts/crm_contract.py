@@ -27,7 +27,9 @@ the CRM's reply names the entity, not the customer's channel id).
 
 The suite checks the duties in ``crm_adapters/base.py``: setup is
 idempotent, contacts are found by identity > phone > e-mail, an entity is
-found again by its conversation uid, entries are written exactly once and
+found again by its conversation uid, the batch hooks answer every key and
+find again what they made (a full ``batch_size`` included), entries are
+written exactly once and
 keep their time and sequence, people see no machine marker in them, a rep's
 reply comes back signed and parses to one REPLY, forged requests are
 refused, and delivery reports show up.
@@ -63,6 +65,7 @@ from bridge.model import (
     DeliveryStatus,
     EntityDraft,
     SenderProfile,
+    TaskDraft,
     TimelineEntry,
     WebhookRequest,
 )
@@ -358,6 +361,88 @@ class CrmAdapterContract:
         assert adapter.find_entity(draft) == entity
         assert adapter.find_entity(replace(draft, conversation_uid=self.uid("conv"))) is None
         assert adapter.entity_is_open(entity) is True
+
+    # -- many at once (batch hooks: a burst of new customers) -------------
+
+    def test_batch_hooks_answer_each_key_as_the_one_item_hooks(
+        self, adapter: CrmAdapter, channel_kind: str, entity_defaults: Mapping[str, Any]
+    ) -> None:
+        """``create_contacts`` / ``create_entities`` answer every key, and
+        what they made is what ``find_contacts`` / ``find_entities`` (the
+        lookups a retry runs first) find again under the same keys; keys
+        nobody matches are left out."""
+        assert adapter.batch_size >= 1
+        identities = {f"p{n}": self.uid("user") for n in range(3)}
+        drafts = {
+            key: self.contact_draft(channel_kind, identity=identity)
+            for key, identity in identities.items()
+        }
+        made = adapter.create_contacts(drafts)
+        assert set(made) == set(drafts)
+        assert len({c.ref for c in made.values()}) == len(drafts)
+        lookups = {key: d.lookup for key, d in drafts.items()}
+        lookups["nobody"] = ContactLookup(identities={channel_kind: self.uid("x")})
+        found = adapter.find_contacts(lookups)
+        assert {k: c.ref for k, c in found.items()} == {k: c.ref for k, c in made.items()}
+        for key, contact in made.items():
+            one = adapter.find_contact(drafts[key].lookup)
+            assert one is not None and one.ref == contact.ref
+        entities = {
+            key: EntityDraft(
+                object_type=adapter.entity_types[0],
+                conversation_uid=self.uid("conv"),
+                contact=contact.ref,
+                name="Contract burst",
+                **dict(entity_defaults),
+            )
+            for key, contact in made.items()
+        }
+        opened = adapter.create_entities(entities)
+        assert set(opened) == set(entities) and len(set(opened.values())) == len(entities)
+        missing = replace(entities["p0"], conversation_uid=self.uid("conv"))
+        again = adapter.find_entities({**entities, "missing": missing})
+        assert again == opened
+        assert adapter.find_entity(entities["p1"]) == opened["p1"]
+
+    def test_batch_tasks_are_made_once(
+        self, adapter: CrmAdapter, channel_kind: str, entity_defaults: Mapping[str, Any]
+    ) -> None:
+        """``create_tasks`` again with ``maybe_written`` (a retry after an
+        ambiguous answer) finds the tasks the first call made."""
+        owner = adapter.list_owners()[0].id  # HubSpot's sandbox requires one on tasks
+        drafts = {}
+        for n in range(2):
+            contact, entity, conversation = self.open_conversation(
+                adapter, channel_kind, entity_defaults
+            )
+            drafts[f"t{n}"] = TaskDraft(
+                bridge_id=f"{conversation}:task",
+                subject="Call back",
+                body="Is the blue one in stock?",
+                due_at=T0 + dt.timedelta(days=1),
+                contact=contact,
+                entity=entity,
+                owner_id=owner,
+            )
+        made = adapter.create_tasks(drafts)
+        assert set(made) == set(drafts) and len(set(made.values())) == 2
+        retried = {k: replace(d, maybe_written=True) for k, d in drafts.items()}
+        assert _as_the_core_does(adapter.create_tasks, retried) == made
+
+    def test_a_full_batch_is_one_the_crm_accepts(
+        self, adapter: CrmAdapter, channel_kind: str
+    ) -> None:
+        """``batch_size`` people at once: the CRM takes the requests at that
+        size (HubSpot: 100 inputs and an ``IN`` of 100 values; Bitrix24: 50
+        commands; amoCRM: 50 contacts), and finds every one again."""
+        drafts = {
+            f"p{n}": self.contact_draft(channel_kind, identity=self.uid("user"))
+            for n in range(adapter.batch_size)
+        }
+        made = _as_the_core_does(adapter.create_contacts, drafts)
+        assert set(made) == set(drafts)
+        found = _as_the_core_does(adapter.find_contacts, {k: d.lookup for k, d in drafts.items()})
+        assert {k: c.ref for k, c in found.items()} == {k: c.ref for k, c in made.items()}
 
     # -- timeline -------------------------------------------------------
 

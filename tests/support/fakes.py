@@ -1,6 +1,6 @@
 """Test doubles of the core, defined once and imported everywhere.
 
-* :class:`FakeCrm` (and :class:`FakeCrmAtOnce`): an in-memory CRM adapter for
+* :class:`FakeCrm` (and :class:`FakeCrmAtOnce`, :class:`FakeCrmBatch`): an in-memory CRM adapter for
   unit tests of the core pipeline. It keeps the contract's duties (lookup by
   identity/phone/e-mail, find the entity by conversation uid, at most one
   entry per bridge id when ``maybe_written``) and lets a test script failures
@@ -308,6 +308,55 @@ class FakeCrmAtOnce(FakeCrm):
             return Opened(made, ref, task_ref, written)
 
         return self._hook("open_conversation", entity, effect)
+
+
+class FakeCrmBatch(FakeCrm):
+    """A CRM with batch calls (like HubSpot's): each batch hook is one
+    request (one ``calls`` entry, one place for scripted faults) and
+    commits all of its items or none."""
+
+    kind = "fake_batch"
+    batch_size = 4
+
+    def find_contacts(self, lookups: Mapping[str, ContactLookup]) -> dict[str, CrmContact]:
+        def effect() -> dict[str, CrmContact]:
+            found = {k: _raw(FakeCrm.find_contact, self, lookup) for k, lookup in lookups.items()}
+            return {k: c for k, c in found.items() if c is not None}
+
+        assert len(lookups) <= self.batch_size
+        return self._hook("find_contacts", lookups, effect)
+
+    def create_contacts(self, drafts: Mapping[str, ContactDraft]) -> dict[str, CrmContact]:
+        assert len(drafts) <= self.batch_size
+        return self._hook(
+            "create_contacts",
+            drafts,
+            lambda: {k: _raw(FakeCrm.create_contact, self, d) for k, d in drafts.items()},
+        )
+
+    def find_entities(self, drafts: Mapping[str, EntityDraft]) -> dict[str, CrmRef]:
+        def effect() -> dict[str, CrmRef]:
+            found = {k: _raw(FakeCrm.find_entity, self, d) for k, d in drafts.items()}
+            return {k: r for k, r in found.items() if r is not None}
+
+        assert len(drafts) <= self.batch_size
+        return self._hook("find_entities", drafts, effect)
+
+    def create_entities(self, drafts: Mapping[str, EntityDraft]) -> dict[str, CrmRef]:
+        assert len(drafts) <= self.batch_size
+        return self._hook(
+            "create_entities",
+            drafts,
+            lambda: {k: _raw(FakeCrm.create_entity, self, d) for k, d in drafts.items()},
+        )
+
+    def create_tasks(self, drafts: Mapping[str, TaskDraft]) -> dict[str, CrmRef]:
+        assert len(drafts) <= self.batch_size
+        return self._hook(
+            "create_tasks",
+            drafts,
+            lambda: {k: _raw(FakeCrm.create_task, self, d) for k, d in drafts.items()},
+        )
 
 
 @dataclass

@@ -54,6 +54,7 @@ from bridge.model import (
 )
 from bridge.pipeline.drain import Drained, LeaseLost, Parked, run_drain
 from bridge.pipeline.followup import due
+from bridge.pipeline.inbound.cohort import contact_lease, open_together
 from bridge.pipeline.retry import backoff_until, call_with_retries, retry_delay
 from bridge.registry import channel_class
 from bridge.rows import attachment_from_dict, aware, profile_from_payload
@@ -125,6 +126,9 @@ class InboundSync:
         self._claimed: set[int] = set()
         #: rounds in a row the CRM side was not ready (NotReadyError)
         self._not_ready = 0
+        #: this job tried to open its conversation with the tenant's other
+        #: new ones (cohort.open_together: once per job)
+        self._tried_together = False
 
     # -- the loop body ----------------------------------------------------
 
@@ -156,6 +160,12 @@ class InboundSync:
             batch = batch[: adapter.entries_per_request or BATCH]
             if snap.conversation.status == ConversationStatus.CLOSED:
                 self._reopen(snap)
+            if not self._tried_together and adapter.batch_size > 1:
+                # a burst of new customers: open the tenant's new
+                # conversations together, a batch call per step
+                self._tried_together = True
+                if open_together(self, snap, adapter, rule, batch, lock):
+                    return None
             if self._opens_at_once(snap, adapter, rule, batch):
                 self._open_at_once(snap, adapter, rule, batch, lock)
                 return None
@@ -314,6 +324,27 @@ class InboundSync:
                 self._call(adapter.update_contact, ref, draft)
                 self._update(Contact, contact.id, crm_dirty=False)
             return ref
+        if adapter.batch_size < 2:
+            return self._find_or_create_contact(snap, adapter, rule, draft)
+        # where people are created in batches too, one job of the tenant
+        # creates at a time (cohort.contact_lease): the person may have been
+        # resolved by another one meanwhile
+        with contact_lease(self.rt, snap.tenant.id):
+            with self.rt.transaction() as session:
+                row = session.get(Contact, contact.id)
+                if row is not None and row.crm_contact_id:
+                    contact.crm_contact_id, contact.crm_owner_id = (
+                        row.crm_contact_id,
+                        row.crm_owner_id,
+                    )
+            if contact.crm_contact_id:
+                return CrmRef("contact", contact.crm_contact_id)
+            return self._find_or_create_contact(snap, adapter, rule, draft)
+
+    def _find_or_create_contact(
+        self, snap: _Snapshot, adapter: CrmAdapter, rule: ChannelRule, draft: ContactDraft
+    ) -> CrmRef:
+        contact = snap.contact
 
         def find_or_create() -> tuple[CrmContact, str | None]:
             # One retry unit: a retry after an ambiguous create searches first.
@@ -791,15 +822,19 @@ class InboundSync:
     def _claim(self, batch: list[Message]) -> None:
         """``in_flight`` before the CRM call: a retry looks the entries up."""
         with self.rt.transaction() as session:
-            session.execute(
-                update(Message)
-                .where(Message.id.in_([m.id for m in batch]))
-                .values(
-                    status=MessageStatus.IN_FLIGHT,
-                    claimed_at=utcnow(),
-                    attempts=Message.attempts + 1,
-                )
+            self._claim_in(session, batch)
+
+    def _claim_in(self, session: Session, batch: list[Message]) -> None:
+        """:meth:`_claim` in the caller's transaction."""
+        session.execute(
+            update(Message)
+            .where(Message.id.in_([m.id for m in batch]))
+            .values(
+                status=MessageStatus.IN_FLIGHT,
+                claimed_at=utcnow(),
+                attempts=Message.attempts + 1,
             )
+        )
         self._claimed = {m.id for m in batch}
 
     def _unclaim(self, batch: list[Message], entries: list[TimelineEntry]) -> None:
@@ -871,26 +906,41 @@ class InboundSync:
         return results
 
     def _record(self, batch: list[Message], results: dict[str, Any], snap: _Snapshot) -> None:
+        with self.rt.transaction() as session:
+            acks = self._record_in(session, batch, results, snap)
+        self._enqueue_acks(acks)
+
+    def _record_in(
+        self, session: Session, batch: list[Message], results: dict[str, Any], snap: _Snapshot
+    ) -> list[str]:
+        """:meth:`_record` in the caller's transaction; returns the follow-up
+        jobs to enqueue once it committed (:meth:`_enqueue_acks`)."""
         done = [m for m in batch if m.uid in results]
         acks: list[str] = []
-        with self.rt.transaction() as session:
-            for message in done:
-                row = session.get(Message, message.id)
-                assert row is not None
-                row.status, row.last_error = MessageStatus.SYNCED, None
-                row.crm_refs = [[r.kind, r.id] for r in results[message.uid]]
-                if row.kind == MessageKind.CALLBACK.value:
-                    # a button press is answered once it is in the CRM: its
-                    # own follow-up work, retried until the channel has it
-                    job = due(session, row, outbox.ACK)
-                    acks += [job] if job else []
+        for message in done:
+            row = session.get(Message, message.id)
+            assert row is not None
+            row.status, row.last_error = MessageStatus.SYNCED, None
+            row.crm_refs = [[r.kind, r.id] for r in results[message.uid]]
+            if row.kind == MessageKind.CALLBACK.value:
+                # a button press is answered once it is in the CRM: its
+                # own follow-up work, retried until the channel has it
+                job = due(session, row, outbox.ACK)
+                acks += [job] if job else []
         self.synced += len(done)
-        for job in acks:
-            enqueue(self.rt.queues, outbox.ACK, self.conversation_id, job)
         contact = snap.contact.crm_contact_id
         if done and contact and snap.conversation.crm_contact_id != contact:
-            self._update(Conversation, snap.conversation.id, crm_contact_id=contact)
+            session.execute(
+                update(Conversation)
+                .where(Conversation.id == snap.conversation.id)
+                .values(crm_contact_id=contact)
+            )
             snap.conversation.crm_contact_id = contact
+        return acks
+
+    def _enqueue_acks(self, acks: list[str]) -> None:
+        for job in acks:
+            enqueue(self.rt.queues, outbox.ACK, self.conversation_id, job)
 
     def _keep_progress(
         self,
