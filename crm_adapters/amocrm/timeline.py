@@ -74,6 +74,7 @@ WORDS: dict[str, dict[str, str]] = {
         "agent": "Agent",
         "via": "via",
         "edited": "edited",
+        "late": "delivered late",
         "sent": "Reply sent to the customer",
         "delivered": "Reply delivered to the customer",
         "read": "Reply read by the customer",
@@ -85,6 +86,7 @@ WORDS: dict[str, dict[str, str]] = {
         "agent": "Менеджер",
         "via": "через",
         "edited": "изменено",
+        "late": "доставлено с опозданием",
         "sent": "Ответ отправлен клиенту",
         "delivered": "Ответ доставлен клиенту",
         "read": "Ответ прочитан клиентом",
@@ -118,12 +120,16 @@ def attachment_label(attachment: Attachment) -> str:
 
 
 def message_text(entry: TimelineEntry) -> str:
-    """The message itself: text, "edited" mark, attachment labels."""
+    """The message itself: text, "edited" and "delivered late" marks
+    (``late``: re-parsed from the ingest journal), attachment labels."""
     labels = " ".join(attachment_label(a) for a in entry.attachments)
     text = entry.text or ""
     if entry.is_edit:
         edited = f"({words(entry.language)['edited']})"
         text = f"{text} {edited}" if text else edited
+    if entry.late:
+        late = f"({words(entry.language)['late']})"
+        text = f"{text} {late}" if text else late
     if labels:
         text = f"{text}\n{labels}" if text else labels
     return text or f"[{entry.kind.value.replace('_', ' ')}]"

@@ -62,8 +62,8 @@ __all__ = [
 
 NAME_LIMIT = 25
 WORDS = {
-    "en": {"customer": "Customer", "edited": "edited"},
-    "ru": {"customer": "Клиент", "edited": "изменено"},
+    "en": {"customer": "Customer", "edited": "edited", "late": "delivered late"},
+    "ru": {"customer": "Клиент", "edited": "изменено", "late": "доставлено с опозданием"},
 }
 
 # -- BB-code -> plain text ---------------------------------------------------------
@@ -179,13 +179,17 @@ def _label(attachment: Attachment) -> str:
 
 
 def entry_text(entry: TimelineEntry, *, words: Mapping[str, str]) -> str:
-    """The message itself: text, "(edited)", attachment labels (never a
-    file URL: a channel's file URL can carry its bot token)."""
+    """The message itself: text, "(edited)", "(delivered late)" (``late``:
+    re-parsed from the ingest journal), attachment labels (never a file
+    URL: a channel's file URL can carry its bot token)."""
     labels = " ".join(_label(a) for a in entry.attachments)
     text = entry.text or ""
     if entry.is_edit:
         mark = f"({words['edited']})"
         text = f"{text} {mark}" if text else mark
+    if entry.late:
+        late = f"({words['late']})"
+        text = f"{text} {late}" if text else late
     if labels:
         text = f"{text}\n{labels}" if text else labels
     return text or f"[{entry.kind.value.replace('_', ' ')}]"

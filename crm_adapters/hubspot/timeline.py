@@ -79,8 +79,20 @@ def attachment_label(attachment: Attachment) -> str:
 
 #: the few words the bridge writes itself, per mapping ``language``
 WORDS: dict[str, dict[str, str]] = {
-    "en": {"customer": "Customer", "agent": "Agent", "via": "via", "edited": "edited"},
-    "ru": {"customer": "Клиент", "agent": "Менеджер", "via": "через", "edited": "изменено"},
+    "en": {
+        "customer": "Customer",
+        "agent": "Agent",
+        "via": "via",
+        "edited": "edited",
+        "late": "delivered late",
+    },
+    "ru": {
+        "customer": "Клиент",
+        "agent": "Менеджер",
+        "via": "через",
+        "edited": "изменено",
+        "late": "доставлено с опозданием",
+    },
 }
 
 
@@ -90,7 +102,7 @@ def _words(entry: TimelineEntry) -> dict[str, str]:
 
 def render_body(entry: TimelineEntry) -> str:
     """The HTML body of a note / communication for one message: sender,
-    channel, an "edited" mark, the escaped text, attachment labels, each in
+    channel, an "edited" and a "delivered late" mark, the escaped text, attachment labels, each in
     its own ``<p>`` (``<p>head</p><p>text</p>``), line breaks as ``<br>``.
 
     ``hs_note_body`` is HTML (a rich-text property; a bare ``"\n"`` is
@@ -107,6 +119,8 @@ def render_body(entry: TimelineEntry) -> str:
     head = f"<strong>{html.escape(who)}</strong> {words['via']} {html.escape(channel)}"
     if entry.is_edit:
         head += f" <em>({words['edited']})</em>"
+    if entry.late:  # re-parsed from the ingest journal: its own time, shown late
+        head += f" <em>({words['late']})</em>"
     parts = [f"<p>{head}</p>"]
     if entry.text:
         text = html.escape(entry.text).replace("\n", "<br>")
@@ -126,6 +140,9 @@ def plain_text(entry: TimelineEntry) -> str:
     if entry.is_edit:
         edited = f"({_words(entry)['edited']})"
         text = f"{text} {edited}" if text else edited
+    if entry.late:
+        late = f"({_words(entry)['late']})"
+        text = f"{text} {late}" if text else late
     if labels:
         text = f"{text}\n{labels}" if text else labels
     return text or f"[{entry.kind.value.replace('_', ' ')}]"
