@@ -129,13 +129,14 @@ class HubSpotBench(CrmBench):
 
     def configure(self, args: argparse.Namespace) -> dict[str, Any]:
         from crm_adapters.hubspot.adapter import api_rate
+        from crm_adapters.hubspot.settings import HubSpotSettings
         from sandbox.hubspot.config import DEFAULTS
 
         args.sandbox_limit = {
             "per_10s": DEFAULTS["per_10s_oauth"] or DEFAULTS["per_10s"],
             "search_per_s": DEFAULTS["search_per_s"],
         }
-        bucket = api_rate({})
+        bucket = api_rate(HubSpotSettings())  # the tenant's rate_per_10s unset
         return {
             "sandbox_limit": args.sandbox_limit,
             "bridge_bucket": {"capacity": bucket.capacity, "per_second": bucket.per_second},
