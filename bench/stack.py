@@ -7,9 +7,10 @@ benchmarks and the chaos soak.
 * the bridge's web server (gunicorn) and N workers (``bridge worker``:
   RQ + sweeper), with the environment pointing them at the sandbox.
 
-Every process is stopped on ``close()``; worker kills hit the worker *and*
-its work-horse (RQ's horse calls setpgrp, so killing the group is not
-enough — RELIABILITY.md 2.1).
+Every process is stopped on ``close()``; worker kills hit the worker (which
+runs its jobs itself, ``bridge.rqworker``) *and* any work-horse it forked
+(RQ's horse calls setpgrp, so killing the group is not enough —
+RELIABILITY.md 2.1).
 """
 
 from __future__ import annotations
@@ -294,23 +295,38 @@ class Stack:
             runtime.close()
         return self.seeded
 
-    def kill_worker(self, proc: subprocess.Popen | None = None) -> list[int]:
-        """SIGKILL a live worker and its work-horse; start a replacement.
-        Returns the pids killed (its sweeper process exits on its own)."""
+    def kill_worker(
+        self,
+        proc: subprocess.Popen | None = None,
+        *,
+        replace: bool = True,
+        machine: bool = False,
+    ) -> list[int]:
+        """SIGKILL a live worker and its work-horse; start a replacement
+        unless ``replace=False``. Returns the pids killed. Its sweeper and
+        pollers processes exit on their own (and give their leases up on
+        the way) — unless ``machine``: they are SIGKILLed with it, as when
+        the machine dies (a poller's lease then expires by itself)."""
         live = [p for p in self.worker_procs if p.poll() is None]
         if proc is None:
             proc = live[0] if live else None
         if proc is None or proc.poll() is not None:
             return []
-        pids = [proc.pid, *_horses(proc.pid)]
+        pids = [*(_children(proc.pid) if machine else _horses(proc.pid)), proc.pid]
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         proc.wait()
-        self.start_worker()
+        if replace:
+            self.start_worker()
         return pids
+
+    def worker_log(self, proc: subprocess.Popen) -> str:
+        """What a worker (and its sweeper and pollers) wrote so far."""
+        index = self.worker_procs.index(proc)
+        return (self.workdir / f"worker{index}.log").read_text(errors="replace")
 
     def stop_workers(self, timeout: float = 30.0) -> None:
         """Stop every live worker gracefully (SIGTERM: RQ's warm shutdown
@@ -352,9 +368,13 @@ class Stack:
         return url, secret
 
     def busy_worker(self) -> subprocess.Popen | None:
-        """A worker whose horse is running a job right now (or None)."""
+        """A worker running a job right now (or None): RQ's registry says
+        which worker processes are ``busy`` (a job runs in the worker
+        process itself, ``bridge.rqworker``); a worker with a forked
+        work-horse counts too."""
+        busy = _busy_pids(self.redis()) if self.redis_url else set()
         for proc in self.worker_procs:
-            if proc.poll() is None and _horses(proc.pid):
+            if proc.poll() is None and (proc.pid in busy or _horses(proc.pid)):
                 return proc
         return None
 
@@ -469,16 +489,27 @@ class Stack:
         return json.loads(out.stdout)
 
 
+def _busy_pids(connection: redis.Redis) -> set[int]:
+    """Pids of the RQ workers whose state is ``busy`` (running a job)."""
+    from rq import Worker
+
+    try:
+        workers = Worker.all(connection=connection)
+    except (redis.RedisError, OSError):
+        return set()
+    return {int(w.pid) for w in workers if w.pid and w.get_state() == "busy"}
+
+
 def _horses(pid: int) -> list[int]:
     """A worker's work-horse(s): forked children running the same command
-    (not its sweeper process)."""
+    (not its sweeper or pollers process)."""
     out = []
     for child in _children(pid):
         try:
             cmdline = (Path("/proc") / str(child) / "cmdline").read_bytes()
         except OSError:
             continue
-        if b"sweeper" not in cmdline:
+        if b"sweeper" not in cmdline and b"pollers" not in cmdline:
             out.append(child)
     return out
 

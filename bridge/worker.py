@@ -1,11 +1,11 @@
 """Worker processes: an RQ worker (the journal's normaliser first, then
 deliveries, then sync) plus the outbox sweeper, or the sweeper alone.
 
-The sweeper runs as its own small process, never as a thread of the RQ
-worker: RQ forks a work-horse per job, and a fork copies any lock another
-thread holds at that instant (database pool, Redis pool) into the horse,
-where nobody will ever release it. A sweeper started by ``bridge worker``
-exits when its worker dies.
+The worker runs each job in its own process (:mod:`bridge.rqworker`: no
+work-horse is forked). The sweeper runs as its own small process, never as
+a thread of the worker: a job holding the GIL or stuck in a call must not
+delay the pass that recovers other conversations' work. A sweeper started
+by ``bridge worker`` exits when its worker dies.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import threading
 import time
 
 import redis
-from rq import Worker
 
 from bridge.config import Settings
 from bridge.health import HEARTBEAT_TTL, beat
 from bridge.jobs import QUEUES
+from bridge.rqworker import InProcessWorker
 from bridge.runtime import Runtime, set_runtime
 from bridge.sweeper import Sweeper
 
@@ -44,7 +44,7 @@ def run_worker(settings: Settings, *, burst: bool = False, with_sweeper: bool = 
         sweeper = subprocess.Popen(  # noqa: S603 — our own interpreter and module
             [sys.executable, "-m", "bridge.cli", "sweeper", "--parent", str(os.getpid())]
         )
-    worker = Worker(
+    worker = InProcessWorker(
         [runtime.queues[name] for name in QUEUES],
         connection=runtime.redis,
         log_job_description=False,
@@ -61,9 +61,9 @@ def run_worker(settings: Settings, *, burst: bool = False, with_sweeper: bool = 
 
 
 def _preload() -> None:
-    """Import what every job needs once, in the parent: RQ forks a work-horse
-    per job, and a horse that imports the adapters (python-telegram-bot...)
-    itself spends ~250 ms per job doing so (measured by bench.sync)."""
+    """Import what every job needs once, at start: the first job that
+    imported the adapters (python-telegram-bot...) itself would spend
+    ~250 ms doing so (measured by bench.sync)."""
     import bridge.pipeline.inbound  # noqa: F401
     import bridge.pipeline.outbound  # noqa: F401
     from bridge.registry import UnknownAdapter, channel_class, channel_kinds, crm_class, crm_kinds
