@@ -386,6 +386,10 @@ def _phases(
     out: dict[str, Any] = {"mapping": variant.label}
     run.begin = time.time()
     time.sleep(0.05)
+    if getattr(args, "only_new_customers", False):
+        from bench.sync_burst import run_new_customers
+
+        return {**out, "new_customers": run_new_customers(bench, run, log)}
 
     def no_problems() -> None:
         if db.problems():
@@ -517,6 +521,10 @@ def _phases(
         "routes": w.routes(),
         **bench.backlog(run, w, t0, t1),
     }
+    if getattr(args, "new_customers", 0):
+        from bench.sync_burst import run_new_customers  # its own phase (bench.sync_burst)
+
+        out["new_customers"] = run_new_customers(bench, run, log)
     out.update(bench.errors(run))
     # end-to-end latency and the check, from the CRM's records
     bench.finish(run, out, watcher)
