@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from bridge import admin, create_app
-from bridge.db import make_engine, make_sessionmaker
+from bridge.db import RawWriter, make_engine, make_sessionmaker
 from bridge.jobs import DELIVER_QUEUE, INGEST_QUEUE, SYNC_QUEUE
 from bridge.pipeline.inbound.journal import run_normaliser
 from bridge.tables import Conversation, Delivery, IgnoredEventRow, Message, Outbox
@@ -626,9 +626,14 @@ UNREACHABLE_DB = "postgresql+psycopg://bridge@127.0.0.1:1/nowhere?connect_timeou
 def _point_at(rt, url: str) -> Any:  # type: ignore[no-untyped-def]
     """Swap the runtime's engines and session factory (what the journal's
     insert, its reads and every transaction use)."""
-    saved = rt.sessions, rt.engine, rt.read_engine
+    saved = rt.sessions, rt.engine, rt.read_engine, rt.raw_writer
     engine = make_engine(url)
-    rt.__dict__.update(sessions=make_sessionmaker(engine), engine=engine, read_engine=engine)
+    rt.__dict__.update(
+        sessions=make_sessionmaker(engine),
+        engine=engine,
+        read_engine=engine,
+        raw_writer=RawWriter(url),
+    )
     return saved
 
 
@@ -644,8 +649,10 @@ def test_database_outage_is_503_with_retry_after_and_the_retry_is_accepted(bridg
         crm = bridge.post_crm(reply_payload(portal_id=PORTAL_A, thread_uid="x", message_id="m"))
         assert crm.status_code == 503 and "Retry-After" in crm.headers
     finally:
-        sessions, engine, read_engine = saved
-        bridge.rt.__dict__.update(sessions=sessions, engine=engine, read_engine=read_engine)
+        sessions, engine, read_engine, raw_writer = saved
+        bridge.rt.__dict__.update(
+            sessions=sessions, engine=engine, read_engine=read_engine, raw_writer=raw_writer
+        )
     # Telegram retries: now it is stored, exactly once
     assert bridge.post_update(update).status_code == 200
     bridge.normalise()
