@@ -3,7 +3,7 @@ webhook's 2xx and the CRM write, in CPU and in time, and what a CRM that
 fails 10 % of its calls does to the rate.
 
     python -m bench.sync_worker [--crm hubspot|amocrm|bitrix24] [--json]
-                                [--wp-users 200] [--wp-per-user 10] [--lone 10]
+                                [--wp-users 200] [--wp-per-user 10] [--lone 20]
                                 [--trickle-rate 5] [--trickle-seconds 20]
                                 [--workers 2] [--database-url URL] [--keep]
 
@@ -57,9 +57,9 @@ Figures (``figures["worker_path"]`` in ``bench.sync``'s ``--json`` line)::
 
     {"crm", "mapping", "tier": {sandbox tier}, "workers", "users", "targets",
      "idle": {"seconds", "ms_per_s"},
-     "lone": {"messages", "cpu_ms_p50", "cpu_ms_min", "cpu_ms_max", "e2e_p50_ms",
-              "e2e_max_ms", "webhook_p50_ms", "by_process_ms_p50": {"web", "worker",
-              "sweeper"}, "redis_ms_p50"},
+     "lone": {"messages", "cpu_ms_mean", "cpu_ms_p50", "cpu_ms_min", "cpu_ms_max",
+              "e2e_p50_ms", "e2e_max_ms", "webhook_p50_ms", "by_process_ms_mean": {"web",
+              "worker", "sweeper"}, "redis_ms_mean"},
      "trickle": {"messages", "rate", "seconds", "cpu_ms_per_message", "cpu_ms_per_message_raw",
                  "by_process_ms_per_message", "redis_ms_per_message", "e2e_p50_ms",
                  "e2e_p99_ms", "webhook_p50_ms", "webhook_p99_ms", "crm_calls_per_message"},
@@ -189,7 +189,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, standalone: bool = False) 
         "--wp-users", type=int, default=200, help="known contacts of the load phases (200)"
     )
     group.add_argument("--wp-per-user", type=int, default=10, help="load messages per contact (10)")
-    group.add_argument("--lone", type=int, default=10, help="lone messages (10)")
+    group.add_argument("--lone", type=int, default=20, help="lone messages (20)")
     group.add_argument("--trickle-rate", type=float, default=5.0, help="trickle messages/s (5)")
     group.add_argument(
         "--trickle-seconds", type=float, default=20.0, help="trickle length in s (20)"
@@ -587,14 +587,19 @@ def _phases(
     trickle_e2e = _e2e(customers, trickle_keys, times)
     out["lone"] = {
         "messages": len(lone_keys),
+        # /proc counts CPU in clock ticks (10 ms): one message's figure is
+        # coarse, the mean over all of them is not
+        "cpu_ms_mean": rnd(sum(lone_cpu) / len(lone_cpu), 1) if lone_cpu else None,
         "cpu_ms_p50": rnd(percentile(lone_cpu, 50), 1),
         "cpu_ms_min": rnd(min(lone_cpu), 1) if lone_cpu else None,
         "cpu_ms_max": rnd(max(lone_cpu), 1) if lone_cpu else None,
-        "by_process_ms_p50": {
-            k: rnd(percentile([p[k] for p in lone_parts], 50), 1)
+        "by_process_ms_mean": {
+            k: rnd(sum(p[k] for p in lone_parts) / len(lone_parts), 1) if lone_parts else None
             for k in ("web", "worker", "sweeper")
         },
-        "redis_ms_p50": rnd(percentile([p["redis"] for p in lone_parts], 50), 2),
+        "redis_ms_mean": rnd(sum(p["redis"] for p in lone_parts) / len(lone_parts), 2)
+        if lone_parts
+        else None,
         "e2e_p50_ms": rnd(percentile(lone_e2e, 50), 0),
         "e2e_max_ms": rnd(max(lone_e2e), 0) if lone_e2e else None,
         "webhook_p50_ms": rnd(percentile(_webhook(customers, lone_keys), 50), 1),
@@ -622,10 +627,14 @@ def render(f: dict[str, Any]) -> str:
     check = f["check"]
     rows = [
         ["idle: bridge CPU ms/s", f["idle"]["ms_per_s"], ""],
-        ["lone message: CPU ms (p50, net of idle)", lone["cpu_ms_p50"], f"<= {t['lone_cpu_ms']:g}"],
+        [
+            "lone message: CPU ms (mean, net of idle)",
+            lone["cpu_ms_mean"],
+            f"<= {t['lone_cpu_ms']:g}",
+        ],
         [
             "lone: CPU ms web / worker / sweeper",
-            "{web} / {worker} / {sweeper}".format(**lone["by_process_ms_p50"]),
+            "{web} / {worker} / {sweeper}".format(**lone["by_process_ms_mean"]),
             "",
         ],
         ["lone: send -> CRM write p50 ms", lone["e2e_p50_ms"], ""],

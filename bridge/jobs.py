@@ -5,7 +5,9 @@ failed job's arguments for a year: no personal data may sit there). They
 are hints: the outbox says what is pending, and the sweeper re-creates a job
 that vanished. One side effect per job: a conversation's CRM sync, its
 replies' delivery, the channel's acknowledgements of its events, the CRM's
-delivery reports of its replies — each its own outbox work.
+delivery reports of its replies — each its own outbox work. (The
+normaliser's own work is the database's; a lone message's sync may follow
+it in the same job, :func:`normalise_account`: still one side effect.)
 """
 
 from __future__ import annotations
@@ -44,11 +46,46 @@ QUEUES = (INGEST_QUEUE, DELIVER_QUEUE, SYNC_QUEUE)
 
 
 def normalise_account(account_id: int) -> str:
-    """Parse a channel account's journaled deliveries into the model."""
+    """Parse a channel account's journaled deliveries into the model.
+
+    A lone message (the run's only work was one conversation's sync) is
+    synced by this job itself once the normaliser let the account go,
+    unless work of a queue the workers take first (ingest, deliveries) is
+    waiting: one job instead of two, the sync a queue hop sooner. The sync
+    keeps its own lease, outbox row and job id; any other sync job is
+    enqueued as usual.
+    """
     from bridge.pipeline.inbound.journal import run_normaliser
     from bridge.runtime import get_runtime
 
-    return run_normaliser(get_runtime(), account_id)
+    runtime = get_runtime()
+    handoff: list[tuple[str, int, str]] = []
+    outcome = run_normaliser(runtime, account_id, handoff=handoff)
+    for direction, conversation_id, job_id in handoff:
+        if _ahead_waiting(runtime.queues):
+            enqueue(
+                runtime.queues,
+                direction,
+                conversation_id,
+                job_id,
+                timeout=runtime.settings.job_timeout,
+            )
+            continue
+        _, run = JOBS[direction]
+        outcome = f"{outcome}; {job_id}: {run(conversation_id)}"
+    return outcome
+
+
+def _ahead_waiting(queues: dict[str, Queue]) -> bool:
+    """A job waits in a queue workers take before sync (or Redis is away:
+    then the sync job is enqueued, or left to the sweeper, as usual)."""
+    try:
+        with queues[INGEST_QUEUE].connection.pipeline(transaction=False) as pipe:
+            for name in QUEUES[: QUEUES.index(SYNC_QUEUE)]:
+                pipe.llen(queues[name].key)
+            return any(int(n) for n in pipe.execute())
+    except (redis.RedisError, OSError):
+        return True
 
 
 def sync_conversation(conversation_id: int) -> str:

@@ -7,15 +7,18 @@ connections open on first use.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
-from collections.abc import Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from functools import cached_property
 from typing import Any
 
 import redis
+import requests
 from flask import current_app
+from requests.adapters import HTTPAdapter
 from rq import Queue
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bridge import tables
 from bridge.config import Settings
 from bridge.crypto import SecretBox, binding, load_keys
-from bridge.db import RawWriter, make_engine, make_sessionmaker, transaction
+from bridge.db import make_engine, make_sessionmaker, transaction
 from bridge.errors import AuthError
 from bridge.http import HttpClient
 from bridge.model import ChannelAccountInfo, CrmAccountInfo
@@ -74,6 +77,11 @@ class Runtime:
         self.settings = settings
         self._redis = redis_connection
         self._embedded: EmbeddedRedis | None = None
+        #: per thread: the HTTP connection pools every client shares
+        self._local = threading.local()
+        #: channel account id -> (what it was built from, its parser)
+        self._parsers: dict[int, tuple[Any, ChannelAdapter]] = {}
+        self._parsers_lock = threading.Lock()
 
     # -- state ------------------------------------------------------------
 
@@ -86,11 +94,6 @@ class Runtime:
         return make_sessionmaker(self.engine)
 
     @cached_property
-    def raw_writer(self) -> RawWriter:
-        """The webhook's one write per request, on a connection per thread."""
-        return RawWriter(self.settings.database_url)
-
-    @cached_property
     def read_engine(self) -> Engine:
         """Reads that need no write lock (SQLite: autocommit, WAL snapshot)."""
         if self.settings.is_sqlite:
@@ -99,6 +102,20 @@ class Runtime:
 
     def transaction(self) -> AbstractContextManager[Session]:
         return transaction(self.sessions)
+
+    @cached_property
+    def read_sessions(self) -> sessionmaker[Session]:
+        return make_sessionmaker(self.read_engine)
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A session for reads only, on :attr:`read_engine`: no write lock
+        (SQLite: each statement sees the last commit; never write here)."""
+        session = self.read_sessions()
+        try:
+            yield session
+        finally:
+            session.close()
 
     @property
     def redis(self) -> redis.Redis:
@@ -133,8 +150,6 @@ class Runtime:
         return MappingStore(self.settings.mappings_dir)
 
     def close(self) -> None:
-        if "raw_writer" in self.__dict__:
-            self.raw_writer.close()
         if "read_engine" in self.__dict__ and self.read_engine is not self.engine:
             self.read_engine.dispose()
         if "engine" in self.__dict__:
@@ -203,7 +218,18 @@ class Runtime:
     # -- adapters ---------------------------------------------------------
 
     def http(self, base_url: str) -> HttpClient:
-        return HttpClient(base_url, timeout=self.settings.http_timeout, limiter=self.limiter)
+        """A client for ``base_url`` with its own session (cookies stay with
+        it) over this thread's connection pools, which outlive it: the next
+        job's calls to the same host reuse the open (TLS) connections."""
+        session = requests.Session()
+        adapter = getattr(self._local, "http_adapter", None)
+        if adapter is None:
+            adapter = self._local.http_adapter = HTTPAdapter()
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return HttpClient(
+            base_url, timeout=self.settings.http_timeout, limiter=self.limiter, session=session
+        )
 
     def mapping_for(self, tenant: tables.Tenant) -> MappingConfig:
         return self.mappings.get(tenant.mapping)
@@ -271,6 +297,27 @@ class Runtime:
         cls = channel_class(account.kind)
         info = self.channel_account_info(account)
         return cls(info, self.http(info.api_base or cls.default_api_base()))
+
+    def channel_parser(self, account: tables.ChannelAccount) -> ChannelAdapter:
+        """The account's adapter for parsing deliveries (the normaliser's),
+        built once per account as long as its adapter class, stored
+        credentials and settings stay the same (a change makes a new one)."""
+        key = (
+            channel_class(account.kind),
+            account.credentials,
+            json.dumps(account.settings or {}, sort_keys=True, default=str),
+            account.external_id,
+        )
+        with self._parsers_lock:
+            cached = self._parsers.get(account.id)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+        adapter = self.channel_adapter(account)
+        with self._parsers_lock:
+            self._parsers[account.id] = (key, adapter)
+            while len(self._parsers) > 1000:
+                self._parsers.pop(next(iter(self._parsers)))
+        return adapter
 
 
 class TenantCredentials:

@@ -21,12 +21,12 @@ import datetime as dt
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import redis
-from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 
 from bridge import outbox
 from bridge.jobs import enqueue
@@ -45,16 +45,47 @@ log = logging.getLogger(__name__)
 WAITING = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
 
 
-def _job_waiting(connection: redis.Redis, job_id: str | None) -> bool:
-    if not job_id:
-        return False
+#: built once: the sweeper runs it every ``sweep_interval`` on every worker
+_DUE = (
+    select(Outbox.id, Outbox.conversation_id, Outbox.direction, Outbox.last_job_id)
+    .where(
+        Outbox.state == OutboxState.PENDING,
+        or_(Outbox.not_before.is_(None), Outbox.not_before <= bindparam("now")),
+        or_(Outbox.enqueued_at.is_(None), Outbox.enqueued_at <= bindparam("stale")),
+    )
+    .order_by(Outbox.enqueued_at)
+    .limit(bindparam("limit"))
+)
+_WAITING_VALUES = {status.value for status in WAITING}
+
+
+def _unattended(runtime: Runtime, rows: Sequence[Any]) -> list[Any]:
+    """The rows whose conversation lease is free and whose last job is not
+    waiting in a queue: two Redis reads per row, in one round trip."""
+    if not rows:
+        return []
     try:
-        job = Job.fetch(job_id, connection=connection)
-        return job.get_status(refresh=False) in WAITING
-    except NoSuchJobError:
-        return False
-    except (redis.RedisError, ValueError):
-        return False
+        with runtime.redis.pipeline(transaction=False) as pipe:
+            for r in rows:
+                pipe.exists(lock_name(r.direction, r.conversation_id))
+                if r.last_job_id:
+                    pipe.hget(Job.key_for(r.last_job_id), "status")
+                else:
+                    pipe.echo(b"")
+            answers = pipe.execute()
+    except (redis.RedisError, OSError):
+        return []  # Redis away: nothing can be enqueued anyway
+    out = []
+    for i, r in enumerate(rows):
+        held, status = answers[2 * i], answers[2 * i + 1]
+        if held:
+            continue
+        if isinstance(status, bytes):
+            status = status.decode()
+        if status in _WAITING_VALUES:
+            continue
+        out.append(r)
+    return out
 
 
 def sweep_once(runtime: Runtime, *, limit: int = 500) -> int:
@@ -64,25 +95,11 @@ def sweep_once(runtime: Runtime, *, limit: int = 500) -> int:
     settings = runtime.settings
     now = utcnow()
     stale = now - dt.timedelta(seconds=settings.sweep_grace)
-    with runtime.transaction() as session:
-        rows = list(
-            session.execute(
-                select(Outbox.id, Outbox.conversation_id, Outbox.direction, Outbox.last_job_id)
-                .where(
-                    Outbox.state == OutboxState.PENDING,
-                    or_(Outbox.not_before.is_(None), Outbox.not_before <= now),
-                    or_(Outbox.enqueued_at.is_(None), Outbox.enqueued_at <= stale),
-                )
-                .order_by(Outbox.enqueued_at)
-                .limit(limit)
-            )
-        )
-    due = [
-        r
-        for r in rows
-        if not ConversationLock.is_held(runtime.redis, lock_name(r.direction, r.conversation_id))
-        and not _job_waiting(runtime.redis, r.last_job_id)
-    ]
+    # a read (no write lock): each candidate is checked again under its
+    # row lock below before anything is enqueued
+    with runtime.read_engine.connect() as conn:
+        rows = list(conn.execute(_DUE, {"now": now, "stale": stale, "limit": limit}))
+    due = _unattended(runtime, rows)
     jobs: list[tuple[str, int, str]] = []
     if due:
         with runtime.transaction() as session:

@@ -31,12 +31,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Row, bindparam, func, select, update
+from sqlalchemy import Insert, Row, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
+from bridge.db import write_connection
 from bridge.errors import PayloadError
 from bridge.locks import ConversationLock
 from bridge.model import IgnoredEvent, InboundEvent, InboundMessage, RawDelivery, utcnow
+from bridge.outbox import IN
 from bridge.pipeline.inbound.accept import AcceptResult, AccountRef, accept_in, enqueue_jobs
 from bridge.tables import ChannelAccount, Delivery, DeliveryState
 
@@ -64,11 +67,8 @@ log = logging.getLogger(__name__)
 
 #: the longest delivery key stored as it is; a longer one is stored hashed
 MAX_KEY = 255
-#: rows a normaliser parses and commits together (one SQLite write lock
-#: held per batch: the webhooks' INSERTs wait behind it, so keep it short)
-BATCH = 25
-#: how long (ms) a wake flag outlives a job that was lost before it ran
-WAKE_FLAG_MS = 10_000
+#: rows a normaliser parses and commits together
+BATCH = 100
 #: a delivery normalised this long after it arrived is marked late in the CRM
 LATE_AFTER = dt.timedelta(minutes=10)
 
@@ -111,51 +111,16 @@ HOOKS = JournalHooks()
 
 # -- record: the webhook's one write -------------------------------------------
 
-# One statement per delivery, written once per dialect; a redelivery (same
-# account and key) inserts nothing and returns no id.
-_COLUMNS = (
-    "tenant_id",
-    "channel_account_id",
-    "delivery_key",
-    "received_at",
-    "body",
-    "facts",
-    "state",
-    "attempts",
-)
-# (the column names are this module's constants, never input: S608)
-_INSERT_SQL = {
-    "sqlite": "INSERT INTO deliveries ({cols}) VALUES ({qmarks}) "  # noqa: S608
-    "ON CONFLICT (channel_account_id, delivery_key) DO NOTHING RETURNING id".format(
-        cols=", ".join(_COLUMNS), qmarks=", ".join("?" * len(_COLUMNS))
-    ),
-    "postgresql": "INSERT INTO deliveries ({cols}) VALUES ({named}) "  # noqa: S608
-    "ON CONFLICT (channel_account_id, delivery_key) DO NOTHING RETURNING id".format(
-        cols=", ".join(_COLUMNS), named=", ".join(f"%({c})s" for c in _COLUMNS)
-    ),
+# INSERT ... ON CONFLICT DO NOTHING RETURNING id: a redelivery inserts and
+# returns nothing (a driver's executemany rowcount is not reliable for it).
+_INSERTS: dict[str, Insert] = {
+    "sqlite": sqlite.insert(Delivery)
+    .on_conflict_do_nothing(index_elements=["channel_account_id", "delivery_key"])
+    .returning(Delivery.id),
+    "postgresql": postgresql.insert(Delivery)
+    .on_conflict_do_nothing(index_elements=["channel_account_id", "delivery_key"])
+    .returning(Delivery.id),
 }
-
-
-class _Binder:
-    """Each column's own bind processor for the dialect (the format the ORM
-    writes: SQLite's datetime strings, JSON), looked up once."""
-
-    def __init__(self, dialect: Any) -> None:
-        self.processors: dict[str, Callable[[Any], Any]] = {}
-        for name in _COLUMNS:
-            column_type = Delivery.__table__.c[name].type
-            processor = column_type.dialect_impl(dialect).bind_processor(dialect)
-            if processor is not None:
-                self.processors[name] = processor
-        self.positional = dialect.name == "sqlite"
-
-    def params(self, row: dict[str, Any]) -> Any:
-        for name, processor in self.processors.items():
-            row[name] = processor(row[name])
-        return tuple(row[c] for c in _COLUMNS) if self.positional else row
-
-
-_BINDERS: dict[str, _Binder] = {}
 
 
 def record(
@@ -171,38 +136,26 @@ def record(
     provider redelivers."""
     if not deliveries:
         return 0
-    writer = runtime.raw_writer
-    binder = _BINDERS.get(writer.dialect)
-    if binder is None:
-        binder = _BINDERS[writer.dialect] = _Binder(writer.engine.dialect)
     now = received_at or utcnow()
-    params = [
-        binder.params(
-            {
-                "tenant_id": account.tenant_id,
-                "channel_account_id": account.id,
-                "delivery_key": delivery_key(d.key),
-                "received_at": now,
-                "body": d.body,
-                "facts": {"headers": dict(d.headers)} if d.headers else {},
-                "state": DeliveryState.NEW.value,
-                "attempts": 0,
-            }
-        )
+    rows = [
+        {
+            "tenant_id": account.tenant_id,
+            "channel_account_id": account.id,
+            "delivery_key": delivery_key(d.key),
+            "received_at": now,
+            "body": d.body,
+            "facts": {"headers": dict(d.headers)} if d.headers else {},
+            "state": DeliveryState.NEW.value,
+            "attempts": 0,
+        }
         for d in deliveries
     ]
-    sql = _INSERT_SQL[writer.dialect]
-
-    def insert(cursor: Any) -> int:
-        inserted = 0
-        for row in params:
-            cursor.execute(sql, row)
-            inserted += len(cursor.fetchall())
+    engine = runtime.engine
+    statement = _INSERTS[engine.dialect.name]
+    with write_connection(engine) as conn:
+        inserted = sum(len(conn.execute(statement, row).all()) for row in rows)
         for hook in HOOKS.before_commit:
             hook()
-        return inserted
-
-    inserted = writer.run(insert)
     for hook in HOOKS.after_commit:
         hook()
     if inserted:
@@ -221,8 +174,7 @@ def wake(runtime: Runtime, account_id: int, *, force: bool = False) -> bool:
     from bridge.jobs import enqueue_normaliser
 
     try:
-        flag = _wake_flag(account_id)
-        if not force and not runtime.redis.set(flag, 1, nx=True, px=WAKE_FLAG_MS):
+        if not force and not runtime.redis.set(_wake_flag(account_id), 1, nx=True, px=60_000):
             return False
     except OSError:
         return False
@@ -280,12 +232,22 @@ class _LeaseLost(Exception):
     pass
 
 
-def run_normaliser(runtime: Runtime, account_id: int) -> str:
+def run_normaliser(
+    runtime: Runtime, account_id: int, *, handoff: list[tuple[str, int, str]] | None = None
+) -> str:
     """Normalise every ``new`` delivery of the account, in journal order.
 
     Holds the account's lease while it works; a job that finds the lease
     held returns at once — the holder looks for new rows once more after
     it lets the lease go, so a row committed meanwhile is never stranded.
+
+    The jobs the stored messages call for are enqueued after each commit.
+    With ``handoff`` (a list), a run whose whole work called for one
+    conversation's sync job (a lone message) puts that job there instead of
+    enqueueing it: the caller runs it once the lease is let go
+    (:func:`bridge.jobs.normalise_account`). Its outbox row says pending
+    with that job id meanwhile, so a caller that dies leaves it to the
+    sweeper, as a lost job would.
     """
     try:
         runtime.redis.delete(_wake_flag(account_id))
@@ -298,7 +260,7 @@ def run_normaliser(runtime: Runtime, account_id: int) -> str:
             return "busy" if not done else f"normalised {done}"
         try:
             with lock.keepalive():
-                done += _drain(runtime, account_id, lock)
+                done += _drain(runtime, account_id, lock, handoff)
         except _LeaseLost:
             return "lease-lost"
         finally:
@@ -328,7 +290,12 @@ def _has_new(runtime: Runtime, account_id: int) -> bool:
         return conn.scalar(_HAS_NEW, {"account": account_id}) is not None
 
 
-def _drain(runtime: Runtime, account_id: int, lock: ConversationLock) -> int:
+def _drain(
+    runtime: Runtime,
+    account_id: int,
+    lock: ConversationLock,
+    handoff: list[tuple[str, int, str]] | None = None,
+) -> int:
     context = _account(runtime, account_id)
     done = 0
     while True:
@@ -341,17 +308,17 @@ def _drain(runtime: Runtime, account_id: int, lock: ConversationLock) -> int:
         if context is None:
             _mark_all(runtime, rows, DeliveryState.REJECTED, Reason.NO_ACCOUNT)
         else:
-            _normalise(runtime, context[0], context[1], rows, lock)
+            _normalise(runtime, context[0], context[1], rows, lock, handoff)
         done += len(rows)
 
 
 def _account(runtime: Runtime, account_id: int) -> tuple[AccountRef, ChannelAdapter] | None:
-    with runtime.transaction() as session:
+    with runtime.read_session() as session:
         account = session.get(ChannelAccount, account_id)
         if account is None:
             return None
         ref = AccountRef(account.id, account.tenant_id, account.kind)
-        return ref, runtime.channel_adapter(account)
+        return ref, runtime.channel_parser(account)
 
 
 @dataclass
@@ -406,6 +373,7 @@ def _normalise(
     adapter: ChannelAdapter,
     rows: Sequence[Row[Any]],
     lock: ConversationLock,
+    handoff: list[tuple[str, int, str]] | None = None,
 ) -> None:
     now = utcnow()
     parsed = [_parse(adapter, row, now) for row in rows]
@@ -413,7 +381,7 @@ def _normalise(
     while True:
         attempt += 1
         try:
-            result = _commit(runtime, ref, parsed, lock)
+            result = _commit(runtime, ref, parsed, now, lock)
             break
         except IntegrityError:
             # another account's normaliser created the same person a moment
@@ -421,6 +389,13 @@ def _normalise(
             if attempt >= 3:
                 raise
             log.info("journal race on account %s, retrying (attempt %d)", ref.id, attempt)
+    if handoff is not None:
+        # a lone conversation's sync, the first work of this run: the caller's
+        if not handoff and len(result.jobs) == 1 and result.jobs[0][0] == IN:
+            handoff.append(result.jobs.pop())
+        elif handoff and result.jobs:
+            # more work after all: the conversation kept is not alone
+            result.jobs.insert(0, handoff.pop())
     enqueue_jobs(runtime, result)
 
 
@@ -428,11 +403,11 @@ def _commit(
     runtime: Runtime,
     ref: AccountRef,
     parsed: Sequence[_Parsed],
+    now: dt.datetime,
     lock: ConversationLock,
 ) -> AcceptResult:
     result = AcceptResult()
     with runtime.transaction() as session:
-        now = utcnow()  # stamped in the transaction that stores the events
         for item in parsed:
             if item.events:
                 accept_in(session, ref, item.events, result)

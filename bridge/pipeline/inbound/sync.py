@@ -13,10 +13,6 @@ Under the conversation's lease, for the oldest pending messages:
    (at-least-once processing, exactly-once effect);
 4. record every CRM id, mark the messages ``synced``.
 
-Where the CRM has batch calls, a new conversation is opened with the
-tenant's other new ones (steps 1-3 for many people, one request per step:
-:mod:`bridge.pipeline.inbound.cohort`).
-
 A permanent error parks the conversation at the failing message (later
 messages wait behind it; ``bridge replay`` resumes). A transient error that
 outlives the in-job retries backs the conversation off; auth failures park
@@ -130,6 +126,12 @@ class InboundSync:
         self._claimed: set[int] = set()
         #: rounds in a row the CRM side was not ready (NotReadyError)
         self._not_ready = 0
+        #: ids of the messages this job recorded synced
+        self._recorded: set[int] = set()
+        #: (version, ids): the batch in hand is all that waits as of version
+        self._idle_at: tuple[int, set[int]] | None = None
+        #: the commit that recorded the batch also marked the outbox idle
+        self._went_idle = False
         #: this job tried to open its conversation with the tenant's other
         #: new ones (cohort.open_together: once per job)
         self._tried_together = False
@@ -185,8 +187,18 @@ class InboundSync:
                     self._ensure_task(snap, adapter, rule, contact_ref, entity_ref)
             if lock.lost.is_set():
                 raise LeaseLost
-            self._append(snap, adapter, rule, batch, contact_ref, entity_ref, lock)
+            # the batch is everything waiting as of snap.version: once it is
+            # in the CRM the conversation is idle, unless more came meanwhile
+            # (mark_idle checks the version), recorded in the same commit
+            whole = len(snap.messages) < BATCH and len(batch) == len(snap.messages)
+            self._idle_at = (snap.version, {m.id for m in batch}) if whole else None
+            try:
+                self._append(snap, adapter, rule, batch, contact_ref, entity_ref, lock)
+            finally:
+                self._idle_at = None
             self._not_ready = 0
+            if self._went_idle:
+                return Parked("idle")
         except AuthError as exc:
             self._mark_tenant(snap.tenant.id, exc)
             return self._park(f"auth: {exc.message}")
@@ -223,7 +235,10 @@ class InboundSync:
     # -- loading ----------------------------------------------------------
 
     def _load(self) -> _Snapshot | Drained | Parked:
-        with self.rt.transaction() as session:
+        # reads only: no write lock (SQLite: a WAL reader). The version is
+        # read first: a message stored after it makes mark_idle fail and the
+        # drain look again, never the other way round
+        with self.rt.read_session() as session:
             row = session.scalars(
                 select(Outbox).where(
                     Outbox.conversation_id == self.conversation_id, Outbox.direction == outbox.IN
@@ -321,13 +336,13 @@ class InboundSync:
 
     def _ensure_contact(self, snap: _Snapshot, adapter: CrmAdapter, rule: ChannelRule) -> CrmRef:
         contact = snap.contact
-        draft = self._contact_draft(snap, rule)
         if contact.crm_contact_id:
             ref = CrmRef("contact", contact.crm_contact_id)
             if contact.crm_dirty:
-                self._call(adapter.update_contact, ref, draft)
+                self._call(adapter.update_contact, ref, self._contact_draft(snap, rule))
                 self._update(Contact, contact.id, crm_dirty=False)
             return ref
+        draft = self._contact_draft(snap, rule)
         if adapter.batch_size < 2:
             return self._find_or_create_contact(snap, adapter, rule, draft)
         # where people are created in batches too, one job of the tenant
@@ -926,11 +941,15 @@ class InboundSync:
             assert row is not None
             row.status, row.last_error = MessageStatus.SYNCED, None
             row.crm_refs = [[r.kind, r.id] for r in results[message.uid]]
+            self._recorded.add(message.id)
             if row.kind == MessageKind.CALLBACK.value:
                 # a button press is answered once it is in the CRM: its
                 # own follow-up work, retried until the channel has it
                 job = due(session, row, outbox.ACK)
                 acks += [job] if job else []
+        if self._idle_at is not None and self._idle_at[1] <= self._recorded:
+            if outbox.mark_idle(session, self.conversation_id, outbox.IN, self._idle_at[0]):
+                self._went_idle = True
         self.synced += len(done)
         contact = snap.contact.crm_contact_id
         if done and contact and snap.conversation.crm_contact_id != contact:
