@@ -3,18 +3,20 @@ limit with the bridge's default token bucket: HubSpot (the default; 100
 requests per rolling 10 s, search 5/s) or amoCRM (``--crm amocrm``; 7
 requests in any second on the account API, the chat host unlimited).
 
-    python -m bench.sync [--json] [--crm hubspot|amocrm] [--variants a,b,c]
+    python -m bench.sync [--json] [--crm hubspot|amocrm|bitrix24] [--variants a,b,c]
                          [--users 20] [--backlog-per-user 25] [--live 20]
                          [--steady-rate 2.5] [--steady-seconds 20] [--workers 2]
+                         [--new-customers 200] [--only-new-customers]
                          [--timeout 300] [--database-url URL] [--keep]
 
-About 5-6 minutes for the three variants on a 2-core machine, either CRM.
+About 5-6 minutes for the three variants on a 2-core machine, either CRM
+(the new-customer burst adds under a minute a variant).
 Not part of ``make test``: figures are printed, never asserted.
 
 Each mapping variant (``bench/mappings``) gets a fresh stack (``bench.stack``:
 redis-server, the sandboxes, gunicorn, ``bridge worker`` processes; SQLite
 by default, ``--database-url`` for PostgreSQL in a throw-away schema) and
-runs four phases, posting real Telegram updates to the bridge's webhook
+runs five phases, posting real Telegram updates to the bridge's webhook
 (unique ``update_id``, the bot's secret header):
 
 1. open: one message from each of ``--users`` new customers; wait until all
@@ -26,6 +28,11 @@ runs four phases, posting real Telegram updates to the bridge's webhook
 4. backlog: workers stopped, ``--users`` x ``--backlog-per-user`` messages
    ingested, then ``--workers`` workers started; drain time, messages/s,
    API requests/s vs the limit, peaks, 429s.
+5. new customers (``bench/sync_burst.py``): ``--new-customers`` people
+   nobody has seen write at once; seconds until all are synced, CRM
+   requests and searches per customer, the searches' peak per second, one
+   contact per customer checked in the CRM. ``--only-new-customers`` runs
+   it alone; ``--new-customers 0`` leaves it out.
 
 Then, unless ``--no-worker-path`` (``--only-worker-path``: nothing else),
 the worker-path phases on a stack of their own (``bench/sync_worker.py``):
@@ -52,6 +59,8 @@ from typing import Any
 from bench.report import emit_json
 from bench.sync_amocrm import AmoCrmBench
 from bench.sync_bitrix24 import Bitrix24Bench
+from bench.sync_burst import add_arguments as add_burst_arguments
+from bench.sync_burst import render as render_burst
 from bench.sync_core import CrmBench, run_variant
 from bench.sync_hubspot import VARIANTS, HubSpotBench
 from bench.sync_worker import add_arguments as add_worker_path_arguments
@@ -101,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directories (logs)")
     add_worker_path_arguments(parser)
+    add_burst_arguments(parser)
     args = parser.parse_args(argv)
     bench = BENCHES[args.crm]()
     header = bench.configure(args)
@@ -134,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         figures["variants"][key] = run_variant(bench, bench.variants[key], args, log)
         log(f"[{key}] done in {time.monotonic() - started:.0f} s")
-    print(bench.render(figures), flush=True)
+    if not args.only_new_customers:
+        print(bench.render(figures), flush=True)
+    print(render_burst(figures), flush=True)
     if not args.no_worker_path and not getattr(args, "only_new_customers", False):
         figures["worker_path"] = run_worker_path(args.crm, args, log)
         print(render_worker_path(figures["worker_path"]), flush=True)

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bridge import tables
 from bridge.config import Settings
 from bridge.crypto import SecretBox, binding, load_keys
-from bridge.db import make_engine, make_sessionmaker, transaction
+from bridge.db import RawWriter, make_engine, make_sessionmaker, transaction
 from bridge.errors import AuthError
 from bridge.http import HttpClient
 from bridge.model import ChannelAccountInfo, CrmAccountInfo
@@ -94,6 +94,11 @@ class Runtime:
         return make_sessionmaker(self.engine)
 
     @cached_property
+    def raw_writer(self) -> RawWriter:
+        """The webhook's one write per request, on a connection per thread."""
+        return RawWriter(self.settings.database_url)
+
+    @cached_property
     def read_engine(self) -> Engine:
         """Reads that need no write lock (SQLite: autocommit, WAL snapshot)."""
         if self.settings.is_sqlite:
@@ -150,6 +155,8 @@ class Runtime:
         return MappingStore(self.settings.mappings_dir)
 
     def close(self) -> None:
+        if "raw_writer" in self.__dict__:
+            self.raw_writer.close()
         if "read_engine" in self.__dict__ and self.read_engine is not self.engine:
             self.read_engine.dispose()
         if "engine" in self.__dict__:

@@ -31,11 +31,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Insert, Row, bindparam, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Row, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from bridge.db import write_connection
 from bridge.errors import PayloadError
 from bridge.locks import ConversationLock
 from bridge.model import IgnoredEvent, InboundEvent, InboundMessage, RawDelivery, utcnow
@@ -67,8 +65,11 @@ log = logging.getLogger(__name__)
 
 #: the longest delivery key stored as it is; a longer one is stored hashed
 MAX_KEY = 255
-#: rows a normaliser parses and commits together
-BATCH = 100
+#: rows a normaliser parses and commits together (one SQLite write lock
+#: held per batch: the webhooks' INSERTs wait behind it, so keep it short)
+BATCH = 25
+#: how long (ms) a wake flag outlives a job that was lost before it ran
+WAKE_FLAG_MS = 10_000
 #: a delivery normalised this long after it arrived is marked late in the CRM
 LATE_AFTER = dt.timedelta(minutes=10)
 
@@ -111,16 +112,51 @@ HOOKS = JournalHooks()
 
 # -- record: the webhook's one write -------------------------------------------
 
-# INSERT ... ON CONFLICT DO NOTHING RETURNING id: a redelivery inserts and
-# returns nothing (a driver's executemany rowcount is not reliable for it).
-_INSERTS: dict[str, Insert] = {
-    "sqlite": sqlite.insert(Delivery)
-    .on_conflict_do_nothing(index_elements=["channel_account_id", "delivery_key"])
-    .returning(Delivery.id),
-    "postgresql": postgresql.insert(Delivery)
-    .on_conflict_do_nothing(index_elements=["channel_account_id", "delivery_key"])
-    .returning(Delivery.id),
+# One statement per delivery, written once per dialect; a redelivery (same
+# account and key) inserts nothing and returns no id.
+_COLUMNS = (
+    "tenant_id",
+    "channel_account_id",
+    "delivery_key",
+    "received_at",
+    "body",
+    "facts",
+    "state",
+    "attempts",
+)
+# (the column names are this module's constants, never input: S608)
+_INSERT_SQL = {
+    "sqlite": "INSERT INTO deliveries ({cols}) VALUES ({qmarks}) "  # noqa: S608
+    "ON CONFLICT (channel_account_id, delivery_key) DO NOTHING RETURNING id".format(
+        cols=", ".join(_COLUMNS), qmarks=", ".join("?" * len(_COLUMNS))
+    ),
+    "postgresql": "INSERT INTO deliveries ({cols}) VALUES ({named}) "  # noqa: S608
+    "ON CONFLICT (channel_account_id, delivery_key) DO NOTHING RETURNING id".format(
+        cols=", ".join(_COLUMNS), named=", ".join(f"%({c})s" for c in _COLUMNS)
+    ),
 }
+
+
+class _Binder:
+    """Each column's own bind processor for the dialect (the format the ORM
+    writes: SQLite's datetime strings, JSON), looked up once."""
+
+    def __init__(self, dialect: Any) -> None:
+        self.processors: dict[str, Callable[[Any], Any]] = {}
+        for name in _COLUMNS:
+            column_type = Delivery.__table__.c[name].type
+            processor = column_type.dialect_impl(dialect).bind_processor(dialect)
+            if processor is not None:
+                self.processors[name] = processor
+        self.positional = dialect.name == "sqlite"
+
+    def params(self, row: dict[str, Any]) -> Any:
+        for name, processor in self.processors.items():
+            row[name] = processor(row[name])
+        return tuple(row[c] for c in _COLUMNS) if self.positional else row
+
+
+_BINDERS: dict[str, _Binder] = {}
 
 
 def record(
@@ -136,26 +172,38 @@ def record(
     provider redelivers."""
     if not deliveries:
         return 0
+    writer = runtime.raw_writer
+    binder = _BINDERS.get(writer.dialect)
+    if binder is None:
+        binder = _BINDERS[writer.dialect] = _Binder(writer.engine.dialect)
     now = received_at or utcnow()
-    rows = [
-        {
-            "tenant_id": account.tenant_id,
-            "channel_account_id": account.id,
-            "delivery_key": delivery_key(d.key),
-            "received_at": now,
-            "body": d.body,
-            "facts": {"headers": dict(d.headers)} if d.headers else {},
-            "state": DeliveryState.NEW.value,
-            "attempts": 0,
-        }
+    params = [
+        binder.params(
+            {
+                "tenant_id": account.tenant_id,
+                "channel_account_id": account.id,
+                "delivery_key": delivery_key(d.key),
+                "received_at": now,
+                "body": d.body,
+                "facts": {"headers": dict(d.headers)} if d.headers else {},
+                "state": DeliveryState.NEW.value,
+                "attempts": 0,
+            }
+        )
         for d in deliveries
     ]
-    engine = runtime.engine
-    statement = _INSERTS[engine.dialect.name]
-    with write_connection(engine) as conn:
-        inserted = sum(len(conn.execute(statement, row).all()) for row in rows)
+    sql = _INSERT_SQL[writer.dialect]
+
+    def insert(cursor: Any) -> int:
+        inserted = 0
+        for row in params:
+            cursor.execute(sql, row)
+            inserted += len(cursor.fetchall())
         for hook in HOOKS.before_commit:
             hook()
+        return inserted
+
+    inserted = writer.run(insert)
     for hook in HOOKS.after_commit:
         hook()
     if inserted:
@@ -174,7 +222,8 @@ def wake(runtime: Runtime, account_id: int, *, force: bool = False) -> bool:
     from bridge.jobs import enqueue_normaliser
 
     try:
-        if not force and not runtime.redis.set(_wake_flag(account_id), 1, nx=True, px=60_000):
+        flag = _wake_flag(account_id)
+        if not force and not runtime.redis.set(flag, 1, nx=True, px=WAKE_FLAG_MS):
             return False
     except OSError:
         return False
@@ -381,7 +430,7 @@ def _normalise(
     while True:
         attempt += 1
         try:
-            result = _commit(runtime, ref, parsed, now, lock)
+            result = _commit(runtime, ref, parsed, lock)
             break
         except IntegrityError:
             # another account's normaliser created the same person a moment
@@ -403,11 +452,11 @@ def _commit(
     runtime: Runtime,
     ref: AccountRef,
     parsed: Sequence[_Parsed],
-    now: dt.datetime,
     lock: ConversationLock,
 ) -> AcceptResult:
     result = AcceptResult()
     with runtime.transaction() as session:
+        now = utcnow()  # stamped in the transaction that stores the events
         for item in parsed:
             if item.events:
                 accept_in(session, ref, item.events, result)

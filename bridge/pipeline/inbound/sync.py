@@ -13,6 +13,10 @@ Under the conversation's lease, for the oldest pending messages:
    (at-least-once processing, exactly-once effect);
 4. record every CRM id, mark the messages ``synced``.
 
+Where the CRM has batch calls, a new conversation is opened with the
+tenant's other new ones (steps 1-3 for many people, one request per step:
+:mod:`bridge.pipeline.inbound.cohort`).
+
 A permanent error parks the conversation at the failing message (later
 messages wait behind it; ``bridge replay`` resumes). A transient error that
 outlives the in-job retries backs the conversation off; auth failures park
