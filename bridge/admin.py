@@ -480,11 +480,13 @@ def status(rt: Runtime, tenant_id: int | None = None) -> dict[str, Any]:
             .where(*([Conversation.tenant_id == tenant_id] if tenant_id else []))
         )
     from bridge.pipeline.inbound.journal import counts as journal_counts
+    from bridge.pollers import report as pollers_report
 
     return {
         "tenants": tenants,
         "conversations": conversations,
         "journal": journal_counts(rt, tenant_id),
+        "pollers": pollers_report(rt, tenant_id),
         "messages": counts,
         "parked": parked,
         "backing_off": backing_off,

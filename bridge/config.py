@@ -115,6 +115,13 @@ class Settings:
     #: a ``new`` journal row older than this (s) is woken by the sweeper
     #: (its wake-up was lost: Redis wiped, the web process died after commit)
     journal_grace: float = 5.0
+    #: how long (s) one long poll of a pulled channel account waits for
+    #: deliveries (capped by the channel: Telegram's getUpdates at 50)
+    poll_timeout: float = 25.0
+    #: a poller's lease on its account (s): one poller per account across
+    #: all machines; a dead machine's accounts are taken over this long
+    #: after it died (plus up to a second)
+    poll_lease_ttl: float = 5.0
     #: where ``GET /`` sends a browser (the demo: its try-it page); empty:
     #: a short page naming the service, its version and its health
     home_url: str = ""
@@ -156,6 +163,8 @@ class Settings:
             entity_recheck=_float(env, "BRIDGE_ENTITY_RECHECK", 3600.0),
             journal_retention_days=_float(env, "BRIDGE_JOURNAL_RETENTION_DAYS", 14.0),
             journal_grace=_float(env, "BRIDGE_JOURNAL_GRACE", 5.0),
+            poll_timeout=_float(env, "BRIDGE_POLL_TIMEOUT", 25.0),
+            poll_lease_ttl=_float(env, "BRIDGE_POLL_LEASE_TTL", 5.0),
         )
         return replace(settings, **overrides) if overrides else settings
 

@@ -41,8 +41,10 @@ __all__ = [
     "OpenedConversation",
     "OutboundMessage",
     "Owner",
+    "PollResult",
     "Rate",
     "RateLimiter",
+    "ReceiveMode",
     "SendResult",
     "SenderProfile",
     "SetupResult",
@@ -113,6 +115,27 @@ class RawDelivery:
             body=self.body,
             received_at=received_at,
         )
+
+
+class ReceiveMode(StrEnum):
+    """How a channel account's deliveries reach the bridge."""
+
+    #: the provider posts them to the account's webhook URL
+    WEBHOOK = "webhook"
+    #: a poller in the worker fetches them (``ChannelAdapter.poll``): IMAP,
+    #: Telegram's long polling for a bridge without a public HTTPS address
+    POLLING = "polling"
+
+
+@dataclass(frozen=True)
+class PollResult:
+    """What one ``ChannelAdapter.poll`` fetched: the deliveries, keyed as
+    the webhook's edge keys them (a re-fetch is a no-op in the journal), and
+    the cursor to pass to the next poll. The core stores ``cursor`` only
+    once ``deliveries`` are committed to the journal."""
+
+    deliveries: tuple[RawDelivery, ...] = ()
+    cursor: str | None = None
 
 
 @dataclass(frozen=True)

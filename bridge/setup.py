@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, select
 
 from bridge import admin
+from bridge.model import ReceiveMode
 from bridge.registry import channel_class
 from bridge.schema import check, load
 from bridge.tables import ChannelAccount, ChannelStatus, Tenant
@@ -16,7 +17,13 @@ from bridge.webhooks import reset_cache
 if TYPE_CHECKING:
     from bridge.runtime import Runtime
 
-__all__ = ["connect_channel", "rotate_secrets", "set_channel_webhook"]
+__all__ = [
+    "connect_channel",
+    "rotate_secrets",
+    "set_channel_mode",
+    "set_channel_webhook",
+    "start_receiving",
+]
 
 
 def connect_channel(
@@ -26,17 +33,26 @@ def connect_channel(
     kind: str,
     values: Mapping[str, Any],
     name: str = "",
+    mode: ReceiveMode | None = None,
 ) -> int:
     """Store a channel account from what an admin supplied (``values``: the
     fields of the adapter's ``Connect`` schema; credentials encrypted), run
-    the CRM setup for the new channel, then register its webhook with the
-    channel: customers' messages start arriving only once the CRM side (an
-    inbox channel, a chat scope, an Open Lines connector) is ready for them."""
+    the CRM setup for the new channel, then start receiving (its webhook
+    registered with the channel, or, for a pulled account, the channel told
+    to hold its deliveries for the poller): customers' messages start
+    arriving only once the CRM side (an inbox channel, a chat scope, an
+    Open Lines connector) is ready for them. ``mode``: how a channel that
+    offers both receives (its ``mode`` setting; default: its first)."""
     cls = channel_class(kind)
     where = f"{kind} connect"
     connected = cls.connect(load(cls.Connect, values, where=where, strict=True))
     credentials = check(cls.Credentials, connected.credentials, where=f"{kind} credentials")
-    settings = check(cls.Settings, connected.settings, where=f"{kind} settings")
+    chosen = dict(connected.settings)
+    if mode is not None:
+        _check_mode(cls, mode)
+        if len(cls.modes) > 1:
+            chosen["mode"] = mode.value
+    settings = check(cls.Settings, chosen, where=f"{kind} settings")
     external_id = connected.external_id
     with rt.transaction() as session:
         taken = session.scalar(
@@ -61,7 +77,7 @@ def connect_channel(
     )
     try:
         admin.setup_crm(rt, tenant_id)
-        set_channel_webhook(rt, account_id)
+        start_receiving(rt, account_id)
     except BaseException:
         # nothing can have arrived without the webhook: forget the account,
         # so the next attempt starts clean (no second account for one bot)
@@ -73,6 +89,13 @@ def connect_channel(
 
 
 def set_channel_webhook(rt: Runtime, account_id: int) -> str:
+    """(Re-)register the account's webhook; an account polled until now
+    (a channel offering both modes) switches to its webhook."""
+    cls = _account_class(rt, account_id)
+    if len(cls.modes) > 1:
+        url = set_channel_mode(rt, account_id, ReceiveMode.WEBHOOK)
+        assert url is not None  # a webhook mode returns its URL
+        return url
     with rt.transaction() as session:
         account = session.get(ChannelAccount, account_id)
         if account is None:
@@ -81,6 +104,85 @@ def set_channel_webhook(rt: Runtime, account_id: int) -> str:
         url = rt.channel_webhook_url(account)
     adapter.setup_webhook(url)
     return url
+
+
+def start_receiving(rt: Runtime, account_id: int) -> str | None:
+    """Register the account's webhook (its URL is returned) or, for a
+    pulled account, make the channel hold its deliveries for the poller:
+    any webhook removed (Telegram refuses getUpdates while one is set)."""
+    with rt.transaction() as session:
+        account = session.get(ChannelAccount, account_id)
+        if account is None:
+            raise LookupError(f"no channel account {account_id}")
+        adapter = rt.channel_adapter(account)
+        url = rt.channel_webhook_url(account)
+    if adapter.pulled:
+        adapter.remove_webhook()
+        return None
+    adapter.setup_webhook(url)
+    return url
+
+
+def set_channel_mode(rt: Runtime, account_id: int, mode: ReceiveMode) -> str | None:
+    """Move an account of a channel offering both modes between its webhook
+    and its poller, in the order the channel requires; returns the webhook
+    URL (None for polling).
+
+    To polling: the webhook is removed first (the channel then holds what
+    arrives; Telegram: ``deleteWebhook``), then the account is marked
+    pulled and a poller picks it up within seconds. To the webhook: the
+    account is marked pushed first (its poller stops after its current
+    poll, or when the channel ends that poll), then the webhook is set;
+    what was fetched but not confirmed is posted to it again, and the
+    journal keeps it once. A failed provider call leaves the mode as it
+    was."""
+    cls = _account_class(rt, account_id)
+    _check_mode(cls, mode)
+    with rt.transaction() as session:
+        account = session.get(ChannelAccount, account_id)
+        if account is None:
+            raise LookupError(f"no channel account {account_id}")
+        adapter = rt.channel_adapter(account)
+        url = rt.channel_webhook_url(account)
+        previous = cls.receive_mode(account.settings)
+    if mode is ReceiveMode.POLLING:
+        adapter.remove_webhook()
+        _store_mode(rt, account_id, mode)
+        return None
+    _store_mode(rt, account_id, mode)
+    try:
+        adapter.setup_webhook(url)
+    except BaseException:
+        _store_mode(rt, account_id, previous)
+        raise
+    return url
+
+
+def _account_class(rt: Runtime, account_id: int) -> Any:
+    with rt.transaction() as session:
+        account = session.get(ChannelAccount, account_id)
+        if account is None:
+            raise LookupError(f"no channel account {account_id}")
+        return channel_class(account.kind)
+
+
+def _check_mode(cls: Any, mode: ReceiveMode) -> None:
+    if mode not in cls.modes:
+        ways = ", ".join(m.value for m in cls.modes)
+        raise ValueError(f"{cls.title} accounts cannot use {mode.value} (only: {ways})")
+
+
+def _store_mode(rt: Runtime, account_id: int, mode: ReceiveMode) -> None:
+    """The ``mode`` setting, checked against the adapter's schema; the row
+    is locked so a concurrent settings change is not lost."""
+    with rt.transaction() as session:
+        account = session.get(ChannelAccount, account_id, with_for_update=True)
+        if account is None:
+            raise LookupError(f"no channel account {account_id}")
+        cls = channel_class(account.kind)
+        value = check(cls.Settings, {"mode": mode.value}, where=f"{account.kind} settings")
+        account.settings = {**(account.settings or {}), **value}
+    reset_cache()
 
 
 def rotate_secrets(rt: Runtime) -> int:

@@ -203,6 +203,9 @@ class ChannelAccount(Base):
         String(16), default=ChannelStatus.ACTIVE, server_default=ChannelStatus.ACTIVE.value
     )
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    #: a pulled account's poll cursor (the adapter's, opaque: Telegram's next
+    #: getUpdates offset), stored only after what it fetched is journaled
+    poll_cursor: Mapped[str | None] = mapped_column(Text)
 
     @property
     def awaiting_crm_setup(self) -> bool:

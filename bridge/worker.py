@@ -1,11 +1,14 @@
 """Worker processes: an RQ worker (the journal's normaliser first, then
-deliveries, then sync) plus the outbox sweeper, or the sweeper alone.
+deliveries, then sync) plus the outbox sweeper and the pollers of pulled
+channel accounts (``bridge.pollers``), or either of those alone.
 
 The worker runs each job in its own process (:mod:`bridge.rqworker`: no
-work-horse is forked). The sweeper runs as its own small process, never as
-a thread of the worker: a job holding the GIL or stuck in a call must not
-delay the pass that recovers other conversations' work. A sweeper started
-by ``bridge worker`` exits when its worker dies.
+work-horse is forked). The sweeper and the pollers run as small processes
+of their own, never as threads of the worker: a job holding the GIL or
+stuck in a call must not delay the pass that recovers other conversations'
+work, nor a poller's lease renewal (a late renewal hands the account to
+another machine). Both, when started by ``bridge worker``, exit when their
+worker dies.
 """
 
 from __future__ import annotations
@@ -27,23 +30,33 @@ from bridge.rqworker import InProcessWorker
 from bridge.runtime import Runtime, set_runtime
 from bridge.sweeper import Sweeper
 
-__all__ = ["run_sweeper", "run_worker"]
+__all__ = ["run_pollers", "run_sweeper", "run_worker"]
 
 log = logging.getLogger(__name__)
 
 
-def run_worker(settings: Settings, *, burst: bool = False, with_sweeper: bool = True) -> None:
+def run_worker(
+    settings: Settings,
+    *,
+    burst: bool = False,
+    with_sweeper: bool = True,
+    with_pollers: bool = True,
+) -> None:
     from bridge.checks import validate_mappings_dir
 
     validate_mappings_dir(settings.mappings_dir)
     _preload()
     runtime = Runtime(settings)
     set_runtime(runtime)
-    sweeper = None
-    if with_sweeper and not burst:
-        sweeper = subprocess.Popen(  # noqa: S603 — our own interpreter and module
-            [sys.executable, "-m", "bridge.cli", "sweeper", "--parent", str(os.getpid())]
-        )
+    helpers: list[subprocess.Popen[bytes]] = []
+    if not burst:
+        for name, wanted in (("sweeper", with_sweeper), ("pollers", with_pollers)):
+            if wanted:
+                helpers.append(
+                    subprocess.Popen(  # noqa: S603 — our own interpreter and module
+                        [sys.executable, "-m", "bridge.cli", name, "--parent", str(os.getpid())]
+                    )
+                )
     worker = InProcessWorker(
         [runtime.queues[name] for name in QUEUES],
         connection=runtime.redis,
@@ -52,12 +65,14 @@ def run_worker(settings: Settings, *, burst: bool = False, with_sweeper: bool = 
     try:
         worker.work(burst=burst, logging_level="INFO", with_scheduler=False)
     finally:
-        if sweeper is not None and sweeper.poll() is None:
-            sweeper.terminate()
+        for helper in helpers:
+            if helper.poll() is None:
+                helper.terminate()
+        for helper in helpers:
             try:
-                sweeper.wait(timeout=10)
+                helper.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                sweeper.kill()
+                helper.kill()
 
 
 def _preload() -> None:
@@ -102,3 +117,25 @@ def run_sweeper(settings: Settings, *, parent: int | None = None) -> None:
             except (redis.RedisError, OSError):
                 log.warning("heartbeat not recorded: Redis unreachable")
     sweeper.stop()
+
+
+def run_pollers(settings: Settings, *, parent: int | None = None) -> None:
+    """The pollers of every pulled channel account (``bridge.pollers``)
+    until SIGTERM, or until the worker ``parent`` is gone; their leases are
+    given up on the way out, so another machine takes over at once."""
+    from bridge.pollers import Pollers, worker_name
+
+    _preload()
+    runtime = Runtime(settings)
+    set_runtime(runtime)
+    pollers = Pollers(runtime, worker=worker_name(parent or os.getpid()))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    pollers.start()
+    log.info("pollers running (long polls of %.0f s)", settings.poll_timeout)
+    while not stop.wait(1.0):
+        if parent is not None and os.getppid() != parent:
+            log.info("worker %s is gone: pollers exit", parent)
+            break
+    pollers.stop()

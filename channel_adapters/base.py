@@ -6,6 +6,11 @@ the webhook view calls ``verify`` then the cheap ``edge`` check, the ingest
 journal stores the raw deliveries ``edge`` returned, the normaliser (a
 worker) calls ``parse`` on each, and the delivery job calls ``send``.
 
+A channel that is pulled rather than pushed (IMAP, Telegram's long polling)
+also has the poller hook: a poller in the worker (``bridge.pollers``) calls
+``poll`` with the account's stored cursor and journals what it returns, the
+same raw deliveries ``edge`` would have made of a webhook request.
+
 Adding a channel = one module here that subclasses :class:`ChannelAdapter`,
 registered in ``channel_adapters.REGISTRY``, plus its sandbox and tests
 (the shared ``ChannelAdapterContract`` suite in ``tests/contracts``).
@@ -15,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from bridge.errors import WebhookError
@@ -27,8 +32,10 @@ from bridge.model import (
     InboundEvent,
     InboundMessage,
     OutboundMessage,
+    PollResult,
     Rate,
     RawDelivery,
+    ReceiveMode,
     SendResult,
     WebhookAnswer,
     WebhookRequest,
@@ -79,6 +86,15 @@ class ChannelAdapter(ABC):
     #: :meth:`edge`. Otherwise each account has its own URL with a random
     #: key (``/webhooks/<kind>/<key>``).
     app_routed: ClassVar[bool] = False
+    #: how the provider's deliveries can reach the bridge, the default
+    #: first: ``WEBHOOK`` (it posts them to the account's URL), ``POLLING``
+    #: (a poller in the worker fetches them with :meth:`poll`). A channel
+    #: offering both declares a ``mode`` field in its :attr:`Settings`
+    #: (choices: the values of these) and each account picks one.
+    modes: ClassVar[tuple[ReceiveMode, ...]] = (ReceiveMode.WEBHOOK,)
+    #: the longest wait (s) the provider allows one long poll; the core
+    #: asks :meth:`poll` for no more than this
+    max_poll_timeout: ClassVar[float] = 30.0
 
     def __init__(self, account: ChannelAccountInfo, http: HttpClient | None = None) -> None:
         self.account = account
@@ -167,7 +183,56 @@ class ChannelAdapter(ABC):
 
     def remove_webhook(self) -> None:  # noqa: B027 (optional hook)
         """Optional: stop the provider sending this account's webhooks
-        (``bridge <kind> disconnect``). Nothing to do where none was set."""
+        (``bridge <kind> disconnect``; and before an account of a channel
+        offering both modes is polled, where the provider refuses to be
+        polled while a webhook is set: Telegram's ``deleteWebhook``).
+        Nothing to do where none was set."""
+
+    # -- pulled channels (ReceiveMode.POLLING in modes) ----------------------
+
+    @classmethod
+    def receive_mode(cls, settings: Mapping[str, Any] | None) -> ReceiveMode:
+        """How an account with these stored settings receives: its ``mode``
+        setting where the channel offers a choice, else the channel's one
+        way. The core asks this without building the adapter (no
+        credentials are decrypted to find the accounts to poll)."""
+        if len(cls.modes) == 1:
+            return cls.modes[0]
+        chosen = (settings or {}).get("mode")
+        for mode in cls.modes:
+            if chosen == mode.value:
+                return mode
+        return cls.modes[0]
+
+    @property
+    def pulled(self) -> bool:
+        """True when a poller fetches this account's deliveries."""
+        return self.receive_mode(self.account.settings) is ReceiveMode.POLLING
+
+    def poll(self, cursor: str | None, timeout: float) -> PollResult:
+        """Fetch what the provider holds for this account after ``cursor``
+        (``None``: from the oldest it still holds), waiting up to
+        ``timeout`` seconds when nothing is there yet (a long poll).
+
+        Returns the deliveries, each keyed by the provider's own id exactly
+        as :meth:`edge` keys a pushed one (so a re-fetch, or the same event
+        arriving through a webhook as well, is a no-op in the journal), and
+        the cursor to pass next. The core stores that cursor only after the
+        deliveries are committed: a poll with the same cursor must fetch
+        them again (Telegram confirms updates only by the next
+        ``getUpdates`` offset; an IMAP cursor is the last UID stored), so a
+        crash in between costs a re-fetch, never an event.
+
+        Runs in the poller process, never on a request path; calls through
+        ``self.http`` like every other hook. Raise
+        :class:`~bridge.errors.RetryableError` (with ``retry_after`` when
+        the provider gave one) for what passes by itself (timeouts, 5xx,
+        flood control) and :class:`~bridge.errors.PermanentError` or
+        :class:`~bridge.errors.AuthError` for what needs a person (a webhook
+        set elsewhere, a revoked token): the message is shown by ``bridge
+        status`` as it is, so it says what is wrong.
+        """
+        raise NotImplementedError(f"{self.kind} is not pulled")
 
     def answer(self, deliveries: Sequence[RawDelivery]) -> WebhookAnswer:
         """What the provider expects back once ``deliveries`` are journaled

@@ -1,4 +1,4 @@
-"""``bridge <channel> connect | list | set-webhook | disconnect``."""
+"""``bridge <channel> connect | list | set-webhook | set-polling | disconnect``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from bridge.cli import context
+from bridge.model import ReceiveMode
 from bridge.schema import fields_of
 from bridge.tables import ChannelStatus
 
@@ -63,7 +64,9 @@ def _channel_group(kind: str) -> click.Group:
     def group() -> None:
         pass
 
-    def connect(slug: str, name: str, **values: str | None) -> None:
+    both = ReceiveMode.WEBHOOK in cls.modes and ReceiveMode.POLLING in cls.modes
+
+    def connect(slug: str, name: str, polling: bool = False, **values: str | None) -> None:
         """Store the account (credentials encrypted), set up the CRM side, register its webhook."""
         from bridge.setup import connect_channel
 
@@ -73,9 +76,26 @@ def _channel_group(kind: str) -> click.Group:
             if field.metadata.get("secret"):
                 values[field.name] = _ask(kind, title, field, values.get(field.name))
         given = {k: v for k, v in values.items() if v is not None}
-        account_id = connect_channel(rt, tenant_id, kind=kind, values=given, name=name)
-        click.echo(f"{title} connected as channel account {account_id}; webhook registered")
+        mode = ReceiveMode.POLLING if polling else None
+        account_id = connect_channel(rt, tenant_id, kind=kind, values=given, name=name, mode=mode)
+        if polling or cls.modes == (ReceiveMode.POLLING,):
+            click.echo(
+                f"{title} connected as channel account {account_id}; polling: a running "
+                "`bridge worker` fetches its messages (no public URL needed)"
+            )
+        else:
+            click.echo(f"{title} connected as channel account {account_id}; webhook registered")
 
+    mode_options = []
+    if both:
+        mode_options.append(
+            click.Option(
+                ["--polling"],
+                is_flag=True,
+                help=f"Fetch the messages from {title} (long polling by `bridge worker`) "
+                "instead of receiving its webhook: for a bridge without a public HTTPS URL.",
+            )
+        )
     group.add_command(
         click.Command(
             "connect",
@@ -85,6 +105,7 @@ def _channel_group(kind: str) -> click.Group:
                 click.Option(["--tenant", "slug"], required=True),
                 *_connect_options(kind, title, cls.Connect),
                 click.Option(["--name"], default="", help="Shown to reps."),
+                *mode_options,
             ],
         )
     )
@@ -107,15 +128,40 @@ def _channel_group(kind: str) -> click.Group:
                 f"{r['id']}\t{r['tenant']}\t{r['name']}\t{r['external_id'] or '-'}\t{r['status']}"
             )
 
-    @group.command("set-webhook")
-    @click.option("--account", "account_id", type=int, required=True, help="Channel account id.")
-    def set_webhook(account_id: int) -> None:
-        """(Re-)register the account's webhook (after BRIDGE_PUBLIC_URL changed)."""
-        from bridge.setup import set_channel_webhook
+    if ReceiveMode.WEBHOOK in cls.modes:
 
-        rt = context.runtime()
-        url = set_channel_webhook(rt, _account(rt, kind, account_id))
-        click.echo(f"webhook set to {url.rsplit('/', 1)[0]}/<key>")
+        @group.command(
+            "set-webhook",
+            help="(Re-)register the account's webhook (after BRIDGE_PUBLIC_URL changed)"
+            + ("; an account in polling mode switches back to its webhook." if both else "."),
+        )
+        @click.option(
+            "--account", "account_id", type=int, required=True, help="Channel account id."
+        )
+        def set_webhook(account_id: int) -> None:
+            from bridge.setup import set_channel_webhook
+
+            rt = context.runtime()
+            url = set_channel_webhook(rt, _account(rt, kind, account_id))
+            click.echo(f"webhook set to {url.rsplit('/', 1)[0]}/<key>")
+
+    if both:
+
+        @group.command("set-polling")
+        @click.option(
+            "--account", "account_id", type=int, required=True, help="Channel account id."
+        )
+        def set_polling(account_id: int) -> None:
+            """Switch the account to polling: its webhook is removed and a
+            running `bridge worker` fetches its messages (no public URL needed)."""
+            from bridge.setup import set_channel_mode
+
+            rt = context.runtime()
+            set_channel_mode(rt, _account(rt, kind, account_id), ReceiveMode.POLLING)
+            click.echo(
+                f"{title} channel account {account_id}: webhook removed; polling "
+                "(a running `bridge worker` fetches its messages)"
+            )
 
     @group.command("disconnect")
     @click.option("--account", "account_id", type=int, required=True, help="Channel account id.")

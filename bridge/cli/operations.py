@@ -59,6 +59,8 @@ def _print_status(data: dict[str, Any]) -> None:
     if journal["rejected_reasons"]:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(journal["rejected_reasons"].items()))
         click.echo(f"REJECTED deliveries: {reasons} (after a fix: bridge reparse)")
+    for p in data["pollers"]:
+        _print_poller(p)
     for direction, label in (
         ("in", "inbound (customer -> CRM)"),
         ("out", "outbound (CRM -> customer)"),
@@ -91,6 +93,32 @@ def _print_status(data: dict[str, Any]) -> None:
         click.echo(
             "fix the cause, then: bridge replay --message <id> | --conversation <id> | --all"
         )
+
+
+def _print_poller(p: dict[str, Any]) -> None:
+    """One pulled account's poller: a line in capitals when it needs a look."""
+    what = f"{p['kind']} channel account {p['account']}"
+    if p["worker"] is None:
+        state = p["state"] if p["state"] == "unknown" else "not running"
+        hint = p["error"] or "no worker holds its lease: start `bridge worker`"
+        click.echo(f"POLLER of {what}: {state} ({hint})")
+        return
+    if p["error"] is None:
+        fetched = f", {p['fetched']} fetched" if p["fetched"] else ""
+        click.echo(f"poller of {what}: polling in worker {p['worker']}{fetched}")
+        return
+    retry = f"; next try in {p['retry_in_s']:.0f} s" if p["retry_in_s"] is not None else ""
+    click.echo(
+        f"POLLER of {what} {p['state'].upper()} in worker {p['worker']}: {p['error']}{retry}"
+    )
+    if p["state"] == "failing":
+        fix = "fix the cause at the channel; the poller keeps trying"
+        if "webhook" in p["modes"]:
+            fix += (
+                f" (a webhook set elsewhere: `bridge {p['kind']} set-polling --account "
+                f"{p['account']}` removes it)"
+            )
+        click.echo(f"  {fix}")
 
 
 @click.command()

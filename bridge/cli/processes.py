@@ -1,4 +1,4 @@
-"""``bridge run | web | worker | sweeper``: the processes."""
+"""``bridge run | web | worker | sweeper | pollers``: the processes."""
 
 from __future__ import annotations
 
@@ -87,12 +87,17 @@ def web(port: int, host: str, workers: int) -> None:
 @click.command()
 @click.option("--burst", is_flag=True, help="Drain the queues and exit.")
 @click.option("--sweeper/--no-sweeper", default=True, help="Also run the outbox sweeper.")
-def worker(burst: bool, sweeper: bool) -> None:
+@click.option(
+    "--pollers/--no-pollers",
+    default=True,
+    help="Also run the pollers of channel accounts in polling mode.",
+)
+def worker(burst: bool, sweeper: bool, pollers: bool) -> None:
     """Run an RQ worker (replies first, then CRM sync)."""
     from bridge.worker import run_worker
 
     _log_progress()
-    run_worker(context.settings(), burst=burst, with_sweeper=sweeper)
+    run_worker(context.settings(), burst=burst, with_sweeper=sweeper, with_pollers=pollers)
 
 
 @click.command()
@@ -105,6 +110,17 @@ def sweeper(parent: int | None) -> None:
     run_sweeper(context.settings(), parent=parent)
 
 
+@click.command()
+@click.option("--parent", type=int, default=None, help="Exit when this process is gone.")
+def pollers(parent: int | None) -> None:
+    """Run only the pollers (channel accounts in polling mode; one poller per account
+    across all machines)."""
+    from bridge.worker import run_pollers
+
+    _log_progress()
+    run_pollers(context.settings(), parent=parent)
+
+
 def register(group: click.Group) -> None:
-    for command in (run, web, worker, sweeper):
+    for command in (run, web, worker, sweeper, pollers):
         group.add_command(command)

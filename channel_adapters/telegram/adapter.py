@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import re
@@ -29,8 +30,10 @@ from bridge.model import (
     InboundMessage,
     MessageKind,
     OutboundMessage,
+    PollResult,
     Rate,
     RawDelivery,
+    ReceiveMode,
     SendResult,
     WebhookAnswer,
     WebhookRequest,
@@ -39,7 +42,11 @@ from channel_adapters.base import ChannelAdapter
 from channel_adapters.telegram.client import BotApi, ChatMigratedError
 from channel_adapters.telegram.inbound import HANDLED_UPDATES, KIND, parse_update
 from channel_adapters.telegram.outbound import PartialSendError, plan
-from channel_adapters.telegram.settings import TelegramConnect, TelegramCredentials
+from channel_adapters.telegram.settings import (
+    TelegramConnect,
+    TelegramCredentials,
+    TelegramSettings,
+)
 
 __all__ = ["SECRET_HEADER", "TelegramAdapter"]
 
@@ -48,6 +55,10 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
 SECRET_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,256}")
 #: answerCallbackQuery 400s that only mean "too late"
 STALE_CALLBACK_MARKERS = ("query is too old", "query id is invalid")
+#: getUpdates.limit: "Values between 1-100 are accepted. Defaults to 100." (api.json)
+POLL_LIMIT = 100
+#: what the HTTP read may take beyond the long poll's own timeout
+POLL_READ_MARGIN = 10.0
 
 
 class TelegramAdapter(ChannelAdapter):
@@ -58,6 +69,13 @@ class TelegramAdapter(ChannelAdapter):
     title: ClassVar[str] = "Telegram"
     Connect: ClassVar[type[TelegramConnect]] = TelegramConnect
     Credentials: ClassVar[type[TelegramCredentials]] = TelegramCredentials
+    Settings: ClassVar[type[TelegramSettings]] = TelegramSettings
+    #: a webhook by default; ``getUpdates`` long polling for a bridge that
+    #: Telegram cannot reach (``mode: polling``)
+    modes: ClassVar[tuple[ReceiveMode, ...]] = (ReceiveMode.WEBHOOK, ReceiveMode.POLLING)
+    #: the Bot API server caps a long poll at 50 s
+    #: (tdlib/telegram-bot-api Client.hpp ``LONG_POLL_MAX_TIMEOUT = 50``)
+    max_poll_timeout: ClassVar[float] = 50.0
     #: "~30 messages per second" in bulk: Telegram's guidance, not a
     #: guarantee (FACTS §1); ``retry_after`` is always obeyed on top.
     send_rate: ClassVar[Rate | None] = Rate(capacity=30, per_second=30)
@@ -156,6 +174,59 @@ class TelegramAdapter(ChannelAdapter):
     def parse(self, request: WebhookRequest) -> list[InboundEvent]:
         """One ``Update`` -> one event (the table in the package docstring)."""
         return parse_update(request.body, received_at=request.received_at, max_body=self.max_body)
+
+    def poll(self, cursor: str | None, timeout: float) -> PollResult:
+        """``getUpdates`` with ``offset`` = the cursor, a long-poll
+        ``timeout`` and the same ``allowed_updates`` as ``setWebhook``.
+
+        The cursor is the next offset, the highest ``update_id`` fetched
+        plus one: Telegram confirms (and forgets) earlier updates only when
+        a later call passes it, so a poll repeated with the old cursor
+        fetches the same updates again (api.json getUpdates.offset). Each
+        update becomes one delivery keyed by its ``update_id``, as
+        :meth:`edge` keys a webhook's; an element without one (never seen)
+        is keyed by its hash and left for the parser to reject.
+
+        While a webhook is set Telegram answers 409 ("Conflict: can't use
+        getUpdates method while webhook is active; use deleteWebhook to
+        delete the webhook first"), and a second poller of the same bot
+        ends the first one's poll with 409 ("Conflict: terminated by other
+        getUpdates request"): both are :class:`PermanentError` with that
+        text. Flood control is :class:`RetryableError` with
+        ``retry_after``; a read timeout is retryable (getUpdates writes
+        nothing: a repeat is safe).
+        """
+        wait = int(max(0.0, min(timeout, self.max_poll_timeout)))
+        params: dict[str, Any] = {
+            "timeout": wait,
+            "limit": POLL_LIMIT,
+            "allowed_updates": list(self.allowed_updates),
+        }
+        offset = _offset(cursor)
+        if offset is not None:
+            params["offset"] = offset
+        connect = self.http.timeout[0]
+        try:
+            result = self.api.call(
+                "getUpdates", params, timeout=(connect, wait + POLL_READ_MARGIN), limited=False
+            )
+        except AmbiguousError as exc:
+            # a POST that timed out; getUpdates has no effect to look up
+            raise RetryableError(
+                exc.message, retry_after=exc.retry_after, status=exc.status
+            ) from None
+        if not isinstance(result, list):
+            raise PermanentError("getUpdates: the answer is not an Array of Update")
+        deliveries: list[RawDelivery] = []
+        for update in result:
+            body = _serialised(update)
+            update_id = update.get("update_id") if isinstance(update, dict) else None
+            if isinstance(update_id, int) and not isinstance(update_id, bool):
+                deliveries.append(RawDelivery(str(update_id), body))
+                offset = max(offset or 0, update_id + 1)
+            else:
+                deliveries.append(RawDelivery(hashlib.sha256(body).hexdigest(), body))
+        return PollResult(tuple(deliveries), str(offset) if offset is not None else cursor)
 
     # -- outbound -----------------------------------------------------------
 
@@ -269,6 +340,26 @@ class TelegramAdapter(ChannelAdapter):
         """Any 2xx will do. The body must never carry a ``method`` key:
         Telegram would run it as a "webhook reply" whose result we never see."""
         return WebhookAnswer({"ok": True})
+
+
+def _offset(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        return int(cursor)
+    except ValueError:
+        shown = repr(cursor[:20])
+        raise PermanentError(f"the stored getUpdates offset is not a number: {shown}") from None
+
+
+def _serialised(update: Any) -> bytes:
+    """One update of getUpdates' array as the journal keeps it: compact
+    JSON, as the Bot API server writes a webhook's body. An escaped lone
+    surrogate (no valid UTF-8) is kept escaped."""
+    try:
+        return json.dumps(update, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(update, separators=(",", ":")).encode("ascii")
 
 
 def _flood_wait(exc: RetryableError) -> float | None:

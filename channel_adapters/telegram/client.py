@@ -63,11 +63,21 @@ class BotApi:
         token = self._raw_token()
         return text.replace(token, MASK) if token else text
 
-    def call(self, method: str, params: Mapping[str, Any]) -> Any:
-        """``result`` of one method call, or an error from the tree."""
+    def call(
+        self,
+        method: str,
+        params: Mapping[str, Any],
+        *,
+        timeout: tuple[float, float] | None = None,
+        limited: bool = True,
+    ) -> Any:
+        """``result`` of one method call, or an error from the tree.
+        ``timeout``: (connect, read) for a call that waits on purpose (a long
+        poll); ``limited=False``: the call sends nothing to anyone, so it
+        does not draw from the bot's send bucket."""
         error: BridgeError | None = None
         try:
-            response = self._post(method, params)
+            response = self._post(method, params, timeout=timeout, limited=limited)
         except BridgeError as exc:
             error = self._scrubbed(exc)
         if error is not None:
@@ -83,13 +93,28 @@ class BotApi:
             raise error
         return envelope.get("result")
 
-    def _post(self, method: str, params: Mapping[str, Any]) -> requests.Response:
+    def _post(
+        self,
+        method: str,
+        params: Mapping[str, Any],
+        *,
+        timeout: tuple[float, float] | None = None,
+        limited: bool = True,
+    ) -> requests.Response:
         token = self._raw_token()
         if not BOT_TOKEN_RE.fullmatch(token):
             raise AuthError("telegram account has no valid bot_token")
-        limit = Limit(key=f"telegram:{self.bot_id}", rate=self.rate) if self.rate else None
+        limit = None
+        if limited and self.rate:
+            limit = Limit(key=f"telegram:{self.bot_id}", rate=self.rate)
+        extra: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
         return self.http.request(
-            "POST", f"bot{token}/{method}", json=dict(params), limit=limit, error_mapper=self.error
+            "POST",
+            f"bot{token}/{method}",
+            json=dict(params),
+            limit=limit,
+            error_mapper=self.error,
+            **extra,
         )
 
     def _scrubbed(self, exc: BridgeError) -> BridgeError:

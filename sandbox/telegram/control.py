@@ -19,10 +19,13 @@ Routes are relative to the mount point (``/sandbox/telegram`` in the demo):
     Both take ``"token"`` (default: the demo bot), ``"redeliver_on_failure": true``
     (retry a non-2XY answer like Telegram) and ``"files": {"<file_id>": "<base64>"}``
     (bytes for files in the update). Answer: ``{"status", "body", "delivered",
-    "update_id", "attempts", "warnings", ...}``; 409 if the bot has no webhook.
+    "update_id", "attempts", "warnings", ...}``. A bot without a webhook that
+    called ``getUpdates`` gets the update queued for its next poll (``"queued":
+    true, "pending_update_count"``); 409 if the bot has neither.
 ``GET /_sent[?chat_id=&token=]``        ``{"sent": [...]}`` what bots sent, in order
 ``GET /_state[?account=<bot id, token or username>]``  per bot (``accounts``):
-                                         webhook, chats, answered callback queries
+                                         webhook, chats, answered callback queries,
+                                         ``polling`` (getUpdates: queue, calls, conflicts)
 ``POST /_reset`` ``{"keep_webhooks": false}``   forget all state; the fault plan goes
                                          back to the configured ``faults``
 ``GET|POST /_config``                    flood limits, bots, chats, timeouts
@@ -238,6 +241,15 @@ class TelegramSandbox(Vendor):
             "chats": [{**c.chat, "blocked": c.blocked, "migrated_to": c.migrated_to,
                        "next_message_id": c.next_message_id} for c in account.chats.values()],
             "callback_answers": list(account.callback_answers),
+            "polling": {
+                "active": account.polling,
+                "pending_update_count": len(account.pending),
+                "pending_update_ids": [p.update_id for p in account.pending],
+                "allowed_updates": account.poll_allowed_updates,
+                "waiting": account.long_polls_waiting > 0,
+                "get_updates_calls": account.get_updates_calls,
+                "conflicts": account.poll_conflicts,
+            },
         }
 
     def get_config(self) -> dict[str, Any]:
@@ -265,8 +277,9 @@ class TelegramSandbox(Vendor):
             if not isinstance(update, dict):
                 raise ControlError('"update" must be a JSON object (an Update)')
         else:
-            if bot.webhook is None:
-                raise ControlError("the bot has no webhook: call setWebhook first", 409)
+            if bot.webhook is None and not bot.polling:
+                raise ControlError("the bot has no webhook and nobody calls getUpdates: call "
+                                   "setWebhook (or getUpdates) first", 409)
             update = build_update(store, bot, body)
         return deliver(store, self.spec, token, update,
                        redeliver=bool(body.get("redeliver_on_failure")), files=files)

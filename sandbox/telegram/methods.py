@@ -13,6 +13,8 @@ checks the chat). Parameter types are checked first against api.json
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +29,16 @@ from .state import TOKEN_RE, BotState, ChatState, Store, Webhook
 __all__ = ["Call", "dispatch", "HANDLERS", "check_token"]
 
 _SECRET_RE = re.compile(r"^[A-Za-z0-9_-]*$")
+#: the Bot API server's long-poll cap (tdlib/telegram-bot-api Client.hpp
+#: LONG_POLL_MAX_TIMEOUT = 50); getUpdates.limit is 1-100 (api.json)
+LONG_POLL_MAX_TIMEOUT = 50
+# The three 409s of getUpdates, as the Bot API server words them (quoted by
+# the many bots that match on them).
+WEBHOOK_ACTIVE = ("Conflict: can't use getUpdates method while webhook is active; "
+                  "use deleteWebhook to delete the webhook first")
+TERMINATED_BY_POLL = ("Conflict: terminated by other getUpdates request; "
+                      "make sure that only one bot instance is running")
+TERMINATED_BY_WEBHOOK = "Conflict: terminated by setWebhook request"
 _WEBHOOK_PORTS = (80, 88, 443, 8443)
 _FORBIDDEN_BY_TYPE = {
     "private": "Forbidden: bot was blocked by the user",
@@ -300,6 +312,54 @@ def _webhook_url_error(url: str, local_mode: bool) -> str | None:
     return None
 
 
+def get_updates(call: Call) -> tuple[Any, str | None]:
+    """Long polling, as the Bot API server does it: 409 while a webhook is
+    set; ``offset`` confirms (forgets) the updates below it; ``limit`` and
+    ``timeout`` are clamped (1-100, 0-50); a call ends the long poll that
+    was waiting (409 "terminated by other getUpdates request") and so does
+    ``setWebhook`` (409 "terminated by setWebhook request"); without
+    pending updates the call waits up to ``timeout`` seconds for one.
+    ``allowed_updates`` sticks until changed ("If not specified, the
+    previous setting will be used") and filters updates as they arrive."""
+    store, bot = call.store, call.bot
+    offset = int(call.params.get("offset", 0))
+    limit = min(100, max(1, int(call.params.get("limit", 100))))
+    timeout = min(LONG_POLL_MAX_TIMEOUT, max(0, int(call.params.get("timeout", 0))))
+    allowed = call.params.get("allowed_updates")
+    with store.lock:
+        if bot.webhook is not None:
+            raise ApiError(409, WEBHOOK_ACTIVE)
+        bot.get_updates_calls += 1
+        bot.polling = True
+        if allowed is not None:
+            if not all(isinstance(a, str) for a in allowed):
+                raise bad_request("can't parse allowed updates: expected an Array of String")
+            bot.poll_allowed_updates = list(allowed)
+        bot.confirm(offset, store.now())
+        bot.poll_generation += 1
+        mine = bot.poll_generation
+        store.updates_changed.notify_all()  # the poll that was waiting ends
+        deadline = time.monotonic() + timeout
+        bot.long_polls_waiting += 1
+        try:
+            while True:
+                if bot.poll_generation != mine:
+                    bot.poll_conflicts += 1
+                    raise ApiError(409, TERMINATED_BY_POLL)
+                if bot.webhook is not None:
+                    raise ApiError(409, TERMINATED_BY_WEBHOOK)
+                if store.bot(bot.account.token) is not bot:
+                    return [], None  # the sandbox was reset meanwhile
+                bot.confirm(0, store.now())  # retention only
+                ready = [dict(p.update) for p in list(bot.pending)[:limit]]
+                left = deadline - time.monotonic()
+                if ready or left <= 0:
+                    return ready, None
+                store.updates_changed.wait(left)
+        finally:
+            bot.long_polls_waiting -= 1
+
+
 def set_webhook(call: Call) -> tuple[Any, str | None]:
     # A missing url counts as "" (Client.cpp reads query->arg("url")), which deletes.
     url = str(call.params.get("url", ""))
@@ -333,6 +393,16 @@ def set_webhook(call: Call) -> tuple[Any, str | None]:
         bot.webhook = Webhook(url=url, secret_token=secret, max_connections=max_connections,
                               allowed_updates=allowed, has_custom_certificate=certificate,
                               ip_address=call.params.get("ip_address"))
+        if call.params.get("drop_pending_updates"):
+            bot.pending.clear()
+        store.updates_changed.notify_all()  # a waiting long poll ends (409)
+        pending = bool(bot.pending)
+    if pending:
+        # What getUpdates did not take goes to the new webhook, in order.
+        from .webhook import post_pending
+
+        threading.Thread(target=post_pending, args=(store, call.spec, bot.account.token),
+                         name="telegram-pending", daemon=True).start()
     return True, "Webhook was set"
 
 
@@ -340,17 +410,23 @@ def delete_webhook(call: Call) -> tuple[Any, str | None]:
     with call.store.lock:
         existed = call.bot.webhook is not None
         call.bot.webhook = None
+        if call.params.get("drop_pending_updates"):
+            call.bot.pending.clear()
+        call.store.updates_changed.notify_all()
     return True, "Webhook was deleted" if existed else "Webhook is already deleted"
 
 
 def get_webhook_info(call: Call) -> tuple[Any, str | None]:
     with call.store.lock:
         webhook = call.bot.webhook
+        call.bot.confirm(0, call.store.now())  # retention only
+        pending = len(call.bot.pending)
         if webhook is None:
-            return {"url": "", "has_custom_certificate": False, "pending_update_count": 0}, None
+            return {"url": "", "has_custom_certificate": False,
+                    "pending_update_count": pending}, None
         info: dict[str, Any] = {"url": webhook.url,
                                 "has_custom_certificate": webhook.has_custom_certificate,
-                                "pending_update_count": 0}
+                                "pending_update_count": pending}
         if webhook.ip_address:
             info["ip_address"] = webhook.ip_address
         if webhook.last_error_date:
@@ -364,6 +440,7 @@ def get_webhook_info(call: Call) -> tuple[Any, str | None]:
 
 HANDLERS: dict[str, Handler] = {
     "getme": get_me,
+    "getupdates": get_updates,
     "setwebhook": set_webhook,
     "deletewebhook": delete_webhook,
     "getwebhookinfo": get_webhook_info,

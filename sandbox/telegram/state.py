@@ -8,6 +8,11 @@ webhook cannot deadlock the sandbox.
 What a chat "knows" is per bot, like Telegram: a bot can send to a chat only
 after that chat wrote to it (an update was delivered) or the chat was
 configured; otherwise ``400 Bad Request: chat not found``.
+
+A bot without a webhook keeps its updates for ``getUpdates`` (its
+``pending`` queue, at most 24 hours, api.json "Getting updates"): an update
+leaves the queue only when a later ``getUpdates`` passes an ``offset`` above
+its ``update_id``. ``Store.updates_changed`` wakes a waiting long poll.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ __all__ = [
     "ChatState",
     "StoredFile",
     "BotState",
+    "PendingUpdate",
     "Store",
 ]
 
@@ -53,6 +59,10 @@ CHAT_FIELDS = (
     "is_direct_messages",
 )
 UPDATE_ID_START = 500_000_001
+#: "Incoming updates are stored on the server until the bot receives them
+#: either way, but they will not be kept longer than 24 hours." (Bot API,
+#: "Getting updates"; FACTS.md 1)
+UPDATE_RETENTION_S = 24 * 3600
 
 
 @dataclass
@@ -225,6 +235,18 @@ class StoredFile:
         return (seed * (size // len(seed) + 1))[:size]
 
 
+@dataclass
+class PendingUpdate:
+    """An update waiting for ``getUpdates`` (no webhook was set when it came)."""
+
+    update: dict[str, Any]
+    queued_at: float
+
+    @property
+    def update_id(self) -> int:
+        return int(self.update["update_id"])
+
+
 class BotState:
     """Everything one bot has: webhook, known chats and users, files, callback queries."""
 
@@ -239,6 +261,27 @@ class BotState:
         self.callback_answers: list[dict[str, Any]] = []
         self.next_update_id = UPDATE_ID_START
         self.last_set_webhook = float("-inf")
+        # getUpdates: the queue, whether anyone polls, and what the polls did
+        self.pending: deque[PendingUpdate] = deque()
+        self.polling = False  # getUpdates was called: updates queue while no webhook
+        self.poll_allowed_updates: list[str] | None = None
+        self.poll_generation = 0  # bumped by every getUpdates: ends the running one
+        self.long_polls_waiting = 0
+        self.get_updates_calls = 0
+        self.poll_conflicts = 0  # long polls ended by a newer getUpdates
+
+    def confirm(self, offset: int, now: float) -> None:
+        """getUpdates' ``offset``: confirm (forget) every update below it; a
+        negative one keeps only the last ``-offset`` (api.json
+        getUpdates.offset). Updates older than 24 hours go too."""
+        while self.pending and self.pending[0].queued_at < now - UPDATE_RETENTION_S:
+            self.pending.popleft()
+        if offset > 0:
+            while self.pending and self.pending[0].update_id < offset:
+                self.pending.popleft()
+        elif offset < 0:
+            while len(self.pending) > -offset:
+                self.pending.popleft()
 
     def remember_chat(self, chat: dict[str, Any]) -> ChatState:
         """Record (or refresh) a chat from an update or the configuration."""
@@ -278,6 +321,8 @@ class Store:
 
     def __init__(self, config: SandboxConfig, clock: Clock) -> None:
         self.lock = threading.RLock()
+        #: notified when a bot's pending updates or its webhook change
+        self.updates_changed = threading.Condition(self.lock)
         self.clock = clock
         self.config = config
         self.flood = FloodControl(config.flood_limits(), clock.now)
@@ -303,6 +348,7 @@ class Store:
                 if token in self.bots:
                     self.bots[token].webhook = webhook
             self.add_configured_chats(self.config.chats)
+            self.updates_changed.notify_all()  # a waiting long poll: its bot is gone
 
     def apply_config(self, config: SandboxConfig) -> None:
         with self.lock:

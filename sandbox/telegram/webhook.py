@@ -19,6 +19,14 @@ Sending and the retry delays are :mod:`sandbox.core.webhooks`' (``send``,
 ``allowed_updates``: an empty or absent list means every kind except
 ``chat_member``, ``message_reaction`` and ``message_reaction_count`` (api.json
 ``Update``, FACTS.md 1); a filtered update is not sent.
+
+Without a webhook, an update waits in the bot's queue for ``getUpdates``
+(filtered by the ``allowed_updates`` the last ``getUpdates`` gave) — once
+the bot has called ``getUpdates``. A bot that has neither a webhook nor ever
+polled gets nothing: ``/_deliver`` answers 409 (Telegram would keep the
+update 24 hours for whichever comes first; the sandbox tells the demo that
+nobody listens yet). A ``setWebhook`` posts what is still queued to the new
+webhook, in order (:func:`post_pending`), unless it drops pending updates.
 """
 
 from __future__ import annotations
@@ -31,10 +39,10 @@ from ..core import webhooks
 from .errors import ApiError
 from .methods import dispatch
 from .spec import BotApiSpec
-from .state import Store, Webhook
+from .state import BotState, PendingUpdate, Store, Webhook
 from .updates import ControlError, learn_from_update, summarize, update_kinds_of
 
-__all__ = ["deliver", "serialize_update"]
+__all__ = ["deliver", "post_pending", "serialize_update"]
 
 _OPT_IN_KINDS = ("chat_member", "message_reaction", "message_reaction_count")
 _NOT_FROM_WEBHOOK_REPLY = ("setwebhook", "deletewebhook", "close", "logout")
@@ -102,8 +110,9 @@ def deliver(store: Store, spec: BotApiSpec, token: str, update: dict[str, Any], 
         if bot is None:
             raise ControlError(f"unknown bot token {token!r}; register it with POST /_bots", 404)
         webhook = bot.webhook
-        if webhook is None:
-            raise ControlError("the bot has no webhook: call setWebhook first", 409)
+        if webhook is None and not bot.polling:
+            raise ControlError("the bot has no webhook and nobody calls getUpdates: call "
+                               "setWebhook (or getUpdates) first", 409)
         given = update.get("update_id")
         if given is not None and (not isinstance(given, int) or isinstance(given, bool)):
             raise ControlError('"update_id" must be an integer')
@@ -112,6 +121,8 @@ def deliver(store: Store, spec: BotApiSpec, token: str, update: dict[str, Any], 
             update = {"update_id": update_id, **update}
         learn_from_update(store, bot, update, files)
         kinds = update_kinds_of(update, spec.update_kinds)
+        if webhook is None:
+            return _queue(store, bot, update, kinds, spec)
         allowed = _is_allowed(kinds, webhook.allowed_updates)
         timeout = store.config.webhook_timeout_s
         config = store.config
@@ -159,6 +170,43 @@ def deliver(store: Store, spec: BotApiSpec, token: str, update: dict[str, Any], 
     if "webhook_reply" in outcome:
         result["webhook_reply"] = outcome["webhook_reply"]
     return result
+
+
+def _queue(store: Store, bot: BotState, update: dict[str, Any], kinds: list[str],
+           spec: BotApiSpec) -> dict[str, Any]:
+    """Keep ``update`` for getUpdates (the store's lock is held)."""
+    update_id = update["update_id"]
+    warnings = _warnings(update, kinds, spec)
+    if not _is_allowed(kinds, bot.poll_allowed_updates):
+        return {"delivered": False, "queued": False, "status": None, "body": None,
+                "update_id": update_id, "attempts": 0, "filtered": True, "warnings": warnings}
+    bot.confirm(0, store.now())  # retention only
+    bot.pending.append(PendingUpdate(dict(update), store.now()))
+    store.updates_changed.notify_all()
+    return {"delivered": False, "queued": True, "status": None, "body": None,
+            "update_id": update_id, "attempts": 0, "pending_update_count": len(bot.pending),
+            "warnings": warnings}
+
+
+def post_pending(store: Store, spec: BotApiSpec, token: str) -> None:
+    """Post the bot's queued updates to its (new) webhook, oldest first,
+    each retried like a failed delivery; one that still fails goes back to
+    the head of the queue and the rest wait with it (``getWebhookInfo``
+    counts them)."""
+    while True:
+        with store.lock:
+            bot = store.bot(token)
+            if bot is None or bot.webhook is None or not bot.pending:
+                return
+            item = bot.pending.popleft()
+        try:
+            result = deliver(store, spec, token, item.update, redeliver=True)
+        except ControlError:
+            result = {"delivered": False}
+        if not result.get("delivered") and not result.get("filtered"):
+            with store.lock:
+                bot.pending.appendleft(item)
+            return
 
 
 def _warnings(update: dict[str, Any], kinds: list[str], spec: BotApiSpec) -> list[str]:

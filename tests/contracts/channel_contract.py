@@ -18,13 +18,23 @@ must start with ``Test``) and provide:
                         vendor's shape; a generic JSON-ish list by default
 ``splits_long_text``    class attribute (optional): False for a channel without
                         a per-message limit (a long text arrives whole)
+``hold``                fixture, for a channel that can be pulled
+                        (``ReceiveMode.POLLING`` in the adapter's ``modes``):
+                        ``payload -> None``, the vendor keeps ``payload`` for
+                        the account's poller (switching the vendor from
+                        pushing to being pulled where it must; undone after
+                        the test)
 
 The duties, from ``channel_adapters.base``: ``verify`` rejects forged and
 missing secrets and raises nothing but ``SignatureError``; ``parse`` of every
 sample is deterministic and every message names its id, thread, user and
 time; ``parse`` of junk raises ``PayloadError`` and nothing else; ``send``
 returns one id per message the vendor received, in order, and flood control
-surfaces as ``RetryableError`` with ``retry_after``.
+surfaces as ``RetryableError`` with ``retry_after``. Where the channel can
+be pulled, ``poll`` returns what the vendor holds as the deliveries the
+webhook's ``edge`` would have journaled (the same keys, the same parse), and
+returns them again until its cursor is used (a crash before the cursor is
+stored fetches them again: the journal's key makes that a no-op).
 """
 
 from __future__ import annotations
@@ -42,6 +52,9 @@ from bridge.model import (
     IgnoredEvent,
     InboundMessage,
     OutboundMessage,
+    PollResult,
+    RawDelivery,
+    ReceiveMode,
     ThreadMigrated,
     WebhookRequest,
 )
@@ -229,6 +242,53 @@ class ChannelAdapterContract:
         with pytest.raises(PayloadError):
             adapter.parse(dataclasses.replace(good, body=b" " * (adapter.max_body + 1)))
 
+    # -- poll (channels that can be pulled) ------------------------------------
+
+    @pytest.fixture
+    def hold(self, adapter) -> Callable[[Any], None]:
+        if ReceiveMode.POLLING not in adapter.modes:
+            pytest.skip(f"{adapter.kind} is never pulled")
+        raise NotImplementedError(
+            "a channel that can be pulled provides a `hold` fixture: payload -> None, "
+            "the vendor keeps the payload for the account's poller"
+        )
+
+    def test_poll_fetches_what_the_webhook_would_have_journaled(
+        self, adapter, signed_request, hold, sample
+    ):
+        """The same event, pushed or pulled, is the same journal row: ``poll``
+        keys it as ``edge`` does and its parse is the webhook's parse."""
+        if ReceiveMode.POLLING not in adapter.modes:
+            pytest.skip(f"{adapter.kind} is never pulled")
+        request = signed_request(sample.payload)
+        pushed = adapter.edge(request)
+        expected = [e for d in pushed for e in adapter.parse(d.request(request.received_at))]
+        hold(sample.payload)
+        fetched = _poll_for(adapter, None, {d.key for d in pushed})
+        assert [d.key for d in fetched.deliveries] == [d.key for d in pushed]
+        assert all(isinstance(d, RawDelivery) and d.body for d in fetched.deliveries)
+        pulled = [
+            e for d in fetched.deliveries for e in adapter.parse(d.request(request.received_at))
+        ]
+        assert pulled == expected
+        assert fetched.cursor is not None, "a poll that fetched something moves the cursor"
+
+    def test_a_poll_is_repeated_until_its_cursor_is_used(self, adapter, hold):
+        """What the core relies on when it stores the cursor only after the
+        journal commit: the old cursor fetches the same deliveries again; the
+        new one does not fetch them any more."""
+        if ReceiveMode.POLLING not in adapter.modes:
+            pytest.skip(f"{adapter.kind} is never pulled")
+        first_payload = self.sample_payloads()[0].payload
+        hold(first_payload)
+        first = _poll_for(adapter, None, None)
+        keys = [d.key for d in first.deliveries]
+        assert keys, "the held payload is fetched"
+        again = adapter.poll(None, 1)
+        assert [d.key for d in again.deliveries] == keys
+        after = adapter.poll(first.cursor, 0)
+        assert not {d.key for d in after.deliveries} & set(keys)
+
     # -- send ---------------------------------------------------------------
 
     def test_send_returns_the_id_the_vendor_saw(self, adapter, vendor):
@@ -262,6 +322,17 @@ class ChannelAdapterContract:
         assert not isinstance(info.value, AmbiguousError), "a refused send is not ambiguous"
         assert info.value.retry_after is not None and info.value.retry_after > 0
         assert vendor.sent(thread) == before
+
+
+def _poll_for(adapter: Any, cursor: str | None, keys: set[str] | None) -> PollResult:
+    """Poll until something (``keys``, when given) came back; a long poll
+    answers as soon as the vendor holds anything, so this is one call."""
+    for _ in range(5):
+        result: PollResult = adapter.poll(cursor, 2)
+        got = {d.key for d in result.deliveries}
+        if got and (keys is None or keys <= got):
+            return result
+    raise AssertionError(f"the vendor never handed the held payload to poll(): {keys}")
 
 
 def _outbound(thread: str, text: str) -> OutboundMessage:

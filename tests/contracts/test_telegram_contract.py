@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime as dt
 import json
 import struct
 import threading
@@ -203,6 +204,25 @@ class TestTelegramContract(ChannelAdapterContract):
         return lambda payload: vendor.deliver(payload)
 
     @pytest.fixture
+    def hold(self, adapter, vendor, servers):
+        """Switch the bot to long polling as the bridge does (deleteWebhook,
+        then getUpdates), then queue the payload; the webhook is set again
+        afterwards for the other tests."""
+        pulled = []
+
+        def keep(payload: Any) -> None:
+            if not pulled:
+                adapter.remove_webhook()
+                assert adapter.poll(None, 0).deliveries == ()
+                pulled.append(True)
+            answer = vendor.control("POST", "/_deliver", update=payload)
+            assert answer["queued"] is True, answer
+
+        yield keep
+        if pulled:
+            adapter.setup_webhook(f"{servers[1]}/webhooks/telegram/acct-key")
+
+    @pytest.fixture
     def forged_request(self, signed_request):
         def make(payload: Any) -> WebhookRequest:
             request = signed_request(payload)
@@ -296,6 +316,33 @@ class TestTelegramContract(ChannelAdapterContract):
         assert (entry["method"], entry["caption"]) == ("sendPhoto", "the invoice")
         assert entry["message"]["photo"][-1]["file_id"] == largest.file_ref
         assert result.external_ids == (str(entry["message_id"]),)
+
+
+    def test_get_updates_while_the_webhook_is_set_is_a_permanent_409(self, adapter, vendor):
+        with pytest.raises(PermanentError) as info:
+            adapter.poll(None, 0)
+        assert info.value.status == 409
+        assert "use deleteWebhook to delete the webhook first" in info.value.message
+
+    def test_poll_asks_for_the_kinds_the_webhook_asks_for(self, adapter, vendor, hold):
+        hold({"message": _text_message(4244, "polled")})
+        (bot,) = [b for b in vendor.control("GET", "/_state")["accounts"] if b["polling"]["active"]]
+        assert bot["polling"]["allowed_updates"] == ["message", "edited_message", "callback_query"]
+        reaction = {
+            "message_reaction": {
+                "chat": {"id": 4244, "type": "private"},
+                "message_id": 1,
+                "date": 1,
+                "old_reaction": [],
+                "new_reaction": [],
+            }
+        }
+        assert vendor.control("POST", "/_deliver", update=reaction)["filtered"] is True
+        result = adapter.poll(None, 1)
+        (delivery,) = result.deliveries
+        (msg,) = adapter.parse(delivery.request(dt.datetime.now(dt.UTC)))
+        assert (msg.text, msg.external_thread_id) == ("polled", "4244")
+        assert result.cursor == str(int(delivery.key) + 1)
 
 
 def _text_message(user_id: int, text: str) -> dict:

@@ -26,7 +26,7 @@ from bridge.runtime import Runtime, set_runtime
 #: seconds one command may take before it counts as a hang
 TIMEOUT = 20
 #: long-running processes: started elsewhere (tests of `bridge run`), never here
-PROCESSES = {("run",), ("web",), ("worker",), ("sweeper",)}
+PROCESSES = {("run",), ("web",), ("worker",), ("sweeper",), ("pollers",)}
 #: commands that need no database at all
 NO_DATABASE = {("keys", "generate"), ("check-config",), ("db", "upgrade")}
 #: commands that make something new (their ids do not exist yet by design)
