@@ -125,9 +125,10 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _dispose_after_fork(engine: Engine) -> None:
-    """RQ forks a work-horse per job: a pooled connection must never be
-    shared across a fork (SQLAlchemy docs, "Using Connection Pools with
-    Multiprocessing or os.fork()")."""
+    """A forked process (gunicorn's workers; a work-horse, were RQ's forking
+    worker run instead of ``bridge.rqworker``'s) must never share a pooled
+    connection with its parent (SQLAlchemy docs, "Using Connection Pools
+    with Multiprocessing or os.fork()")."""
     _ENGINES.add(engine)
 
 

@@ -4,7 +4,7 @@ log, job or status output of any bridge process.
 
 For each CRM of the registry, with each channel of the registry, the stack
 runs as real processes (``bench.stack``: redis-server with AOF, the sandbox
-vendors, gunicorn, a ``bridge worker`` — RQ, its work-horses and its
+vendors, gunicorn, a ``bridge worker`` — RQ, running each job itself, and its
 sweeper). What is a canary of each provider, and how its sandbox plays its
 part, comes from the provider's test kit (``tests/kits``). Canary values go
 through it end to end:

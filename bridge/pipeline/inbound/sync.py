@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from bridge import outbox
@@ -91,6 +91,12 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 BATCH = 50
+#: a message written to the CRM: its refs, status synced (built once)
+_SYNCED = (
+    update(Message)
+    .where(Message.id == bindparam("m_id"))
+    .values(status=MessageStatus.SYNCED, last_error=None, crm_refs=bindparam("m_refs"))
+)
 #: a message claimed this many times without success is parked (poison pill)
 MAX_ATTEMPTS = 25
 
@@ -940,17 +946,22 @@ class InboundSync:
         jobs to enqueue once it committed (:meth:`_enqueue_acks`)."""
         done = [m for m in batch if m.uid in results]
         acks: list[str] = []
+        plain = []
         for message in done:
+            refs = [[r.kind, r.id] for r in results[message.uid]]
+            self._recorded.add(message.id)
+            if message.kind != MessageKind.CALLBACK.value:
+                plain.append({"m_id": message.id, "m_refs": refs})
+                continue
             row = session.get(Message, message.id)
             assert row is not None
-            row.status, row.last_error = MessageStatus.SYNCED, None
-            row.crm_refs = [[r.kind, r.id] for r in results[message.uid]]
-            self._recorded.add(message.id)
-            if row.kind == MessageKind.CALLBACK.value:
-                # a button press is answered once it is in the CRM: its
-                # own follow-up work, retried until the channel has it
-                job = due(session, row, outbox.ACK)
-                acks += [job] if job else []
+            row.status, row.last_error, row.crm_refs = MessageStatus.SYNCED, None, refs
+            # a button press is answered once it is in the CRM: its
+            # own follow-up work, retried until the channel has it
+            job = due(session, row, outbox.ACK)
+            acks += [job] if job else []
+        if plain:
+            session.connection().execute(_SYNCED, plain)
         if self._idle_at is not None and self._idle_at[1] <= self._recorded:
             if outbox.mark_idle(session, self.conversation_id, outbox.IN, self._idle_at[0]):
                 self._went_idle = True
