@@ -255,6 +255,9 @@ class AccountPoller:
         if not taken:
             self._stop.wait(self.CONTEND_EVERY)
             return True
+        if self._stop.is_set():  # stopped while taking it
+            lease.release()
+            return False
         self._lease = lease
         self._held.set()
         self._renewer = threading.Thread(
@@ -437,6 +440,8 @@ class Pollers:
         self.runtime = runtime
         self.worker = worker
         self.pollers: dict[int, AccountPoller] = {}
+        #: pollers told to stop whose thread may still wait on its poll
+        self._retiring: list[AccountPoller] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -465,14 +470,17 @@ class Pollers:
                     poller.start()
         for account_id in list(self.pollers):
             if account_id not in wanted:
-                self.pollers.pop(account_id).stop()
+                retired = self.pollers.pop(account_id)
+                retired.stop()
+                self._retiring.append(retired)
+        self._retiring = [p for p in self._retiring if p.alive]
         return set(wanted)
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop every poller and give the leases up: a poller still waiting
         on its long poll is left to die with the process."""
         self._stop.set()
-        pollers = list(self.pollers.values())
+        pollers = [*self.pollers.values(), *self._retiring]
         for poller in pollers:
             poller.stop()
         deadline = time.monotonic() + timeout

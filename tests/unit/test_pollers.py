@@ -184,8 +184,8 @@ def account(runtime: Runtime, tenant: int) -> int:
 
 @pytest.fixture
 def fast(runtime: Runtime) -> Runtime:
-    """Short long polls and a one-second lease."""
-    runtime.settings = dataclasses.replace(runtime.settings, poll_timeout=1.0, poll_lease_ttl=1.0)
+    """Short long polls and a two-second lease."""
+    runtime.settings = dataclasses.replace(runtime.settings, poll_timeout=1.0, poll_lease_ttl=2.0)
     return runtime
 
 
