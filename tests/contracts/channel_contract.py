@@ -59,7 +59,7 @@ from bridge.model import (
     WebhookRequest,
 )
 
-__all__ = ["ChannelAdapterContract", "Sample", "SentPart", "Vendor"]
+__all__ = ["ChannelAdapterContract", "PulledChannelContract", "Sample", "SentPart", "Vendor"]
 
 RequestFactory = Callable[[Any], WebhookRequest]
 
@@ -193,9 +193,7 @@ class ChannelAdapterContract:
         keys = [d.key for d in deliveries]
         assert all(isinstance(k, str) and k for k in keys) and len(set(keys)) == len(keys)
         replayed = [
-            event
-            for d in deliveries
-            for event in adapter.parse(d.request(request.received_at))
+            event for d in deliveries for event in adapter.parse(d.request(request.received_at))
         ]
         assert replayed == adapter.parse(request)
 
@@ -242,52 +240,21 @@ class ChannelAdapterContract:
         with pytest.raises(PayloadError):
             adapter.parse(dataclasses.replace(good, body=b" " * (adapter.max_body + 1)))
 
-    # -- poll (channels that can be pulled) ------------------------------------
+    # -- how the channel reaches the bridge ------------------------------------
 
-    @pytest.fixture
-    def hold(self, adapter) -> Callable[[Any], None]:
-        if ReceiveMode.POLLING not in adapter.modes:
-            pytest.skip(f"{adapter.kind} is never pulled")
-        raise NotImplementedError(
-            "a channel that can be pulled provides a `hold` fixture: payload -> None, "
-            "the vendor keeps the payload for the account's poller"
-        )
-
-    def test_poll_fetches_what_the_webhook_would_have_journaled(
-        self, adapter, signed_request, hold, sample
-    ):
-        """The same event, pushed or pulled, is the same journal row: ``poll``
-        keys it as ``edge`` does and its parse is the webhook's parse."""
-        if ReceiveMode.POLLING not in adapter.modes:
-            pytest.skip(f"{adapter.kind} is never pulled")
-        request = signed_request(sample.payload)
-        pushed = adapter.edge(request)
-        expected = [e for d in pushed for e in adapter.parse(d.request(request.received_at))]
-        hold(sample.payload)
-        fetched = _poll_for(adapter, None, {d.key for d in pushed})
-        assert [d.key for d in fetched.deliveries] == [d.key for d in pushed]
-        assert all(isinstance(d, RawDelivery) and d.body for d in fetched.deliveries)
-        pulled = [
-            e for d in fetched.deliveries for e in adapter.parse(d.request(request.received_at))
-        ]
-        assert pulled == expected
-        assert fetched.cursor is not None, "a poll that fetched something moves the cursor"
-
-    def test_a_poll_is_repeated_until_its_cursor_is_used(self, adapter, hold):
-        """What the core relies on when it stores the cursor only after the
-        journal commit: the old cursor fetches the same deliveries again; the
-        new one does not fetch them any more."""
-        if ReceiveMode.POLLING not in adapter.modes:
-            pytest.skip(f"{adapter.kind} is never pulled")
-        first_payload = self.sample_payloads()[0].payload
-        hold(first_payload)
-        first = _poll_for(adapter, None, None)
-        keys = [d.key for d in first.deliveries]
-        assert keys, "the held payload is fetched"
-        again = adapter.poll(None, 1)
-        assert [d.key for d in again.deliveries] == keys
-        after = adapter.poll(first.cursor, 0)
-        assert not {d.key for d in after.deliveries} & set(keys)
+    def test_the_receive_modes_are_declared_and_kept(self, adapter):
+        """A channel says whether it is pushed (webhook), pulled (polling)
+        or both; one never pulled refuses ``poll``, and one that can be
+        pulled runs the pulled-channel duties (``PulledChannelContract``)."""
+        assert adapter.modes and all(isinstance(m, ReceiveMode) for m in adapter.modes)
+        if ReceiveMode.POLLING in adapter.modes:
+            assert isinstance(self, PulledChannelContract), (
+                f"{adapter.kind} can be pulled: its contract also subclasses PulledChannelContract"
+            )
+        else:
+            assert type(adapter).receive_mode({"mode": "polling"}) == ReceiveMode.WEBHOOK
+            with pytest.raises(NotImplementedError):
+                adapter.poll(None, 0)
 
     # -- send ---------------------------------------------------------------
 
@@ -322,6 +289,51 @@ class ChannelAdapterContract:
         assert not isinstance(info.value, AmbiguousError), "a refused send is not ambiguous"
         assert info.value.retry_after is not None and info.value.retry_after > 0
         assert vendor.sent(thread) == before
+
+
+class PulledChannelContract:
+    """The duties of a channel that can be pulled (``ReceiveMode.POLLING``
+    in its ``modes``): a contract subclasses it beside
+    :class:`ChannelAdapterContract` and provides ``hold``."""
+
+    @pytest.fixture
+    def hold(self, adapter) -> Callable[[Any], None]:
+        raise NotImplementedError(
+            "a channel that can be pulled provides a `hold` fixture: payload -> None, "
+            "the vendor keeps the payload for the account's poller"
+        )
+
+    def test_poll_fetches_what_the_webhook_would_have_journaled(
+        self, adapter, signed_request, hold, sample
+    ):
+        """The same event, pushed or pulled, is the same journal row: ``poll``
+        keys it as ``edge`` does and its parse is the webhook's parse."""
+        request = signed_request(sample.payload)
+        pushed = adapter.edge(request)
+        expected = [e for d in pushed for e in adapter.parse(d.request(request.received_at))]
+        hold(sample.payload)
+        fetched = _poll_for(adapter, None, {d.key for d in pushed})
+        assert [d.key for d in fetched.deliveries] == [d.key for d in pushed]
+        assert all(isinstance(d, RawDelivery) and d.body for d in fetched.deliveries)
+        pulled = [
+            e for d in fetched.deliveries for e in adapter.parse(d.request(request.received_at))
+        ]
+        assert pulled == expected
+        assert fetched.cursor is not None, "a poll that fetched something moves the cursor"
+
+    def test_a_poll_is_repeated_until_its_cursor_is_used(self, adapter, hold):
+        """What the core relies on when it stores the cursor only after the
+        journal commit: the old cursor fetches the same deliveries again; the
+        new one does not fetch them any more."""
+        first_payload = self.sample_payloads()[0].payload
+        hold(first_payload)
+        first = _poll_for(adapter, None, None)
+        keys = [d.key for d in first.deliveries]
+        assert keys, "the held payload is fetched"
+        again = adapter.poll(None, 1)
+        assert [d.key for d in again.deliveries] == keys
+        after = adapter.poll(first.cursor, 0)
+        assert not {d.key for d in after.deliveries} & set(keys)
 
 
 def _poll_for(adapter: Any, cursor: str | None, keys: set[str] | None) -> PollResult:

@@ -33,7 +33,12 @@ from bridge.model import (
 )
 from channel_adapters.telegram import TelegramAdapter
 from sandbox.telegram import DEMO_BOT_TOKEN, create_app
-from tests.contracts.channel_contract import ChannelAdapterContract, Sample, SentPart
+from tests.contracts.channel_contract import (
+    ChannelAdapterContract,
+    PulledChannelContract,
+    Sample,
+    SentPart,
+)
 from tests.support.servers import serve_wsgi
 
 CORPORA = Path(__file__).resolve().parents[1] / "fixtures" / "corpora"
@@ -180,7 +185,7 @@ def _account(api_base: str, secret: str) -> ChannelAccountInfo:
     )
 
 
-class TestTelegramContract(ChannelAdapterContract):
+class TestTelegramContract(ChannelAdapterContract, PulledChannelContract):
     @classmethod
     def sample_payloads(cls) -> list[Sample]:
         return [_sample(rel, index) for rel, index in SAMPLES]
@@ -316,7 +321,6 @@ class TestTelegramContract(ChannelAdapterContract):
         assert (entry["method"], entry["caption"]) == ("sendPhoto", "the invoice")
         assert entry["message"]["photo"][-1]["file_id"] == largest.file_ref
         assert result.external_ids == (str(entry["message_id"]),)
-
 
     def test_get_updates_while_the_webhook_is_set_is_a_permanent_409(self, adapter, vendor):
         with pytest.raises(PermanentError) as info:
