@@ -166,3 +166,167 @@ def test_a_message_stored_during_the_crm_call_is_synced_by_the_same_job(runtime,
     assert normalise_account(account.id).endswith(": idle")
     assert [e["text"] for e in fakes.STATE.entries] == ["hi", "more"]
     assert _state(runtime) == (["synced", "synced"], ["idle"])
+
+
+# -- a backlog of known conversations, written together -------------------------------------
+
+BATCH_MAPPING = """
+crm: fake_batch
+channels:
+  telegram:
+    object: deal
+    pipeline: p1
+    stage: s1
+    task: {when: new_entity, subject: "Call {contact.name}"}
+"""
+
+
+@pytest.fixture
+def known(runtime, monkeypatch):  # type: ignore[no-untyped-def]
+    """Four customers whose conversations are open in the CRM (contact,
+    deal, task, first entry), each with a second message waiting and its
+    job queued; the CRM's call log starts empty."""
+    import crm_adapters
+    from bridge import admin
+    from bridge.pipeline.inbound import accept, run_inbound
+    from tests.support import fakes
+
+    monkeypatch.setitem(crm_adapters.REGISTRY, "fake_batch", "tests.support.fakes:FakeCrmBatch")
+    fakes.STATE = fakes.FakeCrmState()
+    (runtime.settings.mappings_dir / "fake_batch.yaml").write_text(BATCH_MAPPING)
+    tenant_id = admin.create_tenant(
+        runtime, slug="batch", crm_kind="fake_batch", mapping="fake_batch.yaml"
+    )
+    account = admin.add_channel_account(
+        runtime,
+        tenant_id,
+        kind="telegram",
+        credentials={"bot_token": "1:x", "secret_token": "s"},
+        external_id="1",
+    )
+    users = [100, 101, 102, 103]
+    accept(runtime, account, [_message(u, 1) for u in users])
+    conversations = _conversations(runtime)
+    for c in conversations:
+        run_inbound(runtime, c)
+    accept(runtime, account, [_message(u, 2) for u in users])
+    fakes.STATE.calls.clear()
+    return account, conversations
+
+
+def _message(user: int, n: int):  # type: ignore[no-untyped-def]
+    import datetime as dt
+
+    from bridge.model import InboundMessage, MessageKind, SenderProfile
+
+    return InboundMessage(
+        channel_kind="telegram",
+        external_id=f"{user}-{n}",
+        external_user_id=str(user),
+        external_thread_id=str(user),
+        kind=MessageKind.TEXT,
+        sent_at=dt.datetime(2026, 11, 1, 12, 0, n, tzinfo=dt.UTC),
+        text=f"{user} #{n}",
+        sequence=n,
+        provider_message_id=str(n),
+        profile=SenderProfile(first_name=f"Customer{user}"),
+    )
+
+
+def _conversations(runtime) -> list[int]:  # type: ignore[no-untyped-def]
+    from sqlalchemy import select
+
+    from bridge.tables import Conversation
+
+    with runtime.transaction() as s:
+        return list(s.scalars(select(Conversation.id).order_by(Conversation.id)))
+
+
+def _written(runtime) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """CRM entries per text (each must be 1)."""
+    from collections import Counter
+
+    from tests.support import fakes
+
+    return dict(Counter(e["text"] for e in fakes.STATE.entries))
+
+
+def test_known_conversations_waiting_together_are_written_in_one_call(runtime, known):  # type: ignore[no-untyped-def]
+    from bridge.pipeline.inbound import run_inbound
+    from tests.support import fakes
+
+    _, conversations = known
+    assert run_inbound(runtime, conversations[0]) == "idle"
+    assert fakes.STATE.calls.count("append_entries") == 1
+    assert _written(runtime) == {f"{u} #{n}": 1 for u in (100, 101, 102, 103) for n in (1, 2)}
+    assert _state(runtime) == (["synced"] * 8, ["idle"] * 4)
+    # the others' own jobs find nothing left
+    assert [run_inbound(runtime, c) for c in conversations[1:]] == ["idle"] * 3
+    assert fakes.STATE.calls.count("append_entries") == 1
+
+
+def test_a_message_arriving_during_the_call_is_left_to_its_own_job(runtime, known, redis_conn):  # type: ignore[no-untyped-def]
+    from bridge.jobs import SYNC_QUEUE
+    from bridge.pipeline.inbound import accept, run_inbound
+    from tests.support import fakes
+
+    account, conversations = known
+    sent: list[int] = []
+
+    def another(_entries: object) -> None:
+        if not sent:
+            sent.append(1)
+            accept(runtime, account, [_message(101, 3)])
+
+    fakes.STATE.faults["append_entries"].append(another)
+    Queue(SYNC_QUEUE, connection=redis_conn).empty()
+    Queue(SYNC_QUEUE, connection=redis_conn).enqueue(os.getpid)  # a backlog
+    run_inbound(runtime, conversations[0])
+    # 101's conversation was not marked idle: a job is queued for it
+    queued = Queue(SYNC_QUEUE, connection=redis_conn).job_ids
+    assert any(j.startswith(f"sync-{conversations[1]}-together-") for j in queued)
+    assert run_inbound(runtime, conversations[1]) == "idle"
+    assert _written(runtime)["101 #3"] == 1
+    assert _state(runtime) == (["synced"] * 9, ["idle"] * 4)
+
+
+def test_a_refused_batch_goes_the_ordinary_way_one_by_one(runtime, known):  # type: ignore[no-untyped-def]
+    from bridge.errors import PermanentError
+    from bridge.pipeline.inbound import run_inbound
+    from tests.support import fakes
+
+    _, conversations = known
+    fakes.STATE.fail_next("append_entries", PermanentError("refused"))
+    for c in conversations:
+        run_inbound(runtime, c)
+    assert set(_written(runtime).values()) == {1} and len(_written(runtime)) == 8
+    assert _state(runtime) == (["synced"] * 8, ["idle"] * 4)
+
+
+def test_a_failure_that_outlives_the_retries_backs_everyone_off(runtime, known):  # type: ignore[no-untyped-def]
+    import datetime as dt
+
+    from sqlalchemy import select, update
+
+    from bridge.errors import AmbiguousError
+    from bridge.model import utcnow
+    from bridge.pipeline.inbound import run_inbound
+    from bridge.tables import Message, Outbox
+    from tests.support import fakes
+
+    _, conversations = known
+    retries = runtime.settings.retry_attempts
+    # the CRM commits, then the answer is lost, every time
+    fakes.STATE.fail_next(
+        "append_entries", AmbiguousError("timeout"), after_commit=True, times=retries
+    )
+    assert run_inbound(runtime, conversations[0]) == "backoff"
+    with runtime.transaction() as s:
+        assert all(s.scalars(select(Outbox.not_before)))  # each waits for the sweeper
+        # the sweeper's jobs come after the backoff, the claims older than a lease
+        s.execute(update(Message).values(claimed_at=utcnow() - dt.timedelta(minutes=5)))
+    for c in conversations:
+        run_inbound(runtime, c)
+    # looked up before written again: each entry once
+    assert set(_written(runtime).values()) == {1} and len(_written(runtime)) == 8
+    assert _state(runtime) == (["synced"] * 8, ["idle"] * 4)

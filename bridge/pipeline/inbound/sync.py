@@ -59,6 +59,7 @@ from bridge.model import (
 from bridge.pipeline.drain import Drained, LeaseLost, Parked, run_drain
 from bridge.pipeline.followup import due
 from bridge.pipeline.inbound.cohort import contact_lease, open_together
+from bridge.pipeline.inbound.together import append_together
 from bridge.pipeline.retry import backoff_until, call_with_retries, retry_delay
 from bridge.registry import channel_class
 from bridge.rows import attachment_from_dict, aware, profile_from_payload
@@ -138,6 +139,9 @@ class InboundSync:
         self._not_ready = 0
         #: ids of the messages this job recorded synced
         self._recorded: set[int] = set()
+        #: may write its batch with other known conversations' (together.py);
+        #: False for the conversations another job writes with its own
+        self.together = True
         #: (version, ids): the batch in hand is all that waits as of version
         self._idle_at: tuple[int, set[int]] | None = None
         #: the commit that recorded the batch also marked the outbox idle
@@ -197,6 +201,10 @@ class InboundSync:
                     self._ensure_task(snap, adapter, rule, contact_ref, entity_ref)
             if lock.lost.is_set():
                 raise LeaseLost
+            if self.together and adapter.batch_size > 1:
+                # a backlog of known conversations: written together
+                if append_together(self, snap, adapter, rule, batch, lock):
+                    return None
             # the batch is everything waiting as of snap.version: once it is
             # in the CRM the conversation is idle, unless more came meanwhile
             # (mark_idle checks the version), recorded in the same commit
