@@ -59,7 +59,7 @@ Figures (``figures["worker_path"]`` in ``bench.sync``'s ``--json`` line)::
      "idle": {"seconds", "ms_per_s"},
      "lone": {"messages", "cpu_ms_mean", "cpu_ms_p50", "cpu_ms_min", "cpu_ms_max",
               "e2e_p50_ms", "e2e_max_ms", "webhook_p50_ms", "by_process_ms_mean": {"web",
-              "worker", "sweeper"}, "redis_ms_mean"},
+              "worker", "sweeper", "pollers"}, "redis_ms_mean"},
      "trickle": {"messages", "rate", "seconds", "cpu_ms_per_message", "cpu_ms_per_message_raw",
                  "by_process_ms_per_message", "redis_ms_per_message", "e2e_p50_ms",
                  "e2e_p99_ms", "webhook_p50_ms", "webhook_p99_ms", "crm_calls_per_message"},
@@ -218,29 +218,33 @@ def _cpu_of(pid: int) -> float:
     return sum(int(fields[i]) for i in (11, 12, 13, 14)) / _TICK
 
 
-def _is_sweeper(pid: int) -> bool:
+def _helper(pid: int) -> str:
+    """``sweeper`` or ``pollers`` for ``bridge worker``'s helper processes,
+    else ``worker`` (the worker itself, or a work-horse it forked)."""
     try:
-        return b"sweeper" in (Path("/proc") / str(pid) / "cmdline").read_bytes()
+        cmdline = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
     except OSError:
-        return False
+        return "worker"
+    return next((h for h in ("sweeper", "pollers") if h.encode() in cmdline), "worker")
 
 
 class Meter:
     """CPU seconds of the bridge's processes, by kind: ``web`` (gunicorn
-    and its workers), ``worker`` (each ``bridge worker`` and its horses),
-    ``sweeper``; and ``redis`` (the stack's redis-server) beside."""
+    and its workers), ``worker`` (each ``bridge worker`` and any horse it
+    forked), its ``sweeper`` and ``pollers`` processes; and ``redis`` (the
+    stack's redis-server) beside."""
 
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
 
     def read(self) -> dict[str, float]:
-        out = {"web": 0.0, "worker": 0.0, "sweeper": 0.0, "redis": 0.0}
+        out = {"web": 0.0, "worker": 0.0, "sweeper": 0.0, "pollers": 0.0, "redis": 0.0}
         web = self.stack.procs.get("web")
         if web is not None and web.poll() is None:
             self._tree(web.pid, lambda _pid: "web", out)
         for proc in self.stack.worker_procs:
             if proc.poll() is None:
-                self._tree(proc.pid, lambda pid: "sweeper" if _is_sweeper(pid) else "worker", out)
+                self._tree(proc.pid, _helper, out)
         server = self.stack.redis_server
         if server is not None and server.proc is not None:
             out["redis"] = _cpu_of(server.proc.pid)
@@ -263,7 +267,7 @@ def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float
 
 
 def _bridge(cpu: dict[str, float]) -> float:
-    return cpu["web"] + cpu["worker"] + cpu["sweeper"]
+    return cpu["web"] + cpu["worker"] + cpu["sweeper"] + cpu["pollers"]
 
 
 # -- the customers' side --------------------------------------------------------------
@@ -595,7 +599,7 @@ def _phases(
         "cpu_ms_max": rnd(max(lone_cpu), 1) if lone_cpu else None,
         "by_process_ms_mean": {
             k: rnd(sum(p[k] for p in lone_parts) / len(lone_parts), 1) if lone_parts else None
-            for k in ("web", "worker", "sweeper")
+            for k in ("web", "worker", "sweeper", "pollers")
         },
         "redis_ms_mean": rnd(sum(p["redis"] for p in lone_parts) / len(lone_parts), 2)
         if lone_parts
@@ -633,8 +637,8 @@ def render(f: dict[str, Any]) -> str:
             f"<= {t['lone_cpu_ms']:g}",
         ],
         [
-            "lone: CPU ms web / worker / sweeper",
-            "{web} / {worker} / {sweeper}".format(**lone["by_process_ms_mean"]),
+            "lone: CPU ms web / worker / sweeper / pollers",
+            "{web} / {worker} / {sweeper} / {pollers}".format(**lone["by_process_ms_mean"]),
             "",
         ],
         ["lone: send -> CRM write p50 ms", lone["e2e_p50_ms"], ""],
