@@ -136,6 +136,7 @@ class Bitrix24Adapter(ContactsMixin, EntitiesMixin, TimelineMixin, CrmAdapter):
     #: up, contacts, leads/deals, to-dos, comments) one ``batch`` request of
     #: 50 commands (FACTS 2.4) instead of two requests per person
     batch_size: ClassVar[int] = 50
+    finds_entries_at_once: ClassVar[bool] = True
     #: timeline comments (crm.timeline.comment.add, FACTS 2.7): any kind but
     #: ``none`` is written as a comment by timeline.wants_note
     timeline_kinds: ClassVar[Mapping[str, tuple[str, ...]]] = {"note": ()}

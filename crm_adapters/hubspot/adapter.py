@@ -94,6 +94,7 @@ class HubSpotAdapter(ContactsMixin, EntitiesMixin, CrmAdapter):
     #: HubSpot's batch endpoints take 100 inputs, an ``IN`` filter as many
     #: values (FACTS 3.3): a burst of new customers is opened 100 at a time
     batch_size: ClassVar[int] = BATCH_SIZE
+    finds_entries_at_once: ClassVar[bool] = True
     #: communications exist only for the channel types HubSpot has
     #: (``hs_communication_channel_type``, FACTS 3.3: the keys of
     #: timeline.COMMUNICATION_CHANNEL_TYPES); other channels get notes

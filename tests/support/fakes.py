@@ -317,6 +317,8 @@ class FakeCrmBatch(FakeCrm):
 
     kind = "fake_batch"
     batch_size = 4
+    #: its lookups of maybe-written entries are in memory: all at once
+    finds_entries_at_once = True
 
     def find_contacts(self, lookups: Mapping[str, ContactLookup]) -> dict[str, CrmContact]:
         def effect() -> dict[str, CrmContact]:

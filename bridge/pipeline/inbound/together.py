@@ -5,8 +5,10 @@ after an outage, a burst), the ordinary path writes each conversation's
 messages with a request of its own: a request per conversation, each one
 exposed to the CRM's faults, and every 429 stops the whole account for its
 ``Retry-After``. A CRM whose timeline takes entries of several records in
-one request (``CrmAdapter.batch_size`` > 1: HubSpot's notes
-``batch/create``, amoCRM's notes, Bitrix24's ``batch``) writes them together:
+one request (``CrmAdapter.batch_size`` > 1) and looks them up in one request
+on a retry (``finds_entries_at_once``: HubSpot's notes ``batch/create`` and
+search, Bitrix24's ``batch``; not amoCRM, whose lookup lists one lead's notes
+a request) writes them together:
 
 1. The job holding a conversation that is *known* — its person and its
    deal/lead/ticket in the CRM already, nothing about them uncertain or to be
@@ -118,7 +120,9 @@ def append_together(
     finished as said above."""
     rt = leader.rt
     tenant_id = leader._tenant_id
-    if adapter.batch_size < 2 or tenant_id is None or not _backlog(rt):
+    if adapter.batch_size < 2 or not adapter.finds_entries_at_once:
+        return False
+    if tenant_id is None or not _backlog(rt):
         return False
     refs = is_known(leader, snap, rule, batch)
     if refs is None:
