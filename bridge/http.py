@@ -153,6 +153,10 @@ class HttpClient:
         error = error_mapper(response) if error_mapper else None
         if error is None:
             error = self.default_error(method, response)
+        if isinstance(error, RetryableError) and response.status_code == 429:
+            # refused at the door (RFC 6585), whatever the vendor's mapper
+            # says: a retry need not look up what it would have written
+            error.nothing_written = True
         if (
             isinstance(error, RetryableError)
             and response.status_code == 429

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import update
 
-from bridge.errors import BridgeError, PermanentError
+from bridge.errors import BridgeError, PermanentError, RetryableError
 from bridge.locks import ConversationLock
 from bridge.model import CrmContact, CrmRef, EntityDraft, TaskDraft, TimelineEntry
 from bridge.pipeline.drain import LeaseLost
@@ -358,19 +358,22 @@ class Steps:
             ]
             owner.update({e.bridge_id: m for e in m.entries})
         written: dict[str, tuple[CrmRef, ...]] = {}
-        tried = [False]
+        #: a failed attempt may have written something (not a refusal at the
+        #: door, such as a 429): the next one looks its entries up first
+        maybe = [False]
         per_request = self.adapter.entries_per_request or len(owner) or 1
 
         def attempt() -> None:
             left = [e for m in self.members for e in m.entries if e.bridge_id not in written]
-            if tried[0]:
+            if maybe[0]:
                 left = [replace(e, maybe_written=True) for e in left]
-            tried[0] = True
             for start in range(0, len(left), per_request):
                 chunk = left[start : start + per_request]
                 try:
                     got = self.adapter.append_entries(chunk)
                 except BridgeError as exc:
+                    refused = isinstance(exc, RetryableError) and exc.nothing_written
+                    maybe[0] = maybe[0] or not refused
                     self._keep_written(dict(exc.partial), owner, written)
                     self._keep_steps(exc.progress, owner)
                     raise
