@@ -482,10 +482,11 @@ class Stack:
             [sys.executable, "-m", "bridge.cli", "status", "--json"],
             cwd=ROOT,
             env=self.env(),
-            check=True,
             capture_output=True,
             text=True,
         )
+        if out.returncode:
+            raise RuntimeError(f"bridge status exited {out.returncode}: {out.stderr[-2000:]}")
         return json.loads(out.stdout)
 
 

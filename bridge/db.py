@@ -38,7 +38,15 @@ __all__ = [
 ]
 
 
-def make_engine(url: str, *, echo: bool = False, reader: bool = False) -> Engine:
+def make_engine(
+    url: str,
+    *,
+    echo: bool = False,
+    reader: bool = False,
+    pool_size: int = 5,
+    max_overflow: int = 10,
+    pre_ping: bool = True,
+) -> Engine:
     """Create the engine with the pragmas/settings the pipeline relies on.
 
     ``reader=True`` (SQLite only): connections that run in autocommit and
@@ -53,15 +61,17 @@ def make_engine(url: str, *, echo: bool = False, reader: bool = False) -> Engine
             url,
             echo=echo,
             connect_args={"timeout": 30, "check_same_thread": False},
+            pool_size=pool_size,
+            max_overflow=max_overflow,
         )
         _sqlite_pragmas(engine, writer=not reader)
     else:
         engine = create_engine(
             url,
             echo=echo,
-            pool_pre_ping=True,
-            pool_size=5,
-            max_overflow=10,
+            pool_pre_ping=pre_ping,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
         )
         _postgres_text_without_nul(engine)
     _dispose_after_fork(engine)
@@ -229,35 +239,29 @@ def write_connection(engine: Engine) -> Iterator[Connection]:
 
 
 class RawWriter:
-    """Write transactions on a DBAPI connection kept per thread, for the one
-    statement the webhook runs per request (the ingest journal's INSERT).
+    """Write transactions on a bare DBAPI connection, for the one statement
+    the webhook runs per request (the ingest journal's INSERT).
 
-    SQLAlchemy's Core transaction around a single INSERT — pool checkout and
-    return, the pre-ping (a round trip on PostgreSQL), the ``begin`` event,
-    result wrapping — cost as much CPU as the rest of the request
-    (bench.ingest's profile, 2026-12-05). Here the statement is written
-    once, its parameters go through the column types' own bind processors
-    (so the rows read back exactly as the ORM writes them), and the
-    connection stays with its thread; SQLite writers still queue on the
-    process- and thread-wide writer lock. A connection that broke (the
-    database restarted) is dropped and the unit runs once more on a new one.
+    SQLAlchemy's Core transaction around a single INSERT — the pre-ping (a
+    round trip on PostgreSQL), the ``begin`` event, result wrapping — cost
+    as much CPU as the rest of the request (bench.ingest's profile,
+    2026-12-05). Here the caller writes the statement once and binds its
+    parameters; the connection comes from a small pool of its own without
+    pre-ping (at most ``POOL_SIZE + OVERFLOW`` per process: PostgreSQL's
+    ``max_connections`` is shared by every process of every machine), and
+    SQLite writers still queue on the process- and thread-wide writer lock.
+    A connection that broke (the database restarted) is dropped and the unit
+    runs once more on a new one.
     """
 
+    POOL_SIZE = 2
+    OVERFLOW = 6
+
     def __init__(self, url: str) -> None:
-        self.engine = make_engine(url)
-        self._local = threading.local()
+        self.engine = make_engine(
+            url, pool_size=self.POOL_SIZE, max_overflow=self.OVERFLOW, pre_ping=False
+        )
         self.dialect = self.engine.dialect.name
-        os.register_at_fork(after_in_child=self._forget)
-
-    def _forget(self) -> None:
-        # a connection must never be shared across a fork: the child opens its own
-        self._local = threading.local()
-
-    def _connection(self) -> Any:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self.engine.raw_connection()
-        return conn
 
     def run(self, unit: Callable[[Any], _T]) -> _T:
         """``unit(cursor)`` in one committed transaction; the result of unit.
@@ -267,17 +271,19 @@ class RawWriter:
         for attempt in (1, 2):
             conn = None
             try:
-                conn = self._connection()
-                return self._once(conn, unit)
+                conn = self.engine.raw_connection()
+                result = self._once(conn, unit)
+                conn.close()  # back to the pool
+                return result
             except (dbapi.OperationalError, sa_exc.OperationalError) as exc:
-                self._drop(conn)
+                _drop(conn)
                 if attempt == 2:
                     raise _wrapped(exc, dbapi) from exc
             except dbapi.Error as exc:
-                self._drop(conn)
+                _drop(conn)
                 raise _wrapped(exc, dbapi) from exc
             except BaseException:
-                self._drop(conn)
+                _drop(conn)
                 raise
         raise AssertionError("unreachable")
 
@@ -294,17 +300,18 @@ class RawWriter:
             finally:
                 cursor.close()
 
-    def _drop(self, conn: Any) -> None:
-        self._local.conn = None
-        if conn is None:
-            return
-        try:
-            conn.invalidate()
-        except Exception:  # noqa: BLE001 — already broken; nothing to save
-            log.debug("dropping a broken journal connection failed")
-
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _drop(conn: Any) -> None:
+    """A connection whose transaction failed: closed, never pooled again."""
+    if conn is None:
+        return
+    try:
+        conn.invalidate()
+    except Exception:  # noqa: BLE001 — already broken; nothing to save
+        log.debug("dropping a broken journal connection failed")
 
 
 def _wrapped(exc: BaseException, dbapi: Any) -> BaseException:
