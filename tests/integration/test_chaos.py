@@ -1,7 +1,7 @@
 """The chaos soak's ``ci`` profile (``bench.chaos``, RELIABILITY.md 5 R1/R2/R4):
 1,000 Telegram messages (10 % redelivered, 5 % reordered) into the sandbox
-HubSpot while it fails 20 % of the calls, 5 SIGKILLs of a busy worker and its
-work-horse, the web process exiting just before and just after its ingest
+HubSpot while it fails 20 % of the calls, 5 SIGKILLs of a busy worker (the
+job runs in it), the web process exiting just before and just after its ingest
 commit, one Redis FLUSHALL, a few seconds in which HubSpot refuses the inbox
 message of every append for good after its note was written (then the
 operator replays the failed messages), and HubSpot's delivery-report endpoint
