@@ -48,15 +48,9 @@ def run_worker(
     _preload()
     runtime = Runtime(settings)
     set_runtime(runtime)
-    helpers: list[subprocess.Popen[bytes]] = []
-    if not burst:
-        for name, wanted in (("sweeper", with_sweeper), ("pollers", with_pollers)):
-            if wanted:
-                helpers.append(
-                    subprocess.Popen(  # noqa: S603 — our own interpreter and module
-                        [sys.executable, "-m", "bridge.cli", name, "--parent", str(os.getpid())]
-                    )
-                )
+    wanted = (("sweeper", with_sweeper), ("pollers", with_pollers))
+    helpers = _Helpers([] if burst else [name for name, on in wanted if on])
+    helpers.start()
     worker = InProcessWorker(
         [runtime.queues[name] for name in QUEUES],
         connection=runtime.redis,
@@ -65,14 +59,65 @@ def run_worker(
     try:
         worker.work(burst=burst, logging_level="INFO", with_scheduler=False)
     finally:
-        for helper in helpers:
-            if helper.poll() is None:
-                helper.terminate()
-        for helper in helpers:
+        helpers.stop()
+
+
+class _Helpers:
+    """The worker's helper processes (``bridge sweeper``, ``bridge pollers``),
+    started with the worker and restarted when one dies while the worker
+    lives: the sweeper carries the worker's heartbeat and recovers stalled
+    work, so a sweeper that crashed at start (a database busy while it
+    opened, an unreachable Redis) must not leave a live worker reported as
+    gone and its conversations unswept for the rest of its life."""
+
+    #: seconds between a helper's death and its restart (doubling to the cap)
+    RESTART_DELAY = 1.0
+    RESTART_DELAY_MAX = 30.0
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="helpers", daemon=True)
+
+    def start(self) -> None:
+        for name in self.names:
+            self.procs[name] = self._spawn(name)
+        if self.names:
+            self._thread.start()
+
+    @staticmethod
+    def _spawn(name: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(  # noqa: S603 — our own interpreter and module
+            [sys.executable, "-m", "bridge.cli", name, "--parent", str(os.getpid())]
+        )
+
+    def _watch(self) -> None:
+        delay = dict.fromkeys(self.names, self.RESTART_DELAY)
+        while not self._stop.wait(1.0):
+            for name, proc in list(self.procs.items()):
+                code = proc.poll()
+                # 0: it was told to stop (SIGTERM/SIGINT, as on Ctrl-C) — so is the worker
+                if code is None or code == 0 or self._stop.is_set():
+                    continue
+                log.error("%s exited (code %s): restarting it in %.0f s", name, code, delay[name])
+                if self._stop.wait(delay[name]):
+                    return
+                delay[name] = min(delay[name] * 2, self.RESTART_DELAY_MAX)
+                self.procs[name] = self._spawn(name)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
             try:
-                helper.wait(timeout=10)
+                proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                helper.kill()
+                proc.kill()
 
 
 def _preload() -> None:
@@ -106,7 +151,7 @@ def run_sweeper(settings: Settings, *, parent: int | None = None) -> None:
     log.info("sweeper running every %.1fs", settings.sweep_interval)
     worker_pid = parent or os.getpid()
     last_beat = 0.0
-    while not stop.wait(1.0):
+    while True:
         if parent is not None and os.getppid() != parent:
             log.info("worker %s is gone: sweeper exits", parent)
             break
@@ -116,6 +161,8 @@ def run_sweeper(settings: Settings, *, parent: int | None = None) -> None:
                 beat(runtime.redis, worker_pid)
             except (redis.RedisError, OSError):
                 log.warning("heartbeat not recorded: Redis unreachable")
+        if stop.wait(1.0):
+            break
     sweeper.stop()
 
 
