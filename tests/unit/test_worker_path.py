@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from rq import Queue
+from rq import Queue, SimpleWorker
 from rq.job import JobStatus
 
 from bridge.rqworker import InProcessWorker
@@ -46,6 +46,42 @@ def test_a_job_past_its_timeout_is_stopped(queue: Queue) -> None:
     assert slow.get_status() == JobStatus.FAILED
     assert "JobTimeoutException" in (slow.latest_result().exc_string or "")  # type: ignore[union-attr]
     assert after.get_status() == JobStatus.FINISHED
+
+
+@pytest.mark.parametrize("worker_class", [SimpleWorker, InProcessWorker])
+def test_a_job_leaves_the_records_rq_leaves(queue: Queue, worker_class: type[SimpleWorker]) -> None:
+    """Fewer round trips, the same records as RQ's own SimpleWorker: the
+    job finished with its result, out of the started registry, its
+    execution gone, the worker idle with its counters."""
+    job = queue.enqueue(os.getpid, result_ttl=300)
+    worker = worker_class([queue], connection=queue.connection)
+    assert worker.work(burst=True)
+    job.refresh()
+    assert job.get_status() == JobStatus.FINISHED
+    assert job.latest_result().return_value == os.getpid()  # type: ignore[union-attr]
+    assert job.id in queue.finished_job_registry.get_job_ids()
+    assert job.id not in queue.started_job_registry.get_job_ids()
+    assert job.started_at is not None and job.last_heartbeat is not None
+    assert job.worker_name == worker.name
+    assert 0 < queue.connection.ttl(job.key) <= 300
+    worker.refresh()
+    assert worker.successful_job_count == 1
+    assert worker.total_working_time > 0
+    assert not queue.connection.keys(f"rq:execution*{job.id}*")
+
+
+def test_a_suspended_worker_takes_no_job(queue: Queue) -> None:
+    """``rq suspend`` still holds (read at most every second)."""
+    from rq.suspension import resume, suspend
+
+    job = queue.enqueue(os.getpid)
+    suspend(queue.connection)
+    try:
+        worker = InProcessWorker([queue], connection=queue.connection)
+        assert not worker.work(burst=True)
+        assert job.get_status() == JobStatus.QUEUED
+    finally:
+        resume(queue.connection)
 
 
 def test_bridge_worker_runs_the_in_process_worker() -> None:
