@@ -421,7 +421,9 @@ class TimelineEntry:
     conversation view then). ``edit_of``: the bridge id of the message an
     edit changes. ``late``: the message reached the bridge's model long
     after it arrived (re-parsed from the ingest journal after a parser
-    fix): the CRM should say so beside ``occurred_at``.
+    fix): the CRM should say so beside ``occurred_at``. ``stored_at``: when
+    the bridge stored the message (its own clock; no attempt wrote the entry
+    before it), so a look-up may skip records older than that.
     """
 
     bridge_id: str
@@ -451,6 +453,7 @@ class TimelineEntry:
     first_in_conversation: bool = True
     edit_of: str | None = None
     late: bool = False
+    stored_at: dt.datetime | None = None
 
     def written_ref(self, kind: str) -> CrmRef | None:
         """The ref of kind ``kind`` an earlier attempt wrote, if any."""

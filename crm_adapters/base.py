@@ -295,13 +295,17 @@ class CrmAdapter(ABC):
     #: batch calls; the defaults then call the one-item hooks and the core
     #: opens conversations one by one.
     batch_size: ClassVar[int] = 1
-    #: a retry of ``maybe_written`` entries looks them up in one request (or
-    #: a few) whatever the number of records they belong to (HubSpot's
-    #: search, Bitrix24's ``batch``), not one request per deal/lead. Only
-    #: then does the core write several conversations' waiting entries
-    #: together (a retry after an ambiguous error must not cost a lookup per
-    #: conversation).
-    finds_entries_at_once: ClassVar[bool] = False
+
+    @property
+    def finds_entries_at_once(self) -> bool:
+        """A retry of ``maybe_written`` entries looks them up in one request
+        (or a few) whatever the number of records they belong to (HubSpot's
+        search, Bitrix24's ``batch``, amoCRM's notes list by many leads),
+        not one request per deal/lead. Only then does the core write several
+        conversations' waiting entries together (a retry after an ambiguous
+        error must not cost a lookup per conversation). A property: it may
+        depend on the tenant's mapping (a chat window read a chat a request)."""
+        return False
 
     def find_contacts(self, lookups: Mapping[str, ContactLookup]) -> dict[str, CrmContact]:
         """``find_contact`` for many people: key -> the contact found (keys

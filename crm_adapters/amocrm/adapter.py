@@ -7,7 +7,8 @@ messages in ``ceil(N/50)`` calls (one for a live message); chat mode sends
 one ``new_message`` per message, plus one chat create and one contact link
 the first time a process sees a conversation with a contact (skipped when
 the core says ``entry.first_in_conversation`` is False). A retry
-(``maybe_written``) first lists the lead's notes / the chat's history.
+(``maybe_written``) first lists the leads' notes (one list for up to 50
+leads) / the chat's history.
 """
 
 from __future__ import annotations
@@ -137,6 +138,14 @@ class AmoCrmAdapter(ContactsMixin, LeadsMixin, NotesMixin, InboxMixin, CrmAdapte
     @classmethod
     def default_api_base(cls) -> str:
         return DEFAULT_API_BASE
+
+    @property
+    def finds_entries_at_once(self) -> bool:
+        """Notes of many leads are found with one list (``filter[entity_id]``
+        takes an array, ``timeline``); a chat's history is read one chat a
+        request (FACTS 1.13), so a tenant whose mapping also writes to the
+        chat window (``account.inbox``) is written one conversation at a time."""
+        return not self.account.inbox
 
     @property
     def entries_per_request(self) -> int:

@@ -13,9 +13,15 @@ amoCRM notes take no creation time, FACTS 1.9), its words in the entry's
 ``language`` (else ``account.language``), its channel the entry's
 ``channel_title`` (the channel's name from the core's registry). At the end of the header sits the
 **bridge marker**, hidden in zero-width characters (see ``freetext``): notes
-have no custom fields, so a retry lists the lead's notes and skips every
+have no custom fields, so a retry lists the leads' notes and skips every
 entry whose marker is already there, and the same marker tells the webhook
-parser that a note is the bridge's own (never a rep's reply). Notes written
+parser that a note is the bridge's own (never a rep's reply). One list
+finds the notes of many leads: the type-level list takes
+``filter[entity_id]`` as an array, with ``filter[note_type]`` and
+``filter[updated_at][from]`` (amoCRM's "Список примечаний по типу сущности",
+www.amocrm.ru/developers/content/crm_platform/events-and-notes; FACTS 1.9
+names the paths), so a retry of a batch written to 50 leads costs one or two
+requests, not 50. Notes written
 by earlier versions (a visible ``[bridge:…]`` last line) are still found.
 Whether amoCRM keeps zero-width characters is UNCONFIRMED: a retry that
 finds its own note stripped of the marker warns and falls back to the
@@ -55,6 +61,7 @@ __all__ = [
     "NotesMixin",
     "marker",
     "marker_hash",
+    "lookup_params",
     "note_item",
     "parse_marker",
     "render_note",
@@ -63,8 +70,16 @@ __all__ = [
 log = logging.getLogger(__name__)
 #: items per notes POST (no documented maximum; 50 is the folklore, FACTS 1.4)
 NOTES_CHUNK = 50
-#: a retry looks through at most this many pages of a lead's notes
+#: a retry looks through at most this many pages of the leads' notes
 NOTES_LOOKUP_PAGES = 20
+#: leads one notes list names in ``filter[entity_id][]`` (the page gives no
+#: maximum; one POST's worth keeps the URL short)
+LOOKUP_IDS = NOTES_CHUNK
+#: the note types the bridge writes (``note_item``)
+OWN_NOTE_TYPES = ("common", "service_message")
+#: a note is stamped by amoCRM's clock, the message's ``stored_at`` by the
+#: bridge's: the look-up starts this long before the oldest ``stored_at``
+CLOCK_SLACK = dt.timedelta(minutes=5)
 SERVICE = "CRM bridge"
 
 #: the few words the bridge writes itself, per mapping ``language``
@@ -228,18 +243,18 @@ class NotesMixin:
         self._markers_stripped = True
 
     def _find_notes(
-        self, path: str, entity_id: int, wanted: Mapping[str, TimelineEntry]
+        self, path: str, entity_ids: Sequence[int], wanted: Mapping[str, TimelineEntry]
     ) -> dict[str, str]:
         """marker hash -> note id, for the ``wanted`` entries (by marker hash)
-        found on the entity (newest first, stopping once all are found). A
-        note that is one of them but lost its marker is reported, not found."""
+        found on the ``entity_ids`` (one list for them all, newest first,
+        stopping once all are found). A note that is one of them but lost its
+        marker is reported, not found."""
         found: dict[str, str] = {}
         bare = {_comparable(render_note(entry, self.account)): key for key, entry in wanted.items()}
+        params = lookup_params(entity_ids, wanted.values())
         for page in range(1, NOTES_LOOKUP_PAGES + 1):
             body = self.api.json(
-                "GET",
-                f"/api/v4/{path}/{entity_id}/notes",
-                params={"limit": 250, "page": page, "order[updated_at]": "desc"},
+                "GET", f"/api/v4/{path}/notes", params=[*params, ("page", str(page))]
             )
             notes = embedded(body, "notes")
             for note in notes:
@@ -253,6 +268,19 @@ class NotesMixin:
                 break
         return found
 
+    def _look_up(self, path: str, items: Sequence[tuple[TimelineEntry, int]]) -> dict[str, str]:
+        """marker hash -> note id of the ``maybe_written`` entries among
+        ``items`` already on their leads: one list per ``LOOKUP_IDS`` leads."""
+        wanted: dict[int, dict[str, TimelineEntry]] = {}
+        for entry, entity_id in items:
+            if entry.maybe_written:
+                wanted.setdefault(entity_id, {})[marker_hash(entry.bridge_id)] = entry
+        found: dict[str, str] = {}
+        for ids in chunks(sorted(wanted), LOOKUP_IDS):
+            group = {key: entry for i in ids for key, entry in wanted[i].items()}
+            found.update(self._find_notes(path, ids, group))
+        return found
+
     def _write_notes(self, entries: Sequence[TimelineEntry], done: dict[str, CrmRef]) -> None:
         """Notes for ``entries`` into ``done`` (bridge id -> note ref): looked
         up first where ``maybe_written``, then one POST per target type per
@@ -263,13 +291,7 @@ class NotesMixin:
             if target is not None:
                 groups.setdefault(target[0], []).append((entry, target[1]))
         for path, items in groups.items():
-            lookups: dict[int, dict[str, TimelineEntry]] = {}
-            for entry, entity_id in items:
-                if entry.maybe_written:
-                    lookups.setdefault(entity_id, {})[marker_hash(entry.bridge_id)] = entry
-            found: dict[str, str] = {}
-            for entity_id, wanted in lookups.items():
-                found.update(self._find_notes(path, entity_id, wanted))
+            found = self._look_up(path, items)
             todo = []
             for entry, entity_id in items:
                 note_id = found.get(marker_hash(entry.bridge_id))
@@ -376,6 +398,23 @@ class NotesMixin:
                 }
             ],
         )
+
+
+def lookup_params(
+    entity_ids: Sequence[int], entries: Iterable[TimelineEntry]
+) -> list[tuple[str, str]]:
+    """The query of one notes list finding ``entries`` on ``entity_ids``:
+    the bridge's note types, newest first, and, when every entry says when
+    the bridge stored it, only notes changed since the oldest of those
+    (less ``CLOCK_SLACK``): no attempt wrote a note before its message was
+    stored, and an edit only moves ``updated_at`` later."""
+    params = [("filter[entity_id][]", str(i)) for i in entity_ids]
+    params += [("filter[note_type][]", t) for t in OWN_NOTE_TYPES]
+    stored = [e.stored_at for e in entries]
+    if stored and all(s is not None for s in stored):
+        since = min(_utc(s) for s in stored if s is not None) - CLOCK_SLACK
+        params.append(("filter[updated_at][from]", str(int(since.timestamp()))))
+    return [*params, ("order[updated_at]", "desc"), ("limit", "250")]
 
 
 def _comparable(text: str) -> str:

@@ -754,6 +754,30 @@ def test_notes(client: Any) -> None:
         assert resp.get_json()["validation-errors"][0]["errors"][0]["path"] == path
 
 
+def test_notes_of_many_leads_in_one_list(client: Any) -> None:
+    """The type-level list takes ``filter[entity_id]`` as an array, with
+    ``filter[note_type]`` and ``filter[updated_at][from]`` (amoCRM's notes
+    list by entity type, www.amocrm.ru/developers/content/crm_platform/
+    events-and-notes): what a batched POST wrote is found in one request."""
+    tok = token(client)
+    a, b, c = (new_lead(client, tok) for _ in range(3))
+    call(client, "POST", "leads/notes", tok, [
+        {"entity_id": a, "note_type": "common", "params": {"text": "to a"}},
+        {"entity_id": b, "note_type": "service_message",
+         "params": {"service": "Bridge", "text": "to b"}},
+        {"entity_id": b, "note_type": "sms_in", "params": {"text": "sms", "phone": "+7999"}},
+        {"entity_id": c, "note_type": "common", "params": {"text": "to c"}}])
+    query = (f"filter[entity_id][]={a}&filter[entity_id][]={b}"
+             "&filter[note_type][]=common&filter[note_type][]=service_message"
+             "&order[updated_at]=desc&limit=250")
+    listed = call(client, "GET", f"leads/notes?{query}", tok).get_json()
+    assert sorted((n["entity_id"], n["params"]["text"]) for n in listed["_embedded"]["notes"]) \
+        == [(a, "to a"), (b, "to b")]
+    late = int(time.time()) + 3600
+    assert call(client, "GET", f"leads/notes?{query}&filter[updated_at][from]={late}",
+                tok).status_code == 204
+
+
 ZERO_WIDTH_TEXT = (
     "Ann\u2060\u200b\u200c\u200d\u2060 via\ufeff Telegram\u200e\nhi \U0001f468\u200d\U0001f469"
 )

@@ -1532,7 +1532,7 @@ def test_maybe_written_entries_are_looked_up_not_rewritten(
     rsps: responses.RequestsMock, adapter: AmoCrmAdapter
 ) -> None:
     rsps.get(
-        f"{API}/api/v4/leads/900/notes",
+        NOTES,
         json=lead_notes(our_note(7001, "m-1"), {"id": 7000, "params": {"text": "rep note"}}),
     )
     rsps.add_callback(responses.POST, NOTES, callback=echo_notes(8000))
@@ -1546,10 +1546,63 @@ def test_maybe_written_entries_are_looked_up_not_rewritten(
     assert [i["request_id"] for i in body_of(rsps.calls[1])] == ["m-2", "m-3"]
     query = parse_qs(urlsplit(rsps.calls[0].request.url).query)
     assert query["order[updated_at]"] == ["desc"] and query["limit"] == ["250"]
+    assert query["filter[entity_id][]"] == ["900"]
+    assert query["filter[note_type][]"] == ["common", "service_message"]
+    assert "filter[updated_at][from]" not in query  # the entries do not say when stored
+
+
+def lead_note(note_id: int, lead_id: int, bridge_id: str) -> dict[str, Any]:
+    return {**our_note(note_id, bridge_id), "entity_id": lead_id}
+
+
+def test_a_retry_across_many_leads_is_one_list_of_their_notes(
+    rsps: responses.RequestsMock, adapter: AmoCrmAdapter
+) -> None:
+    """A batch written to 60 leads that may have committed: one notes list
+    per 50 leads (``filter[entity_id][]`` takes an array, amoCRM's "notes
+    list by entity type"), only the notes changed since the bridge stored
+    the oldest message (less the clock slack), never a list per lead."""
+    stored = T0 + dt.timedelta(minutes=10)
+    batch = [
+        entry(
+            f"m-{i}",
+            entity=CrmRef("lead", str(1000 + i)),
+            maybe_written=True,
+            stored_at=stored + dt.timedelta(seconds=i),
+        )
+        for i in range(60)
+    ]
+    rsps.get(NOTES, json=lead_notes(lead_note(7003, 1003, "m-3"), lead_note(7055, 1055, "m-55")))
+    rsps.add_callback(responses.POST, NOTES, callback=echo_notes(8000))
+    result = adapter.append_entries(batch)
+    assert result["m-3"] == (CrmRef("note", "7003"),)
+    assert result["m-55"] == (CrmRef("note", "7055"),)
+    assert len(result) == 60
+    lists = [c for c in rsps.calls if c.request.method == "GET"]
+    assert len(lists) == 2
+    first, second = (parse_qs(urlsplit(c.request.url).query) for c in lists)
+    assert first["filter[entity_id][]"] == [str(1000 + i) for i in range(50)]
+    assert second["filter[entity_id][]"] == [str(1000 + i) for i in range(50, 60)]
+    since = int((stored - dt.timedelta(minutes=5)).timestamp())
+    assert first["filter[updated_at][from]"] == [str(since)]
+    assert second["filter[updated_at][from]"] == [str(since + 50)]
+    posted = [i["request_id"] for c in rsps.calls if c.request.method == "POST" for i in body_of(c)]
+    assert sorted(posted) == sorted(f"m-{i}" for i in range(60) if i not in (3, 55))
+
+
+def test_a_notes_list_pages_on_until_everything_is_found(
+    rsps: responses.RequestsMock, adapter: AmoCrmAdapter
+) -> None:
+    others = [lead_note(6000 + i, 900, f"other-{i}") for i in range(250)]
+    rsps.get(NOTES, json=lead_notes(*others))
+    rsps.get(NOTES, json=lead_notes(our_note(7001, "m-1")))
+    assert adapter.append_entries([entry(maybe_written=True)]) == {"m-1": (CrmRef("note", "7001"),)}
+    pages = [parse_qs(urlsplit(c.request.url).query)["page"] for c in rsps.calls]
+    assert pages == [["1"], ["2"]]
 
 
 def test_all_found_means_no_write(rsps: responses.RequestsMock, adapter: AmoCrmAdapter) -> None:
-    rsps.get(f"{API}/api/v4/leads/900/notes", json=lead_notes(our_note(7001, "m-1")))
+    rsps.get(NOTES, json=lead_notes(our_note(7001, "m-1")))
     assert adapter.append_entries([entry(maybe_written=True)]) == {"m-1": (CrmRef("note", "7001"),)}
     assert [c.request.method for c in rsps.calls] == ["GET"]
 
@@ -1557,7 +1610,7 @@ def test_all_found_means_no_write(rsps: responses.RequestsMock, adapter: AmoCrmA
 def test_a_note_an_earlier_version_wrote_is_found_by_its_visible_marker(
     rsps: responses.RequestsMock, adapter: AmoCrmAdapter
 ) -> None:
-    rsps.get(f"{API}/api/v4/leads/900/notes", json=lead_notes(old_note(7001, "m-1")))
+    rsps.get(NOTES, json=lead_notes(old_note(7001, "m-1")))
     assert adapter.append_entries([entry(maybe_written=True)]) == {"m-1": (CrmRef("note", "7001"),)}
     assert [c.request.method for c in rsps.calls] == ["GET"]
 
@@ -1572,7 +1625,7 @@ def test_a_note_stripped_of_its_marker_is_written_again_with_a_visible_one(
     adapter.append_entries([entry()])
     stripped = strip_hidden(body_of(rsps.calls[0])[0]["params"]["text"])
     rsps.get(
-        f"{API}/api/v4/leads/900/notes",
+        NOTES,
         json=lead_notes({"id": 8000, "entity_id": 900, "params": {"text": stripped}}),
     )
     with caplog.at_level("WARNING", logger="crm_adapters.amocrm.timeline"):

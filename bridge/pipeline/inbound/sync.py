@@ -1062,6 +1062,7 @@ class InboundSync:
             first_in_conversation=first,
             edit_of=edit_of,
             late=bool(payload.get("late")),
+            stored_at=aware(message.created_at) if message.created_at else None,
         )
 
     # -- helpers ----------------------------------------------------------

@@ -7,8 +7,9 @@ exposed to the CRM's faults, and every 429 stops the whole account for its
 ``Retry-After``. A CRM whose timeline takes entries of several records in
 one request (``CrmAdapter.batch_size`` > 1) and looks them up in one request
 on a retry (``finds_entries_at_once``: HubSpot's notes ``batch/create`` and
-search, Bitrix24's ``batch``; not amoCRM, whose lookup lists one lead's notes
-a request) writes them together:
+search, Bitrix24's ``batch``, amoCRM's notes list by many leads; not a
+mapping that also writes to a chat read back one chat a request) writes them
+together:
 
 1. The job holding a conversation that is *known* — its person and its
    deal/lead/ticket in the CRM already, nothing about them uncertain or to be
