@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -36,14 +37,14 @@ from sqlalchemy import select
 from bridge.errors import SignatureError, WebhookError
 from bridge.model import RawDelivery, WebhookAnswer, WebhookRequest
 from bridge.pipeline.inbound import AccountRef
-from bridge.pipeline.inbound.journal import record
+from bridge.pipeline.inbound.journal import Waker, record
 from bridge.pipeline.outbound import accept_crm_events
 from bridge.registry import UnknownAdapter, channel_class
 from bridge.runtime import Runtime, app_runtime
 from bridge.tables import ChannelAccount, ChannelStatus, CrmRoute, Tenant
 from channel_adapters.base import ChannelAdapter
 
-__all__ = ["bp", "reset_cache", "to_webhook_request"]
+__all__ = ["bp", "reset_cache", "to_webhook_request", "waker"]
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__)
@@ -78,7 +79,7 @@ class _AdapterCache:
             item = self._items.get(key)
             if item and item.expires > now:
                 return item
-        with rt.transaction() as session:
+        with rt.read_session() as session:
             account = session.scalars(
                 select(ChannelAccount).where(
                     ChannelAccount.key == key, ChannelAccount.status == ChannelStatus.ACTIVE
@@ -111,6 +112,18 @@ class _AdapterCache:
 
 
 _channels = _AdapterCache()
+_wakers: weakref.WeakKeyDictionary[Runtime, Waker] = weakref.WeakKeyDictionary()
+_wakers_lock = threading.Lock()
+
+
+def waker(rt: Runtime) -> Waker:
+    """The runtime's journal waker: this process's requests wake the
+    normaliser through its thread, never before their 2xx."""
+    with _wakers_lock:
+        found = _wakers.get(rt)
+        if found is None:
+            found = _wakers[rt] = Waker(rt)
+        return found
 
 
 def to_webhook_request(req: Request, public_url: str) -> WebhookRequest:
@@ -180,7 +193,7 @@ def channel_webhook(kind: str, key: str) -> ResponseReturnValue:
         deliveries = adapter.edge(webhook)
     except WebhookError as exc:
         return _error(exc)
-    record(rt, cached.account, deliveries, received_at=webhook.received_at)
+    record(rt, cached.account, deliveries, received_at=webhook.received_at, waker=waker(rt))
     return _answer(adapter.answer(deliveries))
 
 
@@ -210,7 +223,9 @@ def channel_app_webhook(kind: str) -> ResponseReturnValue:
                 log.info("%s delivery for an account not connected here: left", kind)
                 continue
             deliveries = cached.adapter.edge(webhook)
-            record(rt, cached.account, deliveries, received_at=webhook.received_at)
+            record(
+                rt, cached.account, deliveries, received_at=webhook.received_at, waker=waker(rt)
+            )
             stored.extend(deliveries)
     except WebhookError as exc:
         return _error(exc)

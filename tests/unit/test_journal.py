@@ -118,6 +118,50 @@ def test_one_wake_up_per_burst_and_none_for_a_redelivery(runtime, account, redis
     assert len(Queue(INGEST_QUEUE, connection=redis_conn).job_ids) == 2
 
 
+def test_the_web_processs_waker_sends_one_wake_up_for_many_threads_deliveries(
+    runtime, account, redis_conn, monkeypatch
+):  # type: ignore[no-untyped-def]
+    """Request threads only name the account; the waker's thread sends the
+    wake-up after their commits, and survives a wake-up that failed."""
+    waker = journal.Waker(runtime)
+    sent: list[int] = []
+    real_wake = journal.wake
+
+    def counted(rt, account_id, **kw):  # type: ignore[no-untyped-def]
+        sent.append(account_id)
+        if len(sent) == 1:
+            raise ConnectionError("Redis away")  # the thread must outlive it
+        return real_wake(rt, account_id, **kw)
+
+    monkeypatch.setattr(journal, "wake", counted)
+    record(runtime, account, [update_delivery(0, text="first")], waker=waker)
+    assert waker.flush()
+    assert sent == [account.id] and Queue(INGEST_QUEUE, connection=redis_conn).job_ids == []
+
+    threads = [
+        threading.Thread(
+            target=record,
+            args=(runtime, account, [update_delivery(i, text=str(i))]),
+            kwargs={"waker": waker},
+        )
+        for i in range(1, 21)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert waker.flush()
+    assert 2 <= len(sent) <= 21  # one per account and pass, not per delivery
+    (job_id,) = Queue(INGEST_QUEUE, connection=redis_conn).job_ids  # the flag dedupes the rest
+    assert job_id.startswith(f"normalise-{account.id}-")
+    assert run_normaliser(runtime, account.id) == "normalised 21"
+
+    # a forked web worker inherits the object, not its thread: a new one starts
+    waker._pid = -1
+    record(runtime, account, [update_delivery(99, text="after fork")], waker=waker)
+    assert waker.flush() and len(Queue(INGEST_QUEUE, connection=redis_conn).job_ids) == 2
+
+
 def test_a_key_longer_than_the_column_is_stored_hashed_and_still_unique(runtime, account):  # type: ignore[no-untyped-def]
     long_a, long_b = "k" * 300 + "a", "k" * 300 + "b"
     assert delivery_key("short") == "short"

@@ -35,6 +35,7 @@ from bridge.pipeline.inbound.journal import normalise_pending
 from bridge.pipeline.outbound import run_outbound
 from bridge.runtime import set_runtime
 from bridge.tables import Conversation, Message
+from bridge.webhooks import waker
 from sandbox.telegram import create_app as create_telegram
 from tests.support.harness import (
     HUBSPOT_MAPPING,
@@ -256,6 +257,7 @@ def test_no_canary_in_logs_jobs_or_status(world, debug_logging, capsys) -> None:
     )
     assert refused.status_code == 403 and not leaks(refused.get_data(as_text=True))
     # the normaliser's job carries the account id only
+    assert waker(world["rt"]).flush()
     (wake_id,) = queued(redis_conn, INGEST_QUEUE)
     wake = Job.fetch(wake_id, connection=redis_conn)
     assert wake.args == (world["account"],) and wake.kwargs == {}

@@ -23,6 +23,7 @@ from bridge.db import RawWriter, make_engine, make_sessionmaker
 from bridge.jobs import DELIVER_QUEUE, INGEST_QUEUE, SYNC_QUEUE
 from bridge.pipeline.inbound.journal import run_normaliser
 from bridge.tables import Conversation, Delivery, IgnoredEventRow, Message, Outbox
+from bridge.webhooks import waker
 from tests.support.harness import (
     CLIENT_SECRET,
     HUBSPOT_MAPPING,
@@ -59,12 +60,14 @@ class Bridge:
         headers = dict(kw.pop("headers", {}))
         if secret is not None:
             headers[SECRET_HEADER] = secret
-        return self.client.post(
+        response = self.client.post(
             kw.pop("path", f"/webhooks/telegram/{self.account_key}"),
             data=raw,
             headers=headers,
             content_type=kw.pop("content_type", JSON),
         )
+        assert waker(self.rt).flush()  # the wake-up goes from the waker's thread
+        return response
 
     def normalise(self) -> str:
         """What the worker's normaliser job does with the journaled rows."""

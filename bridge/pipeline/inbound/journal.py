@@ -27,6 +27,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import os
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
     from channel_adapters.base import ChannelAdapter
 
 __all__ = [
+    "Waker",
     "HOOKS",
     "LATE_AFTER",
     "JournalHooks",
@@ -113,7 +117,7 @@ HOOKS = JournalHooks()
 # -- record: the webhook's one write -------------------------------------------
 
 # One statement per delivery, written once per dialect; a redelivery (same
-# account and key) inserts nothing and returns no id.
+# account and key) inserts nothing (its rowcount is 0).
 _COLUMNS = (
     "tenant_id",
     "channel_account_id",
@@ -127,11 +131,11 @@ _COLUMNS = (
 # (the column names are this module's constants, never input: S608)
 _INSERT_SQL = {
     "sqlite": "INSERT INTO deliveries ({cols}) VALUES ({qmarks}) "  # noqa: S608
-    "ON CONFLICT (channel_account_id, delivery_key) DO NOTHING RETURNING id".format(
+    "ON CONFLICT (channel_account_id, delivery_key) DO NOTHING".format(
         cols=", ".join(_COLUMNS), qmarks=", ".join("?" * len(_COLUMNS))
     ),
     "postgresql": "INSERT INTO deliveries ({cols}) VALUES ({named}) "  # noqa: S608
-    "ON CONFLICT (channel_account_id, delivery_key) DO NOTHING RETURNING id".format(
+    "ON CONFLICT (channel_account_id, delivery_key) DO NOTHING".format(
         cols=", ".join(_COLUMNS), named=", ".join(f"%({c})s" for c in _COLUMNS)
     ),
 }
@@ -165,9 +169,11 @@ def record(
     deliveries: Sequence[RawDelivery],
     *,
     received_at: dt.datetime | None = None,
+    waker: Waker | None = None,
 ) -> int:
     """Journal ``deliveries`` for ``account`` in one committed transaction
-    and wake the normaliser. Returns how many were new (a redelivery is 0).
+    and wake the normaliser — here, or from ``waker``'s thread when given
+    (the web process's). Returns how many were new (a redelivery is 0).
     Raises whatever the database raises: the caller answers non-2xx and the
     provider redelivers."""
     if not deliveries:
@@ -198,16 +204,23 @@ def record(
         inserted = 0
         for row in params:
             cursor.execute(sql, row)
-            inserted += len(cursor.fetchall())
+            inserted += cursor.rowcount
         for hook in HOOKS.before_commit:
             hook()
         return inserted
 
-    inserted = writer.run(insert)
+    if len(params) == 1 and not HOOKS.before_commit:
+        # the common case, one delivery: one statement in autocommit
+        inserted = writer.run_statement(sql, params[0])
+    else:
+        inserted = writer.run(insert)
     for hook in HOOKS.after_commit:
         hook()
     if inserted:
-        wake(runtime, account.id)
+        if waker is not None:
+            waker.soon(account.id)
+        else:
+            wake(runtime, account.id)
     return inserted
 
 
@@ -231,6 +244,76 @@ def wake(runtime: Runtime, account_id: int, *, force: bool = False) -> bool:
         log.warning("journal wake-up for account %s not sent (%s)", account_id, type(exc).__name__)
         return False
     return enqueue_normaliser(runtime.queues, account_id, timeout=runtime.settings.job_timeout)
+
+
+class Waker:
+    """Wakes the normaliser from a thread of its own, for the web process.
+
+    The request that committed a delivery only names its account here and
+    answers: no Redis round trip before its 2xx (a ``SET NX`` and its
+    blocking read were a third of the CPU the webhook spent over storing
+    the bytes, bench.ingest), and the deliveries many request threads
+    commit while one wake-up is being sent cost one more, not one each.
+    Losing a wake-up (the process dies before this thread ran) loses
+    nothing: the sweeper wakes every account whose ``new`` rows are older
+    than ``BRIDGE_JOURNAL_GRACE``.
+
+    Every delivery gets a wake-up attempt after its commit (the normaliser
+    clears the flag when it starts and looks for new rows once more when it
+    stops, so one sent before the commit might not do). Passes are ``GAP``
+    apart: an idle bridge wakes at once, a busy one at most every ``GAP``
+    per process, for everything committed meanwhile.
+    """
+
+    #: seconds between two passes of the waker's thread
+    GAP = 0.01
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._pid = -1
+        self._cond = threading.Condition()
+        self._pending: set[int] = set()
+        self._busy = False
+
+    def soon(self, account_id: int) -> None:
+        """Wake ``account_id``'s normaliser shortly (never raises)."""
+        if self._pid != os.getpid():
+            self._start()  # first use in this process (a forked web worker)
+        with self._cond:
+            idle = not self._pending and not self._busy
+            self._pending.add(account_id)
+            if idle:
+                self._cond.notify()  # else the thread finds it on its next pass
+
+    def _start(self) -> None:
+        # a fresh condition: one inherited through fork may be held by a
+        # thread that does not exist here
+        self._cond = threading.Condition()
+        self._pending = set()
+        self._pid = os.getpid()
+        threading.Thread(target=self._run, name="journal-waker", daemon=True).start()
+
+    def _run(self) -> None:
+        cond = self._cond
+        while True:
+            with cond:
+                self._busy = False
+                cond.notify_all()
+                while not self._pending:
+                    cond.wait()
+                accounts, self._pending = self._pending, set()
+                self._busy = True
+            for account_id in sorted(accounts):
+                try:
+                    wake(self.runtime, account_id)
+                except Exception:  # noqa: BLE001 — this thread outlives a bad wake-up
+                    log.warning("journal wake-up for account %s not sent", account_id)
+            time.sleep(self.GAP)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every wake-up asked for so far was sent (tests)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._pending and not self._busy, timeout)
 
 
 # -- the normaliser: a worker job ---------------------------------------------------
