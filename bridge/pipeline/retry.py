@@ -52,10 +52,24 @@ def retry_delay(settings: Settings, attempt: int, error: BaseException | None) -
     return backoff * (0.5 + random.random() / 2)  # noqa: S311 (jitter, not crypto)
 
 
+def hinted(error: BaseException | None) -> bool:
+    """The far side said how long to wait (a 429's ``Retry-After``)."""
+    return isinstance(error, RetryableError) and error.retry_after is not None
+
+
 def wait_for(settings: Settings) -> Callable[[RetryCallState], float]:
+    """tenacity's wait: the far side's hint, else backoff doubling with each
+    failure that came without one. A hinted refusal (a 429: nothing ran)
+    says nothing about the far side's health, so it does not lengthen the
+    backoff of a 5xx after it."""
+    unhinted = 0
+
     def wait(state: RetryCallState) -> float:
+        nonlocal unhinted
         exc = state.outcome.exception() if state.outcome else None
-        return retry_delay(settings, state.attempt_number, exc)
+        if not hinted(exc):
+            unhinted += 1
+        return retry_delay(settings, max(unhinted, 1), exc)
 
     return wait
 
@@ -93,7 +107,7 @@ def send_with_retries(
     so no later attempt sends them again. An ``AmbiguousError`` (it may have
     gone out) is never repeated, unless ``resend_ambiguous`` (the receiver
     drops repeats by the delivery's id)."""
-    attempt = 0
+    attempt = unhinted = 0
     while True:
         try:
             return send(message)
@@ -115,4 +129,5 @@ def send_with_retries(
         attempt += 1
         if attempt >= max(1, settings.retry_attempts):
             raise error
-        time.sleep(retry_delay(settings, attempt, error))
+        unhinted += 0 if hinted(error) else 1
+        time.sleep(retry_delay(settings, max(unhinted, 1), error))
