@@ -1,0 +1,91 @@
+"""``bridge.db.RawWriter`` on a real SQLite file: one statement in
+autocommit, and the group commit of statements that queue while another
+commits (one transaction, one WAL sync, each caller answered after it)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy.exc import IntegrityError
+
+from bridge.db import RawWriter
+
+INSERT = "INSERT INTO t (k, parent) VALUES (?, ?) ON CONFLICT (k) DO NOTHING"
+
+
+@pytest.fixture
+def writer(tmp_path: Path):  # type: ignore[no-untyped-def]
+    path = tmp_path / "w.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE p (id INTEGER PRIMARY KEY)")
+        conn.execute("INSERT INTO p (id) VALUES (1)")
+        conn.execute(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, k TEXT UNIQUE,"
+            " parent INTEGER REFERENCES p(id))"
+        )
+    w = RawWriter(f"sqlite:///{path}")
+    yield w
+    w.close()
+
+
+def rows(writer: RawWriter) -> list[str]:
+    with sqlite3.connect(writer.engine.url.database or "") as conn:
+        return [k for (k,) in conn.execute("SELECT k FROM t ORDER BY id")]
+
+
+def test_one_statement_alone_commits_and_a_duplicate_changes_nothing(writer) -> None:  # type: ignore[no-untyped-def]
+    assert writer.run_statement(INSERT, ("a", 1)) == 1
+    assert writer.run_statement(INSERT, ("a", 1)) == 0
+    assert rows(writer) == ["a"]
+
+
+def test_statements_queued_behind_a_commit_go_together_and_a_bad_one_fails_alone(
+    writer, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    release = threading.Event()
+    alone = writer._statement
+    together: list[int] = []
+    grouped = writer._statements
+
+    def slow_first(sql, params):  # type: ignore[no-untyped-def]
+        if params[0] == "first":
+            release.wait(10)  # a commit in progress: the others queue behind it
+        return alone(sql, params)
+
+    def counted(items):  # type: ignore[no-untyped-def]
+        together.append(len(items))
+        return grouped(items)
+
+    monkeypatch.setattr(writer, "_statement", slow_first)
+    monkeypatch.setattr(writer, "_statements", counted)
+    results: dict[str, object] = {}
+
+    def insert(key: str, parent: int, label: str | None = None) -> None:
+        try:
+            results[label or key] = writer.run_statement(INSERT, (key, parent))
+        except IntegrityError as exc:
+            results[label or key] = exc
+
+    first = threading.Thread(target=insert, args=("first", 1))
+    first.start()
+    time.sleep(0.2)
+    others = [threading.Thread(target=insert, args=(f"k{i}", 1)) for i in range(10)]
+    others.append(threading.Thread(target=insert, args=("orphan", 99)))  # no parent 99
+    others.append(threading.Thread(target=insert, args=("first", 1, "again")))  # a redelivery
+    for t in others:
+        t.start()
+    time.sleep(0.3)
+    assert len(results) == 0  # nobody answered before its commit
+    release.set()
+    for t in [first, *others]:
+        t.join(10)
+
+    assert together and together[0] == len(others)  # one transaction for the queue...
+    assert isinstance(results.pop("orphan"), IntegrityError)  # ...which failed on the orphan:
+    assert (results.pop("first"), results.pop("again")) == (1, 0)
+    assert list(results.values()) == [1] * 10
+    assert sorted(rows(writer)) == sorted(["first", *(f"k{i}" for i in range(10))])
