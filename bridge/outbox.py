@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import String, bindparam, case, cast, insert, select, update
+from sqlalchemy import Connection, String, bindparam, case, cast, insert, select, update
 from sqlalchemy.orm import Session
 
-from bridge.db import rowcount
 from bridge.model import utcnow
 from bridge.tables import Outbox, OutboxState
 
@@ -144,24 +143,34 @@ def bump(session: Session, tenant_id: int, conversation_id: int, direction: str)
     return job
 
 
-def mark_idle(session: Session, conversation_id: int, direction: str, version: int) -> bool:
+_IDLE = (
+    update(Outbox)
+    .where(
+        Outbox.conversation_id == bindparam("b_conversation"),
+        Outbox.direction == bindparam("b_direction"),
+        Outbox.version == bindparam("b_version"),
+        Outbox.state.in_((OutboxState.PENDING, OutboxState.IDLE)),
+    )
+    .values(state=OutboxState.IDLE, reason=None, not_before=None)
+)
+
+
+def mark_idle(
+    session: Session | Connection, conversation_id: int, direction: str, version: int
+) -> bool:
     """pending -> idle, only if nothing arrived since ``version`` was read.
 
     True also when it is idle already (a second job for the same work found
     nothing to do); False when new work arrived or it was parked meanwhile —
-    the caller looks again.
+    the caller looks again. One statement built once, run on the session's
+    connection (or a Core connection's).
     """
-    result = session.execute(
-        update(Outbox)
-        .where(
-            Outbox.conversation_id == conversation_id,
-            Outbox.direction == direction,
-            Outbox.version == version,
-            Outbox.state.in_((OutboxState.PENDING, OutboxState.IDLE)),
-        )
-        .values(state=OutboxState.IDLE, reason=None, not_before=None)
+    conn = session.connection() if isinstance(session, Session) else session
+    result = conn.execute(
+        _IDLE,
+        {"b_conversation": conversation_id, "b_direction": direction, "b_version": version},
     )
-    return rowcount(result) == 1
+    return result.rowcount == 1
 
 
 def park(session: Session, conversation_id: int, direction: str, reason: str) -> None:

@@ -32,10 +32,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from bridge import outbox
+from bridge.db import write_connection
 from bridge.errors import (
     AuthError,
     NotReadyError,
@@ -97,6 +98,56 @@ _SYNCED = (
     update(Message)
     .where(Message.id == bindparam("m_id"))
     .values(status=MessageStatus.SYNCED, last_error=None, crm_refs=bindparam("m_refs"))
+)
+#: the batch claimed: in_flight before the CRM call (built once)
+_CLAIM = (
+    update(Message)
+    .where(Message.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        status=MessageStatus.IN_FLIGHT,
+        claimed_at=bindparam("at"),
+        attempts=Message.attempts + 1,
+    )
+)
+#: the conversation's entries were written for this CRM contact
+_CONTACT_WRITTEN = (
+    update(Conversation)
+    .where(Conversation.id == bindparam("c_id"))
+    .values(crm_contact_id=bindparam("c_contact"))
+)
+# The snapshot's reads (built once): the outbox row's state and version,
+# the waiting messages in order, the conversation with its tenant, channel
+# account and contact in one row, the customer's time of the last message
+# written to the CRM.
+_OUTBOX_ROW = select(Outbox.state, Outbox.version).where(
+    Outbox.conversation_id == bindparam("conversation"), Outbox.direction == outbox.IN
+)
+_WAITING = (
+    select(Message)
+    .where(
+        Message.conversation_id == bindparam("conversation"),
+        Message.direction == outbox.IN,
+        Message.status.in_((MessageStatus.PENDING, MessageStatus.IN_FLIGHT, MessageStatus.FAILED)),
+    )
+    .order_by(Message.seq)
+    .limit(BATCH)
+)
+_CONVERSATION = (
+    select(Conversation, Tenant, ChannelAccount, Contact)
+    .join(Tenant, Tenant.id == Conversation.tenant_id)
+    .join(ChannelAccount, ChannelAccount.id == Conversation.channel_account_id)
+    .join(Contact, Contact.id == Conversation.contact_id)
+    .where(Conversation.id == bindparam("conversation"))
+)
+_LAST_SYNCED = (
+    select(Message.sent_at)
+    .where(
+        Message.conversation_id == bindparam("conversation"),
+        Message.direction == outbox.IN,
+        Message.status == MessageStatus.SYNCED,
+    )
+    .order_by(Message.seq.desc())
+    .limit(1)
 )
 #: a message claimed this many times without success is parked (poison pill)
 MAX_ATTEMPTS = 25
@@ -256,53 +307,28 @@ class InboundSync:
         # reads only: no write lock (SQLite: a WAL reader). The version is
         # read first: a message stored after it makes mark_idle fail and the
         # drain look again, never the other way round
+        params = {"conversation": self.conversation_id}
         with self.rt.read_session() as session:
-            row = session.scalars(
-                select(Outbox).where(
-                    Outbox.conversation_id == self.conversation_id, Outbox.direction == outbox.IN
-                )
-            ).first()
+            conn = session.connection()
+            row = conn.execute(_OUTBOX_ROW, params).first()
             if row is None:
                 return Parked("no-work")
             if row.state == OutboxState.PARKED:
                 return Parked("parked")
-            version = row.version
-            messages = list(
-                session.scalars(
-                    select(Message)
-                    .where(
-                        Message.conversation_id == self.conversation_id,
-                        Message.direction == outbox.IN,
-                        Message.status.in_(
-                            (MessageStatus.PENDING, MessageStatus.IN_FLIGHT, MessageStatus.FAILED)
-                        ),
-                    )
-                    .order_by(Message.seq)
-                    .limit(BATCH)
-                )
-            )
+            version = int(row.version)
+            messages = list(session.scalars(_WAITING, params))
             if not messages:
                 return Drained(version)
             self._check_foreign_claims(messages)
-            conversation = session.get(Conversation, self.conversation_id)
-            assert conversation is not None
-            tenant = session.get(Tenant, conversation.tenant_id)
-            account = session.get(ChannelAccount, conversation.channel_account_id)
-            contact = _survivor(session, conversation.contact_id)
-            assert tenant is not None and account is not None
+            found = session.execute(_CONVERSATION, params).first()
+            assert found is not None, "a conversation with messages, its tenant and account"
+            conversation, tenant, account, contact = found
+            if contact.merged_into_id is not None:
+                contact = _survivor(session, contact.id)
             if account.tenant_id != tenant.id or contact.tenant_id != tenant.id:
                 # A job must never act for one tenant with another's data.
                 raise PermanentError("tenant mismatch between conversation and its rows")
-            last_synced = session.scalar(
-                select(Message.sent_at)
-                .where(
-                    Message.conversation_id == self.conversation_id,
-                    Message.direction == outbox.IN,
-                    Message.status == MessageStatus.SYNCED,
-                )
-                .order_by(Message.seq.desc())
-                .limit(1)
-            )
+            last_synced = conn.scalar(_LAST_SYNCED, params)
             return _Snapshot(
                 conversation,
                 tenant,
@@ -857,21 +883,17 @@ class InboundSync:
         raise _FailMessage(culprit.id, reason) from None
 
     def _claim(self, batch: list[Message]) -> None:
-        """``in_flight`` before the CRM call: a retry looks the entries up."""
-        with self.rt.transaction() as session:
-            self._claim_in(session, batch)
+        """``in_flight`` before the CRM call: a retry looks the entries up.
+        One statement built once, on a Core connection (no ORM session)."""
+        with write_connection(self.rt.engine) as conn:
+            self._claim_on(conn, batch)
 
     def _claim_in(self, session: Session, batch: list[Message]) -> None:
         """:meth:`_claim` in the caller's transaction."""
-        session.execute(
-            update(Message)
-            .where(Message.id.in_([m.id for m in batch]))
-            .values(
-                status=MessageStatus.IN_FLIGHT,
-                claimed_at=utcnow(),
-                attempts=Message.attempts + 1,
-            )
-        )
+        self._claim_on(session.connection(), batch)
+
+    def _claim_on(self, conn: Connection, batch: list[Message]) -> None:
+        conn.execute(_CLAIM, {"ids": [m.id for m in batch], "at": utcnow()})
         self._claimed = {m.id for m in batch}
 
     def _unclaim(self, batch: list[Message], entries: list[TimelineEntry]) -> None:
@@ -943,9 +965,16 @@ class InboundSync:
         return results
 
     def _record(self, batch: list[Message], results: dict[str, Any], snap: _Snapshot) -> None:
-        with self.rt.transaction() as session:
-            acks = self._record_in(session, batch, results, snap)
-        self._enqueue_acks(acks)
+        if any(m.kind == MessageKind.CALLBACK.value for m in batch if m.uid in results):
+            # a button press is answered once it is in the CRM: its follow-up
+            # work is recorded through the session (bridge.pipeline.followup)
+            with self.rt.transaction() as session:
+                acks = self._record_in(session, batch, results, snap)
+            self._enqueue_acks(acks)
+            return
+        # the common case: prebuilt statements on a Core connection
+        with write_connection(self.rt.engine) as conn:
+            self._record_plain(conn, [m for m in batch if m.uid in results], results, snap)
 
     def _record_in(
         self, session: Session, batch: list[Message], results: dict[str, Any], snap: _Snapshot
@@ -956,33 +985,49 @@ class InboundSync:
         acks: list[str] = []
         plain = []
         for message in done:
-            refs = [[r.kind, r.id] for r in results[message.uid]]
-            self._recorded.add(message.id)
             if message.kind != MessageKind.CALLBACK.value:
-                plain.append({"m_id": message.id, "m_refs": refs})
+                plain.append(message)
                 continue
+            self._recorded.add(message.id)
             row = session.get(Message, message.id)
             assert row is not None
+            refs = [[r.kind, r.id] for r in results[message.uid]]
             row.status, row.last_error, row.crm_refs = MessageStatus.SYNCED, None, refs
             # a button press is answered once it is in the CRM: its
             # own follow-up work, retried until the channel has it
             job = due(session, row, outbox.ACK)
             acks += [job] if job else []
-        if plain:
-            session.connection().execute(_SYNCED, plain)
+            self.synced += 1
+        self._record_plain(session.connection(), plain, results, snap, wrote=bool(done))
+        return acks
+
+    def _record_plain(
+        self,
+        conn: Connection,
+        done: list[Message],
+        results: dict[str, Any],
+        snap: _Snapshot,
+        *,
+        wrote: bool = False,
+    ) -> None:
+        """Messages that need no follow-up marked synced with their refs, the
+        outbox marked idle when the batch was all that waited, and the CRM
+        contact the entries went to (``wrote``: others were recorded beside
+        ``done``): prebuilt statements on ``conn``."""
+        if done:
+            conn.execute(
+                _SYNCED,
+                [{"m_id": m.id, "m_refs": [[r.kind, r.id] for r in results[m.uid]]} for m in done],
+            )
+        self._recorded.update(m.id for m in done)
         if self._idle_at is not None and self._idle_at[1] <= self._recorded:
-            if outbox.mark_idle(session, self.conversation_id, outbox.IN, self._idle_at[0]):
+            if outbox.mark_idle(conn, self.conversation_id, outbox.IN, self._idle_at[0]):
                 self._went_idle = True
         self.synced += len(done)
         contact = snap.contact.crm_contact_id
-        if done and contact and snap.conversation.crm_contact_id != contact:
-            session.execute(
-                update(Conversation)
-                .where(Conversation.id == snap.conversation.id)
-                .values(crm_contact_id=contact)
-            )
+        if (done or wrote) and contact and snap.conversation.crm_contact_id != contact:
+            conn.execute(_CONTACT_WRITTEN, {"c_id": snap.conversation.id, "c_contact": contact})
             snap.conversation.crm_contact_id = contact
-        return acks
 
     def _enqueue_acks(self, acks: list[str]) -> None:
         for job in acks:
