@@ -20,9 +20,10 @@ and names the key and the fix when it does not fit.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any, TypeVar, Union
 
 __all__ = [
@@ -175,7 +176,7 @@ def load(
     know are dropped (what an older version stored), or refused with
     ``strict`` (what an admin typed)."""
     data = dict(data or {})
-    hints = typing.get_type_hints(schema)
+    hints = _hints(schema)
     known = {f.name: f for f in fields_of(schema)}
     if strict:
         for key in data:
@@ -198,7 +199,7 @@ def check(schema: type, updates: Mapping[str, Any], *, where: str = "") -> dict[
     """``updates`` checked key by key against ``schema`` (each must be one
     of its fields, of its type), coerced; the fields not named are left
     alone."""
-    hints = typing.get_type_hints(schema)
+    hints = _hints(schema)
     known = {f.name: f for f in fields_of(schema)}
     out: dict[str, Any] = {}
     for key, value in updates.items():
@@ -207,6 +208,17 @@ def check(schema: type, updates: Mapping[str, Any], *, where: str = "") -> dict[
             raise SettingsError(where, key, f"unknown setting (known: {names})")
         out[key] = _value(known[key], hints[key], value, where)
     return out
+
+
+def _hints(schema: type) -> dict[str, Any]:
+    """The schema's resolved field types (a schema is a class: read once;
+    each adapter built per job reads its ``Settings`` and ``App``)."""
+    return _resolved(schema)
+
+
+@functools.cache
+def _resolved(schema: Hashable) -> dict[str, Any]:
+    return typing.get_type_hints(schema)
 
 
 def _required(spec: dataclasses.Field[Any]) -> bool:

@@ -444,13 +444,22 @@ def _drain(
         done += len(rows)
 
 
+_ACCOUNT = select(*ChannelAccount.__table__.c).where(
+    ChannelAccount.__table__.c.id == bindparam("account")
+)
+
+
 def _account(runtime: Runtime, account_id: int) -> tuple[AccountRef, ChannelAdapter] | None:
-    with runtime.read_session() as session:
-        account = session.get(ChannelAccount, account_id)
-        if account is None:
-            return None
-        ref = AccountRef(account.id, account.tenant_id, account.kind)
-        return ref, runtime.channel_parser(account)
+    """The account and its parser (kept by the runtime while the account's
+    credentials and settings stay the same): one row on a Core connection,
+    read into a transient ``ChannelAccount`` that no session ever holds."""
+    with runtime.read_engine.connect() as conn:
+        row = conn.execute(_ACCOUNT, {"account": account_id}).first()
+    if row is None:
+        return None
+    account = ChannelAccount(**row._mapping)
+    ref = AccountRef(account.id, account.tenant_id, account.kind)
+    return ref, runtime.channel_parser(account)
 
 
 @dataclass
