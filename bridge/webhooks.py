@@ -39,7 +39,7 @@ from bridge.model import RawDelivery, WebhookAnswer, WebhookRequest
 from bridge.pipeline.inbound import AccountRef
 from bridge.pipeline.inbound.journal import Waker, record
 from bridge.pipeline.outbound import accept_crm_events
-from bridge.registry import UnknownAdapter, channel_class
+from bridge.registry import UnknownAdapter, channel_class, crm_class
 from bridge.runtime import Runtime, app_runtime
 from bridge.tables import ChannelAccount, ChannelStatus, CrmRoute, Tenant
 from channel_adapters.base import ChannelAdapter
@@ -223,9 +223,7 @@ def channel_app_webhook(kind: str) -> ResponseReturnValue:
                 log.info("%s delivery for an account not connected here: left", kind)
                 continue
             deliveries = cached.adapter.edge(webhook)
-            record(
-                rt, cached.account, deliveries, received_at=webhook.received_at, waker=waker(rt)
-            )
+            record(rt, cached.account, deliveries, received_at=webhook.received_at, waker=waker(rt))
             stored.extend(deliveries)
     except WebhookError as exc:
         return _error(exc)
@@ -240,7 +238,21 @@ def crm_webhook(crm: str, key: str) -> ResponseReturnValue:
         tenant_id = conn.scalar(
             select(Tenant.id).where(Tenant.webhook_key == key, Tenant.crm_kind == crm)
         )
+    if tenant_id is not None and _is_echo(rt, crm):
+        return _answer(WebhookAnswer())
     return _crm_webhook(rt, tenant_id)
+
+
+def _is_echo(rt: Runtime, crm: str) -> bool:
+    """The webhook reports only the bridge's own writes (the adapter's
+    ``echo``: amoCRM's webhook for each note the bridge wrote): answered
+    before the tenant's adapter is built; nothing in it is stored."""
+    try:
+        cls = crm_class(crm)
+        _check_body(rt.settings.max_body, cls.content_types)
+    except (UnknownAdapter, WebhookError):
+        return False  # the ordinary path answers it
+    return cls.echo(to_webhook_request(request, rt.settings.public_url))
 
 
 @bp.post("/webhooks/crm/<crm>/install")
@@ -309,7 +321,7 @@ def crm_routed_webhook(crm: str, route_key: str) -> ResponseReturnValue:
 def _crm_webhook(rt: Runtime, tenant_id: int | None) -> ResponseReturnValue:
     if tenant_id is None:
         return jsonify(NOT_FOUND), 404
-    with rt.transaction() as session:
+    with rt.read_session() as session:
         tenant = session.get(Tenant, tenant_id)
         if tenant is None:  # deleted since its key was looked up
             return jsonify(NOT_FOUND), 404

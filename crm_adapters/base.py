@@ -359,6 +359,17 @@ class CrmAdapter(ABC):
 
     # -- CRM -> bridge ------------------------------------------------------
 
+    @classmethod
+    def echo(cls, request: WebhookRequest) -> bool:
+        """True when the webhook reports only what the bridge wrote itself (a
+        CRM that sends a webhook for every note, the bridge's own included):
+        the core answers it with the default 2xx before it builds the
+        tenant's adapter, and stores nothing — what ``parse_webhook`` would
+        have made of it is ignored events only. It runs before
+        ``verify_webhook``, so it must hold only of a request that could
+        change nothing; anything else (and anything unreadable) is False."""
+        return False
+
     @abstractmethod
     def verify_webhook(self, request: WebhookRequest) -> None:
         """Raise ``SignatureError`` unless the request is signed by the CRM

@@ -61,6 +61,7 @@ from .webhooks import (
     chat_events,
     check_account,
     decode_brackets,
+    is_echo,
     is_form,
     load_json,
 )
@@ -313,6 +314,18 @@ class AmoCrmAdapter(ContactsMixin, LeadsMixin, NotesMixin, InboxMixin, CrmAdapte
     def _reply_markers(self) -> tuple[str, ...]:
         own = self.settings.reply_marker.strip()
         return tuple(dict.fromkeys(m for m in (own, *DEFAULT_REPLY_MARKERS) if m))
+
+    @classmethod
+    def echo(cls, request: WebhookRequest) -> bool:
+        """An account webhook whose records are all the bridge's own notes
+        (marked; amoCRM sends one for every note written, FACTS 1.12): a
+        webhook per message synced, answered without the tenant."""
+        if not is_form(request) or _routed(request.url):
+            return False
+        try:
+            return is_echo(decode_brackets(request.body))
+        except BridgeError:
+            return False
 
     def verify_webhook(self, request: WebhookRequest) -> None:
         """Account webhooks (form-encoded, unsigned, FACTS 1.12): the body

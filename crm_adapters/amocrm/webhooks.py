@@ -45,6 +45,7 @@ __all__ = [
     "account_events",
     "chat_events",
     "decode_brackets",
+    "is_echo",
     "is_form",
     "items",
     "strip_reply_marker",
@@ -178,6 +179,38 @@ def _account_event(
     return CrmEvent(CrmEventKind.UNKNOWN, base, when, raw=dict(record))
 
 
+def is_echo(payload: Mapping[str, Any]) -> bool:
+    """Every record of the account webhook is a note carrying the bridge's
+    marker (amoCRM sends a ``note_lead`` webhook for each note, the ones the
+    bridge writes too): :func:`account_events` would make each an ignored
+    event, so nothing of it needs the tenant."""
+    notes = 0
+    for entity, actions in payload.items():
+        if entity == "account":
+            continue
+        if not isinstance(actions, Mapping):
+            return False
+        for action, records in actions.items():
+            if action != "note":
+                return False
+            for record in items(records):
+                if not has_marker(_note_text(record)):
+                    return False
+                notes += 1
+    return notes > 0
+
+
+def _note_text(record: Mapping[str, Any]) -> str:
+    """A note record's text, wherever its layout keeps it (see
+    :func:`_note_reply`)."""
+    note: Mapping[str, Any] = as_map(record.get("note")) or record
+    text = note.get("text")
+    if isinstance(text, str) and text:
+        return text
+    params = as_map(note.get("params"))
+    return params["text"] if isinstance(params.get("text"), str) else ""
+
+
 def _note_reply(
     record: Mapping[str, Any], received_at: dt.datetime, markers: tuple[str, ...]
 ) -> CrmEvent | None:
@@ -185,10 +218,7 @@ def _note_reply(
     under ``note`` or at the record's top level; its text under ``text`` or
     ``params.text`` (the note webhook's layout is not in FACTS 1.12)."""
     note: Mapping[str, Any] = as_map(record.get("note")) or record
-    params = as_map(note.get("params"))
-    text = note.get("text")
-    if not isinstance(text, str) or not text:
-        text = params.get("text") if isinstance(params.get("text"), str) else ""
+    text = _note_text(record)
     if not text or has_marker(text):
         return None  # empty, or the bridge's own note
     reply = strip_reply_marker(text, markers)

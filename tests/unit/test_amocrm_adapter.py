@@ -24,6 +24,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
@@ -2300,6 +2301,34 @@ def test_own_and_other_notes_are_unknown(
     (event,) = adapter.parse_webhook(form_request(note_fields(text)))
     assert event.kind is CrmEventKind.UNKNOWN
     assert len(rsps.calls) == 0
+
+
+@pytest.mark.parametrize(
+    ("fields", "echo"),
+    [
+        (note_fields(f"Ann via Telegram{marker('m-1', 1, T0)}\nhi"), True),  # our own note
+        (note_fields(f"@client{marker('m-1')} a sender named @client"), True),
+        (note_fields("@client hi"), False),  # a rep's reply
+        (note_fields("internal: call back at 5"), False),  # a rep's own note: parsed as usual
+        ({**note_fields(f"x{marker('m-1')}"), "leads[status][0][id]": "900"}, False),
+        (ACCOUNT, False),  # no record at all
+    ],
+)
+def test_only_the_bridges_own_notes_are_echoes(
+    adapter: AmoCrmAdapter, fields: dict[str, str], echo: bool
+) -> None:
+    """An echo is answered before the tenant is loaded: only a webhook whose
+    every record is a note the bridge wrote (what parse_webhook ignores)."""
+    request = form_request(fields)
+    assert AmoCrmAdapter.echo(request) is echo
+    if echo:
+        assert all(e.kind is CrmEventKind.UNKNOWN for e in adapter.parse_webhook(request))
+
+
+def test_a_chat_hook_or_junk_is_no_echo() -> None:
+    junk = replace(form_request(ACCOUNT), body=b"leads[note]=%ZZ[[[")
+    chat = replace(form_request(ACCOUNT), headers={"content-type": "application/json"})
+    assert not AmoCrmAdapter.echo(junk) and not AmoCrmAdapter.echo(chat)
 
 
 def test_a_reply_note_without_ids_is_a_payload_error(adapter: AmoCrmAdapter) -> None:
