@@ -442,6 +442,10 @@ def _drain(
         else:
             _normalise(runtime, context[0], context[1], rows, lock, handoff)
         done += len(rows)
+        if len(rows) < BATCH:
+            # all there was: a row committed since is found by the caller's
+            # look once the lease is let go (run_normaliser), not by a read here
+            return done
 
 
 _ACCOUNT = select(*ChannelAccount.__table__.c).where(
