@@ -248,17 +248,20 @@ class RawWriter:
     as much CPU as the rest of the request (bench.ingest's profile,
     2026-12-05). Here the caller writes the statement once and binds its
     parameters; the connection comes from a small pool of its own without
-    pre-ping: ``POOL_SIZE`` connections per process kept open, no overflow
+    pre-ping: ``POOL_SIZE`` connections per process kept open (one per
+    request thread of the bench's gunicorn 2 × 8: 4 held PostgreSQL's webhook
+    to 821 requests/s where 8 took 1,148), no overflow
     (an overflow connection is opened and closed per request, which halved
     the webhook's rate on PostgreSQL; and PostgreSQL's ``max_connections``
     is shared by every process of every machine: a thread waits its turn
     for the short INSERT instead), and
-    SQLite writers still queue on the process- and thread-wide writer lock.
+    SQLite writers still queue on the process- and thread-wide writer lock
+    (in groups: :class:`_GroupCommit`).
     A connection that broke (the database restarted) is dropped and the unit
     runs once more on a new one.
     """
 
-    POOL_SIZE = 4
+    POOL_SIZE = 8
     OVERFLOW = 0
 
     def __init__(self, url: str, *, group_commit: bool = True) -> None:
@@ -267,8 +270,10 @@ class RawWriter:
         )
         self.dialect = self.engine.dialect.name
         # SQLite has one writer and syncs its WAL once per commit: statements
-        # that queue while another commits go together (PostgreSQL groups
-        # concurrent commits' WAL flushes itself)
+        # that queue while another commits go together. Not on PostgreSQL:
+        # one commit at a time per process (pipelined, two round trips a
+        # group) took 862 requests/s where concurrent commits, whose WAL
+        # flushes the server groups itself, took 1,148 (bench.ingest).
         self._group = _GroupCommit(self) if group_commit and self.dialect == "sqlite" else None
 
     def run(self, unit: Callable[[Any], _T]) -> _T:
