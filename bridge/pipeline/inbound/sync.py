@@ -115,11 +115,22 @@ _CONTACT_WRITTEN = (
     .where(Conversation.id == bindparam("c_id"))
     .values(crm_contact_id=bindparam("c_contact"))
 )
-# The snapshot's reads (built once): the outbox row's state and version,
-# the waiting messages in order, the conversation with its tenant, channel
-# account and contact in one row, the customer's time of the last message
-# written to the CRM.
-_OUTBOX_ROW = select(Outbox.state, Outbox.version).where(
+# The snapshot's reads (built once): the outbox row's state and version with
+# the customer's time of the last message written to the CRM, the waiting
+# messages in order, the conversation with its tenant, channel account and
+# contact in one row.
+_LAST_SYNCED = (
+    select(Message.sent_at)
+    .where(
+        Message.conversation_id == bindparam("conversation"),
+        Message.direction == outbox.IN,
+        Message.status == MessageStatus.SYNCED,
+    )
+    .order_by(Message.seq.desc())
+    .limit(1)
+    .scalar_subquery()
+)
+_OUTBOX_ROW = select(Outbox.state, Outbox.version, _LAST_SYNCED.label("last_synced")).where(
     Outbox.conversation_id == bindparam("conversation"), Outbox.direction == outbox.IN
 )
 _WAITING = (
@@ -138,16 +149,6 @@ _CONVERSATION = (
     .join(ChannelAccount, ChannelAccount.id == Conversation.channel_account_id)
     .join(Contact, Contact.id == Conversation.contact_id)
     .where(Conversation.id == bindparam("conversation"))
-)
-_LAST_SYNCED = (
-    select(Message.sent_at)
-    .where(
-        Message.conversation_id == bindparam("conversation"),
-        Message.direction == outbox.IN,
-        Message.status == MessageStatus.SYNCED,
-    )
-    .order_by(Message.seq.desc())
-    .limit(1)
 )
 #: a message claimed this many times without success is parked (poison pill)
 MAX_ATTEMPTS = 25
@@ -328,7 +329,7 @@ class InboundSync:
             if account.tenant_id != tenant.id or contact.tenant_id != tenant.id:
                 # A job must never act for one tenant with another's data.
                 raise PermanentError("tenant mismatch between conversation and its rows")
-            last_synced = conn.scalar(_LAST_SYNCED, params)
+            last_synced = row.last_synced
             return _Snapshot(
                 conversation,
                 tenant,
