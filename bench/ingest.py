@@ -1077,7 +1077,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         stack.bridge_url,
                         path,
                         secret,
-                        rate=best["bridge"]["rps"] / 2,
+                        rate=args.half_rate or best["bridge"]["rps"] / 2,
                         seconds=args.half_seconds,
                         connections=args.connections,
                         first_id=first_id + r * 10_000_000,
@@ -1106,7 +1106,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         stack.bridge_url,
                         path,
                         secret,
-                        rate=best["bridge"]["rps"] / 2,
+                        rate=args.half_rate or best["bridge"]["rps"] / 2,
                         seconds=args.half_seconds,
                         connections=args.connections,
                         first_id=first_id + 100_000_000,
@@ -1311,6 +1311,12 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=15.0,
         help="paced load at half the bridge's rate (default 15)",
+    )
+    parser.add_argument(
+        "--half-rate",
+        type=float,
+        default=None,
+        help="the paced load's rate in req/s (default: half the bridge's saturation rate)",
     )
     parser.add_argument(
         "--no-normaliser",
