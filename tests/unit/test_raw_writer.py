@@ -89,3 +89,26 @@ def test_statements_queued_behind_a_commit_go_together_and_a_bad_one_fails_alone
     assert (results.pop("first"), results.pop("again")) == (1, 0)
     assert list(results.values()) == [1] * 10
     assert sorted(rows(writer)) == sorted(["first", *(f"k{i}" for i in range(10))])
+
+
+def test_writers_leave_wal_checkpoints_to_the_checkpointer_thread(writer) -> None:  # type: ignore[no-untyped-def]
+    """No checkpoint inside a commit (under the writer lock); the process's
+    checkpointer thread copies the WAL into the database beside the writers.
+    The database file grows only when a checkpoint copies pages into it."""
+    from bench.traffic import wait_until
+    from bridge.db import CHECKPOINTER
+
+    raw = writer.engine.raw_connection()
+    try:
+        assert raw.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+    finally:
+        raw.close()
+    path = Path(writer.engine.url.database or "")
+    before = path.stat().st_size
+    with CHECKPOINTER._lock:  # the checkpointer's next pass waits meanwhile
+        for i in range(2000):  # well past SQLite's automatic 1,000 pages
+            writer.run_statement(INSERT, (f"row-{i}-" + "x" * 2000, 1))
+        assert path.stat().st_size == before  # no commit checkpointed
+        assert Path(f"{path}-wal").stat().st_size > 4_000_000
+    assert wait_until(lambda: path.stat().st_size > 4_000_000, timeout=10)
+    assert len(rows(writer)) == 2000
