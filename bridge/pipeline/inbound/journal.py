@@ -71,7 +71,7 @@ log = logging.getLogger(__name__)
 MAX_KEY = 255
 #: rows a normaliser parses and commits together (one SQLite write lock
 #: held per batch: the webhooks' INSERTs wait behind it, so keep it short)
-BATCH = 25
+BATCH = 10
 #: how long (ms) a wake flag outlives a job that was lost before it ran
 WAKE_FLAG_MS = 10_000
 #: a delivery normalised this long after it arrived is marked late in the CRM
