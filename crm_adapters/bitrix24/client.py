@@ -79,12 +79,25 @@ __all__ = [
     "Answer",
     "B24Api",
     "ExpiredToken",
+    "drain_pause",
     "map_error",
     "scrub",
 ]
 
-#: QUERY_LIMIT_EXCEEDED: how long every worker of the portal pauses (FACTS 2.3)
+#: QUERY_LIMIT_EXCEEDED outside a known bucket: how long to pause (FACTS 2.3)
 RATE_PAUSE = 1.0
+#: the shortest pause after QUERY_LIMIT_EXCEEDED, whatever the portal's drain
+MIN_RATE_PAUSE = 0.05
+
+
+def drain_pause(per_second: float) -> float:
+    """How long every worker of a portal whose bucket drains ``per_second``
+    requests a second pauses after QUERY_LIMIT_EXCEEDED: one drain interval
+    (0.5 s on the ordinary plans, 0.2 s on Enterprise), at least
+    ``MIN_RATE_PAUSE``, at most ``RATE_PAUSE``."""
+    if per_second <= 0:
+        return RATE_PAUSE
+    return min(RATE_PAUSE, max(MIN_RATE_PAUSE, 1.0 / per_second))
 #: OVERLOAD_LIMIT: a manual block (system-errors.md); don't hammer it
 OVERLOAD_PAUSE = 900.0
 #: OPERATION_TIME_LIMIT without any known reset time: the baskets are 1 min
@@ -361,9 +374,13 @@ class B24Api:
             if error_code(exc) == "QUERY_LIMIT_EXCEEDED":
                 # refused before anything ran (limits.md): no lookup on retry
                 exc.nothing_written = True
+                # The bucket is full and drains one request every 1/drain s
+                # (FACTS 2.3: 2/s, Enterprise 5/s; no Retry-After is sent):
+                # one drain interval frees room for the next request.
+                exc.retry_after = drain_pause(limit.rate.per_second)
                 if self.http.limiter is not None:
                     # every worker of the portal stops, not only this one
-                    self.http.limiter.penalise(limit.key, RATE_PAUSE)
+                    self.http.limiter.penalise(limit.key, exc.retry_after)
             raise
         payload = _json(response)
         if not isinstance(payload, Mapping):

@@ -706,8 +706,18 @@ def test_query_limit_pauses_the_whole_portal(portal: Portal) -> None:
     adapter = make(limiter=limiter)
     with pytest.raises(RetryableError) as caught:
         adapter.entity_is_open(LEAD)
-    assert caught.value.retry_after == 1.0
-    assert limiter.penalties == [(f"bitrix24:{MEMBER}:api", 1.0)]
+    # one drain interval of the portal's bucket: 2/s on the ordinary plans
+    assert caught.value.retry_after == 0.5
+    assert limiter.penalties == [(f"bitrix24:{MEMBER}:api", 0.5)]
+
+
+def test_the_query_limit_pause_is_one_drain_interval_of_the_portals_bucket() -> None:
+    from crm_adapters.bitrix24.client import drain_pause
+
+    assert drain_pause(2.0) == 0.5  # ordinary plans (limits.md)
+    assert drain_pause(5.0) == 0.2  # Enterprise
+    assert drain_pause(1000.0) == 0.05  # a self-hosted portal's own fast bucket: the floor
+    assert drain_pause(0.5) == 1.0 and drain_pause(0.0) == 1.0  # never more than 1 s
 
 
 def test_operation_time_limit_waits_for_the_methods_reset(portal: Portal) -> None:
