@@ -159,6 +159,14 @@ class _Checkpointer:
                 self._conns = {}
                 threading.Thread(target=self._run, name="wal-checkpoint", daemon=True).start()
 
+    def after_fork(self) -> None:
+        """In a forked child: the parent's thread and connections are not
+        ours (a connection must not cross a fork, SQLite's FAQ), and the
+        lock may have been held by that thread."""
+        self._lock = threading.Lock()
+        self._conns = {}
+        self._pid = -1  # the next add starts this process's thread
+
     def _run(self) -> None:
         while True:
             time.sleep(self.INTERVAL)
@@ -202,6 +210,9 @@ def _after_fork_in_child() -> None:
     # a lock held by another thread at fork time stays held, and an inherited
     # flock is shared with the parent: start with fresh ones
     _WRITE_LOCKS.clear()
+    CHECKPOINTER.after_fork()
+    for group in list(_GROUPS):
+        group.after_fork()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -480,6 +491,14 @@ class _GroupCommit:
         self._mutex = threading.Lock()
         self._busy = False
         self._queue: list[_Waiter] = []
+        _GROUPS.add(self)
+
+    def after_fork(self) -> None:
+        """In a forked child: a commit the parent had running, and its
+        waiters, are not here."""
+        self._mutex = threading.Lock()
+        self._busy = False
+        self._queue = []
 
     def submit(self, sql: str, params: Any) -> int:
         me = _Waiter(sql, params)
@@ -538,6 +557,9 @@ class _GroupCommit:
             waiter.result = self._writer._statement(waiter.sql, waiter.params)
         except BaseException as exc:  # noqa: BLE001 — raised in the caller's thread
             waiter.error = exc
+
+
+_GROUPS: weakref.WeakSet[_GroupCommit] = weakref.WeakSet()
 
 
 def _drop(conn: Any) -> None:

@@ -112,3 +112,43 @@ def test_writers_leave_wal_checkpoints_to_the_checkpointer_thread(writer) -> Non
         assert Path(f"{path}-wal").stat().st_size > 4_000_000
     assert wait_until(lambda: path.stat().st_size > 4_000_000, timeout=10)
     assert len(rows(writer)) == 2000
+
+
+def test_a_child_forked_mid_commit_writes_on_its_own(writer) -> None:  # type: ignore[no-untyped-def]
+    """A fork (gunicorn's workers) while the parent had a group commit
+    running and its checkpointer held its lock: the child starts clean."""
+    import os
+    import signal
+
+    from bridge.db import CHECKPOINTER
+
+    group = writer._group
+    url = str(writer.engine.url)
+    with CHECKPOINTER._lock:  # as if its thread were in a pass
+        group._busy = True  # as if a commit were running in another thread
+        pid = os.fork()
+        if pid == 0:  # the child: both writers, the old one and a new one
+            code = 3
+            try:
+                fresh = RawWriter(url)
+                code = (
+                    0
+                    if (
+                        writer.run_statement(INSERT, ("old", 1)),
+                        fresh.run_statement(INSERT, ("new", 1)),
+                    )
+                    == (1, 1)
+                    else 1
+                )
+            finally:
+                os._exit(code)
+        group._busy = False
+    deadline = time.monotonic() + 20
+    while (done := os.waitpid(pid, os.WNOHANG)) == (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done == (0, 0):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung on a lock held at fork time")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert sorted(rows(writer)) == ["new", "old"]
