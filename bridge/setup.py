@@ -15,7 +15,10 @@ from bridge.tables import ChannelAccount, ChannelStatus, Tenant
 from bridge.webhooks import reset_cache
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from bridge.runtime import Runtime
+    from channel_adapters.base import ChannelAdapter
 
 __all__ = [
     "connect_channel",
@@ -96,12 +99,7 @@ def set_channel_webhook(rt: Runtime, account_id: int) -> str:
         url = set_channel_mode(rt, account_id, ReceiveMode.WEBHOOK)
         assert url is not None  # a webhook mode returns its URL
         return url
-    with rt.transaction() as session:
-        account = session.get(ChannelAccount, account_id)
-        if account is None:
-            raise LookupError(f"no channel account {account_id}")
-        adapter = rt.channel_adapter(account)
-        url = rt.channel_webhook_url(account)
+    adapter, url, _ = _receiving(rt, account_id)
     adapter.setup_webhook(url)
     return url
 
@@ -110,12 +108,7 @@ def start_receiving(rt: Runtime, account_id: int) -> str | None:
     """Register the account's webhook (its URL is returned) or, for a
     pulled account, make the channel hold its deliveries for the poller:
     any webhook removed (Telegram refuses getUpdates while one is set)."""
-    with rt.transaction() as session:
-        account = session.get(ChannelAccount, account_id)
-        if account is None:
-            raise LookupError(f"no channel account {account_id}")
-        adapter = rt.channel_adapter(account)
-        url = rt.channel_webhook_url(account)
+    adapter, url, _ = _receiving(rt, account_id)
     if adapter.pulled:
         adapter.remove_webhook()
         return None
@@ -138,13 +131,8 @@ def set_channel_mode(rt: Runtime, account_id: int, mode: ReceiveMode) -> str | N
     was."""
     cls = _account_class(rt, account_id)
     _check_mode(cls, mode)
-    with rt.transaction() as session:
-        account = session.get(ChannelAccount, account_id)
-        if account is None:
-            raise LookupError(f"no channel account {account_id}")
-        adapter = rt.channel_adapter(account)
-        url = rt.channel_webhook_url(account)
-        previous = cls.receive_mode(account.settings)
+    adapter, url, settings = _receiving(rt, account_id)
+    previous = cls.receive_mode(settings)
     if mode is ReceiveMode.POLLING:
         adapter.remove_webhook()
         _store_mode(rt, account_id, mode)
@@ -158,12 +146,28 @@ def set_channel_mode(rt: Runtime, account_id: int, mode: ReceiveMode) -> str | N
     return url
 
 
+def _account(session: Session, account_id: int) -> ChannelAccount:
+    account = session.get(ChannelAccount, account_id)
+    if account is None:
+        raise LookupError(f"no channel account {account_id}")
+    return account
+
+
 def _account_class(rt: Runtime, account_id: int) -> Any:
-    with rt.transaction() as session:
-        account = session.get(ChannelAccount, account_id)
-        if account is None:
-            raise LookupError(f"no channel account {account_id}")
-        return channel_class(account.kind)
+    with rt.read_session() as session:
+        return channel_class(_account(session, account_id).kind)
+
+
+def _receiving(rt: Runtime, account_id: int) -> tuple[ChannelAdapter, str, dict[str, Any]]:
+    """The account's adapter, its webhook URL and its settings (a read:
+    the provider is called after, outside any transaction)."""
+    with rt.read_session() as session:
+        account = _account(session, account_id)
+        return (
+            rt.channel_adapter(account),
+            rt.channel_webhook_url(account),
+            dict(account.settings or {}),
+        )
 
 
 def _check_mode(cls: Any, mode: ReceiveMode) -> None:

@@ -35,10 +35,9 @@ each member to the ordinary path, which names the item the CRM refuses.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING
 
 from sqlalchemy import or_, select
@@ -66,7 +65,7 @@ if TYPE_CHECKING:
     from bridge.pipeline.inbound.sync import InboundSync, _Snapshot
     from bridge.runtime import Runtime
 
-__all__ = ["contact_lease", "open_together"]
+__all__ = ["CANDIDATES", "Leases", "contact_lease", "open_together"]
 
 log = logging.getLogger(__name__)
 
@@ -137,13 +136,13 @@ def contact_lease(runtime: Runtime, tenant_id: int) -> Iterator[bool]:
         lease.release()
 
 
-class _Leases:
-    """Other conversations' leases, kept alive by one thread."""
+class Leases:
+    """Other conversations' leases, renewed by the process's lease renewer
+    (``ConversationLock.keepalive``) until :meth:`close` lets them go."""
 
     def __init__(self) -> None:
         self.locks: list[ConversationLock] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._kept = ExitStack()
 
     def take(self, runtime: Runtime, conversation_id: int) -> ConversationLock | None:
         lock = ConversationLock(
@@ -151,25 +150,12 @@ class _Leases:
         )
         if not lock.acquire():
             return None
+        self._kept.enter_context(lock.keepalive())
         self.locks.append(lock)
-        if self._thread is None:
-            interval = min(runtime.settings.lock_ttl / 3.0, 2.0)
-            self._thread = threading.Thread(
-                target=self._renew, args=(interval,), name="lease:cohort", daemon=True
-            )
-            self._thread.start()
         return lock
 
-    def _renew(self, interval: float) -> None:
-        while not self._stop.wait(interval):
-            for lock in list(self.locks):
-                if not lock.lost.is_set():
-                    lock.renew()
-
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._kept.close()  # no renewal of them runs past this
         for lock in self.locks:
             lock.release()
 
@@ -233,7 +219,7 @@ def _round(
     rt = leader.rt
     tenant_id = leader._tenant_id
     assert tenant_id is not None
-    leases = _Leases()
+    leases = Leases()
     members: list[Member] = []
     failure: BaseException | None = None
     opened = False
@@ -293,7 +279,7 @@ def _candidates(rt: Runtime, tenant_id: int, leader_id: int, limit: int) -> list
 
 
 def _gather(
-    leader: InboundSync, own: Member | None, adapter: CrmAdapter, leases: _Leases
+    leader: InboundSync, own: Member | None, adapter: CrmAdapter, leases: Leases
 ) -> list[Member]:
     """``own`` (when given) and the new conversations whose leases could be
     taken, up to ``batch_size`` in all. A conversation taken that turns out
@@ -339,7 +325,7 @@ def _finish(
     rt: Runtime,
     leader: InboundSync,
     members: Sequence[Member],
-    leases: _Leases,
+    leases: Leases,
     failure: BaseException | None,
 ) -> None:
     """Every conversation whose lease was taken for the batch is finished as

@@ -48,7 +48,7 @@ from bridge.locks import ConversationLock
 from bridge.model import CrmRef, utcnow
 from bridge.pipeline.drain import Drained, LeaseLost, Parked, drain_held
 from bridge.pipeline.inbound.batched import Member, Steps
-from bridge.pipeline.inbound.cohort import _Leases
+from bridge.pipeline.inbound.cohort import CANDIDATES, Leases
 from bridge.pipeline.retry import backoff_until
 from bridge.rows import aware
 from bridge.tables import (
@@ -71,9 +71,6 @@ if TYPE_CHECKING:
 __all__ = ["append_together", "is_known"]
 
 log = logging.getLogger(__name__)
-
-#: conversations of a tenant one query considers per member wanted
-CANDIDATES = 2
 
 
 def is_known(
@@ -129,7 +126,7 @@ def append_together(
     if refs is None:
         return False
     own = Member(leader, snap, rule, batch, lock, contact=refs[0], entity=refs[1])
-    leases = _Leases()
+    leases = Leases()
     members: list[Member] = []
     failure: BaseException | None = None
     try:
@@ -192,7 +189,7 @@ def _candidates(rt: Runtime, tenant_id: int, leader_id: int, limit: int) -> list
 
 
 def _gather(
-    leader: InboundSync, adapter: CrmAdapter, tenant_id: int, leases: _Leases
+    leader: InboundSync, adapter: CrmAdapter, tenant_id: int, leases: Leases
 ) -> list[Member]:
     """Known conversations whose leases could be taken, up to
     ``batch_size - 1``; one taken that turns out not to be known is let go
@@ -233,7 +230,7 @@ def _gather(
 
 
 def _finish(
-    rt: Runtime, members: list[Member], leases: _Leases, failure: BaseException | None
+    rt: Runtime, members: list[Member], leases: Leases, failure: BaseException | None
 ) -> None:
     """Every conversation taken is finished (see the module docstring) and
     its lease let go."""
