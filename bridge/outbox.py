@@ -19,6 +19,7 @@ that is merely queued.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 from sqlalchemy import Connection, String, bindparam, case, cast, insert, select, update
 from sqlalchemy.orm import Session
@@ -33,6 +34,7 @@ __all__ = [
     "REPORT",
     "backoff",
     "bump",
+    "bump_many",
     "get_or_create",
     "job_id",
     "mark_idle",
@@ -77,11 +79,13 @@ def get_or_create(session: Session, tenant_id: int, conversation_id: int, direct
 
 _KIND = {IN: "sync", OUT: "deliver", ACK: "acknowledge", REPORT: "report"}
 _WAS_IDLE = Outbox.state == OutboxState.IDLE
-#: built once (see bump): SET expressions read the row's old values
+#: built once (see bump): SET expressions read the row's old values; the
+#: new job id is made in SQL (``<kind>-<conversation>-<version>``, job_id's
+#: form) so that one statement bumps many conversations
 _BUMP = (
     update(Outbox)
     .where(
-        Outbox.conversation_id == bindparam("b_conversation"),
+        Outbox.conversation_id.in_(bindparam("b_conversations", expanding=True)),
         Outbox.direction == bindparam("b_direction"),
     )
     .values(
@@ -91,12 +95,18 @@ _BUMP = (
         not_before=case((_WAS_IDLE, None), else_=Outbox.not_before),
         enqueued_at=case((_WAS_IDLE, bindparam("b_now")), else_=Outbox.enqueued_at),
         last_job_id=case(
-            (_WAS_IDLE, bindparam("b_job_prefix", type_=String) + cast(Outbox.version + 1, String)),
+            (
+                _WAS_IDLE,
+                bindparam("b_kind", type_=String)
+                + cast(Outbox.conversation_id, String)
+                + "-"
+                + cast(Outbox.version + 1, String),
+            ),
             else_=Outbox.last_job_id,
         ),
         updated_at=bindparam("b_now"),
     )
-    .returning(Outbox.version, Outbox.last_job_id)
+    .returning(Outbox.conversation_id, Outbox.version, Outbox.last_job_id)
 )
 
 
@@ -108,39 +118,50 @@ def bump(session: Session, tenant_id: int, conversation_id: int, direction: str)
     so only an idle row becomes pending and gets a new job id — which is how
     we know, from RETURNING, that this call made the transition.
     """
+    return bump_many(session, tenant_id, [conversation_id], direction)[conversation_id]
+
+
+def bump_many(
+    session: Session, tenant_id: int, conversation_ids: Sequence[int], direction: str
+) -> dict[int, str | None]:
+    """:func:`bump` for several conversations of a tenant with one UPDATE
+    (and one INSERT for those with no outbox row yet): each one's job id to
+    enqueue, or None."""
     now = utcnow()
-    row = (
-        session.connection()
-        .execute(
-            _BUMP,
-            {
-                "b_conversation": conversation_id,
-                "b_direction": direction,
-                "b_now": now,
-                "b_job_prefix": f"{_KIND[direction]}-{conversation_id}-",
-            },
-        )
-        .first()
-    )
-    if row is not None:
-        fresh = job_id(direction, conversation_id, int(row[0]))
-        return fresh if row[1] == fresh else None
-    job = job_id(direction, conversation_id, 1)
-    session.connection().execute(
-        insert(Outbox),
+    conn = session.connection()
+    jobs: dict[int, str | None] = {}
+    for cid, version, last_job in conn.execute(
+        _BUMP,
         {
-            "tenant_id": tenant_id,
-            "conversation_id": conversation_id,
-            "direction": direction,
-            "state": OutboxState.PENDING,
-            "version": 1,
-            "sweeps": 0,
-            "enqueued_at": now,
-            "last_job_id": job,
-            "updated_at": now,
+            "b_conversations": list(conversation_ids),
+            "b_direction": direction,
+            "b_now": now,
+            "b_kind": f"{_KIND[direction]}-",
         },
-    )
-    return job
+    ):
+        fresh = job_id(direction, int(cid), int(version))
+        jobs[int(cid)] = fresh if last_job == fresh else None
+    missing = [cid for cid in conversation_ids if cid not in jobs]
+    if missing:
+        conn.execute(
+            insert(Outbox),
+            [
+                {
+                    "tenant_id": tenant_id,
+                    "conversation_id": cid,
+                    "direction": direction,
+                    "state": OutboxState.PENDING,
+                    "version": 1,
+                    "sweeps": 0,
+                    "enqueued_at": now,
+                    "last_job_id": job_id(direction, cid, 1),
+                    "updated_at": now,
+                }
+                for cid in missing
+            ],
+        )
+        jobs.update((cid, job_id(direction, cid, 1)) for cid in missing)
+    return jobs
 
 
 _IDLE = (

@@ -195,6 +195,47 @@ def test_the_normaliser_keeps_arrival_order_and_marks_every_row(runtime, account
     assert run_normaliser(runtime, account.id) == "normalised 0"
 
 
+def test_one_batch_of_mixed_deliveries_keeps_each_conversations_order(runtime, account):  # type: ignore[no-untyped-def]
+    """The normaliser writes a batch's messages together (lookups before the
+    transaction, one INSERT, sequence numbers taken per conversation): the
+    arrival order within each conversation, a chat new in the batch, and a
+    group's migration to a supergroup between two of its messages."""
+    group = {"id": -500, "type": "group", "title": "g"}
+    supergroup = {"id": -100500, "type": "supergroup", "title": "g"}
+    deliveries = [
+        update_delivery(1, chat_id=7, text="a1"),  # chat 7 is known (below)
+        update_delivery(2, chat_id=8, text="b1"),  # chat 8 is new
+        update_delivery(3, chat_id=7, text="a2"),
+        update_delivery(5, chat_id=9, text="g1", chat=group),
+        update_delivery(6, chat_id=9, migrate_to_chat_id=-100500, chat=group),
+        update_delivery(7, chat_id=9, text="g2", chat=supergroup),
+        update_delivery(8, chat_id=8, text="b2"),
+    ]
+    record(runtime, account, [update_delivery(100, chat_id=7, text="a0")])
+    assert run_normaliser(runtime, account.id) == "normalised 1"
+    for delivery in deliveries:
+        record(runtime, account, [delivery])
+    assert len(deliveries) <= journal.BATCH  # one transaction
+    assert run_normaliser(runtime, account.id) == f"normalised {len(deliveries)}"
+    with runtime.transaction() as s:
+        rows = s.execute(
+            select(Message.conversation_id, Message.seq, Message.text).order_by(Message.id)
+        ).all()
+    by_conversation: dict[int, list[tuple[int, str]]] = {}
+    for conversation, seq, text in rows:
+        by_conversation.setdefault(conversation, []).append((seq, text))
+    assert sorted(by_conversation.values()) == [
+        [(1, "a0"), (2, "a1"), (3, "a2")],
+        [(1, "b1"), (2, "b2")],
+        [(1, "g1"), (2, "g2")],  # the migration re-keyed the group's conversation
+    ]
+    states = [state for _, state, _ in journal_rows(runtime)]
+    assert states == ["normalised"] * 5 + ["ignored"] + ["normalised"] * 2
+    # the migration is stored as the one ignored event of the batch
+    with runtime.transaction() as s:
+        assert s.scalars(select(IgnoredEventRow.event_type)).all() == ["thread_migrated"]
+
+
 def test_a_crash_before_the_normalisers_commit_leaves_the_rows_new_and_stores_once(
     runtime, account, monkeypatch
 ):  # type: ignore[no-untyped-def]

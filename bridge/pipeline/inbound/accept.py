@@ -13,13 +13,14 @@ it in a transaction of its own, for callers holding parsed events.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -81,11 +82,22 @@ _CONVERSATION = select(Conversation.id).where(
     Conversation.channel_account_id == bindparam("account"),
     Conversation.external_thread_id == bindparam("thread"),
 )
-_NEXT_SEQ = (
+_DUPLICATES = select(Message.dedupe_key).where(
+    Message.channel_account_id == bindparam("account"),
+    Message.direction == outbox.IN,
+    Message.dedupe_key.in_(bindparam("keys", expanding=True)),
+)
+_CONVERSATIONS = select(Conversation.external_thread_id, Conversation.id).where(
+    Conversation.channel_account_id == bindparam("account"),
+    Conversation.external_thread_id.in_(bindparam("threads", expanding=True)),
+)
+#: takes ``b_count`` sequence numbers at once: they are the ``b_count``
+#: numbers below the value returned
+_TAKE_SEQ = (
     update(Conversation)
-    .where(Conversation.id == bindparam("b_conversation"))
-    .values(next_seq=Conversation.next_seq + 1)
-    .returning(Conversation.next_seq)
+    .where(Conversation.id.in_(bindparam("ids", expanding=True)))
+    .values(next_seq=Conversation.next_seq + bindparam("b_count"))
+    .returning(Conversation.id, Conversation.next_seq)
 )
 _INSERT_MESSAGE = insert(Message)
 
@@ -98,21 +110,6 @@ class AccountRef:
     id: int
     tenant_id: int
     kind: str
-
-
-def _is_duplicate(session: Session, account_id: int, direction: str, key: str) -> bool:
-    found = session.connection().scalar(
-        _DUPLICATE, {"account": account_id, "direction": direction, "key": key}
-    )
-    return found is not None
-
-
-def _next_seq(session: Session, conversation_id: int) -> int:
-    """Atomically take the conversation's next sequence number (the UPDATE
-    also locks the conversation row until commit on PostgreSQL)."""
-    seq = session.connection().scalar(_NEXT_SEQ, {"b_conversation": conversation_id})
-    assert seq is not None
-    return int(seq) - 1
 
 
 def conversation_for(
@@ -156,50 +153,99 @@ def conversation_for(
     return conversation.id
 
 
-def _store_message(
+@dataclass
+class _Batch:
+    """The messages of one transaction, placed in their conversations in
+    arrival order, written together by :func:`_write`."""
+
+    keys: set[str] = field(default_factory=set)
+    threads: dict[str, int] = field(default_factory=dict)
+    conversations: dict[int, list[InboundMessage]] = field(default_factory=dict)
+
+
+def _place(
     session: Session,
     account: AccountRef,
     message: InboundMessage,
     result: AcceptResult,
-    seen: _Seen | None = None,
+    seen: Seen,
+    batch: _Batch,
 ) -> None:
-    if seen is not None and seen.duplicate:
-        result.duplicates += 1
-        return
-    if seen is None and _is_duplicate(session, account.id, outbox.IN, message.external_id):
+    key = message.external_id
+    if key in seen.duplicates or key in batch.keys:
         result.duplicates += 1
         return
     # (a redelivery racing this one loses on the unique constraint instead)
-    conversation_id = conversation_for(
-        session, account, message, seen.conversation_id if seen else None
-    )
+    batch.keys.add(key)
+    thread = message.external_thread_id
+    known = batch.threads.get(thread, seen.conversations.get(thread))
+    conversation_id = conversation_for(session, account, message, known)
+    batch.threads[thread] = conversation_id
+    batch.conversations.setdefault(conversation_id, []).append(message)
+
+
+def _write(session: Session, account: AccountRef, batch: _Batch, result: AcceptResult) -> None:
+    """Insert the batch's messages with one statement, after taking each
+    conversation's sequence numbers with one UPDATE, and bump each
+    conversation's outbox once. Conversations in id order, so concurrent
+    writers lock their rows in the same order (PostgreSQL)."""
+    if not batch.conversations:
+        return
+    conn = session.connection()
     now = utcnow()
-    session.connection().execute(
-        _INSERT_MESSAGE,
-        {
-            "uid": str(uuid.uuid4()),
-            "tenant_id": account.tenant_id,
-            "conversation_id": conversation_id,
-            "channel_account_id": account.id,
-            "direction": outbox.IN,
-            "seq": _next_seq(session, conversation_id),
-            "dedupe_key": message.external_id,
-            "kind": message.kind.value,
-            "text": message.text,
-            "payload": message_payload(message),
-            "sent_at": message.sent_at,
-            "provider_seq": message.sequence,
-            "status": MessageStatus.PENDING,
-            "attempts": 0,
-            "followup_attempts": 0,
-            "created_at": now,
-            "updated_at": now,
-        },
-    )
-    job = outbox.bump(session, account.tenant_id, conversation_id, outbox.IN)
-    if job:
-        result.jobs.append((outbox.IN, conversation_id, job))
-    result.stored += 1
+    tops = _take_seqs(conn, batch.conversations)
+    rows = [
+        _message_row(account, cid, tops[cid] - len(messages) + i, message, now)
+        for cid, messages in sorted(batch.conversations.items())
+        for i, message in enumerate(messages)
+    ]
+    conn.execute(_INSERT_MESSAGE, rows)
+    jobs = outbox.bump_many(session, account.tenant_id, sorted(batch.conversations), outbox.IN)
+    result.jobs.extend((outbox.IN, cid, job) for cid, job in sorted(jobs.items()) if job)
+    result.stored += len(rows)
+
+
+def _take_seqs(conn: Connection, conversations: dict[int, list[InboundMessage]]) -> dict[int, int]:
+    """Each conversation's next sequence number after taking as many as it
+    has messages here: one UPDATE per distinct count (in a batch of lone
+    messages, one for all). The UPDATE locks the rows until commit
+    (PostgreSQL), in id order."""
+    by_count: dict[int, list[int]] = {}
+    for cid in sorted(conversations):
+        by_count.setdefault(len(conversations[cid]), []).append(cid)
+    tops: dict[int, int] = {}
+    for count, ids in sorted(by_count.items()):
+        for cid, top in conn.execute(_TAKE_SEQ, {"ids": ids, "b_count": count}):
+            tops[int(cid)] = int(top)
+    return tops
+
+
+def _message_row(
+    account: AccountRef,
+    conversation_id: int,
+    seq: int,
+    message: InboundMessage,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    return {
+        "uid": str(uuid.uuid4()),
+        "tenant_id": account.tenant_id,
+        "conversation_id": conversation_id,
+        "channel_account_id": account.id,
+        "direction": outbox.IN,
+        "seq": seq,
+        "dedupe_key": message.external_id,
+        "kind": message.kind.value,
+        "text": message.text,
+        "payload": message_payload(message),
+        "sent_at": message.sent_at,
+        "provider_seq": message.sequence,
+        "status": MessageStatus.PENDING,
+        "attempts": 0,
+        "followup_attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def _store_ignored(
@@ -253,46 +299,35 @@ def _migrate_thread(session: Session, account: AccountRef, event: ThreadMigrated
 
 
 @dataclass(frozen=True)
-class _Seen:
-    """What a lock-free read found before the write transaction."""
+class Seen:
+    """What was already stored of a batch's messages: the keys of those
+    stored before, and the conversation id of each thread known."""
 
-    duplicate: bool
-    conversation_id: int | None
-
-
-def _look_first(
-    runtime: Runtime, account: AccountRef, events: Sequence[InboundEvent]
-) -> dict[str, _Seen]:
-    """Duplicate checks and conversation lookups need no write lock: do them
-    first (on SQLite, WAL readers block nobody), so the write transaction —
-    SQLite's single writer — holds only the writes."""
-    seen: dict[str, _Seen] = {}
-    with runtime.read_engine.connect() as conn:
-        for event in events:
-            if not isinstance(event, InboundMessage):
-                continue
-            dup = conn.scalar(
-                _DUPLICATE,
-                {"account": account.id, "direction": outbox.IN, "key": event.external_id},
-            )
-            conv = conn.scalar(
-                _CONVERSATION, {"account": account.id, "thread": event.external_thread_id}
-            )
-            seen[event.external_id] = _Seen(
-                dup is not None, int(conv) if conv is not None else None
-            )
-    return seen
+    duplicates: frozenset[str] = frozenset()
+    conversations: dict[str, int] = field(default_factory=dict)
 
 
-def _accept_once(
-    session: Session,
-    account: AccountRef,
-    events: Sequence[InboundEvent],
-    seen: dict[str, _Seen] | None = None,
-) -> AcceptResult:
-    result = AcceptResult()
-    accept_in(session, account, events, result, seen)
-    return result
+def look(conn: Connection, account: AccountRef, events: Sequence[InboundEvent]) -> Seen:
+    """Duplicate checks and conversation lookups for all of ``events``, one
+    query each. They need no write lock: the journal's normaliser and
+    :func:`accept` do them before the write transaction (on SQLite, WAL
+    readers block nobody), so SQLite's single writer is held for the writes
+    alone. A row another writer stores meanwhile is no harm: a duplicate
+    fails on the unique key (the caller retries, and looks again), a
+    conversation created meanwhile is found by :func:`conversation_for`."""
+    messages = [e for e in events if isinstance(e, InboundMessage)]
+    if not messages:
+        return Seen()
+    keys = sorted({m.external_id for m in messages})
+    threads = sorted({m.external_thread_id for m in messages})
+    duplicates = frozenset(
+        str(k) for k in conn.scalars(_DUPLICATES, {"account": account.id, "keys": keys})
+    )
+    conversations = {
+        str(thread): int(cid)
+        for thread, cid in conn.execute(_CONVERSATIONS, {"account": account.id, "threads": threads})
+    }
+    return Seen(duplicates, conversations)
 
 
 def accept_in(
@@ -300,15 +335,31 @@ def accept_in(
     account: AccountRef,
     events: Sequence[InboundEvent],
     result: AcceptResult,
-    seen: dict[str, _Seen] | None = None,
+    seen: Seen | None = None,
 ) -> None:
     """Store ``events`` in the caller's transaction, adding to ``result``
-    (the journal's normaliser stores a batch of deliveries in one)."""
-    for event in events:
+    (the journal's normaliser stores a batch of deliveries in one).
+
+    ``seen`` is what :func:`look` found before the transaction; without it
+    the lookups run here. The messages are written together at the end; a
+    thread migration among the events re-keys conversations, so the
+    messages placed before it are written first and the lookups of those
+    after it run again."""
+    if seen is None:
+        seen = look(session.connection(), account, events)
+    batch = _Batch()
+    for i, event in enumerate(events):
         if isinstance(event, InboundMessage):
-            _store_message(session, account, event, result, (seen or {}).get(event.external_id))
-        else:
-            _store_ignored(session, account, event, result)
+            _place(session, account, event, result, seen, batch)
+            continue
+        _store_ignored(session, account, event, result)
+        if isinstance(event, ThreadMigrated):
+            _write(session, account, batch, result)
+            rest = events[i + 1 :]
+            seen = look(session.connection(), account, rest)
+            seen = Seen(seen.duplicates | batch.keys, seen.conversations)
+            batch = _Batch(keys=batch.keys)
+    _write(session, account, batch, result)
 
 
 def _account_ref(runtime: Runtime, account_id: int) -> AccountRef:
@@ -338,9 +389,11 @@ def accept(
         attempt += 1
         try:
             ref = account if isinstance(account, AccountRef) else _account_ref(runtime, account)
-            seen = _look_first(runtime, ref, events)
+            with runtime.read_engine.connect() as conn:
+                seen = look(conn, ref, events)
+            result = AcceptResult()
             with runtime.transaction() as session:
-                result = _accept_once(session, ref, events, seen)
+                accept_in(session, ref, events, result, seen)
             break
         except IntegrityError:
             if attempt >= 3:

@@ -41,7 +41,13 @@ from bridge.errors import PayloadError
 from bridge.locks import ConversationLock
 from bridge.model import IgnoredEvent, InboundEvent, InboundMessage, RawDelivery, utcnow
 from bridge.outbox import IN
-from bridge.pipeline.inbound.accept import AcceptResult, AccountRef, accept_in, enqueue_jobs
+from bridge.pipeline.inbound.accept import (
+    AcceptResult,
+    AccountRef,
+    accept_in,
+    enqueue_jobs,
+    look,
+)
 from bridge.tables import ChannelAccount, Delivery, DeliveryState
 
 if TYPE_CHECKING:
@@ -349,7 +355,10 @@ _HAS_NEW = (
 )
 _MARK = (
     update(Delivery)
-    .where(Delivery.id == bindparam("b_id"), Delivery.state == DeliveryState.NEW.value)
+    .where(
+        Delivery.id.in_(bindparam("ids", expanding=True)),
+        Delivery.state == DeliveryState.NEW.value,
+    )
     .values(
         state=bindparam("b_state"),
         reason=bindparam("b_reason"),
@@ -550,24 +559,25 @@ def _commit(
     parsed: Sequence[_Parsed],
     lock: ConversationLock,
 ) -> AcceptResult:
+    """Store the batch's events and mark its rows in one transaction. The
+    lookups run before it (:func:`look`), the writes are one statement per
+    kind where they can be: SQLite's one writer lock, which the webhooks'
+    INSERTs wait for, is held for the writes alone."""
     result = AcceptResult()
+    events = [e for item in parsed for e in item.events or ()]
+    with runtime.read_engine.connect() as conn:
+        seen = look(conn, ref, events)
     with runtime.transaction() as session:
         now = utcnow()  # stamped in the transaction that stores the events
-        for item in parsed:
-            if item.events:
-                accept_in(session, ref, item.events, result)
-            marked = session.connection().execute(
+        accept_in(session, ref, events, result, seen)
+        conn = session.connection()
+        for (state, reason, detail), ids in _by_outcome(parsed).items():
+            marked = conn.execute(
                 _MARK,
-                {
-                    "b_id": item.row.id,
-                    "b_state": item.state.value,
-                    "b_reason": item.reason,
-                    "b_detail": item.detail,
-                    "b_at": now,
-                },
+                {"ids": ids, "b_state": state, "b_reason": reason, "b_detail": detail, "b_at": now},
             )
-            if marked.rowcount != 1:
-                raise _LeaseLost  # someone else normalised it: roll back
+            if marked.rowcount != len(ids):
+                raise _LeaseLost  # someone else normalised one: roll back
         for hook in HOOKS.before_normalised_commit:
             hook()
         if lock.lost.is_set():
@@ -575,22 +585,30 @@ def _commit(
     return result
 
 
+def _by_outcome(parsed: Sequence[_Parsed]) -> dict[tuple[str, str | None, str | None], list[int]]:
+    """Row ids by what they are marked with (one UPDATE each: in a batch of
+    ordinary messages, one for all)."""
+    groups: dict[tuple[str, str | None, str | None], list[int]] = {}
+    for item in parsed:
+        groups.setdefault((item.state.value, item.reason, item.detail), []).append(item.row.id)
+    return groups
+
+
 def _mark_all(
     runtime: Runtime, rows: Sequence[Row[Any]], state: DeliveryState, reason: str
 ) -> None:
     now = utcnow()
     with runtime.transaction() as session:
-        for row in rows:
-            session.connection().execute(
-                _MARK,
-                {
-                    "b_id": row.id,
-                    "b_state": state.value,
-                    "b_reason": reason,
-                    "b_detail": None,
-                    "b_at": now,
-                },
-            )
+        session.connection().execute(
+            _MARK,
+            {
+                "ids": [row.id for row in rows],
+                "b_state": state.value,
+                "b_reason": reason,
+                "b_detail": None,
+                "b_at": now,
+            },
+        )
 
 
 # -- the sweeper's part -------------------------------------------------------------
