@@ -24,8 +24,13 @@ install-test: $(VENV)/.installed-test
 # Debian packages the tests use: redis-server (a Redis with AOF that a test
 # starts and kills itself) and chromium (the browser tests drive it with
 # Playwright; Playwright never downloads a browser here). Installed only when
-# missing. openssl signs the custom channel's README example.
-APT_PACKAGES := redis-server:redis-server chromium:chromium openssl:openssl
+# missing. openssl signs the custom channel's README example. dovecot-imapd
+# is the real IMAP server the e-mail channel's tests start with a config of
+# their own (tests/support/dovecot.py); checked by the IMAP binary the
+# package itself ships (/usr/sbin/dovecot is dovecot-core's, off a
+# non-root PATH).
+APT_PACKAGES := redis-server:redis-server chromium:chromium openssl:openssl \
+	/usr/lib/dovecot/imap:dovecot-imapd
 apt-deps:
 	@missing=""; for pair in $(APT_PACKAGES); do \
 	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
