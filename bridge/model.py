@@ -34,6 +34,7 @@ __all__ = [
     "DeliveryStatus",
     "EntityDraft",
     "IgnoredEvent",
+    "OutboundStatus",
     "InboundEvent",
     "InboundMessage",
     "Installed",
@@ -49,6 +50,7 @@ __all__ = [
     "SenderProfile",
     "SetupResult",
     "TaskDraft",
+    "ThreadHints",
     "ThreadMigrated",
     "TimelineEntry",
     "WebhookAnswer",
@@ -248,6 +250,54 @@ class InboundMessage:
     #: after it arrived (``bridge reparse`` after a parser fix): the CRM
     #: entry says so, beside the message's own time
     late: bool = False
+    #: for channels whose threads the core must find (e-mail): what this
+    #: message says about the conversation it continues. Without hints, or
+    #: when none matches, the conversation is the one of
+    #: ``external_thread_id`` (new when there is none).
+    thread_hints: ThreadHints | None = None
+    #: what the channel needs to remember about the thread to answer in it
+    #: (e-mail: the customer's address, the subject, the last Message-ID and
+    #: References); merged into the conversation's channel state and handed
+    #: back with every reply (:attr:`OutboundMessage.thread_state`)
+    thread_state: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    #: a warning the CRM entry carries (e-mail failing DMARC)
+    flag: str | None = None
+    #: a new conversation started by this message takes the tenant's next
+    #: ticket number (channels that open tickets: e-mail)
+    opens_ticket: bool = False
+
+
+@dataclass(frozen=True)
+class ThreadHints:
+    """How a message names the conversation it belongs to, strongest first
+    (the channel's own threading: an e-mail's ``In-Reply-To``/``References``,
+    its plus-addressed reply address, a ticket number in its subject).
+
+    ``bridge_ids``: our outbound messages it answers (our uuids, read from
+    the ids we gave them); ``message_keys``: earlier inbound messages of the
+    thread (their ``external_id``); ``conversation_uid``: a conversation's
+    public uid the channel carried (a reply address); ``ticket``: a ticket
+    number, honoured only when the sender is that ticket's contact (a
+    number can be guessed, a uid cannot)."""
+
+    bridge_ids: tuple[str, ...] = ()
+    message_keys: tuple[str, ...] = ()
+    conversation_uid: str | None = None
+    ticket: str | None = None
+
+
+@dataclass(frozen=True)
+class OutboundStatus:
+    """The channel reports what became of one of our outbound messages (an
+    e-mail bounce): ``failed`` marks the reply failed with ``error`` and
+    tells the CRM; other statuses are recorded for audit only."""
+
+    channel_kind: str
+    external_id: str
+    bridge_id: str
+    status: str
+    error: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -273,7 +323,7 @@ class IgnoredEvent:
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
-InboundEvent = InboundMessage | ThreadMigrated | IgnoredEvent
+InboundEvent = InboundMessage | ThreadMigrated | IgnoredEvent | OutboundStatus
 
 
 @dataclass(frozen=True)
@@ -288,6 +338,16 @@ class OutboundMessage:
     #: the channel's ids of the parts an earlier attempt delivered (a split
     #: reply refused part-way, ``PartlySentError``): send only the rest
     sent_parts: tuple[str, ...] = ()
+    #: the conversation's channel state (:attr:`InboundMessage.thread_state`)
+    thread_state: Mapping[str, Any] = field(default_factory=dict)
+    #: set for messages the bridge writes itself rather than a rep (the
+    #: e-mail acknowledgement: ``"acknowledgement"``); channels mark them
+    #: automatic (RFC 3834 ``Auto-Submitted``)
+    auto: str | None = None
+    #: the conversation's ticket number, where it has one
+    ticket: str | None = None
+    #: the conversation's public uid (an e-mail reply address carries it)
+    conversation_uid: str | None = None
 
 
 @dataclass(frozen=True)

@@ -161,6 +161,8 @@ class Tenant(Base):
     #: active | needs_reauth | disabled
     status: Mapped[str] = mapped_column(String(32), default=TenantStatus.ACTIVE)
     status_reason: Mapped[str | None] = mapped_column(Text)
+    #: the next ticket number (conversations of channels that open tickets)
+    next_ticket: Mapped[int] = mapped_column(Integer, default=1001, server_default="1001")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
     updated_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), default=_now, onupdate=_now
@@ -269,7 +271,10 @@ class Conversation(Base):
     """A thread on one channel account (a Telegram chat) with one contact."""
 
     __tablename__ = "conversations"
-    __table_args__ = (UniqueConstraint("channel_account_id", "external_thread_id"),)
+    __table_args__ = (
+        UniqueConstraint("channel_account_id", "external_thread_id"),
+        Index("ix_conversations_ticket", "tenant_id", "ticket_number", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     #: public id; travels to the CRM (integrationThreadId, entity marker)
@@ -292,6 +297,11 @@ class Conversation(Base):
     #: None | creating | <task id>
     task_state: Mapped[str | None] = mapped_column(String(64))
     next_seq: Mapped[int] = mapped_column(Integer, default=1)
+    #: what the channel remembers of the thread to answer in it (e-mail:
+    #: the customer's address, subject, last Message-ID and References)
+    channel_state: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    #: the ticket number, per tenant (channels that open tickets: e-mail)
+    ticket_number: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
     updated_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), default=_now, onupdate=_now

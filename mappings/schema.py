@@ -117,6 +117,13 @@ class MappingConfig:
     source: str = ""
     #: IANA time zone for the times the bridge writes into the CRM
     timezone: str = "UTC"
+    #: how a ticket number is written (subjects, CRM entities): ``{number}``
+    #: is the tenant's sequential number
+    ticket_format: str = "T-{number}"
+
+    def ticket(self, number: int | None) -> str | None:
+        """The ticket's label (``T-1042``), or None without a number."""
+        return None if number is None else self.ticket_format.replace("{number}", str(number))
 
     def rule(self, channel_kind: str) -> ChannelRule | None:
         return self.channels.get(channel_kind)
@@ -338,6 +345,13 @@ class MappingSchema(Schema):
         load_default="en", validate=validate.OneOf(("en", "ru"), error="must be en or ru")
     )
     timezone = fields.String(validate=_valid_timezone)
+    ticket_format = fields.String(
+        load_default="T-{number}",
+        validate=validate.Regexp(
+            r"^[A-Za-z0-9#_-]{0,16}\{number\}[A-Za-z0-9_-]{0,16}$",
+            error="must hold {number} once, with letters, digits, # _ - around it (T-{number})",
+        ),
+    )
     channels = fields.Dict(
         keys=fields.String(
             validate=validate.Regexp(
@@ -358,4 +372,5 @@ class MappingSchema(Schema):
             language=data["language"],
             name=data.get("name"),
             timezone=data.get("timezone") or DEFAULT_TIMEZONES[data["language"]],
+            ticket_format=data["ticket_format"],
         )

@@ -26,7 +26,17 @@ def _provider_words() -> set[str]:
     titles += [crm_class(k).title for k in crm_kinds()]
     # a title of several words ("Custom channel") is named by its first one
     words |= {title.lower().split()[0] for title in titles}
+    for name, own in NOTIONS.items():
+        if name in words:
+            words = (words - {name}) | own
     return words
+
+
+#: providers whose name is also a notion of the core, found instead by the
+#: words only they use: the core knows e-mail addresses (contact
+#: identities, owners, sender profiles); IMAP, SMTP and raw RFC 822 mail
+#: are the e-mail channel's
+NOTIONS = {"email": {"imap", "smtp", "rfc822"}, "e-mail": set()}
 
 
 #: provider names that are ordinary words (the custom channel's ``custom``):

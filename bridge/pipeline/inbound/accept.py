@@ -26,7 +26,15 @@ from sqlalchemy.orm import Session
 
 from bridge import outbox
 from bridge.identity import resolve_contact
-from bridge.model import IgnoredEvent, InboundEvent, InboundMessage, ThreadMigrated, utcnow
+from bridge.model import (
+    IgnoredEvent,
+    InboundEvent,
+    InboundMessage,
+    OutboundStatus,
+    ThreadMigrated,
+    utcnow,
+)
+from bridge.pipeline.inbound import threads
 from bridge.tables import ChannelAccount, Conversation, IgnoredEventRow, Message, MessageStatus
 
 if TYPE_CHECKING:
@@ -64,6 +72,7 @@ def message_payload(message: InboundMessage) -> dict[str, Any]:
         "callback_id": message.callback_id,
         "raw": dict(message.raw),
         **({"late": True} if message.late else {}),
+        **({"flag": message.flag} if message.flag else {}),
     }
 
 
@@ -119,6 +128,8 @@ def conversation_for(
 
     The common case — a known chat (``known``: read before the write lock)
     whose update tells us nothing new about the person — costs nothing here.
+    A message whose channel threads by itself (``thread_hints``) joins the
+    conversation its hints name when its own thread id is not known yet.
     """
     learns = bool(message.profile.phone or message.profile.email)
     if known is not None and not learns:
@@ -126,6 +137,8 @@ def conversation_for(
     found = session.connection().scalar(
         _CONVERSATION, {"account": account.id, "thread": message.external_thread_id}
     )
+    if found is None and message.thread_hints is not None:
+        found = threads.follow(session, account, message)
     if found is not None and not learns:
         return int(found)
     contact = resolve_contact(
@@ -139,6 +152,9 @@ def conversation_for(
             contact_id=contact.id,
             external_thread_id=message.external_thread_id,
             next_seq=1,
+            ticket_number=(
+                threads.next_ticket(session, account.tenant_id) if message.opens_ticket else None
+            ),
         )
         session.add(fresh)
         session.flush()
@@ -182,6 +198,8 @@ def _place(
     conversation_id = conversation_for(session, account, message, known)
     batch.threads[thread] = conversation_id
     batch.conversations.setdefault(conversation_id, []).append(message)
+    if message.thread_state:
+        threads.remember(session, conversation_id, message.thread_state)
 
 
 def _write(session: Session, account: AccountRef, batch: _Batch, result: AcceptResult) -> None:
@@ -351,6 +369,12 @@ def accept_in(
     for i, event in enumerate(events):
         if isinstance(event, InboundMessage):
             _place(session, account, event, result, seen, batch)
+            continue
+        if isinstance(event, OutboundStatus):
+            if threads.outbound_status(session, account.id, event, result.jobs):
+                result.ignored += 1
+            else:
+                result.duplicates += 1
             continue
         _store_ignored(session, account, event, result)
         if isinstance(event, ThreadMigrated):

@@ -39,7 +39,14 @@ from sqlalchemy.exc import IntegrityError
 
 from bridge.errors import PayloadError
 from bridge.locks import ConversationLock
-from bridge.model import IgnoredEvent, InboundEvent, InboundMessage, RawDelivery, utcnow
+from bridge.model import (
+    IgnoredEvent,
+    InboundEvent,
+    InboundMessage,
+    OutboundStatus,
+    RawDelivery,
+    utcnow,
+)
 from bridge.outbox import IN
 from bridge.pipeline.inbound.accept import (
     AcceptResult,
@@ -500,7 +507,10 @@ def _parse(adapter: ChannelAdapter, row: Row[Any], now: dt.datetime) -> _Parsed:
         log.warning("%s parser failed on delivery %s: %s", adapter.kind, row.id, type(exc).__name__)
         return _Parsed(row, None, DeliveryState.REJECTED, Reason.PARSER_ERROR, type(exc).__name__)
     if not any(isinstance(e, InboundMessage) for e in events):
-        kinds = sorted({e.event_type for e in events if isinstance(e, IgnoredEvent)})
+        kinds = sorted(
+            {e.event_type for e in events if isinstance(e, IgnoredEvent)}
+            | {f"outbound_{e.status}" for e in events if isinstance(e, OutboundStatus)}
+        )
         reason = ",".join(kinds)[:64] if kinds else Reason.NO_THREAD
         # thread migrations are stored (they re-key a conversation) yet are
         # no customer message: the row says ignored

@@ -116,6 +116,10 @@ class OutboundDelivery:
             ),
             # parts an earlier attempt delivered (a reply refused part-way)
             sent_parts=tuple(str(i) for i in message.channel_message_ids or ()),
+            thread_state=dict(conversation.channel_state or {}),
+            auto=(message.payload or {}).get("auto"),
+            ticket=self._ticket(tenant, conversation),
+            conversation_uid=conversation.uid,
         )
         try:
             result = send_with_retries(
@@ -139,6 +143,11 @@ class OutboundDelivery:
             return self._park(f"reply {message.uid} failed: {reason}")
         self._sent(message, result)
         return None
+
+    def _ticket(self, tenant: Tenant, conversation: Conversation) -> str | None:
+        if conversation.ticket_number is None:
+            return None
+        return self.rt.mapping_for(tenant).ticket(conversation.ticket_number)
 
     def _load(
         self,

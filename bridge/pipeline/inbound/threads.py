@@ -1,0 +1,181 @@
+"""Threads the core finds for the channel: e-mail and any channel whose
+messages name the conversation they continue instead of carrying a chat id.
+
+The adapter reads its own threading (an e-mail's ``In-Reply-To`` and
+``References``, its plus-addressed reply address, a ticket number in the
+subject) into :class:`~bridge.model.ThreadHints`; :func:`follow` looks them
+up, strongest first, within the channel account. It also keeps what the
+channel remembers of a thread to answer in it (:func:`remember`), hands out
+ticket numbers (:func:`next_ticket`), and applies what a channel reports of
+our own outbound messages (:func:`outbound_status`: a bounce).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import Session
+
+from bridge import outbox
+from bridge.model import InboundMessage, OutboundStatus
+from bridge.pipeline.followup import due
+from bridge.tables import (
+    ContactIdentity,
+    Conversation,
+    IgnoredEventRow,
+    Message,
+    MessageStatus,
+    Tenant,
+)
+
+if TYPE_CHECKING:
+    from bridge.pipeline.inbound.accept import AccountRef
+
+__all__ = ["follow", "next_ticket", "outbound_status", "remember"]
+
+log = logging.getLogger(__name__)
+
+_BY_BRIDGE_IDS = (
+    select(Message.conversation_id)
+    .where(
+        Message.channel_account_id == bindparam("account"),
+        Message.uid.in_(bindparam("uids", expanding=True)),
+    )
+    .order_by(Message.id.desc())
+    .limit(1)
+)
+_BY_KEYS = (
+    select(Message.conversation_id)
+    .where(
+        Message.channel_account_id == bindparam("account"),
+        Message.direction == outbox.IN,
+        Message.dedupe_key.in_(bindparam("keys", expanding=True)),
+    )
+    .order_by(Message.id.desc())
+    .limit(1)
+)
+_BY_UID = select(Conversation.id).where(
+    Conversation.channel_account_id == bindparam("account"),
+    Conversation.uid == bindparam("uid"),
+)
+#: a ticket number names the conversation only for its own contact
+_BY_TICKET = (
+    select(Conversation.id)
+    .join(ContactIdentity, ContactIdentity.contact_id == Conversation.contact_id)
+    .where(
+        Conversation.channel_account_id == bindparam("account"),
+        Conversation.tenant_id == bindparam("tenant"),
+        Conversation.ticket_number == bindparam("ticket"),
+        ContactIdentity.kind == bindparam("kind"),
+        ContactIdentity.value == bindparam("sender"),
+    )
+)
+_TAKE_TICKET = (
+    update(Tenant)
+    .where(Tenant.id == bindparam("b_tenant"))
+    .values(next_ticket=Tenant.next_ticket + 1)
+    .returning(Tenant.next_ticket)
+)
+
+
+def follow(session: Session, account: AccountRef, message: InboundMessage) -> int | None:
+    """The conversation the message's hints name, or None (a new thread).
+
+    Strongest first: a reply to one of our messages, a reply to an earlier
+    message of the customer's, the conversation uid the reply address
+    carried, the ticket number in the subject (only when the sender is that
+    ticket's contact: a number can be guessed)."""
+    hints = message.thread_hints
+    if hints is None:
+        return None
+    conn = session.connection()
+    account_id = account.id
+    found: Any = None
+    if hints.bridge_ids:
+        found = conn.scalar(_BY_BRIDGE_IDS, {"account": account_id, "uids": list(hints.bridge_ids)})
+    if found is None and hints.message_keys:
+        found = conn.scalar(_BY_KEYS, {"account": account_id, "keys": list(hints.message_keys)})
+    if found is None and hints.conversation_uid:
+        found = conn.scalar(_BY_UID, {"account": account_id, "uid": hints.conversation_uid})
+    if found is None and hints.ticket and hints.ticket.isdigit():
+        found = conn.scalar(
+            _BY_TICKET,
+            {
+                "account": account_id,
+                "tenant": account.tenant_id,
+                "ticket": int(hints.ticket),
+                "kind": account.kind,
+                "sender": message.external_user_id,
+            },
+        )
+    return int(found) if found is not None else None
+
+
+def next_ticket(session: Session, tenant_id: int) -> int:
+    """Take the tenant's next ticket number (in the caller's transaction:
+    a rollback gives it back; the UPDATE serialises concurrent takers)."""
+    taken = session.connection().scalar(_TAKE_TICKET, {"b_tenant": tenant_id})
+    assert taken is not None
+    return int(taken) - 1
+
+
+def remember(session: Session, conversation_id: int, state: Mapping[str, Any]) -> None:
+    """Merge what the channel told about the thread into the conversation's
+    channel state (a later message's facts win)."""
+    conversation = session.get(Conversation, conversation_id)
+    assert conversation is not None
+    conversation.channel_state = {**(conversation.channel_state or {}), **state}
+
+
+def outbound_status(
+    session: Session, account_id: int, event: OutboundStatus, jobs: list[tuple[str, int, str]]
+) -> bool:
+    """Apply a channel's report on one of our outbound messages. A failure
+    of a message sent marks it failed with the channel's reason and makes
+    its delivery report to the CRM due again (the owner sees the reply
+    failed and why). Recorded once per report (``ignored_events``): False
+    for a report seen before."""
+    seen = session.scalar(
+        select(IgnoredEventRow.id).where(
+            IgnoredEventRow.channel_account_id == account_id,
+            IgnoredEventRow.dedupe_key == event.external_id,
+        )
+    )
+    if seen is not None:
+        return False
+    message = session.scalars(
+        select(Message).where(
+            Message.channel_account_id == account_id,
+            Message.direction == outbox.OUT,
+            Message.uid == event.bridge_id,
+        )
+    ).first()
+    session.add(
+        IgnoredEventRow(
+            tenant_id=message.tenant_id if message else _tenant_of(session, account_id),
+            channel_account_id=account_id,
+            dedupe_key=event.external_id,
+            event_type=f"outbound_{event.status}"[:64],
+        )
+    )
+    if message is None:
+        log.info("%s status for an outbound message not ours or gone", event.channel_kind)
+        return True
+    if event.status == MessageStatus.FAILED and message.status == MessageStatus.SENT:
+        message.status = MessageStatus.FAILED
+        message.last_error = (event.error or "the channel reported the message failed")[:2000]
+        job = due(session, message, outbox.REPORT) if message.crm_message_id else None
+        if job:
+            jobs.append((outbox.REPORT, message.conversation_id, job))
+    return True
+
+
+def _tenant_of(session: Session, account_id: int) -> int:
+    from bridge.tables import ChannelAccount
+
+    tenant = session.scalar(select(ChannelAccount.tenant_id).where(ChannelAccount.id == account_id))
+    assert tenant is not None
+    return int(tenant)
