@@ -54,6 +54,7 @@ KNOWN_PLACEHOLDERS = frozenset(
         "channel.title",
         "channel.account",
         "conversation.uid",
+        "conversation.ticket",
         "message.text",
     }
 )

@@ -205,7 +205,9 @@ class EmailAdapter(ChannelAdapter):
                         KIND,
                         key,
                         ours,
-                        "failed" if verdict.bounce.hard else "delayed",
+                        # failed: a 5.x.x, or a 4.x.x the server gave up
+                        # on (Action: failed after days; flanker bounce__delayed)
+                        "failed" if verdict.bounce.failed else "delayed",
                         _bounce_reason(verdict.bounce),
                     )
                 ]

@@ -1147,6 +1147,9 @@ class InboundSync:
             "channel.title": cls.title,
             "channel.account": snap.account.name,
             "conversation.uid": snap.conversation.uid,
+            "conversation.ticket": (
+                snap.mapping.ticket(snap.conversation.ticket_number) if snap.mapping else None
+            ),
             "message.text": snap.messages[0].text[:200],
         }
         for key, value in (profile.utm or {}).items():
