@@ -88,6 +88,19 @@ class FieldTemplates:
 
 
 @dataclass(frozen=True)
+class AcknowledgeRule:
+    """The automatic acknowledgement of a new ticket (channels that open
+    tickets: e-mail): its text per language, and the most a sender gets per
+    hour (a loop with another auto-responder ends there)."""
+
+    text: dict[str, str] = field(default_factory=dict)
+    per_sender_per_hour: int = 3
+
+    def text_for(self, language: str | None, fallback: str) -> str | None:
+        return self.text.get(language or "") or self.text.get(fallback) or None
+
+
+@dataclass(frozen=True)
 class ChannelRule:
     """What to do in the CRM for messages from one channel kind."""
 
@@ -103,6 +116,8 @@ class ChannelRule:
     task: TaskRule = field(default_factory=TaskRule)
     fields: FieldTemplates = field(default_factory=FieldTemplates)
     name: str = "{channel.title}: {contact.name}"
+    #: None: no acknowledgement is sent
+    acknowledge: AcknowledgeRule | None = None
 
 
 #: the time zone the bridge writes times in when the mapping names none
@@ -243,6 +258,25 @@ class FieldsSchema(Schema):
         return FieldTemplates(entity=dict(data["entity"]), contact=dict(data["contact"]))
 
 
+class AcknowledgeSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    text = fields.Dict(
+        keys=fields.String(validate=validate.OneOf(("en", "ru"), error="languages: en, ru")),
+        values=Template(),
+        required=True,
+        validate=validate.Length(min=1, error="give the text in at least one language"),
+    )
+    per_sender_per_hour = fields.Integer(
+        load_default=3, validate=validate.Range(min=1, max=100, error="must be 1 to 100")
+    )
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> AcknowledgeRule:
+        return AcknowledgeRule(dict(data["text"]), data["per_sender_per_hour"])
+
+
 class ChannelRuleSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -271,6 +305,7 @@ class ChannelRuleSchema(Schema):
     task = fields.Nested(TaskSchema, load_default=None)
     fields_ = fields.Nested(FieldsSchema, data_key="fields", load_default=None)
     name = Template(load_default="{channel.title}: {contact.name}")
+    acknowledge = fields.Nested(AcknowledgeSchema, load_default=None)
 
     @validates_schema(skip_on_field_errors=False)
     def _something_lands(self, data: dict[str, Any], **_: Any) -> None:
@@ -293,6 +328,7 @@ class ChannelRuleSchema(Schema):
             task=data.get("task") or TaskRule(),
             fields=data.get("fields_") or FieldTemplates(),
             name=data["name"],
+            acknowledge=data.get("acknowledge"),
         )
 
 

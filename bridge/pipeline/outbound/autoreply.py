@@ -1,0 +1,125 @@
+"""The acknowledgement of a new ticket: the message the bridge itself sends
+the customer once a conversation that opens a ticket is first synced (the
+support desk's "we have your request T-1042"), in the customer's language,
+through the ordinary outbound pipeline (an outbound message marked
+``auto``, which the channel marks automatic: e-mail's RFC 3834
+``Auto-Submitted: auto-replied``).
+
+Once per ticket: the conversation's channel state records it in the same
+transaction that stores the message, and the message's dedupe key
+(``ack:<conversation uid>``) is unique. At most
+``per_sender_per_hour`` per contact: a loop with another auto-responder
+(each of its answers a new ticket) ends there. Automatic mail, bounces,
+lists and our own echoes never open a conversation, so they are never
+acknowledged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bridge import outbox
+from bridge.model import MessageKind, utcnow
+from bridge.tables import Conversation, Message, MessageStatus
+from bridge.templates import render
+
+if TYPE_CHECKING:
+    from bridge.runtime import Runtime
+    from mappings.schema import AcknowledgeRule
+
+__all__ = ["AUTO", "acknowledge_ticket"]
+
+log = logging.getLogger(__name__)
+
+#: the ``auto`` mark of the message (``OutboundMessage.auto``)
+AUTO = "acknowledgement"
+#: the dedupe key prefix of acknowledgements (unique per account and direction)
+_KEY = "ack:"
+
+
+def acknowledge_ticket(
+    runtime: Runtime,
+    conversation_id: int,
+    rule: AcknowledgeRule,
+    language: str,
+    context: Mapping[str, str | None],
+) -> str | None:
+    """Store the conversation's acknowledgement once and bump its outbound
+    work; the job id to enqueue (None when it was acknowledged before,
+    capped, or has no text in any language)."""
+    try:
+        with runtime.transaction() as session:
+            conv = session.get(Conversation, conversation_id)
+            if conv is None or conv.ticket_number is None:
+                return None
+            state = dict(conv.channel_state or {})
+            if state.get("acknowledged"):
+                return None
+            template = rule.text_for(str(state.get("language") or ""), language)
+            if template is None:
+                state["acknowledged"] = "no text"
+                conv.channel_state = state
+                return None
+            if _recent(session, conv.contact_id) >= rule.per_sender_per_hour:
+                log.info(
+                    "conversation %s: no acknowledgement, the contact had %d this hour",
+                    conversation_id,
+                    rule.per_sender_per_hour,
+                )
+                state["acknowledged"] = "capped"
+                conv.channel_state = state
+                return None
+            seq = session.scalar(
+                update(Conversation)
+                .where(Conversation.id == conv.id)
+                .values(next_seq=Conversation.next_seq + 1)
+                .returning(Conversation.next_seq)
+            )
+            assert seq is not None
+            now = utcnow()
+            session.add(
+                Message(
+                    uid=str(uuid.uuid4()),
+                    tenant_id=conv.tenant_id,
+                    conversation_id=conv.id,
+                    channel_account_id=conv.channel_account_id,
+                    direction=outbox.OUT,
+                    seq=int(seq) - 1,
+                    dedupe_key=f"{_KEY}{conv.uid}",
+                    kind=MessageKind.TEXT.value,
+                    text=render(template, context),
+                    payload={"auto": AUTO},
+                    sent_at=now,
+                    status=MessageStatus.PENDING,
+                )
+            )
+            state["acknowledged"] = "queued"
+            conv.channel_state = state
+            return outbox.bump(session, conv.tenant_id, conv.id, outbox.OUT)
+    except IntegrityError:
+        return None  # stored by another run a moment before: once is enough
+
+
+def _recent(session: Session, contact_id: int) -> int:
+    """Acknowledgements queued for the contact's conversations in the last hour."""
+    since = utcnow() - dt.timedelta(hours=1)
+    count = session.scalar(
+        select(func.count())
+        .select_from(Message)
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .where(
+            Conversation.contact_id == contact_id,
+            Message.direction == outbox.OUT,
+            Message.dedupe_key.like(f"{_KEY}%"),
+            Message.created_at >= since,
+        )
+    )
+    return int(count or 0)
