@@ -58,6 +58,9 @@ class ChannelAdapter(ABC):
     max_body: ClassVar[int] = 1_000_000
     #: media types the provider posts its webhooks as (anything else: 415)
     content_types: ClassVar[tuple[str, ...]] = ("application/json",)
+    #: the warnings a message of this channel may carry
+    #: (``InboundMessage.flag``) as the CRM entry says them, per language
+    flags: ClassVar[Mapping[str, Mapping[str, str]]] = {}
 
     # -- typed settings (bridge.schema) ------------------------------------
 

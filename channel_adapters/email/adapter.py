@@ -25,6 +25,7 @@ import os
 import re
 import secrets
 import ssl
+from collections.abc import Mapping
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
 from typing import Any, ClassVar
@@ -99,6 +100,13 @@ class EmailAdapter(ChannelAdapter):
     send_rate = Rate(5, 1.0)
     #: an SMTP send whose outcome is unknown is never repeated blindly
     idempotent_sends = False
+    #: a mail failing DMARC (the receiving MTA's Authentication-Results)
+    flags: ClassVar[Mapping[str, Mapping[str, str]]] = {
+        "dmarc_failed": {
+            "en": "Sender not verified: the mail failed DMARC",
+            "ru": "Отправитель не подтверждён: письмо не прошло проверку DMARC",
+        }
+    }
 
     Connect: ClassVar[type[Any]] = EmailConnect
     Credentials: ClassVar[type[Any]] = EmailCredentials

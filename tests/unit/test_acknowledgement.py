@@ -123,3 +123,21 @@ def test_a_messenger_conversation_without_a_ticket_is_not_acknowledged(runtime, 
     accept(runtime, account, [mail(1, opens_ticket=False)])
     sync_all(runtime)
     assert acks(runtime) == []
+
+
+def test_a_flagged_message_says_its_warning_first_in_the_mappings_language(
+    runtime, account, monkeypatch
+):  # type: ignore[no-untyped-def]
+    from channel_adapters.telegram import TelegramAdapter
+
+    words = {"unverified": {"en": "Sender not verified", "ru": "Отправитель не подтверждён"}}
+    monkeypatch.setattr(TelegramAdapter, "flags", words)
+    accept(
+        runtime,
+        account,
+        [mail(1, flag="unverified", opens_ticket=False), mail(2, flag="other", opens_ticket=False)],
+    )
+    sync_all(runtime)
+    texts = sorted(e["text"] for e in fakes.STATE.entries)
+    # a warning the channel has no words for is shown by its code
+    assert texts == ["[Sender not verified]\nmail 1", "[other]\nmail 2"]

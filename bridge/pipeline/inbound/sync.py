@@ -1109,7 +1109,7 @@ class InboundSync:
             channel_account=str(snap.account.id),
             direction="in",
             kind=MessageKind(message.kind),
-            text=message.text,
+            text=_flagged(snap, payload.get("flag"), message.text),
             occurred_at=aware(message.sent_at),
             contact=contact_ref,
             entity=entity_ref,
@@ -1237,3 +1237,15 @@ def _survivor(session: Session, contact_id: int) -> Contact:
             break
         contact = nxt
     return contact
+
+
+def _flagged(snap: _Snapshot, flag: str | None, text: str) -> str:
+    """The text, after the warning its channel says the message carries
+    (``InboundMessage.flag``, worded by the channel in the mapping's
+    language): a CRM entry the rep reads first."""
+    if not flag:
+        return text
+    words = channel_class(snap.account.kind).flags.get(flag) or {}
+    language = snap.mapping.language if snap.mapping else "en"
+    note = words.get(language) or words.get("en") or flag
+    return f"[{note}]\n{text}" if text else f"[{note}]"
