@@ -5,7 +5,8 @@ module through the ``crm_bridge.demo`` entry point (pyproject.toml) and asks
 it for the environment that points the bridge at the sandbox vendors
 (:meth:`SandboxDemo.environment`) and, once the bridge answers, to install
 the demo tenant into the sandbox CRM through the real install flow (OAuth,
-or the CRM's install event) and connect the sandbox Telegram's demo bot
+or the CRM's install event), connect the sandbox Telegram's demo bot and
+the sandbox mail system's demo mailbox (:func:`connect_email`)
 (:meth:`SandboxDemo.seed`), which returns the banner to print.
 """
 
@@ -33,6 +34,7 @@ __all__ = [
     "SandboxDemo",
     "Seeded",
     "banner",
+    "connect_email",
     "demo_env",
     "event_install",
     "oauth_install",
@@ -53,6 +55,8 @@ class Seeded:
     tenant_id: int
     channel_account_id: int
     account: str  # the CRM account (HubSpot portal id, amoCRM subdomain)
+    #: the demo mailbox's channel account (None: no e-mail channel here)
+    email_account_id: int | None = None
 
 
 def demo_env(crm: str, base: str, sandbox: str | None = None) -> dict[str, str]:
@@ -199,6 +203,62 @@ def oauth_install(base: str, *, crm: str, sandbox: str, mapping: str) -> int:
     return int(done.json()["tenant"])
 
 
+def connect_email(runtime: Runtime, tenant_id: int, sandbox: str) -> int | None:
+    """Connect the sandbox mail system's demo mailbox (``support@demo.example``)
+    to the tenant as an e-mail account that receives through its raw-MIME
+    webhook and replies through the sandbox's SMTP server (plain, on
+    loopback: the adapter allows no other clear-text SMTP), then give the
+    sandbox the account's webhook URL and secret, as an admin sets the
+    inbound route at a mail provider. None when this bridge has no e-mail
+    channel (not registered, or its library missing)."""
+    from bridge.registry import UnknownAdapter, channel_class
+    from sandbox.email import DEMO_ADDRESS, DEMO_NAME
+
+    try:
+        channel_class("email")
+    except UnknownAdapter:
+        return None
+    state = requests.get(f"{sandbox}/email/_state", timeout=10)  # starts its SMTP server
+    state.raise_for_status()
+    server = state.json()["smtp"]
+    account_id = connect_channel(
+        runtime,
+        tenant_id,
+        kind="email",
+        values={
+            "address": DEMO_ADDRESS,
+            "from_name": DEMO_NAME,
+            "smtp_host": server["host"],
+            "smtp_port": server["port"],
+            "smtp_security": "plain",
+        },
+        name="Demo mailbox",
+    )
+    url, secret = _email_route(runtime, account_id)
+    requests.post(
+        f"{sandbox}/email/_mailboxes",
+        json={
+            "address": DEMO_ADDRESS,
+            "name": DEMO_NAME,
+            "webhook_url": url,
+            "webhook_secret": secret,
+        },
+        timeout=10,
+    ).raise_for_status()
+    return account_id
+
+
+def _email_route(runtime: Runtime, account_id: int) -> tuple[str, str]:
+    """The e-mail account's raw-MIME webhook URL and its HMAC key."""
+    from bridge.tables import ChannelAccount
+
+    with runtime.read_session() as session:
+        account = session.get(ChannelAccount, account_id)
+        assert account is not None  # connected above
+        adapter = runtime.channel_adapter(account)
+        return runtime.channel_webhook_url(account), str(adapter.credentials.webhook_secret)
+
+
 def seed(
     runtime: Runtime,
     base: str,
@@ -206,9 +266,12 @@ def seed(
     crm: str = "hubspot",
     sandbox: str | None = None,
     mapping: str | None = None,
+    email: bool = False,
 ) -> Seeded:
     """Install the demo tenant (bridge at ``base``, sandbox at ``sandbox``,
-    default ``<base>/sandbox``) and connect the sandbox's demo bot."""
+    default ``<base>/sandbox``) and connect the sandbox's demo bot; with
+    ``email`` (``bridge run``'s demo) also the demo mailbox, when the bridge
+    has the e-mail channel (the benchmarks' stacks leave it out)."""
     from sandbox.telegram import DEMO_BOT_TOKEN
 
     sandbox = sandbox or f"{base}/sandbox"
@@ -221,6 +284,7 @@ def seed(
     account_id = connect_channel(
         runtime, tenant_id, kind="telegram", values={"bot_token": DEMO_BOT_TOKEN}, name="Demo bot"
     )
+    email_account_id = connect_email(runtime, tenant_id, sandbox) if email else None
     with runtime.transaction() as session:
         from bridge.tables import Tenant
 
@@ -228,7 +292,7 @@ def seed(
         assert tenant is not None  # installed above
         settings = tenant.settings or {}
         account = str(settings.get("subdomain") or settings.get("domain") or tenant.crm_account_id)
-    return Seeded(crm, tenant_id, account_id, account)
+    return Seeded(crm, tenant_id, account_id, account, email_account_id)
 
 
 def _cli(var_dir: Path | None) -> str:
@@ -272,6 +336,7 @@ def banner(base: str, seeded: Seeded, *, var_dir: Path | None = None) -> str:
         ),
     }[seeded.crm]
     cli = _cli(var_dir)
+    mail = _email_banner(base) if seeded.email_account_id is not None else ""
     return f"""
 ================================================================================
  CRM bridge demo is running (Ctrl-C stops everything)
@@ -289,11 +354,23 @@ def banner(base: str, seeded: Seeded, *, var_dir: Path | None = None) -> str:
 
  ... and see what the bot sent back to the customer:
    curl -s '{base}/sandbox/telegram/_sent?chat_id=1001'
-
+{mail}
  The bridge's own view (works from any directory while the demo runs):
    {cli} status
    {cli} tenant list
 ================================================================================
+"""
+
+
+def _email_banner(base: str) -> str:
+    from sandbox.email import DEMO_ADDRESS
+
+    return f"""
+ E-mail: a customer writes to {DEMO_ADDRESS} (the page's e-mail client too):
+   curl -s -X POST {base}/sandbox/email/_deliver -H 'Content-Type: application/json' \\
+        -d '{{"from": "anna@example.com", "name": "Anna", "subject": "Delivery", "text": "Hi!"}}'
+ ... and the mail the bridge sent back (the acknowledgement, the rep's replies):
+   curl -s '{base}/sandbox/email/_sent?to=anna@example.com'
 """
 
 
@@ -315,8 +392,9 @@ class SandboxDemo:
         }
 
     def seed(self, runtime: Runtime, base: str, crm: str, var_dir: Path) -> str:
-        """Install the demo tenant and connect the demo bot; the banner."""
-        return banner(base, seed(runtime, base, crm=crm), var_dir=var_dir)
+        """Install the demo tenant, connect the demo bot and the demo
+        mailbox; the banner."""
+        return banner(base, seed(runtime, base, crm=crm, email=True), var_dir=var_dir)
 
 
 DEMO = SandboxDemo()

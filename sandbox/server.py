@@ -3,7 +3,9 @@
 * ``mount(bridge_app)``: the demo (``bridge run``) — the sandbox shares the
   bridge's server: ``/sandbox/hubspot/...`` (HubSpot's own paths after the
   prefix), ``/sandbox/amocrm/...``, ``/sandbox/bitrix24/...``,
-  ``/sandbox/telegram/bot<token>/<method>``, and the try-it page at
+  ``/sandbox/telegram/bot<token>/<method>``, ``/sandbox/email/...`` (the
+  control API of a mail system whose SMTP server listens on a port of its
+  own, :mod:`sandbox.email`), and the try-it page at
   ``/sandbox/``. Each vendor's control API (``/_state``, ``/_reply``, ...) is
   under its prefix (``sandbox/README.md``).
 * ``python -m sandbox --port 8001``: standalone, for tests, benchmarks and
@@ -24,7 +26,7 @@ __all__ = ["build", "mount"]
 
 
 def _apps(config: dict[str, Any] | None) -> dict[str, Any]:
-    from sandbox import amocrm, bitrix24, custom, hubspot, telegram, web
+    from sandbox import amocrm, bitrix24, custom, email, hubspot, telegram, web
 
     config = config or {}
     return {
@@ -33,6 +35,7 @@ def _apps(config: dict[str, Any] | None) -> dict[str, Any]:
         "/sandbox/bitrix24": bitrix24.create_app(config.get("bitrix24")),
         "/sandbox/telegram": telegram.create_app(config.get("telegram")),
         "/sandbox/custom": custom.create_app(config.get("custom")),
+        "/sandbox/email": email.create_app(config.get("email")),
         "/sandbox": web.create_app(config.get("web")),
     }
 

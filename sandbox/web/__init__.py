@@ -24,6 +24,14 @@ through the control API every sandbox shares (:mod:`sandbox.core.control`):
   ``JUNK``) and closes an open deal as won / lost (``POST /_deal_stage``: the
   stage of the deal's pipeline with success / failure semantics).
 
+Under both, on every page, the e-mail client (``static/email.js``): the
+customer writes a mail to the demo support address through the e-mail
+sandbox's ``POST /_deliver`` (JSON form) and reads the bridge's answers in
+an inbox built from ``/_sent?to=`` (the acknowledgement, the rep's replies,
+their subjects with the ticket number and their threading headers) and
+``/_deliveries?from=`` (the mails written); a sent mail can be answered,
+threaded with In-Reply-To and References. Only text parts are shown.
+
 Config keys (lower case; upper-case keys go to ``app.config``):
 
 ``crm``               ``"hubspot"`` | ``"amocrm"`` | ``"bitrix24"`` (default ``"hubspot"``)
@@ -33,11 +41,15 @@ Config keys (lower case; upper-case keys go to ``app.config``):
 ``amocrm_subdomain``  the amoCRM account shown (default ``"demo"``)
 ``bitrix24_base``     Bitrix24 sandbox URL (default ``<script_root>/bitrix24``)
 ``bitrix24_portal``   the Bitrix24 portal shown (default ``"demo.bitrix24.ru"``)
-``poll_ms``           refresh interval of both panels (default 1500)
+``email_base``        e-mail sandbox URL (default ``<script_root>/email``)
+``email_address``     the support address the e-mail client writes to
+                      (default ``"support@demo.example"``, the sandbox's demo mailbox)
+``poll_ms``           refresh interval of the panels (default 1500)
 
 The sibling sandboxes are found relative to this app's mount point
 (``/sandbox/telegram``, ``/sandbox/hubspot``, ``/sandbox/amocrm``,
-``/sandbox/bitrix24`` in the demo server) unless their base is configured.
+``/sandbox/bitrix24``, ``/sandbox/email`` in the demo server) unless their
+base is configured.
 """
 
 from __future__ import annotations
@@ -61,6 +73,9 @@ DEFAULTS: dict[str, Any] = {
     "amocrm_subdomain": "demo",
     "bitrix24_base": None,
     "bitrix24_portal": "demo.bitrix24.ru",
+    "email_base": None,
+    #: sandbox.email.DEMO_ADDRESS (not imported: the page needs no SMTP server)
+    "email_address": "support@demo.example",
     "poll_ms": 1500,
 }
 
@@ -79,6 +94,9 @@ def _settings(values: dict[str, Any]) -> dict[str, Any]:
     portal = settings["bitrix24_portal"]
     if not isinstance(portal, str) or not portal:
         raise ValueError("bitrix24_portal must be a non-empty string")
+    address = settings["email_address"]
+    if not isinstance(address, str) or "@" not in address:
+        raise ValueError("email_address must be an e-mail address")
     settings["poll_ms"] = int(settings["poll_ms"])
     return settings
 
@@ -106,6 +124,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             crm_base=settings[f"{crm}_base"] or f"{root}/{crm}",
             amocrm_subdomain=settings["amocrm_subdomain"],
             bitrix24_portal=settings["bitrix24_portal"],
+            email_base=settings["email_base"] or f"{root}/email",
+            email_address=settings["email_address"],
             poll_ms=settings["poll_ms"],
         )
 

@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -498,3 +499,159 @@ def test_try_it_page_in_a_browser(browser: Browser, bridge: _Bridge) -> None:
     finally:
         for tab in tabs:
             tab.page.context.close()
+
+
+# -- the e-mail client, against the sandbox mail system ----------------------------------------
+#
+# The sandbox alone (``sandbox.server.build()``, what ``python -m sandbox`` serves), its demo
+# mailbox routed to a stand-in for the bridge's raw-MIME webhook that records what it gets;
+# the bridge's answers are sent to the sandbox's SMTP server with the e-mail adapter's own
+# SmtpSender and build_reply. The customer writes in the page, reads the answers in its
+# inbox and answers one of them (threaded by In-Reply-To / References).
+
+EMAIL_WIDTHS = (390, 1280)
+SUPPORT = "support@demo.example"
+
+
+def _mail_bridge() -> tuple[Any, list[bytes]]:
+    """The stand-in webhook: every raw mail posted, in order."""
+    from flask import Flask
+    from flask import request as flask_request
+
+    posted: list[bytes] = []
+    hook = Flask("bridge-email-webhook")
+
+    @hook.post("/webhooks/email/<key>")
+    def _webhook(key: str) -> dict[str, Any]:
+        posted.append(flask_request.get_data())
+        return {"ok": True}
+
+    return hook, posted
+
+
+def _posted_from(posted: list[bytes], address: str) -> list[Any]:
+    import email
+    from email.policy import default as default_policy
+
+    mails = [email.message_from_bytes(raw, policy=default_policy) for raw in posted]
+    return [m for m in mails if m["From"].addresses[0].addr_spec == address]
+
+
+def _bridge_answers(port: int, customer: str, question: Any) -> None:
+    """What the bridge sends: the automatic acknowledgement, then a rep's reply whose
+    HTML part is hostile (an image with a handler, a script): the page must never render it."""
+    from channel_adapters.email.smtp import SmtpSender, SmtpSettings, build_reply
+
+    sender = SmtpSender(SmtpSettings(host="127.0.0.1", port=port, security="plain",
+                                     from_addr=SUPPORT, timeout=10.0))
+    common = {"from_addr": SUPPORT, "from_name": "Demo Support", "to_addr": customer,
+              "subject": "Re: Delivery to Berlin [#T-1001]", "in_reply_to": question["Message-ID"],
+              "references": [question["Message-ID"]],
+              "reply_to": "support+6b1e4c2a-0000-4000-8000-00000000000a@demo.example"}
+    local = customer.split("@")[0].replace(".", "-")
+    sender.send(build_reply(
+        **common, text="We got your mail: ticket T-1001. A rep answers soon.",
+        message_id=f"<bridge.{local}-ack@demo.example>",
+        extra_headers={"Auto-Submitted": "auto-replied"}))
+    rep = build_reply(**common, text="Hi, yes: Berlin takes two days. <b>not bold</b>",
+                      message_id=f"<bridge.{local}-rep@demo.example>")
+    html = rep.get_body(("html",))
+    assert html is not None
+    html.set_content('<p>rich</p><img src="x" onerror="window.__xss = 1">'
+                     "<script>window.__xss = 2</script>", subtype="html")
+    sender.send(rep)
+
+
+def _email_loop(tab: _Tab, posted: list[bytes], port: int) -> None:
+    page = tab.page
+    name = CUSTOMERS[tab.width]
+    customer = f"{name.lower()}.{tab.width}@example.com"
+    panel = page.locator("#email")
+    expect(panel.locator("h2")).to_contain_text("E-mail client")
+    expect(panel.locator("h2")).to_contain_text("Почтовый клиент")
+    expect(page.locator("#email-support")).to_have_text(SUPPORT)
+    expect(page.locator("#email-notice")).to_be_hidden(timeout=LOOP_MS)  # the route is set
+
+    # the customer writes: the webhook gets an RFC 5322 mail
+    page.fill("#email-from", customer)
+    page.fill("#email-name", name)
+    page.fill("#email-subject", "Delivery to Berlin")
+    page.fill("#email-text", f"Hello, this is {name}!\nDo you deliver to Berlin?")
+    page.click("#email-form button[type=submit]")
+    expect(page.locator("#email-status")).to_contain_text("Sent ✓", timeout=SEND_MS)
+    [question] = _posted_from(posted, customer)
+    assert question["To"] == SUPPORT and question["Subject"] == "Delivery to Berlin"
+    assert question["From"].addresses[0].display_name == name
+    assert question.get_content().splitlines() == [f"Hello, this is {name}!",
+                                                   "Do you deliver to Berlin?"]
+    written = page.locator("#email-inbox .mail.written")
+    expect(written).to_have_count(1, timeout=LOOP_MS)
+    expect(written.locator(".mail-note")).to_have_text("delivered to the bridge / доставлено ✓")
+    expect(page.locator("#email-mailbox")).to_have_text(customer)
+
+    # the bridge answers: the acknowledgement and the rep's reply arrive, text only
+    _bridge_answers(port, customer, question)
+    received = page.locator("#email-inbox .mail.received")
+    expect(received).to_have_count(2, timeout=LOOP_MS)
+    ack, rep = received.nth(0), received.nth(1)
+    expect(ack.locator(".mail-subject")).to_have_text("Re: Delivery to Berlin [#T-1001]")
+    expect(ack.locator(".mail-note")).to_have_text("automatic reply / автоматический ответ")
+    expect(ack.locator(".who")).to_have_text(f"Demo Support <{SUPPORT}>")
+    expect(rep.locator(".text")).to_have_text("Hi, yes: Berlin takes two days. <b>not bold</b>")
+    assert rep.locator(".mail-note").count() == 0  # a person's reply is not marked automatic
+    assert page.locator("#email-inbox img, #email-inbox script, #email-inbox b").count() == 0
+    assert page.evaluate("window.__xss") is None
+    ack.locator("summary").click()
+    headers = ack.locator(".mail-headers dl")
+    expect(headers).to_contain_text(f"In-Reply-To{question['Message-ID']}")
+    expect(headers).to_contain_text("Auto-Submittedauto-replied")
+
+    # the customer answers the rep: threaded to the rep's mail
+    rep.locator("button.reply").click()
+    expect(page.locator("#email-replying")).to_be_visible()
+    expect(page.locator("#email-subject")).to_have_value("Re: Delivery to Berlin [#T-1001]")
+    page.fill("#email-text", "Great, thank you!")
+    page.click("#email-form button[type=submit]")
+    expect(page.locator("#email-status")).to_contain_text("Sent ✓", timeout=SEND_MS)
+    expect(page.locator("#email-replying")).to_be_hidden()
+    expect(page.locator("#email-subject")).to_have_value("")
+    answer = _posted_from(posted, customer)[-1]
+    local = customer.split("@")[0].replace(".", "-")
+    assert answer["In-Reply-To"] == f"<bridge.{local}-rep@demo.example>"
+    assert answer["References"].split() == [question["Message-ID"],
+                                            f"<bridge.{local}-rep@demo.example>"]
+    assert answer["Subject"] == "Re: Delivery to Berlin [#T-1001]"
+    expect(page.locator("#email-inbox .mail")).to_have_count(4, timeout=LOOP_MS)
+    # the headers opened above stay open when the list is drawn again (their long ids wrap
+    # at their punctuation: the layout check below reads them)
+    expect(received.nth(0).locator("details.mail-headers")).to_have_attribute("open", "")
+
+
+def test_email_client_in_a_browser(browser: Browser) -> None:
+    from sandbox.server import build
+    from tests.support.servers import serve_wsgi
+
+    hook, posted = _mail_bridge()
+    server = build()
+    tabs: list[_Tab] = []
+    try:
+        with serve_wsgi(server) as sandbox, serve_wsgi(hook) as bridge:
+            mail = f"{sandbox.url}/sandbox/email"
+            requests.post(f"{mail}/_mailboxes", timeout=10, json={
+                "address": SUPPORT, "webhook_url": f"{bridge.url}/webhooks/email/k3y",
+                "webhook_secret": "demo-secret"}).raise_for_status()
+            port = requests.get(f"{mail}/_state", timeout=10).json()["smtp"]["port"]
+            for width in EMAIL_WIDTHS:
+                tab = _open(browser, width, f"{sandbox.url}/sandbox/")
+                tabs.append(tab)
+                _email_loop(tab, posted, port)
+                tab.page.locator("#email").scroll_into_view_if_needed()
+                SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+                tab.page.screenshot(path=str(SCREENSHOTS / f"try-it-email-{width}.png"),
+                                    full_page=True)
+                assert _layout_problems(tab.page) == [], width
+            assert {tab.width: tab.errors for tab in tabs} == {w: [] for w in EMAIL_WIDTHS}
+    finally:
+        for tab in tabs:
+            tab.page.context.close()
+        server.mounts["/sandbox/email"].extensions["email_sandbox"].smtp.stop()

@@ -1,5 +1,6 @@
 // Demo page: customer in Telegram (left) <-> rep in the CRM (right): HubSpot, amoCRM or
-// Bitrix24, whichever the page was rendered for (<body data-crm>).
+// Bitrix24, whichever the page was rendered for (<body data-crm>). The e-mail client below them
+// is email.js's; its poller runs on this file's timer (window.DEMO_PANELS).
 // All text goes into the DOM through textContent; nothing user-supplied is parsed as page HTML
 // (a HubSpot note body is parsed in an inert document and rebuilt from allowed tags: richText()).
 "use strict";
@@ -1386,12 +1387,14 @@
   };
   const pollCrm = PANELS[CRM][1];
 
-  // One timer drives both panels. While the bridge is down a single cheap request probes
-  // it, with a growing pause; the first answer brings both panels back at once.
+  // One timer drives every panel: these two and those other scripts register in
+  // window.DEMO_PANELS (email.js: the e-mail client). While the bridge is down a single cheap
+  // request probes it, with a growing pause; the first answer brings every panel back at once.
   async function tick() {
     try {
       if (!link.online) await call("sent", { query: { chat_id: String(customerId() || 0) } });
-      const results = await Promise.allSettled([pollTelegram(), pollCrm()]);
+      const others = (window.DEMO_PANELS || []).map((poll) => Promise.resolve().then(poll));
+      const results = await Promise.allSettled([pollTelegram(), pollCrm(), ...others]);
       for (const r of results) if (r.status === "rejected") report(r.reason);
     } catch (err) {
       report(err);
