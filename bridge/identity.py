@@ -129,6 +129,10 @@ def attach_identity(session: Session, contact: Contact, kind: str, value: str) -
         return contact
     owner = _survivor(session, existing.contact_id)
     if owner.id == contact.id:
+        if kind == "phone" and not contact.phone:
+            contact.phone = value
+        elif kind == "email" and not contact.email:
+            contact.email = value
         return contact
     return _merge(session, owner, contact, reason=f"same {kind}")
 
@@ -157,6 +161,9 @@ def resolve_contact(
                 value=external_user_id,
             )
         )
+        # flushed: the channel's own handle may also be one of the person's
+        # (an e-mail channel's user is an address), found again just below
+        session.flush()
     if not contact.display_name and profile.name():
         contact.display_name = profile.name()
     phone = normalize_phone(profile.phone)

@@ -63,8 +63,7 @@ def mail(n: int, sender: str = "ann@example.com", **kw: Any) -> InboundMessage:
         kind=MessageKind.TEXT,
         sent_at=T0 + dt.timedelta(minutes=n),
         text=f"mail {n}",
-        profile=SenderProfile(display_name="Ann"),
-        **{"opens_ticket": True, **kw},
+        **{"opens_ticket": True, "profile": SenderProfile(display_name="Ann"), **kw},
     )
 
 
@@ -197,3 +196,22 @@ def _outbound(runtime, thread: str, **values: Any) -> str:  # type: ignore[no-un
             )
         )
     return uid
+
+
+def test_a_channel_whose_user_is_an_address_learns_it_once(runtime, account):  # type: ignore[no-untyped-def]
+    """The channel's own handle is also the person's e-mail (kind ``email``
+    both): one identity, the contact's e-mail set, no second insert."""
+    from bridge.model import SenderProfile as Profile
+    from bridge.tables import Contact, ContactIdentity
+
+    email_account = AccountRef(account.id, account.tenant_id, "email")
+    accept(
+        runtime,
+        email_account,
+        [mail(1, profile=Profile(display_name="Ann", email="ann@example.com"))],
+    )
+    with runtime.transaction() as s:
+        identities = s.execute(select(ContactIdentity.kind, ContactIdentity.value)).all()
+        emails = s.scalars(select(Contact.email)).all()
+    assert identities == [("email", "ann@example.com")]
+    assert emails == ["ann@example.com"]
