@@ -8,4 +8,5 @@ by ``bridge.registry``, the rest keep working.
 REGISTRY: dict[str, str] = {
     "telegram": "channel_adapters.telegram:TelegramAdapter",
     "custom": "channel_adapters.custom:CustomAdapter",
+    "email": "channel_adapters.email:EmailAdapter",
 }

@@ -103,6 +103,7 @@ __all__ = [
 CHANNEL_KITS: dict[str, str] = {
     "telegram": "tests.kits.telegram:TelegramKit",
     "custom": "tests.kits.custom:CustomKit",
+    "email": "tests.kits.email:EmailKit",
 }
 #: CRM kind -> its kit (the slugs of ``crm_adapters.REGISTRY``)
 CRM_KITS: dict[str, str] = {

@@ -108,6 +108,7 @@ def _imports(tree: ast.AST) -> list[tuple[int, str]]:
 
 def test_the_walk_sees_the_core() -> None:
     assert len(FILES) > 30 and _provider_words() >= {"telegram", "hubspot", "custom"}
+    assert _provider_words() >= {"imap", "smtp"} and "email" not in _provider_words()
 
 
 def test_an_ordinary_word_is_matched_as_a_word() -> None:
