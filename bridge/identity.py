@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from bridge.model import SenderProfile
 from bridge.tables import Contact, ContactIdentity, ContactMerge, Conversation
 
-__all__ = ["attach_identity", "normalize_email", "normalize_phone", "resolve_contact"]
+__all__ = ["attach_identity", "is_address", "normalize_email", "normalize_phone", "resolve_contact"]
 
 
 def normalize_phone(raw: str | None, region: str | None = None) -> str | None:
@@ -51,6 +51,16 @@ def normalize_email(raw: str | None) -> str | None:
     if not local or not domain:
         return None
     return f"{local}@{domain.lower()}"
+
+
+def is_address(value: str) -> bool:
+    """``value`` is an e-mail address as stored (normalised, no scheme-like
+    prefix or spaces): what may be given to a CRM as one."""
+    return (
+        normalize_email(value) == value
+        and ":" not in value
+        and not any(c.isspace() for c in value)
+    )
 
 
 def _survivor(session: Session, contact_id: int) -> Contact:

@@ -204,6 +204,12 @@ class EmailAdapter(ChannelAdapter):
             own_message_id=lambda mid: self._ours(mid) is not None,
         )
         if verdict.kind == classes.MailKind.CUSTOMER:
+            if not (mail.reply_to_addr or mail.from_addr):
+                # nobody to answer and nobody to file it under (corpora:
+                # flanker attached-pdf.eml, mikel/mail bad_encoded_subject.eml);
+                # journaled as ignored with the reason, `bridge reparse` can
+                # take it again
+                return [IgnoredEvent(KIND, key, "no_sender")]
             return [self._message(mail, key, request)]
         if verdict.kind == classes.MailKind.BOUNCE and verdict.bounce is not None:
             ours = self._ours(verdict.bounce.original_message_id)
@@ -416,8 +422,27 @@ def _looks_like_mail(body: bytes) -> bool:
     the name of letters, digits, ``-`` and ``_`` as mail really has them;
     RFC 5322 §3.6.8 allows more, no MTA sends it), or the mbox ``From ``
     line an MTA pipe may put first."""
-    first = body[:1000].split(b"\n", 1)[0]
+    first = _from_headers(body[:4000]).split(b"\n", 1)[0]
     return _FIELD.match(first) is not None or first.startswith(b"From ")
+
+
+def _from_headers(raw: bytes) -> bytes:
+    """``raw`` from its first header on: a UTF-8 byte-order mark and lines
+    of spaces before it are skipped, as the parser skips them (corpora:
+    MimeKit messages__feedback-report.txt, six flanker files). An empty
+    line ends the header block (RFC 5322 §2.1): before any field, there is
+    none."""
+    raw = raw.removeprefix(b"\xef\xbb\xbf")
+    start = 0
+    while start < len(raw):
+        end = raw.find(b"\n", start)
+        line = raw[start : len(raw) if end < 0 else end]
+        if line.strip():
+            return raw[start:].lstrip(b" \t")
+        if end < 0 or not line.rstrip(b"\r"):
+            break
+        start = end + 1
+    return b""
 
 
 _FIELD = re.compile(rb"^[A-Za-z0-9][A-Za-z0-9_-]{0,75}:")
@@ -425,7 +450,7 @@ _FIELD = re.compile(rb"^[A-Za-z0-9][A-Za-z0-9_-]{0,75}:")
 
 def _message_id(raw: bytes) -> str | None:
     """The Message-ID from the header block alone (cheap: no body parse)."""
-    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    head = _from_headers(raw).split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
     try:
         headers = BytesHeaderParser(policy=default_policy).parsebytes(head)
         value = str(headers.get("Message-ID") or "")

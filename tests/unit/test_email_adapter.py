@@ -110,7 +110,8 @@ def test_a_mail_is_keyed_by_its_message_id_or_else_its_bytes() -> None:
 
 
 @pytest.mark.parametrize(
-    "body", [b"", b"hello world", b'{"json": true}', b"\r\n\r\nbody only", b"<html></html>"]
+    "body",
+    [b"", b"hello world", b'{"json": true}', b"\r\n\r\nbody only", b"\r\nFrom: a@b.c\r\n\r\nx"],
 )
 def test_what_is_not_a_mail_is_a_400(body: bytes) -> None:
     with pytest.raises(PayloadError):
@@ -330,3 +331,21 @@ def test_connect_takes_passwords_from_the_environment(monkeypatch: pytest.Monkey
         )
     with pytest.raises(ConfigError):
         EmailAdapter.connect(EmailConnect(address="not an address"))
+
+
+def test_a_customer_mail_without_any_sender_address_is_ignored_with_its_reason() -> None:
+    body = mail(sender="undisclosed-recipients:;")
+    (event,) = parse(body)
+    assert event == IgnoredEvent("email", "mid:m1@example.org", "no_sender")
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [b"\xef\xbb\xbf", b"   \n", b"\t \r\n"],
+    ids=["utf-8 BOM (MimeKit messages__feedback-report.txt)", "spaces (flanker)", "blanks"],
+)
+def test_the_edge_takes_what_the_parser_takes_before_the_headers(prefix: bytes) -> None:
+    (delivery,) = adapter().edge(request(prefix + mail()))
+    assert delivery.key == "mid:m1@example.org"
+    (event,) = adapter().parse(delivery.request(T0))
+    assert isinstance(event, InboundMessage)

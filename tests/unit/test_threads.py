@@ -215,3 +215,26 @@ def test_a_channel_whose_user_is_an_address_learns_it_once(runtime, account):  #
         emails = s.scalars(select(Contact.email)).all()
     assert identities == [("email", "ann@example.com")]
     assert emails == ["ann@example.com"]
+
+
+def test_a_thread_arriving_in_one_batch_is_one_conversation(runtime, account):  # type: ignore[no-untyped-def]
+    """A poll (or a quick follow-up) brings several mails of one thread to
+    one normaliser batch: the later ones name the earlier ones, which are
+    not in the table yet."""
+    from bridge.model import SenderProfile as Profile
+
+    learns = Profile(display_name="Ann", email="ann@example.com")  # e-mail: every mail learns
+    accept(
+        runtime,
+        account,
+        [
+            mail(1, profile=learns),
+            mail(2, profile=learns, thread_hints=ThreadHints(message_keys=("mid:1",))),
+            mail(3, profile=learns, thread_hints=ThreadHints(message_keys=("mid:2", "mid:1"))),
+            mail(4, profile=learns),  # a new topic in the same batch
+        ],
+    )
+    assert conversations(runtime) == {
+        "thread-1": (1001, ["mail 1", "mail 2", "mail 3"]),
+        "thread-4": (1002, ["mail 4"]),
+    }

@@ -134,9 +134,11 @@ def conversation_for(
     learns = bool(message.profile.phone or message.profile.email)
     if known is not None and not learns:
         return known
-    found = session.connection().scalar(
-        _CONVERSATION, {"account": account.id, "thread": message.external_thread_id}
-    )
+    found = known
+    if found is None:
+        found = session.connection().scalar(
+            _CONVERSATION, {"account": account.id, "thread": message.external_thread_id}
+        )
     if found is None and message.thread_hints is not None:
         found = threads.follow(session, account, message)
     if found is not None and not learns:
@@ -176,6 +178,9 @@ class _Batch:
 
     keys: set[str] = field(default_factory=set)
     threads: dict[str, int] = field(default_factory=dict)
+    #: each placed message's conversation, by its key: a later message of
+    #: the batch that names it in its hints joins it (not in the table yet)
+    placed: dict[str, int] = field(default_factory=dict)
     conversations: dict[int, list[InboundMessage]] = field(default_factory=dict)
 
 
@@ -195,8 +200,14 @@ def _place(
     batch.keys.add(key)
     thread = message.external_thread_id
     known = batch.threads.get(thread, seen.conversations.get(thread))
+    if known is None and message.thread_hints is not None:
+        known = next(
+            (batch.placed[k] for k in message.thread_hints.message_keys if k in batch.placed),
+            None,
+        )
     conversation_id = conversation_for(session, account, message, known)
     batch.threads[thread] = conversation_id
+    batch.placed[key] = conversation_id
     batch.conversations.setdefault(conversation_id, []).append(message)
     if message.thread_state:
         threads.remember(session, conversation_id, message.thread_state)
@@ -382,7 +393,7 @@ def accept_in(
             rest = events[i + 1 :]
             seen = look(session.connection(), account, rest)
             seen = Seen(seen.duplicates | batch.keys, seen.conversations)
-            batch = _Batch(keys=batch.keys)
+            batch = _Batch(keys=batch.keys, placed=batch.placed)
     _write(session, account, batch, result)
 
 

@@ -43,6 +43,7 @@ from bridge.errors import (
     PermanentError,
     RetryableError,
 )
+from bridge.identity import is_address
 from bridge.jobs import enqueue
 from bridge.locks import ConversationLock
 from bridge.model import (
@@ -462,7 +463,9 @@ class InboundSync:
             )
         channel_ids = {i.kind: i.value for i in identities if i.kind not in ("phone", "email")}
         phones = tuple(i.value for i in identities if i.kind == "phone")
-        emails = tuple(i.value for i in identities if i.kind == "email")
+        # an identity of kind email that is no address (an e-mail channel's
+        # unverified sender) is never given to the CRM as one
+        emails = tuple(i.value for i in identities if i.kind == "email" and is_address(i.value))
         profile = profile_from_payload(snap.messages[0].payload)
         profile = SenderProfile(
             display_name=snap.contact.display_name or profile.name(),
