@@ -59,6 +59,8 @@ class AcceptResult:
     ignored: int = 0
     #: (direction, conversation id, job id) to enqueue after commit
     jobs: list[tuple[str, int, str]] = field(default_factory=list)
+    #: conversations that opened a ticket (acknowledged after commit)
+    tickets: list[int] = field(default_factory=list)
 
 
 def message_payload(message: InboundMessage) -> dict[str, Any]:
@@ -122,7 +124,11 @@ class AccountRef:
 
 
 def conversation_for(
-    session: Session, account: AccountRef, message: InboundMessage, known: int | None = None
+    session: Session,
+    account: AccountRef,
+    message: InboundMessage,
+    known: int | None = None,
+    tickets: list[int] | None = None,
 ) -> int:
     """The conversation's id, creating it (and resolving the person) when new.
 
@@ -160,6 +166,8 @@ def conversation_for(
         )
         session.add(fresh)
         session.flush()
+        if fresh.ticket_number is not None and tickets is not None:
+            tickets.append(fresh.id)
         return fresh.id
     conversation = session.get(Conversation, found)
     assert conversation is not None
@@ -205,7 +213,7 @@ def _place(
             (batch.placed[k] for k in message.thread_hints.message_keys if k in batch.placed),
             None,
         )
-    conversation_id = conversation_for(session, account, message, known)
+    conversation_id = conversation_for(session, account, message, known, result.tickets)
     batch.threads[thread] = conversation_id
     batch.placed[key] = conversation_id
     batch.conversations.setdefault(conversation_id, []).append(message)
@@ -439,7 +447,17 @@ def accept(
 
 
 def enqueue_jobs(runtime: Runtime, result: AcceptResult) -> None:
-    """After the commit: the jobs the stored messages call for (hints)."""
+    """After the commit: each new ticket's acknowledgement (where the
+    mapping asks for one), then the jobs the stored messages call for
+    (hints)."""
+    if result.tickets:
+        from bridge.pipeline.outbound.autoreply import acknowledge_new
+
+        for conversation_id in result.tickets:
+            job = acknowledge_new(runtime, conversation_id)
+            if job:
+                result.jobs.append((outbox.OUT, conversation_id, job))
+        result.tickets.clear()
     if not result.jobs:
         return
     from bridge.jobs import enqueue

@@ -62,7 +62,7 @@ from bridge.pipeline.drain import Drained, LeaseLost, Parked, run_drain
 from bridge.pipeline.followup import due
 from bridge.pipeline.inbound.cohort import contact_lease, open_together
 from bridge.pipeline.inbound.together import append_together
-from bridge.pipeline.outbound.autoreply import acknowledge_ticket
+from bridge.pipeline.outbound.autoreply import acknowledge_new
 from bridge.pipeline.retry import backoff_until, call_with_retries, retry_delay
 from bridge.registry import channel_class
 from bridge.rows import attachment_from_dict, aware, profile_from_payload
@@ -83,7 +83,6 @@ from bridge.tables import (
 from bridge.templates import render, render_all
 from crm_adapters.base import CrmAdapter
 from mappings import ChannelRule, MappingConfig, MappingError
-from mappings.schema import AcknowledgeRule
 
 if TYPE_CHECKING:
     from bridge.runtime import Runtime
@@ -231,7 +230,7 @@ class InboundSync:
         try:
             rule = self._rule(snap)
             if rule.acknowledge is not None and snap.conversation.ticket_number is not None:
-                self._acknowledge(snap, rule.acknowledge)
+                self._acknowledge(snap)
             adapter = self._crm(snap.tenant)
             # no more than one CRM request's worth where the CRM says so
             batch = batch[: adapter.entries_per_request or BATCH]
@@ -289,14 +288,12 @@ class InboundSync:
             return self._back_off(exc, "retrying")
         return None
 
-    def _acknowledge(self, snap: _Snapshot, rule: AcknowledgeRule) -> None:
-        """A new ticket's acknowledgement, queued once before its first sync
-        (a CRM outage does not hold it back)."""
+    def _acknowledge(self, snap: _Snapshot) -> None:
+        """A new ticket's acknowledgement, when the normaliser's process
+        died before it queued it (autoreply.acknowledge_new is once only)."""
         if (snap.conversation.channel_state or {}).get("acknowledged"):
             return
-        context = self._context(snap, profile_from_payload(snap.messages[0].payload))
-        language = snap.mapping.language if snap.mapping else "en"
-        job = acknowledge_ticket(self.rt, snap.conversation.id, rule, language, context)
+        job = acknowledge_new(self.rt, snap.conversation.id)
         if job:
             enqueue(
                 self.rt.queues,

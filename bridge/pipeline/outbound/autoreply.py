@@ -28,14 +28,14 @@ from sqlalchemy.orm import Session
 
 from bridge import outbox
 from bridge.model import MessageKind, utcnow
-from bridge.tables import Conversation, Message, MessageStatus
+from bridge.tables import ChannelAccount, Contact, Conversation, Message, MessageStatus, Tenant
 from bridge.templates import render
 
 if TYPE_CHECKING:
     from bridge.runtime import Runtime
     from mappings.schema import AcknowledgeRule
 
-__all__ = ["AUTO", "acknowledge_ticket"]
+__all__ = ["AUTO", "acknowledge_new", "acknowledge_ticket"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,42 @@ log = logging.getLogger(__name__)
 AUTO = "acknowledgement"
 #: the dedupe key prefix of acknowledgements (unique per account and direction)
 _KEY = "ack:"
+
+
+def acknowledge_new(runtime: Runtime, conversation_id: int) -> str | None:
+    """The acknowledgement of a conversation that opened a ticket, where its
+    tenant's mapping asks for one for its channel (``acknowledge``): called
+    after the commit that created it, and again by its sync job (a process
+    that died in between); the job id to enqueue, or None."""
+    with runtime.read_session() as session:
+        conv = session.get(Conversation, conversation_id)
+        if conv is None or conv.ticket_number is None:
+            return None
+        if (conv.channel_state or {}).get("acknowledged"):
+            return None
+        tenant = session.get(Tenant, conv.tenant_id)
+        account = session.get(ChannelAccount, conv.channel_account_id)
+        contact = session.get(Contact, conv.contact_id)
+        assert tenant is not None and account is not None and contact is not None
+        mapping = runtime.mapping_for(tenant)
+        rule = mapping.rule(account.kind)
+        if rule is None or rule.acknowledge is None:
+            return None
+        from bridge.registry import channel_class
+
+        context: dict[str, str | None] = {
+            "contact.name": contact.display_name,
+            "contact.email": contact.email,
+            "contact.phone": contact.phone,
+            "channel.kind": account.kind,
+            "channel.title": channel_class(account.kind).title,
+            "channel.account": account.name,
+            "conversation.uid": conv.uid,
+            "conversation.ticket": mapping.ticket(conv.ticket_number),
+        }
+        acknowledge = rule.acknowledge
+        language = mapping.language
+    return acknowledge_ticket(runtime, conversation_id, acknowledge, language, context)
 
 
 def acknowledge_ticket(
