@@ -561,4 +561,4 @@ def test_deeply_nested_html_is_read_up_to_its_cap() -> None:
     ).encode()
     mail = parse_mail(raw)
     assert mail.text_from_html and "tail" not in mail.text
-    assert mail.html is not None and len(mail.html) <= 300_000
+    assert mail.html is not None and "tail" not in mail.html  # the sanitiser read the cut too
