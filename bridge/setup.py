@@ -26,6 +26,7 @@ __all__ = [
     "set_channel_mode",
     "set_channel_webhook",
     "start_receiving",
+    "webhook_url",
 ]
 
 
@@ -144,6 +145,17 @@ def set_channel_mode(rt: Runtime, account_id: int, mode: ReceiveMode) -> str | N
         _store_mode(rt, account_id, previous)
         raise
     return url
+
+
+def webhook_url(rt: Runtime, account_id: int) -> str | None:
+    """The URL the account receives at (its path key in it: a secret), or
+    None when a poller fetches its deliveries; read as :func:`_receiving`
+    reads it, without building the adapter (no credentials decrypted)."""
+    with rt.read_session() as session:
+        account = _account(session, account_id)
+        if channel_class(account.kind).receive_mode(account.settings) is ReceiveMode.POLLING:
+            return None
+        return rt.channel_webhook_url(account)
 
 
 def _account(session: Session, account_id: int) -> ChannelAccount:

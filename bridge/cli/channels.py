@@ -68,7 +68,7 @@ def _channel_group(kind: str) -> click.Group:
 
     def connect(slug: str, name: str, polling: bool = False, **values: str | None) -> None:
         """Store the account (credentials encrypted), set up the CRM side, register its webhook."""
-        from bridge.setup import connect_channel
+        from bridge.setup import connect_channel, webhook_url
 
         rt = context.runtime()
         tenant_id = context.tenant_id(rt, slug)
@@ -78,13 +78,23 @@ def _channel_group(kind: str) -> click.Group:
         given = {k: v for k, v in values.items() if v is not None}
         mode = ReceiveMode.POLLING if polling else None
         account_id = connect_channel(rt, tenant_id, kind=kind, values=given, name=name, mode=mode)
-        if polling or cls.modes == (ReceiveMode.POLLING,):
+        # how the account receives is the stored mode (a channel may choose
+        # it from what was given: e-mail polls when --imap-host is set)
+        url = webhook_url(rt, account_id)
+        if url is None:
             click.echo(
                 f"{title} connected as channel account {account_id}; polling: a running "
                 "`bridge worker` fetches its messages (no public URL needed)"
             )
-        else:
-            click.echo(f"{title} connected as channel account {account_id}; webhook registered")
+            return
+        click.echo(f"{title} connected as channel account {account_id}; webhook registered")
+        # where the channel (or the admin's mail system) posts; the path key
+        # is a secret, so shown masked as everywhere else, with the command
+        # that shows it in full
+        click.echo(
+            f"webhook URL: {url.rsplit('/', 1)[0]}/<key> "
+            f"(the key: bridge tenant show {slug} --reveal)"
+        )
 
     mode_options = []
     if both:

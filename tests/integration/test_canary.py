@@ -253,8 +253,8 @@ def connect_canary_account(stack: Stack, channel: ChannelKit, c: Canaries) -> tu
 
 def refused_requests(stack: Stack, account_id: int, channel: ChannelKit, c: Canaries) -> None:
     """Straight to the bridge: a forged delivery (a wrong proof that carries
-    a canary) and a malformed one, both full of canaries, are refused
-    without repeating them."""
+    a canary) and a malformed one (``ChannelKit.refused_body``), both full
+    of canaries, are refused without repeating them."""
     rt = runtime_of(stack)
     try:
         with rt.transaction() as s:
@@ -278,7 +278,7 @@ def refused_requests(stack: Stack, account_id: int, channel: ChannelKit, c: Cana
         timeout=10,
     )
     assert forged.status_code == 403 and c.found(forged.text) == [], forged.text
-    broken = raw[:-7] + c["text"].encode()
+    broken = channel.refused_body(raw, c["text"])
     refused = requests.post(
         target,
         data=broken,
@@ -404,21 +404,31 @@ def test_no_canary_in_any_log_job_or_status(canary_stack, crm: CrmKit, channel: 
 
     assert wait_until(in_crm, timeout=30, interval=0.2)
 
-    replies = crm.canary_replies(stack, c.values, channel.kind, CHAT)
+    # the customer as the channel names them (a chat id; e-mail: the address)
+    user = channel.canary_user_id(c.person())
+    replies = crm.canary_replies(stack, c.values, channel.kind, user)
 
     def sent() -> list[str]:
-        return channel.canary_sent(stack.sandbox_url, CHAT)
+        return channel.canary_sent(stack.sandbox_url, user)
 
-    assert wait_until(lambda: len(sent()) >= len(replies), timeout=30, interval=0.2)
-    assert c[replies[0]] in sent()[0], sent()
+    def answered() -> list[str]:
+        # what was sent carrying the reps' replies: besides them, a mapping's
+        # acknowledge rule sends a new ticket an automatic acknowledgement
+        return [text for text in sent() if c.found(text, only=set(replies))]
+
+    assert wait_until(lambda: len(answered()) >= len(replies), timeout=30, interval=0.2)
+    assert c[replies[0]] in answered()[0], sent()
     assert wait_until(
-        lambda: status(stack)["messages"]["out"].get("sent") == len(replies),
+        lambda: status(stack)["messages"]["out"].get("sent") == len(sent()),
         timeout=30,
         interval=0.2,
-    ), status(stack)
+    ), (status(stack), sent())
 
     final = status(stack)
     assert final["failed"] == [] and final["parked"] == [], final
+    # each reply once; anything else at most one acknowledgement per conversation
+    assert len(answered()) == len(replies), sent()
+    assert len(sent()) - len(replies) <= final["conversations"], sent()
     outputs["status data"] = json.dumps(final)
     outputs["bridge status"] = cli(stack)("status")  # the command, as an operator runs it
     stored_secrets(stack, channel, c)

@@ -371,6 +371,10 @@ def _bot_connected(demo: ReadmeDemo, out: str) -> None:
     bots = {b["token"]: b for b in demo.state("telegram")["accounts"]}
     webhook = bots[BOT_TOKEN]["webhook"]
     assert webhook is not None and webhook["url"].startswith(f"{demo.base}/webhooks/telegram/")
+    # the URL named, its key masked (what the admin runs to see it)
+    masked = f"{demo.base}/webhooks/telegram/<key> (the key: bridge tenant show acme --reveal)"
+    assert f"\nwebhook URL: {masked}\n" in out, out
+    assert webhook["url"].rsplit("/", 1)[1] not in out
     assert webhook["has_secret_token"]
     rows = [line.split("\t") for line in out.splitlines() if line.count("\t") == 4]
     assert ["acme", "Acme shop", BOT_TOKEN.split(":")[0], "active"] in [r[1:] for r in rows], out
@@ -381,6 +385,9 @@ def _custom_connected(demo: ReadmeDemo, out: str) -> None:
     (system,) = demo.state("custom", account=CUSTOM_SYSTEM)["accounts"]
     assert system["events"] == ["endpoint.connected"], system
     assert system["inbound_url"].startswith(f"{demo.base}/webhooks/custom/"), system
+    # the system got the URL with its key; the terminal shows it masked
+    assert f"{demo.base}/webhooks/custom/<key> (the key: bridge tenant show acme" in out, out
+    assert system["inbound_url"].rsplit("/", 1)[1] not in out
 
 
 def _custom_message_landed(demo: ReadmeDemo, out: str) -> None:

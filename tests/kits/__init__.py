@@ -54,7 +54,10 @@ Secrets at rest
 
 Canaries (the whole stack as processes)
     Channel: ``canary_values()`` / ``canary_sandbox()`` / ``canary_connect()``
-    / ``canary_deliveries()`` / ``canary_deliver()`` / ``canary_sent()``.
+    / ``canary_deliveries()`` / ``canary_deliver()`` / ``canary_sent()``;
+    optional ``canary_user_id()`` (the customer's id on the channel: the
+    chat, e-mail's address) and ``refused_body()`` (a proven body its
+    webhook refuses with 400).
     CRM: ``canary_values()`` / ``canary_sandbox()`` / ``canary_env()`` /
     ``canary_install()`` / ``fast_settings`` / ``canary_in_crm()`` /
     ``canary_replies()``.

@@ -1157,12 +1157,18 @@ class AmoCrmKit(CrmKit):
         return json.dumps(_account_state(stack))
 
     def canary_replies(
-        self, stack: Any, values: Mapping[str, str], channel: str, chat: str
+        self, stack: Any, values: Mapping[str, str], channel: str, user: str
     ) -> list[str]:
+        # a channel's user id is in the contact's identity field; the e-mail
+        # channel's user is an address, kept in the EMAIL field instead
         contact = next(
             x
             for x in _account_state(stack)["contacts"]
-            if any(v["values"][0]["value"] == chat for v in x.get("custom_fields_values") or [])
+            if any(
+                str(v.get("value") or "").lower() == user.lower()
+                for field in x.get("custom_fields_values") or []
+                for v in field.get("values") or []
+            )
         )
         answer = _post(stack, "amocrm/_reply", contact_id=contact["id"], text=values["reply"])
         assert answer["webhook"]["status"] == 200, answer

@@ -453,8 +453,26 @@ class ChannelKit(Kit):
         """Have the sandbox deliver it to the bridge (as the provider does)."""
 
     @abstractmethod
-    def canary_sent(self, sandbox_url: str, chat: str) -> list[str]:
-        """The texts the sandbox saw the bridge send to ``chat``."""
+    def canary_sent(self, sandbox_url: str, user: str) -> list[str]:
+        """The texts the sandbox saw the bridge send to ``user`` (what
+        :meth:`canary_user_id` gives)."""
+
+    def canary_user_id(self, person: Mapping[str, str]) -> str:
+        """Who the canary customer (``person``, as for
+        :meth:`canary_deliveries`) is on this channel: the channel
+        identity's value the bridge keeps (``external_user_id``), by which
+        a CRM kit finds the customer and :meth:`canary_sent` the replies.
+        Default: the chat id (a messenger's user); the e-mail channel's
+        user is the sender's address."""
+        return person["chat"]
+
+    def refused_body(self, delivery: bytes, canary: str) -> bytes:
+        """A body the account's webhook refuses with 400 though proven
+        (signed as it is): ``delivery`` (a genuine one, carrying canaries)
+        made malformed, with ``canary`` in it; the answer and the logs must
+        repeat neither. Default: cut short by 7 bytes with ``canary``
+        appended (a JSON body no longer parses)."""
+        return delivery[:-7] + canary.encode()
 
 
 class CrmKit(Kit):
@@ -603,11 +621,13 @@ class CrmKit(Kit):
 
     @abstractmethod
     def canary_replies(
-        self, stack: Any, values: Mapping[str, str], channel: str, chat: str
+        self, stack: Any, values: Mapping[str, str], channel: str, user: str
     ) -> list[str]:
-        """Operators answer the customer of ``chat`` on ``channel`` (their
-        texts carry the ``reply`` / ``note reply`` canaries), the way the
-        CRM's users do; the canary names of the replies, in sending order."""
+        """Operators answer the customer ``user`` of ``channel`` (the
+        channel identity's value: a chat id, the e-mail channel's address;
+        ``ChannelKit.canary_user_id``) with texts that carry the ``reply`` /
+        ``note reply`` canaries, the way the CRM's users do; the canary
+        names of the replies, in sending order."""
 
 
 def iter_targets(kits: Sequence[Kit]) -> Iterator[type[HostileTarget]]:

@@ -1413,10 +1413,30 @@ class Bitrix24Kit(CrmKit):
         return json.dumps(stack.bitrix24_state())
 
     def canary_replies(
-        self, stack: Any, values: Mapping[str, str], channel: str, chat: str
+        self, stack: Any, values: Mapping[str, str], channel: str, user: str
     ) -> list[str]:
+        # The Open Lines chat's user is the conversation's thread: a
+        # messenger's chat id is the user too. An e-mail thread is its first
+        # mail's, so that customer is found as the CRM keeps them: the
+        # contact with the address (a multifield), its lead or deal, whose
+        # ORIGIN_ID is the chat's id (the conversation).
         portal = stack.bitrix24_state()
-        found = next(x for x in portal["chats"] if x["external_user_id"] == chat)
+        contacts = {
+            str(x["id"])
+            for x in portal["contacts"]
+            for values in x["multifields"].values()
+            if any(str(v.get("VALUE") or "").lower() == user.lower() for v in values)
+        }
+        origins = {
+            str(e["fields"].get("ORIGIN_ID"))
+            for e in [*portal["leads"], *portal["deals"]]
+            if str(e["fields"].get("CONTACT_ID")) in contacts
+        }
+        found = next(
+            x
+            for x in portal["chats"]
+            if x["external_user_id"] == user or x["external_chat_id"] in origins
+        )
         answer = _post(
             stack, "bitrix24/_reply", conversation=found["external_chat_id"], text=values["reply"]
         )

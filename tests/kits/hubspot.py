@@ -571,12 +571,16 @@ class HubSpotKit(CrmKit):
         return json.dumps(stack.hubspot_state())
 
     def canary_replies(
-        self, stack: Any, values: Mapping[str, str], channel: str, chat: str
+        self, stack: Any, values: Mapping[str, str], channel: str, user: str
     ) -> list[str]:
+        # the sync keeps a channel's user id in bridge_<kind>_id, except an
+        # identity that is a handle HubSpot has a property for: the e-mail
+        # channel's user is the contact's email (sync._contact_draft)
+        prop = channel if channel in ("phone", "email") else f"bridge_{channel}_id"
         contact = next(
             x
             for x in stack.hubspot_state()["contacts"]
-            if x["properties"].get(f"bridge_{channel}_id") == chat
+            if str(x["properties"].get(prop) or "").lower() == user.lower()
         )
         answer = stack.reply(contact["id"], values["reply"])
         assert answer["webhook"]["status"] == 200, answer

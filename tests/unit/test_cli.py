@@ -621,3 +621,50 @@ def test_a_failed_connect_leaves_no_account_and_a_bot_connects_once(cli: Cli) ->
     with rt.transaction() as s:
         (account,) = s.scalars(select(ChannelAccount)).all()
         assert not account.awaiting_crm_setup  # the setup covered it
+
+
+@responses.activate
+def test_connect_names_the_webhook_url_with_its_key_masked(cli: Cli) -> None:
+    """Where the account receives: a webhook account's URL (an e-mail
+    account's is what the admin's mail system posts to) with its path key
+    masked, as every listing shows it (a secret), and the command that
+    shows the key; an account the worker polls (e-mail with --imap-host)
+    has none."""
+    rt = cli.runtime()
+    admin.create_tenant(rt, slug="acme", crm_kind="fake", mapping="fake.yaml")
+    responses.post(
+        "https://api.telegram.org/bot77:secret/setWebhook", json={"ok": True, "result": True}
+    )
+    bot = cli.run("telegram", "connect", "--tenant", "acme", TELEGRAM_BOT_TOKEN="77:secret")
+    mailbox = cli.run(
+        "email", "connect", "--tenant", "acme", "--address", "support@acme.test",
+        "--smtp-host", "smtp.acme.test",
+    )  # fmt: skip
+    polled = cli.run(
+        "email", "connect", "--tenant", "acme", "--address", "sales@acme.test",
+        "--imap-host", "imap.acme.test", "--user", "sales@acme.test",
+        "--password-env", "SALES_MAIL_PASSWORD", SALES_MAIL_PASSWORD="mail-password",
+    )  # fmt: skip
+    assert (bot.exit_code, mailbox.exit_code, polled.exit_code) == (0, 0, 0), polled.output
+    with rt.transaction() as s:
+        accounts = {a.external_id: (a.id, a.key) for a in s.scalars(select(ChannelAccount))}
+    hint = "(the key: bridge tenant show acme --reveal)"
+    bot_id, bot_key = accounts["77"]
+    assert bot.stdout.splitlines() == [
+        f"Telegram connected as channel account {bot_id}; webhook registered",
+        f"webhook URL: http://bridge.test/webhooks/telegram/<key> {hint}",
+    ]
+    mail_id, mail_key = accounts["support@acme.test"]
+    assert mailbox.stdout.splitlines() == [
+        f"E-mail connected as channel account {mail_id}; webhook registered",
+        f"webhook URL: http://bridge.test/webhooks/email/<key> {hint}",
+    ]
+    assert polled.stdout.splitlines() == [
+        f"E-mail connected as channel account {accounts['sales@acme.test'][0]}; polling: a "
+        "running `bridge worker` fetches its messages (no public URL needed)"
+    ]
+    for _, key in accounts.values():
+        assert key not in bot.output + mailbox.output + polled.output
+    revealed = cli.run("tenant", "show", "acme", "--reveal")
+    assert f"http://bridge.test/webhooks/telegram/{bot_key}" in revealed.stdout
+    assert f"http://bridge.test/webhooks/email/{mail_key}" in revealed.stdout
