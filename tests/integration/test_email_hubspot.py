@@ -16,6 +16,8 @@ after the worker (and its poller) is killed mid-mailbox.
 from __future__ import annotations
 
 import datetime as dt
+import email
+import email.policy
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,7 +33,7 @@ from bench.stack import ROOT, Stack
 from bench.traffic import wait_until
 from bridge.config import Settings
 from bridge.runtime import Runtime
-from bridge.tables import Conversation, Delivery, Message, Tenant
+from bridge.tables import ChannelAccount, Conversation, Delivery, Message, Tenant
 from tests.integration.test_telegram_hubspot import FAST_TIER, _raise_tier
 from tests.support.dovecot import Dovecot, dovecot_available
 from tests.support.smtp_server import SmtpTestServer, smtp_server
@@ -87,6 +89,19 @@ def _slug(stack: Stack) -> str:
             return str(conn.scalar(select(Tenant.slug).where(Tenant.id == stack.seeded.tenant_id)))
     finally:
         runtime.close()
+
+
+def _cursor(stack: Stack) -> str:
+    """The e-mail account's stored poll cursor (``<uidvalidity>:<uid>``)."""
+    runtime = Runtime(Settings.from_env(stack.env()))
+    try:
+        with runtime.read_engine.connect() as conn:
+            value = conn.scalar(
+                select(ChannelAccount.poll_cursor).where(ChannelAccount.kind == "email")
+            )
+    finally:
+        runtime.close()
+    return str(value or "")
 
 
 def _rows(stack: Stack) -> dict[str, Any]:
@@ -230,3 +245,162 @@ def test_mail_threads_into_hubspot_tickets_and_replies_go_out_threaded_once(
     # the answer was sent once; the five new tickets were acknowledged once each
     assert wait_until(lambda: len(outgoing.messages) == 8, timeout=60)
     assert len([m for m in outgoing.messages if m["Auto-Submitted"] is None]) == 1
+
+
+CUSTOMERS = 30
+
+
+def _message_id(raw: bytes) -> str:
+    line = next(x for x in raw.decode().splitlines() if x.lower().startswith("message-id:"))
+    return line.split(":", 1)[1].strip()
+
+
+def _thread(n: int) -> list[bytes]:
+    """Customer ``n``'s five mails: a question, a reply, a forward, one with
+    an attachment, a last reply, each naming the ones before."""
+    sender, name = f"c{n}@example.org", f"Customer {n}"
+    first = customer_mail(sender, name, f"Question {n}", f"Question {n}: where is my order?")
+    mails = [first]
+    texts = ["where is my order?", "any news?", "see below", "the invoice", "thanks"]
+    for i, text in enumerate(texts[1:], start=2):
+        ids = [_message_id(m) for m in mails]
+        subject = f"Fwd: Question {n}" if i == 3 else f"Re: Question {n}"
+        body = f"{text} ({n}/{i})"
+        if i == 3:
+            body += (
+                "\n\n---------- Forwarded message ---------\n"
+                "From: shop <shop@example.net>\nYour order ships soon."
+            )
+        msg = customer_mail(
+            sender, name, subject, body, In_Reply_To=ids[-1], References=" ".join(ids)
+        )
+        if i == 4:
+            parsed = email.message_from_bytes(msg, policy=email.policy.default)
+            parsed.add_attachment(
+                b"%PDF-1.4 invoice", maintype="application", subtype="pdf", filename="invoice.pdf"
+            )
+            msg = parsed.as_bytes()
+        mails.append(msg)
+    return mails
+
+
+def _bounce_of(sent: EmailMessage) -> bytes:
+    return (
+        "From: MAILER-DAEMON@mx.example.org\r\nTo: support@acme.test\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        f"Message-ID: <bounce-{sent['Message-ID'].strip('<>')}>\r\n"
+        "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nDelivery failed.\r\n"
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        f"Reporting-MTA: dns; mx.example.org\r\n\r\nFinal-Recipient: rfc822; {sent['To']}\r\n"
+        "Action: failed\r\nStatus: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 User unknown\r\n"
+        "--B\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        f"Message-ID: {sent['Message-ID']}\r\nTo: {sent['To']}\r\n--B--\r\n"
+    ).encode()
+
+
+def test_thirty_customers_five_mails_each_at_the_issues_scale(  # type: ignore[no-untyped-def]
+    make_stack_once, mailbox: Dovecot, outgoing: SmtpTestServer
+) -> None:
+    """30 customers x 5 mails (replies, a forward, an attachment), an
+    auto-reply each to our acknowledgement, the worker killed mid-mailbox,
+    a rep's answer to each and its bounce, then the folder renumbered
+    (UIDVALIDITY): 30 contacts, 30 tickets, 150 messages in order, 30
+    acknowledgements, 30 answers sent once and failed by their bounces,
+    and nothing journaled or sent twice."""
+    stack: Stack = make_stack_once(
+        sandbox_config=FAST_TIER, workers=2, env_overrides={"BRIDGE_POLL_TIMEOUT": "5"}
+    )
+    _raise_tier(stack)
+    _cli(
+        stack,
+        "email", "connect", "--tenant", _slug(stack), "--address", ADDRESS,
+        "--user", mailbox.user, "--password-env", "SUPPORT_MAIL_PASSWORD",
+        "--imap-host", mailbox.host, "--imap-port", str(mailbox.imap_port),
+        "--imap-security", "plain", "--smtp-host", outgoing.host,
+        "--smtp-port", str(outgoing.port), "--smtp-security", "plain",
+        SUPPORT_MAIL_PASSWORD=mailbox.password,
+    )  # fmt: skip
+    threads = {n: _thread(n) for n in range(CUSTOMERS)}
+    for round_ in range(5):
+        for n in range(CUSTOMERS):
+            mailbox.append(threads[n][round_])
+        if round_ == 1:
+            # the poller's machine dies mid-mailbox
+            stack.kill_worker(stack.worker_procs[0], replace=True, machine=True)
+    for n in range(CUSTOMERS):  # each customer's auto-responder answers our acknowledgement
+        mailbox.append(
+            customer_mail(
+                f"c{n}@example.org", f"Customer {n}", f"Automatic reply: Question {n}",
+                "I am away until Monday.", Auto_Submitted="auto-replied",
+            )
+        )  # fmt: skip
+
+    def synced() -> int:
+        return int(stack.bridge_status()["messages"]["in"].get("synced", 0))
+
+    assert wait_until(lambda: synced() == 5 * CUSTOMERS, timeout=180), stack.bridge_status()
+    acks = lambda: [m for m in outgoing.messages if m["Auto-Submitted"] == "auto-replied"]  # noqa: E731
+    assert wait_until(lambda: len(acks()) == CUSTOMERS, timeout=60), len(acks())
+    rows = _rows(stack)
+    assert sorted(rows["tickets"].values()) == list(range(1001, 1001 + CUSTOMERS))
+    assert set(rows["keys"].values()) == {1}  # nothing journaled twice
+    assert len(rows["keys"]) == 6 * CUSTOMERS  # 150 mails + 30 auto-replies
+    hubspot = stack.hubspot_state()
+    assert len(hubspot["contacts"]) == CUSTOMERS
+    subjects = sorted(t["properties"]["subject"].split(":")[0] for t in hubspot["tickets"])
+    assert subjects == sorted(f"T-{1001 + n}" for n in range(CUSTOMERS))
+    assert sorted(m["To"] for m in acks()) == sorted(f"c{n}@example.org" for n in range(CUSTOMERS))
+    # every customer's five messages in order, in one conversation each
+    runtime = Runtime(Settings.from_env(stack.env()))
+    try:
+        with runtime.read_engine.connect() as conn:
+            found = conn.execute(
+                select(Conversation.uid, Message.text)
+                .join(Message, Message.conversation_id == Conversation.id)
+                .where(Message.direction == "in")
+                .order_by(Conversation.id, Message.seq)
+            ).all()
+    finally:
+        runtime.close()
+    per_conversation: dict[str, list[str]] = {}
+    for uid, text in found:
+        per_conversation.setdefault(uid, []).append(text)
+    assert len(per_conversation) == CUSTOMERS
+    for texts in per_conversation.values():
+        n = int(texts[0].split("Question ", 1)[1].split()[0].rstrip(":"))
+        assert [t.split("\n\n", 1)[1].split("\n")[0] for t in texts[1:]] == [
+            f"any news? ({n}/2)", f"see below ({n}/3)", f"the invoice ({n}/4)", f"thanks ({n}/5)"
+        ]  # fmt: skip
+
+    # a rep answers every ticket in HubSpot: each answer once, threaded
+    for uid in rows["tickets"]:
+        requests.post(
+            f"{stack.sandbox_url}/hubspot/_reply",
+            json={"conversation": uid, "text": "We are on it."},
+            timeout=30,
+        ).raise_for_status()
+    answers = lambda: [m for m in outgoing.messages if m["Auto-Submitted"] is None]  # noqa: E731
+    assert wait_until(lambda: len(answers()) == CUSTOMERS, timeout=120), len(answers())
+    last_ids = {f"c{n}@example.org": _message_id(threads[n][-1]) for n in range(CUSTOMERS)}
+    for sent in answers():
+        assert sent["In-Reply-To"] == last_ids[sent["To"]]
+        assert "[#T-10" in sent["Subject"] and sent["Subject"].startswith("Re: Question")
+    for sent in answers():
+        mailbox.append(_bounce_of(sent))
+
+    def failed() -> int:
+        return sum(status == "failed" for _, status, _ in _rows(stack)["out"])
+
+    assert wait_until(lambda: failed() == CUSTOMERS, timeout=120), failed()
+
+    # the folder is renumbered (a restored backup): read again, nothing stored or sent twice
+    before = len(_rows(stack)["keys"])
+    mailbox.reset_uidvalidity()
+    renumbered = str(mailbox.uidvalidity())
+    # the poller re-scans the whole folder and stores a cursor of the new numbering
+    assert wait_until(lambda: _cursor(stack).startswith(renumbered + ":"), timeout=60)
+    after = _rows(stack)
+    assert len(after["keys"]) == before and set(after["keys"].values()) == {1}
+    assert len(answers()) == CUSTOMERS and len(acks()) == CUSTOMERS
