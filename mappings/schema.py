@@ -55,6 +55,7 @@ KNOWN_PLACEHOLDERS = frozenset(
         "channel.account",
         "conversation.uid",
         "conversation.ticket",
+        "conversation.priority",
         "message.text",
     }
 )
@@ -88,6 +89,30 @@ class FieldTemplates:
 
 
 @dataclass(frozen=True)
+class PriorityRule:
+    """A conversation's priority (``{conversation.priority}``) from its
+    first message: the first rule that matches — the sender's e-mail domain
+    (or a subdomain of it), or a keyword in the text (any case) — else the
+    default."""
+
+    default: str = ""
+    #: (what: "domain" | "keyword", the domain or keyword, the priority)
+    rules: tuple[tuple[str, str, str], ...] = ()
+
+    def of(self, email: str | None, text: str) -> str:
+        domain = (email or "").rpartition("@")[2].lower()
+        lowered = text.casefold()
+        for what, needle, value in self.rules:
+            if what == "domain" and domain and (
+                domain == needle or domain.endswith("." + needle)
+            ):
+                return value
+            if what == "keyword" and needle.casefold() in lowered:
+                return value
+        return self.default
+
+
+@dataclass(frozen=True)
 class AcknowledgeRule:
     """The automatic acknowledgement of a new ticket (channels that open
     tickets: e-mail): its text per language, and the most a sender gets per
@@ -118,6 +143,8 @@ class ChannelRule:
     name: str = "{channel.title}: {contact.name}"
     #: None: no acknowledgement is sent
     acknowledge: AcknowledgeRule | None = None
+    #: None: ``{conversation.priority}`` is empty
+    priority: PriorityRule | None = None
 
 
 #: the time zone the bridge writes times in when the mapping names none
@@ -258,6 +285,38 @@ class FieldsSchema(Schema):
         return FieldTemplates(entity=dict(data["entity"]), contact=dict(data["contact"]))
 
 
+class PriorityMatchSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    domain = fields.String(validate=validate.Regexp(r"^[a-z0-9.-]+\.[a-z]{2,}$", flags=re.I))
+    keyword = fields.String(validate=validate.Length(min=1, max=100))
+    value = fields.String(required=True, validate=validate.Length(min=1, max=64))
+
+    @validates_schema
+    def _one(self, data: dict[str, Any], **_: Any) -> None:
+        if ("domain" in data) == ("keyword" in data):
+            raise ValidationError("give either domain or keyword", "domain")
+
+
+class PrioritySchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    default = fields.String(load_default="", validate=validate.Length(max=64))
+    rules = fields.List(fields.Nested(PriorityMatchSchema), load_default=list)
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> PriorityRule:
+        rules = tuple(
+            ("domain", r["domain"].lower(), r["value"])
+            if "domain" in r
+            else ("keyword", r["keyword"], r["value"])
+            for r in data["rules"]
+        )
+        return PriorityRule(data["default"], rules)
+
+
 class AcknowledgeSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -306,6 +365,7 @@ class ChannelRuleSchema(Schema):
     fields_ = fields.Nested(FieldsSchema, data_key="fields", load_default=None)
     name = Template(load_default="{channel.title}: {contact.name}")
     acknowledge = fields.Nested(AcknowledgeSchema, load_default=None)
+    priority = fields.Nested(PrioritySchema, load_default=None)
 
     @validates_schema(skip_on_field_errors=False)
     def _something_lands(self, data: dict[str, Any], **_: Any) -> None:
@@ -329,6 +389,7 @@ class ChannelRuleSchema(Schema):
             fields=data.get("fields_") or FieldTemplates(),
             name=data["name"],
             acknowledge=data.get("acknowledge"),
+            priority=data.get("priority"),
         )
 
 

@@ -196,6 +196,8 @@ def test_mail_threads_into_hubspot_tickets_and_replies_go_out_threaded_once(
     hubspot = stack.hubspot_state()
     names = sorted(t["properties"].get("subject", "") for t in hubspot["tickets"])
     assert [n.split(":")[0] for n in names] == ["T-1001", "T-1002"], names
+    # the demo mapping's priority rules: no urgent word, the default
+    assert {t["properties"].get("hs_ticket_priority") for t in hubspot["tickets"]} == {"MEDIUM"}
 
     # the rep answers Anna in HubSpot: one threaded reply over SMTP
     anna_uid = next(uid for uid, n in rows["tickets"].items() if n == 1001)

@@ -288,6 +288,13 @@ class InboundSync:
             return self._back_off(exc, "retrying")
         return None
 
+    def _priority(self, snap: _Snapshot) -> str | None:
+        """The mapping's priority for the conversation (its first message)."""
+        rule = snap.mapping.rule(snap.account.kind) if snap.mapping else None
+        if rule is None or rule.priority is None:
+            return None
+        return rule.priority.of(snap.contact.email, snap.messages[0].text)
+
     def _acknowledge(self, snap: _Snapshot) -> None:
         """A new ticket's acknowledgement, when the normaliser's process
         died before it queued it (autoreply.acknowledge_new is once only)."""
@@ -1171,6 +1178,7 @@ class InboundSync:
             "conversation.ticket": (
                 snap.mapping.ticket(snap.conversation.ticket_number) if snap.mapping else None
             ),
+            "conversation.priority": self._priority(snap),
             "message.text": snap.messages[0].text[:200],
         }
         for key, value in (profile.utm or {}).items():
