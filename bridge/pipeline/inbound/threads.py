@@ -23,6 +23,7 @@ from bridge import outbox
 from bridge.model import InboundMessage, OutboundStatus
 from bridge.pipeline.followup import due
 from bridge.tables import (
+    ChannelAccount,
     ContactIdentity,
     Conversation,
     IgnoredEventRow,
@@ -174,8 +175,6 @@ def outbound_status(
 
 
 def _tenant_of(session: Session, account_id: int) -> int:
-    from bridge.tables import ChannelAccount
-
     tenant = session.scalar(select(ChannelAccount.tenant_id).where(ChannelAccount.id == account_id))
     assert tenant is not None
     return int(tenant)
