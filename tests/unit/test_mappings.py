@@ -75,6 +75,8 @@ def test_demo_mapping_reads_as_written() -> None:
     assert config.custom_properties() == {
         "contact": ["firstname", "lastname"],
         "deal": ["bridge_utm_campaign", "bridge_utm_source"],
+        # the e-mail rule's ticket priority (HubSpot's own property: not created)
+        "ticket": ["hs_ticket_priority"],
     }
     assert config.rule("whatsapp") is None
 
