@@ -128,8 +128,16 @@ class SandboxTelegram:
         before = len(self.receiver.requests)
         answer = self.control("POST", "/_deliver", update=update)
         assert answer["delivered"], answer
-        assert len(self.receiver.requests) == before + 1
-        return self.receiver.requests[-1]
+        # this update's requests: a setWebhook at the end of an earlier test
+        # (the `hold` fixture's) posts the updates it left unconfirmed in the
+        # background, and one may land now
+        made = [
+            r
+            for r in self.receiver.requests[before:]
+            if json.loads(r.body).get("update_id") == answer["update_id"]
+        ]
+        assert len(made) == answer["attempts"] == 1, (len(made), answer)
+        return made[-1]
 
     def thread(self) -> str:
         self.next_user += 1
