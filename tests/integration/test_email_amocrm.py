@@ -264,7 +264,21 @@ def test_30_customers_5_mails_into_amocrm_leads_and_replies_go_out_threaded_once
         answer.raise_for_status()
         assert answer.json()["webhook"]["status"] == 200, answer.json()
 
-    assert wait_until(lambda: len(replies()) == CUSTOMERS, timeout=120), _rows(stack)["out"]
+    def settled() -> bool:
+        out = _rows(stack)["out"]
+        return len(out) == 2 * CUSTOMERS and all(st in ("sent", "failed") for _, st, _ in out)
+
+    assert wait_until(settled, timeout=120), _rows(stack)["out"]
+    # an answer whose send the kill interrupted before the mail left is
+    # failed as "outcome unknown" and parked for an operator, never sent
+    # blindly again; every other answer went out exactly once
+    reached = {str(m["Message-ID"]).split(".", 1)[1].split("@")[0] for m in replies()}
+    unsent = [
+        uid
+        for uid, status, error in _rows(stack)["out"]
+        if status == "failed" and "outcome unknown" in (error or "") and uid not in reached
+    ]
+    assert len(replies()) + len(unsent) == CUSTOMERS, (len(replies()), unsent)
     for sent in replies():
         i = _customer_of(str(sent["To"]))
         ticket = rows["tickets"][conversation_of[i]]
@@ -281,19 +295,19 @@ def test_30_customers_5_mails_into_amocrm_leads_and_replies_go_out_threaded_once
         return [row for row in _rows(stack)["out"] if row[1] == "failed"]
 
     assert wait_until(lambda: len(failed()) == CUSTOMERS, timeout=120), _rows(stack)["out"]
-    assert all("5.2.2" in (error or "") for _, _, error in failed())
+    assert all("5.2.2" in (error or "") for uid, _, error in failed() if uid not in unsent)
     assert stack.bridge_status()["messages"]["out"].get("failed") == CUSTOMERS
 
     # nothing journaled twice (150 mails, 30 auto-replies, 30 bounces), nothing
     # filed from the auto-replies or bounces, nothing sent twice
     rows = _rows(stack)
     assert set(rows["keys"].values()) == {1}, [k for k, n in rows["keys"].items() if n > 1]
-    assert len(rows["keys"]) == (MAILS + 2) * CUSTOMERS
+    assert len(rows["keys"]) == (MAILS + 1) * CUSTOMERS + len(replies())  # bounces: one per sent
     # the auto-replies are ignored, the bounces too once they marked the replies
     states = Counter(rows["states"].values())
-    assert states == {"normalised": MAILS * CUSTOMERS, "ignored": 2 * CUSTOMERS}, states
+    assert states == {"normalised": MAILS * CUSTOMERS, "ignored": CUSTOMERS + len(replies())}
     inbound = [m for c in _account(stack)["chats"] for m in c["messages"] if m["direction"] == "in"]
     assert len(inbound) == MAILS * CUSTOMERS
     sent_ids = Counter(str(m["Message-ID"]) for m in outgoing.messages)
-    assert len(outgoing.messages) == 2 * CUSTOMERS and set(sent_ids.values()) == {1}
-    assert len(replies()) == CUSTOMERS and len(acks()) == CUSTOMERS
+    assert len(outgoing.messages) == CUSTOMERS + len(replies()) and set(sent_ids.values()) == {1}
+    assert len(acks()) == CUSTOMERS

@@ -141,3 +141,19 @@ def test_a_flagged_message_says_its_warning_first_in_the_mappings_language(
     texts = sorted(e["text"] for e in fakes.STATE.entries)
     # a warning the channel has no words for is shown by its code
     assert texts == ["[Sender not verified]\nmail 1", "[other]\nmail 2"]
+
+
+def test_the_acknowledgement_is_stored_in_the_transaction_that_opens_the_ticket(
+    runtime, account, monkeypatch
+):  # type: ignore[no-untyped-def]
+    """The process dies right after the commit (nothing after it runs): the
+    acknowledgement is stored with the ticket, and the sweeper sends it."""
+    import importlib
+
+    # (the package's `accept` is the function: the module by its name)
+    accept_module = importlib.import_module("bridge.pipeline.inbound.accept")
+    monkeypatch.setattr(accept_module, "enqueue_jobs", lambda runtime, result: None)
+    accept(runtime, account, [mail(1)])
+    assert acks(runtime) == [
+        ("thread-1", "Hello Anna, we have your request #1001.", {"auto": "acknowledgement"})
+    ]

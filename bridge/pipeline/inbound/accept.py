@@ -16,7 +16,7 @@ import dataclasses
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AcceptResult",
+    "acknowledgement_plan",
     "AccountRef",
     "accept",
     "accept_in",
@@ -373,9 +374,14 @@ def accept_in(
     events: Sequence[InboundEvent],
     result: AcceptResult,
     seen: Seen | None = None,
+    acknowledge: Callable[[Session, int], str | None] | None = None,
 ) -> None:
     """Store ``events`` in the caller's transaction, adding to ``result``
     (the journal's normaliser stores a batch of deliveries in one).
+
+    ``acknowledge`` (``autoreply.plan``) stores each new ticket's
+    acknowledgement in the same transaction, so a crash after the commit
+    cannot lose it; without it they are queued after the commit.
 
     ``seen`` is what :func:`look` found before the transaction; without it
     the lookups run here. The messages are written together at the end; a
@@ -403,6 +409,12 @@ def accept_in(
             seen = Seen(seen.duplicates | batch.keys, seen.conversations)
             batch = _Batch(keys=batch.keys, placed=batch.placed)
     _write(session, account, batch, result)
+    if acknowledge is not None and result.tickets:
+        for conversation_id in result.tickets:
+            job = acknowledge(session, conversation_id)
+            if job:
+                result.jobs.append((outbox.OUT, conversation_id, job))
+        result.tickets.clear()
 
 
 def _account_ref(runtime: Runtime, account_id: int) -> AccountRef:
@@ -434,9 +446,10 @@ def accept(
             ref = account if isinstance(account, AccountRef) else _account_ref(runtime, account)
             with runtime.read_engine.connect() as conn:
                 seen = look(conn, ref, events)
+            planned = acknowledgement_plan(runtime, ref, events)
             result = AcceptResult()
             with runtime.transaction() as session:
-                accept_in(session, ref, events, result, seen)
+                accept_in(session, ref, events, result, seen, planned)
             break
         except IntegrityError:
             if attempt >= 3:
@@ -444,6 +457,17 @@ def accept(
             log.info("ingest race, retrying (attempt %d)", attempt)
     enqueue_jobs(runtime, result)
     return result
+
+
+def acknowledgement_plan(
+    runtime: Runtime, account: AccountRef, events: Sequence[InboundEvent]
+) -> Callable[[Session, int], str | None] | None:
+    """The tenant's acknowledgement plan, when a message may open a ticket."""
+    if not any(isinstance(e, InboundMessage) and e.opens_ticket for e in events):
+        return None
+    from bridge.pipeline.outbound.autoreply import plan
+
+    return plan(runtime, account.tenant_id, account.kind)
 
 
 def enqueue_jobs(runtime: Runtime, result: AcceptResult) -> None:

@@ -52,6 +52,7 @@ from bridge.pipeline.inbound.accept import (
     AcceptResult,
     AccountRef,
     accept_in,
+    acknowledgement_plan,
     enqueue_jobs,
     look,
 )
@@ -577,9 +578,10 @@ def _commit(
     events = [e for item in parsed for e in item.events or ()]
     with runtime.read_engine.connect() as conn:
         seen = look(conn, ref, events)
+    planned = acknowledgement_plan(runtime, ref, events)
     with runtime.transaction() as session:
         now = utcnow()  # stamped in the transaction that stores the events
-        accept_in(session, ref, events, result, seen)
+        accept_in(session, ref, events, result, seen, planned)
         conn = session.connection()
         for (state, reason, detail), ids in _by_outcome(parsed).items():
             marked = conn.execute(

@@ -165,7 +165,12 @@ def outbound_status(
     if message is None:
         log.info("%s status for an outbound message not ours or gone", event.channel_kind)
         return True
-    if event.status == MessageStatus.FAILED and message.status == MessageStatus.SENT:
+    # a reply whose send was interrupted (failed, outcome unknown) that now
+    # bounces was sent after all: its reason becomes the bounce's
+    if event.status == MessageStatus.FAILED and message.status in (
+        MessageStatus.SENT,
+        MessageStatus.FAILED,
+    ):
         message.status = MessageStatus.FAILED
         message.last_error = (event.error or "the channel reported the message failed")[:2000]
         job = due(session, message, outbox.REPORT) if message.crm_message_id else None

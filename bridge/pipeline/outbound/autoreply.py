@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select, update
@@ -33,9 +33,9 @@ from bridge.templates import render
 
 if TYPE_CHECKING:
     from bridge.runtime import Runtime
-    from mappings.schema import AcknowledgeRule
+    from mappings.schema import AcknowledgeRule, MappingConfig
 
-__all__ = ["AUTO", "acknowledge_new", "acknowledge_ticket"]
+__all__ = ["AUTO", "Plan", "acknowledge_new", "plan"]
 
 log = logging.getLogger(__name__)
 
@@ -45,103 +45,129 @@ AUTO = "acknowledgement"
 _KEY = "ack:"
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What a tenant's mapping says of one channel's acknowledgements, read
+    once before the transaction that stores them."""
+
+    rule: AcknowledgeRule
+    language: str
+    mapping: MappingConfig
+    title: str
+
+    def __call__(self, session: Session, conversation_id: int) -> str | None:
+        """Store the conversation's acknowledgement in ``session`` (the
+        transaction that opened the ticket: exactly once with it); the job
+        id to enqueue after the commit, or None."""
+        return _store(session, conversation_id, self)
+
+
+def plan(runtime: Runtime, tenant_id: int, kind: str) -> Plan | None:
+    """The acknowledgement plan of a tenant's channel, None when its mapping
+    asks for none (or cannot be read: the sync job says why)."""
+    with runtime.read_session() as session:
+        tenant = session.get(Tenant, tenant_id)
+        if tenant is None:
+            return None
+        try:
+            mapping = runtime.mapping_for(tenant)
+        except Exception:  # noqa: BLE001 — a broken mapping parks the sync, with its reason
+            return None
+    rule = mapping.rule(kind)
+    if rule is None or rule.acknowledge is None:
+        return None
+    from bridge.registry import channel_class
+
+    return Plan(rule.acknowledge, mapping.language, mapping, channel_class(kind).title)
+
+
 def acknowledge_new(runtime: Runtime, conversation_id: int) -> str | None:
-    """The acknowledgement of a conversation that opened a ticket, where its
-    tenant's mapping asks for one for its channel (``acknowledge``): called
-    after the commit that created it, and again by its sync job (a process
-    that died in between); the job id to enqueue, or None."""
+    """The acknowledgement of a conversation that opened a ticket, in a
+    transaction of its own (callers that stored the conversation without a
+    plan); the job id to enqueue, or None."""
     with runtime.read_session() as session:
         conv = session.get(Conversation, conversation_id)
         if conv is None or conv.ticket_number is None:
             return None
         if (conv.channel_state or {}).get("acknowledged"):
             return None
-        tenant = session.get(Tenant, conv.tenant_id)
         account = session.get(ChannelAccount, conv.channel_account_id)
-        contact = session.get(Contact, conv.contact_id)
-        assert tenant is not None and account is not None and contact is not None
-        mapping = runtime.mapping_for(tenant)
-        rule = mapping.rule(account.kind)
-        if rule is None or rule.acknowledge is None:
-            return None
-        from bridge.registry import channel_class
-
-        context: dict[str, str | None] = {
-            "contact.name": contact.display_name,
-            "contact.email": contact.email,
-            "contact.phone": contact.phone,
-            "channel.kind": account.kind,
-            "channel.title": channel_class(account.kind).title,
-            "channel.account": account.name,
-            "conversation.uid": conv.uid,
-            "conversation.ticket": mapping.ticket(conv.ticket_number),
-        }
-        acknowledge = rule.acknowledge
-        language = mapping.language
-    return acknowledge_ticket(runtime, conversation_id, acknowledge, language, context)
-
-
-def acknowledge_ticket(
-    runtime: Runtime,
-    conversation_id: int,
-    rule: AcknowledgeRule,
-    language: str,
-    context: Mapping[str, str | None],
-) -> str | None:
-    """Store the conversation's acknowledgement once and bump its outbound
-    work; the job id to enqueue (None when it was acknowledged before,
-    capped, or has no text in any language)."""
+        assert account is not None
+        tenant_id, kind = conv.tenant_id, account.kind
+    planned = plan(runtime, tenant_id, kind)
+    if planned is None:
+        return None
     try:
         with runtime.transaction() as session:
-            conv = session.get(Conversation, conversation_id)
-            if conv is None or conv.ticket_number is None:
-                return None
-            state = dict(conv.channel_state or {})
-            if state.get("acknowledged"):
-                return None
-            template = rule.text_for(str(state.get("language") or ""), language)
-            if template is None:
-                state["acknowledged"] = "no text"
-                conv.channel_state = state
-                return None
-            if _recent(session, conv.contact_id) >= rule.per_sender_per_hour:
-                log.info(
-                    "conversation %s: no acknowledgement, the contact had %d this hour",
-                    conversation_id,
-                    rule.per_sender_per_hour,
-                )
-                state["acknowledged"] = "capped"
-                conv.channel_state = state
-                return None
-            seq = session.scalar(
-                update(Conversation)
-                .where(Conversation.id == conv.id)
-                .values(next_seq=Conversation.next_seq + 1)
-                .returning(Conversation.next_seq)
-            )
-            assert seq is not None
-            now = utcnow()
-            session.add(
-                Message(
-                    uid=str(uuid.uuid4()),
-                    tenant_id=conv.tenant_id,
-                    conversation_id=conv.id,
-                    channel_account_id=conv.channel_account_id,
-                    direction=outbox.OUT,
-                    seq=int(seq) - 1,
-                    dedupe_key=f"{_KEY}{conv.uid}",
-                    kind=MessageKind.TEXT.value,
-                    text=render(template, context),
-                    payload={"auto": AUTO},
-                    sent_at=now,
-                    status=MessageStatus.PENDING,
-                )
-            )
-            state["acknowledged"] = "queued"
-            conv.channel_state = state
-            return outbox.bump(session, conv.tenant_id, conv.id, outbox.OUT)
+            return _store(session, conversation_id, planned)
     except IntegrityError:
         return None  # stored by another run a moment before: once is enough
+
+
+def _store(session: Session, conversation_id: int, planned: Plan) -> str | None:
+    conv = session.get(Conversation, conversation_id)
+    if conv is None or conv.ticket_number is None:
+        return None
+    state = dict(conv.channel_state or {})
+    if state.get("acknowledged"):
+        return None
+    contact = session.get(Contact, conv.contact_id)
+    account = session.get(ChannelAccount, conv.channel_account_id)
+    assert contact is not None and account is not None
+    context: dict[str, str | None] = {
+        "contact.name": contact.display_name,
+        "contact.email": contact.email,
+        "contact.phone": contact.phone,
+        "channel.kind": account.kind,
+        "channel.title": planned.title,
+        "channel.account": account.name,
+        "conversation.uid": conv.uid,
+        "conversation.ticket": planned.mapping.ticket(conv.ticket_number),
+    }
+    rule = planned.rule
+    template = rule.text_for(str(state.get("language") or ""), planned.language)
+    if template is None:
+        state["acknowledged"] = "no text"
+        conv.channel_state = state
+        return None
+    if _recent(session, conv.contact_id) >= rule.per_sender_per_hour:
+        log.info(
+            "conversation %s: no acknowledgement, the contact had %d this hour",
+            conversation_id,
+            rule.per_sender_per_hour,
+        )
+        state["acknowledged"] = "capped"
+        conv.channel_state = state
+        return None
+    seq = session.scalar(
+        update(Conversation)
+        .where(Conversation.id == conv.id)
+        .values(next_seq=Conversation.next_seq + 1)
+        .returning(Conversation.next_seq)
+    )
+    assert seq is not None
+    now = utcnow()
+    session.add(
+        Message(
+            uid=str(uuid.uuid4()),
+            tenant_id=conv.tenant_id,
+            conversation_id=conv.id,
+            channel_account_id=conv.channel_account_id,
+            direction=outbox.OUT,
+            seq=int(seq) - 1,
+            dedupe_key=f"{_KEY}{conv.uid}",
+            kind=MessageKind.TEXT.value,
+            text=render(template, context),
+            payload={"auto": AUTO},
+            sent_at=now,
+            status=MessageStatus.PENDING,
+            created_at=now,
+        )
+    )
+    state["acknowledged"] = "queued"
+    conv.channel_state = state
+    session.flush()
+    return outbox.bump(session, conv.tenant_id, conv.id, outbox.OUT)
 
 
 def _recent(session: Session, contact_id: int) -> int:
