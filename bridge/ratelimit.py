@@ -39,7 +39,10 @@ if tokens >= cost then
 else
   wait = (cost - tokens) / rate
 end
-redis.call('HSET', key, 'tokens', tostring(tokens), 'ts', tostring(t))
+-- %.17g: Lua's tostring keeps 14 digits, 0.1 ms of an epoch time; each
+-- call rounding ts down refilled a little extra, which many processes
+-- hammering the bucket added up to whole tokens (tests/unit/test_ratelimit.py)
+redis.call('HSET', key, 'tokens', string.format('%.17g', tokens), 'ts', string.format('%.17g', t))
 redis.call('PEXPIRE', key, math.ceil(capacity / rate * 1000) + 1000)
 return tostring(wait)
 """
@@ -52,9 +55,9 @@ local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
 local current = tonumber(redis.call('GET', key .. ':blocked') or '0')
 local untill = t + seconds
 if untill > current then
-  redis.call('SET', key .. ':blocked', tostring(untill), 'PX', math.ceil(seconds * 1000) + 100)
+  redis.call('SET', key .. ':blocked', string.format('%.17g', untill), 'PX', math.ceil(seconds * 1000) + 100)
 end
-redis.call('HSET', key, 'tokens', '0', 'ts', tostring(untill))
+redis.call('HSET', key, 'tokens', '0', 'ts', string.format('%.17g', untill))
 return 1
 """
 
