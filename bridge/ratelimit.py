@@ -55,7 +55,8 @@ local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
 local current = tonumber(redis.call('GET', key .. ':blocked') or '0')
 local untill = t + seconds
 if untill > current then
-  redis.call('SET', key .. ':blocked', string.format('%.17g', untill), 'PX', math.ceil(seconds * 1000) + 100)
+  local px = math.ceil(seconds * 1000) + 100
+  redis.call('SET', key .. ':blocked', string.format('%.17g', untill), 'PX', px)
 end
 redis.call('HSET', key, 'tokens', '0', 'ts', string.format('%.17g', untill))
 return 1

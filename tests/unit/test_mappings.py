@@ -239,7 +239,10 @@ def test_each_rule_names_the_key_and_the_fix(text: str, key: str, fragment: str)
 
 # -- marshmallow's messages, as sentences with the value and the fix -------------------------------
 
-RULE_KEYS = "object, pipeline, stage, reuse, owner, timeline, inbox, task, fields, name, acknowledge, priority"
+RULE_KEYS = (
+    "object, pipeline, stage, reuse, owner, timeline, inbox, task, fields, name, "
+    "acknowledge, priority"
+)
 TRANSLATED = [
     (
         channel("{inbox: 'yes please'}"),
