@@ -55,9 +55,10 @@ def create_app(
     app.extensions["bridge"] = runtime
     app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_body
 
-    from bridge import api, oauth, webhooks
+    from bridge import api, files, oauth, webhooks
 
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(files.bp)
     app.register_blueprint(oauth.bp)
     app.register_blueprint(api.bp)
     _json_errors(app)
@@ -66,9 +67,12 @@ def create_app(
 
 def _logged_path(path: str) -> str:
     """The request path for a log line: a webhook URL's last segment is its
-    path secret (``/webhooks/<kind>/<key>``) and stays out of the log."""
+    path secret (``/webhooks/<kind>/<key>``) and stays out of the log, as do
+    a file link's token and name (``/files/<uid>/<token>/<name>``)."""
     if path.startswith("/webhooks/") and not path.endswith("/install"):
         return path.rsplit("/", 1)[0] + "/<key>"
+    if path.startswith("/files/"):
+        return "/".join(path.split("/")[:3]) + "/<token>/<name>"
     return path
 
 

@@ -112,6 +112,9 @@ class Settings:
     entity_recheck: float = 3600.0
     #: days a normalised journal row keeps its raw body (the row stays)
     journal_retention_days: float = 14.0
+    #: days a stored file (an e-mail's attachment or original, linked from
+    #: the CRM) keeps its bytes; its link answers 410 afterwards
+    file_retention_days: float = 180.0
     #: a ``new`` journal row older than this (s) is woken by the sweeper
     #: (its wake-up was lost: Redis wiped, the web process died after commit)
     journal_grace: float = 5.0
@@ -162,6 +165,7 @@ class Settings:
             home_url=env.get("BRIDGE_HOME_URL", ""),
             entity_recheck=_float(env, "BRIDGE_ENTITY_RECHECK", 3600.0),
             journal_retention_days=_float(env, "BRIDGE_JOURNAL_RETENTION_DAYS", 14.0),
+            file_retention_days=_float(env, "BRIDGE_FILE_RETENTION_DAYS", 180.0),
             journal_grace=_float(env, "BRIDGE_JOURNAL_GRACE", 5.0),
             poll_timeout=_float(env, "BRIDGE_POLL_TIMEOUT", 25.0),
             poll_lease_ttl=_float(env, "BRIDGE_POLL_LEASE_TTL", 5.0),

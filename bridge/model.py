@@ -183,9 +183,13 @@ class MessageKind(StrEnum):
 class Attachment:
     """A file the customer sent or the rep attached.
 
-    ``file_ref`` is the provider's own handle (Telegram ``file_id``); ``url``
-    is set only for files reachable over HTTP (outbound attachments, or once
-    resolved through the provider's allow-listed file host).
+    ``file_ref`` is the provider's own handle (Telegram ``file_id``), or
+    ``file:<uid>`` for a file the bridge keeps (``bridge.files``); ``url``
+    is set only for files reachable over HTTP (outbound attachments, a kept
+    file's link, or once resolved through the provider's allow-listed file
+    host). ``content`` carries the bytes of a file that came inside the
+    delivery (an e-mail's parts) from the parser to :func:`bridge.files.keep`,
+    never further.
     """
 
     kind: MessageKind
@@ -197,6 +201,7 @@ class Attachment:
     width: int | None = None
     height: int | None = None
     duration: int | None = None
+    content: bytes | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

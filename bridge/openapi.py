@@ -30,9 +30,10 @@ def _errors(*codes: int) -> dict[str, Any]:
         400: "Malformed request: the JSON error names what is wrong",
         401: "Missing or wrong operator token",
         403: "Wrong secret or signature, or another account's payload",
-        404: "No such webhook, CRM or channel",
+        404: "No such webhook, CRM, channel or file",
         405: "Method not allowed",
         413: "Body too large",
+        410: "The file's retention period is over: its bytes were dropped",
         415: "Wrong content type",
         502: "The CRM refused or failed the install",
         503: "Storage unavailable: retry later (Retry-After)",
@@ -215,6 +216,30 @@ def document() -> dict[str, Any]:
                             "content": {"application/json": {"schema": {"type": "object"}}},
                         },
                         **_errors(400, 403, 404, 502, 503),
+                    },
+                }
+            },
+            "/files/{uid}/{token}/{name}": {
+                "get": {
+                    "summary": "A file the bridge keeps for the CRM (an e-mail's attachment "
+                    "or original), at the link written into the CRM entry; served as a "
+                    "download (nosniff, sandboxing CSP). Unknown file or wrong token: 404; "
+                    "bytes dropped after BRIDGE_FILE_RETENTION_DAYS: 410",
+                    "operationId": "file",
+                    "parameters": [
+                        {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                        for n in ("uid", "token", "name")
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The file",
+                            "content": {
+                                "application/octet-stream": {
+                                    "schema": {"type": "string", "format": "binary"}
+                                }
+                            },
+                        },
+                        **_errors(404, 410),
                     },
                 }
             },

@@ -28,7 +28,7 @@ import redis
 from rq.job import Job, JobStatus
 from sqlalchemy import bindparam, or_, select
 
-from bridge import outbox
+from bridge import files, outbox
 from bridge.jobs import enqueue
 from bridge.locks import ConversationLock, lock_name
 from bridge.model import utcnow
@@ -162,6 +162,9 @@ class Sweeper:
                         dropped = drop_old_bodies(self.runtime)
                         if dropped:
                             log.info("journal retention dropped %d raw bodies", dropped)
+                        dropped = files.drop_old(self.runtime)
+                        if dropped:
+                            log.info("file retention dropped %d files' bytes", dropped)
                 finally:
                     lease.release()
             except Exception:  # noqa: BLE001 — the sweeper must outlive a bad pass

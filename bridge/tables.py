@@ -58,6 +58,7 @@ __all__ = [
     "MessageStatus",
     "Outbox",
     "OutboxState",
+    "StoredFile",
     "Tenant",
     "TenantStatus",
 ]
@@ -129,10 +130,10 @@ class CrmWrite(StrEnum):
 class DeliveryState(StrEnum):
     """Where a journaled delivery stands::
 
-        new ──normaliser──> normalised   (its events are stored)
-         │             └──> ignored      (nothing for a customer thread)
-         └───────────────> rejected     (with a reason code; ``bridge
-                                          reparse`` tries it again)
+    new ──normaliser──> normalised   (its events are stored)
+     │             └──> ignored      (nothing for a customer thread)
+     └───────────────> rejected     (with a reason code; ``bridge
+                                      reparse`` tries it again)
     """
 
     NEW = "new"
@@ -439,3 +440,26 @@ class Delivery(Base):
     detail: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     normalised_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class StoredFile(Base):
+    """A file the bridge keeps for the CRM: an attachment's bytes taken from
+    a channel's delivery (an e-mail's parts and the whole original mail),
+    served at a link with a secret token (``bridge.files``). ``content`` is
+    dropped ``file_retention_days`` after it was stored (the row stays)."""
+
+    __tablename__ = "files"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    uid: Mapped[str] = mapped_column(String(36), unique=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    #: the link's secret: compared in constant time, never logged
+    token: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(255))
+    mime_type: Mapped[str] = mapped_column(String(127))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    content: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=_now, index=True
+    )

@@ -23,7 +23,6 @@ import hashlib
 import hmac
 import os
 import re
-import secrets
 import ssl
 from collections.abc import Mapping
 from email.parser import BytesHeaderParser
@@ -122,8 +121,10 @@ class EmailAdapter(ChannelAdapter):
 
     @classmethod
     def connect(cls, values: EmailConnect) -> ConnectedAccount:
-        """The support address is the account's id. Passwords come from the
-        environment variables named; the webhook's HMAC key is generated."""
+        """The support address is the account's id. Passwords, and the key
+        the MTA signs the webhook's posts with, come from the environment
+        variables named (never a command line: shell history); with a key,
+        every post must be signed."""
         address = values.address.strip().lower()
         if "@" not in address or any(c in address for c in " \r\n<>"):
             raise ConfigError("--address must be a plain address such as support@acme.com")
@@ -147,11 +148,14 @@ class EmailAdapter(ChannelAdapter):
             "smtp_port": smtp_port,
             "smtp_security": values.smtp_security,
             "smtp_user": values.smtp_user or values.user,
+            "require_signature": bool(values.webhook_secret_env),
         }
         credentials = {
             "imap_password": imap_password,
             "smtp_password": smtp_password,
-            "webhook_secret": secrets.token_urlsafe(32),
+            "webhook_secret": _from_env(values.webhook_secret_env)
+            if values.webhook_secret_env
+            else "",
         }
         return ConnectedAccount(address, credentials, settings)
 
@@ -163,9 +167,9 @@ class EmailAdapter(ChannelAdapter):
 
     def verify(self, request: WebhookRequest) -> None:
         """The path key names the account; an ``X-Bridge-Signature:
-        sha256=<hex>`` header (HMAC-SHA256 of the body with the account's
-        webhook secret) is checked when present, and required when the
-        account says so."""
+        sha256=<hex>`` header (HMAC-SHA256 of the body with the key given
+        at connect, ``--webhook-secret-env``) is required when the account
+        has a key, and refused when it has none (nothing to check it with)."""
         given = request.header("x-bridge-signature")
         if not given:
             if self.settings.require_signature:
@@ -249,7 +253,10 @@ class EmailAdapter(ChannelAdapter):
             kind=MessageKind.TEXT if not mail.attachments or text else MessageKind.DOCUMENT,
             sent_at=mail.date or request.received_at,
             text=_with_subject(subject, text),
-            attachments=tuple(_attachment(a, i) for i, a in enumerate(mail.attachments)),
+            attachments=(
+                *(_attachment(a, i) for i, a in enumerate(mail.attachments)),
+                _original(request.body),
+            ),
             profile=SenderProfile(
                 display_name=mail.from_name or None,
                 email=sender if trusted else None,
@@ -412,7 +419,7 @@ def _from_env(name: str) -> str:
     value = os.environ.get(name or "", "")
     if not name or not value:
         raise ConfigError(
-            f"set the environment variable {name or '(--password-env)'} to the password"
+            f"set the environment variable {name or '(--password-env)'}: it is empty or unset"
         )
     return value
 
@@ -475,6 +482,8 @@ def _with_subject(subject: str, text: str) -> str:
 
 
 def _attachment(part: Any, index: int) -> Attachment:
+    """A part of the mail; its bytes (None over the size cap) are kept by
+    the bridge as a file the CRM links to or fetches."""
     return Attachment(
         kind=MessageKind.PHOTO
         if (part.mime_type or "").startswith("image/")
@@ -483,6 +492,24 @@ def _attachment(part: Any, index: int) -> Attachment:
         mime_type=part.mime_type,
         file_name=part.file_name,
         size=part.size,
+        content=part.content,
+    )
+
+
+#: the name of the whole mail as it arrived, kept beside its parts: the
+#: timeline entry shows the text without quotes and signature, the
+#: original (headers, quoted history, every part) is one click away
+ORIGINAL_NAME = "original.eml"
+
+
+def _original(raw: bytes) -> Attachment:
+    return Attachment(
+        kind=MessageKind.DOCUMENT,
+        file_ref="original",
+        mime_type="message/rfc822",
+        file_name=ORIGINAL_NAME,
+        size=len(raw),
+        content=raw,
     )
 
 

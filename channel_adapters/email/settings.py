@@ -40,12 +40,17 @@ class EmailConnect:
         "", help="the environment variable holding the SMTP password (default: --password-env)"
     )
     from_name: str = setting("", help="the name replies are sent under (Acme Support)")
+    webhook_secret_env: str = setting(
+        "",
+        help="the environment variable holding the HMAC-SHA256 key the MTA signs the raw-MIME "
+        "webhook's posts with (X-Bridge-Signature: sha256=<hex>); given, every post must be signed",
+    )
 
 
 @dataclass(frozen=True)
 class EmailCredentials:
-    """The mailbox and SMTP passwords, and the secret of the raw-MIME
-    webhook's optional HMAC header (generated at connect)."""
+    """The mailbox and SMTP passwords, and the key of the raw-MIME
+    webhook's HMAC header (``--webhook-secret-env``; empty: none)."""
 
     imap_password: str = setting("", secret=True, help="the mailbox password")
     smtp_password: str = setting("", secret=True, help="the SMTP password")

@@ -20,8 +20,11 @@ Per conversation (``conversation_id`` = the bridge's conversation uid):
    reads the conversation's history for those msgids: whether amojo
    deduplicates by msgid is UNCONFIRMED.
 
-Media are sent as text with labels (``[photo: a.jpg]``): amojo fetches media
-by URL, and a channel's file URL can carry its bot token.
+Media are labelled in the text (``[photo: a.jpg]``). A file the bridge
+keeps (an e-mail's attachment) then follows as a ``file``/``picture``
+message of its own whose ``media`` is the file's bridge link (amojo fetches
+media by URL, FACTS 1.13), ``msgid`` = the bridge id plus ``.f<n>``; a
+channel's own file URL is never sent (Telegram's carries the bot token).
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from bridge.errors import NotReadyError
-from bridge.model import CrmAccountInfo, CrmRef, TimelineEntry
+from bridge.model import Attachment, CrmAccountInfo, CrmRef, MessageKind, TimelineEntry
+from crm_adapters import attachments
 
 from .chats import AmojoClient
 from .client import AmoApi
@@ -110,6 +114,26 @@ def message_payload(entry: TimelineEntry, *, bot_id: str | None = None) -> dict[
     return payload
 
 
+def file_messages(entry: TimelineEntry, payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``new_message`` payloads of the entry's files amojo can fetch,
+    after its text message (``payload``); none for an edit."""
+    if _edit_of(entry):
+        return []
+    return [
+        {**payload, "msgid": f"{entry.bridge_id}.f{n}", "message": _media(a)}
+        for n, a in enumerate(attachments.fetchable(entry), 1)
+    ]
+
+
+def _media(attachment: Attachment) -> dict[str, Any]:
+    return {
+        "type": "picture" if attachment.kind == MessageKind.PHOTO else "file",
+        "media": attachment.url,
+        "file_name": attachment.file_name or "file",
+        "file_size": attachment.size or 0,
+    }
+
+
 class InboxMixin:
     """The Chats API part of ``append_entries`` (and delivery statuses)."""
 
@@ -160,23 +184,40 @@ class InboxMixin:
         for entry in entries:
             conversations.setdefault(entry.conversation_uid, []).append(entry)
         for conversation, group in conversations.items():
-            maybe = {e.bridge_id for e in group if e.maybe_written and not _edit_of(e)}
+            maybe = {
+                msgid
+                for e in group
+                if e.maybe_written and not _edit_of(e)
+                for msgid in (e.bridge_id, *_file_ids(e))
+            }
             found = self.amojo.find_in_history(scope_id, conversation, maybe) if maybe else {}
             if group[0].first_in_conversation or maybe:
                 self._ensure_chat(scope_id, group[0])
             for entry in group:
-                if entry.bridge_id in found:
-                    done[entry.bridge_id] = CrmRef("message", found[entry.bridge_id])
-                    continue
-                payload = message_payload(entry, bot_id=bot_id)
-                event = "new_message"
-                original = _edit_of(entry)
-                if original:
-                    event, payload["msgid"] = "edit_message", original
-                answer = self.amojo.send(scope_id, event, payload)
-                done[entry.bridge_id] = CrmRef(
-                    "message", str(answer.get("msgid") or entry.bridge_id)
-                )
+                done[entry.bridge_id] = self._send_entry(scope_id, entry, bot_id, found)
+
+    def _send_entry(
+        self, scope_id: str, entry: TimelineEntry, bot_id: str | None, found: dict[str, str]
+    ) -> CrmRef:
+        """The entry's message (and its files), each unless ``found`` (a
+        retry found it in the chat's history)."""
+        payload = message_payload(entry, bot_id=bot_id)
+        ref = found.get(entry.bridge_id)
+        if ref is None:
+            event = "new_message"
+            original = _edit_of(entry)
+            if original:
+                event, payload["msgid"] = "edit_message", original
+            answer = self.amojo.send(scope_id, event, payload)
+            ref = str(answer.get("msgid") or entry.bridge_id)
+        for media in file_messages(entry, payload):
+            if media["msgid"] not in found:
+                self.amojo.send(scope_id, "new_message", media)
+        return CrmRef("message", ref)
+
+
+def _file_ids(entry: TimelineEntry) -> list[str]:
+    return [f"{entry.bridge_id}.f{n}" for n in range(1, len(attachments.fetchable(entry)) + 1)]
 
 
 def _edit_of(entry: TimelineEntry) -> str | None:

@@ -40,7 +40,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from bridge.errors import BridgeError, PermanentError
-from bridge.model import Attachment, CrmAccountInfo, CrmRef, MessageKind, TaskDraft, TimelineEntry
+from bridge.model import CrmAccountInfo, CrmRef, MessageKind, TaskDraft, TimelineEntry
+from crm_adapters import attachments
 from crm_adapters.freetext import (
     Marker,
     attach_marker,
@@ -129,15 +130,10 @@ def _utc(value: dt.datetime) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-def attachment_label(attachment: Attachment) -> str:
-    kind = attachment.kind.value.replace("_", " ")
-    return f"[{kind}: {attachment.file_name}]" if attachment.file_name else f"[{kind}]"
-
-
 def message_text(entry: TimelineEntry) -> str:
     """The message itself: text, "edited" and "delivered late" marks
     (``late``: re-parsed from the ingest journal), attachment labels."""
-    labels = " ".join(attachment_label(a) for a in entry.attachments)
+    labels = " ".join(attachments.labels(entry))
     text = entry.text or ""
     if entry.is_edit:
         edited = f"({words(entry.language)['edited']})"

@@ -43,7 +43,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bridge.errors import PermanentError
-from bridge.model import Attachment, TimelineEntry
+from bridge.model import TimelineEntry
+from crm_adapters import attachments
 
 from .batch import as_list, as_map
 from .settings import DEFAULT_CONNECTOR, Bitrix24Settings
@@ -173,16 +174,11 @@ def person_name(value: str | None) -> str:
     return name[:NAME_LIMIT].rstrip(" -'")
 
 
-def _label(attachment: Attachment) -> str:
-    kind = attachment.kind.value.replace("_", " ")
-    return f"[{kind}: {attachment.file_name}]" if attachment.file_name else f"[{kind}]"
-
-
 def entry_text(entry: TimelineEntry, *, words: Mapping[str, str]) -> str:
     """The message itself: text, "(edited)", "(delivered late)" (``late``:
     re-parsed from the ingest journal), attachment labels (never a file
     URL: a channel's file URL can carry its bot token)."""
-    labels = " ".join(_label(a) for a in entry.attachments)
+    labels = " ".join(attachments.labels(entry))
     text = entry.text or ""
     if entry.is_edit:
         mark = f"({words['edited']})"
@@ -210,6 +206,11 @@ def message_item(entry: TimelineEntry, settings: Bitrix24Settings) -> dict[str, 
         "date": int(_utc(entry.occurred_at).timestamp()),
         "text": entry_text(entry, words=words),
     }
+    files = attachments.fetchable(entry)
+    if files:
+        # Bitrix24 downloads each url into the chat as a file ("The url link
+        # must be accessible from Bitrix24", imconnector-send-messages.md)
+        message["files"] = [{"url": a.url, "name": a.file_name or "file"} for a in files]
     if not settings.openlines_crm_tracker:
         message["disable_crm"] = "Y"
     chat: dict[str, Any] = {"id": entry.conversation_uid}

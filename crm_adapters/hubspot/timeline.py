@@ -10,7 +10,9 @@ import datetime as dt
 import html
 from typing import Any
 
+from bridge.files import is_kept
 from bridge.model import Attachment, CrmRef, TimelineEntry
+from crm_adapters import attachments
 
 __all__ = [
     "ASSOCIATION_TYPES",
@@ -71,12 +73,6 @@ def association(from_kind: str, to: CrmRef) -> dict[str, Any]:
     }
 
 
-def attachment_label(attachment: Attachment) -> str:
-    """``[photo: name.jpg]``; never a URL (it may carry a channel token)."""
-    kind = attachment.kind.value.replace("_", " ")
-    return f"[{kind}: {attachment.file_name}]" if attachment.file_name else f"[{kind}]"
-
-
 #: the few words the bridge writes itself, per mapping ``language``
 WORDS: dict[str, dict[str, str]] = {
     "en": {
@@ -125,17 +121,27 @@ def render_body(entry: TimelineEntry) -> str:
     if entry.text:
         text = html.escape(entry.text).replace("\n", "<br>")
         parts.append(f"<p>{text}</p>")
-    labels = [attachment_label(a) for a in entry.attachments]
-    if not labels and not entry.text:
-        labels = [f"[{entry.kind.value.replace('_', ' ')}]"]
-    if labels:
-        parts.append(f"<p>{html.escape(' '.join(labels))}</p>")
+    files = [_linked(a) for a in entry.attachments]
+    if not files and not entry.text:
+        files = [html.escape(f"[{entry.kind.value.replace('_', ' ')}]")]
+    if files:
+        parts.append(f"<p>{' '.join(files)}</p>")
     return "".join(parts)
 
 
+def _linked(attachment: Attachment) -> str:
+    """An attachment's label, a link where the bridge keeps the file (the
+    Files API is not in the stored specs: HubSpot gets links, not uploads)."""
+    text = html.escape(attachments.label(attachment, with_link=False))
+    if not is_kept(attachment):
+        return text
+    return f'<a href="{html.escape(attachment.url or "", quote=True)}">{text}</a>'
+
+
 def plain_text(entry: TimelineEntry) -> str:
-    """The message as inbox text (attachment labels appended, no URLs)."""
-    labels = " ".join(attachment_label(a) for a in entry.attachments)
+    """The message as inbox text (attachment labels appended; the links of
+    files the bridge keeps, never a channel's file URL)."""
+    labels = " ".join(attachments.labels(entry))
     text = entry.text or ""
     if entry.is_edit:
         edited = f"({_words(entry)['edited']})"

@@ -34,6 +34,8 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
+from sandbox.core import media
+
 from . import chats
 from .context import sandbox
 from .errors import AmoError, plain_json
@@ -228,6 +230,10 @@ def create_chat(scope_id: str) -> Response:
         return plain_json({"id": chat["id"], "user": chats.render_user(client)})
 
 
+#: message types whose ``media`` amojo downloads
+_MEDIA = frozenset({"file", "video", "picture", "voice", "audio"})
+
+
 def _check_message(message: Any) -> dict[str, Any]:
     """FACTS 1.13 / chat-api-reference: type, text for text, media+file_name+
     file_size for file/video/picture, location{lon,lat}, contact{name,phone}."""
@@ -284,6 +290,8 @@ def send_message(scope_id: str) -> Response:
     outgoing = payload.get("receiver") is not None
     receiver = _user_payload(payload["receiver"], "receiver") if outgoing else sender
     message = _check_message(payload.get("message"))
+    # amojo downloads media by URL (sandbox/core/media.py): outside the lock
+    fetched = media.fetch(message.get("media")) if message["type"] in _MEDIA else None
     now = store.now()
     timestamp = payload.get("timestamp", int(now))
     msec = payload.get("msec_timestamp", int(timestamp) * 1000)
@@ -333,6 +341,8 @@ def send_message(scope_id: str) -> Response:
             silent,
             "api",
         )
+        if fetched is not None:
+            msg["fetched"] = fetched
         if not outgoing and not silent:  # FACTS 1.13: unsorted unless silent
             jobs = chats.route_incoming(store, account, chat, client, msg, conn["title"])
         # receiver_id: null for incoming messages (UNCONFIRMED; the docs' type is string|null)

@@ -28,6 +28,9 @@ def _tags(store: Store, account: Account, entity: str, obj: dict[str, Any]) -> l
 def render_message(msg: dict[str, Any]) -> dict[str, Any]:
     return {"id": msg["id"], "ref_id": msg["ref_id"], "direction": msg["direction"],
             "type": msg["type"], "text": msg["text"], "media": msg["media"] or None,
+            "file_name": msg["file_name"] or None, "file_size": msg["file_size"] or None,
+            # what the sandbox got when it downloaded media (sandbox/core/media.py)
+            "fetched": msg.get("fetched"),
             "sender": msg["sender"], "receiver": msg["receiver"], "silent": msg["silent"],
             "origin": msg["origin"], "timestamp": msg["timestamp"], "lead_id": msg["lead_id"],
             "delivery_statuses": list(msg["delivery_statuses"]), "edits": list(msg["edits"])}

@@ -27,6 +27,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from sandbox.core import media
+
 from .context import CallCtx, method
 from .crm import add_entity, normalize_phone
 from .errors import B24Error, argument_error
@@ -324,7 +326,10 @@ def _incoming(ctx: CallCtx, connector: str, line: int, msg: dict[str, Any]) -> d
     mid = portal.next_id("message")
     portal.messages[mid] = {
         "id": mid, "chat_id": chat["id"], "direction": "in", "external_id": message.get("id"),
-        "text": text, "files": files, "date": as_int(message.get("date")) or int(ctx.now()),
+        # Bitrix24 downloads each url into the chat (sandbox/core/media.py)
+        "text": text, "files": [{**f, "fetched": media.fetch(f.get("url"))}
+                                if isinstance(f, dict) else f for f in files],
+        "date": as_int(message.get("date")) or int(ctx.now()),
         "author": cuid, "external_user_id": user_ext, "deleted": False, "updated": False,
         "delivered": None, "read": None}
     chat["messages"].append(mid)

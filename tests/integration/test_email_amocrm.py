@@ -23,6 +23,7 @@ bounce marking it failed; nothing journaled twice, nothing sent twice.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections import Counter
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -222,7 +223,8 @@ def test_30_customers_5_mails_into_amocrm_leads_and_replies_go_out_threaded_once
     conversation_of: dict[int, str] = {}
     messages = 0
     for chat in account["chats"]:
-        texts = [m["text"] for m in chat["messages"] if m["direction"] == "in"]
+        inbound = [m for m in chat["messages"] if m["direction"] == "in"]
+        texts = [m["text"] for m in inbound if m["type"] == "text"]
         messages += len(texts)
         who = {i for i in range(CUSTOMERS) for t in texts if _token(i, 1) in t}
         assert len(who) == 1, texts
@@ -232,7 +234,17 @@ def test_30_customers_5_mails_into_amocrm_leads_and_replies_go_out_threaded_once
         found = [k for t in texts for k in range(1, MAILS + 1) if _token(i, k) in t]
         assert found == list(range(1, MAILS + 1)), texts
         assert f"receipt-{i:02d}.pdf" in texts[-1], texts[-1]
-        stamps = [m["timestamp"] for m in chat["messages"] if m["direction"] == "in"]
+        # the PDF reached amoCRM as a file: amojo fetched it from the
+        # bridge's link, the bytes the customer sent; the original mail
+        # is a link in the text, never a file message of its own
+        [pdf] = [m for m in inbound if m["type"] == "file"]
+        assert pdf["file_name"] == f"receipt-{i:02d}.pdf", pdf
+        assert pdf["media"].startswith(stack.bridge_url + "/files/"), pdf["media"]
+        assert pdf["fetched"]["status"] == 200, pdf["fetched"]
+        assert pdf["fetched"]["sha256"] == hashlib.sha256(PDF).hexdigest()
+        assert f"[document: original.eml] {stack.bridge_url}/files/" in texts[-1]
+        assert requests.get(pdf["media"], timeout=10).content == PDF
+        stamps = [m["timestamp"] for m in inbound]
         assert stamps == sorted(stamps), stamps
         assert not [t for t in texts if "away" in t or "Delivery failed" in t]
         # the chat is on the customer's lead, named by the thread's ticket
@@ -307,7 +319,8 @@ def test_30_customers_5_mails_into_amocrm_leads_and_replies_go_out_threaded_once
     states = Counter(rows["states"].values())
     assert states == {"normalised": MAILS * CUSTOMERS, "ignored": CUSTOMERS + len(replies())}
     inbound = [m for c in _account(stack)["chats"] for m in c["messages"] if m["direction"] == "in"]
-    assert len(inbound) == MAILS * CUSTOMERS
+    # each mail once, and each PDF once as a file message of its own
+    assert Counter(m["type"] for m in inbound) == {"text": MAILS * CUSTOMERS, "file": CUSTOMERS}
     sent_ids = Counter(str(m["Message-ID"]) for m in outgoing.messages)
     assert len(outgoing.messages) == CUSTOMERS + len(replies()) and set(sent_ids.values()) == {1}
     assert len(acks()) == CUSTOMERS

@@ -19,6 +19,7 @@ marking it failed; nothing journaled or sent twice.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import subprocess
 import sys
 import time
@@ -359,7 +360,16 @@ def test_30_customers_5_mails_into_bitrix24_leads_and_answers_threaded_once(
         # quote of the thread is not
         assert "Your order is confirmed" in texts[2], texts[2]
         assert not any("earlier words" in t for t in texts), texts
-        assert f"receipt-{owner.token(3)}.pdf" in texts[3] + str(chat["messages"][3]["files"])
+        # the PDF reached Bitrix24 as a file: the portal fetched it from the
+        # bridge's link, the customer's bytes; the original mail is a link
+        inbound = [m for m in chat["messages"] if m["direction"] == "in"]
+        [pdf] = inbound[3]["files"]
+        assert pdf["name"] == f"receipt-{owner.token(3)}.pdf", pdf
+        assert pdf["url"].startswith(stack.bridge_url + "/files/"), pdf
+        assert pdf["fetched"]["status"] == 200, pdf
+        assert pdf["fetched"]["sha256"] == hashlib.sha256(PDF).hexdigest()
+        assert f"[document: original.eml] {stack.bridge_url}/files/" in texts[3]
+        assert not [m for m in inbound if m is not inbound[3] and m["files"]]
     assert len(chat_of) == CUSTOMERS
     with_file = [
         m

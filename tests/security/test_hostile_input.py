@@ -462,6 +462,10 @@ def test_the_app_serves_no_other_webhook(world: World) -> None:
     assert served == [
         ("/", "GET"),  # a redirect to the demo page, or name, version and health
         ("/api/status", "GET"),  # operator API: bearer token, no body
+        (
+            "/files/<uid>/<token>/<path:name>",
+            "GET",
+        ),  # a kept file: its token (tests/unit/test_files.py)
         ("/healthz", "GET"),
         ("/oauth/<crm>/callback", "GET"),
         ("/oauth/<crm>/install", "GET"),  # only redirects to the CRM

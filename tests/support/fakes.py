@@ -224,6 +224,7 @@ class FakeCrm(CrmAdapter):
                         "late": entry.late,
                         "owner": entry.owner_id,
                         "first": entry.first_in_conversation,
+                        "attachments": entry.attachments,
                     }
                 )
                 out[entry.bridge_id] = (CrmRef("note", nid),)
@@ -629,3 +630,27 @@ class FakeAppChannel(ChannelAdapter):
     @classmethod
     def app_handshake(cls, app: FakeAppApp, request: WebhookRequest) -> WebhookAnswer:
         return cls._challenge(app.verify_token, request)
+
+
+def telegram_tenant(runtime: Any, mapping: str, monkeypatch: Any = None) -> tuple[int, int]:
+    """(tenant id, channel account id) of a tenant on the in-memory CRM
+    (``mapping``: its YAML) with one Telegram bot; ``monkeypatch`` also
+    registers the fake CRM and gives it a fresh state."""
+    from bridge import admin
+
+    if monkeypatch is not None:
+        import crm_adapters
+
+        global STATE
+        monkeypatch.setitem(crm_adapters.REGISTRY, "fake", "tests.support.fakes:FakeCrm")
+        STATE = FakeCrmState()
+    (runtime.settings.mappings_dir / "fake.yaml").write_text(mapping)
+    tenant_id = admin.create_tenant(runtime, slug="acme", crm_kind="fake", mapping="fake.yaml")
+    account_id = admin.add_channel_account(
+        runtime,
+        tenant_id,
+        kind="telegram",
+        credentials={"bot_token": "1:x", "secret_token": "s"},
+        external_id="1",
+    )
+    return tenant_id, account_id

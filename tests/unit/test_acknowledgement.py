@@ -10,8 +10,6 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-import crm_adapters
-from bridge import admin
 from bridge.model import InboundMessage, MessageKind, SenderProfile, ThreadHints
 from bridge.pipeline.inbound import AccountRef, accept, run_inbound
 from bridge.tables import Conversation, Message
@@ -36,17 +34,7 @@ T0 = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
 
 @pytest.fixture
 def account(runtime, monkeypatch) -> AccountRef:  # type: ignore[no-untyped-def]
-    monkeypatch.setitem(crm_adapters.REGISTRY, "fake", "tests.support.fakes:FakeCrm")
-    fakes.STATE = fakes.FakeCrmState()
-    (runtime.settings.mappings_dir / "fake.yaml").write_text(MAPPING)
-    tenant_id = admin.create_tenant(runtime, slug="acme", crm_kind="fake", mapping="fake.yaml")
-    account_id = admin.add_channel_account(
-        runtime,
-        tenant_id,
-        kind="telegram",
-        credentials={"bot_token": "1:x", "secret_token": "s"},
-        external_id="1",
-    )
+    tenant_id, account_id = fakes.telegram_tenant(runtime, MAPPING, monkeypatch)
     return AccountRef(account_id, tenant_id, "telegram")
 
 

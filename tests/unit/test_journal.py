@@ -54,15 +54,7 @@ def fake_crm(monkeypatch: pytest.MonkeyPatch) -> fakes.FakeCrmState:
 
 @pytest.fixture
 def account(runtime, fake_crm) -> AccountRef:  # type: ignore[no-untyped-def]
-    (runtime.settings.mappings_dir / "fake.yaml").write_text(MAPPING)
-    tenant_id = admin.create_tenant(runtime, slug="acme", crm_kind="fake", mapping="fake.yaml")
-    account_id = admin.add_channel_account(
-        runtime,
-        tenant_id,
-        kind="telegram",
-        credentials={"bot_token": "1:x", "secret_token": "s"},
-        external_id="1",
-    )
+    tenant_id, account_id = fakes.telegram_tenant(runtime, MAPPING)
     return AccountRef(account_id, tenant_id, "telegram")
 
 

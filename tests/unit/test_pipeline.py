@@ -47,16 +47,7 @@ def fake_crm(monkeypatch: pytest.MonkeyPatch) -> fakes.FakeCrmState:
 
 @pytest.fixture
 def tenant(runtime, fake_crm):  # type: ignore[no-untyped-def]
-    (runtime.settings.mappings_dir / "fake.yaml").write_text(MAPPING)
-    tenant_id = admin.create_tenant(runtime, slug="acme", crm_kind="fake", mapping="fake.yaml")
-    account_id = admin.add_channel_account(
-        runtime,
-        tenant_id,
-        kind="telegram",
-        credentials={"bot_token": "1:x", "secret_token": "s"},
-        external_id="1",
-    )
-    return tenant_id, account_id
+    return fakes.telegram_tenant(runtime, MAPPING)
 
 
 def msg(update_id: int, user: int = 7, text: str | None = None, **kw) -> InboundMessage:  # type: ignore[no-untyped-def]

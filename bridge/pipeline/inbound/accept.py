@@ -24,9 +24,10 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bridge import outbox
+from bridge import files, outbox
 from bridge.identity import resolve_contact
 from bridge.model import (
+    Attachment,
     IgnoredEvent,
     InboundEvent,
     InboundMessage,
@@ -60,14 +61,15 @@ class AcceptResult:
     ignored: int = 0
     #: (direction, conversation id, job id) to enqueue after commit
     jobs: list[tuple[str, int, str]] = field(default_factory=list)
-    #: conversations that opened a ticket (acknowledged after commit)
+    #: conversations that opened a ticket in this transaction (their
+    #: acknowledgement is stored with them)
     tickets: list[int] = field(default_factory=list)
 
 
 def message_payload(message: InboundMessage) -> dict[str, Any]:
     """What we keep of a message besides its columns (raw included, for replay)."""
     return {
-        "attachments": [_compact(dataclasses.asdict(a)) for a in message.attachments],
+        "attachments": [_attachment(a) for a in message.attachments],
         "profile": _compact(dataclasses.asdict(message.profile)),
         "provider_message_id": message.provider_message_id,
         "is_edit": message.is_edit,
@@ -77,6 +79,12 @@ def message_payload(message: InboundMessage) -> dict[str, Any]:
         **({"late": True} if message.late else {}),
         **({"flag": message.flag} if message.flag else {}),
     }
+
+
+def _attachment(attachment: Attachment) -> dict[str, Any]:
+    data = dataclasses.asdict(attachment)
+    data.pop("content", None)  # kept as a file by _keep_files, never in the payload
+    return _compact(data)
 
 
 def _compact(data: dict[str, Any]) -> dict[str, Any]:
@@ -217,9 +225,20 @@ def _place(
     conversation_id = conversation_for(session, account, message, known, result.tickets)
     batch.threads[thread] = conversation_id
     batch.placed[key] = conversation_id
-    batch.conversations.setdefault(conversation_id, []).append(message)
+    batch.conversations.setdefault(conversation_id, []).append(
+        _keep_files(session, account, message)
+    )
     if message.thread_state:
         threads.remember(session, conversation_id, message.thread_state)
+
+
+def _keep_files(session: Session, account: AccountRef, message: InboundMessage) -> InboundMessage:
+    """The message with the bytes its delivery carried (an e-mail's parts)
+    stored as files in this transaction, its attachments naming them."""
+    if not any(a.content is not None for a in message.attachments):
+        return message
+    kept = tuple(files.keep(session, account.tenant_id, a) for a in message.attachments)
+    return dataclasses.replace(message, attachments=kept)
 
 
 def _write(session: Session, account: AccountRef, batch: _Batch, result: AcceptResult) -> None:
@@ -381,7 +400,8 @@ def accept_in(
 
     ``acknowledge`` (``autoreply.plan``) stores each new ticket's
     acknowledgement in the same transaction, so a crash after the commit
-    cannot lose it; without it they are queued after the commit.
+    cannot lose it; without it (the mapping asks for none) no ticket is
+    acknowledged.
 
     ``seen`` is what :func:`look` found before the transaction; without it
     the lookups run here. The messages are written together at the end; a
@@ -409,12 +429,12 @@ def accept_in(
             seen = Seen(seen.duplicates | batch.keys, seen.conversations)
             batch = _Batch(keys=batch.keys, placed=batch.placed)
     _write(session, account, batch, result)
-    if acknowledge is not None and result.tickets:
+    if acknowledge is not None:
         for conversation_id in result.tickets:
             job = acknowledge(session, conversation_id)
             if job:
                 result.jobs.append((outbox.OUT, conversation_id, job))
-        result.tickets.clear()
+    result.tickets.clear()
 
 
 def _account_ref(runtime: Runtime, account_id: int) -> AccountRef:
@@ -471,17 +491,7 @@ def acknowledgement_plan(
 
 
 def enqueue_jobs(runtime: Runtime, result: AcceptResult) -> None:
-    """After the commit: each new ticket's acknowledgement (where the
-    mapping asks for one), then the jobs the stored messages call for
-    (hints)."""
-    if result.tickets:
-        from bridge.pipeline.outbound.autoreply import acknowledge_new
-
-        for conversation_id in result.tickets:
-            job = acknowledge_new(runtime, conversation_id)
-            if job:
-                result.jobs.append((outbox.OUT, conversation_id, job))
-        result.tickets.clear()
+    """After the commit: the jobs the stored messages call for (hints)."""
     if not result.jobs:
         return
     from bridge.jobs import enqueue

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from bridge import outbox
+from bridge import files, outbox
 from bridge.db import write_connection
 from bridge.errors import (
     AuthError,
@@ -62,7 +62,6 @@ from bridge.pipeline.drain import Drained, LeaseLost, Parked, run_drain
 from bridge.pipeline.followup import due
 from bridge.pipeline.inbound.cohort import contact_lease, open_together
 from bridge.pipeline.inbound.together import append_together
-from bridge.pipeline.outbound.autoreply import acknowledge_new
 from bridge.pipeline.retry import backoff_until, call_with_retries, retry_delay
 from bridge.registry import channel_class
 from bridge.rows import attachment_from_dict, aware, profile_from_payload
@@ -229,8 +228,6 @@ class InboundSync:
             batch.append(message)
         try:
             rule = self._rule(snap)
-            if rule.acknowledge is not None and snap.conversation.ticket_number is not None:
-                self._acknowledge(snap)
             adapter = self._crm(snap.tenant)
             # no more than one CRM request's worth where the CRM says so
             batch = batch[: adapter.entries_per_request or BATCH]
@@ -294,21 +291,6 @@ class InboundSync:
         if rule is None or rule.priority is None:
             return None
         return rule.priority.of(snap.contact.email, snap.messages[0].text)
-
-    def _acknowledge(self, snap: _Snapshot) -> None:
-        """A new ticket's acknowledgement, when the normaliser's process
-        died before it queued it (autoreply.acknowledge_new is once only)."""
-        if (snap.conversation.channel_state or {}).get("acknowledged"):
-            return
-        job = acknowledge_new(self.rt, snap.conversation.id)
-        if job:
-            enqueue(
-                self.rt.queues,
-                outbox.OUT,
-                snap.conversation.id,
-                job,
-                timeout=self.settings.job_timeout,
-            )
 
     def _not_ready_yet(self, exc: NotReadyError) -> Parked | None:
         """The CRM side of the account is still being set up (its result
@@ -1123,7 +1105,10 @@ class InboundSync:
             sequence=message.provider_seq if message.provider_seq is not None else message.seq,
             sender_name=profile.name() or snap.contact.display_name,
             sender_identifier=snap.conversation.external_thread_id,
-            attachments=tuple(attachment_from_dict(a) for a in payload.get("attachments", [])),
+            attachments=tuple(
+                files.resolve(self.rt, attachment_from_dict(a))
+                for a in payload.get("attachments", [])
+            ),
             is_edit=is_edit,
             owner_id=snap.conversation.owner_id,
             maybe_written=maybe_written,

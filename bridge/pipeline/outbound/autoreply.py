@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bridge import outbox
@@ -35,7 +34,7 @@ if TYPE_CHECKING:
     from bridge.runtime import Runtime
     from mappings.schema import AcknowledgeRule, MappingConfig
 
-__all__ = ["AUTO", "Plan", "acknowledge_new", "plan"]
+__all__ = ["AUTO", "Plan", "plan"]
 
 log = logging.getLogger(__name__)
 
@@ -79,29 +78,6 @@ def plan(runtime: Runtime, tenant_id: int, kind: str) -> Plan | None:
     from bridge.registry import channel_class
 
     return Plan(rule.acknowledge, mapping.language, mapping, channel_class(kind).title)
-
-
-def acknowledge_new(runtime: Runtime, conversation_id: int) -> str | None:
-    """The acknowledgement of a conversation that opened a ticket, in a
-    transaction of its own (callers that stored the conversation without a
-    plan); the job id to enqueue, or None."""
-    with runtime.read_session() as session:
-        conv = session.get(Conversation, conversation_id)
-        if conv is None or conv.ticket_number is None:
-            return None
-        if (conv.channel_state or {}).get("acknowledged"):
-            return None
-        account = session.get(ChannelAccount, conv.channel_account_id)
-        assert account is not None
-        tenant_id, kind = conv.tenant_id, account.kind
-    planned = plan(runtime, tenant_id, kind)
-    if planned is None:
-        return None
-    try:
-        with runtime.transaction() as session:
-            return _store(session, conversation_id, planned)
-    except IntegrityError:
-        return None  # stored by another run a moment before: once is enough
 
 
 def _store(session: Session, conversation_id: int, planned: Plan) -> str | None:
