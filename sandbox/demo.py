@@ -12,6 +12,8 @@ the sandbox mail system's demo mailbox (:func:`connect_email`)
 
 from __future__ import annotations
 
+import os
+import secrets
 import shlex
 import sys
 from collections.abc import Callable
@@ -231,6 +233,9 @@ def connect_email(runtime: Runtime, tenant_id: int, sandbox: str) -> int | None:
             "smtp_host": server["host"],
             "smtp_port": server["port"],
             "smtp_security": "plain",
+            # the sandbox signs what it posts (X-Bridge-Signature), as an
+            # admin's MTA would with the key given at connect
+            "webhook_secret_env": _demo_mail_key(),
         },
         name="Demo mailbox",
     )
@@ -246,6 +251,14 @@ def connect_email(runtime: Runtime, tenant_id: int, sandbox: str) -> int | None:
         timeout=10,
     ).raise_for_status()
     return account_id
+
+
+def _demo_mail_key() -> str:
+    """The environment variable holding the demo mailbox's webhook key (a
+    fresh one per demo process unless set)."""
+    name = "BRIDGE_DEMO_MAIL_WEBHOOK_KEY"
+    os.environ.setdefault(name, secrets.token_urlsafe(32))
+    return name
 
 
 def _email_route(runtime: Runtime, account_id: int) -> tuple[str, str]:

@@ -18,8 +18,10 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
+import re
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -248,6 +250,35 @@ def test_mail_threads_into_hubspot_tickets_and_replies_go_out_threaded_once(
     assert wait_until(lambda: len(outgoing.messages) == 8, timeout=60)
     assert len([m for m in outgoing.messages if m["Auto-Submitted"] is None]) == 1
 
+    # a mail loop with a badly behaved auto-responder: it answers every mail
+    # to its address at once, without any auto-reply mark or thread header,
+    # under a subject of its own (so each answer is a new ticket). The
+    # acknowledgements stop at the mapping's per_sender_per_hour (3); every
+    # one of its mails is still filed, none is lost.
+    robot = "robot@loop.example"
+    mailbox.append(customer_mail(robot, "Robot", "Hello", "Is anyone there?"))
+    answered: set[str] = set()
+
+    def robot_answers() -> bool:
+        for sent in [m for m in outgoing.messages if m["To"] == robot]:
+            if sent["Message-ID"] not in answered:
+                answered.add(sent["Message-ID"])
+                mailbox.append(
+                    customer_mail(
+                        robot, "Robot", "Your mail was received", f"Ticket {len(answered)}"
+                    )
+                )
+        return len(answered) == 3 and synced(8 + 1 + 3)
+
+    assert wait_until(robot_answers, timeout=120), (len(answered), stack.bridge_status())
+    # the fourth ticket's acknowledgement was decided with it (none): the loop is over
+    robot_acks = [m for m in outgoing.messages if m["To"] == robot]
+    assert len(robot_acks) == 3, [m["Subject"] for m in robot_acks]
+    rows = _rows(stack)
+    assert len(rows["tickets"]) == 2 + 5 + 4  # Anna, Boris, D0..D4, four of the robot's
+    # out: the answer to Anna (failed by its bounce) and 7 + 3 acknowledgements, all sent
+    assert sorted(status for _, status, _ in rows["out"]) == ["failed"] + ["sent"] * 10
+
 
 CUSTOMERS = 30
 
@@ -375,6 +406,18 @@ def test_thirty_customers_five_mails_each_at_the_issues_scale(  # type: ignore[n
         assert [t.split("\n\n", 1)[1].split("\n")[0] for t in texts[1:]] == [
             f"any news? ({n}/2)", f"see below ({n}/3)", f"the invoice ({n}/4)", f"thanks ({n}/5)"
         ]  # fmt: skip
+    # HubSpot's inbox shows each attachment and the original mail as links
+    # the bridge serves (the Files API is not in the stored specs)
+    links = re.compile(r"\[document: (invoice\.pdf|original\.eml)\] (\S+)")
+    found_links: Counter[str] = Counter()
+    for thread in hubspot["threads"]:
+        for message in thread["messages"]:
+            for name, url in links.findall(message["text"]):
+                assert url.startswith(stack.bridge_url + "/files/"), url
+                found_links[name] += 1
+                if name == "invoice.pdf":
+                    assert requests.get(url, timeout=10).content == b"%PDF-1.4 invoice"
+    assert found_links == {"invoice.pdf": CUSTOMERS, "original.eml": 5 * CUSTOMERS}, found_links
 
     # a rep answers every ticket in HubSpot: each answer once, threaded
     for uid in rows["tickets"]:
