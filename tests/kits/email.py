@@ -1304,12 +1304,18 @@ class EmailKit(ChannelKit):
         )
 
     def prove(self, credentials: Mapping[str, str], body: bytes) -> dict[str, str]:
-        return sign(credentials["webhook_secret"], body)
+        # an account connected without --webhook-secret-env has no key: the
+        # path key alone proves the sender (a header would be refused)
+        secret = credentials.get("webhook_secret")
+        return sign(secret, body) if secret else {}
 
     # -- canaries
 
     def canary_values(self, tag: str) -> dict[str, str]:
-        return {"smtp password": f"CANARY-smtp-{tag}-{secrets.token_hex(6)}"}
+        return {
+            "smtp password": f"CANARY-smtp-{tag}-{secrets.token_hex(6)}",
+            "webhook key": f"CANARY-mailkey-{tag}-{secrets.token_hex(6)}",
+        }
 
     def canary_sandbox(self, values: Mapping[str, str]) -> dict[str, Any]:
         # an SMTP login makes the sandbox's server ask for AUTH (and the
@@ -1345,7 +1351,10 @@ class EmailKit(ChannelKit):
             str(smtp["security"]),  # plain: a loopback server, allowed in clear
             "--from-name",
             "Canary support",
+            "--webhook-secret-env",
+            "CANARY_MAIL_WEBHOOK_KEY",
             CANARY_MAIL_PASSWORD=values["smtp password"],
+            CANARY_MAIL_WEBHOOK_KEY=values["webhook key"],
         )
         # An admin points the mail provider's inbound route at the account's
         # URL: connect names it with the path key masked (a secret, never in
@@ -1359,12 +1368,17 @@ class EmailKit(ChannelKit):
             re.M,
         ), out
         shown = cli("tenant", "show", slug, "--reveal")
-        assert values["smtp password"] not in shown
+        assert values["smtp password"] not in shown and values["webhook key"] not in shown
         (url,) = re.findall(r" webhook (https?://\S+/webhooks/email/[A-Za-z0-9_-]+)$", shown, re.M)
-        # unsigned: the account's require_signature is false by default
+        # the mail system signs its posts with the key the admin gave both
         r = requests.post(
             f"{sandbox_url}/email/_mailboxes",
-            json={"address": CANARY_SUPPORT, "name": "Canary support", "webhook_url": url},
+            json={
+                "address": CANARY_SUPPORT,
+                "name": "Canary support",
+                "webhook_url": url,
+                "webhook_secret": values["webhook key"],
+            },
             timeout=30,
         )
         r.raise_for_status()
