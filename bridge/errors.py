@@ -37,6 +37,7 @@ __all__ = [
     "BridgeError",
     "ConfigError",
     "NotFoundError",
+    "WindowClosedError",
     "NotReadyError",
     "PartlySentError",
     "PayloadError",
@@ -127,6 +128,12 @@ class AmbiguousError(RetryableError):
 
 class PermanentError(BridgeError):
     """The call will fail the same way every time (validation error, 4xx)."""
+
+
+class WindowClosedError(PermanentError):
+    """The channel refuses free-form messages to this customer now: its
+    reply window (WhatsApp: 24 h after the customer last wrote) is closed.
+    Only a pre-approved template can go (``OutboundMessage.template``)."""
 
 
 class NotFoundError(PermanentError):

@@ -175,6 +175,9 @@ class MessageKind(StrEnum):
     VENUE = "venue"
     POLL = "poll"
     CALLBACK = "callback"  # a button press (Telegram callback_query)
+    #: an emoji reaction to an earlier message (``reply_to``; text "" when
+    #: the reaction was taken back): a note on that message, not a new one
+    REACTION = "reaction"
     SYSTEM = "system"  # member joined/left, title changed, ...
     UNKNOWN = "unknown"  # stored and acknowledged, shown in the CRM as unsupported
 
@@ -270,6 +273,13 @@ class InboundMessage:
     #: a new conversation started by this message takes the tenant's next
     #: ticket number (channels that open tickets: e-mail)
     opens_ticket: bool = False
+    #: the customer deleted the message ``provider_message_id`` (with
+    #: ``is_edit``): the CRM entry is marked, its text kept
+    revoked: bool = False
+    #: the business's own message, sent outside the bridge (WhatsApp
+    #: Business app echoes): written to the CRM as an outgoing entry, never
+    #: as the customer's, and it opens no reply window
+    echo: bool = False
 
 
 @dataclass(frozen=True)
@@ -294,8 +304,13 @@ class ThreadHints:
 @dataclass(frozen=True)
 class OutboundStatus:
     """The channel reports what became of one of our outbound messages (an
-    e-mail bounce): ``failed`` marks the reply failed with ``error`` and
-    tells the CRM; other statuses are recorded for audit only."""
+    e-mail bounce, a WhatsApp status): ``failed`` marks the reply failed
+    with ``error``; ``delivered`` and ``read`` (``played``) move its
+    delivery state forward, never back; each change is reported to the CRM.
+
+    The message is found by ``bridge_id`` (our uuid, where the channel
+    carries it back), else by ``channel_message_id`` (the id the channel
+    gave it when it was sent)."""
 
     channel_kind: str
     external_id: str
@@ -303,6 +318,7 @@ class OutboundStatus:
     status: str
     error: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    channel_message_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -332,6 +348,16 @@ InboundEvent = InboundMessage | ThreadMigrated | IgnoredEvent | OutboundStatus
 
 
 @dataclass(frozen=True)
+class TemplateSend:
+    """A pre-approved template sent instead of a free-form reply (the
+    channel's reply window is closed): name, language, body parameters."""
+
+    name: str
+    language: str
+    parameters: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class OutboundMessage:
     """A reply to send to the customer through their channel."""
 
@@ -353,6 +379,8 @@ class OutboundMessage:
     ticket: str | None = None
     #: the conversation's public uid (an e-mail reply address carries it)
     conversation_uid: str | None = None
+    #: send this template instead of the text (the reply window is closed)
+    template: TemplateSend | None = None
 
 
 @dataclass(frozen=True)
@@ -569,6 +597,9 @@ class CrmEvent:
     author_name: str | None = None
     entity: CrmRef | None = None
     owner_id: str | None = None
+    #: REPLY: the message the rep answered, as the CRM names it (the
+    #: bridge's message id, or the channel's own id of the message)
+    reply_to: str | None = None
     #: CONTACT_REMOVED: the CRM contact that is gone
     contact: CrmRef | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)

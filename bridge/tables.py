@@ -84,6 +84,10 @@ class MessageStatus(StrEnum):
     SYNCED = "synced"  # inbound: in the CRM
     SENT = "sent"  # outbound: delivered to the channel
     FAILED = "failed"  # refused for good, or the outcome is unknown: `bridge replay`
+    #: outbound: the channel's rules refuse it now (WhatsApp's 24-hour
+    #: window closed, no template configured): reported to the CRM with the
+    #: reason; the conversation goes on (later replies are not held back)
+    REFUSED = "refused"
 
 
 class FollowupStatus(StrEnum):

@@ -9,4 +9,5 @@ REGISTRY: dict[str, str] = {
     "telegram": "channel_adapters.telegram:TelegramAdapter",
     "custom": "channel_adapters.custom:CustomAdapter",
     "email": "channel_adapters.email:EmailAdapter",
+    "whatsapp": "channel_adapters.whatsapp:WhatsAppAdapter",
 }

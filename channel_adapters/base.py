@@ -18,6 +18,7 @@ registered in ``channel_adapters.REGISTRY``, plus its sandbox and tests
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -98,6 +99,12 @@ class ChannelAdapter(ABC):
     #: the longest wait (s) the provider allows one long poll; the core
     #: asks :meth:`poll` for no more than this
     max_poll_timeout: ClassVar[float] = 30.0
+    #: how long after the customer's last message a free-form reply may be
+    #: sent (WhatsApp's 24-hour customer-service window); None: always.
+    #: Outside it the core sends the mapping's ``window_template`` instead
+    #: (``OutboundMessage.template``) or fails the reply with the reason;
+    #: :meth:`send` raises ``WindowClosedError`` when the provider says so.
+    reply_window: ClassVar[dt.timedelta | None] = None
 
     def __init__(self, account: ChannelAccountInfo, http: HttpClient | None = None) -> None:
         self.account = account

@@ -103,9 +103,7 @@ class PriorityRule:
         domain = (email or "").rpartition("@")[2].lower()
         lowered = text.casefold()
         for what, needle, value in self.rules:
-            if what == "domain" and domain and (
-                domain == needle or domain.endswith("." + needle)
-            ):
+            if what == "domain" and domain and (domain == needle or domain.endswith("." + needle)):
                 return value
             if what == "keyword" and needle.casefold() in lowered:
                 return value
@@ -123,6 +121,18 @@ class AcknowledgeRule:
 
     def text_for(self, language: str | None, fallback: str) -> str | None:
         return self.text.get(language or "") or self.text.get(fallback) or None
+
+
+@dataclass(frozen=True)
+class WindowTemplate:
+    """What a reply becomes when the channel's reply window is closed
+    (WhatsApp: 24 h after the customer last wrote): a pre-approved
+    template, its language, and its body parameters (templates of their
+    own: ``{message.text}`` is the rep's reply)."""
+
+    name: str
+    language: str
+    parameters: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -145,6 +155,9 @@ class ChannelRule:
     acknowledge: AcknowledgeRule | None = None
     #: None: ``{conversation.priority}`` is empty
     priority: PriorityRule | None = None
+    #: None: a reply outside the channel's reply window fails, with the
+    #: reason written back to the CRM
+    window_template: WindowTemplate | None = None
 
 
 #: the time zone the bridge writes times in when the mapping names none
@@ -336,6 +349,30 @@ class AcknowledgeSchema(Schema):
         return AcknowledgeRule(dict(data["text"]), data["per_sender_per_hour"])
 
 
+class WindowTemplateSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    name = fields.String(
+        required=True,
+        validate=validate.Regexp(
+            r"^[a-z0-9_]{1,512}$",
+            error="a template name is lower-case letters, digits and _ (got {input!r})",
+        ),
+    )
+    language = fields.String(
+        required=True,
+        validate=validate.Regexp(
+            r"^[a-z]{2,3}(_[A-Z]{2})?$", error="a language code such as en, ru or en_US"
+        ),
+    )
+    parameters = fields.List(Template(), load_default=list, validate=validate.Length(max=20))
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> WindowTemplate:
+        return WindowTemplate(data["name"], data["language"], tuple(data["parameters"]))
+
+
 class ChannelRuleSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -366,6 +403,7 @@ class ChannelRuleSchema(Schema):
     name = Template(load_default="{channel.title}: {contact.name}")
     acknowledge = fields.Nested(AcknowledgeSchema, load_default=None)
     priority = fields.Nested(PrioritySchema, load_default=None)
+    window_template = fields.Nested(WindowTemplateSchema, load_default=None)
 
     @validates_schema(skip_on_field_errors=False)
     def _something_lands(self, data: dict[str, Any], **_: Any) -> None:
@@ -390,6 +428,7 @@ class ChannelRuleSchema(Schema):
             name=data["name"],
             acknowledge=data.get("acknowledge"),
             priority=data.get("priority"),
+            window_template=data.get("window_template"),
         )
 
 

@@ -225,6 +225,7 @@ class FakeCrm(CrmAdapter):
                         "owner": entry.owner_id,
                         "first": entry.first_in_conversation,
                         "attachments": entry.attachments,
+                        "direction": entry.direction,
                     }
                 )
                 out[entry.bridge_id] = (CrmRef("note", nid),)

@@ -241,7 +241,7 @@ def test_each_rule_names_the_key_and_the_fix(text: str, key: str, fragment: str)
 
 RULE_KEYS = (
     "object, pipeline, stage, reuse, owner, timeline, inbox, task, fields, name, "
-    "acknowledge, priority"
+    "acknowledge, priority, window_template"
 )
 TRANSLATED = [
     (

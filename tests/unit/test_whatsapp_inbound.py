@@ -2,9 +2,9 @@
 
 Inputs are pywa's renditions of Meta's webhook examples (``whatsapp/
 pywa_updates/*.json``: each file maps variant name -> full webhook body),
-read from ``tests/fixtures/corpora/whatsapp`` when the corpus was copied
-there, else from the shared corpora beside the repository; every row of the
-table names its source from MANIFEST.json. Bodies built here say so.
+read from ``tests/fixtures/corpora/whatsapp`` (copied verbatim, with
+their entries in MANIFEST.json); every row of the table names its source
+from MANIFEST.json. Bodies built here say so.
 """
 
 from __future__ import annotations
@@ -31,15 +31,11 @@ from bridge.model import (
 from channel_adapters.whatsapp.inbound import KIND, parse, route, split
 
 ROOT = Path(__file__).resolve().parents[2]
-_CANDIDATES = (ROOT / "tests" / "fixtures" / "corpora", ROOT.parent / "shared" / "corpora")
-CORPORA = next((p for p in _CANDIDATES if (p / "whatsapp").is_dir()), None)
-WHATSAPP = CORPORA / "whatsapp" if CORPORA else None
-MANIFEST: dict[str, dict[str, Any]] = (
-    {e["file"]: e for e in json.loads((CORPORA / "MANIFEST.json").read_text())} if CORPORA else {}
-)
-needs_corpus = pytest.mark.skipif(
-    CORPORA is None, reason="WhatsApp corpus not found (copy shared/corpora/whatsapp)"
-)
+CORPORA = ROOT / "tests" / "fixtures" / "corpora"
+WHATSAPP = CORPORA / "whatsapp"
+MANIFEST: dict[str, dict[str, Any]] = {
+    e["file"]: e for e in json.loads((CORPORA / "MANIFEST.json").read_text())
+}
 
 NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
 PN = "1122334455667"  # the corpus' phone_number_id
@@ -230,7 +226,6 @@ def dumps(obj: Any) -> bytes:
 # --------------------------------------------------------------------------
 
 
-@needs_corpus
 def test_table_covers_every_file_and_variant() -> None:
     assert WHATSAPP is not None
     files = sorted(p.name for p in (WHATSAPP / "pywa_updates").glob("*.json"))
@@ -241,7 +236,6 @@ def test_table_covers_every_file_and_variant() -> None:
     assert sum(len(v) for v in EXPECTED.values()) == 74
 
 
-@needs_corpus
 @pytest.mark.parametrize(("name", "variant", "expected"), CASES)
 def test_corpus_variant(name: str, variant: str, expected: tuple[str, ...]) -> None:
     body = dumps(_variants(name)[variant])
@@ -258,7 +252,6 @@ def test_corpus_variant(name: str, variant: str, expected: tuple[str, ...]) -> N
             assert event.sent_at.tzinfo is not None
 
 
-@needs_corpus
 def test_account_level_notices_route_nowhere() -> None:
     """Template and account updates carry no phone number: the POST is
     answered (no 4xx: Meta would retry for days) and stored for no one."""
@@ -268,7 +261,6 @@ def test_account_level_notices_route_nowhere() -> None:
             assert split(dumps(body), PN) == []
 
 
-@needs_corpus
 def test_corpus_messages_read_right() -> None:
     msgs = {
         variant: events_of(dumps(body))[0] for variant, body in _variants("message.json").items()
@@ -331,7 +323,6 @@ def test_corpus_messages_read_right() -> None:
     assert isinstance(many, InboundMessage) and many.raw["forwarded"] is True
 
 
-@needs_corpus
 def test_corpus_buttons_system_and_flows() -> None:
     button = events_of(dumps(_variants("callback_button.json")["button"]))[0]
     assert isinstance(button, InboundMessage)
@@ -352,7 +343,6 @@ def test_corpus_buttons_system_and_flows() -> None:
     assert "flow_token" not in flow.text and flow.raw["flow_token"]
 
 
-@needs_corpus
 def test_corpus_echoes_are_never_the_customers() -> None:
     for variant, body in _variants("outgoing_message.json").items():
         (event,) = events_of(dumps(body))
@@ -367,7 +357,6 @@ def test_corpus_echoes_are_never_the_customers() -> None:
     assert (edit.provider_message_id, edit.text) == ("wamid.zzzzzz", "Text was edited")
 
 
-@needs_corpus
 def test_corpus_statuses() -> None:
     variants = _variants("message_status.json")
     failed = events_of(dumps(variants["failed"]))[0]

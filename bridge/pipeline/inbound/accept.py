@@ -78,6 +78,8 @@ def message_payload(message: InboundMessage) -> dict[str, Any]:
         "raw": dict(message.raw),
         **({"late": True} if message.late else {}),
         **({"flag": message.flag} if message.flag else {}),
+        **({"echo": True} if message.echo else {}),
+        **({"revoked": True} if message.revoked else {}),
     }
 
 

@@ -62,6 +62,7 @@ from bridge.pipeline.drain import Drained, LeaseLost, Parked, run_drain
 from bridge.pipeline.followup import due
 from bridge.pipeline.inbound.cohort import contact_lease, open_together
 from bridge.pipeline.inbound.together import append_together
+from bridge.pipeline.inbound.wording import entry_text
 from bridge.pipeline.retry import backoff_until, call_with_retries, retry_delay
 from bridge.registry import channel_class
 from bridge.rows import attachment_from_dict, aware, profile_from_payload
@@ -1091,19 +1092,29 @@ class InboundSync:
         )
         is_edit = bool(payload.get("is_edit"))
         edit_of = self._original_of(snap, payload.get("provider_message_id")) if is_edit else None
+        # the business's own message sent outside the bridge (an echo): an
+        # outgoing entry, under the rep's word rather than the customer's name
+        echo = bool(payload.get("echo"))
+        language = snap.mapping.language if snap.mapping else "en"
+        text = message.text
+        if payload.get("revoked") or message.kind == MessageKind.REACTION:
+            with self.rt.read_session() as session:
+                text = entry_text(
+                    session, snap.conversation.id, message.kind, text, payload, language
+                )
         return TimelineEntry(
             bridge_id=message.uid,
             conversation_uid=snap.conversation.uid,
             channel_kind=snap.account.kind,
             channel_account=str(snap.account.id),
-            direction="in",
+            direction="out" if echo else "in",
             kind=MessageKind(message.kind),
-            text=_flagged(snap, payload.get("flag"), message.text),
+            text=_flagged(snap, payload.get("flag"), text),
             occurred_at=aware(message.sent_at),
             contact=contact_ref,
             entity=entity_ref,
             sequence=message.provider_seq if message.provider_seq is not None else message.seq,
-            sender_name=profile.name() or snap.contact.display_name,
+            sender_name=None if echo else profile.name() or snap.contact.display_name,
             sender_identifier=snap.conversation.external_thread_id,
             attachments=tuple(
                 files.resolve(self.rt, attachment_from_dict(a))

@@ -12,15 +12,17 @@ our own outbound messages (:func:`outbound_status`: a bounce).
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import String, bindparam, cast, select, update
 from sqlalchemy.orm import Session
 
 from bridge import outbox
-from bridge.model import InboundMessage, OutboundStatus
+from bridge.model import InboundMessage, OutboundStatus, utcnow
 from bridge.pipeline.followup import due
 from bridge.tables import (
     ChannelAccount,
@@ -147,13 +149,7 @@ def outbound_status(
     )
     if seen is not None:
         return False
-    message = session.scalars(
-        select(Message).where(
-            Message.channel_account_id == account_id,
-            Message.direction == outbox.OUT,
-            Message.uid == event.bridge_id,
-        )
-    ).first()
+    message = _outbound_of(session, account_id, event)
     session.add(
         IgnoredEventRow(
             tenant_id=message.tenant_id if message else _tenant_of(session, account_id),
@@ -173,10 +169,66 @@ def outbound_status(
     ):
         message.status = MessageStatus.FAILED
         message.last_error = (event.error or "the channel reported the message failed")[:2000]
-        job = due(session, message, outbox.REPORT) if message.crm_message_id else None
-        if job:
-            jobs.append((outbox.REPORT, message.conversation_id, job))
+        _report(session, message, jobs)
+    elif _moves_forward(message, event.status):
+        message.payload = {**(message.payload or {}), "delivery": _DELIVERY[event.status]}
+        _report(session, message, jobs)
     return True
+
+
+#: a channel's delivery statuses, as the CRM is told them (WhatsApp's
+#: "played", a voice note listened to, is "read")
+_DELIVERY = {"delivered": "delivered", "read": "read", "played": "read"}
+#: their order: a status never moves back (they may arrive out of order,
+#: corpora FACTS §2 "never move a status backwards")
+_RANK = {"sent": 0, "delivered": 1, "read": 2}
+
+
+def _moves_forward(message: Message, status: str) -> bool:
+    """A delivered/read report on a sent reply that says more than its
+    delivery state so far."""
+    if status not in _DELIVERY or message.status != MessageStatus.SENT:
+        return False
+    current = (message.payload or {}).get("delivery", "sent")
+    return _RANK[_DELIVERY[status]] > _RANK.get(current, 0)
+
+
+def _report(session: Session, message: Message, jobs: list[tuple[str, int, str]]) -> None:
+    job = due(session, message, outbox.REPORT) if message.crm_message_id else None
+    if job:
+        jobs.append((outbox.REPORT, message.conversation_id, job))
+
+
+def _outbound_of(session: Session, account_id: int, event: OutboundStatus) -> Message | None:
+    """Our outbound message a status is about: by our uuid where the channel
+    carried it back, else by the id the channel gave it (a text search of
+    the stored ids, over the account's replies of the last 30 days: a status
+    comes within days, and ``channel_message_ids`` is a JSON list)."""
+    if event.bridge_id:
+        found = session.scalars(
+            select(Message).where(
+                Message.channel_account_id == account_id,
+                Message.direction == outbox.OUT,
+                Message.uid == event.bridge_id,
+            )
+        ).first()
+        if found is not None or not event.channel_message_id:
+            return found
+    if not event.channel_message_id:
+        return None
+    quoted = json.dumps(event.channel_message_id)
+    since = utcnow() - dt.timedelta(days=30)
+    for row in session.scalars(
+        select(Message).where(
+            Message.channel_account_id == account_id,
+            Message.direction == outbox.OUT,
+            Message.created_at >= since,
+            cast(Message.channel_message_ids, String).contains(quoted, autoescape=True),
+        )
+    ):
+        if event.channel_message_id in (row.channel_message_ids or ()):
+            return row
+    return None
 
 
 def _tenant_of(session: Session, account_id: int) -> int:

@@ -130,6 +130,7 @@ def _store_reply(
                 "author_id": event.author_id,
                 "author_name": event.author_name,
                 "crm_thread_id": event.crm_thread_id,
+                **({"reply_to": event.reply_to} if event.reply_to else {}),
             },
             sent_at=event.occurred_at,
             crm_message_id=event.external_id,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 
@@ -27,12 +27,14 @@ from bridge.errors import (
     PartlySentError,
     PermanentError,
     RetryableError,
+    WindowClosedError,
 )
 from bridge.jobs import enqueue
 from bridge.locks import ConversationLock
 from bridge.model import OutboundMessage, SendResult, utcnow
 from bridge.pipeline.drain import Drained, LeaseLost, Parked, run_drain
 from bridge.pipeline.followup import due
+from bridge.pipeline.outbound.window import ReplyWindow
 from bridge.pipeline.retry import backoff_until, send_with_retries
 from bridge.rows import attachment_from_dict, aware
 from bridge.tables import (
@@ -120,16 +122,29 @@ class OutboundDelivery:
             auto=(message.payload or {}).get("auto"),
             ticket=self._ticket(tenant, conversation),
             conversation_uid=conversation.uid,
+            reply_to=self._answered((message.payload or {}).get("reply_to")),
         )
+        window = ReplyWindow(
+            self.rt, tenant, conversation, account.kind, channel.reply_window or dt.timedelta(0)
+        )
+        if channel.reply_window is not None and window.closed():
+            templated = window.instead(outbound)
+            if templated is None:
+                self._refuse(message, window.reason())
+                return None
+            outbound = templated
         try:
-            result = send_with_retries(
-                self.settings,
-                channel.send,
-                outbound,
-                # the receiver drops a repeat by the delivery's id: send again
-                resend_ambiguous=channel.idempotent_sends,
-                on_partial=lambda exc: self._partly_sent(message, exc),
-            )
+            try:
+                result = self._send(channel, message, outbound)
+            except WindowClosedError:
+                # the provider says the window is closed (WhatsApp 131047:
+                # our clock and theirs disagree, or the window is not what
+                # we thought): the same as seeing it closed ourselves
+                instead = window.instead(outbound) if outbound.template is None else None
+                if instead is None:
+                    self._refuse(message, window.reason())
+                    return None
+                result = self._send(channel, message, instead)
         except AmbiguousError as exc:
             if channel.idempotent_sends:
                 return self._back_off(message, exc)
@@ -143,6 +158,41 @@ class OutboundDelivery:
             return self._park(f"reply {message.uid} failed: {reason}")
         self._sent(message, result)
         return None
+
+    def _answered(self, reply_to: Any) -> str | None:
+        """The channel's id of the message a rep answered: the bridge id the
+        CRM named turned into the customer message's own id (as is when it
+        already is the channel's)."""
+        if not isinstance(reply_to, str) or not reply_to:
+            return None
+        with self.rt.read_session() as session:
+            payload = session.scalar(
+                select(Message.payload).where(
+                    Message.uid == reply_to,
+                    Message.conversation_id == self.conversation_id,
+                    Message.direction == outbox.IN,
+                )
+            )
+        if payload is None:
+            return reply_to
+        provider_id = (payload or {}).get("provider_message_id")
+        return str(provider_id) if provider_id else None
+
+    def _send(self, channel: Any, message: Message, outbound: OutboundMessage) -> SendResult:
+        return send_with_retries(
+            self.settings,
+            channel.send,
+            outbound,
+            # the receiver drops a repeat by the delivery's id: send again
+            resend_ambiguous=channel.idempotent_sends,
+            on_partial=lambda exc: self._partly_sent(message, exc),
+        )
+
+    def _refuse(self, message: Message, reason: str) -> None:
+        """Not sent, by the channel's rules: the CRM is told why, and the
+        conversation's later replies are not held back."""
+        self._finish(message, MessageStatus.REFUSED, reason, report=True)
+        log.info("deliver: reply %s refused: reply window closed", message.uid)
 
     def _ticket(self, tenant: Tenant, conversation: Conversation) -> str | None:
         if conversation.ticket_number is None:

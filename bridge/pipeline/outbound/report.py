@@ -25,10 +25,12 @@ class DeliveryReports:
 
     def perform(self, runtime: Runtime, item: FollowupItem) -> None:
         message = item.message
-        failed = message.status == MessageStatus.FAILED
+        failed = message.status in (MessageStatus.FAILED, MessageStatus.REFUSED)
+        # how far the channel says it got (delivered, read), never back
+        reached = DeliveryStatus((message.payload or {}).get("delivery", DeliveryStatus.SENT))
         report = DeliveryReport(
             crm_message_id=str(message.crm_message_id),
-            status=DeliveryStatus.FAILED if failed else DeliveryStatus.SENT,
+            status=DeliveryStatus.FAILED if failed else reached,
             error=message.last_error if failed else None,
             crm_thread_id=(message.payload or {}).get("crm_thread_id"),
         )

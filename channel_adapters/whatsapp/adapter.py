@@ -1,0 +1,217 @@
+"""The WhatsApp Cloud API adapter: one Meta app posts every connected
+number's events to ``/webhooks/whatsapp/app``; replies go out through the
+Graph API of the number the conversation belongs to."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from bridge.errors import (
+    AmbiguousError,
+    BridgeError,
+    ConfigError,
+    PartlySentError,
+    RetryableError,
+    SignatureError,
+)
+from bridge.model import (
+    Attachment,
+    ConnectedAccount,
+    InboundEvent,
+    OutboundMessage,
+    Rate,
+    RawDelivery,
+    SendResult,
+    WebhookAnswer,
+    WebhookRequest,
+)
+from channel_adapters.base import ChannelAdapter
+
+from . import inbound
+from .client import GraphApi
+from .outbound import plan
+from .settings import WhatsAppApp, WhatsAppConnect, WhatsAppCredentials, WhatsAppSettings
+
+__all__ = ["WhatsAppAdapter"]
+
+SIGNATURE = "x-hub-signature-256"
+#: the hosts media URLs point at (``lookaside.fbsbx.com``): downloads go
+#: nowhere else (the SSRF-safe fetcher)
+MEDIA_HOSTS = ("fbsbx.com", "facebook.com", "whatsapp.net", "fbcdn.net")
+
+
+class WhatsAppAdapter(ChannelAdapter):
+    """Meta's WhatsApp Cloud API (corpora FACTS §2)."""
+
+    kind: ClassVar[str] = "whatsapp"
+    title: ClassVar[str] = "WhatsApp"
+    app_routed: ClassVar[bool] = True
+    #: "Payloads up to 3 MB" (FACTS §2)
+    max_body: ClassVar[int] = 3_000_000
+    #: the 24-hour customer-service window (FACTS §2, error 131047)
+    reply_window: ClassVar[dt.timedelta | None] = dt.timedelta(hours=24)
+    send_rate: ClassVar[Rate | None] = Rate(capacity=80, per_second=80.0)
+
+    App: ClassVar[type[Any]] = WhatsAppApp
+    Connect: ClassVar[type[Any]] = WhatsAppConnect
+    Credentials: ClassVar[type[Any]] = WhatsAppCredentials
+    Settings: ClassVar[type[Any]] = WhatsAppSettings
+
+    @classmethod
+    def default_api_base(cls) -> str:
+        return "https://graph.facebook.com"
+
+    @property
+    def graph(self) -> GraphApi:
+        rate = Rate(
+            capacity=max(1, int(self.settings.per_second)), per_second=self.settings.per_second
+        )
+        return GraphApi(
+            self.http,
+            str(self.credentials.access_token or ""),
+            str(self.account.external_id or ""),
+            str(self.settings.api_version or "v21.0"),
+            rate,
+        )
+
+    # -- connecting --------------------------------------------------------------
+
+    @classmethod
+    def connect(cls, values: WhatsAppConnect) -> ConnectedAccount:
+        """The phone number id is the account's id: Meta routes by it."""
+        number = values.phone_number_id.strip()
+        waba = values.waba_id.strip()
+        if not number.isdigit() or not waba.isdigit():
+            raise ConfigError(
+                "--phone-number-id and --waba-id are the digits WhatsApp Manager shows"
+            )
+        if not values.access_token.strip():
+            raise ConfigError("set the access token (WHATSAPP_ACCESS_TOKEN or the prompt)")
+        return ConnectedAccount(
+            number,
+            {"access_token": values.access_token.strip()},
+            {"waba_id": waba, "display_phone_number": values.display_phone_number.strip()},
+        )
+
+    def setup_webhook(self, url: str) -> None:
+        """Nothing per number: the app's webhook (``/webhooks/whatsapp/app``,
+        field ``messages``) is set once in the Meta app's settings."""
+
+    # -- the app's URL ----------------------------------------------------------
+
+    @staticmethod
+    def signature(secret: str, body: bytes) -> str:
+        return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+    @classmethod
+    def verify_app(cls, app: WhatsAppApp, request: WebhookRequest) -> None:
+        """``X-Hub-Signature-256``: HMAC-SHA256 of the raw body with the App
+        Secret, compared in constant time (FACTS §2)."""
+        given = (request.header(SIGNATURE) or "").strip()
+        expected = cls.signature(str(app.app_secret or ""), request.body)
+        if not app.app_secret or not hmac.compare_digest(
+            given.encode("utf-8", "replace"), expected.encode()
+        ):
+            raise SignatureError("X-Hub-Signature-256 does not match")
+
+    @classmethod
+    def route(cls, app: WhatsAppApp, request: WebhookRequest) -> tuple[str, ...]:
+        return inbound.route(request.body)
+
+    @classmethod
+    def app_handshake(cls, app: WhatsAppApp, request: WebhookRequest) -> WebhookAnswer:
+        """``GET ?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…``: the
+        raw challenge when the token matches (constant time), else 403."""
+        given = request.query.get("hub.verify_token", "")
+        expected = str(app.verify_token or "")
+        if (
+            request.query.get("hub.mode") != "subscribe"
+            or not expected
+            or not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode())
+        ):
+            raise SignatureError("hub.verify_token does not match")
+        return WebhookAnswer.text(request.query.get("hub.challenge", ""))
+
+    # -- an account's deliveries -------------------------------------------------
+
+    def verify(self, request: WebhookRequest) -> None:
+        """Deliveries come through the app's URL only (verified there)."""
+        self.verify_app(self.app, request)
+
+    def edge(self, request: WebhookRequest) -> list[RawDelivery]:
+        return inbound.split(request.body, str(self.account.external_id))
+
+    def parse(self, request: WebhookRequest) -> list[InboundEvent]:
+        return inbound.parse(request.body, request.received_at)
+
+    # -- replies ---------------------------------------------------------------------
+
+    def send(self, message: OutboundMessage) -> SendResult:
+        """Each part in order (after those an earlier attempt sent). Once a
+        part is out, a refusal of the next before it ran is
+        :class:`PartlySentError` (the core waits and sends the rest); any
+        other failure is ambiguous with the ids sent: WhatsApp has no
+        idempotency key, so nothing is sent twice blindly."""
+        to = message.external_thread_id
+        bodies = plan(message, to)
+        graph = self.graph
+        pair = (
+            f"whatsapp:{graph.phone_number_id}:{to}",
+            Rate(
+                capacity=max(1, int(self.settings.pair_burst)),
+                per_second=float(self.settings.pair_per_minute) / 60.0,
+            ),
+        )
+        sent = list(message.sent_parts)
+        for index, body in enumerate(bodies):
+            if index < len(message.sent_parts):
+                continue
+            try:
+                sent.append(graph.send(body, pair=pair))
+            except BridgeError as exc:
+                if not sent:
+                    raise
+                if isinstance(exc, RetryableError) and exc.nothing_written:
+                    raise PartlySentError(
+                        f"part {index + 1}/{len(bodies)} refused after {len(sent)} sent",
+                        sent_ids=tuple(sent),
+                        retry_after=exc.retry_after,
+                        status=exc.status,
+                    ) from None
+                raise _Partial(
+                    f"part {index + 1}/{len(bodies)} failed after {len(sent)} sent: {exc.message}",
+                    sent_ids=tuple(sent),
+                    status=exc.status,
+                ) from None
+        return SendResult(tuple(sent))
+
+    def acknowledge(self, message: Any) -> None:
+        """Nothing: read receipts are the rep's to give, not the bridge's."""
+
+    def download(self, attachment: Attachment) -> bytes:
+        """Two calls (FACTS §2): ``GET /{media-id}`` for a short-lived URL,
+        then that URL with the same bearer token, through the SSRF-safe
+        fetcher (Meta's media hosts only, the size cap)."""
+        if not attachment.file_ref:
+            raise ConfigError("the attachment has no media id")
+        graph = self.graph
+        url, _size = graph.media_url(attachment.file_ref)
+        fetcher = self.http.fetcher(MEDIA_HOSTS, max_bytes=int(self.settings.max_media_bytes))
+        fetcher.headers = dict(graph.auth)
+        return fetcher.fetch(url)
+
+    def templates(self) -> list[dict[str, Any]]:
+        """The business account's message templates (``bridge whatsapp templates``)."""
+        return self.graph.templates(str(self.settings.waba_id))
+
+
+class _Partial(AmbiguousError):
+    """A later part failed after earlier parts went out (``sent_ids``)."""
+
+    def __init__(self, message: str, *, sent_ids: Sequence[str], status: int | None) -> None:
+        super().__init__(message, status=status)
+        self.sent_ids = tuple(sent_ids)

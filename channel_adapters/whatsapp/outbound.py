@@ -1,0 +1,88 @@
+"""A rep's reply -> the WhatsApp messages that carry it, in sending order
+(corpora FACTS §2 "Outbound").
+
+``text.body`` is at most 4096 characters: a longer reply is split, at a
+line or word break where there is one. Attachments go by ``link`` (a file
+the CRM or the bridge serves over HTTPS); a kind WhatsApp has no message
+for goes as a document. A reply to a specific customer message threads
+with ``context.message_id``; every message carries the bridge's id in
+``biz_opaque_callback_data``, which Meta echoes in the message's statuses.
+A template (the reply window is closed) is one message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bridge.model import Attachment, MessageKind, OutboundMessage
+
+__all__ = ["TEXT_LIMIT", "plan", "split_text"]
+
+TEXT_LIMIT = 4096
+#: a caption is 1024 characters (third-party tables, UNCONFIRMED): longer
+#: text goes as a message of its own
+CAPTION_LIMIT = 1024
+_MEDIA = {
+    MessageKind.PHOTO: "image",
+    MessageKind.VIDEO: "video",
+    MessageKind.AUDIO: "audio",
+    MessageKind.VOICE: "audio",
+    MessageKind.STICKER: "sticker",
+}
+
+
+def plan(message: OutboundMessage, to: str) -> list[dict[str, Any]]:
+    """The request bodies of ``POST /{phone-number-id}/messages``, in order."""
+    base: dict[str, Any] = {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": to,
+        "biz_opaque_callback_data": message.bridge_id[:512],
+    }
+    if message.reply_to:
+        base["context"] = {"message_id": message.reply_to}
+    if message.template is not None:
+        return [{**base, "type": "template", "template": _template(message)}]
+    bodies = [
+        {**base, "type": "text", "text": {"body": part, "preview_url": False}}
+        for part in split_text(message.text)
+    ]
+    bodies += [{**base, **_media(a)} for a in message.attachments if a.url]
+    return bodies
+
+
+def _template(message: OutboundMessage) -> dict[str, Any]:
+    template = message.template
+    assert template is not None
+    body: dict[str, Any] = {"name": template.name, "language": {"code": template.language}}
+    if template.parameters:
+        body["components"] = [
+            {
+                "type": "body",
+                "parameters": [{"type": "text", "text": p or "-"} for p in template.parameters],
+            }
+        ]
+    return body
+
+
+def _media(attachment: Attachment) -> dict[str, Any]:
+    kind = _MEDIA.get(attachment.kind, "document")
+    media: dict[str, Any] = {"link": attachment.url}
+    if kind == "document" and attachment.file_name:
+        media["filename"] = attachment.file_name[:240]
+    return {"type": kind, kind: media}
+
+
+def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
+    """``text`` in parts of at most ``limit`` characters, cut at the last
+    line break, else space, in the second half of a part (else hard)."""
+    text = text.strip()
+    parts: list[str] = []
+    while len(text) > limit:
+        cut = max(text.rfind("\n", limit // 2, limit), text.rfind(" ", limit // 2, limit))
+        cut = cut if cut > 0 else limit
+        parts.append(text[:cut].rstrip())
+        text = text[cut:].lstrip()
+    if text:
+        parts.append(text)
+    return parts

@@ -1,0 +1,291 @@
+"""What the core does for WhatsApp's rules, on real SQLite/PostgreSQL with
+the in-memory CRM and the Graph API mocked (``responses``): the 24-hour
+reply window (template instead, or a refusal the rep reads), statuses that
+only move forward and reach the CRM, the business's echoes as outgoing
+entries, reactions and deletions as notes on the message they concern."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import pytest
+import responses
+from sqlalchemy import select
+
+import crm_adapters
+from bridge import admin
+from bridge.model import (
+    CrmEvent,
+    CrmEventKind,
+    InboundMessage,
+    MessageKind,
+    OutboundStatus,
+    SenderProfile,
+    utcnow,
+)
+from bridge.pipeline.inbound import AccountRef, accept, run_inbound
+from bridge.pipeline.outbound import accept_crm_events, run_outbound, run_reports
+from bridge.tables import Conversation, Message
+from tests.support import fakes
+
+NUMBER = "106540352242922"
+CUSTOMER = "79990001234"
+SEND_URL = f"https://graph.facebook.com/v21.0/{NUMBER}/messages"
+MAPPING = """
+crm: fake
+language: en
+channels:
+  whatsapp:
+    object: deal
+    timeline: note
+{template}
+"""
+TEMPLATE = """    window_template:
+      name: order_update
+      language: en
+      parameters: ["{contact.name}", "{message.text}"]
+"""
+
+
+def _tenant(runtime, monkeypatch, *, template: bool) -> AccountRef:  # type: ignore[no-untyped-def]
+    monkeypatch.setitem(crm_adapters.REGISTRY, "fake", "tests.support.fakes:FakeCrm")
+    fakes.STATE = fakes.FakeCrmState()
+    mapping = MAPPING.format(template=TEMPLATE if template else "")
+    (runtime.settings.mappings_dir / "fake.yaml").write_text(mapping)
+    tenant_id = admin.create_tenant(runtime, slug="acme", crm_kind="fake", mapping="fake.yaml")
+    account_id = admin.add_channel_account(
+        runtime,
+        tenant_id,
+        kind="whatsapp",
+        credentials={"access_token": "EAAG-test-token"},
+        external_id=NUMBER,
+        settings={"waba_id": "102290129340398"},
+    )
+    return AccountRef(account_id, tenant_id, "whatsapp")
+
+
+@pytest.fixture
+def account(runtime, monkeypatch) -> AccountRef:  # type: ignore[no-untyped-def]
+    return _tenant(runtime, monkeypatch, template=False)
+
+
+@pytest.fixture
+def templated(runtime, monkeypatch) -> AccountRef:  # type: ignore[no-untyped-def]
+    return _tenant(runtime, monkeypatch, template=True)
+
+
+def said(n: int, at: dt.datetime, **kw: Any) -> InboundMessage:
+    return InboundMessage(
+        channel_kind="whatsapp",
+        external_id=f"wamid.in{n}",
+        external_user_id=CUSTOMER,
+        external_thread_id=CUSTOMER,
+        kind=kw.pop("kind", MessageKind.TEXT),
+        sent_at=at,
+        text=kw.pop("text", f"question {n}"),
+        provider_message_id=kw.pop("provider_message_id", f"wamid.in{n}"),
+        profile=kw.pop("profile", SenderProfile(display_name="Anna", phone="+" + CUSTOMER)),
+        **kw,
+    )
+
+
+def conversation(runtime) -> Conversation:  # type: ignore[no-untyped-def]
+    with runtime.transaction() as s:
+        found = s.scalars(select(Conversation)).one()
+        s.expunge(found)
+        return found
+
+
+def reply(runtime, account: AccountRef, crm_id: str, text: str) -> None:  # type: ignore[no-untyped-def]
+    uid = conversation(runtime).uid
+    event = CrmEvent(CrmEventKind.REPLY, crm_id, utcnow(), thread_key=uid, text=text)
+    accept_crm_events(runtime, account.tenant_id, [event])
+
+
+def outbound(runtime) -> list[Message]:  # type: ignore[no-untyped-def]
+    with runtime.transaction() as s:
+        rows = list(
+            s.scalars(select(Message).where(Message.direction == "out").order_by(Message.seq))
+        )
+        for row in rows:
+            s.expunge(row)
+        return rows
+
+
+def accepted(wamid: str) -> dict[str, Any]:
+    return {"messaging_product": "whatsapp", "contacts": [{"input": CUSTOMER, "wa_id": CUSTOMER}],
+            "messages": [{"id": wamid}]}  # fmt: skip
+
+
+def sent_bodies() -> list[dict[str, Any]]:
+    return [json.loads(c.request.body) for c in responses.calls if c.request.url == SEND_URL]
+
+
+@responses.activate
+def test_inside_the_window_a_reply_goes_as_text_with_its_id_for_the_statuses(runtime, account):  # type: ignore[no-untyped-def]
+    accept(runtime, account, [said(1, utcnow() - dt.timedelta(hours=23))])
+    run_inbound(runtime, conversation(runtime).id)
+    reply(runtime, account, "crm-1", "It ships today")
+    responses.post(SEND_URL, json=accepted("wamid.out1"))
+    assert run_outbound(runtime, conversation(runtime).id) == "idle"
+    [body] = sent_bodies()
+    assert body["type"] == "text" and body["text"]["body"] == "It ships today"
+    assert body["to"] == CUSTOMER
+    [row] = outbound(runtime)
+    assert body["biz_opaque_callback_data"] == row.uid
+    assert (row.status, row.channel_message_ids) == ("sent", ["wamid.out1"])
+    assert responses.calls[0].request.headers["Authorization"] == "Bearer EAAG-test-token"
+
+
+@responses.activate
+def test_outside_the_window_without_a_template_the_reply_is_refused_and_the_rep_told_why(  # type: ignore[no-untyped-def]
+    runtime, account
+):
+    accept(runtime, account, [said(1, utcnow() - dt.timedelta(hours=25))])
+    run_inbound(runtime, conversation(runtime).id)
+    reply(runtime, account, "crm-1", "Sorry for the wait")
+    reply(runtime, account, "crm-2", "Are you there?")
+    assert run_outbound(runtime, conversation(runtime).id) == "idle"
+    assert sent_bodies() == []  # nothing attempted blindly
+    rows = outbound(runtime)
+    assert [r.status for r in rows] == ["refused", "refused"]  # neither holds the other back
+    assert "24 h after the client's last message" in str(rows[0].last_error)
+    assert "window_template" in str(rows[0].last_error)
+    assert run_reports(runtime, conversation(runtime).id) == "idle"
+    reports = fakes.STATE.reports
+    assert [(r.crm_message_id, r.status.value) for r in reports] == [
+        ("crm-1", "failed"),
+        ("crm-2", "failed"),
+    ]
+    assert "window is closed" in str(reports[0].error)
+    # the client writes again: the window is open, the next reply goes
+    accept(runtime, account, [said(2, utcnow())])
+    run_inbound(runtime, conversation(runtime).id)
+    reply(runtime, account, "crm-3", "Welcome back")
+    responses.post(SEND_URL, json=accepted("wamid.out3"))
+    assert run_outbound(runtime, conversation(runtime).id) == "idle"
+    assert [b["text"]["body"] for b in sent_bodies()] == ["Welcome back"]
+
+
+@responses.activate
+def test_outside_the_window_the_mappings_template_goes_instead(runtime, templated):  # type: ignore[no-untyped-def]
+    accept(runtime, templated, [said(1, utcnow() - dt.timedelta(days=3))])
+    run_inbound(runtime, conversation(runtime).id)
+    reply(runtime, templated, "crm-1", "Your order is ready")
+    responses.post(SEND_URL, json=accepted("wamid.t1"))
+    assert run_outbound(runtime, conversation(runtime).id) == "idle"
+    [body] = sent_bodies()
+    assert body["type"] == "template"
+    assert body["template"]["name"] == "order_update"
+    assert body["template"]["language"] == {"code": "en"}
+    params = body["template"]["components"][0]["parameters"]
+    assert [p["text"] for p in params] == ["Anna", "Your order is ready"]
+    assert [r.status for r in outbound(runtime)] == ["sent"]
+
+
+@responses.activate
+def test_metas_131047_is_handled_as_a_closed_window(runtime, templated):  # type: ignore[no-untyped-def]
+    """Our clock says open, Meta's says closed: the template goes instead."""
+    accept(runtime, templated, [said(1, utcnow() - dt.timedelta(hours=1))])
+    run_inbound(runtime, conversation(runtime).id)
+    reply(runtime, templated, "crm-1", "Hello again")
+    error = {"error": {"message": "(#131047) Re-engagement message", "type": "OAuthException",
+                       "code": 131047, "fbtrace_id": "Az1"}}  # fmt: skip
+    responses.post(SEND_URL, json=error, status=400)
+    responses.post(SEND_URL, json=accepted("wamid.t2"))
+    assert run_outbound(runtime, conversation(runtime).id) == "idle"
+    assert [b["type"] for b in sent_bodies()] == ["text", "template"]
+    assert [r.status for r in outbound(runtime)] == ["sent"]
+
+
+@responses.activate
+def test_a_long_reply_is_split_at_4096_and_threads_to_the_message_answered(runtime, account):  # type: ignore[no-untyped-def]
+    accept(runtime, account, [said(1, utcnow())])
+    run_inbound(runtime, conversation(runtime).id)
+    uid = conversation(runtime).uid
+    text = ("word " * 1700).strip()  # 8,499 characters
+    with runtime.transaction() as s:  # the CRM names the answered message by our id
+        answered = s.scalar(select(Message.uid).where(Message.direction == "in"))
+    event = CrmEvent(CrmEventKind.REPLY, "crm-1", utcnow(), thread_key=uid, text=text,
+                     reply_to=answered)  # fmt: skip
+    accept_crm_events(runtime, account.tenant_id, [event])
+    for i in range(3):
+        responses.post(SEND_URL, json=accepted(f"wamid.p{i}"))
+    assert run_outbound(runtime, conversation(runtime).id) == "idle"
+    bodies = sent_bodies()
+    assert [len(b["text"]["body"]) <= 4096 for b in bodies] == [True, True, True]
+    assert " ".join(b["text"]["body"] for b in bodies) == text
+    assert {b["context"]["message_id"] for b in bodies} == {"wamid.in1"}
+    assert outbound(runtime)[0].channel_message_ids == ["wamid.p0", "wamid.p1", "wamid.p2"]
+
+
+@responses.activate
+def test_statuses_move_forward_only_and_reach_the_crm(runtime, account):  # type: ignore[no-untyped-def]
+    accept(runtime, account, [said(1, utcnow())])
+    conv = conversation(runtime).id
+    run_inbound(runtime, conv)
+    reply(runtime, account, "crm-1", "On its way")
+    responses.post(SEND_URL, json=accepted("wamid.out1"))
+    run_outbound(runtime, conv)
+    run_reports(runtime, conv)
+    [row] = outbound(runtime)
+
+    def status(name: str, by_uid: bool = True) -> OutboundStatus:
+        return OutboundStatus("whatsapp", f"wamid.out1:{name}", row.uid if by_uid else "", name,
+                              channel_message_id="wamid.out1")  # fmt: skip
+
+    # out of order and duplicated: read first, then delivered (found by the
+    # wamid alone), read again, sent
+    accept(runtime, account, [status("read"), status("delivered", by_uid=False)])
+    accept(runtime, account, [status("read"), status("sent")])
+    run_reports(runtime, conv)
+    assert outbound(runtime)[0].payload["delivery"] == "read"
+    assert [r.status.value for r in fakes.STATE.reports] == ["sent", "read"]
+    # a failure after that is still the truth: the reply failed
+    failed = OutboundStatus(
+        "whatsapp", "wamid.out1:failed", row.uid, "failed",
+        error="131026: Message undeliverable", channel_message_id="wamid.out1",
+    )  # fmt: skip
+    accept(runtime, account, [failed])
+    run_reports(runtime, conv)
+    assert outbound(runtime)[0].status == "failed"
+    assert fakes.STATE.reports[-1].status.value == "failed"
+    assert "131026" in str(fakes.STATE.reports[-1].error)
+
+
+def test_an_echo_is_an_outgoing_entry_and_opens_no_window(runtime, account):  # type: ignore[no-untyped-def]
+    old = utcnow() - dt.timedelta(hours=30)
+    accept(runtime, account, [said(1, old)])
+    echo = said(2, utcnow(), text="Sent from the Business app", echo=True, profile=SenderProfile())
+    accept(runtime, account, [echo])
+    run_inbound(runtime, conversation(runtime).id)
+    entries = fakes.STATE.entries
+    assert [e["text"] for e in entries] == ["question 1", "Sent from the Business app"]
+    with runtime.transaction() as s:
+        contact_names = {c for c in s.scalars(select(Conversation.contact_id))}
+    assert len(contact_names) == 1
+    assert [e["direction"] for e in entries] == ["in", "out"]
+    # the window still counts from the customer's message of 30 h ago
+    from bridge.pipeline.outbound.window import ReplyWindow
+    from bridge.tables import Tenant
+
+    with runtime.transaction() as s:
+        tenant = s.get(Tenant, account.tenant_id)
+        s.expunge(tenant)
+    window = ReplyWindow(runtime, tenant, conversation(runtime), "whatsapp", dt.timedelta(hours=24))
+    assert window.closed()
+
+
+def test_a_reaction_and_a_deletion_are_notes_on_the_message_they_concern(runtime, account):  # type: ignore[no-untyped-def]
+    now = utcnow()
+    accept(runtime, account, [said(1, now, text="Can I pay by card?")])
+    reaction = said(2, now, kind=MessageKind.REACTION, text="👍", reply_to="wamid.in1")
+    revoke = said(3, now, text="", is_edit=True, revoked=True, provider_message_id="wamid.in1")
+    accept(runtime, account, [reaction, revoke])
+    run_inbound(runtime, conversation(runtime).id)
+    texts = [e["text"] for e in fakes.STATE.entries]
+    assert texts[1] == "reacted 👍 to: «Can I pay by card?»"
+    assert texts[2] == "(deleted by the client)"
+    assert fakes.STATE.entries[2]["is_edit"] is True
