@@ -4,6 +4,7 @@ tenants, channel accounts, CRM setup, status, replay, re-authorisation.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import secrets
 from collections.abc import Mapping
@@ -13,7 +14,7 @@ from sqlalchemy import func, select
 
 from bridge import outbox
 from bridge.jobs import enqueue
-from bridge.model import ChannelLink, Installed
+from bridge.model import ChannelLink, Installed, utcnow
 from bridge.registry import channel_class, crm_class
 from bridge.schema import check, load, public, secret_names
 from bridge.tables import (
@@ -22,6 +23,7 @@ from bridge.tables import (
     Conversation,
     CrmRoute,
     FollowupStatus,
+    IgnoredEventRow,
     Message,
     MessageStatus,
     Outbox,
@@ -483,6 +485,7 @@ def status(rt: Runtime, tenant_id: int | None = None) -> dict[str, Any]:
     from bridge.pollers import report as pollers_report
 
     return {
+        "channel_problems": channel_problems(rt, tenant_id),
         "tenants": tenants,
         "conversations": conversations,
         "journal": journal_counts(rt, tenant_id),
@@ -495,6 +498,43 @@ def status(rt: Runtime, tenant_id: int | None = None) -> dict[str, Any]:
         "followup_failed": followup_failed,
         "failed": failed,
     }
+
+
+def channel_problems(rt: Runtime, tenant_id: int | None = None) -> list[dict[str, Any]]:
+    """What channels said in the last 7 days about an account itself (its
+    adapter's ``problem_events``: a number disabled, a template rejected),
+    per account and event, newest first."""
+    since = utcnow() - dt.timedelta(days=7)
+    scope = [IgnoredEventRow.tenant_id == tenant_id] if tenant_id else []
+    with rt.read_session() as session:
+        rows = session.execute(
+            select(
+                ChannelAccount.id,
+                ChannelAccount.kind,
+                IgnoredEventRow.event_type,
+                func.count(),
+                func.max(IgnoredEventRow.created_at),
+            )
+            .join(ChannelAccount, ChannelAccount.id == IgnoredEventRow.channel_account_id)
+            .where(IgnoredEventRow.created_at >= since, *scope)
+            .group_by(ChannelAccount.id, ChannelAccount.kind, IgnoredEventRow.event_type)
+        ).all()
+    out = []
+    for account_id, kind, event_type, n, last in rows:
+        problems = channel_class(kind).problem_events
+        what = next((v for k, v in problems.items() if str(event_type).startswith(k)), None)
+        if what is not None:
+            out.append(
+                {
+                    "account": account_id,
+                    "kind": kind,
+                    "event": event_type,
+                    "what": what,
+                    "count": n,
+                    "last": last,
+                }  # fmt: skip
+            )
+    return sorted(out, key=lambda p: str(p["last"]), reverse=True)
 
 
 def set_channel_settings(rt: Runtime, account_id: int, **values: Any) -> None:

@@ -29,6 +29,7 @@ import time
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from flask import Blueprint, Request, Response, jsonify, request
 from flask.typing import ResponseReturnValue
@@ -105,6 +106,26 @@ class _AdapterCache:
                 )
             )
         return self.get(rt, key) if key else None
+
+    def by_route(self, rt: Runtime, cls: Any, routed: str) -> list[_Cached]:
+        """The accounts one of ``route``'s answers names: an account by its
+        own id, or every account of a group (``group:<id>``: the accounts
+        whose ``group_setting`` is that id, e.g. a WhatsApp Business
+        Account's numbers, for a notice about the whole group)."""
+        prefix = "group:"
+        if not routed.startswith(prefix) or not cls.group_setting:
+            found = self.by_external_id(rt, cls.kind, routed)
+            return [found] if found is not None else []
+        group = routed[len(prefix) :]
+        with rt.read_engine.connect() as conn:
+            rows = conn.execute(
+                select(ChannelAccount.key, ChannelAccount.settings).where(
+                    ChannelAccount.kind == cls.kind,
+                    ChannelAccount.status == ChannelStatus.ACTIVE,
+                )
+            ).all()
+        keys = [k for k, s in rows if group and str((s or {}).get(cls.group_setting)) == group]
+        return [c for c in (self.get(rt, k) for k in keys) if c is not None]
 
     def clear(self) -> None:
         with self._lock:
@@ -217,14 +238,16 @@ def channel_app_webhook(kind: str) -> ResponseReturnValue:
         _check_body(min(cls.max_body, rt.settings.max_body), cls.content_types)
         cls.verify_app(app, webhook)
         stored: list[RawDelivery] = []
-        for external_id in cls.route(app, webhook):
-            cached = _channels.by_external_id(rt, kind, external_id)
-            if cached is None:
+        for routed in cls.route(app, webhook):
+            accounts = _channels.by_route(rt, cls, routed)
+            if not accounts:
                 log.info("%s delivery for an account not connected here: left", kind)
-                continue
-            deliveries = cached.adapter.edge(webhook)
-            record(rt, cached.account, deliveries, received_at=webhook.received_at, waker=waker(rt))
-            stored.extend(deliveries)
+            for cached in accounts:
+                deliveries = cached.adapter.edge(webhook)
+                record(
+                    rt, cached.account, deliveries, received_at=webhook.received_at, waker=waker(rt)
+                )
+                stored.extend(deliveries)
     except WebhookError as exc:
         return _error(exc)
     return _answer(cls.app_answer(app, stored))

@@ -90,6 +90,16 @@ class ChannelAdapter(ABC):
     #: :meth:`edge`. Otherwise each account has its own URL with a random
     #: key (``/webhooks/<kind>/<key>``).
     app_routed: ClassVar[bool] = False
+    #: app-routed channels whose provider groups accounts (a WhatsApp
+    #: Business Account's phone numbers): the setting holding an account's
+    #: group id. :meth:`route` may then name ``group:<id>`` for a notice
+    #: about the whole group, journaled on each of its accounts.
+    group_setting: ClassVar[str | None] = None
+    #: ignored events that say the account itself has a problem (WhatsApp's
+    #: ``account_update:ACCOUNT_VIOLATION``, a template rejected), by the
+    #: start of their ``IgnoredEvent.event_type``, with what to do:
+    #: ``bridge status`` lists those of the last 7 days per account
+    problem_events: ClassVar[Mapping[str, str]] = {}
     #: how the provider's deliveries can reach the bridge, the default
     #: first: ``WEBHOOK`` (it posts them to the account's URL), ``POLLING``
     #: (a poller in the worker fetches them with :meth:`poll`). A channel

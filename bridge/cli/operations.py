@@ -61,6 +61,11 @@ def _print_status(data: dict[str, Any]) -> None:
         click.echo(f"REJECTED deliveries: {reasons} (after a fix: bridge reparse)")
     for p in data["pollers"]:
         _print_poller(p)
+    for p in data.get("channel_problems", []):
+        click.echo(
+            f"CHANNEL {p['kind']} account {p['account']}: {p['what']} ({p['event']}, "
+            f"{p['count']}x, last {p['last']}): see the provider's account manager"
+        )
     for direction, label in (
         ("in", "inbound (customer -> CRM)"),
         ("out", "outbound (CRM -> customer)"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from bridge.errors import (
@@ -50,6 +50,22 @@ class WhatsAppAdapter(ChannelAdapter):
     kind: ClassVar[str] = "whatsapp"
     title: ClassVar[str] = "WhatsApp"
     app_routed: ClassVar[bool] = True
+    #: account-level notices (account_update, template status) name the
+    #: WhatsApp Business Account (``entry.id``), not a number
+    group_setting: ClassVar[str | None] = "waba_id"
+    #: account-level webhook events that need a person (WhatsApp Manager)
+    problem_events: ClassVar[Mapping[str, str]] = {
+        "account_update:DISABLED_UPDATE": "the number or business account was disabled",
+        "account_update:ACCOUNT_VIOLATION": "Meta reports a policy violation",
+        "account_update:ACCOUNT_RESTRICTION": "the business account is restricted",
+        "account_update:ACCOUNT_DELETED": "the business account was deleted",
+        "account_update:ACCOUNT_OFFBOARDED": "the business account was offboarded",
+        "account_update:PARTNER_APP_UNINSTALLED": "the app was uninstalled from the account",
+        "message_template_status_update:REJECTED": "a message template was rejected",
+        "message_template_status_update:DISABLED": "a message template was disabled",
+        "message_template_status_update:PAUSED": "a message template was paused",
+        "phone_number_quality_update": "the number's quality rating or limit changed",
+    }
     #: "Payloads up to 3 MB" (FACTS §2)
     max_body: ClassVar[int] = 3_000_000
     #: the 24-hour customer-service window (FACTS §2, error 131047)
@@ -143,7 +159,9 @@ class WhatsAppAdapter(ChannelAdapter):
         self.verify_app(self.app, request)
 
     def edge(self, request: WebhookRequest) -> list[RawDelivery]:
-        return inbound.split(request.body, str(self.account.external_id))
+        return inbound.split(
+            request.body, str(self.account.external_id), str(self.settings.waba_id or "")
+        )
 
     def parse(self, request: WebhookRequest) -> list[InboundEvent]:
         return inbound.parse(request.body, request.received_at)

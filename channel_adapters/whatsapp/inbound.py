@@ -113,35 +113,37 @@ REFERRAL_UTM = (
 
 
 def route(body: bytes) -> tuple[str, ...]:
-    """The distinct ``value.metadata.phone_number_id``s of a POST, in order.
+    """The distinct ``value.metadata.phone_number_id``s of a POST, in order,
+    and ``group:<WABA id>`` for account-level notices (account_update,
+    template status: no phone number in them, ``entry.id`` names the
+    WhatsApp Business Account; the core journals them on its numbers).
 
-    ``()`` for a POST of account-level notices only (no phone number in
-    them); :class:`PayloadError` for a body that is not the envelope, or
-    whose messages/statuses name no phone number.
+    :class:`PayloadError` for a body that is not the envelope, or whose
+    messages/statuses name no phone number.
     """
     data = _decode(body)
     ids: dict[str, None] = {}
-    unroutable = False
-    for _entry, change in _changes(data):
+    for entry, change in _changes(data):
         number = _phone_number_id(change)
         if number is not None:
             ids[number] = None
         elif _str(change.get("field")) in PHONE_FIELDS or not _str(change.get("field")):
-            unroutable = True
-    if ids:
-        return tuple(ids)
-    if unroutable or not any(True for _ in _changes(data)):
+            continue  # a number's change naming no number: nobody's
+        elif _id(entry.get("id")):
+            ids[f"group:{_id(entry.get('id'))}"] = None
+    if not ids:
         raise PayloadError("no value.metadata.phone_number_id in the webhook: whose number is it?")
-    return ()
+    return tuple(ids)
 
 
-def split(body: bytes, phone_number_id: str) -> list[RawDelivery]:
+def split(body: bytes, phone_number_id: str, waba_id: str = "") -> list[RawDelivery]:
     """The deliveries of one phone number in a POST (the cheap edge): one
-    per message, status, echo or other change, in the order Meta sent them;
+    per message, status, echo or other change, in the order Meta sent them,
+    and the account-level notices of its business account (``waba_id``);
     a key repeated within the POST is kept once."""
     data = _decode(body)
     deliveries: dict[str, RawDelivery] = {}
-    for item in _items(data, phone_number_id):
+    for item in _items(data, phone_number_id, waba_id):
         deliveries.setdefault(item.key, RawDelivery(item.key, _dumps(item.envelope)))
     return list(deliveries.values())
 
@@ -201,11 +203,18 @@ def _phone_number_id(change: Mapping[str, Any]) -> str | None:
     return _id(_obj(_obj(change.get("value")).get("metadata")).get("phone_number_id"))
 
 
-def _items(data: Mapping[str, Any], phone_number_id: str | None) -> Iterator[_Item]:
-    """Every item of the envelope, of one phone number (or of all, with
-    ``None``). Idempotent: the items of an item's own envelope are itself."""
+def _items(
+    data: Mapping[str, Any], phone_number_id: str | None, waba_id: str = ""
+) -> Iterator[_Item]:
+    """Every item of the envelope, of one phone number and its business
+    account's notices (or of all, with ``None``). Idempotent: the items of
+    an item's own envelope are itself."""
     for entry, change in _changes(data):
-        if phone_number_id is not None and _phone_number_id(change) != phone_number_id:
+        number = _phone_number_id(change)
+        ours = number == phone_number_id or (
+            number is None and bool(waba_id) and _id(entry.get("id")) == waba_id
+        )
+        if phone_number_id is not None and not ours:
             continue
         items = list(_change_items(entry, change))
         if items:

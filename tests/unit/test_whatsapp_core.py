@@ -1,3 +1,4 @@
+# ruff: noqa: S105, S106  (test secrets)
 """What the core does for WhatsApp's rules, on real SQLite/PostgreSQL with
 the in-memory CRM and the Graph API mocked (``responses``): the 24-hour
 reply window (template instead, or a refusal the rep reads), statuses that
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -289,3 +291,105 @@ def test_a_reaction_and_a_deletion_are_notes_on_the_message_they_concern(runtime
     assert texts[1] == "reacted 👍 to: «Can I pay by card?»"
     assert texts[2] == "(deleted by the client)"
     assert fakes.STATE.entries[2]["is_edit"] is True
+
+
+# -- the app URL: handshake, signature, routing, account-level notices ------------
+
+CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "corpora" / "whatsapp" / "pywa_updates"
+APP_SECRET = "meta-app-secret-for-tests"
+VERIFY = "verify-token-for-tests"
+
+
+def _variants(name: str) -> dict[str, Any]:
+    return dict(json.loads((CORPUS / name).read_text()))
+
+
+def _onto(body: dict[str, Any], number: str, waba: str) -> bytes:
+    """A corpus body addressed to our number and business account."""
+    for entry in body.get("entry", []):
+        entry["id"] = waba
+        for change in entry.get("changes", []):
+            metadata = change.get("value", {}).get("metadata")
+            if isinstance(metadata, dict):
+                metadata["phone_number_id"] = number
+    return json.dumps(body).encode()
+
+
+@pytest.fixture
+def app_world(runtime, account):  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    from bridge import create_app
+
+    settings = dataclasses.replace(
+        runtime.settings,
+        apps={
+            **runtime.settings.apps,
+            "whatsapp": {"app_secret": APP_SECRET, "verify_token": VERIFY},
+        },
+    )
+    runtime.settings = settings
+    return create_app(runtime=runtime).test_client()
+
+
+def _post(client, raw: bytes, secret: str = APP_SECRET):  # type: ignore[no-untyped-def]
+    from channel_adapters.whatsapp import WhatsAppAdapter
+
+    return client.post(
+        "/webhooks/whatsapp/app",
+        data=raw,
+        headers={
+            "Content-Type": "application/json",
+            "X-Hub-Signature-256": WhatsAppAdapter.signature(secret, raw),
+        },  # fmt: skip
+    )
+
+
+def test_the_app_url_answers_metas_handshake_only_with_the_verify_token(app_world) -> None:  # type: ignore[no-untyped-def]
+    ok = app_world.get(
+        "/webhooks/whatsapp/app",
+        query_string={
+            "hub.mode": "subscribe",
+            "hub.verify_token": VERIFY,
+            "hub.challenge": "1158201444",
+        },
+    )
+    assert ok.status_code == 200 and ok.data == b"1158201444"
+    wrong = app_world.get(
+        "/webhooks/whatsapp/app",
+        query_string={"hub.mode": "subscribe", "hub.verify_token": "nope", "hub.challenge": "1"},
+    )
+    assert wrong.status_code == 403 and wrong.is_json
+
+
+def test_a_signed_post_lands_and_a_forged_one_changes_nothing(runtime, account, app_world) -> None:  # type: ignore[no-untyped-def]
+    from bridge.pipeline.inbound.journal import normalise_pending
+
+    raw = _onto(_variants("message.json")["text"], NUMBER, "102290129340398")
+    forged = _post(app_world, raw, secret="not-the-app-secret")
+    assert forged.status_code == 403 and forged.is_json
+    assert _post(app_world, raw).status_code == 200
+    assert _post(app_world, raw).status_code == 200  # Meta's retry: stored once
+    normalise_pending(runtime)
+    with runtime.transaction() as s:
+        rows = list(s.scalars(select(Message).where(Message.direction == "in")))
+    assert len(rows) == 1 and rows[0].dedupe_key.startswith("wamid.")
+
+
+def test_account_level_notices_reach_each_number_and_bridge_status(
+    runtime, account, app_world
+) -> None:  # type: ignore[no-untyped-def]
+    from bridge.pipeline.inbound.journal import normalise_pending
+
+    waba = "102290129340398"  # the account's waba_id
+    disabled = _variants("account_update.json")
+    name = next(k for k in disabled if "disabled" in k.lower())
+    assert _post(app_world, _onto(disabled[name], NUMBER, waba)).status_code == 200
+    other = _onto(_variants("account_update.json")[name], NUMBER, "another-business")
+    assert _post(app_world, other).status_code == 200  # not ours: answered, stored for nobody
+    normalise_pending(runtime)
+    problems = admin.status(runtime)["channel_problems"]
+    assert [(p["account"], p["event"], p["count"]) for p in problems] == [
+        (account.id, "account_update:DISABLED_UPDATE", 1)
+    ]
+    assert "disabled" in problems[0]["what"]

@@ -203,12 +203,15 @@ def deliver(body: bytes) -> list[tuple[RawDelivery, list[InboundEvent]]]:
     """What the webhook and the normaliser make of one POST: route, split
     for each number, parse each delivery (checking the keys agree)."""
     out = []
-    for number in route(body):
-        for delivery in split(body, number):
+    for routed in route(body):
+        # a business account's notice (group:<WABA id>) is split for each of
+        # its numbers; one number stands for them here
+        number, waba = ("-", routed[6:]) if routed.startswith("group:") else (routed, "")
+        for delivery in split(body, number, waba):
             events = parse(delivery.body, NOW)
             assert [e.external_id for e in events] == [delivery.key]
             assert len(delivery.key) <= 255
-            assert split(delivery.body, number) == [delivery]  # a delivery is one item
+            assert split(delivery.body, number, waba) == [delivery]  # a delivery is one item
             out.append((delivery, events))
     return out
 
@@ -252,13 +255,22 @@ def test_corpus_variant(name: str, variant: str, expected: tuple[str, ...]) -> N
             assert event.sent_at.tzinfo is not None
 
 
-def test_account_level_notices_route_nowhere() -> None:
-    """Template and account updates carry no phone number: the POST is
-    answered (no 4xx: Meta would retry for days) and stored for no one."""
+def test_account_level_notices_route_to_the_business_accounts_numbers() -> None:
+    """Template and account updates carry no phone number: they are routed
+    to the WhatsApp Business Account (``entry.id``), whose numbers each
+    journal them (ignored, with the event named); a number of another
+    business account takes none of them."""
     for name in ("account_update.json", "template_status_update.json"):
         for body in _variants(name).values():
-            assert route(dumps(body)) == ()
-            assert split(dumps(body), PN) == []
+            raw = dumps(body)
+            waba = str(body["entry"][0]["id"])
+            assert route(raw) == (f"group:{waba}",)
+            assert split(raw, PN) == [] and split(raw, PN, "another-waba") == []
+            [delivery] = split(raw, PN, waba)
+            [event] = parse(delivery.body, NOW)
+            assert isinstance(event, IgnoredEvent) and event.event_type.startswith(
+                ("account_update:", "message_template_status_update")
+            )
 
 
 def test_corpus_messages_read_right() -> None:
@@ -460,7 +472,7 @@ def test_one_post_splits_into_one_delivery_per_item() -> None:
         entry({"field": "account_update", "value": {"event": "ACCOUNT_DELETED"}}),
     )
     raw = dumps(body)
-    assert route(raw) == (PN, "999")
+    assert route(raw) == (PN, "999", "group:WABA1")
     deliveries = split(raw, PN)
     assert [d.key for d in deliveries] == [
         "wamid.A",
