@@ -100,6 +100,9 @@ class ChannelAdapter(ABC):
     #: start of their ``IgnoredEvent.event_type``, with what to do:
     #: ``bridge status`` lists those of the last 7 days per account
     problem_events: ClassVar[Mapping[str, str]] = {}
+    #: what ``bridge <kind> <name> --account <id>`` lists from the provider
+    #: (:meth:`listing`): name -> what it is (WhatsApp: ``templates``)
+    listings: ClassVar[Mapping[str, str]] = {}
     #: how the provider's deliveries can reach the bridge, the default
     #: first: ``WEBHOOK`` (it posts them to the account's URL), ``POLLING``
     #: (a poller in the worker fetches them with :meth:`poll`). A channel
@@ -181,6 +184,11 @@ class ChannelAdapter(ABC):
     def acknowledge(self, message: InboundMessage) -> None:  # noqa: B027 (optional hook)
         """Optional: tell the provider an inbound event was handled (Telegram
         ``answerCallbackQuery``). Called by the sync job after the CRM write."""
+
+    def listing(self, name: str) -> list[dict[str, Any]]:
+        """One of :attr:`listings`, fetched from the provider: rows of
+        short fields (name, language, status, ...) for a person to read."""
+        raise NotImplementedError(f"{self.kind} has no listing {name!r}")
 
     def download(self, attachment: Attachment) -> bytes:
         """Optional: the bytes of an inbound attachment, fetched only from the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -173,6 +174,9 @@ def _channel_group(kind: str) -> click.Group:
                 "(a running `bridge worker` fetches its messages)"
             )
 
+    for listing, about in cls.listings.items():
+        group.add_command(_listing_command(kind, listing, about))
+
     @group.command("disconnect")
     @click.option("--account", "account_id", type=int, required=True, help="Channel account id.")
     def disconnect(account_id: int) -> None:
@@ -185,6 +189,43 @@ def _channel_group(kind: str) -> click.Group:
         click.echo(f"{title} channel account {account_id} disconnected")
 
     return group
+
+
+def _listing_command(kind: str, name: str, about: str) -> click.Command:
+    """``bridge <kind> <name> --account <id>``: rows the provider lists."""
+
+    def show(account_id: int, as_json: bool) -> None:
+        from bridge.tables import ChannelAccount
+
+        rt = context.runtime()
+        found = _account(rt, kind, account_id)
+        with rt.read_session() as session:
+            account = session.get(ChannelAccount, found)
+            assert account is not None
+            adapter = rt.channel_adapter(account)
+        rows = adapter.listing(name)
+        if as_json:
+            click.echo(json.dumps(rows, ensure_ascii=False, indent=2, default=str))
+            return
+        if not rows:
+            click.echo(f"no {name}")
+            return
+        columns = list(rows[0])
+        click.echo("\t".join(columns))
+        for row in rows:
+            click.echo("\t".join(str(row.get(c, "")) for c in columns))
+
+    return click.Command(
+        name,
+        callback=show,
+        help=about[0].upper() + about[1:] + ".",
+        params=[
+            click.Option(
+                ["--account", "account_id"], type=int, required=True, help="Channel account id."
+            ),
+            click.Option(["--json", "as_json"], is_flag=True, help="Machine-readable."),
+        ],
+    )
 
 
 def _account(rt: Runtime, kind: str, account_id: int) -> int:

@@ -54,6 +54,9 @@ class WhatsAppAdapter(ChannelAdapter):
     #: WhatsApp Business Account (``entry.id``), not a number
     group_setting: ClassVar[str | None] = "waba_id"
     #: account-level webhook events that need a person (WhatsApp Manager)
+    listings: ClassVar[Mapping[str, str]] = {
+        "templates": "the business account's message templates (for window_template)"
+    }
     problem_events: ClassVar[Mapping[str, str]] = {
         "account_update:DISABLED_UPDATE": "the number or business account was disabled",
         "account_update:ACCOUNT_VIOLATION": "Meta reports a policy violation",
@@ -222,9 +225,29 @@ class WhatsAppAdapter(ChannelAdapter):
         fetcher.headers = dict(graph.auth)
         return fetcher.fetch(url)
 
-    def templates(self) -> list[dict[str, Any]]:
-        """The business account's message templates (``bridge whatsapp templates``)."""
-        return self.graph.templates(str(self.settings.waba_id))
+    def listing(self, name: str) -> list[dict[str, Any]]:
+        """``templates``: the business account's message templates, the
+        names and languages a mapping's ``window_template`` may use."""
+        if name != "templates":
+            return super().listing(name)
+        return [
+            {
+                "name": t.get("name"),
+                "language": t.get("language"),
+                "status": t.get("status"),
+                "category": t.get("category"),
+                "parameters": _body_parameters(t),
+            }
+            for t in self.graph.templates(str(self.settings.waba_id))
+        ]
+
+
+def _body_parameters(template: Mapping[str, Any]) -> int:
+    """How many ``{{n}}`` parameters the template's body takes."""
+    for component in template.get("components") or []:
+        if isinstance(component, dict) and component.get("type") in ("BODY", "body"):
+            return str(component.get("text") or "").count("{{")
+    return 0
 
 
 class _Partial(AmbiguousError):

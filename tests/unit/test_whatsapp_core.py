@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import responses
+from responses import matchers
 from sqlalchemy import select
 
 import crm_adapters
@@ -393,3 +394,33 @@ def test_account_level_notices_reach_each_number_and_bridge_status(
         (account.id, "account_update:DISABLED_UPDATE", 1)
     ]
     assert "disabled" in problems[0]["what"]
+
+
+@responses.activate
+def test_bridge_whatsapp_templates_lists_the_business_accounts_templates(  # type: ignore[no-untyped-def]
+    runtime, account, monkeypatch
+):
+    from click.testing import CliRunner
+
+    from bridge.cli import context, main
+
+    url = "https://graph.facebook.com/v21.0/102290129340398/message_templates"
+    page = {
+        "data": [
+            {"name": "order_update", "language": "en", "status": "APPROVED",
+             "category": "UTILITY",
+             "components": [{"type": "BODY", "text": "Hi {{1}}, {{2}}"}]},
+            {"name": "promo", "language": "ru", "status": "REJECTED", "category": "MARKETING",
+             "components": []},
+        ],
+        "paging": {"cursors": {"before": "a", "after": "b"}},
+    }  # fmt: skip
+    responses.get(url, json=page, match=[matchers.query_string_matcher("limit=100")])
+    monkeypatch.setattr(context, "runtime", lambda **_: runtime)
+    out = CliRunner().invoke(main, ["whatsapp", "templates", "--account", str(account.id)])
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert lines[0].split("\t") == ["name", "language", "status", "category", "parameters"]
+    assert lines[1].split("\t") == ["order_update", "en", "APPROVED", "UTILITY", "2"]
+    assert lines[2].split("\t")[:3] == ["promo", "ru", "REJECTED"]
+    assert responses.calls[0].request.headers["Authorization"] == "Bearer EAAG-test-token"
