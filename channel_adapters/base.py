@@ -103,6 +103,11 @@ class ChannelAdapter(ABC):
     #: what ``bridge <kind> <name> --account <id>`` lists from the provider
     #: (:meth:`listing`): name -> what it is (WhatsApp: ``templates``)
     listings: ClassVar[Mapping[str, str]] = {}
+    #: True when a customer's files are held by the provider under a handle
+    #: that expires (WhatsApp media ids): the sync job fetches each with
+    #: :meth:`download` and the bridge keeps it before the CRM entry is
+    #: written. False (Telegram, whose file_id lasts): labels only.
+    fetch_media: ClassVar[bool] = False
     #: how the provider's deliveries can reach the bridge, the default
     #: first: ``WEBHOOK`` (it posts them to the account's URL), ``POLLING``
     #: (a poller in the worker fetches them with :meth:`poll`). A channel

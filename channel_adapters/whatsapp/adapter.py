@@ -53,6 +53,8 @@ class WhatsAppAdapter(ChannelAdapter):
     #: account-level notices (account_update, template status) name the
     #: WhatsApp Business Account (``entry.id``), not a number
     group_setting: ClassVar[str | None] = "waba_id"
+    #: a media id's URL lasts minutes (FACTS §2: two-step download)
+    fetch_media: ClassVar[bool] = True
     #: account-level webhook events that need a person (WhatsApp Manager)
     listings: ClassVar[Mapping[str, str]] = {
         "templates": "the business account's message templates (for window_template)"

@@ -424,3 +424,54 @@ def test_bridge_whatsapp_templates_lists_the_business_accounts_templates(  # typ
     assert lines[1].split("\t") == ["order_update", "en", "APPROVED", "UTILITY", "2"]
     assert lines[2].split("\t")[:3] == ["promo", "ru", "REJECTED"]
     assert responses.calls[0].request.headers["Authorization"] == "Bearer EAAG-test-token"
+
+
+def test_media_is_fetched_and_kept_before_the_crm_entry_and_a_lost_one_is_a_label(  # type: ignore[no-untyped-def]
+    runtime, account, monkeypatch
+):
+    """The sync job fetches each media id through the adapter (its two-step
+    download is exercised against the sandbox in the integration tests),
+    keeps the bytes and the CRM gets a link; a media id Meta no longer has
+    leaves a label, and the text still lands."""
+    from bridge.errors import NotFoundError, RetryableError
+    from bridge.model import Attachment
+    from channel_adapters.whatsapp import WhatsAppAdapter
+
+    calls: list[str] = []
+
+    def download(self, attachment):  # type: ignore[no-untyped-def]
+        calls.append(attachment.file_ref)
+        if attachment.file_ref == "media-gone":
+            raise NotFoundError("WhatsApp 100: media not found")
+        if attachment.file_ref == "media-slow" and calls.count("media-slow") == 1:
+            raise RetryableError("read timeout")
+        return b"\x89PNG fake image " + attachment.file_ref.encode()
+
+    monkeypatch.setattr(WhatsAppAdapter, "download", download)
+    photo = Attachment(MessageKind.PHOTO, file_ref="media-1", mime_type="image/jpeg")
+    gone = Attachment(MessageKind.DOCUMENT, file_ref="media-gone", file_name="a.pdf")
+    slow = Attachment(MessageKind.PHOTO, file_ref="media-slow", mime_type="image/png")
+    accept(runtime, account, [
+        said(1, utcnow(), kind=MessageKind.PHOTO, text="my receipt", attachments=(photo,)),
+        said(2, utcnow(), kind=MessageKind.DOCUMENT, text="", attachments=(gone,)),
+        said(3, utcnow(), kind=MessageKind.PHOTO, text="", attachments=(slow,)),
+    ])  # fmt: skip
+    conv = conversation(runtime).id
+    assert run_inbound(runtime, conv) == "backoff"  # the slow one: tried again, not dropped
+    from sqlalchemy import update as sa_update
+
+    from bridge.tables import Outbox
+
+    with runtime.transaction() as s:
+        s.execute(sa_update(Outbox).values(not_before=None))
+    run_inbound(runtime, conv)
+    entries = fakes.STATE.entries
+    assert [e["text"] for e in entries] == ["my receipt", "", ""]
+    first, second, third = (e["attachments"][0] for e in entries)
+    assert first.url and first.url.startswith(runtime.settings.public_url + "/files/")
+    assert third.url and "/files/" in third.url
+    assert second.url is None  # Meta no longer has it: a label
+    assert calls.count("media-1") == 1 and calls.count("media-gone") == 1
+    with runtime.transaction() as s:
+        payloads = [m.payload for m in s.scalars(select(Message).order_by(Message.seq))]
+    assert "fetch_error" in payloads[1]["attachments"][0]

@@ -61,6 +61,7 @@ from bridge.model import (
 from bridge.pipeline.drain import Drained, LeaseLost, Parked, run_drain
 from bridge.pipeline.followup import due
 from bridge.pipeline.inbound.cohort import contact_lease, open_together
+from bridge.pipeline.inbound.media import fetch_media
 from bridge.pipeline.inbound.together import append_together
 from bridge.pipeline.inbound.wording import entry_text
 from bridge.pipeline.retry import backoff_until, call_with_retries, retry_delay
@@ -232,6 +233,8 @@ class InboundSync:
             adapter = self._crm(snap.tenant)
             # no more than one CRM request's worth where the CRM says so
             batch = batch[: adapter.entries_per_request or BATCH]
+            # files the channel holds for us (WhatsApp media) become ours first
+            fetch_media(self.rt, snap.account, batch)
             if snap.conversation.status == ConversationStatus.CLOSED:
                 self._reopen(snap)
             if not self._tried_together and adapter.batch_size > 1:
