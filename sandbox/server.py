@@ -3,7 +3,9 @@
 * ``mount(bridge_app)``: the demo (``bridge run``) — the sandbox shares the
   bridge's server: ``/sandbox/hubspot/...`` (HubSpot's own paths after the
   prefix), ``/sandbox/amocrm/...``, ``/sandbox/bitrix24/...``,
-  ``/sandbox/telegram/bot<token>/<method>``, ``/sandbox/email/...`` (the
+  ``/sandbox/telegram/bot<token>/<method>``,
+  ``/sandbox/whatsapp/v<N>/<phone-number-id>/messages`` (the Graph API's
+  paths after the prefix), ``/sandbox/email/...`` (the
   control API of a mail system whose SMTP server listens on a port of its
   own, :mod:`sandbox.email`), and the try-it page at
   ``/sandbox/``. Each vendor's control API (``/_state``, ``/_reply``, ...) is
@@ -26,7 +28,7 @@ __all__ = ["build", "mount"]
 
 
 def _apps(config: dict[str, Any] | None) -> dict[str, Any]:
-    from sandbox import amocrm, bitrix24, custom, email, hubspot, telegram, web
+    from sandbox import amocrm, bitrix24, custom, email, hubspot, telegram, web, whatsapp
 
     config = config or {}
     return {
@@ -34,6 +36,7 @@ def _apps(config: dict[str, Any] | None) -> dict[str, Any]:
         "/sandbox/amocrm": amocrm.create_app(config.get("amocrm")),
         "/sandbox/bitrix24": bitrix24.create_app(config.get("bitrix24")),
         "/sandbox/telegram": telegram.create_app(config.get("telegram")),
+        "/sandbox/whatsapp": whatsapp.create_app(config.get("whatsapp")),
         "/sandbox/custom": custom.create_app(config.get("custom")),
         "/sandbox/email": email.create_app(config.get("email")),
         "/sandbox": web.create_app(config.get("web")),
