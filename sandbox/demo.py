@@ -59,14 +59,25 @@ class Seeded:
     account: str  # the CRM account (HubSpot portal id, amoCRM subdomain)
     #: the demo mailbox's channel account (None: no e-mail channel here)
     email_account_id: int | None = None
+    #: the demo WhatsApp number's channel account
+    whatsapp_account_id: int | None = None
 
 
 def demo_env(crm: str, base: str, sandbox: str | None = None) -> dict[str, str]:
     """Environment that points the bridge (at ``base``) at the sandbox
     vendors (at ``sandbox``, default ``<base>/sandbox``); the deployment-wide
     app credentials are the sandbox's demo app."""
+    from sandbox import whatsapp
+
     sb = sandbox or f"{base}/sandbox"
-    env = {"BRIDGE_PUBLIC_URL": base, "TELEGRAM_API_BASE": f"{sb}/telegram"}
+    env = {
+        "BRIDGE_PUBLIC_URL": base,
+        "TELEGRAM_API_BASE": f"{sb}/telegram",
+        # the sandbox's Meta app: it signs what it posts to /webhooks/whatsapp/app
+        "WHATSAPP_API_BASE": f"{sb}/whatsapp",
+        "WHATSAPP_APP_SECRET": whatsapp.DEMO_APP_SECRET,
+        "WHATSAPP_VERIFY_TOKEN": whatsapp.DEMO_VERIFY_TOKEN,
+    }
     if crm == "hubspot":
         from sandbox.hubspot.config import DEFAULTS
 
@@ -253,6 +264,32 @@ def connect_email(runtime: Runtime, tenant_id: int, sandbox: str) -> int | None:
     return account_id
 
 
+def connect_whatsapp(runtime: Runtime, base: str, tenant_id: int, sandbox: str) -> int:
+    """The sandbox's demo WhatsApp number, connected as an admin connects a
+    real one, and the sandbox's Meta app pointed at the bridge's app URL
+    (Meta's handshake checked, as when a webhook is saved in the app)."""
+    from sandbox import whatsapp
+
+    account_id = connect_channel(
+        runtime,
+        tenant_id,
+        kind="whatsapp",
+        values={
+            "phone_number_id": whatsapp.DEMO_PHONE_NUMBER_ID,
+            "waba_id": whatsapp.DEMO_WABA_ID,
+            "access_token": whatsapp.DEMO_ACCESS_TOKEN,
+            "display_phone_number": whatsapp.DEMO_DISPLAY_PHONE_NUMBER,
+        },
+        name="Demo WhatsApp",
+    )
+    requests.post(
+        f"{sandbox}/whatsapp/_config",
+        json={"webhook_url": f"{base}/webhooks/whatsapp/app"},
+        timeout=10,
+    ).raise_for_status()
+    return account_id
+
+
 def _demo_mail_key() -> str:
     """The environment variable holding the demo mailbox's webhook key (a
     fresh one per demo process unless set)."""
@@ -298,6 +335,7 @@ def seed(
         runtime, tenant_id, kind="telegram", values={"bot_token": DEMO_BOT_TOKEN}, name="Demo bot"
     )
     email_account_id = connect_email(runtime, tenant_id, sandbox) if email else None
+    whatsapp_account_id = connect_whatsapp(runtime, base, tenant_id, sandbox)
     with runtime.transaction() as session:
         from bridge.tables import Tenant
 
@@ -305,7 +343,7 @@ def seed(
         assert tenant is not None  # installed above
         settings = tenant.settings or {}
         account = str(settings.get("subdomain") or settings.get("domain") or tenant.crm_account_id)
-    return Seeded(crm, tenant_id, account_id, account, email_account_id)
+    return Seeded(crm, tenant_id, account_id, account, email_account_id, whatsapp_account_id)
 
 
 def _cli(var_dir: Path | None) -> str:
@@ -350,6 +388,7 @@ def banner(base: str, seeded: Seeded, *, var_dir: Path | None = None) -> str:
     }[seeded.crm]
     cli = _cli(var_dir)
     mail = _email_banner(base) if seeded.email_account_id is not None else ""
+    mail += _whatsapp_banner(base) if seeded.whatsapp_account_id is not None else ""
     return f"""
 ================================================================================
  CRM bridge demo is running (Ctrl-C stops everything)
@@ -372,6 +411,18 @@ def banner(base: str, seeded: Seeded, *, var_dir: Path | None = None) -> str:
    {cli} status
    {cli} tenant list
 ================================================================================
+"""
+
+
+def _whatsapp_banner(base: str) -> str:
+    from sandbox.whatsapp import DEMO_DISPLAY_PHONE_NUMBER
+
+    return f"""
+ WhatsApp: a customer writes to the demo number +{DEMO_DISPLAY_PHONE_NUMBER}:
+   curl -s -X POST {base}/sandbox/whatsapp/_customer -H 'Content-Type: application/json' \\
+        -d '{{"from": "79990001234", "name": "Anna", "text": "Hello from WhatsApp"}}'
+ ... and what the bridge sent back (a reply after 24 h goes as a template):
+   curl -s '{base}/sandbox/whatsapp/_sent'
 """
 
 
