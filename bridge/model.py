@@ -307,6 +307,9 @@ class OutboundStatus:
     e-mail bounce, a WhatsApp status): ``failed`` marks the reply failed
     with ``error``; ``delivered`` and ``read`` (``played``) move its
     delivery state forward, never back; each change is reported to the CRM.
+    ``window_closed``: the channel refused it after all because its reply
+    window was closed: it goes again the way a reply outside the window
+    goes (the mapping's template, or refused with the reason).
 
     The message is found by ``bridge_id`` (our uuid, where the channel
     carries it back), else by ``channel_message_id`` (the id the channel

@@ -373,17 +373,27 @@ def _status(item: _Item) -> InboundEvent:
         "conversation_id": _id(_obj(node.get("conversation")).get("id")),
         "pricing_category": _str(_obj(node.get("pricing")).get("category")),
     }
+    if status == "failed" and _window_closed(node.get("errors")):
+        # Meta may accept a free-form send outside the 24-hour window and
+        # fail it afterwards with 131047 (sandbox switch window_error:
+        # status): the core then sends the mapping's template instead
+        status = "window_closed"
     return OutboundStatus(
         channel_kind=KIND,
         external_id=item.key,
         bridge_id=bridge_id,
         status=status,
         error=(_errors_text(node.get("errors")) or "no error given")
-        if status == "failed"
+        if status in ("failed", "window_closed")
         else None,
         raw={k: v for k, v in facts.items() if v is not None},
         channel_message_id=wamid,
     )
+
+
+def _window_closed(errors: Any) -> bool:
+    """A status error is 131047 "Re-engagement message" (FACTS §2)."""
+    return any(_obj(e).get("code") in (131047, "131047") for e in _list(errors))
 
 
 def _errors_text(errors: Any) -> str | None:

@@ -475,3 +475,41 @@ def test_media_is_fetched_and_kept_before_the_crm_entry_and_a_lost_one_is_a_labe
     with runtime.transaction() as s:
         payloads = [m.payload for m in s.scalars(select(Message).order_by(Message.seq))]
     assert "fetch_error" in payloads[1]["attachments"][0]
+
+
+@responses.activate
+def test_a_send_meta_fails_later_with_131047_goes_again_as_the_template(runtime, templated):  # type: ignore[no-untyped-def]
+    """Meta may accept a free-form send and fail it afterwards for the
+    window (a ``failed`` status with 131047): the reply goes again as the
+    mapping's template, once."""
+    from channel_adapters.whatsapp.inbound import parse
+
+    accept(runtime, templated, [said(1, utcnow() - dt.timedelta(hours=2))])
+    conv = conversation(runtime).id
+    run_inbound(runtime, conv)
+    reply(runtime, templated, "crm-1", "Your table is booked")
+    responses.post(SEND_URL, json=accepted("wamid.first"))
+    responses.post(SEND_URL, json=accepted("wamid.template"))
+    assert run_outbound(runtime, conv) == "idle"
+    [row] = outbound(runtime)
+    failed = {
+        "id": "wamid.first", "status": "failed", "timestamp": "1796500000",
+        "recipient_id": CUSTOMER, "biz_opaque_callback_data": row.uid,
+        "errors": [{"code": 131047, "title": "Re-engagement message"}],
+    }  # fmt: skip
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550783881", "phone_number_id": NUMBER},
+        "statuses": [failed],
+    }
+    change = {"field": "messages", "value": value}
+    status = {"object": "whatsapp_business_account",
+              "entry": [{"id": "102290129340398", "changes": [change]}]}  # fmt: skip
+    [event] = parse(json.dumps(status).encode(), utcnow())
+    assert isinstance(event, OutboundStatus) and event.status == "window_closed"
+    accept(runtime, templated, [event])
+    accept(runtime, templated, [event])  # Meta's retry: once
+    assert run_outbound(runtime, conv) == "idle"
+    assert [b["type"] for b in sent_bodies()] == ["text", "template"]
+    [row] = outbound(runtime)
+    assert (row.status, row.channel_message_ids) == ("sent", ["wamid.template"])

@@ -170,6 +170,15 @@ def outbound_status(
         message.status = MessageStatus.FAILED
         message.last_error = (event.error or "the channel reported the message failed")[:2000]
         _report(session, message, jobs)
+    elif event.status == "window_closed" and message.status == MessageStatus.SENT:
+        # refused after it was accepted: sent again as the window demands
+        # (deliver sees the mark and sends the template or refuses it)
+        message.status = MessageStatus.PENDING
+        message.channel_message_ids = None
+        message.payload = {**(message.payload or {}), "window_closed": True}
+        job = outbox.bump(session, message.tenant_id, message.conversation_id, outbox.OUT)
+        if job:
+            jobs.append((outbox.OUT, message.conversation_id, job))
     elif _moves_forward(message, event.status):
         message.payload = {**(message.payload or {}), "delivery": _DELIVERY[event.status]}
         _report(session, message, jobs)

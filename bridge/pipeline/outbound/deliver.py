@@ -127,7 +127,9 @@ class OutboundDelivery:
         window = ReplyWindow(
             self.rt, tenant, conversation, account.kind, channel.reply_window or dt.timedelta(0)
         )
-        if channel.reply_window is not None and window.closed():
+        # the channel refused it earlier for the window (a status said so)
+        refused_before = bool((message.payload or {}).get("window_closed"))
+        if channel.reply_window is not None and (refused_before or window.closed()):
             templated = window.instead(outbound)
             if templated is None:
                 self._refuse(message, window.reason())
