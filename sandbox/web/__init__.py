@@ -1,4 +1,5 @@
-"""The demo page: try the whole loop (customer in Telegram <-> a rep in the CRM) in a browser.
+"""The demo page: try the whole loop (customer in Telegram or WhatsApp <-> a rep in the CRM)
+in a browser.
 
 ``GET /`` serves one plain page (HTML + vanilla JS + CSS from ``static/``, no
 build step). Left panel: the customer writes through the Telegram sandbox's
@@ -24,6 +25,16 @@ through the control API every sandbox shares (:mod:`sandbox.core.control`):
   ``JUNK``) and closes an open deal as won / lost (``POST /_deal_stage``: the
   stage of the deal's pipeline with success / failure semantics).
 
+Beside the Telegram customer, on every page, the WhatsApp customer
+(``static/whatsapp.js``): a phone number and a name write to the demo
+business number through the WhatsApp sandbox's ``POST /_customer`` (a
+message signed as Meta signs it) and read the chat from
+``/_deliveries?kind=customer`` (what the customer wrote, and whether the
+bridge took it) and ``/_sent?to=`` (what the bridge sent: text, media,
+templates as "template: <name> (<params>)", with the delivery ticks of the
+statuses posted so far); ``/_state`` names the demo number and says when no
+webhook is connected.
+
 Under both, on every page, the e-mail client (``static/email.js``): the
 customer writes a mail to the demo support address through the e-mail
 sandbox's ``POST /_deliver`` (JSON form) and reads the bridge's answers in
@@ -44,12 +55,13 @@ Config keys (lower case; upper-case keys go to ``app.config``):
 ``email_base``        e-mail sandbox URL (default ``<script_root>/email``)
 ``email_address``     the support address the e-mail client writes to
                       (default ``"support@demo.example"``, the sandbox's demo mailbox)
+``whatsapp_base``     WhatsApp sandbox URL (default ``<script_root>/whatsapp``)
 ``poll_ms``           refresh interval of the panels (default 1500)
 
 The sibling sandboxes are found relative to this app's mount point
 (``/sandbox/telegram``, ``/sandbox/hubspot``, ``/sandbox/amocrm``,
-``/sandbox/bitrix24``, ``/sandbox/email`` in the demo server) unless their
-base is configured.
+``/sandbox/bitrix24``, ``/sandbox/email``, ``/sandbox/whatsapp`` in the demo
+server) unless their base is configured.
 """
 
 from __future__ import annotations
@@ -76,6 +88,7 @@ DEFAULTS: dict[str, Any] = {
     "email_base": None,
     #: sandbox.email.DEMO_ADDRESS (not imported: the page needs no SMTP server)
     "email_address": "support@demo.example",
+    "whatsapp_base": None,
     "poll_ms": 1500,
 }
 
@@ -126,6 +139,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             bitrix24_portal=settings["bitrix24_portal"],
             email_base=settings["email_base"] or f"{root}/email",
             email_address=settings["email_address"],
+            whatsapp_base=settings["whatsapp_base"] or f"{root}/whatsapp",
             poll_ms=settings["poll_ms"],
         )
 

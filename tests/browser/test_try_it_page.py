@@ -12,6 +12,12 @@ its own per width. At each width:
 * the layout holds: every text box is at least 200 px wide, no word is split
   across two lines (each run of letters and digits is laid out on one line
   box), nothing is wider than the window;
+* the WhatsApp customer beside the Telegram one (a phone number and a name of
+  its own per width) writes with Ctrl+Enter, the message reaches the CRM
+  panel, the rep answers on the right and the answer comes back into the
+  WhatsApp panel with its delivery ticks; at 1280 px the sandbox's clock then
+  moves a day on, so the rep's next answer goes out as the mapping's approved
+  template and shows as "template: <name> (<params>)";
 * no console error and no page error while the bridge runs (a 404, a failed
   request or an exception in the page's script all show up there).
 
@@ -20,13 +26,15 @@ panel has its own poller that must survive its sandbox going away and coming
 back empty: all three open pages show the offline banner within 5 s of the
 server refusing connections, probe it with backed-off requests instead of
 polling at full rate, fail a send with a message; started again on the same
-port, the bridge is found and the banner clears.
+port, the bridge is found and the banner clears. A WhatsApp send while the
+bridge is down fails with a message too.
 
 Chromium is Debian's (``/usr/bin/chromium``) driven by Playwright's sync API;
 no browser is ever downloaded. Screenshots of every CRM x width go to
-``$BRIDGE_SCREENSHOTS_DIR`` (default ``var/screenshots/``); the README shows the
-1280 px ones, refreshed by hand when the page changes:
-``cp var/screenshots/try-it-*-1280.png docs/img/``.
+``$BRIDGE_SCREENSHOTS_DIR`` (default ``var/screenshots/``), the WhatsApp loop's as
+``try-it-whatsapp-<crm>-<width>.png``; the README shows the 1280 px ones of the
+Telegram loop, refreshed by hand when the page changes:
+``cp var/screenshots/try-it-{hubspot,amocrm,bitrix24}-1280.png docs/img/``.
 """
 
 from __future__ import annotations
@@ -63,6 +71,14 @@ WIDTHS = (390, 1280, 1920)
 HEIGHT = 900
 #: one customer per width: each loop has a contact of its own in the CRM
 CUSTOMERS = {390: "Maria", 1280: "Anna", 1920: "Olga"}
+#: the WhatsApp customer of each width: (name, phone number as typed, its wa_id)
+WA_CUSTOMERS = {390: ("Sofia", "+7 999 000-03-90", "79990000390"),
+                1280: ("Elena", "79990001280", "79990001280"),
+                1920: ("Irina", "+7 (999) 000-19-20", "79990001920")}
+#: where the rep's answer goes out as a template: the sandbox's clock a day on
+WA_TEMPLATE_WIDTH = 1280
+#: what the page's WhatsApp panel shows when it opens (sandbox/web/static/whatsapp.js)
+WA_DEFAULT_PHONE, WA_DEFAULT_NAME = "79990001234", "Anna"
 MIN_TEXT_BOX_PX = 200
 OFFLINE_WITHIN_S = 5.0
 #: the page probes every 5 s at most while offline, then polls again
@@ -368,6 +384,103 @@ def _whole_loop(tab: _Tab, bridge: _Bridge) -> None:
         timeout=LOOP_MS)
 
 
+# -- the WhatsApp customer ---------------------------------------------------------------------
+
+
+def _wa_writes(page: Page, phone: str, name: str, text: str) -> None:
+    """Types as the WhatsApp customer and sends from the keyboard (Ctrl+Enter)."""
+    page.fill("#wa-phone", phone)
+    page.fill("#wa-name", name)
+    page.fill("#wa-text", text)
+    page.focus("#wa-text")
+    page.keyboard.press("Control+Enter")
+
+
+def _wa_sent(base: str, wa_id: str) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = requests.get(
+        f"{base}/sandbox/whatsapp/_sent", params={"to": wa_id}, timeout=10).json()["sent"]
+    return sent
+
+
+def _whatsapp_loop(tab: _Tab, bridge: _Bridge) -> None:
+    """A WhatsApp customer writes, the message reaches the CRM panel, the rep answers on the
+    right, the answer comes back into the WhatsApp panel (with its ticks); at
+    WA_TEMPLATE_WIDTH the next answer, a day later, goes as a template."""
+    from sandbox.whatsapp import DEMO_DISPLAY_PHONE_NUMBER
+
+    page = tab.page
+    name, typed, wa_id = WA_CUSTOMERS[tab.width]
+    panel = page.locator("#whatsapp")
+    expect(panel.locator("h2")).to_have_text("Customer in WhatsApp / Клиент в WhatsApp")
+    expect(page.locator("#wa-business")).to_have_text(
+        re.compile(rf"^\+{DEMO_DISPLAY_PHONE_NUMBER}\b"), timeout=LOOP_MS)
+    expect(page.locator("#wa-notice")).to_be_hidden()  # the demo number is connected
+    expect(page.locator("#wa-phone")).to_have_value(WA_DEFAULT_PHONE)
+    expect(page.locator("#wa-name")).to_have_value(WA_DEFAULT_NAME)
+    # every control has a name a screen reader reads out
+    for control in ("#wa-phone", "#wa-name", "#wa-text", "#wa-form button[type=submit]",
+                    "#wa-new", "#wa-transcript"):
+        assert page.locator(control).evaluate(
+            "node => (node.labels && node.labels.length > 0) || !!node.getAttribute('aria-label')"
+            " || !!node.textContent.trim()"), control
+
+    question_line = "Is the shop open on Sunday?"
+    answer = f"Hi {name}, yes: from 10 to 16."
+    _wa_writes(page, typed, name, f"Hi, {name} here on WhatsApp\n{question_line}")
+    expect(page.locator("#wa-status")).to_contain_text("Sent ✓", timeout=SEND_MS)
+    expect(page.locator("#wa-text")).to_have_value("")
+    bubble = page.locator("#wa-transcript .bubble.customer").filter(has_text=question_line)
+    expect(bubble.locator(".meta")).to_have_text(re.compile(
+        rf"^{TIME} · (delivered / доставлено ✓|read / прочитано ✓✓)$"), timeout=LOOP_MS)
+    assert _lines(bubble.locator(".text").inner_text()) == [
+        f"Hi, {name} here on WhatsApp", question_line]
+
+    # The CRM panel follows the new contact: the message is in its timeline.
+    expect(page.locator("#timeline-contact")).to_have_text(name, timeout=LOOP_MS)
+    entries = page.locator("#timeline .entry.incoming").filter(has_text=question_line)
+    expect(entries.first).to_be_visible(timeout=LOOP_MS)
+    _eventually(lambda: _shows_the_record(bridge, page, name))
+
+    # The rep answers on the right; the answer comes back into the WhatsApp panel, and the
+    # statuses the sandbox posts to the bridge turn into ticks (sent, delivered, read).
+    _rep_replies(page, answer)
+    expect(page.locator("#reply-status")).to_contain_text("Sent ✓", timeout=SEND_MS)
+    reply = page.locator("#wa-transcript .bubble.bot").filter(has_text=answer)
+    expect(reply.locator(".meta")).to_have_text(
+        re.compile(rf"^{TIME} · read / прочитано ✓✓$"), timeout=LOOP_MS)
+    expect(reply.locator(".text")).to_have_text(answer)
+    [sent] = _wa_sent(bridge.base, wa_id)
+    assert sent["type"] == "text" and sent["body"]["text"]["body"] == answer
+    # the customer's line is above the rep's answer
+    texts = page.locator("#wa-transcript .bubble .text").all_inner_texts()
+    assert [i for i, t in enumerate(texts) if question_line in t or t == answer] == [0, 1], texts
+
+    if tab.width != WA_TEMPLATE_WIDTH:
+        return
+    # A day on (the sandbox's clock): Meta refuses a free-form message (131047), so the
+    # bridge sends the mapping's window_template with the reply as a parameter.
+    clock = f"{bridge.base}/sandbox/whatsapp/_clock"
+    requests.post(clock, json={"advance": 25 * 3600}, timeout=10).raise_for_status()
+    try:
+        late = "Are you still there?"
+        _rep_replies(page, late)
+        expect(page.locator("#reply-status")).to_contain_text("Sent ✓", timeout=SEND_MS)
+        template = page.locator("#wa-transcript .bubble.bot.template")
+        expect(template).to_have_count(1, timeout=LOOP_MS)
+        sent = _wa_sent(bridge.base, wa_id)[-1]
+        assert sent["type"] == "template", sent
+        spec = sent["body"]["template"]
+        params = [p["text"] for c in spec["components"] for p in c.get("parameters", [])]
+        assert late in params, params
+        expect(template.locator(".text")).to_have_text(
+            f"template: {spec['name']} ({', '.join(params)})")
+        expect(template.locator(".meta")).to_have_text(
+            re.compile(rf"^{TIME} · (sent / отправлено ✓|delivered / доставлено ✓✓|"
+                       r"read / прочитано ✓✓)$"), timeout=LOOP_MS)
+    finally:
+        requests.post(clock, json={"offset": 0}, timeout=10).raise_for_status()
+
+
 def _layout_problems(page: Page) -> list[str]:
     problems = []
     for box in page.locator(TEXT_BOXES).all():
@@ -382,9 +495,10 @@ def _layout_problems(page: Page) -> list[str]:
     return problems
 
 
-def _screenshot(tab: _Tab, crm: str) -> None:
+def _screenshot(tab: _Tab, crm: str, what: str = "") -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    tab.page.screenshot(path=str(SCREENSHOTS / f"try-it-{crm}-{tab.width}.png"), full_page=True)
+    name = f"try-it-{what}-{crm}-{tab.width}.png" if what else f"try-it-{crm}-{tab.width}.png"
+    tab.page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
 
 
 # -- HubSpot: a note body is untrusted HTML ----------------------------------------------------
@@ -458,6 +572,10 @@ def _offline_and_back(tabs: list[_Tab], bridge: _Bridge) -> None:
     _rep_replies(page, "Still here")
     expect(page.locator("#reply-status")).to_contain_text(
         "Not sent: the bridge is not responding", timeout=OFFLINE_WITHIN_S * 1000)
+    name, typed, _ = WA_CUSTOMERS[1280]
+    _wa_writes(page, typed, name, "Hello?")
+    expect(page.locator("#wa-status")).to_contain_text(
+        "Not sent: the bridge is not responding", timeout=OFFLINE_WITHIN_S * 1000)
 
     # Playwright hands events over when the test calls it, so the polls that failed are
     # counted between two calls: from here (the polls in flight when the bridge went are
@@ -494,11 +612,50 @@ def test_try_it_page_in_a_browser(browser: Browser, bridge: _Bridge) -> None:
             assert _layout_problems(tab.page) == [], width
             if bridge.crm == "hubspot" and width == WIDTHS[-1]:
                 _note_is_rendered_safely(tab, bridge.base)
+            _whatsapp_loop(tab, bridge)
+            tab.page.locator("#whatsapp").scroll_into_view_if_needed()
+            _screenshot(tab, bridge.crm, "whatsapp")
+            assert _layout_problems(tab.page) == [], ("whatsapp", width)
         assert {tab.width: tab.errors for tab in tabs} == {width: [] for width in WIDTHS}
         _offline_and_back(tabs, bridge)
     finally:
         for tab in tabs:
             tab.page.context.close()
+
+
+# -- the WhatsApp panel's script and markup ----------------------------------------------------
+
+WHATSAPP_JS = ROOT / "sandbox" / "web" / "static" / "whatsapp.js"
+
+
+@pytest.mark.parametrize("crm", CRMS)
+def test_whatsapp_panel_calls_only_endpoints_the_sandbox_has(crm: str) -> None:
+    """Every page has the panel, its script loads before demo.js (whose timer runs its
+    poll), calls only routes the WhatsApp sandbox has, and never renders text as HTML."""
+    from sandbox.web import create_app as create_web_app
+    from sandbox.whatsapp import create_app as create_whatsapp_app
+
+    html = create_web_app({"crm": crm}).test_client().get("/").get_data(as_text=True)
+    for label in ("Customer in WhatsApp", "Клиент в WhatsApp", "Phone number",
+                  "Номер телефона", 'data-whatsapp-base="/whatsapp"'):
+        assert label in html, label
+    assert html.index("whatsapp.js") < html.index("demo.js")
+    js = WHATSAPP_JS.read_text("utf-8")
+    ids = set(re.findall(r'\bid="([\w-]+)"', html))
+    used = set(re.findall(r'getElementById\("([\w-]+)"\)', js))
+    assert used and used <= ids, used - ids
+    declared = re.findall(r'(\w+):\s*\["(/[^"]*)",\s*"(GET|POST)"\]', js)
+    names = {name for name, _, _ in declared}
+    assert names == {"waState", "waCustomer", "waSent", "waDeliveries"}
+    assert set(re.findall(r'\bcall\("(\w+)"', js)) == names
+    assert js.count("fetch(") == 1
+    adapter = create_whatsapp_app().url_map.bind("localhost")
+    for _, path, method in declared:
+        adapter.match(path, method=method)  # raises when the route is missing
+    for unsafe in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
+                   "new Function", "DOMParser"):
+        assert unsafe not in js, unsafe
+    assert "window.DEMO_PANELS" in js
 
 
 # -- the e-mail client, against the sandbox mail system ----------------------------------------
