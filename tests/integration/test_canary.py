@@ -162,6 +162,14 @@ def canary_stack(tmp_path: Path, database: str | None):  # type: ignore[no-untyp
             sandbox_config={**channel.canary_sandbox(c.values), **crm.canary_sandbox(c.values)},
             env_overrides=crm.canary_env(c.values),
         )
+        # the channel's deployment-wide settings, where its kit has them (an
+        # app-routed channel's app secrets, its API at the sandbox): its
+        # secrets are canaries too
+        hook = getattr(channel, "canary_env", None)
+        for name, value in (hook(c.values, stack.sandbox_url) if hook else {}).items():
+            stack.env_overrides[name] = value
+            if "SECRET" in name or "TOKEN" in name:
+                c.add(name.lower(), value)
         stacks.append(stack)
         stack.start(seed=False)
         install(stack, crm)

@@ -107,6 +107,7 @@ CHANNEL_KITS: dict[str, str] = {
     "telegram": "tests.kits.telegram:TelegramKit",
     "custom": "tests.kits.custom:CustomKit",
     "email": "tests.kits.email:EmailKit",
+    "whatsapp": "tests.kits.whatsapp:WhatsAppKit",
 }
 #: CRM kind -> its kit (the slugs of ``crm_adapters.REGISTRY``)
 CRM_KITS: dict[str, str] = {

@@ -193,6 +193,7 @@ def refresh(world: World, rt: Runtime, slug: str) -> None:
 @pytest.fixture
 def world(settings: Settings, redis_conn: redis.Redis) -> Iterator[World]:
     apps = {kit.kind: dict(app) for kit in CRMS if (app := kit.at_rest_app()) is not None}
+    apps.update({kit.kind: dict(app) for kit in CHANNELS if (app := kit.hostile_app())})
     api_bases = {kit.kind: kit.at_rest_api_base(NOWHERE) for kit in CRMS}
     api_bases.update({kit.kind: NOWHERE for kit in CHANNELS})
     settings = replace(settings, apps=apps, api_bases=api_bases)
@@ -279,11 +280,14 @@ def exercise_webhooks(world: World, rt: Runtime) -> None:
     client = create_app(runtime=rt).test_client()
     with rt.transaction() as s:
         keys = {a.id: a.key for a in s.scalars(select(ChannelAccount))}
+        numbers = {a.id: a.external_id for a in s.scalars(select(ChannelAccount))}
         tenant_keys = {t.id: t.webhook_key for t in s.scalars(select(Tenant))}
     for account, (_, creds) in world.channels.items():
         kit = world.channel_kits[account]
         path = f"/webhooks/{kit.kind}/{keys[account]}"
         raw = kit.customer_message(900 + account, 4242, "Ann", text="hi")
+        # an app-routed channel's delivery names the account it is for
+        raw = getattr(kit, "addressed", lambda body, _: body)(raw, numbers[account])
         ok = client.post(
             path, data=raw, headers=kit.prove(creds, raw), content_type=kit.content_type
         )

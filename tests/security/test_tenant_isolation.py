@@ -151,6 +151,8 @@ class Account:
     id: int
     key: str
     credentials: dict[str, str]
+    #: its own id on the channel (an app-routed channel's body names it)
+    external_id: str | None = None
 
 
 @dataclass
@@ -271,6 +273,8 @@ def post_delivery(
     """``raw`` proven by ``t``'s ``n``-th account, at its URL (or ``path``);
     a journaled delivery is then normalised, as a worker would at once."""
     account = t.accounts[n]
+    # an app-routed channel's delivery names the account it is for (its number id)
+    raw = getattr(account.kit, "addressed", lambda body, _: body)(raw, account.external_id)
     response = world.client.post(
         path or f"/webhooks/{account.kit.kind}/{account.key}",
         data=raw,
@@ -288,6 +292,7 @@ def build_world(
 ) -> Iterator[World]:
     sandboxes = sandboxes or {}
     apps = {kit.kind: dict(kit.isolation_app(sandboxes.get(kit.kind))) for kit in CRMS}
+    apps.update({kit.kind: dict(app) for kit in CHANNELS if (app := kit.hostile_app())})
     api_bases = {kit.kind: kit.isolation_api_base(NOWHERE, sandboxes.get(kit.kind)) for kit in CRMS}
     api_bases.update({kit.kind: NOWHERE for kit in CHANNELS})
     reset_cache()
@@ -316,7 +321,9 @@ def build_world(
                         external_id=spec.external_id,
                         name=spec.name,
                     )
-                    t.accounts.append(Account(channel, account_id, "", dict(spec.credentials)))
+                    t.accounts.append(
+                        Account(channel, account_id, "", dict(spec.credentials), spec.external_id)
+                    )
             with rt.transaction() as s:
                 t.webhook_key = s.get(Tenant, t.id).webhook_key
                 for account in t.accounts:
