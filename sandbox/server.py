@@ -5,7 +5,9 @@
   prefix), ``/sandbox/amocrm/...``, ``/sandbox/bitrix24/...``,
   ``/sandbox/telegram/bot<token>/<method>``,
   ``/sandbox/whatsapp/v<N>/<phone-number-id>/messages`` (the Graph API's
-  paths after the prefix), ``/sandbox/email/...`` (the
+  paths after the prefix), ``/sandbox/vk/method/<name>`` (VK's API paths
+  after the prefix; the Callback API posts to the configured server),
+  ``/sandbox/email/...`` (the
   control API of a mail system whose SMTP server listens on a port of its
   own, :mod:`sandbox.email`), and the try-it page at
   ``/sandbox/``. Each vendor's control API (``/_state``, ``/_reply``, ...) is
@@ -28,7 +30,7 @@ __all__ = ["build", "mount"]
 
 
 def _apps(config: dict[str, Any] | None) -> dict[str, Any]:
-    from sandbox import amocrm, bitrix24, custom, email, hubspot, telegram, web, whatsapp
+    from sandbox import amocrm, bitrix24, custom, email, hubspot, telegram, vk, web, whatsapp
 
     config = config or {}
     return {
@@ -37,6 +39,7 @@ def _apps(config: dict[str, Any] | None) -> dict[str, Any]:
         "/sandbox/bitrix24": bitrix24.create_app(config.get("bitrix24")),
         "/sandbox/telegram": telegram.create_app(config.get("telegram")),
         "/sandbox/whatsapp": whatsapp.create_app(config.get("whatsapp")),
+        "/sandbox/vk": vk.create_app(config.get("vk")),
         "/sandbox/custom": custom.create_app(config.get("custom")),
         "/sandbox/email": email.create_app(config.get("email")),
         "/sandbox": web.create_app(config.get("web")),
