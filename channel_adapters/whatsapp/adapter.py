@@ -15,6 +15,7 @@ from bridge.errors import (
     BridgeError,
     ConfigError,
     PartlySentError,
+    PayloadError,
     RetryableError,
     SignatureError,
 )
@@ -160,10 +161,20 @@ class WhatsAppAdapter(ChannelAdapter):
     # -- an account's deliveries -------------------------------------------------
 
     def verify(self, request: WebhookRequest) -> None:
-        """Deliveries come through the app's URL only (verified there)."""
+        """At the account's own URL: the app's signature, and the body must
+        be for this number (or its business account); a body naming no
+        number is the edge's 400."""
         self.verify_app(self.app, request)
+        try:
+            named = inbound.route(request.body)
+        except PayloadError:
+            return  # the signature is right: the edge names what is wrong
+        ours = {str(self.account.external_id), f"group:{self.settings.waba_id}"}
+        if not ours.intersection(named):
+            raise SignatureError("the delivery is for another WhatsApp number")
 
     def edge(self, request: WebhookRequest) -> list[RawDelivery]:
+        inbound.route(request.body)  # PayloadError (400) for a body naming no number
         return inbound.split(
             request.body, str(self.account.external_id), str(self.settings.waba_id or "")
         )

@@ -44,6 +44,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -70,6 +71,8 @@ OBJECT = "whatsapp_business_account"
 MAX_KEY = 255
 #: longest id (wamid, wa_id, BSUID, media id) read as one
 MAX_ID = 255
+#: longest customer id (a BSUID): the conversation's thread id column
+MAX_PARTY = 64
 #: ``IgnoredEvent.event_type``
 MAX_EVENT_TYPE = 64
 #: E.164: at most 15 digits
@@ -181,6 +184,10 @@ def _decode(body: bytes) -> dict[str, Any]:
         data = json.loads(bytes(body))
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise PayloadError("the webhook body is not JSON") from None
+    if _SURROGATE.search(body):
+        # JSON may escape a lone UTF-16 surrogate ("\ud800"): no text
+        # column (or UTF-8 at all) takes it; each becomes U+FFFD
+        data = _without_surrogates(data)
     if not isinstance(data, dict):
         raise PayloadError("the webhook body is not a JSON object")
     if data.get("object") != OBJECT:
@@ -189,6 +196,21 @@ def _decode(body: bytes) -> dict[str, Any]:
     if not isinstance(entries, list) or not entries:
         raise PayloadError('the webhook body has no "entry"')
     return data
+
+
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+#: what json.loads leaves of a surrogate escape that was not a pair
+_LONE = re.compile("[\ud800-\udfff]")
+
+
+def _without_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return _LONE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_without_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    return value
 
 
 def _changes(data: Mapping[str, Any]) -> Iterator[tuple[Mapping[str, Any], Mapping[str, Any]]]:
@@ -507,7 +529,9 @@ def _party(wa_id: str | None, bsuid: str | None) -> _Party | None:
     if wa_id is not None and _digits(wa_id):
         return _Party(wa_id, wa_id)
     best = bsuid or wa_id
-    return _Party(best, None) if best else None
+    # the customer's id names the conversation (conversations.external_thread_id
+    # is 64 characters): a longer one is nobody we can thread
+    return _Party(best, None) if best and len(best) <= MAX_PARTY else None
 
 
 def _ids(item: _Item, party: _Party, msg: Mapping[str, Any]) -> dict[str, Any]:
