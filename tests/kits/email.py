@@ -865,10 +865,14 @@ def a_customer_mail_round_trips(
         assert _same_but_spaces(titled, _clean(subject)), (titled, subject)
     assert got == (f"{titled}\n\n{said}" if subject else said), (got, said)
     assert event.kind is MessageKind.TEXT
-    assert len(event.attachments) == (1 if attachment else 0)
+    # its parts, then the whole mail as it arrived (kept and linked for the CRM)
+    *parts, original = event.attachments
+    assert len(parts) == (1 if attachment else 0)
     if attachment:
-        assert event.attachments[0].file_name == "invoice.pdf"
-        assert event.attachments[0].mime_type == "application/pdf"
+        assert parts[0].file_name == "invoice.pdf"
+        assert parts[0].mime_type == "application/pdf"
+    assert (original.file_name, original.mime_type) == ("original.eml", "message/rfc822")
+    assert original.content == raw
     assert event.sent_at == (date if date is not None else T0)
     assert event.opens_ticket
     # the threading: our ids it answers, the others' keys (the parent first), the reply
