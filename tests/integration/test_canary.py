@@ -165,8 +165,7 @@ def canary_stack(tmp_path: Path, database: str | None):  # type: ignore[no-untyp
         # the channel's deployment-wide settings, where its kit has them (an
         # app-routed channel's app secrets, its API at the sandbox): its
         # secrets are canaries too
-        hook = getattr(channel, "canary_env", None)
-        for name, value in (hook(c.values, stack.sandbox_url) if hook else {}).items():
+        for name, value in channel.canary_env(c.values, stack.sandbox_url).items():
             stack.env_overrides[name] = value
             if "SECRET" in name or "TOKEN" in name:
                 c.add(name.lower(), value)

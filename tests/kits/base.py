@@ -421,7 +421,19 @@ class ChannelKit(Kit):
         proven = self.prove(credentials, body)
         return {name: value[:-1] for name, value in proven.items()}
 
+    def addressed(self, body: bytes, external_id: str) -> bytes:
+        """``body`` (a :meth:`customer_message`) addressed to the account
+        whose own id on the channel is ``external_id``, where the body
+        names its account (an app-routed channel's phone number id)."""
+        return body
+
     # -- canaries --------------------------------------------------------------------
+
+    def canary_env(self, values: Mapping[str, str], sandbox_url: str) -> dict[str, str]:
+        """The channel's deployment-wide settings for the canary run (an
+        app-routed channel's app secret, its API base at the sandbox);
+        their secrets are canaries too."""
+        return {}
 
     @abstractmethod
     def canary_values(self, tag: str) -> dict[str, str]:

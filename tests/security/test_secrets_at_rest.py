@@ -287,7 +287,7 @@ def exercise_webhooks(world: World, rt: Runtime) -> None:
         path = f"/webhooks/{kit.kind}/{keys[account]}"
         raw = kit.customer_message(900 + account, 4242, "Ann", text="hi")
         # an app-routed channel's delivery names the account it is for
-        raw = getattr(kit, "addressed", lambda body, _: body)(raw, numbers[account])
+        raw = kit.addressed(raw, numbers[account])
         ok = client.post(
             path, data=raw, headers=kit.prove(creds, raw), content_type=kit.content_type
         )

@@ -274,7 +274,7 @@ def post_delivery(
     a journaled delivery is then normalised, as a worker would at once."""
     account = t.accounts[n]
     # an app-routed channel's delivery names the account it is for (its number id)
-    raw = getattr(account.kit, "addressed", lambda body, _: body)(raw, account.external_id)
+    raw = account.kit.addressed(raw, account.external_id)
     response = world.client.post(
         path or f"/webhooks/{account.kit.kind}/{account.key}",
         data=raw,
