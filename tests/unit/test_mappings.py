@@ -4,6 +4,7 @@ checks of ``bridge.checks``, and template rendering that never evaluates."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import textwrap
 from pathlib import Path
@@ -16,7 +17,7 @@ from bridge.registry import channel_kinds, crm_kinds
 from bridge.templates import render, render_all
 from mappings import MappingError, MappingStore, load_mapping, parse_mapping
 from mappings.loader import SHOWN_CHARS, read_mapping
-from mappings.schema import KNOWN_PLACEHOLDERS, ChannelRule, OwnerRule, TaskRule
+from mappings.schema import KNOWN_PLACEHOLDERS, ChannelRule, OwnerRule, TaskRule, WindowTemplate
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "mappings").glob("*.yaml"))
@@ -78,7 +79,14 @@ def test_demo_mapping_reads_as_written() -> None:
         # the e-mail rule's ticket priority (HubSpot's own property: not created)
         "ticket": ["hs_ticket_priority"],
     }
-    assert config.rule("whatsapp") is None
+    # WhatsApp: the Telegram rule, and the template a reply after 24 h becomes
+    whatsapp = config.rule("whatsapp")
+    assert whatsapp is not None
+    assert whatsapp.window_template == WindowTemplate(
+        "order_update", "en", ("{contact.name}", "{message.text}")
+    )
+    assert dataclasses.replace(whatsapp, window_template=None) == rule
+    assert config.rule("vk") is None
 
 
 def test_defaults_of_a_minimal_file() -> None:
