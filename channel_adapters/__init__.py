@@ -10,4 +10,5 @@ REGISTRY: dict[str, str] = {
     "custom": "channel_adapters.custom:CustomAdapter",
     "email": "channel_adapters.email:EmailAdapter",
     "whatsapp": "channel_adapters.whatsapp:WhatsAppAdapter",
+    "vk": "channel_adapters.vk:VkAdapter",
 }
