@@ -61,6 +61,8 @@ class Seeded:
     email_account_id: int | None = None
     #: the demo WhatsApp number's channel account
     whatsapp_account_id: int | None = None
+    #: the demo VK community's channel account
+    vk_account_id: int | None = None
 
 
 def demo_env(crm: str, base: str, sandbox: str | None = None) -> dict[str, str]:
@@ -77,6 +79,7 @@ def demo_env(crm: str, base: str, sandbox: str | None = None) -> dict[str, str]:
         "WHATSAPP_API_BASE": f"{sb}/whatsapp",
         "WHATSAPP_APP_SECRET": whatsapp.DEMO_APP_SECRET,
         "WHATSAPP_VERIFY_TOKEN": whatsapp.DEMO_VERIFY_TOKEN,
+        "VK_API_BASE": f"{sb}/vk",
     }
     if crm == "hubspot":
         from sandbox.hubspot.config import DEFAULTS
@@ -290,6 +293,36 @@ def connect_whatsapp(runtime: Runtime, base: str, tenant_id: int, sandbox: str) 
     return account_id
 
 
+def connect_vk(runtime: Runtime, tenant_id: int, sandbox: str) -> int:
+    """The sandbox's demo VK community, connected as an admin connects a
+    real one (the confirmation string and secret copied from its Callback
+    API settings), and the sandbox's
+    Callback API server pointed at the account's URL and confirmed, as VK
+    does when the address is saved."""
+    from bridge.tables import ChannelAccount
+    from sandbox import vk
+
+    account_id = connect_channel(
+        runtime,
+        tenant_id,
+        kind="vk",
+        values={
+            "group_id": str(vk.DEMO_GROUP_ID),
+            "access_token": vk.DEMO_ACCESS_TOKEN,
+            "secret": vk.DEMO_SECRET,
+            # what the community's Callback API settings show
+            "confirmation": vk.DEMO_CONFIRMATION,
+        },
+        name="Demo VK community",
+    )
+    with runtime.read_session() as session:
+        account = session.get(ChannelAccount, account_id)
+        assert account is not None  # connected above
+        url = runtime.channel_webhook_url(account)
+    requests.post(f"{sandbox}/vk/_connect", json={"server_url": url}, timeout=10).raise_for_status()
+    return account_id
+
+
 def _demo_mail_key() -> str:
     """The environment variable holding the demo mailbox's webhook key (a
     fresh one per demo process unless set)."""
@@ -336,6 +369,7 @@ def seed(
     )
     email_account_id = connect_email(runtime, tenant_id, sandbox) if email else None
     whatsapp_account_id = connect_whatsapp(runtime, base, tenant_id, sandbox)
+    vk_account_id = connect_vk(runtime, tenant_id, sandbox)
     with runtime.transaction() as session:
         from bridge.tables import Tenant
 
@@ -343,7 +377,9 @@ def seed(
         assert tenant is not None  # installed above
         settings = tenant.settings or {}
         account = str(settings.get("subdomain") or settings.get("domain") or tenant.crm_account_id)
-    return Seeded(crm, tenant_id, account_id, account, email_account_id, whatsapp_account_id)
+    return Seeded(
+        crm, tenant_id, account_id, account, email_account_id, whatsapp_account_id, vk_account_id
+    )
 
 
 def _cli(var_dir: Path | None) -> str:
@@ -389,6 +425,7 @@ def banner(base: str, seeded: Seeded, *, var_dir: Path | None = None) -> str:
     cli = _cli(var_dir)
     mail = _email_banner(base) if seeded.email_account_id is not None else ""
     mail += _whatsapp_banner(base) if seeded.whatsapp_account_id is not None else ""
+    mail += _vk_banner(base) if seeded.vk_account_id is not None else ""
     return f"""
 ================================================================================
  CRM bridge demo is running (Ctrl-C stops everything)
@@ -423,6 +460,15 @@ def _whatsapp_banner(base: str) -> str:
         -d '{{"from": "79990001234", "name": "Anna", "text": "Hello from WhatsApp"}}'
  ... and what the bridge sent back (a reply after 24 h goes as a template):
    curl -s '{base}/sandbox/whatsapp/_sent'
+"""
+
+
+def _vk_banner(base: str) -> str:
+    return f"""
+ VK: a user writes to the demo community:
+   curl -s -X POST {base}/sandbox/vk/_customer -H 'Content-Type: application/json' \\
+        -d '{{"from": 5550001, "name": "Anna", "text": "Hello from VK"}}'
+   curl -s '{base}/sandbox/vk/_sent'
 """
 
 

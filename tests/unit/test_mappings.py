@@ -86,7 +86,8 @@ def test_demo_mapping_reads_as_written() -> None:
         "order_update", "en", ("{contact.name}", "{message.text}")
     )
     assert dataclasses.replace(whatsapp, window_template=None) == rule
-    assert config.rule("vk") is None
+    assert config.rule("vk") == rule  # VK: the Telegram rule
+    assert config.rule("max") is None
 
 
 def test_defaults_of_a_minimal_file() -> None:
