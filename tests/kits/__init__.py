@@ -108,6 +108,7 @@ CHANNEL_KITS: dict[str, str] = {
     "custom": "tests.kits.custom:CustomKit",
     "email": "tests.kits.email:EmailKit",
     "whatsapp": "tests.kits.whatsapp:WhatsAppKit",
+    "vk": "tests.kits.vk:VkKit",
 }
 #: CRM kind -> its kit (the slugs of ``crm_adapters.REGISTRY``)
 CRM_KITS: dict[str, str] = {
