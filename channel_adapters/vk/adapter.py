@@ -273,7 +273,8 @@ class VkAdapter(ChannelAdapter):
         event_id, _, user = message.callback_id.partition(":")
         peer = message.external_thread_id
         user = user or message.external_user_id or peer
-        if not (user.isdigit() and peer.lstrip("-").isdigit()):
+        digits = user.isascii() and peer.isascii()
+        if not (digits and user.isdigit() and peer.lstrip("-").isdigit()):
             raise PermanentError("the button press names no VK user or peer to answer")
         self.api.answer_event(event_id, int(user), int(peer))
 
@@ -283,7 +284,8 @@ def _group_id(given: str) -> str:
     text = given.strip().lower()
     for prefix in ("club", "public", "-"):
         text = text.removeprefix(prefix)
-    if not text.isdigit() or int(text) <= 0 or len(text) > 18:
+    # isascii: "²".isdigit() is True, but int() cannot read it
+    if not (text.isascii() and text.isdigit()) or len(text) > 18 or int(text) <= 0:
         raise ConfigError("--group-id is the community's id: the digits of vk.com/club<id>")
     return str(int(text))
 
