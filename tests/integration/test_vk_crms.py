@@ -1,0 +1,633 @@
+"""VK -> CRM -> VK through the sandboxes, a real Redis and real RQ worker
+processes, for each CRM (amoCRM, Bitrix24, HubSpot) on its demo mapping
+(the ``vk`` rule); one stack per CRM, the whole scenario in one test:
+
+1. 30 users × 10 ``message_new`` events (real-shaped Callback API bodies,
+   each message's ``date`` and ``conversation_message_id`` in the user's
+   order) posted by the VK sandbox's ``_deliver`` with their ``event_id``
+   kept; each burst shuffled and 10 % posted twice (VK redelivers with the
+   same ``event_id``) -> exactly 30 contacts and 300 entries, each once,
+   each user's in order.
+2. A rep answers every user in the CRM (the CRM sandbox's ``_reply``) ->
+   each answer goes out once through ``messages.send`` (the VK sandbox's
+   ``_sent``), with a ``random_id``, and the CRM is told it was delivered.
+   The sandbox echoes each send back as ``message_reply`` (as VK does): the
+   bridge answers ``ok`` and files nothing.
+3. An ambiguous send: ``messages.send`` stores the message, then hangs past
+   the bridge's read timeout (the sandbox's ``commit_then_timeout`` fault)
+   -> the bridge sends again with the same ``random_id``, VK drops the
+   repeat, the user has the message once, the CRM shows it delivered.
+4. Consent: the user forbids the community's messages (``_deny``: a
+   ``message_deny`` event) -> the CRM shows it as the adapter's system
+   message; the rep's next answer is not sent (VK 901) and the CRM shows
+   the reply failed, and why.
+
+The CRMs run at the fast tiers of the Telegram tests (the CRM's limit is not
+what is tested here); on PostgreSQL when the suite has one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import select
+
+from bench.traffic import (
+    Delivery,
+    Report,
+    check_amocrm,
+    check_bitrix24,
+    check_hubspot,
+    message_text,
+    wait_until,
+)
+from bridge import outbox
+from bridge.config import Settings
+from bridge.runtime import Runtime
+from bridge.tables import Conversation, Message, Tenant
+from channel_adapters.vk.inbound import CONSENT
+from channel_adapters.vk.outbound import random_id
+from crm_adapters.amocrm.fields import identity_field_name
+from crm_adapters.freetext import strip_markers
+from sandbox.vk import DEMO_GROUP_ID
+from sandbox.vk.control import CLIENT_INFO
+
+pytestmark = pytest.mark.integration
+
+USERS, PER_USER = 30, 10
+#: VK user ids of today's range
+FIRST = 712_000_001
+TOTAL = USERS * PER_USER
+
+#: the CRM sandboxes' fast tiers (the Telegram tests'), and the tenant's bucket with them
+FAST: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "hubspot": ({"per_10s": 2000, "search_per_s": 20}, {"rate_per_10s": 2000}),
+    "amocrm": ({"per_second": 100}, {"rate_per_second": 100}),
+    "bitrix24": (
+        {"limits": {"basic": {"drain_per_s": 100, "burst": 250}}},
+        {"rate_per_second": 100, "burst": 250},
+    ),
+}
+
+
+# -- the stack --------------------------------------------------------------------
+
+
+def _runtime(stack) -> Runtime:  # type: ignore[no-untyped-def]
+    return Runtime(Settings.from_env(stack.env()))
+
+
+def _tenant_settings(stack, **values: Any) -> None:  # type: ignore[no-untyped-def]
+    runtime = _runtime(stack)
+    try:
+        with runtime.transaction() as session:
+            tenant = session.get(Tenant, stack.seeded.tenant_id)
+            tenant.settings = {**tenant.settings, **values}
+    finally:
+        runtime.close()
+
+
+def _replies(stack) -> dict[int, list[dict[str, Any]]]:  # type: ignore[no-untyped-def]
+    """The bridge's outbound rows by VK peer, oldest first."""
+    runtime = _runtime(stack)
+    try:
+        with runtime.read_session() as session:
+            rows = session.execute(
+                select(
+                    Conversation.external_thread_id,
+                    Message.uid,
+                    Message.text,
+                    Message.status,
+                    Message.attempts,
+                    Message.last_error,
+                )
+                .join(Conversation, Conversation.id == Message.conversation_id)
+                .where(Message.direction == outbox.OUT)
+                .order_by(Message.id)
+            ).all()
+    finally:
+        runtime.close()
+    out: dict[int, list[dict[str, Any]]] = {}
+    for peer, uid, text, status, attempts, error in rows:
+        out.setdefault(int(peer), []).append(
+            {"uid": uid, "text": text, "status": status, "attempts": attempts, "error": error}
+        )
+    return out
+
+
+def _counts(stack) -> dict[str, dict[str, int]]:  # type: ignore[no-untyped-def]
+    return stack.bridge_status()["messages"]
+
+
+# -- the VK sandbox ----------------------------------------------------------------------
+
+
+def _vk(stack, path: str, **body: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    r = requests.post(f"{stack.sandbox_url}/vk/{path}", json=body, timeout=30)
+    r.raise_for_status()
+    return r.json()
+
+
+def _vk_get(stack, path: str, **params: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    r = requests.get(f"{stack.sandbox_url}/vk/{path}", params=params, timeout=30)
+    r.raise_for_status()
+    return r.json()
+
+
+def _sent(stack, peer: int | None = None) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    params = {"peer_id": str(peer)} if peer is not None else {}
+    return _vk_get(stack, "_sent", **params)["sent"]
+
+
+def _event_id(user: int, index: int) -> str:
+    """A Callback API event id (40 hex digits), the same for the same message."""
+    return hashlib.sha256(f"vk:{user}:{index}".encode()).hexdigest()[:40]
+
+
+def _message_new(user: int, index: int, *, message_id: int, date: int) -> dict[str, Any]:
+    """A ``message_new`` Callback API body as VK posts it at v5.199 (the
+    corpus's ``message_new_*_5_118`` shape: ``{message, client_info}``): the
+    user's message ``index`` in a personal dialog (``peer_id`` is the user)."""
+    return {
+        "type": "message_new",
+        "object": {
+            "message": {
+                "date": date,
+                "from_id": user,
+                "id": message_id,
+                "out": 0,
+                "peer_id": user,
+                "text": message_text(user, index),
+                "conversation_message_id": index + 1,
+                "fwd_messages": [],
+                "important": False,
+                "random_id": 0,
+                "attachments": [],
+                "is_hidden": False,
+            },
+            "client_info": dict(CLIENT_INFO),
+        },
+        "group_id": DEMO_GROUP_ID,
+        "event_id": _event_id(user, index),
+        "v": "5.199",
+    }
+
+
+def _vk_traffic(seed: int) -> list[Delivery]:
+    """USERS × PER_USER messages, each user's one second apart on their own
+    clock (an hour ago); every burst shuffled and redelivered in part (the
+    same body, the same event_id), the bursts interleaved."""
+    rng = random.Random(seed)  # noqa: S311 (test traffic, not crypto)
+    base = int(time.time()) - 3600
+    bursts = []
+    for u in range(USERS):
+        user = FIRST + u
+        items = [
+            Delivery(
+                user,
+                i,
+                _message_new(
+                    user, i, message_id=1 + u * PER_USER + i, date=base + u * PER_USER + i
+                ),
+            )
+            for i in range(PER_USER)
+        ]
+        rng.shuffle(items)
+        dups = [Delivery(d.user, d.index, d.update, True) for d in items if rng.random() < 0.1]
+        for dup in dups:
+            items.insert(rng.randrange(len(items) + 1), dup)
+        bursts.append(items)
+    out = []
+    while any(bursts):
+        for burst in bursts:
+            if burst:
+                out.append(burst.pop(0))
+    return out
+
+
+def _deliver_all(stack, deliveries: list[Delivery]) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """Each body through ``_deliver`` with its event_id kept (a redelivery
+    is VK's: the same id), 8 at a time; the sandbox's answers, in order."""
+
+    def one(delivery: Delivery) -> dict[str, Any]:
+        return _vk(stack, "_deliver", payload=delivery.update, event_id="keep")
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(one, deliveries))
+
+
+# -- each CRM as a rep sees it --------------------------------------------------------
+
+
+class _Crm:
+    """What the test reads from (and does in) one sandbox CRM."""
+
+    expected_summary: dict[str, int]
+    #: what the CRM shows for a reply the bridge reported sent
+    delivered = "delivered"
+
+    def __init__(self, stack) -> None:  # type: ignore[no-untyped-def]
+        self.stack = stack
+
+    def _post(self, path: str, **body: Any) -> dict[str, Any]:
+        r = requests.post(
+            f"{self.stack.sandbox_url}/{self.stack.crm}/{path}", json=body, timeout=30
+        )
+        r.raise_for_status()
+        return r.json()
+
+    def check(self, expected: dict[int, list[str]]) -> Report:
+        """The CRM read back against what the users sent (``bench.traffic``)."""
+        raise NotImplementedError
+
+    def report_entries(self, failure: str) -> list[str]:
+        """What the checker reads as timeline entries among the CRM's
+        reports of a failed reply whose shown reason is ``failure``."""
+        return []
+
+    def reply(self, user: int, text: str) -> dict[str, Any]:
+        """A rep answers the user in the CRM's conversation view."""
+        raise NotImplementedError
+
+    def messages(self, user: int) -> list[dict[str, Any]]:
+        """The user's conversation in the CRM, in its order: ``direction``
+        (in/out), ``text``, and for outgoing ones the delivery ``status``
+        the CRM shows (sent, delivered, failed) and its ``error``."""
+        raise NotImplementedError
+
+    def timeline(self, user: int) -> list[str]:
+        """Every text the CRM shows about the user (chat messages, timeline
+        entries)."""
+        return [m["text"] for m in self.messages(user)]
+
+
+class _HubSpot(_Crm):
+    expected_summary = {  # noqa: RUF012
+        "contacts": USERS,
+        "deals": USERS,
+        "entries": 0,  # the demo mapping: the inbox only (no note)
+        "lost": 0,
+        "duplicated": 0,
+        "unexpected": 0,
+        "out_of_order": 0,
+        "inbox_messages": TOTAL,
+        "inbox_duplicated": 0,
+    }
+    delivered = "sent"  # HubSpot has no "delivered" (shown SENT)
+
+    def check(self, expected: dict[int, list[str]]) -> Report:
+        state = self.stack.hubspot_state()
+        assert state["notes"] == []
+        return check_hubspot(state, expected, notes=False, channel="vk")
+
+    def _contact(self, user: int) -> dict[str, Any]:
+        return next(
+            c
+            for c in self.stack.hubspot_state()["contacts"]
+            if c["properties"].get("bridge_vk_id") == str(user)
+        )
+
+    def reply(self, user: int, text: str) -> dict[str, Any]:
+        return self.stack.reply(self._contact(user)["id"], text)
+
+    def messages(self, user: int) -> list[dict[str, Any]]:
+        contact = self._contact(user)["id"]
+        out = []
+        for thread in self.stack.hubspot_state()["threads"]:
+            if thread.get("associatedContactId") != contact:
+                continue
+            for m in thread["messages"]:
+                out.append(
+                    {
+                        "direction": "in" if m["direction"] == "INCOMING" else "out",
+                        "text": m["text"],
+                        "status": str(m.get("status") or "").lower(),
+                        "error": m.get("errorMessage"),
+                    }
+                )
+        return out
+
+
+class _AmoCrm(_Crm):
+    expected_summary = _HubSpot.expected_summary  # the chat only (no note)
+
+    def _account(self) -> dict[str, Any]:
+        state = self.stack.amocrm_state()
+        return state["accounts"][0] if "accounts" in state else state
+
+    def check(self, expected: dict[int, list[str]]) -> Report:
+        account = self._account()
+        assert [n for n in account["notes"] if n["note_type"] == "common"] == []
+        assert not [lead for lead in account["leads"] if lead.get("is_unsorted")]
+        return check_amocrm(account, expected, notes=False, channel="vk")
+
+    def reply(self, user: int, text: str) -> dict[str, Any]:
+        field = identity_field_name("vk")
+        contact = next(
+            c
+            for c in self._account()["contacts"]
+            if any(
+                v["field_name"] == field and v["values"][0]["value"] == str(user)
+                for v in c.get("custom_fields_values") or []
+            )
+        )
+        return self._post("_reply", contact_id=contact["id"], text=text)
+
+    def messages(self, user: int) -> list[dict[str, Any]]:
+        # amojo delivery_status: 1 delivered, 2 read, -1 error (with its text)
+        codes = {1: "delivered", 2: "read", -1: "failed"}
+        out = []
+        for chat in self._account()["chats"]:
+            if (chat.get("client") or {}).get("client_id") != str(user):
+                continue
+            for m in chat["messages"]:
+                last = (m.get("delivery_statuses") or [{}])[-1]
+                out.append(
+                    {
+                        "direction": m["direction"],
+                        "text": m["text"],
+                        "status": codes.get(int(last.get("status") or 0), "sent"),
+                        "error": last.get("error"),
+                    }
+                )
+        return out
+
+
+class _Bitrix24(_Crm):
+    expected_summary = {  # noqa: RUF012
+        **_HubSpot.expected_summary,
+        "entries": TOTAL,  # timeline comments and Open Lines
+    }
+
+    def check(self, expected: dict[int, list[str]]) -> Report:
+        portal = self.stack.bitrix24_state()
+        assert len(portal["leads"]) == USERS and portal["deals"] == []
+        chat_only = check_bitrix24(portal, expected, comments=False, channel="vk")
+        assert (chat_only.lost, chat_only.out_of_order, chat_only.unexpected) == ([], [], [])
+        assert len(portal["chats"]) == USERS and all(c["crm"] is None for c in portal["chats"])
+        return check_bitrix24(portal, expected, channel="vk")
+
+    def report_entries(self, failure: str) -> list[str]:
+        # the failed reply's timeline comment carries the bridge's marker
+        # like a customer's message: the checker reads it as an entry
+        return [strip_markers(failure).split("\n")[0]]
+
+    def _chat(self, portal: dict[str, Any], user: int) -> dict[str, Any]:
+        return next(c for c in portal["chats"] if c["external_user_id"] == str(user))
+
+    def reply(self, user: int, text: str) -> dict[str, Any]:
+        chat = self._chat(self.stack.bitrix24_state(), user)
+        return self._post("_reply", conversation=chat["external_chat_id"], text=text)
+
+    def _comments(self, portal: dict[str, Any]) -> list[str]:
+        return [
+            str(c.get("COMMENT") or "")
+            for lead in portal["leads"]
+            for c in (lead.get("timeline") or {}).get("comments") or []
+        ]
+
+    def messages(self, user: int) -> list[dict[str, Any]]:
+        portal = self.stack.bitrix24_state()
+        chat = self._chat(portal, user)
+        # no "failed" in Open Lines: a failed reply is a timeline comment
+        # naming the message ("... (message <chat>:<id>): <reason>")
+        comments = self._comments(portal)
+        out = []
+        for m in chat["messages"]:
+            failure = next((c for c in comments if f"(message {chat['id']}:{m['id']})" in c), None)
+            # VK has no read receipts; Bitrix24 marks a delivered message read
+            # too (imconnector-send-status-delivery.md), so "read" says nothing
+            status = "delivered" if m.get("delivered") else "sent"
+            out.append(
+                {
+                    "direction": m["direction"],
+                    # an operator's reply shows under their name: "[b]Name:[/b] [br]text"
+                    "text": re.sub(r"^\[b\][^\[]*\[/b\] \[br\]", "", m["text"]),
+                    "status": "failed" if failure else status,
+                    "error": failure,
+                }
+            )
+        return out
+
+    def timeline(self, user: int) -> list[str]:
+        portal = self.stack.bitrix24_state()
+        contact = next(
+            c["id"]
+            for c in portal["contacts"]
+            if any(
+                im.get("VALUE_TYPE") == "VK" and str(im.get("VALUE")) == str(user)
+                for im in (c.get("multifields") or {}).get("IM") or []
+            )
+        )
+        comments = [
+            str(c.get("COMMENT") or "")
+            for lead in portal["leads"]
+            if str(lead["fields"].get("CONTACT_ID")) == str(contact)
+            for c in (lead.get("timeline") or {}).get("comments") or []
+        ]
+        return [*super().timeline(user), *comments]
+
+
+CRMS: dict[str, type[_Crm]] = {"amocrm": _AmoCrm, "bitrix24": _Bitrix24, "hubspot": _HubSpot}
+
+
+# -- the test --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("crm", list(CRMS))
+def test_vk_30_users_replies_an_ambiguous_send_and_a_denied_user(  # type: ignore[no-untyped-def]
+    make_stack_once, crm: str
+):
+    sandbox_tier, tenant_tier = FAST[crm]
+    stack = make_stack_once(crm=crm, workers=2, sandbox_config={crm: sandbox_tier})
+    _tenant_settings(stack, **tenant_tier)
+    assert stack.seeded.vk_account_id is not None  # the demo community, connected
+    side = CRMS[crm](stack)
+
+    # 1. 30 users x 10 messages, shuffled within each burst, 10 % posted twice
+    traffic = _vk_traffic(seed=23)
+    duplicates = sum(d.duplicate for d in traffic)
+    assert USERS // 2 < duplicates < USERS * 2  # ~10 % redelivered
+    answers = _deliver_all(stack, traffic)
+    assert {(a["status"], a["body"]) for a in answers} == {(200, "ok")}, answers[:3]
+    # the sandbox posted each body as given: a redelivery has its first post's event_id
+    posted = Counter(a["event_id"] for a in answers)
+    assert posted == Counter(d.update["event_id"] for d in traffic)
+    assert sum(n - 1 for n in posted.values()) == duplicates
+    assert wait_until(lambda: _counts(stack)["in"].get("synced", 0) == TOTAL, timeout=120), (
+        stack.bridge_status()
+    )
+    users = sorted({d.user for d in traffic})
+    expected = {user: [message_text(user, i) for i in range(PER_USER)] for user in users}
+    assert side.check(expected).summary() == side.expected_summary
+    status = stack.bridge_status()
+    assert status["parked"] == [] and status["failed"] == []
+    assert status["messages"]["in"] == {"synced": TOTAL}  # a redelivery is no message
+
+    # 2. a rep answers each user in the CRM -> each answer sent once, the CRM told
+    def answer(user: int) -> str:
+        return f"Спасибо, {user}! Your order ships today."
+
+    for user in users:
+        assert side.reply(user, answer(user))["webhook"]["status"] == 200
+    assert wait_until(lambda: len(_sent(stack)) >= len(users), timeout=60), _sent(stack)
+    assert wait_until(
+        lambda: all([r["status"] for r in _replies(stack).get(u, [])] == ["sent"] for u in users),
+        timeout=60,
+    ), _replies(stack)
+    rows = _replies(stack)
+    sent = _sent(stack)
+    # exactly once each, to its user, with the random_id of the bridge's reply
+    assert sorted((s["peer_id"], s["message"]) for s in sent) == sorted(
+        (u, answer(u)) for u in users
+    )
+    assert all(s["repeats"] == 0 for s in sent)
+    for s in sent:
+        [row] = rows[s["peer_id"]]
+        assert s["random_id"] == random_id(row["uid"], 0), (s, row)
+    assert len({s["random_id"] for s in sent}) == len(users)
+
+    def shown(wanted: dict[int, str], status: str) -> dict[int, list[dict[str, Any]]]:
+        """Users whose conversation in the CRM does not show, as its one
+        outgoing message, the reply ``wanted`` names with ``status``."""
+        wrong = {}
+        for user, text in wanted.items():
+            out = [m for m in side.messages(user) if m["direction"] == "out"]
+            if [(m["text"], m["status"]) for m in out] != [(text, status)]:
+                wrong[user] = out
+        return wrong
+
+    replied = {user: answer(user) for user in users}
+    assert wait_until(lambda: not shown(replied, side.delivered), timeout=60), shown(
+        replied, side.delivered
+    )
+
+    # the sandbox echoed every send as message_reply (out: 1), and the bridge
+    # answered "ok" to each ...
+    assert wait_until(
+        lambda: all(any(e["ok"] for e in s["echo"]) for s in _sent(stack)), timeout=60
+    ), [s["echo"] for s in _sent(stack)]
+    echoes = _vk_get(stack, "_deliveries", type="message_reply")["deliveries"]
+    assert len({d["payload"]["object"]["id"] for d in echoes}) == len(users)
+    assert {(d["status"], d["answer"]) for d in echoes} == {(200, "ok")}
+    # ... and filed none of them: no customer message, no second outgoing one
+    time.sleep(1)
+    assert side.check(expected).summary() == side.expected_summary
+    assert not shown(replied, side.delivered)
+    status = stack.bridge_status()
+    assert status["messages"]["in"] == {"synced": TOTAL}
+    assert status["messages"]["out"] == {"sent": len(users)}
+    assert status["parked"] == [] and status["failed"] == []
+
+    # 3. an ambiguous send: messages.send stores the message, then hangs past
+    # the bridge's read timeout (2 s in the stack)
+    late = users[0]
+    again = "One more thing: the courier calls an hour before."
+    faults = _vk(
+        stack,
+        "_faults",
+        timeout_seconds=4,
+        routes=[{"path": r"^/method/messages\.send$", "commit_then_timeout_rate": 1.0}],
+    )
+    assert faults["routes"][0]["commit_then_timeout_rate"] == 1.0
+    assert side.reply(late, again)["webhook"]["status"] == 200
+    # the first attempt stored the message (and is still hanging): the fault
+    # is switched off so that the retry is answered
+    assert wait_until(lambda: len(_sent(stack, late)) == 2, timeout=30, interval=0.1)
+    faults = _vk_get(stack, "_faults")
+    assert faults["routes"][0]["counters"] == {"commit_then_timeout": 1}, faults
+    _vk(stack, "_faults", routes=[])
+
+    def resent() -> bool:
+        rows = _replies(stack)[late]
+        return [r["status"] for r in rows] == ["sent", "sent"]
+
+    assert wait_until(resent, timeout=60), _replies(stack)[late]
+    row = _replies(stack)[late][1]
+    [first, second] = _sent(stack, late)
+    assert first["message"] == answer(late)
+    # the user has it once: the retry carried the same random_id, VK dropped it
+    assert (second["message"], second["random_id"]) == (again, random_id(row["uid"], 0))
+    assert second["repeats"] >= 1, second
+    assert len(second["echo"]) <= 1  # a repeat is not echoed (nothing was sent)
+    assert _vk_get(stack, "_state")["counters"].get("random_id_repeats", 0) >= 1
+
+    # ... and the CRM shows both replies delivered, each once
+    def both_shown() -> bool:
+        out = [m for m in side.messages(late) if m["direction"] == "out"]
+        return [(m["text"], m["status"]) for m in out] == [
+            (answer(late), side.delivered),
+            (again, side.delivered),
+        ]
+
+    assert wait_until(both_shown, timeout=30), side.messages(late)
+
+    # 4. consent: the user forbids messages from the community
+    denied = users[1]
+    deny = _vk(stack, "_deny", user=denied)
+    assert (deny["status"], deny["body"]) == (200, "ok"), deny
+    assert wait_until(lambda: _counts(stack)["in"].get("synced", 0) == TOTAL + 1, timeout=60), (
+        stack.bridge_status()
+    )
+    notice = CONSENT["message_deny"]
+    assert wait_until(lambda: any(notice in t for t in side.timeline(denied)), timeout=30), (
+        side.timeline(denied)
+    )
+    # once in the conversation, as the user's (system) message
+    assert [m["direction"] for m in side.messages(denied) if m["text"] == notice] == ["in"]
+    refused = "Your refund is on its way."
+    assert side.reply(denied, refused)["webhook"]["status"] == 200
+
+    def failed() -> bool:
+        rows = _replies(stack).get(denied, [])
+        return [r["status"] for r in rows] == ["sent", "failed"]
+
+    assert wait_until(failed, timeout=60), _replies(stack).get(denied)
+    reason = _replies(stack)[denied][1]["error"]
+    assert reason.startswith("VK 901"), reason
+    assert len(_sent(stack, denied)) == 1  # nothing more went to the user
+
+    def crm_failed() -> bool:
+        out = [m for m in side.messages(denied) if m["direction"] == "out"]
+        return [(m["text"], m["status"]) for m in out] == [
+            (answer(denied), side.delivered),
+            (refused, "failed"),
+        ]
+
+    assert wait_until(crm_failed, timeout=60), side.messages(denied)
+    shown_reason = [m for m in side.messages(denied) if m["direction"] == "out"][1]["error"]
+    assert shown_reason and "901" in shown_reason, shown_reason
+    assert "does not allow messages" in shown_reason, shown_reason
+
+    # in the end: every user's messages still once and in order (the deny
+    # notice last), the replies as sent
+    assert len(_sent(stack)) == len(users) + 1
+    expected[denied] = [*expected[denied], notice]
+    summary = dict(side.expected_summary)
+    summary["inbox_messages"] += 1
+    if summary["entries"]:
+        summary["entries"] += 1
+    extra = side.report_entries(shown_reason)
+    summary["entries"] += len(extra) if summary["entries"] else 0
+    summary["unexpected"] = len(extra)
+    report = side.check(expected)
+    assert report.summary() == summary, report
+    assert report.unexpected == [f"{denied}:{line}" for line in extra]
+    status = stack.bridge_status()
+    assert status["messages"]["out"] == {"sent": len(users) + 1, "failed": 1}
+    assert status["followup_failed"] == []
+    # the denied user's conversation waits on its failed reply, nothing else
+    uid = _replies(stack)[denied][1]["uid"]
+    assert [(f["message"], f["error"]) for f in status["failed"]] == [(uid, reason)]
+    assert [p["reason"] for p in status["parked"]] == [f"reply {uid} failed: {reason}"]
+    # every message_reply echo journaled and ignored (with the confirmation
+    # handshake): one per message sent, none for the dropped repeat
+    assert status["journal"]["by_state"]["ignored"] == len(users) + 2, status["journal"]
