@@ -8,6 +8,13 @@ requests in any second on the account API, the chat host unlimited).
                          [--steady-rate 2.5] [--steady-seconds 20] [--workers 2]
                          [--new-customers 200] [--only-new-customers]
                          [--timeout 300] [--database-url URL] [--keep]
+    python -m bench.sync --channel whatsapp [--crm ...] [--users N] [--live N]
+                         [--replies-per-user 5] [--workers 2] [--json] ...
+
+``--channel whatsapp`` (default ``telegram``, everything below) runs the
+WhatsApp phases of ``bench/sync_whatsapp.py`` instead: CRM calls per
+message in an open conversation, and the number's 80/s limit used while a
+backlog of rep replies drains.
 
 About 5-6 minutes for the three variants on a 2-core machine, either CRM
 (the new-customer burst adds under a minute a variant).
@@ -63,6 +70,7 @@ from bench.sync_burst import add_arguments as add_burst_arguments
 from bench.sync_burst import render as render_burst
 from bench.sync_core import CrmBench, run_variant
 from bench.sync_hubspot import VARIANTS, HubSpotBench
+from bench.sync_whatsapp import add_arguments as add_whatsapp_arguments
 from bench.sync_worker import add_arguments as add_worker_path_arguments
 from bench.sync_worker import render as render_worker_path
 from bench.sync_worker import run_worker_path
@@ -83,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON line of figures last")
     parser.add_argument("--crm", choices=tuple(BENCHES), default="hubspot")
+    parser.add_argument(
+        "--channel",
+        choices=("telegram", "whatsapp"),
+        default="telegram",
+        help="the customers' channel (default telegram; whatsapp: bench/sync_whatsapp.py)",
+    )
     parser.add_argument(
         "--variants", default="a,b,c", help="mapping variants to run (default a,b,c)"
     )
@@ -111,7 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work directories (logs)")
     add_worker_path_arguments(parser)
     add_burst_arguments(parser)
+    add_whatsapp_arguments(parser)
     args = parser.parse_args(argv)
+    if args.channel == "whatsapp":
+        from bench.sync_whatsapp import report
+
+        return report(args)
     bench = BENCHES[args.crm]()
     header = bench.configure(args)
     keys = [k.strip() for k in args.variants.split(",") if k.strip()]

@@ -3,6 +3,10 @@
 ``telegram_traffic`` builds realistic Telegram updates for U users × M
 messages (one per second of the customer's own clock), shuffles each user's
 burst, and redelivers a share of them, as Telegram does after a timeout.
+``whatsapp_traffic`` does the same with WhatsApp Cloud API webhook bodies
+(one text message with its ``contacts`` card, as Meta posts them), which
+``send_all(..., channel="whatsapp")`` hands to the WhatsApp sandbox's
+``_deliver`` (signed like Meta, redelivered whole).
 ``check_hubspot`` reads the sandbox HubSpot and reports, Jepsen-style
 (RELIABILITY.md 3.1): lost (accepted but not in the CRM), duplicated (more
 than one entry per message), unexpected (entries nobody sent) and
@@ -11,6 +15,7 @@ out-of-order conversations.
 
 from __future__ import annotations
 
+import base64
 import random
 import re
 import time
@@ -22,7 +27,9 @@ from typing import Any
 
 import requests
 
+from crm_adapters.amocrm.fields import identity_field_name
 from crm_adapters.amocrm.timeline import parse_marker as amo_marker
+from crm_adapters.bitrix24.contacts import identity_value
 from crm_adapters.bitrix24.timeline import read_marker as b24_marker
 from crm_adapters.freetext import strip_markers
 
@@ -34,6 +41,9 @@ __all__ = [
     "send_all",
     "telegram_traffic",
     "wait_until",
+    "wamid",
+    "whatsapp_message",
+    "whatsapp_traffic",
 ]
 
 BASE_DATE = 1_790_000_000
@@ -122,22 +132,130 @@ def telegram_traffic(
     return out
 
 
+#: the demo WhatsApp number's WABA and phone number (``sandbox.whatsapp``);
+#: the sandbox's ``_deliver`` rewrites them onto the account it posts for
+WA_WABA_ID = "102290129340398"
+WA_PHONE_NUMBER_ID = "106540352242922"
+WA_DISPLAY_NUMBER = "15550783881"
+
+
+def wamid(user: int, index: int, salt: str = "") -> str:
+    """A message id shaped like Meta's (``wamid.`` + base64 naming the
+    sender), the same for the same message: a redelivery keeps it."""
+    blob = b"\x15\x02\x00\x11\x18\x12" + f"{user}:{index}:{salt}".encode()
+    return "wamid." + base64.b64encode(blob).decode()
+
+
+def whatsapp_message(
+    user: int,
+    index: int,
+    *,
+    timestamp: int,
+    text: str | None = None,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """A WhatsApp Cloud API webhook body: one text message from ``user``
+    (its wa_id: the phone number's digits) with its ``contacts`` card, the
+    shape of the corpus's ``message.json`` "text" (pywa's test data)."""
+    wa_id = str(user)
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": WA_WABA_ID,
+                "changes": [
+                    {
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {
+                                "display_phone_number": WA_DISPLAY_NUMBER,
+                                "phone_number_id": WA_PHONE_NUMBER_ID,
+                            },
+                            "contacts": [
+                                {"profile": {"name": name or f"Customer {wa_id}"}, "wa_id": wa_id}
+                            ],
+                            "messages": [
+                                {
+                                    "from": wa_id,
+                                    "id": wamid(user, index),
+                                    "timestamp": str(timestamp),
+                                    "text": {"body": text or message_text(user, index)},
+                                    "type": "text",
+                                }
+                            ],
+                        },
+                        "field": "messages",
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def whatsapp_traffic(
+    users: int,
+    per_user: int,
+    *,
+    duplicate_rate: float = 0.1,
+    reorder: str = "shuffle",
+    seed: int = 7,
+    first_user: int = 79_990_000_001,
+    start: int | None = None,
+) -> list[Delivery]:
+    """``telegram_traffic`` for WhatsApp: ``users`` customers (wa_ids from
+    ``first_user``) × ``per_user`` text messages, each customer's one second
+    apart on their own clock from ``start`` (default: two hours ago, well
+    inside the 24-hour reply window); every burst shuffled and redelivered
+    in part (the same body posted again, as Meta retries), the bursts
+    interleaved. ``Delivery.update`` is the webhook body."""
+    rng = random.Random(seed)  # noqa: S311 (test traffic, not crypto)
+    base = int(time.time()) - 7200 if start is None else start
+    bursts = []
+    for u in range(users):
+        user = first_user + u
+        items = [
+            Delivery(user, i, whatsapp_message(user, i, timestamp=base + u * per_user + i))
+            for i in range(per_user)
+        ]
+        if reorder == "shuffle":
+            rng.shuffle(items)
+        dups = [
+            Delivery(d.user, d.index, d.update, True)
+            for d in items
+            if rng.random() < duplicate_rate
+        ]
+        for dup in dups:
+            items.insert(rng.randrange(len(items) + 1), dup)
+        bursts.append(items)
+    out = []
+    while any(bursts):
+        for burst in bursts:
+            if burst:
+                out.append(burst.pop(0))
+    return out
+
+
 def send_all(
-    url: str, deliveries: Iterable[Delivery], *, threads: int = 8, retries: int = 5
+    url: str,
+    deliveries: Iterable[Delivery],
+    *,
+    threads: int = 8,
+    retries: int = 5,
+    channel: str = "telegram",
 ) -> Counter[int]:
     """POST each update to the sandbox's ``_deliver`` (which posts it to the
-    bridge's webhook like Telegram); retry a non-2xx like Telegram does.
-    Returns a Counter of final bridge status codes."""
+    bridge's webhook like Telegram, or like Meta with ``channel="whatsapp"``:
+    ``Delivery.update`` is then the webhook body); retry a non-2xx like the
+    channel does. Returns a Counter of final bridge status codes."""
     codes: Counter[int] = Counter()
     local = threading_local()
+    wrap = "payload" if channel == "whatsapp" else "update"
 
     def one(delivery: Delivery) -> int:
         session = local.session()
         status = 0
         for attempt in range(retries):
-            r = session.post(
-                f"{url}/telegram/_deliver", json={"update": delivery.update}, timeout=60
-            )
+            r = session.post(f"{url}/{channel}/_deliver", json={wrap: delivery.update}, timeout=60)
             status = r.json().get("status", r.status_code) if r.ok else r.status_code
             if 200 <= status < 300:
                 return status
@@ -222,12 +340,14 @@ def check_hubspot(
     *,
     inbox: bool = True,
     notes: bool = True,
+    channel: str = "telegram",
 ) -> Report:
     """Compare the sandbox HubSpot with what the customers sent.
 
-    ``expected``: Telegram user id -> texts in the customer's order. Notes
-    are read by their own time (``hs_timestamp``) and sequence; without
-    notes (``notes=False``, an inbox-only mapping) the inbox messages are
+    ``expected``: the customer's id on ``channel`` (Telegram user id,
+    WhatsApp wa_id) -> texts in the customer's order. Notes are read by
+    their own time (``hs_timestamp``) and sequence; without notes
+    (``notes=False``, an inbox-only mapping) the inbox messages are
     compared instead, by their own time, then the thread's order.
     """
     report = Report()
@@ -235,7 +355,7 @@ def check_hubspot(
     report.contacts = len(contacts)
     report.deals = len(state.get("deals", []))
     user_of_contact = {
-        cid: int(c["properties"].get("bridge_telegram_id") or 0) for cid, c in contacts.items()
+        cid: int(c["properties"].get(f"bridge_{channel}_id") or 0) for cid, c in contacts.items()
     }
     if notes:
         _hubspot_notes(state, expected, user_of_contact, report)
@@ -289,7 +409,12 @@ def _amocrm_account(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_amocrm(
-    state: dict[str, Any], expected: dict[int, list[str]], *, notes: bool = True, chat: bool = True
+    state: dict[str, Any],
+    expected: dict[int, list[str]],
+    *,
+    notes: bool = True,
+    chat: bool = True,
+    channel: str = "telegram",
 ) -> Report:
     """Compare the sandbox amoCRM with what the customers sent.
 
@@ -304,9 +429,11 @@ def check_amocrm(
     report.contacts = len(contacts)
     report.deals = len([lead for lead in account.get("leads", []) if not lead.get("is_deleted")])
 
+    field_name = identity_field_name(channel)  # "Telegram ID", "Whatsapp ID"
+
     def telegram_id(contact: dict[str, Any]) -> int:
         for value in contact.get("custom_fields_values") or []:
-            if value.get("field_name") == "Telegram ID":
+            if value.get("field_name") == field_name:
                 return int(value["values"][0]["value"])
         return 0
 
@@ -392,6 +519,7 @@ def check_bitrix24(
     *,
     comments: bool = True,
     chat: bool = True,
+    channel: str = "telegram",
 ) -> Report:
     """Compare the sandbox Bitrix24 with what the customers sent.
 
@@ -408,10 +536,16 @@ def check_bitrix24(
     contacts = {c["id"]: c for c in portal.get("contacts", [])}
     report.contacts = len(contacts)
 
+    # the IM multifield's (VALUE_TYPE, VALUE) of the customer's id on the
+    # channel: ("TELEGRAM", "<id>"), ("OTHER", "whatsapp:<wa_id>")
+    value_type, prefix = identity_value(channel, "")
+
     def telegram_id(contact: dict[str, Any]) -> int:
         for im in (contact.get("multifields") or {}).get("IM") or []:
-            if im.get("VALUE_TYPE") == "TELEGRAM" and str(im.get("VALUE") or "").isdigit():
-                return int(im["VALUE"])
+            value = str(im.get("VALUE") or "")
+            if im.get("VALUE_TYPE") == value_type and value.startswith(prefix):
+                if value[len(prefix) :].isdigit():
+                    return int(value[len(prefix) :])
         return 0
 
     entities: list[tuple[str, dict[str, Any], list[int]]] = []
