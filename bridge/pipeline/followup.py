@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from bridge import outbox
@@ -168,16 +168,22 @@ class _Drain:
             return [FollowupItem(m, conversation, tenant, account) for m in messages]
 
     def _finish(self, message: Message, status: str, error: str | None) -> None:
+        """Record the outcome, unless the message changed since it was read
+        (a newer delivery status made its report due again meanwhile): then
+        it stays pending and the next round reports what it says now."""
         with self.rt.transaction() as session:
-            session.execute(
+            done: CursorResult[Any] = session.execute(  # type: ignore[assignment]
                 update(Message)
-                .where(Message.id == message.id)
+                .where(Message.id == message.id, Message.updated_at == message.updated_at)
                 .values(
                     followup_status=status,
                     followup_error=error[:2000] if error else None,
                     followup_attempts=Message.followup_attempts + 1,
                 )
             )
+        if not done.rowcount:
+            log.info("%s of message %s: changed meanwhile, again", self.kind.direction, message.uid)
+            return
         if status == FollowupStatus.DONE:
             self.done += 1
         else:

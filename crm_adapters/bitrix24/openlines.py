@@ -141,8 +141,12 @@ def bb_to_text(text: str, *, keep_signature: bool = False) -> tuple[str, str | N
 
 
 def wants_inbox(entry: TimelineEntry) -> bool:
-    """The entry also goes to the Open Lines chat (the mapping's ``inbox``)."""
-    return bool(entry.inbox)
+    """The entry also goes to the Open Lines chat (the mapping's ``inbox``):
+    a customer's message only. ``imconnector.send.messages`` posts as the
+    external user (FACTS 2.8); the business's own message sent outside the
+    bridge (a WhatsApp Business app echo) would read as the customer's, so
+    it is a timeline comment instead (:func:`timeline.wants_note`)."""
+    return bool(entry.inbox) and entry.direction == "in"
 
 
 def connector_id(settings: Bitrix24Settings, channel_kind: str | None = None) -> str:

@@ -161,8 +161,10 @@ def comment_fields(
 
 
 def wants_note(entry: TimelineEntry) -> bool:
-    """Any ``timeline`` kind but ``none`` is written as a comment."""
-    return (entry.timeline or "note").lower() != "none"
+    """Any ``timeline`` kind but ``none`` is written as a comment; so is the
+    business's own message (``direction`` out), which the Open Lines chat
+    cannot show as the business's."""
+    return (entry.timeline or "note").lower() != "none" or entry.direction == "out"
 
 
 def to_int(value: Any, what: str) -> int:

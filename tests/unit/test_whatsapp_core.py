@@ -513,3 +513,30 @@ def test_a_send_meta_fails_later_with_131047_goes_again_as_the_template(runtime,
     assert [b["type"] for b in sent_bodies()] == ["text", "template"]
     [row] = outbound(runtime)
     assert (row.status, row.channel_message_ids) == ("sent", ["wamid.template"])
+
+
+@responses.activate
+def test_a_status_arriving_while_its_report_is_sent_is_reported_too(runtime, account, monkeypatch):  # type: ignore[no-untyped-def]
+    """The race the end-to-end run found: a reply's "sent" report is on its
+    way to the CRM when "read" arrives; the report job must not mark the
+    newer state done (it was lost: the CRM kept showing SENT)."""
+    accept(runtime, account, [said(1, utcnow())])
+    conv = conversation(runtime).id
+    run_inbound(runtime, conv)
+    reply(runtime, account, "crm-1", "On its way")
+    responses.post(SEND_URL, json=accepted("wamid.out1"))
+    run_outbound(runtime, conv)
+    [row] = outbound(runtime)
+    read = OutboundStatus("whatsapp", "wamid.out1:read", row.uid, "read",
+                          channel_message_id="wamid.out1")  # fmt: skip
+    original = fakes.FakeCrm.report_delivery
+
+    def report_then_read(self, report):  # type: ignore[no-untyped-def]
+        original(self, report)
+        if report.status.value == "sent":
+            accept(runtime, account, [read])  # the status lands meanwhile
+
+    monkeypatch.setattr(fakes.FakeCrm, "report_delivery", report_then_read)
+    assert run_reports(runtime, conv) == "idle"
+    assert [r.status.value for r in fakes.STATE.reports] == ["sent", "read"]
+    assert outbound(runtime)[0].followup_status == "done"
