@@ -133,6 +133,8 @@ class Stack:
     mapping: str | None = None
     mappings_dir: Path = ROOT / "mappings"
     env_overrides: dict[str, str] = field(default_factory=dict)
+    #: the demo's other messengers to connect besides the bot ("whatsapp", "vk")
+    channels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -290,6 +292,7 @@ class Stack:
                 crm=self.crm,
                 sandbox=self.sandbox_url,
                 mapping=self.mapping,
+                channels=self.channels,
             )
         finally:
             runtime.close()

@@ -317,6 +317,7 @@ def run(crm: str, args: argparse.Namespace, log: Callable[[str], None]) -> dict[
                 workers=args.workers,
                 crm=crm,
                 sandbox_config={crm: setup.sandbox},
+                channels=("whatsapp",),
             )
             db = None
             try:

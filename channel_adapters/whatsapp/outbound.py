@@ -4,10 +4,11 @@
 ``text.body`` is at most 4096 characters: a longer reply is split, at a
 line or word break where there is one. Attachments go by ``link`` (a file
 the CRM or the bridge serves over HTTPS); a kind WhatsApp has no message
-for goes as a document. A reply to a specific customer message threads
-with ``context.message_id``; every message carries the bridge's id in
-``biz_opaque_callback_data``, which Meta echoes in the message's statuses.
-A template (the reply window is closed) is one message.
+for goes as a document; a place (a ``geo:`` URI) as a location message. A
+reply to a specific customer message threads with ``context.message_id``;
+every message carries the bridge's id in ``biz_opaque_callback_data``,
+which Meta echoes in the message's statuses. A template (the reply window
+is closed) is one message.
 """
 
 from __future__ import annotations
@@ -48,7 +49,26 @@ def plan(message: OutboundMessage, to: str) -> list[dict[str, Any]]:
         for part in split_text(message.text)
     ]
     bodies += [{**base, **_media(a)} for a in message.attachments if a.url]
+    bodies += [{**base, **place} for a in message.attachments if (place := _location(a))]
     return bodies
+
+
+def _location(attachment: Attachment) -> dict[str, Any] | None:
+    """A place the rep sent (``file_ref`` ``geo:<lat>,<lon>``, RFC 5870,
+    the name in ``file_name``) as WhatsApp's location message."""
+    ref = attachment.file_ref or ""
+    if attachment.kind != MessageKind.LOCATION or not ref.startswith("geo:"):
+        return None
+    try:
+        lat, lon = (float(p) for p in ref[4:].split(";", 1)[0].split(",")[:2])
+    except ValueError:
+        return None
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        return None
+    place: dict[str, Any] = {"latitude": lat, "longitude": lon}
+    if attachment.file_name:
+        place["name"] = attachment.file_name[:1000]
+    return {"type": "location", "location": place}
 
 
 def _template(message: OutboundMessage) -> dict[str, Any]:

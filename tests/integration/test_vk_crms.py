@@ -447,7 +447,9 @@ def test_vk_30_users_replies_an_ambiguous_send_and_a_denied_user(  # type: ignor
     make_stack_once, crm: str
 ):
     sandbox_tier, tenant_tier = FAST[crm]
-    stack = make_stack_once(crm=crm, workers=2, sandbox_config={crm: sandbox_tier})
+    stack = make_stack_once(
+        crm=crm, workers=2, sandbox_config={crm: sandbox_tier}, channels=("vk",)
+    )
     _tenant_settings(stack, **tenant_tier)
     assert stack.seeded.vk_account_id is not None  # the demo community, connected
     side = CRMS[crm](stack)

@@ -410,6 +410,7 @@ def test_whatsapp_50_customers_replies_echoes_and_the_24_hour_window(  # type: i
         workers=2,
         mappings_dir=mappings,
         sandbox_config={crm: sandbox_tier, "whatsapp": {"status_webhooks": "shuffled", "seed": 5}},
+        channels=("whatsapp",),
     )
     _tenant_settings(stack, **tenant_tier)
     side = CRMS[crm](stack)

@@ -540,3 +540,35 @@ def test_a_status_arriving_while_its_report_is_sent_is_reported_too(runtime, acc
     assert run_reports(runtime, conv) == "idle"
     assert [r.status.value for r in fakes.STATE.reports] == ["sent", "read"]
     assert outbound(runtime)[0].followup_status == "done"
+
+
+def test_a_reply_plans_text_media_and_a_place() -> None:
+    """The request bodies of one reply: its text, a file by link, a place
+    (a ``geo:`` URI) as WhatsApp's location message; a bad place is left out."""
+    from bridge.model import Attachment, OutboundMessage
+    from channel_adapters.whatsapp.outbound import plan
+
+    reply = OutboundMessage(
+        bridge_id="b-1",
+        external_thread_id=CUSTOMER,
+        text="Here we are",
+        attachments=(
+            Attachment(
+                MessageKind.DOCUMENT, url="https://files.test/menu.pdf", file_name="menu.pdf"
+            ),
+            Attachment(MessageKind.AUDIO, url="https://files.test/hello.ogg"),
+            Attachment(
+                MessageKind.LOCATION, file_ref="geo:55.7539,37.6208", file_name="Red Square"
+            ),
+            Attachment(MessageKind.LOCATION, file_ref="geo:123,456"),
+        ),
+    )
+    bodies = plan(reply, CUSTOMER)
+    assert [b["type"] for b in bodies] == ["text", "document", "audio", "location"]
+    assert bodies[1]["document"] == {"link": "https://files.test/menu.pdf", "filename": "menu.pdf"}
+    assert bodies[3]["location"] == {
+        "latitude": 55.7539,
+        "longitude": 37.6208,
+        "name": "Red Square",
+    }
+    assert {b["biz_opaque_callback_data"] for b in bodies} == {"b-1"}
