@@ -108,6 +108,9 @@ class ChannelAdapter(ABC):
     #: :meth:`download` and the bridge keeps it before the CRM entry is
     #: written. False (Telegram, whose file_id lasts): labels only.
     fetch_media: ClassVar[bool] = False
+    #: the channel's words for how far a sent message got (``OutboundStatus
+    #: .status``) -> the core's ``delivered`` / ``read``
+    delivery_statuses: ClassVar[Mapping[str, str]] = {"delivered": "delivered", "read": "read"}
     #: how the provider's deliveries can reach the bridge, the default
     #: first: ``WEBHOOK`` (it posts them to the account's URL), ``POLLING``
     #: (a poller in the worker fetches them with :meth:`poll`). A channel

@@ -56,6 +56,12 @@ class WhatsAppAdapter(ChannelAdapter):
     group_setting: ClassVar[str | None] = "waba_id"
     #: a media id's URL lasts minutes (FACTS §2: two-step download)
     fetch_media: ClassVar[bool] = True
+    #: "played": a voice note listened to (FACTS §2 statuses) is read
+    delivery_statuses: ClassVar[Mapping[str, str]] = {
+        "delivered": "delivered",
+        "read": "read",
+        "played": "read",
+    }
     #: account-level webhook events that need a person (WhatsApp Manager)
     listings: ClassVar[Mapping[str, str]] = {
         "templates": "the business account's message templates (for window_template)"
@@ -222,9 +228,6 @@ class WhatsAppAdapter(ChannelAdapter):
                     status=exc.status,
                 ) from None
         return SendResult(tuple(sent))
-
-    def acknowledge(self, message: Any) -> None:
-        """Nothing: read receipts are the rep's to give, not the bridge's."""
 
     def download(self, attachment: Attachment) -> bytes:
         """Two calls (FACTS §2): ``GET /{media-id}`` for a short-lived URL,

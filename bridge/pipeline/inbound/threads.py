@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from bridge import outbox
 from bridge.model import InboundMessage, OutboundStatus, utcnow
 from bridge.pipeline.followup import due
+from bridge.registry import channel_class
 from bridge.tables import (
     ChannelAccount,
     ContactIdentity,
@@ -179,27 +180,27 @@ def outbound_status(
         job = outbox.bump(session, message.tenant_id, message.conversation_id, outbox.OUT)
         if job:
             jobs.append((outbox.OUT, message.conversation_id, job))
-    elif _moves_forward(message, event.status):
-        message.payload = {**(message.payload or {}), "delivery": _DELIVERY[event.status]}
+    elif _moves_forward(message, event):
+        reached = channel_class(event.channel_kind).delivery_statuses[event.status]
+        message.payload = {**(message.payload or {}), "delivery": reached}
         _report(session, message, jobs)
     return True
 
 
-#: a channel's delivery statuses, as the CRM is told them (WhatsApp's
-#: "played", a voice note listened to, is "read")
-_DELIVERY = {"delivered": "delivered", "read": "read", "played": "read"}
-#: their order: a status never moves back (they may arrive out of order,
-#: corpora FACTS §2 "never move a status backwards")
+#: the delivery states a channel may report, in order: a status never
+#: moves back (they may arrive out of order, corpora FACTS §2)
 _RANK = {"sent": 0, "delivered": 1, "read": 2}
 
 
-def _moves_forward(message: Message, status: str) -> bool:
-    """A delivered/read report on a sent reply that says more than its
+def _moves_forward(message: Message, event: OutboundStatus) -> bool:
+    """A delivered/read report (in the channel's words: its adapter's
+    ``delivery_statuses``) on a sent reply that says more than its
     delivery state so far."""
-    if status not in _DELIVERY or message.status != MessageStatus.SENT:
+    reached = channel_class(event.channel_kind).delivery_statuses.get(event.status)
+    if reached not in _RANK or message.status != MessageStatus.SENT:
         return False
     current = (message.payload or {}).get("delivery", "sent")
-    return _RANK[_DELIVERY[status]] > _RANK.get(current, 0)
+    return _RANK[reached] > _RANK.get(current, 0)
 
 
 def _report(session: Session, message: Message, jobs: list[tuple[str, int, str]]) -> None:

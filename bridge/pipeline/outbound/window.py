@@ -65,6 +65,7 @@ class ReplyWindow:
         self.conversation = conversation
         self.kind = kind
         self.length = length
+        self._last: tuple[dt.datetime | None] | None = None
 
     def closed(self) -> bool:
         """True when the customer's last message is older than the window."""
@@ -97,6 +98,12 @@ class ReplyWindow:
         )
 
     def _last_from_customer(self) -> dt.datetime | None:
+        """The customer's last message time (read once per reply)."""
+        if self._last is None:
+            self._last = (self._read_last(),)
+        return self._last[0]
+
+    def _read_last(self) -> dt.datetime | None:
         with self.rt.read_session() as session:
             rows = session.execute(
                 select(Message.sent_at, Message.payload)
