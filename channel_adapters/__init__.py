@@ -11,4 +11,5 @@ REGISTRY: dict[str, str] = {
     "email": "channel_adapters.email:EmailAdapter",
     "whatsapp": "channel_adapters.whatsapp:WhatsAppAdapter",
     "vk": "channel_adapters.vk:VkAdapter",
+    "viber": "channel_adapters.viber:ViberAdapter",
 }

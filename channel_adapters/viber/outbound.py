@@ -1,0 +1,110 @@
+"""A rep's reply -> the ``send_message`` bodies that carry it, in order
+(corpora FACTS §4 "Outbound"; creators.viber.com/docs/bots-api send message).
+
+* Every body names the ``receiver`` (the user's id, the conversation's
+  thread), the ``sender`` (``name`` at most 28 characters, an optional
+  ``avatar``) and ``tracking_data``: our message's id, so whatever Viber
+  hands back about it names the bridge's message.
+* Text is split at the bot's ``text_limit`` (default 7000, UNCONFIRMED:
+  FACTS §4), after a paragraph, line or word where it can.
+* Files go by public URL (Viber fetches them; the bridge serves a rep's
+  files at ``/files/<uid>/<token>/<name>``): an image as ``picture``
+  (``media`` and a ``text``, empty when the reply's text went before it),
+  a video as ``video`` (``media``, ``size``), anything else as ``file``
+  (``media``, ``size``, ``file_name``). A file without a URL cannot go.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bridge.errors import PermanentError
+from bridge.model import Attachment, MessageKind, OutboundMessage
+
+from .settings import DEFAULT_TEXT_LIMIT, SENDER_NAME_LIMIT
+
+__all__ = ["plan", "split_text"]
+
+#: a picture's ``text``: "Max 120 characters" in the REST docs' picture
+#: message (UNCONFIRMED in the stored material): a longer reply text goes
+#: as a text message before the picture
+PICTURE_TEXT_LIMIT = 120
+#: ``file_name`` "Max 256 characters (including file extension)"
+FILE_NAME_LIMIT = 256
+_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif")
+
+
+def plan(
+    message: OutboundMessage,
+    *,
+    sender_name: str,
+    sender_avatar: str = "",
+    text_limit: int = DEFAULT_TEXT_LIMIT,
+) -> list[dict[str, Any]]:
+    """The ``send_message`` bodies of one reply, in order."""
+    receiver = message.external_thread_id.strip()
+    if not receiver:
+        raise PermanentError("the conversation names no Viber user to send to")
+    sender: dict[str, Any] = {"name": sender_name[:SENDER_NAME_LIMIT] or "Support"}
+    if sender_avatar:
+        sender["avatar"] = sender_avatar
+    base = {"receiver": receiver, "sender": sender, "tracking_data": message.bridge_id}
+    text = message.text.strip()
+    files = [_file(a) for a in message.attachments]
+    caption = ""
+    if (
+        len(files) == 1
+        and files[0]["type"] == "picture"
+        and text
+        and len(text) <= PICTURE_TEXT_LIMIT
+    ):
+        caption, text = text, ""
+    bodies = [{**base, "type": "text", "text": part} for part in split_text(text, text_limit)]
+    for body in files:
+        if body["type"] == "picture":
+            body["text"] = caption
+        bodies.append({**base, **body})
+    if not bodies:
+        raise PermanentError("nothing to send: no text and no attachments")
+    return bodies
+
+
+def _file(attachment: Attachment) -> dict[str, Any]:
+    name = attachment.file_name or attachment.kind.value
+    if not attachment.url:
+        raise PermanentError(
+            f"the attachment {name!r} has no public link (Viber fetches files by URL)"
+        )
+    mime = (attachment.mime_type or "").lower()
+    if attachment.kind is MessageKind.PHOTO or mime in _IMAGE_TYPES:
+        return {"type": "picture", "media": attachment.url}
+    if attachment.kind is MessageKind.VIDEO and attachment.size:
+        return {"type": "video", "media": attachment.url, "size": attachment.size}
+    return {
+        "type": "file",
+        "media": attachment.url,
+        "size": attachment.size or 0,
+        "file_name": name[-FILE_NAME_LIMIT:],
+    }
+
+
+def split_text(text: str, limit: int = DEFAULT_TEXT_LIMIT) -> list[str]:
+    """``text`` in parts of at most ``limit`` characters, cut after the last
+    paragraph break, else line break, else space in the second half of a
+    part (else hard at the limit)."""
+    limit = max(1, int(limit))
+    text = text.strip()
+    parts: list[str] = []
+    while len(text) > limit:
+        window = text[:limit]
+        cut = limit
+        for sep in ("\n\n", "\n", " "):
+            pos = window.rfind(sep)
+            if pos >= limit // 2:
+                cut = pos
+                break
+        parts.append(text[:cut].rstrip())
+        text = text[cut:].lstrip()
+    if text:
+        parts.append(text)
+    return [p for p in parts if p]
