@@ -7,6 +7,8 @@
   ``/sandbox/whatsapp/v<N>/<phone-number-id>/messages`` (the Graph API's
   paths after the prefix), ``/sandbox/vk/method/<name>`` (VK's API paths
   after the prefix; the Callback API posts to the configured server),
+  ``/sandbox/viber/pa/<name>`` (Viber's REST bot API paths after the prefix;
+  callbacks go to the webhook set_webhook named),
   ``/sandbox/email/...`` (the
   control API of a mail system whose SMTP server listens on a port of its
   own, :mod:`sandbox.email`), and the try-it page at
@@ -31,6 +33,7 @@ __all__ = ["build", "mount"]
 
 def _apps(config: dict[str, Any] | None) -> dict[str, Any]:
     from sandbox import amocrm, bitrix24, custom, email, hubspot, telegram, vk, web, whatsapp
+    from sandbox import viber
 
     config = config or {}
     return {
@@ -40,6 +43,7 @@ def _apps(config: dict[str, Any] | None) -> dict[str, Any]:
         "/sandbox/telegram": telegram.create_app(config.get("telegram")),
         "/sandbox/whatsapp": whatsapp.create_app(config.get("whatsapp")),
         "/sandbox/vk": vk.create_app(config.get("vk")),
+        "/sandbox/viber": viber.create_app(config.get("viber")),
         "/sandbox/custom": custom.create_app(config.get("custom")),
         "/sandbox/email": email.create_app(config.get("email")),
         "/sandbox": web.create_app(config.get("web")),
