@@ -1,3 +1,4 @@
+# ruff: noqa: S105, S106  (test secrets)
 """The Viber sandbox behaves like Viber (FACTS.md §4, the REST bot API docs).
 
 The API is driven through Flask's test client; what the sandbox posts (the
