@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
-from bridge import outbox
+from bridge import consent, outbox
 from bridge.jobs import enqueue
 from bridge.model import ChannelLink, Installed, utcnow
 from bridge.registry import channel_class, crm_class
@@ -481,6 +481,15 @@ def status(rt: Runtime, tenant_id: int | None = None) -> dict[str, Any]:
             .select_from(Conversation)
             .where(*([Conversation.tenant_id == tenant_id] if tenant_id else []))
         )
+        # customers who withdrew consent on their channel (bridge.consent)
+        withdrawn = session.scalar(
+            select(func.count())
+            .select_from(Conversation)
+            .where(
+                Conversation.consent == consent.WITHDRAWN,
+                *([Conversation.tenant_id == tenant_id] if tenant_id else []),
+            )
+        )
     from bridge.pipeline.inbound.journal import counts as journal_counts
     from bridge.pollers import report as pollers_report
 
@@ -488,6 +497,7 @@ def status(rt: Runtime, tenant_id: int | None = None) -> dict[str, Any]:
         "channel_problems": channel_problems(rt, tenant_id),
         "tenants": tenants,
         "conversations": conversations,
+        "consent_withdrawn": withdrawn,
         "journal": journal_counts(rt, tenant_id),
         "pollers": pollers_report(rt, tenant_id),
         "messages": counts,

@@ -280,6 +280,10 @@ class InboundMessage:
     #: Business app echoes): written to the CRM as an outgoing entry, never
     #: as the customer's, and it opens no reply window
     echo: bool = False
+    #: the customer allowed (True) or withdrew (False) the business's right
+    #: to write to them here (``bridge.consent``: recorded on the
+    #: conversation; replies after a withdrawal are refused with a reason)
+    consent: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -307,6 +307,10 @@ class Conversation(Base):
     channel_state: Mapped[dict[str, Any] | None] = mapped_column(Json)
     #: the ticket number, per tenant (channels that open tickets: e-mail)
     ticket_number: Mapped[int | None] = mapped_column(Integer)
+    #: the customer's latest word on being written to here (``bridge.consent``):
+    #: None (never said) | allowed | withdrawn, and its provider time
+    consent: Mapped[str | None] = mapped_column(String(16))
+    consent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
     updated_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), default=_now, onupdate=_now

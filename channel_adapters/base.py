@@ -126,6 +126,10 @@ class ChannelAdapter(ABC):
     #: (``OutboundMessage.template``) or fails the reply with the reason;
     #: :meth:`send` raises ``WindowClosedError`` when the provider says so.
     reply_window: ClassVar[dt.timedelta | None] = None
+    #: True when the customer's own message makes them reachable again
+    #: after they withdrew consent (``InboundMessage.consent``): a reply
+    #: then goes if they wrote after the withdrawal (``bridge.consent``)
+    consent_by_writing: ClassVar[bool] = False
 
     def __init__(self, account: ChannelAccountInfo, http: HttpClient | None = None) -> None:
         self.account = account

@@ -51,6 +51,11 @@ def _print_status(data: dict[str, Any]) -> None:
     if not data["tenants"]:
         click.echo("no tenants yet: `bridge run` (demo) or see README, Connecting a CRM")
     click.echo(f"conversations: {data['conversations']}")
+    if data.get("consent_withdrawn"):
+        click.echo(
+            f"customers who withdrew consent: {data['consent_withdrawn']} "
+            "(replies to them are refused until they write again or allow messages)"
+        )
     journal = data["journal"]
     shown = ", ".join(f"{k} {v}" for k, v in journal["by_state"].items() if v)
     age = journal["oldest_new_age_s"]

@@ -80,6 +80,10 @@ class VkAdapter(ChannelAdapter):
     #: message history", FACTS §3): a send whose outcome is unknown is sent
     #: again with the same keys and VK drops the repeat
     idempotent_sends: ClassVar[bool] = True
+    # A user who writes to the community may be answered (901 is "the user
+    # never allowed messages", corpora FACTS §3): a message newer than a
+    # message_deny counts as consent again. VK's 901 stays the last word.
+    consent_by_writing: ClassVar[bool] = True
     listings: ClassVar[Mapping[str, str]] = {
         "callback": "what to type into the community's Callback API server settings "
         "(secret key, API version, event types) and its confirmation string",

@@ -379,6 +379,7 @@ def _consent(event: Mapping[str, Any], key: str, received_at: dt.datetime) -> In
         sent_at=received_at,
         text=CONSENT[etype],
         raw={k: v for k, v in facts.items() if v is not None},
+        consent=etype == "message_allow",
     )
 
 

@@ -567,6 +567,8 @@ def test_consent_events_are_system_messages_on_the_timeline(etype: str, text: st
     assert (msg.kind, msg.text) == (MessageKind.SYSTEM, text)
     assert (msg.external_user_id, msg.external_thread_id) == ("918650328", "918650328")
     assert msg.sent_at == NOW
+    # the core records it on the conversation (bridge.consent)
+    assert msg.consent is (etype == "message_allow")
 
 
 def test_other_event_types_are_ignored_by_name() -> None:

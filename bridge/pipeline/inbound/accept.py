@@ -24,7 +24,7 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bridge import files, outbox
+from bridge import consent, files, outbox
 from bridge.identity import resolve_contact
 from bridge.model import (
     Attachment,
@@ -80,6 +80,7 @@ def message_payload(message: InboundMessage) -> dict[str, Any]:
         **({"flag": message.flag} if message.flag else {}),
         **({"echo": True} if message.echo else {}),
         **({"revoked": True} if message.revoked else {}),
+        **({"consent": message.consent} if message.consent is not None else {}),
     }
 
 
@@ -232,6 +233,8 @@ def _place(
     )
     if message.thread_state:
         threads.remember(session, conversation_id, message.thread_state)
+    if message.consent is not None:
+        consent.record(session, conversation_id, message.consent, message.sent_at)
 
 
 def _keep_files(session: Session, account: AccountRef, message: InboundMessage) -> InboundMessage:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 
-from bridge import outbox
+from bridge import consent, outbox
 from bridge.errors import (
     AmbiguousError,
     AuthError,
@@ -127,12 +127,16 @@ class OutboundDelivery:
         window = ReplyWindow(
             self.rt, tenant, conversation, account.kind, channel.reply_window or dt.timedelta(0)
         )
+        withdrawn = self._consent_refusal(tenant, conversation, channel, window)
+        if withdrawn is not None:
+            self._refuse(message, withdrawn, "consent withdrawn")
+            return None
         # the channel refused it earlier for the window (a status said so)
         refused_before = bool((message.payload or {}).get("window_closed"))
         if channel.reply_window is not None and (refused_before or window.closed()):
             templated = window.instead(outbound)
             if templated is None:
-                self._refuse(message, window.reason())
+                self._refuse(message, window.reason(), "reply window closed")
                 return None
             outbound = templated
         try:
@@ -144,7 +148,7 @@ class OutboundDelivery:
                 # we thought): the same as seeing it closed ourselves
                 instead = window.instead(outbound) if outbound.template is None else None
                 if instead is None:
-                    self._refuse(message, window.reason())
+                    self._refuse(message, window.reason(), "reply window closed")
                     return None
                 result = self._send(channel, message, instead)
         except AmbiguousError as exc:
@@ -190,11 +194,22 @@ class OutboundDelivery:
             on_partial=lambda exc: self._partly_sent(message, exc),
         )
 
-    def _refuse(self, message: Message, reason: str) -> None:
+    def _refuse(self, message: Message, reason: str, why: str) -> None:
         """Not sent, by the channel's rules: the CRM is told why, and the
         conversation's later replies are not held back."""
         self._finish(message, MessageStatus.REFUSED, reason, report=True)
-        log.info("deliver: reply %s refused: reply window closed", message.uid)
+        log.info("deliver: reply %s refused: %s", message.uid, why)
+
+    def _consent_refusal(
+        self, tenant: Tenant, conversation: Conversation, channel: Any, window: ReplyWindow
+    ) -> str | None:
+        """Why the customer may not be written to (they withdrew consent and
+        have not written since, where writing counts), or None."""
+        if conversation.consent != consent.WITHDRAWN:
+            return None
+        last = window.last_from_customer() if channel.consent_by_writing else None
+        language = self.rt.mapping_for(tenant).language
+        return consent.refusal(conversation, channel.title, language, last)
 
     def _ticket(self, tenant: Tenant, conversation: Conversation) -> str | None:
         if conversation.ticket_number is None:

@@ -69,7 +69,7 @@ class ReplyWindow:
 
     def closed(self) -> bool:
         """True when the customer's last message is older than the window."""
-        last = self._last_from_customer()
+        last = self.last_from_customer()
         return last is None or utcnow() - last > self.length
 
     def instead(self, outbound: OutboundMessage) -> OutboundMessage | None:
@@ -89,7 +89,7 @@ class ReplyWindow:
 
         language = self.rt.mapping_for(self.tenant).language
         words = _REASON.get(language, _REASON["en"])
-        when = self._last_from_customer()
+        when = self.last_from_customer()
         last = when.strftime("%Y-%m-%d %H:%M UTC") if when else _NEVER.get(language, _NEVER["en"])
         return words.format(
             channel=channel_class(self.kind).title,
@@ -97,8 +97,9 @@ class ReplyWindow:
             last=last,
         )
 
-    def _last_from_customer(self) -> dt.datetime | None:
-        """The customer's last message time (read once per reply)."""
+    def last_from_customer(self) -> dt.datetime | None:
+        """The customer's last message time (read once per reply; the
+        business's own echoes do not count)."""
         if self._last is None:
             self._last = (self._read_last(),)
         return self._last[0]
