@@ -101,7 +101,7 @@ def set_channel_webhook(rt: Runtime, account_id: int) -> str:
         assert url is not None  # a webhook mode returns its URL
         return url
     adapter, url, _ = _receiving(rt, account_id)
-    adapter.setup_webhook(url)
+    _setup_webhook(rt, account_id, adapter, url)
     return url
 
 
@@ -113,8 +113,17 @@ def start_receiving(rt: Runtime, account_id: int) -> str | None:
     if adapter.pulled:
         adapter.remove_webhook()
         return None
-    adapter.setup_webhook(url)
+    _setup_webhook(rt, account_id, adapter, url)
     return url
+
+
+def _setup_webhook(rt: Runtime, account_id: int, adapter: Any, url: str) -> None:
+    """Register the webhook; settings the provider changed meanwhile are
+    stored on the account (and the cached view of it dropped)."""
+    changed = adapter.setup_webhook(url)
+    if changed:
+        admin.set_channel_settings(rt, account_id, **changed)
+        reset_cache()
 
 
 def set_channel_mode(rt: Runtime, account_id: int, mode: ReceiveMode) -> str | None:
@@ -140,7 +149,7 @@ def set_channel_mode(rt: Runtime, account_id: int, mode: ReceiveMode) -> str | N
         return None
     _store_mode(rt, account_id, mode)
     try:
-        adapter.setup_webhook(url)
+        _setup_webhook(rt, account_id, adapter, url)
     except BaseException:
         _store_mode(rt, account_id, previous)
         raise

@@ -217,8 +217,11 @@ class ChannelAdapter(ABC):
         Raise ``ValueError``/``ConfigError`` with the fix when it cannot be."""
         raise NotImplementedError(f"{cls.kind} accounts cannot be connected here")
 
-    def setup_webhook(self, url: str) -> None:  # noqa: B027 (optional hook)
-        """Optional: register ``url`` as the provider's webhook for this account."""
+    def setup_webhook(self, url: str) -> Mapping[str, Any] | None:  # noqa: B027 (optional hook)
+        """Optional: register ``url`` as the provider's webhook for this
+        account. May return settings the provider gave or changed while
+        doing so (VK's confirmation string, which changes when a server is
+        edited): the core stores them on the account."""
         raise NotImplementedError(f"{self.kind} has no webhook registration")
 
     def remove_webhook(self) -> None:  # noqa: B027 (optional hook)

@@ -140,25 +140,23 @@ class VkAdapter(ChannelAdapter):
             },
         )
 
-    def setup_webhook(self, url: str) -> None:
+    def setup_webhook(self, url: str) -> Mapping[str, Any] | None:
         """Nothing is registered at VK: the admin adds ``url`` as a Callback
         API server with the secret key (``bridge vk callback``). When the
-        token may read it, the community's confirmation string is checked
-        against the one stored: VK changes it when a server is added or
-        edited (FACTS §3), and the core gives this hook no way to store a
-        new one, so a change is an error naming the fix."""
+        token may read it, the community's confirmation string is
+        refreshed: VK changes it when a server is added or edited (FACTS
+        §3), and a stale one fails the next confirmation. ``bridge vk
+        set-webhook --account <id>`` runs this again."""
         try:
             current = self.api.confirmation_code()
         except (PermanentError, RetryableError) as exc:
             if exc.vendor_code is not None and int(exc.vendor_code) in DENIED:
-                return  # the token has no manage right: the stored string stands
+                return None  # the token has no manage right: the stored string stands
             raise
-        if current != self.settings.confirmation:
-            raise ConfigError(
-                f"the community's confirmation string is now {current!r}, not the "
-                f"{self.settings.confirmation!r} stored: disconnect this account and connect "
-                f"it again with --confirmation {current}"
-            )
+        if current == self.settings.confirmation:
+            return None
+        log.info("vk account %s: the confirmation string changed, stored", self.account.id)
+        return {"confirmation": current}
 
     def listing(self, name: str) -> list[dict[str, Any]]:
         """``callback``: the Callback API server settings to type into the

@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -490,15 +490,15 @@ def test_connect_refuses_what_cannot_work(
     assert not api.calls
 
 
-def test_setup_webhook_checks_the_confirmation_string(api: responses.RequestsMock) -> None:
+def test_setup_webhook_refreshes_the_confirmation_string(api: responses.RequestsMock) -> None:
     api.add(responses.POST, CODE, json={"response": {"code": "1a2b3c4d"}})
-    adapter().setup_webhook("https://bridge.example/webhooks/vk/acct-key")
+    assert adapter().setup_webhook("https://bridge.example/webhooks/vk/acct-key") is None
     api.replace(responses.POST, CODE, json={"response": {"code": "99ffee00"}})
-    with pytest.raises(ConfigError) as caught:
-        adapter().setup_webhook("https://bridge.example/webhooks/vk/acct-key")
-    assert "'99ffee00'" in str(caught.value) and "--confirmation 99ffee00" in str(caught.value)
+    changed = adapter().setup_webhook("https://bridge.example/webhooks/vk/acct-key")
+    assert changed == {"confirmation": "99ffee00"}
     api.replace(responses.POST, CODE, json=error(15, "Access denied"))
-    adapter().setup_webhook("https://bridge.example/webhooks/vk/acct-key")  # no manage right
+    # no manage right: the stored string stands
+    assert adapter().setup_webhook("https://bridge.example/webhooks/vk/acct-key") is None
     api.replace(responses.POST, CODE, json=error(5, "User authorization failed"))
     with pytest.raises(AuthError):
         adapter().setup_webhook("https://bridge.example/webhooks/vk/acct-key")
@@ -520,3 +520,36 @@ def test_the_api_base_is_vks_and_the_adapter_prints_no_token() -> None:
     assert VkAdapter.default_api_base() == "https://api.vk.com"
     vk = adapter()
     assert TOKEN not in repr(vk) and TOKEN not in repr(vk.api)
+
+
+def test_set_webhook_stores_the_new_confirmation_string_and_answers_with_it(  # type: ignore[no-untyped-def]
+    runtime, api: responses.RequestsMock
+) -> None:
+    """``bridge vk set-webhook``: VK changed the string (a server edited);
+    the account keeps the new one and the next confirmation is answered
+    with it."""
+    from bridge import admin, create_app
+    from bridge.setup import set_channel_webhook
+    from bridge.tables import ChannelAccount
+
+    mapping = Path(__file__).parents[2] / "mappings" / "amocrm.yaml"
+    (runtime.settings.mappings_dir / "amocrm.yaml").write_text(mapping.read_text())
+    tenant_id = admin.create_tenant(runtime, slug="acme", crm_kind="amocrm", mapping="amocrm.yaml")
+    account_id = admin.add_channel_account(
+        runtime,
+        tenant_id,
+        kind="vk",
+        credentials={"access_token": "vk1.a.test", "secret": "s3cretKey42"},
+        external_id="227000001",
+        settings={"confirmation": "1a2b3c4d"},
+    )
+    api.add(responses.POST, CODE, json={"response": {"code": "99ffee00"}})
+    url = set_channel_webhook(runtime, account_id)
+    with runtime.transaction() as session:
+        account = session.get(ChannelAccount, account_id)
+        assert account is not None
+        assert account.settings["confirmation"] == "99ffee00"
+    body = {"type": "confirmation", "group_id": 227000001, "secret": "s3cretKey42"}
+    client = create_app(runtime=runtime).test_client()
+    answer = client.post(urlsplit(url).path, json=body)
+    assert (answer.status_code, answer.get_data(as_text=True)) == (200, "99ffee00")
