@@ -7,6 +7,8 @@
   ``/sandbox/whatsapp/v<N>/<phone-number-id>/messages`` (the Graph API's
   paths after the prefix), ``/sandbox/vk/method/<name>`` (VK's API paths
   after the prefix; the Callback API posts to the configured server),
+  ``/sandbox/max/<path>`` (the MAX Bot API's paths after the prefix; its
+  webhooks post to the subscribed URL),
   ``/sandbox/viber/pa/<name>`` (Viber's REST bot API paths after the prefix;
   callbacks go to the webhook set_webhook named),
   ``/sandbox/email/...`` (the
@@ -34,6 +36,7 @@ __all__ = ["build", "mount"]
 def _apps(config: dict[str, Any] | None) -> dict[str, Any]:
     from sandbox import amocrm, bitrix24, custom, email, hubspot, telegram, vk, web, whatsapp
     from sandbox import viber
+    from sandbox import max as max_messenger  # not `max`: the builtin
 
     config = config or {}
     return {
@@ -44,6 +47,7 @@ def _apps(config: dict[str, Any] | None) -> dict[str, Any]:
         "/sandbox/whatsapp": whatsapp.create_app(config.get("whatsapp")),
         "/sandbox/vk": vk.create_app(config.get("vk")),
         "/sandbox/viber": viber.create_app(config.get("viber")),
+        "/sandbox/max": max_messenger.create_app(config.get("max")),
         "/sandbox/custom": custom.create_app(config.get("custom")),
         "/sandbox/email": email.create_app(config.get("email")),
         "/sandbox": web.create_app(config.get("web")),

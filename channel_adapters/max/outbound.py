@@ -1,0 +1,102 @@
+"""A rep's reply -> the ``POST /messages`` calls that carry it, in order
+(FACTS §9, §11).
+
+* The addressee: a thread is a chat id (``?chat_id=``), or ``user:<id>``
+  for a button press whose message was gone (``?user_id=``).
+* Text is split at 4000 characters (``NewMessageBody.text`` maxLength
+  4000, FACTS §9), cut after a paragraph, else a line, else a space in the
+  second half of a part.
+* Each attachment is a message of its own after the text: file, audio,
+  sticker and contact requests "must be the only attachment in the message"
+  (FACTS §7). An image with an address goes by URL (``{"type": "image",
+  "payload": {"url"}}``, no upload); any other file is uploaded first (the
+  adapter: ``POST /uploads``, the bytes to the URL it gives, then its token).
+* A reply to a customer's message: ``link: {"type": "reply", "mid"}`` on
+  the first message.
+* The account's ``contact_button`` setting: the last message carries an
+  inline keyboard with one ``request_contact`` button (FACTS §8), for the
+  client to share their verified phone number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.errors import PermanentError
+from bridge.model import Attachment, MessageKind, OutboundMessage
+
+__all__ = ["TEXT_LIMIT", "Step", "address", "keyboard", "plan", "split_text", "upload_type"]
+
+TEXT_LIMIT = 4000
+#: a button's text is 1-128 characters (FACTS §9)
+BUTTON_TEXT = 128
+
+
+@dataclass(frozen=True)
+class Step:
+    """One ``POST /messages``: its text or its one attachment, and the
+    body's extra fields (``link``, the keyboard)."""
+
+    text: str | None = None
+    attachment: Attachment | None = None
+    extra: tuple[tuple[str, Any], ...] = ()
+
+
+def address(thread: str) -> dict[str, int]:
+    """The query naming the addressee: ``chat_id`` or ``user_id`` (int64)."""
+    text = thread.strip()
+    name, number = ("user_id", text[5:]) if text.startswith("user:") else ("chat_id", text)
+    if not (number.lstrip("-").isascii() and number.lstrip("-").isdigit()) or len(number) > 20:
+        raise PermanentError(f"the conversation's MAX {name} is not a number: {text[:30]!r}")
+    value = int(number)
+    if not -(2**63) <= value < 2**63 or value == 0:
+        raise PermanentError(f"the conversation's MAX {name} is out of range")
+    return {name: value}
+
+
+def plan(message: OutboundMessage, contact_button: str = "") -> list[Step]:
+    """The messages of one reply, in order."""
+    steps = [Step(text=part) for part in split_text(message.text)]
+    steps += [Step(attachment=a) for a in message.attachments]
+    if not steps:
+        raise PermanentError("nothing to send: no text and no attachments")
+    reply = (message.reply_to or "").strip()
+    if reply.startswith("mid.") and reply.isascii() and len(reply) <= 200:
+        first = steps[0]
+        steps[0] = Step(first.text, first.attachment, (("link", {"type": "reply", "mid": reply}),))
+    if contact_button.strip():
+        last = steps[-1]
+        steps[-1] = Step(last.text, last.attachment, (*last.extra, ("keyboard", contact_button)))
+    return steps
+
+
+def keyboard(text: str) -> dict[str, Any]:
+    """An inline keyboard of one ``request_contact`` button (FACTS §8)."""
+    label = text.strip()[:BUTTON_TEXT]
+    return {
+        "type": "inline_keyboard",
+        "payload": {"buttons": [[{"type": "request_contact", "text": label}]]},
+    }
+
+
+def upload_type(attachment: Attachment) -> str:
+    """``POST /uploads?type=``: image, video, audio or file (FACTS §11)."""
+    if attachment.kind in (MessageKind.PHOTO, MessageKind.STICKER):
+        return "image"
+    if attachment.kind in (MessageKind.VIDEO, MessageKind.VIDEO_NOTE, MessageKind.ANIMATION):
+        return "video"
+    if attachment.kind in (MessageKind.VOICE, MessageKind.AUDIO):
+        return "audio"
+    return "file"
+
+
+def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
+    """``text`` in parts of at most ``limit`` characters (the module docstring)."""
+    rest, parts = text.strip(), []
+    while len(rest) > limit:
+        cuts = [rest.rfind(sep, limit // 2, limit) for sep in ("\n\n", "\n", " ")]
+        cut = next((c for c in cuts if c > 0), limit)
+        parts.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    return [p for p in (*parts, rest) if p]
