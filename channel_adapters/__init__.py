@@ -12,4 +12,5 @@ REGISTRY: dict[str, str] = {
     "whatsapp": "channel_adapters.whatsapp:WhatsAppAdapter",
     "vk": "channel_adapters.vk:VkAdapter",
     "viber": "channel_adapters.viber:ViberAdapter",
+    "max": "channel_adapters.max:MaxAdapter",
 }
