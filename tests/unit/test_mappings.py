@@ -87,7 +87,9 @@ def test_demo_mapping_reads_as_written() -> None:
     )
     assert dataclasses.replace(whatsapp, window_template=None) == rule
     assert config.rule("vk") == rule  # VK: the Telegram rule
-    assert config.rule("max") is None
+    assert config.rule("max") == rule  # MAX: the Telegram rule
+    assert config.rule("viber") == rule  # Viber: the Telegram rule
+    assert config.rule("sms") is None  # a channel the mapping has no rule for
 
 
 def test_defaults_of_a_minimal_file() -> None:
@@ -470,13 +472,14 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
 def test_crm_checks_name_file_key_and_fix(tmp_path: Path) -> None:
     unknown_crm = _write(tmp_path, "a.yaml", "crm: salesforce\nchannels: {telegram: {}}\n")
     lead = _write(tmp_path, "b.yaml", channel("{object: lead}"))
-    fax = _write(tmp_path, "c.yaml", "crm: hubspot\nchannels: {fax: {}}\n")
+    # (not "fax": that is one letter from "max", and the check would suggest it)
+    fax = _write(tmp_path, "c.yaml", "crm: hubspot\nchannels: {pager: {}}\n")
     good = _write(tmp_path, "d.yaml", MINIMAL)
     found = check_mapping_files([unknown_crm, lead, fax, good])
     assert found == [
         f"{unknown_crm}: crm: unknown CRM 'salesforce'; use one of {', '.join(crm_kinds())}",
         f"{lead}: channels.telegram.object: HubSpot has no 'lead'; use one of deal, ticket or none",
-        f"{fax}: channels.fax: unknown channel; use one of {', '.join(channel_kinds())}",
+        f"{fax}: channels.pager: unknown channel; use one of {', '.join(channel_kinds())}",
     ]
 
 
