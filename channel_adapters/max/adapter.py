@@ -219,9 +219,11 @@ class MaxAdapter(ChannelAdapter):
         }
         try:
             answer = self.api.call(
-                "GET", "updates", params=params,
+                "GET",
+                "updates",
+                params=params,
                 timeout=(self.http.timeout[0], wait + POLL_READ_MARGIN),
-            )  # fmt: skip
+            )
         except PermanentError as exc:
             if exc.status == 405:
                 raise PermanentError(
@@ -270,8 +272,10 @@ class MaxAdapter(ChannelAdapter):
                 if isinstance(exc, RetryableError) and not isinstance(exc, AmbiguousError):
                     raise PartlySentError(
                         f"{where} failed after {len(sent)} sent: {exc.message}",
-                        sent_ids=tuple(sent), retry_after=exc.retry_after, status=exc.status,
-                    ) from None  # fmt: skip
+                        sent_ids=tuple(sent),
+                        retry_after=exc.retry_after,
+                        status=exc.status,
+                    ) from None
                 exc.message = f"{exc.message} ({where}; {len(sent)} sent before it)"
                 exc.args = (exc.message,)
                 raise
@@ -356,9 +360,11 @@ class MaxAdapter(ChannelAdapter):
         self.api.chat_turn(str(next(iter(target.values()))))
         try:
             self.api.call(
-                "POST", "answers", params={"callback_id": message.callback_id},
+                "POST",
+                "answers",
+                params={"callback_id": message.callback_id},
                 body={"notification": PRESSED},
-            )  # fmt: skip
+            )
         except PermanentError as exc:
             if exc.status not in (400, 404):
                 raise

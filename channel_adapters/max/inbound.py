@@ -449,8 +449,9 @@ def _content(body: Mapping[str, Any], link: Any, sender: int, bot: Bot) -> _Cont
     return content
 
 
-def _read_body(content: _Content, body: Mapping[str, Any], sender: int, bot: Bot,
-               *, own: bool) -> None:  # fmt: skip
+def _read_body(
+    content: _Content, body: Mapping[str, Any], sender: int, bot: Bot, *, own: bool
+) -> None:
     text = _clean(_str(body.get("text")) or "")
     if text.strip():
         content.lines.append(text)
@@ -650,8 +651,13 @@ def _thread(recipient: Mapping[str, Any], user: int) -> str:
     return str(chat) if chat is not None and chat != 0 else f"user:{user}"
 
 
-def _profile(user: Mapping[str, Any], update: Mapping[str, Any], *, phone: str | None = None,
-             utm: Mapping[str, str] | None = None) -> SenderProfile:  # fmt: skip
+def _profile(
+    user: Mapping[str, Any],
+    update: Mapping[str, Any],
+    *,
+    phone: str | None = None,
+    utm: Mapping[str, str] | None = None,
+) -> SenderProfile:
     """A User (FACTS §5: no phone, no language; the deprecated ``name``
     only when there is no first name); the language from ``user_locale``."""
     locale = _str(update.get("user_locale"))

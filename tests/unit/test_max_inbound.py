@@ -61,9 +61,13 @@ BASE = "https://platform-api2.max.ru"
 
 def adapter(**settings: Any) -> MaxAdapter:
     account = ChannelAccountInfo(
-        id=7, kind="max", key="acct-key", credentials={"access_token": TOKEN, "secret": SECRET},
-        settings=settings, external_id=BOT,
-    )  # fmt: skip
+        id=7,
+        kind="max",
+        key="acct-key",
+        credentials={"access_token": TOKEN, "secret": SECRET},
+        settings=settings,
+        external_id=BOT,
+    )
     return MaxAdapter(account, HttpClient(BASE))
 
 
@@ -71,8 +75,9 @@ def request(body: bytes, secret: str | None = SECRET) -> WebhookRequest:
     headers = {"content-type": "application/json"}
     if secret is not None:
         headers[SECRET_HEADER.lower()] = secret
-    return WebhookRequest("POST", "https://bridge.example/webhooks/max/acct-key", headers, body,
-                          received_at=NOW)  # fmt: skip
+    return WebhookRequest(
+        "POST", "https://bridge.example/webhooks/max/acct-key", headers, body, received_at=NOW
+    )
 
 
 def events(body: bytes) -> list[InboundEvent]:
@@ -231,9 +236,10 @@ def test_deep_link_payload_is_kept_like_telegram_start() -> None:
     [event] = events(json.dumps(body).encode())
     assert isinstance(event, InboundMessage)
     assert dict(event.profile.utm) == {
-        "utm_source": "google", "utm_campaign": "spring-sale",
+        "utm_source": "google",
+        "utm_campaign": "spring-sale",
         "start": "utm_source-google__utm_campaign-spring-sale",
-    }  # fmt: skip
+    }
     assert "link parameter utm_source-google" in event.text
     # the docs' own example payload is free text: kept as start only
     [docs] = events((EXAMPLES / "docs.info.deeplink.bot_started.update.json").read_bytes())
@@ -339,13 +345,17 @@ def test_every_incoming_attachment_type() -> None:
         seen[node["type"]] = event
     kinds = {k: e.kind for k, e in seen.items()}
     assert kinds == {
-        "image": MessageKind.PHOTO, "video": MessageKind.VIDEO, "audio": MessageKind.VOICE,
-        "file": MessageKind.DOCUMENT, "sticker": MessageKind.STICKER,
-        "contact": MessageKind.CONTACT, "share": MessageKind.TEXT,
+        "image": MessageKind.PHOTO,
+        "video": MessageKind.VIDEO,
+        "audio": MessageKind.VOICE,
+        "file": MessageKind.DOCUMENT,
+        "sticker": MessageKind.STICKER,
+        "contact": MessageKind.CONTACT,
+        "share": MessageKind.TEXT,
         "location": MessageKind.LOCATION,
         # the bot's own buttons: nothing the client sent
         "inline_keyboard": MessageKind.UNKNOWN,
-    }  # fmt: skip
+    }
     [photo] = seen["image"].attachments
     assert (photo.url, photo.file_ref) == (
         "https://i.example.invalid/photo.jpg",
@@ -498,9 +508,11 @@ def test_poll_without_a_stored_marker_and_with_a_webhook_set() -> None:
     assert "marker" not in responses.calls[0].request.url
     assert result.deliveries == () and result.cursor is None
     responses.replace(
-        responses.GET, f"{BASE}/updates", status=405,
+        responses.GET,
+        f"{BASE}/updates",
+        status=405,
         json={"code": "method.not.allowed", "message": "webhook active"},
-    )  # fmt: skip
+    )
     with pytest.raises(PermanentError) as caught:
         adapter(mode="polling").poll("1", timeout=0)
     assert "webhook subscription is active" in caught.value.message

@@ -72,12 +72,18 @@ class Limiter:
         self.penalised.append((key, seconds))
 
 
-def adapter(limiter: Limiter | None = None, app: dict[str, str] | None = None,
-            **settings: Any) -> MaxAdapter:  # fmt: skip
+def adapter(
+    limiter: Limiter | None = None, app: dict[str, str] | None = None, **settings: Any
+) -> MaxAdapter:
     account = ChannelAccountInfo(
-        id=3, kind="max", key="acct-key", credentials={"access_token": TOKEN, "secret": SECRET},
-        settings=settings, external_id="229229229", app=app or {},
-    )  # fmt: skip
+        id=3,
+        kind="max",
+        key="acct-key",
+        credentials={"access_token": TOKEN, "secret": SECRET},
+        settings=settings,
+        external_id="229229229",
+        app=app or {},
+    )
     a = MaxAdapter(account, HttpClient(BASE, limiter=limiter))
     a.not_ready_waits = (0.0, 0.0)  # type: ignore[misc]  # no waiting in tests
     return a
@@ -185,8 +191,11 @@ def test_a_file_goes_through_the_three_step_upload() -> None:
     a.http.fetcher = _plain_fetcher  # type: ignore[method-assign]  # no DNS here
     a.send(reply("", attachments=(pdf,)))
     calls = [(c.request.method, c.request.url.split("?")[0]) for c in responses.calls]
-    assert calls[1:] == [("POST", f"{BASE}/uploads"), ("POST", UPLOAD_HOST.split("?")[0]),
-                         ("POST", f"{BASE}/messages")]  # fmt: skip
+    assert calls[1:] == [
+        ("POST", f"{BASE}/uploads"),
+        ("POST", UPLOAD_HOST.split("?")[0]),
+        ("POST", f"{BASE}/messages"),
+    ]
     assert query(responses.calls[1]) == {"type": "file"}
     upload = responses.calls[2].request
     assert "Authorization" not in upload.headers  # no token to the upload host
@@ -251,21 +260,40 @@ def test_attachment_not_ready_is_retried_then_sent() -> None:
     ("status", "body", "error", "words"),
     [
         (401, INVALID_TOKEN, AuthError, "verify.token"),
-        (403, {"code": "deprecated.token", "message": "Query parameter access_token is "
-               "deprecated, use Authorization header"}, AuthError, "deprecated.token"),
+        (
+            403,
+            {
+                "code": "deprecated.token",
+                "message": "Query parameter access_token is deprecated, use Authorization header",
+            },
+            AuthError,
+            "deprecated.token",
+        ),
         # the code MAX gives a stopped bot is UNCONFIRMED (FACTS §9): any 403
-        (403, {"code": "chat.denied", "message": "stopped"}, PermanentError,
-         "the client stopped the bot"),
-        (404, {"code": "chat.not.found", "message": "Chat 1 not found"}, NotFoundError,
-         "chat.not.found"),
-        (400, {"code": "proto.payload", "message": "text: size must be between 0 and 4000"},
-         PermanentError, "size must be"),
+        (
+            403,
+            {"code": "chat.denied", "message": "stopped"},
+            PermanentError,
+            "the client stopped the bot",
+        ),
+        (
+            404,
+            {"code": "chat.not.found", "message": "Chat 1 not found"},
+            NotFoundError,
+            "chat.not.found",
+        ),
+        (
+            400,
+            {"code": "proto.payload", "message": "text: size must be between 0 and 4000"},
+            PermanentError,
+            "size must be",
+        ),
         (429, {"code": "too.many.requests", "message": "slow down"}, RetryableError, "429"),
         (503, {"code": "service.unavailable", "message": "later"}, AmbiguousError, "503"),
         (400, {"message": "no code"}, PermanentError, "MAX 400 ?"),
         (418, b"<html>teapot</html>", PermanentError, "MAX 418 ?"),
     ],
-)  # fmt: skip
+)
 @responses.activate
 def test_max_errors_map_into_the_tree(status: int, body: Any, error: type, words: str) -> None:
     if isinstance(body, bytes):
@@ -294,10 +322,14 @@ def test_success_false_with_http_200_is_a_failure() -> None:
     body = {"success": False, "message": "Message not found"}  # SimpleQueryResult, built here
     responses.post(f"{BASE}/answers", json=body)
     press = InboundMessage(
-        channel_kind="max", external_id="message_callback:cb", external_user_id="1",
-        external_thread_id=str(CHAT), kind=MessageKind.CALLBACK,
-        sent_at=dt.datetime.now(dt.UTC), callback_id="cb-1",
-    )  # fmt: skip
+        channel_kind="max",
+        external_id="message_callback:cb",
+        external_user_id="1",
+        external_thread_id=str(CHAT),
+        kind=MessageKind.CALLBACK,
+        sent_at=dt.datetime.now(dt.UTC),
+        callback_id="cb-1",
+    )
     with pytest.raises(PermanentError) as caught:
         adapter().acknowledge(press)
     assert "Message not found" in caught.value.message and caught.value.status == 200
@@ -305,8 +337,12 @@ def test_success_false_with_http_200_is_a_failure() -> None:
     assert query(call) == {"callback_id": "cb-1"}
     assert json.loads(call.request.body) == {"notification": "✓"}
     # a press answered too late (400): harmless
-    responses.replace(responses.POST, f"{BASE}/answers", status=400,
-                      json={"code": "proto.payload", "message": "too late"})  # fmt: skip
+    responses.replace(
+        responses.POST,
+        f"{BASE}/answers",
+        status=400,
+        json={"code": "proto.payload", "message": "too late"},
+    )
     adapter().acknowledge(press)
 
 
@@ -369,8 +405,10 @@ def test_setup_webhook_subscribes_with_the_secret_and_drops_an_old_url() -> None
     responses.post(f"{BASE}/subscriptions", json={"success": True})
     subs = example("schema-built-subscriptions.get.response.json")  # schema-built
     other = subs["subscriptions"][0]["url"]
-    subs["subscriptions"] += [{"url": url, "time": 1, "update_types": None},
-                              {"url": old, "time": 1, "update_types": None}]  # fmt: skip
+    subs["subscriptions"] += [
+        {"url": url, "time": 1, "update_types": None},
+        {"url": old, "time": 1, "update_types": None},
+    ]
     responses.get(f"{BASE}/subscriptions", json=subs)
     responses.delete(f"{BASE}/subscriptions", json={"success": True})
     adapter().setup_webhook(url)

@@ -62,8 +62,9 @@ class Receiver:
 @contextmanager
 def serve(app: Any) -> Iterator[str]:
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
-                              daemon=True)  # fmt: skip
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}/webhooks/max/k"
@@ -127,8 +128,11 @@ def test_a_send_answers_a_message_shaped_like_the_schema_example() -> None:
     built = example("schema-built-send-message.response.json")  # schema-built
     assert set(r.json) == set(built)
     assert set(r.json["message"]) >= {"sender", "recipient", "timestamp", "body"}
-    assert r.json["message"]["recipient"] == {"chat_id": chat, "chat_type": "dialog",
-                                              "user_id": USER}  # fmt: skip
+    assert r.json["message"]["recipient"] == {
+        "chat_id": chat,
+        "chat_type": "dialog",
+        "user_id": USER,
+    }
     assert r.json["message"]["body"]["seq"] > 2**53  # int64, exact
     by_user = client.post(f"/messages?user_id={USER}", headers=AUTH, json={"text": "Again"})
     assert by_user.status_code == 200
@@ -198,19 +202,23 @@ def test_the_three_step_upload() -> None:
     body = {"attachments": [{"type": "file", "payload": step2.json}]}
     first = client.post(f"/messages?chat_id={chat}", headers=AUTH, json=body)
     assert first.status_code == 400
-    assert first.json == {**example("go-stab.error.attachment.not.ready.json"),
-                          "message": first.json["message"]}  # fmt: skip
+    assert first.json == {
+        **example("go-stab.error.attachment.not.ready.json"),
+        "message": first.json["message"],
+    }
     assert client.post(f"/messages?chat_id={chat}", headers=AUTH, json=body).status_code == 200
     video = client.post("/uploads?type=video", headers=AUTH).json
     assert set(video) == {"url", "token"}  # schema-built-upload.video.step1.response.json
-    answer = client.post(video["url"].split("localhost", 1)[1],
-                         data={"data": (io.BytesIO(b"mp4"), "v.mp4")})  # fmt: skip
+    answer = client.post(
+        video["url"].split("localhost", 1)[1], data={"data": (io.BytesIO(b"mp4"), "v.mp4")}
+    )
     assert answer.data.strip().endswith(
         b"<retval>1</retval>"
     )  # like go-stab.upload.video.response.xml
     image = client.post("/uploads?type=image", headers=AUTH).json
-    photos = client.post(image["url"].split("localhost", 1)[1],
-                         data={"data": (io.BytesIO(b"png"), "p.png")}).json  # fmt: skip
+    photos = client.post(
+        image["url"].split("localhost", 1)[1], data={"data": (io.BytesIO(b"png"), "p.png")}
+    ).json
     assert set(photos) == set(example("schema-built-upload.image.upload-response.json"))
     bogus = {"attachments": [{"type": "file", "payload": {"token": "made-up"}}]}
     assert client.post(f"/messages?chat_id={chat}", headers=AUTH, json=bogus).status_code == 400
@@ -221,9 +229,12 @@ def test_the_three_step_upload() -> None:
 
 def test_subscriptions_validate_and_list() -> None:
     client = make()
-    for bad in ({"url": "ftp://x"}, {"url": "http://bridge.example/h"},
-                {"url": "https://bridge.example/h", "secret": "abc"},
-                {"url": "https://bridge.example/h", "secret": "no spaces!"}):  # fmt: skip
+    for bad in (
+        {"url": "ftp://x"},
+        {"url": "http://bridge.example/h"},
+        {"url": "https://bridge.example/h", "secret": "abc"},
+        {"url": "https://bridge.example/h", "secret": "no spaces!"},
+    ):
         assert client.post("/subscriptions", headers=AUTH, json=bad).status_code == 400, bad
     subscribe(client, "https://bridge.example/h")
     listed = client.get("/subscriptions", headers=AUTH).json
@@ -235,8 +246,12 @@ def test_subscriptions_validate_and_list() -> None:
     assert client.get("/subscriptions", headers=AUTH).json == {"subscriptions": []}
     # MAX requires https; the local sandbox also posts to loopback http unless told not to
     client.post("/_config", json={"require_https": True})
-    assert client.post("/subscriptions", headers=AUTH,
-                       json={"url": "http://127.0.0.1:9/h"}).status_code == 400  # fmt: skip
+    assert (
+        client.post(
+            "/subscriptions", headers=AUTH, json={"url": "http://127.0.0.1:9/h"}
+        ).status_code
+        == 400
+    )
 
 
 def test_every_webhook_example_is_posted_with_the_secret(receiver: tuple[Receiver, str]) -> None:
@@ -260,8 +275,11 @@ def test_every_webhook_example_is_posted_with_the_secret(receiver: tuple[Receive
     assert created["message"]["body"]["seq"] == 116327994376978687  # exact
     # and the press can be answered (FACTS §10)
     callback_id = press["callback"]["callback_id"]
-    ok = client.post(f"/answers?callback_id={callback_id}", headers=AUTH,
-                     json=example("docs.post-answers.request.json"))  # fmt: skip
+    ok = client.post(
+        f"/answers?callback_id={callback_id}",
+        headers=AUTH,
+        json=example("docs.post-answers.request.json"),
+    )
     assert ok.json == {"success": True}
     assert client.post("/answers?callback_id=nope", headers=AUTH, json={}).status_code == 404
 
@@ -337,8 +355,9 @@ def test_a_long_poll_wakes_when_an_update_comes() -> None:
 
 def test_a_shared_contact_carries_the_hmac_of_its_vcard() -> None:
     client = make()
-    update = client.post("/_contact", json={"user": USER, "phone": "79990000000",
-                                            "name": "John Doe"}).json["update"]  # fmt: skip
+    update = client.post(
+        "/_contact", json={"user": USER, "phone": "79990000000", "name": "John Doe"}
+    ).json["update"]
     [node] = update["message"]["body"]["attachments"]
     built = example("schema-built-webhook.message_created.contact.json")  # schema-built
     assert set(node["payload"]) == set(built["message"]["body"]["attachments"][0]["payload"])
