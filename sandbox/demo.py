@@ -63,6 +63,10 @@ class Seeded:
     whatsapp_account_id: int | None = None
     #: the demo VK community's channel account
     vk_account_id: int | None = None
+    #: the demo Viber bot's channel account
+    viber_account_id: int | None = None
+    #: the demo MAX bot's channel account
+    max_account_id: int | None = None
 
 
 def demo_env(crm: str, base: str, sandbox: str | None = None) -> dict[str, str]:
@@ -80,6 +84,8 @@ def demo_env(crm: str, base: str, sandbox: str | None = None) -> dict[str, str]:
         "WHATSAPP_APP_SECRET": whatsapp.DEMO_APP_SECRET,
         "WHATSAPP_VERIFY_TOKEN": whatsapp.DEMO_VERIFY_TOKEN,
         "VK_API_BASE": f"{sb}/vk",
+        "VIBER_API_BASE": f"{sb}/viber/pa",
+        "MAX_API_BASE": f"{sb}/max",
     }
     if crm == "hubspot":
         from sandbox.hubspot.config import DEFAULTS
@@ -323,6 +329,43 @@ def connect_vk(runtime: Runtime, tenant_id: int, sandbox: str) -> int:
     return account_id
 
 
+def connect_viber(runtime: Runtime, tenant_id: int) -> int:
+    """The sandbox's demo Viber bot, connected as an admin connects a real
+    one (its auth token; the sender name and the welcome message the
+    admin chose): connecting calls set_webhook with the account's URL, and
+    the sandbox checks it with a signed ``webhook`` event, as Viber does."""
+    from sandbox import viber
+
+    return connect_channel(
+        runtime,
+        tenant_id,
+        kind="viber",
+        values={
+            "auth_token": viber.DEMO_AUTH_TOKEN,
+            "sender_name": "Demo Shop",
+            "welcome_text": "Hello! Write to us here. / Здравствуйте! Напишите нам здесь.",
+        },
+        name="Demo Viber bot",
+    )
+
+
+def connect_max(runtime: Runtime, tenant_id: int) -> int:
+    """The sandbox's demo MAX bot, connected as an admin connects a real one
+    (its token and id): connecting subscribes the account's URL with a generated secret (``POST
+    /subscriptions``), where the sandbox then posts its updates."""
+    from sandbox import max as max_messenger
+
+    return connect_channel(
+        runtime,
+        tenant_id,
+        kind="max",
+        # the bot's id as its settings page shows it (the connect command
+        # would read it with GET /me from MAX_API_BASE)
+        values={"access_token": max_messenger.DEMO_TOKEN, "bot_id": str(max_messenger.DEMO_BOT_ID)},
+        name="Demo MAX bot",
+    )
+
+
 def _demo_mail_key() -> str:
     """The environment variable holding the demo mailbox's webhook key (a
     fresh one per demo process unless set)."""
@@ -375,6 +418,8 @@ def seed(
         connect_whatsapp(runtime, base, tenant_id, sandbox) if "whatsapp" in channels else None
     )
     vk_account_id = connect_vk(runtime, tenant_id, sandbox) if "vk" in channels else None
+    viber_account_id = connect_viber(runtime, tenant_id) if "viber" in channels else None
+    max_account_id = connect_max(runtime, tenant_id) if "max" in channels else None
     with runtime.transaction() as session:
         from bridge.tables import Tenant
 
@@ -383,7 +428,15 @@ def seed(
         settings = tenant.settings or {}
         account = str(settings.get("subdomain") or settings.get("domain") or tenant.crm_account_id)
     return Seeded(
-        crm, tenant_id, account_id, account, email_account_id, whatsapp_account_id, vk_account_id
+        crm,
+        tenant_id,
+        account_id,
+        account,
+        email_account_id,
+        whatsapp_account_id,
+        vk_account_id,
+        viber_account_id,
+        max_account_id,
     )
 
 
@@ -431,6 +484,8 @@ def banner(base: str, seeded: Seeded, *, var_dir: Path | None = None) -> str:
     mail = _email_banner(base) if seeded.email_account_id is not None else ""
     mail += _whatsapp_banner(base) if seeded.whatsapp_account_id is not None else ""
     mail += _vk_banner(base) if seeded.vk_account_id is not None else ""
+    mail += _viber_banner(base) if seeded.viber_account_id is not None else ""
+    mail += _max_banner(base) if seeded.max_account_id is not None else ""
     return f"""
 ================================================================================
  CRM bridge demo is running (Ctrl-C stops everything)
@@ -477,6 +532,24 @@ def _vk_banner(base: str) -> str:
 """
 
 
+def _viber_banner(base: str) -> str:
+    return f"""
+ Viber: a user writes to the demo bot:
+   curl -s -X POST {base}/sandbox/viber/_customer -H 'Content-Type: application/json' \\
+        -d '{{"from": "01234567890A=", "name": "Anna", "text": "Hello from Viber"}}'
+   curl -s '{base}/sandbox/viber/_sent'
+"""
+
+
+def _max_banner(base: str) -> str:
+    return f"""
+ MAX: a user writes to the demo bot (/_contact shares a phone, /_stop stops the bot):
+   curl -s -X POST {base}/sandbox/max/_customer -H 'Content-Type: application/json' \\
+        -d '{{"from": 5550001, "name": "Anna", "text": "Hello from MAX"}}'
+   curl -s '{base}/sandbox/max/_sent?user_id=5550001'
+"""
+
+
 def _email_banner(base: str) -> str:
     from sandbox.email import DEMO_ADDRESS
 
@@ -490,7 +563,7 @@ def _email_banner(base: str) -> str:
 
 
 #: the messengers ``bridge run``'s demo connects besides the Telegram bot
-DEMO_CHANNELS = ("whatsapp", "vk")
+DEMO_CHANNELS = ("whatsapp", "vk", "viber", "max")
 
 
 class SandboxDemo:

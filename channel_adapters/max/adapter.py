@@ -122,13 +122,16 @@ class MaxAdapter(ChannelAdapter):
 
     @classmethod
     def connect(cls, values: MaxConnect) -> ConnectedAccount:
-        """The bot's user id (``GET /me``) is the account's id; the webhook
+        """The bot's user id (given, else ``GET /me``) is the account's id; the webhook
         secret is generated here, once: 43 characters of urlsafe base64,
         which is exactly the subscription's alphabet."""
         token = values.access_token.strip()
         if not token or any(c.isspace() for c in token):
             raise ConfigError("set the bot token (MAX_ACCESS_TOKEN or the prompt)")
-        bot_id = _fetch_bot_id(token)
+        given = values.bot_id.strip()
+        if given and not (given.isascii() and given.isdigit() and 0 < int(given) < 2**63):
+            raise ConfigError("--bot-id is the bot's user id (digits; GET /me shows it)")
+        bot_id = str(int(given)) if given else _fetch_bot_id(token)
         secret = secrets.token_urlsafe(32)
         assert SECRET_RE.fullmatch(secret)  # noqa: S101 (token_urlsafe's alphabet)
         return ConnectedAccount(bot_id, {"access_token": token, "secret": secret})

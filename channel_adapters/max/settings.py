@@ -12,10 +12,14 @@ __all__ = ["MaxApp", "MaxConnect", "MaxCredentials", "MaxSettings"]
 @dataclass(frozen=True)
 class MaxConnect:
     """What an admin supplies: the bot's token (business.max.ru -> Chat
-    bots -> Settings, FACTS §1). The bot's id is read with ``GET /me``."""
+    bots -> Settings, FACTS §1), and the bot's id, read with ``GET /me``
+    when not given."""
 
     access_token: str = setting(
         secret=True, help="the bot's token from business.max.ru (MAX_ACCESS_TOKEN or the prompt)"
+    )
+    bot_id: str = setting(
+        "", help="the bot's user id (read with GET /me from MAX_API_BASE when not given)"
     )
 
 

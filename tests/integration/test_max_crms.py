@@ -1,0 +1,369 @@
+"""MAX -> Bitrix24 -> MAX through the sandboxes, a real Redis and real RQ
+worker processes, on the demo mapping (the ``max`` rule); one stack, the
+whole scenario in one test:
+
+1. 30 users x 10 ``message_created`` updates (real-shaped: the go-stab
+   fixtures' shape, each message's ``mid``, ``seq`` above 2**53 and
+   millisecond ``timestamp`` in the user's order) posted by the MAX
+   sandbox's ``_deliver`` to the subscription the bridge made when the bot
+   was connected (with its secret header); each burst shuffled and 10 %
+   posted twice (MAX retries the same update, with no event id) -> exactly
+   30 contacts and 300 entries, each once, each user's in order.
+2. An operator answers every user in Open Lines -> each answer goes out
+   once through ``POST /messages`` (the sandbox's ``_sent``) and the CRM
+   shows it delivered.
+3. A user stops the bot (``bot_stopped``) -> the conversation shows it;
+   the operator's next answer is refused by MAX (403) and the CRM shows
+   the reply failed, and why.
+4. A user shares their contact (a ``request_contact`` answer whose hash
+   the sandbox makes with the bot token) -> the Bitrix24 contact has the
+   phone, verified.
+5. The bot is switched to long polling (its subscription deleted): a new
+   message waits in ``GET /updates`` and the worker's poller brings it in.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import select
+
+from bench.traffic import Delivery, check_bitrix24, message_text, wait_until
+from bridge import outbox
+from bridge.config import Settings
+from bridge.model import ReceiveMode
+from bridge.runtime import Runtime
+from bridge.setup import set_channel_mode
+from bridge.tables import Conversation, Message, Tenant
+from channel_adapters.max.inbound import STOPPED
+from sandbox.max import DEMO_BOT_ID, DIALOG_BASE
+
+pytestmark = pytest.mark.integration
+
+USERS, PER_USER = 30, 10
+TOTAL = USERS * PER_USER
+#: MAX user ids of the fixtures' size
+FIRST = 712_000_001
+
+
+def _runtime(stack) -> Runtime:  # type: ignore[no-untyped-def]
+    return Runtime(Settings.from_env(stack.env()))
+
+
+def _tenant_settings(stack, **values: Any) -> None:  # type: ignore[no-untyped-def]
+    runtime = _runtime(stack)
+    try:
+        with runtime.transaction() as session:
+            tenant = session.get(Tenant, stack.seeded.tenant_id)
+            tenant.settings = {**tenant.settings, **values}
+    finally:
+        runtime.close()
+
+
+def _replies(stack) -> dict[str, list[dict[str, Any]]]:  # type: ignore[no-untyped-def]
+    """The bridge's outbound rows by MAX chat id, oldest first."""
+    runtime = _runtime(stack)
+    try:
+        with runtime.read_session() as session:
+            rows = session.execute(
+                select(
+                    Conversation.external_thread_id,
+                    Message.uid,
+                    Message.text,
+                    Message.status,
+                    Message.last_error,
+                )
+                .join(Conversation, Conversation.id == Message.conversation_id)
+                .where(Message.direction == outbox.OUT)
+                .order_by(Message.id)
+            ).all()
+    finally:
+        runtime.close()
+    out: dict[str, list[dict[str, Any]]] = {}
+    for chat, uid, text, status, error in rows:
+        out.setdefault(chat, []).append(
+            {"uid": uid, "text": text, "status": status, "error": error}
+        )
+    return out
+
+
+def _synced(stack) -> int:  # type: ignore[no-untyped-def]
+    return int(stack.bridge_status()["messages"]["in"].get("synced", 0))
+
+
+def _max(stack, path: str, **body: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    r = requests.post(f"{stack.sandbox_url}/max/{path}", json=body, timeout=30)
+    r.raise_for_status()
+    return r.json()
+
+
+def _max_get(stack, path: str, **params: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    r = requests.get(f"{stack.sandbox_url}/max/{path}", params=params, timeout=30)
+    r.raise_for_status()
+    return r.json()
+
+
+def _chat(user: int) -> int:
+    return DIALOG_BASE + user
+
+
+def _created(user: int, index: int, base_ms: int) -> dict[str, Any]:
+    """A user's message ``index`` in their dialog, as MAX posts it (the
+    go-stab ``webhook.message_created`` shape; built here)."""
+    ms = base_ms + index * 1000
+    return {
+        "message": {
+            "recipient": {"chat_id": _chat(user), "chat_type": "dialog", "user_id": DEMO_BOT_ID},
+            "timestamp": ms,
+            "body": {
+                "mid": f"mid.{user:016x}{index:016x}",
+                "seq": 116_328_147_937_082_782 + user * 100 + index,
+                "text": message_text(user, index),
+            },
+            "sender": {
+                "user_id": user,
+                "first_name": f"User{user}",
+                "is_bot": False,
+                "last_activity_time": ms,
+                "name": f"User{user}",
+            },
+        },
+        "timestamp": ms + 40,
+        "user_locale": "ru",
+        "update_type": "message_created",
+    }
+
+
+def _traffic(seed: int) -> list[Delivery]:
+    """Each user's messages (their clock an hour ago), every burst shuffled
+    and 10 % posted twice (the same body), the bursts interleaved."""
+    rng = random.Random(seed)  # noqa: S311 (test traffic)
+    base = int(time.time() * 1000) - 3_600_000
+    bursts = []
+    for u in range(USERS):
+        user = FIRST + u
+        items = [Delivery(user, i, _created(user, i, base + u * 20_000)) for i in range(PER_USER)]
+        rng.shuffle(items)
+        dups = [Delivery(d.user, d.index, d.update, True) for d in items if rng.random() < 0.1]
+        for dup in dups:
+            items.insert(rng.randrange(len(items) + 1), dup)
+        bursts.append(items)
+    out = []
+    while any(bursts):
+        for burst in bursts:
+            if burst:
+                out.append(burst.pop(0))
+    return out
+
+
+class Bitrix24:
+    """What an Open Lines operator sees and does (the sandbox Bitrix24)."""
+
+    def __init__(self, stack) -> None:  # type: ignore[no-untyped-def]
+        self.stack = stack
+
+    def portal(self) -> dict[str, Any]:
+        return self.stack.bitrix24_state()
+
+    def chat(self, user: int, portal: dict[str, Any] | None = None) -> dict[str, Any]:
+        portal = portal or self.portal()
+        return next(c for c in portal["chats"] if c["external_user_id"] == str(_chat(user)))
+
+    def reply(self, user: int, text: str) -> dict[str, Any]:
+        r = requests.post(
+            f"{self.stack.sandbox_url}/bitrix24/_reply",
+            json={"conversation": self.chat(user)["external_chat_id"], "text": text},
+            timeout=30,
+        )
+        r.raise_for_status()
+        return r.json()
+
+    def comments(self, portal: dict[str, Any]) -> list[str]:
+        return [
+            str(c.get("COMMENT") or "")
+            for lead in portal["leads"]
+            for c in (lead.get("timeline") or {}).get("comments") or []
+        ]
+
+    def outgoing(self, user: int) -> list[tuple[str, str, str | None]]:
+        """(text, status, the failure shown) of the operator's messages."""
+        portal = self.portal()
+        chat = self.chat(user, portal)
+        comments = self.comments(portal)
+        out = []
+        for m in chat["messages"]:
+            if m["direction"] != "out":
+                continue
+            failure = next((c for c in comments if f"(message {chat['id']}:{m['id']})" in c), None)
+            text = re.sub(r"^\[b\][^\[]*\[/b\] \[br\]", "", m["text"])
+            status = "failed" if failure else "delivered" if m.get("delivered") else "sent"
+            out.append((text, status, failure))
+        return out
+
+    def incoming(self, user: int) -> list[str]:
+        return [m["text"] for m in self.chat(user)["messages"] if m["direction"] == "in"]
+
+    def contact(self, user: int) -> dict[str, Any]:
+        portal = self.portal()
+        return next(
+            c
+            for c in portal["contacts"]
+            if any(
+                im.get("VALUE") == f"max:{user}"
+                for im in (c.get("multifields") or {}).get("IM") or []
+            )
+        )
+
+
+def test_max_30_users_replies_a_stopped_bot_a_contact_and_polling(  # type: ignore[no-untyped-def]
+    make_stack_once,
+):
+    started = time.monotonic()
+    stack = make_stack_once(
+        crm="bitrix24",
+        workers=2,
+        channels=("max",),
+        sandbox_config={"bitrix24": {"limits": {"basic": {"drain_per_s": 100, "burst": 250}}}},
+        env_overrides={"BRIDGE_POLL_TIMEOUT": "2"},
+    )
+    _tenant_settings(stack, rate_per_second=100, burst=250)
+    account = stack.seeded.max_account_id
+    assert account is not None  # the demo bot, connected: subscribed with a secret
+    [sub] = _max_get(stack, "_state")["accounts"][0]["subscriptions"]
+    assert sub["secret_set"] and sub["url"].startswith(f"{stack.bridge_url}/webhooks/max/")
+    b24 = Bitrix24(stack)
+
+    # 1. 30 users x 10 messages, shuffled within each burst, 10 % posted twice
+    traffic = _traffic(seed=14)
+    duplicates = sum(d.duplicate for d in traffic)
+    assert USERS // 2 < duplicates < USERS * 2
+
+    def deliver(delivery: Delivery) -> dict[str, Any]:
+        return _max(stack, "_deliver", payload=delivery.update)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(deliver, traffic))
+    assert {(a["status"], a["delivered"]) for a in answers} == {(200, True)}, answers[:3]
+    assert wait_until(lambda: _synced(stack) == TOTAL, timeout=120), stack.bridge_status()
+    users = sorted({d.user for d in traffic})
+    expected = {user: [message_text(user, i) for i in range(PER_USER)] for user in users}
+    summary = {
+        "contacts": USERS,
+        "deals": USERS,
+        "entries": TOTAL,
+        "lost": 0,
+        "duplicated": 0,
+        "unexpected": 0,
+        "out_of_order": 0,
+        "inbox_messages": TOTAL,
+        "inbox_duplicated": 0,
+    }
+    portal = b24.portal()
+    assert len(portal["leads"]) == USERS and portal["deals"] == []
+    # an Open Lines chat's user is the conversation's thread: the dialog's chat id
+    by_chat = {_chat(user): lines for user, lines in expected.items()}
+    chat_only = check_bitrix24(portal, by_chat, comments=False, channel="max")
+    assert (chat_only.lost, chat_only.out_of_order, chat_only.unexpected) == ([], [], [])
+    assert check_bitrix24(portal, expected, channel="max").summary() == summary
+    status = stack.bridge_status()
+    assert status["messages"]["in"] == {"synced": TOTAL}  # a redelivery is no message
+    assert status["parked"] == [] and status["failed"] == []
+
+    # 2. an operator answers each user -> each answer sent once, the CRM told
+    def answer(user: int) -> str:
+        return f"Спасибо, {user}! Your order ships today."
+
+    for user in users:
+        assert b24.reply(user, answer(user))["webhook"]["status"] == 200
+    assert wait_until(lambda: len(_max_get(stack, "_sent")["sent"]) >= USERS, timeout=60)
+    assert wait_until(
+        lambda: all(
+            [r["status"] for r in _replies(stack).get(str(_chat(u)), [])] == ["sent"] for u in users
+        ),
+        timeout=60,
+    ), _replies(stack)
+    sent = _max_get(stack, "_sent")["sent"]
+    assert sorted((s["chat_id"], s["text"]) for s in sent) == sorted(
+        (_chat(u), answer(u)) for u in users
+    )
+    assert wait_until(
+        lambda: all(b24.outgoing(u) == [(answer(u), "delivered", None)] for u in users[:5]),
+        timeout=60,
+    ), [b24.outgoing(u) for u in users[:5]]
+
+    # 3. a user stops the bot: shown in the conversation; the next answer refused
+    stopped = users[1]
+    stop = _max(stack, "_stop", user=stopped)
+    assert (stop["status"], stop["delivered"]) == (200, True), stop
+    assert wait_until(lambda: _synced(stack) == TOTAL + 1, timeout=60), stack.bridge_status()
+    assert wait_until(lambda: STOPPED in b24.incoming(stopped), timeout=30), b24.incoming(stopped)
+    refused = "Your refund is on its way."
+    assert b24.reply(stopped, refused)["webhook"]["status"] == 200
+
+    def failed() -> bool:
+        return [r["status"] for r in _replies(stack)[str(_chat(stopped))]] == ["sent", "failed"]
+
+    assert wait_until(failed, timeout=60), _replies(stack)[str(_chat(stopped))]
+    reason = _replies(stack)[str(_chat(stopped))][1]["error"]
+    assert reason.startswith("MAX 403") and "stopped the bot" in reason, reason
+    assert len(_max_get(stack, "_sent", user_id=stopped)["sent"]) == 1  # nothing more went
+
+    def crm_failed() -> bool:
+        out = b24.outgoing(stopped)
+        return [(t, s) for t, s, _ in out] == [(answer(stopped), "delivered"), (refused, "failed")]
+
+    assert wait_until(crm_failed, timeout=60), b24.outgoing(stopped)
+    shown = b24.outgoing(stopped)[1][2]
+    assert shown and "stopped the bot" in shown, shown
+
+    # 4. a user shares their contact: the phone is the contact's, verified
+    sharer = users[2]
+    shared = _max(stack, "_contact", user=sharer, phone="79991234567", name=f"User{sharer}")
+    assert shared["status"] == 200, shared
+    assert wait_until(lambda: _synced(stack) == TOTAL + 2, timeout=60), stack.bridge_status()
+    assert wait_until(
+        lambda: any(
+            "+79991234567" in str(p.get("VALUE"))
+            for p in (b24.contact(sharer).get("multifields") or {}).get("PHONE") or []
+        ),
+        timeout=30,
+    ), b24.contact(sharer)
+    assert any("verified by MAX" in t for t in b24.incoming(sharer)), b24.incoming(sharer)
+
+    # 5. long polling: the subscription deleted, a new message fetched by the poller
+    runtime = _runtime(stack)
+    try:
+        assert set_channel_mode(runtime, account, ReceiveMode.POLLING) is None
+    finally:
+        runtime.close()
+    assert _max_get(stack, "_state")["accounts"][0]["subscriptions"] == []
+    polled_user = users[3]
+    late = _created(polled_user, PER_USER, int(time.time() * 1000))
+    queued = _max(stack, "_deliver", payload=late)
+    assert queued["queued"] is True and queued["status"] is None
+    assert wait_until(lambda: _synced(stack) == TOTAL + 3, timeout=60), stack.bridge_status()
+    assert wait_until(
+        lambda: message_text(polled_user, PER_USER) in b24.incoming(polled_user), timeout=30
+    )
+    polling = _max_get(stack, "_state")["accounts"][0]["polling"]
+    assert polling["kept"] == 0  # fetched and committed with the next marker
+
+    # in the end: every message once and in order, the replies as sent
+    status = stack.bridge_status()
+    assert status["messages"]["out"] == {"sent": USERS, "failed": 1}
+    uid = _replies(stack)[str(_chat(stopped))][1]["uid"]
+    assert [(f["message"], f["error"]) for f in status["failed"]] == [(uid, reason)]
+    final = dict(expected)
+    final[stopped] = [*final[stopped], STOPPED]
+    final[polled_user] = [*final[polled_user], message_text(polled_user, PER_USER)]
+    final_chats = {_chat(user): lines for user, lines in final.items()}
+    report = check_bitrix24(b24.portal(), final_chats, comments=False, channel="max")
+    assert (report.lost, report.out_of_order, report.inbox_duplicated) == ([], [], [])
+    assert [u for u in report.unexpected if not u.startswith(f"{_chat(sharer)}:")] == []
+    print(f"test_max_crms wall time: {time.monotonic() - started:.1f} s")
