@@ -38,11 +38,12 @@ Update -> normalised event::
     anything else (dialog_muted, bot_added, user_added, chat_title_changed,
     dialog_cleared, ...)               -> IgnoredEvent(<type>)
 
-Identity: the sender is ``user_id``; the thread is the chat's ``chat_id``
-(a dialog's is positive, a group's negative: FACTS §13); a reply goes to
-``POST /messages?chat_id=<thread>`` (FACTS §6 "How to answer a user"). A
-button press on a deleted message (``message: null``) names no chat: its
-thread is ``user:<user_id>`` and a reply goes with ``?user_id=``.
+Identity: the sender is ``user_id``. The thread of a dialog (a user and
+the bot) is the user's id, as a Telegram or VK dialog's is, and a reply
+goes to ``POST /messages?user_id=<thread>``; a group chat's thread is its
+``chat_id``, which is negative (FACTS §13), and a reply goes to ``?chat_id=``
+(both are the documented ways to answer, FACTS §6). The dialog's own chat
+id stays in ``raw``.
 
 Ids are int64 and ``seq`` exceeds 2**53 (FACTS §13): Python's ``json``
 reads them as exact ints, never floats. Timestamps are milliseconds (§4).
@@ -280,7 +281,7 @@ def _removed(
         channel_kind=KIND,
         external_id=key,
         external_user_id=str(user),
-        external_thread_id=str(chat),
+        external_thread_id=str(user) if chat > 0 else str(chat),
         kind=MessageKind.TEXT,
         sent_at=_time(update.get("timestamp")) or received_at,
         text="(the client deleted this message)",
@@ -357,7 +358,7 @@ def _chat_event(
         channel_kind=KIND,
         external_id=key,
         external_user_id=str(user_id),
-        external_thread_id=str(chat) if chat is not None else f"user:{user_id}",
+        external_thread_id=str(user_id),  # a dialog's events: the user's thread
         kind=MessageKind.SYSTEM,
         sent_at=_time(update.get("timestamp")) or received_at,
         text=text,
@@ -647,8 +648,10 @@ def read_vcard(text: str) -> tuple[str | None, str | None]:
 
 
 def _thread(recipient: Mapping[str, Any], user: int) -> str:
+    """A group chat's (negative) ``chat_id``, else the dialog's user."""
     chat = _int(recipient.get("chat_id"))
-    return str(chat) if chat is not None and chat != 0 else f"user:{user}"
+    group = recipient.get("chat_type") in ("chat", "channel") or (chat is not None and chat < 0)
+    return str(chat) if group and chat else str(user)
 
 
 def _profile(

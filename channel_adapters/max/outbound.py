@@ -1,8 +1,8 @@
 """A rep's reply -> the ``POST /messages`` calls that carry it, in order
 (FACTS §9, §11).
 
-* The addressee: a thread is a chat id (``?chat_id=``), or ``user:<id>``
-  for a button press whose message was gone (``?user_id=``).
+* The addressee: a dialog's thread is the user's id (``?user_id=``), a
+  group chat's its negative chat id (``?chat_id=``), FACTS §6, §13.
 * Text is split at 4000 characters (``NewMessageBody.text`` maxLength
   4000, FACTS §9), cut after a paragraph, else a line, else a space in the
   second half of a part.
@@ -46,13 +46,13 @@ class Step:
 def address(thread: str) -> dict[str, int]:
     """The query naming the addressee: ``chat_id`` or ``user_id`` (int64)."""
     text = thread.strip()
-    name, number = ("user_id", text[5:]) if text.startswith("user:") else ("chat_id", text)
-    if not (number.lstrip("-").isascii() and number.lstrip("-").isdigit()) or len(number) > 20:
-        raise PermanentError(f"the conversation's MAX {name} is not a number: {text[:30]!r}")
-    value = int(number)
+    digits = text.removeprefix("-")
+    if not (digits.isascii() and digits.isdigit()) or len(text) > 20:
+        raise PermanentError(f"the conversation's MAX id is not a number: {text[:30]!r}")
+    value = int(text)
     if not -(2**63) <= value < 2**63 or value == 0:
-        raise PermanentError(f"the conversation's MAX {name} is out of range")
-    return {name: value}
+        raise PermanentError("the conversation's MAX id is out of range")
+    return {"user_id": value} if value > 0 else {"chat_id": value}
 
 
 def plan(message: OutboundMessage, contact_button: str = "") -> list[Step]:

@@ -67,7 +67,7 @@ def _tenant_settings(stack, **values: Any) -> None:  # type: ignore[no-untyped-d
 
 
 def _replies(stack) -> dict[str, list[dict[str, Any]]]:  # type: ignore[no-untyped-def]
-    """The bridge's outbound rows by MAX chat id, oldest first."""
+    """The bridge's outbound rows by thread (a dialog's: the user id), oldest first."""
     runtime = _runtime(stack)
     try:
         with runtime.read_session() as session:
@@ -173,7 +173,7 @@ class Bitrix24:
 
     def chat(self, user: int, portal: dict[str, Any] | None = None) -> dict[str, Any]:
         portal = portal or self.portal()
-        return next(c for c in portal["chats"] if c["external_user_id"] == str(_chat(user)))
+        return next(c for c in portal["chats"] if c["external_user_id"] == str(user))
 
     def reply(self, user: int, text: str) -> dict[str, Any]:
         r = requests.post(
@@ -266,9 +266,7 @@ def test_max_30_users_replies_a_stopped_bot_a_contact_and_polling(  # type: igno
     }
     portal = b24.portal()
     assert len(portal["leads"]) == USERS and portal["deals"] == []
-    # an Open Lines chat's user is the conversation's thread: the dialog's chat id
-    by_chat = {_chat(user): lines for user, lines in expected.items()}
-    chat_only = check_bitrix24(portal, by_chat, comments=False, channel="max")
+    chat_only = check_bitrix24(portal, expected, comments=False, channel="max")
     assert (chat_only.lost, chat_only.out_of_order, chat_only.unexpected) == ([], [], [])
     assert check_bitrix24(portal, expected, channel="max").summary() == summary
     status = stack.bridge_status()
@@ -284,7 +282,7 @@ def test_max_30_users_replies_a_stopped_bot_a_contact_and_polling(  # type: igno
     assert wait_until(lambda: len(_max_get(stack, "_sent")["sent"]) >= USERS, timeout=60)
     assert wait_until(
         lambda: all(
-            [r["status"] for r in _replies(stack).get(str(_chat(u)), [])] == ["sent"] for u in users
+            [r["status"] for r in _replies(stack).get(str(u), [])] == ["sent"] for u in users
         ),
         timeout=60,
     ), _replies(stack)
@@ -307,10 +305,10 @@ def test_max_30_users_replies_a_stopped_bot_a_contact_and_polling(  # type: igno
     assert b24.reply(stopped, refused)["webhook"]["status"] == 200
 
     def failed() -> bool:
-        return [r["status"] for r in _replies(stack)[str(_chat(stopped))]] == ["sent", "failed"]
+        return [r["status"] for r in _replies(stack)[str(stopped)]] == ["sent", "failed"]
 
-    assert wait_until(failed, timeout=60), _replies(stack)[str(_chat(stopped))]
-    reason = _replies(stack)[str(_chat(stopped))][1]["error"]
+    assert wait_until(failed, timeout=60), _replies(stack)[str(stopped)]
+    reason = _replies(stack)[str(stopped)][1]["error"]
     assert reason.startswith("MAX 403") and "stopped the bot" in reason, reason
     assert len(_max_get(stack, "_sent", user_id=stopped)["sent"]) == 1  # nothing more went
 
@@ -357,13 +355,12 @@ def test_max_30_users_replies_a_stopped_bot_a_contact_and_polling(  # type: igno
     # in the end: every message once and in order, the replies as sent
     status = stack.bridge_status()
     assert status["messages"]["out"] == {"sent": USERS, "failed": 1}
-    uid = _replies(stack)[str(_chat(stopped))][1]["uid"]
+    uid = _replies(stack)[str(stopped)][1]["uid"]
     assert [(f["message"], f["error"]) for f in status["failed"]] == [(uid, reason)]
     final = dict(expected)
     final[stopped] = [*final[stopped], STOPPED]
     final[polled_user] = [*final[polled_user], message_text(polled_user, PER_USER)]
-    final_chats = {_chat(user): lines for user, lines in final.items()}
-    report = check_bitrix24(b24.portal(), final_chats, comments=False, channel="max")
+    report = check_bitrix24(b24.portal(), final, comments=False, channel="max")
     assert (report.lost, report.out_of_order, report.inbox_duplicated) == ([], [], [])
-    assert [u for u in report.unexpected if not u.startswith(f"{_chat(sharer)}:")] == []
+    assert [u for u in report.unexpected if not u.startswith(f"{sharer}:")] == []
     print(f"test_max_crms wall time: {time.monotonic() - started:.1f} s")

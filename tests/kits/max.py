@@ -238,7 +238,9 @@ def text_message_round_trips(
     assert events is not None
     (event,) = events
     assert isinstance(event, InboundMessage) and event.kind is MessageKind.TEXT
-    assert event.external_user_id == str(user_id) and event.external_thread_id == str(chat)
+    assert event.external_user_id == str(user_id)
+    # a dialog's thread is the user; a negative chat id is a group chat's
+    assert event.external_thread_id == (str(chat) if chat < 0 else str(user_id))
     assert event.text == text.replace("\x00", "")
     assert event.provider_message_id == mid and event.sequence == seq  # int64, exact
     assert event.is_edit is (edit_after is not None)
@@ -277,7 +279,7 @@ def button_press_round_trips(
     assert (
         event.callback_id == callback_id and event.external_id == f"message_callback:{callback_id}"
     )
-    assert event.external_thread_id == (str(chat) if chat is not None else f"user:{user_id}")
+    assert event.external_thread_id == str(user_id)  # a dialog's thread
 
 
 def other_update_kinds_are_ignored_by_name(kind: str, chat: int, user_id: int) -> None:

@@ -203,14 +203,16 @@ def test_a_reply_names_the_message_it_answers() -> None:
     assert isinstance(event, InboundMessage)
     data = json.loads((EXAMPLES / "schema-built-webhook.message_created.reply.json").read_bytes())
     assert event.reply_to == data["message"]["link"]["message"]["mid"]
-    assert event.external_thread_id == "182182182" and event.profile.language == "ru"
+    # a dialog's thread is the user (its chat id kept in raw)
+    assert event.external_thread_id == "123456789" and event.raw["chat_id"] == 182182182
+    assert event.profile.language == "ru"
 
 
 def test_the_callback_is_answerable_and_the_edit_is_timed_by_the_update() -> None:
     [press] = events((EXAMPLES / "go-stab.webhook.message_callback.json").read_bytes())
     assert isinstance(press, InboundMessage) and press.kind is MessageKind.CALLBACK
     assert press.callback_id and len(press.callback_id) == 116
-    assert press.text == "picture" and press.external_thread_id == "182182182"
+    assert press.text == "picture" and press.external_thread_id == "123456789"
     assert press.external_id == f"message_callback:{press.callback_id}"
     [edit] = events((EXAMPLES / "go-stab.webhook.message_edited.json").read_bytes())
     assert isinstance(edit, InboundMessage) and edit.is_edit
@@ -222,7 +224,8 @@ def test_bot_stopped_is_recorded_as_the_client_s_system_message() -> None:
     [stop] = events((EXAMPLES / "go-stab.webhook.bot_stopped.json").read_bytes())
     assert isinstance(stop, InboundMessage) and stop.kind is MessageKind.SYSTEM
     assert "stopped the bot" in stop.text and "replies will fail" in stop.text
-    assert (stop.external_user_id, stop.external_thread_id) == ("123456789", "182182182")
+    assert (stop.external_user_id, stop.external_thread_id) == ("123456789", "123456789")
+    assert stop.raw["chat_id"] == 182182182
 
 
 # --------------------------------------------------------------------------

@@ -45,7 +45,7 @@ EXAMPLES = ROOT / "tests" / "fixtures" / "corpora" / "max" / "examples"
 BASE = "https://platform-api2.max.ru"
 TOKEN = "max-token-0001"
 SECRET = "wh_Secret-0123456789"
-CHAT = 182182182  # the go-stab dialog
+USER = 123456789  # the go-stab user: a dialog's thread (answered with ?user_id=)
 
 
 def example(name: str) -> Any:
@@ -90,7 +90,7 @@ def adapter(
 
 
 def reply(text: str = "Hello", **kw: Any) -> OutboundMessage:
-    return OutboundMessage(bridge_id="b-1", external_thread_id=str(CHAT), text=text, **kw)
+    return OutboundMessage(bridge_id="b-1", external_thread_id=str(USER), text=text, **kw)
 
 
 def sent(mid: str = "mid.000000000adf429c019d47d58f2b3d9e") -> dict[str, Any]:
@@ -139,15 +139,16 @@ def test_a_long_reply_is_sent_in_parts_with_the_raw_token() -> None:
     assert "link" not in second
     for call in responses.calls:
         assert call.request.headers["Authorization"] == TOKEN  # raw: no "Bearer "
-        assert query(call) == {"chat_id": str(CHAT)}
+        assert query(call) == {"user_id": str(USER)}
         assert TOKEN not in call.request.url
 
 
 @responses.activate
-def test_a_thread_without_a_chat_is_answered_by_user_id() -> None:
+def test_a_group_chat_is_answered_by_chat_id() -> None:
     responses.post(f"{BASE}/messages", json=sent())
-    adapter().send(OutboundMessage(bridge_id="b", external_thread_id="user:123456789", text="Hi"))
-    assert query(responses.calls[0]) == {"user_id": "123456789"}
+    group = "-70801090403050"  # the go-stab group chat
+    adapter().send(OutboundMessage(bridge_id="b", external_thread_id=group, text="Hi"))
+    assert query(responses.calls[0]) == {"chat_id": group}
     with pytest.raises(PermanentError):
         adapter().send(OutboundMessage(bridge_id="b", external_thread_id="chat-x", text="Hi"))
 
@@ -325,7 +326,7 @@ def test_success_false_with_http_200_is_a_failure() -> None:
         channel_kind="max",
         external_id="message_callback:cb",
         external_user_id="1",
-        external_thread_id=str(CHAT),
+        external_thread_id=str(USER),
         kind=MessageKind.CALLBACK,
         sent_at=dt.datetime.now(dt.UTC),
         callback_id="cb-1",
@@ -382,7 +383,7 @@ def test_every_send_waits_for_the_bot_and_the_chat_bucket() -> None:
     responses.post(f"{BASE}/messages", json=sent())
     adapter(limiter).send(reply("z" * 4001))
     keys = [(k, r) for k, r in limiter.acquired]
-    chat = (f"max:229229229:chat:{CHAT}", CHAT_RATE)
+    chat = (f"max:229229229:chat:{USER}", CHAT_RATE)
     bot = ("max:229229229", Rate(capacity=30, per_second=30.0))
     assert keys == [chat, bot, chat, bot]
     assert CHAT_RATE.per_second == 2.0 and CHAT_RATE.capacity == 1
