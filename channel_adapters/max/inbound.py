@@ -30,10 +30,13 @@ Update -> normalised event::
     message_callback (a button press)  -> InboundMessage(kind=CALLBACK,
                                           callback_id), answered with
                                           POST /answers by the adapter
-    bot_started                        -> InboundMessage(kind=SYSTEM); the
-                                          deep-link payload in profile.utm
-    bot_stopped                        -> InboundMessage(kind=SYSTEM): the
-                                          client stopped the bot, replies fail
+    bot_started                        -> InboundMessage(kind=SYSTEM,
+                                          consent=True); the deep-link
+                                          payload in profile.utm
+    bot_stopped                        -> InboundMessage(kind=SYSTEM,
+                                          consent=False): the client stopped
+                                          the bot; the core refuses replies
+                                          until they start it again
     dialog_removed                     -> InboundMessage(kind=SYSTEM)
     anything else (dialog_muted, bot_added, user_added, chat_title_changed,
     dialog_cleared, ...)               -> IgnoredEvent(<type>)
@@ -330,9 +333,10 @@ def _chat_event(
     update: Mapping[str, Any], key: str, received_at: dt.datetime, bot: Bot
 ) -> InboundEvent:
     """``bot_started`` (a deep link's ``payload`` kept as utm, Telegram's
-    convention), ``bot_stopped`` (the client stopped the bot: recorded like
-    VK's ``message_deny``; a reply is refused by MAX after it), and
-    ``dialog_removed``, on the conversation's timeline."""
+    convention; consent given), ``bot_stopped`` (the client stopped the bot:
+    consent withdrawn, like VK's ``message_deny``; MAX itself refuses a send
+    after it, with a 403), and ``dialog_removed``, on the conversation's
+    timeline."""
     kind = str(update["update_type"])
     user = _obj(update.get("user"))
     user_id = _int(user.get("user_id"))
@@ -364,8 +368,14 @@ def _chat_event(
         text=text,
         profile=_profile(user, update, utm=utm),
         raw={k: v for k, v in facts.items() if v is not None},
+        # the client's word on the bot writing to them (bridge.consent): a
+        # stop withdraws it until they start the bot again
+        consent=CONSENT.get(kind),
     )
 
+
+#: the chat events that say whether the client lets the bot write to them
+CONSENT: dict[str, bool] = {"bot_started": True, "bot_stopped": False}
 
 EVENTS: dict[str, Handler] = {
     "message_created": _message_event,

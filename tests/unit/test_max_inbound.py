@@ -226,6 +226,11 @@ def test_bot_stopped_is_recorded_as_the_client_s_system_message() -> None:
     assert "stopped the bot" in stop.text and "replies will fail" in stop.text
     assert (stop.external_user_id, stop.external_thread_id) == ("123456789", "123456789")
     assert stop.raw["chat_id"] == 182182182
+    assert stop.consent is False  # recorded on the conversation: replies refused
+    [start] = events((EXAMPLES / "go-stab.webhook.bot_started.json").read_bytes())
+    assert isinstance(start, InboundMessage) and start.consent is True
+    [gone] = events((EXAMPLES / "go-stab.webhook.dialog_removed.json").read_bytes())
+    assert isinstance(gone, InboundMessage) and gone.consent is None
 
 
 # --------------------------------------------------------------------------
