@@ -109,6 +109,7 @@ CHANNEL_KITS: dict[str, str] = {
     "email": "tests.kits.email:EmailKit",
     "whatsapp": "tests.kits.whatsapp:WhatsAppKit",
     "vk": "tests.kits.vk:VkKit",
+    "viber": "tests.kits.viber:ViberKit",
     "max": "tests.kits.max:MaxKit",
 }
 #: CRM kind -> its kit (the slugs of ``crm_adapters.REGISTRY``)
