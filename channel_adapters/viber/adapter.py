@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -99,12 +99,15 @@ class ViberAdapter(ChannelAdapter):
 
     @classmethod
     def connect(cls, values: ViberConnect) -> ConnectedAccount:
-        """The bot's id (``get_account_info``'s ``id``) is the account's id;
-        the call also proves the token. The sender name defaults to the
-        bot's own name."""
+        """The account's id is a digest of the token (a token names one bot;
+        the digest shows nothing of it). No call is made here: the token is
+        proved by :meth:`setup_webhook`, which runs next, with the
+        deployment's API base (a failure there forgets the account)."""
         token = values.auth_token.strip()
         if not token:
             raise ConfigError("set the bot's auth token (VIBER_AUTH_TOKEN or the prompt)")
+        if not token.isascii() or not token.isprintable() or " " in token:
+            raise ConfigError("the auth token is the bot's app key as Viber shows it")
         if not values.per_second > 0:
             raise ConfigError("--per-second must be more than 0")
         if not values.text_limit > 0:
@@ -112,31 +115,31 @@ class ViberAdapter(ChannelAdapter):
         avatar = values.sender_avatar.strip()
         if avatar and not avatar.lower().startswith("https://"):
             raise ConfigError("--sender-avatar must be an https:// URL")
-        info = _account_info(token)
-        bot_id = info.get("id")
-        if not isinstance(bot_id, str) or not bot_id.strip():
-            raise ConfigError("Viber's get_account_info named no bot id")
-        name = values.sender_name.strip() or str(info.get("name") or "").strip()
+        name = values.sender_name.strip()
         if not name:
-            raise ConfigError("--sender-name is required (the bot has no name to borrow)")
+            raise ConfigError("--sender-name is required: the name replies are sent under")
         if len(name) > SENDER_NAME_LIMIT:
             raise ConfigError(f"--sender-name is at most {SENDER_NAME_LIMIT} characters (Viber's)")
         return ConnectedAccount(
-            bot_id.strip(),
+            "bot:" + hashlib.sha256(token.encode("utf-8")).hexdigest()[:24],
             {"auth_token": token},
             {
                 "sender_name": name,
                 "sender_avatar": avatar,
                 "welcome_text": values.welcome_text.strip(),
-                "uri": str(info.get("uri") or ""),
                 "text_limit": int(values.text_limit or DEFAULT_TEXT_LIMIT),
                 "per_second": float(values.per_second),
             },
         )
 
     def setup_webhook(self, url: str) -> None:
-        """``set_webhook`` with the account's URL: Viber posts a signed
-        ``webhook`` event to it and answers status 1 when it got no 200."""
+        """``get_account_info`` proves the token, then ``set_webhook`` with
+        the account's URL: Viber posts a signed ``webhook`` event to it and
+        answers status 1 when it got no 200."""
+        try:
+            self.api.account_info()
+        except AuthError as exc:
+            raise ConfigError(f"Viber refused the token: {exc.message}") from None
         try:
             self.api.set_webhook(url, EVENT_TYPES)
         except BridgeError as exc:
@@ -227,19 +230,6 @@ class ViberAdapter(ChannelAdapter):
         if self.settings.sender_avatar:
             sender["avatar"] = str(self.settings.sender_avatar)
         return sender
-
-
-def _account_info(token: str) -> dict[str, Any]:
-    """``get_account_info`` on ``VIBER_API_BASE`` (the connect command has
-    no HTTP client from the core: one is made here)."""
-    base = os.environ.get("VIBER_API_BASE") or ViberAdapter.default_api_base()
-    api = ViberApi(HttpClient(base), token, "connect", None)
-    try:
-        return api.account_info()
-    except AuthError as exc:
-        raise ConfigError(f"Viber refused the token: {exc.message}") from None
-    except BridgeError as exc:
-        raise ConfigError(f"could not read the bot's account info: {exc.message}") from None
 
 
 class _Partial(AmbiguousError):

@@ -33,9 +33,7 @@ class ViberConnect:
     avatar and a welcome message for users who open the chat."""
 
     auth_token: str = setting(secret=True, help="the bot's authentication token (its app key)")
-    sender_name: str = setting(
-        "", help="the name replies are sent under (28 characters at most; default: the bot's)"
-    )
+    sender_name: str = setting(help="the name replies are sent under (28 characters at most)")
     sender_avatar: str = setting("", help="an https URL of the sender's avatar (optional)")
     welcome_text: str = setting(
         "",
@@ -65,7 +63,6 @@ class ViberSettings:
     sender_name: str = setting("", help="the name replies are sent under (28 characters at most)")
     sender_avatar: str = setting("", help="the sender's avatar URL")
     welcome_text: str = setting("", help="the welcome message (empty: none)")
-    uri: str = setting("", help="the bot's URI (viber://pa?chatURI=<uri>)")
     text_limit: int = setting(DEFAULT_TEXT_LIMIT, help="longest text message")
     per_second: float = setting(
         DEFAULT_PER_SECOND, help="Viber API requests per second (the bot's shared bucket)"

@@ -204,51 +204,57 @@ def test_a_refusal_after_a_part_went_out(api: responses.RequestsMock) -> None:
         adapter().send(reply())
 
 
-def test_set_webhook_and_its_invalid_url(api: responses.RequestsMock) -> None:
+def test_set_webhook_proves_the_token_then_sets_the_url(api: responses.RequestsMock) -> None:
+    api.add(responses.POST, INFO, json={**status(0, "ok"), "id": BOT, "name": "Demo Shop"})
     api.add(responses.POST, HOOK, json={**status(0, "ok"), "event_types": list(EVENT_TYPES)})
     adapter().setup_webhook("https://bridge.example/webhooks/viber/k")
-    body = json.loads(api.calls[0].request.body)
+    assert [c.request.url for c in api.calls] == [INFO, HOOK]
+    body = json.loads(api.calls[1].request.body)
     assert body["url"] == "https://bridge.example/webhooks/viber/k"
     assert set(body["event_types"]) == {"delivered", "seen", "failed", "subscribed",
                                         "unsubscribed", "conversation_started"}
     api.replace(responses.POST, HOOK, json=status(1, "invalidUrl"))
     with pytest.raises(ConfigError, match="BRIDGE_PUBLIC_URL"):
         adapter().setup_webhook("https://bridge.example/webhooks/viber/k")
+    api.replace(responses.POST, INFO, json=status(2, "invalidAuthToken"))
+    with pytest.raises(ConfigError, match="refused the token"):
+        adapter().setup_webhook("https://bridge.example/webhooks/viber/k")
     api.replace(responses.POST, HOOK, json=status(0, "ok"))
     adapter().remove_webhook()
     assert json.loads(api.calls[-1].request.body) == {"url": ""}
 
 
-def test_connect_proves_the_token_and_borrows_the_bots_name(
-    api: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
+def test_connect_stores_the_token_and_the_sender_without_a_call(
+    api: responses.RequestsMock,
 ) -> None:
-    monkeypatch.delenv("VIBER_API_BASE", raising=False)
-    api.add(responses.POST, INFO, json={**status(0, "ok"), "id": BOT, "name": "Demo Shop",
-                                        "uri": "demoshop"})
-    connected = ViberAdapter.connect(load(ViberConnect, {"auth_token": TOKEN}))
-    assert connected.external_id == BOT
+    connected = ViberAdapter.connect(
+        load(ViberConnect, {"auth_token": TOKEN, "sender_name": "Demo Shop",
+                            "welcome_text": " Hi! "})
+    )
+    assert connected.external_id.startswith("bot:") and TOKEN not in connected.external_id
+    assert connected.external_id == ViberAdapter.connect(
+        load(ViberConnect, {"auth_token": TOKEN, "sender_name": "Other"})).external_id
     assert connected.credentials == {"auth_token": TOKEN}
-    assert connected.settings["sender_name"] == "Demo Shop"
-    assert connected.settings["uri"] == "demoshop" and connected.settings["text_limit"] == 7000
-    assert api.calls[0].request.headers["X-Viber-Auth-Token"] == TOKEN
-    api.replace(responses.POST, INFO, json=status(2, "invalidAuthToken"))
-    with pytest.raises(ConfigError, match="refused the token"):
-        ViberAdapter.connect(load(ViberConnect, {"auth_token": TOKEN}))
+    assert connected.settings == {"sender_name": "Demo Shop", "sender_avatar": "",
+                                  "welcome_text": "Hi!", "text_limit": 7000,
+                                  "per_second": 5.0}
+    assert not api.calls
 
 
 @pytest.mark.parametrize(
     ("values", "words"),
     [
-        ({"auth_token": " "}, "auth token"),
+        ({"auth_token": " ", "sender_name": "Shop"}, "auth token"),
+        ({"auth_token": "a b", "sender_name": "Shop"}, "app key"),
+        ({"auth_token": TOKEN, "sender_name": " "}, "sender-name is required"),
         ({"auth_token": TOKEN, "sender_name": "n" * 29}, "28"),
-        ({"auth_token": TOKEN, "sender_avatar": "http://x/a.png"}, "https"),
-        ({"auth_token": TOKEN, "per_second": 0}, "per-second"),
+        ({"auth_token": TOKEN, "sender_name": "Shop", "sender_avatar": "http://x/a.png"},
+         "https"),
+        ({"auth_token": TOKEN, "sender_name": "Shop", "per_second": 0}, "per-second"),
+        ({"auth_token": TOKEN, "sender_name": "Shop", "text_limit": 0}, "text-limit"),
     ],
 )
-def test_connect_refuses_what_cannot_work(
-    api: responses.RequestsMock, values: dict[str, Any], words: str
-) -> None:
-    api.add(responses.POST, INFO, json={**status(0, "ok"), "id": BOT, "name": "Demo Shop"})
+def test_connect_refuses_what_cannot_work(values: dict[str, Any], words: str) -> None:
     with pytest.raises(ConfigError, match=words):
         ViberAdapter.connect(load(ViberConnect, values))
 

@@ -1,0 +1,307 @@
+# ruff: noqa: S106  (message_token="keep" is no password)
+"""Viber -> amoCRM -> Viber through the sandboxes, a real Redis and real RQ
+worker processes, on the demo mapping's ``viber`` rule; one stack, the whole
+scenario in one test (``make_stack_once``: PostgreSQL when the suite has one):
+
+1. 30 users × 10 ``message`` callbacks (real-shaped, each with its own
+   ``message_token`` beyond 2^53 and the user's millisecond ``timestamp``)
+   posted by the Viber sandbox's ``_deliver``, signed with the bot's token as
+   Viber signs them; each burst shuffled and 10 % posted twice (the same body
+   and token: Viber's retry) -> exactly 30 contacts and 300 chat messages,
+   each once, each user's in order.
+2. A rep answers every user in amoCRM's chat -> each answer goes out once
+   through ``send_message`` (the sandbox's ``_sent``) with ``tracking_data``
+   = the bridge's message id; the sandbox fires ``delivered`` and ``seen``
+   (some twice, some seen first) and amoCRM shows every answer read.
+3. Consent: a user unsubscribes (``_unsubscribe``) -> amoCRM shows it in the
+   conversation; the rep's next answer is not delivered and amoCRM shows why.
+4. A new user opens the chat from a deep link (``conversation_started``):
+   the bridge's answer is the bot's welcome message, the sandbox records it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import select
+
+from bench.traffic import message_text, wait_until
+from bridge import outbox
+from bridge.config import Settings
+from bridge.runtime import Runtime
+from bridge.tables import Conversation, Message, Tenant
+from channel_adapters.viber.inbound import CONSENT
+from crm_adapters.amocrm.fields import identity_field_name
+
+pytestmark = pytest.mark.integration
+
+USERS, PER_USER = 30, 10
+TOTAL = USERS * PER_USER
+#: message tokens of today's range (the corpus': 4912661846655238145)
+FIRST_TOKEN = 4_912_661_846_655_238_145
+
+
+def _user(u: int) -> str:
+    """A Viber user id: base64 of 16 bytes, as Viber's look."""
+    return f"vb{u:05d}Q+h7mZ3kRr/Aw=="
+
+
+def _runtime(stack) -> Runtime:  # type: ignore[no-untyped-def]
+    return Runtime(Settings.from_env(stack.env()))
+
+
+def _tenant_settings(stack, **values: Any) -> None:  # type: ignore[no-untyped-def]
+    runtime = _runtime(stack)
+    try:
+        with runtime.transaction() as session:
+            tenant = session.get(Tenant, stack.seeded.tenant_id)
+            tenant.settings = {**tenant.settings, **values}
+    finally:
+        runtime.close()
+
+
+def _replies(stack) -> dict[str, list[dict[str, Any]]]:  # type: ignore[no-untyped-def]
+    """The bridge's outbound rows by Viber user, oldest first."""
+    runtime = _runtime(stack)
+    try:
+        with runtime.read_session() as session:
+            rows = session.execute(
+                select(Conversation.external_thread_id, Message.uid, Message.text,
+                       Message.status, Message.last_error, Message.payload)
+                .join(Conversation, Conversation.id == Message.conversation_id)
+                .where(Message.direction == outbox.OUT)
+                .order_by(Message.id)
+            ).all()
+    finally:
+        runtime.close()
+    out: dict[str, list[dict[str, Any]]] = {}
+    for user, uid, text, status, error, payload in rows:
+        out.setdefault(user, []).append({"uid": uid, "text": text, "status": status,
+                                         "error": error,
+                                         "delivery": (payload or {}).get("delivery")})
+    return out
+
+
+def _viber(stack, path: str, **body: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    r = requests.post(f"{stack.sandbox_url}/viber/{path}", json=body, timeout=30)
+    r.raise_for_status()
+    return r.json()
+
+
+def _sent(stack, user: str | None = None) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    params = {"receiver": user} if user else {}
+    r = requests.get(f"{stack.sandbox_url}/viber/_sent", params=params, timeout=30)
+    r.raise_for_status()
+    return r.json()["sent"]
+
+
+def _message(u: int, index: int, stamp_ms: int) -> dict[str, Any]:
+    """A ``message`` callback as Viber posts it (the corpus' shape)."""
+    return {
+        "event": "message",
+        "timestamp": stamp_ms,
+        "message_token": FIRST_TOKEN + u * PER_USER + index,
+        "sender": {"id": _user(u), "name": f"Viber User {u}", "avatar": None,
+                   "language": "ru", "country": "RU", "api_version": 10},
+        "message": {"type": "text", "text": message_text(u, index)},
+        "silent": False,
+    }
+
+
+def _traffic(seed: int) -> list[tuple[int, dict[str, Any], bool]]:
+    """(user, body, duplicate): bursts shuffled, 10 % posted twice, interleaved."""
+    rng = random.Random(seed)  # noqa: S311 (test traffic, not crypto)
+    base = (int(time.time()) - 3600) * 1000
+    bursts = []
+    for u in range(USERS):
+        items = [(u, _message(u, i, base + (u * PER_USER + i) * 1000), False)
+                 for i in range(PER_USER)]
+        rng.shuffle(items)
+        for dup in [(a, b, True) for a, b, _ in items if rng.random() < 0.1]:
+            items.insert(rng.randrange(len(items) + 1), dup)
+        bursts.append(items)
+    out = []
+    while any(bursts):
+        for burst in bursts:
+            if burst:
+                out.append(burst.pop(0))
+    return out
+
+
+class _Amo:
+    """The sandbox amoCRM as the rep sees it."""
+
+    def __init__(self, stack) -> None:  # type: ignore[no-untyped-def]
+        self.stack = stack
+
+    def account(self) -> dict[str, Any]:
+        state = self.stack.amocrm_state()
+        return state["accounts"][0] if "accounts" in state else state
+
+    def chats(self) -> dict[str, list[dict[str, Any]]]:
+        """Messages per Viber user (the chat's client id), in amoCRM's order:
+        direction, text, delivery status (amojo: 1 delivered, 2 read, -1 error)."""
+        codes = {1: "delivered", 2: "read", -1: "failed"}
+        out: dict[str, list[dict[str, Any]]] = {}
+        for chat in self.account()["chats"]:
+            user = str((chat.get("client") or {}).get("client_id"))
+            for m in sorted(chat["messages"], key=lambda m: int(m.get("timestamp") or 0)):
+                last = (m.get("delivery_statuses") or [{}])[-1]
+                out.setdefault(user, []).append({
+                    "direction": m["direction"], "text": m["text"],
+                    "status": codes.get(int(last.get("status") or 0), "sent"),
+                    "error": last.get("error"), "ref": m.get("ref_id") or m["id"]})
+        return out
+
+    def reply(self, user: str, text: str) -> dict[str, Any]:
+        field = identity_field_name("viber")
+        contact = next(
+            c for c in self.account()["contacts"]
+            if any(v["field_name"] == field and v["values"][0]["value"] == user
+                   for v in c.get("custom_fields_values") or [])
+        )
+        r = requests.post(f"{self.stack.sandbox_url}/amocrm/_reply",
+                          json={"contact_id": contact["id"], "text": text}, timeout=30)
+        r.raise_for_status()
+        return r.json()
+
+
+def test_viber_30_users_replies_with_statuses_and_an_unsubscribed_user(  # type: ignore[no-untyped-def]
+    make_stack_once,
+):
+    stack = make_stack_once(
+        crm="amocrm", workers=2, channels=("viber",),
+        sandbox_config={"amocrm": {"per_second": 100},
+                        "viber": {"status_duplicate_rate": 0.3, "status_reorder_rate": 0.3,
+                                  "seed": 14}},
+    )
+    _tenant_settings(stack, rate_per_second=100)
+    assert stack.seeded.viber_account_id is not None  # connected: set_webhook's check passed
+    checks = requests.get(f"{stack.sandbox_url}/viber/_deliveries", params={"event": "webhook"},
+                          timeout=10).json()["deliveries"]
+    assert [(d["kind"], d["status"]) for d in checks] == [("webhook_check", 200)]
+    amo = _Amo(stack)
+
+    # 1. 30 users x 10 messages, shuffled within each burst, 10 % posted twice
+    traffic = _traffic(seed=14)
+    duplicates = sum(dup for *_, dup in traffic)
+    assert USERS // 2 < duplicates < USERS * 2
+
+    def deliver(item: tuple[int, dict[str, Any], bool]) -> dict[str, Any]:
+        return _viber(stack, "_deliver", payload=item[1], message_token="keep")
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(deliver, traffic))
+    assert {(a["status"], a["delivered"]) for a in answers} == {(200, True)}, answers[:3]
+    assert Counter(a["payload"]["message_token"] for a in answers) == Counter(
+        body["message_token"] for _, body, _ in traffic)
+    assert wait_until(
+        lambda: stack.bridge_status()["messages"]["in"].get("synced", 0) == TOTAL, timeout=120
+    ), stack.bridge_status()
+    users = [_user(u) for u in range(USERS)]
+    expected = {_user(u): [message_text(u, i) for i in range(PER_USER)] for u in range(USERS)}
+
+    def inbound_ok() -> bool:
+        chats = amo.chats()
+        got = {u: [m["text"] for m in ms if m["direction"] == "in"] for u, ms in chats.items()}
+        return got == expected
+
+    assert wait_until(inbound_ok, timeout=60), amo.chats()
+    account = amo.account()
+    assert len([c for c in account["contacts"] if not c.get("is_deleted")]) == USERS
+    refs = Counter(m["ref"] for ms in amo.chats().values() for m in ms)
+    assert all(n == 1 for n in refs.values())  # a redelivery is no second message
+    status = stack.bridge_status()
+    assert status["messages"]["in"] == {"synced": TOTAL}
+    assert status["parked"] == [] and status["failed"] == []
+
+    # 2. a rep answers each user -> sent once with tracking_data, then read
+    def answer(user: str) -> str:
+        return f"Спасибо! Your order {user[:7]} ships today."
+
+    for user in users:
+        assert amo.reply(user, answer(user))["webhook"]["status"] == 200
+    assert wait_until(lambda: len(_sent(stack)) >= USERS, timeout=60), _sent(stack)
+    assert wait_until(
+        lambda: all([r["status"] for r in _replies(stack).get(u, [])] == ["sent"] for u in users),
+        timeout=60,
+    ), _replies(stack)
+    rows = _replies(stack)
+    sent = _sent(stack)
+    assert sorted((s["receiver"], s["text"]) for s in sent) == sorted(
+        (u, answer(u)) for u in users)
+    for s in sent:
+        [row] = rows[s["receiver"]]
+        assert s["tracking_data"] == row["uid"]  # our id rides with the message
+        assert s["sender"]["name"] == "Demo Shop" and s["message_token"] > 2**53
+
+    def shown(status: str) -> dict[str, list[dict[str, Any]]]:
+        chats = amo.chats()
+        wrong = {}
+        for user in users:
+            out = [m for m in chats.get(user, []) if m["direction"] == "out"]
+            if [(m["text"], m["status"]) for m in out] != [(answer(user), status)]:
+                wrong[user] = out
+        return wrong
+
+    assert wait_until(lambda: not shown("read"), timeout=60), (
+        shown("read"), {u: _replies(stack)[u] for u in shown("read")})
+    posted = requests.get(f"{stack.sandbox_url}/viber/_deliveries", params={"kind": "status"},
+                          timeout=10).json()["deliveries"]
+    by_event = Counter(d["event"] for d in posted)
+    assert by_event["delivered"] >= USERS and by_event["seen"] >= USERS
+    assert len(posted) > 2 * USERS  # some statuses came twice
+    assert all(d["status"] == 200 for d in posted)
+
+    # 3. consent: a user unsubscribes
+    gone = users[1]
+    unsub = _viber(stack, "_unsubscribe", user=gone)
+    assert unsub["status"] == 200, unsub
+    notice = CONSENT["unsubscribed"]
+    assert wait_until(
+        lambda: any(m["text"] == notice for m in amo.chats().get(gone, [])), timeout=60
+    ), amo.chats().get(gone)
+    refused = "Your refund is on its way."
+    assert amo.reply(gone, refused)["webhook"]["status"] == 200
+
+    def not_sent() -> bool:
+        return [r["status"] for r in _replies(stack).get(gone, [])] in (
+            ["sent", "failed"], ["sent", "refused"])
+
+    assert wait_until(not_sent, timeout=60), _replies(stack).get(gone)
+    reason = _replies(stack)[gone][1]["error"]
+    assert any(w in reason for w in ("not subscribed", "no longer allows",
+                                     "запретил")), reason
+    assert len(_sent(stack, gone)) == 1  # nothing more reached the user
+
+    def crm_failed() -> bool:
+        out = [m for m in amo.chats().get(gone, []) if m["direction"] == "out"]
+        return [(m["text"], m["status"]) for m in out] == [
+            (answer(gone), "read"), (refused, "failed")] and bool(out[1]["error"])
+
+    assert wait_until(crm_failed, timeout=60), amo.chats().get(gone)
+
+    # 4. a new user opens the chat from a deep link: the answer is the welcome
+    opened = _viber(stack, "_open", user=_user(99), name="Newcomer",
+                    context="utm_source-qr__utm_campaign-winter")
+    assert opened["status"] == 200, opened
+    welcome = json.loads(opened["body"])
+    assert welcome["type"] == "text" and "Здравствуйте" in welcome["text"], welcome
+    assert welcome["sender"] == {"name": "Demo Shop"}
+    state = requests.get(f"{stack.sandbox_url}/viber/_state", timeout=10).json()
+    assert [w["receiver"] for w in state["welcomes"]] == [_user(99)]
+    assert wait_until(lambda: _user(99) in amo.chats(), timeout=60), amo.chats().keys()
+
+    # in the end: nothing lost, nothing twice
+    final = amo.chats()
+    for user in users:
+        texts = [m["text"] for m in final[user] if m["direction"] == "in"]
+        assert texts == expected[user] + ([notice] if user == gone else []), (user, texts)
+    assert len(_sent(stack)) == USERS
