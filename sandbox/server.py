@@ -34,8 +34,7 @@ __all__ = ["build", "mount"]
 
 
 def _apps(config: dict[str, Any] | None) -> dict[str, Any]:
-    from sandbox import amocrm, bitrix24, custom, email, hubspot, telegram, vk, web, whatsapp
-    from sandbox import viber
+    from sandbox import amocrm, bitrix24, custom, email, hubspot, telegram, viber, vk, web, whatsapp
     from sandbox import max as max_messenger  # not `max`: the builtin
 
     config = config or {}

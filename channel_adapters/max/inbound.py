@@ -470,6 +470,7 @@ def _read_body(
     for node in _list(body.get("attachments"))[:MAX_ATTACHMENTS]:
         node = _obj(node)
         atype = _str(node.get("type")) or "unknown"
+        part: _Part | None
         if atype == "contact":
             part = _contact(node, sender if own else None, bot, content)
         elif atype in ("inline_keyboard", "reply_keyboard"):
@@ -477,10 +478,8 @@ def _read_body(
         else:
             reader = ATTACHMENTS.get(atype)
             part = reader(node) if reader is not None else None
-            if part is None:
-                part = _Part(
-                    MessageKind.UNKNOWN, f"[unsupported attachment: {_printable(atype)[:40]}]"
-                )
+        if part is None:
+            part = _Part(MessageKind.UNKNOWN, f"[unsupported attachment: {_printable(atype)[:40]}]")
         content.kinds.append(part.kind)
         if part.line:
             content.lines.append(part.line)
@@ -594,7 +593,8 @@ def _contact(node: Mapping[str, Any], sender: int | None, bot: Bot, content: _Co
     """A contact card: the client's own verified phone (an identity) or a
     number shown as unverified (the module docstring)."""
     payload = _obj(node.get("payload"))
-    vcf = payload.get("vcf_info") if isinstance(payload.get("vcf_info"), str) else ""
+    given = payload.get("vcf_info")
+    vcf = given if isinstance(given, str) else ""
     name, raw_phone = read_vcard(vcf)
     info = _obj(payload.get("max_info"))
     name = name or _name(info)

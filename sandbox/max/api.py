@@ -261,7 +261,8 @@ def _attachments(given: Any) -> list[dict[str, Any]]:
     for item in given:
         if not isinstance(item, dict) or not isinstance(item.get("type"), str):
             raise _bad("an attachment is an object with a type")
-        payload = item.get("payload") if isinstance(item.get("payload"), dict) else {}
+        given_payload = item.get("payload")
+        payload: dict[str, Any] = given_payload if isinstance(given_payload, dict) else {}
         kind = item["type"]
         if kind in UPLOAD_TYPES and kind != "image" or (kind == "image" and "token" in payload):
             token = payload.get("token")

@@ -65,6 +65,10 @@ def _sandbox() -> MaxSandbox:
     return sb
 
 
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _user_id(body: dict[str, Any], key: str = "user") -> int:
     value = body.get(key)
     if isinstance(value, str) and value.strip().isdigit():
@@ -216,10 +220,10 @@ class MaxSandbox(Vendor):
                 chat = store.dialog(user, chat if isinstance(chat, int) else None)
                 recipient.update({"chat_id": chat, "chat_type": "dialog", "user_id": cfg["bot_id"]})
             return
-        user_obj = update.get("user") if isinstance(update.get("user"), dict) else {}
+        user_obj = _obj(update.get("user"))
+        callback = _obj(update.get("callback"))
         if kind == "message_callback":
-            callback = update.get("callback") if isinstance(update.get("callback"), dict) else {}
-            user_obj = callback.get("user") if isinstance(callback.get("user"), dict) else {}
+            user_obj = _obj(callback.get("user"))
         user = user_obj.get("user_id", update.get("user_id"))
         if not isinstance(user, int):
             return
