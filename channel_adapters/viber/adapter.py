@@ -77,6 +77,9 @@ class ViberAdapter(ChannelAdapter):
     max_body: ClassVar[int] = 1_000_000
     #: ``seen``: the user read it (REST docs "Message receipts callbacks")
     delivery_statuses: ClassVar[Mapping[str, str]] = {"delivered": "delivered", "seen": "read"}
+    #: a user's message subscribes them again without a ``subscribed``
+    #: callback (FACTS §4): writing after an unsubscribe is consent
+    consent_by_writing: ClassVar[bool] = True
 
     def __init__(self, account: ChannelAccountInfo, http: HttpClient | None = None) -> None:
         super().__init__(account, http)

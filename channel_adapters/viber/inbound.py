@@ -37,6 +37,8 @@ Event -> normalised event::
                                 chat; ``context`` (a deep link's) -> profile.utm
                                 by the Telegram /start convention
     subscribed, unsubscribed -> InboundMessage(kind=SYSTEM), the consent in words
+                                and as ``consent`` (``bridge.consent``: a reply
+                                after an unsubscribe is refused with the reason)
     delivered, seen, failed  -> OutboundStatus (by our message's token)
     anything else            -> IgnoredEvent(<event>)
 
@@ -296,6 +298,7 @@ def _consent(event: Mapping[str, Any], key: str, received_at: dt.datetime) -> In
         text=CONSENT[name],
         profile=_profile(user),
         raw={**_facts(event), "user_id": user_id},
+        consent=name == "subscribed",
     )
 
 

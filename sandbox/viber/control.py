@@ -22,9 +22,10 @@ first (the demo's).
 ``POST /_open`` ``{"user", "name"?, "context"?}``
     The user opens the chat (``conversation_started``, with a deep link's
     ``context``).
-``POST /_subscribe`` / ``POST /_unsubscribe`` ``{"user", "name"?}``
+``POST /_subscribe`` / ``POST /_unsubscribe`` ``{"user", "name"?, "callback"?}``
     The user subscribes / unsubscribes: the subscription changes (status 6
-    after an unsubscribe, until they write again) and the callback is posted.
+    after an unsubscribe, until they write again) and the callback is posted
+    (``"callback": false``: not posted, as if it were lost for good).
 ``GET /_sent[?receiver=][&bot=]``
     ``{"sent": [...]}``: what the bot sent, oldest first: ``message_token``,
     ``receiver``, ``type``, ``text``, ``media``, ``file_name``, ``size``,
@@ -257,6 +258,14 @@ class ViberSandbox(Vendor):
     def subscription_event(self, body: dict[str, Any], subscribed: bool) -> dict[str, Any]:
         user = _user(body, "user", "from")
         known = self.store.remember_user(user, name=body.get("name"))
+        if body.get("callback", True) is False:
+            # the subscription changes at Viber, the bot is not told (a
+            # callback lost for good): only a send finds out (status 6)
+            bot = self.bot(body.get("bot"))
+            self.store.set_subscription(bot["id"], user,
+                                        "subscribed" if subscribed else "unsubscribed")
+            return {"status": None, "body": None, "delivered": False, "error": None,
+                    "payload": None}
         payload: dict[str, Any] = (
             {"event": "subscribed", "user": _sender(known)} if subscribed
             else {"event": "unsubscribed", "user_id": user}

@@ -14,7 +14,9 @@ scenario in one test (``make_stack_once``: PostgreSQL when the suite has one):
    = the bridge's message id; the sandbox fires ``delivered`` and ``seen``
    (some twice, some seen first) and amoCRM shows every answer read.
 3. Consent: a user unsubscribes (``_unsubscribe``) -> amoCRM shows it in the
-   conversation; the rep's next answer is not delivered and amoCRM shows why.
+   conversation and the bridge refuses the rep's next answer itself; another
+   user's unsubscribe never reaches the bridge -> Viber refuses the send
+   (status 6). amoCRM shows both answers failed, and why.
 4. A new user opens the chat from a deep link (``conversation_started``):
    the bridge's answer is the bot's welcome message, the sandbox records it.
 """
@@ -260,33 +262,43 @@ def test_viber_30_users_replies_with_statuses_and_an_unsubscribed_user(  # type:
     assert len(posted) > 2 * USERS  # some statuses came twice
     assert all(d["status"] == 200 for d in posted)
 
-    # 3. consent: a user unsubscribes
-    gone = users[1]
+    # 3. consent: a user unsubscribes -> the bridge refuses the next reply
+    # itself (bridge.consent); another's unsubscribe never reached the bridge
+    # (the callback lost) -> Viber refuses the send with status 6. Both
+    # replies fail, and amoCRM shows why.
+    gone, lost = users[1], users[2]
     unsub = _viber(stack, "_unsubscribe", user=gone)
     assert unsub["status"] == 200, unsub
+    _viber(stack, "_unsubscribe", user=lost, callback=False)
     notice = CONSENT["unsubscribed"]
     assert wait_until(
         lambda: any(m["text"] == notice for m in amo.chats().get(gone, [])), timeout=60
     ), amo.chats().get(gone)
     refused = "Your refund is on its way."
     assert amo.reply(gone, refused)["webhook"]["status"] == 200
+    assert amo.reply(lost, refused)["webhook"]["status"] == 200
 
     def not_sent() -> bool:
-        return [r["status"] for r in _replies(stack).get(gone, [])] in (
-            ["sent", "failed"], ["sent", "refused"])
+        rows = _replies(stack)
+        return [r["status"] for r in rows.get(gone, [])] == ["sent", "refused"] and [
+            r["status"] for r in rows.get(lost, [])] == ["sent", "failed"]
 
-    assert wait_until(not_sent, timeout=60), _replies(stack).get(gone)
+    assert wait_until(not_sent, timeout=60), (_replies(stack).get(gone),
+                                              _replies(stack).get(lost))
     reason = _replies(stack)[gone][1]["error"]
-    assert any(w in reason for w in ("not subscribed", "no longer allows",
-                                     "запретил")), reason
-    assert len(_sent(stack, gone)) == 1  # nothing more reached the user
+    assert reason.startswith(("Not sent: the client no longer allows messages from you on Viber",
+                              "Не отправлено: клиент запретил сообщения от вас в Viber")), reason
+    status_6 = _replies(stack)[lost][1]["error"]
+    assert status_6.startswith("Viber 6: the user is not subscribed"), status_6
+    assert len(_sent(stack, gone)) == 1 and len(_sent(stack, lost)) == 1
 
-    def crm_failed() -> bool:
-        out = [m for m in amo.chats().get(gone, []) if m["direction"] == "out"]
+    def crm_failed(user: str, why: str) -> bool:
+        out = [m for m in amo.chats().get(user, []) if m["direction"] == "out"]
         return [(m["text"], m["status"]) for m in out] == [
-            (answer(gone), "read"), (refused, "failed")] and bool(out[1]["error"])
+            (answer(user), "read"), (refused, "failed")] and why[:40] in (out[1]["error"] or "")
 
-    assert wait_until(crm_failed, timeout=60), amo.chats().get(gone)
+    assert wait_until(lambda: crm_failed(gone, reason), timeout=60), amo.chats().get(gone)
+    assert wait_until(lambda: crm_failed(lost, status_6), timeout=60), amo.chats().get(lost)
 
     # 4. a new user opens the chat from a deep link: the answer is the welcome
     opened = _viber(stack, "_open", user=_user(99), name="Newcomer",

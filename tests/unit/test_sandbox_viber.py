@@ -170,8 +170,14 @@ def test_send_message_needs_a_subscribed_receiver_and_valid_fields(receiver: Any
     assert answer == {"status": 6, "status_message": "receiverNotSubscribed"}
     client.post("/_customer", json={"from": USER, "text": "back"})  # writing subscribes again
     assert _api(client, "send_message", _text())["status"] == 0
+    posted = len(rec.posts)
+    quiet = client.post("/_unsubscribe", json={"user": USER, "callback": False}).get_json()
+    assert quiet["delivered"] is False and len(rec.posts) == posted  # nothing told
+    assert _api(client, "send_message", _text())["status"] == 6
+    client.post("/_customer", json={"from": USER, "text": "again"})
+    assert _api(client, "send_message", _text())["status"] == 0
     sent = client.get(f"/_sent?receiver={USER}").get_json()["sent"]
-    assert [s["tracking_data"] for s in sent] == ["bridge-1", "bridge-1"]
+    assert [s["tracking_data"] for s in sent] == ["bridge-1"] * 3
     assert all(s["message_token"] > 2**53 for s in sent)
 
 

@@ -243,6 +243,9 @@ def test_consent_is_said_in_the_conversation() -> None:
     assert sub.text == CONSENT["subscribed"] and unsub.text == CONSENT["unsubscribed"]
     assert "replies will fail" in unsub.text and "ответы не будут доставлены" in unsub.text
     assert unsub.external_thread_id == USER and sub.profile.display_name == "John McClane"
+    assert (sub.consent, unsub.consent) == (True, False)  # bridge.consent records it
+    assert parse(message("text", text="hi"), NOW)[0].consent is None
+    assert ViberAdapter.consent_by_writing  # a user's message subscribes them again
 
 
 def test_statuses_name_our_message_by_its_token() -> None:
