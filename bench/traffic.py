@@ -73,6 +73,38 @@ def message_text(user: int, index: int) -> str:
     return f"u{user} m{index:03d} {WORDS[(user + index) % len(WORDS)]}"
 
 
+def arrivals(
+    bursts: list[list[Delivery]],
+    rng: random.Random,
+    *,
+    duplicate_rate: float = 0.1,
+    shuffle: bool = True,
+) -> list[Delivery]:
+    """How customers' messages reach the bridge: each user's burst shuffled
+    (``shuffle``), about ``duplicate_rate`` of it delivered again at a random
+    place (the same body: the provider's retry), the bursts interleaved one
+    delivery each in turn."""
+    pending = []
+    for burst in bursts:
+        items = list(burst)
+        if shuffle:
+            rng.shuffle(items)
+        dups = [
+            Delivery(d.user, d.index, d.update, True)
+            for d in items
+            if rng.random() < duplicate_rate
+        ]
+        for dup in dups:
+            items.insert(rng.randrange(len(items) + 1), dup)
+        pending.append(items)
+    out = []
+    while any(pending):
+        for items in pending:
+            if items:
+                out.append(items.pop(0))
+    return out
+
+
 def telegram_update(
     user: int, index: int, *, update_id: int, first_name: str | None = None
 ) -> dict[str, Any]:
@@ -114,22 +146,8 @@ def telegram_traffic(
         for i in range(per_user):
             update_id += 1
             items.append(Delivery(user, i, telegram_update(user, i, update_id=update_id)))
-        if reorder == "shuffle":
-            rng.shuffle(items)
-        dups = [
-            Delivery(d.user, d.index, d.update, True)
-            for d in items
-            if rng.random() < duplicate_rate
-        ]
-        for dup in dups:
-            items.insert(rng.randrange(len(items) + 1), dup)
         bursts.append(items)
-    out = []
-    while any(bursts):
-        for burst in bursts:
-            if burst:
-                out.append(burst.pop(0))
-    return out
+    return arrivals(bursts, rng, duplicate_rate=duplicate_rate, shuffle=reorder == "shuffle")
 
 
 #: the demo WhatsApp number's WABA and phone number (``sandbox.whatsapp``);
@@ -217,22 +235,8 @@ def whatsapp_traffic(
             Delivery(user, i, whatsapp_message(user, i, timestamp=base + u * per_user + i))
             for i in range(per_user)
         ]
-        if reorder == "shuffle":
-            rng.shuffle(items)
-        dups = [
-            Delivery(d.user, d.index, d.update, True)
-            for d in items
-            if rng.random() < duplicate_rate
-        ]
-        for dup in dups:
-            items.insert(rng.randrange(len(items) + 1), dup)
         bursts.append(items)
-    out = []
-    while any(bursts):
-        for burst in bursts:
-            if burst:
-                out.append(burst.pop(0))
-    return out
+    return arrivals(bursts, rng, duplicate_rate=duplicate_rate, shuffle=reorder == "shuffle")
 
 
 def send_all(

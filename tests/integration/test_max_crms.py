@@ -35,7 +35,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from bench.traffic import Delivery, check_bitrix24, message_text, wait_until
+from bench.traffic import Delivery, arrivals, check_bitrix24, message_text, wait_until
 from bridge import outbox
 from bridge.config import Settings
 from bridge.model import ReceiveMode
@@ -144,23 +144,12 @@ def _created(user: int, index: int, base_ms: int) -> dict[str, Any]:
 def _traffic(seed: int) -> list[Delivery]:
     """Each user's messages (their clock an hour ago), every burst shuffled
     and 10 % posted twice (the same body), the bursts interleaved."""
-    rng = random.Random(seed)  # noqa: S311 (test traffic)
     base = int(time.time() * 1000) - 3_600_000
-    bursts = []
-    for u in range(USERS):
-        user = FIRST + u
-        items = [Delivery(user, i, _created(user, i, base + u * 20_000)) for i in range(PER_USER)]
-        rng.shuffle(items)
-        dups = [Delivery(d.user, d.index, d.update, True) for d in items if rng.random() < 0.1]
-        for dup in dups:
-            items.insert(rng.randrange(len(items) + 1), dup)
-        bursts.append(items)
-    out = []
-    while any(bursts):
-        for burst in bursts:
-            if burst:
-                out.append(burst.pop(0))
-    return out
+    bursts = [
+        [Delivery(user, i, _created(user, i, base + u * 20_000)) for i in range(PER_USER)]
+        for u, user in enumerate(range(FIRST, FIRST + USERS))
+    ]
+    return arrivals(bursts, random.Random(seed))  # noqa: S311 (test traffic)
 
 
 class Bitrix24:
