@@ -413,6 +413,27 @@ class IgnoredEventRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
+class EarlyStatus(Base):
+    """A channel's report on one of our messages that came before the send
+    was recorded (the provider answered the send, then reported delivery
+    faster than the bridge committed the answer): kept, and applied when
+    the send's ids are recorded (``threads.apply_early``)."""
+
+    __tablename__ = "early_statuses"
+    __table_args__ = (Index("ix_early_statuses_lookup", "channel_account_id", "channel_message_id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    channel_account_id: Mapped[int] = mapped_column(ForeignKey("channel_accounts.id"))
+    channel_message_id: Mapped[str] = mapped_column(String(255))
+    #: the channel's word (``OutboundStatus.status``) and its reason
+    status: Mapped[str] = mapped_column(String(32))
+    error: Mapped[str | None] = mapped_column(Text)
+    #: when it was applied to the message (None: still waiting)
+    applied_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
 class Delivery(Base):
     """The ingest journal: what a channel delivered, as it arrived.
 

@@ -35,8 +35,13 @@ def _provider_words() -> set[str]:
 #: providers whose name is also a notion of the core, found instead by the
 #: words only they use: the core knows e-mail addresses (contact
 #: identities, owners, sender profiles); IMAP, SMTP and raw RFC 822 mail
-#: are the e-mail channel's
-NOTIONS = {"email": {"imap", "smtp", "rfc822"}, "e-mail": set()}
+#: are the e-mail channel's. ``max`` is the core's maximum (``max()``,
+#: ``MAX_CONTENT_LENGTH``); the MAX messenger's own words are its bot API's
+NOTIONS = {
+    "email": {"imap", "smtp", "rfc822"},
+    "e-mail": set(),
+    "max": {"max_bot", "maxbot", "max-bot", "platform-api", "oneme"},
+}
 
 
 #: provider names that are ordinary words (the custom channel's ``custom``):

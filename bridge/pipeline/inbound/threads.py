@@ -29,6 +29,7 @@ from bridge.tables import (
     ChannelAccount,
     ContactIdentity,
     Conversation,
+    EarlyStatus,
     IgnoredEventRow,
     Message,
     MessageStatus,
@@ -141,7 +142,15 @@ def outbound_status(
     of a message sent marks it failed with the channel's reason and makes
     its delivery report to the CRM due again (the owner sees the reply
     failed and why). Recorded once per report (``ignored_events``): False
-    for a report seen before."""
+    for a report seen before.
+
+    A report can come before the send is recorded: the provider answered
+    the send and reported delivery faster than the bridge committed the
+    answer. Such a report (naming the channel's id of the message) is kept
+    (``EarlyStatus``) and applied when the send's ids are recorded
+    (:func:`apply_early`). The two serialise on the channel account's row:
+    the send holds it shared while it records its ids, a report about to be
+    kept holds it exclusively and looks for the message again first."""
     seen = session.scalar(
         select(IgnoredEventRow.id).where(
             IgnoredEventRow.channel_account_id == account_id,
@@ -151,6 +160,11 @@ def outbound_status(
     if seen is not None:
         return False
     message = _outbound_of(session, account_id, event)
+    if _not_sent_yet(message) and event.channel_message_id:
+        session.execute(
+            select(ChannelAccount.id).where(ChannelAccount.id == account_id).with_for_update()
+        )
+        message = _outbound_of(session, account_id, event, fresh=True)
     session.add(
         IgnoredEventRow(
             tenant_id=message.tenant_id if message else _tenant_of(session, account_id),
@@ -159,9 +173,64 @@ def outbound_status(
             event_type=f"outbound_{event.status}"[:64],
         )
     )
+    if _not_sent_yet(message) and event.channel_message_id:
+        session.add(
+            EarlyStatus(
+                tenant_id=message.tenant_id if message else _tenant_of(session, account_id),
+                channel_account_id=account_id,
+                channel_message_id=event.channel_message_id[:255],
+                status=event.status[:32],
+                error=event.error[:2000] if event.error else None,
+            )
+        )
+        log.info("%s status before its send was recorded: kept", event.channel_kind)
+        return True
     if message is None:
         log.info("%s status for an outbound message not ours or gone", event.channel_kind)
         return True
+    _apply(session, message, event, jobs)
+    return True
+
+
+def apply_early(
+    session: Session, message: Message, kind: str, jobs: list[tuple[str, int, str]]
+) -> None:
+    """Apply the reports kept for ``message`` (its send just recorded, in
+    ``session``: the caller holds the account's row shared) in the order
+    they came."""
+    ids = [str(i) for i in message.channel_message_ids or ()]
+    if not ids:
+        return
+    kept = session.scalars(
+        select(EarlyStatus)
+        .where(
+            EarlyStatus.channel_account_id == message.channel_account_id,
+            EarlyStatus.channel_message_id.in_(ids),
+            EarlyStatus.applied_at.is_(None),
+        )
+        .order_by(EarlyStatus.id)
+    ).all()
+    for early in kept:
+        event = OutboundStatus(
+            channel_kind=kind,
+            external_id=f"early:{early.id}",
+            bridge_id=message.uid,
+            status=early.status,
+            error=early.error,
+            channel_message_id=early.channel_message_id,
+        )
+        _apply(session, message, event, jobs)
+        early.applied_at = utcnow()
+
+
+def _not_sent_yet(message: Message | None) -> bool:
+    """No message found, or one whose send is not recorded yet."""
+    return message is None or message.status in (MessageStatus.PENDING, MessageStatus.IN_FLIGHT)
+
+
+def _apply(
+    session: Session, message: Message, event: OutboundStatus, jobs: list[tuple[str, int, str]]
+) -> None:
     # a reply whose send was interrupted (failed, outcome unknown) that now
     # bounces was sent after all: its reason becomes the bounce's
     if event.status == MessageStatus.FAILED and message.status in (
@@ -184,7 +253,6 @@ def outbound_status(
         reached = channel_class(event.channel_kind).delivery_statuses[event.status]
         message.payload = {**(message.payload or {}), "delivery": reached}
         _report(session, message, jobs)
-    return True
 
 
 #: the delivery states a channel may report, in order: a status never
@@ -209,18 +277,24 @@ def _report(session: Session, message: Message, jobs: list[tuple[str, int, str]]
         jobs.append((outbox.REPORT, message.conversation_id, job))
 
 
-def _outbound_of(session: Session, account_id: int, event: OutboundStatus) -> Message | None:
+def _outbound_of(
+    session: Session, account_id: int, event: OutboundStatus, *, fresh: bool = False
+) -> Message | None:
     """Our outbound message a status is about: by our uuid where the channel
     carried it back, else by the id the channel gave it (a text search of
     the stored ids, over the account's replies of the last 30 days: a status
-    comes within days, and ``channel_message_ids`` is a JSON list)."""
+    comes within days, and ``channel_message_ids`` is a JSON list).
+    ``fresh``: read again from the database, not the session's copies."""
+    options = {"populate_existing": True} if fresh else {}
     if event.bridge_id:
         found = session.scalars(
-            select(Message).where(
+            select(Message)
+            .where(
                 Message.channel_account_id == account_id,
                 Message.direction == outbox.OUT,
                 Message.uid == event.bridge_id,
             )
+            .execution_options(**options)
         ).first()
         if found is not None or not event.channel_message_id:
             return found
@@ -229,12 +303,14 @@ def _outbound_of(session: Session, account_id: int, event: OutboundStatus) -> Me
     quoted = json.dumps(event.channel_message_id)
     since = utcnow() - dt.timedelta(days=30)
     for row in session.scalars(
-        select(Message).where(
+        select(Message)
+        .where(
             Message.channel_account_id == account_id,
             Message.direction == outbox.OUT,
             Message.created_at >= since,
             cast(Message.channel_message_ids, String).contains(quoted, autoescape=True),
         )
+        .execution_options(**options)
     ):
         if event.channel_message_id in (row.channel_message_ids or ()):
             return row

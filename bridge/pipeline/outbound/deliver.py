@@ -34,6 +34,7 @@ from bridge.locks import ConversationLock
 from bridge.model import OutboundMessage, SendResult, utcnow
 from bridge.pipeline.drain import Drained, LeaseLost, Parked, run_drain
 from bridge.pipeline.followup import due
+from bridge.pipeline.inbound import threads
 from bridge.pipeline.outbound.window import ReplyWindow
 from bridge.pipeline.retry import backoff_until, send_with_retries
 from bridge.rows import attachment_from_dict, aware
@@ -253,7 +254,16 @@ class OutboundDelivery:
     def _sent(self, message: Message, result: SendResult) -> None:
         """Sent: recorded with the channel's ids, and its delivery report
         due to the CRM (its own work), in one transaction."""
+        jobs: list[tuple[str, int, str]] = []
         with self.rt.transaction() as session:
+            # a channel's report that came before this commit is kept by
+            # the normaliser under the account's row held exclusively:
+            # shared here, so that one of the two sees the other's write
+            kind = session.scalar(
+                select(ChannelAccount.kind)
+                .where(ChannelAccount.id == message.channel_account_id)
+                .with_for_update(read=True)
+            )
             row = session.get(Message, message.id)
             assert row is not None
             row.status, row.last_error = MessageStatus.SENT, None
@@ -265,8 +275,11 @@ class OutboundDelivery:
                     .where(Conversation.id == self.conversation_id)
                     .values(external_thread_id=result.new_thread_id)
                 )
+            threads.apply_early(session, row, str(kind), jobs)
         self.sent += 1
         self._enqueue_report(job)
+        for direction, conversation_id, queued in jobs:
+            enqueue(self.rt.queues, direction, conversation_id, queued)
 
     def _finish(self, message: Message, status: str, error: str, *, report: bool = False) -> None:
         with self.rt.transaction() as session:
