@@ -420,7 +420,9 @@ class EarlyStatus(Base):
     the send's ids are recorded (``threads.apply_early``)."""
 
     __tablename__ = "early_statuses"
-    __table_args__ = (Index("ix_early_statuses_lookup", "channel_account_id", "channel_message_id"),)
+    __table_args__ = (
+        Index("ix_early_statuses_lookup", "channel_account_id", "channel_message_id"),
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
