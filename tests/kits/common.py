@@ -60,6 +60,37 @@ def dumps(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False).encode()
 
 
+#: how a webhook proven by a secret echoed in a header is attacked (Telegram's
+#: X-Telegram-Bot-Api-Secret-Token, MAX's X-Max-Bot-Api-Secret): each 403
+SECRET_HEADER_CASES: dict[str, int] = {
+    "forged": 403,
+    "missing": 403,
+    "empty": 403,
+    "malformed-prefix": 403,
+    "malformed-longer": 403,
+    "malformed-case": 403,
+    "malformed-non-ascii": 403,
+    "malformed-huge": 403,
+    "other-accounts-secret": 403,
+}
+
+
+def secret_header_attack(case: str, own: str, other: str) -> str | None:
+    """The header value of one of :data:`SECRET_HEADER_CASES` against the
+    secret ``own`` (``other``: another account's); None: no header."""
+    return {
+        "forged": "not-the-secret-at-all",
+        "missing": None,
+        "empty": "",
+        "malformed-prefix": own[:-1],
+        "malformed-longer": own + "x",
+        "malformed-case": own.swapcase(),
+        "malformed-non-ascii": "sécret-ключ".encode().decode("latin-1"),
+        "malformed-huge": "A" * 10_240,
+        "other-accounts-secret": other,
+    }[case]
+
+
 # --------------------------------------------------------------------------
 # invariants of what a parser returns
 # --------------------------------------------------------------------------

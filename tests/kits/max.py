@@ -46,6 +46,7 @@ from tests.kits.base import (
 from tests.kits.common import (
     JSON,
     JSON_VALUES,
+    SECRET_HEADER_CASES,
     T0,
     BrokenInvariant,
     check_channel_events,
@@ -53,6 +54,7 @@ from tests.kits.common import (
     json_tokens,
     keys_of,
     mutated,
+    secret_header_attack,
 )
 
 UTC = dt.UTC
@@ -354,17 +356,7 @@ class MaxTarget(HostileTarget):
     endpoint = "channel"
     content_type = JSON
     content_types = (JSON,)
-    auth_cases = {
-        "forged": 403,
-        "missing": 403,
-        "empty": 403,
-        "malformed-prefix": 403,
-        "malformed-longer": 403,
-        "malformed-case": 403,
-        "malformed-non-ascii": 403,
-        "malformed-huge": 403,
-        "other-accounts-secret": 403,
-    }
+    auth_cases = SECRET_HEADER_CASES
 
     def path(self, tenant: str = "A") -> str:
         return f"/webhooks/max/{self.world.account_keys['max'][tenant]}"
@@ -376,17 +368,7 @@ class MaxTarget(HostileTarget):
         return {HEADER: SECRET_A if tenant == "A" else SECRET_B}
 
     def auth_attack(self, case: str) -> Req:
-        secret = {
-            "forged": "not-the-secret-at-all",
-            "missing": None,
-            "empty": "",
-            "malformed-prefix": SECRET_A[:-1],
-            "malformed-longer": SECRET_A + "x",
-            "malformed-case": SECRET_A.upper(),
-            "malformed-non-ascii": "sécret-ключ".encode().decode("latin-1"),
-            "malformed-huge": "A" * 10_240,
-            "other-accounts-secret": SECRET_B,
-        }[case]
+        secret = secret_header_attack(case, SECRET_A, SECRET_B)
         headers = {} if secret is None else {HEADER: secret}
         return Req(self.path(), self.delivery(uuid.uuid4().hex), JSON, headers)
 

@@ -45,6 +45,7 @@ from tests.kits.common import (
     JSON,
     JSON_VALUES,
     NAME,
+    SECRET_HEADER_CASES,
     T0,
     BrokenInvariant,
     check_channel_events,
@@ -52,6 +53,7 @@ from tests.kits.common import (
     json_tokens,
     keys_of,
     mutated,
+    secret_header_attack,
 )
 from tests.support.harness import tg_update, tg_user
 
@@ -394,16 +396,7 @@ class TelegramTarget(HostileTarget):
     endpoint = "channel"
     content_type = JSON
     content_types = (JSON,)
-    auth_cases = {
-        "forged": 403,
-        "missing": 403,
-        "empty": 403,
-        "malformed-prefix": 403,
-        "malformed-longer": 403,
-        "malformed-non-ascii": 403,
-        "malformed-huge": 403,
-        "other-accounts-secret": 403,
-    }
+    auth_cases = SECRET_HEADER_CASES
 
     def path(self, tenant: str = "A") -> str:
         return f"/webhooks/telegram/{self.world.account_keys['telegram'][tenant]}"
@@ -416,16 +409,7 @@ class TelegramTarget(HostileTarget):
         return {HEADER: SECRET_A if tenant == "A" else SECRET_B}
 
     def auth_attack(self, case: str) -> Req:
-        secret = {
-            "forged": "not-the-secret-token-at-all",
-            "missing": None,
-            "empty": "",
-            "malformed-prefix": SECRET_A[:-1],
-            "malformed-longer": SECRET_A + "x",
-            "malformed-non-ascii": "sécret-ключ".encode().decode("latin-1"),
-            "malformed-huge": "A" * 10_240,
-            "other-accounts-secret": SECRET_B,
-        }[case]
+        secret = secret_header_attack(case, SECRET_A, SECRET_B)
         headers = {} if secret is None else {HEADER: secret}
         return Req(self.path(), self.delivery(uuid.uuid4().hex), JSON, headers)
 
