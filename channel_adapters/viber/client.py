@@ -47,8 +47,7 @@ PERMANENT: dict[int, str] = {
     5: "the user is not registered on Viber (receiverNotRegistered)",
     6: "the user is not subscribed to the bot: they unsubscribed or never wrote "
     "(receiverNotSubscribed)",
-    11: "the user's device or Viber version cannot receive bot messages "
-    "(receiverNoSuitableDevice)",
+    11: "the user's device or Viber version cannot receive bot messages (receiverNoSuitableDevice)",
 }
 #: status -> what to do about the bot itself
 AUTH: dict[int, str] = {
@@ -169,9 +168,7 @@ def viber_error(answer: Mapping[str, Any], *, status: int | None = None) -> Brid
     elif code in AUTH:
         built = AuthError(f"Viber {code}: {AUTH[code]}", status=status)
     elif code in RETRYABLE:
-        built = RetryableError(
-            f"Viber {code}: {words}", retry_after=RETRYABLE[code], status=status
-        )
+        built = RetryableError(f"Viber {code}: {words}", retry_after=RETRYABLE[code], status=status)
         built.nothing_written = True
     else:
         built = PermanentError(f"Viber {code if code is not None else '?'}: {words}", status=status)

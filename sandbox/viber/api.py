@@ -46,10 +46,18 @@ STATUS: dict[int, str] = {
 }
 SENDER_NAME_LIMIT = 28
 BROADCAST_LIMIT = 300
-MESSAGE_TYPES = ("text", "picture", "video", "file", "location", "contact", "sticker", "url",
-                 "rich_media")
-EVENT_TYPES = ("delivered", "seen", "failed", "subscribed", "unsubscribed",
-               "conversation_started")
+MESSAGE_TYPES = (
+    "text",
+    "picture",
+    "video",
+    "file",
+    "location",
+    "contact",
+    "sticker",
+    "url",
+    "rich_media",
+)
+EVENT_TYPES = ("delivered", "seen", "failed", "subscribed", "unsubscribed", "conversation_started")
 
 
 class ViberStatus(Exception):
@@ -63,8 +71,9 @@ def status_body(status: int, detail: str = "") -> Response:
     """Viber's error answer: HTTP 200, the status in the body."""
     g.viber_status = status
     words = STATUS.get(status, "unknown")
-    return json_response({"status": status,
-                          "status_message": f"{words}: {detail}" if detail else words})
+    return json_response(
+        {"status": status, "status_message": f"{words}: {detail}" if detail else words}
+    )
 
 
 def _sandbox() -> Any:
@@ -115,8 +124,11 @@ def set_webhook(sb: Any, bot: dict[str, Any], body: dict[str, Any]) -> dict[str,
     if not check["ok"]:
         raise ViberStatus(1, f"the webhook did not answer 200 ({check['error']})")
     with sb.store.lock:
-        sb.store.webhooks[bot["id"]] = {"url": url, "event_types": list(types),
-                                        "set_at": sb.store.now()}
+        sb.store.webhooks[bot["id"]] = {
+            "url": url,
+            "event_types": list(types),
+            "set_at": sb.store.now(),
+        }
     return {"chat_hostname": CHAT_HOSTNAME, "event_types": list(types)}
 
 
@@ -129,10 +141,17 @@ def _check_message(sb: Any, body: dict[str, Any]) -> None:
     kind = body.get("type")
     if kind not in MESSAGE_TYPES:
         raise ViberStatus(3, f"type must be one of {', '.join(MESSAGE_TYPES)}")
-    need = {"text": ("text",), "picture": ("media",), "video": ("media", "size"),
-            "file": ("media", "size", "file_name"), "location": ("location",),
-            "contact": ("contact",), "sticker": ("sticker_id",), "url": ("media",),
-            "rich_media": ("rich_media",)}[kind]
+    need = {
+        "text": ("text",),
+        "picture": ("media",),
+        "video": ("media", "size"),
+        "file": ("media", "size", "file_name"),
+        "location": ("location",),
+        "contact": ("contact",),
+        "sticker": ("sticker_id",),
+        "url": ("media",),
+        "rich_media": ("rich_media",),
+    }[kind]
     missing = [k for k in need if body.get(k) in (None, "")]
     if missing:
         raise ViberStatus(4, f"{kind} needs {', '.join(missing)}")
@@ -167,12 +186,22 @@ def send_message(sb: Any, bot: dict[str, Any], body: dict[str, Any]) -> dict[str
         _receivable(sb, bot, body.get("receiver"))
         _rate(sb, bot)
         token = store.token()
-        store.sent.append({"message_token": token, "bot": bot["id"],
-                           "receiver": body["receiver"], "type": body["type"],
-                           "text": body.get("text"), "media": body.get("media"),
-                           "file_name": body.get("file_name"), "size": body.get("size"),
-                           "tracking_data": body.get("tracking_data"),
-                           "sender": body.get("sender"), "body": body, "time": store.now()})
+        store.sent.append(
+            {
+                "message_token": token,
+                "bot": bot["id"],
+                "receiver": body["receiver"],
+                "type": body["type"],
+                "text": body.get("text"),
+                "media": body.get("media"),
+                "file_name": body.get("file_name"),
+                "size": body.get("size"),
+                "tracking_data": body.get("tracking_data"),
+                "sender": body.get("sender"),
+                "body": body,
+                "time": store.now(),
+            }
+        )
     sb.statuses_after_send(bot, body["receiver"], token)
     return {"message_token": token, "chat_hostname": CHAT_HOSTNAME}
 
@@ -194,14 +223,28 @@ def broadcast_message(sb: Any, bot: dict[str, Any], body: dict[str, Any]) -> dic
             try:
                 _receivable(sb, bot, receiver)
             except ViberStatus as exc:
-                failed.append({"receiver": receiver, "status": exc.status,
-                               "status_message": STATUS[exc.status]})
+                failed.append(
+                    {
+                        "receiver": receiver,
+                        "status": exc.status,
+                        "status_message": STATUS[exc.status],
+                    }
+                )
                 continue
-            store.sent.append({"message_token": token, "bot": bot["id"], "receiver": receiver,
-                               "type": body["type"], "text": body.get("text"),
-                               "media": body.get("media"), "broadcast": True,
-                               "tracking_data": body.get("tracking_data"), "body": body,
-                               "time": store.now()})
+            store.sent.append(
+                {
+                    "message_token": token,
+                    "bot": bot["id"],
+                    "receiver": receiver,
+                    "type": body["type"],
+                    "text": body.get("text"),
+                    "media": body.get("media"),
+                    "broadcast": True,
+                    "tracking_data": body.get("tracking_data"),
+                    "body": body,
+                    "time": store.now(),
+                }
+            )
             sent.append((receiver, token))
     for receiver, tok in sent:
         sb.statuses_after_send(bot, receiver, tok)
@@ -212,15 +255,26 @@ def get_account_info(sb: Any, bot: dict[str, Any], body: dict[str, Any]) -> dict
     store: Store = sb.store
     with store.lock:
         hook = store.webhooks.get(bot["id"]) or {}
-        subscribers = sum(1 for (b, _), s in store.subscriptions.items()
-                          if b == bot["id"] and s == "subscribed")
-    return {"id": bot["id"], "name": bot.get("name") or bot["id"], "uri": bot.get("uri") or "",
-            "icon": bot.get("avatar"), "background": None, "category": "Shopping",
-            "subcategory": "Online shop", "location": {"lon": 0.0, "lat": 0.0},
-            "country": "GB", "webhook": hook.get("url", ""),
-            "event_types": hook.get("event_types", []), "subscribers_count": subscribers,
-            "members": [{"id": "01234567890A=", "name": "Sandbox admin", "avatar": None,
-                         "role": "admin"}]}
+        subscribers = sum(
+            1 for (b, _), s in store.subscriptions.items() if b == bot["id"] and s == "subscribed"
+        )
+    return {
+        "id": bot["id"],
+        "name": bot.get("name") or bot["id"],
+        "uri": bot.get("uri") or "",
+        "icon": bot.get("avatar"),
+        "background": None,
+        "category": "Shopping",
+        "subcategory": "Online shop",
+        "location": {"lon": 0.0, "lat": 0.0},
+        "country": "GB",
+        "webhook": hook.get("url", ""),
+        "event_types": hook.get("event_types", []),
+        "subscribers_count": subscribers,
+        "members": [
+            {"id": "01234567890A=", "name": "Sandbox admin", "avatar": None, "role": "admin"}
+        ],
+    }
 
 
 def get_user_details(sb: Any, bot: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
@@ -232,9 +286,17 @@ def get_user_details(sb: Any, bot: dict[str, Any], body: dict[str, Any]) -> dict
         if user is None:
             raise ViberStatus(5)
         user = dict(user)
-    return {"message_token": sb.store.token(),
-            "user": {**user, "primary_device_os": "Android 14", "viber_version": "24.1.0",
-                     "mcc": 1, "mnc": 1, "device_type": "Pixel"}}
+    return {
+        "message_token": sb.store.token(),
+        "user": {
+            **user,
+            "primary_device_os": "Android 14",
+            "viber_version": "24.1.0",
+            "mcc": 1,
+            "mnc": 1,
+            "device_type": "Pixel",
+        },
+    }
 
 
 METHODS = {

@@ -32,7 +32,7 @@ def _is_api() -> bool:
 
 
 def _stats_route() -> str | None:
-    return request.path[len("/pa/"):] or "/pa/" if _is_api() else None
+    return request.path[len("/pa/") :] or "/pa/" if _is_api() else None
 
 
 def _stats_detail() -> Any:
@@ -45,25 +45,46 @@ def _fault_body(status: int, retry_after: float | None) -> Response:
     a 5xx or a timeout is the front end's bare error."""
     if status == 429:
         return status_body(12)
-    return Response("<html><body>Service Unavailable</body></html>", status=status,
-                    content_type="text/html")
+    return Response(
+        "<html><body>Service Unavailable</body></html>", status=status, content_type="text/html"
+    )
 
 
 def _http_error(error: HTTPException) -> Response:
-    return json_response({"error": "not_found" if error.code == 404 else "bad_request",
-                          "message": error.description}, error.code or 400)
+    return json_response(
+        {
+            "error": "not_found" if error.code == 404 else "bad_request",
+            "message": error.description,
+        },
+        error.code or 400,
+    )
 
 
 def _index() -> Response:
-    return json_response({
-        "sandbox": "viber",
-        "api": f"{request.script_root}/pa/<name>",
-        "send": f"{request.script_root}/pa/send_message",
-        "bot_id": DEMO_BOT_ID,
-        "control": ["/_config", "/_deliver", "/_customer", "/_open", "/_subscribe",
-                    "/_unsubscribe", "/_sent", "/_deliveries", "/_flush", "/_state", "/_reset",
-                    "/_faults", "/_stats", "/_clock"],
-    })
+    return json_response(
+        {
+            "sandbox": "viber",
+            "api": f"{request.script_root}/pa/<name>",
+            "send": f"{request.script_root}/pa/send_message",
+            "bot_id": DEMO_BOT_ID,
+            "control": [
+                "/_config",
+                "/_deliver",
+                "/_customer",
+                "/_open",
+                "/_subscribe",
+                "/_unsubscribe",
+                "/_sent",
+                "/_deliveries",
+                "/_flush",
+                "/_state",
+                "/_reset",
+                "/_faults",
+                "/_stats",
+                "/_clock",
+            ],
+        }
+    )
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -85,6 +106,5 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(control)
     app.register_error_handler(HTTPException, _http_error)
     core_control.install(app, sb)  # /_state, /_config, /_reset, /_clock, /_deliver, /_sent
-    stats.install(app, route=_stats_route, detail=_stats_detail,
-                  label=lambda method, route: route)
+    stats.install(app, route=_stats_route, detail=_stats_detail, label=lambda method, route: route)
     return app

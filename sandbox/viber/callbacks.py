@@ -51,24 +51,32 @@ class Callbacks:
 
     def check(self, bot: dict[str, Any], url: str) -> dict[str, Any]:
         """The ``webhook`` event set_webhook sends; ``ok`` when answered 200."""
-        event = {"event": "webhook", "timestamp": self.store.millis(),
-                 "chat_hostname": CHAT_HOSTNAME, "message_token": self.store.token()}
+        event = {
+            "event": "webhook",
+            "timestamp": self.store.millis(),
+            "chat_hostname": CHAT_HOSTNAME,
+            "message_token": self.store.token(),
+        }
         return self._post(bot, url, event, {"kind": "webhook_check"}, 1, retry=False)
 
-    def post_now(self, bot: dict[str, Any], event: dict[str, Any],
-                 what: dict[str, Any]) -> dict[str, Any]:
+    def post_now(
+        self, bot: dict[str, Any], event: dict[str, Any], what: dict[str, Any]
+    ) -> dict[str, Any]:
         """The first attempt, synchronously (a control request waits for it)."""
         with self.store.lock:
             url = (self.store.webhooks.get(bot["id"]) or {}).get("url")
         return self._post(bot, url, event, what, 1)
 
-    def post_later(self, bot: dict[str, Any], events: list[dict[str, Any]],
-                   what: dict[str, Any]) -> None:
+    def post_later(
+        self, bot: dict[str, Any], events: list[dict[str, Any]], what: dict[str, Any]
+    ) -> None:
         """The first attempts from worker threads (after the API answered)."""
-        self.dispatcher.submit([
-            webhooks.Job(self.store.now(), data={"bot": bot, "event": e, "what": what})
-            for e in events
-        ])
+        self.dispatcher.submit(
+            [
+                webhooks.Job(self.store.now(), data={"bot": bot, "event": e, "what": what})
+                for e in events
+            ]
+        )
 
     def _attempt(self, job: webhooks.Job) -> dict[str, Any]:
         data = job.data
@@ -76,15 +84,36 @@ class Callbacks:
             url = (self.store.webhooks.get(data["bot"]["id"]) or {}).get("url")
         return self._post(data["bot"], url, data["event"], data["what"], job.attempt)
 
-    def _post(self, bot: dict[str, Any], url: str | None, event: dict[str, Any],
-              what: dict[str, Any], attempt: int, *, retry: bool = True) -> dict[str, Any]:
+    def _post(
+        self,
+        bot: dict[str, Any],
+        url: str | None,
+        event: dict[str, Any],
+        what: dict[str, Any],
+        attempt: int,
+        *,
+        retry: bool = True,
+    ) -> dict[str, Any]:
         store = self.store
-        base = {**what, "bot": bot["id"], "event": event.get("event"),
-                "message_token": event.get("message_token"), "attempt": attempt,
-                "time": store.now(), "payload": event}
+        base = {
+            **what,
+            "bot": bot["id"],
+            "event": event.get("event"),
+            "message_token": event.get("message_token"),
+            "attempt": attempt,
+            "time": store.now(),
+            "payload": event,
+        }
         if not url:
-            return store.deliveries.append({**base, "url": None, "status": None, "ok": False,
-                                            "error": "no webhook set (set_webhook)"})
+            return store.deliveries.append(
+                {
+                    **base,
+                    "url": None,
+                    "status": None,
+                    "ok": False,
+                    "error": "no webhook set (set_webhook)",
+                }
+            )
         body = serialize(event)
         headers: dict[str, str | None] = {
             "Content-Type": "application/json",
@@ -96,23 +125,45 @@ class Callbacks:
         outcome = webhooks.send(url, body, headers, timeout)
         ok = outcome.status == 200
         error = None if ok else (outcome.error or f"HTTP {outcome.status}")
-        record = store.deliveries.append({
-            **base, "url": url, "status": outcome.status, "ok": ok, "error": error,
-            "answer": outcome.text if outcome.text is None else outcome.text[:2000],
-            "duration_ms": outcome.duration_ms})
+        record = store.deliveries.append(
+            {
+                **base,
+                "url": url,
+                "status": outcome.status,
+                "ok": ok,
+                "error": error,
+                "answer": outcome.text if outcome.text is None else outcome.text[:2000],
+                "duration_ms": outcome.duration_ms,
+            }
+        )
+        if what.get("kind") == "status":
+            # the send's record shows how far it got (the page's ticks: a
+            # token beyond 2^53 cannot be matched in JavaScript)
+            with store.lock:
+                for sent in store.sent:
+                    if sent["message_token"] == event.get("message_token"):
+                        sent.setdefault("statuses", []).append(
+                            {"status": event.get("event"), "ok": ok, "time": store.now()}
+                        )
         if not ok and retry:
             self._schedule_retry(bot, event, what, attempt)
         return record
 
-    def _schedule_retry(self, bot: dict[str, Any], event: dict[str, Any],
-                        what: dict[str, Any], attempt: int) -> None:
+    def _schedule_retry(
+        self, bot: dict[str, Any], event: dict[str, Any], what: dict[str, Any], attempt: int
+    ) -> None:
         with self.store.lock:
             policy = self.store.config["retry"]
-        backoff = webhooks.Backoff(int(policy["attempts"]), float(policy["base_s"]),
-                                   float(policy["cap_s"]))
+        backoff = webhooks.Backoff(
+            int(policy["attempts"]), float(policy["base_s"]), float(policy["cap_s"])
+        )
         delay = backoff.delay(attempt)
         if delay is None:
             return
-        self.dispatcher.schedule(webhooks.Job(
-            self.store.now() + delay, attempt=attempt + 1,
-            data={"bot": bot, "event": event, "what": what}))
+        self.dispatcher.schedule(
+            webhooks.Job(
+                self.store.now() + delay,
+                attempt=attempt + 1,
+                data={"bot": bot, "event": event, "what": what},
+            )
+        )

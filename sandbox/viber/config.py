@@ -101,8 +101,16 @@ def _check(cfg: dict[str, Any]) -> None:
     ):
         raise ValueError("users must be a list of objects with an id")
     require_bools(cfg, ("require_subscription", "delivered", "seen"))
-    require_numbers(cfg, ("text_limit", "rate_limit_per_s", "webhook_timeout_s",
-                          "status_duplicate_rate", "status_reorder_rate"))
+    require_numbers(
+        cfg,
+        (
+            "text_limit",
+            "rate_limit_per_s",
+            "webhook_timeout_s",
+            "status_duplicate_rate",
+            "status_reorder_rate",
+        ),
+    )
     for key in ("status_duplicate_rate", "status_reorder_rate"):
         if cfg[key] > 1:
             raise ValueError(f"{key} must be from 0 to 1")

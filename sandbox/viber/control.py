@@ -114,8 +114,9 @@ class ViberSandbox(Vendor):
         return {
             **{k: v for k, v in account.items() if k != "auth_token"},
             "webhook": store.webhooks.get(bot_id),
-            "subscriptions": {u: s for (b, u), s in sorted(store.subscriptions.items())
-                              if b == bot_id},
+            "subscriptions": {
+                u: s for (b, u), s in sorted(store.subscriptions.items()) if b == bot_id
+            },
             "sent": sum(1 for r in store.sent if r["bot"] == bot_id),
         }
 
@@ -150,8 +151,11 @@ class ViberSandbox(Vendor):
 
     def bot(self, selector: Any) -> dict[str, Any]:
         with self.store.lock:
-            found = (self.store.bots()[0] if selector in (None, "")
-                     else self.store.find_bot(str(selector)))
+            found = (
+                self.store.bots()[0]
+                if selector in (None, "")
+                else self.store.find_bot(str(selector))
+            )
         if found is None:
             raise ControlError(f"unknown bot {selector}", 404, "account_not_found")
         return dict(found)
@@ -165,8 +169,15 @@ class ViberSandbox(Vendor):
             if len(names) == 2 and store.rng.random() < cfg["status_reorder_rate"]:
                 names.reverse()
             names += [n for n in names if store.rng.random() < cfg["status_duplicate_rate"]]
-            events = [{"event": n, "timestamp": store.millis(), "message_token": token,
-                       "user_id": receiver} for n in names]
+            events = [
+                {
+                    "event": n,
+                    "timestamp": store.millis(),
+                    "message_token": token,
+                    "user_id": receiver,
+                }
+                for n in names
+            ]
         if events:
             self.callbacks.post_later(bot, events, {"kind": "status"})
 
@@ -176,8 +187,10 @@ class ViberSandbox(Vendor):
         kind = event.get("event")
         person = event.get("sender") if kind == "message" else event.get("user")
         if isinstance(person, dict) and isinstance(person.get("id"), str):
-            store.remember_user(person["id"], **{k: person.get(k) for k in
-                                                 ("name", "avatar", "language", "country")})
+            store.remember_user(
+                person["id"],
+                **{k: person.get(k) for k in ("name", "avatar", "language", "country")},
+            )
         user_id = person.get("id") if isinstance(person, dict) else event.get("user_id")
         if not isinstance(user_id, str):
             return
@@ -191,8 +204,11 @@ class ViberSandbox(Vendor):
     def deliver(self, body: dict[str, Any]) -> dict[str, Any]:
         payload = body.get("payload")
         if not isinstance(payload, dict) or not isinstance(payload.get("event"), str):
-            raise ControlError('{"payload": <a Viber callback body with "event">} is required',
-                               400, "invalid_payload")
+            raise ControlError(
+                '{"payload": <a Viber callback body with "event">} is required',
+                400,
+                "invalid_payload",
+            )
         mode = body.get("message_token", "auto")
         if mode not in ("keep", "unique", "auto"):
             raise ControlError('"message_token" must be "keep", "unique" or "auto"')
@@ -201,8 +217,11 @@ class ViberSandbox(Vendor):
         store = self.store
         with store.lock:
             if not store.webhooks.get(bot["id"]):
-                raise ControlError("no webhook set: the bot's set_webhook comes first "
-                                   "(bridge viber connect)", 409, "no_webhook")
+                raise ControlError(
+                    "no webhook set: the bot's set_webhook comes first (bridge viber connect)",
+                    409,
+                    "no_webhook",
+                )
             if not isinstance(event.get("timestamp"), int):
                 event["timestamp"] = store.millis()
             if mode == "unique" or (mode == "auto" and "message_token" not in event):
@@ -217,18 +236,32 @@ class ViberSandbox(Vendor):
                 welcome = None
             if isinstance(welcome, dict) and welcome.get("type"):
                 with store.lock:
-                    store.welcomes.append({"bot": bot["id"], "receiver": _user_of(event),
-                                           "message": welcome, "time": store.now()})
-        return {"status": record["status"], "body": answer, "delivered": record["ok"],
-                "error": record["error"], "payload": event}
+                    store.welcomes.append(
+                        {
+                            "bot": bot["id"],
+                            "receiver": _user_of(event),
+                            "message": welcome,
+                            "time": store.now(),
+                        }
+                    )
+        return {
+            "status": record["status"],
+            "body": answer,
+            "delivered": record["ok"],
+            "error": record["error"],
+            "payload": event,
+        }
 
     def sent(self, args: dict[str, str]) -> list[dict[str, Any]]:
         receiver, bot = args.get("receiver"), args.get("bot")
         bot_id = self.bot(bot)["id"] if bot else None
         with self.store.lock:
-            return [dict(r) for r in self.store.sent
-                    if (not receiver or r["receiver"] == receiver)
-                    and (not bot_id or r["bot"] == bot_id)]
+            return [
+                dict(r)
+                for r in self.store.sent
+                if (not receiver or r["receiver"] == receiver)
+                and (not bot_id or r["bot"] == bot_id)
+            ]
 
     # -- built callbacks ----------------------------------------------------------------------
 
@@ -239,8 +272,12 @@ class ViberSandbox(Vendor):
         message.setdefault("type", "text")
         if message["type"] == "text" and not isinstance(message.get("text"), str):
             raise ControlError('"text" (a string) is required for a text message')
-        payload = {"event": "message", "sender": _sender(known), "message": message,
-                   "silent": False}
+        payload = {
+            "event": "message",
+            "sender": _sender(known),
+            "message": message,
+            "silent": False,
+        }
         return self.deliver({"payload": payload, "bot": body.get("bot")})
 
     def opened(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -248,9 +285,12 @@ class ViberSandbox(Vendor):
         known = self.store.remember_user(user, name=body.get("name"))
         with self.store.lock:
             subscribed = self.store.subscription(self.bot(body.get("bot"))["id"], user)
-        payload: dict[str, Any] = {"event": "conversation_started", "type": "open",
-                                   "user": _sender(known),
-                                   "subscribed": subscribed == "subscribed"}
+        payload: dict[str, Any] = {
+            "event": "conversation_started",
+            "type": "open",
+            "user": _sender(known),
+            "subscribed": subscribed == "subscribed",
+        }
         if isinstance(body.get("context"), str):
             payload["context"] = body["context"]
         return self.deliver({"payload": payload, "bot": body.get("bot")})
@@ -262,20 +302,26 @@ class ViberSandbox(Vendor):
             # the subscription changes at Viber, the bot is not told (a
             # callback lost for good): only a send finds out (status 6)
             bot = self.bot(body.get("bot"))
-            self.store.set_subscription(bot["id"], user,
-                                        "subscribed" if subscribed else "unsubscribed")
-            return {"status": None, "body": None, "delivered": False, "error": None,
-                    "payload": None}
+            self.store.set_subscription(
+                bot["id"], user, "subscribed" if subscribed else "unsubscribed"
+            )
+            return {
+                "status": None,
+                "body": None,
+                "delivered": False,
+                "error": None,
+                "payload": None,
+            }
         payload: dict[str, Any] = (
-            {"event": "subscribed", "user": _sender(known)} if subscribed
+            {"event": "subscribed", "user": _sender(known)}
+            if subscribed
             else {"event": "unsubscribed", "user_id": user}
         )
         return self.deliver({"payload": payload, "bot": body.get("bot")})
 
 
 def _sender(user: dict[str, Any]) -> dict[str, Any]:
-    return {k: user.get(k) for k in ("id", "name", "avatar", "language", "country",
-                                      "api_version")}
+    return {k: user.get(k) for k in ("id", "name", "avatar", "language", "country", "api_version")}
 
 
 def _user_of(event: dict[str, Any]) -> Any:
@@ -306,8 +352,11 @@ def unsubscribe() -> Response:
 @control.get("/_deliveries")
 def deliveries() -> Response:
     kind, event = request.args.get("kind"), request.args.get("event")
-    items = [d for d in _sandbox().store.deliveries.list()
-             if (not kind or d.get("kind") == kind) and (not event or d.get("event") == event)]
+    items = [
+        d
+        for d in _sandbox().store.deliveries.list()
+        if (not kind or d.get("kind") == kind) and (not event or d.get("event") == event)
+    ]
     return json_response({"deliveries": items})
 
 

@@ -86,15 +86,17 @@ class Store:
         return next((b for b in self.bots() if token and b["auth_token"] == token), None)
 
     def find_bot(self, selector: str) -> dict[str, Any] | None:
-        return next((b for b in self.bots() if selector in (b["id"], b["uri"], b["auth_token"])),
-                    None)
+        return next(
+            (b for b in self.bots() if selector in (b["id"], b["uri"], b["auth_token"])), None
+        )
 
     # -- users ---------------------------------------------------------------------------------
 
     def _seed_users(self) -> None:
         for item in self.config["users"]:
-            user = self.remember_user(item["id"], **{k: v for k, v in item.items()
-                                                     if k not in ("id", "subscribed")})
+            user = self.remember_user(
+                item["id"], **{k: v for k, v in item.items() if k not in ("id", "subscribed")}
+            )
             if item.get("subscribed"):
                 self.subscriptions[(self.config["id"], user["id"])] = "subscribed"
 
@@ -104,8 +106,12 @@ class Store:
             if user is None:
                 name = _NAMES[len(self.users) % len(_NAMES)]
                 user = self.users[user_id] = {
-                    "id": user_id, "name": name, "avatar": None, "language": "en",
-                    "country": "GB", "api_version": 10,
+                    "id": user_id,
+                    "name": name,
+                    "avatar": None,
+                    "language": "en",
+                    "country": "GB",
+                    "api_version": 10,
                 }
             user.update({k: v for k, v in fields.items() if v is not None})
             return dict(user)

@@ -35,6 +35,24 @@ templates as "template: <name> (<params>)", with the delivery ticks of the
 statuses posted so far); ``/_state`` names the demo number and says when no
 webhook is connected.
 
+Under them, on every page, the MAX customer (``static/max.js``): a user id
+and a name write to the demo bot through the MAX sandbox's ``POST
+/_customer`` (a ``message_created`` posted to the bot's subscription with
+its secret header), share a phone number with ``POST /_contact`` (the card
+signed with the bot token), and read the chat from ``/_deliveries`` (what
+they wrote, and whether the bridge took it) and ``/_sent?user_id=`` (what
+the bot sent); ``/_state`` names the demo bot and says when no
+subscription points at the bridge (or it polls).
+
+The whole width, under the customers and the CRM, the Viber customer
+(``static/viber.js``): a user id and a name write to the demo bot through
+the Viber sandbox's ``POST /_customer`` (a callback signed as Viber signs
+it), open the chat with ``POST /_open`` (``conversation_started``: the bot's
+welcome message comes back), and read the chat from
+``/_deliveries?kind=deliver``, ``/_sent?receiver=`` (with the delivered /
+seen reports posted so far) and ``/_state`` (the bot, the welcome messages,
+whether its webhook is set).
+
 Under both, on every page, the e-mail client (``static/email.js``): the
 customer writes a mail to the demo support address through the e-mail
 sandbox's ``POST /_deliver`` (JSON form) and reads the bridge's answers in
@@ -56,6 +74,8 @@ Config keys (lower case; upper-case keys go to ``app.config``):
 ``email_address``     the support address the e-mail client writes to
                       (default ``"support@demo.example"``, the sandbox's demo mailbox)
 ``whatsapp_base``     WhatsApp sandbox URL (default ``<script_root>/whatsapp``)
+``viber_base``        Viber sandbox URL (default ``<script_root>/viber``)
+``max_base``          MAX sandbox URL (default ``<script_root>/max``)
 ``poll_ms``           refresh interval of the panels (default 1500)
 
 The sibling sandboxes are found relative to this app's mount point
@@ -89,6 +109,8 @@ DEFAULTS: dict[str, Any] = {
     #: sandbox.email.DEMO_ADDRESS (not imported: the page needs no SMTP server)
     "email_address": "support@demo.example",
     "whatsapp_base": None,
+    "viber_base": None,
+    "max_base": None,
     "poll_ms": 1500,
 }
 
@@ -140,6 +162,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             email_base=settings["email_base"] or f"{root}/email",
             email_address=settings["email_address"],
             whatsapp_base=settings["whatsapp_base"] or f"{root}/whatsapp",
+            viber_base=settings["viber_base"] or f"{root}/viber",
+            max_base=settings["max_base"] or f"{root}/max",
             poll_ms=settings["poll_ms"],
         )
 

@@ -18,6 +18,9 @@ its own per width. At each width:
   WhatsApp panel with its delivery ticks; at 1280 px the sandbox's clock then
   moves a day on, so the rep's next answer goes out as the mapping's approved
   template and shows as "template: <name> (<params>)";
+* the MAX customer (at 1280 px) writes with Ctrl+Enter, the message reaches the
+  CRM panel, the rep's answer comes back into the MAX panel, and a shared phone
+  shows in the chat as the contact card;
 * no console error and no page error while the bridge runs (a 404, a failed
   request or an exception in the page's script all show up there).
 
@@ -384,6 +387,63 @@ def _whole_loop(tab: _Tab, bridge: _Bridge) -> None:
         timeout=LOOP_MS)
 
 
+# -- the MAX customer --------------------------------------------------------------------------
+
+#: the MAX customer (at MAX_WIDTH only): a user id per CRM, a name, the phone shared
+MAX_WIDTH = 1280
+MAX_CUSTOMER = ("Vera", "79990005050")
+
+
+def _max_loop(tab: _Tab, bridge: _Bridge) -> None:
+    """A MAX user writes, the message reaches the CRM panel, the rep answers on the right,
+    the answer comes back into the MAX panel; the user shares their phone (a card MAX signs)
+    and the card shows in the chat."""
+    from sandbox.max import DEMO_BOT_NAME, DEMO_BOT_USERNAME
+
+    page = tab.page
+    name, phone = MAX_CUSTOMER
+    user = str(7_770_000 + CRMS.index(bridge.crm))
+    expect(page.locator("#max h2")).to_have_text("Customer in MAX / Клиент в MAX")
+    expect(page.locator("#max-bot")).to_have_text(
+        f"{DEMO_BOT_NAME} (@{DEMO_BOT_USERNAME})", timeout=LOOP_MS)
+    expect(page.locator("#max-notice")).to_be_hidden()  # the demo bot is subscribed
+    for control in ("#max-user", "#max-name", "#max-phone", "#max-text", "#max-share",
+                    "#max-new", "#max-form button[type=submit]", "#max-transcript"):
+        assert page.locator(control).evaluate(
+            "node => (node.labels && node.labels.length > 0) || !!node.getAttribute('aria-label')"
+            " || !!node.textContent.trim()"), control
+    question = f"Hi, {name} here on MAX: do you deliver on Sunday?"
+    answer = f"Hi {name}, yes we do."
+    page.fill("#max-user", user)
+    page.fill("#max-name", name)
+    page.fill("#max-phone", phone)
+    page.fill("#max-text", question)
+    page.focus("#max-text")
+    page.keyboard.press("Control+Enter")
+    expect(page.locator("#max-status")).to_contain_text("Sent ✓", timeout=SEND_MS)
+    bubble = page.locator("#max-transcript .bubble.customer").filter(has_text=question)
+    expect(bubble.locator(".meta")).to_have_text(
+        re.compile(rf"^{TIME} · delivered / доставлено ✓$"), timeout=LOOP_MS)
+
+    # the CRM panel follows the new contact: the message is in its timeline
+    expect(page.locator("#timeline-contact")).to_have_text(name, timeout=LOOP_MS)
+    entries = page.locator("#timeline .entry.incoming").filter(has_text=question)
+    expect(entries.first).to_be_visible(timeout=LOOP_MS)
+    _rep_replies(page, answer)
+    expect(page.locator("#reply-status")).to_contain_text("Sent ✓", timeout=SEND_MS)
+    reply = page.locator("#max-transcript .bubble.bot").filter(has_text=answer)
+    expect(reply.locator(".text")).to_have_text(answer, timeout=LOOP_MS)
+    sent = requests.get(f"{bridge.base}/sandbox/max/_sent", params={"user_id": user},
+                        timeout=10).json()["sent"]
+    assert [s["text"] for s in sent] == [answer]
+
+    # the user shares their phone: the card shows in the chat
+    page.click("#max-share")
+    expect(page.locator("#max-status")).to_contain_text("Sent ✓", timeout=SEND_MS)
+    card = page.locator("#max-transcript .bubble.customer").filter(has_text=phone)
+    expect(card.locator(".text")).to_have_text(f"[contact / контакт: {phone}]", timeout=LOOP_MS)
+
+
 # -- the WhatsApp customer ---------------------------------------------------------------------
 
 
@@ -616,6 +676,11 @@ def test_try_it_page_in_a_browser(browser: Browser, bridge: _Bridge) -> None:
             tab.page.locator("#whatsapp").scroll_into_view_if_needed()
             _screenshot(tab, bridge.crm, "whatsapp")
             assert _layout_problems(tab.page) == [], ("whatsapp", width)
+            if width == MAX_WIDTH:
+                _max_loop(tab, bridge)
+                tab.page.locator("#max").scroll_into_view_if_needed()
+                _screenshot(tab, bridge.crm, "max")
+            assert _layout_problems(tab.page) == [], ("max", width)
         assert {tab.width: tab.errors for tab in tabs} == {width: [] for width in WIDTHS}
         _offline_and_back(tabs, bridge)
     finally:
@@ -650,6 +715,78 @@ def test_whatsapp_panel_calls_only_endpoints_the_sandbox_has(crm: str) -> None:
     assert set(re.findall(r'\bcall\("(\w+)"', js)) == names
     assert js.count("fetch(") == 1
     adapter = create_whatsapp_app().url_map.bind("localhost")
+    for _, path, method in declared:
+        adapter.match(path, method=method)  # raises when the route is missing
+    for unsafe in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
+                   "new Function", "DOMParser"):
+        assert unsafe not in js, unsafe
+    assert "window.DEMO_PANELS" in js
+
+
+# -- the MAX panel's script and markup ---------------------------------------------------------
+
+MAX_JS = ROOT / "sandbox" / "web" / "static" / "max.js"
+
+
+@pytest.mark.parametrize("crm", CRMS)
+def test_max_panel_calls_only_endpoints_the_sandbox_has(crm: str) -> None:
+    """Every page has the MAX panel, its script loads before demo.js (whose timer runs its
+    poll), calls only routes the MAX sandbox has, and never renders text as HTML."""
+    from sandbox.max import create_app as create_max_app
+    from sandbox.web import create_app as create_web_app
+
+    html = create_web_app({"crm": crm}).test_client().get("/").get_data(as_text=True)
+    for label in ("Customer in MAX", "Клиент в MAX", "Share phone", "Поделиться номером",
+                  'data-max-base="/max"'):
+        assert label in html, label
+    assert html.index("max.js") < html.index("demo.js")
+    js = MAX_JS.read_text("utf-8")
+    ids = set(re.findall(r'\bid="([\w-]+)"', html))
+    used = set(re.findall(r'getElementById\("([\w-]+)"\)', js))
+    assert used and used <= ids, used - ids
+    declared = re.findall(r'(\w+):\s*\["(/[^"]*)",\s*"(GET|POST)"\]', js)
+    names = {name for name, _, _ in declared}
+    assert names == {"maxState", "maxCustomer", "maxContact", "maxSent", "maxDeliveries"}
+    # the reads through call(), the two writes through post() (which calls call(name))
+    assert set(re.findall(r'\b(?:call|post)\("(\w+)"', js)) == names
+    assert js.count("fetch(") == 1
+    adapter = create_max_app().url_map.bind("localhost")
+    for _, path, method in declared:
+        adapter.match(path, method=method)  # raises when the route is missing
+    for unsafe in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
+                   "new Function", "DOMParser"):
+        assert unsafe not in js, unsafe
+    assert "window.DEMO_PANELS" in js
+
+
+# -- the Viber panel's script and markup -------------------------------------------------------
+
+VIBER_JS = ROOT / "sandbox" / "web" / "static" / "viber.js"
+
+
+@pytest.mark.parametrize("crm", CRMS)
+def test_viber_panel_calls_only_endpoints_the_sandbox_has(crm: str) -> None:
+    """Every page has the Viber panel, its script loads before demo.js (whose timer runs its
+    poll), calls only routes the Viber sandbox has, and never renders text as HTML."""
+    from sandbox.viber import create_app as create_viber_app
+    from sandbox.web import create_app as create_web_app
+
+    html = create_web_app({"crm": crm}).test_client().get("/").get_data(as_text=True)
+    for label in ("Customer in Viber", "Клиент в Viber", "Open chat", "Открыть чат",
+                  'data-viber-base="/viber"'):
+        assert label in html, label
+    assert html.index("viber.js") < html.index("demo.js")
+    js = VIBER_JS.read_text("utf-8")
+    ids = set(re.findall(r'\bid="([\w-]+)"', html))
+    used = set(re.findall(r'getElementById\("([\w-]+)"\)', js))
+    assert used and used <= ids, used - ids
+    declared = re.findall(r'(\w+):\s*\["(/[^"]*)",\s*"(GET|POST)"\]', js)
+    names = {name for name, _, _ in declared}
+    assert names == {"vbState", "vbCustomer", "vbOpen", "vbSent", "vbDeliveries"}
+    # the reads through call(), the two writes through post() (which calls call(name))
+    assert set(re.findall(r'\b(?:call|post)\("(\w+)"', js)) == names
+    assert js.count("fetch(") == 1
+    adapter = create_viber_app().url_map.bind("localhost")
     for _, path, method in declared:
         adapter.match(path, method=method)  # raises when the route is missing
     for unsafe in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",

@@ -75,8 +75,14 @@ def _replies(stack) -> dict[str, list[dict[str, Any]]]:  # type: ignore[no-untyp
     try:
         with runtime.read_session() as session:
             rows = session.execute(
-                select(Conversation.external_thread_id, Message.uid, Message.text,
-                       Message.status, Message.last_error, Message.payload)
+                select(
+                    Conversation.external_thread_id,
+                    Message.uid,
+                    Message.text,
+                    Message.status,
+                    Message.last_error,
+                    Message.payload,
+                )
                 .join(Conversation, Conversation.id == Message.conversation_id)
                 .where(Message.direction == outbox.OUT)
                 .order_by(Message.id)
@@ -85,9 +91,15 @@ def _replies(stack) -> dict[str, list[dict[str, Any]]]:  # type: ignore[no-untyp
         runtime.close()
     out: dict[str, list[dict[str, Any]]] = {}
     for user, uid, text, status, error, payload in rows:
-        out.setdefault(user, []).append({"uid": uid, "text": text, "status": status,
-                                         "error": error,
-                                         "delivery": (payload or {}).get("delivery")})
+        out.setdefault(user, []).append(
+            {
+                "uid": uid,
+                "text": text,
+                "status": status,
+                "error": error,
+                "delivery": (payload or {}).get("delivery"),
+            }
+        )
     return out
 
 
@@ -110,8 +122,14 @@ def _message(u: int, index: int, stamp_ms: int) -> dict[str, Any]:
         "event": "message",
         "timestamp": stamp_ms,
         "message_token": FIRST_TOKEN + u * PER_USER + index,
-        "sender": {"id": _user(u), "name": f"Viber User {u}", "avatar": None,
-                   "language": "ru", "country": "RU", "api_version": 10},
+        "sender": {
+            "id": _user(u),
+            "name": f"Viber User {u}",
+            "avatar": None,
+            "language": "ru",
+            "country": "RU",
+            "api_version": 10,
+        },
         "message": {"type": "text", "text": message_text(u, index)},
         "silent": False,
     }
@@ -123,8 +141,9 @@ def _traffic(seed: int) -> list[tuple[int, dict[str, Any], bool]]:
     base = (int(time.time()) - 3600) * 1000
     bursts = []
     for u in range(USERS):
-        items = [(u, _message(u, i, base + (u * PER_USER + i) * 1000), False)
-                 for i in range(PER_USER)]
+        items = [
+            (u, _message(u, i, base + (u * PER_USER + i) * 1000), False) for i in range(PER_USER)
+        ]
         rng.shuffle(items)
         for dup in [(a, b, True) for a, b, _ in items if rng.random() < 0.1]:
             items.insert(rng.randrange(len(items) + 1), dup)
@@ -156,21 +175,32 @@ class _Amo:
             user = str((chat.get("client") or {}).get("client_id"))
             for m in sorted(chat["messages"], key=lambda m: int(m.get("timestamp") or 0)):
                 last = (m.get("delivery_statuses") or [{}])[-1]
-                out.setdefault(user, []).append({
-                    "direction": m["direction"], "text": m["text"],
-                    "status": codes.get(int(last.get("status") or 0), "sent"),
-                    "error": last.get("error"), "ref": m.get("ref_id") or m["id"]})
+                out.setdefault(user, []).append(
+                    {
+                        "direction": m["direction"],
+                        "text": m["text"],
+                        "status": codes.get(int(last.get("status") or 0), "sent"),
+                        "error": last.get("error"),
+                        "ref": m.get("ref_id") or m["id"],
+                    }
+                )
         return out
 
     def reply(self, user: str, text: str) -> dict[str, Any]:
         field = identity_field_name("viber")
         contact = next(
-            c for c in self.account()["contacts"]
-            if any(v["field_name"] == field and v["values"][0]["value"] == user
-                   for v in c.get("custom_fields_values") or [])
+            c
+            for c in self.account()["contacts"]
+            if any(
+                v["field_name"] == field and v["values"][0]["value"] == user
+                for v in c.get("custom_fields_values") or []
+            )
         )
-        r = requests.post(f"{self.stack.sandbox_url}/amocrm/_reply",
-                          json={"contact_id": contact["id"], "text": text}, timeout=30)
+        r = requests.post(
+            f"{self.stack.sandbox_url}/amocrm/_reply",
+            json={"contact_id": contact["id"], "text": text},
+            timeout=30,
+        )
         r.raise_for_status()
         return r.json()
 
@@ -179,15 +209,19 @@ def test_viber_30_users_replies_with_statuses_and_an_unsubscribed_user(  # type:
     make_stack_once,
 ):
     stack = make_stack_once(
-        crm="amocrm", workers=2, channels=("viber",),
-        sandbox_config={"amocrm": {"per_second": 100},
-                        "viber": {"status_duplicate_rate": 0.3, "status_reorder_rate": 0.3,
-                                  "seed": 14}},
+        crm="amocrm",
+        workers=2,
+        channels=("viber",),
+        sandbox_config={
+            "amocrm": {"per_second": 100},
+            "viber": {"status_duplicate_rate": 0.3, "status_reorder_rate": 0.3, "seed": 14},
+        },
     )
     _tenant_settings(stack, rate_per_second=100)
     assert stack.seeded.viber_account_id is not None  # connected: set_webhook's check passed
-    checks = requests.get(f"{stack.sandbox_url}/viber/_deliveries", params={"event": "webhook"},
-                          timeout=10).json()["deliveries"]
+    checks = requests.get(
+        f"{stack.sandbox_url}/viber/_deliveries", params={"event": "webhook"}, timeout=10
+    ).json()["deliveries"]
     assert [(d["kind"], d["status"]) for d in checks] == [("webhook_check", 200)]
     amo = _Amo(stack)
 
@@ -203,7 +237,8 @@ def test_viber_30_users_replies_with_statuses_and_an_unsubscribed_user(  # type:
         answers = list(pool.map(deliver, traffic))
     assert {(a["status"], a["delivered"]) for a in answers} == {(200, True)}, answers[:3]
     assert Counter(a["payload"]["message_token"] for a in answers) == Counter(
-        body["message_token"] for _, body, _ in traffic)
+        body["message_token"] for _, body, _ in traffic
+    )
     assert wait_until(
         lambda: stack.bridge_status()["messages"]["in"].get("synced", 0) == TOTAL, timeout=120
     ), stack.bridge_status()
@@ -237,8 +272,7 @@ def test_viber_30_users_replies_with_statuses_and_an_unsubscribed_user(  # type:
     ), _replies(stack)
     rows = _replies(stack)
     sent = _sent(stack)
-    assert sorted((s["receiver"], s["text"]) for s in sent) == sorted(
-        (u, answer(u)) for u in users)
+    assert sorted((s["receiver"], s["text"]) for s in sent) == sorted((u, answer(u)) for u in users)
     for s in sent:
         [row] = rows[s["receiver"]]
         assert s["tracking_data"] == row["uid"]  # our id rides with the message
@@ -254,9 +288,12 @@ def test_viber_30_users_replies_with_statuses_and_an_unsubscribed_user(  # type:
         return wrong
 
     assert wait_until(lambda: not shown("read"), timeout=60), (
-        shown("read"), {u: _replies(stack)[u] for u in shown("read")})
-    posted = requests.get(f"{stack.sandbox_url}/viber/_deliveries", params={"kind": "status"},
-                          timeout=10).json()["deliveries"]
+        shown("read"),
+        {u: _replies(stack)[u] for u in shown("read")},
+    )
+    posted = requests.get(
+        f"{stack.sandbox_url}/viber/_deliveries", params={"kind": "status"}, timeout=10
+    ).json()["deliveries"]
     by_event = Counter(d["event"] for d in posted)
     assert by_event["delivered"] >= USERS and by_event["seen"] >= USERS
     assert len(posted) > 2 * USERS  # some statuses came twice
@@ -281,13 +318,17 @@ def test_viber_30_users_replies_with_statuses_and_an_unsubscribed_user(  # type:
     def not_sent() -> bool:
         rows = _replies(stack)
         return [r["status"] for r in rows.get(gone, [])] == ["sent", "refused"] and [
-            r["status"] for r in rows.get(lost, [])] == ["sent", "failed"]
+            r["status"] for r in rows.get(lost, [])
+        ] == ["sent", "failed"]
 
-    assert wait_until(not_sent, timeout=60), (_replies(stack).get(gone),
-                                              _replies(stack).get(lost))
+    assert wait_until(not_sent, timeout=60), (_replies(stack).get(gone), _replies(stack).get(lost))
     reason = _replies(stack)[gone][1]["error"]
-    assert reason.startswith(("Not sent: the client no longer allows messages from you on Viber",
-                              "Не отправлено: клиент запретил сообщения от вас в Viber")), reason
+    assert reason.startswith(
+        (
+            "Not sent: the client no longer allows messages from you on Viber",
+            "Не отправлено: клиент запретил сообщения от вас в Viber",
+        )
+    ), reason
     status_6 = _replies(stack)[lost][1]["error"]
     assert status_6.startswith("Viber 6: the user is not subscribed"), status_6
     assert len(_sent(stack, gone)) == 1 and len(_sent(stack, lost)) == 1
@@ -295,14 +336,21 @@ def test_viber_30_users_replies_with_statuses_and_an_unsubscribed_user(  # type:
     def crm_failed(user: str, why: str) -> bool:
         out = [m for m in amo.chats().get(user, []) if m["direction"] == "out"]
         return [(m["text"], m["status"]) for m in out] == [
-            (answer(user), "read"), (refused, "failed")] and why[:40] in (out[1]["error"] or "")
+            (answer(user), "read"),
+            (refused, "failed"),
+        ] and why[:40] in (out[1]["error"] or "")
 
     assert wait_until(lambda: crm_failed(gone, reason), timeout=60), amo.chats().get(gone)
     assert wait_until(lambda: crm_failed(lost, status_6), timeout=60), amo.chats().get(lost)
 
     # 4. a new user opens the chat from a deep link: the answer is the welcome
-    opened = _viber(stack, "_open", user=_user(99), name="Newcomer",
-                    context="utm_source-qr__utm_campaign-winter")
+    opened = _viber(
+        stack,
+        "_open",
+        user=_user(99),
+        name="Newcomer",
+        context="utm_source-qr__utm_campaign-winter",
+    )
     assert opened["status"] == 200, opened
     welcome = json.loads(opened["body"])
     assert welcome["type"] == "text" and "Здравствуйте" in welcome["text"], welcome

@@ -65,14 +65,29 @@ SIGNATURE = "X-Viber-Content-Signature"
 TOKEN = "4a5b6c7d8e9f0a1b-fuzz0000viber00-0e1f2a3b4c5d6e7f"
 MAX_KEY, MAX_THREAD, MAX_EVENT_TYPE = 255, 64, 64
 BIG = 4912661846655238145
-HANDLED = ("webhook", "message", "conversation_started", "subscribed", "unsubscribed",
-           "delivered", "seen", "failed")
+HANDLED = (
+    "webhook",
+    "message",
+    "conversation_started",
+    "subscribed",
+    "unsubscribed",
+    "delivered",
+    "seen",
+    "failed",
+)
 
 
 def adapter(welcome: str = "") -> ViberAdapter:
-    return ViberAdapter(ChannelAccountInfo(
-        id=1, kind="viber", key="fuzz", credentials={"auth_token": TOKEN},
-        settings={"sender_name": "Fuzz Shop", "welcome_text": welcome}, external_id="bot:fuzz"))
+    return ViberAdapter(
+        ChannelAccountInfo(
+            id=1,
+            kind="viber",
+            key="fuzz",
+            credentials={"auth_token": TOKEN},
+            settings={"sender_name": "Fuzz Shop", "welcome_text": welcome},
+            external_id="bot:fuzz",
+        )
+    )
 
 
 def sign(body: bytes, token: str = TOKEN) -> str:
@@ -83,16 +98,32 @@ def request(body: bytes, signature: str | None = None) -> WebhookRequest:
     headers = {"content-type": JSON}
     if signature is not None:
         headers["x-viber-content-signature"] = signature
-    return WebhookRequest(method="POST", url="https://bridge.example/webhooks/viber/fuzz",
-                          headers=headers, body=body, received_at=T0)
+    return WebhookRequest(
+        method="POST",
+        url="https://bridge.example/webhooks/viber/fuzz",
+        headers=headers,
+        body=body,
+        received_at=T0,
+    )
 
 
 def message(user: str, text: str, token: int = BIG, **extra: Any) -> dict[str, Any]:
     """A ``message`` callback (the corpus' shape)."""
-    return {"event": "message", "timestamp": 1457764197627, "message_token": token,
-            "sender": {"id": user, "name": "Fuzz User", "avatar": None, "language": "en",
-                       "country": "GB", "api_version": 10},
-            "message": {"type": "text", "text": text, **extra}, "silent": False}
+    return {
+        "event": "message",
+        "timestamp": 1457764197627,
+        "message_token": token,
+        "sender": {
+            "id": user,
+            "name": "Fuzz User",
+            "avatar": None,
+            "language": "en",
+            "country": "GB",
+            "api_version": 10,
+        },
+        "message": {"type": "text", "text": text, **extra},
+        "silent": False,
+    }
 
 
 def built(event: str, token: int = BIG, **fields: Any) -> dict[str, Any]:
@@ -106,14 +137,24 @@ def _seed_docs() -> list[Any]:
         json.loads(CORPUS.read_bytes()),
         built("webhook"),
         message("01234567890A=", "hi"),
-        {**message("01234567890A=", ""), "message": {"type": "picture", "text": "",
-                                                     "media": "https://dl.viber.com/p.jpg"}},
-        {**message("01234567890A=", ""), "message": {"type": "contact", "contact": {
-            "name": "Fuzz User", "phone_number": "+972511123123"}}},
-        {**message("01234567890A=", ""), "message": {"type": "location", "location": {
-            "lat": 37.7898, "lon": -122.3942}}},
-        built("conversation_started", type="open", context="utm_source-x", user=user,
-              subscribed=False),
+        {
+            **message("01234567890A=", ""),
+            "message": {"type": "picture", "text": "", "media": "https://dl.viber.com/p.jpg"},
+        },
+        {
+            **message("01234567890A=", ""),
+            "message": {
+                "type": "contact",
+                "contact": {"name": "Fuzz User", "phone_number": "+972511123123"},
+            },
+        },
+        {
+            **message("01234567890A=", ""),
+            "message": {"type": "location", "location": {"lat": 37.7898, "lon": -122.3942}},
+        },
+        built(
+            "conversation_started", type="open", context="utm_source-x", user=user, subscribed=False
+        ),
         built("subscribed", user=user),
         built("unsubscribed", user_id="01234567890A="),
         built("delivered", user_id="01234567890A="),
@@ -181,8 +222,9 @@ def check_events(events: Any, key: str) -> None:
             raise BrokenInvariant(f"a phone that is not E.164: {phone!r}")
         for attachment in event.attachments:
             url = attachment.url
-            if url is not None and not (url.startswith(("http://", "https://"))
-                                        and url.isprintable()):
+            if url is not None and not (
+                url.startswith(("http://", "https://")) and url.isprintable()
+            ):
                 raise BrokenInvariant(f"an attachment URL that is not http(s): {url!r}")
     elif isinstance(event, IgnoredEvent):
         if len(event.event_type) > MAX_EVENT_TYPE or not event.event_type.isprintable():
@@ -206,8 +248,9 @@ def deliver(body: bytes, signature: str | None = "sign") -> RawDelivery | None:
         adapter().verify(req)
     except SignatureError as exc:
         _documented(exc)
-        if sig is not None and hmac.compare_digest(sig.lower().encode("utf-8", "replace"),
-                                                   sign(body).encode()):
+        if sig is not None and hmac.compare_digest(
+            sig.lower().encode("utf-8", "replace"), sign(body).encode()
+        ):
             raise BrokenInvariant(f"a signed body was refused: {body[:200]!r}") from None
         return None
     if sig is None or sig.lower() != sign(body):
@@ -333,8 +376,9 @@ def only_the_bots_signature_verifies(case: tuple[bytes, str]) -> None:
 
 
 def the_welcome_answers_only_conversation_started(event: str, token: int) -> None:
-    delivery = deliver(dumps(built(event, token, user={"id": "01234567890A="},
-                                   user_id="01234567890A=")))
+    delivery = deliver(
+        dumps(built(event, token, user={"id": "01234567890A="}, user_id="01234567890A="))
+    )
     assert delivery is not None
     answer = adapter("Welcome! / Привет!").answer([delivery])
     if event == "conversation_started":
@@ -372,12 +416,32 @@ HOSTILE_EXAMPLES = (
     dumps({**message("../../x" * 20, "x")}),
     dumps(built("\x00" * 100 + "x" * 100)),
     dumps(built("seen", token=True)),
-    dumps({**message("01234567890A=", ""), "message": {
-        "type": "contact", "contact": {"name": "Fuzz User", "phone_number": "+" + "9" * 40}}}),
-    dumps({**message("01234567890A=", ""), "message": {
-        "type": "file", "media": "javascript:alert(1)", "size": -1, "file_name": "\x00"}}),
-    dumps({**message("01234567890A=", ""), "message": {
-        "type": "location", "location": {"lat": "x", "lon": None}}}),
+    dumps(
+        {
+            **message("01234567890A=", ""),
+            "message": {
+                "type": "contact",
+                "contact": {"name": "Fuzz User", "phone_number": "+" + "9" * 40},
+            },
+        }
+    ),
+    dumps(
+        {
+            **message("01234567890A=", ""),
+            "message": {
+                "type": "file",
+                "media": "javascript:alert(1)",
+                "size": -1,
+                "file_name": "\x00",
+            },
+        }
+    ),
+    dumps(
+        {
+            **message("01234567890A=", ""),
+            "message": {"type": "location", "location": {"lat": "x", "lon": None}},
+        }
+    ),
 )
 
 
@@ -386,10 +450,12 @@ HOSTILE_EXAMPLES = (
 TOKEN_A = "1a2b3c4d5e6f7a8b-hostile0viberA0-9c8d7e6f5a4b3c2d"
 TOKEN_B = "9f8e7d6c5b4a3f2e-hostile0viberB0-1d2c3b4a5f6e7d8c"
 ACCOUNTS = {
-    "A": AccountSpec({"auth_token": TOKEN_A}, "bot:hostileA", {"sender_name": "Shop A"},
-                     name="bot A"),
-    "B": AccountSpec({"auth_token": TOKEN_B}, "bot:hostileB", {"sender_name": "Shop B"},
-                     name="bot B"),
+    "A": AccountSpec(
+        {"auth_token": TOKEN_A}, "bot:hostileA", {"sender_name": "Shop A"}, name="bot A"
+    ),
+    "B": AccountSpec(
+        {"auth_token": TOKEN_B}, "bot:hostileB", {"sender_name": "Shop B"}, name="bot B"
+    ),
 }
 TOKENS_BY = {"A": TOKEN_A, "B": TOKEN_B}
 
@@ -404,8 +470,9 @@ SIGNATURE_ATTACKS: dict[str, Callable[[bytes], str | None]] = {
     "signature-missing": lambda raw: None,
     "signature-empty": lambda raw: "",
     "signature-forged": lambda raw: MARK + "0" * 45,
-    "signature-almost-right": lambda raw: sign(raw, TOKEN_A)[:-1]
-    + ("0" if sign(raw, TOKEN_A)[-1] != "0" else "1"),
+    "signature-almost-right": lambda raw: (
+        sign(raw, TOKEN_A)[:-1] + ("0" if sign(raw, TOKEN_A)[-1] != "0" else "1")
+    ),
     "signature-prefix": lambda raw: sign(raw, TOKEN_A)[:-2],
     "signature-longer": lambda raw: sign(raw, TOKEN_A) + "00",
     "signature-whatsapp-shape": lambda raw: "sha256=" + sign(raw, TOKEN_A),
@@ -426,15 +493,21 @@ BODY_ATTACKS: dict[str, Callable[[bytes], bytes]] = {
 PROVEN_REFUSALS: dict[str, tuple[int, Callable[[bytes], bytes]]] = {
     "proven-not-json": (400, lambda raw: f"{MARK} not json".encode()),
     "proven-not-an-object": (400, lambda raw: b"[" + raw + b"]"),
-    "proven-no-event": (400, lambda raw: dumps({k: v for k, v in json.loads(raw).items()
-                                               if k != "event"})),
-    "proven-no-message-token": (400, lambda raw: dumps({
-        k: v for k, v in json.loads(raw).items() if k != "message_token"})),
+    "proven-no-event": (
+        400,
+        lambda raw: dumps({k: v for k, v in json.loads(raw).items() if k != "event"}),
+    ),
+    "proven-no-message-token": (
+        400,
+        lambda raw: dumps({k: v for k, v in json.loads(raw).items() if k != "message_token"}),
+    ),
     "proven-token-a-float": (400, lambda raw: dumps({**json.loads(raw), "message_token": 1.5})),
     "proven-invalid-utf8": (400, lambda raw: raw.replace(MARK.encode(), b"\xff\xfe", 1)),
     # a callback is a small JSON object: over the cap, never read
-    "proven-over-1-mb": (413, lambda raw: dumps({**json.loads(raw),
-                                                 "padding": MARK * (1_000_001 // len(MARK) + 1)})),
+    "proven-over-1-mb": (
+        413,
+        lambda raw: dumps({**json.loads(raw), "padding": MARK * (1_000_001 // len(MARK) + 1)}),
+    ),
 }
 
 
@@ -498,21 +571,29 @@ class ViberKit(ChannelKit):
                 st.one_of(
                     st.binary(max_size=200),
                     JSON_VALUES.map(dumps),
-                    st.builds(lambda e, t: dumps(built(e, t)),
-                              st.one_of(st.sampled_from(HANDLED), st.text(max_size=20)),
-                              st.one_of(TOKENS, JSON_VALUES)),
+                    st.builds(
+                        lambda e, t: dumps(built(e, t)),
+                        st.one_of(st.sampled_from(HANDLED), st.text(max_size=20)),
+                        st.one_of(TOKENS, JSON_VALUES),
+                    ),
                     mutated(docs, keys_of(docs)).map(dumps),
                 ),
                 examples=HOSTILE_EXAMPLES,
                 hostile=True,
             ),
-            Property("viber: every seed callback is delivered and parses",
-                     every_seed_is_delivered_and_parses),
+            Property(
+                "viber: every seed callback is delivered and parses",
+                every_seed_is_delivered_and_parses,
+            ),
             Property(
                 "viber: a text message round-trips with its exact token",
                 text_message_round_trips,
-                {"user": USERS, "text": st.text(max_size=300), "token": TOKENS,
-                 "stamp": st.integers(1, 2**45)},
+                {
+                    "user": USERS,
+                    "text": st.text(max_size=300),
+                    "token": TOKENS,
+                    "stamp": st.integers(1, 2**45),
+                },
                 examples=({"user": "01234567890A=", "text": "x", "token": BIG, "stamp": 1},),
             ),
             Property(
@@ -528,10 +609,15 @@ class ViberKit(ChannelKit):
             Property(
                 "viber: only the bot's signature verifies",
                 only_the_bots_signature_verifies,
-                st.builds(lambda body, sig, how: (body, {0: sig, 1: sign(body),
-                                                         2: sign(body).upper(),
-                                                         3: sign(body)[:-1]}[how]),
-                          st.binary(max_size=100), st.text(max_size=70), st.integers(0, 3)),
+                st.builds(
+                    lambda body, sig, how: (
+                        body,
+                        {0: sig, 1: sign(body), 2: sign(body).upper(), 3: sign(body)[:-1]}[how],
+                    ),
+                    st.binary(max_size=100),
+                    st.text(max_size=70),
+                    st.integers(0, 3),
+                ),
             ),
             Property(
                 "viber: the welcome message answers conversation_started only",
@@ -541,26 +627,41 @@ class ViberKit(ChannelKit):
             Property(
                 "viber: a deep link's context reads as utm keys",
                 a_context_reads_as_utm,
-                st.lists(st.tuples(st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True),
-                                   st.from_regex(r"[A-Za-z0-9-]{1,10}", fullmatch=True)),
-                         min_size=1, max_size=4),
+                st.lists(
+                    st.tuples(
+                        st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True),
+                        st.from_regex(r"[A-Za-z0-9-]{1,10}", fullmatch=True),
+                    ),
+                    min_size=1,
+                    max_size=4,
+                ),
             ),
         ]
 
     def deep_json(self) -> Sequence[DeepJson]:
-        head = (b'{"event":"message","message_token":1,"timestamp":1,'
-                b'"sender":{"id":"01234567890A="},"message":{"type":"text","text":"x","extra":')
+        head = (
+            b'{"event":"message","message_token":1,"timestamp":1,'
+            b'"sender":{"id":"01234567890A="},"message":{"type":"text","text":"x","extra":'
+        )
         return [DeepJson("viber", head, b"}}", parse)]
 
     def fuzz_targets(self) -> Sequence[FuzzTarget]:
-        return [FuzzTarget("viber_callback",
-                           "ViberAdapter.verify/edge/parse/answer (a signed callback)",
-                           fuzz, seeds, json_tokens)]
+        return [
+            FuzzTarget(
+                "viber_callback",
+                "ViberAdapter.verify/edge/parse/answer (a signed callback)",
+                fuzz,
+                seeds,
+                json_tokens,
+            )
+        ]
 
     def text_helpers(self) -> TextHelpers:
-        return TextHelpers(fuzz_text, (b"utm_source-google__utm_campaign-x", b"+972511123123",
-                                       b"972 51 112 3123"),
-                           frozenset({b"__", b"-", b"+", b"utm_"}))
+        return TextHelpers(
+            fuzz_text,
+            (b"utm_source-google__utm_campaign-x", b"+972511123123", b"972 51 112 3123"),
+            frozenset({b"__", b"-", b"+", b"utm_"}),
+        )
 
     # -- hostile input
 
@@ -574,8 +675,12 @@ class ViberKit(ChannelKit):
 
     def isolation_account(self, idx: int, n: int) -> AccountSpec:
         token = f"{secrets.token_hex(8)}-{secrets.token_hex(8)}-{secrets.token_hex(8)}"
-        return AccountSpec({"auth_token": token}, f"bot:iso{idx}x{n}",
-                           {"sender_name": f"Shop {idx}"}, name=f"bot {idx}/{n}")
+        return AccountSpec(
+            {"auth_token": token},
+            f"bot:iso{idx}x{n}",
+            {"sender_name": f"Shop {idx}"},
+            name=f"bot {idx}/{n}",
+        )
 
     def customer_message(
         self, delivery_id: int, chat: int, name: str, *, text: str | None = None,
@@ -602,16 +707,31 @@ class ViberKit(ChannelKit):
         return {"VIBER_API_BASE": f"{sandbox_url}/viber/pa"}
 
     def canary_sandbox(self, values: Mapping[str, str]) -> dict[str, Any]:
-        return {"viber": {"auth_token": values["auth token"], "id": CANARY_BOT,
-                          "name": "Canary Shop", "uri": "canaryshop"}}
+        return {
+            "viber": {
+                "auth_token": values["auth token"],
+                "id": CANARY_BOT,
+                "name": "Canary Shop",
+                "uri": "canaryshop",
+            }
+        }
 
     def canary_connect(
         self, cli: Callable[..., str], slug: str, values: Mapping[str, str], sandbox_url: str
     ) -> str:
         # the token the documented way (the environment); connecting calls
         # set_webhook, and the sandbox checks the URL with a signed callback
-        return cli("viber", "connect", "--tenant", slug, "--sender-name", "Canary Shop",
-                   "--name", "Canary bot", VIBER_AUTH_TOKEN=values["auth token"])
+        return cli(
+            "viber",
+            "connect",
+            "--tenant",
+            slug,
+            "--sender-name",
+            "Canary Shop",
+            "--name",
+            "Canary bot",
+            VIBER_AUTH_TOKEN=values["auth token"],
+        )
 
     def canary_deliveries(self, values: Mapping[str, str], person: Mapping[str, str]) -> list[Any]:
         """Text with the e-mail, the phone shared (the share-phone contact),
@@ -621,23 +741,33 @@ class ViberKit(ChannelKit):
         run = int(time.time() * 1000) * 1000 + secrets.randbelow(1000)
 
         def new(n: int, body: dict[str, Any]) -> dict[str, Any]:
-            return {"event": "message", "timestamp": int(time.time() * 1000) - 60_000 + n,
-                    "message_token": 10**18 + run % 10**17 + n,
-                    "sender": {"id": user, "name": name, "avatar": None, "language": "en"},
-                    "message": body, "silent": False}
+            return {
+                "event": "message",
+                "timestamp": int(time.time() * 1000) - 60_000 + n,
+                "message_token": 10**18 + run % 10**17 + n,
+                "sender": {"id": user, "name": name, "avatar": None, "language": "en"},
+                "message": body,
+                "silent": False,
+            }
 
         return [
             new(1, {"type": "text", "text": f"{person['text']}: write to {person['e-mail']}"}),
-            new(2, {"type": "contact", "contact": {"name": name,
-                                                   "phone_number": person["phone"]}}),
-            new(3, {"type": "text",
-                    "text": f"{person['edited text']} call {person['phone']} or "
-                            f"{person['e-mail']}"}),
+            new(2, {"type": "contact", "contact": {"name": name, "phone_number": person["phone"]}}),
+            new(
+                3,
+                {
+                    "type": "text",
+                    "text": f"{person['edited text']} call {person['phone']} or {person['e-mail']}",
+                },
+            ),
         ]
 
     def canary_deliver(self, sandbox_url: str, values: Mapping[str, str], delivery: Any) -> None:
-        r = requests.post(f"{sandbox_url}/viber/_deliver",
-                          json={"payload": delivery, "message_token": "keep"}, timeout=30)
+        r = requests.post(
+            f"{sandbox_url}/viber/_deliver",
+            json={"payload": delivery, "message_token": "keep"},
+            timeout=30,
+        )
         r.raise_for_status()
         answer = r.json()
         assert answer.get("status") == 200, answer

@@ -30,8 +30,11 @@ from sandbox.viber.state import FIRST_TOKEN
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "corpora" / "viber"
 AUTH = {"X-Viber-Auth-Token": DEMO_AUTH_TOKEN}
 USER = "01234567890A="
-FAST = {"retry": {"attempts": 2, "base_s": 60.0, "cap_s": 3600.0}, "seen": False,
-        "delivered": False}
+FAST = {
+    "retry": {"attempts": 2, "base_s": 60.0, "cap_s": 3600.0},
+    "seen": False,
+    "delivered": False,
+}
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
@@ -92,8 +95,13 @@ def _hooked(client: FlaskClient, url: str) -> None:
 
 
 def _text(receiver: str = USER, text: str = "Hello") -> dict[str, Any]:
-    return {"receiver": receiver, "sender": {"name": "Shop"}, "type": "text", "text": text,
-            "tracking_data": "bridge-1"}
+    return {
+        "receiver": receiver,
+        "sender": {"name": "Shop"},
+        "type": "text",
+        "text": text,
+        "tracking_data": "bridge-1",
+    }
 
 
 def test_set_webhook_checks_the_url_with_a_signed_webhook_event(receiver: Any) -> None:
@@ -126,7 +134,9 @@ def test_set_webhook_fails_with_status_1_when_the_url_does_not_answer_200(
 def test_a_wrong_token_is_status_2_with_http_200() -> None:
     client = _client()
     assert _api(client, "get_account_info", {}, token="nope") == {
-        "status": 2, "status_message": "invalidAuthToken"}
+        "status": 2,
+        "status_message": "invalidAuthToken",
+    }
     r = client.post("/pa/send_message", data=b"{", headers=AUTH)
     assert r.status_code == 200 and r.get_json()["status"] == 3
 
@@ -144,8 +154,10 @@ def test_the_corpus_message_is_delivered_signed_and_subscribes_its_sender(
     post = rec.posts[-1]
     assert post["json"]["message_token"] == 4912661846655238145  # exact, beyond 2^53
     assert b"4912661846655238145" in post["raw"]
-    assert post["headers"]["X-Viber-Content-Signature"] == hmac.new(
-        DEMO_AUTH_TOKEN.encode(), post["raw"], hashlib.sha256).hexdigest()
+    assert (
+        post["headers"]["X-Viber-Content-Signature"]
+        == hmac.new(DEMO_AUTH_TOKEN.encode(), post["raw"], hashlib.sha256).hexdigest()
+    )
     state = client.get("/_state").get_json()["accounts"][0]
     assert state["subscriptions"] == {"01234567890A=": "subscribed"}  # no subscribed callback
 
@@ -161,8 +173,12 @@ def test_send_message_needs_a_subscribed_receiver_and_valid_fields(receiver: Any
     long_name = {**_text(), "sender": {"name": "n" * 29}}
     assert _api(client, "send_message", long_name)["status"] == 3
     assert _api(client, "send_message", {**_text(), "sender": {}})["status"] == 4
-    file_without_size = {**_text(), "type": "file", "media": "https://x/f.pdf",
-                         "file_name": "f.pdf"}
+    file_without_size = {
+        **_text(),
+        "type": "file",
+        "media": "https://x/f.pdf",
+        "file_name": "f.pdf",
+    }
     assert _api(client, "send_message", file_without_size)["status"] == 4
     client.post("/_unsubscribe", json={"user": USER})
     assert rec.events("unsubscribed")[-1]["user_id"] == USER
@@ -183,12 +199,20 @@ def test_send_message_needs_a_subscribed_receiver_and_valid_fields(receiver: Any
 
 def test_statuses_follow_each_send_and_can_be_duplicated_or_reordered(receiver: Any) -> None:
     rec, url = receiver
-    client = _client(delivered=True, seen=True, status_duplicate_rate=1.0,
-                     status_reorder_rate=1.0, seed=1)
+    client = _client(
+        delivered=True, seen=True, status_duplicate_rate=1.0, status_reorder_rate=1.0, seed=1
+    )
     _hooked(client, url)
     client.post("/_customer", json={"from": USER, "text": "hi"})
     token = _api(client, "send_message", _text())["message_token"]
     wait_for(lambda: len(rec.events("delivered")) + len(rec.events("seen")) == 4)
+    [record] = client.get("/_sent").get_json()["sent"]
+    assert sorted(x["status"] for x in record["statuses"]) == [
+        "delivered",
+        "delivered",
+        "seen",
+        "seen",
+    ]
     for name in ("delivered", "seen"):
         assert {e["message_token"] for e in rec.events(name)} == {token}
         assert all(e["user_id"] == USER for e in rec.events(name))
@@ -248,7 +272,8 @@ def test_broadcast_and_user_details(receiver: Any) -> None:
     answer = _api(client, "broadcast_message", body)
     assert answer["status"] == 0
     assert answer["failed_list"] == [
-        {"receiver": "unknown=", "status": 5, "status_message": "receiverNotRegistered"}]
+        {"receiver": "unknown=", "status": 5, "status_message": "receiverNotRegistered"}
+    ]
     user = _api(client, "get_user_details", {"id": USER})
     assert user["user"]["name"] == "Anna"
     assert _api(client, "get_user_details", {"id": "nobody="})["status"] == 5

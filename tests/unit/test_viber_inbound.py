@@ -41,28 +41,43 @@ VECTOR_BODY = b'{"event":"webhook","timestamp":4977069964384421269,"message_toke
 VECTOR_SIGNATURE = "d21b343448c8aee33b8e93768ef6ceb64a6ba6163099973a2b8bd028fea510ef"
 USER = "01234567890A="
 BIG = 4912661846655238145
-SENDER = {"id": USER, "name": "John McClane", "avatar": "http://avatar.example.com",
-          "country": "UK", "language": "en", "api_version": 1}
+SENDER = {
+    "id": USER,
+    "name": "John McClane",
+    "avatar": "http://avatar.example.com",
+    "country": "UK",
+    "language": "en",
+    "api_version": 1,
+}
 
 
 def adapter(**settings: Any) -> ViberAdapter:
-    return ViberAdapter(ChannelAccountInfo(
-        id=1, kind="viber", key="k", credentials={"auth_token": TOKEN},
-        settings={"sender_name": "Demo Shop", **settings}, external_id="pa:1"))
+    return ViberAdapter(
+        ChannelAccountInfo(
+            id=1,
+            kind="viber",
+            key="k",
+            credentials={"auth_token": TOKEN},
+            settings={"sender_name": "Demo Shop", **settings},
+            external_id="pa:1",
+        )
+    )
 
 
 def signed(body: bytes, sig: str | None = None) -> WebhookRequest:
     headers = {"content-type": "application/json"}
     if sig is not False:
         headers["x-viber-content-signature"] = sig if sig is not None else signature(TOKEN, body)
-    return WebhookRequest(method="POST", url="https://b/webhooks/viber/k", headers=headers,
-                          body=body, received_at=NOW)
+    return WebhookRequest(
+        method="POST", url="https://b/webhooks/viber/k", headers=headers, body=body, received_at=NOW
+    )
 
 
 def built(event: str, **fields: Any) -> bytes:
     """A callback built from the Viber REST docs' example for ``event``."""
-    return json.dumps({"event": event, "timestamp": 1457764197627, "message_token": BIG,
-                       **fields}).encode()
+    return json.dumps(
+        {"event": event, "timestamp": 1457764197627, "message_token": BIG, **fields}
+    ).encode()
 
 
 def message(mtype: str, **fields: Any) -> bytes:
@@ -77,38 +92,79 @@ def message(mtype: str, **fields: Any) -> bytes:
 
 TABLE: list[tuple[str, bytes, str, str]] = [
     ("corpus viber/unicode_request.json", CORPUS.read_bytes(), str(BIG), "text"),
-    ("built: webhook (set_webhook's check)", built("webhook"), f"webhook:{BIG}",
-     "ignored webhook"),
+    ("built: webhook (set_webhook's check)", built("webhook"), f"webhook:{BIG}", "ignored webhook"),
     ("built: text", message("text", text="Hi", tracking_data="t"), str(BIG), "text"),
-    ("built: picture", message("picture", text="look", media="https://dl.viber.com/p.jpg",
-                               thumbnail="https://dl.viber.com/t.jpg"), str(BIG), "photo"),
-    ("built: video", message("video", media="https://dl.viber.com/v.mp4", size=10_000,
-                             duration=10), str(BIG), "video"),
-    ("built: file", message("file", media="https://dl.viber.com/f.pdf", size=2048,
-                            file_name="invoice.pdf"), str(BIG), "document"),
-    ("built: sticker", message("sticker", sticker_id=46105, media="https://dl.viber.com/s.png"),
-     str(BIG), "sticker"),
-    ("built: contact", message("contact", contact={"name": "John McClane",
-                                                   "phone_number": "+972511123123"}),
-     str(BIG), "contact"),
-    ("built: location", message("location", location={"lat": 37.7898, "lon": -122.3942}),
-     str(BIG), "location"),
+    (
+        "built: picture",
+        message(
+            "picture",
+            text="look",
+            media="https://dl.viber.com/p.jpg",
+            thumbnail="https://dl.viber.com/t.jpg",
+        ),
+        str(BIG),
+        "photo",
+    ),
+    (
+        "built: video",
+        message("video", media="https://dl.viber.com/v.mp4", size=10_000, duration=10),
+        str(BIG),
+        "video",
+    ),
+    (
+        "built: file",
+        message("file", media="https://dl.viber.com/f.pdf", size=2048, file_name="invoice.pdf"),
+        str(BIG),
+        "document",
+    ),
+    (
+        "built: sticker",
+        message("sticker", sticker_id=46105, media="https://dl.viber.com/s.png"),
+        str(BIG),
+        "sticker",
+    ),
+    (
+        "built: contact",
+        message("contact", contact={"name": "John McClane", "phone_number": "+972511123123"}),
+        str(BIG),
+        "contact",
+    ),
+    (
+        "built: location",
+        message("location", location={"lat": 37.7898, "lon": -122.3942}),
+        str(BIG),
+        "location",
+    ),
     ("built: url", message("url", media="https://www.example.com"), str(BIG), "text"),
     ("built: an unknown message type", message("hologram"), str(BIG), "unknown"),
-    ("built: conversation_started", built("conversation_started", type="open",
-                                          context="utm_source-google__utm_campaign-spring",
-                                          user=SENDER, subscribed=False),
-     f"conversation_started:{BIG}", "system"),
+    (
+        "built: conversation_started",
+        built(
+            "conversation_started",
+            type="open",
+            context="utm_source-google__utm_campaign-spring",
+            user=SENDER,
+            subscribed=False,
+        ),
+        f"conversation_started:{BIG}",
+        "system",
+    ),
     ("built: subscribed", built("subscribed", user=SENDER), f"subscribed:{BIG}", "system"),
-    ("built: unsubscribed", built("unsubscribed", user_id=USER), f"unsubscribed:{BIG}",
-     "system"),
-    ("built: delivered", built("delivered", user_id=USER), f"{BIG}:delivered",
-     "status delivered"),
+    ("built: unsubscribed", built("unsubscribed", user_id=USER), f"unsubscribed:{BIG}", "system"),
+    ("built: delivered", built("delivered", user_id=USER), f"{BIG}:delivered", "status delivered"),
     ("built: seen", built("seen", user_id=USER), f"{BIG}:seen", "status seen"),
-    ("built: failed", built("failed", user_id=USER, desc="failure description"),
-     f"{BIG}:failed", "status failed"),
-    ("built: an event Viber may add", built("client_status"), f"client_status:{BIG}",
-     "ignored client_status"),
+    (
+        "built: failed",
+        built("failed", user_id=USER, desc="failure description"),
+        f"{BIG}:failed",
+        "status failed",
+    ),
+    (
+        "built: an event Viber may add",
+        built("client_status"),
+        f"client_status:{BIG}",
+        "ignored client_status",
+    ),
 ]
 
 
@@ -124,13 +180,16 @@ def _label(event: Any) -> str:
 def test_the_corpus_file_is_vibers_own() -> None:
     entry = MANIFEST["viber/unicode_request.json"]
     assert entry["repo"] == "Viber/viber-bot-python"
-    assert hashlib.sha1(b"blob %d\x00" % len(CORPUS.read_bytes()) + CORPUS.read_bytes(),
-                        usedforsecurity=False).hexdigest() == entry["blob"]
+    assert (
+        hashlib.sha1(
+            b"blob %d\x00" % len(CORPUS.read_bytes()) + CORPUS.read_bytes(), usedforsecurity=False
+        ).hexdigest()
+        == entry["blob"]
+    )
 
 
 @pytest.mark.parametrize(("label", "body", "key", "expected"), TABLE, ids=[r[0] for r in TABLE])
-def test_every_callback_becomes_its_event(label: str, body: bytes, key: str,
-                                          expected: str) -> None:
+def test_every_callback_becomes_its_event(label: str, body: bytes, key: str, expected: str) -> None:
     a = adapter()
     request = signed(body)
     a.verify(request)
@@ -170,8 +229,11 @@ def test_a_reserialised_body_no_longer_matches() -> None:
 
 
 def test_a_bot_without_a_token_refuses_everything() -> None:
-    a = ViberAdapter(ChannelAccountInfo(id=1, kind="viber", key="k", credentials={},
-                                        settings={}, external_id="pa:1"))
+    a = ViberAdapter(
+        ChannelAccountInfo(
+            id=1, kind="viber", key="k", credentials={}, settings={}, external_id="pa:1"
+        )
+    )
     with pytest.raises(SignatureError):
         a.verify(signed(VECTOR_BODY, signature("", VECTOR_BODY)))
 
@@ -224,11 +286,19 @@ def test_a_shared_phone_of_the_senders_own_becomes_their_e164_phone() -> None:
 
 
 def test_a_deep_link_context_is_kept_as_utm() -> None:
-    body = built("conversation_started", type="open", user=SENDER, subscribed=False,
-                 context="utm_source-google__utm_campaign-spring-sale")
+    body = built(
+        "conversation_started",
+        type="open",
+        user=SENDER,
+        subscribed=False,
+        context="utm_source-google__utm_campaign-spring-sale",
+    )
     [event] = parse(body, NOW)
-    assert event.profile.utm == {"utm_source": "google", "utm_campaign": "spring-sale",
-                                 "start": "utm_source-google__utm_campaign-spring-sale"}
+    assert event.profile.utm == {
+        "utm_source": "google",
+        "utm_campaign": "spring-sale",
+        "start": "utm_source-google__utm_campaign-spring-sale",
+    }
     assert event.raw["context"] == "utm_source-google__utm_campaign-spring-sale"
     assert event.raw["subscribed"] is False
     plain = built("conversation_started", user=SENDER, context="promo42")
@@ -260,11 +330,16 @@ def test_statuses_name_our_message_by_its_token() -> None:
 def test_the_welcome_message_is_the_answer_to_conversation_started() -> None:
     opened = split(built("conversation_started", user=SENDER))
     other = split(message("text", text="hi"))
-    welcome = adapter(welcome_text="Welcome! / Добро пожаловать!",
-                      sender_avatar="https://example.com/a.png").answer([opened])
+    welcome = adapter(
+        welcome_text="Welcome! / Добро пожаловать!", sender_avatar="https://example.com/a.png"
+    ).answer([opened])
     assert welcome.status == 200 and welcome.body == {
         "sender": {"name": "Demo Shop", "avatar": "https://example.com/a.png"},
-        "type": "text", "text": "Welcome! / Добро пожаловать!"}
+        "type": "text",
+        "text": "Welcome! / Добро пожаловать!",
+    }
     assert adapter(welcome_text="Welcome!").answer([other]).body == {
-        "status": 0, "status_message": "ok"}
+        "status": 0,
+        "status_message": "ok",
+    }
     assert adapter().answer([opened]).body == {"status": 0, "status_message": "ok"}

@@ -82,8 +82,12 @@ def reply(text: str = "hello", **extra: Any) -> OutboundMessage:
 
 
 def ok(token: int = BIG) -> dict[str, Any]:
-    return {"status": 0, "status_message": "ok", "message_token": token,
-            "chat_hostname": "SN-CHAT-01_"}
+    return {
+        "status": 0,
+        "status_message": "ok",
+        "message_token": token,
+        "chat_hostname": "SN-CHAT-01_",
+    }
 
 
 def status(code: int, words: str = "x") -> dict[str, Any]:
@@ -96,18 +100,24 @@ def test_send_is_one_json_send_message_with_the_sender_and_our_id(
     api.add(responses.POST, SEND, json=ok())
     result = adapter(sender_avatar="https://example.com/a.png").send(reply("Здравствуйте!"))
     assert result.external_ids == (str(BIG),)  # the exact token, as a string
-    assert sent(api) == [{
-        "receiver": USER,
-        "sender": {"name": "Demo Shop", "avatar": "https://example.com/a.png"},
-        "tracking_data": "7d6c1f3e-msg",
-        "type": "text",
-        "text": "Здравствуйте!",
-    }]
+    assert sent(api) == [
+        {
+            "receiver": USER,
+            "sender": {"name": "Demo Shop", "avatar": "https://example.com/a.png"},
+            "tracking_data": "7d6c1f3e-msg",
+            "type": "text",
+            "text": "Здравствуйте!",
+        }
+    ]
 
 
 def test_a_token_beyond_2_53_is_never_rounded(api: responses.RequestsMock) -> None:
-    api.add(responses.POST, SEND, body=b'{"status":0,"status_message":"ok",'
-            b'"message_token":5100000000000000001}', content_type="application/json")
+    api.add(
+        responses.POST,
+        SEND,
+        body=b'{"status":0,"status_message":"ok","message_token":5100000000000000001}',
+        content_type="application/json",
+    )
     assert adapter().send(reply()).external_ids == ("5100000000000000001",)
     assert float("5100000000000000001") != 5100000000000000001  # a float would lose it
 
@@ -125,22 +135,31 @@ def test_long_text_is_split_at_the_bots_limit(api: responses.RequestsMock) -> No
 
 def test_a_picture_carries_a_short_text_and_files_go_by_url(api: responses.RequestsMock) -> None:
     api.add(responses.POST, SEND, json=ok())
-    photo = Attachment(kind=MessageKind.PHOTO, url="https://bridge.example/files/u/t/a.jpg",
-                       mime_type="image/jpeg", file_name="a.jpg")
+    photo = Attachment(
+        kind=MessageKind.PHOTO,
+        url="https://bridge.example/files/u/t/a.jpg",
+        mime_type="image/jpeg",
+        file_name="a.jpg",
+    )
     adapter().send(reply("Here it is", attachments=(photo,)))
     [picture] = sent(api)
     assert picture["type"] == "picture" and picture["text"] == "Here it is"
     assert picture["media"] == photo.url
     api.calls.reset()
-    pdf = Attachment(kind=MessageKind.DOCUMENT, url="https://bridge.example/files/u/t/inv.pdf",
-                     mime_type="application/pdf", file_name="inv.pdf", size=2048)
-    video = Attachment(kind=MessageKind.VIDEO, url="https://bridge.example/files/u/t/v.mp4",
-                       size=10_000)
+    pdf = Attachment(
+        kind=MessageKind.DOCUMENT,
+        url="https://bridge.example/files/u/t/inv.pdf",
+        mime_type="application/pdf",
+        file_name="inv.pdf",
+        size=2048,
+    )
+    video = Attachment(
+        kind=MessageKind.VIDEO, url="https://bridge.example/files/u/t/v.mp4", size=10_000
+    )
     adapter().send(reply("x" * 121, attachments=(pdf, video)))
     text, file, clip = sent(api)
     assert text["type"] == "text" and len(text["text"]) == 121
-    assert file == {**file, "type": "file", "media": pdf.url, "size": 2048,
-                    "file_name": "inv.pdf"}
+    assert file == {**file, "type": "file", "media": pdf.url, "size": 2048, "file_name": "inv.pdf"}
     assert clip == {**clip, "type": "video", "media": video.url, "size": 10_000}
 
 
@@ -169,8 +188,11 @@ def test_what_cannot_be_sent_is_permanent_without_a_call(api: responses.Requests
 def test_statuses_map_onto_the_error_tree_in_one_place(
     api: responses.RequestsMock, code: int, error: type, words: str
 ) -> None:
-    api.add(responses.POST, SEND, json=status(code, {3: "badData", 13: "apiVersionNotSupported"}
-                                              .get(code, "x")))
+    api.add(
+        responses.POST,
+        SEND,
+        json=status(code, {3: "badData", 13: "apiVersionNotSupported"}.get(code, "x")),
+    )
     with pytest.raises(error, match=words) as caught:
         adapter().send(reply())
     assert caught.value.vendor_code == str(code)
@@ -211,8 +233,14 @@ def test_set_webhook_proves_the_token_then_sets_the_url(api: responses.RequestsM
     assert [c.request.url for c in api.calls] == [INFO, HOOK]
     body = json.loads(api.calls[1].request.body)
     assert body["url"] == "https://bridge.example/webhooks/viber/k"
-    assert set(body["event_types"]) == {"delivered", "seen", "failed", "subscribed",
-                                        "unsubscribed", "conversation_started"}
+    assert set(body["event_types"]) == {
+        "delivered",
+        "seen",
+        "failed",
+        "subscribed",
+        "unsubscribed",
+        "conversation_started",
+    }
     api.replace(responses.POST, HOOK, json=status(1, "invalidUrl"))
     with pytest.raises(ConfigError, match="BRIDGE_PUBLIC_URL"):
         adapter().setup_webhook("https://bridge.example/webhooks/viber/k")
@@ -228,16 +256,25 @@ def test_connect_stores_the_token_and_the_sender_without_a_call(
     api: responses.RequestsMock,
 ) -> None:
     connected = ViberAdapter.connect(
-        load(ViberConnect, {"auth_token": TOKEN, "sender_name": "Demo Shop",
-                            "welcome_text": " Hi! "})
+        load(
+            ViberConnect, {"auth_token": TOKEN, "sender_name": "Demo Shop", "welcome_text": " Hi! "}
+        )
     )
     assert connected.external_id.startswith("bot:") and TOKEN not in connected.external_id
-    assert connected.external_id == ViberAdapter.connect(
-        load(ViberConnect, {"auth_token": TOKEN, "sender_name": "Other"})).external_id
+    assert (
+        connected.external_id
+        == ViberAdapter.connect(
+            load(ViberConnect, {"auth_token": TOKEN, "sender_name": "Other"})
+        ).external_id
+    )
     assert connected.credentials == {"auth_token": TOKEN}
-    assert connected.settings == {"sender_name": "Demo Shop", "sender_avatar": "",
-                                  "welcome_text": "Hi!", "text_limit": 7000,
-                                  "per_second": 5.0}
+    assert connected.settings == {
+        "sender_name": "Demo Shop",
+        "sender_avatar": "",
+        "welcome_text": "Hi!",
+        "text_limit": 7000,
+        "per_second": 5.0,
+    }
     assert not api.calls
 
 
@@ -248,8 +285,7 @@ def test_connect_stores_the_token_and_the_sender_without_a_call(
         ({"auth_token": "a b", "sender_name": "Shop"}, "app key"),
         ({"auth_token": TOKEN, "sender_name": " "}, "sender-name is required"),
         ({"auth_token": TOKEN, "sender_name": "n" * 29}, "28"),
-        ({"auth_token": TOKEN, "sender_name": "Shop", "sender_avatar": "http://x/a.png"},
-         "https"),
+        ({"auth_token": TOKEN, "sender_name": "Shop", "sender_avatar": "http://x/a.png"}, "https"),
         ({"auth_token": TOKEN, "sender_name": "Shop", "per_second": 0}, "per-second"),
         ({"auth_token": TOKEN, "sender_name": "Shop", "text_limit": 0}, "text-limit"),
     ],
