@@ -380,3 +380,32 @@ def test_deep_link_payloads_and_repeats() -> None:
     assert "payload" not in too_long["update"]  # omitted, not passed (FACTS §14)
     client.post("/_config", json={"bot_started_on_repeat": False})
     assert client.post("/_start", json={"user": USER}).json["skipped"] == "already started"
+
+
+# -- faults and the control API ----------------------------------------------------------------
+
+
+def test_faults_answer_max_shaped_errors() -> None:
+    client = make()
+    plan = client.post("/_faults", json={"error_rate": 1.0})
+    assert plan.status_code == 200
+    r = client.get("/me", headers=AUTH)
+    assert r.status_code == 503 and set(r.json) == {"code", "message"}
+    client.post("/_faults", json={"error_rate": 0.0, "rate_429": 1.0, "retry_after": 2})
+    limited = client.get("/me", headers=AUTH)
+    assert limited.status_code == 429 and limited.json["code"] == "too.many.requests"
+    # control routes are never faulted
+    assert client.get("/_state").status_code == 200
+
+
+def test_deliver_takes_a_get_updates_answer(receiver: tuple[Receiver, str]) -> None:
+    hook, url = receiver
+    client = make()
+    subscribe(client, url)
+    stab = example("go-stab.update.message_created.json")  # go-stab: GET /updates
+    stab["updates"].append(example("go-stab.webhook.bot_started.json"))
+    answer = client.post("/_deliver", json={"payload": stab}).json
+    assert [d["status"] for d in answer["deliveries"]] == [200, 200]
+    assert [b["update_type"] for _, b in hook.got] == ["message_created", "bot_started"]
+    bad = client.post("/_deliver", json={"payload": {"no": "type"}})
+    assert bad.status_code == 400 and bad.json["error"] == "invalid_payload"
