@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
 
 from bridge import outbox
 from bridge.errors import AuthError, PermanentError, RetryableError, SkippableError
@@ -78,6 +79,11 @@ def due(session: Session, message: Message, direction: str) -> str | None:
     is responsible already)."""
     message.followup_status = FollowupStatus.PENDING
     message.followup_error = None
+    # Written even when the row read "pending" already: a report job may
+    # mark it done meanwhile (it read the message before this change), and
+    # an UPDATE that left the column out would keep its "done" over the
+    # newer state (PostgreSQL, READ COMMITTED: the lost read report).
+    flag_modified(message, "followup_status")
     return outbox.bump(session, message.tenant_id, message.conversation_id, direction)
 
 
@@ -110,6 +116,13 @@ class _Drain:
         for item in loaded:
             if lock.lost.is_set():
                 raise LeaseLost
+            log.debug(
+                "%s of message %s: %s/%s",
+                self.kind.direction,
+                item.message.uid,
+                item.message.status,
+                (item.message.payload or {}).get("delivery"),
+            )
             try:
                 call_with_retries(self.rt.settings, self.kind.perform, self.rt, item)
             except AuthError as exc:

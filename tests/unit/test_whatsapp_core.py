@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import responses
 from responses import matchers
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 import crm_adapters
 from bridge import admin
@@ -630,3 +630,38 @@ def test_a_failure_that_comes_before_the_send_is_recorded_fails_the_reply(  # ty
     assert [(r.status.value, r.error) for r in fakes.STATE.reports] == [
         ("failed", "131026: Message undeliverable")
     ]
+
+
+@responses.activate
+def test_a_status_read_before_its_report_is_marked_done_still_makes_the_report_due(  # type: ignore[no-untyped-def]
+    runtime, account
+):
+    """The lost "read" on PostgreSQL: the status's transaction read the reply
+    while its "delivered" report was pending; the report job then marked it
+    done; the status's write must still make the report due again (an
+    UPDATE leaving out the unchanged-looking column kept "done")."""
+    from bridge.pipeline.followup import due
+
+    accept(runtime, account, [said(1, utcnow())])
+    conv = conversation(runtime).id
+    run_inbound(runtime, conv)
+    reply(runtime, account, "crm-1", "On its way")
+    responses.post(SEND_URL, json=accepted("wamid.lost1"))
+    run_outbound(runtime, conv)
+    [row] = outbound(runtime)
+    assert row.followup_status == "pending"  # its "sent" report is due
+    # the status's transaction has read it (pending) ...
+    with runtime.transaction() as s:
+        seen = s.get(Message, row.id)
+        assert seen is not None
+        s.expunge(seen)
+    # ... the report job marks it done meanwhile ...
+    with runtime.transaction() as s:
+        s.execute(update(Message).where(Message.id == row.id).values(followup_status="done"))
+    # ... and the status's write lands after that
+    with runtime.transaction() as s:
+        s.add(seen)
+        seen.payload = {**(seen.payload or {}), "delivery": "read"}
+        due(s, seen, "report")
+    [after] = outbound(runtime)
+    assert (after.payload["delivery"], after.followup_status) == ("read", "pending")

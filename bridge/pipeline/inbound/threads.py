@@ -273,6 +273,13 @@ def _moves_forward(message: Message, event: OutboundStatus) -> bool:
 
 def _report(session: Session, message: Message, jobs: list[tuple[str, int, str]]) -> None:
     job = due(session, message, outbox.REPORT) if message.crm_message_id else None
+    log.debug(
+        "message %s now %s/%s: report %s",
+        message.uid,
+        message.status,
+        (message.payload or {}).get("delivery"),
+        job or "(a job is responsible)",
+    )
     if job:
         jobs.append((outbox.REPORT, message.conversation_id, job))
 
