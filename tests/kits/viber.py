@@ -629,7 +629,9 @@ class ViberKit(ChannelKit):
                 a_context_reads_as_utm,
                 st.lists(
                     st.tuples(
-                        st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True),
+                        st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True).filter(
+                            lambda k: "__" not in k  # the pairs' separator
+                        ),
                         st.from_regex(r"[A-Za-z0-9-]{1,10}", fullmatch=True),
                     ),
                     min_size=1,
