@@ -30,35 +30,23 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-import requests
-from sqlalchemy import select
 
 from bench.traffic import (
     Delivery,
-    Report,
-    check_amocrm,
-    check_bitrix24,
-    check_hubspot,
     message_text,
     wait_until,
 )
-from bridge import outbox
-from bridge.config import Settings
-from bridge.runtime import Runtime
-from bridge.tables import Conversation, Message, Tenant
 from channel_adapters.vk.inbound import CONSENT
 from channel_adapters.vk.outbound import random_id
-from crm_adapters.amocrm.fields import identity_field_name
-from crm_adapters.freetext import strip_markers
 from sandbox.vk import DEMO_GROUP_ID
 from sandbox.vk.control import CLIENT_INFO
+from tests.support.crm_views import VIEWS, Vendor, bridge_replies, crm_view, fast_stack
 
 pytestmark = pytest.mark.integration
 
@@ -67,60 +55,13 @@ USERS, PER_USER = 30, 10
 FIRST = 712_000_001
 TOTAL = USERS * PER_USER
 
-#: the CRM sandboxes' fast tiers (the Telegram tests'), and the tenant's bucket with them
-FAST: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    "hubspot": ({"per_10s": 2000, "search_per_s": 20}, {"rate_per_10s": 2000}),
-    "amocrm": ({"per_second": 100}, {"rate_per_second": 100}),
-    "bitrix24": (
-        {"limits": {"basic": {"drain_per_s": 100, "burst": 250}}},
-        {"rate_per_second": 100, "burst": 250},
-    ),
-}
-
 
 # -- the stack --------------------------------------------------------------------
 
 
-def _runtime(stack) -> Runtime:  # type: ignore[no-untyped-def]
-    return Runtime(Settings.from_env(stack.env()))
-
-
-def _tenant_settings(stack, **values: Any) -> None:  # type: ignore[no-untyped-def]
-    runtime = _runtime(stack)
-    try:
-        with runtime.transaction() as session:
-            tenant = session.get(Tenant, stack.seeded.tenant_id)
-            tenant.settings = {**tenant.settings, **values}
-    finally:
-        runtime.close()
-
-
 def _replies(stack) -> dict[int, list[dict[str, Any]]]:  # type: ignore[no-untyped-def]
     """The bridge's outbound rows by VK peer, oldest first."""
-    runtime = _runtime(stack)
-    try:
-        with runtime.read_session() as session:
-            rows = session.execute(
-                select(
-                    Conversation.external_thread_id,
-                    Message.uid,
-                    Message.text,
-                    Message.status,
-                    Message.attempts,
-                    Message.last_error,
-                )
-                .join(Conversation, Conversation.id == Message.conversation_id)
-                .where(Message.direction == outbox.OUT)
-                .order_by(Message.id)
-            ).all()
-    finally:
-        runtime.close()
-    out: dict[int, list[dict[str, Any]]] = {}
-    for peer, uid, text, status, attempts, error in rows:
-        out.setdefault(int(peer), []).append(
-            {"uid": uid, "text": text, "status": status, "attempts": attempts, "error": error}
-        )
-    return out
+    return {int(peer): rows for peer, rows in bridge_replies(stack).items()}
 
 
 def _counts(stack) -> dict[str, dict[str, int]]:  # type: ignore[no-untyped-def]
@@ -131,15 +72,11 @@ def _counts(stack) -> dict[str, dict[str, int]]:  # type: ignore[no-untyped-def]
 
 
 def _vk(stack, path: str, **body: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    r = requests.post(f"{stack.sandbox_url}/vk/{path}", json=body, timeout=30)
-    r.raise_for_status()
-    return r.json()
+    return Vendor(stack, "vk").post(path, **body)
 
 
 def _vk_get(stack, path: str, **params: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    r = requests.get(f"{stack.sandbox_url}/vk/{path}", params=params, timeout=30)
-    r.raise_for_status()
-    return r.json()
+    return Vendor(stack, "vk").get(path, **params)
 
 
 def _sent(stack, peer: int | None = None) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
@@ -224,235 +161,17 @@ def _deliver_all(stack, deliveries: list[Delivery]) -> list[dict[str, Any]]:  # 
         return list(pool.map(one, deliveries))
 
 
-# -- each CRM as a rep sees it --------------------------------------------------------
-
-
-class _Crm:
-    """What the test reads from (and does in) one sandbox CRM."""
-
-    expected_summary: dict[str, int]
-    #: what the CRM shows for a reply the bridge reported sent
-    delivered = "delivered"
-
-    def __init__(self, stack) -> None:  # type: ignore[no-untyped-def]
-        self.stack = stack
-
-    def _post(self, path: str, **body: Any) -> dict[str, Any]:
-        r = requests.post(
-            f"{self.stack.sandbox_url}/{self.stack.crm}/{path}", json=body, timeout=30
-        )
-        r.raise_for_status()
-        return r.json()
-
-    def check(self, expected: dict[int, list[str]]) -> Report:
-        """The CRM read back against what the users sent (``bench.traffic``)."""
-        raise NotImplementedError
-
-    def report_entries(self, failure: str) -> list[str]:
-        """What the checker reads as timeline entries among the CRM's
-        reports of a failed reply whose shown reason is ``failure``."""
-        return []
-
-    def reply(self, user: int, text: str) -> dict[str, Any]:
-        """A rep answers the user in the CRM's conversation view."""
-        raise NotImplementedError
-
-    def messages(self, user: int) -> list[dict[str, Any]]:
-        """The user's conversation in the CRM, in its order: ``direction``
-        (in/out), ``text``, and for outgoing ones the delivery ``status``
-        the CRM shows (sent, delivered, failed) and its ``error``."""
-        raise NotImplementedError
-
-    def timeline(self, user: int) -> list[str]:
-        """Every text the CRM shows about the user (chat messages, timeline
-        entries)."""
-        return [m["text"] for m in self.messages(user)]
-
-
-class _HubSpot(_Crm):
-    expected_summary = {  # noqa: RUF012
-        "contacts": USERS,
-        "deals": USERS,
-        "entries": 0,  # the demo mapping: the inbox only (no note)
-        "lost": 0,
-        "duplicated": 0,
-        "unexpected": 0,
-        "out_of_order": 0,
-        "inbox_messages": TOTAL,
-        "inbox_duplicated": 0,
-    }
-    delivered = "sent"  # HubSpot has no "delivered" (shown SENT)
-
-    def check(self, expected: dict[int, list[str]]) -> Report:
-        state = self.stack.hubspot_state()
-        assert state["notes"] == []
-        return check_hubspot(state, expected, notes=False, channel="vk")
-
-    def _contact(self, user: int) -> dict[str, Any]:
-        return next(
-            c
-            for c in self.stack.hubspot_state()["contacts"]
-            if c["properties"].get("bridge_vk_id") == str(user)
-        )
-
-    def reply(self, user: int, text: str) -> dict[str, Any]:
-        return self.stack.reply(self._contact(user)["id"], text)
-
-    def messages(self, user: int) -> list[dict[str, Any]]:
-        contact = self._contact(user)["id"]
-        out = []
-        for thread in self.stack.hubspot_state()["threads"]:
-            if thread.get("associatedContactId") != contact:
-                continue
-            for m in thread["messages"]:
-                out.append(
-                    {
-                        "direction": "in" if m["direction"] == "INCOMING" else "out",
-                        "text": m["text"],
-                        "status": str(m.get("status") or "").lower(),
-                        "error": m.get("errorMessage"),
-                    }
-                )
-        return out
-
-
-class _AmoCrm(_Crm):
-    expected_summary = _HubSpot.expected_summary  # the chat only (no note)
-
-    def _account(self) -> dict[str, Any]:
-        state = self.stack.amocrm_state()
-        return state["accounts"][0] if "accounts" in state else state
-
-    def check(self, expected: dict[int, list[str]]) -> Report:
-        account = self._account()
-        assert [n for n in account["notes"] if n["note_type"] == "common"] == []
-        assert not [lead for lead in account["leads"] if lead.get("is_unsorted")]
-        return check_amocrm(account, expected, notes=False, channel="vk")
-
-    def reply(self, user: int, text: str) -> dict[str, Any]:
-        field = identity_field_name("vk")
-        contact = next(
-            c
-            for c in self._account()["contacts"]
-            if any(
-                v["field_name"] == field and v["values"][0]["value"] == str(user)
-                for v in c.get("custom_fields_values") or []
-            )
-        )
-        return self._post("_reply", contact_id=contact["id"], text=text)
-
-    def messages(self, user: int) -> list[dict[str, Any]]:
-        # amojo delivery_status: 1 delivered, 2 read, -1 error (with its text)
-        codes = {1: "delivered", 2: "read", -1: "failed"}
-        out = []
-        for chat in self._account()["chats"]:
-            if (chat.get("client") or {}).get("client_id") != str(user):
-                continue
-            for m in chat["messages"]:
-                last = (m.get("delivery_statuses") or [{}])[-1]
-                out.append(
-                    {
-                        "direction": m["direction"],
-                        "text": m["text"],
-                        "status": codes.get(int(last.get("status") or 0), "sent"),
-                        "error": last.get("error"),
-                    }
-                )
-        return out
-
-
-class _Bitrix24(_Crm):
-    expected_summary = {  # noqa: RUF012
-        **_HubSpot.expected_summary,
-        "entries": TOTAL,  # timeline comments and Open Lines
-    }
-
-    def check(self, expected: dict[int, list[str]]) -> Report:
-        portal = self.stack.bitrix24_state()
-        assert len(portal["leads"]) == USERS and portal["deals"] == []
-        chat_only = check_bitrix24(portal, expected, comments=False, channel="vk")
-        assert (chat_only.lost, chat_only.out_of_order, chat_only.unexpected) == ([], [], [])
-        assert len(portal["chats"]) == USERS and all(c["crm"] is None for c in portal["chats"])
-        return check_bitrix24(portal, expected, channel="vk")
-
-    def report_entries(self, failure: str) -> list[str]:
-        # the failed reply's timeline comment carries the bridge's marker
-        # like a customer's message: the checker reads it as an entry
-        return [strip_markers(failure).split("\n")[0]]
-
-    def _chat(self, portal: dict[str, Any], user: int) -> dict[str, Any]:
-        return next(c for c in portal["chats"] if c["external_user_id"] == str(user))
-
-    def reply(self, user: int, text: str) -> dict[str, Any]:
-        chat = self._chat(self.stack.bitrix24_state(), user)
-        return self._post("_reply", conversation=chat["external_chat_id"], text=text)
-
-    def _comments(self, portal: dict[str, Any]) -> list[str]:
-        return [
-            str(c.get("COMMENT") or "")
-            for lead in portal["leads"]
-            for c in (lead.get("timeline") or {}).get("comments") or []
-        ]
-
-    def messages(self, user: int) -> list[dict[str, Any]]:
-        portal = self.stack.bitrix24_state()
-        chat = self._chat(portal, user)
-        # no "failed" in Open Lines: a failed reply is a timeline comment
-        # naming the message ("... (message <chat>:<id>): <reason>")
-        comments = self._comments(portal)
-        out = []
-        for m in chat["messages"]:
-            failure = next((c for c in comments if f"(message {chat['id']}:{m['id']})" in c), None)
-            # VK has no read receipts; Bitrix24 marks a delivered message read
-            # too (imconnector-send-status-delivery.md), so "read" says nothing
-            status = "delivered" if m.get("delivered") else "sent"
-            out.append(
-                {
-                    "direction": m["direction"],
-                    # an operator's reply shows under their name: "[b]Name:[/b] [br]text"
-                    "text": re.sub(r"^\[b\][^\[]*\[/b\] \[br\]", "", m["text"]),
-                    "status": "failed" if failure else status,
-                    "error": failure,
-                }
-            )
-        return out
-
-    def timeline(self, user: int) -> list[str]:
-        portal = self.stack.bitrix24_state()
-        contact = next(
-            c["id"]
-            for c in portal["contacts"]
-            if any(
-                im.get("VALUE_TYPE") == "VK" and str(im.get("VALUE")) == str(user)
-                for im in (c.get("multifields") or {}).get("IM") or []
-            )
-        )
-        comments = [
-            str(c.get("COMMENT") or "")
-            for lead in portal["leads"]
-            if str(lead["fields"].get("CONTACT_ID")) == str(contact)
-            for c in (lead.get("timeline") or {}).get("comments") or []
-        ]
-        return [*super().timeline(user), *comments]
-
-
-CRMS: dict[str, type[_Crm]] = {"amocrm": _AmoCrm, "bitrix24": _Bitrix24, "hubspot": _HubSpot}
-
-
 # -- the test --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("crm", list(CRMS))
+@pytest.mark.parametrize("crm", list(VIEWS))
 def test_vk_30_users_replies_an_ambiguous_send_and_a_denied_user(  # type: ignore[no-untyped-def]
     make_stack_once, crm: str
 ):
-    sandbox_tier, tenant_tier = FAST[crm]
-    stack = make_stack_once(
-        crm=crm, workers=2, sandbox_config={crm: sandbox_tier}, channels=("vk",)
-    )
-    _tenant_settings(stack, **tenant_tier)
+    stack = fast_stack(make_stack_once, crm, ("vk",), workers=2)
     assert stack.seeded.vk_account_id is not None  # the demo community, connected
-    side = CRMS[crm](stack)
+    # VK has no read receipts: the CRM's "read" says nothing
+    side = crm_view(stack, "vk", USERS, PER_USER, read_receipts=False)
 
     # 1. 30 users x 10 messages, shuffled within each burst, 10 % posted twice
     traffic = _vk_traffic(seed=23)

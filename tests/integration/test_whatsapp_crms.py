@@ -39,27 +39,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
-from sqlalchemy import select
 
 from bench.stack import ROOT
 from bench.traffic import (
     Delivery,
-    check_amocrm,
-    check_bitrix24,
-    check_hubspot,
     message_text,
     send_all,
     wait_until,
     whatsapp_message,
     whatsapp_traffic,
 )
-from bridge import outbox
-from bridge.config import Settings
-from bridge.runtime import Runtime
-from bridge.tables import Conversation, Message, Tenant
 from mappings import MappingStore
 from sandbox.whatsapp import DEMO_DISPLAY_PHONE_NUMBER, DEMO_WABA_ID
+from tests.support.crm_views import VIEWS, Vendor, bridge_replies, crm_view, fast_stack
 
 pytestmark = pytest.mark.integration
 
@@ -70,64 +62,13 @@ LATE = 79_990_009_999
 DAY = 24 * 3600
 CORPUS = ROOT / "tests" / "fixtures" / "corpora" / "whatsapp" / "pywa_updates"
 
-#: the CRM sandboxes' fast tiers (the Telegram tests'), and the tenant's bucket with them
-FAST: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    "hubspot": ({"per_10s": 2000, "search_per_s": 20}, {"rate_per_10s": 2000}),
-    "amocrm": ({"per_second": 100}, {"rate_per_second": 100}),
-    "bitrix24": (
-        {"limits": {"basic": {"drain_per_s": 100, "burst": 250}}},
-        {"rate_per_second": 100, "burst": 250},
-    ),
-}
-
 
 # -- the stack --------------------------------------------------------------------
 
 
-def _runtime(stack) -> Runtime:  # type: ignore[no-untyped-def]
-    return Runtime(Settings.from_env(stack.env()))
-
-
-def _tenant_settings(stack, **values: Any) -> None:  # type: ignore[no-untyped-def]
-    runtime = _runtime(stack)
-    try:
-        with runtime.transaction() as session:
-            tenant = session.get(Tenant, stack.seeded.tenant_id)
-            tenant.settings = {**tenant.settings, **values}
-    finally:
-        runtime.close()
-
-
 def _replies(stack) -> dict[str, list[dict[str, Any]]]:  # type: ignore[no-untyped-def]
     """The bridge's outbound rows by customer (wa_id), oldest first."""
-    runtime = _runtime(stack)
-    try:
-        with runtime.read_session() as session:
-            rows = session.execute(
-                select(
-                    Conversation.external_thread_id,
-                    Message.text,
-                    Message.status,
-                    Message.payload,
-                    Message.last_error,
-                )
-                .join(Conversation, Conversation.id == Message.conversation_id)
-                .where(Message.direction == outbox.OUT)
-                .order_by(Message.id)
-            ).all()
-    finally:
-        runtime.close()
-    out: dict[str, list[dict[str, Any]]] = {}
-    for wa_id, text, status, payload, error in rows:
-        out.setdefault(str(wa_id), []).append(
-            {
-                "text": text,
-                "status": status,
-                "delivery": (payload or {}).get("delivery"),
-                "error": error,
-            }
-        )
-    return out
+    return bridge_replies(stack)
 
 
 def _counts(stack) -> dict[str, dict[str, int]]:  # type: ignore[no-untyped-def]
@@ -138,16 +79,12 @@ def _counts(stack) -> dict[str, dict[str, int]]:  # type: ignore[no-untyped-def]
 
 
 def _wa(stack, path: str, **body: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    r = requests.post(f"{stack.sandbox_url}/whatsapp/{path}", json=body, timeout=30)
-    r.raise_for_status()
-    return r.json()
+    return Vendor(stack, "whatsapp").post(path, **body)
 
 
 def _sent(stack, to: int | None = None) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
     params = {"to": str(to)} if to is not None else {}
-    r = requests.get(f"{stack.sandbox_url}/whatsapp/_sent", params=params, timeout=30)
-    r.raise_for_status()
-    return r.json()["sent"]
+    return Vendor(stack, "whatsapp").get("_sent", **params)["sent"]  # type: ignore[no-any-return]
 
 
 def _statuses_posted(stack, count: int) -> bool:  # type: ignore[no-untyped-def]
@@ -160,9 +97,7 @@ def _statuses_posted(stack, count: int) -> bool:  # type: ignore[no-untyped-def]
 
 
 def _window_open(stack, wa_id: int) -> bool | None:  # type: ignore[no-untyped-def]
-    r = requests.get(f"{stack.sandbox_url}/whatsapp/_state", timeout=30)
-    r.raise_for_status()
-    data = r.json()
+    data = Vendor(stack, "whatsapp").get("_state")
     account = data["accounts"][0] if "accounts" in data else data
     return next((w["open"] for w in account["windows"] if w["customer"] == str(wa_id)), None)
 
@@ -196,206 +131,10 @@ def _echo(wa_id: int, text: str, message_id: str) -> dict[str, Any]:
     return body
 
 
-# -- each CRM as a rep sees it --------------------------------------------------------
-
-
-class _Crm:
-    """What the test reads from (and does in) one sandbox CRM."""
-
-    expected_summary: dict[str, int]
-
-    def __init__(self, stack) -> None:  # type: ignore[no-untyped-def]
-        self.stack = stack
-
-    def _post(self, path: str, **body: Any) -> dict[str, Any]:
-        r = requests.post(
-            f"{self.stack.sandbox_url}/{self.stack.crm}/{path}", json=body, timeout=30
-        )
-        r.raise_for_status()
-        return r.json()
-
-    def check(self, expected: dict[int, list[str]]) -> dict[str, int]:
-        raise NotImplementedError
-
-    def reply(self, wa_id: int, text: str) -> dict[str, Any]:
-        """A rep answers the customer in the CRM's conversation view."""
-        raise NotImplementedError
-
-    def messages(self, wa_id: int) -> list[dict[str, Any]]:
-        """The customer's conversation in the CRM, in its order: ``direction``
-        (in/out), ``text``, and for outgoing ones the delivery ``status``
-        the CRM shows (sent, delivered, read, failed) and its ``error``."""
-        raise NotImplementedError
-
-    def entries_with(self, wa_id: int, text: str) -> list[tuple[str, str]]:
-        """(direction, text) of the CRM's entries of the customer holding ``text``."""
-        return [(m["direction"], m["text"]) for m in self.messages(wa_id) if m["text"] == text]
-
-
-class _HubSpot(_Crm):
-    expected_summary = {  # noqa: RUF012
-        "contacts": USERS,
-        "deals": USERS,
-        "entries": 0,  # the demo mapping: the inbox only (no note)
-        "lost": 0,
-        "duplicated": 0,
-        "unexpected": 0,
-        "out_of_order": 0,
-        "inbox_messages": USERS * PER_USER,
-        "inbox_duplicated": 0,
-    }
-
-    def check(self, expected: dict[int, list[str]]) -> dict[str, int]:
-        state = self.stack.hubspot_state()
-        assert state["notes"] == []
-        return check_hubspot(state, expected, notes=False, channel="whatsapp").summary()
-
-    def _contact(self, wa_id: int) -> dict[str, Any]:
-        return next(
-            c
-            for c in self.stack.hubspot_state()["contacts"]
-            if c["properties"].get("bridge_whatsapp_id") == str(wa_id)
-        )
-
-    def reply(self, wa_id: int, text: str) -> dict[str, Any]:
-        return self.stack.reply(self._contact(wa_id)["id"], text)
-
-    def messages(self, wa_id: int) -> list[dict[str, Any]]:
-        contact = self._contact(wa_id)["id"]
-        out = []
-        for thread in self.stack.hubspot_state()["threads"]:
-            if thread.get("associatedContactId") != contact:
-                continue
-            for m in thread["messages"]:
-                out.append(
-                    {
-                        "direction": "in" if m["direction"] == "INCOMING" else "out",
-                        "text": m["text"],
-                        # HubSpot has no "delivered" (shown SENT)
-                        "status": str(m.get("status") or "").lower(),
-                        "error": m.get("errorMessage"),
-                        "history": [
-                            (h["statusType"], h["at"]) for h in m.get("statusHistory") or []
-                        ],
-                    }
-                )
-        return out
-
-
-class _AmoCrm(_Crm):
-    expected_summary = _HubSpot.expected_summary  # the chat only (no note)
-
-    def _account(self) -> dict[str, Any]:
-        state = self.stack.amocrm_state()
-        return state["accounts"][0] if "accounts" in state else state
-
-    def check(self, expected: dict[int, list[str]]) -> dict[str, int]:
-        account = self._account()
-        assert [n for n in account["notes"] if n["note_type"] == "common"] == []
-        assert not [lead for lead in account["leads"] if lead.get("is_unsorted")]
-        return check_amocrm(account, expected, notes=False, channel="whatsapp").summary()
-
-    def reply(self, wa_id: int, text: str) -> dict[str, Any]:
-        contact = next(
-            c
-            for c in self._account()["contacts"]
-            if any(
-                v["field_name"] == "Whatsapp ID" and v["values"][0]["value"] == str(wa_id)
-                for v in c.get("custom_fields_values") or []
-            )
-        )
-        return self._post("_reply", contact_id=contact["id"], text=text)
-
-    def messages(self, wa_id: int) -> list[dict[str, Any]]:
-        # amojo delivery_status: 1 delivered, 2 read, -1 error (with its text)
-        codes = {1: "delivered", 2: "read", -1: "failed"}
-        out = []
-        for chat in self._account()["chats"]:
-            if (chat.get("client") or {}).get("client_id") != str(wa_id):
-                continue
-            for m in chat["messages"]:
-                last = (m.get("delivery_statuses") or [{}])[-1]
-                out.append(
-                    {
-                        "direction": m["direction"],
-                        "text": m["text"],
-                        "status": codes.get(int(last.get("status") or 0), "sent"),
-                        "error": last.get("error"),
-                    }
-                )
-        return out
-
-
-class _Bitrix24(_Crm):
-    expected_summary = {  # noqa: RUF012
-        **_HubSpot.expected_summary,
-        "entries": USERS * PER_USER,  # timeline comments and Open Lines
-    }
-
-    def check(self, expected: dict[int, list[str]]) -> dict[str, int]:
-        portal = self.stack.bitrix24_state()
-        assert len(portal["leads"]) == USERS and portal["deals"] == []
-        chat_only = check_bitrix24(portal, expected, comments=False, channel="whatsapp")
-        assert (chat_only.lost, chat_only.out_of_order, chat_only.unexpected) == ([], [], [])
-        assert len(portal["chats"]) == USERS and all(c["crm"] is None for c in portal["chats"])
-        return check_bitrix24(portal, expected, channel="whatsapp").summary()
-
-    def _chat(self, portal: dict[str, Any], wa_id: int) -> dict[str, Any]:
-        return next(c for c in portal["chats"] if c["external_user_id"] == str(wa_id))
-
-    def reply(self, wa_id: int, text: str) -> dict[str, Any]:
-        chat = self._chat(self.stack.bitrix24_state(), wa_id)
-        return self._post("_reply", conversation=chat["external_chat_id"], text=text)
-
-    def messages(self, wa_id: int) -> list[dict[str, Any]]:
-        portal = self.stack.bitrix24_state()
-        chat = self._chat(portal, wa_id)
-        # no "failed" in Open Lines: a failed reply is a timeline comment
-        # naming the message ("... (message <chat>:<id>): <reason>")
-        comments = [
-            str(c.get("COMMENT") or "")
-            for lead in portal["leads"]
-            for c in (lead.get("timeline") or {}).get("comments") or []
-        ]
-        out = []
-        for m in chat["messages"]:
-            failure = next((c for c in comments if f"(message {chat['id']}:{m['id']})" in c), None)
-            status = "read" if m.get("read") else "delivered" if m.get("delivered") else "sent"
-            out.append(
-                {
-                    "direction": m["direction"],
-                    # an operator's reply shows under their name: "[b]Name:[/b] [br]text"
-                    "text": re.sub(r"^\[b\][^\[]*\[/b\] \[br\]", "", m["text"]),
-                    "status": "failed" if failure else status,
-                    "error": failure,
-                }
-            )
-        return out
-
-    def entries_with(self, wa_id: int, text: str) -> list[tuple[str, str]]:
-        """Open Lines shows only the customer's side (imconnector posts as
-        the external user): the business's own message is a timeline
-        comment under the rep's word, and must not be in the chat."""
-        portal = self.stack.bitrix24_state()
-        chat = [
-            ("in", m["text"]) for m in self._chat(portal, wa_id)["messages"] if text in m["text"]
-        ]
-        comments = [
-            ("out", text)
-            for lead in portal["leads"]
-            for c in (lead.get("timeline") or {}).get("comments") or []
-            if text in str(c.get("COMMENT") or "") and "Менеджер" in str(c.get("COMMENT") or "")
-        ]
-        return chat + comments
-
-
-CRMS: dict[str, type[_Crm]] = {"hubspot": _HubSpot, "amocrm": _AmoCrm, "bitrix24": _Bitrix24}
-
-
 # -- the test --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("crm", list(CRMS))
+@pytest.mark.parametrize("crm", list(VIEWS))
 def test_whatsapp_50_customers_replies_echoes_and_the_24_hour_window(  # type: ignore[no-untyped-def]
     make_stack_once, tmp_path: Path, crm: str
 ):
@@ -404,16 +143,15 @@ def test_whatsapp_50_customers_replies_echoes_and_the_24_hour_window(  # type: i
     mappings.mkdir()
     for path in (ROOT / "mappings").glob("*.yaml"):
         shutil.copy(path, mappings / path.name)
-    sandbox_tier, tenant_tier = FAST[crm]
-    stack = make_stack_once(
-        crm=crm,
+    stack = fast_stack(
+        make_stack_once,
+        crm,
+        ("whatsapp",),
         workers=2,
         mappings_dir=mappings,
-        sandbox_config={crm: sandbox_tier, "whatsapp": {"status_webhooks": "shuffled", "seed": 5}},
-        channels=("whatsapp",),
+        sandbox_config={"whatsapp": {"status_webhooks": "shuffled", "seed": 5}},
     )
-    _tenant_settings(stack, **tenant_tier)
-    side = CRMS[crm](stack)
+    side = crm_view(stack, "whatsapp", USERS, PER_USER)
     total = USERS * PER_USER
     #: checks that fail because of the bugs named below (asserted at the end)
     lapses: list[str] = []
@@ -427,7 +165,7 @@ def test_whatsapp_50_customers_replies_echoes_and_the_24_hour_window(  # type: i
     )
     users = sorted({d.user for d in traffic})
     expected = {user: [message_text(user, i) for i in range(PER_USER)] for user in users}
-    assert side.check(expected) == side.expected_summary
+    assert side.check(expected).summary() == side.expected_summary
     status = stack.bridge_status()
     assert status["parked"] == [] and status["failed"] == []
     assert status["messages"]["in"] == {"synced": total}  # a redelivery is no message
