@@ -26,24 +26,25 @@ whole scenario in one test:
 from __future__ import annotations
 
 import random
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-import requests
-from sqlalchemy import select
 
 from bench.traffic import Delivery, arrivals, check_bitrix24, message_text, wait_until
-from bridge import outbox
-from bridge.config import Settings
 from bridge.model import ReceiveMode
-from bridge.runtime import Runtime
 from bridge.setup import set_channel_mode
-from bridge.tables import Conversation, Message, Tenant
 from channel_adapters.max.inbound import STOPPED
 from sandbox.max import DEMO_BOT_ID, DIALOG_BASE
+from tests.support.crm_views import (
+    Bitrix24View,
+    Vendor,
+    bridge_replies,
+    crm_view,
+    fast_stack,
+    runtime_of,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -53,45 +54,9 @@ TOTAL = USERS * PER_USER
 FIRST = 712_000_001
 
 
-def _runtime(stack) -> Runtime:  # type: ignore[no-untyped-def]
-    return Runtime(Settings.from_env(stack.env()))
-
-
-def _tenant_settings(stack, **values: Any) -> None:  # type: ignore[no-untyped-def]
-    runtime = _runtime(stack)
-    try:
-        with runtime.transaction() as session:
-            tenant = session.get(Tenant, stack.seeded.tenant_id)
-            tenant.settings = {**tenant.settings, **values}
-    finally:
-        runtime.close()
-
-
 def _replies(stack) -> dict[str, list[dict[str, Any]]]:  # type: ignore[no-untyped-def]
     """The bridge's outbound rows by thread (a dialog's: the user id), oldest first."""
-    runtime = _runtime(stack)
-    try:
-        with runtime.read_session() as session:
-            rows = session.execute(
-                select(
-                    Conversation.external_thread_id,
-                    Message.uid,
-                    Message.text,
-                    Message.status,
-                    Message.last_error,
-                )
-                .join(Conversation, Conversation.id == Message.conversation_id)
-                .where(Message.direction == outbox.OUT)
-                .order_by(Message.id)
-            ).all()
-    finally:
-        runtime.close()
-    out: dict[str, list[dict[str, Any]]] = {}
-    for chat, uid, text, status, error in rows:
-        out.setdefault(chat, []).append(
-            {"uid": uid, "text": text, "status": status, "error": error}
-        )
-    return out
+    return bridge_replies(stack)
 
 
 def _synced(stack) -> int:  # type: ignore[no-untyped-def]
@@ -99,15 +64,11 @@ def _synced(stack) -> int:  # type: ignore[no-untyped-def]
 
 
 def _max(stack, path: str, **body: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    r = requests.post(f"{stack.sandbox_url}/max/{path}", json=body, timeout=30)
-    r.raise_for_status()
-    return r.json()
+    return Vendor(stack, "max").post(path, **body)
 
 
 def _max_get(stack, path: str, **params: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    r = requests.get(f"{stack.sandbox_url}/max/{path}", params=params, timeout=30)
-    r.raise_for_status()
-    return r.json()
+    return Vendor(stack, "max").get(path, **params)
 
 
 def _chat(user: int) -> int:
@@ -152,84 +113,39 @@ def _traffic(seed: int) -> list[Delivery]:
     return arrivals(bursts, random.Random(seed))  # noqa: S311 (test traffic)
 
 
-class Bitrix24:
-    """What an Open Lines operator sees and does (the sandbox Bitrix24)."""
+def _outgoing(
+    b24: Bitrix24View, user: int, portal: dict[str, Any] | None = None
+) -> list[tuple[str, str, str | None]]:
+    """(text, status, the failure shown) of the operator's messages to ``user``."""
+    return [
+        (m["text"], m["status"], m["error"])
+        for m in b24.messages(user, portal)
+        if m["direction"] == "out"
+    ]
 
-    def __init__(self, stack) -> None:  # type: ignore[no-untyped-def]
-        self.stack = stack
 
-    def portal(self) -> dict[str, Any]:
-        return self.stack.bitrix24_state()
-
-    def chat(self, user: int, portal: dict[str, Any] | None = None) -> dict[str, Any]:
-        portal = portal or self.portal()
-        return next(c for c in portal["chats"] if c["external_user_id"] == str(user))
-
-    def reply(self, user: int, text: str) -> dict[str, Any]:
-        r = requests.post(
-            f"{self.stack.sandbox_url}/bitrix24/_reply",
-            json={"conversation": self.chat(user)["external_chat_id"], "text": text},
-            timeout=30,
-        )
-        r.raise_for_status()
-        return r.json()
-
-    def comments(self, portal: dict[str, Any]) -> list[str]:
-        return [
-            str(c.get("COMMENT") or "")
-            for lead in portal["leads"]
-            for c in (lead.get("timeline") or {}).get("comments") or []
-        ]
-
-    def outgoing(
-        self, user: int, portal: dict[str, Any] | None = None
-    ) -> list[tuple[str, str, str | None]]:
-        """(text, status, the failure shown) of the operator's messages."""
-        portal = portal or self.portal()
-        chat = self.chat(user, portal)
-        comments = self.comments(portal)
-        out = []
-        for m in chat["messages"]:
-            if m["direction"] != "out":
-                continue
-            failure = next((c for c in comments if f"(message {chat['id']}:{m['id']})" in c), None)
-            text = re.sub(r"^\[b\][^\[]*\[/b\] \[br\]", "", m["text"])
-            status = "failed" if failure else "delivered" if m.get("delivered") else "sent"
-            out.append((text, status, failure))
-        return out
-
-    def incoming(self, user: int) -> list[str]:
-        return [m["text"] for m in self.chat(user)["messages"] if m["direction"] == "in"]
-
-    def contact(self, user: int) -> dict[str, Any]:
-        portal = self.portal()
-        return next(
-            c
-            for c in portal["contacts"]
-            if any(
-                im.get("VALUE") == f"max:{user}"
-                for im in (c.get("multifields") or {}).get("IM") or []
-            )
-        )
+def _incoming(b24: Bitrix24View, user: int) -> list[str]:
+    return [m["text"] for m in b24.messages(user) if m["direction"] == "in"]
 
 
 def test_max_30_users_replies_a_stopped_bot_a_contact_and_polling(  # type: ignore[no-untyped-def]
     make_stack_once,
 ):
     started = time.monotonic()
-    stack = make_stack_once(
-        crm="bitrix24",
+    stack = fast_stack(
+        make_stack_once,
+        "bitrix24",
+        ("max",),
         workers=2,
-        channels=("max",),
-        sandbox_config={"bitrix24": {"limits": {"basic": {"drain_per_s": 100, "burst": 250}}}},
         env_overrides={"BRIDGE_POLL_TIMEOUT": "2"},
     )
-    _tenant_settings(stack, rate_per_second=100, burst=250)
     account = stack.seeded.max_account_id
     assert account is not None  # the demo bot, connected: subscribed with a secret
     [sub] = _max_get(stack, "_state")["accounts"][0]["subscriptions"]
     assert sub["secret_set"] and sub["url"].startswith(f"{stack.bridge_url}/webhooks/max/")
-    b24 = Bitrix24(stack)
+    # MAX has no read receipts: Open Lines' "read" says nothing
+    b24 = crm_view(stack, "max", USERS, PER_USER, read_receipts=False)
+    assert isinstance(b24, Bitrix24View)
 
     # 1. 30 users x 10 messages, shuffled within each burst, 10 % posted twice
     traffic = _traffic(seed=14)
@@ -245,22 +161,7 @@ def test_max_30_users_replies_a_stopped_bot_a_contact_and_polling(  # type: igno
     assert wait_until(lambda: _synced(stack) == TOTAL, timeout=120), stack.bridge_status()
     users = sorted({d.user for d in traffic})
     expected = {user: [message_text(user, i) for i in range(PER_USER)] for user in users}
-    summary = {
-        "contacts": USERS,
-        "deals": USERS,
-        "entries": TOTAL,
-        "lost": 0,
-        "duplicated": 0,
-        "unexpected": 0,
-        "out_of_order": 0,
-        "inbox_messages": TOTAL,
-        "inbox_duplicated": 0,
-    }
-    portal = b24.portal()
-    assert len(portal["leads"]) == USERS and portal["deals"] == []
-    chat_only = check_bitrix24(portal, expected, comments=False, channel="max")
-    assert (chat_only.lost, chat_only.out_of_order, chat_only.unexpected) == ([], [], [])
-    assert check_bitrix24(portal, expected, channel="max").summary() == summary
+    assert b24.check(expected).summary() == b24.expected_summary
     status = stack.bridge_status()
     assert status["messages"]["in"] == {"synced": TOTAL}  # a redelivery is no message
     assert status["parked"] == [] and status["failed"] == []
@@ -285,8 +186,8 @@ def test_max_30_users_replies_a_stopped_bot_a_contact_and_polling(  # type: igno
 
     def shown_delivered() -> list[int]:
         """Users whose Open Lines chat does not show the answer delivered, once."""
-        portal = b24.portal()
-        return [u for u in users if b24.outgoing(u, portal) != [(answer(u), "delivered", None)]]
+        portal = b24.state()
+        return [u for u in users if _outgoing(b24, u, portal) != [(answer(u), "delivered", None)]]
 
     assert wait_until(lambda: not shown_delivered(), timeout=60), shown_delivered()
 
@@ -295,7 +196,9 @@ def test_max_30_users_replies_a_stopped_bot_a_contact_and_polling(  # type: igno
     stop = _max(stack, "_stop", user=stopped)
     assert (stop["status"], stop["delivered"]) == (200, True), stop
     assert wait_until(lambda: _synced(stack) == TOTAL + 1, timeout=60), stack.bridge_status()
-    assert wait_until(lambda: STOPPED in b24.incoming(stopped), timeout=30), b24.incoming(stopped)
+    assert wait_until(lambda: STOPPED in _incoming(b24, stopped), timeout=30), _incoming(
+        b24, stopped
+    )
     refused = "Your refund is on its way."
     assert b24.reply(stopped, refused)["webhook"]["status"] == 200
 
@@ -313,11 +216,11 @@ def test_max_30_users_replies_a_stopped_bot_a_contact_and_polling(  # type: igno
     assert len(_max_get(stack, "_sent", user_id=stopped)["sent"]) == 1  # nothing more went
 
     def crm_failed() -> bool:
-        out = b24.outgoing(stopped)
+        out = _outgoing(b24, stopped)
         return [(t, s) for t, s, _ in out] == [(answer(stopped), "delivered"), (refused, "failed")]
 
-    assert wait_until(crm_failed, timeout=60), b24.outgoing(stopped)
-    shown = b24.outgoing(stopped)[1][2]
+    assert wait_until(crm_failed, timeout=60), _outgoing(b24, stopped)
+    shown = _outgoing(b24, stopped)[1][2]
     assert shown and reason[:60] in shown, shown
 
     # 4. a user shares their contact: the phone is the contact's, verified
@@ -332,10 +235,10 @@ def test_max_30_users_replies_a_stopped_bot_a_contact_and_polling(  # type: igno
         ),
         timeout=30,
     ), b24.contact(sharer)
-    assert any("verified by MAX" in t for t in b24.incoming(sharer)), b24.incoming(sharer)
+    assert any("verified by MAX" in t for t in _incoming(b24, sharer)), _incoming(b24, sharer)
 
     # 5. long polling: the subscription deleted, a new message fetched by the poller
-    runtime = _runtime(stack)
+    runtime = runtime_of(stack)
     try:
         assert set_channel_mode(runtime, account, ReceiveMode.POLLING) is None
     finally:
@@ -347,7 +250,7 @@ def test_max_30_users_replies_a_stopped_bot_a_contact_and_polling(  # type: igno
     assert queued["queued"] is True and queued["status"] is None
     assert wait_until(lambda: _synced(stack) == TOTAL + 3, timeout=60), stack.bridge_status()
     assert wait_until(
-        lambda: message_text(polled_user, PER_USER) in b24.incoming(polled_user), timeout=30
+        lambda: message_text(polled_user, PER_USER) in _incoming(b24, polled_user), timeout=30
     )
     polling = _max_get(stack, "_state")["accounts"][0]["polling"]
     assert polling["kept"] == 0  # fetched and committed with the next marker
@@ -361,7 +264,7 @@ def test_max_30_users_replies_a_stopped_bot_a_contact_and_polling(  # type: igno
     final = dict(expected)
     final[stopped] = [*final[stopped], STOPPED]
     final[polled_user] = [*final[polled_user], message_text(polled_user, PER_USER)]
-    report = check_bitrix24(b24.portal(), final, comments=False, channel="max")
+    report = check_bitrix24(b24.state(), final, comments=False, channel="max")
     assert (report.lost, report.out_of_order, report.inbox_duplicated) == ([], [], [])
     assert [u for u in report.unexpected if not u.startswith(f"{sharer}:")] == []
     print(f"test_max_crms wall time: {time.monotonic() - started:.1f} s")

@@ -36,6 +36,7 @@ __all__ = [
     "bridge_replies",
     "crm_view",
     "fast_stack",
+    "runtime_of",
     "tenant_settings",
 ]
 
@@ -183,7 +184,14 @@ class CrmView:
         """A rep answers the customer in the CRM's conversation view."""
         raise NotImplementedError
 
-    def messages(self, user: int | str) -> list[dict[str, Any]]:
+    def state(self) -> dict[str, Any]:
+        """The CRM sandbox's state, read once (``messages(user, state)``
+        for many customers at one read)."""
+        raise NotImplementedError
+
+    def messages(
+        self, user: int | str, state: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         """The customer's conversation in the CRM, in its order: ``direction``
         (in/out), ``text``, and for outgoing ones the delivery ``status``
         the CRM shows (sent, delivered, read, failed) and its ``error``."""
@@ -207,21 +215,25 @@ class HubSpotView(CrmView):
         assert state["notes"] == []
         return check_hubspot(state, expected, notes=False, channel=self.kind)
 
-    def _contact(self, user: int | str) -> dict[str, Any]:
+    def state(self) -> dict[str, Any]:
+        return self.stack.hubspot_state()  # type: ignore[no-any-return]
+
+    def _contact(self, user: int | str, state: dict[str, Any] | None = None) -> dict[str, Any]:
         prop = f"bridge_{self.kind}_id"
         return next(
-            c
-            for c in self.stack.hubspot_state()["contacts"]
-            if c["properties"].get(prop) == str(user)
+            c for c in (state or self.state())["contacts"] if c["properties"].get(prop) == str(user)
         )
 
     def reply(self, user: int | str, text: str) -> dict[str, Any]:
         return self.stack.reply(self._contact(user)["id"], text)  # type: ignore[no-any-return]
 
-    def messages(self, user: int | str) -> list[dict[str, Any]]:
-        contact = self._contact(user)["id"]
+    def messages(
+        self, user: int | str, state: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        state = state or self.state()
+        contact = self._contact(user, state)["id"]
         out = []
-        for thread in self.stack.hubspot_state()["threads"]:
+        for thread in state["threads"]:
             if thread.get("associatedContactId") != contact:
                 continue
             for m in thread["messages"]:
@@ -240,9 +252,12 @@ class HubSpotView(CrmView):
 
 
 class AmoCrmView(CrmView):
-    def _account(self) -> dict[str, Any]:
+    def state(self) -> dict[str, Any]:
         state = self.stack.amocrm_state()
         return state["accounts"][0] if "accounts" in state else state  # type: ignore[no-any-return]
+
+    def _account(self) -> dict[str, Any]:
+        return self.state()
 
     def check(self, expected: dict[int, list[str]]) -> Report:
         account = self._account()
@@ -262,11 +277,13 @@ class AmoCrmView(CrmView):
         )
         return self._post("_reply", contact_id=contact["id"], text=text)
 
-    def messages(self, user: int | str) -> list[dict[str, Any]]:
+    def messages(
+        self, user: int | str, state: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         # amojo delivery_status: 1 delivered, 2 read, -1 error (with its text)
         codes = {1: "delivered", 2: "read", -1: "failed"}
         out = []
-        for chat in self._account()["chats"]:
+        for chat in (state or self.state())["chats"]:
             if (chat.get("client") or {}).get("client_id") != str(user):
                 continue
             for m in chat["messages"]:
@@ -317,8 +334,13 @@ class Bitrix24View(CrmView):
             for c in (lead.get("timeline") or {}).get("comments") or []
         ]
 
-    def messages(self, user: int | str) -> list[dict[str, Any]]:
-        portal = self.stack.bitrix24_state()
+    def state(self) -> dict[str, Any]:
+        return self.stack.bitrix24_state()  # type: ignore[no-any-return]
+
+    def messages(
+        self, user: int | str, state: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        portal = state or self.state()
         chat = self._chat(portal, user)
         # no "failed" in Open Lines: a failed reply is a timeline comment
         # naming the message ("... (message <chat>:<id>): <reason>")
@@ -342,22 +364,22 @@ class Bitrix24View(CrmView):
             )
         return out
 
-    def timeline(self, user: int | str) -> list[str]:
-        portal = self.stack.bitrix24_state()
+    def contact(self, user: int | str, portal: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The customer's CRM contact (found by the channel's IM value)."""
         value_type, value = identity_value(self.kind, str(user))
-        contact = next(
-            c["id"]
-            for c in portal["contacts"]
+        return next(
+            c
+            for c in (portal or self.state())["contacts"]
             if any(
                 str(im.get("VALUE_TYPE")) == value_type and str(im.get("VALUE")) == value
                 for im in (c.get("multifields") or {}).get("IM") or []
             )
         )
-        leads = [
-            lead
-            for lead in portal["leads"]
-            if str(lead["fields"].get("CONTACT_ID")) == str(contact)
-        ]
+
+    def timeline(self, user: int | str) -> list[str]:
+        portal = self.state()
+        mine = str(self.contact(user, portal)["id"])
+        leads = [lead for lead in portal["leads"] if str(lead["fields"].get("CONTACT_ID")) == mine]
         return [*super().timeline(user), *self._comments(leads)]
 
     def entries_with(self, user: int | str, text: str) -> list[tuple[str, str]]:
