@@ -133,7 +133,7 @@ class Stack:
     mapping: str | None = None
     mappings_dir: Path = ROOT / "mappings"
     env_overrides: dict[str, str] = field(default_factory=dict)
-    #: the demo's other messengers to connect besides the bot ("whatsapp", "vk", "max")
+    #: the demo's other messengers to connect besides the bot ("whatsapp", "vk", "max", "viber")
     channels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
