@@ -32,16 +32,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-import requests
-from sqlalchemy import select
 
 from bench.traffic import message_text, wait_until
-from bridge import outbox
-from bridge.config import Settings
-from bridge.runtime import Runtime
-from bridge.tables import Conversation, Message, Tenant
 from channel_adapters.viber.inbound import CONSENT
-from crm_adapters.amocrm.fields import identity_field_name
+from tests.support.crm_views import AmoCrmView, Vendor, bridge_replies, crm_view, fast_stack
 
 pytestmark = pytest.mark.integration
 
@@ -56,65 +50,22 @@ def _user(u: int) -> str:
     return f"vb{u:05d}Q+h7mZ3kRr/Aw=="
 
 
-def _runtime(stack) -> Runtime:  # type: ignore[no-untyped-def]
-    return Runtime(Settings.from_env(stack.env()))
-
-
-def _tenant_settings(stack, **values: Any) -> None:  # type: ignore[no-untyped-def]
-    runtime = _runtime(stack)
-    try:
-        with runtime.transaction() as session:
-            tenant = session.get(Tenant, stack.seeded.tenant_id)
-            tenant.settings = {**tenant.settings, **values}
-    finally:
-        runtime.close()
-
-
 def _replies(stack) -> dict[str, list[dict[str, Any]]]:  # type: ignore[no-untyped-def]
     """The bridge's outbound rows by Viber user, oldest first."""
-    runtime = _runtime(stack)
-    try:
-        with runtime.read_session() as session:
-            rows = session.execute(
-                select(
-                    Conversation.external_thread_id,
-                    Message.uid,
-                    Message.text,
-                    Message.status,
-                    Message.last_error,
-                    Message.payload,
-                )
-                .join(Conversation, Conversation.id == Message.conversation_id)
-                .where(Message.direction == outbox.OUT)
-                .order_by(Message.id)
-            ).all()
-    finally:
-        runtime.close()
-    out: dict[str, list[dict[str, Any]]] = {}
-    for user, uid, text, status, error, payload in rows:
-        out.setdefault(user, []).append(
-            {
-                "uid": uid,
-                "text": text,
-                "status": status,
-                "error": error,
-                "delivery": (payload or {}).get("delivery"),
-            }
-        )
-    return out
+    return bridge_replies(stack)
 
 
 def _viber(stack, path: str, **body: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    r = requests.post(f"{stack.sandbox_url}/viber/{path}", json=body, timeout=30)
-    r.raise_for_status()
-    return r.json()
+    return Vendor(stack, "viber").post(path, **body)
+
+
+def _viber_get(stack, path: str, **params: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    return Vendor(stack, "viber").get(path, **params)
 
 
 def _sent(stack, user: str | None = None) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
     params = {"receiver": user} if user else {}
-    r = requests.get(f"{stack.sandbox_url}/viber/_sent", params=params, timeout=30)
-    r.raise_for_status()
-    return r.json()["sent"]
+    return _viber_get(stack, "_sent", **params)["sent"]  # type: ignore[no-any-return]
 
 
 def _message(u: int, index: int, stamp_ms: int) -> dict[str, Any]:
@@ -157,74 +108,45 @@ def _traffic(seed: int) -> list[tuple[int, dict[str, Any], bool]]:
     return out
 
 
-class _Amo:
-    """The sandbox amoCRM as the rep sees it."""
-
-    def __init__(self, stack) -> None:  # type: ignore[no-untyped-def]
-        self.stack = stack
-
-    def account(self) -> dict[str, Any]:
-        state = self.stack.amocrm_state()
-        return state["accounts"][0] if "accounts" in state else state
-
-    def chats(self) -> dict[str, list[dict[str, Any]]]:
-        """Messages per Viber user (the chat's client id), in amoCRM's order:
-        direction, text, delivery status (amojo: 1 delivered, 2 read, -1 error)."""
-        codes = {1: "delivered", 2: "read", -1: "failed"}
-        out: dict[str, list[dict[str, Any]]] = {}
-        for chat in self.account()["chats"]:
-            user = str((chat.get("client") or {}).get("client_id"))
-            for m in sorted(chat["messages"], key=lambda m: int(m.get("timestamp") or 0)):
-                last = (m.get("delivery_statuses") or [{}])[-1]
-                out.setdefault(user, []).append(
-                    {
-                        "direction": m["direction"],
-                        "text": m["text"],
-                        "status": codes.get(int(last.get("status") or 0), "sent"),
-                        "error": last.get("error"),
-                        "ref": m.get("ref_id") or m["id"],
-                    }
-                )
-        return out
-
-    def reply(self, user: str, text: str) -> dict[str, Any]:
-        field = identity_field_name("viber")
-        contact = next(
-            c
-            for c in self.account()["contacts"]
-            if any(
-                v["field_name"] == field and v["values"][0]["value"] == user
-                for v in c.get("custom_fields_values") or []
+def _chats(amo: AmoCrmView) -> dict[str, list[dict[str, Any]]]:
+    """Messages per Viber user (the chat's client id), in amoCRM's order:
+    direction, text, delivery status (amojo: 1 delivered, 2 read, -1 error)
+    and the message's own id (``ref``: a redelivery would be a second one)."""
+    codes = {1: "delivered", 2: "read", -1: "failed"}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for chat in amo.state()["chats"]:
+        user = str((chat.get("client") or {}).get("client_id"))
+        for m in sorted(chat["messages"], key=lambda m: int(m.get("timestamp") or 0)):
+            last = (m.get("delivery_statuses") or [{}])[-1]
+            out.setdefault(user, []).append(
+                {
+                    "direction": m["direction"],
+                    "text": m["text"],
+                    "status": codes.get(int(last.get("status") or 0), "sent"),
+                    "error": last.get("error"),
+                    "ref": m.get("ref_id") or m["id"],
+                }
             )
-        )
-        r = requests.post(
-            f"{self.stack.sandbox_url}/amocrm/_reply",
-            json={"contact_id": contact["id"], "text": text},
-            timeout=30,
-        )
-        r.raise_for_status()
-        return r.json()
+    return out
 
 
 def test_viber_30_users_replies_with_statuses_and_an_unsubscribed_user(  # type: ignore[no-untyped-def]
     make_stack_once,
 ):
-    stack = make_stack_once(
-        crm="amocrm",
+    stack = fast_stack(
+        make_stack_once,
+        "amocrm",
+        ("viber",),
         workers=2,
-        channels=("viber",),
         sandbox_config={
-            "amocrm": {"per_second": 100},
-            "viber": {"status_duplicate_rate": 0.3, "status_reorder_rate": 0.3, "seed": 14},
+            "viber": {"status_duplicate_rate": 0.3, "status_reorder_rate": 0.3, "seed": 14}
         },
     )
-    _tenant_settings(stack, rate_per_second=100)
     assert stack.seeded.viber_account_id is not None  # connected: set_webhook's check passed
-    checks = requests.get(
-        f"{stack.sandbox_url}/viber/_deliveries", params={"event": "webhook"}, timeout=10
-    ).json()["deliveries"]
+    checks = _viber_get(stack, "_deliveries", event="webhook")["deliveries"]
     assert [(d["kind"], d["status"]) for d in checks] == [("webhook_check", 200)]
-    amo = _Amo(stack)
+    amo = crm_view(stack, "viber", USERS, PER_USER)
+    assert isinstance(amo, AmoCrmView)
 
     # 1. 30 users x 10 messages, shuffled within each burst, 10 % posted twice
     traffic = _traffic(seed=14)
@@ -247,14 +169,14 @@ def test_viber_30_users_replies_with_statuses_and_an_unsubscribed_user(  # type:
     expected = {_user(u): [message_text(u, i) for i in range(PER_USER)] for u in range(USERS)}
 
     def inbound_ok() -> bool:
-        chats = amo.chats()
+        chats = _chats(amo)
         got = {u: [m["text"] for m in ms if m["direction"] == "in"] for u, ms in chats.items()}
         return got == expected
 
-    assert wait_until(inbound_ok, timeout=60), amo.chats()
-    account = amo.account()
+    assert wait_until(inbound_ok, timeout=60), _chats(amo)
+    account = amo.state()
     assert len([c for c in account["contacts"] if not c.get("is_deleted")]) == USERS
-    refs = Counter(m["ref"] for ms in amo.chats().values() for m in ms)
+    refs = Counter(m["ref"] for ms in _chats(amo).values() for m in ms)
     assert all(n == 1 for n in refs.values())  # a redelivery is no second message
     status = stack.bridge_status()
     assert status["messages"]["in"] == {"synced": TOTAL}
@@ -290,9 +212,7 @@ def test_viber_30_users_replies_with_statuses_and_an_unsubscribed_user(  # type:
 
     # the bridge moved every reply to read, whatever order the reports came in
     assert wait_until(lambda: not not_read(), timeout=60), not_read()
-    posted = requests.get(
-        f"{stack.sandbox_url}/viber/_deliveries", params={"kind": "status"}, timeout=10
-    ).json()["deliveries"]
+    posted = _viber_get(stack, "_deliveries", kind="status")["deliveries"]
     by_event = Counter(d["event"] for d in posted)
     assert by_event["delivered"] >= USERS and by_event["seen"] >= USERS
     assert len(posted) > 2 * USERS  # some statuses came twice
@@ -308,8 +228,8 @@ def test_viber_30_users_replies_with_statuses_and_an_unsubscribed_user(  # type:
     _viber(stack, "_unsubscribe", user=lost, callback=False)
     notice = CONSENT["unsubscribed"]
     assert wait_until(
-        lambda: any(m["text"] == notice for m in amo.chats().get(gone, [])), timeout=60
-    ), amo.chats().get(gone)
+        lambda: any(m["text"] == notice for m in _chats(amo).get(gone, [])), timeout=60
+    ), _chats(amo).get(gone)
     refused = "Your refund is on its way."
     assert amo.reply(gone, refused)["webhook"]["status"] == 200
     assert amo.reply(lost, refused)["webhook"]["status"] == 200
@@ -333,13 +253,13 @@ def test_viber_30_users_replies_with_statuses_and_an_unsubscribed_user(  # type:
     assert len(_sent(stack, gone)) == 1 and len(_sent(stack, lost)) == 1
 
     def crm_failed(user: str, why: str) -> bool:
-        out = [m for m in amo.chats().get(user, []) if m["direction"] == "out"]
+        out = [m for m in _chats(amo).get(user, []) if m["direction"] == "out"]
         return [m["text"] for m in out] == [answer(user), refused] and (
             out[1]["status"] == "failed" and why[:40] in (out[1]["error"] or "")
         )
 
-    assert wait_until(lambda: crm_failed(gone, reason), timeout=60), amo.chats().get(gone)
-    assert wait_until(lambda: crm_failed(lost, status_6), timeout=60), amo.chats().get(lost)
+    assert wait_until(lambda: crm_failed(gone, reason), timeout=60), _chats(amo).get(gone)
+    assert wait_until(lambda: crm_failed(lost, status_6), timeout=60), _chats(amo).get(lost)
 
     # 4. a new user opens the chat from a deep link: the answer is the welcome
     opened = _viber(
@@ -353,12 +273,12 @@ def test_viber_30_users_replies_with_statuses_and_an_unsubscribed_user(  # type:
     welcome = json.loads(opened["body"])
     assert welcome["type"] == "text" and "Здравствуйте" in welcome["text"], welcome
     assert welcome["sender"] == {"name": "Demo Shop"}
-    state = requests.get(f"{stack.sandbox_url}/viber/_state", timeout=10).json()
+    state = _viber_get(stack, "_state")
     assert [w["receiver"] for w in state["welcomes"]] == [_user(99)]
-    assert wait_until(lambda: _user(99) in amo.chats(), timeout=60), amo.chats().keys()
+    assert wait_until(lambda: _user(99) in _chats(amo), timeout=60), _chats(amo).keys()
 
     # in the end: nothing lost, nothing twice
-    final = amo.chats()
+    final = _chats(amo)
     for user in users:
         texts = [m["text"] for m in final[user] if m["direction"] == "in"]
         assert texts == expected[user] + ([notice] if user == gone else []), (user, texts)
@@ -366,7 +286,7 @@ def test_viber_30_users_replies_with_statuses_and_an_unsubscribed_user(  # type:
 
     def unread() -> str:
         """Users whose first reply amoCRM does not show read, and why."""
-        chats, rows = amo.chats(), _replies(stack)
+        chats, rows = _chats(amo), _replies(stack)
         wrong = []
         for u in users:
             out = [m for m in chats.get(u, []) if m["direction"] == "out"]

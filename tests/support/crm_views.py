@@ -30,6 +30,9 @@ from crm_adapters.freetext import strip_markers
 
 __all__ = [
     "FAST",
+    "AmoCrmView",
+    "Bitrix24View",
+    "HubSpotView",
     "VIEWS",
     "CrmView",
     "Vendor",
