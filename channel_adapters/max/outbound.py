@@ -25,6 +25,7 @@ from typing import Any
 
 from bridge.errors import PermanentError
 from bridge.model import Attachment, MessageKind, OutboundMessage
+from channel_adapters.text import split_text as shared_split
 
 __all__ = ["TEXT_LIMIT", "Step", "address", "keyboard", "plan", "split_text", "upload_type"]
 
@@ -92,11 +93,5 @@ def upload_type(attachment: Attachment) -> str:
 
 
 def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
-    """``text`` in parts of at most ``limit`` characters (the module docstring)."""
-    rest, parts = text.strip(), []
-    while len(rest) > limit:
-        cuts = [rest.rfind(sep, limit // 2, limit) for sep in ("\n\n", "\n", " ")]
-        cut = next((c for c in cuts if c > 0), limit)
-        parts.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip()
-    return [p for p in (*parts, rest) if p]
+    """``text`` in parts of at most ``limit`` characters (``channel_adapters.text``)."""
+    return shared_split(text, limit)

@@ -20,6 +20,7 @@ from typing import Any
 
 from bridge.errors import PermanentError
 from bridge.model import Attachment, MessageKind, OutboundMessage
+from channel_adapters.text import split_text as shared_split
 
 from .settings import DEFAULT_TEXT_LIMIT, SENDER_NAME_LIMIT
 
@@ -89,22 +90,5 @@ def _file(attachment: Attachment) -> dict[str, Any]:
 
 
 def split_text(text: str, limit: int = DEFAULT_TEXT_LIMIT) -> list[str]:
-    """``text`` in parts of at most ``limit`` characters, cut after the last
-    paragraph break, else line break, else space in the second half of a
-    part (else hard at the limit)."""
-    limit = max(1, int(limit))
-    text = text.strip()
-    parts: list[str] = []
-    while len(text) > limit:
-        window = text[:limit]
-        cut = limit
-        for sep in ("\n\n", "\n", " "):
-            pos = window.rfind(sep)
-            if pos >= limit // 2:
-                cut = pos
-                break
-        parts.append(text[:cut].rstrip())
-        text = text[cut:].lstrip()
-    if text:
-        parts.append(text)
-    return [p for p in parts if p]
+    """``text`` in parts of at most ``limit`` characters (``channel_adapters.text``)."""
+    return shared_split(text, limit)

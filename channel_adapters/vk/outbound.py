@@ -26,6 +26,7 @@ from typing import Any
 
 from bridge.errors import PermanentError
 from bridge.model import OutboundMessage
+from channel_adapters.text import split_text as shared_split
 
 __all__ = ["TEXT_LIMIT", "plan", "random_id", "split_text"]
 
@@ -92,21 +93,5 @@ def _reply(reply_to: str | None, peer: int) -> dict[str, Any]:
 
 
 def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
-    """``text`` in parts of at most ``limit`` characters, cut after the last
-    paragraph break, else line break, else space in the second half of a
-    part (else hard at the limit)."""
-    text = text.strip()
-    parts: list[str] = []
-    while len(text) > limit:
-        window = text[:limit]
-        cut = limit
-        for sep in ("\n\n", "\n", " "):
-            pos = window.rfind(sep)
-            if pos >= limit // 2:
-                cut = pos
-                break
-        parts.append(text[:cut].rstrip())
-        text = text[cut:].lstrip()
-    if text:
-        parts.append(text)
-    return [p for p in parts if p]
+    """``text`` in parts of at most ``limit`` characters (``channel_adapters.text``)."""
+    return shared_split(text, limit)

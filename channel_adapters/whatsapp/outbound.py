@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.model import Attachment, MessageKind, OutboundMessage
+from channel_adapters.text import split_text as shared_split
 
 __all__ = ["TEXT_LIMIT", "plan", "split_text"]
 
@@ -94,15 +95,5 @@ def _media(attachment: Attachment) -> dict[str, Any]:
 
 
 def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
-    """``text`` in parts of at most ``limit`` characters, cut at the last
-    line break, else space, in the second half of a part (else hard)."""
-    text = text.strip()
-    parts: list[str] = []
-    while len(text) > limit:
-        cut = max(text.rfind("\n", limit // 2, limit), text.rfind(" ", limit // 2, limit))
-        cut = cut if cut > 0 else limit
-        parts.append(text[:cut].rstrip())
-        text = text[cut:].lstrip()
-    if text:
-        parts.append(text)
-    return parts
+    """``text`` in parts of at most ``limit`` characters (``channel_adapters.text``)."""
+    return shared_split(text, limit)
