@@ -7,6 +7,10 @@ store the reply and then time out, so the bridge cannot tell).
 
 Also the hostile side of the URL: a forged signature, a stale timestamp, a
 replayed request.
+
+On PostgreSQL when the suite has one, else SQLite: the delivery paths'
+storage runs on both databases in the unit tier and in the Telegram
+end-to-end test.
 """
 
 from __future__ import annotations
@@ -107,8 +111,8 @@ def _status(stack: Any) -> dict[str, Any]:
     return stack.bridge_status()
 
 
-def test_30_conversations_of_10_both_ways_with_a_flaky_receiver(make_stack):  # type: ignore[no-untyped-def]
-    stack = make_stack(sandbox_config=FAST_TIER, workers=2)
+def test_30_conversations_of_10_both_ways_with_a_flaky_receiver(make_stack_once):  # type: ignore[no-untyped-def]
+    stack = make_stack_once(sandbox_config=FAST_TIER, workers=2)
     slug = _prepare(stack)
 
     # -- connecting: a secret that is not the standard's shape is refused with the fix

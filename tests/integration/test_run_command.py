@@ -1,6 +1,6 @@
 """``bridge run`` (what ``make run`` starts) on a fresh machine's defaults —
 embedded Redis, SQLite, the sandbox and a demo tenant — with customers
-writing the moment the sandbox takes their messages, ten times over the
+writing the moment the sandbox takes their messages, six times over the
 three CRMs: every message in the CRM's conversation view exactly once,
 nothing parked or failed, one inbox thread / chat per customer, a rep's
 reply delivered once; the CLI beside it sees the same bridge; Ctrl-C leaves
@@ -8,7 +8,8 @@ no process behind.
 
 A newcomer found the first conversation's first note written twice and the
 conversation parked for good in 3 of 4 such starts (the CRM-side setup of
-the channel raced the first messages); this is that scenario, repeated.
+the channel raced the first messages); this is that scenario, repeated (a
+race that frequent passes six starts once in about 4,000 runs).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.integration
 
 USERS = (1001, 1002, 1003)
 PER_USER = 3
-RUNS = [crm for _, crm in zip(range(10), itertools.cycle(("hubspot", "amocrm", "bitrix24")))]
+RUNS = [crm for _, crm in zip(range(6), itertools.cycle(("hubspot", "amocrm", "bitrix24")))]
 
 
 def _state(run: DemoRun) -> dict[str, Any]:

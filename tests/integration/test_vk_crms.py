@@ -1,6 +1,10 @@
 """VK -> CRM -> VK through the sandboxes, a real Redis and real RQ worker
-processes, for each CRM (amoCRM, Bitrix24, HubSpot) on its demo mapping
-(the ``vk`` rule); one stack per CRM, the whole scenario in one test:
+processes, against HubSpot on its demo mapping (the ``vk`` rule); one
+stack, the whole scenario in one test. The three new messengers share the
+CRMs out between them (MAX against Bitrix24, Viber against amoCRM: their
+own end-to-end tests), the canary run takes VK through all three, and the
+test itself is written for any CRM (``tests/support/crm_views``: add it to
+``CRMS`` to run it there):
 
 1. 30 users × 10 ``message_new`` events (real-shaped Callback API bodies,
    each message's ``date`` and ``conversation_message_id`` in the user's
@@ -46,7 +50,7 @@ from channel_adapters.vk.inbound import CONSENT
 from channel_adapters.vk.outbound import random_id
 from sandbox.vk import DEMO_GROUP_ID
 from sandbox.vk.control import CLIENT_INFO
-from tests.support.crm_views import VIEWS, Vendor, bridge_replies, crm_view, fast_stack
+from tests.support.crm_views import Vendor, bridge_replies, crm_view, fast_stack
 
 pytestmark = pytest.mark.integration
 
@@ -164,7 +168,11 @@ def _deliver_all(stack, deliveries: list[Delivery]) -> list[dict[str, Any]]:  # 
 # -- the test --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("crm", list(VIEWS))
+#: the CRMs this test runs against (any of ``VIEWS``)
+CRMS = ("hubspot",)
+
+
+@pytest.mark.parametrize("crm", CRMS)
 def test_vk_30_users_replies_an_ambiguous_send_and_a_denied_user(  # type: ignore[no-untyped-def]
     make_stack_once, crm: str
 ):
