@@ -413,6 +413,8 @@ def accept_in(
     thread migration among the events re-keys conversations, so the
     messages placed before it are written first and the lookups of those
     after it run again."""
+    if any(isinstance(event, OutboundStatus) for event in events):
+        threads.lock_for_statuses(session, account.id)
     if seen is None:
         seen = look(session.connection(), account, events)
     batch = _Batch()

@@ -148,9 +148,10 @@ def outbound_status(
     the send and reported delivery faster than the bridge committed the
     answer. Such a report (naming the channel's id of the message) is kept
     (``EarlyStatus``) and applied when the send's ids are recorded
-    (:func:`apply_early`). The two serialise on the channel account's row:
-    the send holds it shared while it records its ids, a report about to be
-    kept holds it exclusively and looks for the message again first."""
+    (:func:`apply_early`). The two serialise on the channel account's row
+    (:func:`lock_for_statuses`, taken by the caller before anything else):
+    the send holds it shared while it records its ids, a transaction with
+    reports holds it exclusively, so one always sees the other's write."""
     seen = session.scalar(
         select(IgnoredEventRow.id).where(
             IgnoredEventRow.channel_account_id == account_id,
@@ -160,11 +161,6 @@ def outbound_status(
     if seen is not None:
         return False
     message = _outbound_of(session, account_id, event)
-    if _not_sent_yet(message) and event.channel_message_id:
-        session.execute(
-            select(ChannelAccount.id).where(ChannelAccount.id == account_id).with_for_update()
-        )
-        message = _outbound_of(session, account_id, event, fresh=True)
     session.add(
         IgnoredEventRow(
             tenant_id=message.tenant_id if message else _tenant_of(session, account_id),
@@ -190,6 +186,18 @@ def outbound_status(
         return True
     _apply(session, message, event, jobs)
     return True
+
+
+def lock_for_statuses(session: Session, account_id: int) -> None:
+    """Hold the channel account's row until the caller's transaction ends,
+    before it reads or writes anything else: reports on our messages and
+    the sends recording their ids (which hold it shared) serialise on it,
+    always taken first, so neither waits on the other holding a lock the
+    other needs (a report may bump a conversation's outbox a send bumps
+    too). SQLite's writers are serialised already (``BEGIN IMMEDIATE``)."""
+    session.execute(
+        select(ChannelAccount.id).where(ChannelAccount.id == account_id).with_for_update()
+    )
 
 
 def apply_early(
@@ -284,24 +292,18 @@ def _report(session: Session, message: Message, jobs: list[tuple[str, int, str]]
         jobs.append((outbox.REPORT, message.conversation_id, job))
 
 
-def _outbound_of(
-    session: Session, account_id: int, event: OutboundStatus, *, fresh: bool = False
-) -> Message | None:
+def _outbound_of(session: Session, account_id: int, event: OutboundStatus) -> Message | None:
     """Our outbound message a status is about: by our uuid where the channel
     carried it back, else by the id the channel gave it (a text search of
     the stored ids, over the account's replies of the last 30 days: a status
-    comes within days, and ``channel_message_ids`` is a JSON list).
-    ``fresh``: read again from the database, not the session's copies."""
-    options = {"populate_existing": True} if fresh else {}
+    comes within days, and ``channel_message_ids`` is a JSON list)."""
     if event.bridge_id:
         found = session.scalars(
-            select(Message)
-            .where(
+            select(Message).where(
                 Message.channel_account_id == account_id,
                 Message.direction == outbox.OUT,
                 Message.uid == event.bridge_id,
             )
-            .execution_options(**options)
         ).first()
         if found is not None or not event.channel_message_id:
             return found
@@ -310,14 +312,12 @@ def _outbound_of(
     quoted = json.dumps(event.channel_message_id)
     since = utcnow() - dt.timedelta(days=30)
     for row in session.scalars(
-        select(Message)
-        .where(
+        select(Message).where(
             Message.channel_account_id == account_id,
             Message.direction == outbox.OUT,
             Message.created_at >= since,
             cast(Message.channel_message_ids, String).contains(quoted, autoescape=True),
         )
-        .execution_options(**options)
     ):
         if event.channel_message_id in (row.channel_message_ids or ()):
             return row
