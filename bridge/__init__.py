@@ -61,8 +61,23 @@ def create_app(
     app.register_blueprint(files.bp)
     app.register_blueprint(oauth.bp)
     app.register_blueprint(api.bp)
+    _channel_blueprints(app)
     _json_errors(app)
     return app
+
+
+def _channel_blueprints(app: Flask) -> None:
+    """The endpoints channels serve themselves (a hosted channel's client
+    API), each channel's own blueprint."""
+    from bridge.registry import UnknownAdapter, channel_class, channel_kinds
+
+    for kind in channel_kinds():
+        try:
+            blueprint = channel_class(kind).blueprint()
+        except UnknownAdapter:
+            continue  # disabled (missing library): logged by the registry
+        if blueprint is not None:
+            app.register_blueprint(blueprint)
 
 
 def _logged_path(path: str) -> str:

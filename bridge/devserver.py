@@ -155,8 +155,9 @@ def _start_web(env: dict[str, str], port: int, *, demo_on: bool) -> subprocess.P
             # the sandbox keeps its state in memory: one process, many threads
             "--workers",
             "1" if demo_on else "2",
+            # a chat widget's open live connection holds a thread while it waits
             "--threads",
-            "16",
+            "64",
             "--worker-class",
             "gthread",
             "--graceful-timeout",

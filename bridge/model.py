@@ -219,7 +219,16 @@ class SenderProfile:
     email: str | None = None
     language: str | None = None
     utm: Mapping[str, str] = field(default_factory=dict)
+    #: the web page the person wrote from (a website form, a chat widget)
     page_url: str | None = None
+    page_title: str | None = None
+    referrer: str | None = None
+    #: the person's IANA time zone, as their browser tells it
+    timezone: str | None = None
+    #: what the person agreed to, as the channel records it (free-form like
+    #: ``utm``: the notice's version, when, on which page); templates name
+    #: it ``{consent.<key>}``
+    consent: Mapping[str, str] = field(default_factory=dict)
 
     def name(self) -> str | None:
         if self.display_name:

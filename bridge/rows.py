@@ -25,6 +25,7 @@ def attachment_from_dict(data: Mapping[str, Any]) -> Attachment:
 def profile_from_payload(payload: Mapping[str, Any] | None) -> SenderProfile:
     data = dict((payload or {}).get("profile") or {})
     data["utm"] = dict(data.get("utm") or {})
+    data["consent"] = dict(data.get("consent") or {})
     return SenderProfile(
         **{k: v for k, v in data.items() if k in SenderProfile.__dataclass_fields__}
     )

@@ -45,7 +45,7 @@ from bridge.runtime import Runtime, app_runtime
 from bridge.tables import ChannelAccount, ChannelStatus, CrmRoute, Tenant
 from channel_adapters.base import ChannelAdapter
 
-__all__ = ["bp", "reset_cache", "to_webhook_request", "waker"]
+__all__ = ["bp", "cached_account", "reset_cache", "to_webhook_request", "waker"]
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__)
@@ -135,6 +135,12 @@ class _AdapterCache:
 _channels = _AdapterCache()
 _wakers: weakref.WeakKeyDictionary[Runtime, Waker] = weakref.WeakKeyDictionary()
 _wakers_lock = threading.Lock()
+
+
+def cached_account(rt: Runtime, key: str) -> _Cached | None:
+    """The active channel account with this key and its adapter (cached:
+    the hot path does not decrypt credentials on every request)."""
+    return _channels.get(rt, key)
 
 
 def waker(rt: Runtime) -> Waker:

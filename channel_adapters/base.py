@@ -22,7 +22,7 @@ import datetime as dt
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from bridge.errors import WebhookError
 from bridge.http import HttpClient
@@ -42,6 +42,10 @@ from bridge.model import (
     WebhookRequest,
 )
 from bridge.schema import NoSettings, load
+
+if TYPE_CHECKING:
+    import click
+    from flask import Blueprint
 
 __all__ = ["ChannelAdapter"]
 
@@ -130,6 +134,26 @@ class ChannelAdapter(ABC):
     #: after they withdrew consent (``InboundMessage.consent``): a reply
     #: then goes if they wrote after the withdrawal (``bridge.consent``)
     consent_by_writing: ClassVar[bool] = False
+    #: True when the bridge itself is the provider: the customer's client
+    #: (a chat widget in a web page) talks to the bridge, which keeps the
+    #: conversation (``bridge.hosted``). A reply is the client's to read
+    #: from the moment it is stored; :meth:`send` only confirms it. The
+    #: channel serves its client's endpoints with :meth:`blueprint`.
+    hosted: ClassVar[bool] = False
+
+    @classmethod
+    def blueprint(cls) -> Blueprint | None:
+        """Optional: public endpoints the channel serves itself (a hosted
+        channel's client API), registered by the app factory beside the
+        webhooks. They reach the core only through ``bridge.hosted``."""
+        return None
+
+    @classmethod
+    def commands(cls) -> Sequence[click.Command]:
+        """Optional: top-level ``bridge`` commands of the channel's own
+        (an admin's shortcut the generic ``bridge <kind> ...`` group does
+        not say as well, e.g. creating a widget and printing its snippet)."""
+        return ()
 
     def __init__(self, account: ChannelAccountInfo, http: HttpClient | None = None) -> None:
         self.account = account

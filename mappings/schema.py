@@ -40,7 +40,8 @@ __all__ = [
 ]
 
 PLACEHOLDER_RE = re.compile(r"\{([a-z_]+(?:\.[a-z0-9_]+)?)\}")
-#: what templates may refer to; ``utm.<anything>`` is free-form
+#: what templates may refer to; ``utm.<anything>`` and ``consent.<anything>``
+#: are free-form
 KNOWN_PLACEHOLDERS = frozenset(
     {
         "contact.name",
@@ -50,6 +51,10 @@ KNOWN_PLACEHOLDERS = frozenset(
         "profile.last_name",
         "profile.username",
         "profile.language",
+        "profile.page_url",
+        "profile.page_title",
+        "profile.referrer",
+        "profile.timezone",
         "channel.kind",
         "channel.title",
         "channel.account",
@@ -59,6 +64,8 @@ KNOWN_PLACEHOLDERS = frozenset(
         "message.text",
     }
 )
+#: the placeholder families whose keys are the channel's own
+FREE_FORM = ("utm.", "consent.")
 OWNER_STRATEGIES = ("fixed", "round_robin", "sticky")
 #: the keys of a channel rule that say where a new entity lands in the CRM;
 #: what each CRM reads of them it declares itself (``CrmAdapter.entity_keys``)
@@ -196,10 +203,11 @@ class MappingConfig:
 
 def _check_template(value: str) -> None:
     for name in PLACEHOLDER_RE.findall(value):
-        if name not in KNOWN_PLACEHOLDERS and not name.startswith("utm."):
+        if name not in KNOWN_PLACEHOLDERS and not name.startswith(FREE_FORM):
             known = ", ".join(sorted(KNOWN_PLACEHOLDERS))
             raise ValidationError(
-                f"unknown placeholder {{{name}}}; use one of {known} or {{utm.<key>}}"
+                f"unknown placeholder {{{name}}}; use one of {known}, {{utm.<key>}}"
+                " or {consent.<key>}"
             )
     stray = PLACEHOLDER_RE.sub("", value)
     if "{" in stray or "}" in stray:

@@ -243,10 +243,12 @@ def _account(rt: Runtime, kind: str, account_id: int) -> int:
 
 
 def register(group: click.Group) -> None:
-    from bridge.registry import UnknownAdapter, channel_kinds
+    from bridge.registry import UnknownAdapter, channel_class, channel_kinds
 
     for kind in channel_kinds():
         try:
             group.add_command(_channel_group(kind))
+            for command in channel_class(kind).commands():
+                group.add_command(command)
         except UnknownAdapter:
             continue  # disabled (missing library): logged by the registry

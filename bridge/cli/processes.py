@@ -65,7 +65,16 @@ def run(demo: str, port: int) -> None:
 @click.option("--port", type=int, default=_port, show_default="8000 or $PORT")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True)
-def web(port: int, host: str, workers: int) -> None:
+@click.option(
+    "--threads",
+    type=int,
+    envvar="WEB_THREADS",
+    default=64,
+    show_default="64 or $WEB_THREADS",
+    help="Threads per worker: each open live connection of a hosted channel's "
+    "client (a chat widget) holds one while it waits.",
+)
+def web(port: int, host: str, workers: int, threads: int) -> None:
     """Serve the webhooks with gunicorn (production: behind HTTPS)."""
     argv = [
         sys.executable,
@@ -76,7 +85,7 @@ def web(port: int, host: str, workers: int) -> None:
         "--workers",
         str(workers),
         "--threads",
-        "4",
+        str(threads),
         "--worker-class",
         "gthread",
         "wsgi:app",

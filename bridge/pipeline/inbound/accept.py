@@ -36,6 +36,7 @@ from bridge.model import (
     utcnow,
 )
 from bridge.pipeline.inbound import threads
+from bridge.registry import UnknownAdapter, channel_class
 from bridge.tables import ChannelAccount, Conversation, IgnoredEventRow, Message, MessageStatus
 
 if TYPE_CHECKING:
@@ -64,6 +65,9 @@ class AcceptResult:
     #: conversations that opened a ticket in this transaction (their
     #: acknowledgement is stored with them)
     tickets: list[int] = field(default_factory=list)
+    #: (account id, thread id) of the hosted channels' threads this
+    #: transaction changed: their clients are told after the commit
+    hosted: set[tuple[int, str]] = field(default_factory=set)
 
 
 def message_payload(message: InboundMessage) -> dict[str, Any]:
@@ -228,6 +232,8 @@ def _place(
     conversation_id = conversation_for(session, account, message, known, result.tickets)
     batch.threads[thread] = conversation_id
     batch.placed[key] = conversation_id
+    if _is_hosted(account.kind):
+        result.hosted.add((account.id, thread))
     batch.conversations.setdefault(conversation_id, []).append(
         _keep_files(session, account, message)
     )
@@ -497,8 +503,24 @@ def acknowledgement_plan(
     return plan(runtime, account.tenant_id, account.kind)
 
 
+def _is_hosted(kind: str) -> bool:
+    try:
+        return channel_class(kind).hosted
+    except UnknownAdapter:
+        return False
+
+
 def enqueue_jobs(runtime: Runtime, result: AcceptResult) -> None:
-    """After the commit: the jobs the stored messages call for (hints)."""
+    """After the commit: the jobs the stored messages call for (hints),
+    and the news for the clients of hosted channels' threads."""
+    if result.hosted:
+        from bridge import hosted
+
+        by_account: dict[int, list[str]] = {}
+        for account_id, thread in result.hosted:
+            by_account.setdefault(account_id, []).append(thread)
+        for account_id, threads in by_account.items():
+            hosted.announce(runtime, account_id, threads)
     if not result.jobs:
         return
     from bridge.jobs import enqueue

@@ -466,6 +466,11 @@ class InboundSync:
             email=snap.contact.email,
             language=profile.language,
             utm=profile.utm,
+            page_url=profile.page_url,
+            page_title=profile.page_title,
+            referrer=profile.referrer,
+            timezone=profile.timezone,
+            consent=profile.consent,
         )
         context = self._context(snap, profile)
         return ContactDraft(
@@ -1112,7 +1117,7 @@ class InboundSync:
             channel_account=str(snap.account.id),
             direction="out" if echo else "in",
             kind=MessageKind(message.kind),
-            text=_flagged(snap, payload.get("flag"), text),
+            text=_with_page(snap, profile, _flagged(snap, payload.get("flag"), text)),
             occurred_at=aware(message.sent_at),
             contact=contact_ref,
             entity=entity_ref,
@@ -1170,6 +1175,10 @@ class InboundSync:
             "profile.last_name": profile.last_name,
             "profile.username": profile.username,
             "profile.language": profile.language,
+            "profile.page_url": profile.page_url,
+            "profile.page_title": profile.page_title,
+            "profile.referrer": profile.referrer,
+            "profile.timezone": profile.timezone,
             "channel.kind": snap.account.kind,
             "channel.title": cls.title,
             "channel.account": snap.account.name,
@@ -1182,6 +1191,8 @@ class InboundSync:
         }
         for key, value in (profile.utm or {}).items():
             context[f"utm.{key}"] = value
+        for key, value in (profile.consent or {}).items():
+            context[f"consent.{key}"] = value
         return context
 
     def _update(
@@ -1244,6 +1255,21 @@ def _survivor(session: Session, contact_id: int) -> Contact:
             break
         contact = nxt
     return contact
+
+
+#: the line under a message written on a web page, per mapping language
+_PAGE = {"en": "Page", "ru": "Страница"}
+
+
+def _with_page(snap: _Snapshot, profile: SenderProfile, text: str) -> str:
+    """The text, with the page the customer wrote it on (a website form, a
+    chat widget: ``SenderProfile.page_url``) under it, so the rep sees
+    what they were looking at."""
+    if not profile.page_url:
+        return text
+    language = snap.mapping.language if snap.mapping else "en"
+    line = f"{_PAGE.get(language, _PAGE['en'])}: {profile.page_url}"
+    return f"{text}\n\n{line}" if text else line
 
 
 def _flagged(snap: _Snapshot, flag: str | None, text: str) -> str:

@@ -202,8 +202,13 @@ def accept_crm_events(
             else:
                 result.ignored += 1
     if result.jobs:
+        from bridge import hosted
         from bridge.jobs import enqueue
 
+        # the replies are the hosted channels' clients' to read now
+        hosted.announce_conversations(
+            runtime, (cid for direction, cid, _ in result.jobs if direction == outbox.OUT)
+        )
         for direction, conversation_id, job in result.jobs:
             enqueue(
                 runtime.queues,
