@@ -33,6 +33,7 @@ from bridge.jobs import enqueue
 from bridge.locks import ConversationLock, lock_name
 from bridge.model import utcnow
 from bridge.pipeline.inbound.journal import drop_old_bodies, sweep_journal
+from bridge.pipeline.outbound.unread import forward_unread
 from bridge.tables import Outbox, OutboxState
 
 if TYPE_CHECKING:
@@ -157,6 +158,9 @@ class Sweeper:
                     continue
                 try:
                     sweep_once(self.runtime)
+                    forwarded = forward_unread(self.runtime)
+                    if forwarded:
+                        log.info("%d unread replies sent on to the people's addresses", forwarded)
                     if time.monotonic() >= self._retention_at:
                         self._retention_at = time.monotonic() + self.RETENTION_EVERY
                         dropped = drop_old_bodies(self.runtime)

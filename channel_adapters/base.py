@@ -140,6 +140,10 @@ class ChannelAdapter(ABC):
     #: from the moment it is stored; :meth:`send` only confirms it. The
     #: channel serves its client's endpoints with :meth:`blueprint`.
     hosted: ClassVar[bool] = False
+    #: the kind of contact identity this channel can open a conversation
+    #: with on the business's own initiative (the e-mail channel: an
+    #: ``email`` address), with :meth:`open_thread`; None: it only answers
+    reaches: ClassVar[str | None] = None
 
     @classmethod
     def blueprint(cls) -> Blueprint | None:
@@ -154,6 +158,27 @@ class ChannelAdapter(ABC):
         (an admin's shortcut the generic ``bridge <kind> ...`` group does
         not say as well, e.g. creating a widget and printing its snippet)."""
         return ()
+
+    @classmethod
+    def open_thread(cls, address: str, subject: str) -> tuple[str, Mapping[str, Any]]:
+        """For a channel that :attr:`reaches` people: the thread id and the
+        thread state (``OutboundMessage.thread_state``) of a conversation
+        the bridge opens with ``address``, the same for the same address
+        (one conversation per person), ``subject`` naming it where the
+        channel has subjects."""
+        raise NotImplementedError(f"{cls.kind} opens no conversations")
+
+    def unread_fallback(self) -> dt.timedelta | None:
+        """For a hosted channel: how long a reply may stay unread in the
+        client (the visitor has gone) before it is also sent to the
+        person's address on a channel that :attr:`reaches` it
+        (``bridge.pipeline.outbound.unread``); None: never."""
+        return None
+
+    def unread_texts(self, language: str | None) -> tuple[str, str]:
+        """The subject and the opening line of such a copy, in the
+        person's language (``en``/``ru``...), naming where the reply was."""
+        return ("", "")
 
     def __init__(self, account: ChannelAccountInfo, http: HttpClient | None = None) -> None:
         self.account = account

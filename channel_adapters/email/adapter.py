@@ -110,6 +110,17 @@ class EmailAdapter(ChannelAdapter):
     Connect: ClassVar[type[Any]] = EmailConnect
     Credentials: ClassVar[type[Any]] = EmailCredentials
     Settings: ClassVar[type[Any]] = EmailSettings
+    #: the bridge may write first to an address (a web chat visitor's
+    #: unread reply, ``bridge.pipeline.outbound.unread``)
+    reaches = "email"
+
+    @classmethod
+    def open_thread(cls, address: str, subject: str) -> tuple[str, Mapping[str, Any]]:
+        # one thread per address (keyed by its digest: the address itself
+        # stays in the thread state, not in an id); the customer's answer
+        # threads back by our Message-ID or the plus-addressed Reply-To
+        digest = hashlib.sha256(address.lower().encode("utf-8")).hexdigest()[:40]
+        return f"to:{digest}", {"address": address.lower(), "subject": subject}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
