@@ -6,7 +6,8 @@ it for the environment that points the bridge at the sandbox vendors
 (:meth:`SandboxDemo.environment`) and, once the bridge answers, to install
 the demo tenant into the sandbox CRM through the real install flow (OAuth,
 or the CRM's install event), connect the sandbox Telegram's demo bot and
-the sandbox mail system's demo mailbox (:func:`connect_email`)
+the sandbox mail system's demo mailbox (:func:`connect_email`) and the
+demo shop's chat widget (:func:`connect_webchat`)
 (:meth:`SandboxDemo.seed`), which returns the banner to print.
 """
 
@@ -67,6 +68,8 @@ class Seeded:
     viber_account_id: int | None = None
     #: the demo MAX bot's channel account
     max_account_id: int | None = None
+    #: the demo shop's web chat widget (None: no web chat channel here)
+    webchat_account_id: int | None = None
 
 
 def demo_env(crm: str, base: str, sandbox: str | None = None) -> dict[str, str]:
@@ -366,6 +369,50 @@ def connect_max(runtime: Runtime, tenant_id: int) -> int:
     )
 
 
+def connect_webchat(runtime: Runtime, tenant_id: int, sandbox: str) -> int | None:
+    """The demo shop's chat widget (:mod:`sandbox.site`), created as a site
+    owner creates one (``bridge widget create --origin <the shop>``): its
+    site is the sandbox's own origin (and, for a loopback address, the same
+    port on ``localhost``: the same shop typed either way); then the shop is
+    given the snippet's script URL, as the owner pastes the snippet into
+    their pages. None when this bridge has no web chat channel."""
+    from bridge.registry import UnknownAdapter, channel_class
+    from bridge.tables import ChannelAccount
+
+    try:
+        channel_class("webchat")
+    except UnknownAdapter:
+        return None
+    shop = urlparse(sandbox)
+    origins = [f"{shop.scheme}://{shop.netloc}"]
+    if shop.hostname == "127.0.0.1":
+        origins.append(f"{shop.scheme}://localhost" + (f":{shop.port}" if shop.port else ""))
+    account_id = connect_channel(
+        runtime,
+        tenant_id,
+        kind="webchat",
+        values={
+            "origins": " ".join(origins),
+            "title": "Tea & Coffee",
+            "color": "#276749",
+            "greeting_en": "Hello! Ask us about tea, coffee or delivery.",
+            "greeting_ru": "Здравствуйте! Спросите нас о чае, кофе или доставке.",
+            # the demo shows both: the form (a phone or an e-mail, or skip it)
+            # and the consent box before the first message
+            "prechat": "optional",
+            "consent": "checkbox",
+            "privacy_url": f"{sandbox}/site/privacy",
+        },
+        name="Demo shop chat",
+    )
+    with runtime.read_session() as session:
+        account = session.get(ChannelAccount, account_id)
+        assert account is not None  # connected above
+        src = f"{runtime.settings.public_url}/widget/{account.key}.js"
+    requests.post(f"{sandbox}/site/_widget", json={"src": src}, timeout=10).raise_for_status()
+    return account_id
+
+
 def _demo_mail_key() -> str:
     """The environment variable holding the demo mailbox's webhook key (a
     fresh one per demo process unless set)."""
@@ -420,6 +467,9 @@ def seed(
     vk_account_id = connect_vk(runtime, tenant_id, sandbox) if "vk" in channels else None
     viber_account_id = connect_viber(runtime, tenant_id) if "viber" in channels else None
     max_account_id = connect_max(runtime, tenant_id) if "max" in channels else None
+    webchat_account_id = (
+        connect_webchat(runtime, tenant_id, sandbox) if "webchat" in channels else None
+    )
     with runtime.transaction() as session:
         from bridge.tables import Tenant
 
@@ -437,6 +487,7 @@ def seed(
         vk_account_id,
         viber_account_id,
         max_account_id,
+        webchat_account_id,
     )
 
 
@@ -486,6 +537,7 @@ def banner(base: str, seeded: Seeded, *, var_dir: Path | None = None) -> str:
     mail += _vk_banner(base) if seeded.vk_account_id is not None else ""
     mail += _viber_banner(base) if seeded.viber_account_id is not None else ""
     mail += _max_banner(base) if seeded.max_account_id is not None else ""
+    mail += _webchat_banner(base) if seeded.webchat_account_id is not None else ""
     return f"""
 ================================================================================
  CRM bridge demo is running (Ctrl-C stops everything)
@@ -550,6 +602,13 @@ def _max_banner(base: str) -> str:
 """
 
 
+def _webchat_banner(base: str) -> str:
+    return f"""
+ Web chat: the demo shop's pages carry the chat widget (the button at the bottom right):
+   {base}/sandbox/site/?utm_source=newsletter&utm_medium=email&utm_campaign=spring
+"""
+
+
 def _email_banner(base: str) -> str:
     from sandbox.email import DEMO_ADDRESS
 
@@ -563,7 +622,7 @@ def _email_banner(base: str) -> str:
 
 
 #: the messengers ``bridge run``'s demo connects besides the Telegram bot
-DEMO_CHANNELS = ("whatsapp", "vk", "viber", "max")
+DEMO_CHANNELS = ("whatsapp", "vk", "viber", "max", "webchat")
 
 
 class SandboxDemo:

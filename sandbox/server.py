@@ -11,7 +11,8 @@
   webhooks post to the subscribed URL),
   ``/sandbox/viber/pa/<name>`` (Viber's REST bot API paths after the prefix;
   callbacks go to the webhook set_webhook named),
-  ``/sandbox/email/...`` (the
+  ``/sandbox/site/`` (the demo shop whose pages embed the web chat
+  widget, :mod:`sandbox.site`), ``/sandbox/email/...`` (the
   control API of a mail system whose SMTP server listens on a port of its
   own, :mod:`sandbox.email`), and the try-it page at
   ``/sandbox/``. Each vendor's control API (``/_state``, ``/_reply``, ...) is
@@ -34,7 +35,19 @@ __all__ = ["build", "mount"]
 
 
 def _apps(config: dict[str, Any] | None) -> dict[str, Any]:
-    from sandbox import amocrm, bitrix24, custom, email, hubspot, telegram, viber, vk, web, whatsapp
+    from sandbox import (
+        amocrm,
+        bitrix24,
+        custom,
+        email,
+        hubspot,
+        site,
+        telegram,
+        viber,
+        vk,
+        web,
+        whatsapp,
+    )
     from sandbox import max as max_messenger  # not `max`: the builtin
 
     config = config or {}
@@ -49,6 +62,7 @@ def _apps(config: dict[str, Any] | None) -> dict[str, Any]:
         "/sandbox/max": max_messenger.create_app(config.get("max")),
         "/sandbox/custom": custom.create_app(config.get("custom")),
         "/sandbox/email": email.create_app(config.get("email")),
+        "/sandbox/site": site.create_app(config.get("site")),
         "/sandbox": web.create_app(config.get("web")),
     }
 
