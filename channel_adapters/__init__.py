@@ -13,4 +13,5 @@ REGISTRY: dict[str, str] = {
     "vk": "channel_adapters.vk:VkAdapter",
     "viber": "channel_adapters.viber:ViberAdapter",
     "max": "channel_adapters.max:MaxAdapter",
+    "webchat": "channel_adapters.webchat:WebChatAdapter",
 }
