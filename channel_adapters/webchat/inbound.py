@@ -112,7 +112,7 @@ class CheckedMessage:
             "text": self.text,
             "files": list(self.files),
             "profile": dict(self.profile) or None,
-            "consent": dict(self.consent) if self.consent else None,
+            "consent": {"given": True, **self.consent} if self.consent is not None else None,
             "context": dict(self.context),
             "received_at": received_at.isoformat(),
         }
@@ -140,7 +140,9 @@ def _text(value: Any, name: str, limit: int, *, code: str = "invalid_field") -> 
     if not isinstance(value, str):
         raise _bad(code, f"{name} must be a string")
     if len(value) > limit:
-        raise _bad(code, f"{name} is longer than {limit} characters")
+        # the widget names this one to the visitor
+        too_long = "text_too_long" if name == "text" else code
+        raise _bad(too_long, f"{name} is longer than {limit} characters")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -199,15 +201,14 @@ def _profile(value: Any) -> dict[str, str]:
     name = _line(data.get("name"), "profile.name", 200, code="invalid_profile")
     if name:
         out["name"] = name
-    phone = _line(data.get("phone"), "profile.phone", 40, code="invalid_profile")
-    if phone:
-        if not _PHONE_RE.fullmatch(phone):
-            raise _bad("invalid_profile", "profile.phone must be a phone number (+7 912 345-67-89)")
+    # a phone or an address that is not one is left out, not refused: the
+    # widget would keep sending it with every message, each refused; left
+    # out, a required pre-chat form is asked again (prechat_required)
+    phone = _line(data.get("phone"), "profile.phone", 100, code="invalid_profile")
+    if phone and _PHONE_RE.fullmatch(phone):
         out["phone"] = phone
     email = _line(data.get("email"), "profile.email", 254, code="invalid_profile")
-    if email:
-        if not _EMAIL_RE.fullmatch(email):
-            raise _bad("invalid_profile", "profile.email must be an e-mail address")
+    if email and _EMAIL_RE.fullmatch(email):
         out["email"] = email
     return out
 
