@@ -789,6 +789,33 @@ def test_widget_create_connects_and_prints_the_snippet(runtime: Runtime, tenant:
     wrong = CliRunner().invoke(main, [*args, "--prechat", "sometimes"], env=env)
     assert wrong.exit_code == 2 and "sometimes" in wrong.output
 
+    # update: the options given change, the rest and the key stay
+    account = str(account.id)
+    changed = CliRunner().invoke(
+        main, ["widget", "update", "--account", account, "--color", "#112233"], env=env
+    )
+    assert changed.exit_code == 0, changed.output
+    with runtime.read_session() as session:
+        (row,) = session.scalars(select(ChannelAccount).where(ChannelAccount.kind == "webchat"))
+        assert row.key == key and row.settings["color"] == "#112233"
+        assert row.settings["title"] == "Ask us" and len(row.settings["origins"]) == 2
+    moved = CliRunner().invoke(
+        main, ["widget", "update", "--account", account, "--origin", "https://new.example"], env=env
+    )
+    assert moved.exit_code == 0, moved.output
+    refused = CliRunner().invoke(
+        main, ["widget", "update", "--account", account, "--color", "red"], env=env
+    )
+    assert refused.exit_code == 1 and "--color" in refused.output
+    with runtime.read_session() as session:
+        (row,) = session.scalars(select(ChannelAccount).where(ChannelAccount.kind == "webchat"))
+        assert row.settings["origins"] == ["https://new.example"]
+        assert row.settings["color"] == "#112233"
+    again = CliRunner().invoke(main, ["widget", "snippet", "--account", account], env=env)
+    assert again.stdout.strip() == lines[-1]
+    missing = CliRunner().invoke(main, ["widget", "snippet", "--account", "424242"], env=env)
+    assert missing.exit_code == 1 and "no web chat widget 424242" in missing.output
+
 
 def test_the_widget_reads_as_dataclass_settings(widget: Widget) -> None:
     """What the API reads is the account's typed settings, not raw JSON."""
