@@ -72,7 +72,7 @@ def run(demo: str, port: int) -> None:
     default=64,
     show_default="64 or $WEB_THREADS",
     help="Threads per worker: each open live connection of a hosted channel's "
-    "client (a chat widget) holds one while it waits.",
+    "client holds one while it waits.",
 )
 def web(port: int, host: str, workers: int, threads: int) -> None:
     """Serve the webhooks with gunicorn (production: behind HTTPS)."""

@@ -74,8 +74,23 @@ def test_demo_mapping_reads_as_written() -> None:
         "lastname": "{profile.last_name}",
     }
     assert config.custom_properties() == {
-        "contact": ["firstname", "lastname"],
-        "deal": ["bridge_utm_campaign", "bridge_utm_source"],
+        # the web chat's consent on the contact, its first and last touch on the deal
+        "contact": [
+            "bridge_consent_at",
+            "bridge_consent_page",
+            "bridge_consent_version",
+            "firstname",
+            "lastname",
+        ],
+        "deal": [
+            "bridge_first_utm_campaign",
+            "bridge_first_utm_medium",
+            "bridge_first_utm_source",
+            "bridge_gclid",
+            "bridge_utm_campaign",
+            "bridge_utm_medium",
+            "bridge_utm_source",
+        ],
         # the e-mail rule's ticket priority (HubSpot's own property: not created)
         "ticket": ["hs_ticket_priority"],
     }

@@ -41,6 +41,9 @@ NOTIONS = {
     "email": {"imap", "smtp", "rfc822"},
     "e-mail": set(),
     "max": {"max_bot", "maxbot", "max-bot", "platform-api", "oneme"},
+    # the web chat ("Web chat"): the core's web is its webhooks and web
+    # process; the channel's own words are its widget's
+    "web": {"webchat", "widget"},
 }
 
 
