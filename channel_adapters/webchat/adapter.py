@@ -117,7 +117,8 @@ class WebChatAdapter(ChannelAdapter):
             "max_file_bytes": values.max_file_bytes,
         }
         site = urlsplit(origins[0]).netloc
-        return ConnectedAccount(site, {"token_secret": tokens.new_secret()}, settings)
+        credentials = {"token_secret": tokens.new_secret(), "widget_id": tokens.new_widget_id()}
+        return ConnectedAccount(site, credentials, settings)
 
     def setup_webhook(self, url: str) -> None:
         """Nothing to register: the widget is served by the bridge itself."""
@@ -139,6 +140,12 @@ class WebChatAdapter(ChannelAdapter):
 
         return (widget,)
 
+    @property
+    def widget_id(self) -> str:
+        """What this widget's tokens are bound to: its ``widget_id``
+        credential (the account's id for one stored without it)."""
+        return str(self.credentials.widget_id or self.account.id)
+
     def origin_allowed(self, origin: Any) -> bool:
         """Whether a page of ``origin`` may use this widget (exact match)."""
         return isinstance(origin, str) and origin.lower() in self.settings.origins
@@ -147,13 +154,13 @@ class WebChatAdapter(ChannelAdapter):
         """The visitor a bearer token was issued for; ``BadToken`` else."""
         if not token:
             raise tokens.BadToken("Authorization: Bearer <visitor token> is required")
-        return tokens.read_visitor_token(self.credentials.token_secret, self.account.id, token)
+        return tokens.read_visitor_token(self.credentials.token_secret, self.widget_id, token)
 
     def visitor_token(self, visitor: str) -> str:
-        return tokens.visitor_token(self.credentials.token_secret, self.account.id, visitor)
+        return tokens.visitor_token(self.credentials.token_secret, self.widget_id, visitor)
 
     def file_ref(self, visitor: str, ref: tokens.FileRef) -> str:
-        return tokens.sign_file_ref(self.credentials.token_secret, self.account.id, visitor, ref)
+        return tokens.sign_file_ref(self.credentials.token_secret, self.widget_id, visitor, ref)
 
     def read_file(self, visitor: str, ref: str, *, fresh: bool = True) -> tokens.FileRef:
         """The upload ``ref`` names, made by ``visitor``; ``PayloadError``
@@ -162,7 +169,7 @@ class WebChatAdapter(ChannelAdapter):
         try:
             return tokens.read_file_ref(
                 self.credentials.token_secret,
-                self.account.id,
+                self.widget_id,
                 visitor,
                 ref,
                 max_age=tokens.FILE_MAX_AGE if fresh else None,

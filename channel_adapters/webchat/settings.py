@@ -72,11 +72,17 @@ class WebChatConnect:
 
 @dataclass(frozen=True)
 class WebChatCredentials:
-    """The secret that signs visitor tokens and upload references (stored
-    encrypted, generated when the widget is created)."""
+    """The secret that signs visitor tokens and upload references, and the
+    widget's id they are bound to (stored encrypted, generated when the
+    widget is created)."""
 
     token_secret: str = setting(
         "", secret=True, help="signs visitor tokens and file references (32 random bytes)"
+    )
+    #: not a secret in itself (a token shows it, signed); with the secret,
+    #: it lets a token be checked from the credentials alone
+    widget_id: str = setting(
+        "", secret=True, help="the widget's own id its visitor tokens are bound to"
     )
 
 

@@ -2,7 +2,7 @@
 
 The widget key is public (it is in every page that embeds the widget), so
 what keeps one visitor out of another's conversation is the *visitor
-token*: ``{"a": <account id>, "v": <visitor id>}`` signed with the
+token*: ``{"a": <widget id>, "v": <visitor id>}`` signed with the
 account's ``token_secret`` (HMAC-SHA1 under a key derived per salt, the
 itsdangerous default), timestamped and accepted for 400 days. The widget
 keeps it in the page's ``localStorage`` and sends it as ``Authorization:
@@ -32,6 +32,7 @@ __all__ = [
     "bearer",
     "new_secret",
     "new_visitor",
+    "new_widget_id",
     "read_file_ref",
     "read_visitor_token",
     "sign_file_ref",
@@ -80,6 +81,11 @@ def new_visitor() -> str:
     return secrets.token_urlsafe(16)
 
 
+def new_widget_id() -> str:
+    """A widget's own id in its tokens (random: it names nothing else)."""
+    return secrets.token_urlsafe(9)
+
+
 def _serializer(secret: str, salt: str) -> URLSafeTimedSerializer:
     if not secret:
         # never sign or accept anything under an empty key
@@ -87,29 +93,31 @@ def _serializer(secret: str, salt: str) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(secret, salt=salt)
 
 
-def visitor_token(secret: str, account_id: int, visitor: str) -> str:
-    return str(_serializer(secret, VISITOR_SALT).dumps({"a": account_id, "v": visitor}))
+def visitor_token(secret: str, widget: str | int, visitor: str) -> str:
+    """A token for ``visitor`` of ``widget`` (its ``widget_id`` credential,
+    which only its secret can vouch for)."""
+    return str(_serializer(secret, VISITOR_SALT).dumps({"a": str(widget), "v": visitor}))
 
 
 def read_visitor_token(
-    secret: str, account_id: int, token: str, *, max_age: int | None = VISITOR_MAX_AGE
+    secret: str, widget: str | int, token: str, *, max_age: int | None = VISITOR_MAX_AGE
 ) -> str:
-    """The visitor id a token was issued for by this account; ``BadToken``
+    """The visitor id a token was issued for by this widget; ``BadToken``
     for anything else."""
     data = _loads(secret, VISITOR_SALT, token, max_age, "visitor token")
     visitor = data.get("v")
-    if data.get("a") != account_id:
+    if data.get("a") != str(widget):
         raise BadToken("the visitor token is for another widget")
     if not isinstance(visitor, str) or not VISITOR_RE.fullmatch(visitor):
         raise BadToken("the visitor token names no visitor")
     return visitor
 
 
-def sign_file_ref(secret: str, account_id: int, visitor: str, ref: FileRef) -> str:
+def sign_file_ref(secret: str, widget: str | int, visitor: str, ref: FileRef) -> str:
     return str(
         _serializer(secret, FILE_SALT).dumps(
             {
-                "a": account_id,
+                "a": str(widget),
                 "v": visitor,
                 "f": ref.uid,
                 "n": ref.name,
@@ -121,13 +129,13 @@ def sign_file_ref(secret: str, account_id: int, visitor: str, ref: FileRef) -> s
 
 
 def read_file_ref(
-    secret: str, account_id: int, visitor: str, token: str, *, max_age: int | None = FILE_MAX_AGE
+    secret: str, widget: str | int, visitor: str, token: str, *, max_age: int | None = FILE_MAX_AGE
 ) -> FileRef:
     """The upload a reference names, when this visitor of this account made
     it; ``BadToken`` otherwise. ``max_age`` None: any age (the worker
     re-reading a journaled message, maybe days later)."""
     data = _loads(secret, FILE_SALT, token, max_age, "file reference")
-    if data.get("a") != account_id or data.get("v") != visitor:
+    if data.get("a") != str(widget) or data.get("v") != visitor:
         raise BadToken("the file was uploaded by another visitor")
     uid, name, mime, size = data.get("f"), data.get("n"), data.get("m"), data.get("s")
     if not (

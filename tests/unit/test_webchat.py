@@ -521,6 +521,20 @@ def test_connect_refuses_a_choice_it_does_not_have() -> None:
         _connect(prechat="sometimes")
 
 
+def test_a_widgets_tokens_are_bound_to_its_own_widget_id() -> None:
+    """What a connected widget's tokens name is its ``widget_id`` credential:
+    a token can be checked from the credentials alone (whatever the row's
+    id), and another widget's id under the same secret is refused."""
+    creds = dict(_connect().credentials)
+    assert set(creds) == {"token_secret", "widget_id"} and creds["widget_id"]
+    account = ChannelAccountInfo(41, "webchat", "k", creds, {"origins": [ORIGIN]})
+    adapter = WebChatAdapter(account)
+    token = tokens.visitor_token(creds["token_secret"], creds["widget_id"], VISITOR)
+    assert adapter.visitor(token) == VISITOR
+    with pytest.raises(tokens.BadToken, match="another widget"):
+        adapter.visitor(tokens.visitor_token(creds["token_secret"], 41, VISITOR))
+
+
 def test_send_confirms_the_stored_reply_under_its_own_id() -> None:
     adapter = _adapter()
     long_text = "слово " * 3000
