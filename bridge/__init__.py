@@ -13,6 +13,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from bridge.config import Settings
 from bridge.crypto import SecretBindingError
@@ -54,6 +55,10 @@ def create_app(
     set_runtime(runtime)
     app.extensions["bridge"] = runtime
     app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_body
+    if runtime.settings.trusted_proxies:
+        # behind a load balancer every client would share its address
+        proxies = runtime.settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
 
     from bridge import api, files, oauth, webhooks
 

@@ -107,6 +107,10 @@ class Settings:
     job_timeout: int = 600
     #: max webhook body size accepted
     max_body: int = 1_000_000
+    #: reverse proxies in front of the web process whose X-Forwarded-For and
+    #: X-Forwarded-Proto are believed (0: none; the client's address is the
+    #: connection's). Per-address limits need the client's real address.
+    trusted_proxies: int = 0
     #: a conversation quiet for this long (s) asks the CRM whether its
     #: deal/lead is still open before writing to it (0: never asks)
     entity_recheck: float = 3600.0
@@ -162,6 +166,7 @@ class Settings:
             http_timeout=timeout,
             job_timeout=int(_float(env, "BRIDGE_JOB_TIMEOUT", 600)),
             max_body=int(_float(env, "BRIDGE_MAX_BODY", 1_000_000)),
+            trusted_proxies=int(_float(env, "BRIDGE_TRUSTED_PROXIES", 0)),
             home_url=env.get("BRIDGE_HOME_URL", ""),
             entity_recheck=_float(env, "BRIDGE_ENTITY_RECHECK", 3600.0),
             journal_retention_days=_float(env, "BRIDGE_JOURNAL_RETENTION_DAYS", 14.0),
