@@ -362,7 +362,16 @@
     syncing: false,
     sending: false,
     readPosted: 0,
+    live: null, // the open stream or poll: cut when the browser goes offline
   };
+
+  // The network went away: the open connection is dead even if no error has
+  // come yet (a half-open socket only times out much later); reconnect when
+  // it is back ("online" also cuts any back-off short).
+  window.addEventListener("offline", function () {
+    if (state.live) state.live.abort();
+    setOffline(true);
+  });
 
   function headers(json) {
     var out = {};
@@ -485,7 +494,7 @@
   // Server-sent events read from a fetch() body: the header carries the
   // token (EventSource cannot send one, and a token in a URL reaches logs).
   async function streamOnce() {
-    var controller = new AbortController();
+    var controller = (state.live = new AbortController());
     var watchdog = null;
     function arm() {
       clearTimeout(watchdog);
@@ -561,7 +570,7 @@
 
   // The long poll: GET /messages?after=<seq>&wait=25.
   async function pollOnce(wait) {
-    var controller = new AbortController();
+    var controller = (state.live = new AbortController());
     var timer = setTimeout(function () {
       controller.abort();
     }, (wait + 15) * 1000);
@@ -610,7 +619,8 @@
           await sleep(Math.min(result.retry, 250));
           continue;
         }
-        streamFailures++;
+        // failures while the browser is offline say nothing about the stream
+        if (navigator.onLine !== false) streamFailures++;
       } else {
         result = await pollOnce(25);
         if (result.ok) {
@@ -661,7 +671,8 @@
         }).length;
     ui.badge.textContent = unread > 99 ? "99+" : String(unread);
     ui.badge.hidden = unread === 0;
-    ui.launcher.setAttribute("aria-label", unread ? T.open + " (" + T.unread(unread) + ")" : T.open);
+    var label = state.open ? T.close : T.open;
+    ui.launcher.setAttribute("aria-label", unread ? label + " (" + T.unread(unread) + ")" : label);
   }
 
   // Operator messages seen in the open panel: "read" for the CRM.
@@ -866,6 +877,7 @@
     "border:0;border-radius:50%;background:var(--c);color:var(--fg);display:flex;align-items:center;",
     "justify-content:center;box-shadow:0 4px 16px rgba(0,0,0,.25)}",
     ".launcher svg{width:28px;height:28px;fill:currentColor}",
+    ".launcher .when-open,.is-open .launcher svg{display:none}.is-open .launcher .when-open{display:block}",
     ".badge{position:absolute;top:-4px;right:-4px;min-width:22px;height:22px;padding:0 6px;",
     "border-radius:11px;background:#c5221f;color:#fff;font-size:12px;font-weight:700;line-height:22px;",
     "text-align:center;border:2px solid #fff}",
@@ -895,6 +907,7 @@
     ".intro{padding:12px 16px;border-top:1px solid #d5dbe1;display:flex;flex-direction:column;gap:8px;",
     "overflow-y:auto;max-height:70%}",
     ".intro p{margin:0}",
+    ".intro .error{padding:0}",
     ".intro label.field{display:flex;flex-direction:column;gap:2px;font-size:13px;color:#3b4651}",
     ".intro input[type=text],.intro input[type=tel],.intro input[type=email]{width:100%;padding:8px 10px;",
     "border:1px solid #8a96a3;border-radius:8px;background:#fff;color:#1f2933}",
@@ -941,12 +954,16 @@
     ui.launcher = el(
       "button",
       { type: "button", className: "launcher", "aria-label": T.open, "aria-expanded": "false", "aria-controls": "panel" },
-      [icon(ICON_CHAT), ui.badge]
+      [icon(ICON_CHAT), icon(ICON_CLOSE), ui.badge]
     );
+    ui.launcher.lastChild.previousSibling.setAttribute("class", "when-open");
     ui.close = el("button", { type: "button", className: "icon-btn close", "aria-label": T.close }, [icon(ICON_CLOSE)]);
     ui.notice = el("p", { className: "notice", role: "status", hidden: true, text: T.offline });
     ui.list = el("div", { className: "list" }, [
-      el("div", { className: "msg op greeting" }, [el("span", { className: "sr", text: T.operator + ": " }), greeting]),
+      el("div", { className: "msg op greeting" }, [
+        el("span", { className: "sr", text: T.operator + ": " }),
+        el("span", { className: "text", text: greeting }),
+      ]),
     ]);
     ui.pendingList = el("div", { className: "pending" });
     ui.log = el("div", { className: "log", role: "log", "aria-live": "polite", "aria-label": T.log, tabindex: "0" }, [
@@ -1200,7 +1217,7 @@
     var node = el("div", { className: "msg " + (mine ? "me" : "op"), "data-seq": message.seq });
     node.appendChild(el("span", { className: "sr", text: (mine ? T.you : T.operator) + ": " }));
     var text = String(message.text || "");
-    if (text) node.appendChild(mine ? document.createTextNode(text) : linkified(text));
+    if (text) node.appendChild(el("span", { className: "text" }, [mine ? document.createTextNode(text) : linkified(text)]));
     var files = renderAttachments(message.attachments);
     if (files) node.appendChild(files);
     var time = formatTime(message.sent_at);
@@ -1225,7 +1242,7 @@
     if (state.pending.has(item.id)) return;
     var node = el("div", { className: "msg me pending-msg", "data-client-id": item.id });
     node.appendChild(el("span", { className: "sr", text: T.you + ": " }));
-    if (item.text) node.appendChild(document.createTextNode(item.text));
+    if (item.text) node.appendChild(el("span", { className: "text", text: item.text }));
     var files = renderAttachments(
       item.files.map(function (file) {
         return { file_name: file.name, size: file.size };
