@@ -111,6 +111,7 @@ CHANNEL_KITS: dict[str, str] = {
     "vk": "tests.kits.vk:VkKit",
     "viber": "tests.kits.viber:ViberKit",
     "max": "tests.kits.max:MaxKit",
+    "webchat": "tests.kits.webchat:WebChatKit",
 }
 #: CRM kind -> its kit (the slugs of ``crm_adapters.REGISTRY``)
 CRM_KITS: dict[str, str] = {

@@ -478,6 +478,18 @@ def test_the_app_serves_no_other_webhook(world: World) -> None:
         ("/webhooks/crm/<crm>/<key>", "POST"),
         ("/webhooks/crm/<crm>/install", "POST"),
         ("/webhooks/crm/<crm>/route/<route_key>", "POST"),
+        # the web chat's own API (its blueprint): every route checks the
+        # Origin and the signed visitor token, limits and sizes its input
+        # (tests/unit/test_webchat_api.py); the messages it journals go
+        # through the generic webhook's checks here (the web chat kit)
+        ("/widget/<key>.js", "GET"),  # the script: no input
+        ("/widget/<key>/config", "GET"),
+        ("/widget/<key>/messages", "GET"),
+        ("/widget/<key>/messages", "POST"),
+        ("/widget/<key>/read", "POST"),
+        ("/widget/<key>/session", "POST"),
+        ("/widget/<key>/stream", "GET"),
+        ("/widget/<key>/uploads", "POST"),
     ], served
     posts = sorted(p for p, ops in document()["paths"].items() if "post" in ops)
     assert posts == [

@@ -154,7 +154,12 @@ def add_account(world: World, rt: Runtime, tenant_id: int, channel: ChannelKit, 
     spec = channel.isolation_account(n, 0)
     creds = dict(spec.credentials)
     account = admin.add_channel_account(
-        rt, tenant_id, kind=channel.kind, credentials=creds, external_id=str(n)
+        rt,
+        tenant_id,
+        kind=channel.kind,
+        credentials=creds,
+        settings=spec.settings,
+        external_id=str(n),
     )
     world.channels[account] = (tenant_id, creds)
     world.channel_kits[account] = channel

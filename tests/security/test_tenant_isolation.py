@@ -321,6 +321,7 @@ def build_world(
                         t.id,
                         kind=channel.kind,
                         credentials=spec.credentials,
+                        settings=spec.settings,
                         external_id=spec.external_id,
                         name=spec.name,
                     )
