@@ -649,3 +649,51 @@ def test_xss_payloads_render_inert_over_a_flaky_network(browser: Browser, demo: 
     context.close()
     # what the test broke on purpose: the aborted streams, the 503s
     assert [e for e in errors.seen if "ERR_FAILED" not in e and "503" not in e] == []
+
+
+def test_required_pre_chat_form_without_consent_box(browser: Browser, demo: _Demo) -> None:
+    """A widget that asks for a phone or an e-mail before anything is sent and has
+    no consent box: the demo's config rewritten on its way to the page."""
+    errors = _Errors()
+    context = _context(browser, locale="ru-RU")
+
+    def config(route: Route) -> None:
+        # Playwright's own fetch is no same-origin browser request: it names the page
+        answer = route.fetch(headers={**route.request.headers, "Origin": demo.base})
+        assert answer.ok, answer.text()
+        changes = {"prechat": "required", "prechat_fields": ["name", "email"], "consent": "off"}
+        route.fulfill(response=answer, json={**answer.json(), **changes})
+
+    context.route(re.compile(r".*/widget/[^/]+/config$"), config)
+    page = errors.watch(context.new_page())
+    page.goto(f"{demo.base}/sandbox/site/?lang=ru")
+    page.locator(f"{W} .launcher").wait_for()
+    _open(page)
+    form = page.locator(f"{W} .intro")
+    assert [form.locator(f"input[name={n}]").count() for n in ("name", "phone", "email")] == [
+        1,
+        0,
+        1,
+    ]
+    assert form.locator("input[name=consent]").count() == 0
+    assert form.locator("button.secondary").count() == 0  # no Skip when it is required
+    form.locator("input[name=name]").fill("Олег")
+    form.locator("button[type=submit]").click()
+    problem = form.locator("[role=alert]")
+    assert problem.inner_text() == "Укажите телефон или адрес эл. почты."
+    form.locator("input[name=email]").fill("oleg-at-example")
+    form.locator("button[type=submit]").click()
+    assert problem.inner_text() == "Проверьте адрес эл. почты."
+    assert page.locator(f"{W} .composer").is_hidden()
+    form.locator("input[name=email]").fill("oleg@example.com")
+    form.locator("button[type=submit]").click()
+    page.locator(f"{W} .composer textarea").wait_for(state="visible")
+    # asked once: the next page of the shop goes straight to the composer
+    page.goto(f"{demo.base}/sandbox/site/product?lang=ru")
+    _open(page)
+    assert page.locator(f"{W} .intro").is_hidden()
+    assert page.evaluate(f"document.querySelector('{W}').shadowRoot.activeElement.tagName") == (
+        "TEXTAREA"
+    )
+    context.close()
+    assert errors.seen == []
