@@ -11,6 +11,7 @@ it, so ``send`` only confirms it.
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import ipaddress
 import json
@@ -39,7 +40,9 @@ from channel_adapters.webchat.inbound import (
     parse_body,
 )
 from channel_adapters.webchat.settings import (
+    MAX_EMAIL_AFTER,
     MAX_FILE_BYTES,
+    WebChatApp,
     WebChatConnect,
     WebChatCredentials,
     WebChatSettings,
@@ -63,6 +66,7 @@ class WebChatAdapter(ChannelAdapter):
     Connect: ClassVar[type[WebChatConnect]] = WebChatConnect
     Credentials: ClassVar[type[WebChatCredentials]] = WebChatCredentials
     Settings: ClassVar[type[WebChatSettings]] = WebChatSettings
+    App: ClassVar[type[WebChatApp]] = WebChatApp
     #: the JSON body only (4000 characters of text, the context, five
     #: file refs): files go through ``POST /widget/<key>/uploads``
     max_body: ClassVar[int] = 64 * 1024
@@ -90,6 +94,8 @@ class WebChatAdapter(ChannelAdapter):
             raise ConfigError("--privacy-url must be an https:// address")
         if not 1024 <= values.max_file_bytes <= MAX_FILE_BYTES:
             raise ConfigError(f"--max-file-bytes must be 1024-{MAX_FILE_BYTES}")
+        if not 0 <= values.email_after_minutes <= MAX_EMAIL_AFTER:
+            raise ConfigError(f"--email-after-minutes must be 0-{MAX_EMAIL_AFTER} (0: never)")
         version = values.consent_version.strip()
         if not version or len(version) > 64:
             raise ConfigError("--consent-version must be 1-64 characters")
@@ -115,6 +121,7 @@ class WebChatAdapter(ChannelAdapter):
             "consent_text_ru": values.consent_text_ru.strip(),
             "consent_version": version,
             "max_file_bytes": values.max_file_bytes,
+            "email_after_minutes": values.email_after_minutes,
         }
         site = urlsplit(origins[0]).netloc
         credentials = {"token_secret": tokens.new_secret(), "widget_id": tokens.new_widget_id()}
@@ -123,6 +130,29 @@ class WebChatAdapter(ChannelAdapter):
     def setup_webhook(self, url: str) -> None:
         """Nothing to register: the widget is served by the bridge itself."""
         return None
+
+    # -- a reply the visitor has not read --------------------------------------
+
+    def unread_fallback(self) -> dt.timedelta | None:
+        """The widget's ``email_after_minutes`` (None for 0): a reply still
+        unread then goes to the e-mail the visitor left as well."""
+        minutes = int(self.settings.email_after_minutes)
+        return dt.timedelta(minutes=minutes) if minutes > 0 else None
+
+    def unread_texts(self, language: str | None) -> tuple[str, str]:
+        """The copy's subject and opening line, naming the widget's title
+        (else its site), in Russian for a Russian visitor, else English."""
+        name = self.settings.title or self.site()
+        if (language or "").lower().startswith("ru"):
+            return f"Ответ от {name}", f"Вам ответили в чате на сайте {name}:"
+        return f"Reply from {name}", f"You have a reply in the chat on {name}:"
+
+    def site(self) -> str:
+        """The widget's first site (``shop.example``)."""
+        if self.account.external_id:
+            return self.account.external_id
+        origins = self.settings.origins
+        return urlsplit(origins[0]).netloc if origins else "the site"
 
     # -- the API's and the core's hooks ---------------------------------------
 

@@ -33,6 +33,7 @@ import json
 import logging
 import math
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -50,7 +51,7 @@ from bridge.runtime import Runtime, app_runtime
 from channel_adapters.webchat import inbound, tokens
 from channel_adapters.webchat.adapter import WebChatAdapter
 
-__all__ = ["FILE_TYPES", "PING_SECONDS", "STREAM_SECONDS", "bp", "sniff"]
+__all__ = ["FILE_TYPES", "PING_SECONDS", "bp", "sniff"]
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webchat", __name__)
@@ -61,8 +62,6 @@ PLACEHOLDER = (
     "channel_adapters/webchat/static/widget.js is missing. */\n"
     'console.warn("web chat: widget.js is missing on this bridge");\n'
 )
-#: how long one event stream stays open before the widget reconnects
-STREAM_SECONDS = 25
 #: a comment this often keeps proxies from closing a quiet stream
 PING_SECONDS = 15
 #: the longest long poll (``wait``)
@@ -86,12 +85,6 @@ FILE_TYPES = (
 #: multipart framing around the file: what a request may carry beyond it
 MULTIPART_SLACK = 64 * 1024
 ALLOW_HEADERS = "Authorization, Content-Type, Last-Event-ID"
-#: rate limits: (per minute, burst)
-SESSION_PER_IP = (30, 30)
-MESSAGES_PER_VISITOR = (20, 10)
-MESSAGES_PER_IP = (120, 120)
-UPLOADS_PER_VISITOR = (10, 10)
-READS_PER_VISITOR = (120, 120)
 #: how long a visitor's consent and pre-chat contact are remembered
 REMEMBER_SECONDS = tokens.VISITOR_MAX_AGE
 
@@ -203,9 +196,10 @@ def _visitor(adapter: WebChatAdapter) -> str:
         ) from None
 
 
-def _limit(rt: Runtime, name: str, key: str, rule: tuple[int, int]) -> None:
-    per_minute, burst = rule
-    wait = hosted.rate(rt, f"webchat-{name}", key, per_minute, burst)
+def _limit(rt: Runtime, name: str, key: str, per_minute: int, burst: int | None = None) -> None:
+    """One from the shared bucket (``burst`` defaults to a minute's worth);
+    429 with ``Retry-After`` when it is empty."""
+    wait = hosted.rate(rt, f"webchat-{name}", key, per_minute, burst or per_minute)
     if wait is not None:
         seconds = max(1, math.ceil(wait))
         raise ApiError(
@@ -255,24 +249,24 @@ def _int_arg(name: str, value: str | None) -> int:
 
 class _Held:
     """The long polls and streams this process holds open: each takes a web
-    thread while it waits, so they may take at most three quarters of
-    them (``WEB_THREADS``, 64 by default); the rest answer the webhooks."""
+    thread while it waits, so they may not take them all; a quarter (at
+    most 16, at least 2) is kept for the webhooks, unless the deployment
+    says how many may be held (``WEBCHAT_HELD_CONNECTIONS``)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.count = 0
 
     @staticmethod
-    def limit() -> int:
-        try:
-            threads = int(os.environ.get("WEB_THREADS") or 64)
-        except ValueError:
-            threads = 64
-        return max(1, threads * 3 // 4)
+    def limit(configured: int) -> int:
+        if configured > 0:
+            return configured
+        threads = web_threads()
+        return max(1, threads - max(2, min(16, threads // 4)))
 
-    def take(self) -> bool:
+    def take(self, configured: int) -> bool:
         with self._lock:
-            if self.count >= self.limit():
+            if self.count >= self.limit(configured):
                 return False
             self.count += 1
             return True
@@ -281,9 +275,25 @@ class _Held:
         with self._lock:
             self.count = max(0, self.count - 1)
 
-    def full(self) -> bool:
+    def full(self, configured: int) -> bool:
         with self._lock:
-            return self.count >= self.limit()
+            return self.count >= self.limit(configured)
+
+
+def web_threads() -> int:
+    """The web server's threads per process: gunicorn's ``--threads`` as
+    this process was started with it (``bridge web``, ``bridge run``, the
+    Procfile all pass it), else ``WEB_THREADS``, else gunicorn's 64 of
+    ``bridge web``."""
+    args = [*sys.argv, *(os.environ.get("GUNICORN_CMD_ARGS") or "").split()]
+    for i, arg in enumerate(args):
+        value = args[i + 1] if arg == "--threads" and i + 1 < len(args) else None
+        if arg.startswith("--threads="):
+            value = arg.partition("=")[2]
+        if value is not None and value.isdigit() and int(value) > 0:
+            return int(value)
+    found = os.environ.get("WEB_THREADS") or ""
+    return int(found) if found.isdigit() and int(found) > 0 else 64
 
 
 HELD = _Held()
@@ -342,7 +352,7 @@ def config(key: str) -> Response:
             "consent_version": s.consent_version,
             "max_file_bytes": s.max_file_bytes,
             "file_types": list(FILE_TYPES),
-            "stream_seconds": STREAM_SECONDS,
+            "stream_seconds": adapter.app.stream_seconds,
         }
     )
     response.headers["Cache-Control"] = "private, max-age=60"
@@ -364,7 +374,7 @@ def session(key: str) -> Response:
             return _json({"token": given, "visitor_id": adapter.visitor(given)})
         except tokens.BadToken:
             pass  # expired or not ours: a new visitor
-    _limit(rt, "session", f"{found.account.id}:{_ip()}", SESSION_PER_IP)
+    _limit(rt, "session", f"{found.account.id}:{_ip()}", adapter.app.sessions_per_minute)
     visitor = tokens.new_visitor()
     return _json({"token": adapter.visitor_token(visitor), "visitor_id": visitor})
 
@@ -400,8 +410,15 @@ def messages(key: str) -> Response:
     rt, found, adapter = _open(key)
     visitor = _visitor(adapter)
     account_id = found.account.id
-    _limit(rt, "messages-visitor", f"{account_id}:{visitor}", MESSAGES_PER_VISITOR)
-    _limit(rt, "messages-ip", f"{account_id}:{_ip()}", MESSAGES_PER_IP)
+    app = adapter.app
+    _limit(
+        rt,
+        "messages-visitor",
+        f"{account_id}:{visitor}",
+        app.messages_per_minute,
+        app.messages_burst,
+    )
+    _limit(rt, "messages-ip", f"{account_id}:{_ip()}", app.ip_messages_per_minute)
     data = _json_body(adapter.max_body)
     try:
         checked = inbound.check_message(data)
@@ -481,13 +498,13 @@ def _history(key: str) -> Response:
     rt, found, adapter = _open(key)
     visitor = _visitor(adapter)
     account_id = found.account.id
-    _limit(rt, "reads", f"{account_id}:{visitor}", READS_PER_VISITOR)
+    _limit(rt, "reads", f"{account_id}:{visitor}", adapter.app.reads_per_minute)
     after = _int_arg("after", request.args.get("after"))
     wait = _wait_arg(request.args.get("wait"))
     if wait <= 0:
         found_messages = hosted.thread(rt, account_id, visitor, after=after)
     else:
-        if not HELD.take():
+        if not HELD.take(adapter.app.held_connections):
             raise _busy()
         try:
             with hosted.watch(rt, account_id, visitor) as news:
@@ -524,23 +541,25 @@ def _wait_arg(value: str | None) -> float:
 def stream(key: str) -> Response:
     """Server-sent events: each message after the seq (``Last-Event-ID``
     wins over ``after``) as ``id: <seq>`` / ``event: message``; a comment
-    every ``PING_SECONDS``; closed after ``STREAM_SECONDS`` with ``retry:
-    1000`` (the widget reconnects with the last id it saw: nothing lost,
-    nothing twice)."""
+    every ``PING_SECONDS``; closed after the deployment's
+    ``stream_seconds`` with ``retry: 1000`` (the widget reconnects with the
+    last id it saw: nothing lost, nothing twice)."""
     if request.method == "OPTIONS":
         return _preflight(key)
     rt, found, adapter = _open(key)
     visitor = _visitor(adapter)
     account_id = found.account.id
-    _limit(rt, "reads", f"{account_id}:{visitor}", READS_PER_VISITOR)
+    _limit(rt, "reads", f"{account_id}:{visitor}", adapter.app.reads_per_minute)
     resume = request.headers.get("Last-Event-ID")
     after = _int_arg("after", resume if resume not in (None, "") else request.args.get("after"))
-    if HELD.full():
+    held = adapter.app.held_connections
+    seconds = float(adapter.app.stream_seconds)
+    if HELD.full(held):
         raise _busy()
 
     def events() -> Iterator[str]:
         # the slot is taken inside: a response never iterated holds none
-        if not HELD.take():
+        if not HELD.take(held):
             yield "retry: 5000\n\n"
             return
         try:
@@ -548,7 +567,7 @@ def stream(key: str) -> Response:
             # first bytes at once: the widget knows the stream is open
             yield ": open\n\n"
             with hosted.watch(rt, account_id, visitor) as news:
-                deadline = time.monotonic() + STREAM_SECONDS
+                deadline = time.monotonic() + seconds
                 ping_at = time.monotonic() + PING_SECONDS
                 while True:
                     for message in hosted.thread(rt, account_id, visitor, after=last):
@@ -588,7 +607,7 @@ def uploads(key: str) -> Response:
         return _preflight(key)
     rt, found, adapter = _open(key)
     visitor = _visitor(adapter)
-    _limit(rt, "uploads", f"{found.account.id}:{visitor}", UPLOADS_PER_VISITOR)
+    _limit(rt, "uploads", f"{found.account.id}:{visitor}", adapter.app.uploads_per_minute)
     limit = int(adapter.settings.max_file_bytes)
     too_large = ApiError(
         413, "file_too_large", f"the file is larger than this widget takes ({limit} bytes)"
@@ -685,7 +704,7 @@ def read(key: str) -> Response:
     rt, found, adapter = _open(key)
     visitor = _visitor(adapter)
     account_id = found.account.id
-    _limit(rt, "reads", f"{account_id}:{visitor}", READS_PER_VISITOR)
+    _limit(rt, "reads", f"{account_id}:{visitor}", adapter.app.reads_per_minute)
     data = _json_body(4096)
     seq = data.get("seq")
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:

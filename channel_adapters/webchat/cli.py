@@ -39,7 +39,7 @@ def _options(*, defaults: bool = True) -> list[click.Option]:
         choices = tuple(field.metadata.get("choices") or ())
         kind: Any = click.Choice(choices) if choices else None
         if field.type in (int, "int"):
-            kind = click.IntRange(min=1)
+            kind = click.IntRange(min=0)
         options.append(
             click.Option(
                 [f"--{field.name.replace('_', '-')}", field.name],

@@ -3,7 +3,8 @@
 ``Connect`` is what ``bridge widget create`` (and the generic ``bridge
 webchat connect``) takes; ``Settings`` is what the account keeps and what
 ``GET /widget/<key>/config`` shows the widget; ``Credentials`` holds the
-secret that signs visitor tokens and upload references.
+secret that signs visitor tokens and upload references; ``App`` the
+deployment's limits (``WEBCHAT_*`` in the environment).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from bridge.schema import setting
 
 __all__ = [
     "DEFAULT_CONSENT_TEXT_EN",
+    "WebChatApp",
     "DEFAULT_CONSENT_TEXT_RU",
     "DEFAULT_GREETING_EN",
     "DEFAULT_GREETING_RU",
@@ -34,6 +36,9 @@ DEFAULT_CONSENT_TEXT_RU = "Я согласен(на) на обработку м�
 #: bytes are stored in the database (``bridge.files``)
 DEFAULT_FILE_BYTES = 10 * 1024 * 1024
 MAX_FILE_BYTES = 20 * 1024 * 1024
+#: an unread reply goes to the visitor's e-mail after this many minutes
+DEFAULT_EMAIL_AFTER = 10
+MAX_EMAIL_AFTER = 7 * 24 * 60
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,11 @@ class WebChatConnect:
     )
     max_file_bytes: int = setting(
         DEFAULT_FILE_BYTES, help=f"the largest file a visitor may send (at most {MAX_FILE_BYTES})"
+    )
+    email_after_minutes: int = setting(
+        DEFAULT_EMAIL_AFTER,
+        help="a reply the visitor has not read after this many minutes also goes to the "
+        "e-mail they left (through the tenant's e-mail channel); 0: never",
     )
 
 
@@ -105,3 +115,30 @@ class WebChatSettings:
     consent_text_ru: str = setting(DEFAULT_CONSENT_TEXT_RU, help="the consent box's words (ru)")
     consent_version: str = setting("1", help="the consent text's version")
     max_file_bytes: int = setting(DEFAULT_FILE_BYTES, help="the largest upload (bytes)")
+    email_after_minutes: int = setting(
+        DEFAULT_EMAIL_AFTER, help="an unread reply goes to the visitor's e-mail after (0: never)"
+    )
+
+
+@dataclass(frozen=True)
+class WebChatApp:
+    """Deployment-wide, for every widget (``WEBCHAT_<FIELD>`` in the
+    environment): the widget API's limits, per minute, and how long an event
+    stream stays open."""
+
+    sessions_per_minute: int = setting(30, help="new visitors a minute per address")
+    messages_per_minute: int = setting(20, help="messages a minute per visitor")
+    messages_burst: int = setting(10, help="messages a visitor may send at once")
+    ip_messages_per_minute: int = setting(120, help="messages a minute per address")
+    uploads_per_minute: int = setting(10, help="uploads a minute per visitor")
+    reads_per_minute: int = setting(
+        120, help="history reads, streams and read receipts a minute per visitor"
+    )
+    stream_seconds: float = setting(
+        25.0, help="how long one event stream stays open before the widget reconnects"
+    )
+    held_connections: int = setting(
+        0,
+        help="long polls and streams one web process holds at most (0: its threads but a "
+        "quarter, at most 16, kept for the webhooks)",
+    )

@@ -547,6 +547,38 @@ def test_a_widgets_tokens_are_bound_to_its_own_widget_id() -> None:
         adapter.visitor(tokens.visitor_token(creds["token_secret"], 41, VISITOR))
 
 
+def test_an_unread_reply_goes_by_email_after_the_widgets_minutes() -> None:
+    adapter = _adapter(title="Acme tea", email_after_minutes=15)
+    assert adapter.unread_fallback() == dt.timedelta(minutes=15)
+    assert _adapter(email_after_minutes=0).unread_fallback() is None
+    assert adapter.unread_texts("ru-RU") == (
+        "Ответ от Acme tea",
+        "Вам ответили в чате на сайте Acme tea:",
+    )
+    for language in ("en", None, "de"):
+        assert adapter.unread_texts(language) == (
+            "Reply from Acme tea",
+            "You have a reply in the chat on Acme tea:",
+        )
+    # no title: the widget's site
+    assert _adapter().unread_texts("en")[0] == "Reply from shop.example"
+    assert _connect().settings["email_after_minutes"] == 10
+    with pytest.raises(ConfigError, match="--email-after-minutes"):
+        _connect(email_after_minutes=7 * 24 * 60 + 1)
+
+
+def test_the_deployments_limits_default_to_the_documented_ones() -> None:
+    app = load(WebChatAdapter.App, {})
+    assert (app.sessions_per_minute, app.messages_per_minute, app.messages_burst) == (30, 20, 10)
+    assert (app.ip_messages_per_minute, app.uploads_per_minute, app.reads_per_minute) == (
+        120,
+        10,
+        120,
+    )
+    assert (app.stream_seconds, app.held_connections) == (25.0, 0)
+    assert load(WebChatAdapter.App, {"stream_seconds": "2.5"}).stream_seconds == 2.5
+
+
 def test_send_confirms_the_stored_reply_under_its_own_id() -> None:
     adapter = _adapter()
     long_text = "слово " * 3000

@@ -39,6 +39,7 @@ from bridge.webhooks import waker
 from channel_adapters.webchat import WebChatAdapter, api, tokens
 from channel_adapters.webchat.settings import WebChatConnect
 from tests.support import fakes
+from tests.support.harness import build_runtime
 
 SITE = "https://shop.example"
 MAPPING = """
@@ -50,6 +51,14 @@ channels:
     timeline: note
 """
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+#: the deployment's widget settings here (WEBCHAT_*): short streams and
+#: small buckets keep the tests fast, and show the API reads them
+APP = {
+    "stream_seconds": "1",
+    "messages_burst": "6",
+    "sessions_per_minute": "6",
+    "uploads_per_minute": "8",
+}
 
 
 @dataclass
@@ -148,6 +157,13 @@ def _widget(rt: Runtime, tenant_id: int, **values: Any) -> tuple[int, str]:
 
 
 @pytest.fixture
+def runtime(settings: Any, redis_conn: Any) -> Iterator[Runtime]:
+    """The conftest's runtime, with this deployment's widget settings."""
+    with build_runtime(settings, redis_conn, apps={"webchat": APP}) as rt:
+        yield rt
+
+
+@pytest.fixture
 def tenant(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> int:
     monkeypatch.setitem(crm_adapters.REGISTRY, "fake", "tests.support.fakes:FakeCrm")
     fakes.STATE = fakes.FakeCrmState()
@@ -208,7 +224,8 @@ def test_config_says_what_the_widget_shows(widget: Widget) -> None:
     assert (config["prechat"], config["consent"]) == ("off", "off")
     assert config["prechat_fields"] == ["name", "phone", "email"]
     assert config["max_file_bytes"] == 10 * 1024 * 1024
-    assert "image/png" in config["file_types"] and config["stream_seconds"] == 25
+    assert "image/png" in config["file_types"]
+    assert config["stream_seconds"] == 1  # the deployment's (WEBCHAT_STREAM_SECONDS)
     assert set(config) == {
         "title", "greeting", "color", "prechat", "prechat_fields", "consent", "privacy_url",
         "consent_text", "consent_version", "max_file_bytes", "file_types", "stream_seconds",
@@ -482,7 +499,7 @@ def test_a_phone_or_email_is_required_once_when_the_prechat_form_is(
 
 def test_too_many_messages_are_refused_with_retry_after(widget: Widget) -> None:
     token, _ = widget.visitor()
-    burst = api.MESSAGES_PER_VISITOR[1]
+    burst = int(APP["messages_burst"])
     for n in range(burst):
         assert widget.send(token, f"c-burst-{n:04d}").status_code == 202
     refused = widget.send(token, "c-burst-over")
@@ -498,7 +515,7 @@ def test_too_many_messages_are_refused_with_retry_after(widget: Widget) -> None:
 
 def test_too_many_new_visitors_from_one_address(widget: Widget) -> None:
     token, _ = widget.visitor()
-    for _ in range(api.SESSION_PER_IP[1] - 1):
+    for _ in range(int(APP["sessions_per_minute"]) - 1):
         assert widget.session().status_code == 200
     refused = widget.session()
     _error(refused, 429, "rate_limited")
@@ -574,12 +591,14 @@ def _events(frames: list[str]) -> list[tuple[int, dict[str, Any]]]:
 def test_the_stream_carries_replies_and_resumes_without_repeats(
     widget: Widget, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(api, "STREAM_SECONDS", 1.5)
-    monkeypatch.setattr(api, "PING_SECONDS", 0.5)
+    monkeypatch.setattr(api, "PING_SECONDS", 30.0)  # no ping: only news wakes it
     token, visitor = widget.visitor()
     widget.send(token, "c-question-1", "When do you open?")
     widget.normalise()
     widget.reply(visitor, "At nine", "crm-1")
+    # delivered, as a worker does at once (the core announces a reply that
+    # schedules a delivery: one stored behind a pending one is not)
+    assert run_outbound(widget.rt, widget.conversation(visitor).id) == "idle"
 
     # a reply stored before the stream opened, then one while it is open
     response = _stream(widget, token)
@@ -592,19 +611,25 @@ def test_the_stream_carries_replies_and_resumes_without_repeats(
         frames.append(frame)
         for _, data in _events([frame]):
             arrived[data["text"]] = time.monotonic() - started
+    took = time.monotonic() - started
     helper.join()
     events = _events(frames)
     assert [d["text"] for _, d in events] == ["When do you open?", "At nine", "Until six"]
     assert [seq for seq, _ in events] == [d["seq"] for _, d in events]
-    assert arrived["Until six"] < 1.2, arrived  # woken, not found at the end
-    assert frames[0] == ": open" and ": ping" in frames and frames[-1] == "retry: 1000"
+    # woken by the news (without it, found only when the stream ends, at 1 s)
+    assert arrived["Until six"] < 0.8, arrived
+    assert 0.9 <= took < 2.0, took  # the deployment's stream_seconds
+    assert frames[0] == ": open"
+    assert frames[-1] == "retry: 1000" and ": ping" not in frames
 
     # resumed from the last id seen: only what came after, nothing twice
-    monkeypatch.setattr(api, "STREAM_SECONDS", 0.3)
+    # (and a quiet stream pings)
+    monkeypatch.setattr(api, "PING_SECONDS", 0.3)
     widget.reply(visitor, "On Sundays too", "crm-3")
     last_seen = events[-1][0]
-    again = _events(list(_frames(_stream(widget, token, **{"Last-Event-ID": str(last_seen)}))))
-    assert [d["text"] for _, d in again] == ["On Sundays too"]
+    frames = list(_frames(_stream(widget, token, **{"Last-Event-ID": str(last_seen)})))
+    again = _events(frames)
+    assert [d["text"] for _, d in again] == ["On Sundays too"] and ": ping" in frames
     # Last-Event-ID wins over ?after=
     resumed = widget.client.get(
         f"{widget.base}/stream?after=0",
@@ -618,13 +643,30 @@ def test_a_stream_beyond_the_servers_share_of_threads_is_refused(
     widget: Widget, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     token, _ = widget.visitor()
-    monkeypatch.setenv("WEB_THREADS", "4")  # three held at most
-    monkeypatch.setattr(api.HELD, "count", 3)
+    monkeypatch.setattr(api.HELD, "count", api.HELD.limit(widget.adapter.app.held_connections))
     refused = widget.client.get(f"{widget.base}/stream", headers=widget.headers(token))
     _error(refused, 503, "busy")
     assert refused.headers["Retry-After"] == "5"
     _error(widget.history(token, wait=5), 503, "busy")
     assert widget.history(token).status_code == 200  # a plain read holds nothing
+
+
+def test_what_a_web_process_may_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """All its threads but a quarter (at most 16, at least 2) for the
+    webhooks, read from gunicorn's command line, else WEB_THREADS; or what
+    the deployment says (WEBCHAT_HELD_CONNECTIONS)."""
+    monkeypatch.delenv("GUNICORN_CMD_ARGS", raising=False)
+    monkeypatch.delenv("WEB_THREADS", raising=False)
+    monkeypatch.setattr(api.sys, "argv", ["gunicorn", "--threads", "232", "wsgi:app"])
+    assert (api.web_threads(), api.HELD.limit(0)) == (232, 216)
+    monkeypatch.setattr(api.sys, "argv", ["gunicorn", "--threads=64"])
+    assert api.HELD.limit(0) == 48
+    monkeypatch.setattr(api.sys, "argv", ["pytest"])
+    monkeypatch.setenv("WEB_THREADS", "8")
+    assert api.HELD.limit(0) == 6
+    monkeypatch.delenv("WEB_THREADS")
+    assert api.web_threads() == 64
+    assert api.HELD.limit(5) == 5
 
 
 # -- uploads -------------------------------------------------------------------------------------
@@ -706,7 +748,7 @@ def test_an_upload_too_large_or_of_a_type_not_taken(runtime: Runtime, tenant: in
 
 def test_uploads_are_rate_limited_per_visitor(widget: Widget) -> None:
     token, _ = widget.visitor()
-    for _ in range(api.UPLOADS_PER_VISITOR[1]):
+    for _ in range(int(APP["uploads_per_minute"])):
         assert _upload(widget, token, PNG, "a.png", "image/png").status_code == 201
     refused = _upload(widget, token, PNG, "a.png", "image/png")
     _error(refused, 429, "rate_limited")
@@ -768,7 +810,17 @@ def test_widget_create_connects_and_prints_the_snippet(runtime: Runtime, tenant:
     args = ["widget", "create", "--tenant", "acme", "--origin", "https://shop.example"]
     result = CliRunner().invoke(
         main,
-        [*args, "--origin", "https://m.shop.example", "--title", "Ask us", "--consent", "checkbox"],
+        [
+            *args,
+            "--origin",
+            "https://m.shop.example",
+            "--title",
+            "Ask us",
+            "--consent",
+            "checkbox",
+            "--email-after-minutes",
+            "0",
+        ],
         env=env,
     )
     assert result.exit_code == 0, result.output
@@ -779,6 +831,7 @@ def test_widget_create_connects_and_prints_the_snippet(runtime: Runtime, tenant:
     assert lines[-1] == f'<script src="https://bridge.example/widget/{key}.js" async></script>'
     assert stored["origins"] == ["https://shop.example", "https://m.shop.example"]
     assert (stored["title"], stored["consent"]) == ("Ask us", "checkbox")
+    assert stored["email_after_minutes"] == 0
     # the same site twice is one widget; a bad origin says what is wrong
     twice = CliRunner().invoke(main, args, env=env)
     assert twice.exit_code == 1 and "connected already" in twice.output
