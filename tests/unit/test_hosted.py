@@ -156,6 +156,11 @@ def test_a_watch_wakes_on_its_own_thread_only(runtime, account) -> None:  # type
         _reply(runtime, account, "v1", "crm-2", "here")
         assert news.wait(5.0)
         assert hosted.thread(runtime, account.id, "v1")[-1].text == "here"
+        # and another behind it while its delivery job is still pending
+        # (no new job is bumped for it: the news must not depend on one)
+        _reply(runtime, account, "v1", "crm-3", "and here")
+        assert news.wait(5.0)
+        assert hosted.thread(runtime, account.id, "v1")[-1].text == "and here"
     assert hosted.watching(runtime) == 0
 
 

@@ -47,6 +47,9 @@ class CrmAcceptResult:
     ignored: int = 0
     unroutable: int = 0
     jobs: list[tuple[str, int, str]] = field(default_factory=list)
+    #: the conversations a reply was stored in (a job or not: a reply stored
+    #: behind one still pending bumps no new job, yet its client must hear)
+    replied: set[int] = field(default_factory=set)
 
 
 # --------------------------------------------------------------------------
@@ -140,6 +143,7 @@ def _store_reply(
     job = outbox.bump(session, tenant_id, conversation.id, outbox.OUT)
     if job:
         result.jobs.append((outbox.OUT, conversation.id, job))
+    result.replied.add(conversation.id)
     result.stored += 1
 
 
@@ -201,14 +205,14 @@ def accept_crm_events(
                 result.ignored += 1
             else:
                 result.ignored += 1
-    if result.jobs:
+    if result.replied:
         from bridge import hosted
-        from bridge.jobs import enqueue
 
         # the replies are the hosted channels' clients' to read now
-        hosted.announce_conversations(
-            runtime, (cid for direction, cid, _ in result.jobs if direction == outbox.OUT)
-        )
+        hosted.announce_conversations(runtime, result.replied)
+    if result.jobs:
+        from bridge.jobs import enqueue
+
         for direction, conversation_id, job in result.jobs:
             enqueue(
                 runtime.queues,
