@@ -125,8 +125,12 @@ class TestWebChatContract(ChannelAdapterContract):
         result = adapter.send(OutboundMessage("b-contract-2", VISITOR, "слово " * 5000))
         assert result.external_ids == ("b-contract-2",)
 
-    def test_flood_control_is_retryable_with_retry_after(self):  # type: ignore[no-untyped-def]
-        pytest.skip(
-            "hosted: nothing is sent to a provider, so there is no flood control to meet; "
-            "the widget API's own limits (429 + Retry-After) are in tests/unit/test_webchat_api.py"
-        )
+    def test_flood_control_is_retryable_with_retry_after(self, adapter):  # type: ignore[no-untyped-def]
+        """Hosted: no provider stands between us and the visitor, so no flood
+        control can refuse a send — a burst of replies is confirmed whole,
+        each under its own id, none waiting (the widget API's own limits,
+        429 with Retry-After, are tests/unit/test_webchat_api.py's)."""
+        results = [
+            adapter.send(OutboundMessage(f"b-burst-{n}", VISITOR, f"reply {n}")) for n in range(200)
+        ]
+        assert [r.external_ids for r in results] == [(f"b-burst-{n}",) for n in range(200)]
