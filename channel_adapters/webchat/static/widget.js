@@ -373,9 +373,9 @@
     setOffline(true);
   });
 
-  function headers(json) {
+  function headers(json, anonymous) {
     var out = {};
-    if (state.token) out.Authorization = "Bearer " + state.token;
+    if (state.token && !anonymous) out.Authorization = "Bearer " + state.token;
     if (json) out["Content-Type"] = "application/json";
     return out;
   }
@@ -384,7 +384,7 @@
   function call(method, path, body, options) {
     var init = {
       method: method,
-      headers: headers(body !== undefined && !(body instanceof FormData)),
+      headers: headers(body !== undefined && !(body instanceof FormData), options && options.anonymous),
       credentials: "omit",
       cache: "no-store",
       mode: "cors",
@@ -1286,7 +1286,8 @@
   async function start() {
     for (var attempt = 1; attempt < 8; attempt++) {
       try {
-        var answer = await call("GET", "/config");
+        // the config is public: no token (and, cross-origin, no preflight)
+        var answer = await call("GET", "/config", undefined, { anonymous: true });
         if (answer.status === 200) {
           state.config = answer.data;
           build(answer.data);
