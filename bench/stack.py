@@ -127,6 +127,8 @@ class Stack:
     redis_url: str | None = None
     workers: int = 2
     web_workers: int = 2
+    #: gunicorn threads per web worker (an open widget stream holds one)
+    web_threads: int = 8
     sandbox_config: dict[str, Any] = field(default_factory=dict)
     crm: str = "hubspot"
     #: default: the demo mapping of ``crm``
@@ -228,7 +230,7 @@ class Stack:
                 "--workers",
                 str(self.web_workers),
                 "--threads",
-                "8",
+                str(self.web_threads),
                 "--worker-class",
                 "gthread",
                 "--graceful-timeout",
