@@ -31,7 +31,16 @@ from ..core import stats
 from ..core.clock import Clock
 from ..core.faults import FaultPlan
 from ..core.ratelimit import TokenBucket
-from . import control, crm_extra, crm_methods, dispatch, events, oauth, openlines
+from . import (
+    control,
+    crm_extra,
+    crm_methods,
+    dispatch,
+    events,
+    oauth,
+    openlines,
+    userfield_methods,
+)
 from .config import SETTINGS
 from .context import EXTENSION
 from .errors import B24Error, json_response, query_limit
@@ -41,7 +50,7 @@ from .store import Store
 __all__ = ["create_app"]
 
 # imported for their @method registrations
-_METHOD_MODULES = (crm_methods, crm_extra, openlines, events)
+_METHOD_MODULES = (crm_methods, crm_extra, openlines, events, userfield_methods)
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:

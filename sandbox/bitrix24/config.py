@@ -57,9 +57,11 @@ PORTAL_DEFAULTS: dict[str, Any] = {
     # extra deal pipelines (the default one, id 0, always exists):
     # {"id", "name", "sort"?}; stages are generated (DEAL_STAGE_<id>, "C<id>:NEW", ...)
     "deal_categories": [],
-    # declared user fields per entity ("lead" | "contact" | "deal"):
-    # [{"FIELD_NAME": "UF_CRM_...", "USER_TYPE_ID": "string", "MULTIPLE": "N",
-    #   "MANDATORY": "N", "LABEL": "..."}]; undeclared UF_CRM_* keys are accepted too
+    # user fields the portal starts with, per entity ("lead" | "contact" | "deal"):
+    # [{"FIELD_NAME": "UF_CRM_..." (<= 20 characters), "USER_TYPE_ID"?: "string",
+    #   "MULTIPLE"?: "N", "MANDATORY"?: "N", "LABEL"?: "...", any other key
+    #   crm.<type>.userfield.add takes}]; crm.<type>.userfield.add adds more at run time.
+    # Values of undeclared UF_CRM_* keys: the switch undeclared_user_fields.
     "user_fields": {},
 }
 
@@ -165,6 +167,34 @@ DEFAULTS: dict[str, Any] = {
     # descriptions keep zero-width characters (U+200B-U+200F, U+2060-U+2064, U+FEFF).
     # True: they are dropped on write, as a text sanitiser would.
     "strip_zero_width": False,
+    # crm.<type>.userfield.* (dev.1c-bitrix.ru/rest_help/crm/leads/crm_lead_userfield_add.php
+    # and its contact/deal siblings; sandbox/bitrix24/userfields.py). The pages state the
+    # UF_CRM_ prefix and the 20-character limit, not the answers below.
+    # UNCONFIRMED: the error for a FIELD_NAME the entity already has. "description" may
+    # name {field} (the whole name) and {entity} (CRM_LEAD...). Our guess: the REST
+    # layer's generic ERROR_CORE with the main module's text.
+    "userfield_duplicate_error": {
+        "status": 400, "error": "ERROR_CORE",
+        "description": 'A user field with the code "{field}" already exists for "{entity}".'},
+    # UNCONFIRMED: a FIELD_NAME over 20 characters with its prefix: an error object like
+    # the one above, or "truncate" (stored cut to 20 characters).
+    "userfield_name_too_long": {
+        "status": 400, "error": "ERROR_CORE",
+        "description": 'The field name "{field}" is longer than 20 characters.'},
+    # UNCONFIRMED: a FIELD_NAME that already starts with UF_CRM_. "always": prefixed
+    # again, as the pages say the prefix always is ("UF_CRM_UF_CRM_X", usually then too
+    # long); "unless_present": kept as it is.
+    "userfield_prefix": "always",
+    # UNCONFIRMED: who may call crm.<type>.userfield.*: the older pages say everyone,
+    # the newer ones (apidocs.bitrix24.com .../crm/deals/user-defined-fields/
+    # crm-deal-userfield-list.html, -update.html) a CRM administrator. True: only
+    # portal admins (ADMIN); False: anyone with CRM access (write access for add).
+    # Others get "Access denied.".
+    "userfield_admin_only": True,
+    # UNCONFIRMED: a UF_CRM_* key in crm.<type>.add/update that is no user field of the
+    # portal: "accept" = stored and returned like a declared one (lenient), "drop" =
+    # ignored, as Bitrix24 ignores fields it does not know.
+    "undeclared_user_fields": "accept",
     # RNG seed for tokens, ids of tokens and the fault plan (None: random).
     "seed": None,
 }
@@ -213,7 +243,24 @@ def _fill_portal(raw: Any) -> dict[str, Any]:
     for cat in portal["deal_categories"]:
         if not isinstance(cat, dict) or not isinstance(cat.get("id"), int) or cat["id"] < 1:
             raise ValueError(f"portal {domain}: deal categories need an integer id >= 1")
+    _check_user_fields(domain, portal["user_fields"])
     return portal
+
+
+def _check_user_fields(domain: str, declared: Any) -> None:
+    if not isinstance(declared, dict) or set(declared) - {"lead", "contact", "deal"}:
+        raise ValueError(f"portal {domain}: user_fields maps lead/contact/deal to lists")
+    for kind, fields in declared.items():
+        names = set()
+        for uf in fields if isinstance(fields, list) else [None]:
+            name = uf.get("FIELD_NAME") if isinstance(uf, dict) else None
+            if not (isinstance(name, str) and name.startswith("UF_CRM_")
+                    and len(name) <= 20 and re.fullmatch(r"[A-Z0-9_]+", name)):
+                raise ValueError(f"portal {domain}: user_fields.{kind}: FIELD_NAME must be "
+                                 f"UF_CRM_ + A-Z/0-9/_ (at most 20 characters), got {name!r}")
+            if name in names:
+                raise ValueError(f"portal {domain}: user_fields.{kind}: {name} twice")
+            names.add(name)
 
 
 def _check(cfg: dict[str, Any]) -> None:
@@ -251,6 +298,21 @@ def _check(cfg: dict[str, Any]) -> None:
         raise ValueError("connector_name_policy must be 'reject' or 'accept'")
     if not isinstance(cfg["strip_zero_width"], bool):
         raise ValueError("strip_zero_width must be a boolean")
+    for key in ("userfield_duplicate_error", "userfield_name_too_long"):
+        err = cfg[key]
+        if key == "userfield_name_too_long" and err == "truncate":
+            continue
+        if not (isinstance(err, dict) and isinstance(err.get("status"), int)
+                and 400 <= err["status"] <= 599 and isinstance(err.get("error"), str)
+                and isinstance(err.get("description"), str)):
+            raise ValueError(f"{key} must be an error object {{status (4xx/5xx), error, "
+                             "description}" + (' or "truncate"' if "long" in key else ""))
+    if cfg["userfield_prefix"] not in ("always", "unless_present"):
+        raise ValueError("userfield_prefix must be 'always' or 'unless_present'")
+    if not isinstance(cfg["userfield_admin_only"], bool):
+        raise ValueError("userfield_admin_only must be a boolean")
+    if cfg["undeclared_user_fields"] not in ("accept", "drop"):
+        raise ValueError("undeclared_user_fields must be 'accept' or 'drop'")
 
 
 def _fill(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -192,15 +192,23 @@ def _refresh_flags(kind: str, ent: Entity) -> None:
                                         for m in ent.multi.get("IM", [])) else "N"
 
 
-def _writable(kind: str, fields: dict[str, Any], *, updating: bool) -> dict[str, Any]:
+def _writable(portal: Portal, kind: str, fields: dict[str, Any], *, updating: bool,
+              undeclared: str = "accept") -> dict[str, Any]:
     out: dict[str, Any] = {}
     cat = catalog(kind)
+    declared = portal.user_fields.get(kind, {})
     for key, value in fields.items():
         key = str(key).upper() if not str(key).startswith("UF_") else str(key)
         if key in MULTI:
             continue
-        if key.startswith("UF_CRM_") or key.startswith("PARENT_ID_"):
-            out[key] = value  # user fields: any UF_CRM_* accepted (UNCONFIRMED typing)
+        if key.startswith("UF_CRM_"):
+            # a user field's value is stored as given (UNCONFIRMED typing); one the
+            # portal does not have: the switch undeclared_user_fields
+            if key in declared or undeclared == "accept":
+                out[key] = value
+            continue
+        if key.startswith("PARENT_ID_"):
+            out[key] = value
             continue
         desc = cat.get(key)
         if desc is None or desc["isReadOnly"] or (updating and desc.get("isImmutable")):
@@ -236,10 +244,16 @@ def set_lead_status(portal: Portal, ent: Entity, status: str, user_id: int, now:
     ent.fields["MOVED_TIME"] = portal.now_str(now)
 
 
+def _is_link(key: str, value: Any) -> bool:
+    """A multiple catalogue field (``CONTACT_IDS``...), kept apart; a multiple user
+    field's list is its value."""
+    return isinstance(value, list) and not key.startswith("UF_")
+
+
 def add_entity(portal: Portal, kind: str, fields: dict[str, Any], user_id: int, now: float,
-               strict: bool) -> Entity:
+               strict: bool, undeclared: str = "accept") -> Entity:
     """Create a record from ``fields`` (crm.<kind>.add semantics)."""
-    values = _writable(kind, fields, updating=False)
+    values = _writable(portal, kind, fields, updating=False, undeclared=undeclared)
     _validate(portal, kind, values, strict)
     new_id = portal.next_id(kind)
     stamp = portal.now_str(now)
@@ -269,8 +283,8 @@ def add_entity(portal: Portal, kind: str, fields: dict[str, Any], user_id: int, 
                      "IS_REPEATED_APPROACH": "N", "SOURCE_ID": portal.status_ids("SOURCE")[0],
                      "MOVED_BY_ID": str(user_id), "MOVED_TIME": stamp})
     ent = Entity(new_id, base)
-    links = {k: v for k, v in values.items() if isinstance(v, list)}
-    ent.fields.update({k: v for k, v in values.items() if not isinstance(v, list)})
+    links = {k: v for k, v in values.items() if _is_link(k, v)}
+    ent.fields.update({k: v for k, v in values.items() if not _is_link(k, v)})
     if links:
         ent.fields["_links"] = links
     if kind == "lead":
@@ -289,9 +303,9 @@ def add_entity(portal: Portal, kind: str, fields: dict[str, Any], user_id: int, 
 
 
 def update_entity(portal: Portal, kind: str, ent: Entity, fields: dict[str, Any], user_id: int,
-                  now: float, strict: bool) -> None:
+                  now: float, strict: bool, undeclared: str = "accept") -> None:
     """Apply ``fields`` (crm.<kind>.update semantics) to ``ent`` in place."""
-    values = _writable(kind, fields, updating=True)
+    values = _writable(portal, kind, fields, updating=True, undeclared=undeclared)
     _validate(portal, kind, values, strict)
     multi_before = {k: [dict(m) for m in v] for k, v in ent.multi.items()}
     try:
@@ -305,7 +319,7 @@ def update_entity(portal: Portal, kind: str, ent: Entity, fields: dict[str, Any]
     if kind == "deal" and "STAGE_ID" in values:
         _stage(portal, ent, values.pop("STAGE_ID"), strict)
     for key, value in values.items():
-        if isinstance(value, list):
+        if _is_link(key, value):
             ent.fields.setdefault("_links", {})[key] = value
         else:
             ent.fields[key] = value

@@ -27,6 +27,7 @@ from .crm import (
 from .errors import B24Error, crm_error
 from .params import as_int
 from .spec import multifield_catalog
+from .userfields import label_text
 
 __all__ = ["apply_filter", "page"]
 
@@ -141,7 +142,8 @@ def _add(kind: str) -> Any:
         if params.get("params") not in (None, "") and not isinstance(params.get("params"), dict):
             raise crm_error("Parameter 'params' must be array.")
         ent = add_entity(ctx.portal, kind, fields, ctx.auth.user_id, ctx.now(),
-                         bool(ctx.cfg["strict_field_validation"]))
+                         bool(ctx.cfg["strict_field_validation"]),
+                         str(ctx.cfg["undeclared_user_fields"]))
         ctx.fire(f"ONCRM{kind.upper()}ADD", {"FIELDS": {"ID": str(ent.id)}}, ctx.auth.user_id)
         return ent.id
     return handler
@@ -156,7 +158,8 @@ def _update(kind: str) -> Any:
         if not isinstance(fields, dict):
             raise crm_error("Parameter 'fields' must be array.")
         update_entity(ctx.portal, kind, ent, fields, ctx.auth.user_id, ctx.now(),
-                      bool(ctx.cfg["strict_field_validation"]))
+                      bool(ctx.cfg["strict_field_validation"]),
+                      str(ctx.cfg["undeclared_user_fields"]))
         ctx.fire(f"ONCRM{kind.upper()}UPDATE", {"FIELDS": {"ID": str(ent.id)}},
                  ctx.auth.user_id)
         return True
@@ -194,14 +197,20 @@ def _list(kind: str) -> Any:
 def _fields(kind: str) -> Any:
     def handler(ctx: CallCtx, params: dict[str, Any]) -> dict[str, Any]:
         out = dict(catalog(kind))
+        language = str(ctx.portal.cfg.get("language") or "en")
         for name, uf in ctx.portal.user_fields.get(kind, {}).items():
-            label = uf.get("LABEL") or name
+
+            def label(key: str, uf: dict[str, Any] = uf, name: str = name) -> str:
+                return label_text(uf, key, language) or name
+
             # UNCONFIRMED shape for user fields (the stored examples show none)
-            out[name] = {"type": uf.get("USER_TYPE_ID", "string"),
-                         "isRequired": uf.get("MANDATORY") == "Y", "isReadOnly": False,
-                         "isImmutable": False, "isMultiple": uf.get("MULTIPLE") == "Y",
-                         "isDynamic": True, "title": name, "listLabel": label,
-                         "formLabel": label, "filterLabel": label, "settings": []}
+            out[name] = {"type": uf["USER_TYPE_ID"],
+                         "isRequired": uf["MANDATORY"] == "Y", "isReadOnly": False,
+                         "isImmutable": False, "isMultiple": uf["MULTIPLE"] == "Y",
+                         "isDynamic": True, "title": name,
+                         "listLabel": label("LIST_COLUMN_LABEL"),
+                         "formLabel": label("EDIT_FORM_LABEL"),
+                         "filterLabel": label("LIST_FILTER_LABEL"), "settings": []}
         return out
     return handler
 

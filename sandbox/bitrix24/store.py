@@ -27,6 +27,7 @@ from typing import Any
 from ..core.clock import Clock
 from ..core.oauth import AccessToken, RefreshToken, TokenFormat, TokenServer
 from ..core.webhooks import DeliveryLog
+from . import userfields
 
 __all__ = [
     "Entity",
@@ -127,10 +128,12 @@ class Portal:
         self.categories: list[dict[str, Any]] = [
             {"id": int(c["id"]), "name": c.get("name") or f"Pipeline {c['id']}",
              "sort": int(c.get("sort", 200))} for c in cfg["deal_categories"]]
-        self.user_fields: dict[str, dict[str, dict[str, Any]]] = {
-            ent: {uf["FIELD_NAME"]: dict(uf) for uf in ufs}
-            for ent, ufs in (cfg.get("user_fields") or {}).items()}
         self.counters: dict[str, int] = {}
+        # kind -> FIELD_NAME -> record (:mod:`.userfields`); the declared ones first
+        self.user_fields: dict[str, dict[str, dict[str, Any]]] = {}
+        for kind, declared in sorted((cfg.get("user_fields") or {}).items()):
+            for raw in declared:
+                self.add_user_field(kind, raw)
         self.statuses: list[dict[str, Any]] = []
         self._seed_statuses()
         self.entities: dict[str, dict[int, Entity]] = {"lead": {}, "contact": {}, "deal": {}}
@@ -152,12 +155,21 @@ class Portal:
 
     _STARTS = {"status": 101, "multifield": 11000, "comment": 900, "activity": 1000,
                "task": 3700, "handler": 180, "chat": 1800, "message": 86000, "session": 320,
-               "connector_user": 580}
+               "connector_user": 580, "user_field": 140, "user_field_enum": 60}
 
     def next_id(self, kind: str) -> int:
         value = self.counters.get(kind, self._STARTS.get(kind, 1))
         self.counters[kind] = value + 1
         return value
+
+    def add_user_field(self, kind: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Store a user field of ``kind`` (``fields`` checked, FIELD_NAME prefixed);
+        ids are per portal, shared by the three objects (one user field table)."""
+        rec = userfields.build(kind, fields, self.next_id("user_field"),
+                               lambda: self.next_id("user_field_enum"),
+                               str(self.cfg.get("language") or "en"))
+        self.user_fields.setdefault(kind, {})[rec["FIELD_NAME"]] = rec
+        return rec
 
     # -- directories -------------------------------------------------------------------
 
