@@ -56,7 +56,7 @@ from urllib.parse import urlparse
 
 import requests
 
-from bench.report import emit_json, percentile, rnd, table
+from bench.report import emit_json, percentile, postgres_schema, rnd, table
 from bench.stack import Stack
 
 
@@ -218,10 +218,16 @@ def _children(pid: int) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    # PostgreSQL: a schema of the run's own (dropped after)
+    with postgres_schema(args.database_url, prefix="webchat") as database_url:
+        return _run(args, database_url)
+
+
+def _run(args: argparse.Namespace, database_url: str | None) -> dict[str, Any]:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-webchat-"))
     stack = Stack(
         workdir,
-        database_url=args.database_url,
+        database_url=database_url,
         workers=2,
         web_workers=1,
         web_threads=args.threads or args.widgets + 32,
