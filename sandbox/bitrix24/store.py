@@ -5,8 +5,9 @@
   time.
 * :class:`Portal` -- one Bitrix24 account: users, webhooks, CRM (leads,
   contacts, deals with multifields), directories (``crm.status.list``),
-  pipelines, user fields (:mod:`.userfields`), timeline comments, to-dos, tasks, the app's installation, event
-  bindings, Open Lines (lines, connectors, chats, messages).
+  pipelines, user fields (:mod:`.userfields`), timeline comments, to-dos,
+  tasks, the app's installation, event bindings, Open Lines (lines,
+  connectors, chats, messages).
 * :class:`Store` -- the portals plus the OAuth server's tokens and codes
   (:mod:`sandbox.core.oauth`).
 
