@@ -21,6 +21,18 @@ its own per width. At each width:
 * the MAX customer (at 1280 px) writes with Ctrl+Enter, the message reaches the
   CRM panel, the rep's answer comes back into the MAX panel, and a shared phone
   shows in the chat as the contact card;
+* the web chat visitor (at 1280 px) follows the page's shop links, landing from
+  the Yandex ad and coming back from the newsletter (the shop opens in new tabs),
+  leaves a name and a phone in the widget's pre-chat form with the consent box,
+  writes in English there and in Russian on the product page; the CRM holds the
+  contact with the phone (and the consent, where the mapping writes it), the
+  lead / deal with the last touch's UTM tags (and the first touch's, where the
+  mapping writes them: HubSpot and amoCRM; Bitrix24's built-in UTM_* fields take
+  the last) and each message once per place with the page it was written on
+  under it ("Page: <url>", "Страница: <url>" in the Russian mappings); the CRM
+  panel follows the visitor, the rep answers there and the open widget shows the
+  answer within a second of the bridge accepting it (screenshot
+  ``try-it-webchat-<crm>-1280.png``);
 * no console error and no page error while the bridge runs (a 404, a failed
   request or an exception in the page's script all show up there).
 
@@ -62,6 +74,16 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, Request, expect, 
 
 from bench.stack import ROOT, free_port
 from bench.traffic import wait_until
+from tests.support.widget import (
+    W,
+    fill_prechat,
+    open_panel,
+    send,
+    texts,
+    visitor_id,
+    wait_text,
+    widget_key,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -444,6 +466,215 @@ def _max_loop(tab: _Tab, bridge: _Bridge) -> None:
     expect(card.locator(".text")).to_have_text(f"[contact / контакт: {phone}]", timeout=LOOP_MS)
 
 
+# -- the web chat visitor ---------------------------------------------------------------------
+
+#: the web chat visitor (at WEBCHAT_WIDTH only): a name and the phone of the pre-chat form
+WEBCHAT_WIDTH = 1280
+WEBCHAT_VISITOR = ("Daria", "+7 999 555-12-80")
+#: the try-it page's shop links the visitor follows (#webchat .shop-links): landed from the
+#: Yandex ad (the first touch), came back from the newsletter (the last touch)
+LANDING_LINK, RETURN_LINK = 1, 2
+FIRST_TOUCH = {"utm_source": "yandex", "utm_medium": "cpc", "utm_campaign": "sencha"}
+LAST_TOUCH = {"utm_source": "newsletter", "utm_medium": "email", "utm_campaign": "spring"}
+#: written on the newsletter's page (English), then on the product page in Russian
+WEBCHAT_EN = "Hello! Is the Sencha in stock?\nTwo packs, please."
+WEBCHAT_RU = "Здравствуйте! Доставите в Казань?"
+#: a reply shows in the open widget within this long of the bridge accepting it
+REPLY_WITHIN_S = 1.0
+#: the label of the page line under a message: the mapping's language (mappings/demo-<crm>.yaml)
+PAGE_LABEL = {"hubspot": "Page", "amocrm": "Страница", "bitrix24": "Страница"}
+#: the touches each CRM's lead / deal holds
+TOUCH_KEYS = (*LAST_TOUCH, *(f"first_{k}" for k in FIRST_TOUCH))
+#: where the mapping writes the first touch and the consent too (Bitrix24's demo mapping: the
+#: built-in UTM_* fields only, the last touch, and no consent fields)
+FIRST_TOUCH_WRITTEN = CONSENT_WRITTEN = {"hubspot": True, "amocrm": True, "bitrix24": False}
+#: the CRM entries of each message: Bitrix24 has it in the Open Lines chat and as a comment
+#: on the lead (mappings/demo-bitrix24.yaml: timeline: note, inbox: true)
+ENTRIES_PER_MESSAGE = {"hubspot": 1, "amocrm": 1, "bitrix24": 2}
+
+
+@dataclass
+class _Visitor:
+    """What a CRM holds for the web chat visitor: the contact's phones (digits) and
+    consent (``version``, ``page``; empty where the mapping writes none), the lead's /
+    deal's touches (``utm_source`` the last, ``first_utm_source`` the first; None where the
+    CRM has no such field) and the texts of the visitor's entries."""
+
+    phones: list[str]
+    consent: dict[str, str | None]
+    touches: dict[str, str | None]
+    entries: list[str]
+
+
+def _digits(value: Any) -> str:
+    return re.sub(r"\D", "", str(value or ""))
+
+
+def _hubspot_visitor(bridge: _Bridge, page: Page, visitor: str) -> _Visitor:
+    data = requests.get(f"{bridge.base}/sandbox/hubspot/_state", timeout=10).json()
+    for portal in data["accounts"]:
+        found = [c for c in portal["contacts"]
+                 if c["properties"].get("bridge_webchat_id") == visitor]
+        if found:
+            break
+    else:
+        raise AssertionError(f"no HubSpot contact of the visitor {visitor} yet")
+    [contact] = found
+    deal_ids = {a["toId"] for a in portal["associations"] if a["fromObjectType"] == "contacts"
+                and a["fromId"] == contact["id"] and a["toObjectType"] == "deals"}
+    [deal] = [d["properties"] for d in portal["deals"] if d["id"] in deal_ids]
+    entries = [m["text"] for t in portal["threads"] if t.get("associatedContactId") == contact["id"]
+               for m in t["messages"] if m["direction"] == "INCOMING"]
+    touches = {k: deal.get(f"bridge_{k}") for k in TOUCH_KEYS}
+    props = contact["properties"]
+    consent = {k: props.get(f"bridge_consent_{k}") for k in ("version", "page")}
+    return _Visitor([_digits(props.get("phone"))], consent, touches, entries)
+
+
+def _amocrm_visitor(bridge: _Bridge, page: Page, visitor: str) -> _Visitor:
+    from crm_adapters.amocrm.fields import identity_field_name
+
+    subdomain = page.evaluate("document.body.dataset.amocrmSubdomain")
+    [account] = requests.get(f"{bridge.base}/sandbox/amocrm/_state",
+                             params={"account": subdomain}, timeout=10).json()["accounts"]
+
+    def values(record: dict[str, Any], key: str, name: str) -> list[str]:
+        return [str(v["value"]) for f in record.get("custom_fields_values") or []
+                if f.get(key) == name for v in f["values"]]
+
+    found = [c for c in account["contacts"] if not c["is_deleted"]
+             and visitor in values(c, "field_name", identity_field_name("webchat"))]
+    assert found, f"no amoCRM contact of the visitor {visitor} yet"
+    [contact] = found
+    [lead] = [lead for lead in account["leads"]
+              if any(c["id"] == contact["id"] for c in lead["contacts"])]
+    touches = {k: next(iter(values(lead, "field_name", f"bridge_{k}")), None)
+               for k in TOUCH_KEYS}
+    entries = [m["text"] for chat in account["chats"]
+               if (chat.get("client") or {}).get("client_id") == visitor
+               for m in chat["messages"] if m["direction"] == "in"]
+    consent = {k: next(iter(values(contact, "field_name", f"bridge_consent_{k}")), None)
+               for k in ("version", "page")}
+    return _Visitor([_digits(p) for p in values(contact, "field_code", "PHONE")], consent,
+                    touches, entries)
+
+
+def _bitrix24_visitor(bridge: _Bridge, page: Page, visitor: str) -> _Visitor:
+    from crm_adapters.bitrix24.contacts import identity_value
+
+    domain = page.evaluate("document.body.dataset.bitrix24Portal")
+    [portal] = requests.get(f"{bridge.base}/sandbox/bitrix24/_state",
+                            params={"account": domain}, timeout=10).json()["accounts"]
+    value_type, value = identity_value("webchat", visitor)
+    found = [c for c in portal["contacts"] if any(
+        str(im.get("VALUE_TYPE")) == value_type and str(im.get("VALUE")) == value
+        for im in c["multifields"].get("IM") or [])]
+    assert found, f"no Bitrix24 contact of the visitor {visitor} yet"
+    [contact] = found
+    [lead] = [lead for lead in portal["leads"]
+              if lead["fields"].get("CONTACT_ID") == str(contact["id"])]
+    touches = {k: lead["fields"].get(k.upper()) or None for k in LAST_TOUCH}
+    # each message twice: in the Open Lines chat and as a comment on the lead
+    chats = [m["text"] for chat in portal["chats"] if chat["external_user_id"] == visitor
+             for m in chat["messages"] if m["direction"] == "in"]
+    comments = [str(c.get("COMMENT") or "") for c in lead["timeline"]["comments"]]
+    return _Visitor([_digits(p.get("VALUE")) for p in contact["multifields"].get("PHONE") or []],
+                    {}, touches, chats + comments)
+
+
+VISITORS: dict[str, Callable[[_Bridge, Page, str], _Visitor]] = {
+    "hubspot": _hubspot_visitor, "amocrm": _amocrm_visitor, "bitrix24": _bitrix24_visitor}
+
+
+def _webchat_loop(tab: _Tab, bridge: _Bridge) -> None:
+    """The web chat visitor follows the page's shop links (the Yandex ad, then the
+    newsletter), leaves a phone in the pre-chat form and writes in English there, then in
+    Russian on the product page; the CRM holds the contact with the phone, the lead / deal
+    with the last touch (and the first, where the mapping writes it) and each message with
+    the page it was written on; the rep answers in the CRM panel and the answer shows in the
+    open widget within a second of the bridge accepting it."""
+    page, context = tab.page, tab.page.context
+    name, phone = WEBCHAT_VISITOR
+    shop_errors: list[str] = []
+
+    def watch(opened: Page) -> None:
+        shop = _Tab(tab.width, opened, shop_errors)
+        opened.on("console", shop.on_console)
+        opened.on("pageerror", shop.on_page_error)
+
+    context.on("page", watch)
+    links = page.locator("#webchat .shop-links a")
+    try:
+        with context.expect_page() as opened:
+            links.nth(LANDING_LINK).click()
+        landing = opened.value
+        landing.locator(f"{W} .launcher").wait_for()  # the widget read the first touch
+        with context.expect_page() as opened:
+            links.nth(RETURN_LINK).click()
+        shop = opened.value
+        landing.close()
+        for key, value in LAST_TOUCH.items():
+            assert f"{key}={value}" in shop.url, shop.url
+        open_panel(shop)
+        fill_prechat(shop, name=name, phone=phone)
+        send(shop, WEBCHAT_EN)
+        wait_text(shop, WEBCHAT_EN, mine=True)
+        written = {WEBCHAT_EN: shop.url}
+        shop.goto(f"{bridge.base}/sandbox/site/product?lang=ru")  # no tags: the last touch stays
+        open_panel(shop)
+        send(shop, WEBCHAT_RU)
+        wait_text(shop, WEBCHAT_RU, mine=True)
+        written[WEBCHAT_RU] = shop.url
+        visitor = visitor_id(shop, widget_key(bridge.base))
+
+        expected = dict(LAST_TOUCH)
+        if FIRST_TOUCH_WRITTEN[bridge.crm]:
+            expected |= {f"first_{k}": v for k, v in FIRST_TOUCH.items()}
+        label = PAGE_LABEL[bridge.crm]
+        # the consent box was ticked on the newsletter's page
+        consent: dict[str, str | None] = {}
+        if CONSENT_WRITTEN[bridge.crm]:
+            consent = {"version": "1", "page": written[WEBCHAT_EN]}
+
+        def in_crm() -> None:
+            found = VISITORS[bridge.crm](bridge, page, visitor)
+            assert _digits(phone) in found.phones, found.phones
+            assert found.touches == expected, found.touches
+            assert found.consent == consent, found.consent
+            for text, url in written.items():
+                first_line = text.split("\n")[0]
+                holding = [e for e in found.entries if first_line in e]
+                assert len(holding) == ENTRIES_PER_MESSAGE[bridge.crm], (text, found.entries)
+                for entry in holding:  # the page it was written on, under each message
+                    assert f"{label}: {url}" in entry, (entry, url)
+
+        _eventually(in_crm)
+
+        # The CRM panel follows the visitor; the rep answers there, the open widget shows
+        # the answer within a second of the bridge accepting it (the sandbox's /_reply the
+        # panel calls returns once the bridge took the CRM's webhook).
+        expect(page.locator("#timeline-contact")).to_have_text(name, timeout=LOOP_MS)
+        expect(page.locator("#timeline .entry").filter(has_text="Казань").first).to_be_visible(
+            timeout=LOOP_MS)
+        answer = f"{name}, да: доставим в Казань за три дня."
+        with page.expect_response(lambda r: r.url.endswith("/_reply")) as replied:
+            _rep_replies(page, answer)
+        assert replied.value.ok, replied.value.text()
+        accepted = time.monotonic()
+        shop.locator(f"{W} .list .msg.op[data-seq] .text", has_text=answer).wait_for(
+            timeout=REPLY_WITHIN_S * 1000)
+        assert time.monotonic() - accepted <= REPLY_WITHIN_S
+        expect(page.locator("#reply-status")).to_contain_text("Sent ✓", timeout=SEND_MS)
+        assert texts(shop) == [(True, WEBCHAT_EN), (True, WEBCHAT_RU), (False, answer)]
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shop.wait_for_timeout(150)  # the last bubble laid out
+        shop.screenshot(path=str(SCREENSHOTS / f"try-it-webchat-{bridge.crm}-{tab.width}.png"))
+        shop.close()
+    finally:
+        context.remove_listener("page", watch)
+    assert shop_errors == []
+
+
 # -- the WhatsApp customer ---------------------------------------------------------------------
 
 
@@ -681,6 +912,8 @@ def test_try_it_page_in_a_browser(browser: Browser, bridge: _Bridge) -> None:
                 tab.page.locator("#max").scroll_into_view_if_needed()
                 _screenshot(tab, bridge.crm, "max")
             assert _layout_problems(tab.page) == [], ("max", width)
+            if width == WEBCHAT_WIDTH:
+                _webchat_loop(tab, bridge)
         assert {tab.width: tab.errors for tab in tabs} == {width: [] for width in WIDTHS}
         _offline_and_back(tabs, bridge)
     finally:
