@@ -485,9 +485,15 @@ REPLY_WITHIN_S = 1.0
 PAGE_LABEL = {"hubspot": "Page", "amocrm": "Страница", "bitrix24": "Страница"}
 #: the touches each CRM's lead / deal holds
 TOUCH_KEYS = (*LAST_TOUCH, *(f"first_{k}" for k in FIRST_TOUCH))
-#: where the mapping writes the first touch and the consent too (Bitrix24's demo mapping: the
-#: built-in UTM_* fields only, the last touch, and no consent fields)
-FIRST_TOUCH_WRITTEN = CONSENT_WRITTEN = {"hubspot": True, "amocrm": True, "bitrix24": False}
+#: where the mapping writes the first touch and the consent too (every demo mapping now:
+#: Bitrix24 in user fields its setup creates)
+FIRST_TOUCH_WRITTEN = CONSENT_WRITTEN = {"hubspot": True, "amocrm": True, "bitrix24": True}
+#: Bitrix24's user fields of the first touch (lead) and the consent (contact), as
+#: mappings/demo-bitrix24.yaml names them (13 characters after UF_CRM_)
+B24_FIRST_TOUCH = {"first_utm_source": "UF_CRM_FIRST_SOURCE",
+                   "first_utm_medium": "UF_CRM_FIRST_MEDIUM",
+                   "first_utm_campaign": "UF_CRM_FIRST_CAMPGN"}
+B24_CONSENT = {"version": "UF_CRM_CONSENT_VER", "page": "UF_CRM_CONSENT_PAGE"}
 #: the CRM entries of each message: Bitrix24 has it in the Open Lines chat and as a comment
 #: on the lead (mappings/demo-bitrix24.yaml: timeline: note, inbox: true)
 ENTRIES_PER_MESSAGE = {"hubspot": 1, "amocrm": 1, "bitrix24": 2}
@@ -574,12 +580,14 @@ def _bitrix24_visitor(bridge: _Bridge, page: Page, visitor: str) -> _Visitor:
     [lead] = [lead for lead in portal["leads"]
               if lead["fields"].get("CONTACT_ID") == str(contact["id"])]
     touches = {k: lead["fields"].get(k.upper()) or None for k in LAST_TOUCH}
+    touches |= {k: lead["fields"].get(code) or None for k, code in B24_FIRST_TOUCH.items()}
+    consent = {k: contact["fields"].get(code) or None for k, code in B24_CONSENT.items()}
     # each message twice: in the Open Lines chat and as a comment on the lead
     chats = [m["text"] for chat in portal["chats"] if chat["external_user_id"] == visitor
              for m in chat["messages"] if m["direction"] == "in"]
     comments = [str(c.get("COMMENT") or "") for c in lead["timeline"]["comments"]]
     return _Visitor([_digits(p.get("VALUE")) for p in contact["multifields"].get("PHONE") or []],
-                    {}, touches, chats + comments)
+                    consent, touches, chats + comments)
 
 
 VISITORS: dict[str, Callable[[_Bridge, Page, str], _Visitor]] = {
