@@ -6,7 +6,8 @@ reply unread after the channel's wait is mailed once — a second pass, or a
 second reply's pass, never mails it again — in the person's conversation
 on the e-mail account (one per address) with the channel's subject and
 opening line in their language; a reply read in the client, one still
-inside the wait, or a person without an address gets no mail."""
+inside the wait, or a visitor who left no address in the conversation (even
+when their contact holds one from elsewhere) gets no mail."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from bridge.model import (
 from bridge.pipeline.inbound import AccountRef, accept
 from bridge.pipeline.outbound import accept_crm_events, run_outbound
 from bridge.pipeline.outbound.unread import MARK, forward_unread
-from bridge.tables import Conversation, Message
+from bridge.tables import Contact, Conversation, Message
 from channel_adapters.base import ChannelAdapter
 from tests.support import fakes
 from tests.support.smtp_server import SmtpTestServer, smtp_server
@@ -208,7 +209,16 @@ def test_a_read_reply_or_no_address_mails_nothing(runtime, account, smtp) -> Non
         session.execute(
             update(Message).where(Message.uid == read).values(payload={"delivery": "read"})
         )
-    _visitor_writes(runtime, account, "v2")  # left no address
+    _visitor_writes(runtime, account, "v2")  # left no address ...
+    # ... though their contact has one from elsewhere (a typed phone joined
+    # them to someone's contact): that someone is never mailed their replies
+    with runtime.transaction() as session:
+        conv = session.scalars(
+            select(Conversation).where(Conversation.external_thread_id == "v2")
+        ).one()
+        session.execute(
+            update(Contact).where(Contact.id == conv.contact_id).values(email="boris@example.org")
+        )
     nobody = _rep_replies(runtime, account, "v2", "crm-2", "Hello?", age=WAIT * 2)
 
     assert forward_unread(runtime) == 0

@@ -29,7 +29,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bridge import outbox
-from bridge.identity import is_address
+from bridge.identity import is_address, normalize_email
 from bridge.model import MessageKind, utcnow
 from bridge.registry import UnknownAdapter, channel_class
 from bridge.tables import (
@@ -145,7 +145,7 @@ def _forward_one(
     contact = session.get(Contact, conversation.contact_id) if conversation else None
     if conversation is None or contact is None:
         return None
-    address = contact.email if contact.email and is_address(contact.email) else None
+    address = _left_here(session, conversation)
     target = _reaching(session, tenant_id, "email") if address else None
     if address is None or target is None:
         _mark(reply, {"none": "no address" if address is None else "no channel reaches it"})
@@ -156,6 +156,22 @@ def _forward_one(
     session.flush()
     job = outbox.bump(session, tenant_id, copy.conversation_id, outbox.OUT)
     return (copy.conversation_id, job) if job else None
+
+
+def _left_here(session: Session, conversation: Conversation) -> str | None:
+    """The address the person left in this conversation (the latest one),
+    never one their contact holds from elsewhere: a typed phone may have
+    joined the visitor to someone else's contact, and that someone must
+    not be mailed the visitor's replies."""
+    for payload in session.scalars(
+        select(Message.payload)
+        .where(Message.conversation_id == conversation.id, Message.direction == outbox.IN)
+        .order_by(Message.seq.desc())
+    ):
+        email = normalize_email(((payload or {}).get("profile") or {}).get("email"))
+        if email and is_address(email):
+            return email
+    return None
 
 
 def _mark(reply: Message, value: dict[str, str]) -> None:
