@@ -2,7 +2,7 @@
 """Canaries through the whole stack: no personal data and no secret in any
 log, job or status output of any bridge process.
 
-For each CRM of the registry, with each channel of the registry, the stack
+For each channel of the registry, with the CRMs of the registry in turn, the stack
 runs as real processes (``bench.stack``: redis-server with AOF, the sandbox
 vendors, gunicorn, a ``bridge worker`` — RQ, running each job itself, and its
 sweeper). What is a canary of each provider, and how its sandbox plays its
@@ -388,11 +388,13 @@ def stack_files(stack: Stack) -> dict[str, str]:
 # -- the test ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "crm,channel",
-    [(crm, channel) for crm in CRMS for channel in CHANNELS],
-    ids=lambda kit: kit.kind,
-)
+#: every channel once, the CRMs in turn (each CRM with a third of them): a
+#: secret leaks through the adapter whose code handles it, which each pair
+#: runs whole; every CRM x channel would cost the suite three times as long
+PAIRS = [(CRMS[i % len(CRMS)], channel) for i, channel in enumerate(CHANNELS)]
+
+
+@pytest.mark.parametrize("crm,channel", PAIRS, ids=lambda kit: kit.kind)
 def test_no_canary_in_any_log_job_or_status(canary_stack, crm: CrmKit, channel: ChannelKit) -> None:  # type: ignore[no-untyped-def]
     c = Canaries.fresh(crm, channel)
     stack = canary_stack(crm, channel, c)

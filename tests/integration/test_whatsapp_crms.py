@@ -1,6 +1,6 @@
 """WhatsApp -> CRM -> WhatsApp through the sandboxes, a real Redis and real
-RQ worker processes, for each CRM (HubSpot, amoCRM, Bitrix24) on its demo
-mapping; one stack per CRM, the whole scenario in one test:
+RQ worker processes, for HubSpot and Bitrix24 on their demo mappings; one
+stack per CRM, the whole scenario in one test:
 
 1. 50 customers × 20 text messages posted by the WhatsApp sandbox's
    ``_deliver`` (signed like Meta), each burst shuffled, 10 % posted again
@@ -51,7 +51,7 @@ from bench.traffic import (
 )
 from mappings import MappingStore
 from sandbox.whatsapp import DEMO_DISPLAY_PHONE_NUMBER, DEMO_WABA_ID
-from tests.support.crm_views import VIEWS, Vendor, bridge_replies, crm_view, fast_stack
+from tests.support.crm_views import Vendor, bridge_replies, crm_view, fast_stack
 
 pytestmark = pytest.mark.integration
 
@@ -134,7 +134,13 @@ def _echo(wa_id: int, text: str, message_id: str) -> dict[str, Any]:
 # -- the test --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("crm", list(VIEWS))
+#: HubSpot and Bitrix24 (whose echo once went to Open Lines as the customer's);
+#: amoCRM's outgoing entries and delivery reports are its adapter's unit tests'
+#: (tests/unit/test_amocrm_adapter.py), and the canary runs WhatsApp into it
+CRMS = ("hubspot", "bitrix24")
+
+
+@pytest.mark.parametrize("crm", CRMS)
 def test_whatsapp_50_customers_replies_echoes_and_the_24_hour_window(  # type: ignore[no-untyped-def]
     make_stack_once, tmp_path: Path, crm: str
 ):
