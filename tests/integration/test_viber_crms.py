@@ -3,11 +3,11 @@
 worker processes, on the demo mapping's ``viber`` rule; one stack, the whole
 scenario in one test (``make_stack_once``: PostgreSQL when the suite has one):
 
-1. 30 users × 10 ``message`` callbacks (real-shaped, each with its own
+1. 20 users × 10 ``message`` callbacks (real-shaped, each with its own
    ``message_token`` beyond 2^53 and the user's millisecond ``timestamp``)
    posted by the Viber sandbox's ``_deliver``, signed with the bot's token as
    Viber signs them; each burst shuffled and 10 % posted twice (the same body
-   and token: Viber's retry) -> exactly 30 contacts and 300 chat messages,
+   and token: Viber's retry) -> exactly 20 contacts and 200 chat messages,
    each once, each user's in order.
 2. A rep answers every user in amoCRM's chat -> each answer goes out once
    through ``send_message`` (the sandbox's ``_sent``) with ``tracking_data``
@@ -39,7 +39,7 @@ from tests.support.crm_views import AmoCrmView, Vendor, bridge_replies, crm_view
 
 pytestmark = pytest.mark.integration
 
-USERS, PER_USER = 30, 10
+USERS, PER_USER = 20, 10
 TOTAL = USERS * PER_USER
 #: message tokens of today's range (the corpus': 4912661846655238145)
 FIRST_TOKEN = 4_912_661_846_655_238_145
@@ -130,7 +130,7 @@ def _chats(amo: AmoCrmView) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def test_viber_30_users_replies_with_statuses_and_an_unsubscribed_user(  # type: ignore[no-untyped-def]
+def test_viber_20_users_replies_with_statuses_and_an_unsubscribed_user(  # type: ignore[no-untyped-def]
     make_stack_once,
 ):
     stack = fast_stack(
@@ -148,7 +148,7 @@ def test_viber_30_users_replies_with_statuses_and_an_unsubscribed_user(  # type:
     amo = crm_view(stack, "viber", USERS, PER_USER)
     assert isinstance(amo, AmoCrmView)
 
-    # 1. 30 users x 10 messages, shuffled within each burst, 10 % posted twice
+    # 1. 20 users x 10 messages, shuffled within each burst, 10 % posted twice
     traffic = _traffic(seed=14)
     duplicates = sum(dup for *_, dup in traffic)
     assert USERS // 2 < duplicates < USERS * 2
