@@ -241,8 +241,10 @@ def _run(args: argparse.Namespace, database_url: str | None) -> dict[str, Any]:
             "WEBCHAT_STREAM_SECONDS": "25",
         },
     )
-    stack.start()
     try:
+        # inside: a stack that fails to start is stopped too (no orphaned
+        # workers or redis-server left to skew the next run)
+        stack.start()
         return _measure(stack, args)
     finally:
         if not args.keep:
