@@ -447,9 +447,18 @@ def messages(key: str) -> Response:
             400, "prechat_required", "this widget needs a phone or an e-mail first: profile"
         )
     now = utcnow()
-    body = json.dumps(
-        checked.body(visitor, now), ensure_ascii=False, separators=(",", ":")
-    ).encode()
+    _journal(rt, found, checked.body(visitor, now), now)
+    if checked.consent is not None:
+        _remember(rt, "consent", account_id, visitor)
+    if checked.contact:
+        _remember(rt, "prechat", account_id, visitor)
+    return _json({"id": checked.id, "accepted": True}, 202)
+
+
+def _journal(rt: Runtime, found: hosted.Hosted, body: dict[str, Any], now: dt.datetime) -> None:
+    """Journal what the visitor sent as the body the adapter reads, with
+    the request's token and origin for its ``verify`` (the generic webhook
+    path's checks), committed before the caller answers."""
     webhook = WebhookRequest(
         method="POST",
         url=f"{rt.settings.public_url}{request.path}",
@@ -458,18 +467,13 @@ def messages(key: str) -> Response:
             "origin": g.webchat_origin,
             "content-type": "application/json",
         },
-        body=body,
+        body=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
         received_at=now,
     )
     try:
         hosted.accept(rt, found, webhook)
     except WebhookError as exc:
         raise _payload_error(exc) from None
-    if checked.consent is not None:
-        _remember(rt, "consent", account_id, visitor)
-    if checked.contact:
-        _remember(rt, "prechat", account_id, visitor)
-    return _json({"id": checked.id, "accepted": True}, 202)
 
 
 def _message_json(message: hosted.HostedMessage, visitor: str) -> dict[str, Any]:
@@ -730,19 +734,5 @@ def read(key: str) -> Response:
             "read": replies,
             "received_at": now.isoformat(),
         }
-        webhook = WebhookRequest(
-            method="POST",
-            url=f"{rt.settings.public_url}{request.path}",
-            headers={
-                "authorization": request.headers.get("Authorization", ""),
-                "origin": g.webchat_origin,
-                "content-type": "application/json",
-            },
-            body=json.dumps(body, separators=(",", ":")).encode(),
-            received_at=now,
-        )
-        try:
-            hosted.accept(rt, found, webhook)
-        except WebhookError as exc:
-            raise _payload_error(exc) from None
+        _journal(rt, found, body, now)
     return _json({"seq": seq, "read": len(replies)}, 202)

@@ -108,13 +108,7 @@ def _store_reply(
         return
     if event.crm_thread_id and not conversation.crm_thread_id:
         conversation.crm_thread_id = event.crm_thread_id
-    seq = session.scalar(
-        update(Conversation)
-        .where(Conversation.id == conversation.id)
-        .values(next_seq=Conversation.next_seq + 1)
-        .returning(Conversation.next_seq)
-    )
-    assert seq is not None
+    seq = take_seq(session, conversation.id)
     session.add(
         Message(
             uid=str(uuid.uuid4()),
@@ -122,7 +116,7 @@ def _store_reply(
             conversation_id=conversation.id,
             channel_account_id=conversation.channel_account_id,
             direction=outbox.OUT,
-            seq=int(seq) - 1,
+            seq=seq,
             dedupe_key=event.external_id,
             kind=MessageKind.TEXT.value
             if not event.attachments
@@ -145,6 +139,20 @@ def _store_reply(
         result.jobs.append((outbox.OUT, conversation.id, job))
     result.replied.add(conversation.id)
     result.stored += 1
+
+
+def take_seq(session: Session, conversation_id: int) -> int:
+    """The conversation's next message seq, taken under its row lock (held
+    to the end of the caller's transaction: its writers commit in seq
+    order, which a hosted channel's client resuming "after seq N" relies on)."""
+    top = session.scalar(
+        update(Conversation)
+        .where(Conversation.id == conversation_id)
+        .values(next_seq=Conversation.next_seq + 1)
+        .returning(Conversation.next_seq)
+    )
+    assert top is not None
+    return int(top) - 1
 
 
 def _attachment_dict(a: Attachment) -> dict[str, Any]:

@@ -22,11 +22,12 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bridge import outbox
 from bridge.model import MessageKind, utcnow
+from bridge.pipeline.outbound.accept import take_seq
 from bridge.tables import ChannelAccount, Contact, Conversation, Message, MessageStatus, Tenant
 from bridge.templates import render
 
@@ -115,13 +116,7 @@ def _store(session: Session, conversation_id: int, planned: Plan) -> str | None:
         state["acknowledged"] = "capped"
         conv.channel_state = state
         return None
-    seq = session.scalar(
-        update(Conversation)
-        .where(Conversation.id == conv.id)
-        .values(next_seq=Conversation.next_seq + 1)
-        .returning(Conversation.next_seq)
-    )
-    assert seq is not None
+    seq = take_seq(session, conv.id)
     now = utcnow()
     session.add(
         Message(
@@ -130,7 +125,7 @@ def _store(session: Session, conversation_id: int, planned: Plan) -> str | None:
             conversation_id=conv.id,
             channel_account_id=conv.channel_account_id,
             direction=outbox.OUT,
-            seq=int(seq) - 1,
+            seq=seq,
             dedupe_key=f"{_KEY}{conv.uid}",
             kind=MessageKind.TEXT.value,
             text=render(template, context),

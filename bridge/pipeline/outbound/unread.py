@@ -25,12 +25,13 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bridge import outbox
 from bridge.identity import is_address, normalize_email
 from bridge.model import MessageKind, utcnow
+from bridge.pipeline.outbound.accept import take_seq
 from bridge.registry import UnknownAdapter, channel_class
 from bridge.tables import (
     ChannelAccount,
@@ -239,13 +240,7 @@ def _store_copy(
         )
         session.add(conversation)
         session.flush()
-    seq = session.scalar(
-        update(Conversation)
-        .where(Conversation.id == conversation.id)
-        .values(next_seq=Conversation.next_seq + 1)
-        .returning(Conversation.next_seq)
-    )
-    assert seq is not None
+    seq = take_seq(session, conversation.id)
     now = utcnow()
     copy = Message(
         uid=str(uuid.uuid4()),
@@ -253,7 +248,7 @@ def _store_copy(
         conversation_id=conversation.id,
         channel_account_id=target.id,
         direction=outbox.OUT,
-        seq=int(seq) - 1,
+        seq=seq,
         dedupe_key=f"unread:{reply.uid}",
         kind=MessageKind.TEXT.value,
         text=f"{intro}\n\n{reply.text}" if reply.text else intro,
