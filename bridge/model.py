@@ -217,6 +217,12 @@ class SenderProfile:
     username: str | None = None
     phone: str | None = None
     email: str | None = None
+    #: the channel proved that ``phone`` / ``email`` are the person's own (a WhatsApp
+    #: wa_id, a Telegram contact shared by its owner, a MAX contact whose hash checks,
+    #: a From address passing DMARC); a typed or unchecked one is False. Only verified
+    #: handles may merge two clients automatically (``bridge.identity``).
+    phone_verified: bool = False
+    email_verified: bool = False
     language: str | None = None
     utm: Mapping[str, str] = field(default_factory=dict)
     #: the web page the person wrote from (a website form, a chat widget)
@@ -587,6 +593,8 @@ class CrmEventKind(StrEnum):
     OWNER_CHANGED = "owner_changed"
     ENTITY_CLOSED = "entity_closed"  # won/lost/deleted: the next message opens a new one
     CONTACT_REMOVED = "contact_removed"  # deleted or merged away: find the person again
+    #: a person merged two contacts in the CRM: ``contact`` is gone into ``merged_into``
+    CONTACT_MERGED = "contact_merged"
     APP_REMOVED = "app_removed"  # the CRM uninstalled the bridge: stop calling it
     UNKNOWN = "unknown"
 
@@ -616,8 +624,10 @@ class CrmEvent:
     #: REPLY: the message the rep answered, as the CRM names it (the
     #: bridge's message id, or the channel's own id of the message)
     reply_to: str | None = None
-    #: CONTACT_REMOVED: the CRM contact that is gone
+    #: CONTACT_REMOVED / CONTACT_MERGED: the CRM contact that is gone
     contact: CrmRef | None = None
+    #: CONTACT_MERGED: the CRM contact that survived the merge
+    merged_into: CrmRef | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 

@@ -262,6 +262,21 @@ class CrmAdapter(ABC):
     def update_contact(self, contact: CrmRef, draft: ContactDraft) -> None:  # noqa: B027
         """Add what the channel learnt later (a shared phone number)."""
 
+    def merge_contacts(self, keep: CrmRef, gone: CrmRef) -> bool:
+        """Make ``gone`` part of ``keep`` in the CRM, where its API can (the
+        bridge found the two are one person). True once the CRM merged them
+        (again True when they were merged already: a retry); False when this
+        CRM has no merge the bridge may call: the core then links the two
+        with a note on each (:meth:`note_contact`) and writes to ``keep``."""
+        return False
+
+    def note_contact(self, contact: CrmRef, text: str, key: str) -> CrmRef:
+        """A note on the contact's own timeline (a link between two contacts,
+        a cascade's outcome), in the words the core wrote. ``key`` names the
+        note for a retry: where the CRM can be searched, a note with the same
+        key is not written twice. Returns the note."""
+        raise NotImplementedError(f"{self.kind} cannot write a note on a contact")
+
     # -- entities ---------------------------------------------------------
 
     @abstractmethod
