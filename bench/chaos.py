@@ -55,7 +55,7 @@ The run, per CRM:
    FAULTS' commit-then-timeout a report may rightly arrive twice (the
    status update is idempotent; the bridge cannot know the first landed).
 
-Profiles: ``ci`` (1,000 messages, 5 kills, one Redis wipe, HubSpot with
+Profiles: ``ci`` (600 messages, 5 kills, one Redis wipe, HubSpot with
 its delivery-report endpoint failing 50 %, 20 operator replies; about
 3 minutes on 2 cores) and ``soak`` (10,000 messages shared out among every
 CRM ``bench.traffic`` can check, running side by side, each with 20 kills
@@ -157,7 +157,7 @@ PROFILES: dict[str, Profile] = {
     "ci": Profile(
         "ci",
         users=50,
-        per_user=20,
+        per_user=12,
         workers=5,
         kills=5,
         redis_kills=0,

@@ -1,8 +1,8 @@
 """The try-it page in a real browser, the way a newcomer meets it.
 
 For each CRM the test starts ``bridge run --demo <crm>`` (what ``make run``
-starts) once and opens the page at 390, 1280 and 1920 px, with a customer of
-its own per width. At each width:
+starts) once and opens the page at 390 and 1280 px (and 1920 px for HubSpot), with a
+customer of its own per width. At each width:
 
 * the whole loop works in the page: the customer writes on the left, the
   message shows in the CRM panel (its line break kept) with the owner, the
@@ -93,6 +93,9 @@ CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-q
                  "--disable-component-update", "--disable-sync"]
 CRMS = ("hubspot", "amocrm", "bitrix24")
 WIDTHS = (390, 1280, 1920)
+#: the widths each CRM's page opens at: the panels' layout differs per CRM at the narrow
+#: widths; 1920 px (the widest, where layouts break least) once, with HubSpot's page
+WIDTHS_OF = {"hubspot": WIDTHS, "amocrm": WIDTHS[:2], "bitrix24": WIDTHS[:2]}
 HEIGHT = 900
 #: one customer per width: each loop has a contact of its own in the CRM
 CUSTOMERS = {390: "Maria", 1280: "Anna", 1920: "Olga"}
@@ -903,7 +906,7 @@ def _offline_and_back(tabs: list[_Tab], bridge: _Bridge) -> None:
 def test_try_it_page_in_a_browser(browser: Browser, bridge: _Bridge) -> None:
     tabs: list[_Tab] = []
     try:
-        for width in WIDTHS:
+        for width in WIDTHS_OF[bridge.crm]:
             tab = _open(browser, width, f"{bridge.base}/sandbox/")
             tabs.append(tab)
             _whole_loop(tab, bridge)
@@ -922,7 +925,9 @@ def test_try_it_page_in_a_browser(browser: Browser, bridge: _Bridge) -> None:
             assert _layout_problems(tab.page) == [], ("max", width)
             if width == WEBCHAT_WIDTH:
                 _webchat_loop(tab, bridge)
-        assert {tab.width: tab.errors for tab in tabs} == {width: [] for width in WIDTHS}
+        assert {tab.width: tab.errors for tab in tabs} == {
+            width: [] for width in WIDTHS_OF[bridge.crm]
+        }
         _offline_and_back(tabs, bridge)
     finally:
         for tab in tabs:

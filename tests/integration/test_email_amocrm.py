@@ -5,7 +5,7 @@ receives what the bridge sends, the sandbox plays amoCRM (the demo mapping's
 messages in amoCRM's chat), and real ``bridge worker`` processes (with their
 pollers) do the work. On one database (PostgreSQL in CI).
 
-30 customers write 5 mails each, as an MTA would deliver them to the
+20 customers write 5 mails each, as an MTA would deliver them to the
 mailbox: a first mail (a new ticket), two replies in the thread
 (In-Reply-To/References), a forward (``Fwd:``, the original quoted) and a
 reply with a small PDF; each customer's mailbox also answers our
@@ -13,9 +13,9 @@ acknowledgement with an out-of-office auto-reply. The worker and its poller
 are SIGKILLed while the last round is in the mailbox. Then a manager answers
 every customer in amoCRM's chat, and every answer bounces.
 
-Shown: 30 contacts and 30 leads named T-1001..T-1030, 150 customer messages
+Shown: 20 contacts and 20 leads named T-1001..T-1020, 100 customer messages
 in the chats in order per customer and nothing from the auto-replies or the
-bounces; 30 acknowledgements, none to an auto-reply; each manager's answer
+bounces; 20 acknowledgements, none to an auto-reply; each manager's answer
 sent exactly once as a threaded reply with the ticket in its subject, its
 bounce marking it failed; nothing journaled twice, nothing sent twice.
 """
@@ -45,7 +45,7 @@ from tests.integration.test_telegram_amocrm import FAST, _account, _tenant_setti
 from tests.support.dovecot import Dovecot
 from tests.support.smtp_server import SmtpTestServer
 
-CUSTOMERS = 30
+CUSTOMERS = 20
 MAILS = 5
 PDF = (
     b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
@@ -102,7 +102,7 @@ def _customer_of(address: str) -> int:
     return int(address.split("@")[0][1:])
 
 
-def test_30_customers_5_mails_into_amocrm_leads_and_replies_go_out_threaded_once(
+def test_20_customers_5_mails_into_amocrm_leads_and_replies_go_out_threaded_once(
     make_stack_once,
     mailbox: Dovecot,  # noqa: F811
     outgoing: SmtpTestServer,  # noqa: F811  # type: ignore[no-untyped-def]
@@ -209,7 +209,7 @@ def test_30_customers_5_mails_into_amocrm_leads_and_replies_go_out_threaded_once
             assert in_synced() < MAILS * CUSTOMERS
     assert wait_until(lambda: synced(MAILS * CUSTOMERS), timeout=180), stack.bridge_status()
 
-    # the CRM: 30 contacts, 30 leads named by their tickets, 150 messages in order
+    # the CRM: 20 contacts, 20 leads named by their tickets, 100 messages in order
     rows = _rows(stack)
     assert sorted(rows["tickets"].values()) == list(range(1001, 1001 + CUSTOMERS))
     account = _account(stack)
@@ -310,7 +310,7 @@ def test_30_customers_5_mails_into_amocrm_leads_and_replies_go_out_threaded_once
     assert all("5.2.2" in (error or "") for uid, _, error in failed() if uid not in unsent)
     assert stack.bridge_status()["messages"]["out"].get("failed") == CUSTOMERS
 
-    # nothing journaled twice (150 mails, 30 auto-replies, 30 bounces), nothing
+    # nothing journaled twice (100 mails, 20 auto-replies, 20 bounces), nothing
     # filed from the auto-replies or bounces, nothing sent twice
     rows = _rows(stack)
     assert set(rows["keys"].values()) == {1}, [k for k, n in rows["keys"].items() if n > 1]

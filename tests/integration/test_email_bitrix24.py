@@ -4,13 +4,13 @@ receives what the bridge sends, the sandbox plays Bitrix24, and real
 ``bridge worker`` processes (with their pollers) do the work. On one
 database (PostgreSQL in CI).
 
-30 customers write 5 mails each: a new ticket, replies in the thread
+20 customers write 5 mails each: a new ticket, replies in the thread
 (In-Reply-To / References), a forward (``Fwd:``, the original quoted), a
 reply with a PDF attached; each also sends an out-of-office auto-reply.
-The worker and its poller are SIGKILLed mid-mailbox. Shown: 30 contacts and
-30 leads named by their ticket numbers T-1001..T-1030, the 150 mails as
+The worker and its poller are SIGKILLed mid-mailbox. Shown: 20 contacts and
+20 leads named by their ticket numbers T-1001..T-1020, the 100 mails as
 timeline comments and Open Lines messages in each customer's order, none
-from an auto-reply; 30 acknowledgements; an operator's answer in Open Lines
+from an auto-reply; 20 acknowledgements; an operator's answer in Open Lines
 (the chat is the bridge's conversation) sent once to each customer as a
 threaded reply with the ticket in its subject; each answer's bounce
 marking it failed; nothing journaled or sent twice.
@@ -44,7 +44,7 @@ from tests.support.smtp_server import SmtpTestServer, smtp_server
 pytestmark = pytest.mark.integration
 
 ADDRESS = "support@acme.test"
-CUSTOMERS = 30
+CUSTOMERS = 20
 MAILS = 5
 FAST = {"bitrix24": {"limits": {"basic": {"drain_per_s": 100, "burst": 250}}}}
 #: a small, valid PDF
@@ -247,7 +247,7 @@ def _token(text: str) -> str | None:
     return None
 
 
-def test_30_customers_5_mails_into_bitrix24_leads_and_answers_threaded_once(
+def test_20_customers_5_mails_into_bitrix24_leads_and_answers_threaded_once(
     make_stack_once,
     mailbox: Dovecot,
     outgoing: SmtpTestServer,
@@ -309,13 +309,13 @@ def test_30_customers_5_mails_into_bitrix24_leads_and_answers_threaded_once(
     assert wait_until(lambda: synced(total), timeout=240), stack.bridge_status()
 
     rows = _rows(stack)
-    # every mail journaled once: 150 customer mails and 30 auto-replies
+    # every mail journaled once: 100 customer mails and 20 auto-replies
     assert set(rows["keys"].values()) == {1}, [k for k, n in rows["keys"].items() if n > 1]
     assert len(rows["keys"]) == total + CUSTOMERS
     assert rows["states"]["ignored"] == CUSTOMERS, rows["states"]
     assert sorted(rows["tickets"].values()) == list(range(1001, 1001 + CUSTOMERS))
 
-    # -- the CRM: 30 contacts, 30 leads named by ticket, 150 entries in order
+    # -- the CRM: 20 contacts, 20 leads named by ticket, 100 entries in order
     portal = stack.bitrix24_state()
     contacts = {c["id"]: c for c in portal["contacts"]}
     assert len(contacts) == CUSTOMERS
@@ -345,7 +345,7 @@ def test_30_customers_5_mails_into_bitrix24_leads_and_answers_threaded_once(
         # one to-do per new lead, for its ticket
         (todo,) = lead["timeline"]["activities"]
         assert lead["fields"]["TITLE"].split(":")[0] in todo["title"], todo["title"]
-    # the same 150 in the Open Lines chats, one chat per thread (the conversation)
+    # the same 100 in the Open Lines chats, one chat per thread (the conversation)
     chats = {c["external_chat_id"]: c for c in portal["chats"]}
     assert set(chats) == set(rows["tickets"]), list(chats)
     chat_of: dict[str, str] = {}
@@ -379,7 +379,7 @@ def test_30_customers_5_mails_into_bitrix24_leads_and_answers_threaded_once(
     ]
     assert len(with_file) == CUSTOMERS
 
-    # -- 30 acknowledgements, none to an auto-reply
+    # -- 20 acknowledgements, none to an auto-reply
     acks = list(outgoing.messages)
     assert len(acks) == CUSTOMERS
     assert sorted(m["To"] for m in acks) == sorted(c.address for c in customers)
