@@ -52,6 +52,7 @@ from .contacts import ContactsMixin
 from .fields import as_map, field_values, to_int
 from .inbox import InboxMixin, wants_inbox
 from .leads import LeadsMixin
+from .merge import MergeMixin
 from .settings import AmoCrmApp, AmoCrmSettings
 from .setup import run_setup
 from .timeline import NOTES_CHUNK, NotesMixin, wants_note
@@ -79,7 +80,7 @@ DELIVERY_CODES = {
 DELIVERY_ERROR_OTHER = 905
 
 
-class AmoCrmAdapter(ContactsMixin, LeadsMixin, NotesMixin, InboxMixin, CrmAdapter):
+class AmoCrmAdapter(ContactsMixin, LeadsMixin, MergeMixin, NotesMixin, InboxMixin, CrmAdapter):
     """amoCRM API v4: contacts, leads, notes, tasks, users, account webhooks,
     and the Chats API channel (amoCRM's own chat window)."""
 

@@ -168,6 +168,9 @@ def _account_event(
         if reply is not None:
             return reply
     if entity == "contacts" and action == "delete" and record_id:
+        # Deleted, or merged away in amoCRM's UI: a delete carries the id only
+        # (FACTS 1.12), never the survivor, so a merge stays CONTACT_REMOVED
+        # here, not CONTACT_MERGED (see merge.py)
         if str(record.get("type") or "contact") == "contact":
             return CrmEvent(
                 CrmEventKind.CONTACT_REMOVED,

@@ -59,6 +59,7 @@ from .batch import Command, Ref, as_map
 from .client import B24Api
 from .contacts import ContactsMixin
 from .entities import EntitiesMixin
+from .merge import MergeMixin
 from .openlines import connector_id, message_item, our_connectors, wants_inbox
 from .settings import Bitrix24App, Bitrix24Settings
 from .setup import run_setup
@@ -108,7 +109,7 @@ def plan_rate(settings: Bitrix24Settings | Mapping[str, Any]) -> Rate:
     return Rate(capacity=burst, per_second=per_second)
 
 
-class Bitrix24Adapter(ContactsMixin, EntitiesMixin, TimelineMixin, CrmAdapter):
+class Bitrix24Adapter(ContactsMixin, EntitiesMixin, MergeMixin, TimelineMixin, CrmAdapter):
     """Bitrix24 REST: contacts, leads/deals, timeline comments, to-dos/tasks,
     users, app events, and Open Lines through a custom connector."""
 

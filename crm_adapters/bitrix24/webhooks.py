@@ -24,7 +24,9 @@ webhook tenants have no app, hence no token and no events: all refused.
                                       the entity (``ENTITY_CLOSED`` when closed,
                                       ``OWNER_CHANGED`` with the current owner)
 ``ONCRMLEADDELETE``/``…DEALDELETE``   ``ENTITY_CLOSED``
-``ONCRMCONTACTDELETE``                ``CONTACT_REMOVED``
+``ONCRMCONTACTDELETE``                ``CONTACT_REMOVED`` (a merge in the UI
+                                      too: the docs name no merge event and
+                                      the delete no survivor; see merge.py)
 anything else                         ``UNKNOWN``
 ====================================  ========================================
 

@@ -41,6 +41,7 @@ from . import oauth
 from .client import DEFAULT_API_BASE, HubSpotApi, scrub
 from .contacts import ContactsMixin
 from .entities import EntitiesMixin
+from .merge import MergeMixin
 from .search import BATCH_SIZE, SEARCH_RATE, batch_reason, chunks, matched
 from .settings import HubSpotApp, HubSpotSettings
 from .setup import run_setup
@@ -81,7 +82,7 @@ def api_rate(settings: HubSpotSettings) -> Rate:
     return Rate(capacity=BURST, per_second=(per_10s - BURST) / 10)
 
 
-class HubSpotAdapter(ContactsMixin, EntitiesMixin, CrmAdapter):
+class HubSpotAdapter(ContactsMixin, MergeMixin, EntitiesMixin, CrmAdapter):
     """HubSpot CRM v3: contacts, deals/tickets, notes/communications, tasks,
     owners, the Conversations custom channel and v3-signed webhooks."""
 

@@ -33,7 +33,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from bridge.errors import PayloadError, SignatureError
-from bridge.model import Attachment, CrmEvent, CrmEventKind, MessageKind, WebhookRequest
+from bridge.model import (
+    Attachment,
+    CrmEvent,
+    CrmEventKind,
+    CrmRef,
+    MessageKind,
+    WebhookRequest,
+)
 
 __all__ = [
     "SIGNATURE_HEADER",
@@ -133,8 +140,57 @@ def parse_events(request: WebhookRequest, account_id: str | None) -> list[CrmEve
     events = []
     for item in items:
         _check_portal(item, account_id)
-        events.append(_event(item, request.received_at))
+        merges = _merge_events(item, request.received_at)
+        events.extend(merges if merges is not None else [_event(item, request.received_at)])
     return events
+
+
+#: CRM webhook subscriptions (FACTS 3.6) for a contact merge: the legacy
+#: ``contact.merge`` and the generic ``object.merge`` with ``objectTypeId``
+#: 0-1 (changelog "Public Beta: Generic Webhook Subscriptions")
+MERGE_TYPES = frozenset({"contact.merge", "object.merge"})
+CONTACT_TYPE_ID = "0-1"
+
+
+def _merge_events(item: Mapping[str, Any], received_at: dt.datetime) -> list[CrmEvent] | None:
+    """A person (or an app) merged contacts in HubSpot: one CONTACT_MERGED
+    per contact gone (``contact``) into the survivor (``merged_into``).
+
+    The merge fields (changelog "New subscription types for Webhooks"):
+    ``primaryObjectId``, ``mergedObjectIds`` (an array: several may merge at
+    once), ``newObjectId`` ("in some cases a new object is created from the
+    result of a merge": then the primary is gone too),
+    ``numberOfPropertiesMoved``. None when ``item`` is no contact merge."""
+    kind = item.get("subscriptionType")
+    if kind not in MERGE_TYPES:
+        return None
+    if kind == "object.merge" and str(item.get("objectTypeId")) != CONTACT_TYPE_ID:
+        return None
+    primary = _str_or_none(item.get("primaryObjectId"))
+    survivor = (
+        _str_or_none(item.get("newObjectId")) or primary or _str_or_none(item.get("objectId"))
+    )
+    merged = item.get("mergedObjectIds")
+    gone = [str(i) for i in (merged if isinstance(merged, list) else []) if _str_or_none(i)]
+    if primary and primary != survivor:
+        gone.append(primary)
+    gone = [g for g in dict.fromkeys(gone) if g != survivor]
+    if survivor is None or not gone:
+        return None  # nothing we can follow: an UNKNOWN event keeps it
+    when = _when(item.get("occurredAt"), received_at)
+    return [
+        CrmEvent(
+            kind=CrmEventKind.CONTACT_MERGED,
+            # eventId "is not guaranteed to be unique" (HubSpot's webhooks
+            # guide): the pair names the merge
+            external_id=f"contact.merge:{old}:{survivor}",
+            occurred_at=when,
+            contact=CrmRef("contact", old),
+            merged_into=CrmRef("contact", survivor),
+            raw=dict(item),
+        )
+        for old in gone
+    ]
 
 
 def _check_portal(item: Mapping[str, Any], account_id: str | None) -> None:

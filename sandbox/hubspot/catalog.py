@@ -173,6 +173,12 @@ _STANDARD: dict[str, list[PropertyDef]] = {
         # names it as a phone search property; derivation UNCONFIRMED).
         _p("hs_searchable_calculated_phone_number", "Calculated Phone Number", read_only=True,
            calculated=True),
+        # Set by a merge (sandbox/hubspot/merge.py): the ids merged into this
+        # contact, ";"-separated, and the merged contacts' e-mail addresses.
+        # Names from HubSpot/hubspot-api-nodejs#6 and HubSpot's merge guide
+        # (community); the value formats are UNCONFIRMED.
+        _p("hs_merged_object_ids", "Merged record IDs", read_only=True, calculated=True),
+        _p("hs_additional_emails", "Additional email addresses", read_only=True),
     ],
     "deals": [
         _p("dealname", "Deal Name"),

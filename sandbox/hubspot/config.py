@@ -67,6 +67,23 @@ DEFAULTS: dict[str, Any] = {
     "search_index_lag_s": 0.0,
     # Outgoing webhook delivery (FACTS 3.6: answer within 5 s).
     "webhook_timeout_s": 5.0,
+    # The app's webhook target URL for CRM subscriptions (contact.merge...):
+    # set in the developer portal's Webhooks settings, one URL for every
+    # portal (FACTS 3.6). None: no CRM-object webhooks are sent.
+    "crm_webhook_url": None,
+    # Merges (POST /crm/v3/objects/{type}/merge; sandbox/hubspot/merge.py).
+    # UNCONFIRMED (changelog "New subscription types for webhooks": "in some
+    # cases a new object is created from the result of a merge"): true makes
+    # every merge create a new record (the webhook's newObjectId) that both
+    # ids resolve to.
+    "merge_new_id": False,
+    # UNCONFIRMED: a GET of a merged-away id answers the surviving record
+    # (HubSpot's merge guide: the secondary's id is kept in
+    # hs_merged_object_ids and still opens the record). False: 404.
+    "merged_id_resolves": True,
+    # UNCONFIRMED: merging a pair already merged. "error": 400
+    # VALIDATION_ERROR; "ok": 200 with the surviving record.
+    "merge_again": "error",
     # RNG seed for the fault plan (None: random).
     "seed": None,
 }
@@ -80,7 +97,12 @@ def _check(cfg: dict[str, Any]) -> None:
     require_numbers(cfg, ("access_token_ttl", "code_ttl", "search_index_lag_s",
                           "webhook_timeout_s"))
     require_bools(cfg, ("retry_after_header", "rotate_refresh_tokens",
-                        "enforce_unconfirmed_required", "idempotency_dedupe"))
+                        "enforce_unconfirmed_required", "idempotency_dedupe",
+                        "merge_new_id", "merged_id_resolves"))
+    if cfg["merge_again"] not in ("error", "ok"):
+        raise ValueError("merge_again must be 'error' or 'ok'")
+    if cfg["crm_webhook_url"] is not None and not isinstance(cfg["crm_webhook_url"], str):
+        raise ValueError("crm_webhook_url must be a URL or null")
     ids = set()
     for portal in cfg["portals"]:
         if not isinstance(portal, dict) or not isinstance(portal.get("id"), int):

@@ -15,6 +15,8 @@ never rate limited, no auth.
   ``GET /_stats`` -- as every sandbox.
 * ``POST /_install`` -- ``{"client_id", "redirect_uri", "portal_id"?, "scopes"?}``
   -> ``{"code", "portal_id", "redirect_uri"}`` for scripted installs.
+* ``POST /_merge`` -- ``{"account"?, "primary_id", "merged_id", "type"?}``: a
+  person merges two records in the UI; fires ``contact.merge`` (merge.py).
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ def _portal_state(store: Store, portal: Portal) -> dict[str, Any]:
                               "types": [{"associationCategory": c, "associationTypeId": t}
                                         for c, t in sorted(kinds)]})
     out["associations"] = assoc
+    # merged-away records -> the record each was merged into (merge.py)
+    out["merges"] = [{"type": t, "id": i, "into": into}
+                     for (t, i), into in sorted(portal.merged.items())]
     out["owners"] = [dict(o) for o in portal.owners]
     # the demo page shows stage labels, not ids (GET /crm/v3/pipelines/{deals|tickets})
     out["pipelines"] = {t: [dict(p, stages=[dict(s) for s in p["stages"]]) for p in pipes]

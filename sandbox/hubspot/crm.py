@@ -84,6 +84,9 @@ def _lookup(portal: Portal, otype: ObjectType, raw_id: str, archived: bool = Fal
             obj = None
     else:
         obj = store.get(portal, otype.name, raw_id, archived=archived)
+        if obj is None and not archived and store.cfg["merged_id_resolves"]:
+            # a merged-away id opens the surviving record (merge.py; UNCONFIRMED)
+            obj = Store.survivor(portal, otype.name, raw_id)
     if obj is None:
         raise not_found()
     return obj

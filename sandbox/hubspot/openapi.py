@@ -104,6 +104,8 @@ CONFIRMED_REQUIRED: dict[str, frozenset[str]] = {
     "PublicAssociationMultiArchive": frozenset({"from", "to"}),
     "PublicFetchAssociationsBatchRequest": frozenset({"id"}),
     "PublicObjectId": frozenset({"id"}),
+    # Merge (spec path /merge; HubSpot's reference page marks both required).
+    "PublicMergeInput": frozenset({"objectIdToMerge", "primaryObjectId"}),
 }
 
 # The spec types search `sorts` as string[], but HubSpot's own search guide

@@ -83,6 +83,8 @@ class Portal:
     unique: dict[tuple[str, str, str], str] = field(default_factory=dict)
     # (channel account id, "itid"|"did", key) -> thread id
     thread_index: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    # (type, merged-away id) -> the id it was merged into (sandbox/hubspot/merge.py)
+    merged: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def owner_ids(self) -> list[str]:
         return [o["id"] for o in self.owners if not o["archived"]]
@@ -224,6 +226,18 @@ class Store:
     @staticmethod
     def _norm_unique(prop: str, value: str) -> str:
         return value.lower() if prop == "email" else value
+
+    @staticmethod
+    def survivor(portal: Portal, type_name: str, obj_id: str) -> CrmObject | None:
+        """The live record a merged-away id now stands for (merges chain:
+        A into B, then B into C), or None when ``obj_id`` was never merged."""
+        current, seen = str(obj_id), set()
+        while (type_name, current) in portal.merged and current not in seen:
+            seen.add(current)
+            current = portal.merged[(type_name, current)]
+        if not seen:
+            return None
+        return Store.get(portal, type_name, current)
 
     def find_by(self, portal: Portal, type_name: str, prop: str, value: str) -> CrmObject | None:
         """Find a live record by a unique property (case-insensitive for email)."""
