@@ -143,16 +143,31 @@ def _profile(sender: Mapping[str, Any]) -> SenderProfile:
         for k, v in utm.items()
     ):
         raise PayloadError("sender.utm must be an object of short strings")
+    phone, email = values.get("phone"), values.get("email")
     return SenderProfile(
         display_name=values.get("name"),
         first_name=values.get("first_name"),
         last_name=values.get("last_name"),
-        email=values.get("email"),
-        phone=values.get("phone"),
+        email=email,
+        phone=phone,
+        # the business's own word that it proved the handle (an SMS code, a
+        # confirmed sign-up: docs/channels/custom.md); unsaid is unproven
+        phone_verified=_flag(sender, "phone_verified") and phone is not None,
+        email_verified=_flag(sender, "email_verified") and email is not None,
         language=values.get("language"),
         page_url=values.get("page_url"),
         utm=dict(utm),
     )
+
+
+def _flag(sender: Mapping[str, Any], key: str) -> bool:
+    """An optional boolean of the sender object (absent or null: False)."""
+    value = sender.get(key)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise PayloadError(f"sender.{key} must be true or false")
+    return value
 
 
 def _attachments(value: Any) -> tuple[Attachment, ...]:

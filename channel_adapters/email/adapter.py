@@ -271,6 +271,7 @@ class EmailAdapter(ChannelAdapter):
             profile=SenderProfile(
                 display_name=mail.from_name or None,
                 email=sender if trusted else None,
+                email_verified=_proven(mail, sender),
                 language=mail.language or None,
             ),
             provider_message_id=mail.message_id,
@@ -476,6 +477,21 @@ def _message_id(raw: bytes) -> str | None:
         return None
     value = value.strip().strip("<>").strip()
     return value or None
+
+
+def _proven(mail: Any, sender: str) -> bool:
+    """Whether the sender's address is proven theirs: the receiving MTA's
+    ``Authentication-Results`` (RFC 8601, the topmost header only:
+    ``mime.AuthResults``) says ``dmarc=pass``, and the address we key the
+    sender by is the ``From`` that DMARC aligned (RFC 7489 §3.1: DMARC
+    checks the From domain, never ``Reply-To``). No header at all
+    (``dmarc=none``), a failure, or a ``Reply-To`` elsewhere: not proven
+    (corpora FACTS §5; such an address links for a rep, never merges). A
+    mailbox whose own server writes no Authentication-Results leaves the
+    topmost one to whoever sent the mail (docs/channels/email.md)."""
+    if getattr(mail.auth, "dmarc", "none") != "pass":
+        return False
+    return bool(sender) and sender == (mail.from_addr or "").lower()
 
 
 def _references(mail: Any) -> list[str]:

@@ -682,6 +682,11 @@ def _profile(
         username=_clip(_str(user.get("username")), 200),
         language=language or None,
         phone=phone,
+        # ``phone`` is only ever a contact card whose ``hash`` checks under
+        # the bot token and that names the sender (``_contact``; contracts
+        # max/FACTS §8: the hash proves "the user shared the number linked
+        # to their MAX account"): verified. An unchecked card gives no phone.
+        phone_verified=phone is not None,
         utm=dict(utm or {}),
     )
 

@@ -388,14 +388,20 @@ def _e164(phone: str | None) -> str | None:
 def _profile(
     user: Any, *, phone: str | None = None, utm: Mapping[str, str] | None = None
 ) -> SenderProfile:
+    # ``phone`` is only ever the sender's own number: a ``contact`` whose
+    # ``user_id`` is the sender's ``from.id`` (api.json ``types.Contact``,
+    # corpora FACTS §1), which Telegram fills from the account that shared
+    # it; another person's card never becomes a phone (``_content``). So a
+    # phone here is channel-proven: verified (bridge.model.SenderProfile).
     if user is None:
-        return SenderProfile(phone=phone, utm=dict(utm or {}))
+        return SenderProfile(phone=phone, phone_verified=phone is not None, utm=dict(utm or {}))
     return SenderProfile(
         first_name=_str(user.first_name),
         last_name=_str(user.last_name),
         username=_str(user.username),
         language=_str(user.language_code),
         phone=phone,
+        phone_verified=phone is not None,
         utm=dict(utm or {}),
     )
 

@@ -47,7 +47,8 @@ bot, FACTS §4); the thread is the same id (a bot talks 1:1). A shared
 contact's phone number becomes the profile's phone (E.164) when it is the
 user's own: Viber's ``share-phone`` keyboard button sends the user's number
 as a ``contact`` message; an address-book card has no marker telling them
-apart, so a card whose name is not the sender's is shown only.
+apart, so a card whose name is not the sender's is shown only, and even the
+sender's own is never ``phone_verified`` (a guess, not a proof).
 """
 
 from __future__ import annotations
@@ -428,6 +429,14 @@ def _profile(
         display_name=_clip(_clean(_str(user.get("name")) or ""), 200) or None,
         language=language[:16] if language and language.isascii() else None,
         phone=phone,
+        # Never verified: the ``share-phone`` button's ``contact`` message
+        # and an address-book card the user sends have the same shape
+        # (``contact{name, phone_number, avatar?}``, developers.viber.com
+        # /rest/ "Receive message from user"; corpora FACTS §4 lists no
+        # marker and no proof such as MAX's hash), so "the sender's own" is
+        # our guess from the name (``_contact``): anyone can send a card
+        # named like themselves. It links for a rep, never merges.
+        phone_verified=False,
         utm=dict(utm or {}),
     )
 

@@ -315,6 +315,9 @@ def _message(
         sent_at=_time(stamp, None) or _time(msg.get("date"), received_at) or received_at,
         text=_clip(content.text, MAX_TEXT) or "",
         attachments=tuple(content.attachments),
+        # no phone or e-mail: VK never gives a user's (the message and
+        # client_info objects carry none, corpora FACTS §3; vk/schema
+        # callback_message_object): nothing to verify
         profile=SenderProfile(language=_language(client_info.get("lang_id"))),
         provider_message_id=message_id,
         sequence=cmid if cmid is not None and cmid > 0 else None,

@@ -360,6 +360,11 @@ def parse_body(
                 display_name=checked.profile.get("name"),
                 phone=checked.profile.get("phone"),
                 email=checked.profile.get("email"),
+                # typed by the visitor into the pre-chat form: nothing proves
+                # them (corpora FACTS §6: our own contract, no proof step),
+                # so they only ever link for a rep, never merge two clients
+                phone_verified=False,
+                email_verified=False,
                 language=context.get("language"),
                 utm=_touches(context),
                 page_url=context.get("page_url"),

@@ -552,11 +552,20 @@ def _profile(
     contact: Mapping[str, Any] | None, party: _Party, content: _Content, msg: Mapping[str, Any]
 ) -> SenderProfile:
     profile = _obj((contact or {}).get("profile"))
+    # The phone is only ever the sender's own ``wa_id`` (the number the
+    # message came from, corpora FACTS §2 ``value.contacts[].wa_id``;
+    # pywa ``message.json``): WhatsApp proved it, so it is verified. A
+    # shared ``contacts`` card is someone's address-book entry: it names
+    # the sender's phone only when its ``wa_id`` is the sender's own
+    # (``_contacts``), never another number. A BSUID-only sender ("US.…")
+    # has no phone at all.
     phone = "+" + party.wa_id if party.wa_id else None
+    own = phone or content.own_phone
     return SenderProfile(
         display_name=_str(profile.get("name")),
         username=_str(profile.get("username")),
-        phone=phone or content.own_phone,
+        phone=own,
+        phone_verified=own is not None,
         language=None,
         utm=_utm(msg.get("referral")),
     )

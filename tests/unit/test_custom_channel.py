@@ -185,6 +185,32 @@ def test_a_message_becomes_one_inbound_message() -> None:
     assert event.reply_to == "m-0" and event.provider_message_id == "m-1"
 
 
+@pytest.mark.parametrize(
+    ("said", "verified"),
+    [
+        ({}, (False, False)),  # unsaid: unproven
+        ({"phone_verified": True}, (True, False)),
+        ({"email_verified": True, "phone_verified": False}, (False, True)),
+        ({"phone_verified": True, "email_verified": True}, (True, True)),
+        ({"phone_verified": None}, (False, False)),
+    ],
+)
+def test_the_business_says_which_handles_it_verified(
+    said: dict[str, Any], verified: tuple[bool, bool]
+) -> None:
+    sender = {"id": "v", "phone": "+79991234567", "email": "a@example.com", **said}
+    (event,) = _adapter().parse(_request({"sender": sender, "text": "hi"}))
+    assert isinstance(event, InboundMessage)
+    assert (event.profile.phone_verified, event.profile.email_verified) == verified
+
+
+def test_a_verified_flag_without_its_handle_verifies_nothing() -> None:
+    sender = {"id": "v", "phone_verified": True, "email_verified": True}
+    (event,) = _adapter().parse(_request({"sender": sender, "text": "hi"}))
+    assert isinstance(event, InboundMessage)
+    assert (event.profile.phone_verified, event.profile.email_verified) == (False, False)
+
+
 def test_without_ids_the_thread_is_the_sender_and_the_key_the_delivery() -> None:
     body = {"sender": {"id": 17}, "text": "hi"}
     (event,) = _adapter().parse(_request(body, msg_id="msg_77"))
@@ -229,6 +255,11 @@ def test_another_type_is_recorded_and_ignored() -> None:
         ({"sender": {"id": "v"}, "text": "hi", "thread_id": "t" * 300}, "thread_id must be"),
         ({"sender": {"id": "v", "email": 5}, "text": "hi"}, "sender.email"),
         ({"sender": {"id": "v", "utm": {"a": 1}}, "text": "hi"}, "sender.utm"),
+        (
+            {"sender": {"id": "v", "phone": "+7", "phone_verified": "yes"}, "text": "hi"},
+            "sender.phone_verified must be true or false",
+        ),
+        ({"sender": {"id": "v", "email_verified": 1}, "text": "hi"}, "sender.email_verified"),
         ({"sender": {"id": "v"}, "attachments": [{"url": "ftp://x"}]}, "attachments[0].url"),
         ({"sender": {"id": "v"}, "attachments": "x"}, "attachments must be a list"),
         ({"sender": {"id": "v"}, "text": "hi", "type": 3}, "type must be"),

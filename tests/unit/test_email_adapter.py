@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from email.message import EmailMessage
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -201,6 +202,49 @@ def test_a_sender_failing_dmarc_is_flagged_and_not_taken_for_the_address() -> No
     assert event.flag == "dmarc_failed"
     assert event.external_user_id == "unverified:anna@example.org"
     assert event.profile.email is None
+
+
+CORPORA = Path(__file__).resolve().parents[1] / "fixtures" / "corpora"
+
+
+def test_a_from_address_passing_dmarc_is_verified() -> None:
+    # rspamd/rspamd test/functional/messages/arcallow.eml (MANIFEST.json):
+    # mx.google.com's Authentication-Results say dmarc=pass for outlook.com
+    body = (CORPORA / "email" / "raw_mime" / "rspamd" / "arcallow.eml").read_bytes()
+    (event,) = parse(body)
+    assert isinstance(event, InboundMessage)
+    assert (event.profile.email, event.profile.email_verified) == ("testcpsf@outlook.com", True)
+    assert event.profile.phone_verified is False
+
+
+@pytest.mark.parametrize(
+    ("headers", "email"),
+    [
+        ({}, "anna@example.org"),  # no Authentication-Results at all
+        ({"Authentication_Results": "mx.acme.test; spf=pass; dmarc=none"}, "anna@example.org"),
+        ({"Authentication_Results": "mx.acme.test; spf=fail; dmarc=fail"}, None),
+        (  # DMARC checked the From; the address we answer is elsewhere
+            {
+                "Authentication_Results": "mx.acme.test; dkim=pass; dmarc=pass",
+                "Reply_To": "someone@elsewhere.test",
+            },
+            "someone@elsewhere.test",
+        ),
+    ],
+)
+def test_an_address_dmarc_did_not_prove_is_not_verified(
+    headers: dict[str, str], email: str | None
+) -> None:
+    (event,) = parse(mail(**headers))  # ours: each case's headers on one mail
+    assert isinstance(event, InboundMessage)
+    assert (event.profile.email, event.profile.email_verified) == (email, False)
+
+
+def test_our_own_mail_passing_dmarc_is_verified() -> None:
+    headers = {"Authentication_Results": "mx.acme.test; dkim=pass; dmarc=pass header.from=ex"}
+    (event,) = parse(mail(**headers))
+    assert isinstance(event, InboundMessage)
+    assert (event.profile.email, event.profile.email_verified) == ("anna@example.org", True)
 
 
 def test_an_auto_reply_is_ignored_by_its_class() -> None:

@@ -304,6 +304,19 @@ def test_a_contact_that_is_not_proven_is_shown_unverified_and_is_no_identity(how
     assert event.text == "📇 Jane Roe +79990000001 (not verified)"
 
 
+def test_only_a_proven_contact_is_a_verified_phone() -> None:
+    # schema-built example (contracts max/FACTS §8): its hash checks under the token
+    [own] = events((EXAMPLES / "schema-built-webhook.message_created.contact.json").read_bytes())
+    assert isinstance(own, InboundMessage)
+    assert (own.profile.phone, own.profile.phone_verified) == ("+79990000000", True)
+    vcf = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Jane Roe\r\nTEL;TYPE=cell:79990000001\r\nEND:VCARD\r\n"
+    good = hmac.new(TOKEN.encode(), vcf.encode(), hashlib.sha256).hexdigest()
+    for body in (_contact_update(vcf, None), _contact_update(vcf, good, owner=555)):
+        [card] = events(body)  # built here: unchecked, or someone else's
+        assert isinstance(card, InboundMessage)
+        assert (card.profile.phone, card.profile.phone_verified) == (None, False)
+
+
 def test_the_hash_is_hex_hmac_sha256_of_the_vcard_under_the_token() -> None:
     data = json.loads((EXAMPLES / "schema-built-webhook.message_created.contact.json").read_bytes())
     payload = data["message"]["body"]["attachments"][0]["payload"]

@@ -421,6 +421,21 @@ def test_own_contact_fills_profile_phone(adapter):
     assert parse_one(adapter, update).profile.phone == "+79991234567"
 
 
+def test_only_the_senders_own_shared_contact_is_a_verified_phone(adapter):
+    # corpus testListUpdates3 #10: a card without user_id -> no phone at all
+    assert parse_one(adapter, load(LIST3, 10)).profile.phone_verified is False
+    update = load(LIST3, 10)  # derived: the sender shares their own number
+    update["message"]["contact"]["user_id"] = update["message"]["from"]["id"]
+    own = parse_one(adapter, update).profile
+    assert (own.phone, own.phone_verified) == ("+618490765", True)
+    update["message"]["contact"]["user_id"] = 999  # derived: another user's card
+    other = parse_one(adapter, update).profile
+    assert (other.phone, other.phone_verified) == (None, False)
+    # corpus: a plain text message carries no phone, nothing verified
+    text = parse_one(adapter, load(ILLEMIUS + "message_with_location.json")).profile
+    assert (text.phone, text.phone_verified, text.email_verified) == (None, False, False)
+
+
 def test_location_and_venue(adapter):
     msg = parse_one(adapter, load(ILLEMIUS + "message_with_location.json"))
     assert msg.kind is MessageKind.LOCATION

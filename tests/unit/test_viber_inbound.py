@@ -285,6 +285,18 @@ def test_a_shared_phone_of_the_senders_own_becomes_their_e164_phone() -> None:
     assert parse(bad, NOW)[0].profile.phone is None
 
 
+def test_a_viber_phone_is_never_verified() -> None:
+    # built from the docs' contact message: share-phone and an address-book
+    # card look the same (no marker, no hash), so even "own" is a guess
+    own = message("contact", contact={"name": "John McClane", "phone_number": "972511123123"})
+    [event] = parse(own, NOW)
+    assert (event.profile.phone, event.profile.phone_verified) == ("+972511123123", False)
+    # the real callback (viber-bot-python unicode_request): text, no phone
+    [text] = parse(CORPUS.read_bytes(), NOW)
+    assert isinstance(text, InboundMessage)
+    assert (text.profile.phone, text.profile.phone_verified) == (None, False)
+
+
 def test_a_deep_link_context_is_kept_as_utm() -> None:
     body = built(
         "conversation_started",

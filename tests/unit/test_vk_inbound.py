@@ -276,6 +276,13 @@ def test_corpus_messages_read_right() -> None:
     assert audio.attachments[0].url is None  # "url": "" is VK's "none"
 
 
+def test_vk_gives_no_phone_or_e_mail_to_verify() -> None:
+    # bivashy/java-vk-bots-long-poll-api message_new_text_sample_5_110.json
+    profile = one_message(_corpus("message_new_text_sample_5_110.json")).profile
+    assert (profile.phone, profile.email) == (None, None)
+    assert (profile.phone_verified, profile.email_verified) == (False, False)
+
+
 def test_group_chats_thread_by_peer_and_name_the_sender() -> None:
     # Anton3/kotlin-vk-api GroupLongPollEventSourceTest.kt#L76 (a real chat, peer 2000000279)
     msg = one_message(_corpus(f"{KOTLIN}/deserialize_message_with_image_attachment.json"))

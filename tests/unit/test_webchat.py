@@ -375,6 +375,15 @@ def test_a_full_message_becomes_one_inbound_message() -> None:
     assert adapter.parse(delivery.request(RECEIVED)) == [event]
 
 
+def test_a_phone_or_e_mail_typed_in_the_form_is_never_verified() -> None:
+    adapter = _adapter()  # our own widget contract: nothing proves a typed handle
+    (event,) = adapter.parse(_request(adapter, _message(adapter)))
+    assert isinstance(event, InboundMessage)
+    profile = event.profile
+    assert (profile.phone, profile.email) == ("+7 912 345-67-89", "a@shop.test")
+    assert (profile.phone_verified, profile.email_verified) == (False, False)
+
+
 def test_the_body_the_api_composes_parses_to_what_the_widget_sent() -> None:
     """The API journals ``CheckedMessage.body``: parsing it again keeps
     every field (consent with no details is consent all the same)."""

@@ -1057,3 +1057,35 @@ def test_any_value_anywhere_inside_never_raises(path: tuple[Any, ...], value: An
             assert [e.external_id for e in events] == [delivery.key]
             assert len(delivery.key) <= 255
     parse(raw, NOW)
+
+
+# -- verified handles (SenderProfile.phone_verified) --------------------------------------
+
+
+def test_the_phone_from_wa_id_is_verified() -> None:
+    # corpus pywa_updates/message.json "text": value.contacts[].wa_id is the sender's
+    text = events_of(dumps(_variants("message.json")["text"]))[0]
+    assert isinstance(text, InboundMessage)
+    assert text.profile.phone == "+972987654321" and text.profile.phone_verified is True
+    assert text.profile.email is None and text.profile.email_verified is False
+    # corpus "contacts": three cards, all with the sender's own wa_id
+    cards = events_of(dumps(_variants("message.json")["contacts"]))[0]
+    assert isinstance(cards, InboundMessage)
+    assert cards.profile.phone == "+972987654321" and cards.profile.phone_verified is True
+
+
+def test_a_card_never_gives_a_verified_phone_that_is_not_the_senders() -> None:
+    # built here: Bob's card from a sender known only by a BSUID
+    hidden = {"from_user_id": "US.5", "id": "wamid.VC", "type": "contacts"}
+    bsuid = one_message(
+        hidden | {"contacts": [card("Bob", "+1 555 0100", "15550100")]},
+        contact(None, user_id="US.5"),
+    )
+    assert bsuid.profile.phone is None and bsuid.profile.phone_verified is False
+    only_id = one_message(text_msg("wamid.VB", sender="US.888"))
+    assert only_id.profile.phone is None and only_id.profile.phone_verified is False
+    # corpus outgoing_message.json "text": a Business app echo is the
+    # business's own, to the customer: no phone of anyone's
+    [echo] = events_of(dumps(_variants("outgoing_message.json")["text"]))
+    assert isinstance(echo, InboundMessage) and echo.echo
+    assert echo.profile.phone is None and echo.profile.phone_verified is False
