@@ -1,24 +1,83 @@
-"""One person is one client across channels.
+"""One person is one client across channels — safely, explainably, reversibly.
 
 Every handle that names a person — a Telegram user id, a phone number in
-E.164, an e-mail address — is a ``ContactIdentity`` of exactly one
-``Contact`` (unique per tenant). When a new handle turns out to belong to
-another contact (the Telegram user shares the phone number the WhatsApp
-customer wrote from), the two contacts are merged: the older one survives,
-the merge is recorded with its reason (explainable, and reversible from the
-record), and the survivor is flagged so the CRM learns the new handle.
+E.164, an e-mail address — is a ``ContactIdentity`` with the contact it was
+learnt for (its *origin*, which never changes), the live contact it belongs
+to now, whether its channel proved it (*verified*: a WhatsApp sender's
+number, a Telegram contact shared by its owner, a From address passing
+DMARC) and how it was learnt.
+
+When a handle turns up on two clients, the mapping's ``identity`` rules
+decide (:class:`mappings.schema.IdentityRules`):
+
+* both handles verified and the kind in ``merge`` → the two contacts are
+  **merged**: the older one survives, the merge is recorded with its
+  evidence, each conversation keeps its own thread and channel (a web chat
+  visitor still reads only the web chat);
+* otherwise, the kind in ``link`` → the two are **linked** for a rep
+  ("possibly the same client"): nothing moves until a rep confirms;
+* a name never does either.
+
+A merge is undone by :func:`unmerge`: every handle and conversation goes back
+to the live contact of its origin, and the undone merge vetoes the same two
+being merged automatically again (they are linked instead).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
 import phonenumbers
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from bridge.model import SenderProfile
-from bridge.tables import Contact, ContactIdentity, ContactMerge, Conversation
+from bridge.model import SenderProfile, utcnow
+from bridge.tables import Contact, ContactIdentity, ContactLink, ContactMerge, Conversation
+from mappings.schema import IdentityRules
 
-__all__ = ["attach_identity", "is_address", "normalize_email", "normalize_phone", "resolve_contact"]
+__all__ = [
+    "DEFAULT_RULES",
+    "IdentityError",
+    "Observation",
+    "attach_identity",
+    "confirm_link",
+    "dismiss_link",
+    "follow_crm_merge",
+    "is_address",
+    "live_contact",
+    "merge_contacts",
+    "normalize_email",
+    "normalize_phone",
+    "observe",
+    "resolve_contact",
+    "unmerge",
+]
+
+DEFAULT_RULES = IdentityRules()
+
+#: merges and links kept in step with the CRM by the next sync of the contact
+CRM_PENDING = "pending"
+
+
+class IdentityError(Exception):
+    """An identity operation that cannot be done (says why, for the CLI/API)."""
+
+
+@dataclass(frozen=True)
+class Observation:
+    """A handle a channel told us about, and how far it can be trusted."""
+
+    kind: str
+    value: str
+    verified: bool
+    #: where it came from: "<channel kind>: <how>" ("whatsapp: sender")
+    source: str
+
+
+# -- normalising --------------------------------------------------------------------------
 
 
 def normalize_phone(raw: str | None, region: str | None = None) -> str | None:
@@ -57,15 +116,19 @@ def is_address(value: str) -> bool:
     """``value`` is an e-mail address as stored (normalised, no scheme-like
     prefix or spaces): what may be given to a CRM as one."""
     return (
-        normalize_email(value) == value
-        and ":" not in value
-        and not any(c.isspace() for c in value)
+        normalize_email(value) == value and ":" not in value and not any(c.isspace() for c in value)
     )
 
 
-def _survivor(session: Session, contact_id: int) -> Contact:
+# -- the graph ----------------------------------------------------------------------------
+
+
+def live_contact(session: Session, contact_id: int) -> Contact:
+    """The contact ``contact_id`` is now: itself, or the survivor of the
+    merges it went into."""
     contact = session.get(Contact, contact_id)
-    assert contact is not None
+    if contact is None:
+        raise IdentityError(f"no contact {contact_id}")
     seen = {contact.id}
     while contact.merged_into_id is not None:
         nxt = session.get(Contact, contact.merged_into_id)
@@ -76,20 +139,173 @@ def _survivor(session: Session, contact_id: int) -> Contact:
     return contact
 
 
-def _find(session: Session, tenant_id: int, kind: str, value: str) -> ContactIdentity | None:
-    return session.scalars(
-        select(ContactIdentity).where(
-            ContactIdentity.tenant_id == tenant_id,
-            ContactIdentity.kind == kind,
-            ContactIdentity.value == value,
+def _holders(session: Session, tenant_id: int, kind: str, value: str) -> list[ContactIdentity]:
+    return list(
+        session.scalars(
+            select(ContactIdentity)
+            .where(
+                ContactIdentity.tenant_id == tenant_id,
+                ContactIdentity.kind == kind,
+                ContactIdentity.value == value,
+            )
+            .order_by(ContactIdentity.id)
         )
-    ).first()
+    )
 
 
-def _merge(session: Session, keep: Contact, gone: Contact, reason: str) -> Contact:
-    """Fold ``gone`` into ``keep`` (the older contact) and record why."""
-    if keep.id > gone.id:
-        keep, gone = gone, keep
+def _vetoed(session: Session, one: Contact, other: Contact) -> bool:
+    """A merge of these two (or of contacts now part of them) was undone."""
+    undone = session.scalars(
+        select(ContactMerge).where(
+            ContactMerge.tenant_id == one.tenant_id, ContactMerge.undone_at.is_not(None)
+        )
+    ).all()
+    pair = {one.id, other.id}
+    return any(
+        {live_contact(session, m.from_contact_id).id, live_contact(session, m.into_contact_id).id}
+        == pair
+        for m in undone
+    )
+
+
+def _learn(contact: Contact, kind: str, value: str) -> None:
+    if kind == "phone" and not contact.phone:
+        contact.phone = value
+    elif kind == "email" and not contact.email:
+        contact.email = value
+    else:
+        return
+    if contact.crm_contact_id is not None:
+        contact.crm_dirty = True
+
+
+def observe(
+    session: Session,
+    contact: Contact,
+    origin_id: int,
+    seen: Observation,
+    rules: IdentityRules = DEFAULT_RULES,
+) -> Contact:
+    """Record that the person behind ``contact`` (learnt through the handle
+    whose origin is ``origin_id``) has the handle ``seen``; merge with or
+    link to whoever else holds it, as the rules say. Returns the live
+    contact (the survivor when a merge happened)."""
+    holders = _holders(session, contact.tenant_id, seen.kind, seen.value)
+    own = next((h for h in holders if h.origin_contact_id == origin_id), None)
+    if own is None:
+        own = ContactIdentity(
+            tenant_id=contact.tenant_id,
+            contact_id=contact.id,
+            origin_contact_id=origin_id,
+            kind=seen.kind,
+            value=seen.value,
+            verified=seen.verified,
+            source=seen.source[:64],
+        )
+        session.add(own)
+        session.flush()
+    elif seen.verified and not own.verified:
+        own.verified, own.source = True, seen.source[:64]
+    _learn(contact, seen.kind, seen.value)
+    others: dict[int, list[ContactIdentity]] = {}
+    for holder in holders:
+        if holder is own:
+            continue
+        live = live_contact(session, holder.contact_id)
+        if live.id != contact.id:
+            others.setdefault(live.id, []).append(holder)
+    for other_id, theirs in sorted(others.items()):
+        other = session.get(Contact, other_id)
+        assert other is not None
+        if contact.merged_into_id is not None:
+            contact = live_contact(session, contact.id)
+        if other.id == contact.id:
+            continue
+        evidence = _evidence(seen, own, theirs)
+        if (
+            _proves(own, theirs)
+            and seen.kind in rules.merge
+            and not _vetoed(session, contact, other)
+        ):
+            contact = _merge(session, contact, other, f"same verified {seen.kind}", evidence)
+        elif seen.kind in rules.link or seen.kind in rules.merge:
+            _link(session, origin_id, theirs[0].origin_contact_id, seen, evidence)
+    return contact
+
+
+def _proves(own: ContactIdentity, theirs: list[ContactIdentity]) -> bool:
+    """Our verified handle makes their holder the same person when theirs is
+    verified too, or was only claimed before ours was learnt (a number typed
+    into the web chat, then its owner writes from it on WhatsApp). A claim
+    made after the owner was known (someone types a client's number) never
+    merges: it only links."""
+    return own.verified and any(h.verified or h.id < own.id for h in theirs)
+
+
+def _evidence(
+    seen: Observation, own: ContactIdentity, theirs: list[ContactIdentity]
+) -> dict[str, Any]:
+    return {
+        "kind": seen.kind,
+        "value": seen.value,
+        "verified": own.verified,
+        "source": own.source,
+        "matched": [
+            {"contact": h.origin_contact_id, "verified": h.verified, "source": h.source}
+            for h in theirs
+        ],
+        "at": utcnow().isoformat(),
+    }
+
+
+def _link(
+    session: Session, origin_id: int, other_origin: int, seen: Observation, evidence: dict[str, Any]
+) -> None:
+    exists = session.scalar(
+        select(ContactLink.id).where(
+            or_(
+                (ContactLink.contact_id == origin_id)
+                & (ContactLink.other_contact_id == other_origin),
+                (ContactLink.contact_id == other_origin)
+                & (ContactLink.other_contact_id == origin_id),
+            ),
+            ContactLink.kind == seen.kind,
+            ContactLink.value == seen.value,
+        )
+    )
+    if exists is not None:
+        return
+    contact = session.get(Contact, origin_id)
+    assert contact is not None
+    session.add(
+        ContactLink(
+            tenant_id=contact.tenant_id,
+            contact_id=origin_id,
+            other_contact_id=other_origin,
+            kind=seen.kind,
+            value=seen.value,
+            evidence=evidence,
+            state="open",
+            crm_noted=False,
+        )
+    )
+    session.flush()
+
+
+def _merge(
+    session: Session,
+    one: Contact,
+    other: Contact,
+    reason: str,
+    evidence: dict[str, Any],
+    keep: Contact | None = None,
+) -> Contact:
+    """Fold one live contact into the other and record why. The survivor is
+    ``keep`` when given (the CRM's choice), else the older contact: it keeps
+    its CRM contact and its owner."""
+    if keep is None:
+        keep = one if one.id < other.id else other
+    gone = other if keep is one else one
     session.flush()  # bulk updates below must see identities added in this unit of work
     session.execute(
         update(ContactIdentity)
@@ -103,48 +319,204 @@ def _merge(session: Session, keep: Contact, gone: Contact, reason: str) -> Conta
     keep.phone = keep.phone or gone.phone
     keep.email = keep.email or gone.email
     keep.display_name = keep.display_name or gone.display_name
+    crm_action = None
     if keep.crm_contact_id is None and gone.crm_contact_id is not None:
         keep.crm_contact_id, keep.crm_state = gone.crm_contact_id, gone.crm_state
         keep.crm_owner_id = keep.crm_owner_id or gone.crm_owner_id
+    elif gone.crm_contact_id not in (None, keep.crm_contact_id):
+        crm_action = CRM_PENDING  # two CRM contacts: the sync merges or links them there
     keep.crm_dirty = True
-    session.add(
-        ContactMerge(
-            tenant_id=keep.tenant_id,
-            from_contact_id=gone.id,
-            into_contact_id=keep.id,
-            reason=reason,
-        )
+    merge = ContactMerge(
+        tenant_id=keep.tenant_id,
+        from_contact_id=gone.id,
+        into_contact_id=keep.id,
+        reason=reason[:200],
+        evidence=evidence,
+        crm_action=crm_action,
+        crm_keep_id=keep.crm_contact_id,
+        crm_gone_id=gone.crm_contact_id,
     )
+    session.add(merge)
+    session.flush()
     return keep
 
 
-def attach_identity(session: Session, contact: Contact, kind: str, value: str) -> Contact:
-    """Give ``contact`` the handle (kind, value); merge if someone else has it.
+def merge_contacts(
+    session: Session, one_id: int, other_id: int, reason: str, evidence: dict[str, Any]
+) -> ContactMerge:
+    """Merge two clients on a person's word (a confirmed link, the CLI)."""
+    one, other = live_contact(session, one_id), live_contact(session, other_id)
+    if one.tenant_id != other.tenant_id:
+        raise IdentityError("the two contacts belong to different tenants")
+    if one.id == other.id:
+        raise IdentityError(f"contacts {one_id} and {other_id} are one client already")
+    keep = _merge(session, one, other, reason, evidence)
+    found = session.scalars(
+        select(ContactMerge)
+        .where(ContactMerge.into_contact_id == keep.id)
+        .order_by(ContactMerge.id.desc())
+    ).first()
+    assert found is not None
+    return found
 
-    Returns the surviving contact.
-    """
-    existing = _find(session, contact.tenant_id, kind, value)
-    if existing is None:
-        session.add(
-            ContactIdentity(
-                tenant_id=contact.tenant_id, contact_id=contact.id, kind=kind, value=value
+
+def unmerge(session: Session, merge_id: int, by: str, tenant_id: int | None = None) -> ContactMerge:
+    """Split a merge again: the merged contact is live once more and every
+    handle and conversation goes back to the live contact of its origin.
+    The merge stays on record, undone (and vetoes the same automatic merge)."""
+    merge = session.get(ContactMerge, merge_id)
+    if merge is None or (tenant_id is not None and merge.tenant_id != tenant_id):
+        raise IdentityError(f"no merge {merge_id}")
+    if merge.undone_at is not None:
+        raise IdentityError(f"merge {merge_id} was undone already")
+    gone = session.get(Contact, merge.from_contact_id)
+    assert gone is not None
+    holder = live_contact(session, merge.into_contact_id)
+    gone.merged_into_id = None
+    merge.undone_at, merge.undone_by = utcnow(), by[:100]
+    session.flush()
+    _send_home(session, holder.id)
+    if merge.crm_action == "merged":
+        # the CRM merged the two records and cannot split them: the client
+        # gets a CRM contact of their own again at the next sync
+        gone.crm_contact_id, gone.crm_state, gone.crm_owner_id = None, None, None
+    elif gone.crm_contact_id is not None and gone.crm_contact_id == holder.crm_contact_id:
+        # it had taken the survivor's CRM contact (it had none of its own)
+        gone.crm_contact_id, gone.crm_state = None, None
+    gone.crm_dirty = gone.crm_contact_id is not None
+    if merge.crm_action in ("merged", "linked"):
+        merge.crm_action = f"undo-{merge.crm_action}"
+    elif merge.crm_action == CRM_PENDING:
+        merge.crm_action = None
+    for link in session.scalars(select(ContactLink).where(ContactLink.merge_id == merge.id)):
+        link.state, link.decided_by, link.decided_at = "open", by[:100], utcnow()
+    session.flush()
+    return merge
+
+
+def _send_home(session: Session, holder_id: int) -> None:
+    """Everything the live contact ``holder_id`` holds goes to the live
+    contact of its origin (itself, or one split off again)."""
+    for identity in session.scalars(
+        select(ContactIdentity).where(ContactIdentity.contact_id == holder_id)
+    ).all():
+        identity.contact_id = live_contact(session, identity.origin_contact_id).id
+    for conversation in session.scalars(
+        select(Conversation).where(Conversation.contact_id == holder_id)
+    ).all():
+        origin = conversation.origin_contact_id or holder_id
+        conversation.contact_id = live_contact(session, origin).id
+
+
+def _decide(session: Session, link_id: int, tenant_id: int | None) -> ContactLink:
+    link = session.get(ContactLink, link_id)
+    if link is None or (tenant_id is not None and link.tenant_id != tenant_id):
+        raise IdentityError(f"no link {link_id}")
+    if link.state != "open":
+        raise IdentityError(f"link {link_id} is {link.state} already")
+    return link
+
+
+def confirm_link(
+    session: Session, link_id: int, by: str, tenant_id: int | None = None
+) -> ContactMerge:
+    """A rep confirmed "possibly the same client": merge the two."""
+    link = _decide(session, link_id, tenant_id)
+    evidence = {"link": link.id, "confirmed_by": by, **(link.evidence or {})}
+    merge = merge_contacts(
+        session, link.contact_id, link.other_contact_id, f"confirmed by {by}", evidence
+    )
+    link.state, link.merge_id, link.decided_by, link.decided_at = (
+        "confirmed",
+        merge.id,
+        by[:100],
+        utcnow(),
+    )
+    return merge
+
+
+def dismiss_link(
+    session: Session, link_id: int, by: str, tenant_id: int | None = None
+) -> ContactLink:
+    """A rep said the two are different people: the link is closed for good."""
+    link = _decide(session, link_id, tenant_id)
+    link.state, link.decided_by, link.decided_at = "dismissed", by[:100], utcnow()
+    return link
+
+
+def follow_crm_merge(session: Session, tenant_id: int, gone_crm_id: str, keep_crm_id: str) -> None:
+    """A person merged two contacts in the CRM: the bridge's clients behind
+    them become one too (the CRM's survivor stays), or the one it knew now
+    writes to the surviving CRM contact."""
+
+    def holders(crm_id: str) -> list[Contact]:
+        return list(
+            session.scalars(
+                select(Contact).where(
+                    Contact.tenant_id == tenant_id,
+                    Contact.crm_contact_id == crm_id,
+                    Contact.merged_into_id.is_(None),
+                )
             )
         )
-        if kind == "phone" and not contact.phone:
-            contact.phone = value
-        elif kind == "email" and not contact.email:
-            contact.email = value
-        if contact.crm_contact_id is not None:
-            contact.crm_dirty = True
-        return contact
-    owner = _survivor(session, existing.contact_id)
-    if owner.id == contact.id:
-        if kind == "phone" and not contact.phone:
-            contact.phone = value
-        elif kind == "email" and not contact.email:
-            contact.email = value
-        return contact
-    return _merge(session, owner, contact, reason=f"same {kind}")
+
+    keep = next(iter(holders(keep_crm_id)), None)
+    for gone in holders(gone_crm_id):
+        if keep is None:
+            gone.crm_contact_id = keep_crm_id
+            gone.crm_dirty = True
+            keep = gone
+            continue
+        evidence = {
+            "crm_merge": {"gone": gone_crm_id, "keep": keep_crm_id},
+            "at": utcnow().isoformat(),
+        }
+        _merge(session, keep, gone, "merged in the CRM", evidence, keep=keep)
+        done = session.scalars(
+            select(ContactMerge)
+            .where(ContactMerge.from_contact_id == gone.id)
+            .order_by(ContactMerge.id.desc())
+        ).first()
+        assert done is not None
+        done.crm_action = "by-crm"
+        for link in session.scalars(
+            select(ContactLink).where(
+                ContactLink.state == "open",
+                ContactLink.contact_id.in_(_origins(session, (keep.id, gone.id))),
+                ContactLink.other_contact_id.in_(_origins(session, (keep.id, gone.id))),
+            )
+        ):
+            link.state, link.merge_id, link.decided_by, link.decided_at = (
+                "confirmed",
+                done.id,
+                "crm",
+                utcnow(),
+            )
+
+
+def _origins(session: Session, live_ids: Iterable[int]) -> list[int]:
+    """Every contact whose live contact is one of ``live_ids``."""
+    ids = set(live_ids)
+    rows = session.scalars(
+        select(Contact).where(or_(Contact.id.in_(ids), Contact.merged_into_id.is_not(None)))
+    ).all()
+    return [c.id for c in rows if live_contact(session, c.id).id in ids]
+
+
+# -- from a channel's message -------------------------------------------------------------
+
+
+def attach_identity(
+    session: Session,
+    contact: Contact,
+    kind: str,
+    value: str,
+    verified: bool = True,
+    source: str = "",
+    rules: IdentityRules = DEFAULT_RULES,
+) -> Contact:
+    """Give ``contact`` the handle (kind, value) as its own (origin: itself)."""
+    return observe(session, contact, contact.id, Observation(kind, value, verified, source), rules)
 
 
 def resolve_contact(
@@ -153,22 +525,36 @@ def resolve_contact(
     channel_kind: str,
     external_user_id: str,
     profile: SenderProfile,
-) -> Contact:
-    """The contact behind a channel user, created on first contact, enriched
-    with whatever the channel told us (phone, e-mail)."""
-    identity = _find(session, tenant_id, channel_kind, external_user_id)
-    if identity is not None:
-        contact = _survivor(session, identity.contact_id)
+    rules: IdentityRules = DEFAULT_RULES,
+) -> tuple[Contact, int]:
+    """The contact behind a channel user (created on first contact) and its
+    origin (the contact the channel user was first seen as), enriched with
+    whatever the channel told us (phone, e-mail) under the rules."""
+    found = session.scalars(
+        select(ContactIdentity)
+        .where(
+            ContactIdentity.tenant_id == tenant_id,
+            ContactIdentity.kind == channel_kind,
+            ContactIdentity.value == external_user_id,
+        )
+        .order_by(ContactIdentity.id)
+    ).first()
+    if found is not None:
+        contact, origin = live_contact(session, found.contact_id), found.origin_contact_id
     else:
         contact = Contact(tenant_id=tenant_id, display_name=profile.name())
         session.add(contact)
         session.flush()
+        origin = contact.id
         session.add(
             ContactIdentity(
                 tenant_id=tenant_id,
                 contact_id=contact.id,
+                origin_contact_id=origin,
                 kind=channel_kind,
                 value=external_user_id,
+                verified=_channel_proves(channel_kind, profile),
+                source=f"{channel_kind}: sender"[:64],
             )
         )
         # flushed: the channel's own handle may also be one of the person's
@@ -176,10 +562,35 @@ def resolve_contact(
         session.flush()
     if not contact.display_name and profile.name():
         contact.display_name = profile.name()
+    for seen in _observations(channel_kind, profile):
+        contact = observe(session, contact, origin, seen, rules)
+    return contact, origin
+
+
+def _channel_proves(channel_kind: str, profile: SenderProfile) -> bool:
+    """A channel's own user id is proven by the channel, unless the channel
+    names its users by a handle it may not have checked (an e-mail channel's
+    sender address: verified only as far as the message's own flag says)."""
+    if channel_kind == "phone":
+        return profile.phone_verified
+    if channel_kind == "email":
+        return profile.email_verified
+    return True
+
+
+def _observations(channel_kind: str, profile: SenderProfile) -> list[Observation]:
+    out = []
     phone = normalize_phone(profile.phone)
     if phone:
-        contact = attach_identity(session, contact, "phone", phone)
+        how = "proven by the channel" if profile.phone_verified else "not verified"
+        out.append(Observation("phone", phone, profile.phone_verified, f"{channel_kind}: {how}"))
     email = normalize_email(profile.email)
     if email:
-        contact = attach_identity(session, contact, "email", email)
-    return contact
+        how = "proven by the channel" if profile.email_verified else "not verified"
+        out.append(Observation("email", email, profile.email_verified, f"{channel_kind}: {how}"))
+    return out
+
+
+def merged_at(merge: ContactMerge) -> dt.datetime:
+    """When the merge happened (for the audit's order)."""
+    return merge.created_at

@@ -351,7 +351,12 @@ class AccountPoller:
             if self._adapter is None or fingerprint != self._fingerprint:
                 self._adapter = runtime.channel_adapter(account)
                 self._fingerprint = fingerprint
-            ref = AccountRef(account.id, account.tenant_id, account.kind)
+            ref = AccountRef(
+                account.id,
+                account.tenant_id,
+                account.kind,
+                runtime.identity_rules(account.tenant_id),
+            )
             return _Loaded(ref, self._adapter, account.poll_cursor)
 
     def _still_pulled(self) -> bool:

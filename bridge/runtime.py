@@ -20,7 +20,7 @@ import redis
 from flask import current_app
 from requests.adapters import HTTPAdapter
 from rq import Queue
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bridge import tables
@@ -39,6 +39,7 @@ from bridge.tables import TenantStatus
 from channel_adapters.base import ChannelAdapter
 from crm_adapters.base import CrmAdapter
 from mappings import MappingConfig, MappingError, MappingStore
+from mappings.schema import IdentityRules
 
 __all__ = ["SECRET_SETTINGS", "Runtime", "app_runtime", "get_runtime", "set_runtime"]
 
@@ -259,6 +260,18 @@ class Runtime:
 
     def mapping_for(self, tenant: tables.Tenant) -> MappingConfig:
         return self.mappings.get(tenant.mapping)
+
+    def identity_rules(self, tenant_id: int) -> IdentityRules:
+        """The tenant mapping's rules for making two clients one (the
+        defaults when the mapping cannot be read: ingest never stops on it)."""
+        with self.read_engine.connect() as conn:
+            name = conn.scalar(select(tables.Tenant.mapping).where(tables.Tenant.id == tenant_id))
+        if name is None:
+            return IdentityRules()
+        try:
+            return self.mappings.get(name).identity
+        except MappingError:
+            return IdentityRules()
 
     def crm_webhook_url(self, tenant: tables.Tenant) -> str:
         return f"{self.settings.public_url}/webhooks/crm/{tenant.crm_kind}/{tenant.webhook_key}"

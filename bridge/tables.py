@@ -45,6 +45,7 @@ __all__ = [
     "ChannelStatus",
     "Contact",
     "ContactIdentity",
+    "ContactLink",
     "ContactMerge",
     "Conversation",
     "ConversationStatus",
@@ -246,21 +247,45 @@ class Contact(Base):
 
 
 class ContactIdentity(Base):
-    """A handle that names a person: (telegram, 12345), (phone, +7...), (email, ...)."""
+    """A handle that names a person: (telegram, 12345), (phone, +7...), (email, ...).
+
+    ``origin_contact_id`` is the contact the handle was first learnt for and
+    never changes; ``contact_id`` is the live contact it belongs to now (the
+    survivor of the merges since). Undoing a merge sends each handle back to
+    the live contact of its origin (``bridge.identity.unmerge``). A verified
+    handle was proven by its channel; an unverified one (typed into a form)
+    only ever links two clients for a rep, never merges them.
+    """
 
     __tablename__ = "contact_identities"
-    __table_args__ = (UniqueConstraint("tenant_id", "kind", "value"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "kind", "value", "origin_contact_id"),
+        Index("ix_contact_identities_lookup", "tenant_id", "kind", "value"),
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), index=True)
+    origin_contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"))
     kind: Mapped[str] = mapped_column(String(32))
     value: Mapped[str] = mapped_column(String(320))
+    verified: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: how it was learnt: the channel kind and what said it ("whatsapp: sender",
+    #: "webchat: typed in the form", "crm: merged by a person")
+    source: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
 class ContactMerge(Base):
-    """Why two contacts became one (explainable, reversible merges)."""
+    """Why two contacts became one (explainable, reversible merges).
+
+    ``evidence``: the handle that made them one (kind, value, verified, its
+    source and channel) or who decided. ``crm_action``: what the bridge did in
+    the CRM when both had a CRM contact (``pending`` until the sync did it,
+    then ``merged`` by the CRM's API, ``linked`` with a note on each, or
+    ``none``). An undone merge keeps its row (``undone_at``) and vetoes the
+    same two contacts being merged automatically again.
+    """
 
     __tablename__ = "contact_merges"
 
@@ -269,6 +294,42 @@ class ContactMerge(Base):
     from_contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"))
     into_contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"))
     reason: Mapped[str] = mapped_column(String(200))
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    crm_action: Mapped[str | None] = mapped_column(String(16))
+    #: the CRM contacts involved, as they were when merged (for the CRM's side
+    #: and its undo): the survivor's and the merged one's
+    crm_keep_id: Mapped[str | None] = mapped_column(String(64))
+    crm_gone_id: Mapped[str | None] = mapped_column(String(64))
+    undone_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    undone_by: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class ContactLink(Base):
+    """A "possibly the same client": an unverified handle of one contact that a
+    different contact holds. Nothing is merged; the CRM shows the link on both
+    contacts and a rep confirms it (a merge) or dismisses it."""
+
+    __tablename__ = "contact_links"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "contact_id", "other_contact_id", "kind", "value"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    #: the contacts' origins (the ones the handles were learnt for)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"))
+    other_contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    value: Mapped[str] = mapped_column(String(320))
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    #: open | confirmed | dismissed
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    #: the CRM was told (a note on each contact); False: the next sync tells it
+    crm_noted: Mapped[bool] = mapped_column(Boolean, default=False)
+    merge_id: Mapped[int | None] = mapped_column(ForeignKey("contact_merges.id"))
+    decided_by: Mapped[str | None] = mapped_column(String(100))
+    decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
@@ -287,6 +348,9 @@ class Conversation(Base):
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
     channel_account_id: Mapped[int] = mapped_column(ForeignKey("channel_accounts.id"))
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), index=True)
+    #: the contact the conversation started with; ``contact_id`` follows merges
+    #: and an undone merge sends the conversation back to its origin's contact
+    origin_contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
     external_thread_id: Mapped[str] = mapped_column(String(64))
     #: open | closed
     status: Mapped[str] = mapped_column(String(16), default=ConversationStatus.OPEN)

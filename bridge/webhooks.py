@@ -88,7 +88,9 @@ class _AdapterCache:
             ).first()
             if account is None:
                 return None
-            ref = AccountRef(account.id, account.tenant_id, account.kind)
+            ref = AccountRef(
+                account.id, account.tenant_id, account.kind, rt.identity_rules(account.tenant_id)
+            )
             item = _Cached(ref, rt.channel_adapter(account), now + self.TTL)
         with self._lock:
             self._items[key] = item

@@ -171,6 +171,24 @@ class ChannelRule:
 DEFAULT_TIMEZONES = {"ru": "Europe/Moscow", "en": "UTC"}
 
 
+#: the handles two clients may be recognised as one by (a name never is)
+IDENTITY_KINDS = ("phone", "email")
+
+
+@dataclass(frozen=True)
+class IdentityRules:
+    """When two clients holding the same handle become one.
+
+    ``merge``: kinds whose match merges the two automatically when both
+    handles are verified by their channels; ``link``: kinds whose match (an
+    unverified handle on either side, or a verified one not in ``merge``)
+    only links them for a rep to confirm. Neither: nothing happens.
+    """
+
+    merge: frozenset[str] = frozenset(IDENTITY_KINDS)
+    link: frozenset[str] = frozenset(IDENTITY_KINDS)
+
+
 @dataclass(frozen=True)
 class MappingConfig:
     crm: str
@@ -183,6 +201,8 @@ class MappingConfig:
     #: how a ticket number is written (subjects, CRM entities): ``{number}``
     #: is the tenant's sequential number
     ticket_format: str = "T-{number}"
+    #: which matching handles merge two clients and which only link them
+    identity: IdentityRules = field(default_factory=IdentityRules)
 
     def ticket(self, number: int | None) -> str | None:
         """The ticket's label (``T-1042``), or None without a number."""
@@ -477,6 +497,31 @@ def _closest_timezone(value: str) -> str | None:
     return close[0] if close else None
 
 
+def _identity_kinds(what: str) -> Any:
+    return fields.List(
+        fields.String(
+            validate=validate.OneOf(
+                IDENTITY_KINDS,
+                error=f"{what}: one of {', '.join(IDENTITY_KINDS)} (got {{input!r}}); a name"
+                " never makes two clients one",
+            )
+        ),
+        load_default=list(IDENTITY_KINDS),
+    )
+
+
+class IdentitySchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    merge = _identity_kinds("merge")
+    link = _identity_kinds("link")
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> IdentityRules:
+        return IdentityRules(merge=frozenset(data["merge"]), link=frozenset(data["link"]))
+
+
 class MappingSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -497,6 +542,7 @@ class MappingSchema(Schema):
             error="must hold {number} once, with letters, digits, # _ - around it (T-{number})",
         ),
     )
+    identity = fields.Nested(IdentitySchema, load_default=None)
     channels = fields.Dict(
         keys=fields.String(
             validate=validate.Regexp(
@@ -518,4 +564,5 @@ class MappingSchema(Schema):
             name=data.get("name"),
             timezone=data.get("timezone") or DEFAULT_TIMEZONES[data["language"]],
             ticket_format=data["ticket_format"],
+            identity=data.get("identity") or IdentityRules(),
         )

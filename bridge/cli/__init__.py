@@ -54,9 +54,9 @@ def main(ctx: click.Context, verbose: bool) -> None:
 
 
 def _register() -> None:
-    from bridge.cli import channels, operations, processes, tenants
+    from bridge.cli import channels, contacts, operations, processes, tenants
 
-    for module in (processes, operations, tenants, channels):
+    for module in (processes, operations, tenants, channels, contacts):
         module.register(main)
 
 

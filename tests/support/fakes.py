@@ -77,6 +77,12 @@ class FakeCrmState:
         #: lookups of maybe-written entries find nothing (a search index
         #: that lags behind writes, as HubSpot's does: FACTS 3.3)
         self.blind_lookups = False
+        #: the CRM can merge two contacts through its API (else the core links them)
+        self.can_merge = True
+        #: contact id -> the contact it was merged into
+        self.merged: dict[str, str] = {}
+        #: notes on contacts: (contact id, text, key)
+        self.notes: list[tuple[str, str, str]] = []
 
     def fail_next(
         self, hook: str, error: BridgeError, *, after_commit: bool = False, times: int = 1
@@ -161,6 +167,23 @@ class FakeCrm(CrmAdapter):
             c["identities"].update(draft.lookup.identities)
 
         return self._hook("update_contact", draft, effect)
+
+    def merge_contacts(self, keep: CrmRef, gone: CrmRef) -> bool:
+        def effect() -> bool:
+            if not STATE.can_merge:
+                return False
+            STATE.merged[gone.id] = keep.id
+            return True
+
+        return bool(self._hook("merge_contacts", (keep, gone), effect))
+
+    def note_contact(self, contact: CrmRef, text: str, key: str) -> CrmRef:
+        def effect() -> CrmRef:
+            if not any(k == key for _, _, k in STATE.notes):  # a retry finds its note
+                STATE.notes.append((contact.id, text, key))
+            return CrmRef("note", key)
+
+        return self._hook("note_contact", (contact, text, key), effect)  # type: ignore[no-any-return]
 
     def find_entity(self, draft: EntityDraft) -> CrmRef | None:
         def effect() -> CrmRef | None:

@@ -214,7 +214,13 @@ def test_shared_phone_merges_contacts_and_updates_crm(runtime, tenant, fake_crm)
     accept(
         runtime,
         account,
-        [msg(1, user=7, profile=SenderProfile(first_name="A", phone="+79991234567"))],
+        [
+            msg(
+                1,
+                user=7,
+                profile=SenderProfile(first_name="A", phone="+79991234567", phone_verified=True),
+            )
+        ],
     )
     run_inbound(runtime, conversation_id(runtime, account, "7"))
     accept(runtime, account, [msg(2, user=8, profile=SenderProfile(first_name="B"))])
@@ -229,7 +235,9 @@ def test_shared_phone_merges_contacts_and_updates_crm(runtime, tenant, fake_crm)
                 3,
                 user=8,
                 kind=MessageKind.CONTACT,
-                profile=SenderProfile(first_name="B", phone="7 (999) 123-45-67"),
+                profile=SenderProfile(
+                    first_name="B", phone="7 (999) 123-45-67", phone_verified=True
+                ),
             )
         ],
     )
@@ -238,9 +246,18 @@ def test_shared_phone_merges_contacts_and_updates_crm(runtime, tenant, fake_crm)
         live = s.scalar(
             select(func.count()).select_from(Contact).where(Contact.merged_into_id.is_(None))
         )
-    assert len(merges) == 1 and merges[0].reason == "same phone" and live == 1
+    assert len(merges) == 1 and merges[0].reason == "same verified phone" and live == 1
+    assert merges[0].crm_action == "pending"  # both were in the CRM already
+    assert merges[0].evidence["source"] == "telegram: proven by the channel"
     run_inbound(runtime, conversation_id(runtime, account, "8"))
     assert fake_crm.entries[-1]["contact"] == fake_crm.entries[0]["contact"]
+    # the CRM merged the second contact into the first, with a note saying why
+    first, second = fake_crm.entries[0]["contact"], fake_crm.entries[1]["contact"]
+    assert fake_crm.merged == {second: first}
+    [(noted, text, _)] = fake_crm.notes
+    assert noted == first and "+79991234567" in text and "merged" in text
+    with runtime.transaction() as s:
+        assert s.scalars(select(ContactMerge)).one().crm_action == "merged"
 
 
 def _uids(runtime) -> list[str]:  # type: ignore[no-untyped-def]

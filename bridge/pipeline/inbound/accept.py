@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bridge import consent, files, outbox
-from bridge.identity import resolve_contact
+from bridge.identity import DEFAULT_RULES, resolve_contact
 from bridge.model import (
     Attachment,
     IgnoredEvent,
@@ -38,6 +38,7 @@ from bridge.model import (
 from bridge.pipeline.inbound import threads
 from bridge.registry import UnknownAdapter, channel_class
 from bridge.tables import ChannelAccount, Conversation, IgnoredEventRow, Message, MessageStatus
+from mappings.schema import IdentityRules
 
 if TYPE_CHECKING:
     from bridge.runtime import Runtime
@@ -137,6 +138,8 @@ class AccountRef:
     id: int
     tenant_id: int
     kind: str
+    #: the tenant mapping's rules for making two clients one
+    identity: IdentityRules = DEFAULT_RULES
 
 
 def conversation_for(
@@ -165,8 +168,13 @@ def conversation_for(
         found = threads.follow(session, account, message)
     if found is not None and not learns:
         return int(found)
-    contact = resolve_contact(
-        session, account.tenant_id, account.kind, message.external_user_id, message.profile
+    contact, origin = resolve_contact(
+        session,
+        account.tenant_id,
+        account.kind,
+        message.external_user_id,
+        message.profile,
+        account.identity,
     )
     if found is None:
         fresh = Conversation(
@@ -174,6 +182,7 @@ def conversation_for(
             tenant_id=account.tenant_id,
             channel_account_id=account.id,
             contact_id=contact.id,
+            origin_contact_id=origin,
             external_thread_id=message.external_thread_id,
             next_seq=1,
             ticket_number=(
@@ -458,7 +467,8 @@ def _account_ref(runtime: Runtime, account_id: int) -> AccountRef:
         row = conn.execute(query).first()
     if row is None:
         raise LookupError("channel account vanished")
-    return AccountRef(int(row[0]), int(row[1]), str(row[2]))
+    tenant_id = int(row[1])
+    return AccountRef(int(row[0]), tenant_id, str(row[2]), runtime.identity_rules(tenant_id))
 
 
 def accept(

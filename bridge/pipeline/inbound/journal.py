@@ -479,7 +479,9 @@ def _account(runtime: Runtime, account_id: int) -> tuple[AccountRef, ChannelAdap
     if row is None:
         return None
     account = ChannelAccount(**row._mapping)
-    ref = AccountRef(account.id, account.tenant_id, account.kind)
+    ref = AccountRef(
+        account.id, account.tenant_id, account.kind, runtime.identity_rules(account.tenant_id)
+    )
     return ref, runtime.channel_parser(account)
 
 

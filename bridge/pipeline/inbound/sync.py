@@ -43,7 +43,7 @@ from bridge.errors import (
     PermanentError,
     RetryableError,
 )
-from bridge.identity import is_address
+from bridge.identity import is_address, live_contact
 from bridge.jobs import enqueue
 from bridge.locks import ConversationLock
 from bridge.model import (
@@ -60,6 +60,7 @@ from bridge.model import (
 )
 from bridge.pipeline.drain import Drained, LeaseLost, Parked, run_drain
 from bridge.pipeline.followup import due
+from bridge.pipeline.inbound import clients
 from bridge.pipeline.inbound.cohort import contact_lease, open_together
 from bridge.pipeline.inbound.media import fetch_media
 from bridge.pipeline.inbound.together import append_together
@@ -251,6 +252,14 @@ class InboundSync:
             if rule.object != "unsorted":
                 # ("unsorted": the CRM's own inbox creates the person and lead)
                 contact_ref = self._ensure_contact(snap, adapter, rule)
+                clients.settle(
+                    self.rt.transaction,
+                    self._call,
+                    adapter,
+                    snap.tenant.id,
+                    snap.contact.id,
+                    snap.mapping.language if snap.mapping else "en",
+                )
                 entity_ref, new_entity = self._ensure_entity(snap, adapter, rule, contact_ref)
                 if rule.task.when == "new_entity" and (
                     new_entity or snap.conversation.task_state == CrmWrite.CREATING
@@ -337,7 +346,7 @@ class InboundSync:
             assert found is not None, "a conversation with messages, its tenant and account"
             conversation, tenant, account, contact = found
             if contact.merged_into_id is not None:
-                contact = _survivor(session, contact.id)
+                contact = live_contact(session, contact.id)
             if account.tenant_id != tenant.id or contact.tenant_id != tenant.id:
                 # A job must never act for one tenant with another's data.
                 raise PermanentError("tenant mismatch between conversation and its rows")
@@ -452,10 +461,16 @@ class InboundSync:
                 )
             )
         channel_ids = {i.kind: i.value for i in identities if i.kind not in ("phone", "email")}
-        phones = tuple(i.value for i in identities if i.kind == "phone")
+        # the CRM is searched by verified handles only: a number typed into a
+        # form must not find (and write into) the client who owns it; it is
+        # still written on the contact (a CRM does not key people by phone)
+        phones = tuple(i.value for i in identities if i.kind == "phone" and i.verified)
         # an identity of kind email that is no address (an e-mail channel's
-        # unverified sender) is never given to the CRM as one
-        emails = tuple(i.value for i in identities if i.kind == "email" and is_address(i.value))
+        # unverified sender) is never given to the CRM as one, nor an
+        # unverified address: a CRM that keys contacts by e-mail (HubSpot)
+        # would answer a create with the owner's contact
+        verified_emails = {i.value for i in identities if i.kind == "email" and i.verified}
+        emails = tuple(v for v in verified_emails if is_address(v))
         profile = profile_from_payload(snap.messages[0].payload)
         profile = SenderProfile(
             display_name=snap.contact.display_name or profile.name(),
@@ -463,7 +478,7 @@ class InboundSync:
             last_name=profile.last_name,
             username=profile.username,
             phone=snap.contact.phone,
-            email=snap.contact.email,
+            email=snap.contact.email if snap.contact.email in verified_emails else None,
             language=profile.language,
             utm=profile.utm,
             page_url=profile.page_url,
@@ -1244,17 +1259,6 @@ class _FailMessage(Exception):
         super().__init__(reason)
         self.message_id = message_id
         self.reason = reason
-
-
-def _survivor(session: Session, contact_id: int) -> Contact:
-    contact = session.get(Contact, contact_id)
-    assert contact is not None
-    while contact.merged_into_id is not None:
-        nxt = session.get(Contact, contact.merged_into_id)
-        if nxt is None:
-            break
-        contact = nxt
-    return contact
 
 
 #: the line under a message written on a web page, per mapping language
