@@ -32,7 +32,9 @@ find again what they made (a full ``batch_size`` included), entries are
 written exactly once and
 keep their time and sequence, people see no machine marker in them, a rep's
 reply comes back signed and parses to one REPLY, forged requests are
-refused, and delivery reports show up.
+refused, delivery reports show up, a note on a contact is written once per
+key, and ``merge_contacts`` either merges (``merges_contacts``: the merged
+contact is gone, a retry is True) or leaves both contacts as they were.
 
 :func:`reveal_markers` reads the bridge's hidden marker (amoCRM, Bitrix24)
 independently of the adapters' code, for the vendor handles.
@@ -145,6 +147,14 @@ class VendorHandle(Protocol):
         """The status the CRM shows for a reply: ``sent``, ``read``,
         ``failed`` (lower-case), or ``None``."""
 
+    def contact_notes(self, contact: CrmRef) -> list[str]:
+        """The texts of the notes / comments on ``contact``'s own timeline,
+        as stored (markers included)."""
+
+    def contact_exists(self, contact_id: str) -> bool:
+        """The contact is a live record of its own (not deleted, not
+        merged into another)."""
+
 
 class Receiver:
     """A tiny HTTP endpoint that records every request as the bridge's
@@ -195,6 +205,9 @@ class CrmAdapterContract:
     #: the reply webhook is signed (False: unsigned, the URL key is the secret)
     #: a reply names the customer's channel id (``CrmEvent.recipient``)
     reply_names_recipient: ClassVar[bool] = True
+    #: ``merge_contacts`` merges in this CRM (False: the core links the two
+    #: contacts with a note on each, ``note_contact``)
+    merges_contacts: ClassVar[bool] = False
 
     # -- fixtures the base provides ------------------------------------
 
@@ -636,6 +649,46 @@ class CrmAdapterContract:
             DeliveryReport(reply.external_id, DeliveryStatus.FAILED, error="blocked by the user"),
         )
         assert vendor.delivery_status(reply.external_id) == "failed"
+
+    # -- one client, two contacts -----------------------------------------
+
+    def test_a_note_on_a_contact_is_written_once(
+        self, adapter: CrmAdapter, vendor: VendorHandle, channel_kind: str
+    ) -> None:
+        """``note_contact``'s key finds the note again: a retry writes none."""
+        contact = adapter.create_contact(
+            self.contact_draft(channel_kind, identity=self.uid("user"))
+        ).ref
+        key = self.uid("link")
+        text = "Possibly the same client as contact 4242\nВозможно, тот же клиент, что и 4242"
+        first = _as_the_core_does(adapter.note_contact, contact, text, key)
+        again = _as_the_core_does(adapter.note_contact, contact, text, key)
+        assert again == first
+        other = _as_the_core_does(adapter.note_contact, contact, "another link", self.uid("link"))
+        assert other != first
+        notes = [n for n in vendor.contact_notes(contact) if "4242" in n]
+        assert len(notes) == 1
+        seen = what_people_see(notes[0])
+        for line in text.splitlines():
+            assert line in seen
+        assert key not in seen and "[bridge" not in seen
+        assert hashlib.sha256(key.encode()).hexdigest()[:12] not in seen
+
+    def test_merge_contacts_merges_or_leaves_both(
+        self, adapter: CrmAdapter, vendor: VendorHandle, channel_kind: str
+    ) -> None:
+        """True: ``gone`` is part of ``keep`` and a retry is True again;
+        False: the CRM was not touched (the core links them with notes)."""
+        keep, gone = (
+            adapter.create_contact(self.contact_draft(channel_kind, identity=self.uid("user"))).ref
+            for _ in range(2)
+        )
+        merged = _as_the_core_does(adapter.merge_contacts, keep, gone)
+        assert merged is self.merges_contacts
+        assert vendor.contact_exists(keep.id)
+        assert vendor.contact_exists(gone.id) is not merged
+        if merged:
+            assert _as_the_core_does(adapter.merge_contacts, keep, gone) is True
 
 
 def _as_the_core_does(hook: Callable[..., Any], *args: Any) -> Any:

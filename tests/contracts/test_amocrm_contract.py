@@ -149,6 +149,19 @@ class AmoVendor:
         (contact,) = [c for c in self.account()["contacts"] if str(c["id"]) == str(contact_id)]
         return str(max(contact["leads"]))
 
+    def contact_notes(self, contact: CrmRef) -> list[str]:
+        return [
+            str((note.get("params") or {}).get("text") or "")
+            for note in self.account()["notes"]
+            if note.get("entity_type") == "contacts" and str(note.get("entity_id")) == contact.id
+        ]
+
+    def contact_exists(self, contact_id: str) -> bool:
+        return any(
+            str(c["id"]) == contact_id and not c.get("is_deleted")
+            for c in self.account()["contacts"]
+        )
+
     def timeline(self, bridge_ids: Iterable[str]) -> list[VendorEntry]:
         wanted = {hashlib.sha256(b.encode()).hexdigest()[:12]: b for b in bridge_ids}
         out = []

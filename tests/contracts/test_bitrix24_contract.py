@@ -141,6 +141,16 @@ class B24Vendor:
     def comments(self) -> list[dict[str, Any]]:
         return list(self.portal()["timeline"]["comments"])
 
+    def contact_notes(self, contact: CrmRef) -> list[str]:
+        return [
+            str(c.get("COMMENT") or "")
+            for c in self.comments()
+            if c.get("ENTITY_TYPE") == "contact" and str(c.get("ENTITY_ID")) == contact.id
+        ]
+
+    def contact_exists(self, contact_id: str) -> bool:
+        return any(str(c["id"]) == contact_id for c in self.portal()["contacts"])
+
     def timeline(self, bridge_ids: Iterable[str]) -> list[VendorEntry]:
         wanted = {hashlib.sha256(b.encode()).hexdigest()[:12]: b for b in bridge_ids}
         out = []

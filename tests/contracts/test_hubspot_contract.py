@@ -13,6 +13,8 @@ bucket (``LocalBucket``), as in production, against the sandbox's limits.
 from __future__ import annotations
 
 import datetime as dt
+import html
+import re
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
@@ -148,6 +150,42 @@ class HubSpotVendor:
         )
         assert response.status_code == 200, response.text
 
+    def contact_notes(self, contact: CrmRef) -> list[str]:
+        portal = self.portal()
+        notes = {
+            a["toId"]
+            for a in portal["associations"]
+            if a["fromObjectType"] == "contacts"
+            and a["fromId"] == contact.id
+            and a["toObjectType"] == "notes"
+        }
+        return [
+            html_text(n["properties"].get("hs_note_body") or "")
+            for n in portal["notes"]
+            if n["id"] in notes and not n["archived"]
+        ]
+
+    def contact_exists(self, contact_id: str) -> bool:
+        return any(c["id"] == contact_id and not c["archived"] for c in self.portal()["contacts"])
+
+    def merged_into(self, contact_id: str) -> str | None:
+        merges = {m["id"]: m["into"] for m in self.portal()["merges"] if m["type"] == "contacts"}
+        return merges.get(contact_id)
+
+    def merge_in_ui(self, keep: CrmRef, gone: CrmRef, webhook_url: str) -> None:
+        """A person merges two contacts in HubSpot; the app's webhook target
+        (the developer portal's setting) is the suite's receiver."""
+        response = requests.post(
+            f"{self.base_url}/_config", json={"crm_webhook_url": webhook_url}, timeout=10
+        )
+        assert response.status_code == 200, response.text
+        response = requests.post(
+            f"{self.base_url}/_merge",
+            json={"account": str(PORTAL_ID), "primary_id": keep.id, "merged_id": gone.id},
+            timeout=15,
+        )
+        assert response.status_code == 200, response.text
+
     def delivery_status(self, crm_message_id: str) -> str | None:
         for thread in self.portal()["threads"]:
             for message in thread["messages"]:
@@ -157,6 +195,12 @@ class HubSpotVendor:
         return None
 
 
+def html_text(value: str) -> str:
+    """A rich-text body as a rep reads it: breaks as new lines, no tags."""
+    text = re.sub(r"<br\s*/?>|</p>", "\n", value)
+    return html.unescape(re.sub(r"<[^>]+>", "", text)).strip()
+
+
 def parse_time(value: str) -> dt.datetime:
     if value.isdigit():
         return dt.datetime.fromtimestamp(int(value) / 1000, dt.UTC)
@@ -164,6 +208,9 @@ def parse_time(value: str) -> dt.datetime:
 
 
 class TestHubSpotContract(CrmAdapterContract):
+    #: POST /crm/v3/objects/contacts/merge (crm_adapters/hubspot/merge.py)
+    merges_contacts = True
+
     @pytest.fixture
     def hubspot(self) -> Iterator[RunningServer]:
         app = create_app({"portals": [{"id": PORTAL_ID, "name": "Contract Co"}]})
@@ -347,3 +394,31 @@ class TestHubSpotContract(CrmAdapterContract):
         assert second.ref == first.ref
         found = adapter.find_contact(model.ContactLookup(identities={channel_kind: identity}))
         assert found is not None and found.ref == first.ref
+
+    def test_a_merge_in_hubspot_comes_back_and_the_old_id_still_works(
+        self, adapter: HubSpotAdapter, vendor: HubSpotVendor, receiver: Receiver
+    ) -> None:
+        """A person merges two contacts: the signed contact.merge webhook
+        parses to CONTACT_MERGED (gone -> kept), and a write the bridge still
+        addresses to the old id lands on the survivor."""
+        keep, gone = (
+            adapter.create_contact(self.contact_draft(LINK.kind, identity=self.uid("user"))).ref
+            for _ in range(2)
+        )
+        vendor.merge_in_ui(keep, gone, receiver.url)
+        (request,) = receiver.wait_for(1)
+        adapter.verify_webhook(request)
+        (event,) = adapter.parse_webhook(request)
+        assert event.kind is model.CrmEventKind.CONTACT_MERGED
+        assert (event.contact, event.merged_into) == (gone, keep)
+        assert vendor.merged_into(gone.id) == keep.id
+        phone = "+442079460999"
+        adapter.update_contact(
+            gone,
+            model.ContactDraft(
+                lookup=model.ContactLookup(identities={}, phones=(phone,)),
+                profile=model.SenderProfile(phone=phone),
+            ),
+        )
+        found = adapter.find_contact(model.ContactLookup(identities={}, phones=(phone,)))
+        assert found is not None and found.ref == keep
