@@ -172,6 +172,14 @@ def _apply_state_event(session: Session, tenant_id: int, event: CrmEvent) -> Non
             )
         )
         return
+    if event.kind is CrmEventKind.CONTACT_MERGED:
+        if event.contact is not None and event.merged_into is not None:
+            # a person merged two contacts in the CRM: follow it (the
+            # survivor stays; the clients behind both become one)
+            from bridge import identity
+
+            identity.follow_crm_merge(session, tenant_id, event.contact.id, event.merged_into.id)
+        return
     if event.kind is CrmEventKind.CONTACT_REMOVED and event.contact is not None:
         # Deleted or merged away in the CRM: the next message finds the
         # person again (identity, phone, e-mail) instead of writing to a ghost.
@@ -207,6 +215,7 @@ def accept_crm_events(
                 CrmEventKind.ENTITY_CLOSED,
                 CrmEventKind.OWNER_CHANGED,
                 CrmEventKind.CONTACT_REMOVED,
+                CrmEventKind.CONTACT_MERGED,
                 CrmEventKind.APP_REMOVED,
             ):
                 _apply_state_event(session, tenant_id, event)
