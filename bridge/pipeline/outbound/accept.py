@@ -3,7 +3,9 @@ the answer.
 
 ``accept_crm_events()`` mirrors inbound acceptance: each reply becomes an
 outbound message row (unique on the CRM's message id, so a redelivered
-webhook changes nothing) in the conversation the CRM named, in one
+webhook changes nothing) in the conversation it goes out in (the chat the
+CRM named, else the one the client last wrote in, or the channel a
+``/channel`` prefix asks for: :mod:`bridge.pipeline.outbound.route`), in one
 transaction, before the webhook answers; other events keep our view of the
 CRM in step (an entity closed, an owner changed, a contact removed, the app
 uninstalled).
@@ -13,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
@@ -22,7 +25,10 @@ from sqlalchemy.orm import Session
 
 from bridge import outbox
 from bridge.model import Attachment, CrmEvent, CrmEventKind, MessageKind
+from bridge.pipeline.followup import due
+from bridge.pipeline.outbound.route import Routed, route
 from bridge.tables import (
+    ChannelAccount,
     Contact,
     Conversation,
     ConversationStatus,
@@ -31,6 +37,7 @@ from bridge.tables import (
     Tenant,
     TenantStatus,
 )
+from mappings import MappingError
 
 if TYPE_CHECKING:
     from bridge.runtime import Runtime
@@ -55,50 +62,30 @@ class CrmAcceptResult:
 # --------------------------------------------------------------------------
 
 
-def _route(session: Session, tenant_id: int, event: CrmEvent) -> Conversation | None:
-    """The tenant's conversation a CRM event names (never another tenant's)."""
-    base = select(Conversation).where(Conversation.tenant_id == tenant_id)
-    if event.thread_key:
-        found = session.scalars(base.where(Conversation.uid == event.thread_key)).first()
-        if found:
-            return found
-    if event.crm_thread_id:
-        found = session.scalars(
-            base.where(Conversation.crm_thread_id == event.crm_thread_id)
-        ).first()
-        if found:
-            return found
-    if event.entity is not None:
-        # notes-mode replies name the deal/lead, not the chat
-        found = session.scalars(
-            base.where(Conversation.crm_entity_id == event.entity.id).order_by(
-                Conversation.updated_at.desc()
-            )
-        ).first()
-        if found:
-            return found
-    if event.recipient:
-        return session.scalars(
-            base.where(Conversation.external_thread_id == event.recipient).order_by(
-                Conversation.updated_at.desc()
-            )
-        ).first()
-    return None
+def _route(
+    session: Session, tenant_id: int, event: CrmEvent, language: Callable[[], str]
+) -> Routed | None:
+    """The tenant's conversation a CRM reply goes out in (never another
+    tenant's) and the text it sends (:mod:`bridge.pipeline.outbound.route`:
+    the chat the CRM names, else the one the client last wrote in, or the
+    channel a ``/channel`` prefix asks for)."""
+    return route(session, tenant_id, event, language)
 
 
 def _store_reply(
-    session: Session, tenant_id: int, event: CrmEvent, result: CrmAcceptResult
+    session: Session,
+    tenant_id: int,
+    event: CrmEvent,
+    result: CrmAcceptResult,
+    language: Callable[[], str] = lambda: "en",
 ) -> None:
-    conversation = _route(session, tenant_id, event)
-    if conversation is None:
-        result.unroutable += 1
-        log.warning(
-            "tenant %s: CRM reply %s names no known conversation", tenant_id, event.external_id
-        )
-        return
     exists = session.scalar(
+        # the CRM's id, in any of the tenant's accounts: a redelivered
+        # webhook may route elsewhere once the client wrote on another channel
         select(Message.id).where(
-            Message.channel_account_id == conversation.channel_account_id,
+            Message.channel_account_id.in_(
+                select(ChannelAccount.id).where(ChannelAccount.tenant_id == tenant_id)
+            ),
             Message.direction == outbox.OUT,
             Message.dedupe_key == event.external_id,
         )
@@ -106,39 +93,73 @@ def _store_reply(
     if exists is not None:
         result.duplicates += 1
         return
-    if event.crm_thread_id and not conversation.crm_thread_id:
-        conversation.crm_thread_id = event.crm_thread_id
-    seq = take_seq(session, conversation.id)
-    session.add(
-        Message(
-            uid=str(uuid.uuid4()),
-            tenant_id=tenant_id,
-            conversation_id=conversation.id,
-            channel_account_id=conversation.channel_account_id,
-            direction=outbox.OUT,
-            seq=seq,
-            dedupe_key=event.external_id,
-            kind=MessageKind.TEXT.value
-            if not event.attachments
-            else event.attachments[0].kind.value,
-            text=event.text,
-            payload={
-                "attachments": [_attachment_dict(a) for a in event.attachments],
-                "author_id": event.author_id,
-                "author_name": event.author_name,
-                "crm_thread_id": event.crm_thread_id,
-                **({"reply_to": event.reply_to} if event.reply_to else {}),
-            },
-            sent_at=event.occurred_at,
-            crm_message_id=event.external_id,
-            status=MessageStatus.PENDING,
+    routed = _route(session, tenant_id, event, language)
+    if routed is None:
+        result.unroutable += 1
+        log.warning(
+            "tenant %s: CRM reply %s names no known conversation", tenant_id, event.external_id
         )
+        return
+    conversation = routed.conversation
+    named = routed.named
+    if event.crm_thread_id and named is not None and not named.crm_thread_id:
+        named.crm_thread_id = event.crm_thread_id
+    seq = take_seq(session, conversation.id)
+    message = Message(
+        uid=str(uuid.uuid4()),
+        tenant_id=tenant_id,
+        conversation_id=conversation.id,
+        channel_account_id=conversation.channel_account_id,
+        direction=outbox.OUT,
+        seq=seq,
+        dedupe_key=event.external_id,
+        kind=MessageKind.TEXT.value if not event.attachments else event.attachments[0].kind.value,
+        text=routed.text,
+        payload={
+            "attachments": [_attachment_dict(a) for a in event.attachments],
+            "author_id": event.author_id,
+            "author_name": event.author_name,
+            "crm_thread_id": event.crm_thread_id,
+            **({"reply_to": event.reply_to} if _answers_here(session, routed, event) else {}),
+            **({"channel_asked": routed.asked} if routed.asked else {}),
+        },
+        sent_at=event.occurred_at,
+        crm_message_id=event.external_id,
+        status=MessageStatus.PENDING if routed.refusal is None else MessageStatus.REFUSED,
+        last_error=routed.refusal,
     )
+    session.add(message)
+    result.stored += 1
+    if routed.refusal is not None:
+        # nothing goes out: the CRM reads why in the reply's delivery report
+        session.flush()
+        report = due(session, message, outbox.REPORT)
+        if report:
+            result.jobs.append((outbox.REPORT, conversation.id, report))
+        log.info("tenant %s: reply %s refused by its channel prefix", tenant_id, message.uid)
+        return
     job = outbox.bump(session, tenant_id, conversation.id, outbox.OUT)
     if job:
         result.jobs.append((outbox.OUT, conversation.id, job))
     result.replied.add(conversation.id)
-    result.stored += 1
+
+
+def _answers_here(session: Session, routed: Routed, event: CrmEvent) -> bool:
+    """Whether the message the rep answered (``reply_to``) is quoted: in
+    the chat the CRM named as the CRM gave it; in a conversation chosen for
+    the rep only when it is that conversation's own message (another
+    channel's message id means nothing there)."""
+    if not event.reply_to:
+        return False
+    if routed.how == "named" and routed.named is routed.conversation:
+        return True
+    found = session.scalar(
+        select(Message.id).where(
+            Message.uid == event.reply_to,
+            Message.conversation_id == routed.conversation.id,
+        )
+    )
+    return found is not None
 
 
 def take_seq(session: Session, conversation_id: int) -> int:
@@ -202,15 +223,25 @@ def _apply_state_event(session: Session, tenant_id: int, event: CrmEvent) -> Non
         session.execute(update(Conversation).where(*match).values(owner_id=event.owner_id))
 
 
+def _language(runtime: Runtime, session: Session, tenant_id: int) -> str:
+    """The tenant's mapping's language (a refused reply's reason is in it)."""
+    tenant = session.get(Tenant, tenant_id)
+    try:
+        return runtime.mapping_for(tenant).language if tenant is not None else "en"
+    except MappingError:
+        return "en"  # the sync names the mapping's problem; the rep still reads why
+
+
 def accept_crm_events(
     runtime: Runtime, tenant_id: int, events: Iterable[CrmEvent]
 ) -> CrmAcceptResult:
     events = list(events)
     with runtime.transaction() as session:
         result = CrmAcceptResult()
+        language = partial(_language, runtime, session, tenant_id)
         for event in events:
             if event.kind is CrmEventKind.REPLY:
-                _store_reply(session, tenant_id, event, result)
+                _store_reply(session, tenant_id, event, result, language)
             elif event.kind in (
                 CrmEventKind.ENTITY_CLOSED,
                 CrmEventKind.OWNER_CHANGED,
