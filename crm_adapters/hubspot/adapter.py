@@ -1,9 +1,10 @@
 """The HubSpot CRM adapter: the contract hooks.
 
 HubSpot specifics live beside this module: ``client`` (auth, refresh, error
-mapping), ``oauth``, ``webhooks`` (v3 signature, reply webhook), ``setup``
+mapping), ``oauth``, ``webhooks`` (v3 signature, reply and contact.merge webhooks), ``setup``
 (properties, custom channel), ``timeline`` (request bodies), ``search``,
-``contacts`` and ``entities`` (the contact and deal/ticket hooks, as mixins). Facts are
+``contacts``, ``merge`` and ``entities`` (the contact, merge/note and
+deal/ticket hooks, as mixins). Facts are
 cited by section of ``../shared/contracts/FACTS.md``.
 
 Calls per message are a measured figure: once a conversation's contact and
@@ -390,8 +391,9 @@ class HubSpotAdapter(ContactsMixin, MergeMixin, EntitiesMixin, CrmAdapter):
         verify_v3(request, self.app.client_secret)
 
     def parse_webhook(self, request: WebhookRequest) -> list[CrmEvent]:
-        """``OUTGOING_CHANNEL_MESSAGE_CREATED`` -> REPLY; other types and
-        non-outgoing messages -> UNKNOWN. A payload for another portal is a
+        """``OUTGOING_CHANNEL_MESSAGE_CREATED`` -> REPLY; ``contact.merge``
+        (or ``object.merge`` of contacts) -> one CONTACT_MERGED per contact
+        gone; other types and non-outgoing messages -> UNKNOWN. A payload for another portal is a
         ``SignatureError``; a bad body is a ``PayloadError``."""
         return parse_events(request, self.account.account_id)
 

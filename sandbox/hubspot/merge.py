@@ -47,7 +47,7 @@ from . import catalog
 from .context import auth, current_portal, json_body, sandbox
 from .crm import resolve_or_400
 from .errors import HubSpotError, error_body, json_response, not_found, validation_error
-from .records import archive
+from .records import archive, update
 from .signature import v3_headers
 from .store import CrmObject, Portal, Store, iso
 
@@ -82,21 +82,21 @@ def _merged_ids(obj: CrmObject) -> list[str]:
 def _absorb(store: Store, portal: Portal, into: CrmObject, gone: CrmObject) -> int:
     """Move ``gone``'s values, e-mail and associations to ``into``; archive
     ``gone``. Returns how many properties moved."""
-    moved = 0
+    values: dict[str, str] = {}
     for name, value in gone.properties.items():
         if name in _OWN or not value or into.properties.get(name):
             continue
         pdef = portal.props[gone.type].get(name)
-        if pdef is not None and pdef.unique:
-            continue  # a unique value stays with one record
-        into.properties[name] = value
-        moved += 1
+        if pdef is None or pdef.unique or pdef.calculated:
+            continue  # a unique value stays with one record; calculated ones follow
+        values[name] = value
+    moved = len(values)
     email = gone.properties.get("email")
     if gone.type == "contacts" and email:
         extra = [e for e in (into.properties.get("hs_additional_emails") or "").split(";") if e]
-        into.properties["hs_additional_emails"] = ";".join(dict.fromkeys([*extra, email]))
+        values["hs_additional_emails"] = ";".join(dict.fromkeys([*extra, email]))
     ids = [*_merged_ids(into), gone.id, *_merged_ids(gone)]
-    into.properties["hs_merged_object_ids"] = ";".join(dict.fromkeys(ids))
+    values["hs_merged_object_ids"] = ";".join(dict.fromkeys(ids))
     for (ttype, tid), kinds in list(portal.assoc.get((gone.type, gone.id), {}).items()):
         for category, type_id in list(kinds):
             store.associate(portal, gone.type, into.id, ttype, tid, category, type_id)
@@ -105,8 +105,7 @@ def _absorb(store: Store, portal: Portal, into: CrmObject, gone: CrmObject) -> i
             thread["associatedContactId"] = into.id
     archive(store, portal, gone)
     portal.merged[(gone.type, gone.id)] = into.id
-    into.updated_at = max(store.now(), into.updated_at)
-    store.index(portal, into)
+    update(store, portal, into, values)  # computed properties, modified date, unique index
     return moved
 
 
@@ -214,15 +213,17 @@ def merge_in_ui() -> Response:
         raise ControlError(f"unknown object type {type_name}")
     with store.lock:
         account = body.get("account")
-        portal = (store.portals.get(int(account)) if str(account or "").isdigit()
+        portal = (store.portals.get(int(str(account))) if str(account or "").isdigit()
                   else next(iter(store.portals.values()), None))
         if portal is None:
             raise ControlError(f"unknown account {account}", 404, "account_not_found")
         otype = catalog.resolve_type(type_name)
         assert otype is not None
+        primary_id, merged_id = str(body.get("primary_id", "")), str(body.get("merged_id", ""))
+        if not primary_id.isdigit() or not merged_id.isdigit():
+            raise ControlError("primary_id and merged_id must be record ids")
         try:
-            merged = merge_records(store, portal, otype.name, str(body.get("primary_id", "")),
-                                   str(body.get("merged_id", "")))
+            merged = merge_records(store, portal, otype.name, primary_id, merged_id)
         except HubSpotError as exc:
             raise ControlError(str(exc.body.get("message")), exc.status) from None
         event = webhook_event(store, portal, otype.name, merged, "CRM_UI")
