@@ -341,6 +341,8 @@ def test_a_prefix_with_nothing_after_it_is_refused(world: World) -> None:
     [
         ("/channel telegram hi", ("telegram", "hi")),
         ("\n\n/channel telegram\r\nhi", ("telegram", "hi")),
+        ("/channel telegram  \n\n Hi,\nthere", ("telegram", " Hi,\nthere")),
+        ("/channel telegram hi\r\nthere", ("telegram", "hi\nthere")),
         ("/канал e-mail Добрый день", ("e-mail", "Добрый день")),
         ("/channels telegram hi", None),  # another command
         ("/channel\ntelegram hi", None),  # the kind is not on the first line

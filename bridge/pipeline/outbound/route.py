@@ -127,7 +127,9 @@ def split_prefix(text: str) -> tuple[str, str] | None:
         return None
     rest = text[match.end() :]
     first = match.group(2).strip()
-    return match.group(1), f"{first}\n{rest}" if first and rest else first or rest
+    if not first:
+        return match.group(1), rest.lstrip("\r\n")  # the text starts on a later line
+    return match.group(1), f"{first}\n{rest}" if rest else first
 
 
 def kind_named(asked: str) -> str | None:
