@@ -1,11 +1,16 @@
 """Operator endpoints: the home page, health, readiness and status (JSON).
-Status needs the admin token."""
+Status needs the admin token.
+
+The tenant's API (``/api/v1``, a tenant's token from ``bridge.apitokens``):
+cascade messages to a CRM contact, one or a batch (``bridge.cascade``), and
+their state. Every error is JSON ``{error, message}``."""
 
 from __future__ import annotations
 
 import hmac
 import os
 from html import escape
+from typing import Any
 
 from flask import Blueprint, Response, jsonify, redirect, request
 from flask.typing import ResponseReturnValue
@@ -103,3 +108,126 @@ def openapi_document() -> ResponseReturnValue:
     from bridge.openapi import document
 
     return jsonify(document())
+
+
+# -- /api/v1: the tenant's API (a tenant's token, ``bridge.apitokens``) ----------
+
+
+def _problem(status: int, error: str, message: str) -> ResponseReturnValue:
+    response = jsonify({"error": error, "message": message})
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="bridge"'
+    return response, status
+
+
+def _tenant() -> int | None:
+    from bridge import apitokens
+
+    return apitokens.tenant_of(_runtime(), request.headers.get("Authorization"))
+
+
+def _unauthorised() -> ResponseReturnValue:
+    return _problem(
+        401, "unauthorized", "send Authorization: Bearer <the tenant's API token> (brt_...)"
+    )
+
+
+def _json_body() -> tuple[Any, ResponseReturnValue | None]:
+    """The request's JSON, or the problem answer (415 / 400)."""
+    if not request.is_json:
+        return None, _problem(415, "unsupported_media_type", "send Content-Type: application/json")
+    body = request.get_json(silent=True)
+    if body is None:
+        return None, _problem(400, "invalid_json", "the body is not valid JSON")
+    return body, None
+
+
+@bp.post("/api/v1/contacts/<crm_contact_id>/messages")
+def cascade_for_contact(crm_contact_id: str) -> ResponseReturnValue:
+    """Start a cascade message to one CRM contact: 202 with its id (the
+    same for a retried request with the same key)."""
+    from bridge import cascade
+
+    tenant_id = _tenant()
+    if tenant_id is None:
+        return _unauthorised()
+    body, problem = _json_body()
+    if problem is not None:
+        return problem
+    try:
+        asked = cascade.parse_request(body)
+    except cascade.BadRequest as exc:
+        return _problem(exc.status, exc.code, exc.message)
+    if len(crm_contact_id) > 64:
+        return _problem(404, "unknown_contact", "no client of the bridge has this CRM contact id")
+    try:
+        uid, created = cascade.start_once(_runtime(), tenant_id, crm_contact_id, asked)
+    except cascade.BadRequest as exc:
+        return _problem(exc.status, exc.code, exc.message)
+    except cascade.NotFound:
+        return _problem(
+            404,
+            "unknown_contact",
+            "no client of the bridge has this CRM contact id (a client is known once they "
+            "wrote on a channel, or their contact was synced)",
+        )
+    shown = cascade.view(_runtime(), tenant_id, uid)
+    response = jsonify({**(shown or {"id": uid}), "created": created})
+    response.headers["Location"] = f"/api/v1/cascades/{uid}"
+    return response, 202
+
+
+@bp.get("/api/v1/cascades/<uid>")
+def cascade_state(uid: str) -> ResponseReturnValue:
+    """A cascade's state: each channel's step and the outcome."""
+    from bridge import cascade
+
+    tenant_id = _tenant()
+    if tenant_id is None:
+        return _unauthorised()
+    shown = cascade.view(_runtime(), tenant_id, uid[:36])
+    if shown is None:
+        return _problem(404, "unknown_cascade", "no such cascade for this tenant")
+    return jsonify(shown)
+
+
+@bp.post("/api/v1/messages/cascade")
+def cascade_batch() -> ResponseReturnValue:
+    """Start one cascade per CRM contact of a list: 202 with the batch id,
+    each contact's cascade id, and the contacts the bridge does not know."""
+    from bridge import cascade
+
+    tenant_id = _tenant()
+    if tenant_id is None:
+        return _unauthorised()
+    body, problem = _json_body()
+    if problem is not None:
+        return problem
+    try:
+        asked = cascade.parse_request(body, batch=True)
+        batch, started, unknown = cascade.start_batch(_runtime(), tenant_id, asked)
+    except cascade.BadRequest as exc:
+        return _problem(exc.status, exc.code, exc.message)
+    response = jsonify(
+        {
+            "batch": batch,
+            "cascades": [{"contact": crm_id, "id": uid} for crm_id, uid in started],
+            "unknown_contacts": unknown,
+        }
+    )
+    response.headers["Location"] = f"/api/v1/messages/cascade/{batch}"
+    return response, 202
+
+
+@bp.get("/api/v1/messages/cascade/<batch>")
+def cascade_batch_state(batch: str) -> ResponseReturnValue:
+    """A batch's cascades, each as ``GET /api/v1/cascades/<id>`` shows it."""
+    from bridge import cascade
+
+    tenant_id = _tenant()
+    if tenant_id is None:
+        return _unauthorised()
+    shown = cascade.batch_view(_runtime(), tenant_id, batch[:36])
+    if shown is None:
+        return _problem(404, "unknown_batch", "no such batch for this tenant")
+    return jsonify({"batch": batch, "cascades": shown})

@@ -62,6 +62,11 @@ __all__ = [
     "StoredFile",
     "Tenant",
     "TenantStatus",
+    "ApiToken",
+    "Cascade",
+    "CascadeState",
+    "CascadeStep",
+    "StepState",
 ]
 
 # BIGINT on PostgreSQL, INTEGER (rowid alias) on SQLite.
@@ -558,3 +563,110 @@ class StoredFile(Base):
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), default=_now, index=True
     )
+
+
+class ApiToken(Base):
+    """A tenant's token for the bridge's own API (``/api/v1``): only its
+    SHA-256 is kept; the token is shown once when it is made
+    (``bridge.apitokens.issue``)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class CascadeState(StrEnum):
+    """Where a cascade stands (``bridge.cascade``)."""
+
+    RUNNING = "running"
+    DELIVERED = "delivered"  # a channel reached the client
+    UNDELIVERED = "undelivered"  # every channel was tried or skipped
+
+
+class StepState(StrEnum):
+    """One channel of a cascade."""
+
+    WAITING = "waiting"  # not tried yet
+    SENDING = "sending"  # its message stored; waiting for the channel's word
+    DELIVERED = "delivered"  # delivered or read (or sent, where that is all the channel says)
+    FAILED = "failed"  # the send failed or was refused
+    TIMED_OUT = "timed_out"  # no delivered/read within the wait
+    SKIPPED = "skipped"  # not reachable, or no conversation there
+
+
+class Cascade(Base):
+    """One message to a client tried on their channels in turn: the next
+    after a failure or a wait without delivered/read, never twice on one
+    channel. ``key`` is the caller's idempotency key (a retried POST
+    returns the same cascade)."""
+
+    __tablename__ = "cascades"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "key"),
+        Index("ix_cascades_due", "state", "next_check"),
+        Index("ix_cascades_note", "note_state"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    #: public id (the API's)
+    uid: Mapped[str] = mapped_column(String(36), unique=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), index=True)
+    #: the CRM contact it was asked for (its outcome is noted there)
+    crm_contact_id: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(200))
+    text: Mapped[str] = mapped_column(Text)
+    #: the channel kinds in the order asked
+    channels: Mapped[list[Any]] = mapped_column(Json)
+    wait_minutes: Mapped[int] = mapped_column(Integer)
+    #: running | delivered | undelivered
+    state: Mapped[str] = mapped_column(String(16), default=CascadeState.RUNNING)
+    #: when the sweeper looks at it next (a step's wait ends, a rate limit
+    #: lets the next send go); None once finished
+    next_check: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: the batch it belongs to (None: asked alone)
+    batch: Mapped[str | None] = mapped_column(String(36), index=True)
+    #: the CRM note of its outcome: None (not yet due) | pending | done | failed
+    note_state: Mapped[str | None] = mapped_column(String(16))
+    note_error: Mapped[str | None] = mapped_column(Text)
+    note_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=_now, onupdate=_now
+    )
+
+
+class CascadeStep(Base):
+    """One channel of a cascade: unique per cascade and channel kind, and
+    its message's dedupe key is ``cascade:<uid>:<kind>``, so no retry ever
+    sends on a channel twice."""
+
+    __tablename__ = "cascade_steps"
+    __table_args__ = (
+        UniqueConstraint("cascade_id", "channel"),
+        UniqueConstraint("cascade_id", "position"),
+        Index("ix_cascade_steps_state", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    cascade_id: Mapped[int] = mapped_column(ForeignKey("cascades.id"))
+    position: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[str] = mapped_column(String(32))
+    #: waiting | sending | delivered | failed | timed_out | skipped
+    state: Mapped[str] = mapped_column(String(16), default=StepState.WAITING)
+    #: why it ended so: a ``Reach.reason`` for a skipped one, the delivery
+    #: state (delivered, read, sent) for a delivered one
+    reason: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)
+    channel_account_id: Mapped[int | None] = mapped_column(ForeignKey("channel_accounts.id"))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: when the cascade last looked at its message (a newer change: look again)
+    checked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

@@ -22,6 +22,7 @@ import datetime as dt
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bridge.errors import WebhookError
@@ -47,7 +48,57 @@ if TYPE_CHECKING:
     import click
     from flask import Blueprint
 
-__all__ = ["ChannelAdapter"]
+__all__ = ["ChannelAdapter", "Reach", "ReachView"]
+
+
+@dataclass(frozen=True)
+class ReachView:
+    """What the core knows of one client's conversation on a channel when it
+    asks whether the client can be written to there
+    (:meth:`ChannelAdapter.reachability`)."""
+
+    #: now (the core's clock), for windows
+    now: dt.datetime
+    #: the client's last own message here (the business's echoes do not count)
+    last_inbound_at: dt.datetime | None = None
+    #: the channel's reason for the last send here that failed for good, when
+    #: it failed after the client's last message (None: no such failure;
+    #: an interrupted send whose outcome is unknown is no failure)
+    last_failure: str | None = None
+    last_failure_at: dt.datetime | None = None
+    #: the client's latest word on consent (``bridge.consent``): None,
+    #: ``allowed`` or ``withdrawn``, and when they said it
+    consent: str | None = None
+    consent_at: dt.datetime | None = None
+    #: the mapping names a template to send outside the reply window
+    template: bool = False
+    #: what the channel remembers of the thread, and the account's settings
+    thread_state: Mapping[str, Any] = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def withdrawn(self, by_writing: bool) -> bool:
+        """The client withdrew consent and (where writing counts as consent
+        again) has not written since."""
+        if self.consent != "withdrawn":
+            return False
+        if by_writing and self.last_inbound_at and self.consent_at:
+            return self.last_inbound_at <= self.consent_at
+        return True
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Whether a client can be written to on a channel now, and why (not).
+
+    ``reason`` is one of the core's words (``bridge.reach.WORDS`` says them
+    in each language): ``ok``, ``window_open``, ``template`` (only an
+    approved template may go), ``window_closed``, ``denied``, ``stopped``,
+    ``unsubscribed``, ``consent_withdrawn``, ``blocked``, ``bounced``,
+    ``failed``; ``detail`` is the channel's own text for a person."""
+
+    reachable: bool
+    reason: str = "ok"
+    detail: str | None = None
 
 
 class ChannelAdapter(ABC):
@@ -144,6 +195,44 @@ class ChannelAdapter(ABC):
     #: with on the business's own initiative (the e-mail channel: an
     #: ``email`` address), with :meth:`open_thread`; None: it only answers
     reaches: ClassVar[str | None] = None
+    #: True when the channel reports a sent message delivered or read
+    #: (``OutboundStatus``): a cascade waits for that before it counts the
+    #: channel as having reached the client. False: the channel's accepting
+    #: the send is all it ever says, and that counts
+    confirms_delivery: ClassVar[bool] = False
+    #: the reason (``Reach.reason``) a client who withdrew consent here is
+    #: not reachable, in the channel's own terms (messages denied, the bot
+    #: stopped, unsubscribed)
+    withdrawn_reason: ClassVar[str] = "consent_withdrawn"
+
+    @classmethod
+    def reachability(cls, view: ReachView) -> Reach:
+        """Whether the client of one conversation can be written to now
+        (``bridge.reach``: ``bridge contacts show``, the CRM contact's
+        ``{client.reachable}``, and each step of a cascade).
+
+        Called with what the core knows (:class:`ReachView`), without the
+        account's credentials; never calls the provider. Default: not
+        reachable once the client withdrew consent (:attr:`withdrawn_reason`;
+        writing again counts where :attr:`consent_by_writing`), or when the
+        last send failed for good after the client's last message; a
+        channel with a :attr:`reply_window` is reachable freely inside it
+        and only by template outside it (when the mapping names one).
+        A channel overrides it where its provider says more (a bot blocked,
+        an address bouncing), calling this for the rest."""
+        if view.withdrawn(cls.consent_by_writing):
+            return Reach(False, cls.withdrawn_reason)
+        if view.last_failure is not None:
+            return Reach(False, "failed", view.last_failure)
+        if cls.reply_window is None:
+            return Reach(True)
+        last = view.last_inbound_at
+        if last is not None and view.now - last <= cls.reply_window:
+            until = (last + cls.reply_window).strftime("%Y-%m-%d %H:%M UTC")
+            return Reach(True, "window_open", f"free-form messages until {until}")
+        if view.template:
+            return Reach(True, "template", "outside the reply window: the mapping's template")
+        return Reach(False, "window_closed", "outside the reply window, and no template")
 
     @classmethod
     def blueprint(cls) -> Blueprint | None:

@@ -48,9 +48,10 @@ from bridge.model import (
     ThreadHints,
     WebhookRequest,
 )
-from channel_adapters.base import ChannelAdapter
+from channel_adapters.base import ChannelAdapter, Reach, ReachView
 from channel_adapters.email import classify as classes
 from channel_adapters.email import mime, quotes, smtp
+from channel_adapters.email import reach as email_reach
 from channel_adapters.email.settings import EmailConnect, EmailCredentials, EmailSettings
 
 __all__ = ["EmailAdapter", "mail_key"]
@@ -113,6 +114,12 @@ class EmailAdapter(ChannelAdapter):
     #: the bridge may write first to an address (a web chat visitor's
     #: unread reply, ``bridge.pipeline.outbound.unread``)
     reaches = "email"
+
+    @classmethod
+    def reachability(cls, view: ReachView) -> Reach:
+        """``bounced`` once a send to the address bounced
+        (``channel_adapters.email.reach``), else the default."""
+        return email_reach.reachability(view, super().reachability(view))
 
     @classmethod
     def open_thread(cls, address: str, subject: str) -> tuple[str, Mapping[str, Any]]:

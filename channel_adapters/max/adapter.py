@@ -96,6 +96,9 @@ class MaxAdapter(ChannelAdapter):
     max_poll_timeout: ClassVar[float] = 90.0
     #: 30 requests per second per bot (FACTS §12); 2/s per chat on top
     send_rate: ClassVar[Rate | None] = BOT_RATE
+    #: ``bot_stopped``: the client stopped the bot (FACTS §3; MAX refuses
+    #: a send to them); ``bot_started`` allows it again
+    withdrawn_reason: ClassVar[str] = "stopped"
     #: a send has no idempotency key: an unknown outcome is not sent blindly again
     idempotent_sends: ClassVar[bool] = False
     #: seconds between the tries of a send refused with attachment.not.ready

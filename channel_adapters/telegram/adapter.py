@@ -38,7 +38,8 @@ from bridge.model import (
     WebhookAnswer,
     WebhookRequest,
 )
-from channel_adapters.base import ChannelAdapter
+from channel_adapters.base import ChannelAdapter, Reach, ReachView
+from channel_adapters.telegram import reach as telegram_reach
 from channel_adapters.telegram.client import BotApi, ChatMigratedError
 from channel_adapters.telegram.inbound import HANDLED_UPDATES, KIND, parse_update
 from channel_adapters.telegram.outbound import PartialSendError, plan
@@ -93,6 +94,12 @@ class TelegramAdapter(ChannelAdapter):
     @classmethod
     def default_api_base(cls) -> str:
         return "https://api.telegram.org"
+
+    @classmethod
+    def reachability(cls, view: ReachView) -> Reach:
+        """``blocked`` once a send failed because the user blocked the bot
+        (``channel_adapters.telegram.reach``), else the default."""
+        return telegram_reach.reachability(view, super().reachability(view))
 
     @classmethod
     def generate_secret_token(cls) -> str:

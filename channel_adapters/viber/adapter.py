@@ -80,6 +80,10 @@ class ViberAdapter(ChannelAdapter):
     #: a user's message subscribes them again without a ``subscribed``
     #: callback (FACTS §4): writing after an unsubscribe is consent
     consent_by_writing: ClassVar[bool] = True
+    #: ``unsubscribed`` callback (REST docs "Callbacks"; FACTS §4)
+    withdrawn_reason: ClassVar[str] = "unsubscribed"
+    #: ``delivered`` and ``seen`` callbacks report our messages (FACTS §4)
+    confirms_delivery: ClassVar[bool] = True
 
     def __init__(self, account: ChannelAccountInfo, http: HttpClient | None = None) -> None:
         super().__init__(account, http)

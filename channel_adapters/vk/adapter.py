@@ -84,6 +84,8 @@ class VkAdapter(ChannelAdapter):
     # never allowed messages", corpora FACTS §3): a message newer than a
     # message_deny counts as consent again. VK's 901 stays the last word.
     consent_by_writing: ClassVar[bool] = True
+    #: ``message_deny``: the user denied the community's messages (FACTS §3)
+    withdrawn_reason: ClassVar[str] = "denied"
     listings: ClassVar[Mapping[str, str]] = {
         "callback": "what to type into the community's Callback API server settings "
         "(secret key, API version, event types) and its confirmation string",

@@ -75,6 +75,9 @@ class WebChatAdapter(ChannelAdapter):
     idempotent_sends: ClassVar[bool] = True
     #: a visitor's message is their consent to be answered
     consent_by_writing: ClassVar[bool] = True
+    #: the widget reports a reply read once the visitor saw it; a visitor
+    #: who has gone never does (a cascade then moves on after its wait)
+    confirms_delivery: ClassVar[bool] = True
 
     def __repr__(self) -> str:
         return f"<WebChatAdapter account={self.account.id}>"

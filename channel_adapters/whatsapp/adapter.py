@@ -82,6 +82,8 @@ class WhatsAppAdapter(ChannelAdapter):
     max_body: ClassVar[int] = 3_000_000
     #: the 24-hour customer-service window (FACTS §2, error 131047)
     reply_window: ClassVar[dt.timedelta | None] = dt.timedelta(hours=24)
+    #: ``statuses`` webhooks: sent, delivered, read, failed (FACTS §2)
+    confirms_delivery: ClassVar[bool] = True
     send_rate: ClassVar[Rate | None] = Rate(capacity=80, per_second=80.0)
 
     App: ClassVar[type[Any]] = WhatsAppApp
