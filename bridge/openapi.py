@@ -32,6 +32,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         403: "Wrong secret or signature, or another account's payload",
         404: "No such webhook, CRM, channel or file",
         405: "Method not allowed",
+        409: "The idempotency key was used for a different request",
         413: "Body too large",
         410: "The file's retention period is over: its bytes were dropped",
         415: "Wrong content type",
@@ -291,6 +292,7 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            **_tenant_api(),
             "/openapi.json": {
                 "get": {
                     "summary": "This document",
@@ -310,8 +312,178 @@ def document() -> dict[str, Any]:
                     "type": "object",
                     "required": ["error", "message"],
                     "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
-                }
+                },
+                **_cascade_schemas(channels),
             },
-            "securitySchemes": {"operator": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "operator": {"type": "http", "scheme": "bearer"},
+                "tenant": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A tenant's API token (brt_...): bridge.apitokens",
+                },
+            },
+        },
+    }
+
+
+def _json(schema: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+
+
+def _tenant_api() -> dict[str, Any]:
+    """The tenant's API: cascade messages (``bridge.cascade``)."""
+    guarded: dict[str, Any] = {"security": [{"tenant": []}]}
+    id_param = {"type": "string", "maxLength": 64}
+    return {
+        "/api/v1/contacts/{contact}/messages": {
+            "post": {
+                **guarded,
+                "summary": "Send a message to a CRM contact on their channels in turn (a "
+                "cascade): each only if reachable and consented, the next after a failure or "
+                "wait_minutes without delivered/read, never twice on one channel",
+                "operationId": "cascadeToContact",
+                "parameters": [_path_param("contact", id_param, "the CRM's contact id")],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/CascadeRequest"}
+                        }
+                    },
+                },
+                "responses": {
+                    "202": _json("Cascade", "Accepted (the same cascade for a repeated key)"),
+                    **_errors(400, 401, 404, 409, 413, 415, 503),
+                },
+            }
+        },
+        "/api/v1/cascades/{id}": {
+            "get": {
+                **guarded,
+                "summary": "A cascade's state: each channel's step and the outcome",
+                "operationId": "cascadeState",
+                "parameters": [_path_param("id", {"type": "string"}, "the cascade's id")],
+                "responses": {"200": _json("Cascade", "The cascade"), **_errors(401, 404, 503)},
+            }
+        },
+        "/api/v1/messages/cascade": {
+            "post": {
+                **guarded,
+                "summary": "One cascade per CRM contact of a list (rate-limited per channel; "
+                "unsubscribed clients are skipped)",
+                "operationId": "cascadeBatch",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/CascadeBatchRequest"}
+                        }
+                    },
+                },
+                "responses": {
+                    "202": _json("CascadeBatch", "Accepted"),
+                    **_errors(400, 401, 409, 413, 415, 503),
+                },
+            }
+        },
+        "/api/v1/messages/cascade/{batch}": {
+            "get": {
+                **guarded,
+                "summary": "A batch's cascades",
+                "operationId": "cascadeBatchState",
+                "parameters": [_path_param("batch", {"type": "string"}, "the batch's id")],
+                "responses": {
+                    "200": {
+                        "description": "The batch's cascades",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    **_errors(401, 404, 503),
+                },
+            }
+        },
+    }
+
+
+def _cascade_schemas(channels: dict[str, Any]) -> dict[str, Any]:
+    request: dict[str, Any] = {
+        "type": "object",
+        "required": ["text", "channels", "key"],
+        "additionalProperties": False,
+        "properties": {
+            "text": {"type": "string", "minLength": 1, "maxLength": 10000},
+            "channels": {
+                "type": "array",
+                "items": channels,
+                "minItems": 1,
+                "maxItems": 10,
+                "uniqueItems": True,
+                "description": "channel kinds in the order to try",
+            },
+            "wait_minutes": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 10080,
+                "default": 30,
+                "description": "how long a channel may take to say delivered or read",
+            },
+            "key": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 200,
+                "description": "idempotency key: a repeated request returns the same cascade",
+            },
+        },
+    }
+    batch = {
+        **request,
+        "required": ["text", "channels", "key", "contacts"],
+        "properties": {
+            **request["properties"],
+            "key": {"type": "string", "minLength": 1, "maxLength": 120},
+            "contacts": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1, "maxLength": 64},
+                "minItems": 1,
+                "maxItems": 1000,
+            },
+        },
+    }
+    step = {
+        "type": "object",
+        "properties": {
+            "channel": {"type": "string"},
+            "state": {
+                "type": "string",
+                "enum": ["waiting", "sending", "delivered", "failed", "timed_out", "skipped"],
+            },
+            "reason": {"type": "string", "nullable": True},
+            "detail": {"type": "string", "nullable": True},
+        },
+    }
+    return {
+        "CascadeRequest": request,
+        "CascadeBatchRequest": batch,
+        "Cascade": {
+            "type": "object",
+            "required": ["id", "state", "steps"],
+            "properties": {
+                "id": {"type": "string"},
+                "state": {"type": "string", "enum": ["running", "delivered", "undelivered"]},
+                "contact": {"type": "string"},
+                "steps": {"type": "array", "items": step},
+            },
+        },
+        "CascadeBatch": {
+            "type": "object",
+            "required": ["batch", "cascades", "unknown_contacts"],
+            "properties": {
+                "batch": {"type": "string"},
+                "cascades": {"type": "array", "items": {"type": "object"}},
+                "unknown_contacts": {"type": "array", "items": {"type": "string"}},
+            },
         },
     }
