@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -44,10 +45,15 @@ from bridge.tables import (
 from channel_adapters.base import Reach, ReachView
 from mappings.schema import MappingConfig
 
+if TYPE_CHECKING:
+    from bridge.runtime import Runtime
+
 __all__ = [
+    "PLACEHOLDER",
     "WORDS",
     "ChannelReach",
     "for_contact",
+    "for_template",
     "live_contact",
     "of_conversation",
     "opener",
@@ -326,3 +332,25 @@ def _opens(account: ChannelAccount, address: str) -> ChannelReach:
         detail="no conversation yet: the bridge opens one",
         address=address,
     )
+
+
+#: the template key of the one-line summary (``{client.reachable}`` in a
+#: mapping's contact or entity fields)
+PLACEHOLDER = "client.reachable"
+
+
+def for_template(
+    runtime: Runtime, mapping: MappingConfig | None, contact_id: int, kind: str
+) -> str | None:
+    """``{client.reachable}`` for a sync of ``kind``'s rule: the summary in
+    the mapping's language, read only when the rule's fields use it (None
+    otherwise: no query on every sync for a field nobody shows)."""
+    rule = mapping.rule(kind) if mapping is not None else None
+    if rule is None or mapping is None:
+        return None
+    marker = "{" + PLACEHOLDER + "}"
+    templates = [*rule.fields.contact.values(), *rule.fields.entity.values()]
+    if not any(marker in t for t in templates):
+        return None
+    with runtime.read_session() as session:
+        return summary(for_contact(session, contact_id, mapping=mapping), mapping.language)

@@ -62,6 +62,9 @@ KNOWN_PLACEHOLDERS = frozenset(
         "conversation.ticket",
         "conversation.priority",
         "message.text",
+        # the channels that reach the client now, in one line
+        # ("WhatsApp: yes; Telegram: blocked"; bridge.reach)
+        "client.reachable",
     }
 )
 #: the placeholder families whose keys are the channel's own

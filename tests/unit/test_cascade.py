@@ -142,11 +142,18 @@ class World:
         )
 
 
-def make_world(runtime: Runtime, monkeypatch: pytest.MonkeyPatch, language: str = "en") -> World:
+def make_world(
+    runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+    language: str = "en",
+    mapping: str | None = None,
+) -> World:
     monkeypatch.setitem(crm_adapters.REGISTRY, "fake", "tests.unit.test_cascade:NotingCrm")
     fakes.STATE = fakes.FakeCrmState()
     NOTES.clear()
-    (runtime.settings.mappings_dir / "fake.yaml").write_text(MAPPING.format(language=language))
+    (runtime.settings.mappings_dir / "fake.yaml").write_text(
+        mapping or MAPPING.format(language=language)
+    )
     tenant_id = admin.create_tenant(runtime, slug="acme", crm_kind="fake", mapping="fake.yaml")
     found = World(runtime, tenant_id)
     credentials = {"telegram": {"bot_token": "1:x", "secret_token": "s"}}

@@ -12,13 +12,17 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from sqlalchemy import select
 
 from bridge import reach
-from bridge.model import utcnow
+from bridge.model import InboundMessage, MessageKind, SenderProfile, utcnow
+from bridge.pipeline.inbound import AccountRef, accept, run_inbound
 from bridge.registry import channel_class
-from bridge.tables import Contact, MessageStatus
+from bridge.runtime import Runtime
+from bridge.tables import Contact, Conversation, MessageStatus
 from channel_adapters.base import ReachView
-from tests.unit.test_cascade import World, world  # noqa: F401 (the fixture)
+from tests.support import fakes
+from tests.unit.test_cascade import World, make_world, world  # noqa: F401 (the fixture)
 
 NOW = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
@@ -119,3 +123,35 @@ def test_the_client_writing_again_makes_an_old_failure_old_news(world: World) ->
 @pytest.mark.parametrize("reason", sorted(reach.WORDS))
 def test_every_reason_is_worded_in_english_and_russian(reason: str) -> None:
     assert set(reach.WORDS[reason]) >= {"en", "ru"}
+
+
+def test_the_crm_contact_field_shows_the_summary_when_the_mapping_asks(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mapping = (
+        "crm: fake\nlanguage: en\nchannels:\n  telegram:\n    object: none\n    timeline: note\n"
+        '    fields: {contact: {reach_now: "{client.reachable}"}}\n'
+    )
+    built = make_world(runtime, monkeypatch, mapping=mapping)
+    account = AccountRef(built.accounts["telegram"], built.tenant_id, "telegram")
+    accept(
+        runtime,
+        account,
+        [
+            InboundMessage(
+                channel_kind="telegram",
+                external_id="u1",
+                external_user_id="42",
+                external_thread_id="42",
+                kind=MessageKind.TEXT,
+                sent_at=utcnow(),
+                text="Hi",
+                profile=SenderProfile(first_name="Ann"),
+            )
+        ],
+    )
+    with runtime.read_session() as session:
+        conversation_id = session.scalars(select(Conversation.id)).one()
+    run_inbound(runtime, conversation_id)
+    (crm_contact,) = fakes.STATE.contacts.values()
+    assert crm_contact["properties"] == {"reach_now": "Telegram: yes"}

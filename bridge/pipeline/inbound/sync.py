@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from bridge import files, outbox
+from bridge import files, outbox, reach
 from bridge.db import write_connection
 from bridge.errors import (
     AuthError,
@@ -1203,6 +1203,10 @@ class InboundSync:
             ),
             "conversation.priority": self._priority(snap),
             "message.text": snap.messages[0].text[:200],
+            # read only when the rule's fields use it (bridge.reach)
+            reach.PLACEHOLDER: reach.for_template(
+                self.rt, snap.mapping, snap.contact.id, snap.account.kind
+            ),
         }
         for key, value in (profile.utm or {}).items():
             context[f"utm.{key}"] = value
