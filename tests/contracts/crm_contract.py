@@ -652,33 +652,13 @@ class CrmAdapterContract:
 
     # -- one client, two contacts -----------------------------------------
 
-    def test_a_note_on_a_contact_is_written_once(
+    def test_two_contacts_of_one_client_are_merged_or_linked_once(
         self, adapter: CrmAdapter, vendor: VendorHandle, channel_kind: str
     ) -> None:
-        """``note_contact``'s key finds the note again: a retry writes none."""
-        contact = adapter.create_contact(
-            self.contact_draft(channel_kind, identity=self.uid("user"))
-        ).ref
-        key = self.uid("link")
-        text = "Possibly the same client as contact 4242\nВозможно, тот же клиент, что и 4242"
-        first = _as_the_core_does(adapter.note_contact, contact, text, key)
-        again = _as_the_core_does(adapter.note_contact, contact, text, key)
-        assert again == first
-        other = _as_the_core_does(adapter.note_contact, contact, "another link", self.uid("link"))
-        assert other != first
-        notes = [n for n in vendor.contact_notes(contact) if "4242" in n]
-        assert len(notes) == 1
-        seen = what_people_see(notes[0])
-        for line in text.splitlines():
-            assert line in seen
-        assert key not in seen and "[bridge" not in seen
-        assert hashlib.sha256(key.encode()).hexdigest()[:12] not in seen
-
-    def test_merge_contacts_merges_or_leaves_both(
-        self, adapter: CrmAdapter, vendor: VendorHandle, channel_kind: str
-    ) -> None:
-        """True: ``gone`` is part of ``keep`` and a retry is True again;
-        False: the CRM was not touched (the core links them with notes)."""
+        """``merge_contacts``: True when ``gone`` became part of ``keep`` (a
+        retry is True again), False when the CRM was not touched. Then the
+        core's note (``note_contact``): its key finds it again, so a retry
+        writes none; people read its text, never the key."""
         keep, gone = (
             adapter.create_contact(self.contact_draft(channel_kind, identity=self.uid("user"))).ref
             for _ in range(2)
@@ -689,6 +669,20 @@ class CrmAdapterContract:
         assert vendor.contact_exists(gone.id) is not merged
         if merged:
             assert _as_the_core_does(adapter.merge_contacts, keep, gone) is True
+        key = self.uid("link")
+        text = "Possibly the same client as contact 4242\nВозможно, тот же клиент, что и 4242"
+        first = _as_the_core_does(adapter.note_contact, keep, text, key)
+        again = _as_the_core_does(adapter.note_contact, keep, text, key)
+        assert again == first
+        other = _as_the_core_does(adapter.note_contact, keep, "another link", self.uid("link"))
+        assert other != first
+        notes = [n for n in vendor.contact_notes(keep) if "4242" in n]
+        assert len(notes) == 1
+        seen = what_people_see(notes[0])
+        for line in text.splitlines():
+            assert line in seen
+        assert key not in seen and "[bridge" not in seen
+        assert hashlib.sha256(key.encode()).hexdigest()[:12] not in seen
 
 
 def _as_the_core_does(hook: Callable[..., Any], *args: Any) -> Any:
