@@ -198,13 +198,20 @@ def test_echoes_system_events_and_our_sends_are_not_the_client_writing(world: Wo
     assert world.out("r-1")[0] == tg
 
 
-def test_the_same_contacts_other_open_conversation_counts_too(world: World) -> None:
+def test_the_same_contacts_conversation_on_another_channel_without_a_deal_counts(
+    world: World,
+) -> None:
     anna, tg, _ = _client_on_two_channels(world)
-    vk = world.conversation("vk", anna, entity=None)  # merged in later: no deal of its own
+    vk = world.conversation("vk", anna, entity=None)  # merged in later: no deal of its own yet
     world.said(vk, dt.timedelta(minutes=20))
-    closed = world.conversation("vk", anna, entity="deal-old", status=ConversationStatus.CLOSED)
-    world.said(closed, dt.timedelta(minutes=1))  # closed: not a candidate
-    other = world.conversation("telegram", world.contact("Boris"), entity=None)
+    # none of these is where a reply about this deal may go, however recent:
+    closed = world.conversation("vk", anna, entity=None, status=ConversationStatus.CLOSED)
+    world.said(closed, dt.timedelta(minutes=1))  # closed
+    matter = world.conversation("vk", anna, entity="deal-other")
+    world.said(matter, dt.timedelta(minutes=1))  # another deal: another matter
+    group = world.conversation("telegram", anna, entity=None)
+    world.said(group, dt.timedelta(minutes=1))  # another chat on the deal's own account
+    other = world.conversation("vk", world.contact("Boris"), entity=None)
     world.said(other, dt.timedelta(seconds=5))  # another client entirely
     world.reply("r-1", entity=CrmRef("deal", DEAL))
     assert world.out("r-1")[0] == vk

@@ -10,9 +10,11 @@ The CRM names the reply's target in one of three ways (``CrmEvent``):
   The rep answered the client, not a chat: the reply goes to the client's
   conversation whose last message *from the client* is newest — the
   channel the client last wrote from — among the conversations of that
-  deal/lead and the same contact's other open ones (a client merged across
-  channels shares one deal). Our own sends move a conversation's
-  ``updated_at`` too, so that is only the tie-break.
+  deal/lead (a client merged across channels shares one deal) and the same
+  contact's open ones on other channel accounts that have no deal/lead of
+  their own yet; never one with another deal, nor another chat on the same
+  account (an e-mail ticket, a group chat). Our own sends move a
+  conversation's ``updated_at`` too, so that is only the tie-break.
 * either way, a ``/channel <kind>`` (or ``/канал <kind>``) prefix on the
   reply's first line overrides: the reply goes to the same contact's most
   recent conversation on a channel account of that kind (a registry kind
@@ -29,7 +31,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from bridge import outbox
@@ -188,15 +190,37 @@ def _last_written(
     # conversations are one client's unless an unmerge split them)
     client = _best(session, pool).contact_id
     theirs = [c for c in pool if c.contact_id == client]
-    open_ones = session.scalars(
-        base.where(
+    return _best(session, [*theirs, *_also_theirs(session, tenant_id, client, theirs)])
+
+
+def _also_theirs(
+    session: Session, tenant_id: int, client: int, theirs: Sequence[Conversation]
+) -> Sequence[Conversation]:
+    """The client's other open conversations the reply may take: those of
+    the same deal/lead (a client merged across channels shares one deal),
+    and those on another channel account with no deal/lead of their own
+    yet. Never one with another deal (another matter: an e-mail ticket, a
+    group chat the client also writes in), nor another chat on the same
+    account without one (a group's members would read it)."""
+    deals = sorted({c.crm_entity_id for c in theirs if c.crm_entity_id})
+    accounts = sorted({c.channel_account_id for c in theirs})
+    return session.scalars(
+        select(Conversation)
+        .where(
+            Conversation.tenant_id == tenant_id,
             Conversation.contact_id == client,
             Conversation.status == ConversationStatus.OPEN,
+            or_(
+                Conversation.crm_entity_id.in_(deals),
+                and_(
+                    Conversation.crm_entity_id.is_(None),
+                    Conversation.channel_account_id.not_in(accounts),
+                ),
+            ),
         )
         .order_by(Conversation.updated_at.desc(), Conversation.id.desc())
         .limit(_CANDIDATES)
     ).all()
-    return _best(session, [*theirs, *open_ones])
 
 
 def _override(
