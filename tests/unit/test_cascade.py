@@ -1,4 +1,4 @@
-# ruff: noqa: S106  (test secrets)
+# ruff: noqa: S105, S106  (test secrets)
 """Cascade messages (``bridge.cascade``) on real SQLite/PostgreSQL and Redis,
 through the real outbound pipeline to a mocked Telegram Bot API
 (``responses``): WhatsApp outside its window with no template is skipped,
@@ -14,6 +14,7 @@ are their adapters' tests)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Iterator
@@ -442,3 +443,70 @@ def test_an_unknown_contact_is_not_found_and_a_reused_key_conflicts(world: World
     with pytest.raises(cascade.BadRequest) as raised:
         cascade.start_once(rt, world.tenant_id, "crm-30", _ask("Other text", "telegram"))
     assert raised.value.status == 409
+
+
+# -- the outcome on a real CRM's timeline: the HubSpot sandbox over HTTP --------------
+
+
+@pytest.fixture
+def hubspot(settings: Any, redis_conn: Any) -> Iterator[tuple[Runtime, str]]:
+    from sandbox.hubspot import create_app as sandbox_app
+    from tests.support.servers import serve_wsgi
+
+    with serve_wsgi(sandbox_app()) as server:
+        changed = dataclasses.replace(settings, api_bases={"hubspot": server.url})
+        changed.mappings_dir.mkdir(parents=True, exist_ok=True)
+        rt = Runtime(changed, redis_connection=redis_conn)
+        from bridge.migrate import upgrade
+
+        upgrade(rt.engine)
+        try:
+            yield rt, server.url
+        finally:
+            rt.close()
+
+
+def test_the_outcome_lands_on_the_hubspot_contacts_timeline(
+    hubspot: tuple[Runtime, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.contracts.test_hubspot_contract import PORTAL_ID, HubSpotVendor
+
+    rt, url = hubspot
+    token = "pat-na1-11111111-1111-4111-8111-111111111111"  # the sandbox's seeded portal
+    (rt.settings.mappings_dir / "hs.yaml").write_text(
+        "crm: hubspot\nlanguage: en\nchannels:\n  vk: {object: none, timeline: note}\n"
+    )
+    tenant_id = admin.create_tenant(
+        rt,
+        slug="hs",
+        crm_kind="hubspot",
+        mapping="hs.yaml",
+        credentials={"type": "private_app", "access_token": token},
+        account_id=str(PORTAL_ID),
+    )
+    admin.setup_crm(rt, tenant_id)  # `bridge crm setup`: the bridge's properties
+    vendor = HubSpotVendor(url, token)
+    crm_id = vendor.seed_contact(name="Ann Lee")
+    world = World(rt, tenant_id)
+    world.accounts["vk"] = admin.add_channel_account(
+        rt, tenant_id, kind="vk", credentials={}, external_id="vk-1"
+    )
+    client = world.contact(crm_id)
+    world.conversation(
+        client, "vk", last_inbound=utcnow() - dt.timedelta(hours=1), consent="withdrawn"
+    )
+    uid, _ = cascade.start_once(rt, tenant_id, crm_id, _ask("Your order is ready", "vk"))
+    with rt.read_session() as session:
+        cascade_id = session.scalar(select(Cascade.id).where(Cascade.uid == uid))
+    assert cascade_id is not None
+    assert cascade.note(rt, cascade_id) == "done"
+    # a second job (the sweeper re-enqueued it) writes nothing more
+    with rt.transaction() as session:
+        row = session.get(Cascade, cascade_id)
+        assert row is not None
+        row.note_state, row.next_check = "pending", utcnow()
+    assert cascade.note(rt, cascade_id) == "done"
+    (note,) = [n for n in vendor.contact_notes(CrmRef("contact", crm_id)) if "Cascade" in n]
+    assert "Cascade message: not delivered on any channel." in note
+    assert "VK: skipped (messages denied)" in note
+    assert _state(rt, uid, tenant_id)["note"] == "done"
