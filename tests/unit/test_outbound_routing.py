@@ -292,6 +292,20 @@ def test_a_prefix_picks_the_contacts_channel_and_is_not_sent(
     assert len(result.replied) == 1
 
 
+def test_a_prefix_prefers_the_deals_conversation_on_that_kind(world: World) -> None:
+    anna, tg, wa = _client_on_two_channels(world)
+    group = world.conversation("whatsapp", anna, entity="deal-group")
+    world.said(group, dt.timedelta(seconds=10))  # newer, but another deal's chat
+    world.reply("r-1", text="/channel whatsapp Hi", thread_key=tg)
+    assert world.out("r-1")[0] == wa
+    loose = world.conversation("vk", anna, entity=None)
+    also = world.conversation("vk", anna, entity="deal-vk")
+    world.said(loose, dt.timedelta(hours=3))
+    world.said(also, dt.timedelta(seconds=10))
+    world.reply("r-2", text="/channel vk Hi", thread_key=tg)
+    assert world.out("r-2")[0] == loose  # an open one without a deal before another deal's
+
+
 def test_a_prefix_on_a_later_line_is_the_reps_text(world: World) -> None:
     _, tg, _ = _client_on_two_channels(world)
     text = "Hello\n/channel whatsapp is how you switch"

@@ -18,7 +18,8 @@ The CRM names the reply's target in one of three ways (``CrmEvent``):
 * either way, a ``/channel <kind>`` (or ``/канал <kind>``) prefix on the
   reply's first line overrides: the reply goes to the same contact's most
   recent conversation on a channel account of that kind (a registry kind
-  such as ``telegram``, or its title), and the prefix is not sent. When
+  such as ``telegram``, or its title; one of the same deal first, then an
+  open one without a deal), and the prefix is not sent. When
   the kind is unknown or the contact has no conversation on it, nothing is
   sent: the reply is stored refused with the reason, which the CRM shows
   as the reply's delivery report, in the mapping's language.
@@ -254,7 +255,24 @@ def _override(
                 theirs=_their_channels(session, tenant_id, chosen.contact_id, language),
             ),
         )
-    return Routed(_best(session, on_kind), text, "prefix", asked=asked)
+    return Routed(_best(session, _closest(chosen, on_kind)), text, "prefix", asked=asked)
+
+
+def _closest(chosen: Conversation, on_kind: Sequence[Conversation]) -> list[Conversation]:
+    """The conversations on the asked kind nearest the one the reply was
+    for: the same deal first, then open ones without a deal, then any open
+    one, then the rest (another deal's chat, such as a group the client
+    also writes in, only when nothing else is there)."""
+
+    def rank(c: Conversation) -> int:
+        if chosen.crm_entity_id is not None and c.crm_entity_id == chosen.crm_entity_id:
+            return 0
+        if c.status != ConversationStatus.OPEN:
+            return 3
+        return 1 if c.crm_entity_id is None else 2
+
+    nearest = min(rank(c) for c in on_kind)
+    return [c for c in on_kind if rank(c) == nearest]
 
 
 def _refused(chosen: Conversation, text: str, asked: str, reason: str) -> Routed:
