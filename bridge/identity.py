@@ -401,11 +401,30 @@ def _send_home(session: Session, holder_id: int) -> None:
         select(ContactIdentity).where(ContactIdentity.contact_id == holder_id)
     ).all():
         identity.contact_id = live_contact(session, identity.origin_contact_id).id
+    moved = []
     for conversation in session.scalars(
         select(Conversation).where(Conversation.contact_id == holder_id)
     ).all():
         origin = conversation.origin_contact_id or holder_id
         conversation.contact_id = live_contact(session, origin).id
+        if conversation.contact_id != holder_id:
+            moved.append(conversation)
+    for conversation in moved:
+        if conversation.crm_entity_id is None:
+            continue
+        shared = session.scalar(
+            select(Conversation.id).where(
+                Conversation.tenant_id == conversation.tenant_id,
+                Conversation.crm_entity_id == conversation.crm_entity_id,
+                Conversation.contact_id != conversation.contact_id,
+            )
+        )
+        if shared is not None:
+            # it had joined the other client's open deal/lead: its next
+            # message opens one of its own
+            conversation.crm_entity_id = None
+            conversation.crm_entity_state = None
+            conversation.task_state = None
 
 
 def _decide(session: Session, link_id: int, tenant_id: int | None) -> ContactLink:

@@ -214,8 +214,15 @@ def test_unmerge_sends_everything_home_and_vetoes_the_same_merge(
     wa, tg = client_of(runtime, "whatsapp", "79991234567"), client_of(runtime, "telegram", "77")
     assert wa == tg
     with runtime.transaction() as s:
+        # the Telegram conversation had joined the WhatsApp one's open deal
+        for conv in s.scalars(select(Conversation)):
+            conv.crm_entity_type, conv.crm_entity_id, conv.crm_entity_state = "deal", "D1", "synced"
+    with runtime.transaction() as s:
         merge = s.scalars(select(ContactMerge)).one()
         identity.unmerge(s, merge.id, "test")
+        # the one that joined (not the origin's) opens its own deal next time
+        entities = {c.origin_contact_id: c.crm_entity_id for c in s.scalars(select(Conversation))}
+        assert entities == {merge.into_contact_id: "D1", merge.from_contact_id: None}
     wa, tg = client_of(runtime, "whatsapp", "79991234567"), client_of(runtime, "telegram", "77")
     assert wa != tg and live_contacts(runtime) == 2
     with runtime.transaction() as s:
