@@ -169,8 +169,9 @@ def _named(session: Session, tenant_id: int, event: CrmEvent) -> Conversation | 
 def _last_written(
     session: Session, tenant_id: int, event: CrmEvent, named: Conversation | None
 ) -> Conversation | None:
-    """The client's conversation they last wrote in: the deal's or the
-    recipient's conversations, then the same contact's open ones."""
+    """The client's conversation they last wrote in: among the deal's (or
+    the recipient's) conversations and the client's others the reply may
+    take (``_also_theirs``)."""
     base = select(Conversation).where(Conversation.tenant_id == tenant_id)
     pool: list[Conversation] = [named] if named is not None else []
     if event.entity is not None:
