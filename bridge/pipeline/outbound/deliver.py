@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, update
 
 from bridge import consent, outbox
+from bridge.db import rowcount
 from bridge.errors import (
     AmbiguousError,
     AuthError,
@@ -101,15 +102,22 @@ class OutboundDelivery:
         if lock.lost.is_set():
             raise LeaseLost
         with self.rt.transaction() as session:
-            session.execute(
+            claimed = session.execute(
                 update(Message)
-                .where(Message.id == message.id)
+                .where(
+                    Message.id == message.id,
+                    # withdrawn meanwhile (a cascade step whose wait ended,
+                    # ``bridge.cascade``): never sent after all
+                    Message.status.in_((MessageStatus.PENDING, MessageStatus.IN_FLIGHT)),
+                )
                 .values(
                     status=MessageStatus.IN_FLIGHT,
                     claimed_at=utcnow(),
                     attempts=Message.attempts + 1,
                 )
             )
+        if rowcount(claimed) == 0:
+            return None  # it changed meanwhile: look again
         outbound = OutboundMessage(
             bridge_id=message.uid,
             external_thread_id=conversation.external_thread_id,
