@@ -154,6 +154,17 @@ def tenant_enable(slug: str) -> None:
     click.echo(f"tenant {slug} enabled; {n} conversation(s) resumed")
 
 
+@tenant.command("api-token")
+@click.argument("slug")
+@click.option("--name", default="", help="What the token is for (shown in no log).")
+def tenant_api_token(slug: str, name: str) -> None:
+    """Make a token for the tenant's /api/v1 calls (shown once, stored hashed)."""
+    from bridge.apitokens import issue
+
+    rt = context.runtime()
+    click.echo(issue(rt, context.tenant_id(rt, slug), name))
+
+
 @tenant.command("delete")
 @click.argument("slug")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")

@@ -541,6 +541,21 @@ def test_tenant_list_and_show_name_what_other_commands_take(cli: Cli) -> None:
     assert channels.exit_code == 0 and f"{account}\tacme\t" in channels.stdout
 
 
+def test_tenant_api_token_is_shown_once_and_names_its_tenant(cli: Cli) -> None:
+    from bridge.apitokens import tenant_of
+
+    rt = cli.runtime()
+    tenant_id, _ = _tenant(rt)
+    made = cli.run("tenant", "api-token", "acme", "--name", "cascades")
+    assert made.exit_code == 0
+    token = made.stdout.strip()
+    assert token.startswith("brt_") and tenant_of(rt, f"Bearer {token}") == tenant_id
+    with rt.engine.connect() as conn:
+        stored = [str(v) for row in conn.execute(text("SELECT * FROM api_tokens")) for v in row]
+    assert stored and not any(token in v for v in stored)  # only its digest is kept
+    assert cli.run("tenant", "api-token", "nobody").exit_code == 1
+
+
 def test_a_disabled_tenant_keeps_what_arrives_and_enable_resumes_it(cli: Cli) -> None:
     rt = cli.runtime()
     _, account = _tenant(rt)
