@@ -1,6 +1,7 @@
 """What the bridge knows of one client, for a person to read: the contact,
 the handles with how each was learnt, the conversations per channel, the
-merges and links with their evidence (``bridge contacts show``)."""
+merges and links with their evidence, and which channels reach the client
+now (``bridge contacts show``)."""
 
 from __future__ import annotations
 
@@ -66,7 +67,24 @@ def describe(session: Session, contact: Contact) -> dict[str, Any]:
         "conversations": _conversations(session, contact),
         "merges": _merges(session, members),
         "links": _links(session, members),
+        "reachability": _reachability(session, contact),
     }
+
+
+def _reachability(session: Session, contact: Contact) -> list[dict[str, Any]]:
+    from bridge import reach
+
+    return [
+        {
+            "channel": r.kind,
+            "title": r.title,
+            "conversation": r.conversation_id,
+            "reachable": r.reachable,
+            "reason": r.reason,
+            "detail": r.detail,
+        }
+        for r in reach.for_contact(session, contact.id)
+    ]
 
 
 def _identities(session: Session, contact: Contact) -> list[dict[str, Any]]:

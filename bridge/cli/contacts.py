@@ -69,6 +69,11 @@ def _print(data: dict[str, Any]) -> None:
             f"  #{c['id']:<5} {c['channel']:<10} {c['status']:<7} last wrote {last}"
             f"  {c['crm_entity'] or ''}"
         )
+    click.echo("reachable:")
+    for r in data["reachability"]:
+        where = f"#{r['conversation']}" if r["conversation"] else "(would open a thread)"
+        answer = "yes" if r["reachable"] else f"no — {r['reason']}"
+        click.echo(f"  {r['title']:<12} {where:<22} {answer}")
     for m in data["merges"]:
         state = f"undone {m['undone']} by {m['undone_by']}" if m["undone"] else "in force"
         click.echo(

@@ -294,6 +294,8 @@ def test_bridge_contacts_show_and_unmerge(
     [merge] = data["merges"]
     assert merge["evidence"]["source"] == "whatsapp: proven by the channel"
     assert {c["channel"] for c in data["conversations"]} == {"webchat", "whatsapp"}
+    assert "reachable:" in shown.output
+    assert {r["channel"] for r in data["reachability"]} == {"webchat", "whatsapp"}
     undone = cli.invoke(main, ["contacts", "unmerge", str(merge["id"])])
     assert undone.exit_code == 0 and "undone" in undone.output
     assert client_of(runtime, "webchat", "v9") != client_of(runtime, "whatsapp", "79991234567")
