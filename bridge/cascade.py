@@ -272,7 +272,11 @@ def start(
             # (this transaction is rolled back on the way out)
             raise _Raced(request.key) from None
         for position, kind in enumerate(request.channels):
-            session.add(CascadeStep(cascade_id=cascade.id, position=position, channel=kind))
+            session.add(
+                CascadeStep(
+                    tenant_id=tenant_id, cascade_id=cascade.id, position=position, channel=kind
+                )
+            )
         cascade_id, uid = cascade.id, cascade.uid
     advance(runtime, cascade_id)
     return uid, True

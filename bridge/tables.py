@@ -655,6 +655,7 @@ class CascadeStep(Base):
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
     cascade_id: Mapped[int] = mapped_column(ForeignKey("cascades.id"))
     position: Mapped[int] = mapped_column(Integer)
     channel: Mapped[str] = mapped_column(String(32))

@@ -61,6 +61,7 @@ def upgrade() -> None:
     op.create_table(
         "cascade_steps",
         sa.Column("id", _ID, primary_key=True, autoincrement=True),
+        sa.Column("tenant_id", _ID, sa.ForeignKey("tenants.id"), nullable=False),
         sa.Column("cascade_id", _ID, sa.ForeignKey("cascades.id"), nullable=False),
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("channel", sa.String(32), nullable=False),
@@ -76,9 +77,11 @@ def upgrade() -> None:
         sa.UniqueConstraint("cascade_id", "position"),
     )
     op.create_index("ix_cascade_steps_state", "cascade_steps", ["state"])
+    op.create_index("ix_cascade_steps_tenant_id", "cascade_steps", ["tenant_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_cascade_steps_tenant_id", table_name="cascade_steps")
     op.drop_index("ix_cascade_steps_state", table_name="cascade_steps")
     op.drop_table("cascade_steps")
     for name in ("note", "due", "batch", "contact_id", "tenant_id"):
