@@ -19,6 +19,12 @@ nothing. The routes:
 * ``POST /webhooks/crm/<crm>/<key>``, ``.../route/<route key>`` (an
   app-level CRM webhook that names the tenant by a key its setup
   registered) and ``.../install`` (an install event).
+* ``POST /webhooks/crm/<crm>/app``: one URL for every account of a CRM app
+  whose webhooks name the account in the body (the adapter class's
+  ``app_webhook``): verified once with the app's settings, split per CRM
+  account, each part parsed by its tenant's adapter and stored for that
+  tenant only; an account with no tenant here is skipped. 2xx once every
+  part is committed; 404 for a CRM without app-level webhooks.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from bridge.errors import SignatureError, WebhookError
-from bridge.model import RawDelivery, WebhookAnswer, WebhookRequest
+from bridge.model import CrmEvent, RawDelivery, WebhookAnswer, WebhookRequest
 from bridge.pipeline.inbound import AccountRef
 from bridge.pipeline.inbound.journal import Waker, record
 from bridge.pipeline.outbound import accept_crm_events
@@ -347,6 +353,68 @@ def crm_routed_webhook(crm: str, route_key: str) -> ResponseReturnValue:
             )
         )
     return _crm_webhook(rt, tenant_id)
+
+
+@bp.post("/webhooks/crm/<crm>/app")
+def crm_app_webhook(crm: str) -> ResponseReturnValue:
+    """One URL for every account of the CRM's app (HubSpot's CRM-object
+    webhooks, the account in each event): the adapter class verifies the
+    request with the app's settings and splits it per account; each part
+    is parsed by its tenant's adapter (not verified again) and accepted for
+    that tenant alone. An account not connected here is skipped, and so is
+    a part its adapter cannot parse (the other accounts' events are not
+    lost for it; a request where nothing parses gets its error)."""
+    rt = runtime()
+    try:
+        cls = crm_class(crm)
+    except UnknownAdapter:
+        return jsonify(NOT_FOUND), 404
+    if not cls.has_app_webhooks:
+        return jsonify(NOT_FOUND), 404
+    try:
+        _check_body(rt.settings.max_body, cls.content_types)
+        webhook = to_webhook_request(request, rt.settings.public_url)
+        parts = cls.app_webhook(rt.crm_app(crm), webhook)
+    except WebhookError as exc:
+        return _error(exc)
+    if parts is None:
+        return jsonify(NOT_FOUND), 404
+    parsed, problem = _parse_parts(rt, crm, parts)
+    if problem is not None and not parsed:
+        return _error(problem)
+    for tenant_id, events in parsed:
+        accept_crm_events(rt, tenant_id, events)
+    return _answer(WebhookAnswer())
+
+
+def _parse_parts(
+    rt: Runtime, crm: str, parts: Mapping[str, WebhookRequest]
+) -> tuple[list[tuple[int, list[CrmEvent]]], WebhookError | None]:
+    """Each account's part parsed by its tenant's adapter: (tenant id,
+    events) per tenant found, and the first parse error met."""
+    with rt.read_session() as session:
+        tenants = {
+            str(t.crm_account_id): t
+            for t in session.scalars(
+                select(Tenant).where(Tenant.crm_kind == crm, Tenant.crm_account_id.in_(list(parts)))
+            )
+        }
+        parsed: list[tuple[int, list[CrmEvent]]] = []
+        problem: WebhookError | None = None
+        for account_id, part in parts.items():
+            tenant = tenants.get(account_id)
+            if tenant is None:
+                # a CRM account id names a business, not a person
+                log.info("%s app webhook for account %s: no tenant here, skipped", crm, account_id)
+                continue
+            try:
+                parsed.append((tenant.id, rt.crm_adapter(tenant).parse_webhook(part)))
+            except WebhookError as exc:
+                log.warning(
+                    "%s app webhook part for tenant %s refused: %s", crm, tenant.id, exc.code
+                )
+                problem = problem or exc
+    return parsed, problem
 
 
 def _crm_webhook(rt: Runtime, tenant_id: int | None) -> ResponseReturnValue:

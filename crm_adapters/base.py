@@ -385,6 +385,23 @@ class CrmAdapter(ABC):
         change nothing; anything else (and anything unreadable) is False."""
         return False
 
+    #: True when the CRM sends webhooks for every account to one app-level
+    #: URL that names the account in the body (``POST /webhooks/crm/<kind>/app``;
+    #: see :meth:`app_webhook`)
+    has_app_webhooks: ClassVar[bool] = False
+
+    @classmethod
+    def app_webhook(cls, app: Any, request: WebhookRequest) -> dict[str, WebhookRequest] | None:
+        """With :attr:`has_app_webhooks`: verify the whole request with the
+        app's settings (``app``: :attr:`App`; ``SignatureError`` when it is
+        not the CRM's) and split it per account: CRM account id (the
+        tenant's ``crm_account_id``) -> a request holding only that
+        account's events (same headers, the account's part of the body),
+        which the core hands that tenant's ``parse_webhook`` without
+        verifying it again. ``PayloadError`` for a body it cannot split;
+        None: no app-level webhooks here (404)."""
+        return None
+
     @abstractmethod
     def verify_webhook(self, request: WebhookRequest) -> None:
         """Raise ``SignatureError`` unless the request is signed by the CRM

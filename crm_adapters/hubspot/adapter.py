@@ -54,7 +54,7 @@ from .timeline import (
     timeline_kind,
     wants_inbox,
 )
-from .webhooks import parse_events, verify_v3
+from .webhooks import parse_events, split_by_portal, verify_v3
 
 __all__ = ["HubSpotAdapter", "api_rate"]
 
@@ -384,6 +384,18 @@ class HubSpotAdapter(ContactsMixin, MergeMixin, EntitiesMixin, CrmAdapter):
                 return owners
 
     # -- CRM -> bridge --------------------------------------------------
+
+    #: CRM-object webhooks (``contact.merge`` ...) go to the one target URL
+    #: of the app's webhook settings for every portal (FACTS 3.6)
+    has_app_webhooks: ClassVar[bool] = True
+
+    @classmethod
+    def app_webhook(cls, app: HubSpotApp, request: WebhookRequest) -> dict[str, WebhookRequest]:
+        """A delivery to the app's target URL: the v3 signature with the
+        app's client secret (tenant-independent), then the events per
+        ``portalId`` (``webhooks.split_by_portal``)."""
+        verify_v3(request, app.client_secret)
+        return split_by_portal(request)
 
     def verify_webhook(self, request: WebhookRequest) -> None:
         """HubSpot's v3 signature with the app's client secret, timestamp

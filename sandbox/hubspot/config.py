@@ -71,6 +71,15 @@ DEFAULTS: dict[str, Any] = {
     # set in the developer portal's Webhooks settings, one URL for every
     # portal (FACTS 3.6). None: no CRM-object webhooks are sent.
     "crm_webhook_url": None,
+    # How the app's CRM-object events go out. False: each merge's event at
+    # once, in its own POST. True: held until POST /_crm_webhooks/flush,
+    # then sent together, every portal's events in the same JSON arrays of
+    # up to crm_webhook_batch_size events, as HubSpot batches the app's
+    # events for its one target URL (FACTS 3.6: arrays of up to 100 events,
+    # UNCONFIRMED; that one array mixes portals is UNCONFIRMED too: every
+    # event names its portalId, so a receiver must not assume one portal).
+    "crm_webhook_hold": False,
+    "crm_webhook_batch_size": 100,
     # Merges (POST /crm/v3/objects/{type}/merge; sandbox/hubspot/merge.py).
     # UNCONFIRMED (changelog "New subscription types for webhooks": "in some
     # cases a new object is created from the result of a merge"): true makes
@@ -90,7 +99,8 @@ DEFAULTS: dict[str, Any] = {
 
 
 def _check(cfg: dict[str, Any]) -> None:
-    require_positive_ints(cfg, ("per_10s", "per_day", "search_per_s", "rate_interval_ms"))
+    require_positive_ints(cfg, ("per_10s", "per_day", "search_per_s", "rate_interval_ms",
+                                "crm_webhook_batch_size"))
     if cfg["per_10s_oauth"] is not None and (
             not isinstance(cfg["per_10s_oauth"], int) or cfg["per_10s_oauth"] < 1):
         raise ValueError("per_10s_oauth must be a positive integer or null")
@@ -98,7 +108,7 @@ def _check(cfg: dict[str, Any]) -> None:
                           "webhook_timeout_s"))
     require_bools(cfg, ("retry_after_header", "rotate_refresh_tokens",
                         "enforce_unconfirmed_required", "idempotency_dedupe",
-                        "merge_new_id", "merged_id_resolves"))
+                        "merge_new_id", "merged_id_resolves", "crm_webhook_hold"))
     if cfg["merge_again"] not in ("error", "ok"):
         raise ValueError("merge_again must be 'error' or 'ok'")
     if cfg["crm_webhook_url"] is not None and not isinstance(cfg["crm_webhook_url"], str):

@@ -17,6 +17,9 @@ never rate limited, no auth.
   -> ``{"code", "portal_id", "redirect_uri"}`` for scripted installs.
 * ``POST /_merge`` -- ``{"account"?, "primary_id", "merged_id", "type"?}``: a
   person merges two records in the UI; fires ``contact.merge`` (merge.py).
+* ``POST /_crm_webhooks/flush`` -- send the CRM-object events held back
+  (config ``crm_webhook_hold``): every portal's in the same arrays to the
+  app's one target URL (merge.py).
 """
 
 from __future__ import annotations
@@ -158,7 +161,8 @@ class HubSpotSandbox(Sandbox, Vendor):
         app = self.cfg["app"]
         return {"app": {"app_id": app["app_id"], "client_id": app["client_id"]},
                 "custom_channels": list(self.store.channels.values()),
-                "webhook_deliveries": self.store.deliveries.list()}
+                "webhook_deliveries": self.store.deliveries.list(),
+                "held_crm_events": list(self.store.held_events)}
 
     def get_config(self) -> dict[str, Any]:
         return self.store.cfg

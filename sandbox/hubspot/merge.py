@@ -23,8 +23,12 @@ What a merge does here (HubSpot's merge guide, knowledge.hubspot.com
 * merging a pair that is merged already: config ``merge_again`` (400, or 200
   with the survivor).
 
-Then, when the app has a webhook target (config ``crm_webhook_url``), the
-``contact.merge`` event goes out v3-signed (FACTS 3.6), one JSON array, with
+Then, when the app has a webhook target (config ``crm_webhook_url``: the one
+URL of the app's webhook settings, for every portal), the ``contact.merge``
+event goes out v3-signed (FACTS 3.6) in a JSON array: at once, or held
+(config ``crm_webhook_hold``) until ``POST /_crm_webhooks/flush`` sends
+every portal's held events together, ``crm_webhook_batch_size`` per array;
+with
 the merge fields of HubSpot's changelog "New subscription types for
 Webhooks": ``primaryObjectId``, ``mergedObjectIds`` (array),
 ``newObjectId``, ``numberOfPropertiesMoved``. ``objectId`` is the survivor
@@ -163,10 +167,34 @@ def webhook_event(store: Store, portal: Portal, type_name: str, merged: Merged,
 
 def deliver(store: Store, events: list[dict[str, Any]]) -> dict[str, Any] | None:
     """POST ``events`` to the app's webhook target, v3-signed (outside the
-    lock: the receiver may call back). None when the app has no target."""
+    lock: the receiver may call back), or hold them for :func:`flush` (config
+    ``crm_webhook_hold``: ``{"held": <events waiting>}``). None when the app
+    has no target."""
     url = store.cfg["crm_webhook_url"]
     if not url:
         return None
+    if store.cfg["crm_webhook_hold"]:
+        with store.lock:
+            store.held_events.extend(events)
+            return {"held": len(store.held_events)}
+    return _post(store, url, events)
+
+
+def flush(store: Store) -> tuple[int, list[dict[str, Any]]]:
+    """Send the held events to the app's target: every portal's together,
+    in arrays of up to ``crm_webhook_batch_size`` events, one POST each, in
+    the order they happened. How many were sent, and each POST's outcome."""
+    with store.lock:
+        events, store.held_events = store.held_events, []
+        url = store.cfg["crm_webhook_url"]
+        size = int(store.cfg["crm_webhook_batch_size"])
+    if not url:
+        return 0, []
+    return len(events), [_post(store, url, events[i:i + size])
+                         for i in range(0, len(events), size)]
+
+
+def _post(store: Store, url: str, events: list[dict[str, Any]]) -> dict[str, Any]:
     body = json.dumps(events, separators=(",", ":"))
     headers: dict[str, str | None] = {
         "Content-Type": "application/json",
@@ -229,3 +257,11 @@ def merge_in_ui() -> Response:
         event = webhook_event(store, portal, otype.name, merged, "CRM_UI")
     outcome = deliver(store, [event])
     return json_response({"id": merged.survivor.id, "event": event, "webhook": outcome})
+
+
+@bp.route("/_crm_webhooks/flush", methods=["POST"])
+def flush_held() -> Response:
+    """Send the CRM-object events held back (config ``crm_webhook_hold``):
+    ``{"events": <how many>, "deliveries": [<outcome of each POST>]}``."""
+    sent, deliveries = flush(sandbox().store)
+    return json_response({"events": sent, "deliveries": deliveries})

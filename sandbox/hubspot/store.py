@@ -158,6 +158,9 @@ class Store:
             self.oauth = TokenServer(self.now, _TOKENS, keep_used_codes=False)
             self.private_index: dict[str, int] = {}  # private-app token -> portal id
             self.deliveries = DeliveryLog(_DELIVERY_LOG)  # outgoing webhook deliveries
+            # CRM-object events waiting for POST /_crm_webhooks/flush (config
+            # crm_webhook_hold; merge.py)
+            self.held_events: list[dict[str, Any]] = []
             for pcfg in cfg["portals"]:
                 self._seed_portal(pcfg)
 
