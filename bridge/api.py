@@ -231,3 +231,66 @@ def cascade_batch_state(batch: str) -> ResponseReturnValue:
     if shown is None:
         return _problem(404, "unknown_batch", "no such batch for this tenant")
     return jsonify({"batch": batch, "cascades": shown})
+
+
+@bp.post("/webhooks/crm/<crm>/<key>/cascade")
+def cascade_from_crm(crm: str, key: str) -> ResponseReturnValue:
+    """A CRM automation asking for a cascade (a workflow's or pipeline's
+    webhook): the tenant's webhook key in the path, the contact from the
+    CRM's body (``CrmAdapter.cascade_contact``), the message from the query:
+    ``text``, ``channels`` (comma-separated), ``wait_minutes``, ``key``."""
+    from sqlalchemy import select
+
+    from bridge import cascade
+    from bridge.errors import AuthError, PermanentError, RetryableError, WebhookError
+    from bridge.registry import UnknownAdapter
+    from bridge.tables import Tenant
+    from bridge.webhooks import to_webhook_request
+
+    rt = _runtime()
+    with rt.read_session() as session:
+        tenant = session.scalars(
+            select(Tenant).where(Tenant.webhook_key == key, Tenant.crm_kind == crm)
+        ).first()
+        try:
+            adapter = rt.crm_adapter(tenant) if tenant is not None else None
+        except UnknownAdapter:
+            adapter = None
+    if tenant is None or adapter is None:
+        return _problem(404, "not_found", "no such webhook")
+    try:
+        webhook = to_webhook_request(request, rt.settings.public_url)
+        contact, event = adapter.cascade_contact(webhook)
+    except NotImplementedError:
+        return _problem(404, "no_cascade_trigger", f"{crm} has no cascade trigger")
+    except WebhookError as exc:
+        return _problem(exc.status_code, exc.code, exc.message)
+    except (RetryableError, AuthError) as exc:
+        # reading the record's contact failed for now: the CRM delivers again
+        return _problem(503, "crm_unavailable", exc.message or type(exc).__name__)
+    except PermanentError as exc:
+        return _problem(404, "unknown_record", exc.message or type(exc).__name__)
+    try:
+        asked = cascade.parse_request(_query_request(event))
+        uid, created = cascade.start_once(rt, tenant.id, contact, asked)
+    except cascade.BadRequest as exc:
+        return _problem(exc.status, exc.code, exc.message)
+    except cascade.NotFound:
+        # the CRM did its part: nothing to retry (a 2xx keeps its hook alive)
+        return jsonify({"started": False, "error": "unknown_contact", "contact": contact}), 200
+    return jsonify({**(cascade.view(rt, tenant.id, uid) or {"id": uid}), "created": created}), 202
+
+
+def _query_request(event: str) -> dict[str, Any]:
+    """The cascade API's body from an automation URL's query; the key is
+    the query's (a campaign's name) and the CRM call's own id together."""
+    args = request.args
+    body: dict[str, Any] = {
+        "text": args.get("text", ""),
+        "channels": [c.strip() for c in args.get("channels", "").split(",") if c.strip()],
+        "key": f"{args.get('key', 'crm')[:60]}:{event}"[:200],
+    }
+    wait = args.get("wait_minutes")
+    if wait is not None:
+        body["wait_minutes"] = int(wait) if wait.strip().isdigit() else wait
+    return body

@@ -361,6 +361,42 @@ def _tenant_api() -> dict[str, Any]:
                 },
             }
         },
+        "/webhooks/crm/{crm}/{key}/cascade": {
+            "post": {
+                "summary": "A CRM automation asking for a cascade (a workflow's or pipeline's "
+                "webhook): the contact from the CRM's body, the message from the query",
+                "operationId": "cascadeFromCrm",
+                "parameters": [
+                    _path_param("crm", {"type": "string"}, "CRM slug"),
+                    _path_param("key", KEY, "the tenant's random path secret"),
+                    *(
+                        {"name": n, "in": "query", "required": n == "text", "schema": schema}
+                        for n, schema in (
+                            ("text", {"type": "string", "minLength": 1, "maxLength": 2000}),
+                            ("channels", {"type": "string", "description": "comma-separated"}),
+                            ("wait_minutes", {"type": "integer", "minimum": 1}),
+                            ("key", {"type": "string", "maxLength": 60}),
+                        )
+                    ),
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {}},
+                        "application/x-www-form-urlencoded": {"schema": {"type": "object"}},
+                    },
+                },
+                "responses": {
+                    "202": _json("Cascade", "Accepted (the same cascade for a redelivery)"),
+                    "200": {
+                        "description": "The CRM contact is not a client of the bridge: nothing "
+                        "started (a 2xx, so the CRM does not retry)",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    **_errors(400, 403, 404, 413, 503),
+                },
+            }
+        },
         "/api/v1/cascades/{id}": {
             "get": {
                 **guarded,

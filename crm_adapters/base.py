@@ -277,6 +277,19 @@ class CrmAdapter(ABC):
         key is not written twice. Returns the note."""
         raise NotImplementedError(f"{self.kind} cannot write a note on a contact")
 
+    def cascade_contact(self, request: WebhookRequest) -> tuple[str, str]:
+        """A CRM automation asking for a cascade message (``bridge.cascade``):
+        a workflow's or pipeline's webhook posted to the tenant's
+        ``/webhooks/crm/<crm>/<key>/cascade`` (the key in the path is the
+        secret, as for the tenant's other webhooks; the message's text and
+        channels are the URL's query, which the admin writes into the
+        automation). Returns the CRM contact the call names and the call's
+        own id (a redelivery names the same cascade). Checks what the CRM
+        lets it check (the account the body names); ``PayloadError`` for a
+        body that names no contact. Default: the CRM has no such automation
+        (``NotImplementedError``, a 404)."""
+        raise NotImplementedError(f"{self.kind} has no cascade trigger")
+
     # -- entities ---------------------------------------------------------
 
     @abstractmethod

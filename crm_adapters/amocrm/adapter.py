@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from bridge.errors import (
     AuthError,
     BridgeError,
+    PayloadError,
     PermanentError,
     RetryableError,
     SignatureError,
@@ -45,6 +46,7 @@ from bridge.model import (
 )
 from crm_adapters.base import CrmAdapter
 
+from . import cascade as amo_cascade
 from . import oauth
 from .chats import DEFAULT_AMOJO_BASE, AmojoClient, verify_body_signature
 from .client import DEFAULT_API_BASE, AmoApi, api_rate, base_for
@@ -327,6 +329,26 @@ class AmoCrmAdapter(ContactsMixin, LeadsMixin, MergeMixin, NotesMixin, InboxMixi
             return is_echo(decode_brackets(request.body))
         except BridgeError:
             return False
+
+    def cascade_contact(self, request: WebhookRequest) -> tuple[str, str]:
+        """A digital pipeline's webhook asking for a cascade: the lead's main
+        contact, or the contact it names (``amocrm.cascade``); the body
+        must name this tenant's account, as every unsigned webhook."""
+        if not is_form(request):
+            raise PayloadError("amoCRM's pipeline webhook is a form (FACTS 1.12)")
+        form = decode_brackets(request.body)
+        settings = self.settings
+        check_account(
+            form, settings.amo_account_id or self.account.account_id or None, settings.subdomain
+        )
+
+        def lead_contacts(lead_id: str) -> list[Any]:
+            lead = self.api.json("GET", f"/api/v4/leads/{to_int(lead_id, 'lead id')}?with=contacts")
+            embedded = (lead or {}).get("_embedded") if isinstance(lead, dict) else None
+            found = (embedded or {}).get("contacts") if isinstance(embedded, dict) else None
+            return list(found) if isinstance(found, list) else []
+
+        return amo_cascade.cascade_contact(form, request.body, lead_contacts)
 
     def verify_webhook(self, request: WebhookRequest) -> None:
         """Account webhooks (form-encoded, unsigned, FACTS 1.12): the body

@@ -54,6 +54,7 @@ from bridge.schema import dump
 from crm_adapters.base import CrmAdapter
 from crm_adapters.freetext import attach_marker
 
+from . import cascade as b24_cascade
 from . import oauth
 from .batch import Command, Ref, as_map
 from .client import B24Api
@@ -390,6 +391,13 @@ class Bitrix24Adapter(ContactsMixin, EntitiesMixin, MergeMixin, TimelineMixin, C
         )
 
     # -- CRM -> bridge --------------------------------------------------------------------
+
+    def cascade_contact(self, request: WebhookRequest) -> tuple[str, str]:
+        """An outgoing webhook's contact event asking for a cascade
+        (``bitrix24.cascade``): the contact it names, from this portal."""
+        creds = self.credentials.get()
+        member = self.settings.member_id or str(creds.get("member_id") or "") or None
+        return b24_cascade.cascade_contact(decode_event(request), member)
 
     def verify_webhook(self, request: WebhookRequest) -> None:
         """``auth[application_token]`` must equal the one the install event

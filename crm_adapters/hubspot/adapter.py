@@ -38,6 +38,7 @@ from bridge.model import (
 )
 from crm_adapters.base import CrmAdapter
 
+from . import cascade as hubspot_cascade
 from . import oauth
 from .client import DEFAULT_API_BASE, HubSpotApi, scrub
 from .contacts import ContactsMixin
@@ -396,6 +397,11 @@ class HubSpotAdapter(ContactsMixin, MergeMixin, EntitiesMixin, CrmAdapter):
         ``portalId`` (``webhooks.split_by_portal``)."""
         verify_v3(request, app.client_secret)
         return split_by_portal(request)
+
+    def cascade_contact(self, request: WebhookRequest) -> tuple[str, str]:
+        """A contact workflow's "Send a webhook" asking for a cascade: the
+        enrolled contact (``hubspot.cascade``; its body's shape UNCONFIRMED)."""
+        return hubspot_cascade.cascade_contact(request)
 
     def verify_webhook(self, request: WebhookRequest) -> None:
         """HubSpot's v3 signature with the app's client secret, timestamp
