@@ -175,3 +175,23 @@ def test_a_crm_without_a_trigger_says_so(runtime: Runtime, monkeypatch: pytest.M
     http = create_app(runtime=runtime).test_client()
     answer = http.post(f"/webhooks/crm/fake/{key}/cascade?text=Hi&channels=telegram", json={})
     assert (answer.status_code, answer.json["error"]) == (404, "no_cascade_trigger")
+
+
+def test_the_amocrm_adapter_reads_the_leads_contact_from_its_account_only() -> None:
+    import responses
+
+    from tests.unit.test_amocrm_adapter import ACCOUNT_ID, API, SUB, form_request, make_adapter
+
+    adapter, _ = make_adapter()
+    account = {"account[subdomain]": SUB, "account[id]": ACCOUNT_ID}
+    with responses.RequestsMock() as rsps:
+        rsps.get(
+            f"{API}/api/v4/leads/301?with=contacts",
+            json={"id": 301, "_embedded": {"contacts": [{"id": 8, "is_main": True}]}},
+        )
+        contact, _ = adapter.cascade_contact(
+            form_request({"leads[status][0][id]": "301", **account})
+        )
+    assert contact == "8"
+    with pytest.raises(SignatureError):  # another account's pipeline
+        adapter.cascade_contact(form_request({"leads[status][0][id]": "301", "account[id]": "999"}))
