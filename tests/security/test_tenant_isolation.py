@@ -22,6 +22,12 @@ A seeded generator (``BRIDGE_ISOLATION_SEED``, ``BRIDGE_ISOLATION_CASES``:
 * A's genuine CRM webhook at A's URL naming B's conversations, CRM threads,
   leads/deals, contacts (operator replies, closed/deleted entities, owner
   changes, contact deletions, uninstall);
+* A's genuine CRM webhook at its CRM's app URL (``/webhooks/crm/<crm>/app``:
+  one URL for every account, the body names the account; signed for that
+  URL with the app-wide secret), naming A's or B's objects: stored for A
+  alone; a 404 where the CRM has no app-level webhooks. (There the body's
+  account is the tenant and the app's secret the proof, so a body naming
+  B's account is B's own webhook: not a case.)
 * operator calls scoped to A naming B's objects: ``admin.status`` /
   ``admin.replay``, ``bridge status --tenant`` / ``bridge replay --tenant``,
   ``/api/status`` with A's secrets as the bearer token;
@@ -73,6 +79,7 @@ from bridge.config import Settings
 from bridge.jobs import DELIVER_QUEUE, SYNC_QUEUE
 from bridge.oauth import install_url
 from bridge.pipeline.inbound.journal import normalise_pending
+from bridge.registry import crm_class
 from bridge.runtime import Runtime, set_runtime
 from bridge.tables import (
     Base,
@@ -797,8 +804,9 @@ def webhook_case(r: Runner) -> None:
             "crm_foreign_url",
             "crm_claims_foreign_account",
             "crm_own_url_foreign_objects",
+            "crm_app_url",
         ],
-        weights=[20, 13, 33, 11, 23],
+        weights=[20, 13, 33, 11, 23, 8],
     )[0]
 
     if family == "channel_foreign_url":
@@ -890,6 +898,10 @@ def webhook_case(r: Runner) -> None:
         )
         return
 
+    if family == "crm_app_url":
+        _app_url_case(r)
+        return
+
     # crm_own_url_foreign_objects: A's genuine webhook at A's URL naming B's things
     a, b = r.pick_pair()
     event = rng.choice(list(a.kit.events))
@@ -906,6 +918,51 @@ def webhook_case(r: Runner) -> None:
         Outcome({200}, writers={a.id}),
     )
     if a.kit.events[event] == "uninstall":
+        world.last = None
+        with world.rt.transaction() as s:
+            s.execute(
+                update(Tenant).where(Tenant.id == a.id).values(status="active", status_reason=None)
+            )
+
+
+def _app_url_case(r: Runner) -> None:
+    """A's genuine CRM webhook at its CRM's app URL, naming A's account and
+    A's or B's objects: stored for A alone (404 without app webhooks)."""
+    world, rng = r.world, r.rng
+    a, b = r.pick_pair()
+    event = rng.choice(list(a.kit.events))
+    conv = rng.choice(b.convs + a.convs)
+    hook = crm_request(
+        world, a, event, conv=conv, entity=conv.crm_entity_id, contact=conv.crm_contact_id
+    )
+    path = f"/webhooks/crm/{a.crm}/app"
+    has_app = crm_class(a.crm).has_app_webhooks
+    req = hook.req
+    headers = dict(req.headers)
+    if has_app:
+        resigned = a.kit.resign(f"{world.rt.settings.public_url}{path}", req.body)
+        assert resigned is not None, f"{a.crm}: app webhooks, but no app-wide signature"
+        headers = resigned
+    sent = Req(path, req.body, req.content_type, headers)
+    own = conv in a.convs
+    before = _outbound_count(world, conv.id)
+
+    def act() -> tuple[int, str, Any]:
+        status, text, _ = http(sent.send(world.client), refused=not has_app)
+        if not (has_app and own and a.kit.events[event] == "reply"):
+            return status, text, None
+        # not vacuous: A's own reply through the app URL is stored for A
+        return status, text, lambda: _equal(_outbound_count(world, conv.id), before + 1, "replies")
+
+    r.run(
+        "crm_app_url",
+        f"{a.slug} {event} at the {a.crm} app URL naming {a.slug if own else b.slug}'s "
+        f"conversation {conv.uid[:8]}",
+        a,
+        act,
+        Outcome({200}, writers={a.id}) if has_app else Outcome({404}),
+    )
+    if has_app and a.kit.events[event] == "uninstall":
         world.last = None
         with world.rt.transaction() as s:
             s.execute(
