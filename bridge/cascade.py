@@ -51,6 +51,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import redis
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -73,6 +74,7 @@ from bridge.tables import (
     MessageStatus,
     StepState,
     Tenant,
+    TenantStatus,
 )
 
 if TYPE_CHECKING:
@@ -109,6 +111,8 @@ MAX_BATCH_KEY = 120
 SHARE = 0.5
 #: a message that is being sent when its wait ends: looked at again after
 IN_FLIGHT_PAUSE = dt.timedelta(minutes=1)
+#: a disabled tenant's cascade is looked at again after
+PAUSED_RECHECK = dt.timedelta(minutes=1)
 _PREFIX = "cascade:"
 #: the subject of a thread a cascade opens (a channel with subjects: e-mail)
 _SUBJECT = {"en": "A message from {company}", "ru": "Сообщение от {company}"}
@@ -278,7 +282,11 @@ def start(
                 )
             )
         cascade_id, uid = cascade.id, cascade.uid
-    advance(runtime, cascade_id)
+    try:
+        advance(runtime, cascade_id)
+    except (redis.RedisError, OSError) as exc:
+        # stored (due now): the sweeper takes the first step once Redis answers
+        log.warning("cascade %s: first step left to the sweeper (%s)", uid, type(exc).__name__)
     return uid, True
 
 
@@ -411,6 +419,11 @@ class _Pass:
         self.wait = dt.timedelta(minutes=cascade.wait_minutes)
 
     def run(self) -> None:
+        tenant = self.session.get(Tenant, self.cascade.tenant_id)
+        if tenant is None or tenant.status == TenantStatus.DISABLED:
+            # paused by an admin: nothing is sent; it goes on once enabled
+            self.cascade.next_check = self.now + PAUSED_RECHECK
+            return
         steps = self.session.scalars(
             select(CascadeStep)
             .where(CascadeStep.cascade_id == self.cascade.id)

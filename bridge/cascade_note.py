@@ -29,7 +29,7 @@ from bridge.errors import AuthError, PermanentError, RetryableError
 from bridge.model import CrmRef, utcnow
 from bridge.registry import UnknownAdapter, channel_class
 from bridge.rows import aware
-from bridge.tables import Cascade, CascadeStep, StepState, Tenant
+from bridge.tables import Cascade, CascadeStep, StepState, Tenant, TenantStatus
 from mappings import MappingError
 
 if TYPE_CHECKING:
@@ -44,6 +44,8 @@ NOTE_LEASE = dt.timedelta(minutes=10)
 #: a failed note's retries: after 1, 2, 4 ... minutes, at most an hour
 NOTE_BACKOFF_CAP = dt.timedelta(hours=1)
 NOTE_ATTEMPTS = 12
+#: a disabled tenant's note is looked at again after
+NOTE_PAUSED = dt.timedelta(minutes=5)
 _PREFIX = "cascade:"
 
 
@@ -76,6 +78,17 @@ def note(runtime: Runtime, cascade_id: int, *, now: dt.datetime | None = None) -
     writing). Returns what happened."""
     now = now or utcnow()
     with runtime.transaction() as session:
+        status = session.scalar(
+            select(Tenant.status)
+            .join(Cascade, Cascade.tenant_id == Tenant.id)
+            .where(Cascade.id == cascade_id)
+        )
+        if status == TenantStatus.DISABLED:
+            # paused by an admin: looked at again later, nothing written now
+            session.execute(
+                update(Cascade).where(Cascade.id == cascade_id).values(next_check=now + NOTE_PAUSED)
+            )
+            return "paused"
         claimed = session.execute(
             update(Cascade)
             .where(

@@ -510,3 +510,27 @@ def test_the_outcome_lands_on_the_hubspot_contacts_timeline(
     assert "Cascade message: not delivered on any channel." in note
     assert "VK: skipped (messages denied)" in note
     assert _state(rt, uid, tenant_id)["note"] == "done"
+
+
+def test_a_disabled_tenants_cascade_waits_and_goes_on_once_enabled(world: World) -> None:
+    from bridge.tables import Tenant, TenantStatus
+
+    rt = world.rt
+    client = world.contact("crm-40")
+    world.conversation(client, "telegram", last_inbound=utcnow() - dt.timedelta(hours=1))
+
+    def status(value: str) -> None:
+        with rt.transaction() as session:
+            tenant = session.get(Tenant, world.tenant_id)
+            assert tenant is not None
+            tenant.status = value
+
+    status(TenantStatus.DISABLED)
+    uid, _ = cascade.start_once(rt, world.tenant_id, "crm-40", _ask("Hi", "telegram"))
+    cascade.sweep(rt, now=utcnow() + dt.timedelta(minutes=2))
+    assert _steps(_state(rt, uid, world.tenant_id)) == [("telegram", "waiting", None)]
+    assert _cascade_messages(rt) == []
+    status(TenantStatus.ACTIVE)
+    cascade.sweep(rt, now=utcnow() + dt.timedelta(minutes=4))
+    assert _steps(_state(rt, uid, world.tenant_id)) == [("telegram", "sending", None)]
+    assert len(_cascade_messages(rt)) == 1
