@@ -180,6 +180,18 @@ def _register_chat_channel(crm: str, base: str, sandbox: str) -> None:
         ).raise_for_status()
 
 
+def _point_app_webhooks(crm: str, base: str, sandbox: str) -> None:
+    """HubSpot sends every portal's CRM-object events (``contact.merge``) to
+    the one target URL of the app's webhook settings, which its developer
+    sets by hand: the sandbox's app gets the bridge's app URL."""
+    if crm == "hubspot":
+        requests.post(
+            f"{sandbox}/hubspot/_config",
+            json={"crm_webhook_url": f"{base}/webhooks/crm/hubspot/app"},
+            timeout=10,
+        ).raise_for_status()
+
+
 def event_install(runtime: Runtime, base: str, *, crm: str, sandbox: str, mapping: str) -> int:
     """The CRM installs the app by POSTing the install event to the
     bridge's install handler (Bitrix24's ONAPPINSTALL); the sandbox's
@@ -455,6 +467,7 @@ def seed(
     else:
         tenant_id = oauth_install(base, crm=crm, sandbox=sandbox, mapping=mapping)
     _register_chat_channel(crm, base, sandbox)
+    _point_app_webhooks(crm, base, sandbox)
     account_id = connect_channel(
         runtime, tenant_id, kind="telegram", values={"bot_token": DEMO_BOT_TOKEN}, name="Demo bot"
     )
