@@ -143,6 +143,16 @@ def document() -> dict[str, Any]:
                     "responses": {"200": _ack(), **webhook_errors},
                 }
             },
+            "/webhooks/crm/{crm}/app": {
+                "post": {
+                    "summary": "App-level CRM webhook: one URL for every account, the body names"
+                    " each event's account (HubSpot's CRM-object webhooks, portalId)",
+                    "operationId": "crmAppWebhook",
+                    "parameters": [_path_param("crm", crms, "CRM slug")],
+                    "requestBody": {"required": True, "content": any_body},
+                    "responses": {"200": _ack(), **webhook_errors},
+                }
+            },
             "/webhooks/crm/{crm}/route/{route_key}": {
                 "post": {
                     "summary": "App-level CRM webhook: one URL for all tenants, the key names one",

@@ -462,6 +462,13 @@ def test_the_app_serves_no_other_webhook(world: World) -> None:
     assert served == [
         ("/", "GET"),  # a redirect to the demo page, or name, version and health
         ("/api/status", "GET"),  # operator API: bearer token, no body
+        # the tenant API (cascades): a tenant's bearer token names the tenant;
+        # missing/forged/revoked/another tenant's tokens, bad JSON, wrong
+        # types and sizes: tests/unit/test_cascade_api.py
+        ("/api/v1/cascades/<uid>", "GET"),
+        ("/api/v1/contacts/<crm_contact_id>/messages", "POST"),
+        ("/api/v1/messages/cascade", "POST"),
+        ("/api/v1/messages/cascade/<batch>", "GET"),
         (
             "/files/<uid>/<token>/<path:name>",
             "GET",
@@ -476,6 +483,13 @@ def test_the_app_serves_no_other_webhook(world: World) -> None:
         ("/webhooks/<kind>/app", "GET"),  # app-routed channels only (404 otherwise)
         ("/webhooks/<kind>/app", "POST"),
         ("/webhooks/crm/<crm>/<key>", "POST"),
+        # a cascade the CRM's automation starts: the tenant's webhook key, the
+        # adapter's checks of the body (tests/unit/test_cascade_crm.py)
+        ("/webhooks/crm/<crm>/<key>/cascade", "POST"),
+        # one URL for a CRM app's webhooks naming the account in the body:
+        # forged, stale, other-URL signatures, junk, other portals
+        # (tests/unit/test_crm_app_webhook.py, the isolation suite's crm_app_url)
+        ("/webhooks/crm/<crm>/app", "POST"),
         ("/webhooks/crm/<crm>/install", "POST"),
         ("/webhooks/crm/<crm>/route/<route_key>", "POST"),
         # the web chat's own API (its blueprint): every route checks the
@@ -493,9 +507,13 @@ def test_the_app_serves_no_other_webhook(world: World) -> None:
     ], served
     posts = sorted(p for p, ops in document()["paths"].items() if "post" in ops)
     assert posts == [
+        "/api/v1/contacts/{contact}/messages",
+        "/api/v1/messages/cascade",
+        "/webhooks/crm/{crm}/app",
         "/webhooks/crm/{crm}/install",
         "/webhooks/crm/{crm}/route/{route_key}",
         "/webhooks/crm/{crm}/{key}",
+        "/webhooks/crm/{crm}/{key}/cascade",
         "/webhooks/{kind}/app",
         "/webhooks/{kind}/{key}",
     ], posts
