@@ -471,6 +471,8 @@ def seed(
     account_id = connect_channel(
         runtime, tenant_id, kind="telegram", values={"bot_token": DEMO_BOT_TOKEN}, name="Demo bot"
     )
+    # a stack that asks for "email" among its channels gets the demo mailbox too
+    email = email or "email" in channels
     email_account_id = connect_email(runtime, tenant_id, sandbox) if email else None
     # the demo's other messengers (``bridge run``; a test or bench stack that
     # asks for them): each is an account whose deliveries the counts include
