@@ -5,7 +5,8 @@ the CRM's shipped demo mapping.
 1. A web chat visitor types a phone P ("+7 999 555-01-02") and an address E
    into the pre-chat form and writes "web 1".
 2. P's WhatsApp number (wa_id = P's digits) writes "wa 1".
-3. A Telegram user writes "tg 1" and shares their own contact with P.
+3. A Telegram user writes "tg 1" (synced: the CRM has them) and then
+   shares their own contact with P.
 4. E writes "mail 1" in a mail whose topmost Authentication-Results says
    ``dmarc=pass`` for its From.
 
@@ -13,17 +14,20 @@ Then:
 
 * the bridge: one live client for all four channel users, with its merges
   and their evidence (``bridge contacts show --json``);
-* the CRM (its sandbox's state): one contact; one open deal/lead for the
-  chat channels (the demo mappings' ``reuse: open``) and the e-mail
-  thread's own ticket/lead (their ``email`` rule: ``reuse: conversation``);
-  one owner; every customer entry in order, each showing its channel where
-  the CRM shows one;
+* the CRM (its sandbox's state): the Telegram user's CRM contact merged
+  into the client's (HubSpot) or linked to it by a note on each (amoCRM,
+  Bitrix24: no merge API); WhatsApp on the web chat's open deal/lead (the
+  demo mappings' ``reuse: open``), the mail on a ticket/lead of its own
+  (their ``email`` rule: ``reuse: conversation``); one owner; every
+  customer entry in order, each showing its channel where the CRM shows
+  one;
 * a rep's reply in the client's latest conversation goes out by e-mail
   (the channel the client last wrote from), and on no other channel; in
-  amoCRM also a notes-mode reply on the lead (``@client``);
+  amoCRM a notes-mode reply on the lead (``@client``) too, to that lead's
+  last channel;
 * ``bridge contacts unmerge`` of the merge that joined the Telegram user:
-  two live clients again, each conversation on its origin's contact, and
-  the Telegram user's next message stays theirs.
+  two live clients again, each conversation on its origin's contact, the
+  Telegram user's next message theirs, the split noted in the CRM.
 
 Product gaps this scenario shows are named where they bite (``GAP:``); the
 test asserts what works and leaves them to the lead.
@@ -685,11 +689,12 @@ def test_one_client_across_four_channels(  # type: ignore[no-untyped-def]
         assert convs["telegram"]["crm_contact"] == tg_crm_contact
         assert side.contacts() == [crm_contact, tg_crm_contact]
     # GAP (HubSpot): the CRM is not split. HubSpot merged the two contacts
-    # (it cannot undo that), and the split-off client's next sync finds the
-    # survivor again (the merged-away contact resolves to it), so "tg 2"
-    # lands on the survivor's CRM contact: two clients in the bridge, one in
-    # the CRM. (bridge.identity.unmerge: "gets a CRM contact of its own
-    # again at the next sync": it does not.)
+    # (it cannot undo that); unmerge clears the split-off client's CRM
+    # contact so that it "gets a CRM contact of its own again at the next
+    # sync" (bridge.identity.unmerge), but that sync ("tg 2") gives it the
+    # survivor's (the Telegram conversation's crm_contact stays the
+    # survivor's; no new HubSpot contact is made): two clients in the
+    # bridge, one in the CRM.
     # GAP (all three CRMs): "tg 2" opens a third open deal/lead ("Telegram:
     # ...") instead of going on the Telegram conversation's own open one:
     # unmerge clears the conversation's CRM entity, and in amoCRM/Bitrix24
