@@ -146,7 +146,7 @@ def document() -> dict[str, Any]:
             "/webhooks/crm/{crm}/app": {
                 "post": {
                     "summary": "App-level CRM webhook: one URL for every account, the body names"
-                    " each event's account (HubSpot's CRM-object webhooks, portalId)",
+                    " each event's account",
                     "operationId": "crmAppWebhook",
                     "parameters": [_path_param("crm", crms, "CRM slug")],
                     "requestBody": {"required": True, "content": any_body},

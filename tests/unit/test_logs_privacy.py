@@ -365,7 +365,7 @@ def test_a_crm_error_about_the_customers_data_does_not_leak_it(world, debug_logg
                     sent_at=utcnow(),
                     text=TEXT,
                     provider_message_id="web-2",
-                    profile=SenderProfile(first_name="Bo", email=bad_email),
+                    profile=SenderProfile(first_name="Bo", email=bad_email, email_verified=True),
                 )
             ],
         )
