@@ -361,6 +361,9 @@ class Conversation(Base):
     status: Mapped[str] = mapped_column(String(16), default=ConversationStatus.OPEN)
     crm_entity_type: Mapped[str | None] = mapped_column(String(32))
     crm_entity_id: Mapped[str | None] = mapped_column(String(64))
+    #: the deal/lead the conversation had opened before a merge made it join
+    #: the client's first one (``reuse: open``); its own again if the merge is undone
+    crm_entity_before: Mapped[str | None] = mapped_column(String(64))
     #: None | creating | synced
     crm_entity_state: Mapped[str | None] = mapped_column(String(16))
     crm_thread_id: Mapped[str | None] = mapped_column(String(64))
@@ -573,7 +576,7 @@ class ApiToken(Base):
     __tablename__ = "api_tokens"
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
-    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(100), default="")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
@@ -615,8 +618,11 @@ class Cascade(Base):
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     #: public id (the API's)
     uid: Mapped[str] = mapped_column(String(36), unique=True)
-    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
-    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), index=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    #: deleting the contact (its tenant deleted) deletes its cascades
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
     #: the CRM contact it was asked for (its outcome is noted there)
     crm_contact_id: Mapped[str] = mapped_column(String(64))
     key: Mapped[str] = mapped_column(String(200))
@@ -655,8 +661,8 @@ class CascadeStep(Base):
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
-    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
-    cascade_id: Mapped[int] = mapped_column(ForeignKey("cascades.id"))
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    cascade_id: Mapped[int] = mapped_column(ForeignKey("cascades.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(Integer)
     channel: Mapped[str] = mapped_column(String(32))
     #: waiting | sending | delivered | failed | timed_out | skipped
@@ -665,8 +671,10 @@ class CascadeStep(Base):
     #: state (delivered, read, sent) for a delivered one
     reason: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[str | None] = mapped_column(Text)
-    channel_account_id: Mapped[int | None] = mapped_column(ForeignKey("channel_accounts.id"))
-    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
+    channel_account_id: Mapped[int | None] = mapped_column(
+        ForeignKey("channel_accounts.id", ondelete="SET NULL")
+    )
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     #: when the cascade last looked at its message (a newer change: look again)
     checked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

@@ -534,3 +534,24 @@ def test_a_disabled_tenants_cascade_waits_and_goes_on_once_enabled(world: World)
     cascade.sweep(rt, now=utcnow() + dt.timedelta(minutes=4))
     assert _steps(_state(rt, uid, world.tenant_id)) == [("telegram", "sending", None)]
     assert len(_cascade_messages(rt)) == 1
+
+
+def test_deleting_the_tenant_deletes_its_cascades_and_tokens(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge import apitokens, lifecycle
+    from bridge.tables import ApiToken
+
+    # the channels' webhooks are not the point here (no provider is called)
+    monkeypatch.setattr(lifecycle, "_stop_webhooks", lambda *_a, **_k: [])
+    delete_tenant = lifecycle.delete_tenant
+    rt = world.rt
+    client = world.contact("crm-50")
+    world.conversation(client, "telegram", last_inbound=utcnow() - dt.timedelta(hours=1))
+    cascade.start_once(rt, world.tenant_id, "crm-50", _ask("Hi", "telegram"))
+    apitokens.issue(rt, world.tenant_id)
+    deleted, _ = delete_tenant(rt, world.tenant_id)
+    assert deleted["messages"] == 2  # the client's and the cascade's (the step let go of it)
+    with rt.read_session() as session:
+        for table in (Cascade, CascadeStep, ApiToken, Message):
+            assert session.scalar(select(func.count()).select_from(table)) == 0

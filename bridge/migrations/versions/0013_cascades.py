@@ -20,11 +20,17 @@ _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 _WHEN = sa.DateTime(timezone=True)
 
 
+def _fk(target: str, ondelete: str) -> sa.ForeignKey:
+    """A foreign key the database follows when a tenant is deleted (its
+    contacts, messages and accounts go: their cascades go or let go)."""
+    return sa.ForeignKey(target, ondelete=ondelete)
+
+
 def upgrade() -> None:
     op.create_table(
         "api_tokens",
         sa.Column("id", _ID, primary_key=True, autoincrement=True),
-        sa.Column("tenant_id", _ID, sa.ForeignKey("tenants.id"), nullable=False),
+        sa.Column("tenant_id", _ID, _fk("tenants.id", "CASCADE"), nullable=False),
         sa.Column("token_sha256", sa.String(64), nullable=False, unique=True),
         sa.Column("name", sa.String(100), nullable=False),
         sa.Column("created_at", _WHEN, nullable=False),
@@ -35,8 +41,8 @@ def upgrade() -> None:
         "cascades",
         sa.Column("id", _ID, primary_key=True, autoincrement=True),
         sa.Column("uid", sa.String(36), nullable=False, unique=True),
-        sa.Column("tenant_id", _ID, sa.ForeignKey("tenants.id"), nullable=False),
-        sa.Column("contact_id", _ID, sa.ForeignKey("contacts.id"), nullable=False),
+        sa.Column("tenant_id", _ID, _fk("tenants.id", "CASCADE"), nullable=False),
+        sa.Column("contact_id", _ID, _fk("contacts.id", "CASCADE"), nullable=False),
         sa.Column("crm_contact_id", sa.String(64), nullable=False),
         sa.Column("key", sa.String(200), nullable=False),
         sa.Column("text", sa.Text(), nullable=False),
@@ -61,15 +67,15 @@ def upgrade() -> None:
     op.create_table(
         "cascade_steps",
         sa.Column("id", _ID, primary_key=True, autoincrement=True),
-        sa.Column("tenant_id", _ID, sa.ForeignKey("tenants.id"), nullable=False),
-        sa.Column("cascade_id", _ID, sa.ForeignKey("cascades.id"), nullable=False),
+        sa.Column("tenant_id", _ID, _fk("tenants.id", "CASCADE"), nullable=False),
+        sa.Column("cascade_id", _ID, _fk("cascades.id", "CASCADE"), nullable=False),
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("channel", sa.String(32), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("reason", sa.String(64), nullable=True),
         sa.Column("detail", sa.Text(), nullable=True),
-        sa.Column("channel_account_id", _ID, sa.ForeignKey("channel_accounts.id"), nullable=True),
-        sa.Column("message_id", _ID, sa.ForeignKey("messages.id"), nullable=True),
+        sa.Column("channel_account_id", _ID, _fk("channel_accounts.id", "SET NULL"), nullable=True),
+        sa.Column("message_id", _ID, _fk("messages.id", "SET NULL"), nullable=True),
         sa.Column("started_at", _WHEN, nullable=True),
         sa.Column("checked_at", _WHEN, nullable=True),
         sa.Column("finished_at", _WHEN, nullable=True),
