@@ -39,6 +39,7 @@ from bridge.tables import Contact, ContactIdentity, ContactLink, ContactMerge, C
 from mappings.schema import IdentityRules
 
 __all__ = [
+    "CLIENT_SPLIT",
     "DEFAULT_RULES",
     "IdentityError",
     "Observation",
@@ -60,6 +61,11 @@ DEFAULT_RULES = IdentityRules()
 
 #: merges and links kept in step with the CRM by the next sync of the contact
 CRM_PENDING = "pending"
+#: how a channel's own user id is named as a handle's source ("whatsapp: sender")
+SENDER = ": sender"
+#: a client split off a merge the CRM had made (its records cannot be split):
+#: its next sync creates a CRM contact of its own instead of searching
+CLIENT_SPLIT = "split"
 
 
 class IdentityError(Exception):
@@ -205,8 +211,13 @@ def observe(
         session.add(own)
         session.flush()
     elif seen.verified and not own.verified:
-        own.verified, own.source = True, seen.source[:64]
+        own.verified = True
+        if not (own.source or "").endswith(SENDER):  # a channel's own user id keeps its name
+            own.source = seen.source[:64]
+        if contact.crm_contact_id is not None:
+            contact.crm_dirty = True  # the CRM is given proven handles only
     _learn(contact, seen.kind, seen.value)
+    first_proof = min((h.id for h in (*holders, own) if h.verified), default=own.id)
     others: dict[int, list[ContactIdentity]] = {}
     for holder in holders:
         if holder is own:
@@ -223,7 +234,7 @@ def observe(
             continue
         evidence = _evidence(seen, own, theirs)
         if (
-            _proves(own, theirs)
+            _proves(own, theirs, first_proof)
             and seen.kind in rules.merge
             and not _vetoed(session, contact, other)
         ):
@@ -233,13 +244,14 @@ def observe(
     return contact
 
 
-def _proves(own: ContactIdentity, theirs: list[ContactIdentity]) -> bool:
+def _proves(own: ContactIdentity, theirs: list[ContactIdentity], first_proof: int) -> bool:
     """Our verified handle makes their holder the same person when theirs is
-    verified too, or was only claimed before ours was learnt (a number typed
-    into the web chat, then its owner writes from it on WhatsApp). A claim
+    verified too, or was only claimed before any channel had proven the
+    handle (``first_proof``: the oldest verified row of it) — a number typed
+    into the web chat, then its owner writes from it on WhatsApp. A claim
     made after the owner was known (someone types a client's number) never
-    merges: it only links."""
-    return own.verified and any(h.verified or h.id < own.id for h in theirs)
+    merges, whoever proves the number later: it only links."""
+    return own.verified and any(h.verified or h.id < first_proof for h in theirs)
 
 
 def _evidence(
@@ -261,22 +273,25 @@ def _evidence(
 def _link(
     session: Session, origin_id: int, other_origin: int, seen: Observation, evidence: dict[str, Any]
 ) -> None:
-    exists = session.scalar(
-        select(ContactLink.id).where(
-            or_(
-                (ContactLink.contact_id == origin_id)
-                & (ContactLink.other_contact_id == other_origin),
-                (ContactLink.contact_id == other_origin)
-                & (ContactLink.other_contact_id == origin_id),
-            ),
+    """Link the two clients on this handle unless they are linked on it
+    already (an open, confirmed or dismissed link between the same two
+    clients, whichever of their channels it was learnt through)."""
+    contact = session.get(Contact, origin_id)
+    assert contact is not None
+    pair = {live_contact(session, origin_id).id, live_contact(session, other_origin).id}
+    for link in session.scalars(
+        select(ContactLink).where(
+            ContactLink.tenant_id == contact.tenant_id,
             ContactLink.kind == seen.kind,
             ContactLink.value == seen.value,
         )
-    )
-    if exists is not None:
-        return
-    contact = session.get(Contact, origin_id)
-    assert contact is not None
+    ):
+        ends = {
+            live_contact(session, link.contact_id).id,
+            live_contact(session, link.other_contact_id).id,
+        }
+        if ends == pair:
+            return
     session.add(
         ContactLink(
             tenant_id=contact.tenant_id,
@@ -376,10 +391,10 @@ def unmerge(session: Session, merge_id: int, by: str, tenant_id: int | None = No
     merge.undone_at, merge.undone_by = utcnow(), by[:100]
     session.flush()
     _send_home(session, holder.id)
-    if merge.crm_action == "merged":
+    if merge.crm_action in ("merged", "by-crm"):
         # the CRM merged the two records and cannot split them: the client
         # gets a CRM contact of their own again at the next sync
-        gone.crm_contact_id, gone.crm_state, gone.crm_owner_id = None, None, None
+        gone.crm_contact_id, gone.crm_state, gone.crm_owner_id = None, CLIENT_SPLIT, None
     elif gone.crm_contact_id is not None and gone.crm_contact_id == holder.crm_contact_id:
         # it had taken the survivor's CRM contact (it had none of its own)
         gone.crm_contact_id, gone.crm_state = None, None
@@ -419,8 +434,14 @@ def _send_home(session: Session, holder_id: int) -> None:
                 Conversation.contact_id != conversation.contact_id,
             )
         )
-        if shared is not None:
-            # it had joined the other client's open deal/lead: its next
+        if shared is None:
+            continue
+        if conversation.crm_entity_before:
+            # it had joined the other client's deal/lead: back to its own
+            conversation.crm_entity_id = conversation.crm_entity_before
+            conversation.crm_entity_before = None
+        else:
+            # it had only ever written to the other client's: its next
             # message opens one of its own
             conversation.crm_entity_id = None
             conversation.crm_entity_state = None
@@ -555,6 +576,13 @@ def resolve_contact(
             ContactIdentity.tenant_id == tenant_id,
             ContactIdentity.kind == channel_kind,
             ContactIdentity.value == external_user_id,
+            # a channel that names its users by a handle (an e-mail channel's
+            # sender address) finds its own users, not whoever typed the
+            # address somewhere (``observe`` decides about them)
+            or_(
+                ContactIdentity.source.is_(None),
+                ContactIdentity.source == f"{channel_kind}{SENDER}"[:64],
+            ),
         )
         .order_by(ContactIdentity.id)
     ).first()
@@ -573,7 +601,7 @@ def resolve_contact(
                 kind=channel_kind,
                 value=external_user_id,
                 verified=_channel_proves(channel_kind, profile),
-                source=f"{channel_kind}: sender"[:64],
+                source=f"{channel_kind}{SENDER}"[:64],
             )
         )
         # flushed: the channel's own handle may also be one of the person's

@@ -135,11 +135,14 @@ def test_a_number_typed_into_the_web_chat_only_links_to_the_client_who_owns_it(
         assert link.evidence["source"] == "webchat: not verified"
     # the claimant's thread holds only what was said in it
     assert texts_of(runtime, "webchat", "visitor-1") == ["hello"]
-    # the owner writing again does not turn the claim into a merge
+    # the owner writing again does not turn the claim into a merge, nor the
+    # owner proving the number on another channel later
     write(runtime, accounts["whatsapp"], "79991234567", "again", phone=PHONE, phone_verified=True)
+    write(runtime, accounts["telegram"], "31", "tg", phone=PHONE, phone_verified=True)
     assert live_contacts(runtime) == 2
+    assert client_of(runtime, "telegram", "31") == client_of(runtime, "whatsapp", "79991234567")
     with runtime.transaction() as s:
-        assert len(s.scalars(select(ContactLink)).all()) == 1
+        assert len(s.scalars(select(ContactLink)).all()) == 1  # one claimant, one link
 
 
 def test_the_owner_proving_a_number_typed_earlier_makes_one_client(

@@ -64,6 +64,7 @@ def upgrade() -> None:
 
     with op.batch_alter_table("conversations", schema=None) as batch_op:
         batch_op.add_column(sa.Column("origin_contact_id", _ID, nullable=True))
+        batch_op.add_column(sa.Column("crm_entity_before", sa.String(64), nullable=True))
         batch_op.create_foreign_key(
             "fk_conversations_origin_contact", "contacts", ["origin_contact_id"], ["id"]
         )
@@ -112,6 +113,7 @@ def downgrade() -> None:
             batch_op.drop_column(column)
     with op.batch_alter_table("conversations", schema=None) as batch_op:
         batch_op.drop_constraint("fk_conversations_origin_contact", type_="foreignkey")
+        batch_op.drop_column("crm_entity_before")
         batch_op.drop_column("origin_contact_id")
     # a handle two clients hold (unverified) cannot go back under the old
     # unique key: keep the oldest row of each (tenant, kind, value)

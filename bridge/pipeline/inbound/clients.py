@@ -161,9 +161,13 @@ def _settle_merge(
         done = _merge_in_crm(
             call, adapter, merge_id, keep_id, gone_id, keep_label, gone_label, why, words
         )
-    else:  # a merge undone: say so where the CRM shows it
-        text = words["split"].format(other=gone_label, merge=merge_id, by=by)
-        _note(call, adapter, keep_id, text, f"bridge-split-{merge_id}")
+    else:  # a merge undone: say so on both contacts, where each still exists
+        sides = [(keep_id, gone_label)]
+        if action == "undo-linked":  # the CRM kept both records
+            sides.append((gone_id, keep_label))
+        for crm_id, other in sides:
+            text = words["split"].format(other=other, merge=merge_id, by=by)
+            _note(call, adapter, crm_id, text, f"bridge-split-{merge_id}-{crm_id}")
         done = "undone"
     with transaction() as session:
         merge = session.get(ContactMerge, merge_id)

@@ -43,7 +43,7 @@ from bridge.errors import (
     PermanentError,
     RetryableError,
 )
-from bridge.identity import is_address, live_contact
+from bridge.identity import CLIENT_SPLIT, is_address, live_contact
 from bridge.jobs import enqueue
 from bridge.locks import ConversationLock
 from bridge.model import (
@@ -205,6 +205,8 @@ class InboundSync:
         #: this job tried to open its conversation with the tenant's other
         #: new ones (cohort.open_together: once per job)
         self._tried_together = False
+        #: the client whose merges and links this job told the CRM of
+        self._settled: int | None = None
 
     # -- the loop body ----------------------------------------------------
 
@@ -238,6 +240,12 @@ class InboundSync:
             fetch_media(self.rt, snap.account, batch)
             if snap.conversation.status == ConversationStatus.CLOSED:
                 self._reopen(snap)
+            if snap.contact.crm_contact_id and rule.object != "unsorted":
+                # a known client: what the bridge learnt since (a proven
+                # e-mail, a merge, a link) reaches the CRM whichever path
+                # writes this batch below
+                self._ensure_contact(snap, adapter, rule)
+                self._settle_identity(snap, adapter)
             if not self._tried_together and adapter.batch_size > 1:
                 # a burst of new customers: open the tenant's new
                 # conversations together, a batch call per step
@@ -252,14 +260,7 @@ class InboundSync:
             if rule.object != "unsorted":
                 # ("unsorted": the CRM's own inbox creates the person and lead)
                 contact_ref = self._ensure_contact(snap, adapter, rule)
-                clients.settle(
-                    self.rt.transaction,
-                    self._call,
-                    adapter,
-                    snap.tenant.id,
-                    snap.contact.id,
-                    snap.mapping.language if snap.mapping else "en",
-                )
+                self._settle_identity(snap, adapter)
                 entity_ref, new_entity = self._ensure_entity(snap, adapter, rule, contact_ref)
                 if rule.task.when == "new_entity" and (
                     new_entity or snap.conversation.task_state == CrmWrite.CREATING
@@ -426,14 +427,33 @@ class InboundSync:
                 return CrmRef("contact", contact.crm_contact_id)
             return self._find_or_create_contact(snap, adapter, rule, draft)
 
+    def _settle_identity(self, snap: _Snapshot, adapter: CrmAdapter) -> None:
+        """Merges, links and splits of this client the CRM was not told of
+        yet (``clients.settle``), once per job."""
+        if self._settled == snap.contact.id:
+            return
+        clients.settle(
+            self.rt.transaction,
+            self._call,
+            adapter,
+            snap.tenant.id,
+            snap.contact.id,
+            snap.mapping.language if snap.mapping else "en",
+        )
+        self._settled = snap.contact.id
+
     def _find_or_create_contact(
         self, snap: _Snapshot, adapter: CrmAdapter, rule: ChannelRule, draft: ContactDraft
     ) -> CrmRef:
         contact = snap.contact
+        # split off a client the CRM had merged (it cannot split records):
+        # a search would find the survivor that holds its handles
+        split = [contact.crm_state == CLIENT_SPLIT]
 
         def find_or_create() -> tuple[CrmContact, str | None]:
             # One retry unit: a retry after an ambiguous create searches first.
-            found = adapter.find_contact(draft.lookup)
+            found = None if split[0] else adapter.find_contact(draft.lookup)
+            split[0] = False
             if found is not None:
                 return found, None
             self._update(Contact, contact.id, crm_state=CrmWrite.CREATING)
@@ -528,6 +548,8 @@ class InboundSync:
         conv = snap.conversation
         if rule.object == "none":
             return None, False
+        if rule.reuse == "open" and conv.crm_entity_id and conv.crm_entity_state == CrmWrite.SYNCED:
+            self._join_clients_entity(snap, rule)
         if conv.crm_entity_id and conv.crm_entity_state == CrmWrite.SYNCED:
             ref = CrmRef(conv.crm_entity_type or rule.object, conv.crm_entity_id)
             if not self._still_open(snap, adapter, ref):
@@ -575,6 +597,43 @@ class InboundSync:
         conv.crm_entity_type, conv.crm_entity_id, conv.owner_id = ref.kind, ref.id, owner
         conv.crm_entity_state = CrmWrite.SYNCED
         return ref, new
+
+    def _join_clients_entity(self, snap: _Snapshot, rule: ChannelRule) -> None:
+        """Under ``reuse: open`` a client's open conversations share one
+        deal/lead; two of them with different ones were two clients when
+        their deals were opened (a merge made them one since). From now on
+        this conversation writes to the client's first one; the deal it had
+        stays in the CRM with what was written there, and is its again if
+        the merge is undone (``crm_entity_before``)."""
+        conv = snap.conversation
+        with self.rt.transaction() as session:
+            first = session.execute(
+                select(Conversation.crm_entity_id, Conversation.owner_id)
+                .where(
+                    Conversation.tenant_id == snap.tenant.id,
+                    Conversation.contact_id == snap.contact.id,
+                    Conversation.status == ConversationStatus.OPEN,
+                    Conversation.crm_entity_type == rule.object,
+                    Conversation.crm_entity_state == CrmWrite.SYNCED,
+                    Conversation.crm_entity_id.is_not(None),
+                )
+                .order_by(Conversation.id)
+            ).first()
+        if first is None or first[0] == conv.crm_entity_id:
+            return
+        entity_id, owner = first
+        self._update(
+            Conversation,
+            conv.id,
+            crm_entity_before=conv.crm_entity_id,
+            crm_entity_id=entity_id,
+            owner_id=owner,
+        )
+        conv.crm_entity_before, conv.crm_entity_id, conv.owner_id = (
+            conv.crm_entity_id,
+            entity_id,
+            owner,
+        )
 
     def _still_open(self, snap: _Snapshot, adapter: CrmAdapter, ref: CrmRef) -> bool:
         """After a quiet spell (``entity_recheck`` seconds between the last
