@@ -20,6 +20,13 @@ Per conversation (``conversation_id`` = the bridge's conversation uid):
    reads the conversation's history for those msgids: whether amojo
    deduplicates by msgid is UNCONFIRMED.
 
+Every chat and message carries ``source.external_id`` (FACTS 1.13: the
+create-chat and ``new_message`` payloads both have it), the channel account
+the conversation came through (:func:`source_of`): amoCRM keeps it on the
+chat and echoes it in the outgoing-message hook, so each chat says which
+channel (and which number or bot of it) the customer wrote from. The texts
+stay the customer's own: the chat window shows them as the customer wrote.
+
 Media are labelled in the text (``[photo: a.jpg]``). A file the bridge
 keeps (an e-mail's attachment) then follows as a ``file``/``picture``
 message of its own whose ``media`` is the file's bridge link (amojo fetches
@@ -44,7 +51,7 @@ from .fields import to_int
 from .settings import AmoCrmApp, AmoCrmSettings
 from .timeline import message_text, words
 
-__all__ = ["InboxMixin", "forget_chats", "message_payload", "wants_inbox"]
+__all__ = ["InboxMixin", "forget_chats", "message_payload", "source_of", "wants_inbox"]
 
 _READY_MAX = 10_000
 _ready: OrderedDict[tuple[str, str, str], str] = OrderedDict()
@@ -86,6 +93,20 @@ def _customer(entry: TimelineEntry) -> dict[str, Any]:
     return {"id": str(ident), "name": name}
 
 
+def source_of(entry: TimelineEntry) -> dict[str, str]:
+    """``source`` of the entry's chat and messages: ``{"external_id":
+    "<channel kind>-<channel account id>"}``, e.g. ``whatsapp-3``.
+
+    FACTS 1.13 gives ``source.external_id`` on create-chat and on
+    ``new_message`` and echoes it in the outgoing hook, without saying what
+    amoCRM shows for it. The value is stable per channel account (never its
+    title, which a tenant may rename) and names the channel's kind, so a rep
+    reading it knows the channel. Whether amoCRM shows a source's *name* only
+    when a source with this ``external_id`` was registered through its
+    sources API is UNCONFIRMED (not in FACTS); the sandbox shows the id."""
+    return {"external_id": f"{entry.channel_kind}-{entry.channel_account}"}
+
+
 def message_payload(entry: TimelineEntry, *, bot_id: str | None = None) -> dict[str, Any]:
     """The ``payload`` of a ``new_message`` / ``edit_message`` event."""
     occurred = entry.occurred_at
@@ -95,6 +116,7 @@ def message_payload(entry: TimelineEntry, *, bot_id: str | None = None) -> dict[
         "msec_timestamp": ms,
         "msgid": entry.bridge_id,
         "conversation_id": entry.conversation_uid,
+        "source": source_of(entry),
         "message": {"type": "text", "text": message_text(entry)},
         "silent": False,
     }
@@ -164,7 +186,11 @@ class InboxMixin:
         customer = _customer(entry)
         chat_id = self.amojo.create_chat(
             scope_id,
-            {"conversation_id": entry.conversation_uid, "user": customer},
+            {
+                "conversation_id": entry.conversation_uid,
+                "source": source_of(entry),
+                "user": customer,
+            },
         )
         self.api.json(
             "POST",

@@ -1733,8 +1733,10 @@ def test_chat_mode_creates_links_then_sends(rsps: responses.RequestsMock) -> Non
     assert result == {"m-1": (CrmRef("message", "amojo-1"),)}
     urls = [c.request.url for c in rsps.calls]
     assert urls == [f"{SEND}/chats", f"{API}/api/v4/contacts/chats", SEND]
+    # the chat and each message name the channel account (FACTS 1.13 source.external_id)
     assert body_of(rsps.calls[0]) == {
         "conversation_id": "conv-1",
+        "source": {"external_id": "telegram-7"},
         "user": {"id": "tg-user-1", "name": "Ann"},
     }
     assert body_of(rsps.calls[1]) == [{"contact_id": 501, "chat_id": "chat-1"}]
@@ -1745,6 +1747,7 @@ def test_chat_mode_creates_links_then_sends(rsps: responses.RequestsMock) -> Non
             "msec_timestamp": int(T0.timestamp() * 1000),
             "msgid": "m-1",
             "conversation_id": "conv-1",
+            "source": {"external_id": "telegram-7"},
             "message": {"type": "text", "text": "Hello"},
             "silent": False,
             "sender": {"id": "tg-user-1", "name": "Ann"},
@@ -1813,6 +1816,75 @@ def test_edits_refer_to_the_original_when_named(rsps: responses.RequestsMock) ->
     assert first["event_type"] == "edit_message" and first["payload"]["msgid"] == "m-1"
     assert second["event_type"] == "new_message"
     assert second["payload"]["message"]["text"] == "fixed (edited)"
+
+
+def test_every_chat_message_names_its_channel_account(rsps: responses.RequestsMock) -> None:
+    """Each conversation's chat and each of its messages (incoming, the
+    rep's echo, an edit, a file) carry ``source.external_id`` = the channel
+    kind and account (FACTS 1.13): two accounts, two sources."""
+    adapter, _ = make_adapter(inbox=True, settings=CHAT_SETTINGS)
+    rsps.post(f"{SEND}/chats", json={"id": "chat-1"})
+    rsps.post(f"{API}/api/v4/contacts/chats", json={})
+    rsps.add_callback(
+        responses.POST,
+        SEND,
+        callback=lambda r: (
+            200,
+            {},
+            json.dumps({json.loads(r.body)["event_type"]: {"msgid": "a"}}),
+        ),
+    )
+    whatsapp = {"channel_kind": "whatsapp", "channel_account": "3"}
+    file = Attachment(
+        kind=MessageKind.DOCUMENT,
+        file_ref="file:f-1",
+        url="https://bridge.example/f/1",
+        file_name="a.pdf",
+        size=10,
+    )
+    adapter.append_entries(
+        [
+            replace(entry("m-1", options={**CHAT, "channel_title": "WhatsApp"}), **whatsapp),
+            entry("m-2", options=CHAT, conversation="conv-2", attachments=(file,)),
+            replace(
+                entry(
+                    "m-3", options={**CHAT, "first_in_conversation": False}, conversation="conv-2"
+                ),
+                direction="out",
+            ),
+            replace(
+                entry(
+                    "m-4",
+                    is_edit=True,
+                    text="fixed",
+                    options={**CHAT, "edit_of": "m-1", "first_in_conversation": False},
+                ),
+                **whatsapp,
+            ),
+        ]
+    )
+    sources = [
+        (
+            c.request.url.rsplit("/", 1)[-1],
+            (body_of(c).get("payload") or body_of(c)).get("source"),
+        )
+        for c in rsps.calls
+        if c.request.url.startswith(SEND)
+    ]
+    wa, tg = {"external_id": "whatsapp-3"}, {"external_id": "telegram-7"}
+    assert sources == [
+        ("chats", wa),  # conv-1's chat
+        (SCOPE, wa),  # m-1
+        (SCOPE, wa),  # m-4, the edit (same conversation)
+        ("chats", tg),  # conv-2's chat
+        (SCOPE, tg),  # m-2
+        (SCOPE, tg),  # m-2's file
+        (SCOPE, tg),  # m-3, the rep's echo
+    ]
+    # the texts stay the customer's own
+    assert [
+        body_of(c)["payload"]["message"].get("text") for c in rsps.calls if c.request.url == SEND
+    ][:2] == ["Hello", "fixed (edited)"]
 
 
 def test_chat_partial_failure_keeps_what_was_sent(rsps: responses.RequestsMock) -> None:
