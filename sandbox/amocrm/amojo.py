@@ -319,6 +319,7 @@ def send_message(scope_id: str) -> Response:
             payload.get("source"),
             payload.get("conversation_ref_id"),
         )
+        chats.take_source(chat, payload.get("source"), bool(sb.cfg["chat_source_from_message"]))
         if outgoing:  # from a manager (sender.ref_id = amojo user id) or the bot
             from_ = {
                 "id": sender.get("ref_id") or sb.cfg["channel"]["bot_id"],
@@ -340,6 +341,7 @@ def send_message(scope_id: str) -> Response:
             msec,
             silent,
             "api",
+            payload.get("source"),
         )
         if fetched is not None:
             msg["fetched"] = fetched

@@ -8,6 +8,13 @@
   UNCONFIRMED: when the chat is linked (``POST /api/v4/contacts/chats``) to a
   contact with an open lead, the message lands in that lead's chat; with no
   open lead left, a new Unsorted lead is created for that contact.
+* ``source.external_id`` (FACTS 1.13: on create-chat and on each message):
+  the chat keeps the first one it is given, every message keeps its own, and
+  the outgoing-message hook echoes the chat's. The state shows both. Whether a
+  later message's source fills a chat created without one is UNCONFIRMED
+  (config ``chat_source_from_message``); what amoCRM's UI shows for an
+  ``external_id`` no registered source has is not in FACTS (the sandbox shows
+  the id itself).
 * A manager's reply (control ``POST /_reply``) is stored and announced
   with the outgoing-message hook v2, signed ``X-Signature = hex
   HMAC-SHA1(channel secret, raw body)``, sent once and never retried.
@@ -28,8 +35,9 @@ from .fields import apply_values, field_by_code
 from .leads import create_unsorted_lead
 from .store import CLOSED, Account, Store
 
-__all__ = ["client_user", "get_chat", "record_message", "route_incoming", "render_user",
-           "hook_body", "send_hook", "manager_message", "MESSAGE_TYPES"]
+__all__ = ["client_user", "get_chat", "source_of", "take_source", "record_message",
+           "route_incoming", "render_user", "hook_body", "send_hook", "manager_message",
+           "MESSAGE_TYPES"]
 
 #: FACTS 1.13 message types
 MESSAGE_TYPES = ("text", "contact", "file", "video", "picture", "voice", "audio", "sticker",
@@ -68,6 +76,22 @@ def render_user(user: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def source_of(raw: Any) -> dict[str, str] | None:
+    """``{"external_id": …}`` of a request's ``source``, or None when it has
+    no non-empty string ``external_id`` (FACTS 1.13 gives only that field)."""
+    if isinstance(raw, dict) and isinstance(raw.get("external_id"), str) and raw["external_id"]:
+        return {"external_id": raw["external_id"]}
+    return None
+
+
+def take_source(chat: dict[str, Any], raw: Any, fill: bool) -> None:
+    """A later message's ``source`` fills a chat that has none when ``fill``
+    (config ``chat_source_from_message``); a chat's source never changes."""
+    source = source_of(raw)
+    if fill and source is not None and chat.get("source") is None:
+        chat["source"] = source
+
+
 def get_chat(store: Store, connection: dict[str, Any], conversation_id: str,
              client: dict[str, Any], source: dict[str, Any] | None = None,
              ref_id: Any = None) -> tuple[dict[str, Any], bool]:
@@ -83,7 +107,7 @@ def get_chat(store: Store, connection: dict[str, Any], conversation_id: str,
     chat = {"id": str(uuid.uuid4()), "scope_id": scope_id, "account_id": connection["account"],
             "conversation_id": conversation_id, "client_user_id": client["id"],
             "client_key": client["client_id"],
-            "source": source if isinstance(source, dict) else None, "contact_id": None,
+            "source": source_of(source), "contact_id": None,
             "lead_id": None, "created_at": int(store.now()), "messages": []}
     store.chats[chat["id"]] = chat
     store.chat_index[key] = chat["id"]
@@ -93,7 +117,8 @@ def get_chat(store: Store, connection: dict[str, Any], conversation_id: str,
 def record_message(store: Store, chat: dict[str, Any], direction: str,
                    sender: dict[str, Any], receiver: dict[str, Any] | None,
                    message: dict[str, Any], ref_id: str | None, timestamp: int,
-                   msec_timestamp: int, silent: bool, origin: str) -> dict[str, Any]:
+                   msec_timestamp: int, silent: bool, origin: str,
+                   source: Any = None) -> dict[str, Any]:
     msg = {"id": str(uuid.uuid4()), "ref_id": ref_id, "chat_id": chat["id"],
            "scope_id": chat["scope_id"], "conversation_id": chat["conversation_id"],
            "direction": direction, "sender": sender, "receiver": receiver,
@@ -102,7 +127,8 @@ def record_message(store: Store, chat: dict[str, Any], direction: str,
            "file_name": message.get("file_name", ""), "file_size": message.get("file_size", 0),
            "location": message.get("location"), "contact": message.get("contact"),
            "timestamp": timestamp, "msec_timestamp": msec_timestamp, "silent": silent,
-           "origin": origin, "delivery_statuses": [], "edits": [],
+           "origin": origin, "source": source_of(source), "delivery_statuses": [],
+           "edits": [],
            "lead_id": chat.get("lead_id")}
     store.messages[msg["id"]] = msg
     chat["messages"].append(msg["id"])

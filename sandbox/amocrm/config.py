@@ -167,6 +167,11 @@ DEFAULTS: dict[str, Any] = {
     # UNCONFIRMED (FACTS 1.13): a repeated msgid from the same sender in the same
     # conversation returns the original answer and creates nothing.
     "msgid_dedupe": True,
+    # UNCONFIRMED (FACTS 1.13 gives source.external_id on create-chat and on
+    # new_message, not which one wins): True, a chat created without a source takes
+    # the first one a later message carries; False, only create-chat / the message
+    # that creates the chat set it. Either way a chat's source never changes once set.
+    "chat_source_from_message": True,
     # The outgoing chat hook: "answer 200 quickly" (FACTS 1.13); our timeout.
     "chat_hook_timeout_s": 5.0,
     # UNCONFIRMED (FACTS 1.9/1.10 say nothing of it): whether note and task texts keep
@@ -178,7 +183,8 @@ DEFAULTS: dict[str, Any] = {
 }
 
 _BOOLS = ("revoke_family_on_reuse", "retry_after_header", "block_on_storm",
-          "webhooks_on_api_changes", "msgid_dedupe", "strip_zero_width")
+          "webhooks_on_api_changes", "msgid_dedupe", "strip_zero_width",
+          "chat_source_from_message")
 _POSITIVE_INTS = ("per_second", "max_limit", "default_limit", "complex_limit",
                   "webhook_disable_after")
 _NUMBERS = ("access_token_ttl", "refresh_token_ttl", "code_ttl", "rate_window_s",

@@ -32,7 +32,8 @@ def render_message(msg: dict[str, Any]) -> dict[str, Any]:
             # what the sandbox got when it downloaded media (sandbox/core/media.py)
             "fetched": msg.get("fetched"),
             "sender": msg["sender"], "receiver": msg["receiver"], "silent": msg["silent"],
-            "origin": msg["origin"], "timestamp": msg["timestamp"], "lead_id": msg["lead_id"],
+            "origin": msg["origin"], "source": msg.get("source"),
+            "timestamp": msg["timestamp"], "lead_id": msg["lead_id"],
             "delivery_statuses": list(msg["delivery_statuses"]), "edits": list(msg["edits"])}
 
 

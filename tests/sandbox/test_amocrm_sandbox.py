@@ -171,15 +171,18 @@ def connect(client: Any, amojo_id: str = DEMO_AMOJO_ID) -> dict[str, Any]:
 
 
 def incoming(client: Any, conv: str, msgid: str, text: str = "hi", silent: bool = False,
-             sender_id: str = "tg-user-1", **profile: str) -> Any:
+             sender_id: str = "tg-user-1", source: Any = None, **profile: str) -> Any:
     sender: dict[str, Any] = {"id": sender_id, "name": "Tina Client"}
     if profile:
         sender["profile"] = profile
-    return amojo(client, "POST", f"/v2/origin/custom/{SCOPE}", {
-        "event_type": "new_message", "payload": {
-            "timestamp": int(time.time()), "msec_timestamp": int(time.time() * 1000),
-            "msgid": msgid, "conversation_id": conv, "sender": sender,
-            "message": {"type": "text", "text": text}, "silent": silent}})
+    payload: dict[str, Any] = {
+        "timestamp": int(time.time()), "msec_timestamp": int(time.time() * 1000),
+        "msgid": msgid, "conversation_id": conv, "sender": sender,
+        "message": {"type": "text", "text": text}, "silent": silent}
+    if source is not None:
+        payload["source"] = source
+    return amojo(client, "POST", f"/v2/origin/custom/{SCOPE}",
+                 {"event_type": "new_message", "payload": payload})
 
 
 def account_state(client: Any, subdomain: str = SUB) -> dict[str, Any]:
@@ -1204,6 +1207,44 @@ def test_edit_message(client: Any) -> None:
         sent["msgid"]
     msg = account_state(client)["chats"][0]["messages"][0]
     assert msg["text"] == "fixed" and msg["edits"][0]["text"] == "typo"
+
+
+def test_chat_source_is_kept_on_the_chat_and_each_message(receiver: dict[str, Any]) -> None:
+    """source.external_id (FACTS 1.13): the chat keeps the first one it gets
+    (create-chat, else a message: config ``chat_source_from_message``), each
+    message its own; the state shows both and the reply hook echoes the chat's."""
+    client = make()
+    connect(client)
+    wa, tg = {"external_id": "whatsapp-3"}, {"external_id": "telegram-7"}
+    created = amojo(client, "POST", f"/v2/origin/custom/{SCOPE}/chats", {
+        "conversation_id": "conv-a", "source": wa, "user": {"id": "wa-1", "name": "Wanda"}})
+    assert created.status_code == 200
+    assert incoming(client, "conv-a", "a-1", sender_id="wa-1", source=wa).status_code == 200
+    assert incoming(client, "conv-a", "a-2", sender_id="wa-1", source=tg).status_code == 200
+    incoming(client, "conv-b", "b-1")  # no source: the chat has none yet
+    assert account_state(client)["chats"][1]["source"] is None
+    incoming(client, "conv-b", "b-2", source=tg)
+    incoming(client, "conv-c", "c-1", source={"external_id": 7})  # not a string: no source
+    chats = {c["conversation_id"]: c for c in account_state(client)["chats"]}
+    assert {k: c["source"] for k, c in chats.items()} == {
+        "conv-a": wa, "conv-b": tg, "conv-c": None}
+    assert [m["source"] for m in chats["conv-a"]["messages"]] == [wa, tg]
+    assert [m["source"] for m in chats["conv-b"]["messages"]] == [None, tg]
+    # a rep's answer: the hook says which source the chat is
+    assert client.post("/_channel", json={
+        "hook_url": receiver["url"] + "/hooks/amocrm/route/:scope_id"}).status_code == 200
+    assert client.post("/_reply", json={"conversation": "conv-a", "text": "ok",
+                                        "user_id": MANAGER}).status_code == 200
+    [hook] = receiver["got"]
+    assert json.loads(hook["body"])["message"]["source"] == wa
+    # the unconfirmed switch off: only the message that creates the chat sets it
+    strict = make(chat_source_from_message=False)
+    connect(strict)
+    incoming(strict, "conv-b", "b-1")
+    incoming(strict, "conv-b", "b-2", source=tg)
+    incoming(strict, "conv-d", "d-1", source=wa)
+    assert {c["conversation_id"]: c["source"] for c in account_state(strict)["chats"]} == {
+        "conv-b": None, "conv-d": wa}
 
 
 def test_chat_reply_fires_the_signed_hook_once(receiver: dict[str, Any]) -> None:
