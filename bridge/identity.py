@@ -39,7 +39,6 @@ from bridge.tables import Contact, ContactIdentity, ContactLink, ContactMerge, C
 from mappings.schema import IdentityRules
 
 __all__ = [
-    "CLIENT_SPLIT",
     "DEFAULT_RULES",
     "IdentityError",
     "Observation",
@@ -63,9 +62,6 @@ DEFAULT_RULES = IdentityRules()
 CRM_PENDING = "pending"
 #: how a channel's own user id is named as a handle's source ("whatsapp: sender")
 SENDER = ": sender"
-#: a client split off a merge the CRM had made (its records cannot be split):
-#: its next sync creates a CRM contact of its own instead of searching
-CLIENT_SPLIT = "split"
 
 
 class IdentityError(Exception):
@@ -392,12 +388,10 @@ def unmerge(session: Session, merge_id: int, by: str, tenant_id: int | None = No
     session.flush()
     _send_home(session, holder.id)
     if merge.crm_action in ("merged", "by-crm"):
-        # the CRM merged the two records and cannot split them: the client
-        # gets a CRM contact of their own again at the next sync
-        gone.crm_contact_id, gone.crm_state, gone.crm_owner_id = None, CLIENT_SPLIT, None
-    elif gone.crm_contact_id is not None and gone.crm_contact_id == holder.crm_contact_id:
-        # it had taken the survivor's CRM contact (it had none of its own)
-        gone.crm_contact_id, gone.crm_state = None, None
+        # the CRM merged the two records and cannot split them (HubSpot has
+        # no unmerge; the survivor holds both clients' identity properties):
+        # the split-off client goes on writing to the one record there is
+        gone.crm_contact_id, gone.crm_state = holder.crm_contact_id, holder.crm_state
     gone.crm_dirty = gone.crm_contact_id is not None
     if merge.crm_action in ("merged", "linked"):
         merge.crm_action = f"undo-{merge.crm_action}"

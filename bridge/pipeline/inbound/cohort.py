@@ -44,7 +44,6 @@ from sqlalchemy import or_, select
 
 from bridge import outbox
 from bridge.errors import AuthError, PermanentError, RetryableError
-from bridge.identity import CLIENT_SPLIT
 from bridge.locks import ConversationLock, lock_name
 from bridge.model import utcnow
 from bridge.pipeline.drain import Drained, LeaseLost, Parked, drain_held
@@ -96,8 +95,6 @@ def is_new(
         return False
     if conv.crm_entity_id or conv.crm_entity_state is not None or conv.task_state is not None:
         return False
-    if snap.contact.crm_state == CLIENT_SPLIT:
-        return False  # its contact is created without a search (InboundSync)
     if snap.contact.crm_dirty or any(
         m.status != MessageStatus.PENDING or m.attempts for m in batch
     ):

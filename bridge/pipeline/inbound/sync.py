@@ -43,7 +43,7 @@ from bridge.errors import (
     PermanentError,
     RetryableError,
 )
-from bridge.identity import CLIENT_SPLIT, is_address, live_contact
+from bridge.identity import is_address, live_contact
 from bridge.jobs import enqueue
 from bridge.locks import ConversationLock
 from bridge.model import (
@@ -446,14 +446,10 @@ class InboundSync:
         self, snap: _Snapshot, adapter: CrmAdapter, rule: ChannelRule, draft: ContactDraft
     ) -> CrmRef:
         contact = snap.contact
-        # split off a client the CRM had merged (it cannot split records):
-        # a search would find the survivor that holds its handles
-        split = [contact.crm_state == CLIENT_SPLIT]
 
         def find_or_create() -> tuple[CrmContact, str | None]:
             # One retry unit: a retry after an ambiguous create searches first.
-            found = None if split[0] else adapter.find_contact(draft.lookup)
-            split[0] = False
+            found = adapter.find_contact(draft.lookup)
             if found is not None:
                 return found, None
             self._update(Contact, contact.id, crm_state=CrmWrite.CREATING)
