@@ -364,14 +364,20 @@ class HubSpotSide:
 
 class AmoCrmSide:
     """Contacts and leads; the entries are the amojo chats' messages (one
-    chat per conversation). GAP: amoCRM shows no channel on them: the
-    bridge's chats carry no ``source`` (amojo's ``source.external_id``,
-    FACTS 1.13) and the texts name no channel; only a lead's tags name the
-    channel that opened it."""
+    chat per conversation), each chat showing the channel account it came
+    through as its ``source.external_id`` (FACTS 1.13): ``<kind>-<account
+    id>`` (crm_adapters/amocrm/inbox.py ``source_of``)."""
 
     def __init__(self, stack: Stack) -> None:
         data = stack.amocrm_state()
         self.state = data["accounts"][0] if "accounts" in data else data
+        runtime = runtime_of(stack)
+        try:
+            with runtime.read_session() as session:
+                rows = session.execute(select(ChannelAccount.kind, ChannelAccount.id)).all()
+        finally:
+            runtime.close()
+        self.sources = {kind: f"{kind}-{ident}" for kind, ident in rows}
 
     def contacts(self) -> list[str]:
         return [str(c["id"]) for c in self.state["contacts"] if not c.get("is_deleted")]
@@ -409,8 +415,8 @@ class AmoCrmSide:
         # seconds only: a stable sort keeps each chat's own order
         return sorted(out, key=lambda e: e[0])
 
-    def shown_channel(self, kind: str, names: dict[str, str]) -> str | None:
-        return None  # GAP (see the class)
+    def shown_channel(self, kind: str, names: dict[str, str]) -> str:
+        return self.sources[kind]
 
 
 class Bitrix24Side:
