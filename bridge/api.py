@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import os
+from collections.abc import Callable
 from html import escape
 from typing import Any
 
@@ -177,18 +178,27 @@ def cascade_for_contact(crm_contact_id: str) -> ResponseReturnValue:
     return response, 202
 
 
+def _tenant_view(
+    view: Callable[[Runtime, int, str], Any], key: str, code: str, what: str
+) -> tuple[Any, ResponseReturnValue | None]:
+    """What ``view`` shows the calling tenant of ``key``, or the answer
+    refusing it (no token: 401; not this tenant's: 404)."""
+    tenant_id = _tenant()
+    if tenant_id is None:
+        return None, _unauthorised()
+    shown = view(_runtime(), tenant_id, key[:36])
+    if shown is None:
+        return None, _problem(404, code, f"no such {what} for this tenant")
+    return shown, None
+
+
 @bp.get("/api/v1/cascades/<uid>")
 def cascade_state(uid: str) -> ResponseReturnValue:
     """A cascade's state: each channel's step and the outcome."""
     from bridge import cascade
 
-    tenant_id = _tenant()
-    if tenant_id is None:
-        return _unauthorised()
-    shown = cascade.view(_runtime(), tenant_id, uid[:36])
-    if shown is None:
-        return _problem(404, "unknown_cascade", "no such cascade for this tenant")
-    return jsonify(shown)
+    shown, refused = _tenant_view(cascade.view, uid, "unknown_cascade", "cascade")
+    return refused or jsonify(shown)
 
 
 @bp.post("/api/v1/messages/cascade")
@@ -224,13 +234,8 @@ def cascade_batch_state(batch: str) -> ResponseReturnValue:
     """A batch's cascades, each as ``GET /api/v1/cascades/<id>`` shows it."""
     from bridge import cascade
 
-    tenant_id = _tenant()
-    if tenant_id is None:
-        return _unauthorised()
-    shown = cascade.batch_view(_runtime(), tenant_id, batch[:36])
-    if shown is None:
-        return _problem(404, "unknown_batch", "no such batch for this tenant")
-    return jsonify({"batch": batch, "cascades": shown})
+    shown, refused = _tenant_view(cascade.batch_view, batch, "unknown_batch", "batch")
+    return refused or jsonify({"batch": batch, "cascades": shown})
 
 
 @bp.post("/webhooks/crm/<crm>/<key>/cascade")
