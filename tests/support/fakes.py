@@ -678,3 +678,21 @@ def telegram_tenant(runtime: Any, mapping: str, monkeypatch: Any = None) -> tupl
         external_id="1",
     )
     return tenant_id, account_id
+
+
+def channel_refs(runtime: Any, tenant_id: int, kinds: Any) -> dict[str, Any]:
+    """Channel accounts of ``kinds`` for the tenant, as rows only (no
+    provider is called), by kind: the ingest's view of each."""
+    import uuid
+
+    from bridge.pipeline.inbound import AccountRef
+    from bridge.tables import ChannelAccount
+
+    refs = {}
+    with runtime.transaction() as s:
+        for kind in kinds:
+            row = ChannelAccount(tenant_id=tenant_id, kind=kind, key=uuid.uuid4().hex, name=kind)
+            s.add(row)
+            s.flush()
+            refs[kind] = AccountRef(row.id, tenant_id, kind)
+    return refs

@@ -8,7 +8,6 @@ CRM is told of links and splits with a note on both contacts."""
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from typing import Any
 
 import pytest
@@ -17,7 +16,7 @@ from sqlalchemy import select
 from bridge import identity
 from bridge.model import InboundMessage, MessageKind, SenderProfile
 from bridge.pipeline.inbound import AccountRef, accept, run_inbound
-from bridge.tables import ChannelAccount, ContactMerge, Conversation
+from bridge.tables import ContactMerge, Conversation
 from tests.support import fakes
 
 RULE = "{object: deal, pipeline: p, stage: s, reuse: open}"
@@ -39,13 +38,7 @@ _n = iter(range(1, 10_000))
 def world(runtime: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, AccountRef]:
     tenant_id, telegram = fakes.telegram_tenant(runtime, MAPPING, monkeypatch)
     refs = {"telegram": AccountRef(telegram, tenant_id, "telegram")}
-    with runtime.transaction() as s:
-        for kind in ("whatsapp", "webchat", "email"):
-            row = ChannelAccount(tenant_id=tenant_id, kind=kind, key=uuid.uuid4().hex, name=kind)
-            s.add(row)
-            s.flush()
-            refs[kind] = AccountRef(row.id, tenant_id, kind)
-    return refs
+    return {**refs, **fakes.channel_refs(runtime, tenant_id, ("whatsapp", "webchat", "email"))}
 
 
 def write(runtime: Any, account: AccountRef, user: str, text: str, **profile: Any) -> int:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import uuid
 from typing import Any
 
 import pytest
@@ -49,13 +48,7 @@ _n = iter(range(1, 10_000))
 def accounts(runtime, monkeypatch) -> dict[str, AccountRef]:  # type: ignore[no-untyped-def]
     tenant_id, telegram = fakes.telegram_tenant(runtime, MAPPING, monkeypatch)
     refs = {"telegram": AccountRef(telegram, tenant_id, "telegram")}
-    with runtime.transaction() as s:
-        for kind in ("whatsapp", "webchat", "email"):
-            row = ChannelAccount(tenant_id=tenant_id, kind=kind, key=uuid.uuid4().hex, name=kind)
-            s.add(row)
-            s.flush()
-            refs[kind] = AccountRef(row.id, tenant_id, kind)
-    return refs
+    return {**refs, **fakes.channel_refs(runtime, tenant_id, ("whatsapp", "webchat", "email"))}
 
 
 def write(runtime: Any, account: AccountRef, user: str, text: str = "hi", **profile: Any) -> None:
