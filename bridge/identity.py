@@ -47,6 +47,7 @@ __all__ = [
     "dismiss_link",
     "follow_crm_merge",
     "is_address",
+    "join_by_crm_contact",
     "live_contact",
     "merge_contacts",
     "normalize_email",
@@ -526,6 +527,34 @@ def follow_crm_merge(session: Session, tenant_id: int, gone_crm_id: str, keep_cr
                 "crm",
                 utcnow(),
             )
+
+
+def join_by_crm_contact(session: Session, contact_id: int, crm_contact_id: str) -> None:
+    """The CRM's own contact fields are the client's too: the CRM found
+    ``crm_contact_id`` for this client by its proven handles (the sync
+    searches by nothing else), so a client the bridge already keeps on that
+    CRM contact (a rep typed the number into the CRM, another channel wrote
+    first) is the same person: the two are merged."""
+    contact = live_contact(session, contact_id)
+    others = session.scalars(
+        select(Contact).where(
+            Contact.tenant_id == contact.tenant_id,
+            Contact.crm_contact_id == crm_contact_id,
+            Contact.merged_into_id.is_(None),
+            Contact.id != contact.id,
+        )
+    ).all()
+    for other in others:
+        if other.id == contact.id or _vetoed(session, contact, other):
+            continue
+        evidence = {
+            "kind": "crm_contact",
+            "value": crm_contact_id,
+            "verified": True,
+            "source": "crm: found by a proven handle",
+            "at": utcnow().isoformat(),
+        }
+        contact = _merge(session, contact, other, "same CRM contact", evidence)
 
 
 def _origins(session: Session, live_ids: Iterable[int]) -> list[int]:

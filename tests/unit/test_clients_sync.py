@@ -151,3 +151,31 @@ def test_linked_and_split_clients_get_a_note_on_both_crm_contacts(
     assert entity_of("tg 3") == entity_of("tg 1")  # back on its own deal
     [again] = {e["contact"] for e in crm.entries if e["text"].endswith("tg 3")}
     assert again == tg_crm  # the CRM kept both records: its own again
+
+
+def test_the_crm_finding_one_contact_for_two_clients_makes_them_one(
+    runtime: Any, world: dict[str, AccountRef]
+) -> None:
+    crm = fakes.STATE
+    # a contact a rep keeps in the CRM, with both the address and the number
+    crm.contacts["900"] = {
+        "identities": {},
+        "phones": [PHONE],
+        "emails": [EMAIL],
+        "owner": "7",
+        "properties": {},
+        "name": "Anna",
+    }
+    write(runtime, world["email"], EMAIL, "mail 1", email=EMAIL, email_verified=True)
+    write(runtime, world["whatsapp"], "79995550102", "wa 1", phone=PHONE, phone_verified=True)
+    assert {e["contact"] for e in crm.entries} == {"900"}
+    with runtime.transaction() as s:
+        merge = s.scalars(select(ContactMerge)).one()
+        assert merge.reason == "same CRM contact"
+        assert merge.evidence["value"] == "900"
+        live = identity.live_contact(s, merge.from_contact_id)
+        assert live.id == merge.into_contact_id and live.crm_contact_id == "900"
+    # a number merely typed somewhere never gets that far: the CRM is not
+    # searched by it, so the visitor is no client of that contact
+    write(runtime, world["webchat"], "visitor", "web 1", phone=PHONE)
+    assert [e["contact"] for e in crm.entries][-1] != "900"

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from bridge import files, outbox, reach
+from bridge import files, identity, outbox, reach
 from bridge.db import write_connection
 from bridge.errors import (
     AuthError,
@@ -467,6 +467,9 @@ class InboundSync:
             crm_dirty=False,
         )
         contact.crm_contact_id, contact.crm_owner_id = found.ref.id, owner
+        if chosen is None:  # found, not created: the CRM may know them as another client
+            with self.rt.transaction() as session:
+                identity.join_by_crm_contact(session, contact.id, found.ref.id)
         return found.ref
 
     def _contact_draft(self, snap: _Snapshot, rule: ChannelRule) -> ContactDraft:
