@@ -143,6 +143,62 @@ def _json_body() -> tuple[Any, ResponseReturnValue | None]:
     return body, None
 
 
+@bp.get("/api/v1/contacts/<crm_contact_id>")
+def client_explained(crm_contact_id: str) -> ResponseReturnValue:
+    """The client behind a CRM contact, as ``bridge contacts show`` explains
+    it: handles, conversations, merges and links with their evidence,
+    reachability."""
+    from bridge.clients import describe, find_client
+    from bridge.identity import IdentityError
+
+    tenant_id = _tenant()
+    if tenant_id is None:
+        return _unauthorised()
+    with _runtime().transaction() as session:
+        try:
+            client = find_client(session, f"crm:{crm_contact_id[:64]}", tenant_id)
+        except IdentityError as exc:
+            return _problem(404, "unknown_contact", str(exc))
+        return jsonify(describe(session, client))
+
+
+@bp.post("/api/v1/links/<int:link_id>/<any(confirm, dismiss):decision>")
+def link_decided(link_id: int, decision: str) -> ResponseReturnValue:
+    """A rep's one action on "possibly the same client": confirm (the two
+    are merged; the answer names the merge) or dismiss (never linked again)."""
+    return _identity_action(decision, link_id)
+
+
+@bp.post("/api/v1/merges/<int:merge_id>/undo")
+def merge_undone(merge_id: int) -> ResponseReturnValue:
+    """Split a merge: each conversation back to its own client."""
+    return _identity_action("unmerge", merge_id)
+
+
+def _identity_action(action: str, row_id: int) -> ResponseReturnValue:
+    from bridge import identity
+
+    tenant_id = _tenant()
+    if tenant_id is None:
+        return _unauthorised()
+    by = "api:" + (request.headers.get("X-Bridge-Actor") or "tenant")[:60]
+    with _runtime().transaction() as session:
+        try:
+            if action == "confirm":
+                merge = identity.confirm_link(session, row_id, by, tenant_id)
+                return jsonify({"link": row_id, "state": "confirmed", "merge": merge.id})
+            if action == "dismiss":
+                identity.dismiss_link(session, row_id, by, tenant_id)
+                return jsonify({"link": row_id, "state": "dismissed"})
+            merge = identity.unmerge(session, row_id, by, tenant_id)
+            return jsonify({"merge": row_id, "undone": True, "client": merge.from_contact_id})
+        except identity.IdentityError as exc:
+            missing = str(exc).startswith("no ")
+            return _problem(
+                404 if missing else 409, "not_found" if missing else "conflict", str(exc)
+            )
+
+
 @bp.post("/api/v1/contacts/<crm_contact_id>/messages")
 def cascade_for_contact(crm_contact_id: str) -> ResponseReturnValue:
     """Start a cascade message to one CRM contact: 202 with its id (the

@@ -345,7 +345,8 @@ def _json(schema: str, description: str) -> dict[str, Any]:
 
 
 def _tenant_api() -> dict[str, Any]:
-    """The tenant's API: cascade messages (``bridge.cascade``)."""
+    """The tenant's API: cascade messages (``bridge.cascade``), clients and
+    their merges and links (``bridge.identity``)."""
     guarded: dict[str, Any] = {"security": [{"tenant": []}]}
     id_param = {"type": "string", "maxLength": 64}
     return {
@@ -433,6 +434,59 @@ def _tenant_api() -> dict[str, Any]:
                 "responses": {
                     "202": _json("CascadeBatch", "Accepted"),
                     **_errors(400, 401, 409, 413, 415, 503),
+                },
+            }
+        },
+        "/api/v1/contacts/{contact}": {
+            "get": {
+                **guarded,
+                "summary": "The client behind a CRM contact: handles (verified or not, where "
+                "learnt), conversations per channel, merges and links with their evidence, "
+                "reachability",
+                "operationId": "clientExplained",
+                "parameters": [_path_param("contact", id_param, "the CRM's contact id")],
+                "responses": {
+                    "200": {
+                        "description": "The client",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    **_errors(401, 404, 503),
+                },
+            }
+        },
+        **{
+            f"/api/v1/links/{{link}}/{decision}": {
+                "post": {
+                    **guarded,
+                    "summary": summary,
+                    "operationId": f"link{decision.title()}",
+                    "parameters": [_path_param("link", {"type": "integer"}, "the link's id")],
+                    "responses": {
+                        "200": {
+                            "description": "Done",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        **_errors(401, 404, 409, 503),
+                    },
+                }
+            }
+            for decision, summary in (
+                ("confirm", "'Possibly the same client': yes — the two are merged"),
+                ("dismiss", "'Possibly the same client': no — never linked again"),
+            )
+        },
+        "/api/v1/merges/{merge}/undo": {
+            "post": {
+                **guarded,
+                "summary": "Split a merge: each conversation back to its own client",
+                "operationId": "mergeUndone",
+                "parameters": [_path_param("merge", {"type": "integer"}, "the merge's id")],
+                "responses": {
+                    "200": {
+                        "description": "Undone",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    **_errors(401, 404, 409, 503),
                 },
             }
         },

@@ -466,7 +466,11 @@ def test_the_app_serves_no_other_webhook(world: World) -> None:
         # missing/forged/revoked/another tenant's tokens, bad JSON, wrong
         # types and sizes: tests/unit/test_cascade_api.py
         ("/api/v1/cascades/<uid>", "GET"),
+        # clients: tests/unit/test_identity.py (tokens, another tenant's rows)
+        ("/api/v1/contacts/<crm_contact_id>", "GET"),
         ("/api/v1/contacts/<crm_contact_id>/messages", "POST"),
+        ("/api/v1/links/<int:link_id>/<any(confirm, dismiss):decision>", "POST"),
+        ("/api/v1/merges/<int:merge_id>/undo", "POST"),
         ("/api/v1/messages/cascade", "POST"),
         ("/api/v1/messages/cascade/<batch>", "GET"),
         (
@@ -508,6 +512,9 @@ def test_the_app_serves_no_other_webhook(world: World) -> None:
     posts = sorted(p for p, ops in document()["paths"].items() if "post" in ops)
     assert posts == [
         "/api/v1/contacts/{contact}/messages",
+        "/api/v1/links/{link}/confirm",
+        "/api/v1/links/{link}/dismiss",
+        "/api/v1/merges/{merge}/undo",
         "/api/v1/messages/cascade",
         "/webhooks/crm/{crm}/app",
         "/webhooks/crm/{crm}/install",

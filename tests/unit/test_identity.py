@@ -299,3 +299,40 @@ def test_bridge_contacts_show_and_unmerge(
     assert again.exit_code == 1 and "undone already" in again.output
     missing = cli.invoke(main, ["contacts", "show", "crm:nope"])
     assert missing.exit_code == 1 and "no client with CRM contact" in missing.output
+
+
+def test_the_tenant_api_explains_a_client_and_takes_a_reps_one_action(
+    runtime: Any, accounts: dict[str, AccountRef]
+) -> None:
+    from bridge import admin, apitokens, create_app
+
+    write(runtime, accounts["whatsapp"], "79991234567", "wa", phone=PHONE, phone_verified=True)
+    write(runtime, accounts["webchat"], "v1", "web", phone=PHONE)
+    owner = client_of(runtime, "whatsapp", "79991234567")
+    with runtime.transaction() as s:
+        s.get(Contact, owner).crm_contact_id = "4242"
+        link_id = s.scalars(select(ContactLink.id)).one()
+    http = create_app(runtime=runtime).test_client()
+    token = apitokens.issue(runtime, accounts["whatsapp"].tenant_id)
+    auth = {"Authorization": f"Bearer {token}", "X-Bridge-Actor": "rep-7"}
+    assert http.get("/api/v1/contacts/4242").status_code == 401
+    shown = http.get("/api/v1/contacts/4242", headers=auth)
+    assert shown.status_code == 200 and shown.json["id"] == owner
+    assert [link["state"] for link in shown.json["links"]] == ["open"]
+    assert http.get("/api/v1/contacts/nobody", headers=auth).status_code == 404
+    # another tenant's token sees and decides nothing of this tenant's
+    other = admin.create_tenant(runtime, slug="other", crm_kind="fake", mapping="fake.yaml")
+    theirs = {"Authorization": f"Bearer {apitokens.issue(runtime, other)}"}
+    assert http.get("/api/v1/contacts/4242", headers=theirs).status_code == 404
+    assert http.post(f"/api/v1/links/{link_id}/confirm", headers=theirs).status_code == 404
+    # the rep's one action
+    done = http.post(f"/api/v1/links/{link_id}/confirm", headers=auth)
+    assert done.status_code == 200 and done.json["state"] == "confirmed"
+    assert client_of(runtime, "webchat", "v1") == owner
+    again = http.post(f"/api/v1/links/{link_id}/dismiss", headers=auth)
+    assert again.status_code == 409 and "confirmed already" in again.json["message"]
+    undone = http.post(f"/api/v1/merges/{done.json['merge']}/undo", headers=auth)
+    assert undone.status_code == 200 and client_of(runtime, "webchat", "v1") != owner
+    with runtime.transaction() as s:
+        merge = s.get(ContactMerge, done.json["merge"])
+        assert merge.undone_by == "api:rep-7" and merge.reason == "confirmed by api:rep-7"
