@@ -16,21 +16,22 @@ Then:
   and their evidence (``bridge contacts show --json``);
 * the CRM (its sandbox's state): the Telegram user's CRM contact merged
   into the client's (HubSpot) or linked to it by a note on each (amoCRM,
-  Bitrix24: no merge API); WhatsApp on the web chat's open deal/lead (the
-  demo mappings' ``reuse: open``), the mail on a ticket/lead of its own
-  (their ``email`` rule: ``reuse: conversation``); one owner; every
-  customer entry in order, each showing its channel where the CRM shows
-  one;
+  Bitrix24: no merge API); WhatsApp and, from the merge on, Telegram on the
+  web chat's open deal/lead (the demo mappings' ``reuse: open``; the deal
+  the Telegram conversation had opened before keeps "tg 1"), the mail on a
+  ticket/lead of its own (their ``email`` rule: ``reuse: conversation``);
+  the address typed into the form and proven by the mail on the CRM
+  contact; one owner; every customer entry in order, each showing its
+  channel;
 * a rep's reply in the client's latest conversation goes out by e-mail
   (the channel the client last wrote from), and on no other channel; in
-  amoCRM a notes-mode reply on the lead (``@client``) too, to that lead's
-  last channel;
+  amoCRM a notes-mode reply on the lead (``@client``) goes to that lead's
+  last channel (Telegram);
 * ``bridge contacts unmerge`` of the merge that joined the Telegram user:
-  two live clients again, each conversation on its origin's contact, the
-  Telegram user's next message theirs, the split noted in the CRM.
-
-Product gaps this scenario shows are named where they bite (``GAP:``); the
-test asserts what works and leaves them to the lead.
+  two live clients again, each conversation on its origin's contact and its
+  own deal/lead, the Telegram user's next message theirs, the split noted
+  in the CRM (on both contacts where the CRM kept both; HubSpot merged the
+  records and cannot split them: the one record is noted).
 
 Real HTTP to the stack (gunicorn, RQ workers, Redis, the sandboxes); no
 mocks. On PostgreSQL when the suite has one (``make_stack_once``).
@@ -44,6 +45,7 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -96,9 +98,10 @@ def _widget(stack: Stack) -> tuple[str, str]:
         runtime.close()
 
 
-def webchat_writes(stack: Stack, text: str) -> None:
+def webchat_writes(stack: Stack, text: str) -> Callable[[], list[str]]:
     """A visitor fills the pre-chat form (name, a typed phone, an e-mail),
-    ticks the consent box and writes (channel_adapters/webchat/api.py)."""
+    ticks the consent box and writes (channel_adapters/webchat/api.py).
+    Returns how the visitor's widget reads its conversation (the texts)."""
     key, origin = _widget(stack)
     http = requests.Session()
     http.headers["Origin"] = origin
@@ -117,13 +120,16 @@ def webchat_writes(stack: Stack, text: str) -> None:
         },
         "context": {"page_url": page, "language": "en"},
     }
-    r = http.post(
-        f"{stack.bridge_url}/widget/{key}/messages",
-        json=body,
-        headers={"Authorization": f"Bearer {r.json()['token']}"},
-        timeout=30,
-    )
+    auth = {"Authorization": f"Bearer {r.json()['token']}"}
+    r = http.post(f"{stack.bridge_url}/widget/{key}/messages", json=body, headers=auth, timeout=30)
     assert r.status_code == 202, r.text
+
+    def history() -> list[str]:
+        got = http.get(f"{stack.bridge_url}/widget/{key}/messages", headers=auth, timeout=30)
+        assert got.status_code == 200, got.text
+        return [str(m["text"]) for m in got.json()["messages"]]
+
+    return history
 
 
 def whatsapp_writes(stack: Stack, text: str) -> None:
@@ -204,6 +210,7 @@ def conversations(stack: Stack) -> dict[str, dict[str, Any]]:
                     "live": live_contact(session, conv.contact_id).id,
                     "origin": conv.origin_contact_id,
                     "entity": conv.crm_entity_id,
+                    "before": conv.crm_entity_before,
                     "crm_contact": conv.crm_contact_id,
                 }
                 for conv, kind in rows
@@ -332,6 +339,10 @@ class HubSpotSide:
                 )
         return out
 
+    def emails(self, contact: str) -> list[str]:
+        found = next(c for c in self.state["contacts"] if c["id"] == contact)
+        return [e for e in (found["properties"].get("email"),) if e]
+
     def notes(self, contact: str) -> list[str]:
         mine = {
             a["toId"]
@@ -396,6 +407,15 @@ class AmoCrmSide:
             for lead in self.state["leads"]
         }
 
+    def emails(self, contact: str) -> list[str]:
+        found = next(c for c in self.state["contacts"] if str(c["id"]) == contact)
+        return [
+            str(v["value"])
+            for f in found.get("custom_fields_values") or ()
+            if f.get("field_code") == "EMAIL"
+            for v in f["values"]
+        ]
+
     def notes(self, contact: str) -> list[str]:
         return [
             str((n.get("params") or {}).get("text") or "")
@@ -446,6 +466,10 @@ class Bitrix24Side:
             )
             for lead in self.state["leads"]
         }
+
+    def emails(self, contact: str) -> list[str]:
+        found = next(c for c in self.state["contacts"] if str(c["id"]) == contact)
+        return [str(e["VALUE"]) for e in found["fields"].get("EMAIL") or ()]
 
     def notes(self, contact: str) -> list[str]:
         found = next(c for c in self.state["contacts"] if str(c["id"]) == contact)
@@ -504,7 +528,7 @@ def test_one_client_across_four_channels(  # type: ignore[no-untyped-def]
 
     # 1-4. the client writes, one channel after the other (each synced
     # first: "in order" is the order the client wrote in)
-    webchat_writes(stack, "web 1")
+    widget_history = webchat_writes(stack, "web 1")
     assert wait_until(lambda: synced(stack, 1), timeout=30), stack.bridge_status()
     whatsapp_writes(stack, "wa 1")
     assert wait_until(lambda: synced(stack, 2), timeout=30), stack.bridge_status()
@@ -528,11 +552,12 @@ def test_one_client_across_four_channels(  # type: ignore[no-untyped-def]
     )
     client = show(stack, client_id)
     assert [c["channel"] for c in client["conversations"]] == list(ORDER)
-    # each conversation keeps the contact it started as (the mail found the
-    # client directly: the address was already theirs, now proven)
+    # each conversation keeps the contact it started as (the mail's sender
+    # was a client of its own until its proven address met the one typed
+    # into the web chat before)
     origins = {c["channel"]: c["started_as"] for c in client["conversations"]}
-    assert origins["webchat"] == origins["email"] == client_id
-    assert len({origins["webchat"], origins["whatsapp"], origins["telegram"]}) == 3
+    assert origins["webchat"] == client_id
+    assert len(set(origins.values())) == 4
     handles = {(i["kind"], i["value"], i["verified"]) for i in client["identities"]}
     assert ("phone", PHONE, False) in handles  # typed into the web chat's form
     assert ("phone", PHONE, True) in handles  # WhatsApp's sender, Telegram's own contact
@@ -541,8 +566,13 @@ def test_one_client_across_four_channels(  # type: ignore[no-untyped-def]
     assert [(m["merged"], m["into"], m["reason"]) for m in merges] == [
         (origins["whatsapp"], client_id, "same verified phone"),
         (origins["telegram"], client_id, "same verified phone"),
+        (origins["email"], client_id, "same verified email"),
     ]
-    wa_merge, tg_merge = merges
+    wa_merge, tg_merge, mail_merge = merges
+    assert mail_merge["evidence"]["source"] == "email: sender"
+    assert mail_merge["evidence"]["matched"] == [
+        {"contact": client_id, "verified": False, "source": "webchat: not verified"}
+    ]
     # the evidence: WhatsApp's proven number met the number typed into the
     # web chat before it; Telegram's met both
     assert wa_merge["evidence"]["source"] == "whatsapp: proven by the channel"
@@ -583,17 +613,15 @@ def test_one_client_across_four_channels(  # type: ignore[no-untyped-def]
     entities = side.entities()
     chat_entity = convs["webchat"]["entity"]
     assert convs["whatsapp"]["entity"] == chat_entity
-    # GAP (all three CRMs): the Telegram conversation keeps the deal/lead it
-    # opened before its user shared the number (``tg_entity`` below): after
-    # the merge (or link) the client has two open chat deals/leads, and "tg"
-    # messages keep going to the second one. Only a conversation synced
-    # after the merge reuses the client's open one (as WhatsApp's did).
-    # (When "tg 1" and the shared contact reach one sync, no second
-    # deal/lead and no second CRM contact is made: the outcome depends on
-    # timing; this test waits for "tg 1" to sync, as a real user writes
-    # first and shares their number when the bot asks.)
-    tg_entity = convs["telegram"]["entity"]
-    assert tg_entity is not None
+    # The Telegram conversation had opened a deal/lead of its own before its
+    # user shared the number ("tg 1" synced first, as a real user writes
+    # before the bot asks for the number). From the merge on it writes to the
+    # client's one open deal/lead (reuse: open): the shared contact went
+    # there; its own one keeps "tg 1" (the bridge closes no deal) and is its
+    # own again if the merge is undone.
+    assert convs["telegram"]["entity"] == chat_entity
+    tg_entity = convs["telegram"]["before"]
+    assert tg_entity not in (None, chat_entity)
     # The demo mappings' e-mail rule opens a ticket (HubSpot) / lead per mail
     # thread (``reuse: conversation``, mappings/demo-*.yaml "email"): the mail
     # is on an open entity of its own, not the chats'. Not a bug: the rule.
@@ -617,12 +645,9 @@ def test_one_client_across_four_channels(  # type: ignore[no-untyped-def]
         shown = side.chat_channels()
         assert (shown[WA_ID], shown[str(TG_USER)]) == ("WhatsApp", "Telegram")
         assert sorted(shown.values()) == sorted(channel_class(k).title for k in ORDER)
-    # GAP (all three CRMs): the address E, typed into the web chat and then
-    # proven by the DMARC-passing mail, never reaches the CRM contact (no
-    # HubSpot ``email``, no amoCRM EMAIL, Bitrix24 HAS_EMAIL=N): the contact
-    # was created while E was unverified (sync._contact_draft gives only
-    # verified addresses), and identity.observe() marking E verified later
-    # sets no crm_dirty (_learn does only when the field was empty).
+    # the address E, typed into the web chat (not given to the CRM then),
+    # proven by the DMARC-passing mail: on the client's CRM contact now
+    assert side.emails(crm_contact) == [EMAIL]
 
     # -- the rep's reply goes to the channel the client last wrote from --------------
     acks = mail_sent(stack)  # the e-mail rule's acknowledgement of the new ticket
@@ -633,28 +658,28 @@ def test_one_client_across_four_channels(  # type: ignore[no-untyped-def]
     assert Vendor(stack, "whatsapp").get("_sent", to=WA_ID)["sent"] == []
     assert stack.telegram_sent(TG_USER) == []
     assert set(outbound(stack)) == {"email"}  # nothing for the web chat either
+    # one client, yet the visitor's widget reads only what was said in it: none
+    # of the WhatsApp, Telegram or e-mail history, nor the reply sent by e-mail
+    assert widget_history() == ["web 1"]
     if crm == "amocrm":
         # A notes-mode reply on the lead (``@client``) names the lead, not a
         # chat: it goes to the conversation of that lead the client last
-        # wrote from (route.py): WhatsApp here, as the Telegram conversation
-        # kept a lead of its own (GAP above) and the mail has its own (the
-        # e-mail rule). GAP vs issue 16 ("the rep's reply goes to the last
-        # channel"): it holds per deal/lead, not per client. HubSpot's and
-        # Bitrix24's replies always name a thread/chat: none names the deal.
-        last = [k for k in ORDER if convs[k]["entity"] == chat_entity][-1]
-        assert last == "whatsapp"
+        # wrote from (route.py): Telegram here (the shared contact was the
+        # client's last message on it; the mail has a lead of its own: the
+        # demo e-mail rule opens one per thread). HubSpot's and Bitrix24's
+        # replies always name a thread/chat: none names the deal.
+        assert convs["telegram"]["entity"] == chat_entity
         note = Vendor(stack, "amocrm").post(
             "_note", lead_id=int(chat_entity), text="@client On the lead: see you"
         )
         assert [w["status"] for w in note["webhooks"]] == [200], note
 
-        def on_whatsapp() -> bool:
-            sent = Vendor(stack, "whatsapp").get("_sent", to=WA_ID)["sent"]
-            return [m["body"]["text"]["body"] for m in sent] == ["On the lead: see you"]
+        def on_telegram() -> bool:
+            return [m.get("text") for m in stack.telegram_sent(TG_USER)] == ["On the lead: see you"]
 
-        assert wait_until(on_whatsapp, timeout=30), outbound(stack)
+        assert wait_until(on_telegram, timeout=30), outbound(stack)
         assert mail_sent(stack) == [*acks, REPLY]
-        assert stack.telegram_sent(TG_USER) == []
+        assert Vendor(stack, "whatsapp").get("_sent", to=WA_ID)["sent"] == []
 
     # -- unmerge the Telegram user: two clients again -----------------------------------
     notes_before = side.notes(crm_contact)
@@ -674,6 +699,7 @@ def test_one_client_across_four_channels(  # type: ignore[no-untyped-def]
     assert [(m["id"], bool(m["undone"])) for m in kept["merges"]] == [
         (wa_merge["id"], False),
         (tg_merge["id"], True),
+        (mail_merge["id"], False),
     ]
     assert [i["kind"] for i in split["identities"]] == ["telegram", "phone"]
     # the Telegram user writes again: their own client's message
@@ -690,23 +716,20 @@ def test_one_client_across_four_channels(  # type: ignore[no-untyped-def]
     assert wait_until(lambda: len(split_noted()) == 1, timeout=30), split_noted()
     assert f"#{tg_crm_contact}" in split_noted()[0]
     side = SIDES[crm](stack)
+    # back on the deal/lead it had opened itself
+    assert convs["telegram"]["entity"] == tg_entity
     if CRM_MERGE[crm] == "linked":
-        # two CRM contacts all along: the split-off client writes to its own
+        # two CRM contacts all along: the split-off client writes to its own,
+        # and both are told of the split
         assert convs["telegram"]["crm_contact"] == tg_crm_contact
         assert side.contacts() == [crm_contact, tg_crm_contact]
-    # GAP (HubSpot): the CRM is not split. HubSpot merged the two contacts
-    # (it cannot undo that); unmerge clears the split-off client's CRM
-    # contact so that it "gets a CRM contact of its own again at the next
-    # sync" (bridge.identity.unmerge), but that sync ("tg 2") gives it the
-    # survivor's (the Telegram conversation's crm_contact stays the
-    # survivor's; no new HubSpot contact is made): two clients in the
-    # bridge, one in the CRM.
-    # GAP (all three CRMs): "tg 2" opens a third open deal/lead ("Telegram:
-    # ...") instead of going on the Telegram conversation's own open one:
-    # unmerge clears the conversation's CRM entity, and in amoCRM/Bitrix24
-    # ``reuse: open`` does not find the split-off contact's open lead either.
-    # GAP (amoCRM, Bitrix24): the split-off CRM contact gets no "split" note;
-    # its "same client ... new messages go to #<survivor>" note stays.
+        assert any(f"#{crm_contact}" in n for n in side.notes(tg_crm_contact)[-1:])
+    else:
+        # HubSpot merged the two records and has no unmerge (the survivor
+        # holds both clients' identity properties): two clients in the
+        # bridge, the one record in the CRM, which says they were split
+        assert convs["telegram"]["crm_contact"] == crm_contact
+        assert side.contacts() == [crm_contact]
     status = stack.bridge_status()
     assert status["parked"] == [] and status["failed"] == [], status
     assert status["followup_failed"] == [], status
