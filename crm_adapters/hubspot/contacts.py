@@ -97,14 +97,33 @@ class ContactsMixin(SearchMixin):
 
     def create_contact(self, draft: ContactDraft) -> CrmContact:
         """``POST /crm/v3/objects/contacts``; a 409 "Existing ID: N" (same
-        e-mail, FACTS 3.3) returns that contact with our identity added."""
+        e-mail, FACTS 3.3) returns that contact with our identity added —
+        when the address is a proven one (in ``draft.lookup.emails``). An
+        address the channel did not prove (typed into a form) is not the
+        person's by the bridge's rules: the contact is created without it
+        rather than written into whoever holds it (docs/clients.md)."""
+        properties = self._contact_properties(draft)
         response = self.api.request(
             "POST",
             "/crm/v3/objects/contacts",
-            json={"properties": self._contact_properties(draft)},
+            json={"properties": properties},
             limit=self.api_limit,
             ok=(409,),
         )
+        email = properties.get("email")
+        if (
+            response.status_code == 409
+            and email
+            and existing_id(response) is not None
+            and email not in {e.strip().lower() for e in draft.lookup.emails}
+        ):
+            response = self.api.request(
+                "POST",
+                "/crm/v3/objects/contacts",
+                json={"properties": {k: v for k, v in properties.items() if k != "email"}},
+                limit=self.api_limit,
+                ok=(409,),
+            )
         if response.status_code != 409:
             body = decode(response)
             owner = (body.get("properties") or {}).get("hubspot_owner_id") or draft.owner_id

@@ -111,7 +111,7 @@ def test_a_proven_address_learnt_later_reaches_the_crm_contact(
     write(runtime, world["webchat"], "visitor", "web 1", email=EMAIL, display_name="Anna")
     crm = fakes.STATE
     [(contact_id, contact)] = crm.contacts.items()
-    assert contact["emails"] == []  # typed only: not given to the CRM
+    assert contact["emails"] == []  # typed only: never a search key
     write(runtime, world["email"], EMAIL, "mail 1", email=EMAIL, email_verified=True)
     assert len(crm.contacts) == 1 and crm.contacts[contact_id]["emails"] == [EMAIL]
     assert {e["contact"] for e in crm.entries} == {contact_id}

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -462,13 +461,12 @@ def test_crlf_text() -> None:
 # -- speed: no pattern backtracks on user text ---------------------------------------------
 
 
+@pytest.mark.timeout(60)
 def test_the_whole_corpus_strips_fast() -> None:
+    # includes github email_long_quote.txt (767 KB) and pathological.txt: a
+    # backtracking pattern would not finish (the timeout fails it)
     texts = [read("reply_bodies/" + c.file) for c in CASES]
-    started = time.perf_counter()
-    for text in texts:
-        strip_reply(text)
-    # includes github email_long_quote.txt (767 KB) and pathological.txt
-    assert time.perf_counter() - started < 2.0
+    assert all(strip_reply(text).body is not None for text in texts)
 
 
 @pytest.mark.parametrize(
@@ -483,11 +481,12 @@ def test_the_whole_corpus_strips_fast() -> None:
     ],
     ids=["long-line", "digit-lines", "opener-lines", "quote-and-fields", "long-sent", "colons"],
 )
+@pytest.mark.timeout(60)
 def test_hostile_texts_strip_fast(text: str) -> None:
-    # our own: shapes that would make a backtracking pattern explode
-    started = time.perf_counter()
+    # our own: shapes that would make a backtracking pattern explode (it
+    # would run for hours: the timeout ends it as a failure; how fast a
+    # healthy strip is belongs to bench/, not to a test's clock)
     result = strip_reply(text)
-    assert time.perf_counter() - started < 2.0
     assert result.body
 
 

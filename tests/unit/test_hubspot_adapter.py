@@ -907,6 +907,27 @@ def test_create_contact_409_returns_existing_and_adds_identity(
     assert body_of(patch) == {"properties": {"bridge_telegram_id": "555"}}
 
 
+def test_create_contact_409_on_an_unproven_address_creates_it_without_the_address(
+    rsps: responses.RequestsMock, adapter: HubSpotAdapter
+) -> None:
+    # an address typed into a form (not among the lookup's proven ones) that
+    # another contact holds: never written into that contact (docs/clients.md)
+    rsps.post(
+        f"{API}/crm/v3/objects/contacts",
+        status=409,
+        json=error("Contact already exists. Existing ID: 12345", category="CONFLICT"),
+    )
+    rsps.post(f"{API}/crm/v3/objects/contacts", status=201, json=obj(601))
+    typed = ContactDraft(
+        lookup=ContactLookup(identities={"webchat": "v1"}),
+        profile=SenderProfile(first_name="Ann", email="Ann@Example.com"),
+    )
+    assert adapter.create_contact(typed).ref.id == "601"
+    first, second = (body_of(c)["properties"] for c in rsps.calls)
+    assert first["email"] == "ann@example.com" and "email" not in second
+    assert {k: v for k, v in first.items() if k != "email"} == second
+
+
 def test_create_contact_409_with_our_identity_already_there_is_read_only(
     rsps: responses.RequestsMock, adapter: HubSpotAdapter
 ) -> None:

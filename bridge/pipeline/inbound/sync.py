@@ -485,9 +485,11 @@ class InboundSync:
         # still written on the contact (a CRM does not key people by phone)
         phones = tuple(i.value for i in identities if i.kind == "phone" and i.verified)
         # an identity of kind email that is no address (an e-mail channel's
-        # unverified sender) is never given to the CRM as one, nor an
-        # unverified address: a CRM that keys contacts by e-mail (HubSpot)
-        # would answer a create with the owner's contact
+        # unverified sender) is never given to the CRM as one; an unproven
+        # address is written on the contact (the profile) but never searched
+        # by, and a CRM that keys contacts by e-mail (HubSpot) must not answer
+        # its create with the owner's contact (the adapter tells them apart
+        # by the lookup's proven addresses)
         verified_emails = {i.value for i in identities if i.kind == "email" and i.verified}
         emails = tuple(v for v in verified_emails if is_address(v))
         profile = profile_from_payload(snap.messages[0].payload)
@@ -497,7 +499,7 @@ class InboundSync:
             last_name=profile.last_name,
             username=profile.username,
             phone=snap.contact.phone,
-            email=snap.contact.email if snap.contact.email in verified_emails else None,
+            email=snap.contact.email,
             language=profile.language,
             utm=profile.utm,
             page_url=profile.page_url,
