@@ -223,10 +223,8 @@ def observe(
         if live.id != contact.id:
             others.setdefault(live.id, []).append(holder)
     for other_id, theirs in sorted(others.items()):
-        other = session.get(Contact, other_id)
-        assert other is not None
-        if contact.merged_into_id is not None:
-            contact = live_contact(session, contact.id)
+        # either side may have been merged by an earlier round of this loop
+        other, contact = live_contact(session, other_id), live_contact(session, contact.id)
         if other.id == contact.id:
             continue
         evidence = _evidence(seen, own, theirs)
