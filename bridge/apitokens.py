@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
 
+from bridge.db import rowcount
 from bridge.model import utcnow
 from bridge.tables import ApiToken
 
@@ -50,7 +51,7 @@ def revoke(runtime: Runtime, tenant_id: int, token: str) -> bool:
             )
             .values(revoked_at=utcnow())
         )
-    return bool(getattr(done, "rowcount", 0))
+    return bool(rowcount(done))
 
 
 def tenant_of(runtime: Runtime, header: str | None) -> int | None:

@@ -58,7 +58,9 @@ from sqlalchemy.orm import Session
 
 from bridge import outbox, reach
 from bridge.cascade_note import enqueue_note, note, run_note, steps_of
+from bridge.db import rowcount
 from bridge.model import MessageKind, Rate, utcnow
+from bridge.pipeline.inbound import threads
 from bridge.pipeline.outbound.accept import take_seq
 from bridge.pipeline.outbound.unread import MARK as UNREAD
 from bridge.registry import channel_class, channel_kinds
@@ -79,6 +81,7 @@ from bridge.tables import (
 
 if TYPE_CHECKING:
     from bridge.runtime import Runtime
+    from mappings import MappingConfig
 
 __all__ = [
     "BadRequest",
@@ -520,26 +523,7 @@ class _Pass:
         assert tenant is not None
         subject = _SUBJECT.get(self._language(), _SUBJECT["en"]).format(company=tenant.name)
         thread_id, state = channel_class(account.kind).open_thread(address, subject)
-        found = self.session.scalar(
-            select(Conversation.id).where(
-                Conversation.channel_account_id == account.id,
-                Conversation.external_thread_id == thread_id,
-            )
-        )
-        if found is not None:
-            return int(found)
-        conversation = Conversation(
-            uid=str(uuid.uuid4()),
-            tenant_id=account.tenant_id,
-            channel_account_id=account.id,
-            contact_id=contact_id,
-            external_thread_id=thread_id,
-            channel_state=dict(state),
-            next_seq=1,
-        )
-        self.session.add(conversation)
-        self.session.flush()
-        return conversation.id
+        return threads.open_conversation(self.session, account, contact_id, thread_id, state)
 
     def _store(self, step: CascadeStep, account: ChannelAccount, conversation_id: int) -> None:
         """The step's message in the conversation's outbox (found again,
@@ -624,7 +608,7 @@ class _Pass:
                     " min",
                 )
             )
-            if not getattr(withdrawn, "rowcount", 0):
+            if not rowcount(withdrawn):
                 self.session.refresh(message)
                 return self._look(step)
         detail = f"no delivery within {self.cascade.wait_minutes} min"
@@ -646,13 +630,13 @@ class _Pass:
         self.work.note_due = True
         log.info("cascade %s %s", self.cascade.uid, state)
 
-    def _mapping(self) -> Any:
+    def _mapping(self) -> MappingConfig:
         tenant = self.session.get(Tenant, self.cascade.tenant_id)
         assert tenant is not None
         return self.rt.mapping_for(tenant)
 
     def _language(self) -> str:
-        return str(getattr(self._mapping(), "language", "en") or "en")
+        return self._mapping().language
 
 
 # -- the sweeper's pass ------------------------------------------------------------

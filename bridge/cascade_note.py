@@ -25,6 +25,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bridge import reach
+from bridge.db import rowcount
 from bridge.errors import AuthError, PermanentError, RetryableError
 from bridge.model import CrmRef, utcnow
 from bridge.registry import UnknownAdapter, channel_class
@@ -98,7 +99,7 @@ def note(runtime: Runtime, cascade_id: int, *, now: dt.datetime | None = None) -
             )
             .values(next_check=now + NOTE_LEASE, note_attempts=Cascade.note_attempts + 1)
         )
-        if not getattr(claimed, "rowcount", 0):
+        if not rowcount(claimed):
             return "not due"
         cascade = session.get(Cascade, cascade_id)
         assert cascade is not None

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from bridge.identity import IdentityError, live_contact
+from bridge.identity import IdentityError, live_contact, members_of
 from bridge.tables import (
     ChannelAccount,
     Contact,
@@ -43,19 +43,9 @@ def find_client(session: Session, ref: str, tenant_id: int | None = None) -> Con
     return contact
 
 
-def _members(session: Session, contact: Contact) -> list[int]:
-    """The contacts that are this client now (itself and those merged into it)."""
-    rows = session.scalars(
-        select(Contact.id).where(
-            Contact.tenant_id == contact.tenant_id, Contact.merged_into_id.is_not(None)
-        )
-    ).all()
-    return [contact.id, *(c for c in rows if live_contact(session, c).id == contact.id)]
-
-
 def describe(session: Session, contact: Contact) -> dict[str, Any]:
     """The client as a plain dict (the CLI prints it; ``--json`` dumps it)."""
-    members = _members(session, contact)
+    members = members_of(session, contact)
     return {
         "id": contact.id,
         "tenant_id": contact.tenant_id,

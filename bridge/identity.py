@@ -26,7 +26,6 @@ being merged automatically again (they are linked instead).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +48,7 @@ __all__ = [
     "is_address",
     "join_by_crm_contact",
     "live_contact",
+    "members_of",
     "merge_contacts",
     "normalize_email",
     "normalize_phone",
@@ -233,7 +233,8 @@ def observe(
             and seen.kind in rules.merge
             and not _vetoed(session, contact, other)
         ):
-            contact = _merge(session, contact, other, f"same verified {seen.kind}", evidence)
+            merge = _merge(session, contact, other, f"same verified {seen.kind}", evidence)
+            contact = live_contact(session, merge.into_contact_id)
         elif seen.kind in rules.link or seen.kind in rules.merge:
             _link(session, origin_id, theirs[0].origin_contact_id, seen, evidence)
     return contact
@@ -309,10 +310,11 @@ def _merge(
     reason: str,
     evidence: dict[str, Any],
     keep: Contact | None = None,
-) -> Contact:
+) -> ContactMerge:
     """Fold one live contact into the other and record why. The survivor is
     ``keep`` when given (the CRM's choice), else the older contact: it keeps
-    its CRM contact and its owner."""
+    its CRM contact and its owner. Returns the merge (``into_contact_id``:
+    the survivor)."""
     if keep is None:
         keep = one if one.id < other.id else other
     gone = other if keep is one else one
@@ -348,7 +350,7 @@ def _merge(
     )
     session.add(merge)
     session.flush()
-    return keep
+    return merge
 
 
 def merge_contacts(
@@ -360,14 +362,7 @@ def merge_contacts(
         raise IdentityError("the two contacts belong to different tenants")
     if one.id == other.id:
         raise IdentityError(f"contacts {one_id} and {other_id} are one client already")
-    keep = _merge(session, one, other, reason, evidence)
-    found = session.scalars(
-        select(ContactMerge)
-        .where(ContactMerge.into_contact_id == keep.id)
-        .order_by(ContactMerge.id.desc())
-    ).first()
-    assert found is not None
-    return found
+    return _merge(session, one, other, reason, evidence)
 
 
 def unmerge(session: Session, merge_id: int, by: str, tenant_id: int | None = None) -> ContactMerge:
@@ -504,19 +499,14 @@ def follow_crm_merge(session: Session, tenant_id: int, gone_crm_id: str, keep_cr
             "crm_merge": {"gone": gone_crm_id, "keep": keep_crm_id},
             "at": utcnow().isoformat(),
         }
-        _merge(session, keep, gone, "merged in the CRM", evidence, keep=keep)
-        done = session.scalars(
-            select(ContactMerge)
-            .where(ContactMerge.from_contact_id == gone.id)
-            .order_by(ContactMerge.id.desc())
-        ).first()
-        assert done is not None
+        done = _merge(session, keep, gone, "merged in the CRM", evidence, keep=keep)
         done.crm_action = "by-crm"
+        members = members_of(session, keep)
         for link in session.scalars(
             select(ContactLink).where(
                 ContactLink.state == "open",
-                ContactLink.contact_id.in_(_origins(session, (keep.id, gone.id))),
-                ContactLink.other_contact_id.in_(_origins(session, (keep.id, gone.id))),
+                ContactLink.contact_id.in_(members),
+                ContactLink.other_contact_id.in_(members),
             )
         ):
             link.state, link.merge_id, link.decided_by, link.decided_at = (
@@ -552,16 +542,19 @@ def join_by_crm_contact(session: Session, contact_id: int, crm_contact_id: str) 
             "source": "crm: found by a proven handle",
             "at": utcnow().isoformat(),
         }
-        contact = _merge(session, contact, other, "same CRM contact", evidence)
+        merge = _merge(session, contact, other, "same CRM contact", evidence)
+        contact = live_contact(session, merge.into_contact_id)
 
 
-def _origins(session: Session, live_ids: Iterable[int]) -> list[int]:
-    """Every contact whose live contact is one of ``live_ids``."""
-    ids = set(live_ids)
-    rows = session.scalars(
-        select(Contact).where(or_(Contact.id.in_(ids), Contact.merged_into_id.is_not(None)))
+def members_of(session: Session, client: Contact) -> list[int]:
+    """The contacts that are the live ``client`` now: itself and those
+    merged into it (directly or through others)."""
+    merged = session.scalars(
+        select(Contact.id).where(
+            Contact.tenant_id == client.tenant_id, Contact.merged_into_id.is_not(None)
+        )
     ).all()
-    return [c.id for c in rows if live_contact(session, c.id).id in ids]
+    return [client.id, *(c for c in merged if live_contact(session, c).id == client.id)]
 
 
 # -- from a channel's message -------------------------------------------------------------
@@ -639,8 +632,6 @@ def _channel_proves(channel_kind: str, profile: SenderProfile) -> bool:
     """A channel's own user id is proven by the channel, unless the channel
     names its users by a handle it may not have checked (an e-mail channel's
     sender address: verified only as far as the message's own flag says)."""
-    if channel_kind == "phone":
-        return profile.phone_verified
     if channel_kind == "email":
         return profile.email_verified
     return True

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bridge import outbox
+from bridge import identity, outbox
 from bridge.model import utcnow
 from bridge.registry import UnknownAdapter, channel_class
 from bridge.rows import aware
@@ -109,15 +109,12 @@ class ChannelReach:
 
 
 def live_contact(session: Session, contact_id: int) -> Contact | None:
-    """The contact ``contact_id`` is now (merges followed), or None."""
-    seen: set[int] = set()
-    contact = session.get(Contact, contact_id)
-    while contact is not None and contact.merged_into_id is not None:
-        if contact.id in seen:  # a cycle would be a bug; never loop on it
-            return None
-        seen.add(contact.id)
-        contact = session.get(Contact, contact.merged_into_id)
-    return contact
+    """The contact ``contact_id`` is now (merges followed), or None when
+    there is no such contact."""
+    try:
+        return identity.live_contact(session, contact_id)
+    except identity.IdentityError:
+        return None
 
 
 def for_contact(
@@ -308,8 +305,8 @@ def _openers(session: Session, contact: Contact) -> list[tuple[ChannelAccount, s
 def _handle(session: Session, contact: Contact, kind: str) -> str | None:
     """The client's handle of ``kind``: the contact's own column where it
     has one (phone, e-mail), else the newest identity of that kind."""
-    own = getattr(contact, kind, None) if kind in ("phone", "email") else None
-    if isinstance(own, str) and own:
+    own = {"phone": contact.phone, "email": contact.email}.get(kind)
+    if own:
         return own
     value = session.scalar(
         select(ContactIdentity.value)

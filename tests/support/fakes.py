@@ -696,3 +696,47 @@ def channel_refs(runtime: Any, tenant_id: int, kinds: Any) -> dict[str, Any]:
             s.flush()
             refs[kind] = AccountRef(row.id, tenant_id, kind)
     return refs
+
+
+_WRITES = itertools.count(1)
+
+
+def customer_writes(runtime: Any, account: Any, user: str, text: str, **profile: Any) -> int:
+    """A customer of ``account`` (an ``AccountRef``) writes ``text`` in their
+    own thread, telling the channel's ``profile`` (``SenderProfile`` fields);
+    accepted as the webhook would. Returns the conversation's id."""
+    import datetime as dt
+
+    from sqlalchemy import select
+
+    from bridge.model import InboundMessage, MessageKind, SenderProfile
+    from bridge.pipeline.inbound import accept
+    from bridge.tables import Conversation
+
+    n = next(_WRITES)
+    accept(
+        runtime,
+        account,
+        [
+            InboundMessage(
+                channel_kind=account.kind,
+                external_id=f"{account.kind}-{n}",
+                external_user_id=user,
+                external_thread_id=user,
+                kind=MessageKind.TEXT,
+                sent_at=dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC) + dt.timedelta(minutes=n),
+                text=text,
+                sequence=n,
+                profile=SenderProfile(**profile),
+            )
+        ],
+    )
+    with runtime.transaction() as s:
+        return int(
+            s.scalar(
+                select(Conversation.id).where(
+                    Conversation.channel_account_id == account.id,
+                    Conversation.external_thread_id == user,
+                )
+            )
+        )

@@ -14,9 +14,8 @@ import pytest
 from sqlalchemy import select
 
 from bridge import identity
-from bridge.model import InboundMessage, MessageKind, SenderProfile
-from bridge.pipeline.inbound import AccountRef, accept, run_inbound
-from bridge.tables import ContactMerge, Conversation
+from bridge.pipeline.inbound import AccountRef, run_inbound
+from bridge.tables import ContactMerge
 from tests.support import fakes
 
 RULE = "{object: deal, pipeline: p, stage: s, reuse: open}"
@@ -43,34 +42,9 @@ def world(runtime: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, AccountRef
 
 def write(runtime: Any, account: AccountRef, user: str, text: str, **profile: Any) -> int:
     """The customer writes; the conversation is synced. Returns its id."""
-    n = next(_n)
-    accept(
-        runtime,
-        account,
-        [
-            InboundMessage(
-                channel_kind=account.kind,
-                external_id=f"{account.kind}-{n}",
-                external_user_id=user,
-                external_thread_id=user,
-                kind=MessageKind.TEXT,
-                sent_at=T0 + dt.timedelta(minutes=n),
-                text=text,
-                sequence=n,
-                profile=SenderProfile(**profile),
-            )
-        ],
-    )
-    with runtime.transaction() as s:
-        conv = s.scalars(
-            select(Conversation).where(
-                Conversation.channel_account_id == account.id,
-                Conversation.external_thread_id == user,
-            )
-        ).one()
-        conv_id = conv.id
-    run_inbound(runtime, conv_id)
-    return conv_id
+    conversation = fakes.customer_writes(runtime, account, user, text, **profile)
+    run_inbound(runtime, conversation)
+    return conversation
 
 
 def entity_of(text: str) -> str:

@@ -15,8 +15,7 @@ from sqlalchemy import select
 
 from bridge import identity
 from bridge.cli import main
-from bridge.model import InboundMessage, MessageKind, SenderProfile
-from bridge.pipeline.inbound import AccountRef, accept
+from bridge.pipeline.inbound import AccountRef
 from bridge.tables import (
     ChannelAccount,
     Contact,
@@ -52,23 +51,7 @@ def accounts(runtime, monkeypatch) -> dict[str, AccountRef]:  # type: ignore[no-
 
 
 def write(runtime: Any, account: AccountRef, user: str, text: str = "hi", **profile: Any) -> None:
-    n = next(_n)
-    accept(
-        runtime,
-        account,
-        [
-            InboundMessage(
-                channel_kind=account.kind,
-                external_id=f"{account.kind}-{n}",
-                external_user_id=user,
-                external_thread_id=user,
-                kind=MessageKind.TEXT,
-                sent_at=T0 + dt.timedelta(minutes=n),
-                text=text,
-                profile=SenderProfile(**profile),
-            )
-        ],
-    )
+    fakes.customer_writes(runtime, account, user, text, **profile)
 
 
 def client_of(runtime: Any, kind: str, user: str) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +40,7 @@ from bridge.tables import (
 if TYPE_CHECKING:
     from bridge.pipeline.inbound.accept import AccountRef
 
-__all__ = ["follow", "next_ticket", "outbound_status", "remember"]
+__all__ = ["follow", "next_ticket", "open_conversation", "outbound_status", "remember"]
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,39 @@ def follow(session: Session, account: AccountRef, message: InboundMessage) -> in
             },
         )
     return int(found) if found is not None else None
+
+
+def open_conversation(
+    session: Session,
+    account: ChannelAccount,
+    contact_id: int,
+    thread_id: str,
+    state: Mapping[str, Any],
+) -> int:
+    """The conversation of ``thread_id`` on ``account`` (a thread the bridge
+    opens itself: ``ChannelAdapter.open_thread``), created for the client
+    ``contact_id`` when there is none yet."""
+    found = session.scalar(
+        select(Conversation.id).where(
+            Conversation.channel_account_id == account.id,
+            Conversation.external_thread_id == thread_id,
+        )
+    )
+    if found is not None:
+        return int(found)
+    conversation = Conversation(
+        uid=str(uuid.uuid4()),
+        tenant_id=account.tenant_id,
+        channel_account_id=account.id,
+        contact_id=contact_id,
+        origin_contact_id=contact_id,
+        external_thread_id=thread_id,
+        channel_state=dict(state),
+        next_seq=1,
+    )
+    session.add(conversation)
+    session.flush()
+    return conversation.id
 
 
 def next_ticket(session: Session, tenant_id: int) -> int:

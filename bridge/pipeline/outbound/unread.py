@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from bridge import outbox
 from bridge.identity import is_address, normalize_email
 from bridge.model import MessageKind, utcnow
+from bridge.pipeline.inbound import threads
 from bridge.pipeline.outbound.accept import take_seq
 from bridge.registry import UnknownAdapter, channel_class
 from bridge.tables import (
@@ -222,30 +223,13 @@ def _store_copy(
     cls = channel_class(target.kind)
     subject, intro = adapter.unread_texts(language)
     thread_id, state = cls.open_thread(address, subject)
-    conversation = session.scalars(
-        select(Conversation).where(
-            Conversation.channel_account_id == target.id,
-            Conversation.external_thread_id == thread_id,
-        )
-    ).one_or_none()
-    if conversation is None:
-        conversation = Conversation(
-            uid=str(uuid.uuid4()),
-            tenant_id=target.tenant_id,
-            channel_account_id=target.id,
-            contact_id=contact_id,
-            external_thread_id=thread_id,
-            channel_state=dict(state),
-            next_seq=1,
-        )
-        session.add(conversation)
-        session.flush()
-    seq = take_seq(session, conversation.id)
+    conversation_id = threads.open_conversation(session, target, contact_id, thread_id, state)
+    seq = take_seq(session, conversation_id)
     now = utcnow()
     copy = Message(
         uid=str(uuid.uuid4()),
         tenant_id=target.tenant_id,
-        conversation_id=conversation.id,
+        conversation_id=conversation_id,
         channel_account_id=target.id,
         direction=outbox.OUT,
         seq=seq,
