@@ -9,6 +9,8 @@ import datetime as dt
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge.service import csat
 from bridge.service.csat import (
@@ -219,6 +221,19 @@ def test_ratings_read(text: str, score: int) -> None:
 )
 def test_anything_else_is_not_a_rating(text: str) -> None:
     assert parse_rating(text) is None
+
+
+@given(st.text(max_size=80))
+def test_any_text_reads_as_nothing_or_a_score_of_one_to_five(text: str) -> None:
+    assert parse_rating(text) in {None, 1, 2, 3, 4, 5}
+
+
+@given(
+    st.integers(min_value=1, max_value=5),
+    st.lists(st.sampled_from(["hours", "days", "waited", "ждал", "часа", "nobody"]), min_size=1),
+)
+def test_a_score_followed_by_talk_is_not_a_rating(score: int, words: list[str]) -> None:
+    assert parse_rating(f"{score} {' '.join(words)}") is None
 
 
 # -- the rating, the comment, the thanks -------------------------------------------------------

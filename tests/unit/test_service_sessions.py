@@ -10,6 +10,8 @@ import json
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge.service.sessions import (
     SessionState,
@@ -225,3 +227,29 @@ def test_the_session_key_names_conversation_and_number() -> None:
 )
 def test_language_of(tag: str, language: str) -> None:
     assert language_of(tag) == language
+
+
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.integers(min_value=0, max_value=3 * 24 * 60)),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_any_run_of_messages_keeps_sessions_ordered(steps: list[tuple[bool, int]]) -> None:
+    """Client and operator messages at growing gaps: numbers count up by
+    one, an idle close is at last activity + idle and never after the
+    message that found it, nothing closes before it opened."""
+    state, now = opened(), T0
+    for by_client, gap in steps:
+        now += dt.timedelta(minutes=gap)
+        if not by_client:
+            state = operator_replied(state, now)
+            continue
+        before = state
+        state, new, closed = client_wrote(state, now, IDLE)
+        assert state.number == before.number + (1 if new else 0)
+        if closed is not None:
+            assert closed.closed_at == before.last_activity + IDLE <= now
+            assert closed.opened_at <= closed.closed_at and closed.close_reason == "idle"
+        assert state.is_open and state.opened_at <= state.last_activity
