@@ -32,7 +32,7 @@ from bridge.registry import UnknownAdapter, channel_kinds, crm_class, crm_kinds
 from crm_adapters.base import CrmAdapter
 from mappings import MappingError, MappingStore
 from mappings.loader import read_mapping, read_text, show
-from mappings.schema import PLACEMENT_KEYS, SLUG, ChannelRule
+from mappings.schema import PLACEMENT_KEYS, SLUG, ChannelRule, MappingConfig
 
 __all__ = [
     "CheckReport",
@@ -216,7 +216,29 @@ def check_file(path: Path) -> list[Problem]:
     if result.data is None:
         return problems
     problems = _merge(problems, _crm_problems(file, result.data))
+    problems += _service_problems(file, result.config, path.parent)
     return _in_file_order(problems, result.data)
+
+
+def _service_problems(file: str, config: MappingConfig | None, directory: Path) -> list[Problem]:
+    """The service section against the rest of the mapping: the channels it
+    names are mapped, its knowledge base loads and has the entries its menus
+    name (a path relative to the mappings directory)."""
+    if config is None or config.service is None:
+        return []
+    from bridge.service import knowledge
+    from mappings.service import check_channels, check_knowledge
+
+    policy = config.service
+    found = [Problem(file, k, m) for k, m in check_channels(policy, config.channels)]
+    if policy.knowledge_base:
+        try:
+            base = knowledge.load(directory / policy.knowledge_base)
+        except knowledge.KnowledgeError as exc:
+            return [*found, Problem(file, "service.knowledge_base", str(exc))]
+        ids = [entry.id for entry in base.entries]
+        found += [Problem(file, k, m) for k, m in check_knowledge(policy, ids)]
+    return found
 
 
 def _merge(schema: list[Problem], crm: list[Problem]) -> list[Problem]:

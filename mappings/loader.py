@@ -103,6 +103,9 @@ def _yaml(text: str) -> tuple[Any, list[tuple[str, str]]]:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         return None, [(where, f"not valid YAML: {getattr(exc, 'problem', None) or exc}")]
+    except ValueError as exc:
+        # PyYAML reads an unquoted 2026-13-01 as a date and raises ValueError
+        return None, [("", f"not valid YAML: {exc}; quote the value if it is not a date")]
 
 
 # -- marshmallow's errors, translated --------------------------------------------------------

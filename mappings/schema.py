@@ -26,6 +26,8 @@ from marshmallow import (
     validates_schema,
 )
 
+from mappings.service import ServicePolicy, ServiceSchema
+
 __all__ = [
     "ChannelRule",
     "FieldTemplates",
@@ -67,6 +69,12 @@ KNOWN_PLACEHOLDERS = frozenset(
         "client.reachable",
     }
 )
+#: placeholders whose value changes without a message (the bridge keeps a
+#: contact field using one current: ``bridge.live_fields``)
+LIVE_PLACEHOLDERS = frozenset({"client.reachable"})
+#: what a live contact field may use besides: it is rendered from the client
+#: alone, outside any message's sync
+CLIENT_PLACEHOLDERS = LIVE_PLACEHOLDERS | {"contact.name", "contact.phone", "contact.email"}
 #: the placeholder families whose keys are the channel's own
 FREE_FORM = ("utm.", "consent.")
 OWNER_STRATEGIES = ("fixed", "round_robin", "sticky")
@@ -206,6 +214,8 @@ class MappingConfig:
     ticket_format: str = "T-{number}"
     #: which matching handles merge two clients and which only link them
     identity: IdentityRules = field(default_factory=IdentityRules)
+    #: lines, menus, routing and transfers (None: no service layer)
+    service: ServicePolicy | None = None
 
     def ticket(self, number: int | None) -> str | None:
         """The ticket's label (``T-1042``), or None without a number."""
@@ -222,6 +232,45 @@ class MappingConfig:
                 out.setdefault(rule.object, set()).update(rule.fields.entity)
             out.setdefault("contact", set()).update(rule.fields.contact)
         return {k: sorted(v) for k, v in out.items() if v}
+
+    def live_contact_fields(self) -> dict[str, str]:
+        """Contact property -> template, for the contact fields the bridge
+        keeps current (a template using a live placeholder such as
+        ``{client.reachable}``), over every channel's rule (the first rule
+        naming a property gives its template)."""
+        out: dict[str, str] = {}
+        for rule in self.channels.values():
+            for name, template in rule.fields.contact.items():
+                if name not in out and is_live(template):
+                    out[name] = template
+        return out
+
+
+def is_live(template: str) -> bool:
+    """The template uses a placeholder whose value changes without a message."""
+    return any(name in LIVE_PLACEHOLDERS for name in PLACEHOLDER_RE.findall(template))
+
+
+def _check_live(fields_: Mapping[str, str]) -> None:
+    """A live contact field is rendered from the client alone."""
+    for name, template in fields_.items():
+        if not is_live(template):
+            continue
+        other = sorted(set(PLACEHOLDER_RE.findall(template)) - CLIENT_PLACEHOLDERS)
+        if other:
+            allowed = ", ".join("{" + p + "}" for p in sorted(CLIENT_PLACEHOLDERS))
+            raise ValidationError(
+                {
+                    name: {
+                        "value": [
+                            f"{{{other[0]}}} cannot be used with {{client.reachable}}: the "
+                            "bridge rewrites this field without a message; use only "
+                            f"{allowed} here, or move {{{other[0]}}} to a field of its own"
+                        ]
+                    }
+                },
+                "contact",
+            )
 
 
 def _check_template(value: str) -> None:
@@ -323,6 +372,10 @@ class FieldsSchema(Schema):
     contact = fields.Dict(
         keys=fields.String(validate=PROPERTY_NAME), values=Template(), load_default=dict
     )
+
+    @validates_schema
+    def _live_fields(self, data: dict[str, Any], **_: Any) -> None:
+        _check_live(data.get("contact") or {})
 
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> FieldTemplates:
@@ -546,6 +599,7 @@ class MappingSchema(Schema):
         ),
     )
     identity = fields.Nested(IdentitySchema, load_default=None)
+    service = fields.Nested(ServiceSchema, load_default=None)
     channels = fields.Dict(
         keys=fields.String(
             validate=validate.Regexp(
@@ -568,4 +622,5 @@ class MappingSchema(Schema):
             timezone=data.get("timezone") or DEFAULT_TIMEZONES[data["language"]],
             ticket_format=data["ticket_format"],
             identity=data.get("identity") or IdentityRules(),
+            service=data.get("service"),
         )

@@ -20,7 +20,10 @@ from mappings.loader import SHOWN_CHARS, read_mapping
 from mappings.schema import KNOWN_PLACEHOLDERS, ChannelRule, OwnerRule, TaskRule, WindowTemplate
 
 ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = sorted((ROOT / "mappings").glob("*.yaml"))
+#: the shipped mappings and the examples beside them (the service section's)
+SHIPPED = sorted(
+    [*(ROOT / "mappings").glob("*.yaml"), *(ROOT / "mappings/examples").glob("*.yaml")]
+)
 
 MINIMAL = "crm: hubspot\nchannels:\n  telegram: {}\n"
 
@@ -51,6 +54,30 @@ def test_shipped_examples_load_and_pass_the_crm_checks(path: Path) -> None:
     assert check_mapping_files([path]) == []
 
 
+def test_a_service_section_naming_what_is_not_there_is_refused(tmp_path: Path) -> None:
+    """The service section is checked against the rest of the mapping: a
+    line's channel the mapping does not map, a knowledge base that is not
+    there, a menu option naming an entry the knowledge base lacks."""
+    example = (ROOT / "mappings/examples/service.yaml").read_text(encoding="utf-8")
+    path = tmp_path / "shop.yaml"
+    path.write_text(example, encoding="utf-8")
+    problems = check_mapping_files([path])
+    assert len(problems) == 1 and "service.knowledge_base" in problems[0], problems
+    (tmp_path / "kb").mkdir()
+    kb = (ROOT / "mappings/examples/kb/acme.yaml").read_text(encoding="utf-8")
+    (tmp_path / "kb/acme.yaml").write_text(kb.replace("id: order-status", "id: orders"))
+    problems = check_mapping_files([path])
+    assert len(problems) == 1 and "order-status" in problems[0], problems
+    (tmp_path / "kb/acme.yaml").write_text(kb)
+    assert check_mapping_files([path]) == []
+
+
+def test_an_unquoted_impossible_date_is_a_problem_not_a_crash() -> None:
+    with pytest.raises(MappingError) as caught:
+        parse_mapping("crm: hubspot\nchannels: {telegram: {}}\nname: 2026-13-01\n", file="m.yaml")
+    assert "quote the value" in str(caught.value)
+
+
 def test_demo_mapping_reads_as_written() -> None:
     config = load_mapping(ROOT / "mappings" / "demo-hubspot.yaml")
     rule = config.rule("telegram")
@@ -70,15 +97,18 @@ def test_demo_mapping_reads_as_written() -> None:
         when="new_entity", subject="Reply to {contact.name} ({channel.title})", due_in_minutes=60
     )
     assert rule.fields.contact == {
+        "bridge_reachable": "{client.reachable}",
         "firstname": "{profile.first_name}",
         "lastname": "{profile.last_name}",
     }
+    assert config.live_contact_fields() == {"bridge_reachable": "{client.reachable}"}
     assert config.custom_properties() == {
         # the web chat's consent on the contact, its first and last touch on the deal
         "contact": [
             "bridge_consent_at",
             "bridge_consent_page",
             "bridge_consent_version",
+            "bridge_reachable",
             "firstname",
             "lastname",
         ],
