@@ -338,6 +338,7 @@ def _merge(
     elif gone.crm_contact_id not in (None, keep.crm_contact_id):
         crm_action = CRM_PENDING  # two CRM contacts: the sync merges or links them there
     keep.crm_dirty = True
+    _reach_changed(keep)
     merge = ContactMerge(
         tenant_id=keep.tenant_id,
         from_contact_id=gone.id,
@@ -393,8 +394,17 @@ def unmerge(session: Session, merge_id: int, by: str, tenant_id: int | None = No
         merge.crm_action = None
     for link in session.scalars(select(ContactLink).where(ContactLink.merge_id == merge.id)):
         link.state, link.decided_by, link.decided_at = "open", by[:100], utcnow()
+    _reach_changed(holder)
+    _reach_changed(gone)
     session.flush()
     return merge
+
+
+def _reach_changed(contact: Contact) -> None:
+    """The client's channels changed (a merge, a split): the CRM contact's
+    live fields are looked at again (``bridge.live_fields``)."""
+    if contact.crm_contact_id:
+        contact.crm_live_due = utcnow()
 
 
 def _send_home(session: Session, holder_id: int) -> None:

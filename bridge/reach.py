@@ -99,6 +99,8 @@ class ChannelReach:
     detail: str | None = None
     #: the handle a new thread would be opened with (never logged)
     address: str | None = None
+    #: when the answer changes by the clock alone (a reply window closing)
+    until: dt.datetime | None = None
 
     def words(self, language: str) -> str:
         """The reason in the mapping's language ("yes", "blocked")."""
@@ -174,6 +176,7 @@ def of_conversation(
         reachable=reach.reachable,
         reason=reach.reason,
         detail=reach.detail,
+        until=reach.until,
     )
 
 

@@ -245,6 +245,10 @@ class Contact(Base):
     #: the CRM knows less than we do (a phone learnt later): update it
     crm_dirty: Mapped[bool] = mapped_column(Boolean, default=False)
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
+    #: the CRM contact's fields the bridge keeps current (``bridge.live_fields``):
+    #: what was last written there, and when to look at them again
+    crm_live: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    crm_live_due: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
     updated_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), default=_now, onupdate=_now

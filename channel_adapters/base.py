@@ -99,6 +99,9 @@ class Reach:
     reachable: bool
     reason: str = "ok"
     detail: str | None = None
+    #: when this answer changes by the clock alone (a reply window
+    #: closing), or None: the CRM contact's field is refreshed then
+    until: dt.datetime | None = None
 
 
 class ChannelAdapter(ABC):
@@ -228,8 +231,9 @@ class ChannelAdapter(ABC):
             return Reach(True)
         last = view.last_inbound_at
         if last is not None and view.now - last <= cls.reply_window:
-            until = (last + cls.reply_window).strftime("%Y-%m-%d %H:%M UTC")
-            return Reach(True, "window_open", f"free-form messages until {until}")
+            closes = last + cls.reply_window
+            until = closes.strftime("%Y-%m-%d %H:%M UTC")
+            return Reach(True, "window_open", f"free-form messages until {until}", closes)
         if view.template:
             return Reach(True, "template", "outside the reply window: the mapping's template")
         return Reach(False, "window_closed", "outside the reply window, and no template")

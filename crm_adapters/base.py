@@ -262,6 +262,15 @@ class CrmAdapter(ABC):
     def update_contact(self, contact: CrmRef, draft: ContactDraft) -> None:  # noqa: B027
         """Add what the channel learnt later (a shared phone number)."""
 
+    def write_contact_fields(self, contact: CrmRef, properties: Mapping[str, str]) -> None:
+        """Overwrite the mapping's properties named in ``properties`` (name
+        -> rendered value, as ``ContactDraft.properties``) on the contact:
+        the fields the bridge keeps current (``bridge.live_fields``: a
+        template using ``{client.reachable}``). Only these; a rep's edits of
+        the contact's other fields stay. Default: this CRM cannot
+        (``NotImplementedError``: the values are left as created)."""
+        raise NotImplementedError(f"{self.kind} cannot update a contact's fields")
+
     def merge_contacts(self, keep: CrmRef, gone: CrmRef) -> bool:
         """Make ``gone`` part of ``keep`` in the CRM, where its API can (the
         bridge found the two are one person). True once the CRM merged them

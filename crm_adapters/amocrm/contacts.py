@@ -190,6 +190,19 @@ class ContactsMixin:
             raise
         return made
 
+    def write_contact_fields(self, contact: CrmRef, properties: Mapping[str, str]) -> None:
+        """PATCH the custom fields the setup created for the properties
+        (only the fields named are sent: amoCRM keeps the others)."""
+        ids = self.settings.custom_fields.get("contacts") or {}
+        values = custom_values(properties, ids, "contact")
+        if not values:
+            return
+        self.api.json(
+            "PATCH",
+            f"/api/v4/contacts/{to_int(contact.id, 'contact id')}",
+            json={"custom_fields_values": values},
+        )
+
     def update_contact(self, contact: CrmRef, draft: ContactDraft) -> None:
         """Add what the contact lacks: the identity value, a new phone, a
         new e-mail. Multitext PATCH probably replaces the field's values

@@ -275,6 +275,14 @@ class ContactsMixin:
             raise error
         return made
 
+    def write_contact_fields(self, contact: CrmRef, properties: Mapping[str, str]) -> None:
+        """``crm.contact.update`` with the user fields the setup created for
+        the properties (fields not named are left as they are)."""
+        fields = mapped_fields(self.settings, properties, "contact")
+        if fields:
+            contact_id = to_int(contact.id, "contact id")
+            self.api.call("crm.contact.update", {"id": contact_id, "fields": fields})
+
     def update_contact(self, contact: CrmRef, draft: ContactDraft) -> None:
         """Add the identity, phones and e-mails the contact lacks. A
         multifield value sent without ``ID`` is added, the old ones stay

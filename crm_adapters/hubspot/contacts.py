@@ -235,6 +235,12 @@ class ContactsMixin(SearchMixin):
         )
         return response.status_code != 409
 
+    def write_contact_fields(self, contact: CrmRef, properties: Mapping[str, str]) -> None:
+        """PATCH the properties (the setup created them as contact
+        properties); a 404 is the contact gone (merged away or deleted)."""
+        if not self._patch_contact(contact.id, {k: str(v) for k, v in properties.items()}):
+            raise PermanentError("HubSpot refused the contact's properties (409)")
+
     def update_contact(self, contact: CrmRef, draft: ContactDraft) -> None:
         """Fill in what the contact lacks: identity, phone (``mobilephone``
         when ``phone`` holds another number), e-mail. Never overwrites."""

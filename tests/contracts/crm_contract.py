@@ -155,6 +155,10 @@ class VendorHandle(Protocol):
         """The contact is a live record of its own (not deleted, not
         merged into another)."""
 
+    def contact_field(self, contact_id: str, name: str, settings: Mapping[str, Any]) -> Any:
+        """The value the CRM shows in the contact's field for the mapping's
+        property ``name`` (the field ``setup()`` made, per ``settings``)."""
+
 
 class Receiver:
     """A tiny HTTP endpoint that records every request as the bridge's
@@ -683,6 +687,36 @@ class CrmAdapterContract:
             assert line in seen
         assert key not in seen and "[bridge" not in seen
         assert hashlib.sha256(key.encode()).hexdigest()[:12] not in seen
+
+
+    # -- fields the bridge keeps current ----------------------------------
+
+    def test_a_contacts_live_field_is_rewritten_and_nothing_else(
+        self,
+        adapter: CrmAdapter,
+        vendor: VendorHandle,
+        channel_kind: str,
+        settings: dict[str, Any],
+    ) -> None:
+        """``write_contact_fields`` overwrites the mapping's property the
+        bridge keeps current (``{client.reachable}``) on a contact created
+        with it, and leaves the contact's phone as it was."""
+        _, e164 = self.phone()
+        draft = replace(
+            self.contact_draft(channel_kind, identity=self.uid("user"), phone=e164),
+            properties={LIVE_FIELD: "Telegram: yes"},
+        )
+        contact = adapter.create_contact(draft).ref
+        assert vendor.contact_field(contact.id, LIVE_FIELD, settings) == "Telegram: yes"
+        now = "WhatsApp: template only; Telegram: blocked"
+        _as_the_core_does(adapter.write_contact_fields, contact, {LIVE_FIELD: now})
+        assert vendor.contact_field(contact.id, LIVE_FIELD, settings) == now
+        found = adapter.find_contact(ContactLookup(identities={}, phones=(e164,)))
+        assert found is not None and found.ref.id == contact.id
+
+
+#: the contact property the suite's mapping keeps current
+LIVE_FIELD = "bridge_reach"
 
 
 def _as_the_core_does(hook: Callable[..., Any], *args: Any) -> Any:

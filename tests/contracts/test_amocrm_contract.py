@@ -61,6 +61,7 @@ from sandbox.amocrm import (
     create_app,
 )
 from tests.contracts.crm_contract import (
+    LIVE_FIELD,
     Credentials,
     CrmAdapterContract,
     LocalBucket,
@@ -161,6 +162,14 @@ class AmoVendor:
             str(c["id"]) == contact_id and not c.get("is_deleted")
             for c in self.account()["contacts"]
         )
+
+    def contact_field(self, contact_id: str, name: str, settings: Mapping[str, Any]) -> Any:
+        field_id = settings["custom_fields"]["contacts"][name]
+        (contact,) = [c for c in self.account()["contacts"] if str(c["id"]) == contact_id]
+        for field in contact.get("custom_fields_values") or []:
+            if field.get("field_id") == field_id:
+                return field["values"][0]["value"]
+        return None
 
     def timeline(self, bridge_ids: Iterable[str]) -> list[VendorEntry]:
         wanted = {hashlib.sha256(b.encode()).hexdigest()[:12]: b for b in bridge_ids}
@@ -354,7 +363,7 @@ class _AmoContract(CrmAdapterContract):
 
     @pytest.fixture
     def mapping_properties(self) -> Mapping[str, list[str]]:
-        return {"lead": ["utm_source"]}
+        return {"lead": ["utm_source"], "contact": [LIVE_FIELD]}
 
     @pytest.fixture
     def make_entry(self, vendor: AmoVendor) -> Callable[..., TimelineEntry]:

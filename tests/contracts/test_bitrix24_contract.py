@@ -63,6 +63,7 @@ from sandbox.bitrix24 import (
     create_app,
 )
 from tests.contracts.crm_contract import (
+    LIVE_FIELD,
     Credentials,
     CrmAdapterContract,
     LocalBucket,
@@ -150,6 +151,11 @@ class B24Vendor:
 
     def contact_exists(self, contact_id: str) -> bool:
         return any(str(c["id"]) == contact_id for c in self.portal()["contacts"])
+
+    def contact_field(self, contact_id: str, name: str, settings: Mapping[str, Any]) -> Any:
+        code = settings["custom_fields"]["contact"][name]
+        (contact,) = [c for c in self.portal()["contacts"] if str(c["id"]) == contact_id]
+        return contact["fields"].get(code)
 
     def timeline(self, bridge_ids: Iterable[str]) -> list[VendorEntry]:
         wanted = {hashlib.sha256(b.encode()).hexdigest()[:12]: b for b in bridge_ids}
@@ -331,7 +337,7 @@ class _B24Contract(CrmAdapterContract):
 
     @pytest.fixture
     def mapping_properties(self) -> Mapping[str, list[str]]:
-        return {"lead": ["utm_source"]}
+        return {"lead": ["utm_source"], "contact": [LIVE_FIELD]}
 
     @pytest.fixture
     def make_entry(self, vendor: B24Vendor) -> Callable[..., TimelineEntry]:

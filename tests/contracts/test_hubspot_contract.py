@@ -38,6 +38,7 @@ from crm_adapters.hubspot import HubSpotAdapter
 from crm_adapters.hubspot.settings import HubSpotApp
 from sandbox.hubspot import create_app
 from tests.contracts.crm_contract import (
+    LIVE_FIELD,
     Credentials,
     CrmAdapterContract,
     LocalBucket,
@@ -167,6 +168,10 @@ class HubSpotVendor:
 
     def contact_exists(self, contact_id: str) -> bool:
         return any(c["id"] == contact_id and not c["archived"] for c in self.portal()["contacts"])
+
+    def contact_field(self, contact_id: str, name: str, settings: Mapping[str, Any]) -> Any:
+        (contact,) = [c for c in self.portal()["contacts"] if c["id"] == contact_id]
+        return contact["properties"].get(name)
 
     def merged_into(self, contact_id: str) -> str | None:
         merges = {m["id"]: m["into"] for m in self.portal()["merges"] if m["type"] == "contacts"}
@@ -304,7 +309,7 @@ class TestHubSpotContract(CrmAdapterContract):
 
     @pytest.fixture
     def mapping_properties(self) -> Mapping[str, list[str]]:
-        return {"deal": ["bridge_utm_source"]}
+        return {"deal": ["bridge_utm_source"], "contact": [LIVE_FIELD]}
 
     @pytest.fixture
     def make_entry(self) -> Callable[..., TimelineEntry]:

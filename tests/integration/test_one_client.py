@@ -56,6 +56,7 @@ from bench.stack import ROOT, Stack
 from bench.traffic import wait_until
 from bridge import outbox
 from bridge.identity import live_contact
+from bridge.reach import WORDS
 from bridge.registry import channel_class
 from bridge.tables import ChannelAccount, Contact, Conversation, Message
 from tests.support.crm_views import Vendor, fast_stack, runtime_of
@@ -343,6 +344,10 @@ class HubSpotSide:
         found = next(c for c in self.state["contacts"] if c["id"] == contact)
         return [e for e in (found["properties"].get("email"),) if e]
 
+    def reachable(self, contact: str) -> str | None:
+        found = next(c for c in self.state["contacts"] if c["id"] == contact)
+        return found["properties"].get("bridge_reachable")  # type: ignore[no-any-return]
+
     def notes(self, contact: str) -> list[str]:
         mine = {
             a["toId"]
@@ -423,6 +428,13 @@ class AmoCrmSide:
             if n["entity_type"] == "contacts" and str(n["entity_id"]) == contact
         ]
 
+    def reachable(self, contact: str) -> str | None:
+        found = next(c for c in self.state["contacts"] if str(c["id"]) == contact)
+        for field in found.get("custom_fields_values") or ():
+            if field.get("field_name") == "bridge_reachable":
+                return str(field["values"][0]["value"])
+        return None
+
     def entries(self, contacts: set[str]) -> list[tuple[Any, str, str | None]]:
         out = []
         for chat in self.state["chats"]:
@@ -475,6 +487,10 @@ class Bitrix24Side:
         found = next(c for c in self.state["contacts"] if str(c["id"]) == contact)
         return [str(c["COMMENT"]) for c in found["timeline"]["comments"]]
 
+    def reachable(self, contact: str) -> str | None:
+        found = next(c for c in self.state["contacts"] if str(c["id"]) == contact)
+        return found["fields"].get("UF_CRM_REACHABLE")  # type: ignore[no-any-return]
+
     def entries(self, contacts: set[str]) -> list[tuple[Any, str, str | None]]:
         out = []
         for lead in self.state["leads"]:
@@ -498,6 +514,17 @@ class Bitrix24Side:
 SIDES = {"hubspot": HubSpotSide, "amocrm": AmoCrmSide, "bitrix24": Bitrix24Side}
 
 
+def reach_line(crm: str, *answers: tuple[str, str]) -> str:
+    """The CRM contact's ``{client.reachable}`` field as the demo mapping
+    words it (HubSpot's in English, the others' in Russian)."""
+    language = "en" if crm == "hubspot" else "ru"
+    return "; ".join(f"{channel_class(k).title}: {WORDS[why][language]}" for k, why in answers)
+
+
+def shows_reach(stack: Stack, crm_contact: str, line: str) -> Callable[[], bool]:
+    return lambda: SIDES[stack.crm](stack).reachable(crm_contact) == line
+
+
 def rep_replies_in_latest_chat(stack: Stack, crm_contact: str, text: str) -> dict[str, Any]:
     """A rep answers in the CRM's conversation view, in the client's most
     recent conversation (where the client wrote last)."""
@@ -512,6 +539,17 @@ def rep_replies_in_latest_chat(stack: Stack, crm_contact: str, text: str) -> dic
     return Vendor(stack, "bitrix24").post(
         "_reply", conversation=latest["external_chat_id"], text=text
     )
+
+
+def rep_replies_in_newest_chat(stack: Stack, text: str) -> dict[str, Any]:
+    """A rep answers in the chat with the newest message (amoCRM, Bitrix24)."""
+    if stack.crm == "amocrm":
+        chats = AmoCrmSide(stack).state["chats"]
+        newest = max(chats, key=lambda c: max(m["timestamp"] for m in c["messages"]))
+        return Vendor(stack, "amocrm").post(
+            "_reply", conversation=newest["conversation_id"], text=text
+        )
+    return rep_replies_in_latest_chat(stack, "", text)
 
 
 # -- the test --------------------------------------------------------------------------------
@@ -590,6 +628,12 @@ def test_one_client_across_four_channels(  # type: ignore[no-untyped-def]
     # -- the CRM: one client, one owner, every entry in order with its channel -------
     side = SIDES[crm](stack)
     crm_contact = client["crm_contact_id"]
+    # the channels that reach the client, on the CRM contact: the demo
+    # mappings' live field, rewritten as the client came on each channel
+    everywhere = reach_line(crm, *((k, "window_open" if k == "whatsapp" else "ok") for k in ORDER))
+    assert wait_until(shows_reach(stack, crm_contact, everywhere), timeout=30), SIDES[crm](
+        stack
+    ).reachable(crm_contact)
     # WhatsApp's number joined the client before its first sync (no CRM
     # contact of its own); the Telegram user had one when they shared their
     # number: HubSpot merges the two CRM contacts (its merge API); amoCRM and
@@ -715,6 +759,13 @@ def test_one_client_across_four_channels(  # type: ignore[no-untyped-def]
 
     assert wait_until(lambda: len(split_noted()) == 1, timeout=30), split_noted()
     assert f"#{tg_crm_contact}" in split_noted()[0]
+    if CRM_MERGE[crm] != "merged":
+        # each client's CRM contact shows its own channels again (HubSpot
+        # keeps one record for both: it cannot split a merge)
+        kept_line = reach_line(crm, ("webchat", "ok"), ("whatsapp", "window_open"), ("email", "ok"))
+        assert wait_until(shows_reach(stack, crm_contact, kept_line), timeout=30)
+        telegram_alone = reach_line(crm, ("telegram", "ok"))
+        assert wait_until(shows_reach(stack, tg_crm_contact, telegram_alone), timeout=30)
     side = SIDES[crm](stack)
     # back on the deal/lead it had opened itself
     assert convs["telegram"]["entity"] == tg_entity
@@ -733,3 +784,13 @@ def test_one_client_across_four_channels(  # type: ignore[no-untyped-def]
     status = stack.bridge_status()
     assert status["parked"] == [] and status["failed"] == [], status
     assert status["followup_failed"] == [], status
+    if CRM_MERGE[crm] != "merged":
+        # the Telegram user blocks the bot; a rep's reply fails: their
+        # contact says so (the failure reported, the contact due, rewritten)
+        Vendor(stack, "telegram").post("_block", chat_id=TG_USER, blocked=True)
+        answer = rep_replies_in_newest_chat(stack, "Are you there?")
+        assert answer["webhook"]["status"] == 200, answer
+        blocked = reach_line(crm, ("telegram", "blocked"))
+        assert wait_until(shows_reach(stack, tg_crm_contact, blocked), timeout=30), SIDES[crm](
+            stack
+        ).reachable(tg_crm_contact)

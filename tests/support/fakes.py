@@ -83,6 +83,8 @@ class FakeCrmState:
         self.merged: dict[str, str] = {}
         #: notes on contacts: (contact id, text, key)
         self.notes: list[tuple[str, str, str]] = []
+        #: live field writes: (contact id, properties)
+        self.field_writes: list[tuple[str, dict[str, str]]] = []
 
     def fail_next(
         self, hook: str, error: BridgeError, *, after_commit: bool = False, times: int = 1
@@ -167,6 +169,13 @@ class FakeCrm(CrmAdapter):
             c["identities"].update(draft.lookup.identities)
 
         return self._hook("update_contact", draft, effect)
+
+    def write_contact_fields(self, contact: CrmRef, properties: Mapping[str, str]) -> None:
+        def effect() -> None:
+            STATE.contacts[contact.id].setdefault("properties", {}).update(properties)
+            STATE.field_writes.append((contact.id, dict(properties)))
+
+        self._hook("write_contact_fields", (contact, properties), effect)
 
     def merge_contacts(self, keep: CrmRef, gone: CrmRef) -> bool:
         def effect() -> bool:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from bridge import files, identity, outbox, reach
+from bridge import files, identity, live_fields, outbox, reach
 from bridge.db import write_connection
 from bridge.errors import (
     AuthError,
@@ -447,17 +447,18 @@ class InboundSync:
     ) -> CrmRef:
         contact = snap.contact
 
-        def find_or_create() -> tuple[CrmContact, str | None]:
+        def find_or_create() -> tuple[CrmContact, str | None, bool]:
             # One retry unit: a retry after an ambiguous create searches first.
             found = adapter.find_contact(draft.lookup)
             if found is not None:
-                return found, None
+                return found, None, False
             self._update(Contact, contact.id, crm_state=CrmWrite.CREATING)
             owner = self._owner(snap, rule, None)
-            return adapter.create_contact(replace(draft, owner_id=owner)), owner
+            return adapter.create_contact(replace(draft, owner_id=owner)), owner, True
 
-        found, chosen = self._call(find_or_create)
+        found, chosen, created = self._call(find_or_create)
         owner = found.owner_id or chosen
+        live = snap.mapping.live_contact_fields() if snap.mapping is not None else {}
         self._update(
             Contact,
             contact.id,
@@ -465,9 +466,13 @@ class InboundSync:
             crm_owner_id=owner,
             crm_state=CrmWrite.SYNCED,
             crm_dirty=False,
+            # created: the live fields were written with it (found: not yet)
+            crm_live={k: v for k, v in draft.properties.items() if k in live}
+            if created and live
+            else None,
         )
         contact.crm_contact_id, contact.crm_owner_id = found.ref.id, owner
-        if chosen is None:  # found, not created: the CRM may know them as another client
+        if not created:  # found: the CRM may know them as another client
             with self.rt.transaction() as session:
                 identity.join_by_crm_contact(session, contact.id, found.ref.id)
         return found.ref
@@ -1123,6 +1128,12 @@ class InboundSync:
         if (done or wrote) and contact and snap.conversation.crm_contact_id != contact:
             conn.execute(_CONTACT_WRITTEN, {"c_id": snap.conversation.id, "c_contact": contact})
             snap.conversation.crm_contact_id = contact
+        if done and snap.mapping is not None and snap.mapping.live_contact_fields():
+            # the client wrote: the CRM contact's live fields (their
+            # reachability) may change, or start a clock (a reply window)
+            with Session(bind=conn) as session:
+                live_fields.after_sync(session, snap.mapping, snap.contact.id)
+                session.flush()
 
     def _enqueue_acks(self, acks: list[str]) -> None:
         for job in acks:

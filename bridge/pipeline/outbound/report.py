@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bridge import outbox
+from bridge import live_fields, outbox
 from bridge.model import DeliveryReport, DeliveryStatus
 from bridge.pipeline.followup import FollowupItem, run_followups
 from bridge.tables import MessageStatus
@@ -35,6 +35,12 @@ class DeliveryReports:
             crm_thread_id=(message.payload or {}).get("crm_thread_id"),
         )
         runtime.crm_adapter(item.tenant).report_delivery(report)
+        if failed:
+            # a reply that failed for good (a bot blocked, an address
+            # bouncing) may change where the client can be reached: the
+            # CRM contact's live fields are looked at again
+            with runtime.transaction() as session:
+                live_fields.mark_conversation(session, message.conversation_id)
 
 
 def run_reports(runtime: Runtime, conversation_id: int) -> str:
