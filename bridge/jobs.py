@@ -19,7 +19,7 @@ from collections.abc import Callable
 import redis
 from rq import Queue
 
-from bridge.outbox import ACK, IN, OUT, REPORT
+from bridge.outbox import ACK, IN, OUT, REPORT, SERVICE
 
 __all__ = [
     "DELIVER_QUEUE",
@@ -32,6 +32,7 @@ __all__ = [
     "enqueue_normaliser",
     "normalise_account",
     "report_conversation",
+    "service_conversation",
     "sync_conversation",
 ]
 
@@ -120,6 +121,14 @@ def report_conversation(conversation_id: int) -> str:
     return run_reports(get_runtime(), conversation_id)
 
 
+def service_conversation(conversation_id: int) -> str:
+    """The service layer's pass over the conversation's new client messages."""
+    from bridge.runtime import get_runtime
+    from bridge.service.runner import run_service
+
+    return run_service(get_runtime(), conversation_id)
+
+
 #: direction -> (queue, job). Workers take the delivery queue first: the
 #: replies, and the two short follow-ups people watch for (the customer's
 #: spinner, the rep's "sent" mark), which would otherwise wait behind a
@@ -129,6 +138,7 @@ JOBS: dict[str, tuple[str, Callable[[int], str]]] = {
     OUT: (DELIVER_QUEUE, deliver_conversation),
     ACK: (DELIVER_QUEUE, acknowledge_conversation),
     REPORT: (DELIVER_QUEUE, report_conversation),
+    SERVICE: (DELIVER_QUEUE, service_conversation),
 }
 
 

@@ -49,6 +49,9 @@ OUT = "out"
 #: button press answered), the CRM's delivery report of outbound replies
 ACK = "ack"
 REPORT = "report"
+#: the service layer's pass over a conversation's new client messages
+#: (``bridge.service.runner``: sessions, menus, notices, ratings)
+SERVICE = "service"
 
 
 def job_id(direction: str, conversation_id: int, version: int, sweep: int = 0) -> str:
@@ -77,7 +80,7 @@ def get_or_create(session: Session, tenant_id: int, conversation_id: int, direct
     return row
 
 
-_KIND = {IN: "sync", OUT: "deliver", ACK: "acknowledge", REPORT: "report"}
+_KIND = {IN: "sync", OUT: "deliver", ACK: "acknowledge", REPORT: "report", SERVICE: "service"}
 _WAS_IDLE = Outbox.state == OutboxState.IDLE
 #: built once (see bump): SET expressions read the row's old values; the
 #: new job id is made in SQL (``<kind>-<conversation>-<version>``, job_id's

@@ -355,7 +355,7 @@ class AccountPoller:
                 account.id,
                 account.tenant_id,
                 account.kind,
-                runtime.identity_rules(account.tenant_id),
+                *runtime.ingest_view(account.tenant_id),
             )
             return _Loaded(ref, self._adapter, account.poll_cursor)
 

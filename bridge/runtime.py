@@ -264,14 +264,22 @@ class Runtime:
     def identity_rules(self, tenant_id: int) -> IdentityRules:
         """The tenant mapping's rules for making two clients one (the
         defaults when the mapping cannot be read: ingest never stops on it)."""
+        return self.ingest_view(tenant_id)[0]
+
+    def ingest_view(self, tenant_id: int) -> tuple[IdentityRules, bool]:
+        """What ingest reads of the tenant's mapping: the rules for making
+        two clients one, and whether it has a service layer (``service:``:
+        each stored client message is then the service layer's work too).
+        The defaults when the mapping cannot be read: ingest never stops on it."""
         with self.read_engine.connect() as conn:
             name = conn.scalar(select(tables.Tenant.mapping).where(tables.Tenant.id == tenant_id))
         if name is None:
-            return IdentityRules()
+            return IdentityRules(), False
         try:
-            return self.mappings.get(name).identity
+            mapping = self.mappings.get(name)
         except MappingError:
-            return IdentityRules()
+            return IdentityRules(), False
+        return mapping.identity, mapping.service is not None
 
     def crm_webhook_url(self, tenant: tables.Tenant) -> str:
         return f"{self.settings.public_url}/webhooks/crm/{tenant.crm_kind}/{tenant.webhook_key}"

@@ -29,6 +29,7 @@ from rq.job import Job, JobStatus
 from sqlalchemy import bindparam, or_, select
 
 from bridge import cascade, files, live_fields, outbox
+from bridge.service import runner as service_runner
 from bridge.jobs import enqueue
 from bridge.locks import ConversationLock, lock_name
 from bridge.model import utcnow
@@ -163,6 +164,7 @@ class Sweeper:
                         log.info("%d unread replies sent on to the people's addresses", forwarded)
                     cascade.sweep(self.runtime)
                     live_fields.sweep(self.runtime)
+                    service_runner.sweep(self.runtime)
                     if time.monotonic() >= self._retention_at:
                         self._retention_at = time.monotonic() + self.RETENTION_EVERY
                         dropped = drop_old_bodies(self.runtime)

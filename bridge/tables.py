@@ -683,3 +683,89 @@ class CascadeStep(Base):
     #: when the cascade last looked at its message (a newer change: look again)
     checked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ServiceSession(Base):
+    """One session of a conversation (``bridge.service``): opened by the
+    client's message, closed after the line's idle hours or when the CRM
+    closes the deal/ticket. A row per session is the record the KPIs read
+    (opened, first response, closed, why, the rating); the conversation's
+    newest row also carries where the service layer's pass over its
+    inbound messages got to (``cursor``: the last inbound ``seq`` seen)."""
+
+    __tablename__ = "service_sessions"
+    __table_args__ = (
+        UniqueConstraint("conversation_id", "number"),
+        Index("ix_service_sessions_due", "next_check"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    number: Mapped[int] = mapped_column(Integer)
+    #: ``bridge.service.sessions.SessionState`` as a dict
+    state: Mapped[dict[str, Any]] = mapped_column(Json)
+    #: the line and owner routing gave it, and why (the audit)
+    line: Mapped[str | None] = mapped_column(String(100))
+    owner_id: Mapped[str | None] = mapped_column(String(64))
+    route_reason: Mapped[str | None] = mapped_column(String(200))
+    #: the greeting menu the client is in (``MenuState`` as a dict), None: none
+    menu: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    #: ``bridge.service.sla.SlaState`` as a dict, None: no SLA on its line
+    sla: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    cursor: Mapped[int] = mapped_column(Integer, default=0)
+    opened_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    first_response_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    close_reason: Mapped[str | None] = mapped_column(String(16))
+    rating: Mapped[int | None] = mapped_column(Integer)
+    #: when the sweeper looks at it next (idle close, an SLA warning or
+    #: breach, the end of the rating window); None: nothing timed
+    next_check: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=_now, onupdate=_now
+    )
+
+
+class ServiceAction(Base):
+    """A CRM write the service layer asked for (a task due at opening, a
+    note of the menu choice or the rating, an alert to a supervisor), done
+    by a job and retried until the CRM has it. ``key`` names it: the same
+    work is asked once."""
+
+    __tablename__ = "service_actions"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "key"),
+        Index("ix_service_actions_due", "state", "next_check"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    key: Mapped[str] = mapped_column(String(200))
+    #: task | note
+    kind: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict[str, Any]] = mapped_column(Json)
+    #: pending | done | failed
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    next_check: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    done_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TenantService(Base):
+    """What the service layer remembers per tenant: whom round-robin gave
+    each line's last session."""
+
+    __tablename__ = "tenant_service"
+
+    tenant_id: Mapped[int] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    routing: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)

@@ -95,7 +95,7 @@ class _AdapterCache:
             if account is None:
                 return None
             ref = AccountRef(
-                account.id, account.tenant_id, account.kind, rt.identity_rules(account.tenant_id)
+                account.id, account.tenant_id, account.kind, *rt.ingest_view(account.tenant_id)
             )
             item = _Cached(ref, rt.channel_adapter(account), now + self.TTL)
         with self._lock:

@@ -271,6 +271,16 @@ class CrmAdapter(ABC):
         (``NotImplementedError``: the values are left as created)."""
         raise NotImplementedError(f"{self.kind} cannot update a contact's fields")
 
+    def update_entity(
+        self, entity: CrmRef, properties: Mapping[str, str], owner_id: str | None = None
+    ) -> None:
+        """Overwrite the mapping's ``properties`` (name -> value, as
+        ``EntityDraft.properties``) on an open deal/lead/ticket and, with
+        ``owner_id``, give it to that owner (the service layer's routing,
+        SLA due time and rating). Fields not named stay as the CRM's users
+        left them. Default: this CRM cannot (``NotImplementedError``)."""
+        raise NotImplementedError(f"{self.kind} cannot update a deal")
+
     def merge_contacts(self, keep: CrmRef, gone: CrmRef) -> bool:
         """Make ``gone`` part of ``keep`` in the CRM, where its API can (the
         bridge found the two are one person). True once the CRM merged them

@@ -75,6 +75,8 @@ LIVE_PLACEHOLDERS = frozenset({"client.reachable"})
 #: what a live contact field may use besides: it is rendered from the client
 #: alone, outside any message's sync
 CLIENT_PLACEHOLDERS = LIVE_PLACEHOLDERS | {"contact.name", "contact.phone", "contact.email"}
+#: the deal/lead/ticket fields the service layer writes (bridge.service.engine)
+SERVICE_FIELDS = ("service_line", "sla_due", "csat_score")
 #: the placeholder families whose keys are the channel's own
 FREE_FORM = ("utm.", "consent.")
 OWNER_STRATEGIES = ("fixed", "round_robin", "sticky")
@@ -231,6 +233,9 @@ class MappingConfig:
             if rule.object not in ("none", "unsorted"):
                 out.setdefault(rule.object, set()).update(rule.fields.entity)
             out.setdefault("contact", set()).update(rule.fields.contact)
+            if self.service is not None and rule.object not in ("none", "unsorted"):
+                # the service layer's fields (bridge.service.engine.FIELDS)
+                out[rule.object].update(SERVICE_FIELDS)
         return {k: sorted(v) for k, v in out.items() if v}
 
     def live_contact_fields(self) -> dict[str, str]:

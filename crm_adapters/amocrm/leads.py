@@ -94,6 +94,23 @@ class LeadsMixin:
         lead["request_id"] = draft.conversation_uid
         return lead
 
+    def update_entity(
+        self, entity: CrmRef, properties: Mapping[str, str], owner_id: str | None = None
+    ) -> None:
+        """``PATCH /api/v4/leads/{id}``: ``responsible_user_id`` and the
+        custom fields the setup created for the properties (the fields not
+        sent are kept)."""
+        self._check_type(entity.kind)
+        body: dict[str, Any] = {}
+        if owner_id:
+            body["responsible_user_id"] = to_int(owner_id, "owner id")
+        ids = self.settings.custom_fields.get("leads") or {}
+        values = custom_values(properties, ids, "lead")
+        if values:
+            body["custom_fields_values"] = values
+        if body:
+            self.api.json("PATCH", f"/api/v4/leads/{to_int(entity.id, 'lead id')}", json=body)
+
     def create_entity(self, draft: EntityDraft) -> CrmRef:
         """``POST /api/v4/leads/complex`` (a bare-array answer) with one
         lead (:meth:`_lead_item`)."""

@@ -192,6 +192,20 @@ class EntitiesMixin:
         ]
         return CrmRef(kind, str(min(ids))) if ids else None
 
+    def update_entity(
+        self, entity: CrmRef, properties: Mapping[str, str], owner_id: str | None = None
+    ) -> None:
+        """``crm.lead.update`` / ``crm.deal.update`` with ``ASSIGNED_BY_ID``
+        and the user fields the setup created for the properties (fields
+        not sent are left as they are, ``crm-deal-update.md``)."""
+        kind = self._check_type(entity.kind)
+        fields: dict[str, Any] = dict(mapped_fields(self.settings, properties, kind))
+        if owner_id:
+            fields["ASSIGNED_BY_ID"] = to_int(owner_id, "owner id")
+        if fields:
+            entity_id = to_int(entity.id, f"{kind} id")
+            self.api.call(f"crm.{kind}.update", {"id": entity_id, "fields": fields})
+
     def create_entity(self, draft: EntityDraft) -> CrmRef:
         """``crm.lead.add`` (title, status = mapping stage, source, owner,
         contact, UTM/UF fields, the conversation uid) or ``crm.deal.add``

@@ -105,6 +105,23 @@ class EntitiesMixin(SearchMixin):
         )
         return CrmRef(draft.object_type, str(body["id"]))
 
+    def update_entity(
+        self, entity: CrmRef, properties: Mapping[str, str], owner_id: str | None = None
+    ) -> None:
+        """``PATCH /crm/v3/objects/{deals|tickets}/{id}`` with the properties
+        and ``hubspot_owner_id``."""
+        props = {k: str(v) for k, v in properties.items()}
+        if owner_id:
+            props["hubspot_owner_id"] = str(owner_id)
+        if not props:
+            return
+        self.api.json(
+            "PATCH",
+            f"/crm/v3/objects/{self._entity_path(entity.kind)}/{entity.id}",
+            json={"properties": props},
+            limit=self.api_limit,
+        )
+
     def create_entities(self, drafts: Mapping[str, EntityDraft]) -> dict[str, CrmRef]:
         """:meth:`create_entity` for many: ``POST .../batch/create`` per
         object type and 100 inputs (FACTS 3.3), associations inline, the

@@ -155,6 +155,10 @@ class VendorHandle(Protocol):
         """The contact is a live record of its own (not deleted, not
         merged into another)."""
 
+    def entity_field(self, entity: CrmRef, name: str, settings: Mapping[str, Any]) -> Any:
+        """The deal/lead/ticket's value for the mapping's property ``name``,
+        and (``name`` None) its owner's id."""
+
     def contact_field(self, contact_id: str, name: str, settings: Mapping[str, Any]) -> Any:
         """The value the CRM shows in the contact's field for the mapping's
         property ``name`` (the field ``setup()`` made, per ``settings``)."""
@@ -688,7 +692,6 @@ class CrmAdapterContract:
         assert key not in seen and "[bridge" not in seen
         assert hashlib.sha256(key.encode()).hexdigest()[:12] not in seen
 
-
     # -- fields the bridge keeps current ----------------------------------
 
     def test_a_contacts_live_field_is_rewritten_and_nothing_else(
@@ -713,6 +716,29 @@ class CrmAdapterContract:
         assert vendor.contact_field(contact.id, LIVE_FIELD, settings) == now
         found = adapter.find_contact(ContactLookup(identities={}, phones=(e164,)))
         assert found is not None and found.ref.id == contact.id
+
+    def test_an_entity_is_given_to_an_owner_and_its_fields_rewritten(
+        self,
+        adapter: CrmAdapter,
+        vendor: VendorHandle,
+        channel_kind: str,
+        entity_defaults: Mapping[str, Any],
+        mapping_properties: Mapping[str, Sequence[str]],
+        settings: dict[str, Any],
+    ) -> None:
+        """``update_entity``: the service layer's routing gives the open
+        deal/lead to an owner and writes its fields (the SLA due time, the
+        rating), leaving the rest as it was."""
+        _, entity, _ = self.open_conversation(adapter, channel_kind, entity_defaults)
+        owners = [o.id for o in adapter.list_owners()]
+        assert len(owners) >= 2
+        (name,) = [n for k, names in mapping_properties.items() if k != "contact" for n in names]
+        _as_the_core_does(adapter.update_entity, entity, {name: "first"}, owners[0])
+        assert vendor.entity_field(entity, name, settings) == "first"
+        assert str(vendor.entity_field(entity, None, settings)) == owners[0]
+        _as_the_core_does(adapter.update_entity, entity, {}, owners[1])
+        assert str(vendor.entity_field(entity, None, settings)) == owners[1]
+        assert vendor.entity_field(entity, name, settings) == "first"  # kept
 
 
 #: the contact property the suite's mapping keeps current

@@ -53,6 +53,7 @@ from bridge.model import (
 )
 from bridge.schema import load
 from crm_adapters.bitrix24 import Bitrix24Adapter, Bitrix24App, Bitrix24Settings
+from crm_adapters.bitrix24.entities import field_code
 from sandbox.bitrix24 import (
     DEMO_CLIENT_ID,
     DEMO_CLIENT_SECRET,
@@ -151,6 +152,14 @@ class B24Vendor:
 
     def contact_exists(self, contact_id: str) -> bool:
         return any(str(c["id"]) == contact_id for c in self.portal()["contacts"])
+
+    def entity_field(self, entity: CrmRef, name: str | None, settings: Mapping[str, Any]) -> Any:
+        (found,) = [e for e in self.portal()[f"{entity.kind}s"] if str(e["id"]) == entity.id]
+        if name is None:
+            return found["fields"]["ASSIGNED_BY_ID"]
+        # a standard field (UTM_SOURCE) or the user field the setup made
+        code = field_code(name) or settings["custom_fields"][entity.kind][name]
+        return found["fields"].get(code)
 
     def contact_field(self, contact_id: str, name: str, settings: Mapping[str, Any]) -> Any:
         code = settings["custom_fields"]["contact"][name]

@@ -169,6 +169,10 @@ class HubSpotVendor:
     def contact_exists(self, contact_id: str) -> bool:
         return any(c["id"] == contact_id and not c["archived"] for c in self.portal()["contacts"])
 
+    def entity_field(self, entity: CrmRef, name: str | None, settings: Mapping[str, Any]) -> Any:
+        (found,) = [e for e in self.portal()[f"{entity.kind}s"] if e["id"] == entity.id]
+        return found["properties"].get(name or "hubspot_owner_id")
+
     def contact_field(self, contact_id: str, name: str, settings: Mapping[str, Any]) -> Any:
         (contact,) = [c for c in self.portal()["contacts"] if c["id"] == contact_id]
         return contact["properties"].get(name)

@@ -203,6 +203,17 @@ class FakeCrm(CrmAdapter):
 
         return self._hook("find_entity", draft, effect)
 
+    def update_entity(
+        self, entity: CrmRef, properties: Mapping[str, str], owner_id: str | None = None
+    ) -> None:
+        def effect() -> None:
+            found = STATE.entities[entity.id]
+            found["properties"].update(properties)
+            if owner_id:
+                found["owner"] = owner_id
+
+        self._hook("update_entity", (entity, properties, owner_id), effect)
+
     def create_entity(self, draft: EntityDraft) -> CrmRef:
         def effect() -> CrmRef:
             eid = str(next(STATE.ids))

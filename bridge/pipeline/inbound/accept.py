@@ -140,6 +140,8 @@ class AccountRef:
     kind: str
     #: the tenant mapping's rules for making two clients one
     identity: IdentityRules = DEFAULT_RULES
+    #: the mapping has a service layer: stored client messages are its work too
+    service: bool = False
 
 
 def conversation_for(
@@ -279,6 +281,13 @@ def _write(session: Session, account: AccountRef, batch: _Batch, result: AcceptR
     conn.execute(_INSERT_MESSAGE, rows)
     jobs = outbox.bump_many(session, account.tenant_id, sorted(batch.conversations), outbox.IN)
     result.jobs.extend((outbox.IN, cid, job) for cid, job in sorted(jobs.items()) if job)
+    if account.service:
+        # the service layer (menus, notices, ratings) answers without
+        # waiting for the CRM: its own work, beside the sync's
+        jobs = outbox.bump_many(
+            session, account.tenant_id, sorted(batch.conversations), outbox.SERVICE
+        )
+        result.jobs.extend((outbox.SERVICE, cid, job) for cid, job in sorted(jobs.items()) if job)
     result.stored += len(rows)
 
 
@@ -468,7 +477,7 @@ def _account_ref(runtime: Runtime, account_id: int) -> AccountRef:
     if row is None:
         raise LookupError("channel account vanished")
     tenant_id = int(row[1])
-    return AccountRef(int(row[0]), tenant_id, str(row[2]), runtime.identity_rules(tenant_id))
+    return AccountRef(int(row[0]), tenant_id, str(row[2]), *runtime.ingest_view(tenant_id))
 
 
 def accept(

@@ -480,7 +480,7 @@ def _account(runtime: Runtime, account_id: int) -> tuple[AccountRef, ChannelAdap
         return None
     account = ChannelAccount(**row._mapping)
     ref = AccountRef(
-        account.id, account.tenant_id, account.kind, runtime.identity_rules(account.tenant_id)
+        account.id, account.tenant_id, account.kind, *runtime.ingest_view(account.tenant_id)
     )
     return ref, runtime.channel_parser(account)
 

@@ -13,10 +13,11 @@ uninstalled).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -72,12 +73,19 @@ def _route(
     return route(session, tenant_id, event, language)
 
 
+#: the service layer's word on a rep's reply (``bridge.service.runner``):
+#: (session, conversation id, text, when) -> True for a command to the
+#: bridge (``/transfer 2``) that the client must not get
+OnReply = Callable[[Session, int, str, dt.datetime], bool]
+
+
 def _store_reply(
     session: Session,
     tenant_id: int,
     event: CrmEvent,
     result: CrmAcceptResult,
     language: Callable[[], str] = lambda: "en",
+    on_reply: OnReply | None = None,
 ) -> None:
     exists = session.scalar(
         # the CRM's id, in any of the tenant's accounts: a redelivered
@@ -104,6 +112,11 @@ def _store_reply(
     named = routed.named
     if event.crm_thread_id and named is not None and not named.crm_thread_id:
         named.crm_thread_id = event.crm_thread_id
+    if routed.refusal is None and on_reply is not None:
+        if on_reply(session, conversation.id, routed.text or "", event.occurred_at):
+            # a command to the bridge, acted on: kept, never sent; the CRM
+            # reads so in the reply's delivery report
+            routed = replace(routed, refusal=_COMMAND.get(language(), _COMMAND["en"]))
     seq = take_seq(session, conversation.id)
     message = Message(
         uid=str(uuid.uuid4()),
@@ -142,6 +155,12 @@ def _store_reply(
     if job:
         result.jobs.append((outbox.OUT, conversation.id, job))
     result.replied.add(conversation.id)
+
+
+_COMMAND = {
+    "en": "a command to the bridge: done, not sent to the client",
+    "ru": "команда для моста: выполнена, клиенту не отправлена",
+}
 
 
 def _answers_here(session: Session, routed: Routed, event: CrmEvent) -> bool:
@@ -223,6 +242,58 @@ def _apply_state_event(session: Session, tenant_id: int, event: CrmEvent) -> Non
         session.execute(update(Conversation).where(*match).values(owner_id=event.owner_id))
 
 
+@dataclass
+class _ServiceHooks:
+    """The service layer's part in storing CRM events (a tenant whose
+    mapping has a ``service:`` section): a rep's reply is the session's
+    answer or a command; a closed deal closes the session; an owner
+    changed in the CRM owns the open session. What they ask for is
+    enqueued after the commit."""
+
+    runtime: Runtime
+    tenant_id: int
+    jobs: list[tuple[str, int, str]] = field(default_factory=list)
+    actions: list[int] = field(default_factory=list)
+
+    def on_reply(self, session: Session, conversation_id: int, text: str, at: dt.datetime) -> bool:
+        from bridge.service import runner
+
+        command, jobs, actions = runner.operator_replied(
+            self.runtime, session, conversation_id, text, at
+        )
+        self.jobs += jobs
+        self.actions += actions
+        return command
+
+    def on_state(self, session: Session, event: CrmEvent) -> None:
+        from bridge.service import runner
+
+        if event.entity is None:
+            return
+        conversations = session.scalars(
+            select(Conversation.id).where(
+                Conversation.tenant_id == self.tenant_id,
+                Conversation.crm_entity_id == event.entity.id,
+            )
+        ).all()
+        for conversation_id in conversations:
+            if event.kind is CrmEventKind.ENTITY_CLOSED:
+                after = runner.crm_closed(self.runtime, session, conversation_id, event.occurred_at)
+                self.jobs += after.jobs
+                self.actions += after.actions
+            elif event.kind is CrmEventKind.OWNER_CHANGED and event.owner_id:
+                runner.owner_changed(session, conversation_id, event.owner_id)
+
+    def enqueue(self) -> None:
+        from bridge.service import runner
+
+        runner.enqueue_after(self.runtime, runner.After(self.jobs, self.actions))
+
+
+def _service_hooks(runtime: Runtime, tenant_id: int) -> _ServiceHooks | None:
+    return _ServiceHooks(runtime, tenant_id) if runtime.ingest_view(tenant_id)[1] else None
+
+
 def _language(runtime: Runtime, session: Session, tenant_id: int) -> str:
     """The tenant's mapping's language (a refused reply's reason is in it)."""
     tenant = session.get(Tenant, tenant_id)
@@ -239,9 +310,17 @@ def accept_crm_events(
     with runtime.transaction() as session:
         result = CrmAcceptResult()
         language = partial(_language, runtime, session, tenant_id)
+        service = _service_hooks(runtime, tenant_id)
         for event in events:
             if event.kind is CrmEventKind.REPLY:
-                _store_reply(session, tenant_id, event, result, language)
+                _store_reply(
+                    session,
+                    tenant_id,
+                    event,
+                    result,
+                    language,
+                    service.on_reply if service else None,
+                )
             elif event.kind in (
                 CrmEventKind.ENTITY_CLOSED,
                 CrmEventKind.OWNER_CHANGED,
@@ -250,9 +329,13 @@ def accept_crm_events(
                 CrmEventKind.APP_REMOVED,
             ):
                 _apply_state_event(session, tenant_id, event)
+                if service is not None:
+                    service.on_state(session, event)
                 result.ignored += 1
             else:
                 result.ignored += 1
+    if service is not None:
+        service.enqueue()
     if result.replied:
         from bridge import hosted
 

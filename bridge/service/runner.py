@@ -1,0 +1,695 @@
+"""The service layer in the pipeline: :mod:`bridge.service.engine`'s
+decisions, stored and acted on.
+
+- **Client messages.** Ingest bumps the conversation's ``service`` outbox
+  row with every stored message (when the tenant's mapping has a
+  ``service:`` section), so a menu or an out-of-hours notice never waits
+  for the CRM. The job (:func:`run_service`) walks the conversation's new
+  inbound messages in order (``ServiceSession.cursor``); for each, in one
+  transaction: the session rows, the messages the bridge sends the client
+  (ordinary outbound messages marked ``auto``, delivered by the outbound
+  pipeline) and the CRM work (``ServiceAction`` rows). Each message is
+  acted on once: the cursor moves in the same transaction.
+- **Operator replies** (:func:`operator_replied`, in the transaction that
+  stores the rep's reply): the session's first response, the SLA clocks;
+  a ``/transfer`` command moves the session to another line instead of
+  reaching the client.
+- **The clock** (:func:`sweep`, each sweeper pass): idle sessions close and
+  are offered the rating; SLA warnings and breaches alert the supervisor;
+  due CRM work is enqueued.
+- **The CRM closing the deal** (:func:`crm_closed`): the session closes.
+- **CRM work** (:func:`run_action`): a task (``CrmAdapter.create_task``,
+  keyed so a retry finds it) or a note on the client's contact
+  (``CrmAdapter.note_contact``), retried with backoff until the CRM has it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, overload
+
+import redis
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from bridge import outbox
+from bridge.db import rowcount
+from bridge.errors import AuthError, NotReadyError, PermanentError, RetryableError
+from bridge.model import CrmRef, MessageKind, TaskDraft, utcnow
+from bridge.pipeline.drain import Drained, Parked, run_drain
+from bridge.rows import aware
+from bridge.service import engine, routing
+from bridge.service.calendar import is_open
+from bridge.service.engine import Context, Outcome, Ticket
+from bridge.service.knowledge import KnowledgeBase, KnowledgeError
+from bridge.service.knowledge import load as load_knowledge
+from bridge.service.menu import MenuState
+from bridge.service.sessions import SessionState
+from bridge.tables import (
+    ChannelAccount,
+    Contact,
+    Conversation,
+    Message,
+    MessageStatus,
+    Outbox,
+    OutboxState,
+    ServiceAction,
+    ServiceSession,
+    Tenant,
+    TenantService,
+    TenantStatus,
+)
+from mappings import MappingError
+from mappings.schema import MappingConfig
+from mappings.service import Line, ServicePolicy
+
+if TYPE_CHECKING:
+    from bridge.runtime import Runtime
+
+__all__ = [
+    "AUTO",
+    "After",
+    "crm_closed",
+    "enqueue_after",
+    "operator_replied",
+    "owner_changed",
+    "run_action",
+    "run_service",
+    "sweep",
+]
+
+log = logging.getLogger(__name__)
+
+#: the ``auto`` mark of what the service layer sends (``OutboundMessage.auto``)
+AUTO = "service"
+#: client messages taken per transaction
+BATCH = 20
+#: how long a claimed CRM action is held before another job may try it
+ACTION_LEASE = dt.timedelta(minutes=5)
+ACTION_ATTEMPTS = 12
+ACTION_BACKOFF_CAP = dt.timedelta(hours=1)
+
+
+# -- client messages --------------------------------------------------------------------------
+
+
+def run_service(runtime: Runtime, conversation_id: int) -> str:
+    """The service layer's pass over the conversation's new client messages."""
+    return run_drain(
+        runtime, outbox.SERVICE, conversation_id, lambda lock: _drain_once(runtime, conversation_id)
+    )
+
+
+@dataclass
+class After:
+    """What to enqueue once the transaction committed."""
+
+    jobs: list[tuple[str, int, str]] = field(default_factory=list)
+    actions: list[int] = field(default_factory=list)
+
+
+def _drain_once(runtime: Runtime, conversation_id: int) -> Drained | Parked | None:
+    after = After()
+    with runtime.transaction() as session:
+        row = session.scalars(
+            select(Outbox).where(
+                Outbox.conversation_id == conversation_id, Outbox.direction == outbox.SERVICE
+            )
+        ).first()
+        if row is None or row.state == OutboxState.PARKED:
+            return Parked("parked" if row else "no-work")
+        version = row.version
+        found = _load(runtime, session, conversation_id)
+        if found is None:
+            outbox.park(session, conversation_id, outbox.SERVICE, "no service section")
+            return Parked("parked")
+        view, current = found
+        messages = list(
+            session.scalars(
+                select(Message)
+                .where(
+                    Message.conversation_id == conversation_id,
+                    Message.direction == outbox.IN,
+                    Message.seq > (current.cursor if current else 0),
+                )
+                .order_by(Message.seq)
+                .limit(BATCH)
+            )
+        )
+        if not messages:
+            return Drained(version)
+        ticket = _ticket(view.policy, current)
+        for message in messages:
+            cursor = message.seq
+            if (message.payload or {}).get("echo") or message.status == MessageStatus.FAILED:
+                current = _advance(session, view, current, cursor)
+                continue
+            ctx = view.context(session, aware(message.sent_at), ticket)
+            outcome = engine.with_due(
+                ctx, ticket, engine.on_client_message(ctx, ticket, message.text or "")
+            )
+            current = _apply(session, view, current, outcome, cursor, after)
+            ticket = outcome.ticket
+    _enqueue(runtime, after)
+    return None
+
+
+@dataclass
+class _View:
+    """What a pass reads once: the conversation, its tenant, the mapping."""
+
+    conversation: Conversation
+    tenant: Tenant
+    account: ChannelAccount
+    mapping: MappingConfig
+    policy: ServicePolicy
+    knowledge: KnowledgeBase | None
+
+    def context(self, session: Session, now: dt.datetime, ticket: Ticket) -> Context:
+        contact = session.get(Contact, self.conversation.contact_id)
+        language = (self.conversation.channel_state or {}).get("language")
+        return Context(
+            policy=self.policy,
+            key=self.conversation.uid,
+            channel=self.account.kind,
+            language=str(language) if language else self.mapping.language,
+            now=now,
+            contact_owner=contact.crm_owner_id if contact else None,
+            routing_state=_routing_state(session, self.tenant.id),
+            staff=lambda line: _staff(session, self.tenant.id, line, now),
+            knowledge=self.knowledge,
+            crm_language=self.mapping.language,
+        )
+
+
+def _load(
+    runtime: Runtime, session: Session, conversation_id: int
+) -> tuple[_View, ServiceSession | None] | None:
+    conversation = session.get(Conversation, conversation_id)
+    if conversation is None:
+        return None
+    tenant = session.get(Tenant, conversation.tenant_id)
+    account = session.get(ChannelAccount, conversation.channel_account_id)
+    if tenant is None or account is None:
+        return None
+    try:
+        mapping = runtime.mapping_for(tenant)
+    except MappingError:
+        return None
+    if mapping.service is None:
+        return None
+    knowledge = _knowledge(runtime, mapping.service)
+    view = _View(conversation, tenant, account, mapping, mapping.service, knowledge)
+    return view, _current(session, conversation_id)
+
+
+def _knowledge(runtime: Runtime, policy: ServicePolicy) -> KnowledgeBase | None:
+    if not policy.knowledge_base:
+        return None
+    path = Path(runtime.settings.mappings_dir) / policy.knowledge_base
+    try:
+        return load_knowledge(path)
+    except KnowledgeError as exc:
+        log.warning("knowledge base not read (%s)", type(exc).__name__)
+        return None
+
+
+def _current(session: Session, conversation_id: int) -> ServiceSession | None:
+    """The conversation's newest session row, locked for this transaction."""
+    return session.scalars(
+        select(ServiceSession)
+        .where(ServiceSession.conversation_id == conversation_id)
+        .order_by(ServiceSession.number.desc())
+        .limit(1)
+        .with_for_update()
+    ).first()
+
+
+def _ticket(policy: ServicePolicy, row: ServiceSession | None) -> Ticket:
+    if row is None:
+        return Ticket()
+    line = _line(policy, row.line)
+    return Ticket(
+        session=SessionState.from_dict(row.state),
+        line=row.line,
+        owner=row.owner_id,
+        route_reason=row.route_reason,
+        menu=MenuState.from_dict(row.menu) if row.menu else None,
+        sla=engine.sla_from_dict(row.sla, line) if row.sla is not None else None,
+    )
+
+
+def _line(policy: ServicePolicy, name: str | None) -> Line:
+    return policy.line(name if name is not None and name in policy.lines else policy.default_line)
+
+
+def _advance(
+    session: Session, view: _View, current: ServiceSession | None, cursor: int
+) -> ServiceSession | None:
+    if current is not None:
+        current.cursor = cursor
+    return current
+
+
+def _apply(
+    session: Session,
+    view: _View,
+    current: ServiceSession | None,
+    outcome: Outcome,
+    cursor: int,
+    after: After,
+) -> ServiceSession | None:
+    """Store one event's outcome: the session rows (a closed one on its
+    own row), the messages to the client, the CRM work."""
+    ticket = outcome.ticket
+    closed = outcome.closed
+    if closed is not None and current is not None and current.number == closed.number:
+        _write_state(current, closed)
+        current.next_check = None
+    state = ticket.session
+    if state is not None:
+        if current is None or current.number != state.number:
+            current = _new_row(session, view, state, cursor)
+        _write_ticket(view.policy, current, ticket)
+        current.cursor = max(current.cursor or 0, cursor)
+    if outcome.routing is not None:
+        _save_routing(session, view.tenant.id, outcome.routing)
+    for say in outcome.say:
+        job = _say(session, view.conversation, say)
+        if job:
+            after.jobs.append((outbox.OUT, view.conversation.id, job))
+    for work in outcome.work:
+        action = _work(session, view.conversation, work)
+        if action is not None:
+            after.actions.append(action)
+    session.flush()
+    return current
+
+
+def _new_row(session: Session, view: _View, state: SessionState, cursor: int) -> ServiceSession:
+    row = ServiceSession(
+        tenant_id=view.tenant.id,
+        conversation_id=view.conversation.id,
+        number=state.number,
+        state=state.to_dict(),
+        cursor=cursor,
+        opened_at=_utc(state.opened_at),
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def _write_state(row: ServiceSession, state: SessionState) -> None:
+    """A session's state and the KPI columns read from it."""
+    row.state = state.to_dict()
+    row.opened_at = _utc(state.opened_at)
+    row.first_response_at = _utc(state.first_response_at)
+    row.closed_at = _utc(state.closed_at)
+    row.close_reason = state.close_reason
+    row.rating = state.rating
+
+
+@overload
+def _utc(moment: dt.datetime) -> dt.datetime: ...
+@overload
+def _utc(moment: None) -> None: ...
+@overload
+def _utc(moment: dt.datetime | None) -> dt.datetime | None: ...
+def _utc(moment: dt.datetime | None) -> dt.datetime | None:
+    """In UTC, as every column holds it (SQLite keeps no offset: a
+    moment in a line's time zone would read back shifted)."""
+    return moment.astimezone(dt.UTC) if moment is not None else None
+
+
+def _write_ticket(policy: ServicePolicy, row: ServiceSession, ticket: Ticket) -> None:
+    assert ticket.session is not None
+    _write_state(row, ticket.session)
+    row.line = ticket.line
+    row.owner_id = ticket.owner
+    row.route_reason = ticket.route_reason
+    row.menu = ticket.menu.to_dict() if ticket.menu else None
+    row.sla = engine.sla_to_dict(ticket.sla) if ticket.sla is not None else None
+    row.next_check = _utc(engine.next_check(policy, ticket))
+
+
+def _say(session: Session, conversation: Conversation, say: engine.Say) -> str | None:
+    """A message the bridge sends the client, stored as an ordinary
+    outbound message (marked ``auto``: the channel marks it automatic)."""
+    from bridge.pipeline.outbound.accept import take_seq
+
+    now = utcnow()
+    session.add(
+        Message(
+            uid=str(uuid.uuid4()),
+            tenant_id=conversation.tenant_id,
+            conversation_id=conversation.id,
+            channel_account_id=conversation.channel_account_id,
+            direction=outbox.OUT,
+            seq=take_seq(session, conversation.id),
+            dedupe_key=f"service:{uuid.uuid4().hex}",
+            kind=MessageKind.TEXT.value,
+            text=say.text,
+            payload={"auto": AUTO, "service": say.kind},
+            sent_at=now,
+            status=MessageStatus.PENDING,
+            created_at=now,
+        )
+    )
+    session.flush()
+    return outbox.bump(session, conversation.tenant_id, conversation.id, outbox.OUT)
+
+
+def _work(session: Session, conversation: Conversation, work: engine.Work) -> int | None:
+    """A CRM action row (once per key); its id to enqueue, None when asked before."""
+    key = work.key[:200]
+    exists = session.scalar(
+        select(ServiceAction.id).where(
+            ServiceAction.tenant_id == conversation.tenant_id, ServiceAction.key == key
+        )
+    )
+    if exists is not None:
+        return None
+    payload: dict[str, Any] = {"text": work.text, "owner": work.owner, "fields": dict(work.fields)}
+    if work.due is not None:
+        payload["due"] = work.due.isoformat()
+    action = ServiceAction(
+        tenant_id=conversation.tenant_id,
+        conversation_id=conversation.id,
+        key=key,
+        kind=work.kind,
+        payload=payload,
+        state="pending",
+        attempts=0,
+        next_check=utcnow(),
+    )
+    session.add(action)
+    session.flush()
+    return action.id
+
+
+def _routing_state(session: Session, tenant_id: int) -> routing.RoutingState:
+    row = session.get(TenantService, tenant_id)
+    return routing.RoutingState.from_dict(row.routing if row else None)
+
+
+def _save_routing(session: Session, tenant_id: int, state: routing.RoutingState) -> None:
+    row = session.get(TenantService, tenant_id, with_for_update=True)
+    if row is None:
+        session.add(TenantService(tenant_id=tenant_id, routing=state.to_dict()))
+    else:
+        row.routing = state.to_dict()
+
+
+def _staff(session: Session, tenant_id: int, line: Line, now: dt.datetime) -> routing.Staff:
+    """The line's members now: on shift while the line is open (members
+    share their line's hours), their load (open sessions they own) and
+    when they were last given one."""
+    on_shift = is_open(line.hours, now)
+    rows = session.execute(
+        select(
+            ServiceSession.owner_id,
+            func.count(ServiceSession.id).filter(ServiceSession.closed_at.is_(None)),
+            func.max(ServiceSession.opened_at),
+        )
+        .where(ServiceSession.tenant_id == tenant_id, ServiceSession.owner_id.in_(line.members))
+        .group_by(ServiceSession.owner_id)
+    ).all()
+    known = {str(owner): (int(load or 0), last) for owner, load, last in rows}
+    staff: dict[str, routing.Member] = {}
+    for member in line.members:
+        load, last = known.get(member, (0, None))
+        staff[member] = routing.Member(
+            on_shift=on_shift, load=load, last_assigned=aware(last) if last else None
+        )
+    return staff
+
+
+def _enqueue(runtime: Runtime, after: After) -> None:
+    from bridge.jobs import enqueue
+
+    for direction, conversation_id, job in after.jobs:
+        enqueue(
+            runtime.queues, direction, conversation_id, job, timeout=runtime.settings.job_timeout
+        )
+    for action_id in after.actions:
+        _enqueue_action(runtime, action_id)
+
+
+# -- operator replies and the CRM closing -------------------------------------------------------
+
+
+def operator_replied(
+    runtime: Runtime, session: Session, conversation_id: int, text: str, at: dt.datetime
+) -> tuple[bool, list[tuple[str, int, str]], list[int]]:
+    """A rep's reply stored in ``session``'s transaction: ``(command, jobs,
+    actions)`` — ``command`` when the reply was a ``/transfer`` (the caller
+    keeps it from the client), the jobs and CRM actions to enqueue after
+    the commit. Nothing when the tenant has no service section."""
+    found = _load(runtime, session, conversation_id)
+    if found is None:
+        return False, [], []
+    view, current = found
+    ticket = _ticket(view.policy, current)
+    ctx = view.context(session, at, ticket)
+    outcome = engine.with_due(ctx, ticket, engine.on_operator_reply(ctx, ticket, text))
+    after = After()
+    _apply(session, view, current, outcome, current.cursor if current else 0, after)
+    return outcome.command, after.jobs, after.actions
+
+
+def crm_closed(runtime: Runtime, session: Session, conversation_id: int, at: dt.datetime) -> After:
+    """The CRM closed the conversation's deal/ticket (in ``session``'s
+    transaction); what to enqueue after the commit."""
+    after = After()
+    found = _load(runtime, session, conversation_id)
+    if found is None:
+        return after
+    view, current = found
+    if current is None:
+        return after
+    ticket = _ticket(view.policy, current)
+    outcome = engine.crm_closed(view.context(session, at, ticket), ticket)
+    _apply(session, view, current, outcome, current.cursor, after)
+    return after
+
+
+def owner_changed(session: Session, conversation_id: int, owner_id: str) -> None:
+    """Someone gave the deal to another owner in the CRM: the open session
+    is theirs (the load routing counts follows)."""
+    current = _current(session, conversation_id)
+    if current is not None and current.closed_at is None:
+        current.owner_id = owner_id[:64]
+
+
+def enqueue_after(runtime: Runtime, after: After) -> None:
+    """Enqueue what :func:`crm_closed` asked for, after the commit."""
+    _enqueue(runtime, after)
+
+
+# -- the clock ---------------------------------------------------------------------------------
+
+
+def sweep(runtime: Runtime, *, now: dt.datetime | None = None, limit: int = 200) -> int:
+    """One pass: sessions whose time came (idle close, SLA alerts) and CRM
+    actions due; how many were looked at."""
+    now = now or utcnow()
+    with runtime.read_session() as session:
+        due = list(
+            session.scalars(
+                select(ServiceSession.id)
+                .where(ServiceSession.next_check <= now)
+                .order_by(ServiceSession.next_check)
+                .limit(limit)
+            )
+        )
+        actions = list(
+            session.scalars(
+                select(ServiceAction.id)
+                .where(ServiceAction.state == "pending", ServiceAction.next_check <= now)
+                .order_by(ServiceAction.next_check)
+                .limit(limit)
+            )
+        )
+    for session_id in due:
+        tick(runtime, session_id, now=now)
+    for action_id in actions:
+        _enqueue_action(runtime, action_id)
+    return len(due) + len(actions)
+
+
+def tick(runtime: Runtime, session_id: int, *, now: dt.datetime | None = None) -> None:
+    """The clock at ``now`` for one session (its row locked)."""
+    now = now or utcnow()
+    after = After()
+    with runtime.transaction() as session:
+        row = session.get(ServiceSession, session_id, with_for_update=True)
+        if row is None or row.next_check is None or aware(row.next_check) > now:
+            return
+        newest = _current(session, row.conversation_id)
+        if newest is None or newest.id != row.id:
+            row.next_check = None  # an older session: its clocks ended with it
+            return
+        found = _load(runtime, session, row.conversation_id)
+        if found is None:
+            row.next_check = None
+            return
+        view, current = found
+        ticket = _ticket(view.policy, current)
+        outcome = engine.on_tick(view.context(session, now, ticket), ticket)
+        _apply(session, view, current, outcome, row.cursor, after)
+        if current is not None and current.next_check is not None:
+            if aware(current.next_check) <= now:
+                current.next_check = None  # nothing more this pass can do
+    _enqueue(runtime, after)
+
+
+# -- CRM actions ---------------------------------------------------------------------------------
+
+
+def _enqueue_action(runtime: Runtime, action_id: int) -> None:
+    from bridge.jobs import DELIVER_QUEUE
+
+    try:
+        runtime.queues[DELIVER_QUEUE].enqueue(
+            run_action_job,
+            action_id,
+            job_id=f"service-action-{action_id}-{uuid.uuid4().hex[:8]}",
+            job_timeout=runtime.settings.job_timeout,
+            result_ttl=300,
+            failure_ttl=7 * 24 * 3600,
+        )
+    except (redis.RedisError, OSError) as exc:  # the sweeper enqueues it again
+        log.warning("service action %s not enqueued (%s)", action_id, type(exc).__name__)
+
+
+def run_action_job(action_id: int) -> str:
+    """RQ job: one CRM action of the service layer."""
+    from bridge.runtime import get_runtime
+
+    return run_action(get_runtime(), action_id)
+
+
+def run_action(runtime: Runtime, action_id: int, *, now: dt.datetime | None = None) -> str:
+    """Do one CRM action once (claimed with a lease; a task is keyed by the
+    action's key, a note by it too). Returns what happened."""
+    now = now or utcnow()
+    with runtime.transaction() as session:
+        claimed = session.execute(
+            update(ServiceAction)
+            .where(
+                ServiceAction.id == action_id,
+                ServiceAction.state == "pending",
+                ServiceAction.next_check <= now,
+            )
+            .values(next_check=now + ACTION_LEASE, attempts=ServiceAction.attempts + 1)
+        )
+        if not rowcount(claimed):
+            return "not due"
+        action = session.get(ServiceAction, action_id)
+        assert action is not None
+        conversation = session.get(Conversation, action.conversation_id)
+        tenant = session.get(Tenant, action.tenant_id)
+        if conversation is None or tenant is None:
+            action.state, action.error = "failed", "conversation gone"
+            return "failed"
+        if tenant.status != TenantStatus.ACTIVE:
+            action.next_check = now + dt.timedelta(minutes=5)
+            return "paused"
+        contact = session.get(Contact, conversation.contact_id)
+        crm_contact = conversation.crm_contact_id or (contact.crm_contact_id if contact else None)
+        kind, key, payload, attempts = (
+            action.kind,
+            action.key,
+            dict(action.payload),
+            action.attempts,
+        )
+        entity = (
+            CrmRef(conversation.crm_entity_type or "deal", conversation.crm_entity_id)
+            if conversation.crm_entity_id
+            else None
+        )
+    from bridge.pipeline.retry import call_with_retries
+
+    try:
+        if crm_contact is None:
+            raise NotReadyError("the client is not in the CRM yet")
+        adapter = runtime.crm_adapter(tenant)
+        ref = CrmRef("contact", crm_contact)
+        if kind == "task":
+            draft = TaskDraft(
+                bridge_id=key,
+                subject=str(payload["text"])[:250],
+                body=str(payload["text"]),
+                due_at=dt.datetime.fromisoformat(str(payload.get("due") or now.isoformat())),
+                contact=ref,
+                entity=entity,
+                owner_id=payload.get("owner"),
+                maybe_written=attempts > 1,
+            )
+            call_with_retries(runtime.settings, adapter.create_task, draft)
+        elif kind == "entity":
+            if entity is None:
+                raise NotReadyError("the conversation has no deal in the CRM yet")
+            fields = {str(k): str(v) for k, v in (payload.get("fields") or {}).items()}
+            call_with_retries(
+                runtime.settings, adapter.update_entity, entity, fields, payload.get("owner")
+            )
+        else:
+            call_with_retries(
+                runtime.settings, adapter.note_contact, ref, str(payload["text"]), key
+            )
+    except (RetryableError, AuthError) as exc:
+        return _action_later(runtime, action_id, attempts, exc, now)
+    except (PermanentError, NotImplementedError) as exc:
+        _action_done(runtime, action_id, "failed", str(getattr(exc, "message", "") or exc))
+        return "failed"
+    _action_done(runtime, action_id, "done", None)
+    return "done"
+
+
+def _action_later(
+    runtime: Runtime, action_id: int, attempts: int, exc: Exception, now: dt.datetime
+) -> str:
+    reason = str(getattr(exc, "message", "") or type(exc).__name__)
+    if attempts >= ACTION_ATTEMPTS:
+        _action_done(runtime, action_id, "failed", reason)
+        return "failed"
+    pause = min(ACTION_BACKOFF_CAP, dt.timedelta(minutes=2 ** max(0, attempts - 1)))
+    with runtime.transaction() as session:
+        session.execute(
+            update(ServiceAction)
+            .where(ServiceAction.id == action_id)
+            .values(next_check=now + pause, error=reason[:2000])
+        )
+    return "later"
+
+
+def _action_done(runtime: Runtime, action_id: int, state: str, error: str | None) -> None:
+    with runtime.transaction() as session:
+        session.execute(
+            update(ServiceAction)
+            .where(ServiceAction.id == action_id)
+            .values(
+                state=state,
+                error=error[:2000] if error else None,
+                next_check=None,
+                done_at=utcnow(),
+            )
+        )
+
+
+def sessions_of(session: Session, conversation_id: int) -> Sequence[ServiceSession]:
+    """The conversation's sessions, oldest first (the KPIs' record)."""
+    return list(
+        session.scalars(
+            select(ServiceSession)
+            .where(ServiceSession.conversation_id == conversation_id)
+            .order_by(ServiceSession.number)
+        )
+    )

@@ -1,0 +1,351 @@
+"""The service layer in the pipeline (``bridge.service.runner``): the
+issue's scenario on the real pipeline and database (SQLite and
+PostgreSQL), the CRM being the fake adapter, time passed in through the
+messages' and events' own times (never slept).
+
+A new client writes at 23:00 (Moscow) on Telegram: the greeting menu and
+the out-of-hours notice once, a task due at 09:00 for the line; they pick
+"order status": the knowledge base's answer, routed to line 1; the
+operator answers at 09:05 (first response recorded, no SLA breach), then
+moves the session to line 2 with ``/transfer 2`` (the client told once,
+the command not sent); the CRM closes the deal: the session closes and the
+client is asked for a rating; they answer 2: the rating on the session and
+in the CRM, one alert task for the supervisor."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from bridge import admin, outbox
+from bridge.model import (
+    CrmEvent,
+    CrmEventKind,
+    CrmRef,
+    InboundMessage,
+    MessageKind,
+    SenderProfile,
+)
+from bridge.pipeline.inbound import AccountRef, accept
+from bridge.pipeline.outbound.accept import accept_crm_events
+from bridge.runtime import Runtime
+from bridge.service import runner
+from bridge.tables import Conversation, Message, MessageStatus, ServiceAction, ServiceSession
+from tests.support import fakes
+
+MSK = dt.timezone(dt.timedelta(hours=3))
+#: Monday 7 December 2026, 23:00 in Moscow
+NIGHT = dt.datetime(2026, 12, 7, 23, 0, tzinfo=MSK)
+ROOT = Path(__file__).resolve().parents[2]
+
+MAPPING = """\
+crm: fake
+language: en
+channels:
+  telegram:
+    object: deal
+    timeline: note
+service:
+  defaults:
+    hours:
+      timezone: Europe/Moscow
+      week: {mon-fri: "09:00-18:00"}
+    sla:
+      default: {first_response: 1h, warn_share: 0.8}
+    supervisor: {user: "900"}
+    csat: {enabled: true, threshold: 3}
+  lines:
+    support:
+      title: {en: Support, ru: Поддержка}
+      members: ["201", "202"]
+    support_2:
+      title: {en: Second line, ru: Вторая линия}
+      members: ["301"]
+  default_line: support
+  knowledge_base: kb/acme.yaml
+  transfer: {numbers: {"1": support, "2": support_2}}
+  menus:
+    main:
+      text: {en: "Hello! What can we help you with?", ru: "Здравствуйте! Чем помочь?"}
+      options:
+        - label: {en: Buy, ru: Купить}
+          line: support
+        - label: {en: Order status, ru: Статус заказа}
+          knowledge: order-status
+          line: support
+  greetings:
+    - {menu: main, channels: [telegram]}
+"""
+
+
+@pytest.fixture
+def world(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> tuple[Runtime, int, int]:
+    monkeypatch.setitem(__import__("crm_adapters").REGISTRY, "fake", "tests.support.fakes:FakeCrm")
+    fakes.STATE = fakes.FakeCrmState()
+    mappings = runtime.settings.mappings_dir
+    (mappings / "shop.yaml").write_text(MAPPING, encoding="utf-8")
+    (mappings / "kb").mkdir(exist_ok=True)
+    kb = (ROOT / "mappings/examples/kb/acme.yaml").read_text(encoding="utf-8")
+    (mappings / "kb/acme.yaml").write_text(kb, encoding="utf-8")
+    tenant = admin.create_tenant(runtime, slug="shop", crm_kind="fake", mapping="shop.yaml")
+    account = admin.add_channel_account(
+        runtime,
+        tenant,
+        kind="telegram",
+        credentials={"bot_token": "1:x", "secret_token": "s"},
+        external_id="2",
+    )
+    return runtime, tenant, account
+
+
+def _writes(world: tuple[Runtime, int, int], text: str, at: dt.datetime, n: int) -> int:
+    runtime, tenant, account = world
+    ref = AccountRef(account, tenant, "telegram", *runtime.ingest_view(tenant))
+    assert ref.service
+    accept(
+        runtime,
+        ref,
+        [
+            InboundMessage(
+                channel_kind="telegram",
+                external_id=f"m{n}",
+                external_user_id="42",
+                external_thread_id="42",
+                kind=MessageKind.TEXT,
+                sent_at=_utc(at),  # channels give UTC (SQLite keeps no offset)
+                text=text,
+                profile=SenderProfile(first_name="Ann"),
+            )
+        ],
+    )
+    with runtime.read_session() as session:
+        conversation_id = session.scalars(select(Conversation.id)).one()
+    assert runner.run_service(runtime, conversation_id) == "idle"
+    return conversation_id
+
+
+def _said(runtime: Runtime) -> list[tuple[str, str]]:
+    """What the bridge sent the client itself: (kind, text)."""
+    with runtime.read_session() as session:
+        rows = session.scalars(
+            select(Message).where(Message.direction == outbox.OUT).order_by(Message.seq)
+        ).all()
+        return [
+            ((m.payload or {}).get("service", "reply"), m.text or "")
+            for m in rows
+            if m.status != MessageStatus.REFUSED
+        ]
+
+
+def _actions(runtime: Runtime) -> list[ServiceAction]:
+    with runtime.read_session() as session:
+        rows = list(session.scalars(select(ServiceAction).order_by(ServiceAction.id)))
+        for row in rows:
+            session.expunge(row)
+        return rows
+
+
+def _sessions(runtime: Runtime) -> list[ServiceSession]:
+    with runtime.read_session() as session:
+        rows = list(session.scalars(select(ServiceSession).order_by(ServiceSession.number)))
+        for row in rows:
+            session.expunge(row)
+        return rows
+
+
+def _crm(runtime: Runtime, tenant: int, *events: CrmEvent) -> None:
+    accept_crm_events(runtime, tenant, events)
+
+
+def test_a_night_client_is_greeted_routed_answered_moved_and_rated(
+    world: tuple[Runtime, int, int],
+) -> None:
+    runtime, tenant, _ = world
+    conversation = _writes(world, "Hi, where is my parcel?", NIGHT, 1)
+    said = _said(runtime)
+    assert [kind for kind, _ in said] == ["menu", "notice"]
+    assert "2 — Order status" in said[0][1] and "0 — Talk to a person" in said[0][1]
+    assert "tomorrow at 09:00" in said[1][1]
+    (task,) = [a for a in _actions(runtime) if a.kind == "task"]
+    assert task.kind == "task" and task.payload["owner"] == "900"
+    assert dt.datetime.fromisoformat(task.payload["due"]) == dt.datetime(
+        2026, 12, 8, 9, 0, tzinfo=MSK
+    )
+
+    # a second message the same night: no second notice, the menu again
+    _writes(world, "hello?", NIGHT + dt.timedelta(minutes=1), 2)
+    assert [kind for kind, _ in _said(runtime)] == ["menu", "notice", "menu"]
+
+    # the client picks "order status": the knowledge base answers, line 1
+    _writes(world, "2", NIGHT + dt.timedelta(minutes=2), 3)
+    said = _said(runtime)
+    assert said[-1][0] == "answer" and "My orders" in said[-1][1]
+    (row,) = _sessions(runtime)
+    assert (row.line, row.menu, row.owner_id) == ("support", None, None)  # nobody on shift
+    notes = [a.payload["text"] for a in _actions(runtime) if a.kind == "note"]
+    assert "The client chose in the menu: Order status" in notes
+    assert any(n.startswith("Routed to Support") for n in notes)
+
+    # the CRM's side: the tasks and notes are written once each
+    _sync_crm(runtime, conversation)
+    _run_actions(runtime, NIGHT + dt.timedelta(hours=1))
+    deal = fakes.STATE.entities["d-1"]
+    # the line and the first response's due time on the deal: an hour of
+    # the line's working time after it opens at 09:00
+    assert deal["properties"]["service_line"] == "Support"
+    assert deal["properties"]["sla_due"] == "2026-12-08 07:00 UTC"
+    assert [t["subject"] for t in fakes.STATE.tasks] == [
+        "The client wrote out of hours: answer at opening"
+    ]
+    assert runner.run_action(runtime, task.id) == "not due"  # done: never twice
+
+    # the operator answers at 09:05: the first response, within the SLA
+    morning = dt.datetime(2026, 12, 8, 9, 5, tzinfo=MSK)
+    _crm(runtime, tenant, _reply(runtime, "r1", "Your order ships today", morning, conversation))
+    (row,) = _sessions(runtime)
+    assert row.first_response_at is not None
+    assert _aware(row.first_response_at) == morning
+    runner.sweep(runtime, now=_utc(morning) + dt.timedelta(hours=3))
+    assert not [a for a in _actions(runtime) if a.key.startswith("sla:")]
+
+    # ... then passes it to line 2: the client is told once, the command is not sent
+    _crm(
+        runtime,
+        tenant,
+        _reply(runtime, "r2", "/transfer 2", morning + dt.timedelta(minutes=1), conversation),
+    )
+    said = _said(runtime)
+    assert said[-1][0] == "transfer" and "Second line" in said[-1][1]
+    assert "/transfer 2" not in [text for _, text in said]
+    (row,) = _sessions(runtime)
+    assert row.line == "support_2"
+
+    # the CRM closes the deal: the session closes, the client is asked to rate
+    closing = morning + dt.timedelta(minutes=10)
+    _crm(runtime, tenant, _closed(conversation, runtime, closing))
+    (row,) = _sessions(runtime)
+    assert row.close_reason == "crm_closed" and row.closed_at is not None
+    assert _said(runtime)[-1][0] == "csat"
+
+    # they rate it 2: on the session, in the CRM, one alert for the supervisor
+    _writes(world, "2", closing + dt.timedelta(minutes=3), 4)
+    (row,) = _sessions(runtime)
+    assert row.rating == 2
+    assert _said(runtime)[-1][0] == "thanks"
+    alerts = [a for a in _actions(runtime) if a.key.startswith("csat-low:")]
+    assert len(alerts) == 1 and alerts[0].payload["owner"] == "900"
+    assert any(a.payload["text"] == "The client rated session 1: 2/5" for a in _actions(runtime))
+    _run_actions(runtime, closing + dt.timedelta(minutes=5))
+    assert deal["properties"]["csat_score"] == "2"
+    assert [t["owner"] for t in fakes.STATE.tasks] == ["900", "900"]  # the morning, the alert
+    # the same rating again changes nothing, and opens no session
+    _writes(world, "2", closing + dt.timedelta(minutes=4), 5)
+    assert len([a for a in _actions(runtime) if a.key.startswith("csat-low:")]) == 1
+
+
+def test_an_operator_who_answered_just_before_closing_gets_no_notice_sent_on_their_behalf(
+    world: tuple[Runtime, int, int],
+) -> None:
+    runtime, tenant, _ = world
+    day = dt.datetime(2026, 12, 8, 17, 50, tzinfo=MSK)
+    conversation = _writes(world, "Hi", day, 1)
+    _writes(world, "1", day + dt.timedelta(minutes=1), 2)  # "Buy"
+    _crm(
+        runtime,
+        tenant,
+        _reply(
+            runtime, "r1", "Hello, how can I help?", day + dt.timedelta(minutes=5), conversation
+        ),
+    )
+    # 18:02: after closing, mid-dialog: no notice
+    _writes(world, "I want the red one", day + dt.timedelta(minutes=12), 3)
+    assert "notice" not in [kind for kind, _ in _said(runtime)]
+
+
+def test_an_idle_session_closes_and_a_new_message_opens_the_next(
+    world: tuple[Runtime, int, int],
+) -> None:
+    runtime, tenant, _ = world
+    day = dt.datetime(2026, 12, 8, 10, 0, tzinfo=MSK)
+    conversation = _writes(world, "Hi", day, 1)
+    _writes(world, "1", day + dt.timedelta(minutes=1), 2)
+    _crm(
+        runtime, tenant, _reply(runtime, "r1", "Hello", day + dt.timedelta(minutes=2), conversation)
+    )
+    # the line's idle hours (24 by default) pass: the sweeper closes it
+    runner.sweep(runtime, now=_utc(day) + dt.timedelta(hours=25))
+    (row,) = _sessions(runtime)
+    assert row.close_reason == "idle"
+    assert _said(runtime)[-1][0] == "csat"  # an operator had answered
+    _writes(world, "Me again", day + dt.timedelta(days=3), 3)
+    rows = _sessions(runtime)
+    assert [(r.number, r.closed_at is None) for r in rows] == [(1, False), (2, True)]
+
+
+def test_a_first_response_past_its_target_alerts_the_supervisor_once(
+    world: tuple[Runtime, int, int],
+) -> None:
+    runtime, _, _ = world
+    day = dt.datetime(2026, 12, 8, 10, 0, tzinfo=MSK)
+    _writes(world, "Hi", day, 1)
+    _writes(world, "1", day + dt.timedelta(minutes=1), 2)
+    for minutes in (50, 61, 62, 90):
+        runner.sweep(runtime, now=_utc(day) + dt.timedelta(minutes=minutes))
+    keys = sorted(a.key.split(":")[4] for a in _actions(runtime) if a.key.startswith("sla:"))
+    assert keys == ["breach", "warning"]
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _utc(at: dt.datetime) -> dt.datetime:
+    return at.astimezone(dt.UTC)
+
+
+def _aware(at: dt.datetime) -> dt.datetime:
+    return at if at.tzinfo else at.replace(tzinfo=dt.UTC)
+
+
+def _reply(runtime: Runtime, uid: str, text: str, at: dt.datetime, conversation: int) -> CrmEvent:
+    """A rep's reply in the conversation's thread (the CRM echoes our uid)."""
+    with runtime.read_session() as session:
+        conv = session.get(Conversation, conversation)
+        assert conv is not None
+        thread = conv.uid
+    return CrmEvent(
+        kind=CrmEventKind.REPLY,
+        external_id=uid,
+        occurred_at=_utc(at),
+        thread_key=thread,
+        text=text,
+        author_id="201",
+    )
+
+
+def _sync_crm(runtime: Runtime, conversation: int) -> None:
+    """The CRM side as the sync leaves it: the contact and the deal."""
+    with runtime.transaction() as session:
+        conv = session.get(Conversation, conversation)
+        assert conv is not None
+        conv.crm_contact_id, conv.crm_entity_type, conv.crm_entity_id = "c-1", "deal", "d-1"
+    fakes.STATE.contacts["c-1"] = {"identities": {}, "phones": [], "emails": [], "properties": {}}
+    fakes.STATE.entities["d-1"] = {"type": "deal", "owner": None, "properties": {}}
+
+
+def _run_actions(runtime: Runtime, now: dt.datetime) -> None:
+    for action in _actions(runtime):
+        if action.state == "pending":
+            assert runner.run_action(runtime, action.id, now=_utc(now)) == "done", action.key
+
+
+def _closed(conversation: int, runtime: Runtime, at: dt.datetime) -> CrmEvent:
+    return CrmEvent(
+        kind=CrmEventKind.ENTITY_CLOSED,
+        external_id="closed-1",
+        occurred_at=_utc(at),
+        entity=CrmRef("deal", "d-1"),
+    )
+
