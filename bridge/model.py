@@ -403,6 +403,12 @@ class OutboundMessage:
     conversation_uid: str | None = None
     #: send this template instead of the text (the reply window is closed)
     template: TemplateSend | None = None
+    #: choices the client may press instead of typing (a greeting menu, a
+    #: rating), each ``(id, label)``; the text already lists them (``1 —
+    #: Buy``), so a channel without buttons sends the text alone. A channel
+    #: that shows them returns a press as the client's message whose text is
+    #: the button's id (what they would have typed)
+    buttons: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,9 @@ class Say:
     #: menu | notice | csat | thanks | answer | transfer
     kind: str
     text: str
+    #: what the client may press instead of typing: ``(id, label)``, the id
+    #: being what they would type (the text lists them too)
+    buttons: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -194,7 +197,7 @@ def _open(
     if greeting is not None:
         state = menu.start(policy, greeting)
         ticket = dataclasses.replace(ticket, menu=state, route_reason=choice.reason)
-        return ticket, None, [Say("menu", menu.render(policy, state, ctx.language))], []
+        return ticket, None, [_menu_say(ctx, state)], []
     ticket, routed, works = _route(ctx, ticket, facts)
     return ticket, routed, [], works
 
@@ -207,8 +210,7 @@ def _menu_reply(
     policy = ctx.policy
     step = menu.answer(policy, ticket.menu, text)
     if step.kind in ("menu", "unknown"):
-        shown = menu.render(policy, step.state, ctx.language)
-        return dataclasses.replace(ticket, menu=step.state), None, [Say("menu", shown)], []
+        return dataclasses.replace(ticket, menu=step.state), None, [_menu_say(ctx, step.state)], []
     ticket = dataclasses.replace(ticket, menu=None)
     says: list[Say] = []
     works: list[Work] = []
@@ -227,6 +229,13 @@ def _menu_reply(
         )
     ticket, routed, routed_work = _route(ctx, ticket, facts)
     return ticket, routed, says, works + routed_work
+
+
+def _menu_say(ctx: Context, state: MenuState) -> Say:
+    """The menu as text with its entries as buttons (where the channel has them)."""
+    text = menu.render(ctx.policy, state, ctx.language)
+    pairs = menu.buttons(ctx.policy, state, ctx.language)
+    return Say("menu", text, tuple((key, label) for key, label in pairs))
 
 
 def _route(
@@ -425,7 +434,8 @@ def _closing(ctx: Context, ticket: Ticket) -> tuple[Ticket, list[Say]]:
         return dataclasses.replace(ticket, menu=None), []
     asked = csat.prompt(ctx.language or "en", "number", state.number)
     state = csat.prompted(state, ctx.now)
-    return dataclasses.replace(ticket, session=state, menu=None), [Say("csat", asked.text)]
+    scores = tuple((str(n), str(n)) for n in range(1, 6))
+    return dataclasses.replace(ticket, session=state, menu=None), [Say("csat", asked.text, scores)]
 
 
 def next_check(policy: ServicePolicy, ticket: Ticket) -> dt.datetime | None:

@@ -355,7 +355,11 @@ def _say(session: Session, conversation: Conversation, say: engine.Say) -> str |
             dedupe_key=f"service:{uuid.uuid4().hex}",
             kind=MessageKind.TEXT.value,
             text=say.text,
-            payload={"auto": AUTO, "service": say.kind},
+            payload={
+                "auto": AUTO,
+                "service": say.kind,
+                **({"buttons": [list(b) for b in say.buttons]} if say.buttons else {}),
+            },
             sent_at=now,
             status=MessageStatus.PENDING,
             created_at=now,

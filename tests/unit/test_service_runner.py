@@ -169,6 +169,17 @@ def test_a_night_client_is_greeted_routed_answered_moved_and_rated(
     assert [kind for kind, _ in said] == ["menu", "notice"]
     assert "2 — Order status" in said[0][1] and "0 — Talk to a person" in said[0][1]
     assert "tomorrow at 09:00" in said[1][1]
+    # the menu's entries go with it as buttons, for the channels that show them
+    with runtime.read_session() as session:
+        shown = session.scalars(
+            select(Message).where(Message.direction == outbox.OUT).order_by(Message.seq)
+        ).first()
+        assert shown is not None
+        assert shown.payload["buttons"] == [
+            ["1", "Buy"],
+            ["2", "Order status"],
+            ["0", "Talk to a person"],
+        ]
     (task,) = [a for a in _actions(runtime) if a.kind == "task"]
     assert task.kind == "task" and task.payload["owner"] == "900"
     assert dt.datetime.fromisoformat(task.payload["due"]) == dt.datetime(
@@ -348,4 +359,3 @@ def _closed(conversation: int, runtime: Runtime, at: dt.datetime) -> CrmEvent:
         occurred_at=_utc(at),
         entity=CrmRef("deal", "d-1"),
     )
-

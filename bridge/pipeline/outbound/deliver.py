@@ -132,6 +132,9 @@ class OutboundDelivery:
             ticket=self._ticket(tenant, conversation),
             conversation_uid=conversation.uid,
             reply_to=self._answered((message.payload or {}).get("reply_to")),
+            buttons=tuple(
+                (str(b[0]), str(b[1])) for b in (message.payload or {}).get("buttons") or ()
+            ),
         )
         window = ReplyWindow(
             self.rt, tenant, conversation, account.kind, channel.reply_window or dt.timedelta(0)
