@@ -715,6 +715,9 @@ class ServiceSession(Base):
     menu: Mapped[dict[str, Any] | None] = mapped_column(Json)
     #: ``bridge.service.sla.SlaState`` as a dict, None: no SLA on its line
     sla: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    #: the replies last suggested to the operator (``bridge.service.assist``):
+    #: their reply is matched against them (accepted or rejected)
+    suggested: Mapped[list[Any] | None] = mapped_column(Json)
     cursor: Mapped[int] = mapped_column(Integer, default=0)
     opened_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     first_response_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
@@ -761,7 +764,7 @@ class ServiceAction(Base):
 
 class TenantService(Base):
     """What the service layer remembers per tenant: whom round-robin gave
-    each line's last session."""
+    each line's last session, and how its suggested replies fared."""
 
     __tablename__ = "tenant_service"
 
@@ -769,3 +772,5 @@ class TenantService(Base):
         ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
     )
     routing: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    #: how often each suggested reply was shown and accepted (``suggest.Prior``)
+    suggestions: Mapped[dict[str, Any] | None] = mapped_column(Json)

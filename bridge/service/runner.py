@@ -25,6 +25,7 @@ decisions, stored and acted on.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import uuid
@@ -43,7 +44,8 @@ from bridge.errors import AuthError, NotReadyError, PermanentError, RetryableErr
 from bridge.model import CrmRef, MessageKind, TaskDraft, utcnow
 from bridge.pipeline.drain import Drained, Parked, run_drain
 from bridge.rows import aware
-from bridge.service import engine, routing
+from bridge.service import assist, engine, routing, transfer
+from bridge.service.assist import Assist
 from bridge.service.calendar import is_open
 from bridge.service.engine import Context, Outcome, Ticket
 from bridge.service.knowledge import KnowledgeBase, KnowledgeError
@@ -153,10 +155,43 @@ def _drain_once(runtime: Runtime, conversation_id: int) -> Drained | Parked | No
             outcome = engine.with_due(
                 ctx, ticket, engine.on_client_message(ctx, ticket, message.text or "")
             )
+            outcome, shown = _assisted(view, ctx, outcome, message)
             current = _apply(session, view, current, outcome, cursor, after)
+            if current is not None and shown is not None:
+                current.suggested = shown
             ticket = outcome.ticket
     _enqueue(runtime, after)
     return None
+
+
+#: what the bridge said that leaves nothing for an operator to answer yet
+_HANDLED = frozenset({"menu", "thanks", "answer", "csat"})
+
+
+def _assisted(
+    view: _View, ctx: Context, outcome: Outcome, message: Message
+) -> tuple[Outcome, list[dict[str, Any]] | None]:
+    """The bot's answer or the operator's suggestions for a client message
+    an operator will answer (not a menu step, a rating, or a message the
+    menu's knowledge base answered)."""
+    ticket = outcome.ticket
+    state = ticket.session
+    if view.assist is None or state is None or not state.is_open or ticket.menu is not None:
+        return outcome, None
+    if any(say.kind in _HANDLED for say in outcome.say):
+        return outcome, None
+    says, works, shown = view.assist.on_client_message(
+        _line(view.policy, ticket.line),
+        key=message.uid,
+        text=message.text or "",
+        # the client's own language where the channel told it, else the
+        # matcher reads it from the text (not the mapping's)
+        language=(view.conversation.channel_state or {}).get("language") or None,
+        crm_language=view.mapping.language,
+        now=ctx.now,
+    )
+    changed = dataclasses.replace(outcome, say=(*outcome.say, *says), work=(*outcome.work, *works))
+    return changed, shown
 
 
 @dataclass
@@ -169,6 +204,7 @@ class _View:
     mapping: MappingConfig
     policy: ServicePolicy
     knowledge: KnowledgeBase | None
+    assist: Assist | None = None
 
     def context(self, session: Session, now: dt.datetime, ticket: Ticket) -> Context:
         contact = session.get(Contact, self.conversation.contact_id)
@@ -203,15 +239,22 @@ def _load(
         return None
     if mapping.service is None:
         return None
-    knowledge = _knowledge(runtime, mapping.service)
-    view = _View(conversation, tenant, account, mapping, mapping.service, knowledge)
+    path = _kb_path(runtime, mapping.service)
+    knowledge = _knowledge(path)
+    helper = assist.for_tenant(session, tenant.id, mapping.service, knowledge, path)
+    view = _View(conversation, tenant, account, mapping, mapping.service, knowledge, helper)
     return view, _current(session, conversation_id)
 
 
-def _knowledge(runtime: Runtime, policy: ServicePolicy) -> KnowledgeBase | None:
+def _kb_path(runtime: Runtime, policy: ServicePolicy) -> Path | None:
     if not policy.knowledge_base:
         return None
-    path = Path(runtime.settings.mappings_dir) / policy.knowledge_base
+    return Path(runtime.settings.mappings_dir) / policy.knowledge_base
+
+
+def _knowledge(path: Path | None) -> KnowledgeBase | None:
+    if path is None:
+        return None
     try:
         return load_knowledge(path)
     except KnowledgeError as exc:
@@ -461,6 +504,8 @@ def operator_replied(
     view, current = found
     ticket = _ticket(view.policy, current)
     ctx = view.context(session, at, ticket)
+    if view.assist is not None and transfer.parse_command(text) is None:
+        view.assist.on_operator_reply(session, current, text)
     outcome = engine.with_due(ctx, ticket, engine.on_operator_reply(ctx, ticket, text))
     after = After()
     _apply(session, view, current, outcome, current.cursor if current else 0, after)

@@ -32,8 +32,15 @@ from bridge.model import (
 from bridge.pipeline.inbound import AccountRef, accept
 from bridge.pipeline.outbound.accept import accept_crm_events
 from bridge.runtime import Runtime
-from bridge.service import runner
-from bridge.tables import Conversation, Message, MessageStatus, ServiceAction, ServiceSession
+from bridge.service import assist, runner
+from bridge.tables import (
+    Conversation,
+    Message,
+    MessageStatus,
+    ServiceAction,
+    ServiceSession,
+    TenantService,
+)
 from tests.support import fakes
 
 MSK = dt.timezone(dt.timedelta(hours=3))
@@ -66,6 +73,7 @@ service:
       members: ["301"]
   default_line: support
   knowledge_base: kb/acme.yaml
+  suggestions: {enabled: true, count: 2}
   transfer: {numbers: {"1": support, "2": support_2}}
   menus:
     main:
@@ -85,6 +93,7 @@ service:
 def world(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> tuple[Runtime, int, int]:
     monkeypatch.setitem(__import__("crm_adapters").REGISTRY, "fake", "tests.support.fakes:FakeCrm")
     fakes.STATE = fakes.FakeCrmState()
+    assist.forget()
     mappings = runtime.settings.mappings_dir
     (mappings / "shop.yaml").write_text(MAPPING, encoding="utf-8")
     (mappings / "kb").mkdir(exist_ok=True)
@@ -359,3 +368,46 @@ def _closed(conversation: int, runtime: Runtime, at: dt.datetime) -> CrmEvent:
         occurred_at=_utc(at),
         entity=CrmRef("deal", "d-1"),
     )
+
+
+def test_the_operator_reads_suggested_replies_and_their_answer_ranks_them(
+    world: tuple[Runtime, int, int],
+) -> None:
+    runtime, tenant, _ = world
+    day = dt.datetime(2026, 12, 8, 11, 0, tzinfo=MSK)
+    conversation = _writes(world, "Hi", day, 1)
+    _writes(world, "1", day + dt.timedelta(minutes=1), 2)
+    _writes(world, "как оформить возврат товара", day + dt.timedelta(minutes=2), 3)
+    (note,) = [a for a in _actions(runtime) if a.key.startswith("suggest:")]
+    head, first = note.payload["text"].split("\n")[:2]
+    # the operators' words (the mapping's language); the answer in the client's
+    assert head == "Suggested replies:"
+    assert first.startswith("1. Оформите возврат в личном кабинете")
+    (row,) = _sessions(runtime)
+    assert row.suggested and row.suggested[0]["id"] == "return-how"
+    assert "answer" not in [kind for kind, _ in _said(runtime)]  # open hours: the operator answers
+    # the operator sends the suggestion (edited a little): accepted
+    reply = "Оформите возврат в личном кабинете, распечатайте ярлык и сдайте посылку"
+    _crm(runtime, tenant, _reply(runtime, "r1", reply, day + dt.timedelta(minutes=5), conversation))
+    with runtime.read_session() as session:
+        state = session.get(TenantService, tenant)
+        assert state is not None and state.suggestions
+        counts = state.suggestions
+    (row,) = _sessions(runtime)
+    assert row.suggested is None
+    assert "kb:return-how" in str(counts)
+
+
+def test_out_of_hours_the_bot_answers_a_self_service_question(
+    world: tuple[Runtime, int, int],
+) -> None:
+    runtime, _, _ = world
+    _writes(world, "Hi", NIGHT, 1)
+    _writes(world, "1", NIGHT + dt.timedelta(minutes=1), 2)
+    _writes(world, "How do I return an item?", NIGHT + dt.timedelta(minutes=2), 3)
+    kind, text = _said(runtime)[-1]
+    assert kind == "answer" and "print the label" in text
+    notes = [a.payload["text"] for a in _actions(runtime) if a.key.startswith("self:")]
+    assert notes == [
+        "Answered automatically from the knowledge base (return-how); no operator was needed."
+    ]
