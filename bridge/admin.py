@@ -492,8 +492,11 @@ def status(rt: Runtime, tenant_id: int | None = None) -> dict[str, Any]:
         )
     from bridge.pipeline.inbound.journal import counts as journal_counts
     from bridge.pollers import report as pollers_report
+    from bridge.service import runner as service
 
     return {
+        "sessions_at_risk": service.at_risk(rt, tenant_id),
+        "service_failed": service.failed_actions(rt, tenant_id),
         "channel_problems": channel_problems(rt, tenant_id),
         "tenants": tenants,
         "conversations": conversations,

@@ -29,12 +29,12 @@ from rq.job import Job, JobStatus
 from sqlalchemy import bindparam, or_, select
 
 from bridge import cascade, files, live_fields, outbox
-from bridge.service import runner as service_runner
 from bridge.jobs import enqueue
 from bridge.locks import ConversationLock, lock_name
 from bridge.model import utcnow
 from bridge.pipeline.inbound.journal import drop_old_bodies, sweep_journal
 from bridge.pipeline.outbound.unread import forward_unread
+from bridge.service import runner as service_runner
 from bridge.tables import Outbox, OutboxState
 
 if TYPE_CHECKING:

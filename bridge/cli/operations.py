@@ -92,6 +92,18 @@ def _print_status(data: dict[str, Any]) -> None:
             f"WAITING conversation {w['conversation']} ({w['direction']}) until {w['until']}: "
             f"{w['reason']}"
         )
+    for r in data.get("sessions_at_risk", []):
+        what = "BREACHED" if r["breached"] else "AT RISK"
+        owner = f", owner {r['owner']}" if r["owner"] else ", no owner yet"
+        click.echo(
+            f"SLA {what}: conversation {r['conversation']} session {r['session']} "
+            f"(line {r['line']}{owner}): due {r['due']:%Y-%m-%d %H:%M} UTC"
+        )
+    for f in data.get("service_failed", []):
+        click.echo(
+            f"FAILED service {f['kind']} (conversation {f['conversation']}, {f['key']}): "
+            f"{f['error']}"
+        )
     for p in data["parked"]:
         click.echo(f"PARKED conversation {p['conversation']} ({p['direction']}): {p['reason']}")
     for f in data["failed"]:

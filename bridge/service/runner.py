@@ -52,6 +52,7 @@ from bridge.service.knowledge import KnowledgeBase, KnowledgeError
 from bridge.service.knowledge import load as load_knowledge
 from bridge.service.menu import MenuState
 from bridge.service.sessions import SessionState
+from bridge.service.sla import due as sla_due
 from bridge.tables import (
     ChannelAccount,
     Contact,
@@ -76,7 +77,9 @@ if TYPE_CHECKING:
 __all__ = [
     "AUTO",
     "After",
+    "at_risk",
     "crm_closed",
+    "failed_actions",
     "enqueue_after",
     "operator_replied",
     "owner_changed",
@@ -731,6 +734,70 @@ def _action_done(runtime: Runtime, action_id: int, state: str, error: str | None
                 done_at=utcnow(),
             )
         )
+
+
+#: how far ahead ``bridge status`` looks for SLA due times
+AT_RISK = dt.timedelta(hours=1)
+
+
+def at_risk(
+    runtime: Runtime, tenant_id: int | None = None, *, now: dt.datetime | None = None
+) -> list[dict[str, Any]]:
+    """Open sessions whose nearest SLA due time is past or within
+    :data:`AT_RISK` (``bridge status``), the most urgent first, and the CRM
+    actions that failed for good."""
+    now = now or utcnow()
+    scope = [ServiceSession.tenant_id == tenant_id] if tenant_id else []
+    found: list[dict[str, Any]] = []
+    with runtime.read_session() as session:
+        rows = session.execute(
+            select(ServiceSession, Tenant)
+            .join(Tenant, Tenant.id == ServiceSession.tenant_id)
+            .where(ServiceSession.closed_at.is_(None), ServiceSession.sla.is_not(None), *scope)
+            .order_by(ServiceSession.id)
+            .limit(2000)
+        ).all()
+        for row, tenant in rows:
+            due = _due(runtime, tenant, row)
+            if due is not None and due <= now + AT_RISK:
+                found.append(
+                    {
+                        "tenant": tenant.slug,
+                        "conversation": row.conversation_id,
+                        "session": row.number,
+                        "line": row.line,
+                        "owner": row.owner_id,
+                        "due": due,
+                        "breached": due <= now,
+                    }
+                )
+    return sorted(found, key=lambda f: f["due"])
+
+
+def _due(runtime: Runtime, tenant: Tenant, row: ServiceSession) -> dt.datetime | None:
+    try:
+        policy = runtime.mapping_for(tenant).service
+    except MappingError:
+        return None
+    if policy is None or row.sla is None:
+        return None
+    state = engine.sla_from_dict(row.sla, _line(policy, row.line))
+    return sla_due(state) if state is not None else None
+
+
+def failed_actions(runtime: Runtime, tenant_id: int | None = None) -> list[dict[str, Any]]:
+    """The service layer's CRM writes that failed for good (``bridge status``)."""
+    scope = [ServiceAction.tenant_id == tenant_id] if tenant_id else []
+    with runtime.read_session() as session:
+        return [
+            {"conversation": a.conversation_id, "kind": a.kind, "key": a.key, "error": a.error}
+            for a in session.scalars(
+                select(ServiceAction)
+                .where(ServiceAction.state == "failed", *scope)
+                .order_by(ServiceAction.id)
+                .limit(100)
+            )
+        ]
 
 
 def sessions_of(session: Session, conversation_id: int) -> Sequence[ServiceSession]:

@@ -312,6 +312,16 @@ def test_a_first_response_past_its_target_alerts_the_supervisor_once(
     day = dt.datetime(2026, 12, 8, 10, 0, tzinfo=MSK)
     _writes(world, "Hi", day, 1)
     _writes(world, "1", day + dt.timedelta(minutes=1), 2)
+    # bridge status lists it once its due time is within the hour, then as breached
+    assert runner.at_risk(runtime, now=_utc(day) - dt.timedelta(minutes=5)) == []
+    (risk,) = runner.at_risk(runtime, now=_utc(day) + dt.timedelta(minutes=30))
+    assert (risk["line"], risk["breached"], risk["due"]) == (
+        "support",
+        False,
+        _utc(day) + dt.timedelta(hours=1),
+    )
+    (risk,) = runner.at_risk(runtime, now=_utc(day) + dt.timedelta(minutes=70))
+    assert risk["breached"]
     for minutes in (50, 61, 62, 90):
         runner.sweep(runtime, now=_utc(day) + dt.timedelta(minutes=minutes))
     keys = sorted(a.key.split(":")[4] for a in _actions(runtime) if a.key.startswith("sla:"))
