@@ -61,8 +61,10 @@ def create_app(
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
 
     from bridge import api, files, oauth, webhooks
+    from bridge.service import web as service_web
 
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(service_web.bp)
     app.register_blueprint(files.bp)
     app.register_blueprint(oauth.bp)
     app.register_blueprint(api.bp)

@@ -207,6 +207,10 @@ class ChannelAdapter(ABC):
     #: not reachable, in the channel's own terms (messages denied, the bot
     #: stopped, unsubscribed)
     withdrawn_reason: ClassVar[str] = "consent_withdrawn"
+    #: the service layer's rating prompt carries a signed link per score
+    #: (``bridge.service.csat.rating_links``: one click rates, as a mail
+    #: reader expects) besides the number reply every channel takes
+    rates_by_link: ClassVar[bool] = False
 
     @classmethod
     def reachability(cls, view: ReachView) -> Reach:

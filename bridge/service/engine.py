@@ -43,6 +43,7 @@ __all__ = [
     "on_client_message",
     "on_operator_reply",
     "on_tick",
+    "rate",
     "sla_from_dict",
     "sla_to_dict",
     "with_due",
@@ -129,6 +130,9 @@ class Context:
     knowledge: KnowledgeBase | None = None
     #: the language of what CRM users read (the mapping's)
     crm_language: str = "en"
+    #: a closed session's number -> its five (score, signed link) pairs,
+    #: for a channel whose rating prompt carries links (None: it does not)
+    rating_links: Callable[[int], tuple[tuple[int, str], ...]] | None = None
 
 
 # -- the client wrote ---------------------------------------------------------------------
@@ -306,35 +310,47 @@ def _after_hours(ctx: Context, ticket: Ticket) -> tuple[Ticket, Say, Work] | Non
 def _rating(ctx: Context, ticket: Ticket, last: SessionState, text: str) -> Outcome | None:
     """A closed session's rating or its comment, or None (not one)."""
     policy = _line(ctx.policy, ticket.line).csat
-    number = last.number
     if csat.awaits_rating(last, ctx.now, policy.rating_window):
         score = csat.parse_rating(text)
         if score is None:
             return None
-        state = csat.rated(last, score, ctx.now)
-        rated_text = _words(ctx, "rated").format(score=score, number=number)
-        works = [
-            Work("note", f"csat:{ctx.key}:{number}", rated_text),
-            Work(
-                "entity",
-                f"csat-field:{ctx.key}:{number}",
-                rated_text,
-                fields={"csat_score": str(score)},
-            ),
-        ]
-        if csat.should_alert(state, policy.threshold):
-            state = csat.alert_raised(state, ctx.now)
-            works.append(_alert(ctx, ticket, f"csat-low:{ctx.key}:{number}", "low", score=score))
-        thanks = csat.thanks_text(ctx.language or "en", score, policy.threshold)
-        return Outcome(
-            dataclasses.replace(ticket, session=state), (Say("thanks", thanks),), tuple(works)
-        )
+        return rate(ctx, ticket, last, score)
     if csat.takes_comment(last, ctx.now, policy.comment_window):
         state = csat.commented(last, ctx.now)
-        note = _words(ctx, "comment").format(number=number, text=text[:2000])
-        work = Work("note", f"csat-comment:{ctx.key}:{number}", note)
+        note = _words(ctx, "comment").format(number=last.number, text=text[:2000])
+        work = Work("note", f"csat-comment:{ctx.key}:{last.number}", note)
         return Outcome(dataclasses.replace(ticket, session=state), (), (work,))
     return None
+
+
+def rate(ctx: Context, ticket: Ticket, last: SessionState, score: int) -> Outcome:
+    """The closed session ``last`` rated ``score`` (a reply or a signed
+    link): once per session (a second rating changes nothing); the score in
+    the CRM (a note, the deal's field) and, at or under the line's
+    threshold, one alert task for the supervisor. ``ticket`` is the
+    session's own (its line)."""
+    policy = _line(ctx.policy, ticket.line).csat
+    number = last.number
+    if last.rating is not None:
+        return Outcome(ticket)
+    state = csat.rated(last, score, ctx.now)
+    rated_text = _words(ctx, "rated").format(score=score, number=number)
+    works = [
+        Work("note", f"csat:{ctx.key}:{number}", rated_text),
+        Work(
+            "entity",
+            f"csat-field:{ctx.key}:{number}",
+            rated_text,
+            fields={"csat_score": str(score)},
+        ),
+    ]
+    if csat.should_alert(state, policy.threshold):
+        state = csat.alert_raised(state, ctx.now)
+        works.append(_alert(ctx, ticket, f"csat-low:{ctx.key}:{number}", "low", score=score))
+    thanks = csat.thanks_text(ctx.language or "en", score, policy.threshold)
+    return Outcome(
+        dataclasses.replace(ticket, session=state), (Say("thanks", thanks),), tuple(works)
+    )
 
 
 # -- the operator replied ----------------------------------------------------------------------
@@ -432,10 +448,17 @@ def _closing(ctx: Context, ticket: Ticket) -> tuple[Ticket, list[Say]]:
     line = _line(ctx.policy, ticket.line)
     if not line.csat.enabled or not csat.should_prompt(state):
         return dataclasses.replace(ticket, menu=None), []
-    asked = csat.prompt(ctx.language or "en", "number", state.number)
     state = csat.prompted(state, ctx.now)
     scores = tuple((str(n), str(n)) for n in range(1, 6))
-    return dataclasses.replace(ticket, session=state, menu=None), [Say("csat", asked.text, scores)]
+    if ctx.rating_links is not None:
+        links = ctx.rating_links(state.number)
+        asked = csat.prompt(ctx.language or "en", "links", state.number, links)
+        number = csat.prompt(ctx.language or "en", "number", state.number)
+        lines = [asked.text, *(f"{score} — {url}" for score, url in asked.links), number.text]
+        text = "\n".join(lines)
+    else:
+        text = csat.prompt(ctx.language or "en", "number", state.number).text
+    return dataclasses.replace(ticket, session=state, menu=None), [Say("csat", text, scores)]
 
 
 def next_check(policy: ServicePolicy, ticket: Ticket) -> dt.datetime | None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import logging
 import uuid
 from collections.abc import Sequence
@@ -43,8 +44,9 @@ from bridge.db import rowcount
 from bridge.errors import AuthError, NotReadyError, PermanentError, RetryableError
 from bridge.model import CrmRef, MessageKind, TaskDraft, utcnow
 from bridge.pipeline.drain import Drained, Parked, run_drain
+from bridge.registry import UnknownAdapter, channel_class
 from bridge.rows import aware
-from bridge.service import assist, engine, routing, transfer
+from bridge.service import assist, csat, engine, routing, transfer
 from bridge.service.assist import Assist
 from bridge.service.calendar import is_open
 from bridge.service.engine import Context, Outcome, Ticket
@@ -208,6 +210,10 @@ class _View:
     policy: ServicePolicy
     knowledge: KnowledgeBase | None
     assist: Assist | None = None
+    #: the rating links' signing secret and address (None: this channel's
+    #: prompt carries no links)
+    links_secret: bytes | None = None
+    links_url: str = ""
 
     def context(self, session: Session, now: dt.datetime, ticket: Ticket) -> Context:
         contact = session.get(Contact, self.conversation.contact_id)
@@ -223,6 +229,16 @@ class _View:
             staff=lambda line: _staff(session, self.tenant.id, line, now),
             knowledge=self.knowledge,
             crm_language=self.mapping.language,
+            rating_links=self._links if self.links_secret else None,
+        )
+
+    def _links(self, number: int) -> tuple[tuple[int, str], ...]:
+        """The five signed rating links of session ``number`` (a channel
+        whose prompt carries links: ``ChannelAdapter.rates_by_link``)."""
+        assert self.links_secret is not None
+        key = f"{self.conversation.id}:{number}"
+        return csat.rating_links(
+            self.links_secret, self.tenant.id, key, self.links_url, now=utcnow()
         )
 
 
@@ -246,7 +262,27 @@ def _load(
     knowledge = _knowledge(path)
     helper = assist.for_tenant(session, tenant.id, mapping.service, knowledge, path)
     view = _View(conversation, tenant, account, mapping, mapping.service, knowledge, helper)
+    if _rates_by_link(account.kind):
+        view.links_secret = links_secret(runtime)
+        view.links_url = f"{runtime.settings.public_url}{RATE_PATH}"
     return view, _current(session, conversation_id)
+
+
+#: the public route a rating link opens (``bridge.service.web``)
+RATE_PATH = "/service/rate"
+
+
+def links_secret(runtime: Runtime) -> bytes:
+    """The rating links' HMAC key, derived from the bridge's primary key
+    (rotating the keys ends the old links)."""
+    return hashlib.sha256(b"service-rating-links:" + runtime.secrets_key_material()).digest()
+
+
+def _rates_by_link(kind: str) -> bool:
+    try:
+        return channel_class(kind).rates_by_link
+    except UnknownAdapter:
+        return False
 
 
 def _kb_path(runtime: Runtime, policy: ServicePolicy) -> Path | None:
@@ -537,6 +573,43 @@ def owner_changed(session: Session, conversation_id: int, owner_id: str) -> None
     current = _current(session, conversation_id)
     if current is not None and current.closed_at is None:
         current.owner_id = owner_id[:64]
+
+
+def rate_by_link(runtime: Runtime, claim: csat.LinkClaim, now: dt.datetime) -> str:
+    """A signed rating link was opened: the session it names is rated
+    (once). Returns ``rated``, ``already`` or ``unknown`` (no such session
+    of that tenant any more)."""
+    conversation_id, _, number = claim.session_key.partition(":")
+    after = After()
+    with runtime.transaction() as session:
+        row = session.scalars(
+            select(ServiceSession)
+            .where(
+                ServiceSession.conversation_id == int(conversation_id),
+                ServiceSession.number == int(number),
+                ServiceSession.tenant_id == int(claim.tenant_id),
+            )
+            .with_for_update()
+        ).first()
+        if row is None or row.closed_at is None:
+            return "unknown"
+        if row.rating is not None:
+            return "already"
+        found = _load(runtime, session, row.conversation_id)
+        if found is None:
+            return "unknown"
+        view, _ = found
+        ticket = _ticket(view.policy, row)
+        assert ticket.session is not None
+        ctx = view.context(session, now, ticket)
+        outcome = engine.rate(ctx, ticket, ticket.session, claim.score)
+        _write_ticket(view.policy, row, outcome.ticket)
+        for work in outcome.work:
+            action = _work(session, view.conversation, work)
+            if action is not None:
+                after.actions.append(action)
+    _enqueue(runtime, after)
+    return "rated"
 
 
 def enqueue_after(runtime: Runtime, after: After) -> None:

@@ -89,6 +89,8 @@ class EmailAdapter(ChannelAdapter):
 
     kind = KIND
     title = "E-mail"
+    #: a mail's rating prompt is five signed links (one click rates)
+    rates_by_link = True
     #: a 25 MB mail, base64-encoded attachments included, fits
     max_body = 36_000_000
     content_types = ("message/rfc822",)

@@ -482,6 +482,9 @@ def test_the_app_serves_no_other_webhook(world: World) -> None:
         ("/oauth/<crm>/install", "GET"),  # only redirects to the CRM
         ("/openapi.json", "GET"),
         ("/readyz", "GET"),
+        # a rating link of an e-mail's prompt: signed, 30 days
+        # (tests/unit/test_service_runner.py: tampered links get a 400)
+        ("/service/rate", "GET"),
         ("/webhooks/<kind>/<key>", "GET"),  # the adapter's handshake (405 where none)
         ("/webhooks/<kind>/<key>", "POST"),
         ("/webhooks/<kind>/app", "GET"),  # app-routed channels only (404 otherwise)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from bridge import admin, outbox
+from bridge import admin, create_app, outbox
 from bridge.model import (
     CrmEvent,
     CrmEventKind,
@@ -421,3 +421,67 @@ def test_out_of_hours_the_bot_answers_a_self_service_question(
     assert notes == [
         "Answered automatically from the knowledge base (return-how); no operator was needed."
     ]
+
+
+def test_a_mail_client_rates_by_a_signed_link_once(
+    world: tuple[Runtime, int, int],
+) -> None:
+    runtime, tenant, _ = world
+    mappings = runtime.settings.mappings_dir
+    mapping = MAPPING.replace(
+        "channels:\n  telegram:",
+        "channels:\n  email:\n    object: deal\n    timeline: note\n  telegram:",
+    )
+    (mappings / "shop.yaml").write_text(mapping, encoding="utf-8")
+    mail = admin.add_channel_account(
+        runtime, tenant, kind="email", credentials={}, external_id="support@shop.example"
+    )
+    day = dt.datetime(2026, 12, 8, 10, 0, tzinfo=MSK)
+    ref = AccountRef(mail, tenant, "email", *runtime.ingest_view(tenant))
+    accept(
+        runtime,
+        ref,
+        [
+            InboundMessage(
+                channel_kind="email",
+                external_id="<m1@client.example>",
+                external_user_id="ann@client.example",
+                external_thread_id="ann@client.example",
+                kind=MessageKind.TEXT,
+                sent_at=_utc(day),
+                text="Where is my order?",
+                profile=SenderProfile(first_name="Ann", email="ann@client.example"),
+            )
+        ],
+    )
+    with runtime.read_session() as session:
+        conversation = session.scalars(select(Conversation.id)).one()
+    assert runner.run_service(runtime, conversation) == "idle"
+    _crm(
+        runtime,
+        tenant,
+        _reply(runtime, "r1", "It ships today", day + dt.timedelta(minutes=5), conversation),
+    )
+    _sync_crm(runtime, conversation)
+    _crm(runtime, tenant, _closed(conversation, runtime, day + dt.timedelta(minutes=9)))
+    kind, prompt = _said(runtime)[-1]
+    assert kind == "csat"
+    links = dict(line.split(" — ") for line in prompt.splitlines() if " — http" in line)
+    assert sorted(links) == ["1", "2", "3", "4", "5"]
+    http = create_app(runtime=runtime).test_client()
+    path = links["2"].split("://", 1)[1].split("/", 1)[1]
+    answer = http.get("/" + path)
+    assert answer.status_code == 200 and "Thank you for your rating" in answer.text
+    assert "Спасибо за оценку" in answer.text
+    (row,) = _sessions(runtime)
+    assert row.rating == 2
+    assert len([a for a in _actions(runtime) if a.key.startswith("csat-low:")]) == 1
+    # another score's link, later: rated already, nothing changes
+    again = http.get("/" + links["5"].split("://", 1)[1].split("/", 1)[1])
+    assert again.status_code == 200 and "rated already" in again.text
+    assert [r.rating for r in _sessions(runtime)] == [2]
+    assert len([a for a in _actions(runtime) if a.key.startswith("csat-low:")]) == 1
+    # a link tampered with is refused, with a reason
+    token = path.split("token=", 1)[1]
+    bad = http.get(f"/service/rate?token={token[:-2]}xx")
+    assert bad.status_code == 400 and bad.get_json()["error"] == "bad_link"
