@@ -32,6 +32,7 @@ from ..core.clock import Clock
 from ..core.faults import FaultPlan
 from ..core.ratelimit import TokenBucket
 from . import (
+    automation,
     control,
     crm_extra,
     crm_methods,
@@ -62,7 +63,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                             OperatingMeter(clock.now), FaultPlan(seed=cfg["seed"]))
     app.extensions[EXTENSION] = sb
     sb.faults.install(app, error_body=_fault_body, applies=_fault_applies)
-    for module in (dispatch, oauth, control):
+    for module in (dispatch, oauth, control, automation):
         app.register_blueprint(module.bp)
     app.register_error_handler(B24Error, _render_b24_error)
     app.register_error_handler(HTTPException, _render_http_error)

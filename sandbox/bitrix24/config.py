@@ -195,6 +195,21 @@ DEFAULTS: dict[str, Any] = {
     # portal: "accept" = stored and returned like a declared one (lenient), "drop" =
     # ignored, as Bitrix24 ignores fields it does not know.
     "undeclared_user_fields": "accept",
+    # Outgoing webhooks (local-integrations/local-webhooks.md; sandbox/bitrix24/
+    # automation.py): each {"portal"? (domain; default the first), "url", "events":
+    # [...], "application_token"? (default: derived, shown in /_state)}. Sent once.
+    "outgoing_webhooks": [],
+    # UNCONFIRMED (automation rules are not in the contracts): robots posting to a URL
+    # when a deal or lead enters a stage, each {"portal"?, "entity": "deal"|"lead",
+    # "stage", "url"}.
+    "robot_webhooks": [],
+    # UNCONFIRMED: the robots' body. "document": document_id[0..2] (crm,
+    # CCrmDocumentDeal, DEAL_<id>) + auth[domain|client_endpoint|server_endpoint|
+    # member_id] [community]; "event": the outgoing webhook's event shape.
+    "robot_webhook_body": "document",
+    # UNCONFIRMED: seconds before attempt n + 1 of a robot's request after attempt n
+    # got no answer or a non-2xx one; [] = never retried.
+    "robot_webhook_retry_s": [],
     # RNG seed for tokens, ids of tokens and the fault plan (None: random).
     "seed": None,
 }
@@ -313,6 +328,48 @@ def _check(cfg: dict[str, Any]) -> None:
         raise ValueError("userfield_admin_only must be a boolean")
     if cfg["undeclared_user_fields"] not in ("accept", "drop"):
         raise ValueError("undeclared_user_fields must be 'accept' or 'drop'")
+    _check_hooks(cfg)
+
+
+def _check_hook(where: str, hook: Any, keys: set[str], domains: set[str]) -> None:
+    """What every hook entry needs: known keys, an http(s) URL, a known portal."""
+    if not isinstance(hook, dict) or set(hook) - keys:
+        raise ValueError(f"{where} must be an object with keys among {sorted(keys)}")
+    if not isinstance(hook.get("url"), str) or not hook["url"].startswith(("http://", "https://")):
+        raise ValueError(f"{where}.url must be an http(s) URL")
+    if hook.get("portal") is not None and str(hook["portal"]).lower() not in domains:
+        raise ValueError(f"{where}.portal must be one of the portal domains {sorted(domains)}")
+
+
+def _check_hooks(cfg: dict[str, Any]) -> None:
+    """``outgoing_webhooks`` and ``robot_webhooks`` (automation.py)."""
+    from .events import KNOWN_EVENTS  # lazily: events.py imports what imports this module
+
+    domains = {p["domain"] for p in cfg["portals"]}
+    for key in ("outgoing_webhooks", "robot_webhooks", "robot_webhook_retry_s"):
+        if not isinstance(cfg[key], list):
+            raise ValueError(f"{key} must be a list")
+    for i, hook in enumerate(cfg["outgoing_webhooks"]):
+        where = f"outgoing_webhooks[{i}]"
+        _check_hook(where, hook, {"portal", "url", "events", "application_token"}, domains)
+        names = hook.get("events")
+        if not isinstance(names, list) or not names or not all(
+                isinstance(e, str) and e.upper() in KNOWN_EVENTS
+                and not e.upper().startswith("ONAPP") for e in names):
+            raise ValueError(f"{where}.events must list event names such as ONCRMDEALUPDATE "
+                             "(online events of the CRM, tasks, timeline or connectors)")
+    for i, hook in enumerate(cfg["robot_webhooks"]):
+        where = f"robot_webhooks[{i}]"
+        _check_hook(where, hook, {"portal", "entity", "stage", "url"}, domains)
+        if hook.get("entity") not in ("deal", "lead"):
+            raise ValueError(f"{where}.entity must be 'deal' or 'lead'")
+        if not isinstance(hook.get("stage"), str) or not hook["stage"]:
+            raise ValueError(f"{where}.stage must be a stage (STAGE_ID) or status (STATUS_ID)")
+    if cfg["robot_webhook_body"] not in ("document", "event"):
+        raise ValueError("robot_webhook_body must be 'document' or 'event'")
+    if not all(isinstance(d, (int, float)) and not isinstance(d, bool) and d >= 0
+               for d in cfg["robot_webhook_retry_s"]):
+        raise ValueError("robot_webhook_retry_s must be a list of seconds >= 0")
 
 
 def _fill(cfg: dict[str, Any]) -> dict[str, Any]:

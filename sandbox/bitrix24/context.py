@@ -24,6 +24,7 @@ from .store import Portal, Store
 if TYPE_CHECKING:
     from ..core.faults import FaultPlan
     from ..core.webhooks import Dispatcher
+    from .automation import Automation
 
 __all__ = ["Sandbox", "sandbox", "AuthCtx", "CallCtx", "ListResult", "Method", "METHODS",
            "method", "EXTENSION", "PAGE_SIZE"]
@@ -43,6 +44,8 @@ class Sandbox:
     faults: FaultPlan
     #: the queue server sending REST-caused events (set by the app's sandbox class)
     dispatcher: Dispatcher = field(init=False)
+    #: the automation rules' robots (set by the app's sandbox class; automation.py)
+    automation: Automation = field(init=False)
 
     @property
     def cfg(self) -> dict[str, Any]:

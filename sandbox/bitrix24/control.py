@@ -25,6 +25,8 @@ defaults to the first configured portal.
   acts in the UI; ONCRM*UPDATE / ONCRM*DELETE are fired. ``"user_id": null``
   means an automation rule did it (events then carry no tokens).
 * ``GET  /_timeline?entity_type=&entity_id=`` -- comments and to-dos.
+* ``POST /_robots/flush`` -- run the robots' pending retries now
+  (automation.py).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from flask import Blueprint, Response, request
 from ..core.control import ControlError, Reply, Vendor, json_object
 from ..core.webhooks import Dispatcher
 from . import events
+from .automation import Automation
 from .config import SETTINGS
 from .context import Sandbox, sandbox
 from .crm import get_entity, set_lead_status
@@ -165,6 +168,7 @@ class B24Sandbox(Sandbox, Vendor):
     def __post_init__(self) -> None:
         self.dispatcher = Dispatcher(lambda job: events.send(self, job.data),
                                      now=self.clock.now, name="b24-events")
+        self.automation = Automation(self)
 
     @property
     def lock(self) -> Any:
@@ -183,7 +187,8 @@ class B24Sandbox(Sandbox, Vendor):
         return portal_state(self, account)
 
     def dump_extras(self, account: Portal | None) -> dict[str, Any]:
-        return dump_extras(self, account.domain if account is not None else None)
+        return {**dump_extras(self, account.domain if account is not None else None),
+                **self.automation.state()}
 
     def get_config(self) -> dict[str, Any]:
         return self.store.cfg
@@ -198,6 +203,7 @@ class B24Sandbox(Sandbox, Vendor):
             self.store.reset(self.store.cfg)
         self.bucket.reset()
         self.meter.reset()
+        self.automation.reset()
 
     def reply(self, reply: Reply) -> dict[str, Any]:
         store = self.store

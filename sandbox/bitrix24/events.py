@@ -13,6 +13,10 @@ finished (installation-finish.md; modelled as: the install handler answered
 are :mod:`sandbox.core.webhooks`'; REST-caused events go out on the sandbox's
 :class:`~sandbox.core.webhooks.Dispatcher` (the queue server).
 
+The portal's outgoing webhooks (config ``outgoing_webhooks``) get the same
+events, with the outgoing webhook's ``auth`` (:mod:`.automation`); the
+automation rules' robots are told of every deal and lead event.
+
 ``ONAPPINSTALL`` (on-app-install.md) goes to the app's install handler with a
 token pair; ``ONAPPUNINSTALL`` (on-app-uninstall.md) carries no tokens, only
 ``application_token``. Both are shaped exactly like the vendor examples (no
@@ -25,6 +29,7 @@ from typing import Any
 
 from ..core import webhooks
 from ..core.webhooks import Job
+from .automation import outgoing_jobs
 from .context import CallCtx, Sandbox, method
 from .errors import B24Error
 from .params import as_int, encode_form
@@ -81,10 +86,11 @@ def event_auth(store: Store, portal: Portal, base: str, user_id: int | None) -> 
 
 def _jobs(sb: Sandbox, portal: Portal, base: str, event: str, data: dict[str, Any],
           user_id: int | None) -> list[dict[str, Any]]:
-    """Delivery jobs for ``event`` (caller holds the lock)."""
+    """Delivery jobs for ``event``: the outgoing webhooks', then the app's
+    handlers' (caller holds the lock)."""
+    jobs = outgoing_jobs(sb.cfg, portal, base, event, data, int(sb.clock.now()))
     if portal.app is None or not portal.app.finished:
-        return []
-    jobs = []
+        return jobs
     for binding in portal.bindings:
         if binding["event"] != event:
             continue
@@ -109,6 +115,7 @@ def send(sb: Sandbox, job: dict[str, Any]) -> dict[str, Any]:
     return sb.store.deliveries.append({
         "at": sb.clock.now(), "portal": job["portal"], "event": job["event"],
         "event_handler_id": job.get("handler_id"), "url": job["url"],
+        "outgoing_webhook": job.get("outgoing_webhook"),
         "payload": job["payload"], "form": body, "status": outcome.status,
         "body": None if outcome.text is None else outcome.text[:2000],  # the answer
         "error": outcome.error})
@@ -118,6 +125,7 @@ def dispatch(sb: Sandbox, ctx: CallCtx) -> None:
     """Send what a REST call queued (after its answer is built, outside the lock)."""
     if not ctx.events:
         return
+    sb.automation.on_events(ctx.portal, ctx.base_url, ctx.events)  # robots, whatever the switch
     if not sb.cfg.get("events_for_rest_changes", True):
         ctx.events.clear()
         return
@@ -137,6 +145,7 @@ def dispatch(sb: Sandbox, ctx: CallCtx) -> None:
 def fire_now(sb: Sandbox, portal: Portal, base: str, event: str, data: dict[str, Any],
              user_id: int | None) -> list[dict[str, Any]]:
     """Send ``event`` synchronously (control endpoints); returns the delivery records."""
+    sb.automation.on_events(portal, base, [(event, data, user_id)])
     with sb.store.lock:
         jobs = _jobs(sb, portal, base, event, data, user_id)
     return [send(sb, job) for job in jobs]

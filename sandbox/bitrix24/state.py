@@ -3,16 +3,18 @@
 Per portal (``accounts``, :func:`portal_state`): users, webhooks, the app's
 installation, directories, pipelines, user fields, leads / contacts / deals
 with multifields and timelines, tasks (with status), event bindings, the
-offline queue, placements, lines, connectors, Open Lines chats with messages,
-unmatched receipts. App-wide (:func:`dump_extras`): the clock, the app, OAuth
-token-endpoint counts, event deliveries (of the selected portal), pending
-deliveries, leaky-bucket levels, operating time.
+outgoing webhooks (with their tokens), the offline queue, placements, lines,
+connectors, Open Lines chats with messages, unmatched receipts. App-wide
+(:func:`dump_extras`): the clock, the app, OAuth token-endpoint counts, event
+deliveries (of the selected portal), pending deliveries, leaky-bucket levels,
+operating time.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from .automation import outgoing_state
 from .context import Sandbox
 from .crm import KINDS, entity_json
 from .store import Portal
@@ -72,6 +74,7 @@ def portal_state(sb: Sandbox, portal: Portal) -> dict[str, Any]:
                      "status": t["task"]["status"]}
                     for tid, t in sorted(portal.tasks.items())]
     out["event_bindings"] = [dict(b) for b in portal.bindings]
+    out["outgoing_webhooks"] = outgoing_state(sb.cfg, portal)
     out["offline_queue"] = list(portal.offline_queue)
     out["placements"] = list(portal.placements)
     out["open_lines"] = [dict(line) for line in portal.lines.values()]

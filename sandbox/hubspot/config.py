@@ -93,9 +93,74 @@ DEFAULTS: dict[str, Any] = {
     # UNCONFIRMED: merging a pair already merged. "error": 400
     # VALIDATION_ERROR; "ok": 200 with the surviving record.
     "merge_again": "error",
+    # Workflows with a "Send a webhook" action (sandbox/hubspot/workflows.py; HubSpot
+    # KB "Use webhooks with HubSpot workflows"): each {"object": "contacts"|"deals",
+    # "property", "value" (null: the property becomes known), "url", "method":
+    # "POST"|"GET", "portal"? (default: the first), "auth": "none"|"v1"|"v2"|"v3",
+    # "reenroll"?: false, "name"?}. A record enrols when its property becomes the value.
+    "workflow_webhooks": [],
+    # UNCONFIRMED (not in the contracts): the enrolled record's JSON. "object":
+    # {"objectId", "objectType", "objectTypeId", "portalId", "properties": {name: value}};
+    # "legacy": the legacy contact record {"vid", "portal-id", "properties": {name:
+    # {"value"}}, ...} (deals: {"dealId", ...}).
+    "workflow_webhook_body": "object",
+    # UNCONFIRMED (the KB: retries for up to three days, none after a 4xx): seconds
+    # before attempt n + 1 after attempt n got no answer, a 5xx or a 429; [] = no retry.
+    "workflow_webhook_retry_s": [60 * 2**n for n in range(9)] + [28800] * 7,
+    # A fault for retry tests: the answers of the next N workflow webhook attempts
+    # are lost (the receiver acted; HubSpot retries the same bytes).
+    "workflow_webhook_lose_answers": 0,
+    # First attempts after the write's answer on worker threads ("background", as
+    # HubSpot runs workflows asynchronously) or before it ("inline", tests).
+    "workflow_delivery": "background",
     # RNG seed for the fault plan (None: random).
     "seed": None,
 }
+
+_WORKFLOW_KEYS = {"object", "property", "value", "url", "method", "portal", "auth",
+                  "reenroll", "name"}
+
+
+def _check_workflow(i: int, w: Any, portal_ids: set[int]) -> None:
+    """One ``workflow_webhooks`` entry; ValueError names the key and the fix."""
+    where = f"workflow_webhooks[{i}]"
+    if not isinstance(w, dict) or set(w) - _WORKFLOW_KEYS:
+        raise ValueError(f"{where} must be an object with keys among {sorted(_WORKFLOW_KEYS)}")
+    if w.get("object") not in ("contacts", "deals"):
+        raise ValueError(f"{where}.object must be 'contacts' or 'deals'")
+    if not isinstance(w.get("property"), str) or not w["property"]:
+        raise ValueError(f"{where}.property must name a property")
+    if w.get("value") is not None and not isinstance(w["value"], (str, int, float)):
+        raise ValueError(f"{where}.value must be a string or null")
+    if not isinstance(w.get("url"), str) or not w["url"].startswith(("http://", "https://")):
+        raise ValueError(f"{where}.url must be an http(s) URL")
+    if str(w.get("method", "POST")).upper() not in ("POST", "GET"):
+        raise ValueError(f"{where}.method must be POST or GET")
+    if w.get("auth", "none") not in ("none", "v1", "v2", "v3"):
+        raise ValueError(f"{where}.auth must be none, v1, v2 or v3")
+    if "portal" in w and w["portal"] not in portal_ids:
+        raise ValueError(f"{where}.portal must be one of the portal ids {sorted(portal_ids)}")
+    if not isinstance(w.get("reenroll", False), bool):
+        raise ValueError(f"{where}.reenroll must be a boolean")
+
+
+def _check_workflows(cfg: dict[str, Any]) -> None:
+    if not isinstance(cfg["workflow_webhooks"], list):
+        raise ValueError("workflow_webhooks must be a list")
+    portal_ids = {p["id"] for p in cfg["portals"]}
+    for i, workflow in enumerate(cfg["workflow_webhooks"]):
+        _check_workflow(i, workflow, portal_ids)
+    if cfg["workflow_webhook_body"] not in ("object", "legacy"):
+        raise ValueError("workflow_webhook_body must be 'object' or 'legacy'")
+    delays = cfg["workflow_webhook_retry_s"]
+    if not isinstance(delays, list) or not all(
+            isinstance(d, (int, float)) and not isinstance(d, bool) and d >= 0 for d in delays):
+        raise ValueError("workflow_webhook_retry_s must be a list of seconds >= 0")
+    lose = cfg["workflow_webhook_lose_answers"]
+    if not isinstance(lose, int) or isinstance(lose, bool) or lose < 0:
+        raise ValueError("workflow_webhook_lose_answers must be an integer >= 0")
+    if cfg["workflow_delivery"] not in ("background", "inline"):
+        raise ValueError("workflow_delivery must be 'background' or 'inline'")
 
 
 def _check(cfg: dict[str, Any]) -> None:
@@ -124,6 +189,7 @@ def _check(cfg: dict[str, Any]) -> None:
     for key in ("app_id", "client_id", "client_secret", "developer_api_key"):
         if key not in app:
             raise ValueError(f"app.{key} is required")
+    _check_workflows(cfg)
 
 
 #: defaults, overrides, run-time updates (``portals`` only at start-up)

@@ -20,6 +20,8 @@ never rate limited, no auth.
 * ``POST /_crm_webhooks/flush`` -- send the CRM-object events held back
   (config ``crm_webhook_hold``): every portal's in the same arrays to the
   app's one target URL (merge.py).
+* ``POST /_workflows/flush`` -- run every pending retry of the workflows'
+  webhook actions now (config ``workflow_webhooks``; workflows.py).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from .errors import json_response
 from .oauth import OAuthError, create_code
 from .signature import v3_headers
 from .store import Portal, Store, iso, property_json
+from .workflows import Workflows
 
 __all__ = ["bp", "HubSpotSandbox"]
 
@@ -141,6 +144,9 @@ class HubSpotSandbox(Sandbox, Vendor):
 
     name = "hubspot"
 
+    def __post_init__(self) -> None:
+        self.workflows = Workflows(self.store)
+
     @property
     def lock(self) -> Any:
         return self.store.lock
@@ -162,7 +168,8 @@ class HubSpotSandbox(Sandbox, Vendor):
         return {"app": {"app_id": app["app_id"], "client_id": app["client_id"]},
                 "custom_channels": list(self.store.channels.values()),
                 "webhook_deliveries": self.store.deliveries.list(),
-                "held_crm_events": list(self.store.held_events)}
+                "held_crm_events": list(self.store.held_events),
+                **self.workflows.state()}
 
     def get_config(self) -> dict[str, Any]:
         return self.store.cfg
@@ -171,11 +178,14 @@ class HubSpotSandbox(Sandbox, Vendor):
         self.store.cfg = SETTINGS.update(self.store.cfg, values)
         if "seed" in values:  # re-seed the fault plan's RNG too
             self.faults.update({"seed": values["seed"]})
+        if "workflow_webhook_lose_answers" in values:  # counts from now on
+            self.workflows.lost = 0
 
     def reset(self, options: dict[str, Any]) -> None:
         with self.store.lock:
             self.store.reset(self.store.cfg)
         self.limiter.reset()
+        self.workflows.reset()
 
     def reply(self, reply: Reply) -> dict[str, Any]:
         store = self.store

@@ -17,6 +17,7 @@ import phonenumbers
 from . import catalog
 from .errors import HubSpotError, error_body, property_errors, validation_error
 from .store import CrmObject, Portal, Store, iso
+from .workflows import enrol
 
 __all__ = [
     "Prepared",
@@ -284,6 +285,7 @@ def commit_create(store: Store, portal: Portal, prepared: Prepared) -> CrmObject
     store.index(portal, obj)
     for target, to_id, category, type_id in prepared.associations:
         store.associate(portal, prepared.type_name, obj.id, target, to_id, category, type_id)
+    enrol(store, portal, obj, None)  # workflows whose trigger the new record meets
     return obj
 
 
@@ -300,6 +302,7 @@ def check_update(store: Store, portal: Portal, obj: CrmObject, props: dict[str, 
 def update(store: Store, portal: Portal, obj: CrmObject, values: dict[str, str]) -> CrmObject:
     """Apply validated values (see :func:`check_update`)."""
     store.index(portal, obj, add=False)
+    before = dict(obj.properties)
     for name, value in values.items():
         if value == "":
             obj.properties.pop(name, None)
@@ -308,6 +311,7 @@ def update(store: Store, portal: Portal, obj: CrmObject, values: dict[str, str])
     obj.updated_at = max(store.now(), obj.updated_at)
     _computed(obj)
     store.index(portal, obj)
+    enrol(store, portal, obj, before)  # workflows whose trigger the write met
     return obj
 
 
