@@ -17,7 +17,11 @@
    connect the Chats API channel
    (``POST {amojo}/v2/origin/custom/{channel_id}/connect``, signed) and
    return its ``scope_id`` as this tenant's route key, so the channel's hook
-   ``/webhooks/crm/amocrm/route/<scope_id>`` reaches this tenant.
+   ``/webhooks/crm/amocrm/route/<scope_id>`` reaches this tenant; then name
+   each channel account's chats: one amoCRM source per account, its
+   ``external_id`` the chats' ``source.external_id`` (:mod:`.sources`; the
+   Sources API is not in the stored contracts, UNCONFIRMED; an account
+   without it is no failure).
 
 What it records are fields of :class:`~crm_adapters.amocrm.settings.AmoCrmSettings`.
 """
@@ -33,6 +37,7 @@ from bridge.model import ChannelLink, SetupResult
 from .client import embedded
 from .fields import CONVERSATION_FIELD_NAME, ENTITY_PATHS, identity_field_name
 from .settings import DEFAULT_CHANNEL_TITLE
+from .sources import ensure_sources
 
 if TYPE_CHECKING:
     from .adapter import AmoCrmAdapter
@@ -118,6 +123,7 @@ def run_setup(
     title = app.channel_title or DEFAULT_CHANNEL_TITLE
     scope_id = adapter.amojo.connect(app.channel_id, str(amojo_id), title)
     result["scope_id"] = scope_id
+    ensure_sources(adapter, channels)
     # the channel's hook URL ends in the scope id (FACTS 1.13): the tenant's route
     return SetupResult(settings=result, routes=(scope_id,))
 

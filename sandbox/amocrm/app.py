@@ -39,6 +39,7 @@ from . import (
     notes_tasks,
     oauth,
     pipelines,
+    sources,
 )
 from .config import SETTINGS
 from .context import API_ATTR, EXTENSION, ApiContext, sandbox
@@ -71,7 +72,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.before_request(_gate)
     app.after_request(_send_webhooks)
     for module in (contacts, leads, pipelines, fields, notes_tasks, account, oauth, amojo,
-                   control):
+                   sources, control):
         app.register_blueprint(module.bp)
     app.register_error_handler(AmoError, _render_amo_error)
     app.register_error_handler(HTTPException, _render_http_error)

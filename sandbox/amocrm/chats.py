@@ -12,9 +12,10 @@
   the chat keeps the first one it is given, every message keeps its own, and
   the outgoing-message hook echoes the chat's. The state shows both. Whether a
   later message's source fills a chat created without one is UNCONFIRMED
-  (config ``chat_source_from_message``); what amoCRM's UI shows for an
-  ``external_id`` no registered source has is not in FACTS (the sandbox shows
-  the id itself).
+  (config ``chat_source_from_message``). What the chat shows for it
+  (``GET /_state``'s ``source_name``) is the name of the account's source
+  with that ``external_id`` registered through the Sources API
+  (:mod:`sandbox.amocrm.sources`, UNCONFIRMED), else nothing but the id.
 * A manager's reply (control ``POST /_reply``) is stored and announced
   with the outgoing-message hook v2, signed ``X-Signature = hex
   HMAC-SHA1(channel secret, raw body)``, sent once and never retried.

@@ -178,13 +178,26 @@ DEFAULTS: dict[str, Any] = {
     # zero-width characters (U+200B-U+200F, U+2060-U+2064, U+FEFF). True: they are
     # dropped on write, as a text sanitiser would (the bridge hides its marker in them).
     "strip_zero_width": False,
+    # UNCONFIRMED (not in FACTS; amoCRM developers: crm_platform/sources-api, not in the
+    # stored contracts): the account has the Sources API (GET/POST /api/v4/sources,
+    # sandbox.amocrm.sources) and its chats show the name of the source whose
+    # external_id they carry. False: the endpoint answers 404, like an account without it.
+    "sources_api": True,
+    # UNCONFIRMED (not in FACTS): digital pipeline stages with a "webhook" action,
+    # [{"pipeline_id"?: int, "status_id": int, "url": str, "action"?: "status"|"update"}].
+    # A lead moved into the stage (control /_lead_status, or an API PATCH of its
+    # status_id) is POSTed to url in the account-webhook format of FACTS 1.12 (form,
+    # PHP brackets, strings; section leads[<action>], default "status"), with the same
+    # 2 s deadline and retry table as the account webhooks. That the pipeline's
+    # webhook uses that format and that table is our reading; never disabled.
+    "dp_webhooks": [],
     # RNG seed for the fault plan (None: random).
     "seed": None,
 }
 
 _BOOLS = ("revoke_family_on_reuse", "retry_after_header", "block_on_storm",
           "webhooks_on_api_changes", "msgid_dedupe", "strip_zero_width",
-          "chat_source_from_message")
+          "chat_source_from_message", "sources_api")
 _POSITIVE_INTS = ("per_second", "max_limit", "default_limit", "complex_limit",
                   "webhook_disable_after")
 _NUMBERS = ("access_token_ttl", "refresh_token_ttl", "code_ttl", "rate_window_s",
@@ -227,8 +240,33 @@ def _check_accounts(accounts: Any) -> None:
                                      "(type 1) and the system statuses 142 and 143")
 
 
+_DP_ACTIONS = ("status", "update")
+
+
+def _check_dp_webhooks(hooks: Any) -> None:
+    """``dp_webhooks``: a list of ``{"pipeline_id"?, "status_id", "url", "action"?}``."""
+    if not isinstance(hooks, list):
+        raise ValueError("dp_webhooks must be a list")
+    for hook in hooks:
+        if not isinstance(hook, dict) or set(hook) - {"pipeline_id", "status_id", "url",
+                                                      "action"}:
+            raise ValueError("each dp_webhooks item is {'pipeline_id'?, 'status_id', 'url', "
+                             "'action'?}")
+        for key in ("pipeline_id", "status_id"):
+            value = hook.get(key)
+            if (key == "status_id" or value is not None) and (
+                    not isinstance(value, int) or isinstance(value, bool)):
+                raise ValueError(f"dp_webhooks: {key} must be an integer")
+        url = hook.get("url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ValueError("dp_webhooks: url must be an http(s) URL")
+        if hook.get("action", "status") not in _DP_ACTIONS:
+            raise ValueError("dp_webhooks: action must be 'status' or 'update'")
+
+
 def _check(cfg: dict[str, Any]) -> None:
     _check_accounts(cfg["accounts"])
+    _check_dp_webhooks(cfg["dp_webhooks"])
     require_bools(cfg, _BOOLS)
     require_positive_ints(cfg, _POSITIVE_INTS)
     require_numbers(cfg, _NUMBERS)

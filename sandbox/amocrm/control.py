@@ -19,7 +19,8 @@ faulted, never rate limited).
 * ``POST /_rename`` ``{"subdomain","new_subdomain"}`` -- an account changes its subdomain
 * ``POST /_channel`` ``{"hook_url"?,"title"?}`` -- what support would change
 * ``POST /_note`` ``{"lead_id","text","user_id"?}``, ``POST /_lead_status``
-  ``{"lead_id","status_id","pipeline_id"?}``, ``POST /_responsible``
+  ``{"lead_id","status_id","pipeline_id"?}`` (also fires the ``dp_webhooks`` of
+  the stage it enters: ``"dp_webhooks"`` in the answer), ``POST /_responsible``
   ``{"lead_id","responsible_user_id"}``, ``POST /_delete_lead`` ``{"lead_id"}``,
   ``POST /_merge_contacts`` ``{"keep_id","remove_id"}`` -- a manager's action in
   the CRM; fires the subscribed account webhooks and answers with the
@@ -335,8 +336,10 @@ def lead_status() -> Response:
         set_status(lead, *moved)
         touch(lead, user["id"])
         jobs = lead_change_jobs(sb.store, account, lead, before)
+        stage_hooks = webhooks.dp_jobs(sb.store, account, lead, before)
         out = {k: lead[k] for k in ("id", "status_id", "pipeline_id", "closed_at")}
-    return plain_json({"lead": out, "webhooks": _fire(jobs)})
+    return plain_json({"lead": out, "webhooks": _fire(jobs),
+                       "dp_webhooks": _fire(stage_hooks)})
 
 
 @bp.route("/_responsible", methods=["POST"])

@@ -13,6 +13,9 @@
 Pipelines and entity links are in :mod:`sandbox.amocrm.pipelines`.
 
 Statuses 142 (won) / 143 (lost) set ``closed_at``; leaving them clears it.
+A PATCH that moves a lead into a stage with a digital pipeline webhook
+(config ``dp_webhooks``, UNCONFIRMED) sends it after the answer, whatever
+``webhooks_on_api_changes`` says (:func:`sandbox.amocrm.webhooks.dp_jobs`).
 Moving a lead *into* Unsorted through the API is refused (our reading: amoCRM
 only puts leads there itself); ``responsible_user_id`` must be a user of the
 account (400 otherwise).
@@ -380,15 +383,19 @@ def _patch(items: list[dict[str, Any]], single: bool) -> Response:
                 continue
             checked.append((lead, _validate(c.account, item, errors, lead)))
         errors.raise_if_any()
-        out, jobs = [], []
+        out, jobs, stage_hooks = [], [], []
         for index, (item, (lead, fields)) in enumerate(zip(items, checked, strict=True)):
             assert lead is not None
+            before = dict(lead)
             jobs += _update(sb.store, c.account, lead, item, fields, c.user_id)
+            stage_hooks += webhooks.dp_jobs(sb.store, c.account, lead, before)
             out.append({"id": lead["id"], "updated_at": lead["updated_at"],
                         "request_id": request_id(item, index),
                         "_links": self_link(c.account, f"leads/{lead['id']}")})
     if sb.cfg["webhooks_on_api_changes"]:
         collect_events(jobs)
+    # a stage's hook fires whoever moved the lead (config dp_webhooks, UNCONFIRMED)
+    collect_events(stage_hooks)
     if single:
         out[0].pop("request_id")
         return hal(out[0])

@@ -3,8 +3,9 @@ the envelope is :mod:`sandbox.core.control`'s).
 
 Per account (``accounts``): users, pipelines, custom fields, contacts (with custom field
 values), companies, leads (status/pipeline/responsible/closed_at/contacts),
-the Unsorted records, notes, tasks, webhook subscriptions and their delivery
-attempts, chats with their messages (direction, msgid/ref_id, text, delivery
+the Unsorted records, the Sources API's sources, notes, tasks, webhook
+subscriptions and their delivery attempts, chats (with the name of their
+source) and their messages (direction, msgid/ref_id, text, delivery
 statuses, linked contact/lead), token-endpoint call counts. Top level: the
 integration, the channel and its connections, token-endpoint counts, the
 install/disconnect/chat hook deliveries and the pending webhook retries.
@@ -15,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from .fields import render_values
+from .sources import source_name
 from .store import Account, Store
 
 __all__ = ["dump_account", "dump_extras", "render_message", "render_chat"]
@@ -38,11 +40,18 @@ def render_message(msg: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_chat(store: Store, chat: dict[str, Any]) -> dict[str, Any]:
+    """A chat; ``source_name``: what it shows for its source, the name of the
+    account's source (Sources API) with the chat's ``external_id``, or None
+    when no such source is registered (UNCONFIRMED, sandbox.amocrm.sources)."""
     client = next((u for (scope, _), u in store.amojo_users.items()
                    if scope == chat["scope_id"] and u["id"] == chat["client_user_id"]), None)
+    account = store.accounts.get(chat["account_id"])
+    external_id = (chat["source"] or {}).get("external_id")
     return {"id": chat["id"], "scope_id": chat["scope_id"],
             "conversation_id": chat["conversation_id"], "contact_id": chat["contact_id"],
-            "lead_id": chat["lead_id"], "source": chat["source"], "client": client,
+            "lead_id": chat["lead_id"], "source": chat["source"],
+            "source_name": source_name(account, external_id) if account else None,
+            "client": client,
             "created_at": chat["created_at"],
             "messages": [render_message(store.messages[m]) for m in chat["messages"]]}
 
@@ -99,6 +108,7 @@ def dump_account(store: Store, account: Account) -> dict[str, Any]:
         "leads": [_lead(store, account, lead)
                   for lead in sorted(account.leads.values(), key=lambda lead: lead["id"])],
         "unsorted": list(account.unsorted.values()),
+        "sources": sorted(account.sources.values(), key=lambda s: s["id"]),
         "notes": sorted(account.notes.values(), key=lambda n: n["id"]),
         "tasks": sorted(account.tasks.values(), key=lambda t: t["id"]),
         "webhooks": [dict({k: v for k, v in w.items() if not k.startswith("_")},

@@ -78,6 +78,8 @@ class Account:
     tasks: dict[int, dict[str, Any]] = field(default_factory=dict)
     webhooks: dict[int, dict[str, Any]] = field(default_factory=dict)
     unsorted: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the Sources API's sources (sandbox.amocrm.sources), by id
+    sources: dict[int, dict[str, Any]] = field(default_factory=dict)
     token_calls: Counter[str] = field(default_factory=Counter)
     created_at: int = 0
 
@@ -159,6 +161,7 @@ class Store:
                 "enums": itertools.count(5000001), "tags": itertools.count(300001),
                 "webhooks": itertools.count(1001), "links": itertools.count(1),
                 "pipelines": itertools.count(7100001), "statuses": itertools.count(62000001),
+                "sources": itertools.count(4100001),
             }
             self.accounts: dict[int, Account] = {}
             # FACTS 1.2: codes single-use (kept, to tell "revoked" from unknown),

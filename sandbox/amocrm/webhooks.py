@@ -18,6 +18,14 @@ more than ``webhook_disable_after`` (100) invalid answers within
 All payload shapes are built in :func:`section`; ours, written from FACTS 1.12
 (there are no redistributable amoCRM captures). Sending, the retry schedule
 and the delivery record are the shared machinery of :mod:`sandbox.core.webhooks`.
+
+Digital pipeline webhooks (config ``dp_webhooks``, UNCONFIRMED: not in FACTS)
+go through the same dispatcher: :func:`dp_jobs` makes one job per stage hook
+a lead has just moved into, its body the lead in the account-webhook format
+(``leads[status][0][…]`` with ``old_status_id``/``old_pipeline_id`` by
+default), sent and retried like an account webhook; it has no subscription,
+so it is never disabled. Its deliveries are recorded with ``event``
+``digital_pipeline`` and ``webhook_id`` None.
 """
 
 from __future__ import annotations
@@ -30,9 +38,12 @@ from urllib.parse import quote_plus
 from ..core.webhooks import Dispatcher, Job, RetrySchedule, send
 from .store import Account, Store
 
-__all__ = ["Job", "AccountWebhooks", "jobs_for", "encode_form", "EVENTS", "section"]
+__all__ = ["Job", "AccountWebhooks", "jobs_for", "dp_jobs", "encode_form", "EVENTS", "section",
+           "DP_EVENT"]
 
 USER_AGENT = "amoCRM-WebHook-client/1.0"  # FACTS 1.12 (community captures, 2016)
+#: the delivery records' ``event`` of a digital pipeline webhook
+DP_EVENT = "digital_pipeline"
 
 _ACTIONS = ("add", "update", "delete", "restore", "responsible", "status", "note")
 _KINDS = ("lead", "contact", "company", "customer", "task")
@@ -174,7 +185,7 @@ class Hook:
     """What a :class:`~sandbox.core.webhooks.Job` of this module carries."""
 
     account_id: int
-    webhook_id: int
+    webhook_id: int | None  # None: a digital pipeline's hook (no subscription)
     url: str
     event: str
     body: str
@@ -190,6 +201,28 @@ def jobs_for(store: Store, account: Account, event: str, obj: dict[str, Any],
     body = encode_form(section(store, account, event, obj, extra))
     return [Job(store.now(), data=Hook(account.id, w["id"], w["destination"], event, body))
             for w in sorted(subs, key=lambda w: (w["sort"], w["id"]))]
+
+
+def dp_jobs(store: Store, account: Account, lead: dict[str, Any],
+            before: dict[str, Any]) -> list[Job]:
+    """One job per ``dp_webhooks`` stage the lead has just moved into (from
+    ``before``'s status/pipeline): the lead in the account-webhook format,
+    section ``leads[<action>]``. Caller holds the store lock."""
+    moved = (lead["status_id"], lead["pipeline_id"]) != (before["status_id"],
+                                                         before["pipeline_id"])
+    if not moved or lead["is_deleted"]:
+        return []
+    jobs = []
+    for hook in store.cfg["dp_webhooks"]:
+        if hook["status_id"] != lead["status_id"] or hook.get("pipeline_id") not in (
+                None, lead["pipeline_id"]):
+            continue
+        action = hook.get("action", "status")
+        data = section(store, account, f"{action}_lead", lead, {
+            "old_status_id": before["status_id"], "old_pipeline_id": before["pipeline_id"]})
+        jobs.append(Job(store.now(), data=Hook(account.id, None, hook["url"], DP_EVENT,
+                                               encode_form(data))))
+    return jobs
 
 
 #: the retry table's answer classes (FACTS 1.12; no answer in time counts as code 0)
@@ -243,7 +276,8 @@ class AccountWebhooks:
             sub = self._subscription(hook)
             if not ok and sub is not None:
                 self._count_invalid(sub, record["at"])
-            if not ok and sub is not None and not sub["disabled"]:
+            live = hook.webhook_id is None or (sub is not None and not sub["disabled"])
+            if not ok and live:
                 delay = RetrySchedule(cfg["webhook_retry_schedule"], _CLASSES).delay(
                     job.attempt, code)
                 if delay is not None:
@@ -254,8 +288,12 @@ class AccountWebhooks:
         return record
 
     def _subscription(self, hook: Hook) -> dict[str, Any] | None:
+        """The live subscription a job was made for (None: deleted, moved to
+        another destination, or a digital pipeline's hook)."""
         account = self.store.accounts.get(hook.account_id)
-        sub = account.webhooks.get(hook.webhook_id) if account else None
+        if account is None or hook.webhook_id is None:
+            return None
+        sub = account.webhooks.get(hook.webhook_id)
         return sub if sub is not None and sub["destination"] == hook.url else None
 
     def _count_invalid(self, sub: dict[str, Any], at: float) -> None:

@@ -51,6 +51,7 @@ from bridge.model import (
 from bridge.schema import load
 from crm_adapters.amocrm import AmoCrmAdapter
 from crm_adapters.amocrm.inbox import forget_chats
+from crm_adapters.amocrm.sources import forget_unavailable
 from sandbox.amocrm import (
     DEMO_BOT_ID,
     DEMO_CHANNEL_ID,
@@ -163,6 +164,16 @@ class AmoVendor:
             for c in self.account()["contacts"]
         )
 
+    def entity_field(self, entity: CrmRef, name: str | None, settings: Mapping[str, Any]) -> Any:
+        (lead,) = [x for x in self.account()["leads"] if str(x["id"]) == entity.id]
+        if name is None:
+            return lead["responsible_user_id"]
+        field_id = settings["custom_fields"]["leads"][name]
+        for field in lead.get("custom_fields_values") or []:
+            if field.get("field_id") == field_id:
+                return field["values"][0]["value"]
+        return None
+
     def contact_field(self, contact_id: str, name: str, settings: Mapping[str, Any]) -> Any:
         field_id = settings["custom_fields"]["contacts"][name]
         (contact,) = [c for c in self.account()["contacts"] if str(c["id"]) == contact_id]
@@ -215,7 +226,11 @@ class AmoVendor:
         connections = tuple(
             sorted((c.get("scope_id"), bool(c.get("connected"))) for c in state["connections"])
         )
-        return fields, hooks, connections
+        # the chats' named sources (chat mode): one per channel account, made once
+        sources = tuple(
+            sorted((s["external_id"], s["name"], s["pipeline_id"]) for s in account["sources"])
+        )
+        return fields, hooks, connections, sources
 
     def fire_reply(self, contact: CrmRef, text: str) -> None:
         if self.chat:
@@ -751,6 +766,75 @@ class TestAmoCrmChatContract(_AmoContract):
         (message,) = vendor.chat_messages([entry.bridge_id])
         assert message["chat"]["conversation_id"] == entry.conversation_uid
         assert message["chat"]["lead_id"] is not None  # amoCRM opened an Unsorted lead
+
+    def test_setup_names_each_channel_account_once(
+        self,
+        make_adapter: Callable[[Mapping[str, Any]], AmoCrmAdapter],
+        vendor: AmoVendor,
+        settings: dict[str, Any],
+    ) -> None:
+        """One amoCRM source per channel account (Sources API, UNCONFIRMED:
+        not in the stored contracts), its external id what the chats carry
+        (``inbox.source_of``: ``<kind>-<account id>``), named by the
+        channel's title and the account's name, in the main pipeline; a
+        second setup with one more account adds only that one."""
+        whatsapp = ChannelLink(
+            id="9", kind="whatsapp", name="+1 555 0100", identifier="pn-1", title="WhatsApp"
+        )
+        telegram = replace(LINK, title="Telegram")
+        make_adapter(settings).setup([telegram, whatsapp], {})
+        make_adapter(settings).setup([telegram, whatsapp], {})
+        main = next(p["id"] for p in vendor.account()["pipelines"] if p["is_main"])
+        assert sorted(
+            (s["external_id"], s["name"], s["pipeline_id"]) for s in vendor.account()["sources"]
+        ) == [
+            # made by the fixture's setup, from LINK without a title: kept as it was
+            ("telegram-7", "@acme_support_bot", main),
+            ("whatsapp-9", "WhatsApp · +1 555 0100", main),
+        ]
+        entry = TimelineEntry(
+            bridge_id=self.uid("msg"),
+            conversation_uid=self.uid("conv"),
+            channel_kind="whatsapp",
+            channel_account="9",
+            direction="in",
+            kind=MessageKind.TEXT,
+            text="Hello",
+            occurred_at=dt.datetime.now(dt.UTC),
+            contact=None,
+            sender_name="New Person",
+            sender_identifier=self.uid("wa"),
+            timeline="note",
+            inbox=True,
+            channel_title="WhatsApp",
+        )
+        make_adapter(settings).append_entries([entry])
+        (message,) = vendor.chat_messages([entry.bridge_id])
+        assert message["chat"]["source"] == {"external_id": "whatsapp-9"}
+        assert message["chat"]["source_name"] == "WhatsApp · +1 555 0100"
+
+    def test_an_account_without_the_sources_api(
+        self,
+        amocrm: RunningServer,
+        make_adapter: Callable[[Mapping[str, Any]], AmoCrmAdapter],
+        vendor: AmoVendor,
+        settings: dict[str, Any],
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """Its 404 means no named sources: the setup still succeeds (the
+        chats show the bare external id) and says so in the log once."""
+        requests.post(
+            f"{amocrm.url}/_config", json={"sources_api": False}, timeout=10
+        ).raise_for_status()
+        forget_unavailable()
+        whatsapp = ChannelLink(id="9", kind="whatsapp", name="+1 555 0100", identifier="pn-1")
+        with caplog.at_level("INFO", logger="crm_adapters.amocrm.sources"):
+            for _ in range(2):
+                again = make_adapter(settings).setup([LINK, whatsapp], {})
+                assert again.routes == (settings["scope_id"],)
+        assert [s["external_id"] for s in vendor.account()["sources"]] == ["telegram-7"]
+        logged = [r.getMessage() for r in caplog.records if "sources API" in r.getMessage()]
+        assert len(logged) == 1 and "404" in logged[0]
 
     def test_chat_reply_with_the_wrong_secret_is_refused(
         self,

@@ -59,6 +59,7 @@ from bridge.identity import live_contact
 from bridge.reach import WORDS
 from bridge.registry import channel_class
 from bridge.tables import ChannelAccount, Contact, Conversation, Message
+from crm_adapters.amocrm.sources import source_name as amo_source_name
 from tests.support.crm_views import Vendor, fast_stack, runtime_of
 
 pytestmark = pytest.mark.integration
@@ -380,20 +381,16 @@ class HubSpotSide:
 
 class AmoCrmSide:
     """Contacts and leads; the entries are the amojo chats' messages (one
-    chat per conversation), each chat showing the channel account it came
-    through as its ``source.external_id`` (FACTS 1.13): ``<kind>-<account
-    id>`` (crm_adapters/amocrm/inbox.py ``source_of``)."""
+    chat per conversation), each chat showing the name of the amoCRM source
+    whose ``external_id`` it carries (``<kind>-<account id>``, FACTS 1.13;
+    crm_adapters/amocrm/inbox.py ``source_of``): the setup registered one
+    per channel account through the Sources API (UNCONFIRMED, not in the
+    stored contracts; crm_adapters/amocrm/sources.py), named by the
+    channel's title and the account's name."""
 
     def __init__(self, stack: Stack) -> None:
         data = stack.amocrm_state()
         self.state = data["accounts"][0] if "accounts" in data else data
-        runtime = runtime_of(stack)
-        try:
-            with runtime.read_session() as session:
-                rows = session.execute(select(ChannelAccount.kind, ChannelAccount.id)).all()
-        finally:
-            runtime.close()
-        self.sources = {kind: f"{kind}-{ident}" for kind, ident in rows}
 
     def contacts(self) -> list[str]:
         return [str(c["id"]) for c in self.state["contacts"] if not c.get("is_deleted")]
@@ -440,15 +437,16 @@ class AmoCrmSide:
         for chat in self.state["chats"]:
             if str(chat.get("contact_id")) not in contacts:
                 continue
-            source = (chat.get("source") or {}).get("external_id")
+            shown = chat.get("source_name")  # None: amoCRM would show the bare id
             for m in chat["messages"]:
                 if m["direction"] == "in":
-                    out.append((m["timestamp"], m["text"].split("\n")[0], source))
+                    out.append((m["timestamp"], m["text"].split("\n")[0], shown))
         # seconds only: a stable sort keeps each chat's own order
         return sorted(out, key=lambda e: e[0])
 
     def shown_channel(self, kind: str, names: dict[str, str]) -> str:
-        return self.sources[kind]
+        title = channel_class(kind).title
+        return amo_source_name(title, names[kind] or title)
 
 
 class Bitrix24Side:
