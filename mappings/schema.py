@@ -235,7 +235,14 @@ class MappingConfig:
             out.setdefault("contact", set()).update(rule.fields.contact)
             if self.service is not None and rule.object not in ("none", "unsorted"):
                 # the service layer's fields (bridge.service.engine.FIELDS)
+                # and those its menu options write
                 out[rule.object].update(SERVICE_FIELDS)
+                out[rule.object].update(
+                    name
+                    for menu in self.service.menus.values()
+                    for option in menu.options
+                    for name in option.fields
+                )
         return {k: sorted(v) for k, v in out.items() if v}
 
     def live_contact_fields(self) -> dict[str, str]:

@@ -130,6 +130,9 @@ class Context:
     knowledge: KnowledgeBase | None = None
     #: the language of what CRM users read (the mapping's)
     crm_language: str = "en"
+    #: the conversation's priority (the mapping's ``priority`` rule): the
+    #: SLA targets of that priority on its line
+    priority: str | None = None
     #: a closed session's number -> its five (score, signed link) pairs,
     #: for a channel whose rating prompt carries links (None: it does not)
     rating_links: Callable[[int], tuple[tuple[int, str], ...]] | None = None
@@ -228,9 +231,12 @@ def _menu_reply(
         if answer is not None:
             says.append(Say("answer", answer))
         number = ticket.session.number if ticket.session else 0
-        works.append(
-            Work("note", f"menu:{ctx.key}:{number}", _words(ctx, "chose").format(choice=label))
-        )
+        chose = _words(ctx, "chose").format(choice=label)
+        works.append(Work("note", f"menu:{ctx.key}:{number}", chose))
+        if option.fields:
+            # the option's CRM fields on the deal (the setup creates them)
+            key = f"menu-fields:{ctx.key}:{number}"
+            works.append(Work("entity", key, chose, fields=dict(option.fields)))
     ticket, routed, routed_work = _route(ctx, ticket, facts)
     return ticket, routed, says, works + routed_work
 
@@ -274,7 +280,7 @@ def _on_line(ctx: Context, ticket: Ticket, name: str) -> Ticket:
     """The ticket on line ``name``: its SLA clocks follow the line's hours
     and targets (started when the line has an SLA, moved when it changes)."""
     line = ctx.policy.line(name)
-    targets = line.targets(None)
+    targets = line.targets(ctx.priority)
     if ticket.line == name and ticket.sla is not None:
         return ticket
     if targets is None:
@@ -572,10 +578,12 @@ _TEXTS: Mapping[str, Mapping[str, str]] = {
 # -- the SLA state as JSON --------------------------------------------------------------------
 
 
-def sla_to_dict(state: SlaState) -> dict[str, Any]:
-    """The clocks, phase and whether an operator answered (the line's
-    hours and targets come from the mapping again on reading)."""
+def sla_to_dict(state: SlaState, priority: str | None = None) -> dict[str, Any]:
+    """The clocks, phase and whether an operator answered, and the
+    priority whose targets apply (the line's hours and targets come from
+    the mapping again on reading)."""
     return {
+        "priority": priority,
         "phase": state.phase,
         "answered": state.answered,
         "clocks": [
@@ -595,7 +603,7 @@ def sla_to_dict(state: SlaState) -> dict[str, Any]:
 
 def sla_from_dict(data: Mapping[str, Any], line: Line) -> SlaState | None:
     """:func:`sla_to_dict`'s state on ``line`` (None: the line has no SLA now)."""
-    targets = line.targets(None)
+    targets = line.targets(data.get("priority"))
     if targets is None:
         return None
     clocks = tuple(

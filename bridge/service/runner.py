@@ -156,12 +156,13 @@ def _drain_once(runtime: Runtime, conversation_id: int) -> Drained | Parked | No
             if (message.payload or {}).get("echo") or message.status == MessageStatus.FAILED:
                 current = _advance(session, view, current, cursor)
                 continue
-            ctx = view.context(session, aware(message.sent_at), ticket)
+            stored = (current.sla or {}).get("priority") if current is not None else None
+            ctx = view.context(session, aware(message.sent_at), ticket, message.text or "", stored)
             outcome = engine.with_due(
                 ctx, ticket, engine.on_client_message(ctx, ticket, message.text or "")
             )
             outcome, shown = _assisted(view, ctx, outcome, message)
-            current = _apply(session, view, current, outcome, cursor, after)
+            current = _apply(session, view, current, outcome, cursor, after, ctx.priority)
             if current is not None and shown is not None:
                 current.suggested = shown
             ticket = outcome.ticket
@@ -215,7 +216,16 @@ class _View:
     links_secret: bytes | None = None
     links_url: str = ""
 
-    def context(self, session: Session, now: dt.datetime, ticket: Ticket) -> Context:
+    def context(
+        self,
+        session: Session,
+        now: dt.datetime,
+        ticket: Ticket,
+        text: str = "",
+        priority: str | None = None,
+    ) -> Context:
+        """The engine's facts for an event; ``priority`` the session's (its
+        first message's), else this message's."""
         contact = session.get(Contact, self.conversation.contact_id)
         language = (self.conversation.channel_state or {}).get("language")
         return Context(
@@ -230,7 +240,16 @@ class _View:
             knowledge=self.knowledge,
             crm_language=self.mapping.language,
             rating_links=self._links if self.links_secret else None,
+            priority=priority or self._priority(contact, text),
         )
+
+    def _priority(self, contact: Contact | None, text: str) -> str | None:
+        """The mapping's priority for the conversation: its rule's
+        ``priority`` (a VIP address, an urgent word) of this message."""
+        rule = self.mapping.rule(self.account.kind)
+        if rule is None or rule.priority is None:
+            return None
+        return rule.priority.of(contact.email if contact else None, text)
 
     def _links(self, number: int) -> tuple[tuple[int, str], ...]:
         """The five signed rating links of session ``number`` (a channel
@@ -345,6 +364,7 @@ def _apply(
     outcome: Outcome,
     cursor: int,
     after: After,
+    priority: str | None = None,
 ) -> ServiceSession | None:
     """Store one event's outcome: the session rows (a closed one on its
     own row), the messages to the client, the CRM work."""
@@ -357,7 +377,7 @@ def _apply(
     if state is not None:
         if current is None or current.number != state.number:
             current = _new_row(session, view, state, cursor)
-        _write_ticket(view.policy, current, ticket)
+        _write_ticket(view.policy, current, ticket, priority)
         current.cursor = max(current.cursor or 0, cursor)
     if outcome.routing is not None:
         _save_routing(session, view.tenant.id, outcome.routing)
@@ -409,14 +429,18 @@ def _utc(moment: dt.datetime | None) -> dt.datetime | None:
     return moment.astimezone(dt.UTC) if moment is not None else None
 
 
-def _write_ticket(policy: ServicePolicy, row: ServiceSession, ticket: Ticket) -> None:
+def _write_ticket(
+    policy: ServicePolicy, row: ServiceSession, ticket: Ticket, priority: str | None = None
+) -> None:
     assert ticket.session is not None
     _write_state(row, ticket.session)
     row.line = ticket.line
     row.owner_id = ticket.owner
     row.route_reason = ticket.route_reason
     row.menu = ticket.menu.to_dict() if ticket.menu else None
-    row.sla = engine.sla_to_dict(ticket.sla) if ticket.sla is not None else None
+    # the session's priority is its first message's: kept once the SLA started
+    priority = (row.sla or {}).get("priority") or priority
+    row.sla = engine.sla_to_dict(ticket.sla, priority) if ticket.sla is not None else None
     row.next_check = _utc(engine.next_check(policy, ticket))
 
 

@@ -485,3 +485,23 @@ def test_a_mail_client_rates_by_a_signed_link_once(
     token = path.split("token=", 1)[1]
     bad = http.get(f"/service/rate?token={token[:-2]}xx")
     assert bad.status_code == 400 and bad.get_json()["error"] == "bad_link"
+
+
+def test_an_urgent_first_message_gets_its_prioritys_targets(
+    world: tuple[Runtime, int, int],
+) -> None:
+    runtime, _, _ = world
+    mapping = MAPPING.replace(
+        "    object: deal\n    timeline: note\n",
+        "    object: deal\n    timeline: note\n"
+        "    priority: {rules: [{keyword: urgent, value: high}]}\n",
+    ).replace(
+        "      default: {first_response: 1h, warn_share: 0.8}",
+        "      default: {first_response: 1h, warn_share: 0.8}\n      high: {first_response: 15m}",
+    )
+    (runtime.settings.mappings_dir / "shop.yaml").write_text(mapping, encoding="utf-8")
+    day = dt.datetime(2026, 12, 8, 10, 0, tzinfo=MSK)
+    _writes(world, "URGENT: my order is lost", day, 1)
+    _writes(world, "1", day + dt.timedelta(minutes=1), 2)  # the choice keeps the session's priority
+    (risk,) = runner.at_risk(runtime, now=_utc(day))
+    assert risk["due"] == _utc(day) + dt.timedelta(minutes=15)
