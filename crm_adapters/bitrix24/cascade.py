@@ -14,8 +14,13 @@ outgoing webhook's own token is shown to the admin only, and differs from
 an app's). Other events are refused: a robot in a deal's automation is not
 covered (its handler contract is not in ../shared/contracts).
 
-The call's own id is ``event:ID:ts``: the same event delivered again is
-the same cascade.
+The call's own id is ``event:ID``, without ``ts``: ``ts`` is the queue's
+sending time (local-webhooks.md, "Event sending time"), not the event's, and
+``ONCRMCONTACTUPDATE`` fires on every write of the contact, the bridge's own
+included (its live reach field, a phone learnt later). So one automation
+(the URL's ``key``) sends one message per contact: a second message to the
+same contacts needs a new ``key`` (a new campaign), and the bridge's own
+writes never send it twice.
 """
 
 from __future__ import annotations
@@ -47,4 +52,4 @@ def cascade_contact(payload: Mapping[str, Any], member_id: str | None) -> tuple[
     contact = str(fields.get("ID") or "").strip() if isinstance(fields, Mapping) else ""
     if not contact.isdigit():
         raise PayloadError("Bitrix24 outgoing webhook names no contact (data[FIELDS][ID])")
-    return contact, f"bitrix24:{event}:{contact}:{payload.get('ts') or ''}"
+    return contact, f"bitrix24:{event}:{contact}"

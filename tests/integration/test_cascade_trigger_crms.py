@@ -33,9 +33,10 @@ from urllib.parse import urlencode
 
 import pytest
 import requests
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bench.traffic import send_all, telegram_traffic, wait_until
+from bridge.model import utcnow
 from bridge.tables import Cascade, Contact, Tenant
 from sandbox.bitrix24 import DEMO_DOMAIN, DEMO_WEBHOOK_CODE, DEMO_WEBHOOK_USER
 from sandbox.hubspot.config import DEFAULTS as HUBSPOT
@@ -265,8 +266,25 @@ def test_a_bitrix24_outgoing_webhook_starts_one_cascade_a_duplicate_included(
     assert (again.json()["id"], again.json()["created"]) == (shown["id"], False)
     assert len(_cascades(stack)) == 1
     _sent_once(stack, user)
-    # the bridge's own writes fired no further outgoing webhook call
     assert len(hooked()) == 1
+
+    # the bridge writes the contact itself (its live reach field): Bitrix24
+    # fires the same outgoing webhook again, with a new ts; the same
+    # automation and contact are the same call: nothing is sent again
+    runtime = runtime_of(stack)
+    try:
+        with runtime.transaction() as session:
+            session.execute(
+                update(Contact)
+                .where(Contact.tenant_id == stack.seeded.tenant_id)
+                .values(crm_live={}, crm_live_due=utcnow())
+            )
+    finally:
+        runtime.close()
+    assert wait_until(lambda: len(hooked()) == 2, timeout=30), hooked()
+    assert hooked()[1]["status"] == 202
+    assert len(_cascades(stack)) == 1
+    _sent_once(stack, user)
 
     # the outcome, noted on the contact's timeline
     portal = stack.bitrix24_state()

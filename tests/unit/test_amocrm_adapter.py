@@ -973,7 +973,23 @@ def test_setup_with_inbox_connects_the_chat_channel(rsps: responses.RequestsMock
             "is_time_window_disabled": True,
         },
     )
+    # the chats' named sources (crm_adapters/amocrm/sources.py): none yet,
+    # one made for the Telegram account in the main pipeline
+    rsps.get(f"{API}/api/v4/sources", status=204)
+    rsps.get(
+        f"{API}/api/v4/leads/pipelines",
+        json={"_embedded": {"pipelines": [{"id": 7001001, "is_main": True}]}},
+    )
+    made = rsps.post(
+        f"{API}/api/v4/sources",
+        json={
+            "_embedded": {
+                "sources": [{"id": 1, "request_id": "telegram-7", "external_id": "telegram-7"}]
+            }
+        },
+    )
     result = adapter.setup([TELEGRAM], {})
+    assert made.call_count == 1
     assert result.settings["scope_id"] == SCOPE and result.routes == (SCOPE,)
     load(AmoCrmSettings, result.settings, strict=True)
     connect = [c for c in rsps.calls if c.request.url.startswith(AMOJO)][0]
