@@ -49,6 +49,7 @@ from .chats import AmojoClient
 from .client import AmoApi
 from .fields import to_int
 from .settings import AmoCrmApp, AmoCrmSettings
+from .sources import external_id
 from .timeline import message_text, words
 
 __all__ = ["InboxMixin", "forget_chats", "message_payload", "source_of", "wants_inbox"]
@@ -101,10 +102,11 @@ def source_of(entry: TimelineEntry) -> dict[str, str]:
     ``new_message`` and echoes it in the outgoing hook, without saying what
     amoCRM shows for it. The value is stable per channel account (never its
     title, which a tenant may rename) and names the channel's kind, so a rep
-    reading it knows the channel. Whether amoCRM shows a source's *name* only
-    when a source with this ``external_id`` was registered through its
-    sources API is UNCONFIRMED (not in FACTS); the sandbox shows the id."""
-    return {"external_id": f"{entry.channel_kind}-{entry.channel_account}"}
+    reading it knows the channel. The setup registers a source with this
+    ``external_id`` per channel account, named by the channel and the
+    account (``sources.py``; the Sources API is UNCONFIRMED: not in FACTS),
+    which is the name amoCRM and the sandbox show on the chat."""
+    return {"external_id": external_id(entry.channel_kind, entry.channel_account)}
 
 
 def message_payload(entry: TimelineEntry, *, bot_id: str | None = None) -> dict[str, Any]:
