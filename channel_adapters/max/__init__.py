@@ -9,7 +9,8 @@ Registered as ``channel_adapters.max:MaxAdapter``. Modules:
 * :mod:`.inbound`  pure functions: one ``Update`` -> one delivery (keyed
   without an event id: MAX has none) -> one normalised event (the table there)
 * :mod:`.outbound` a reply -> ``POST /messages`` steps (4000-character
-  parts, one message per attachment, the contact button)
+  parts, one message per attachment; the inline keyboard: a menu's or
+  rating's callback buttons and the contact button)
 * :mod:`.client`   the API call (raw token in ``Authorization``, JSON) and
   the one mapping of MAX's errors to the exception tree; the limits
 * :mod:`.settings` what a bot is connected with

@@ -45,7 +45,7 @@ from channel_adapters.base import ChannelAdapter
 from . import inbound
 from .client import BOT_RATE, NOT_READY, MaxApi
 from .inbound import KIND, Bot
-from .outbound import Step, address, keyboard, plan, upload_type
+from .outbound import Step, address, inline_keyboard, plan, upload_type
 from .settings import MaxApp, MaxConnect, MaxCredentials, MaxSettings
 
 __all__ = ["SECRET_HEADER", "MaxAdapter"]
@@ -292,7 +292,7 @@ class MaxAdapter(ChannelAdapter):
         attachments = [self._attachment(step.attachment)] if step.attachment else []
         extra = dict(step.extra)
         if "keyboard" in extra:
-            attachments.append(keyboard(str(extra.pop("keyboard"))))
+            attachments.append(inline_keyboard(extra.pop("keyboard")))
         body["attachments"] = attachments or None
         body.update(extra)
         waits = list(self.not_ready_waits)

@@ -13,9 +13,14 @@
   adapter: ``POST /uploads``, the bytes to the URL it gives, then its token).
 * A reply to a customer's message: ``link: {"type": "reply", "mid"}`` on
   the first message.
-* The account's ``contact_button`` setting: the last message carries an
-  inline keyboard with one ``request_contact`` button (FACTS §8), for the
-  client to share their verified phone number.
+* ``OutboundMessage.buttons`` (a greeting menu, a rating): the last message
+  carries an inline keyboard of ``callback`` buttons whose ``payload`` is
+  the choice's id, so a press (``message_callback``) comes back as what the
+  client would have typed (FACTS §9, §10). More choices than MAX takes, or
+  an id it cannot carry: the text alone (it lists the choices).
+* The account's ``contact_button`` setting: the last message's inline
+  keyboard also has one ``request_contact`` button, in a row of its own
+  (FACTS §8), for the client to share their verified phone number.
 """
 
 from __future__ import annotations
@@ -27,11 +32,30 @@ from bridge.errors import PermanentError
 from bridge.model import Attachment, MessageKind, OutboundMessage
 from channel_adapters.text import split_text as shared_split
 
-__all__ = ["TEXT_LIMIT", "Step", "address", "keyboard", "plan", "split_text", "upload_type"]
+__all__ = [
+    "TEXT_LIMIT",
+    "Step",
+    "address",
+    "callback_rows",
+    "inline_keyboard",
+    "plan",
+    "split_text",
+    "upload_type",
+]
 
 TEXT_LIMIT = 4000
 #: a button's text is 1-128 characters (FACTS §9)
 BUTTON_TEXT = 128
+#: a keyboard holds at most 210 buttons in at most 30 rows, 7 per row
+#: (FACTS §9, the dev.max.ru keyboard page)
+MAX_BUTTONS = 210
+MAX_ROWS = 30
+ROW_BUTTONS = 7
+#: CallbackButton.payload: maxLength 1024 (FACTS §9, schema [S])
+PAYLOAD_LIMIT = 1024
+#: labels this short share rows: the keyboard page recommends at most 3
+#: visible characters with 4 buttons in a row; longer ones get a row each
+SHORT_LABEL = 3
 
 
 @dataclass(frozen=True)
@@ -57,7 +81,8 @@ def address(thread: str) -> dict[str, int]:
 
 
 def plan(message: OutboundMessage, contact_button: str = "") -> list[Step]:
-    """The messages of one reply, in order."""
+    """The messages of one reply, in order; the keyboard (the buttons',
+    then the contact button's row) on the last."""
     steps = [Step(text=part) for part in split_text(message.text)]
     steps += [Step(attachment=a) for a in message.attachments]
     if not steps:
@@ -66,19 +91,42 @@ def plan(message: OutboundMessage, contact_button: str = "") -> list[Step]:
     if reply.startswith("mid.") and reply.isascii() and len(reply) <= 200:
         first = steps[0]
         steps[0] = Step(first.text, first.attachment, (("link", {"type": "reply", "mid": reply}),))
+    rows = callback_rows(message.buttons, room=MAX_ROWS - (1 if contact_button.strip() else 0))
     if contact_button.strip():
+        rows.append([_contact(contact_button)])
+    if rows:
         last = steps[-1]
-        steps[-1] = Step(last.text, last.attachment, (*last.extra, ("keyboard", contact_button)))
+        steps[-1] = Step(last.text, last.attachment, (*last.extra, ("keyboard", rows)))
     return steps
 
 
-def keyboard(text: str) -> dict[str, Any]:
-    """An inline keyboard of one ``request_contact`` button (FACTS §8)."""
-    label = text.strip()[:BUTTON_TEXT]
-    return {
-        "type": "inline_keyboard",
-        "payload": {"buttons": [[{"type": "request_contact", "text": label}]]},
-    }
+def callback_rows(
+    buttons: tuple[tuple[str, str], ...], room: int = MAX_ROWS
+) -> list[list[dict[str, Any]]]:
+    """Rows of ``callback`` buttons for ``(id, label)`` pairs, the id as the
+    payload; ``[]`` when there are none or they do not fit: more than
+    ``room`` rows or :data:`MAX_BUTTONS` buttons, or an id that is empty or
+    longer than :data:`PAYLOAD_LIMIT`. A blank label shows the id; a label is
+    cut at :data:`BUTTON_TEXT` characters."""
+    if not buttons or not all(0 < len(key) <= PAYLOAD_LIMIT for key, _ in buttons):
+        return []
+    keys = [
+        {"type": "callback", "text": (label.strip() or key)[:BUTTON_TEXT], "payload": key}
+        for key, label in buttons
+    ]
+    per_row = ROW_BUTTONS if all(len(k["text"]) <= SHORT_LABEL for k in keys) else 1
+    rows = [keys[i : i + per_row] for i in range(0, len(keys), per_row)]
+    return rows if len(keys) <= MAX_BUTTONS and len(rows) <= room else []
+
+
+def inline_keyboard(rows: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    """The ``inline_keyboard`` attachment of ``rows`` (FACTS §7)."""
+    return {"type": "inline_keyboard", "payload": {"buttons": rows}}
+
+
+def _contact(text: str) -> dict[str, Any]:
+    """A ``request_contact`` button (FACTS §8)."""
+    return {"type": "request_contact", "text": text.strip()[:BUTTON_TEXT]}
 
 
 def upload_type(attachment: Attachment) -> str:

@@ -8,7 +8,8 @@ Registered as ``channel_adapters.telegram:TelegramAdapter``. Modules:
   python-telegram-bot's types (``telegram.Update.de_json``; never its network
   stack)
 * :mod:`.outbound` splitting a reply into Telegram messages (4096 UTF-16
-  code units, captions 1024)
+  code units, captions 1024); a menu's or rating's buttons as an inline
+  keyboard whose presses come back as ``callback_query``
 * :mod:`.client`   the Bot API call (``POST {base}/bot<token>/<method>``) and
   the one mapping from Telegram's error envelope to the exception tree
 
@@ -23,7 +24,8 @@ Update kind -> event::
                                    -> the MessageKind of the same name
       service messages             -> SYSTEM ("joined: Ann", "chat title changed to ...")
       game, invoice, dice, story, anything newer -> UNKNOWN "[unsupported: game]"
-    callback_query                 -> InboundMessage(kind=CALLBACK, text=data)
+    callback_query                 -> InboundMessage(kind=CALLBACK, text=data: a
+                                      button's id), answered by acknowledge()
     every other key (inline_query, chosen_inline_result, shipping_query,
     pre_checkout_query, poll, poll_answer, my_chat_member, chat_member,
     chat_join_request, channel_post, edited_channel_post, message_reaction*,

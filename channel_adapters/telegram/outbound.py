@@ -14,9 +14,13 @@ from bridge.errors import AmbiguousError, PermanentError
 from bridge.model import MessageKind, OutboundMessage
 
 __all__ = [
+    "CALLBACK_DATA_BYTES",
     "CAPTION_LIMIT",
+    "MAX_BUTTONS",
+    "ROW_BUTTONS",
     "TEXT_LIMIT",
     "PartialSendError",
+    "inline_keyboard",
     "plan",
     "split_utf16",
     "utf16_len",
@@ -24,6 +28,16 @@ __all__ = [
 
 TEXT_LIMIT = 4096
 CAPTION_LIMIT = 1024
+#: InlineKeyboardButton.callback_data: "1-64 bytes" (api.json)
+CALLBACK_DATA_BYTES = 64
+#: buttons per inline keyboard and per row. The Bot API does not document
+#: them; 100 and 8 are tginfo/Telegram-Limits#228 (third-party), and a
+#: bigger markup is refused with "reply markup is too long"
+#: (rubenlagus/TelegramBots#218, eternnoir/pyTelegramBotAPI#511)
+MAX_BUTTONS = 100
+ROW_BUTTONS = 8
+#: labels this short (the 1-5 rating) share rows; longer ones get a row each
+SHORT_LABEL = 3
 
 #: attachment kind -> (method, file field); anything else goes as a document
 SEND_METHODS: dict[MessageKind, tuple[str, str]] = {
@@ -95,7 +109,8 @@ def plan(message: OutboundMessage) -> list[tuple[str, dict[str, Any]]]:
     """``(method, params)`` per Telegram message, without ``chat_id``.
 
     Text that fits a caption rides on the first attachment; longer text goes
-    first as its own message(s). ``reply_to`` goes on the first message.
+    first as its own message(s). ``reply_to`` goes on the first message,
+    the buttons' keyboard (:func:`inline_keyboard`) on the last.
     """
     files: list[tuple[str, str, str]] = []
     for att in message.attachments:
@@ -116,6 +131,9 @@ def plan(message: OutboundMessage) -> list[tuple[str, dict[str, Any]]]:
         steps.append((method, params))
     if not steps:
         raise PermanentError("nothing to send: no text and no attachments")
+    markup = inline_keyboard(message.buttons)
+    if markup is not None:
+        steps[-1][1]["reply_markup"] = markup
     reply_to = message.reply_to or ""
     if reply_to.isdigit():
         steps[0][1]["reply_parameters"] = {
@@ -123,3 +141,26 @@ def plan(message: OutboundMessage) -> list[tuple[str, dict[str, Any]]]:
             "allow_sending_without_reply": True,  # the original may be deleted
         }
     return steps
+
+
+def inline_keyboard(buttons: tuple[tuple[str, str], ...]) -> dict[str, Any] | None:
+    """``InlineKeyboardMarkup`` of callback buttons for ``(id, label)``
+    pairs, or None: no buttons, more than :data:`MAX_BUTTONS`, or an id that
+    is not 1-64 bytes of UTF-8 (the text lists the choices anyway). A blank
+    label shows the id."""
+    if not buttons or len(buttons) > MAX_BUTTONS:
+        return None
+    if not all(1 <= _utf8_len(key) <= CALLBACK_DATA_BYTES for key, _ in buttons):
+        return None
+    keys = [{"text": label.strip() or key, "callback_data": key} for key, label in buttons]
+    short = all(len(k["text"]) <= SHORT_LABEL for k in keys)
+    per_row = ROW_BUTTONS if short else 1
+    return {"inline_keyboard": [keys[i : i + per_row] for i in range(0, len(keys), per_row)]}
+
+
+def _utf8_len(text: str) -> int:
+    """Bytes in UTF-8; 0 (unsendable) for a lone surrogate."""
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return 0

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, current_app, g, request
 
 from ..core.control import json_response
+from . import keyboard
 from .state import Store, Upload, dumps
 
 __all__ = ["ApiError", "api", "require_auth"]
@@ -251,7 +252,8 @@ def _addressee() -> tuple[int, int | None]:
 
 def _attachments(given: Any) -> list[dict[str, Any]]:
     """Outgoing attachments (FACTS §7, §11): tokens must come from an upload;
-    a fresh one may be ``attachment.not.ready``."""
+    a fresh one may be ``attachment.not.ready``; an inline keyboard is
+    checked against its documented shape and limits (:mod:`.keyboard`)."""
     if given is None:
         return []
     if not isinstance(given, list):
@@ -286,6 +288,10 @@ def _attachments(given: Any) -> list[dict[str, Any]]:
                     raise _bad("image: unknown photo token")
         elif kind == "image" and not isinstance(payload.get("url"), str):
             raise _bad("image: payload needs url, token or photos")
+        elif kind == "inline_keyboard":
+            wrong = keyboard.problem(given_payload)
+            if wrong:
+                raise _bad(wrong)
         out.append(item)
     return out
 
@@ -406,11 +412,15 @@ def edit_message() -> Response:
 
 @api.route("/answers", methods=["POST"])
 def answer_callback() -> Response:
-    """``POST /answers?callback_id=`` (FACTS §10)."""
+    """``POST /answers?callback_id=`` (FACTS §10): a ``message`` (it replaces
+    the pressed one) has its attachments checked as a send's."""
     callback_id = (request.args.get("callback_id") or "").strip()
     if not callback_id:
         raise _bad("callback_id is required")
     data = _body()
+    replaced = data.get("message")
+    if isinstance(replaced, dict):
+        _attachments(replaced.get("attachments"))  # the new keyboard, checked as a send's
     store = _store()
     with store.lock:
         known = store.callbacks.get(callback_id)

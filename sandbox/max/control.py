@@ -23,9 +23,13 @@ plus MAX's own. Routes are relative to the mount point (``/sandbox/max``).
     The user shares their contact (a ``request_contact`` button): a
     ``message_created`` with a contact whose ``hash`` is the HMAC of the
     vCard under the bot token (or a wrong or no hash).
-``POST /_button`` ``{"user", "payload"?}``
-    The user presses a callback button of the bot's last message to them:
-    ``message_callback`` (answer it with ``POST /answers``).
+``POST /_button`` ``{"user", "payload"? | "button"?, "mid"?}``
+    The user presses a callback button: the one whose ``payload`` is given,
+    or the one labelled ``button``, of the bot's message ``mid`` (default:
+    its latest message to them with an inline keyboard); a button the
+    message does not have is 409 (MAX sends only what a button carries).
+    A ``message_callback`` shaped like the go-stab fixture (answer it with
+    ``POST /answers``).
 ``GET /_sent[?chat_id=][&user_id=]``
     ``{"sent": [...]}``: the bot's messages, oldest first.
 ``GET /_deliveries[?update_type=]``, ``POST /_flush`` (run every retry now),
@@ -50,6 +54,7 @@ from flask import Blueprint, Response, current_app, request
 from ..core.clock import Clock
 from ..core.control import ControlError, Vendor, json_object, json_response
 from ..core.faults import FaultPlan
+from . import keyboard
 from .config import SETTINGS
 from .state import Hooks, Store
 
@@ -388,21 +393,20 @@ def button() -> Response:
     store = sb.store
     with store.lock:
         chat = store.dialog(user["user_id"])
-        last = next((s for s in reversed(store.sent) if s["chat_id"] == chat), None)
+        pressed = _pressed(store.sent, chat, body)
+    payload = _pressed_payload(pressed, body)
     now = store.now_ms()
-    message = None
-    if last is not None:
-        message = {
-            "recipient": {"chat_id": chat, "chat_type": "dialog", "user_id": user["user_id"]},
-            "timestamp": int(last["time"] * 1000),
-            "body": {"mid": last["mid"], "seq": last["seq"], "text": last["text"]},
-        }
+    message = {
+        "recipient": {"chat_id": chat, "chat_type": "dialog", "user_id": user["user_id"]},
+        "timestamp": int(pressed["time"] * 1000),
+        "body": {"mid": pressed["mid"], "seq": pressed["seq"], "text": pressed["text"]},
+    }
     update = {
         "callback": {
             "timestamp": now,
             "callback_id": secrets.token_urlsafe(87),
             "user": user,
-            "payload": body.get("payload"),
+            "payload": payload,
         },
         "message": message,
         "timestamp": now,
@@ -410,6 +414,33 @@ def button() -> Response:
         "update_type": "message_callback",
     }
     return json_response(sb.publish(update))
+
+
+def _pressed(sent: list[dict[str, Any]], chat: int, body: dict[str, Any]) -> dict[str, Any]:
+    """The bot's message in ``chat`` whose button is pressed (lock held)."""
+    mine = [s for s in sent if s["chat_id"] == chat and not s.get("deleted")]
+    mid = body.get("mid")
+    if mid is not None:
+        found = next((s for s in mine if s["mid"] == mid), None)
+        if found is None:
+            raise ControlError(f"the bot sent no message {mid!r} to this user", 404)
+        return found
+    keyed = [s for s in mine if keyboard.callback_buttons(s["attachments"])]
+    if not keyed:
+        raise ControlError("the bot sent this user no message with callback buttons", 409)
+    return keyed[-1]
+
+
+def _pressed_payload(message: dict[str, Any], body: dict[str, Any]) -> str:
+    buttons = keyboard.callback_buttons(message["attachments"])
+    if "button" in body:
+        found = next((b for b in buttons if b.get("text") == body["button"]), None)
+    else:
+        found = next((b for b in buttons if b.get("payload") == body.get("payload")), None)
+    if found is None:
+        shown = [(b.get("text"), b.get("payload")) for b in buttons]
+        raise ControlError(f"message {message['mid']} has no such callback button: {shown}", 409)
+    return str(found["payload"])
 
 
 @control.route("/_deliveries", methods=["GET"])

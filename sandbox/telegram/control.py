@@ -15,6 +15,13 @@ Routes are relative to the mount point (``/sandbox/telegram`` in the demo):
         {"from": {...}, "document": {"file_name": "a.pdf", "mime_type": "application/pdf",
                                      "content_base64": "..."}}
         {"from": {...}, "callback_data": "yes", "message_id": 7}   # press an inline button
+        {"chat_id": 1001, "button": "Buy"}      # press the button labelled "Buy"
+
+    A press (``callback_data`` or ``button``, the label) goes to ``message_id``,
+    else to the bot's latest message with an inline keyboard, else to its
+    latest message; on a message with a keyboard it must be one of its
+    callback buttons (409 otherwise): Telegram sends only what a button
+    carries. The ``callback_query`` is answered with ``answerCallbackQuery``.
 
     Both take ``"token"`` (default: the demo bot), ``"redeliver_on_failure": true``
     (retry a non-2XY answer like Telegram) and ``"files": {"<file_id>": "<base64>"}``

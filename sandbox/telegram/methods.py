@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from .errors import CHAT_NOT_FOUND, QUERY_ID_INVALID, ApiError, bad_request
 from .formatting import format_text
+from .markup import check_reply_markup
 from .media import store_document, store_photo
 from .spec import BotApiSpec, MethodSpec, UploadedFile, utf16_len
 from .state import TOKEN_RE, BotState, ChatState, Store, Webhook
@@ -183,6 +184,14 @@ def _commit(call: Call, state: ChatState, content: dict[str, Any],
         return message
 
 
+def _check_markup(call: Call) -> None:
+    """``reply_markup`` as the server reads it, with the message's content
+    (before the chat is looked up; markup.py)."""
+    config = call.store.config
+    check_reply_markup(call.spec, call.params.get("reply_markup"),
+                       config.max_inline_buttons, config.max_inline_row)
+
+
 def _caption_content(call: Call) -> dict[str, Any]:
     if "caption" not in call.params:
         return {}
@@ -215,6 +224,7 @@ def send_message(call: Call) -> tuple[Any, str | None]:
     text, entities = _formatted(call, "text", "entities")
     if not text:
         raise bad_request("message text is empty")
+    _check_markup(call)
     state = _target_chat(call)
     if utf16_len(text) > call.limit("text"):
         raise bad_request("message is too long")
@@ -232,6 +242,7 @@ def send_photo(call: Call) -> tuple[Any, str | None]:
     if photo is None:
         raise bad_request("there is no photo in the request")
     caption = _caption_content(call)
+    _check_markup(call)
     state = _target_chat(call)
     reply_to = _reply_target(call, state)
     content: dict[str, Any] = {"photo": store_photo(call.store, call.bot, photo)}
@@ -246,6 +257,7 @@ def send_document(call: Call) -> tuple[Any, str | None]:
     if document is None:
         raise bad_request("there is no document in the request")
     caption = _caption_content(call)
+    _check_markup(call)
     state = _target_chat(call)
     reply_to = _reply_target(call, state)
     content: dict[str, Any] = {"document": store_document(call.store, call.bot, document)}

@@ -89,6 +89,11 @@ class SandboxConfig:
     max_photo_bytes: int = 10 * 1024 * 1024  # sendPhoto (api.json sendPhoto.photo)
     max_download_bytes: int = 20 * 1024 * 1024  # getFile (api.json methods.getFile)
     log_limit: int = 100_000
+    # Buttons per inline keyboard and per row (not in the Bot API docs: the
+    # third-party figures in markup.py); more is 400 "reply markup is too
+    # long". null: no cap.
+    max_inline_buttons: int | None = 100
+    max_inline_row: int | None = 8
     faults: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -114,6 +119,12 @@ class SandboxConfig:
         for name in ("per_chat_burst", "per_bot_burst", "redeliver_attempts", "log_limit"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be a non-negative integer")
+        for name in ("max_inline_buttons", "max_inline_row"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ValueError(f"{name} must be a positive integer or null")
         for name in (
             "webhook_timeout_s",
             "redeliver_delay_s",

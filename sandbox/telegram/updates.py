@@ -21,6 +21,7 @@ import secrets
 from typing import Any
 
 from ..core.control import ControlError
+from .markup import callback_buttons
 from .media import document_object, image_size, photo_sizes_for
 from .spec import utf16_len
 from .state import BotState, Store, StoredFile
@@ -144,7 +145,7 @@ def build_update(store: Store, bot: BotState, body: dict[str, Any]) -> dict[str,
         chat["type"] = "private"
         state = bot.remember_chat(chat)
         bot.users[user["id"]] = user
-        if "callback_data" in body:
+        if "callback_data" in body or "button" in body:
             return {"callback_query": _callback_query(bot, state, user, body)}
         message: dict[str, Any] = {"message_id": state.allocate_message_id(), "from": user,
                                    "chat": dict(state.chat), "date": int(store.now())}
@@ -194,22 +195,50 @@ def _fill_content(store: Store, bot: BotState, message: dict[str, Any],
 
 def _callback_query(bot: BotState, state: Any, user: dict[str, Any],
                     body: dict[str, Any]) -> dict[str, Any]:
-    data = body.get("callback_data")
-    if not isinstance(data, str) or not 1 <= len(data.encode()) <= 64:
-        raise ControlError('"callback_data" must be 1-64 bytes (api.json InlineKeyboardButton)')
-    message_id = body.get("message_id")
+    """A press of a button of the bot's message: ``message_id``, else the
+    bot's latest message with an inline keyboard, else its latest message."""
+    message = _pressed_message(bot, state, body.get("message_id"))
+    data = _pressed_data(message, body)
+    instance = hashlib.sha256(f"{bot.account.id}:{state.chat['id']}".encode()).hexdigest()
+    return {"id": str(secrets.randbits(62)), "from": user, "message": message,
+            "chat_instance": str(int(instance[:15], 16)), "data": data}
+
+
+def _pressed_message(bot: BotState, state: Any, message_id: Any) -> dict[str, Any]:
     if message_id is None:
         own = [m for m in state.messages.values()
                if (m.get("from") or {}).get("id") == bot.account.id]
         if not own:
             raise ControlError("no bot message in this chat to press a button on")
-        message_id = max(m["message_id"] for m in own)
+        keyed = [m for m in own if callback_buttons(m)]
+        message_id = max(m["message_id"] for m in keyed or own)
+    if not isinstance(message_id, int) or isinstance(message_id, bool):
+        raise ControlError('"message_id" must be an integer')
     message = state.messages.get(message_id)
     if message is None:
         raise ControlError(f"message {message_id} is not known in chat {state.chat['id']}")
-    instance = hashlib.sha256(f"{bot.account.id}:{state.chat['id']}".encode()).hexdigest()
-    return {"id": str(secrets.randbits(62)), "from": user, "message": message,
-            "chat_instance": str(int(instance[:15], 16)), "data": data}
+    return dict(message)
+
+
+def _pressed_data(message: dict[str, Any], body: dict[str, Any]) -> str:
+    """``callback_data`` of the button pressed: the one labelled ``button``,
+    or ``callback_data`` itself, which must be one of the message's buttons
+    when it has a keyboard (Telegram sends only what a button carries)."""
+    buttons = callback_buttons(message)
+    where = f"message {message['message_id']}"
+    if "button" in body:
+        label = body["button"]
+        found = next((b for b in buttons if b.get("text") == label), None)
+        if found is None:
+            labels = [b.get("text") for b in buttons]
+            raise ControlError(f"{where} has no callback button {label!r} (it has {labels})", 409)
+        return str(found["callback_data"])
+    data = body.get("callback_data")
+    if not isinstance(data, str) or not 1 <= len(data.encode()) <= 64:
+        raise ControlError('"callback_data" must be 1-64 bytes (api.json InlineKeyboardButton)')
+    if buttons and data not in {b["callback_data"] for b in buttons}:
+        raise ControlError(f"{where} has no button with callback_data {data!r}", 409)
+    return data
 
 
 def summarize(update: dict[str, Any]) -> dict[str, Any]:
