@@ -8,7 +8,8 @@ Registered as ``channel_adapters.vk:VkAdapter``. Modules:
 * :mod:`.inbound`  pure functions: the edge (one delivery per POST, keyed
   by ``event_id``) and one event -> one normalised event (the table there)
 * :mod:`.outbound` a reply -> ``messages.send`` calls (4096-character
-  parts, each with its own ``random_id``; attachments as links)
+  parts, each with its own ``random_id``; attachments as links; choices as
+  an inline keyboard of callback buttons)
 * :mod:`.client`   the API call (``POST {base}/method/<name>``, form-encoded)
   and the one mapping of VK's errors to the exception tree
 * :mod:`.settings` what a community is connected with

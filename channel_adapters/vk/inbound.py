@@ -29,7 +29,9 @@ Event -> normalised event::
       from_id < 0 (a community)       -> IgnoredEvent("<type>:from_community")
     message_reply (our own outgoing)  -> IgnoredEvent("message_reply:outgoing")
     message_event (callback button)   -> InboundMessage(kind=CALLBACK,
-                                         callback_id=its event_id)
+                                         callback_id=its event_id, text=
+                                         its payload; for the bridge's own
+                                         button {"button": id}: the id)
     message_allow, message_deny       -> InboundMessage(kind=SYSTEM), the
                                          consent in words, on the timeline
     anything else                     -> IgnoredEvent(<type>)
@@ -65,6 +67,8 @@ from bridge.model import (
     RawDelivery,
     SenderProfile,
 )
+
+from .outbound import BUTTON_KEY
 
 __all__ = [
     "CONFIRMATION",
@@ -343,7 +347,10 @@ def _callback(event: Mapping[str, Any], key: str, received_at: dt.datetime) -> I
     if not isinstance(button, str) or EVENT_ID_RE.fullmatch(button) is None:
         raise PayloadError(f"message_event {key} has no event_id to answer")
     payload = obj.get("payload")
-    if isinstance(payload, str):
+    chosen = _button(payload)
+    if chosen is not None:
+        text = chosen  # one of the bridge's choices: what the client would have typed
+    elif isinstance(payload, str):
         text = payload
     elif payload is None:
         text = ""
@@ -360,7 +367,13 @@ def _callback(event: Mapping[str, Any], key: str, received_at: dt.datetime) -> I
         text=_clip(_clean(text), MAX_QUOTED) or "",
         reply_to=f"c{cmid}" if cmid is not None and cmid > 0 else None,
         callback_id=button if peer == user else f"{button}:{user}",
-        raw={"type": "message_event", "user_id": user, "peer_id": peer, "event_id": button},
+        raw={
+            "type": "message_event",
+            "user_id": user,
+            "peer_id": peer,
+            "event_id": button,
+            **({"button": chosen} if chosen is not None else {}),
+        },
     )
 
 
@@ -764,6 +777,24 @@ def _ref(prefix: str, body: Mapping[str, Any], *, access_key: bool = True) -> st
 def _language(lang_id: Any) -> str | None:
     number = _int(lang_id)
     return LANGUAGES.get(number) if number is not None else None
+
+
+def _button(payload: Any) -> str | None:
+    """The id of one of the bridge's own buttons (``{"button": "<id>"}``,
+    :func:`.outbound.keyboard`) from a ``message_event`` payload: an object
+    in corpus ``message_event_payload_sample_5_118``, a JSON string in the
+    schema's ``callback_message_event``; None for any other payload."""
+    if isinstance(payload, str) and len(payload) <= 4096:
+        try:
+            payload = json.loads(payload)
+        except (ValueError, RecursionError):
+            return None
+    if not isinstance(payload, dict) or set(payload) != {BUTTON_KEY}:
+        return None
+    chosen = payload[BUTTON_KEY]
+    if not isinstance(chosen, str) or not chosen.strip():
+        return None
+    return _clip(_clean(chosen), MAX_QUOTED)
 
 
 def _command(payload: Any) -> str | None:

@@ -16,6 +16,9 @@
 * A reply to a customer's message: ``reply_to`` with its message id, or,
   for a message known only by its ``conversation_message_id`` (group chats:
   ``id`` is 0 for community bots), ``forward`` with ``is_reply``.
+* Choices (``message.buttons``: a menu, a rating) go as an inline keyboard
+  of callback buttons on the last part (:func:`keyboard`); a press comes
+  back as ``message_event`` with the button's payload (:mod:`.inbound`).
 """
 
 from __future__ import annotations
@@ -28,12 +31,38 @@ from bridge.errors import PermanentError
 from bridge.model import OutboundMessage
 from channel_adapters.text import split_text as shared_split
 
-__all__ = ["TEXT_LIMIT", "plan", "random_id", "split_text"]
+__all__ = [
+    "BUTTON_KEY",
+    "INLINE_MAX_BUTTONS",
+    "LABEL_LIMIT",
+    "TEXT_LIMIT",
+    "keyboard",
+    "plan",
+    "random_id",
+    "split_text",
+]
 
 TEXT_LIMIT = 4096
 #: random_id is an int64 ("use a large range (up to int64)": vk.com/dev/
 #: messages.send, FACTS §3); 63 bits keep it positive; 0 would disable the check
 RANDOM_ID_MASK = 2**63 - 1
+
+# The inline keyboard's limits: at most 5 x 6 and 10 buttons (VK's keyboard
+# page, dev.vk.com/en/api/bots/development/keyboard, "Inline Display"; a
+# keyboard VK cannot read is error 911 "Keyboard format is invalid"); a
+# button's ``label`` at most 40 characters and its ``payload`` at most 255
+# (the limits vk-io's keyboard builder documents: negezor/vk-io, Keyboard).
+# The schema (vk/schema/messages__objects.json ``messages_keyboard``) gives
+# the shape, not the numbers.
+INLINE_MAX_BUTTONS = 10
+INLINE_MAX_ROWS = 6
+ROW_MAX_BUTTONS = 5
+LABEL_LIMIT = 40
+PAYLOAD_LIMIT = 255
+#: labels this short share one row (a 1-5 rating fits in one)
+SHORT_LABEL = 4
+#: the payload's key naming the button: ``{"button": "<id>"}``
+BUTTON_KEY = "button"
 
 
 def random_id(bridge_id: str, index: int) -> int:
@@ -55,7 +84,50 @@ def plan(message: OutboundMessage) -> list[dict[str, Any]]:
         for index, part in enumerate(parts)
     ]
     calls[0].update(_reply(message.reply_to, peer))
+    board = keyboard(message.buttons)
+    if board is not None:
+        calls[-1]["keyboard"] = board
     return calls
+
+
+def keyboard(buttons: tuple[tuple[str, str], ...]) -> str | None:
+    """The inline keyboard (a JSON string, as ``messages.send`` takes it)
+    of callback buttons for ``(id, label)`` pairs, each one's payload
+    ``{"button": "<id>"}``; None when there are none, more than VK shows
+    inline (10), or an id its payload cannot hold: the text lists them.
+
+    Callback buttons, not text ones: a press is a ``message_event`` that
+    names the button whatever its label says, and the acknowledge path
+    already answers it (``messages.sendMessageEventAnswer``). A label
+    longer than 40 characters is cut with an ellipsis (the text has it whole).
+    """
+    if not buttons or len(buttons) > INLINE_MAX_BUTTONS:
+        return None
+    cells: list[dict[str, Any]] = []
+    for key, label in buttons:
+        payload = json.dumps({BUTTON_KEY: key}, ensure_ascii=False, separators=(",", ":"))
+        shown = _label(label) or _label(key)
+        if not key or len(payload) > PAYLOAD_LIMIT or not shown:
+            return None
+        cells.append({"action": {"type": "callback", "label": shown, "payload": payload}})
+    board = {"inline": True, "buttons": _rows(cells, buttons)}
+    return json.dumps(board, ensure_ascii=False, separators=(",", ":"))
+
+
+def _label(text: str) -> str:
+    """One line of at most :data:`LABEL_LIMIT` characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= LABEL_LIMIT else line[: LABEL_LIMIT - 1].rstrip() + "…"
+
+
+def _rows(cells: list[dict[str, Any]], buttons: tuple[tuple[str, str], ...]) -> list[Any]:
+    """Short labels (a rating) in one row of up to five; otherwise one
+    button a row, two a row beyond six (10 buttons: 5 rows of 2)."""
+    short = all(len(label.strip()) <= SHORT_LABEL for _, label in buttons)
+    if short and len(cells) <= ROW_MAX_BUTTONS:
+        return [cells]
+    width = 1 if len(cells) <= INLINE_MAX_ROWS else 2
+    return [cells[i : i + width] for i in range(0, len(cells), width)]
 
 
 def _text(message: OutboundMessage) -> str:

@@ -52,7 +52,7 @@ from bridge.runtime import Runtime, app_runtime
 from channel_adapters.webchat import inbound, tokens
 from channel_adapters.webchat.adapter import WebChatAdapter
 
-__all__ = ["FILE_TYPES", "PING_SECONDS", "bp", "sniff"]
+__all__ = ["FILE_TYPES", "MAX_BUTTONS", "PING_SECONDS", "bp", "buttons", "sniff"]
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webchat", __name__)
@@ -88,6 +88,13 @@ MULTIPART_SLACK = 64 * 1024
 ALLOW_HEADERS = "Authorization, Content-Type, Last-Event-ID"
 #: how long a visitor's consent and pre-chat contact are remembered
 REMEMBER_SECONDS = tokens.VISITOR_MAX_AGE
+#: the choices a reply offers as buttons (a greeting menu, a 1-5 rating): at
+#: most this many (more: the text alone, which lists them numbered), each
+#: id (what a press sends as the visitor's text) at most BUTTON_ID
+#: characters, each label shown cut to BUTTON_LABEL
+MAX_BUTTONS = 10
+BUTTON_ID = 64
+BUTTON_LABEL = 100
 
 
 class ApiError(Exception):
@@ -494,7 +501,31 @@ def _message_json(message: hosted.HostedMessage, visitor: str) -> dict[str, Any]
         "sent_at": sent_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
         "client_id": client_id,
         "status": message.status,
+        "buttons": buttons(message),
     }
+
+
+def buttons(message: hosted.HostedMessage) -> list[dict[str, str]]:
+    """A reply's choices as the widget shows them, ``[{"id", "label"}]``:
+    none for a visitor's message, for more than :data:`MAX_BUTTONS`, or
+    when an id is empty or longer than :data:`BUTTON_ID` (the text lists
+    the choices; the visitor types one). A label is one line, cut to
+    :data:`BUTTON_LABEL` characters (the id when it has none)."""
+    # the core's HostedMessage carries a stored reply's payload["buttons"]
+    # once it has the field (asked for with the service layer's buttons);
+    # until then a reply has none here and the widget shows the text alone
+    pairs = getattr(message, "buttons", ()) if message.direction == "out" else ()
+    if not pairs or len(pairs) > MAX_BUTTONS:
+        return []
+    out = []
+    for key, label in pairs:
+        key, line = str(key), " ".join(str(label).split())
+        if not key.strip() or len(key) > BUTTON_ID:
+            return []
+        if len(line) > BUTTON_LABEL:
+            line = line[: BUTTON_LABEL - 1].rstrip() + "…"
+        out.append({"id": key, "label": line or key})
+    return out
 
 
 def _history(key: str) -> Response:

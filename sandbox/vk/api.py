@@ -20,7 +20,9 @@ the method (error 3), the daily quota (error 29), one-shot injected errors
     check), ``message`` (914 above ``max_message_chars``), ``attachment``
     (``<type><owner>_<id>[_<key>]``, comma-separated), ``reply_to``,
     ``forward_messages``, ``forward``, ``sticker_id``, ``keyboard`` (JSON with
-    ``buttons``, else 911), ``payload`` (≤ 1000), ``dont_parse_links``,
+    ``buttons``: at most 10 rows and 40 buttons, inline 6 rows and 10
+    buttons, 5 a row; known action types with their fields; labels ≤ 40,
+    button payloads JSON ≤ 255; else 911), ``payload`` (≤ 1000), ``dont_parse_links``,
     ``disable_mentions``, ``intent``. Answer: the message id, or for
     ``peer_ids`` ``[{peer_id, message_id, conversation_message_id}]`` (an
     item failing alone carries ``error: {code, description}``). Peer errors:
@@ -137,8 +139,11 @@ def call_method(method: str) -> Response:
     params = _params()
     raw_v = params.get("v")
     if not raw_v:
-        raise ApiError(8, message='Invalid request: v is required. Version param should be '
-                                  'passed as "v". "version" param is invalid and not supported.')
+        raise ApiError(
+            8,
+            message="Invalid request: v is required. Version param should be "
+            'passed as "v". "version" param is invalid and not supported.',
+        )
     if not _VERSION.match(raw_v.strip()):
         raise ApiError(8, message="Invalid request: v is invalid")
     with store.lock:
@@ -146,10 +151,14 @@ def call_method(method: str) -> Response:
         minimum = cfg["min_version"]
     version = version_tuple(raw_v.strip())
     if version < version_tuple(minimum):
-        raise ApiError(8, message=(
-            f'Invalid request: versions below {minimum} are deprecated. Version param should '
-            'be passed as "v". "version" param is invalid and not supported. For more '
-            "information go to https://vk.com/dev/constant_version_updates"))
+        raise ApiError(
+            8,
+            message=(
+                f"Invalid request: versions below {minimum} are deprecated. Version param should "
+                'be passed as "v". "version" param is invalid and not supported. For more '
+                "information go to https://vk.com/dev/constant_version_updates"
+            ),
+        )
     token = params.get("access_token") or _bearer()
     if not token:
         raise ApiError(5, "no access_token passed.")
@@ -225,19 +234,81 @@ def _attachments(raw: str) -> list[dict[str, Any]]:
     return out
 
 
+#: the keyboard's limits (dev.vk.com/en/api/bots/development/keyboard): under the
+#: input field at most 5 x 10 and 40 buttons, inline at most 5 x 6 and 10 buttons
+KEYBOARD_LIMITS = {False: (10, 40), True: (6, 10)}
+ROW_MAX_BUTTONS = 5
+#: a button's label and payload: 40 and 255 characters (the limits vk-io's
+#: keyboard builder documents, negezor/vk-io Keyboard; what VK answers past
+#: them is UNCONFIRMED: 911 here)
+LABEL_LIMIT = 40
+BUTTON_PAYLOAD_LIMIT = 255
+#: action type -> its required fields besides ``type`` (schema
+#: ``messages_keyboard_button_action_*``, vk/schema/messages__objects.json)
+BUTTON_ACTIONS: dict[str, tuple[str, ...]] = {
+    "text": ("label",),
+    "callback": ("label",),
+    "open_link": ("label", "link"),
+    "open_app": ("label", "app_id", "owner_id"),
+    "location": (),
+    "vkpay": ("hash",),
+    "open_photo": (),
+}
+BUTTON_COLORS = ("default", "positive", "negative", "primary", "secondary")
+
+
 def _keyboard(raw: str) -> dict[str, Any]:
+    """The ``keyboard`` parameter as VK checks it: error 911 "Keyboard format
+    is invalid" for anything it would refuse (shape, sizes, actions, labels,
+    payloads)."""
     try:
         keyboard = json.loads(raw)
     except ValueError:
         raise ApiError(911) from None
     buttons = keyboard.get("buttons") if isinstance(keyboard, dict) else None
     if not isinstance(buttons, list) or not all(
-        isinstance(row, list) and all(isinstance(b, dict) and isinstance(b.get("action"), dict)
-                                      for b in row)
+        isinstance(row, list)
+        and all(isinstance(b, dict) and isinstance(b.get("action"), dict) for b in row)
         for row in buttons
     ):
         raise ApiError(911)
+    inline = keyboard.get("inline", False)
+    if not isinstance(inline, bool) or not isinstance(keyboard.get("one_time", False), bool):
+        raise ApiError(911)
+    rows, total = KEYBOARD_LIMITS[inline]
+    if (
+        len(buttons) > rows
+        or sum(len(row) for row in buttons) > total
+        or any(len(row) > ROW_MAX_BUTTONS for row in buttons)
+    ):
+        raise ApiError(911)
+    for row in buttons:
+        for button in row:
+            _check_button(button)
     return keyboard
+
+
+def _check_button(button: dict[str, Any]) -> None:
+    """One button: a known action with its fields, a label of at most 40
+    characters, a payload of JSON of at most 255, a known colour (911 else)."""
+    action = button["action"]
+    kind = action.get("type")
+    required = BUTTON_ACTIONS.get(kind) if isinstance(kind, str) else None
+    if required is None or any(action.get(name) in (None, "") for name in required):
+        raise ApiError(911)
+    label = action.get("label")
+    if label is not None and (not isinstance(label, str) or len(label) > LABEL_LIMIT):
+        raise ApiError(911)
+    payload = action.get("payload")
+    if payload is not None:
+        if not isinstance(payload, str) or len(payload) > BUTTON_PAYLOAD_LIMIT:
+            raise ApiError(911)
+        try:
+            json.loads(payload)
+        except ValueError:
+            raise ApiError(911) from None
+    if button.get("color") is not None and button.get("color") not in BUTTON_COLORS:
+        raise ApiError(911)
 
 
 def messages_send(call: Call) -> Any:
@@ -267,8 +338,12 @@ def messages_send(call: Call) -> Any:
         raise ApiError(913)
     sticker = _int(p, "sticker_id")
     has_geo = p.get("lat") not in (None, "") and p.get("long") not in (None, "")
-    if not text.strip() and not attachments and not forwards and sticker is None and not (
-        has_geo or p.get("forward")
+    if (
+        not text.strip()
+        and not attachments
+        and not forwards
+        and sticker is None
+        and not (has_geo or p.get("forward"))
     ):
         raise param_error("message is empty or invalid")
     if len(text) > limit:
@@ -284,8 +359,11 @@ def messages_send(call: Call) -> Any:
     results: list[dict[str, Any]] = []
     echoes: list[dict[str, Any]] = []
     with store.lock:
-        known = {peer: store.random_ids.get(store.random_key(gid, peer, random_id))
-                 for peer in peers} if random_id else {}
+        known = (
+            {peer: store.random_ids.get(store.random_key(gid, peer, random_id)) for peer in peers}
+            if random_id
+            else {}
+        )
         for peer in peers:
             try:
                 first = known.get(peer)
@@ -320,28 +398,39 @@ def messages_send(call: Call) -> Any:
                     original = store.find_message(gid, reply_to)
                     if original is not None:
                         message["reply_message"] = {
-                            k: original[k] for k in ("date", "from_id", "text", "attachments",
-                                                     "conversation_message_id", "peer_id", "id")
-                            if k in original}
+                            k: original[k]
+                            for k in (
+                                "date",
+                                "from_id",
+                                "text",
+                                "attachments",
+                                "conversation_message_id",
+                                "peer_id",
+                                "id",
+                            )
+                            if k in original
+                        }
                 store.record_message(gid, message)
                 ids = {"message_id": mid, "conversation_message_id": cmid}
                 if random_id:
                     store.random_ids[store.random_key(gid, peer, random_id)] = ids
-                store.sent.append({
-                    "message_id": mid,
-                    "conversation_message_id": cmid,
-                    "group_id": gid,
-                    "peer_id": peer,
-                    "random_id": random_id,
-                    "message": text,
-                    "attachment": p.get("attachment"),
-                    "reply_to": reply_to,
-                    "keyboard": keyboard,
-                    "payload": payload,
-                    "time": store.now(),
-                    "params": {k: v for k, v in p.items() if k != "access_token"},
-                    "repeats": 0,
-                })
+                store.sent.append(
+                    {
+                        "message_id": mid,
+                        "conversation_message_id": cmid,
+                        "group_id": gid,
+                        "peer_id": peer,
+                        "random_id": random_id,
+                        "message": text,
+                        "attachment": p.get("attachment"),
+                        "reply_to": reply_to,
+                        "keyboard": keyboard,
+                        "payload": payload,
+                        "time": store.now(),
+                        "params": {k: v for k, v in p.items() if k != "access_token"},
+                        "repeats": 0,
+                    }
+                )
                 store.count("sent")
                 if echo and store.servers[gid].status == "ok":
                     echoes.append(message)
@@ -350,12 +439,14 @@ def messages_send(call: Call) -> Any:
                 if not many:
                     raise
                 g.vk_error_code = exc.code
-                results.append({"peer_id": peer,
-                                "error": {"code": exc.code, "description": exc.message}})
+                results.append(
+                    {"peer_id": peer, "error": {"code": exc.code, "description": exc.message}}
+                )
     for message in echoes:
         event = envelope(call.community, "message_reply", dict(message))
-        sb.callbacks.post_later(gid, event, {"kind": "echo", "message_id": message["id"],
-                                             "peer_id": message["peer_id"]})
+        sb.callbacks.post_later(
+            gid, event, {"kind": "echo", "message_id": message["id"], "peer_id": message["peer_id"]}
+        )
     if many:
         return results
     return results[0]["message_id"]
@@ -430,7 +521,7 @@ def messages_get_history(call: Call) -> Any:
     with store.lock:
         messages = [dict(m) for m in store.history.get((call.group_id, peer), [])]
     ordered = messages if rev == 1 else messages[::-1]
-    return {"count": len(messages), "items": ordered[max(offset, 0):max(offset, 0) + count]}
+    return {"count": len(messages), "items": ordered[max(offset, 0) : max(offset, 0) + count]}
 
 
 def _group_object(community: dict[str, Any]) -> dict[str, Any]:
@@ -457,11 +548,17 @@ def groups_get_by_id(call: Call) -> Any:
             continue
         key = part
         for prefix in ("club", "public", "-"):
-            if key.startswith(prefix) and key[len(prefix):].isdigit():
-                key = key[len(prefix):]
+            if key.startswith(prefix) and key[len(prefix) :].isdigit():
+                key = key[len(prefix) :]
         with store.lock:
-            found = next((c for c in store.communities()
-                          if str(c["group_id"]) == key or c["screen_name"] == key), None)
+            found = next(
+                (
+                    c
+                    for c in store.communities()
+                    if str(c["group_id"]) == key or c["screen_name"] == key
+                ),
+                None,
+            )
         if found is None:
             if not key.isdigit():
                 raise param_error(f"group_ids is invalid: {part}")
@@ -492,9 +589,19 @@ def groups_get_callback_servers(call: Call) -> Any:
         server = store.servers[gid]
         if not server.url:
             return {"count": 0, "items": []}
-        return {"count": 1, "items": [{
-            "id": 1, "title": "Sandbox", "creator_id": 0, "url": server.url,
-            "secret_key": call.community.get("secret") or "", "status": server.status}]}
+        return {
+            "count": 1,
+            "items": [
+                {
+                    "id": 1,
+                    "title": "Sandbox",
+                    "creator_id": 0,
+                    "url": server.url,
+                    "secret_key": call.community.get("secret") or "",
+                    "status": server.status,
+                }
+            ],
+        }
 
 
 _USER_FIELDS = ("screen_name", "domain", "photo_50", "photo_100", "photo_200", "sex")

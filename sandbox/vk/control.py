@@ -37,6 +37,13 @@ community; the default is the first (the demo's).
 ``POST /_button`` ``{"user", "payload"?, "peer_id"?, "conversation_message_id"?}``
     A callback button pressed: a ``message_event`` (answer it with
     ``messages.sendMessageEventAnswer``; the answers show in ``/_state``).
+``POST /_button`` ``{"user", "label" | "index", "message_id"?, "peer_id"?}``
+    A button of a keyboard the community sent pressed (the last message to
+    the peer with one, or ``message_id``; ``index`` counts row by row from
+    0): a callback button posts its ``message_event`` (the button's payload,
+    the message's ``conversation_message_id``), a text button a
+    ``message_new`` with the label as text and the button's ``payload``;
+    ``pressed`` says which action it was.
 ``POST /_user`` ``{"user", "first_name"?, "last_name"?, "screen_name"?,
 "blacklisted"?, "privacy"?, "allowed"?}``
     A user's name (``users.get``) and flags: 900 / 902 / allowed to write.
@@ -85,8 +92,16 @@ control = Blueprint("vk_control", __name__)
 
 #: message_new.object.client_info as today's clients send it (corpus *_5_118.json)
 CLIENT_INFO: dict[str, Any] = {
-    "button_actions": ["text", "vkpay", "open_app", "location", "open_link", "callback",
-                       "intent_subscribe", "intent_unsubscribe"],
+    "button_actions": [
+        "text",
+        "vkpay",
+        "open_app",
+        "location",
+        "open_link",
+        "callback",
+        "intent_subscribe",
+        "intent_unsubscribe",
+    ],
     "keyboard": True,
     "inline_keyboard": True,
     "carousel": True,
@@ -111,6 +126,28 @@ def _user_id(body: dict[str, Any], *keys: str) -> int:
             return value
         raise ControlError(f'"{key}" must be a VK user id (a positive integer)')
     raise ControlError(f'"{keys[0]}" (a VK user id) is required')
+
+
+def _pick_button(keyboard: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """The action of the button ``label`` (its text) or ``index`` (0-based,
+    row by row) names."""
+    actions = [b["action"] for row in keyboard.get("buttons", []) for b in row]
+    if "label" in body:
+        found = [a for a in actions if a.get("label") == body["label"]]
+        if not found:
+            shown = ", ".join(repr(a.get("label")) for a in actions)
+            raise ControlError(
+                f"no button labelled {body['label']!r} (there are {shown})", 404, "button_not_found"
+            )
+        return dict(found[0])
+    index = body["index"]
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(actions):
+        raise ControlError(
+            f'"index" must be 0-{len(actions) - 1} (the buttons, row by row)',
+            404,
+            "button_not_found",
+        )
+    return dict(actions[index])
 
 
 @dataclass
@@ -147,14 +184,19 @@ class VkSandbox(Vendor):
         return {
             **{k: v for k, v in account.items() if k != "access_token"},
             "server": store.servers[gid].dump(store.now()),
-            "permissions": {str(u): s for (g, u), s in sorted(store.permissions.items())
-                            if g == gid},
-            "conversations": [{"peer_id": peer, "messages": len(msgs)}
-                              for (g, peer), msgs in sorted(store.history.items()) if g == gid],
+            "permissions": {
+                str(u): s for (g, u), s in sorted(store.permissions.items()) if g == gid
+            },
+            "conversations": [
+                {"peer_id": peer, "messages": len(msgs)}
+                for (g, peer), msgs in sorted(store.history.items())
+                if g == gid
+            ],
             "sent": sum(1 for r in store.sent if r["group_id"] == gid),
             "random_ids": sum(1 for k in store.random_ids if k[0] == gid),
-            "button_events": [{"event_id": e, **v} for e, v in store.button_events.items()
-                              if v["group_id"] == gid],
+            "button_events": [
+                {"event_id": e, **v} for e, v in store.button_events.items() if v["group_id"] == gid
+            ],
         }
 
     def dump_extras(self, account: dict[str, Any] | None) -> dict[str, Any]:
@@ -216,21 +258,27 @@ class VkSandbox(Vendor):
             url, status = server.url, server.status
             auto = self.store.config["auto_confirm"]
         if not url:
-            raise ControlError('no server_url: POST /_config {"server_url": "<the bridge\'s VK '
-                               'callback URL>"} (or /_connect with it) first', 409,
-                               "not_connected")
+            raise ControlError(
+                'no server_url: POST /_config {"server_url": "<the bridge\'s VK '
+                'callback URL>"} (or /_connect with it) first',
+                409,
+                "not_connected",
+            )
         if status == "ok":
             return
         if not auto:
-            raise ControlError(f"the server is not confirmed ({status}): POST /_connect", 409,
-                               "not_confirmed")
+            raise ControlError(
+                f"the server is not confirmed ({status}): POST /_connect", 409, "not_confirmed"
+            )
         result = self.callbacks.confirm(group_id)
         if not result["ok"]:
-            raise ControlError(f"the server failed the confirmation: {result['error']}", 409,
-                               "not_confirmed")
+            raise ControlError(
+                f"the server failed the confirmation: {result['error']}", 409, "not_confirmed"
+            )
 
-    def post(self, community: dict[str, Any], event: dict[str, Any],
-             what: dict[str, Any]) -> dict[str, Any]:
+    def post(
+        self, community: dict[str, Any], event: dict[str, Any], what: dict[str, Any]
+    ) -> dict[str, Any]:
         gid = community["group_id"]
         self.ensure_confirmed(gid)
         record = self.callbacks.post_now(gid, event, what)
@@ -258,17 +306,22 @@ class VkSandbox(Vendor):
             if not answers:
                 raise ControlError("updates is empty")
             last = answers[-1]
-            return {**last, "delivered": all(a["delivered"] for a in answers),
-                    "deliveries": answers}
+            return {
+                **last,
+                "delivered": all(a["delivered"] for a in answers),
+                "deliveries": answers,
+            }
         return self._deliver_one(payload, community, mode)
 
     def _deliver_one(self, payload: Any, community: dict[str, Any], mode: str) -> dict[str, Any]:
         if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
-            raise ControlError('a callback body is an object with "type" and "object"', 400,
-                               "invalid_payload")
+            raise ControlError(
+                'a callback body is an object with "type" and "object"', 400, "invalid_payload"
+            )
         if payload["type"] == "confirmation":
-            raise ControlError("the confirmation event is the handshake: POST /_connect", 400,
-                               "invalid_payload")
+            raise ControlError(
+                "the confirmation event is the handshake: POST /_connect", 400, "invalid_payload"
+            )
         event = copy.deepcopy(payload)
         event["group_id"] = community["group_id"]
         if community.get("secret"):
@@ -281,8 +334,11 @@ class VkSandbox(Vendor):
         with store.lock:
             posted = {d.get("event_id") for d in store.deliveries.list()}
             given = event.get("event_id")
-            if mode == "unique" or not isinstance(given, str) or not given or (
-                mode == "auto" and given in posted
+            if (
+                mode == "unique"
+                or not isinstance(given, str)
+                or not given
+                or (mode == "auto" and given in posted)
             ):
                 event["event_id"] = new_event_id()
             self._learn(community["group_id"], event)
@@ -301,12 +357,17 @@ class VkSandbox(Vendor):
             message: dict[str, Any] = inner if isinstance(inner, dict) else obj
             store.learn_inbound(gid, copy.deepcopy(message))
         elif kind in ("message_allow", "message_deny") and isinstance(obj.get("user_id"), int):
-            store.set_permission(gid, obj["user_id"],
-                                 "allowed" if kind == "message_allow" else "denied")
+            store.set_permission(
+                gid, obj["user_id"], "allowed" if kind == "message_allow" else "denied"
+            )
         elif kind == "message_event" and isinstance(obj.get("event_id"), str):
             store.button_events[obj["event_id"]] = {
-                "group_id": gid, "user_id": obj.get("user_id"), "peer_id": obj.get("peer_id"),
-                "payload": obj.get("payload"), "answers": []}
+                "group_id": gid,
+                "user_id": obj.get("user_id"),
+                "peer_id": obj.get("peer_id"),
+                "payload": obj.get("payload"),
+                "answers": [],
+            }
 
     # -- /_customer, /_allow, /_deny, /_button ------------------------------------------------
 
@@ -349,23 +410,36 @@ class VkSandbox(Vendor):
                 "is_hidden": False,
             }
             if payload is not None:
-                message["payload"] = payload if isinstance(payload, str) else json.dumps(
-                    payload, ensure_ascii=False, separators=(",", ":"))
+                message["payload"] = (
+                    payload
+                    if isinstance(payload, str)
+                    else json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+                )
             reply_to = body.get("reply_to")
             if isinstance(reply_to, int) and not isinstance(reply_to, bool):
                 original = store.find_message(gid, reply_to)
                 if original is None:
-                    raise ControlError(f"no message {reply_to} in this community", 404,
-                                       "message_not_found")
-                message["reply_message"] = {k: original[k] for k in (
-                    "date", "from_id", "text", "attachments", "conversation_message_id",
-                    "peer_id", "id") if k in original}
+                    raise ControlError(
+                        f"no message {reply_to} in this community", 404, "message_not_found"
+                    )
+                message["reply_message"] = {
+                    k: original[k]
+                    for k in (
+                        "date",
+                        "from_id",
+                        "text",
+                        "attachments",
+                        "conversation_message_id",
+                        "peer_id",
+                        "id",
+                    )
+                    if k in original
+                }
             store.learn_inbound(gid, copy.deepcopy(message))
         obj: Any = {"message": message, "client_info": dict(CLIENT_INFO)}
         if version_tuple(community["v"]) < (5, 103):
             obj = message  # before 5.103 the object was the message (FACTS §3)
-        answer = self.post(community, envelope(community, "message_new", obj),
-                           {"kind": "customer"})
+        answer = self.post(community, envelope(community, "message_new", obj), {"kind": "customer"})
         return {"message_id": mid, "conversation_message_id": cmid, "peer_id": peer, **answer}
 
     def permission_event(self, body: dict[str, Any], allow: bool) -> dict[str, Any]:
@@ -387,6 +461,8 @@ class VkSandbox(Vendor):
         peer = body.get("peer_id", user)
         if isinstance(peer, bool) or not isinstance(peer, int) or peer <= 0:
             raise ControlError('"peer_id" must be a positive integer')
+        if "label" in body or "index" in body:
+            return self.press(body, user, community, peer)
         payload = body.get("payload", {})
         self.ensure_confirmed(gid)
         store = self.store
@@ -403,16 +479,88 @@ class VkSandbox(Vendor):
             "peer_id": peer,
             "event_id": event_id,
             "payload": json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-            if as_string and not isinstance(payload, str) else payload,
+            if as_string and not isinstance(payload, str)
+            else payload,
         }
         if cmid is not None:
             obj["conversation_message_id"] = cmid
         with store.lock:
-            store.button_events[event_id] = {"group_id": gid, "user_id": user, "peer_id": peer,
-                                             "payload": payload, "answers": []}
-        answer = self.post(community, envelope(community, "message_event", obj),
-                           {"kind": "button"})
+            store.button_events[event_id] = {
+                "group_id": gid,
+                "user_id": user,
+                "peer_id": peer,
+                "payload": payload,
+                "answers": [],
+            }
+        answer = self.post(community, envelope(community, "message_event", obj), {"kind": "button"})
         return {"button_event_id": event_id, **answer}
+
+    def press(
+        self, body: dict[str, Any], user: int, community: dict[str, Any], peer: int
+    ) -> dict[str, Any]:
+        """A button of a keyboard the community sent to ``peer`` pressed, as
+        VK reports it: a callback button -> ``message_event`` with the
+        button's payload (an object, or the string under ``event_payload:
+        string``) and the message's ``conversation_message_id``; a text
+        button -> ``message_new`` whose text is the label and whose
+        ``payload`` is the button's (corpus message_new_payload_sample_5_118)."""
+        gid = community["group_id"]
+        message = self._keyboard_message(gid, peer, body.get("message_id"))
+        action = _pick_button(message["keyboard"], body)
+        if action["type"] == "text":
+            pressed = {
+                "from": user,
+                "peer_id": peer,
+                "text": action.get("label", ""),
+                "community": body.get("community"),
+            }
+            if action.get("payload") is not None:
+                pressed["payload"] = action["payload"]
+            return {"pressed": action, **self.customer(pressed)}
+        if action["type"] != "callback":
+            raise ControlError(
+                f"a {action['type']} button posts nothing to the community",
+                400,
+                "not_a_message_button",
+            )
+        raw = action.get("payload")
+        payload: Any = json.loads(raw) if isinstance(raw, str) else {}
+        return {
+            "pressed": action,
+            **self.button(
+                {
+                    "user": user,
+                    "peer_id": peer,
+                    "payload": payload,
+                    "community": body.get("community"),
+                    "conversation_message_id": message["conversation_message_id"],
+                }
+            ),
+        }
+
+    def _keyboard_message(self, gid: int, peer: int, message_id: Any) -> dict[str, Any]:
+        """The community's message to ``peer`` with a keyboard: ``message_id``,
+        else the last one sent."""
+        if message_id is not None and (
+            isinstance(message_id, bool) or not isinstance(message_id, int)
+        ):
+            raise ControlError('"message_id" must be the id messages.send answered')
+        with self.store.lock:
+            sent = [
+                m
+                for m in self.store.history.get((gid, peer), [])
+                if m.get("out") == 1 and isinstance(m.get("keyboard"), dict)
+            ]
+        if message_id is not None:
+            sent = [m for m in sent if m.get("id") == message_id]
+        if not sent:
+            raise ControlError(
+                f"no message with a keyboard to peer {peer}"
+                + (f" with id {message_id}" if message_id is not None else ""),
+                404,
+                "message_not_found",
+            )
+        return copy.deepcopy(sent[-1])
 
     # -- /_sent -------------------------------------------------------------------------------
 
@@ -423,8 +571,13 @@ class VkSandbox(Vendor):
         for d in self.store.deliveries.list():
             if d.get("kind") == "echo":
                 echoes.setdefault((d["group_id"], d["message_id"]), []).append(
-                    {"attempt": d["attempt"], "status": d["status"], "ok": d["ok"],
-                     "error": d["error"]})
+                    {
+                        "attempt": d["attempt"],
+                        "status": d["status"],
+                        "ok": d["ok"],
+                        "error": d["error"],
+                    }
+                )
         with self.store.lock:
             out = []
             for record in self.store.sent:
@@ -458,8 +611,9 @@ def connect() -> Response:
             raise ControlError(str(exc), 400, "invalid_config") from None
     with sb.store.lock:
         if not sb.store.servers[gid].url:
-            raise ControlError('no server_url to confirm: {"server_url": "..."}', 409,
-                               "not_connected")
+            raise ControlError(
+                'no server_url to confirm: {"server_url": "..."}', 409, "not_connected"
+            )
     result = sb.callbacks.confirm(gid)
     with sb.store.lock:
         result["server"] = sb.store.servers[gid].dump(sb.store.now())
@@ -532,8 +686,10 @@ def inject() -> Response:
 def deliveries() -> Response:
     kind, etype, event_id = (request.args.get(k) for k in ("kind", "type", "event_id"))
     items = [
-        d for d in _sandbox().store.deliveries.list()
-        if (not kind or d.get("kind") == kind) and (not etype or d.get("type") == etype)
+        d
+        for d in _sandbox().store.deliveries.list()
+        if (not kind or d.get("kind") == kind)
+        and (not etype or d.get("type") == etype)
         and (not event_id or d.get("event_id") == event_id)
     ]
     return json_response({"deliveries": items})

@@ -81,6 +81,7 @@
       tooMany: "Too many messages: please wait a moment.",
       tooLong: "The message is too long.",
       failed: "Something went wrong. Please try again.",
+      choices: "Choose an option",
       mb: "MB",
       kb: "KB",
     },
@@ -127,6 +128,7 @@
       tooMany: "Слишком много сообщений: подождите немного.",
       tooLong: "Сообщение слишком длинное.",
       failed: "Что-то пошло не так. Попробуйте ещё раз.",
+      choices: "Выберите вариант",
       mb: "МБ",
       kb: "КБ",
     },
@@ -480,6 +482,7 @@
     if (list.length) {
       updateBadge();
       markRead();
+      refreshChoices();
     }
   }
 
@@ -725,7 +728,9 @@
     });
   }
 
-  function queue(text) {
+  // A message to send; a pressed choice is its id alone (choice: true): the
+  // files waiting in the composer stay for the next typed message.
+  function queue(text, choice) {
     if (!consentGiven() || !introDone()) {
       showIntro();
       return false; // no message leaves before the visitor agreed
@@ -733,12 +738,14 @@
     var item = {
       id: clientId(),
       text: text,
-      files: state.files.slice(),
+      files: choice ? [] : state.files.slice(),
       context: context(),
       at: new Date().toISOString(),
     };
-    state.files = [];
-    renderFiles();
+    if (!choice) {
+      state.files = [];
+      renderFiles();
+    }
     state.outbox.push(item);
     save("outbox", state.outbox);
     showPending(item);
@@ -902,6 +909,12 @@
     ".msg.op .meta{color:#4a5563}",
     ".msg.failed .meta{font-weight:700}",
     ".files-in{display:block;margin-top:4px}",
+    ".choices{display:flex;flex-wrap:wrap;gap:6px;margin-top:8px;white-space:normal}",
+    ".choice{padding:6px 12px;border:1px solid var(--c);border-radius:16px;background:#fff;color:#1f2933;",
+    "text-align:left;overflow-wrap:anywhere}",
+    ".choice[aria-pressed=true]{background:var(--c);color:var(--fg)}",
+    ".choice:disabled{cursor:default}",
+    ".choice:disabled:not([aria-pressed=true]){border-color:#b8c1cb;color:#4a5563}",
     ".files-in a,.files-in span{display:block}",
     ".sr{position:absolute!important;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}",
     ".intro{padding:12px 16px;border-top:1px solid #d5dbe1;display:flex;flex-direction:column;gap:8px;",
@@ -1057,6 +1070,7 @@
       ui.text.value = "";
       autosize();
       ui.text.focus();
+      refreshChoices(); // a typed answer: the menu above is done
     }
   }
 
@@ -1220,9 +1234,80 @@
     if (text) node.appendChild(el("span", { className: "text" }, [mine ? document.createTextNode(text) : linkified(text)]));
     var files = renderAttachments(message.attachments);
     if (files) node.appendChild(files);
+    if (!mine) {
+      var choices = renderChoices(message.buttons);
+      if (choices) node.appendChild(choices);
+    }
     var time = formatTime(message.sent_at);
     if (time) node.appendChild(el("span", { className: "meta", text: time }));
     return node;
+  }
+
+  // A reply's choices (a menu, a rating) as buttons: a press sends the
+  // choice's id as the visitor's message, exactly what they would type.
+  function renderChoices(list) {
+    if (!Array.isArray(list) || !list.length || list.length > 10) return null;
+    var group = el("div", { className: "choices", role: "group", "aria-label": T.choices });
+    list.forEach(function (choice) {
+      var id = choice && typeof choice.id === "string" ? choice.id : "";
+      if (!id || id.length > 64) return;
+      var label = String(choice.label || id).slice(0, 100);
+      var button = el("button", { type: "button", className: "choice", "data-id": id, "aria-pressed": "false", text: label });
+      button.addEventListener("click", function () {
+        choose(group, button);
+      });
+      group.appendChild(button);
+    });
+    return group.childNodes.length ? group : null;
+  }
+
+  function choose(group, button) {
+    if (button.disabled || group.getAttribute("data-done")) return;
+    showError("");
+    if (!queue(button.getAttribute("data-id"), true)) return; // the form first
+    group.setAttribute("data-done", "true");
+    markChoice(group, button.getAttribute("data-id"));
+  }
+
+  // The pressed one shown pressed; none of the group's can be pressed again.
+  function markChoice(group, id) {
+    Array.prototype.forEach.call(group.querySelectorAll(".choice"), function (button) {
+      button.disabled = true;
+      if (id !== null) button.setAttribute("aria-pressed", button.getAttribute("data-id") === id ? "true" : "false");
+    });
+  }
+
+  // Only the last message's choices can be pressed, while nothing is
+  // pending; a choice answered (the visitor's next message is one of the
+  // ids, pressed or typed) shows which.
+  function refreshChoices() {
+    var ordered = [];
+    state.messages.forEach(function (message) {
+      ordered.push(message);
+    });
+    ordered.sort(function (a, b) {
+      return a.seq - b.seq;
+    });
+    ordered.forEach(function (message, index) {
+      var group = message.node && message.node.querySelector(".choices");
+      if (!group) return;
+      var next = ordered[index + 1];
+      if (!next && !group.getAttribute("data-done") && !state.pending.size) {
+        Array.prototype.forEach.call(group.querySelectorAll(".choice"), function (button) {
+          button.disabled = false;
+        });
+        return;
+      }
+      var answered = next && next.from === "visitor" ? String(next.text || "") : null;
+      group.setAttribute("data-done", "true");
+      markChoice(group, answered !== null && hasChoice(group, answered) ? answered : null);
+    });
+  }
+
+  function hasChoice(group, id) {
+    return Array.prototype.some.call(group.querySelectorAll(".choice"), function (button) {
+      return button.getAttribute("data-id") === id;
+    });
   }
 
   // In seq order: a late-arriving older message goes before newer ones.
