@@ -143,6 +143,9 @@ class HostedMessage:
     sent_at: dt.datetime
     key: str | None
     status: str
+    #: a reply's choices the client may press (``payload["buttons"]``,
+    #: ``(id, label)``: the service layer's menu or rating); () otherwise
+    buttons: tuple[tuple[str, str], ...] = ()
 
 
 def thread(
@@ -195,6 +198,13 @@ def _hosted_message(rt: Runtime, row: Any) -> HostedMessage:
         sent_at=row.sent_at,
         key=str(row.dedupe_key) if inbound else None,
         status=str(row.status),
+        buttons=()
+        if inbound
+        else tuple(
+            (str(b[0]), str(b[1]))
+            for b in payload.get("buttons") or ()
+            if isinstance(b, (list, tuple)) and len(b) == 2
+        ),
     )
 
 

@@ -598,6 +598,9 @@ class CrmEventKind(StrEnum):
     DELIVERY = "delivery"  # a delivery/read mark
     OWNER_CHANGED = "owner_changed"
     ENTITY_CLOSED = "entity_closed"  # won/lost/deleted: the next message opens a new one
+    #: an open deal/lead/ticket moved to another stage (``stage``): the
+    #: service layer's transfers by stage read it
+    ENTITY_STAGE = "entity_stage"
     CONTACT_REMOVED = "contact_removed"  # deleted or merged away: find the person again
     #: a person merged two contacts in the CRM: ``contact`` is gone into ``merged_into``
     CONTACT_MERGED = "contact_merged"
@@ -634,6 +637,8 @@ class CrmEvent:
     contact: CrmRef | None = None
     #: CONTACT_MERGED: the CRM contact that survived the merge
     merged_into: CrmRef | None = None
+    #: ENTITY_STAGE: the stage (status) id the entity is in now
+    stage: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 

@@ -271,6 +271,14 @@ class CrmAdapter(ABC):
         (``NotImplementedError``: the values are left as created)."""
         raise NotImplementedError(f"{self.kind} cannot update a contact's fields")
 
+    def read_contact_fields(self, contact: CrmRef, names: Sequence[str]) -> dict[str, str]:
+        """The contact's values of the fields ``names`` (the CRM's own field
+        names or codes, as the mapping's routing rules name them: a segment,
+        a tier), as text; a field the contact has no value in is left out.
+        The service layer routes a new session by them. Default: this CRM
+        cannot (``NotImplementedError``: rules by a CRM field never match)."""
+        raise NotImplementedError(f"{self.kind} cannot read a contact's fields")
+
     def update_entity(
         self, entity: CrmRef, properties: Mapping[str, str], owner_id: str | None = None
     ) -> None:

@@ -42,6 +42,7 @@ __all__ = [
     "next_check",
     "on_client_message",
     "on_operator_reply",
+    "on_stage",
     "on_tick",
     "rate",
     "sla_from_dict",
@@ -128,6 +129,9 @@ class Context:
     #: CRM user id -> load and last assignment (``routing.Staff``), for a line
     staff: Callable[[Line], routing.Staff] = lambda line: {}
     knowledge: KnowledgeBase | None = None
+    #: the client's CRM fields the routing rules read (asked only when a
+    #: session is routed: the runner reads them from the CRM then)
+    client_fields: Callable[[], Mapping[str, str]] = lambda: {}
     #: the language of what CRM users read (the mapping's)
     crm_language: str = "en"
     #: the conversation's priority (the mapping's ``priority`` rule): the
@@ -383,23 +387,40 @@ def on_operator_reply(ctx: Context, ticket: Ticket, text: str) -> Outcome:
 def _transfer(ctx: Context, ticket: Ticket, where: str) -> Outcome:
     policy = ctx.policy
     target = transfer.resolve(policy, where) if where else None
-    current = ticket.line or policy.default_line
-    number = ticket.session.number if ticket.session else 0
     if target is None:
         said = transfer.unknown_target(policy, where, _crm_language(ctx))
         work = Work("note", f"transfer-unknown:{ctx.key}:{ctx.now.isoformat()}", said)
         return Outcome(ticket, (), (work,), command=True)
+    return dataclasses.replace(_move(ctx, ticket, target, "command"), command=True)
+
+
+def on_stage(ctx: Context, ticket: Ticket, stage: str) -> Outcome:
+    """The CRM moved the conversation's deal to ``stage``: a stage the
+    mapping's ``transfer.stages`` names moves the session to its line."""
+    target = transfer.by_stage(ctx.policy, stage)
+    state = ticket.session
+    if target is None or state is None or not state.is_open:
+        return Outcome(ticket)
+    return _move(ctx, ticket, target, "stage")
+
+
+def _move(ctx: Context, ticket: Ticket, target: str, via: transfer.Via) -> Outcome:
+    """The session moved to line ``target``: the SLA follows its targets,
+    the client is told (once per line), the CRM gets a note."""
+    policy = ctx.policy
+    current = ticket.line or policy.default_line
+    number = ticket.session.number if ticket.session else 0
     told = () if ticket.line is None else (current,)
-    move = transfer.decide(policy, current, target, told, "command")
+    move = transfer.decide(policy, current, target, told, via)
     if move is None:
-        return Outcome(ticket, command=True)
+        return Outcome(ticket)
     ticket = _on_line(ctx, ticket, move.line)
     ticket = dataclasses.replace(ticket, route_reason=move.reason[:200])
     title = policy.line(move.line).title.get(_crm_language(ctx))
     key = f"transfer:{ctx.key}:{number}:{move.line}"
     works = [Work("note", key, _words(ctx, "moved").format(line=title))]
     says = (Say("transfer", transfer.notice(policy, move.line, ctx.language)),) if move.tell else ()
-    return Outcome(ticket, says, tuple(works), command=True)
+    return Outcome(ticket, says, tuple(works))
 
 
 # -- the clock and the CRM --------------------------------------------------------------------
@@ -493,8 +514,13 @@ def _line(policy: ServicePolicy, name: str | None) -> Line:
 
 
 def _facts(ctx: Context, text: str) -> routing.Facts:
+    fields = ctx.client_fields() if ctx.policy.segment_fields() else {}
     return routing.Facts(
-        channel=ctx.channel, text=text, language=ctx.language, owner=ctx.contact_owner
+        channel=ctx.channel,
+        text=text,
+        language=ctx.language,
+        owner=ctx.contact_owner,
+        fields=fields,
     )
 
 

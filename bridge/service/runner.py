@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session
 
 from bridge import outbox
 from bridge.db import rowcount
-from bridge.errors import AuthError, NotReadyError, PermanentError, RetryableError
+from bridge.errors import AuthError, BridgeError, NotReadyError, PermanentError, RetryableError
 from bridge.model import CrmRef, MessageKind, TaskDraft, utcnow
 from bridge.pipeline.drain import Drained, Parked, run_drain
 from bridge.registry import UnknownAdapter, channel_class
@@ -85,6 +85,7 @@ __all__ = [
     "enqueue_after",
     "operator_replied",
     "owner_changed",
+    "stage_changed",
     "run_action",
     "run_service",
     "sweep",
@@ -215,6 +216,7 @@ class _View:
     #: prompt carries no links)
     links_secret: bytes | None = None
     links_url: str = ""
+    runtime: Runtime | None = None
 
     def context(
         self,
@@ -240,8 +242,30 @@ class _View:
             knowledge=self.knowledge,
             crm_language=self.mapping.language,
             rating_links=self._links if self.links_secret else None,
+            client_fields=lambda: self._client_fields(contact),
             priority=priority or self._priority(contact, text),
         )
+
+    def _client_fields(self, contact: Contact | None) -> dict[str, str]:
+        """The client's CRM fields the routing rules read, from the CRM
+        (only when a session is routed by them). A CRM that cannot be read
+        now routes the session without them (the rules by a field do not
+        match), and says why in the log."""
+        names = sorted(self.policy.segment_fields())
+        if not names or contact is None or not contact.crm_contact_id or self.runtime is None:
+            return {}
+        from bridge.pipeline.retry import call_with_retries
+
+        try:
+            adapter = self.runtime.crm_adapter(self.tenant)
+            ref = CrmRef("contact", contact.crm_contact_id)
+            found = call_with_retries(
+                self.runtime.settings, adapter.read_contact_fields, ref, names
+            )
+        except (BridgeError, NotImplementedError) as exc:
+            log.warning("routing without CRM fields (%s)", type(exc).__name__)
+            return {}
+        return {str(k): str(v) for k, v in found.items()}
 
     def _priority(self, contact: Contact | None, text: str) -> str | None:
         """The mapping's priority for the conversation: its rule's
@@ -281,6 +305,7 @@ def _load(
     knowledge = _knowledge(path)
     helper = assist.for_tenant(session, tenant.id, mapping.service, knowledge, path)
     view = _View(conversation, tenant, account, mapping, mapping.service, knowledge, helper)
+    view.runtime = runtime
     if _rates_by_link(account.kind):
         view.links_secret = links_secret(runtime)
         view.links_url = f"{runtime.settings.public_url}{RATE_PATH}"
@@ -588,6 +613,23 @@ def crm_closed(runtime: Runtime, session: Session, conversation_id: int, at: dt.
     ticket = _ticket(view.policy, current)
     outcome = engine.crm_closed(view.context(session, at, ticket), ticket)
     _apply(session, view, current, outcome, current.cursor, after)
+    return after
+
+
+def stage_changed(
+    runtime: Runtime, session: Session, conversation_id: int, stage: str, at: dt.datetime
+) -> After:
+    """The CRM moved the conversation's deal to ``stage`` (in ``session``'s
+    transaction): a stage the mapping's ``transfer.stages`` names moves the
+    open session to its line. What to enqueue after the commit."""
+    after = After()
+    found = _load(runtime, session, conversation_id)
+    if found is None or found[1] is None:
+        return after
+    view, current = found
+    ticket = _ticket(view.policy, current)
+    outcome = engine.on_stage(view.context(session, at, ticket), ticket, stage)
+    _apply(session, view, current, outcome, current.cursor if current else 0, after)
     return after
 
 

@@ -512,9 +512,7 @@ def buttons(message: hosted.HostedMessage) -> list[dict[str, str]]:
     the choices; the visitor types one). A label is one line, cut to
     :data:`BUTTON_LABEL` characters (the id when it has none)."""
     # the core's HostedMessage carries a stored reply's payload["buttons"]
-    # once it has the field (asked for with the service layer's buttons);
-    # until then a reply has none here and the widget shows the text alone
-    pairs = getattr(message, "buttons", ()) if message.direction == "out" else ()
+    pairs = message.buttons if message.direction == "out" else ()
     if not pairs or len(pairs) > MAX_BUTTONS:
         return []
     out = []

@@ -152,6 +152,18 @@ def _account_event(
                 owner_id=owner,
                 raw=dict(record),
             )
+        if action == "status" and _str(record.get("status_id")):
+            # an open stage (FACTS 1.12: status_id, old_status_id): the
+            # service layer's transfers by stage read it
+            return CrmEvent(
+                CrmEventKind.ENTITY_STAGE,
+                f"{base}:{record.get('status_id')}",
+                when,
+                entity=lead,
+                owner_id=owner,
+                stage=_str(record.get("status_id")),
+                raw=dict(record),
+            )
         if action == "responsible" and owner:
             return CrmEvent(
                 CrmEventKind.OWNER_CHANGED,

@@ -486,6 +486,19 @@ class Bitrix24Adapter(ContactsMixin, EntitiesMixin, MergeMixin, TimelineMixin, C
         out = []
         if self.is_closed(kind, record):
             out.append(_replace(event, kind=CrmEventKind.ENTITY_CLOSED, owner_id=owner_id))
+        else:
+            # the open stage it is in (a deal's STAGE_ID, a lead's STATUS_ID):
+            # the service layer's transfers by stage read it
+            stage = record.get("STAGE_ID" if kind == "deal" else "STATUS_ID")
+            if stage not in (None, ""):
+                out.append(
+                    _replace(
+                        event,
+                        kind=CrmEventKind.ENTITY_STAGE,
+                        external_id=f"{event.external_id}:stage:{stage}",
+                        stage=str(stage),
+                    )
+                )
         if owner_id:
             out.append(
                 _replace(

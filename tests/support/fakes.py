@@ -203,6 +203,13 @@ class FakeCrm(CrmAdapter):
 
         return self._hook("find_entity", draft, effect)
 
+    def read_contact_fields(self, contact: CrmRef, names: Sequence[str]) -> dict[str, str]:
+        def effect() -> dict[str, str]:
+            fields = STATE.contacts[contact.id].get("fields") or {}
+            return {n: str(fields[n]) for n in names if fields.get(n) not in (None, "")}
+
+        return self._hook("read_contact_fields", (contact, names), effect)  # type: ignore[no-any-return]
+
     def update_entity(
         self, entity: CrmRef, properties: Mapping[str, str], owner_id: str | None = None
     ) -> None:

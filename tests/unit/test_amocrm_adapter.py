@@ -2270,8 +2270,10 @@ def test_lead_status_won_and_lost_close_the_entity(adapter: AmoCrmAdapter) -> No
     assert kinds(events) == [
         CrmEventKind.ENTITY_CLOSED,
         CrmEventKind.ENTITY_CLOSED,
-        CrmEventKind.UNKNOWN,
+        # an open stage: the service layer's transfers by stage read it
+        CrmEventKind.ENTITY_STAGE,
     ]
+    assert events[2].stage == "1002" and events[2].entity == CrmRef("lead", "902")
     assert events[0].entity == LEAD and events[0].owner_id == "101"
     assert events[0].occurred_at == dt.datetime.fromtimestamp(1740820530, dt.UTC)
     assert events[1].entity == CrmRef("lead", "901")

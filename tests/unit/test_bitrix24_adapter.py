@@ -1931,8 +1931,10 @@ def test_lead_update_is_re_read(portal: Portal) -> None:
     payload = official_event("api-reference__crm__leads__events__on-crm-lead-update")
     lead_id = str(payload["data"]["FIELDS"]["ID"])
     events = adapter.parse_webhook(event_request(payload))
-    assert [e.kind for e in events] == [CrmEventKind.OWNER_CHANGED]
-    assert events[0].entity == CrmRef("lead", lead_id) and events[0].owner_id == "1"
+    # the open stage it is in (the service layer's transfers), its owner
+    assert [e.kind for e in events] == [CrmEventKind.ENTITY_STAGE, CrmEventKind.OWNER_CHANGED]
+    assert events[0].stage and events[0].entity == CrmRef("lead", lead_id)
+    assert events[1].entity == CrmRef("lead", lead_id) and events[1].owner_id == "1"
     assert portal.methods("crm.lead.get") == [{"id": int(lead_id)}]
     assert limiter.acquired == []  # outside the bucket: the hook must answer promptly
     lead["STATUS_SEMANTIC_ID"] = "S"

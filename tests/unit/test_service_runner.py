@@ -505,3 +505,51 @@ def test_an_urgent_first_message_gets_its_prioritys_targets(
     _writes(world, "1", day + dt.timedelta(minutes=1), 2)  # the choice keeps the session's priority
     (risk,) = runner.at_risk(runtime, now=_utc(day))
     assert risk["due"] == _utc(day) + dt.timedelta(minutes=15)
+
+
+def test_a_crm_stage_moves_the_session_and_a_crm_field_routes_it(
+    world: tuple[Runtime, int, int],
+) -> None:
+    runtime, tenant, _ = world
+    mapping = MAPPING.replace(
+        '  transfer: {numbers: {"1": support, "2": support_2}}',
+        '  transfer: {numbers: {"1": support, "2": support_2}, stages: {ESCALATED: support_2}}\n'
+        "  rules:\n    - {line: support_2, field: tier, values: [vip]}",
+    )
+    (runtime.settings.mappings_dir / "shop.yaml").write_text(mapping, encoding="utf-8")
+    day = dt.datetime(2026, 12, 8, 10, 0, tzinfo=MSK)
+    conversation = _writes(world, "Hi", day, 1)
+    _sync_crm(runtime, conversation)
+    with runtime.transaction() as session:
+        contact = session.get(Conversation, conversation)
+        assert contact is not None
+        from bridge.tables import Contact
+
+        row = session.get(Contact, contact.contact_id)
+        assert row is not None
+        row.crm_contact_id = "c-1"
+    fakes.STATE.contacts["c-1"]["fields"] = {"tier": "VIP"}
+    # "0": a person, routed by the rules: the client's CRM tier is vip
+    _writes(world, "0", day + dt.timedelta(minutes=1), 2)
+    (row,) = _sessions(runtime)
+    assert (row.line, row.owner_id) == ("support_2", "301")
+    assert "read_contact_fields" in fakes.STATE.calls
+
+    # a regular client: the stage the rep moves the deal to moves the session
+    fakes.STATE.contacts["c-1"]["fields"] = {}
+    runner.sweep(runtime, now=_utc(day) + dt.timedelta(days=2))  # the session goes idle
+    _writes(world, "Hi again", day + dt.timedelta(days=2), 3)
+    _writes(world, "0", day + dt.timedelta(days=2, minutes=1), 4)
+    assert _sessions(runtime)[-1].line == "support"
+    stage = CrmEvent(
+        kind=CrmEventKind.ENTITY_STAGE,
+        external_id="stage-1",
+        occurred_at=_utc(day + dt.timedelta(days=2, minutes=5)),
+        entity=CrmRef("deal", "d-1"),
+        stage="ESCALATED",
+    )
+    _crm(runtime, tenant, stage)
+    assert _sessions(runtime)[-1].line == "support_2"
+    assert _said(runtime)[-1][0] == "transfer"
+    _crm(runtime, tenant, stage)  # delivered again: moves nothing, says nothing more
+    assert [kind for kind, _ in _said(runtime)].count("transfer") == 1

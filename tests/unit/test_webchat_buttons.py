@@ -4,9 +4,9 @@
   API's message JSON): ``buttons`` as ``[{"id", "label"}]`` for a reply
   that offers choices, none for a visitor's message, for more than ten
   choices or an id the widget would not send (the text lists them); a
-  long label is cut. The reply is the core's ``HostedMessage``; its
-  ``buttons`` field is the one asked of the core (a subclass stands in for
-  it here), and a reply without it has none.
+  long label is cut. The reply is the core's ``HostedMessage``, whose
+  ``buttons`` are the stored reply's ``payload["buttons"]`` (as the service
+  layer writes them; a visitor's message has none).
 * A press: the widget sends the choice's id as the visitor's message (the
   body ``widget.js`` builds: ``{"id", "text": "<id>", "files": [],
   "context"}``): checked, journaled and normalised like a typed one, it is
@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 from collections.abc import Iterator
@@ -42,16 +41,8 @@ MENU = (("1", "Buy"), ("2", "Order status"), ("0", "Talk to a person"))
 RATING = tuple((str(n), str(n)) for n in range(1, 6))
 
 
-@dataclasses.dataclass(frozen=True)
-class Reply(HostedMessage):
-    """A stored reply as the core gives it once ``HostedMessage`` carries
-    the reply's ``payload["buttons"]``."""
-
-    buttons: tuple[tuple[str, str], ...] = ()
-
-
-def reply(buttons: Any = MENU, direction: str = "out") -> Reply:
-    return Reply(
+def reply(buttons: Any = MENU, direction: str = "out") -> HostedMessage:
+    return HostedMessage(
         seq=3,
         uid="0b7d-reply",
         direction=direction,
@@ -164,3 +155,22 @@ def test_the_adapter_parses_a_press_like_a_typed_message(widget: Widget) -> None
     (event,) = widget.adapter.parse(request)
     assert isinstance(event, InboundMessage)
     assert (event.kind, event.text, event.external_thread_id) == (MessageKind.TEXT, "0", visitor)
+
+
+def test_a_stored_replys_choices_reach_the_widget(widget: Widget) -> None:
+    """The core side: a reply stored with ``payload["buttons"]`` (as
+    ``bridge.service.runner`` writes its menu) comes out of the widget API
+    with them; a visitor's message never has any."""
+    token, visitor = widget.visitor()
+    widget.send(token, "c-hello-0001", "Hello")
+    widget.normalise()
+    widget.reply(visitor, "How can we help?\n1 — Buy\n2 — Order status", "crm-1")
+    with widget.rt.transaction() as session:
+        for message in session.scalars(select(Message)):
+            buttons = [["1", "Buy"], ["2", "Order status"]]
+            message.payload = {**(message.payload or {}), "buttons": buttons}
+    shown = widget.history(token).get_json()["messages"]
+    assert [m["buttons"] for m in shown] == [
+        [],
+        [{"id": "1", "label": "Buy"}, {"id": "2", "label": "Order status"}],
+    ]

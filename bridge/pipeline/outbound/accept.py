@@ -283,6 +283,12 @@ class _ServiceHooks:
                 self.actions += after.actions
             elif event.kind is CrmEventKind.OWNER_CHANGED and event.owner_id:
                 runner.owner_changed(session, conversation_id, event.owner_id)
+            elif event.kind is CrmEventKind.ENTITY_STAGE and event.stage:
+                after = runner.stage_changed(
+                    self.runtime, session, conversation_id, event.stage, event.occurred_at
+                )
+                self.jobs += after.jobs
+                self.actions += after.actions
 
     def enqueue(self) -> None:
         from bridge.service import runner
@@ -323,6 +329,7 @@ def accept_crm_events(
                 )
             elif event.kind in (
                 CrmEventKind.ENTITY_CLOSED,
+                CrmEventKind.ENTITY_STAGE,
                 CrmEventKind.OWNER_CHANGED,
                 CrmEventKind.CONTACT_REMOVED,
                 CrmEventKind.CONTACT_MERGED,
