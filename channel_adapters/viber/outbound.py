@@ -12,16 +12,22 @@
   (``media`` and a ``text``, empty when the reply's text went before it),
   a video as ``video`` (``media``, ``size``), anything else as ``file``
   (``media``, ``size``, ``file_name``). A file without a URL cannot go.
+* Choices (``message.buttons``: a menu, a rating) ride on the last message
+  as a keyboard of ``reply`` buttons (:mod:`.keyboard`); a press comes back
+  as the client's text, the button's id.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any
 
 from bridge.errors import PermanentError
 from bridge.model import Attachment, MessageKind, OutboundMessage
 from channel_adapters.text import split_text as shared_split
 
+from .keyboard import keyboard
 from .settings import DEFAULT_TEXT_LIMIT, SENDER_NAME_LIMIT
 
 __all__ = ["plan", "split_text"]
@@ -32,6 +38,8 @@ __all__ = ["plan", "split_text"]
 PICTURE_TEXT_LIMIT = 120
 #: ``file_name`` "Max 256 characters (including file extension)"
 FILE_NAME_LIMIT = 256
+#: "Max request JSON 30 KB" (FACTS §4)
+REQUEST_LIMIT = 30_000
 _IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif")
 
 
@@ -67,7 +75,19 @@ def plan(
         bodies.append({**base, **body})
     if not bodies:
         raise PermanentError("nothing to send: no text and no attachments")
+    if message.buttons:
+        _attach_keyboard(bodies[-1], message.buttons)
     return bodies
+
+
+def _attach_keyboard(body: dict[str, Any], buttons: Sequence[tuple[str, str]]) -> None:
+    """The choices as a keyboard on the reply's last message (the client
+    shows the last keyboard sent), unless they cannot go (:mod:`.keyboard`)
+    or the request would pass Viber's 30 KB (FACTS §4; measured as
+    ``requests`` writes it, non-ASCII escaped): then the text alone."""
+    board = keyboard(buttons)
+    if board is not None and len(json.dumps({**body, "keyboard": board})) <= REQUEST_LIMIT:
+        body["keyboard"] = board
 
 
 def _file(attachment: Attachment) -> dict[str, Any]:

@@ -713,7 +713,12 @@ def _interactive(msg: Mapping[str, Any], party: _Party) -> _Content | None:
     """A reply button or list row (corpora ``callback_button.json``,
     ``callback_selection.json``), a WhatsApp Flow's answers
     (``flow_completion.json``), a call-permission answer
-    (``call_permission_update.json``)."""
+    (``call_permission_update.json``).
+
+    A pressed button or row is the client's text message whose text is its
+    ``id``: the bridge's buttons (:mod:`.buttons`) carry as id what the
+    client would have typed ("2"), so a menu reads a press like a typed
+    answer; the shown ``title`` stays in ``raw``."""
     interactive = _obj(msg.get("interactive"))
     itype = _str(interactive.get("type")) or ""
     reply = _obj(interactive.get(itype))
@@ -721,9 +726,13 @@ def _interactive(msg: Mapping[str, Any], party: _Party) -> _Content | None:
         title, reply_id = _str(reply.get("title")), _id(reply.get("id"))
         if title is None and reply_id is None:
             return None
-        facts = {"reply_id": reply_id, "description": _str(reply.get("description"))}
+        facts = {
+            "reply_id": reply_id,
+            "title": title,
+            "description": _str(reply.get("description")),
+        }
         clean = {k: v for k, v in facts.items() if v is not None}
-        return _Content(MessageKind.TEXT, title or reply_id or "", facts=clean)
+        return _Content(MessageKind.TEXT, reply_id or title or "", facts=clean)
     if itype == "nfm_reply":
         return _flow(reply)
     if itype == "call_permission_reply":

@@ -8,7 +8,9 @@ for goes as a document; a place (a ``geo:`` URI) as a location message. A
 reply to a specific customer message threads with ``context.message_id``;
 every message carries the bridge's id in ``biz_opaque_callback_data``,
 which Meta echoes in the message's statuses. A template (the reply window
-is closed) is one message.
+is closed) is one message. Choices (``message.buttons``: a menu, a rating)
+go as one interactive message with the text as its body (reply buttons or a
+list, :mod:`.buttons`); when they cannot, the text alone lists them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 
 from bridge.model import Attachment, MessageKind, OutboundMessage
 from channel_adapters.text import split_text as shared_split
+
+from .buttons import interactive
 
 __all__ = ["TEXT_LIMIT", "plan", "split_text"]
 
@@ -45,10 +49,14 @@ def plan(message: OutboundMessage, to: str) -> list[dict[str, Any]]:
         base["context"] = {"message_id": message.reply_to}
     if message.template is not None:
         return [{**base, "type": "template", "template": _template(message)}]
-    bodies = [
-        {**base, "type": "text", "text": {"body": part, "preview_url": False}}
-        for part in split_text(message.text)
-    ]
+    choices = interactive(message.text, message.buttons) if message.buttons else None
+    if choices is not None:
+        bodies = [{**base, "type": "interactive", "interactive": choices}]
+    else:
+        bodies = [
+            {**base, "type": "text", "text": {"body": part, "preview_url": False}}
+            for part in split_text(message.text)
+        ]
     bodies += [{**base, **_media(a)} for a in message.attachments if a.url]
     bodies += [{**base, **place} for a in message.attachments if (place := _location(a))]
     return bodies

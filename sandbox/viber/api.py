@@ -8,8 +8,9 @@ errors included (FACTS §4; the status table of the REST bot API: 1 invalidUrl,
   signed ``webhook`` event to ``url`` and answers status 1 when it did not
   get 200; ``url`` ``""`` removes the webhook.
 * ``send_message`` ``{receiver, sender{name<=28, avatar?}, type, tracking_data?,
-  min_api_version?, text | media...}``: ``message_token`` back; then
-  ``delivered`` and ``seen`` callbacks (switches in :mod:`.config`).
+  min_api_version?, keyboard?, text | media...}``: ``message_token`` back;
+  then ``delivered`` and ``seen`` callbacks (switches in :mod:`.config`). A
+  ``keyboard`` is checked as the keyboards page describes it (status 3).
 * ``broadcast_message`` ``{broadcast_list<=300, ...}``: ``failed_list`` back.
 * ``get_account_info``, ``get_user_details`` ``{id}``.
 """
@@ -58,6 +59,15 @@ MESSAGE_TYPES = (
     "rich_media",
 )
 EVENT_TYPES = ("delivered", "seen", "failed", "subscribed", "unsubscribed", "conversation_started")
+#: a keyboard (the keyboards page's parameter tables; creators.viber.com
+#: docs/bots-api/resources/messaging/keyboards): buttons 1-6 columns wide,
+#: 1-2 rows high, ``Text`` "Max 250 characters", ``ActionBody`` required;
+#: "Keyboards can contain up to 24 rows" (the "Keyboard design" section as
+#: webitel/chat_manager quotes it)
+KEYBOARD_ACTIONS = ("reply", "open-url", "location-picker", "share-phone", "none")
+KEYBOARD_COLUMNS = 6
+KEYBOARD_ROWS = 24
+BUTTON_TEXT_LIMIT = 250
 
 
 class ViberStatus(Exception):
@@ -158,6 +168,65 @@ def _check_message(sb: Any, body: dict[str, Any]) -> None:
     limit = int(sb.store.config["text_limit"])
     if kind == "text" and (not isinstance(body["text"], str) or len(body["text"]) > limit):
         raise ViberStatus(3, f"text is a string of at most {limit} characters")
+    if "keyboard" in body:
+        check_keyboard(body["keyboard"])
+
+
+def _invalid_keyboard(detail: str) -> ViberStatus:
+    """Viber's schema refusal: status 3 "keyboard is not valid. [...]" (the
+    wording webitel/chat_manager quotes for a keyboard without ``Type``)."""
+    return ViberStatus(3, f"keyboard is not valid. [{detail}]")
+
+
+def check_keyboard(board: Any) -> None:
+    """A keyboard as the keyboards page describes it, or status 3."""
+    if not isinstance(board, dict):
+        raise _invalid_keyboard("instance is not an object")
+    missing = [k for k in ("Type", "Buttons") if k not in board]
+    if missing:
+        names = ",".join(f'"{k}"' for k in missing)
+        raise _invalid_keyboard(f"object has missing required properties ([{names}])")
+    if board["Type"] != "keyboard":
+        raise _invalid_keyboard('Type must be "keyboard"')
+    buttons = board["Buttons"]
+    if not isinstance(buttons, list) or not buttons:
+        raise _invalid_keyboard("Buttons must be a non-empty array")
+    for index, button in enumerate(buttons):
+        _check_button(index, button)
+    if layout_rows(buttons) > KEYBOARD_ROWS:
+        raise _invalid_keyboard(f"a keyboard has at most {KEYBOARD_ROWS} rows")
+
+
+def _check_button(index: int, button: Any) -> None:
+    where = f"Buttons[{index}]"
+    if not isinstance(button, dict):
+        raise _invalid_keyboard(f"{where} is not an object")
+    if not isinstance(button.get("ActionBody"), str):
+        raise _invalid_keyboard(f'{where}: object has missing required properties (["ActionBody"])')
+    if button.get("ActionType", "reply") not in KEYBOARD_ACTIONS:
+        raise _invalid_keyboard(f"{where}.ActionType is one of {', '.join(KEYBOARD_ACTIONS)}")
+    for key, top in (("Columns", KEYBOARD_COLUMNS), ("Rows", 2)):
+        value = button.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top:
+            raise _invalid_keyboard(f"{where}.{key} is 1-{top}")
+    text = button.get("Text")
+    if text is not None and (not isinstance(text, str) or len(text) > BUTTON_TEXT_LIMIT):
+        raise _invalid_keyboard(f"{where}.Text is at most {BUTTON_TEXT_LIMIT} characters")
+    if not any(button.get(k) for k in ("Text", "BgMedia", "Image", "BgColor")):
+        raise _invalid_keyboard(f"{where} needs one of Text, BgMedia, Image, BgColor")
+
+
+def layout_rows(buttons: list[Any]) -> int:
+    """The rows the client lays ``buttons`` out in: "as many buttons as
+    possible into each row" of 6 columns, in order; a row as high as its
+    highest button (the sandbox's reading of "Keyboard design")."""
+    rows, used, height = 0, 0, 0
+    for button in buttons:
+        width, tall = int(button.get("Columns", KEYBOARD_COLUMNS)), int(button.get("Rows", 1))
+        if used + width > KEYBOARD_COLUMNS:
+            rows, used, height = rows + height, 0, 0
+        used, height = used + width, max(height, tall)
+    return rows + height
 
 
 def _rate(sb: Any, bot: dict[str, Any]) -> None:

@@ -71,6 +71,7 @@ def _index() -> Response:
                 "/_config",
                 "/_deliver",
                 "/_customer",
+                "/_press",
                 "/_open",
                 "/_subscribe",
                 "/_unsubscribe",

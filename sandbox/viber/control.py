@@ -19,6 +19,17 @@ first (the demo's).
 ``POST /_customer`` ``{"from": <user id>, "name"?, "text"?, "type"?, ...}``
     A real-shaped ``message`` callback from that user (``type`` text by
     default; the message's other fields as given).
+``POST /_press`` ``{"from": <user id>, "body": <ActionBody>, "bot"?}``
+    The user taps a ``reply`` button of the keyboard the bot showed them last
+    ("The client will always display the last keyboard that was sent to
+    it", the keyboards page): the ``message`` callback Viber sends for it, a
+    text message whose ``text`` is the button's ``ActionBody``, with the
+    ``tracking_data`` of the message that carried the keyboard ("passed
+    back with user's reply", REST docs) and ``silent`` as the button's
+    ``Silent`` (UNCONFIRMED). Whether a later message without a keyboard
+    hides it is UNCONFIRMED: the sandbox keeps the last one. 409
+    ``no_keyboard`` when none was sent, 400 ``unknown_button`` for a body it
+    does not show.
 ``POST /_open`` ``{"user", "name"?, "context"?}``
     The user opens the chat (``conversation_started``, with a deep link's
     ``context``).
@@ -280,6 +291,50 @@ class ViberSandbox(Vendor):
         }
         return self.deliver({"payload": payload, "bot": body.get("bot")})
 
+    def press(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The user presses a keyboard button (``/_press``)."""
+        user = _user(body, "from", "user")
+        bot = self.bot(body.get("bot"))
+        shown = self._keyboard_of(bot["id"], user)
+        wanted = body.get("body")
+        button = next(
+            (
+                b
+                for b in shown["body"]["keyboard"]["Buttons"]
+                if b.get("ActionType", "reply") == "reply" and b.get("ActionBody") == wanted
+            ),
+            None,
+        )
+        if button is None or not isinstance(wanted, str):
+            bodies = [b.get("ActionBody") for b in shown["body"]["keyboard"]["Buttons"]]
+            raise ControlError(
+                f'"body" must be the ActionBody of a reply button shown: {bodies}',
+                400,
+                "unknown_button",
+            )
+        message: dict[str, Any] = {"type": "text", "text": wanted}
+        if shown.get("tracking_data") is not None:
+            message["tracking_data"] = shown["tracking_data"]
+        payload = {
+            "event": "message",
+            "sender": _sender(self.store.remember_user(user, name=body.get("name"))),
+            "message": message,
+            "silent": button.get("Silent") is True,
+        }
+        return self.deliver({"payload": payload, "bot": bot["id"]})
+
+    def _keyboard_of(self, bot_id: str, user: str) -> dict[str, Any]:
+        """The last message with a keyboard the bot sent to ``user``."""
+        with self.store.lock:
+            for record in reversed(self.store.sent):
+                if (
+                    record["bot"] == bot_id
+                    and record["receiver"] == user
+                    and isinstance(record["body"].get("keyboard"), dict)
+                ):
+                    return dict(record)
+        raise ControlError("the bot has sent this user no keyboard", 409, "no_keyboard")
+
     def opened(self, body: dict[str, Any]) -> dict[str, Any]:
         user = _user(body, "user", "from")
         known = self.store.remember_user(user, name=body.get("name"))
@@ -332,6 +387,11 @@ def _user_of(event: dict[str, Any]) -> Any:
 @control.post("/_customer")
 def customer() -> Response:
     return json_response(_sandbox().customer(json_object()))
+
+
+@control.post("/_press")
+def press() -> Response:
+    return json_response(_sandbox().press(json_object()))
 
 
 @control.post("/_open")

@@ -106,6 +106,7 @@ def _index() -> Response:
                 "/_verify",
                 "/_deliver",
                 "/_customer",
+                "/_press",
                 "/_sent",
                 "/_deliveries",
                 "/_state",

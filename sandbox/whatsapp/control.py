@@ -27,6 +27,15 @@ Routes are relative to the mount point (``/sandbox/whatsapp`` in the demo):
 "content_base64"?}}``
     A customer writes: a real-shaped ``messages`` payload, delivered as above;
     adds ``"message_id"`` (the wamid) to the answer.
+``POST /_press`` ``{"from", "id", "message_id"?, "name"?, "account"?}``
+    The customer taps the reply button, or picks the list row, whose id is
+    ``id`` in an interactive message the number sent them (``message_id``:
+    its wamid; default their latest button or list message): a real-shaped
+    ``interactive`` ``button_reply`` / ``list_reply`` message (corpus
+    ``callback_button.json`` "button", ``callback_selection.json``) replying
+    to it (``context``), delivered as above; adds ``"message_id"``. 404
+    ``no_interactive`` when there is no such message, 400 ``unknown_button``
+    for an id it does not show.
 ``GET /_sent[?to=][&account=]``
     ``{"sent": [...]}``: the bridge's sends, oldest first: ``id`` (the wamid),
     ``time``, ``to``, ``wa_id``, ``phone_number_id``, ``type``, ``body`` (as
@@ -247,6 +256,52 @@ class WhatsAppSandbox(Vendor):
         answer = self._send_inbound(payload, account, "customer", files)
         return {"message_id": message_id, **answer}
 
+    def press(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The customer presses a button of an interactive message (``/_press``)."""
+        sender = body.get("from")
+        wa_id = normalize_to(str(sender)) if isinstance(sender, (str, int)) else None
+        if wa_id is None or wa_id.startswith("US."):
+            raise ControlError('"from" must be the customer\'s phone number (wa_id)')
+        account = self._account(body.get("account"))
+        self._need_webhook()
+        shown = self._shown(account, wa_id, body.get("message_id"))
+        reply_type, choice = _choice(shown["body"]["interactive"], body.get("id"))
+        message: dict[str, Any] = {
+            "context": {"from": account["display_phone_number"], "id": shown["id"]},
+            "from": wa_id,
+            "id": new_wamid(wa_id),
+            "timestamp": str(int(self.store.now())),
+            "type": "interactive",
+            "interactive": {"type": reply_type, reply_type: choice},
+        }
+        contact = {"profile": {"name": str(body.get("name") or wa_id)}, "wa_id": wa_id}
+        payload = envelope(account, {"contacts": [contact], "messages": [message]})
+        answer = self._send_inbound(payload, account, "customer")
+        return {"message_id": message["id"], **answer}
+
+    def _shown(self, account: dict[str, Any], wa_id: str, wamid: Any) -> dict[str, Any]:
+        """The button or list message (``wamid``, else the latest) the
+        number sent to ``wa_id``."""
+        with self.store.lock:
+            for record in reversed(self.store.sent):
+                content = (
+                    record["body"].get("interactive") if record["type"] == "interactive" else None
+                )
+                if (
+                    record["phone_number_id"] == account["phone_number_id"]
+                    and record["wa_id"] == wa_id
+                    and isinstance(content, dict)
+                    and content.get("type") in ("button", "list")
+                    and wamid in (None, "", record["id"])
+                ):
+                    return dict(record)
+        raise ControlError(
+            "no button or list message was sent to this customer"
+            + (f" as {wamid}" if wamid else ""),
+            404,
+            "no_interactive",
+        )
+
     def sent(self, args: dict[str, str]) -> list[dict[str, Any]]:
         to = args.get("to")
         wanted = normalize_to(to) if to else None
@@ -260,6 +315,24 @@ class WhatsAppSandbox(Vendor):
                     continue
                 out.append({k: v for k, v in record.items() if k != "account"})
             return out
+
+
+def _choice(interactive: dict[str, Any], wanted: Any) -> tuple[str, dict[str, Any]]:
+    """``("button_reply" | "list_reply", {"id", "title", "description"?})``
+    of the button or row ``wanted`` shows, as Meta reports a press."""
+    action = interactive.get("action") or {}
+    keys: tuple[str, ...]
+    if interactive.get("type") == "button":
+        options = [b.get("reply") or {} for b in action.get("buttons") or []]
+        reply_type, keys = "button_reply", ("id", "title")
+    else:
+        options = [r for s in action.get("sections") or [] for r in s.get("rows") or []]
+        reply_type, keys = "list_reply", ("id", "title", "description")
+    for option in options:
+        if option.get("id") == wanted and wanted not in (None, ""):
+            return reply_type, {k: option[k] for k in keys if k in option}
+    shown = ", ".join(repr(o.get("id")) for o in options)
+    raise ControlError(f'"id" must be one the message shows: {shown}', 400, "unknown_button")
 
 
 def _media_part(media: Any) -> tuple[str, dict[str, Any], bytes]:
@@ -320,6 +393,11 @@ def verify_webhook() -> Response:
 @control.post("/_customer")
 def customer() -> Response:
     return json_response(_sandbox().customer(json_object()))
+
+
+@control.post("/_press")
+def press() -> Response:
+    return json_response(_sandbox().press(json_object()))
 
 
 @control.get("/_deliveries")

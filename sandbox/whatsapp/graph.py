@@ -90,6 +90,26 @@ INTERACTIVE_TYPES = (
     "call_permission_request",
     "voice_call",
 )
+#: interactive messages (Meta's interactive reply buttons and list messages
+#: pages: up to 3 buttons; up to 10 sections, 10 rows in all; the lengths as
+#: Meta's WhatsApp Node.js SDK reference gives them: button title 20, id 256;
+#: row title 24, id 200, description 72; list button 20; body 1024 and
+#: header/footer 60 from the SDKs (whatsapp-api-js, Sinch)). Which error code
+#: Meta gives for each is UNCONFIRMED: 100 here, as for the other values.
+INTERACTIVE_BODY = 1024
+INTERACTIVE_HEADER = 60
+MAX_REPLY_BUTTONS = 3
+BUTTON_TITLE = 20
+BUTTON_ID = 256
+LIST_BUTTON = 20
+MAX_SECTIONS = 10
+MAX_ROWS = 10
+ROW_TITLE = 24
+ROW_ID = 200
+ROW_DESCRIPTION = 72
+_BUTTONS = "interactive['action']['buttons'][]"
+_SECTIONS = "interactive['action']['sections'][]"
+_ROWS = "interactive['action']['sections'][]['rows'][]"
 #: upload size limits by medium; third-party tables only (FACTS §2: UNCONFIRMED)
 UPLOAD_LIMITS = {
     "image": 5_000_000,
@@ -437,25 +457,86 @@ def _check_interactive(content: Any, cfg: dict[str, Any], kind: str) -> None:
         body = content.get("body")
         if not isinstance(body, dict) or not isinstance(body.get("text"), str) or not body["text"]:
             raise _missing("interactive['body']['text']")
-        if len(body["text"]) > 1024:
+        if len(body["text"]) > INTERACTIVE_BODY:
             raise _invalid("Param interactive['body']['text'] must be at most 1024 characters.")
-    if itype == "button":
-        buttons = action.get("buttons") if isinstance(action, dict) else None
-        if not isinstance(buttons, list) or not 1 <= len(buttons) <= 3:
-            raise _invalid("Param interactive['action']['buttons'] must have 1 to 3 buttons.")
-        for button in buttons:
-            reply = button.get("reply") if isinstance(button, dict) else None
-            if not isinstance(reply, dict) or not reply.get("id") or not reply.get("title"):
-                raise _missing("interactive['action']['buttons'][]['reply']['id'|'title']")
-            if len(str(reply["title"])) > 20:
-                raise _invalid("Button title length is too long: at most 20 characters.")
-    if itype == "list":
-        action = action if isinstance(action, dict) else {}
-        sections = action.get("sections")
-        if not isinstance(action.get("button"), str) or not action["button"]:
-            raise _missing("interactive['action']['button']")
-        if not isinstance(sections, list) or not 1 <= len(sections) <= 10:
-            raise _invalid("Param interactive['action']['sections'] must have 1 to 10 sections.")
+        _check_header_footer(content)
+    if itype == "button" and isinstance(action, dict):
+        _check_reply_buttons(action)
+    if itype == "list" and isinstance(action, dict):
+        _check_list(action)
+
+
+def _check_header_footer(content: dict[str, Any]) -> None:
+    """A text header and a footer: at most 60 characters each."""
+    for part in ("header", "footer"):
+        value = content.get(part)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise _not_valid(f"interactive['{part}'] must be an object.")
+        text = value.get("text")
+        if (part == "footer" or value.get("type") == "text") and not isinstance(text, str):
+            raise _missing(f"interactive['{part}']['text']")
+        if isinstance(text, str) and len(text) > INTERACTIVE_HEADER:
+            raise _invalid(f"Param interactive['{part}']['text'] must be at most 60 characters.")
+
+
+def _check_reply_buttons(action: dict[str, Any]) -> None:
+    """Reply buttons: 1-3 of type ``reply``, each id 1-256 characters, each
+    title 1-20 characters; titles and ids unique in the message."""
+    buttons = action.get("buttons")
+    if not isinstance(buttons, list) or not 1 <= len(buttons) <= MAX_REPLY_BUTTONS:
+        raise _invalid("Param interactive['action']['buttons'] must have 1 to 3 buttons.")
+    ids, titles = [], []
+    for button in buttons:
+        reply = button.get("reply") if isinstance(button, dict) else None
+        if not isinstance(reply, dict) or not reply.get("id") or not reply.get("title"):
+            raise _missing("interactive['action']['buttons'][]['reply']['id'|'title']")
+        if button.get("type", "reply") != "reply":
+            raise _invalid("Param interactive['action']['buttons'][]['type'] must be 'reply'.")
+        ids.append(_text_param(reply["id"], BUTTON_ID, f"{_BUTTONS}['reply']['id']"))
+        titles.append(_text_param(reply["title"], BUTTON_TITLE, f"{_BUTTONS}['reply']['title']"))
+    if len(set(ids)) != len(ids):
+        raise _invalid("Button ids must be unique within the message.")
+    if len(set(titles)) != len(titles):
+        raise _invalid("Button titles must be unique within the message.")
+
+
+def _check_list(action: dict[str, Any]) -> None:
+    """A list: its button 1-20 characters; 1-10 sections holding 1-10 rows
+    in all; a row's id 1-200 and unique, title 1-24, description up to 72;
+    a section title (up to 24) when there is more than one section."""
+    _text_param(action.get("button"), LIST_BUTTON, "interactive['action']['button']")
+    sections = action.get("sections")
+    if not isinstance(sections, list) or not 1 <= len(sections) <= MAX_SECTIONS:
+        raise _invalid("Param interactive['action']['sections'] must have 1 to 10 sections.")
+    ids: list[str] = []
+    for section in sections:
+        rows = section.get("rows") if isinstance(section, dict) else None
+        if not isinstance(rows, list) or not rows:
+            raise _missing(f"{_SECTIONS}['rows']")
+        if len(sections) > 1 or "title" in section:
+            _text_param(section.get("title"), ROW_TITLE, f"{_SECTIONS}['title']")
+        for row in rows:
+            if not isinstance(row, dict):
+                raise _missing(_ROWS)
+            ids.append(_text_param(row.get("id"), ROW_ID, f"{_ROWS}['id']"))
+            _text_param(row.get("title"), ROW_TITLE, f"{_ROWS}['title']")
+            if row.get("description") is not None:
+                _text_param(row["description"], ROW_DESCRIPTION, f"{_ROWS}['description']")
+    if len(ids) > MAX_ROWS:
+        raise _invalid(f"Param {_SECTIONS}['rows'] must have at most {MAX_ROWS} rows in all.")
+    if len(set(ids)) != len(ids):
+        raise _invalid("Row ids must be unique within the message.")
+
+
+def _text_param(value: Any, limit: int, param: str) -> str:
+    """``param``: a required string of 1 to ``limit`` characters."""
+    if not isinstance(value, str) or not value:
+        raise _missing(param)
+    if len(value) > limit:
+        raise _invalid(f"Param {param} must be at most {limit} characters long.")
+    return value
 
 
 _CHECKS = {

@@ -338,7 +338,12 @@ def test_corpus_messages_read_right() -> None:
 def test_corpus_buttons_system_and_flows() -> None:
     button = events_of(dumps(_variants("callback_button.json")["button"]))[0]
     assert isinstance(button, InboundMessage)
-    assert (button.text, button.raw["reply_id"]) == ("title", "callback_data")
+    # a pressed reply button is the id the bridge gave it (what the client would type)
+    assert (button.text, button.raw["reply_id"], button.raw["title"]) == (
+        "callback_data",
+        "callback_data",
+        "title",
+    )
     quick = events_of(dumps(_variants("callback_button.json")["quick_reply"]))[0]
     assert isinstance(quick, InboundMessage)
     assert (quick.text, quick.raw["payload"]) == ("title", "callback_data")
@@ -761,7 +766,7 @@ def test_interactive_and_button_replies() -> None:
     list_reply = {"type": "list_reply", "list_reply": {"id": "row-2", "title": "Tuesday"}}
     msg = {"from": "1", "id": "wamid.I", "type": "interactive", "interactive": list_reply}
     event = one_message(msg)
-    assert (event.kind, event.text, event.raw["reply_id"]) == (MessageKind.TEXT, "Tuesday", "row-2")
+    assert (event.kind, event.text, event.raw["title"]) == (MessageKind.TEXT, "row-2", "Tuesday")
     button = {
         "from": "1",
         "id": "wamid.B",
