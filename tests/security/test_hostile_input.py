@@ -63,7 +63,7 @@ from bridge.jobs import DELIVER_QUEUE, SYNC_QUEUE
 from bridge.pipeline.inbound.journal import normalise_pending
 from bridge.registry import channel_class, crm_class
 from bridge.tables import Base, ChannelAccount, Conversation, CrmRoute, Tenant
-from bridge.webhooks import reset_cache
+from bridge.webhooks import reset_cache, waker
 from channel_adapters.base import ChannelAdapter
 from tests import kits
 from tests.conftest import DATABASES, postgres_schema
@@ -184,9 +184,14 @@ class World:
     account_keys: dict[str, dict[str, str]]
 
     def snapshot(self) -> tuple[dict[str, list[str]], dict[str, Any]]:
+        # an earlier test's accepted delivery wakes the normaliser from the
+        # web process's waker thread, after its answer: let that land first,
+        # or its job shows up between this request's two snapshots
+        assert waker(self.rt).flush()
         return table_contents(self.rt), queue_state(self.redis)
 
     def counts(self) -> tuple[dict[str, int], dict[str, Any]]:
+        assert waker(self.rt).flush()  # as snapshot()
         return table_counts(self.rt), queue_state(self.redis)
 
 
