@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import redis
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -51,19 +49,11 @@ _PREFIX = "cascade:"
 
 
 def enqueue_note(runtime: Runtime, cascade_id: int) -> None:
-    from bridge.jobs import DELIVER_QUEUE
+    from bridge.jobs import enqueue_task
 
-    try:
-        runtime.queues[DELIVER_QUEUE].enqueue(
-            run_note,
-            cascade_id,
-            job_id=f"cascade-note-{cascade_id}-{uuid.uuid4().hex[:8]}",
-            job_timeout=runtime.settings.job_timeout,
-            result_ttl=300,
-            failure_ttl=7 * 24 * 3600,
-        )
-    except (redis.RedisError, OSError) as exc:  # Redis away: the sweeper enqueues it again
-        log.warning("cascade note %s not enqueued (%s)", cascade_id, type(exc).__name__)
+    enqueue_task(
+        runtime.queues, run_note, cascade_id, "cascade-note", timeout=runtime.settings.job_timeout
+    )
 
 
 def run_note(cascade_id: int) -> str:
@@ -133,7 +123,9 @@ def _note_later(
     if attempts >= NOTE_ATTEMPTS:
         _note_done(runtime, cascade_id, "failed", error)
         return "failed"
-    pause = min(NOTE_BACKOFF_CAP, dt.timedelta(minutes=2 ** max(0, attempts - 1)))
+    from bridge.pipeline.retry import doubling_pause
+
+    pause = doubling_pause(attempts, NOTE_BACKOFF_CAP)
     with runtime.transaction() as session:
         session.execute(
             update(Cascade)

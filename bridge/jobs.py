@@ -30,6 +30,7 @@ __all__ = [
     "deliver_conversation",
     "enqueue",
     "enqueue_normaliser",
+    "enqueue_task",
     "normalise_account",
     "report_conversation",
     "service_conversation",
@@ -157,6 +158,35 @@ def enqueue(
         queues[queue_name].enqueue(
             func,
             conversation_id,
+            job_id=job_id,
+            job_timeout=timeout,
+            result_ttl=300,
+            failure_ttl=7 * 24 * 3600,
+            description=job_id,
+        )
+    except (redis.RedisError, OSError) as exc:
+        log.warning("enqueue %s failed (%s); the sweeper will retry", job_id, type(exc).__name__)
+        return False
+    return True
+
+
+def enqueue_task(
+    queues: dict[str, Queue],
+    func: Callable[[int], str],
+    row_id: int,
+    prefix: str,
+    *,
+    timeout: int = 600,
+) -> bool:
+    """Enqueue a follow-up task on one row (a cascade's note, a contact's
+    live fields, a service action) on the delivery queue; False (and a log
+    line) if Redis is away — the row stays due and the sweeper enqueues it
+    again."""
+    job_id = f"{prefix}-{row_id}-{uuid.uuid4().hex[:8]}"
+    try:
+        queues[DELIVER_QUEUE].enqueue(
+            func,
+            row_id,
             job_id=job_id,
             job_timeout=timeout,
             result_ttl=300,

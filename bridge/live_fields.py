@@ -27,11 +27,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-import redis
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -265,16 +263,8 @@ def _live(session: Session, contact_id: int) -> Contact | None:
 
 
 def _enqueue(runtime: Runtime, contact_id: int) -> None:
-    from bridge.jobs import DELIVER_QUEUE
+    from bridge.jobs import enqueue_task
 
-    try:
-        runtime.queues[DELIVER_QUEUE].enqueue(
-            run_refresh,
-            contact_id,
-            job_id=f"live-fields-{contact_id}-{uuid.uuid4().hex[:8]}",
-            job_timeout=runtime.settings.job_timeout,
-            result_ttl=300,
-            failure_ttl=7 * 24 * 3600,
-        )
-    except (redis.RedisError, OSError) as exc:  # Redis away: enqueued again after the lease
-        log.warning("live fields of contact %s not enqueued (%s)", contact_id, type(exc).__name__)
+    enqueue_task(
+        runtime.queues, run_refresh, contact_id, "live-fields", timeout=runtime.settings.job_timeout
+    )

@@ -88,6 +88,12 @@ def call_with_retries(
     return retrying(fn, *args, **kwargs)
 
 
+def doubling_pause(attempts: int, cap: dt.timedelta) -> dt.timedelta:
+    """A row's next try after ``attempts`` failed ones: 1, 2, 4 … minutes,
+    at most ``cap`` (a cascade's note, a service action)."""
+    return min(cap, dt.timedelta(minutes=2 ** max(0, attempts - 1)))
+
+
 def backoff_until(settings: Settings, error: RetryableError) -> dt.datetime:
     delay = max(settings.retry_max_wait, float(error.retry_after or 0.0))
     return utcnow() + dt.timedelta(seconds=delay)

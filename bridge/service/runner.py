@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
-import redis
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
@@ -744,19 +743,15 @@ def tick(runtime: Runtime, session_id: int, *, now: dt.datetime | None = None) -
 
 
 def _enqueue_action(runtime: Runtime, action_id: int) -> None:
-    from bridge.jobs import DELIVER_QUEUE
+    from bridge.jobs import enqueue_task
 
-    try:
-        runtime.queues[DELIVER_QUEUE].enqueue(
-            run_action_job,
-            action_id,
-            job_id=f"service-action-{action_id}-{uuid.uuid4().hex[:8]}",
-            job_timeout=runtime.settings.job_timeout,
-            result_ttl=300,
-            failure_ttl=7 * 24 * 3600,
-        )
-    except (redis.RedisError, OSError) as exc:  # the sweeper enqueues it again
-        log.warning("service action %s not enqueued (%s)", action_id, type(exc).__name__)
+    enqueue_task(
+        runtime.queues,
+        run_action_job,
+        action_id,
+        "service-action",
+        timeout=runtime.settings.job_timeout,
+    )
 
 
 def run_action_job(action_id: int) -> str:
@@ -851,7 +846,9 @@ def _action_later(
     if attempts >= ACTION_ATTEMPTS:
         _action_done(runtime, action_id, "failed", reason)
         return "failed"
-    pause = min(ACTION_BACKOFF_CAP, dt.timedelta(minutes=2 ** max(0, attempts - 1)))
+    from bridge.pipeline.retry import doubling_pause
+
+    pause = doubling_pause(attempts, ACTION_BACKOFF_CAP)
     with runtime.transaction() as session:
         session.execute(
             update(ServiceAction)
