@@ -9,10 +9,10 @@ Telegram id can also be a substring of a phone number).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from bridge.errors import BridgeError, NotReadyError, PermanentError
+from bridge.errors import BridgeError, NotFoundError, NotReadyError, PermanentError
 from bridge.model import ContactDraft, ContactLookup, CrmAccountInfo, CrmContact, CrmRef
 
 from .client import AmoApi, echoed, embedded
@@ -203,6 +203,31 @@ class ContactsMixin:
             json={"custom_fields_values": values},
         )
 
+    def read_contact_fields(self, contact: CrmRef, names: Sequence[str]) -> dict[str, str]:
+        """One ``GET /api/v4/contacts/{id}``: its ``custom_fields_values``
+        carry each field's ``field_name`` and ``field_code`` (FACTS 1.6).
+        A name matches a field by its code first, then by its name (both
+        case-insensitive), then as the mapping's property the setup made a
+        field for (its ``field_id``): the first of them with a value.
+        Values as text: a select's option text, several values joined by
+        ", "; a field without a value is left out. A contact amoCRM no
+        longer has (204, FACTS 1.3; or 404) raises ``NotFoundError``."""
+        wanted = list(dict.fromkeys(n for n in names if n and n.strip()))
+        if not wanted:
+            return {}
+        current = self.api.json("GET", f"/api/v4/contacts/{to_int(contact.id, 'contact id')}")
+        if not isinstance(current, Mapping):
+            raise NotFoundError("amoCRM has no such contact (204)", status=204)
+        fields = [f for f in current.get("custom_fields_values") or [] if isinstance(f, Mapping)]
+        made = self.settings.custom_fields.get("contacts") or {}
+        found: dict[str, str] = {}
+        for name in wanted:
+            named = _fields_named(fields, name.strip(), made.get(name.strip()))
+            text = next((t for t in map(_field_text, named) if t), "")
+            if text:
+                found[name] = text
+        return found
+
     def update_contact(self, contact: CrmRef, draft: ContactDraft) -> None:
         """Add what the contact lacks: the identity value, a new phone, a
         new e-mail. Multitext PATCH probably replaces the field's values
@@ -263,6 +288,32 @@ def _keep(value: Mapping[str, Any]) -> dict[str, Any]:
     elif value.get("enum_id") is not None:
         out["enum_id"] = value["enum_id"]
     return out
+
+
+def _fields_named(
+    fields: Sequence[Mapping[str, Any]], name: str, field_id: object
+) -> Iterator[Mapping[str, Any]]:
+    """The read-back fields ``name`` may name, best first: by ``field_code``,
+    by ``field_name`` (case-insensitive), by the setup's ``field_id``."""
+    wanted = name.casefold()
+    for key in ("field_code", "field_name"):
+        yield from (f for f in fields if str(f.get(key) or "").casefold() == wanted)
+    if field_id is not None:
+        yield from (f for f in fields if str(f.get("field_id")) == str(field_id))
+
+
+def _field_text(field: Mapping[str, Any]) -> str:
+    """A read-back field's values as text, joined by ", " (a select's value
+    is its option's text, FACTS 1.6; a checkbox's ``true``/``false``);
+    values that are not text (an address's parts) are skipped."""
+    parts: list[str] = []
+    for item in field.get("values") or []:
+        value = item.get("value") if isinstance(item, Mapping) else None
+        if isinstance(value, bool):
+            parts.append("true" if value else "false")
+        elif isinstance(value, (str, int, float)) and str(value).strip():
+            parts.append(str(value).strip())
+    return ", ".join(parts)
 
 
 def _contact(item: Mapping[str, Any] | None) -> CrmContact | None:

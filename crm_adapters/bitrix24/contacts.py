@@ -25,15 +25,16 @@ go out as **one batch**; priority identity > phone > e-mail, the oldest
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bridge.errors import PermanentError
 from bridge.model import ContactDraft, ContactLookup, CrmAccountInfo, CrmContact, CrmRef
 
-from .batch import MAX_COMMANDS, BatchAnswer, Command, Ref
+from .batch import MAX_COMMANDS, BatchAnswer, Command, Ref, as_map
 from .client import B24Api
-from .entities import field_values, mapped_fields, source_id
+from .entities import field_code, field_values, mapped_fields, source_id
 from .settings import Bitrix24Settings
 from .timeline import to_int
 
@@ -42,6 +43,8 @@ __all__ = ["IM_TYPES", "ContactsMixin", "identity_value"]
 #: channel kind -> IM VALUE_TYPE (crm/data-types.md)
 IM_TYPES = {"telegram": "TELEGRAM", "vk": "VK", "viber": "VIBER", "skype": "SKYPE"}
 MAX_VALUES = 20  # crm.duplicate.findbycomm
+#: a field code (``UF_CRM_TIER``, ``TYPE_ID``)
+_CODE = re.compile(r"[A-Z][A-Z0-9_]*")
 
 
 def identity_value(kind: str, value: str) -> tuple[str, str]:
@@ -283,6 +286,57 @@ class ContactsMixin:
             contact_id = to_int(contact.id, "contact id")
             self.api.call("crm.contact.update", {"id": contact_id, "fields": fields})
 
+    def read_contact_fields(self, contact: CrmRef, names: Sequence[str]) -> dict[str, str]:
+        """The contact's ``crm.contact.get`` (every field, user fields
+        included: ``crm-contact-get.md``) in one ``batch`` request, beside
+        ``crm.contact.userfield.list`` of the list (``enumeration``) user
+        fields when a user field is asked for: a list field's value is its
+        item's ``ID``, read as the item's ``VALUE`` text (an answer without
+        the items, e.g. "Access denied" for a user who is no CRM
+        administrator, leaves the ids). ``names`` are field codes
+        (``UF_CRM_TIER``, ``TYPE_ID``, ``SOURCE_ID``; any case) or the
+        mapping's properties the setup made a field for
+        (:func:`~.entities.mapped_fields`). Built-in list fields
+        (``TYPE_ID``, ``SOURCE_ID``) read as their codes. Several values
+        (a multiple field, phones) are joined by ", "; a field without a
+        value is left out. A contact Bitrix24 no longer has raises
+        ``NotFoundError``."""
+        codes = self._read_codes(names)
+        if not codes:
+            return {}
+        commands = [Command("contact", "crm.contact.get", {"id": to_int(contact.id, "contact id")})]
+        if any(code.startswith("UF_") for code in codes.values()):
+            commands.append(
+                Command(
+                    "lists",
+                    "crm.contact.userfield.list",
+                    {"filter": {"USER_TYPE_ID": "enumeration"}},
+                )
+            )
+        answer = self.api.batch(commands, halt=False)
+        record = as_map(answer.value("contact"))
+        items = _list_items(answer.get("lists"))
+        found: dict[str, str] = {}
+        for name, code in codes.items():
+            text = _field_text(record.get(code), items.get(code, {}))
+            if text:
+                found[name] = text
+        return found
+
+    def _read_codes(self, names: Sequence[str]) -> dict[str, str]:
+        """name -> the field code it reads, as :func:`~.entities.mapped_fields`
+        finds it (a code, ``utm_*``, a mapping's property the setup made a
+        field for), else the name upper-cased; a name that cannot be a code
+        is left out."""
+        made = self.settings.custom_fields.get("contact") or {}
+        codes: dict[str, str] = {}
+        for name in dict.fromkeys(names):
+            bare = (name or "").strip()
+            code = field_code(bare) or made.get(bare) or bare.upper()
+            if bare and _CODE.fullmatch(str(code)):
+                codes[name] = str(code)
+        return codes
+
     def update_contact(self, contact: CrmRef, draft: ContactDraft) -> None:
         """Add the identity, phones and e-mails the contact lacks. A
         multifield value sent without ``ID`` is added, the old ones stay
@@ -294,6 +348,36 @@ class ContactsMixin:
         add = _missing(current, self.contact_fields(draft))
         if add:
             self.api.call("crm.contact.update", {"id": contact_id, "fields": add})
+
+
+def _list_items(rows: Any) -> dict[str, dict[str, str]]:
+    """``crm.contact.userfield.list`` rows -> field name -> item ID -> its
+    ``VALUE`` (the ``LIST`` of a list field: ``crm_contact_userfield_add.php``)."""
+    out: dict[str, dict[str, str]] = {}
+    for row in rows if isinstance(rows, list) else []:
+        if not isinstance(row, Mapping) or not isinstance(row.get("LIST"), list):
+            continue
+        out[str(row.get("FIELD_NAME") or "")] = {
+            str(item.get("ID")): str(item.get("VALUE") or "")
+            for item in row["LIST"]
+            if isinstance(item, Mapping)
+        }
+    return out
+
+
+def _field_text(value: Any, items: Mapping[str, str]) -> str:
+    """A field's value as text: a list item's text for its id, a
+    multifield's ``VALUE``s and a multiple field's values joined by ", ";
+    values that are not text (a file's object) are skipped."""
+    parts: list[str] = []
+    for part in value if isinstance(value, list) else [value]:
+        if isinstance(part, Mapping):
+            part = part.get("VALUE")  # a multifield value (crm_multifield)
+        if isinstance(part, (str, int, float)) and not isinstance(part, bool):
+            text = items.get(str(part), str(part)).strip()
+            if text:
+                parts.append(text)
+    return ", ".join(parts)
 
 
 def _digits(value: str) -> str:

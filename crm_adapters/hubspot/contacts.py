@@ -235,6 +235,29 @@ class ContactsMixin(SearchMixin):
         )
         return response.status_code != 409
 
+    def read_contact_fields(self, contact: CrmRef, names: Sequence[str]) -> dict[str, str]:
+        """One ``GET /crm/v3/objects/contacts/{id}?properties=a,b``: ``names``
+        are contact property internal names (``tier``, ``lifecyclestage``).
+        HubSpot leaves out a name it has no property for and answers
+        ``null`` for a property without a value (``SimplePublicObject``,
+        crm-objects-contacts.v3.json): both are left out here. Values as
+        HubSpot returns them: an enumeration's option value (its internal
+        name, not its label); a multiple checkbox's options separated by
+        ``;`` as HubSpot stores them (which a property's type tells apart
+        from text only through the properties API, a call of its own). A
+        contact HubSpot no longer has raises ``NotFoundError`` (404)."""
+        wanted = list(dict.fromkeys(n for n in names if n and n.strip()))
+        if not wanted:
+            return {}
+        current = self._get_contact(contact.id, [n.strip() for n in wanted])
+        found: dict[str, str] = {}
+        for name in wanted:
+            value = current.get(name.strip())
+            text = "" if value is None else str(value).strip()
+            if text:
+                found[name] = text
+        return found
+
     def write_contact_fields(self, contact: CrmRef, properties: Mapping[str, str]) -> None:
         """PATCH the properties (the setup created them as contact
         properties); a 404 is the contact gone (merged away or deleted)."""

@@ -33,8 +33,9 @@ written exactly once and
 keep their time and sequence, people see no machine marker in them, a rep's
 reply comes back signed and parses to one REPLY, forged requests are
 refused, delivery reports show up, a note on a contact is written once per
-key, and ``merge_contacts`` either merges (``merges_contacts``: the merged
-contact is gone, a retry is True) or leaves both contacts as they were.
+key, ``merge_contacts`` either merges (``merges_contacts``: the merged
+contact is gone, a retry is True) or leaves both contacts as they were, and
+a contact's field reads back for the routing rules (an unknown name left out).
 
 :func:`reveal_markers` reads the bridge's hidden marker (amoCRM, Bitrix24)
 independently of the adapters' code, for the vendor handles.
@@ -716,6 +717,23 @@ class CrmAdapterContract:
         assert vendor.contact_field(contact.id, LIVE_FIELD, settings) == now
         found = adapter.find_contact(ContactLookup(identities={}, phones=(e164,)))
         assert found is not None and found.ref.id == contact.id
+
+    def test_a_contacts_fields_are_read_for_routing(
+        self, adapter: CrmAdapter, channel_kind: str
+    ) -> None:
+        """``read_contact_fields``: the service layer's routing rules read a
+        client's CRM field. The mapping's contact property (the field the
+        setup made) reads back as written; a name the CRM has no field for,
+        and a field without a value, are left out."""
+        contact = adapter.create_contact(
+            self.contact_draft(channel_kind, identity=self.uid("user"))
+        ).ref
+        unknown = f"no_such_field_{uuid.uuid4().hex[:8]}"
+        empty = _as_the_core_does(adapter.read_contact_fields, contact, [LIVE_FIELD, unknown])
+        assert empty == {}
+        _as_the_core_does(adapter.write_contact_fields, contact, {LIVE_FIELD: "VIP"})
+        read = _as_the_core_does(adapter.read_contact_fields, contact, [LIVE_FIELD, unknown])
+        assert read == {LIVE_FIELD: "VIP"}
 
     def test_an_entity_is_given_to_an_owner_and_its_fields_rewritten(
         self,
