@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -165,9 +165,18 @@ def _matches(rule: Rule, facts: Facts) -> bool:
         return False
     if rule.audience and facts.audience not in rule.audience:
         return False
-    if rule.field and _fold(facts.fields.get(rule.field) or "") not in rule.values:
+    if rule.field and not _field_holds(facts.fields.get(rule.field) or "", rule.values):
         return False
     return not rule.keywords or _has_keyword(rule.keywords, facts.text)
+
+
+def _field_holds(value: str, wanted: Collection[str]) -> bool:
+    """The client's field is one of ``wanted``: its whole text, or one of
+    its values where it has several (read as "Gold, VIP"; a multiple
+    checkbox as HubSpot stores it, "gold;vip")."""
+    if _fold(value) in wanted:
+        return True
+    return any(_fold(part) in wanted for part in re.split(r"[,;]", value) if part.strip())
 
 
 def _language(language: str | None) -> str:

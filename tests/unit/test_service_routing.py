@@ -161,7 +161,12 @@ def test_no_language_matches_no_language_rule() -> None:
     assert choose_line(policy(), Facts("web", language=None)).line == "support"
 
 
-@pytest.mark.parametrize("value", ["partner", "PARTNER", " Dealer "])
+@pytest.mark.parametrize(
+    "value",
+    # one value in any case; one of several (a multiselect read as "a, b";
+    # a HubSpot multiple checkbox as stored, "a;b")
+    ["partner", "PARTNER", " Dealer ", "Gold, Partner", "gold;dealer"],
+)
 def test_the_crm_segment_field(value: str) -> None:
     choice = choose_line(policy(), Facts("web", fields={"segment": value}))
     assert (choice.line, choice.reason) == ("partners", "rule 3 (field)")
@@ -170,6 +175,7 @@ def test_the_crm_segment_field(value: str) -> None:
 def test_another_segment_value_or_field_does_not_match() -> None:
     p = policy()
     assert choose_line(p, Facts("web", fields={"segment": "retail"})).line == "support"
+    assert choose_line(p, Facts("web", fields={"segment": "retail, gold"})).line == "support"
     assert choose_line(p, Facts("web", fields={"tier": "partner"})).line == "support"
 
 
