@@ -1,7 +1,9 @@
 """The HubSpot CRM adapter: the contract hooks.
 
 HubSpot specifics live beside this module: ``client`` (auth, refresh, error
-mapping), ``oauth``, ``webhooks`` (v3 signature, reply and contact.merge webhooks), ``setup``
+mapping), ``oauth``, ``webhooks`` (v3 signature, the reply webhook and the
+app's CRM-object webhooks: contact.merge, deal/ticket stage, owner and
+deletion), ``setup``
 (properties, custom channel), ``timeline`` (request bodies), ``search``,
 ``contacts``, ``merge`` and ``entities`` (the contact, merge/note and
 deal/ticket hooks, as mixins). Facts are
@@ -15,6 +17,7 @@ inbox), and one search first when an earlier attempt may have written them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -42,7 +45,7 @@ from . import cascade as hubspot_cascade
 from . import oauth
 from .client import DEFAULT_API_BASE, HubSpotApi, scrub
 from .contacts import ContactsMixin
-from .entities import EntitiesMixin
+from .entities import EntitiesMixin, _stage_closed
 from .merge import MergeMixin
 from .search import BATCH_SIZE, SEARCH_RATE, batch_reason, chunks, matched
 from .settings import HubSpotApp, HubSpotSettings
@@ -55,9 +58,11 @@ from .timeline import (
     timeline_kind,
     wants_inbox,
 )
-from .webhooks import parse_events, split_by_portal, verify_v3
+from .webhooks import default_stage_closed, parse_events, split_by_portal, verify_v3
 
 __all__ = ["HubSpotAdapter", "api_rate"]
+
+log = logging.getLogger(__name__)
 
 #: the token bucket's burst (see :func:`api_rate`)
 BURST = 5
@@ -138,6 +143,8 @@ class HubSpotAdapter(ContactsMixin, MergeMixin, EntitiesMixin, CrmAdapter):
         self.api_limit = self.limit("api", api_rate(self.settings))
         self.search_limit = self.limit("search", SEARCH_RATE)
         self._pipelines: dict[str, list[Mapping[str, Any]]] = {}
+        #: object types whose pipelines could not be read for a webhook
+        self._pipelines_unread: set[str] = set()
 
     @classmethod
     def default_api_base(cls) -> str:
@@ -411,9 +418,39 @@ class HubSpotAdapter(ContactsMixin, MergeMixin, EntitiesMixin, CrmAdapter):
     def parse_webhook(self, request: WebhookRequest) -> list[CrmEvent]:
         """``OUTGOING_CHANNEL_MESSAGE_CREATED`` -> REPLY; ``contact.merge``
         (or ``object.merge`` of contacts) -> one CONTACT_MERGED per contact
-        gone; other types and non-outgoing messages -> UNKNOWN. A payload for another portal is a
-        ``SignatureError``; a bad body is a ``PayloadError``."""
-        return parse_events(request, self.account.account_id)
+        gone; a deal's ``dealstage`` / a ticket's ``hs_pipeline_stage``
+        change -> ENTITY_CLOSED (a closed stage, :meth:`_stage_is_closed`) or
+        ENTITY_STAGE, a ``hubspot_owner_id`` change -> OWNER_CHANGED, a
+        ``deal.deletion`` / ``ticket.deletion`` -> ENTITY_CLOSED; other types
+        and non-outgoing messages -> UNKNOWN. A payload for another portal
+        is a ``SignatureError``; a bad body is a ``PayloadError``."""
+        return parse_events(request, self.account.account_id, self._stage_is_closed)
+
+    def _stage_is_closed(self, kind: str, stage: str) -> bool:
+        """Whether ``stage`` of a deal/ticket pipeline is closed: its
+        metadata (``isClosed``; a ticket stage's ``ticketState``, FACTS 3.5)
+        from the pipelines read once per adapter (``entities``), else the
+        default deal pipeline's ``closedwon`` / ``closedlost``."""
+        meta = self._stage_metadata(kind, stage)
+        if meta is not None:
+            return _stage_closed(meta)
+        return default_stage_closed(kind, stage)
+
+    def _stage_metadata(self, kind: str, stage: str) -> Mapping[str, Any] | None:
+        if kind in self._pipelines_unread:
+            return None
+        try:
+            return self._stage(kind, None, stage)
+        except BridgeError as exc:
+            # HubSpot retries a webhook only on 5xx/429 and would resend every
+            # portal's events of the delivery: answer it with the fallback
+            self._pipelines_unread.add(kind)
+            log.warning(
+                "HubSpot %s pipelines not read (%s): closed stages by their default ids",
+                kind,
+                type(exc).__name__,
+            )
+            return None
 
     def report_delivery(self, report: DeliveryReport) -> None:
         """``PATCH .../custom-channels/{channelId}/messages/{id}`` with

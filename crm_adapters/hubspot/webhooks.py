@@ -17,6 +17,12 @@ The outgoing-message webhook (an agent's reply in HubSpot's inbox) is
 as observed by integrators (FACTS 3.7, UNCONFIRMED): every field access is
 in :func:`_reply_event` so a correction is a one-place change, and each event
 keeps the raw payload.
+
+The app's CRM-object webhooks (FACTS 3.6: ``[{"eventId", "subscriptionId",
+"portalId", "appId", "occurredAt", "subscriptionType", "attemptNumber",
+"objectId", "changeFlag"?, "changeSource", "sourceId"?, "propertyName"?,
+"propertyValue"?}]``) of the deals and tickets the bridge opens are read by
+:func:`_record_event`: a stage change, an owner change, a deletion.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import html
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -44,9 +50,12 @@ from bridge.model import (
 )
 
 __all__ = [
+    "CLOSED_DEAL_STAGES",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "WINDOW_SECONDS",
+    "StageClosed",
+    "default_stage_closed",
     "parse_events",
     "sign_v3",
     "split_by_portal",
@@ -178,14 +187,106 @@ REPLY_TYPE = "OUTGOING_CHANNEL_MESSAGE_CREATED"
 KNOWN_OTHER_TYPES = frozenset({"CHANNEL_ACCOUNT_CREATED", "CHANNEL_ACCOUNT_UPDATED"})
 
 
-def parse_events(request: WebhookRequest, account_id: str | None) -> list[CrmEvent]:
-    """The webhook body as events; a payload for another portal is refused."""
+#: (``"deal"`` | ``"ticket"``, stage id) -> whether that stage is a closed one
+StageClosed = Callable[[str, str], bool]
+
+#: HubSpot's closed stages of the default deal pipeline (FACTS 3.5's
+#: ``metadata.isClosed`` names them per portal; these ids are the fallback)
+CLOSED_DEAL_STAGES = frozenset({"closedwon", "closedlost"})
+
+
+def default_stage_closed(kind: str, stage: str) -> bool:
+    """Closed without the pipelines' metadata: only the default deal
+    pipeline's ``closedwon`` / ``closedlost`` are known to be."""
+    return kind == "deal" and stage in CLOSED_DEAL_STAGES
+
+
+def parse_events(
+    request: WebhookRequest,
+    account_id: str | None,
+    stage_closed: StageClosed = default_stage_closed,
+) -> list[CrmEvent]:
+    """The webhook body as events; a payload for another portal is refused.
+    ``stage_closed`` tells a closed deal/ticket stage from an open one (the
+    adapter reads the pipelines; called only for a stage change)."""
     events = []
     for item in _items(request):
         _check_portal(item, account_id)
         merges = _merge_events(item, request.received_at)
-        events.extend(merges if merges is not None else [_event(item, request.received_at)])
+        if merges is not None:
+            events.extend(merges)
+            continue
+        record = _record_event(item, request.received_at, stage_closed)
+        events.append(record if record is not None else _event(item, request.received_at))
     return events
+
+
+#: the records the bridge opens, by the subscription type's object name and,
+#: for the generic ``object.*`` subscriptions, by ``objectTypeId`` (HubSpot's
+#: standard type ids: 0-3 deals, 0-5 tickets)
+RECORD_KINDS = {"deal": "deal", "ticket": "ticket"}
+RECORD_TYPE_IDS = {"0-3": "deal", "0-5": "ticket"}
+#: the property holding a record's stage (FACTS 3.3: deals ``dealstage``,
+#: tickets ``hs_pipeline_stage``) and its owner (FACTS 3.5)
+STAGE_PROPERTIES = {"deal": "dealstage", "ticket": "hs_pipeline_stage"}
+OWNER_PROPERTY = "hubspot_owner_id"
+
+
+def _record_event(
+    item: Mapping[str, Any], received_at: dt.datetime, stage_closed: StageClosed
+) -> CrmEvent | None:
+    """A deal's or ticket's ``.deletion`` -> ENTITY_CLOSED; its
+    ``.propertyChange`` of the stage -> ENTITY_CLOSED (a closed stage) or
+    ENTITY_STAGE (an open one), of ``hubspot_owner_id`` -> OWNER_CHANGED.
+    None when ``item`` is none of these (an UNKNOWN event keeps it)."""
+    subscription = item.get("subscriptionType")
+    if not isinstance(subscription, str):
+        return None
+    name, _, action = subscription.partition(".")
+    kind = (
+        RECORD_TYPE_IDS.get(str(item.get("objectTypeId")))
+        if name == "object"
+        else RECORD_KINDS.get(name)
+    )
+    object_id = _str_or_none(item.get("objectId"))
+    if kind is None or object_id is None:
+        return None
+    entity = CrmRef(kind, object_id)
+    when = _when(item.get("occurredAt"), received_at)
+    if action == "deletion":
+        key = f"{subscription}:{object_id}:{_event_key(item)}"
+        return CrmEvent(CrmEventKind.ENTITY_CLOSED, key, when, entity=entity, raw=dict(item))
+    if action == "propertyChange":
+        return _property_event(item, entity, when, stage_closed)
+    return None
+
+
+def _property_event(
+    item: Mapping[str, Any], entity: CrmRef, when: dt.datetime, stage_closed: StageClosed
+) -> CrmEvent | None:
+    prop = item.get("propertyName")
+    value = _str_or_none(item.get("propertyValue"))
+    if value is None:  # a stage or owner cleared: nothing to follow
+        return None
+    key = f"{item.get('subscriptionType')}:{prop}:{entity.id}:{_event_key(item)}"
+    if prop == STAGE_PROPERTIES[entity.kind]:
+        if stage_closed(entity.kind, value):
+            return CrmEvent(CrmEventKind.ENTITY_CLOSED, key, when, entity=entity, raw=dict(item))
+        return CrmEvent(
+            CrmEventKind.ENTITY_STAGE, key, when, entity=entity, stage=value, raw=dict(item)
+        )
+    if prop == OWNER_PROPERTY:
+        return CrmEvent(
+            CrmEventKind.OWNER_CHANGED, key, when, entity=entity, owner_id=value, raw=dict(item)
+        )
+    return None
+
+
+def _event_key(item: Mapping[str, Any]) -> str:
+    """The delivery's ``eventId`` (the same on HubSpot's retries of it); it
+    "is not guaranteed to be unique" (HubSpot's webhooks guide), so callers
+    prefix it with the record and the property. No id: the event's digest."""
+    return _str_or_none(item.get("eventId")) or _digest(item)
 
 
 #: CRM webhook subscriptions (FACTS 3.6) for a contact merge: the legacy
@@ -355,11 +456,16 @@ def _unknown_id(item: Mapping[str, Any]) -> str:
     ):
         if candidate not in (None, ""):
             return f"{item.get('type') or 'unknown'}:{candidate}"
+    return "unknown:" + _digest(item)
+
+
+def _digest(item: Mapping[str, Any]) -> str:
+    """A stable id for an event that carries none."""
     try:
         canonical = json.dumps(item, sort_keys=True, separators=(",", ":"), default=str)
     except RecursionError:  # json.loads took it, but only just: nested too deeply
         raise PayloadError("HubSpot webhook body is nested too deeply") from None
-    return "unknown:" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
 def _str_or_none(value: Any) -> str | None:

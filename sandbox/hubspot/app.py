@@ -26,7 +26,17 @@ from ..core import control as core_control
 from ..core import stats
 from ..core.clock import Clock
 from ..core.faults import FaultPlan
-from . import associations, channels, control, crm, merge, oauth, properties, workflows
+from . import (
+    associations,
+    channels,
+    control,
+    crm,
+    events,
+    merge,
+    oauth,
+    properties,
+    workflows,
+)
 from .config import SETTINGS
 from .context import AUTH_ATTR, EXTENSION, AuthContext, Sandbox, sandbox
 from .errors import (
@@ -59,7 +69,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     sb.faults.install(app, error_body=_fault_body, applies=_fault_applies)
     app.before_request(_gate)
     app.after_request(_add_rate_headers)
-    for module in (merge, crm, properties, associations, oauth, channels, control, workflows):
+    for module in (merge, crm, properties, associations, oauth, channels, control, workflows,
+                   events):
         app.register_blueprint(module.bp)
     app.register_error_handler(HubSpotError, _render_hubspot_error)
     app.register_error_handler(HTTPException, _render_http_error)

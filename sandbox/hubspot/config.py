@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.config import Settings, require_bools, require_numbers, require_positive_ints
+from .events import check_subscriptions
 
 __all__ = ["DEFAULTS", "SETTINGS"]
 
@@ -71,13 +72,32 @@ DEFAULTS: dict[str, Any] = {
     # set in the developer portal's Webhooks settings, one URL for every
     # portal (FACTS 3.6). None: no CRM-object webhooks are sent.
     "crm_webhook_url": None,
-    # How the app's CRM-object events go out. False: each merge's event at
-    # once, in its own POST. True: held until POST /_crm_webhooks/flush,
-    # then sent together, every portal's events in the same JSON arrays of
-    # up to crm_webhook_batch_size events, as HubSpot batches the app's
-    # events for its one target URL (FACTS 3.6: arrays of up to 100 events,
-    # UNCONFIRMED; that one array mixes portals is UNCONFIRMED too: every
-    # event names its portalId, so a receiver must not assume one portal).
+    # The app's webhook subscriptions there (the developer portal's Webhooks
+    # settings), each as the webhooks v3 spec's SubscriptionCreateRequest
+    # (upstream only, FACTS 3.6): {"eventType": "<object>.<action>",
+    # "propertyName" (propertyChange only), "active"?: true}. The sandbox fires
+    # <object>.creation, .deletion, .propertyChange and .merge (events.py). The
+    # default is the set docs/crms/hubspot.md asks for.
+    "crm_webhook_subscriptions": [
+        {"eventType": "contact.merge"},
+        {"eventType": "deal.propertyChange", "propertyName": "dealstage"},
+        {"eventType": "deal.propertyChange", "propertyName": "hubspot_owner_id"},
+        {"eventType": "deal.deletion"},
+        {"eventType": "ticket.propertyChange", "propertyName": "hs_pipeline_stage"},
+        {"eventType": "ticket.propertyChange", "propertyName": "hubspot_owner_id"},
+        {"eventType": "ticket.deletion"},
+    ],
+    # UNCONFIRMED: whether a create fires .propertyChange for the subscribed
+    # properties it sets (true) or only .creation (false).
+    "crm_webhook_change_on_create": False,
+    # How the app's CRM-object events go out. False: a request's events at
+    # once, in one POST after it (a merge's in its own). True: held until
+    # POST /_crm_webhooks/flush, then sent together, every portal's events in
+    # the same JSON arrays of up to crm_webhook_batch_size events, as HubSpot
+    # batches the app's events for its one target URL (FACTS 3.6: arrays of
+    # up to 100 events, UNCONFIRMED; that one array mixes portals is
+    # UNCONFIRMED too: every event names its portalId, so a receiver must
+    # not assume one portal).
     "crm_webhook_hold": False,
     "crm_webhook_batch_size": 100,
     # Merges (POST /crm/v3/objects/{type}/merge; sandbox/hubspot/merge.py).
@@ -173,7 +193,9 @@ def _check(cfg: dict[str, Any]) -> None:
                           "webhook_timeout_s"))
     require_bools(cfg, ("retry_after_header", "rotate_refresh_tokens",
                         "enforce_unconfirmed_required", "idempotency_dedupe",
-                        "merge_new_id", "merged_id_resolves", "crm_webhook_hold"))
+                        "merge_new_id", "merged_id_resolves", "crm_webhook_hold",
+                        "crm_webhook_change_on_create"))
+    check_subscriptions(cfg["crm_webhook_subscriptions"])
     if cfg["merge_again"] not in ("error", "ok"):
         raise ValueError("merge_again must be 'error' or 'ok'")
     if cfg["crm_webhook_url"] is not None and not isinstance(cfg["crm_webhook_url"], str):

@@ -17,9 +17,13 @@ never rate limited, no auth.
   -> ``{"code", "portal_id", "redirect_uri"}`` for scripted installs.
 * ``POST /_merge`` -- ``{"account"?, "primary_id", "merged_id", "type"?}``: a
   person merges two records in the UI; fires ``contact.merge`` (merge.py).
+* ``POST /_edit`` -- ``{"account"?, "type"?, "id", "properties"}``: a person
+  edits a record in the UI (a deal's stage or owner); ``POST /_delete`` --
+  ``{"account"?, "type"?, "id"}``: a person deletes one. Each fires the app's
+  subscribed events (events.py).
 * ``POST /_crm_webhooks/flush`` -- send the CRM-object events held back
   (config ``crm_webhook_hold``): every portal's in the same arrays to the
-  app's one target URL (merge.py).
+  app's one target URL (events.py).
 * ``POST /_workflows/flush`` -- run every pending retry of the workflows'
   webhook actions now (config ``workflow_webhooks``; workflows.py).
 """

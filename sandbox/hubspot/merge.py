@@ -24,44 +24,39 @@ What a merge does here (HubSpot's merge guide, knowledge.hubspot.com
   with the survivor).
 
 Then, when the app has a webhook target (config ``crm_webhook_url``: the one
-URL of the app's webhook settings, for every portal), the ``contact.merge``
-event goes out v3-signed (FACTS 3.6) in a JSON array: at once, or held
-(config ``crm_webhook_hold``) until ``POST /_crm_webhooks/flush`` sends
-every portal's held events together, ``crm_webhook_batch_size`` per array;
-with
+URL of the app's webhook settings, for every portal) and a subscription to
+``contact.merge`` (config ``crm_webhook_subscriptions``), the event goes out
+v3-signed (FACTS 3.6) in a JSON array, as every CRM-object event does
+(events.py: at once, or held until ``POST /_crm_webhooks/flush``), with
 the merge fields of HubSpot's changelog "New subscription types for
 Webhooks": ``primaryObjectId``, ``mergedObjectIds`` (array),
 ``newObjectId``, ``numberOfPropertiesMoved``. ``objectId`` is the survivor
 (UNCONFIRMED). The API's own merges fire it too (``changeSource``
-``INTEGRATION``; a person's: ``CRM_UI``).
+``INTEGRATION``; a person's: ``CRM_UI``). The record merged away fires no
+``.deletion``; the survivor's changed properties fire their
+``.propertyChange`` (both UNCONFIRMED).
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response
 
-from ..core import webhooks
 from ..core.control import ControlError, json_object
-from . import catalog
+from . import catalog, events
 from .context import auth, current_portal, json_body, sandbox
 from .crm import resolve_or_400
 from .errors import HubSpotError, error_body, json_response, not_found, validation_error
+from .events import deliver
 from .records import archive, update
-from .signature import v3_headers
-from .store import CrmObject, Portal, Store, iso
+from .store import CrmObject, Portal, Store
 
 __all__ = ["bp", "merge_records"]
 
 bp = Blueprint("merge", __name__)
 
-_EVENT_IDS = itertools.count(700000001)
-#: the app's subscription id for contact.merge (one subscription per app)
-SUBSCRIPTION_ID = 4242001
 #: properties a merge never copies from the secondary
 _OWN = frozenset({"hs_object_id", "createdate", "lastmodifieddate", "hs_lastmodifieddate",
                   "hs_createdate", "hs_merged_object_ids", "hs_additional_emails", "email"})
@@ -107,7 +102,7 @@ def _absorb(store: Store, portal: Portal, into: CrmObject, gone: CrmObject) -> i
     for thread in portal.threads.values():
         if gone.type == "contacts" and thread.get("associatedContactId") == gone.id:
             thread["associatedContactId"] = into.id
-    archive(store, portal, gone)
+    archive(store, portal, gone, notify=False)  # the merge's own event tells
     portal.merged[(gone.type, gone.id)] = into.id
     update(store, portal, into, values)  # computed properties, modified date, unique index
     return moved
@@ -148,64 +143,18 @@ def merge_records(store: Store, portal: Portal, type_name: str, primary_id: str,
     return Merged(primary, primary_id, merged_id, moved)
 
 
-def webhook_event(store: Store, portal: Portal, type_name: str, merged: Merged,
-                  source: str) -> dict[str, Any]:
-    """One ``contact.merge`` event (FACTS 3.6 delivery fields + the changelog's
-    merge fields; ids are numbers as in HubSpot's payloads)."""
-    singular = catalog.OBJECT_TYPES[type_name].singular
-    return {
-        "eventId": next(_EVENT_IDS), "subscriptionId": SUBSCRIPTION_ID, "portalId": portal.id,
-        "appId": store.cfg["app"]["app_id"], "occurredAt": int(store.now() * 1000),
-        "subscriptionType": f"{singular}.merge", "attemptNumber": 0,
-        "objectId": int(merged.survivor.id), "changeSource": source,
-        "primaryObjectId": int(merged.primary_id),
-        "mergedObjectIds": [int(merged.merged_id)],
-        "newObjectId": int(merged.survivor.id),
-        "numberOfPropertiesMoved": merged.moved,
-    }
-
-
-def deliver(store: Store, events: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """POST ``events`` to the app's webhook target, v3-signed (outside the
-    lock: the receiver may call back), or hold them for :func:`flush` (config
-    ``crm_webhook_hold``: ``{"held": <events waiting>}``). None when the app
-    has no target."""
-    url = store.cfg["crm_webhook_url"]
-    if not url:
+def webhook_event(store: Store, portal: Portal, type_name: str,
+                  merged: Merged) -> dict[str, Any] | None:
+    """One ``<type>.merge`` event (FACTS 3.6 delivery fields + the changelog's
+    merge fields), or None when the app does not subscribe to it."""
+    event_type = f"{catalog.OBJECT_TYPES[type_name].singular}.merge"
+    sub_id = events.subscription(store, event_type)
+    if sub_id is None:
         return None
-    if store.cfg["crm_webhook_hold"]:
-        with store.lock:
-            store.held_events.extend(events)
-            return {"held": len(store.held_events)}
-    return _post(store, url, events)
-
-
-def flush(store: Store) -> tuple[int, list[dict[str, Any]]]:
-    """Send the held events to the app's target: every portal's together,
-    in arrays of up to ``crm_webhook_batch_size`` events, one POST each, in
-    the order they happened. How many were sent, and each POST's outcome."""
-    with store.lock:
-        events, store.held_events = store.held_events, []
-        url = store.cfg["crm_webhook_url"]
-        size = int(store.cfg["crm_webhook_batch_size"])
-    if not url:
-        return 0, []
-    return len(events), [_post(store, url, events[i:i + size])
-                         for i in range(0, len(events), size)]
-
-
-def _post(store: Store, url: str, events: list[dict[str, Any]]) -> dict[str, Any]:
-    body = json.dumps(events, separators=(",", ":"))
-    headers: dict[str, str | None] = {
-        "Content-Type": "application/json",
-        "User-Agent": "HubSpot Connect 2.0 (http://dev.hubspot.com/)"}
-    headers.update(v3_headers(store.cfg["app"]["client_secret"], "POST", url, body))
-    outcome = webhooks.send(url, body.encode("utf-8"), headers,
-                            float(store.cfg["webhook_timeout_s"]), allow_redirects=True)
-    result = {"status": outcome.status, "body": outcome.body(), "error": outcome.error}
-    store.deliveries.append({"at": iso(store.now()), "url": url, "payload": events,
-                             "result": result})
-    return result
+    return events.event(
+        store, portal, sub_id, event_type, merged.survivor.id,
+        primaryObjectId=int(merged.primary_id), mergedObjectIds=[int(merged.merged_id)],
+        newObjectId=int(merged.survivor.id), numberOfPropertiesMoved=merged.moved)
 
 
 @bp.route("/crm/v3/objects/<object_type>/merge", methods=["POST"])
@@ -223,8 +172,7 @@ def merge(object_type: str) -> Response:
         merged = merge_records(store, portal, otype.name, primary_id, merged_id)
         out = Store.render(portal, merged.survivor, None,
                            extra=set(merged.survivor.properties))
-        event = None if merged.again else webhook_event(store, portal, otype.name, merged,
-                                                        "INTEGRATION")
+        event = None if merged.again else webhook_event(store, portal, otype.name, merged)
     if event is not None:
         deliver(store, [event])
     return json_response(out)
@@ -240,11 +188,7 @@ def merge_in_ui() -> Response:
     if catalog.resolve_type(type_name) is None:
         raise ControlError(f"unknown object type {type_name}")
     with store.lock:
-        account = body.get("account")
-        portal = (store.portals.get(int(str(account))) if str(account or "").isdigit()
-                  else next(iter(store.portals.values()), None))
-        if portal is None:
-            raise ControlError(f"unknown account {account}", 404, "account_not_found")
+        portal = events.portal_for(store, body.get("account"))
         otype = catalog.resolve_type(type_name)
         assert otype is not None
         primary_id, merged_id = str(body.get("primary_id", "")), str(body.get("merged_id", ""))
@@ -254,14 +198,6 @@ def merge_in_ui() -> Response:
             merged = merge_records(store, portal, otype.name, primary_id, merged_id)
         except HubSpotError as exc:
             raise ControlError(str(exc.body.get("message")), exc.status) from None
-        event = webhook_event(store, portal, otype.name, merged, "CRM_UI")
-    outcome = deliver(store, [event])
+        event = webhook_event(store, portal, otype.name, merged)
+    outcome = deliver(store, [event]) if event is not None else None
     return json_response({"id": merged.survivor.id, "event": event, "webhook": outcome})
-
-
-@bp.route("/_crm_webhooks/flush", methods=["POST"])
-def flush_held() -> Response:
-    """Send the CRM-object events held back (config ``crm_webhook_hold``):
-    ``{"events": <how many>, "deliveries": [<outcome of each POST>]}``."""
-    sent, deliveries = flush(sandbox().store)
-    return json_response({"events": sent, "deliveries": deliveries})

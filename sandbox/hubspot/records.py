@@ -2,7 +2,8 @@
 inline associations, create/update/upsert/archive (FACTS.md 3.3, 3.4).
 
 Callers hold ``store.lock``. Validation happens before any write, so a batch
-either commits entirely or not at all.
+either commits entirely or not at all. Every write queues the app's webhook
+events it fires (events.py) and enrols the records in workflows.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import phonenumbers
 
-from . import catalog
+from . import catalog, events
 from .errors import HubSpotError, error_body, property_errors, validation_error
 from .store import CrmObject, Portal, Store, iso
 from .workflows import enrol
@@ -286,6 +287,7 @@ def commit_create(store: Store, portal: Portal, prepared: Prepared) -> CrmObject
     for target, to_id, category, type_id in prepared.associations:
         store.associate(portal, prepared.type_name, obj.id, target, to_id, category, type_id)
     enrol(store, portal, obj, None)  # workflows whose trigger the new record meets
+    events.created(store, portal, obj)
     return obj
 
 
@@ -312,12 +314,16 @@ def update(store: Store, portal: Portal, obj: CrmObject, values: dict[str, str])
     _computed(obj)
     store.index(portal, obj)
     enrol(store, portal, obj, before)  # workflows whose trigger the write met
+    events.property_changed(store, portal, obj, before)
     return obj
 
 
-def archive(store: Store, portal: Portal, obj: CrmObject) -> None:
-    """Archive (HubSpot's DELETE): hidden from reads, associations removed."""
+def archive(store: Store, portal: Portal, obj: CrmObject, notify: bool = True) -> None:
+    """Archive (HubSpot's DELETE): hidden from reads, associations removed;
+    ``notify``: the ``.deletion`` event fires (not for a record merged away)."""
     store.index(portal, obj, add=False)
     obj.archived = True
     obj.archived_at = store.now()
     store.drop_associations(portal, obj.type, obj.id)
+    if notify:
+        events.deleted(store, portal, obj)

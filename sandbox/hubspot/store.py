@@ -161,6 +161,9 @@ class Store:
             # CRM-object events waiting for POST /_crm_webhooks/flush (config
             # crm_webhook_hold; merge.py)
             self.held_events: list[dict[str, Any]] = []
+            # CRM-object events the current request's writes fired, sent after it
+            # (events.py)
+            self.crm_event_queue: list[dict[str, Any]] = []
             # workflow enrolments (workflows.py): (workflow index, portal id, object
             # type, record id) enrolled so far, and the actions of the current request
             self.workflow_enrolled: set[tuple[int, int, str, str]] = set()
