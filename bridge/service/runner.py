@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 
 from bridge import outbox
 from bridge.db import rowcount
-from bridge.errors import AuthError, BridgeError, NotReadyError, PermanentError, RetryableError
+from bridge.errors import AuthError, BridgeError, PermanentError, RetryableError
 from bridge.model import CrmRef, MessageKind, TaskDraft, utcnow
 from bridge.pipeline.drain import Drained, Parked, run_drain
 from bridge.registry import UnknownAdapter, channel_class
@@ -78,6 +78,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AUTO",
     "After",
+    "answers_closed_session",
     "at_risk",
     "crm_closed",
     "failed_actions",
@@ -100,6 +101,9 @@ BATCH = 20
 ACTION_LEASE = dt.timedelta(minutes=5)
 ACTION_ATTEMPTS = 12
 ACTION_BACKOFF_CAP = dt.timedelta(hours=1)
+#: an action waiting for the sync to write the client is looked at again after
+#: this, doubling while it waits (never a failure)
+SYNC_WAIT = dt.timedelta(seconds=5)
 
 
 # -- client messages --------------------------------------------------------------------------
@@ -510,6 +514,10 @@ def _work(session: Session, conversation: Conversation, work: engine.Work) -> in
     if exists is not None:
         return None
     payload: dict[str, Any] = {"text": work.text, "owner": work.owner, "fields": dict(work.fields)}
+    if conversation.crm_entity_id:
+        # the deal the work is about is the one the conversation is on now
+        # (a later message may open another: the rated deal keeps its rating)
+        payload["entity"] = [conversation.crm_entity_type or "deal", conversation.crm_entity_id]
     if work.due is not None:
         payload["due"] = work.due.isoformat()
     action = ServiceAction(
@@ -630,6 +638,51 @@ def stage_changed(
     outcome = engine.on_stage(view.context(session, at, ticket), ticket, stage)
     _apply(session, view, current, outcome, current.cursor if current else 0, after)
     return after
+
+
+def answers_closed_session(
+    runtime: Runtime, conversation_id: int, messages: Sequence[tuple[str, dt.datetime]]
+) -> int:
+    """How many of the first ``messages`` (text, time) of a conversation
+    whose deal the CRM closed answer its last session's rating prompt: the
+    rating, then its comment. The sync writes those to the closed deal
+    instead of opening a new one (a rating is no new request)."""
+    with runtime.read_session() as session:
+        row = session.scalars(
+            select(ServiceSession)
+            .where(ServiceSession.conversation_id == conversation_id)
+            .order_by(ServiceSession.number.desc())
+            .limit(1)
+        ).first()
+        if row is None or row.closed_at is None:
+            return 0
+        tenant = session.get(Tenant, row.tenant_id)
+        if tenant is None:
+            return 0
+        try:
+            policy = runtime.mapping_for(tenant).service
+        except MappingError:
+            return 0
+        if policy is None:
+            return 0
+        windows = _line(policy, row.line).csat
+        state = SessionState.from_dict(row.state)
+    count = 0
+    for text, at in messages:
+        if state.rated_at is not None and state.rated_at == at:
+            pass  # the rating, already taken by the service layer's job
+        elif state.comment_at is not None and state.comment_at == at:
+            pass  # its comment, likewise
+        elif csat.awaits_rating(state, at, windows.rating_window) and (
+            score := csat.parse_rating(text)
+        ):
+            state = csat.rated(state, score, at)
+        elif csat.takes_comment(state, at, windows.comment_window):
+            state = csat.commented(state, at)
+        else:
+            break
+        count += 1
+    return count
 
 
 def owner_changed(session: Session, conversation_id: int, owner_id: str) -> None:
@@ -795,16 +848,27 @@ def run_action(runtime: Runtime, action_id: int, *, now: dt.datetime | None = No
             dict(action.payload),
             action.attempts,
         )
-        entity = (
-            CrmRef(conversation.crm_entity_type or "deal", conversation.crm_entity_id)
-            if conversation.crm_entity_id
-            else None
-        )
+        named = action.payload.get("entity")
+        if named:
+            entity: CrmRef | None = CrmRef(str(named[0]), str(named[1]))
+        elif conversation.crm_entity_id:
+            entity = CrmRef(conversation.crm_entity_type or "deal", conversation.crm_entity_id)
+        else:
+            entity = None
     from bridge.pipeline.retry import call_with_retries
 
+    if crm_contact is None or (kind == "entity" and entity is None):
+        # the sync has not written the client (or their deal) yet: soon it
+        # will; looked at again shortly, without counting as a failure
+        pause = min(ACTION_BACKOFF_CAP, SYNC_WAIT * 2 ** min(attempts - 1, 8))
+        with runtime.transaction() as session:
+            session.execute(
+                update(ServiceAction)
+                .where(ServiceAction.id == action_id)
+                .values(next_check=now + pause, error="waiting for the client's CRM records")
+            )
+        return "waiting"
     try:
-        if crm_contact is None:
-            raise NotReadyError("the client is not in the CRM yet")
         adapter = runtime.crm_adapter(tenant)
         ref = CrmRef("contact", crm_contact)
         if kind == "task":
@@ -820,8 +884,7 @@ def run_action(runtime: Runtime, action_id: int, *, now: dt.datetime | None = No
             )
             call_with_retries(runtime.settings, adapter.create_task, draft)
         elif kind == "entity":
-            if entity is None:
-                raise NotReadyError("the conversation has no deal in the CRM yet")
+            assert entity is not None
             fields = {str(k): str(v) for k, v in (payload.get("fields") or {}).items()}
             call_with_retries(
                 runtime.settings, adapter.update_entity, entity, fields, payload.get("owner")

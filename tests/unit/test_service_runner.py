@@ -261,6 +261,12 @@ def test_a_night_client_is_greeted_routed_answered_moved_and_rated(
     _run_actions(runtime, closing + dt.timedelta(minutes=5))
     assert deal["properties"]["csat_score"] == "2"
     assert [t["owner"] for t in fakes.STATE.tasks] == ["900", "900"]  # the morning, the alert
+    # the sync writes the rating to the closed deal instead of opening a new
+    # one (a rating is no new request); a new question opens one
+    rated_at = _utc(closing + dt.timedelta(minutes=3))
+    assert runner.answers_closed_session(runtime, conversation, [("2", rated_at)]) == 1
+    later = _utc(closing + dt.timedelta(hours=2))
+    assert runner.answers_closed_session(runtime, conversation, [("One more thing", later)]) == 0
     # the same rating again changes nothing, and opens no session
     _writes(world, "2", closing + dt.timedelta(minutes=4), 5)
     assert len([a for a in _actions(runtime) if a.key.startswith("csat-low:")]) == 1

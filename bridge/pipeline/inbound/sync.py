@@ -239,7 +239,13 @@ class InboundSync:
             # files the channel holds for us (WhatsApp media) become ours first
             fetch_media(self.rt, snap.account, batch)
             if snap.conversation.status == ConversationStatus.CLOSED:
-                self._reopen(snap)
+                answers = self._answers_closed(snap, batch)
+                if answers:
+                    # the client rated the closed deal's session (and
+                    # commented): that goes on the closed deal, no new one
+                    batch = batch[:answers]
+                else:
+                    self._reopen(snap)
             if snap.contact.crm_contact_id and rule.object != "unsorted":
                 # a known client: what the bridge learnt since (a proven
                 # e-mail, a merge, a link) reaches the CRM whichever path
@@ -523,6 +529,17 @@ class InboundSync:
         )
 
     # -- entity, owner, task ----------------------------------------------
+
+    def _answers_closed(self, snap: _Snapshot, batch: list[Message]) -> int:
+        """How many of the batch's first messages answer the closed
+        session's rating prompt (the service layer's), 0 without one."""
+        if snap.mapping is None or snap.mapping.service is None:
+            return 0
+        from bridge.service.runner import answers_closed_session
+
+        return answers_closed_session(
+            self.rt, snap.conversation.id, [(m.text or "", aware(m.sent_at)) for m in batch]
+        )
 
     def _reopen(self, snap: _Snapshot) -> None:
         """The conversation's deal/lead was closed (won, lost, deleted) since
