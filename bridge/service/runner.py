@@ -338,14 +338,31 @@ def _kb_path(runtime: Runtime, policy: ServicePolicy) -> Path | None:
     return Path(runtime.settings.mappings_dir) / policy.knowledge_base
 
 
+#: knowledge bases read, by file and its modification time (a pass reads
+#: the file once per process until it changes: parsing it was the biggest
+#: cost of a pass, bench.service)
+_KNOWLEDGE: dict[tuple[str, float], KnowledgeBase] = {}
+
+
 def _knowledge(path: Path | None) -> KnowledgeBase | None:
     if path is None:
         return None
     try:
-        return load_knowledge(path)
+        key = (str(path), path.stat().st_mtime)
+    except OSError:
+        key = None
+    if key is not None and key in _KNOWLEDGE:
+        return _KNOWLEDGE[key]
+    try:
+        found = load_knowledge(path)
     except KnowledgeError as exc:
         log.warning("knowledge base not read (%s)", type(exc).__name__)
         return None
+    if key is not None:
+        for old in [k for k in _KNOWLEDGE if k[0] == key[0]]:
+            del _KNOWLEDGE[old]
+        _KNOWLEDGE[key] = found
+    return found
 
 
 def _current(session: Session, conversation_id: int) -> ServiceSession | None:
