@@ -98,6 +98,8 @@ def drain_pause(per_second: float) -> float:
     if per_second <= 0:
         return RATE_PAUSE
     return min(RATE_PAUSE, max(MIN_RATE_PAUSE, 1.0 / per_second))
+
+
 #: OVERLOAD_LIMIT: a manual block (system-errors.md); don't hammer it
 OVERLOAD_PAUSE = 900.0
 #: OPERATION_TIME_LIMIT without any known reset time: the baskets are 1 min
