@@ -298,6 +298,9 @@ class ServicePolicy:
     #: relative to the mappings directory; None: none
     knowledge_base: str | None = None
     suggestions: Suggestions = field(default_factory=Suggestions)
+    #: a client's message after their session went idle opens a new
+    #: deal/ticket too (a closed deal always opens a new one)
+    new_deal_per_session: bool = False
 
     def line(self, name: str) -> Line:
         return self.lines[name]
@@ -945,6 +948,7 @@ class ServiceSchema(_Strict):
         ),
     )
     suggestions = fields.Nested(SuggestionsSchema, load_default=None)
+    new_deal_per_session = fields.Boolean(load_default=False)
 
     # skip_on_field_errors=False: the references are checked among what did
     # load (an item that failed has its own error), so one run reports all
@@ -977,6 +981,7 @@ class ServiceSchema(_Strict):
             transfer=data["transfer"] or TransferPolicy(),
             knowledge_base=data["knowledge_base"],
             suggestions=data["suggestions"] or Suggestions(),
+            new_deal_per_session=data["new_deal_per_session"],
         )
 
 

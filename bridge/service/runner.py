@@ -44,7 +44,7 @@ from bridge.errors import AuthError, BridgeError, PermanentError, RetryableError
 from bridge.model import CrmRef, MessageKind, TaskDraft, utcnow
 from bridge.pipeline.drain import Drained, Parked, run_drain
 from bridge.registry import UnknownAdapter, channel_class
-from bridge.rows import aware
+from bridge.rows import aware, profile_from_payload
 from bridge.service import assist, csat, engine, routing, transfer
 from bridge.service.assist import Assist
 from bridge.service.calendar import is_open
@@ -81,6 +81,7 @@ __all__ = [
     "answers_closed_session",
     "at_risk",
     "crm_closed",
+    "new_session_since",
     "failed_actions",
     "enqueue_after",
     "operator_replied",
@@ -162,6 +163,10 @@ def _drain_once(runtime: Runtime, conversation_id: int) -> Drained | Parked | No
                 continue
             stored = (current.sla or {}).get("priority") if current is not None else None
             ctx = view.context(session, aware(message.sent_at), ticket, message.text or "", stored)
+            spoken = profile_from_payload(message.payload).language
+            if spoken:
+                # the client's own language where their channel tells it
+                ctx = dataclasses.replace(ctx, language=spoken)
             outcome = engine.with_due(
                 ctx, ticket, engine.on_client_message(ctx, ticket, message.text or "")
             )
@@ -700,6 +705,44 @@ def answers_closed_session(
             break
         count += 1
     return count
+
+
+def new_session_since(
+    runtime: Runtime, conversation_id: int, at: dt.datetime
+) -> dt.datetime | None:
+    """When a new session began before the client's message at ``at``,
+    where the mapping gives each session a deal of its own
+    (``service.new_deal_per_session``): the moment the last session went
+    idle (closed by the sweeper, or idle by ``at``: the service job may not
+    have closed it yet, so the sync decides by the same rule); None when
+    ``at`` is in the same session or the mapping keeps one deal."""
+    with runtime.read_session() as session:
+        row = session.scalars(
+            select(ServiceSession)
+            .where(ServiceSession.conversation_id == conversation_id)
+            .order_by(ServiceSession.number.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            return None
+        tenant = session.get(Tenant, row.tenant_id)
+        if tenant is None:
+            return None
+        try:
+            policy = runtime.mapping_for(tenant).service
+        except MappingError:
+            return None
+        if policy is None or not policy.new_deal_per_session:
+            return None
+        state = SessionState.from_dict(row.state)
+        idle = dt.timedelta(hours=_line(policy, row.line).session_idle_hours)
+    if state.is_open and state.number > 1 and state.opened_at <= at:
+        return state.opened_at  # the session this message belongs to, a later one
+    if not state.is_open:
+        went = state.closed_at if state.close_reason == "idle" else None
+    else:
+        went = state.last_activity + idle  # idle by now: the service job is behind
+    return went if went is not None and went <= at else None
 
 
 def owner_changed(session: Session, conversation_id: int, owner_id: str) -> None:

@@ -110,7 +110,9 @@ def world(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> tuple[Runtime, i
     return runtime, tenant, account
 
 
-def _writes(world: tuple[Runtime, int, int], text: str, at: dt.datetime, n: int) -> int:
+def _writes(
+    world: tuple[Runtime, int, int], text: str, at: dt.datetime, n: int, language: str | None = None
+) -> int:
     runtime, tenant, account = world
     ref = AccountRef(account, tenant, "telegram", *runtime.ingest_view(tenant))
     assert ref.service
@@ -126,7 +128,7 @@ def _writes(world: tuple[Runtime, int, int], text: str, at: dt.datetime, n: int)
                 kind=MessageKind.TEXT,
                 sent_at=_utc(at),  # channels give UTC (SQLite keeps no offset)
                 text=text,
-                profile=SenderProfile(first_name="Ann"),
+                profile=SenderProfile(first_name="Ann", language=language),
             )
         ],
     )
@@ -559,3 +561,59 @@ def test_a_crm_stage_moves_the_session_and_a_crm_field_routes_it(
     assert _said(runtime)[-1][0] == "transfer"
     _crm(runtime, tenant, stage)  # delivered again: moves nothing, says nothing more
     assert [kind for kind, _ in _said(runtime)].count("transfer") == 1
+
+
+def test_the_menu_and_notice_speak_the_clients_language(
+    world: tuple[Runtime, int, int],
+) -> None:
+    """An English mapping; a client whose channel says they speak Russian."""
+    runtime, _, _ = world
+    _writes(world, "Здравствуйте", NIGHT, 1, language="ru")
+    (menu, notice) = _said(runtime)
+    assert (
+        menu[1].startswith("Здравствуйте! Чем помочь?") and "0 — Связаться с оператором" in menu[1]
+    )
+    assert "завтра в 09:00" in notice[1]
+
+
+@pytest.mark.parametrize("own_deal", [True, False])
+def test_a_session_after_an_idle_one_gets_a_deal_of_its_own_when_the_mapping_says(
+    world: tuple[Runtime, int, int], own_deal: bool
+) -> None:
+    from bridge.pipeline.inbound import run_inbound
+
+    runtime, _, _ = world
+    if own_deal:
+        mapping = MAPPING.replace("service:\n", "service:\n  new_deal_per_session: true\n", 1)
+        (runtime.settings.mappings_dir / "shop.yaml").write_text(mapping, encoding="utf-8")
+    day = dt.datetime(2026, 12, 8, 10, 0, tzinfo=MSK)
+    conversation = _writes(world, "Hi", day, 1)
+    run_inbound(runtime, conversation)
+    _writes(world, "1", day + dt.timedelta(minutes=1), 2)
+    run_inbound(runtime, conversation)
+    first = _entity(runtime, conversation)
+    assert first is not None
+    # a day and more later (the line's idle hours: 24): a new session; the
+    # sync decides by the same rule whether the service job ran yet or not
+    later = day + dt.timedelta(days=2)
+    assert runner.new_session_since(runtime, conversation, _utc(later)) == (
+        _utc(day + dt.timedelta(minutes=1, hours=24)) if own_deal else None
+    )
+    _writes(world, "New question", later, 3)
+    assert runner.new_session_since(runtime, conversation, _utc(later)) == (
+        _utc(later) if own_deal else None
+    )
+    run_inbound(runtime, conversation)
+    second = _entity(runtime, conversation)
+    assert (second != first) is own_deal
+    # the session's next message stays on its deal
+    _writes(world, "and another thing", later + dt.timedelta(minutes=1), 4)
+    run_inbound(runtime, conversation)
+    assert _entity(runtime, conversation) == second
+
+
+def _entity(runtime: Runtime, conversation: int) -> str | None:
+    with runtime.read_session() as session:
+        row = session.get(Conversation, conversation)
+        assert row is not None
+        return row.crm_entity_id

@@ -179,6 +179,9 @@ class _Snapshot:
     last_synced_at: dt.datetime | None = None
     #: the tenant's mapping (read by ``_rule``)
     mapping: MappingConfig | None = None
+    #: open a deal of its own, not the client's open one (a new session the
+    #: mapping's service section gives a deal of its own)
+    own_entity: bool = False
 
 
 class InboundSync:
@@ -246,6 +249,11 @@ class InboundSync:
                     batch = batch[:answers]
                 else:
                     self._reopen(snap)
+            elif self._opens_new_deal(snap, batch[0]):
+                # a new session the mapping gives a deal of its own (not the
+                # client's open one either)
+                self._reopen(snap)
+                snap.own_entity = True
             if snap.contact.crm_contact_id and rule.object != "unsorted":
                 # a known client: what the bridge learnt since (a proven
                 # e-mail, a merge, a link) reaches the CRM whichever path
@@ -541,6 +549,22 @@ class InboundSync:
             self.rt, snap.conversation.id, [(m.text or "", aware(m.sent_at)) for m in batch]
         )
 
+    def _opens_new_deal(self, snap: _Snapshot, first: Message) -> bool:
+        """The batch's first message starts a new session the mapping gives
+        a deal of its own, and nothing of that session is in the CRM yet
+        (the last message written predates the session's start: a later
+        batch of the same session stays on its deal)."""
+        if snap.mapping is None or snap.mapping.service is None:
+            return False
+        if not snap.mapping.service.new_deal_per_session or not snap.conversation.crm_entity_id:
+            return False
+        if snap.last_synced_at is None:
+            return False
+        from bridge.service.runner import new_session_since
+
+        began = new_session_since(self.rt, snap.conversation.id, aware(first.sent_at))
+        return began is not None and snap.last_synced_at < began
+
     def _reopen(self, snap: _Snapshot) -> None:
         """The conversation's deal/lead was closed (won, lost, deleted) since
         the last message: this message opens a new one (and a new task);
@@ -579,7 +603,7 @@ class InboundSync:
                 self._reopen(snap)  # closed and we were not told: open a new one
                 return self._ensure_entity(snap, adapter, rule, contact_ref)
             return ref, False
-        if rule.reuse == "open":
+        if rule.reuse == "open" and not snap.own_entity:
             shared = self._open_entity_of_contact(snap, rule.object)
             if shared is not None:
                 entity_id, owner = shared
