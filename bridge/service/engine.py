@@ -87,7 +87,9 @@ class Say:
 class Work:
     """A CRM write: a ``task`` (for ``owner``, due at ``due``), a ``note``
     on the client's contact, or ``entity``: the conversation's deal/lead/
-    ticket given to ``owner`` and its ``fields`` written. ``key`` names it:
+    ticket given to ``owner`` and its ``fields`` written; or ``notify``: the
+    text sent to a supervisor's chat or address (``fields``: ``channel``,
+    ``to``) through the tenant's account of that channel. ``key`` names it:
     asked twice, done once."""
 
     kind: str
@@ -356,7 +358,7 @@ def rate(ctx: Context, ticket: Ticket, last: SessionState, score: int) -> Outcom
     ]
     if csat.should_alert(state, policy.threshold):
         state = csat.alert_raised(state, ctx.now)
-        works.append(_alert(ctx, ticket, f"csat-low:{ctx.key}:{number}", "low", score=score))
+        works += _alerts(ctx, ticket, f"csat-low:{ctx.key}:{number}", "low", score=score)
     thanks = csat.thanks_text(ctx.language or "en", score, policy.threshold)
     return Outcome(
         dataclasses.replace(ticket, session=state), (Say("thanks", thanks),), tuple(works)
@@ -449,7 +451,7 @@ def on_tick(ctx: Context, ticket: Ticket) -> Outcome:
                 key = (
                     f"sla:{ctx.key}:{number}:{alert.kind}:{alert.level}:{alert.started.isoformat()}"
                 )
-                works.append(_alert(ctx, ticket, key, alert.level, kind=alert.kind, due=alert.due))
+                works += _alerts(ctx, ticket, key, alert.level, kind=alert.kind, due=alert.due)
             ticket = dataclasses.replace(ticket, sla=sla.record(ticket.sla, alerts))
     return Outcome(ticket, tuple(says), tuple(works), closed)
 
@@ -562,6 +564,33 @@ def _alert(
     return Work("task", key, text, due=ctx.now, owner=owner)
 
 
+def _alerts(
+    ctx: Context,
+    ticket: Ticket,
+    key: str,
+    level: str,
+    *,
+    score: int | None = None,
+    kind: str | None = None,
+    due: dt.datetime | None = None,
+) -> list[Work]:
+    """The supervisor's alert: the CRM task, and a message to each of the
+    line's ``supervisor.alerts`` (a chat, an address) naming the conversation."""
+    task = _alert(ctx, ticket, key, level, score=score, kind=kind, due=due)
+    line = _line(ctx.policy, ticket.line)
+    routes = line.supervisor.alerts if line.supervisor is not None else ()
+    text = f"{task.text} ({_words(ctx, 'conversation')} {ctx.key})"
+    return [task] + [
+        Work(
+            "notify",
+            f"{key}:{route.channel}:{route.to}",
+            text,
+            fields={"channel": route.channel, "to": route.to},
+        )
+        for route in routes
+    ]
+
+
 def _crm_language(ctx: Context) -> str:
     """The language of what CRM users read: the mapping's."""
     return ctx.crm_language if ctx.crm_language in _TEXTS else "en"
@@ -584,6 +613,7 @@ _TEXTS: Mapping[str, Mapping[str, str]] = {
         "first_response": "first response",
         "next_response": "next response",
         "resolution": "resolution",
+        "conversation": "conversation",
     },
     "ru": {
         "chose": "Клиент выбрал в меню: {choice}",
@@ -597,6 +627,7 @@ _TEXTS: Mapping[str, Mapping[str, str]] = {
         "first_response": "первый ответ",
         "next_response": "следующий ответ",
         "resolution": "решение",
+        "conversation": "диалог",
     },
 }
 

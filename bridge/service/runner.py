@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session
 from bridge import outbox
 from bridge.db import rowcount
 from bridge.errors import AuthError, BridgeError, PermanentError, RetryableError
-from bridge.model import CrmRef, MessageKind, TaskDraft, utcnow
+from bridge.model import CrmRef, MessageKind, OutboundMessage, TaskDraft, utcnow
 from bridge.pipeline.drain import Drained, Parked, run_drain
 from bridge.registry import UnknownAdapter, channel_class
 from bridge.rows import aware, profile_from_payload
@@ -56,6 +56,7 @@ from bridge.service.sessions import SessionState
 from bridge.service.sla import due as sla_due
 from bridge.tables import (
     ChannelAccount,
+    ChannelStatus,
     Contact,
     Conversation,
     Message,
@@ -917,6 +918,8 @@ def run_action(runtime: Runtime, action_id: int, *, now: dt.datetime | None = No
             entity = None
     from bridge.pipeline.retry import call_with_retries
 
+    if kind == "notify":
+        return _notify(runtime, action_id, tenant.id, key, payload, attempts, now)
     if crm_contact is None or (kind == "entity" and entity is None):
         # the sync has not written the client (or their deal) yet: soon it
         # will; looked at again shortly, without counting as a failure
@@ -953,6 +956,59 @@ def run_action(runtime: Runtime, action_id: int, *, now: dt.datetime | None = No
             call_with_retries(
                 runtime.settings, adapter.note_contact, ref, str(payload["text"]), key
             )
+    except (RetryableError, AuthError) as exc:
+        return _action_later(runtime, action_id, attempts, exc, now)
+    except (PermanentError, NotImplementedError) as exc:
+        _action_done(runtime, action_id, "failed", str(getattr(exc, "message", "") or exc))
+        return "failed"
+    _action_done(runtime, action_id, "done", None)
+    return "done"
+
+
+def _notify(
+    runtime: Runtime,
+    action_id: int,
+    tenant_id: int,
+    key: str,
+    payload: dict[str, Any],
+    attempts: int,
+    now: dt.datetime,
+) -> str:
+    """A supervisor's alert sent to their chat or address through the
+    tenant's active account of that channel (an automatic message, not a
+    conversation of a client's)."""
+    fields = payload.get("fields") or {}
+    kind, to = str(fields.get("channel") or ""), str(fields.get("to") or "")
+    with runtime.read_session() as session:
+        account = session.scalars(
+            select(ChannelAccount)
+            .where(
+                ChannelAccount.tenant_id == tenant_id,
+                ChannelAccount.kind == kind,
+                ChannelAccount.status == ChannelStatus.ACTIVE,
+            )
+            .order_by(ChannelAccount.id)
+            .limit(1)
+        ).first()
+        if account is not None:
+            session.expunge(account)
+    if account is None or not to:
+        _action_done(runtime, action_id, "failed", f"no active {kind or 'channel'} account")
+        return "failed"
+    text = str(payload.get("text") or "")
+    message = OutboundMessage(
+        bridge_id=f"alert-{action_id}",
+        external_thread_id=to,
+        text=text,
+        # what a channel that writes first needs (an e-mail's address, subject)
+        thread_state={"address": to, "subject": text[:120]},
+        auto="alert",
+    )
+    from bridge.pipeline.retry import call_with_retries
+
+    try:
+        adapter = runtime.channel_adapter(account)
+        call_with_retries(runtime.settings, adapter.send, message)
     except (RetryableError, AuthError) as exc:
         return _action_later(runtime, action_id, attempts, exc, now)
     except (PermanentError, NotImplementedError) as exc:

@@ -15,6 +15,7 @@ in the CRM, one alert task for the supervisor."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import pytest
@@ -617,3 +618,49 @@ def _entity(runtime: Runtime, conversation: int) -> str | None:
         row = session.get(Conversation, conversation)
         assert row is not None
         return row.crm_entity_id
+
+
+def test_a_breach_also_reaches_the_supervisors_telegram_chat_once(
+    world: tuple[Runtime, int, int],
+) -> None:
+    import responses
+
+    runtime, _, _ = world
+    mapping = MAPPING.replace(
+        'supervisor: {user: "900"}',
+        'supervisor: {user: "900", alerts: [{channel: telegram, to: "-1001234567890"}]}',
+    )
+    assert mapping != MAPPING
+    (runtime.settings.mappings_dir / "shop.yaml").write_text(mapping, encoding="utf-8")
+    day = dt.datetime(2026, 12, 8, 10, 0, tzinfo=MSK)
+    _writes(world, "Hi", day, 1)
+    _writes(world, "1", day + dt.timedelta(minutes=1), 2)
+    for minutes in (50, 61, 62):
+        runner.sweep(runtime, now=_utc(day) + dt.timedelta(minutes=minutes))
+    notify = [a for a in _actions(runtime) if a.kind == "notify"]
+    assert [a.key.split(":")[4] for a in notify] == ["warning", "breach"]
+    with responses.RequestsMock() as rsps:
+        sent = rsps.post(
+            "https://api.telegram.org/bot1:x/sendMessage",
+            json={
+                "ok": True,
+                "result": {
+                    "message_id": 7,
+                    "date": 0,
+                    "chat": {"id": -1001234567890, "type": "supergroup"},
+                },
+            },
+        )
+        for action in notify:
+            assert (
+                runner.run_action(runtime, action.id, now=_utc(day) + dt.timedelta(hours=2))
+                == "done"
+            )
+        assert sent.call_count == 2
+        body = json.loads(sent.calls[1].request.body)
+        assert body["chat_id"] in (-1001234567890, "-1001234567890")
+        assert body["text"].startswith("SLA breached: first response was due")
+    # done: never sent twice
+    assert (
+        runner.run_action(runtime, notify[1].id, now=_utc(day) + dt.timedelta(hours=3)) == "not due"
+    )
