@@ -387,10 +387,12 @@ def lead_status_and_owner_round_trip_in_order(
     assert events is not None and len(events) == 2 * len(records)
     statuses, owners = events[: len(records)], events[len(records) :]
     for event, (lead, status, _owner) in zip(statuses, records, strict=True):  # in order
+        # a closed status closes the entity; an open one is its stage now
         closed = int(status) in CLOSED_STATUSES
-        assert event.kind is (CrmEventKind.ENTITY_CLOSED if closed else CrmEventKind.UNKNOWN)
-        assert event.external_id == f"leads.status:{lead}" + (f":{status}" if closed else "")
-        assert event.entity == (CrmRef("lead", lead) if closed else None)
+        assert event.kind is (CrmEventKind.ENTITY_CLOSED if closed else CrmEventKind.ENTITY_STAGE)
+        assert event.external_id == f"leads.status:{lead}:{status}"
+        assert event.entity == CrmRef("lead", lead)
+        assert event.stage == (None if closed else str(status))
     for event, (lead, _status, owner) in zip(owners, records, strict=True):
         assert event.kind is CrmEventKind.OWNER_CHANGED
         assert (event.entity, event.owner_id) == (CrmRef("lead", lead), str(owner))

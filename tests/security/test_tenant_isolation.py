@@ -619,8 +619,10 @@ def _snapshot_sql() -> str:
         owner = "id" if table.name == "tenants" else "tenant_id"
         assert owner in names, table.name
         row = " || '|' || ".join(f"COALESCE(CAST(\"{c}\" AS TEXT), '~')" for c in names)
+        # its primary key (a tenant's own row of a per-tenant table: tenant_id)
+        (pk,) = [c.name for c in table.primary_key.columns]
         # our own table and column names only
-        sql = f'SELECT \'{table.name}\', id, "{owner}", {row} FROM "{table.name}"'  # noqa: S608
+        sql = f'SELECT \'{table.name}\', "{pk}", "{owner}", {row} FROM "{table.name}"'  # noqa: S608
         parts.append(sql)
     return " UNION ALL ".join(parts)
 
