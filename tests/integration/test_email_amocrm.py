@@ -5,7 +5,7 @@ receives what the bridge sends, the sandbox plays amoCRM (the demo mapping's
 messages in amoCRM's chat), and real ``bridge worker`` processes (with their
 pollers) do the work. On one database (PostgreSQL in CI).
 
-20 customers write 5 mails each, as an MTA would deliver them to the
+10 customers write 5 mails each, as an MTA would deliver them to the
 mailbox: a first mail (a new ticket), two replies in the thread
 (In-Reply-To/References), a forward (``Fwd:``, the original quoted) and a
 reply with a small PDF; each customer's mailbox also answers our
@@ -45,7 +45,7 @@ from tests.integration.test_telegram_amocrm import FAST, _account, _tenant_setti
 from tests.support.dovecot import Dovecot
 from tests.support.smtp_server import SmtpTestServer
 
-CUSTOMERS = 20
+CUSTOMERS = 10  # 20 until 2026-12-06: the suite's 20-minute budget
 MAILS = 5
 PDF = (
     b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
@@ -102,7 +102,7 @@ def _customer_of(address: str) -> int:
     return int(address.split("@")[0][1:])
 
 
-def test_20_customers_5_mails_into_amocrm_leads_and_replies_go_out_threaded_once(
+def test_10_customers_5_mails_into_amocrm_leads_and_replies_go_out_threaded_once(
     make_stack_once,
     mailbox: Dovecot,  # noqa: F811
     outgoing: SmtpTestServer,  # noqa: F811  # type: ignore[no-untyped-def]

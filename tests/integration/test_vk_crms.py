@@ -6,11 +6,11 @@ own end-to-end tests), the canary run takes VK through all three, and the
 test itself is written for any CRM (``tests/support/crm_views``: add it to
 ``CRMS`` to run it there):
 
-1. 20 users × 10 ``message_new`` events (real-shaped Callback API bodies,
+1. 12 users × 10 ``message_new`` events (real-shaped Callback API bodies,
    each message's ``date`` and ``conversation_message_id`` in the user's
    order) posted by the VK sandbox's ``_deliver`` with their ``event_id``
    kept; each burst shuffled and 10 % posted twice (VK redelivers with the
-   same ``event_id``) -> exactly 20 contacts and 200 entries, each once,
+   same ``event_id``) -> exactly 12 contacts and 120 entries, each once,
    each user's in order.
 2. A rep answers every user in the CRM (the CRM sandbox's ``_reply``) ->
    each answer goes out once through ``messages.send`` (the VK sandbox's
@@ -54,7 +54,7 @@ from tests.support.crm_views import Vendor, bridge_replies, crm_view, fast_stack
 
 pytestmark = pytest.mark.integration
 
-USERS, PER_USER = 20, 10
+USERS, PER_USER = 12, 10  # 20 until 2026-12-06: the suite's 20-minute budget
 #: VK user ids of today's range
 FIRST = 712_000_001
 TOTAL = USERS * PER_USER
@@ -173,7 +173,7 @@ CRMS = ("hubspot",)
 
 
 @pytest.mark.parametrize("crm", CRMS)
-def test_vk_20_users_replies_an_ambiguous_send_and_a_denied_user(  # type: ignore[no-untyped-def]
+def test_vk_12_users_replies_an_ambiguous_send_and_a_denied_user(  # type: ignore[no-untyped-def]
     make_stack_once, crm: str
 ):
     stack = fast_stack(make_stack_once, crm, ("vk",), workers=2)
@@ -181,7 +181,7 @@ def test_vk_20_users_replies_an_ambiguous_send_and_a_denied_user(  # type: ignor
     # VK has no read receipts: the CRM's "read" says nothing
     side = crm_view(stack, "vk", USERS, PER_USER, read_receipts=False)
 
-    # 1. 20 users x 10 messages, shuffled within each burst, 10 % posted twice
+    # 1. 12 users x 10 messages, shuffled within each burst, 10 % posted twice
     traffic = _vk_traffic(seed=23)
     duplicates = sum(d.duplicate for d in traffic)
     assert USERS // 2 < duplicates < USERS * 2  # ~10 % redelivered

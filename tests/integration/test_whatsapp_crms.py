@@ -2,9 +2,9 @@
 RQ worker processes, against Bitrix24 on its demo mapping, the whole
 scenario in one test:
 
-1. 50 customers × 20 text messages posted by the WhatsApp sandbox's
+1. 30 customers × 20 text messages posted by the WhatsApp sandbox's
    ``_deliver`` (signed like Meta), each burst shuffled, 10 % posted again
-   (the same body, as Meta retries) -> exactly 50 contacts and 1,000 entries,
+   (the same body, as Meta retries) -> exactly 30 contacts and 600 entries,
    each customer's in the order of their WhatsApp timestamps.
 2. A rep answers every customer in the CRM (each sandbox CRM's ``_reply``),
    25 while the WhatsApp sandbox posts each send's statuses shuffled, 25
@@ -55,7 +55,7 @@ from tests.support.crm_views import Vendor, bridge_replies, crm_view, fast_stack
 
 pytestmark = pytest.mark.integration
 
-USERS, PER_USER = 50, 20
+USERS, PER_USER = 30, 20  # 50 until 2026-12-06: the suite's 20-minute budget
 FIRST = 79_990_000_001
 #: the customer who last wrote 25 hours ago
 LATE = 79_990_009_999
@@ -142,7 +142,7 @@ CRMS = ("bitrix24",)
 
 
 @pytest.mark.parametrize("crm", CRMS)
-def test_whatsapp_50_customers_replies_echoes_and_the_24_hour_window(  # type: ignore[no-untyped-def]
+def test_whatsapp_30_customers_replies_echoes_and_the_24_hour_window(  # type: ignore[no-untyped-def]
     make_stack_once, tmp_path: Path, crm: str
 ):
     # the demo mappings, in a directory of the test's own (step 4 edits one)
@@ -163,7 +163,7 @@ def test_whatsapp_50_customers_replies_echoes_and_the_24_hour_window(  # type: i
     #: checks that fail because of the bugs named below (asserted at the end)
     lapses: list[str] = []
 
-    # 1. 50 customers x 20 messages, shuffled within each burst, 10 % twice
+    # 1. 30 customers x 20 messages, shuffled within each burst, 10 % twice
     traffic = whatsapp_traffic(USERS, PER_USER, duplicate_rate=0.1, seed=19, first_user=FIRST)
     assert sum(d.duplicate for d in traffic) > USERS  # ~10 % redelivered
     assert set(send_all(stack.sandbox_url, traffic, channel="whatsapp")) == {200}
