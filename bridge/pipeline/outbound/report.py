@@ -34,13 +34,15 @@ class DeliveryReports:
             error=message.last_error if failed else None,
             crm_thread_id=(message.payload or {}).get("crm_thread_id"),
         )
-        runtime.crm_adapter(item.tenant).report_delivery(report)
         if failed:
             # a reply that failed for good (a bot blocked, an address
             # bouncing) may change where the client can be reached: the
-            # CRM contact's live fields are looked at again
+            # CRM contact's live fields are looked at again. Before the
+            # report, never after: a step that fails after the CRM has the
+            # report is tried again, and the CRM would get it twice
             with runtime.transaction() as session:
                 live_fields.mark_conversation(session, message.conversation_id)
+        runtime.crm_adapter(item.tenant).report_delivery(report)
 
 
 def run_reports(runtime: Runtime, conversation_id: int) -> str:
