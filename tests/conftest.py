@@ -231,22 +231,3 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, Any, Any]:
     return (yield from _guarded("teardown"))
-
-
-#: the suites whose files run longest (real stacks, browsers): collected
-#: first, so that the two xdist workers end on short unit files together
-#: instead of one waiting while the other runs the last long file
-_LONG_FIRST = ("tests/integration/", "tests/browser/")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The long suites first, each file's tests kept together and in order
-    (``--dist loadfile`` hands out whole files in collection order)."""
-    root = str(config.rootpath) + "/"
-
-    def long_first(pair: tuple[int, pytest.Item]) -> tuple[int, int]:
-        index, item = pair
-        path = str(item.path).removeprefix(root)
-        return (0 if path.startswith(_LONG_FIRST) else 1, index)
-
-    items[:] = [item for _, item in sorted(enumerate(items), key=long_first)]
