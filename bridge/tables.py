@@ -774,3 +774,54 @@ class TenantService(Base):
     routing: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     #: how often each suggested reply was shown and accepted (``suggest.Prior``)
     suggestions: Mapped[dict[str, Any] | None] = mapped_column(Json)
+
+
+# -- the admin console (``bridge.console``) ------------------------------------------------------
+
+
+class ConsoleUser(Base):
+    """A person who signs in to the admin console: an ``owner`` (every
+    tenant, ``tenant_id`` None), a tenant's ``admin`` or a ``viewer``. The
+    password is kept as an Argon2id hash; the TOTP secret, when set, is
+    encrypted like the tenants' credentials (``bridge.crypto``, bound to the
+    user's row)."""
+
+    __tablename__ = "console_users"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    #: stored lower-case
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    #: owner | admin | viewer
+    role: Mapped[str] = mapped_column(String(16))
+    tenant_id: Mapped[int | None] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
+    #: encrypted base32 secret (None: no second factor)
+    totp_secret: Mapped[str | None] = mapped_column(Text)
+    #: the console's language for this user: en | ru
+    language: Mapped[str] = mapped_column(String(8), default="en")
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    last_login_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ConsoleAudit(Base):
+    """One change made in the console (or by ``bridge admin``): who, in which
+    tenant, what, on what, the values before and after, when and from where."""
+
+    __tablename__ = "console_audit"
+    __table_args__ = (Index("ix_console_audit_tenant", "tenant_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    #: None: the command line, or a user deleted since (``user_email`` stays)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("console_users.id", ondelete="SET NULL"))
+    user_email: Mapped[str] = mapped_column(String(320))
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    action: Mapped[str] = mapped_column(String(64))
+    #: what was changed ("user:12 ann@example.com", "channel:3")
+    target: Mapped[str] = mapped_column(String(200), default="")
+    before: Mapped[Any | None] = mapped_column(Json)
+    after: Mapped[Any | None] = mapped_column(Json)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
