@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from bridge.errors import BridgeError
@@ -66,10 +67,22 @@ from bridge.model import (
 )
 from bridge.schema import NoSettings, load
 
-__all__ = ["CrmAdapter"]
+__all__ = ["CrmAdapter", "Pipeline"]
 
 D = TypeVar("D")
 R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A pipeline an entity type may be opened in, as the CRM lists it: its
+    id (what a mapping's ``pipeline`` names; ``""`` for a type with one
+    unnamed pipeline, such as Bitrix24's leads), its name, and its stages
+    (id, as a mapping's ``stage`` names it -> name) in the CRM's order."""
+
+    id: str
+    name: str
+    stages: Mapping[str, str] = field(default_factory=dict)
 
 
 class CrmAdapter(ABC):
@@ -289,6 +302,17 @@ class CrmAdapter(ABC):
         left them. Default: this CRM cannot (``NotImplementedError``)."""
         raise NotImplementedError(f"{self.kind} cannot update a deal")
 
+    #: the CRM's deals/leads/tickets carry tags (:meth:`tag_entity`); a
+    #: mapping whose service menus or transfers name tags needs it
+    has_entity_tags: ClassVar[bool] = False
+
+    def tag_entity(self, entity: CrmRef, tags: Sequence[str]) -> None:
+        """Add ``tags`` to an open deal/lead/ticket, keeping the tags it
+        has (a menu choice's tags; adding one it carries already changes
+        nothing, so a retry is safe). Default: this CRM has no tags
+        (``NotImplementedError``; the mapping check refuses tags then)."""
+        raise NotImplementedError(f"{self.kind} has no tags on deals")
+
     def merge_contacts(self, keep: CrmRef, gone: CrmRef) -> bool:
         """Make ``gone`` part of ``keep`` in the CRM, where its API can (the
         bridge found the two are one person). True once the CRM merged them
@@ -411,6 +435,28 @@ class CrmAdapter(ABC):
     @abstractmethod
     def list_owners(self) -> list[Owner]:
         """The users a conversation can be assigned to."""
+
+    # -- what a mapping names, read back (the console's dry run) ------------
+
+    def list_pipelines(self, object_type: str) -> list[Pipeline]:
+        """Read only: the pipelines, with their stages, that an entity of
+        ``object_type`` (one of :attr:`entity_types`) may be opened in, by
+        the ids a mapping's ``pipeline`` and ``stage`` take. Default: this
+        CRM cannot list them (``NotImplementedError``: not checked)."""
+        raise NotImplementedError(f"{self.kind} cannot list its pipelines")
+
+    def list_fields(self, object_type: str, names: Sequence[str]) -> dict[str, str]:
+        """Read only: of the mapping's property ``names`` for ``object_type``
+        (``contact`` or an entity type), those the CRM has a field for now,
+        each -> what the CRM calls that field (its label or code). A name
+        left out has no field yet (the setup creates the missing ones).
+        Default: this CRM cannot tell (``NotImplementedError``)."""
+        raise NotImplementedError(f"{self.kind} cannot list its fields")
+
+    def preview_entry(self, entry: TimelineEntry) -> str:
+        """No request: the text :meth:`append_entries` would write for
+        ``entry`` as a note (what a rep reads). Default: the entry's text."""
+        return entry.text
 
     # -- CRM -> bridge ------------------------------------------------------
 

@@ -44,20 +44,20 @@ from bridge.model import (
     TimelineEntry,
     WebhookRequest,
 )
-from crm_adapters.base import CrmAdapter
+from crm_adapters.base import CrmAdapter, Pipeline
 
 from . import cascade as amo_cascade
 from . import oauth
 from .chats import DEFAULT_AMOJO_BASE, AmojoClient, verify_body_signature
-from .client import DEFAULT_API_BASE, AmoApi, api_rate, base_for
+from .client import DEFAULT_API_BASE, AmoApi, api_rate, base_for, embedded
 from .contacts import ContactsMixin
-from .fields import as_map, field_values, to_int
+from .fields import ENTITY_PATHS, as_map, field_values, to_int
 from .inbox import InboxMixin, wants_inbox
 from .leads import LeadsMixin
 from .merge import MergeMixin
 from .settings import AmoCrmApp, AmoCrmSettings
 from .setup import run_setup
-from .timeline import NOTES_CHUNK, NotesMixin, wants_note
+from .timeline import NOTES_CHUNK, NotesMixin, render_note, wants_note
 from .webhooks import (
     DEFAULT_REPLY_MARKERS,
     account_events,
@@ -104,6 +104,7 @@ class AmoCrmAdapter(ContactsMixin, LeadsMixin, MergeMixin, NotesMixin, InboxMixi
     timeline_kinds: ClassVar[Mapping[str, tuple[str, ...]]] = {"note": ()}
     #: amoCRM's chat window through the Chats API (FACTS 1.13)
     has_inbox: ClassVar[bool] = True
+    has_entity_tags: ClassVar[bool] = True
     #: the chat's first message creates the Unsorted lead and its contact
     #: (FACTS 1.13); append_entries refuses an entry with nowhere to go
     inbox_created_types: ClassVar[tuple[str, ...]] = ("unsorted",)
@@ -311,6 +312,53 @@ class AmoCrmAdapter(ContactsMixin, LeadsMixin, MergeMixin, NotesMixin, InboxMixi
                 )
             )
         return owners
+
+    # -- what a mapping names, read back ----------------------------------
+
+    def list_pipelines(self, object_type: str) -> list[Pipeline]:
+        """``GET /api/v4/leads/pipelines``: each pipeline with its statuses
+        (their ``sort`` order, Unsorted and the shared won/lost 142/143
+        included, FACTS 1.8)."""
+        self._check_type(object_type)
+        body = self.api.json("GET", "/api/v4/leads/pipelines")
+        found = []
+        for item in embedded(body, "pipelines"):
+            statuses = as_map(item.get("_embedded")).get("statuses") or []
+            found.append(
+                Pipeline(
+                    id=str(item.get("id")),
+                    name=str(item.get("name") or item.get("id")),
+                    stages={
+                        str(s.get("id")): str(s.get("name") or s.get("id"))
+                        for s in statuses
+                        if isinstance(s, Mapping)
+                    },
+                )
+            )
+        return found
+
+    def list_fields(self, object_type: str, names: Sequence[str]) -> dict[str, str]:
+        """The custom fields the setup recorded for the names (setting
+        ``custom_fields``) that ``GET /api/v4/{leads|contacts}/custom_fields``
+        still lists, each -> the field's name: the ones the notes and leads
+        are written with."""
+        path = ENTITY_PATHS.get(object_type)
+        if path is None:
+            return {}
+        recorded = self.settings.custom_fields.get(path) or {}
+        listed = {
+            str(f.get("id")): str(f.get("name") or f.get("id"))
+            for f in self.api.pages(f"/api/v4/{path}/custom_fields", "custom_fields")
+        }
+        return {
+            name: listed[str(recorded[name])]
+            for name in names
+            if name in recorded and str(recorded[name]) in listed
+        }
+
+    def preview_entry(self, entry: TimelineEntry) -> str:
+        """The note's text (:func:`~.timeline.render_note`)."""
+        return render_note(entry, self.account, visible_marker=self._visible_marker())
 
     # -- CRM -> bridge --------------------------------------------------
 

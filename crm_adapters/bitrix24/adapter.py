@@ -51,7 +51,7 @@ from bridge.model import (
     WebhookRequest,
 )
 from bridge.schema import dump
-from crm_adapters.base import CrmAdapter
+from crm_adapters.base import CrmAdapter, Pipeline
 from crm_adapters.freetext import attach_marker
 
 from . import cascade as b24_cascade
@@ -59,7 +59,7 @@ from . import oauth
 from .batch import Command, Ref, as_map
 from .client import B24Api
 from .contacts import ContactsMixin
-from .entities import EntitiesMixin
+from .entities import EntitiesMixin, field_code
 from .merge import MergeMixin
 from .openlines import connector_id, message_item, our_connectors, wants_inbox
 from .settings import Bitrix24App, Bitrix24Settings
@@ -68,6 +68,7 @@ from .timeline import (
     OWNER_TYPES,
     TimelineMixin,
     marker,
+    render_comment,
     to_int,
     wants_note,
 )
@@ -280,6 +281,67 @@ class Bitrix24Adapter(ContactsMixin, EntitiesMixin, MergeMixin, TimelineMixin, C
             )
         return owners
 
+    # -- what a mapping names, read back ------------------------------------------------
+
+    def list_pipelines(self, object_type: str) -> list[Pipeline]:
+        """Leads: one pipeline (id ``""``) with the ``STATUS`` directory;
+        deals: ``crm.category.list`` (``entityTypeId`` 2, the general one
+        is id 0) with each one's ``DEAL_STAGE[_<id>]`` directory, the
+        directories read by one paged ``crm.status.list`` (``SORT`` order)."""
+        kind = self._check_type(object_type)
+        rows = self.api.list_all("crm.status.list", {"order": {"SORT": "ASC"}})
+        stages: dict[str, dict[str, str]] = {}
+        for row in rows:
+            if isinstance(row, Mapping) and row.get("STATUS_ID"):
+                code = str(row["STATUS_ID"])
+                stages.setdefault(str(row.get("ENTITY_ID") or ""), {})[code] = str(
+                    row.get("NAME") or code
+                )
+        if kind == "lead":
+            return [Pipeline(id="", name="Leads", stages=stages.get("STATUS", {}))]
+        answer = as_map(self.api.call("crm.category.list", {"entityTypeId": 2}).result)
+        found = []
+        for category in answer.get("categories") or []:
+            if not isinstance(category, Mapping):
+                continue
+            number = str(category.get("id"))
+            directory = "DEAL_STAGE" if number in ("", "0") else f"DEAL_STAGE_{number}"
+            found.append(
+                Pipeline(
+                    id=number,
+                    name=str(category.get("name") or number),
+                    stages=stages.get(directory, {}),
+                )
+            )
+        return found
+
+    def list_fields(self, object_type: str, names: Sequence[str]) -> dict[str, str]:
+        """The built-in UTM fields the ``utm_*`` names write, and the user
+        fields the setup recorded for the others (setting ``custom_fields``)
+        that ``crm.<type>.userfield.list`` still lists, each -> its code."""
+        if object_type not in ("lead", "deal", "contact"):
+            return {}
+        created = self.settings.custom_fields.get(object_type) or {}
+        wanted = {name: field_code(name) or created.get(name) for name in names}
+        listed: set[str] = set()
+        if any(code and code.startswith("UF_") for code in wanted.values()):
+            rows = self.api.list_all(f"crm.{object_type}.userfield.list", {})
+            listed = {str(r.get("FIELD_NAME")) for r in rows if isinstance(r, Mapping)}
+        return {
+            name: str(code)
+            for name, code in wanted.items()
+            if code and (not str(code).startswith("UF_") or code in listed)
+        }
+
+    def preview_entry(self, entry: TimelineEntry) -> str:
+        """The timeline comment's text (:func:`~.timeline.render_comment`)."""
+        return render_comment(
+            entry,
+            language=self._language(entry),
+            timezone=self.account.timezone,
+            visible_marker=self._visible_marker(),
+        )
+
     # -- one request for a new conversation ---------------------------------------------
 
     def open_conversation(
@@ -449,6 +511,12 @@ class Bitrix24Adapter(ContactsMixin, EntitiesMixin, MergeMixin, TimelineMixin, C
                         )
                     )
                     continue
+                line = str(data.get("LINE") or settings.line or "")
+                thread = f"{data.get('CONNECTOR')}:{line}:{event.thread_key}"
+                out.append(_replace(event, crm_thread_id=thread))
+            elif event.kind is CrmEventKind.THREAD_CLOSED:
+                if str(data.get("CONNECTOR") or "") not in connectors:
+                    continue  # another app's connector: not our chat
                 line = str(data.get("LINE") or settings.line or "")
                 thread = f"{data.get('CONNECTOR')}:{line}:{event.thread_key}"
                 out.append(_replace(event, crm_thread_id=thread))

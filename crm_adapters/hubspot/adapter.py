@@ -39,7 +39,7 @@ from bridge.model import (
     TimelineEntry,
     WebhookRequest,
 )
-from crm_adapters.base import CrmAdapter
+from crm_adapters.base import CrmAdapter, Pipeline
 
 from . import cascade as hubspot_cascade
 from . import oauth
@@ -49,16 +49,23 @@ from .entities import EntitiesMixin, _stage_closed
 from .merge import MergeMixin
 from .search import BATCH_SIZE, SEARCH_RATE, batch_reason, chunks, matched
 from .settings import HubSpotApp, HubSpotSettings
-from .setup import run_setup
+from .setup import OBJECT_TYPES, run_setup
 from .timeline import (
     association,
     hubspot_time,
     inbox_message,
+    render_body,
     timeline_input,
     timeline_kind,
     wants_inbox,
 )
-from .webhooks import default_stage_closed, parse_events, split_by_portal, verify_v3
+from .webhooks import (
+    default_stage_closed,
+    html_to_text,
+    parse_events,
+    split_by_portal,
+    verify_v3,
+)
 
 __all__ = ["HubSpotAdapter", "api_rate"]
 
@@ -390,6 +397,46 @@ class HubSpotAdapter(ContactsMixin, MergeMixin, EntitiesMixin, CrmAdapter):
             after = ((body.get("paging") or {}).get("next") or {}).get("after")
             if not after:
                 return owners
+
+    # -- what a mapping names, read back ----------------------------------
+
+    def list_pipelines(self, object_type: str) -> list[Pipeline]:
+        """``GET /crm/v3/pipelines/{deals|tickets}``: each pipeline with its
+        stages by ``displayOrder``; archived ones left out."""
+        self._pipelines.pop(object_type, None)  # a fresh read, not the webhook cache
+        found = []
+        for item in self._pipelines_for(object_type):
+            if item.get("archived"):
+                continue
+            stages = sorted(item.get("stages") or [], key=lambda s: s.get("displayOrder", 0))
+            found.append(
+                Pipeline(
+                    id=str(item.get("id")),
+                    name=str(item.get("label") or item.get("id")),
+                    stages={
+                        str(s.get("id")): str(s.get("label") or s.get("id"))
+                        for s in stages
+                        if not s.get("archived")
+                    },
+                )
+            )
+        return found
+
+    def list_fields(self, object_type: str, names: Sequence[str]) -> dict[str, str]:
+        """``GET /crm/v3/properties/{type}``: the names among the object's
+        properties (HubSpot's own and custom ones), each -> its label."""
+        plural = OBJECT_TYPES.get(object_type, object_type)
+        body = self.api.json("GET", f"/crm/v3/properties/{plural}", limit=self.api_limit)
+        labels = {
+            str(p.get("name")): str(p.get("label") or p.get("name"))
+            for p in body.get("results", [])
+            if isinstance(p, Mapping) and not p.get("archived")
+        }
+        return {name: labels[name] for name in names if name in labels}
+
+    def preview_entry(self, entry: TimelineEntry) -> str:
+        """The note's HTML body (:func:`~.timeline.render_body`) as a rep reads it."""
+        return html_to_text(render_body(entry))
 
     # -- CRM -> bridge --------------------------------------------------
 
