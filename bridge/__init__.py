@@ -61,6 +61,7 @@ def create_app(
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
 
     from bridge import api, files, oauth, webhooks
+    from bridge.metrics_web import bp as metrics_bp
     from bridge.service import web as service_web
 
     app.register_blueprint(webhooks.bp)
@@ -68,6 +69,7 @@ def create_app(
     app.register_blueprint(files.bp)
     app.register_blueprint(oauth.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(metrics_bp)
     _channel_blueprints(app)
     _json_errors(app)
     return app
