@@ -60,7 +60,7 @@ def create_app(
         proxies = runtime.settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
 
-    from bridge import api, files, oauth, webhooks
+    from bridge import api, console, files, oauth, webhooks
     from bridge.metrics_web import bp as metrics_bp
     from bridge.service import web as service_web
 
@@ -70,6 +70,7 @@ def create_app(
     app.register_blueprint(oauth.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(metrics_bp)
+    app.register_blueprint(console.bp)
     _channel_blueprints(app)
     _json_errors(app)
     return app

@@ -478,11 +478,29 @@ def test_the_app_serves_no_other_webhook(world: World) -> None:
         ("/api/v1/merges/<int:merge_id>/undo", "POST"),
         ("/api/v1/messages/cascade", "POST"),
         ("/api/v1/messages/cascade/<batch>", "GET"),
+        # the admin console: a signed-in session for every page but the
+        # login; CSRF on every POST, an admin for every change, the login's
+        # failures counted per account and address (tests/unit/test_console_auth.py)
+        ("/console/<path:_unknown>", "GET"),  # its 404 page
+        ("/console/audit", "GET"),
+        ("/console/login", "GET"),
+        ("/console/login", "POST"),
+        ("/console/login/totp", "GET"),
+        ("/console/login/totp", "POST"),
+        ("/console/logout", "POST"),
+        ("/console/static/<path:filename>", "GET"),
+        ("/console/users", "GET"),
+        ("/console/users", "POST"),
+        ("/console/users/<int:user_id>/disable", "POST"),
+        ("/console/users/<int:user_id>/enable", "POST"),
         (
             "/files/<uid>/<token>/<path:name>",
             "GET",
         ),  # a kept file: its token (tests/unit/test_files.py)
         ("/healthz", "GET"),
+        # Prometheus metrics: no input; bearer BRIDGE_METRICS_TOKEN when set
+        # (tests/unit/test_metrics.py)
+        ("/metrics", "GET"),
         ("/oauth/<crm>/callback", "GET"),
         ("/oauth/<crm>/install", "GET"),  # only redirects to the CRM
         ("/openapi.json", "GET"),

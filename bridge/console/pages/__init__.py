@@ -2,3 +2,8 @@
 :data:`bridge.console.bp`."""
 
 from __future__ import annotations
+
+from bridge.console.pages import (
+    access,  # noqa: F401  (sign-in, users, audit log)
+    mapping,  # noqa: F401  (the mapping editor)
+)
