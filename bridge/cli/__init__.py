@@ -54,9 +54,9 @@ def main(ctx: click.Context, verbose: bool) -> None:
 
 
 def _register() -> None:
-    from bridge.cli import channels, contacts, operations, processes, tenants
+    from bridge.cli import channels, console, contacts, operations, processes, tenants
 
-    for module in (processes, operations, tenants, channels, contacts):
+    for module in (processes, operations, tenants, channels, contacts, console):
         module.register(main)
 
 
