@@ -39,14 +39,18 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from flask.testing import FlaskClient
 
 from bridge.console import kpis
+from bridge.console.pages import kpis as kpis_page
 from bridge.runtime import Runtime
 from bridge.tables import (
     ChannelAccount,
@@ -59,6 +63,7 @@ from bridge.tables import (
     TenantService,
 )
 from mappings.loader import parse_mapping
+from tests.support.console import console_app, login, make_user
 
 MSK = ZoneInfo("Europe/Moscow")
 MON = dt.date(2026, 12, 7)
@@ -641,5 +646,197 @@ def test_seconds_as_text() -> None:
     ]
 
 
-def _csv_rows(text: str) -> list[list[str]]:
-    return list(csv.reader(io.StringIO(text)))
+# -- the page and its CSV -----------------------------------------------------------------------
+
+QUERY = "period=custom&from=2026-12-07&to=2026-12-08&bucket=day"
+
+
+@pytest.fixture
+def console(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> tuple[FlaskClient, Seeded]:
+    """The scenario, and a viewer of its tenant signed in; the page's clock at NOW."""
+    monkeypatch.setattr(kpis_page, "utcnow", lambda: NOW.astimezone(dt.UTC))
+    seeded = seed(runtime)
+    make_user(runtime, "viewer@kpis.test", role="viewer", tenant_id=seeded.tenant)
+    client = console_app(runtime).test_client()
+    assert login(client, "viewer@kpis.test").status_code == 302
+    return client, seeded
+
+
+def _cell(html: str, table: str, key: str, col: str) -> str:
+    """The text of one figure cell (``<tr data-key=key>`` … ``data-col=col``)."""
+    row = re.search(rf'<table class="grid" id="{table}">.*?</table>', html, re.S)
+    assert row, table
+    found = re.search(
+        rf'<tr data-key="{re.escape(key)}"[^>]*>.*?data-col="{col}"[^>]*>([^<]*)<',
+        row.group(0),
+        re.S,
+    )
+    assert found, (table, key, col)
+    return found.group(1).strip()
+
+
+def test_the_page_shows_the_figures(console: tuple[FlaskClient, Seeded]) -> None:
+    client, seeded = console
+    page = client.get(f"/console/kpis?tenant={seeded.tenant}&{QUERY}")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "Key figures" in html
+    assert "2026-12-07 – 2026-12-08 (Europe/Moscow), by day" in html
+    for key, (sessions, answered, p50, p90, _, _, pct) in FRT_OPERATORS.items():
+        assert _cell(html, "frt-operators", key, "sessions") == str(sessions)
+        assert _cell(html, "frt-operators", key, "answered") == str(answered)
+        assert _cell(html, "frt-operators", key, "p50") == kpis.seconds_text(p50)
+        assert _cell(html, "frt-operators", key, "p90") == kpis.seconds_text(p90)
+        assert _cell(html, "frt-operators", key, "sla") == ("—" if pct is None else f"{pct:g} %")
+    assert _cell(html, "frt-lines", "sales", "sla_count") == "6 / 9"
+    assert _cell(html, "frt-lines", "*", "p50") == "16m 00s"  # 960 s
+    for key, (sessions, peak) in LOAD.items():
+        assert _cell(html, "load-table", key, "sessions") == str(sessions)
+        assert _cell(html, "load-table", key, "peak") == str(peak)
+    for key, (ratings, average, spread) in CSAT_OPERATORS.items():
+        assert _cell(html, "csat-operators", key, "ratings") == str(ratings)
+        assert _cell(html, "csat-operators", key, "average") == str(average)
+        for n, count in enumerate(spread, 1):
+            assert _cell(html, "csat-operators", key, f"r{n}") == str(count)
+    assert _cell(html, "csat-lines", "*", "average") == "3.62"
+    for key, (_, count) in MENU.items():
+        assert _cell(html, "menu-table", key, "count") == str(count)
+    assert 'data-kpi="clients-new"><span class="value">17<' in html
+    # the charts' figures, embedded for charts.js
+    data = re.search(r'<script type="application/json" id="kpi-charts">(.*?)</script>', html, re.S)
+    assert data
+    charts = json.loads(data.group(1))
+    assert charts["csat"]["series"][0]["values"] == list(CSAT_OVERALL[2])
+    assert charts["frt"]["labels"] == ["101", "102", "103"]
+    assert charts["frt"]["series"][0]["values"] == [5.0, 12.0, 25.0]  # p50 in minutes
+    traffic = {s["name"]: s["values"] for s in charts["traffic"]["series"]}
+    assert traffic == {
+        kind: [sum(TRAFFIC[(day, kind)]) for day in ("2026-12-07", "2026-12-08")]
+        for kind in ("telegram", "webchat", "whatsapp")
+    }
+    assert "/console/static/console/charts.js" in html
+
+
+def test_the_page_in_russian(console: tuple[FlaskClient, Seeded]) -> None:
+    client, seeded = console
+    html = client.get(f"/console/kpis?tenant={seeded.tenant}&{QUERY}&lang=ru").get_data(
+        as_text=True
+    )
+    assert "Ключевые показатели" in html and "Первый ответ" in html
+    assert "по дням" in html
+    assert '<tr data-key="main:1"><td>Купить</td>' in html
+    assert '<tr data-key="sales">' in html and "Продажи" in html
+
+
+def test_a_refused_period_shows_the_last_seven_days(console: tuple[FlaskClient, Seeded]) -> None:
+    client, seeded = console
+    page = client.get(f"/console/kpis?tenant={seeded.tenant}&period=custom&from=2026-12-08&to=x")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "That period cannot be shown" in html
+    assert "2026-12-02 – 2026-12-08" in html  # NOW's last 7 days
+    # the CSV refuses it outright
+    assert client.get(f"/console/kpis.csv?tenant={seeded.tenant}&period=90d").status_code == 400
+
+
+def test_the_csv(console: tuple[FlaskClient, Seeded]) -> None:
+    client, seeded = console
+    got = client.get(f"/console/kpis.csv?tenant={seeded.tenant}&{QUERY}")
+    assert got.status_code == 200
+    assert got.headers["Content-Type"] == "text/csv; charset=utf-8"
+    assert "attachment" in got.headers["Content-Disposition"]
+    assert got.headers["Content-Disposition"].endswith('-2026-12-07-2026-12-08.csv"')
+    raw = got.get_data()
+    assert raw.startswith(b"\xef\xbb\xbf")  # the BOM
+    sections = _sections(raw.decode("utf-8-sig"), ",")
+    head = sections["KPIs"]
+    assert head[0] == ["KPIs", "Kpis"] and ["Period", "2026-12-07", "2026-12-08"] in head
+    assert ["Time zone", "Europe/Moscow"] in head
+    traffic = sections["Traffic by channel"]
+    assert traffic[0] == ["Period", "Channel", "Inbound", "Outbound"]
+    assert {(r[0], r[1]): (int(r[2]), int(r[3])) for r in traffic[1:]} == TRAFFIC
+    assert sections["Clients who wrote"] == [["New", "Returning", "Total"], ["17", "2", "19"]]
+    lines = sections["First response: By line"]
+    assert lines[0] == [
+        "Line", "Sessions", "Answered", "Median (p50), s", "p90, s", "met / with verdict",
+        "SLA met",
+    ]  # fmt: skip
+    assert lines[1:] == [
+        ["Sales", "10", "8", "600", "4200", "6/9", "66.7"],
+        ["Support", "10", "7", "1500", "2400", "2/7", "28.6"],
+        ["All", "20", "15", "960", "2400", "8/16", "50"],
+    ]
+    operators = sections["First response: By operator"]
+    assert operators[1:] == [
+        ["101", "7", "5", "300", "4200", "4/6", "66.7"],
+        ["102", "6", "5", "720", "2400", "2/5", "40"],
+        ["103", "6", "5", "1500", "2100", "2/5", "40"],
+        ["unassigned", "1", "0", "", "", "0/0", ""],
+    ]
+    assert sections["Operator load"][1:] == [
+        ["101", "7", "3"],
+        ["102", "6", "2"],
+        ["103", "6", "2"],
+    ]
+    assert sections["Satisfaction (CSAT): By line"][1:] == [
+        ["Sales", "7", "3.86", "1", "0", "1", "2", "3"],
+        ["Support", "6", "3.33", "0", "2", "1", "2", "1"],
+        ["All", "13", "3.62", "1", "2", "2", "4", "4"],
+    ]
+    assert sections["Satisfaction (CSAT): By operator"][1:] == [
+        ["101", "5", "4", "0", "1", "1", "0", "3"],
+        ["102", "4", "3.5", "0", "1", "0", "3", "0"],
+        ["103", "4", "3.25", "1", "0", "1", "1", "1"],
+    ]
+    assert sections["Menu choices"][1:] == [
+        ["Buy", "4"], ["Order status", "3"], ["Old option", "1"], ["Returns", "1"],
+    ]  # fmt: skip
+    assert sections["Suggested replies"][1] == ["10", "4", "40", "3"]
+
+
+def test_the_csv_in_russian_opens_in_excel(console: tuple[FlaskClient, Seeded]) -> None:
+    """Russian: ``;`` between fields and a decimal comma (a Russian Excel's
+    list separator and decimal sign), UTF-8 with a BOM."""
+    client, seeded = console
+    raw = client.get(f"/console/kpis.csv?tenant={seeded.tenant}&{QUERY}&lang=ru").get_data()
+    assert raw.startswith(b"\xef\xbb\xbf")
+    sections = _sections(raw.decode("utf-8-sig"), ";")
+    lines = sections["Первый ответ: По линиям"]
+    assert lines[1] == ["Продажи", "10", "8", "600", "4200", "6/9", "66,7"]
+    assert sections["Выбор в меню"][1] == ["Купить", "4"]
+    assert sections["Удовлетворённость (CSAT): По линиям"][3][2] == "3,62"
+
+
+def test_who_may_see_the_page(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    seeded = seed(runtime)
+    app = console_app(runtime)
+    anonymous = app.test_client()
+    assert anonymous.get(f"/console/kpis?{QUERY}").status_code == 302
+    assert anonymous.get(f"/console/kpis.csv?{QUERY}").status_code == 302
+    make_user(runtime, "other@kpis.test", role="admin", tenant_id=seeded.empty)
+    other = app.test_client()
+    login(other, "other@kpis.test")
+    assert other.get(f"/console/kpis?tenant={seeded.tenant}&{QUERY}").status_code == 404
+    assert other.get(f"/console/kpis.csv?tenant={seeded.tenant}&{QUERY}").status_code == 404
+    # its own tenant: empty, zeros, no crash
+    page = other.get(f"/console/kpis?{QUERY}")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert 'data-kpi="messages-in"><span class="value">0<' in html
+    assert "Nothing in this period." in html
+    csv_raw = other.get(f"/console/kpis.csv?{QUERY}").get_data().decode("utf-8-sig")
+    assert _sections(csv_raw, ",")["Clients who wrote"][1] == ["0", "0", "0"]
+
+
+def _sections(text: str, delimiter: str) -> dict[str, list[list[str]]]:
+    """The CSV's sections by their first cell (title rows have one cell; the
+    head section is named by its first row's first cell)."""
+    out: dict[str, list[list[str]]] = {}
+    for block in text.split("\r\n\r\n"):
+        rows = list(csv.reader(io.StringIO(block), delimiter=delimiter))
+        rows = [r for r in rows if r]
+        if len(rows[0]) == 1:
+            out[rows[0][0]] = rows[1:]
+        else:
+            out[rows[0][0]] = rows
+    return out

@@ -5,5 +5,6 @@ from __future__ import annotations
 
 from bridge.console.pages import (
     access,  # noqa: F401  (sign-in, users, audit log)
+    kpis,  # noqa: F401  (the KPI page and its CSV)
     mapping,  # noqa: F401  (the mapping editor)
 )
