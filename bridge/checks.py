@@ -227,10 +227,16 @@ def _service_problems(file: str, config: MappingConfig | None, directory: Path) 
     if config is None or config.service is None:
         return []
     from bridge.service import knowledge
-    from mappings.service import check_channels, check_knowledge
+    from mappings.service import check_channels, check_knowledge, check_tags
 
     policy = config.service
     found = [Problem(file, k, m) for k, m in check_channels(policy, config.channels)]
+    try:
+        cls = crm_class(config.crm)
+    except UnknownAdapter:
+        cls = None  # the CRM's own problem is reported already
+    if cls is not None and not cls.has_entity_tags:
+        found += [Problem(file, k, m) for k, m in check_tags(policy, cls.title)]
     if policy.knowledge_base:
         try:
             base = knowledge.load(directory / policy.knowledge_base)

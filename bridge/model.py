@@ -601,6 +601,13 @@ class CrmEventKind(StrEnum):
     #: an open deal/lead/ticket moved to another stage (``stage``): the
     #: service layer's transfers by stage read it
     ENTITY_STAGE = "entity_stage"
+    #: the CRM ended its own conversation with the client (``thread_key`` /
+    #: ``crm_thread_id``), e.g. an operator closed a chat session; the deal
+    #: stays open: the service layer's session closes
+    THREAD_CLOSED = "thread_closed"
+    #: the tags of an open deal/lead/ticket now (``tags``): the service
+    #: layer's transfers by tag read it
+    ENTITY_TAGS = "entity_tags"
     CONTACT_REMOVED = "contact_removed"  # deleted or merged away: find the person again
     #: a person merged two contacts in the CRM: ``contact`` is gone into ``merged_into``
     CONTACT_MERGED = "contact_merged"
@@ -639,6 +646,8 @@ class CrmEvent:
     merged_into: CrmRef | None = None
     #: ENTITY_STAGE: the stage (status) id the entity is in now
     stage: str | None = None
+    #: ENTITY_TAGS: every tag the entity carries now
+    tags: tuple[str, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 

@@ -54,6 +54,7 @@ __all__ = [
     "TransferPolicy",
     "check_channels",
     "check_knowledge",
+    "check_tags",
     "load_service",
     "parse_duration",
     "parse_spans",
@@ -338,6 +339,21 @@ def check_knowledge(policy: ServicePolicy, known: Collection[str]) -> list[tuple
                         f" (got {option.knowledge!r})",
                     )
                 )
+    return problems
+
+
+def check_tags(policy: ServicePolicy, crm_title: str) -> list[tuple[str, str]]:
+    """``(key, message)`` for each place the section names tags, for a CRM
+    whose deals carry none (HubSpot, Bitrix24): a CRM field does the job there."""
+    why = f"{crm_title} has no tags on deals: route by a CRM field (fields:) or a stage"
+    problems = [
+        (f"service.menus.{menu.name}.options[{index}].tags", why)
+        for menu in policy.menus.values()
+        for index, option in enumerate(menu.options)
+        if option.tags
+    ]
+    if policy.transfer.tags:
+        problems.append(("service.transfer.tags", why))
     return problems
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,7 @@ __all__ = [
     "on_client_message",
     "on_operator_reply",
     "on_stage",
+    "on_tags",
     "on_tick",
     "rate",
     "sla_from_dict",
@@ -99,6 +100,8 @@ class Work:
     owner: str | None = None
     #: ``entity``: the deal/lead/ticket's fields to write (:data:`FIELDS`)
     fields: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: ``entity``: tags to add to the deal/lead/ticket (where the CRM has tags)
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -239,10 +242,10 @@ def _menu_reply(
         number = ticket.session.number if ticket.session else 0
         chose = _words(ctx, "chose").format(choice=label)
         works.append(Work("note", f"menu:{ctx.key}:{number}", chose))
-        if option.fields:
-            # the option's CRM fields on the deal (the setup creates them)
+        if option.fields or option.tags:
+            # the option's CRM fields (the setup creates them) and tags on the deal
             key = f"menu-fields:{ctx.key}:{number}"
-            works.append(Work("entity", key, chose, fields=dict(option.fields)))
+            works.append(Work("entity", key, chose, fields=dict(option.fields), tags=option.tags))
     ticket, routed, routed_work = _route(ctx, ticket, facts)
     return ticket, routed, says, works + routed_work
 
@@ -399,11 +402,21 @@ def _transfer(ctx: Context, ticket: Ticket, where: str) -> Outcome:
 def on_stage(ctx: Context, ticket: Ticket, stage: str) -> Outcome:
     """The CRM moved the conversation's deal to ``stage``: a stage the
     mapping's ``transfer.stages`` names moves the session to its line."""
-    target = transfer.by_stage(ctx.policy, stage)
+    return _moved_by_crm(ctx, ticket, transfer.by_stage(ctx.policy, stage), "stage")
+
+
+def on_tags(ctx: Context, ticket: Ticket, tags: Sequence[str]) -> Outcome:
+    """The conversation's deal carries ``tags`` now: the first tag of the
+    mapping's ``transfer.tags`` among them moves the session to its line (a
+    session already there stays, untold)."""
+    return _moved_by_crm(ctx, ticket, transfer.by_tags(ctx.policy, tags), "tag")
+
+
+def _moved_by_crm(ctx: Context, ticket: Ticket, target: str | None, via: transfer.Via) -> Outcome:
     state = ticket.session
     if target is None or state is None or not state.is_open:
         return Outcome(ticket)
-    return _move(ctx, ticket, target, "stage")
+    return _move(ctx, ticket, target, via)
 
 
 def _move(ctx: Context, ticket: Ticket, target: str, via: transfer.Via) -> Outcome:

@@ -30,7 +30,7 @@ import datetime as dt
 import hashlib
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
@@ -88,6 +88,7 @@ __all__ = [
     "operator_replied",
     "owner_changed",
     "stage_changed",
+    "tags_changed",
     "run_action",
     "run_service",
     "sweep",
@@ -537,6 +538,8 @@ def _work(session: Session, conversation: Conversation, work: engine.Work) -> in
     if exists is not None:
         return None
     payload: dict[str, Any] = {"text": work.text, "owner": work.owner, "fields": dict(work.fields)}
+    if work.tags:
+        payload["tags"] = list(work.tags)
     if conversation.crm_entity_id:
         # the deal the work is about is the one the conversation is on now
         # (a later message may open another: the rated deal keeps its rating)
@@ -652,13 +655,40 @@ def stage_changed(
     """The CRM moved the conversation's deal to ``stage`` (in ``session``'s
     transaction): a stage the mapping's ``transfer.stages`` names moves the
     open session to its line. What to enqueue after the commit."""
+    return _moved_by_crm(
+        runtime, session, conversation_id, at, lambda ctx, t: engine.on_stage(ctx, t, stage)
+    )
+
+
+def tags_changed(
+    runtime: Runtime,
+    session: Session,
+    conversation_id: int,
+    tags: Sequence[str],
+    at: dt.datetime,
+) -> After:
+    """The conversation's deal carries ``tags`` now (in ``session``'s
+    transaction): a tag the mapping's ``transfer.tags`` names moves the open
+    session to its line. What to enqueue after the commit."""
+    return _moved_by_crm(
+        runtime, session, conversation_id, at, lambda ctx, t: engine.on_tags(ctx, t, tags)
+    )
+
+
+def _moved_by_crm(
+    runtime: Runtime,
+    session: Session,
+    conversation_id: int,
+    at: dt.datetime,
+    decide: Callable[[engine.Context, engine.Ticket], engine.Outcome],
+) -> After:
     after = After()
     found = _load(runtime, session, conversation_id)
     if found is None or found[1] is None:
         return after
     view, current = found
     ticket = _ticket(view.policy, current)
-    outcome = engine.on_stage(view.context(session, at, ticket), ticket, stage)
+    outcome = decide(view.context(session, at, ticket), ticket)
     _apply(session, view, current, outcome, current.cursor if current else 0, after)
     return after
 
@@ -949,9 +979,13 @@ def run_action(runtime: Runtime, action_id: int, *, now: dt.datetime | None = No
         elif kind == "entity":
             assert entity is not None
             fields = {str(k): str(v) for k, v in (payload.get("fields") or {}).items()}
-            call_with_retries(
-                runtime.settings, adapter.update_entity, entity, fields, payload.get("owner")
-            )
+            if fields or payload.get("owner"):
+                call_with_retries(
+                    runtime.settings, adapter.update_entity, entity, fields, payload.get("owner")
+                )
+            tags = [str(tag) for tag in payload.get("tags") or ()]
+            if tags:
+                call_with_retries(runtime.settings, adapter.tag_entity, entity, tags)
         else:
             call_with_retries(
                 runtime.settings, adapter.note_contact, ref, str(payload["text"]), key

@@ -4,7 +4,7 @@ still open (FACTS 1.7, 1.8)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bridge.errors import BridgeError, NotReadyError, PermanentError
@@ -110,6 +110,18 @@ class LeadsMixin:
             body["custom_fields_values"] = values
         if body:
             self.api.json("PATCH", f"/api/v4/leads/{to_int(entity.id, 'lead id')}", json=body)
+
+    def tag_entity(self, entity: CrmRef, tags: Sequence[str]) -> None:
+        """``PATCH /api/v4/leads/{id}`` with ``tags_to_add`` (FACTS 1.7: a
+        lead field next to ``_embedded.tags``, which would replace the
+        lead's tags): the lead keeps the tags its managers gave it."""
+        self._check_type(entity.kind)
+        if tags:
+            self.api.json(
+                "PATCH",
+                f"/api/v4/leads/{to_int(entity.id, 'lead id')}",
+                json={"tags_to_add": [{"name": tag} for tag in tags]},
+            )
 
     def create_entity(self, draft: EntityDraft) -> CrmRef:
         """``POST /api/v4/leads/complex`` (a bare-array answer) with one

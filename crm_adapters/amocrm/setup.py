@@ -46,6 +46,8 @@ __all__ = ["WEBHOOK_EVENTS", "run_setup"]
 
 WEBHOOK_EVENTS = (
     "status_lead",
+    # a lead's tags (the service layer's transfers by tag): the update carries them
+    "update_lead",
     "responsible_lead",
     "delete_lead",
     "note_lead",

@@ -175,6 +175,20 @@ def _account_event(
             )
         if action == "delete":
             return CrmEvent(CrmEventKind.ENTITY_CLOSED, base, when, entity=lead, raw=dict(record))
+        if action == "update":
+            # the lead's tags now (``tags[i][name]``; none sent: none left):
+            # the service layer's transfers by tag read them
+            tags = tuple(
+                name for tag in items(record.get("tags")) if (name := _str(tag.get("name")))
+            )
+            return CrmEvent(
+                CrmEventKind.ENTITY_TAGS,
+                f"{base}:{record.get('last_modified') or _digest(record)}",
+                when,
+                entity=lead,
+                tags=tags,
+                raw=dict(record),
+            )
     if entity == "leads" and action == "note":
         reply = _note_reply(record, received_at, markers)
         if reply is not None:

@@ -19,6 +19,9 @@ webhook tenants have no app, hence no token and no events: all refused.
                                       ``<im.chat_id>:<im.message_id>``,
                                       ``thread_key`` = ``chat.id`` (our
                                       conversation uid), text from BB-code
+``ONIMCONNECTORDIALOGFINISH``         one ``THREAD_CLOSED`` per ``DATA`` item:
+                                      an operator closed the chat's Open Lines
+                                      session; ``thread_key`` = ``chat.id``
 ``ONAPPUNINSTALL``                    ``APP_REMOVED``
 ``ONCRMLEADUPDATE``/``…DEALUPDATE``   carry only the id: the adapter re-reads
                                       the entity (``ENTITY_CLOSED`` when closed,
@@ -186,6 +189,8 @@ def events_from(
         if not replies:
             raise PayloadError("Bitrix24 OnImConnectorMessageAdd without MESSAGES")
         return replies
+    if name == "ONIMCONNECTORDIALOGFINISH":
+        return _dialogs_finished(data, when, raw)
     if name == "ONAPPUNINSTALL":
         return [CrmEvent(CrmEventKind.APP_REMOVED, f"{name}:{_digest(raw)}", when, raw=raw)]
     if name in ENTITY_EVENTS:
@@ -220,6 +225,37 @@ def events_from(
             CrmEvent(CrmEventKind.UNKNOWN, external, when, entity=CrmRef(kind, entity_id), raw=raw)
         ]
     return [CrmEvent(CrmEventKind.UNKNOWN, f"{name or 'event'}:{_digest(raw)}", when, raw=raw)]
+
+
+def _dialogs_finished(
+    data: Mapping[str, Any], when: dt.datetime, raw: Mapping[str, Any]
+) -> list[CrmEvent]:
+    """OnImConnectorDialogFinish (on-im-connector-dialog-finish.md): each
+    ``DATA`` item names the chat (``chat.id``; ``connector.chat_id`` is the
+    same on the page's example) and the session that closed. Which chat id it
+    is, the connector's or Bitrix24's own, the page does not say
+    (UNCONFIRMED; the sandbox's ``dialog_finish_chat`` switch): it is matched
+    as the connector's, i.e. our conversation uid."""
+    out = []
+    for item in items(data.get("DATA")):
+        chat = _str(as_map(item.get("chat")).get("id")) or _str(
+            as_map(item.get("connector")).get("chat_id")
+        )
+        session = _str(as_map(item.get("session")).get("id"))
+        if not chat or not session:
+            raise PayloadError("Bitrix24 OnImConnectorDialogFinish without chat[id]/session[id]")
+        out.append(
+            CrmEvent(
+                CrmEventKind.THREAD_CLOSED,
+                f"ONIMCONNECTORDIALOGFINISH:{session}",
+                when,
+                thread_key=chat,
+                raw={**raw, "dialog": dict(item)},
+            )
+        )
+    if not out:
+        raise PayloadError("Bitrix24 OnImConnectorDialogFinish without DATA")
+    return out
 
 
 def _reply(

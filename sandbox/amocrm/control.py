@@ -22,7 +22,8 @@ faulted, never rate limited).
   ``{"lead_id","status_id","pipeline_id"?}`` (also fires the ``dp_webhooks`` of
   the stage it enters: ``"dp_webhooks"`` in the answer), ``POST /_responsible``
   ``{"lead_id","responsible_user_id"}``, ``POST /_delete_lead`` ``{"lead_id"}``,
-  ``POST /_merge_contacts`` ``{"keep_id","remove_id"}`` -- a manager's action in
+  ``POST /_merge_contacts`` ``{"keep_id","remove_id"}``, ``POST /_lead_tags``
+  ``{"lead_id","add"?: [names],"remove"?: [names]}`` -- a manager's action in
   the CRM; fires the subscribed account webhooks and answers with the
   delivery results (first attempts; retries follow the schedule)
 * ``GET /_webhooks[?subdomain=]`` / ``POST /_webhooks {"flush": true}`` -- deliveries,
@@ -43,7 +44,7 @@ from ..core.webhooks import Job
 from . import chats, webhooks
 from .config import SETTINGS
 from .context import Sandbox, sandbox
-from .entities import touch
+from .entities import apply_tags, touch
 from .errors import ItemErrors, plain_json
 from .leads import lead_change_jobs, resolve_status, set_status
 from .notes_tasks import add_note
@@ -340,6 +341,27 @@ def lead_status() -> Response:
         out = {k: lead[k] for k in ("id", "status_id", "pipeline_id", "closed_at")}
     return plain_json({"lead": out, "webhooks": _fire(jobs),
                        "dp_webhooks": _fire(stage_hooks)})
+
+
+@bp.route("/_lead_tags", methods=["POST"])
+def lead_tags() -> Response:
+    sb = sandbox()
+    body = json_object()
+    add, remove = body.get("add") or [], body.get("remove") or []
+    if not all(isinstance(t, str) and t.strip() for t in [*add, *remove]):
+        raise ControlError("add and remove must be lists of tag names")
+    with sb.store.lock:
+        account, lead = _lead(sb.store, body)
+        user = _user(account, int_field(body, "user_id", False))
+        before = dict(lead)
+        item = {"tags_to_add": [{"name": t} for t in add],
+                "tags_to_delete": [{"name": t} for t in remove]}
+        lead["tags"] = apply_tags(sb.store, account, "leads", lead, item, ItemErrors())
+        touch(lead, user["id"])
+        jobs = lead_change_jobs(sb.store, account, lead, before)
+        names = [t["name"] for t in (sb.store.tag_by_id(account, "leads", tid)
+                                     for tid in lead["tags"]) if t]
+    return plain_json({"lead": {"id": lead["id"], "tags": names}, "webhooks": _fire(jobs)})
 
 
 @bp.route("/_responsible", methods=["POST"])

@@ -210,6 +210,12 @@ DEFAULTS: dict[str, Any] = {
     # UNCONFIRMED: seconds before attempt n + 1 of a robot's request after attempt n
     # got no answer or a non-2xx one; [] = never retried.
     "robot_webhook_retry_s": [],
+    # UNCONFIRMED: which chat OnImConnectorDialogFinish names in data[DATA][i]
+    # [chat][id] and [connector][chat_id] (the page's example shows the integer 8 in
+    # both, next to an external user id 0). "external": the connector's own chat id
+    # (chat.id of imconnector.send.messages, as OnImConnectorMessageAdd's chat.id);
+    # "internal": Bitrix24's Open Lines chat id.
+    "dialog_finish_chat": "external",
     # RNG seed for tokens, ids of tokens and the fault plan (None: random).
     "seed": None,
 }
@@ -365,6 +371,8 @@ def _check_hooks(cfg: dict[str, Any]) -> None:
             raise ValueError(f"{where}.entity must be 'deal' or 'lead'")
         if not isinstance(hook.get("stage"), str) or not hook["stage"]:
             raise ValueError(f"{where}.stage must be a stage (STAGE_ID) or status (STATUS_ID)")
+    if cfg["dialog_finish_chat"] not in ("external", "internal"):
+        raise ValueError("dialog_finish_chat must be 'external' or 'internal'")
     if cfg["robot_webhook_body"] not in ("document", "event"):
         raise ValueError("robot_webhook_body must be 'document' or 'event'")
     if not all(isinstance(d, (int, float)) and not isinstance(d, bool) and d >= 0

@@ -24,6 +24,11 @@ defaults to the first configured portal.
   ``{"deal_id", "stage_id"}``, ``POST /_delete`` ``{"entity", "id"}`` -- a user
   acts in the UI; ONCRM*UPDATE / ONCRM*DELETE are fired. ``"user_id": null``
   means an automation rule did it (events then carry no tokens).
+* ``POST /_finish_dialog`` ``{"account"?, "conversation" (the connector's
+  chat.id) | "line", "connector"?, "user_id"?}`` -- an operator closes the
+  chat's Open Lines session: OnImConnectorDialogFinish is fired
+  (on-im-connector-dialog-finish.md) and the chat's next message opens a new
+  session; answers ``{"session", "chat", "deliveries"}``.
 * ``GET  /_timeline?entity_type=&entity_id=`` -- comments and to-dos.
 * ``POST /_robots/flush`` -- run the robots' pending retries now
   (automation.py).
@@ -249,6 +254,43 @@ def _entity_event(portal: Portal, kind: str, action: str, entity_id: int,
     uid = _actor(body, portal, portal.admin_id())
     return events.fire_now(sb, portal, base_url(sb), f"ONCRM{kind.upper()}{action}",
                            {"FIELDS": {"ID": str(entity_id)}}, uid)
+
+
+@bp.route("/_finish_dialog", methods=["POST"])
+def finish_dialog() -> Response:
+    sb = sandbox()
+    body = json_object()
+    reply = Reply.parse({**body, "text": "-"}, sb.reply_selectors)
+    with sb.store.lock:
+        portal = sb.find_account(reply.account) if reply.account is not None else None
+        portals = [portal] if portal is not None else list(sb.store.portals.values())
+        found = next(((p, c) for p in portals if (c := _reply_chat(p, reply)) is not None), None)
+        if found is None:
+            raise ControlError("no Open Lines chat matches", 404, "chat_not_found")
+        portal, chat = found
+        closed = chat["session_id"]
+        # the chat's next message starts a new session (its own id)
+        chat["session_id"] = portal.next_id("session")
+        data = dialog_finish_data(chat, closed, sb.cfg["dialog_finish_chat"])
+        actor = _actor(body, portal, portal.admin_id())
+    deliveries = events.fire_now(sb, portal, base_url(sb), "ONIMCONNECTORDIALOGFINISH", data,
+                                 actor)
+    return json_response({"session": closed, "chat": {"id": chat["id"],
+                          "external_chat_id": chat["external_chat_id"]},
+                          "deliveries": deliveries})
+
+
+def dialog_finish_data(chat: dict[str, Any], session_id: int, which: str) -> dict[str, Any]:
+    """``data`` of OnImConnectorDialogFinish (on-im-connector-dialog-finish.md):
+    which chat id it names is the ``dialog_finish_chat`` switch."""
+    chat_id: Any = chat["external_chat_id"] if which == "external" else chat["id"]
+    user = chat["external_user_id"] or 0
+    return {"CONNECTOR": chat["connector"], "LINE": str(chat["line"]),
+            "DATA": [{"connector": {"connector_id": chat["connector"], "line_id": chat["line"],
+                                    "chat_id": chat_id, "user_id": user},
+                      "session": {"id": session_id, "closed": "Y", "parent_id": 0,
+                                  "close_term": 0},
+                      "chat": {"id": chat_id}, "user": {"id": user}}]}
 
 
 @bp.route("/_lead_status", methods=["POST"])

@@ -16,10 +16,14 @@ that CRM sandbox's users), the demo bot (Telegram) as the channel.
 4. The operator replies ``/transfer 2``: the client is told once, the
    command never reaches them, and the CRM shows the reply as not sent
    with the reason.
-5. The deal closes in the CRM, a user's act in the sandbox firing the CRM's
+   amoCRM, whose leads carry tags: the menu choice tagged the lead
+   ``order-status``, and a manager tagging it ``first-line`` moves the
+   session back to the first line (the mapping's ``transfer.tags``).
+5. The CRM closes the session, a user's act in the sandbox firing the CRM's
    own webhook (HubSpot deal stage ``closedwon``: ``deal.propertyChange``;
-   amoCRM lead status 142; Bitrix24 lead status CONVERTED): the client is
-   asked to rate.
+   amoCRM lead status 142; Bitrix24: the operator closes the Open Lines
+   session, ``OnImConnectorDialogFinish``, the lead staying open): the
+   client is asked to rate.
 6. They send "2": the thanks; the deal/lead's ``csat_score`` = "2", the
    rating noted on the contact, exactly one alert task for the supervisor.
 
@@ -124,8 +128,13 @@ def service_mapping(crm: str, directory: Path) -> str:
     base it names, written into ``directory``; the mapping's file name."""
     support, support_2, supervisor = STAFF[crm]
     section = string.Template((FIXTURES / "service.yaml").read_text(encoding="utf-8"))
+    tagged = crm == "amocrm"  # the one CRM with tags on its deals (leads)
     filled = section.substitute(
-        support=json.dumps(support), support_2=json.dumps(support_2), supervisor=supervisor
+        support=json.dumps(support),
+        support_2=json.dumps(support_2),
+        supervisor=supervisor,
+        tags="\n          tags: [order-status]" if tagged else "",
+        tag_transfer=", tags: {first-line: support}" if tagged else "",
     )
     demo = (ROOT / "mappings" / f"demo-{crm}.yaml").read_text(encoding="utf-8")
     name = f"service-{crm}.yaml"
@@ -269,6 +278,10 @@ class Side:
     def close(self, entity: str) -> None:
         raise NotImplementedError
 
+    def tags(self, entity: str) -> list[str]:
+        """The deal/lead's tags (where the CRM has them)."""
+        raise NotImplementedError
+
 
 class HubSpot(Side):
     def state(self) -> dict[str, Any]:
@@ -352,6 +365,17 @@ class AmoCrm(Side):
         answer = Vendor(self.stack, "amocrm").post(
             "_lead_status", lead_id=int(entity), status_id=142
         )
+        statuses = [w["status"] for w in answer.get("webhooks") or []]
+        assert statuses and set(statuses) == {200}, answer  # status_lead, update_lead
+
+    def tags(self, entity: str) -> list[str]:
+        lead = next(lead for lead in self.state()["leads"] if str(lead["id"]) == entity)
+        return list(lead.get("tags") or [])
+
+    def tag(self, entity: str, tag: str) -> None:
+        """A manager adds a tag to the lead: amoCRM's ``leads[update]``
+        webhook carries the lead's tags."""
+        answer = Vendor(self.stack, "amocrm").post("_lead_tags", lead_id=int(entity), add=[tag])
         assert [w["status"] for w in answer.get("webhooks") or []] == [200], answer
 
 
@@ -388,12 +412,13 @@ class Bitrix24(Side):
         return None
 
     def close(self, entity: str) -> None:
-        """An operator converts the lead (its status CONVERTED): Bitrix24's
-        ``ONCRMLEADUPDATE`` event, which the adapter re-reads."""
+        """The operator closes the chat's Open Lines session (the lead stays
+        open): Bitrix24's ``ONIMCONNECTORDIALOGFINISH`` event."""
+        (chat,) = self.state()["chats"]
         answer = Vendor(self.stack, "bitrix24").post(
-            "_lead_status", lead_id=int(entity), status_id="CONVERTED"
+            "_finish_dialog", conversation=chat["external_chat_id"]
         )
-        assert answer, answer
+        assert [d["status"] for d in answer["deliveries"]] == [200], answer
 
 
 SIDES: dict[str, type[Side]] = {"hubspot": HubSpot, "amocrm": AmoCrm, "bitrix24": Bitrix24}
@@ -457,6 +482,9 @@ def test_a_night_client_through_the_crm(make_stack_once: Any, tmp_path: Path, cr
     assert wait_until(lambda: actions_done(stack), timeout=90), actions(stack)
     assert words["chose"] in side.notes(contact), side.notes(contact)
     assert side.field(entity, "service_line") == words["support"]
+    if crm == "amocrm":  # the option's tags on the lead
+        # added to the tags the bridge gave the lead (kept)
+        assert side.tags(entity) == ["CRM bridge", "Telegram", "order-status"], side.tags(entity)
     morning_tasks = [t for t in side.tasks() if t[0].startswith(words["morning"])]
     assert [(due, owner) for _, due, owner in morning_tasks] == [(morning, supervisor)], (
         side.tasks()
@@ -497,6 +525,15 @@ def test_a_night_client_through_the_crm(make_stack_once: Any, tmp_path: Path, cr
     assert wait_until(command_reported, timeout=30), view.messages(TG_USER)
     (shown,) = [m for m in view.messages(TG_USER) if m["text"] == "/transfer 2"]
     assert words["command"] in str(shown["error"]), shown
+    if isinstance(side, AmoCrm):
+        # a manager tags the lead first-line: back to the first line
+        before = len(told(stack))
+        side.tag(entity, "first-line")
+        assert wait_until(lambda: sessions(stack)[0]["line"] == "support", timeout=30), sessions(
+            stack
+        )
+        assert wait_until(lambda: told_count(stack, before + 1), timeout=30), told(stack)
+        assert words["support"] in told(stack)[before], told(stack)  # told of the move
     lap("4 transfer")
 
     # 5. the deal closes in the CRM: the client is asked to rate

@@ -221,6 +221,15 @@ class FakeCrm(CrmAdapter):
 
         self._hook("update_entity", (entity, properties, owner_id), effect)
 
+    has_entity_tags = True
+
+    def tag_entity(self, entity: CrmRef, tags: Sequence[str]) -> None:
+        def effect() -> None:
+            found = STATE.entities[entity.id].setdefault("tags", [])
+            found.extend(t for t in tags if t not in found)
+
+        self._hook("tag_entity", (entity, tuple(tags)), effect)
+
     def create_entity(self, draft: EntityDraft) -> CrmRef:
         def effect() -> CrmRef:
             eid = str(next(STATE.ids))

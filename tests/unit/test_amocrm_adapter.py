@@ -919,6 +919,7 @@ def test_setup_creates_fields_and_subscribes_webhooks(rsps: responses.RequestsMo
         "destination": "https://bridge.example/webhooks/crm/amocrm/tenant-key",
         "settings": [
             "status_lead",
+            "update_lead",
             "responsible_lead",
             "delete_lead",
             "note_lead",
@@ -2278,6 +2279,41 @@ def test_lead_status_won_and_lost_close_the_entity(adapter: AmoCrmAdapter) -> No
     assert events[0].occurred_at == dt.datetime.fromtimestamp(1740820530, dt.UTC)
     assert events[1].entity == CrmRef("lead", "901")
     assert events[2].raw["status_id"] == "1002"
+
+
+def test_a_lead_update_carries_its_tags(adapter: AmoCrmAdapter) -> None:
+    """``leads[update]`` (FACTS 1.12) with the lead's tags now: ENTITY_TAGS
+    (the service layer's transfers by tag); no tags sent: none left."""
+    events = adapter.parse_webhook(
+        form_request(
+            {
+                "leads[update][0][id]": "900",
+                "leads[update][0][last_modified]": "1740820530",
+                "leads[update][0][tags][0][id]": "11",
+                "leads[update][0][tags][0][name]": "VIP",
+                "leads[update][0][tags][1][id]": "12",
+                "leads[update][0][tags][1][name]": "escalate",
+                "leads[update][1][id]": "901",
+                "leads[update][1][last_modified]": "1740820531",
+                **ACCOUNT,
+            }
+        )
+    )
+    assert kinds(events) == [CrmEventKind.ENTITY_TAGS, CrmEventKind.ENTITY_TAGS]
+    assert events[0].entity == LEAD and events[0].tags == ("VIP", "escalate")
+    assert events[1].entity == CrmRef("lead", "901") and events[1].tags == ()
+    assert events[0].external_id != events[1].external_id
+
+
+def test_tags_are_added_to_a_lead_keeping_its_own(
+    adapter: AmoCrmAdapter, rsps: responses.RequestsMock
+) -> None:
+    rsps.patch(f"{API}/api/v4/leads/900", json={"id": 900})
+    adapter.tag_entity(LEAD, ["orders", "web"])
+    (call,) = rsps.calls
+    assert body_of(call) == {"tags_to_add": [{"name": "orders"}, {"name": "web"}]}
+    adapter.tag_entity(LEAD, [])  # nothing to add: no call
+    assert len(rsps.calls) == 1
 
 
 def test_owner_change_delete_and_contact_removal(adapter: AmoCrmAdapter) -> None:

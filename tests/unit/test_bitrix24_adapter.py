@@ -1959,6 +1959,28 @@ def test_deal_update_and_unreadable_updates(portal: Portal) -> None:
     assert unknown.kind is CrmEventKind.UNKNOWN  # logged, not a 5xx to the queue server
 
 
+def test_an_operator_closing_the_open_lines_session_closes_the_chat() -> None:
+    """OnImConnectorDialogFinish (the official example): one THREAD_CLOSED
+    per DATA item, for our connector only, named by its chat.id."""
+    adapter = make(settings=OPENLINES, inbox=True)
+    name = "api-reference__imopenlines__imconnector__events__on-im-connector-dialog-finish"
+    payload = official_event(name)
+    assert adapter.parse_webhook(event_request(payload)) == []  # another app's connector
+    payload["data"]["CONNECTOR"] = "crm_bridge_telegram"
+    (closed,) = adapter.parse_webhook(event_request(payload))
+    assert closed.kind is CrmEventKind.THREAD_CLOSED
+    assert closed.external_id == "ONIMCONNECTORDIALOGFINISH:3282"  # the session's id
+    assert closed.thread_key == "8"
+    assert closed.crm_thread_id == "crm_bridge_telegram:105:8"
+    assert "auth" not in closed.raw
+    del payload["data"]["DATA"][0]["session"]
+    with pytest.raises(PayloadError):
+        adapter.parse_webhook(event_request(payload))
+    payload["data"]["DATA"] = []
+    with pytest.raises(PayloadError):
+        adapter.parse_webhook(event_request(payload))
+
+
 def test_unknown_events_and_junk() -> None:
     adapter = make(settings=OPENLINES, inbox=True)
     for name in (
@@ -2160,6 +2182,7 @@ def test_setup_of_an_app_install_with_open_lines(portal: Portal) -> None:
                 "ONCRMDEALDELETE",
                 "ONCRMCONTACTDELETE",
                 "OnImConnectorMessageAdd",
+                "OnImConnectorDialogFinish",
             ]
         ),
     }

@@ -561,3 +561,36 @@ def test_start_up_refuses_what_cannot_work_and_logs_the_rest(
         f"{blocking}: channels.telegram.stage: amoCRM takes a numeric stage id (got 'new'): "
         "write the id, not the name",
     ]
+
+
+# -- tags, where the CRM's deals have them ----------------------------------------------------
+
+TAGGED_SERVICE = """\
+service:
+  lines:
+    support:
+      title: {en: Support, ru: Поддержка}
+      members: ["1"]
+      hours: {timezone: Europe/Moscow, week: {mon-fri: "09:00-18:00"}}
+  default_line: support
+  transfer: {tags: {escalate: support}}
+  menus:
+    main:
+      text: {en: Hello, ru: Привет}
+      options:
+        - {label: {en: Buy, ru: Купить}, line: support, tags: [sales]}
+"""
+
+
+@pytest.mark.parametrize("crm", ["hubspot", "bitrix24", "amocrm"])
+def test_menu_and_transfer_tags_need_a_crm_with_tags(tmp_path: Path, crm: str) -> None:
+    rule = "{object: lead}" if crm != "hubspot" else "{object: deal, pipeline: default, stage: x}"
+    path = write(tmp_path, "a.yaml", rule_file(crm, rule) + TAGGED_SERVICE)
+    if crm == "amocrm":  # its leads carry tags
+        assert lines_of(path) == []
+        return
+    why = f"{crm_class(crm).title} has no tags on deals: route by a CRM field (fields:) or a stage"
+    assert lines_of(path) == [
+        f"service.transfer.tags: {why}",
+        f"service.menus.main.options[0].tags: {why}",
+    ]

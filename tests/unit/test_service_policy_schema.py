@@ -154,7 +154,7 @@ def test_sla_targets_per_priority_with_default() -> None:
 def test_menus_greetings_and_transfer_as_written() -> None:
     policy = example()
     buy, status, other = policy.menus["main"].options
-    assert (buy.line, buy.tags, buy.menu) == ("sales", ("menu-sales",), None)
+    assert (buy.line, buy.fields, buy.tags, buy.menu) == ("sales", {"topic": "sales"}, (), None)
     assert (status.knowledge, status.line) == ("order-status", "support")
     assert other.menu == "other"
     assert policy.menus["other"].options[0].fields == {"topic": "returns"}

@@ -14,6 +14,7 @@ in the CRM, one alert task for the supervisor."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
@@ -562,6 +563,78 @@ def test_a_crm_stage_moves_the_session_and_a_crm_field_routes_it(
     assert _said(runtime)[-1][0] == "transfer"
     _crm(runtime, tenant, stage)  # delivered again: moves nothing, says nothing more
     assert [kind for kind, _ in _said(runtime)].count("transfer") == 1
+
+
+def test_a_menu_choice_tags_the_deal_and_a_crm_tag_or_closed_chat_acts_on_the_session(
+    world: tuple[Runtime, int, int],
+) -> None:
+    """Tags where the CRM has them: the option's tags added to the deal (the
+    tags it had kept); a tag the mapping's ``transfer.tags`` names moves the
+    session (told once; the same tags again move nothing); the CRM closing
+    its chat session (``THREAD_CLOSED``, e.g. Bitrix24's Open Lines) closes
+    the service session and asks for the rating, the deal staying open."""
+    runtime, tenant, _ = world
+    mapping = MAPPING.replace(
+        '  transfer: {numbers: {"1": support, "2": support_2}}',
+        '  transfer: {numbers: {"1": support, "2": support_2}, tags: {escalate: support_2}}',
+    ).replace(
+        "          knowledge: order-status\n          line: support",
+        "          knowledge: order-status\n          line: support\n          tags: [orders, web]",
+    )
+    assert "tags: [orders, web]" in mapping
+    (runtime.settings.mappings_dir / "shop.yaml").write_text(mapping, encoding="utf-8")
+    day = dt.datetime(2026, 12, 8, 10, 0, tzinfo=MSK)
+    conversation = _writes(world, "Hi", day, 1)
+    _sync_crm(runtime, conversation)
+    fakes.STATE.entities["d-1"]["tags"] = ["manual"]
+    _writes(world, "2", day + dt.timedelta(minutes=1), 2)
+    _run_actions(runtime, day + dt.timedelta(minutes=2))
+    assert fakes.STATE.entities["d-1"]["tags"] == ["manual", "orders", "web"]
+    assert _sessions(runtime)[-1].line == "support"
+
+    def tagged(n: int, *tags: str) -> CrmEvent:
+        return CrmEvent(
+            kind=CrmEventKind.ENTITY_TAGS,
+            external_id=f"tags-{n}",
+            occurred_at=_utc(day + dt.timedelta(minutes=5 + n)),
+            entity=CrmRef("deal", "d-1"),
+            tags=tags,
+        )
+
+    _crm(runtime, tenant, tagged(1, "manual", "orders"))  # no tag of transfer.tags
+    assert _sessions(runtime)[-1].line == "support"
+    _crm(runtime, tenant, tagged(2, "manual", "Escalate"))  # case aside
+    assert _sessions(runtime)[-1].line == "support_2"
+    _crm(runtime, tenant, tagged(3, "manual", "Escalate", "later"))
+    assert [kind for kind, _ in _said(runtime)].count("transfer") == 1
+
+    # the operator answers; then the CRM closes its chat session: the
+    # service session closes, the rating asked
+    _crm(
+        runtime,
+        tenant,
+        _reply(runtime, "r-1", "Shipped", day + dt.timedelta(minutes=15), conversation),
+    )
+    with runtime.read_session() as session:
+        conv = session.get(Conversation, conversation)
+        assert conv is not None
+        uid = conv.uid
+    closed = CrmEvent(
+        kind=CrmEventKind.THREAD_CLOSED,
+        external_id="dialog-1",
+        occurred_at=_utc(day + dt.timedelta(minutes=20)),
+        thread_key=uid,
+    )
+    _crm(runtime, tenant, closed)
+    (row,) = _sessions(runtime)
+    assert row.close_reason == "crm_closed"
+    assert _said(runtime)[-1][0] == "csat"
+    with runtime.read_session() as session:
+        conv = session.get(Conversation, conversation)
+        assert conv is not None and conv.status != "closed"  # the deal stays open
+    # a chat the bridge does not know: nothing happens
+    _crm(runtime, tenant, dataclasses.replace(closed, external_id="dialog-2", thread_key="8"))
+    assert len(_sessions(runtime)) == 1
 
 
 def test_the_menu_and_notice_speak_the_clients_language(

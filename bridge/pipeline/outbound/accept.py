@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from bridge import outbox
 from bridge.model import Attachment, CrmEvent, CrmEventKind, MessageKind
 from bridge.pipeline.followup import due
-from bridge.pipeline.outbound.route import Routed, route
+from bridge.pipeline.outbound.route import Routed, named_conversation, route
 from bridge.tables import (
     ChannelAccount,
     Contact,
@@ -268,16 +268,8 @@ class _ServiceHooks:
     def on_state(self, session: Session, event: CrmEvent) -> None:
         from bridge.service import runner
 
-        if event.entity is None:
-            return
-        conversations = session.scalars(
-            select(Conversation.id).where(
-                Conversation.tenant_id == self.tenant_id,
-                Conversation.crm_entity_id == event.entity.id,
-            )
-        ).all()
-        for conversation_id in conversations:
-            if event.kind is CrmEventKind.ENTITY_CLOSED:
+        for conversation_id in self._conversations(session, event):
+            if event.kind in (CrmEventKind.ENTITY_CLOSED, CrmEventKind.THREAD_CLOSED):
                 after = runner.crm_closed(self.runtime, session, conversation_id, event.occurred_at)
                 self.jobs += after.jobs
                 self.actions += after.actions
@@ -289,6 +281,27 @@ class _ServiceHooks:
                 )
                 self.jobs += after.jobs
                 self.actions += after.actions
+            elif event.kind is CrmEventKind.ENTITY_TAGS:
+                after = runner.tags_changed(
+                    self.runtime, session, conversation_id, event.tags, event.occurred_at
+                )
+                self.jobs += after.jobs
+                self.actions += after.actions
+
+    def _conversations(self, session: Session, event: CrmEvent) -> Sequence[int]:
+        """The conversations the event is about: the deal's, or the one chat
+        the CRM closed (named by our uid or the CRM's thread id)."""
+        if event.kind is CrmEventKind.THREAD_CLOSED:
+            named = named_conversation(session, self.tenant_id, event)
+            return [named.id] if named is not None else []
+        if event.entity is None:
+            return []
+        return session.scalars(
+            select(Conversation.id).where(
+                Conversation.tenant_id == self.tenant_id,
+                Conversation.crm_entity_id == event.entity.id,
+            )
+        ).all()
 
     def enqueue(self) -> None:
         from bridge.service import runner
@@ -330,6 +343,8 @@ def accept_crm_events(
             elif event.kind in (
                 CrmEventKind.ENTITY_CLOSED,
                 CrmEventKind.ENTITY_STAGE,
+                CrmEventKind.ENTITY_TAGS,
+                CrmEventKind.THREAD_CLOSED,
                 CrmEventKind.OWNER_CHANGED,
                 CrmEventKind.CONTACT_REMOVED,
                 CrmEventKind.CONTACT_MERGED,

@@ -47,7 +47,7 @@ from bridge.tables import (
     Message,
 )
 
-__all__ = ["Routed", "kind_named", "route", "split_prefix"]
+__all__ = ["Routed", "kind_named", "named_conversation", "route", "split_prefix"]
 
 #: ``/channel <kind>`` at the start of the reply (after blank space), then
 #: the rest of that line; the command word in English or Russian, any case
@@ -105,7 +105,7 @@ def route(
     """The tenant's conversation a CRM reply goes out in (never another
     tenant's), or None when the event names none. ``language`` gives the
     mapping's language, asked only for a refusal."""
-    named = _named(session, tenant_id, event)
+    named = named_conversation(session, tenant_id, event)
     if named is not None and event.entity is None:
         chosen, how = named, "named"
     else:
@@ -152,7 +152,7 @@ def kind_named(asked: str) -> str | None:
 # --------------------------------------------------------------------------
 
 
-def _named(session: Session, tenant_id: int, event: CrmEvent) -> Conversation | None:
+def named_conversation(session: Session, tenant_id: int, event: CrmEvent) -> Conversation | None:
     """The conversation the CRM names by our uid or its own thread id."""
     base = select(Conversation).where(Conversation.tenant_id == tenant_id)
     if event.thread_key:
