@@ -67,7 +67,7 @@ from bridge.model import (
 )
 from bridge.schema import NoSettings, load
 
-__all__ = ["CrmAdapter", "Pipeline"]
+__all__ = ["ConsoleIdentity", "CrmAdapter", "Pipeline"]
 
 D = TypeVar("D")
 R = TypeVar("R")
@@ -83,6 +83,26 @@ class Pipeline:
     id: str
     name: str
     stages: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ConsoleIdentity:
+    """A CRM user opening the bridge's console from inside the CRM, as the
+    CRM vouched for them (:meth:`CrmAdapter.console_identity`)."""
+
+    #: the CRM account (the tenant's ``crm_account_id``)
+    account_id: str
+    #: the user's id in that account
+    user_id: str
+    #: an administrator of the account (only they get a console session)
+    admin: bool
+    #: True: the request is the user's browser (the CRM opened the bridge's
+    #: page: Bitrix24's app page), so the session starts in its answer.
+    #: False: the CRM's server asks on the user's behalf (a signed call of a
+    #: card or settings action: HubSpot) and gets a short-lived login link.
+    in_browser: bool
+    #: the user's name, for the audit trail
+    name: str = ""
 
 
 class CrmAdapter(ABC):
@@ -261,6 +281,30 @@ class CrmAdapter(ABC):
         :attr:`Settings`) and the tenant's app-level webhook routes.
         """
         return SetupResult()
+
+    # -- the console, opened from inside the CRM ------------------------------
+
+    @classmethod
+    def console_account(cls, app: Any, request: WebhookRequest) -> str | None:
+        """The CRM account a request to ``/console/crm/<kind>`` says it comes
+        from (a tenant's ``crm_account_id``), checked as far as the app's
+        settings (``app``: :attr:`App`) can check it: a signature made with
+        the app's secret. None when it names no account. Raise
+        ``SignatureError`` for a request that is not the CRM's,
+        ``PayloadError`` for junk. Default: this CRM does not open the
+        bridge's console (``NotImplementedError``: a 404)."""
+        raise NotImplementedError(f"{cls.kind} does not open the console")
+
+    def console_identity(self, request: WebhookRequest) -> ConsoleIdentity:
+        """The CRM user behind a request :meth:`console_account` named this
+        tenant's account for, as this account vouches for them: checked with
+        the tenant's own credentials and settings (Bitrix24: the page's
+        token must work at the portal's REST endpoint the install recorded,
+        never at a host the request names). ``SignatureError`` when the CRM
+        does not vouch for the request (a forged or expired token, another
+        account, another app); ``PayloadError`` for junk. The core gives an
+        administrator of the account an admin session of this tenant only."""
+        raise NotImplementedError(f"{self.kind} does not open the console")
 
     # -- contacts ---------------------------------------------------------
 

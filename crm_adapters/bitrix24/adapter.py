@@ -51,10 +51,11 @@ from bridge.model import (
     WebhookRequest,
 )
 from bridge.schema import dump
-from crm_adapters.base import CrmAdapter, Pipeline
+from crm_adapters.base import ConsoleIdentity, CrmAdapter, Pipeline
 from crm_adapters.freetext import attach_marker
 
 from . import cascade as b24_cascade
+from . import console as b24_console
 from . import oauth
 from .batch import Command, Ref, as_map
 from .client import B24Api
@@ -239,6 +240,17 @@ class Bitrix24Adapter(ContactsMixin, EntitiesMixin, MergeMixin, TimelineMixin, C
         (``member_id``, ``domain``, ``application_token_sha256``,
         ``portal_language``, ``plan``). ``None`` for other events."""
         return oauth.install_event(app, request, http=http)
+
+    @classmethod
+    def console_account(cls, app: Bitrix24App, request: WebhookRequest) -> str | None:
+        """The app page's POST (settings/oauth/simple-way.md): its
+        ``member_id``, which only picks the tenant (``console``)."""
+        return b24_console.console_account(request)
+
+    def console_identity(self, request: WebhookRequest) -> ConsoleIdentity:
+        """The page's ``AUTH_ID`` at the portal's recorded REST endpoint:
+        ``user.admin``, ``profile`` and ``app.info`` (our app) in one batch."""
+        return b24_console.console_identity(self, request)
 
     def refresh_credentials(self, stale: Mapping[str, Any]) -> dict[str, Any]:
         """Called by the core (single-flight) after ``401 expired_token``

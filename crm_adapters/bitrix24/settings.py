@@ -68,6 +68,19 @@ class Bitrix24App:
         help="the connector's settings page (imconnector.register PLACEMENT_HANDLER); "
         "empty: the tenant's webhook URL",
     )
+    console_url: str = setting(
+        "",
+        help="the page Bitrix24 opens for the bridge's admin console (the handler setup "
+        "binds with placement.bind); empty: <public URL>/console/crm/bitrix24, the "
+        "bridge's own. Set the app's main page (its handler path) to the same URL",
+    )
+    console_placements: str = setting(
+        "CRM_ANALYTICS_MENU",
+        help="comma-separated placement codes setup binds the console page to "
+        "(placement.bind; CRM_ANALYTICS_MENU: an item in the CRM's Analytics, LEFT_MENU: "
+        "the portal's main menu); empty: none (the app's main page, DEFAULT, is the "
+        "handler path in the app's settings, not bound through REST)",
+    )
 
 
 @dataclass(frozen=True)
@@ -132,6 +145,12 @@ class Bitrix24Settings:
         state=True,
         help="the first (or only) connector: messages of a channel kind without one of "
         "its own, and receipts of replies that name none",
+    )
+    placements: tuple[str, ...] = setting(
+        (),
+        state=True,
+        help="the placements setup bound to the console page (placement.bind); one "
+        "Bitrix24 refused (rights, scope) is left out and logged",
     )
 
     # -- set by an admin (setup records its choice where it made one) ------------

@@ -16,7 +16,9 @@ Everything goes out in at most two batches:
    setting ``line`` names one), ``imconnector.activate`` and
    ``imconnector.connector.data.set`` — the line's id passed by reference
    (``$result[lines][0][ID]``), so this is one request. Also
-   ``crm.<type>.userfield.list`` for the user fields the mapping needs.
+   ``crm.<type>.userfield.list`` for the user fields the mapping needs, and
+   ``placement.bind`` of the admin console's page to
+   ``app.console_placements`` (``console``; a refusal is logged, not fatal).
 2. ``crm.<type>.userfield.add`` for the missing ones (string fields).
 
 An incoming-webhook tenant cannot bind events nor use Open Lines
@@ -29,6 +31,7 @@ Bitrix24 needs no routes (every event is bound to the tenant's own URL).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -37,6 +40,7 @@ from bridge.errors import PermanentError
 from bridge.model import ChannelLink, SetupResult
 
 from .batch import Command, Ref
+from .console import placement_commands, placement_result
 from .entities import field_code, user_field_name
 from .oauth import plan_from_license
 from .settings import DEFAULT_CONNECTOR, Bitrix24Settings
@@ -44,7 +48,9 @@ from .settings import DEFAULT_CONNECTOR, Bitrix24Settings
 if TYPE_CHECKING:
     from .adapter import Bitrix24Adapter
 
-__all__ = ["APP_EVENTS", "CHAT_EVENTS", "run_setup"]
+__all__ = ["APP_EVENTS", "CHAT_EVENT", "run_setup"]
+
+log = logging.getLogger(__name__)
 
 APP_EVENTS = (
     "ONAPPUNINSTALL",
@@ -54,9 +60,7 @@ APP_EVENTS = (
     "ONCRMDEALDELETE",
     "ONCRMCONTACTDELETE",
 )
-#: an operator's reply; an operator closing the chat's session (the
-#: service layer's session closes with it)
-CHAT_EVENTS = ("OnImConnectorMessageAdd", "OnImConnectorDialogFinish")
+CHAT_EVENT = "OnImConnectorMessageAdd"
 OBJECT_TYPES = ("lead", "deal", "contact")
 _ICON_SVG = (
     '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 70 71"><path fill="#fff" '
@@ -129,9 +133,10 @@ def run_setup(
     commands = [Command("me", "user.current")]
     binds: dict[str, str] = {}
     connectors: dict[str, str] = {}
+    places: list[Command] = []
     if not webhook:
         commands.append(Command("app", "app.info"))
-        events = list(APP_EVENTS) + (list(CHAT_EVENTS) if inbox else [])
+        events = list(APP_EVENTS) + ([CHAT_EVENT] if inbox else [])
         if account.webhook_url:
             for n, event in enumerate(events):
                 binds[f"bind{n}"] = event
@@ -145,6 +150,8 @@ def run_setup(
         if inbox:
             connectors = _connector_ids(channels, settings)
             commands.extend(_openlines_commands(adapter, channels, connectors))
+        places = placement_commands(adapter)
+        commands.extend(places)
     wanted = _user_fields(properties)
     for object_type, fields in sorted(wanted.items()):
         for n, code in enumerate(sorted(set(fields.values()))):
@@ -168,11 +175,23 @@ def run_setup(
                 raise error
         if inbox:
             result.update(_openlines_result(answer, connectors, settings))
+        bound = _bound_placements(answer, places)
+        if bound:
+            result["placements"] = bound
     if wanted:
         result["custom_fields"] = _ensure_user_fields(adapter, wanted, answer)
     if binds:
         result["events"] = sorted(binds.values())
     return SetupResult(settings=result)
+
+
+def _bound_placements(answer: Any, places: list[Command]) -> list[str]:
+    """The console page's placements Bitrix24 took; a refused one is logged
+    (the app's main page still opens the console)."""
+    bound, refused = placement_result(answer, places)
+    for why in refused:
+        log.warning("Bitrix24 refused the console placement %s", why)
+    return bound
 
 
 def _openlines_commands(

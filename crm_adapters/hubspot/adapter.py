@@ -39,9 +39,10 @@ from bridge.model import (
     TimelineEntry,
     WebhookRequest,
 )
-from crm_adapters.base import CrmAdapter, Pipeline
+from crm_adapters.base import ConsoleIdentity, CrmAdapter, Pipeline
 
 from . import cascade as hubspot_cascade
+from . import console as hubspot_console
 from . import oauth
 from .client import DEFAULT_API_BASE, HubSpotApi, scrub
 from .contacts import ContactsMixin
@@ -179,6 +180,17 @@ class HubSpotAdapter(ContactsMixin, MergeMixin, EntitiesMixin, CrmAdapter):
         ``access_token``, ``refresh_token``, ``expires_at``; the hub id is
         the account id."""
         return oauth.exchange_code(app, code=code, redirect_uri=redirect_uri, http=http)
+
+    @classmethod
+    def console_account(cls, app: HubSpotApp, request: WebhookRequest) -> str | None:
+        """A v3-signed call of the app's card or settings action: its
+        ``portalId`` (``console``)."""
+        return hubspot_console.console_account(app, request)
+
+    def console_identity(self, request: WebhookRequest) -> ConsoleIdentity:
+        """The call's ``userId`` in this tenant's portal; answered with a
+        short-lived login link, not a session (the call is HubSpot's server)."""
+        return hubspot_console.console_identity(self, request)
 
     def refresh_credentials(self, stale: Mapping[str, Any]) -> dict[str, Any]:
         """Trade the refresh token for a new access token (called inside the

@@ -9,7 +9,8 @@ URL layout, relative to the mount point (the demo mounts it under
 * ``/<portal>/oauth/authorize/``: consent; ``/oauth/oauth/token/``: the OAuth
   server (``oauth.bitrix.info``); ``/oauth/rest/app.info`` (:mod:`.oauth`).
 * ``/_...``: control endpoints (:mod:`sandbox.core.control` with
-  :mod:`.control`'s hooks and extras, ``/_stats``, ``/_faults``), never
+  :mod:`.control`'s hooks and extras, :mod:`.placements`' ``/_open_app``,
+  ``/_stats``, ``/_faults``), never
   faulted, never rate limited.
 
 Faults (:mod:`sandbox.core.faults`) apply to REST calls only and look like
@@ -40,6 +41,7 @@ from . import (
     events,
     oauth,
     openlines,
+    placements,
     userfield_methods,
 )
 from .config import SETTINGS
@@ -51,7 +53,7 @@ from .store import Store
 __all__ = ["create_app"]
 
 # imported for their @method registrations
-_METHOD_MODULES = (crm_methods, crm_extra, openlines, events, userfield_methods)
+_METHOD_MODULES = (crm_methods, crm_extra, openlines, events, userfield_methods, placements)
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -63,7 +65,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                             OperatingMeter(clock.now), FaultPlan(seed=cfg["seed"]))
     app.extensions[EXTENSION] = sb
     sb.faults.install(app, error_body=_fault_body, applies=_fault_applies)
-    for module in (dispatch, oauth, control, automation):
+    for module in (dispatch, oauth, control, automation, placements):
         app.register_blueprint(module.bp)
     app.register_error_handler(B24Error, _render_b24_error)
     app.register_error_handler(HTTPException, _render_http_error)

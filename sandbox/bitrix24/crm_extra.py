@@ -53,8 +53,8 @@
   ``GET /_state``).
 * ``user.get`` / ``user.current`` (user-get.md, user-current.md), ``profile``
   and ``app.info`` (b24restdocs api-reference/common/users/profile.md and
-  common/system/app-info.md, examples in spec/), ``placement.bind``
-  (app context only; UNCONFIRMED minimal behaviour).
+  common/system/app-info.md, examples in spec/); ``placement.*`` and
+  ``user.admin`` are in :mod:`.placements`.
 """
 from __future__ import annotations
 
@@ -569,18 +569,3 @@ def app_info(ctx: CallCtx, params: dict[str, Any]) -> dict[str, Any]:
             "STATUS": app["status"], "INSTALLED": bool(portal.app and portal.app.finished),
             "PAYMENT_EXPIRED": "N", "DAYS": None, "LANGUAGE_ID": lang,
             "LICENSE": f"{lang}_{kind}", "LICENSE_TYPE": kind, "LICENSE_FAMILY": family}
-
-
-@method("placement.bind", scope="placement", app_only="wrong_auth_type")
-def placement_bind(ctx: CallCtx, params: dict[str, Any]) -> bool:
-    """App context only (local-webhooks.md). Minimal: records the placement
-    (UNCONFIRMED answer shape; placement-bind.md is not in the stored docs)."""
-    placement = as_str(params.get("PLACEMENT")).strip()
-    handler = as_str(params.get("HANDLER")).strip()
-    if not placement:
-        raise B24Error(400, "ERROR_ARGUMENT", "Argument 'PLACEMENT' is null or empty")
-    if not handler:
-        raise B24Error(400, "ERROR_ARGUMENT", "Argument 'HANDLER' is null or empty")
-    ctx.portal.placements.append({"PLACEMENT": placement, "HANDLER": handler,
-                                  "TITLE": as_str(params.get("TITLE"))})
-    return True

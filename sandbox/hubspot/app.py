@@ -29,6 +29,7 @@ from ..core.faults import FaultPlan
 from . import (
     associations,
     channels,
+    console,
     control,
     crm,
     events,
@@ -70,7 +71,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.before_request(_gate)
     app.after_request(_add_rate_headers)
     for module in (merge, crm, properties, associations, oauth, channels, control, workflows,
-                   events):
+                   events, console):
         app.register_blueprint(module.bp)
     app.register_error_handler(HubSpotError, _render_hubspot_error)
     app.register_error_handler(HTTPException, _render_http_error)
