@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from bridge import metrics
 from bridge.errors import (
     AmbiguousError,
     AuthError,
@@ -135,6 +136,9 @@ class HttpClient:
         self.session.headers["User-Agent"] = user_agent
         #: how many HTTP requests went out (benchmarks count CRM calls with it)
         self.calls = 0
+        #: the CRM kind and tenant id its calls are counted under
+        #: (``bridge.metrics``, in its rate limiter's Redis); None: not counted
+        self.metered: tuple[str, int | None] | None = None
 
     def url(self, path: str) -> str:
         """``path`` under the base URL, or ``path`` itself when it is an
@@ -169,7 +173,7 @@ class HttpClient:
             GUARD(url)
         self.calls += 1
         try:
-            response = self.session.request(method, url, **kwargs)
+            response = self._send(method, url, **kwargs)
         except requests.ConnectTimeout as exc:
             raise RetryableError("connect timeout") from exc
         except requests.ConnectionError as exc:
@@ -200,6 +204,21 @@ class HttpClient:
         ):
             self.limiter.penalise(limit.key, error.retry_after or 1.0)
         raise error
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """The session's request, counted when the client is metered."""
+        try:
+            response = self.session.request(method, url, **kwargs)
+        except requests.RequestException:
+            self._count(None)
+            raise
+        self._count(response.status_code)
+        return response
+
+    def _count(self, status: int | None) -> None:
+        connection = getattr(self.limiter, "redis", None)
+        if self.metered is not None and connection is not None:
+            metrics.crm_call(connection, *self.metered, status)
 
     @staticmethod
     def default_error(method: str, response: requests.Response) -> BridgeError:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import atexit
 import bisect
 import datetime as dt
+import functools
 import logging
 import os
 import re
@@ -232,6 +233,7 @@ FAMILIES: tuple[Family, ...] = (
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
 
 
+@functools.lru_cache(maxsize=1024)
 def label_value(value: object) -> str:
     """A label value as stored: anything outside ``[A-Za-z0-9_.:-]`` becomes
     ``_``, at most 40 characters (never the field separators ``|`` / ``#``)."""

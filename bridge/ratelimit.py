@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import redis
 
+from bridge import metrics
 from bridge.model import Rate
 
 __all__ = ["RedisTokenBucket"]
@@ -105,6 +106,7 @@ class RedisTokenBucket:
 
                 raise RetryableError("rate-limit budget exhausted for too long", retry_after=wait)
             self.waited += wait
+            metrics.rate_limit_wait(self.redis, key, min(wait, 5.0))
             self.sleep(min(wait, 5.0))
 
     def penalise(self, key: str, seconds: float) -> None:

@@ -28,7 +28,7 @@ import redis
 from rq.job import Job, JobStatus
 from sqlalchemy import bindparam, or_, select
 
-from bridge import cascade, files, live_fields, outbox
+from bridge import cascade, files, live_fields, metrics, outbox
 from bridge.jobs import enqueue
 from bridge.locks import ConversationLock, lock_name
 from bridge.model import utcnow
@@ -93,7 +93,7 @@ def _unattended(runtime: Runtime, rows: Sequence[Any]) -> list[Any]:
 def sweep_once(runtime: Runtime, *, limit: int = 500) -> int:
     """One pass; returns how many conversations were re-enqueued (the
     journal's stale accounts are woken first)."""
-    sweep_journal(runtime)
+    woken = sweep_journal(runtime)
     settings = runtime.settings
     now = utcnow()
     stale = now - dt.timedelta(seconds=settings.sweep_grace)
@@ -124,6 +124,7 @@ def sweep_once(runtime: Runtime, *, limit: int = 500) -> int:
         enqueue(runtime.queues, direction, conversation_id, job_id, timeout=settings.job_timeout)
     if jobs:
         log.info("sweeper re-enqueued %d conversation(s)", len(jobs))
+    metrics.requeued(runtime.redis, ["journal"] * woken + [direction for direction, _, _ in jobs])
     return len(jobs)
 
 

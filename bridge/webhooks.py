@@ -41,6 +41,7 @@ from flask import Blueprint, Request, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
+from bridge import metrics
 from bridge.errors import SignatureError, WebhookError
 from bridge.model import CrmEvent, RawDelivery, WebhookAnswer, WebhookRequest
 from bridge.pipeline.inbound import AccountRef
@@ -217,6 +218,7 @@ def channel_webhook(kind: str, key: str) -> ResponseReturnValue:
     rt = runtime()
     cached = _channels.get(rt, key)
     if cached is None or cached.account.kind != kind:
+        metrics.rejected(rt.redis, "unknown", "not_found")  # the URL's kind is not ours to trust
         return jsonify(NOT_FOUND), 404
     adapter = cached.adapter
     try:
@@ -227,6 +229,7 @@ def channel_webhook(kind: str, key: str) -> ResponseReturnValue:
         adapter.verify(webhook)
         deliveries = adapter.edge(webhook)
     except WebhookError as exc:
+        metrics.rejected(rt.redis, kind, exc.code)
         return _error(exc)
     record(rt, cached.account, deliveries, received_at=webhook.received_at, waker=waker(rt))
     return _answer(adapter.answer(deliveries))
@@ -263,6 +266,7 @@ def channel_app_webhook(kind: str) -> ResponseReturnValue:
                 )
                 stored.extend(deliveries)
     except WebhookError as exc:
+        metrics.rejected(rt.redis, kind, exc.code)
         return _error(exc)
     return _answer(cls.app_answer(app, stored))
 

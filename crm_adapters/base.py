@@ -159,6 +159,7 @@ class CrmAdapter(ABC):
         self.account = account
         self.credentials = credentials
         self.http = http or HttpClient(account.api_base or self.default_api_base())
+        self.http.metered = (self.kind, account.tenant_id)  # bridge.metrics counts its calls
         #: ``account.settings`` read through :attr:`Settings`
         self.settings: Any = load(self.Settings, account.settings, where=f"{self.kind} settings")
         #: ``account.app`` read through :attr:`App`

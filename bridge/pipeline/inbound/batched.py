@@ -400,6 +400,7 @@ class Steps:
                     acks.append((m, m.sync._record_in(session, m.batch, mine, m.snap)))
         for m, jobs in acks:
             m.sync._enqueue_acks(jobs)
+            m.sync._count_synced(m.snap, [x for x in m.batch if x.uid in per[m.key]])
         written.update(got)
         from bridge.pipeline.inbound.sync import BATCH
 

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Row, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from bridge import metrics
 from bridge.errors import PayloadError
 from bridge.locks import ConversationLock
 from bridge.model import (
@@ -230,6 +231,7 @@ def record(
         inserted = writer.run(insert)
     for hook in HOOKS.after_commit:
         hook()
+    metrics.ingested(runtime.redis, account.kind, account.tenant_id, len(deliveries), inserted)
     if inserted:
         if waker is not None:
             waker.soon(account.id)
@@ -556,6 +558,7 @@ def _normalise(
             if attempt >= 3:
                 raise
             log.info("journal race on account %s, retrying (attempt %d)", ref.id, attempt)
+    metrics.parsed(runtime.redis, ref.kind, [(p.state.value, p.row.received_at) for p in parsed])
     if handoff is not None:
         # a lone conversation's sync, the first work of this run: the caller's
         if not handoff and len(result.jobs) == 1 and result.jobs[0][0] == IN:

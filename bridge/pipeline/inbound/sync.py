@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from bridge import files, identity, live_fields, outbox, reach
+from bridge import files, identity, live_fields, metrics, outbox, reach
 from bridge.db import write_connection
 from bridge.errors import (
     AuthError,
@@ -1112,10 +1112,17 @@ class InboundSync:
             with self.rt.transaction() as session:
                 acks = self._record_in(session, batch, results, snap)
             self._enqueue_acks(acks)
+            self._count_synced(snap, [m for m in batch if m.uid in results])
             return
         # the common case: prebuilt statements on a Core connection
         with write_connection(self.rt.engine) as conn:
             self._record_plain(conn, [m for m in batch if m.uid in results], results, snap)
+        self._count_synced(snap, [m for m in batch if m.uid in results])
+
+    def _count_synced(self, snap: _Snapshot, done: list[Message]) -> None:
+        """Metrics: ``done`` is in the CRM (after the commit that says so)."""
+        kinds = (snap.account.kind, snap.tenant.crm_kind)
+        metrics.synced(self.rt.redis, *kinds, snap.tenant.id, [m.created_at for m in done])
 
     def _record_in(
         self, session: Session, batch: list[Message], results: dict[str, Any], snap: _Snapshot

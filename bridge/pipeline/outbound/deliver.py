@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 
-from bridge import consent, outbox
+from bridge import consent, metrics, outbox
 from bridge.db import rowcount
 from bridge.errors import (
     AmbiguousError,
@@ -72,6 +72,8 @@ class OutboundDelivery:
         self.settings = runtime.settings
         self.conversation_id = conversation_id
         self.sent = 0
+        #: the channel's kind, once loaded (the metrics' label)
+        self.kind = ""
 
     def drain_once(self, lock: ConversationLock) -> Drained | Parked | None:
         loaded = self._load()
@@ -87,6 +89,7 @@ class OutboundDelivery:
             # is connected again (`bridge replay` then sends it)
             return self._park(f"channel account {account.id} is {account.status}")
         channel = self.rt.channel_adapter(account)
+        self.kind = account.kind
         if message.status == MessageStatus.IN_FLIGHT:
             fresh = utcnow() - dt.timedelta(seconds=self.settings.lock_ttl / 2)
             if message.claimed_at and aware(message.claimed_at) > fresh:
@@ -288,6 +291,7 @@ class OutboundDelivery:
                 )
             threads.apply_early(session, row, str(kind), jobs)
         self.sent += 1
+        metrics.delivered(self.rt.redis, str(kind), message.tenant_id, "sent")
         self._enqueue_report(job)
         for direction, conversation_id, queued in jobs:
             enqueue(self.rt.queues, direction, conversation_id, queued)
@@ -298,6 +302,7 @@ class OutboundDelivery:
             assert row is not None
             row.status, row.last_error = status, error[:2000]
             job = due(session, row, outbox.REPORT) if report and row.crm_message_id else None
+        metrics.delivered(self.rt.redis, self.kind, message.tenant_id, status)
         self._enqueue_report(job)
 
     def _partly_sent(self, message: Message, exc: PartlySentError) -> None:
@@ -332,6 +337,7 @@ class OutboundDelivery:
                 backoff_until(self.settings, exc),
                 f"retrying: {exc.message}",
             )
+        metrics.delivered(self.rt.redis, self.kind, message.tenant_id, "retry")
         return Parked("backoff")
 
     def _park(self, reason: str) -> Parked:
