@@ -48,7 +48,7 @@ from .settings import DEFAULT_CONNECTOR, Bitrix24Settings
 if TYPE_CHECKING:
     from .adapter import Bitrix24Adapter
 
-__all__ = ["APP_EVENTS", "CHAT_EVENT", "run_setup"]
+__all__ = ["APP_EVENTS", "CHAT_EVENTS", "run_setup"]
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,9 @@ APP_EVENTS = (
     "ONCRMDEALDELETE",
     "ONCRMCONTACTDELETE",
 )
-CHAT_EVENT = "OnImConnectorMessageAdd"
+#: an operator's reply; an operator closing the chat's session (the
+#: service layer's session closes with it)
+CHAT_EVENTS = ("OnImConnectorMessageAdd", "OnImConnectorDialogFinish")
 OBJECT_TYPES = ("lead", "deal", "contact")
 _ICON_SVG = (
     '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 70 71"><path fill="#fff" '
@@ -136,7 +138,7 @@ def run_setup(
     places: list[Command] = []
     if not webhook:
         commands.append(Command("app", "app.info"))
-        events = list(APP_EVENTS) + ([CHAT_EVENT] if inbox else [])
+        events = list(APP_EVENTS) + (list(CHAT_EVENTS) if inbox else [])
         if account.webhook_url:
             for n, event in enumerate(events):
                 binds[f"bind{n}"] = event
