@@ -471,6 +471,8 @@ def test_the_app_serves_no_other_webhook(world: World) -> None:
         # missing/forged/revoked/another tenant's tokens, bad JSON, wrong
         # types and sizes: tests/unit/test_cascade_api.py
         ("/api/v1/cascades/<uid>", "GET"),
+        # a login link for the token's tenant (tests/unit/test_console_crm_login.py)
+        ("/api/v1/console/login-link", "POST"),
         # clients: tests/unit/test_identity.py (tokens, another tenant's rows)
         ("/api/v1/contacts/<crm_contact_id>", "GET"),
         ("/api/v1/contacts/<crm_contact_id>/messages", "POST"),
@@ -483,6 +485,13 @@ def test_the_app_serves_no_other_webhook(world: World) -> None:
         # failures counted per account and address (tests/unit/test_console_auth.py)
         ("/console/<path:_unknown>", "GET"),  # its 404 page
         ("/console/audit", "GET"),
+        # the CRM sends a user: the adapter's checks (a Bitrix24 page's token at the
+        # tenant's portal, a HubSpot v3 signature), an admin only, a 404 for an
+        # account of no tenant; login links signed, 5 minutes, once
+        # (tests/unit/test_console_crm_login.py)
+        ("/console/crm/<crm>", "GET"),
+        ("/console/crm/<crm>", "POST"),
+        ("/console/crm/link/<purpose>", "GET"),
         ("/console/login", "GET"),
         ("/console/login", "POST"),
         ("/console/login/totp", "GET"),

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from bridge.console import crm_login  # noqa: F401  (the CRM's way in; login links)
 from bridge.console.pages import (
     access,  # noqa: F401  (sign-in, users, audit log)
     kpis,  # noqa: F401  (the KPI page and its CSV)
