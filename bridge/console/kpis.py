@@ -782,15 +782,20 @@ def report(
     )
 
 
-def seconds_text(value: float | None) -> str:
-    """A duration for people: ``45s``, ``12m 05s``, ``3h 20m``; ``—`` for none."""
+_UNITS = {"en": ("s", "m", "h"), "ru": (" с", " мин", " ч")}
+
+
+def seconds_text(value: float | None, language: str = "en") -> str:
+    """A duration for people: ``45s``, ``12m 05s``, ``3h 20m`` (``45 с``,
+    ``12 мин 05 с``, ``3 ч 20 мин`` in Russian); ``—`` for none."""
     if value is None:
         return "—"
+    sec, mins, hrs = _UNITS.get(language, _UNITS["en"])
     total = int(math.floor(value + 0.5))
     if total < 60:
-        return f"{total}s"
+        return f"{total}{sec}"
     minutes, secs = divmod(total, 60)
     if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
+        return f"{minutes}{mins} {secs:02d}{sec}"
     hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
+    return f"{hours}{hrs} {minutes:02d}{mins}"

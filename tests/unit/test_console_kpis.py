@@ -644,6 +644,8 @@ def test_seconds_as_text() -> None:
         "12m 05s",
         "3h 20m",
     ]
+    assert kpis.seconds_text(4200, "ru") == "1 ч 10 мин"
+    assert kpis.seconds_text(725, "ru") == "12 мин 05 с"
 
 
 # -- the page and its CSV -----------------------------------------------------------------------
@@ -726,6 +728,7 @@ def test_the_page_in_russian(console: tuple[FlaskClient, Seeded]) -> None:
     assert "по дням" in html
     assert '<tr data-key="main:1"><td>Купить</td>' in html
     assert '<tr data-key="sales">' in html and "Продажи" in html
+    assert _cell(html, "frt-lines", "*", "p50") == "16 мин 00 с"
 
 
 def test_a_refused_period_shows_the_last_seven_days(console: tuple[FlaskClient, Seeded]) -> None:

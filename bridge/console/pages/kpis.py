@@ -323,7 +323,7 @@ def kpis() -> ResponseReturnValue:
         ),
         line_name=lambda key: _line_name(report, key, lang),
         operator_name=_operator_name,
-        seconds=figures.seconds_text,
+        seconds=lambda value: figures.seconds_text(value, lang),
         pct=_pct,
         bucket_word=_bucket_word,
         presets=figures.PRESETS,

@@ -15,9 +15,9 @@
 
   var NS = "http://www.w3.org/2000/svg";
   var COLORS = ["#2456d6", "#e07a10", "#1a9b5b", "#b42318", "#7a4cc2", "#0f8a9d", "#8a6d1f", "#c2417a"];
-  var W = 720;
-  var H = 260;
-  var PAD = { left: 48, right: 14, top: 30, bottom: 44 };
+  /* drawn at the box's own width (text stays 11 px), redrawn when it changes */
+  var H = 240;
+  var PAD = { left: 48, right: 20, top: 30, bottom: 34 };
 
   function el(name, attrs, parent, text) {
     var node = document.createElementNS(NS, name);
@@ -63,7 +63,8 @@
 
   function frame(box, chart, max) {
     box.textContent = "";
-    var svg = el("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": chart.title || "", class: "chart chart-" + chart.kind }, box);
+    var W = Math.max(280, Math.round(box.clientWidth || 720));
+    var svg = el("svg", { viewBox: "0 0 " + W + " " + H, width: W, height: H, role: "img", "aria-label": chart.title || "", class: "chart chart-" + chart.kind }, box);
     el("title", {}, svg, chart.title || "");
     var plot = { x: PAD.left, y: PAD.top, w: W - PAD.left - PAD.right, h: H - PAD.top - PAD.bottom };
     var scale = ticks(max);
@@ -90,13 +91,17 @@
     });
   }
 
+  /* the x axis' labels, as many as fit (about 70 px each); a label at an
+     edge of the plot is anchored inside it */
   function xLabels(svg, plot, labels, centre) {
     var g = el("g", { class: "axis x" }, svg);
     var shown = shortLabels(labels);
-    var every = Math.max(1, Math.ceil(labels.length / 12));
+    var every = Math.max(1, Math.ceil(labels.length / Math.max(2, Math.floor(plot.w / 70))));
     labels.forEach(function (label, i) {
       if (i % every !== 0) return;
-      el("text", { x: centre(i), y: plot.y + plot.h + 16, "text-anchor": "middle", fill: "#5d6678", "data-label": label }, g, shown[i]);
+      var x = centre(i);
+      var anchor = x - plot.x < 24 ? "start" : plot.x + plot.w - x < 24 ? "end" : "middle";
+      el("text", { x: x, y: plot.y + plot.h + 16, "text-anchor": anchor, fill: "#5d6678", "data-label": label }, g, shown[i]);
     });
   }
 
@@ -161,14 +166,26 @@
 
   var KINDS = { line: drawLine, bar: drawBar };
 
-  function drawAll() {
+  var drawnWidth = {};
+
+  function drawAll(force) {
     var source = document.getElementById("kpi-charts");
     if (!source) return;
     var charts = JSON.parse(source.textContent || "{}");
     Array.prototype.forEach.call(document.querySelectorAll("[data-chart]"), function (box) {
-      var chart = charts[box.getAttribute("data-chart")];
-      if (chart && KINDS[chart.kind]) KINDS[chart.kind](box, chart);
+      var name = box.getAttribute("data-chart");
+      var chart = charts[name];
+      if (!chart || !KINDS[chart.kind]) return;
+      if (!force && drawnWidth[name] === box.clientWidth) return;
+      drawnWidth[name] = box.clientWidth;
+      KINDS[chart.kind](box, chart);
     });
+  }
+
+  var pending = null;
+  function onResize() {
+    if (pending) clearTimeout(pending);
+    pending = setTimeout(function () { pending = null; drawAll(false); }, 150);
   }
 
   /* The period form: a date typed in means the "Dates" period. */
@@ -183,7 +200,11 @@
 
   window.ConsoleCharts = { line: drawLine, bar: drawBar, drawAll: drawAll, ticks: ticks };
 
-  function start() { drawAll(); linkForm(); }
+  function start() {
+    drawAll(true);
+    linkForm();
+    window.addEventListener("resize", onResize);
+  }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
   else start();
 })();
