@@ -132,6 +132,10 @@ class Settings:
     #: where ``GET /`` sends a browser (the demo: its try-it page); empty:
     #: a short page naming the service, its version and its health
     home_url: str = ""
+    #: a channel account that normally has traffic and got no client message
+    #: for this much working time (s) is silent: the overview flags it and the
+    #: supervisor is alerted once (``bridge.silence``)
+    silence_after: float = 7200.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -174,6 +178,7 @@ class Settings:
             journal_grace=_float(env, "BRIDGE_JOURNAL_GRACE", 5.0),
             poll_timeout=_float(env, "BRIDGE_POLL_TIMEOUT", 25.0),
             poll_lease_ttl=_float(env, "BRIDGE_POLL_LEASE_TTL", 5.0),
+            silence_after=_float(env, "BRIDGE_SILENCE_AFTER", 7200.0),
         )
         return replace(settings, **overrides) if overrides else settings
 
