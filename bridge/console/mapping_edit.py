@@ -89,6 +89,9 @@ class Located:
     blocking: bool = True
     #: the key is in the file (False: it is missing; shown at its parent)
     exact: bool = True
+    #: other keys with the same problem at the same place (a block copied
+    #: to several channels with an anchor: ``vk: *telegram``)
+    also: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -98,22 +101,29 @@ class Located:
             "column": self.column,
             "blocking": self.blocking,
             "exact": self.exact,
+            "also": list(self.also),
         }
 
 
 def locate(text: str, problems: Iterable[Problem]) -> list[Located]:
-    """Each problem at the line of its key in ``text``."""
+    """Each problem at the line of its key in ``text``; the same problem of
+    several keys at one place (an anchored block) once, with the others in
+    ``also``."""
     root = _compose(text)
-    out = []
+    out: dict[tuple[int, int, str, bool, bool], Located] = {}
     for problem in problems:
         at = _YAML_AT.match(problem.key)
         if at:
-            line, column = int(at[1]), int(at[2])
-            out.append(Located("", problem.message, line, column, problem.blocking))
-            continue
-        line, column, exact = key_position(root, problem.key)
-        out.append(Located(problem.key, problem.message, line, column, problem.blocking, exact))
-    return out
+            found = Located("", problem.message, int(at[1]), int(at[2]), problem.blocking)
+        else:
+            line, column, exact = key_position(root, problem.key)
+            found = Located(problem.key, problem.message, line, column, problem.blocking, exact)
+        place = (found.line, found.column, found.message, found.blocking, found.exact)
+        if place in out:
+            out[place] = replace(out[place], also=(*out[place].also, found.key))
+        else:
+            out[place] = found
+    return list(out.values())
 
 
 def _compose(text: str) -> yaml.Node | None:

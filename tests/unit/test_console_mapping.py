@@ -159,6 +159,16 @@ def test_keys_through_a_merge_key_and_an_alias() -> None:
     assert key_position(None, "crm") == (1, 1, False)
 
 
+def test_one_problem_of_an_anchored_block_is_shown_once_with_every_key() -> None:
+    text = (
+        GOOD.replace("  telegram:\n", "  telegram: &rule\n") + "  vk: *rule\n  max: *rule\n"
+    ).replace("strategy: round_robin", "strategy: random")
+    (found,) = problems_of(text)
+    assert found.key == "channels.telegram.owner.strategy"
+    assert found.also == ("channels.vk.owner.strategy", "channels.max.owner.strategy")
+    assert found.line == line_of(text, "strategy: random")
+
+
 def test_the_tenants_crm_is_the_only_crm_the_mapping_may_name() -> None:
     located = problems_of(GOOD, crm="amocrm")
     found = by_key(located)["crm"]
@@ -270,7 +280,7 @@ def test_the_page_shows_the_file_with_its_problems_at_their_lines(
     assert 'id="mapping-save"' not in html and 'id="mapping-dry-run"' not in html
     assert 'src="/console/static/console/mapping.js"' in html
     ru = client.get(f"/console/mapping?tenant={tid}&lang=ru").get_data(as_text=True)
-    assert "Маппинг" in ru and f"строка {owner_line}" in ru
+    assert "Сопоставление" in ru and f"строка {owner_line}" in ru
 
 
 def test_a_viewer_cannot_save_or_check(app: Flask, runtime: Runtime) -> None:
@@ -311,6 +321,7 @@ def test_the_live_check_answers_each_problem_with_its_line(app: Flask, runtime: 
         "column": task_line.index("due_in_minutes") + 1,
         "blocking": True,
         "exact": True,
+        "also": [],
     }
     ok = client.post(
         f"/console/mapping/validate?tenant={tid}",

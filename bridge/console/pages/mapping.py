@@ -69,6 +69,7 @@ register(
         "mapping.line": "line {line}",
         "mapping.column": "column {column}",
         "mapping.missing_key": "(missing here)",
+        "mapping.also": "also {keys}",
         "mapping.advisory": "advice",
         "mapping.error": "error",
         "mapping.save": "Save",
@@ -132,20 +133,20 @@ register(
         "mapping.no_rule": "The mapping has no rule for this channel.",
     },
     ru={
-        "mapping.title": "Маппинг",
+        "mapping.title": "Сопоставление",
         "mapping.intro": (
             "Какой объект CRM открывает каждый канал, с какой воронкой, этапом, ответственным "
             "и полями. Ошибки проверяются по мере ввода и показываются у своей строки."
         ),
         "mapping.file": "Файл: {name}",
-        "mapping.no_tenant": "Нет клиента (тенанта) для показа.",
+        "mapping.no_tenant": "Нет клиента для показа.",
         "mapping.missing_file": "Файла ещё нет: сохранение создаст его.",
-        "mapping.read_only": "Ваша роль позволяет читать этот маппинг, но не менять его.",
-        "mapping.shared": "Этот файл — маппинг и для: {tenants}. Сохранение изменит и их.",
+        "mapping.read_only": "Ваша роль позволяет читать это сопоставление, но не менять его.",
+        "mapping.shared": "Этот файл — сопоставление и для: {tenants}. Сохранение изменит и их.",
         "mapping.shared_refused": (
-            "Этот файл — маппинг и других тенантов: изменить его может только владелец."
+            "Этот файл — сопоставление и других клиентов: изменить его может только владелец."
         ),
-        "mapping.editor": "Маппинг (YAML)",
+        "mapping.editor": "Сопоставление (YAML)",
         "mapping.problems": "Ошибки",
         "mapping.no_problems": "Ошибок нет.",
         "mapping.checking": "Проверка…",
@@ -153,10 +154,11 @@ register(
         "mapping.line": "строка {line}",
         "mapping.column": "столбец {column}",
         "mapping.missing_key": "(здесь не хватает ключа)",
+        "mapping.also": "а также {keys}",
         "mapping.advisory": "совет",
         "mapping.error": "ошибка",
         "mapping.save": "Сохранить",
-        "mapping.saved": "Маппинг сохранён. Мост применяет его со следующего сообщения.",
+        "mapping.saved": "Сопоставление сохранено. Мост применяет его со следующего сообщения.",
         "mapping.unchanged": "Изменений нет.",
         "mapping.refused": "Не сохранено: сначала исправьте ошибки ниже.",
         "mapping.conflict": (
@@ -166,7 +168,7 @@ register(
         "mapping.too_big": "Не сохранено: текст больше {kb} КБ.",
         "mapping.sample": "Пробный прогон с примером сообщения",
         "mapping.sample_intro": (
-            "Проверяет в живой CRM, что всё названное в маппинге существует, и показывает, "
+            "Проверяет в живой CRM, что всё названное в сопоставлении существует, и показывает, "
             "что создало бы это сообщение. В CRM ничего не записывается."
         ),
         "mapping.channel": "Канал",
@@ -176,15 +178,15 @@ register(
         "mapping.sample_text": "Здравствуйте! Хочу заказать доставку на завтра.",
         "mapping.dry_run": "Пробный прогон",
         "mapping.results": "Пробный прогон",
-        "mapping.results_ok": "Всё, что названо в маппинге, есть в CRM.",
-        "mapping.results_missing": "Чего-то из названного в маппинге нет в CRM.",
-        "mapping.results_invalid": "В маппинге ошибки: сначала исправьте их.",
+        "mapping.results_ok": "Всё, что названо в сопоставлении, есть в CRM.",
+        "mapping.results_missing": "Чего-то из названного в сопоставлении нет в CRM.",
+        "mapping.results_invalid": "В сопоставлении ошибки: сначала исправьте их.",
         "mapping.crm_error": "Не удалось обратиться к CRM: {error}",
         "mapping.checks": "В CRM",
-        "mapping.no_checks": "Маппинг не называет ни воронок, ни этапов, ни ответственных, "
+        "mapping.no_checks": "Сопоставление не называет ни воронок, ни этапов, ни ответственных, "
         "ни полей, ни шаблонов.",
         "mapping.col_what": "Что",
-        "mapping.col_value": "В маппинге",
+        "mapping.col_value": "В сопоставлении",
         "mapping.col_where": "Где",
         "mapping.col_result": "Итог",
         "mapping.col_crm": "В CRM",
@@ -214,7 +216,7 @@ register(
         "mapping.field.subject": "тема",
         "mapping.field.due_in": "срок",
         "mapping.field.body": "текст",
-        "mapping.no_rule": "В маппинге нет правила для этого канала.",
+        "mapping.no_rule": "В сопоставлении нет правила для этого канала.",
     },
 )
 

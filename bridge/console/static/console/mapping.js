@@ -81,6 +81,12 @@
         key.textContent = p.key;
         item.appendChild(key);
       }
+      if (p.also && p.also.length) {
+        var also = document.createElement("small");
+        also.className = "muted";
+        also.textContent = " (" + (words.also || "{keys}").replace("{keys}", p.also.join(", ")) + ")";
+        item.appendChild(also);
+      }
       var rest = (p.exact ? "" : " " + (words.missing || "")) + " \u2014 " + p.message;
       item.appendChild(document.createTextNode(rest));
       if (!p.blocking) {
