@@ -127,6 +127,12 @@ class ChannelAdapter(ABC):
     #: connect`` makes an option of each field; secret ones come from the
     #: environment as ``<KIND>_<FIELD>`` or a hidden prompt)
     Connect: ClassVar[type[Any]] = NoSettings
+    #: what the admin console's connect form asks, where a web form must
+    #: differ from :attr:`Connect` (the command line names the environment
+    #: variable holding a password; a form takes the password itself, a
+    #: ``secret`` field). None: the form asks :attr:`Connect`'s fields.
+    #: :meth:`connect_form` turns its values into the account.
+    ConnectForm: ClassVar[type[Any] | None] = None
     #: what authenticates the account (stored encrypted)
     Credentials: ClassVar[type[Any]] = NoSettings
     #: the account's settings (stored as they are)
@@ -362,6 +368,31 @@ class ChannelAdapter(ABC):
         :attr:`Settings`, including any webhook secret generated for it).
         Raise ``ValueError``/``ConfigError`` with the fix when it cannot be."""
         raise NotImplementedError(f"{cls.kind} accounts cannot be connected here")
+
+    @classmethod
+    def connect_form(cls, values: Any) -> ConnectedAccount:
+        """What :meth:`connect` is for the admin console's form: from an
+        instance of :attr:`ConnectForm` (or of :attr:`Connect` when the
+        channel has no form of its own) to the account. Default:
+        :meth:`connect`."""
+        return cls.connect(values)
+
+    def check_connection(self) -> str:
+        """Optional: prove the account's credentials work with one harmless
+        call to the provider (the console's "test connection", on an account
+        not stored yet as well as on a connected one): a read that sends
+        nothing to anyone and changes nothing (Telegram ``getMe``, an IMAP
+        and an SMTP login). Returns what the provider says the account is,
+        in a few words for a person (``@acme_bot (Acme)``).
+
+        Raise from the tree with the provider's own words in the message:
+        :class:`~bridge.errors.AuthError` for credentials it refuses,
+        :class:`~bridge.errors.PermanentError` for anything else it refuses
+        (an unknown account, a missing right),
+        :class:`~bridge.errors.RetryableError` when it did not answer (a
+        timeout, a 5xx). Default: the channel has no such check
+        (``NotImplementedError``)."""
+        raise NotImplementedError(f"{self.kind} has no connection test")
 
     def setup_webhook(self, url: str) -> Mapping[str, Any] | None:  # noqa: B027 (optional hook)
         """Optional: register ``url`` as the provider's webhook for this

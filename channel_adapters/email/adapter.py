@@ -25,6 +25,7 @@ import os
 import re
 import ssl
 from collections.abc import Mapping
+from dataclasses import replace
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
 from typing import Any, ClassVar
@@ -52,7 +53,12 @@ from channel_adapters.base import ChannelAdapter, Reach, ReachView
 from channel_adapters.email import classify as classes
 from channel_adapters.email import mime, quotes, smtp
 from channel_adapters.email import reach as email_reach
-from channel_adapters.email.settings import EmailConnect, EmailCredentials, EmailSettings
+from channel_adapters.email.settings import (
+    EmailConnect,
+    EmailCredentials,
+    EmailForm,
+    EmailSettings,
+)
 
 __all__ = ["EmailAdapter", "mail_key"]
 
@@ -66,6 +72,8 @@ _MAX_KEY = 200
 _TICKET = re.compile(r"\[#[A-Za-z]{0,8}-?(\d{1,12})\]")
 #: what a reply's References keeps (the newest ids; Gmail threads on them)
 _MAX_REFERENCES = 20
+#: seconds each step of the console's connection test may take (a person waits)
+CHECK_TIMEOUT = 10.0
 
 
 def mail_key(message_id: str | None, fallback: str) -> str:
@@ -111,6 +119,8 @@ class EmailAdapter(ChannelAdapter):
     }
 
     Connect: ClassVar[type[Any]] = EmailConnect
+    #: the console's form: the passwords typed in, not named by variables
+    ConnectForm: ClassVar[type[Any] | None] = EmailForm
     Credentials: ClassVar[type[Any]] = EmailCredentials
     Settings: ClassVar[type[Any]] = EmailSettings
     #: the bridge may write first to an address (a web chat visitor's
@@ -145,39 +155,54 @@ class EmailAdapter(ChannelAdapter):
         the MTA signs the webhook's posts with, come from the environment
         variables named (never a command line: shell history); with a key,
         every post must be signed."""
-        address = values.address.strip().lower()
-        if "@" not in address or any(c in address for c in " \r\n<>"):
-            raise ConfigError("--address must be a plain address such as support@acme.com")
         imap_password = _from_env(values.password_env) if values.imap_host else ""
         smtp_env = values.smtp_password_env or values.password_env
         smtp_password = _from_env(smtp_env) if smtp_env else ""
-        imap_port = values.imap_port or (993 if values.imap_security == "tls" else 143)
-        smtp_port = values.smtp_port or (465 if values.smtp_security == "tls" else 587)
-        settings = {
-            "mode": "polling" if values.imap_host else "webhook",
-            "address": address,
-            "from_name": values.from_name,
-            "imap_host": values.imap_host,
-            "imap_port": imap_port,
-            "imap_security": values.imap_security,
-            "imap_user": values.user,
-            "folder": values.folder,
-            "mark_seen": values.mark_seen,
-            "move_to": values.move_to,
-            "smtp_host": values.smtp_host or values.imap_host,
-            "smtp_port": smtp_port,
-            "smtp_security": values.smtp_security,
-            "smtp_user": values.smtp_user or values.user,
-            "require_signature": bool(values.webhook_secret_env),
-        }
-        credentials = {
-            "imap_password": imap_password,
-            "smtp_password": smtp_password,
-            "webhook_secret": _from_env(values.webhook_secret_env)
-            if values.webhook_secret_env
-            else "",
-        }
-        return ConnectedAccount(address, credentials, settings)
+        key = _from_env(values.webhook_secret_env) if values.webhook_secret_env else ""
+        return _connected(values, imap_password, smtp_password, key)
+
+    @classmethod
+    def connect_form(cls, values: EmailForm) -> ConnectedAccount:
+        """The same account from the console's form, whose passwords are
+        typed in (:class:`EmailForm`)."""
+        if values.imap_host and not values.password:
+            raise ConfigError("password: the mailbox password is needed to read it over IMAP")
+        imap_password = values.password if values.imap_host else ""
+        smtp_password = values.smtp_password or values.password
+        return _connected(values, imap_password, smtp_password, values.webhook_secret)
+
+    def check_connection(self) -> str:
+        """Log in to the mailbox over IMAP (and open its folder) when it is
+        read, and to the SMTP server when replies go through one with a
+        login; nothing is read, moved or sent. The server's own words on a
+        refusal (``AuthError`` for a wrong login)."""
+        from channel_adapters.email import imap
+
+        s = self.settings
+        done = []
+        if s.imap_host:
+            mailbox = imap.Mailbox(
+                imap.MailboxSettings(
+                    host=s.imap_host,
+                    port=s.imap_port,
+                    security=s.imap_security,
+                    user=s.imap_user,
+                    password=self.credentials.imap_password,
+                    folder=s.folder,
+                    timeout=CHECK_TIMEOUT,
+                    ssl_context=self._ssl_context(),
+                )
+            )
+            messages = mailbox.check()
+            done.append(f"IMAP {s.imap_host}: {s.folder} ({messages} messages)")
+        if s.smtp_host:
+            sender = smtp.SmtpSender(replace(self._smtp_settings(), timeout=CHECK_TIMEOUT))
+            sender.check()
+            login = "logged in" if s.smtp_user else "no login"
+            done.append(f"SMTP {s.smtp_host}: {login}")
+        if not done:
+            raise NotImplementedError("this mailbox has no IMAP or SMTP server to log in to")
+        return "; ".join(done)
 
     def setup_webhook(self, url: str) -> None:
         """Nothing to register: the admin points the MTA or the mail
@@ -434,6 +459,41 @@ class EmailAdapter(ChannelAdapter):
 
 
 # -- helpers ---------------------------------------------------------------------------
+
+
+def _connected(
+    values: EmailConnect | EmailForm, imap_password: str, smtp_password: str, webhook_secret: str
+) -> ConnectedAccount:
+    """The account from the command line's or the console's values, with
+    the passwords and the webhook's key as they were supplied."""
+    address = values.address.strip().lower()
+    if "@" not in address or any(c in address for c in " \r\n<>"):
+        raise ConfigError("--address must be a plain address such as support@acme.com")
+    imap_port = values.imap_port or (993 if values.imap_security == "tls" else 143)
+    smtp_port = values.smtp_port or (465 if values.smtp_security == "tls" else 587)
+    settings = {
+        "mode": "polling" if values.imap_host else "webhook",
+        "address": address,
+        "from_name": values.from_name,
+        "imap_host": values.imap_host,
+        "imap_port": imap_port,
+        "imap_security": values.imap_security,
+        "imap_user": values.user,
+        "folder": values.folder,
+        "mark_seen": values.mark_seen,
+        "move_to": values.move_to,
+        "smtp_host": values.smtp_host or values.imap_host,
+        "smtp_port": smtp_port,
+        "smtp_security": values.smtp_security,
+        "smtp_user": values.smtp_user or values.user,
+        "require_signature": bool(webhook_secret),
+    }
+    credentials = {
+        "imap_password": imap_password,
+        "smtp_password": smtp_password,
+        "webhook_secret": webhook_secret,
+    }
+    return ConnectedAccount(address, credentials, settings)
 
 
 def _from_env(name: str) -> str:

@@ -211,6 +211,7 @@ class Mailbox:
         self._poll_interval = poll_interval
         self._client: Any = None  # IMAPClient (untyped)
         self._uidvalidity = 0  # the selected folder's
+        self._exists = 0  # how many messages the selected folder held when opened
         self._fetched_validity: int | None = None  # that of the last fetch's mails
         self._where = f"IMAP server {settings.host}:{settings.port}"
 
@@ -296,6 +297,18 @@ class Mailbox:
             if settings.move_to is not None:
                 self._move(client, batch, settings.move_to)
 
+    def check(self) -> int:
+        """Log in and open the folder as :meth:`fetch` would (read-only
+        unless the settings write), then log out: how many messages the
+        folder holds. Reads no mail (the console's connection test).
+        Raises like :meth:`fetch`."""
+        try:
+            with self._guard():
+                self._connect()
+            return self._exists
+        finally:
+            self.close()
+
     def close(self) -> None:
         """Log out (best effort) and forget the connection."""
         client, self._client = self._client, None
@@ -372,6 +385,7 @@ class Mailbox:
                 f"{self._where} has no folder {folder!r} for this login: {text}"
             ) from exc
         self._uidvalidity = int(info[b"UIDVALIDITY"])
+        self._exists = int(info.get(b"EXISTS") or 0)
 
     def _drop(self) -> None:
         client, self._client = self._client, None

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from bridge.schema import setting
 
-__all__ = ["EmailConnect", "EmailCredentials", "EmailSettings"]
+__all__ = ["EmailConnect", "EmailCredentials", "EmailForm", "EmailSettings"]
 
 SECURITY = ("tls", "starttls", "plain")
 
@@ -44,6 +44,39 @@ class EmailConnect:
         "",
         help="the environment variable holding the HMAC-SHA256 key the MTA signs the raw-MIME "
         "webhook's posts with (X-Bridge-Signature: sha256=<hex>); given, every post must be signed",
+    )
+
+
+@dataclass(frozen=True)
+class EmailForm:
+    """What the admin console's form asks: :class:`EmailConnect`'s fields,
+    with the passwords and the webhook's key typed in (stored encrypted,
+    never shown again) instead of named by environment variables."""
+
+    address: str = setting(help="the support address customers write to (support@acme.com)")
+    user: str = setting("", help="the mailbox login (IMAP, and SMTP unless an SMTP login is set)")
+    password: str = setting("", secret=True, help="the mailbox password (IMAP and SMTP)")
+    imap_host: str = setting("", help="IMAP server; empty: the raw-MIME webhook receives")
+    imap_port: int = setting(0, help="IMAP port (default 993 for tls, 143 otherwise)")
+    imap_security: str = setting(
+        "tls", choices=SECURITY, help="tls (default), starttls, or plain (explicit only)"
+    )
+    folder: str = setting("INBOX", help="the folder the poller reads")
+    mark_seen: bool = setting(False, help="mark a mail \\Seen once it is journaled")
+    move_to: str = setting("", help="move a mail to this folder once it is journaled")
+    smtp_host: str = setting("", help="SMTP server for replies (default: the IMAP host)")
+    smtp_port: int = setting(0, help="SMTP port (default 465 for tls, 587 otherwise)")
+    smtp_security: str = setting("tls", choices=SECURITY, help="tls, starttls or plain")
+    smtp_user: str = setting("", help="SMTP login (default: the mailbox login)")
+    smtp_password: str = setting(
+        "", secret=True, help="the SMTP password (default: the mailbox password)"
+    )
+    from_name: str = setting("", help="the name replies are sent under (Acme Support)")
+    webhook_secret: str = setting(
+        "",
+        secret=True,
+        help="the HMAC-SHA256 key the MTA signs the raw-MIME webhook's posts with "
+        "(X-Bridge-Signature: sha256=<hex>); given, every post must be signed",
     )
 
 

@@ -721,6 +721,21 @@ class SmtpSender:
         finally:
             _close(smtp, polite)
 
+    def check(self) -> None:
+        """Connect, greet, secure and log in as :meth:`send` would, then
+        QUIT: nothing is sent (the console's connection test). Raises like
+        :meth:`send`."""
+        smtp = self._connect()
+        polite = False
+        try:
+            self._prepare(smtp)
+            polite = True
+        except BridgeError:
+            polite = smtp.sock is not None
+            raise
+        finally:
+            _close(smtp, polite)
+
     # -- connect, greet, secure, authenticate -----------------------------------------
 
     def _connect(self) -> smtplib.SMTP:

@@ -159,6 +159,16 @@ class MaxAdapter(ChannelAdapter):
             if old != url:
                 self.api.call("DELETE", "subscriptions", params={"url": old})
 
+    def check_connection(self) -> str:
+        """``GET /me`` with the bot's token: the bot's name and @username
+        (a wrong token: 401 ``verify.token``, an ``AuthError``)."""
+        me = self.api.call("GET", "me")
+        if not isinstance(me, dict) or not me.get("user_id"):
+            raise PermanentError("MAX GET /me named no bot")
+        username, name = str(me.get("username") or ""), str(me.get("name") or "")
+        shown = f"@{username}" if username else f"bot {me['user_id']}"
+        return f"{shown} ({name})" if name else shown
+
     def remove_webhook(self) -> None:
         """``DELETE /subscriptions?url=`` for this account's subscriptions
         (another system's subscriptions of the same bot stay): MAX then

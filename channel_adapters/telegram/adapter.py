@@ -338,6 +338,17 @@ class TelegramAdapter(ChannelAdapter):
             },
         )
 
+    def check_connection(self) -> str:
+        """``getMe`` (api.json: "A simple method for testing your bot's
+        authentication token"): the bot's @username and name. A revoked or
+        mistyped token is Telegram's 401 ``Unauthorized`` (an ``AuthError``)."""
+        me = self.api.call("getMe", {}, limited=False)
+        if not isinstance(me, dict) or not me.get("is_bot", True):
+            raise PermanentError("Telegram getMe: the token is not a bot's")
+        username, name = str(me.get("username") or ""), str(me.get("first_name") or "")
+        shown = f"@{username}" if username else f"bot {me.get('id', self.api.bot_id)}"
+        return f"{shown} ({name})" if name else shown
+
     def remove_webhook(self) -> None:
         """``deleteWebhook``: Telegram stops posting updates (and keeps the
         pending ones for ``getUpdates``, api.json)."""

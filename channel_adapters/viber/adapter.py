@@ -157,6 +157,13 @@ class ViberAdapter(ChannelAdapter):
                 ) from None
             raise
 
+    def check_connection(self) -> str:
+        """``get_account_info`` with the bot's token: the bot's name and
+        URI (a wrong token: status 2 ``invalidAuthToken``, an ``AuthError``)."""
+        info = self.api.account_info()
+        name, uri = str(info.get("name") or ""), str(info.get("uri") or "")
+        return f"{name} ({uri})" if name and uri else name or uri or "Viber bot"
+
     def remove_webhook(self) -> None:
         """``set_webhook`` with an empty URL: Viber stops posting."""
         self.api.set_webhook("", ())

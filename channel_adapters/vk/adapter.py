@@ -160,6 +160,20 @@ class VkAdapter(ChannelAdapter):
         log.info("vk account %s: the confirmation string changed, stored", self.account.id)
         return {"confirmation": current}
 
+    def check_connection(self) -> str:
+        """``groups.getById`` for the community with its own token: the
+        community's name. A wrong or revoked token is VK's error 5 (an
+        ``AuthError``); a token of another community, error 27/15/100."""
+        answer = self.api.call("groups.getById", {"group_id": self.api.group_id})
+        # 5.199 answers {"groups": [...], "profiles": [...]}; before 5.139 a bare list
+        groups = answer.get("groups") if isinstance(answer, dict) else answer
+        first = groups[0] if isinstance(groups, list) and groups else None
+        if not isinstance(first, dict):
+            raise PermanentError("VK groups.getById named no community")
+        name = str(first.get("name") or "")
+        club = f"club{first.get('id', self.api.group_id)}"
+        return f"{name} ({club})" if name else club
+
     def listing(self, name: str) -> list[dict[str, Any]]:
         """``callback``: the Callback API server settings to type into the
         community (Manage -> API usage -> Callback API), the secret key

@@ -131,6 +131,17 @@ class WhatsAppAdapter(ChannelAdapter):
         """Nothing per number: the app's webhook (``/webhooks/whatsapp/app``,
         field ``messages``) is set once in the Meta app's settings."""
 
+    def check_connection(self) -> str:
+        """``GET /<phone number id>?fields=display_phone_number,verified_name``
+        with the access token (Graph API: WhatsApp Business Phone Number):
+        the number and its verified business name. A wrong or expired token
+        is Meta's error 190 (an ``AuthError``); a number the token may not
+        see, error 100."""
+        answer = self.graph.number()
+        number = str(answer.get("display_phone_number") or self.account.external_id or "")
+        name = str(answer.get("verified_name") or "")
+        return f"{number} ({name})" if name else number
+
     # -- the app's URL ----------------------------------------------------------
 
     @staticmethod

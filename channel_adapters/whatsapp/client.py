@@ -109,6 +109,20 @@ class GraphApi:
         size = answer.get("file_size")
         return url, size if isinstance(size, int) and not isinstance(size, bool) else None
 
+    def number(self) -> dict[str, Any]:
+        """The phone number's own object: its display number and verified
+        name (a read: nothing is sent)."""
+        answer = self.http.json(
+            "GET",
+            f"{self.version}/{self.phone_number_id}",
+            params={"fields": "display_phone_number,verified_name"},
+            headers=self.auth,
+            error_mapper=meta_error,
+        )
+        if not isinstance(answer, dict):
+            raise PermanentError("WhatsApp gave no phone number object")
+        return answer
+
     def templates(self, waba_id: str) -> list[dict[str, Any]]:
         """The business account's message templates (every page)."""
         found: list[dict[str, Any]] = []
