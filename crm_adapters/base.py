@@ -503,6 +503,16 @@ class CrmAdapter(ABC):
         ``entry`` as a note (what a rep reads). Default: the entry's text."""
         return entry.text
 
+    def record_url(self, ref: CrmRef) -> str | None:
+        """No request: the address of ``ref``'s page in the CRM's own web
+        interface (a contact's or a deal's card), for a person to open (the
+        console's message trace links every id the bridge recorded). Built
+        from what the account's settings already hold (its host, portal id).
+        None when the record has no page of its own (a note, a chat message:
+        they are read on their contact's or deal's page) or the account does
+        not say where it lives. Default: None (no links)."""
+        return None
+
     # -- CRM -> bridge ------------------------------------------------------
 
     @classmethod

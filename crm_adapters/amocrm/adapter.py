@@ -82,6 +82,14 @@ DELIVERY_CODES = {
 DELIVERY_ERROR_OTHER = 905
 
 
+#: CRM object kind -> its section in the web interface (record links)
+RECORD_SECTIONS: Mapping[str, str] = {
+    "contact": "contacts",
+    "lead": "leads",
+    "company": "companies",
+}
+
+
 class AmoCrmAdapter(ContactsMixin, LeadsMixin, MergeMixin, NotesMixin, InboxMixin, CrmAdapter):
     """amoCRM API v4: contacts, leads, notes, tasks, users, account webhooks,
     and the Chats API channel (amoCRM's own chat window)."""
@@ -359,6 +367,21 @@ class AmoCrmAdapter(ContactsMixin, LeadsMixin, MergeMixin, NotesMixin, InboxMixi
     def preview_entry(self, entry: TimelineEntry) -> str:
         """The note's text (:func:`~.timeline.render_note`)."""
         return render_note(entry, self.account, visible_marker=self._visible_marker())
+
+    def record_url(self, ref: CrmRef) -> str | None:
+        """``<account host>/contacts/detail/<id>`` (``leads/``,
+        ``companies/``): the card in amoCRM's web interface, on the host the
+        install recorded (the API's host is the account's own, FACTS 1.1).
+        Notes, tasks and chat messages have no page of their own; an account
+        without a valid subdomain has no links."""
+        section = RECORD_SECTIONS.get(ref.kind)
+        if section is None or not ref.id.isdigit():
+            return None
+        try:
+            base = base_for(self.account.api_base, self.settings)
+        except PermanentError:
+            return None
+        return f"{base}/{section}/detail/{ref.id}"
 
     # -- CRM -> bridge --------------------------------------------------
 

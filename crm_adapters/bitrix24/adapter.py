@@ -112,6 +112,10 @@ def plan_rate(settings: Bitrix24Settings | Mapping[str, Any]) -> Rate:
     return Rate(capacity=burst, per_second=per_second)
 
 
+#: CRM object kinds with a card of their own (record links)
+RECORD_KINDS = frozenset({"contact", "company", "lead", "deal"})
+
+
 class Bitrix24Adapter(ContactsMixin, EntitiesMixin, MergeMixin, TimelineMixin, CrmAdapter):
     """Bitrix24 REST: contacts, leads/deals, timeline comments, to-dos/tasks,
     users, app events, and Open Lines through a custom connector."""
@@ -353,6 +357,23 @@ class Bitrix24Adapter(ContactsMixin, EntitiesMixin, MergeMixin, TimelineMixin, C
             timezone=self.account.timezone,
             visible_marker=self._visible_marker(),
         )
+
+    def record_url(self, ref: CrmRef) -> str | None:
+        """``<portal>/crm/<contact|company|lead|deal>/details/<id>/``: the
+        card in the portal's web interface, on the host of the REST endpoint
+        the install recorded (else the recorded ``domain``, over https).
+        Timeline comments, to-dos and Open Lines messages have no page of
+        their own."""
+        if ref.kind not in RECORD_KINDS or not ref.id.isdigit():
+            return None
+        try:
+            parts = urlsplit(self.api.endpoint(self.credentials.get()))
+            origin = f"{parts.scheme}://{parts.netloc}"
+        except AuthError:
+            if not self.settings.domain:
+                return None
+            origin = f"https://{self.settings.domain.lower()}"
+        return f"{origin}/crm/{ref.kind}/details/{ref.id}/"
 
     # -- one request for a new conversation ---------------------------------------------
 

@@ -97,6 +97,17 @@ def api_rate(settings: HubSpotSettings) -> Rate:
     return Rate(capacity=BURST, per_second=(per_10s - BURST) / 10)
 
 
+#: the web interface's host (record links, :meth:`HubSpotAdapter.record_url`)
+APP_BASE = "https://app.hubspot.com"
+#: CRM object kind -> its object type id (the record page's address)
+RECORD_TYPE_IDS: Mapping[str, str] = {
+    "contact": "0-1",
+    "company": "0-2",
+    "deal": "0-3",
+    "ticket": "0-5",
+}
+
+
 class HubSpotAdapter(ContactsMixin, MergeMixin, EntitiesMixin, CrmAdapter):
     """HubSpot CRM v3: contacts, deals/tickets, notes/communications, tasks,
     owners, the Conversations custom channel and v3-signed webhooks."""
@@ -449,6 +460,19 @@ class HubSpotAdapter(ContactsMixin, MergeMixin, EntitiesMixin, CrmAdapter):
     def preview_entry(self, entry: TimelineEntry) -> str:
         """The note's HTML body (:func:`~.timeline.render_body`) as a rep reads it."""
         return html_to_text(render_body(entry))
+
+    def record_url(self, ref: CrmRef) -> str | None:
+        """``https://app.hubspot.com/contacts/<portal>/record/<type id>/<id>``:
+        a contact (0-1), company (0-2), deal (0-3) or ticket (0-5) card, by the
+        object type ids of HubSpot's object APIs (the web interface's own
+        address form; unconfirmed by an API spec). Notes, communications and
+        tasks have no page of their own; a portal whose id is not recorded
+        has no links."""
+        type_id = RECORD_TYPE_IDS.get(ref.kind)
+        portal = (self.account.account_id or "").strip()
+        if type_id is None or not portal.isdigit() or not ref.id.isdigit():
+            return None
+        return f"{APP_BASE}/contacts/{portal}/record/{type_id}/{ref.id}"
 
     # -- CRM -> bridge --------------------------------------------------
 
