@@ -39,6 +39,7 @@ __all__ = [
     "Problem",
     "check_config",
     "check_file",
+    "check_text",
     "check_mapping_files",
     "mapping_files",
     "validate_mappings_dir",
@@ -211,12 +212,19 @@ def check_file(path: Path) -> list[Problem]:
         text = read_text(path)
     except MappingError as exc:
         return [Problem(file, key, message) for key, message in exc.problems]
+    return check_text(text, file=file, directory=path.parent)
+
+
+def check_text(text: str, *, file: str, directory: Path) -> list[Problem]:
+    """Every problem of a mapping's text (e.g. unsaved, in the console's
+    editor) as if it were the file ``file`` in ``directory`` (where its
+    knowledge base is looked up), in the order of the text."""
     result = read_mapping(text, file=file)
     problems = [Problem(file, key, message) for key, message in result.problems]
     if result.data is None:
         return problems
     problems = _merge(problems, _crm_problems(file, result.data))
-    problems += _service_problems(file, result.config, path.parent)
+    problems += _service_problems(file, result.config, directory)
     return _in_file_order(problems, result.data)
 
 

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, overload
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from bridge import outbox
+from bridge import metrics, outbox
 from bridge.db import rowcount
 from bridge.errors import AuthError, BridgeError, PermanentError, RetryableError
 from bridge.model import CrmRef, MessageKind, OutboundMessage, TaskDraft, utcnow
@@ -880,6 +880,8 @@ def tick(runtime: Runtime, session_id: int, *, now: dt.datetime | None = None) -
         if current is not None and current.next_check is not None:
             if aware(current.next_check) <= now:
                 current.next_check = None  # nothing more this pass can do
+    # counted once committed (the returns above count nothing)
+    metrics.sla_alerts(runtime.redis, ticket.sla, outcome.ticket.sla, row.tenant_id)
     _enqueue(runtime, after)
 
 

@@ -39,10 +39,14 @@ def test_a_heartbeat_expires_on_its_own(runtime) -> None:  # type: ignore[no-unt
     assert all(0 < ttl <= health.HEARTBEAT_TTL for ttl in ttls)
 
 
-def test_readyz_ignores_workers_but_not_storage(runtime, client) -> None:  # type: ignore[no-untyped-def]
-    answer = client.get("/readyz")
+def test_readyz_reports_workers_but_is_not_refused_for_them(runtime, client) -> None:  # type: ignore[no-untyped-def]
+    answer = client.get("/readyz")  # no worker has beaten: reported, still ready
     assert answer.status_code == 200 and answer.get_json()["ready"] is True
-    assert set(answer.get_json()["checks"]) == {"database", "redis"}
+    checks = answer.get_json()["checks"]
+    assert set(checks) == {"database", "redis", "workers"}
+    assert checks["workers"]["ok"] is False
+    health.beat(runtime.redis, 4242)
+    assert client.get("/readyz").get_json()["checks"]["workers"]["ok"] is True
 
 
 def test_redis_down_is_named(runtime) -> None:  # type: ignore[no-untyped-def]
