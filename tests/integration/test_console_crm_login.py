@@ -13,12 +13,14 @@ Each session sees its own tenant only.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import Callable, Iterator
 from html import unescape
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 import redis
@@ -252,3 +254,63 @@ def test_hubspot_signs_a_call_for_a_login_link_to_its_portals_tenant(
             forged = control(hub_url, "_console_link", url=endpoint, account=PORTAL_A,
                              secret="not-" + CLIENT_SECRET)  # fmt: skip
             assert forged["status"] == 403
+
+
+# -- a real browser: Bitrix24's frame ------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]  # fmt: skip
+SCREENSHOTS = Path(
+    os.environ.get("BRIDGE_CONSOLE_SCREENSHOTS_DIR") or ROOT / "docs" / "screenshots"
+)
+
+
+@pytest.mark.browser
+def test_in_chromium_the_portals_frame_opens_the_console_in_a_new_tab(
+    b24_url: str, bridge: tuple[str, Runtime]
+) -> None:
+    """The app's page in a frame, as Bitrix24 shows it: the frame's form
+    posts itself to the bridge (Chromium says ``Sec-Fetch-Dest: iframe``),
+    the bridge answers the button page inside the frame, and the button
+    opens the console, signed in, in a new tab."""
+    from playwright.sync_api import sync_playwright
+
+    url, rt = bridge
+    for domain in (DEMO_DOMAIN, BETA_DOMAIN):
+        control(b24_url, "_install", portal=domain, handler=f"{url}/webhooks/crm/bitrix24/install")
+    acme, beta = tenant_of(rt, "bitrix24", DEMO_MEMBER_ID), tenant_of(rt, "bitrix24", BETA_MEMBER)
+    admin.setup_crm(rt, acme)
+    query = urlencode({"portal": DEMO_DOMAIN, "user_id": 1, "placement": "CRM_ANALYTICS_MENU"})
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = chromium.new_context(viewport={"width": 1100, "height": 700})
+            page = context.new_page()
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.set_content(
+                "<h1 style='font:20px system-ui'>Bitrix24 · CRM · Analytics</h1>"
+                f"<iframe id='app' src='{b24_url}/_open_app?{query}' "
+                "style='width:900px;height:360px;border:1px solid #ccc'></iframe>"
+            )
+            frame = page.frame_locator("#app")
+            button = frame.locator("a.button")
+            button.wait_for(timeout=20_000)
+            page.screenshot(path=str(SCREENSHOTS / "console-from-bitrix24-frame.png"))
+            with context.expect_page() as opened:
+                button.click()
+            console = opened.value
+            console.wait_for_load_state()
+            assert urlsplit(console.url).path.startswith("/console/")
+            assert f"tenant={acme}" in console.url
+            assert "Sign out" in console.content() or "Выйти" in console.content()
+            console.screenshot(path=str(SCREENSHOTS / "console-from-bitrix24.png"))
+            # the tab's session is the tenant's only
+            assert console.request.get(f"{url}/console/audit?tenant={beta}").status == 404
+            assert console.request.get(f"{url}/console/audit?tenant={acme}").status == 200
+        finally:
+            chromium.close()
+    assert errors == []
