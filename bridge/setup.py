@@ -224,5 +224,8 @@ def rotate_secrets(rt: Runtime) -> int:
             assert account.credentials is not None  # selected only where it is set
             account.credentials = rt.secrets.rotate(account.credentials)
             n += 1
+    from bridge.console.users import rotate_totp_secrets
+
+    n += rotate_totp_secrets(rt)  # the console's second factors
     reset_cache()
     return n
