@@ -178,4 +178,7 @@ def list_users(tenant: str | None) -> None:
 
 
 def register(main: click.Group) -> None:
+    from bridge.console.crm_login import login_link_command
+
+    admin.add_command(login_link_command)
     main.add_command(admin)
