@@ -192,6 +192,8 @@ def check_text(text: str, *, file: str, directory: Path, crm_kind: str | None) -
     """Every problem of a mapping text, as ``bridge.checks.check_file`` finds
     them in a file (a knowledge base named relative to ``directory``), and a
     ``crm:`` other than the tenant's CRM (``crm_kind``), in file order."""
+    if _expanded_size(_compose(text)) > MAX_VALUES:
+        return [Problem(file, "", _TOO_MANY)]
     result = read_mapping(text, file=file)
     problems = [Problem(file, key, message) for key, message in result.problems]
     if result.data is None:
@@ -210,6 +212,38 @@ def check_text(text: str, *, file: str, directory: Path, crm_kind: str | None) -
             )
         )
     return checks._in_file_order(problems, result.data)
+
+
+#: the most values a mapping may hold once its aliases are expanded: an
+#: alias of an alias of ... (a "billion laughs" text) would otherwise make
+#: the schema walk billions of values in the web process
+MAX_VALUES = 100_000
+_TOO_MANY = (
+    f"the file holds more than {MAX_VALUES} values once its aliases (*name) are "
+    "expanded: write the blocks out, or alias fewer of them"
+)
+
+
+def _expanded_size(root: yaml.Node | None) -> int:
+    """How many values the node tree holds with every alias expanded,
+    counted once per distinct node (linear in the text, whatever it expands to)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        sizes[id(node)] = 1  # a cycle (not possible in PyYAML's trees) counts once
+        if isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(item) for item in node.value)
+        else:
+            total = 1
+        sizes[id(node)] = min(total, MAX_VALUES + 1)
+        return sizes[id(node)]
+
+    return 0 if root is None else size(root)
 
 
 def _crm_title(kind: str) -> str:

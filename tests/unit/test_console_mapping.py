@@ -169,6 +169,17 @@ def test_one_problem_of_an_anchored_block_is_shown_once_with_every_key() -> None
     assert found.line == line_of(text, "strategy: random")
 
 
+def test_a_text_of_nested_aliases_is_refused_before_the_schema_walks_it() -> None:
+    laughs = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    laughs += [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 10)}]" for n in range(1, 9)]
+    text = "crm: hubspot\n" + "\n".join(laughs) + "\nchannels: {telegram: {}}\n"
+    (found,) = problems_of(text)
+    assert found.line == 1 and "more than 100000 values" in found.message
+    # a few aliases are fine: the shipped demo mappings use them
+    anchored = GOOD.replace("  telegram:\n", "  telegram: &rule\n") + "  vk: *rule\n"
+    assert problems_of(anchored) == []
+
+
 def test_the_tenants_crm_is_the_only_crm_the_mapping_may_name() -> None:
     located = problems_of(GOOD, crm="amocrm")
     found = by_key(located)["crm"]
