@@ -21,6 +21,7 @@ import pyotp
 import pytest
 from argon2 import PasswordHasher, Type
 from click.testing import CliRunner
+from cryptography.fernet import Fernet
 from flask import Flask, g
 from flask.testing import FlaskClient
 from sqlalchemy import select, text
@@ -29,7 +30,7 @@ from werkzeug.exceptions import Forbidden
 import bridge.runtime
 from bridge.cli import main
 from bridge.console import auth, i18n, users
-from bridge.crypto import load_keys
+from bridge.crypto import SecretBindingError, load_keys
 from bridge.model import utcnow
 from bridge.runtime import Runtime, set_runtime
 from bridge.tables import ConsoleAudit, ConsoleUser
@@ -858,3 +859,34 @@ def test_bridge_admin_create_user_and_totp(world: World) -> None:
     actions = [(r.action, r.user_email) for r in world.audit_rows() if r.user_id is None]
     assert ("user.create", "bridge admin (command line)") in actions
     assert ("user.totp_set", "bridge admin (command line)") in actions
+
+
+def test_totp_secrets_follow_a_key_rotation(runtime: Runtime) -> None:
+    k1, k2 = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+
+    def under(*keys: str) -> Runtime:
+        return Runtime(replace(runtime.settings, secret_keys=keys), redis_connection=runtime.redis)
+
+    old, both, new = under(k1), under(k2, k1), under(k2)
+    try:
+        uid = make_user(old, "o@bridge.test", role="owner")
+        with old.transaction() as s:
+            user = s.get(ConsoleUser, uid)
+            assert user is not None
+            totp = pyotp.parse_uri(users.new_totp(old, user))
+        assert isinstance(totp, pyotp.TOTP)
+        assert users.rotate_totp_secrets(both) == 1
+        with new.read_session() as s:
+            user = s.get(ConsoleUser, uid)
+            assert user is not None
+            assert users.totp_check(new, user, totp.now()) is not None
+            with pytest.raises(SecretBindingError):
+                users.totp_check(old, user, totp.now())
+            # a secret copied to another user's row does not decrypt there
+            user.id = uid + 1
+            with pytest.raises(SecretBindingError):
+                users.totp_check(new, user, totp.now())
+    finally:
+        for rt in (old, both, new):
+            rt.close()
+        set_runtime(runtime)
