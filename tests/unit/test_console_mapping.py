@@ -584,3 +584,53 @@ def test_the_dry_run_page_shows_each_check_and_the_preview(app: Flask, runtime: 
     assert missing == {("owner", "70000002"), ("field", "deal.bridge_utm_source")}
     assert body["preview"]["entity"]["stage"] == "Appointment Scheduled (appointmentscheduled)"
     assert (runtime.settings.mappings_dir / "acme.yaml").read_text(encoding="utf-8") == GOOD
+
+
+WHATSAPP = """\
+crm: hubspot
+channels:
+  whatsapp:
+    object: none
+    timeline: note
+    window_template: {name: order_update, language: en}
+"""
+
+
+def test_a_window_template_is_looked_up_in_the_channels_templates(runtime: Runtime) -> None:
+    tid = tenant(runtime, "acme")
+    with runtime.read_session() as session:
+        row = session.get(Tenant, tid)
+        assert row is not None
+        session.expunge(row)
+    assert [c.name for c in dry_run(runtime, row, WHATSAPP, None).checks] == [
+        "no WhatsApp account connected"
+    ]
+    admin.add_channel_account(
+        runtime,
+        tid,
+        kind="whatsapp",
+        credentials={"access_token": "wa-token"},
+        name="Shop number",
+        settings={"waba_id": "1001"},
+    )
+    listed = "https://graph.facebook.com/v21.0/1001/message_templates?limit=100"
+    for templates, ok, name in (
+        ([{"name": "order_update", "language": "en", "status": "APPROVED"}], True, "Shop number"),
+        ([{"name": "order_update", "language": "ru", "status": "APPROVED"}], False, "Shop number"),
+        (
+            [{"name": "order_update", "language": "en", "status": "PAUSED"}],
+            False,
+            "Shop number: PAUSED",
+        ),
+    ):
+        with responses.RequestsMock() as mocked:
+            mocked.get(listed, json={"data": templates})
+            run = dry_run(runtime, row, WHATSAPP, None)
+        (check,) = run.checks
+        assert (check.kind, check.value, check.ok, check.name) == (
+            "template",
+            "order_update (en)",
+            ok,
+            name,
+        )
+        assert check.line == line_of(WHATSAPP, "window_template")
