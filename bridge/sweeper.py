@@ -28,7 +28,7 @@ import redis
 from rq.job import Job, JobStatus
 from sqlalchemy import bindparam, or_, select
 
-from bridge import cascade, files, live_fields, metrics, outbox
+from bridge import cascade, files, live_fields, metrics, outbox, silence
 from bridge.jobs import enqueue
 from bridge.locks import ConversationLock, lock_name
 from bridge.model import utcnow
@@ -166,6 +166,7 @@ class Sweeper:
                     cascade.sweep(self.runtime)
                     live_fields.sweep(self.runtime)
                     service_runner.sweep(self.runtime)
+                    silence.sweep(self.runtime)
                     if time.monotonic() >= self._retention_at:
                         self._retention_at = time.monotonic() + self.RETENTION_EVERY
                         dropped = drop_old_bodies(self.runtime)
