@@ -26,7 +26,9 @@ Modules
 ``crm_adapters.freetext`` (shared) the hidden bridge marker and local times in free text
 ``openlines``  the connector's messages, BB-code -> text, names
 ``webhooks``   strict PHP-bracket form decoding, the token check, events
-``setup``      events, Open Lines connector, user fields
+``setup``      events, Open Lines connector, user fields, the console's placements
+``console``    the admin console as the app's page: the page's POST checked at the
+               portal (``user.admin``, ``profile``, ``app.info``), ``placement.bind``
 ``settings``   the typed app and portal settings (``bridge.schema``)
 
 Settings
@@ -38,13 +40,14 @@ Typed, in ``settings`` (each field carries its help text and default):
     (``BITRIX24_CLIENT_ID``, ``BITRIX24_CLIENT_SECRET`` (secret),
     ``BITRIX24_AUTH_BASE``, ``BITRIX24_PORTAL``, ``BITRIX24_ALLOWED_HOSTS``,
     ``BITRIX24_APP_CODE``, ``BITRIX24_CHANNEL_TITLE``,
-    ``BITRIX24_PLACEMENT_URL``); ``client_secret`` only ever goes to
+    ``BITRIX24_PLACEMENT_URL``, ``BITRIX24_CONSOLE_URL``,
+    ``BITRIX24_CONSOLE_PLACEMENTS``); ``client_secret`` only ever goes to
     ``auth_base``.
 :class:`~.settings.Bitrix24Settings`
     one portal: what the install records (``member_id``, ``domain``,
     ``plan``, ``portal_language``, ``application_token_sha256``), what
     ``setup()`` records (``events``, ``custom_fields``, ``connectors``,
-    ``connector_id``, and ``line`` when the admin named none) and what an
+    ``connector_id``, ``placements``, and ``line`` when the admin named none) and what an
     admin may set (``line``, ``conversation_field``, ``source_id``,
     ``task_kind``, ``default_responsible_id``, ``rate_per_second``,
     ``burst``, ``openlines_crm_tracker``, ``operator_signature``,
