@@ -21,6 +21,7 @@ it behind the network's own fence).
 
 from __future__ import annotations
 
+import bisect
 import hmac
 import logging
 import os
@@ -214,8 +215,7 @@ def _histogram(family: metrics.Family, stored: Mapping[str, str]) -> HistogramMe
                 bound = float(suffix[3:])
             except ValueError:
                 continue
-            at = next(i for i, b in enumerate(bounds) if bound <= b)
-            counts[at] += float(value)
+            counts[bisect.bisect_left(bounds, bound)] += float(value)
     out = HistogramMetricFamily(family.name, family.help, labels=list(family.labels))
     for values in sorted(series):
         counts, total = series[values]
