@@ -194,24 +194,24 @@ def check_text(text: str, *, file: str, directory: Path, crm_kind: str | None) -
     ``crm:`` other than the tenant's CRM (``crm_kind``), in file order."""
     if _expanded_size(_compose(text)) > MAX_VALUES:
         return [Problem(file, "", _TOO_MANY)]
-    result = read_mapping(text, file=file)
-    problems = [Problem(file, key, message) for key, message in result.problems]
-    if result.data is None:
-        return problems
-    # check_file's own steps on a text (it reads a path)
-    problems = checks._merge(problems, checks._crm_problems(file, result.data))
-    problems += checks._service_problems(file, result.config, directory)
-    stated = result.data.get("crm")
+    problems = checks.check_text(text, file=file, directory=directory)
+    try:
+        stated = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return problems  # the syntax error is among the problems
+    stated = stated.get("crm") if isinstance(stated, dict) else None
     if crm_kind and isinstance(stated, str) and stated != crm_kind:
-        problems.append(
+        # the mapping's first key, by custom: listed first
+        problems.insert(
+            0,
             Problem(
                 file,
                 "crm",
                 f"this tenant is connected to {_crm_title(crm_kind)}: write crm: {crm_kind} "
                 f"(got {stated!r})",
-            )
+            ),
         )
-    return checks._in_file_order(problems, result.data)
+    return problems
 
 
 #: the most values a mapping may hold once its aliases are expanded: an
