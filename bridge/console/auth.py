@@ -515,6 +515,8 @@ def landing_url() -> str:
 def _guard() -> ResponseReturnValue | None:
     """CSRF on every POST, a signed-in user on every page but the login,
     an admin for every POST but signing out."""
+    if request.endpoint == "console.static":
+        return None  # the stylesheet: no session read, no database
     g.console_user = _session_user()
     language()
     if request.method not in _SAFE:
