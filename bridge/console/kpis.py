@@ -46,6 +46,7 @@ repeated wall-clock hour is one bucket.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import math
 from collections import Counter, defaultdict
@@ -162,7 +163,11 @@ class Period:
 
     def labels(self) -> list[str]:
         """The period's buckets in order."""
-        return _labels(self.start, self.end, self.tz, self.bucket)
+        return [label for _, label in self.starts()]
+
+    def starts(self) -> list[tuple[float, str]]:
+        """Each bucket's first instant (Unix seconds) and name, in order."""
+        return _starts(self)
 
     def holds(self, at: dt.datetime) -> bool:
         return self.start <= aware(at) < self.end
@@ -177,14 +182,33 @@ def _label(local: dt.datetime, bucket: Bucket) -> str:
     return day.isoformat()
 
 
-def _labels(start: dt.datetime, end: dt.datetime, zone: ZoneInfo, bucket: Bucket) -> list[str]:
-    out: dict[str, None] = {}
-    at = start
-    step = dt.timedelta(seconds=SLOT)
-    while at < end:
-        out.setdefault(_label(at.astimezone(zone), bucket))
-        at += step
-    return list(out)
+def _starts(period: Period) -> list[tuple[float, str]]:
+    """Days and weeks from the local dates (a day is 23 to 25 hours long);
+    hours by walking the 15-minute slots (a zone may be half an hour off
+    UTC), a new bucket where the local hour's name changes."""
+    tz, start, end = period.tz, period.start, period.end
+    out: list[tuple[float, str]] = []
+    if period.bucket == "hour":
+        at, step = start, dt.timedelta(seconds=SLOT)
+        while at < end:
+            name = _label(at.astimezone(tz), "hour")
+            if not out or out[-1][1] != name:
+                out.append((at.timestamp(), name))
+            at += step
+        return out
+    day, last = period.first_day, period.last_day
+    while day <= last:
+        name = _label(dt.datetime.combine(day, dt.time(12)), period.bucket)
+        if not out or out[-1][1] != name:
+            out.append((max(_midnight(day, tz), start).timestamp(), name))
+        day += dt.timedelta(days=1)
+    return out
+
+
+def _bucket_count(start: dt.datetime, end: dt.datetime, bucket: Bucket) -> int:
+    """About how many buckets (enough to choose a coarser bucket)."""
+    seconds = (end - start).total_seconds()
+    return math.ceil(seconds / {"hour": 3600, "day": 86400, "week": 7 * 86400}[bucket])
 
 
 def _midnight(day: dt.date, zone: ZoneInfo) -> dt.datetime:
@@ -228,7 +252,7 @@ def period_for(
         raise ValueError(f"unknown bucket {bucket!r}")
     start, end = _midnight(first, tz), _midnight(last + dt.timedelta(days=1), tz)
     chosen = cast(Bucket, bucket or default)
-    while chosen != "week" and len(_labels(start, end, tz, chosen)) > MAX_BUCKETS:
+    while chosen != "week" and _bucket_count(start, end, chosen) > MAX_BUCKETS:
         chosen = BUCKETS[BUCKETS.index(chosen) + 1]
     return Period(start, end, chosen, zone, preset)
 
@@ -276,15 +300,41 @@ class Traffic:
         return sum(counts.get(kind, []))
 
 
-def _slot(session: Session, column: Any) -> ColumnElement[Any]:
-    """The UTC 15-minute slot number of a timestamp column (its Unix
-    seconds // :data:`SLOT`), as each database writes it. The divisor is
-    inline SQL so PostgreSQL sees the GROUP BY expression as the SELECT's."""
-    every: ColumnElement[Any] = literal_column(str(SLOT))
-    if session.get_bind().dialect.name == "sqlite":
-        # stored as UTC text without a zone: strftime reads it as UTC
-        return sql_cast(func.strftime("%s", column), Integer) / every
-    return sql_cast(func.floor(extract("epoch", column) / every), BigInteger)
+def _slot_size(edges: Sequence[float], end: dt.datetime) -> int:
+    """The longest slot (up to a day) every bucket edge is a multiple of:
+    each slot then lies in one bucket. 15 minutes for any zone; 3 hours
+    for Moscow's days (midnight is 21:00 UTC), a day for UTC's."""
+    return math.gcd(86400, int(end.timestamp()), *(int(edge) for edge in edges))
+
+
+def _n(value: int) -> ColumnElement[Any]:
+    """A number written into the SQL (PostgreSQL matches a GROUP BY
+    expression to the SELECT's only without bound parameters)."""
+    number: ColumnElement[Any] = literal_column(str(int(value)))
+    return number
+
+
+def _slot_keys(session: Session, size: int) -> list[ColumnElement[Any]]:
+    """The SQL that names a message's UTC slot of ``size`` seconds.
+    PostgreSQL: its Unix seconds // size. SQLite stores the time as UTC
+    text (``2026-12-07 21:05:00.000000``): its hour by text (cheaper than
+    ``strftime('%s')`` on every row), and the quarter of the hour when a
+    bucket edge is not on the hour."""
+    if session.get_bind().dialect.name != "sqlite":
+        return [sql_cast(func.floor(extract("epoch", Message.sent_at) / _n(size)), BigInteger)]
+    hour = func.substr(Message.sent_at, _n(1), _n(13))
+    if size % 3600 == 0:
+        return [hour]
+    minute = sql_cast(func.substr(Message.sent_at, _n(15), _n(2)), Integer)
+    return [hour, minute / _n(SLOT // 60)]
+
+
+def _slot_start(key: Sequence[Any], size: int) -> float:
+    """The Unix seconds a slot of :func:`_slot_keys` starts at."""
+    if len(key) == 1 and not isinstance(key[0], str):
+        return float(int(key[0]) * size)
+    hour = dt.datetime.strptime(str(key[0]), "%Y-%m-%d %H").replace(tzinfo=_UTC).timestamp()
+    return hour + (int(key[1]) * SLOT if len(key) > 1 else 0)
 
 
 def _echo() -> ColumnElement[Any]:
@@ -294,26 +344,37 @@ def _echo() -> ColumnElement[Any]:
 
 def traffic(session: Session, tenant_id: int, period: Period) -> Traffic:
     """Inbound and outbound messages per channel kind and bucket."""
-    slot = _slot(session, Message.sent_at)
+    starts = period.starts()
+    labels = [name for _, name in starts]
+    edges = [at for at, _ in starts]
+    size = _slot_size(edges, period.end)
+    keys = _slot_keys(session, size)
     echoes = func.sum(case((_echo().is_(True), 1), else_=0))
     rows = session.execute(
-        select(slot, ChannelAccount.kind, Message.direction, func.count(), echoes)
-        .join(ChannelAccount, ChannelAccount.id == Message.channel_account_id)
+        select(*keys, Message.channel_account_id, Message.direction, func.count(), echoes)
         .where(
             Message.tenant_id == tenant_id,
             Message.sent_at >= period.start,
             Message.sent_at < period.end,
         )
-        .group_by(slot, ChannelAccount.kind, Message.direction)
+        .group_by(*keys, Message.channel_account_id, Message.direction)
     ).all()
-    labels = period.labels()
-    index = {label: i for i, label in enumerate(labels)}
-    kinds = sorted({str(kind) for _, kind, _, _, _ in rows})
+    accounts = select(ChannelAccount.id, ChannelAccount.kind).where(
+        ChannelAccount.tenant_id == tenant_id
+    )
+    kind_of = {account: kind for account, kind in session.execute(accounts)}
+    width = len(keys)
+    kinds = sorted({str(kind_of[row[width]]) for row in rows})
     inbound = {kind: [0] * len(labels) for kind in kinds}
     outbound = {kind: [0] * len(labels) for kind in kinds}
-    for number, kind, direction, count, echo in rows:
-        at = dt.datetime.fromtimestamp(int(number) * SLOT, _UTC)
-        i = index[period.label(at)]
+    starts_of: dict[tuple[Any, ...], int] = {}
+    for row in rows:
+        key = tuple(row[:width])
+        i = starts_of.get(key)
+        if i is None:
+            i = starts_of[key] = bisect.bisect_right(edges, _slot_start(key, size)) - 1
+        account, direction, count, echo = row[width:]
+        kind = str(kind_of[account])
         echo = int(echo or 0)
         if direction == outbox.IN:
             inbound[kind][i] += int(count) - echo
@@ -337,18 +398,30 @@ class Clients:
 
 def clients(session: Session, tenant_id: int, period: Period) -> Clients:
     """New (first inbound message ever in the period) and returning clients."""
-    first = func.min(Message.sent_at)
-    rows = session.execute(
-        select(Conversation.contact_id, first)
-        .join(Conversation, Conversation.id == Message.conversation_id)
+    wrote = (
+        select(Conversation.contact_id)
+        .join(Message, Message.conversation_id == Conversation.id)
         .where(
             Message.tenant_id == tenant_id,
+            Message.direction == outbox.IN,
+            Message.sent_at >= period.start,
+            Message.sent_at < period.end,
+            _echo().is_not(True),
+        )
+        .distinct()
+    )
+    # their first message ever: read through their conversations (indexed)
+    rows = session.execute(
+        select(Conversation.contact_id, func.min(Message.sent_at))
+        .join(Message, Message.conversation_id == Conversation.id)
+        .where(
+            Conversation.tenant_id == tenant_id,
+            Conversation.contact_id.in_(wrote.scalar_subquery()),
             Message.direction == outbox.IN,
             Message.sent_at < period.end,
             _echo().is_not(True),
         )
         .group_by(Conversation.contact_id)
-        .having(func.max(Message.sent_at) >= period.start)
     ).all()
     new = sum(1 for _, at in rows if aware(at) >= period.start)
     return Clients(new=new, returning=len(rows) - new)
@@ -371,6 +444,10 @@ class _Row:
 
 
 def _sessions(session: Session, tenant_id: int, period: Period) -> list[_Row]:
+    # of the SLA state only whether there is one (every stored state has a
+    # phase) and its priority, read by the database: no JSON decoded here
+    phase = ServiceSession.sla["phase"].as_string()
+    priority = ServiceSession.sla["priority"].as_string()
     rows = session.execute(
         select(
             ServiceSession.line,
@@ -379,7 +456,8 @@ def _sessions(session: Session, tenant_id: int, period: Period) -> list[_Row]:
             ServiceSession.first_response_at,
             ServiceSession.closed_at,
             ServiceSession.rating,
-            ServiceSession.sla,
+            phase,
+            priority,
         ).where(
             ServiceSession.tenant_id == tenant_id,
             ServiceSession.opened_at >= period.start,
@@ -394,9 +472,9 @@ def _sessions(session: Session, tenant_id: int, period: Period) -> list[_Row]:
             aware(first) if first is not None else None,
             aware(closed) if closed is not None else None,
             rating,
-            sla,
+            {"priority": level} if state is not None else None,
         )
-        for line, owner, opened, first, closed, rating, sla in rows
+        for line, owner, opened, first, closed, rating, state, level in rows
     ]
 
 
@@ -424,12 +502,14 @@ def sla_verdict(
     if allowed is None:
         return None
     limit = allowed.total_seconds()
+    until = first_response_at or (min(closed_at, now) if closed_at is not None else now)
+    # business time is never more than the wall-clock time: most sessions end here
+    if (until - opened_at).total_seconds() < limit:
+        return True if first_response_at is not None else None
+    used = business_seconds(found.hours, opened_at, until)
     if first_response_at is not None:
-        return business_seconds(found.hours, opened_at, first_response_at) < limit
-    until = min(closed_at, now) if closed_at is not None else now
-    if business_seconds(found.hours, opened_at, until) >= limit:
-        return False
-    return None
+        return used < limit
+    return False if used >= limit else None
 
 
 @dataclass(frozen=True)
@@ -584,7 +664,20 @@ class Csat:
 
 def csat(session: Session, tenant_id: int, period: Period) -> Csat:
     """The ratings of the period's sessions, overall, per line, per operator."""
-    return _csat(_sessions(session, tenant_id, period))
+    rows = session.execute(
+        select(ServiceSession.line, ServiceSession.owner_id, ServiceSession.rating).where(
+            ServiceSession.tenant_id == tenant_id,
+            ServiceSession.opened_at >= period.start,
+            ServiceSession.opened_at < period.end,
+            ServiceSession.rating.is_not(None),
+        )
+    ).all()
+    return _csat(
+        [
+            _Row(line or "", owner or "", period.start, None, None, rating, None)
+            for line, owner, rating in rows
+        ]  # fmt: skip
+    )
 
 
 def _csat(rows: Sequence[_Row]) -> Csat:
@@ -642,19 +735,17 @@ def menu_choices(
         + literal(":", String)
         + sql_cast(ServiceSession.number, String)
     )
+    # from the period's sessions to their note by its key (the unique index)
     payloads = session.scalars(
         select(ServiceAction.payload)
-        .join(Conversation, Conversation.id == ServiceAction.conversation_id)
+        .select_from(ServiceSession)
+        .join(Conversation, Conversation.id == ServiceSession.conversation_id)
         .join(
-            ServiceSession,
-            and_(
-                ServiceSession.conversation_id == ServiceAction.conversation_id,
-                ServiceAction.key == key,
-            ),
+            ServiceAction,
+            and_(ServiceAction.tenant_id == ServiceSession.tenant_id, ServiceAction.key == key),
         )
         .where(
-            ServiceAction.tenant_id == tenant_id,
-            ServiceAction.key.like("menu:%"),
+            ServiceSession.tenant_id == tenant_id,
             ServiceSession.opened_at >= period.start,
             ServiceSession.opened_at < period.end,
         )

@@ -481,6 +481,25 @@ def test_hour_buckets_follow_the_tenants_zone(runtime: Runtime) -> None:
         assert (traffic.total(kind, "in"), traffic.total(kind, "out")) == (ins, outs)
 
 
+def test_hours_of_a_zone_half_an_hour_off_utc(runtime: Runtime) -> None:
+    """Kolkata (UTC+5:30): the database's slots are quarters of an hour, and
+    Moscow's 10:00 and 10:30 fall in two different local hours there."""
+    seeded = seed(runtime)
+    period = kpis.period_for("Asia/Kolkata", NOW, "custom", MON, MON, "hour")
+    with runtime.read_session() as session:
+        traffic = kpis.traffic(session, seeded.tenant, period)
+    got = {
+        label: n for label, n in zip(traffic.labels, traffic.inbound["telegram"], strict=True) if n
+    }
+    assert got == {
+        "2026-12-07 01:00": 1,  # B2, Sunday 23:00 in Moscow
+        "2026-12-07 10:00": 1,  # S7, 08:00 in Moscow
+        "2026-12-07 12:00": 1,  # S1, 10:00
+        "2026-12-07 13:00": 1,  # S2, 10:30
+        "2026-12-07 15:00": 1,  # S8, 13:00
+    }
+
+
 def test_period_boundaries(runtime: Runtime) -> None:
     """A session opened at the end belongs to the next period; one opened at
     the start to this one."""
