@@ -175,7 +175,7 @@ def test_an_admin_signs_in_changes_a_user_and_signs_out(browser: Browser, consol
 def test_a_viewer_cannot_change_anything(browser: Browser, console: Console) -> None:
     errors: list[str] = []
     context, page = _page(browser, errors)
-    page.goto(f"{console.url}/console/login")
+    page.goto(f"{console.url}/console/login?next=/console/users")
     page.locator("input[name=email]").fill("vic@acme.test")
     page.locator("input[name=password]").fill(PASSWORD)
     page.locator("form.stack button[type=submit]").click()
@@ -213,7 +213,7 @@ def test_a_viewer_cannot_change_anything(browser: Browser, console: Console) -> 
 def test_the_console_fits_a_phone(browser: Browser, console: Console) -> None:
     errors: list[str] = []
     context, page = _page(browser, errors, width=390)
-    page.goto(f"{console.url}/console/login")
+    page.goto(f"{console.url}/console/login?next=/console/users")
     page.locator("input[name=email]").fill("ann@acme.test")
     page.locator("input[name=password]").fill(PASSWORD)
     page.locator("form.stack button[type=submit]").click()
