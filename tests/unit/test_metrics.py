@@ -24,17 +24,18 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy import create_engine
 
-from bridge import create_app, health, metrics, outbox
+from bridge import admin, create_app, health, metrics, outbox
 from bridge.http import HttpClient
 from bridge.metrics_web import render
-from bridge.model import Rate, RawDelivery, utcnow
-from bridge.pipeline.inbound import AccountRef, run_inbound
+from bridge.model import InboundMessage, MessageKind, Rate, RawDelivery, SenderProfile, utcnow
+from bridge.pipeline.inbound import AccountRef, accept, run_inbound
 from bridge.pipeline.inbound.journal import record, run_normaliser
 from bridge.ratelimit import RedisTokenBucket
+from bridge.service import runner
 from bridge.service.calendar import Hours, Span
 from bridge.service.sla import Targets, check, client_wrote, start
 from bridge.service.sla import record as sla_record
-from bridge.tables import Message
+from bridge.tables import Conversation, Message, Tenant
 from tests.support import fakes
 from tests.support.harness import body, tg_update
 
@@ -201,6 +202,70 @@ def test_sla_alerts_count_what_a_pass_raised(runtime) -> None:  # type: ignore[n
     assert alerts == {("first_response", "warning"): 1, ("first_response", "breach"): 2}
 
 
+SERVICE_MAPPING = """\
+crm: fake
+language: en
+channels:
+  telegram:
+    object: deal
+    timeline: note
+service:
+  defaults:
+    hours:
+      timezone: Europe/Moscow
+      week: {mon-fri: "09:00-18:00"}
+    sla:
+      default: {first_response: 1h, warn_share: 0.8}
+    supervisor: {user: "900"}
+  lines:
+    support:
+      title: {en: Support, ru: Поддержка}
+      members: ["201"]
+  default_line: support
+"""
+
+
+def test_the_service_sweep_counts_the_sla_warning_and_breach_once(runtime, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A client unanswered past the line's first-response time: the
+    sweeper's passes raise the warning, then the breach, each counted once."""
+
+    monkeypatch.setitem(__import__("crm_adapters").REGISTRY, "fake", "tests.support.fakes:FakeCrm")
+    fakes.STATE = fakes.FakeCrmState()
+    (runtime.settings.mappings_dir / "shop.yaml").write_text(SERVICE_MAPPING, encoding="utf-8")
+    tenant = admin.create_tenant(runtime, slug="shop", crm_kind="fake", mapping="shop.yaml")
+    account = admin.add_channel_account(
+        runtime, tenant, kind="telegram", credentials={"bot_token": "1:x"}, external_id="2"
+    )
+    wrote = dt.datetime(2026, 12, 8, 7, 0, tzinfo=dt.UTC)  # 10:00 in Moscow, a Tuesday
+    message = InboundMessage(
+        channel_kind="telegram",
+        external_id="m1",
+        external_user_id="42",
+        external_thread_id="42",
+        kind=MessageKind.TEXT,
+        sent_at=wrote,
+        text="Hi",
+        profile=SenderProfile(first_name="Ann"),
+    )
+    accept(
+        runtime, AccountRef(account, tenant, "telegram", *runtime.ingest_view(tenant)), [message]
+    )
+    with runtime.read_session() as session:
+        conversation_id = session.query(Conversation.id).scalar()
+    runner.run_service(runtime, conversation_id)
+    for minutes in (30, 50, 61, 62, 90):
+        runner.sweep(runtime, now=wrote + dt.timedelta(minutes=minutes))
+    f = scrape(runtime)
+    alerts = {
+        (dict(labels)["clock"], dict(labels)["level"], dict(labels)["tenant"]): v
+        for (_, labels), v in samples(f, "bridge_sla_alerts").items()
+    }
+    assert alerts == {
+        ("first_response", "warning", str(tenant)): 1,
+        ("first_response", "breach", str(tenant)): 1,
+    }
+
+
 def test_crm_calls_are_counted_by_result_for_a_metered_client_only(runtime) -> None:  # type: ignore[no-untyped-def]
     limiter = RedisTokenBucket(runtime.redis)
     metered = HttpClient("https://crm.test", limiter=limiter)
@@ -236,8 +301,6 @@ def test_crm_calls_are_counted_by_result_for_a_metered_client_only(runtime) -> N
 def test_a_crm_adapter_meters_its_client(runtime, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     tenant_id, _ = fakes.telegram_tenant(runtime, MAPPING, monkeypatch)
     with runtime.read_session() as session:
-        from bridge.tables import Tenant
-
         tenant = session.get(Tenant, tenant_id)
         adapter = runtime.crm_adapter(tenant)
     assert adapter.http.metered == ("fake", tenant_id)
