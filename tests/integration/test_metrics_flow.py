@@ -75,8 +75,9 @@ def quiet(stack: Any) -> tuple[dict[Any, float], Counter[str]]:
     return last[0]  # type: ignore[no-any-return]
 
 
-def test_metrics_count_a_conversation_across_processes(make_stack) -> None:  # type: ignore[no-untyped-def]
-    stack = make_stack(workers=1, web_workers=2, env_overrides={"BRIDGE_METRICS_TOKEN": TOKEN})
+def test_metrics_count_a_conversation_across_processes(make_stack_once) -> None:  # type: ignore[no-untyped-def]
+    # one database (PostgreSQL in CI): the unit tests read the gauges from both
+    stack = make_stack_once(workers=1, web_workers=2, env_overrides={"BRIDGE_METRICS_TOKEN": TOKEN})
     assert requests.get(f"{stack.bridge_url}/metrics", timeout=30).status_code == 401
     metrics.flush()  # the seed's own HubSpot calls (this process) are in Redis
     before, calls_before = quiet(stack)
