@@ -42,12 +42,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AccountView",
+    "ChannelChoice",
     "Check",
     "ConnectError",
     "CrmView",
     "FormField",
+    "account_of",
     "accounts",
     "audit_values",
+    "build",
     "channel_choices",
     "check_account",
     "check_values",
@@ -56,8 +59,12 @@ __all__ = [
     "crm_view",
     "disconnect",
     "form_fields",
+    "form_schema",
+    "is_testable",
     "masked",
     "read_form",
+    "refusal",
+    "revealed_url",
     "webhook_url",
 ]
 
