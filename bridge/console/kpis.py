@@ -97,6 +97,7 @@ __all__ = [
     "LoadRow",
     "MenuRow",
     "Period",
+    "PeriodError",
     "Report",
     "ResponseRow",
     "ResponseTimes",
@@ -211,6 +212,15 @@ def _bucket_count(start: dt.datetime, end: dt.datetime, bucket: Bucket) -> int:
     return math.ceil(seconds / {"hour": 3600, "day": 86400, "week": 7 * 86400}[bucket])
 
 
+class PeriodError(ValueError):
+    """A period that cannot be shown; ``code`` says why (``dates``,
+    ``order``, ``length``, ``preset``, ``bucket``; the page words it)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def _midnight(day: dt.date, zone: ZoneInfo) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(0), tzinfo=zone).astimezone(_UTC)
 
@@ -228,8 +238,9 @@ def period_for(
     ``custom`` from ``first`` to ``last`` local dates, both included (hours
     up to 2 days, days up to 92, weeks beyond). ``bucket`` overrides the
     default unless it would give more than :data:`MAX_BUCKETS` buckets (then
-    the next coarser one). ValueError for an unknown preset or bucket, or a
-    custom range that is empty, reversed or longer than :data:`MAX_DAYS`."""
+    the next coarser one). :class:`PeriodError` for an unknown preset or
+    bucket, or a custom range that is missing, reversed or longer than
+    :data:`MAX_DAYS`."""
     tz = ZoneInfo(zone)
     today = now.astimezone(tz).date()
     if preset == "today":
@@ -239,17 +250,17 @@ def period_for(
         first, last, default = today - dt.timedelta(days=days - 1), today, "day"
     elif preset == "custom":
         if first is None or last is None:
-            raise ValueError("a custom period needs its first and last dates")
+            raise PeriodError("dates", "a custom period needs its first and last dates")
         if last < first:
-            raise ValueError("the period ends before it starts")
+            raise PeriodError("order", "the period ends before it starts")
         if (last - first).days + 1 > MAX_DAYS:
-            raise ValueError(f"a period of at most {MAX_DAYS} days")
+            raise PeriodError("length", f"a period of at most {MAX_DAYS} days")
         span = (last - first).days + 1
         default = "hour" if span <= 2 else "day" if span <= 92 else "week"
     else:
-        raise ValueError(f"unknown period {preset!r}")
+        raise PeriodError("preset", f"unknown period {preset!r}")
     if bucket is not None and bucket not in BUCKETS:
-        raise ValueError(f"unknown bucket {bucket!r}")
+        raise PeriodError("bucket", f"unknown bucket {bucket!r}")
     start, end = _midnight(first, tz), _midnight(last + dt.timedelta(days=1), tz)
     chosen = cast(Bucket, bucket or default)
     while chosen != "week" and _bucket_count(start, end, chosen) > MAX_BUCKETS:

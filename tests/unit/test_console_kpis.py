@@ -642,7 +642,7 @@ def test_a_daylight_saving_day_has_its_own_number_of_hours() -> None:
 def test_periods_refused(
     preset: str, first: dt.date | None, last: dt.date | None, bucket: str | None
 ) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(kpis.PeriodError):
         kpis.period_for("UTC", NOW, preset, first, last, bucket)
 
 
@@ -755,8 +755,11 @@ def test_a_refused_period_shows_the_last_seven_days(console: tuple[FlaskClient, 
     page = client.get(f"/console/kpis?tenant={seeded.tenant}&period=custom&from=2026-12-08&to=x")
     assert page.status_code == 200
     html = page.get_data(as_text=True)
-    assert "That period cannot be shown" in html
+    assert "That period cannot be shown (a date is not one (YYYY-MM-DD))" in html
     assert "2026-12-02 – 2026-12-08" in html  # NOW's last 7 days
+    ru = client.get(f"/console/kpis?tenant={seeded.tenant}&period=custom&from=2026-12-08"
+                    "&to=2026-12-01&lang=ru").get_data(as_text=True)  # fmt: skip
+    assert "Этот период показать нельзя (последняя дата раньше первой)" in ru
     # the CSV refuses it outright
     assert client.get(f"/console/kpis.csv?tenant={seeded.tenant}&period=90d").status_code == 400
 

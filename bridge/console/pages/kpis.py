@@ -55,6 +55,12 @@ register(
         "kpis.range": "{first} – {last} ({zone}), by {bucket}",
         "kpis.no_tenant": "There is no tenant to show yet.",
         "kpis.bad_period": "That period cannot be shown ({reason}); the last 7 days instead.",
+        "kpis.err.date": "a date is not one (YYYY-MM-DD)",
+        "kpis.err.dates": "give the first and the last date",
+        "kpis.err.order": "the last date is before the first",
+        "kpis.err.length": "at most 366 days",
+        "kpis.err.preset": "unknown period",
+        "kpis.err.bucket": "unknown grouping",
         "kpis.no_mapping": "The tenant's mapping cannot be read: no SLA figures, menu options"
         " as the notes wrote them.",
         "kpis.messages_in": "Messages in",
@@ -134,6 +140,12 @@ register(
         "kpis.range": "{first} – {last} ({zone}), {bucket}",
         "kpis.no_tenant": "Пока нет клиента, которого можно показать.",
         "kpis.bad_period": "Этот период показать нельзя ({reason}); показаны последние 7 дней.",
+        "kpis.err.date": "дата указана неверно (ГГГГ-ММ-ДД)",
+        "kpis.err.dates": "укажите первую и последнюю дату",
+        "kpis.err.order": "последняя дата раньше первой",
+        "kpis.err.length": "не больше 366 дней",
+        "kpis.err.preset": "неизвестный период",
+        "kpis.err.bucket": "неизвестная группировка",
         "kpis.no_mapping": "Сопоставление клиента не читается: без показателей SLA, пункты меню"
         " как их записали заметки.",
         "kpis.messages_in": "Входящих",
@@ -201,7 +213,10 @@ register(
 
 def _date(name: str) -> dt.date | None:
     raw = request.args.get(name, "").strip()
-    return dt.date.fromisoformat(raw) if raw else None
+    try:
+        return dt.date.fromisoformat(raw) if raw else None
+    except ValueError:
+        raise figures.PeriodError("date", f"not a date: {raw[:20]!r}") from None
 
 
 def _mapping(tenant: Tenant) -> MappingConfig | None:
@@ -217,8 +232,8 @@ def _period(zone: str, now: dt.datetime) -> tuple[figures.Period, str | None]:
     bucket = request.args.get("bucket") or None
     try:
         return figures.period_for(zone, now, preset, _date("from"), _date("to"), bucket), None
-    except ValueError as exc:
-        return figures.period_for(zone, now, "7d"), str(exc)
+    except figures.PeriodError as exc:
+        return figures.period_for(zone, now, "7d"), t(f"kpis.err.{exc.code}")
 
 
 def _load(tenant: Tenant) -> tuple[figures.Report, MappingConfig | None, str | None]:
