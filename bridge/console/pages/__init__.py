@@ -7,6 +7,7 @@ from bridge.console import crm_login  # noqa: F401  (the CRM's way in; login lin
 from bridge.console.pages import (
     access,  # noqa: F401  (sign-in, users, audit log)
     channels,  # noqa: F401  (channel accounts and the CRM connection)
+    conversations,  # noqa: F401  (conversations, message traces, replay, reparse)
     kpis,  # noqa: F401  (the KPI page and its CSV)
     mapping,  # noqa: F401  (the mapping editor)
 )
