@@ -155,20 +155,28 @@ def alert_key(account_id: int, message_id: int) -> str:
 
 
 def last_inbound(session: Session, account_ids: Iterable[int]) -> dict[int, LastMessage]:
-    """Each account's latest inbound message (accounts with none are left out)."""
+    """Each account's latest inbound message by the time the bridge stored
+    it (the highest id among equals); accounts with none are left out."""
     ids = sorted(set(account_ids))
     if not ids:
         return {}
     newest = (
-        select(func.max(Message.id))
+        select(Message.channel_account_id, func.max(Message.created_at).label("at"))
         .where(Message.channel_account_id.in_(ids), Message.direction == "in")
         .group_by(Message.channel_account_id)
+        .subquery()
     )
     rows = session.execute(
-        select(
-            Message.channel_account_id, Message.id, Message.conversation_id, Message.created_at
-        ).where(Message.id.in_(newest))
+        select(Message.channel_account_id, Message.id, Message.conversation_id, Message.created_at)
+        .join(
+            newest,
+            (newest.c.channel_account_id == Message.channel_account_id)
+            & (newest.c.at == Message.created_at),
+        )
+        .where(Message.direction == "in")
+        .order_by(Message.id)
     ).all()
+    # ordered by id: the last of equals wins
     return {
         int(account): LastMessage(int(mid), int(conv), aware(at)) for account, mid, conv, at in rows
     }

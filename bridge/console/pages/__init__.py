@@ -10,4 +10,5 @@ from bridge.console.pages import (
     conversations,  # noqa: F401  (conversations, message traces, replay, reparse)
     kpis,  # noqa: F401  (the KPI page and its CSV)
     mapping,  # noqa: F401  (the mapping editor)
+    overview,  # noqa: F401  (the overview: health, silence, parked and failed work)
 )
