@@ -771,10 +771,16 @@ def _menu_rows(
     options = _options(policy)
     counts: Counter[str] = Counter()
     labels: dict[str, Texts] = {}
+    by_key = {key: texts for key, texts in options.values()}
     for payload in payloads:
+        # the option the engine recorded (``<menu>:<number>``); notes written
+        # before it did: the label read back from the note's text
+        recorded = str(((payload or {}).get("fields") or {}).get("choice") or "")
         text = str((payload or {}).get("text") or "")
         label = next((text[len(p) :] for p in prefixes if text.startswith(p)), text).strip()
-        known = options.get(label.casefold())
+        known = (
+            (recorded, by_key[recorded]) if recorded in by_key else options.get(label.casefold())
+        )
         key, texts = known if known is not None else (label, Texts(label, label))
         counts[key] += 1
         labels[key] = texts

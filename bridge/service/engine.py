@@ -241,7 +241,10 @@ def _menu_reply(
             says.append(Say("answer", answer))
         number = ticket.session.number if ticket.session else 0
         chose = _words(ctx, "chose").format(choice=label)
-        works.append(Work("note", f"menu:{ctx.key}:{number}", chose))
+        # which option, for the KPIs (the note's text is in the client's language)
+        menu_name = step.state.current
+        choice = f"{menu_name}:{policy.menus[menu_name].options.index(option) + 1}"
+        works.append(Work("note", f"menu:{ctx.key}:{number}", chose, fields={"choice": choice}))
         if option.fields or option.tags:
             # the option's CRM fields (the setup creates them) and tags on the deal
             key = f"menu-fields:{ctx.key}:{number}"

@@ -865,3 +865,21 @@ def _sections(text: str, delimiter: str) -> dict[str, list[list[str]]]:
         else:
             out[rows[0][0]] = rows
     return out
+
+
+def test_a_menu_choice_is_counted_by_the_option_the_engine_recorded() -> None:
+    """The note records ``<menu>:<number>``: a label renamed in the mapping
+    since (or a note in a third language) still counts for its option; a
+    note without the record is read back by its label."""
+    policy = parse_mapping(MAPPING, file="kpis.yaml").service
+    rows = kpis._menu_rows(
+        [
+            {"text": EN + "Purchase", "fields": {"choice": "main:1"}},  # renamed since
+            {"text": RU + "Купить", "fields": {}},  # an older note: by its label
+            {"text": EN + "Returns", "fields": {"choice": "more:1"}},
+            {"text": EN + "Gone option", "fields": {"choice": "main:9"}},  # no such option
+        ],
+        policy,
+    )
+    assert {r.key: r.count for r in rows} == {"main:1": 2, "more:1": 1, "Gone option": 1}
+    assert next(r for r in rows if r.key == "main:1").label.en == "Buy"

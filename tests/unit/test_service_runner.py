@@ -590,6 +590,8 @@ def test_a_menu_choice_tags_the_deal_and_a_crm_tag_or_closed_chat_acts_on_the_se
     _writes(world, "2", day + dt.timedelta(minutes=1), 2)
     _run_actions(runtime, day + dt.timedelta(minutes=2))
     assert fakes.STATE.entities["d-1"]["tags"] == ["manual", "orders", "web"]
+    (note,) = [a for a in _actions(runtime) if a.key.startswith("menu:")]
+    assert note.payload["fields"] == {"choice": "main:2"}  # for the KPIs
     assert _sessions(runtime)[-1].line == "support"
 
     def tagged(n: int, *tags: str) -> CrmEvent:
