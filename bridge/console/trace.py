@@ -49,7 +49,7 @@ from sqlalchemy.orm import Session
 from bridge import outbox
 from bridge.identity import normalize_email, normalize_phone
 from bridge.model import InboundMessage, RawDelivery, ReceiveMode
-from bridge.pipeline.inbound.journal import BATCH, REPARSABLE, delivery_key
+from bridge.pipeline.inbound.journal import BATCH, LATE_AFTER, REPARSABLE, delivery_key
 from bridge.registry import UnknownAdapter, channel_class
 from bridge.tables import (
     ChannelAccount,
@@ -584,14 +584,18 @@ def journal_for(runtime: Runtime, session: Session, message: Message) -> Journal
     ).first()
     if same_key is not None:
         candidates[same_key.id] = same_key
-    marked = session.scalar(
-        select(func.max(Delivery.normalised_at)).where(
-            Delivery.channel_account_id == account_id,
-            Delivery.state == DeliveryState.NORMALISED.value,
-            Delivery.normalised_at <= message.created_at,
-            Delivery.normalised_at >= message.created_at - BATCH_WINDOW,
-        )
-    )
+    window = [
+        Delivery.channel_account_id == account_id,
+        Delivery.state == DeliveryState.NORMALISED.value,
+        Delivery.normalised_at <= message.created_at,
+        Delivery.normalised_at >= message.created_at - BATCH_WINDOW,
+        Delivery.received_at <= message.created_at,
+    ]
+    if not (message.payload or {}).get("late"):
+        # parsed within LATE_AFTER of its arrival, or it would be marked late:
+        # the received time bounds the rows read (ix_deliveries_state_received)
+        window.append(Delivery.received_at >= message.created_at - BATCH_WINDOW - LATE_AFTER)
+    marked = session.scalar(select(func.max(Delivery.normalised_at)).where(*window))
     if marked is not None:
         for row in session.scalars(
             select(Delivery)

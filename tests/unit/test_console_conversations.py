@@ -440,6 +440,21 @@ def test_a_conversation_shows_its_messages_both_ways_in_order(world: World) -> N
     assert "Replay this conversation" not in html  # nothing failed or parked
 
 
+def test_a_long_conversation_shows_its_latest_messages_and_links_to_earlier_ones(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(trace, "MESSAGES_SHOWN", 2)
+    client = _signed_in(world, "viewer")
+    first, second, reply = _messages(world, world.ann)
+    latest = client.get(f"/console/conversations/{world.ann}").get_data(as_text=True)
+    assert f'data-message="{first.id}"' not in latest
+    assert f'data-message="{second.id}"' in latest and f'data-message="{reply.id}"' in latest
+    assert f"upto={first.seq}" in latest
+    earlier = client.get(f"/console/conversations/{world.ann}?upto={first.seq}")
+    html = earlier.get_data(as_text=True)
+    assert f'data-message="{first.id}"' in html and f'data-message="{second.id}"' not in html
+
+
 def test_an_inbound_trace_shows_each_step_with_its_ids(world: World) -> None:
     client = _signed_in(world, "viewer")
     [bob] = _messages(world, world.bob)
