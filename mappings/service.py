@@ -201,6 +201,9 @@ class Line:
     #: the out-of-hours notice; None: the service's default text
     notice: Texts | None = None
     csat: Csat = field(default_factory=Csat)
+    #: working time without a client message after which the line's channel
+    #: accounts count as silent (bridge.silence); None: BRIDGE_SILENCE_AFTER
+    silence_after: dt.timedelta | None = None
 
     def targets(self, priority: str | None) -> Targets | None:
         """The SLA for a conversation of ``priority``: its own, else ``default``."""
@@ -741,6 +744,7 @@ def _line_settings() -> dict[str, fields.Field[Any]]:
         ),
         "out_of_hours": fields.Nested(texts_schema(NOTICE_PLACEHOLDERS)),
         "csat": fields.Nested(CsatSchema),
+        "silence_after": _Duration(),
     }
 
 
@@ -1023,6 +1027,7 @@ def _line(name: str, raw: Mapping[str, Any], defaults: Mapping[str, Any]) -> Lin
         quiet_minutes=own("quiet_minutes", 30),
         notice=own("out_of_hours", None),
         csat=own("csat", Csat()),
+        silence_after=own("silence_after", None),
     )
 
 

@@ -335,6 +335,17 @@ def test_silence_after_is_a_setting(world: World, monkeypatch: pytest.MonkeyPatc
     assert silence.sweep(world.runtime, now=at(WED, 14, 1)) == 1
 
 
+def test_a_lines_silence_after_wins_over_the_setting(world: World) -> None:
+    mapping = MAPPING.replace(
+        '      members: ["201"]\n', '      members: ["201"]\n      silence_after: 30m\n'
+    )
+    assert "silence_after: 30m" in mapping
+    (world.runtime.settings.mappings_dir / "shop.yaml").write_text(mapping, encoding="utf-8")
+    world.busy_until(at(WED, 10))
+    assert world.check(at(WED, 10, 45)).after == 30 * 60
+    assert silence.sweep(world.runtime, now=at(WED, 10, 45)) == 1
+
+
 def test_without_a_service_section_every_hour_is_working_time(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
