@@ -468,7 +468,7 @@ def test_an_inbound_trace_shows_each_step_with_its_ids(world: World) -> None:
     assert "parsed" in html and "Parsed after" in html
     # normalised: the parsed message
     assert bob.uid in html and "Where is my parcel?" in html
-    assert "first_name: Bob" in html
+    assert "first_name: Bob" in html and "phone_verified" not in html  # no yes/no noise
     # the CRM: refused, the reason, the parked work and its reason
     assert "property bad_field does not exist" in html
     assert "Outbox: sync to the CRM" in html

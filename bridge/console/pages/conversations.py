@@ -216,6 +216,8 @@ register(
         " the message's status and last error), not each call.",
         "trace.open": "open in the CRM",
         "trace.replay": "Replay this message",
+        "trace.replay_hint": "Puts this message (or its failed follow-up) back in the queue and"
+        " resumes its conversation (bridge replay --message).",
         "journal.title": "Ingest journal",
         "journal.heading": "Deliveries no message came from",
         "journal.back": "Back to the conversations",
@@ -409,6 +411,8 @@ register(
         " сообщения и последнюю ошибку), а не каждое обращение.",
         "trace.open": "открыть в CRM",
         "trace.replay": "Повторить это сообщение",
+        "trace.replay_hint": "Возвращает это сообщение (или его дальнейшую работу с ошибкой) в"
+        " очередь и возобновляет его диалог (bridge replay --message).",
         "journal.title": "Журнал приёма",
         "journal.heading": "Доставки, не ставшие сообщениями",
         "journal.back": "Назад к диалогам",
