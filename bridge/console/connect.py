@@ -363,14 +363,14 @@ def connect(
     ``ValueError`` for an account connected already; the provider's or the
     CRM's ``BridgeError`` when they refused."""
     cls = channel_class(kind)
-    if cls.ConnectForm is None:
-        try:
+    try:
+        if cls.ConnectForm is None:
             return connect_channel(rt, tenant_id, kind=kind, values=values, name=name, mode=mode)
-        except SettingsError as exc:
-            raise _settings_error(kind, exc) from None
-        except ConfigError as exc:
-            raise ConnectError(str(exc), exc.key) from None
-    return _store(rt, tenant_id, cls, build(kind, values), name=name, mode=mode)
+        return _store(rt, tenant_id, cls, build(kind, values), name=name, mode=mode)
+    except SettingsError as exc:
+        raise _settings_error(kind, exc) from None
+    except ConfigError as exc:  # the values, or the channel's answer while setting up
+        raise ConnectError(str(exc), exc.key) from None
 
 
 def _store(

@@ -379,6 +379,33 @@ def test_a_channel_refusing_the_webhook_keeps_nothing(app: Flask, runtime: Runti
 
 
 @responses.activate
+def test_a_token_refused_while_registering_the_webhook_is_said_at_the_form(
+    app: Flask, runtime: Runtime
+) -> None:
+    """Viber proves the token when its webhook is set (after the account
+    was stored): the refusal comes back in words and the account is gone."""
+    tid = tenant(runtime)
+    client = signed_in(app, runtime, "admin@acme.test", "admin", tid)
+    responses.post(
+        "https://chatapi.viber.com/pa/get_account_info",
+        json={"status": 2, "status_message": "invalidAuthToken"},
+    )
+    answer = post(
+        client,
+        f"/console/channels/connect/viber?tenant={tid}",
+        {"action": "connect", "auth_token": "viber-token-0001", "sender_name": "Acme"},
+    )
+    assert answer.status_code == 422
+    html = answer.get_data(as_text=True)
+    assert (
+        "Not connected: Viber refused the token: Viber 2: the bot&#39;s auth token was "
+        "rejected (invalidAuthToken)" in html
+    )
+    assert "viber-token-0001" not in html
+    assert channel_rows(runtime) == [] and audits(runtime, "channels.connect") == []
+
+
+@responses.activate
 def test_polling_is_chosen_in_the_form(app: Flask, runtime: Runtime) -> None:
     tid = tenant(runtime)
     client = signed_in(app, runtime, "admin@acme.test", "admin", tid)
