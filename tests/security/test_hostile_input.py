@@ -483,8 +483,33 @@ def test_the_app_serves_no_other_webhook(world: World) -> None:
         # the admin console: a signed-in session for every page but the
         # login; CSRF on every POST, an admin for every change, the login's
         # failures counted per account and address (tests/unit/test_console_auth.py)
+        ("/console/", "GET"),
         ("/console/<path:_unknown>", "GET"),  # its 404 page
         ("/console/audit", "GET"),
+        # connecting channels: the adapter's own schema validates the form, the
+        # vendor checks the credentials (tests/unit/test_console_channels.py)
+        ("/console/channels", "GET"),
+        ("/console/channels/<int:account_id>/disconnect", "GET"),
+        ("/console/channels/<int:account_id>/disconnect", "POST"),
+        ("/console/channels/<int:account_id>/test", "POST"),
+        ("/console/channels/<int:account_id>/webhook", "POST"),
+        ("/console/channels/connect/<kind>", "GET"),
+        ("/console/channels/connect/<kind>", "POST"),
+        ("/console/channels/crm/<crm>/install", "POST"),
+        ("/console/channels/crm/reauthorize", "POST"),
+        # conversations, traces, replay and reparse: the tenant's rows only
+        # (tests/unit/test_console_conversations.py)
+        ("/console/conversations", "GET"),
+        ("/console/conversations/<int:conversation_id>", "GET"),
+        ("/console/conversations/<int:conversation_id>/messages/<int:message_id>", "GET"),
+        (
+            "/console/conversations/<int:conversation_id>/messages/<int:message_id>/replay",
+            "POST",
+        ),
+        ("/console/conversations/<int:conversation_id>/replay", "POST"),
+        ("/console/conversations/journal", "GET"),
+        ("/console/conversations/journal/<int:delivery_id>", "GET"),
+        ("/console/conversations/journal/<int:delivery_id>/reparse", "POST"),
         # the CRM sends a user: the adapter's checks (a Bitrix24 page's token at the
         # tenant's portal, a HubSpot v3 signature), an admin only, a 404 for an
         # account of no tenant; login links signed, 5 minutes, once
@@ -492,11 +517,21 @@ def test_the_app_serves_no_other_webhook(world: World) -> None:
         ("/console/crm/<crm>", "GET"),
         ("/console/crm/<crm>", "POST"),
         ("/console/crm/link/<purpose>", "GET"),
+        # the KPIs: a period read by the page's own parser (tests/unit/test_console_kpis.py)
+        ("/console/kpis", "GET"),
+        ("/console/kpis.csv", "GET"),
         ("/console/login", "GET"),
         ("/console/login", "POST"),
         ("/console/login/totp", "GET"),
         ("/console/login/totp", "POST"),
         ("/console/logout", "POST"),
+        # the mapping editor: the loader's own checks, an alias bomb refused
+        # (tests/unit/test_console_mapping.py)
+        ("/console/mapping", "GET"),
+        ("/console/mapping", "POST"),
+        ("/console/mapping/dry-run", "POST"),
+        ("/console/mapping/validate", "POST"),
+        ("/console/overview", "GET"),
         ("/console/static/<path:filename>", "GET"),
         ("/console/users", "GET"),
         ("/console/users", "POST"),
