@@ -260,10 +260,10 @@ def _entity_event(portal: Portal, kind: str, action: str, entity_id: int,
 def finish_dialog() -> Response:
     sb = sandbox()
     body = json_object()
-    reply = Reply.parse({**body, "text": "-"}, sb.reply_selectors)
+    reply = Reply.parse({**body, "text": "-"}, B24Sandbox.reply_selectors)
     with sb.store.lock:
-        portal = sb.find_account(reply.account) if reply.account is not None else None
-        portals = [portal] if portal is not None else list(sb.store.portals.values())
+        portals = ([_portal(reply.account)] if reply.account is not None
+                   else list(sb.store.portals.values()))
         found = next(((p, c) for p in portals if (c := _reply_chat(p, reply)) is not None), None)
         if found is None:
             raise ControlError("no Open Lines chat matches", 404, "chat_not_found")
