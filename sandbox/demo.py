@@ -574,6 +574,10 @@ def banner(base: str, seeded: Seeded, *, var_dir: Path | None = None) -> str:
  The bridge's own view (works from any directory while the demo runs):
    {cli} status
    {cli} tenant list
+
+ The admin console (overview, channels, mapping, conversations, KPIs):
+   {cli} admin create-user --email you@example.com --role owner
+   then sign in at {base}/console/
 ================================================================================
 """
 

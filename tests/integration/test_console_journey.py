@@ -20,7 +20,7 @@ and Debian's Chromium driven by Playwright. An admin of the demo tenant:
 5. a rep's reply to a customer who blocked the bot fails; the conversation
    shows it failed with the channel's reason; the customer unblocks the bot
    and the admin replays the reply from the console: it reaches the customer
-   once;
+   once; every change is in the audit log with who made it;
 6. the console in Russian (``?lang=ru``).
 
 Screenshots of each page go to docs/screenshots/ (console-*.png), the
@@ -221,6 +221,14 @@ def test_an_admin_runs_the_bridge_from_the_console(make_stack_once: Any, browser
         page.locator("#messages tbody tr", has_text="We deliver on Sundays")
     ).not_to_contain_text("blocked")
     _shot(page, "replayed")
+
+    # every change above is in the audit log, newest first
+    page.goto(f"{base}/audit")
+    audit = page.locator("#audit tbody")
+    expect(audit).to_contain_text("conversation.replay_message")
+    expect(audit).to_contain_text("channels.connect")
+    expect(audit).to_contain_text(ADMIN)
+    _shot(page, "audit")
 
     # 6. in Russian
     page.goto(f"{base}/overview?lang=ru")
