@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, select
 
 from bridge import admin
-from bridge.model import ReceiveMode
+from bridge.model import ConnectedAccount, ReceiveMode
 from bridge.registry import channel_class
 from bridge.schema import check, load
 from bridge.tables import ChannelAccount, ChannelStatus, Tenant
@@ -26,6 +26,7 @@ __all__ = [
     "set_channel_mode",
     "set_channel_webhook",
     "start_receiving",
+    "store_connected",
     "webhook_url",
 ]
 
@@ -48,8 +49,25 @@ def connect_channel(
     Open Lines connector) is ready for them. ``mode``: how a channel that
     offers both receives (its ``mode`` setting; default: its first)."""
     cls = channel_class(kind)
-    where = f"{kind} connect"
-    connected = cls.connect(load(cls.Connect, values, where=where, strict=True))
+    connected = cls.connect(load(cls.Connect, values, where=f"{kind} connect", strict=True))
+    return store_connected(rt, tenant_id, cls, connected, name=name, mode=mode)
+
+
+def store_connected(
+    rt: Runtime,
+    tenant_id: int,
+    cls: type[ChannelAdapter],
+    connected: ConnectedAccount,
+    *,
+    name: str = "",
+    mode: ReceiveMode | None = None,
+) -> int:
+    """The second half of :func:`connect_channel`, from an account the
+    adapter built already (the console's form builds it from a schema of
+    its own): checked, stored, the CRM set up, receiving started; nothing
+    kept when a step fails. ``ValueError`` for an account connected
+    already or a mode the channel lacks."""
+    kind = cls.kind
     credentials = check(cls.Credentials, connected.credentials, where=f"{kind} credentials")
     chosen = dict(connected.settings)
     if mode is not None:

@@ -25,16 +25,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
-from bridge import admin, lifecycle, oauth
+from bridge import lifecycle, oauth
 from bridge.errors import AuthError, BridgeError, ConfigError, RetryableError
 from bridge.model import ChannelAccountInfo, ConnectedAccount, ReceiveMode
 from bridge.registry import UnknownAdapter, channel_class, channel_kinds, crm_class, crm_kinds
 from bridge.schema import SettingsError, check, fields_of, load, secret_names
-from bridge.setup import connect_channel, start_receiving
+from bridge.setup import connect_channel, store_connected
 from bridge.tables import SETUP_PENDING, ChannelAccount, ChannelStatus, Tenant
-from bridge.webhooks import reset_cache
 
 if TYPE_CHECKING:
     from bridge.runtime import Runtime
@@ -366,66 +365,11 @@ def connect(
     try:
         if cls.ConnectForm is None:
             return connect_channel(rt, tenant_id, kind=kind, values=values, name=name, mode=mode)
-        return _store(rt, tenant_id, cls, build(kind, values), name=name, mode=mode)
+        return store_connected(rt, tenant_id, cls, build(kind, values), name=name, mode=mode)
     except SettingsError as exc:
         raise _settings_error(kind, exc) from None
     except ConfigError as exc:  # the values, or the channel's answer while setting up
         raise ConnectError(str(exc), exc.key) from None
-
-
-def _store(
-    rt: Runtime,
-    tenant_id: int,
-    cls: type[ChannelAdapter],
-    connected: ConnectedAccount,
-    *,
-    name: str,
-    mode: ReceiveMode | None,
-) -> int:
-    """:func:`bridge.setup.connect_channel` from the built account on (the
-    console's form is not the command line's ``Connect``): the same checks,
-    the same core functions, in the same order."""
-    kind = cls.kind
-    credentials = check(cls.Credentials, connected.credentials, where=f"{kind} credentials")
-    chosen = dict(connected.settings)
-    if mode is not None:
-        if mode not in cls.modes:
-            ways = ", ".join(m.value for m in cls.modes)
-            raise ConnectError(f"{cls.title} accounts cannot use {mode.value} (only: {ways})")
-        if len(cls.modes) > 1:
-            chosen["mode"] = mode.value
-    settings = check(cls.Settings, chosen, where=f"{kind} settings")
-    external_id = connected.external_id
-    with rt.read_session() as session:
-        taken = session.scalar(
-            select(ChannelAccount.id).where(
-                ChannelAccount.tenant_id == tenant_id,
-                ChannelAccount.kind == kind,
-                ChannelAccount.external_id == external_id,
-                ChannelAccount.status == ChannelStatus.ACTIVE,
-            )
-        )
-    if taken is not None:
-        raise ValueError(f"this {cls.title} account is connected already (channel account {taken})")
-    account_id = admin.add_channel_account(
-        rt,
-        tenant_id,
-        kind=kind,
-        credentials=credentials,
-        name=name or f"{cls.title} {external_id}",
-        external_id=external_id,
-        settings=settings,
-        awaiting_setup=True,
-    )
-    try:
-        admin.setup_crm(rt, tenant_id)
-        start_receiving(rt, account_id)
-    except BaseException:
-        with rt.transaction() as session:
-            session.execute(delete(ChannelAccount).where(ChannelAccount.id == account_id))
-        reset_cache()
-        raise
-    return account_id
 
 
 def disconnect(rt: Runtime, tenant_id: int, account_id: int) -> list[str]:
