@@ -13,6 +13,9 @@ Chromium for the module.
 * The viewer: the users page without its forms; a change forced through
   the page's own CSRF token (a script's fetch) is refused with 403 and
   changes nothing.
+* Sign-in failures are limited: after five wrong passwords for one account
+  the form answers 429 with when to retry, even for the right password;
+  another account from the same browser still signs in.
 * At 390 px nothing is wider than the screen.
 * No console error, no page error.
 
@@ -90,6 +93,7 @@ def console(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterato
     tenant = make_tenant(rt, "acme", "Acme Shop")
     make_user(rt, "ann@acme.test", role="admin", tenant_id=tenant)
     make_user(rt, "vic@acme.test", role="viewer", tenant_id=tenant, language="ru")
+    make_user(rt, "ray@acme.test", role="admin", tenant_id=tenant)
     app = console_app(rt)
     try:
         with serve_wsgi(app) as server:
@@ -208,6 +212,32 @@ def test_a_viewer_cannot_change_anything(browser: Browser, console: Console) -> 
     assert console.audit_actions() == before
     context.close()
     assert errors == [REFUSED.format("403 (FORBIDDEN)")]  # the forced change
+
+
+def test_sign_in_failures_are_limited_per_account(browser: Browser, console: Console) -> None:
+    errors: list[str] = []
+    context, page = _page(browser, errors)
+    page.goto(f"{console.url}/console/login")
+    for _ in range(5):
+        page.locator("input[name=email]").fill("ray@acme.test")
+        page.locator("input[name=password]").fill("a wrong guess")
+        page.locator("form.stack button[type=submit]").click()
+        expect(page.get_by_role("alert")).to_have_text("Wrong e-mail or password.")
+    page.locator("input[name=email]").fill("ray@acme.test")
+    page.locator("input[name=password]").fill(PASSWORD)  # right, but too late
+    page.locator("form.stack button[type=submit]").click()
+    expect(page.get_by_text("Too many failed sign-ins. Try again in")).to_be_visible()
+    assert "sign_in" not in console.audit_actions()[-1:]
+    # the limit is the account's: another one signs in from this browser
+    page.goto(f"{console.url}/console/login?next=/console/users")
+    page.locator("input[name=email]").fill("ann@acme.test")
+    page.locator("input[name=password]").fill(PASSWORD)
+    page.locator("form.stack button[type=submit]").click()
+    expect(page).to_have_url(f"{console.url}/console/users")
+    context.close()
+    assert errors == [REFUSED.format("401 (UNAUTHORIZED)")] * 5 + [
+        REFUSED.format("429 (TOO MANY REQUESTS)")
+    ]
 
 
 def test_the_console_fits_a_phone(browser: Browser, console: Console) -> None:
