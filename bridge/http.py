@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from bridge import metrics
+from bridge import crm_calls, metrics
 from bridge.errors import (
     AmbiguousError,
     AuthError,
@@ -206,18 +206,25 @@ class HttpClient:
         raise error
 
     def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        """The session's request, counted when the client is metered."""
+        """The session's request, counted (and noted for the conversation's
+        trace, :mod:`bridge.crm_calls`) when the client is metered."""
+        started, clock = crm_calls.now(), time.perf_counter()
         try:
             response = self.session.request(method, url, **kwargs)
         except requests.RequestException:
-            self._count(None)
+            self._count(method, url, None, started, clock)
             raise
-        self._count(response.status_code)
+        self._count(method, url, response.status_code, started, clock)
         return response
 
-    def _count(self, status: int | None) -> None:
+    def _count(
+        self, method: str, url: str, status: int | None, started: float, clock: float
+    ) -> None:
+        if self.metered is None:
+            return
+        crm_calls.note(method, url, status, started, (time.perf_counter() - clock) * 1000)
         connection = getattr(self.limiter, "redis", None)
-        if self.metered is not None and connection is not None:
+        if connection is not None:
             metrics.crm_call(connection, *self.metered, status)
 
     @staticmethod

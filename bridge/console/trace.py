@@ -24,8 +24,9 @@ A message's trace is put together from what the pipeline records:
    the timeline entries written for this message (``Message.crm_refs``),
    the message's status, attempts and last error, the conversation's outbox
    rows; each CRM id with a link into the CRM where the adapter knows its
-   page (``CrmAdapter.record_url``). Only the outcome of the calls is
-   recorded, not each call.
+   page (``CrmAdapter.record_url``); and each CRM call the conversation's
+   work made while the message was being written (``bridge.crm_calls``:
+   when, method, path, status, how long; kept in Redis for two weeks).
 5. **replies**: the outbound messages between this message and the
    client's next one, with their channel status, the channel's delivery
    report (sent/delivered/read) and the delivery report to the CRM.
@@ -43,14 +44,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import redis
 from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select
 from sqlalchemy.orm import Session
 
-from bridge import outbox
+from bridge import crm_calls, outbox
 from bridge.identity import normalize_email, normalize_phone
 from bridge.model import InboundMessage, RawDelivery, ReceiveMode
 from bridge.pipeline.inbound.journal import BATCH, LATE_AFTER, REPARSABLE, delivery_key
 from bridge.registry import UnknownAdapter, channel_class
+from bridge.rows import aware
 from bridge.tables import (
     ChannelAccount,
     Contact,
@@ -715,6 +718,8 @@ class Trace:
     replies: list[Message]
     #: outbound: the client's message it follows
     answers: Message | None
+    #: the conversation's CRM calls while this message was worked on
+    calls: list[crm_calls.Call] = field(default_factory=list)
 
     @property
     def inbound(self) -> bool:
@@ -779,7 +784,25 @@ def message_trace(
         outbox=outbox_rows(session, conversation.id),
         replies=_replies(session, message) if inbound else [],
         answers=None if inbound else _answers(session, message),
+        calls=calls_for(runtime, message),
     )
+
+
+#: calls this long before a message was stored or after it last changed
+#: still count as its own (clocks of two processes; a report after a send)
+CALLS_MARGIN = dt.timedelta(seconds=2)
+
+
+def calls_for(runtime: Runtime, message: Message) -> list[crm_calls.Call]:
+    """The conversation's recorded CRM calls made from when the message was
+    stored until it last changed (written to the CRM, sent, reported)."""
+    try:
+        calls = crm_calls.recent(runtime.redis, message.conversation_id)
+    except redis.RedisError:
+        return []
+    start = (aware(message.created_at) - CALLS_MARGIN).timestamp()
+    end = (aware(message.updated_at or message.created_at) + CALLS_MARGIN).timestamp()
+    return [c for c in calls if start <= c.at <= end]
 
 
 def _replies(session: Session, message: Message) -> list[Message]:

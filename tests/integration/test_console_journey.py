@@ -15,8 +15,8 @@ and Debian's Chromium driven by Playwright. An admin of the demo tenant:
    create;
 4. two customers write to the bot; their messages are found in the
    conversation log by name, and a message's trace shows it received,
-   journaled, normalised and written to HubSpot with the deal's id and a link
-   into the CRM;
+   journaled, normalised and written to HubSpot with the deal's id, a link
+   into the CRM and each call HubSpot answered;
 5. a rep's reply to a customer who blocked the bot fails; the conversation
    shows it failed with the channel's reason; the customer unblocks the bot
    and the admin replays the reply from the console: it reaches the customer
@@ -197,6 +197,10 @@ def test_an_admin_runs_the_bridge_from_the_console(make_stack_once: Any, browser
     expect(trace).to_contain_text(deal)
     link = page.locator(f"a[href*='{deal}']").first
     assert "hubspot" in str(link.get_attribute("href")), link.get_attribute("href")
+    calls = page.locator("#crm-calls tbody tr")  # each call HubSpot answered while it was written
+    expect(calls.first).to_contain_text("/crm/v3/")
+    statuses = [int(t) for t in calls.locator("td:nth-child(3)").all_inner_texts()]
+    assert statuses and all(200 <= s < 300 for s in statuses), statuses
     _shot(page, "trace")
 
     # 5. a reply to a customer who blocked the bot fails; replayed from here

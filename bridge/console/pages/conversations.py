@@ -24,6 +24,7 @@ Another tenant's conversation, message or journal row is a 404.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any
 
@@ -212,8 +213,13 @@ register(
         "trace.channel_ids": "Channel's message ids",
         "trace.delivery": "Delivery reported by the channel",
         "trace.report": "Report to the CRM",
-        "trace.calls_note": "The bridge records each CRM call's outcome (the ids it returned,"
-        " the message's status and last error), not each call.",
+        "trace.calls": "CRM calls while it was written",
+        "trace.call_at": "At (UTC)",
+        "trace.call": "Request",
+        "trace.call_status": "Answer",
+        "trace.call_ms": "ms",
+        "trace.no_answer": "none (timeout or reset)",
+        "trace.no_calls": "No CRM call recorded for it (kept two weeks).",
         "trace.open": "open in the CRM",
         "trace.replay": "Replay this message",
         "trace.replay_hint": "Puts this message (or its failed follow-up) back in the queue and"
@@ -407,8 +413,13 @@ register(
         "trace.channel_ids": "Id сообщения в канале",
         "trace.delivery": "Доставка по данным канала",
         "trace.report": "Отчёт в CRM",
-        "trace.calls_note": "Мост записывает итог каждого обращения к CRM (полученные id, статус"
-        " сообщения и последнюю ошибку), а не каждое обращение.",
+        "trace.calls": "Обращения к CRM при записи",
+        "trace.call_at": "Время (UTC)",
+        "trace.call": "Запрос",
+        "trace.call_status": "Ответ",
+        "trace.call_ms": "мс",
+        "trace.no_answer": "нет (таймаут или разрыв)",
+        "trace.no_calls": "Обращений к CRM для него не записано (хранятся две недели).",
         "trace.open": "открыть в CRM",
         "trace.replay": "Повторить это сообщение",
         "trace.replay_hint": "Возвращает это сообщение (или его дальнейшую работу с ошибкой) в"
@@ -451,7 +462,12 @@ def word(prefix: str, value: str | None) -> str:
 
 
 def _render(template: str, **context: Any) -> str:
-    return render_template(f"console/{template}", word=word, **context)
+    return render_template(f"console/{template}", word=word, call_time=_call_time, **context)
+
+
+def _call_time(at: float) -> str:
+    """A recorded CRM call's time (Unix seconds) as the page shows times (UTC)."""
+    return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 def _redirect(endpoint: str, tenant: int, **values: Any) -> ResponseReturnValue:

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import or_, select
 
-from bridge import outbox
+from bridge import crm_calls, outbox
 from bridge.errors import AuthError, PermanentError, RetryableError
 from bridge.locks import ConversationLock, lock_name
 from bridge.model import utcnow
@@ -239,7 +239,8 @@ def _round(
                 tenant_id,
             )
             try:
-                Steps(rt, adapter, members, lock).run()
+                with crm_calls.recording(rt, (m.snap.conversation.id for m in members)):
+                    Steps(rt, adapter, members, lock).run()
             except PermanentError as exc:
                 # a refused batch: each member goes the ordinary way, which
                 # names the item the CRM refuses

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from bridge import files, identity, live_fields, metrics, outbox, reach
+from bridge import crm_calls, files, identity, live_fields, metrics, outbox, reach
 from bridge.db import write_connection
 from bridge.errors import (
     AuthError,
@@ -160,7 +160,8 @@ MAX_ATTEMPTS = 25
 
 def run_inbound(runtime: Runtime, conversation_id: int) -> str:
     sync = InboundSync(runtime, conversation_id)
-    outcome = run_drain(runtime, outbox.IN, conversation_id, sync.drain_once)
+    with crm_calls.recording(runtime, [conversation_id]):
+        outcome = run_drain(runtime, outbox.IN, conversation_id, sync.drain_once)
     log.info("sync conversation=%s outcome=%s synced=%d", conversation_id, outcome, sync.synced)
     return outcome
 

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import or_, select
 
-from bridge import outbox
+from bridge import crm_calls, outbox
 from bridge.errors import AuthError, PermanentError, RetryableError
 from bridge.jobs import SYNC_QUEUE, enqueue
 from bridge.locks import ConversationLock
@@ -142,7 +142,9 @@ def append_together(
         if lock.lost.is_set():
             raise LeaseLost
         try:
-            Steps(rt, adapter, [own, *members], lock)._entries()
+            everyone = [own, *members]
+            with crm_calls.recording(rt, (m.snap.conversation.id for m in everyone)):
+                Steps(rt, adapter, everyone, lock)._entries()
         except PermanentError as exc:
             # refused: each goes the ordinary way, which names the entry the
             # CRM refuses (what the call may have written is looked up first)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bridge import live_fields, outbox
+from bridge import crm_calls, live_fields, outbox
 from bridge.model import DeliveryReport, DeliveryStatus
 from bridge.pipeline.followup import FollowupItem, run_followups
 from bridge.tables import MessageStatus
@@ -47,4 +47,5 @@ class DeliveryReports:
 
 def run_reports(runtime: Runtime, conversation_id: int) -> str:
     """Report the conversation's replies' outcomes to the CRM, in order."""
-    return run_followups(runtime, conversation_id, DeliveryReports())
+    with crm_calls.recording(runtime, [conversation_id]):
+        return run_followups(runtime, conversation_id, DeliveryReports())
