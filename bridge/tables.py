@@ -718,6 +718,10 @@ class ServiceSession(Base):
     #: the replies last suggested to the operator (``bridge.service.assist``):
     #: their reply is matched against them (accepted or rejected)
     suggested: Mapped[list[Any] | None] = mapped_column(Json)
+    #: the operator's replies to a message with suggestions, and how many of
+    #: them took one (the KPIs' acceptance)
+    suggestions_answered: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    suggestions_accepted: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     cursor: Mapped[int] = mapped_column(Integer, default=0)
     opened_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     first_response_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

@@ -792,16 +792,28 @@ def _menu_rows(
 
 @dataclass(frozen=True)
 class Suggestions:
-    """Suggested replies: acceptance (all time) and use in the period."""
+    """Suggested replies: acceptance (all time), use in the period, and the
+    period's acceptance (the sessions opened in it): of the operators'
+    replies to a message with suggestions, how many took one; per operator."""
 
     shown: int
     accepted: int
     #: client messages in the period that got suggestions for the operator
     messages: int
+    #: the period's sessions: operator replies to a suggested message, and
+    #: those that took a suggestion
+    answered: int = 0
+    taken: int = 0
+    #: the same per operator (``(owner id, answered, taken)``, most answered first)
+    operators: list[tuple[str, int, int]] = field(default_factory=list)
 
     @property
     def rate_pct(self) -> float | None:
         return round(100.0 * self.accepted / self.shown, 1) if self.shown else None
+
+    @property
+    def period_rate_pct(self) -> float | None:
+        return round(100.0 * self.taken / self.answered, 1) if self.answered else None
 
 
 def suggestions(session: Session, tenant_id: int, period: Period) -> Suggestions:
@@ -824,7 +836,32 @@ def suggestions(session: Session, tenant_id: int, period: Period) -> Suggestions
             ServiceAction.created_at < period.end,
         )
     )
-    return Suggestions(shown, accepted, int(messages or 0))
+    per_operator = session.execute(
+        select(
+            ServiceSession.owner_id,
+            func.sum(ServiceSession.suggestions_answered),
+            func.sum(ServiceSession.suggestions_accepted),
+        )
+        .where(
+            ServiceSession.tenant_id == tenant_id,
+            ServiceSession.opened_at >= period.start,
+            ServiceSession.opened_at < period.end,
+            ServiceSession.suggestions_answered > 0,
+        )
+        .group_by(ServiceSession.owner_id)
+    ).all()
+    operators = sorted(
+        ((owner or "", int(n or 0), int(k or 0)) for owner, n, k in per_operator),
+        key=lambda row: (-row[1], row[0]),
+    )
+    return Suggestions(
+        shown,
+        accepted,
+        int(messages or 0),
+        answered=sum(n for _, n, _ in operators),
+        taken=sum(k for _, _, k in operators),
+        operators=operators,
+    )
 
 
 # -- all of them --------------------------------------------------------------------------------
@@ -862,6 +899,7 @@ class Report:
                 item["sla_met_pct"] = row.sla_met_pct
         data["clients"]["total"] = self.clients.total
         data["suggestions"]["rate_pct"] = self.suggestions.rate_pct
+        data["suggestions"]["period_rate_pct"] = self.suggestions.period_rate_pct
         return data
 
 

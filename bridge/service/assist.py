@@ -109,13 +109,17 @@ class Assist:
         """The operator answered: the suggestions shown before are accepted
         or rejected; the reply joins the past replies."""
         shown = [Suggestion(**s) for s in (row.suggested or [])] if row is not None else []
+        accepted = False
         with self.cached.lock:
             if shown:
-                self.cached.suggester.record(shown, text)
+                accepted = self.cached.suggester.record(shown, text).accepted is not None
             self.cached.suggester.add_reply(text)
             prior = self.cached.suggester.prior.to_dict()
         if row is not None:
             row.suggested = None
+            if shown:
+                row.suggestions_answered = (row.suggestions_answered or 0) + 1
+                row.suggestions_accepted = (row.suggestions_accepted or 0) + int(accepted)
         if shown:
             state = session.get(TenantService, self.tenant_id, with_for_update=True)
             if state is None:

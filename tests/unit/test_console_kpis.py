@@ -48,9 +48,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
 from bridge.console import kpis
 from bridge.console.pages import kpis as kpis_page
+from bridge.rows import aware
 from bridge.runtime import Runtime
 from bridge.tables import (
     ChannelAccount,
@@ -816,7 +818,7 @@ def test_the_csv(console: tuple[FlaskClient, Seeded]) -> None:
     assert sections["Menu choices"][1:] == [
         ["Buy", "4"], ["Order status", "3"], ["Old option", "1"], ["Returns", "1"],
     ]  # fmt: skip
-    assert sections["Suggested replies"][1] == ["10", "4", "40", "3"]
+    assert sections["Suggested replies"][1] == ["10", "4", "40", "3", "0", "0", ""]
 
 
 def test_the_csv_in_russian_opens_in_excel(console: tuple[FlaskClient, Seeded]) -> None:
@@ -883,3 +885,24 @@ def test_a_menu_choice_is_counted_by_the_option_the_engine_recorded() -> None:
     )
     assert {r.key: r.count for r in rows} == {"main:1": 2, "more:1": 1, "Gone option": 1}
     assert next(r for r in rows if r.key == "main:1").label.en == "Buy"
+
+
+def test_suggestion_acceptance_in_the_period_per_operator(runtime: Runtime) -> None:
+    """The sessions' own counts (the operators' replies to a suggested
+    message, those that took one): the period's sessions only, per operator."""
+    seeded = seed(runtime)
+    counts = {"101": (3, 2), "102": (1, 0)}
+    with runtime.transaction() as session:
+        rows = session.scalars(
+            select(ServiceSession).where(ServiceSession.tenant_id == seeded.tenant)
+        ).all()
+        inside = [r for r in rows if START <= aware(r.opened_at) < END]
+        outside = [r for r in rows if not START <= aware(r.opened_at) < END]
+        for owner, (answered, taken) in counts.items():
+            row = next(r for r in inside if r.owner_id == owner)
+            row.suggestions_answered, row.suggestions_accepted = answered, taken
+        outside[0].suggestions_answered, outside[0].suggestions_accepted = 5, 5  # not counted
+    s = _report(runtime, seeded.tenant).suggestions
+    assert (s.answered, s.taken, s.period_rate_pct) == (4, 2, 50.0)
+    assert s.operators == [("101", 3, 2), ("102", 1, 0)]
+    assert (s.shown, s.accepted) == (10, 4)  # the all-time record unchanged

@@ -416,6 +416,16 @@ def test_the_operator_reads_suggested_replies_and_their_answer_ranks_them(
     (row,) = _sessions(runtime)
     assert row.suggested is None
     assert "kb:return-how" in str(counts)
+    # the session's own counts, for the KPIs: one reply to a suggested message, taken
+    assert (row.suggestions_answered, row.suggestions_accepted) == (1, 1)
+    # another suggested message, answered in words of the operator's own: not taken
+    _writes(world, "как оформить возврат товара?", day + dt.timedelta(minutes=6), 4)
+    answer = "Позвоните нам, пожалуйста"
+    _crm(
+        runtime, tenant, _reply(runtime, "r2", answer, day + dt.timedelta(minutes=7), conversation)
+    )
+    (row,) = _sessions(runtime)
+    assert (row.suggestions_answered, row.suggestions_accepted) == (2, 1)
 
 
 def test_out_of_hours_the_bot_answers_a_self_service_question(
