@@ -325,7 +325,7 @@ def _period(name: str) -> Any:
 
     if name == "90d":
         first = NOW.date() - dt.timedelta(days=DAYS - 1)
-        return kpis.period_for("Europe/Moscow", NOW, "custom", first, NOW.date(), "week")
+        return kpis.period_for("Europe/Moscow", NOW, "dates", first, NOW.date(), "week")
     return kpis.period_for("Europe/Moscow", NOW, name)
 
 

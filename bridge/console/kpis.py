@@ -120,12 +120,12 @@ __all__ = [
 
 Bucket = Literal["hour", "day", "week"]
 BUCKETS: tuple[Bucket, ...] = ("hour", "day", "week")
-PRESETS = ("today", "7d", "30d", "custom")
+PRESETS = ("today", "7d", "30d", "dates")
 #: the database's grouping of messages (seconds): every zone's offset is a multiple
 SLOT = 900
 #: more buckets than this and the next coarser bucket is used
 MAX_BUCKETS = 800
-#: the longest custom period (days)
+#: the longest period of chosen dates (days)
 MAX_DAYS = 366
 _UTC = dt.UTC
 
@@ -141,8 +141,8 @@ class Period:
     end: dt.datetime
     bucket: Bucket
     zone: str
-    #: the preset it came from (today, 7d, 30d, custom)
-    preset: str = "custom"
+    #: the preset it came from (today, 7d, 30d, dates)
+    preset: str = "dates"
 
     @property
     def tz(self) -> ZoneInfo:
@@ -235,11 +235,11 @@ def period_for(
 ) -> Period:
     """The period a preset names at ``now`` in ``zone``: ``today`` (hours),
     ``7d`` / ``30d`` (the last 7/30 local days, today included; days), or
-    ``custom`` from ``first`` to ``last`` local dates, both included (hours
+    ``dates`` from ``first`` to ``last`` local dates, both included (hours
     up to 2 days, days up to 92, weeks beyond). ``bucket`` overrides the
     default unless it would give more than :data:`MAX_BUCKETS` buckets (then
     the next coarser one). :class:`PeriodError` for an unknown preset or
-    bucket, or a custom range that is missing, reversed or longer than
+    bucket, or a range of dates that is missing, reversed or longer than
     :data:`MAX_DAYS`."""
     tz = ZoneInfo(zone)
     today = now.astimezone(tz).date()
@@ -248,9 +248,9 @@ def period_for(
     elif preset in ("7d", "30d"):
         days = int(preset[:-1])
         first, last, default = today - dt.timedelta(days=days - 1), today, "day"
-    elif preset == "custom":
+    elif preset == "dates":
         if first is None or last is None:
-            raise PeriodError("dates", "a custom period needs its first and last dates")
+            raise PeriodError("dates", "a period of dates needs its first and last dates")
         if last < first:
             raise PeriodError("order", "the period ends before it starts")
         if (last - first).days + 1 > MAX_DAYS:

@@ -57,7 +57,7 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = Path(
     os.environ.get("BRIDGE_CONSOLE_SCREENSHOTS_DIR") or ROOT / "docs" / "screenshots"
 )
-QUERY = "period=custom&from=2026-12-07&to=2026-12-08&bucket=day"
+QUERY = "period=dates&from=2026-12-07&to=2026-12-08&bucket=day"
 DAYS = ("2026-12-07", "2026-12-08")
 CHANNELS = ("telegram", "webchat", "whatsapp")
 

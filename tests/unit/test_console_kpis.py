@@ -401,7 +401,7 @@ SUGGESTIONS = (10, 4, 40.0, 3)  # shown, accepted, rate %, messages in the perio
 
 
 def _period(bucket: str | None = "day") -> kpis.Period:
-    return kpis.period_for("Europe/Moscow", NOW, "custom", MON, TUE, bucket)
+    return kpis.period_for("Europe/Moscow", NOW, "dates", MON, TUE, bucket)
 
 
 def _report(runtime: Runtime, tenant: int, period: kpis.Period | None = None) -> kpis.Report:
@@ -487,7 +487,7 @@ def test_hours_of_a_zone_half_an_hour_off_utc(runtime: Runtime) -> None:
     """Kolkata (UTC+5:30): the database's slots are quarters of an hour, and
     Moscow's 10:00 and 10:30 fall in two different local hours there."""
     seeded = seed(runtime)
-    period = kpis.period_for("Asia/Kolkata", NOW, "custom", MON, MON, "hour")
+    period = kpis.period_for("Asia/Kolkata", NOW, "dates", MON, MON, "hour")
     with runtime.read_session() as session:
         traffic = kpis.traffic(session, seeded.tenant, period)
     got = {
@@ -508,7 +508,7 @@ def test_period_boundaries(runtime: Runtime) -> None:
     seeded = seed(runtime)
     # Wednesday alone: only the session opened at Tuesday's end (B1) and E4
     wed = dt.date(2026, 12, 9)
-    later = kpis.period_for("Europe/Moscow", NOW, "custom", wed, wed, "day")
+    later = kpis.period_for("Europe/Moscow", NOW, "dates", wed, wed, "day")
     report = _report(runtime, seeded.tenant, later)
     assert report.response.overall.sessions == 1
     assert _frt(report.response.overall)[:4] == (1, 1, 60.0, 60.0)
@@ -523,7 +523,7 @@ def test_period_boundaries(runtime: Runtime) -> None:
     assert report.suggestions.messages == 1  # the note at its start
     # Sunday: B2 opened then; E2 and c2 wrote then
     sun = dt.date(2026, 12, 6)
-    before = kpis.period_for("Europe/Moscow", NOW, "custom", sun, sun, "day")
+    before = kpis.period_for("Europe/Moscow", NOW, "dates", sun, sun, "day")
     report = _report(runtime, seeded.tenant, before)
     assert report.response.overall.sessions == 1
     assert report.traffic.total("telegram", "in") == 2
@@ -566,7 +566,7 @@ def test_the_report_as_json(runtime: Runtime) -> None:
         "end": "2026-12-08T21:00:00+00:00",
         "bucket": "day",
         "zone": "Europe/Moscow",
-        "preset": "custom",
+        "preset": "dates",
     }
     lines = {r["key"]: r for r in data["response"]["lines"]}
     assert lines["sales"]["sla_met_pct"] == 66.7 and lines["support"]["p50"] == 1500.0
@@ -605,14 +605,14 @@ def test_presets_in_the_tenants_zone() -> None:
     weeks = kpis.period_for("UTC", now, "30d", bucket="week")
     # Mondays: 9, 16, 23, 30 November, 7 December
     assert weeks.labels() == ["2026-11-09", "2026-11-16", "2026-11-23", "2026-11-30", "2026-12-07"]
-    year = kpis.period_for("UTC", now, "custom", dt.date(2026, 1, 1), dt.date(2026, 12, 31))
+    year = kpis.period_for("UTC", now, "dates", dt.date(2026, 1, 1), dt.date(2026, 12, 31))
     assert year.bucket == "week"
     # hours over a year would be 8,760 buckets: days instead
     coarse = kpis.period_for(
-        "UTC", now, "custom", dt.date(2026, 1, 1), dt.date(2026, 12, 31), "hour"
+        "UTC", now, "dates", dt.date(2026, 1, 1), dt.date(2026, 12, 31), "hour"
     )
     assert coarse.bucket == "day"
-    two = kpis.period_for("UTC", now, "custom", dt.date(2026, 1, 1), dt.date(2026, 3, 1), "hour")
+    two = kpis.period_for("UTC", now, "dates", dt.date(2026, 1, 1), dt.date(2026, 3, 1), "hour")
     assert two.bucket == "day"
     assert (two.first_day, two.last_day) == (dt.date(2026, 1, 1), dt.date(2026, 3, 1))
 
@@ -634,9 +634,9 @@ def test_a_daylight_saving_day_has_its_own_number_of_hours() -> None:
 @pytest.mark.parametrize(
     ("preset", "first", "last", "bucket"),
     [
-        ("custom", None, None, None),
-        ("custom", dt.date(2026, 2, 1), dt.date(2026, 1, 1), None),
-        ("custom", dt.date(2025, 1, 1), dt.date(2026, 1, 5), None),
+        ("dates", None, None, None),
+        ("dates", dt.date(2026, 2, 1), dt.date(2026, 1, 1), None),
+        ("dates", dt.date(2025, 1, 1), dt.date(2026, 1, 5), None),
         ("90d", None, None, None),
         ("7d", None, None, "minute"),
     ],
@@ -671,7 +671,7 @@ def test_seconds_as_text() -> None:
 
 # -- the page and its CSV -----------------------------------------------------------------------
 
-QUERY = "period=custom&from=2026-12-07&to=2026-12-08&bucket=day"
+QUERY = "period=dates&from=2026-12-07&to=2026-12-08&bucket=day"
 
 
 @pytest.fixture
@@ -754,12 +754,12 @@ def test_the_page_in_russian(console: tuple[FlaskClient, Seeded]) -> None:
 
 def test_a_refused_period_shows_the_last_seven_days(console: tuple[FlaskClient, Seeded]) -> None:
     client, seeded = console
-    page = client.get(f"/console/kpis?tenant={seeded.tenant}&period=custom&from=2026-12-08&to=x")
+    page = client.get(f"/console/kpis?tenant={seeded.tenant}&period=dates&from=2026-12-08&to=x")
     assert page.status_code == 200
     html = page.get_data(as_text=True)
     assert "That period cannot be shown (a date is not one (YYYY-MM-DD))" in html
     assert "2026-12-02 – 2026-12-08" in html  # NOW's last 7 days
-    ru = client.get(f"/console/kpis?tenant={seeded.tenant}&period=custom&from=2026-12-08"
+    ru = client.get(f"/console/kpis?tenant={seeded.tenant}&period=dates&from=2026-12-08"
                     "&to=2026-12-01&lang=ru").get_data(as_text=True)  # fmt: skip
     assert "Этот период показать нельзя (последняя дата раньше первой)" in ru
     # the CSV refuses it outright

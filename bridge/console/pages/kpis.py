@@ -1,7 +1,7 @@
 """The KPI page: ``/console/kpis`` and its CSV, ``/console/kpis.csv``.
 
 Both take the same query: ``tenant`` (the selector's), ``period`` (``today``,
-``7d``, ``30d`` or ``custom`` with ``from`` and ``to``, local dates, both
+``7d``, ``30d`` or ``dates`` with ``from`` and ``to``, local dates, both
 included) and ``bucket`` (``hour``, ``day``, ``week``; the period's default
 when left out). The figures are :mod:`bridge.console.kpis`'s, in the
 tenant's time zone. The page shows each as a table and draws its charts in
@@ -42,7 +42,7 @@ register(
         "kpis.preset.today": "Today",
         "kpis.preset.7d": "Last 7 days",
         "kpis.preset.30d": "Last 30 days",
-        "kpis.preset.custom": "Dates",
+        "kpis.preset.dates": "Dates",
         "kpis.from": "From",
         "kpis.to": "To",
         "kpis.bucket": "Group by",
@@ -131,7 +131,7 @@ register(
         "kpis.preset.today": "Сегодня",
         "kpis.preset.7d": "7 дней",
         "kpis.preset.30d": "30 дней",
-        "kpis.preset.custom": "Даты",
+        "kpis.preset.dates": "Даты",
         "kpis.from": "С",
         "kpis.to": "По",
         "kpis.bucket": "Группировать",

@@ -194,7 +194,7 @@
     var period = document.getElementById("kpi-period");
     if (!form || !period) return;
     Array.prototype.forEach.call(form.querySelectorAll("input[type=date]"), function (input) {
-      input.addEventListener("change", function () { period.value = "custom"; });
+      input.addEventListener("change", function () { period.value = "dates"; });
     });
   }
 
