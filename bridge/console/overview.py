@@ -30,7 +30,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bridge import admin, health, oauth, silence
-from bridge.errors import ConfigError
+from bridge.errors import BridgeError, ConfigError
 from bridge.model import ReceiveMode, utcnow
 from bridge.registry import UnknownAdapter, channel_class, crm_class
 from bridge.runtime import Runtime
@@ -234,7 +234,9 @@ def _crm(runtime: Runtime, session: Session, tenant: Tenant, row: Mapping[str, A
     try:
         oauth.install_url(runtime, tenant.crm_kind, tenant.mapping)
         reinstall = True
-    except (ConfigError, NotImplementedError, UnknownAdapter):
+    except (BridgeError, ConfigError, NotImplementedError, UnknownAdapter):
+        # no OAuth app here, or it cannot make a link alone (Bitrix24 without
+        # BITRIX24_PORTAL: its app is installed from the portal)
         reinstall = False
     return CrmHealth(
         kind=tenant.crm_kind,
