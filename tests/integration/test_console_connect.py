@@ -52,8 +52,10 @@ channels:
 JSON = {"Accept": "application/json"}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def sandbox() -> Iterator[RunningServer]:
+    # one per test: Telegram limits setWebhook per bot (the sandbox too), and
+    # the test connects the same bot on each database
     with serve_wsgi(telegram_sandbox()) as server:
         yield server
 
