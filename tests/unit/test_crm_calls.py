@@ -5,6 +5,7 @@ goes in Redis (a real one), and that recording never breaks the work."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import redis
@@ -108,13 +109,27 @@ def test_only_the_newest_are_kept_and_they_expire(
 
 
 def test_a_redis_that_does_not_answer_loses_the_calls_not_the_work(
-    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
-    monkeypatch.setattr(Runtime, "redis", property(lambda self: dead))
+    class Down:
+        """A Redis whose every pipeline fails as a refused connection does."""
+
+        def pipeline(self, transaction: bool = False) -> Any:
+            return self
+
+        def __getattr__(self, name: str) -> Any:
+            def fail(*args: Any, **kwargs: Any) -> None:
+                if name == "execute":
+                    raise redis.ConnectionError("Connection refused")
+
+            return fail
+
+    class Rt:
+        redis = Down()
+
     monkeypatch.setattr(crm_calls, "_warned", False)
     for _ in range(2):
-        with crm_calls.recording(runtime, [41]):
+        with crm_calls.recording(Rt(), [41]):  # type: ignore[arg-type]
             crm_calls.note("GET", "https://x.test/a", 200, 0.0, 1.0)
     warnings = [r for r in caplog.records if "CRM calls not recorded" in r.getMessage()]
     assert len(warnings) == 1  # once per outage
