@@ -44,7 +44,7 @@ run: install
 # fixtures are built once); TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 2
 test: install-test apt-deps security typecheck
-	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # Static security gate: bandit must report no high-severity finding and ruff's
 # security rules (flake8-bandit) none at all in the product code.

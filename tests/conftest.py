@@ -379,3 +379,62 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, Any, Any]:
     return (yield from _guarded("teardown"))
+
+
+# -- the order the files run in -----------------------------------------------------------
+
+#: seconds a file took in a full run on 2 cores (both databases; 2026-12-06),
+#: for the slow suites; ``make test`` runs the files longest first (see
+#: :func:`pytest_collection_modifyitems`). A file not named counts as
+#: ``_SHORT`` (a real stack or browser) or by its number of tests (the rest).
+_FILE_SECONDS = {
+    "tests/browser/test_try_it_page.py": 190,
+    "tests/integration/test_one_client.py": 110,
+    "tests/integration/test_chaos.py": 105,
+    "tests/integration/test_run_command.py": 85,
+    "tests/integration/test_readme.py": 75,
+    "tests/integration/test_service_crms.py": 70,
+    "tests/integration/test_email_hubspot.py": 65,
+    "tests/integration/test_token_race.py": 60,
+    "tests/integration/test_custom_channel.py": 60,
+    "tests/integration/test_vk_crms.py": 55,
+    "tests/integration/test_whatsapp_crms.py": 55,
+    "tests/browser/test_widget.py": 50,
+    "tests/integration/test_telegram_hubspot.py": 50,
+    "tests/integration/test_telegram_amocrm.py": 50,
+    "tests/integration/test_email_amocrm.py": 45,
+    "tests/integration/test_cascade_trigger_crms.py": 45,
+    "tests/integration/test_max_crms.py": 35,
+    "tests/integration/test_email_bitrix24.py": 35,
+    "tests/integration/test_telegram_bitrix24.py": 30,
+    "tests/integration/test_telegram_polling.py": 30,
+    "tests/integration/test_viber_crms.py": 25,
+}
+_SHORT = 15.0
+_SLOW_SUITES = ("tests/integration/", "tests/browser/")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The files longest first, each file's tests together and in order:
+    ``make test`` hands whole files to its workers in this order
+    (``--dist loadfile --no-loadscope-reorder``), so a long file never
+    starts last while the other worker has nothing left to do."""
+    root = str(config.rootpath) + "/"
+    counts: dict[str, int] = {}
+    for item in items:
+        path = str(item.path).removeprefix(root)
+        counts[path] = counts.get(path, 0) + 1
+
+    def weight(path: str) -> float:
+        if path in _FILE_SECONDS:
+            return float(_FILE_SECONDS[path])
+        if path.startswith(_SLOW_SUITES):
+            return _SHORT
+        return counts[path] * 0.05  # the unit tier: ~50 ms a test
+
+    first_seen = {path: n for n, path in enumerate(counts)}
+    order = sorted(counts, key=lambda p: (-weight(p), first_seen[p]))
+    rank = {path: n for n, path in enumerate(order)}
+    items[:] = sorted(
+        items, key=lambda item: rank[str(item.path).removeprefix(root)]
+    )  # a stable sort: a file's own order kept
