@@ -249,6 +249,7 @@ def test_the_console_fits_a_phone(browser: Browser, console: Console) -> None:
     page.locator("input[name=password]").fill(PASSWORD)
     page.locator("form.stack button[type=submit]").click()
     expect(page.locator("#users")).to_be_visible()
+    page.wait_for_load_state("load")  # the stylesheet applied (under load it came after)
     overflow = page.evaluate(
         "document.documentElement.scrollWidth - document.documentElement.clientWidth"
     )
