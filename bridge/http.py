@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import redis
 import requests
 
 from bridge import crm_calls, metrics
@@ -128,6 +129,7 @@ class HttpClient:
         limiter: RateLimiter | None = None,
         session: requests.Session | None = None,
         user_agent: str = USER_AGENT,
+        counters: redis.Redis | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
@@ -137,8 +139,10 @@ class HttpClient:
         #: how many HTTP requests went out (benchmarks count CRM calls with it)
         self.calls = 0
         #: the CRM kind and tenant id its calls are counted under
-        #: (``bridge.metrics``, in its rate limiter's Redis); None: not counted
+        #: (``bridge.metrics``, in ``counters``); None: not counted
         self.metered: tuple[str, int | None] | None = None
+        #: the Redis that ``bridge.metrics`` keeps the counters in
+        self.counters = counters
 
     def url(self, path: str) -> str:
         """``path`` under the base URL, or ``path`` itself when it is an
@@ -223,9 +227,8 @@ class HttpClient:
         if self.metered is None:
             return
         crm_calls.note(method, url, status, started, (time.perf_counter() - clock) * 1000)
-        connection = getattr(self.limiter, "redis", None)
-        if connection is not None:
-            metrics.crm_call(connection, *self.metered, status)
+        if self.counters is not None:
+            metrics.crm_call(self.counters, *self.metered, status)
 
     @staticmethod
     def default_error(method: str, response: requests.Response) -> BridgeError:

@@ -255,7 +255,11 @@ class Runtime:
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         return HttpClient(
-            base_url, timeout=self.settings.http_timeout, limiter=self.limiter, session=session
+            base_url,
+            timeout=self.settings.http_timeout,
+            limiter=self.limiter,
+            session=session,
+            counters=self.redis,
         )
 
     def mapping_for(self, tenant: tables.Tenant) -> MappingConfig:

@@ -283,9 +283,8 @@ def _policy(runtime: Runtime, tenant: Tenant) -> _Policy | None:
 
 def _after(runtime: Runtime, lines: Sequence[Line]) -> float:
     for line in lines:
-        own = getattr(line, "silence_after", None)
-        if isinstance(own, dt.timedelta):
-            return own.total_seconds()
+        if line.silence_after is not None:
+            return line.silence_after.total_seconds()
     return float(runtime.settings.silence_after)
 
 

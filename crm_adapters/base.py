@@ -214,6 +214,11 @@ class CrmAdapter(ABC):
     #: :meth:`install_event`)
     has_install_event: ClassVar[bool] = False
 
+    #: True when the CRM has an OAuth app the bridge can send an admin to
+    #: (:meth:`install_url` and :meth:`exchange_code` are implemented): the
+    #: console offers "connect" and "re-authorise" links only then
+    has_oauth_app: ClassVar[bool] = False
+
     @classmethod
     def install_url(cls, app: Any, *, redirect_uri: str, state: str) -> str:
         """The OAuth authorize URL a CRM admin opens to install the bridge

@@ -577,16 +577,11 @@ def _oauth_problem(rt: Runtime, kind: str) -> str | None:
     """Why ``kind`` cannot be installed through ``/oauth/<kind>/install``
     here (None when it can): a CRM whose adapter has no OAuth install says
     so first; then the install link is made exactly as that view makes it."""
-    from crm_adapters.base import CrmAdapter
-
     cls = crm_class(kind)
-    base = getattr(CrmAdapter.install_url, "__func__", None)
-    if getattr(cls.install_url, "__func__", None) is base:
+    if not cls.has_oauth_app:
         return f"{cls.title} has no OAuth install"
     try:
         oauth.install_url(rt, kind)
-    except NotImplementedError:
-        return f"{crm_class(kind).title} has no OAuth install"
     except (ConfigError, SettingsError, UnknownAdapter) as exc:
         return str(exc)
     return None

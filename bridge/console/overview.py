@@ -223,21 +223,27 @@ def queue_depths(runtime: Runtime) -> tuple[QueueDepth, ...] | None:
         return None
 
 
+def _can_link(runtime: Runtime, tenant: Tenant) -> bool:
+    """Whether this deployment can make the tenant's re-authorise link: its
+    OAuth app may not be configured here, or not make a link alone
+    (Bitrix24 without BITRIX24_PORTAL: its app is installed from the portal)."""
+    try:
+        oauth.install_url(runtime, tenant.crm_kind, tenant.mapping)
+    except (BridgeError, ConfigError):
+        return False
+    return True
+
+
 def _crm(runtime: Runtime, session: Session, tenant: Tenant, row: Mapping[str, Any]) -> CrmHealth:
     try:
-        title = crm_class(tenant.crm_kind).title
+        cls = crm_class(tenant.crm_kind)
     except UnknownAdapter:
-        title = tenant.crm_kind
+        title, reinstall = tenant.crm_kind, False
+    else:
+        title, reinstall = cls.title, cls.has_oauth_app and _can_link(runtime, tenant)
     routes = session.scalar(
         select(func.count()).select_from(CrmRoute).where(CrmRoute.tenant_id == tenant.id)
     )
-    try:
-        oauth.install_url(runtime, tenant.crm_kind, tenant.mapping)
-        reinstall = True
-    except (BridgeError, ConfigError, NotImplementedError, UnknownAdapter):
-        # no OAuth app here, or it cannot make a link alone (Bitrix24 without
-        # BITRIX24_PORTAL: its app is installed from the portal)
-        reinstall = False
     return CrmHealth(
         kind=tenant.crm_kind,
         title=title,

@@ -12,50 +12,12 @@ SECURITY = ("tls", "starttls", "plain")
 
 
 @dataclass(frozen=True)
-class EmailConnect:
-    """What an admin supplies. Passwords are named by the environment
-    variable that holds them (``--password-env``), never typed on a command
-    line (shell history). Without ``--imap-host`` the account receives
-    through its raw-MIME webhook (an MTA pipe or a provider's inbound
-    route) instead of a mailbox."""
+class _Mailbox:
+    """The fields the command line and the console's form share: the
+    address, the login and the servers; each adds its way to the secrets."""
 
     address: str = setting(help="the support address customers write to (support@acme.com)")
-    user: str = setting("", help="the mailbox login (IMAP, and SMTP unless --smtp-user)")
-    password_env: str = setting(
-        "", help="the environment variable holding the mailbox password (IMAP and SMTP)"
-    )
-    imap_host: str = setting("", help="IMAP server; empty: the raw-MIME webhook receives")
-    imap_port: int = setting(0, help="IMAP port (default 993 for tls, 143 otherwise)")
-    imap_security: str = setting(
-        "tls", choices=SECURITY, help="tls (default), starttls, or plain (explicit only)"
-    )
-    folder: str = setting("INBOX", help="the folder the poller reads")
-    mark_seen: bool = setting(False, help="mark a mail \\Seen once it is journaled")
-    move_to: str = setting("", help="move a mail to this folder once it is journaled")
-    smtp_host: str = setting("", help="SMTP server for replies (default: the IMAP host)")
-    smtp_port: int = setting(0, help="SMTP port (default 465 for tls, 587 otherwise)")
-    smtp_security: str = setting("tls", choices=SECURITY, help="tls, starttls or plain")
-    smtp_user: str = setting("", help="SMTP login (default: --user)")
-    smtp_password_env: str = setting(
-        "", help="the environment variable holding the SMTP password (default: --password-env)"
-    )
-    from_name: str = setting("", help="the name replies are sent under (Acme Support)")
-    webhook_secret_env: str = setting(
-        "",
-        help="the environment variable holding the HMAC-SHA256 key the MTA signs the raw-MIME "
-        "webhook's posts with (X-Bridge-Signature: sha256=<hex>); given, every post must be signed",
-    )
-
-
-@dataclass(frozen=True)
-class EmailForm:
-    """What the admin console's form asks: :class:`EmailConnect`'s fields,
-    with the passwords and the webhook's key typed in (stored encrypted,
-    never shown again) instead of named by environment variables."""
-
-    address: str = setting(help="the support address customers write to (support@acme.com)")
-    user: str = setting("", help="the mailbox login (IMAP, and SMTP unless an SMTP login is set)")
-    password: str = setting("", secret=True, help="the mailbox password (IMAP and SMTP)")
+    user: str = setting("", help="the mailbox login (IMAP, and SMTP unless an SMTP login is given)")
     imap_host: str = setting("", help="IMAP server; empty: the raw-MIME webhook receives")
     imap_port: int = setting(0, help="IMAP port (default 993 for tls, 143 otherwise)")
     imap_security: str = setting(
@@ -68,10 +30,40 @@ class EmailForm:
     smtp_port: int = setting(0, help="SMTP port (default 465 for tls, 587 otherwise)")
     smtp_security: str = setting("tls", choices=SECURITY, help="tls, starttls or plain")
     smtp_user: str = setting("", help="SMTP login (default: the mailbox login)")
+    from_name: str = setting("", help="the name replies are sent under (Acme Support)")
+
+
+@dataclass(frozen=True)
+class EmailConnect(_Mailbox):
+    """What an admin supplies. Passwords are named by the environment
+    variable that holds them (``--password-env``), never typed on a command
+    line (shell history). Without ``--imap-host`` the account receives
+    through its raw-MIME webhook (an MTA pipe or a provider's inbound
+    route) instead of a mailbox."""
+
+    password_env: str = setting(
+        "", help="the environment variable holding the mailbox password (IMAP and SMTP)"
+    )
+    smtp_password_env: str = setting(
+        "", help="the environment variable holding the SMTP password (default: --password-env)"
+    )
+    webhook_secret_env: str = setting(
+        "",
+        help="the environment variable holding the HMAC-SHA256 key the MTA signs the raw-MIME "
+        "webhook's posts with (X-Bridge-Signature: sha256=<hex>); given, every post must be signed",
+    )
+
+
+@dataclass(frozen=True)
+class EmailForm(_Mailbox):
+    """What the admin console's form asks: :class:`EmailConnect`'s fields,
+    with the passwords and the webhook's key typed in (stored encrypted,
+    never shown again) instead of named by environment variables."""
+
+    password: str = setting("", secret=True, help="the mailbox password (IMAP and SMTP)")
     smtp_password: str = setting(
         "", secret=True, help="the SMTP password (default: the mailbox password)"
     )
-    from_name: str = setting("", help="the name replies are sent under (Acme Support)")
     webhook_secret: str = setting(
         "",
         secret=True,

@@ -170,6 +170,8 @@ class AmoCrmAdapter(ContactsMixin, LeadsMixin, MergeMixin, NotesMixin, InboxMixi
 
     # -- install / setup ------------------------------------------------
 
+    has_oauth_app: ClassVar[bool] = True
+
     @classmethod
     def install_url(cls, app: AmoCrmApp, *, redirect_uri: str, state: str) -> str:
         """``{auth_base}/oauth?client_id&state&mode=post_message`` (FACTS 1.2)."""

@@ -197,6 +197,8 @@ class Bitrix24Adapter(ContactsMixin, EntitiesMixin, MergeMixin, TimelineMixin, C
 
     # -- install / OAuth -------------------------------------------------------------
 
+    has_oauth_app: ClassVar[bool] = True
+
     @classmethod
     def install_url(cls, app: Bitrix24App, *, redirect_uri: str, state: str) -> str:
         """``https://<portal>/oauth/authorize/?client_id&state`` (the portal:

@@ -171,6 +171,8 @@ class HubSpotAdapter(ContactsMixin, MergeMixin, EntitiesMixin, CrmAdapter):
 
     # -- install / setup ------------------------------------------------
 
+    has_oauth_app: ClassVar[bool] = True
+
     @classmethod
     def install_url(cls, app: HubSpotApp, *, redirect_uri: str, state: str) -> str:
         """HubSpot's authorize URL (FACTS 3.1): ``app.client_id``, with

@@ -268,9 +268,9 @@ def test_the_service_sweep_counts_the_sla_warning_and_breach_once(runtime, monke
 
 def test_crm_calls_are_counted_by_result_for_a_metered_client_only(runtime) -> None:  # type: ignore[no-untyped-def]
     limiter = RedisTokenBucket(runtime.redis)
-    metered = HttpClient("https://crm.test", limiter=limiter)
+    metered = HttpClient("https://crm.test", limiter=limiter, counters=runtime.redis)
     metered.metered = ("crmx", 9)
-    plain = HttpClient("https://channel.test", limiter=limiter)
+    plain = HttpClient("https://channel.test", limiter=limiter, counters=runtime.redis)
     with responses.RequestsMock() as mock:
         mock.get("https://crm.test/ok", status=200, json={})
         mock.get("https://crm.test/missing", status=404)
