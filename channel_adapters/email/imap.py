@@ -414,6 +414,11 @@ class Mailbox:
 
     def _translate(self, exc: OSError | imaplib.IMAP4.error) -> BridgeError:
         where, timeout = self._where, self.settings.timeout
+        if isinstance(exc, LoginError) and _TRANSIENT.search(_server_text(exc)):
+            # RFC 5530 §3: [UNAVAILABLE] is "temporary failure because a
+            # subsystem is down" (Dovecot's auth process still starting or
+            # overloaded says so): the password is not wrong, try again soon
+            return RetryableError(f"{where} cannot log in now: {_server_text(exc)}")
         if isinstance(exc, LoginError):
             return AuthError(
                 f"{where} refused the login: check the mailbox's user name and password "

@@ -463,6 +463,19 @@ def test_a_stopped_server_is_a_retryable_error_and_a_restarted_one_is_read_again
     assert [m.raw for m in got.mails] == [_mail(2)]
 
 
+def test_a_login_the_server_cannot_check_now_is_retryable_not_a_wrong_password() -> None:
+    """Dovecot answers ``NO [UNAVAILABLE]`` while its user database cannot
+    answer (an auth process still starting, a directory server down; here
+    a checkpassword program that says "temporary problem"): the poller
+    waits seconds for that, not the minutes a refused password gets."""
+    for server in _server(bare=True, auth_down=True):
+        with Mailbox(_settings(server, port=server.imap_port, security="plain")) as mailbox:
+            with pytest.raises(RetryableError, match=r"cannot log in now.*UNAVAILABLE") as caught:
+                mailbox.fetch(None, 0)
+    assert not isinstance(caught.value, AuthError)
+    assert server.password not in str(caught.value)
+
+
 def test_a_server_stopping_during_idle_is_a_retryable_error(own_dovecot: Dovecot) -> None:
     server = own_dovecot
     with Mailbox(_settings(server)) as mailbox:

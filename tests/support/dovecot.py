@@ -157,10 +157,12 @@ class Dovecot:
         self,
         *,
         bare: bool = False,
+        auth_down: bool = False,
         user: str = "desk@example.org",
         password: str = "s3cret-Imap-pass",  # noqa: S107 — a test server's test user
     ) -> None:
         self.bare = bare
+        self.auth_down = auth_down
         self.user = user
         self.password = password
         self.root = Path(tempfile.mkdtemp(prefix="dovecot-test-"))
@@ -194,6 +196,15 @@ class Dovecot:
             os.chown(path, uid, gid)
         passwd = self.root / "passwd"
         passwd.write_text(f"{self.user}:{{PLAIN}}{self.password}::::::\n")
+        passdb = f"driver = passwd-file\n  args = scheme=PLAIN username_format=%u {passwd}"
+        if self.auth_down:
+            # a user database that cannot answer: checkpassword's exit code
+            # 111 is "temporary problem" (cr.yp.to/checkpwd/interface.html),
+            # which Dovecot answers with NO [UNAVAILABLE]
+            down = self.root / "auth-down"
+            down.write_text("#!/bin/sh\nexit 111\n")
+            down.chmod(0o755)
+            passdb = f"driver = checkpassword\n  args = {down}"
         if not self.bare:
             self.ca_file, cert, key = _write_certificates(self.root)
         listeners = [f"  inet_listener imap {{\n    port = {self.imap_port}\n  }}"]
@@ -224,8 +235,7 @@ mail_location = maildir:~/Maildir
 auth_mechanisms = plain login
 {tls}
 passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {passwd}
+  {passdb}
 }}
 userdb {{
   driver = static
