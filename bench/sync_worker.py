@@ -92,7 +92,7 @@ from typing import Any
 import requests
 
 from bench.report import emit_json, percentile, postgres_schema, rnd, sandbox_stats, table
-from bench.stack import Stack, _children
+from bench.stack import Stack, _children, helper_role
 from bench.sync_core import MAPPINGS, BridgeDb, Customers, Failed, wait_for
 from bench.traffic import telegram_update
 
@@ -224,16 +224,6 @@ def _cpu_of(pid: int) -> float:
     return sum(int(fields[i]) for i in (11, 12, 13, 14)) / _TICK
 
 
-def _helper(pid: int) -> str:
-    """``sweeper`` or ``pollers`` for ``bridge worker``'s helper processes,
-    else ``worker`` (the worker itself, or a work-horse it forked)."""
-    try:
-        cmdline = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return "worker"
-    return next((h for h in ("sweeper", "pollers") if h.encode() in cmdline), "worker")
-
-
 class Meter:
     """CPU seconds of the bridge's processes, by kind: ``web`` (gunicorn
     and its workers), ``worker`` (each ``bridge worker`` and any horse it
@@ -250,7 +240,7 @@ class Meter:
             self._tree(web.pid, lambda _pid: "web", out)
         for proc in self.stack.worker_procs:
             if proc.poll() is None:
-                self._tree(proc.pid, _helper, out)
+                self._tree(proc.pid, helper_role, out)
         server = self.stack.redis_server
         if server is not None and server.proc is not None:
             out["redis"] = _cpu_of(server.proc.pid)

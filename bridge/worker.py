@@ -9,17 +9,29 @@ stuck in a call must not delay the pass that recovers other conversations'
 work, nor a poller's lease renewal (a late renewal hands the account to
 another machine). Both, when started by ``bridge worker``, exit when their
 worker dies.
+
+``bridge worker`` forks its two helpers right after its imports, before it
+opens any connection or starts a thread: each starts with the modules
+already loaded instead of importing them again (about 2 s of CPU each). A
+helper restarted later is started afresh (``python -m bridge.cli <name>``):
+by then the worker has threads and connections a fork would copy. Helpers
+name themselves ``bridge-sweeper`` and ``bridge-pollers`` (what ps and top
+show, :data:`PROCESS_NAMES`).
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
 
 import redis
 
@@ -30,9 +42,13 @@ from bridge.rqworker import InProcessWorker
 from bridge.runtime import Runtime, set_runtime
 from bridge.sweeper import Sweeper
 
-__all__ = ["run_pollers", "run_sweeper", "run_worker"]
+__all__ = ["PROCESS_NAMES", "run_pollers", "run_sweeper", "run_worker"]
 
 log = logging.getLogger(__name__)
+
+#: each helper's process name (``/proc/<pid>/comm``: ps, top, and the
+#: stack tests tell a forked helper from its worker by it)
+PROCESS_NAMES = {"sweeper": "bridge-sweeper", "pollers": "bridge-pollers"}
 
 
 def run_worker(
@@ -46,11 +62,11 @@ def run_worker(
 
     validate_mappings_dir(settings.mappings_dir)
     _preload()
+    wanted = (("sweeper", with_sweeper), ("pollers", with_pollers))
+    helpers = _Helpers([] if burst else [name for name, on in wanted if on], settings)
+    helpers.start()  # forked here: nothing connected yet, no thread but this one
     runtime = Runtime(settings)
     set_runtime(runtime)
-    wanted = (("sweeper", with_sweeper), ("pollers", with_pollers))
-    helpers = _Helpers([] if burst else [name for name, on in wanted if on])
-    helpers.start()
     worker = InProcessWorker(
         [runtime.queues[name] for name in QUEUES],
         connection=runtime.redis,
@@ -60,6 +76,41 @@ def run_worker(
         worker.work(burst=burst, logging_level="INFO", with_scheduler=False)
     finally:
         helpers.stop()
+
+
+class _Process(Protocol):
+    """What :class:`_Helpers` needs of a helper process (``Popen``'s names)."""
+
+    def poll(self) -> int | None: ...
+
+    def terminate(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+class _Forked:
+    """A helper forked from the worker (``multiprocessing``'s fork), seen
+    through ``Popen``'s names."""
+
+    def __init__(self, process: multiprocessing.process.BaseProcess) -> None:
+        self.process = process
+
+    def poll(self) -> int | None:
+        return self.process.exitcode
+
+    def terminate(self) -> None:
+        self.process.terminate()
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.process.join(timeout)
+        if self.process.exitcode is None:
+            raise subprocess.TimeoutExpired(str(self.process.name), timeout or 0.0)
+        return self.process.exitcode
 
 
 class _Helpers:
@@ -74,17 +125,34 @@ class _Helpers:
     RESTART_DELAY = 1.0
     RESTART_DELAY_MAX = 30.0
 
-    def __init__(self, names: list[str]) -> None:
+    def __init__(self, names: list[str], settings: Settings) -> None:
         self.names = names
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.settings = settings
+        self.procs: dict[str, _Process] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="helpers", daemon=True)
 
     def start(self) -> None:
         for name in self.names:
-            self.procs[name] = self._spawn(name)
+            self.procs[name] = self._fork(name)
         if self.names:
             self._thread.start()
+
+    def _fork(self, name: str) -> _Process:
+        """``name`` forked from this process, which must hold no thread
+        and no connection yet (else, or without fork: :meth:`_spawn`)."""
+        if threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods():
+            return self._spawn(name)
+        mains: dict[str, Callable[..., None]] = {"sweeper": run_sweeper, "pollers": run_pollers}
+        process = multiprocessing.get_context("fork").Process(
+            target=mains[name],
+            args=(self.settings,),
+            kwargs={"parent": os.getpid()},
+            name=PROCESS_NAMES[name],
+            daemon=True,  # stopped by multiprocessing too when the worker exits
+        )
+        process.start()
+        return _Forked(process)
 
     @staticmethod
     def _spawn(name: str) -> subprocess.Popen[bytes]:
@@ -140,7 +208,18 @@ def _preload() -> None:
             pass
 
 
+def _name_process(name: str) -> None:
+    """Show this helper as ``PROCESS_NAMES[name]`` in ps and top: Linux
+    lets a thread rename itself through ``/proc/self/comm`` (proc(5), up to
+    15 bytes); elsewhere the name stays the interpreter's."""
+    try:
+        Path("/proc/self/comm").write_text(PROCESS_NAMES[name])
+    except OSError:
+        pass
+
+
 def run_sweeper(settings: Settings, *, parent: int | None = None) -> None:
+    _name_process("sweeper")
     runtime = Runtime(settings)
     set_runtime(runtime)
     sweeper = Sweeper(runtime)
@@ -172,6 +251,7 @@ def run_pollers(settings: Settings, *, parent: int | None = None) -> None:
     given up on the way out, so another machine takes over at once."""
     from bridge.pollers import Pollers, worker_name
 
+    _name_process("pollers")
     _preload()
     runtime = Runtime(settings)
     set_runtime(runtime)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from bench.stack import Stack
+from bench.stack import Stack, helper_role
 from bench.traffic import wait_until
 
 pytestmark = pytest.mark.integration
@@ -37,7 +37,7 @@ def _children(pid: int) -> dict[int, str]:
 
 
 def _helper(worker: int, name: str) -> int | None:
-    found = [p for p, cmd in _children(worker).items() if f"bridge.cli {name} " in cmd]
+    found = [p for p in _children(worker) if helper_role(p) == name]
     return found[0] if len(found) == 1 else None
 
 
