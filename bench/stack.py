@@ -137,6 +137,9 @@ class Stack:
     env_overrides: dict[str, str] = field(default_factory=dict)
     #: the demo's other messengers to connect besides the bot ("whatsapp", "vk", "max", "viber")
     channels: tuple[str, ...] = ()
+    #: run ``bridge db upgrade`` at start; False: ``database_url`` is at the
+    #: newest migration already (the tests' migrated templates)
+    migrate: bool = True
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -209,7 +212,8 @@ class Stack:
             stderr=subprocess.STDOUT,
         )
         self.procs["sandbox"] = sandbox
-        self._migrate()
+        if self.migrate:
+            self._migrate()
         web = self.start_web()
         _wait_http(f"{self.sandbox_url}/telegram/_sent", proc=sandbox)
         _wait_http(f"{self.bridge_url}/healthz", proc=web)
@@ -506,18 +510,23 @@ def _busy_pids(connection: redis.Redis) -> set[int]:
     return {int(w.pid) for w in workers if w.pid and w.get_state() == "busy"}
 
 
+def helper_role(pid: int) -> str:
+    """``sweeper`` or ``pollers`` for ``bridge worker``'s helper processes
+    (by the name each gives itself, ``bridge.worker.PROCESS_NAMES``: a
+    forked helper's command line is its worker's), else ``worker``."""
+    from bridge.worker import PROCESS_NAMES
+
+    try:
+        comm = (Path("/proc") / str(pid) / "comm").read_text().strip()
+    except OSError:
+        return "worker"
+    return next((role for role, name in PROCESS_NAMES.items() if name == comm), "worker")
+
+
 def _horses(pid: int) -> list[int]:
-    """A worker's work-horse(s): forked children running the same command
-    (not its sweeper or pollers process)."""
-    out = []
-    for child in _children(pid):
-        try:
-            cmdline = (Path("/proc") / str(child) / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"sweeper" not in cmdline and b"pollers" not in cmdline:
-            out.append(child)
-    return out
+    """A worker's work-horse(s): its children that are not its sweeper or
+    pollers process."""
+    return [child for child in _children(pid) if helper_role(child) == "worker"]
 
 
 def _children(pid: int) -> list[int]:

@@ -53,7 +53,7 @@ DATABASES = ["sqlite"] + (["postgres"] if POSTGRES_URL else [])
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _with_search_path(url: str, schema: str) -> str:
+def with_search_path(url: str, schema: str) -> str:
     sep = "&" if "?" in url else "?"
     return f"{url}{sep}options=-csearch_path%3D{schema}"
 
@@ -66,7 +66,7 @@ def postgres_schema(prefix: str = "t") -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     try:
-        yield _with_search_path(POSTGRES_URL, schema)
+        yield with_search_path(POSTGRES_URL, schema)
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
@@ -133,7 +133,7 @@ class _SchemaPool:
         schema = f"m_{uuid.uuid4().hex[:12]}"
         with self.admin.connect() as conn:
             conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        engine = create_engine(_with_search_path(POSTGRES_URL, schema))
+        engine = create_engine(with_search_path(POSTGRES_URL, schema))
         try:
             upgrade(engine)
         finally:
@@ -217,7 +217,7 @@ def migrated_database_url(
     pool: _SchemaPool = request.getfixturevalue("_schema_pool")
     schema = pool.take()
     try:
-        yield _with_search_path(POSTGRES_URL, schema)
+        yield with_search_path(POSTGRES_URL, schema)
     finally:
         pool.give_back(schema)
 
@@ -383,32 +383,36 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, Any, Any]:
 
 # -- the order the files run in -----------------------------------------------------------
 
-#: seconds a file took in a full run on 2 cores (both databases; 2026-12-06),
+#: seconds a file took in a full run on 2 cores (both databases, 3 workers;
+#: --durations, 2026-12-06; the contract files are quick since),
 #: for the slow suites; ``make test`` runs the files longest first (see
 #: :func:`pytest_collection_modifyitems`). A file not named counts as
 #: ``_SHORT`` (a real stack or browser) or by its number of tests (the rest).
 _FILE_SECONDS = {
-    "tests/browser/test_try_it_page.py": 190,
-    "tests/integration/test_one_client.py": 110,
-    "tests/integration/test_chaos.py": 105,
-    "tests/integration/test_run_command.py": 85,
-    "tests/integration/test_readme.py": 75,
-    "tests/integration/test_service_crms.py": 70,
-    "tests/integration/test_email_hubspot.py": 65,
-    "tests/integration/test_token_race.py": 60,
-    "tests/integration/test_custom_channel.py": 60,
-    "tests/integration/test_vk_crms.py": 55,
-    "tests/integration/test_whatsapp_crms.py": 55,
-    "tests/browser/test_widget.py": 50,
-    "tests/integration/test_telegram_hubspot.py": 50,
-    "tests/integration/test_telegram_amocrm.py": 50,
-    "tests/integration/test_email_amocrm.py": 45,
-    "tests/integration/test_cascade_trigger_crms.py": 45,
-    "tests/integration/test_max_crms.py": 35,
-    "tests/integration/test_email_bitrix24.py": 35,
-    "tests/integration/test_telegram_bitrix24.py": 30,
-    "tests/integration/test_telegram_polling.py": 30,
-    "tests/integration/test_viber_crms.py": 25,
+    "tests/browser/test_try_it_page.py": 290,
+    "tests/integration/test_one_client.py": 205,
+    "tests/integration/test_canary.py": 160,
+    "tests/integration/test_telegram_amocrm.py": 140,
+    "tests/integration/test_service_crms.py": 135,
+    "tests/integration/test_token_race.py": 130,
+    "tests/integration/test_chaos.py": 125,
+    "tests/integration/test_email_hubspot.py": 115,
+    "tests/integration/test_telegram_hubspot.py": 105,
+    "tests/integration/test_telegram_polling.py": 95,
+    "tests/browser/test_widget.py": 90,
+    "tests/integration/test_run_command.py": 90,
+    "tests/security/test_tenant_isolation.py": 90,
+    "tests/integration/test_email_amocrm.py": 85,
+    "tests/integration/test_readme.py": 85,
+    "tests/integration/test_cascade_trigger_crms.py": 85,
+    "tests/integration/test_telegram_bitrix24.py": 75,
+    "tests/integration/test_whatsapp_crms.py": 75,
+    "tests/integration/test_custom_channel.py": 75,
+    "tests/integration/test_email_bitrix24.py": 65,
+    "tests/integration/test_vk_crms.py": 60,
+    "tests/property/test_parsers.py": 55,
+    "tests/integration/test_max_crms.py": 50,
+    "tests/integration/test_viber_crms.py": 50,
 }
 _SHORT = 15.0
 _SLOW_SUITES = ("tests/integration/", "tests/browser/")

@@ -4,51 +4,40 @@ real RQ worker processes — on SQLite and (in CI) PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import shutil
 from pathlib import Path
 
 import pytest
 
 from bench.stack import Stack
-from tests.conftest import DATABASES, postgres_schema
+from tests.conftest import DATABASES, POSTGRES_URL, with_search_path
 
 
 @pytest.fixture(params=DATABASES)
-def stack_database(request: pytest.FixtureRequest) -> Iterator[str | None]:
-    if request.param == "sqlite":
-        yield None  # the stack's own SQLite file
-        return
-    with postgres_schema("it") as url:
-        yield url
+def stack_database(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
-@pytest.fixture
-def make_stack(tmp_path: Path, stack_database: str | None):  # type: ignore[no-untyped-def]
+def _stacks(tmp_path: Path, request: pytest.FixtureRequest, backend: str):  # type: ignore[no-untyped-def]
+    """Stacks on databases already at the newest migration (a copy of this
+    worker's SQLite template, or a schema of its PostgreSQL pool): a stack
+    does not run ``bridge db upgrade`` at start (the migrations are tested
+    on their own, and the canary and README stacks still run them)."""
     stacks: list[Stack] = []
+    schemas: list[str] = []
+    pool = request.getfixturevalue("_schema_pool") if backend == "postgres" else None
 
     def make(**kwargs) -> Stack:  # type: ignore[no-untyped-def]
-        stack = Stack(
-            workdir=tmp_path / f"stack{len(stacks)}", database_url=stack_database, **kwargs
-        )
-        stacks.append(stack)
-        return stack.start()
-
-    yield make
-    for stack in stacks:
-        stack.close()
-
-
-def _one_database_stacks(tmp_path: Path, postgres: bool):  # type: ignore[no-untyped-def]
-    stacks: list[Stack] = []
-    schemas = []
-
-    def make(**kwargs) -> Stack:  # type: ignore[no-untyped-def]
-        database = None
-        if postgres:
-            schema = postgres_schema("it")
-            database = schema.__enter__()
-            schemas.append(schema)
-        stack = Stack(workdir=tmp_path / f"stack{len(stacks)}", database_url=database, **kwargs)
+        workdir = tmp_path / f"stack{len(stacks)}"
+        workdir.mkdir(parents=True)
+        if backend == "sqlite":
+            path = workdir / "bridge.db"
+            shutil.copyfile(request.getfixturevalue("_sqlite_template"), path)
+            database = f"sqlite:///{path}"
+        else:
+            schemas.append(pool.take())
+            database = with_search_path(POSTGRES_URL, schemas[-1])
+        stack = Stack(workdir=workdir, database_url=database, migrate=False, **kwargs)
         stacks.append(stack)
         return stack.start()
 
@@ -56,15 +45,17 @@ def _one_database_stacks(tmp_path: Path, postgres: bool):  # type: ignore[no-unt
     for stack in stacks:
         stack.close()
     for schema in schemas:
-        schema.__exit__(None, None, None)
+        pool.give_back(schema)
 
 
 @pytest.fixture
-def make_stack_once(tmp_path: Path):  # type: ignore[no-untyped-def]
+def make_stack(tmp_path: Path, request: pytest.FixtureRequest, stack_database: str):  # type: ignore[no-untyped-def]
+    yield from _stacks(tmp_path, request, stack_database)
+
+
+@pytest.fixture
+def make_stack_once(tmp_path: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     """Like ``make_stack``, on one database only: PostgreSQL when the suite
     has one (as in CI), else SQLite. For the slower lifecycle tests whose
-    storage paths the 50 × 20 tests already cover on both databases (keeps
-    ``make test`` well under 15 minutes on 2 cores)."""
-    from tests.conftest import POSTGRES_URL
-
-    yield from _one_database_stacks(tmp_path, postgres=bool(POSTGRES_URL))
+    storage paths the 50 × 20 tests already cover on both databases."""
+    yield from _stacks(tmp_path, request, "postgres" if POSTGRES_URL else "sqlite")

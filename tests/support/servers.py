@@ -20,7 +20,11 @@ class RunningServer:
 def serve_wsgi(app, host: str = "127.0.0.1") -> Iterator[RunningServer]:
     """Serve ``app`` (threaded) on an ephemeral port; yields its base URL."""
     server = make_server(host, 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="test-wsgi", daemon=True)
+    # shutdown() waits for serve_forever's next poll: 0.5 s by default, per
+    # server per test
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="test-wsgi", daemon=True
+    )
     thread.start()
     try:
         yield RunningServer(url=f"http://{host}:{server.server_port}", server=server)
