@@ -45,16 +45,8 @@ run: install
 # the sandboxes, Chromium), so a third worker fills the cores (18 min 22 s
 # on 2 cores with 3, 23 min with 2). A file stays on one worker, so its
 # module fixtures are built once; TEST_WORKERS=0 runs everything in one process.
-#
-# Bytecode is written and read whatever the shell says: with
-# PYTHONDONTWRITEBYTECODE=1 (set on the machine this was measured on) every process
-# the suite starts (gunicorn, workers, sandboxes, the CLI) compiled the
-# bridge's sources again (importing wsgi: 2.4 s of CPU, 1.6 s compiled); compiled once up front,
-# before the workers start at the same moment.
 TEST_WORKERS ?= 3
-test: export PYTHONDONTWRITEBYTECODE =
 test: install-test apt-deps security typecheck
-	$(VENV)/bin/python -m compileall -q bridge channel_adapters crm_adapters mappings sandbox bench tests wsgi.py
 	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # Static security gate: bandit must report no high-severity finding and ruff's
