@@ -416,8 +416,8 @@ class Mailbox:
         where, timeout = self._where, self.settings.timeout
         if isinstance(exc, LoginError) and _TRANSIENT.search(_server_text(exc)):
             # RFC 5530 §3: [UNAVAILABLE] is "temporary failure because a
-            # subsystem is down" (Dovecot's auth process still starting or
-            # overloaded says so): the password is not wrong, try again soon
+            # subsystem is down" (Dovecot says so when its user database
+            # fails): the password is not wrong, try again soon
             return RetryableError(f"{where} cannot log in now: {_server_text(exc)}")
         if isinstance(exc, LoginError):
             return AuthError(
