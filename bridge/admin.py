@@ -7,10 +7,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from bridge import consent, outbox
 from bridge.jobs import enqueue
@@ -313,12 +314,15 @@ def replay(
     message_uid: str | None = None,
     conversation_id: int | None = None,
     tenant_id: int | None = None,
+    record: Callable[[Session, int], None] | None = None,
 ) -> int:
     """Put failed messages back to pending and resume their conversations;
     failed follow-ups (a delivery report, an acknowledgement) are due again.
 
     Scope: one message, one conversation, or every failed message (of one
     tenant). Returns how many messages and follow-ups were requeued.
+    ``record(session, requeued)`` runs in the same transaction, after the
+    change (the console's audit row: both are committed, or neither).
     """
     jobs: dict[tuple[str, int], str] = {}
     with rt.transaction() as session:
@@ -364,9 +368,13 @@ def replay(
             job = outbox.unpark(session, conv_id, direction)
             if job:
                 jobs[(direction, conv_id)] = job
+        requeued = len(failed) + len(followups)
+        if record is not None:
+            session.flush()
+            record(session, requeued)
     for (direction, conv_id), job in jobs.items():
         enqueue(rt.queues, direction, conv_id, job)
-    return len(failed) + len(followups)
+    return requeued
 
 
 #: a message's direction -> the direction of its follow-up work

@@ -675,6 +675,34 @@ def test_an_admin_replays_a_failed_message_reset_enqueued_and_audited(
     assert again_answer.status_code == 303 and len(_audits(world)) == 1
 
 
+def test_a_replay_whose_audit_row_fails_changes_nothing(
+    world: World, redis_conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The change and its audit row are one transaction: no replay that the
+    audit log does not show."""
+    from bridge.console.pages import conversations as page
+
+    def broken(*_: Any, **__: Any) -> None:
+        raise RuntimeError("the audit table is unwritable")
+
+    client = _signed_in(world, "admin")
+    [bob] = _messages(world, world.bob)
+    monkeypatch.setattr(page, "audit", broken)
+    redis_conn.delete(*redis_conn.keys("rq:queue:*") or ["-"])
+    for path in (f"messages/{bob.id}/replay", "replay"):
+        with pytest.raises(RuntimeError, match="unwritable"):
+            _post(client, f"/console/conversations/{world.bob}/{path}?tenant={world.tenant}")
+    [still] = _messages(world, world.bob)
+    assert (still.status, still.attempts) == ("failed", 1)
+    with world.runtime.read_session() as s:
+        row = s.scalars(
+            select(Outbox).where(Outbox.conversation_id == world.bob, Outbox.direction == "in")
+        ).one()
+        assert row.state == "parked"
+    assert Queue(SYNC_QUEUE, connection=redis_conn).job_ids == []
+    assert _audits(world) == []
+
+
 def test_an_admin_replays_a_parked_conversation(world: World, redis_conn: Any) -> None:
     client = _signed_in(world, "admin")
     html = client.get(f"/console/conversations/{world.bob}").get_data(as_text=True)

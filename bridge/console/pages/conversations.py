@@ -630,8 +630,8 @@ def replay_message(conversation_id: int, message_id: int) -> ResponseReturnValue
     if not failed:
         flash(t("conv.nothing"), "error")
         return _redirect(back[0], tenant_id, **back[1])
-    requeued = admin.replay(rt, message_uid=uid, tenant_id=tenant_id)
-    with rt.transaction() as session:
+
+    def audited(session: Session, requeued: int) -> None:
         message = session.get(Message, message_id)
         assert message is not None
         after = {
@@ -639,6 +639,8 @@ def replay_message(conversation_id: int, message_id: int) -> ResponseReturnValue
             "requeued": requeued,
         }
         audit(session, "conversation.replay_message", f"message:{uid}", before, after)
+
+    requeued = admin.replay(rt, message_uid=uid, tenant_id=tenant_id, record=audited)
     log.info("console user %s replayed message %s (%d requeued)", current_user().id, uid, requeued)
     flash(t("conv.replayed", n=requeued), "ok")
     return _redirect(back[0], tenant_id, **back[1])
@@ -661,11 +663,15 @@ def replay_conversation(conversation_id: int) -> ResponseReturnValue:
     if not stuck:
         flash(t("conv.nothing"), "error")
         return _redirect("console.conversation", tenant_id, conversation_id=conversation_id)
-    requeued = admin.replay(rt, conversation_id=conversation_id, tenant_id=tenant_id)
-    with rt.transaction() as session:
+
+    def audited(session: Session, requeued: int) -> None:
         rows = trace.outbox_rows(session, conversation_id)
         after = {**{d: rows[d].state for d in sorted(rows)}, "requeued": requeued}
         audit(session, "conversation.replay", f"conversation:{conversation_id}", before, after)
+
+    requeued = admin.replay(
+        rt, conversation_id=conversation_id, tenant_id=tenant_id, record=audited
+    )
     log.info(
         "console user %s replayed conversation %s (%d requeued)",
         current_user().id,
