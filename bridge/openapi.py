@@ -288,6 +288,25 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            "/metrics": {
+                "get": {
+                    "summary": "Counters, histograms and gauges for Prometheus (bearer "
+                    "BRIDGE_METRICS_TOKEN when it is set; open otherwise)",
+                    "operationId": "metrics",
+                    "security": [{"metrics": []}, {}],
+                    "responses": {
+                        "200": {
+                            "description": "The text exposition format, or OpenMetrics when "
+                            "the Accept header asks for it",
+                            "content": {
+                                "text/plain": {"schema": {"type": "string"}},
+                                "application/openmetrics-text": {"schema": {"type": "string"}},
+                            },
+                        },
+                        "401": _error("Missing or wrong BRIDGE_METRICS_TOKEN"),
+                    },
+                }
+            },
             "/api/status": {
                 "get": {
                     "summary": "Counts, parked conversations and failed messages (no message text)",
@@ -327,6 +346,11 @@ def document() -> dict[str, Any]:
             },
             "securitySchemes": {
                 "operator": {"type": "http", "scheme": "bearer"},
+                "metrics": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "BRIDGE_METRICS_TOKEN (bridge.metrics_web)",
+                },
                 "tenant": {
                     "type": "http",
                     "scheme": "bearer",
