@@ -511,16 +511,23 @@ def _busy_pids(connection: redis.Redis) -> set[int]:
 
 
 def helper_role(pid: int) -> str:
-    """``sweeper`` or ``pollers`` for ``bridge worker``'s helper processes
-    (by the name each gives itself, ``bridge.worker.PROCESS_NAMES``: a
-    forked helper's command line is its worker's), else ``worker``."""
+    """``sweeper`` or ``pollers`` for ``bridge worker``'s helper processes,
+    else ``worker``: by the name each gives itself
+    (``bridge.worker.PROCESS_NAMES``; a forked helper's command line is its
+    worker's), or by the command line of one started afresh (``bridge.cli
+    sweeper``), which names itself only once its imports are done."""
     from bridge.worker import PROCESS_NAMES
 
+    proc = Path("/proc") / str(pid)
     try:
-        comm = (Path("/proc") / str(pid) / "comm").read_text().strip()
+        comm = (proc / "comm").read_text().strip()
+        argv = (proc / "cmdline").read_bytes().split(b"\0")
     except OSError:
         return "worker"
-    return next((role for role, name in PROCESS_NAMES.items() if name == comm), "worker")
+    for role, name in PROCESS_NAMES.items():
+        if comm == name or role.encode() in argv:
+            return role
+    return "worker"
 
 
 def _horses(pid: int) -> list[int]:
