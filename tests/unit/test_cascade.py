@@ -376,8 +376,11 @@ def test_a_batch_skips_the_unsubscribed_and_takes_the_channels_shared_budget(
     world: World, monkeypatch: pytest.MonkeyPatch, redis_conn: Any
 ) -> None:
     rt = world.rt
-    # a budget of one send at a time on the account (the shared bucket)
-    monkeypatch.setattr(cascade, "SHARE", 1 / 30)
+    # a budget of one send on the account (the shared bucket), refilled
+    # at the floor's 0.01 a second: a slow machine's seconds between the two
+    # sends below give the second no token (1/30 of Telegram's 30 a second
+    # refilled one in a second, and a loaded CI run sent both)
+    monkeypatch.setattr(cascade, "SHARE", 1 / 3000)
     reachable = [world.contact(f"crm-{i}") for i in (10, 11)]
     for contact_id in reachable:
         world.conversation(contact_id, "telegram", last_inbound=utcnow())
@@ -411,7 +414,8 @@ def test_a_batch_skips_the_unsubscribed_and_takes_the_channels_shared_budget(
     # the bucket refilled (here: emptied by hand): the sweeper sends the next
     for key in redis_conn.scan_iter("bridge:rl:cascade:*"):
         redis_conn.delete(key)
-    cascade.sweep(rt, now=utcnow() + dt.timedelta(seconds=5))
+    # (its wait was the bucket's: one token at 0.01 a second)
+    cascade.sweep(rt, now=utcnow() + dt.timedelta(seconds=101))
     assert _steps(_state(rt, started[1][1], world.tenant_id))[1] == ("telegram", "sending", None)
     assert len(_cascade_messages(rt)) == 2
 
