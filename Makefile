@@ -43,7 +43,8 @@ run: install
 # Three pytest-xdist workers on 2 cores: the real-stack and browser files
 # spend much of their time waiting on their own processes (gunicorn, RQ,
 # the sandboxes, Chromium), so a third worker fills the cores (17 min 46 s
-# of pytest on 2 cores with 3, both databases). A file stays on one worker, so its
+# to 19 min 46 s of pytest on 2 cores with 3, both databases, as the machine
+# is loaded). A file stays on one worker, so its
 # module fixtures are built once; TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 3
 test: install-test apt-deps security typecheck
